@@ -1,0 +1,199 @@
+// gla-eval: run a GLA checkpoint on the CPU without a server.
+//
+//   gla-eval logits     --model DIR --ids 1,2,3 --out FILE.safetensors   (F32 "logits" [T, vocab])
+//   gla-eval perplexity --model DIR --text FILE                          (tokens and perplexity)
+//   gla-eval generate   --model DIR (--prompt TEXT | --prompt-ids 1,2) --max-new-tokens N [--ignore-eos 1]
+//   gla-eval bench      --model DIR [--prompt-len 512] [--new-tokens 32] [--batch 1]
+//
+// Common options: --threads N (BLAS threads), --chunk C, --sub-chunk c, --form chunkwise|recurrent.
+// Any failure: one line "gla-eval: error: ..." on stderr and exit code 1.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "clients/gla_eval/args.h"
+#include "engine/cpu_model.h"
+#include "models/safetensors.h"
+#include "models/status_macros.h"
+
+namespace gla {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+const std::set<std::string> kModelFlags = {"model", "threads", "chunk", "sub-chunk", "form"};
+std::set<std::string> With(std::initializer_list<std::string> extra) {
+  std::set<std::string> s = kModelFlags;
+  s.insert(extra.begin(), extra.end());
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<CpuModel>> LoadModel(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(std::string dir, a.Required("model"));
+  CpuModelOptions o;
+  ASSIGN_OR_RETURN(o.threads, a.Int("threads", 0, 0));
+  ASSIGN_OR_RETURN(o.chunk, a.Int("chunk", o.chunk, 1));
+  ASSIGN_OR_RETURN(o.sub_chunk, a.Int("sub-chunk", o.sub_chunk, 1));
+  if (a.Has("form")) {
+    const std::string form = a.flags.at("form");
+    if (form == "recurrent") o.gla_form = CpuModelOptions::GlaForm::kRecurrent;
+    else if (form != "chunkwise") return absl::InvalidArgumentError(absl::StrCat("--form must be chunkwise or recurrent, got '", form, "'"));
+  }
+  return CpuModel::Load(dir, o);
+}
+
+int32_t Argmax(const float* row, int n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
+
+absl::Status Logits(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(std::string ids_text, a.Required("ids"));
+  ASSIGN_OR_RETURN(std::string out, a.Required("out"));
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseIdList(ids_text));
+  ASSIGN_OR_RETURN(auto model, LoadModel(a));
+  SequenceState state = model->NewState();
+  ASSIGN_OR_RETURN(std::vector<float> logits, model->Run(ids, state, /*all_logits=*/true));
+  const TensorToWrite t = F32Tensor("logits", {static_cast<int64_t>(ids.size()), model->config().vocab_size}, logits);
+  return WriteSafetensors(out, std::span<const TensorToWrite>(&t, 1));
+}
+
+absl::Status Perplexity(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(std::string path, a.Required("text"));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  ASSIGN_OR_RETURN(auto model, LoadModel(a));
+  if (model->tokenizer() == nullptr) return absl::FailedPreconditionError("model directory has no tokenizer.model");
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, model->tokenizer()->Encode(ss.str(), /*add_bos=*/true));
+  if (ids.size() < 2) return absl::InvalidArgumentError(absl::StrCat(path, ": fewer than two tokens to score"));
+  // The state carries the whole past, so the text is scored in windows with no context lost.
+  constexpr size_t kWindow = 512;
+  const int V = model->config().vocab_size;
+  SequenceState state = model->NewState();
+  double nll = 0.0;
+  const auto t0 = Clock::now();
+  for (size_t begin = 0; begin + 1 < ids.size(); begin += kWindow) {
+    const size_t end = std::min(begin + kWindow, ids.size() - 1);  // inputs [begin, end), targets shifted by one
+    ASSIGN_OR_RETURN(std::vector<float> logits,
+                     model->Run(std::span<const int32_t>(ids).subspan(begin, end - begin), state, true));
+    for (size_t t = begin; t < end; ++t) {
+      const float* row = logits.data() + (t - begin) * V;
+      const float mx = *std::max_element(row, row + V);
+      double z = 0.0;
+      for (int i = 0; i < V; ++i) z += std::exp(static_cast<double>(row[i]) - mx);
+      nll -= static_cast<double>(row[ids[t + 1]]) - mx - std::log(z);
+    }
+  }
+  const size_t scored = ids.size() - 1;
+  std::printf("tokens: %zu\nscored: %zu\nperplexity: %.4f\nseconds: %.2f\n", ids.size(), scored,
+              std::exp(nll / static_cast<double>(scored)), Seconds(t0, Clock::now()));
+  return absl::OkStatus();
+}
+
+absl::Status Generate(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(auto model, LoadModel(a));
+  ASSIGN_OR_RETURN(int max_new, a.Int("max-new-tokens", 32, 0));
+  ASSIGN_OR_RETURN(int ignore_eos, a.Int("ignore-eos", 0, 0));
+  const Tokenizer* tok = model->tokenizer();
+  std::vector<int32_t> prompt;
+  if (a.Has("prompt-ids")) {
+    ASSIGN_OR_RETURN(prompt, ParseIdList(a.flags.at("prompt-ids")));
+  } else {
+    ASSIGN_OR_RETURN(std::string text, a.Required("prompt"));
+    if (tok == nullptr) return absl::FailedPreconditionError("model directory has no tokenizer.model: use --prompt-ids");
+    ASSIGN_OR_RETURN(prompt, tok->Encode(text, /*add_bos=*/true));
+  }
+  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
+  const auto& eos = model->config().eos_token_ids;
+  SequenceState state = model->NewState();
+  std::unique_ptr<StreamingDetokenizer> detok;
+  if (tok != nullptr) detok = std::make_unique<StreamingDetokenizer>(*tok);
+  std::vector<int32_t> out;
+  const auto t0 = Clock::now();
+  ASSIGN_OR_RETURN(std::vector<float> logits, model->Run(prompt, state, false));
+  const auto t1 = Clock::now();
+  for (int i = 0; i < max_new; ++i) {
+    const int32_t next = Argmax(logits.data(), model->config().vocab_size);
+    if (!ignore_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) break;
+    out.push_back(next);
+    if (detok) std::fputs(detok->Push(next).c_str(), stdout), std::fflush(stdout);
+    if (i + 1 == max_new) break;
+    ASSIGN_OR_RETURN(logits, model->Run(std::span<const int32_t>(&out.back(), 1), state, false));
+  }
+  const auto t2 = Clock::now();
+  if (detok) std::printf("%s\n", detok->Flush().c_str());
+  std::printf("ids: %s\n", absl::StrJoin(out, ",").c_str());
+  std::fprintf(stderr, "prompt %zu tokens in %.3f s, %zu new tokens in %.3f s\n", prompt.size(), Seconds(t0, t1),
+               out.size(), Seconds(t1, t2));
+  return absl::OkStatus();
+}
+
+absl::Status Bench(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(auto model, LoadModel(a));
+  ASSIGN_OR_RETURN(int prompt_len, a.Int("prompt-len", 512, 1));
+  ASSIGN_OR_RETURN(int new_tokens, a.Int("new-tokens", 32, 1));
+  ASSIGN_OR_RETURN(int batch, a.Int("batch", 1, 1));
+  const int V = model->config().vocab_size;
+  std::mt19937 rng(1234);
+  std::vector<std::vector<int32_t>> prompts(batch);
+  for (auto& p : prompts)
+    for (int i = 0; i < prompt_len; ++i) p.push_back(static_cast<int32_t>(rng() % V));
+  std::vector<SequenceState> states;
+  for (int b = 0; b < batch; ++b) states.push_back(model->NewState());
+  // Prefill: each prompt on its own (as a server admits them), timed together.
+  std::vector<int32_t> next(batch);
+  const auto t0 = Clock::now();
+  for (int b = 0; b < batch; ++b) {
+    ASSIGN_OR_RETURN(std::vector<float> logits, model->Run(prompts[b], states[b], false));
+    next[b] = Argmax(logits.data(), V);
+  }
+  const auto t1 = Clock::now();
+  // Decode: one packed step per token for the whole batch.
+  for (int step = 0; step < new_tokens; ++step) {
+    std::vector<CpuModel::Segment> segs;
+    for (int b = 0; b < batch; ++b) segs.push_back({std::span<const int32_t>(&next[b], 1), &states[b], false});
+    std::vector<float> logits;
+    RETURN_IF_ERROR(model->Forward(segs, &logits));
+    for (int b = 0; b < batch; ++b) next[b] = Argmax(logits.data() + static_cast<size_t>(b) * V, V);
+  }
+  const auto t2 = Clock::now();
+  const double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
+  std::printf("prompt_len %d  batch %d  prefill %.1f tok/s (%.3f s)  decode %.2f tok/s (%.3f s/step)  state %.2f MiB/seq\n",
+              prompt_len, batch, prompt_len * batch / prefill_s, prefill_s, new_tokens * batch / decode_s,
+              decode_s / new_tokens, model->state_layout().bytes() / 1048576.0);
+  return absl::OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  const std::map<std::string, std::set<std::string>> known = {
+      {"logits", With({"ids", "out"})},
+      {"perplexity", With({"text"})},
+      {"generate", With({"prompt", "prompt-ids", "max-new-tokens", "ignore-eos"})},
+      {"bench", With({"prompt-len", "new-tokens", "batch"})},
+  };
+  auto args = ParseArgs(argc, argv, known);
+  absl::Status status = args.status();
+  if (status.ok()) {
+    if (args->command == "logits") status = Logits(*args);
+    else if (args->command == "perplexity") status = Perplexity(*args);
+    else if (args->command == "generate") status = Generate(*args);
+    else status = Bench(*args);
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "gla-eval: error: %s\n", std::string(status.message()).c_str());
+    if (!args.ok()) std::fprintf(stderr, "usage: gla-eval logits|perplexity|generate|bench --model DIR ...\n");
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace gla
+
+int main(int argc, char** argv) { return gla::Main(argc, argv); }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs every build and run dependency of the GLA server from Debian packages, and checks
+# for the CUDA Toolkit (which Debian does not ship in the version we need).
+#
+#   deploy/install-deps.sh            install what is missing (idempotent; needs root or sudo)
+#   deploy/install-deps.sh --check    only report what is missing; exit 1 if anything is
+#
+# CI, the README's two commands and deploy/Dockerfile all call this one script.
+set -euo pipefail
+
+# One line per package, with the reason it is here.
+packages=(
+  build-essential        # g++ 12 (C++20)
+  cmake ninja-build pkg-config
+  libgrpc++-dev          # gRPC 1.51 C++ (server, clients)
+  protobuf-compiler-grpc # grpc_cpp_plugin for protoc
+  libprotobuf-dev protobuf-compiler   # Protobuf 3.21 + protoc
+  libabsl-dev            # Abseil 20220623 (Status, flags, strings)
+  libsentencepiece-dev   # tokenizer.model
+  sentencepiece          # spm_train / spm_encode (tests train a small tokenizer)
+  libopenblas-dev        # multi-threaded SGEMM for the CPU backend
+  nlohmann-json3-dev     # config.json and safetensors headers (header-only, well-kept)
+  libgtest-dev libgmock-dev googletest   # GoogleTest through ctest
+  python3-grpcio python3-protobuf        # Python client and its example
+)
+
+check_only=0
+case "${1:-}" in
+  --check) check_only=1 ;;
+  "") ;;
+  *) echo "install-deps.sh: unknown option '$1' (known: --check)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if ((check_only)); then
+    echo "missing Debian packages: ${missing[*]}"
+  else
+    echo "installing: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    missing=()
+  fi
+else
+  echo "all Debian packages present"
+fi
+
+# CUDA Toolkit: optional. Without it the build is CPU-only; the CUDA backend needs nvcc + cuBLAS.
+nvcc=""
+for c in "$(command -v nvcc 2>/dev/null || true)" /usr/local/cuda/bin/nvcc; do
+  [ -n "$c" ] && [ -x "$c" ] && { nvcc=$c; break; }
+done
+if [ -z "$nvcc" ]; then
+  echo "CUDA Toolkit: not found (no nvcc on PATH or in /usr/local/cuda/bin)."
+  echo "  The build will be CPU-only. For the CUDA backend install CUDA 12.4+ from NVIDIA"
+  echo "  (e.g. the nvidia/cuda:*-devel images or https://developer.nvidia.com/cuda-downloads)."
+else
+  cuda_root=$(cd "$(dirname "$nvcc")/.." && pwd)
+  ver=$("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+  if ls "$cuda_root"/lib64/libcublas.so* "$cuda_root"/targets/*/lib/libcublas.so* >/dev/null 2>&1; then
+    echo "CUDA Toolkit: $nvcc (release $ver) with cuBLAS"
+  else
+    echo "CUDA Toolkit: $nvcc (release $ver) but cuBLAS is missing under $cuda_root;"
+    echo "  install the toolkit's libcublas-dev package. The build will be CPU-only."
+  fi
+fi
+
+if ((check_only)) && ((${#missing[@]})); then exit 1; fi
+exit 0

@@ -1,0 +1,70 @@
+// The CPU model runner: fp32 compute over fp32/bf16/f16 checkpoints. It runs a packed step of
+// several sequences at once (prefill chunks and single decode tokens mixed), each continuing from
+// a state the caller owns. The CPU backend serves with it; the CUDA kernels are tested against it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/sequence_state.h"
+#include "models/checkpoint.h"
+
+namespace gla {
+
+struct CpuModelOptions {
+  // How multi-token segments run the GLA operator. Single tokens always take the decode step.
+  enum class GlaForm { kChunkwise, kRecurrent } gla_form = GlaForm::kChunkwise;
+  int chunk = 64;      // C
+  int sub_chunk = 16;  // c
+  int threads = 0;     // BLAS threads; 0 = library default
+};
+
+class CpuModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<CpuModel>> Load(const std::string& dir, const CpuModelOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<CpuModel>> FromCheckpoint(Checkpoint checkpoint,
+                                                                   const CpuModelOptions& options = {});
+
+  const GlaConfig& config() const { return ck_.config; }
+  const Tokenizer* tokenizer() const { return ck_.tokenizer.get(); }
+  const StateLayout& state_layout() const { return layout_; }
+  SequenceState NewState() const;  // the empty past
+
+  // One sequence's part of a packed step: its new tokens, the state they continue from (updated
+  // in place), and whether logits are wanted for every token or only for the last one.
+  struct Segment {
+    std::span<const int32_t> tokens;
+    SequenceState* state = nullptr;
+    bool all_logits = false;
+  };
+  // Appends logits rows ([vocab] each) to *logits in segment order: T rows for an all_logits
+  // segment, 1 otherwise. Bad input (empty segment, id outside the vocabulary, wrong state size)
+  // is INVALID_ARGUMENT and changes no state.
+  absl::Status Forward(std::span<const Segment> segments, std::vector<float>* logits);
+
+  // Convenience: one segment.
+  absl::StatusOr<std::vector<float>> Run(std::span<const int32_t> tokens, SequenceState& state, bool all_logits);
+
+ private:
+  CpuModel(Checkpoint ck, const CpuModelOptions& options);
+  void FuseWeights();
+  struct Workspace;
+  void RunLayer(int layer, std::span<const Segment> segments, const std::vector<int64_t>& offsets, Workspace& ws);
+
+  Checkpoint ck_;
+  CpuModelOptions options_;
+  StateLayout layout_;
+  // Fused per-layer projections: [q | k | v | g | gk_lowrank] rows of h, and [gate | up].
+  struct FusedLayer {
+    std::vector<float> in_proj;  // [P, D]
+    std::vector<float> gate_up;  // [2I, D]
+  };
+  std::vector<FusedLayer> fused_;
+  int64_t q_off_ = 0, k_off_ = 0, v_off_ = 0, g_off_ = 0, r_off_ = 0, p_width_ = 0;
+};
+
+}  // namespace gla

@@ -1,0 +1,37 @@
+// The recurrent state of one sequence: everything its past contributes to its future.
+// Per layer: S [H, dk, dv] fp32, then (use_short_conv) the conv tails of q, k, v, each
+// [conv_size-1, width]. A plain value: copy it to fork, keep it to resume.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "models/config.h"
+
+namespace gla {
+
+class StateLayout {
+ public:
+  explicit StateLayout(const GlaConfig& c)
+      : layers_(c.num_hidden_layers),
+        s_floats_(int64_t{c.num_heads} * c.head_k_dim * c.head_v_dim),
+        tail_rows_(c.use_short_conv ? c.conv_size - 1 : 0),
+        q_w_(c.key_dim), k_w_(c.key_dim_per_group), v_w_(c.value_dim_per_group),
+        per_layer_(c.StateFloatsPerLayer()) {}
+
+  int64_t floats() const { return per_layer_ * layers_; }
+  int64_t bytes() const { return floats() * static_cast<int64_t>(sizeof(float)); }
+  float* S(float* base, int layer) const { return base + layer * per_layer_; }
+  float* q_tail(float* base, int layer) const { return S(base, layer) + s_floats_; }
+  float* k_tail(float* base, int layer) const { return q_tail(base, layer) + tail_rows_ * q_w_; }
+  float* v_tail(float* base, int layer) const { return k_tail(base, layer) + tail_rows_ * k_w_; }
+
+ private:
+  int64_t layers_, s_floats_, tail_rows_, q_w_, k_w_, v_w_, per_layer_;
+};
+
+struct SequenceState {
+  std::vector<float> data;  // StateLayout(config).floats() values; all zero = empty past
+};
+
+}  // namespace gla

@@ -1,0 +1,66 @@
+// The GLA operator in its three forms. Framework-free: plain pointers, strides and sizes.
+//
+//   S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t        S [dk, dv] per head, fp32
+//   o_t = (scale * q_t) S_t
+//
+// Layouts (row = one token): q [T, H, dk], k and g [T, Hkv, dk], v [T, Hkv, dv], o [T, H, dv];
+// `*_stride` is the distance in floats between consecutive tokens, so the operator can read
+// straight out of a fused projection buffer. GQA: head h reads kv head h / (H / Hkv).
+// g is the log forget gate (<= 0), already through logsigmoid / normalizer / clamp.
+#pragma once
+
+#include <cstdint>
+
+namespace gla {
+
+struct GlaSeqParams {
+  int T = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const float* k = nullptr;
+  int64_t k_stride = 0;
+  const float* v = nullptr;
+  int64_t v_stride = 0;
+  const float* g = nullptr;
+  int64_t g_stride = 0;
+  float* o = nullptr;
+  int64_t o_stride = 0;
+  float* state = nullptr;  // [H, dk, dv]: the initial state on entry, the final state on return
+  float scale = 1.0f;      // usually dk^-1/2
+};
+
+// One token for each of N sequences; sequence n's state is states[n] ([H, dk, dv], in place).
+// q/k/v/g/o rows are indexed by n with the strides below.
+struct GlaDecodeParams {
+  int N = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const float* k = nullptr;
+  int64_t k_stride = 0;
+  const float* v = nullptr;
+  int64_t v_stride = 0;
+  const float* g = nullptr;
+  int64_t g_stride = 0;
+  float* o = nullptr;
+  int64_t o_stride = 0;
+  float* const* states = nullptr;
+  float scale = 1.0f;
+};
+
+namespace cpu {
+
+// The definition: one token after another.
+void GlaRecurrentNaive(const GlaSeqParams& p);
+
+// Chunkwise form (paper, section 4): chunks of `chunk` tokens carry the state recurrently;
+// inside a chunk, sub-chunks of `sub_chunk` tokens interact through matmuls whose gate factors
+// are taken relative to a reference row between them (so every exp() argument is <= 0), and
+// pairs inside one sub-chunk use exact pairwise gate differences. Returns false (doing nothing)
+// unless 0 < sub_chunk <= chunk and chunk % sub_chunk == 0.
+bool GlaChunkwise(const GlaSeqParams& p, int chunk, int sub_chunk);
+
+// Recurrent decode step for a batch of sequences (the serving path).
+void GlaDecodeStep(const GlaDecodeParams& p);
+
+}  // namespace cpu
+}  // namespace gla

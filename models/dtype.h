@@ -1,0 +1,24 @@
+// Element types of safetensors tensors and their conversion to the float types we compute in.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace gla {
+
+enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
+
+// Name as safetensors spells it ("F32", "BF16", ...).
+const char* DTypeName(DType dtype);
+std::optional<DType> ParseDType(std::string_view name);
+size_t DTypeSize(DType dtype);
+bool IsFloatingPoint(DType dtype);
+
+// IEEE half / bfloat16 <-> float. bf16 rounding is round-to-nearest-even (NaN kept NaN).
+float HalfToFloat(uint16_t h);
+float BFloat16ToFloat(uint16_t b);
+uint16_t FloatToBFloat16(float f);
+
+}  // namespace gla

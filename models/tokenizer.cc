@@ -1,0 +1,154 @@
+#include "models/tokenizer.h"
+
+#include "absl/strings/str_cat.h"
+#include "models/sentencepiece_adapter.h"
+#include "models/utf8.h"
+
+namespace gla {
+
+namespace {
+constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+
+std::string ReplaceSpaceSymbols(std::string_view piece) {
+  std::string out;
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.substr(i, 3) == kSpaceSymbol) {
+      out += ' ';
+      i += 3;
+    } else {
+      out += piece[i++];
+    }
+  }
+  return out;
+}
+
+int ParseBytePiece(const std::string& piece) {  // "<0xNN>"
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>') return -1;
+  return static_cast<int>(std::strtol(piece.substr(3, 2).c_str(), nullptr, 16));
+}
+}  // namespace
+
+Tokenizer::Tokenizer() = default;
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path, std::optional<int> bos_id,
+                                                           std::optional<int> eos_id) {
+  std::string error;
+  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  t->sp_ = SentencePieceAdapter::Load(path, &error);
+  if (t->sp_ == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": not a SentencePiece model: ", error));
+  const int n = t->sp_->vocab_size();
+  t->pieces_.resize(n);
+  int lone_space = -1, spaced_piece = -1;
+  for (int id = 0; id < n; ++id) {
+    PieceInfo& p = t->pieces_[id];
+    const std::string piece = t->sp_->IdToPiece(id);
+    if (t->sp_->IsControl(id)) {
+      p.kind = PieceInfo::kControl;
+    } else if (t->sp_->IsByte(id)) {
+      const int b = ParseBytePiece(piece);
+      if (b < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": byte piece ", id, " is malformed"));
+      p.kind = PieceInfo::kByte;
+      p.byte = static_cast<uint8_t>(b);
+    } else if (t->sp_->IsUnknown(id)) {
+      std::string surface;
+      t->sp_->Decode({id}, &surface, &error);
+      p.text = surface;  // unknown pieces decode to their surface, never space-stripped
+    } else {
+      p.starts_with_space = piece.compare(0, kSpaceSymbol.size(), kSpaceSymbol) == 0;
+      p.text = ReplaceSpaceSymbols(piece);
+      if (piece == kSpaceSymbol) lone_space = id;
+      else if (p.starts_with_space && spaced_piece < 0) spaced_piece = id;
+    }
+  }
+  // The normalizer's flags are not exposed by the C++ API: observe them through Decode.
+  if (spaced_piece >= 0) {
+    std::string one;
+    t->sp_->Decode({spaced_piece}, &one, &error);
+    t->strip_first_space_ = one.empty() || one[0] != ' ';
+    if (lone_space >= 0 && t->strip_first_space_) {
+      std::string two;
+      t->sp_->Decode({lone_space, spaced_piece}, &two, &error);
+      t->keep_stripping_spaces_ = !two.empty() && two[0] != ' ';
+    }
+  }
+  auto in_vocab = [n](std::optional<int> id) { return !id || (*id >= 0 && *id < n); };
+  if (!in_vocab(bos_id) || !in_vocab(eos_id))
+    return absl::InvalidArgumentError(absl::StrCat(path, ": bos/eos id from config.json is outside the ", n,
+                                                   "-piece vocabulary"));
+  t->bos_id_ = bos_id ? bos_id : (t->sp_->bos_id() >= 0 ? std::optional<int>(t->sp_->bos_id()) : std::nullopt);
+  t->eos_id_ = eos_id ? eos_id : (t->sp_->eos_id() >= 0 ? std::optional<int>(t->sp_->eos_id()) : std::nullopt);
+  return t;
+}
+
+int Tokenizer::vocab_size() const { return sp_->vocab_size(); }
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bool add_bos) const {
+  if (!IsValidUtf8(text)) return absl::InvalidArgumentError("text is not valid UTF-8");
+  std::vector<int> ids;
+  std::string error;
+  if (!sp_->Encode(std::string(text), &ids, &error)) return absl::InternalError(absl::StrCat("encode: ", error));
+  std::vector<int32_t> out;
+  out.reserve(ids.size() + 1);
+  if (add_bos && bos_id_) out.push_back(*bos_id_);
+  out.insert(out.end(), ids.begin(), ids.end());
+  return out;
+}
+
+absl::StatusOr<std::string> Tokenizer::Decode(std::span<const int32_t> ids) const {
+  const int n = vocab_size();
+  for (int32_t id : ids)
+    if (id < 0 || id >= n) return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", n, ")"));
+  std::string text, error;
+  if (!sp_->Decode(std::vector<int>(ids.begin(), ids.end()), &text, &error))
+    return absl::InternalError(absl::StrCat("decode: ", error));
+  return text;
+}
+
+void StreamingDetokenizer::DrainBytes(std::string* out, bool at_end) {
+  while (!pending_.empty()) {
+    if (const size_t n = Utf8CharLength(pending_); n > 0) {
+      out->append(pending_, 0, n);
+      pending_.erase(0, n);
+    } else if (!at_end && IsUtf8Prefix(pending_)) {
+      return;  // wait for the rest of the character
+    } else {
+      out->append(kUtf8Replacement);  // SentencePiece maps each broken byte to U+FFFD
+      pending_.erase(0, 1);
+    }
+    any_text_ = true;
+  }
+}
+
+std::string StreamingDetokenizer::Push(int32_t id) {
+  std::string out;
+  if (id < 0 || id >= static_cast<int32_t>(tok_.pieces_.size())) return out;
+  const Tokenizer::PieceInfo& p = tok_.pieces_[id];
+  if (p.kind == Tokenizer::PieceInfo::kByte) {
+    pending_.push_back(static_cast<char>(p.byte));
+    DrainBytes(&out, /*at_end=*/false);
+    return out;
+  }
+  DrainBytes(&out, /*at_end=*/true);  // a byte run ends at any other piece
+  if (bos_ws_seen_ || any_text_) is_bos_ws_ = false;
+  bool has_bos_ws = false;
+  if (p.kind == Tokenizer::PieceInfo::kText) {
+    std::string_view text = p.text;
+    if (is_bos_ws_ && tok_.strip_first_space_ && p.starts_with_space) {
+      text.remove_prefix(1);
+      has_bos_ws = !tok_.keep_stripping_spaces_;
+    }
+    out.append(text);
+    if (!text.empty()) any_text_ = true;
+  }
+  bos_ws_seen_ = has_bos_ws;
+  return out;
+}
+
+std::string StreamingDetokenizer::Flush() {
+  std::string out;
+  DrainBytes(&out, /*at_end=*/true);
+  return out;
+}
+
+}  // namespace gla

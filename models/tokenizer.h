@@ -1,0 +1,71 @@
+// SentencePiece tokenizer (`tokenizer.model`) with streaming detokenization.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace gla {
+
+class SentencePieceAdapter;
+
+class Tokenizer {
+ public:
+  // bos/eos override the model's own ids when the checkpoint's config.json names them.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path,
+                                                         std::optional<int> bos_id = std::nullopt,
+                                                         std::optional<int> eos_id = std::nullopt);
+  ~Tokenizer();
+
+  int vocab_size() const;
+  std::optional<int> bos_id() const { return bos_id_; }
+  std::optional<int> eos_id() const { return eos_id_; }
+
+  // Text must be valid UTF-8 (INVALID_ARGUMENT otherwise).
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const;
+  absl::StatusOr<std::string> Decode(std::span<const int32_t> ids) const;
+
+ private:
+  friend class StreamingDetokenizer;
+  Tokenizer();
+  // What one non-byte piece contributes, before the leading-space rule.
+  struct PieceInfo {
+    enum Kind : uint8_t { kText, kControl, kByte } kind = kText;
+    uint8_t byte = 0;        // kByte
+    bool starts_with_space = false;  // kText: piece began with U+2581
+    std::string text;        // kText: U+2581 replaced by ' ' (leading one kept)
+  };
+  std::unique_ptr<SentencePieceAdapter> sp_;
+  std::vector<PieceInfo> pieces_;
+  bool strip_first_space_ = true;      // add_dummy_prefix || remove_extra_whitespaces
+  bool keep_stripping_spaces_ = false; // remove_extra_whitespaces
+  std::optional<int> bos_id_, eos_id_;
+};
+
+// Turns a stream of token ids into text deltas that are always complete, valid UTF-8, and whose
+// concatenation equals Tokenizer::Decode of all the ids (SentencePiece's own rules: control
+// tokens are invisible, byte pieces join into characters, broken byte sequences become U+FFFD,
+// the first piece's dummy-prefix space is dropped).
+class StreamingDetokenizer {
+ public:
+  explicit StreamingDetokenizer(const Tokenizer& tokenizer) : tok_(tokenizer) {}
+  // Out-of-vocabulary ids are ignored (the caller validates ids).
+  std::string Push(int32_t id);
+  // Call at end of stream: pending bytes of an unfinished character become U+FFFD each.
+  std::string Flush();
+
+ private:
+  void DrainBytes(std::string* out, bool at_end);
+  const Tokenizer& tok_;
+  std::string pending_;  // bytes of a character still being completed
+  bool any_text_ = false;
+  bool is_bos_ws_ = true;
+  bool bos_ws_seen_ = false;
+};
+
+}  // namespace gla

@@ -1,0 +1,107 @@
+#include "models/weights.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "models/status_macros.h"
+
+namespace gla {
+
+namespace {
+
+std::string LayerPrefix(int i) { return absl::StrCat("model.layers.", i, "."); }
+
+// One table drives both the expected-name list and the loader, so they cannot drift apart.
+template <typename Fn>
+void ForEachTensor(const GlaConfig& c, ModelWeights* w, Fn&& fn) {
+  const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t r = c.gate_low_rank_dim, K = c.conv_size;
+  fn("model.embeddings.weight", std::vector<int64_t>{V, D}, w ? &w->embeddings : nullptr);
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    LayerWeights* l = w ? &w->layers[i] : nullptr;
+    auto at = [&](Weight LayerWeights::*m) { return l ? &(l->*m) : nullptr; };
+    const std::string p = LayerPrefix(i);
+    fn(p + "attn_norm.weight", std::vector<int64_t>{D}, at(&LayerWeights::attn_norm));
+    fn(p + "attn.q_proj.weight", std::vector<int64_t>{c.key_dim, D}, at(&LayerWeights::q_proj));
+    fn(p + "attn.k_proj.weight", std::vector<int64_t>{c.key_dim_per_group, D}, at(&LayerWeights::k_proj));
+    fn(p + "attn.v_proj.weight", std::vector<int64_t>{c.value_dim_per_group, D}, at(&LayerWeights::v_proj));
+    if (c.use_output_gate)
+      fn(p + "attn.g_proj.weight", std::vector<int64_t>{c.value_dim, D}, at(&LayerWeights::g_proj));
+    if (c.use_short_conv) {
+      fn(p + "attn.q_conv1d.weight", std::vector<int64_t>{c.key_dim, 1, K}, at(&LayerWeights::q_conv));
+      fn(p + "attn.k_conv1d.weight", std::vector<int64_t>{c.key_dim_per_group, 1, K}, at(&LayerWeights::k_conv));
+      fn(p + "attn.v_conv1d.weight", std::vector<int64_t>{c.value_dim_per_group, 1, K}, at(&LayerWeights::v_conv));
+    }
+    fn(p + "attn.gk_proj.0.weight", std::vector<int64_t>{r, D}, at(&LayerWeights::gk_proj0));
+    fn(p + "attn.gk_proj.1.weight", std::vector<int64_t>{c.key_dim_per_group, r}, at(&LayerWeights::gk_proj1));
+    fn(p + "attn.gk_proj.1.bias", std::vector<int64_t>{c.key_dim_per_group}, at(&LayerWeights::gk_proj1_bias));
+    // fla names the per-head norm g_norm_swish_gate when it fuses norm and swish gate, else g_norm.
+    const bool fused = c.use_output_gate && c.fuse_norm;
+    fn(p + (fused ? "attn.g_norm_swish_gate.weight" : "attn.g_norm.weight"), std::vector<int64_t>{c.head_v_dim},
+       at(&LayerWeights::g_norm));
+    fn(p + "attn.o_proj.weight", std::vector<int64_t>{D, c.value_dim}, at(&LayerWeights::o_proj));
+    fn(p + "mlp_norm.weight", std::vector<int64_t>{D}, at(&LayerWeights::mlp_norm));
+    fn(p + "mlp.gate_proj.weight", std::vector<int64_t>{I, D}, at(&LayerWeights::gate_proj));
+    fn(p + "mlp.up_proj.weight", std::vector<int64_t>{I, D}, at(&LayerWeights::up_proj));
+    fn(p + "mlp.down_proj.weight", std::vector<int64_t>{D, I}, at(&LayerWeights::down_proj));
+  }
+  fn("model.norm.weight", std::vector<int64_t>{D}, w ? &w->norm : nullptr);
+  if (!c.tie_word_embeddings) fn("lm_head.weight", std::vector<int64_t>{V, D}, w ? &w->lm_head : nullptr);
+}
+
+std::string ShapeString(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+
+}  // namespace
+
+std::vector<ExpectedTensor> ExpectedTensors(const GlaConfig& config) {
+  std::vector<ExpectedTensor> out;
+  ForEachTensor(config, nullptr, [&](const std::string& name, std::vector<int64_t> shape, Weight*) {
+    out.push_back({name, std::move(shape)});
+  });
+  return out;
+}
+
+absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const TensorStore& store) {
+  ModelWeights w;
+  w.layers.resize(config.num_hidden_layers);
+  std::set<std::string> used;
+  absl::Status status;
+  ForEachTensor(config, &w, [&](const std::string& name, std::vector<int64_t> shape, Weight* dst) {
+    if (!status.ok()) return;
+    const TensorView* t = store.Find(name);
+    if (t == nullptr) {
+      status = absl::NotFoundError(absl::StrCat("checkpoint: missing tensor '", name, "' (expected shape ",
+                                                ShapeString(shape), ")"));
+      return;
+    }
+    if (t->shape != shape) {
+      status = absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor '", name, "' has shape ",
+                                                       t->ShapeString(), ", expected ", ShapeString(shape)));
+      return;
+    }
+    if (t->dtype != DType::kF32 && t->dtype != DType::kBF16 && t->dtype != DType::kF16) {
+      status = absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor '", name, "' has dtype ",
+                                                       DTypeName(t->dtype), "; weights must be F32, BF16 or F16"));
+      return;
+    }
+    auto data = ToFloat32(*t);
+    if (!data.ok()) {
+      status = data.status();
+      return;
+    }
+    dst->data = std::move(*data);
+    dst->shape = std::move(shape);
+    used.insert(name);
+  });
+  RETURN_IF_ERROR(status);
+  for (const std::string& name : store.Names()) {
+    // Tied checkpoints sometimes still carry lm_head.weight; with tie_word_embeddings it is unused.
+    if (used.count(name) || (config.tie_word_embeddings && name == "lm_head.weight")) continue;
+    return absl::InvalidArgumentError(absl::StrCat(store.Find(name)->file, ": unexpected tensor '", name,
+                                                   "' (not part of a GLA model with this config.json)"));
+  }
+  return w;
+}
+
+}  // namespace gla

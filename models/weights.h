@@ -1,0 +1,56 @@
+// Weight map: fla-hub tensor names -> per-layer fp32 tensors (F32/F16/BF16 on disk).
+//
+// Linear weights keep PyTorch's [out, in] row-major layout. The CPU backend fuses the
+// projections that read the same input into one matrix (see engine/cpu_model.cc); this
+// module only loads and checks them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/config.h"
+#include "models/tensor_store.h"
+
+namespace gla {
+
+struct Weight {
+  std::vector<float> data;
+  std::vector<int64_t> shape;
+  bool empty() const { return data.empty(); }
+};
+
+struct LayerWeights {
+  Weight attn_norm;             // [D]
+  Weight q_proj, k_proj, v_proj;  // [key_dim, D], [kdpg, D], [vdpg, D]
+  Weight g_proj;                // [value_dim, D]   (use_output_gate)
+  Weight gk_proj0;              // [r, D]            low-rank forget gate, first factor
+  Weight gk_proj1, gk_proj1_bias;  // [kdpg, r], [kdpg]
+  Weight q_conv, k_conv, v_conv;   // [width, 1, conv_size] (use_short_conv)
+  Weight g_norm;                // [dv]  g_norm_swish_gate or g_norm
+  Weight o_proj;                // [D, value_dim]
+  Weight mlp_norm;              // [D]
+  Weight gate_proj, up_proj;    // [I, D]
+  Weight down_proj;             // [D, I]
+};
+
+struct ModelWeights {
+  Weight embeddings;  // [V, D]
+  std::vector<LayerWeights> layers;
+  Weight norm;        // [D]
+  Weight lm_head;     // [V, D]; empty when tied to embeddings
+  const Weight& output_embeddings() const { return lm_head.empty() ? embeddings : lm_head; }
+};
+
+// Every tensor the config needs must be present with its exact shape; any tensor left over is an
+// error too (a checkpoint for another architecture should not half-load). Errors name the tensor.
+absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const TensorStore& store);
+
+// The tensor names and shapes a config expects, in a stable order (loader, writers and tests).
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+std::vector<ExpectedTensor> ExpectedTensors(const GlaConfig& config);
+
+}  // namespace gla
