@@ -164,9 +164,9 @@ absl::Status Bench(const ParsedArgs& a) {
   }
   const auto t2 = Clock::now();
   const double prefill_s = Seconds(t0, t1), decode_s = Seconds(t1, t2);
-  std::printf("prompt_len %d  batch %d  prefill %.1f tok/s (%.3f s)  decode %.2f tok/s (%.3f s/step)  state %.2f MiB/seq\n",
+  std::printf("prompt_len %d  batch %d  prefill %.1f tok/s (%.3f s)  decode %.2f tok/s (%.3f ms/step)  state %.1f KiB/seq\n",
               prompt_len, batch, prompt_len * batch / prefill_s, prefill_s, new_tokens * batch / decode_s,
-              decode_s / new_tokens, model->state_layout().bytes() / 1048576.0);
+              1e3 * decode_s / new_tokens, model->state_layout().bytes() / 1024.0);
   return absl::OkStatus();
 }
 

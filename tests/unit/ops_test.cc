@@ -1,0 +1,131 @@
+// The non-GLA operators against their definitions, written out in double precision here.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/activations.h"
+#include "kernels/conv.h"
+#include "kernels/linear.h"
+#include "kernels/norm.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+using testing::RelErr;
+
+TEST(Ops, RmsNormMatchesDefinition) {
+  std::mt19937 rng(1);
+  const int rows = 3, n = 37;
+  auto x = testing::RandomVector(rows * n, rng), w = testing::RandomVector(n, rng);
+  std::vector<float> y(rows * n);
+  cpu::RmsNorm(x.data(), n, w.data(), y.data(), n, rows, n, 1e-6f);
+  std::vector<double> ref(rows * n);
+  for (int r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int i = 0; i < n; ++i) ss += double(x[r * n + i]) * x[r * n + i];
+    for (int i = 0; i < n; ++i) ref[r * n + i] = x[r * n + i] / std::sqrt(ss / n + 1e-6) * w[i];
+  }
+  EXPECT_LT(RelErr(y, ref), 1e-6);
+}
+
+TEST(Ops, RmsNormSwishGatePerHead) {
+  std::mt19937 rng(2);
+  const int rows = 2, heads = 3, dv = 8;
+  auto o = testing::RandomVector(rows * heads * dv, rng), g = testing::RandomVector(rows * heads * dv, rng, -4, 4);
+  auto w = testing::RandomVector(dv, rng);
+  std::vector<float> y(o.size()), y_nogate(o.size());
+  cpu::RmsNormSwishGate(o.data(), heads * dv, g.data(), heads * dv, w.data(), y.data(), heads * dv, rows, heads, dv, 1e-5f);
+  cpu::RmsNormSwishGate(o.data(), heads * dv, nullptr, 0, w.data(), y_nogate.data(), heads * dv, rows, heads, dv, 1e-5f);
+  std::vector<double> ref(o.size()), ref_nogate(o.size());
+  for (int r = 0; r < rows; ++r)
+    for (int h = 0; h < heads; ++h) {
+      const int base = (r * heads + h) * dv;
+      double ss = 0;
+      for (int i = 0; i < dv; ++i) ss += double(o[base + i]) * o[base + i];
+      for (int i = 0; i < dv; ++i) {
+        const double z = g[base + i];
+        ref_nogate[base + i] = o[base + i] / std::sqrt(ss / dv + 1e-5) * w[i];
+        ref[base + i] = ref_nogate[base + i] * z / (1 + std::exp(-z));
+      }
+    }
+  EXPECT_LT(RelErr(y, ref), 1e-6);
+  EXPECT_LT(RelErr(y_nogate, ref_nogate), 1e-6);
+}
+
+TEST(Ops, LogSigmoidGateWithBiasNormalizerAndClamp) {
+  std::vector<float> x = {-100.0f, -3.0f, 0.0f, 2.5f, 100.0f};
+  const std::vector<float> bias = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
+  auto y = x;
+  cpu::LogSigmoidGate(y.data(), 5, bias.data(), 1, 5, 16.0f, false, 0.0f);
+  for (int i = 0; i < 5; ++i) {
+    const double z = double(x[i]) + 0.5;
+    EXPECT_NEAR(y[i], -std::log1p(std::exp(-z)) / 16.0, 1e-6 * (1 + std::fabs(z))) << "x=" << x[i];
+  }
+  auto c = x;
+  cpu::LogSigmoidGate(c.data(), 5, bias.data(), 1, 5, 16.0f, true, -0.1f);
+  EXPECT_FLOAT_EQ(c[0], -0.1f);
+  EXPECT_GT(c[4], -1e-6f);
+}
+
+TEST(Ops, SwiGluAndLinear) {
+  std::mt19937 rng(3);
+  const int M = 4, K = 9, N = 5, I = 6;
+  auto x = testing::RandomVector(M * K, rng), w = testing::RandomVector(N * K, rng), y0 = testing::RandomVector(M * N, rng);
+  auto y = y0;
+  cpu::Linear(x.data(), K, w.data(), N, K, y.data(), N, M, /*beta=*/1.0f);
+  std::vector<double> ref(M * N);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double acc = y0[m * N + n];
+      for (int k = 0; k < K; ++k) acc += double(x[m * K + k]) * w[n * K + k];
+      ref[m * N + n] = acc;
+    }
+  EXPECT_LT(RelErr(y, ref), 1e-6);
+  auto gu = testing::RandomVector(M * 2 * I, rng, -3, 3);
+  std::vector<float> a(M * I);
+  cpu::SwiGlu(gu.data(), 2 * I, a.data(), I, M, I);
+  std::vector<double> aref(M * I);
+  for (int m = 0; m < M; ++m)
+    for (int i = 0; i < I; ++i) {
+      const double g = gu[m * 2 * I + i], u = gu[m * 2 * I + I + i];
+      aref[m * I + i] = g / (1 + std::exp(-g)) * u;
+    }
+  EXPECT_LT(RelErr(a, aref), 1e-6);
+}
+
+TEST(Ops, ShortConvMatchesDefinitionAndCarriesItsTail) {
+  std::mt19937 rng(4);
+  const int T = 11, C = 5, K = 4;
+  auto x = testing::RandomVector(T * C, rng), w = testing::RandomVector(C * K, rng);
+  std::vector<double> ref(T * C);
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < C; ++c) {
+      double acc = 0;
+      for (int i = 0; i < K; ++i) {
+        const int s = t - (K - 1) + i;
+        if (s >= 0) acc += double(w[c * K + i]) * x[s * C + c];
+      }
+      ref[t * C + c] = acc / (1 + std::exp(-acc));
+    }
+  std::vector<float> tail((K - 1) * C, 0.0f), y(T * C);
+  cpu::ShortConvSilu(x.data(), C, T, C, w.data(), K, tail.data(), y.data(), C);
+  EXPECT_LT(RelErr(y, ref), 1e-6);
+  // Token by token (T = 1, the decode path) through the tail gives the same outputs and tail.
+  std::vector<float> tail2((K - 1) * C, 0.0f), y2(T * C);
+  for (int t = 0; t < T; ++t) cpu::ShortConvSilu(x.data() + t * C, C, 1, C, w.data(), K, tail2.data(), y2.data() + t * C, C);
+  EXPECT_LT(RelErr(y2, ref), 1e-6);
+  EXPECT_EQ(tail2, tail);
+  EXPECT_EQ(std::vector<float>(tail.end() - C, tail.end()), std::vector<float>(x.end() - C, x.end()));
+}
+
+TEST(Ops, EmbeddingGather) {
+  const std::vector<float> table = {0, 1, 10, 11, 20, 21};
+  const std::vector<int32_t> ids = {2, 0, 2};
+  std::vector<float> out(6);
+  cpu::EmbeddingGather(table.data(), 2, ids.data(), 3, out.data());
+  EXPECT_EQ(out, (std::vector<float>{20, 21, 0, 1, 20, 21}));
+}
+
+}  // namespace
+}  // namespace gla

@@ -1,0 +1,160 @@
+// SentencePiece tokenizer: a small model is trained here with Debian's spm_train, on text this
+// test writes (with characters rare enough to fall back to byte pieces).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+
+#include "models/tokenizer.h"
+#include "models/utf8.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+const std::vector<std::string> kTexts = {
+    "The quick brown fox jumps over the lazy dog.",
+    "Gated linear attention keeps a matrix state per head.",
+    "naïve café déjà vu — “quotes” and ü",
+    "emoji 🙂 and 🚀 fly; CJK 漢字 and かな",
+    "  leading spaces and double  spaces",
+    "numbers 12345 and symbols #$%&*",
+};
+
+std::string TrainModel(const std::string& name, const std::string& extra_flags) {
+  const std::string dir = testing::MakeTempDir("spm-" + name);
+  {
+    std::ofstream corpus(dir + "/corpus.txt");
+    std::mt19937 rng(7);
+    const std::vector<std::string> words = {"the", "state", "gate", "linear", "attention", "model", "token",
+                                            "stream", "decode", "prefill", "chunk", "server", "quick", "fox"};
+    for (int line = 0; line < 400; ++line) {
+      for (int w = 0; w < 12; ++w) corpus << words[rng() % words.size()] << (w == 11 ? "" : " ");
+      corpus << (line % 50 == 0 ? " café naïve" : "") << "\n";
+    }
+    for (const auto& t : kTexts) corpus << t << "\n";
+  }
+  const std::string cmd = "spm_train --input=" + dir + "/corpus.txt --model_prefix=" + dir +
+                          "/tok --vocab_size=320 --model_type=bpe --byte_fallback=true"
+                          " --character_coverage=0.98 --bos_id=1 --eos_id=2 --unk_id=0 --minloglevel=2 " +
+                          extra_flags + " > " + dir + "/train.log 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << "spm_train failed (deploy/install-deps.sh installs it): " << cmd;
+  return dir + "/tok.model";
+}
+
+class TokenizerTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static std::map<std::string, std::string>& Models() {
+    static std::map<std::string, std::string> m;
+    return m;
+  }
+  std::unique_ptr<Tokenizer> Load() {
+    const std::string& flags = GetParam();
+    if (!Models().count(flags)) Models()[flags] = TrainModel(std::to_string(Models().size()), flags);
+    auto t = Tokenizer::Load(Models()[flags]);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? std::move(*t) : nullptr;
+  }
+};
+
+std::string Stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool* all_valid) {
+  StreamingDetokenizer d(tok);
+  std::string out;
+  *all_valid = true;
+  for (int32_t id : ids) {
+    const std::string delta = d.Push(id);
+    *all_valid = *all_valid && IsValidUtf8(delta);
+    out += delta;
+  }
+  const std::string last = d.Flush();
+  *all_valid = *all_valid && IsValidUtf8(last);
+  return out + last;
+}
+
+TEST_P(TokenizerTest, EncodeDecodeRoundTrips) {
+  auto tok = Load();
+  ASSERT_TRUE(tok);
+  for (const auto& text : kTexts) {
+    if (GetParam().empty() && text.find("  ") != std::string::npos) continue;  // default normaliser squeezes spaces
+    auto ids = tok->Encode(text, /*add_bos=*/true);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ((*ids)[0], 1);
+    EXPECT_EQ(*tok->Decode(*ids), text);
+  }
+}
+
+TEST_P(TokenizerTest, StreamingEqualsDecodeOnText) {
+  auto tok = Load();
+  ASSERT_TRUE(tok);
+  for (const auto& text : kTexts) {
+    auto ids = *tok->Encode(text, true);
+    bool valid = false;
+    EXPECT_EQ(Stream(*tok, ids, &valid), *tok->Decode(ids)) << text;
+    EXPECT_TRUE(valid) << text;
+  }
+}
+
+TEST_P(TokenizerTest, StreamingNeverEmitsHalfACharacter) {
+  auto tok = Load();
+  ASSERT_TRUE(tok);
+  auto ids = *tok->Encode("🚀", false);  // rare: byte pieces, 4 of them
+  ASSERT_GE(ids.size(), 4u);
+  StreamingDetokenizer d(*tok);
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string delta = d.Push(ids[i]);
+    EXPECT_TRUE(IsValidUtf8(delta));
+    out += delta;
+  }
+  EXPECT_EQ(out + d.Flush(), "🚀");
+}
+
+TEST_P(TokenizerTest, StreamingEqualsDecodeOnRandomIds) {
+  auto tok = Load();
+  ASSERT_TRUE(tok);
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<int32_t> ids;
+    const int n = 1 + rng() % 12;
+    for (int i = 0; i < n; ++i) {
+      // Mostly byte pieces (ids 3..258 with these flags) so broken sequences are common.
+      ids.push_back(rng() % 3 ? 3 + rng() % 256 : rng() % tok->vocab_size());
+    }
+    bool valid = false;
+    EXPECT_EQ(Stream(*tok, ids, &valid), *tok->Decode(ids)) << "trial " << trial;
+    EXPECT_TRUE(valid);
+  }
+}
+
+TEST_P(TokenizerTest, RefusesInvalidInput) {
+  auto tok = Load();
+  ASSERT_TRUE(tok);
+  EXPECT_EQ(tok->Encode("bad \xC3\x28 utf8", false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tok->Decode(std::vector<int32_t>{5, tok->vocab_size()}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// "" = SentencePiece defaults; the second mirrors Llama's tokenizer.model normaliser.
+INSTANTIATE_TEST_SUITE_P(Normalizers, TokenizerTest,
+                         ::testing::Values("", "--remove_extra_whitespaces=false --add_dummy_prefix=true"),
+                         [](const auto& info) { return info.index == 0 ? "Default" : "LlamaLike"; });
+
+TEST(Tokenizer, NotAModelFileIsRefusedByPath) {
+  const std::string path = testing::MakeTempDir("notspm") + "/tokenizer.model";
+  std::ofstream(path) << "this is not a protobuf";
+  auto t = Tokenizer::Load(path);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(std::string(t.status().message()).find(path), std::string::npos);
+}
+
+TEST(Utf8, Validation) {
+  EXPECT_TRUE(IsValidUtf8("aé漢🙂"));
+  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // past U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xE6\xBC"));          // truncated
+  EXPECT_TRUE(IsUtf8Prefix("\xE6\xBC"));
+  EXPECT_FALSE(IsUtf8Prefix("\xE6\x41"));
+}
+
+}  // namespace
+}  // namespace gla
