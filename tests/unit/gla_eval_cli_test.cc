@@ -7,8 +7,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/str_split.h"
+#include "engine/cpu_model.h"
 #include "models/safetensors.h"
 #include "tests/support/random_model.h"
+#include "tests/support/spm_train.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
@@ -147,6 +150,51 @@ INSTANTIATE_TEST_SUITE_P(
                 [](const std::string& d) { ReplaceInFile(d + "/config.json", "\"hidden_ratio\": 4", "\"hidden_ratio\": 8"); },
                 "'model.layers.0.mlp.gate_proj.weight' has shape [256, 64], expected [512, 64]"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(GlaEvalCli, PerplexityAndTextGenerationWithATokenizer) {
+  // A random model with a real tokenizer.model beside it (both with 320 ids).
+  const std::string dir = testing::MakeTempDir("cli-ppl");
+  const std::string cfg = R"({"hidden_size": 32, "num_hidden_layers": 2, "num_heads": 2, "vocab_size": 320,
+                             "bos_token_id": 1, "eos_token_id": 2})";
+  ASSERT_TRUE(testing::WriteRandomModel(dir, {cfg, DType::kF32, 5, 1}).ok());
+  const std::string spm = testing::TrainSentencePiece("cli-ppl");
+  ASSERT_FALSE(spm.empty());
+  fs::copy_file(spm, dir + "/tokenizer.model");
+  const std::string text = testing::SampleTexts()[1] + "\n" + testing::SampleTexts()[3];
+  std::ofstream(dir + "/text.txt") << text;
+
+  const RunResult r = RunEval("perplexity --model " + dir + " --text " + dir + "/text.txt");
+  ASSERT_EQ(r.code, 0) << r.err;
+  // The same number computed here through the model runner (one window, BOS first).
+  auto model = CpuModel::Load(dir);
+  ASSERT_TRUE(model.ok());
+  auto ids = *(*model)->tokenizer()->Encode(text, true);
+  SequenceState st = (*model)->NewState();
+  auto logits = *(*model)->Run(ids, st, true);
+  double nll = 0;
+  for (size_t t = 0; t + 1 < ids.size(); ++t) {
+    const float* row = logits.data() + t * 320;
+    double z = 0;
+    for (int i = 0; i < 320; ++i) z += std::exp(double(row[i]));
+    nll -= std::log(std::exp(double(row[ids[t + 1]])) / z);
+  }
+  const double ppl = std::exp(nll / double(ids.size() - 1));
+  EXPECT_NE(r.out.find("tokens: " + std::to_string(ids.size()) + "\n"), std::string::npos) << r.out;
+  const size_t at = r.out.find("perplexity: ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_NEAR(std::stod(r.out.substr(at + 12)), ppl, 1e-3 * ppl);
+
+  const RunResult g = RunEval("generate --model " + dir + " --prompt 'the state' --max-new-tokens 12 --ignore-eos 1");
+  ASSERT_EQ(g.code, 0) << g.err;
+  const size_t ids_at = g.out.find("ids: ");
+  ASSERT_NE(ids_at, std::string::npos);
+  // The text line is the streaming detokenizer's output: it must equal Decode of the ids.
+  std::vector<int32_t> out_ids;
+  for (auto part : absl::StrSplit(g.out.substr(ids_at + 5, g.out.find('\n', ids_at) - ids_at - 5), ','))
+    out_ids.push_back(std::stoi(std::string(part)));
+  EXPECT_EQ(out_ids.size(), 12u);
+  EXPECT_EQ(g.out.substr(0, ids_at), *(*model)->tokenizer()->Decode(out_ids) + "\n");
+}
 
 TEST(GlaEvalCli, BadArgumentsAreOneLineErrors) {
   const std::string m = " --model " + testing::TinyModelDir();

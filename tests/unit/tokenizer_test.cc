@@ -3,44 +3,18 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "models/tokenizer.h"
 #include "models/utf8.h"
+#include "tests/support/spm_train.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
 namespace {
 
-const std::vector<std::string> kTexts = {
-    "The quick brown fox jumps over the lazy dog.",
-    "Gated linear attention keeps a matrix state per head.",
-    "naïve café déjà vu — “quotes” and ü",
-    "emoji 🙂 and 🚀 fly; CJK 漢字 and かな",
-    "  leading spaces and double  spaces",
-    "numbers 12345 and symbols #$%&*",
-};
-
-std::string TrainModel(const std::string& name, const std::string& extra_flags) {
-  const std::string dir = testing::MakeTempDir("spm-" + name);
-  {
-    std::ofstream corpus(dir + "/corpus.txt");
-    std::mt19937 rng(7);
-    const std::vector<std::string> words = {"the", "state", "gate", "linear", "attention", "model", "token",
-                                            "stream", "decode", "prefill", "chunk", "server", "quick", "fox"};
-    for (int line = 0; line < 400; ++line) {
-      for (int w = 0; w < 12; ++w) corpus << words[rng() % words.size()] << (w == 11 ? "" : " ");
-      corpus << (line % 50 == 0 ? " café naïve" : "") << "\n";
-    }
-    for (const auto& t : kTexts) corpus << t << "\n";
-  }
-  const std::string cmd = "spm_train --input=" + dir + "/corpus.txt --model_prefix=" + dir +
-                          "/tok --vocab_size=320 --model_type=bpe --byte_fallback=true"
-                          " --character_coverage=0.98 --bos_id=1 --eos_id=2 --unk_id=0 --minloglevel=2 " +
-                          extra_flags + " > " + dir + "/train.log 2>&1";
-  EXPECT_EQ(std::system(cmd.c_str()), 0) << "spm_train failed (deploy/install-deps.sh installs it): " << cmd;
-  return dir + "/tok.model";
-}
+const std::vector<std::string>& kTexts = testing::SampleTexts();
 
 class TokenizerTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -50,7 +24,7 @@ class TokenizerTest : public ::testing::TestWithParam<std::string> {
   }
   std::unique_ptr<Tokenizer> Load() {
     const std::string& flags = GetParam();
-    if (!Models().count(flags)) Models()[flags] = TrainModel(std::to_string(Models().size()), flags);
+    if (!Models().count(flags)) Models()[flags] = testing::TrainSentencePiece(std::to_string(Models().size()), flags);
     auto t = Tokenizer::Load(Models()[flags]);
     EXPECT_TRUE(t.ok()) << t.status();
     return t.ok() ? std::move(*t) : nullptr;
