@@ -89,7 +89,7 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
     const int64_t cw = c.key_dim + c.key_dim_per_group + c.value_dim_per_group;
     for (size_t s = 0; s < segments.size(); ++s) {
       const int64_t r0 = offsets[s], T = static_cast<int64_t>(segments[s].tokens.size());
-      float* st = segments[s].state->data.data();
+      float* st = segments[s].state;
       const float* src = ws.proj.data() + r0 * p_width_;
       float* dst = ws.conv.data() + r0 * cw;
       cpu::ShortConvSilu(src + q_off_, p_width_, T, c.key_dim, w.q_conv.data.data(), c.conv_size,
@@ -118,7 +118,7 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   std::vector<float*> decode_states;
   for (size_t s = 0; s < segments.size(); ++s) {
     const int64_t r0 = offsets[s], T = static_cast<int64_t>(segments[s].tokens.size());
-    float* S = layout_.S(segments[s].state->data.data(), l);
+    float* S = layout_.S(segments[s].state, l);
     if (T == 1) {
       decode_rows.push_back(r0);
       decode_states.push_back(S);
@@ -183,8 +183,7 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
   for (size_t s = 0; s < segments.size(); ++s) {
     const Segment& seg = segments[s];
     if (seg.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("segment ", s, " has no tokens"));
-    if (seg.state == nullptr || static_cast<int64_t>(seg.state->data.size()) != layout_.floats())
-      return absl::InvalidArgumentError(absl::StrCat("segment ", s, " has no state of this model's size"));
+    if (seg.state == nullptr) return absl::InvalidArgumentError(absl::StrCat("segment ", s, " has no state"));
     for (int32_t id : seg.tokens)
       if (id < 0 || id >= c.vocab_size)
         return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
@@ -234,7 +233,9 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
 
 absl::StatusOr<std::vector<float>> CpuModel::Run(std::span<const int32_t> tokens, SequenceState& state, bool all_logits) {
   std::vector<float> logits;
-  const Segment seg{tokens, &state, all_logits};
+  if (static_cast<int64_t>(state.data.size()) != layout_.floats())
+    return absl::InvalidArgumentError("state does not have this model's size");
+  const Segment seg{tokens, state.data.data(), all_logits};
   RETURN_IF_ERROR(Forward(std::span<const Segment>(&seg, 1), &logits));
   return logits;
 }

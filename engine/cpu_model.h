@@ -35,15 +35,16 @@ class CpuModel {
   SequenceState NewState() const;  // the empty past
 
   // One sequence's part of a packed step: its new tokens, the state they continue from (updated
-  // in place), and whether logits are wanted for every token or only for the last one.
+  // in place: state_layout().floats() values, e.g. a StatePool slot or SequenceState::data), and
+  // whether logits are wanted for every token or only for the last one.
   struct Segment {
     std::span<const int32_t> tokens;
-    SequenceState* state = nullptr;
+    float* state = nullptr;
     bool all_logits = false;
   };
   // Appends logits rows ([vocab] each) to *logits in segment order: T rows for an all_logits
-  // segment, 1 otherwise. Bad input (empty segment, id outside the vocabulary, wrong state size)
-  // is INVALID_ARGUMENT and changes no state.
+  // segment, 1 otherwise. Bad input (empty segment, id outside the vocabulary, missing or shared
+  // state) is INVALID_ARGUMENT and changes no state.
   absl::Status Forward(std::span<const Segment> segments, std::vector<float>* logits);
 
   // Convenience: one segment.

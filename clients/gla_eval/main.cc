@@ -157,7 +157,7 @@ absl::Status Bench(const ParsedArgs& a) {
   // Decode: one packed step per token for the whole batch.
   for (int step = 0; step < new_tokens; ++step) {
     std::vector<CpuModel::Segment> segs;
-    for (int b = 0; b < batch; ++b) segs.push_back({std::span<const int32_t>(&next[b], 1), &states[b], false});
+    for (int b = 0; b < batch; ++b) segs.push_back({std::span<const int32_t>(&next[b], 1), states[b].data.data(), false});
     std::vector<float> logits;
     RETURN_IF_ERROR(model->Forward(segs, &logits));
     for (int b = 0; b < batch; ++b) next[b] = Argmax(logits.data() + static_cast<size_t>(b) * V, V);

@@ -125,9 +125,9 @@ TEST(ReferenceModel, PackedBatchEqualsSequencesRunAlone) {
   // A mixed step: a 37-token prefill, a single decode token, and a 130-token prefill.
   std::vector<SequenceState> states = {model->NewState(), model->NewState(), model->NewState()};
   const int32_t one = e.seq_ids[0][0];
-  std::vector<CpuModel::Segment> segs = {{e.seq_ids[1], &states[0], true},
-                                         {std::span<const int32_t>(&one, 1), &states[1], true},
-                                         {e.seq_ids[2], &states[2], false}};
+  std::vector<CpuModel::Segment> segs = {{e.seq_ids[1], states[0].data.data(), true},
+                                         {std::span<const int32_t>(&one, 1), states[1].data.data(), true},
+                                         {e.seq_ids[2], states[2].data.data(), false}};
   std::vector<float> packed;
   ASSERT_TRUE(model->Forward(segs, &packed).ok());
   std::vector<float> alone;

@@ -1,0 +1,54 @@
+// What the scheduler needs from a device: a state pool and one packed step that advances
+// several sequences (prefill chunks and decode tokens mixed) and samples where asked. Sampling
+// belongs to the backend so the CUDA one can sample on the device without copying logits.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/sampler.h"
+#include "engine/state_pool.h"
+#include "models/config.h"
+#include "models/tokenizer.h"
+
+namespace gla {
+
+struct StepItem {
+  std::span<const int32_t> tokens;  // new tokens of this sequence (a prefill chunk, or 1 to decode)
+  int slot = -1;                    // its state in the pool; updated in place
+  // Sample a next token after the last one (false for a prefill chunk that does not end the prompt).
+  bool sample = false;
+  const SamplingParams* params = nullptr;
+  const TokenHistory* history = nullptr;
+  uint64_t step = 0;  // index of the token being generated (the RNG counter)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;    // "cpu", "cuda"
+  virtual std::string device() const = 0;  // human-readable
+  virtual const GlaConfig& config() const = 0;
+  virtual const Tokenizer* tokenizer() const = 0;  // null when the checkpoint has none
+  virtual int64_t weight_bytes() const = 0;
+  virtual StatePool& pool() = 0;
+  // Ids a sampler may produce: the tokenizer's vocabulary when it is smaller than the model's.
+  int vocab_limit() const;
+
+  // Runs the items as one step. out[i] is filled for items with sample = true (others untouched);
+  // out is resized to items.size(). On error no slot has been changed.
+  virtual absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) = 0;
+};
+
+struct CpuBackendOptions {
+  int slots = 16;
+  int threads = 0;  // BLAS threads, 0 = library default
+};
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const std::string& model_dir, const CpuBackendOptions& options);
+
+}  // namespace gla

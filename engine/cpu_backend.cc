@@ -1,0 +1,80 @@
+// The CPU backend: CpuModel over a host StatePool, sampling on the host.
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "engine/cpu_model.h"
+#include "models/status_macros.h"
+
+namespace gla {
+
+int Backend::vocab_limit() const {
+  const int v = config().vocab_size;
+  return tokenizer() != nullptr ? std::min(v, tokenizer()->vocab_size()) : v;
+}
+
+namespace {
+
+class CpuBackend : public Backend {
+ public:
+  CpuBackend(std::unique_ptr<CpuModel> model, int slots, int64_t weight_bytes, int threads)
+      : model_(std::move(model)), pool_(slots, model_->state_layout().floats()), weight_bytes_(weight_bytes),
+        threads_(threads) {}
+
+  std::string name() const override { return "cpu"; }
+  std::string device() const override {
+    return absl::StrCat("CPU (", threads_ > 0 ? threads_ : static_cast<int>(std::thread::hardware_concurrency()),
+                        " BLAS threads)");
+  }
+  const GlaConfig& config() const override { return model_->config(); }
+  const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
+  int64_t weight_bytes() const override { return weight_bytes_; }
+  StatePool& pool() override { return pool_; }
+
+  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
+    std::vector<CpuModel::Segment> segs;
+    segs.reserve(items.size());
+    for (const StepItem& it : items) {
+      if (it.slot < 0 || it.slot >= pool_.capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
+      segs.push_back({it.tokens, pool_.data(it.slot), false});
+    }
+    std::vector<float> logits;
+    RETURN_IF_ERROR(model_->Forward(segs, &logits));
+    out->resize(items.size());
+    const size_t V = config().vocab_size;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const StepItem& it = items[i];
+      if (!it.sample) continue;
+      (*out)[i] = SampleToken(std::span<const float>(logits).subspan(i * V, V), vocab_limit(), *it.params,
+                              *it.history, it.step);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<CpuModel> model_;
+  HostStatePool pool_;
+  int64_t weight_bytes_;
+  int threads_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const std::string& model_dir, const CpuBackendOptions& options) {
+  if (options.slots < 1) return absl::InvalidArgumentError("slots must be at least 1");
+  ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(model_dir));
+  int64_t weight_floats = static_cast<int64_t>(ck.weights.embeddings.data.size() + ck.weights.norm.data.size() +
+                                               ck.weights.lm_head.data.size());
+  for (const auto& l : ck.weights.layers)
+    for (const Weight* w : {&l.attn_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.gk_proj0, &l.gk_proj1,
+                            &l.gk_proj1_bias, &l.q_conv, &l.k_conv, &l.v_conv, &l.g_norm, &l.o_proj, &l.mlp_norm,
+                            &l.gate_proj, &l.up_proj, &l.down_proj})
+      weight_floats += static_cast<int64_t>(w->data.size());
+  CpuModelOptions mo;
+  mo.threads = options.threads;
+  ASSIGN_OR_RETURN(auto model, CpuModel::FromCheckpoint(std::move(ck), mo));
+  return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options.slots, weight_floats * 4, options.threads));
+}
+
+}  // namespace gla
