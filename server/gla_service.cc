@@ -1,0 +1,291 @@
+#include "server/gla_service.h"
+
+#include <cstdio>
+#include <deque>
+#include <mutex>
+
+#include "models/utf8.h"
+
+namespace gla {
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+namespace {
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kEos: return v1::FINISH_REASON_EOS;
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kCancelled: return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kNone: break;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void FillUsage(const Usage& u, v1::Usage* out) {
+  out->set_prompt_tokens(u.prompt_tokens);
+  out->set_completion_tokens(u.completion_tokens);
+  out->set_time_to_first_token_s(u.time_to_first_token_s);
+  out->set_total_time_s(u.total_time_s);
+  out->set_queue_time_s(u.queue_time_s);
+}
+
+void AddLogprobs(const std::vector<SampledToken>& from, google::protobuf::RepeatedPtrField<v1::Logprobs>* to) {
+  for (const SampledToken& t : from) {
+    v1::Logprobs* lp = to->Add();
+    lp->mutable_chosen()->set_token_id(t.token);
+    lp->mutable_chosen()->set_logprob(t.logprob);
+    for (const auto& [id, logprob] : t.top) {
+      v1::TokenLogprob* e = lp->add_top();
+      e->set_token_id(id);
+      e->set_logprob(logprob);
+    }
+  }
+}
+
+// One line per finished request.
+void LogRequest(const std::string& id, const GenerationUpdate& u, const grpc::Status& status) {
+  std::fprintf(stderr, "glad: request id=%s prompt_tokens=%d completion_tokens=%d ttft_s=%.4f total_s=%.4f finish=%s status=%d%s%s\n",
+               id.c_str(), u.usage.prompt_tokens, u.usage.completion_tokens, u.usage.time_to_first_token_s,
+               u.usage.total_time_s, FinishReasonName(u.reason), static_cast<int>(status.error_code()),
+               status.ok() ? "" : " ", status.error_message().c_str());
+}
+
+// The status a finished generation ends its call with.
+grpc::Status FinalStatus(const GenerationUpdate& u, grpc::CallbackServerContext* ctx) {
+  if (!u.status.ok()) return ToGrpcStatus(u.status);
+  if (u.reason == FinishReason::kCancelled && ctx->IsCancelled()) return grpc::Status::CANCELLED;
+  return grpc::Status::OK;  // includes cancellation by server shutdown: finish_reason says so
+}
+
+// ---- Generate (unary)
+class GenerateReactor : public grpc::ServerUnaryReactor {
+ public:
+  GenerateReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
+                  v1::GenerateResponse* resp)
+      : ctx_(ctx), resp_(resp) {
+    auto spec = ValidateGenerateRequest(*req, svc->scheduler().backend(), svc->limits());
+    if (!spec.ok()) {
+      Finish(ToGrpcStatus(spec.status()));
+      return;
+    }
+    if (spec->id.empty()) spec->id = svc->NextRequestId();
+    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) spec->deadline = ctx->deadline();
+    resp_->set_request_id(spec->id);
+    const std::string id = spec->id;
+    // Held across Submit: the sink may run before Submit returns and must see handle_ set.
+    std::unique_lock<std::mutex> lock(mu_);
+    auto handle = svc->scheduler().Submit(std::move(*spec), [this, id](GenerationUpdate&& u) {
+      grpc::Status st;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        for (int32_t t : u.tokens) resp_->add_token_ids(t);
+        resp_->mutable_text()->append(u.text);
+        AddLogprobs(u.logprobs, resp_->mutable_logprobs());
+        if (!u.finished) return;
+        resp_->set_finish_reason(ToProto(u.reason));
+        FillUsage(u.usage, resp_->mutable_usage());
+        st = FinalStatus(u, ctx_);
+        LogRequest(id, u, st);
+      }
+      Finish(st);  // after unlocking: OnDone may delete this at once
+    });
+    if (handle.ok()) handle_ = *handle;
+    lock.unlock();
+    if (!handle.ok()) Finish(ToGrpcStatus(handle.status()));
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (handle_) handle_->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  grpc::CallbackServerContext* ctx_;
+  v1::GenerateResponse* resp_;
+  std::mutex mu_;
+  std::shared_ptr<RequestHandle> handle_;
+};
+
+// ---- GenerateStream
+class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+ public:
+  StreamReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) : ctx_(ctx) {
+    auto spec = ValidateGenerateRequest(*req, svc->scheduler().backend(), svc->limits());
+    if (!spec.ok()) {
+      Finish(ToGrpcStatus(spec.status()));
+      return;
+    }
+    if (spec->id.empty()) spec->id = svc->NextRequestId();
+    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) spec->deadline = ctx->deadline();
+    id_ = spec->id;
+    std::unique_lock<std::mutex> lock(mu_);  // the sink may run before Submit returns
+    auto handle = svc->scheduler().Submit(std::move(*spec), [this](GenerationUpdate&& u) { OnUpdate(std::move(u)); });
+    if (handle.ok()) {
+      handle_ = *handle;
+      return;
+    }
+    finish_called_ = true;
+    lock.unlock();
+    Finish(ToGrpcStatus(handle.status()));
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {  // the client is gone: stop generating, drop what is queued
+      broken_ = true;
+      pending_.clear();
+      if (handle_) handle_->Cancel();
+    }
+    Advance(lock);
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (handle_) handle_->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void OnUpdate(GenerationUpdate&& u) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!broken_ && (!u.tokens.empty() || !u.text.empty() || (u.finished && u.status.ok()))) {
+      // Coalesce into the last queued message when a slow client has not taken it yet.
+      if (pending_.empty()) {
+        pending_.emplace_back();
+        pending_.back().set_request_id(id_);
+      }
+      v1::GenerateStreamResponse& m = pending_.back();
+      for (int32_t t : u.tokens) m.add_token_ids(t);
+      m.mutable_text()->append(u.text);
+      AddLogprobs(u.logprobs, m.mutable_logprobs());
+      if (u.finished) {
+        m.set_finish_reason(ToProto(u.reason));
+        FillUsage(u.usage, m.mutable_usage());
+      }
+    }
+    if (u.finished) {
+      final_status_ = FinalStatus(u, ctx_);
+      generation_done_ = true;
+      LogRequest(id_, u, final_status_);
+    }
+    Advance(lock);
+  }
+
+  // Starts the next write, or finishes the call once everything is written. Called with the
+  // lock held; releases it before calling into gRPC (OnDone may delete this right after Finish).
+  void Advance(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || finish_called_) return;
+    if (!pending_.empty() && !broken_) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      lock.unlock();
+      StartWrite(&current_);
+    } else if (generation_done_) {
+      finish_called_ = true;
+      const grpc::Status st = final_status_;
+      lock.unlock();
+      Finish(st);
+    }
+  }
+
+  grpc::CallbackServerContext* ctx_;
+  std::string id_;
+  std::mutex mu_;
+  std::shared_ptr<RequestHandle> handle_;
+  std::deque<v1::GenerateStreamResponse> pending_;
+  v1::GenerateStreamResponse current_;
+  bool writing_ = false, broken_ = false, generation_done_ = false, finish_called_ = false;
+  grpc::Status final_status_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* GlaService::Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
+                                               v1::GenerateResponse* resp) {
+  return new GenerateReactor(this, ctx, req, resp);
+}
+
+grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GlaService::GenerateStream(grpc::CallbackServerContext* ctx,
+                                                                                 const v1::GenerateRequest* req) {
+  return new StreamReactor(this, ctx, req);
+}
+
+grpc::ServerUnaryReactor* GlaService::Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
+                                               v1::TokenizeResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  const Tokenizer* tok = scheduler_.backend().tokenizer();
+  if (tok == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.model"));
+  } else if (!IsValidUtf8(req->text())) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: not valid UTF-8"));
+  } else {
+    auto ids = tok->Encode(req->text(), !req->has_add_bos() || req->add_bos());
+    if (ids.ok()) resp->mutable_token_ids()->Add(ids->begin(), ids->end());
+    reactor->Finish(ids.ok() ? grpc::Status::OK : ToGrpcStatus(ids.status()));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GlaService::Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
+                                                 v1::DetokenizeResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  const Tokenizer* tok = scheduler_.backend().tokenizer();
+  if (tok == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.model"));
+    return reactor;
+  }
+  absl::Status valid = ValidateTokenIds(req->token_ids(), tok->vocab_size(), "token_ids");
+  if (!valid.ok()) {
+    reactor->Finish(ToGrpcStatus(valid));
+    return reactor;
+  }
+  auto text = tok->Decode(std::vector<int32_t>(req->token_ids().begin(), req->token_ids().end()));
+  if (text.ok()) resp->set_text(*text);
+  reactor->Finish(text.ok() ? grpc::Status::OK : ToGrpcStatus(text.status()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx, const v1::ModelInfoRequest*,
+                                                v1::ModelInfoResponse* resp) {
+  Backend& b = scheduler_.backend();
+  const GlaConfig& c = b.config();
+  const SchedulerStats st = scheduler_.stats();
+  resp->set_model_dir(info_.model_dir);
+  v1::ModelConfig* mc = resp->mutable_config();
+  mc->set_hidden_size(c.hidden_size);
+  mc->set_num_hidden_layers(c.num_hidden_layers);
+  mc->set_num_heads(c.num_heads);
+  mc->set_num_kv_heads(c.num_kv_heads);
+  mc->set_head_k_dim(c.head_k_dim);
+  mc->set_head_v_dim(c.head_v_dim);
+  mc->set_intermediate_size(c.intermediate_size);
+  mc->set_vocab_size(c.vocab_size);
+  mc->set_use_short_conv(c.use_short_conv);
+  mc->set_tie_word_embeddings(c.tie_word_embeddings);
+  for (int e : c.eos_token_ids) mc->add_eos_token_ids(e);
+  mc->set_bos_token_id(c.bos_token_id.value_or(-1));
+  resp->set_backend(b.name());
+  resp->set_device(b.device());
+  resp->set_slots(st.slots);
+  resp->set_slots_in_use(st.slots_in_use);
+  resp->set_queued_requests(st.queued);
+  resp->set_state_bytes_per_sequence(b.pool().state_bytes());
+  resp->set_has_tokenizer(b.tokenizer() != nullptr);
+  resp->set_weight_bytes(b.weight_bytes());
+  v1::Limits* l = resp->mutable_limits();
+  l->set_max_prompt_tokens(limits_.max_prompt_tokens);
+  l->set_max_new_tokens(limits_.max_new_tokens);
+  l->set_queue_size(info_.queue_size);
+  l->set_step_token_budget(info_.step_token_budget);
+  l->set_max_logprobs(limits_.max_logprobs);
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace gla

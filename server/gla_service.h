@@ -1,0 +1,51 @@
+// The gla.v1.Gla service over the callback API: one reactor per call. Reactors never block:
+// they validate, hand the request to the Scheduler and return; the scheduler's updates are
+// written back as they come (unary: collected into one response).
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "engine/scheduler.h"
+#include "gla/v1/gla.grpc.pb.h"
+#include "server/request_validation.h"
+
+namespace gla {
+
+struct ServiceInfo {
+  std::string model_dir;
+  int queue_size = 0;
+  int step_token_budget = 0;
+};
+
+class GlaService final : public v1::Gla::CallbackService {
+ public:
+  GlaService(Scheduler& scheduler, const ServerLimits& limits, const ServiceInfo& info)
+      : scheduler_(scheduler), limits_(limits), info_(info) {}
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
+                                     v1::GenerateResponse* resp) override;
+  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(grpc::CallbackServerContext* ctx,
+                                                                       const v1::GenerateRequest* req) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
+                                     v1::TokenizeResponse* resp) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
+                                       v1::DetokenizeResponse* resp) override;
+  grpc::ServerUnaryReactor* ModelInfo(grpc::CallbackServerContext* ctx, const v1::ModelInfoRequest* req,
+                                      v1::ModelInfoResponse* resp) override;
+
+  // Shared by the reactors (gla_service.cc).
+  Scheduler& scheduler() { return scheduler_; }
+  const ServerLimits& limits() const { return limits_; }
+  std::string NextRequestId() { return "req-" + std::to_string(++next_id_); }
+
+ private:
+  Scheduler& scheduler_;
+  const ServerLimits limits_;
+  const ServiceInfo info_;
+  std::atomic<uint64_t> next_id_{0};
+};
+
+grpc::Status ToGrpcStatus(const absl::Status& s);
+
+}  // namespace gla

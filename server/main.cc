@@ -1,0 +1,123 @@
+// glad: the GLA inference server.
+//
+//   glad --model DIR [--listen 0.0.0.0:50051] [--slots 16 | --state-memory-mb M] [--queue-size 256]
+//        [--step-token-budget 512] [--threads 0] [--max-prompt-tokens 8192] [--max-new-tokens 1024]
+//        [--shutdown-grace-s 10] [--backend cpu]
+//
+// Serves gla.v1.Gla, grpc.health.v1.Health and server reflection. SIGTERM/SIGINT: stop
+// accepting, let in-flight requests finish for --shutdown-grace-s, cancel the rest, exit 0.
+// Startup errors (bad model dir, port in use, bad flag) are one line on stderr and exit 1.
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "engine/scheduler.h"
+#include "server/gla_service.h"
+
+ABSL_FLAG(std::string, model, "", "model directory (config.json, model.safetensors[.index.json], tokenizer.model)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address to listen on; port 0 picks a free port");
+ABSL_FLAG(std::string, backend, "cpu", "cpu (cuda arrives with the GPU engine)");
+ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state-memory-mb is set)");
+ABSL_FLAG(int32_t, state_memory_mb, 0, "size the state pool from a memory budget instead of --slots");
+ABSL_FLAG(int32_t, queue_size, 256, "requests that may wait for a slot; more are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, step_token_budget, 512, "tokens per engine step (decodes first, then prefill chunks)");
+ABSL_FLAG(int32_t, threads, 0, "CPU backend BLAS threads (0 = one per core)");
+ABSL_FLAG(int32_t, max_prompt_tokens, 8192, "longest prompt accepted");
+ABSL_FLAG(int32_t, max_new_tokens, 1024, "most tokens one request may generate (and the default)");
+ABSL_FLAG(double, shutdown_grace_s, 10.0, "on SIGTERM, how long in-flight requests may run before they are cancelled");
+
+namespace gla {
+namespace {
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "glad: error: %s\n", msg.c_str());
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("GLA inference server. glad --model DIR [--listen HOST:PORT] ...");
+  absl::ParseCommandLine(argc, argv);
+  // SIGINT/SIGTERM are taken by sigwait below; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) return Fail("--model is required");
+  if (absl::GetFlag(FLAGS_backend) != "cpu")
+    return Fail(absl::StrCat("--backend ", absl::GetFlag(FLAGS_backend), " is not available in this build (cpu)"));
+  for (auto [name, v] : {std::pair{"queue_size", absl::GetFlag(FLAGS_queue_size)},
+                         std::pair{"step_token_budget", absl::GetFlag(FLAGS_step_token_budget)},
+                         std::pair{"max_prompt_tokens", absl::GetFlag(FLAGS_max_prompt_tokens)},
+                         std::pair{"max_new_tokens", absl::GetFlag(FLAGS_max_new_tokens)}})
+    if (v < 1) return Fail(absl::StrCat("--", name, " must be at least 1"));
+
+  CpuBackendOptions bo;
+  bo.threads = absl::GetFlag(FLAGS_threads);
+  bo.slots = absl::GetFlag(FLAGS_slots);
+  if (const int mb = absl::GetFlag(FLAGS_state_memory_mb); mb > 0) {
+    auto config = LoadGlaConfig(model);
+    if (!config.ok()) return Fail(std::string(config.status().message()));
+    const int64_t per_seq = config->StateFloatsPerLayer() * config->num_hidden_layers * 4;
+    bo.slots = static_cast<int>(std::min<int64_t>(int64_t{mb} * 1048576 / per_seq, 1 << 20));
+    if (bo.slots < 1)
+      return Fail(absl::StrCat("--state-memory-mb ", mb, " holds no state of ", per_seq, " bytes"));
+  }
+  auto backend = MakeCpuBackend(model, bo);
+  if (!backend.ok()) return Fail(std::string(backend.status().message()));
+
+  SchedulerOptions so;
+  so.queue_size = absl::GetFlag(FLAGS_queue_size);
+  so.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);
+  Scheduler scheduler(**backend, so);
+  ServerLimits limits;
+  limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  // gRPC sets SO_REUSEPORT by default, which would let a second server share a port in use.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", listen, " (in use or invalid)"));
+  server->GetHealthCheckService()->SetServingStatus(true);
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  std::fprintf(stderr, "glad: listening on %s:%d (backend %s, %s, %d slots, %.1f KiB state per sequence)\n",
+               host.c_str(), port, (*backend)->name().c_str(), (*backend)->device().c_str(),
+               (*backend)->pool().capacity(), (*backend)->pool().state_bytes() / 1024.0);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  const auto grace = std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_shutdown_grace_s) * 1000));
+  std::fprintf(stderr, "glad: %s: draining (grace %.1f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               absl::GetFlag(FLAGS_shutdown_grace_s));
+  server->GetHealthCheckService()->SetServingStatus(false);
+  scheduler.Shutdown(grace);  // new requests: UNAVAILABLE; running ones finish or are cancelled
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->Wait();
+  std::fprintf(stderr, "glad: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace gla
+
+int main(int argc, char** argv) { return gla::Main(argc, argv); }
