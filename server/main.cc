@@ -1,11 +1,11 @@
 // glad: the GLA inference server.
 //
-//   glad --model DIR [--listen 0.0.0.0:50051] [--slots 16 | --state-memory-mb M] [--queue-size 256]
-//        [--step-token-budget 512] [--threads 0] [--max-prompt-tokens 8192] [--max-new-tokens 1024]
-//        [--shutdown-grace-s 10] [--backend cpu]
+//   glad --model DIR [--listen 0.0.0.0:50051] [--slots 16 | --state_memory_mb M] [--queue_size 256]
+//        [--step_token_budget 512] [--threads 0] [--max_prompt_tokens 8192] [--max_new_tokens 1024]
+//        [--shutdown_grace_s 10] [--backend cpu]        (glad --help lists every flag)
 //
 // Serves gla.v1.Gla, grpc.health.v1.Health and server reflection. SIGTERM/SIGINT: stop
-// accepting, let in-flight requests finish for --shutdown-grace-s, cancel the rest, exit 0.
+// accepting, let in-flight requests finish for --shutdown_grace_s, cancel the rest, exit 0.
 // Startup errors (bad model dir, port in use, bad flag) are one line on stderr and exit 1.
 #include <csignal>
 #include <cstdio>
@@ -62,7 +62,7 @@ int Main(int argc, char** argv) {
                          std::pair{"step_token_budget", absl::GetFlag(FLAGS_step_token_budget)},
                          std::pair{"max_prompt_tokens", absl::GetFlag(FLAGS_max_prompt_tokens)},
                          std::pair{"max_new_tokens", absl::GetFlag(FLAGS_max_new_tokens)}})
-    if (v < 1) return Fail(absl::StrCat("--", name, " must be at least 1"));
+    if (v < 1) return Fail(absl::StrCat("--", name, " must be at least 1"));  // flag names use underscores
 
   CpuBackendOptions bo;
   bo.threads = absl::GetFlag(FLAGS_threads);
@@ -73,7 +73,7 @@ int Main(int argc, char** argv) {
     const int64_t per_seq = config->StateFloatsPerLayer() * config->num_hidden_layers * 4;
     bo.slots = static_cast<int>(std::min<int64_t>(int64_t{mb} * 1048576 / per_seq, 1 << 20));
     if (bo.slots < 1)
-      return Fail(absl::StrCat("--state-memory-mb ", mb, " holds no state of ", per_seq, " bytes"));
+      return Fail(absl::StrCat("--state_memory_mb ", mb, " holds no state of ", per_seq, " bytes"));
   }
   auto backend = MakeCpuBackend(model, bo);
   if (!backend.ok()) return Fail(std::string(backend.status().message()));

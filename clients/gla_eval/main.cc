@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "clients/gla_eval/args.h"
+#include "clients/common/args.h"
 #include "engine/cpu_model.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"

@@ -1,4 +1,4 @@
-#include "clients/gla_eval/args.h"
+#include "clients/common/args.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"

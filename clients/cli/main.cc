@@ -1,0 +1,138 @@
+// gla-cli: talk to a running glad.
+//
+//   gla-cli info     --addr HOST:PORT
+//   gla-cli tokenize --addr HOST:PORT --text TEXT
+//   gla-cli generate --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
+//   gla-cli stream   --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
+//
+// Sampling options: --max-new-tokens N --temperature T --top-k K --top-p P --min-p P --seed S
+// --stop STRING --ignore-eos 1 --timeout-s S. Errors: one line on stderr, exit 1.
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "clients/common/args.h"
+#include "gla/v1/gla.grpc.pb.h"
+#include "models/status_macros.h"
+
+namespace gla {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+absl::StatusOr<float> Float(const ParsedArgs& a, const std::string& name, float def) {
+  if (!a.Has(name)) return def;
+  float v;
+  if (!absl::SimpleAtof(a.flags.at(name), &v)) return absl::InvalidArgumentError(absl::StrCat("--", name, " is not a number"));
+  return v;
+}
+
+absl::StatusOr<v1::GenerateRequest> BuildRequest(const ParsedArgs& a) {
+  v1::GenerateRequest r;
+  if (a.Has("prompt-ids")) {
+    ASSIGN_OR_RETURN(auto ids, ParseIdList(a.flags.at("prompt-ids")));
+    r.mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+  } else {
+    ASSIGN_OR_RETURN(std::string text, a.Required("prompt"));
+    r.set_text(text);
+  }
+  ASSIGN_OR_RETURN(int max_new, a.Int("max-new-tokens", 64, 0));
+  r.set_max_new_tokens(max_new);
+  ASSIGN_OR_RETURN(float t, Float(a, "temperature", 0.0f));
+  r.mutable_sampling()->set_temperature(t);
+  ASSIGN_OR_RETURN(int k, a.Int("top-k", 0, 0));
+  r.mutable_sampling()->set_top_k(k);
+  if (a.Has("top-p")) {
+    ASSIGN_OR_RETURN(float p, Float(a, "top-p", 1.0f));
+    r.mutable_sampling()->set_top_p(p);
+  }
+  ASSIGN_OR_RETURN(float mp, Float(a, "min-p", 0.0f));
+  r.mutable_sampling()->set_min_p(mp);
+  if (a.Has("seed")) {
+    uint64_t seed;
+    if (!absl::SimpleAtoi(a.flags.at("seed"), &seed)) return absl::InvalidArgumentError("--seed is not an integer");
+    r.mutable_sampling()->set_seed(seed);
+  }
+  if (a.Has("stop")) r.add_stop(a.flags.at("stop"));
+  ASSIGN_OR_RETURN(int ignore_eos, a.Int("ignore-eos", 0, 0));
+  r.set_ignore_eos(ignore_eos != 0);
+  return r;
+}
+
+const char* Reason(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_EOS: return "eos";
+    case v1::FINISH_REASON_STOP: return "stop";
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_CANCELLED: return "cancelled";
+    default: return "unspecified";
+  }
+}
+
+void PrintUsage(const v1::Usage& u, v1::FinishReason reason) {
+  std::fprintf(stderr, "finish=%s prompt_tokens=%u completion_tokens=%u ttft=%.3fs total=%.3fs\n", Reason(reason),
+               u.prompt_tokens(), u.completion_tokens(), u.time_to_first_token_s(), u.total_time_s());
+}
+
+absl::Status Run(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(std::string addr, a.Required("addr"));
+  auto stub = v1::Gla::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ASSIGN_OR_RETURN(int timeout_s, a.Int("timeout-s", 600, 1));
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
+  if (a.command == "info") {
+    v1::ModelInfoResponse info;
+    RETURN_IF_ERROR(FromGrpc(stub->ModelInfo(&ctx, {}, &info)));
+    std::printf("%s", info.DebugString().c_str());
+  } else if (a.command == "tokenize") {
+    ASSIGN_OR_RETURN(std::string text, a.Required("text"));
+    v1::TokenizeRequest req;
+    req.set_text(text);
+    v1::TokenizeResponse resp;
+    RETURN_IF_ERROR(FromGrpc(stub->Tokenize(&ctx, req, &resp)));
+    std::printf("%s\n", absl::StrJoin(resp.token_ids(), ",").c_str());
+  } else if (a.command == "generate") {
+    ASSIGN_OR_RETURN(v1::GenerateRequest req, BuildRequest(a));
+    v1::GenerateResponse resp;
+    RETURN_IF_ERROR(FromGrpc(stub->Generate(&ctx, req, &resp)));
+    std::printf("%s\nids: %s\n", resp.text().c_str(), absl::StrJoin(resp.token_ids(), ",").c_str());
+    PrintUsage(resp.usage(), resp.finish_reason());
+  } else {  // stream
+    ASSIGN_OR_RETURN(v1::GenerateRequest req, BuildRequest(a));
+    auto reader = stub->GenerateStream(&ctx, req);
+    v1::GenerateStreamResponse msg;
+    std::vector<int32_t> ids;
+    while (reader->Read(&msg)) {
+      std::fputs(msg.text().c_str(), stdout);
+      std::fflush(stdout);
+      ids.insert(ids.end(), msg.token_ids().begin(), msg.token_ids().end());
+      if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) PrintUsage(msg.usage(), msg.finish_reason());
+    }
+    RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+    std::printf("\nids: %s\n", absl::StrJoin(ids, ",").c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace gla
+
+int main(int argc, char** argv) {
+  const std::set<std::string> common = {"addr", "timeout-s"};
+  std::set<std::string> gen = {"addr", "timeout-s", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-k",
+                               "top-p", "min-p", "seed", "stop", "ignore-eos"};
+  std::set<std::string> tok = common;
+  tok.insert("text");
+  auto args = gla::ParseArgs(argc, argv, {{"info", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}});
+  absl::Status st = args.ok() ? gla::Run(*args) : args.status();
+  if (!st.ok()) {
+    std::fprintf(stderr, "gla-cli: error: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

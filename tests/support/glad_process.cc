@@ -1,0 +1,72 @@
+#include "tests/support/glad_process.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "tests/support/test_util.h"
+
+namespace gla::testing {
+
+GladProcess::GladProcess(const std::vector<std::string>& args) {
+  log_path_ = MakeTempDir("glad") + "/glad.log";
+  std::vector<std::string> argv = {GLAD_PATH, "--listen", "127.0.0.1:0"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_ = fork();
+  if (pid_ == 0) {
+    FILE* log = std::fopen(log_path_.c_str(), "w");
+    dup2(fileno(log), 2);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+  const std::regex listening("glad: listening on 127\\.0\\.0\\.1:([0-9]+)");
+  for (int i = 0; i < 600 && port_ == 0; ++i) {  // up to 60 s (sanitizer builds are slow)
+    std::smatch m;
+    const std::string text = log();
+    if (std::regex_search(text, m, listening)) port_ = std::stoi(m[1]);
+    else if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    } else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (port_ > 0) channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+}
+
+std::string GladProcess::log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int GladProcess::Terminate(int wait_ms) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  for (int waited = 0; waited < wait_ms; waited += 10) {
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return -1;
+}
+
+GladProcess::~GladProcess() { Terminate(); }
+
+}  // namespace gla::testing
