@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs a GLA model end to end on the CPU: greedy
-# generation from the reference checkpoint (a random-weight fla model; it has no tokenizer,
-# so prompt and output are token ids). The gRPC server replaces this with `glad` (issue 3).
-#   deploy/run.sh [MODEL_DIR] [PROMPT_IDS]
+# Installs what is missing, builds, starts glad on a model, shows one request through gla-cli,
+# then keeps serving in the foreground (Ctrl-C or SIGTERM drains and stops it).
+#   deploy/run.sh [MODEL_DIR] [LISTEN_ADDRESS]
+# The default model is the reference checkpoint beside the checkout (random weights, no
+# tokenizer, so the request uses token ids); a model with tokenizer.model takes text prompts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-../shared/reference/gla-tiny/model}
-prompt=${2:-1,17,42,99,7}
+listen=${2:-127.0.0.1:50051}
 deploy/install-deps.sh >/dev/null
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build --target gla-eval
-build/clients/gla-eval generate --model "$model" --prompt-ids "$prompt" --max-new-tokens 24
+cmake --build build --target glad gla-cli
+log=$(mktemp)
+build/server/glad --model "$model" --listen "$listen" 2> >(tee "$log" >&2) &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true' INT TERM
+for _ in $(seq 300); do grep -q "listening on" "$log" && break; kill -0 $pid 2>/dev/null || exit 1; sleep 0.1; done
+addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log")
+if build/clients/gla-cli info --addr "$addr" | grep -q "has_tokenizer: true"; then
+  build/clients/gla-cli generate --addr "$addr" --prompt "The" --max-new-tokens 24
+else
+  build/clients/gla-cli generate --addr "$addr" --prompt-ids 1,17,42,99,7 --max-new-tokens 24 --ignore-eos 1
+fi
+echo "glad is serving on $addr (Ctrl-C to stop)"
+wait $pid

@@ -33,7 +33,7 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 struct LevelResult {
-  int ok = 0, failed = 0;
+  int ok = 0, failed = 0;  // ok: finished by length/eos/stop; failed: an error or finish_reason CANCELLED
   int64_t tokens = 0;
   double seconds = 0;
   std::vector<double> ttft, itl;
@@ -63,7 +63,9 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
         std::vector<double> ttft, itl;
         auto last = t0;
         int64_t n = 0;
+        bool cancelled = false;
         while (reader->Read(&m)) {
+          cancelled = cancelled || m.finish_reason() == v1::FINISH_REASON_CANCELLED;
           if (m.token_ids_size() == 0) continue;
           const auto now = Clock::now();
           const double dt = std::chrono::duration<double>(now - last).count();
@@ -74,14 +76,14 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
         }
         const grpc::Status st = reader->Finish();
         std::lock_guard<std::mutex> lock(mu);
-        if (st.ok()) {
+        if (st.ok() && !cancelled) {
           ++r.ok;
           r.tokens += n;
           r.ttft.insert(r.ttft.end(), ttft.begin(), ttft.end());
           r.itl.insert(r.itl.end(), itl.begin(), itl.end());
         } else {
           ++r.failed;
-          if (r.first_error.empty()) r.first_error = st.error_message();
+          if (r.first_error.empty()) r.first_error = st.ok() ? "cancelled by the server (shutting down?)" : st.error_message();
         }
       }
     });
