@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
                                                            std::optional<int> eos_id) {
   std::string error;
   std::unique_ptr<Tokenizer> t(new Tokenizer());
-  t->sp_ = SentencePieceAdapter::Load(path, &error);
+  t->sp_ = LoadSentencePieceAdapter(path, &error);
   if (t->sp_ == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": not a SentencePiece model: ", error));
   const int n = t->sp_->vocab_size();
   t->pieces_.resize(n);
