@@ -61,19 +61,27 @@ grpc::Status FinalStatus(const GenerationUpdate& u, grpc::CallbackServerContext*
   return grpc::Status::OK;  // includes cancellation by server shutdown: finish_reason says so
 }
 
+// Validates a request and completes its spec with an id and the call's deadline.
+absl::StatusOr<GenerationSpec> PrepareSpec(GlaService* svc, grpc::CallbackServerContext* ctx,
+                                           const v1::GenerateRequest& req) {
+  auto spec = ValidateGenerateRequest(req, svc->scheduler().backend(), svc->limits());
+  if (!spec.ok()) return spec;
+  if (spec->id.empty()) spec->id = svc->NextRequestId();
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) spec->deadline = ctx->deadline();
+  return spec;
+}
+
 // ---- Generate (unary)
 class GenerateReactor : public grpc::ServerUnaryReactor {
  public:
   GenerateReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
                   v1::GenerateResponse* resp)
       : ctx_(ctx), resp_(resp) {
-    auto spec = ValidateGenerateRequest(*req, svc->scheduler().backend(), svc->limits());
+    auto spec = PrepareSpec(svc, ctx, *req);
     if (!spec.ok()) {
       Finish(ToGrpcStatus(spec.status()));
       return;
     }
-    if (spec->id.empty()) spec->id = svc->NextRequestId();
-    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) spec->deadline = ctx->deadline();
     resp_->set_request_id(spec->id);
     const std::string id = spec->id;
     // Held across Submit: the sink may run before Submit returns and must see handle_ set.
@@ -114,13 +122,11 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
 class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
  public:
   StreamReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) : ctx_(ctx) {
-    auto spec = ValidateGenerateRequest(*req, svc->scheduler().backend(), svc->limits());
+    auto spec = PrepareSpec(svc, ctx, *req);
     if (!spec.ok()) {
       Finish(ToGrpcStatus(spec.status()));
       return;
     }
-    if (spec->id.empty()) spec->id = svc->NextRequestId();
-    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) spec->deadline = ctx->deadline();
     id_ = spec->id;
     std::unique_lock<std::mutex> lock(mu_);  // the sink may run before Submit returns
     auto handle = svc->scheduler().Submit(std::move(*spec), [this](GenerationUpdate&& u) { OnUpdate(std::move(u)); });

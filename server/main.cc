@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include <grpc/impl/codegen/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -96,7 +97,12 @@ int Main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  // gRPC logs its own multi-line account of a failed bind; startup failures are our one line.
+  gpr_set_log_function([](gpr_log_func_args*) {});
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  gpr_set_log_function([](gpr_log_func_args* a) {
+    std::fprintf(stderr, "grpc: %s:%d: %s\n", a->file, a->line, a->message);
+  });
   if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", listen, " (in use or invalid)"));
   server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host = listen.substr(0, listen.rfind(':'));
