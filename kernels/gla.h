@@ -11,6 +11,10 @@
 
 #include <cstdint>
 
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
 namespace gla {
 
 struct GlaSeqParams {
@@ -63,4 +67,34 @@ bool GlaChunkwise(const GlaSeqParams& p, int chunk, int sub_chunk);
 void GlaDecodeStep(const GlaDecodeParams& p);
 
 }  // namespace cpu
+
+#if defined(GLA_HAVE_CUDA)
+// One token for each of N sequences on the GPU, states updated in place in a state pool:
+// sequence n's state for this layer is state_base + slots[n] * slot_stride + h * dk * dv.
+// q/k/v/g/o are fp32 device arrays indexed by n with the given strides.
+struct GlaDecodeCudaParams {
+  int N = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const float* k = nullptr;
+  int64_t k_stride = 0;
+  const float* v = nullptr;
+  int64_t v_stride = 0;
+  const float* g = nullptr;
+  int64_t g_stride = 0;
+  float* o = nullptr;
+  int64_t o_stride = 0;
+  float* state_base = nullptr;
+  int64_t slot_stride = 0;       // floats between consecutive slots
+  const int32_t* slots = nullptr;  // [N] device array
+  float scale = 1.0f;
+};
+
+namespace cuda {
+// cudaErrorInvalidValue (and no launch) for shapes it does not support: dv % 4 != 0, dk > 1024,
+// H % Hkv != 0. Otherwise the launch's own status.
+cudaError_t GlaDecodeStep(const GlaDecodeCudaParams& p, cudaStream_t stream);
+}  // namespace cuda
+#endif  // GLA_HAVE_CUDA
+
 }  // namespace gla

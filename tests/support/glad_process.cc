@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -30,11 +29,10 @@ GladProcess::GladProcess(const std::vector<std::string>& args) {
     execv(cargv[0], cargv.data());
     _exit(127);
   }
-  const std::regex listening("glad: listening on 127\\.0\\.0\\.1:([0-9]+)");
+  const std::string listening = "glad: listening on 127.0.0.1:";
   for (int i = 0; i < 600 && port_ == 0; ++i) {  // up to 60 s (sanitizer builds are slow)
-    std::smatch m;
     const std::string text = log();
-    if (std::regex_search(text, m, listening)) port_ = std::stoi(m[1]);
+    if (const size_t at = text.find(listening); at != std::string::npos) port_ = std::atoi(text.c_str() + at + listening.size());
     else if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
       pid_ = -1;
       return;

@@ -1,0 +1,186 @@
+// Times the CUDA decode step (one layer) at the anchor shapes of the GPU issue and prints a
+// table: time, achieved state bandwidth, ratio to the measured copy bandwidth (the floor), and
+// the ratio to fla's fused_recurrent_gla anchor on the same H100 (2026-11-22, gla-1.3B heads).
+// States rotate through a pool larger than L2 so no launch reads from cache.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "kernels/gla.h"
+
+#define CHECK(x)                                                                                 \
+  do {                                                                                           \
+    cudaError_t e = (x);                                                                         \
+    if (e != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e));   \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+namespace {
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Device-to-device copy bandwidth (bytes read + written per second), the memory-bound ceiling.
+double CopyBandwidth() {
+  const size_t bytes = size_t{1} << 30;
+  void *a, *b;
+  CHECK(cudaMalloc(&a, bytes));
+  CHECK(cudaMalloc(&b, bytes));
+  CHECK(cudaMemset(a, 1, bytes));
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    CHECK(cudaEventRecord(e0));
+    CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventSynchronize(e1));
+    float t;
+    CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 2) ms.push_back(t);
+  }
+  CHECK(cudaFree(a));
+  CHECK(cudaFree(b));
+  return 2.0 * bytes / (Median(ms) * 1e-3);
+}
+
+struct Result {
+  float us_stream, us_graph;
+};
+
+Result TimeDecode(int B, int H, int dk, int dv) {
+  const int64_t state_floats = int64_t{H} * dk * dv;
+  const int64_t set_bytes = B * state_floats * 4;
+  const int sets = static_cast<int>(std::max<int64_t>(2, (int64_t{400} << 20) / set_bytes + 1));  // > 8x L2
+  float *pool, *q, *k, *v, *g, *o;
+  int32_t* slots;
+  CHECK(cudaMalloc(&pool, sets * set_bytes));
+  CHECK(cudaMalloc(&q, size_t(B) * H * dk * 4));
+  CHECK(cudaMalloc(&k, size_t(B) * H * dk * 4));
+  CHECK(cudaMalloc(&g, size_t(B) * H * dk * 4));
+  CHECK(cudaMalloc(&v, size_t(B) * H * dv * 4));
+  CHECK(cudaMalloc(&o, size_t(B) * H * dv * 4));
+  CHECK(cudaMalloc(&slots, size_t(sets) * B * 4));
+  {
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    std::vector<float> host(size_t(B) * H * std::max(dk, dv));
+    for (auto& x : host) x = u(rng);
+    CHECK(cudaMemcpy(q, host.data(), size_t(B) * H * dk * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(k, host.data(), size_t(B) * H * dk * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(v, host.data(), size_t(B) * H * dv * 4, cudaMemcpyHostToDevice));
+    for (auto& x : host) x = -0.05f * std::fabs(x);
+    CHECK(cudaMemcpy(g, host.data(), size_t(B) * H * dk * 4, cudaMemcpyHostToDevice));
+    std::vector<float> st(size_t(state_floats) * B);
+    for (auto& x : st) x = u(rng);
+    for (int s = 0; s < sets; ++s) CHECK(cudaMemcpy(pool + s * B * state_floats, st.data(), set_bytes, cudaMemcpyHostToDevice));
+    std::vector<int32_t> ids(size_t(sets) * B);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+    CHECK(cudaMemcpy(slots, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  }
+  auto params = [&](int set) {
+    gla::GlaDecodeCudaParams p;
+    p.N = B;
+    p.H = H;
+    p.Hkv = H;
+    p.dk = dk;
+    p.dv = dv;
+    p.q = q;
+    p.q_stride = int64_t{H} * dk;
+    p.k = k;
+    p.g = g;
+    p.k_stride = p.g_stride = int64_t{H} * dk;
+    p.v = v;
+    p.v_stride = int64_t{H} * dv;
+    p.o = o;
+    p.o_stride = int64_t{H} * dv;
+    p.state_base = pool;
+    p.slot_stride = state_floats;
+    p.slots = slots + set * B;
+    p.scale = 0.0625f;
+    return p;
+  };
+  cudaStream_t stream;
+  CHECK(cudaStreamCreate(&stream));
+  constexpr int kLaunches = 100;
+  for (int i = 0; i < 20; ++i) CHECK(gla::cuda::GlaDecodeStep(params(i % sets), stream));  // warm-up
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::vector<float> stream_us, graph_us;
+  for (int rep = 0; rep < 7; ++rep) {  // back-to-back launches on a stream
+    CHECK(cudaEventRecord(e0, stream));
+    for (int i = 0; i < kLaunches; ++i) CHECK(gla::cuda::GlaDecodeStep(params(i % sets), stream));
+    CHECK(cudaEventRecord(e1, stream));
+    CHECK(cudaEventSynchronize(e1));
+    float ms;
+    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    stream_us.push_back(1e3f * ms / kLaunches);
+  }
+  cudaGraph_t graph;  // the same launches captured once, as the engine will for decode steps
+  cudaGraphExec_t exec;
+  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < kLaunches; ++i) CHECK(gla::cuda::GlaDecodeStep(params(i % sets), stream));
+  CHECK(cudaStreamEndCapture(stream, &graph));
+  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK(cudaGraphLaunch(exec, stream));
+  for (int rep = 0; rep < 7; ++rep) {
+    CHECK(cudaEventRecord(e0, stream));
+    CHECK(cudaGraphLaunch(exec, stream));
+    CHECK(cudaEventRecord(e1, stream));
+    CHECK(cudaEventSynchronize(e1));
+    float ms;
+    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    graph_us.push_back(1e3f * ms / kLaunches);
+  }
+  CHECK(cudaGraphExecDestroy(exec));
+  CHECK(cudaGraphDestroy(graph));
+  for (void* ptr : {(void*)pool, (void*)q, (void*)k, (void*)v, (void*)g, (void*)o, (void*)slots}) CHECK(cudaFree(ptr));
+  CHECK(cudaStreamDestroy(stream));
+  return {Median(stream_us), Median(graph_us)};
+}
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double copy_bw = CopyBandwidth();
+  std::printf("device: %s, %d SMs, L2 %.0f MB; measured D2D copy %.2f TB/s (read + write)\n", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy_bw / 1e12);
+  std::printf("GLA decode step, one layer, fp32 states read and written once, fp32 activations\n\n");
+  std::printf("| heads (H, dk, dv) | B | stream us | graph us | state GB/s | of copy BW | floor us | fla anchor us | vs fla |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  struct Case {
+    const char* name;
+    int H, dk, dv, B;
+    double anchor_us;  // fla fused_recurrent_gla, same H100, 2026-11-22 (0: none)
+  };
+  const Case cases[] = {{"gla-1.3B (4, 256, 512)", 4, 256, 512, 1, 194}, {"gla-1.3B (4, 256, 512)", 4, 256, 512, 16, 183},
+                        {"gla-1.3B (4, 256, 512)", 4, 256, 512, 64, 215}, {"gla-1.3B (4, 256, 512)", 4, 256, 512, 256, 499},
+                        {"gla-340M (4, 128, 256)", 4, 128, 256, 1, 0},    {"gla-340M (4, 128, 256)", 4, 128, 256, 64, 0},
+                        {"gla-340M (4, 128, 256)", 4, 128, 256, 256, 0}};
+  for (const Case& c : cases) {
+    const Result r = TimeDecode(c.B, c.H, c.dk, c.dv);
+    const double bytes = 2.0 * c.B * c.H * c.dk * c.dv * 4;  // state read + write
+    const double best = std::min(r.us_stream, r.us_graph);
+    const double floor_us = bytes / copy_bw * 1e6;
+    char anchor[64] = "-", vs[64] = "-";
+    if (c.anchor_us > 0) {
+      std::snprintf(anchor, sizeof anchor, "%.0f", c.anchor_us);
+      std::snprintf(vs, sizeof vs, "%.1fx faster", c.anchor_us / best);
+    }
+    std::printf("| %s | %d | %.2f | %.2f | %.0f | %.0f%% | %.2f | %s | %s |\n", c.name, c.B, r.us_stream, r.us_graph,
+                bytes / (best * 1e-6) / 1e9, 100.0 * bytes / (best * 1e-6) / copy_bw, floor_us, anchor, vs);
+  }
+  return 0;
+}
