@@ -14,4 +14,8 @@ else
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
 fi
 cmake --build "$dir"
-ctest --test-dir "$dir" --output-on-failure -j "$(nproc)"
+# CUDA tests first: where no GPU is usable they skip; ctest hides a skipped test's output, so
+# the reasons are printed here from its log.
+ctest --test-dir "$dir" -L cuda --output-on-failure | tail -n 4
+grep -h "CUDA test.*skipped" "$dir/Testing/Temporary/LastTest.log" | sort -u || true
+ctest --test-dir "$dir" -LE cuda --output-on-failure -j "$(nproc)"
