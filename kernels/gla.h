@@ -17,8 +17,9 @@
 
 namespace gla {
 
-struct GlaSeqParams {
-  int T = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
+// Where the operator's inputs and output live: row = one token (or one sequence's token in a
+// decode step); `*_stride` = floats between consecutive rows.
+struct GlaRows {
   const float* q = nullptr;
   int64_t q_stride = 0;
   const float* k = nullptr;
@@ -29,24 +30,18 @@ struct GlaSeqParams {
   int64_t g_stride = 0;
   float* o = nullptr;
   int64_t o_stride = 0;
+};
+
+struct GlaSeqParams : GlaRows {
+  int T = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
   float* state = nullptr;  // [H, dk, dv]: the initial state on entry, the final state on return
   float scale = 1.0f;      // usually dk^-1/2
 };
 
 // One token for each of N sequences; sequence n's state is states[n] ([H, dk, dv], in place).
-// q/k/v/g/o rows are indexed by n with the strides below.
-struct GlaDecodeParams {
+// The rows are indexed by n.
+struct GlaDecodeParams : GlaRows {
   int N = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
-  const float* q = nullptr;
-  int64_t q_stride = 0;
-  const float* k = nullptr;
-  int64_t k_stride = 0;
-  const float* v = nullptr;
-  int64_t v_stride = 0;
-  const float* g = nullptr;
-  int64_t g_stride = 0;
-  float* o = nullptr;
-  int64_t o_stride = 0;
   float* const* states = nullptr;
   float scale = 1.0f;
 };
@@ -71,19 +66,9 @@ void GlaDecodeStep(const GlaDecodeParams& p);
 #if defined(GLA_HAVE_CUDA)
 // One token for each of N sequences on the GPU, states updated in place in a state pool:
 // sequence n's state for this layer is state_base + slots[n] * slot_stride + h * dk * dv.
-// q/k/v/g/o are fp32 device arrays indexed by n with the given strides.
-struct GlaDecodeCudaParams {
+// The rows (q/k/v/g/o) are fp32 device arrays indexed by n.
+struct GlaDecodeCudaParams : GlaRows {
   int N = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
-  const float* q = nullptr;
-  int64_t q_stride = 0;
-  const float* k = nullptr;
-  int64_t k_stride = 0;
-  const float* v = nullptr;
-  int64_t v_stride = 0;
-  const float* g = nullptr;
-  int64_t g_stride = 0;
-  float* o = nullptr;
-  int64_t o_stride = 0;
   float* state_base = nullptr;
   int64_t slot_stride = 0;       // floats between consecutive slots
   const int32_t* slots = nullptr;  // [N] device array
