@@ -75,7 +75,25 @@ struct GlaDecodeCudaParams : GlaRows {
   float scale = 1.0f;
 };
 
+// Prefill of many sequences packed in one launch: sequence n's tokens are rows
+// [cu_seqlens[n], cu_seqlens[n+1]) of q/k/v/g/o; it starts from the state in slot slots[n]
+// (slots == nullptr: from zero, and the final state is not stored) and leaves its final state
+// there. No per-token or per-chunk states are written.
+struct GlaPrefillCudaParams : GlaRows {
+  int num_seqs = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
+  const int32_t* cu_seqlens = nullptr;  // [num_seqs + 1] device array
+  float* state_base = nullptr;
+  int64_t slot_stride = 0;
+  const int32_t* slots = nullptr;  // [num_seqs] device array, or nullptr
+  float scale = 1.0f;
+};
+
 namespace cuda {
+// Fused-recurrent prefill: the state stays in registers while the kernel walks the tokens
+// (the simple GPU form; the tensor-core chunkwise kernel is tested against it). Unsupported
+// shapes (dk > 512, dv % 4 != 0, H % Hkv != 0) are cudaErrorInvalidValue with no launch.
+cudaError_t GlaPrefillRecurrent(const GlaPrefillCudaParams& p, cudaStream_t stream);
+
 // cudaErrorInvalidValue (and no launch) for shapes it does not support: dv % 4 != 0, dk > 1024,
 // H % Hkv != 0. Otherwise the launch's own status.
 cudaError_t GlaDecodeStep(const GlaDecodeCudaParams& p, cudaStream_t stream);
