@@ -8,18 +8,18 @@
 // result is deterministic (no atomics). q, k and exp(g) of the head are staged in shared memory.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/gla_recurrent_tile.cuh"
 #include "kernels/gla.h"
 
 namespace gla::cuda {
 
 namespace {
 
-constexpr int kLanes = 8;       // float4 lanes across columns
-constexpr int kCols = kLanes * 4;  // 32 columns per block
-constexpr int kRowGroups = 32;
-constexpr int kThreads = kLanes * kRowGroups;  // 256
+using tile::kCols;
+using tile::kLanes;
+using tile::kRowGroups;
+using tile::kThreads;
 constexpr int kMaxDk = 1024;
-static_assert(kThreads == 256, "launch bounds below assume 256 threads");
 
 __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaParams p) {
   const int n = blockIdx.z, h = blockIdx.y;
@@ -29,14 +29,8 @@ __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaP
 
   __shared__ float q_s[kMaxDk], k_s[kMaxDk], decay_s[kMaxDk];
   __shared__ float4 partial[kRowGroups][kLanes];
-  const float* q = p.q + n * p.q_stride + h * p.dk;
-  const float* k = p.k + n * p.k_stride + hk * p.dk;
-  const float* g = p.g + n * p.g_stride + hk * p.dk;
-  for (int i = threadIdx.x; i < p.dk; i += kThreads) {
-    q_s[i] = p.scale * q[i];
-    k_s[i] = k[i];
-    decay_s[i] = expf(g[i]);
-  }
+  tile::StageHead(p.q + n * p.q_stride + h * p.dk, p.k + n * p.k_stride + hk * p.dk, p.g + n * p.g_stride + hk * p.dk,
+                  p.dk, p.scale, q_s, k_s, decay_s);
   __syncthreads();
 
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -47,31 +41,14 @@ __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaP
     for (int i = group; i < p.dk; i += kRowGroups) {
       float4* cell = reinterpret_cast<float4*>(S + static_cast<int64_t>(i) * p.dv + col);
       float4 s = *cell;
-      const float a = decay_s[i], ki = k_s[i], qi = q_s[i];
-      s.x = a * s.x + ki * v.x;
-      s.y = a * s.y + ki * v.y;
-      s.z = a * s.z + ki * v.z;
-      s.w = a * s.w + ki * v.w;
+      tile::UpdateRow(s, decay_s[i], k_s[i], q_s[i], v, acc);
       *cell = s;
-      acc.x += qi * s.x;
-      acc.y += qi * s.y;
-      acc.z += qi * s.z;
-      acc.w += qi * s.w;
     }
   }
   partial[group][lane] = acc;
   __syncthreads();
-  if (group == 0 && col < p.dv) {
-    float4 sum = partial[0][lane];
-    for (int r = 1; r < kRowGroups; ++r) {
-      const float4 x = partial[r][lane];
-      sum.x += x.x;
-      sum.y += x.y;
-      sum.z += x.z;
-      sum.w += x.w;
-    }
-    *reinterpret_cast<float4*>(p.o + n * p.o_stride + h * p.dv + col) = sum;
-  }
+  if (group == 0 && col < p.dv)
+    *reinterpret_cast<float4*>(p.o + n * p.o_stride + h * p.dv + col) = tile::SumPartials(partial, lane);
 }
 
 }  // namespace

@@ -8,16 +8,17 @@
 // HBM traffic is the inputs and outputs once plus the state once in and once out.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/gla_recurrent_tile.cuh"
 #include "kernels/gla.h"
 
 namespace gla::cuda {
 
 namespace {
 
-constexpr int kLanes = 8;
-constexpr int kCols = kLanes * 4;
-constexpr int kRowGroups = 32;
-constexpr int kThreads = kLanes * kRowGroups;
+using tile::kCols;
+using tile::kLanes;
+using tile::kRowGroups;
+using tile::kThreads;
 
 template <int ROWS>  // rows of the state per thread: dk <= 32 * ROWS
 __global__ void __launch_bounds__(kThreads) GlaPrefillRecurrentKernel(const GlaPrefillCudaParams p) {
@@ -44,14 +45,8 @@ __global__ void __launch_bounds__(kThreads) GlaPrefillRecurrentKernel(const GlaP
   }
 
   for (int t = begin; t < end; ++t) {
-    const float* q = p.q + t * p.q_stride + h * p.dk;
-    const float* k = p.k + t * p.k_stride + hk * p.dk;
-    const float* g = p.g + t * p.g_stride + hk * p.dk;
-    for (int i = threadIdx.x; i < p.dk; i += kThreads) {
-      q_s[i] = p.scale * q[i];
-      k_s[i] = k[i];
-      decay_s[i] = expf(g[i]);
-    }
+    tile::StageHead(p.q + t * p.q_stride + h * p.dk, p.k + t * p.k_stride + hk * p.dk,
+                    p.g + t * p.g_stride + hk * p.dk, p.dk, p.scale, q_s, k_s, decay_s);
     const float4 v = active ? *reinterpret_cast<const float4*>(p.v + t * p.v_stride + hk * p.dv + col)
                             : make_float4(0.f, 0.f, 0.f, 0.f);
     __syncthreads();
@@ -59,32 +54,12 @@ __global__ void __launch_bounds__(kThreads) GlaPrefillRecurrentKernel(const GlaP
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       const int row = group + r * kRowGroups;
-      if (row < p.dk) {
-        const float a = decay_s[row], ki = k_s[row], qi = q_s[row];
-        float4& s = state[r];
-        s.x = a * s.x + ki * v.x;
-        s.y = a * s.y + ki * v.y;
-        s.z = a * s.z + ki * v.z;
-        s.w = a * s.w + ki * v.w;
-        acc.x += qi * s.x;
-        acc.y += qi * s.y;
-        acc.z += qi * s.z;
-        acc.w += qi * s.w;
-      }
+      if (row < p.dk) tile::UpdateRow(state[r], decay_s[row], k_s[row], q_s[row], v, acc);
     }
     partial[group][lane] = acc;
     __syncthreads();  // also: nobody rewrites q_s/k_s/decay_s before every thread has used them
-    if (group == 0 && active) {
-      float4 sum = partial[0][lane];
-      for (int r = 1; r < kRowGroups; ++r) {
-        const float4 x = partial[r][lane];
-        sum.x += x.x;
-        sum.y += x.y;
-        sum.z += x.z;
-        sum.w += x.w;
-      }
-      *reinterpret_cast<float4*>(p.o + t * p.o_stride + h * p.dv + col) = sum;
-    }
+    if (group == 0 && active)
+      *reinterpret_cast<float4*>(p.o + t * p.o_stride + h * p.dv + col) = tile::SumPartials(partial, lane);
     // partial[] is rewritten only after the next token's first barrier, which group 0 reaches
     // after it has finished reading it.
   }

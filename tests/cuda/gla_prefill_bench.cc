@@ -8,15 +8,8 @@
 #include <vector>
 
 #include "kernels/gla.h"
+#include "tests/cuda/bench_util.h"
 
-#define CHECK(x)                                                                               \
-  do {                                                                                         \
-    cudaError_t e = (x);                                                                       \
-    if (e != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 int main() {
   const int H = 4, dk = 256, dv = 512, total = 16384;
