@@ -32,7 +32,7 @@ TEST(Sampler, GreedyPenaltiesAndFilters) {
   p.top_k = 1;
   for (uint64_t s = 0; s < 20; ++s) EXPECT_EQ(SampleToken(logits, 4, p, TokenHistory{}, s).token, 1);
   p.top_k = 0;
-  p.min_p = 0.95f;  // only tokens within 5% of the best: 1 (3.0) and 3 (2.9 -> 0.905)? no: e^-0.1 = 0.905 < 0.95
+  p.min_p = 0.95f;  // token 3 has e^-0.1 = 0.905 of the best probability (< 0.95): only token 1 is left
   for (uint64_t s = 0; s < 20; ++s) EXPECT_EQ(SampleToken(logits, 4, p, TokenHistory{}, s).token, 1);
   p.min_p = 0.0f;
   p.top_p = 0.3f;  // the best token alone holds > 30%
