@@ -3,6 +3,11 @@
 
 #include <cstdint>
 
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+#endif
+
 namespace gla::cpu {
 
 // SwiGLU: out[r, i] = silu(gate[r, i]) * up[r, i]; gate_up holds [gate | up] per row ([M, 2I]).
@@ -17,3 +22,22 @@ void LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, i
 void EmbeddingGather(const float* table, int64_t D, const int32_t* ids, int64_t n, float* out);
 
 }  // namespace gla::cpu
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// SwiGLU on bf16 rows (the gate_up GEMM writes bf16; the down GEMM reads bf16).
+cudaError_t SwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bfloat16* out, int64_t out_stride,
+                   int64_t M, int64_t I, cudaStream_t stream);
+
+// As cpu::LogSigmoidGate, in place on fp32 rows (the gate stays fp32: it is summed over a whole
+// sequence inside the GLA operator).
+cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
+                           bool has_clamp, float clamp_min, cudaStream_t stream);
+
+// out[r] = float(table[ids[r]]): bf16 table, device ids (checked against the vocabulary before).
+cudaError_t EmbeddingGather(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out,
+                            cudaStream_t stream);
+
+}  // namespace gla::cuda
+#endif

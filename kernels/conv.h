@@ -3,6 +3,10 @@
 
 #include <cstdint>
 
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
 namespace gla::cpu {
 
 // One sequence of T tokens, C channels, kernel K:
@@ -13,3 +17,16 @@ void ShortConvSilu(const float* x, int64_t x_stride, int64_t T, int64_t C, const
                    float* y, int64_t y_stride);
 
 }  // namespace gla::cpu
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// ShortConvSilu for a packed step on the GPU: sequence s owns rows [cu_seqlens[s], cu_seqlens[s+1])
+// of x and y (rows = cu_seqlens[num_seqs]) and its tail [K-1, C] lives at
+// state_base + slots[s] * slot_stride + tail_offset (updated in place). Device arrays; K <= 9.
+cudaError_t ShortConvSilu(const float* x, int64_t x_stride, const int32_t* cu_seqlens, int num_seqs, int rows,
+                          int64_t C, const float* w, int K, float* state_base, int64_t slot_stride,
+                          int64_t tail_offset, const int32_t* slots, float* y, int64_t y_stride, cudaStream_t stream);
+
+}  // namespace gla::cuda
+#endif

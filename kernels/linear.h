@@ -3,6 +3,11 @@
 
 #include <cstdint>
 
+#if defined(GLA_HAVE_CUDA)
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#endif
+
 namespace gla::cpu {
 
 // y[M, N] = x[M, K] W[N, K]^T + beta * y      (W in PyTorch's [out, in] layout; row strides given)
@@ -14,3 +19,33 @@ void Linear(const float* x, int64_t x_stride, const float* w, int64_t N, int64_t
 void SetLinearThreads(int threads);
 
 }  // namespace gla::cpu
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// y[M, N] = x[M, K] W[N, K]^T + beta * y through cuBLAS: bf16 x and W, fp32 accumulation, y fp32
+// (y_bf16 = false; beta = 1 fuses a residual add into an fp32 stream) or bf16. Runs on the
+// handle's stream; graph-capturable once the handle has a workspace (cublasSetWorkspace).
+cublasStatus_t LinearBf16(cublasHandle_t handle, const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w,
+                          int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta = 0.0f);
+
+// The same in fp32 (small matrices kept in fp32, e.g. the second factor of the low-rank gate).
+cublasStatus_t LinearF32(cublasHandle_t handle, const float* x, int64_t x_stride, const float* w, int64_t N, int64_t K,
+                         float* y, int64_t y_stride, int64_t M, float beta = 0.0f);
+
+}  // namespace gla::cuda
+#endif
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// The decode-sized projection: y[M, N] = x[M, K] W[N, K]^T + beta * y for M <= kSmallM rows, a
+// memory-bound matrix-vector product (each weight read once, 16-byte loads, one warp per output
+// row) that reaches more of the bandwidth than a GEMM tiled for large M. K % 8 == 0, rows 16-byte
+// aligned; cudaErrorInvalidValue (no launch) otherwise.
+constexpr int kSmallM = 8;
+cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+
+}  // namespace gla::cuda
+#endif

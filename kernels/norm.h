@@ -3,6 +3,11 @@
 
 #include <cstdint>
 
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+#endif
+
 namespace gla::cpu {
 
 // y = x * rsqrt(mean(x^2) + eps) * w   over rows of width n.
@@ -15,3 +20,20 @@ void RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64
                       float* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps);
 
 }  // namespace gla::cpu
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// RmsNorm on the GPU: fp32 rows in, bf16 out (the input of the next GEMM); w is fp32. Row r of y
+// reads row row_ids[r] of x when row_ids (a device array) is given, row r otherwise: the final norm
+// gathers only the rows whose logits are wanted.
+cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, __nv_bfloat16* y,
+                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream);
+
+// The GLA output norm x swish gate (see cpu::RmsNormSwishGate): fp32 o and gate in, bf16 out.
+cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
+                             __nv_bfloat16* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
+                             cudaStream_t stream);
+
+}  // namespace gla::cuda
+#endif

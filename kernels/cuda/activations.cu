@@ -1,0 +1,86 @@
+// Element-wise kernels of the GLA block on the GPU: SwiGLU, the low-rank gate's logsigmoid /
+// normalizer / clamp, and the embedding gather. Each is one pass over its rows (memory-bound).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/activations.h"
+
+namespace gla::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void SwiGluKernel(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bfloat16* out,
+                             int64_t out_stride, int64_t M, int64_t I) {
+  for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
+    const __nv_bfloat16* g = gate_up + r * gate_up_stride;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < I;
+         i += static_cast<int64_t>(gridDim.x) * kThreads) {
+      const float a = __bfloat162float(g[i]), u = __bfloat162float(g[i + I]);
+      out[r * out_stride + i] = __float2bfloat16(a / (1.f + __expf(-a)) * u);
+    }
+  }
+}
+
+__global__ void LogSigmoidGateKernel(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float inv_normalizer,
+                                     bool has_clamp, float clamp_min) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * kThreads) {
+      float* p = x + r * stride + i;
+      const float z = *p + (bias ? bias[i] : 0.f);
+      // logsigmoid(z) = min(z, 0) - log1p(exp(-|z|)): no overflow for large |z|.
+      float y = (fminf(z, 0.f) - log1pf(expf(-fabsf(z)))) * inv_normalizer;
+      if (has_clamp) y = fmaxf(y, clamp_min);
+      *p = y;
+    }
+  }
+}
+
+__global__ void EmbeddingGatherKernel(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out) {
+  for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
+    const __nv_bfloat16* row = table + static_cast<int64_t>(ids[r]) * D;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < D;
+         i += static_cast<int64_t>(gridDim.x) * kThreads)
+      out[r * D + i] = __bfloat162float(row[i]);
+  }
+}
+
+// Enough blocks across a row to fill the GPU when there are few rows, one when there are many.
+dim3 RowGrid(int64_t rows, int64_t width) {
+  const int64_t per_row = (width + kThreads - 1) / kThreads;
+  const int64_t across = rows >= 64 ? 1 : per_row;
+  return dim3(static_cast<unsigned>(across < 1 ? 1 : across), static_cast<unsigned>(rows < 65535 ? rows : 65535));
+}
+
+bool BadRows(int64_t rows, int64_t width) { return rows < 0 || width <= 0; }
+
+}  // namespace
+
+cudaError_t SwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bfloat16* out, int64_t out_stride,
+                   int64_t M, int64_t I, cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  if (BadRows(M, I)) return cudaErrorInvalidValue;
+  SwiGluKernel<<<RowGrid(M, I), kThreads, 0, stream>>>(gate_up, gate_up_stride, out, out_stride, M, I);
+  return cudaGetLastError();
+}
+
+cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
+                           bool has_clamp, float clamp_min, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (BadRows(rows, n) || normalizer == 0.f) return cudaErrorInvalidValue;
+  LogSigmoidGateKernel<<<RowGrid(rows, n), kThreads, 0, stream>>>(x, stride, bias, rows, n, 1.f / normalizer, has_clamp,
+                                                                  clamp_min);
+  return cudaGetLastError();
+}
+
+cudaError_t EmbeddingGather(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out,
+                            cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (BadRows(n, D)) return cudaErrorInvalidValue;
+  EmbeddingGatherKernel<<<RowGrid(n, D), kThreads, 0, stream>>>(table, D, ids, n, out);
+  return cudaGetLastError();
+}
+
+}  // namespace gla::cuda

@@ -1,0 +1,101 @@
+// Decode-sized projections (M <= kSmallM rows): memory-bound, so the aim is the weight stream at
+// full bandwidth. One warp per output row n: each lane reads 8 bf16 weights (16 bytes) per step,
+// four steps in flight, multiplies them with the M input rows (small, served from L1/L2), and the
+// warp reduces its M partial sums with shuffles in a fixed order (deterministic).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/linear.h"
+
+namespace gla::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kUnroll = 4;
+
+__device__ inline void Fma8(const uint4& w, const uint4& x, float& acc) {
+  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
+  const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&x);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 a = __bfloat1622float2(w2[i]), b = __bfloat1622float2(x2[i]);
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+  }
+}
+
+template <int M>
+__global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                                             const __nv_bfloat16* __restrict__ w, int64_t N, int64_t K,
+                                                             void* y, bool y_bf16, int64_t y_stride, float beta) {
+  const int lane = threadIdx.x % 32;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (n >= N) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + n * K);
+  const int64_t chunks = K / 8;  // 16-byte chunks per row
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.f;
+  int64_t c = lane;
+  for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
+    uint4 wv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = __ldcs(wr + c + 32 * u);  // streamed once: do not keep in L2
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+        Fma8(wv[u], __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c + 32 * u), acc[m]);
+  }
+  for (; c < chunks; c += 32) {
+    const uint4 wv = __ldcs(wr + c);
+#pragma unroll
+    for (int m = 0; m < M; ++m) Fma8(wv, __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c), acc[m]);
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float v = acc[m];
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) {
+      if (y_bf16) {
+        __nv_bfloat16* out = static_cast<__nv_bfloat16*>(y) + m * y_stride + n;
+        *out = __float2bfloat16(beta != 0.f ? v + beta * __bfloat162float(*out) : v);
+      } else {
+        float* out = static_cast<float*>(y) + m * y_stride + n;
+        *out = beta != 0.f ? v + beta * *out : v;
+      }
+    }
+  }
+}
+
+template <int M>
+void Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
+            bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+  SmallMKernel<M><<<blocks, kWarps * 32, 0, stream>>>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
+}
+
+}  // namespace
+
+cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (M < 0 || M > kSmallM || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
+      N > int64_t{kWarps} * 0x7fffffff)
+    return cudaErrorInvalidValue;
+  switch (M) {  // the one dispatch site: rows -> a compile-time accumulator count
+    case 1: Launch<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    case 2: Launch<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    case 3: Launch<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    case 4: Launch<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    case 5: Launch<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    case 6: Launch<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    case 7: Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    default: Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace gla::cuda

@@ -1,0 +1,72 @@
+// RMSNorm and the GLA output norm × swish gate on the GPU. fp32 in, bf16 out: the output feeds a
+// bf16 GEMM, so rounding once here is the only precision the next op can use anyway.
+// One block per row (per row and head for the gate norm); the sum of squares is reduced in a
+// fixed order (warp shuffles, then one warp over the warp sums), so results are deterministic.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/block_reduce.cuh"
+#include "kernels/norm.h"
+
+namespace gla::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void __launch_bounds__(kThreads) RmsNormKernel(const float* x, int64_t x_stride, const int32_t* row_ids,
+                                                          const float* w, __nv_bfloat16* y, int64_t y_stride, int n,
+                                                          float eps) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + (row_ids ? static_cast<int64_t>(row_ids[r]) : r) * x_stride;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < n; i += kThreads) ss += xr[i] * xr[i];
+  const float inv = rsqrtf(BlockSum<kThreads>(ss) / n + eps);
+  __nv_bfloat16* yr = y + r * y_stride;
+  for (int i = threadIdx.x; i < n; i += kThreads) yr[i] = __float2bfloat16(xr[i] * inv * w[i]);
+}
+
+constexpr int kGateThreads = 128;
+
+__global__ void __launch_bounds__(kGateThreads) RmsNormSwishGateKernel(const float* o, int64_t o_stride,
+                                                                       const float* gate, int64_t gate_stride,
+                                                                       const float* w, __nv_bfloat16* y,
+                                                                       int64_t y_stride, int dv, float eps) {
+  const int64_t r = blockIdx.x;
+  const int h = blockIdx.y;
+  const float* oh = o + r * o_stride + static_cast<int64_t>(h) * dv;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dv; i += kGateThreads) ss += oh[i] * oh[i];
+  const float inv = rsqrtf(BlockSum<kGateThreads>(ss) / dv + eps);
+  __nv_bfloat16* yh = y + r * y_stride + static_cast<int64_t>(h) * dv;
+  for (int i = threadIdx.x; i < dv; i += kGateThreads) {
+    float val = oh[i] * inv * w[i];
+    if (gate != nullptr) {
+      const float z = gate[r * gate_stride + static_cast<int64_t>(h) * dv + i];
+      val *= z / (1.f + __expf(-z));
+    }
+    yh[i] = __float2bfloat16(val);
+  }
+}
+
+}  // namespace
+
+cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, __nv_bfloat16* y,
+                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (rows < 0 || rows > 0x7fffffff || n <= 0) return cudaErrorInvalidValue;
+  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, x_stride, row_ids, w, y, y_stride, n, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
+                             __nv_bfloat16* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
+                             cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (rows < 0 || rows > 0x7fffffff || heads <= 0 || heads > 65535 || dv <= 0) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(rows), heads);
+  RmsNormSwishGateKernel<<<grid, kGateThreads, 0, stream>>>(o, o_stride, gate, gate_stride, w, y, y_stride, dv, eps);
+  return cudaGetLastError();
+}
+
+}  // namespace gla::cuda

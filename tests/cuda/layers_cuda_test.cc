@@ -1,0 +1,274 @@
+// The CUDA layer kernels (norms, gate norm, SwiGLU, low-rank gate, embedding gather, short conv,
+// cuBLAS projections) against their CPU references on fresh random inputs, at the gla-340M and
+// gla-1.3B widths. bf16 outputs are held to 1e-2 relative (bf16 keeps 8 bits: ~4e-3 per value);
+// fp32 outputs of bf16 GEMMs are compared with a double-precision GEMM on the same bf16-rounded inputs.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/activations.h"
+#include "kernels/conv.h"
+#include "kernels/linear.h"
+#include "kernels/norm.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace gla {
+namespace {
+
+double RelErr(const std::vector<float>& out, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i])) return INFINITY;
+    num += (static_cast<double>(out[i]) - ref[i]) * (static_cast<double>(out[i]) - ref[i]);
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+std::vector<float> Random(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// y[M, N] = x[M, K] W[N, K]^T + beta y in double: the plain reference for cuBLAS (the CPU backend's
+// GEMM has the same contract through OpenBLAS, which the GPU machine does not have).
+void NaiveLinear(const float* x, int xs, const float* W, int N, int K, float* y, int M, float beta = 0.f) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int k = 0; k < K; ++k) acc += static_cast<double>(x[m * xs + k]) * W[n * K + k];
+      y[m * N + n] = static_cast<float>(acc + beta * y[m * N + n]);
+    }
+}
+
+std::vector<__nv_bfloat16> ToBf16(const std::vector<float>& v) {
+  std::vector<__nv_bfloat16> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = __float2bfloat16(v[i]);
+  return b;
+}
+std::vector<float> FromBf16(const std::vector<__nv_bfloat16>& b) {
+  std::vector<float> v(b.size());
+  for (size_t i = 0; i < b.size(); ++i) v[i] = __bfloat162float(b[i]);
+  return v;
+}
+std::vector<float> RoundBf16(const std::vector<float>& v) { return FromBf16(ToBf16(v)); }
+
+// A device copy of a host vector, freed at scope exit.
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Dev(const std::vector<T>& h) : n(h.size()) {
+    EXPECT_EQ(cudaMalloc(&p, n * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  explicit Dev(size_t count) : n(count) {
+    EXPECT_EQ(cudaMalloc(&p, n * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemset(p, 0, n * sizeof(T)), cudaSuccess);
+  }
+  ~Dev() { cudaFree(p); }
+  std::vector<T> Get() const {
+    std::vector<T> h(n);
+    EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  }
+};
+
+struct Widths {
+  int D, H, dv, I, kdpg;
+};
+class Layers : public ::testing::TestWithParam<Widths> {};
+
+TEST_P(Layers, RmsNormAndGatheredRows) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(11);
+  const int rows = 37;
+  const auto x = Random(rows * w.D, rng, -3, 3), g = Random(w.D, rng, 0.5f, 1.5f);
+  std::vector<float> ref(rows * w.D);
+  cpu::RmsNorm(x.data(), w.D, g.data(), ref.data(), w.D, rows, w.D, 1e-6f);
+  Dev<float> dx(x), dg(g);
+  Dev<__nv_bfloat16> dy(rows * w.D);
+  GLA_CUDA_OK(cuda::RmsNorm(dx.p, w.D, nullptr, dg.p, dy.p, w.D, rows, w.D, 1e-6f, nullptr));
+  EXPECT_LT(RelErr(FromBf16(dy.Get()), ref), 1e-2);
+
+  // Gathered rows, in a chosen order (the final norm takes only the rows whose logits are wanted).
+  const std::vector<int32_t> ids = {36, 0, 5, 5, 20};
+  Dev<int32_t> did(ids);
+  Dev<__nv_bfloat16> dz(ids.size() * w.D);
+  GLA_CUDA_OK(cuda::RmsNorm(dx.p, w.D, did.p, dg.p, dz.p, w.D, ids.size(), w.D, 1e-6f, nullptr));
+  std::vector<float> want;
+  for (int32_t r : ids) want.insert(want.end(), ref.begin() + r * w.D, ref.begin() + (r + 1) * w.D);
+  EXPECT_LT(RelErr(FromBf16(dz.Get()), want), 1e-2);
+}
+
+TEST_P(Layers, RmsNormSwishGateWithAndWithoutGate) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(12);
+  const int rows = 19, width = w.H * w.dv, gate_stride = width + 7;
+  const auto o = Random(rows * width, rng, -2, 2), gate = Random(rows * gate_stride, rng, -4, 4),
+             g = Random(w.dv, rng, 0.5f, 1.5f);
+  Dev<float> d_o(o), d_gate(gate), d_g(g);
+  for (bool with_gate : {true, false}) {
+    std::vector<float> ref(rows * width);
+    cpu::RmsNormSwishGate(o.data(), width, with_gate ? gate.data() : nullptr, gate_stride, g.data(), ref.data(), width,
+                          rows, w.H, w.dv, 1e-5f);
+    Dev<__nv_bfloat16> dy(rows * width);
+    GLA_CUDA_OK(cuda::RmsNormSwishGate(d_o.p, width, with_gate ? d_gate.p : nullptr, gate_stride, d_g.p, dy.p, width,
+                                       rows, w.H, w.dv, 1e-5f, nullptr));
+    EXPECT_LT(RelErr(FromBf16(dy.Get()), ref), 1e-2) << "gate " << with_gate;
+  }
+}
+
+TEST_P(Layers, SwiGlu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(13);
+  for (int rows : {1, 3, 100}) {
+    const auto gu = RoundBf16(Random(rows * 2 * w.I, rng, -5, 5));
+    std::vector<float> ref(rows * w.I);
+    cpu::SwiGlu(gu.data(), 2 * w.I, ref.data(), w.I, rows, w.I);
+    Dev<__nv_bfloat16> dgu(ToBf16(gu)), dout(rows * w.I);
+    GLA_CUDA_OK(cuda::SwiGlu(dgu.p, 2 * w.I, dout.p, w.I, rows, w.I, nullptr));
+    EXPECT_LT(RelErr(FromBf16(dout.Get()), ref), 1e-2) << rows << " rows";
+  }
+}
+
+TEST_P(Layers, LogSigmoidGateWithBiasAndClamp) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(14);
+  const int rows = 70, stride = w.kdpg + 3;
+  const auto x = Random(rows * stride, rng, -30, 30), bias = Random(w.kdpg, rng);
+  for (bool clamp : {false, true}) {
+    std::vector<float> ref = x;
+    cpu::LogSigmoidGate(ref.data(), stride, bias.data(), rows, w.kdpg, 16.f, clamp, -0.5f);
+    Dev<float> dx(x), db(bias);
+    GLA_CUDA_OK(cuda::LogSigmoidGate(dx.p, stride, db.p, rows, w.kdpg, 16.f, clamp, -0.5f, nullptr));
+    EXPECT_LT(RelErr(dx.Get(), ref), 1e-5) << "clamp " << clamp;
+  }
+}
+
+TEST_P(Layers, EmbeddingGather) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(15);
+  const int V = 300;
+  const auto table = RoundBf16(Random(V * w.D, rng));
+  const std::vector<int32_t> ids = {0, 299, 17, 17, 5};
+  std::vector<float> ref(ids.size() * w.D);
+  cpu::EmbeddingGather(table.data(), w.D, ids.data(), ids.size(), ref.data());
+  Dev<__nv_bfloat16> dt(ToBf16(table));
+  Dev<int32_t> di(ids);
+  Dev<float> dout(ids.size() * w.D);
+  GLA_CUDA_OK(cuda::EmbeddingGather(dt.p, w.D, di.p, ids.size(), dout.p, nullptr));
+  EXPECT_EQ(dout.Get(), ref);  // a copy: exact
+}
+
+TEST_P(Layers, LinearBf16AndResidualAdd) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(16);
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  for (int M : {1, 5, 64}) {
+    const int K = w.D, N = 2 * w.I, xs = K + 8;
+    const auto x = RoundBf16(Random(M * xs, rng)), W = RoundBf16(Random(N * K, rng, -0.05f, 0.05f));
+    const auto y0 = Random(M * N, rng);
+    std::vector<float> ref = y0;
+    NaiveLinear(x.data(), xs, W.data(), N, K, ref.data(), M, 1.0f);
+    Dev<__nv_bfloat16> dx(ToBf16(x)), dW(ToBf16(W));
+    Dev<float> dy(y0);
+    ASSERT_EQ(cuda::LinearBf16(h, dx.p, xs, dW.p, N, K, dy.p, false, N, M, 1.0f), CUBLAS_STATUS_SUCCESS);
+    EXPECT_LT(RelErr(dy.Get(), ref), 1e-4) << "M=" << M << " fp32 out, residual";
+    std::vector<float> ref2(M * N);
+    NaiveLinear(x.data(), xs, W.data(), N, K, ref2.data(), M);
+    Dev<__nv_bfloat16> dz(M * N);
+    ASSERT_EQ(cuda::LinearBf16(h, dx.p, xs, dW.p, N, K, dz.p, true, N, M), CUBLAS_STATUS_SUCCESS);
+    EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << "M=" << M << " bf16 out";
+  }
+  // The fp32 projection (second factor of the low-rank gate): K = 16.
+  const int M = 33, K = 16, N = w.kdpg, xs = 40;
+  const auto x = Random(M * xs, rng), W = Random(N * K, rng);
+  std::vector<float> ref(M * N);
+  NaiveLinear(x.data(), xs, W.data(), N, K, ref.data(), M);
+  Dev<float> dx(x), dW(W), dy(M * N);
+  ASSERT_EQ(cuda::LinearF32(h, dx.p, xs, dW.p, N, K, dy.p, N, M), CUBLAS_STATUS_SUCCESS);
+  EXPECT_LT(RelErr(dy.Get(), ref), 1e-5);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cublasDestroy(h);
+}
+
+// The decode-sized projection kernel at every row count it takes, both output types, residual add.
+TEST_P(Layers, LinearSmallMAtEveryRowCount) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(18);
+  for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}}) {
+    const int xs = K + 8;
+    const auto W = RoundBf16(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f));
+    Dev<__nv_bfloat16> dW(ToBf16(W));
+    for (int M = 1; M <= cuda::kSmallM; ++M) {
+      const auto x = RoundBf16(Random(M * xs, rng));
+      const auto y0 = Random(static_cast<size_t>(M) * N, rng);
+      std::vector<float> ref = y0;
+      NaiveLinear(x.data(), xs, W.data(), N, K, ref.data(), M, 1.0f);
+      Dev<__nv_bfloat16> dx(ToBf16(x));
+      Dev<float> dy(y0);
+      GLA_CUDA_OK(cuda::LinearSmallM(dx.p, xs, dW.p, N, K, dy.p, false, N, M, 1.0f, nullptr));
+      EXPECT_LT(RelErr(dy.Get(), ref), 1e-5) << "N=" << N << " K=" << K << " M=" << M;
+      std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
+      NaiveLinear(x.data(), xs, W.data(), N, K, ref2.data(), M);
+      Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
+      GLA_CUDA_OK(cuda::LinearSmallM(dx.p, xs, dW.p, N, K, dz.p, true, N, M, 0.0f, nullptr));
+      EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << "N=" << N << " K=" << K << " M=" << M << " bf16";
+    }
+  }
+  Dev<__nv_bfloat16> dx(16), dW(16);
+  Dev<float> dy(16);
+  EXPECT_EQ(cuda::LinearSmallM(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, cuda::kSmallM + 1, 0.f, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::LinearSmallM(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue);
+}
+
+INSTANTIATE_TEST_SUITE_P(ModelWidths, Layers,
+                         ::testing::Values(Widths{1024, 4, 256, 2816, 512},    // gla-340M
+                                           Widths{2048, 4, 512, 5632, 1024}),  // gla-1.3B
+                         [](const auto& info) { return info.param.D == 1024 ? "gla340M" : "gla1_3B"; });
+
+// Short conv over a packed step: three sequences (T = 1, 5, 40) continuing from random tails in
+// their slots, against the CPU reference run per sequence; the tails must roll forward the same.
+TEST(ShortConv, PackedSequencesWithTailsInSlots) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(17);
+  const int C = 96, K = 4, x_stride = 100, y_stride = 96;
+  const std::vector<int> T = {1, 5, 40};
+  const std::vector<int32_t> slots = {2, 0, 3};
+  const int64_t slot_stride = 1000, tail_offset = 123;  // tails sit inside a larger state
+  std::vector<int32_t> cu = {0};
+  for (int t : T) cu.push_back(cu.back() + t);
+  const int rows = cu.back();
+  const auto x = Random(rows * x_stride, rng), w = Random(C * K, rng);
+  auto states = Random(4 * slot_stride, rng);
+  std::vector<float> ref_y(rows * y_stride, 0.f), ref_states = states;
+  for (size_t s = 0; s < T.size(); ++s)
+    cpu::ShortConvSilu(x.data() + cu[s] * x_stride, x_stride, T[s], C, w.data(), K,
+                       ref_states.data() + slots[s] * slot_stride + tail_offset, ref_y.data() + cu[s] * y_stride,
+                       y_stride);
+  Dev<float> dx(x), dw(w), dst(states), dy(rows * y_stride);
+  Dev<int32_t> dcu(cu), dslots(slots);
+  GLA_CUDA_OK(cuda::ShortConvSilu(dx.p, x_stride, dcu.p, T.size(), rows, C, dw.p, K, dst.p, slot_stride, tail_offset,
+                                  dslots.p, dy.p, y_stride, nullptr));
+  EXPECT_LT(RelErr(dy.Get(), ref_y), 1e-5);
+  EXPECT_LT(RelErr(dst.Get(), ref_states), 1e-6);
+}
+
+}  // namespace
+}  // namespace gla
