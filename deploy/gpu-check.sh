@@ -1,28 +1,72 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
-#   deploy/gpu-check.sh            results in $OUT (the device tool's folder) or /tmp/gla-gpu
-# That machine has CUDA, g++ and GoogleTest but no gRPC/Abseil/SentencePiece, so the CUDA kernels,
-# their CPU references, tests and benchmarks are built with nvcc directly (they need nothing else).
-set -euo pipefail
+#   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
+#   bash deploy/gpu-check.sh [kernels|engine]  there, carry ["gpu-pack"]; results in $OUT
+# Part 1 (kernels): that machine has CUDA, g++ and GoogleTest but no gRPC/Abseil/SentencePiece, so
+# the kernels, their CPU references, tests and benchmarks are built there with nvcc directly.
+# Part 2 (engine, when gpu-bundle/ was carried): the CUDA engine tests (full model vs the
+# reference, CUDA vs CPU, greedy text), the serving end-to-end suites against glad on the CUDA
+# backend, and the end-to-end benchmark on random-initialised gla-340M / gla-1.3B shapes.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gla-gpu}
+parts=${1:-all}
 mkdir -p "$out" build-gpu
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader; nvcc --version | tail -n 2; } | tee "$out/device.txt"
-nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
-kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu)
-for k in "${kernels[@]}"; do nvcc "${nvcc_flags[@]}" -Xptxas -v -c "$k" -o build-gpu/kernel.o 2>> "$out/ptxas.txt"; done
-grep -E "registers|spill" "$out/ptxas.txt" || true
-nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
-  tests/cuda/gla_prefill_cuda_test.cc "${kernels[@]}" \
-  kernels/cpu/gla_recurrent.cc -lgtest -lgtest_main -lpthread
-nvcc "${nvcc_flags[@]}" -o build-gpu/gla_decode_bench tests/cuda/gla_decode_bench.cc "${kernels[@]}"
-nvcc "${nvcc_flags[@]}" -o build-gpu/gla_prefill_bench tests/cuda/gla_prefill_bench.cc "${kernels[@]}"
-set +e
-build-gpu/gla_kernels_cuda_test 2>&1 | tee "$out/test.txt" | tail -n 25
-test_rc=${PIPESTATUS[0]}
-build-gpu/gla_decode_bench 2>&1 | tee "$out/bench.txt"
-bench_rc=${PIPESTATUS[0]}
-build-gpu/gla_prefill_bench 2>&1 | tee -a "$out/bench.txt"
-bench_rc=$((bench_rc + PIPESTATUS[0]))
-echo "test exit $test_rc, bench exit $bench_rc"
-exit $((test_rc != 0 || bench_rc != 0))
+failures=0
+note() { echo "== $*" | tee -a "$out/summary.txt"; }
+check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit status
+  local name=$1; shift
+  "$@" > "$out/$name.txt" 2>&1
+  local rc=$?
+  tail -n 30 "$out/$name.txt"
+  note "$name: exit $rc"
+  [ $rc -eq 0 ] || failures=$((failures + 1))
+}
+
+if [ "$parts" = all ] || [ "$parts" = kernels ]; then
+  nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
+  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu)
+  layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu
+          kernels/cuda/token_sampling.cu)
+  for k in "${kernels[@]}" "${layers[@]}"; do
+    case $k in *.cu) nvcc "${nvcc_flags[@]}" -Xptxas -v -c "$k" -o build-gpu/kernel.o 2>> "$out/ptxas.txt" ;; esac
+  done
+  grep -E "registers|spill" "$out/ptxas.txt" | sort | uniq -c | sort -rn | head -n 20 || true
+  if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
+       tests/cuda/gla_prefill_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/token_sampling_cuda_test.cc \
+       "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
+       kernels/cpu/conv.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
+    check kernel_tests build-gpu/gla_kernels_cuda_test
+  else
+    cat "$out/build.txt"; note "kernel tests: BUILD FAILED"; failures=$((failures + 1))
+  fi
+  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_decode_bench tests/cuda/gla_decode_bench.cc "${kernels[@]}" &&
+    check decode_bench build-gpu/gla_decode_bench
+  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_prefill_bench tests/cuda/gla_prefill_bench.cc "${kernels[@]}" &&
+    check prefill_bench build-gpu/gla_prefill_bench
+fi
+
+[ -f gpu-pack/gpu-bundle.tar.xz ] && tar -xJf gpu-pack/gpu-bundle.tar.xz
+if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad
+  export GLA_CLI_PATH=$PWD/gpu-bundle/bin/gla-cli PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  check engine_tests gpu-bundle/run cuda_engine_test
+  # The serving suites against glad, whose default backend is cuda when a GPU is present.
+  check serving_e2e gpu-bundle/run server_e2e_test
+  check serving_text_e2e gpu-bundle/run server_text_e2e_test
+  grep -h "glad: listening" /tmp/*/glad*/glad.log 2> /dev/null | head -n 1 | tee -a "$out/summary.txt"
+  for preset in 340M 1.3B; do
+    gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset
+    check "engine_bench_${preset}_eager" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+      --name gla-$preset --cuda_graphs 0 --prefill_tokens 0 --prompt 0 --batches 1,32 --decode_steps 32
+  done
+elif [ "$parts" != kernels ]; then
+  note "engine part skipped: no gpu-pack/ (run deploy/gpu-bundle.sh here and carry gpu-pack)"
+fi
+cat "$out/summary.txt"
+echo "failures: $failures"
+exit $((failures != 0))

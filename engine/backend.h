@@ -36,6 +36,9 @@ class Backend {
   virtual const Tokenizer* tokenizer() const = 0;  // null when the checkpoint has none
   virtual int64_t weight_bytes() const = 0;
   virtual StatePool& pool() = 0;
+  // Memory the pool's storage and the step workspace hold (device memory for the CUDA backend).
+  virtual int64_t state_pool_bytes() const = 0;
+  virtual int64_t workspace_bytes() const = 0;
   // Ids a sampler may produce: the tokenizer's vocabulary when it is smaller than the model's.
   int vocab_limit() const;
 
@@ -50,5 +53,23 @@ struct CpuBackendOptions {
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const std::string& model_dir, const CpuBackendOptions& options);
+
+struct CudaBackendOptions {
+  int device = 0;
+  int slots = 16;
+  int64_t state_memory_bytes = 0;  // > 0: as many slots as this holds (instead of `slots`)
+  // The scheduler's step shape: a step holds at most max(step_token_budget, running sequences +
+  // min_prefill_tokens) tokens; the workspace is sized for that.
+  int step_token_budget = 512;
+  int min_prefill_tokens = 16;
+  bool cuda_graphs = true;
+};
+
+// UNIMPLEMENTED in a build without CUDA; FAILED_PRECONDITION with the reason when no GPU is usable;
+// RESOURCE_EXHAUSTED when weights, pool and workspace do not fit in GPU memory.
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& model_dir, const CudaBackendOptions& options);
+
+// Whether this build has CUDA and a GPU is usable; *why says what is missing otherwise.
+bool CudaBackendAvailable(std::string* why);
 
 }  // namespace gla

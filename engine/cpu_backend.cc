@@ -31,6 +31,8 @@ class CpuBackend : public Backend {
   const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
   int64_t weight_bytes() const override { return weight_bytes_; }
   StatePool& pool() override { return pool_; }
+  int64_t state_pool_bytes() const override { return int64_t{pool_.capacity()} * pool_.state_bytes(); }
+  int64_t workspace_bytes() const override { return 0; }  // sized per step on the heap
 
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
     std::vector<CpuModel::Segment> segs;

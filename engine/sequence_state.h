@@ -21,10 +21,15 @@ class StateLayout {
 
   int64_t floats() const { return per_layer_ * layers_; }
   int64_t bytes() const { return floats() * static_cast<int64_t>(sizeof(float)); }
-  float* S(float* base, int layer) const { return base + layer * per_layer_; }
-  float* q_tail(float* base, int layer) const { return S(base, layer) + s_floats_; }
-  float* k_tail(float* base, int layer) const { return q_tail(base, layer) + tail_rows_ * q_w_; }
-  float* v_tail(float* base, int layer) const { return k_tail(base, layer) + tail_rows_ * k_w_; }
+  // Offsets in floats from the start of a state (the GPU kernels take a base pointer + offsets).
+  int64_t S_offset(int layer) const { return layer * per_layer_; }
+  int64_t q_tail_offset(int layer) const { return S_offset(layer) + s_floats_; }
+  int64_t k_tail_offset(int layer) const { return q_tail_offset(layer) + tail_rows_ * q_w_; }
+  int64_t v_tail_offset(int layer) const { return k_tail_offset(layer) + tail_rows_ * k_w_; }
+  float* S(float* base, int layer) const { return base + S_offset(layer); }
+  float* q_tail(float* base, int layer) const { return base + q_tail_offset(layer); }
+  float* k_tail(float* base, int layer) const { return base + k_tail_offset(layer); }
+  float* v_tail(float* base, int layer) const { return base + v_tail_offset(layer); }
 
  private:
   int64_t layers_, s_floats_, tail_rows_, q_w_, k_w_, v_w_, per_layer_;

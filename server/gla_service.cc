@@ -283,6 +283,8 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   resp->set_state_bytes_per_sequence(b.pool().state_bytes());
   resp->set_has_tokenizer(b.tokenizer() != nullptr);
   resp->set_weight_bytes(b.weight_bytes());
+  resp->set_state_pool_bytes(b.state_pool_bytes());
+  resp->set_workspace_bytes(b.workspace_bytes());
   v1::Limits* l = resp->mutable_limits();
   l->set_max_prompt_tokens(limits_.max_prompt_tokens);
   l->set_max_new_tokens(limits_.max_new_tokens);

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -231,8 +232,14 @@ TEST_F(ServerE2E, StopTokenIdsAndModelInfo) {
   EXPECT_EQ(Ids(resp.token_ids()), std::vector<int32_t>(greedy.begin(), first + 1));
   EXPECT_EQ(resp.finish_reason(), v1::FINISH_REASON_STOP);
   const auto info = Info(*stub);
-  EXPECT_EQ(info.backend(), "cpu");
+  // glad's default backend is cuda where a GPU is usable (deploy/gpu-check.sh sets
+  // GLA_EXPECT_BACKEND=cuda so this suite provably ran there), cpu elsewhere.
+  const char* expect_backend = std::getenv("GLA_EXPECT_BACKEND");
+  EXPECT_EQ(info.backend(), expect_backend != nullptr ? expect_backend : "cpu");
+  EXPECT_NE(server_->log().find("backend " + info.backend()), std::string::npos) << server_->log();
   EXPECT_EQ(info.slots(), 8u);
+  EXPECT_GE(info.state_pool_bytes(), 8u * info.state_bytes_per_sequence());
+  EXPECT_GT(info.weight_bytes(), 0u);
   EXPECT_EQ(info.config().vocab_size(), 512);
   EXPECT_EQ(info.state_bytes_per_sequence(), 2u * 4 * 8 * 16 * 4);
   EXPECT_EQ(info.limits().max_new_tokens(), 4096u);
@@ -313,6 +320,26 @@ TEST(ServerE2ESmall, StartupErrorsAreOneLineAndNonZero) {
   GladProcess bad_model({"--model", "/nonexistent"});
   EXPECT_FALSE(bad_model.ok());
   EXPECT_NE(bad_model.log().find("glad: error: /nonexistent: not a directory"), std::string::npos) << bad_model.log();
+  GladProcess bad_backend({"--model", testing::TinyModelDir(), "--backend", "tpu"});
+  EXPECT_FALSE(bad_backend.ok());
+  EXPECT_NE(bad_backend.log().find("glad: error: --backend tpu is not one of auto, cuda, cpu"), std::string::npos)
+      << bad_backend.log();
+}
+
+// --backend cuda serves where a GPU is usable and is a one-line startup error elsewhere (never a
+// silent fall-back to the CPU).
+TEST(ServerE2ESmall, BackendCudaServesOrSaysWhyNot) {
+  GladProcess glad({"--model", testing::TinyModelDir(), "--backend", "cuda", "--slots", "2"});
+  const char* expect_backend = std::getenv("GLA_EXPECT_BACKEND");
+  if (expect_backend != nullptr && std::string(expect_backend) == "cuda") {
+    ASSERT_TRUE(glad.ok()) << glad.log();
+    EXPECT_NE(glad.log().find("backend cuda"), std::string::npos) << glad.log();
+    EXPECT_EQ(glad.Terminate(), 0);
+  } else if (!glad.ok()) {
+    EXPECT_NE(glad.log().find("glad: error: --backend cuda: "), std::string::npos) << glad.log();
+  } else {
+    EXPECT_NE(glad.log().find("backend cuda"), std::string::npos) << glad.log();  // a GPU after all
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -17,6 +18,12 @@
 
 namespace gla {
 namespace {
+
+// GLA_CLI_PATH in the environment runs another build of gla-cli (bundled for the GPU machine).
+std::string CliPath() {
+  const char* env = std::getenv("GLA_CLI_PATH");
+  return env != nullptr ? env : GLA_CLI_PATH;
+}
 
 using testing::GladProcess;
 
@@ -128,7 +135,7 @@ TEST_F(TextServer, TokenizeMatchesGenerateUsage) {
 
 std::string RunCli(const std::string& args, int* code) {
   const std::string out = testing::MakeTempDir("cli") + "/out";
-  const int st = std::system((std::string(GLA_CLI_PATH) + " " + args + " > " + out + " 2>&1").c_str());
+  const int st = std::system((CliPath() + " " + args + " > " + out + " 2>&1").c_str());
   *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   std::ifstream in(out);
   std::stringstream ss;
@@ -164,7 +171,7 @@ TEST(ServerStartup, MemoryBudgetSizesThePoolAndAUsedPortIsRefused) {
   ASSERT_TRUE(a.stub()->ModelInfo(&ctx, {}, &info).ok());
   EXPECT_EQ(info.slots(), 256u);
   // A second server on the same port fails with one clear line.
-  const std::string cmd = std::string(GLAD_PATH) + " --model " + testing::TinyModelDir() + " --listen " + a.address() +
+  const std::string cmd = testing::GladPath() + " --model " + testing::TinyModelDir() + " --listen " + a.address() +
                           " 2>&1 | tail -n 1";
   FILE* p = popen(cmd.c_str(), "r");
   char line[512] = {0};

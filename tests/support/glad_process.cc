@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -15,9 +16,14 @@
 
 namespace gla::testing {
 
+std::string GladPath() {
+  const char* env = std::getenv("GLA_GLAD_PATH");
+  return env != nullptr ? env : GLAD_PATH;
+}
+
 GladProcess::GladProcess(const std::vector<std::string>& args) {
   log_path_ = MakeTempDir("glad") + "/glad.log";
-  std::vector<std::string> argv = {GLAD_PATH, "--listen", "127.0.0.1:0"};
+  std::vector<std::string> argv = {GladPath(), "--listen", "127.0.0.1:0"};
   argv.insert(argv.end(), args.begin(), args.end());
   pid_ = fork();
   if (pid_ == 0) {

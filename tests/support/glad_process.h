@@ -11,6 +11,9 @@
 
 namespace gla::testing {
 
+// The glad binary the tests run: $GLA_GLAD_PATH (bundled binaries on the GPU machine) or this build's.
+std::string GladPath();
+
 class GladProcess {
  public:
   // Starts glad with --listen 127.0.0.1:0 plus `args`; waits until it is listening.

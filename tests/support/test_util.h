@@ -2,14 +2,19 @@
 #pragma once
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace gla::testing {
 
-// ../shared/reference beside the project root (GLA_SOURCE_DIR is set by tests/CMakeLists.txt).
-inline std::string ReferenceDir() { return std::string(GLA_SOURCE_DIR) + "/../shared/reference"; }
+// ../shared/reference beside the project root (GLA_SOURCE_DIR is set by tests/CMakeLists.txt), or
+// $GLA_REFERENCE_DIR (binaries bundled for the GPU machine carry a copy).
+inline std::string ReferenceDir() {
+  const char* env = std::getenv("GLA_REFERENCE_DIR");
+  return env != nullptr ? std::string(env) : std::string(GLA_SOURCE_DIR) + "/../shared/reference";
+}
 inline std::string TinyModelDir() { return ReferenceDir() + "/gla-tiny/model"; }
 
 // ||out - ref|| / ||ref||; NaN anywhere gives +inf so a broken kernel can never pass a bound.

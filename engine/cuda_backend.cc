@@ -1,0 +1,99 @@
+// The CUDA backend: CudaModel over a GpuStatePool, sampling on the GPU (CudaSampler).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "engine/cuda_model.h"
+#include "engine/cuda_sampler.h"
+#include "engine/cuda_state_pool.h"
+#include "models/status_macros.h"
+
+namespace gla {
+
+bool CudaBackendAvailable(std::string* why) {
+  int n = 0;
+  if (const cudaError_t e = cudaGetDeviceCount(&n); e != cudaSuccess) {
+    *why = absl::StrCat("no usable CUDA device (", cudaGetErrorString(e), ")");
+    cudaGetLastError();
+    return false;
+  }
+  if (n == 0) *why = "no CUDA device";
+  return n > 0;
+}
+
+namespace {
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(std::unique_ptr<CudaModel> model, std::unique_ptr<GpuStatePool> pool, std::unique_ptr<CudaSampler> sampler)
+      : model_(std::move(model)), pool_(std::move(pool)), sampler_(std::move(sampler)) {}
+
+  std::string name() const override { return "cuda"; }
+  std::string device() const override { return model_->device_name(); }
+  const GlaConfig& config() const override { return model_->config(); }
+  const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
+  int64_t weight_bytes() const override { return model_->weight_bytes(); }
+  StatePool& pool() override { return *pool_; }
+  int64_t state_pool_bytes() const override { return pool_->device_bytes(); }
+  int64_t workspace_bytes() const override { return model_->workspace_bytes() + sampler_->device_bytes(); }
+
+  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
+    std::vector<CudaModel::Segment> segs;
+    segs.reserve(items.size());
+    for (const StepItem& it : items) {
+      if (it.slot < 0 || it.slot >= pool_->capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
+      segs.push_back({it.tokens, it.slot, it.sample ? CudaModel::Logits::kLast : CudaModel::Logits::kNone});
+    }
+    std::vector<int> first_row;
+    const CudaModel::States states{pool_->base(), pool_->slot_stride(), pool_->scratch_slot()};
+    RETURN_IF_ERROR(model_->Forward(segs, states, &first_row));
+    std::vector<SampleRequest> requests;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!items[i].sample) continue;
+      requests.push_back({first_row[i], items[i].params, items[i].history, items[i].step});
+      which.push_back(i);
+    }
+    std::vector<SampledToken> sampled;
+    RETURN_IF_ERROR(sampler_->Sample(model_->logits(), config().vocab_size, vocab_limit(), requests, &sampled));
+    if (requests.empty()) GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(model_->stream()));  // a step ends done
+    out->resize(items.size());
+    for (size_t j = 0; j < which.size(); ++j) (*out)[which[j]] = std::move(sampled[j]);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<CudaModel> model_;
+  std::unique_ptr<GpuStatePool> pool_;
+  std::unique_ptr<CudaSampler> sampler_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& model_dir, const CudaBackendOptions& options) {
+  std::string why;
+  if (!CudaBackendAvailable(&why)) return absl::FailedPreconditionError(absl::StrCat("--backend cuda: ", why));
+  if (options.slots < 1 && options.state_memory_bytes <= 0) return absl::InvalidArgumentError("slots must be at least 1");
+  ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(model_dir));
+  const StateLayout layout(ck.config);
+  int slots = options.slots;
+  if (options.state_memory_bytes > 0) {
+    slots = static_cast<int>(std::min<int64_t>(options.state_memory_bytes / layout.bytes(), 1 << 20));
+    if (slots < 1)
+      return absl::InvalidArgumentError(
+          absl::StrCat("a state memory budget of ", options.state_memory_bytes, " bytes holds no state of ", layout.bytes(), " bytes"));
+  }
+  CudaModelOptions mo;
+  mo.device = options.device;
+  mo.max_tokens = std::max({options.step_token_budget, slots + options.min_prefill_tokens, DecodeBucket(slots)});
+  mo.max_logit_rows = DecodeBucket(slots);
+  mo.cuda_graphs = options.cuda_graphs;
+  ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
+  ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), model->stream()));
+  ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));
+  return std::unique_ptr<Backend>(new CudaBackend(std::move(model), std::move(pool), std::move(sampler)));
+}
+
+}  // namespace gla

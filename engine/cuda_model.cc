@@ -1,0 +1,449 @@
+#include "engine/cuda_model.h"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <utility>
+
+#include "kernels/activations.h"
+#include "kernels/conv.h"
+#include "kernels/gla.h"
+#include "kernels/linear.h"
+#include "kernels/norm.h"
+#include "models/status_macros.h"
+
+namespace gla {
+
+namespace {
+
+constexpr size_t kAlign = 256;
+size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Plans one device arena for the weights: each piece is one or more host tensors concatenated
+// (fused projections), stored as bf16 (matrices) or fp32 (norms, gate, conv: small, precision).
+class WeightArena {
+ public:
+  size_t Add(std::vector<const Weight*> parts, bool bf16) {
+    size_t n = 0;
+    for (const Weight* w : parts) n += w->data.size();
+    const size_t offset = size_;
+    pieces_.push_back({std::move(parts), bf16, offset});
+    size_ = AlignUp(size_ + n * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float)));
+    return offset;
+  }
+  size_t size() const { return size_; }
+
+  absl::Status Upload(char* device) const {
+    std::vector<__nv_bfloat16> staging;
+    for (const Piece& p : pieces_) {
+      char* dst = device + p.offset;
+      for (const Weight* w : p.parts) {
+        if (w->data.empty()) continue;
+        if (p.bf16) {
+          staging.resize(w->data.size());
+          for (size_t i = 0; i < staging.size(); ++i) staging[i] = __float2bfloat16(w->data[i]);  // round to nearest even
+          GLA_CUDA_RETURN_IF_ERROR(
+              cudaMemcpy(dst, staging.data(), staging.size() * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
+          dst += staging.size() * sizeof(__nv_bfloat16);
+        } else {
+          GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, w->data.data(), w->data.size() * sizeof(float), cudaMemcpyHostToDevice));
+          dst += w->data.size() * sizeof(float);
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Piece {
+    std::vector<const Weight*> parts;
+    bool bf16;
+    size_t offset;
+  };
+  std::vector<Piece> pieces_;
+  size_t size_ = 0;
+};
+
+}  // namespace
+
+int DecodeBucket(int n) {
+  for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64})
+    if (n <= b) return b;
+  return (n + 31) / 32 * 32;
+}
+
+CudaModel::~CudaModel() {
+  for (auto& [b, g] : graphs_)
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (stream_ != nullptr) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint ck, const CudaModelOptions& options) {
+  if (options.max_tokens < 1 || options.max_logit_rows < 1)
+    return absl::InvalidArgumentError("max_tokens and max_logit_rows must be at least 1");
+  int devices = 0;
+  GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
+  if (options.device < 0 || options.device >= devices)
+    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " does not exist (", devices, " found)"));
+  GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+  cudaDeviceProp prop{};
+  GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
+
+  std::unique_ptr<CudaModel> m(new CudaModel());
+  m->config_ = ck.config;
+  m->layout_ = StateLayout(ck.config);
+  m->options_ = options;
+  m->device_name_ = absl::StrCat(prop.name, " (", prop.totalGlobalMem >> 30, " GiB, sm_", prop.major, prop.minor, ")");
+  GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
+  GLA_CUBLAS_RETURN_IF_ERROR(cublasCreate(&m->cublas_));
+  GLA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(m->cublas_, m->stream_));
+  RETURN_IF_ERROR(m->UploadWeights(ck));
+  m->tokenizer_ = std::move(ck.tokenizer);
+  RETURN_IF_ERROR(m->AllocateWorkspace());
+  return m;
+}
+
+absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
+  const GlaConfig& c = config_;
+  q_off_ = 0;
+  k_off_ = q_off_ + c.key_dim;
+  v_off_ = k_off_ + c.key_dim_per_group;
+  g_off_ = v_off_ + c.value_dim_per_group;
+  r_off_ = g_off_ + (c.use_output_gate ? c.value_dim : 0);
+  p_width_ = r_off_ + c.gate_low_rank_dim;
+  conv_width_ = c.key_dim + c.key_dim_per_group + c.value_dim_per_group;
+
+  ModelWeights& w = ck.weights;
+  WeightArena arena;
+  struct Offsets {
+    size_t attn_norm, in_proj, gk1, gk1_bias, q_conv, k_conv, v_conv, g_norm, o_proj, mlp_norm, gate_up, down;
+  };
+  std::vector<Offsets> off(c.num_hidden_layers);
+  const size_t emb = arena.Add({&w.embeddings}, true);
+  const size_t lm = w.lm_head.empty() ? emb : arena.Add({&w.lm_head}, true);
+  const size_t norm = arena.Add({&w.norm}, false);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& lw = w.layers[l];
+    Offsets& o = off[l];
+    o.attn_norm = arena.Add({&lw.attn_norm}, false);
+    o.in_proj = arena.Add({&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.g_proj, &lw.gk_proj0}, true);  // g_proj empty without output gate
+    o.gk1 = arena.Add({&lw.gk_proj1}, false);
+    o.gk1_bias = arena.Add({&lw.gk_proj1_bias}, false);
+    o.q_conv = arena.Add({&lw.q_conv}, false);
+    o.k_conv = arena.Add({&lw.k_conv}, false);
+    o.v_conv = arena.Add({&lw.v_conv}, false);
+    o.g_norm = arena.Add({&lw.g_norm}, false);
+    o.o_proj = arena.Add({&lw.o_proj}, true);
+    o.mlp_norm = arena.Add({&lw.mlp_norm}, false);
+    o.gate_up = arena.Add({&lw.gate_proj, &lw.up_proj}, true);
+    o.down = arena.Add({&lw.down_proj}, true);
+  }
+  ASSIGN_OR_RETURN(weights_, DeviceMemory::Allocate(arena.size(), "the model weights (bf16)"));
+  RETURN_IF_ERROR(arena.Upload(weights_.get<char>()));
+
+  char* base = weights_.get<char>();
+  auto f32 = [&](size_t o) { return reinterpret_cast<const float*>(base + o); };
+  auto b16 = [&](size_t o) { return reinterpret_cast<const __nv_bfloat16*>(base + o); };
+  embeddings_ = b16(emb);
+  lm_head_ = b16(lm);
+  final_norm_ = f32(norm);
+  layers_.resize(c.num_hidden_layers);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const Offsets& o = off[l];
+    const bool conv = c.use_short_conv;
+    layers_[l] = Layer{f32(o.attn_norm), f32(o.gk1), f32(o.gk1_bias), conv ? f32(o.q_conv) : nullptr,
+                       conv ? f32(o.k_conv) : nullptr, conv ? f32(o.v_conv) : nullptr, f32(o.g_norm),
+                       f32(o.mlp_norm), b16(o.in_proj), b16(o.o_proj), b16(o.gate_up), b16(o.down)};
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::AllocateWorkspace() {
+  const GlaConfig& c = config_;
+  const size_t N = static_cast<size_t>(options_.max_tokens), R = static_cast<size_t>(options_.max_logit_rows);
+  const size_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  // Inputs of one step: tokens [N] | slots [N] | cu_all [N+1] | cu_prefill [N+1] | row_ids [max(N, R)].
+  input_ints_ = N + N + (N + 1) + (N + 1) + std::max(N, R);
+  size_t bytes = 0;
+  auto take = [&](size_t n) {
+    const size_t o = bytes;
+    bytes = AlignUp(bytes + n);
+    return o;
+  };
+  const size_t inputs = take(input_ints_ * sizeof(int32_t));
+  const size_t x = take(N * D * sizeof(float));
+  const size_t h = take(std::max(N, R) * D * sizeof(__nv_bfloat16));
+  const size_t proj = take(N * p_width_ * sizeof(float));
+  const size_t conv = take(c.use_short_conv ? N * conv_width_ * sizeof(float) : 0);
+  const size_t gk = take(N * c.key_dim_per_group * sizeof(float));
+  const size_t o = take(N * c.value_dim * sizeof(float));
+  const size_t og = take(N * c.value_dim * sizeof(__nv_bfloat16));
+  const size_t gu = take(N * 2 * I * sizeof(__nv_bfloat16));
+  const size_t act = take(N * I * sizeof(__nv_bfloat16));
+  const size_t logits = take(std::max(N, R) * V * sizeof(float));
+  ASSIGN_OR_RETURN(workspace_, DeviceMemory::Allocate(bytes, "the activation workspace"));
+  ASSIGN_OR_RETURN(host_inputs_, PinnedMemory::Allocate(input_ints_ * sizeof(int32_t), "step inputs"));
+  // cuBLAS gets its own workspace so no allocation happens inside a captured graph.
+  constexpr size_t kCublasWorkspace = 32u << 20;
+  ASSIGN_OR_RETURN(cublas_workspace_, DeviceMemory::Allocate(kCublasWorkspace, "the cuBLAS workspace"));
+  GLA_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspace));
+
+  char* base = workspace_.get<char>();
+  d_inputs_ = reinterpret_cast<int32_t*>(base + inputs);
+  d_tokens_ = d_inputs_;
+  d_slots_ = d_tokens_ + N;
+  d_cu_all_ = d_slots_ + N;
+  d_cu_prefill_ = d_cu_all_ + N + 1;
+  d_row_ids_ = d_cu_prefill_ + N + 1;
+  x_ = reinterpret_cast<float*>(base + x);
+  h_ = reinterpret_cast<__nv_bfloat16*>(base + h);
+  proj_ = reinterpret_cast<float*>(base + proj);
+  conv_ = c.use_short_conv ? reinterpret_cast<float*>(base + conv) : nullptr;
+  gk_ = reinterpret_cast<float*>(base + gk);
+  o_ = reinterpret_cast<float*>(base + o);
+  og_ = reinterpret_cast<__nv_bfloat16*>(base + og);
+  gate_up_ = reinterpret_cast<__nv_bfloat16*>(base + gu);
+  act_ = reinterpret_cast<__nv_bfloat16*>(base + act);
+  logits_ = reinterpret_cast<float*>(base + logits);
+  return absl::OkStatus();
+}
+
+int64_t CudaModel::workspace_bytes() const {
+  return static_cast<int64_t>(workspace_.bytes() + cublas_workspace_.bytes() + host_inputs_.bytes());
+}
+
+absl::Status CudaModel::Forward(std::span<const Segment> segments, const States& states, std::vector<int>* first_row) {
+  const GlaConfig& c = config_;
+  // Validate everything before enqueuing anything.
+  int rows = 0, logit_rows = 0;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const Segment& seg = segments[s];
+    if (seg.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("segment ", s, " has no tokens"));
+    if (seg.slot < 0) return absl::InvalidArgumentError(absl::StrCat("segment ", s, " has no state slot"));
+    for (int32_t id : seg.tokens)
+      if (id < 0 || id >= c.vocab_size)
+        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    rows += static_cast<int>(std::min<size_t>(seg.tokens.size(), 1u << 30));
+    logit_rows += seg.logits == Logits::kAll ? static_cast<int>(seg.tokens.size()) : seg.logits == Logits::kLast ? 1 : 0;
+    if (rows > options_.max_tokens)
+      return absl::InvalidArgumentError(absl::StrCat("a step of more than ", options_.max_tokens, " tokens"));
+  }
+  if (logit_rows > options_.max_logit_rows)
+    return absl::InvalidArgumentError(absl::StrCat("a step wants ", logit_rows, " rows of logits; at most ",
+                                                   options_.max_logit_rows));
+  {
+    std::vector<int> slots;
+    for (const Segment& seg : segments) slots.push_back(seg.slot);
+    std::sort(slots.begin(), slots.end());
+    if (std::adjacent_find(slots.begin(), slots.end()) != slots.end())
+      return absl::InvalidArgumentError("two segments of one step share a state slot");
+  }
+  first_row->assign(segments.size(), -1);
+  if (segments.empty()) return absl::OkStatus();
+
+  // The previous step's input copy must be done before the pinned buffer is rewritten.
+  GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+
+  // Row order inside the step: single-token segments first (the decode kernel takes rows [0, Nd)),
+  // then the multi-token ones (the prefill kernel, packed with cu_seqlens).
+  std::vector<int> order(segments.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_partition(order.begin(), order.end(), [&](int i) { return segments[i].tokens.size() == 1; });
+  int decode_rows = 0;
+  while (decode_rows < static_cast<int>(order.size()) && segments[order[decode_rows]].tokens.size() == 1) ++decode_rows;
+
+  const size_t N = static_cast<size_t>(options_.max_tokens);
+  int32_t* h_tokens = host_inputs_.get<int32_t>();
+  int32_t* h_slots = h_tokens + N;
+  int32_t* h_cu_all = h_slots + N;
+  int32_t* h_cu_prefill = h_cu_all + N + 1;
+  int32_t* h_row_ids = h_cu_prefill + N + 1;
+
+  std::vector<int> seg_row(segments.size());
+  int r = 0;
+  h_cu_all[0] = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const Segment& seg = segments[order[i]];
+    seg_row[order[i]] = r;
+    std::memcpy(h_tokens + r, seg.tokens.data(), seg.tokens.size() * sizeof(int32_t));
+    h_slots[i] = seg.slot;
+    r += static_cast<int>(seg.tokens.size());
+    h_cu_all[i + 1] = r;
+  }
+  const int num_seqs = static_cast<int>(segments.size());
+  for (int i = decode_rows; i <= num_seqs; ++i) h_cu_prefill[i - decode_rows] = h_cu_all[i] - decode_rows;
+
+  // Decode-only steps replay a captured graph: rows padded to the bucket, logits for every row.
+  const bool decode_only = decode_rows == num_seqs;
+  bool all_last = true;
+  for (const Segment& seg : segments) all_last = all_last && seg.logits != Logits::kAll;
+  if (options_.cuda_graphs && states.scratch_slot >= 0 && decode_only && all_last &&
+      DecodeBucket(num_seqs) <= options_.max_tokens && DecodeBucket(num_seqs) <= options_.max_logit_rows) {
+    const int bucket = DecodeBucket(num_seqs);
+    for (int i = num_seqs; i < bucket; ++i) {
+      h_tokens[i] = 0;
+      h_slots[i] = states.scratch_slot;
+      h_cu_all[i + 1] = i + 1;
+    }
+    for (int i = 0; i < bucket; ++i) h_row_ids[i] = i;
+    for (int i = 0; i < num_seqs; ++i)
+      if (segments[i].logits != Logits::kNone) (*first_row)[i] = seg_row[i];
+    GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d_inputs_, h_tokens, input_ints_ * sizeof(int32_t),
+                                             cudaMemcpyHostToDevice, stream_));
+    return RunGraph(bucket, states);
+  }
+
+  // Eager step: the rows whose logits are wanted, in segment order.
+  int lr = 0;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const Segment& seg = segments[s];
+    if (seg.logits == Logits::kNone) continue;
+    (*first_row)[s] = lr;
+    const int T = static_cast<int>(seg.tokens.size());
+    for (int t = seg.logits == Logits::kAll ? 0 : T - 1; t < T; ++t) h_row_ids[lr++] = seg_row[s] + t;
+  }
+  GLA_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(d_inputs_, h_tokens, input_ints_ * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  return Enqueue(rows, decode_rows, num_seqs, lr, states);
+}
+
+absl::Status CudaModel::RunGraph(int bucket, const States& states) {
+  Graph& g = graphs_[bucket];
+  if (g.exec != nullptr && g.state_base != states.base) {
+    cudaGraphExecDestroy(g.exec);
+    g.exec = nullptr;
+  }
+  if (g.exec == nullptr) {
+    GLA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    const absl::Status enqueued = Enqueue(bucket, bucket, bucket, bucket, states);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    RETURN_IF_ERROR(enqueued);
+    GLA_CUDA_RETURN_IF_ERROR(ended);
+    const cudaError_t inst = cudaGraphInstantiate(&g.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    GLA_CUDA_RETURN_IF_ERROR(inst);
+    g.state_base = states.base;
+  }
+  GLA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+                               void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
+  // Decode-sized steps stream the weights through the matrix-vector kernel; larger ones use cuBLAS.
+  if (M <= cuda::kSmallM) {
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream_));
+  } else {
+    GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearBf16(cublas_, x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states) {
+  const GlaConfig& c = config_;
+  const int64_t D = c.hidden_size, I = c.intermediate_size, P = p_width_, Vd = c.value_dim;
+  const float eps = static_cast<float>(c.norm_eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_k_dim));
+  const int prefill_seqs = num_seqs - decode_rows;
+
+  GLA_CUDA_RETURN_IF_ERROR(cuda::EmbeddingGather(embeddings_, D, d_tokens_, rows, x_, stream_));
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const Layer& w = layers_[l];
+    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), eps, stream_));
+    RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
+
+    const float *q = proj_ + q_off_, *k = proj_ + k_off_, *v = proj_ + v_off_;
+    int64_t qkv_stride = P;
+    if (c.use_short_conv) {
+      struct Part {
+        int64_t src, dst, width, tail;
+        const float* w;
+      };
+      const Part parts[] = {{q_off_, 0, c.key_dim, layout_.q_tail_offset(l), w.q_conv},
+                            {k_off_, c.key_dim, c.key_dim_per_group, layout_.k_tail_offset(l), w.k_conv},
+                            {v_off_, c.key_dim + c.key_dim_per_group, c.value_dim_per_group, layout_.v_tail_offset(l),
+                             w.v_conv}};
+      for (const Part& p : parts)
+        GLA_CUDA_RETURN_IF_ERROR(cuda::ShortConvSilu(proj_ + p.src, P, d_cu_all_, num_seqs, rows, p.width, p.w,
+                                                     c.conv_size, states.base, states.slot_stride, p.tail, d_slots_,
+                                                     conv_ + p.dst, conv_width_, stream_));
+      q = conv_;
+      k = conv_ + c.key_dim;
+      v = conv_ + c.key_dim + c.key_dim_per_group;
+      qkv_stride = conv_width_;
+    }
+
+    // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer: the second factor in fp32.
+    GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearF32(cublas_, proj_ + r_off_, P, w.gk1, c.key_dim_per_group,
+                                               c.gate_low_rank_dim, gk_, c.key_dim_per_group, rows));
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LogSigmoidGate(gk_, c.key_dim_per_group, w.gk1_bias, rows, c.key_dim_per_group,
+                                                  static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
+                                                  static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
+
+    float* layer_states = states.base + layout_.S_offset(l);
+    if (decode_rows > 0) {
+      GlaDecodeCudaParams p;
+      p.q = q; p.q_stride = qkv_stride;
+      p.k = k; p.k_stride = qkv_stride;
+      p.v = v; p.v_stride = qkv_stride;
+      p.g = gk_; p.g_stride = c.key_dim_per_group;
+      p.o = o_; p.o_stride = Vd;
+      p.N = decode_rows;
+      p.H = c.num_heads;
+      p.Hkv = c.num_kv_heads;
+      p.dk = c.head_k_dim;
+      p.dv = c.head_v_dim;
+      p.state_base = layer_states;
+      p.slot_stride = states.slot_stride;
+      p.slots = d_slots_;
+      p.scale = scale;
+      GLA_CUDA_RETURN_IF_ERROR(cuda::GlaDecodeStep(p, stream_));
+    }
+    if (prefill_seqs > 0) {
+      const int64_t r0 = decode_rows;
+      GlaPrefillCudaParams p;
+      p.q = q + r0 * qkv_stride; p.q_stride = qkv_stride;
+      p.k = k + r0 * qkv_stride; p.k_stride = qkv_stride;
+      p.v = v + r0 * qkv_stride; p.v_stride = qkv_stride;
+      p.g = gk_ + r0 * c.key_dim_per_group; p.g_stride = c.key_dim_per_group;
+      p.o = o_ + r0 * Vd; p.o_stride = Vd;
+      p.num_seqs = prefill_seqs;
+      p.H = c.num_heads;
+      p.Hkv = c.num_kv_heads;
+      p.dk = c.head_k_dim;
+      p.dv = c.head_v_dim;
+      p.cu_seqlens = d_cu_prefill_;
+      p.state_base = layer_states;
+      p.slot_stride = states.slot_stride;
+      p.slots = d_slots_ + decode_rows;
+      p.scale = scale;
+      GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillRecurrent(p, stream_));
+    }
+
+    const float* gate = c.use_output_gate ? proj_ + g_off_ : nullptr;
+    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, c.num_heads, c.head_v_dim,
+                                                    eps, stream_));
+    RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
+
+    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), eps, stream_));
+    RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
+    GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
+    RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
+  }
+  if (logit_rows > 0) {
+    GLA_CUDA_RETURN_IF_ERROR(
+        cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), eps, stream_));
+    RETURN_IF_ERROR(Project(h_, D, lm_head_, c.vocab_size, D, logits_, false, c.vocab_size, logit_rows, 0.0f));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace gla

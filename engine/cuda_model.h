@@ -1,0 +1,123 @@
+// The CUDA model runner: bf16 weights loaded once, fp32 residual stream and states, packed steps
+// of many sequences (prefill chunks and decode tokens mixed) over states in a GpuStatePool.
+//
+// One step: embedding gather -> per layer [RMSNorm -> fused q|k|v|g|gk0 GEMM -> (short conv) ->
+// low-rank gate -> GLA (decode kernel for the 1-token rows, prefill kernel for the rest) -> gate
+// norm -> o_proj GEMM (+residual) -> RMSNorm -> fused gate|up GEMM -> SwiGLU -> down GEMM
+// (+residual)] -> final norm and lm_head on the rows whose logits are wanted. Decode-only steps
+// replay a CUDA graph captured per batch-size bucket (padding rows use the pool's scratch slot).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/cuda_util.h"
+#include "engine/sequence_state.h"
+#include "models/checkpoint.h"
+
+namespace gla {
+
+struct CudaModelOptions {
+  int device = 0;
+  int max_tokens = 512;      // rows one step may hold (the scheduler's step budget, decodes included)
+  int max_logit_rows = 256;  // rows of logits one step may produce
+  bool cuda_graphs = true;   // decode-only steps through captured graphs
+};
+
+class CudaModel {
+ public:
+  // Loads weights to the GPU (bf16 matrices, fp32 norms/gates) and allocates the workspace.
+  static absl::StatusOr<std::unique_ptr<CudaModel>> FromCheckpoint(Checkpoint checkpoint,
+                                                                    const CudaModelOptions& options);
+  ~CudaModel();
+
+  const GlaConfig& config() const { return config_; }
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const StateLayout& state_layout() const { return layout_; }
+  const CudaModelOptions& options() const { return options_; }
+  cudaStream_t stream() const { return stream_; }
+  int64_t weight_bytes() const { return static_cast<int64_t>(weights_.bytes()); }
+  int64_t workspace_bytes() const;
+  std::string device_name() const { return device_name_; }
+
+  enum class Logits { kNone, kLast, kAll };
+  struct Segment {
+    std::span<const int32_t> tokens;
+    int slot = -1;
+    Logits logits = Logits::kLast;
+  };
+  // Where the states live: slot s of this layer's state is base + s * slot_stride + layout offsets.
+  struct States {
+    float* base = nullptr;
+    int64_t slot_stride = 0;
+    int scratch_slot = -1;  // a slot no sequence uses (graph padding); -1 disables the graphs
+  };
+
+  // Enqueues one step on stream(). On return (asynchronously complete) logits() holds the wanted
+  // rows, fp32 [rows, vocab], in segment order; (*first_row)[i] is segment i's first row or -1.
+  // Bad input (empty segment, id outside the vocabulary, two segments on one slot, a step larger
+  // than max_tokens / max_logit_rows) is INVALID_ARGUMENT and enqueues nothing.
+  absl::Status Forward(std::span<const Segment> segments, const States& states, std::vector<int>* first_row);
+  const float* logits() const { return logits_; }
+
+ private:
+  CudaModel() = default;
+  absl::Status UploadWeights(Checkpoint& ck);
+  absl::Status AllocateWorkspace();
+  // The kernels of one step over the inputs already in device memory.
+  absl::Status Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states);
+  absl::Status RunGraph(int bucket, const States& states);
+  absl::Status Project(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
+                       bool y_bf16, int64_t y_stride, int64_t M, float beta);
+
+  GlaConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  StateLayout layout_{GlaConfig{}};
+  CudaModelOptions options_;
+  std::string device_name_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+
+  // Weights: one allocation, pointers into it.
+  DeviceMemory weights_;
+  struct Layer {
+    const float *attn_norm, *gk1, *gk1_bias, *q_conv, *k_conv, *v_conv, *g_norm, *mlp_norm;
+    const __nv_bfloat16 *in_proj, *o_proj, *gate_up, *down;
+  };
+  std::vector<Layer> layers_;
+  const __nv_bfloat16 *embeddings_ = nullptr, *lm_head_ = nullptr;
+  const float* final_norm_ = nullptr;
+  int64_t q_off_ = 0, k_off_ = 0, v_off_ = 0, g_off_ = 0, r_off_ = 0, p_width_ = 0, conv_width_ = 0;
+
+  // Workspace: activations for max_tokens rows, the step's inputs, logits, cuBLAS workspace.
+  DeviceMemory workspace_, cublas_workspace_;
+  PinnedMemory host_inputs_;
+  int32_t *d_inputs_ = nullptr;  // [tokens | slots | cu_all | cu_prefill | row_ids]
+  int32_t *d_tokens_ = nullptr, *d_slots_ = nullptr, *d_cu_all_ = nullptr, *d_cu_prefill_ = nullptr,
+          *d_row_ids_ = nullptr;
+  size_t input_ints_ = 0;
+  float *x_ = nullptr, *proj_ = nullptr, *conv_ = nullptr, *gk_ = nullptr, *o_ = nullptr, *logits_ = nullptr;
+  __nv_bfloat16 *h_ = nullptr, *og_ = nullptr, *gate_up_ = nullptr, *act_ = nullptr;
+
+  // Captured decode graphs by bucket size (and the state base they were captured with).
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    float* state_base = nullptr;
+  };
+  std::map<int, Graph> graphs_;
+};
+
+// Smallest captured bucket that holds n decode rows: 1, 2, 4, 8, 16, 24, 32, 48, 64, then
+// multiples of 32 (fewer graphs than one per size, little padding).
+int DecodeBucket(int n);
+
+}  // namespace gla

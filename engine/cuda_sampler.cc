@@ -1,0 +1,131 @@
+#include "engine/cuda_sampler.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/token_sampling.h"
+#include "models/status_macros.h"
+
+namespace gla {
+
+namespace {
+constexpr int kMaxTop = 32;  // top-n logprobs per token (the server allows up to 20)
+}
+
+absl::StatusOr<std::unique_ptr<CudaSampler>> CudaSampler::Create(int max_rows, int vocab, cudaStream_t stream) {
+  if (max_rows < 1 || vocab < 1) return absl::InvalidArgumentError("sampler: rows and vocabulary must be positive");
+  std::unique_ptr<CudaSampler> s(new CudaSampler());
+  s->max_rows_ = max_rows;
+  s->vocab_ = vocab;
+  s->stream_ = stream;
+  s->workspace_bytes_ = cuda::SampleWorkspaceBytes(max_rows, vocab);
+  // Device: workspace | outputs (token, logprob, top ids, top logprobs).
+  const size_t outputs = static_cast<size_t>(max_rows) * (2 + 2 * kMaxTop) * 4;
+  ASSIGN_OR_RETURN(s->device_, DeviceMemory::Allocate(s->workspace_bytes_ + outputs, "the sampler"));
+  ASSIGN_OR_RETURN(s->host_, PinnedMemory::Allocate(outputs, "sampler results"));
+  return s;
+}
+
+int64_t CudaSampler::device_bytes() const {
+  return static_cast<int64_t>(device_.bytes() + inputs_device_.bytes());
+}
+
+absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_limit,
+                                 std::span<const SampleRequest> requests, std::vector<SampledToken>* out) {
+  out->assign(requests.size(), {});
+  if (requests.empty()) return absl::OkStatus();
+  const int rows = static_cast<int>(requests.size());
+  const int V = std::min<int>(vocab_limit, vocab_);
+  if (rows > max_rows_) return absl::InternalError(absl::StrCat("sampler: ", rows, " rows; sized for ", max_rows_));
+
+  // Inputs: the row specs, then per row the distinct ids it has seen with their counts.
+  std::vector<cuda::SampleRowSpec> specs(rows);
+  std::vector<int32_t> pen_ids, pen_all, pen_out;
+  bool needs_sort = false;
+  for (int i = 0; i < rows; ++i) {
+    const SampleRequest& q = requests[i];
+    const SamplingParams& p = *q.params;
+    cuda::SampleRowSpec& s = specs[i];
+    s.logits_row = q.row;
+    s.temperature = p.temperature;
+    s.top_k = p.top_k;
+    s.top_p = p.top_p;
+    s.min_p = p.min_p;
+    s.repetition_penalty = p.repetition_penalty;
+    s.presence_penalty = p.presence_penalty;
+    s.frequency_penalty = p.frequency_penalty;
+    s.seed = p.seed;
+    s.step = q.step;
+    s.logprobs = std::min(p.logprobs, kMaxTop);
+    needs_sort = needs_sort || p.temperature > 0.0f || p.logprobs > 0;
+    s.penalty_begin = static_cast<int>(pen_ids.size());
+    const bool rep = p.repetition_penalty != 1.0f, pres = p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+    if ((rep || pres) && q.history != nullptr) {
+      for (const auto& [id, n] : q.history->all_counts()) {
+        const auto o = q.history->output_counts().find(id);
+        const int out_n = o == q.history->output_counts().end() ? 0 : o->second;
+        pen_ids.push_back(id);
+        pen_all.push_back(n);
+        pen_out.push_back(out_n);
+      }
+    }
+    s.penalty_end = static_cast<int>(pen_ids.size());
+  }
+  const size_t spec_bytes = specs.size() * sizeof(cuda::SampleRowSpec);
+  const size_t pen_bytes = pen_ids.size() * sizeof(int32_t);
+  const size_t in_bytes = spec_bytes + 3 * pen_bytes + 64;
+  if (inputs_host_.bytes() < in_bytes) {  // grows to the largest step seen; never inside a graph
+    GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    ASSIGN_OR_RETURN(inputs_host_, PinnedMemory::Allocate(2 * in_bytes, "sampler inputs"));
+    ASSIGN_OR_RETURN(inputs_device_, DeviceMemory::Allocate(2 * in_bytes, "sampler inputs"));
+  }
+  char* h = inputs_host_.get<char>();
+  std::memcpy(h, specs.data(), spec_bytes);
+  size_t at = (spec_bytes + 15) / 16 * 16;
+  const size_t ids_at = at, all_at = at + pen_bytes, out_at = at + 2 * pen_bytes;
+  if (pen_bytes > 0) {
+    std::memcpy(h + ids_at, pen_ids.data(), pen_bytes);
+    std::memcpy(h + all_at, pen_all.data(), pen_bytes);
+    std::memcpy(h + out_at, pen_out.data(), pen_bytes);
+  }
+  char* d = inputs_device_.get<char>();
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d, h, out_at + pen_bytes, cudaMemcpyHostToDevice, stream_));
+
+  char* outputs = device_.get<char>() + workspace_bytes_;
+  cuda::SampleArgs a;
+  a.logits = logits;
+  a.logits_stride = stride;
+  a.vocab = V;
+  a.rows = rows;
+  a.specs = reinterpret_cast<const cuda::SampleRowSpec*>(d);
+  a.penalty_ids = reinterpret_cast<const int32_t*>(d + ids_at);
+  a.penalty_all = reinterpret_cast<const int32_t*>(d + all_at);
+  a.penalty_out = reinterpret_cast<const int32_t*>(d + out_at);
+  a.needs_sort = needs_sort;
+  a.max_top = kMaxTop;
+  a.out_token = reinterpret_cast<int32_t*>(outputs);
+  a.out_logprob = reinterpret_cast<float*>(outputs + max_rows_ * 4);
+  a.out_top_ids = reinterpret_cast<int32_t*>(outputs + max_rows_ * 8);
+  a.out_top_logprobs = reinterpret_cast<float*>(outputs + max_rows_ * (8 + 4 * kMaxTop));
+  a.workspace = device_.get();
+  a.workspace_bytes = workspace_bytes_;
+  GLA_CUDA_RETURN_IF_ERROR(cuda::SampleRows(a, stream_));
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_.get(), outputs, host_.bytes(), cudaMemcpyDeviceToHost, stream_));
+  GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+
+  const char* r = host_.get<char>();
+  const int32_t* tokens = reinterpret_cast<const int32_t*>(r);
+  const float* logprobs = reinterpret_cast<const float*>(r + max_rows_ * 4);
+  const int32_t* top_ids = reinterpret_cast<const int32_t*>(r + max_rows_ * 8);
+  const float* top_lp = reinterpret_cast<const float*>(r + max_rows_ * (8 + 4 * kMaxTop));
+  for (int i = 0; i < rows; ++i) {
+    SampledToken& t = (*out)[i];
+    t.token = tokens[i];
+    t.logprob = logprobs[i];
+    const int n = std::min({requests[i].params->logprobs, kMaxTop, V});
+    for (int j = 0; j < n; ++j) t.top.emplace_back(top_ids[i * kMaxTop + j], top_lp[i * kMaxTop + j]);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace gla

@@ -1,0 +1,179 @@
+// gla-engine-bench: end-to-end speed of the CUDA backend (the same Backend::Step the server runs:
+// packed steps, GPU state pool, CUDA-graph decode, GPU sampling) on one model directory.
+//
+//   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
+//                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1]
+//
+// Prints one table row per measurement: time, tokens/s, the floor (FLOPs / bf16 GEMM peak for
+// prefill, bytes / copy bandwidth for decode: weights once per step + every state read and
+// written) and the fla anchor of issue 4 where one exists.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "engine/backend.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kGemmPeak = 760e12;  // bf16 dense GEMM measured on the H100 (issue 4: 741-776 TFLOP/s)
+constexpr double kCopyBw = 2.99e12;   // device-to-device copy measured there (2.98-3.01 TB/s)
+
+[[noreturn]] void Die(const std::string& msg) {
+  std::fprintf(stderr, "gla-engine-bench: error: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+struct Anchor {
+  double b1 = 0, b32 = 0, prefill = 0;  // tok/s, 0 = none
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
+                                              {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
+                                              {"cuda_graphs", "1"}};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string f = argv[i];
+    if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
+    flags[f.substr(2)] = argv[i + 1];
+  }
+  if (flags["model"].empty()) Die("--model DIR is required");
+  auto num = [&](const std::string& k) {
+    int v = 0;
+    if (!absl::SimpleAtoi(flags[k], &v) || v < 0) Die("--" + k + " wants a number");
+    return v;
+  };
+  const int prefill_tokens = num("prefill_tokens"), prompt = num("prompt"), steps = num("decode_steps");
+  std::vector<int> batches;
+  for (absl::string_view b : absl::StrSplit(flags["batches"], ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(b, &v) || v < 1) Die("--batches wants numbers");
+    batches.push_back(v);
+  }
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+
+  gla::CudaBackendOptions o;
+  o.slots = max_batch + 1;
+  o.step_token_budget = std::max({prefill_tokens, prompt, 1});
+  o.cuda_graphs = num("cuda_graphs") != 0;
+  auto backend_or = gla::MakeCudaBackend(flags["model"], o);
+  if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
+  gla::Backend& b = **backend_or;
+  const gla::GlaConfig& c = b.config();
+  const std::string name = flags["name"].empty() ? flags["model"] : flags["name"];
+  const Anchor anchor = name == "gla-1.3B" ? Anchor{23, 568, 57000} : name == "gla-340M" ? Anchor{19, 512, 0} : Anchor{};
+
+  // FLOPs per prefill token: every layer's GEMMs (2 per weight) + the GLA operator's chunkwise
+  // matmuls (chunk 64: q k^T, A v, q S, k^T v per head). The lm_head runs on the last token only.
+  const double D = c.hidden_size, I = c.intermediate_size;
+  const double layer_weights = D * (c.key_dim + c.key_dim_per_group + c.value_dim_per_group +
+                                    (c.use_output_gate ? c.value_dim : 0) + c.gate_low_rank_dim) +
+                               c.gate_low_rank_dim * c.key_dim_per_group + c.value_dim * D + 3 * D * I;
+  const double gla_flops = 2.0 * c.num_heads * (64.0 * c.head_k_dim + 64.0 * c.head_v_dim + 2.0 * c.head_k_dim * c.head_v_dim);
+  const double flops_per_token = c.num_hidden_layers * (2 * layer_weights + gla_flops);
+  const double state_bytes = static_cast<double>(b.pool().state_bytes());
+  const double decode_bytes_b1 = static_cast<double>(b.weight_bytes()) - 2.0 * c.vocab_size * D *
+                                 (c.tie_word_embeddings ? 0 : 1);  // the embedding table is gathered, not read whole
+
+  std::printf("# %s on %s: weights %.2f GiB (bf16), state %.1f MiB per sequence, workspace %.2f GiB\n", name.c_str(),
+              b.device().c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
+              b.workspace_bytes() / 1073741824.0);
+  std::printf("# GLA prefill: fused-recurrent kernel (the tensor-core chunkwise kernel is not landed yet); decode: %s\n",
+              o.cuda_graphs ? "CUDA graphs" : "eager");
+  std::printf("%-26s %10s %12s %12s %9s %12s %9s\n", "measure", "time ms", "tok/s", "floor tok/s", "of floor",
+              "anchor tok/s", "x anchor");
+  auto row = [&](const std::string& what, double seconds, double tokens, double floor_tps, double anchor_tps) {
+    const double tps = tokens / seconds;
+    std::printf("%-26s %10.3f %12.0f %12.0f %8.1f%% ", what.c_str(), seconds * 1e3, tps, floor_tps,
+                100.0 * tps / floor_tps);
+    if (anchor_tps > 0) std::printf("%12.0f %8.2fx\n", anchor_tps, tps / anchor_tps);
+    else std::printf("%12s %9s\n", "-", "-");
+  };
+
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> tok(3, std::min(c.vocab_size, 32000) - 1);
+  auto tokens = [&](int n) {
+    std::vector<int32_t> v(n);
+    for (auto& t : v) t = tok(rng);
+    return v;
+  };
+  gla::SamplingParams greedy;
+  gla::TokenHistory history;
+  auto run = [&](const std::vector<gla::StepItem>& items) {
+    std::vector<gla::SampledToken> out;
+    const auto s = b.Step(items, &out);
+    if (!s.ok()) Die(std::string(s.message()));
+    return out;
+  };
+  auto fresh_slot = [&]() {
+    auto s = b.pool().Acquire();
+    if (!s) Die("no free slot");
+    return *s;
+  };
+
+  // Prefill throughput and TTFT: one sequence, whole prompt in one step, first token sampled.
+  for (auto [what, T] : {std::pair{std::string("prefill T=") + std::to_string(prefill_tokens), prefill_tokens},
+                         std::pair{std::string("TTFT prompt ") + std::to_string(prompt), prompt}}) {
+    if (T == 0) continue;
+    const auto ids = tokens(T);
+    std::vector<double> times;
+    for (int rep = 0; rep < 4; ++rep) {
+      const int slot = fresh_slot();
+      const auto t0 = Clock::now();
+      run({gla::StepItem{ids, slot, true, &greedy, &history, 0}});
+      times.push_back(Seconds(t0, Clock::now()));
+      b.pool().Release(slot);
+    }
+    std::sort(times.begin() + 1, times.end());  // the first is warm-up
+    const double t = times[2];
+    row(what, t, T, kGemmPeak / flops_per_token, what.rfind("prefill", 0) == 0 ? anchor.prefill : 0);
+  }
+
+  // Decode: B sequences after a `prompt`-token prefill each, `steps` steps of one token each.
+  for (int B : batches) {
+    std::vector<int> slots;
+    std::vector<std::vector<int32_t>> prompts, feed(B);
+    for (int i = 0; i < B; ++i) {
+      slots.push_back(fresh_slot());
+      prompts.push_back(tokens(std::max(prompt, 1)));
+    }
+    std::vector<gla::StepItem> items;
+    int in_step = 0;
+    for (int i = 0; i < B; ++i) {  // prefill, packed up to the step budget
+      items.push_back({prompts[i], slots[i], true, &greedy, &history, 0});
+      in_step += static_cast<int>(prompts[i].size());
+      if (i + 1 == B || in_step + static_cast<int>(prompts[i + 1].size()) > o.step_token_budget) {
+        const auto out = run(items);
+        for (size_t j = 0; j < items.size(); ++j) feed[i + 1 - items.size() + j] = {out[j].token};
+        items.clear();
+        in_step = 0;
+      }
+    }
+    auto decode_step = [&](uint64_t k) {
+      std::vector<gla::StepItem> step;
+      for (int i = 0; i < B; ++i) step.push_back({feed[i], slots[i], true, &greedy, &history, k});
+      const auto out = run(step);
+      for (int i = 0; i < B; ++i) feed[i] = {out[i].token};
+    };
+    for (int k = 0; k < 3; ++k) decode_step(1 + k);  // warm-up (captures the bucket's graph)
+    const auto t0 = Clock::now();
+    for (int k = 0; k < steps; ++k) decode_step(4 + k);
+    const double t = Seconds(t0, Clock::now()) / std::max(steps, 1);
+    const double floor_step = (decode_bytes_b1 + 2.0 * B * state_bytes) / kCopyBw;
+    row("decode B=" + std::to_string(B) + " (per step)", t, B, B / floor_step,
+        B == 1 ? anchor.b1 : B == 32 ? anchor.b32 : 0);
+    for (int s : slots) b.pool().Release(s);
+  }
+  return 0;
+}
