@@ -381,12 +381,11 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       qkv_stride = conv_width_;
     }
 
-    // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer: the second factor in fp32.
-    GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearF32(cublas_, proj_ + r_off_, P, w.gk1, c.key_dim_per_group,
-                                               c.gate_low_rank_dim, gk_, c.key_dim_per_group, rows));
-    GLA_CUDA_RETURN_IF_ERROR(cuda::LogSigmoidGate(gk_, c.key_dim_per_group, w.gk1_bias, rows, c.key_dim_per_group,
-                                                  static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
-                                                  static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
+    // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer: the second factor in fp32, fused with the gate.
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + r_off_, P, w.gk1, c.gate_low_rank_dim, w.gk1_bias, gk_,
+                                               c.key_dim_per_group, rows, c.key_dim_per_group,
+                                               static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
+                                               static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
 
     float* layer_states = states.base + layout_.S_offset(l);
     if (decode_rows > 0) {

@@ -38,6 +38,26 @@ __global__ void LogSigmoidGateKernel(float* x, int64_t stride, const float* bias
   }
 }
 
+constexpr int kMaxRank = 64;
+
+__global__ void LowRankGateKernel(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank,
+                                  const float* bias, float* out, int64_t out_stride, int64_t rows, int n,
+                                  float inv_normalizer, bool has_clamp, float clamp_min) {
+  __shared__ float lr[kMaxRank];
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    __syncthreads();  // the previous row's lr is no longer read
+    for (int k = threadIdx.x; k < rank; k += kThreads) lr[k] = lowrank[r * lowrank_stride + k];
+    __syncthreads();
+    for (int j = blockIdx.x * kThreads + threadIdx.x; j < n; j += gridDim.x * kThreads) {
+      float z = bias ? bias[j] : 0.f;
+      for (int k = 0; k < rank; ++k) z = fmaf(lr[k], w1[static_cast<int64_t>(j) * rank + k], z);
+      float y = (fminf(z, 0.f) - log1pf(expf(-fabsf(z)))) * inv_normalizer;
+      if (has_clamp) y = fmaxf(y, clamp_min);
+      out[r * out_stride + j] = y;
+    }
+  }
+}
+
 __global__ void EmbeddingGatherKernel(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out) {
   for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
     const __nv_bfloat16* row = table + static_cast<int64_t>(ids[r]) * D;
@@ -72,6 +92,17 @@ cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t 
   if (BadRows(rows, n) || normalizer == 0.f) return cudaErrorInvalidValue;
   LogSigmoidGateKernel<<<RowGrid(rows, n), kThreads, 0, stream>>>(x, stride, bias, rows, n, 1.f / normalizer, has_clamp,
                                                                   clamp_min);
+  return cudaGetLastError();
+}
+
+cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank, const float* bias,
+                        float* out, int64_t out_stride, int64_t rows, int n, float normalizer, bool has_clamp,
+                        float clamp_min, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (BadRows(rows, n) || rank <= 0 || rank > kMaxRank || normalizer == 0.f) return cudaErrorInvalidValue;
+  LowRankGateKernel<<<RowGrid(rows, n), kThreads, 0, stream>>>(lowrank, lowrank_stride, w1, rank, bias, out,
+                                                               out_stride, rows, n, 1.f / normalizer, has_clamp,
+                                                               clamp_min);
   return cudaGetLastError();
 }
 

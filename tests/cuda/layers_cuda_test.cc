@@ -156,6 +156,25 @@ TEST_P(Layers, LogSigmoidGateWithBiasAndClamp) {
   }
 }
 
+TEST_P(Layers, LowRankGateFusedEqualsProjectionThenGate) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(19);
+  const int rank = 16, stride = 40;
+  for (int rows : {1, 7, 300}) {
+    const auto lr = Random(rows * stride, rng, -2, 2), w1 = Random(w.kdpg * rank, rng), bias = Random(w.kdpg, rng);
+    for (bool clamp : {false, true}) {
+      std::vector<float> ref(rows * w.kdpg, 0.f);
+      NaiveLinear(lr.data(), stride, w1.data(), w.kdpg, rank, ref.data(), rows);
+      cpu::LogSigmoidGate(ref.data(), w.kdpg, bias.data(), rows, w.kdpg, 16.f, clamp, -0.5f);
+      Dev<float> dlr(lr), dw1(w1), db(bias), dout(rows * w.kdpg);
+      GLA_CUDA_OK(cuda::LowRankGate(dlr.p, stride, dw1.p, rank, db.p, dout.p, w.kdpg, rows, w.kdpg, 16.f, clamp, -0.5f,
+                                    nullptr));
+      EXPECT_LT(RelErr(dout.Get(), ref), 1e-5) << rows << " rows, clamp " << clamp;
+    }
+  }
+}
+
 TEST_P(Layers, EmbeddingGather) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
