@@ -9,6 +9,7 @@
 // g is the log forget gate (<= 0), already through logsigmoid / normalizer / clamp.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #if defined(GLA_HAVE_CUDA)
@@ -86,6 +87,12 @@ struct GlaPrefillCudaParams : GlaRows {
   int64_t slot_stride = 0;
   const int32_t* slots = nullptr;  // [num_seqs] device array, or nullptr
   float scale = 1.0f;
+  // Used by GlaPrefillChunk only (GlaPrefillRecurrent ignores them): a host copy of
+  // cu_seqlens[num_seqs] (or an upper bound), and a device workspace of at least
+  // GlaPrefillChunkWorkspaceBytes(*this, total_tokens) bytes, 256-byte aligned.
+  int total_tokens = 0;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
 };
 
 namespace cuda {
@@ -93,6 +100,19 @@ namespace cuda {
 // (the simple GPU form; the tensor-core chunkwise kernel is tested against it). Unsupported
 // shapes (dk > 512, dv % 4 != 0, H % Hkv != 0) are cudaErrorInvalidValue with no launch.
 cudaError_t GlaPrefillRecurrent(const GlaPrefillCudaParams& p, cudaStream_t stream);
+
+// Tensor-core chunkwise prefill (kernels/cuda/gla_prefill_chunk.cu): same semantics as
+// GlaPrefillRecurrent, bf16 matmuls with fp32 accumulation and an fp32 state (relative error
+// ~1e-3 against the fp32 definition). Chunks of 64 tokens, sub-chunks of 16; no per-chunk states
+// are written: the workspace holds bf16 gated q/k, the intra-chunk attention matrix, per-chunk
+// decays and, when few sequences are packed, the states of sequence segments run in parallel.
+// Supported: dk in {64, 128, 256}, dv % 4 == 0 (tiles of 64 columns), H % Hkv == 0, q/k/g/v/o
+// 16-byte aligned with strides % 4 == 0; anything else is cudaErrorInvalidValue with no launch,
+// as is a workspace smaller than GlaPrefillChunkWorkspaceBytes(p, p.total_tokens).
+cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream);
+// Workspace bytes GlaPrefillChunk needs for this shape and at most total_tokens packed tokens on
+// the current device (the plan depends on its multiprocessor count).
+size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens);
 
 // cudaErrorInvalidValue (and no launch) for shapes it does not support: dv % 4 != 0, dk > 1024,
 // H % Hkv != 0. Otherwise the launch's own status.

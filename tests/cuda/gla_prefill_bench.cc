@@ -1,56 +1,87 @@
-// Times the fused-recurrent prefill at the GPU issue's anchor shapes (gla-1.3B heads, 16,384
-// tokens per call) next to fla's chunk_gla and FlashAttention-2 anchors on the same H100.
+// Times the GLA prefill kernels at the GPU issue's anchor shapes (16,384 tokens per call as
+// B8 x T2048 ... B1 x T16384) next to fla's chunk_gla and FlashAttention-2 forward anchors measured
+// on the same H100: the fused-recurrent form (CUDA cores) at gla-1.3B heads, then the tensor-core
+// chunkwise form (GlaPrefillChunk) at gla-1.3B and gla-340M heads. fp32 in/out, states in slots.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/gla.h"
 #include "tests/cuda/bench_util.h"
 
+namespace {
 
-int main() {
-  const int H = 4, dk = 256, dv = 512, total = 16384;
-  struct Anchor {
-    int B, T;
-    double fla_ms, fa2_ms;
-  };
-  const Anchor anchors[] = {{8, 2048, 1.03, 0.51}, {4, 4096, 0.98, 0.97}, {2, 8192, 1.05, 1.79}, {1, 16384, 1.18, 3.45}};
+struct Anchor {
+  int B, T;
+  double fla_ms, fa2_ms;  // gla-1.3B hidden size (fla chunk_gla fwd bf16; FlashAttention-2 causal fwd)
+};
+const Anchor kAnchors[] = {{8, 2048, 1.03, 0.51}, {4, 4096, 0.98, 0.97}, {2, 8192, 1.05, 1.79}, {1, 16384, 1.18, 3.45}};
+constexpr int kTotal = 16384;
+
+using Kernel = cudaError_t (*)(const gla::GlaPrefillCudaParams&, cudaStream_t);
+
+// Median of `reps` timed calls (CUDA events) after two warm-up calls.
+double TimeMs(Kernel kernel, const gla::GlaPrefillCudaParams& p, int reps, cudaEvent_t e0, cudaEvent_t e1) {
+  CHECK(kernel(p, nullptr));
+  CHECK(kernel(p, nullptr));
+  CHECK(cudaDeviceSynchronize());
+  std::vector<float> ms;
+  for (int rep = 0; rep < reps; ++rep) {
+    CHECK(cudaEventRecord(e0));
+    CHECK(kernel(p, nullptr));
+    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventSynchronize(e1));
+    float t;
+    CHECK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // `gla_prefill_bench chunk` skips the (slow) fused-recurrent table.
+  const bool profile = argc > 1 && std::string(argv[1]) == "profile";  // one call per shape (for ncu)
+  const bool chunk_only = profile || (argc > 1 && std::string(argv[1]) == "chunk");
+  const int H = 4, dk_max = 256, dv_max = 512, total = kTotal;
   float *q, *k, *v, *g, *o, *pool;
   int32_t *cu, *slots;
-  CHECK(cudaMalloc(&q, size_t(total) * H * dk * 4));
-  CHECK(cudaMalloc(&k, size_t(total) * H * dk * 4));
-  CHECK(cudaMalloc(&g, size_t(total) * H * dk * 4));
-  CHECK(cudaMalloc(&v, size_t(total) * H * dv * 4));
-  CHECK(cudaMalloc(&o, size_t(total) * H * dv * 4));
-  CHECK(cudaMalloc(&pool, size_t(8) * H * dk * dv * 4));
+  CHECK(cudaMalloc(&q, size_t(total) * H * dk_max * 4));
+  CHECK(cudaMalloc(&k, size_t(total) * H * dk_max * 4));
+  CHECK(cudaMalloc(&g, size_t(total) * H * dk_max * 4));
+  CHECK(cudaMalloc(&v, size_t(total) * H * dv_max * 4));
+  CHECK(cudaMalloc(&o, size_t(total) * H * dv_max * 4));
+  CHECK(cudaMalloc(&pool, size_t(8) * H * dk_max * dv_max * 4));
+  CHECK(cudaMemset(pool, 0, size_t(8) * H * dk_max * dv_max * 4));
   CHECK(cudaMalloc(&cu, 9 * 4));
   CHECK(cudaMalloc(&slots, 8 * 4));
   {
     std::mt19937 rng(3);
     std::uniform_real_distribution<float> u(-1.f, 1.f);
-    std::vector<float> h(size_t(total) * H * dv);
+    std::vector<float> h(size_t(total) * H * dv_max);
     for (auto& x : h) x = u(rng);
-    CHECK(cudaMemcpy(q, h.data(), size_t(total) * H * dk * 4, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(k, h.data() + 7, size_t(total) * H * dk * 4, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(v, h.data(), size_t(total) * H * dv * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(q, h.data(), size_t(total) * H * dk_max * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(k, h.data() + 7, size_t(total) * H * dk_max * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(v, h.data(), size_t(total) * H * dv_max * 4, cudaMemcpyHostToDevice));
     for (auto& x : h) x = -0.05f * (x + 1.0f);
-    CHECK(cudaMemcpy(g, h.data(), size_t(total) * H * dk * 4, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(g, h.data(), size_t(total) * H * dk_max * 4, cudaMemcpyHostToDevice));
     std::vector<int32_t> ids = {0, 1, 2, 3, 4, 5, 6, 7};
     CHECK(cudaMemcpy(slots, ids.data(), 32, cudaMemcpyHostToDevice));
   }
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s. GLA prefill forward, gla-1.3B heads (H=4, dk=256, dv=512), 16,384 tokens per call,\n"
-              "fp32 in/out, fused-recurrent form (CUDA cores). Anchors: fla chunk_gla (bf16) and FlashAttention-2.\n\n",
-              prop.name);
-  std::printf("| B x T | ms | tokens/s | vs fla chunk_gla | vs FlashAttention-2 |\n| --- | --- | --- | --- | --- |\n");
   cudaEvent_t e0, e1;
   CHECK(cudaEventCreate(&e0));
   CHECK(cudaEventCreate(&e1));
-  for (const Anchor& a : anchors) {
+
+  auto params = [&](const Anchor& a, int dk, int dv) {
     std::vector<int32_t> cuh(a.B + 1);
     for (int i = 0; i <= a.B; ++i) cuh[i] = i * a.T;
     CHECK(cudaMemcpy(cu, cuh.data(), (a.B + 1) * 4, cudaMemcpyHostToDevice));
@@ -71,21 +102,55 @@ int main() {
     p.state_base = pool;
     p.slot_stride = int64_t{H} * dk * dv;
     p.slots = slots;
-    p.scale = 0.0625f;
-    CHECK(gla::cuda::GlaPrefillRecurrent(p, nullptr));
-    std::vector<float> ms;
-    for (int rep = 0; rep < 5; ++rep) {
-      CHECK(cudaEventRecord(e0));
-      CHECK(gla::cuda::GlaPrefillRecurrent(p, nullptr));
-      CHECK(cudaEventRecord(e1));
-      CHECK(cudaEventSynchronize(e1));
-      float t;
-      CHECK(cudaEventElapsedTime(&t, e0, e1));
-      ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    const double t = ms[ms.size() / 2];
+    p.scale = 1.0f / std::sqrt(float(dk));
+    p.total_tokens = a.B * a.T;
+    return p;
+  };
+
+  std::printf("device: %s (%d SMs). GLA prefill forward, 16,384 tokens per call, fp32 in/out, states in slots.\n"
+              "Anchors (same H100, gla-1.3B hidden size): fla chunk_gla forward (bf16) and FlashAttention-2 causal forward.\n\n",
+              prop.name, prop.multiProcessorCount);
+
+  if (!chunk_only) std::printf("fused-recurrent form (GlaPrefillRecurrent, CUDA cores), gla-1.3B heads (H=4, dk=256, dv=512):\n\n");
+  if (!chunk_only) std::printf("| B x T | ms | tokens/s | vs fla chunk_gla | vs FlashAttention-2 |\n| --- | --- | --- | --- | --- |\n");
+  for (const Anchor& a : kAnchors) {
+    if (chunk_only) break;
+    const auto p = params(a, 256, 512);
+    const double t = TimeMs(gla::cuda::GlaPrefillRecurrent, p, 3, e0, e1);
     std::printf("| %d x %d | %.2f | %.0f | %.2fx | %.2fx |\n", a.B, a.T, t, total / (t * 1e-3), a.fla_ms / t, a.fa2_ms / t);
   }
+
+  // Chunkwise form. FLOPs counted as the chunk algorithm's useful work per token and head:
+  // 2 dk dv (inter-chunk o) + 2 dk dv (state update) + C/2 * 2 (dk + dv) (causal intra-chunk A and A V).
+  struct Shape {
+    const char* name;
+    int dk, dv;
+  };
+  const Shape shapes[] = {{"gla-1.3B heads (H=4, dk=256, dv=512)", 256, 512}, {"gla-340M heads (H=4, dk=128, dv=256)", 128, 256}};
+  size_t ws_bytes = 0;
+  for (const Shape& s : shapes)
+    for (const Anchor& a : kAnchors) ws_bytes = std::max(ws_bytes, gla::cuda::GlaPrefillChunkWorkspaceBytes(params(a, s.dk, s.dv), total));
+  void* ws = nullptr;
+  CHECK(cudaMalloc(&ws, ws_bytes));
+  std::printf("\nchunkwise form (GlaPrefillChunk, bf16 mma.sync, fp32 state; workspace %.1f MB):\n\n", ws_bytes / 1e6);
+  std::printf("| device | shape | B x T | ms | TFLOP/s | vs fla chunk_gla (1.3B anchor) | vs FlashAttention-2 (1.3B anchor) |\n"
+              "| --- | --- | --- | --- | --- | --- | --- |\n");
+  for (const Shape& s : shapes)
+    for (const Anchor& a : kAnchors) {
+      auto p = params(a, s.dk, s.dv);
+      p.workspace = ws;
+      p.workspace_bytes = ws_bytes;
+      if (profile) {
+        CHECK(gla::cuda::GlaPrefillChunk(p, nullptr));
+        CHECK(cudaDeviceSynchronize());
+        continue;
+      }
+      const double t = TimeMs(gla::cuda::GlaPrefillChunk, p, 11, e0, e1);
+      const double flops = double(total) * H * (4.0 * s.dk * s.dv + 64.0 * (s.dk + s.dv));
+      std::printf("| %s | %s | %d x %d | %.3f | %.1f | %.2fx | %.2fx |\n", prop.name, s.name, a.B, a.T, t,
+                  flops / (t * 1e-3) / 1e12, a.fla_ms / t, a.fa2_ms / t);
+    }
+  CHECK(cudaFree(ws));
+  for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)g, (void*)o, (void*)pool, (void*)cu, (void*)slots}) CHECK(cudaFree(ptr));
   return 0;
 }

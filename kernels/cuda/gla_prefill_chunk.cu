@@ -1,0 +1,720 @@
+// GLA prefill in the chunkwise form on tensor cores (bf16 mma.sync, fp32 accumulation, fp32 state),
+// many variable-length sequences per launch. The CPU reference of the same algorithm is
+// kernels/cpu/gla_chunkwise.cc; the definition is cpu::GlaRecurrentNaive.
+//
+// Per head, a chunk of C = 64 tokens starting from state S (b_t = inclusive cumsum of g in the chunk):
+//   o_t = (scale q_t . exp(b_t)) S + sum_{s<=t} A_ts v_s            ("inter" + "intra")
+//   S'  = diag(exp(b_63)) S + sum_s (k_s . exp(b_63 - b_s))^T v_s      (every exponent <= 0)
+// A (64 x 64, lower triangle) is built from sub-chunks of 16: for s in sub-chunk j < i, with r the
+// first row of sub-chunk i, A_ts = (q_t . exp(b_t - b_r)) . (k_s . exp(b_r - b_s)) - a bf16 matmul
+// whose exponents are all <= 0; inside one sub-chunk A_ts = sum_x q_tx k_sx exp(b_tx - b_sx), exact
+// in fp32, with exp(b_t - b_s) formed as the product of the per-token factors exp(g_u), s < u <= t
+// (each <= 1: no cancellation in b_t - b_s, and no exp per (t, s) pair).
+//
+// Three kernels, because the work splits into a part that is parallel over chunks and a part that
+// is sequential along the sequence:
+//  1. Prep (grid: chunk x head; 256 threads, 2 blocks/SM): reads q, k, g (fp32) once and writes
+//     bf16 qg = scale q exp(b), kg = k exp(b_63 - b), fp32 decay = exp(b_63) per chunk, and the
+//     bf16 intra-chunk matrix A. dk is walked in slices of 64 columns so that the fp32 staging
+//     (75 KB) leaves room for two blocks per SM; A's partial sums stay in registers across slices.
+//     The diagonal sub-chunks are computed from registers (each lane holds k and exp(g) of the 16
+//     rows for its two columns; the 16 per-row sums are reduced across lanes with 16 shuffles) and
+//     the off-diagonal operands are running products of exp(g), because a first version that read
+//     k and b from smem per (t, s) pair and called exp per pair was bound by smem and MUFU
+//     (this kernel took 60% longer).
+//  2. Main (grid: segment x head x 64-column dv tile; 8 warps): walks the chunks of its segment with
+//     the state slice S^T [64 dv, dk] in registers. Warp w owns 16 dv rows (w % 4) and half of dk
+//     (w / 4). The state is kept transposed in the mma accumulator layout because that layout is
+//     exactly the A-operand layout of the next chunk's o^T = S^T qg^T (the FlashAttention-2
+//     P-in-registers trick): the inter-chunk product reads S from registers, no smem round trip.
+//     Per chunk: o^T = S^T qg^T + V^T A^T (the two dk halves reduce through smem, then o is written
+//     coalesced), S^T = S^T diag(decay) + V^T kg. qg/kg/A/V of the next chunk stream in with
+//     cp.async (double buffer, ~200 KB smem at dk = 256). The q/k side is shared by the dv tiles of
+//     a head through L2; the fp32 v is read once per tile (each tile reads only its columns).
+//  3. Segments, for parallelism when few sequences are packed (batch 1: H x dv/64 = 32 blocks is a
+//     quarter of an H100): a sequence is cut into segments; a state-only pass of the main kernel
+//     computes each segment's local end state from zero (and its total decay) into the workspace,
+//     then every segment's main block starts from S_in = D_{j-1} (... (D_0 S_0 + L_0) ...) + L_{j-1}.
+//     Only a few segment states are written (not one per chunk). Chosen on the host from the
+//     number of blocks vs. multiprocessors; the plan also sizes the workspace.
+//
+// Measured on H100 (tests/cuda/gla_prefill_bench.cc): gla-1.3B heads, 16K tokens: ~0.46 ms (B8, B4),
+// ~0.60 ms (B2, B1: + the state-only pass). Prep is ~40% (HBM ~40% busy: latency of its phases),
+// main ~60%: each chunk step re-reads 92 KB of bf16 qg/kg/A + fp32 v per block from L2 (8 dv tiles
+// share a head's qg/kg) and waits at four barriers with 8 warps per SM; tensor pipes ~20% busy.
+// Next steps: wgmma with the state as a register A operand and qg/kg from smem, TMA multicast of
+// qg/kg across the dv tiles of a head (a cluster), and fusing prep into main through that cluster.
+// Rows beyond a sequence's end are zero-filled in smem (cp.async zfill), never read or written.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/gla.h"
+
+namespace gla::cuda {
+
+namespace {
+
+constexpr int kChunk = 64;   // tokens per chunk (the state is carried between chunks)
+constexpr int kSub = 16;     // tokens per sub-chunk (= the mma k / m granularity)
+static_assert(kChunk == 4 * kSub, "the prep kernel's sub-chunk bookkeeping assumes 4 sub-chunks");
+constexpr int kDvTile = 64;  // value columns per main block
+constexpr int kThreads = 256;
+constexpr int64_t kNoSplit = int64_t{1} << 40;  // a segment length no sequence reaches
+
+using bf16 = __nv_bfloat16;
+
+// Device workspace carved by the host plan (see Plan below).
+struct Workspace {
+  bf16* qg;          // [tokens, H, dk]    scale * q * exp(b)
+  bf16* kg;          // [tokens, Hkv, dk]  k * exp(b_last - b)
+  bf16* A;           // [tokens, H, 64]    intra-chunk matrix row t (scale included), zero above the diagonal
+  float* decay;      // [chunk ids, Hkv, dk]  exp(b_last)
+  float* seg_state;  // [segment ids, Hkv, dk, dv]  local end state of a segment from zero
+  float* seg_decay;  // [segment ids, Hkv, dk]      product of its chunk decays
+  int64_t seg_len;   // tokens per segment (multiple of 64), kNoSplit when sequences are not cut
+};
+
+// ---------------------------------------------------------------------------------------------
+// Small PTX helpers.
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy; when !valid nothing is read and the 16 bytes are zero-filled.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncWait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+
+// D += A B, m16n8k16, bf16 in, fp32 accumulate.
+__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Sum of v[j] over the 32 lanes for all 16 j with 16 shuffles (each step halves the values a lane
+// carries): on return, lane L holds the total for j = (L >> 1) & 15.
+__device__ __forceinline__ float TransposeReduce16(float (&v)[16], int lane) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const bool up = lane & 16;
+    const float send = up ? v[i] : v[i + 8], keep = up ? v[i + 8] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const bool up = lane & 8;
+    const float send = up ? v[i] : v[i + 4], keep = up ? v[i + 4] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const bool up = lane & 4;
+    const float send = up ? v[i] : v[i + 2], keep = up ? v[i + 2] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+  }
+  {
+    const bool up = lane & 2;
+    const float send = up ? v[0] : v[1], keep = up ? v[1] : v[0];
+    v[0] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+  }
+  return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
+}
+
+// Units (chunks or segments) of `unit` tokens are numbered per sequence from
+// base(n) = cu[n] / unit + n, which is strictly increasing in n and leaves room for
+// ceil(len_n / unit) ids: ids stay below total / unit + num_seqs. Finds (n, index) of `id`;
+// false when the id falls in a gap.
+__device__ __forceinline__ bool FindUnit(const int32_t* cu, int num_seqs, int64_t id, int64_t unit, int* n_out,
+                                         int64_t* index_out) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {  // largest n with base(n) <= id
+    const int mid = (lo + hi + 1) >> 1;
+    if (cu[mid] / unit + mid <= id) lo = mid;
+    else hi = mid - 1;
+  }
+  const int64_t index = id - (cu[lo] / unit + lo);
+  if (index < 0 || index * unit >= int64_t{cu[lo + 1]} - cu[lo]) return false;
+  *n_out = lo;
+  *index_out = index;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Prep: gated bf16 q/k, decays and the intra-chunk matrix A, per (chunk, head).
+
+struct PrepSmem {
+  float q[kChunk][68];  // scale * q (fp32), one 64-column slice of dk; 68: conflict-free float2 rows
+  float k[kChunk][68];
+  float a[kChunk][68];  // g while loading, then exp(g)
+  float tot[8][kChunk];  // per 8-row group column sums of g (cumsum offsets)
+  union {
+    struct {
+      bf16 qr[48][72];  // sub-chunks 1..3: q_t exp(b_t - b_r), r = first row of the sub-chunk
+      bf16 kr[96][72];  // for sub-chunk i = 1..3 (rows 0 / 16 / 48): k_s exp(b_r - b_s), s < r
+    } op;
+    bf16 aout[kChunk][72];  // after the last slice
+  } u;
+};
+__host__ __device__ constexpr int KrBase(int i) { return i == 1 ? 0 : i == 2 ? 16 : 48; }
+
+template <int DK>
+__global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefillCudaParams p, const Workspace w) {
+  static_assert(DK % 64 == 0 && DK <= 256, "dk is walked in 64-column slices");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  PrepSmem& sm = *reinterpret_cast<PrepSmem*>(smem_raw);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int h = blockIdx.y;
+  int n;
+  int64_t c;
+  if (!FindUnit(p.cu_seqlens, p.num_seqs, blockIdx.x, kChunk, &n, &c)) return;
+  const int t0 = p.cu_seqlens[n] + static_cast<int>(c) * kChunk;
+  const int L = min(kChunk, p.cu_seqlens[n + 1] - t0);
+  const int groups = p.H / p.Hkv, hk = h / groups;
+  const bool own_kv = h % groups == 0;  // one head of each group writes kg and decay
+  const float* qb = p.q + int64_t{t0} * p.q_stride + h * DK;
+  const float* kb = p.k + int64_t{t0} * p.k_stride + hk * DK;
+  const float* gb = p.g + int64_t{t0} * p.g_stride + hk * DK;
+
+  // Off-diagonal sub-chunk pairs: warp w < 6 owns one 16 x 16 tile (i, j < i) for all slices.
+  const int job_i = warp < 1 ? 1 : warp < 3 ? 2 : 3;
+  const int job_j = warp < 1 ? 0 : warp < 3 ? warp - 1 : warp - 3;
+  float off[2][4] = {};
+  // Diagonal sub-chunks: warp w owns sub-chunk w / 2, rows (w & 1) + 2 i, i < 8.
+  const int dsub = warp >> 1, dpar = warp & 1;
+  float diag[8] = {};
+
+  for (int c0 = 0; c0 < DK; c0 += 64) {
+    for (int i = tid; i < kChunk * 16; i += kThreads) {
+      const int r = i >> 4, c4 = (i & 15) * 4;
+      float4 qv = make_float4(0.f, 0.f, 0.f, 0.f), kv = qv, gv = qv;
+      if (r < L) {
+        qv = __ldg(reinterpret_cast<const float4*>(qb + r * p.q_stride + c0 + c4));
+        kv = __ldg(reinterpret_cast<const float4*>(kb + r * p.k_stride + c0 + c4));
+        gv = __ldg(reinterpret_cast<const float4*>(gb + r * p.g_stride + c0 + c4));
+      }
+      *reinterpret_cast<float4*>(&sm.q[r][c4]) = make_float4(p.scale * qv.x, p.scale * qv.y, p.scale * qv.z, p.scale * qv.w);
+      *reinterpret_cast<float4*>(&sm.k[r][c4]) = kv;
+      *reinterpret_cast<float4*>(&sm.a[r][c4]) = gv;  // rows >= L: g = 0, so b stays at b_{L-1}
+    }
+    __syncthreads();
+    // Cumsum of g down the rows: thread = (2 adjacent columns, 8-row group); b stays in registers.
+    const int cx = 2 * (tid & 31), rg = tid >> 5;
+    float2 b[8];
+    {
+      float2 s = make_float2(0.f, 0.f);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        float2* ap = reinterpret_cast<float2*>(&sm.a[rg * 8 + i][cx]);
+        const float2 g = *ap;
+        s.x += g.x;
+        s.y += g.y;
+        b[i] = s;
+        *ap = make_float2(__expf(g.x), __expf(g.y));
+      }
+      *reinterpret_cast<float2*>(&sm.tot[rg][cx]) = s;
+    }
+    __syncthreads();
+    {
+      float2 offset = make_float2(0.f, 0.f), total = offset;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float2 t = *reinterpret_cast<const float2*>(&sm.tot[j][cx]);
+        if (j < rg) offset.x += t.x, offset.y += t.y;
+        total.x += t.x;
+        total.y += t.y;
+      }
+      bf16* qg = w.qg + int64_t{t0} * p.H * DK + h * DK + c0 + cx;
+      bf16* kg = w.kg + int64_t{t0} * p.Hkv * DK + hk * DK + c0 + cx;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int r = rg * 8 + i;
+        if (r < L) {
+          const float bx = b[i].x + offset.x, by = b[i].y + offset.y;
+          const float2 qv = *reinterpret_cast<const float2*>(&sm.q[r][cx]);
+          *reinterpret_cast<uint32_t*>(qg + int64_t{r} * p.H * DK) = PackBf16(qv.x * __expf(bx), qv.y * __expf(by));
+          if (own_kv) {
+            const float2 kv = *reinterpret_cast<const float2*>(&sm.k[r][cx]);
+            *reinterpret_cast<uint32_t*>(kg + int64_t{r} * p.Hkv * DK) =
+                PackBf16(kv.x * __expf(fminf(total.x - bx, 0.f)), kv.y * __expf(fminf(total.y - by, 0.f)));
+          }
+        }
+      }
+      if (rg == 0 && own_kv)
+        *reinterpret_cast<float2*>(w.decay + (int64_t{blockIdx.x} * p.Hkv + hk) * DK + c0 + cx) =
+            make_float2(__expf(total.x), __expf(total.y));
+    }
+    // Sub-chunk-relative bf16 operands of the off-diagonal matmuls, as running products of
+    // exp(g) (every factor <= 1): thread = (column, task), tasks of 48 rows each.
+    if (tid < 192) {
+      const int x = tid & 63, task = tid >> 6;
+      if (task == 0) {  // kr for sub-chunk 3: s = 47 .. 0
+        float P = 1.f;
+        for (int s = 47; s >= 0; --s) {
+          P *= sm.a[s + 1][x];
+          sm.u.op.kr[KrBase(3) + s][x] = __float2bfloat16_rn(sm.k[s][x] * P);
+        }
+      } else if (task == 1) {  // kr for sub-chunks 2 (s = 31 .. 0) and 1 (s = 15 .. 0)
+        float P = 1.f;
+        for (int s = 31; s >= 0; --s) {
+          P *= sm.a[s + 1][x];
+          sm.u.op.kr[KrBase(2) + s][x] = __float2bfloat16_rn(sm.k[s][x] * P);
+        }
+        P = 1.f;
+        for (int s = 15; s >= 0; --s) {
+          P *= sm.a[s + 1][x];
+          sm.u.op.kr[KrBase(1) + s][x] = __float2bfloat16_rn(sm.k[s][x] * P);
+        }
+      } else {  // qr for sub-chunks 1..3: t = r .. r + 15
+        for (int i = 1; i < 4; ++i) {
+          float P = 1.f;
+          for (int t = 16 * i; t < 16 * i + 16; ++t) {
+            if (t > 16 * i) P *= sm.a[t][x];
+            sm.u.op.qr[t - 16][x] = __float2bfloat16_rn(sm.q[t][x] * P);
+          }
+        }
+      }
+    }
+    // Diagonal sub-chunks, exact in fp32, registers only: lanes own columns (lane, lane + 32) and
+    // hold k and exp(g) of the 16 rows; row t takes exp(b_t - b_s) as the product down from s = t.
+    {
+      const int r0 = dsub * 16;
+      float kv[16][2], av[16][2];
+#pragma unroll
+      for (int s = 0; s < 16; ++s) {
+        kv[s][0] = sm.k[r0 + s][lane];
+        kv[s][1] = sm.k[r0 + s][lane + 32];
+        av[s][0] = sm.a[r0 + s][lane];
+        av[s][1] = sm.a[r0 + s][lane + 32];
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int tr = dpar + 2 * i;
+        const float q0 = sm.q[r0 + tr][lane], q1 = sm.q[r0 + tr][lane + 32];
+        float p0 = 1.f, p1 = 1.f, acc[16];
+#pragma unroll
+        for (int s = 15; s >= 0; --s) {
+          acc[s] = 0.f;
+          if (s <= tr) {
+            acc[s] = q0 * kv[s][0] * p0 + q1 * kv[s][1] * p1;
+            p0 *= av[s][0];  // exp(b_t - b_{s-1}) = exp(b_t - b_s) exp(g_s)
+            p1 *= av[s][1];
+          }
+        }
+        diag[i] += TransposeReduce16(acc, lane);
+      }
+    }
+    __syncthreads();
+    if (warp < 6) {
+      const bf16* qrow = &sm.u.op.qr[(job_i - 1) * 16][0];
+      const bf16* krow = &sm.u.op.kr[KrBase(job_i) + job_j * 16][0];
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        uint32_t a[4], bfr[4];
+        LdMatrixX4(a, qrow + (lane & 15) * 72 + ks * 16 + (lane >> 4) * 8);
+        LdMatrixX4(bfr, krow + (((lane >> 4) & 1) * 8 + (lane & 7)) * 72 + ks * 16 + ((lane >> 3) & 1) * 8);
+        Mma(off[0], a, bfr[0], bfr[1]);
+        Mma(off[1], a, bfr[2], bfr[3]);
+      }
+    }
+    __syncthreads();  // the next slice overwrites q/k/a/qr/kr
+  }
+
+  // Assemble A (bf16) in smem (over the dead qr/kr), then write the valid rows coalesced.
+  for (int i = tid; i < kChunk * 72 / 8; i += kThreads) reinterpret_cast<uint4*>(&sm.u.aout[0][0])[i] = make_uint4(0, 0, 0, 0);
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int tr = dpar + 2 * i, j = (lane >> 1) & 15;
+    if ((lane & 1) == 0 && j <= tr) sm.u.aout[dsub * 16 + tr][dsub * 16 + j] = __float2bfloat16_rn(diag[i]);
+  }
+  if (warp < 6) {
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = job_i * 16 + (lane >> 2) + (e >> 1) * 8, s = job_j * 16 + nt * 8 + (lane & 3) * 2 + (e & 1);
+        sm.u.aout[t][s] = __float2bfloat16_rn(off[nt][e]);
+      }
+  }
+  __syncthreads();
+  for (int i = tid; i < kChunk * 8; i += kThreads) {
+    const int r = i >> 3, c8 = (i & 7) * 8;
+    if (r < L)
+      *reinterpret_cast<uint4*>(w.A + (int64_t{t0} + r) * p.H * kChunk + h * kChunk + c8) =
+          *reinterpret_cast<const uint4*>(&sm.u.aout[r][c8]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Main: the sequential walk over chunks with the state in registers.
+
+template <int DK>
+struct MainSmem {
+  static constexpr int kQkLd = DK + 8;  // bf16 row stride: +16 B keeps ldmatrix rows on distinct banks
+  static constexpr int kALd = 72, kVLd = 68, kOLd = 68;  // 68 floats: conflict-free fragment loads
+  static constexpr size_t kQg = size_t{kChunk} * kQkLd * 2, kKg = kQg, kA = size_t{kChunk} * kALd * 2;
+  static constexpr size_t kV = size_t{kChunk} * kVLd * 4, kDecay = size_t{DK} * 4;
+  static constexpr size_t kStage = kQg + kKg + kA + kV + kDecay;
+  static constexpr size_t kBytes = 2 * kStage + size_t{kChunk} * kOLd * 4;
+  static_assert(kQg % 16 == 0 && kA % 16 == 0 && kV % 16 == 0 && kDecay % 16 == 0, "16-byte cp.async slots");
+  static_assert(kBytes <= 227 * 1024, "fits an H100 block");
+};
+
+template <int DK, bool kStateOnly>
+__global__ void __launch_bounds__(kThreads, 1) GlaChunkMainKernel(const GlaPrefillCudaParams p, const Workspace w) {
+  using Sm = MainSmem<DK>;
+  constexpr int kHalf = DK / 2;     // dk columns per warp
+  constexpr int kNj = kHalf / 8;    // n8 tiles of the state per warp
+  static_assert(kNj % 2 == 0, "dk tiles come in pairs (one ldmatrix.x4)");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int mg = warp & 3, kh = warp >> 2;  // 16 dv rows, one dk half
+
+  const int ndv = (p.dv + kDvTile - 1) / kDvTile;
+  const int hx = kStateOnly ? p.Hkv : p.H;
+  int64_t x = blockIdx.x;
+  const int dvt = static_cast<int>(x % ndv);
+  x /= ndv;
+  const int h = static_cast<int>(x % hx);
+  const int64_t segid = x / hx;
+  int n;
+  int64_t seg;
+  if (!FindUnit(p.cu_seqlens, p.num_seqs, segid, w.seg_len, &n, &seg)) return;
+  const int begin = p.cu_seqlens[n], end = p.cu_seqlens[n + 1];
+  const int64_t nseg = (int64_t{end} - begin + w.seg_len - 1) / w.seg_len;
+  if (kStateOnly && seg >= nseg - 1) return;  // the last segment's local state is never needed
+  const int hk = kStateOnly ? h : h / (p.H / p.Hkv);
+  const int s0 = begin + static_cast<int>(seg * w.seg_len);
+  const int s1 = static_cast<int>(end - s0 < w.seg_len ? end : s0 + w.seg_len);
+  const int nchunks = (s1 - s0 + kChunk - 1) / kChunk;
+  const int64_t chunk0 = begin / kChunk + n + (s0 - begin) / kChunk;  // chunk id of the segment's first chunk
+  const int dv0 = dvt * kDvTile;
+
+  // This thread's state elements: S^T[dv][dk] in the m16n8 accumulator layout,
+  // acc[j][e]: dv = dv0 + 16 mg + lane/4 + 8 (e >> 1), dk = kHalf kh + 8 j + 2 (lane % 4) + (e & 1).
+  float acc[kNj][4];
+  const int my_dv = dv0 + 16 * mg + (lane >> 2);
+  const int my_dk = kh * kHalf + 2 * (lane & 3);
+  auto for_each_elem = [&](auto&& f) {
+#pragma unroll
+    for (int j = 0; j < kNj; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) f(acc[j][e], my_dk + 8 * j + (e & 1), my_dv + 8 * (e >> 1));
+  };
+  for_each_elem([&](float& s, int, int) { s = 0.f; });
+  float* slot_state = nullptr;
+  if (!kStateOnly) {
+    if (p.slots)
+      slot_state = p.state_base + int64_t{p.slots[n]} * p.slot_stride + int64_t{h} * DK * p.dv;
+    if (slot_state)
+      for_each_elem([&](float& s, int dk, int dv) { s = dv < p.dv ? slot_state[int64_t{dk} * p.dv + dv] : 0.f; });
+    for (int64_t j = 0; j < seg; ++j) {  // S_in = D_j S + L_j over the earlier segments
+      const int64_t id = segid - seg + j;
+      const float* ls = w.seg_state + (id * p.Hkv + hk) * DK * p.dv;
+      const float* ld = w.seg_decay + (id * p.Hkv + hk) * DK;
+      for_each_elem([&](float& s, int dk, int dv) {
+        if (dv < p.dv) s = ld[dk] * s + ls[int64_t{dk} * p.dv + dv];
+      });
+    }
+  }
+  float seg_decay = 1.f;  // state-only pass: product of the chunk decays, dk row = tid
+
+  auto stage_ptr = [&](int stage) { return smem_raw + stage * Sm::kStage; };
+  auto issue = [&](int ci, int stage) {
+    unsigned char* st = stage_ptr(stage);
+    bf16* qg_s = reinterpret_cast<bf16*>(st);
+    bf16* kg_s = reinterpret_cast<bf16*>(st + Sm::kQg);
+    bf16* a_s = reinterpret_cast<bf16*>(st + Sm::kQg + Sm::kKg);
+    float* v_s = reinterpret_cast<float*>(st + Sm::kQg + Sm::kKg + Sm::kA);
+    float* d_s = reinterpret_cast<float*>(st + Sm::kQg + Sm::kKg + Sm::kA + Sm::kV);
+    const int tok0 = s0 + ci * kChunk, L = min(kChunk, s1 - tok0);
+    constexpr int kRowChunks = DK / 8;  // 16-byte pieces per bf16 row
+    for (int i = tid; i < kChunk * kRowChunks; i += kThreads) {
+      const int r = i / kRowChunks, c8 = (i % kRowChunks) * 8;
+      const bool ok = r < L;
+      const bf16* src = ok ? w.kg + (int64_t{tok0} + r) * p.Hkv * DK + hk * DK + c8 : w.kg;
+      CpAsync16(kg_s + r * Sm::kQkLd + c8, src, ok);
+      if (!kStateOnly) {
+        const bf16* srq = ok ? w.qg + (int64_t{tok0} + r) * p.H * DK + h * DK + c8 : w.qg;
+        CpAsync16(qg_s + r * Sm::kQkLd + c8, srq, ok);
+      }
+    }
+    if (!kStateOnly)
+      for (int i = tid; i < kChunk * 8; i += kThreads) {
+        const int r = i >> 3, c8 = (i & 7) * 8;
+        const bool ok = r < L;
+        const bf16* src = ok ? w.A + (int64_t{tok0} + r) * p.H * kChunk + h * kChunk + c8 : w.A;
+        CpAsync16(a_s + r * Sm::kALd + c8, src, ok);
+      }
+    for (int i = tid; i < kChunk * 16; i += kThreads) {
+      const int r = i >> 4, c4 = (i & 15) * 4;
+      const bool ok = r < L && dv0 + c4 < p.dv;
+      const float* src = ok ? p.v + (int64_t{tok0} + r) * p.v_stride + hk * p.dv + dv0 + c4 : p.v;
+      CpAsync16(v_s + r * Sm::kVLd + c4, src, ok);
+    }
+    for (int i = tid; i < DK / 4; i += kThreads)
+      CpAsync16(d_s + 4 * i, w.decay + ((chunk0 + ci) * p.Hkv + hk) * DK + 4 * i, true);
+  };
+
+  float* obuf = reinterpret_cast<float*>(smem_raw + 2 * Sm::kStage);
+  if (nchunks > 0) issue(0, 0);
+  CpAsyncCommit();
+  for (int ci = 0; ci < nchunks; ++ci) {
+    if (ci + 1 < nchunks) issue(ci + 1, (ci + 1) & 1);
+    CpAsyncCommit();
+    CpAsyncWait1();
+    __syncthreads();
+    const unsigned char* st = stage_ptr(ci & 1);
+    const bf16* qg_s = reinterpret_cast<const bf16*>(st);
+    const bf16* kg_s = reinterpret_cast<const bf16*>(st + Sm::kQg);
+    const bf16* a_s = reinterpret_cast<const bf16*>(st + Sm::kQg + Sm::kKg);
+    const float* v_s = reinterpret_cast<const float*>(st + Sm::kQg + Sm::kKg + Sm::kA);
+    const float* d_s = reinterpret_cast<const float*>(st + Sm::kQg + Sm::kKg + Sm::kA + Sm::kV);
+    const int tok0 = s0 + ci * kChunk, L = min(kChunk, s1 - tok0);
+
+    // V^T as the A operand (m = 16 dv rows of this warp, k = tokens), all 4 token steps; fp32 smem -> bf16.
+    uint32_t vf[4][4];
+    {
+      const int m = 16 * mg + (lane >> 2), k = 2 * (lane & 3);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        const float* v0 = v_s + (16 * ks + k) * Sm::kVLd + m;
+        vf[ks][0] = PackBf16(v0[0], v0[Sm::kVLd]);
+        vf[ks][1] = PackBf16(v0[8], v0[Sm::kVLd + 8]);
+        vf[ks][2] = PackBf16(v0[8 * Sm::kVLd], v0[9 * Sm::kVLd]);
+        vf[ks][3] = PackBf16(v0[8 * Sm::kVLd + 8], v0[9 * Sm::kVLd + 8]);
+      }
+    }
+
+    if (!kStateOnly) {
+      // o^T [16 dv, 64 tok] = S^T qg^T over this warp's dk half (S from registers) + V^T A^T.
+      float o[8][4] = {};
+#pragma unroll
+      for (int ks = 0; ks < kHalf / 16; ++ks) {
+        const uint32_t a[4] = {PackBf16(acc[2 * ks][0], acc[2 * ks][1]), PackBf16(acc[2 * ks][2], acc[2 * ks][3]),
+                               PackBf16(acc[2 * ks + 1][0], acc[2 * ks + 1][1]),
+                               PackBf16(acc[2 * ks + 1][2], acc[2 * ks + 1][3])};
+#pragma unroll
+        for (int tp = 0; tp < 4; ++tp) {
+          uint32_t b[4];
+          LdMatrixX4(b, qg_s + (16 * tp + ((lane >> 4) & 1) * 8 + (lane & 7)) * Sm::kQkLd + kh * kHalf + 16 * ks +
+                            ((lane >> 3) & 1) * 8);
+          Mma(o[2 * tp], a, b[0], b[1]);
+          Mma(o[2 * tp + 1], a, b[2], b[3]);
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {  // the two dk halves split the 4 token steps of A V
+        const int ks = 2 * kh + kk;
+        uint32_t va[4];  // vf[ks] with compile-time indices only (kh is per warp): no local memory
+#pragma unroll
+        for (int r = 0; r < 4; ++r) va[r] = kh ? vf[2 + kk][r] : vf[kk][r];
+#pragma unroll
+        for (int tp = 0; tp < 4; ++tp) {
+          if (tp < ks) continue;  // A is lower triangular: t < s gives zero
+          uint32_t b[4];
+          LdMatrixX4(b, a_s + (16 * tp + ((lane >> 4) & 1) * 8 + (lane & 7)) * Sm::kALd + 16 * ks +
+                            ((lane >> 3) & 1) * 8);
+          Mma(o[2 * tp], va, b[0], b[1]);
+          Mma(o[2 * tp + 1], va, b[2], b[3]);
+        }
+      }
+      // Reduce the two dk halves in smem ([tok][dv]), then store o rows coalesced.
+      auto o_at = [&](int nt, int e) -> float& {
+        return obuf[(8 * nt + 2 * (lane & 3) + (e & 1)) * Sm::kOLd + 16 * mg + (lane >> 2) + 8 * (e >> 1)];
+      };
+      if (kh == 1)
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o_at(nt, e) = o[nt][e];
+      __syncthreads();
+      if (kh == 0)
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) o_at(nt, e) += o[nt][e];
+      __syncthreads();
+      for (int i = tid; i < kChunk * 16; i += kThreads) {
+        const int r = i >> 4, c4 = (i & 15) * 4;
+        if (r < L && dv0 + c4 < p.dv)
+          *reinterpret_cast<float4*>(p.o + (int64_t{tok0} + r) * p.o_stride + int64_t{h} * p.dv + dv0 + c4) =
+              *reinterpret_cast<const float4*>(obuf + r * Sm::kOLd + c4);
+      }
+    } else if (tid < DK) {
+      seg_decay *= d_s[tid];
+    }
+
+    // S^T = S^T diag(decay) + V^T kg.
+#pragma unroll
+    for (int j = 0; j < kNj; ++j) {
+      const float2 d = *reinterpret_cast<const float2*>(d_s + my_dk + 8 * j);
+      acc[j][0] *= d.x;
+      acc[j][1] *= d.y;
+      acc[j][2] *= d.x;
+      acc[j][3] *= d.y;
+    }
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+      for (int jp = 0; jp < kNj / 2; ++jp) {
+        uint32_t b[4];
+        LdMatrixX4Trans(b, kg_s + (16 * ks + ((lane >> 3) & 1) * 8 + (lane & 7)) * Sm::kQkLd + kh * kHalf + 16 * jp +
+                               ((lane >> 4) & 1) * 8);
+        Mma(acc[2 * jp], vf[ks], b[0], b[1]);
+        Mma(acc[2 * jp + 1], vf[ks], b[2], b[3]);
+      }
+    __syncthreads();  // the next iteration's copies overwrite this stage
+  }
+
+  if (kStateOnly) {
+    float* ls = w.seg_state + (segid * p.Hkv + hk) * DK * p.dv;
+    for_each_elem([&](float& s, int dk, int dv) {
+      if (dv < p.dv) ls[int64_t{dk} * p.dv + dv] = s;
+    });
+    if (dvt == 0 && tid < DK) w.seg_decay[(segid * p.Hkv + hk) * DK + tid] = seg_decay;
+  } else if (slot_state && seg == nseg - 1) {
+    for_each_elem([&](float& s, int dk, int dv) {
+      if (dv < p.dv) slot_state[int64_t{dk} * p.dv + dv] = s;
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side: the plan (segmentation and workspace carve-up) and the one dispatch site.
+
+struct Plan {
+  int64_t seg_len = kNoSplit;
+  int64_t chunk_ids = 0, seg_ids = 0;
+  size_t qg = 0, kg = 0, A = 0, decay = 0, seg_state = 0, seg_decay = 0, bytes = 0;
+};
+
+Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
+  Plan plan;
+  int sms = 132, dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    sms = 132;
+  const int64_t total = std::max(total_tokens, 0), seqs = std::max(p.num_seqs, 1);
+  const int64_t blocks = seqs * p.H * ((p.dv + kDvTile - 1) / kDvTile);  // main blocks without cutting
+  // Cut sequences into k segments only when the uncut grid fills less than 3/4 of the GPU (one
+  // main block per SM at dk = 256): k = SMs / blocks keeps the cut grid within one wave.
+  if (blocks * 4 < int64_t{sms} * 3) {
+    const int64_t k = sms / blocks;
+    const int64_t avg = (total + seqs - 1) / seqs;
+    const int64_t len = ((avg + k - 1) / k + kChunk - 1) / kChunk * kChunk;
+    if (k >= 2 && len >= 512) plan.seg_len = len;
+  }
+  plan.chunk_ids = total / kChunk + seqs;
+  plan.seg_ids = total / plan.seg_len + seqs;
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t at = off;
+    off += (bytes + 255) / 256 * 256;
+    return at;
+  };
+  plan.qg = take(size_t(total) * p.H * p.dk * 2);
+  plan.kg = take(size_t(total) * p.Hkv * p.dk * 2);
+  plan.A = take(size_t(total) * p.H * kChunk * 2);
+  plan.decay = take(size_t(plan.chunk_ids) * p.Hkv * p.dk * 4);
+  if (plan.seg_len != kNoSplit) {
+    plan.seg_state = take(size_t(plan.seg_ids) * p.Hkv * p.dk * p.dv * 4);
+    plan.seg_decay = take(size_t(plan.seg_ids) * p.Hkv * p.dk * 4);
+  }
+  plan.bytes = off;
+  return plan;
+}
+
+bool Aligned16(const void* ptr, int64_t stride) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride % 4 == 0;
+}
+
+template <int DK>
+cudaError_t Launch(const GlaPrefillCudaParams& p, const Plan& plan, cudaStream_t stream) {
+  unsigned char* base = static_cast<unsigned char*>(p.workspace);
+  Workspace w;
+  w.qg = reinterpret_cast<bf16*>(base + plan.qg);
+  w.kg = reinterpret_cast<bf16*>(base + plan.kg);
+  w.A = reinterpret_cast<bf16*>(base + plan.A);
+  w.decay = reinterpret_cast<float*>(base + plan.decay);
+  w.seg_state = reinterpret_cast<float*>(base + plan.seg_state);
+  w.seg_decay = reinterpret_cast<float*>(base + plan.seg_decay);
+  w.seg_len = plan.seg_len;
+  const int ndv = (p.dv + kDvTile - 1) / kDvTile;
+  cudaError_t e;
+  if ((e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                sizeof(PrepSmem))) != cudaSuccess)
+    return e;
+  if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                MainSmem<DK>::kBytes)) != cudaSuccess)
+    return e;
+  GlaChunkPrepKernel<DK><<<dim3(static_cast<unsigned>(plan.chunk_ids), p.H), kThreads, sizeof(PrepSmem), stream>>>(p, w);
+  if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  if (plan.seg_len != kNoSplit) {
+    if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  MainSmem<DK>::kBytes)) != cudaSuccess)
+      return e;
+    GlaChunkMainKernel<DK, true>
+        <<<static_cast<unsigned>(plan.seg_ids * p.Hkv * ndv), kThreads, MainSmem<DK>::kBytes, stream>>>(p, w);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  GlaChunkMainKernel<DK, false>
+      <<<static_cast<unsigned>(plan.seg_ids * p.H * ndv), kThreads, MainSmem<DK>::kBytes, stream>>>(p, w);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens) {
+  return MakePlan(p, total_tokens).bytes;
+}
+
+cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream) {
+  if (p.num_seqs == 0) return cudaSuccess;
+  if (p.num_seqs < 0 || p.H <= 0 || p.H > 65535 || p.Hkv <= 0 || p.H % p.Hkv != 0 || p.dv <= 0 || p.dv % 4 != 0 ||
+      p.cu_seqlens == nullptr || p.total_tokens < 0 || !Aligned16(p.q, p.q_stride) || !Aligned16(p.k, p.k_stride) ||
+      !Aligned16(p.g, p.g_stride) || !Aligned16(p.v, p.v_stride) || !Aligned16(p.o, p.o_stride) ||
+      (p.slots && (p.state_base == nullptr)))
+    return cudaErrorInvalidValue;
+  if (p.dk != 64 && p.dk != 128 && p.dk != 256) return cudaErrorInvalidValue;
+  if (p.total_tokens == 0) return cudaSuccess;  // only empty sequences: states stay as they are
+  const Plan plan = MakePlan(p, p.total_tokens);
+  if (p.workspace == nullptr || p.workspace_bytes < plan.bytes ||
+      reinterpret_cast<uintptr_t>(p.workspace) % 256 != 0)
+    return cudaErrorInvalidValue;
+  // The one dispatch site: dk -> template.
+  switch (p.dk) {
+    case 64: return Launch<64>(p, plan, stream);
+    case 128: return Launch<128>(p, plan, stream);
+    case 256: return Launch<256>(p, plan, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace gla::cuda
