@@ -26,7 +26,7 @@ check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit st
 
 if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
-  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu)
+  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu
           kernels/cuda/token_sampling.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
@@ -34,7 +34,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   done
   grep -E "registers|spill" "$out/ptxas.txt" | sort | uniq -c | sort -rn | head -n 20 || true
   if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
-       tests/cuda/gla_prefill_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/token_sampling_cuda_test.cc \
+       tests/cuda/gla_prefill_cuda_test.cc tests/cuda/gla_prefill_chunk_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/token_sampling_cuda_test.cc \
        "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
     check kernel_tests build-gpu/gla_kernels_cuda_test
@@ -61,8 +61,8 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
     check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset
-    check "engine_bench_${preset}_eager" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
-      --name gla-$preset --cuda_graphs 0 --prefill_tokens 0 --prompt 0 --batches 1,32 --decode_steps 32
+    check "engine_bench_${preset}_recurrent_eager" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+      --name gla-$preset --cuda_graphs 0 --chunked_prefill 0 --batches 1,32 --decode_steps 32
   done
 elif [ "$parts" != kernels ]; then
   note "engine part skipped: no gpu-pack/ (run deploy/gpu-bundle.sh here and carry gpu-pack)"

@@ -63,6 +63,7 @@ struct CudaBackendOptions {
   int step_token_budget = 512;
   int min_prefill_tokens = 16;
   bool cuda_graphs = true;
+  bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
 };
 
 // UNIMPLEMENTED in a build without CUDA; FAILED_PRECONDITION with the reason when no GPU is usable;

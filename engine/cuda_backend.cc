@@ -31,7 +31,10 @@ class CudaBackend : public Backend {
       : model_(std::move(model)), pool_(std::move(pool)), sampler_(std::move(sampler)) {}
 
   std::string name() const override { return "cuda"; }
-  std::string device() const override { return model_->device_name(); }
+  std::string device() const override {
+    return absl::StrCat(model_->device_name(), ", ", model_->uses_chunked_prefill() ? "chunkwise" : "fused-recurrent",
+                        " prefill");
+  }
   const GlaConfig& config() const override { return model_->config(); }
   const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
   int64_t weight_bytes() const override { return model_->weight_bytes(); }
@@ -90,6 +93,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.max_tokens = std::max({options.step_token_budget, slots + options.min_prefill_tokens, DecodeBucket(slots)});
   mo.max_logit_rows = DecodeBucket(slots);
   mo.cuda_graphs = options.cuda_graphs;
+  mo.chunked_prefill = options.chunked_prefill;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));

@@ -188,6 +188,22 @@ absl::Status CudaModel::AllocateWorkspace() {
   const size_t gu = take(N * 2 * I * sizeof(__nv_bfloat16));
   const size_t act = take(N * I * sizeof(__nv_bfloat16));
   const size_t logits = take(std::max(N, R) * V * sizeof(float));
+  // The chunkwise prefill kernel's scratch: its plan depends on how many sequences share a step
+  // (few long ones are cut into segments run in parallel), so size it for the largest of them.
+  chunk_workspace_bytes_ = 0;
+  if (options_.chunked_prefill && (c.head_k_dim == 64 || c.head_k_dim == 128 || c.head_k_dim == 256) &&
+      c.head_v_dim % 4 == 0) {
+    GlaPrefillCudaParams shape;
+    shape.H = c.num_heads;
+    shape.Hkv = c.num_kv_heads;
+    shape.dk = c.head_k_dim;
+    shape.dv = c.head_v_dim;
+    for (int seqs = 1; seqs <= static_cast<int>(std::min<size_t>(N, 256)); ++seqs) {
+      shape.num_seqs = seqs;
+      chunk_workspace_bytes_ = std::max(chunk_workspace_bytes_, cuda::GlaPrefillChunkWorkspaceBytes(shape, static_cast<int>(N)));
+    }
+  }
+  const size_t chunk = take(chunk_workspace_bytes_);
   ASSIGN_OR_RETURN(workspace_, DeviceMemory::Allocate(bytes, "the activation workspace"));
   ASSIGN_OR_RETURN(host_inputs_, PinnedMemory::Allocate(input_ints_ * sizeof(int32_t), "step inputs"));
   // cuBLAS gets its own workspace so no allocation happens inside a captured graph.
@@ -212,6 +228,7 @@ absl::Status CudaModel::AllocateWorkspace() {
   gate_up_ = reinterpret_cast<__nv_bfloat16*>(base + gu);
   act_ = reinterpret_cast<__nv_bfloat16*>(base + act);
   logits_ = reinterpret_cast<float*>(base + logits);
+  chunk_workspace_ = chunk_workspace_bytes_ > 0 ? base + chunk : nullptr;
   return absl::OkStatus();
 }
 
@@ -424,7 +441,14 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       p.slot_stride = states.slot_stride;
       p.slots = d_slots_ + decode_rows;
       p.scale = scale;
-      GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillRecurrent(p, stream_));
+      if (chunk_workspace_bytes_ > 0) {
+        p.total_tokens = rows - decode_rows;
+        p.workspace = chunk_workspace_;
+        p.workspace_bytes = chunk_workspace_bytes_;
+        GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillChunk(p, stream_));
+      } else {
+        GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillRecurrent(p, stream_));
+      }
     }
 
     const float* gate = c.use_output_gate ? proj_ + g_off_ : nullptr;

@@ -31,6 +31,9 @@ struct CudaModelOptions {
   int max_tokens = 512;      // rows one step may hold (the scheduler's step budget, decodes included)
   int max_logit_rows = 256;  // rows of logits one step may produce
   bool cuda_graphs = true;   // decode-only steps through captured graphs
+  // Prefill through the tensor-core chunkwise kernel where the head shape allows it (dk 64, 128
+  // or 256); otherwise, or when false, through the fused-recurrent kernel.
+  bool chunked_prefill = true;
 };
 
 class CudaModel {
@@ -48,6 +51,7 @@ class CudaModel {
   int64_t weight_bytes() const { return static_cast<int64_t>(weights_.bytes()); }
   int64_t workspace_bytes() const;
   std::string device_name() const { return device_name_; }
+  bool uses_chunked_prefill() const { return chunk_workspace_bytes_ > 0; }
 
   enum class Logits { kNone, kLast, kAll };
   struct Segment {
@@ -105,6 +109,8 @@ class CudaModel {
   int32_t *d_tokens_ = nullptr, *d_slots_ = nullptr, *d_cu_all_ = nullptr, *d_cu_prefill_ = nullptr,
           *d_row_ids_ = nullptr;
   size_t input_ints_ = 0;
+  void* chunk_workspace_ = nullptr;  // the chunkwise prefill kernel's scratch (0 bytes: not used)
+  size_t chunk_workspace_bytes_ = 0;
   float *x_ = nullptr, *proj_ = nullptr, *conv_ = nullptr, *gk_ = nullptr, *o_ = nullptr, *logits_ = nullptr;
   __nv_bfloat16 *h_ = nullptr, *og_ = nullptr, *gate_up_ = nullptr, *act_ = nullptr;
 

@@ -32,6 +32,9 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address to listen on; port 0 pi
 ABSL_FLAG(std::string, backend, "auto", "cuda, cpu, or auto (cuda when this build has CUDA and a GPU is usable)");
 ABSL_FLAG(int32_t, device, 0, "CUDA device index (cuda backend)");
 ABSL_FLAG(bool, cuda_graphs, true, "replay decode steps as CUDA graphs captured per batch-size bucket (cuda backend)");
+ABSL_FLAG(bool, chunked_prefill, true,
+          "prefill with the tensor-core chunkwise GLA kernel where the head shape allows it (dk 64/128/256); "
+          "false: the fused-recurrent kernel (cuda backend)");
 ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
 ABSL_FLAG(int32_t, state_memory_mb, 0,
           "size the state pool from a memory budget (MiB; GPU memory for the cuda backend) instead of --slots");
@@ -92,6 +95,7 @@ int Main(int argc, char** argv) {
     co.step_token_budget = so.step_token_budget;
     co.min_prefill_tokens = so.min_prefill_tokens;
     co.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+    co.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
     backend = MakeCudaBackend(model, co);
   } else {
     CpuBackendOptions bo;

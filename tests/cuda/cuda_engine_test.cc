@@ -80,10 +80,11 @@ Gpu MakeGpu(const std::string& dir, CudaModelOptions o, int slots = 8) {
   return g;
 }
 
-CudaModelOptions Options(int max_tokens = 512) {
+CudaModelOptions Options(int max_tokens = 512, bool chunked = true) {
   CudaModelOptions o;
   o.max_tokens = max_tokens;
   o.max_logit_rows = max_tokens;
+  o.chunked_prefill = chunked;
   return o;
 }
 
@@ -131,11 +132,11 @@ TEST(TinyReference, PrefillThenGraphDecodeWithinBf16Bound) {
   std::printf("[ measure ] gla-tiny prefill 65 + %zu graph decode steps: rel err %.2e\n", ids.size() - split, err);
 }
 
-// Every option at once, 340M-like head sizes scaled down: short conv, GQA (H=4, Hkv=2), clamp_min,
-// tied embeddings, no output gate on one variant.
+// Every option at once: short conv, GQA (H=4, Hkv=2), clamp_min, tied embeddings, no output gate
+// on one variant; dk = 64, so prefill takes the chunkwise kernel (and, switched off, the recurrent one).
 std::string OptionsModelDir(bool output_gate) {
   const std::string dir = testing::MakeTempDir(output_gate ? "cuda_options_model" : "cuda_options_model_nogate");
-  const std::string config = std::string(R"({"model_type": "gla", "hidden_size": 256, "num_hidden_layers": 2,
+  const std::string config = std::string(R"({"model_type": "gla", "hidden_size": 512, "num_hidden_layers": 2,
     "num_heads": 4, "num_kv_heads": 2, "expand_k": 0.5, "expand_v": 1, "hidden_ratio": 4, "intermediate_size": null,
     "use_short_conv": true, "conv_size": 4, "clamp_min": -2.0, "tie_word_embeddings": true, "vocab_size": 1000,
     "use_output_gate": )") + (output_gate ? "true" : "false") + R"(, "norm_eps": 1e-6})";
@@ -153,9 +154,10 @@ TEST_P(OptionsModel, MixedPackedStepsMatchCpu) {
   const std::string dir = OptionsModelDir(GetParam());
   auto cpu = CpuModel::Load(dir);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  {
-    Gpu g = MakeGpu(dir, Options());
+  for (bool chunked : {true, false}) {
+    Gpu g = MakeGpu(dir, Options(512, chunked));
     if (!g.model) return;
+    ASSERT_EQ(g.model->uses_chunked_prefill(), chunked);
     const int V = g.model->config().vocab_size;
     std::mt19937 rng(21);
     std::uniform_int_distribution<int> tok(0, V - 1);
@@ -192,7 +194,8 @@ TEST_P(OptionsModel, MixedPackedStepsMatchCpu) {
       EXPECT_LT(err, kBf16Bound) << "step " << k;
       for (int s = 0; s < kSeqs; ++s)
         EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), kBf16Bound) << "step " << k << " sequence " << s;
-      std::printf("[ measure ] options model (output gate %d) step %zu: logits rel err %.2e\n", GetParam(), k, err);
+      std::printf("[ measure ] options model (output gate %d, %s prefill) step %zu: logits rel err %.2e\n", GetParam(),
+                  chunked ? "chunkwise" : "recurrent", k, err);
     }
   }
 }

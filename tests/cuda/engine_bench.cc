@@ -2,7 +2,7 @@
 // packed steps, GPU state pool, CUDA-graph decode, GPU sampling) on one model directory.
 //
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
-//                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1]
+//                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //
 // Prints one table row per measurement: time, tokens/s, the floor (FLOPs / bf16 GEMM peak for
 // prefill, bytes / copy bandwidth for decode: weights once per step + every state read and
@@ -42,7 +42,7 @@ struct Anchor {
 int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
-                                              {"cuda_graphs", "1"}};
+                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   o.slots = max_batch + 1;
   o.step_token_budget = std::max({prefill_tokens, prompt, 1});
   o.cuda_graphs = num("cuda_graphs") != 0;
+  o.chunked_prefill = num("chunked_prefill") != 0;
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -89,8 +90,7 @@ int main(int argc, char** argv) {
   std::printf("# %s on %s: weights %.2f GiB (bf16), state %.1f MiB per sequence, workspace %.2f GiB\n", name.c_str(),
               b.device().c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
               b.workspace_bytes() / 1073741824.0);
-  std::printf("# GLA prefill: fused-recurrent kernel (the tensor-core chunkwise kernel is not landed yet); decode: %s\n",
-              o.cuda_graphs ? "CUDA graphs" : "eager");
+  std::printf("# decode: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager");
   std::printf("%-26s %10s %12s %12s %9s %12s %9s\n", "measure", "time ms", "tok/s", "floor tok/s", "of floor",
               "anchor tok/s", "x anchor");
   auto row = [&](const std::string& what, double seconds, double tokens, double floor_tps, double anchor_tps) {
