@@ -6,7 +6,8 @@
 //
 // Prints one table row per measurement: time, tokens/s, the floor (FLOPs / bf16 GEMM peak for
 // prefill, bytes / copy bandwidth for decode: weights once per step + every state read and
-// written) and the fla anchor of issue 4 where one exists.
+// written) and the fla anchor of issue 4 where one exists. Decode is timed greedy and sampled
+// (temperature 0.8, top-p 0.95, repetition penalty 1.1), time per step.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -160,19 +161,29 @@ int main(int argc, char** argv) {
         in_step = 0;
       }
     }
-    auto decode_step = [&](uint64_t k) {
+    // Sampled decoding as a chat server runs it: temperature, nucleus, a repetition penalty over
+    // each sequence's prompt (the GPU sampler's sort and penalty paths; greedy skips both).
+    gla::SamplingParams sampled;
+    sampled.temperature = 0.8f;
+    sampled.top_p = 0.95f;
+    sampled.repetition_penalty = 1.1f;
+    std::vector<gla::TokenHistory> histories(B);
+    for (int i = 0; i < B; ++i) histories[i].AddPrompt(prompts[i]);
+    auto decode_step = [&](uint64_t k, const gla::SamplingParams* p) {
       std::vector<gla::StepItem> step;
-      for (int i = 0; i < B; ++i) step.push_back({feed[i], slots[i], true, &greedy, &history, k});
+      for (int i = 0; i < B; ++i) step.push_back({feed[i], slots[i], true, p, &histories[i], k});
       const auto out = run(step);
       for (int i = 0; i < B; ++i) feed[i] = {out[i].token};
     };
-    for (int k = 0; k < 3; ++k) decode_step(1 + k);  // warm-up (captures the bucket's graph)
-    const auto t0 = Clock::now();
-    for (int k = 0; k < steps; ++k) decode_step(4 + k);
-    const double t = Seconds(t0, Clock::now()) / std::max(steps, 1);
     const double floor_step = (decode_bytes_b1 + 2.0 * B * state_bytes) / kCopyBw;
-    row("decode B=" + std::to_string(B) + " (per step)", t, B, B / floor_step,
-        B == 1 ? anchor.b1 : B == 32 ? anchor.b32 : 0);
+    for (const gla::SamplingParams* p : {&greedy, &sampled}) {
+      for (int k = 0; k < 3; ++k) decode_step(1 + k, p);  // warm-up (captures the bucket's graph)
+      const auto t0 = Clock::now();
+      for (int k = 0; k < steps; ++k) decode_step(4 + k, p);
+      const double t = Seconds(t0, Clock::now()) / std::max(steps, 1);
+      row("decode B=" + std::to_string(B) + (p == &greedy ? " greedy" : " top-p 0.95"), t, B, B / floor_step,
+          B == 1 ? anchor.b1 : B == 32 ? anchor.b32 : 0);
+    }
     for (int s : slots) b.pool().Release(s);
   }
   return 0;
