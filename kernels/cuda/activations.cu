@@ -3,6 +3,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/launch.cuh"
+
 #include "kernels/activations.h"
 
 namespace gla::cuda {
@@ -13,6 +15,7 @@ constexpr int kThreads = 256;
 
 __global__ void SwiGluKernel(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bfloat16* out,
                              int64_t out_stride, int64_t M, int64_t I) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
     const __nv_bfloat16* g = gate_up + r * gate_up_stride;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < I;
@@ -25,6 +28,7 @@ __global__ void SwiGluKernel(const __nv_bfloat16* gate_up, int64_t gate_up_strid
 
 __global__ void LogSigmoidGateKernel(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float inv_normalizer,
                                      bool has_clamp, float clamp_min) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -43,6 +47,7 @@ constexpr int kMaxRank = 64;
 __global__ void LowRankGateKernel(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank,
                                   const float* bias, float* out, int64_t out_stride, int64_t rows, int n,
                                   float inv_normalizer, bool has_clamp, float clamp_min) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   __shared__ float lr[kMaxRank];
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     __syncthreads();  // the previous row's lr is no longer read
@@ -59,6 +64,7 @@ __global__ void LowRankGateKernel(const float* lowrank, int64_t lowrank_stride, 
 }
 
 __global__ void EmbeddingGatherKernel(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
     const __nv_bfloat16* row = table + static_cast<int64_t>(ids[r]) * D;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < D;
@@ -82,17 +88,15 @@ cudaError_t SwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bf
                    int64_t M, int64_t I, cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
   if (BadRows(M, I)) return cudaErrorInvalidValue;
-  SwiGluKernel<<<RowGrid(M, I), kThreads, 0, stream>>>(gate_up, gate_up_stride, out, out_stride, M, I);
-  return cudaGetLastError();
+  return LaunchDependent(SwiGluKernel, RowGrid(M, I), kThreads, stream, gate_up, gate_up_stride, out, out_stride, M, I);
 }
 
 cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
                            bool has_clamp, float clamp_min, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (BadRows(rows, n) || normalizer == 0.f) return cudaErrorInvalidValue;
-  LogSigmoidGateKernel<<<RowGrid(rows, n), kThreads, 0, stream>>>(x, stride, bias, rows, n, 1.f / normalizer, has_clamp,
-                                                                  clamp_min);
-  return cudaGetLastError();
+  return LaunchDependent(LogSigmoidGateKernel, RowGrid(rows, n), kThreads, stream, x, stride, bias, rows, n,
+                         1.f / normalizer, has_clamp, clamp_min);
 }
 
 cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank, const float* bias,
@@ -100,18 +104,15 @@ cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const floa
                         float clamp_min, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (BadRows(rows, n) || rank <= 0 || rank > kMaxRank || normalizer == 0.f) return cudaErrorInvalidValue;
-  LowRankGateKernel<<<RowGrid(rows, n), kThreads, 0, stream>>>(lowrank, lowrank_stride, w1, rank, bias, out,
-                                                               out_stride, rows, n, 1.f / normalizer, has_clamp,
-                                                               clamp_min);
-  return cudaGetLastError();
+  return LaunchDependent(LowRankGateKernel, RowGrid(rows, n), kThreads, stream, lowrank, lowrank_stride, w1, rank, bias,
+                         out, out_stride, rows, n, 1.f / normalizer, has_clamp, clamp_min);
 }
 
 cudaError_t EmbeddingGather(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out,
                             cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (BadRows(n, D)) return cudaErrorInvalidValue;
-  EmbeddingGatherKernel<<<RowGrid(n, D), kThreads, 0, stream>>>(table, D, ids, n, out);
-  return cudaGetLastError();
+  return LaunchDependent(EmbeddingGatherKernel, RowGrid(n, D), kThreads, stream, table, D, ids, n, out);
 }
 
 }  // namespace gla::cuda

@@ -8,6 +8,8 @@
 // result is deterministic (no atomics). q, k and exp(g) of the head are staged in shared memory.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/launch.cuh"
+
 #include "kernels/cuda/gla_recurrent_tile.cuh"
 #include "kernels/gla.h"
 
@@ -22,6 +24,7 @@ using tile::kThreads;
 constexpr int kMaxDk = 1024;
 
 __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaParams p) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int n = blockIdx.z, h = blockIdx.y;
   const int hk = h / (p.H / p.Hkv);
   const int lane = threadIdx.x % kLanes, group = threadIdx.x / kLanes;
@@ -59,8 +62,7 @@ cudaError_t GlaDecodeStep(const GlaDecodeCudaParams& p, cudaStream_t stream) {
       p.dv % 4 != 0 || p.N > 65535 || p.H > 65535)
     return cudaErrorInvalidValue;
   const dim3 grid((p.dv + kCols - 1) / kCols, p.H, p.N);
-  GlaDecodeKernel<<<grid, kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchDependent(GlaDecodeKernel, grid, kThreads, stream, p);
 }
 
 }  // namespace gla::cuda

@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/launch.cuh"
+
 #include "kernels/linear.h"
 
 namespace gla::cuda {
@@ -29,6 +31,7 @@ template <int M>
 __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                              const __nv_bfloat16* __restrict__ w, int64_t N, int64_t K,
                                                              void* y, bool y_bf16, int64_t y_stride, float beta) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int lane = threadIdx.x % 32;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (n >= N) return;
@@ -70,10 +73,10 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
 }
 
 template <int M>
-void Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
-            bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
+cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
+                   bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-  SmallMKernel<M><<<blocks, kWarps * 32, 0, stream>>>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
+  return LaunchDependent(SmallMKernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
 }
 
 }  // namespace
@@ -86,16 +89,15 @@ cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bf
       N > int64_t{kWarps} * 0x7fffffff)
     return cudaErrorInvalidValue;
   switch (M) {  // the one dispatch site: rows -> a compile-time accumulator count
-    case 1: Launch<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
-    case 2: Launch<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
-    case 3: Launch<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
-    case 4: Launch<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
-    case 5: Launch<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
-    case 6: Launch<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
-    case 7: Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
-    default: Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream); break;
+    case 1: return Launch<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 2: return Launch<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 3: return Launch<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 4: return Launch<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 5: return Launch<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 6: return Launch<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 7: return Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    default: return Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
   }
-  return cudaGetLastError();
 }
 
 }  // namespace gla::cuda

@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/launch.cuh"
+
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/norm.h"
 
@@ -17,6 +19,7 @@ constexpr int kThreads = 256;
 __global__ void __launch_bounds__(kThreads) RmsNormKernel(const float* x, int64_t x_stride, const int32_t* row_ids,
                                                           const float* w, __nv_bfloat16* y, int64_t y_stride, int n,
                                                           float eps) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int64_t r = blockIdx.x;
   const float* xr = x + (row_ids ? static_cast<int64_t>(row_ids[r]) : r) * x_stride;
   float ss = 0.f;
@@ -32,6 +35,7 @@ __global__ void __launch_bounds__(kGateThreads) RmsNormSwishGateKernel(const flo
                                                                        const float* gate, int64_t gate_stride,
                                                                        const float* w, __nv_bfloat16* y,
                                                                        int64_t y_stride, int dv, float eps) {
+  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y;
   const float* oh = o + r * o_stride + static_cast<int64_t>(h) * dv;
@@ -55,8 +59,7 @@ cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, co
                     int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   if (rows < 0 || rows > 0x7fffffff || n <= 0) return cudaErrorInvalidValue;
-  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, x_stride, row_ids, w, y, y_stride, n, eps);
-  return cudaGetLastError();
+  return LaunchDependent(RmsNormKernel, static_cast<unsigned>(rows), kThreads, stream, x, x_stride, row_ids, w, y, y_stride, n, eps);
 }
 
 cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
@@ -65,8 +68,7 @@ cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate
   if (rows == 0) return cudaSuccess;
   if (rows < 0 || rows > 0x7fffffff || heads <= 0 || heads > 65535 || dv <= 0) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(rows), heads);
-  RmsNormSwishGateKernel<<<grid, kGateThreads, 0, stream>>>(o, o_stride, gate, gate_stride, w, y, y_stride, dv, eps);
-  return cudaGetLastError();
+  return LaunchDependent(RmsNormSwishGateKernel, grid, kGateThreads, stream, o, o_stride, gate, gate_stride, w, y, y_stride, dv, eps);
 }
 
 }  // namespace gla::cuda
