@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/fused_projection.h"
 #include "kernels/activations.h"
 #include "kernels/conv.h"
 #include "kernels/gla.h"
@@ -45,12 +46,13 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
 
 void CpuModel::FuseWeights() {
   const GlaConfig& c = ck_.config;
-  q_off_ = 0;
-  k_off_ = q_off_ + c.key_dim;
-  v_off_ = k_off_ + c.key_dim_per_group;
-  g_off_ = v_off_ + c.value_dim_per_group;
-  r_off_ = g_off_ + (c.use_output_gate ? c.value_dim : 0);
-  p_width_ = r_off_ + c.gate_low_rank_dim;
+  const InProjLayout in_proj(c);
+  q_off_ = in_proj.q;
+  k_off_ = in_proj.k;
+  v_off_ = in_proj.v;
+  g_off_ = in_proj.g;
+  r_off_ = in_proj.r;
+  p_width_ = in_proj.width;
   fused_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = ck_.weights.layers[l];

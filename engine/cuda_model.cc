@@ -8,6 +8,7 @@
 #include <numeric>
 #include <utility>
 
+#include "engine/fused_projection.h"
 #include "kernels/activations.h"
 #include "kernels/conv.h"
 #include "kernels/gla.h"
@@ -112,12 +113,13 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
 
 absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   const GlaConfig& c = config_;
-  q_off_ = 0;
-  k_off_ = q_off_ + c.key_dim;
-  v_off_ = k_off_ + c.key_dim_per_group;
-  g_off_ = v_off_ + c.value_dim_per_group;
-  r_off_ = g_off_ + (c.use_output_gate ? c.value_dim : 0);
-  p_width_ = r_off_ + c.gate_low_rank_dim;
+  const InProjLayout in_proj(c);
+  q_off_ = in_proj.q;
+  k_off_ = in_proj.k;
+  v_off_ = in_proj.v;
+  g_off_ = in_proj.g;
+  r_off_ = in_proj.r;
+  p_width_ = in_proj.width;
   conv_width_ = c.key_dim + c.key_dim_per_group + c.value_dim_per_group;
 
   ModelWeights& w = ck.weights;

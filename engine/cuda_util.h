@@ -39,31 +39,40 @@ inline absl::Status CublasStatus(cublasStatus_t s, const char* what) {
       return ::gla::CublasStatus(gla_s_, #expr);                                   \
   } while (0)
 
-// One device allocation, freed on destruction. Move-only.
-class DeviceMemory {
+// One CUDA allocation, freed on destruction; move-only. Device memory, or page-locked host memory
+// (asynchronous copies need it).
+enum class MemoryKind { kDevice, kPinnedHost };
+
+template <MemoryKind kKind>
+class CudaMemory {
  public:
-  DeviceMemory() = default;
-  static absl::StatusOr<DeviceMemory> Allocate(size_t bytes, const char* what) {
-    DeviceMemory m;
+  CudaMemory() = default;
+  static absl::StatusOr<CudaMemory> Allocate(size_t bytes, const char* what) {
+    CudaMemory m;
     if (bytes == 0) return m;
-    if (const cudaError_t e = cudaMalloc(&m.ptr_, bytes); e != cudaSuccess) {
-      cudaGetLastError();  // clear the sticky-free error so later calls are not blamed for it
+    const cudaError_t e = kKind == MemoryKind::kDevice ? cudaMalloc(&m.ptr_, bytes) : cudaMallocHost(&m.ptr_, bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // clear it, so that later calls are not blamed for it
       m.ptr_ = nullptr;
-      return CudaStatus(e, absl::StrCat("allocating ", bytes >> 20, " MiB of GPU memory for ", what).c_str());
+      return CudaStatus(e, absl::StrCat("allocating ", bytes >> 20, " MiB of ",
+                                        kKind == MemoryKind::kDevice ? "GPU" : "pinned host", " memory for ", what)
+                               .c_str());
     }
     m.bytes_ = bytes;
     return m;
   }
-  DeviceMemory(DeviceMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+  CudaMemory(CudaMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  CudaMemory& operator=(CudaMemory&& o) noexcept {
     std::swap(ptr_, o.ptr_);
     std::swap(bytes_, o.bytes_);
     return *this;
   }
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  ~DeviceMemory() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
+  CudaMemory(const CudaMemory&) = delete;
+  CudaMemory& operator=(const CudaMemory&) = delete;
+  ~CudaMemory() {
+    if (ptr_ == nullptr) return;
+    if constexpr (kKind == MemoryKind::kDevice) cudaFree(ptr_);
+    else cudaFreeHost(ptr_);
   }
   template <typename T = void>
   T* get() const { return static_cast<T*>(ptr_); }
@@ -74,39 +83,7 @@ class DeviceMemory {
   size_t bytes_ = 0;
 };
 
-// Page-locked host memory (asynchronous copies need it). Move-only.
-class PinnedMemory {
- public:
-  PinnedMemory() = default;
-  static absl::StatusOr<PinnedMemory> Allocate(size_t bytes, const char* what) {
-    PinnedMemory m;
-    if (bytes == 0) return m;
-    if (const cudaError_t e = cudaMallocHost(&m.ptr_, bytes); e != cudaSuccess) {
-      cudaGetLastError();
-      m.ptr_ = nullptr;
-      return CudaStatus(e, absl::StrCat("allocating ", bytes >> 10, " KiB of pinned host memory for ", what).c_str());
-    }
-    m.bytes_ = bytes;
-    return m;
-  }
-  PinnedMemory(PinnedMemory&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedMemory& operator=(PinnedMemory&& o) noexcept {
-    std::swap(ptr_, o.ptr_);
-    std::swap(bytes_, o.bytes_);
-    return *this;
-  }
-  PinnedMemory(const PinnedMemory&) = delete;
-  PinnedMemory& operator=(const PinnedMemory&) = delete;
-  ~PinnedMemory() {
-    if (ptr_ != nullptr) cudaFreeHost(ptr_);
-  }
-  template <typename T = void>
-  T* get() const { return static_cast<T*>(ptr_); }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+using DeviceMemory = CudaMemory<MemoryKind::kDevice>;
+using PinnedMemory = CudaMemory<MemoryKind::kPinnedHost>;
 
 }  // namespace gla

@@ -11,9 +11,9 @@
 #include "engine/cpu_model.h"
 #include "engine/cuda_model.h"
 #include "engine/cuda_state_pool.h"
-#include "models/safetensors.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/support/random_model.h"
+#include "tests/support/reference_data.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
@@ -22,30 +22,8 @@ namespace {
 using testing::RelErr;
 constexpr double kBf16Bound = 2e-2;  // shared/reference/README.md: a bf16 GPU path
 
-struct Expected {
-  std::vector<std::vector<int32_t>> seq_ids;
-  std::vector<std::vector<double>> seq_logits;
-  std::vector<int32_t> prompt, greedy;
-  std::vector<double> margins;
-};
-
-Expected LoadExpected() {
-  auto f = SafetensorsFile::Open(testing::ReferenceDir() + "/gla-tiny/expected.safetensors");
-  EXPECT_TRUE(f.ok()) << f.status();
-  Expected e;
-  auto ids = [&](const std::string& name) {
-    auto v = ToInt64(*f->Find(name));
-    return std::vector<int32_t>(v->begin(), v->end());
-  };
-  for (int j = 0; j < 3; ++j) {
-    e.seq_ids.push_back(ids("seq" + std::to_string(j) + ".input_ids"));
-    e.seq_logits.push_back(*ToFloat64(*f->Find("seq" + std::to_string(j) + ".logits")));
-  }
-  e.prompt = ids("greedy.prompt_ids");
-  e.greedy = ids("greedy.output_ids");
-  e.margins = *ToFloat64(*f->Find("greedy.top2_margin"));
-  return e;
-}
+using Expected = testing::TinyExpected;
+Expected LoadExpected() { return testing::LoadTinyExpected(); }
 
 // A CudaModel with its own GPU pool.
 struct Gpu {
