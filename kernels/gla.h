@@ -47,6 +47,23 @@ struct GlaDecodeParams : GlaRows {
   float scale = 1.0f;
 };
 
+// Gradients of one sequence's GLA (for fine-tuning), from the upstream gradients of every output
+// row and of the final state. Layouts as the forward's (row = token, `*_stride` floats apart).
+struct GlaSeqGrads {
+  const float* d_o = nullptr;  // [T, H, dv]
+  int64_t d_o_stride = 0;
+  const float* d_ht = nullptr;  // [H, dk, dv]; nullptr = the final state is not used downstream
+  float* dq = nullptr;          // [T, H, dk]
+  int64_t dq_stride = 0;
+  float* dk = nullptr;  // [T, Hkv, dk]  (GQA: summed over the heads that share a kv head)
+  int64_t dk_stride = 0;
+  float* dv = nullptr;  // [T, Hkv, dv]
+  int64_t dv_stride = 0;
+  float* dg = nullptr;  // [T, Hkv, dk]  gradient of the log forget gate g
+  int64_t dg_stride = 0;
+  float* dh0 = nullptr;  // [H, dk, dv]  gradient of the initial state
+};
+
 namespace cpu {
 
 // The definition: one token after another.
@@ -61,6 +78,13 @@ bool GlaChunkwise(const GlaSeqParams& p, int chunk, int sub_chunk);
 
 // Recurrent decode step for a batch of sequences (the serving path).
 void GlaDecodeStep(const GlaDecodeParams& p);
+
+// The definition's backward: the forward states are recomputed and kept (T + 1 of them per
+// head, in double), then walked back: dS_T = d_ht; per t: dS += scale q_t^T do_t,
+// dq_t = scale S_t do_t, dk_t = dS v_t, dv_t = dS^T k_t, dg_t = rowsum(dS * exp(g_t) * S_{t-1}),
+// dS = diag(exp(g_t)) dS; dh0 = dS. p.state is the initial state h0 (read, not changed);
+// p.o is not used. The reference for the chunkwise backward kernels.
+void GlaBackwardNaive(const GlaSeqParams& p, const GlaSeqGrads& grads);
 
 }  // namespace cpu
 

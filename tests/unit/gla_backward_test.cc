@@ -1,0 +1,154 @@
+// The GLA operator's backward (CPU reference for fine-tuning, issue 5) against fla's float64
+// gradients in shared/reference (dq, dk, dv, dg, dh0 for given do and dht) and against finite
+// differences of the forward (which also covers GQA, where the reference files have none).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/gla.h"
+#include "models/safetensors.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+using testing::RelErr;
+
+struct Op {
+  int T = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
+  std::vector<float> q, k, v, g, h0, d_o, d_ht;
+};
+
+GlaSeqParams Params(const Op& op, float* state) {
+  GlaSeqParams p;
+  p.T = op.T;
+  p.H = op.H;
+  p.Hkv = op.Hkv;
+  p.dk = op.dk;
+  p.dv = op.dv;
+  p.q = op.q.data();
+  p.q_stride = int64_t{op.H} * op.dk;
+  p.k = op.k.data();
+  p.k_stride = int64_t{op.Hkv} * op.dk;
+  p.v = op.v.data();
+  p.v_stride = int64_t{op.Hkv} * op.dv;
+  p.g = op.g.data();
+  p.g_stride = int64_t{op.Hkv} * op.dk;
+  p.state = state;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(op.dk));
+  return p;
+}
+
+struct Grads {
+  std::vector<float> dq, dk, dv, dg, dh0;
+};
+
+Grads Backward(const Op& op) {
+  Grads r{std::vector<float>(op.q.size()), std::vector<float>(op.k.size()), std::vector<float>(op.v.size()),
+          std::vector<float>(op.g.size()), std::vector<float>(op.h0.size())};
+  std::vector<float> h0 = op.h0;
+  GlaSeqGrads d;
+  d.d_o = op.d_o.data();
+  d.d_o_stride = int64_t{op.H} * op.dv;
+  d.d_ht = op.d_ht.data();
+  d.dq = r.dq.data();
+  d.dq_stride = int64_t{op.H} * op.dk;
+  d.dk = r.dk.data();
+  d.dk_stride = int64_t{op.Hkv} * op.dk;
+  d.dv = r.dv.data();
+  d.dv_stride = int64_t{op.Hkv} * op.dv;
+  d.dg = r.dg.data();
+  d.dg_stride = int64_t{op.Hkv} * op.dk;
+  d.dh0 = r.dh0.data();
+  cpu::GlaBackwardNaive(Params(op, h0.data()), d);
+  EXPECT_EQ(h0, op.h0) << "the backward must not change the initial state";
+  return r;
+}
+
+// L = sum(o * do) + sum(ht * dht), in double over a float forward.
+double Loss(const Op& op) {
+  std::vector<float> o(static_cast<size_t>(op.T) * op.H * op.dv), state = op.h0;
+  GlaSeqParams p = Params(op, state.data());
+  p.o = o.data();
+  p.o_stride = int64_t{op.H} * op.dv;
+  cpu::GlaRecurrentNaive(p);
+  double l = 0;
+  for (size_t i = 0; i < o.size(); ++i) l += static_cast<double>(o[i]) * op.d_o[i];
+  for (size_t i = 0; i < state.size(); ++i) l += static_cast<double>(state[i]) * op.d_ht[i];
+  return l;
+}
+
+// fla's gradients: each batch element of the file is one sequence ([B, T, H, *] layouts).
+class GlaBackwardReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GlaBackwardReference, MatchesFlaGradientsWithin1e5) {
+  auto f = SafetensorsFile::Open(testing::ReferenceDir() + "/gla-tiny/" + GetParam());
+  ASSERT_TRUE(f.ok()) << f.status();
+  auto get = [&](const char* n) { return *ToFloat64(*f->Find(n)); };
+  const auto& qs = f->Find("q")->shape;
+  const int B = int(qs[0]), T = int(qs[1]), H = int(qs[2]), dk = int(qs[3]), dv = int(f->Find("v")->shape[3]);
+  const auto q = get("q"), k = get("k"), v = get("v"), g = get("g"), h0 = get("h0"), d_o = get("do"), d_ht = get("dht");
+  const auto dq = get("dq"), dkr = get("dk"), dvr = get("dv"), dg = get("dg"), dh0 = get("dh0");
+  for (int b = 0; b < B; ++b) {
+    const size_t tk = size_t(T) * H * dk, tv = size_t(T) * H * dv, s = size_t(H) * dk * dv;
+    auto part = [](const std::vector<double>& x, size_t n, int b) {
+      return std::vector<float>(x.begin() + b * n, x.begin() + (b + 1) * n);
+    };
+    auto ref = [](const std::vector<double>& x, size_t n, int b) {
+      return std::vector<double>(x.begin() + b * n, x.begin() + (b + 1) * n);
+    };
+    Op op{T, H, H, dk, dv, part(q, tk, b), part(k, tk, b), part(v, tv, b), part(g, tk, b), part(h0, s, b),
+          part(d_o, tv, b), part(d_ht, s, b)};
+    const Grads r = Backward(op);
+    EXPECT_LT(RelErr(r.dq, ref(dq, tk, b)), 1e-5) << "dq, batch " << b;
+    EXPECT_LT(RelErr(r.dk, ref(dkr, tk, b)), 1e-5) << "dk, batch " << b;
+    EXPECT_LT(RelErr(r.dv, ref(dvr, tv, b)), 1e-5) << "dv, batch " << b;
+    EXPECT_LT(RelErr(r.dg, ref(dg, tk, b)), 1e-5) << "dg, batch " << b;
+    EXPECT_LT(RelErr(r.dh0, ref(dh0, s, b)), 1e-5) << "dh0, batch " << b;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, GlaBackwardReference,
+                         ::testing::Values("gla_op_B1_T200_H1_K64_V64.safetensors",
+                                           "gla_op_B2_T100_H2_K16_V32.safetensors"));
+
+// Central differences of the float forward, on every input of a small GQA problem.
+TEST(GlaBackward, MatchesFiniteDifferencesWithGqa) {
+  std::mt19937 rng(3);
+  Op op;
+  op.T = 9;
+  op.H = 4;
+  op.Hkv = 2;
+  op.dk = 4;
+  op.dv = 3;
+  auto rnd = [&](size_t n, float lo, float hi) { return testing::RandomVector(n, rng, lo, hi); };
+  op.q = rnd(size_t(op.T) * op.H * op.dk, -1, 1);
+  op.k = rnd(size_t(op.T) * op.Hkv * op.dk, -1, 1);
+  op.v = rnd(size_t(op.T) * op.Hkv * op.dv, -1, 1);
+  op.g = rnd(size_t(op.T) * op.Hkv * op.dk, -1.0f, -0.05f);
+  op.h0 = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
+  op.d_o = rnd(size_t(op.T) * op.H * op.dv, -1, 1);
+  op.d_ht = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
+  const Grads r = Backward(op);
+  const float eps = 1e-2f;
+  auto check = [&](std::vector<float> Op::*field, const std::vector<float>& grad, const char* name) {
+    std::vector<double> numeric(grad.size());
+    for (size_t i = 0; i < grad.size(); ++i) {
+      Op plus = op, minus = op;
+      (plus.*field)[i] += eps;
+      (minus.*field)[i] -= eps;
+      numeric[i] = (Loss(plus) - Loss(minus)) / (2.0 * eps);
+    }
+    EXPECT_LT(RelErr(grad, numeric), 2e-3) << name;
+  };
+  check(&Op::q, r.dq, "dq");
+  check(&Op::k, r.dk, "dk");
+  check(&Op::v, r.dv, "dv");
+  check(&Op::g, r.dg, "dg");
+  check(&Op::h0, r.dh0, "dh0");
+}
+
+}  // namespace
+}  // namespace gla
