@@ -200,7 +200,12 @@ absl::Status CudaModel::AllocateWorkspace() {
     shape.Hkv = c.num_kv_heads;
     shape.dk = c.head_k_dim;
     shape.dv = c.head_v_dim;
-    for (int seqs = 1; seqs <= static_cast<int>(std::min<size_t>(N, 256)); ++seqs) {
+    // Few sequences may be cut into segments (extra state buffers); beyond that the need grows
+    // with the count (per-chunk decays), so the largest is at one of the small counts or at N.
+    std::vector<int> counts;
+    for (int seqs = 1; seqs <= static_cast<int>(std::min<size_t>(N, 256)); ++seqs) counts.push_back(seqs);
+    counts.push_back(static_cast<int>(N));
+    for (int seqs : counts) {
       shape.num_seqs = seqs;
       chunk_workspace_bytes_ = std::max(chunk_workspace_bytes_, cuda::GlaPrefillChunkWorkspaceBytes(shape, static_cast<int>(N)));
     }
