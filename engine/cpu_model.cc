@@ -27,7 +27,7 @@ struct CpuModel::Workspace {
 };
 
 CpuModel::CpuModel(Checkpoint ck, const CpuModelOptions& options)
-    : ck_(std::move(ck)), options_(options), layout_(ck_.config) {}
+    : ck_(std::move(ck)), options_(options), layout_(ck_.config), in_proj_(ck_.config) {}
 
 absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Load(const std::string& dir, const CpuModelOptions& options) {
   ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(dir));
@@ -46,18 +46,11 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
 
 void CpuModel::FuseWeights() {
   const GlaConfig& c = ck_.config;
-  const InProjLayout in_proj(c);
-  q_off_ = in_proj.q;
-  k_off_ = in_proj.k;
-  v_off_ = in_proj.v;
-  g_off_ = in_proj.g;
-  r_off_ = in_proj.r;
-  p_width_ = in_proj.width;
   fused_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = ck_.weights.layers[l];
     FusedLayer& f = fused_[l];
-    f.in_proj.reserve(static_cast<size_t>(p_width_) * c.hidden_size);
+    f.in_proj.reserve(static_cast<size_t>(in_proj_.width) * c.hidden_size);
     AppendRows(f.in_proj, w.q_proj);
     AppendRows(f.in_proj, w.k_proj);
     AppendRows(f.in_proj, w.v_proj);
@@ -80,25 +73,25 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
 
   // h = RMSNorm(x) w_attn;  proj = h [Wq; Wk; Wv; Wg; Wgk0]^T
   cpu::RmsNorm(ws.x.data(), D, w.attn_norm.data.data(), ws.h.data(), D, N, D, eps);
-  cpu::Linear(ws.h.data(), D, f.in_proj.data(), p_width_, D, ws.proj.data(), p_width_, N);
+  cpu::Linear(ws.h.data(), D, f.in_proj.data(), in_proj_.width, D, ws.proj.data(), in_proj_.width, N);
 
   // q, k, v come straight from proj, or through the short conv (per sequence: it has history).
-  const float* q = ws.proj.data() + q_off_;
-  const float* k = ws.proj.data() + k_off_;
-  const float* v = ws.proj.data() + v_off_;
-  int64_t qkv_stride = p_width_;
+  const float* q = ws.proj.data() + in_proj_.q;
+  const float* k = ws.proj.data() + in_proj_.k;
+  const float* v = ws.proj.data() + in_proj_.v;
+  int64_t qkv_stride = in_proj_.width;
   if (c.use_short_conv) {
     const int64_t cw = c.key_dim + c.key_dim_per_group + c.value_dim_per_group;
     for (size_t s = 0; s < segments.size(); ++s) {
       const int64_t r0 = offsets[s], T = static_cast<int64_t>(segments[s].tokens.size());
       float* st = segments[s].state;
-      const float* src = ws.proj.data() + r0 * p_width_;
+      const float* src = ws.proj.data() + r0 * in_proj_.width;
       float* dst = ws.conv.data() + r0 * cw;
-      cpu::ShortConvSilu(src + q_off_, p_width_, T, c.key_dim, w.q_conv.data.data(), c.conv_size,
+      cpu::ShortConvSilu(src + in_proj_.q, in_proj_.width, T, c.key_dim, w.q_conv.data.data(), c.conv_size,
                          layout_.q_tail(st, l), dst, cw);
-      cpu::ShortConvSilu(src + k_off_, p_width_, T, c.key_dim_per_group, w.k_conv.data.data(), c.conv_size,
+      cpu::ShortConvSilu(src + in_proj_.k, in_proj_.width, T, c.key_dim_per_group, w.k_conv.data.data(), c.conv_size,
                          layout_.k_tail(st, l), dst + c.key_dim, cw);
-      cpu::ShortConvSilu(src + v_off_, p_width_, T, c.value_dim_per_group, w.v_conv.data.data(), c.conv_size,
+      cpu::ShortConvSilu(src + in_proj_.v, in_proj_.width, T, c.value_dim_per_group, w.v_conv.data.data(), c.conv_size,
                          layout_.v_tail(st, l), dst + c.key_dim + c.key_dim_per_group, cw);
     }
     q = ws.conv.data();
@@ -108,7 +101,7 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   }
 
   // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer (clamped): the low-rank forget gate.
-  cpu::Linear(ws.proj.data() + r_off_, p_width_, w.gk_proj1.data.data(), c.key_dim_per_group, c.gate_low_rank_dim,
+  cpu::Linear(ws.proj.data() + in_proj_.r, in_proj_.width, w.gk_proj1.data.data(), c.key_dim_per_group, c.gate_low_rank_dim,
               ws.gk.data(), c.key_dim_per_group, N);
   cpu::LogSigmoidGate(ws.gk.data(), c.key_dim_per_group, w.gk_proj1_bias.data.data(), N, c.key_dim_per_group,
                       static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
@@ -165,8 +158,8 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   }
 
   // o = RMSNorm_head(o) w_gnorm * swish(g);  x += o Wo^T
-  const float* gate = c.use_output_gate ? ws.proj.data() + g_off_ : nullptr;
-  cpu::RmsNormSwishGate(ws.o.data(), c.value_dim, gate, p_width_, w.g_norm.data.data(), ws.og.data(), c.value_dim, N,
+  const float* gate = c.use_output_gate ? ws.proj.data() + in_proj_.g : nullptr;
+  cpu::RmsNormSwishGate(ws.o.data(), c.value_dim, gate, in_proj_.width, w.g_norm.data.data(), ws.og.data(), c.value_dim, N,
                         c.num_heads, c.head_v_dim, eps);
   cpu::Linear(ws.og.data(), c.value_dim, w.o_proj.data.data(), D, c.value_dim, ws.x.data(), D, N, /*beta=*/1.0f);
 
@@ -203,7 +196,7 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
   ws.N = N;
   ws.x.resize(N * D);
   ws.h.resize(N * D);
-  ws.proj.resize(N * p_width_);
+  ws.proj.resize(N * in_proj_.width);
   if (c.use_short_conv) ws.conv.resize(N * (c.key_dim + c.key_dim_per_group + c.value_dim_per_group));
   ws.gk.resize(N * c.key_dim_per_group);
   ws.o.resize(N * c.value_dim);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/fused_projection.h"
 #include "engine/sequence_state.h"
 #include "models/checkpoint.h"
 
@@ -65,7 +66,7 @@ class CpuModel {
     std::vector<float> gate_up;  // [2I, D]
   };
   std::vector<FusedLayer> fused_;
-  int64_t q_off_ = 0, k_off_ = 0, v_off_ = 0, g_off_ = 0, r_off_ = 0, p_width_ = 0;
+  InProjLayout in_proj_;  // columns of the fused input projection
 };
 
 }  // namespace gla

@@ -100,6 +100,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   std::unique_ptr<CudaModel> m(new CudaModel());
   m->config_ = ck.config;
   m->layout_ = StateLayout(ck.config);
+  m->in_proj_ = InProjLayout(ck.config);
   m->options_ = options;
   m->device_name_ = absl::StrCat(prop.name, " (", prop.totalGlobalMem >> 30, " GiB, sm_", prop.major, prop.minor, ")");
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
@@ -113,13 +114,6 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
 
 absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   const GlaConfig& c = config_;
-  const InProjLayout in_proj(c);
-  q_off_ = in_proj.q;
-  k_off_ = in_proj.k;
-  v_off_ = in_proj.v;
-  g_off_ = in_proj.g;
-  r_off_ = in_proj.r;
-  p_width_ = in_proj.width;
   conv_width_ = c.key_dim + c.key_dim_per_group + c.value_dim_per_group;
 
   ModelWeights& w = ck.weights;
@@ -182,7 +176,7 @@ absl::Status CudaModel::AllocateWorkspace() {
   const size_t inputs = take(input_ints_ * sizeof(int32_t));
   const size_t x = take(N * D * sizeof(float));
   const size_t h = take(std::max(N, R) * D * sizeof(__nv_bfloat16));
-  const size_t proj = take(N * p_width_ * sizeof(float));
+  const size_t proj = take(N * in_proj_.width * sizeof(float));
   const size_t conv = take(c.use_short_conv ? N * conv_width_ * sizeof(float) : 0);
   const size_t gk = take(N * c.key_dim_per_group * sizeof(float));
   const size_t o = take(N * c.value_dim * sizeof(float));
@@ -373,7 +367,7 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
 
 absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states) {
   const GlaConfig& c = config_;
-  const int64_t D = c.hidden_size, I = c.intermediate_size, P = p_width_, Vd = c.value_dim;
+  const int64_t D = c.hidden_size, I = c.intermediate_size, P = in_proj_.width, Vd = c.value_dim;
   const float eps = static_cast<float>(c.norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_k_dim));
   const int prefill_seqs = num_seqs - decode_rows;
@@ -384,16 +378,16 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), eps, stream_));
     RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
 
-    const float *q = proj_ + q_off_, *k = proj_ + k_off_, *v = proj_ + v_off_;
+    const float *q = proj_ + in_proj_.q, *k = proj_ + in_proj_.k, *v = proj_ + in_proj_.v;
     int64_t qkv_stride = P;
     if (c.use_short_conv) {
       struct Part {
         int64_t src, dst, width, tail;
         const float* w;
       };
-      const Part parts[] = {{q_off_, 0, c.key_dim, layout_.q_tail_offset(l), w.q_conv},
-                            {k_off_, c.key_dim, c.key_dim_per_group, layout_.k_tail_offset(l), w.k_conv},
-                            {v_off_, c.key_dim + c.key_dim_per_group, c.value_dim_per_group, layout_.v_tail_offset(l),
+      const Part parts[] = {{in_proj_.q, 0, c.key_dim, layout_.q_tail_offset(l), w.q_conv},
+                            {in_proj_.k, c.key_dim, c.key_dim_per_group, layout_.k_tail_offset(l), w.k_conv},
+                            {in_proj_.v, c.key_dim + c.key_dim_per_group, c.value_dim_per_group, layout_.v_tail_offset(l),
                              w.v_conv}};
       for (const Part& p : parts)
         GLA_CUDA_RETURN_IF_ERROR(cuda::ShortConvSilu(proj_ + p.src, P, d_cu_all_, num_seqs, rows, p.width, p.w,
@@ -406,7 +400,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     }
 
     // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer: the second factor in fp32, fused with the gate.
-    GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + r_off_, P, w.gk1, c.gate_low_rank_dim, w.gk1_bias, gk_,
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + in_proj_.r, P, w.gk1, c.gate_low_rank_dim, w.gk1_bias, gk_,
                                                c.key_dim_per_group, rows, c.key_dim_per_group,
                                                static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
                                                static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
@@ -458,7 +452,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       }
     }
 
-    const float* gate = c.use_output_gate ? proj_ + g_off_ : nullptr;
+    const float* gate = c.use_output_gate ? proj_ + in_proj_.g : nullptr;
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, c.num_heads, c.head_v_dim,
                                                     eps, stream_));
     RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));

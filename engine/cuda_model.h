@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/cuda_util.h"
+#include "engine/fused_projection.h"
 #include "engine/sequence_state.h"
 #include "models/checkpoint.h"
 
@@ -100,7 +101,8 @@ class CudaModel {
   std::vector<Layer> layers_;
   const __nv_bfloat16 *embeddings_ = nullptr, *lm_head_ = nullptr;
   const float* final_norm_ = nullptr;
-  int64_t q_off_ = 0, k_off_ = 0, v_off_ = 0, g_off_ = 0, r_off_ = 0, p_width_ = 0, conv_width_ = 0;
+  InProjLayout in_proj_{GlaConfig{}};  // columns of the fused input projection
+  int64_t conv_width_ = 0;
 
   // Workspace: activations for max_tokens rows, the step's inputs, logits, cuBLAS workspace.
   DeviceMemory workspace_, cublas_workspace_;

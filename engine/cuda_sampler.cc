@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/sample_row_spec.h"
 #include "kernels/token_sampling.h"
 #include "models/status_macros.h"
 
@@ -39,40 +40,15 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   if (rows > max_rows_) return absl::InternalError(absl::StrCat("sampler: ", rows, " rows; sized for ", max_rows_));
 
   // Inputs: the row specs, then per row the distinct ids it has seen with their counts.
-  std::vector<cuda::SampleRowSpec> specs(rows);
-  std::vector<int32_t> pen_ids, pen_all, pen_out;
+  std::vector<cuda::SampleRowSpec> specs;
+  PenaltyLists pen;
   bool needs_sort = false;
-  for (int i = 0; i < rows; ++i) {
-    const SampleRequest& q = requests[i];
-    const SamplingParams& p = *q.params;
-    cuda::SampleRowSpec& s = specs[i];
-    s.logits_row = q.row;
-    s.temperature = p.temperature;
-    s.top_k = p.top_k;
-    s.top_p = p.top_p;
-    s.min_p = p.min_p;
-    s.repetition_penalty = p.repetition_penalty;
-    s.presence_penalty = p.presence_penalty;
-    s.frequency_penalty = p.frequency_penalty;
-    s.seed = p.seed;
-    s.step = q.step;
-    s.logprobs = std::min(p.logprobs, kMaxTop);
-    needs_sort = needs_sort || p.temperature > 0.0f || p.logprobs > 0;
-    s.penalty_begin = static_cast<int>(pen_ids.size());
-    const bool rep = p.repetition_penalty != 1.0f, pres = p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
-    if ((rep || pres) && q.history != nullptr) {
-      for (const auto& [id, n] : q.history->all_counts()) {
-        const auto o = q.history->output_counts().find(id);
-        const int out_n = o == q.history->output_counts().end() ? 0 : o->second;
-        pen_ids.push_back(id);
-        pen_all.push_back(n);
-        pen_out.push_back(out_n);
-      }
-    }
-    s.penalty_end = static_cast<int>(pen_ids.size());
+  for (const SampleRequest& q : requests) {
+    specs.push_back(MakeSampleRowSpec(*q.params, q.history, q.step, q.row, kMaxTop, &pen));
+    needs_sort = needs_sort || q.params->temperature > 0.0f || q.params->logprobs > 0;
   }
   const size_t spec_bytes = specs.size() * sizeof(cuda::SampleRowSpec);
-  const size_t pen_bytes = pen_ids.size() * sizeof(int32_t);
+  const size_t pen_bytes = pen.ids.size() * sizeof(int32_t);
   const size_t in_bytes = spec_bytes + 3 * pen_bytes + 64;
   if (inputs_host_.bytes() < in_bytes) {  // grows to the largest step seen; never inside a graph
     GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
@@ -84,9 +60,9 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   size_t at = (spec_bytes + 15) / 16 * 16;
   const size_t ids_at = at, all_at = at + pen_bytes, out_at = at + 2 * pen_bytes;
   if (pen_bytes > 0) {
-    std::memcpy(h + ids_at, pen_ids.data(), pen_bytes);
-    std::memcpy(h + all_at, pen_all.data(), pen_bytes);
-    std::memcpy(h + out_at, pen_out.data(), pen_bytes);
+    std::memcpy(h + ids_at, pen.ids.data(), pen_bytes);
+    std::memcpy(h + all_at, pen.all_counts.data(), pen_bytes);
+    std::memcpy(h + out_at, pen.output_counts.data(), pen_bytes);
   }
   char* d = inputs_device_.get<char>();
   GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d, h, out_at + pen_bytes, cudaMemcpyHostToDevice, stream_));

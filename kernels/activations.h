@@ -30,13 +30,8 @@ namespace gla::cuda {
 cudaError_t SwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bfloat16* out, int64_t out_stride,
                    int64_t M, int64_t I, cudaStream_t stream);
 
-// As cpu::LogSigmoidGate, in place on fp32 rows (the gate stays fp32: it is summed over a whole
-// sequence inside the GLA operator).
-cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
-                           bool has_clamp, float clamp_min, cudaStream_t stream);
-
 // The whole second half of the low-rank forget gate in one pass (decode steps are launch-bound):
-//   out[r, j] = gate(sum_k lowrank[r, k] * w1[j, k] + bias[j])   with gate = LogSigmoidGate's,
+//   out[r, j] = gate(sum_k lowrank[r, k] * w1[j, k] + bias[j])   with gate = cpu::LogSigmoidGate's,
 // w1 [n, rank] fp32. The CPU reference is cpu::Linear followed by cpu::LogSigmoidGate.
 cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank, const float* bias,
                         float* out, int64_t out_stride, int64_t rows, int n, float normalizer, bool has_clamp,

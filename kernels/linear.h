@@ -29,10 +29,6 @@ namespace gla::cuda {
 cublasStatus_t LinearBf16(cublasHandle_t handle, const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w,
                           int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta = 0.0f);
 
-// The same in fp32 (small matrices kept in fp32, e.g. the second factor of the low-rank gate).
-cublasStatus_t LinearF32(cublasHandle_t handle, const float* x, int64_t x_stride, const float* w, int64_t N, int64_t K,
-                         float* y, int64_t y_stride, int64_t M, float beta = 0.0f);
-
 }  // namespace gla::cuda
 #endif
 

@@ -1,5 +1,5 @@
-// Element-wise kernels of the GLA block on the GPU: SwiGLU, the low-rank gate's logsigmoid /
-// normalizer / clamp, and the embedding gather. Each is one pass over its rows (memory-bound).
+// Element-wise kernels of the GLA block on the GPU: SwiGLU, the low-rank gate (second factor,
+// logsigmoid / normalizer / clamp), and the embedding gather. Each is one pass over its rows (memory-bound).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -22,22 +22,6 @@ __global__ void SwiGluKernel(const __nv_bfloat16* gate_up, int64_t gate_up_strid
          i += static_cast<int64_t>(gridDim.x) * kThreads) {
       const float a = __bfloat162float(g[i]), u = __bfloat162float(g[i + I]);
       out[r * out_stride + i] = __float2bfloat16(a / (1.f + __expf(-a)) * u);
-    }
-  }
-}
-
-__global__ void LogSigmoidGateKernel(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float inv_normalizer,
-                                     bool has_clamp, float clamp_min) {
-  WaitForPredecessor();  // see kernels/cuda/launch.cuh
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
-         i += static_cast<int64_t>(gridDim.x) * kThreads) {
-      float* p = x + r * stride + i;
-      const float z = *p + (bias ? bias[i] : 0.f);
-      // logsigmoid(z) = min(z, 0) - log1p(exp(-|z|)): no overflow for large |z|.
-      float y = (fminf(z, 0.f) - log1pf(expf(-fabsf(z)))) * inv_normalizer;
-      if (has_clamp) y = fmaxf(y, clamp_min);
-      *p = y;
     }
   }
 }
@@ -89,14 +73,6 @@ cudaError_t SwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bf
   if (M == 0) return cudaSuccess;
   if (BadRows(M, I)) return cudaErrorInvalidValue;
   return LaunchDependent(SwiGluKernel, RowGrid(M, I), kThreads, stream, gate_up, gate_up_stride, out, out_stride, M, I);
-}
-
-cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
-                           bool has_clamp, float clamp_min, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  if (BadRows(rows, n) || normalizer == 0.f) return cudaErrorInvalidValue;
-  return LaunchDependent(LogSigmoidGateKernel, RowGrid(rows, n), kThreads, stream, x, stride, bias, rows, n,
-                         1.f / normalizer, has_clamp, clamp_min);
 }
 
 cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank, const float* bias,

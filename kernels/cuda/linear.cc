@@ -22,14 +22,4 @@ cublasStatus_t LinearBf16(cublasHandle_t handle, const __nv_bfloat16* x, int64_t
                       CUBLAS_GEMM_DEFAULT);
 }
 
-cublasStatus_t LinearF32(cublasHandle_t handle, const float* x, int64_t x_stride, const float* w, int64_t N, int64_t K,
-                         float* y, int64_t y_stride, int64_t M, float beta) {
-  if (M == 0) return CUBLAS_STATUS_SUCCESS;
-  if (!FitsInt(M) || !FitsInt(N) || !FitsInt(K) || !FitsInt(x_stride) || !FitsInt(y_stride))
-    return CUBLAS_STATUS_INVALID_VALUE;
-  const float alpha = 1.0f;
-  return cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K),
-                     &alpha, w, static_cast<int>(K), x, static_cast<int>(x_stride), &beta, y, static_cast<int>(y_stride));
-}
-
 }  // namespace gla::cuda

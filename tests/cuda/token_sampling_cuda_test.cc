@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/sample_row_spec.h"
 #include "engine/sampler.h"
 #include "kernels/token_sampling.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -74,9 +75,10 @@ TEST_P(TokenSampling, EqualsCpuSampler) {
   for (int r = 0; r < rows; r += 5) logits[static_cast<size_t>(r) * width + 7] = logits[static_cast<size_t>(r) * width + 3] = 50.f;  // exact ties
 
   std::vector<TokenHistory> histories(rows);
-  std::vector<cuda::SampleRowSpec> specs(rows);
-  std::vector<int32_t> pen_ids, pen_all, pen_out;
+  std::vector<cuda::SampleRowSpec> specs;
+  PenaltyLists pen;
   std::uniform_int_distribution<int> id(0, width - 1);
+  const int max_top = 32;
   for (int r = 0; r < rows; ++r) {
     const Case& c = cases[r % cases.size()];
     SamplingParams p = c.params;
@@ -87,30 +89,11 @@ TEST_P(TokenSampling, EqualsCpuSampler) {
       histories[r].AddPrompt(prompt);
       for (int k = 0; k < 10; ++k) histories[r].AddOutput(id(rng) % 50);  // repeats
     }
-    cuda::SampleRowSpec& s = specs[r];
-    s.logits_row = r;
-    s.temperature = p.temperature;
-    s.top_k = p.top_k;
-    s.top_p = p.top_p;
-    s.min_p = p.min_p;
-    s.repetition_penalty = p.repetition_penalty;
-    s.presence_penalty = p.presence_penalty;
-    s.frequency_penalty = p.frequency_penalty;
-    s.seed = p.seed;
-    s.step = 17 + r;
-    s.logprobs = p.logprobs;
-    s.penalty_begin = static_cast<int>(pen_ids.size());
-    for (const auto& [tid, n] : histories[r].all_counts()) {
-      const auto o = histories[r].output_counts().find(tid);
-      pen_ids.push_back(tid);
-      pen_all.push_back(n);
-      pen_out.push_back(o == histories[r].output_counts().end() ? 0 : o->second);
-    }
-    s.penalty_end = static_cast<int>(pen_ids.size());
+    specs.push_back(MakeSampleRowSpec(p, &histories[r], 17 + r, r, max_top, &pen));
   }
-  pen_ids.push_back(0);  // never empty
-  pen_all.push_back(0);
-  pen_out.push_back(0);
+  pen.ids.push_back(0);  // never empty
+  pen.all_counts.push_back(0);
+  pen.output_counts.push_back(0);
 
   auto up = [](const void* h, size_t bytes) {
     void* d = nullptr;
@@ -118,16 +101,15 @@ TEST_P(TokenSampling, EqualsCpuSampler) {
     EXPECT_EQ(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
     return d;
   };
-  const int max_top = 32;
   cuda::SampleArgs a;
   a.logits = static_cast<const float*>(up(logits.data(), logits.size() * 4));
   a.logits_stride = width;
   a.vocab = vocab_limit;
   a.rows = rows;
   a.specs = static_cast<const cuda::SampleRowSpec*>(up(specs.data(), specs.size() * sizeof(specs[0])));
-  a.penalty_ids = static_cast<const int32_t*>(up(pen_ids.data(), pen_ids.size() * 4));
-  a.penalty_all = static_cast<const int32_t*>(up(pen_all.data(), pen_all.size() * 4));
-  a.penalty_out = static_cast<const int32_t*>(up(pen_out.data(), pen_out.size() * 4));
+  a.penalty_ids = static_cast<const int32_t*>(up(pen.ids.data(), pen.ids.size() * 4));
+  a.penalty_all = static_cast<const int32_t*>(up(pen.all_counts.data(), pen.all_counts.size() * 4));
+  a.penalty_out = static_cast<const int32_t*>(up(pen.output_counts.data(), pen.output_counts.size() * 4));
   a.needs_sort = true;
   a.max_top = max_top;
   GLA_CUDA_OK(cudaMalloc(&a.out_token, rows * 4));

@@ -1,0 +1,50 @@
+// The GPU sampler's inputs for one request, from the CPU sampler's arguments (SamplingParams,
+// TokenHistory, the generated-token index): used by the CUDA backend (engine/cuda_sampler.cc) and
+// by the sampling kernel's test, so both feed the kernel the same way.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "kernels/token_sampling.h"
+
+namespace gla {
+
+// Per distinct id a sequence has seen: the id, its count in prompt + output, its count in output.
+struct PenaltyLists {
+  std::vector<int32_t> ids, all_counts, output_counts;
+};
+
+// The row spec for one request; appends its penalty entries (only when a penalty is on) to *lists.
+inline cuda::SampleRowSpec MakeSampleRowSpec(const SamplingParams& p, const TokenHistory* history, uint64_t step,
+                                             int logits_row, int max_top, PenaltyLists* lists) {
+  cuda::SampleRowSpec s;
+  s.logits_row = logits_row;
+  s.temperature = p.temperature;
+  s.top_k = p.top_k;
+  s.top_p = p.top_p;
+  s.min_p = p.min_p;
+  s.repetition_penalty = p.repetition_penalty;
+  s.presence_penalty = p.presence_penalty;
+  s.frequency_penalty = p.frequency_penalty;
+  s.seed = p.seed;
+  s.step = step;
+  s.logprobs = std::min(p.logprobs, max_top);
+  s.penalty_begin = static_cast<int>(lists->ids.size());
+  const bool penalised =
+      p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+  if (penalised && history != nullptr) {
+    for (const auto& [id, n] : history->all_counts()) {
+      const auto o = history->output_counts().find(id);
+      lists->ids.push_back(id);
+      lists->all_counts.push_back(n);
+      lists->output_counts.push_back(o == history->output_counts().end() ? 0 : o->second);
+    }
+  }
+  s.penalty_end = static_cast<int>(lists->ids.size());
+  return s;
+}
+
+}  // namespace gla
