@@ -13,6 +13,7 @@
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
 #include "models/config.h"
+#include "models/lora_adapter.h"
 #include "models/tokenizer.h"
 
 namespace gla {
@@ -25,6 +26,8 @@ struct StepItem {
   const SamplingParams* params = nullptr;
   const TokenHistory* history = nullptr;
   uint64_t step = 0;  // index of the token being generated (the RNG counter)
+  // LoRA adapter of this sequence (null: the base model); kept alive by the request that owns it.
+  const LoraAdapter* adapter = nullptr;
 };
 
 class Backend {
@@ -39,6 +42,8 @@ class Backend {
   // Memory the pool's storage and the step workspace hold (device memory for the CUDA backend).
   virtual int64_t state_pool_bytes() const = 0;
   virtual int64_t workspace_bytes() const = 0;
+  // Whether Step applies StepItem::adapter (LoRA adapters per sequence).
+  virtual bool supports_adapters() const { return false; }
   // Ids a sampler may produce: the tokenizer's vocabulary when it is smaller than the model's.
   int vocab_limit() const;
 

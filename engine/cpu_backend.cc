@@ -33,13 +33,14 @@ class CpuBackend : public Backend {
   StatePool& pool() override { return pool_; }
   int64_t state_pool_bytes() const override { return int64_t{pool_.capacity()} * pool_.state_bytes(); }
   int64_t workspace_bytes() const override { return 0; }  // sized per step on the heap
+  bool supports_adapters() const override { return true; }
 
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
     std::vector<CpuModel::Segment> segs;
     segs.reserve(items.size());
     for (const StepItem& it : items) {
       if (it.slot < 0 || it.slot >= pool_.capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
-      segs.push_back({it.tokens, pool_.data(it.slot), false});
+      segs.push_back({it.tokens, pool_.data(it.slot), false, it.adapter});
     }
     std::vector<float> logits;
     RETURN_IF_ERROR(model_->Forward(segs, &logits));

@@ -62,6 +62,26 @@ void CpuModel::FuseWeights() {
   }
 }
 
+void CpuModel::AddLoraDeltas(int layer, LoraTarget t, std::span<const Segment> segments,
+                             const std::vector<int64_t>& offsets, const float* x, int64_t x_stride, float* y,
+                             int64_t y_stride) const {
+  std::vector<float> xa;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const LoraAdapter* a = segments[s].adapter;
+    if (a == nullptr) continue;
+    const auto& pair = a->layers[layer][static_cast<int>(t)];
+    if (!pair.has_value()) continue;
+    const int64_t rows = static_cast<int64_t>(segments[s].tokens.size()), r = pair->a.shape[0];
+    const int64_t out = pair->b.shape[0], in = pair->a.shape[1];
+    const float* xs = x + offsets[s] * x_stride;
+    xa.resize(rows * r);
+    cpu::Linear(xs, x_stride, pair->a.data.data(), r, in, xa.data(), r, rows);
+    const float scale = static_cast<float>(a->config.scale());
+    for (float& v : xa) v *= scale;
+    cpu::Linear(xa.data(), r, pair->b.data.data(), out, r, y + offsets[s] * y_stride, y_stride, rows, 1.0f);
+  }
+}
+
 SequenceState CpuModel::NewState() const { return SequenceState{std::vector<float>(layout_.floats(), 0.0f)}; }
 
 void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vector<int64_t>& offsets, Workspace& ws) {
@@ -70,10 +90,21 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   const FusedLayer& f = fused_[l];
   const int64_t N = ws.N, D = c.hidden_size, I = c.intermediate_size;
   const float eps = static_cast<float>(c.norm_eps);
+  bool has_adapters = false;
+  for (const Segment& seg : segments) has_adapters |= seg.adapter != nullptr;
 
   // h = RMSNorm(x) w_attn;  proj = h [Wq; Wk; Wv; Wg; Wgk0]^T
   cpu::RmsNorm(ws.x.data(), D, w.attn_norm.data.data(), ws.h.data(), D, N, D, eps);
   cpu::Linear(ws.h.data(), D, f.in_proj.data(), in_proj_.width, D, ws.proj.data(), in_proj_.width, N);
+  if (has_adapters) {
+    float* proj = ws.proj.data();
+    const int64_t pw = in_proj_.width;
+    AddLoraDeltas(l, LoraTarget::kQ, segments, offsets, ws.h.data(), D, proj + in_proj_.q, pw);
+    AddLoraDeltas(l, LoraTarget::kK, segments, offsets, ws.h.data(), D, proj + in_proj_.k, pw);
+    AddLoraDeltas(l, LoraTarget::kV, segments, offsets, ws.h.data(), D, proj + in_proj_.v, pw);
+    if (c.use_output_gate) AddLoraDeltas(l, LoraTarget::kG, segments, offsets, ws.h.data(), D, proj + in_proj_.g, pw);
+    AddLoraDeltas(l, LoraTarget::kGk0, segments, offsets, ws.h.data(), D, proj + in_proj_.r, pw);
+  }
 
   // q, k, v come straight from proj, or through the short conv (per sequence: it has history).
   const float* q = ws.proj.data() + in_proj_.q;
@@ -103,6 +134,9 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer (clamped): the low-rank forget gate.
   cpu::Linear(ws.proj.data() + in_proj_.r, in_proj_.width, w.gk_proj1.data.data(), c.key_dim_per_group, c.gate_low_rank_dim,
               ws.gk.data(), c.key_dim_per_group, N);
+  if (has_adapters)
+    AddLoraDeltas(l, LoraTarget::kGk1, segments, offsets, ws.proj.data() + in_proj_.r, in_proj_.width, ws.gk.data(),
+                  c.key_dim_per_group);
   cpu::LogSigmoidGate(ws.gk.data(), c.key_dim_per_group, w.gk_proj1_bias.data.data(), N, c.key_dim_per_group,
                       static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
                       static_cast<float>(c.clamp_min.value_or(0.0)));
@@ -162,12 +196,18 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   cpu::RmsNormSwishGate(ws.o.data(), c.value_dim, gate, in_proj_.width, w.g_norm.data.data(), ws.og.data(), c.value_dim, N,
                         c.num_heads, c.head_v_dim, eps);
   cpu::Linear(ws.og.data(), c.value_dim, w.o_proj.data.data(), D, c.value_dim, ws.x.data(), D, N, /*beta=*/1.0f);
+  if (has_adapters) AddLoraDeltas(l, LoraTarget::kO, segments, offsets, ws.og.data(), c.value_dim, ws.x.data(), D);
 
   // x += Wdown( silu(Wgate h') * Wup h' ),  h' = RMSNorm(x) w_mlp
   cpu::RmsNorm(ws.x.data(), D, w.mlp_norm.data.data(), ws.h.data(), D, N, D, eps);
   cpu::Linear(ws.h.data(), D, f.gate_up.data(), 2 * I, D, ws.gate_up.data(), 2 * I, N);
+  if (has_adapters) {
+    AddLoraDeltas(l, LoraTarget::kGate, segments, offsets, ws.h.data(), D, ws.gate_up.data(), 2 * I);
+    AddLoraDeltas(l, LoraTarget::kUp, segments, offsets, ws.h.data(), D, ws.gate_up.data() + I, 2 * I);
+  }
   cpu::SwiGlu(ws.gate_up.data(), 2 * I, ws.act.data(), I, N, I);
   cpu::Linear(ws.act.data(), I, w.down_proj.data.data(), D, I, ws.x.data(), D, N, /*beta=*/1.0f);
+  if (has_adapters) AddLoraDeltas(l, LoraTarget::kDown, segments, offsets, ws.act.data(), I, ws.x.data(), D);
 }
 
 absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<float>* logits) {
@@ -179,6 +219,9 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
     const Segment& seg = segments[s];
     if (seg.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("segment ", s, " has no tokens"));
     if (seg.state == nullptr) return absl::InvalidArgumentError(absl::StrCat("segment ", s, " has no state"));
+    if (seg.adapter != nullptr && static_cast<int>(seg.adapter->layers.size()) != c.num_hidden_layers)
+      return absl::InvalidArgumentError(absl::StrCat("segment ", s, "'s adapter has ", seg.adapter->layers.size(),
+                                                     " layers; the model has ", c.num_hidden_layers));
     for (int32_t id : seg.tokens)
       if (id < 0 || id >= c.vocab_size)
         return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));

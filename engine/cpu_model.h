@@ -13,6 +13,7 @@
 #include "engine/fused_projection.h"
 #include "engine/sequence_state.h"
 #include "models/checkpoint.h"
+#include "models/lora_adapter.h"
 
 namespace gla {
 
@@ -42,6 +43,9 @@ class CpuModel {
     std::span<const int32_t> tokens;
     float* state = nullptr;
     bool all_logits = false;
+    // A LoRA adapter for this sequence (null: the base model). Sequences with different adapters,
+    // or none, share a step: each projection adds scale * (x A^T) B^T on its own rows.
+    const LoraAdapter* adapter = nullptr;
   };
   // Appends logits rows ([vocab] each) to *logits in segment order: T rows for an all_logits
   // segment, 1 otherwise. Bad input (empty segment, id outside the vocabulary, missing or shared
@@ -56,6 +60,9 @@ class CpuModel {
   void FuseWeights();
   struct Workspace;
   void RunLayer(int layer, std::span<const Segment> segments, const std::vector<int64_t>& offsets, Workspace& ws);
+  // y[rows of each adapted segment] += scale * (x A^T) B^T for the segments whose adapter targets t.
+  void AddLoraDeltas(int layer, LoraTarget t, std::span<const Segment> segments, const std::vector<int64_t>& offsets,
+                     const float* x, int64_t x_stride, float* y, int64_t y_stride) const;
 
   Checkpoint ck_;
   CpuModelOptions options_;

@@ -47,6 +47,9 @@ class CudaBackend : public Backend {
     segs.reserve(items.size());
     for (const StepItem& it : items) {
       if (it.slot < 0 || it.slot >= pool_->capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
+      // The server refuses adapter requests on this backend (supports_adapters() is false); a
+      // segmented LoRA kernel for mixed-adapter batches on the GPU is not written yet.
+      if (it.adapter != nullptr) return absl::UnimplementedError("the cuda backend does not apply LoRA adapters yet");
       segs.push_back({it.tokens, it.slot, it.sample ? CudaModel::Logits::kLast : CudaModel::Logits::kNone});
     }
     std::vector<int> first_row;

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
+#include "engine/finetune/compute_gate.h"
 #include "engine/text_assembler.h"
 
 namespace gla {
@@ -180,7 +181,7 @@ void Scheduler::RunStep() {
   for (auto& r : running_)  // decodes first
     if (r->prefilled == r->spec.prompt.size()) {
       items.push_back({std::span<const int32_t>(&r->output.back(), 1), r->slot, true, &r->spec.sampling, &r->history,
-                       r->output.size()});
+                       r->output.size(), r->spec.adapter.get()});
       owners.push_back(r.get());
       --budget;
     }
@@ -190,13 +191,17 @@ void Scheduler::RunStep() {
     const size_t n = std::min<size_t>(r->spec.prompt.size() - r->prefilled, prefill_budget);
     const bool last = r->prefilled + n == r->spec.prompt.size();
     items.push_back({std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled, n), r->slot, last,
-                     &r->spec.sampling, &r->history, 0});
+                     &r->spec.sampling, &r->history, 0, r->spec.adapter.get()});
     owners.push_back(r.get());
     prefill_budget -= static_cast<int>(n);
   }
   if (items.empty()) return;
   std::vector<SampledToken> out;
+  // Fine-tuning shares the device: wait for a training step in flight (or one that is owed its
+  // turn) to end, and keep training out while this step runs.
+  if (options_.compute_gate != nullptr) options_.compute_gate->BeginServing();
   absl::Status st = backend_.Step(items, &out);
+  if (options_.compute_gate != nullptr) options_.compute_gate->EndServing();
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
@@ -237,6 +242,10 @@ void Scheduler::Loop() {
       stats_.slots_in_use = backend_.pool().in_use();
     }
     RunStep();
+    // Tell the fine-tune gate whether serving still has work: when it has none (before the loop
+    // sleeps), training steps may run back to back. RunStep's BeginServing says "work" itself.
+    if (options_.compute_gate != nullptr)
+      options_.compute_gate->SetServingDemand(!running_.empty() || !waiting_.empty());
   }
 }
 

@@ -36,6 +36,8 @@ struct GenerationSpec {
   bool ignore_eos = false;
   std::optional<std::chrono::system_clock::time_point> deadline;
   int priority = 0;  // higher is admitted first
+  // LoRA adapter to generate with (null: the base model); held until the request ends.
+  std::shared_ptr<const LoraAdapter> adapter;
 };
 
 struct Usage {
@@ -64,10 +66,15 @@ class RequestHandle {
   virtual void Cancel() = 0;
 };
 
+class ComputeGate;
+
 struct SchedulerOptions {
   int queue_size = 256;          // waiting (not yet admitted) requests
   int step_token_budget = 512;   // tokens per step, decodes included
   int min_prefill_tokens = 16;   // prefill progress per step even when decodes fill the budget
+  // Shares the device with fine-tune jobs (engine/finetune/compute_gate.h): every step runs inside
+  // the gate, and the gate is told whether serving has work. Null: no fine-tuning, no gate.
+  ComputeGate* compute_gate = nullptr;
 };
 
 struct SchedulerStats {

@@ -21,6 +21,22 @@ void LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, i
 // Embedding gather: out[r] = table[ids[r]] (ids already checked against the vocabulary).
 void EmbeddingGather(const float* table, int64_t D, const int32_t* ids, int64_t n, float* out);
 
+// Backward passes (fine-tuning).
+// SwiGLU: d_gate_up ([M, 2I]: [d_gate | d_up] per row) written from the forward input and d_out.
+void SwiGluBackward(const float* gate_up, int64_t gate_up_stride, const float* d_out, int64_t d_out_stride,
+                    float* d_gate_up, int64_t d_gate_up_stride, int64_t M, int64_t I);
+
+// LogSigmoidGate: `pre` is the gate's input before the bias (what the forward read in place),
+// d_out the gradient of its output. d_pre written; d_bias (when not null) accumulated over rows.
+// With the clamp, the gradient passes where the unclamped value >= clamp_min and is zero below
+// (torch's clamp_min convention).
+void LogSigmoidGateBackward(const float* pre, int64_t pre_stride, const float* bias, const float* d_out,
+                            int64_t d_out_stride, float* d_pre, int64_t d_pre_stride, float* d_bias, int64_t rows,
+                            int64_t n, float normalizer, bool has_clamp, float clamp_min);
+
+// Embedding backward: d_table[ids[r]] += d_out[r] (rows of width D).
+void EmbeddingScatterAdd(const float* d_out, int64_t D, const int32_t* ids, int64_t n, float* d_table);
+
 }  // namespace gla::cpu
 
 #if defined(GLA_HAVE_CUDA)

@@ -16,6 +16,14 @@ namespace gla::cpu {
 void ShortConvSilu(const float* x, int64_t x_stride, int64_t T, int64_t C, const float* w, int K, float* tail,
                    float* y, int64_t y_stride);
 
+// Backward of ShortConvSilu for one sequence: x, w and `tail` are the forward's inputs (tail as it
+// was on entry, or nullptr for a zero history), dy the gradient of y. dx written ([T, C] at
+// dx_stride); dw ([C, K]) accumulated. The gradient of the entry tail is not produced (training
+// sequences start from an empty history).
+void ShortConvSiluBackward(const float* x, int64_t x_stride, int64_t T, int64_t C, const float* w, int K,
+                           const float* tail, const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride,
+                           float* dw);
+
 }  // namespace gla::cpu
 
 #if defined(GLA_HAVE_CUDA)

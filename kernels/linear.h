@@ -15,6 +15,11 @@ namespace gla::cpu {
 void Linear(const float* x, int64_t x_stride, const float* w, int64_t N, int64_t K, float* y, int64_t y_stride,
             int64_t M, float beta = 0.0f);
 
+// Backward of Linear (y = x W^T):  dx[M, K] = dy[M, N] W[N, K] + dx_beta * dx   (dx may be null)
+//                                  dW[N, K] += dy^T x                           (dw may be null)
+void LinearBackward(const float* x, int64_t x_stride, const float* w, int64_t N, int64_t K, const float* dy,
+                    int64_t dy_stride, float* dx, int64_t dx_stride, float dx_beta, float* dw, int64_t M);
+
 // BLAS worker threads (0 keeps the library's default).
 void SetLinearThreads(int threads);
 

@@ -19,6 +19,18 @@ void RmsNorm(const float* x, int64_t x_stride, const float* w, float* y, int64_t
 void RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
                       float* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps);
 
+// Backward passes (fine-tuning). Each recomputes what it needs from the forward's inputs.
+// dx (+)= dL/dx: written when accumulate_dx is false, added when true (a residual stream's
+// gradient already holds the skip path's part). dw, when not null, is accumulated (+=) over rows.
+void RmsNormBackward(const float* x, int64_t x_stride, const float* w, const float* dy, int64_t dy_stride, float* dx,
+                     int64_t dx_stride, bool accumulate_dx, float* dw, int64_t rows, int64_t n, float eps);
+
+// Backward of RmsNormSwishGate: d_o written; d_gate written (ignored when gate == nullptr); dw += .
+void RmsNormSwishGateBackward(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride,
+                              const float* w, const float* dy, int64_t dy_stride, float* d_o, int64_t d_o_stride,
+                              float* d_gate, int64_t d_gate_stride, float* dw, int64_t rows, int heads, int dv,
+                              float eps);
+
 }  // namespace gla::cpu
 
 #if defined(GLA_HAVE_CUDA)

@@ -62,6 +62,27 @@ std::vector<ExpectedTensor> ExpectedTensors(const GlaConfig& config) {
   return out;
 }
 
+absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config, const ModelWeights& weights) {
+  if (static_cast<int>(weights.layers.size()) != config.num_hidden_layers)
+    return absl::InvalidArgumentError(absl::StrCat("weights have ", weights.layers.size(), " layers; config.json says ",
+                                                   config.num_hidden_layers));
+  std::vector<TensorToWrite> tensors;
+  absl::Status status;
+  // ForEachTensor hands out mutable pointers for the loader; here they are only read.
+  ForEachTensor(config, const_cast<ModelWeights*>(&weights),
+                [&](const std::string& name, std::vector<int64_t> shape, Weight* w) {
+                  int64_t n = 1;
+                  for (int64_t d : shape) n *= d;
+                  if (status.ok() && static_cast<int64_t>(w->data.size()) != n)
+                    status = absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' holds ", w->data.size(),
+                                                                     " values; its shape ", ShapeString(shape),
+                                                                     " needs ", n));
+                  tensors.push_back(F32Tensor(name, std::move(shape), w->data));
+                });
+  RETURN_IF_ERROR(status);
+  return WriteSafetensors(path, tensors, {{"format", "pt"}});
+}
+
 absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const TensorStore& store) {
   ModelWeights w;
   w.layers.resize(config.num_hidden_layers);

@@ -46,6 +46,11 @@ struct ModelWeights {
 // error too (a checkpoint for another architecture should not half-load). Errors name the tensor.
 absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const TensorStore& store);
 
+// Writes the weights as one F32 safetensors file with the fla-hub tensor names (the weights of a
+// full fine-tune or a model trained from scratch). INVALID_ARGUMENT naming the tensor whose size
+// does not match the config.
+absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config, const ModelWeights& weights);
+
 // The tensor names and shapes a config expects, in a stable order (loader, writers and tests).
 struct ExpectedTensor {
   std::string name;

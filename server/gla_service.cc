@@ -66,6 +66,17 @@ absl::StatusOr<GenerationSpec> PrepareSpec(GlaService* svc, grpc::CallbackServer
                                            const v1::GenerateRequest& req) {
   auto spec = ValidateGenerateRequest(req, svc->scheduler().backend(), svc->limits());
   if (!spec.ok()) return spec;
+  if (!req.adapter().empty()) {  // LoRA adapter by name: kept alive by the spec until the request ends
+    Backend& backend = svc->scheduler().backend();
+    if (!backend.supports_adapters())
+      return absl::FailedPreconditionError(absl::StrCat("adapter '", req.adapter(), "': the ", backend.name(),
+                                                        " backend does not apply LoRA adapters yet (glad --backend cpu does)"));
+    const AdapterRegistry* registry = svc->info().adapters;
+    spec->adapter = registry != nullptr ? registry->Find(req.adapter()) : nullptr;
+    if (spec->adapter == nullptr)
+      return absl::NotFoundError(
+          absl::StrCat("no adapter named '", req.adapter(), "' is loaded (FineTune.ListAdapters lists them)"));
+  }
   if (spec->id.empty()) spec->id = svc->NextRequestId();
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) spec->deadline = ctx->deadline();
   return spec;

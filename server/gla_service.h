@@ -6,6 +6,7 @@
 #include <atomic>
 #include <string>
 
+#include "engine/adapter_registry.h"
 #include "engine/scheduler.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "server/request_validation.h"
@@ -16,6 +17,7 @@ struct ServiceInfo {
   std::string model_dir;
   int queue_size = 0;
   int step_token_budget = 0;
+  const AdapterRegistry* adapters = nullptr;  // GenerateRequest.adapter names one of these
 };
 
 class GlaService final : public v1::Gla::CallbackService {
@@ -37,6 +39,7 @@ class GlaService final : public v1::Gla::CallbackService {
   // Shared by the reactors (gla_service.cc).
   Scheduler& scheduler() { return scheduler_; }
   const ServerLimits& limits() const { return limits_; }
+  const ServiceInfo& info() const { return info_; }
   std::string NextRequestId() { return "req-" + std::to_string(++next_id_); }
 
  private:

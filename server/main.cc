@@ -3,16 +3,22 @@
 //   glad --model DIR [--listen 0.0.0.0:50051] [--slots 16 | --state_memory_mb M] [--queue_size 256]
 //        [--step_token_budget 512] [--threads 0] [--max_prompt_tokens 8192] [--max_new_tokens 1024]
 //        [--shutdown_grace_s 10] [--backend auto|cuda|cpu] [--device 0] [--cuda_graphs]
+//        [--adapter_dir DIR] [--finetune_data_dir DIR] [--finetune_share 0.25]
+//        [--finetune_max_tokens 1000000] [--finetune_max_queued 8] [--adapter NAME=DIR ...]
 //        (glad --help lists every flag)
 //
-// Serves gla.v1.Gla, grpc.health.v1.Health and server reflection. SIGTERM/SIGINT: stop
-// accepting, let in-flight requests finish for --shutdown_grace_s, cancel the rest, exit 0.
+// Serves gla.v1.Gla, gla.v1.FineTune, grpc.health.v1.Health and server reflection. SIGTERM/SIGINT:
+// cancel fine-tune jobs, stop accepting, let in-flight requests finish for --shutdown_grace_s,
+// cancel the rest, exit 0.
 // Startup errors (bad model dir, port in use, bad flag) are one line on stderr and exit 1.
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpc/impl/codegen/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -23,8 +29,12 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "engine/adapter_registry.h"
 #include "engine/backend.h"
+#include "engine/finetune/compute_gate.h"
+#include "engine/finetune/jobs.h"
 #include "engine/scheduler.h"
+#include "server/fine_tune_service.h"
 #include "server/gla_service.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (config.json, model.safetensors[.index.json], tokenizer.model)");
@@ -44,6 +54,22 @@ ABSL_FLAG(int32_t, threads, 0, "CPU backend BLAS threads (0 = one per core)");
 ABSL_FLAG(int32_t, max_prompt_tokens, 8192, "longest prompt accepted");
 ABSL_FLAG(int32_t, max_new_tokens, 1024, "most tokens one request may generate (and the default)");
 ABSL_FLAG(double, shutdown_grace_s, 10.0, "on SIGTERM, how long in-flight requests may run before they are cancelled");
+// Fine-tuning (gla.v1.FineTune).
+ABSL_FLAG(std::string, adapter_dir, "",
+          "where fine-tune jobs write their LoRA adapters (<dir>/<name>/; created if missing); unset: "
+          "CreateFineTuneJob is FAILED_PRECONDITION (trained adapters are not dropped into a temp dir)");
+ABSL_FLAG(std::string, finetune_data_dir, "",
+          "directory a CreateFineTuneJob data_file is read from (paths relative to it, never outside); "
+          "unset: no data_file is accepted");
+ABSL_FLAG(double, finetune_share, 0.25,
+          "the most of the busy time fine-tune steps take while there are requests to serve, in [0, 1); "
+          "jobs run back to back while serving is idle");
+ABSL_FLAG(int64_t, finetune_max_tokens, 1000000, "most training tokens one fine-tune job may be given");
+ABSL_FLAG(int32_t, finetune_max_queued, 8, "fine-tune jobs that may wait to start; more are RESOURCE_EXHAUSTED");
+// Parsed by TakeAdapterFlags below (absl flags keep only the last of a repeated flag); declared so
+// that --help lists it.
+ABSL_FLAG(std::string, adapter, "",
+          "NAME=DIR: load the PEFT LoRA adapter in DIR at start-up under NAME (repeatable)");
 
 namespace gla {
 namespace {
@@ -53,8 +79,59 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
+// Removes every --adapter NAME=DIR (or --adapter=NAME=DIR) from argv and returns the values:
+// absl flags keep only the last occurrence of a flag, and this one is repeatable.
+std::vector<std::string> TakeAdapterFlags(int* argc, char** argv) {
+  std::vector<std::string> values;
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    const char* a = argv[i];
+    if (std::strcmp(a, "--") == 0) {  // the rest are not flags
+      while (i < *argc) argv[out++] = argv[i++];
+      break;
+    }
+    if (std::strcmp(a, "--adapter") == 0 || std::strcmp(a, "-adapter") == 0) {
+      values.emplace_back(i + 1 < *argc ? argv[++i] : "");
+    } else if (std::strncmp(a, "--adapter=", 10) == 0) {
+      values.emplace_back(a + 10);
+    } else if (std::strncmp(a, "-adapter=", 9) == 0) {
+      values.emplace_back(a + 9);
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+  argv[out] = nullptr;
+  return values;
+}
+
+// --adapter NAME=DIR: each adapter read and checked against the model now, so that a bad one is a
+// startup error naming it rather than a failure at its first request.
+absl::Status LoadAdapterFlags(const std::vector<std::string>& flags, const GlaConfig& config,
+                              AdapterRegistry& registry) {
+  for (const std::string& flag : flags) {
+    const size_t eq = flag.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == flag.size())
+      return absl::InvalidArgumentError(absl::StrCat("--adapter '", flag, "': expected NAME=DIR"));
+    AdapterInfo info;
+    info.name = flag.substr(0, eq);
+    info.dir = flag.substr(eq + 1);
+    info.source = "flag";
+    auto adapter = LoadLoraAdapter(info.dir, config);
+    if (!adapter.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--adapter ", info.name, ": ", adapter.status().message()));
+    info.r = adapter->config.r;
+    info.alpha = adapter->config.alpha;
+    for (LoraTarget t : adapter->config.targets) info.target_modules.push_back(LoraTargetName(t));
+    absl::Status added = registry.Add(info, std::make_shared<const LoraAdapter>(std::move(*adapter)));
+    if (!added.ok()) return absl::InvalidArgumentError(absl::StrCat("--adapter ", info.name, ": ", added.message()));
+  }
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage("GLA inference server. glad --model DIR [--listen HOST:PORT] ...");
+  const std::vector<std::string> adapter_flags = TakeAdapterFlags(&argc, argv);
   absl::ParseCommandLine(argc, argv);
   // SIGINT/SIGTERM are taken by sigwait below; block them before any thread starts.
   sigset_t signals;
@@ -80,6 +157,20 @@ int Main(int argc, char** argv) {
     if (v < 1) return Fail(absl::StrCat("--", name, " must be at least 1"));  // flag names use underscores
   if (absl::GetFlag(FLAGS_slots) < 1) return Fail("--slots must be at least 1");
   if (absl::GetFlag(FLAGS_state_memory_mb) < 0) return Fail("--state_memory_mb must not be negative");
+  const double finetune_share = absl::GetFlag(FLAGS_finetune_share);
+  if (!(finetune_share >= 0.0 && finetune_share < 1.0)) return Fail("--finetune_share must be in [0, 1)");
+  if (absl::GetFlag(FLAGS_finetune_max_tokens) < 2) return Fail("--finetune_max_tokens must be at least 2");
+  if (absl::GetFlag(FLAGS_finetune_max_queued) < 1) return Fail("--finetune_max_queued must be at least 1");
+  const std::string data_dir = absl::GetFlag(FLAGS_finetune_data_dir);
+  if (!data_dir.empty() && !std::filesystem::is_directory(data_dir))
+    return Fail(absl::StrCat("--finetune_data_dir ", data_dir, " is not a directory"));
+  const std::string adapter_dir = absl::GetFlag(FLAGS_adapter_dir);
+  if (!adapter_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(adapter_dir, ec);
+    if (ec || !std::filesystem::is_directory(adapter_dir))
+      return Fail(absl::StrCat("--adapter_dir ", adapter_dir, ": cannot create it (", ec.message(), ")"));
+  }
 
   SchedulerOptions so;
   so.queue_size = absl::GetFlag(FLAGS_queue_size);
@@ -114,11 +205,33 @@ int Main(int argc, char** argv) {
   }
   if (!backend.ok()) return Fail(std::string(backend.status().message()));
 
+  AdapterRegistry adapters;
+  if (absl::Status s = LoadAdapterFlags(adapter_flags, (*backend)->config(), adapters); !s.ok())
+    return Fail(std::string(s.message()));
+  // Serving and fine-tuning take turns on the device (engine/finetune/compute_gate.h).
+  ComputeGate::Options gate_options;
+  gate_options.training_share = finetune_share;
+  ComputeGate gate(gate_options);
+  so.compute_gate = &gate;
   Scheduler scheduler(**backend, so);
+  FineTuneJobsOptions jo;
+  jo.model_dir = model;
+  jo.adapter_dir = adapter_dir;
+  jo.max_queued = absl::GetFlag(FLAGS_finetune_max_queued);
+  jo.max_tokens = absl::GetFlag(FLAGS_finetune_max_tokens);
+  jo.on_end = [](const JobInfo& j) {  // one line per finished job
+    std::fprintf(stderr, "glad: fine-tune job id=%s adapter=%s %s steps=%lld/%lld loss=%.4f%s%s\n", j.id.c_str(),
+                 j.adapter_name.c_str(), JobStateName(j.state), static_cast<long long>(j.progress.step),
+                 static_cast<long long>(j.progress.total_steps), j.progress.loss, j.error.empty() ? "" : " error: ",
+                 j.error.c_str());
+  };
+  FineTuneJobs jobs(jo, (*backend)->config(), adapters, &gate);
+  FineTuneService fine_tune(jobs, adapters, (*backend)->tokenizer(),
+                            {data_dir, absl::GetFlag(FLAGS_finetune_max_tokens)});
   ServerLimits limits;
   limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget});
+  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget, &adapters});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -129,6 +242,7 @@ int Main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&fine_tune);
   // gRPC logs its own multi-line account of a failed bind; startup failures are our one line.
   gpr_set_log_function([](gpr_log_func_args*) {});
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -152,6 +266,7 @@ int Main(int argc, char** argv) {
   std::fprintf(stderr, "glad: %s: draining (grace %.1f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                absl::GetFlag(FLAGS_shutdown_grace_s));
   server->GetHealthCheckService()->SetServingStatus(false);
+  jobs.Shutdown();  // fine-tune jobs are not drained: the running one stops at its next step boundary
   scheduler.Shutdown(grace);  // new requests: UNAVAILABLE; running ones finish or are cancelled
   // Every generation has finished or been cancelled above; what is left are quick unary calls.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));

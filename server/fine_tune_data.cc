@@ -1,0 +1,103 @@
+#include "server/fine_tune_data.h"
+
+#include <fstream>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "models/utf8.h"
+
+namespace gla {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Whether `p` lies strictly below `root` (both canonical), compared component by component so
+// that "/data-other" is not taken for a file under "/data".
+bool IsInside(const fs::path& p, const fs::path& root) {
+  auto q = p.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++q)
+    if (q == p.end() || *q != *r) return false;
+  return q != p.end();
+}
+
+}  // namespace
+
+absl::StatusOr<fs::path> ResolveDataFile(const std::string& data_dir, const std::string& relative) {
+  if (data_dir.empty())
+    return absl::FailedPreconditionError("data_file: the server was started without --finetune_data_dir");
+  auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("data_file '", relative, "': ", why));
+  };
+  if (relative.empty()) return bad("empty");
+  if (relative.find('\0') != std::string::npos) return bad("holds a NUL byte");
+  const fs::path rel(relative);
+  if (rel.is_absolute() || rel.has_root_name() || rel.has_root_directory())
+    return bad("must be a path relative to the server's data directory");
+  for (const fs::path& part : rel)
+    if (part == "..") return bad("must not hold '..' components");
+  std::error_code ec;
+  const fs::path root = fs::canonical(data_dir, ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("--finetune_data_dir ", data_dir, ": ", ec.message()));
+  // Every symbolic link on the way is followed here, so a link that leads out is caught below.
+  const fs::path target = fs::weakly_canonical(root / rel, ec);
+  if (ec) return bad(ec.message());
+  if (!IsInside(target, root)) return bad("leads outside the server's data directory");
+  const fs::file_status st = fs::status(target, ec);
+  if (ec || !fs::exists(st)) return bad("no such file in the server's data directory");
+  if (!fs::is_regular_file(st)) return bad("not a regular file");
+  return target;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadLineDocuments(const fs::path& file, int64_t max_bytes) {
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(file, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("data_file: ", ec.message()));
+  if (size > static_cast<uintmax_t>(max_bytes))
+    return absl::InvalidArgumentError(absl::StrCat("data_file: ", size, " bytes, more than the ", max_bytes,
+                                                   " this server reads (", kDataFileBytesPerToken,
+                                                   " per token of --finetune_max_tokens)"));
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError("data_file: cannot be opened");
+  // Read at most max_bytes + 1, even if the file grew since it was measured.
+  std::string text(static_cast<size_t>(max_bytes) + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (static_cast<int64_t>(text.size()) > max_bytes)
+    return absl::InvalidArgumentError(absl::StrCat("data_file: more than ", max_bytes, " bytes"));
+  std::vector<std::string> docs;
+  size_t line = 0;
+  for (size_t start = 0; start < text.size();) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    ++line;
+    std::string_view doc(text.data() + start, end - start);
+    if (!doc.empty() && doc.back() == '\r') doc.remove_suffix(1);
+    if (!IsValidUtf8(doc)) return absl::InvalidArgumentError(absl::StrCat("data_file: line ", line, " is not valid UTF-8"));
+    if (!doc.empty()) docs.emplace_back(doc);
+    start = end + 1;
+  }
+  return docs;
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeDocuments(const Tokenizer& tokenizer,
+                                                                    const std::vector<std::string>& texts,
+                                                                    int64_t max_tokens, const char* field) {
+  std::vector<std::vector<int32_t>> docs;
+  int64_t total = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (!IsValidUtf8(texts[i]))
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "]: not valid UTF-8"));
+    auto ids = tokenizer.Encode(texts[i], /*add_bos=*/true);
+    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "]: ", ids.status().message()));
+    if (tokenizer.eos_id().has_value()) ids->push_back(*tokenizer.eos_id());
+    total += static_cast<int64_t>(ids->size());
+    if (total > max_tokens)
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": more than ", max_tokens, " tokens (the server's --finetune_max_tokens)"));
+    docs.push_back(std::move(*ids));
+  }
+  return docs;
+}
+
+}  // namespace gla
