@@ -196,6 +196,29 @@ TEST_F(FineTuneE2E, TokenJobSucceedsWithFallingLossAndItsAdapterIsServed) {
     }
   // The name is taken now.
   EXPECT_EQ(Create(*ft, TokenJob("tokens-lora", 3)).status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+
+  // Generation can name the adapter at once; the base model answers otherwise, and an unknown
+  // name is NOT_FOUND.
+  auto gla = server_->stub();
+  auto generate = [&](const std::string& adapter, std::vector<int32_t>* out) {
+    v1::GenerateRequest g;
+    const auto prompt = RefIds("greedy.prompt_ids");
+    g.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
+    g.set_max_new_tokens(16);
+    g.set_ignore_eos(true);
+    g.set_adapter(adapter);
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    const grpc::Status st = gla->Generate(&ctx, g, &resp);
+    out->assign(resp.token_ids().begin(), resp.token_ids().end());
+    return st;
+  };
+  std::vector<int32_t> base_out, tuned_out, missing_out;
+  ASSERT_TRUE(generate("", &base_out).ok());
+  ASSERT_TRUE(generate("tokens-lora", &tuned_out).ok());
+  EXPECT_EQ(base_out, RefIds("greedy.output_ids"));
+  EXPECT_NE(tuned_out, base_out);
+  EXPECT_EQ(generate("no-such-adapter", &missing_out).error_code(), grpc::StatusCode::NOT_FOUND);
   // Watching a finished job replays it and ends.
   EXPECT_EQ(Watch(*ft, c.job.id()).events.size(), w.events.size());
 }
