@@ -8,8 +8,10 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -34,6 +36,8 @@ struct LoraConfig {
   double dropout = 0.0;  // training only; recorded in adapter_config.json
   bool use_rslora = false;
   std::vector<LoraTarget> targets;
+  // PEFT's layers_to_transform: the only layers that carry the adapter; empty for every layer.
+  std::vector<int> layers_to_transform;
   std::string base_model;  // base_model_name_or_path (informational)
   double scale() const;    // alpha / r, or alpha / sqrt(r) with use_rslora
 };
@@ -45,21 +49,26 @@ struct LoraPair {
 
 struct LoraAdapter {
   LoraConfig config;
-  // layers[l][t]: the pair for target t of layer l; absent when t is not a target.
+  // layers[l][t]: the pair for target t of layer l; absent when t is not a target or l is not
+  // one of layers_to_transform. One entry per model layer either way.
   std::vector<std::array<std::optional<LoraPair>, kNumLoraTargets>> layers;
 };
 
 // Zero-initialised B and Kaiming-uniform A (PEFT's default init: the adapter starts as a no-op),
 // from a seeded generator. INVALID_ARGUMENT when r < 1, alpha <= 0, dropout outside [0, 1), no
-// targets, or a target the model lacks (g_proj without use_output_gate).
+// targets, a target the model lacks (g_proj without use_output_gate), or a layer it lacks.
 absl::StatusOr<LoraAdapter> NewLoraAdapter(const GlaConfig& config, const LoraConfig& lora, uint64_t seed);
 
 // Writes `dir`/adapter_config.json and `dir`/adapter_model.safetensors (F32), creating `dir`.
+// INVALID_ARGUMENT (nothing written) when the options are invalid or the pairs do not match the
+// config's targets, layers and rank, so that whatever is written loads again.
 absl::Status SaveLoraAdapter(const std::string& dir, const LoraAdapter& adapter);
 
 // Reads a PEFT adapter directory for this model. Refused by name (the file, the tensor or the
 // field): a missing or unparsable file, peft_type other than LORA, a target module we do not
-// know, a missing, extra or mis-shaped tensor, an unsupported dtype, non-finite values.
+// know, a missing, extra or mis-shaped tensor, an unsupported dtype, non-finite values, and the
+// PEFT options that change the computation in ways we do not apply (bias, DoRA, fan_in_fan_out,
+// rank/alpha patterns, modules_to_save, ...). layers_to_transform is applied.
 absl::StatusOr<LoraAdapter> LoadLoraAdapter(const std::string& dir, const GlaConfig& config);
 
 // W += scale * B A for every target (the merged model generates what the adapted one does).
