@@ -4,21 +4,27 @@
 #include <cstring>
 
 #include "engine/sample_row_spec.h"
-#include "kernels/token_sampling.h"
+#include "kernels/sampling.h"
 #include "models/status_macros.h"
 
 namespace gla {
 
 namespace {
 constexpr int kMaxTop = 32;  // top-n logprobs per token (the server allows up to 20)
-}
+static_assert(kMaxTop <= cuda::kSampleMaxTop);
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaSampler>> CudaSampler::Create(int max_rows, int vocab, cudaStream_t stream) {
   if (max_rows < 1 || vocab < 1) return absl::InvalidArgumentError("sampler: rows and vocabulary must be positive");
+  if (vocab > cuda::kSampleMaxVocab)
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampler: a vocabulary of ", vocab, "; the GPU sampler takes up to ", cuda::kSampleMaxVocab));
   std::unique_ptr<CudaSampler> s(new CudaSampler());
   s->max_rows_ = max_rows;
   s->vocab_ = vocab;
   s->stream_ = stream;
+  // For the current device (the model's): 0 while a row fits in a block's shared memory. Sample's
+  // rows are at most max_rows of at most vocab candidates, so this covers every call.
   s->workspace_bytes_ = cuda::SampleWorkspaceBytes(max_rows, vocab);
   // Device: workspace | outputs (token, logprob, top ids, top logprobs).
   const size_t outputs = static_cast<size_t>(max_rows) * (2 + 2 * kMaxTop) * 4;
@@ -42,11 +48,8 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   // Inputs: the row specs, then per row the distinct ids it has seen with their counts.
   std::vector<cuda::SampleRowSpec> specs;
   PenaltyLists pen;
-  bool needs_sort = false;
-  for (const SampleRequest& q : requests) {
+  for (const SampleRequest& q : requests)
     specs.push_back(MakeSampleRowSpec(*q.params, q.history, q.step, q.row, kMaxTop, &pen));
-    needs_sort = needs_sort || q.params->temperature > 0.0f || q.params->logprobs > 0;
-  }
   const size_t spec_bytes = specs.size() * sizeof(cuda::SampleRowSpec);
   const size_t pen_bytes = pen.ids.size() * sizeof(int32_t);
   const size_t in_bytes = spec_bytes + 3 * pen_bytes + 64;
@@ -71,13 +74,12 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   cuda::SampleArgs a;
   a.logits = logits;
   a.logits_stride = stride;
-  a.vocab = V;
+  a.vocab_limit = V;
   a.rows = rows;
   a.specs = reinterpret_cast<const cuda::SampleRowSpec*>(d);
   a.penalty_ids = reinterpret_cast<const int32_t*>(d + ids_at);
-  a.penalty_all = reinterpret_cast<const int32_t*>(d + all_at);
-  a.penalty_out = reinterpret_cast<const int32_t*>(d + out_at);
-  a.needs_sort = needs_sort;
+  a.penalty_all_counts = reinterpret_cast<const int32_t*>(d + all_at);
+  a.penalty_output_counts = reinterpret_cast<const int32_t*>(d + out_at);
   a.max_top = kMaxTop;
   a.out_token = reinterpret_cast<int32_t*>(outputs);
   a.out_logprob = reinterpret_cast<float*>(outputs + max_rows_ * 4);

@@ -1,6 +1,7 @@
 // Token sampling on the GPU for the CUDA backend: the logits stay on the device; only the chosen
 // tokens, their log-probabilities and the requested top-n come back. Same semantics as
-// SampleToken (engine/sampler.h), which is its reference in tests/cuda.
+// SampleToken (engine/sampler.h), which is its reference in tests/cuda; the kernel is
+// kernels/sampling.h.
 #pragma once
 
 #include <cuda_runtime_api.h>

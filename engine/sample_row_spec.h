@@ -1,6 +1,7 @@
-// The GPU sampler's inputs for one request, from the CPU sampler's arguments (SamplingParams,
-// TokenHistory, the generated-token index): used by the CUDA backend (engine/cuda_sampler.cc) and
-// by the sampling kernel's test, so both feed the kernel the same way.
+// The GPU sampler's inputs for one request (kernels/sampling.h), from the CPU sampler's arguments
+// (SamplingParams, TokenHistory, the generated-token index): used by the CUDA backend
+// (engine/cuda_sampler.cc), the sampling kernel's test and its benchmark, so all of them feed the
+// kernel the same way.
 #pragma once
 
 #include <algorithm>
@@ -8,7 +9,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
-#include "kernels/token_sampling.h"
+#include "kernels/sampling.h"
 
 namespace gla {
 
@@ -17,7 +18,8 @@ struct PenaltyLists {
   std::vector<int32_t> ids, all_counts, output_counts;
 };
 
-// The row spec for one request; appends its penalty entries (only when a penalty is on) to *lists.
+// The row spec for one request; appends its penalty entries (only when a penalty is on: the kernel
+// skips them otherwise) to *lists. Each id once, as the kernel requires (a map's keys).
 inline cuda::SampleRowSpec MakeSampleRowSpec(const SamplingParams& p, const TokenHistory* history, uint64_t step,
                                              int logits_row, int max_top, PenaltyLists* lists) {
   cuda::SampleRowSpec s;

@@ -1,0 +1,82 @@
+// Token sampling on the GPU without copying logits to the host: the rules of gla::SampleToken
+// (engine/sampler.h) for a batch of rows in one kernel launch, one thread block per row.
+//   * penalties (vLLM's conventions): repetition over prompt + output counts, presence and
+//     frequency over output counts, in the CPU's float arithmetic;
+//   * temperature <= 0: greedy, argmax with the lowest id on ties;
+//   * otherwise the candidates in the CPU's order (logit descending, ties by ascending id), top-k,
+//     probabilities exp(l/T - top) in double, min-p, top-p, then the first candidate whose running
+//     mass passes u * sum with u = UniformFromCounter(seed, step);
+//   * logprob = penalised logit - log-sum-exp of the penalised row (ids < vocab_limit), and the
+//     top-n (id, logprob) in the same order.
+// No full sort: the sorted order is only ever needed where a cumulative count or mass crosses a
+// target (k-th candidate, top-p cut, the pick), and that place is found by histogram refinement
+// over the row's (logit, id) keys, with masses summed exactly in 128-bit fixed point (so results
+// are the same bits on every run and independent of the batch; against the CPU's sequential
+// double sums they differ only by the CPU's own rounding).
+// Framework-free: plain structs, no host synchronisation or allocation in SampleRows, so it can be
+// captured in a CUDA graph. Everything it reads and writes is device memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+
+namespace gla::cuda {
+
+// One request's row. Same meaning as gla::SamplingParams plus where its inputs are; built from them
+// by gla::MakeSampleRowSpec (engine/sample_row_spec.h), for the engine and the tests alike.
+struct SampleRowSpec {
+  int logits_row = 0;       // row of the logits matrix this request samples from
+  float temperature = 0.f;  // <= 0: greedy
+  int top_k = 0;            // <= 0 or >= vocab_limit: off
+  float top_p = 1.f;        // >= 1: off
+  float min_p = 0.f;        // <= 0: off
+  float repetition_penalty = 1.f;
+  float presence_penalty = 0.f;
+  float frequency_penalty = 0.f;
+  uint64_t seed = 0;
+  uint64_t step = 0;  // index of the token being generated (the CPU sampler's `step`)
+  int logprobs = -1;  // -1 or 0: none; n > 0: top n (capped at SampleArgs::max_top)
+  // This row's entries in the penalty arrays, [penalty_begin, penalty_end): one entry per
+  // distinct token id the sequence has seen (each id at most once per row).
+  int penalty_begin = 0, penalty_end = 0;
+};
+
+constexpr int kSampleMaxTop = 1024;      // the largest max_top SampleRows accepts (one per thread)
+constexpr int kSampleMaxVocab = 1 << 20;  // the largest vocab_limit: 2^20 masses <= 1 fit the fixed point
+
+struct SampleArgs {
+  const float* logits = nullptr;  // fp32, row r of the matrix at logits + r * logits_stride
+  int64_t logits_stride = 0;      // >= vocab_limit
+  int rows = 0;                   // requests (thread blocks); any number
+  int vocab_limit = 0;            // candidates are ids [0, vocab_limit); 1 .. kSampleMaxVocab
+  const SampleRowSpec* specs = nullptr;  // [rows]
+  // Penalty entries, concatenated per row (ranges in the specs): the id, its count in prompt +
+  // output (repetition penalty when > 0), its count in the output (presence / frequency when > 0).
+  // May be null when no row has entries.
+  const int32_t* penalty_ids = nullptr;
+  const int32_t* penalty_all_counts = nullptr;
+  const int32_t* penalty_output_counts = nullptr;
+  int max_top = 0;                    // columns of out_top_*, 0 .. kSampleMaxTop
+  int32_t* out_token = nullptr;       // [rows]
+  float* out_logprob = nullptr;       // [rows]
+  int32_t* out_top_ids = nullptr;     // [rows, max_top]: the first min(logprobs, vocab_limit, max_top)
+  float* out_top_logprobs = nullptr;  //   columns of a row are written, the rest are left alone
+  void* workspace = nullptr;          // SampleWorkspaceBytes(rows, vocab_limit) bytes
+  size_t workspace_bytes = 0;
+};
+
+// Device workspace SampleRows needs for up to `rows` rows of `vocab` candidates on the current
+// device: 0 while a penalised row fits in a block's shared memory (vocab up to ~45k on H100/H200),
+// rows * vocab * 4 bytes beyond that.
+size_t SampleWorkspaceBytes(int rows, int vocab);
+
+// Enqueues the sampling of every row on `stream`: one launch, no synchronisation, no allocation.
+// cudaErrorInvalidValue (nothing launched) for a bad shape, a missing pointer or a workspace
+// smaller than needed.
+cudaError_t SampleRows(const SampleArgs& args, cudaStream_t stream);
+
+}  // namespace gla::cuda
+#endif
