@@ -26,7 +26,8 @@ check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit st
 
 if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
-  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu)
+  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
+           kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu
           kernels/cuda/sampling.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
@@ -35,7 +36,8 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   grep -E "registers|spill" "$out/ptxas.txt" | sort | uniq -c | sort -rn | head -n 20 || true
   if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
        tests/cuda/gla_prefill_cuda_test.cc tests/cuda/gla_prefill_chunk_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/sampling_cuda_test.cc \
-       "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
+       tests/cuda/gla_backward_chunk_cuda_test.cc \
+       "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
     check kernel_tests build-gpu/gla_kernels_cuda_test
   else
@@ -45,6 +47,8 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
     check decode_bench build-gpu/gla_decode_bench
   nvcc "${nvcc_flags[@]}" -o build-gpu/gla_prefill_bench tests/cuda/gla_prefill_bench.cc "${kernels[@]}" &&
     check prefill_bench build-gpu/gla_prefill_bench
+  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_backward_bench tests/cuda/gla_backward_bench.cc "${kernels[@]}" &&
+    check backward_bench build-gpu/gla_backward_bench
   nvcc "${nvcc_flags[@]}" -o build-gpu/sampling_bench tests/cuda/sampling_bench.cc kernels/cuda/sampling.cu engine/sampler.cc &&
     check sampling_bench build-gpu/sampling_bench
 fi

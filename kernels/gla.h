@@ -119,6 +119,52 @@ struct GlaPrefillCudaParams : GlaRows {
   size_t workspace_bytes = 0;
 };
 
+// Backward of the chunkwise operator for many sequences packed in one launch (fine-tuning): the
+// gradients of every row and of the initial states, from the upstream gradients of every output row
+// (d_o) and of the final states (d_ht). Sequence n is rows [cu_seqlens[n], cu_seqlens[n+1]), as in
+// GlaPrefillCudaParams; states are [num_seqs, H, dk, dv] arrays (no pool slots: training owns them).
+// Per sequence it equals cpu::GlaBackwardNaive: GQA gradients of k, v, g are summed over the heads
+// of a group. The forward's output o is not needed (nor read).
+struct GlaBackwardCudaParams {
+  int num_seqs = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
+  const int32_t* cu_seqlens = nullptr;  // [num_seqs + 1] device array
+  float scale = 1.0f;
+  // Forward inputs, fp32 rows: q [T, H, dk], k and g [T, Hkv, dk], v [T, Hkv, dv].
+  const float* q = nullptr;
+  int64_t q_stride = 0;
+  const float* k = nullptr;
+  int64_t k_stride = 0;
+  const float* v = nullptr;
+  int64_t v_stride = 0;
+  const float* g = nullptr;
+  int64_t g_stride = 0;
+  const float* h0 = nullptr;  // [num_seqs, H, dk, dv] initial states; nullptr = zero
+  // Upstream gradients.
+  const float* d_o = nullptr;  // [T, H, dv]
+  int64_t d_o_stride = 0;
+  const float* d_ht = nullptr;  // [num_seqs, H, dk, dv]; nullptr = the final states are not used
+  // Outputs (fp32, every valid row written; none is read).
+  float* d_q = nullptr;  // [T, H, dk]
+  int64_t d_q_stride = 0;
+  float* d_k = nullptr;  // [T, Hkv, dk]
+  int64_t d_k_stride = 0;
+  float* d_v = nullptr;  // [T, Hkv, dv]
+  int64_t d_v_stride = 0;
+  float* d_g = nullptr;  // [T, Hkv, dk]  gradient of the log forget gate
+  int64_t d_g_stride = 0;
+  float* d_h0 = nullptr;  // [num_seqs, H, dk, dv]; nullptr = not wanted
+  // A host copy of cu_seqlens[num_seqs] (or an upper bound), and a device workspace of at least
+  // GlaBackwardChunkWorkspaceBytes(*this, total_tokens) bytes, 256-byte aligned.
+  int total_tokens = 0;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  // A training step's shortcut: true when the last GlaPrefillChunk on this workspace ran on the same
+  // q, k, g, cu_seqlens, H, Hkv, dk, scale and total_tokens (the step's forward). Both plans begin
+  // with the prep's outputs (bf16 gated q/k, the intra-chunk matrix, the chunk decays), so the
+  // backward reads them instead of recomputing them (~10% of its time at gla-1.3B heads).
+  bool reuse_forward_prep = false;
+};
+
 namespace cuda {
 // Fused-recurrent prefill: the state stays in registers while the kernel walks the tokens
 // (the simple GPU form; the tensor-core chunkwise kernel is tested against it). Unsupported
@@ -137,6 +183,22 @@ cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream);
 // Workspace bytes GlaPrefillChunk needs for this shape and at most total_tokens packed tokens on
 // the current device (the plan depends on its multiprocessor count).
 size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens);
+
+// Tensor-core chunkwise backward (kernels/cuda/gla_backward_chunk.cu): chunks of 64, sub-chunks of
+// 16, bf16 mma.sync with fp32 accumulation, fp32 gradients out (relative error ~2e-3 against the
+// fp32 definition; dg, a long reverse cumsum of cancelling terms, ~1e-2). The chunk-boundary
+// states and their gradients are recomputed from q/k/v/g by two scans (the forward saves none) and
+// stored in bf16 in the workspace for the parallel per-chunk gradient kernels.
+// Supported: dk in {64, 128, 256} (the forward's prep kernel and the 64-column tiles), dv % 64 == 0
+// (64-column tiles, no column masking), H % Hkv == 0, every row array 16-byte aligned with strides
+// % 4 == 0 (float4 access); anything else, or a workspace smaller than
+// GlaBackwardChunkWorkspaceBytes(p, p.total_tokens), is cudaErrorInvalidValue with no launch.
+cudaError_t GlaBackwardChunk(const GlaBackwardCudaParams& p, cudaStream_t stream);
+// Workspace bytes GlaBackwardChunk needs for this shape and at most total_tokens packed tokens:
+// the forward's prep outputs, two bf16 states per chunk and head (~4 dk dv bytes per 64 tokens and
+// head: most of it), bf16 copies of v and d_o, the intra-chunk gradient, per-head dg partial sums,
+// and per-head k/v gradients when H > Hkv.
+size_t GlaBackwardChunkWorkspaceBytes(const GlaBackwardCudaParams& p, int total_tokens);
 
 // cudaErrorInvalidValue (and no launch) for shapes it does not support: dv % 4 != 0, dk > 1024,
 // H % Hkv != 0. Otherwise the launch's own status.

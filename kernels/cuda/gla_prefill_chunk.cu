@@ -51,20 +51,18 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cuda/gla_chunk_common.cuh"
 #include "kernels/gla.h"
 
 namespace gla::cuda {
 
 namespace {
 
-constexpr int kChunk = 64;   // tokens per chunk (the state is carried between chunks)
-constexpr int kSub = 16;     // tokens per sub-chunk (= the mma k / m granularity)
+using namespace chunk;  // kChunk, kSub, bf16, the PTX wrappers, FindUnit (gla_chunk_common.cuh)
 static_assert(kChunk == 4 * kSub, "the prep kernel's sub-chunk bookkeeping assumes 4 sub-chunks");
 constexpr int kDvTile = 64;  // value columns per main block
 constexpr int kThreads = 256;
 constexpr int64_t kNoSplit = int64_t{1} << 40;  // a segment length no sequence reaches
-
-using bf16 = __nv_bfloat16;
 
 // Device workspace carved by the host plan (see Plan below).
 struct Workspace {
@@ -78,45 +76,7 @@ struct Workspace {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Small PTX helpers.
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte async copy; when !valid nothing is read and the 16 bytes are zero-filled.
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void CpAsyncWait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
-
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(p)));
-}
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(p)));
-}
-
-// D += A B, m16n8k16, bf16 in, fp32 accumulate.
-__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
+// Small helpers (the PTX wrappers are in gla_chunk_common.cuh).
 
 // Sum of v[j] over the 32 lanes for all 16 j with 16 shuffles (each step halves the values a lane
 // carries): on return, lane L holds the total for j = (L >> 1) & 15.
@@ -145,25 +105,6 @@ __device__ __forceinline__ float TransposeReduce16(float (&v)[16], int lane) {
     v[0] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
   }
   return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
-}
-
-// Units (chunks or segments) of `unit` tokens are numbered per sequence from
-// base(n) = cu[n] / unit + n, which is strictly increasing in n and leaves room for
-// ceil(len_n / unit) ids: ids stay below total / unit + num_seqs. Finds (n, index) of `id`;
-// false when the id falls in a gap.
-__device__ __forceinline__ bool FindUnit(const int32_t* cu, int num_seqs, int64_t id, int64_t unit, int* n_out,
-                                         int64_t* index_out) {
-  int lo = 0, hi = num_seqs - 1;
-  while (lo < hi) {  // largest n with base(n) <= id
-    const int mid = (lo + hi + 1) >> 1;
-    if (cu[mid] / unit + mid <= id) lo = mid;
-    else hi = mid - 1;
-  }
-  const int64_t index = id - (cu[lo] / unit + lo);
-  if (index < 0 || index * unit >= int64_t{cu[lo + 1]} - cu[lo]) return false;
-  *n_out = lo;
-  *index_out = index;
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,18 +572,19 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
     const int64_t len = ((avg + k - 1) / k + kChunk - 1) / kChunk * kChunk;
     if (k >= 2 && len >= 512) plan.seg_len = len;
   }
-  plan.chunk_ids = total / kChunk + seqs;
+  const PrepLayout prep = MakePrepLayout(p.H, p.Hkv, p.dk, total, p.num_seqs);  // shared with the backward
+  plan.chunk_ids = prep.chunk_ids;
   plan.seg_ids = total / plan.seg_len + seqs;
-  size_t off = 0;
+  size_t off = prep.end;
   auto take = [&](size_t bytes) {
     const size_t at = off;
-    off += (bytes + 255) / 256 * 256;
+    off += Align256(bytes);
     return at;
   };
-  plan.qg = take(size_t(total) * p.H * p.dk * 2);
-  plan.kg = take(size_t(total) * p.Hkv * p.dk * 2);
-  plan.A = take(size_t(total) * p.H * kChunk * 2);
-  plan.decay = take(size_t(plan.chunk_ids) * p.Hkv * p.dk * 4);
+  plan.qg = prep.qg;
+  plan.kg = prep.kg;
+  plan.A = prep.A;
+  plan.decay = prep.decay;
   if (plan.seg_len != kNoSplit) {
     plan.seg_state = take(size_t(plan.seg_ids) * p.Hkv * p.dk * p.dv * 4);
     plan.seg_decay = take(size_t(plan.seg_ids) * p.Hkv * p.dk * 4);
@@ -653,6 +595,15 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
 
 bool Aligned16(const void* ptr, int64_t stride) {
   return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride % 4 == 0;
+}
+
+template <int DK>
+cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, cudaStream_t stream) {
+  const cudaError_t e =
+      cudaFuncSetAttribute(GlaChunkPrepKernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
+  if (e != cudaSuccess) return e;
+  GlaChunkPrepKernel<DK><<<dim3(static_cast<unsigned>(chunk_ids), p.H), kThreads, sizeof(PrepSmem), stream>>>(p, w);
+  return cudaGetLastError();
 }
 
 template <int DK>
@@ -668,14 +619,10 @@ cudaError_t Launch(const GlaPrefillCudaParams& p, const Plan& plan, cudaStream_t
   w.seg_len = plan.seg_len;
   const int ndv = (p.dv + kDvTile - 1) / kDvTile;
   cudaError_t e;
-  if ((e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                sizeof(PrepSmem))) != cudaSuccess)
-    return e;
   if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 MainSmem<DK>::kBytes)) != cudaSuccess)
     return e;
-  GlaChunkPrepKernel<DK><<<dim3(static_cast<unsigned>(plan.chunk_ids), p.H), kThreads, sizeof(PrepSmem), stream>>>(p, w);
-  if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  if ((e = LaunchPrep<DK>(p, w, plan.chunk_ids, stream)) != cudaSuccess) return e;
   if (plan.seg_len != kNoSplit) {
     if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   MainSmem<DK>::kBytes)) != cudaSuccess)
@@ -690,6 +637,22 @@ cudaError_t Launch(const GlaPrefillCudaParams& p, const Plan& plan, cudaStream_t
 }
 
 }  // namespace
+
+cudaError_t chunk::LaunchChunkPrep(const GlaPrefillCudaParams& p, const PrepOut& out, int64_t chunk_ids,
+                                   cudaStream_t stream) {
+  Workspace w{};
+  w.qg = out.qg;
+  w.kg = out.kg;
+  w.A = out.A;
+  w.decay = out.decay;
+  w.seg_len = kNoSplit;
+  switch (p.dk) {
+    case 64: return LaunchPrep<64>(p, w, chunk_ids, stream);
+    case 128: return LaunchPrep<128>(p, w, chunk_ids, stream);
+    case 256: return LaunchPrep<256>(p, w, chunk_ids, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
 
 size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens) {
   return MakePlan(p, total_tokens).bytes;

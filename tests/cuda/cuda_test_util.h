@@ -4,7 +4,11 @@
 #include <cuda_runtime.h>  // the typed cudaMalloc template
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace gla::testing {
 
@@ -17,6 +21,54 @@ inline bool HaveCudaDevice(std::string* why) {
   }
   if (n == 0) *why = "no CUDA device";
   return n > 0;
+}
+
+// ||out - ref|| / ||ref|| over n values (infinite when out has a non-finite value).
+inline double RelErr(const float* out, const float* ref, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(out[i])) return INFINITY;
+    num += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Device buffers freed on every exit path (ASSERTs return early).
+struct DeviceBuffers {
+  std::vector<void*> ptrs;
+  ~DeviceBuffers() {
+    for (void* p : ptrs) cudaFree(p);
+  }
+  template <typename T>
+  cudaError_t Upload(const std::vector<T>& host, T** out) {
+    *out = nullptr;
+    void* d = nullptr;
+    cudaError_t e = cudaMalloc(&d, std::max<size_t>(host.size(), 1) * sizeof(T));
+    if (e != cudaSuccess) return e;
+    ptrs.push_back(d);
+    *out = static_cast<T*>(d);
+    return host.empty() ? cudaSuccess : cudaMemcpy(d, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  cudaError_t Alloc(size_t bytes, void** out) {
+    cudaError_t e = cudaMalloc(out, std::max<size_t>(bytes, 1));
+    if (e == cudaSuccess) ptrs.push_back(*out);
+    return e;
+  }
+};
+
+// Realistic forget gates: logsigmoid(x) / 16 with x ~ N(0, 1), plus ~1% strongly negative ones
+// (down to -30: exp underflows inside a sub-chunk).
+inline std::vector<float> RandomGates(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_real_distribution<float> u01(0.f, 1.f), strong(2.f, 30.f);
+  std::vector<float> g(n);
+  for (auto& x : g) {
+    const float z = normal(rng);
+    x = (std::min(z, 0.f) - std::log1p(std::exp(-std::fabs(z)))) / 16.f;
+    if (u01(rng) < 0.01f) x = -strong(rng);
+  }
+  return g;
 }
 
 }  // namespace gla::testing
