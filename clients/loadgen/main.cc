@@ -2,10 +2,14 @@
 // requests/s, generated tokens/s, time to first token and inter-token latency percentiles.
 //
 //   gla-loadgen --addr HOST:PORT [--concurrency 1,8,64] [--requests 64] [--prompt-len 128]
-//               [--max-new-tokens 64] [--seed 1]
+//               [--max-new-tokens 64] [--seed 1] [--finetune none|lora]
 //
 // Each level runs `requests` streams (at least one per worker) with random token-id prompts and
-// ignore_eos, so every request generates exactly max-new-tokens tokens.
+// ignore_eos, so every request generates exactly max-new-tokens tokens. With --finetune lora each
+// level runs twice: alone, then while a LoRA fine-tune job trains on the server (created before
+// the level through gla.v1.FineTune with random token documents, cancelled after it; the server
+// needs --adapter_dir), reporting the training steps and tokens/s the job made meanwhile: what
+// serving costs while a job shares the device, and what the job gets.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -93,6 +97,83 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
   return r;
 }
 
+// A LoRA job that outlasts a level: random token documents, many steps; started before the level
+// (once RUNNING), cancelled after it. Progress is read before and after to count its steps.
+class BackgroundJob {
+ public:
+  static absl::StatusOr<BackgroundJob> Start(v1::FineTune::Stub* stub, int vocab, int level, uint64_t seed) {
+    v1::CreateFineTuneJobRequest req;
+    req.set_adapter_name(absl::StrCat("loadgen-", level, "-", std::chrono::system_clock::now().time_since_epoch().count()));
+    req.set_method(v1::FINE_TUNE_METHOD_LORA);
+    req.mutable_hyperparameters()->set_max_steps(1000000);
+    req.mutable_hyperparameters()->set_batch_sequences(1);
+    req.mutable_hyperparameters()->set_sequence_length(64);
+    std::mt19937_64 rng(seed);
+    for (int d = 0; d < 16; ++d) {
+      auto* ids = req.mutable_token_sequences()->add_sequences();
+      for (int t = 0; t < 257; ++t) ids->add_ids(static_cast<int32_t>(rng() % vocab));
+    }
+    BackgroundJob job;
+    job.stub_ = stub;
+    v1::FineTuneJob j;
+    grpc::ClientContext ctx;
+    const grpc::Status st = stub->CreateFineTuneJob(&ctx, req, &j);
+    if (!st.ok()) return absl::FailedPreconditionError(absl::StrCat("CreateFineTuneJob: ", st.error_message()));
+    job.id_ = j.id();
+    for (int i = 0; i < 600; ++i) {  // until it runs and has made a step (up to a minute)
+      ASSIGN_OR_RETURN(j, job.Get());
+      if (j.state() == v1::FINE_TUNE_JOB_STATE_RUNNING && j.progress().step() > 0) break;
+      if (j.state() > v1::FINE_TUNE_JOB_STATE_RUNNING)
+        return absl::InternalError(absl::StrCat("fine-tune job ended before the level: ", j.error()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    job.start_step_ = j.progress().step();
+    job.start_time_ = Clock::now();
+    return job;
+  }
+  absl::StatusOr<v1::FineTuneJob> Get() const {
+    v1::GetFineTuneJobRequest req;
+    req.set_job_id(id_);
+    v1::FineTuneJob j;
+    grpc::ClientContext ctx;
+    const grpc::Status st = stub_->GetFineTuneJob(&ctx, req, &j);
+    if (!st.ok()) return absl::UnavailableError(absl::StrCat("GetFineTuneJob: ", st.error_message()));
+    return j;
+  }
+  // Steps made since Start, their rate, and the job's own training tokens/s; then cancels it.
+  absl::StatusOr<std::string> StopAndReport(int sequence_length) {
+    ASSIGN_OR_RETURN(v1::FineTuneJob j, Get());
+    const double s = std::chrono::duration<double>(Clock::now() - start_time_).count();
+    const int64_t steps = j.progress().step() - start_step_;
+    v1::CancelFineTuneJobRequest req;
+    req.set_job_id(id_);
+    grpc::ClientContext ctx;
+    v1::FineTuneJob ignored;
+    stub_->CancelFineTuneJob(&ctx, req, &ignored);
+    for (int i = 0; i < 600; ++i) {  // wait for it to stop, so the next level starts alone
+      ASSIGN_OR_RETURN(j, Get());
+      if (j.state() > v1::FINE_TUNE_JOB_STATE_RUNNING) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return absl::StrCat(steps, " steps, ", static_cast<int64_t>(steps * sequence_length / s), " training tok/s");
+  }
+
+ private:
+  v1::FineTune::Stub* stub_ = nullptr;
+  std::string id_;
+  int64_t start_step_ = 0;
+  Clock::time_point start_time_;
+};
+
+void PrintLevel(int c, const LevelResult& r, const std::string& job) {
+  std::printf("| %d | %s | %d | %d | %d | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f | %.2f |\n", c, job.c_str(),
+              r.ok + r.failed, r.ok, r.failed, r.seconds, r.ok / r.seconds, r.tokens / r.seconds,
+              1e3 * Percentile(r.ttft, 0.5), 1e3 * Percentile(r.ttft, 0.99), 1e3 * Percentile(r.itl, 0.5),
+              1e3 * Percentile(r.itl, 0.99));
+  if (!r.first_error.empty()) std::printf("  first error: %s\n", r.first_error.c_str());
+  std::fflush(stdout);
+}
+
 absl::Status Main(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(std::string addr, a.Required("addr"));
   ASSIGN_OR_RETURN(int requests, a.Int("requests", 64, 1));
@@ -100,7 +181,12 @@ absl::Status Main(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(int max_new, a.Int("max-new-tokens", 64, 1));
   ASSIGN_OR_RETURN(int seed, a.Int("seed", 1, 0));
   ASSIGN_OR_RETURN(std::vector<int32_t> levels, ParseIdList(a.Has("concurrency") ? a.flags.at("concurrency") : "1,8,64"));
-  auto stub = v1::Gla::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  const std::string finetune = a.Has("finetune") ? a.flags.at("finetune") : "none";
+  if (finetune != "none" && finetune != "lora")
+    return absl::InvalidArgumentError(absl::StrCat("--finetune ", finetune, ": none or lora"));
+  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto stub = v1::Gla::NewStub(channel);
+  auto ft_stub = v1::FineTune::NewStub(channel);
   v1::ModelInfoResponse info;
   {
     grpc::ClientContext ctx;
@@ -110,16 +196,19 @@ absl::Status Main(const ParsedArgs& a) {
   }
   std::printf("server: %s backend=%s device=\"%s\" slots=%u  prompt %d tokens, %d new tokens per request\n",
               info.model_dir().c_str(), info.backend().c_str(), info.device().c_str(), info.slots(), prompt_len, max_new);
-  std::printf("| concurrency | requests | ok | failed | seconds | requests/s | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf("| concurrency | fine-tune job | requests | ok | failed | seconds | requests/s | tokens/s | TTFT p50 ms | "
+              "TTFT p99 ms | ITL p50 ms | ITL p99 ms |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  const int vocab = info.config().vocab_size();
   for (int c : levels) {
     if (c < 1) return absl::InvalidArgumentError("--concurrency levels must be >= 1");
-    const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, info.config().vocab_size(), seed);
-    std::printf("| %d | %d | %d | %d | %.2f | %.2f | %.1f | %.1f | %.1f | %.2f | %.2f |\n", c, r.ok + r.failed, r.ok,
-                r.failed, r.seconds, r.ok / r.seconds, r.tokens / r.seconds, 1e3 * Percentile(r.ttft, 0.5),
-                1e3 * Percentile(r.ttft, 0.99), 1e3 * Percentile(r.itl, 0.5), 1e3 * Percentile(r.itl, 0.99));
-    if (!r.first_error.empty()) std::printf("  first error: %s\n", r.first_error.c_str());
-    std::fflush(stdout);
+    PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed), "none");
+    if (finetune == "lora") {
+      ASSIGN_OR_RETURN(BackgroundJob job, BackgroundJob::Start(ft_stub.get(), vocab, c, seed));
+      const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed);
+      ASSIGN_OR_RETURN(std::string made, job.StopAndReport(64));
+      PrintLevel(c, r, absl::StrCat("LoRA running: ", made));
+    }
   }
   return absl::OkStatus();
 }
@@ -133,7 +222,7 @@ int main(int argc, char** argv) {
   char sweep[] = "sweep";
   if (argc < 2 || std::string(argv[1]).rfind("--", 0) == 0) args.insert(args.begin() + 1, sweep);
   auto parsed = gla::ParseArgs(static_cast<int>(args.size()), args.data(),
-                               {{"sweep", {"addr", "concurrency", "requests", "prompt-len", "max-new-tokens", "seed"}}});
+                               {{"sweep", {"addr", "concurrency", "requests", "prompt-len", "max-new-tokens", "seed", "finetune"}}});
   absl::Status st = parsed.ok() ? gla::Main(*parsed) : parsed.status();
   if (!st.ok()) {
     std::fprintf(stderr, "gla-loadgen: error: %s\n", std::string(st.message()).c_str());

@@ -1,11 +1,14 @@
 // End to end: gla.v1.FineTune on a real glad on loopback. Jobs from token sequences on the
 // reference checkpoint (succeed with falling loss; adapter listed and on disk), cancel, queue
 // bound, every refusal, generation going on while a job trains, health/reflection, adapters
-// loaded with --adapter; text and data_file jobs on a random model with a tokenizer.
+// loaded with --adapter; text and data_file jobs on a random model with a tokenizer; gla-loadgen's
+// serving-with-a-job measurement.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -495,6 +498,36 @@ TEST(FineTuneE2EText, TextsAndDataFileJobsSucceed) {
   EXPECT_EQ(c.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(c.status.error_message().find("texts[1]"), std::string::npos) << c.status.error_message();
   EXPECT_EQ(server.Terminate(), 0) << server.log();
+}
+
+// gla-loadgen --finetune lora: each level alone, then with a LoRA job training (started, counted,
+// cancelled by the tool); both rows complete every request.
+TEST_F(FineTuneE2E, LoadgenMeasuresServingWhileAJobTrains) {
+  const std::string out = testing::MakeTempDir("loadgen") + "/out";
+  const std::string cmd = std::string(GLA_LOADGEN_PATH) + " --addr " + server_->address() +
+                          " --concurrency 1 --requests 2 --prompt-len 8 --max-new-tokens 4 --finetune lora > " + out +
+                          " 2>&1";
+  const int st = std::system(cmd.c_str());
+  std::stringstream text;
+  text << std::ifstream(out).rdbuf();
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << text.str() << server_->log();
+  EXPECT_NE(text.str().find("| 1 | none | 2 | 2 | 0 |"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("| 1 | LoRA running: "), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("training tok/s | 2 | 2 | 0 |"), std::string::npos) << text.str();
+  // The tool's job ran on the server and was cancelled (job ids are ft-1, ft-2, ...).
+  auto stub = FineTune();
+  bool found = false;
+  for (int i = 1; i <= 100 && !found; ++i) {
+    grpc::ClientContext ctx;
+    v1::GetFineTuneJobRequest req;
+    req.set_job_id("ft-" + std::to_string(i));
+    v1::FineTuneJob job;
+    if (!stub->GetFineTuneJob(&ctx, req, &job).ok() || job.adapter_name().rfind("loadgen-1-", 0) != 0) continue;
+    found = true;
+    EXPECT_EQ(job.state(), v1::FINE_TUNE_JOB_STATE_CANCELLED);
+    EXPECT_GT(job.progress().step(), 0);
+  }
+  EXPECT_TRUE(found) << "no job of the tool's on the server";
 }
 
 }  // namespace
