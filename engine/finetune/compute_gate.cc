@@ -10,6 +10,7 @@ ComputeGate::Options Clamped(ComputeGate::Options o) {
   // share 1 would let training take every turn while serving waits; keep serving alive.
   o.training_share = std::clamp(o.training_share, 0.0, 0.99);
   o.window_s = std::max(o.window_s, 0.0);
+  o.idle_grace_s = std::max(o.idle_grace_s, 0.0);
   return o;
 }
 
@@ -24,7 +25,8 @@ std::chrono::steady_clock::time_point ComputeGate::Now() const {
 }
 
 bool ComputeGate::TrainingMayStartLocked() const {
-  if (!serving_demand_) return true;  // serving idle: back to back
+  if (!serving_demand_)  // serving idle: back to back, once nothing is owed or the idle is not a gap
+    return stats_.balance_s >= 0.0 || Seconds(Now() - serving_idle_since_) >= options_.idle_grace_s;
   if (options_.training_share <= 0.0) return false;
   return stats_.balance_s >= 0.0;
 }
@@ -43,6 +45,7 @@ void ComputeGate::SetServingDemand(bool has_work) {
   std::lock_guard<std::mutex> lock(mu_);
   if (has_work == serving_demand_) return;
   serving_demand_ = has_work;
+  if (!has_work) serving_idle_since_ = Now();
   if (has_work && holder_ == Holder::kTraining) demand_during_training_ = true;
   cv_.notify_all();
 }

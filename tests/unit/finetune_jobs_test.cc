@@ -67,6 +67,32 @@ TEST(ComputeGate, TrainingRunsBackToBackWhileServingIsIdle) {
   EXPECT_EQ(gate.stats().balance_s, 0.0);
 }
 
+// A short gap between requests is not idleness: while training owes time, it waits out the grace
+// before taking an idle device (otherwise every gap would start a step the next request waits for).
+TEST(ComputeGate, AGapBetweenRequestsDoesNotLetAnOwingJobIn) {
+  FakeClock clock;
+  ComputeGate::Options o = GateOptions(&clock, 0.25, 10.0);
+  o.idle_grace_s = 0.05;
+  ComputeGate gate(o);
+  gate.SetTrainingDemand(true);
+  gate.SetServingDemand(true);
+  TrainingStep(gate, clock, 1.0);  // contended: owes 0.75 s
+  ASSERT_LT(gate.stats().balance_s, 0.0);
+  gate.SetServingDemand(false);  // the request finished; the client's next one is on its way
+  EXPECT_FALSE(gate.TrainingMayStart());
+  clock.Advance(0.04);
+  EXPECT_FALSE(gate.TrainingMayStart()) << "40 ms of idle is a gap";
+  gate.SetServingDemand(true);  // the next request
+  ServingStep(gate, clock, 0.2);
+  gate.SetServingDemand(false);
+  clock.Advance(0.049);
+  EXPECT_FALSE(gate.TrainingMayStart()) << "the grace counts from the last time serving went idle";
+  clock.Advance(0.002);
+  EXPECT_TRUE(gate.TrainingMayStart()) << "idle for longer than the grace: the device is training's";
+  TrainingStep(gate, clock, 0.5);
+  EXPECT_LT(gate.stats().balance_s, 0.0) << "an uncontended step is not charged (nor forgiven)";
+}
+
 TEST(ComputeGate, TrainingTakesItsShareWhileServingHasWork) {
   FakeClock clock;
   ComputeGate gate(GateOptions(&clock, 0.25, 10.0));
