@@ -2,6 +2,7 @@
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
 #   bash deploy/gpu-check.sh [kernels|engine]  there, carry ["gpu-pack"]; results in $OUT
+#                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks)
 # Part 1 (kernels): that machine has CUDA, g++ and GoogleTest but no gRPC/Abseil/SentencePiece, so
 # the kernels, their CPU references, tests and benchmarks are built there with nvcc directly.
 # Part 2 (engine, when gpu-bundle/ was carried): the CUDA engine tests (full model vs the
@@ -57,13 +58,16 @@ fi
 if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad
   export GLA_CLI_PATH=$PWD/gpu-bundle/bin/gla-cli PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
+  export GLA_LOADGEN_PATH=$PWD/gpu-bundle/bin/gla-loadgen
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   check engine_tests gpu-bundle/run cuda_engine_test
   # The serving suites against glad, whose default backend is cuda when a GPU is present.
   check serving_e2e gpu-bundle/run server_e2e_test
   check serving_text_e2e gpu-bundle/run server_text_e2e_test
+  # Fine-tune jobs (training on the CPU) while glad serves on the GPU, and adapters applied there.
+  check finetune_e2e gpu-bundle/run fine_tune_e2e_test
   grep -h "glad: listening" /tmp/*/glad*/glad.log 2> /dev/null | head -n 1 | tee -a "$out/summary.txt"
-  for preset in 340M 1.3B; do
+  for preset in $([ "${GLA_GPU_BENCH:-1}" = 1 ] && echo 340M 1.3B); do  # GLA_GPU_BENCH=0: tests only
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
     check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset

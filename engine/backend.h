@@ -26,8 +26,9 @@ struct StepItem {
   const SamplingParams* params = nullptr;
   const TokenHistory* history = nullptr;
   uint64_t step = 0;  // index of the token being generated (the RNG counter)
-  // LoRA adapter of this sequence (null: the base model); kept alive by the request that owns it.
-  const LoraAdapter* adapter = nullptr;
+  // LoRA adapter of this sequence (null: the base model). Shared: a backend may keep it (the CUDA
+  // backend's device copies are keyed by it) after the request that owns it has ended.
+  std::shared_ptr<const LoraAdapter> adapter;
 };
 
 class Backend {

@@ -40,7 +40,7 @@ class CpuBackend : public Backend {
     segs.reserve(items.size());
     for (const StepItem& it : items) {
       if (it.slot < 0 || it.slot >= pool_.capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
-      segs.push_back({it.tokens, pool_.data(it.slot), false, it.adapter});
+      segs.push_back({it.tokens, pool_.data(it.slot), false, it.adapter.get()});
     }
     std::vector<float> logits;
     RETURN_IF_ERROR(model_->Forward(segs, &logits));

@@ -41,16 +41,14 @@ class CudaBackend : public Backend {
   StatePool& pool() override { return *pool_; }
   int64_t state_pool_bytes() const override { return pool_->device_bytes(); }
   int64_t workspace_bytes() const override { return model_->workspace_bytes() + sampler_->device_bytes(); }
+  bool supports_adapters() const override { return true; }
 
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
     std::vector<CudaModel::Segment> segs;
     segs.reserve(items.size());
     for (const StepItem& it : items) {
       if (it.slot < 0 || it.slot >= pool_->capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
-      // The server refuses adapter requests on this backend (supports_adapters() is false); a
-      // segmented LoRA kernel for mixed-adapter batches on the GPU is not written yet.
-      if (it.adapter != nullptr) return absl::UnimplementedError("the cuda backend does not apply LoRA adapters yet");
-      segs.push_back({it.tokens, it.slot, it.sample ? CudaModel::Logits::kLast : CudaModel::Logits::kNone});
+      segs.push_back({it.tokens, it.slot, it.sample ? CudaModel::Logits::kLast : CudaModel::Logits::kNone, it.adapter});
     }
     std::vector<int> first_row;
     const CudaModel::States states{pool_->base(), pool_->slot_stride(), pool_->scratch_slot()};

@@ -266,8 +266,35 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
   first_row->assign(segments.size(), -1);
   if (segments.empty()) return absl::OkStatus();
 
-  // The previous step's input copy must be done before the pinned buffer is rewritten.
+  // The previous step's input copy must be done before the pinned buffer is rewritten (and before
+  // an adapter leaves the cache below).
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  ++steps_;
+  step_adapters_.clear();
+  std::vector<const DeviceAdapter*> seg_adapter(segments.size(), nullptr);
+  int max_r = 0;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    if (segments[s].adapter == nullptr) continue;
+    auto a = UseAdapter(segments[s].adapter);
+    if (!a.ok()) return absl::InvalidArgumentError(absl::StrCat("segment ", s, ": ", a.status().message()));
+    seg_adapter[s] = *a;
+    max_r = std::max(max_r, (*a)->max_r);
+  }
+  if (max_r > lora_scratch_r_) {
+    lora_scratch_ = DeviceMemory();
+    ASSIGN_OR_RETURN(lora_scratch_, DeviceMemory::Allocate(static_cast<size_t>(options_.max_tokens) * max_r *
+                                                               (sizeof(float) + sizeof(__nv_bfloat16)),
+                                                           "the LoRA scratch"));
+    lora_scratch_r_ = max_r;
+  }
+  while (adapters_.size() > kMaxCachedAdapters) {  // least recently used first; never this step's
+    auto lru = adapters_.end();
+    for (auto it = adapters_.begin(); it != adapters_.end(); ++it)
+      if (it->second.last_step != steps_ && (lru == adapters_.end() || it->second.last_step < lru->second.last_step))
+        lru = it;
+    if (lru == adapters_.end()) break;
+    adapters_.erase(lru);
+  }
 
   // Row order inside the step: single-token segments first (the decode kernel takes rows [0, Nd)),
   // then the multi-token ones (the prefill kernel, packed with cu_seqlens).
@@ -297,12 +324,23 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
   }
   const int num_seqs = static_cast<int>(segments.size());
   for (int i = decode_rows; i <= num_seqs; ++i) h_cu_prefill[i - decode_rows] = h_cu_all[i] - decode_rows;
+  // Adapter rows in row order, neighbours with one adapter merged (fewer, larger GEMMs).
+  for (size_t i = 0; i < order.size(); ++i) {
+    const DeviceAdapter* a = seg_adapter[order[i]];
+    if (a == nullptr) continue;
+    const int row0 = seg_row[order[i]], n = static_cast<int>(segments[order[i]].tokens.size());
+    if (!step_adapters_.empty() && step_adapters_.back().adapter == a &&
+        step_adapters_.back().row0 + step_adapters_.back().rows == row0)
+      step_adapters_.back().rows += n;
+    else
+      step_adapters_.push_back({row0, n, a});
+  }
 
   // Decode-only steps replay a captured graph: rows padded to the bucket, logits for every row.
   const bool decode_only = decode_rows == num_seqs;
   bool all_last = true;
   for (const Segment& seg : segments) all_last = all_last && seg.logits != Logits::kAll;
-  if (options_.cuda_graphs && states.scratch_slot >= 0 && decode_only && all_last &&
+  if (options_.cuda_graphs && states.scratch_slot >= 0 && decode_only && all_last && step_adapters_.empty() &&
       DecodeBucket(num_seqs) <= options_.max_tokens && DecodeBucket(num_seqs) <= options_.max_logit_rows) {
     const int bucket = DecodeBucket(num_seqs);
     for (int i = num_seqs; i < bucket; ++i) {
@@ -377,6 +415,13 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     const Layer& w = layers_[l];
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), eps, stream_));
     RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
+    if (!step_adapters_.empty()) {
+      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kQ, h_, D, proj_ + in_proj_.q, false, P));
+      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kK, h_, D, proj_ + in_proj_.k, false, P));
+      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kV, h_, D, proj_ + in_proj_.v, false, P));
+      if (c.use_output_gate) RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kG, h_, D, proj_ + in_proj_.g, false, P));
+      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kGk0, h_, D, proj_ + in_proj_.r, false, P));
+    }
 
     const float *q = proj_ + in_proj_.q, *k = proj_ + in_proj_.k, *v = proj_ + in_proj_.v;
     int64_t qkv_stride = P;
@@ -404,6 +449,15 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
                                                c.key_dim_per_group, rows, c.key_dim_per_group,
                                                static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
                                                static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
+    for (const AdapterRows& ar : step_adapters_) {  // gk_proj.1 adapted: the gate again, merged factor
+      const float* merged = ar.adapter->gk1[l];
+      if (merged == nullptr) continue;
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(
+          proj_ + int64_t{ar.row0} * P + in_proj_.r, P, merged, c.gate_low_rank_dim, w.gk1_bias,
+          gk_ + int64_t{ar.row0} * c.key_dim_per_group, c.key_dim_per_group, ar.rows, c.key_dim_per_group,
+          static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
+          static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
+    }
 
     float* layer_states = states.base + layout_.S_offset(l);
     if (decode_rows > 0) {
@@ -456,11 +510,17 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, c.num_heads, c.head_v_dim,
                                                     eps, stream_));
     RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
+    if (!step_adapters_.empty()) RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kO, og_, Vd, x_, false, D));
 
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), eps, stream_));
     RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
+    if (!step_adapters_.empty()) {
+      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
+      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kUp, h_, D, gate_up_ + I, true, 2 * I));
+    }
     GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
     RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
+    if (!step_adapters_.empty()) RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kDown, act_, I, x_, false, D));
   }
   if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(
@@ -468,6 +528,127 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     RETURN_IF_ERROR(Project(h_, D, lm_head_, c.vocab_size, D, logits_, false, c.vocab_size, logit_rows, 0.0f));
   }
   return absl::OkStatus();
+}
+
+absl::Status CudaModel::AddLoraDeltas(int l, LoraTarget t, const __nv_bfloat16* x, int64_t x_stride, void* y,
+                                      bool y_bf16, int64_t y_stride) {
+  float* xa32 = lora_scratch_.get<float>();
+  __nv_bfloat16* xa16 = reinterpret_cast<__nv_bfloat16*>(xa32 + int64_t{options_.max_tokens} * lora_scratch_r_);
+  const size_t elem = y_bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
+  for (const AdapterRows& ar : step_adapters_) {
+    const DeviceAdapter::Pair& pair = ar.adapter->layers[l][static_cast<int>(t)];
+    if (pair.a == nullptr) continue;
+    // xa = x A^T ([rows, r]), then y += xa (scale B)^T; cuBLAS for both (any rank works). Into an
+    // fp32 y the second product runs in fp32 (xa is not rounded); into a bf16 y (gate|up) in bf16.
+    const __nv_bfloat16* xr = x + int64_t{ar.row0} * x_stride;
+    void* yr = static_cast<char*>(y) + int64_t{ar.row0} * y_stride * elem;
+    if (y_bf16) {
+      GLA_CUBLAS_RETURN_IF_ERROR(
+          cuda::LinearBf16(cublas_, xr, x_stride, pair.a, pair.r, pair.in, xa16, true, pair.r, ar.rows, 0.0f));
+      GLA_CUBLAS_RETURN_IF_ERROR(
+          cuda::LinearBf16(cublas_, xa16, pair.r, pair.b, pair.out, pair.r, yr, true, y_stride, ar.rows, 1.0f));
+    } else {
+      GLA_CUBLAS_RETURN_IF_ERROR(
+          cuda::LinearBf16(cublas_, xr, x_stride, pair.a, pair.r, pair.in, xa32, false, pair.r, ar.rows, 0.0f));
+      const float one = 1.0f;
+      GLA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, pair.out, ar.rows, pair.r, &one,
+                                              pair.b32, CUDA_R_32F, pair.r, xa32, CUDA_R_32F, pair.r, &one, yr,
+                                              CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F,
+                                              CUBLAS_GEMM_DEFAULT));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const CudaModel::DeviceAdapter*> CudaModel::UseAdapter(const std::shared_ptr<const LoraAdapter>& a) {
+  auto found = adapters_.find(a.get());
+  if (found != adapters_.end()) {
+    found->second.last_step = steps_;
+    return &found->second;
+  }
+  const GlaConfig& c = config_;
+  if (static_cast<int>(a->layers.size()) != c.num_hidden_layers)
+    return absl::InvalidArgumentError(
+        absl::StrCat("the adapter has ", a->layers.size(), " layers; the model has ", c.num_hidden_layers));
+  const float scale = static_cast<float>(a->config.scale());
+  const int64_t n = c.key_dim_per_group, rank = c.gate_low_rank_dim;
+  // Plan: bf16 A and scale * B per pair, one merged fp32 gate factor per layer with gk_proj.1.
+  struct Piece {
+    int l, t;
+    size_t a, b, b32;
+  };
+  std::vector<Piece> pieces;
+  std::vector<std::pair<int, size_t>> merged;
+  size_t bytes = 0;
+  auto take = [&](size_t n_bytes) {
+    const size_t at = bytes;
+    bytes = AlignUp(bytes + n_bytes);
+    return at;
+  };
+  DeviceAdapter d;
+  d.host = a;
+  d.layers.resize(c.num_hidden_layers);
+  d.gk1.assign(c.num_hidden_layers, nullptr);
+  for (int l = 0; l < c.num_hidden_layers; ++l)
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      const auto& pair = a->layers[l][t];
+      if (!pair.has_value()) continue;
+      const LoraTarget target = static_cast<LoraTarget>(t);
+      const auto [out, in] = LoraTargetShape(c, target);
+      const int64_t r = pair->a.shape.size() == 2 ? pair->a.shape[0] : 0;
+      if (r < 1 || pair->a.shape != std::vector<int64_t>{r, in} || pair->b.shape != std::vector<int64_t>{out, r} ||
+          pair->a.data.size() != static_cast<size_t>(r * in) || pair->b.data.size() != static_cast<size_t>(out * r))
+        return absl::InvalidArgumentError(absl::StrCat("the adapter's ", LoraTargetName(target), " in layer ", l,
+                                                       " does not fit the model's [", out, ", ", in, "] projection"));
+      if (target == LoraTarget::kGk1) {
+        merged.push_back({l, take(static_cast<size_t>(n * rank) * sizeof(float))});
+        continue;
+      }
+      d.layers[l][t].r = static_cast<int>(r);
+      d.layers[l][t].in = static_cast<int>(in);
+      d.layers[l][t].out = static_cast<int>(out);
+      d.max_r = std::max(d.max_r, static_cast<int>(r));
+      pieces.push_back({l, t, take(static_cast<size_t>(r * in) * 2), take(static_cast<size_t>(out * r) * 2),
+                        take(static_cast<size_t>(out * r) * 4)});
+    }
+  ASSIGN_OR_RETURN(d.mem, DeviceMemory::Allocate(std::max<size_t>(bytes, 1), "a LoRA adapter"));
+  char* base = d.mem.get<char>();
+  std::vector<__nv_bfloat16> staging;
+  auto upload_bf16 = [&](const std::vector<float>& src, float mul, size_t at) -> absl::Status {
+    staging.resize(src.size());
+    for (size_t i = 0; i < src.size(); ++i) staging[i] = __float2bfloat16(src[i] * mul);
+    GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(base + at, staging.data(), staging.size() * 2, cudaMemcpyHostToDevice));
+    return absl::OkStatus();
+  };
+  for (const Piece& p : pieces) {
+    const LoraPair& pair = *a->layers[p.l][p.t];
+    RETURN_IF_ERROR(upload_bf16(pair.a.data, 1.0f, p.a));
+    RETURN_IF_ERROR(upload_bf16(pair.b.data, scale, p.b));
+    std::vector<float> b32(pair.b.data);
+    for (float& v : b32) v *= scale;
+    GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(base + p.b32, b32.data(), b32.size() * sizeof(float), cudaMemcpyHostToDevice));
+    d.layers[p.l][p.t].a = reinterpret_cast<const __nv_bfloat16*>(base + p.a);
+    d.layers[p.l][p.t].b = reinterpret_cast<const __nv_bfloat16*>(base + p.b);
+    d.layers[p.l][p.t].b32 = reinterpret_cast<const float*>(base + p.b32);
+  }
+  std::vector<float> w1(static_cast<size_t>(n * rank));
+  for (const auto& [l, at] : merged) {  // w1 + scale B A, in fp32 like the base factor
+    const LoraPair& pair = *a->layers[l][static_cast<int>(LoraTarget::kGk1)];
+    const int64_t r = pair.a.shape[0];
+    GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(w1.data(), layers_[l].gk1, w1.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < rank; ++k) {
+        double acc = 0.0;
+        for (int64_t q = 0; q < r; ++q) acc += static_cast<double>(pair.b.data[j * r + q]) * pair.a.data[q * rank + k];
+        w1[j * rank + k] += static_cast<float>(scale * acc);
+      }
+    GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(base + at, w1.data(), w1.size() * sizeof(float), cudaMemcpyHostToDevice));
+    d.gk1[l] = reinterpret_cast<const float*>(base + at);
+  }
+  // The copies above ran on the legacy stream; the step's kernels run on stream_ (non-blocking).
+  GLA_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  d.last_step = steps_;
+  return &adapters_.emplace(a.get(), std::move(d)).first->second;
 }
 
 }  // namespace gla

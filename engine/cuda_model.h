@@ -6,6 +6,13 @@
 // norm -> o_proj GEMM (+residual) -> RMSNorm -> fused gate|up GEMM -> SwiGLU -> down GEMM
 // (+residual)] -> final norm and lm_head on the rows whose logits are wanted. Decode-only steps
 // replay a CUDA graph captured per batch-size bucket (padding rows use the pool's scratch slot).
+//
+// LoRA adapters apply per segment, as in CpuModel: sequences with different adapters (or none)
+// share a step. Each adapter is uploaded once (bf16 A, scale * B in fp32 and bf16; for gk_proj.1,
+// whose output feeds the fused low-rank gate kernel, the second gate factor merged with the adapter
+// in fp32) and kept while recent steps use it. Per target, the rows of each adapter's segments get
+// y += (x A^T)(scale B)^T through two small cuBLAS GEMMs after the base projection (x A^T in fp32
+// where y is fp32). Steps with an adapter run eagerly (no decode graph).
 #pragma once
 
 #include <cublas_v2.h>
@@ -13,6 +20,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <array>
 #include <map>
 #include <memory>
 #include <span>
@@ -24,6 +32,7 @@
 #include "engine/fused_projection.h"
 #include "engine/sequence_state.h"
 #include "models/checkpoint.h"
+#include "models/lora_adapter.h"
 
 namespace gla {
 
@@ -59,6 +68,7 @@ class CudaModel {
     std::span<const int32_t> tokens;
     int slot = -1;
     Logits logits = Logits::kLast;
+    std::shared_ptr<const LoraAdapter> adapter;  // null: the base model
   };
   // Where the states live: slot s of this layer's state is base + s * slot_stride + layout offsets.
   struct States {
@@ -70,11 +80,39 @@ class CudaModel {
   // Enqueues one step on stream(). On return (asynchronously complete) logits() holds the wanted
   // rows, fp32 [rows, vocab], in segment order; (*first_row)[i] is segment i's first row or -1.
   // Bad input (empty segment, id outside the vocabulary, two segments on one slot, a step larger
-  // than max_tokens / max_logit_rows) is INVALID_ARGUMENT and enqueues nothing.
+  // than max_tokens / max_logit_rows, an adapter whose layers or shapes do not fit the model) is
+  // INVALID_ARGUMENT and enqueues nothing.
   absl::Status Forward(std::span<const Segment> segments, const States& states, std::vector<int>* first_row);
   const float* logits() const { return logits_; }
+  int cached_adapters() const { return static_cast<int>(adapters_.size()); }
 
  private:
+  // An adapter on the device. Holding `host` keeps its address unique while it is cached.
+  struct DeviceAdapter {
+    std::shared_ptr<const LoraAdapter> host;
+    DeviceMemory mem;
+    struct Pair {
+      const __nv_bfloat16* a = nullptr;  // [r, in]
+      const __nv_bfloat16* b = nullptr;  // [out, r], times the adapter's scale (for bf16 outputs)
+      const float* b32 = nullptr;        // the same in fp32 (for fp32 outputs: no rounding of x A^T)
+      int r = 0, in = 0, out = 0;
+    };
+    std::vector<std::array<Pair, kNumLoraTargets>> layers;
+    std::vector<const float*> gk1;  // per layer: gk_proj.1 merged with the adapter, or null
+    int max_r = 0;
+    uint64_t last_step = 0;
+  };
+  // Rows [row0, row0 + rows) of a step that use one adapter.
+  struct AdapterRows {
+    int row0 = 0, rows = 0;
+    const DeviceAdapter* adapter = nullptr;
+  };
+  static constexpr int kMaxCachedAdapters = 16;
+  absl::StatusOr<const DeviceAdapter*> UseAdapter(const std::shared_ptr<const LoraAdapter>& a);
+  // y[rows of each adapter] += LoRA delta of target t in layer l (x: the projection's input).
+  absl::Status AddLoraDeltas(int l, LoraTarget t, const __nv_bfloat16* x, int64_t x_stride, void* y, bool y_bf16,
+                             int64_t y_stride);
+
   CudaModel() = default;
   absl::Status UploadWeights(Checkpoint& ck);
   absl::Status AllocateWorkspace();
@@ -122,6 +160,15 @@ class CudaModel {
     float* state_base = nullptr;
   };
   std::map<int, Graph> graphs_;
+
+  // Adapters by host address (the entry holds the adapter, so the address is not reused), the
+  // step's adapter rows (eager steps), and the x A^T scratch, [max_tokens, largest rank] in fp32
+  // and then in bf16.
+  std::map<const LoraAdapter*, DeviceAdapter> adapters_;
+  std::vector<AdapterRows> step_adapters_;
+  uint64_t steps_ = 0;
+  DeviceMemory lora_scratch_;
+  int lora_scratch_r_ = 0;
 };
 
 // Smallest captured bucket that holds n decode rows: 1, 2, 4, 8, 16, 24, 32, 48, 64, then

@@ -181,7 +181,7 @@ void Scheduler::RunStep() {
   for (auto& r : running_)  // decodes first
     if (r->prefilled == r->spec.prompt.size()) {
       items.push_back({std::span<const int32_t>(&r->output.back(), 1), r->slot, true, &r->spec.sampling, &r->history,
-                       r->output.size(), r->spec.adapter.get()});
+                       r->output.size(), r->spec.adapter});
       owners.push_back(r.get());
       --budget;
     }
@@ -191,7 +191,7 @@ void Scheduler::RunStep() {
     const size_t n = std::min<size_t>(r->spec.prompt.size() - r->prefilled, prefill_budget);
     const bool last = r->prefilled + n == r->spec.prompt.size();
     items.push_back({std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled, n), r->slot, last,
-                     &r->spec.sampling, &r->history, 0, r->spec.adapter.get()});
+                     &r->spec.sampling, &r->history, 0, r->spec.adapter});
     owners.push_back(r.get());
     prefill_budget -= static_cast<int>(n);
   }

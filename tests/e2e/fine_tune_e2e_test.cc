@@ -504,7 +504,8 @@ TEST(FineTuneE2EText, TextsAndDataFileJobsSucceed) {
 // cancelled by the tool); both rows complete every request.
 TEST_F(FineTuneE2E, LoadgenMeasuresServingWhileAJobTrains) {
   const std::string out = testing::MakeTempDir("loadgen") + "/out";
-  const std::string cmd = std::string(GLA_LOADGEN_PATH) + " --addr " + server_->address() +
+  const char* env = std::getenv("GLA_LOADGEN_PATH");  // the bundled build on the GPU machine
+  const std::string cmd = std::string(env != nullptr ? env : GLA_LOADGEN_PATH) + " --addr " + server_->address() +
                           " --concurrency 1 --requests 2 --prompt-len 8 --max-new-tokens 4 --finetune lora > " + out +
                           " 2>&1";
   const int st = std::system(cmd.c_str());
