@@ -30,16 +30,18 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu
-          kernels/cuda/sampling.cu)
+          kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
+          kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
     case $k in *.cu) nvcc "${nvcc_flags[@]}" -Xptxas -v -c "$k" -o build-gpu/kernel.o 2>> "$out/ptxas.txt" ;; esac
   done
   grep -E "registers|spill" "$out/ptxas.txt" | sort | uniq -c | sort -rn | head -n 20 || true
   if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
        tests/cuda/gla_prefill_cuda_test.cc tests/cuda/gla_prefill_chunk_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/sampling_cuda_test.cc \
-       tests/cuda/gla_backward_chunk_cuda_test.cc \
+       tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc \
        "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
-       kernels/cpu/conv.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
+       kernels/cpu/conv.cc kernels/cpu/norm_backward.cc kernels/cpu/activations_backward.cc kernels/cpu/conv_backward.cc \
+       kernels/cpu/optimizer.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
     check kernel_tests build-gpu/gla_kernels_cuda_test
   else
     cat "$out/build.txt"; note "kernel tests: BUILD FAILED"; failures=$((failures + 1))

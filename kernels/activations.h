@@ -57,5 +57,16 @@ cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const floa
 cudaError_t EmbeddingGather(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out,
                             cudaStream_t stream);
 
+// Backward passes for fine-tuning on the GPU (kernels/cuda/activations_backward.cu), fp32, with the
+// cpu:: functions' contracts. d_bias and d_table are accumulated with atomics (order may vary).
+cudaError_t SwiGluBackward(const float* gate_up, int64_t gate_up_stride, const float* d_out, int64_t d_out_stride,
+                           float* d_gate_up, int64_t d_gate_up_stride, int64_t M, int64_t I, cudaStream_t stream);
+cudaError_t LogSigmoidGateBackward(const float* pre, int64_t pre_stride, const float* bias, const float* d_out,
+                                   int64_t d_out_stride, float* d_pre, int64_t d_pre_stride, float* d_bias,
+                                   int64_t rows, int64_t n, float normalizer, bool has_clamp, float clamp_min,
+                                   cudaStream_t stream);
+cudaError_t EmbeddingScatterAdd(const float* d_out, int64_t D, const int32_t* ids, int64_t n, float* d_table,
+                                cudaStream_t stream);
+
 }  // namespace gla::cuda
 #endif

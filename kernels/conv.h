@@ -36,5 +36,12 @@ cudaError_t ShortConvSilu(const float* x, int64_t x_stride, const int32_t* cu_se
                           int64_t C, const float* w, int K, float* state_base, int64_t slot_stride,
                           int64_t tail_offset, const int32_t* slots, float* y, int64_t y_stride, cudaStream_t stream);
 
+// Backward of ShortConvSilu for packed training sequences that start from an empty history (each
+// equals cpu::ShortConvSiluBackward with tail = nullptr): dx written, dw ([C, K]) accumulated with
+// atomics. One thread per (sequence, channel) walks its rows backwards (kernels/cuda/conv_backward.cu).
+cudaError_t ShortConvSiluBackward(const float* x, int64_t x_stride, const int32_t* cu_seqlens, int num_seqs, int64_t C,
+                                  const float* w, int K, const float* dy, int64_t dy_stride, float* dx,
+                                  int64_t dx_stride, float* dw, cudaStream_t stream);
+
 }  // namespace gla::cuda
 #endif

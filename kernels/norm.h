@@ -47,5 +47,17 @@ cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate
                              __nv_bfloat16* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
                              cudaStream_t stream);
 
+// Backward passes for fine-tuning on the GPU (kernels/cuda/norm_backward.cu), fp32 throughout, with
+// the cpu:: functions' contracts (those are their references). dw is accumulated: each block sums
+// its rows' contributions in shared memory and adds them with one atomic per column, so the
+// order of the additions (and the last bits) may differ from run to run. n (or dv) <= 16384.
+cudaError_t RmsNormBackward(const float* x, int64_t x_stride, const float* w, const float* dy, int64_t dy_stride,
+                            float* dx, int64_t dx_stride, bool accumulate_dx, float* dw, int64_t rows, int n, float eps,
+                            cudaStream_t stream);
+cudaError_t RmsNormSwishGateBackward(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride,
+                                     const float* w, const float* dy, int64_t dy_stride, float* d_o, int64_t d_o_stride,
+                                     float* d_gate, int64_t d_gate_stride, float* dw, int64_t rows, int heads, int dv,
+                                     float eps, cudaStream_t stream);
+
 }  // namespace gla::cuda
 #endif

@@ -3,6 +3,10 @@
 
 #include <cstdint>
 
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
 namespace gla::cpu {
 
 struct AdamWParams {
@@ -22,3 +26,16 @@ void AdamWStep(float* param, const float* grad, float* m, float* v, int64_t n, c
 double SumOfSquares(const float* x, int64_t n);
 
 }  // namespace gla::cpu
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// The same on the GPU (kernels/cuda/optimizer.cu), on device arrays. AdamWStep computes in fp32
+// (the bias corrections in double on the host); SumOfSquares adds the sum (double) to *sum, a
+// device value, so the squares of all of a model's gradients land in one number read back once.
+cudaError_t AdamWStep(float* param, const float* grad, float* m, float* v, int64_t n, const cpu::AdamWParams& p,
+                      float grad_scale, cudaStream_t stream);
+cudaError_t SumOfSquares(const float* x, int64_t n, double* sum, cudaStream_t stream);
+
+}  // namespace gla::cuda
+#endif

@@ -25,4 +25,18 @@ __device__ inline float BlockSum(float v) {
   return total;
 }
 
+// The same in double, for any blockDim.x that is a whole number of warps (at most 1024), with the
+// caller's `scratch` (32 doubles of shared memory): the training kernels' row sums, which their
+// CPU references take in double. Every thread gets the total.
+__device__ inline double BlockSumDouble(double v, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  __syncthreads();  // a previous call's readers are done with scratch
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = 0.0;
+  for (int i = 0; i < warps; ++i) t += scratch[i];
+  return t;
+}
+
 }  // namespace gla::cuda
