@@ -276,7 +276,8 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
   for (size_t s = 0; s < segments.size(); ++s) {
     if (segments[s].adapter == nullptr) continue;
     auto a = UseAdapter(segments[s].adapter);
-    if (!a.ok()) return absl::InvalidArgumentError(absl::StrCat("segment ", s, ": ", a.status().message()));
+    if (!a.ok())  // keeps the code: a full GPU is RESOURCE_EXHAUSTED, an adapter of another model INVALID_ARGUMENT
+      return absl::Status(a.status().code(), absl::StrCat("segment ", s, "'s adapter: ", a.status().message()));
     seg_adapter[s] = *a;
     max_r = std::max(max_r, (*a)->max_r);
   }
