@@ -39,4 +39,10 @@ std::vector<AdapterInfo> AdapterRegistry::List() const {
   return out;
 }
 
+absl::Status AdapterRegistry::Remove(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (adapters_.erase(name) == 0) return absl::NotFoundError(absl::StrCat("no adapter named '", name, "' is loaded"));
+  return absl::OkStatus();
+}
+
 }  // namespace gla

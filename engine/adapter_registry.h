@@ -29,6 +29,8 @@ class AdapterRegistry {
   // ALREADY_EXISTS when the name is taken and !replace.
   absl::Status Add(const AdapterInfo& info, std::shared_ptr<const LoraAdapter> adapter, bool replace = false);
   std::shared_ptr<const LoraAdapter> Find(const std::string& name) const;  // null when unknown
+  // Takes the name off the list; sequences that hold the adapter keep it. NOT_FOUND when unknown.
+  absl::Status Remove(const std::string& name);
   std::vector<AdapterInfo> List() const;                                   // sorted by name
   static absl::Status ValidateName(const std::string& name);
 

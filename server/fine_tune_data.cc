@@ -4,49 +4,17 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "engine/finetune/confined_path.h"
 #include "models/utf8.h"
 
 namespace gla {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Whether `p` lies strictly below `root` (both canonical), compared component by component so
-// that "/data-other" is not taken for a file under "/data".
-bool IsInside(const fs::path& p, const fs::path& root) {
-  auto q = p.begin();
-  for (auto r = root.begin(); r != root.end(); ++r, ++q)
-    if (q == p.end() || *q != *r) return false;
-  return q != p.end();
-}
-
-}  // namespace
-
 absl::StatusOr<fs::path> ResolveDataFile(const std::string& data_dir, const std::string& relative) {
   if (data_dir.empty())
     return absl::FailedPreconditionError("data_file: the server was started without --finetune_data_dir");
-  auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat("data_file '", relative, "': ", why));
-  };
-  if (relative.empty()) return bad("empty");
-  if (relative.find('\0') != std::string::npos) return bad("holds a NUL byte");
-  const fs::path rel(relative);
-  if (rel.is_absolute() || rel.has_root_name() || rel.has_root_directory())
-    return bad("must be a path relative to the server's data directory");
-  for (const fs::path& part : rel)
-    if (part == "..") return bad("must not hold '..' components");
-  std::error_code ec;
-  const fs::path root = fs::canonical(data_dir, ec);
-  if (ec) return absl::FailedPreconditionError(absl::StrCat("--finetune_data_dir ", data_dir, ": ", ec.message()));
-  // Every symbolic link on the way is followed here, so a link that leads out is caught below.
-  const fs::path target = fs::weakly_canonical(root / rel, ec);
-  if (ec) return bad(ec.message());
-  if (!IsInside(target, root)) return bad("leads outside the server's data directory");
-  const fs::file_status st = fs::status(target, ec);
-  if (ec || !fs::exists(st)) return bad("no such file in the server's data directory");
-  if (!fs::is_regular_file(st)) return bad("not a regular file");
-  return target;
+  return ResolveInside(data_dir, relative, "data_file", "the server's data directory", PathKind::kRegularFile);
 }
 
 absl::StatusOr<std::vector<std::string>> ReadLineDocuments(const fs::path& file, int64_t max_bytes) {

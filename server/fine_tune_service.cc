@@ -214,18 +214,33 @@ grpc::Status FineTuneService::WatchFineTuneJob(grpc::ServerContext* ctx, const v
   }
 }
 
+namespace {
+void ToProto(const AdapterInfo& a, v1::Adapter* out) {
+  out->set_name(a.name);
+  out->set_dir(a.dir);
+  out->set_rank(a.r);
+  out->set_alpha(a.alpha);
+  for (const std::string& t : a.target_modules) out->add_target_modules(t);
+  out->set_source(a.source);
+}
+}  // namespace
+
 grpc::Status FineTuneService::ListAdapters(grpc::ServerContext*, const v1::ListAdaptersRequest*,
                                            v1::ListAdaptersResponse* resp) {
-  for (const AdapterInfo& a : registry_.List()) {
-    v1::Adapter* out = resp->add_adapters();
-    out->set_name(a.name);
-    out->set_dir(a.dir);
-    out->set_rank(a.r);
-    out->set_alpha(a.alpha);
-    for (const std::string& t : a.target_modules) out->add_target_modules(t);
-    out->set_source(a.source);
-  }
+  for (const AdapterInfo& a : registry_.List()) ToProto(a, resp->add_adapters());
   return grpc::Status::OK;
+}
+
+grpc::Status FineTuneService::LoadAdapter(grpc::ServerContext*, const v1::LoadAdapterRequest* req, v1::Adapter* resp) {
+  auto info = jobs_.LoadAdapter(req->name(), req->path(), req->replace());
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  ToProto(*info, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status FineTuneService::UnloadAdapter(grpc::ServerContext*, const v1::UnloadAdapterRequest* req,
+                                            v1::UnloadAdapterResponse*) {
+  return ToGrpcStatus(registry_.Remove(req->name()));
 }
 
 }  // namespace gla

@@ -37,6 +37,9 @@ class FineTuneService final : public v1::FineTune::Service {
                                  v1::FineTuneJob* resp) override;
   grpc::Status ListAdapters(grpc::ServerContext* ctx, const v1::ListAdaptersRequest* req,
                             v1::ListAdaptersResponse* resp) override;
+  grpc::Status LoadAdapter(grpc::ServerContext* ctx, const v1::LoadAdapterRequest* req, v1::Adapter* resp) override;
+  grpc::Status UnloadAdapter(grpc::ServerContext* ctx, const v1::UnloadAdapterRequest* req,
+                             v1::UnloadAdapterResponse* resp) override;
 
  private:
   // The request as a job spec: hyper-parameters with their defaults, data as token documents.

@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "engine/finetune/confined_path.h"
 #include "engine/finetune/job_output.h"
 #include "models/checkpoint.h"
 #include "models/status_macros.h"
@@ -165,6 +166,31 @@ absl::StatusOr<JobInfo> FineTuneJobs::Create(FineTuneSpec spec) {
     work_cv_.notify_all();
     return Snapshot(*job);
   }
+}
+
+absl::StatusOr<AdapterInfo> FineTuneJobs::LoadAdapter(const std::string& name, const std::string& relative,
+                                                      bool replace) {
+  if (options_.adapter_dir.empty())
+    return absl::FailedPreconditionError("the server was started without --adapter_dir (adapters load from inside it)");
+  RETURN_IF_ERROR(AdapterRegistry::ValidateName(name));
+  ASSIGN_OR_RETURN(const fs::path dir, ResolveInside(options_.adapter_dir, relative, "path",
+                                                     "the server's adapter directory", PathKind::kDirectory));
+  auto loaded = LoadLoraAdapter(dir.string(), config_);
+  if (!loaded.ok()) return absl::InvalidArgumentError(absl::StrCat("path '", relative, "': ", loaded.status().message()));
+  AdapterInfo info;
+  info.name = name;
+  info.dir = dir.string();
+  info.r = loaded->config.r;
+  info.alpha = loaded->config.alpha;
+  for (LoraTarget t : loaded->config.targets) info.target_modules.push_back(LoraTargetName(t));
+  info.source = "load";
+  // Under the jobs' lock, so that no job for this name is created between the check and the add.
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, other] : jobs_)
+    if (!IsFinal(other->state) && other->adapter_name == name)
+      return absl::AlreadyExistsError(absl::StrCat("job ", id, " is making an adapter named '", name, "'"));
+  RETURN_IF_ERROR(registry_.Add(info, std::make_shared<const LoraAdapter>(std::move(*loaded)), replace));
+  return info;
 }
 
 absl::StatusOr<JobInfo> FineTuneJobs::Get(const std::string& id) const {

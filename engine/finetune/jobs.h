@@ -94,6 +94,12 @@ class FineTuneJobs {
   // max_full_parameters; UNAVAILABLE: after Shutdown.
   absl::StatusOr<JobInfo> Create(FineTuneSpec spec);
   absl::StatusOr<JobInfo> Get(const std::string& id) const;  // NOT_FOUND
+  // Loads the PEFT adapter in the directory `relative` inside adapter_dir (no absolute path, no
+  // '..', no symbolic link that leads out) and lists it as `name` (source "load"). INVALID_ARGUMENT:
+  // a bad name or path, or files the loader refuses (the file and field named); ALREADY_EXISTS: the
+  // name is loaded (unless replace: then sequences running with the old one keep it) or a queued or
+  // running job is making an adapter of that name; FAILED_PRECONDITION: no adapter_dir.
+  absl::StatusOr<AdapterInfo> LoadAdapter(const std::string& name, const std::string& relative, bool replace);
   // Queued: CANCELLED at once. Running: stops at the next step boundary (the answer may still say
   // kRunning, with cancel_requested). Finished: unchanged. NOT_FOUND for an unknown id.
   absl::StatusOr<JobInfo> Cancel(const std::string& id);

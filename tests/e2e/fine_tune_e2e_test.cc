@@ -5,6 +5,7 @@
 // serving-with-a-job measurement.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -226,6 +227,89 @@ TEST_F(FineTuneE2E, TokenJobSucceedsWithFallingLossAndItsAdapterIsServed) {
   EXPECT_EQ(Watch(*ft, c.job.id()).events.size(), w.events.size());
 }
 
+// Adapters loaded and unloaded while the server runs: from inside --adapter_dir only, refused by
+// name when their files are bad, replaced on request, gone for new requests once unloaded.
+TEST_F(FineTuneE2E, LoadAndUnloadAdaptersAtRunTime) {
+  auto ft = FineTune();
+  const Created c = Create(*ft, TokenJob("made-here", 6));
+  ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+  ASSERT_EQ(Watch(*ft, c.job.id()).events.back().state(), v1::FINE_TUNE_JOB_STATE_SUCCEEDED);
+  const std::string adapters = *root_ + "/adapters";
+  auto load = [&](const std::string& name, const std::string& path, bool replace, v1::Adapter* out = nullptr) {
+    v1::LoadAdapterRequest req;
+    req.set_name(name);
+    req.set_path(path);
+    req.set_replace(replace);
+    grpc::ClientContext ctx;
+    v1::Adapter resp;
+    const grpc::Status st = ft->LoadAdapter(&ctx, req, &resp);
+    if (out != nullptr) *out = resp;
+    return st;
+  };
+  auto unload = [&](const std::string& name) {
+    v1::UnloadAdapterRequest req;
+    req.set_name(name);
+    grpc::ClientContext ctx;
+    v1::UnloadAdapterResponse resp;
+    return ft->UnloadAdapter(&ctx, req, &resp).error_code();
+  };
+  auto generate = [&](const std::string& adapter) {
+    v1::GenerateRequest g;
+    g.mutable_token_ids()->add_ids(5);
+    g.mutable_token_ids()->add_ids(9);
+    g.set_max_new_tokens(4);
+    g.set_adapter(adapter);
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    return server_->stub()->Generate(&ctx, g, &resp).error_code();
+  };
+
+  auto listed = [&](const std::string& name) {  // other tests of this suite may have added theirs
+    const auto names = AdapterNames(*ft);
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
+  // The job's directory under another name.
+  v1::Adapter a;
+  const grpc::Status ok = load("copy", "made-here", false, &a);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(a.source(), "load");
+  EXPECT_EQ(a.rank(), 4);
+  EXPECT_TRUE(listed("copy") && listed("made-here"));
+  EXPECT_EQ(generate("copy"), grpc::StatusCode::OK);
+
+  // Refusals, each naming its cause; nothing changes.
+  fs::create_directories(adapters + "/broken");
+  std::ofstream(adapters + "/broken/adapter_config.json") << "{ not json";
+  fs::create_directory_symlink(*root_ + "/data", adapters + "/escape");
+  struct Bad {
+    std::string name, path, needle;
+    grpc::StatusCode code;
+  };
+  const Bad bads[] = {{"x", "/etc", "relative", grpc::StatusCode::INVALID_ARGUMENT},
+                      {"x", "../data", "'..'", grpc::StatusCode::INVALID_ARGUMENT},
+                      {"x", "escape", "outside", grpc::StatusCode::INVALID_ARGUMENT},
+                      {"x", "nowhere", "no such directory", grpc::StatusCode::INVALID_ARGUMENT},
+                      {"x", "broken", "adapter_config.json", grpc::StatusCode::INVALID_ARGUMENT},
+                      {".x", "made-here", "name", grpc::StatusCode::INVALID_ARGUMENT},
+                      {"copy", "made-here", "already", grpc::StatusCode::ALREADY_EXISTS}};
+  for (const Bad& b : bads) {
+    const grpc::Status st = load(b.name, b.path, false);
+    EXPECT_EQ(st.error_code(), b.code) << b.path << ": " << st.error_message();
+    EXPECT_NE(st.error_message().find(b.needle), std::string::npos) << b.path << ": " << st.error_message();
+  }
+  EXPECT_FALSE(listed("x") || listed(".x"));
+
+  // replace takes the name over; unload takes it off (new requests are NOT_FOUND).
+  ASSERT_TRUE(load("made-here", "made-here", true, &a).ok());
+  EXPECT_EQ(a.source(), "load");
+  EXPECT_EQ(unload("copy"), grpc::StatusCode::OK);
+  EXPECT_EQ(unload("copy"), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(generate("copy"), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(generate("made-here"), grpc::StatusCode::OK);
+  EXPECT_TRUE(listed("made-here"));
+  EXPECT_FALSE(listed("copy"));
+}
+
 // FULL (a small model): a checkpoint another glad can serve; not an adapter.
 TEST_F(FineTuneE2E, FullJobWritesAServableCheckpoint) {
   auto ft = FineTune();
@@ -445,6 +529,14 @@ TEST(FineTuneE2ESmall, AdapterFlagsAndNoAdapterDir) {
   EXPECT_EQ(AdapterNames(*ft, &adapters), (std::vector<std::string>{"one", "two"}));
   EXPECT_EQ(adapters[0].source(), "flag");
   EXPECT_EQ(Create(*ft, TokenJob("x", 3)).status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  {
+    v1::LoadAdapterRequest req;  // adapters load at run time only from inside --adapter_dir
+    req.set_name("three");
+    req.set_path("x");
+    grpc::ClientContext ctx;
+    v1::Adapter resp;
+    EXPECT_EQ(ft->LoadAdapter(&ctx, req, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
 
   fs::create_directories(root + "/empty");
   GladProcess bad({"--model", testing::TinyModelDir(), "--adapter", "broken=" + root + "/empty"});
