@@ -4,9 +4,10 @@
 //   gla-cli tokenize --addr HOST:PORT --text TEXT
 //   gla-cli generate --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
 //   gla-cli stream   --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
+//   gla-cli finetune | job | cancel | adapters | load-adapter | unload-adapter  (finetune_commands.h)
 //
 // Sampling options: --max-new-tokens N --temperature T --top-k K --top-p P --min-p P --seed S
-// --stop STRING --ignore-eos 1 --timeout-s S. Errors: one line on stderr, exit 1.
+// --stop STRING --ignore-eos 1 --adapter NAME --timeout-s S. Errors: one line on stderr, exit 1.
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "clients/cli/finetune_commands.h"
 #include "clients/common/args.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
@@ -61,6 +63,7 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest(const ParsedArgs& a) {
   if (a.Has("stop")) r.add_stop(a.flags.at("stop"));
   ASSIGN_OR_RETURN(int ignore_eos, a.Int("ignore-eos", 0, 0));
   r.set_ignore_eos(ignore_eos != 0);
+  if (a.Has("adapter")) r.set_adapter(a.flags.at("adapter"));
   return r;
 }
 
@@ -80,6 +83,7 @@ void PrintUsage(const v1::Usage& u, v1::FinishReason reason) {
 }
 
 absl::Status Run(const ParsedArgs& a) {
+  if (FineTuneCommands().count(a.command) > 0) return RunFineTuneCommand(a);
   ASSIGN_OR_RETURN(std::string addr, a.Required("addr"));
   auto stub = v1::Gla::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
@@ -125,10 +129,13 @@ absl::Status Run(const ParsedArgs& a) {
 int main(int argc, char** argv) {
   const std::set<std::string> common = {"addr", "timeout-s"};
   std::set<std::string> gen = {"addr", "timeout-s", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-k",
-                               "top-p", "min-p", "seed", "stop", "ignore-eos"};
+                               "top-p", "min-p", "seed", "stop", "ignore-eos", "adapter"};
   std::set<std::string> tok = common;
   tok.insert("text");
-  auto args = gla::ParseArgs(argc, argv, {{"info", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}});
+  std::map<std::string, std::set<std::string>> commands = {
+      {"info", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}};
+  commands.merge(gla::FineTuneCommands());
+  auto args = gla::ParseArgs(argc, argv, commands);
   absl::Status st = args.ok() ? gla::Run(*args) : args.status();
   if (!st.ok()) {
     std::fprintf(stderr, "gla-cli: error: %s\n", st.ToString().c_str());

@@ -310,6 +310,58 @@ TEST_F(FineTuneE2E, LoadAndUnloadAdaptersAtRunTime) {
   EXPECT_FALSE(listed("copy"));
 }
 
+// gla-cli's fine-tune commands end to end: a job from a local ids file watched to its end, the
+// adapter listed and used, loaded under another name and unloaded; errors exit 1 with the reason.
+TEST_F(FineTuneE2E, GlaCliFineTuneCommands) {
+  const char* env = std::getenv("GLA_CLI_PATH");  // the bundled build on the GPU machine
+  const std::string cli = env != nullptr ? env : GLA_CLI_PATH;
+  const std::string dir = testing::MakeTempDir("cli-finetune");
+  {
+    std::ofstream ids(dir + "/docs.ids");
+    for (int d = 0; d < 6; ++d) {
+      for (int i = 0; i < 50; ++i) ids << (i ? "," : "") << (7 * i + 3 * d) % 40 + 100;
+      ids << "\n";
+    }
+  }
+  auto run = [&](const std::string& args, int* code) {
+    const std::string out = dir + "/out.txt";
+    const int st = std::system((cli + " " + args + " --addr " + server_->address() + " > " + out + " 2>&1").c_str());
+    *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    std::stringstream text;
+    text << std::ifstream(out).rdbuf();
+    return text.str();
+  };
+  int code = 0;
+  std::string out = run("finetune --name cli-made --ids-file " + dir + "/docs.ids" +
+                            " --rank 4 --steps 4 --batch 2 --seq-len 24 --lr 0.01",
+                        &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("running step 4/4"), std::string::npos) << out;
+  EXPECT_NE(out.find("state=succeeded"), std::string::npos) << out;
+  out = run("adapters", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("cli-made rank=4"), std::string::npos) << out;
+  out = run("generate --prompt-ids 5,9 --max-new-tokens 3 --adapter cli-made", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("completion_tokens=3"), std::string::npos) << out;
+  out = run("load-adapter --name cli-copy --path cli-made", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("cli-copy rank=4"), std::string::npos) << out;
+  out = run("unload-adapter --name cli-copy", &code);
+  EXPECT_EQ(code, 0) << out;
+  out = run("generate --prompt-ids 5,9 --max-new-tokens 3 --adapter cli-copy", &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("NOT_FOUND"), std::string::npos) << out;
+  out = run("load-adapter --name z --path ../x", &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("'..'"), std::string::npos) << out;
+  out = run("finetune --name z --ids-file " + dir + "/docs.ids --method bogus", &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("--method bogus"), std::string::npos) << out;
+  out = run("job --id ft-does-not-exist", &code);
+  EXPECT_EQ(code, 1) << out;
+}
+
 // FULL (a small model): a checkpoint another glad can serve; not an adapter.
 TEST_F(FineTuneE2E, FullJobWritesAServableCheckpoint) {
   auto ft = FineTune();
