@@ -7,6 +7,13 @@ directory on sys.path (or PYTHONPATH) before importing this module, or pass stub
     print(client.generate(text="Once upon a time", max_new_tokens=32).text)
     for chunk in client.stream(token_ids=[1, 2, 3], max_new_tokens=16, temperature=0.8, seed=7):
         print(chunk.text, end="", flush=True)
+
+Fine-tuning (glad started with --adapter_dir):
+
+    job = client.fine_tune("mine", texts=["one document", "another"], max_steps=50, rank=8)
+    for event in client.watch_job(job.id):
+        print(event.step, event.loss)
+    client.generate(text="Once upon", adapter="mine")
 """
 
 import os
@@ -34,10 +41,11 @@ class GlaClient:
         self.pb, pb_grpc = _import_stubs(stubs_dir)
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.GlaStub(self.channel)
+        self.fine_tune_stub = pb_grpc.FineTuneStub(self.channel)
         self.timeout_s = timeout_s
 
     def _request(self, text=None, token_ids=None, max_new_tokens=0, stop=(), stop_token_ids=(),
-                 ignore_eos=False, logprobs=None, request_id="", **sampling):
+                 ignore_eos=False, logprobs=None, request_id="", adapter="", **sampling):
         unknown = set(sampling) - set(self.SAMPLING_FIELDS)
         if unknown:
             raise TypeError("unknown sampling option(s): " + ", ".join(sorted(unknown)))
@@ -45,7 +53,7 @@ class GlaClient:
             raise ValueError("give exactly one of text= or token_ids=")
         req = self.pb.GenerateRequest(max_new_tokens=max_new_tokens, stop=list(stop),
                                       stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos,
-                                      request_id=request_id)
+                                      request_id=request_id, adapter=adapter)
         if text is not None:
             req.text = text.encode("utf-8")  # bytes on the wire: the server validates UTF-8
         else:
@@ -76,3 +84,61 @@ class GlaClient:
 
     def finish_reason_name(self, value):
         return self.pb.FinishReason.Name(value)
+
+    # ---- Fine-tuning (gla.v1.FineTune)
+
+    HYPERPARAMETERS = ("rank", "alpha", "dropout", "target_modules", "max_steps", "batch_sequences",
+                       "sequence_length", "learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay",
+                       "max_grad_norm", "seed")
+
+    def fine_tune(self, adapter_name, token_sequences=None, texts=None, data_file=None, method="lora",
+                  **hyperparameters):
+        """Queues a job; returns the FineTuneJob. Give one of token_sequences= (lists of ids),
+        texts= (strings) or data_file= (a path inside the server's --finetune_data_dir)."""
+        unknown = set(hyperparameters) - set(self.HYPERPARAMETERS)
+        if unknown:
+            raise TypeError("unknown hyper-parameter(s): " + ", ".join(sorted(unknown)))
+        if sum(x is not None for x in (token_sequences, texts, data_file)) != 1:
+            raise ValueError("give exactly one of token_sequences=, texts=, data_file=")
+        methods = {"lora": self.pb.FINE_TUNE_METHOD_LORA, "full": self.pb.FINE_TUNE_METHOD_FULL}
+        if method not in methods:
+            raise ValueError("method: lora or full")
+        req = self.pb.CreateFineTuneJobRequest(adapter_name=adapter_name, method=methods[method])
+        for key, value in hyperparameters.items():
+            if key == "target_modules":
+                req.hyperparameters.target_modules.extend(value)
+            else:
+                setattr(req.hyperparameters, key, value)
+        if token_sequences is not None:
+            for ids in token_sequences:
+                req.token_sequences.sequences.add().ids.extend(ids)
+        elif texts is not None:
+            req.texts.texts.extend(t.encode("utf-8") for t in texts)
+        else:
+            req.data_file = data_file
+        return self.fine_tune_stub.CreateFineTuneJob(req, timeout=self.timeout_s)
+
+    def watch_job(self, job_id, timeout_s=None):
+        """Yields FineTuneProgress events until the job ends (the last one has a final state)."""
+        return self.fine_tune_stub.WatchFineTuneJob(self.pb.WatchFineTuneJobRequest(job_id=job_id), timeout=timeout_s)
+
+    def get_job(self, job_id):
+        return self.fine_tune_stub.GetFineTuneJob(self.pb.GetFineTuneJobRequest(job_id=job_id), timeout=self.timeout_s)
+
+    def cancel_job(self, job_id):
+        return self.fine_tune_stub.CancelFineTuneJob(self.pb.CancelFineTuneJobRequest(job_id=job_id),
+                                                     timeout=self.timeout_s)
+
+    def list_adapters(self):
+        return list(self.fine_tune_stub.ListAdapters(self.pb.ListAdaptersRequest(), timeout=self.timeout_s).adapters)
+
+    def load_adapter(self, name, path, replace=False):
+        """Loads a PEFT directory from inside the server's --adapter_dir; returns the Adapter."""
+        return self.fine_tune_stub.LoadAdapter(self.pb.LoadAdapterRequest(name=name, path=path, replace=replace),
+                                               timeout=self.timeout_s)
+
+    def unload_adapter(self, name):
+        self.fine_tune_stub.UnloadAdapter(self.pb.UnloadAdapterRequest(name=name), timeout=self.timeout_s)
+
+    def job_state_name(self, value):
+        return self.pb.FineTuneJobState.Name(value)
