@@ -225,6 +225,12 @@ void ToProto(const AdapterInfo& a, v1::Adapter* out) {
 }
 }  // namespace
 
+grpc::Status FineTuneService::ListFineTuneJobs(grpc::ServerContext*, const v1::ListFineTuneJobsRequest*,
+                                               v1::ListFineTuneJobsResponse* resp) {
+  for (const JobInfo& j : jobs_.List()) FillJob(j, resp->add_jobs());
+  return grpc::Status::OK;
+}
+
 grpc::Status FineTuneService::ListAdapters(grpc::ServerContext*, const v1::ListAdaptersRequest*,
                                            v1::ListAdaptersResponse* resp) {
   for (const AdapterInfo& a : registry_.List()) ToProto(a, resp->add_adapters());

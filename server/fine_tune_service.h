@@ -31,6 +31,8 @@ class FineTuneService final : public v1::FineTune::Service {
                                  v1::FineTuneJob* resp) override;
   grpc::Status GetFineTuneJob(grpc::ServerContext* ctx, const v1::GetFineTuneJobRequest* req,
                               v1::FineTuneJob* resp) override;
+  grpc::Status ListFineTuneJobs(grpc::ServerContext* ctx, const v1::ListFineTuneJobsRequest* req,
+                                v1::ListFineTuneJobsResponse* resp) override;
   grpc::Status WatchFineTuneJob(grpc::ServerContext* ctx, const v1::WatchFineTuneJobRequest* req,
                                 grpc::ServerWriter<v1::FineTuneProgress>* writer) override;
   grpc::Status CancelFineTuneJob(grpc::ServerContext* ctx, const v1::CancelFineTuneJobRequest* req,

@@ -128,6 +128,7 @@ std::map<std::string, std::set<std::string>> FineTuneCommands() {
            {"addr", "name", "text-file", "ids-file", "data-file", "method", "rank", "alpha", "targets", "steps", "batch",
             "seq-len", "lr", "seed", "watch"}},
           {"job", {"addr", "id"}},
+          {"jobs", {"addr"}},
           {"cancel", {"addr", "id"}},
           {"adapters", {"addr"}},
           {"load-adapter", {"addr", "name", "path", "replace"}},
@@ -180,6 +181,10 @@ absl::Status RunFineTuneCommand(const ParsedArgs& a) {
       RETURN_IF_ERROR(FromGrpc(stub->CancelFineTuneJob(&ctx, req, &job)));
     }
     PrintJob(job);
+  } else if (a.command == "jobs") {
+    v1::ListFineTuneJobsResponse resp;
+    RETURN_IF_ERROR(FromGrpc(stub->ListFineTuneJobs(&ctx, {}, &resp)));
+    for (const v1::FineTuneJob& j : resp.jobs()) PrintJob(j);
   } else if (a.command == "adapters") {
     v1::ListAdaptersResponse resp;
     RETURN_IF_ERROR(FromGrpc(stub->ListAdapters(&ctx, {}, &resp)));

@@ -7,7 +7,7 @@
 //       document per line as comma-separated token ids; --data-file: a file the server reads from
 //       its --finetune_data_dir. With --watch 1 (the default) prints each step until the job ends
 //       and exits 0 only when it succeeded.
-//   gla-cli job --addr A --id ID            gla-cli cancel --addr A --id ID
+//   gla-cli job --addr A --id ID    gla-cli jobs --addr A    gla-cli cancel --addr A --id ID
 //   gla-cli adapters --addr A
 //   gla-cli load-adapter --addr A --name NAME --path REL [--replace 1]
 //   gla-cli unload-adapter --addr A --name NAME

@@ -39,6 +39,9 @@ def main():
         print("error:", client.get_job(job.id).error, file=sys.stderr)
         return 1
 
+    if job.id not in [j.id for j in client.list_jobs()]:
+        print("error: the job is not in the list", file=sys.stderr)
+        return 1
     names = [a.name for a in client.list_adapters()]
     print("adapters:", names)
     tuned = client.generate(token_ids=docs[0][:10], max_new_tokens=8, adapter=args.name)

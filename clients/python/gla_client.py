@@ -125,6 +125,9 @@ class GlaClient:
     def get_job(self, job_id):
         return self.fine_tune_stub.GetFineTuneJob(self.pb.GetFineTuneJobRequest(job_id=job_id), timeout=self.timeout_s)
 
+    def list_jobs(self):
+        return list(self.fine_tune_stub.ListFineTuneJobs(self.pb.ListFineTuneJobsRequest(), timeout=self.timeout_s).jobs)
+
     def cancel_job(self, job_id):
         return self.fine_tune_stub.CancelFineTuneJob(self.pb.CancelFineTuneJobRequest(job_id=job_id),
                                                      timeout=self.timeout_s)

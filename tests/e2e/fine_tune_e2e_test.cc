@@ -341,6 +341,9 @@ TEST_F(FineTuneE2E, GlaCliFineTuneCommands) {
   out = run("adapters", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("cli-made rank=4"), std::string::npos) << out;
+  out = run("jobs", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("adapter=cli-made state=succeeded"), std::string::npos) << out;
   out = run("generate --prompt-ids 5,9 --max-new-tokens 3 --adapter cli-made", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("completion_tokens=3"), std::string::npos) << out;
