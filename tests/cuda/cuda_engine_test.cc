@@ -14,6 +14,7 @@
 #include "engine/cuda_model.h"
 #include "engine/cuda_state_pool.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/support/random_adapter.h"
 #include "tests/support/random_model.h"
 #include "tests/support/reference_data.h"
 #include "tests/support/test_util.h"
@@ -187,19 +188,7 @@ INSTANTIATE_TEST_SUITE_P(OutputGate, OptionsModel, ::testing::Bool());
 // this random model chaotic: rounding A alone to bf16 then moves the CPU's logits by up to 3%.)
 std::shared_ptr<const LoraAdapter> RandomAdapter(const GlaConfig& config, const std::vector<std::string>& targets,
                                                  unsigned seed, int r = 4) {
-  LoraConfig lc;
-  lc.r = r;
-  lc.alpha = r;
-  auto t = ParseLoraTargets(targets);
-  EXPECT_TRUE(t.ok()) << t.status();
-  lc.targets = *t;
-  auto a = NewLoraAdapter(config, lc, seed);
-  EXPECT_TRUE(a.ok()) << a.status();
-  std::mt19937 rng(seed);
-  for (auto& layer : a->layers)
-    for (auto& pair : layer)
-      if (pair.has_value()) pair->b.data = testing::RandomVector(pair->b.data.size(), rng, -0.2f, 0.2f);
-  return std::make_shared<const LoraAdapter>(std::move(*a));
+  return std::make_shared<const LoraAdapter>(testing::RandomLoraAdapter(config, targets, seed, r, /*alpha=*/r, 0.2f));
 }
 
 // The CPU reference of what the GPU stores: A in bf16 (as the base weights are).

@@ -9,25 +9,14 @@
 
 #include "engine/cpu_model.h"
 #include "models/lora_adapter.h"
+#include "tests/support/random_adapter.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
 namespace {
 
 LoraAdapter RandomAdapter(const GlaConfig& config, const std::vector<std::string>& targets, unsigned seed) {
-  LoraConfig lc;
-  lc.r = 4;
-  lc.alpha = 8.0;
-  auto t = ParseLoraTargets(targets);
-  EXPECT_TRUE(t.ok()) << t.status();
-  lc.targets = *t;
-  auto a = NewLoraAdapter(config, lc, seed);
-  EXPECT_TRUE(a.ok()) << a.status();
-  std::mt19937 rng(seed);
-  for (auto& layer : a->layers)  // B = 0 would make the adapter a no-op
-    for (auto& pair : layer)
-      if (pair.has_value()) pair->b.data = testing::RandomVector(pair->b.data.size(), rng, -0.3f, 0.3f);
-  return *a;
+  return testing::RandomLoraAdapter(config, targets, seed, /*r=*/4, /*alpha=*/8.0, /*b_range=*/0.3f);
 }
 
 std::vector<float> RunAlone(CpuModel& m, const std::vector<int32_t>& tokens, const LoraAdapter* adapter) {
