@@ -282,7 +282,8 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
     max_r = std::max(max_r, (*a)->max_r);
   }
   if (max_r > lora_scratch_r_) {
-    lora_scratch_ = DeviceMemory();
+    lora_scratch_ = DeviceMemory();  // freed first (and recorded so) in case the larger one does not fit
+    lora_scratch_r_ = 0;
     ASSIGN_OR_RETURN(lora_scratch_, DeviceMemory::Allocate(static_cast<size_t>(options_.max_tokens) * max_r *
                                                                (sizeof(float) + sizeof(__nv_bfloat16)),
                                                            "the LoRA scratch"));
