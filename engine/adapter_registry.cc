@@ -45,4 +45,16 @@ absl::Status AdapterRegistry::Remove(const std::string& name) {
   return absl::OkStatus();
 }
 
+AdapterInfo DescribeAdapter(const std::string& name, const std::string& dir, const std::string& source,
+                            const LoraAdapter& adapter) {
+  AdapterInfo info;
+  info.name = name;
+  info.dir = dir;
+  info.r = adapter.config.r;
+  info.alpha = adapter.config.alpha;
+  for (LoraTarget t : adapter.config.targets) info.target_modules.push_back(LoraTargetName(t));
+  info.source = source;
+  return info;
+}
+
 }  // namespace gla

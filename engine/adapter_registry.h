@@ -23,6 +23,11 @@ struct AdapterInfo {
   std::string source;  // "flag", or "job:<id>"
 };
 
+// The listing of an adapter read from `dir`: its rank, alpha and target modules from its config,
+// and how it came to be loaded (`source`: "flag", "load" or "job:<id>").
+AdapterInfo DescribeAdapter(const std::string& name, const std::string& dir, const std::string& source,
+                            const LoraAdapter& adapter);
+
 class AdapterRegistry {
  public:
   // INVALID_ARGUMENT for a bad name (1-64 chars of [A-Za-z0-9._-], not starting with '.');

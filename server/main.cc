@@ -113,16 +113,11 @@ absl::Status LoadAdapterFlags(const std::vector<std::string>& flags, const GlaCo
     const size_t eq = flag.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == flag.size())
       return absl::InvalidArgumentError(absl::StrCat("--adapter '", flag, "': expected NAME=DIR"));
-    AdapterInfo info;
-    info.name = flag.substr(0, eq);
-    info.dir = flag.substr(eq + 1);
-    info.source = "flag";
-    auto adapter = LoadLoraAdapter(info.dir, config);
+    const std::string name = flag.substr(0, eq), dir = flag.substr(eq + 1);
+    auto adapter = LoadLoraAdapter(dir, config);
     if (!adapter.ok())
-      return absl::InvalidArgumentError(absl::StrCat("--adapter ", info.name, ": ", adapter.status().message()));
-    info.r = adapter->config.r;
-    info.alpha = adapter->config.alpha;
-    for (LoraTarget t : adapter->config.targets) info.target_modules.push_back(LoraTargetName(t));
+      return absl::InvalidArgumentError(absl::StrCat("--adapter ", name, ": ", adapter.status().message()));
+    const AdapterInfo info = DescribeAdapter(name, dir, "flag", *adapter);
     absl::Status added = registry.Add(info, std::make_shared<const LoraAdapter>(std::move(*adapter)));
     if (!added.ok()) return absl::InvalidArgumentError(absl::StrCat("--adapter ", info.name, ": ", added.message()));
   }

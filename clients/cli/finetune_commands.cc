@@ -10,16 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "clients/cli/grpc_status.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
 
 namespace gla {
 
 namespace {
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
 
 absl::StatusOr<double> Double(const ParsedArgs& a, const std::string& name) {
   double v;

@@ -16,16 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "clients/cli/finetune_commands.h"
+#include "clients/cli/grpc_status.h"
 #include "clients/common/args.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
 
 namespace gla {
 namespace {
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
 
 absl::StatusOr<float> Float(const ParsedArgs& a, const std::string& name, float def) {
   if (!a.Has(name)) return def;

@@ -177,13 +177,7 @@ absl::StatusOr<AdapterInfo> FineTuneJobs::LoadAdapter(const std::string& name, c
                                                      "the server's adapter directory", PathKind::kDirectory));
   auto loaded = LoadLoraAdapter(dir.string(), config_);
   if (!loaded.ok()) return absl::InvalidArgumentError(absl::StrCat("path '", relative, "': ", loaded.status().message()));
-  AdapterInfo info;
-  info.name = name;
-  info.dir = dir.string();
-  info.r = loaded->config.r;
-  info.alpha = loaded->config.alpha;
-  for (LoraTarget t : loaded->config.targets) info.target_modules.push_back(LoraTargetName(t));
-  info.source = "load";
+  const AdapterInfo info = DescribeAdapter(name, dir.string(), "load", *loaded);
   // Under the jobs' lock, so that no job for this name is created between the check and the add.
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [id, other] : jobs_)
@@ -390,13 +384,7 @@ absl::Status FineTuneJobs::SaveAdapter(Job& job, const LoraAdapter& adapter) {
   // Serve what is on disk: a writer/reader mismatch shows up here, not in a client's generation.
   auto loaded = LoadLoraAdapter(dir, config_);
   if (!loaded.ok()) return absl::InternalError(absl::StrCat("reloading ", dir, ": ", loaded.status().message()));
-  AdapterInfo info;
-  info.name = job.adapter_name;
-  info.dir = dir;
-  info.r = loaded->config.r;
-  info.alpha = loaded->config.alpha;
-  for (LoraTarget t : loaded->config.targets) info.target_modules.push_back(LoraTargetName(t));
-  info.source = absl::StrCat("job:", job.id);
+  const AdapterInfo info = DescribeAdapter(job.adapter_name, dir, absl::StrCat("job:", job.id), *loaded);
   RETURN_IF_ERROR(registry_.Add(info, std::make_shared<const LoraAdapter>(std::move(*loaded))));
   std::lock_guard<std::mutex> lock(mu_);
   job.output_dir = dir;

@@ -42,9 +42,9 @@
 //  6. dg: per (sequence, head) the chunk totals become suffix offsets (+ the final-state term);
 //     per (chunk, kv head) d_g = the group's local sums + offsets.
 //
-// Measured (tests/cuda/gla_backward_bench.cc, gla-1.3B heads, 16K tokens, H200): backward alone
-// 1.75-1.87 ms; the keys kernel ~40% of it (tensor-core part ~60%, CUDA-core intra part ~40%),
-// the two scans ~35% (L2-bound: each re-reads its X operand per dv tile), values ~18%. Next
+// Measured (tests/cuda/gla_backward_bench.cc and ncu over it, gla-1.3B heads, 16K tokens, H200,
+// 2026-11-28; H100 numbers in docs/performance.md): backward alone 1.75-1.87 ms; the keys kernel
+// ~40% of it (tensor-core part ~60%, CUDA-core intra part ~40%), the two scans ~35% (L2-bound: each re-reads its X operand per dv tile), values ~18%. Next
 // steps: the off-diagonal intra sums on tensor cores (as the forward's prep), wider scan tiles
 // when the grid allows, and the values kernel on a cp.async pipeline.
 #include <cuda_bf16.h>
@@ -724,9 +724,7 @@ BwdPlan MakeBwdPlan(const GlaBackwardCudaParams& p, int total_tokens) {
   return plan;
 }
 
-bool Aligned16(const void* ptr, int64_t stride) {
-  return ptr != nullptr && reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride % 4 == 0;
-}
+bool Aligned16(const void* ptr, int64_t stride) { return ptr != nullptr && RowsAligned16(ptr, stride); }
 
 bool Supported(const GlaBackwardCudaParams& p) {
   if (p.num_seqs < 0 || p.H < 1 || p.Hkv < 1 || p.H % p.Hkv != 0 || p.total_tokens < 0) return false;

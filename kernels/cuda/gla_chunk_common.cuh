@@ -97,6 +97,12 @@ struct PrepLayout {
   size_t qg = 0, kg = 0, A = 0, decay = 0, end = 0;
 };
 inline size_t Align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Rows the kernels read and write with 16-byte accesses: a 16-byte aligned base and a stride (in
+// floats) that keeps every row so.
+inline bool RowsAligned16(const void* ptr, int64_t stride) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride % 4 == 0;
+}
 inline PrepLayout MakePrepLayout(int H, int Hkv, int dk, int64_t total, int num_seqs) {
   PrepLayout l;
   total = total > 0 ? total : 0;

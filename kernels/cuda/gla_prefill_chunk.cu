@@ -593,10 +593,6 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   return plan;
 }
 
-bool Aligned16(const void* ptr, int64_t stride) {
-  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && stride % 4 == 0;
-}
-
 template <int DK>
 cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, cudaStream_t stream) {
   const cudaError_t e =
@@ -661,8 +657,9 @@ size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_to
 cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream) {
   if (p.num_seqs == 0) return cudaSuccess;
   if (p.num_seqs < 0 || p.H <= 0 || p.H > 65535 || p.Hkv <= 0 || p.H % p.Hkv != 0 || p.dv <= 0 || p.dv % 4 != 0 ||
-      p.cu_seqlens == nullptr || p.total_tokens < 0 || !Aligned16(p.q, p.q_stride) || !Aligned16(p.k, p.k_stride) ||
-      !Aligned16(p.g, p.g_stride) || !Aligned16(p.v, p.v_stride) || !Aligned16(p.o, p.o_stride) ||
+      p.cu_seqlens == nullptr || p.total_tokens < 0 || !RowsAligned16(p.q, p.q_stride) ||
+      !RowsAligned16(p.k, p.k_stride) || !RowsAligned16(p.g, p.g_stride) || !RowsAligned16(p.v, p.v_stride) ||
+      !RowsAligned16(p.o, p.o_stride) ||
       (p.slots && (p.state_base == nullptr)))
     return cudaErrorInvalidValue;
   if (p.dk != 64 && p.dk != 128 && p.dk != 256) return cudaErrorInvalidValue;

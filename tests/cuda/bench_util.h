@@ -4,8 +4,10 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #define CHECK(x)                                                                               \
   do {                                                                                         \
@@ -15,3 +17,24 @@
       std::exit(1);                                                                            \
     }                                                                                          \
   } while (0)
+
+// Median milliseconds of `reps` timed calls of `call` (CUDA events on the default stream) after
+// two warm-up calls.
+template <typename F>
+double MedianMs(F&& call, int reps, cudaEvent_t e0, cudaEvent_t e1) {
+  call();
+  call();
+  CHECK(cudaDeviceSynchronize());
+  std::vector<float> ms;
+  for (int r = 0; r < reps; ++r) {
+    CHECK(cudaEventRecord(e0));
+    call();
+    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventSynchronize(e1));
+    float t;
+    CHECK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}

@@ -25,23 +25,9 @@ constexpr int kTotal = 16384;
 
 using Kernel = cudaError_t (*)(const gla::GlaPrefillCudaParams&, cudaStream_t);
 
-// Median of `reps` timed calls (CUDA events) after two warm-up calls.
+// Median of `reps` timed calls after two warm-ups (bench_util.h).
 double TimeMs(Kernel kernel, const gla::GlaPrefillCudaParams& p, int reps, cudaEvent_t e0, cudaEvent_t e1) {
-  CHECK(kernel(p, nullptr));
-  CHECK(kernel(p, nullptr));
-  CHECK(cudaDeviceSynchronize());
-  std::vector<float> ms;
-  for (int rep = 0; rep < reps; ++rep) {
-    CHECK(cudaEventRecord(e0));
-    CHECK(kernel(p, nullptr));
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
-    float t;
-    CHECK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return MedianMs([&] { CHECK(kernel(p, nullptr)); }, reps, e0, e1);
 }
 
 }  // namespace
