@@ -44,9 +44,11 @@
 //
 // Measured (tests/cuda/gla_backward_bench.cc and ncu over it, gla-1.3B heads, 16K tokens, H200,
 // 2026-11-28; H100 numbers in docs/performance.md): backward alone 1.75-1.87 ms; the keys kernel
-// ~40% of it (tensor-core part ~60%, CUDA-core intra part ~40%), the two scans ~35% (L2-bound: each re-reads its X operand per dv tile), values ~18%. Next
-// steps: the off-diagonal intra sums on tensor cores (as the forward's prep), wider scan tiles
-// when the grid allows, and the values kernel on a cp.async pipeline.
+// ~40% of it (tensor-core part ~60%, CUDA-core intra part ~40%), the two scans ~35% (L2-bound:
+// each re-reads its X operand per dv tile), values ~18%. Tried, measured, not kept: the
+// off-diagonal intra sums on tensor cores and 128-column scan tiles (no gain), the bf16 copies
+// written from inside the scans (slower at B1). Next: the values kernel on a cp.async pipeline,
+// and values + keys fused so that the chunk states are read once.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
