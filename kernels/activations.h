@@ -45,6 +45,14 @@ namespace gla::cuda {
 // SwiGLU on bf16 rows (the gate_up GEMM writes bf16; the down GEMM reads bf16).
 cudaError_t SwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bfloat16* out, int64_t out_stride,
                    int64_t M, int64_t I, cudaStream_t stream);
+// fp32 rows (training keeps the activations the backward reads).
+cudaError_t SwiGlu(const float* gate_up, int64_t gate_up_stride, float* out, int64_t out_stride, int64_t M, int64_t I,
+                   cudaStream_t stream);
+
+// cpu::LogSigmoidGate on device rows (training: the gate's pre-activation comes from a GEMM that
+// may carry a LoRA delta, so the fused LowRankGate does not apply).
+cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
+                           bool has_clamp, float clamp_min, cudaStream_t stream);
 
 // The whole second half of the low-rank forget gate in one pass (decode steps are launch-bound):
 //   out[r, j] = gate(sum_k lowrank[r, k] * w1[j, k] + bias[j])   with gate = cpu::LogSigmoidGate's,
@@ -55,6 +63,9 @@ cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const floa
 
 // out[r] = float(table[ids[r]]): bf16 table, device ids (checked against the vocabulary before).
 cudaError_t EmbeddingGather(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out,
+                            cudaStream_t stream);
+// The same from an fp32 table (training's master weights).
+cudaError_t EmbeddingGather(const float* table, int64_t D, const int32_t* ids, int64_t n, float* out,
                             cudaStream_t stream);
 
 // Backward passes for fine-tuning on the GPU (kernels/cuda/activations_backward.cu), fp32, with the

@@ -7,6 +7,10 @@
 
 #include <cstdint>
 
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
 namespace gla::cpu {
 
 struct CrossEntropyResult {
@@ -23,3 +27,17 @@ CrossEntropyResult LinearCrossEntropy(const float* h, int64_t h_stride, const fl
                                       int64_t dh_stride, float* dw, int64_t block_rows = 256);
 
 }  // namespace gla::cpu
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// The softmax part of LinearCrossEntropy on the GPU, for one block of rows whose logits a GEMM has
+// formed (the caller loops over blocks and runs the dh / dW GEMMs: engine/finetune/cuda_train_model):
+// logits [rows, V] (ld floats apart) become grad_scale * (softmax - onehot(target)) in place (all
+// zero where target < 0), and *loss_sum, a device double, gains the rows' logsumexp(z) - z[target].
+// One block per row; fp32 exponentials summed in double.
+cudaError_t SoftmaxCrossEntropyGrad(float* logits, int64_t ld, const int32_t* targets, int64_t rows, int64_t V,
+                                    float grad_scale, double* loss_sum, cudaStream_t stream);
+
+}  // namespace gla::cuda
+#endif

@@ -50,3 +50,21 @@ cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bf
 
 }  // namespace gla::cuda
 #endif
+
+#if defined(GLA_HAVE_CUDA)
+namespace gla::cuda {
+
+// fp32 projections for training (kernels/cuda/linear.cc), cpu::Linear's and cpu::LinearBackward's
+// contracts with an extra alpha (a LoRA branch's scale), on TF32 tensor cores with fp32
+// accumulation (relative error ~1e-3 against fp32; the master weights and activations stay fp32):
+//   y[M, N]  = alpha x W^T + beta y
+//   dx[M, K] = alpha dy W + dx_beta dx     (dx may be null)
+//   dW[N, K] += alpha dy^T x                (dw may be null)
+cublasStatus_t LinearF32(cublasHandle_t handle, const float* x, int64_t x_stride, const float* w, int64_t N, int64_t K,
+                         float* y, int64_t y_stride, int64_t M, float alpha, float beta);
+cublasStatus_t LinearBackwardF32(cublasHandle_t handle, const float* x, int64_t x_stride, const float* w, int64_t N,
+                                 int64_t K, const float* dy, int64_t dy_stride, float* dx, int64_t dx_stride,
+                                 float dx_beta, float* dw, int64_t M, float alpha);
+
+}  // namespace gla::cuda
+#endif

@@ -41,10 +41,16 @@ namespace gla::cuda {
 // gathers only the rows whose logits are wanted.
 cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, __nv_bfloat16* y,
                     int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream);
+// The same with fp32 out (training: the backward reads the saved activation).
+cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, float* y,
+                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream);
 
 // The GLA output norm x swish gate (see cpu::RmsNormSwishGate): fp32 o and gate in, bf16 out.
 cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
                              __nv_bfloat16* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
+                             cudaStream_t stream);
+cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
+                             float* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
                              cudaStream_t stream);
 
 // Backward passes for fine-tuning on the GPU (kernels/cuda/norm_backward.cu), fp32 throughout, with

@@ -13,17 +13,40 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void SwiGluKernel(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bfloat16* out,
-                             int64_t out_stride, int64_t M, int64_t I) {
+// bf16 rows for serving (GEMM inputs), fp32 rows for training (saved for the backward).
+__device__ __forceinline__ float Load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float Load(const float* p) { return *p; }
+__device__ __forceinline__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void Store(float* p, float v) { *p = v; }
+
+template <typename T>
+__global__ void SwiGluKernel(const T* gate_up, int64_t gate_up_stride, T* out, int64_t out_stride, int64_t M,
+                             int64_t I) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
   for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
-    const __nv_bfloat16* g = gate_up + r * gate_up_stride;
+    const T* g = gate_up + r * gate_up_stride;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < I;
          i += static_cast<int64_t>(gridDim.x) * kThreads) {
-      const float a = __bfloat162float(g[i]), u = __bfloat162float(g[i + I]);
-      out[r * out_stride + i] = __float2bfloat16(a / (1.f + __expf(-a)) * u);
+      const float a = Load(&g[i]), u = Load(&g[i + I]);
+      Store(&out[r * out_stride + i], a / (1.f + __expf(-a)) * u);
     }
   }
+}
+
+// The forget gate's activation, also LowRankGateKernel's: logsigmoid / normalizer, then the clamp.
+__device__ __forceinline__ float GateOf(float z, float inv_normalizer, bool has_clamp, float clamp_min) {
+  float y = (fminf(z, 0.f) - log1pf(expf(-fabsf(z)))) * inv_normalizer;
+  return has_clamp ? fmaxf(y, clamp_min) : y;
+}
+
+__global__ void LogSigmoidGateKernel(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n,
+                                     float inv_normalizer, bool has_clamp, float clamp_min) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; j < n;
+         j += static_cast<int64_t>(gridDim.x) * kThreads) {
+      float* p = x + r * stride + j;
+      *p = GateOf(*p + (bias ? bias[j] : 0.f), inv_normalizer, has_clamp, clamp_min);
+    }
 }
 
 constexpr int kMaxRank = 64;
@@ -40,20 +63,19 @@ __global__ void LowRankGateKernel(const float* lowrank, int64_t lowrank_stride, 
     for (int j = blockIdx.x * kThreads + threadIdx.x; j < n; j += gridDim.x * kThreads) {
       float z = bias ? bias[j] : 0.f;
       for (int k = 0; k < rank; ++k) z = fmaf(lr[k], w1[static_cast<int64_t>(j) * rank + k], z);
-      float y = (fminf(z, 0.f) - log1pf(expf(-fabsf(z)))) * inv_normalizer;
-      if (has_clamp) y = fmaxf(y, clamp_min);
-      out[r * out_stride + j] = y;
+      out[r * out_stride + j] = GateOf(z, inv_normalizer, has_clamp, clamp_min);
     }
   }
 }
 
-__global__ void EmbeddingGatherKernel(const __nv_bfloat16* table, int64_t D, const int32_t* ids, int64_t n, float* out) {
+template <typename T>
+__global__ void EmbeddingGatherKernel(const T* table, int64_t D, const int32_t* ids, int64_t n, float* out) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
   for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
-    const __nv_bfloat16* row = table + static_cast<int64_t>(ids[r]) * D;
+    const T* row = table + static_cast<int64_t>(ids[r]) * D;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < D;
          i += static_cast<int64_t>(gridDim.x) * kThreads)
-      out[r * D + i] = __bfloat162float(row[i]);
+      out[r * D + i] = Load(&row[i]);
   }
 }
 
@@ -72,7 +94,25 @@ cudaError_t SwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, __nv_bf
                    int64_t M, int64_t I, cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
   if (BadRows(M, I)) return cudaErrorInvalidValue;
-  return LaunchDependent(SwiGluKernel, RowGrid(M, I), kThreads, stream, gate_up, gate_up_stride, out, out_stride, M, I);
+  return LaunchDependent(SwiGluKernel<__nv_bfloat16>, RowGrid(M, I), kThreads, stream, gate_up, gate_up_stride, out,
+                         out_stride, M, I);
+}
+
+cudaError_t SwiGlu(const float* gate_up, int64_t gate_up_stride, float* out, int64_t out_stride, int64_t M, int64_t I,
+                   cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  if (BadRows(M, I)) return cudaErrorInvalidValue;
+  return LaunchDependent(SwiGluKernel<float>, RowGrid(M, I), kThreads, stream, gate_up, gate_up_stride, out,
+                         out_stride, M, I);
+}
+
+cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
+                           bool has_clamp, float clamp_min, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (BadRows(rows, n) || normalizer == 0.f) return cudaErrorInvalidValue;
+  LogSigmoidGateKernel<<<RowGrid(rows, n), kThreads, 0, stream>>>(x, stride, bias, rows, n, 1.f / normalizer,
+                                                                  has_clamp, clamp_min);
+  return cudaGetLastError();
 }
 
 cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank, const float* bias,
@@ -88,7 +128,14 @@ cudaError_t EmbeddingGather(const __nv_bfloat16* table, int64_t D, const int32_t
                             cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (BadRows(n, D)) return cudaErrorInvalidValue;
-  return LaunchDependent(EmbeddingGatherKernel, RowGrid(n, D), kThreads, stream, table, D, ids, n, out);
+  return LaunchDependent(EmbeddingGatherKernel<__nv_bfloat16>, RowGrid(n, D), kThreads, stream, table, D, ids, n, out);
+}
+
+cudaError_t EmbeddingGather(const float* table, int64_t D, const int32_t* ids, int64_t n, float* out,
+                            cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (BadRows(n, D)) return cudaErrorInvalidValue;
+  return LaunchDependent(EmbeddingGatherKernel<float>, RowGrid(n, D), kThreads, stream, table, D, ids, n, out);
 }
 
 }  // namespace gla::cuda

@@ -25,6 +25,26 @@ __device__ inline float BlockSum(float v) {
   return total;
 }
 
+// Block-wide maximum, same shape as BlockSum (a row's softmax needs its max first).
+template <int THREADS>
+__device__ inline float BlockMax(float v) {
+  static_assert(THREADS % 32 == 0 && THREADS <= 1024, "whole warps");
+  constexpr int kWarps = THREADS / 32;
+  __shared__ float warp_max[kWarps];
+  __shared__ float total;
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) warp_max[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float s = lane < kWarps ? warp_max[lane] : -INFINITY;
+    for (int off = 16; off > 0; off >>= 1) s = fmaxf(s, __shfl_xor_sync(0xffffffffu, s, off));
+    if (lane == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
 // The same in double, for any blockDim.x that is a whole number of warps (at most 1024), with the
 // caller's `scratch` (32 doubles of shared memory): the training kernels' row sums, which their
 // CPU references take in double. Every thread gets the total.

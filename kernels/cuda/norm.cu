@@ -1,5 +1,6 @@
-// RMSNorm and the GLA output norm × swish gate on the GPU. fp32 in, bf16 out: the output feeds a
-// bf16 GEMM, so rounding once here is the only precision the next op can use anyway.
+// RMSNorm and the GLA output norm × swish gate on the GPU. fp32 in; bf16 out for serving (the
+// output feeds a bf16 GEMM, so rounding once here is the only precision the next op can use anyway)
+// or fp32 out for training (the backward reads the activations the forward saved).
 // One block per row (per row and head for the gate norm); the sum of squares is reduced in a
 // fixed order (warp shuffles, then one warp over the warp sums), so results are deterministic.
 #include <cuda_bf16.h>
@@ -16,8 +17,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
+__device__ __forceinline__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void Store(float* p, float v) { *p = v; }
+
+template <typename Out>
 __global__ void __launch_bounds__(kThreads) RmsNormKernel(const float* x, int64_t x_stride, const int32_t* row_ids,
-                                                          const float* w, __nv_bfloat16* y, int64_t y_stride, int n,
+                                                          const float* w, Out* y, int64_t y_stride, int n,
                                                           float eps) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int64_t r = blockIdx.x;
@@ -25,15 +30,16 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(const float* x, int64_
   float ss = 0.f;
   for (int i = threadIdx.x; i < n; i += kThreads) ss += xr[i] * xr[i];
   const float inv = rsqrtf(BlockSum<kThreads>(ss) / n + eps);
-  __nv_bfloat16* yr = y + r * y_stride;
-  for (int i = threadIdx.x; i < n; i += kThreads) yr[i] = __float2bfloat16(xr[i] * inv * w[i]);
+  Out* yr = y + r * y_stride;
+  for (int i = threadIdx.x; i < n; i += kThreads) Store(&yr[i], xr[i] * inv * w[i]);
 }
 
 constexpr int kGateThreads = 128;
 
+template <typename Out>
 __global__ void __launch_bounds__(kGateThreads) RmsNormSwishGateKernel(const float* o, int64_t o_stride,
                                                                        const float* gate, int64_t gate_stride,
-                                                                       const float* w, __nv_bfloat16* y,
+                                                                       const float* w, Out* y,
                                                                        int64_t y_stride, int dv, float eps) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int64_t r = blockIdx.x;
@@ -42,33 +48,63 @@ __global__ void __launch_bounds__(kGateThreads) RmsNormSwishGateKernel(const flo
   float ss = 0.f;
   for (int i = threadIdx.x; i < dv; i += kGateThreads) ss += oh[i] * oh[i];
   const float inv = rsqrtf(BlockSum<kGateThreads>(ss) / dv + eps);
-  __nv_bfloat16* yh = y + r * y_stride + static_cast<int64_t>(h) * dv;
+  Out* yh = y + r * y_stride + static_cast<int64_t>(h) * dv;
   for (int i = threadIdx.x; i < dv; i += kGateThreads) {
     float val = oh[i] * inv * w[i];
     if (gate != nullptr) {
       const float z = gate[r * gate_stride + static_cast<int64_t>(h) * dv + i];
       val *= z / (1.f + __expf(-z));
     }
-    yh[i] = __float2bfloat16(val);
+    Store(&yh[i], val);
   }
+}
+
+}  // namespace
+
+namespace {
+
+template <typename Out>
+cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, Out* y,
+                          int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (rows < 0 || rows > 0x7fffffff || n <= 0) return cudaErrorInvalidValue;
+  return LaunchDependent(RmsNormKernel<Out>, static_cast<unsigned>(rows), kThreads, stream, x, x_stride, row_ids, w, y,
+                         y_stride, n, eps);
+}
+
+template <typename Out>
+cudaError_t LaunchRmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride,
+                                   const float* w, Out* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
+                                   cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  if (rows < 0 || rows > 0x7fffffff || heads <= 0 || heads > 65535 || dv <= 0) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(rows), heads);
+  return LaunchDependent(RmsNormSwishGateKernel<Out>, grid, kGateThreads, stream, o, o_stride, gate, gate_stride, w, y,
+                         y_stride, dv, eps);
 }
 
 }  // namespace
 
 cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, __nv_bfloat16* y,
                     int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  if (rows < 0 || rows > 0x7fffffff || n <= 0) return cudaErrorInvalidValue;
-  return LaunchDependent(RmsNormKernel, static_cast<unsigned>(rows), kThreads, stream, x, x_stride, row_ids, w, y, y_stride, n, eps);
+  return LaunchRmsNorm(x, x_stride, row_ids, w, y, y_stride, rows, n, eps, stream);
+}
+
+cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, float* y,
+                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream) {
+  return LaunchRmsNorm(x, x_stride, row_ids, w, y, y_stride, rows, n, eps, stream);
 }
 
 cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
                              __nv_bfloat16* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
                              cudaStream_t stream) {
-  if (rows == 0) return cudaSuccess;
-  if (rows < 0 || rows > 0x7fffffff || heads <= 0 || heads > 65535 || dv <= 0) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>(rows), heads);
-  return LaunchDependent(RmsNormSwishGateKernel, grid, kGateThreads, stream, o, o_stride, gate, gate_stride, w, y, y_stride, dv, eps);
+  return LaunchRmsNormSwishGate(o, o_stride, gate, gate_stride, w, y, y_stride, rows, heads, dv, eps, stream);
+}
+
+cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
+                             float* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
+                             cudaStream_t stream) {
+  return LaunchRmsNormSwishGate(o, o_stride, gate, gate_stride, w, y, y_stride, rows, heads, dv, eps, stream);
 }
 
 }  // namespace gla::cuda

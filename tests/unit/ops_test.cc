@@ -5,6 +5,7 @@
 
 #include "kernels/activations.h"
 #include "kernels/conv.h"
+#include "kernels/dropout.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "tests/support/test_util.h"
@@ -125,6 +126,38 @@ TEST(Ops, EmbeddingGather) {
   std::vector<float> out(6);
   cpu::EmbeddingGather(table.data(), 2, ids.data(), 3, out.data());
   EXPECT_EQ(out, (std::vector<float>{20, 21, 0, 1, 20, 21}));
+}
+
+// The counter-based dropout the GPU training path draws (kernels/dropout.h): each element kept with
+// probability 1 - p and scaled by 1 / (1 - p), the mask a pure function of (seed, index), and the
+// backward passing the gradient through exactly the kept elements.
+TEST(Ops, DropoutMaskIsSeededScaledAndSharedWithItsBackward) {
+  const int64_t rows = 40, cols = 250, stride = 256;
+  const float p = 0.25f;
+  std::vector<float> x(rows * stride), out(rows * stride, -7.f), out2(rows * stride, -7.f), other(rows * stride, -7.f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 1.0f + static_cast<float>(i % 13);
+  cpu::Dropout(x.data(), stride, rows, cols, p, 42, out.data(), stride);
+  cpu::Dropout(x.data(), stride, rows, cols, p, 42, out2.data(), stride);
+  cpu::Dropout(x.data(), stride, rows, cols, p, 43, other.data(), stride);
+  EXPECT_EQ(out, out2) << "same seed, same mask";
+  EXPECT_NE(out, other) << "another seed, another mask";
+  std::vector<float> dx(rows * stride, 1.0f);
+  cpu::DropoutBackwardAdd(x.data(), stride, rows, cols, p, 42, dx.data(), stride);
+  int64_t kept = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t i = r * stride + c;
+      if (out[i] != 0.f) {
+        ++kept;
+        EXPECT_FLOAT_EQ(out[i], x[i] / (1.0f - p));
+        EXPECT_FLOAT_EQ(dx[i], 1.0f + x[i] / (1.0f - p)) << "the gradient passes where the input did";
+      } else {
+        EXPECT_EQ(dx[i], 1.0f) << "and only there";
+      }
+    }
+    EXPECT_EQ(out[r * stride + cols], -7.f) << "columns past the row are not written";
+  }
+  EXPECT_NEAR(static_cast<double>(kept) / (rows * cols), 1.0 - p, 0.02);
 }
 
 }  // namespace
