@@ -4,7 +4,7 @@
 //        [--step_token_budget 512] [--threads 0] [--max_prompt_tokens 8192] [--max_new_tokens 1024]
 //        [--shutdown_grace_s 10] [--backend auto|cuda|cpu] [--device 0] [--cuda_graphs]
 //        [--adapter_dir DIR] [--finetune_data_dir DIR] [--finetune_share 0.25]
-//        [--finetune_max_tokens 1000000] [--finetune_max_queued 8] [--adapter NAME=DIR ...]
+//        [--finetune_max_tokens 1000000] [--finetune_max_queued 8] [--finetune_device auto|cuda|cpu] [--adapter NAME=DIR ...]
 //        (glad --help lists every flag)
 //
 // Serves gla.v1.Gla, gla.v1.FineTune, grpc.health.v1.Health and server reflection. SIGTERM/SIGINT:
@@ -65,6 +65,9 @@ ABSL_FLAG(double, finetune_share, 0.25,
           "the most of the busy time fine-tune steps take while there are requests to serve, in [0, 1); "
           "jobs run back to back while serving is idle");
 ABSL_FLAG(int64_t, finetune_max_tokens, 1000000, "most training tokens one fine-tune job may be given");
+ABSL_FLAG(std::string, finetune_device, "auto",
+          "where fine-tune jobs train: cuda (the serving GPU), cpu, or auto (cuda when the backend is cuda and the "
+          "GPU training kernels take the model's head sizes, else cpu)");
 ABSL_FLAG(int32_t, finetune_max_queued, 8, "fine-tune jobs that may wait to start; more are RESOURCE_EXHAUSTED");
 // Parsed by TakeAdapterFlags below (absl flags keep only the last of a repeated flag); declared so
 // that --help lists it.
@@ -213,6 +216,23 @@ int Main(int argc, char** argv) {
   jo.model_dir = model;
   jo.adapter_dir = adapter_dir;
   jo.max_queued = absl::GetFlag(FLAGS_finetune_max_queued);
+  {
+    const std::string where = absl::GetFlag(FLAGS_finetune_device);
+    const absl::Status gpu_ok = CudaTrainingAvailable((*backend)->config());
+    const bool cuda_backend = (*backend)->name() == "cuda";
+    if (where == "cuda") {
+      if (!cuda_backend) return Fail("--finetune_device cuda needs --backend cuda");
+      if (!gpu_ok.ok()) return Fail(absl::StrCat("--finetune_device cuda: ", gpu_ok.message()));
+    } else if (where != "cpu" && where != "auto") {
+      return Fail(absl::StrCat("--finetune_device must be cuda, cpu or auto, not '", where, "'"));
+    }
+    if (where == "cuda" || (where == "auto" && cuda_backend && gpu_ok.ok()))
+      jo.train_device.cuda_device = absl::GetFlag(FLAGS_device);
+    else if (where == "auto" && cuda_backend)
+      std::fprintf(stderr, "glad: fine-tune jobs train on the CPU: %s\n", std::string(gpu_ok.message()).c_str());
+    std::fprintf(stderr, "glad: fine-tune jobs train on %s\n",
+                 jo.train_device.cuda() ? absl::StrCat("cuda:", jo.train_device.cuda_device).c_str() : "the CPU");
+  }
   jo.max_tokens = absl::GetFlag(FLAGS_finetune_max_tokens);
   jo.on_end = [](const JobInfo& j) {  // one line per finished job
     std::fprintf(stderr, "glad: fine-tune job id=%s adapter=%s %s steps=%lld/%lld loss=%.4f%s%s\n", j.id.c_str(),

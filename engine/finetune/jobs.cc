@@ -347,7 +347,7 @@ void FineTuneJobs::RunJob(Job& job) {
   {
     auto base = LoadCheckpoint(options_.model_dir);
     if (!base.ok()) return end(JobState::kFailed, absl::StrCat("loading the base model: ", base.status().message()));
-    auto t = Trainer::Create(*base, job.options, std::move(job.data));
+    auto t = Trainer::Create(*base, job.options, std::move(job.data), options_.train_device);
     if (!t.ok()) return end(JobState::kFailed, std::string(t.status().message()));
     trainer = std::move(*t);
   }

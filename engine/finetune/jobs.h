@@ -71,6 +71,7 @@ struct FineTuneJobsOptions {
   std::string adapter_dir;    // where adapters are written; empty: Create is FAILED_PRECONDITION
   int max_queued = 8;         // jobs waiting to start; more are RESOURCE_EXHAUSTED
   int64_t max_tokens = 1'000'000;  // training data per job
+  TrainDevice train_device;        // where jobs train (the CPU unless a CUDA device is named)
   // Method::kFull holds four fp32 copies of the weights (weights, gradients, AdamW moments):
   // refused for models with more parameters than this.
   int64_t max_full_parameters = 100'000'000;

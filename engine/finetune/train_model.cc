@@ -15,23 +15,6 @@ namespace gla {
 
 namespace {
 
-template <typename LW>
-auto& TargetWeight(LW& w, LoraTarget t) {
-  switch (t) {
-    case LoraTarget::kQ: return w.q_proj;
-    case LoraTarget::kK: return w.k_proj;
-    case LoraTarget::kV: return w.v_proj;
-    case LoraTarget::kG: return w.g_proj;
-    case LoraTarget::kO: return w.o_proj;
-    case LoraTarget::kGk0: return w.gk_proj0;
-    case LoraTarget::kGk1: return w.gk_proj1;
-    case LoraTarget::kGate: return w.gate_proj;
-    case LoraTarget::kUp: return w.up_proj;
-    case LoraTarget::kDown: return w.down_proj;
-  }
-  return w.q_proj;  // unreachable: every enumerator is handled above
-}
-
 float* Ptr(Weight* w) { return w == nullptr ? nullptr : w->data.data(); }
 
 }  // namespace

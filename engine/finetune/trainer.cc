@@ -12,6 +12,10 @@
 #include "kernels/optimizer.h"
 #include "models/status_macros.h"
 
+#if defined(GLA_HAVE_CUDA)
+#include "engine/finetune/cuda_train_model.h"
+#endif
+
 namespace gla {
 
 namespace {
@@ -64,6 +68,15 @@ absl::Status ValidateTrainOptions(const TrainOptions& o, const GlaConfig& config
   return absl::OkStatus();
 }
 
+absl::Status CudaTrainingAvailable(const GlaConfig& config) {
+#if defined(GLA_HAVE_CUDA)
+  return CudaTrainSupported(config);
+#else
+  (void)config;
+  return absl::FailedPreconditionError("this build has no CUDA: fine-tuning runs on the CPU");
+#endif
+}
+
 double LearningRateAt(const TrainOptions& o, int64_t step) {
   // Linear warmup (step s < W takes peak * (s + 1) / W), then a half cosine from the peak down to
   // min_lr_ratio * peak at the last step.
@@ -83,7 +96,20 @@ struct Trainer::Impl {
   // Gradients and AdamW moments, shaped like whichever parameters train.
   ModelWeights weight_grads, weight_m, weight_v;
   LoraAdapter lora_grads, lora_m, lora_v;
-  std::optional<TrainModel> model;
+  std::optional<TrainModel> model;  // the CPU path
+  TrainDevice device;
+#if defined(GLA_HAVE_CUDA)
+  // The GPU path: the device copies are what trains; `weights` / `lora` above keep the initial
+  // values (and the tree shapes the results are downloaded into).
+  std::unique_ptr<CudaTrainModel> gpu;
+#endif
+  bool on_gpu() const {
+#if defined(GLA_HAVE_CUDA)
+    return gpu != nullptr;
+#else
+    return false;
+#endif
+  }
 
   std::vector<std::vector<int32_t>> windows;
   std::vector<size_t> order;  // window order of the current epoch
@@ -128,7 +154,8 @@ Trainer::Trainer() : impl_(std::make_unique<Impl>()) {}
 Trainer::~Trainer() = default;
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Checkpoint& base, const TrainOptions& options,
-                                                         std::vector<std::vector<int32_t>> documents) {
+                                                         std::vector<std::vector<int32_t>> documents,
+                                                         TrainDevice device) {
   RETURN_IF_ERROR(ValidateTrainOptions(options, base.config));
   for (size_t d = 0; d < documents.size(); ++d)
     for (int32_t id : documents[d])
@@ -150,9 +177,22 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Checkpoint& base,
   s.cursor = s.order.size();  // the first NextBatch shuffles
   s.rng.seed(options.seed);
   s.weights = base.weights;
+  s.device = device;
   if (options.method == TrainOptions::Method::kLora) {
     ASSIGN_OR_RETURN(LoraAdapter adapter, NewLoraAdapter(base.config, options.lora, options.seed));
     s.lora = std::move(adapter);
+  }
+  if (device.cuda()) {
+#if defined(GLA_HAVE_CUDA)
+    ASSIGN_OR_RETURN(s.gpu, CudaTrainModel::Create(device.cuda_device, s.config, s.weights,
+                                                   s.lora.has_value() ? &*s.lora : nullptr));
+    s.progress.total_steps = options.max_steps;
+    return t;
+#else
+    RETURN_IF_ERROR(CudaTrainingAvailable(base.config));
+#endif
+  }
+  if (s.lora.has_value()) {
     s.lora_grads = ZerosLike(*s.lora);
     s.lora_m = ZerosLike(*s.lora);
     s.lora_v = ZerosLike(*s.lora);
@@ -168,6 +208,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Checkpoint& base,
 
 bool Trainer::done() const { return impl_->progress.step >= impl_->options.max_steps; }
 const TrainProgress& Trainer::progress() const { return impl_->progress; }
+const TrainDevice& Trainer::device() const { return impl_->device; }
 
 absl::StatusOr<TrainProgress> Trainer::Step() {
   Impl& s = *impl_;
@@ -177,19 +218,31 @@ absl::StatusOr<TrainProgress> Trainer::Step() {
   int64_t targets = 0;
   for (size_t w : batch) targets += Targets(s.windows[w]);
 
-  s.ForEachTrainable([](Weight&, Weight& g, Weight&, Weight&, bool) { std::fill(g.data.begin(), g.data.end(), 0.0f); });
-  TrainGrads grads;
-  if (s.lora.has_value()) grads.lora = &s.lora_grads;
-  else grads.weights = &s.weight_grads;
-  double loss_sum = 0.0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const uint64_t dropout_seed = s.options.seed ^ (static_cast<uint64_t>(s.progress.step) << 20) ^ i;
-    loss_sum += s.model->Run(s.windows[batch[i]], &grads, 1.0f / static_cast<float>(targets), dropout_seed);
+  double loss_sum = 0.0, sumsq = 0.0;
+  if (s.on_gpu()) {
+#if defined(GLA_HAVE_CUDA)
+    std::vector<std::span<const int32_t>> windows;
+    for (size_t w : batch) windows.emplace_back(s.windows[w]);
+    const uint64_t dropout_seed = s.options.seed ^ (static_cast<uint64_t>(s.progress.step) << 20);
+    ASSIGN_OR_RETURN(const CudaTrainModel::StepResult r,
+                     s.gpu->ForwardBackward(windows, 1.0f / static_cast<float>(targets), dropout_seed));
+    loss_sum = r.loss_sum;
+    sumsq = r.grad_sumsq;
+#endif
+  } else {
+    s.ForEachTrainable(
+        [](Weight&, Weight& g, Weight&, Weight&, bool) { std::fill(g.data.begin(), g.data.end(), 0.0f); });
+    TrainGrads grads;
+    if (s.lora.has_value()) grads.lora = &s.lora_grads;
+    else grads.weights = &s.weight_grads;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const uint64_t dropout_seed = s.options.seed ^ (static_cast<uint64_t>(s.progress.step) << 20) ^ i;
+      loss_sum += s.model->Run(s.windows[batch[i]], &grads, 1.0f / static_cast<float>(targets), dropout_seed);
+    }
+    s.ForEachTrainable([&](Weight&, Weight& g, Weight&, Weight&, bool) {
+      sumsq += cpu::SumOfSquares(g.data.data(), static_cast<int64_t>(g.data.size()));
+    });
   }
-  double sumsq = 0.0;
-  s.ForEachTrainable([&](Weight&, Weight& g, Weight&, Weight&, bool) {
-    sumsq += cpu::SumOfSquares(g.data.data(), static_cast<int64_t>(g.data.size()));
-  });
   const double loss = loss_sum / static_cast<double>(targets), norm = std::sqrt(sumsq);
   if (!std::isfinite(loss) || !std::isfinite(norm))
     return absl::InternalError(absl::StrCat("training diverged at step ", s.progress.step + 1, ": loss ", loss,
@@ -206,12 +259,18 @@ absl::StatusOr<TrainProgress> Trainer::Step() {
   ap.beta2 = static_cast<float>(s.options.beta2);
   ap.eps = static_cast<float>(s.options.adam_eps);
   ap.step = s.progress.step + 1;
-  s.ForEachTrainable([&](Weight& p, Weight& g, Weight& m, Weight& v, bool decay) {
-    cpu::AdamWParams pp = ap;
-    pp.weight_decay = decay ? static_cast<float>(s.options.weight_decay) : 0.0f;
-    cpu::AdamWStep(p.data.data(), g.data.data(), m.data.data(), v.data.data(), static_cast<int64_t>(p.data.size()),
-                   pp, clip);
-  });
+  if (s.on_gpu()) {
+#if defined(GLA_HAVE_CUDA)
+    RETURN_IF_ERROR(s.gpu->Update(ap, static_cast<float>(s.options.weight_decay), clip));
+#endif
+  } else {
+    s.ForEachTrainable([&](Weight& p, Weight& g, Weight& m, Weight& v, bool decay) {
+      cpu::AdamWParams pp = ap;
+      pp.weight_decay = decay ? static_cast<float>(s.options.weight_decay) : 0.0f;
+      cpu::AdamWStep(p.data.data(), g.data.data(), m.data.data(), v.data.data(), static_cast<int64_t>(p.data.size()),
+                     pp, clip);
+    });
+  }
 
   s.seconds_in_steps += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   TrainProgress& pr = s.progress;
@@ -236,22 +295,46 @@ absl::StatusOr<double> Trainer::MeanLoss(std::span<const std::vector<int32_t>> d
   if (windows.empty()) return absl::InvalidArgumentError("no document of two or more tokens to evaluate");
   double sum = 0.0;
   int64_t count = 0;
-  for (const auto& w : windows) {
-    sum += s.model->Run(w, nullptr, 1.0f, 0);
-    count += Targets(w);
+  for (const auto& w : windows) count += Targets(w);
+  if (s.on_gpu()) {
+#if defined(GLA_HAVE_CUDA)
+    // Batches of about 16K tokens: one pass each, activations for one layer at a time.
+    std::vector<std::span<const int32_t>> batch;
+    int64_t tokens = 0;
+    for (size_t i = 0; i < windows.size(); ++i) {
+      batch.emplace_back(windows[i]);
+      tokens += Targets(windows[i]);
+      if (tokens >= 16384 || i + 1 == windows.size()) {
+        ASSIGN_OR_RETURN(const double part, s.gpu->LossSum(batch));
+        sum += part;
+        batch.clear();
+        tokens = 0;
+      }
+    }
+#endif
+  } else {
+    for (const auto& w : windows) sum += s.model->Run(w, nullptr, 1.0f, 0);
   }
   return sum / static_cast<double>(count);
 }
 
 absl::StatusOr<LoraAdapter> Trainer::adapter() const {
   if (!impl_->lora.has_value()) return absl::FailedPreconditionError("a full-parameter run has no adapter");
-  return *impl_->lora;
+  LoraAdapter out = *impl_->lora;
+#if defined(GLA_HAVE_CUDA)
+  if (impl_->on_gpu()) RETURN_IF_ERROR(impl_->gpu->DownloadParams(nullptr, &out));
+#endif
+  return out;
 }
 
 absl::StatusOr<ModelWeights> Trainer::weights() const {
   if (impl_->lora.has_value())
     return absl::FailedPreconditionError("a LoRA run trains an adapter; its base weights did not change");
-  return impl_->weights;
+  ModelWeights out = impl_->weights;
+#if defined(GLA_HAVE_CUDA)
+  if (impl_->on_gpu()) RETURN_IF_ERROR(impl_->gpu->DownloadParams(&out, nullptr));
+#endif
+  return out;
 }
 
 }  // namespace gla

@@ -31,6 +31,16 @@ struct TrainOptions {
   uint64_t seed = 0;           // adapter init, window order, dropout
 };
 
+// Where a job trains: the CPU, or a CUDA device (the GPU training path, cuda_train_model.h).
+struct TrainDevice {
+  int cuda_device = -1;  // < 0: the CPU
+  bool cuda() const { return cuda_device >= 0; }
+};
+
+// OK when this build can train `config` on a GPU; otherwise why not (a build without CUDA, or head
+// sizes the GPU kernels do not take).
+absl::Status CudaTrainingAvailable(const GlaConfig& config);
+
 // INVALID_ARGUMENT naming the field when an option is out of range for this model.
 absl::Status ValidateTrainOptions(const TrainOptions& options, const GlaConfig& config);
 
@@ -55,14 +65,18 @@ class Trainer {
   // they stay frozen.
   // `documents` are token sequences (each at least 2 tokens long; shorter ones are dropped);
   // INVALID_ARGUMENT when the options are bad or no training window can be cut from the data.
+  // On a CUDA device the weights (and the optimizer state) move to the GPU: FAILED_PRECONDITION
+  // when it cannot train this model (CudaTrainingAvailable), RESOURCE_EXHAUSTED when they do not fit.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const Checkpoint& base, const TrainOptions& options,
-                                                         std::vector<std::vector<int32_t>> documents);
+                                                         std::vector<std::vector<int32_t>> documents,
+                                                         TrainDevice device = {});
   ~Trainer();
 
   // One optimizer step over batch_sequences windows. Errors leave the model as it was.
   absl::StatusOr<TrainProgress> Step();
   bool done() const;
   const TrainProgress& progress() const;
+  const TrainDevice& device() const;
 
   // Mean next-token cross-entropy of the current model (adapter applied) over the documents;
   // perplexity = exp of it.

@@ -286,5 +286,22 @@ TEST(Trainer, RefusesUnusableData) {
   EXPECT_EQ(Trainer::Create(*ck, o, {{5, -1}}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Training on a GPU is asked for by device; where it cannot happen the refusal says why, and the
+// CPU path is untouched. (The GPU path itself is tested on the GPU: tests/cuda/cuda_train_test.cc.)
+TEST(Trainer, CudaDeviceRefusedWhereItCannotTrain) {
+  auto ck = LoadCheckpoint(testing::TinyModelDir());
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  // gla-tiny's heads (dk = 8) are smaller than the GPU kernels' tiles, in any build.
+  const absl::Status why = CudaTrainingAvailable(ck->config);
+  EXPECT_EQ(why.code(), absl::StatusCode::kFailedPrecondition) << why;
+  TrainOptions o;
+  o.lora.targets = {LoraTarget::kQ};
+  auto t = Trainer::Create(*ck, o, {{1, 2, 3, 4, 5}}, TrainDevice{0});
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition) << t.status();
+  auto cpu = Trainer::Create(*ck, o, {{1, 2, 3, 4, 5}});
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_FALSE((*cpu)->device().cuda());
+}
+
 }  // namespace
 }  // namespace gla
