@@ -7,7 +7,8 @@
 # the kernels, their CPU references, tests and benchmarks are built there with nvcc directly.
 # Part 2 (engine, when gpu-bundle/ was carried): the CUDA engine tests (full model vs the
 # reference, CUDA vs CPU, greedy text), the serving end-to-end suites against glad on the CUDA
-# backend, and the end-to-end benchmark on random-initialised gla-340M / gla-1.3B shapes.
+# backend, the end-to-end benchmark on random-initialised gla-340M / gla-1.3B shapes, LoRA training
+# throughput on the GPU and serving while a job trains there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gla-gpu}
@@ -31,7 +32,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
            kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu
           kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
-          kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu)
+          kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu kernels/cuda/dropout.cu kernels/cuda/cross_entropy.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
     case $k in *.cu) nvcc "${nvcc_flags[@]}" -Xptxas -v -c "$k" -o build-gpu/kernel.o 2>> "$out/ptxas.txt" ;; esac
   done
@@ -41,7 +42,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
        tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc \
        "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc kernels/cpu/norm_backward.cc kernels/cpu/activations_backward.cc kernels/cpu/conv_backward.cc \
-       kernels/cpu/optimizer.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
+       kernels/cpu/optimizer.cc kernels/cpu/dropout.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
     check kernel_tests build-gpu/gla_kernels_cuda_test
   else
     cat "$out/build.txt"; note "kernel tests: BUILD FAILED"; failures=$((failures + 1))
@@ -63,10 +64,13 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
   export GLA_LOADGEN_PATH=$PWD/gpu-bundle/bin/gla-loadgen
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   check engine_tests gpu-bundle/run cuda_engine_test
+  # The GPU training path against the CPU one (losses, gradients, whole Trainer runs).
+  check train_tests gpu-bundle/run cuda_train_test
   # The serving suites against glad, whose default backend is cuda when a GPU is present.
   check serving_e2e gpu-bundle/run server_e2e_test
   check serving_text_e2e gpu-bundle/run server_text_e2e_test
-  # Fine-tune jobs (training on the CPU) while glad serves on the GPU, and adapters applied there.
+  # Fine-tune jobs while glad serves on the GPU (the e2e model's heads are too small for the GPU
+  # training kernels: its jobs train on the CPU), and adapters applied there.
   check finetune_e2e gpu-bundle/run fine_tune_e2e_test
   grep -h "glad: listening" /tmp/*/glad*/glad.log 2> /dev/null | head -n 1 | tee -a "$out/summary.txt"
   for preset in $([ "${GLA_GPU_BENCH:-1}" = 1 ] && echo 340M 1.3B); do  # GLA_GPU_BENCH=0: tests only
@@ -76,6 +80,20 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
     check "engine_bench_${preset}_recurrent_eager" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
       --name gla-$preset --cuda_graphs 0 --chunked_prefill 0 --batches 1,32 --decode_steps 32
   done
+  if [ "${GLA_GPU_BENCH:-1}" = 1 ] && [ -d /tmp/gla-340M ]; then
+    # LoRA training throughput on the GPU path (docs/performance.md), then serving on the GPU while a
+    # LoRA job trains there (docs/fine-tuning.md).
+    check finetune_bench_340M gpu-bundle/run gla-finetune-bench --model /tmp/gla-340M --device cuda --batch 8 \
+      --seq-len 1024 --steps 5
+    rm -rf /tmp/gla-adapters && mkdir -p /tmp/gla-adapters
+    gpu-bundle/run glad --model /tmp/gla-340M --backend cuda --listen 127.0.0.1:50091 \
+      --adapter_dir /tmp/gla-adapters > "$out/glad_340M.txt" 2>&1 &
+    glad_pid=$!
+    for _ in $(seq 1 120); do grep -q "listening" "$out/glad_340M.txt" && break; sleep 0.5; done
+    check serving_with_job_340M gpu-bundle/run gla-loadgen --addr 127.0.0.1:50091 --concurrency 1,4,16 \
+      --requests 128 --prompt-len 128 --max-new-tokens 64 --finetune lora --finetune-batch 4 --finetune-seq-len 512
+    kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
+  fi
 elif [ "$parts" != kernels ]; then
   note "engine part skipped: no gpu-pack/ (run deploy/gpu-bundle.sh here and carry gpu-pack)"
 fi

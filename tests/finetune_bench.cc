@@ -1,14 +1,16 @@
-// gla-finetune-bench: LoRA training throughput of the fine-tune path (engine/finetune/trainer.h,
-// CPU) on a checkpoint, next to its FLOP floor.
+// gla-finetune-bench: LoRA training throughput of the fine-tune path (engine/finetune/trainer.h)
+// on a checkpoint, on the CPU or the GPU, next to its FLOP floor.
 //
-//   gla-finetune-bench --model DIR [--steps 3] [--batch 1] [--seq-len 256] [--rank 8]
-//                      [--targets q_proj,k_proj,v_proj,o_proj]
+//   gla-finetune-bench --model DIR [--device cpu|cuda] [--steps 3] [--batch 1] [--seq-len 256]
+//                      [--rank 8] [--targets q_proj,k_proj,v_proj,o_proj]
 //
 // Random token documents; one untimed step, then `steps` timed ones. The floor: a LoRA step with
 // frozen base weights computes the forward (2 FLOPs per weight and token) and the gradients of the
 // activations (2 more), but no base weight gradients: ~4 N FLOPs per token for N matrix weights
-// (embeddings excluded, lm_head included), plus the chunkwise GLA work, at the sgemm rate this
-// machine measures here (OpenBLAS, 1024^3).
+// (embeddings excluded, lm_head included), plus the chunkwise GLA work, at a peak rate: on the CPU
+// the sgemm rate this machine measures here (OpenBLAS, 1024^3); on an H100/H200 the dense tensor-core
+// peaks of the SXM part (TF32 494.7 TFLOP/s, what the projections run on; bf16 989.4, the floor a
+// bf16 training path would have).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +18,10 @@
 #include <vector>
 
 #include <cblas.h>
+
+#if defined(GLA_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
 
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -50,10 +56,28 @@ absl::Status Main(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(int batch, a.Int("batch", 1, 1));
   ASSIGN_OR_RETURN(int seq_len, a.Int("seq-len", 256, 2));
   ASSIGN_OR_RETURN(int rank, a.Int("rank", 8, 1));
+  const std::string device = a.Has("device") ? a.flags.at("device") : "cpu";
+  if (device != "cpu" && device != "cuda") return absl::InvalidArgumentError("--device must be cpu or cuda");
+  TrainDevice where;
+  std::string device_name = "CPU";
+  double tf32_peak = 0, bf16_peak = 0;
+  if (device == "cuda") {
+    where.cuda_device = 0;
+#if defined(GLA_HAVE_CUDA)
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return absl::UnavailableError("no CUDA device");
+    device_name = prop.name;
+    if (device_name.find("H100") != std::string::npos || device_name.find("H200") != std::string::npos) {
+      tf32_peak = 494.7e12;
+      bf16_peak = 989.4e12;
+    }
+#endif
+  }
   std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};
   if (a.Has("targets")) targets = absl::StrSplit(a.flags.at("targets"), ',', absl::SkipEmpty());
   ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(dir));
   const GlaConfig& c = ck.config;
+  if (where.cuda()) RETURN_IF_ERROR(CudaTrainingAvailable(c));
 
   TrainOptions o;
   o.method = TrainOptions::Method::kLora;
@@ -70,7 +94,7 @@ absl::Status Main(const ParsedArgs& a) {
     d.resize(seq_len + 1);
     for (auto& t : d) t = static_cast<int32_t>(rng() % c.vocab_size);
   }
-  ASSIGN_OR_RETURN(auto trainer, Trainer::Create(ck, o, docs));
+  ASSIGN_OR_RETURN(auto trainer, Trainer::Create(ck, o, docs, where));
 
   // Matrix weights (embeddings excluded; the lm_head, tied or not, counted once).
   int64_t n = 0;
@@ -84,7 +108,7 @@ absl::Status Main(const ParsedArgs& a) {
   const double C = 64, dk = c.head_k_dim, dv = c.head_v_dim;
   const double gla = 3.0 * 2 * (2 * dk * dv + C * dv + C * dk) * c.num_heads * c.num_hidden_layers;
   const double flops_per_token = 4.0 * static_cast<double>(n) + gla;
-  const double rate = SgemmRate();
+  const double rate = where.cuda() ? tf32_peak : SgemmRate();
 
   ASSIGN_OR_RETURN(TrainProgress warm, trainer->Step());  // untimed: first-touch allocations
   const auto t0 = Clock::now();
@@ -95,13 +119,24 @@ absl::Status Main(const ParsedArgs& a) {
   const double s = Seconds(t0, Clock::now());
   const double tokens = static_cast<double>(steps) * batch * seq_len;
   const double floor_tps = rate / flops_per_token;
-  std::printf("model %s: %lld matrix weights, hidden %d, %d layers; LoRA rank %d on %s\n", dir.c_str(),
-              static_cast<long long>(n), c.hidden_size, c.num_hidden_layers, rank,
-              absl::StrJoin(targets, ",").c_str());
+  std::printf("model %s: %lld matrix weights, hidden %d, %d layers; LoRA rank %d on %s; %.2f GFLOP per token\n",
+              dir.c_str(), static_cast<long long>(n), c.hidden_size, c.num_hidden_layers, rank,
+              absl::StrJoin(targets, ",").c_str(), flops_per_token / 1e9);
   std::printf("| device | batch x seq | steps | s/step | tokens/s | floor tokens/s | of floor | loss |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  std::printf("| CPU, sgemm %.0f GFLOP/s | %d x %d | %d | %.2f | %.1f | %.1f | %.0f%% | %.3f |\n", rate / 1e9, batch,
-              seq_len, steps, s / steps, tokens / s, floor_tps, 100.0 * (tokens / s) / floor_tps, last.loss);
+  if (!where.cuda()) {
+    std::printf("| CPU, sgemm %.0f GFLOP/s | %d x %d | %d | %.2f | %.1f | %.1f | %.0f%% | %.3f |\n", rate / 1e9, batch,
+                seq_len, steps, s / steps, tokens / s, floor_tps, 100.0 * (tokens / s) / floor_tps, last.loss);
+  } else if (rate > 0) {
+    const double bf16_floor = bf16_peak / flops_per_token;
+    std::printf("| %s, TF32 peak %.0f TFLOP/s | %d x %d | %d | %.4f | %.0f | %.0f | %.0f%% (%.0f%% of the bf16 floor, "
+                "%.0f) | %.3f |\n",
+                device_name.c_str(), rate / 1e12, batch, seq_len, steps, s / steps, tokens / s, floor_tps,
+                100.0 * (tokens / s) / floor_tps, 100.0 * (tokens / s) / bf16_floor, bf16_floor, last.loss);
+  } else {
+    std::printf("| %s (peak unknown) | %d x %d | %d | %.4f | %.0f | n/a | n/a | %.3f |\n", device_name.c_str(), batch,
+                seq_len, steps, s / steps, tokens / s, last.loss);
+  }
   return absl::OkStatus();
 }
 
@@ -113,7 +148,7 @@ int main(int argc, char** argv) {
   char run[] = "run";
   args.insert(args.begin() + 1, run);
   auto parsed = gla::ParseArgs(static_cast<int>(args.size()), args.data(),
-                               {{"run", {"model", "steps", "batch", "seq-len", "rank", "targets"}}});
+                               {{"run", {"model", "device", "steps", "batch", "seq-len", "rank", "targets"}}});
   const absl::Status st = parsed.ok() ? gla::Main(*parsed) : parsed.status();
   if (!st.ok()) {
     std::fprintf(stderr, "gla-finetune-bench: error: %s\n", std::string(st.message()).c_str());

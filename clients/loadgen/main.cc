@@ -3,12 +3,13 @@
 //
 //   gla-loadgen --addr HOST:PORT [--concurrency 1,8,64] [--requests 64] [--prompt-len 128]
 //               [--max-new-tokens 64] [--seed 1] [--finetune none|lora]
+//               [--finetune-batch 1] [--finetune-seq-len 64]
 //
 // Each level runs `requests` streams (at least one per worker) with random token-id prompts and
 // ignore_eos, so every request generates exactly max-new-tokens tokens. With --finetune lora each
 // level runs twice: alone, then while a LoRA fine-tune job trains on the server (created before
 // the level through gla.v1.FineTune with random token documents, cancelled after it; the server
-// needs --adapter_dir), reporting the training steps and tokens/s the job made meanwhile: what
+// needs --adapter_dir; --finetune-batch windows of --finetune-seq-len tokens a step), reporting the training steps and tokens/s the job made meanwhile: what
 // serving costs while a job shares the device, and what the job gets.
 #include <grpcpp/grpcpp.h>
 
@@ -101,17 +102,18 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
 // (once RUNNING), cancelled after it. Progress is read before and after to count its steps.
 class BackgroundJob {
  public:
-  static absl::StatusOr<BackgroundJob> Start(v1::FineTune::Stub* stub, int vocab, int level, uint64_t seed) {
+  static absl::StatusOr<BackgroundJob> Start(v1::FineTune::Stub* stub, int vocab, int level, uint64_t seed, int batch,
+                                             int sequence_length) {
     v1::CreateFineTuneJobRequest req;
     req.set_adapter_name(absl::StrCat("loadgen-", level, "-", std::chrono::system_clock::now().time_since_epoch().count()));
     req.set_method(v1::FINE_TUNE_METHOD_LORA);
     req.mutable_hyperparameters()->set_max_steps(1000000);
-    req.mutable_hyperparameters()->set_batch_sequences(1);
-    req.mutable_hyperparameters()->set_sequence_length(64);
+    req.mutable_hyperparameters()->set_batch_sequences(batch);
+    req.mutable_hyperparameters()->set_sequence_length(sequence_length);
     std::mt19937_64 rng(seed);
-    for (int d = 0; d < 16; ++d) {
+    for (int d = 0; d < std::max(16, 2 * batch); ++d) {  // at least two batches of full windows
       auto* ids = req.mutable_token_sequences()->add_sequences();
-      for (int t = 0; t < 257; ++t) ids->add_ids(static_cast<int32_t>(rng() % vocab));
+      for (int t = 0; t <= sequence_length; ++t) ids->add_ids(static_cast<int32_t>(rng() % vocab));
     }
     BackgroundJob job;
     job.stub_ = stub;
@@ -141,7 +143,7 @@ class BackgroundJob {
     return j;
   }
   // Steps made since Start, their rate, and the job's own training tokens/s; then cancels it.
-  absl::StatusOr<std::string> StopAndReport(int sequence_length) {
+  absl::StatusOr<std::string> StopAndReport(int tokens_per_step) {
     ASSIGN_OR_RETURN(v1::FineTuneJob j, Get());
     const double s = std::chrono::duration<double>(Clock::now() - start_time_).count();
     const int64_t steps = j.progress().step() - start_step_;
@@ -155,7 +157,7 @@ class BackgroundJob {
       if (j.state() > v1::FINE_TUNE_JOB_STATE_RUNNING) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    return absl::StrCat(steps, " steps, ", static_cast<int64_t>(steps * sequence_length / s), " training tok/s");
+    return absl::StrCat(steps, " steps, ", static_cast<int64_t>(steps * tokens_per_step / s), " training tok/s");
   }
 
  private:
@@ -182,6 +184,8 @@ absl::Status Main(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(int seed, a.Int("seed", 1, 0));
   ASSIGN_OR_RETURN(std::vector<int32_t> levels, ParseIdList(a.Has("concurrency") ? a.flags.at("concurrency") : "1,8,64"));
   const std::string finetune = a.Has("finetune") ? a.flags.at("finetune") : "none";
+  ASSIGN_OR_RETURN(const int ft_batch, a.Int("finetune-batch", 1, 1));
+  ASSIGN_OR_RETURN(const int ft_seq_len, a.Int("finetune-seq-len", 64, 1));
   if (finetune != "none" && finetune != "lora")
     return absl::InvalidArgumentError(absl::StrCat("--finetune ", finetune, ": none or lora"));
   auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
@@ -204,9 +208,9 @@ absl::Status Main(const ParsedArgs& a) {
     if (c < 1) return absl::InvalidArgumentError("--concurrency levels must be >= 1");
     PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed), "none");
     if (finetune == "lora") {
-      ASSIGN_OR_RETURN(BackgroundJob job, BackgroundJob::Start(ft_stub.get(), vocab, c, seed));
+      ASSIGN_OR_RETURN(BackgroundJob job, BackgroundJob::Start(ft_stub.get(), vocab, c, seed, ft_batch, ft_seq_len));
       const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed);
-      ASSIGN_OR_RETURN(std::string made, job.StopAndReport(64));
+      ASSIGN_OR_RETURN(std::string made, job.StopAndReport(ft_batch * ft_seq_len));
       PrintLevel(c, r, absl::StrCat("LoRA running: ", made));
     }
   }
@@ -222,7 +226,8 @@ int main(int argc, char** argv) {
   char sweep[] = "sweep";
   if (argc < 2 || std::string(argv[1]).rfind("--", 0) == 0) args.insert(args.begin() + 1, sweep);
   auto parsed = gla::ParseArgs(static_cast<int>(args.size()), args.data(),
-                               {{"sweep", {"addr", "concurrency", "requests", "prompt-len", "max-new-tokens", "seed", "finetune"}}});
+                               {{"sweep", {"addr", "concurrency", "requests", "prompt-len", "max-new-tokens", "seed", "finetune", "finetune-batch",
+                                           "finetune-seq-len"}}});
   absl::Status st = parsed.ok() ? gla::Main(*parsed) : parsed.status();
   if (!st.ok()) {
     std::fprintf(stderr, "gla-loadgen: error: %s\n", std::string(st.message()).c_str());
