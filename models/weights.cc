@@ -1,7 +1,12 @@
 #include "models/weights.h"
 
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <random>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "models/status_macros.h"
@@ -62,11 +67,15 @@ std::vector<ExpectedTensor> ExpectedTensors(const GlaConfig& config) {
   return out;
 }
 
-absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config, const ModelWeights& weights) {
+absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config, const ModelWeights& weights,
+                               DType dtype) {
+  if (dtype != DType::kF32 && dtype != DType::kBF16)
+    return absl::InvalidArgumentError("weights are written as F32 or BF16");
   if (static_cast<int>(weights.layers.size()) != config.num_hidden_layers)
     return absl::InvalidArgumentError(absl::StrCat("weights have ", weights.layers.size(), " layers; config.json says ",
                                                    config.num_hidden_layers));
   std::vector<TensorToWrite> tensors;
+  std::deque<std::vector<uint8_t>> bf16;  // the bytes TensorToWrite points at (stable addresses)
   absl::Status status;
   // ForEachTensor hands out mutable pointers for the loader; here they are only read.
   ForEachTensor(config, const_cast<ModelWeights*>(&weights),
@@ -77,7 +86,16 @@ absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config,
                     status = absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' holds ", w->data.size(),
                                                                      " values; its shape ", ShapeString(shape),
                                                                      " needs ", n));
-                  tensors.push_back(F32Tensor(name, std::move(shape), w->data));
+                  if (dtype == DType::kF32) {
+                    tensors.push_back(F32Tensor(name, std::move(shape), w->data));
+                    return;
+                  }
+                  std::vector<uint8_t>& bytes = bf16.emplace_back(w->data.size() * 2);
+                  for (size_t i = 0; i < w->data.size(); ++i) {
+                    const uint16_t h = FloatToBFloat16(w->data[i]);
+                    std::memcpy(bytes.data() + 2 * i, &h, 2);
+                  }
+                  tensors.push_back({name, DType::kBF16, std::move(shape), bytes});
                 });
   RETURN_IF_ERROR(status);
   return WriteSafetensors(path, tensors, {{"format", "pt"}});
@@ -122,6 +140,31 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const Ten
     return absl::InvalidArgumentError(absl::StrCat(store.Find(name)->file, ": unexpected tensor '", name,
                                                    "' (not part of a GLA model with this config.json)"));
   }
+  return w;
+}
+
+ModelWeights InitModelWeights(const GlaConfig& config, uint64_t seed, double std) {
+  ModelWeights w;
+  w.layers.resize(config.num_hidden_layers);
+  std::mt19937_64 rng(seed);
+  const double residual_scale = 1.0 / std::sqrt(2.0 * std::max(1, config.num_hidden_layers));
+  ForEachTensor(config, &w, [&](const std::string& name, std::vector<int64_t> shape, Weight* dst) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    dst->shape = shape;
+    dst->data.assign(static_cast<size_t>(n), 0.0f);
+    const auto ends_with = [&](const char* suffix) { return absl::EndsWith(name, suffix); };
+    if (name.find("norm") != std::string::npos) {
+      std::fill(dst->data.begin(), dst->data.end(), 1.0f);
+      return;
+    }
+    if (ends_with(".bias")) return;  // zeros
+    double s = std;
+    if (name.find("conv1d") != std::string::npos) s = 1.0 / std::sqrt(static_cast<double>(config.conv_size));
+    if (ends_with("o_proj.weight") || ends_with("down_proj.weight")) s *= residual_scale;
+    std::normal_distribution<double> normal(0.0, s);
+    for (float& x : dst->data) x = static_cast<float>(normal(rng));
+  });
   return w;
 }
 

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/config.h"
+#include "models/dtype.h"
 #include "models/tensor_store.h"
 
 namespace gla {
@@ -46,10 +47,18 @@ struct ModelWeights {
 // error too (a checkpoint for another architecture should not half-load). Errors name the tensor.
 absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const TensorStore& store);
 
-// Writes the weights as one F32 safetensors file with the fla-hub tensor names (the weights of a
-// full fine-tune or a model trained from scratch). INVALID_ARGUMENT naming the tensor whose size
-// does not match the config.
-absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config, const ModelWeights& weights);
+// Writes the weights as one safetensors file with the fla-hub tensor names (the weights of a full
+// fine-tune or a model trained from scratch), in F32 or BF16 (round to nearest even: half the
+// bytes of a model that ships in the repository). INVALID_ARGUMENT naming the tensor whose size
+// does not match the config, or for another dtype.
+absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config, const ModelWeights& weights,
+                               DType dtype = DType::kF32);
+
+// A fresh model to train from scratch, initialised as fla's GLA models are: every matrix (and the
+// embeddings) from N(0, std^2), the residual outputs (o_proj, down_proj) scaled by
+// 1 / sqrt(2 * layers) (GPT-2's rescale of pre-norm residual branches), norms 1, the forget gate's
+// bias 0, short-conv kernels from N(0, 1 / conv_size). Deterministic in `seed`.
+ModelWeights InitModelWeights(const GlaConfig& config, uint64_t seed, double std = 0.02);
 
 // The tensor names and shapes a config expects, in a stable order (loader, writers and tests).
 struct ExpectedTensor {

@@ -1,5 +1,7 @@
 #include "clients/common/args.h"
 
+#include <cmath>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -18,6 +20,17 @@ absl::StatusOr<int> ParsedArgs::Int(const std::string& name, int default_value, 
   int v = 0;
   if (!absl::SimpleAtoi(it->second, &v) || v < min_value)
     return absl::InvalidArgumentError(absl::StrCat("--", name, " must be an integer >= ", min_value, ", got '", it->second, "'"));
+  return v;
+}
+
+absl::StatusOr<double> ParsedArgs::Double(const std::string& name, double default_value, double min_value,
+                                          double max_value) const {
+  auto it = flags.find(name);
+  if (it == flags.end()) return default_value;
+  double v = 0;
+  if (!absl::SimpleAtod(it->second, &v) || !std::isfinite(v) || v < min_value || v > max_value)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a number in [", min_value, ", ", max_value, "], got '", it->second, "'"));
   return v;
 }
 

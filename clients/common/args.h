@@ -17,6 +17,9 @@ struct ParsedArgs {
   bool Has(const std::string& name) const { return flags.count(name) > 0; }
   absl::StatusOr<std::string> Required(const std::string& name) const;
   absl::StatusOr<int> Int(const std::string& name, int default_value, int min_value) const;
+  // A finite number in [min_value, max_value].
+  absl::StatusOr<double> Double(const std::string& name, double default_value, double min_value,
+                                double max_value) const;
 };
 
 // argv[1] is the command; `known` lists its flags (without "--"). `--flag=value` also works.
