@@ -47,8 +47,11 @@
 // ~40% of it (tensor-core part ~60%, CUDA-core intra part ~40%), the two scans ~35% (L2-bound:
 // each re-reads its X operand per dv tile), values ~18%. Tried, measured, not kept: the
 // off-diagonal intra sums on tensor cores and 128-column scan tiles (no gain), the bf16 copies
-// written from inside the scans (slower at B1). Next: the values kernel on a cp.async pipeline,
-// and values + keys fused so that the chunk states are read once.
+// written from inside the scans (slower at B1), and (H200, 2026-11-28) the forward's main pass
+// storing every chunk's state so that the backward skips its forward scan: fwd+bwd 2.038 -> 2.014
+// / 2.057 -> 2.023 / 2.151 -> 2.154 / 2.277 -> 2.228 ms (B8 / B4 / B2 / B1), ~1% for an API
+// coupling of the two kernels and a state array per layer in training. Next: the values kernel on
+// a cp.async pipeline, and values + keys fused so that the chunk states are read once.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
