@@ -61,7 +61,7 @@ fi
 if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad
   export GLA_CLI_PATH=$PWD/gpu-bundle/bin/gla-cli PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
-  export GLA_LOADGEN_PATH=$PWD/gpu-bundle/bin/gla-loadgen
+  export GLA_LOADGEN_PATH=$PWD/gpu-bundle/bin/gla-loadgen GLA_EVAL_PATH=$PWD/gpu-bundle/bin/gla-eval
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   check engine_tests gpu-bundle/run cuda_engine_test
   # The GPU training path against the CPU one (losses, gradients, whole Trainer runs).
@@ -69,6 +69,8 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
   # The serving suites against glad, whose default backend is cuda when a GPU is present.
   check serving_e2e gpu-bundle/run server_e2e_test
   check serving_text_e2e gpu-bundle/run server_text_e2e_test
+  # glad's default model (models/gla-brown) served on the GPU.
+  check default_model_e2e gpu-bundle/run default_model_e2e_test
   # Fine-tune jobs while glad serves on the GPU (the e2e model's heads are too small for the GPU
   # training kernels: its jobs train on the CPU), and adapters applied there.
   check finetune_e2e gpu-bundle/run fine_tune_e2e_test

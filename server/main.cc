@@ -1,6 +1,6 @@
 // glad: the GLA inference server.
 //
-//   glad --model DIR [--listen 0.0.0.0:50051] [--slots 16 | --state_memory_mb M] [--queue_size 256]
+//   glad [--model DIR (default: models/gla-brown)] [--listen 0.0.0.0:50051] [--slots 16 | --state_memory_mb M] [--queue_size 256]
 //        [--step_token_budget 512] [--threads 0] [--max_prompt_tokens 8192] [--max_new_tokens 1024]
 //        [--shutdown_grace_s 10] [--backend auto|cuda|cpu] [--device 0] [--cuda_graphs]
 //        [--adapter_dir DIR] [--finetune_data_dir DIR] [--finetune_share 0.25]
@@ -37,7 +37,9 @@
 #include "server/fine_tune_service.h"
 #include "server/gla_service.h"
 
-ABSL_FLAG(std::string, model, "", "model directory (config.json, model.safetensors[.index.json], tokenizer.model)");
+ABSL_FLAG(std::string, model, GLA_DEFAULT_MODEL_DIR,
+          "model directory (config.json, model.safetensors[.index.json], tokenizer.model); the default is the "
+          "Brown Corpus model that ships with glad (models/gla-brown)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address to listen on; port 0 picks a free port");
 ABSL_FLAG(std::string, backend, "auto", "cuda, cpu, or auto (cuda when this build has CUDA and a GPU is usable)");
 ABSL_FLAG(int32_t, device, 0, "CUDA device index (cuda backend)");
@@ -139,7 +141,7 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::string model = absl::GetFlag(FLAGS_model);
-  if (model.empty()) return Fail("--model is required");
+  if (model.empty()) return Fail("--model is empty: name a model directory");
   std::string backend_name = absl::GetFlag(FLAGS_backend);
   if (backend_name != "auto" && backend_name != "cuda" && backend_name != "cpu")
     return Fail(absl::StrCat("--backend ", backend_name, " is not one of auto, cuda, cpu"));
