@@ -22,6 +22,7 @@ packages=(
   nlohmann-json3-dev     # config.json and safetensors headers (header-only, well-kept)
   libgtest-dev libgmock-dev googletest   # GoogleTest through ctest
   python3-grpcio python3-protobuf        # Python client and its example
+  openssl                # the TLS tests make a throwaway certificate
 )
 
 check_only=0

@@ -162,8 +162,13 @@ absl::StatusOr<FineTuneSpec> FineTuneService::ToSpec(const v1::CreateFineTuneJob
   return spec;
 }
 
-grpc::Status FineTuneService::CreateFineTuneJob(grpc::ServerContext*, const v1::CreateFineTuneJobRequest* req,
+grpc::Status FineTuneService::Admit(grpc::ServerContext* ctx) const {
+  return options_.guard != nullptr ? options_.guard->Admit(*ctx) : grpc::Status::OK;
+}
+
+grpc::Status FineTuneService::CreateFineTuneJob(grpc::ServerContext* ctx, const v1::CreateFineTuneJobRequest* req,
                                                 v1::FineTuneJob* resp) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   auto spec = ToSpec(*req);
   if (!spec.ok()) return ToGrpcStatus(spec.status());
   auto job = jobs_.Create(std::move(*spec));
@@ -175,8 +180,9 @@ grpc::Status FineTuneService::CreateFineTuneJob(grpc::ServerContext*, const v1::
   return grpc::Status::OK;
 }
 
-grpc::Status FineTuneService::GetFineTuneJob(grpc::ServerContext*, const v1::GetFineTuneJobRequest* req,
+grpc::Status FineTuneService::GetFineTuneJob(grpc::ServerContext* ctx, const v1::GetFineTuneJobRequest* req,
                                              v1::FineTuneJob* resp) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   if (req->job_id().empty()) return NoJobId();
   auto job = jobs_.Get(req->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
@@ -184,8 +190,9 @@ grpc::Status FineTuneService::GetFineTuneJob(grpc::ServerContext*, const v1::Get
   return grpc::Status::OK;
 }
 
-grpc::Status FineTuneService::CancelFineTuneJob(grpc::ServerContext*, const v1::CancelFineTuneJobRequest* req,
+grpc::Status FineTuneService::CancelFineTuneJob(grpc::ServerContext* ctx, const v1::CancelFineTuneJobRequest* req,
                                                 v1::FineTuneJob* resp) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   if (req->job_id().empty()) return NoJobId();
   auto job = jobs_.Cancel(req->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
@@ -195,6 +202,7 @@ grpc::Status FineTuneService::CancelFineTuneJob(grpc::ServerContext*, const v1::
 
 grpc::Status FineTuneService::WatchFineTuneJob(grpc::ServerContext* ctx, const v1::WatchFineTuneJobRequest* req,
                                                grpc::ServerWriter<v1::FineTuneProgress>* writer) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   if (req->job_id().empty()) return NoJobId();
   const auto cancelled = [ctx] { return ctx->IsCancelled(); };  // the client left or its deadline passed
   size_t next = 0;
@@ -225,27 +233,31 @@ void ToProto(const AdapterInfo& a, v1::Adapter* out) {
 }
 }  // namespace
 
-grpc::Status FineTuneService::ListFineTuneJobs(grpc::ServerContext*, const v1::ListFineTuneJobsRequest*,
+grpc::Status FineTuneService::ListFineTuneJobs(grpc::ServerContext* ctx, const v1::ListFineTuneJobsRequest*,
                                                v1::ListFineTuneJobsResponse* resp) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   for (const JobInfo& j : jobs_.List()) FillJob(j, resp->add_jobs());
   return grpc::Status::OK;
 }
 
-grpc::Status FineTuneService::ListAdapters(grpc::ServerContext*, const v1::ListAdaptersRequest*,
+grpc::Status FineTuneService::ListAdapters(grpc::ServerContext* ctx, const v1::ListAdaptersRequest*,
                                            v1::ListAdaptersResponse* resp) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   for (const AdapterInfo& a : registry_.List()) ToProto(a, resp->add_adapters());
   return grpc::Status::OK;
 }
 
-grpc::Status FineTuneService::LoadAdapter(grpc::ServerContext*, const v1::LoadAdapterRequest* req, v1::Adapter* resp) {
+grpc::Status FineTuneService::LoadAdapter(grpc::ServerContext* ctx, const v1::LoadAdapterRequest* req, v1::Adapter* resp) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   auto info = jobs_.LoadAdapter(req->name(), req->path(), req->replace());
   if (!info.ok()) return ToGrpcStatus(info.status());
   ToProto(*info, resp);
   return grpc::Status::OK;
 }
 
-grpc::Status FineTuneService::UnloadAdapter(grpc::ServerContext*, const v1::UnloadAdapterRequest* req,
+grpc::Status FineTuneService::UnloadAdapter(grpc::ServerContext* ctx, const v1::UnloadAdapterRequest* req,
                                             v1::UnloadAdapterResponse*) {
+  if (grpc::Status st = Admit(ctx); !st.ok()) return st;
   return ToGrpcStatus(registry_.Remove(req->name()));
 }
 

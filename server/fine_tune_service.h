@@ -12,12 +12,14 @@
 #include "engine/finetune/jobs.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/tokenizer.h"
+#include "server/request_guard.h"
 
 namespace gla {
 
 struct FineTuneServiceOptions {
   std::string data_dir;            // --finetune_data_dir; empty: no data_file is accepted
   int64_t max_tokens = 1'000'000;  // --finetune_max_tokens (also bounds what is tokenized)
+  RequestGuard* guard = nullptr;   // token and rate checks on every RPC (null: none)
 };
 
 class FineTuneService final : public v1::FineTune::Service {
@@ -46,6 +48,7 @@ class FineTuneService final : public v1::FineTune::Service {
  private:
   // The request as a job spec: hyper-parameters with their defaults, data as token documents.
   absl::StatusOr<FineTuneSpec> ToSpec(const v1::CreateFineTuneJobRequest& req) const;
+  grpc::Status Admit(grpc::ServerContext* ctx) const;
 
   FineTuneJobs& jobs_;
   AdapterRegistry& registry_;

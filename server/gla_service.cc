@@ -64,6 +64,7 @@ grpc::Status FinalStatus(const GenerationUpdate& u, grpc::CallbackServerContext*
 // Validates a request and completes its spec with an id and the call's deadline.
 absl::StatusOr<GenerationSpec> PrepareSpec(GlaService* svc, grpc::CallbackServerContext* ctx,
                                            const v1::GenerateRequest& req) {
+  if (absl::Status admitted = svc->Admit(*ctx); !admitted.ok()) return admitted;
   auto spec = ValidateGenerateRequest(req, svc->scheduler().backend(), svc->limits());
   if (!spec.ok()) return spec;
   if (!req.adapter().empty()) {  // LoRA adapter by name: kept alive by the spec until the request ends
@@ -236,7 +237,9 @@ grpc::ServerUnaryReactor* GlaService::Tokenize(grpc::CallbackServerContext* ctx,
                                                v1::TokenizeResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
   const Tokenizer* tok = scheduler_.backend().tokenizer();
-  if (tok == nullptr) {
+  if (absl::Status admitted = Admit(*ctx); !admitted.ok()) {
+    reactor->Finish(ToGrpcStatus(admitted));
+  } else if (tok == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.model"));
   } else if (!IsValidUtf8(req->text())) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: not valid UTF-8"));
@@ -251,6 +254,10 @@ grpc::ServerUnaryReactor* GlaService::Tokenize(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* GlaService::Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
                                                  v1::DetokenizeResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
+  if (absl::Status admitted = Admit(*ctx); !admitted.ok()) {
+    reactor->Finish(ToGrpcStatus(admitted));
+    return reactor;
+  }
   const Tokenizer* tok = scheduler_.backend().tokenizer();
   if (tok == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.model"));
@@ -269,6 +276,11 @@ grpc::ServerUnaryReactor* GlaService::Detokenize(grpc::CallbackServerContext* ct
 
 grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx, const v1::ModelInfoRequest*,
                                                 v1::ModelInfoResponse* resp) {
+  if (absl::Status admitted = Admit(*ctx); !admitted.ok()) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(admitted));
+    return reactor;
+  }
   Backend& b = scheduler_.backend();
   const GlaConfig& c = b.config();
   const SchedulerStats st = scheduler_.stats();

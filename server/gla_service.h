@@ -9,6 +9,7 @@
 #include "engine/adapter_registry.h"
 #include "engine/scheduler.h"
 #include "gla/v1/gla.grpc.pb.h"
+#include "server/request_guard.h"
 #include "server/request_validation.h"
 
 namespace gla {
@@ -18,6 +19,7 @@ struct ServiceInfo {
   int queue_size = 0;
   int step_token_budget = 0;
   const AdapterRegistry* adapters = nullptr;  // GenerateRequest.adapter names one of these
+  RequestGuard* guard = nullptr;               // token and rate checks on every RPC (null: none)
 };
 
 class GlaService final : public v1::Gla::CallbackService {
@@ -41,6 +43,10 @@ class GlaService final : public v1::Gla::CallbackService {
   const ServerLimits& limits() const { return limits_; }
   const ServiceInfo& info() const { return info_; }
   std::string NextRequestId() { return "req-" + std::to_string(++next_id_); }
+  // The guard's verdict on a call (OK without a guard).
+  absl::Status Admit(const grpc::CallbackServerContext& ctx) const {
+    return info_.guard != nullptr ? info_.guard->Admit(ctx.client_metadata(), ctx.peer()) : absl::OkStatus();
+  }
 
  private:
   Scheduler& scheduler_;

@@ -16,7 +16,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -27,15 +29,20 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/adapter_registry.h"
 #include "engine/backend.h"
 #include "engine/finetune/compute_gate.h"
 #include "engine/finetune/jobs.h"
 #include "engine/scheduler.h"
+#include "models/status_macros.h"
 #include "server/fine_tune_service.h"
 #include "server/gla_service.h"
+#include "server/request_guard.h"
 
 ABSL_FLAG(std::string, model, GLA_DEFAULT_MODEL_DIR,
           "model directory (config.json, model.safetensors[.index.json], tokenizer.model); the default is the "
@@ -71,6 +78,19 @@ ABSL_FLAG(std::string, finetune_device, "auto",
           "where fine-tune jobs train: cuda (the serving GPU), cpu, or auto (cuda when the backend is cuda and the "
           "GPU training kernels take the model's head sizes, else cpu)");
 ABSL_FLAG(int32_t, finetune_max_queued, 8, "fine-tune jobs that may wait to start; more are RESOURCE_EXHAUSTED");
+// Security and limits (server/request_guard.h).
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key); unset: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: also require and verify client certificates (mutual TLS; needs --tls_cert)");
+ABSL_FLAG(std::string, auth_token, "",
+          "bearer token every RPC must carry (metadata 'authorization: Bearer <token>'; gRPC health stays open "
+          "for probes, server reflection is off); set it through GLAD_AUTH_TOKEN or --auth_token_file rather "
+          "than on a command line others can read");
+ABSL_FLAG(std::string, auth_token_file, "", "file whose first line is the bearer token (a mounted secret)");
+ABSL_FLAG(int32_t, max_message_mb, 64, "largest request message accepted (MiB): fine-tune data travels in requests");
+ABSL_FLAG(double, rate_limit, 0.0, "requests per second one client address may make (0: no limit)");
+ABSL_FLAG(double, rate_limit_burst, 0.0, "requests one client may make at once (0: max(1, --rate_limit))");
 // Parsed by TakeAdapterFlags below (absl flags keep only the last of a repeated flag); declared so
 // that --help lists it.
 ABSL_FLAG(std::string, adapter, "",
@@ -129,9 +149,72 @@ absl::Status LoadAdapterFlags(const std::vector<std::string>& flags, const GlaCo
   return absl::OkStatus();
 }
 
+// Every glad flag may also come from the environment as GLAD_<NAME> (GLAD_LISTEN, GLAD_AUTH_TOKEN,
+// ...): containers are configured that way. Read before the command line, which wins.
+absl::Status FlagsFromEnvironment() {
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::EndsWith(flag->Filename(), "server/main.cc")) continue;  // Abseil's own flags stay out
+    const std::string var = "GLAD_" + absl::AsciiStrToUpper(name);
+    const char* value = std::getenv(var.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) return absl::InvalidArgumentError(absl::StrCat(var, ": ", error));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot read it"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Plaintext, TLS, or mutual TLS, from the --tls_* flags.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key);
+  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() != key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  if (cert.empty()) {
+    if (!client_ca.empty()) return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions o(client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                         : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.private_key, ReadSecretFile(key, "--tls_key"));
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadSecretFile(cert, "--tls_cert"));
+  if (pair.cert_chain.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+    return absl::InvalidArgumentError(absl::StrCat("--tls_cert ", cert, ": no PEM certificate in it"));
+  if (pair.private_key.find("PRIVATE KEY-----") == std::string::npos)
+    return absl::InvalidArgumentError(absl::StrCat("--tls_key ", key, ": no PEM private key in it"));
+  if (!client_ca.empty()) {
+    ASSIGN_OR_RETURN(o.pem_root_certs, ReadSecretFile(client_ca, "--tls_client_ca"));
+  }
+  o.pem_key_cert_pairs.push_back(std::move(pair));
+  return grpc::SslServerCredentials(o);
+}
+
+absl::StatusOr<std::string> AuthTokenFromFlags() {
+  std::string token = absl::GetFlag(FLAGS_auth_token);
+  const std::string file = absl::GetFlag(FLAGS_auth_token_file);
+  if (!file.empty()) {
+    if (!token.empty()) return absl::InvalidArgumentError("--auth_token and --auth_token_file: give one");
+    ASSIGN_OR_RETURN(token, ReadSecretFile(file, "--auth_token_file"));
+    token = token.substr(0, token.find_first_of("\r\n"));
+  }
+  for (char c : token)
+    if (c <= ' ' || c > '~') return absl::InvalidArgumentError("the bearer token must be printable ASCII without spaces");
+  return token;
+}
+
 int Main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("GLA inference server. glad --model DIR [--listen HOST:PORT] ...");
+  absl::SetProgramUsageMessage(
+      "GLA inference server. glad [--model DIR] [--listen HOST:PORT] ...; every flag may also be set through the "
+      "environment as GLAD_<FLAG> (GLAD_LISTEN=..., GLAD_AUTH_TOKEN=...), the command line winning");
   const std::vector<std::string> adapter_flags = TakeAdapterFlags(&argc, argv);
+  if (absl::Status env = FlagsFromEnvironment(); !env.ok()) return Fail(std::string(env.message()));
   absl::ParseCommandLine(argc, argv);
   // SIGINT/SIGTERM are taken by sigwait below; block them before any thread starts.
   sigset_t signals;
@@ -161,6 +244,15 @@ int Main(int argc, char** argv) {
   if (!(finetune_share >= 0.0 && finetune_share < 1.0)) return Fail("--finetune_share must be in [0, 1)");
   if (absl::GetFlag(FLAGS_finetune_max_tokens) < 2) return Fail("--finetune_max_tokens must be at least 2");
   if (absl::GetFlag(FLAGS_finetune_max_queued) < 1) return Fail("--finetune_max_queued must be at least 1");
+  if (absl::GetFlag(FLAGS_max_message_mb) < 1 || absl::GetFlag(FLAGS_max_message_mb) > 2047)
+    return Fail("--max_message_mb must be in [1, 2047]");
+  if (!(absl::GetFlag(FLAGS_rate_limit) >= 0.0) || !(absl::GetFlag(FLAGS_rate_limit_burst) >= 0.0))
+    return Fail("--rate_limit and --rate_limit_burst must not be negative");
+  auto credentials = ServerCredentialsFromFlags();
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  auto token = AuthTokenFromFlags();
+  if (!token.ok()) return Fail(std::string(token.status().message()));
+  RequestGuard guard({*token, absl::GetFlag(FLAGS_rate_limit), absl::GetFlag(FLAGS_rate_limit_burst)});
   const std::string data_dir = absl::GetFlag(FLAGS_finetune_data_dir);
   if (!data_dir.empty() && !std::filesystem::is_directory(data_dir))
     return Fail(absl::StrCat("--finetune_data_dir ", data_dir, " is not a directory"));
@@ -244,20 +336,22 @@ int Main(int argc, char** argv) {
   };
   FineTuneJobs jobs(jo, (*backend)->config(), adapters, &gate);
   FineTuneService fine_tune(jobs, adapters, (*backend)->tokenizer(),
-                            {data_dir, absl::GetFlag(FLAGS_finetune_max_tokens)});
+                            {data_dir, absl::GetFlag(FLAGS_finetune_max_tokens), &guard});
   ServerLimits limits;
   limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget, &adapters});
+  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget, &adapters, &guard});
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection answers without a token (it only describes the API): it is offered on open servers only.
+  if (!guard.authenticates()) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) * 1048576);
   int port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);
   // gRPC sets SO_REUSEPORT by default, which would let a second server share a port in use.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *credentials, &port);
   builder.RegisterService(&service);
   builder.RegisterService(&fine_tune);
   // gRPC logs its own multi-line account of a failed bind; startup failures are our one line.
@@ -271,9 +365,15 @@ int Main(int argc, char** argv) {
   const std::string host = listen.substr(0, listen.rfind(':'));
   const Backend& b = **backend;
   std::fprintf(stderr,
-               "glad: listening on %s:%d (backend %s, %s, %d slots, %.1f KiB state per sequence; memory: weights "
+               "glad: listening on %s:%d%s (backend %s, %s, %d slots, %.1f KiB state per sequence; memory: weights "
                "%.1f MiB, state pool %.1f MiB, workspace %.1f MiB)\n",
-               host.c_str(), port, b.name().c_str(), b.device().c_str(), (*backend)->pool().capacity(),
+               host.c_str(), port,
+               absl::StrCat(absl::GetFlag(FLAGS_tls_cert).empty() ? "" : absl::GetFlag(FLAGS_tls_client_ca).empty()
+                                                                           ? " tls"
+                                                                           : " mutual-tls",
+                            guard.authenticates() ? " token" : "")
+                   .c_str(),
+               b.name().c_str(), b.device().c_str(), (*backend)->pool().capacity(),
                (*backend)->pool().state_bytes() / 1024.0, b.weight_bytes() / 1048576.0,
                b.state_pool_bytes() / 1048576.0, b.workspace_bytes() / 1048576.0);
 

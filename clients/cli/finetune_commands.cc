@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "clients/cli/grpc_status.h"
+#include "clients/common/connection.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
 
@@ -133,9 +134,10 @@ std::map<std::string, std::set<std::string>> FineTuneCommands() {
 }
 
 absl::Status RunFineTuneCommand(const ParsedArgs& a) {
-  ASSIGN_OR_RETURN(std::string addr, a.Required("addr"));
-  auto stub = v1::FineTune::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  ASSIGN_OR_RETURN(const Connection conn, Connect(a));
+  auto stub = v1::FineTune::NewStub(conn.channel);
   grpc::ClientContext ctx;
+  conn.Prepare(ctx);
   if (a.command == "finetune") {
     ASSIGN_OR_RETURN(v1::CreateFineTuneJobRequest req, BuildJob(a));
     ASSIGN_OR_RETURN(int watch, a.Int("watch", 1, 0));
@@ -145,6 +147,7 @@ absl::Status RunFineTuneCommand(const ParsedArgs& a) {
     std::fflush(stdout);
     if (watch == 0) return absl::OkStatus();
     grpc::ClientContext wctx;
+    conn.Prepare(wctx);
     v1::WatchFineTuneJobRequest wreq;
     wreq.set_job_id(job.id());
     auto reader = stub->WatchFineTuneJob(&wctx, wreq);
@@ -159,6 +162,7 @@ absl::Status RunFineTuneCommand(const ParsedArgs& a) {
     }
     RETURN_IF_ERROR(FromGrpc(reader->Finish()));
     grpc::ClientContext gctx;
+    conn.Prepare(gctx);
     v1::GetFineTuneJobRequest greq;
     greq.set_job_id(job.id());
     RETURN_IF_ERROR(FromGrpc(stub->GetFineTuneJob(&gctx, greq, &job)));

@@ -7,7 +7,9 @@
 //   gla-cli finetune | job | cancel | adapters | load-adapter | unload-adapter  (finetune_commands.h)
 //
 // Sampling options: --max-new-tokens N --temperature T --top-k K --top-p P --min-p P --seed S
-// --stop STRING --ignore-eos 1 --adapter NAME --timeout-s S. Errors: one line on stderr, exit 1.
+// --stop STRING --ignore-eos 1 --adapter NAME --timeout-s S. Every command also takes --tls-ca FILE
+// (or --tls 1) and --token T (or GLA_TOKEN in the environment): clients/common/connection.h.
+// Errors: one line on stderr, exit 1.
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
@@ -18,6 +20,7 @@
 #include "clients/cli/finetune_commands.h"
 #include "clients/cli/grpc_status.h"
 #include "clients/common/args.h"
+#include "clients/common/connection.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
 
@@ -81,9 +84,10 @@ void PrintUsage(const v1::Usage& u, v1::FinishReason reason) {
 
 absl::Status Run(const ParsedArgs& a) {
   if (FineTuneCommands().count(a.command) > 0) return RunFineTuneCommand(a);
-  ASSIGN_OR_RETURN(std::string addr, a.Required("addr"));
-  auto stub = v1::Gla::NewStub(grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+  ASSIGN_OR_RETURN(const Connection conn, Connect(a));
+  auto stub = v1::Gla::NewStub(conn.channel);
   grpc::ClientContext ctx;
+  conn.Prepare(ctx);
   ASSIGN_OR_RETURN(int timeout_s, a.Int("timeout-s", 600, 1));
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   if (a.command == "info") {
@@ -124,14 +128,19 @@ absl::Status Run(const ParsedArgs& a) {
 }  // namespace gla
 
 int main(int argc, char** argv) {
-  const std::set<std::string> common = {"addr", "timeout-s"};
-  std::set<std::string> gen = {"addr", "timeout-s", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-k",
-                               "top-p", "min-p", "seed", "stop", "ignore-eos", "adapter"};
+  std::set<std::string> common = gla::ConnectionFlags();
+  common.insert("timeout-s");
+  std::set<std::string> gen = common;
+  gen.insert({"prompt", "prompt-ids", "max-new-tokens", "temperature", "top-k", "top-p", "min-p", "seed", "stop",
+              "ignore-eos", "adapter"});
   std::set<std::string> tok = common;
   tok.insert("text");
   std::map<std::string, std::set<std::string>> commands = {
       {"info", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}};
-  commands.merge(gla::FineTuneCommands());
+  for (auto& [name, flags] : gla::FineTuneCommands()) {  // every command reaches glad the same way
+    flags.insert(gla::ConnectionFlags().begin(), gla::ConnectionFlags().end());
+    commands.emplace(name, flags);
+  }
   auto args = gla::ParseArgs(argc, argv, commands);
   absl::Status st = args.ok() ? gla::Run(*args) : args.status();
   if (!st.ok()) {

@@ -14,12 +14,39 @@ Fine-tuning (glad started with --adapter_dir):
     for event in client.watch_job(job.id):
         print(event.step, event.loss)
     client.generate(text="Once upon", adapter="mine")
+
+A server started with --tls_cert/--auth_token: GlaClient(address, tls_ca="ca.pem", token="...")
+(the token defaults to $GLA_TOKEN; tls_ca=True uses the system's roots).
 """
 
 import os
 import sys
 
 _DEFAULT_STUBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "proto", "python")
+
+
+def _bearer_interceptor(grpc, token):
+    """Adds 'authorization: Bearer <token>' to every call (unary and streaming)."""
+    import collections
+
+    class _Details(collections.namedtuple("_Details", ("method", "timeout", "metadata", "credentials",
+                                                        "wait_for_ready", "compression")),
+                   grpc.ClientCallDetails):
+        pass
+
+    class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+        def _with_token(self, d):
+            metadata = list(d.metadata or []) + [("authorization", "Bearer " + token)]
+            return _Details(d.method, d.timeout, metadata, d.credentials, getattr(d, "wait_for_ready", None),
+                            getattr(d, "compression", None))
+
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(self._with_token(details), request)
+
+        def intercept_unary_stream(self, continuation, details, request):
+            return continuation(self._with_token(details), request)
+
+    return _Bearer()
 
 
 def _import_stubs(stubs_dir):
@@ -36,10 +63,20 @@ class GlaClient:
     SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
                        "presence_penalty", "frequency_penalty", "seed")
 
-    def __init__(self, address, timeout_s=60.0, stubs_dir=None):
+    def __init__(self, address, timeout_s=60.0, stubs_dir=None, token=None, tls_ca=None):
         import grpc
         self.pb, pb_grpc = _import_stubs(stubs_dir)
-        self.channel = grpc.insecure_channel(address)
+        if tls_ca:
+            roots = None
+            if tls_ca is not True:
+                with open(tls_ca, "rb") as f:
+                    roots = f.read()
+            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots))
+        else:
+            self.channel = grpc.insecure_channel(address)
+        token = token if token is not None else os.environ.get("GLA_TOKEN")
+        if token:
+            self.channel = grpc.intercept_channel(self.channel, _bearer_interceptor(grpc, token))
         self.stub = pb_grpc.GlaStub(self.channel)
         self.fine_tune_stub = pb_grpc.FineTuneStub(self.channel)
         self.timeout_s = timeout_s

@@ -1,0 +1,46 @@
+#include "clients/common/connection.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace gla {
+
+void Connection::Prepare(grpc::ClientContext& ctx) const {
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+}
+
+const std::set<std::string>& ConnectionFlags() {
+  static const std::set<std::string> flags = {"addr", "tls", "tls-ca", "token"};
+  return flags;
+}
+
+absl::StatusOr<Connection> Connect(const ParsedArgs& a) {
+  auto addr = a.Required("addr");
+  if (!addr.ok()) return addr.status();
+  Connection c;
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  const bool tls = a.Has("tls-ca") || (a.Has("tls") && a.flags.at("tls") != "0");
+  if (tls) {
+    grpc::SslCredentialsOptions o;
+    if (a.Has("tls-ca")) {
+      std::ifstream in(a.flags.at("tls-ca"), std::ios::binary);
+      if (!in) return absl::InvalidArgumentError(absl::StrCat("--tls-ca ", a.flags.at("tls-ca"), ": cannot read it"));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      o.pem_root_certs = ss.str();
+    }
+    creds = grpc::SslCredentials(o);
+  }
+  c.channel = grpc::CreateChannel(*addr, creds);
+  if (a.Has("token")) {
+    c.token = a.flags.at("token");
+  } else if (const char* env = std::getenv("GLA_TOKEN"); env != nullptr) {
+    c.token = env;
+  }
+  return c;
+}
+
+}  // namespace gla

@@ -1,0 +1,30 @@
+// How a client reaches glad: plaintext, or TLS verified against a CA file (--tls-ca FILE) or the
+// system's roots (--tls 1); and the bearer token glad may require (--token, or GLA_TOKEN in the
+// environment, which keeps it off the command line), sent with every call.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "clients/common/args.h"
+
+namespace gla {
+
+struct Connection {
+  std::shared_ptr<grpc::Channel> channel;
+  std::string token;
+  // Adds the token (when there is one) to a call's metadata.
+  void Prepare(grpc::ClientContext& ctx) const;
+};
+
+// From --addr and the flags above; INVALID_ARGUMENT for an unreadable CA file.
+absl::StatusOr<Connection> Connect(const ParsedArgs& a);
+
+// The flags Connect reads, to add to every command's list.
+const std::set<std::string>& ConnectionFlags();
+
+}  // namespace gla
