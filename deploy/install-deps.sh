@@ -23,6 +23,8 @@ packages=(
   libgtest-dev libgmock-dev googletest   # GoogleTest through ctest
   python3-grpcio python3-protobuf        # Python client and its example
   openssl                # the TLS tests make a throwaway certificate
+  prometheus-cpp-dev     # glad's Prometheus metrics: counters, histograms, the text format
+  prometheus             # promtool: the metrics test checks the exposition format with it
 )
 
 check_only=0

@@ -43,6 +43,12 @@ class Backend {
   // Memory the pool's storage and the step workspace hold (device memory for the CUDA backend).
   virtual int64_t state_pool_bytes() const = 0;
   virtual int64_t workspace_bytes() const = 0;
+  // Memory of the device the backend serves from (the GPU's, for metrics); false when it has none
+  // of its own (the CPU backend).
+  virtual bool DeviceMemory(int64_t* used, int64_t* total) const {
+    (void)used, (void)total;
+    return false;
+  }
   // Whether Step applies StepItem::adapter (LoRA adapters per sequence).
   virtual bool supports_adapters() const { return false; }
   // Ids a sampler may produce: the tokenizer's vocabulary when it is smaller than the model's.

@@ -42,6 +42,17 @@ class CudaBackend : public Backend {
   int64_t state_pool_bytes() const override { return pool_->device_bytes(); }
   int64_t workspace_bytes() const override { return model_->workspace_bytes() + sampler_->device_bytes(); }
   bool supports_adapters() const override { return true; }
+  bool DeviceMemory(int64_t* used, int64_t* total) const override {
+    size_t free_bytes = 0, total_bytes = 0;
+    // Called from a metrics thread: that thread's current device may be another one.
+    if (cudaSetDevice(model_->options().device) != cudaSuccess || cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    *used = static_cast<int64_t>(total_bytes - free_bytes);
+    *total = static_cast<int64_t>(total_bytes);
+    return true;
+  }
 
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
     std::vector<CudaModel::Segment> segs;

@@ -1,7 +1,9 @@
 #include "server/gla_service.h"
 
+#include <chrono>
 #include <cstdio>
 #include <deque>
+#include <iterator>
 #include <mutex>
 
 #include "models/utf8.h"
@@ -46,6 +48,46 @@ void AddLogprobs(const std::vector<SampledToken>& from, google::protobuf::Repeat
   }
 }
 
+// gRPC status codes by their names, as metrics label them.
+const char* CodeName(grpc::StatusCode c) {
+  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                       "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int i = static_cast<int>(c);
+  return i >= 0 && i < static_cast<int>(std::size(kNames)) ? kNames[i] : "UNKNOWN";
+}
+
+// What the metrics see of one generation request: the intervals between its tokens and how it
+// ended. Without metrics (null) it does nothing. Not thread-safe: the reactors call it under
+// their own lock.
+class RequestRecorder {
+ public:
+  RequestRecorder(ServerMetrics* metrics, const char* method) : metrics_(metrics), method_(method) {}
+  void Tokens(size_t n) {
+    if (metrics_ == nullptr || n == 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (seen_) {  // several tokens in one update share the interval since the last one
+      const double each = std::chrono::duration<double>(now - last_).count() / static_cast<double>(n);
+      for (size_t i = 0; i < n; ++i) metrics_->TokenInterval(each);
+    }
+    seen_ = true;
+    last_ = now;
+  }
+  void Ended(const grpc::Status& status, const GenerationUpdate* u = nullptr) {
+    if (metrics_ == nullptr) return;
+    metrics_->RequestEnded(method_, CodeName(status.error_code()), u ? u->usage.prompt_tokens : 0,
+                           u ? u->usage.completion_tokens : 0, u ? u->usage.time_to_first_token_s : 0.0,
+                           u ? u->usage.total_time_s : 0.0);
+  }
+
+ private:
+  ServerMetrics* metrics_;
+  const char* method_;
+  bool seen_ = false;
+  std::chrono::steady_clock::time_point last_;
+};
+
 // One line per finished request.
 void LogRequest(const std::string& id, const GenerationUpdate& u, const grpc::Status& status) {
   std::fprintf(stderr, "glad: request id=%s prompt_tokens=%d completion_tokens=%d ttft_s=%.4f total_s=%.4f finish=%s status=%d%s%s\n",
@@ -88,9 +130,10 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
  public:
   GenerateReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
                   v1::GenerateResponse* resp)
-      : ctx_(ctx), resp_(resp) {
+      : ctx_(ctx), resp_(resp), recorder_(svc->info().metrics, "Generate") {
     auto spec = PrepareSpec(svc, ctx, *req);
     if (!spec.ok()) {
+      recorder_.Ended(ToGrpcStatus(spec.status()));
       Finish(ToGrpcStatus(spec.status()));
       return;
     }
@@ -102,6 +145,7 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
       grpc::Status st;
       {
         std::lock_guard<std::mutex> l(mu_);
+        recorder_.Tokens(u.tokens.size());
         for (int32_t t : u.tokens) resp_->add_token_ids(t);
         resp_->mutable_text()->append(u.text);
         AddLogprobs(u.logprobs, resp_->mutable_logprobs());
@@ -110,10 +154,12 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
         FillUsage(u.usage, resp_->mutable_usage());
         st = FinalStatus(u, ctx_);
         LogRequest(id, u, st);
+        recorder_.Ended(st, &u);
       }
       Finish(st);  // after unlocking: OnDone may delete this at once
     });
     if (handle.ok()) handle_ = *handle;
+    if (!handle.ok()) recorder_.Ended(ToGrpcStatus(handle.status()));
     lock.unlock();
     if (!handle.ok()) Finish(ToGrpcStatus(handle.status()));
   }
@@ -128,14 +174,17 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
   v1::GenerateResponse* resp_;
   std::mutex mu_;
   std::shared_ptr<RequestHandle> handle_;
+  RequestRecorder recorder_;
 };
 
 // ---- GenerateStream
 class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
  public:
-  StreamReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) : ctx_(ctx) {
+  StreamReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req)
+      : ctx_(ctx), recorder_(svc->info().metrics, "GenerateStream") {
     auto spec = PrepareSpec(svc, ctx, *req);
     if (!spec.ok()) {
+      recorder_.Ended(ToGrpcStatus(spec.status()));
       Finish(ToGrpcStatus(spec.status()));
       return;
     }
@@ -147,6 +196,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
       return;
     }
     finish_called_ = true;
+    recorder_.Ended(ToGrpcStatus(handle.status()));
     lock.unlock();
     Finish(ToGrpcStatus(handle.status()));
   }
@@ -170,6 +220,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
  private:
   void OnUpdate(GenerationUpdate&& u) {
     std::unique_lock<std::mutex> lock(mu_);
+    recorder_.Tokens(u.tokens.size());
     if (!broken_ && (!u.tokens.empty() || !u.text.empty() || (u.finished && u.status.ok()))) {
       // Coalesce into the last queued message when a slow client has not taken it yet.
       if (pending_.empty()) {
@@ -189,6 +240,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
       final_status_ = FinalStatus(u, ctx_);
       generation_done_ = true;
       LogRequest(id_, u, final_status_);
+      recorder_.Ended(final_status_, &u);
     }
     Advance(lock);
   }
@@ -219,6 +271,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
   v1::GenerateStreamResponse current_;
   bool writing_ = false, broken_ = false, generation_done_ = false, finish_called_ = false;
   grpc::Status final_status_;
+  RequestRecorder recorder_;
 };
 
 }  // namespace

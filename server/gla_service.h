@@ -9,6 +9,7 @@
 #include "engine/adapter_registry.h"
 #include "engine/scheduler.h"
 #include "gla/v1/gla.grpc.pb.h"
+#include "server/metrics.h"
 #include "server/request_guard.h"
 #include "server/request_validation.h"
 
@@ -20,6 +21,7 @@ struct ServiceInfo {
   int step_token_budget = 0;
   const AdapterRegistry* adapters = nullptr;  // GenerateRequest.adapter names one of these
   RequestGuard* guard = nullptr;               // token and rate checks on every RPC (null: none)
+  ServerMetrics* metrics = nullptr;            // request counters and latencies (null: none)
 };
 
 class GlaService final : public v1::Gla::CallbackService {

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -42,6 +43,7 @@
 #include "models/status_macros.h"
 #include "server/fine_tune_service.h"
 #include "server/gla_service.h"
+#include "server/metrics.h"
 #include "server/request_guard.h"
 
 ABSL_FLAG(std::string, model, GLA_DEFAULT_MODEL_DIR,
@@ -78,6 +80,9 @@ ABSL_FLAG(std::string, finetune_device, "auto",
           "where fine-tune jobs train: cuda (the serving GPU), cpu, or auto (cuda when the backend is cuda and the "
           "GPU training kernels take the model's head sizes, else cpu)");
 ABSL_FLAG(int32_t, finetune_max_queued, 8, "fine-tune jobs that may wait to start; more are RESOURCE_EXHAUSTED");
+// Prometheus metrics (server/metrics.h).
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT of the Prometheus endpoint (GET /metrics; port 0 picks a free port); unset: no metrics");
 // Security and limits (server/request_guard.h).
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key); unset: plaintext");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
@@ -337,10 +342,32 @@ int Main(int argc, char** argv) {
   FineTuneJobs jobs(jo, (*backend)->config(), adapters, &gate);
   FineTuneService fine_tune(jobs, adapters, (*backend)->tokenizer(),
                             {data_dir, absl::GetFlag(FLAGS_finetune_max_tokens), &guard});
+  // Metrics: gauges read from their owners at scrape time; declared after them, so it stops first.
+  ServerMetrics metrics([&scheduler, &jobs, &backend] {
+    ServerSnapshot s;
+    const SchedulerStats st = scheduler.stats();
+    s.queued = st.queued, s.running = st.running, s.slots = st.slots, s.slots_in_use = st.slots_in_use;
+    s.steps = st.steps;
+    s.has_device_memory = (*backend)->DeviceMemory(&s.device_memory_used, &s.device_memory_total);
+    std::map<std::string, int> by_state;
+    for (const char* state : {"queued", "running", "succeeded", "failed", "cancelled"}) by_state[state] = 0;
+    for (const JobInfo& j : jobs.List()) {
+      by_state[JobStateName(j.state)] += 1;
+      if (j.state == JobState::kRunning) s.finetune_tokens_per_second = j.progress.tokens_per_second;
+    }
+    s.finetune_jobs.assign(by_state.begin(), by_state.end());
+    return s;
+  });
+  std::string metrics_line;
+  if (const std::string ml = absl::GetFlag(FLAGS_metrics_listen); !ml.empty()) {
+    auto port = metrics.Serve(ml);
+    if (!port.ok()) return Fail(std::string(port.status().message()));
+    metrics_line = absl::StrCat("glad: metrics on http://", ml.substr(0, ml.rfind(':')), ":", *port, "/metrics\n");
+  }
   ServerLimits limits;
   limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget, &adapters, &guard});
+  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget, &adapters, &guard, &metrics});
 
   grpc::EnableDefaultHealthCheckService(true);
   // Reflection answers without a token (it only describes the API): it is offered on open servers only.
@@ -376,6 +403,7 @@ int Main(int argc, char** argv) {
                b.name().c_str(), b.device().c_str(), (*backend)->pool().capacity(),
                (*backend)->pool().state_bytes() / 1024.0, b.weight_bytes() / 1048576.0,
                b.state_pool_bytes() / 1048576.0, b.workspace_bytes() / 1048576.0);
+  std::fputs(metrics_line.c_str(), stderr);
 
   int sig = 0;
   sigwait(&signals, &sig);

@@ -55,7 +55,17 @@ TEST(DefaultModel, HeldOutPerplexityShowsItLearnedEnglish) {
   EXPECT_GT(ppl, 20.0) << "far below what a 7M-parameter model reaches on unseen text: a leak?";
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kUnderAsan = true;
+#else
+constexpr bool kUnderAsan = false;
+#endif
+
 TEST(DefaultModel, GladServesItWithoutModelFlagAndTheReadmeRequestReturnsTheReadmeText) {
+  if (kUnderAsan) {
+    GTEST_SKIP() << "skipped under AddressSanitizer: glad loads SentencePiece with RTLD_DEEPBIND (to keep it off "
+                    "gRPC's protobuf), which the sanitizer runtime refuses; the release build runs this test";
+  }
   testing::GladProcess glad({});
   ASSERT_TRUE(glad.ok()) << glad.log();
   int code = 0;

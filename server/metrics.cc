@@ -1,0 +1,246 @@
+#include "server/metrics.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace gla {
+
+namespace {
+
+prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = prometheus::MetricType::Gauge;
+  return f;
+}
+
+void AddGauge(prometheus::MetricFamily& f, double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+// Latency buckets: 1 ms to ~30 s, roughly doubling.
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+}
+
+}  // namespace
+
+// The HTTP side: one thread answering GET /metrics, one connection at a time (Prometheus scrapes
+// every few seconds; a client that stalls is cut off after 2 s). Written here rather than through
+// prometheus-cpp's civetweb exposer, which refused to start inside glad (mg_start failing after
+// its bind) and takes no port 0.
+class ServerMetrics::HttpEndpoint {
+ public:
+  HttpEndpoint(int listen_fd, std::function<std::string()> body) : fd_(listen_fd), body_(std::move(body)) {
+    if (pipe(stop_) != 0) stop_[0] = stop_[1] = -1;
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~HttpEndpoint() {
+    if (stop_[1] >= 0) (void)!write(stop_[1], "x", 1);
+    thread_.join();
+    close(fd_);
+    if (stop_[0] >= 0) close(stop_[0]);
+    if (stop_[1] >= 0) close(stop_[1]);
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      pollfd fds[2] = {{fd_, POLLIN, 0}, {stop_[0], POLLIN, 0}};
+      if (poll(fds, stop_[0] >= 0 ? 2 : 1, -1) < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (fds[1].revents != 0) return;
+      const int c = accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      Serve(c);
+      close(c);
+    }
+  }
+  void Serve(int c) {
+    timeval tv{2, 0};
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    std::string req;
+    char buf[2048];
+    while (req.find("\r\n\r\n") == std::string::npos && req.size() < 16384) {
+      const ssize_t n = recv(c, buf, sizeof(buf), 0);
+      if (n <= 0) return;
+      req.append(buf, static_cast<size_t>(n));
+    }
+    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+    if (req.rfind("GET /metrics ", 0) == 0 || req.rfind("GET /metrics?", 0) == 0) {
+      body = body_();
+    } else if (req.rfind("GET ", 0) == 0) {
+      status = "404 Not Found";
+      type = "text/plain";
+      body = "glad serves its metrics at /metrics\n";
+    } else {
+      status = "405 Method Not Allowed";
+      type = "text/plain";
+      body = "GET /metrics\n";
+    }
+    const std::string head = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
+                                          "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n");
+    const std::string out = head + body;
+    for (size_t sent = 0; sent < out.size();) {
+      const ssize_t n = send(c, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      sent += static_cast<size_t>(n);
+    }
+  }
+
+  int fd_;
+  int stop_[2] = {-1, -1};
+  std::function<std::string()> body_;
+  std::thread thread_;
+};
+
+// The scrape-time gauges.
+class ServerMetrics::Gauges : public prometheus::Collectable {
+ public:
+  explicit Gauges(std::function<ServerSnapshot()> snapshot) : snapshot_(std::move(snapshot)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    const ServerSnapshot s = snapshot_();
+    std::vector<prometheus::MetricFamily> out;
+    out.push_back(GaugeFamily("gla_queue_depth", "Requests waiting for a state slot."));
+    AddGauge(out.back(), s.queued);
+    out.push_back(GaugeFamily("gla_running_sequences", "Sequences in the running batch (prefilling or decoding)."));
+    AddGauge(out.back(), s.running);
+    out.push_back(GaugeFamily("gla_state_slots", "Per-sequence state slots of the state pool."));
+    AddGauge(out.back(), s.slots_in_use, {{"state", "used"}});
+    AddGauge(out.back(), s.slots, {{"state", "total"}});
+    prometheus::MetricFamily steps;
+    steps.name = "gla_engine_steps_total";
+    steps.help = "Engine steps run (one batched forward each).";
+    steps.type = prometheus::MetricType::Counter;
+    prometheus::ClientMetric m;
+    m.counter.value = static_cast<double>(s.steps);
+    steps.metric.push_back(m);
+    out.push_back(std::move(steps));
+    if (s.has_device_memory) {
+      out.push_back(GaugeFamily("gla_device_memory_bytes", "GPU memory of the serving device."));
+      AddGauge(out.back(), static_cast<double>(s.device_memory_used), {{"kind", "used"}});
+      AddGauge(out.back(), static_cast<double>(s.device_memory_total), {{"kind", "total"}});
+    }
+    out.push_back(GaugeFamily("gla_finetune_jobs", "Fine-tune jobs the server remembers, by state."));
+    for (const auto& [state, n] : s.finetune_jobs) AddGauge(out.back(), n, {{"state", state}});
+    out.push_back(GaugeFamily("gla_finetune_tokens_per_second", "Training tokens/s of the running fine-tune job."));
+    AddGauge(out.back(), s.finetune_tokens_per_second);
+    return out;
+  }
+
+ private:
+  std::function<ServerSnapshot()> snapshot_;
+};
+
+ServerMetrics::ServerMetrics(std::function<ServerSnapshot()> snapshot)
+    : registry_(std::make_shared<prometheus::Registry>()), gauges_(std::make_shared<Gauges>(std::move(snapshot))) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("gla_requests_total")
+                   .Help("Generation requests that ended, by method and gRPC status code.")
+                   .Register(*registry_);
+  prompt_tokens_ = &prometheus::BuildCounter()
+                        .Name("gla_prompt_tokens_total")
+                        .Help("Prompt tokens of the generation requests that ran.")
+                        .Register(*registry_)
+                        .Add({});
+  generated_tokens_ = &prometheus::BuildCounter()
+                           .Name("gla_generated_tokens_total")
+                           .Help("Tokens generated.")
+                           .Register(*registry_)
+                           .Add({});
+  ttft_ = &prometheus::BuildHistogram()
+               .Name("gla_time_to_first_token_seconds")
+               .Help("From a request's arrival to its first generated token.")
+               .Register(*registry_)
+               .Add({}, LatencyBuckets());
+  itl_ = &prometheus::BuildHistogram()
+              .Name("gla_inter_token_latency_seconds")
+              .Help("Between two generated tokens of one sequence.")
+              .Register(*registry_)
+              .Add({}, LatencyBuckets());
+  duration_ = &prometheus::BuildHistogram()
+                   .Name("gla_request_duration_seconds")
+                   .Help("From a generation request's arrival to its last token.")
+                   .Register(*registry_)
+                   .Add({}, LatencyBuckets());
+}
+
+ServerMetrics::~ServerMetrics() = default;  // stops the HTTP thread first (http_ is declared last)
+
+absl::StatusOr<int> ServerMetrics::Serve(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("--metrics_listen ", listen, ": not HOST:PORT"));
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port = listen.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (const int e = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); e != 0)
+    return absl::InvalidArgumentError(absl::StrCat("--metrics_listen ", listen, ": ", gai_strerror(e)));
+  int fd = -1;
+  std::string why = "no address";
+  for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 16) != 0) {
+      why = std::strerror(errno);
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(res);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("--metrics_listen ", listen, ": cannot listen (", why, ")"));
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  const int bound_port = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+                                                     : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  http_ = std::make_unique<HttpEndpoint>(fd, [this] { return Text(); });
+  return bound_port;
+}
+
+void ServerMetrics::RequestEnded(const char* method, const std::string& code, int prompt_tokens, int generated_tokens,
+                                 double ttft_s, double total_s) {
+  requests_->Add({{"method", method}, {"code", code}}).Increment();
+  if (prompt_tokens > 0) prompt_tokens_->Increment(prompt_tokens);
+  if (generated_tokens > 0) {
+    generated_tokens_->Increment(generated_tokens);
+    ttft_->Observe(ttft_s);
+  }
+  if (total_s > 0) duration_->Observe(total_s);
+}
+
+void ServerMetrics::TokenInterval(double seconds) { itl_->Observe(seconds); }
+
+std::string ServerMetrics::Text() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (auto& f : gauges_->Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace gla

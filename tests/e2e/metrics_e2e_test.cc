@@ -1,0 +1,131 @@
+// glad's Prometheus endpoint end to end: after known traffic (generations that succeed, one that is
+// refused, unary and streaming) a scrape shows the right counts and token totals, the histograms
+// counted once per request / token interval, the gauges present, and promtool (Debian's
+// prometheus package) accepts the exposition; other paths are 404, a bad address a startup error.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "tests/support/glad_process.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+// GET path from 127.0.0.1:port; the whole response (status line, headers, body).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    (void)!send(fd, req.data(), req.size(), 0);
+    char buf[4096];
+    for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+// The value of the sample `name{labels}` (exact text before the value), or -1.
+double Sample(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+TEST(Metrics, ScrapeAfterTrafficShowsTheRightCountsAndPassesPromtool) {
+  testing::GladProcess glad({"--model", testing::TinyModelDir(), "--metrics_listen", "127.0.0.1:0", "--slots", "6"});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  std::smatch m;
+  const std::string log = glad.log();
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("metrics on http://127\\.0\\.0\\.1:(\\d+)/metrics"))) << log;
+  const int port = std::stoi(m[1]);
+
+  auto stub = glad.stub();
+  v1::GenerateRequest req;
+  for (int id : {1, 17, 42}) req.mutable_token_ids()->add_ids(id);
+  req.set_max_new_tokens(4);
+  req.set_ignore_eos(true);
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    ASSERT_TRUE(stub->Generate(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    auto reader = stub->GenerateStream(&ctx, req);
+    v1::GenerateStreamResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  {
+    v1::GenerateRequest bad = req;
+    bad.mutable_token_ids()->add_ids(1 << 20);  // outside the vocabulary
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    ASSERT_EQ(stub->Generate(&ctx, bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
+  const std::string response = HttpGet(port, "/metrics");
+  ASSERT_EQ(response.rfind("HTTP/1.1 200 OK", 0), 0u) << response.substr(0, 200);
+  const std::string text = response.substr(response.find("\r\n\r\n") + 4);
+  EXPECT_EQ(Sample(text, "gla_requests_total{code=\"OK\",method=\"Generate\"}"), 3);
+  EXPECT_EQ(Sample(text, "gla_requests_total{code=\"OK\",method=\"GenerateStream\"}"), 1);
+  EXPECT_EQ(Sample(text, "gla_requests_total{code=\"INVALID_ARGUMENT\",method=\"Generate\"}"), 1);
+  EXPECT_EQ(Sample(text, "gla_prompt_tokens_total"), 12);
+  EXPECT_EQ(Sample(text, "gla_generated_tokens_total"), 16);
+  EXPECT_EQ(Sample(text, "gla_time_to_first_token_seconds_count"), 4) << "one per request that generated";
+  EXPECT_EQ(Sample(text, "gla_inter_token_latency_seconds_count"), 12) << "three intervals per 4-token request";
+  EXPECT_EQ(Sample(text, "gla_request_duration_seconds_count"), 4);
+  EXPECT_EQ(Sample(text, "gla_state_slots{state=\"total\"}"), 6);
+  EXPECT_EQ(Sample(text, "gla_queue_depth"), 0);
+  EXPECT_EQ(Sample(text, "gla_finetune_jobs{state=\"running\"}"), 0);
+  EXPECT_GT(Sample(text, "gla_engine_steps_total"), 0);
+
+  // promtool, from Debian's prometheus package (deploy/install-deps.sh installs it).
+  const std::string dir = testing::MakeTempDir("metrics");
+  std::ofstream(dir + "/metrics.txt") << text;
+  const int st = std::system(("promtool check metrics < " + dir + "/metrics.txt > " + dir + "/promtool.txt 2>&1").c_str());
+  std::ifstream pt(dir + "/promtool.txt");
+  std::stringstream ptext;
+  ptext << pt.rdbuf();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "promtool check metrics: " << ptext.str();
+
+  EXPECT_EQ(HttpGet(port, "/").rfind("HTTP/1.1 404", 0), 0u);
+  EXPECT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200", 0), 0u) << "and it goes on serving";
+}
+
+TEST(Metrics, UnusableAddressIsAStartupError) {
+  // A port something else listens on, and an address that is no HOST:PORT: glad exits 1 at once.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string glad = "timeout 60 " + testing::GladPath() + " --model " + testing::TinyModelDir() +
+                           " --listen 127.0.0.1:0 --metrics_listen ";
+  for (const std::string& addr : {"127.0.0.1:" + std::to_string(ntohs(a.sin_port)), std::string("nonsense")}) {
+    const int st = std::system((glad + addr + " > /dev/null 2>&1").c_str());
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << addr;
+  }
+  close(fd);
+}
+
+}  // namespace
+}  // namespace gla
