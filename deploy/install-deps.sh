@@ -4,6 +4,8 @@
 #
 #   deploy/install-deps.sh            install what is missing (idempotent; needs root or sudo)
 #   deploy/install-deps.sh --check    only report what is missing; exit 1 if anything is
+#   deploy/install-deps.sh --runtime  only what a built glad needs to run (the Docker image's
+#                                     runtime stage): shared libraries, no compilers or headers
 #
 # CI, the README's two commands and deploy/Dockerfile all call this one script.
 set -euo pipefail
@@ -25,13 +27,21 @@ packages=(
   openssl                # the TLS tests make a throwaway certificate
   prometheus-cpp-dev     # glad's Prometheus metrics: counters, histograms, the text format
   prometheus             # promtool: the metrics test checks the exposition format with it
+  python3-yaml           # the deploy-files test reads the Kubernetes and compose YAML
+)
+
+# What the binaries load at run time (Debian 12 names), for --runtime.
+runtime_packages=(
+  libgrpc++1.51 libprotobuf32 libabsl20220623 libsentencepiece0 libopenblas0 libprometheus-cpp-core1.0
+  ca-certificates
 )
 
 check_only=0
 case "${1:-}" in
   --check) check_only=1 ;;
+  --runtime) packages=("${runtime_packages[@]}") ;;
   "") ;;
-  *) echo "install-deps.sh: unknown option '$1' (known: --check)" >&2; exit 2 ;;
+  *) echo "install-deps.sh: unknown option '$1' (known: --check, --runtime)" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -54,6 +64,8 @@ if ((${#missing[@]})); then
 else
   echo "all Debian packages present"
 fi
+
+[ "${1:-}" = --runtime ] && exit 0  # the runtime stage brings its CUDA libraries with its base image
 
 # CUDA Toolkit: optional. Without it the build is CPU-only; the CUDA backend needs nvcc + cuBLAS.
 nvcc=""

@@ -32,6 +32,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -218,6 +219,13 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "GLA inference server. glad [--model DIR] [--listen HOST:PORT] ...; every flag may also be set through the "
       "environment as GLAD_<FLAG> (GLAD_LISTEN=..., GLAD_AUTH_TOKEN=...), the command line winning");
+  // --help lists glad's own flags (Abseil matches flags to a file named after the program, and
+  // ours live in server/main.cc); --helpfull adds Abseil's.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = usage.contains_helpshort_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage);
   const std::vector<std::string> adapter_flags = TakeAdapterFlags(&argc, argv);
   if (absl::Status env = FlagsFromEnvironment(); !env.ok()) return Fail(std::string(env.message()));
   absl::ParseCommandLine(argc, argv);

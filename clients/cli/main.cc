@@ -1,6 +1,7 @@
 // gla-cli: talk to a running glad.
 //
 //   gla-cli info     --addr HOST:PORT
+//   gla-cli health   --addr HOST:PORT   (grpc.health.v1 Check: exit 0 when SERVING; no token needed)
 //   gla-cli tokenize --addr HOST:PORT --text TEXT
 //   gla-cli generate --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
 //   gla-cli stream   --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
@@ -10,9 +11,11 @@
 // --stop STRING --ignore-eos 1 --adapter NAME --timeout-s S. Every command also takes --tls-ca FILE
 // (or --tls 1) and --token T (or GLA_TOKEN in the environment): clients/common/connection.h.
 // Errors: one line on stderr, exit 1.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <future>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -90,7 +93,23 @@ absl::Status Run(const ParsedArgs& a) {
   conn.Prepare(ctx);
   ASSIGN_OR_RETURN(int timeout_s, a.Int("timeout-s", 600, 1));
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
-  if (a.command == "info") {
+  if (a.command == "health") {
+    // grpc.health.v1.Health/Check by hand (no generated stub here): an empty request; the
+    // response's field 1 is the status, SERVING = 1, i.e. the bytes 08 01.
+    grpc::GenericStub generic(conn.channel);
+    grpc::Slice empty(std::string(""));
+    grpc::ByteBuffer request(&empty, 1), response;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                      [&done](grpc::Status st) { done.set_value(st); });
+    RETURN_IF_ERROR(FromGrpc(done.get_future().get()));
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (response.Dump(&slices).ok())
+      for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    if (bytes != std::string("\x08\x01", 2)) return absl::UnavailableError("health: not SERVING");
+    std::printf("SERVING\n");
+  } else if (a.command == "info") {
     v1::ModelInfoResponse info;
     RETURN_IF_ERROR(FromGrpc(stub->ModelInfo(&ctx, {}, &info)));
     std::printf("%s", info.DebugString().c_str());
@@ -136,7 +155,7 @@ int main(int argc, char** argv) {
   std::set<std::string> tok = common;
   tok.insert("text");
   std::map<std::string, std::set<std::string>> commands = {
-      {"info", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}};
+      {"info", common}, {"health", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}};
   for (auto& [name, flags] : gla::FineTuneCommands()) {  // every command reaches glad the same way
     flags.insert(gla::ConnectionFlags().begin(), gla::ConnectionFlags().end());
     commands.emplace(name, flags);

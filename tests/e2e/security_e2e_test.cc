@@ -152,6 +152,11 @@ TEST(Security, TlsAndTokenOnEveryRpcHealthStaysOpen) {
   EXPECT_EQ(env_token.code, 0) << env_token.out;
   EXPECT_NE(env_token.out.find("backend:"), std::string::npos) << env_token.out;
   EXPECT_EQ(Shell(cli + " --token s3cret-Token").code, 0);
+  // gla-cli health (Docker's HEALTHCHECK): no token needed.
+  const ShellResult health = Shell("env -u GLA_TOKEN " + CliPath() + " health --addr " + glad.address() + " --tls-ca " +
+                                   TestCert().cert);
+  EXPECT_EQ(health.code, 0) << health.out;
+  EXPECT_NE(health.out.find("SERVING"), std::string::npos) << health.out;
   // The Python client: tls_ca and token (streaming calls carry the token too).
   const std::string py = std::string("/usr/bin/python3 -c \"import sys; sys.path.insert(0, '") + GLA_SOURCE_DIR +
                          "/clients/python'); from gla_client import GlaClient; c = GlaClient('" + glad.address() +

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Checks the shipping files against glad itself (CI has no Docker engine or cluster to run them):
+the Kubernetes manifests and the compose file parse; every flag and GLAD_* variable they use is a
+flag `glad --help` lists; ports, probes, Services and the Prometheus target agree with the flags;
+the grace periods outlast glad's drain; the Dockerfile builds through deploy/install-deps.sh (the
+script CI runs) in a build stage, runs as a non-root user, exposes and health-checks the ports it
+configures.
+
+    check_deploy.py --glad build/server/glad --root .      (exit 0, or one line per problem and 1)
+"""
+import argparse
+import re
+import subprocess
+import sys
+
+import yaml
+
+problems = []
+
+
+def check(cond, what):
+    if not cond:
+        problems.append(what)
+
+
+def glad_flags(glad):
+    out = subprocess.run([glad, "--help"], capture_output=True, text=True, timeout=60)
+    flags = set(re.findall(r"--([a-z_0-9]+)", out.stdout + out.stderr))
+    check("listen" in flags and "metrics_listen" in flags, f"`{glad} --help` lists no --listen/--metrics_listen")
+    return flags
+
+
+def port_of(address):
+    return int(address.rsplit(":", 1)[1])
+
+
+def args_map(args):
+    """['--a', 'x', '--b=y'] -> {'a': 'x', 'b': 'y'}"""
+    out, i = {}, 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--"):
+            if "=" in a:
+                k, v = a[2:].split("=", 1)
+            else:
+                k, v = a[2:], args[i + 1] if i + 1 < len(args) else ""
+                i += 1
+            out[k] = v
+        i += 1
+    return out
+
+
+def env_flag(name):
+    return name[len("GLAD_"):].lower() if name.startswith("GLAD_") else None
+
+
+def check_k8s(root, flags):
+    deployment = list(yaml.safe_load_all(open(f"{root}/deploy/k8s/deployment.yaml")))
+    services = [d for d in yaml.safe_load_all(open(f"{root}/deploy/k8s/service.yaml")) if d]
+    dep = [d for d in deployment if d and d.get("kind") == "Deployment"]
+    check(len(dep) == 1, "deployment.yaml: one Deployment")
+    if not dep:
+        return
+    spec = dep[0]["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    args = args_map(c.get("args", []))
+    for k in args:
+        check(k in flags, f"deployment.yaml: --{k} is not a glad flag")
+    for e in c.get("env", []):
+        f = env_flag(e["name"])
+        check(f is None or f in flags, f"deployment.yaml: {e['name']} names no glad flag")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    check(ports.get("grpc") == port_of(args.get("listen", "x:50051")), "deployment.yaml: grpc port != --listen")
+    check(ports.get("metrics") == port_of(args.get("metrics_listen", "x:-1")),
+          "deployment.yaml: metrics port != --metrics_listen")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        p = c.get(probe, {})
+        check(p.get("grpc", {}).get("port") == ports.get("grpc"), f"deployment.yaml: {probe} is not a gRPC probe of the grpc port")
+    grace = float(args.get("shutdown_grace_s", "10"))
+    check(spec.get("terminationGracePeriodSeconds", 30) > grace,
+          "deployment.yaml: terminationGracePeriodSeconds must outlast --shutdown_grace_s")
+    check(spec.get("securityContext", {}).get("runAsNonRoot") is True, "deployment.yaml: runAsNonRoot")
+    check("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}), "deployment.yaml: no GPU resource")
+    ann = dep[0]["spec"]["template"]["metadata"].get("annotations", {})
+    check(int(ann.get("prometheus.io/port", -1)) == ports.get("metrics"), "deployment.yaml: prometheus.io/port")
+    names = {s["metadata"]["name"]: s for s in services}
+    check("glad" in names and "glad-headless" in names, "service.yaml: Services glad and glad-headless")
+    check(names.get("glad-headless", {}).get("spec", {}).get("clusterIP") == "None", "service.yaml: headless Service")
+    labels = dep[0]["spec"]["template"]["metadata"]["labels"]
+    for s in services:
+        check(all(labels.get(k) == v for k, v in s["spec"]["selector"].items()),
+              f"service.yaml: {s['metadata']['name']} selects no pod of the Deployment")
+        for p in s["spec"]["ports"]:
+            check(p["targetPort"] in ports, f"service.yaml: targetPort {p['targetPort']} is no container port")
+            check(p["port"] == ports.get(p["targetPort"]), f"service.yaml: port {p['port']} != container port")
+
+
+def check_compose(root, flags):
+    compose = yaml.safe_load(open(f"{root}/deploy/compose.yaml"))
+    prom = yaml.safe_load(open(f"{root}/deploy/prometheus.yml"))
+    glad = compose["services"]["glad"]
+    env = glad.get("environment", {})
+    for k in env:
+        check(env_flag(k) in flags, f"compose.yaml: {k} names no glad flag")
+    grpc_port, metrics_port = port_of(env["GLAD_LISTEN"]), port_of(env["GLAD_METRICS_LISTEN"])
+    check(any(str(p).endswith(f":{grpc_port}") for p in glad.get("ports", [])), "compose.yaml: gRPC port not published")
+    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    check(f"glad:{metrics_port}" in targets, "prometheus.yml: does not scrape glad's metrics port")
+    check("prometheus" in compose["services"], "compose.yaml: no prometheus service")
+    grace = float(env.get("GLAD_SHUTDOWN_GRACE_S", "10"))
+    check(float(str(glad.get("stop_grace_period", "10s")).rstrip("s")) > grace,
+          "compose.yaml: stop_grace_period must outlast GLAD_SHUTDOWN_GRACE_S")
+
+
+def check_dockerfile(root, flags):
+    text = open(f"{root}/deploy/Dockerfile").read()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)
+    check(len(stages) == 2 and stages[0][1] == "build" and stages[1][1] == "runtime",
+          "Dockerfile: a build stage and a runtime stage")
+    build, runtime = re.split(r"^FROM .* AS runtime", text, flags=re.M)
+    check("deploy/install-deps.sh &&" in build or "deploy/install-deps.sh \\" in build,
+          "Dockerfile: the build stage must install through deploy/install-deps.sh")
+    check("install-deps.sh --runtime" in runtime, "Dockerfile: the runtime stage must use install-deps.sh --runtime")
+    test_sh = open(f"{root}/deploy/test.sh").read()
+    check("-G Ninja" in test_sh and "-G Ninja" in build, "Dockerfile: configures the build as deploy/test.sh does")
+    user = re.findall(r"^USER\s+(\S+)", runtime, re.M)
+    check(user and user[-1] not in ("root", "0"), "Dockerfile: runs as a non-root user")
+    env = dict(re.findall(r"(GLAD_[A-Z_]+)=(\S+)", runtime))
+    for k in env:
+        check(env_flag(k) in flags, f"Dockerfile: {k} names no glad flag")
+    exposed = set(int(p) for line in re.findall(r"^EXPOSE\s+(.*)$", runtime, re.M) for p in line.split())
+    check(port_of(env.get("GLAD_LISTEN", "x:-1")) in exposed, "Dockerfile: GLAD_LISTEN's port not exposed")
+    check(port_of(env.get("GLAD_METRICS_LISTEN", "x:-1")) in exposed, "Dockerfile: GLAD_METRICS_LISTEN's port not exposed")
+    hc = re.search(r"HEALTHCHECK[^\n]*\n?[^\n]*CMD \[\"gla-cli\", \"health\", \"--addr\", \"127\.0\.0\.1:(\d+)\"", text)
+    check(hc is not None and int(hc.group(1)) == port_of(env.get("GLAD_LISTEN", "x:-1")),
+          "Dockerfile: HEALTHCHECK through gla-cli health on the gRPC port")
+    check("models/gla-brown" in runtime and "GLA_DEFAULT_MODEL_DIR=/opt/gla/models/gla-brown" in build,
+          "Dockerfile: the bundled model is the default")
+    check(re.search(r"^VOLUME\s+/models", runtime, re.M) is not None, "Dockerfile: a model volume")
+    check('ENTRYPOINT ["glad"]' in runtime, "Dockerfile: glad is the entrypoint")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--glad", required=True)
+    ap.add_argument("--root", required=True)
+    a = ap.parse_args()
+    flags = glad_flags(a.glad)
+    check_k8s(a.root, flags)
+    check_compose(a.root, flags)
+    check_dockerfile(a.root, flags)
+    for p in problems:
+        print(p)
+    if not problems:
+        print("deploy files agree with glad's flags and each other")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
