@@ -1,5 +1,8 @@
 #include "server/fine_tune_service.h"
 
+#include "absl/strings/str_format.h"
+#include "server/log.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -173,9 +176,14 @@ grpc::Status FineTuneService::CreateFineTuneJob(grpc::ServerContext* ctx, const 
   if (!spec.ok()) return ToGrpcStatus(spec.status());
   auto job = jobs_.Create(std::move(*spec));
   if (!job.ok()) return ToGrpcStatus(job.status());
-  std::fprintf(stderr, "glad: fine-tune job id=%s adapter=%s queued (%lld documents, %lld tokens, %lld steps)\n",
-               job->id.c_str(), job->adapter_name.c_str(), static_cast<long long>(job->documents),
-               static_cast<long long>(job->data_tokens), static_cast<long long>(job->options.max_steps));
+  LogEvent(LogLevel::kInfo, "finetune_queued",
+           absl::StrFormat("glad: fine-tune job id=%s adapter=%s queued (%d documents, %d tokens, %d steps)", job->id,
+                           job->adapter_name, job->documents, job->data_tokens, job->options.max_steps),
+           {{"job", job->id},
+            {"adapter", job->adapter_name},
+            {"documents", job->documents},
+            {"tokens", job->data_tokens},
+            {"steps", job->options.max_steps}});
   FillJob(*job, resp);
   return grpc::Status::OK;
 }

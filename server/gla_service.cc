@@ -6,7 +6,9 @@
 #include <iterator>
 #include <mutex>
 
+#include "absl/strings/str_format.h"
 #include "models/utf8.h"
+#include "server/log.h"
 
 namespace gla {
 
@@ -90,10 +92,18 @@ class RequestRecorder {
 
 // One line per finished request.
 void LogRequest(const std::string& id, const GenerationUpdate& u, const grpc::Status& status) {
-  std::fprintf(stderr, "glad: request id=%s prompt_tokens=%d completion_tokens=%d ttft_s=%.4f total_s=%.4f finish=%s status=%d%s%s\n",
-               id.c_str(), u.usage.prompt_tokens, u.usage.completion_tokens, u.usage.time_to_first_token_s,
-               u.usage.total_time_s, FinishReasonName(u.reason), static_cast<int>(status.error_code()),
-               status.ok() ? "" : " ", status.error_message().c_str());
+  const std::string text = absl::StrFormat(
+      "glad: request id=%s prompt_tokens=%d completion_tokens=%d ttft_s=%.4f total_s=%.4f finish=%s status=%d%s%s", id,
+      u.usage.prompt_tokens, u.usage.completion_tokens, u.usage.time_to_first_token_s, u.usage.total_time_s,
+      FinishReasonName(u.reason), static_cast<int>(status.error_code()), status.ok() ? "" : " ", status.error_message());
+  LogEvent(status.ok() ? LogLevel::kInfo : LogLevel::kWarning, "request", text,
+           {{"id", id},
+            {"prompt_tokens", int64_t{u.usage.prompt_tokens}},
+            {"completion_tokens", int64_t{u.usage.completion_tokens}},
+            {"ttft_s", u.usage.time_to_first_token_s},
+            {"total_s", u.usage.total_time_s},
+            {"finish", std::string_view(FinishReasonName(u.reason))},
+            {"code", std::string_view(CodeName(status.error_code()))}});
 }
 
 // The status a finished generation ends its call with.

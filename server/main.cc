@@ -36,6 +36,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/adapter_registry.h"
 #include "engine/backend.h"
 #include "engine/finetune/compute_gate.h"
@@ -44,6 +45,7 @@
 #include "models/status_macros.h"
 #include "server/fine_tune_service.h"
 #include "server/gla_service.h"
+#include "server/log.h"
 #include "server/metrics.h"
 #include "server/request_guard.h"
 
@@ -82,6 +84,8 @@ ABSL_FLAG(std::string, finetune_device, "auto",
           "GPU training kernels take the model's head sizes, else cpu)");
 ABSL_FLAG(int32_t, finetune_max_queued, 8, "fine-tune jobs that may wait to start; more are RESOURCE_EXHAUSTED");
 // Prometheus metrics (server/metrics.h).
+ABSL_FLAG(std::string, log_format, "text",
+          "text: readable lines on stderr; json: one JSON object per line (ts, level, event, msg, fields)");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT of the Prometheus endpoint (GET /metrics; port 0 picks a free port); unset: no metrics");
 // Security and limits (server/request_guard.h).
@@ -106,7 +110,7 @@ namespace gla {
 namespace {
 
 int Fail(const std::string& msg) {
-  std::fprintf(stderr, "glad: error: %s\n", msg.c_str());
+  LogEvent(LogLevel::kError, "error", absl::StrCat("glad: error: ", msg), {{"error", msg}});
   return 1;
 }
 
@@ -229,6 +233,11 @@ int Main(int argc, char** argv) {
   const std::vector<std::string> adapter_flags = TakeAdapterFlags(&argc, argv);
   if (absl::Status env = FlagsFromEnvironment(); !env.ok()) return Fail(std::string(env.message()));
   absl::ParseCommandLine(argc, argv);
+  if (const std::string f = absl::GetFlag(FLAGS_log_format); f == "json") {
+    SetLogFormat(LogFormat::kJson);
+  } else if (f != "text") {
+    return Fail(absl::StrCat("--log_format must be text or json, not '", f, "'"));
+  }
   // SIGINT/SIGTERM are taken by sigwait below; block them before any thread starts.
   sigset_t signals;
   sigemptyset(&signals);
@@ -244,7 +253,8 @@ int Main(int argc, char** argv) {
   if (backend_name == "auto") {
     std::string why;
     backend_name = CudaBackendAvailable(&why) ? "cuda" : "cpu";
-    if (backend_name == "cpu") std::fprintf(stderr, "glad: --backend auto: cpu (%s)\n", why.c_str());
+    if (backend_name == "cpu")
+      LogEvent(LogLevel::kInfo, "backend", absl::StrCat("glad: --backend auto: cpu (", why, ")"), {{"why", why}});
   }
   for (auto [name, v] : {std::pair{"queue_size", absl::GetFlag(FLAGS_queue_size)},
                          std::pair{"step_token_budget", absl::GetFlag(FLAGS_step_token_budget)},
@@ -336,16 +346,24 @@ int Main(int argc, char** argv) {
     if (where == "cuda" || (where == "auto" && cuda_backend && gpu_ok.ok()))
       jo.train_device.cuda_device = absl::GetFlag(FLAGS_device);
     else if (where == "auto" && cuda_backend)
-      std::fprintf(stderr, "glad: fine-tune jobs train on the CPU: %s\n", std::string(gpu_ok.message()).c_str());
-    std::fprintf(stderr, "glad: fine-tune jobs train on %s\n",
-                 jo.train_device.cuda() ? absl::StrCat("cuda:", jo.train_device.cuda_device).c_str() : "the CPU");
+      LogEvent(LogLevel::kInfo, "finetune_device", absl::StrCat("glad: fine-tune jobs train on the CPU: ", gpu_ok.message()));
+    const std::string where_trained =
+        jo.train_device.cuda() ? absl::StrCat("cuda:", jo.train_device.cuda_device) : std::string("the CPU");
+    LogEvent(LogLevel::kInfo, "finetune_device", absl::StrCat("glad: fine-tune jobs train on ", where_trained),
+             {{"device", where_trained}});
   }
   jo.max_tokens = absl::GetFlag(FLAGS_finetune_max_tokens);
   jo.on_end = [](const JobInfo& j) {  // one line per finished job
-    std::fprintf(stderr, "glad: fine-tune job id=%s adapter=%s %s steps=%lld/%lld loss=%.4f%s%s\n", j.id.c_str(),
-                 j.adapter_name.c_str(), JobStateName(j.state), static_cast<long long>(j.progress.step),
-                 static_cast<long long>(j.progress.total_steps), j.progress.loss, j.error.empty() ? "" : " error: ",
-                 j.error.c_str());
+    LogEvent(j.state == JobState::kFailed ? LogLevel::kWarning : LogLevel::kInfo, "finetune_ended",
+             absl::StrFormat("glad: fine-tune job id=%s adapter=%s %s steps=%d/%d loss=%.4f%s%s", j.id, j.adapter_name,
+                             JobStateName(j.state), j.progress.step, j.progress.total_steps, j.progress.loss,
+                             j.error.empty() ? "" : " error: ", j.error),
+             {{"job", j.id},
+              {"adapter", j.adapter_name},
+              {"state", std::string_view(JobStateName(j.state))},
+              {"steps", j.progress.step},
+              {"loss", j.progress.loss},
+              {"error", j.error}});
   };
   FineTuneJobs jobs(jo, (*backend)->config(), adapters, &gate);
   FineTuneService fine_tune(jobs, adapters, (*backend)->tokenizer(),
@@ -367,10 +385,12 @@ int Main(int argc, char** argv) {
     return s;
   });
   std::string metrics_line;
+  int metrics_port = 0;
   if (const std::string ml = absl::GetFlag(FLAGS_metrics_listen); !ml.empty()) {
     auto port = metrics.Serve(ml);
     if (!port.ok()) return Fail(std::string(port.status().message()));
-    metrics_line = absl::StrCat("glad: metrics on http://", ml.substr(0, ml.rfind(':')), ":", *port, "/metrics\n");
+    metrics_port = *port;
+    metrics_line = absl::StrCat("glad: metrics on http://", ml.substr(0, ml.rfind(':')), ":", *port, "/metrics");
   }
   ServerLimits limits;
   limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
@@ -393,38 +413,47 @@ int Main(int argc, char** argv) {
   gpr_set_log_function([](gpr_log_func_args*) {});
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   gpr_set_log_function([](gpr_log_func_args* a) {
-    std::fprintf(stderr, "grpc: %s:%d: %s\n", a->file, a->line, a->message);
+    LogEvent(LogLevel::kWarning, "grpc", absl::StrCat("grpc: ", a->file, ":", a->line, ": ", a->message),
+             {{"file", a->file}, {"line", int64_t{a->line}}});
   });
   if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", listen, " (in use or invalid)"));
   server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host = listen.substr(0, listen.rfind(':'));
   const Backend& b = **backend;
-  std::fprintf(stderr,
-               "glad: listening on %s:%d%s (backend %s, %s, %d slots, %.1f KiB state per sequence; memory: weights "
-               "%.1f MiB, state pool %.1f MiB, workspace %.1f MiB)\n",
-               host.c_str(), port,
-               absl::StrCat(absl::GetFlag(FLAGS_tls_cert).empty() ? "" : absl::GetFlag(FLAGS_tls_client_ca).empty()
-                                                                           ? " tls"
-                                                                           : " mutual-tls",
-                            guard.authenticates() ? " token" : "")
-                   .c_str(),
-               b.name().c_str(), b.device().c_str(), (*backend)->pool().capacity(),
-               (*backend)->pool().state_bytes() / 1024.0, b.weight_bytes() / 1048576.0,
-               b.state_pool_bytes() / 1048576.0, b.workspace_bytes() / 1048576.0);
-  std::fputs(metrics_line.c_str(), stderr);
+  const std::string security =
+      absl::StrCat(absl::GetFlag(FLAGS_tls_cert).empty() ? "" : absl::GetFlag(FLAGS_tls_client_ca).empty() ? " tls"
+                                                                                                            : " mutual-tls",
+                   guard.authenticates() ? " token" : "");
+  LogEvent(LogLevel::kInfo, "listening",
+           absl::StrFormat("glad: listening on %s:%d%s (backend %s, %s, %d slots, %.1f KiB state per sequence; memory: "
+                           "weights %.1f MiB, state pool %.1f MiB, workspace %.1f MiB)",
+                           host, port, security, b.name(), b.device(), (*backend)->pool().capacity(),
+                           (*backend)->pool().state_bytes() / 1024.0, b.weight_bytes() / 1048576.0,
+                           b.state_pool_bytes() / 1048576.0, b.workspace_bytes() / 1048576.0),
+           {{"host", host},
+            {"port", int64_t{port}},
+            {"backend", b.name()},
+            {"device", b.device()},
+            {"slots", int64_t{(*backend)->pool().capacity()}},
+            {"tls", !absl::GetFlag(FLAGS_tls_cert).empty()},
+            {"token", guard.authenticates()}});
+  if (metrics_port > 0)
+    LogEvent(LogLevel::kInfo, "metrics", metrics_line, {{"port", int64_t{metrics_port}}});
 
   int sig = 0;
   sigwait(&signals, &sig);
   const auto grace = std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_shutdown_grace_s) * 1000));
-  std::fprintf(stderr, "glad: %s: draining (grace %.1f s)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-               absl::GetFlag(FLAGS_shutdown_grace_s));
+  const char* sig_name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+  LogEvent(LogLevel::kInfo, "draining",
+           absl::StrFormat("glad: %s: draining (grace %.1f s)", sig_name, absl::GetFlag(FLAGS_shutdown_grace_s)),
+           {{"signal", std::string_view(sig_name)}, {"grace_s", absl::GetFlag(FLAGS_shutdown_grace_s)}});
   server->GetHealthCheckService()->SetServingStatus(false);
   jobs.Shutdown();  // fine-tune jobs are not drained: the running one stops at its next step boundary
   scheduler.Shutdown(grace);  // new requests: UNAVAILABLE; running ones finish or are cancelled
   // Every generation has finished or been cancelled above; what is left are quick unary calls.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server->Wait();
-  std::fprintf(stderr, "glad: stopped\n");
+  LogEvent(LogLevel::kInfo, "stopped", "glad: stopped");
   return 0;
 }
 

@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 
+#include "nlohmann/json.hpp"
 #include "tests/support/glad_process.h"
 #include "tests/support/test_util.h"
 
@@ -125,6 +127,45 @@ TEST(Metrics, UnusableAddressIsAStartupError) {
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << addr;
   }
   close(fd);
+}
+
+// --log_format json: every stderr line is one JSON object with ts, level, event and msg, and the
+// events carry their fields (a collector needs no regular expressions).
+TEST(Logs, JsonFormatIsOneObjectPerLineWithTheEventsFields) {
+  testing::GladProcess glad({"--model", testing::TinyModelDir(), "--log_format", "json"});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  auto stub = glad.stub();
+  v1::GenerateRequest req;
+  req.mutable_token_ids()->add_ids(1);
+  req.set_max_new_tokens(2);
+  req.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(stub->Generate(&ctx, req, &resp).ok());
+  ASSERT_EQ(glad.Terminate(), 0);
+  std::istringstream in(glad.log());
+  std::map<std::string, nlohmann::json> events;
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    ++lines;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << "not one JSON object: " << line;
+    for (const char* key : {"ts", "level", "event", "msg"}) EXPECT_TRUE(j.contains(key)) << key << " in " << line;
+    events[j.value("event", "")] = j;
+  }
+  EXPECT_GE(lines, 4);
+  ASSERT_TRUE(events.count("listening")) << glad.log();
+  EXPECT_EQ(events["listening"]["backend"], "cpu");
+  EXPECT_GT(events["listening"]["port"].get<int>(), 0);
+  ASSERT_TRUE(events.count("request")) << glad.log();
+  EXPECT_EQ(events["request"]["completion_tokens"].get<int>(), 2);
+  EXPECT_EQ(events["request"]["code"], "OK");
+  EXPECT_TRUE(events.count("draining") && events.count("stopped")) << glad.log();
+  // And a bad value is refused at startup.
+  const int st = std::system((testing::GladPath() + " --model " + testing::TinyModelDir() +
+                              " --listen 127.0.0.1:0 --log_format xml > /dev/null 2>&1").c_str());
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 }
 
 }  // namespace
