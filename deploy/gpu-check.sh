@@ -89,11 +89,16 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
       --seq-len 1024 --steps 5
     rm -rf /tmp/gla-adapters && mkdir -p /tmp/gla-adapters
     gpu-bundle/run glad --model /tmp/gla-340M --backend cuda --listen 127.0.0.1:50091 \
-      --adapter_dir /tmp/gla-adapters > "$out/glad_340M.txt" 2>&1 &
+      --adapter_dir /tmp/gla-adapters --metrics_listen 127.0.0.1:9401 > "$out/glad_340M.txt" 2>&1 &
     glad_pid=$!
     for _ in $(seq 1 120); do grep -q "listening" "$out/glad_340M.txt" && break; sleep 0.5; done
     check serving_with_job_340M gpu-bundle/run gla-loadgen --addr 127.0.0.1:50091 --concurrency 1,4,16 \
       --requests 128 --prompt-len 128 --max-new-tokens 64 --finetune lora --finetune-batch 4 --finetune-seq-len 512
+    # The metrics after that traffic (GPU memory included), through bash's /dev/tcp (no curl there).
+    { exec 3<> /dev/tcp/127.0.0.1/9401 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3; } \
+      > "$out/metrics_340M.txt" 2>&1
+    grep -E "^gla_(device_memory_bytes|requests_total|generated_tokens_total|finetune_jobs)" "$out/metrics_340M.txt" |
+      tee -a "$out/summary.txt"
     kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
   fi
 elif [ "$parts" != kernels ]; then
