@@ -97,6 +97,7 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
   update.usage.total_time_s = secs(now - r.arrival);
   update.usage.queue_time_s = r.slot >= 0 ? secs(r.admitted - r.arrival) : secs(now - r.arrival);
   update.usage.time_to_first_token_s = r.output.empty() ? 0.0 : secs(r.first_token - r.arrival);
+  const bool was_running = r.slot >= 0;
   if (r.slot >= 0) {
     backend_.pool().Release(r.slot);
     r.slot = -1;
@@ -105,6 +106,9 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.completed;
     stats_.slots_in_use = backend_.pool().in_use();
+    // running_ itself is pruned at the next loop turn, which an idle server may not take soon:
+    // the count a reader sees (ModelInfo, metrics) drops now.
+    if (was_running && stats_.running > 0) --stats_.running;
   }
   r.sink(std::move(update));
 }

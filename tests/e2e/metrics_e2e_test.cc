@@ -94,6 +94,8 @@ TEST(Metrics, ScrapeAfterTrafficShowsTheRightCountsAndPassesPromtool) {
   EXPECT_EQ(Sample(text, "gla_request_duration_seconds_count"), 4);
   EXPECT_EQ(Sample(text, "gla_state_slots{state=\"total\"}"), 6);
   EXPECT_EQ(Sample(text, "gla_queue_depth"), 0);
+  EXPECT_EQ(Sample(text, "gla_running_sequences"), 0) << "every request has ended";
+  EXPECT_EQ(Sample(text, "gla_state_slots{state=\"used\"}"), 0);
   EXPECT_EQ(Sample(text, "gla_finetune_jobs{state=\"running\"}"), 0);
   EXPECT_GT(Sample(text, "gla_engine_steps_total"), 0);
 
