@@ -24,19 +24,13 @@ std::string EvalPath() {
   return env != nullptr ? env : GLA_EVAL_PATH;
 }
 
-std::string ReadFile(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::ReadFile;
 
 // stdout, with stderr appended after it (gla-cli writes the text to stdout, its counts to stderr).
 std::string RunCommand(const std::string& cmd, int* code) {
-  const std::string dir = testing::MakeTempDir("default-model");
-  const int st = std::system((cmd + " > " + dir + "/out 2> " + dir + "/err").c_str());
-  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return ReadFile(dir + "/out") + ReadFile(dir + "/err");
+  const testing::CommandResult r = testing::RunCommand(cmd);
+  *code = r.code;
+  return r.out + r.err;
 }
 
 const std::string kModelDir = std::string(GLA_SOURCE_DIR) + "/models/gla-brown";

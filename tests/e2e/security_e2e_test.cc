@@ -23,21 +23,16 @@ namespace {
 
 using testing::GladProcess;
 
-std::string ReadFile(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::ReadFile;
 
+// Exit code and stdout + stderr of a shell command line.
 struct ShellResult {
   int code;
   std::string out;
 };
 ShellResult Shell(const std::string& cmd) {
-  const std::string out = testing::MakeTempDir("security-run") + "/out";
-  const int st = std::system((cmd + " > " + out + " 2>&1").c_str());
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, ReadFile(out)};
+  const testing::CommandResult r = testing::RunCommand(cmd);
+  return {r.code, r.out + r.err};
 }
 
 std::string CliPath() {

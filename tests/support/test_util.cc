@@ -1,7 +1,11 @@
 #include "tests/support/test_util.h"
 
-#include <filesystem>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace gla::testing {
 
@@ -13,6 +17,19 @@ std::string MakeTempDir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+CommandResult RunCommand(const std::string& command) {
+  const std::string dir = MakeTempDir("command");
+  const int status = std::system((command + " > " + dir + "/out 2> " + dir + "/err").c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir + "/out"), ReadFile(dir + "/err")};
 }
 
 }  // namespace gla::testing

@@ -41,4 +41,14 @@ inline std::vector<float> RandomVector(size_t n, std::mt19937& rng, float lo = -
 // A fresh empty directory under the test's temp dir.
 std::string MakeTempDir(const std::string& name);
 
+// A file's bytes ("" when it cannot be read).
+std::string ReadFile(const std::string& path);
+
+// Runs a shell command line; its exit code (-1 when it did not exit normally), stdout and stderr.
+struct CommandResult {
+  int code = -1;
+  std::string out, err;
+};
+CommandResult RunCommand(const std::string& command);
+
 }  // namespace gla::testing

@@ -19,24 +19,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int code;
-  std::string out, err;
-};
+using RunResult = testing::CommandResult;
+using testing::ReadFile;
 
-std::string ReadFile(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-RunResult RunEval(const std::string& args) {
-  const std::string dir = testing::MakeTempDir("cli-run");
-  const std::string cmd = std::string(GLA_EVAL_PATH) + " " + args + " > " + dir + "/out 2> " + dir + "/err";
-  const int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir + "/out"), ReadFile(dir + "/err")};
-}
+RunResult RunEval(const std::string& args) { return testing::RunCommand(std::string(GLA_EVAL_PATH) + " " + args); }
 
 TEST(GlaEvalCli, LogitsFileMatchesReference) {
   auto expected = SafetensorsFile::Open(testing::ReferenceDir() + "/gla-tiny/expected.safetensors");
