@@ -59,6 +59,7 @@ class CudaBackend : public Backend {
     segs.reserve(items.size());
     for (const StepItem& it : items) {
       if (it.slot < 0 || it.slot >= pool_->capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
+      RETURN_IF_ERROR(pool_->OrderBeforeUse(it.slot));  // a swap into or out of it may still run
       segs.push_back({it.tokens, it.slot, it.sample ? CudaModel::Logits::kLast : CudaModel::Logits::kNone, it.adapter});
     }
     std::vector<int> first_row;

@@ -1,6 +1,53 @@
 #include "engine/cuda_state_pool.h"
 
+#include <cstring>
+
 namespace gla {
+
+namespace {
+
+bool EventDone(cudaEvent_t e) {
+  const cudaError_t r = cudaEventQuery(e);
+  if (r == cudaErrorNotReady) return false;
+  cudaGetLastError();  // an error is reported by the next call that waits on it
+  return true;
+}
+
+// Page-locked host memory and the event of the last copy into or out of it.
+class PinnedHostState : public HostState {
+ public:
+  static absl::StatusOr<std::unique_ptr<HostState>> Create(int64_t floats) {
+    auto mem = PinnedMemory::Allocate(static_cast<size_t>(floats) * sizeof(float), "a swapped-out state");
+    if (!mem.ok()) return mem.status();
+    std::memset(mem->get(), 0, mem->bytes());
+    cudaEvent_t e = nullptr;
+    GLA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return std::unique_ptr<HostState>(new PinnedHostState(floats, std::move(*mem), e));
+  }
+  ~PinnedHostState() override {
+    if (copied_) cudaEventSynchronize(event_);  // a copy must not outlive its buffer
+    cudaEventDestroy(event_);
+  }
+  float* data() override { return mem_.get<float>(); }
+  bool Ready() override { return !copied_ || EventDone(event_); }
+  absl::Status Wait() override {
+    if (copied_) GLA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(event_));
+    return absl::OkStatus();
+  }
+  absl::Status RecordCopy(cudaStream_t copy_stream) {
+    GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(event_, copy_stream));
+    copied_ = true;
+    return absl::OkStatus();
+  }
+
+ private:
+  PinnedHostState(int64_t floats, PinnedMemory mem, cudaEvent_t e) : HostState(floats), mem_(std::move(mem)), event_(e) {}
+  PinnedMemory mem_;
+  cudaEvent_t event_;
+  bool copied_ = false;
+};
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, int64_t state_floats,
                                                                    cudaStream_t stream) {
@@ -9,42 +56,101 @@ absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, in
   auto storage = DeviceMemory::Allocate(bytes, absl::StrCat("the state pool (", slots, " slots + 1 scratch)").c_str());
   if (!storage.ok()) return storage.status();
   GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(storage->get(), 0, bytes, stream));
-  return std::unique_ptr<GpuStatePool>(new GpuStatePool(slots, state_floats, std::move(*storage), stream));
+  std::unique_ptr<GpuStatePool> pool(new GpuStatePool(slots, state_floats, std::move(*storage), stream));
+  if (absl::Status s = pool->Init(); !s.ok()) return s;
+  return pool;
 }
 
-absl::Status GpuStatePool::CheckSlot(int slot, const char* what) const {
-  if (slot < 0 || slot >= capacity()) return absl::OutOfRangeError(absl::StrCat(what, ": slot ", slot, " of ", capacity()));
+absl::Status GpuStatePool::Init() {
+  GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+  GLA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&engine_mark_, cudaEventDisableTiming));
+  for (SlotCopies& c : copies_) {
+    GLA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&c.out, cudaEventDisableTiming));
+    GLA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&c.in, cudaEventDisableTiming));
+  }
+  return absl::OkStatus();
+}
+
+GpuStatePool::~GpuStatePool() {
+  if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
+  for (SlotCopies& c : copies_) {
+    if (c.out != nullptr) cudaEventDestroy(c.out);
+    if (c.in != nullptr) cudaEventDestroy(c.in);
+  }
+  if (engine_mark_ != nullptr) cudaEventDestroy(engine_mark_);
+  if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
+}
+
+bool GpuStatePool::CopyPending(int slot) {
+  SlotCopies& c = copies_[slot];
+  if (c.out_pending && EventDone(c.out)) c.out_pending = false;
+  return c.out_pending;
+}
+
+absl::Status GpuStatePool::OrderBeforeUse(int slot) {
+  if (auto s = CheckSlot(slot, "use"); !s.ok()) return s;
+  SlotCopies& c = copies_[slot];
+  if (c.out_pending) {
+    if (!EventDone(c.out)) GLA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, c.out, 0));
+    c.out_pending = false;
+  }
+  if (c.in_pending) {
+    if (!EventDone(c.in)) GLA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, c.in, 0));
+    c.in_pending = false;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GpuStatePool::CopyAfterEngine() {
+  GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(engine_mark_, stream_));
+  GLA_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(copy_stream_, engine_mark_, 0));
   return absl::OkStatus();
 }
 
 absl::Status GpuStatePool::Zero(int slot) {
-  if (auto s = CheckSlot(slot, "zero"); !s.ok()) return s;
+  if (auto s = OrderBeforeUse(slot); !s.ok()) return s;
   GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(base() + slot * state_floats_, 0, state_bytes(), stream_));
   return absl::OkStatus();
 }
 
 absl::Status GpuStatePool::Copy(int src, int dst) {
-  if (auto s = CheckSlot(src, "copy from"); !s.ok()) return s;
-  if (auto s = CheckSlot(dst, "copy to"); !s.ok()) return s;
+  if (auto s = OrderBeforeUse(src); !s.ok()) return s;
+  if (auto s = OrderBeforeUse(dst); !s.ok()) return s;
   if (src == dst) return absl::OkStatus();
   GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + dst * state_floats_, base() + src * state_floats_, state_bytes(),
                                            cudaMemcpyDeviceToDevice, stream_));
   return absl::OkStatus();
 }
 
-absl::Status GpuStatePool::Download(int slot, float* host) const {
-  if (auto s = CheckSlot(slot, "download"); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(host, base() + slot * state_floats_, state_bytes(), cudaMemcpyDeviceToHost, stream_));
-  GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+absl::StatusOr<std::unique_ptr<HostState>> GpuStatePool::NewHostState() {
+  return PinnedHostState::Create(state_floats_);
+}
+
+absl::Status GpuStatePool::SaveToHost(int slot, HostState& dst) {
+  if (auto s = CheckSlot(slot, "save"); !s.ok()) return s;
+  auto* pinned = dynamic_cast<PinnedHostState*>(&dst);
+  if (pinned == nullptr || dst.floats() != state_floats_)
+    return absl::InvalidArgumentError("save: not a host state of this pool");
+  if (auto s = CopyAfterEngine(); !s.ok()) return s;
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data(), base() + slot * state_floats_, state_bytes(),
+                                           cudaMemcpyDeviceToHost, copy_stream_));
+  if (auto s = pinned->RecordCopy(copy_stream_); !s.ok()) return s;
+  GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(copies_[slot].out, copy_stream_));
+  copies_[slot].out_pending = true;
   return absl::OkStatus();
 }
 
-absl::Status GpuStatePool::Upload(int slot, const float* host) {
-  if (auto s = CheckSlot(slot, "upload"); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(base() + slot * state_floats_, host, state_bytes(), cudaMemcpyHostToDevice, stream_));
-  GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+absl::Status GpuStatePool::LoadFromHost(HostState& src, int slot) {
+  if (auto s = CheckSlot(slot, "load"); !s.ok()) return s;
+  auto* pinned = dynamic_cast<PinnedHostState*>(&src);
+  if (pinned == nullptr || src.floats() != state_floats_)
+    return absl::InvalidArgumentError("load: not a host state of this pool");
+  if (auto s = CopyAfterEngine(); !s.ok()) return s;
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + slot * state_floats_, src.data(), state_bytes(),
+                                           cudaMemcpyHostToDevice, copy_stream_));
+  if (auto s = pinned->RecordCopy(copy_stream_); !s.ok()) return s;
+  GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(copies_[slot].in, copy_stream_));
+  copies_[slot].in_pending = true;
   return absl::OkStatus();
 }
 

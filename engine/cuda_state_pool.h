@@ -3,11 +3,23 @@
 // One extra slot past capacity() is scratch: padding rows of a CUDA-graph decode bucket write
 // there, never into a live sequence. Zero and Copy are asynchronous on the engine's stream, so
 // they are ordered with the steps around them.
+//
+// Swaps between slots and page-locked host buffers (SaveToHost / LoadFromHost) run on a second
+// stream, so a session or a preempted sequence moves while the next steps compute. Ordering,
+// all on the GPU (the host never blocks):
+//   - a copy starts after the engine-stream work queued before it (an event the copy stream
+//     waits on): a save sees the state the steps left, a load lands after the slot was zeroed;
+//   - a slot saved from is not handed out while its copy runs if another free slot exists, and
+//     otherwise Zero makes the engine stream wait for that copy;
+//   - a slot loaded into: OrderBeforeUse (the backend calls it for every slot of a step) makes
+//     the engine stream wait for the load, unless it has already finished (the scheduler holds a
+//     loading sequence back until HostState::Ready, so usually it has).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/cuda_util.h"
@@ -19,6 +31,7 @@ class GpuStatePool : public StatePool {
  public:
   // RESOURCE_EXHAUSTED (naming the size) when the GPU cannot hold slots + 1 states.
   static absl::StatusOr<std::unique_ptr<GpuStatePool>> Create(int slots, int64_t state_floats, cudaStream_t stream);
+  ~GpuStatePool() override;
 
   float* base() const { return storage_.get<float>(); }
   int64_t slot_stride() const { return state_floats_; }
@@ -27,17 +40,31 @@ class GpuStatePool : public StatePool {
 
   absl::Status Zero(int slot) override;
   absl::Status Copy(int src, int dst) override;
-  // Copies a slot's state to or from the host (tests, and session save/restore later).
-  absl::Status Download(int slot, float* host) const;
-  absl::Status Upload(int slot, const float* host);
+  absl::StatusOr<std::unique_ptr<HostState>> NewHostState() override;
+  absl::Status SaveToHost(int slot, HostState& dst) override;
+  absl::Status LoadFromHost(HostState& src, int slot) override;
+  // Makes the engine stream wait for copies into or out of the slot that are still running.
+  absl::Status OrderBeforeUse(int slot);
+
+ protected:
+  bool CopyPending(int slot) override;
 
  private:
+  struct SlotCopies {
+    cudaEvent_t out = nullptr, in = nullptr;  // the last save from / load into the slot
+    bool out_pending = false, in_pending = false;
+  };
   GpuStatePool(int slots, int64_t state_floats, DeviceMemory storage, cudaStream_t stream)
-      : StatePool(slots, state_floats), storage_(std::move(storage)), stream_(stream) {}
-  absl::Status CheckSlot(int slot, const char* what) const;
+      : StatePool(slots, state_floats), storage_(std::move(storage)), stream_(stream), copies_(slots) {}
+  absl::Status Init();
+  // Makes the copy stream wait for the work queued on the engine stream so far.
+  absl::Status CopyAfterEngine();
 
   DeviceMemory storage_;
   cudaStream_t stream_;
+  cudaStream_t copy_stream_ = nullptr;
+  cudaEvent_t engine_mark_ = nullptr;
+  std::vector<SlotCopies> copies_;
 };
 
 }  // namespace gla

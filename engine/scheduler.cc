@@ -42,10 +42,26 @@ struct Scheduler::Request : RequestHandle {
   std::unique_ptr<TextAssembler> text;
   SteadyClock::time_point arrival, admitted, first_token;
   bool done = false;
+  bool started = false;       // admitted once (a preempted request is re-admitted)
+  int client_prompt_tokens = 0;
+  SessionStore::Session* session = nullptr;  // the session it continues (marked busy)
+  int64_t session_tokens = 0;                // the session's past before this request
+  int carried = 0;                           // 1: the session's pending token went before the prompt
+  int sampled = 0;                           // tokens sampled (EOS included)
+  std::optional<int32_t> last_sampled;
+  std::shared_ptr<HostState> loading;        // the slot is being loaded from this; sits out until Ready
+  std::shared_ptr<HostState> saved;          // preempted: its state, until re-admitted
+  int cached = 0;                            // prompt tokens whose state came from the prefix cache
+  int snapshot_at = 0;                       // prefill stops here once to save a prefix state (0: no)
 };
 
-Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options) : backend_(backend), options_(options) {
+Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
+    : backend_(backend), options_(options),
+      sessions_(backend.pool(), options.sessions, backend.name()),
+      prefix_cache_(backend.pool(), options.prefix_cache_block, options.prefix_cache_bytes) {
   stats_.slots = backend_.pool().capacity();
+  refused_session_files_ = sessions_.LoadDirectory();
+  stats_.sessions = sessions_.stats();
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -54,6 +70,7 @@ Scheduler::~Scheduler() { Shutdown(std::chrono::milliseconds(0)); }
 absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(GenerationSpec spec, UpdateSink sink) {
   auto r = std::make_shared<Request>(std::move(spec), std::move(sink), this);
   r->arrival = SteadyClock::now();
+  r->client_prompt_tokens = static_cast<int>(r->spec.prompt.size());
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down");
   if (stats_.queued >= options_.queue_size)
@@ -83,6 +100,50 @@ SchedulerStats Scheduler::stats() const {
   return stats_;
 }
 
+bool Scheduler::Post(std::function<void()> task) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (loop_ended_) return false;
+  tasks_.push_back(std::move(task));
+  cv_.notify_all();
+  return true;
+}
+
+void Scheduler::PublishStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.running = static_cast<int>(running_.size());
+  stats_.slots_in_use = backend_.pool().in_use();
+  stats_.preemptions = preemptions_;
+  stats_.sessions = sessions_.stats();
+  stats_.prefix_cache = prefix_cache_.stats();
+}
+
+namespace {
+absl::Status ShuttingDown() { return absl::UnavailableError("server is shutting down"); }
+}  // namespace
+
+void Scheduler::CreateSession(std::string id, int64_t ttl_s, SessionDone done) {
+  auto d = std::make_shared<SessionDone>(std::move(done));
+  if (!Post([this, id = std::move(id), ttl_s, d]() mutable { (*d)(sessions_.Create(std::move(id), ttl_s)); })) (*d)(ShuttingDown());
+}
+
+void Scheduler::ForkSession(std::string source, std::string id, int64_t ttl_s, SessionDone done) {
+  auto d = std::make_shared<SessionDone>(std::move(done));
+  if (!Post([this, source = std::move(source), id = std::move(id), ttl_s, d]() mutable {
+        (*d)(sessions_.Fork(source, std::move(id), ttl_s));
+      }))
+    (*d)(ShuttingDown());
+}
+
+void Scheduler::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
+  auto d = std::make_shared<std::function<void(absl::Status)>>(std::move(done));
+  if (!Post([this, id = std::move(id), d] { (*d)(sessions_.Delete(id)); })) (*d)(ShuttingDown());
+}
+
+void Scheduler::ListSessions(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done) {
+  auto d = std::make_shared<std::function<void(absl::StatusOr<std::vector<SessionInfo>>)>>(std::move(done));
+  if (!Post([this, d] { (*d)(sessions_.List()); })) (*d)(ShuttingDown());
+}
+
 void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, GenerationUpdate update) {
   if (r.done) return;
   r.done = true;
@@ -92,12 +153,28 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
   update.finished = true;
   update.reason = reason;
   update.status = std::move(status);
-  update.usage.prompt_tokens = static_cast<int>(r.spec.prompt.size());
+  update.usage.prompt_tokens = r.client_prompt_tokens;
+  update.usage.cached_prompt_tokens = r.cached;
+  update.usage.session_tokens = r.session_tokens;
   update.usage.completion_tokens = static_cast<int>(r.output.size());
   update.usage.total_time_s = secs(now - r.arrival);
   update.usage.queue_time_s = r.slot >= 0 ? secs(r.admitted - r.arrival) : secs(now - r.arrival);
   update.usage.time_to_first_token_s = r.output.empty() ? 0.0 : secs(r.first_token - r.arrival);
   const bool was_running = r.slot >= 0;
+  if (r.session != nullptr) {
+    // A turn that ended well leaves its state (and slot) to the session; any other leaves the
+    // session as it was.
+    if (update.status.ok() && reason != FinishReason::kCancelled && r.slot >= 0 && r.last_sampled) {
+      const int64_t added = static_cast<int64_t>(r.spec.prompt.size()) - r.carried + r.sampled;
+      sessions_.Commit(*r.session, r.slot, added, r.last_sampled, r.spec.adapter_name);
+      r.slot = -1;
+    } else {
+      sessions_.Abort(*r.session);
+    }
+    r.session = nullptr;
+  }
+  r.loading.reset();
+  r.saved.reset();
   if (r.slot >= 0) {
     backend_.pool().Release(r.slot);
     r.slot = -1;
@@ -113,23 +190,118 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
   r.sink(std::move(update));
 }
 
+void Scheduler::Intake(std::shared_ptr<Request> r) {
+  if (!r->spec.session.empty()) {
+    auto session = sessions_.BeginTurn(r->spec.session, r->spec.adapter_name);
+    if (!session.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --stats_.queued;
+      }
+      Finish(*r, FinishReason::kCancelled, session.status());
+      return;
+    }
+    r->session = *session;
+  }
+  waiting_.push_back(std::move(r));
+}
+
+std::optional<int> Scheduler::AcquireSlot(int priority) {
+  for (;;) {
+    if (auto slot = backend_.pool().Acquire()) return slot;
+    if (sessions_.FreeOneSlot()) continue;  // an idle session's state goes to host memory
+    if (options_.preemption && Preempt(priority)) continue;
+    return std::nullopt;
+  }
+}
+
+bool Scheduler::Preempt(int priority) {
+  // The lowest-priority running sequence below `priority`; of those, the last admitted.
+  Request* victim = nullptr;
+  for (auto& r : running_)
+    if (r->spec.priority < priority && (victim == nullptr || r->spec.priority < victim->spec.priority ||
+                                        (r->spec.priority == victim->spec.priority && r->admitted > victim->admitted)))
+      victim = r.get();
+  if (victim == nullptr) return false;
+  auto host = backend_.pool().NewHostState();
+  if (!host.ok()) return false;
+  std::shared_ptr<HostState> saved = std::move(*host);
+  if (!backend_.pool().SaveToHost(victim->slot, *saved).ok()) return false;
+  backend_.pool().Release(victim->slot);
+  victim->slot = -1;
+  victim->saved = std::move(saved);
+  victim->loading.reset();  // a load still in flight precedes the save on the copy stream
+  auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r.get() == victim; });
+  waiting_.push_front(std::move(*it));
+  running_.erase(it);
+  ++preemptions_;
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.queued;
+  if (stats_.running > 0) --stats_.running;
+  return true;
+}
+
+// The state a newly admitted request starts from: its session's, a cached prefix's, or zero.
+absl::Status Scheduler::StartState(Request& r) {
+  std::vector<int32_t>& prompt = r.spec.prompt;
+  bool empty_past = true;
+  if (r.session != nullptr) {
+    const SessionRecord& rec = r.session->record;
+    r.session_tokens = rec.tokens;
+    empty_past = rec.tokens == 0;
+    if (rec.pending) {
+      prompt.insert(prompt.begin(), *rec.pending);
+      r.carried = 1;
+    } else if (empty_past && r.spec.bos_if_session_empty) {
+      prompt.insert(prompt.begin(), *r.spec.bos_if_session_empty);
+    }
+    auto loading = sessions_.Restore(*r.session, r.slot);
+    if (!loading.ok()) return loading.status();
+    r.loading = std::move(*loading);
+  }
+  if (empty_past && prefix_cache_.enabled()) {
+    auto hit = prefix_cache_.Lookup(prompt, r.spec.adapter.get(), &r.snapshot_at);
+    if (hit) {
+      if (absl::Status s = backend_.pool().LoadFromHost(*hit->state, r.slot); !s.ok()) return s;
+      r.loading = std::move(hit->state);
+      r.prefilled = static_cast<size_t>(hit->tokens);
+      r.cached = hit->tokens;
+    }
+  }
+  return absl::OkStatus();
+}
+
 void Scheduler::AdmitWaiting() {
   while (!waiting_.empty()) {
     // Highest priority first, FIFO within it.
     auto it = std::max_element(waiting_.begin(), waiting_.end(), [](const auto& a, const auto& b) {
       return a->spec.priority < b->spec.priority;  // max_element keeps the first of equals
     });
-    auto slot = backend_.pool().Acquire();
+    auto slot = AcquireSlot((*it)->spec.priority);
     if (!slot) return;
     std::shared_ptr<Request> r = *it;
-    waiting_.erase(it);
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));  // Preempt may have moved `it`
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --stats_.queued;
+    }
     r->slot = *slot;
-    r->admitted = SteadyClock::now();
-    r->history.AddPrompt(r->spec.prompt);
-    r->text = std::make_unique<TextAssembler>(backend_.tokenizer(), r->spec.stop);
+    absl::Status st;
+    if (!r->started) {
+      r->started = true;
+      r->admitted = SteadyClock::now();
+      st = StartState(*r);
+      r->history.AddPrompt(r->spec.prompt);
+      r->text = std::make_unique<TextAssembler>(backend_.tokenizer(), r->spec.stop);
+    } else {  // preempted earlier: its state comes back from host memory
+      st = backend_.pool().LoadFromHost(*r->saved, r->slot);
+      r->loading = std::move(r->saved);
+    }
+    if (!st.ok()) {
+      Finish(*r, FinishReason::kCancelled, std::move(st));
+      continue;
+    }
     running_.push_back(std::move(r));
-    std::lock_guard<std::mutex> lock(mu_);
-    --stats_.queued;
   }
 }
 
@@ -153,6 +325,8 @@ void Scheduler::DropEnded(std::chrono::system_clock::time_point now, bool cancel
 
 void Scheduler::Accept(Request& r, const SampledToken& t) {
   const int32_t token = t.token;
+  ++r.sampled;
+  r.last_sampled = token;
   if (r.output.empty()) r.first_token = SteadyClock::now();
   GenerationUpdate u;
   const auto& eos = backend_.config().eos_token_ids;
@@ -182,24 +356,40 @@ void Scheduler::RunStep() {
   std::vector<StepItem> items;
   std::vector<Request*> owners;
   int budget = options_.step_token_budget;
-  for (auto& r : running_)  // decodes first
-    if (r->prefilled == r->spec.prompt.size()) {
+  // A sequence whose state is still being copied in sits this step out.
+  auto ready = [](Request& r) {
+    if (r.loading && !r.loading->Ready()) return false;
+    r.loading.reset();
+    return true;
+  };
+  std::vector<bool> in_step(running_.size());
+  for (size_t i = 0; i < running_.size(); ++i) in_step[i] = ready(*running_[i]);
+  for (size_t i = 0; i < running_.size(); ++i) {  // decodes first
+    auto& r = running_[i];
+    if (in_step[i] && r->prefilled == r->spec.prompt.size()) {
       items.push_back({std::span<const int32_t>(&r->output.back(), 1), r->slot, true, &r->spec.sampling, &r->history,
                        r->output.size(), r->spec.adapter});
       owners.push_back(r.get());
       --budget;
     }
+  }
   int prefill_budget = std::max(budget, options_.min_prefill_tokens);
-  for (auto& r : running_) {
-    if (r->prefilled == r->spec.prompt.size() || prefill_budget <= 0) continue;
-    const size_t n = std::min<size_t>(r->spec.prompt.size() - r->prefilled, prefill_budget);
+  for (size_t i = 0; i < running_.size(); ++i) {
+    auto& r = running_[i];
+    if (!in_step[i] || r->prefilled == r->spec.prompt.size() || prefill_budget <= 0) continue;
+    size_t n = std::min<size_t>(r->spec.prompt.size() - r->prefilled, prefill_budget);
+    if (r->snapshot_at > 0 && r->prefilled < static_cast<size_t>(r->snapshot_at))  // stop at the prefix to cache
+      n = std::min<size_t>(n, r->snapshot_at - r->prefilled);
     const bool last = r->prefilled + n == r->spec.prompt.size();
     items.push_back({std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled, n), r->slot, last,
                      &r->spec.sampling, &r->history, 0, r->spec.adapter});
     owners.push_back(r.get());
     prefill_budget -= static_cast<int>(n);
   }
-  if (items.empty()) return;
+  if (items.empty()) {
+    if (!running_.empty()) std::this_thread::yield();  // all of them are loading their state
+    return;
+  }
   std::vector<SampledToken> out;
   // Fine-tuning shares the device: wait for a training step in flight (or one that is owed its
   // turn) to end, and keep training out while this step runs.
@@ -216,6 +406,11 @@ void Scheduler::RunStep() {
     for (size_t i = 0; i < items.size(); ++i) {
       Request& r = *owners[i];
       if (r.prefilled < r.spec.prompt.size()) r.prefilled += items[i].tokens.size();
+      if (r.snapshot_at > 0 && r.prefilled == static_cast<size_t>(r.snapshot_at)) {
+        // Best effort: a prefix that cannot be cached (no host memory) is simply not cached.
+        (void)prefix_cache_.Insert(std::span<const int32_t>(r.spec.prompt).first(r.snapshot_at), r.spec.adapter, r.slot);
+        r.snapshot_at = 0;
+      }
       if (items[i].sample) Accept(r, out[i]);
     }
   }
@@ -224,27 +419,36 @@ void Scheduler::RunStep() {
 
 void Scheduler::Loop() {
   for (;;) {
-    bool cancel_all = false;
+    bool cancel_all = false, exit = false;
+    std::deque<std::shared_ptr<Request>> arrived;
+    std::deque<std::function<void()>> tasks;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      auto has_work = [&] { return !incoming_.empty() || !running_.empty() || !waiting_.empty() || stopping_; };
-      // Idle: sleep until a request arrives. Waiting-only: wake periodically for cancels/deadlines.
+      auto has_work = [&] {
+        return !incoming_.empty() || !tasks_.empty() || !running_.empty() || !waiting_.empty() || stopping_;
+      };
+      // Idle: sleep until a request or a task arrives (sessions: wake once a second to expire
+      // them). Waiting-only: wake periodically for cancels/deadlines.
       if (running_.empty() && !waiting_.empty()) cv_.wait_for(lock, std::chrono::milliseconds(20));
+      else if (stats_.sessions.sessions > 0) cv_.wait_for(lock, std::chrono::seconds(1), has_work);
       else cv_.wait(lock, has_work);
-      while (!incoming_.empty()) {
-        waiting_.push_back(std::move(incoming_.front()));
-        incoming_.pop_front();
-      }
-      if (stopping_ && running_.empty() && waiting_.empty()) return;
-      cancel_all = stopping_ && grace_end_ && SteadyClock::now() >= *grace_end_;
+      arrived.swap(incoming_);
+      tasks.swap(tasks_);
+      exit = stopping_ && running_.empty() && waiting_.empty() && arrived.empty();
+      if (exit) loop_ended_ = true;  // no task can be posted after this
+      else cancel_all = stopping_ && grace_end_ && SteadyClock::now() >= *grace_end_;
+    }
+    for (auto& r : arrived) Intake(std::move(r));
+    for (auto& t : tasks) t();
+    if (exit) {
+      sessions_.SaveAll();  // with --session_dir, every session survives the restart
+      PublishStats();
+      return;
     }
     DropEnded(std::chrono::system_clock::now(), cancel_all);
+    sessions_.Expire();
     AdmitWaiting();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.running = static_cast<int>(running_.size());
-      stats_.slots_in_use = backend_.pool().in_use();
-    }
+    PublishStats();
     RunStep();
     // Tell the fine-tune gate whether serving still has work: when it has none (before the loop
     // sleeps), training steps may run back to back. RunStep's BeginServing says "work" itself.

@@ -4,6 +4,17 @@
 // within a priority while state slots are free; past `queue_size` waiting requests, Submit
 // answers RESOURCE_EXHAUSTED. A cancelled request or an expired deadline frees its slot at the
 // next step. One thread runs the loop and owns the backend and its state pool.
+//
+// States outside the running batch (issue 8), all owned by the loop thread:
+//   - sessions (engine/sessions/session_store.h): a request naming a session starts from its
+//     saved state and leaves its own there when it ends well; one request per session at a time
+//     (a second is FAILED_PRECONDITION). Session RPCs run on the loop thread between steps.
+//   - the prefix-state cache (engine/sessions/prefix_cache.h): a prompt that starts with a cached
+//     block prefix starts from a copy of its state.
+//   - preemption: when no slot is free (after idle sessions gave theirs back) and a waiting request
+//     has a higher priority than a running one, the running one's state is swapped to host memory
+//     and it waits again; re-admitted, it resumes exactly where it stopped (no recompute).
+// Swaps run on the pool's copy stream; a sequence whose state is still loading sits out a step.
 #pragma once
 
 #include <chrono>
@@ -20,6 +31,8 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/sessions/prefix_cache.h"
+#include "engine/sessions/session_store.h"
 
 namespace gla {
 
@@ -38,11 +51,18 @@ struct GenerationSpec {
   int priority = 0;  // higher is admitted first
   // LoRA adapter to generate with (null: the base model); held until the request ends.
   std::shared_ptr<const LoraAdapter> adapter;
+  std::string adapter_name;  // its name ("" = none): a session remembers it
+  // Continue this session (empty: none). Its pending token (the last one sampled) goes before
+  // `prompt`; a session with no past gets `bos_if_session_empty` first when set.
+  std::string session;
+  std::optional<int32_t> bos_if_session_empty;
 };
 
 struct Usage {
   int prompt_tokens = 0, completion_tokens = 0;
   double time_to_first_token_s = 0, total_time_s = 0, queue_time_s = 0;
+  int cached_prompt_tokens = 0;  // prompt tokens not prefilled: their state came from the prefix cache
+  int64_t session_tokens = 0;    // tokens in the session's past before this request
 };
 
 // What a request produced in one step. The last update has finished = true.
@@ -75,11 +95,18 @@ struct SchedulerOptions {
   // Shares the device with fine-tune jobs (engine/finetune/compute_gate.h): every step runs inside
   // the gate, and the gate is told whether serving has work. Null: no fine-tuning, no gate.
   ComputeGate* compute_gate = nullptr;
+  SessionOptions sessions;
+  int prefix_cache_block = 64;      // tokens per cached block (the chunk kernels' chunk)
+  int64_t prefix_cache_bytes = 0;   // host memory for cached prefix states; 0 = no prefix cache
+  bool preemption = true;           // swap a lower-priority running sequence out for a waiting one
 };
 
 struct SchedulerStats {
   int queued = 0, running = 0, slots = 0, slots_in_use = 0;
   uint64_t steps = 0, completed = 0;
+  uint64_t preemptions = 0;  // running sequences swapped out for a higher-priority request
+  SessionStats sessions;
+  PrefixCacheStats prefix_cache;
 };
 
 class Scheduler {
@@ -97,6 +124,16 @@ class Scheduler {
   SchedulerStats stats() const;
   Backend& backend() { return backend_; }
 
+  // Session management, run on the loop thread between steps; `done` is called there (it must
+  // return quickly). After shutdown, done gets UNAVAILABLE at once. Errors: see SessionStore.
+  using SessionDone = std::function<void(absl::StatusOr<SessionInfo>)>;
+  void CreateSession(std::string id, int64_t ttl_s, SessionDone done);
+  void ForkSession(std::string source, std::string id, int64_t ttl_s, SessionDone done);
+  void DeleteSession(std::string id, std::function<void(absl::Status)> done);
+  void ListSessions(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done);
+  // The session files refused at start-up (one message each, naming the file).
+  const std::vector<std::string>& refused_session_files() const { return refused_session_files_; }
+
  private:
   struct Request;
   void Loop();
@@ -105,6 +142,13 @@ class Scheduler {
   void RunStep();
   void Accept(Request& r, const SampledToken& t);
   void Finish(Request& r, FinishReason reason, absl::Status status, GenerationUpdate update = {});
+  // Runs `task` on the loop thread; false when the loop has ended.
+  bool Post(std::function<void()> task);
+  void Intake(std::shared_ptr<Request> r);
+  std::optional<int> AcquireSlot(int priority);
+  bool Preempt(int priority);
+  absl::Status StartState(Request& r);
+  void PublishStats();
 
   Backend& backend_;
   const SchedulerOptions options_;
@@ -115,10 +159,16 @@ class Scheduler {
   bool stopping_ = false;                          // guarded by mu_
   std::optional<std::chrono::steady_clock::time_point> grace_end_;
   SchedulerStats stats_;                           // guarded by mu_
+  std::deque<std::function<void()>> tasks_;        // guarded by mu_
+  bool loop_ended_ = false;                        // guarded by mu_
 
   // Loop thread only.
   std::deque<std::shared_ptr<Request>> waiting_;
   std::vector<std::shared_ptr<Request>> running_;
+  SessionStore sessions_;
+  PrefixCache prefix_cache_;
+  uint64_t preemptions_ = 0;
+  std::vector<std::string> refused_session_files_;
   std::thread thread_;
 };
 

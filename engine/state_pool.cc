@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 
@@ -14,8 +15,12 @@ StatePool::StatePool(int slots, int64_t state_floats) : state_floats_(state_floa
 
 std::optional<int> StatePool::Acquire() {
   if (free_.empty()) return std::nullopt;
-  const int slot = free_.back();
-  free_.pop_back();
+  // The most recently freed slot whose state no copy is still reading; else the top one (Zero
+  // then orders itself after that copy).
+  auto it = std::find_if(free_.rbegin(), free_.rend(), [&](int s) { return !CopyPending(s); });
+  const auto pos = it != free_.rend() ? std::prev(it.base()) : std::prev(free_.end());
+  const int slot = *pos;
+  free_.erase(pos);
   used_[slot] = true;
   if (!Zero(slot).ok()) {  // storage failure: keep the slot out of circulation
     return std::nullopt;
@@ -29,19 +34,62 @@ void StatePool::Release(int slot) {
   free_.push_back(slot);
 }
 
+absl::Status StatePool::CheckSlot(int slot, const char* what) const {
+  if (slot < 0 || slot >= capacity()) return absl::OutOfRangeError(absl::StrCat(what, ": slot ", slot, " of ", capacity()));
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Plain memory: copies are done when they return.
+class PlainHostState : public HostState {
+ public:
+  explicit PlainHostState(std::vector<float> data) : HostState(static_cast<int64_t>(data.size())), data_(std::move(data)) {}
+  float* data() override { return data_.data(); }
+  bool Ready() override { return true; }
+  absl::Status Wait() override { return absl::OkStatus(); }
+
+ private:
+  std::vector<float> data_;
+};
+
+}  // namespace
+
 HostStatePool::HostStatePool(int slots, int64_t state_floats)
     : StatePool(slots, state_floats), storage_(static_cast<size_t>(slots) * state_floats, 0.0f) {}
 
 absl::Status HostStatePool::Zero(int slot) {
-  if (slot < 0 || slot >= capacity()) return absl::OutOfRangeError(absl::StrCat("slot ", slot));
+  if (auto s = CheckSlot(slot, "zero"); !s.ok()) return s;
   std::fill_n(data(slot), state_floats_, 0.0f);
   return absl::OkStatus();
 }
 
 absl::Status HostStatePool::Copy(int src, int dst) {
-  if (src < 0 || src >= capacity() || dst < 0 || dst >= capacity())
-    return absl::OutOfRangeError(absl::StrCat("slot copy ", src, " -> ", dst));
-  std::memcpy(data(dst), data(src), static_cast<size_t>(state_bytes()));
+  if (auto s = CheckSlot(src, "copy from"); !s.ok()) return s;
+  if (auto s = CheckSlot(dst, "copy to"); !s.ok()) return s;
+  if (src != dst) std::memcpy(data(dst), data(src), static_cast<size_t>(state_bytes()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<HostState>> HostStatePool::NewHostState() {
+  try {
+    return std::unique_ptr<HostState>(new PlainHostState(std::vector<float>(static_cast<size_t>(state_floats_), 0.0f)));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat("no host memory for a state of ", state_bytes(), " bytes"));
+  }
+}
+
+absl::Status HostStatePool::SaveToHost(int slot, HostState& dst) {
+  if (auto s = CheckSlot(slot, "save"); !s.ok()) return s;
+  if (dst.floats() != state_floats_) return absl::InvalidArgumentError("save: host state of another size");
+  std::memcpy(dst.data(), data(slot), static_cast<size_t>(state_bytes()));
+  return absl::OkStatus();
+}
+
+absl::Status HostStatePool::LoadFromHost(HostState& src, int slot) {
+  if (auto s = CheckSlot(slot, "load"); !s.ok()) return s;
+  if (src.floats() != state_floats_) return absl::InvalidArgumentError("load: host state of another size");
+  std::memcpy(data(slot), src.data(), static_cast<size_t>(state_bytes()));
   return absl::OkStatus();
 }
 

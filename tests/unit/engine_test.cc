@@ -9,6 +9,7 @@
 #include "engine/scheduler.h"
 #include "engine/text_assembler.h"
 #include "models/safetensors.h"
+#include "tests/support/scheduler_util.h"
 #include "tests/support/spm_train.h"
 #include "tests/support/test_util.h"
 
@@ -86,34 +87,8 @@ TEST(TextAssembler, HoldsBackAndCutsAtStopStrings) {
   EXPECT_FALSE(stopped);
 }
 
-struct Collected {
-  std::vector<int32_t> tokens;
-  std::string text;
-  FinishReason reason = FinishReason::kNone;
-  absl::Status status;
-  int updates = 0;
-};
-
-// Submits and returns a future that completes with everything the request produced.
-std::future<Collected> SubmitCollect(Scheduler& s, GenerationSpec spec, absl::Status* submit_status = nullptr,
-                                     std::shared_ptr<RequestHandle>* handle = nullptr) {
-  auto promise = std::make_shared<std::promise<Collected>>();
-  auto acc = std::make_shared<Collected>();
-  auto h = s.Submit(std::move(spec), [promise, acc](GenerationUpdate&& u) {
-    acc->tokens.insert(acc->tokens.end(), u.tokens.begin(), u.tokens.end());
-    acc->text += u.text;
-    ++acc->updates;
-    if (u.finished) {
-      acc->reason = u.reason;
-      acc->status = u.status;
-      promise->set_value(*acc);
-    }
-  });
-  if (submit_status) *submit_status = h.status();
-  if (handle && h.ok()) *handle = *h;
-  if (!h.ok()) promise->set_value(Collected{});
-  return promise->get_future();
-}
+using testing::Collected;
+using testing::SubmitCollect;
 
 class SchedulerTest : public ::testing::Test {
  protected:

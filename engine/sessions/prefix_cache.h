@@ -1,0 +1,74 @@
+// The prefix-state cache (issue 8): recurrent states after whole blocks of frequently used prompt
+// prefixes (system prompts, few-shot headers). A request whose prompt starts with a cached prefix
+// starts from a copy of that state and prefills only the rest.
+//
+// Keys: a chained hash of the prompt's blocks of `block_tokens` tokens and the LoRA adapter; an
+// entry also keeps its tokens, so a hash collision is a miss, never a wrong state. Which prefixes
+// are kept: every prompt counts the block prefixes it passes through; a prefix becomes worth a
+// state once a second prompt has passed through it ("frequently used" = seen twice), and that
+// prompt's prefill stops at the longest such boundary for a snapshot. So a shared 1,000-token
+// system prompt is cached by the second request that carries it and hit from the third on.
+// Entries are evicted least recently used first past `budget_bytes`; their buffers are reused.
+//
+// Loop-thread only (the scheduler's).
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/state_pool.h"
+#include "models/lora_adapter.h"
+
+namespace gla {
+
+struct PrefixCacheStats {
+  uint64_t hits = 0, misses = 0, saved_tokens = 0, inserted = 0, evicted = 0;
+  int entries = 0;
+  int64_t bytes = 0;
+};
+
+class PrefixCache {
+ public:
+  PrefixCache(StatePool& pool, int block_tokens, int64_t budget_bytes);
+  bool enabled() const { return max_entries_ > 0; }
+  int block_tokens() const { return block_; }
+
+  struct Match {
+    int tokens = 0;                    // prompt tokens the state covers
+    std::shared_ptr<HostState> state;  // load it into the request's slot
+  };
+  // The longest cached prefix of `prompt` (whole blocks, shorter than the prompt: the last token
+  // must go through the model to give logits). Counts a hit or a miss; also counts the prompt's
+  // block prefixes as seen. *snapshot: the longest boundary past the match worth saving (0: none).
+  std::optional<Match> Lookup(std::span<const int32_t> prompt, const LoraAdapter* adapter, int* snapshot);
+  // Saves the slot's state as the state after `prefix` (a whole number of blocks).
+  absl::Status Insert(std::span<const int32_t> prefix, std::shared_ptr<const LoraAdapter> adapter, int slot);
+
+  PrefixCacheStats stats() const;
+
+ private:
+  struct Entry {
+    std::vector<int32_t> tokens;
+    std::shared_ptr<const LoraAdapter> adapter;  // kept alive: its pointer is part of the key
+    std::shared_ptr<HostState> state;
+    std::list<uint64_t>::iterator lru;
+  };
+  // Hashes of prompt[0:block*(i+1)] for every whole block shorter than the prompt.
+  std::vector<uint64_t> BlockHashes(std::span<const int32_t> prompt, const LoraAdapter* adapter) const;
+
+  StatePool& pool_;
+  const int block_;
+  const int max_entries_;
+  std::unordered_map<uint64_t, Entry> entries_;
+  std::list<uint64_t> lru_;  // most recently used first
+  std::unordered_map<uint64_t, uint32_t> seen_;
+  PrefixCacheStats counters_;
+};
+
+}  // namespace gla

@@ -1,0 +1,334 @@
+#include "engine/sessions/session_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/adapter_registry.h"
+
+namespace gla {
+
+namespace {
+
+double NowUnix() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+SessionStore::SessionStore(StatePool& pool, SessionOptions options, std::string slot_kind)
+    : pool_(pool), options_(std::move(options)), slot_kind_(std::move(slot_kind)) {}
+
+std::string SessionStore::PathOf(const std::string& id) const {
+  return (std::filesystem::path(options_.dir) / (id + kSessionFileSuffix)).string();
+}
+
+SessionInfo SessionStore::Describe(const Session& s) const {
+  SessionInfo i;
+  i.id = s.record.id;
+  i.adapter = s.record.adapter;
+  i.tokens = s.record.tokens;
+  i.where = s.slot >= 0 ? slot_kind_ : s.host ? "host" : s.on_disk ? "disk" : "empty";
+  i.busy = s.busy;
+  i.created_unix_s = s.record.created_unix_s;
+  i.last_used_unix_s = s.record.last_used_unix_s;
+  i.ttl_s = s.record.ttl_s;
+  i.expires_unix_s = s.record.ttl_s > 0 ? s.record.last_used_unix_s + static_cast<double>(s.record.ttl_s) : 0.0;
+  return i;
+}
+
+std::vector<std::string> SessionStore::LoadDirectory() {
+  std::vector<std::string> refused;
+  if (options_.dir.empty()) return refused;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(options_.dir, ec);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(options_.dir, ec))
+    if (e.path().extension() == kSessionFileSuffix) files.push_back(e.path());
+  if (ec) {
+    refused.push_back(absl::StrCat("session directory ", options_.dir, ": ", ec.message()));
+    return refused;
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& f : files) {
+    auto rec = ReadSessionFile(f.string(), options_.model_fingerprint, pool_.state_floats(), {});
+    if (!rec.ok()) {
+      refused.push_back(std::string(rec.status().message()));
+      continue;
+    }
+    if (rec->id != f.stem().string()) {
+      refused.push_back(absl::StrCat("session file ", f.string(), ": holds session '", rec->id, "' (a renamed file)"));
+      continue;
+    }
+    if (absl::Status s = AdapterRegistry::ValidateName(rec->id); !s.ok() || sessions_.count(rec->id) != 0) {
+      refused.push_back(absl::StrCat("session file ", f.string(), ": bad session id"));
+      continue;
+    }
+    if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
+      refused.push_back(absl::StrCat("session file ", f.string(), ": over the limit of ", options_.max_sessions, " sessions"));
+      continue;
+    }
+    auto s = std::make_unique<Session>();
+    s->record = *rec;
+    s->on_disk = true;
+    sessions_.emplace(rec->id, std::move(s));
+  }
+  return refused;
+}
+
+absl::Status SessionStore::CheckNewId(std::string* id) const {
+  if (id->empty()) {
+    std::random_device rd;
+    do {
+      *id = absl::StrFormat("s-%08x%08x", rd(), rd());
+    } while (sessions_.count(*id) != 0);
+    return absl::OkStatus();
+  }
+  if (absl::Status s = AdapterRegistry::ValidateName(*id); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("session_id '", *id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
+  if (sessions_.count(*id) != 0) return absl::AlreadyExistsError(absl::StrCat("session '", *id, "' exists"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SessionInfo> SessionStore::Insert(std::unique_ptr<Session> s) {
+  if (static_cast<int>(sessions_.size()) >= options_.max_sessions)
+    return absl::ResourceExhaustedError(absl::StrCat("the server holds its limit of ", options_.max_sessions,
+                                                     " sessions (delete some, or raise --max_sessions)"));
+  Session& ref = *s;
+  sessions_.emplace(s->record.id, std::move(s));
+  EnforceHostBudget();
+  auto it = sessions_.find(ref.record.id);
+  if (it == sessions_.end())
+    return absl::ResourceExhaustedError("the session's state does not fit in the host memory budget (--session_memory_mb)");
+  return Describe(*it->second);
+}
+
+absl::StatusOr<SessionInfo> SessionStore::Create(std::string id, int64_t ttl_s) {
+  if (absl::Status s = CheckNewId(&id); !s.ok()) return s;
+  auto s = std::make_unique<Session>();
+  s->record.id = id;
+  s->record.created_unix_s = s->record.last_used_unix_s = NowUnix();
+  s->record.ttl_s = ttl_s < 0 ? options_.default_ttl_s : ttl_s;
+  return Insert(std::move(s));
+}
+
+void SessionStore::Erase(std::map<std::string, std::unique_ptr<Session>>::iterator it) {
+  Session& s = *it->second;
+  if (s.slot >= 0) pool_.Release(s.slot);
+  if (!options_.dir.empty()) std::remove(PathOf(s.record.id).c_str());
+  sessions_.erase(it);
+}
+
+absl::Status SessionStore::Delete(const std::string& id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session '", id, "'"));
+  if (it->second->busy)
+    return absl::FailedPreconditionError(absl::StrCat("session '", id, "' has a request running; cancel it first"));
+  Erase(it);
+  return absl::OkStatus();
+}
+
+std::vector<SessionInfo> SessionStore::List() {
+  std::vector<SessionInfo> out;
+  out.reserve(sessions_.size());
+  for (const auto& [id, s] : sessions_) out.push_back(Describe(*s));
+  return out;
+}
+
+absl::StatusOr<SessionInfo> SessionStore::Fork(const std::string& src_id, std::string id, int64_t ttl_s) {
+  auto it = sessions_.find(src_id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session '", src_id, "'"));
+  Session& src = *it->second;
+  if (src.busy)
+    return absl::FailedPreconditionError(absl::StrCat("session '", src_id, "' has a request running; fork it when it ends"));
+  if (absl::Status s = CheckNewId(&id); !s.ok()) return s;
+  auto s = std::make_unique<Session>();
+  s->record = src.record;
+  s->record.id = id;
+  s->record.created_unix_s = s->record.last_used_unix_s = NowUnix();
+  s->record.ttl_s = ttl_s < 0 ? src.record.ttl_s : ttl_s;
+  if (src.slot >= 0 || src.host || src.on_disk) {  // the copy goes to host memory
+    auto host = pool_.NewHostState();
+    if (!host.ok()) return host.status();
+    std::shared_ptr<HostState> dst = std::move(*host);
+    if (src.slot >= 0) {
+      if (absl::Status st = pool_.SaveToHost(src.slot, *dst); !st.ok()) return st;
+    } else if (src.host) {
+      if (absl::Status st = src.host->Wait(); !st.ok()) return st;
+      std::memcpy(dst->data(), src.host->data(), static_cast<size_t>(pool_.state_bytes()));
+    } else {
+      auto rec = ReadSessionFile(PathOf(src_id), options_.model_fingerprint, pool_.state_floats(),
+                                 {dst->data(), static_cast<size_t>(dst->floats())});
+      if (!rec.ok()) return rec.status();
+    }
+    s->host = std::move(dst);
+  }
+  return Insert(std::move(s));
+}
+
+absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurn(const std::string& id, const std::string& adapter) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end())
+    return absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
+  Session& s = *it->second;
+  if (s.busy)
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", id, "' already has a request running (one turn at a time: wait for it to end)"));
+  if (s.record.tokens > 0 && s.record.adapter != adapter)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", id, "' holds a past computed with ",
+        s.record.adapter.empty() ? std::string("the base model") : absl::StrCat("adapter '", s.record.adapter, "'"),
+        "; this request names ", adapter.empty() ? std::string("none") : absl::StrCat("'", adapter, "'")));
+  s.busy = true;
+  s.record.last_used_unix_s = NowUnix();
+  return &s;
+}
+
+absl::StatusOr<std::shared_ptr<HostState>> SessionStore::Restore(Session& s, int slot) {
+  if (s.slot >= 0) {
+    if (absl::Status st = pool_.Copy(s.slot, slot); !st.ok()) return st;
+    return std::shared_ptr<HostState>();
+  }
+  if (!s.host && s.on_disk) {  // back from disk into host memory first
+    auto host = pool_.NewHostState();
+    if (!host.ok()) return host.status();
+    std::shared_ptr<HostState> h = std::move(*host);
+    auto rec = ReadSessionFile(PathOf(s.record.id), options_.model_fingerprint, pool_.state_floats(),
+                               {h->data(), static_cast<size_t>(h->floats())});
+    if (!rec.ok()) return rec.status();
+    s.host = std::move(h);
+  }
+  if (!s.host) return std::shared_ptr<HostState>();  // empty past: the zeroed slot is it
+  if (absl::Status st = pool_.LoadFromHost(*s.host, slot); !st.ok()) return st;
+  return s.host;
+}
+
+void SessionStore::Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
+                          const std::string& adapter) {
+  if (s.slot >= 0) pool_.Release(s.slot);
+  s.slot = slot;
+  s.host.reset();
+  if (s.on_disk) {  // stale now: a crash must not bring back an older past silently
+    std::remove(PathOf(s.record.id).c_str());
+    s.on_disk = false;
+  }
+  s.record.tokens += tokens_added;
+  s.record.pending = pending;
+  s.record.adapter = adapter;
+  s.record.last_used_unix_s = NowUnix();
+  s.busy = false;
+  EnforceHostBudget();
+}
+
+void SessionStore::Abort(Session& s) {
+  s.busy = false;
+  EnforceHostBudget();
+}
+
+bool SessionStore::FreeOneSlot() {
+  Session* victim = nullptr;
+  for (auto& [id, s] : sessions_)
+    if (s->slot >= 0 && (victim == nullptr || s->record.last_used_unix_s < victim->record.last_used_unix_s))
+      victim = s.get();
+  if (victim == nullptr) return false;
+  auto host = pool_.NewHostState();
+  if (!host.ok()) return false;
+  std::shared_ptr<HostState> h = std::move(*host);
+  if (!pool_.SaveToHost(victim->slot, *h).ok()) return false;
+  pool_.Release(victim->slot);
+  victim->slot = -1;
+  victim->host = std::move(h);
+  ++counters_.swapped_out;
+  EnforceHostBudget();
+  return true;
+}
+
+absl::Status SessionStore::WriteToDisk(Session& s) {
+  std::vector<float> zeros;
+  std::span<const float> state;
+  if (s.host) {
+    if (absl::Status st = s.host->Wait(); !st.ok()) return st;
+    state = {s.host->data(), static_cast<size_t>(s.host->floats())};
+  } else if (s.slot >= 0) {
+    auto host = pool_.NewHostState();
+    if (!host.ok()) return host.status();
+    s.host = std::move(*host);
+    if (absl::Status st = pool_.SaveToHost(s.slot, *s.host); !st.ok()) return st;
+    if (absl::Status st = s.host->Wait(); !st.ok()) return st;
+    state = {s.host->data(), static_cast<size_t>(s.host->floats())};
+  } else if (s.on_disk) {
+    return absl::OkStatus();  // the file is current
+  } else {
+    zeros.assign(static_cast<size_t>(pool_.state_floats()), 0.0f);
+    state = zeros;
+  }
+  if (absl::Status st = WriteSessionFile(PathOf(s.record.id), options_.model_fingerprint, s.record, state); !st.ok())
+    return st;
+  ++counters_.written;
+  return absl::OkStatus();
+}
+
+void SessionStore::EnforceHostBudget() {
+  for (;;) {
+    int64_t held = 0;
+    Session* victim = nullptr;
+    for (auto& [id, s] : sessions_) {
+      if (!s->host) continue;
+      held += pool_.state_bytes();
+      if (!s->busy && s->slot < 0 && (victim == nullptr || s->record.last_used_unix_s < victim->record.last_used_unix_s))
+        victim = s.get();
+    }
+    if (held <= options_.host_bytes || victim == nullptr) return;
+    if (!options_.dir.empty() && WriteToDisk(*victim).ok()) {
+      victim->host.reset();
+      victim->on_disk = true;
+    } else {
+      ++counters_.dropped;
+      victim->host.reset();  // Erase below; keep the file (if any) consistent by removing it there
+      Erase(sessions_.find(victim->record.id));
+    }
+  }
+}
+
+void SessionStore::Expire() {
+  const double now = NowUnix();
+  if (now - last_expire_ < 1.0) return;
+  last_expire_ = now;
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    const Session& s = *it->second;
+    auto next = std::next(it);
+    if (!s.busy && s.record.ttl_s > 0 && now > s.record.last_used_unix_s + static_cast<double>(s.record.ttl_s)) {
+      ++counters_.expired;
+      Erase(it);
+    }
+    it = next;
+  }
+}
+
+void SessionStore::SaveAll() {
+  if (options_.dir.empty()) return;
+  for (auto& [id, s] : sessions_) {
+    if (s->on_disk && s->slot < 0 && !s->host) continue;
+    if (WriteToDisk(*s).ok()) s->on_disk = true;
+  }
+}
+
+SessionStats SessionStore::stats() const {
+  SessionStats st = counters_;
+  st.sessions = static_cast<int>(sessions_.size());
+  for (const auto& [id, s] : sessions_) {
+    if (s->slot >= 0) ++st.in_slots;
+    else if (s->host) ++st.in_host;
+    else if (s->on_disk) ++st.on_disk;
+    if (s->host) st.host_bytes += pool_.state_bytes();
+  }
+  return st;
+}
+
+}  // namespace gla

@@ -1,0 +1,119 @@
+// Stateful sessions (issue 8): a conversation kept as one recurrent state instead of its text.
+// A session's latest state lives in exactly one place:
+//   - a pool slot (after a turn, while the pool has room: the next turn starts with one device
+//     copy),
+//   - a HostState (page-locked on the GPU), when the pool needed the slot (LRU),
+//   - a file in --session_dir, when host memory went over its budget (LRU) or the server shut
+//     down; without a session directory, the least recently used idle session is dropped then,
+//   - nowhere, while it holds no tokens.
+// A turn runs on a slot of its own, copied from the session's state; only a turn that ends well
+// (EOS, stop, length) replaces the session's state, so a cancelled or failed turn leaves the
+// session as it was. The token sampled last is kept `pending` and becomes the first token of the
+// next turn's prompt: the session's past is exactly its prompts and outputs in order.
+//
+// Loop-thread only (the scheduler's): no locking.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/sessions/session_file.h"
+#include "engine/state_pool.h"
+
+namespace gla {
+
+struct SessionOptions {
+  int max_sessions = 1024;
+  int64_t host_bytes = int64_t{2} << 30;  // budget for states at rest in host memory
+  std::string dir;                        // "" = no disk tier (sessions do not survive a restart)
+  int64_t default_ttl_s = 3600;           // idle time after which a session is deleted; 0 = never
+  uint64_t model_fingerprint = 0;         // session files written for another model are refused
+};
+
+struct SessionInfo {
+  std::string id, adapter;
+  int64_t tokens = 0;
+  std::string where;  // "gpu" / "cpu" (a pool slot of that backend), "host", "disk", "empty"
+  bool busy = false;
+  double created_unix_s = 0, last_used_unix_s = 0, expires_unix_s = 0;  // 0 = never
+  int64_t ttl_s = 0;
+};
+
+struct SessionStats {
+  int sessions = 0, in_slots = 0, in_host = 0, on_disk = 0;
+  int64_t host_bytes = 0;
+  uint64_t swapped_out = 0, written = 0, dropped = 0, expired = 0;
+};
+
+class SessionStore {
+ public:
+  struct Session {
+    SessionRecord record;
+    int slot = -1;                     // its state is in this pool slot
+    std::shared_ptr<HostState> host;   // or here
+    bool on_disk = false;              // or in its file (only when slot < 0 and !host)
+    bool busy = false;                 // a request on it has not ended
+  };
+
+  // `slot_kind` names the pool's memory in listings ("gpu" or "cpu").
+  SessionStore(StatePool& pool, SessionOptions options, std::string slot_kind);
+
+  // Registers the session files of options.dir (checked whole: header, size, checksum, model).
+  // Returns one message per refused file, naming it; refused files are left where they are.
+  std::vector<std::string> LoadDirectory();
+
+  // Empty id: the server makes one. ttl_s < 0: the default. INVALID_ARGUMENT for a bad id,
+  // ALREADY_EXISTS, RESOURCE_EXHAUSTED past max_sessions.
+  absl::StatusOr<SessionInfo> Create(std::string id, int64_t ttl_s);
+  // FAILED_PRECONDITION while a request runs on it; NOT_FOUND. Removes its file too.
+  absl::Status Delete(const std::string& id);
+  std::vector<SessionInfo> List();  // sorted by id
+  // A new session with a copy of `src`'s state (FAILED_PRECONDITION while a request runs on src).
+  absl::StatusOr<SessionInfo> Fork(const std::string& src, std::string id, int64_t ttl_s);
+
+  // ---- For the scheduler.
+  // The session a request names, marked busy. NOT_FOUND; FAILED_PRECONDITION when busy or when
+  // its past was computed with another adapter than `adapter`.
+  absl::StatusOr<Session*> BeginTurn(const std::string& id, const std::string& adapter);
+  // Puts the session's state into `slot` (already zeroed). Returns the host buffer the slot is
+  // loading from, to be held until Ready (null: nothing in flight).
+  absl::StatusOr<std::shared_ptr<HostState>> Restore(Session& s, int slot);
+  // The turn ended well: the session takes `slot` as its state.
+  void Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending, const std::string& adapter);
+  void Abort(Session& s);  // the turn failed or was cancelled: the session stays as it was
+  // Frees a pool slot that holds a session's state (least recently used first) by saving it to
+  // host memory. False when no session holds one.
+  bool FreeOneSlot();
+  // Deletes idle sessions past their TTL. Cheap when called often (checks once a second).
+  void Expire();
+  // Writes every session's state to options.dir (shutdown); no-op without a directory.
+  void SaveAll();
+
+  SessionStats stats() const;
+  bool has_dir() const { return !options_.dir.empty(); }
+
+ private:
+  SessionInfo Describe(const Session& s) const;
+  std::string PathOf(const std::string& id) const;
+  absl::StatusOr<SessionInfo> Insert(std::unique_ptr<Session> s);
+  absl::Status CheckNewId(std::string* id) const;
+  // Moves idle host-held states to disk (or drops their sessions) until host memory is in budget.
+  void EnforceHostBudget();
+  absl::Status WriteToDisk(Session& s);
+  void Erase(std::map<std::string, std::unique_ptr<Session>>::iterator it);
+
+  StatePool& pool_;
+  const SessionOptions options_;
+  const std::string slot_kind_;
+  std::map<std::string, std::unique_ptr<Session>> sessions_;
+  SessionStats counters_;
+  double last_expire_ = 0;
+  uint64_t next_id_ = 0;
+};
+
+}  // namespace gla
