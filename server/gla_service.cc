@@ -35,6 +35,8 @@ void FillUsage(const Usage& u, v1::Usage* out) {
   out->set_time_to_first_token_s(u.time_to_first_token_s);
   out->set_total_time_s(u.total_time_s);
   out->set_queue_time_s(u.queue_time_s);
+  out->set_cached_prompt_tokens(u.cached_prompt_tokens);
+  out->set_session_tokens(static_cast<uint64_t>(u.session_tokens));
 }
 
 void AddLogprobs(const std::vector<SampledToken>& from, google::protobuf::RepeatedPtrField<v1::Logprobs>* to) {
@@ -126,6 +128,7 @@ absl::StatusOr<GenerationSpec> PrepareSpec(GlaService* svc, grpc::CallbackServer
                                                         " backend does not apply LoRA adapters yet (glad --backend cpu does)"));
     const AdapterRegistry* registry = svc->info().adapters;
     spec->adapter = registry != nullptr ? registry->Find(req.adapter()) : nullptr;
+    spec->adapter_name = req.adapter();
     if (spec->adapter == nullptr)
       return absl::NotFoundError(
           absl::StrCat("no adapter named '", req.adapter(), "' is loaded (FineTune.ListAdapters lists them)"));
@@ -377,6 +380,24 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   l->set_queue_size(info_.queue_size);
   l->set_step_token_budget(info_.step_token_budget);
   l->set_max_logprobs(limits_.max_logprobs);
+  v1::SessionStats* ss = resp->mutable_sessions();
+  ss->set_sessions(st.sessions.sessions);
+  ss->set_in_slots(st.sessions.in_slots);
+  ss->set_in_host(st.sessions.in_host);
+  ss->set_on_disk(st.sessions.on_disk);
+  ss->set_host_bytes(st.sessions.host_bytes);
+  ss->set_swapped_out(st.sessions.swapped_out);
+  ss->set_written(st.sessions.written);
+  ss->set_dropped(st.sessions.dropped);
+  ss->set_expired(st.sessions.expired);
+  v1::PrefixCacheStats* pc = resp->mutable_prefix_cache();
+  pc->set_hits(st.prefix_cache.hits);
+  pc->set_misses(st.prefix_cache.misses);
+  pc->set_saved_tokens(st.prefix_cache.saved_tokens);
+  pc->set_entries(st.prefix_cache.entries);
+  pc->set_bytes(st.prefix_cache.bytes);
+  pc->set_block_tokens(info_.prefix_cache_block);
+  resp->set_preemptions(st.preemptions);
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -22,6 +22,7 @@ struct ServiceInfo {
   const AdapterRegistry* adapters = nullptr;  // GenerateRequest.adapter names one of these
   RequestGuard* guard = nullptr;               // token and rate checks on every RPC (null: none)
   ServerMetrics* metrics = nullptr;            // request counters and latencies (null: none)
+  int prefix_cache_block = 0;                  // tokens per cached prefix block (ModelInfo)
 };
 
 class GlaService final : public v1::Gla::CallbackService {
@@ -39,6 +40,15 @@ class GlaService final : public v1::Gla::CallbackService {
                                        v1::DetokenizeResponse* resp) override;
   grpc::ServerUnaryReactor* ModelInfo(grpc::CallbackServerContext* ctx, const v1::ModelInfoRequest* req,
                                       v1::ModelInfoResponse* resp) override;
+  // Sessions (gla_service_sessions.cc): run on the scheduler's loop thread, answered from there.
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx, const v1::CreateSessionRequest* req,
+                                          v1::Session* resp) override;
+  grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx, const v1::DeleteSessionRequest* req,
+                                          v1::DeleteSessionResponse* resp) override;
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* ctx, const v1::ListSessionsRequest* req,
+                                         v1::ListSessionsResponse* resp) override;
+  grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* ctx, const v1::ForkSessionRequest* req,
+                                        v1::Session* resp) override;
 
   // Shared by the reactors (gla_service.cc).
   Scheduler& scheduler() { return scheduler_; }

@@ -42,6 +42,7 @@
 #include "engine/finetune/compute_gate.h"
 #include "engine/finetune/jobs.h"
 #include "engine/scheduler.h"
+#include "models/fingerprint.h"
 #include "models/status_macros.h"
 #include "server/fine_tune_service.h"
 #include "server/gla_service.h"
@@ -101,6 +102,19 @@ ABSL_FLAG(std::string, auth_token_file, "", "file whose first line is the bearer
 ABSL_FLAG(int32_t, max_message_mb, 64, "largest request message accepted (MiB): fine-tune data travels in requests");
 ABSL_FLAG(double, rate_limit, 0.0, "requests per second one client address may make (0: no limit)");
 ABSL_FLAG(double, rate_limit_burst, 0.0, "requests one client may make at once (0: max(1, --rate_limit))");
+ABSL_FLAG(std::string, session_dir, "",
+          "directory for session states at rest: idle sessions past --session_memory_mb go there, and every "
+          "session is written there on shutdown and read back at start-up (unset: sessions live in memory only)");
+ABSL_FLAG(int32_t, session_memory_mb, 2048,
+          "host memory for idle session states (past it, the least recently used go to --session_dir, or are deleted)");
+ABSL_FLAG(int64_t, session_ttl_s, 3600, "idle seconds after which a session is deleted (0 = never); CreateSession may set its own");
+ABSL_FLAG(int32_t, max_sessions, 1024, "sessions the server holds at once; more are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, prefix_cache_mb, 1024,
+          "host memory for the prefix-state cache: states after frequently used prompt prefixes (0 = off)");
+ABSL_FLAG(int32_t, prefix_cache_block, 64, "prompt prefixes are cached at multiples of this many tokens");
+ABSL_FLAG(bool, preemption, true,
+          "when no slot is free, swap a lower-priority running sequence to host memory for a higher-priority request "
+          "(it resumes exactly where it stopped)");
 // Parsed by TakeAdapterFlags below (absl flags keep only the last of a repeated flag); declared so
 // that --help lists it.
 ABSL_FLAG(std::string, adapter, "",
@@ -328,7 +342,31 @@ int Main(int argc, char** argv) {
   gate_options.training_share = finetune_share;
   ComputeGate gate(gate_options);
   so.compute_gate = &gate;
+  so.sessions.dir = absl::GetFlag(FLAGS_session_dir);
+  so.sessions.host_bytes = int64_t{absl::GetFlag(FLAGS_session_memory_mb)} * 1048576;
+  so.sessions.default_ttl_s = absl::GetFlag(FLAGS_session_ttl_s);
+  so.sessions.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  so.prefix_cache_bytes = int64_t{absl::GetFlag(FLAGS_prefix_cache_mb)} * 1048576;
+  so.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
+  so.preemption = absl::GetFlag(FLAGS_preemption);
+  if (so.sessions.host_bytes < 0 || so.sessions.default_ttl_s < 0 || so.sessions.max_sessions < 0 ||
+      so.prefix_cache_bytes < 0 || so.prefix_cache_block < 1)
+    return Fail("--session_memory_mb, --session_ttl_s, --max_sessions and --prefix_cache_mb must be >= 0, "
+                "--prefix_cache_block >= 1");
+  if (!so.sessions.dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(so.sessions.dir, ec);
+    if (ec || !std::filesystem::is_directory(so.sessions.dir))
+      return Fail(absl::StrCat("--session_dir ", so.sessions.dir, ": cannot create it (", ec.message(), ")"));
+  }
+  {  // session files record the model they were written for
+    auto fingerprint = ModelFingerprint(model);
+    if (!fingerprint.ok()) return Fail(std::string(fingerprint.status().message()));
+    so.sessions.model_fingerprint = *fingerprint;
+  }
   Scheduler scheduler(**backend, so);
+  for (const std::string& refused : scheduler.refused_session_files())
+    LogEvent(LogLevel::kWarning, "session_file_refused", absl::StrCat("glad: refused ", refused), {{"error", refused}});
   FineTuneJobsOptions jo;
   jo.model_dir = model;
   jo.adapter_dir = adapter_dir;
@@ -374,6 +412,9 @@ int Main(int argc, char** argv) {
     const SchedulerStats st = scheduler.stats();
     s.queued = st.queued, s.running = st.running, s.slots = st.slots, s.slots_in_use = st.slots_in_use;
     s.steps = st.steps;
+    s.sessions = st.sessions;
+    s.prefix_cache = st.prefix_cache;
+    s.preemptions = st.preemptions;
     s.has_device_memory = (*backend)->DeviceMemory(&s.device_memory_used, &s.device_memory_total);
     std::map<std::string, int> by_state;
     for (const char* state : {"queued", "running", "succeeded", "failed", "cancelled"}) by_state[state] = 0;
@@ -395,7 +436,8 @@ int Main(int argc, char** argv) {
   ServerLimits limits;
   limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget, &adapters, &guard, &metrics});
+  GlaService service(scheduler, limits, {model, so.queue_size, so.step_token_budget, &adapters, &guard, &metrics,
+                                                so.prefix_cache_block});
 
   grpc::EnableDefaultHealthCheckService(true);
   // Reflection answers without a token (it only describes the API): it is offered on open servers only.

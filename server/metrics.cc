@@ -35,6 +35,22 @@ void AddGauge(prometheus::MetricFamily& f, double value, std::vector<prometheus:
   f.metric.push_back(std::move(m));
 }
 
+// A counter whose value its owner keeps (read at scrape time, like the gauges).
+prometheus::MetricFamily CounterFamily(const std::string& name, const std::string& help) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = prometheus::MetricType::Counter;
+  return f;
+}
+
+void AddCounter(prometheus::MetricFamily& f, uint64_t value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  m.counter.value = static_cast<double>(value);
+  f.metric.push_back(std::move(m));
+}
+
 // Latency buckets: 1 ms to ~30 s, roughly doubling.
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
@@ -128,14 +144,8 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     out.push_back(GaugeFamily("gla_state_slots", "Per-sequence state slots of the state pool."));
     AddGauge(out.back(), s.slots_in_use, {{"state", "used"}});
     AddGauge(out.back(), s.slots, {{"state", "total"}});
-    prometheus::MetricFamily steps;
-    steps.name = "gla_engine_steps_total";
-    steps.help = "Engine steps run (one batched forward each).";
-    steps.type = prometheus::MetricType::Counter;
-    prometheus::ClientMetric m;
-    m.counter.value = static_cast<double>(s.steps);
-    steps.metric.push_back(m);
-    out.push_back(std::move(steps));
+    out.push_back(CounterFamily("gla_engine_steps_total", "Engine steps run (one batched forward each)."));
+    AddCounter(out.back(), s.steps);
     if (s.has_device_memory) {
       out.push_back(GaugeFamily("gla_device_memory_bytes", "GPU memory of the serving device."));
       AddGauge(out.back(), static_cast<double>(s.device_memory_used), {{"kind", "used"}});
@@ -145,6 +155,30 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     for (const auto& [state, n] : s.finetune_jobs) AddGauge(out.back(), n, {{"state", state}});
     out.push_back(GaugeFamily("gla_finetune_tokens_per_second", "Training tokens/s of the running fine-tune job."));
     AddGauge(out.back(), s.finetune_tokens_per_second);
+    out.push_back(GaugeFamily("gla_sessions", "Sessions, by where their state is (empty ones are not counted)."));
+    AddGauge(out.back(), s.sessions.in_slots, {{"location", "slot"}});
+    AddGauge(out.back(), s.sessions.in_host, {{"location", "host"}});
+    AddGauge(out.back(), s.sessions.on_disk, {{"location", "disk"}});
+    out.push_back(GaugeFamily("gla_session_host_bytes", "Host memory held by idle session states."));
+    AddGauge(out.back(), static_cast<double>(s.sessions.host_bytes));
+    out.push_back(CounterFamily("gla_session_events_total",
+                                "Session states swapped out of slots, written to disk, dropped over budget, expired."));
+    AddCounter(out.back(), s.sessions.swapped_out, {{"event", "swapped_out"}});
+    AddCounter(out.back(), s.sessions.written, {{"event", "written"}});
+    AddCounter(out.back(), s.sessions.dropped, {{"event", "dropped"}});
+    AddCounter(out.back(), s.sessions.expired, {{"event", "expired"}});
+    out.push_back(CounterFamily("gla_prefix_cache_lookups_total", "Prefix-state cache lookups, by result."));
+    AddCounter(out.back(), s.prefix_cache.hits, {{"result", "hit"}});
+    AddCounter(out.back(), s.prefix_cache.misses, {{"result", "miss"}});
+    out.push_back(CounterFamily("gla_prefix_cache_saved_tokens_total", "Prompt tokens not prefilled thanks to cache hits."));
+    AddCounter(out.back(), s.prefix_cache.saved_tokens);
+    out.push_back(GaugeFamily("gla_prefix_cache_entries", "Prefix states cached."));
+    AddGauge(out.back(), s.prefix_cache.entries);
+    out.push_back(GaugeFamily("gla_prefix_cache_bytes", "Host memory of the cached prefix states."));
+    AddGauge(out.back(), static_cast<double>(s.prefix_cache.bytes));
+    out.push_back(CounterFamily("gla_preemptions_total",
+                                "Running sequences swapped to host memory for a higher-priority request."));
+    AddCounter(out.back(), s.preemptions);
     return out;
   }
 

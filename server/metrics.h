@@ -10,6 +10,10 @@
 //   gla_queue_depth, gla_running_sequences, gla_state_slots{state="used"|"total"}, gla_engine_steps_total
 //   gla_device_memory_bytes{kind="used"|"total"}     (CUDA backend)
 //   gla_finetune_jobs{state}, gla_finetune_tokens_per_second
+//   gla_sessions{location="slot"|"host"|"disk"}, gla_session_host_bytes,
+//   gla_session_events_total{event="swapped_out"|"written"|"dropped"|"expired"}
+//   gla_prefix_cache_lookups_total{result="hit"|"miss"}, gla_prefix_cache_saved_tokens_total,
+//   gla_prefix_cache_entries, gla_prefix_cache_bytes, gla_preemptions_total
 #pragma once
 
 #include <functional>
@@ -18,6 +22,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/sessions/prefix_cache.h"
+#include "engine/sessions/session_store.h"
 
 namespace prometheus {
 class Counter;
@@ -37,6 +43,9 @@ struct ServerSnapshot {
   int64_t device_memory_used = 0, device_memory_total = 0;
   std::vector<std::pair<std::string, int>> finetune_jobs;  // state -> jobs in it
   double finetune_tokens_per_second = 0.0;                   // of the running job (0: none)
+  SessionStats sessions;
+  PrefixCacheStats prefix_cache;
+  uint64_t preemptions = 0;
 };
 
 class ServerMetrics {

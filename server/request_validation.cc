@@ -4,6 +4,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "engine/adapter_registry.h"
 #include "models/status_macros.h"
 #include "models/utf8.h"
 
@@ -31,7 +32,11 @@ absl::StatusOr<GenerationSpec> ValidateGenerateRequest(const v1::GenerateRequest
       if (req.text().empty()) return Bad("text", "empty prompt");
       if (!IsValidUtf8(req.text())) return Bad("text", "not valid UTF-8");
       if (tok == nullptr) return Bad("text", "this model has no tokenizer.model; send token_ids");
-      ASSIGN_OR_RETURN(spec.prompt, tok->Encode(req.text(), !req.has_add_bos() || req.add_bos()));
+      // On a session, an unset add_bos means "BOS only if the session has no past yet", which the
+      // scheduler knows: the BOS travels beside the prompt.
+      const bool bos_decided_later = !req.session().empty() && !req.has_add_bos() && tok->bos_id().has_value();
+      ASSIGN_OR_RETURN(spec.prompt, tok->Encode(req.text(), !bos_decided_later && (!req.has_add_bos() || req.add_bos())));
+      if (bos_decided_later) spec.bos_if_session_empty = *tok->bos_id();
       if (spec.prompt.empty()) return Bad("text", "prompt has no tokens");
       break;
     }
@@ -42,6 +47,11 @@ absl::StatusOr<GenerationSpec> ValidateGenerateRequest(const v1::GenerateRequest
       break;
     default:
       return Bad("prompt", "set text or token_ids");
+  }
+  if (!req.session().empty()) {
+    spec.session = req.session();
+    if (!AdapterRegistry::ValidateName(spec.session).ok())
+      return Bad("session", "must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'");
   }
   if (static_cast<int>(spec.prompt.size()) > limits.max_prompt_tokens)
     return Bad("prompt", absl::StrCat(spec.prompt.size(), " tokens, over the limit of ", limits.max_prompt_tokens));

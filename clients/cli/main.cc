@@ -6,9 +6,10 @@
 //   gla-cli generate --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
 //   gla-cli stream   --addr HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling options]
 //   gla-cli finetune | job | cancel | adapters | load-adapter | unload-adapter  (finetune_commands.h)
+//   gla-cli session-create | session-fork | session-delete | sessions  (session_commands.h)
 //
 // Sampling options: --max-new-tokens N --temperature T --top-k K --top-p P --min-p P --seed S
-// --stop STRING --ignore-eos 1 --adapter NAME --timeout-s S. Every command also takes --tls-ca FILE
+// --stop STRING --ignore-eos 1 --adapter NAME --session ID --priority low|normal|high --timeout-s S. Every command also takes --tls-ca FILE
 // (or --tls 1) and --token T (or GLA_TOKEN in the environment): clients/common/connection.h.
 // Errors: one line on stderr, exit 1.
 #include <grpcpp/generic/generic_stub.h>
@@ -22,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "clients/cli/finetune_commands.h"
 #include "clients/cli/grpc_status.h"
+#include "clients/cli/session_commands.h"
 #include "clients/common/args.h"
 #include "clients/common/connection.h"
 #include "gla/v1/gla.grpc.pb.h"
@@ -67,6 +69,13 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(int ignore_eos, a.Int("ignore-eos", 0, 0));
   r.set_ignore_eos(ignore_eos != 0);
   if (a.Has("adapter")) r.set_adapter(a.flags.at("adapter"));
+  if (a.Has("session")) r.set_session(a.flags.at("session"));
+  if (a.Has("priority")) {
+    const std::string& p = a.flags.at("priority");
+    if (p == "low") r.set_priority(v1::PRIORITY_LOW);
+    else if (p == "high") r.set_priority(v1::PRIORITY_HIGH);
+    else if (p != "normal") return absl::InvalidArgumentError("--priority must be low, normal or high");
+  }
   return r;
 }
 
@@ -81,12 +90,16 @@ const char* Reason(v1::FinishReason r) {
 }
 
 void PrintUsage(const v1::Usage& u, v1::FinishReason reason) {
-  std::fprintf(stderr, "finish=%s prompt_tokens=%u completion_tokens=%u ttft=%.3fs total=%.3fs\n", Reason(reason),
+  std::fprintf(stderr, "finish=%s prompt_tokens=%u completion_tokens=%u ttft=%.3fs total=%.3fs", Reason(reason),
                u.prompt_tokens(), u.completion_tokens(), u.time_to_first_token_s(), u.total_time_s());
+  if (u.cached_prompt_tokens() > 0) std::fprintf(stderr, " cached_prompt_tokens=%u", u.cached_prompt_tokens());
+  if (u.session_tokens() > 0) std::fprintf(stderr, " session_tokens=%llu", static_cast<unsigned long long>(u.session_tokens()));
+  std::fprintf(stderr, "\n");
 }
 
 absl::Status Run(const ParsedArgs& a) {
   if (FineTuneCommands().count(a.command) > 0) return RunFineTuneCommand(a);
+  if (SessionCommands().count(a.command) > 0) return RunSessionCommand(a);
   ASSIGN_OR_RETURN(const Connection conn, Connect(a));
   auto stub = v1::Gla::NewStub(conn.channel);
   grpc::ClientContext ctx;
@@ -151,12 +164,14 @@ int main(int argc, char** argv) {
   common.insert("timeout-s");
   std::set<std::string> gen = common;
   gen.insert({"prompt", "prompt-ids", "max-new-tokens", "temperature", "top-k", "top-p", "min-p", "seed", "stop",
-              "ignore-eos", "adapter"});
+              "ignore-eos", "adapter", "session", "priority"});
   std::set<std::string> tok = common;
   tok.insert("text");
   std::map<std::string, std::set<std::string>> commands = {
       {"info", common}, {"health", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}};
-  for (auto& [name, flags] : gla::FineTuneCommands()) {  // every command reaches glad the same way
+  auto more = gla::FineTuneCommands();
+  more.merge(gla::SessionCommands());
+  for (auto& [name, flags] : more) {  // every command reaches glad the same way
     flags.insert(gla::ConnectionFlags().begin(), gla::ConnectionFlags().end());
     commands.emplace(name, flags);
   }

@@ -42,9 +42,11 @@ struct Gpu {
     return h;
   }
   std::vector<float> State(int slot) const {
-    std::vector<float> h(model->state_layout().floats());
-    EXPECT_TRUE(pool->Download(slot, h.data()).ok());
-    return h;
+    auto host = pool->NewHostState();
+    EXPECT_TRUE(host.ok()) << host.status();
+    EXPECT_TRUE(pool->SaveToHost(slot, **host).ok());
+    EXPECT_TRUE((*host)->Wait().ok());
+    return std::vector<float>((*host)->data(), (*host)->data() + (*host)->floats());
   }
 };
 
@@ -362,6 +364,20 @@ TEST(GpuStatePool, ForkZeroAndBudget) {
   const auto z = g.State(c);
   EXPECT_TRUE(std::all_of(z.begin(), z.end(), [](float v) { return v == 0.f; }));
   EXPECT_EQ(g.pool->Copy(0, 7).code(), absl::StatusCode::kOutOfRange);
+
+  // Swapping through host memory on the copy stream: b's state out, its slot reused at once (the
+  // copy is ordered before the reuse), the state back into another slot, equal to the bit.
+  const std::vector<float> before = g.State(b);
+  auto host = g.pool->NewHostState();
+  ASSERT_TRUE(host.ok()) << host.status();
+  ASSERT_TRUE(g.pool->SaveToHost(b, **host).ok());
+  g.pool->Release(b);
+  const int d = *g.pool->Acquire();  // zeroes a slot while the save may still run
+  ASSERT_TRUE(g.pool->LoadFromHost(**host, d).ok());
+  ASSERT_TRUE(g.pool->OrderBeforeUse(d).ok());
+  EXPECT_EQ(g.State(d), before);
+  ASSERT_TRUE((*host)->Wait().ok());
+  EXPECT_TRUE(std::equal(before.begin(), before.end(), (*host)->data()));
 
   // A budget no GPU holds is RESOURCE_EXHAUSTED, not a crash.
   auto huge = GpuStatePool::Create(1 << 20, int64_t{1} << 28, g.model->stream());

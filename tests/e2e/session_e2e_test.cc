@@ -1,0 +1,210 @@
+// Sessions and the prefix-state cache through a real glad (CPU backend, the reference model, token
+// ids): the gRPC surface, a conversation continued across a restart with --session_dir, a corrupt
+// session file refused by name in the log, and gla-cli's session commands.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "tests/support/glad_process.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+using testing::GladProcess;
+
+std::vector<int32_t> Text(int n, int seed) {
+  std::vector<int32_t> t;
+  for (int j = 0; j < n; ++j) t.push_back((j * 37 + seed * 101 + (j * j) % 13) % 250 + 3);
+  return t;
+}
+
+v1::GenerateRequest Request(const std::vector<int32_t>& prompt, int max_new, const std::string& session = "") {
+  v1::GenerateRequest r;
+  r.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
+  r.set_max_new_tokens(max_new);
+  r.set_ignore_eos(true);
+  r.set_session(session);
+  return r;
+}
+
+std::vector<int32_t> Cat(std::initializer_list<std::vector<int32_t>> parts) {
+  std::vector<int32_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+struct Result {
+  grpc::Status status;
+  v1::GenerateResponse resp;
+  std::vector<int32_t> ids() const { return {resp.token_ids().begin(), resp.token_ids().end()}; }
+};
+
+Result Generate(v1::Gla::Stub& stub, const v1::GenerateRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  Result r;
+  r.status = stub.Generate(&ctx, req, &r.resp);
+  return r;
+}
+
+grpc::Status Create(v1::Gla::Stub& stub, const std::string& id, v1::Session* out = nullptr) {
+  grpc::ClientContext ctx;
+  v1::CreateSessionRequest req;
+  req.set_session_id(id);
+  v1::Session s;
+  auto st = stub.CreateSession(&ctx, req, &s);
+  if (out) *out = s;
+  return st;
+}
+
+v1::ListSessionsResponse List(v1::Gla::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::ListSessionsResponse r;
+  EXPECT_TRUE(stub.ListSessions(&ctx, {}, &r).ok());
+  return r;
+}
+
+std::vector<std::string> ServerArgs(const std::string& dir) {
+  return {"--model", testing::TinyModelDir(), "--backend", "cpu", "--slots", "4", "--threads", "1",
+          "--session_dir", dir, "--prefix_cache_block", "16", "--max_new_tokens", "100000"};
+}
+
+TEST(SessionE2E, ConversationForkBusyRefusalsAndPrefixCache) {
+  const std::string dir = testing::MakeTempDir("session_e2e_a");
+  GladProcess glad(ServerArgs(dir));
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  auto stub = glad.stub();
+  v1::Session made;
+  ASSERT_TRUE(Create(*stub, "chat", &made).ok());
+  EXPECT_EQ(made.session_id(), "chat");
+  EXPECT_EQ(made.location(), "empty");
+  EXPECT_GT(made.expire_time_s(), made.create_time_s());  // the default TTL
+  EXPECT_EQ(Create(*stub, "chat").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(Create(*stub, "bad/id").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::Session generated;
+  ASSERT_TRUE(Create(*stub, "", &generated).ok());
+  EXPECT_FALSE(generated.session_id().empty());
+
+  const auto p1 = Text(20, 1), p2 = Text(7, 2);
+  const Result t1 = Generate(*stub, Request(p1, 5, "chat"));
+  ASSERT_TRUE(t1.status.ok()) << t1.status.error_message();
+  const Result t2 = Generate(*stub, Request(p2, 6, "chat"));
+  ASSERT_TRUE(t2.status.ok()) << t2.status.error_message();
+  EXPECT_EQ(t2.resp.usage().session_tokens(), 25u);
+  EXPECT_EQ(t2.ids(), Generate(*stub, Request(Cat({p1, t1.ids(), p2}), 6)).ids());
+
+  // Branch: the fork continues like the original would have.
+  {
+    grpc::ClientContext ctx;
+    v1::ForkSessionRequest req;
+    req.set_source_session_id("chat");
+    req.set_session_id("branch");
+    v1::Session s;
+    ASSERT_TRUE(stub->ForkSession(&ctx, req, &s).ok());
+    EXPECT_EQ(s.tokens(), 20u + 5 + 7 + 6);
+  }
+  const auto p3 = Text(9, 3);
+  const Result a = Generate(*stub, Request(p3, 4, "chat"));
+  const Result b = Generate(*stub, Request(p3, 4, "branch"));
+  EXPECT_EQ(a.ids(), b.ids());
+
+  // One turn at a time: a second request on a busy session is FAILED_PRECONDITION.
+  {
+    grpc::ClientContext ctx;
+    auto reader = stub->GenerateStream(&ctx, Request(Text(4, 4), 90000, "chat"));
+    v1::GenerateStreamResponse m;
+    ASSERT_TRUE(reader->Read(&m));  // running
+    const Result busy = Generate(*stub, Request(p3, 2, "chat"));
+    EXPECT_EQ(busy.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << busy.status.error_message();
+    EXPECT_NE(busy.status.error_message().find("chat"), std::string::npos);
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    reader->Finish();
+  }
+  EXPECT_EQ(Generate(*stub, Request(p3, 2, "nobody")).status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Generate(*stub, Request(p3, 2, "../x")).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteSessionRequest req;
+    req.set_session_id("branch");
+    v1::DeleteSessionResponse resp;
+    EXPECT_TRUE(stub->DeleteSession(&ctx, req, &resp).ok());
+  }
+  // The cancelled turn left "chat" as it was after turn 3 (p3 + 4 tokens).
+  const auto l = List(*stub);
+  ASSERT_EQ(l.sessions_size(), 2);
+  const v1::Session& chat = l.sessions(0).session_id() == "chat" ? l.sessions(0) : l.sessions(1);
+  EXPECT_EQ(chat.tokens(), 20u + 5 + 7 + 6 + 9 + 4);
+  EXPECT_FALSE(chat.busy());
+
+  // The prefix cache: a shared 48-token header, cached on its second sighting, hit after.
+  const auto header = Text(48, 9);
+  for (int i = 0; i < 4; ++i) {
+    const Result r = Generate(*stub, Request(Cat({header, Text(5, 10 + i)}), 4));
+    ASSERT_TRUE(r.status.ok());
+    EXPECT_EQ(r.resp.usage().cached_prompt_tokens(), i < 2 ? 0u : 48u) << i;
+  }
+  grpc::ClientContext ctx;
+  v1::ModelInfoResponse info;
+  ASSERT_TRUE(stub->ModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.prefix_cache().hits(), 2u);
+  EXPECT_EQ(info.prefix_cache().saved_tokens(), 96u);
+  // The header, and the conversation's first block: seen by turn 1 (an empty session uses the
+  // cache too) and again by the whole-text request that checked turn 2.
+  EXPECT_EQ(info.prefix_cache().entries(), 2u);
+  EXPECT_EQ(info.prefix_cache().block_tokens(), 16u);
+  EXPECT_EQ(info.sessions().sessions(), 2u);
+  EXPECT_EQ(glad.Terminate(), 0) << glad.log();
+}
+
+TEST(SessionE2E, SessionSurvivesARestartAndCorruptFilesAreRefusedByName) {
+  const std::string dir = testing::MakeTempDir("session_e2e_b");
+  const auto p1 = Text(30, 5), p2 = Text(11, 6);
+  std::vector<int32_t> o1;
+  {
+    GladProcess glad(ServerArgs(dir));
+    ASSERT_TRUE(glad.ok()) << glad.log();
+    auto stub = glad.stub();
+    ASSERT_TRUE(Create(*stub, "kept").ok());
+    const Result t1 = Generate(*stub, Request(p1, 6, "kept"));
+    ASSERT_TRUE(t1.status.ok());
+    o1 = t1.ids();
+    EXPECT_EQ(glad.Terminate(), 0) << glad.log();
+  }
+  ASSERT_TRUE(std::filesystem::exists(dir + "/kept.glasession"));
+  std::ofstream(dir + "/broken.glasession") << "GLASESS1 but nothing after it";
+  GladProcess glad(ServerArgs(dir));
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  EXPECT_NE(glad.log().find("broken.glasession"), std::string::npos) << glad.log();
+  auto stub = glad.stub();
+  const auto l = List(*stub);
+  ASSERT_EQ(l.sessions_size(), 1);
+  EXPECT_EQ(l.sessions(0).location(), "disk");
+  EXPECT_EQ(l.sessions(0).tokens(), 36u);
+  const Result t2 = Generate(*stub, Request(p2, 6, "kept"));
+  ASSERT_TRUE(t2.status.ok()) << t2.status.error_message();
+  EXPECT_EQ(t2.ids(), Generate(*stub, Request(Cat({p1, o1, p2}), 6)).ids());
+
+  // gla-cli: sessions, session-create, generate --session.
+  auto cli = [&](const std::string& args) {
+    return testing::RunCommand(absl::StrCat(GLA_CLI_PATH, " ", args, " --addr ", glad.address()));
+  };
+  EXPECT_EQ(cli("session-create --id from-cli").code, 0);
+  const auto turn = cli("generate --session from-cli --prompt-ids 5,6,7 --max-new-tokens 3 --ignore-eos 1");
+  EXPECT_EQ(turn.code, 0) << turn.err;
+  const auto listed = cli("sessions");
+  EXPECT_NE(listed.out.find("from-cli tokens=6"), std::string::npos) << listed.out;
+  const auto again = cli("session-create --id from-cli");
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.err.find("ALREADY_EXISTS"), std::string::npos) << again.err;
+  EXPECT_EQ(glad.Terminate(), 0) << glad.log();
+}
+
+}  // namespace
+}  // namespace gla
