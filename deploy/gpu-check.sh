@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions]  there, carry ["gpu-pack"]; results in $OUT
+#                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks)
 # Part 1 (kernels): that machine has CUDA, g++ and GoogleTest but no gRPC/Abseil/SentencePiece, so
 # the kernels, their CPU references, tests and benchmarks are built there with nvcc directly.
@@ -24,6 +25,27 @@ check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit st
   tail -n 30 "$out/$name.txt"
   note "$name: exit $rc"
   [ $rc -eq 0 ] || failures=$((failures + 1))
+}
+
+
+# Issue 8's measurements (docs/performance.md) on a random-initialised gla-340M: the fifth turn of a
+# conversation with and without a session (prefix cache off, so resending gets no help from it),
+# and a shared 1,000-token system prompt with and without the prefix cache.
+session_measurements() {
+  [ -d /tmp/gla-340M ] || gpu-bundle/run gla-random-model --preset 340M --out /tmp/gla-340M --dtype bf16 ||
+    { note "random 340M model: FAILED"; failures=$((failures + 1)); return; }
+  for cache in 0 1024; do
+    gpu-bundle/run glad --model /tmp/gla-340M --backend cuda --listen 127.0.0.1:50092 --prefix_cache_mb $cache \
+      --max_prompt_tokens 16384 > "$out/glad_340M_cache$cache.txt" 2>&1 &
+    local glad_pid=$!
+    for _ in $(seq 1 120); do grep -q "listening" "$out/glad_340M_cache$cache.txt" && break; sleep 0.5; done
+    [ $cache = 0 ] && check conversation_340M gpu-bundle/run gla-loadgen conversation --addr 127.0.0.1:50092 \
+      --conversations 1,16 --turns 5 --turn-len 256 --max-new-tokens 64
+    check "system_prompt_340M_cache$cache" gpu-bundle/run gla-loadgen --addr 127.0.0.1:50092 --concurrency 1,16 \
+      --requests 128 --system-prompt-len 1000 --prompt-len 32 --max-new-tokens 32
+    gpu-bundle/run gla-cli info --addr 127.0.0.1:50092 | grep -A7 -E "^(prefix_cache|sessions) " | tee -a "$out/summary.txt"
+    kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
+  done
 }
 
 if [ "$parts" = all ] || [ "$parts" = kernels ]; then
@@ -58,6 +80,13 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
 fi
 
 [ -f gpu-pack/gpu-bundle.tar.xz ] && tar -xJf gpu-pack/gpu-bundle.tar.xz
+if [ "$parts" = sessions ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  check session_tests gpu-bundle/run session_test
+  check engine_tests gpu-bundle/run cuda_engine_test --gtest_filter='*GpuStatePool*:*CudaBackend*'
+  session_measurements
+fi
 if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad
   export GLA_CLI_PATH=$PWD/gpu-bundle/bin/gla-cli PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
@@ -66,6 +95,8 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
   check engine_tests gpu-bundle/run cuda_engine_test
   # The GPU training path against the CPU one (losses, gradients, whole Trainer runs).
   check train_tests gpu-bundle/run cuda_train_test
+  # Sessions, the prefix-state cache and preemption on the CUDA backend (swaps on the copy stream).
+  check session_tests gpu-bundle/run session_test
   # The serving suites against glad, whose default backend is cuda when a GPU is present.
   check serving_e2e gpu-bundle/run server_e2e_test
   check serving_text_e2e gpu-bundle/run server_text_e2e_test
@@ -101,6 +132,7 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
       tee -a "$out/summary.txt"
     kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
   fi
+  [ "${GLA_GPU_BENCH:-1}" = 1 ] && session_measurements
 elif [ "$parts" != kernels ]; then
   note "engine part skipped: no gpu-pack/ (run deploy/gpu-bundle.sh here and carry gpu-pack)"
 fi

@@ -1,6 +1,8 @@
 #include "engine/cuda_state_pool.h"
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
 
 namespace gla {
 
@@ -13,20 +15,52 @@ bool EventDone(cudaEvent_t e) {
   return true;
 }
 
+}  // namespace
+
+// Page-locked buffers of one state, kept for reuse: cudaMallocHost of a 12-48 MiB state takes
+// milliseconds and cudaFreeHost synchronizes the device, neither of which a swap on the
+// scheduler's thread should pay. Shared by the pool and its HostStates (either may go first).
+class PinnedRecycler {
+ public:
+  PinnedRecycler(size_t bytes, size_t keep) : bytes_(bytes), keep_(keep) {}
+  absl::StatusOr<PinnedMemory> Get() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        PinnedMemory m = std::move(free_.back());
+        free_.pop_back();
+        return m;
+      }
+    }
+    return PinnedMemory::Allocate(bytes_, "a state in host memory");
+  }
+  void Put(PinnedMemory m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < keep_) free_.push_back(std::move(m));
+  }
+
+ private:
+  const size_t bytes_, keep_;
+  std::mutex mu_;
+  std::vector<PinnedMemory> free_;
+};
+
+namespace {
+
 // Page-locked host memory and the event of the last copy into or out of it.
 class PinnedHostState : public HostState {
  public:
-  static absl::StatusOr<std::unique_ptr<HostState>> Create(int64_t floats) {
-    auto mem = PinnedMemory::Allocate(static_cast<size_t>(floats) * sizeof(float), "a swapped-out state");
+  static absl::StatusOr<std::unique_ptr<HostState>> Create(int64_t floats, std::shared_ptr<PinnedRecycler> recycler) {
+    auto mem = recycler->Get();
     if (!mem.ok()) return mem.status();
-    std::memset(mem->get(), 0, mem->bytes());
     cudaEvent_t e = nullptr;
     GLA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    return std::unique_ptr<HostState>(new PinnedHostState(floats, std::move(*mem), e));
+    return std::unique_ptr<HostState>(new PinnedHostState(floats, std::move(*mem), e, std::move(recycler)));
   }
   ~PinnedHostState() override {
     if (copied_) cudaEventSynchronize(event_);  // a copy must not outlive its buffer
     cudaEventDestroy(event_);
+    recycler_->Put(std::move(mem_));
   }
   float* data() override { return mem_.get<float>(); }
   bool Ready() override { return !copied_ || EventDone(event_); }
@@ -41,10 +75,12 @@ class PinnedHostState : public HostState {
   }
 
  private:
-  PinnedHostState(int64_t floats, PinnedMemory mem, cudaEvent_t e) : HostState(floats), mem_(std::move(mem)), event_(e) {}
+  PinnedHostState(int64_t floats, PinnedMemory mem, cudaEvent_t e, std::shared_ptr<PinnedRecycler> recycler)
+      : HostState(floats), mem_(std::move(mem)), event_(e), recycler_(std::move(recycler)) {}
   PinnedMemory mem_;
   cudaEvent_t event_;
   bool copied_ = false;
+  std::shared_ptr<PinnedRecycler> recycler_;
 };
 
 }  // namespace
@@ -62,6 +98,9 @@ absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, in
 }
 
 absl::Status GpuStatePool::Init() {
+  // Keep up to 1 GiB (at least 4 states) of freed host buffers for the next swaps.
+  const size_t bytes = static_cast<size_t>(state_bytes());
+  recycler_ = std::make_shared<PinnedRecycler>(bytes, std::max<size_t>(4, (size_t{1} << 30) / std::max<size_t>(bytes, 1)));
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
   GLA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&engine_mark_, cudaEventDisableTiming));
   for (SlotCopies& c : copies_) {
@@ -123,7 +162,7 @@ absl::Status GpuStatePool::Copy(int src, int dst) {
 }
 
 absl::StatusOr<std::unique_ptr<HostState>> GpuStatePool::NewHostState() {
-  return PinnedHostState::Create(state_floats_);
+  return PinnedHostState::Create(state_floats_, recycler_);
 }
 
 absl::Status GpuStatePool::SaveToHost(int slot, HostState& dst) {

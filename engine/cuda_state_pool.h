@@ -27,6 +27,8 @@
 
 namespace gla {
 
+class PinnedRecycler;
+
 class GpuStatePool : public StatePool {
  public:
   // RESOURCE_EXHAUSTED (naming the size) when the GPU cannot hold slots + 1 states.
@@ -65,6 +67,7 @@ class GpuStatePool : public StatePool {
   cudaStream_t copy_stream_ = nullptr;
   cudaEvent_t engine_mark_ = nullptr;
   std::vector<SlotCopies> copies_;
+  std::shared_ptr<PinnedRecycler> recycler_;  // page-locked state buffers for reuse
 };
 
 }  // namespace gla

@@ -47,6 +47,7 @@ struct Scheduler::Request : RequestHandle {
   SessionStore::Session* session = nullptr;  // the session it continues (marked busy)
   int64_t session_tokens = 0;                // the session's past before this request
   int carried = 0;                           // 1: the session's pending token went before the prompt
+  bool session_slot = false;                 // runs on the session's own slot (its state is there)
   int sampled = 0;                           // tokens sampled (EOS included)
   std::optional<int32_t> last_sampled;
   std::shared_ptr<HostState> loading;        // the slot is being loaded from this; sits out until Ready
@@ -255,9 +256,11 @@ absl::Status Scheduler::StartState(Request& r) {
     } else if (empty_past && r.spec.bos_if_session_empty) {
       prompt.insert(prompt.begin(), *r.spec.bos_if_session_empty);
     }
-    auto loading = sessions_.Restore(*r.session, r.slot);
-    if (!loading.ok()) return loading.status();
-    r.loading = std::move(*loading);
+    if (!r.session_slot) {
+      auto loading = sessions_.Restore(*r.session, r.slot);
+      if (!loading.ok()) return loading.status();
+      r.loading = std::move(*loading);
+    }
   }
   if (empty_past && prefix_cache_.enabled()) {
     auto hit = prefix_cache_.Lookup(prompt, r.spec.adapter.get(), &r.snapshot_at);
@@ -277,10 +280,14 @@ void Scheduler::AdmitWaiting() {
     auto it = std::max_element(waiting_.begin(), waiting_.end(), [](const auto& a, const auto& b) {
       return a->spec.priority < b->spec.priority;  // max_element keeps the first of equals
     });
-    auto slot = AcquireSlot((*it)->spec.priority);
+    std::shared_ptr<Request> r = *it;  // `it` does not survive a preemption (it adds to waiting_)
+    // A session whose state sits in a slot lends it to its turn; others take a free slot.
+    std::optional<int> slot;
+    if (!r->started && r->session != nullptr) slot = sessions_.TakeSlot(*r->session);
+    r->session_slot = slot.has_value();
+    if (!slot) slot = AcquireSlot(r->spec.priority);
     if (!slot) return;
-    std::shared_ptr<Request> r = *it;
-    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));  // Preempt may have moved `it`
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));
     {
       std::lock_guard<std::mutex> lock(mu_);
       --stats_.queued;

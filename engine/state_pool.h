@@ -53,7 +53,8 @@ class StatePool {
   virtual absl::Status Zero(int slot) = 0;
   virtual absl::Status Copy(int src, int dst) = 0;
 
-  // A host buffer for one state (zeroed). RESOURCE_EXHAUSTED when the host cannot give the memory.
+  // A host buffer for one state (its contents are undefined until a copy or the caller writes it).
+  // RESOURCE_EXHAUSTED when the host cannot give the memory.
   virtual absl::StatusOr<std::unique_ptr<HostState>> NewHostState() = 0;
   // Copies the slot's state (as the steps already run or queued leave it) into `dst`. The slot
   // may be released or written by later steps at once; dst.Ready() says when the copy is done.

@@ -3,7 +3,21 @@
 //
 //   gla-loadgen --addr HOST:PORT [--concurrency 1,8,64] [--requests 64] [--prompt-len 128]
 //               [--max-new-tokens 64] [--seed 1] [--finetune none|lora]
-//               [--finetune-batch 1] [--finetune-seq-len 64]
+//               [--finetune-batch 1] [--finetune-seq-len 64] [--system-prompt-len 0]
+//   gla-loadgen conversation --addr HOST:PORT [--conversations 1,8] [--turns 5] [--turn-len 200]
+//               [--max-new-tokens 64] [--seed 1]
+//
+// --system-prompt-len N puts one shared N-token prefix (a system prompt) before every request's
+// own prompt-len tokens: run it against glad with and without its prefix-state cache
+// (--prefix_cache_mb 0) to see what the cache saves.
+//
+// `conversation` runs conversations of --turns turns (each turn: turn-len new prompt tokens, then
+// max-new-tokens generated), all conversations at once, twice: resending the whole history every
+// turn (what a stateless server needs), then through a session (each turn sends only its new
+// tokens). It prints the median time to first token of every turn for both: the resent prompt
+// grows with the conversation, the session's does not. Run it against glad --prefix_cache_mb 0 to
+// compare sessions with plain resending (the prefix cache also shortens resent histories: a
+// conversation's earlier prompt is a prefix of its next).
 //
 // Each level runs `requests` streams (at least one per worker) with random token-id prompts and
 // ignore_eos, so every request generates exactly max-new-tokens tokens. With --finetune lora each
@@ -45,8 +59,37 @@ struct LevelResult {
   std::string first_error;
 };
 
+// One streaming request: its tokens, time to first token and inter-token gaps.
+struct Streamed {
+  grpc::Status status;
+  bool cancelled = false;
+  std::vector<int32_t> ids;
+  std::vector<double> ttft, itl;
+};
+
+Streamed StreamOne(v1::Gla::Stub& stub, const v1::GenerateRequest& req) {
+  Streamed out;
+  grpc::ClientContext ctx;
+  const auto t0 = Clock::now();
+  auto reader = stub.GenerateStream(&ctx, req);
+  v1::GenerateStreamResponse m;
+  auto last = t0;
+  while (reader->Read(&m)) {
+    out.cancelled = out.cancelled || m.finish_reason() == v1::FINISH_REASON_CANCELLED;
+    if (m.token_ids_size() == 0) continue;
+    const auto now = Clock::now();
+    const double dt = std::chrono::duration<double>(now - last).count();
+    if (out.ids.empty()) out.ttft.push_back(dt);
+    else for (int k = 0; k < m.token_ids_size(); ++k) out.itl.push_back(dt / m.token_ids_size());
+    out.ids.insert(out.ids.end(), m.token_ids().begin(), m.token_ids().end());
+    last = now;
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
 LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int prompt_len, int max_new, int vocab,
-                     uint64_t seed) {
+                     uint64_t seed, const std::vector<int32_t>& system_prompt) {
   LevelResult r;
   std::mutex mu;
   std::atomic<int> next{0};
@@ -58,37 +101,21 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
       std::mt19937_64 rng(seed * 1000003 + w);
       for (int i = next++; i < total; i = next++) {
         v1::GenerateRequest req;
+        req.mutable_token_ids()->mutable_ids()->Add(system_prompt.begin(), system_prompt.end());
         for (int t = 0; t < prompt_len; ++t) req.mutable_token_ids()->add_ids(static_cast<int32_t>(rng() % vocab));
         req.set_max_new_tokens(max_new);
         req.set_ignore_eos(true);
-        grpc::ClientContext ctx;
-        const auto t0 = Clock::now();
-        auto reader = stub.GenerateStream(&ctx, req);
-        v1::GenerateStreamResponse m;
-        std::vector<double> ttft, itl;
-        auto last = t0;
-        int64_t n = 0;
-        bool cancelled = false;
-        while (reader->Read(&m)) {
-          cancelled = cancelled || m.finish_reason() == v1::FINISH_REASON_CANCELLED;
-          if (m.token_ids_size() == 0) continue;
-          const auto now = Clock::now();
-          const double dt = std::chrono::duration<double>(now - last).count();
-          if (n == 0) ttft.push_back(dt);
-          else for (int k = 0; k < m.token_ids_size(); ++k) itl.push_back(dt / m.token_ids_size());
-          n += m.token_ids_size();
-          last = now;
-        }
-        const grpc::Status st = reader->Finish();
+        const Streamed one = StreamOne(stub, req);
         std::lock_guard<std::mutex> lock(mu);
-        if (st.ok() && !cancelled) {
+        if (one.status.ok() && !one.cancelled) {
           ++r.ok;
-          r.tokens += n;
-          r.ttft.insert(r.ttft.end(), ttft.begin(), ttft.end());
-          r.itl.insert(r.itl.end(), itl.begin(), itl.end());
+          r.tokens += static_cast<int64_t>(one.ids.size());
+          r.ttft.insert(r.ttft.end(), one.ttft.begin(), one.ttft.end());
+          r.itl.insert(r.itl.end(), one.itl.begin(), one.itl.end());
         } else {
           ++r.failed;
-          if (r.first_error.empty()) r.first_error = st.ok() ? "cancelled by the server (shutting down?)" : st.error_message();
+          if (r.first_error.empty())
+            r.first_error = one.status.ok() ? "cancelled by the server (shutting down?)" : one.status.error_message();
         }
       }
     });
@@ -176,10 +203,114 @@ void PrintLevel(int c, const LevelResult& r, const std::string& job) {
   std::fflush(stdout);
 }
 
+// Conversations of `turns` turns, all at once; per turn, the TTFT of every conversation.
+absl::StatusOr<std::vector<std::vector<double>>> RunConversations(v1::Gla::Stub& stub, bool use_session, int conversations,
+                                                                  int turns, int turn_len, int max_new, int vocab,
+                                                                  uint64_t seed) {
+  std::vector<std::vector<double>> ttft(turns);
+  std::mutex mu;
+  std::string first_error;
+  std::vector<std::thread> workers;
+  for (int c = 0; c < conversations; ++c) {
+    workers.emplace_back([&, c] {
+      std::mt19937_64 rng(seed * 7919 + c);
+      std::string session;
+      if (use_session) {
+        grpc::ClientContext ctx;
+        v1::CreateSessionRequest req;
+        v1::Session s;
+        const grpc::Status st = stub.CreateSession(&ctx, req, &s);
+        if (!st.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (first_error.empty()) first_error = "CreateSession: " + st.error_message();
+          return;
+        }
+        session = s.session_id();
+      }
+      std::vector<int32_t> history;
+      for (int t = 0; t < turns; ++t) {
+        std::vector<int32_t> turn;
+        for (int i = 0; i < turn_len; ++i) turn.push_back(static_cast<int32_t>(rng() % vocab));
+        v1::GenerateRequest req;
+        if (use_session) {
+          req.set_session(session);
+          req.mutable_token_ids()->mutable_ids()->Add(turn.begin(), turn.end());
+        } else {
+          req.mutable_token_ids()->mutable_ids()->Add(history.begin(), history.end());
+          req.mutable_token_ids()->mutable_ids()->Add(turn.begin(), turn.end());
+        }
+        req.set_max_new_tokens(max_new);
+        req.set_ignore_eos(true);
+        const Streamed one = StreamOne(stub, req);
+        std::lock_guard<std::mutex> lock(mu);
+        if (!one.status.ok() || one.ttft.empty()) {
+          if (first_error.empty()) first_error = one.status.ok() ? "no tokens" : one.status.error_message();
+          return;
+        }
+        ttft[t].push_back(one.ttft[0]);
+        history.insert(history.end(), turn.begin(), turn.end());
+        history.insert(history.end(), one.ids.begin(), one.ids.end());
+      }
+      if (use_session) {
+        grpc::ClientContext ctx;
+        v1::DeleteSessionRequest req;
+        req.set_session_id(session);
+        v1::DeleteSessionResponse resp;
+        stub.DeleteSession(&ctx, req, &resp);
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  if (!first_error.empty()) return absl::InternalError(first_error);
+  return ttft;
+}
+
+absl::Status Conversation(const ParsedArgs& a, v1::Gla::Stub& stub, const v1::ModelInfoResponse& info) {
+  ASSIGN_OR_RETURN(int turns, a.Int("turns", 5, 1));
+  ASSIGN_OR_RETURN(int turn_len, a.Int("turn-len", 200, 1));
+  ASSIGN_OR_RETURN(int max_new, a.Int("max-new-tokens", 64, 1));
+  ASSIGN_OR_RETURN(int seed, a.Int("seed", 1, 0));
+  ASSIGN_OR_RETURN(std::vector<int32_t> levels, ParseIdList(a.Has("conversations") ? a.flags.at("conversations") : "1,8"));
+  std::printf("server: %s backend=%s device=\"%s\"  %d turns of %d new prompt tokens + %d generated\n",
+              info.model_dir().c_str(), info.backend().c_str(), info.device().c_str(), turns, turn_len, max_new);
+  std::printf("| conversations | turn | prompt tokens prefilled: resend / session | TTFT p50 ms: resend | TTFT p50 ms: session | ratio |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- |\n");
+  const int vocab = info.config().vocab_size();
+  // Warm-up, not measured: the first requests of a fresh server pay for CUDA graph capture and
+  // first-touch allocations.
+  for (bool use_session : {false, true})
+    RETURN_IF_ERROR(RunConversations(stub, use_session, 2, 2, turn_len, max_new, vocab, seed + 77).status());
+  for (int c : levels) {
+    if (c < 1) return absl::InvalidArgumentError("--conversations levels must be >= 1");
+    ASSIGN_OR_RETURN(auto resend, RunConversations(stub, false, c, turns, turn_len, max_new, vocab, seed));
+    // Other tokens for the session run (same lengths): the server's prefix cache must not serve it
+    // states the resend run left behind.
+    ASSIGN_OR_RETURN(auto session, RunConversations(stub, true, c, turns, turn_len, max_new, vocab, seed + 1000003));
+    for (int t = 0; t < turns; ++t) {
+      const double r = 1e3 * Percentile(resend[t], 0.5), s = 1e3 * Percentile(session[t], 0.5);
+      std::printf("| %d | %d | %d / %d | %.1f | %.1f | %.2fx |\n", c, t + 1, t * (turn_len + max_new) + turn_len,
+                  turn_len + (t > 0 ? 1 : 0), r, s, r / s);
+    }
+    std::fflush(stdout);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Main(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(std::string addr, a.Required("addr"));
+  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto stub = v1::Gla::NewStub(channel);
+  v1::ModelInfoResponse info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status st = stub->ModelInfo(&ctx, {}, &info);
+    if (!st.ok()) return absl::UnavailableError(absl::StrCat(addr, ": ", st.error_message()));
+  }
+  if (a.command == "conversation") return Conversation(a, *stub, info);
   ASSIGN_OR_RETURN(int requests, a.Int("requests", 64, 1));
   ASSIGN_OR_RETURN(int prompt_len, a.Int("prompt-len", 128, 1));
+  ASSIGN_OR_RETURN(int system_len, a.Int("system-prompt-len", 0, 0));
   ASSIGN_OR_RETURN(int max_new, a.Int("max-new-tokens", 64, 1));
   ASSIGN_OR_RETURN(int seed, a.Int("seed", 1, 0));
   ASSIGN_OR_RETURN(std::vector<int32_t> levels, ParseIdList(a.Has("concurrency") ? a.flags.at("concurrency") : "1,8,64"));
@@ -188,28 +319,24 @@ absl::Status Main(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(const int ft_seq_len, a.Int("finetune-seq-len", 64, 1));
   if (finetune != "none" && finetune != "lora")
     return absl::InvalidArgumentError(absl::StrCat("--finetune ", finetune, ": none or lora"));
-  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
-  auto stub = v1::Gla::NewStub(channel);
   auto ft_stub = v1::FineTune::NewStub(channel);
-  v1::ModelInfoResponse info;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    const grpc::Status st = stub->ModelInfo(&ctx, {}, &info);
-    if (!st.ok()) return absl::UnavailableError(absl::StrCat(addr, ": ", st.error_message()));
-  }
-  std::printf("server: %s backend=%s device=\"%s\" slots=%u  prompt %d tokens, %d new tokens per request\n",
-              info.model_dir().c_str(), info.backend().c_str(), info.device().c_str(), info.slots(), prompt_len, max_new);
+  std::printf("server: %s backend=%s device=\"%s\" slots=%u  prompt %d tokens (+ a shared %d-token prefix), %d new "
+              "tokens per request\n",
+              info.model_dir().c_str(), info.backend().c_str(), info.device().c_str(), info.slots(), prompt_len,
+              system_len, max_new);
+  const int vocab = info.config().vocab_size();
+  std::vector<int32_t> system_prompt;
+  std::mt19937_64 sys_rng(seed + 17);
+  for (int t = 0; t < system_len; ++t) system_prompt.push_back(static_cast<int32_t>(sys_rng() % vocab));
   std::printf("| concurrency | fine-tune job | requests | ok | failed | seconds | requests/s | tokens/s | TTFT p50 ms | "
               "TTFT p99 ms | ITL p50 ms | ITL p99 ms |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  const int vocab = info.config().vocab_size();
   for (int c : levels) {
     if (c < 1) return absl::InvalidArgumentError("--concurrency levels must be >= 1");
-    PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed), "none");
+    PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt), "none");
     if (finetune == "lora") {
       ASSIGN_OR_RETURN(BackgroundJob job, BackgroundJob::Start(ft_stub.get(), vocab, c, seed, ft_batch, ft_seq_len));
-      const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed);
+      const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt);
       ASSIGN_OR_RETURN(std::string made, job.StopAndReport(ft_batch * ft_seq_len));
       PrintLevel(c, r, absl::StrCat("LoRA running: ", made));
     }
@@ -227,7 +354,8 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]).rfind("--", 0) == 0) args.insert(args.begin() + 1, sweep);
   auto parsed = gla::ParseArgs(static_cast<int>(args.size()), args.data(),
                                {{"sweep", {"addr", "concurrency", "requests", "prompt-len", "max-new-tokens", "seed", "finetune", "finetune-batch",
-                                           "finetune-seq-len"}}});
+                                           "finetune-seq-len", "system-prompt-len"}},
+                                {"conversation", {"addr", "conversations", "turns", "turn-len", "max-new-tokens", "seed"}}});
   absl::Status st = parsed.ok() ? gla::Main(*parsed) : parsed.status();
   if (!st.ok()) {
     std::fprintf(stderr, "gla-loadgen: error: %s\n", std::string(st.message()).c_str());

@@ -190,6 +190,18 @@ absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurn(const std::string
   return &s;
 }
 
+std::optional<int> SessionStore::TakeSlot(Session& s) {
+  if (s.slot < 0) return std::nullopt;
+  auto host = pool_.NewHostState();
+  if (!host.ok()) return std::nullopt;
+  std::shared_ptr<HostState> backup = std::move(*host);
+  if (!pool_.SaveToHost(s.slot, *backup).ok()) return std::nullopt;
+  const int slot = s.slot;
+  s.slot = -1;
+  s.host = std::move(backup);
+  return slot;
+}
+
 absl::StatusOr<std::shared_ptr<HostState>> SessionStore::Restore(Session& s, int slot) {
   if (s.slot >= 0) {
     if (absl::Status st = pool_.Copy(s.slot, slot); !st.ok()) return st;

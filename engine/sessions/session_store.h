@@ -6,9 +6,11 @@
 //   - a file in --session_dir, when host memory went over its budget (LRU) or the server shut
 //     down; without a session directory, the least recently used idle session is dropped then,
 //   - nowhere, while it holds no tokens.
-// A turn runs on a slot of its own, copied from the session's state; only a turn that ends well
-// (EOS, stop, length) replaces the session's state, so a cancelled or failed turn leaves the
-// session as it was. The token sampled last is kept `pending` and becomes the first token of the
+// A turn runs on a slot of its own: the session's slot itself when its state is in one (a backup
+// copy goes to host memory on the copy stream meanwhile, so no second slot is needed), else a
+// free slot loaded from host memory or disk. Only a turn that ends well (EOS, stop, length)
+// replaces the session's state; a cancelled or failed turn leaves the session as it was (the
+// backup). The token sampled last is kept `pending` and becomes the first token of the
 // next turn's prompt: the session's past is exactly its prompts and outputs in order.
 //
 // Loop-thread only (the scheduler's): no locking.
@@ -80,6 +82,10 @@ class SessionStore {
   // The session a request names, marked busy. NOT_FOUND; FAILED_PRECONDITION when busy or when
   // its past was computed with another adapter than `adapter`.
   absl::StatusOr<Session*> BeginTurn(const std::string& id, const std::string& adapter);
+  // The session's own slot for its turn, when its state is in one: the state stays there for the
+  // turn and a backup starts on its way to host memory. nullopt: it is not in a slot (or no host
+  // memory for the backup): take a free slot and Restore.
+  std::optional<int> TakeSlot(Session& s);
   // Puts the session's state into `slot` (already zeroed). Returns the host buffer the slot is
   // loading from, to be held until Ready (null: nothing in flight).
   absl::StatusOr<std::shared_ptr<HostState>> Restore(Session& s, int slot);
