@@ -23,6 +23,7 @@ bool EventDone(cudaEvent_t e) {
 class PinnedRecycler {
  public:
   PinnedRecycler(size_t bytes, size_t keep) : bytes_(bytes), keep_(keep) {}
+  size_t bytes() const { return bytes_; }
   absl::StatusOr<PinnedMemory> Get() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -98,9 +99,23 @@ absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, in
 }
 
 absl::Status GpuStatePool::Init() {
-  // Keep up to 1 GiB (at least 4 states) of freed host buffers for the next swaps.
+  // Keep up to 1 GiB (at least 4 states) of freed host buffers for the next swaps, and fill it
+  // with one buffer per slot (up to that) in the background: a session's first turns and first
+  // swaps then find their buffers ready instead of waiting for cudaMallocHost.
   const size_t bytes = static_cast<size_t>(state_bytes());
-  recycler_ = std::make_shared<PinnedRecycler>(bytes, std::max<size_t>(4, (size_t{1} << 30) / std::max<size_t>(bytes, 1)));
+  const size_t keep = std::max<size_t>(4, (size_t{1} << 30) / std::max<size_t>(bytes, 1));
+  recycler_ = std::make_shared<PinnedRecycler>(bytes, keep);
+  int device = 0;
+  GLA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  const size_t prefill = std::min<size_t>(keep, static_cast<size_t>(capacity()));
+  prefill_ = std::thread([recycler = recycler_, device, prefill, stop = &stop_prefill_] {
+    if (cudaSetDevice(device) != cudaSuccess) return;
+    for (size_t i = 0; i < prefill && !stop->load(); ++i) {
+      auto m = PinnedMemory::Allocate(recycler->bytes(), "a state in host memory");
+      if (!m.ok()) return;  // no pinned memory to spare: swaps allocate when they need it
+      recycler->Put(std::move(*m));
+    }
+  });
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
   GLA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&engine_mark_, cudaEventDisableTiming));
   for (SlotCopies& c : copies_) {
@@ -111,6 +126,8 @@ absl::Status GpuStatePool::Init() {
 }
 
 GpuStatePool::~GpuStatePool() {
+  stop_prefill_ = true;
+  if (prefill_.joinable()) prefill_.join();
   if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
   for (SlotCopies& c : copies_) {
     if (c.out != nullptr) cudaEventDestroy(c.out);

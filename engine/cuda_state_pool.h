@@ -18,7 +18,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -68,6 +70,8 @@ class GpuStatePool : public StatePool {
   cudaEvent_t engine_mark_ = nullptr;
   std::vector<SlotCopies> copies_;
   std::shared_ptr<PinnedRecycler> recycler_;  // page-locked state buffers for reuse
+  std::thread prefill_;                        // fills recycler_ at start-up
+  std::atomic<bool> stop_prefill_{false};
 };
 
 }  // namespace gla

@@ -5,7 +5,7 @@
 //               [--max-new-tokens 64] [--seed 1] [--finetune none|lora]
 //               [--finetune-batch 1] [--finetune-seq-len 64] [--system-prompt-len 0]
 //   gla-loadgen conversation --addr HOST:PORT [--conversations 1,8] [--turns 5] [--turn-len 200]
-//               [--max-new-tokens 64] [--seed 1]
+//               [--max-new-tokens 64] [--seed 1] [--rounds 5]
 //
 // --system-prompt-len N puts one shared N-token prefix (a system prompt) before every request's
 // own prompt-len tokens: run it against glad with and without its prefix-state cache
@@ -270,9 +270,11 @@ absl::Status Conversation(const ParsedArgs& a, v1::Gla::Stub& stub, const v1::Mo
   ASSIGN_OR_RETURN(int turn_len, a.Int("turn-len", 200, 1));
   ASSIGN_OR_RETURN(int max_new, a.Int("max-new-tokens", 64, 1));
   ASSIGN_OR_RETURN(int seed, a.Int("seed", 1, 0));
+  ASSIGN_OR_RETURN(int rounds, a.Int("rounds", 5, 1));
   ASSIGN_OR_RETURN(std::vector<int32_t> levels, ParseIdList(a.Has("conversations") ? a.flags.at("conversations") : "1,8"));
-  std::printf("server: %s backend=%s device=\"%s\"  %d turns of %d new prompt tokens + %d generated\n",
-              info.model_dir().c_str(), info.backend().c_str(), info.device().c_str(), turns, turn_len, max_new);
+  std::printf("server: %s backend=%s device=\"%s\"  %d turns of %d new prompt tokens + %d generated; %d rounds "
+              "of each way per level\n",
+              info.model_dir().c_str(), info.backend().c_str(), info.device().c_str(), turns, turn_len, max_new, rounds);
   std::printf("| conversations | turn | prompt tokens prefilled: resend / session | TTFT p50 ms: resend | TTFT p50 ms: session | ratio |\n");
   std::printf("| --- | --- | --- | --- | --- | --- |\n");
   const int vocab = info.config().vocab_size();
@@ -282,10 +284,19 @@ absl::Status Conversation(const ParsedArgs& a, v1::Gla::Stub& stub, const v1::Mo
     RETURN_IF_ERROR(RunConversations(stub, use_session, 2, 2, turn_len, max_new, vocab, seed + 77).status());
   for (int c : levels) {
     if (c < 1) return absl::InvalidArgumentError("--conversations levels must be >= 1");
-    ASSIGN_OR_RETURN(auto resend, RunConversations(stub, false, c, turns, turn_len, max_new, vocab, seed));
-    // Other tokens for the session run (same lengths): the server's prefix cache must not serve it
-    // states the resend run left behind.
-    ASSIGN_OR_RETURN(auto session, RunConversations(stub, true, c, turns, turn_len, max_new, vocab, seed + 1000003));
+    // Rounds alternate between the two ways, so drift (clocks, other load) hits both alike. The
+    // session rounds use other tokens (same lengths): the server's prefix cache, if on, must not
+    // serve them states the resend rounds left behind.
+    std::vector<std::vector<double>> resend(turns), session(turns);
+    for (int round = 0; round < rounds; ++round) {
+      const uint64_t s = seed + 1000 * static_cast<uint64_t>(round);
+      ASSIGN_OR_RETURN(auto r, RunConversations(stub, false, c, turns, turn_len, max_new, vocab, s));
+      ASSIGN_OR_RETURN(auto q, RunConversations(stub, true, c, turns, turn_len, max_new, vocab, s + 1000003));
+      for (int t = 0; t < turns; ++t) {
+        resend[t].insert(resend[t].end(), r[t].begin(), r[t].end());
+        session[t].insert(session[t].end(), q[t].begin(), q[t].end());
+      }
+    }
     for (int t = 0; t < turns; ++t) {
       const double r = 1e3 * Percentile(resend[t], 0.5), s = 1e3 * Percentile(session[t], 0.5);
       std::printf("| %d | %d | %d / %d | %.1f | %.1f | %.2fx |\n", c, t + 1, t * (turn_len + max_new) + turn_len,
@@ -355,7 +366,7 @@ int main(int argc, char** argv) {
   auto parsed = gla::ParseArgs(static_cast<int>(args.size()), args.data(),
                                {{"sweep", {"addr", "concurrency", "requests", "prompt-len", "max-new-tokens", "seed", "finetune", "finetune-batch",
                                            "finetune-seq-len", "system-prompt-len"}},
-                                {"conversation", {"addr", "conversations", "turns", "turn-len", "max-new-tokens", "seed"}}});
+                                {"conversation", {"addr", "conversations", "turns", "turn-len", "max-new-tokens", "seed", "rounds"}}});
   absl::Status st = parsed.ok() ? gla::Main(*parsed) : parsed.status();
   if (!st.ok()) {
     std::fprintf(stderr, "gla-loadgen: error: %s\n", std::string(st.message()).c_str());
