@@ -41,6 +41,7 @@ struct Scheduler::Request : RequestHandle {
   TokenHistory history;
   std::unique_ptr<TextAssembler> text;
   SteadyClock::time_point arrival, admitted, first_token;
+  SteadyClock::time_point since;  // running: since it got its slot; waiting: since it began to wait
   bool done = false;
   bool started = false;       // admitted once (a preempted request is re-admitted)
   int client_prompt_tokens = 0;
@@ -70,7 +71,7 @@ Scheduler::~Scheduler() { Shutdown(std::chrono::milliseconds(0)); }
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(GenerationSpec spec, UpdateSink sink) {
   auto r = std::make_shared<Request>(std::move(spec), std::move(sink), this);
-  r->arrival = SteadyClock::now();
+  r->arrival = r->since = SteadyClock::now();
   r->client_prompt_tokens = static_cast<int>(r->spec.prompt.size());
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down");
@@ -207,22 +208,33 @@ void Scheduler::Intake(std::shared_ptr<Request> r) {
   waiting_.push_back(std::move(r));
 }
 
-std::optional<int> Scheduler::AcquireSlot(int priority) {
+std::optional<int> Scheduler::AcquireSlot(const Request& waiting) {
   for (;;) {
     if (auto slot = backend_.pool().Acquire()) return slot;
     if (sessions_.FreeOneSlot()) continue;  // an idle session's state goes to host memory
-    if (options_.preemption && Preempt(priority)) continue;
+    if (options_.preemption && Preempt(waiting)) continue;
     return std::nullopt;
   }
 }
 
-bool Scheduler::Preempt(int priority) {
-  // The lowest-priority running sequence below `priority`; of those, the last admitted.
+bool Scheduler::Preempt(const Request& waiting) {
+  const int priority = waiting.spec.priority;
+  // The lowest-priority running sequence below the waiting one's priority; of those, the last admitted.
   Request* victim = nullptr;
   for (auto& r : running_)
     if (r->spec.priority < priority && (victim == nullptr || r->spec.priority < victim->spec.priority ||
                                         (r->spec.priority == victim->spec.priority && r->admitted > victim->admitted)))
       victim = r.get();
+  // Time slicing (preempt_after > 0): a request that has waited that long takes the slot of the
+  // one of no higher priority that has run longest, once that one has run that long itself.
+  const auto now = SteadyClock::now();
+  if (victim == nullptr && options_.preempt_after.count() > 0 && now - waiting.since >= options_.preempt_after) {
+    for (auto& r : running_)
+      if (r->spec.priority <= priority && now - r->since >= options_.preempt_after &&
+          (victim == nullptr || r->spec.priority < victim->spec.priority ||
+           (r->spec.priority == victim->spec.priority && r->since < victim->since)))
+        victim = r.get();
+  }
   if (victim == nullptr) return false;
   auto host = backend_.pool().NewHostState();
   if (!host.ok()) return false;
@@ -232,6 +244,7 @@ bool Scheduler::Preempt(int priority) {
   victim->slot = -1;
   victim->saved = std::move(saved);
   victim->loading.reset();  // a load still in flight precedes the save on the copy stream
+  victim->since = now;
   auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r.get() == victim; });
   waiting_.push_front(std::move(*it));
   running_.erase(it);
@@ -285,7 +298,7 @@ void Scheduler::AdmitWaiting() {
     std::optional<int> slot;
     if (!r->started && r->session != nullptr) slot = sessions_.TakeSlot(*r->session);
     r->session_slot = slot.has_value();
-    if (!slot) slot = AcquireSlot(r->spec.priority);
+    if (!slot) slot = AcquireSlot(*r);
     if (!slot) return;
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));
     {
@@ -293,6 +306,7 @@ void Scheduler::AdmitWaiting() {
       --stats_.queued;
     }
     r->slot = *slot;
+    r->since = SteadyClock::now();
     absl::Status st;
     if (!r->started) {
       r->started = true;

@@ -12,8 +12,9 @@
 //   - the prefix-state cache (engine/sessions/prefix_cache.h): a prompt that starts with a cached
 //     block prefix starts from a copy of its state.
 //   - preemption: when no slot is free (after idle sessions gave theirs back) and a waiting request
-//     has a higher priority than a running one, the running one's state is swapped to host memory
-//     and it waits again; re-admitted, it resumes exactly where it stopped (no recompute).
+//     has a higher priority than a running one (or, with preempt_after, has waited that long), the
+//     running one's state is swapped to host memory and it waits again; re-admitted, it resumes
+//     exactly where it stopped (no recompute).
 // Swaps run on the pool's copy stream; a sequence whose state is still loading sits out a step.
 #pragma once
 
@@ -99,12 +100,15 @@ struct SchedulerOptions {
   int prefix_cache_block = 64;      // tokens per cached block (the chunk kernels' chunk)
   int64_t prefix_cache_bytes = 0;   // host memory for cached prefix states; 0 = no prefix cache
   bool preemption = true;           // swap a lower-priority running sequence out for a waiting one
+  // > 0 (and preemption on): a request that has waited this long for a slot also preempts the
+  // longest-running sequence of no higher priority that has run this long (time slicing).
+  std::chrono::milliseconds preempt_after{0};
 };
 
 struct SchedulerStats {
   int queued = 0, running = 0, slots = 0, slots_in_use = 0;
   uint64_t steps = 0, completed = 0;
-  uint64_t preemptions = 0;  // running sequences swapped out for a higher-priority request
+  uint64_t preemptions = 0;  // running sequences swapped out for a waiting request
   SessionStats sessions;
   PrefixCacheStats prefix_cache;
 };
@@ -145,8 +149,8 @@ class Scheduler {
   // Runs `task` on the loop thread; false when the loop has ended.
   bool Post(std::function<void()> task);
   void Intake(std::shared_ptr<Request> r);
-  std::optional<int> AcquireSlot(int priority);
-  bool Preempt(int priority);
+  std::optional<int> AcquireSlot(const Request& waiting);
+  bool Preempt(const Request& waiting);
   absl::Status StartState(Request& r);
   void PublishStats();
 

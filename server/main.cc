@@ -115,6 +115,9 @@ ABSL_FLAG(int32_t, prefix_cache_block, 64, "prompt prefixes are cached at multip
 ABSL_FLAG(bool, preemption, true,
           "when no slot is free, swap a lower-priority running sequence to host memory for a higher-priority request "
           "(it resumes exactly where it stopped)");
+ABSL_FLAG(int32_t, preempt_after_ms, 0,
+          "with --preemption: a request that has waited this long for a slot also swaps out the longest-running "
+          "sequence of no higher priority that has run this long (time slicing; 0 = only for priority)");
 // Parsed by TakeAdapterFlags below (absl flags keep only the last of a repeated flag); declared so
 // that --help lists it.
 ABSL_FLAG(std::string, adapter, "",
@@ -349,6 +352,7 @@ int Main(int argc, char** argv) {
   so.prefix_cache_bytes = int64_t{absl::GetFlag(FLAGS_prefix_cache_mb)} * 1048576;
   so.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
   so.preemption = absl::GetFlag(FLAGS_preemption);
+  so.preempt_after = std::chrono::milliseconds(std::max(0, absl::GetFlag(FLAGS_preempt_after_ms)));
   if (so.sessions.host_bytes < 0 || so.sessions.default_ttl_s < 0 || so.sessions.max_sessions < 0 ||
       so.prefix_cache_bytes < 0 || so.prefix_cache_block < 1)
     return Fail("--session_memory_mb, --session_ttl_s, --max_sessions and --prefix_cache_mb must be >= 0, "

@@ -82,7 +82,7 @@ class GlaClient:
         self.timeout_s = timeout_s
 
     def _request(self, text=None, token_ids=None, max_new_tokens=0, stop=(), stop_token_ids=(),
-                 ignore_eos=False, logprobs=None, request_id="", adapter="", **sampling):
+                 ignore_eos=False, logprobs=None, request_id="", adapter="", session="", **sampling):
         unknown = set(sampling) - set(self.SAMPLING_FIELDS)
         if unknown:
             raise TypeError("unknown sampling option(s): " + ", ".join(sorted(unknown)))
@@ -90,7 +90,7 @@ class GlaClient:
             raise ValueError("give exactly one of text= or token_ids=")
         req = self.pb.GenerateRequest(max_new_tokens=max_new_tokens, stop=list(stop),
                                       stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos,
-                                      request_id=request_id, adapter=adapter)
+                                      request_id=request_id, adapter=adapter, session=session)
         if text is not None:
             req.text = text.encode("utf-8")  # bytes on the wire: the server validates UTF-8
         else:
@@ -121,6 +121,27 @@ class GlaClient:
 
     def finish_reason_name(self, value):
         return self.pb.FinishReason.Name(value)
+
+    # ---- Sessions: generate(session=ID, ...) continues one; each turn sends only its new prompt.
+
+    def create_session(self, session_id="", ttl_s=None):
+        """Returns the Session (session_id is the server's choice when empty)."""
+        req = self.pb.CreateSessionRequest(session_id=session_id)
+        if ttl_s is not None:
+            req.ttl_s = ttl_s
+        return self.stub.CreateSession(req, timeout=self.timeout_s)
+
+    def fork_session(self, source_session_id, session_id="", ttl_s=None):
+        req = self.pb.ForkSessionRequest(source_session_id=source_session_id, session_id=session_id)
+        if ttl_s is not None:
+            req.ttl_s = ttl_s
+        return self.stub.ForkSession(req, timeout=self.timeout_s)
+
+    def delete_session(self, session_id):
+        self.stub.DeleteSession(self.pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout_s)
+
+    def list_sessions(self):
+        return list(self.stub.ListSessions(self.pb.ListSessionsRequest(), timeout=self.timeout_s).sessions)
 
     # ---- Fine-tuning (gla.v1.FineTune)
 

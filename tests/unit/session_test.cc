@@ -386,6 +386,32 @@ TEST_P(SessionTest, PreemptedSequenceResumesExactlyWhereItWas) {
   EXPECT_EQ(q.stats().preemptions, 0u);
 }
 
+TEST_P(SessionTest, TimeSlicingLetsAWaitingRequestInWithoutChangingAnyOutput) {
+  SKIP_WITHOUT_BACKEND();
+  backend_ = MakeBackend(1);
+  const GenerationSpec long_one = Greedy(Text(30, 52), 1500);
+  const GenerationSpec short_one = Greedy(Text(12, 53), 4);  // same priority
+  Collected alone_long, alone_short;
+  {
+    Scheduler s(*backend_, Options());
+    alone_long = Run(s, long_one);
+    alone_short = Run(s, short_one);
+  }
+  SchedulerOptions o = Options();
+  o.preempt_after = std::chrono::milliseconds(20);
+  Scheduler s(*backend_, o);
+  auto lf = SubmitCollect(s, long_one);
+  while (s.stats().running == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  auto sf = SubmitCollect(s, short_one);
+  const Collected sh = sf.get();
+  EXPECT_EQ(lf.wait_for(std::chrono::seconds(0)), std::future_status::timeout)  // it got in before the long one ended
+      << "the long request ended first: the machine is too fast for this test's 1,500 tokens";
+  const Collected lo = lf.get();
+  EXPECT_EQ(sh.tokens, alone_short.tokens);
+  EXPECT_EQ(lo.tokens, alone_long.tokens);
+  EXPECT_GE(s.stats().preemptions, 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, SessionTest,
                          ::testing::Values(Case{"cpu", "tiny"}, Case{"cpu", "conv"}, Case{"cuda", "tiny"},
                                            Case{"cuda", "conv"}),
