@@ -75,6 +75,12 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
     check prefill_bench build-gpu/gla_prefill_bench
   nvcc "${nvcc_flags[@]}" -o build-gpu/gla_backward_bench tests/cuda/gla_backward_bench.cc "${kernels[@]}" &&
     check backward_bench build-gpu/gla_backward_bench
+  # fla's chunk_gla on this same GPU, when an fla checkout was carried as gpu-fla/ (not part of
+  # this repository; docs/performance.md). Its first call autotunes for minutes: warm, then time.
+  if [ -d gpu-fla/fla ]; then
+    PYTHONPATH=gpu-fla timeout 500 python3 -u tests/cuda/fla_gla_anchor.py > /dev/null 2>&1
+    check fla_anchor env PYTHONPATH=gpu-fla python3 -u tests/cuda/fla_gla_anchor.py
+  fi
   nvcc "${nvcc_flags[@]}" -o build-gpu/sampling_bench tests/cuda/sampling_bench.cc kernels/cuda/sampling.cu engine/sampler.cc &&
     check sampling_bench build-gpu/sampling_bench
 fi
