@@ -125,20 +125,32 @@ absl::Status ShuttingDown() { return absl::UnavailableError("server is shutting 
 
 void Scheduler::CreateSession(std::string id, int64_t ttl_s, SessionDone done) {
   auto d = std::make_shared<SessionDone>(std::move(done));
-  if (!Post([this, id = std::move(id), ttl_s, d]() mutable { (*d)(sessions_.Create(std::move(id), ttl_s)); })) (*d)(ShuttingDown());
+  if (!Post([this, id = std::move(id), ttl_s, d]() mutable {
+        auto r = sessions_.Create(std::move(id), ttl_s);
+        PublishStats();  // before the answer: a ModelInfo right after it sees the change
+        (*d)(std::move(r));
+      }))
+    (*d)(ShuttingDown());
 }
 
 void Scheduler::ForkSession(std::string source, std::string id, int64_t ttl_s, SessionDone done) {
   auto d = std::make_shared<SessionDone>(std::move(done));
   if (!Post([this, source = std::move(source), id = std::move(id), ttl_s, d]() mutable {
-        (*d)(sessions_.Fork(source, std::move(id), ttl_s));
+        auto r = sessions_.Fork(source, std::move(id), ttl_s);
+        PublishStats();
+        (*d)(std::move(r));
       }))
     (*d)(ShuttingDown());
 }
 
 void Scheduler::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
   auto d = std::make_shared<std::function<void(absl::Status)>>(std::move(done));
-  if (!Post([this, id = std::move(id), d] { (*d)(sessions_.Delete(id)); })) (*d)(ShuttingDown());
+  if (!Post([this, id = std::move(id), d] {
+        absl::Status r = sessions_.Delete(id);
+        PublishStats();
+        (*d)(std::move(r));
+      }))
+    (*d)(ShuttingDown());
 }
 
 void Scheduler::ListSessions(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done) {
@@ -188,6 +200,8 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
     // running_ itself is pruned at the next loop turn, which an idle server may not take soon:
     // the count a reader sees (ModelInfo, metrics) drops now.
     if (was_running && stats_.running > 0) --stats_.running;
+    stats_.sessions = sessions_.stats();  // a turn's end moves its session's state
+    stats_.prefix_cache = prefix_cache_.stats();
   }
   r.sink(std::move(update));
 }

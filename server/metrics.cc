@@ -155,10 +155,12 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     for (const auto& [state, n] : s.finetune_jobs) AddGauge(out.back(), n, {{"state", state}});
     out.push_back(GaugeFamily("gla_finetune_tokens_per_second", "Training tokens/s of the running fine-tune job."));
     AddGauge(out.back(), s.finetune_tokens_per_second);
-    out.push_back(GaugeFamily("gla_sessions", "Sessions, by where their state is (empty ones are not counted)."));
+    out.push_back(GaugeFamily("gla_sessions", "Sessions, by where their state is (empty: no turn yet)."));
     AddGauge(out.back(), s.sessions.in_slots, {{"location", "slot"}});
     AddGauge(out.back(), s.sessions.in_host, {{"location", "host"}});
     AddGauge(out.back(), s.sessions.on_disk, {{"location", "disk"}});
+    AddGauge(out.back(), s.sessions.sessions - s.sessions.in_slots - s.sessions.in_host - s.sessions.on_disk,
+             {{"location", "empty"}});
     out.push_back(GaugeFamily("gla_session_host_bytes", "Host memory held by idle session states."));
     AddGauge(out.back(), static_cast<double>(s.sessions.host_bytes));
     out.push_back(CounterFamily("gla_session_events_total",

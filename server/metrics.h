@@ -10,7 +10,7 @@
 //   gla_queue_depth, gla_running_sequences, gla_state_slots{state="used"|"total"}, gla_engine_steps_total
 //   gla_device_memory_bytes{kind="used"|"total"}     (CUDA backend)
 //   gla_finetune_jobs{state}, gla_finetune_tokens_per_second
-//   gla_sessions{location="slot"|"host"|"disk"}, gla_session_host_bytes,
+//   gla_sessions{location="slot"|"host"|"disk"|"empty"}, gla_session_host_bytes,
 //   gla_session_events_total{event="swapped_out"|"written"|"dropped"|"expired"}
 //   gla_prefix_cache_lookups_total{result="hit"|"miss"}, gla_prefix_cache_saved_tokens_total,
 //   gla_prefix_cache_entries, gla_prefix_cache_bytes, gla_preemptions_total

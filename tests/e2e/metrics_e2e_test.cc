@@ -83,21 +83,41 @@ TEST(Metrics, ScrapeAfterTrafficShowsTheRightCountsAndPassesPromtool) {
     ASSERT_EQ(stub->Generate(&ctx, bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
 
+  {  // a session with one turn (its state keeps a slot) and an empty one
+    for (const char* id : {"m", "n"}) {
+      grpc::ClientContext ctx;
+      v1::CreateSessionRequest cr;
+      cr.set_session_id(id);
+      v1::Session s;
+      ASSERT_TRUE(stub->CreateSession(&ctx, cr, &s).ok());
+    }
+    v1::GenerateRequest turn = req;
+    turn.set_session("m");
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    ASSERT_TRUE(stub->Generate(&ctx, turn, &resp).ok());
+  }
+
   const std::string response = HttpGet(port, "/metrics");
   ASSERT_EQ(response.rfind("HTTP/1.1 200 OK", 0), 0u) << response.substr(0, 200);
   const std::string text = response.substr(response.find("\r\n\r\n") + 4);
-  EXPECT_EQ(Sample(text, "gla_requests_total{code=\"OK\",method=\"Generate\"}"), 3);
+  EXPECT_EQ(Sample(text, "gla_requests_total{code=\"OK\",method=\"Generate\"}"), 4);
   EXPECT_EQ(Sample(text, "gla_requests_total{code=\"OK\",method=\"GenerateStream\"}"), 1);
   EXPECT_EQ(Sample(text, "gla_requests_total{code=\"INVALID_ARGUMENT\",method=\"Generate\"}"), 1);
-  EXPECT_EQ(Sample(text, "gla_prompt_tokens_total"), 12);
-  EXPECT_EQ(Sample(text, "gla_generated_tokens_total"), 16);
-  EXPECT_EQ(Sample(text, "gla_time_to_first_token_seconds_count"), 4) << "one per request that generated";
-  EXPECT_EQ(Sample(text, "gla_inter_token_latency_seconds_count"), 12) << "three intervals per 4-token request";
-  EXPECT_EQ(Sample(text, "gla_request_duration_seconds_count"), 4);
+  EXPECT_EQ(Sample(text, "gla_prompt_tokens_total"), 15);
+  EXPECT_EQ(Sample(text, "gla_generated_tokens_total"), 20);
+  EXPECT_EQ(Sample(text, "gla_time_to_first_token_seconds_count"), 5) << "one per request that generated";
+  EXPECT_EQ(Sample(text, "gla_inter_token_latency_seconds_count"), 15) << "three intervals per 4-token request";
+  EXPECT_EQ(Sample(text, "gla_request_duration_seconds_count"), 5);
   EXPECT_EQ(Sample(text, "gla_state_slots{state=\"total\"}"), 6);
   EXPECT_EQ(Sample(text, "gla_queue_depth"), 0);
   EXPECT_EQ(Sample(text, "gla_running_sequences"), 0) << "every request has ended";
-  EXPECT_EQ(Sample(text, "gla_state_slots{state=\"used\"}"), 0);
+  EXPECT_EQ(Sample(text, "gla_state_slots{state=\"used\"}"), 1) << "the session's state keeps its slot";
+  EXPECT_EQ(Sample(text, "gla_sessions{location=\"slot\"}"), 1);
+  EXPECT_EQ(Sample(text, "gla_sessions{location=\"empty\"}"), 1);
+  EXPECT_EQ(Sample(text, "gla_session_events_total{event=\"swapped_out\"}"), 0);
+  EXPECT_EQ(Sample(text, "gla_prefix_cache_lookups_total{result=\"miss\"}"), 0) << "3-token prompts: under a block";
+  EXPECT_EQ(Sample(text, "gla_preemptions_total"), 0);
   EXPECT_EQ(Sample(text, "gla_finetune_jobs{state=\"running\"}"), 0);
   EXPECT_GT(Sample(text, "gla_engine_steps_total"), 0);
 
