@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "models/file_io.h"
 
 namespace gla {
 
@@ -60,10 +61,9 @@ absl::StatusOr<uint64_t> ModelFingerprint(const std::string& model_dir) {
     if (e.path().extension() == ".safetensors") files.push_back(e.path());
   if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", model_dir, ": ", ec.message()));
   std::sort(files.begin(), files.end());
-  std::ifstream cfg(fs::path(model_dir) / "config.json", std::ios::binary);
-  if (!cfg) return absl::NotFoundError(absl::StrCat("cannot read ", model_dir, "/config.json"));
-  const std::string config((std::istreambuf_iterator<char>(cfg)), std::istreambuf_iterator<char>());
-  uint64_t h = Hash64({reinterpret_cast<const uint8_t*>(config.data()), config.size()}, 0x676c61);
+  auto config = ReadWholeFile((fs::path(model_dir) / "config.json").string());
+  if (!config.ok()) return config.status();
+  uint64_t h = Hash64({reinterpret_cast<const uint8_t*>(config->data()), config->size()}, 0x676c61);
   for (const auto& f : files) {
     auto fh = HashFileSamples(f, h);
     if (!fh.ok()) return fh.status();

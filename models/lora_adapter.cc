@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/file_io.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -69,14 +70,6 @@ absl::Status CheckPair(const LoraPair& p, const std::string& where) {
 bool TransformsLayer(const LoraConfig& c, int layer) {
   return c.layers_to_transform.empty() ||
          std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), layer) != c.layers_to_transform.end();
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // Reads the fields of adapter_config.json; every error names the file and the field. Absent and
@@ -479,7 +472,7 @@ absl::Status SaveLoraAdapter(const std::string& dir, const LoraAdapter& adapter)
 
 absl::StatusOr<LoraAdapter> LoadLoraAdapter(const std::string& dir, const GlaConfig& config) {
   const std::string config_path = (fs::path(dir) / "adapter_config.json").string();
-  ASSIGN_OR_RETURN(const std::string text, ReadFile(config_path));
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(config_path));
   ASSIGN_OR_RETURN(LoraConfig lc, ParseAdapterConfig(config_path, text));
   if (absl::Status s = CheckOptions(config, lc); !s.ok())
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", s.message()));

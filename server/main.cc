@@ -42,6 +42,7 @@
 #include "engine/finetune/compute_gate.h"
 #include "engine/finetune/jobs.h"
 #include "engine/scheduler.h"
+#include "models/file_io.h"
 #include "models/fingerprint.h"
 #include "models/status_macros.h"
 #include "server/fine_tune_service.h"
@@ -191,11 +192,9 @@ absl::Status FlagsFromEnvironment() {
 }
 
 absl::StatusOr<std::string> ReadSecretFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot read it"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  auto bytes = ReadWholeFile(path);
+  if (!bytes.ok()) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot read it"));
+  return bytes;
 }
 
 // Plaintext, TLS, or mutual TLS, from the --tls_* flags.
@@ -387,12 +386,13 @@ int Main(int argc, char** argv) {
     }
     if (where == "cuda" || (where == "auto" && cuda_backend && gpu_ok.ok()))
       jo.train_device.cuda_device = absl::GetFlag(FLAGS_device);
-    else if (where == "auto" && cuda_backend)
+    else if (where == "auto" && cuda_backend && !adapter_dir.empty())
       LogEvent(LogLevel::kInfo, "finetune_device", absl::StrCat("glad: fine-tune jobs train on the CPU: ", gpu_ok.message()));
     const std::string where_trained =
         jo.train_device.cuda() ? absl::StrCat("cuda:", jo.train_device.cuda_device) : std::string("the CPU");
-    LogEvent(LogLevel::kInfo, "finetune_device", absl::StrCat("glad: fine-tune jobs train on ", where_trained),
-             {{"device", where_trained}});
+    if (!adapter_dir.empty())  // without it, CreateFineTuneJob is FAILED_PRECONDITION: nothing trains
+      LogEvent(LogLevel::kInfo, "finetune_device", absl::StrCat("glad: fine-tune jobs train on ", where_trained),
+               {{"device", where_trained}});
   }
   jo.max_tokens = absl::GetFlag(FLAGS_finetune_max_tokens);
   jo.on_end = [](const JobInfo& j) {  // one line per finished job

@@ -27,20 +27,13 @@
 #include "engine/finetune/train_model.h"
 #include "engine/finetune/trainer.h"
 #include "models/checkpoint.h"
+#include "models/file_io.h"
 #include "models/status_macros.h"
 
 namespace gla {
 namespace {
 
 namespace fs = std::filesystem;
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Documents: blocks of non-empty lines separated by blank lines.
 std::vector<std::string> SplitDocuments(const std::string& text) {
@@ -65,7 +58,7 @@ std::vector<std::string> SplitDocuments(const std::string& text) {
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> EncodeDocuments(const Tokenizer& tok, const std::string& path,
                                                                   int64_t* tokens) {
-  ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path));
   std::vector<std::vector<int32_t>> out;
   *tokens = 0;
   for (const std::string& doc : SplitDocuments(text)) {
@@ -106,7 +99,7 @@ absl::Status Run(const ParsedArgs& a) {
   std::error_code ec;
   if (fs::exists(out_dir, ec)) return absl::AlreadyExistsError(absl::StrCat(out_dir, " exists; not overwritten"));
 
-  ASSIGN_OR_RETURN(const std::string config_text, ReadFile(config_path));
+  ASSIGN_OR_RETURN(const std::string config_text, ReadWholeFile(config_path));
   Checkpoint ck;
   ASSIGN_OR_RETURN(ck.config, ParseGlaConfigJson(config_text, config_path));
   std::optional<int> eos;
