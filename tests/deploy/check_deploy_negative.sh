@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The deploy_files checker must fail on broken shipping files, not only pass on good ones: each
+# case copies deploy/ to a scratch root, breaks one thing, and expects exit 1 naming the problem.
+#   check_deploy_negative.sh GLAD SOURCE_ROOT
+set -uo pipefail
+glad=$1 src=$2
+checker="$src/tests/deploy/check_deploy.py"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+failures=0
+expect_refused() {  # NAME SED_EXPR FILE PATTERN: apply SED_EXPR to FILE, expect PATTERN in the output
+  local name=$1 expr=$2 file=$3 pattern=$4
+  rm -rf "$scratch/root" && mkdir -p "$scratch/root" && cp -r "$src/deploy" "$scratch/root/"
+  sed -i "$expr" "$scratch/root/deploy/$file"
+  cmp -s "$src/deploy/$file" "$scratch/root/deploy/$file" && { echo "FAIL $name: the edit changed nothing"; failures=$((failures + 1)); return; }
+  local out rc
+  out=$(/usr/bin/python3 "$checker" --glad "$glad" --root "$scratch/root" 2>&1)
+  rc=$?
+  if [ $rc -ne 1 ] || ! grep -q -- "$pattern" <<< "$out"; then
+    echo "FAIL $name: exit $rc, output: $out"
+    failures=$((failures + 1))
+  else
+    echo "ok   $name: $(grep -- "$pattern" <<< "$out" | head -n 1)"
+  fi
+}
+expect_refused "unknown flag in the Deployment" 's/"--slots", "64"/"--slotz", "64"/' k8s/deployment.yaml "slotz"
+expect_refused "metrics port the Prometheus config does not scrape" 's/:9400/:9499/g' prometheus.yml "does not scrape"
+expect_refused "Dockerfile running as root" 's/^USER .*/USER root/' Dockerfile "non-root"
+exit $((failures != 0))
