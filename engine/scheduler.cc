@@ -282,6 +282,7 @@ absl::Status Scheduler::StartState(Request& r) {
       r.carried = 1;
     } else if (empty_past && r.spec.bos_if_session_empty) {
       prompt.insert(prompt.begin(), *r.spec.bos_if_session_empty);
+      ++r.client_prompt_tokens;  // the BOS counts as the request's own, as without a session
     }
     if (!r.session_slot) {
       auto loading = sessions_.Restore(*r.session, r.slot);

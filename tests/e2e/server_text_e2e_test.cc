@@ -133,6 +133,56 @@ TEST_F(TextServer, TokenizeMatchesGenerateUsage) {
   EXPECT_EQ(stub->Tokenize(&bctx, treq, &tresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A text conversation through a session: BOS before the first turn only (add_bos unset), and the
+// second turn generates what one request holding [BOS] turn 1, its output, turn 2 would.
+TEST_F(TextServer, SessionTurnsOfTextGetTheBosOnceAndEqualTheWholeText) {
+  auto stub = server_->stub();
+  auto tokenize = [&](const std::string& text, bool bos) {
+    grpc::ClientContext ctx;
+    v1::TokenizeRequest req;
+    req.set_text(text);
+    req.set_add_bos(bos);
+    v1::TokenizeResponse resp;
+    EXPECT_TRUE(stub->Tokenize(&ctx, req, &resp).ok());
+    return std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end());
+  };
+  {
+    grpc::ClientContext ctx;
+    v1::CreateSessionRequest req;
+    req.set_session_id("text-chat");
+    v1::Session s;
+    ASSERT_TRUE(stub->CreateSession(&ctx, req, &s).ok());
+  }
+  v1::GenerateRequest t1 = TextRequest("the state of the", 8);
+  t1.set_session("text-chat");
+  grpc::ClientContext c1;
+  v1::GenerateResponse r1;
+  ASSERT_TRUE(stub->Generate(&c1, t1, &r1).ok());
+  const std::vector<int32_t> p1 = tokenize("the state of the", true), p2 = tokenize(" gate opens", false);
+  EXPECT_EQ(p1[0], 1);
+  EXPECT_EQ(r1.usage().prompt_tokens(), p1.size());  // BOS included, as without a session
+  v1::GenerateRequest t2 = TextRequest(" gate opens", 8);
+  t2.set_session("text-chat");
+  grpc::ClientContext c2;
+  v1::GenerateResponse r2;
+  ASSERT_TRUE(stub->Generate(&c2, t2, &r2).ok());
+  EXPECT_EQ(r2.usage().prompt_tokens(), p2.size());  // no BOS on a session with a past
+  EXPECT_EQ(r2.usage().session_tokens(), p1.size() + 8);
+  v1::GenerateRequest whole;
+  for (const auto* part : {&p1, &p2}) {
+    if (part == &p2) whole.mutable_token_ids()->mutable_ids()->Add(r1.token_ids().begin(), r1.token_ids().end());
+    whole.mutable_token_ids()->mutable_ids()->Add(part->begin(), part->end());
+  }
+  whole.set_max_new_tokens(8);
+  whole.set_ignore_eos(true);
+  grpc::ClientContext c3;
+  v1::GenerateResponse r3;
+  ASSERT_TRUE(stub->Generate(&c3, whole, &r3).ok());
+  EXPECT_EQ(std::vector<int32_t>(r2.token_ids().begin(), r2.token_ids().end()),
+            std::vector<int32_t>(r3.token_ids().begin(), r3.token_ids().end()));
+  EXPECT_EQ(r2.text(), r3.text());
+}
+
 std::string RunCli(const std::string& args, int* code) {
   const std::string out = testing::MakeTempDir("cli") + "/out";
   const int st = std::system((CliPath() + " " + args + " > " + out + " 2>&1").c_str());

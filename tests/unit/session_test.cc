@@ -173,6 +173,12 @@ TEST_P(SessionTest, OneTurnAtATimeAndACancelledTurnChangesNothing) {
   const Collected o2 = Run(s, Greedy(p2, 5, "c"));  // continues from turn 1, not the cancelled one
   ASSERT_TRUE(o2.status.ok()) << o2.status;
   EXPECT_EQ(o2.tokens, Run(s, Greedy(Cat({p1, o1.tokens, p2}), 5)).tokens);
+  // A past computed with the base model does not continue under an adapter.
+  GenerationSpec other_adapter = Greedy(p2, 2, "c");
+  other_adapter.adapter_name = "some-adapter";  // the name is what a session checks
+  const Collected refused = Run(s, other_adapter);
+  EXPECT_EQ(refused.status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status.message().find("adapter 'some-adapter'"), std::string::npos) << refused.status;
 }
 
 TEST_P(SessionTest, SessionsSwapToHostWhenSlotsRunOutAndComeBackExact) {
