@@ -184,7 +184,7 @@ absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurn(const std::string
     return absl::FailedPreconditionError(absl::StrCat(
         "session '", id, "' holds a past computed with ",
         s.record.adapter.empty() ? std::string("the base model") : absl::StrCat("adapter '", s.record.adapter, "'"),
-        "; this request names ", adapter.empty() ? std::string("none") : absl::StrCat("'", adapter, "'")));
+        "; this request names ", adapter.empty() ? std::string("no adapter") : absl::StrCat("adapter '", adapter, "'")));
   s.busy = true;
   s.record.last_used_unix_s = NowUnix();
   return &s;
