@@ -86,6 +86,11 @@ void GlaDecodeStep(const GlaDecodeParams& p);
 // p.o is not used. The reference for the chunkwise backward kernels.
 void GlaBackwardNaive(const GlaSeqParams& p, const GlaSeqGrads& grads);
 
+// The chunkwise backward in fp32 (the CPU fine-tune path): chunk-start states and state
+// gradients from two scans, then every chunk's gradients from in-chunk products. Equals
+// GlaBackwardNaive up to fp32 rounding. Returns false (doing nothing) unless chunk >= 1.
+bool GlaBackwardChunkwise(const GlaSeqParams& p, const GlaSeqGrads& grads, int chunk);
+
 }  // namespace cpu
 
 #if defined(GLA_HAVE_CUDA)

@@ -240,7 +240,7 @@ void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
   pg.dg = dgk.data(), pg.dg_stride = kdpg;
   std::vector<float> dh0(h0.size());
   pg.dh0 = dh0.data();
-  cpu::GlaBackwardNaive(p, pg);
+  cpu::GlaBackwardChunkwise(p, pg, 64);  // cpu::GlaBackwardNaive is its reference (gla_backward_test)
 
   // Forget gate: gk = logsigmoid(gk_proj1(gk_proj0(h)) + b) / normalizer
   std::vector<float> d_gk_pre(T * kdpg), d_lr(T * c_.gate_low_rank_dim);

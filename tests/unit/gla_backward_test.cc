@@ -45,7 +45,8 @@ struct Grads {
   std::vector<float> dq, dk, dv, dg, dh0;
 };
 
-Grads Backward(const Op& op) {
+// chunk 0: cpu::GlaBackwardNaive; > 0: cpu::GlaBackwardChunkwise with chunks of that many tokens.
+Grads Backward(const Op& op, int chunk = 0) {
   Grads r{std::vector<float>(op.q.size()), std::vector<float>(op.k.size()), std::vector<float>(op.v.size()),
           std::vector<float>(op.g.size()), std::vector<float>(op.h0.size())};
   std::vector<float> h0 = op.h0;
@@ -62,7 +63,8 @@ Grads Backward(const Op& op) {
   d.dg = r.dg.data();
   d.dg_stride = int64_t{op.Hkv} * op.dk;
   d.dh0 = r.dh0.data();
-  cpu::GlaBackwardNaive(Params(op, h0.data()), d);
+  if (chunk == 0) cpu::GlaBackwardNaive(Params(op, h0.data()), d);
+  else EXPECT_TRUE(cpu::GlaBackwardChunkwise(Params(op, h0.data()), d, chunk));
   EXPECT_EQ(h0, op.h0) << "the backward must not change the initial state";
   return r;
 }
@@ -101,12 +103,14 @@ TEST_P(GlaBackwardReference, MatchesFlaGradientsWithin1e5) {
     };
     Op op{T, H, H, dk, dv, part(q, tk, b), part(k, tk, b), part(v, tv, b), part(g, tk, b), part(h0, s, b),
           part(d_o, tv, b), part(d_ht, s, b)};
-    const Grads r = Backward(op);
-    EXPECT_LT(RelErr(r.dq, ref(dq, tk, b)), 1e-5) << "dq, batch " << b;
-    EXPECT_LT(RelErr(r.dk, ref(dkr, tk, b)), 1e-5) << "dk, batch " << b;
-    EXPECT_LT(RelErr(r.dv, ref(dvr, tv, b)), 1e-5) << "dv, batch " << b;
-    EXPECT_LT(RelErr(r.dg, ref(dg, tk, b)), 1e-5) << "dg, batch " << b;
-    EXPECT_LT(RelErr(r.dh0, ref(dh0, s, b)), 1e-5) << "dh0, batch " << b;
+    for (int chunk : {0, 16, 64}) {  // the naive form, then the chunkwise one (partial last chunks)
+      const Grads r = Backward(op, chunk);
+      EXPECT_LT(RelErr(r.dq, ref(dq, tk, b)), 1e-5) << "dq, batch " << b << ", chunk " << chunk;
+      EXPECT_LT(RelErr(r.dk, ref(dkr, tk, b)), 1e-5) << "dk, batch " << b << ", chunk " << chunk;
+      EXPECT_LT(RelErr(r.dv, ref(dvr, tv, b)), 1e-5) << "dv, batch " << b << ", chunk " << chunk;
+      EXPECT_LT(RelErr(r.dg, ref(dg, tk, b)), 1e-5) << "dg, batch " << b << ", chunk " << chunk;
+      EXPECT_LT(RelErr(r.dh0, ref(dh0, s, b)), 1e-5) << "dh0, batch " << b << ", chunk " << chunk;
+    }
   }
 }
 
@@ -131,8 +135,9 @@ TEST(GlaBackward, MatchesFiniteDifferencesWithGqa) {
   op.h0 = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
   op.d_o = rnd(size_t(op.T) * op.H * op.dv, -1, 1);
   op.d_ht = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
-  const Grads r = Backward(op);
   const float eps = 1e-2f;
+  for (int chunk : {0, 4}) {
+  const Grads r = Backward(op, chunk);
   auto check = [&](std::vector<float> Op::*field, const std::vector<float>& grad, const char* name) {
     std::vector<double> numeric(grad.size());
     for (size_t i = 0; i < grad.size(); ++i) {
@@ -141,13 +146,43 @@ TEST(GlaBackward, MatchesFiniteDifferencesWithGqa) {
       (minus.*field)[i] -= eps;
       numeric[i] = (Loss(plus) - Loss(minus)) / (2.0 * eps);
     }
-    EXPECT_LT(RelErr(grad, numeric), 2e-3) << name;
+    EXPECT_LT(RelErr(grad, numeric), 2e-3) << name << ", chunk " << chunk;
   };
   check(&Op::q, r.dq, "dq");
   check(&Op::k, r.dk, "dk");
   check(&Op::v, r.dv, "dv");
   check(&Op::g, r.dg, "dg");
   check(&Op::h0, r.dh0, "dh0");
+  }
+}
+
+// The chunkwise form against the naive one on fresh random inputs: GQA, an initial state, no
+// final-state gradient, and chunk sizes from 1 token to more than the sequence.
+TEST(GlaBackward, ChunkwiseEqualsNaiveWithGqaAndAnyChunkSize) {
+  std::mt19937 rng(11);
+  Op op;
+  op.T = 150;
+  op.H = 4;
+  op.Hkv = 2;
+  op.dk = 32;
+  op.dv = 48;
+  auto rnd = [&](size_t n, float lo, float hi) { return testing::RandomVector(n, rng, lo, hi); };
+  op.q = rnd(size_t(op.T) * op.H * op.dk, -1, 1);
+  op.k = rnd(size_t(op.T) * op.Hkv * op.dk, -1, 1);
+  op.v = rnd(size_t(op.T) * op.Hkv * op.dv, -1, 1);
+  op.g = rnd(size_t(op.T) * op.Hkv * op.dk, -0.5f, -0.001f);
+  op.h0 = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
+  op.d_o = rnd(size_t(op.T) * op.H * op.dv, -1, 1);
+  op.d_ht.assign(size_t(op.H) * op.dk * op.dv, 0.0f);
+  const Grads ref = Backward(op, 0);
+  for (int chunk : {1, 7, 64, 200}) {
+    const Grads r = Backward(op, chunk);
+    EXPECT_LT(RelErr(r.dq, ref.dq), 1e-5) << "dq, chunk " << chunk;
+    EXPECT_LT(RelErr(r.dk, ref.dk), 1e-5) << "dk, chunk " << chunk;
+    EXPECT_LT(RelErr(r.dv, ref.dv), 1e-5) << "dv, chunk " << chunk;
+    EXPECT_LT(RelErr(r.dg, ref.dg), 1e-5) << "dg, chunk " << chunk;
+    EXPECT_LT(RelErr(r.dh0, ref.dh0), 1e-5) << "dh0, chunk " << chunk;
+  }
 }
 
 }  // namespace
