@@ -19,6 +19,14 @@ void ToProto(const SessionInfo& i, v1::Session* out) {
   out->set_ttl_s(i.ttl_s);
 }
 
+// What CreateSession and ForkSession answer with, from the loop thread.
+Scheduler::SessionDone Reply(grpc::ServerUnaryReactor* reactor, v1::Session* resp) {
+  return [reactor, resp](absl::StatusOr<SessionInfo> info) {
+    if (info.ok()) ToProto(*info, resp);
+    reactor->Finish(info.ok() ? grpc::Status::OK : ToGrpcStatus(info.status()));
+  };
+}
+
 absl::Status CheckTtl(bool has, int64_t ttl) {
   if (has && ttl < 0) return absl::InvalidArgumentError("ttl_s: must be >= 0 (0 = never expires)");
   return absl::OkStatus();
@@ -35,11 +43,7 @@ grpc::ServerUnaryReactor* GlaService::CreateSession(grpc::CallbackServerContext*
     reactor->Finish(ToGrpcStatus(ok));
     return reactor;
   }
-  scheduler_.CreateSession(req->session_id(), req->has_ttl_s() ? req->ttl_s() : -1,
-                           [reactor, resp](absl::StatusOr<SessionInfo> info) {
-                             if (info.ok()) ToProto(*info, resp);
-                             reactor->Finish(info.ok() ? grpc::Status::OK : ToGrpcStatus(info.status()));
-                           });
+  scheduler_.CreateSession(req->session_id(), req->has_ttl_s() ? req->ttl_s() : -1, Reply(reactor, resp));
   return reactor;
 }
 
@@ -55,10 +59,7 @@ grpc::ServerUnaryReactor* GlaService::ForkSession(grpc::CallbackServerContext* c
     return reactor;
   }
   scheduler_.ForkSession(req->source_session_id(), req->session_id(), req->has_ttl_s() ? req->ttl_s() : -1,
-                         [reactor, resp](absl::StatusOr<SessionInfo> info) {
-                           if (info.ok()) ToProto(*info, resp);
-                           reactor->Finish(info.ok() ? grpc::Status::OK : ToGrpcStatus(info.status()));
-                         });
+                         Reply(reactor, resp));
   return reactor;
 }
 

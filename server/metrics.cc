@@ -20,34 +20,27 @@ namespace gla {
 
 namespace {
 
+// Families whose values their owners keep (scheduler, backend, job runner), read at scrape time.
+prometheus::MetricFamily Family(const std::string& name, const std::string& help, prometheus::MetricType type) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  return f;
+}
 prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help) {
-  prometheus::MetricFamily f;
-  f.name = name;
-  f.help = help;
-  f.type = prometheus::MetricType::Gauge;
-  return f;
+  return Family(name, help, prometheus::MetricType::Gauge);
 }
-
-void AddGauge(prometheus::MetricFamily& f, double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
-  prometheus::ClientMetric m;
-  m.label = std::move(labels);
-  m.gauge.value = value;
-  f.metric.push_back(std::move(m));
-}
-
-// A counter whose value its owner keeps (read at scrape time, like the gauges).
 prometheus::MetricFamily CounterFamily(const std::string& name, const std::string& help) {
-  prometheus::MetricFamily f;
-  f.name = name;
-  f.help = help;
-  f.type = prometheus::MetricType::Counter;
-  return f;
+  return Family(name, help, prometheus::MetricType::Counter);
 }
 
-void AddCounter(prometheus::MetricFamily& f, uint64_t value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+// One sample of the family, as its type wants it.
+void Add(prometheus::MetricFamily& f, double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
   prometheus::ClientMetric m;
   m.label = std::move(labels);
-  m.counter.value = static_cast<double>(value);
+  if (f.type == prometheus::MetricType::Counter) m.counter.value = value;
+  else m.gauge.value = value;
   f.metric.push_back(std::move(m));
 }
 
@@ -138,49 +131,49 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     const ServerSnapshot s = snapshot_();
     std::vector<prometheus::MetricFamily> out;
     out.push_back(GaugeFamily("gla_queue_depth", "Requests waiting for a state slot."));
-    AddGauge(out.back(), s.queued);
+    Add(out.back(), s.queued);
     out.push_back(GaugeFamily("gla_running_sequences", "Sequences in the running batch (prefilling or decoding)."));
-    AddGauge(out.back(), s.running);
+    Add(out.back(), s.running);
     out.push_back(GaugeFamily("gla_state_slots", "Per-sequence state slots of the state pool."));
-    AddGauge(out.back(), s.slots_in_use, {{"state", "used"}});
-    AddGauge(out.back(), s.slots, {{"state", "total"}});
+    Add(out.back(), s.slots_in_use, {{"state", "used"}});
+    Add(out.back(), s.slots, {{"state", "total"}});
     out.push_back(CounterFamily("gla_engine_steps_total", "Engine steps run (one batched forward each)."));
-    AddCounter(out.back(), s.steps);
+    Add(out.back(), static_cast<double>(s.steps));
     if (s.has_device_memory) {
       out.push_back(GaugeFamily("gla_device_memory_bytes", "GPU memory of the serving device."));
-      AddGauge(out.back(), static_cast<double>(s.device_memory_used), {{"kind", "used"}});
-      AddGauge(out.back(), static_cast<double>(s.device_memory_total), {{"kind", "total"}});
+      Add(out.back(), static_cast<double>(s.device_memory_used), {{"kind", "used"}});
+      Add(out.back(), static_cast<double>(s.device_memory_total), {{"kind", "total"}});
     }
     out.push_back(GaugeFamily("gla_finetune_jobs", "Fine-tune jobs the server remembers, by state."));
-    for (const auto& [state, n] : s.finetune_jobs) AddGauge(out.back(), n, {{"state", state}});
+    for (const auto& [state, n] : s.finetune_jobs) Add(out.back(), n, {{"state", state}});
     out.push_back(GaugeFamily("gla_finetune_tokens_per_second", "Training tokens/s of the running fine-tune job."));
-    AddGauge(out.back(), s.finetune_tokens_per_second);
+    Add(out.back(), s.finetune_tokens_per_second);
     out.push_back(GaugeFamily("gla_sessions", "Sessions, by where their state is (empty: no turn yet)."));
-    AddGauge(out.back(), s.sessions.in_slots, {{"location", "slot"}});
-    AddGauge(out.back(), s.sessions.in_host, {{"location", "host"}});
-    AddGauge(out.back(), s.sessions.on_disk, {{"location", "disk"}});
-    AddGauge(out.back(), s.sessions.sessions - s.sessions.in_slots - s.sessions.in_host - s.sessions.on_disk,
+    Add(out.back(), s.sessions.in_slots, {{"location", "slot"}});
+    Add(out.back(), s.sessions.in_host, {{"location", "host"}});
+    Add(out.back(), s.sessions.on_disk, {{"location", "disk"}});
+    Add(out.back(), s.sessions.sessions - s.sessions.in_slots - s.sessions.in_host - s.sessions.on_disk,
              {{"location", "empty"}});
     out.push_back(GaugeFamily("gla_session_host_bytes", "Host memory held by idle session states."));
-    AddGauge(out.back(), static_cast<double>(s.sessions.host_bytes));
+    Add(out.back(), static_cast<double>(s.sessions.host_bytes));
     out.push_back(CounterFamily("gla_session_events_total",
                                 "Session states swapped out of slots, written to disk, dropped over budget, expired."));
-    AddCounter(out.back(), s.sessions.swapped_out, {{"event", "swapped_out"}});
-    AddCounter(out.back(), s.sessions.written, {{"event", "written"}});
-    AddCounter(out.back(), s.sessions.dropped, {{"event", "dropped"}});
-    AddCounter(out.back(), s.sessions.expired, {{"event", "expired"}});
+    Add(out.back(), static_cast<double>(s.sessions.swapped_out), {{"event", "swapped_out"}});
+    Add(out.back(), static_cast<double>(s.sessions.written), {{"event", "written"}});
+    Add(out.back(), static_cast<double>(s.sessions.dropped), {{"event", "dropped"}});
+    Add(out.back(), static_cast<double>(s.sessions.expired), {{"event", "expired"}});
     out.push_back(CounterFamily("gla_prefix_cache_lookups_total", "Prefix-state cache lookups, by result."));
-    AddCounter(out.back(), s.prefix_cache.hits, {{"result", "hit"}});
-    AddCounter(out.back(), s.prefix_cache.misses, {{"result", "miss"}});
+    Add(out.back(), static_cast<double>(s.prefix_cache.hits), {{"result", "hit"}});
+    Add(out.back(), static_cast<double>(s.prefix_cache.misses), {{"result", "miss"}});
     out.push_back(CounterFamily("gla_prefix_cache_saved_tokens_total", "Prompt tokens not prefilled thanks to cache hits."));
-    AddCounter(out.back(), s.prefix_cache.saved_tokens);
+    Add(out.back(), static_cast<double>(s.prefix_cache.saved_tokens));
     out.push_back(GaugeFamily("gla_prefix_cache_entries", "Prefix states cached."));
-    AddGauge(out.back(), s.prefix_cache.entries);
+    Add(out.back(), s.prefix_cache.entries);
     out.push_back(GaugeFamily("gla_prefix_cache_bytes", "Host memory of the cached prefix states."));
-    AddGauge(out.back(), static_cast<double>(s.prefix_cache.bytes));
+    Add(out.back(), static_cast<double>(s.prefix_cache.bytes));
     out.push_back(CounterFamily("gla_preemptions_total",
                                 "Running sequences swapped to host memory for a higher-priority request."));
-    AddCounter(out.back(), s.preemptions);
+    Add(out.back(), static_cast<double>(s.preemptions));
     return out;
   }
 

@@ -6,7 +6,8 @@ with fla on the same device when the issue's H100 is not at hand.
     PYTHONPATH=DIR_WITH_FLA python3 tests/cuda/fla_gla_anchor.py
 
 Needs torch, triton and an fla checkout on PYTHONPATH (not a dependency of this project: the GPU
-machine has torch and triton; gpu-check.sh passes an fla copy when one was carried). Prints one
+machine has torch and triton; gpu-check.sh runs it only when an fla copy was carried, so a failed
+import exits 1). Prints one
 markdown row per shape: the median of 20 timed calls after 5 warm-up calls, CUDA events.
 """
 import statistics
@@ -19,8 +20,9 @@ def main():
     try:
         from fla.ops.gla import chunk_gla
     except Exception as e:  # noqa: BLE001 - any import failure means "no fla here"
-        print(f"fla not importable ({type(e).__name__}: {e}); skipped")
-        return 0
+        # Only called where an fla checkout was carried: not finding it is a failure, not a pass.
+        print(f"fla not importable ({type(e).__name__}: {e})", file=sys.stderr)
+        return 1
     dev = torch.cuda.get_device_name()
     print(f"device: {dev}; fla chunk_gla fwd+bwd, bf16, H=4 dk=256 dv=512, 16384 tokens per call")
     print("| shape | fla fwd+bwd ms (median of 20) | with h0 + final state ms |")
