@@ -28,30 +28,39 @@
 //  1. Prep (the forward's, gla_chunk_common.cuh; skipped with reuse_forward_prep): bf16 qg, kg, A
 //     and fp32 chunk decays. Then bf16 copies of v and dO, the operands every later kernel
 //     streams (several times), converted once.
-//  2. Scan<forward>: per (sequence, head, 64-dv tile, 64-dk tile), S0 of every chunk -> states;
-//     at the end rowsum(d_ht . S_T), dg's final-state term (atomics over dv tiles). Scan<backward>:
-//     dS of every chunk -> dstates, and d_h0.
-//  3. Values: per (chunk, head): dv (loops over dv tiles) and dA (fp32, masked to s <= t).
+//  2. Scans, both in one launch (independent walks; together their grid fills the GPU even at B1):
+//     forward per (sequence, head, 64-dv tile, 64-dk tile), S0 of every chunk -> states; at the
+//     end rowsum(d_ht . S_T), dg's final-state term (atomics over dv tiles). Backward: dS of every
+//     chunk -> dstates, and d_h0. Each chunk's state tile is staged in smem and stored as whole
+//     128-byte rows (stored straight from the mma accumulators, each store filled half a sector:
+//     the scans took twice as long).
+//  3. Values: per (chunk, head): dv and dA (fp32, masked to s <= t), 32-column dv tiles streamed
+//     through a two-stage cp.async ring.
 //  4. Keys: per (chunk, head, 64-dk tile; the dk tiles of a chunk adjacent, sharing dO / V in L2):
-//     dqg = dO S0^T and dkg = V dS^T on tensor cores (three-stage cp.async ring), then the
-//     intra-chunk sums on CUDA cores: diagonal 16 x 16 sub-chunks exactly, one thread per column
-//     with each exp(b_t - b_s) shared by dq and dk; off-diagonal ones through the sub-chunk's
-//     reference row r, exp(b_t - b_r) exp(b_r - b_s), so that every exp() argument is <= 0. Last,
-//     dc = q.dq - k.dk reverse-cumsummed inside the chunk, and the chunk's total.
+//     dqg = dO S0^T and dkg = V dS^T on tensor cores (three-stage cp.async ring; q, g, k and dA
+//     for the next phase copied in during its last two steps), then the intra-chunk sums:
+//     diagonal 16 x 16 sub-chunks exactly on CUDA cores, one thread per column with each
+//     exp(b_t - b_s) shared by dq and dk; off-diagonal ones on tensor cores through the
+//     sub-chunk's reference row r, exp(b_t - b_r) exp(b_r - b_s), so that every exp() argument is
+//     <= 0. Last, dc = q.dq - k.dk reverse-cumsummed inside the chunk, and the chunk's total.
 //  5. GQA (H > Hkv): per-head dk / dv summed over the heads of a group.
 //  6. dg: per (sequence, head) the chunk totals become suffix offsets (+ the final-state term);
 //     per (chunk, kv head) d_g = the group's local sums + offsets.
 //
-// Measured (tests/cuda/gla_backward_bench.cc and ncu over it, gla-1.3B heads, 16K tokens, H200,
-// 2026-11-28; H100 numbers in docs/performance.md): backward alone 1.75-1.87 ms; the keys kernel
-// ~40% of it (tensor-core part ~60%, CUDA-core intra part ~40%), the two scans ~35% (L2-bound:
-// each re-reads its X operand per dv tile), values ~18%. Tried, measured, not kept: the
-// off-diagonal intra sums on tensor cores and 128-column scan tiles (no gain), the bf16 copies
-// written from inside the scans (slower at B1), and (H200, 2026-11-28) the forward's main pass
-// storing every chunk's state so that the backward skips its forward scan: fwd+bwd 2.038 -> 2.014
-// / 2.057 -> 2.023 / 2.151 -> 2.154 / 2.277 -> 2.228 ms (B8 / B4 / B2 / B1), ~1% for an API
-// coupling of the two kernels and a state array per layer in training. Next: the values kernel on
-// a cp.async pipeline, and values + keys fused so that the chunk states are read once.
+// Measured (tests/cuda/gla_backward_bench.cc, ncu over it: bash deploy/gpu-profile.sh; gla-1.3B
+// heads, 16K tokens, B8 x T2048, H200, 2026-11-28): a training step's backward 1.11 ms = bf16
+// copies 0.10 + scans 0.32 + values 0.20 + keys 0.43 + dg 0.07. Steps taken, each measured: the
+// scans' staged 128-byte state stores (scans 0.62 -> 0.32 ms), the keys kernel's phase-2 inputs
+// copied in during phase 1 (0.56 -> 0.43; and only then did its tensor-core off-diagonal sums pay:
+// 0.50 ms on CUDA cores with the same prefetch, 0.55 / 0.56 without it: the phase was bound by the
+// loads' latency, not by its instructions), the values kernel's cp.async ring (0.27 -> 0.19), both
+// scans in one launch (~3% of the step at B1), bf16 copies streamed instead of fp32 with the keys
+// kernel's dk tiles adjacent in the grid (keys 2.30 -> 0.86), the diagonal sub-chunks one thread
+// per column (0.86 -> 0.71). Tried, measured, not kept: 128-column scan tiles (no gain), the
+// intra-chunk cumsum of g on four threads per column (no gain), the bf16 copies written from
+// inside the scans (slower at B1), and the forward's main pass storing every chunk's state so
+// that the backward skips its forward scan (~1%, for an API coupling of the two kernels and a
+// state array per layer in training).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -69,7 +78,7 @@ using namespace chunk;  // kChunk, kSub, bf16, the PTX wrappers, FindUnit
 
 constexpr int kTile = 64;       // dk / dv columns per tile
 constexpr int kLd = kTile + 8;  // bf16 smem row stride: +16 B keeps ldmatrix rows on distinct banks
-constexpr int kFLd = kTile + 1;  // fp32 smem row stride of the key kernel's CUDA-core phase
+constexpr int kFLd = kTile + 4;  // fp32 smem row stride of the key kernel's phase 2: 16-byte rows for cp.async
 
 struct BwdWorkspace {
   bf16* qg = nullptr;       // [tokens, H, dk]   scale q exp(b)
@@ -98,19 +107,6 @@ __device__ __forceinline__ bool LocateChunk(const GlaBackwardCudaParams& p, int6
   c->tok0 = p.cu_seqlens[c->n] + static_cast<int>(index) * kChunk;
   c->L = min(kChunk, p.cu_seqlens[c->n + 1] - c->tok0);
   return true;
-}
-
-// 64 rows of `cols` bf16 (row r at src + r * stride elements, 16-byte aligned) into smem rows of
-// `ld` elements; rows >= L zero.
-__device__ __forceinline__ void CopyRowsBf16(bf16* dst, int ld, const bf16* src, int64_t stride, int cols, int L,
-                                             int tid, int threads) {
-  const int per_row = cols / 8;
-  for (int i = tid; i < kChunk * per_row; i += threads) {
-    const int r = i / per_row, c8 = (i % per_row) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < L) v = *reinterpret_cast<const uint4*>(src + r * stride + c8);
-    *reinterpret_cast<uint4*>(dst + r * ld + c8) = v;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,15 +145,15 @@ struct ScanSmem {
   bf16 x[2][kChunk][kLd];
   bf16 y[2][kChunk][kLd];
   float d[2][kTile];
+  bf16 o[2][kTile][kLd];  // the state a chunk sees, staged for coalesced 16-byte stores
 };
 
 template <bool kReverse>
-__global__ void __launch_bounds__(kScanThreads) GlaBwdScanKernel(const GlaBackwardCudaParams p, const BwdWorkspace w) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  ScanSmem& sm = *reinterpret_cast<ScanSmem*>(smem_raw);
+__device__ __forceinline__ void ScanBlock(const GlaBackwardCudaParams& p, const BwdWorkspace& w, int64_t block,
+                                          ScanSmem& sm) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int ndv = p.dv / kTile, ndk = p.dk / kTile;
-  int64_t x = blockIdx.x;
+  int64_t x = block;
   const int dkt = static_cast<int>(x % ndk);
   x /= ndk;
   const int dvt = static_cast<int>(x % ndv);
@@ -191,23 +187,33 @@ __global__ void __launch_bounds__(kScanThreads) GlaBwdScanKernel(const GlaBackwa
   const int y_head = kReverse ? h : hk;
   bf16* out = kReverse ? w.dstates : w.states;
   auto chunk_at = [&](int i) { return kReverse ? nchunks - 1 - i : i; };
+  // Each thread copies rows r0 + 16 u (u < 4), columns c8..c8+7, of the x and y tiles: its source
+  // pointers are formed once and stepped by whole chunks (per-copy 64-bit index arithmetic made
+  // address math a large share of this issue-bound kernel's instructions).
+  static_assert(kScanThreads == 128, "four 8-column slots of 64 rows per thread");
+  const int r0 = tid >> 3, c8 = (tid & 7) * 8;
+  const bf16* xsrc = xbase + (int64_t{begin} + r0) * x_row + x_head * p.dk + dk0 + c8;
+  const bf16* ysrc = ybase + (int64_t{begin} + r0) * y_row + y_head * p.dv + dv0 + c8;
   auto issue = [&](int c, int stage) {
-    const int tok0 = begin + c * kChunk, L = min(kChunk, end - tok0);
-    for (int i = tid; i < kChunk * 8; i += kScanThreads) {
-      const int r = i >> 3, c8 = (i & 7) * 8;
-      const bool ok = r < L;
-      const bf16* src = ok ? xbase + (int64_t{tok0} + r) * x_row + x_head * p.dk + dk0 + c8 : xbase;
-      CpAsync16(&sm.x[stage][r][c8], src, ok);
-    }
-    for (int i = tid; i < kChunk * 8; i += kScanThreads) {
-      const int r = i >> 3, c8 = (i & 7) * 8;
-      const bool ok = r < L;
-      const bf16* src = ok ? ybase + (int64_t{tok0} + r) * y_row + y_head * p.dv + dv0 + c8 : ybase;
-      CpAsync16(&sm.y[stage][r][c8], src, ok);
+    const int L = min(kChunk, end - begin - c * kChunk);
+    const bf16* xs = xsrc + int64_t{c} * kChunk * x_row;
+    const bf16* ys = ysrc + int64_t{c} * kChunk * y_row;
+#pragma unroll
+    for (int u = 0; u < kChunk / 16; ++u) {
+      const bool ok = r0 + 16 * u < L;
+      CpAsync16(&sm.x[stage][r0 + 16 * u][c8], ok ? xs + 16 * u * x_row : xbase, ok);
+      CpAsync16(&sm.y[stage][r0 + 16 * u][c8], ok ? ys + 16 * u * y_row : ybase, ok);
     }
     if (tid < kTile / 4) CpAsync16(&sm.d[stage][4 * tid], w.decay + ((chunk0 + c) * p.Hkv + hk) * p.dk + dk0 + 4 * tid, true);
   };
 
+  auto flush = [&](int c, int buf) {
+    bf16* o = out + ((chunk0 + c) * p.H + h) * state_elems + int64_t{dv0} * p.dk + dk0;
+    for (int i = tid; i < kTile * 8; i += kScanThreads) {
+      const int r = i >> 3, c8 = (i & 7) * 8;
+      *reinterpret_cast<uint4*>(o + int64_t{r} * p.dk + c8) = *reinterpret_cast<const uint4*>(&sm.o[buf][r][c8]);
+    }
+  };
   if (nchunks > 0) issue(chunk_at(0), 0);
   CpAsyncCommit();
   for (int i = 0; i < nchunks; ++i) {
@@ -217,12 +223,15 @@ __global__ void __launch_bounds__(kScanThreads) GlaBwdScanKernel(const GlaBackwa
     CpAsyncWait1();
     __syncthreads();
     // The state this chunk sees, before its own update.
-    bf16* o = out + ((chunk0 + c) * p.H + h) * state_elems;
+    // Staged in smem (double-buffered: the previous chunk's copy is written out below while this
+    // one fills), then stored as whole 128-byte rows: the accumulator layout's direct stores
+    // write 16 bytes per 32-byte sector.
+    if (i > 0) flush(chunk_at(i - 1), (i - 1) & 1);
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int eh = 0; eh < 2; ++eh)
-        *reinterpret_cast<uint32_t*>(o + int64_t{my_dv + 8 * eh} * p.dk + my_dk + 8 * j) =
+        *reinterpret_cast<uint32_t*>(&sm.o[stage][16 * warp + (lane >> 2) + 8 * eh][2 * (lane & 3) + 8 * j]) =
             PackBf16(acc[j][2 * eh], acc[j][2 * eh + 1]);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
@@ -247,6 +256,7 @@ __global__ void __launch_bounds__(kScanThreads) GlaBwdScanKernel(const GlaBackwa
     }
     __syncthreads();  // the next iteration's copies overwrite this stage
   }
+  if (nchunks > 0) flush(chunk_at(nchunks - 1), (nchunks - 1) & 1);
 
   if (!kReverse) {
     if (!p.d_ht) return;
@@ -273,98 +283,140 @@ __global__ void __launch_bounds__(kScanThreads) GlaBwdScanKernel(const GlaBackwa
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// 3. Values: dv = A^T dO + kg dS^T (per 64-dv tile) and dA = dO V^T, per (chunk, head). Warp w owns
-// output rows 16 (w % 4).. and columns 32 (w / 4).. of each 64 x 64 product.
-
-constexpr int kThreads = 256;
-
-__host__ __device__ constexpr size_t ValuesSmemBytes(int dk) {
-  return size_t{3} * kChunk * kLd * 2 + size_t{2} * kChunk * (dk + 8) * 2;
+// Both scans in one launch (blocks [0, per_scan) walk backwards, the rest forwards): they are
+// independent, each is a sequential walk that keeps few warps busy, and apart their grids end in
+// partial waves (at B1 a scan is 128 blocks: one per SM).
+__global__ void __launch_bounds__(kScanThreads) GlaBwdScansKernel(const GlaBackwardCudaParams p, const BwdWorkspace w,
+                                                                  int64_t per_scan) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  ScanSmem& sm = *reinterpret_cast<ScanSmem*>(smem_raw);
+  const int64_t block = blockIdx.x;
+  if (block < per_scan) ScanBlock<true>(p, w, block, sm);
+  else ScanBlock<false>(p, w, block - per_scan, sm);
 }
 
-__global__ void __launch_bounds__(kThreads) GlaBwdValuesKernel(const GlaBackwardCudaParams p, const BwdWorkspace w) {
+// ---------------------------------------------------------------------------------------------
+// 3. Values: dv = A^T dO + kg dS^T and dA = dO V^T, per (chunk, head), walking dv in tiles of 32
+// columns (dO, V and the dS rows of a tile) through a two-stage cp.async ring; A and kg stay in
+// smem. Warp w owns rows 16 (w % 4).. and columns 16 (w / 4).. of each 64 x 32 dv tile, and rows
+// 16 (w % 4).., columns 32 (w / 4).. of dA (64 x 64). 32-column tiles keep the smem of two blocks
+// per SM (95 KB each at dk = 256) with the next tile in flight; the 64-column version loaded each
+// tile synchronously (long-scoreboard stalls, HBM ~45% busy).
+
+constexpr int kThreads = 256;
+constexpr int kVTile = 32;
+constexpr int kVLd = kVTile + 8;  // 80-byte rows: the 8 rows of an ldmatrix land on distinct banks
+
+__host__ __device__ constexpr size_t ValuesStageElems(int dk) {
+  return size_t{2} * kChunk * kVLd + size_t{kVTile} * (dk + 8);
+}
+__host__ __device__ constexpr size_t ValuesSmemBytes(int dk) {
+  return (size_t{kChunk} * kLd + size_t{kChunk} * (dk + 8) + 2 * ValuesStageElems(dk)) * 2;
+}
+
+__global__ void __launch_bounds__(kThreads, 2) GlaBwdValuesKernel(const GlaBackwardCudaParams p, const BwdWorkspace w) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int mg = warp & 3, nh = warp >> 2;
   const int h = blockIdx.y, hk = h / (p.H / p.Hkv);
   ChunkRows cr;
   if (!LocateChunk(p, blockIdx.x, &cr)) return;
-  const int kgLd = p.dk + 8;
+  const int kgLd = p.dk + 8, per_row = p.dk / 8;
   bf16(*a_s)[kLd] = reinterpret_cast<bf16(*)[kLd]>(smem_raw);
-  bf16(*do_s)[kLd] = a_s + kChunk;
-  bf16(*v_s)[kLd] = do_s + kChunk;
-  bf16* kg_s = reinterpret_cast<bf16*>(v_s + kChunk);
-  bf16* ds_s = kg_s + kChunk * kgLd;  // [64 dv][dk]
+  bf16* kg_s = reinterpret_cast<bf16*>(a_s + kChunk);  // [64 tokens][dk]
+  bf16* ring = kg_s + kChunk * kgLd;                    // per stage: dO [64][kVLd], V [64][kVLd], dS [32 dv][dk]
+  const size_t stage_elems = ValuesStageElems(p.dk);
 
-  CopyRowsBf16(&a_s[0][0], kLd, w.A + int64_t{cr.tok0} * p.H * kChunk + h * kChunk, int64_t{p.H} * kChunk, kChunk,
-               cr.L, tid, kThreads);
-  CopyRowsBf16(kg_s, kgLd, w.kg + int64_t{cr.tok0} * p.Hkv * p.dk + hk * p.dk, int64_t{p.Hkv} * p.dk, p.dk, cr.L, tid,
-               kThreads);
   const int64_t chunk_id = blockIdx.x;
+  const bf16* a_src = w.A + int64_t{cr.tok0} * p.H * kChunk + h * kChunk;
+  const bf16* kg_src = w.kg + int64_t{cr.tok0} * p.Hkv * p.dk + hk * p.dk;
+  const bf16* dob = w.dob + int64_t{cr.tok0} * p.H * p.dv + int64_t{h} * p.dv;
+  const bf16* vb = w.vb + int64_t{cr.tok0} * p.Hkv * p.dv + int64_t{hk} * p.dv;
   const bf16* dS = w.dstates + (chunk_id * p.H + h) * int64_t{p.dk} * p.dv;
+  for (int i = tid; i < kChunk * 8; i += kThreads) {
+    const int r = i >> 3, c8 = (i & 7) * 8;
+    const bool ok = r < cr.L;
+    CpAsync16(&a_s[r][c8], ok ? a_src + int64_t{r} * p.H * kChunk + c8 : a_src, ok);
+  }
+  for (int i = tid; i < kChunk * per_row; i += kThreads) {
+    const int r = i / per_row, c8 = (i % per_row) * 8;
+    const bool ok = r < cr.L;
+    CpAsync16(kg_s + r * kgLd + c8, ok ? kg_src + int64_t{r} * p.Hkv * p.dk + c8 : kg_src, ok);
+  }
+  auto issue = [&](int dv0, int st) {
+    bf16* do_s = ring + st * stage_elems;
+    bf16* v_s = do_s + kChunk * kVLd;
+    bf16* ds_s = v_s + kChunk * kVLd;
+    for (int i = tid; i < kChunk * (kVTile / 8); i += kThreads) {
+      const int r = i / (kVTile / 8), c8 = (i % (kVTile / 8)) * 8;
+      const bool ok = r < cr.L;
+      CpAsync16(do_s + r * kVLd + c8, ok ? dob + int64_t{r} * p.H * p.dv + dv0 + c8 : dob, ok);
+      CpAsync16(v_s + r * kVLd + c8, ok ? vb + int64_t{r} * p.Hkv * p.dv + dv0 + c8 : vb, ok);
+    }
+    for (int i = tid; i < kVTile * per_row; i += kThreads) {
+      const int r = i / per_row, c8 = (i % per_row) * 8;
+      CpAsync16(ds_s + r * kgLd + c8, dS + int64_t{dv0 + r} * p.dk + c8, true);
+    }
+  };
   float* dv_out = p.H == p.Hkv ? p.d_v + hk * p.dv : w.dv_h + int64_t{h} * p.dv;
   const int64_t dv_stride = p.H == p.Hkv ? p.d_v_stride : int64_t{p.H} * p.dv;
 
   float da[4][4] = {};
   const bool da_zero = nh == 1 && mg <= 1;  // columns s >= 32 of rows t < 32: above the diagonal
-  for (int dv0 = 0; dv0 < p.dv; dv0 += kTile) {
-    CopyRowsBf16(&do_s[0][0], kLd, w.dob + int64_t{cr.tok0} * p.H * p.dv + int64_t{h} * p.dv + dv0, int64_t{p.H} * p.dv,
-                 kTile, cr.L, tid, kThreads);
-    CopyRowsBf16(&v_s[0][0], kLd, w.vb + int64_t{cr.tok0} * p.Hkv * p.dv + int64_t{hk} * p.dv + dv0,
-                 int64_t{p.Hkv} * p.dv, kTile, cr.L, tid, kThreads);
-    CopyRowsBf16(ds_s, kgLd, dS + int64_t{dv0} * p.dk, p.dk, p.dk, kChunk, tid, kThreads);
+  const int nsteps = p.dv / kVTile;
+  issue(0, 0);
+  CpAsyncCommit();  // A, kg and the first tile
+  for (int j = 0; j < nsteps; ++j) {
+    if (j + 1 < nsteps) issue((j + 1) * kVTile, (j + 1) & 1);
+    CpAsyncCommit();
+    CpAsyncWait1();
     __syncthreads();
-    float acc[4][4] = {};
+    const bf16* do_s = ring + (j & 1) * stage_elems;
+    const bf16* v_s = do_s + kChunk * kVLd;
+    const bf16* ds_s = v_s + kChunk * kVLd;
+    const int dv0 = j * kVTile;
+    float acc[2][4] = {};
     // A^T dO (A^T[s][t] is zero for t < s: token steps below the warp's rows are skipped).
     for (int ks = mg; ks < 4; ++ks) {
-      uint32_t a[4];
+      uint32_t a[4], b[4];
       LdMatrixX4Trans(a, &a_s[16 * ks + (lane & 7) + ((lane >> 4) & 1) * 8][16 * mg + ((lane >> 3) & 1) * 8]);
-#pragma unroll
-      for (int np = 0; np < 2; ++np) {
-        uint32_t b[4];
-        LdMatrixX4Trans(b, &do_s[16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8][32 * nh + 16 * np + ((lane >> 4) & 1) * 8]);
-        Mma(acc[2 * np], a, b[0], b[1]);
-        Mma(acc[2 * np + 1], a, b[2], b[3]);
-      }
+      LdMatrixX4Trans(b, do_s + (16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8) * kVLd + 16 * nh + ((lane >> 4) & 1) * 8);
+      Mma(acc[0], a, b[0], b[1]);
+      Mma(acc[1], a, b[2], b[3]);
     }
     // kg dS^T (dS stored [dv][dk]: the B operand's n rows with k contiguous).
     for (int ks = 0; ks < p.dk / 16; ++ks) {
-      uint32_t a[4];
+      uint32_t a[4], b[4];
       LdMatrixX4(a, kg_s + (16 * mg + (lane & 15)) * kgLd + 16 * ks + (lane >> 4) * 8);
-#pragma unroll
-      for (int np = 0; np < 2; ++np) {
-        uint32_t b[4];
-        LdMatrixX4(b, ds_s + (32 * nh + 16 * np + (lane & 7) + ((lane >> 4) & 1) * 8) * kgLd + 16 * ks +
-                          ((lane >> 3) & 1) * 8);
-        Mma(acc[2 * np], a, b[0], b[1]);
-        Mma(acc[2 * np + 1], a, b[2], b[3]);
-      }
+      LdMatrixX4(b, ds_s + (16 * nh + (lane & 7) + ((lane >> 4) & 1) * 8) * kgLd + 16 * ks + ((lane >> 3) & 1) * 8);
+      Mma(acc[0], a, b[0], b[1]);
+      Mma(acc[1], a, b[2], b[3]);
     }
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
+    for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
       for (int eh = 0; eh < 2; ++eh) {
         const int s = 16 * mg + (lane >> 2) + 8 * eh;
         if (s < cr.L)
-          *reinterpret_cast<float2*>(dv_out + (int64_t{cr.tok0} + s) * dv_stride + dv0 + 32 * nh + 8 * nt +
+          *reinterpret_cast<float2*>(dv_out + (int64_t{cr.tok0} + s) * dv_stride + dv0 + 16 * nh + 8 * nt +
                                      2 * (lane & 3)) = make_float2(acc[nt][2 * eh], acc[nt][2 * eh + 1]);
       }
     // dA += dO V^T.
     if (!da_zero)
 #pragma unroll
-      for (int ks = 0; ks < 4; ++ks) {
+      for (int ks = 0; ks < kVTile / 16; ++ks) {
         uint32_t a[4];
-        LdMatrixX4(a, &do_s[16 * mg + (lane & 15)][16 * ks + (lane >> 4) * 8]);
+        LdMatrixX4(a, do_s + (16 * mg + (lane & 15)) * kVLd + 16 * ks + (lane >> 4) * 8);
 #pragma unroll
         for (int np = 0; np < 2; ++np) {
           uint32_t b[4];
-          LdMatrixX4(b, &v_s[32 * nh + 16 * np + (lane & 7) + ((lane >> 4) & 1) * 8][16 * ks + ((lane >> 3) & 1) * 8]);
+          LdMatrixX4(b, v_s + (32 * nh + 16 * np + (lane & 7) + ((lane >> 4) & 1) * 8) * kVLd + 16 * ks +
+                            ((lane >> 3) & 1) * 8);
           Mma(da[2 * np], a, b[0], b[1]);
           Mma(da[2 * np + 1], a, b[2], b[3]);
         }
       }
-    __syncthreads();  // the next tile overwrites dO / V / dS
+    __syncthreads();  // the next issue overwrites this stage
   }
 #pragma unroll
   for (int nt = 0; nt < 4; ++nt)
@@ -381,20 +433,18 @@ __global__ void __launch_bounds__(kThreads) GlaBwdValuesKernel(const GlaBackward
 // 4. Keys: dq, dk and dc = q.dq - k.dk for one (chunk, head, 64-dk tile).
 
 // Phase 1 streams 64-dv stages (bf16 dO, V, S0 and dS tiles) through a three-deep cp.async ring
-// (latency-bound with two); phase 2 works on fp32 arrays that reuse the same memory (110 KB in all:
-// two blocks per SM).
+// (latency-bound with two); phase 2 works on six fp32 [64][kFLd] arrays, two in the memory of each
+// stage (110 KB in all: two blocks per SM). Phase 2's inputs (q, g, k, dA) are copied in while phase
+// 1 still runs, into the stages it has finished with: loaded after phase 1 (synchronously, four
+// round trips to HBM per block) they cost ~10% of the kernel.
 struct KeysStage {
   bf16 dO[kChunk][kLd], v[kChunk][kLd];
   bf16 s0[kChunk][kLd], ds[kChunk][kLd];  // [dv][dk tile]
 };
+using KeysFTile = float[kChunk][kFLd];
+static_assert(2 * sizeof(KeysFTile) <= sizeof(KeysStage), "two phase-2 arrays per stage");
 struct KeysSmem {
-  union {
-    KeysStage stage[3];
-    struct {
-      float dqg[kChunk][kFLd], dkg[kChunk][kFLd];  // dkg is reused for the dc group sums
-      float dA[kChunk][kFLd], q[kChunk][kFLd], k[kChunk][kFLd], b[kChunk][kFLd];
-    } f;
-  };
+  KeysStage stage[3];
 };
 
 __global__ void __launch_bounds__(kThreads, 2) GlaBwdKeysKernel(const GlaBackwardCudaParams p, const BwdWorkspace w) {
@@ -415,26 +465,64 @@ __global__ void __launch_bounds__(kThreads, 2) GlaBwdKeysKernel(const GlaBackwar
   const bf16* dob = w.dob + int64_t{cr.tok0} * p.H * p.dv + int64_t{h} * p.dv;
   const bf16* vb = w.vb + int64_t{cr.tok0} * p.Hkv * p.dv + int64_t{hk} * p.dv;
 
+  // Each thread copies rows lr and lr + 32, columns c8..c8+7, of the four tiles of a stage.
+  const int lr = tid >> 3, c8 = (tid & 7) * 8;
+  const int64_t do_row = int64_t{p.H} * p.dv, v_row = int64_t{p.Hkv} * p.dv;
+  const bool ok0 = lr < cr.L, ok1 = lr + 32 < cr.L;
+  const bf16* do_src = dob + lr * do_row + c8;
+  const bf16* v_src = vb + lr * v_row + c8;
+  const bf16* s0_src = S0 + int64_t{lr} * p.dk + c8;
+  const bf16* ds_src = dS + int64_t{lr} * p.dk + c8;
+  static_assert(kThreads == 256, "two 8-column slots of 64 rows per thread");
   auto issue = [&](int dv0, KeysStage& st) {
-    for (int i = tid; i < kChunk * 8; i += kThreads) {
-      const int r = i >> 3, c8 = (i & 7) * 8;
-      const bool ok = r < cr.L;
-      CpAsync16(&st.dO[r][c8], ok ? dob + int64_t{r} * p.H * p.dv + dv0 + c8 : dob, ok);
-      CpAsync16(&st.v[r][c8], ok ? vb + int64_t{r} * p.Hkv * p.dv + dv0 + c8 : vb, ok);
-      CpAsync16(&st.s0[r][c8], S0 + int64_t{dv0 + r} * p.dk + c8, true);
-      CpAsync16(&st.ds[r][c8], dS + int64_t{dv0 + r} * p.dk + c8, true);
-    }
+    const int64_t srow = int64_t{dv0} * p.dk;
+    CpAsync16(&st.dO[lr][c8], ok0 ? do_src + dv0 : dob, ok0);
+    CpAsync16(&st.dO[lr + 32][c8], ok1 ? do_src + 32 * do_row + dv0 : dob, ok1);
+    CpAsync16(&st.v[lr][c8], ok0 ? v_src + dv0 : vb, ok0);
+    CpAsync16(&st.v[lr + 32][c8], ok1 ? v_src + 32 * v_row + dv0 : vb, ok1);
+    CpAsync16(&st.s0[lr][c8], s0_src + srow, true);
+    CpAsync16(&st.s0[lr + 32][c8], s0_src + srow + 32 * p.dk, true);
+    CpAsync16(&st.ds[lr][c8], ds_src + srow, true);
+    CpAsync16(&st.ds[lr + 32][c8], ds_src + srow + 32 * p.dk, true);
   };
 
   // Inter-chunk products: dqg = dO S0^T and dkg = V dS^T over all dv, on tensor cores.
   float aq[4][4] = {}, ak[4][4] = {};
   const int nsteps = p.dv / kTile;
+  // Phase 2's arrays: q and b (g until its cumsum) in the stage of step nsteps - 3, k and dA in that
+  // of step nsteps - 2, dqg and dkg in the last step's (dkg is reused for the dc group sums).
+  auto region = [&](int st) { return reinterpret_cast<float(*)[kFLd]>(&sm.stage[st]); };
+  float(*fq)[kFLd] = region(nsteps % 3);
+  float(*fb)[kFLd] = fq + kChunk;
+  float(*fk)[kFLd] = region((nsteps + 1) % 3);
+  float(*fdA)[kFLd] = fk + kChunk;
+  float(*fdqg)[kFLd] = region((nsteps + 2) % 3);
+  float(*fdkg)[kFLd] = fdqg + kChunk;
+  // 64 rows of 64 fp32 columns (row r at src + r * stride) into dst, rows >= L zero.
+  auto load_tile = [&](float(*dst)[kFLd], const float* src, int64_t stride) {
+#pragma unroll
+    for (int u = 0; u < kChunk * 16 / kThreads; ++u) {
+      const int i = tid + u * kThreads, r = i >> 4, c4 = (i & 15) * 4;
+      const bool ok = r < cr.L;
+      CpAsync16(&dst[r][c4], ok ? src + r * stride + c4 : src, ok);
+    }
+  };
+  auto issue_q_g = [&] {
+    load_tile(fq, p.q + int64_t{cr.tok0} * p.q_stride + int64_t{h} * p.dk + dk0, p.q_stride);
+    load_tile(fb, p.g + int64_t{cr.tok0} * p.g_stride + int64_t{hk} * p.dk + dk0, p.g_stride);
+  };
+  auto issue_k_da = [&] {
+    load_tile(fk, p.k + int64_t{cr.tok0} * p.k_stride + int64_t{hk} * p.dk + dk0, p.k_stride);
+    load_tile(fdA, w.dA + int64_t{cr.tok0} * p.H * kChunk + h * kChunk, int64_t{p.H} * kChunk);
+  };
   issue(0, sm.stage[0]);
   CpAsyncCommit();
   if (nsteps > 1) issue(kTile, sm.stage[1]);
   CpAsyncCommit();
   for (int j = 0; j < nsteps; ++j) {
     if (j + 2 < nsteps) issue((j + 2) * kTile, sm.stage[(j + 2) % 3]);
+    if (nsteps >= 3 && j == nsteps - 2) issue_q_g();  // the stage of step j - 1 is free
+    if (nsteps >= 3 && j == nsteps - 1) issue_k_da();
     CpAsyncCommit();
     CpAsyncWait<2>();
     __syncthreads();
@@ -458,41 +546,26 @@ __global__ void __launch_bounds__(kThreads, 2) GlaBwdKeysKernel(const GlaBackwar
     }
     __syncthreads();  // the next issue overwrites this stage (and, after the last, phase 2 reuses it)
   }
+  if (nsteps < 3) {
+    issue_q_g();
+    issue_k_da();
+    CpAsyncCommit();
+  }
 #pragma unroll
   for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int r = 16 * mg + (lane >> 2) + 8 * (e >> 1), c = 32 * nh + 8 * nt + 2 * (lane & 3) + (e & 1);
-      sm.f.dqg[r][c] = aq[nt][e];
-      sm.f.dkg[r][c] = ak[nt][e];
+      fdqg[r][c] = aq[nt][e];
+      fdkg[r][c] = ak[nt][e];
     }
-  // q, k, g of the tile (fp32), dA; rows >= L are zero (so b stays at b_{L-1}).
-  for (int i = tid; i < kChunk * 16; i += kThreads) {
-    const int r = i >> 4, c4 = (i & 15) * 4;
-    float4 qv = make_float4(0.f, 0.f, 0.f, 0.f), kv = qv, gv = qv, av = qv;
-    if (r < cr.L) {
-      const int64_t t = int64_t{cr.tok0} + r;
-      qv = __ldg(reinterpret_cast<const float4*>(p.q + t * p.q_stride + int64_t{h} * p.dk + dk0 + c4));
-      kv = __ldg(reinterpret_cast<const float4*>(p.k + t * p.k_stride + int64_t{hk} * p.dk + dk0 + c4));
-      gv = __ldg(reinterpret_cast<const float4*>(p.g + t * p.g_stride + int64_t{hk} * p.dk + dk0 + c4));
-      av = *reinterpret_cast<const float4*>(w.dA + t * p.H * kChunk + h * kChunk + c4);
-    }
-    const float qa[4] = {qv.x, qv.y, qv.z, qv.w}, ka[4] = {kv.x, kv.y, kv.z, kv.w}, ga[4] = {gv.x, gv.y, gv.z, gv.w},
-                aa[4] = {av.x, av.y, av.z, av.w};
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      sm.f.q[r][c4 + u] = qa[u];
-      sm.f.k[r][c4 + u] = ka[u];
-      sm.f.b[r][c4 + u] = ga[u];
-      sm.f.dA[r][c4 + u] = aa[u];
-    }
-  }
+  CpAsyncWait<0>();
   __syncthreads();
   if (tid < kTile) {  // b = inclusive cumsum of g down the rows
     float s = 0.f;
     for (int r = 0; r < kChunk; ++r) {
-      s += sm.f.b[r][tid];
-      sm.f.b[r][tid] = s;
+      s += fb[r][tid];
+      fb[r][tid] = s;
     }
   }
   __syncthreads();
@@ -505,80 +578,83 @@ __global__ void __launch_bounds__(kThreads, 2) GlaBwdKeysKernel(const GlaBackwar
     float bb[kSub], qq[kSub], kk[kSub], dqd[kSub], dkd[kSub];
 #pragma unroll
     for (int u = 0; u < kSub; ++u) {
-      bb[u] = sm.f.b[rd + u][i];
-      qq[u] = sm.f.q[rd + u][i];
-      kk[u] = sm.f.k[rd + u][i];
+      bb[u] = fb[rd + u][i];
+      qq[u] = fq[rd + u][i];
+      kk[u] = fk[rd + u][i];
       dqd[u] = dkd[u] = 0.f;
     }
 #pragma unroll
     for (int t = 0; t < kSub; ++t)
 #pragma unroll
       for (int u = 0; u <= t; ++u) {
-        const float e = sm.f.dA[rd + t][rd + u] * __expf(bb[t] - bb[u]);
+        const float e = fdA[rd + t][rd + u] * __expf(bb[t] - bb[u]);
         dqd[t] += e * kk[u];
         dkd[u] += e * qq[t];
       }
-    const float blast = sm.f.b[kChunk - 1][i];
+    const float blast = fb[kChunk - 1][i];
 #pragma unroll
     for (int u = 0; u < kSub; ++u) {
-      sm.f.dqg[rd + u][i] = __expf(bb[u]) * sm.f.dqg[rd + u][i] + dqd[u];
-      sm.f.dkg[rd + u][i] = __expf(blast - bb[u]) * sm.f.dkg[rd + u][i] + p.scale * dkd[u];
+      fdqg[rd + u][i] = __expf(bb[u]) * fdqg[rd + u][i] + dqd[u];
+      fdkg[rd + u][i] = __expf(blast - bb[u]) * fdkg[rd + u][i] + p.scale * dkd[u];
     }
   }
   __syncthreads();
 
-  // Off-diagonal sub-chunk pairs on CUDA cores: thread = 4 rows (one sub-chunk) x 4 columns (16
-  // apart), every exp() argument <= 0 through the sub-chunk's reference row.
-  const int rg = tid >> 4, cx = tid & 15, blk = rg >> 2, r0 = 4 * rg;
-  float iq[4][4] = {}, ik[4][4] = {};
+  // Off-diagonal sub-chunk pairs on tensor cores, through the sub-chunk's reference row so that
+  // every exp() argument is <= 0 (the forward's A is built the same way): warp w owns columns
+  // 8w..8w+7; its mma operands are built in registers from the fp32 smem arrays (bf16 dA and
+  // gated k / q), the results scaled back per row and added into dqg / dkg. (On CUDA cores, one
+  // thread per 4 rows x 4 columns, this part issued ~30% of the kernel's instructions.)
   {
-    // dq rows t, off-diagonal: exp(b_t - b_r) sum_{s < r} dA_ts k_s exp(b_r - b_s), r = 16 blk.
-    const int rq = kSub * blk;
-    for (int s = 0; s < rq; ++s) {
-      float kh[4];
+    const int ra = lane >> 2, kq = 2 * (lane & 3);        // A / C row, A / B k offset in a k16 step
+    const int bi = 8 * warp + ra, ci = 8 * warp + kq;      // the B column, the C columns ci, ci + 1
+    // dq, rows t of sub-chunk j = 1..3 (reference row r = 16 j): sum_{s < r} dA_ts k_s exp(b_r - b_s).
 #pragma unroll
-      for (int cc = 0; cc < 4; ++cc) {
-        const int i = cx + 16 * cc;
-        kh[cc] = sm.f.k[s][i] * __expf(sm.f.b[rq][i] - sm.f.b[s][i]);
+    for (int j = 1; j < 4; ++j) {
+      const int r = kSub * j;
+      const float br = fb[r][bi];
+      auto kh = [&](int s) { return fk[s][bi] * __expf(br - fb[s][bi]); };
+      float acc[4] = {};
+#pragma unroll
+      for (int kk = 0; kk < j; ++kk) {
+        const int t = r + ra, s = kSub * kk + kq;
+        const uint32_t a[4] = {PackBf16(fdA[t][s], fdA[t][s + 1]),
+                               PackBf16(fdA[t + 8][s], fdA[t + 8][s + 1]),
+                               PackBf16(fdA[t][s + 8], fdA[t][s + 9]),
+                               PackBf16(fdA[t + 8][s + 8], fdA[t + 8][s + 9])};
+        Mma(acc, a, PackBf16(kh(s), kh(s + 1)), PackBf16(kh(s + 8), kh(s + 9)));
       }
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float a = sm.f.dA[r0 + r][s];
-#pragma unroll
-        for (int cc = 0; cc < 4; ++cc) iq[r][cc] += a * kh[cc];
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < 4; ++r)
-#pragma unroll
-      for (int cc = 0; cc < 4; ++cc) {
-        const int i = cx + 16 * cc;
-        iq[r][cc] *= __expf(sm.f.b[r0 + r][i] - sm.f.b[rq][i]);
-      }
-    // dk rows s, off-diagonal: exp(b_r - b_s) sum_{t > r} dA_ts q_t exp(b_t - b_r), r = 16 blk + 15.
-    const int rk = kSub * blk + kSub - 1;
-    for (int t = rk + 1; t < kChunk; ++t) {
-      float qh[4];
-#pragma unroll
-      for (int cc = 0; cc < 4; ++cc) {
-        const int i = cx + 16 * cc;
-        qh[cc] = sm.f.q[t][i] * __expf(sm.f.b[t][i] - sm.f.b[rk][i]);
-      }
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float a = sm.f.dA[t][r0 + r];
-#pragma unroll
-        for (int cc = 0; cc < 4; ++cc) ik[r][cc] += a * qh[cc];
+      for (int e = 0; e < 4; ++e) {
+        const int t = r + ra + 8 * (e >> 1), c = ci + (e & 1);
+        fdqg[t][c] += acc[e] * __expf(fb[t][c] - fb[r][c]);
       }
     }
+    // dk, rows s of sub-chunk j = 0..2 (reference row rk = 16 j + 15): sum_{t > rk} dA_ts q_t exp(b_t - b_rk).
 #pragma unroll
-    for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < 3; ++j) {
+      const int rk = kSub * j + kSub - 1;
+      const float br = fb[rk][bi];
+      auto qh = [&](int t) { return fq[t][bi] * __expf(fb[t][bi] - br); };
+      float acc[4] = {};
 #pragma unroll
-      for (int cc = 0; cc < 4; ++cc) {
-        const int i = cx + 16 * cc;
-        ik[r][cc] *= __expf(sm.f.b[rk][i] - sm.f.b[r0 + r][i]);
+      for (int kk = j + 1; kk < 4; ++kk) {
+        const int s = kSub * j + ra, t = kSub * kk + kq;  // A = dA^T: rows s, k = t
+        const uint32_t a[4] = {PackBf16(fdA[t][s], fdA[t + 1][s]),
+                               PackBf16(fdA[t][s + 8], fdA[t + 1][s + 8]),
+                               PackBf16(fdA[t + 8][s], fdA[t + 9][s]),
+                               PackBf16(fdA[t + 8][s + 8], fdA[t + 9][s + 8])};
+        Mma(acc, a, PackBf16(qh(t), qh(t + 1)), PackBf16(qh(t + 8), qh(t + 9)));
       }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int s = kSub * j + ra + 8 * (e >> 1), c = ci + (e & 1);
+        fdkg[s][c] += p.scale * acc[e] * __expf(fb[rk][c] - fb[s][c]);
+      }
+    }
   }
+  __syncthreads();
+  const int rg = tid >> 4, cx = tid & 15, r0 = 4 * rg;  // thread = 4 rows x 4 columns (16 apart)
   float* dk_out = p.H == p.Hkv ? p.d_k + int64_t{hk} * p.dk : w.dk_h + int64_t{h} * p.dk;
   const int64_t dk_stride = p.H == p.Hkv ? p.d_k_stride : int64_t{p.H} * p.dk;
   float dc[4][4];  // q.dq - k.dk (zero on rows >= L, where q and k are zero)
@@ -589,9 +665,9 @@ __global__ void __launch_bounds__(kThreads, 2) GlaBwdKeysKernel(const GlaBackwar
 #pragma unroll
     for (int cc = 0; cc < 4; ++cc) {
       const int i = cx + 16 * cc;
-      const float dq = p.scale * (sm.f.dqg[t][i] + iq[r][cc]);
-      const float dk = sm.f.dkg[t][i] + p.scale * ik[r][cc];
-      dc[r][cc] = sm.f.q[t][i] * dq - sm.f.k[t][i] * dk;
+      const float dq = p.scale * fdqg[t][i];
+      const float dk = fdkg[t][i];
+      dc[r][cc] = fq[t][i] * dq - fk[t][i] * dk;
       if (t < cr.L) {
         p.d_q[row * p.d_q_stride + int64_t{h} * p.dk + dk0 + i] = dq;
         dk_out[row * dk_stride + dk0 + i] = dk;
@@ -606,13 +682,13 @@ __global__ void __launch_bounds__(kThreads, 2) GlaBwdKeysKernel(const GlaBackwar
     for (int cc = 0; cc < 4; ++cc) dc[r][cc] += dc[r + 1][cc];
   __syncthreads();
 #pragma unroll
-  for (int cc = 0; cc < 4; ++cc) sm.f.dkg[rg][cx + 16 * cc] = dc[0][cc];
+  for (int cc = 0; cc < 4; ++cc) fdkg[rg][cx + 16 * cc] = dc[0][cc];
   __syncthreads();
 #pragma unroll
   for (int cc = 0; cc < 4; ++cc) {
     const int i = cx + 16 * cc;
     float below = 0.f;
-    for (int g = rg + 1; g < kChunk / 4; ++g) below += sm.f.dkg[g][i];
+    for (int g = rg + 1; g < kChunk / 4; ++g) below += fdkg[g][i];
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       const int t = r0 + r;
@@ -804,13 +880,14 @@ cudaError_t GlaBackwardChunk(const GlaBackwardCudaParams& p, cudaStream_t stream
   // 2. The two scans.
   if (p.d_ht && (e = cudaMemsetAsync(w.fterm, 0, size_t(p.num_seqs) * p.H * p.dk * 4, stream)) != cudaSuccess)
     return e;
-  const unsigned scan_blocks = static_cast<unsigned>(int64_t{p.num_seqs} * p.H * (p.dv / kTile) * (p.dk / kTile));
-  if ((e = AllowSmem(GlaBwdScanKernel<false>, sizeof(ScanSmem))) != cudaSuccess ||
-      (e = AllowSmem(GlaBwdScanKernel<true>, sizeof(ScanSmem))) != cudaSuccess)
+  const int64_t scan_blocks = int64_t{p.num_seqs} * p.H * (p.dv / kTile) * (p.dk / kTile);
+  if ((e = AllowSmem(GlaBwdScansKernel, sizeof(ScanSmem))) != cudaSuccess) return e;
+  // Four blocks of ~56 KB per SM (their registers allow four): ask for the largest smem carveout.
+  if ((e = cudaFuncSetAttribute(GlaBwdScansKernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                cudaSharedmemCarveoutMaxShared)) != cudaSuccess)
     return e;
-  GlaBwdScanKernel<false><<<scan_blocks, kScanThreads, sizeof(ScanSmem), stream>>>(p, w);
-  if ((e = cudaGetLastError()) != cudaSuccess) return e;
-  GlaBwdScanKernel<true><<<scan_blocks, kScanThreads, sizeof(ScanSmem), stream>>>(p, w);
+  GlaBwdScansKernel<<<static_cast<unsigned>(2 * scan_blocks), kScanThreads, sizeof(ScanSmem), stream>>>(p, w,
+                                                                                                       scan_blocks);
   if ((e = cudaGetLastError()) != cudaSuccess) return e;
   // 3-4. The per-chunk gradients.
   if ((e = AllowSmem(GlaBwdValuesKernel, ValuesSmemBytes(p.dk))) != cudaSuccess ||

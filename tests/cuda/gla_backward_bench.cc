@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -25,9 +26,17 @@ const Anchor kAnchors[] = {{8, 2048, 4.09, 2.33}, {4, 4096, 4.48, 3.92}, {2, 819
 constexpr int kTotal = 16384, kH = 4, kDk = 256, kDv = 512;
 constexpr double kPeakBf16 = 989e12, kHbm = 3.35e12;  // H100 SXM dense bf16 tensor FLOP/s, HBM3 bytes/s
 
+// GLA_BENCH_B=N times only the B = N shape, GLA_BENCH_REPS=R takes the median of R calls (20):
+// fewer launches for a profiler (deploy/gpu-profile.sh).
+int EnvInt(const char* name, int fallback) {
+  const char* s = std::getenv(name);
+  return s && *s ? std::atoi(s) : fallback;
+}
+
 }  // namespace
 
 int main() {
+  const int only_b = EnvInt("GLA_BENCH_B", 0), reps = std::max(1, EnvInt("GLA_BENCH_REPS", 20));
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
   const size_t qn = size_t(kTotal) * kH * kDk, vn = size_t(kTotal) * kH * kDv;
@@ -74,6 +83,7 @@ int main() {
   void* ws = nullptr;
   size_t ws_bytes = 0;
   for (const Anchor& a : kAnchors) {
+    if (only_b != 0 && a.B != only_b) continue;
     std::vector<int32_t> cuh(a.B + 1);
     for (int i = 0; i <= a.B; ++i) cuh[i] = i * a.T;
     CHECK(cudaMemcpy(cu, cuh.data(), cuh.size() * 4, cudaMemcpyHostToDevice));
@@ -131,8 +141,8 @@ int main() {
     }
     f.workspace = b.workspace = ws;
     f.workspace_bytes = b.workspace_bytes = ws_bytes;
-    const double fwd = MedianMs([&] { CHECK(gla::cuda::GlaPrefillChunk(f, nullptr)); }, 20, e0, e1);
-    const double bwd = MedianMs([&] { CHECK(gla::cuda::GlaBackwardChunk(b, nullptr)); }, 20, e0, e1);
+    const double fwd = MedianMs([&] { CHECK(gla::cuda::GlaPrefillChunk(f, nullptr)); }, reps, e0, e1);
+    const double bwd = MedianMs([&] { CHECK(gla::cuda::GlaBackwardChunk(b, nullptr)); }, reps, e0, e1);
     // A training step: the backward reuses the forward's prep (same workspace).
     gla::GlaBackwardCudaParams step = b;
     step.reuse_forward_prep = true;
@@ -141,7 +151,7 @@ int main() {
           CHECK(gla::cuda::GlaPrefillChunk(f, nullptr));
           CHECK(gla::cuda::GlaBackwardChunk(step, nullptr));
         },
-        20, e0, e1);
+        reps, e0, e1);
     // Chunkwise FLOPs per token and head (C = 64): forward qg S, A v, kg^T v, q k^T (intra A):
     // 2 (dk dv + C dv + dk dv + C dk); backward: both scans (2 dk dv), dA, A^T dO, kg dS, dO S0^T,
     // V dS^T (2 C dv + 3 dk dv), the prep's A again (C dk): 2 (5 dk dv + 2 C dv + C dk).
