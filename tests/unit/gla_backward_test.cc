@@ -118,41 +118,49 @@ INSTANTIATE_TEST_SUITE_P(Files, GlaBackwardReference,
                          ::testing::Values("gla_op_B1_T200_H1_K64_V64.safetensors",
                                            "gla_op_B2_T100_H2_K16_V32.safetensors"));
 
+// A random problem: q, k, v, h0, d_o (and d_ht, when wanted; zero otherwise) uniform in [-1, 1],
+// the log gates uniform in [g_lo, g_hi].
+Op RandomOp(std::mt19937& rng, int T, int H, int Hkv, int dk, int dv, float g_lo, float g_hi, bool with_dht) {
+  Op op;
+  op.T = T;
+  op.H = H;
+  op.Hkv = Hkv;
+  op.dk = dk;
+  op.dv = dv;
+  auto rnd = [&](size_t n, float lo, float hi) { return testing::RandomVector(n, rng, lo, hi); };
+  op.q = rnd(size_t(T) * H * dk, -1, 1);
+  op.k = rnd(size_t(T) * Hkv * dk, -1, 1);
+  op.v = rnd(size_t(T) * Hkv * dv, -1, 1);
+  op.g = rnd(size_t(T) * Hkv * dk, g_lo, g_hi);
+  op.h0 = rnd(size_t(H) * dk * dv, -1, 1);
+  op.d_o = rnd(size_t(T) * H * dv, -1, 1);
+  if (with_dht) op.d_ht = rnd(size_t(H) * dk * dv, -1, 1);
+  else op.d_ht.assign(size_t(H) * dk * dv, 0.0f);
+  return op;
+}
+
 // Central differences of the float forward, on every input of a small GQA problem.
 TEST(GlaBackward, MatchesFiniteDifferencesWithGqa) {
   std::mt19937 rng(3);
-  Op op;
-  op.T = 9;
-  op.H = 4;
-  op.Hkv = 2;
-  op.dk = 4;
-  op.dv = 3;
-  auto rnd = [&](size_t n, float lo, float hi) { return testing::RandomVector(n, rng, lo, hi); };
-  op.q = rnd(size_t(op.T) * op.H * op.dk, -1, 1);
-  op.k = rnd(size_t(op.T) * op.Hkv * op.dk, -1, 1);
-  op.v = rnd(size_t(op.T) * op.Hkv * op.dv, -1, 1);
-  op.g = rnd(size_t(op.T) * op.Hkv * op.dk, -1.0f, -0.05f);
-  op.h0 = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
-  op.d_o = rnd(size_t(op.T) * op.H * op.dv, -1, 1);
-  op.d_ht = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
+  const Op op = RandomOp(rng, /*T=*/9, /*H=*/4, /*Hkv=*/2, /*dk=*/4, /*dv=*/3, -1.0f, -0.05f, /*with_dht=*/true);
   const float eps = 1e-2f;
   for (int chunk : {0, 4}) {
-  const Grads r = Backward(op, chunk);
-  auto check = [&](std::vector<float> Op::*field, const std::vector<float>& grad, const char* name) {
-    std::vector<double> numeric(grad.size());
-    for (size_t i = 0; i < grad.size(); ++i) {
-      Op plus = op, minus = op;
-      (plus.*field)[i] += eps;
-      (minus.*field)[i] -= eps;
-      numeric[i] = (Loss(plus) - Loss(minus)) / (2.0 * eps);
-    }
-    EXPECT_LT(RelErr(grad, numeric), 2e-3) << name << ", chunk " << chunk;
-  };
-  check(&Op::q, r.dq, "dq");
-  check(&Op::k, r.dk, "dk");
-  check(&Op::v, r.dv, "dv");
-  check(&Op::g, r.dg, "dg");
-  check(&Op::h0, r.dh0, "dh0");
+    const Grads r = Backward(op, chunk);
+    auto check = [&](std::vector<float> Op::*field, const std::vector<float>& grad, const char* name) {
+      std::vector<double> numeric(grad.size());
+      for (size_t i = 0; i < grad.size(); ++i) {
+        Op plus = op, minus = op;
+        (plus.*field)[i] += eps;
+        (minus.*field)[i] -= eps;
+        numeric[i] = (Loss(plus) - Loss(minus)) / (2.0 * eps);
+      }
+      EXPECT_LT(RelErr(grad, numeric), 2e-3) << name << ", chunk " << chunk;
+    };
+    check(&Op::q, r.dq, "dq");
+    check(&Op::k, r.dk, "dk");
+    check(&Op::v, r.dv, "dv");
+    check(&Op::g, r.dg, "dg");
+    check(&Op::h0, r.dh0, "dh0");
   }
 }
 
@@ -160,20 +168,7 @@ TEST(GlaBackward, MatchesFiniteDifferencesWithGqa) {
 // final-state gradient, and chunk sizes from 1 token to more than the sequence.
 TEST(GlaBackward, ChunkwiseEqualsNaiveWithGqaAndAnyChunkSize) {
   std::mt19937 rng(11);
-  Op op;
-  op.T = 150;
-  op.H = 4;
-  op.Hkv = 2;
-  op.dk = 32;
-  op.dv = 48;
-  auto rnd = [&](size_t n, float lo, float hi) { return testing::RandomVector(n, rng, lo, hi); };
-  op.q = rnd(size_t(op.T) * op.H * op.dk, -1, 1);
-  op.k = rnd(size_t(op.T) * op.Hkv * op.dk, -1, 1);
-  op.v = rnd(size_t(op.T) * op.Hkv * op.dv, -1, 1);
-  op.g = rnd(size_t(op.T) * op.Hkv * op.dk, -0.5f, -0.001f);
-  op.h0 = rnd(size_t(op.H) * op.dk * op.dv, -1, 1);
-  op.d_o = rnd(size_t(op.T) * op.H * op.dv, -1, 1);
-  op.d_ht.assign(size_t(op.H) * op.dk * op.dv, 0.0f);
+  const Op op = RandomOp(rng, /*T=*/150, /*H=*/4, /*Hkv=*/2, /*dk=*/32, /*dv=*/48, -0.5f, -0.001f, /*with_dht=*/false);
   const Grads ref = Backward(op, 0);
   for (int chunk : {1, 7, 64, 200}) {
     const Grads r = Backward(op, chunk);
