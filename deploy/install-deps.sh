@@ -25,6 +25,7 @@ packages=(
   libgtest-dev libgmock-dev googletest   # GoogleTest through ctest
   python3-grpcio python3-protobuf        # Python client and its example
   openssl                # the TLS tests make a throwaway certificate
+  libssl-dev             # glad checks that --tls_key is --tls_cert's key (OpenSSL, already under gRPC)
   prometheus-cpp-dev     # glad's Prometheus metrics: counters, histograms, the text format
   prometheus             # promtool: the metrics test checks the exposition format with it
   python3-yaml           # the deploy-files test reads the Kubernetes and compose YAML
@@ -32,7 +33,7 @@ packages=(
 
 # What the binaries load at run time (Debian 12 names), for --runtime.
 runtime_packages=(
-  libgrpc++1.51 libprotobuf32 libabsl20220623 libsentencepiece0 libopenblas0 libprometheus-cpp-core1.0
+  libgrpc++1.51 libprotobuf32 libabsl20220623 libsentencepiece0 libopenblas0 libprometheus-cpp-core1.0 libssl3
   ca-certificates
 )
 

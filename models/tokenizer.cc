@@ -1,5 +1,7 @@
 #include "models/tokenizer.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "models/sentencepiece_adapter.h"
 #include "models/utf8.h"
@@ -61,6 +63,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
       else if (p.starts_with_space && spaced_piece < 0) spaced_piece = id;
     }
   }
+  for (const PieceInfo& p : t->pieces_)
+    t->max_piece_bytes_ = std::max<int64_t>(t->max_piece_bytes_, static_cast<int64_t>(p.text.size()) + 1);
   // The normalizer's flags are not exposed by the C++ API: observe them through Decode.
   if (spaced_piece >= 0) {
     std::string one;
@@ -92,6 +96,52 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
   out.reserve(ids.size() + 1);
   if (add_bos && bos_id_) out.push_back(*bos_id_);
   out.insert(out.end(), ids.begin(), ids.end());
+  return out;
+}
+
+int64_t Tokenizer::MaxBytesFor(int64_t max_tokens) const {
+  // Whitespace the normalizer collapses costs no token: allow a little beyond the piece bound.
+  return max_tokens > (int64_t{1} << 40) / max_piece_bytes_ ? int64_t{1} << 40 : max_tokens * max_piece_bytes_ + 4096;
+}
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodeBounded(std::string_view text, bool add_bos,
+                                                              const Bounds& bounds) const {
+  if (bounds.max_tokens <= 0 || bounds.segment_bytes == 0)
+    return absl::InvalidArgumentError("EncodeBounded: max_tokens and segment_bytes must be positive");
+  const int64_t max_bytes = MaxBytesFor(bounds.max_tokens);
+  if (static_cast<int64_t>(text.size()) > max_bytes)
+    return absl::OutOfRangeError(absl::StrCat(text.size(), " bytes, more than the ", max_bytes, " bytes that ",
+                                              bounds.max_tokens, " tokens can hold"));
+  if (!IsValidUtf8(text)) return absl::InvalidArgumentError("text is not valid UTF-8");
+  std::vector<int32_t> out;
+  if (add_bos && bos_id_) out.push_back(*bos_id_);
+  // Without whitespace removal a segment's edges would encode differently: one segment then
+  // (its size is bounded by max_bytes above).
+  const size_t segment = keep_stripping_spaces_ ? bounds.segment_bytes : text.size();
+  std::vector<int> ids;
+  std::string error;
+  for (size_t start = 0; start < text.size();) {
+    size_t end = text.size();
+    if (end - start > segment) {
+      end = start + segment;
+      // Cut after the last whitespace inside the segment; with none, at a character boundary.
+      const size_t ws = text.substr(start, segment).find_last_of(" \t\n\r");
+      if (ws != std::string_view::npos && ws > 0) {
+        end = start + ws + 1;
+      } else {
+        const auto continuation = [&](size_t i) { return (static_cast<uint8_t>(text[i]) & 0xC0) == 0x80; };
+        while (end > start + 1 && continuation(end)) --end;
+        while (end < text.size() && continuation(end)) ++end;  // a segment shorter than one character
+      }
+    }
+    ids.clear();
+    if (!sp_->Encode(std::string(text.substr(start, end - start)), &ids, &error))
+      return absl::InternalError(absl::StrCat("encode: ", error));
+    if (static_cast<int64_t>(out.size() + ids.size()) > bounds.max_tokens)
+      return absl::OutOfRangeError(absl::StrCat("more than ", bounds.max_tokens, " tokens"));
+    out.insert(out.end(), ids.begin(), ids.end());
+    start = end;
+  }
   return out;
 }
 

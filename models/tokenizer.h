@@ -28,6 +28,20 @@ class Tokenizer {
 
   // Text must be valid UTF-8 (INVALID_ARGUMENT otherwise).
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text, bool add_bos) const;
+
+  // Encode with a limit applied while the text is read, for text from the network: SentencePiece
+  // holds 60-80 times the text's size while it encodes, so a long text is encoded in segments of
+  // at most `segment_bytes` cut after whitespace (where the model removes extra whitespace, a
+  // segment then encodes exactly as it does inside the whole text), and encoding stops as soon as
+  // the count passes `max_tokens`. A text longer than `max_tokens` times the longest piece is
+  // refused before any encoding. Over a limit: OUT_OF_RANGE naming the limit.
+  struct Bounds {
+    int64_t max_tokens = 0;                   // > 0; BOS included
+    size_t segment_bytes = size_t{64} << 10;  // tests set it smaller
+  };
+  absl::StatusOr<std::vector<int32_t>> EncodeBounded(std::string_view text, bool add_bos, const Bounds& bounds) const;
+  // Bytes that `max_tokens` tokens can cover at most (the longest piece's bytes per token).
+  int64_t MaxBytesFor(int64_t max_tokens) const;
   absl::StatusOr<std::string> Decode(std::span<const int32_t> ids) const;
 
  private:
@@ -44,6 +58,7 @@ class Tokenizer {
   std::vector<PieceInfo> pieces_;
   bool strip_first_space_ = true;      // add_dummy_prefix || remove_extra_whitespaces
   bool keep_stripping_spaces_ = false; // remove_extra_whitespaces
+  int64_t max_piece_bytes_ = 1;         // longest surface a piece stands for
   std::optional<int> bos_id_, eos_id_;
 };
 

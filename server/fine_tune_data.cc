@@ -1,5 +1,6 @@
 #include "server/fine_tune_data.h"
 
+#include <algorithm>
 #include <fstream>
 #include <system_error>
 
@@ -56,7 +57,11 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeDocuments(const Tokeni
   for (size_t i = 0; i < texts.size(); ++i) {
     if (!IsValidUtf8(texts[i]))
       return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "]: not valid UTF-8"));
-    auto ids = tokenizer.Encode(texts[i], /*add_bos=*/true);
+    // Bounded by what is left of the job's token budget, in bounded memory (Tokenizer::EncodeBounded).
+    auto ids = tokenizer.EncodeBounded(texts[i], /*add_bos=*/true, {.max_tokens = std::max<int64_t>(1, max_tokens - total)});
+    if (absl::IsOutOfRange(ids.status()))
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": more than ", max_tokens, " tokens (the server's --finetune_max_tokens)"));
     if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "]: ", ids.status().message()));
     if (tokenizer.eos_id().has_value()) ids->push_back(*tokenizer.eos_id());
     total += static_cast<int64_t>(ids->size());

@@ -111,7 +111,13 @@ void LogRequest(const std::string& id, const GenerationUpdate& u, const grpc::St
 // The status a finished generation ends its call with.
 grpc::Status FinalStatus(const GenerationUpdate& u, grpc::CallbackServerContext* ctx) {
   if (!u.status.ok()) return ToGrpcStatus(u.status);
-  if (u.reason == FinishReason::kCancelled && ctx->IsCancelled()) return grpc::Status::CANCELLED;
+  if (u.reason == FinishReason::kCancelled && ctx->IsCancelled()) {
+    // gRPC cancels a call whose deadline passed (before the scheduler sees the deadline itself):
+    // that is DEADLINE_EXCEEDED in the log and the metrics, not a client's cancel.
+    if (std::chrono::system_clock::now() >= ctx->deadline())
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+    return grpc::Status::CANCELLED;
+  }
   return grpc::Status::OK;  // includes cancellation by server shutdown: finish_reason says so
 }
 
@@ -310,9 +316,15 @@ grpc::ServerUnaryReactor* GlaService::Tokenize(grpc::CallbackServerContext* ctx,
   } else if (!IsValidUtf8(req->text())) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text: not valid UTF-8"));
   } else {
-    auto ids = tok->Encode(req->text(), !req->has_add_bos() || req->add_bos());
+    // A text is tokenized only as far as a prompt may go (--max_prompt_tokens), in bounded memory.
+    auto ids = tok->EncodeBounded(req->text(), !req->has_add_bos() || req->add_bos(),
+                                  {.max_tokens = limits_.max_prompt_tokens});
     if (ids.ok()) resp->mutable_token_ids()->Add(ids->begin(), ids->end());
-    reactor->Finish(ids.ok() ? grpc::Status::OK : ToGrpcStatus(ids.status()));
+    reactor->Finish(ids.ok() ? grpc::Status::OK
+                    : absl::IsOutOfRange(ids.status())
+                        ? grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                       absl::StrCat("text: ", ids.status().message(), " (the server's --max_prompt_tokens)"))
+                        : ToGrpcStatus(ids.status()));
   }
   return reactor;
 }

@@ -5,6 +5,10 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <mutex>
+#include <utility>
+
+#include <google/protobuf/stubs/logging.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -86,5 +90,34 @@ void LogEvent(LogLevel level, std::string_view event, std::string_view text, std
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
 }
+
+}  // namespace gla
+
+namespace gla {
+
+namespace {
+void ProtobufLogHandler(google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+  static std::mutex mu;
+  static std::chrono::steady_clock::time_point next;
+  static int64_t left_out = 0;
+  int64_t before = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto now = std::chrono::steady_clock::now();
+    if (level < google::protobuf::LOGLEVEL_FATAL && now < next) {
+      ++left_out;
+      return;
+    }
+    next = now + std::chrono::minutes(1);
+    before = std::exchange(left_out, 0);
+  }
+  const std::string text = absl::StrCat("glad: protobuf: ", message, " (", file, ":", line, ")",
+                                        before > 0 ? absl::StrCat("; ", before, " such lines left out before it") : "");
+  LogEvent(level >= google::protobuf::LOGLEVEL_ERROR ? LogLevel::kWarning : LogLevel::kInfo, "protobuf", text,
+           {{"error", std::string_view(message)}, {"left_out", before}});
+}
+}  // namespace
+
+void RouteProtobufLogs() { google::protobuf::SetLogHandler(&ProtobufLogHandler); }
 
 }  // namespace gla

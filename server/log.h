@@ -33,3 +33,13 @@ void LogEvent(LogLevel level, std::string_view event, std::string_view text, std
 std::string JsonEscape(std::string_view s);
 
 }  // namespace gla
+
+namespace gla {
+
+// libprotobuf writes its own "[libprotobuf ERROR ...]" lines to stderr, one for every request
+// that fails to parse (invalid UTF-8 in a string field, say): clients could fill the log, and the
+// lines are not JSON. After this call they go through LogEvent (event "protobuf"), at most one
+// a minute, the next one saying how many were left out.
+void RouteProtobufLogs();
+
+}  // namespace gla

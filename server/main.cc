@@ -27,6 +27,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -45,11 +47,13 @@
 #include "models/file_io.h"
 #include "models/fingerprint.h"
 #include "models/status_macros.h"
+#include "server/call_interceptor.h"
 #include "server/fine_tune_service.h"
 #include "server/gla_service.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/request_guard.h"
+#include "server/tls_files.h"
 
 ABSL_FLAG(std::string, model, GLA_DEFAULT_MODEL_DIR,
           "model directory (config.json, model.safetensors[.index.json], tokenizer.model); the default is the "
@@ -211,12 +215,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFl
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   ASSIGN_OR_RETURN(pair.private_key, ReadSecretFile(key, "--tls_key"));
   ASSIGN_OR_RETURN(pair.cert_chain, ReadSecretFile(cert, "--tls_cert"));
-  if (pair.cert_chain.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
-    return absl::InvalidArgumentError(absl::StrCat("--tls_cert ", cert, ": no PEM certificate in it"));
-  if (pair.private_key.find("PRIVATE KEY-----") == std::string::npos)
-    return absl::InvalidArgumentError(absl::StrCat("--tls_key ", key, ": no PEM private key in it"));
+  RETURN_IF_ERROR(CheckTlsKeyPair(pair.cert_chain, cert, pair.private_key, key));
   if (!client_ca.empty()) {
     ASSIGN_OR_RETURN(o.pem_root_certs, ReadSecretFile(client_ca, "--tls_client_ca"));
+    RETURN_IF_ERROR(CheckCaBundle(o.pem_root_certs, client_ca));
   }
   o.pem_key_cert_pairs.push_back(std::move(pair));
   return grpc::SslServerCredentials(o);
@@ -229,11 +231,28 @@ absl::StatusOr<std::string> AuthTokenFromFlags() {
     if (!token.empty()) return absl::InvalidArgumentError("--auth_token and --auth_token_file: give one");
     ASSIGN_OR_RETURN(token, ReadSecretFile(file, "--auth_token_file"));
     token = token.substr(0, token.find_first_of("\r\n"));
+    // An empty secret must not turn authentication off: the operator asked for a token.
+    if (token.empty())
+      return absl::InvalidArgumentError(absl::StrCat("--auth_token_file ", file, ": no token on its first line"));
   }
   for (char c : token)
     if (c <= ' ' || c > '~') return absl::InvalidArgumentError("the bearer token must be printable ASCII without spaces");
   return token;
 }
+
+// Takes a server builder plugin (by name) out of a builder: gRPC's reflection plugin registers
+// itself globally when its library is loaded.
+class WithoutPlugin : public grpc::ServerBuilderOption {
+ public:
+  explicit WithoutPlugin(std::string name) : name_(std::move(name)) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [this](const auto& p) { return p->name() == name_; });
+  }
+
+ private:
+  std::string name_;
+};
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -249,6 +268,7 @@ int Main(int argc, char** argv) {
   const std::vector<std::string> adapter_flags = TakeAdapterFlags(&argc, argv);
   if (absl::Status env = FlagsFromEnvironment(); !env.ok()) return Fail(std::string(env.message()));
   absl::ParseCommandLine(argc, argv);
+  RouteProtobufLogs();
   if (const std::string f = absl::GetFlag(FLAGS_log_format); f == "json") {
     SetLogFormat(LogFormat::kJson);
   } else if (f != "text") {
@@ -444,9 +464,18 @@ int Main(int argc, char** argv) {
                                                 so.prefix_cache_block});
 
   grpc::EnableDefaultHealthCheckService(true);
-  // Reflection answers without a token (it only describes the API): it is offered on open servers only.
-  if (!guard.authenticates()) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // Reflection would answer without a token (it only describes the API): it is offered on open
+  // servers only. Linking gRPC's reflection library registers its plugin by itself, so on a
+  // server with a token the plugin is taken out of this builder again.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (guard.authenticates()) builder.SetOption(std::make_unique<WithoutPlugin>("proto_server_reflection"));
+  // Requests whose bytes do not parse: INVALID_ARGUMENT / UNAUTHENTICATED instead of gRPC's bare UNIMPLEMENTED.
+  {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(std::make_unique<CallInterceptorFactory>(&guard));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) * 1048576);
   int port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);

@@ -32,18 +32,22 @@ RequestGuard::RequestGuard(GuardOptions options) : options_(std::move(options)) 
   if (options_.rate_per_s > 0 && options_.burst <= 0) options_.burst = std::max(1.0, options_.rate_per_s);
 }
 
+absl::Status RequestGuard::Authenticate(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const {
+  if (options_.token.empty()) return absl::OkStatus();
+  const auto it = metadata.find("authorization");
+  const std::string_view got = it == metadata.end() ? std::string_view()
+                                                    : std::string_view(it->second.data(), it->second.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (got.substr(0, kBearer.size()) != kBearer || !SameSecret(got.substr(kBearer.size()), options_.token))
+    return absl::UnauthenticatedError(
+        it == metadata.end() ? "this server requires a bearer token (metadata 'authorization: Bearer <token>')"
+                             : "the bearer token is not this server's");
+  return absl::OkStatus();
+}
+
 absl::Status RequestGuard::Admit(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
                                  std::string_view peer, Clock::time_point now) {
-  if (!options_.token.empty()) {
-    const auto it = metadata.find("authorization");
-    const std::string_view got = it == metadata.end() ? std::string_view()
-                                                      : std::string_view(it->second.data(), it->second.size());
-    constexpr std::string_view kBearer = "Bearer ";
-    if (got.substr(0, kBearer.size()) != kBearer || !SameSecret(got.substr(kBearer.size()), options_.token))
-      return absl::UnauthenticatedError(
-          it == metadata.end() ? "this server requires a bearer token (metadata 'authorization: Bearer <token>')"
-                               : "the bearer token is not this server's");
-  }
+  if (absl::Status s = Authenticate(metadata); !s.ok()) return s;
   if (options_.rate_per_s > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     if (buckets_.size() >= kMaxClients) {

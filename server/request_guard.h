@@ -33,6 +33,8 @@ class RequestGuard {
   absl::Status Admit(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata, std::string_view peer,
                      Clock::time_point now = Clock::now());
   grpc::Status Admit(const grpc::ServerContextBase& ctx);
+  // The token check alone (no rate accounting): OK or UNAUTHENTICATED.
+  absl::Status Authenticate(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const;
 
   bool authenticates() const { return !options_.token.empty(); }
 

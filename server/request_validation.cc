@@ -35,7 +35,13 @@ absl::StatusOr<GenerationSpec> ValidateGenerateRequest(const v1::GenerateRequest
       // On a session, an unset add_bos means "BOS only if the session has no past yet", which the
       // scheduler knows: the BOS travels beside the prompt.
       const bool bos_decided_later = !req.session().empty() && !req.has_add_bos() && tok->bos_id().has_value();
-      ASSIGN_OR_RETURN(spec.prompt, tok->Encode(req.text(), !bos_decided_later && (!req.has_add_bos() || req.add_bos())));
+      // Bounded while it is read: a text of many megabytes is refused, not tokenized whole.
+      auto ids = tok->EncodeBounded(req.text(), !bos_decided_later && (!req.has_add_bos() || req.add_bos()),
+                                    {.max_tokens = limits.max_prompt_tokens});
+      if (!ids.ok())
+        return Bad("text", absl::StrCat(ids.status().message(),
+                                        absl::IsOutOfRange(ids.status()) ? " (the server's --max_prompt_tokens)" : ""));
+      spec.prompt = std::move(*ids);
       if (bos_decided_later) spec.bos_if_session_empty = *tok->bos_id();
       if (spec.prompt.empty()) return Bad("text", "prompt has no tokens");
       break;
@@ -86,7 +92,8 @@ absl::StatusOr<GenerationSpec> ValidateGenerateRequest(const v1::GenerateRequest
     p.logprobs = req.logprobs();
   }
 
-  if (static_cast<int>(req.max_new_tokens()) > limits.max_new_tokens)
+  // Compared as unsigned: a uint32 of 2^31 or more must not turn negative on the way.
+  if (req.max_new_tokens() > static_cast<uint32_t>(limits.max_new_tokens))
     return Bad("max_new_tokens", absl::StrCat(req.max_new_tokens(), " is over the limit of ", limits.max_new_tokens));
   spec.max_new_tokens = req.max_new_tokens() == 0 ? limits.max_new_tokens : static_cast<int>(req.max_new_tokens());
   if (req.stop_size() > limits.max_stop_strings)

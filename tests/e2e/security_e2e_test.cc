@@ -163,6 +163,125 @@ TEST(Security, TlsAndTokenOnEveryRpcHealthStaysOpen) {
   EXPECT_NE(python.out.find("cpu\nTrue"), std::string::npos) << python.out;
 }
 
+// A raw call: `bytes` as the request of `method`, with an optional token.
+grpc::Status RawUnary(const std::shared_ptr<grpc::Channel>& ch, const std::string& method, const std::string& bytes,
+                      const std::string& token) {
+  grpc::GenericStub generic(ch);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  std::promise<grpc::Status> done;
+  generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
+                    [&done](grpc::Status st) { done.set_value(st); });
+  return done.get_future().get();
+}
+
+// Request bytes that do not parse: INVALID_ARGUMENT naming the method once the token is right,
+// UNAUTHENTICATED without it (gRPC answered UNIMPLEMENTED or INTERNAL with no message before);
+// libprotobuf's own complaint goes through glad's JSON log, not around it.
+TEST(Security, UnparseableRequestsAreInvalidArgumentAndTokenStillComesFirst) {
+  GladProcess glad({"--model", kTiny, "--auth_token", "tok3n", "--log_format", "json"});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  const std::string garbage("\xff\xff\xff\xff\x0f", 5);
+  // A string field (GenerateRequest.request_id) holding invalid UTF-8: protobuf refuses the
+  // message and logs an ERROR about it, once per request.
+  v1::GenerateRequest with_bad_string;
+  with_bad_string.set_request_id("x");
+  std::string bad_utf8 = with_bad_string.SerializeAsString();
+  bad_utf8.back() = '\xff';
+  for (const std::string method : {"/gla.v1.Gla/Generate", "/gla.v1.Gla/Tokenize", "/gla.v1.FineTune/CreateFineTuneJob",
+                                   "/gla.v1.FineTune/LoadAdapter"}) {
+    const grpc::Status anon = RawUnary(glad.channel(), method, garbage, "");
+    EXPECT_EQ(anon.error_code(), grpc::StatusCode::UNAUTHENTICATED) << method << ": " << anon.error_message();
+    const grpc::Status wrong = RawUnary(glad.channel(), method, garbage, "nope");
+    EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED) << method << ": " << wrong.error_message();
+    const grpc::Status st = RawUnary(glad.channel(), method, garbage, "tok3n");
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": " << st.error_message();
+    EXPECT_NE(st.error_message().find(method), std::string::npos) << st.error_message();
+  }
+  for (int i = 0; i < 20; ++i) {
+    const grpc::Status st = RawUnary(glad.channel(), "/gla.v1.Gla/Generate", bad_utf8, "tok3n");
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  }
+  // The streaming method too.
+  {
+    grpc::GenericStub generic(glad.channel());
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer tok3n");
+    grpc::CompletionQueue cq;
+    auto call = generic.PrepareCall(&ctx, "/gla.v1.Gla/GenerateStream", &cq);
+    void* tag;
+    bool ok;
+    call->StartCall(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    grpc::Slice slice(garbage);
+    grpc::ByteBuffer request(&slice, 1);
+    call->WriteLast(request, grpc::WriteOptions(), reinterpret_cast<void*>(2));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    grpc::Status st;
+    call->Finish(&st, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  }
+  // The token-less health check stays open, with or without good bytes.
+  EXPECT_EQ(RawUnary(glad.channel(), "/grpc.health.v1.Health/Check", "", "").error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(RawUnary(glad.channel(), "/grpc.health.v1.Health/Check", garbage, "").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Every line of the log is one JSON object; protobuf's complaints, rate-limited, among them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const std::string log = glad.log();
+  std::istringstream lines(log);
+  int protobuf_lines = 0;
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_EQ(line.rfind("{", 0), 0u) << "not a JSON line: " << line;
+    if (line.find("\"event\":\"protobuf\"") != std::string::npos) ++protobuf_lines;
+  }
+  EXPECT_EQ(log.find("[libprotobuf"), std::string::npos) << log;
+  EXPECT_LE(protobuf_lines, 1) << "at most one protobuf line a minute\n" << log;
+}
+
+// Server reflection describes the API without a token: a server that wants one does not offer it.
+TEST(Security, ReflectionIsOffWhenATokenIsRequired) {
+  const std::string list_services("\x3a\x00", 2);  // ServerReflectionRequest{list_services: ""}
+  for (const bool with_token : {false, true}) {
+    std::vector<std::string> flags = {"--model", kTiny};
+    if (with_token) flags.insert(flags.end(), {"--auth_token", "tok3n"});
+    GladProcess glad(flags);
+    ASSERT_TRUE(glad.ok()) << glad.log();
+    grpc::GenericStub generic(glad.channel());
+    for (const std::string token : {"", "tok3n"}) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+      grpc::CompletionQueue cq;
+      auto call = generic.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+      void* tag;
+      bool ok;
+      call->StartCall(reinterpret_cast<void*>(1));
+      ASSERT_TRUE(cq.Next(&tag, &ok));
+      grpc::Slice slice(list_services);
+      grpc::ByteBuffer request(&slice, 1), response;
+      call->WriteLast(request, grpc::WriteOptions(), reinterpret_cast<void*>(2));
+      ASSERT_TRUE(cq.Next(&tag, &ok));
+      call->Read(&response, reinterpret_cast<void*>(3));
+      ASSERT_TRUE(cq.Next(&tag, &ok));
+      const bool answered = ok;
+      grpc::Status st;
+      call->Finish(&st, reinterpret_cast<void*>(4));
+      ASSERT_TRUE(cq.Next(&tag, &ok));
+      if (with_token) {
+        EXPECT_FALSE(answered) << "reflection answered on a server with a token (token '" << token << "')";
+        EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED) << st.error_message();
+      } else {
+        EXPECT_TRUE(answered);
+        EXPECT_TRUE(st.ok()) << st.error_message();
+      }
+    }
+  }
+}
+
 TEST(Security, ConfiguredFromTheEnvironmentCommandLineWins) {
   setenv("GLAD_AUTH_TOKEN", "from-env", 1);
   setenv("GLAD_MAX_NEW_TOKENS", "7", 1);
@@ -206,6 +325,11 @@ TEST(Security, BadSecurityFlagsAreStartupErrors) {
   const std::string glad = testing::GladPath() + " --model " + kTiny + " --listen 127.0.0.1:0";
   const std::string not_pem = testing::MakeTempDir("security-bad") + "/not.pem";
   std::ofstream(not_pem) << "hello";
+  const std::string dir = testing::MakeTempDir("security-bad2");
+  const std::string empty = dir + "/empty", blank_first_line = dir + "/blank", other_key = dir + "/other.pem";
+  std::ofstream(empty) << "";
+  std::ofstream(blank_first_line) << "\nsecond-line-token\n";
+  ASSERT_EQ(Shell("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " + other_key).code, 0);
   struct Case {
     std::string flags, expect;
   };
@@ -216,6 +340,14 @@ TEST(Security, BadSecurityFlagsAreStartupErrors) {
            {" --tls_cert /nonexistent.pem --tls_key " + TestCert().key, "/nonexistent.pem"},
            {" --auth_token 'a b'", "printable ASCII"},
            {" --auth_token x --auth_token_file " + not_pem, "give one"},
+           // An empty token file must not turn authentication off.
+           {" --auth_token_file " + empty, "no token on its first line"},
+           {" --auth_token_file " + blank_first_line, "no token on its first line"},
+           // A key that is not the certificate's is named as such (it was "cannot listen").
+           {" --tls_cert " + TestCert().cert + " --tls_key " + other_key, "do not match"},
+           {" --tls_cert " + TestCert().cert + " --tls_key " + TestCert().cert, "no usable PEM private key"},
+           {" --tls_cert " + TestCert().cert + " --tls_key " + TestCert().key + " --tls_client_ca " + not_pem,
+            "--tls_client_ca"},
            {" --max_message_mb 0", "--max_message_mb"},
            {" --rate_limit -1", "--rate_limit"}}) {
     const ShellResult r = Shell(glad + c.flags);

@@ -210,6 +210,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadField{"top_p_zero", [](auto& r) { r.mutable_sampling()->set_top_p(0.0f); }, "sampling.top_p"},
         BadField{"top_p_above_one", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, "sampling.top_p"},
         BadField{"max_new_tokens_over_limit", [](auto& r) { r.set_max_new_tokens(5000); }, "max_new_tokens"},
+        // uint32 values that turn negative as an int (they passed the limit before).
+        BadField{"max_new_tokens_2_pow_31", [](auto& r) { r.set_max_new_tokens(2147483648u); }, "max_new_tokens"},
+        BadField{"max_new_tokens_uint32_max", [](auto& r) { r.set_max_new_tokens(4294967295u); }, "max_new_tokens"},
         BadField{"token_outside_vocab", [](auto& r) { r.mutable_token_ids()->add_ids(512); }, "token_ids"},
         BadField{"prompt_over_limit",
                  [](auto& r) { for (int i = 0; i < 2100; ++i) r.mutable_token_ids()->add_ids(i % 500); }, "prompt"},

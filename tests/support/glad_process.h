@@ -25,6 +25,7 @@ class GladProcess {
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   std::unique_ptr<v1::Gla::Stub> stub() const { return v1::Gla::NewStub(channel_); }
   std::string log() const;  // what glad wrote to stderr so far
+  int pid() const { return pid_; }
   // Sends SIGTERM and returns the exit code (-1 if it had to be killed or did not exit normally).
   int Terminate(int wait_ms = 20000);
 

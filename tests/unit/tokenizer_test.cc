@@ -107,6 +107,44 @@ TEST_P(TokenizerTest, RefusesInvalidInput) {
   EXPECT_EQ(tok->Decode(std::vector<int32_t>{5, tok->vocab_size()}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Encoding in segments (what the server does with text from the network) gives the ids of
+// encoding the whole text, whatever the whitespace between the segments.
+TEST_P(TokenizerTest, EncodeBoundedEqualsEncode) {
+  auto tok = Load();
+  ASSERT_TRUE(tok);
+  std::mt19937 rng(7);
+  const char* const kSpaces[] = {" ", "  ", "\n", "\t ", " \n\n ", ""};
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += kTexts[rng() % kTexts.size()] + kSpaces[rng() % std::size(kSpaces)];
+  auto whole = tok->Encode(text, true);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  // Segments longer than any run of these texts without whitespace.
+  for (size_t segment : {size_t{24}, size_t{64}, size_t{1000}, size_t{1} << 20}) {
+    auto bounded = tok->EncodeBounded(text, true, {.max_tokens = 1 << 20, .segment_bytes = segment});
+    ASSERT_TRUE(bounded.ok()) << bounded.status();
+    EXPECT_EQ(*bounded, *whole) << "segments of " << segment << " bytes";
+  }
+}
+
+TEST_P(TokenizerTest, EncodeBoundedRefusesPastItsLimits) {
+  auto tok = Load();
+  ASSERT_TRUE(tok);
+  const std::string text = kTexts[0] + " " + kTexts[1];
+  const auto ids = tok->Encode(text, true);
+  ASSERT_TRUE(ids.ok());
+  const int64_t n = static_cast<int64_t>(ids->size());
+  EXPECT_TRUE(tok->EncodeBounded(text, true, {.max_tokens = n, .segment_bytes = 16}).ok());
+  const auto over = tok->EncodeBounded(text, true, {.max_tokens = n - 1, .segment_bytes = 16});
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kOutOfRange) << over.status();
+  // A text longer than the tokens could ever cover is refused by its length, before encoding.
+  const std::string huge(static_cast<size_t>(tok->MaxBytesFor(10)) + 1, 'a');
+  const auto too_long = tok->EncodeBounded(huge, true, {.max_tokens = 10});
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(std::string(too_long.status().message()).find("bytes"), std::string::npos) << too_long.status();
+  EXPECT_EQ(tok->EncodeBounded("bad \xC3\x28", true, {.max_tokens = 10}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // "" = SentencePiece defaults; the second mirrors Llama's tokenizer.model normaliser.
 INSTANTIATE_TEST_SUITE_P(Normalizers, TokenizerTest,
                          ::testing::Values("", "--remove_extra_whitespaces=false --add_dummy_prefix=true"),
