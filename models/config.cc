@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "models/excerpt.h"
 #include "models/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -61,7 +62,7 @@ class FieldReader {
   // Options that change the computation in ways we do not implement: refuse unless at `ok`.
   absl::Status RefuseUnlessNull(absl::string_view field) const {
     if (Get(field) != nullptr)
-      return Error(field, absl::StrCat("= ", Get(field)->dump(), " is not supported (only null)"));
+      return Error(field, absl::StrCat("= ", Excerpt(Get(field)->dump()), " is not supported (only null)"));
     return absl::OkStatus();
   }
   absl::Status RefuseUnlessBool(absl::string_view field, bool ok) const {

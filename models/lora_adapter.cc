@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/excerpt.h"
 #include "models/file_io.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
@@ -111,7 +112,7 @@ class FieldReader {
     if (v == nullptr) return required ? Error(field, "is missing") : absl::OkStatus();
     for (absl::string_view s : ok)
       if (v->is_string() && v->get<std::string>() == s) return absl::OkStatus();
-    return Error(field, absl::StrCat("= ", v->dump(), " is not supported (only \"", absl::StrJoin(ok, "\", \""), "\")"));
+    return Error(field, absl::StrCat("= ", Excerpt(v->dump()), " is not supported (only \"", absl::StrJoin(ok, "\", \""), "\")"));
   }
   absl::Status RefuseUnlessFalse(absl::string_view field) const {
     bool v = false;
@@ -122,7 +123,7 @@ class FieldReader {
   absl::Status RefuseUnlessEmpty(absl::string_view field) const {
     const json* v = Get(field);
     if (v == nullptr || ((v->is_array() || v->is_object()) && v->empty())) return absl::OkStatus();
-    return Error(field, absl::StrCat("= ", v->dump(), " is not supported (only empty or null)"));
+    return Error(field, absl::StrCat("= ", Excerpt(v->dump()), " is not supported (only empty or null)"));
   }
   // A string or a list of strings (PEFT takes both for target_modules and layers_pattern).
   absl::Status Strings(absl::string_view field, std::vector<std::string>* out) const {
@@ -182,14 +183,14 @@ absl::Status ReadRankAndAlpha(const FieldReader& f, LoraConfig* c) {
   RETURN_IF_ERROR(missing);
   constexpr int64_t kMaxRank = int64_t{1} << 20;  // far beyond any model width; keeps r * in in range
   if (!r->is_number_integer() || r->get<int64_t>() < 1 || r->get<int64_t>() > kMaxRank)
-    return f.Error("r", absl::StrCat("= ", r->dump(), " must be an integer in [1, ", kMaxRank, "]"));
+    return f.Error("r", absl::StrCat("= ", Excerpt(r->dump()), " must be an integer in [1, ", kMaxRank, "]"));
   c->r = r->get<int>();
-  if (!alpha->is_number() || !(alpha->get<double>() > 0) || !std::isfinite(alpha->get<double>()))
-    return f.Error("lora_alpha", absl::StrCat("= ", alpha->dump(), " must be a positive number"));
+  if (!alpha->is_number() || !(alpha->get<double>() > 0) || !(alpha->get<double>() <= kMaxLoraAlpha))
+    return f.Error("lora_alpha", absl::StrCat("= ", Excerpt(alpha->dump()), " must be a number in (0, ", kMaxLoraAlpha, "]"));
   c->alpha = alpha->get<double>();
   if (const json* d = f.Get("lora_dropout")) {
     if (!d->is_number() || !(d->get<double>() >= 0 && d->get<double>() < 1))
-      return f.Error("lora_dropout", absl::StrCat("= ", d->dump(), " must be in [0, 1)"));
+      return f.Error("lora_dropout", absl::StrCat("= ", Excerpt(d->dump()), " must be in [0, 1)"));
     c->dropout = d->get<double>();
   }
   return f.Bool("use_rslora", &c->use_rslora);
@@ -211,7 +212,7 @@ absl::Status ReadPlacement(const FieldReader& f, LoraConfig* c) {
   RETURN_IF_ERROR(f.Strings("layers_pattern", &patterns));
   for (const std::string& p : patterns)
     if (p != "layers")
-      return f.Error("layers_pattern", absl::StrCat("= \"", p, "\" is not supported (an fla model's is \"layers\")"));
+      return f.Error("layers_pattern", absl::StrCat("= \"", Excerpt(p), "\" is not supported (an fla model's is \"layers\")"));
   return absl::OkStatus();
 }
 
@@ -259,8 +260,8 @@ json AdapterConfigJson(const LoraConfig& c) {
 // The options that make sense for any model.
 absl::Status CheckHyperparameters(const LoraConfig& lora) {
   if (lora.r < 1) return absl::InvalidArgumentError(absl::StrCat("LoRA rank r = ", lora.r, " must be at least 1"));
-  if (!(lora.alpha > 0) || !std::isfinite(lora.alpha))
-    return absl::InvalidArgumentError(absl::StrCat("lora_alpha = ", lora.alpha, " must be positive"));
+  if (!(lora.alpha > 0) || !(lora.alpha <= kMaxLoraAlpha))
+    return absl::InvalidArgumentError(absl::StrCat("lora_alpha = ", lora.alpha, " must be in (0, ", kMaxLoraAlpha, "]"));
   if (!(lora.dropout >= 0 && lora.dropout < 1))
     return absl::InvalidArgumentError(absl::StrCat("lora_dropout = ", lora.dropout, " must be in [0, 1)"));
   if (lora.targets.empty()) return absl::InvalidArgumentError("a LoRA adapter needs at least one target module");
@@ -398,7 +399,7 @@ absl::StatusOr<std::vector<LoraTarget>> ParseLoraTargets(const std::vector<std::
     }
     const auto* it = std::find(std::begin(kTargetNames), std::end(kTargetNames), n);
     if (it == std::end(kTargetNames))
-      return absl::InvalidArgumentError(absl::StrCat("unknown LoRA target module '", n, "' (known: ",
+      return absl::InvalidArgumentError(absl::StrCat("unknown LoRA target module '", Excerpt(n), "' (known: ",
                                                      absl::StrJoin(kTargetNames, ", "), ", gk_proj)"));
     targets.insert(static_cast<LoraTarget>(it - std::begin(kTargetNames)));
   }

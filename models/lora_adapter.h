@@ -30,6 +30,9 @@ absl::StatusOr<std::vector<LoraTarget>> ParseLoraTargets(const std::vector<std::
 // The [out, in] shape of the adapted projection in this model (g_proj needs use_output_gate).
 std::pair<int64_t, int64_t> LoraTargetShape(const GlaConfig& config, LoraTarget t);
 
+// lora_alpha's bound: PEFT's are 8-512 in practice; 1e308 loaded and made every logprob NaN.
+inline constexpr double kMaxLoraAlpha = 65536;
+
 struct LoraConfig {
   int r = 8;
   double alpha = 16.0;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/excerpt.h"
 #include "models/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -43,7 +44,7 @@ absl::StatusOr<json> ParseHeaderJson(const std::string& path, absl::string_view 
   };
   json header = json::parse(text.begin(), text.end(), on_event, /*allow_exceptions=*/false);
   if (header.is_discarded()) return Corrupt(path, "header is not valid JSON");
-  if (!duplicate.empty()) return Corrupt(path, absl::StrCat("duplicate tensor name '", duplicate, "'"));
+  if (!duplicate.empty()) return Corrupt(path, absl::StrCat("duplicate tensor name '", Excerpt(duplicate), "'"));
   if (!header.is_object()) return Corrupt(path, "header is not a JSON object");
   return header;
 }
@@ -76,6 +77,11 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   if (header_len > size - 8)
     return Corrupt(path, absl::StrCat("header length ", header_len, " runs past the end of the ",
                                       size, "-byte file"));
+  // Writers pad the header with spaces so that the data section starts 8-byte aligned; a length
+  // that is not a multiple of 8 is a cut or a foreign layout, and every tensor would be read off.
+  if (header_len % 8 != 0)
+    return Corrupt(path, absl::StrCat("header length ", header_len,
+                                      " is not a multiple of 8 (the data section must start 8-byte aligned)"));
   const absl::string_view text(reinterpret_cast<const char*>(base + 8), header_len);
   ASSIGN_OR_RETURN(json header, ParseHeaderJson(path, text));
 
@@ -92,12 +98,13 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     if (name == "__metadata__") {
       if (!entry.is_object()) return Corrupt(path, "__metadata__ is not an object");
       for (auto m = entry.begin(); m != entry.end(); ++m) {
-        if (!m.value().is_string()) return Corrupt(path, absl::StrCat("__metadata__ value '", m.key(), "' is not a string"));
+        if (!m.value().is_string())
+          return Corrupt(path, absl::StrCat("__metadata__ value '", Excerpt(m.key()), "' is not a string"));
         f.metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    const std::string where = absl::StrCat("tensor '", name, "'");
+    const std::string where = absl::StrCat("tensor '", Excerpt(name), "'");
     if (!entry.is_object()) return Corrupt(path, absl::StrCat(where, " is not an object"));
     auto dt = entry.find("dtype");
     auto sh = entry.find("shape");
@@ -110,7 +117,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     t.name = name;
     t.file = path;
     auto dtype = ParseDType(dt->get<std::string>());
-    if (!dtype) return Corrupt(path, absl::StrCat(where, " has unknown dtype '", dt->get<std::string>(), "'"));
+    if (!dtype) return Corrupt(path, absl::StrCat(where, " has unknown dtype '", Excerpt(dt->get<std::string>()), "'"));
     t.dtype = *dtype;
     uint64_t numel = 1;
     for (const json& d : *sh) {
@@ -135,12 +142,24 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     ranges.push_back({begin, end, f.tensors_.size()});
     f.tensors_.push_back(std::move(t));
   }
-  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].begin < ranges[i - 1].end)
-      return Corrupt(path, absl::StrCat("tensors '", f.tensors_[ranges[i - 1].index].name, "' and '",
-                                        f.tensors_[ranges[i].index].name, "' overlap"));
+  // The tensors tile the data section exactly: from 0, each where the last ended, the last at its
+  // end. A header length that is off (a cut inside the header's padding still parses) or a file
+  // with bytes nobody owns is refused instead of being read a few bytes off.
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
+  uint64_t covered = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (ranges[i].begin < covered)
+      return Corrupt(path, absl::StrCat("tensors '", Excerpt(f.tensors_[ranges[i - 1].index].name), "' and '",
+                                        Excerpt(f.tensors_[ranges[i].index].name), "' overlap"));
+    if (ranges[i].begin > covered)
+      return Corrupt(path, absl::StrCat("bytes [", covered, ", ", ranges[i].begin, ") of the data section belong to no tensor (before '",
+                                        Excerpt(f.tensors_[ranges[i].index].name), "')"));
+    covered = ranges[i].end;
   }
+  if (covered != data_size)
+    return Corrupt(path, absl::StrCat("the tensors cover ", covered, " bytes of the ", data_size,
+                                      "-byte data section (header length or file size is off)"));
   return f;
 }
 

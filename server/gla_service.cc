@@ -7,13 +7,15 @@
 #include <mutex>
 
 #include "absl/strings/str_format.h"
+#include "models/excerpt.h"
 #include "models/utf8.h"
 #include "server/log.h"
 
 namespace gla {
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+  // Bounded: a message too large for the trailers would reach the client as RESOURCE_EXHAUSTED.
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), Excerpt(s.message(), kMaxStatusMessageBytes));
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "models/excerpt.h"
 
 namespace gla {
 
@@ -24,7 +25,7 @@ bool IsInside(const fs::path& p, const fs::path& root) {
 absl::StatusOr<fs::path> ResolveInside(const std::string& root, const std::string& relative, const std::string& field,
                                        const std::string& root_name, PathKind kind) {
   auto bad = [&](const std::string& why) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " '", relative, "': ", why));
+    return absl::InvalidArgumentError(absl::StrCat(field, " '", Excerpt(relative, 256), "': ", why));
   };
   if (relative.empty()) return bad("empty");
   if (relative.find('\0') != std::string::npos) return bad("holds a NUL byte");

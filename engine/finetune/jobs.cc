@@ -175,6 +175,12 @@ absl::StatusOr<AdapterInfo> FineTuneJobs::LoadAdapter(const std::string& name, c
   RETURN_IF_ERROR(AdapterRegistry::ValidateName(name));
   ASSIGN_OR_RETURN(const fs::path dir, ResolveInside(options_.adapter_dir, relative, "path",
                                                      "the server's adapter directory", PathKind::kDirectory));
+  // The files too, not only the folder: a symbolic link inside it may lead anywhere. Each must
+  // resolve inside the adapter directory to a regular file (no FIFO, no device).
+  for (const char* file : {"adapter_config.json", "adapter_model.safetensors"})
+    RETURN_IF_ERROR(ResolveInside(options_.adapter_dir, (fs::path(relative) / file).string(), "path",
+                                  "the server's adapter directory", PathKind::kRegularFile)
+                        .status());
   auto loaded = LoadLoraAdapter(dir.string(), config_);
   if (!loaded.ok()) return absl::InvalidArgumentError(absl::StrCat("path '", relative, "': ", loaded.status().message()));
   const AdapterInfo info = DescribeAdapter(name, dir.string(), "load", *loaded);

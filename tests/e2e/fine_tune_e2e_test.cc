@@ -281,6 +281,12 @@ TEST_F(FineTuneE2E, LoadAndUnloadAdaptersAtRunTime) {
   fs::create_directories(adapters + "/broken");
   std::ofstream(adapters + "/broken/adapter_config.json") << "{ not json";
   fs::create_directory_symlink(*root_ + "/data", adapters + "/escape");
+  // A real folder inside whose files are symbolic links to an adapter outside --adapter_dir.
+  const std::string outside = *root_ + "/outside-adapter";
+  fs::copy(adapters + "/made-here", outside, fs::copy_options::recursive);
+  fs::create_directories(adapters + "/linked-files");
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
+    fs::create_symlink(outside + "/" + f, adapters + "/linked-files/" + f);
   struct Bad {
     std::string name, path, needle;
     grpc::StatusCode code;
@@ -288,6 +294,7 @@ TEST_F(FineTuneE2E, LoadAndUnloadAdaptersAtRunTime) {
   const Bad bads[] = {{"x", "/etc", "relative", grpc::StatusCode::INVALID_ARGUMENT},
                       {"x", "../data", "'..'", grpc::StatusCode::INVALID_ARGUMENT},
                       {"x", "escape", "outside", grpc::StatusCode::INVALID_ARGUMENT},
+                      {"x", "linked-files", "adapter_config.json': leads outside", grpc::StatusCode::INVALID_ARGUMENT},
                       {"x", "nowhere", "no such directory", grpc::StatusCode::INVALID_ARGUMENT},
                       {"x", "broken", "adapter_config.json", grpc::StatusCode::INVALID_ARGUMENT},
                       {".x", "made-here", "name", grpc::StatusCode::INVALID_ARGUMENT},

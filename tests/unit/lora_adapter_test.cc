@@ -534,10 +534,29 @@ INSTANTIATE_TEST_SUITE_P(
                       FieldCase{"r", "4.5", "4.5"},
                       FieldCase{"r", "<absent>", "missing"},
                       FieldCase{"lora_alpha", "-16", "-16"},
+                      // Unbounded alphas loaded and made every logprob NaN.
+                      FieldCase{"lora_alpha", "1e308", "(0, 65536]"},
+                      FieldCase{"lora_alpha", "65537", "65537"},
                       FieldCase{"lora_alpha", "<absent>", "missing"},
                       FieldCase{"lora_dropout", "1.5", "1.5"},
                       FieldCase{"use_rslora", R"("yes")", "true or false"},
                       FieldCase{"layers_to_transform", "[-1]", "non-negative"}));
+
+// A field holding a long list is quoted back in a few dozen bytes: the whole list made the status
+// too large for a gRPC trailer (the client saw RESOURCE_EXHAUSTED instead of the error).
+TEST_F(LoraAdapterRefusal, ALongFieldIsQuotedBackBriefly) {
+  EditConfig([&](json& j) {
+    json list = json::array();
+    for (int i = 0; i < 1000; ++i) list.push_back("module_number_" + std::to_string(i));
+    j["modules_to_save"] = list;
+  });
+  const auto loaded = LoadLoraAdapter(dir_, config_);
+  ASSERT_FALSE(loaded.ok());
+  const std::string msg(loaded.status().message());
+  EXPECT_NE(msg.find("modules_to_save"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("bytes)"), std::string::npos) << msg;
+  EXPECT_LT(msg.size(), 400u) << msg;
+}
 
 // --- merging -------------------------------------------------------------------------------------
 

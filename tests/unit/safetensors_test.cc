@@ -15,9 +15,11 @@ std::string WriteRaw(const std::string& name, const std::string& header, size_t 
                      uint64_t claimed_len = UINT64_MAX) {
   const std::string path = testing::MakeTempDir("st") + "/" + name;
   std::ofstream out(path, std::ios::binary);
-  const uint64_t len = claimed_len == UINT64_MAX ? header.size() : claimed_len;
+  // Padded with spaces to a multiple of 8, as writers do (the data section starts aligned).
+  const std::string padded = header + std::string((8 - header.size() % 8) % 8, ' ');
+  const uint64_t len = claimed_len == UINT64_MAX ? padded.size() : claimed_len;
   for (int i = 0; i < 8; ++i) out.put(static_cast<char>(len >> (8 * i)));
-  out << header << std::string(data_bytes, '\0');
+  out << padded << std::string(data_bytes, '\0');
   return path;
 }
 
@@ -102,7 +104,18 @@ INSTANTIATE_TEST_SUITE_P(
         CorruptCase{"duplicate",
                     R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
                     8, UINT64_MAX, "duplicate tensor name 'a'"},
-        CorruptCase{"missing offsets", R"({"w":{"dtype":"F32","shape":[2]}})", 8, UINT64_MAX, "data_offsets"}));
+        CorruptCase{"missing offsets", R"({"w":{"dtype":"F32","shape":[2]}})", 8, UINT64_MAX, "data_offsets"},
+        // A header length cut inside the header's padding: the JSON still parses, and the data
+        // section would start 8 bytes early (every tensor read off). Padded to 64 bytes here.
+        CorruptCase{"length cut in the padding", kGood + std::string(64 - kGood.size(), ' '), 8, 56,
+                    "the tensors cover 8 bytes of the 16-byte data section"},
+        CorruptCase{"unaligned length", kGood + std::string(64 - kGood.size(), ' '), 8, 61, "not a multiple of 8"},
+        CorruptCase{"gap between tensors",
+                    R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+                    12, UINT64_MAX, "bytes [4, 8) of the data section belong to no tensor"},
+        CorruptCase{"bytes after the last tensor", kGood, 16, UINT64_MAX, "cover 8 bytes of the 16-byte"},
+        CorruptCase{"data before the first tensor", R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8,
+                    UINT64_MAX, "bytes [0, 4)"}));
 
 TEST(Safetensors, TruncatedAndEmptyFiles) {
   EXPECT_NE(OpenError(WriteRaw("empty", "", 0, 0)).find("not valid JSON"), std::string::npos);
