@@ -57,9 +57,16 @@ struct Scheduler::Request : RequestHandle {
   int snapshot_at = 0;                       // prefill stops here once to save a prefix state (0: no)
 };
 
+namespace {
+SessionOptions WithVocab(SessionOptions o, int32_t vocab_size) {
+  o.vocab_size = vocab_size;  // a session file's pending token is checked against it
+  return o;
+}
+}  // namespace
+
 Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
     : backend_(backend), options_(options),
-      sessions_(backend.pool(), options.sessions, backend.name()),
+      sessions_(backend.pool(), WithVocab(options.sessions, backend.config().vocab_size), backend.name()),
       prefix_cache_(backend.pool(), options.prefix_cache_block, options.prefix_cache_bytes) {
   stats_.slots = backend_.pool().capacity();
   refused_session_files_ = sessions_.LoadDirectory();
@@ -178,13 +185,17 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
   if (r.session != nullptr) {
     // A turn that ended well leaves its state (and slot) to the session; any other leaves the
     // session as it was.
+    bool committed = false;
     if (update.status.ok() && reason != FinishReason::kCancelled && r.slot >= 0 && r.last_sampled) {
       const int64_t added = static_cast<int64_t>(r.spec.prompt.size()) - r.carried + r.sampled;
-      sessions_.Commit(*r.session, r.slot, added, r.last_sampled, r.spec.adapter_name);
-      r.slot = -1;
-    } else {
-      sessions_.Abort(*r.session);
+      // With write-through durability the state is on disk when this returns, before the sink
+      // below sends the turn's last message.
+      absl::Status committed_status = sessions_.Commit(*r.session, r.slot, added, r.last_sampled, r.spec.adapter_name);
+      committed = committed_status.ok();
+      if (committed) r.slot = -1;
+      else update.status = std::move(committed_status);  // the turn did not complete: the client is told
     }
+    if (!committed) sessions_.Abort(*r.session);
     r.session = nullptr;
   }
   r.loading.reset();
@@ -483,6 +494,7 @@ void Scheduler::Loop() {
     }
     DropEnded(std::chrono::system_clock::now(), cancel_all);
     sessions_.Expire();
+    sessions_.Flush();  // --session_durability interval
     AdmitWaiting();
     PublishStats();
     RunStep();

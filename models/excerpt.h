@@ -5,15 +5,15 @@
 
 #include <cstddef>
 #include <string>
-#include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace gla {
 
 // `s` whole when it is at most `max` bytes; else its first `max` bytes (cut at a UTF-8 character
 // boundary) and "... (N bytes)".
-inline std::string Excerpt(std::string_view s, size_t max = 64) {
+inline std::string Excerpt(absl::string_view s, size_t max = 64) {
   if (s.size() <= max) return std::string(s);
   size_t cut = max;
   while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;

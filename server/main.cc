@@ -110,6 +110,11 @@ ABSL_FLAG(double, rate_limit_burst, 0.0, "requests one client may make at once (
 ABSL_FLAG(std::string, session_dir, "",
           "directory for session states at rest: idle sessions past --session_memory_mb go there, and every "
           "session is written there on shutdown and read back at start-up (unset: sessions live in memory only)");
+ABSL_FLAG(std::string, session_durability, "always",
+          "with --session_dir, when session states reach the disk: always (every completed turn is written and "
+          "fsync'ed before its last message is sent: kill -9 loses no turn a client saw complete), interval "
+          "(changed sessions every --session_sync_interval_s), shutdown (at shutdown and past the host budget only)");
+ABSL_FLAG(double, session_sync_interval_s, 1.0, "--session_durability interval: seconds between writes (at most this much lost)");
 ABSL_FLAG(int32_t, session_memory_mb, 2048,
           "host memory for idle session states (past it, the least recently used go to --session_dir, or are deleted)");
 ABSL_FLAG(int64_t, session_ttl_s, 3600, "idle seconds after which a session is deleted (0 = never); CreateSession may set its own");
@@ -376,6 +381,18 @@ int Main(int argc, char** argv) {
       so.prefix_cache_bytes < 0 || so.prefix_cache_block < 1)
     return Fail("--session_memory_mb, --session_ttl_s, --max_sessions and --prefix_cache_mb must be >= 0, "
                 "--prefix_cache_block >= 1");
+  if (const std::string d = absl::GetFlag(FLAGS_session_durability); d == "always") {
+    so.sessions.durability = SessionDurability::kAlways;
+  } else if (d == "interval") {
+    so.sessions.durability = SessionDurability::kInterval;
+  } else if (d == "shutdown") {
+    so.sessions.durability = SessionDurability::kShutdown;
+  } else {
+    return Fail(absl::StrCat("--session_durability must be always, interval or shutdown, not '", d, "'"));
+  }
+  so.sessions.sync_interval_s = absl::GetFlag(FLAGS_session_sync_interval_s);
+  if (!(so.sessions.sync_interval_s > 0 && so.sessions.sync_interval_s <= 86400))
+    return Fail("--session_sync_interval_s must be in (0, 86400]");
   if (!so.sessions.dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(so.sessions.dir, ec);

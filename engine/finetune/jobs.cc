@@ -177,10 +177,13 @@ absl::StatusOr<AdapterInfo> FineTuneJobs::LoadAdapter(const std::string& name, c
                                                      "the server's adapter directory", PathKind::kDirectory));
   // The files too, not only the folder: a symbolic link inside it may lead anywhere. Each must
   // resolve inside the adapter directory to a regular file (no FIFO, no device).
-  for (const char* file : {"adapter_config.json", "adapter_model.safetensors"})
+  for (const char* file : {"adapter_config.json", "adapter_model.safetensors"}) {
+    std::error_code ec;
+    if (fs::symlink_status(dir / file, ec).type() == fs::file_type::not_found) continue;  // the loader says so
     RETURN_IF_ERROR(ResolveInside(options_.adapter_dir, (fs::path(relative) / file).string(), "path",
                                   "the server's adapter directory", PathKind::kRegularFile)
                         .status());
+  }
   auto loaded = LoadLoraAdapter(dir.string(), config_);
   if (!loaded.ok()) return absl::InvalidArgumentError(absl::StrCat("path '", relative, "': ", loaded.status().message()));
   const AdapterInfo info = DescribeAdapter(name, dir.string(), "load", *loaded);

@@ -1,9 +1,14 @@
 #include "engine/sessions/session_file.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,11 +30,11 @@ class Writer {
     Put(static_cast<uint32_t>(s.size()));
     Bytes(s.data(), s.size());
   }
-  void Bytes(const void* p, size_t n) {
-    if (n == 0) return;
-    const size_t at = buf.size();
-    buf.resize(at + n);
-    std::memcpy(buf.data() + at, p, n);
+  // Not inlined: GCC 12 at -O3 reports impossible overflows of the vector's growth otherwise
+  // (-Wstringop-overflow false positives, as with GCC PR 105329).
+  [[gnu::noinline]] void Bytes(const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    buf.insert(buf.end(), b, b + n);
   }
   std::vector<uint8_t> buf;
 };
@@ -61,6 +66,50 @@ class Reader {
 
 }  // namespace
 
+namespace {
+
+// Writes all of `n` bytes (EINTR and short writes retried).
+bool WriteAll(int fd, const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool ReadAll(int fd, void* p, size_t n, off_t at) {
+  char* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, c, n, at);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<size_t>(r);
+    at += r;
+  }
+  return true;
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+absl::Status SyncDirectory(const std::string& dir) {
+  Fd d{::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (d.fd < 0 || ::fsync(d.fd) != 0)
+    return absl::InternalError(absl::StrCat("cannot sync directory ", dir, ": ", std::strerror(errno)));
+  return absl::OkStatus();
+}
+
 absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprint, const SessionRecord& r,
                               std::span<const float> state) {
   Writer w;
@@ -77,39 +126,42 @@ absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprin
   w.Put(r.ttl_s);
   uint64_t h = Hash64(w.buf);
   h = Hash64({reinterpret_cast<const uint8_t*>(state.data()), state.size_bytes()}, h);
+  // Temp file + fsync + rename + directory fsync: after a crash the old file or the new one is
+  // there, whole, and a rename that returned is not undone.
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(w.buf.data()), static_cast<std::streamsize>(w.buf.size()));
-    out.write(reinterpret_cast<const char*>(state.data()), static_cast<std::streamsize>(state.size_bytes()));
-    out.write(reinterpret_cast<const char*>(&h), sizeof(h));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return absl::InternalError(absl::StrCat("cannot write session file ", tmp));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
+  auto fail = [&](const char* what) {
+    const std::string why = std::strerror(errno);
     std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path, ": ", ec.message()));
+    return absl::InternalError(absl::StrCat("cannot ", what, " session file ", tmp, ": ", why));
+  };
+  {
+    Fd out{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)};
+    if (out.fd < 0) return fail("create");
+    if (!WriteAll(out.fd, w.buf.data(), w.buf.size()) || !WriteAll(out.fd, state.data(), state.size_bytes()) ||
+        !WriteAll(out.fd, &h, sizeof(h)))
+      return fail("write");
+    if (::fsync(out.fd) != 0) return fail("sync");
   }
-  return absl::OkStatus();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
+  return SyncDirectory(std::filesystem::path(path).parent_path().string());
 }
 
-absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, uint64_t model_fingerprint,
-                                              int64_t state_floats, std::span<float> state) {
+absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const SessionFileExpect& expect,
+                                              std::span<float> state) {
   auto refuse = [&](const std::string& why) { return absl::DataLossError(absl::StrCat("session file ", path, ": ", why)); };
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("session file ", path, ": cannot open"));
-  in.seekg(0, std::ios::end);
-  const int64_t size = in.tellg();
-  in.seekg(0);
+  // Non-blocking and without following a link: a FIFO would block the open (and start-up) until a
+  // writer came; it and anything else that is not a regular file is refused right after.
+  Fd in{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)};
+  if (in.fd < 0) {
+    if (errno == ELOOP) return refuse("a symbolic link (session files are regular files glad writes)");
+    return absl::NotFoundError(absl::StrCat("session file ", path, ": cannot open (", std::strerror(errno), ")"));
+  }
+  struct stat st {};
+  if (::fstat(in.fd, &st) != 0 || !S_ISREG(st.st_mode)) return refuse("not a regular file");
+  const int64_t size = st.st_size;
   constexpr int64_t kMaxHeader = 512;
   std::vector<uint8_t> head(static_cast<size_t>(std::min<int64_t>(std::max<int64_t>(size, 0), kMaxHeader)));
-  if (!in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size())))
-    return refuse("cannot read its header");
+  if (!ReadAll(in.fd, head.data(), head.size(), 0)) return refuse("cannot read its header");
   Reader rd(head.data(), head.size());
   char magic[8];
   uint32_t version = 0;
@@ -123,29 +175,34 @@ absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, uint64_t 
   if (!rd.Get(&fingerprint) || !rd.Get(&floats) || !rd.Get(&r.tokens) || !rd.Get(&pending) || !rd.Str(&r.id) ||
       !rd.Str(&r.adapter) || !rd.Get(&r.created_unix_s) || !rd.Get(&r.last_used_unix_s) || !rd.Get(&r.ttl_s))
     return refuse("truncated header");
-  if (fingerprint != model_fingerprint)
-    return absl::FailedPreconditionError(
-        absl::StrCat("session file ", path, ": written for another model (fingerprint ", fingerprint, ", this model's ", model_fingerprint, ")"));
-  if (floats != state_floats)
-    return absl::FailedPreconditionError(absl::StrCat("session file ", path, ": holds a state of ", floats,
-                                                      " floats, this model's has ", state_floats));
+  if (fingerprint != expect.model_fingerprint)
+    return absl::FailedPreconditionError(absl::StrCat("session file ", path, ": written for another model (fingerprint ",
+                                                      fingerprint, ", this model's ", expect.model_fingerprint, ")"));
   if (r.tokens < 0 || pending < -1) return refuse("negative token count");
+  if (pending >= expect.vocab_size)
+    return refuse(absl::StrCat("pending token ", pending, " is outside the vocabulary [0, ", expect.vocab_size, ")"));
   if (pending >= 0) r.pending = pending;
+  const bool no_past = r.tokens == 0 && !r.pending;
+  if (floats != expect.state_floats && !(floats == 0 && no_past))
+    return absl::FailedPreconditionError(absl::StrCat("session file ", path, ": holds a state of ", floats,
+                                                      " floats, this model's has ", expect.state_floats));
   const int64_t header = static_cast<int64_t>(rd.at());
   const int64_t expected = header + floats * 4 + 8;
   if (size != expected) return refuse(absl::StrCat(size, " bytes, expected ", expected));
+  if (!state.empty() && static_cast<int64_t>(state.size()) != expect.state_floats)
+    return absl::InvalidArgumentError("ReadSessionFile: state buffer of the wrong size");
   std::vector<float> own;
   std::span<float> dst = state;
-  if (dst.empty()) {
+  if (floats == 0) {
+    std::fill(state.begin(), state.end(), 0.0f);
+    dst = {};
+  } else if (dst.empty()) {
     own.resize(static_cast<size_t>(floats));
     dst = own;
-  } else if (static_cast<int64_t>(dst.size()) != floats) {
-    return absl::InvalidArgumentError("ReadSessionFile: state buffer of the wrong size");
   }
   uint64_t stored = 0;
-  in.seekg(header);
-  if (!in.read(reinterpret_cast<char*>(dst.data()), static_cast<std::streamsize>(dst.size_bytes())) ||
-      !in.read(reinterpret_cast<char*>(&stored), sizeof(stored)))
+  if (!ReadAll(in.fd, dst.data(), dst.size_bytes(), static_cast<off_t>(header)) ||
+      !ReadAll(in.fd, &stored, sizeof(stored), static_cast<off_t>(header + floats * 4)))
     return refuse("truncated state");
   uint64_t h = Hash64({head.data(), static_cast<size_t>(header)});
   h = Hash64({reinterpret_cast<const uint8_t*>(dst.data()), dst.size_bytes()}, h);

@@ -5,8 +5,11 @@
 // i64 state floats | i64 tokens | i32 pending token (-1: none) | u32 n + n bytes session id |
 // u32 n + n bytes adapter name | f64 created | f64 last used (Unix s) | i64 ttl s |
 // state floats (f32) | u64 Hash64 of everything before it.
-// A file is refused, by name and reason, when it is short, long, fails its checksum, or was
-// written for another model (fingerprint) or another state size.
+// A session with no past (no tokens, nothing pending) may store no state at all (state floats 0).
+// A file is refused, by name and reason, when it is not a regular file (a FIFO, a device or a
+// symbolic link: never opened for reading), short, long, fails its checksum, holds a pending
+// token outside the vocabulary, or was written for another model (fingerprint) or state size.
+// Writes are durable: the temporary file is fsync'ed before the rename, the directory after it.
 #pragma once
 
 #include <cstdint>
@@ -29,12 +32,24 @@ struct SessionRecord {
 
 inline constexpr const char* kSessionFileSuffix = ".glasession";
 
+// `state` is the whole state, or empty for a session with no past.
 absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprint, const SessionRecord& record,
                               std::span<const float> state);
 
-// Reads and checks a file. `state` (of the expected size) receives the floats; pass an empty span
-// to check the file and read its record only. DATA_LOSS / FAILED_PRECONDITION name the file.
-absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, uint64_t model_fingerprint,
-                                              int64_t state_floats, std::span<float> state);
+// What a file must match to be read.
+struct SessionFileExpect {
+  uint64_t model_fingerprint = 0;
+  int64_t state_floats = 0;
+  int32_t vocab_size = 0;  // the pending token must be below it
+};
+
+// Reads and checks a file. `state` (of the expected size) receives the floats (zeros for a file
+// with no state); pass an empty span to check the file and read its record only.
+// DATA_LOSS / FAILED_PRECONDITION name the file.
+absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const SessionFileExpect& expect,
+                                              std::span<float> state);
+
+// fsync of a directory, so that a rename or unlink in it survives a crash.
+absl::Status SyncDirectory(const std::string& dir);
 
 }  // namespace gla

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/adapter_registry.h"
+#include "models/status_macros.h"
 
 namespace gla {
 
@@ -49,15 +50,19 @@ std::vector<std::string> SessionStore::LoadDirectory() {
   std::error_code ec;
   fs::create_directories(options_.dir, ec);
   std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(options_.dir, ec))
+  for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
     if (e.path().extension() == kSessionFileSuffix) files.push_back(e.path());
+    // A write that a crash cut short: the file it was to replace (if any) is whole.
+    if (e.path().extension() == ".tmp" && e.path().stem().extension() == kSessionFileSuffix)
+      fs::remove(e.path(), ec);
+  }
   if (ec) {
     refused.push_back(absl::StrCat("session directory ", options_.dir, ": ", ec.message()));
     return refused;
   }
   std::sort(files.begin(), files.end());
   for (const fs::path& f : files) {
-    auto rec = ReadSessionFile(f.string(), options_.model_fingerprint, pool_.state_floats(), {});
+    auto rec = ReadSessionFile(f.string(), Expect(), {});
     if (!rec.ok()) {
       refused.push_back(std::string(rec.status().message()));
       continue;
@@ -76,7 +81,7 @@ std::vector<std::string> SessionStore::LoadDirectory() {
     }
     auto s = std::make_unique<Session>();
     s->record = *rec;
-    s->on_disk = true;
+    s->on_disk = s->file_current = true;
     sessions_.emplace(rec->id, std::move(s));
   }
   return refused;
@@ -100,6 +105,8 @@ absl::StatusOr<SessionInfo> SessionStore::Insert(std::unique_ptr<Session> s) {
   if (static_cast<int>(sessions_.size()) >= options_.max_sessions)
     return absl::ResourceExhaustedError(absl::StrCat("the server holds its limit of ", options_.max_sessions,
                                                      " sessions (delete some, or raise --max_sessions)"));
+  // A session the client was told exists survives a crash too (kAlways).
+  if (write_through()) RETURN_IF_ERROR(WriteToDisk(*s));
   Session& ref = *s;
   sessions_.emplace(s->record.id, std::move(s));
   EnforceHostBudget();
@@ -121,7 +128,8 @@ absl::StatusOr<SessionInfo> SessionStore::Create(std::string id, int64_t ttl_s) 
 void SessionStore::Erase(std::map<std::string, std::unique_ptr<Session>>::iterator it) {
   Session& s = *it->second;
   if (s.slot >= 0) pool_.Release(s.slot);
-  if (!options_.dir.empty()) std::remove(PathOf(s.record.id).c_str());
+  if (!options_.dir.empty() && std::remove(PathOf(s.record.id).c_str()) == 0 && write_through())
+    SyncDirectory(options_.dir).IgnoreError();  // a deleted session stays deleted after a crash
   sessions_.erase(it);
 }
 
@@ -163,8 +171,7 @@ absl::StatusOr<SessionInfo> SessionStore::Fork(const std::string& src_id, std::s
       if (absl::Status st = src.host->Wait(); !st.ok()) return st;
       std::memcpy(dst->data(), src.host->data(), static_cast<size_t>(pool_.state_bytes()));
     } else {
-      auto rec = ReadSessionFile(PathOf(src_id), options_.model_fingerprint, pool_.state_floats(),
-                                 {dst->data(), static_cast<size_t>(dst->floats())});
+      auto rec = ReadSessionFile(PathOf(src_id), Expect(), {dst->data(), static_cast<size_t>(dst->floats())});
       if (!rec.ok()) return rec.status();
     }
     s->host = std::move(dst);
@@ -211,8 +218,7 @@ absl::StatusOr<std::shared_ptr<HostState>> SessionStore::Restore(Session& s, int
     auto host = pool_.NewHostState();
     if (!host.ok()) return host.status();
     std::shared_ptr<HostState> h = std::move(*host);
-    auto rec = ReadSessionFile(PathOf(s.record.id), options_.model_fingerprint, pool_.state_floats(),
-                               {h->data(), static_cast<size_t>(h->floats())});
+    auto rec = ReadSessionFile(PathOf(s.record.id), Expect(), {h->data(), static_cast<size_t>(h->floats())});
     if (!rec.ok()) return rec.status();
     s.host = std::move(h);
   }
@@ -221,21 +227,34 @@ absl::StatusOr<std::shared_ptr<HostState>> SessionStore::Restore(Session& s, int
   return s.host;
 }
 
-void SessionStore::Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
-                          const std::string& adapter) {
+absl::Status SessionStore::Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
+                                  const std::string& adapter) {
+  SessionRecord next = s.record;
+  next.tokens += tokens_added;
+  next.pending = pending;
+  next.adapter = adapter;
+  next.last_used_unix_s = NowUnix();
+  if (write_through()) {
+    // Before the turn's last message goes out (the scheduler sends it after this returns).
+    if (absl::Status st = WriteRecord(s, next, slot); !st.ok())
+      return absl::UnavailableError(absl::StrCat("the turn's state could not be written to the session directory (",
+                                                 st.message(), "); session '", s.record.id,
+                                                 "' is as it was before this turn"));
+  } else {
+    s.file_current = false;
+    // kShutdown: the stale file goes (a crash must not bring back an older past silently);
+    // kInterval keeps it until the next flush replaces it (that much is the policy's loss).
+    if (has_dir() && options_.durability == SessionDurability::kShutdown && s.on_disk)
+      std::remove(PathOf(s.record.id).c_str());
+  }
   if (s.slot >= 0) pool_.Release(s.slot);
   s.slot = slot;
   s.host.reset();
-  if (s.on_disk) {  // stale now: a crash must not bring back an older past silently
-    std::remove(PathOf(s.record.id).c_str());
-    s.on_disk = false;
-  }
-  s.record.tokens += tokens_added;
-  s.record.pending = pending;
-  s.record.adapter = adapter;
-  s.record.last_used_unix_s = NowUnix();
+  s.on_disk = false;
+  s.record = std::move(next);
   s.busy = false;
   EnforceHostBudget();
+  return absl::OkStatus();
 }
 
 void SessionStore::Abort(Session& s) {
@@ -261,29 +280,34 @@ bool SessionStore::FreeOneSlot() {
   return true;
 }
 
-absl::Status SessionStore::WriteToDisk(Session& s) {
-  std::vector<float> zeros;
-  std::span<const float> state;
-  if (s.host) {
-    if (absl::Status st = s.host->Wait(); !st.ok()) return st;
-    state = {s.host->data(), static_cast<size_t>(s.host->floats())};
-  } else if (s.slot >= 0) {
-    auto host = pool_.NewHostState();
-    if (!host.ok()) return host.status();
-    s.host = std::move(*host);
-    if (absl::Status st = pool_.SaveToHost(s.slot, *s.host); !st.ok()) return st;
-    if (absl::Status st = s.host->Wait(); !st.ok()) return st;
+absl::Status SessionStore::WriteRecord(Session& s, const SessionRecord& record, int slot) {
+  std::span<const float> state;  // empty: a session with no past stores no state
+  if (slot >= 0) {
+    if (!scratch_) {
+      auto host = pool_.NewHostState();
+      if (!host.ok()) return host.status();
+      scratch_ = std::move(*host);
+    }
+    RETURN_IF_ERROR(pool_.SaveToHost(slot, *scratch_));
+    RETURN_IF_ERROR(scratch_->Wait());
+    state = {scratch_->data(), static_cast<size_t>(scratch_->floats())};
+  } else if (s.host) {
+    RETURN_IF_ERROR(s.host->Wait());
     state = {s.host->data(), static_cast<size_t>(s.host->floats())};
   } else if (s.on_disk) {
-    return absl::OkStatus();  // the file is current
-  } else {
-    zeros.assign(static_cast<size_t>(pool_.state_floats()), 0.0f);
-    state = zeros;
+    return absl::InternalError("WriteRecord: the state is only in the file");
+  } else if (record.tokens > 0 || record.pending) {
+    return absl::InternalError(absl::StrCat("session '", record.id, "' has a past but no state to write"));
   }
-  if (absl::Status st = WriteSessionFile(PathOf(s.record.id), options_.model_fingerprint, s.record, state); !st.ok())
-    return st;
+  RETURN_IF_ERROR(WriteSessionFile(PathOf(record.id), options_.model_fingerprint, record, state));
+  s.file_current = true;
   ++counters_.written;
   return absl::OkStatus();
+}
+
+absl::Status SessionStore::WriteToDisk(Session& s) {
+  if (s.file_current) return absl::OkStatus();  // the file holds this state already
+  return WriteRecord(s, s.record, s.slot);
 }
 
 void SessionStore::EnforceHostBudget() {
@@ -297,7 +321,7 @@ void SessionStore::EnforceHostBudget() {
         victim = s.get();
     }
     if (held <= options_.host_bytes || victim == nullptr) return;
-    if (!options_.dir.empty() && WriteToDisk(*victim).ok()) {
+    if (has_dir() && WriteToDisk(*victim).ok()) {
       victim->host.reset();
       victim->on_disk = true;
     } else {
@@ -325,10 +349,16 @@ void SessionStore::Expire() {
 
 void SessionStore::SaveAll() {
   if (options_.dir.empty()) return;
-  for (auto& [id, s] : sessions_) {
-    if (s->on_disk && s->slot < 0 && !s->host) continue;
-    if (WriteToDisk(*s).ok()) s->on_disk = true;
-  }
+  for (auto& [id, s] : sessions_) WriteToDisk(*s).IgnoreError();  // current files are skipped
+}
+
+void SessionStore::Flush() {
+  if (!has_dir() || options_.durability != SessionDurability::kInterval) return;
+  const double now = NowUnix();
+  if (now - last_flush_ < options_.sync_interval_s) return;
+  last_flush_ = now;
+  for (auto& [id, s] : sessions_)
+    if (!s->busy && !s->file_current) WriteToDisk(*s).IgnoreError();
 }
 
 SessionStats SessionStore::stats() const {

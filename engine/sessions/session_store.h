@@ -29,12 +29,24 @@
 
 namespace gla {
 
+// When a session's state reaches --session_dir (Redis' appendfsync, for sessions):
+//   kAlways   every completed turn (and create / fork) is written through, atomically and
+//             fsync'ed, before the turn's last message is sent: kill -9 loses no turn a client
+//             saw complete.
+//   kInterval changed sessions are written every `sync_interval_s` (at most that much lost).
+//   kShutdown only at shutdown and when host memory runs over its budget (a crash loses every
+//             session changed since it was last written).
+enum class SessionDurability { kAlways, kInterval, kShutdown };
+
 struct SessionOptions {
   int max_sessions = 1024;
   int64_t host_bytes = int64_t{2} << 30;  // budget for states at rest in host memory
   std::string dir;                        // "" = no disk tier (sessions do not survive a restart)
   int64_t default_ttl_s = 3600;           // idle time after which a session is deleted; 0 = never
   uint64_t model_fingerprint = 0;         // session files written for another model are refused
+  int32_t vocab_size = 0;                 // a file's pending token must be below it (set by the scheduler)
+  SessionDurability durability = SessionDurability::kAlways;  // with a dir
+  double sync_interval_s = 1.0;           // kInterval
 };
 
 struct SessionInfo {
@@ -59,6 +71,7 @@ class SessionStore {
     int slot = -1;                     // its state is in this pool slot
     std::shared_ptr<HostState> host;   // or here
     bool on_disk = false;              // or in its file (only when slot < 0 and !host)
+    bool file_current = false;         // its file holds its current state (always when on_disk)
     bool busy = false;                 // a request on it has not ended
   };
 
@@ -89,8 +102,11 @@ class SessionStore {
   // Puts the session's state into `slot` (already zeroed). Returns the host buffer the slot is
   // loading from, to be held until Ready (null: nothing in flight).
   absl::StatusOr<std::shared_ptr<HostState>> Restore(Session& s, int slot);
-  // The turn ended well: the session takes `slot` as its state.
-  void Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending, const std::string& adapter);
+  // The turn ended well: the session takes `slot` as its state. With kAlways durability the state
+  // is written through first; when that fails the session is left as it was (the caller aborts
+  // the turn) and the error says why.
+  absl::Status Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
+                      const std::string& adapter);
   void Abort(Session& s);  // the turn failed or was cancelled: the session stays as it was
   // Frees a pool slot that holds a session's state (least recently used first) by saving it to
   // host memory. False when no session holds one.
@@ -99,6 +115,9 @@ class SessionStore {
   void Expire();
   // Writes every session's state to options.dir (shutdown); no-op without a directory.
   void SaveAll();
+  // kInterval: writes the sessions changed since their last write, once per sync interval
+  // (cheap when called often). A no-op for the other policies.
+  void Flush();
 
   SessionStats stats() const;
   bool has_dir() const { return !options_.dir.empty(); }
@@ -110,7 +129,14 @@ class SessionStore {
   absl::Status CheckNewId(std::string* id) const;
   // Moves idle host-held states to disk (or drops their sessions) until host memory is in budget.
   void EnforceHostBudget();
+  // Writes the session's state (from its slot, host copy, or nothing for an empty past) with
+  // `record` to its file; marks it current.
   absl::Status WriteToDisk(Session& s);
+  absl::Status WriteRecord(Session& s, const SessionRecord& record, int slot);
+  SessionFileExpect Expect() const {
+    return {options_.model_fingerprint, pool_.state_floats(), options_.vocab_size};
+  }
+  bool write_through() const { return has_dir() && options_.durability == SessionDurability::kAlways; }
   void Erase(std::map<std::string, std::unique_ptr<Session>>::iterator it);
 
   StatePool& pool_;
@@ -119,6 +145,8 @@ class SessionStore {
   std::map<std::string, std::unique_ptr<Session>> sessions_;
   SessionStats counters_;
   double last_expire_ = 0;
+  double last_flush_ = 0;
+  std::shared_ptr<HostState> scratch_;  // a slot's state on its way to a file
   uint64_t next_id_ = 0;
 };
 

@@ -4,6 +4,7 @@
 // conversation continued through a session, a prompt started from a cached prefix, a sequence
 // swapped out and resumed all give exactly the tokens of one plain request holding the same text.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
@@ -255,7 +256,71 @@ TEST_P(SessionTest, SessionsSurviveARestartWithASessionDir) {
   const Collected o2 = Run(s, Greedy(p2, 5, "kept"));
   ASSERT_TRUE(o2.status.ok()) << o2.status;
   EXPECT_EQ(o2.tokens, Run(s, Greedy(Cat({p1, o1.tokens, p2}), 5)).tokens);
-  EXPECT_FALSE(std::filesystem::exists(dir + "/kept.glasession"));  // stale after the turn: removed
+  // Written through (the default durability): the file holds the state after this turn.
+  EXPECT_TRUE(std::filesystem::exists(dir + "/kept.glasession"));
+}
+
+// What kill -9 leaves is what the session directory holds at that moment: a copy of it taken
+// right after a turn returned is the directory a restarted server finds.
+TEST_P(SessionTest, EveryCompletedTurnIsOnDiskUnderEachDurabilityPolicy) {
+  SKIP_WITHOUT_BACKEND();
+  namespace fs = std::filesystem;
+  const auto p1 = Text(20, 21), p2 = Text(7, 22), p3 = Text(5, 23);
+  for (const SessionDurability policy :
+       {SessionDurability::kAlways, SessionDurability::kInterval, SessionDurability::kShutdown}) {
+    SCOPED_TRACE(static_cast<int>(policy));
+    const std::string dir = testing::MakeTempDir(std::string("durable_") + GetParam().backend + GetParam().model);
+    SchedulerOptions o = Options();
+    o.sessions.dir = dir;
+    o.sessions.durability = policy;
+    o.sessions.sync_interval_s = 0.2;
+    auto crash_copy = [&](const std::string& name) {
+      const std::string to = testing::MakeTempDir(name + std::to_string(static_cast<int>(policy)));
+      fs::remove_all(to);
+      fs::copy(dir, to, fs::copy_options::recursive);
+      return to;
+    };
+    Collected o1, o2;
+    std::string after_create, after_turn1, after_turn2, later;
+    {
+      Scheduler s(*backend_, o);
+      ASSERT_TRUE(testing::CreateSession(s, "c").ok());
+      after_create = crash_copy("after_create");
+      o1 = Run(s, Greedy(p1, 5, "c"));
+      ASSERT_TRUE(o1.status.ok()) << o1.status;
+      after_turn1 = crash_copy("after_turn1");
+      o2 = Run(s, Greedy(p2, 4, "c"));
+      ASSERT_TRUE(o2.status.ok()) << o2.status;
+      after_turn2 = crash_copy("after_turn2");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the interval (the loop wakes each second)
+      later = crash_copy("later");
+    }
+    // The past a restarted server finds in `crashed`, checked by its next turn against one
+    // request holding that whole past.
+    auto next_turn_matches = [&](const std::string& crashed, const std::vector<int32_t>& past) {
+      SchedulerOptions r = o;
+      r.sessions.dir = crashed;
+      auto fresh = MakeBackend(4);
+      Scheduler s(*fresh, r);
+      const auto list = testing::ListSessions(s);
+      if (list.size() != 1) return false;
+      const Collected turn = Run(s, Greedy(p3, 4, "c"));
+      const Collected whole = Run(s, Greedy(Cat({past, p3}), 4));
+      return turn.status.ok() && turn.tokens == whole.tokens;
+    };
+    const auto past1 = Cat({p1, o1.tokens}), past2 = Cat({p1, o1.tokens, p2, o2.tokens});
+    if (policy == SessionDurability::kAlways) {
+      EXPECT_TRUE(fs::exists(after_create + "/c.glasession")) << "a created session is on disk";
+      EXPECT_TRUE(next_turn_matches(after_create, {}));
+      EXPECT_TRUE(next_turn_matches(after_turn1, past1));
+      EXPECT_TRUE(next_turn_matches(after_turn2, past2));
+    } else if (policy == SessionDurability::kInterval) {
+      EXPECT_TRUE(next_turn_matches(later, past2)) << "written within the interval";
+    } else {
+      EXPECT_FALSE(fs::exists(after_turn2 + "/c.glasession")) << "shutdown policy: nothing until shutdown";
+    }
+    EXPECT_TRUE(next_turn_matches(dir, past2)) << "and every policy writes all at shutdown";
+  }
 }
 
 TEST_P(SessionTest, CorruptOrForeignSessionFilesAreRefusedByName) {
@@ -287,11 +352,32 @@ TEST_P(SessionTest, CorruptOrForeignSessionFilesAreRefusedByName) {
     r.tokens = 3;
     ASSERT_TRUE(WriteSessionFile(path, o.sessions.model_fingerprint ^ 1, r, state).ok());
   }
+  {  // a pending token outside the vocabulary (every turn failed INTERNAL on it before)
+    const std::string path = dir + "/pending.glasession";
+    std::vector<float> state(static_cast<size_t>(backend_->pool().state_floats()), 0.5f);
+    SessionRecord r;
+    r.id = "pending";
+    r.tokens = 3;
+    r.pending = backend_->config().vocab_size;
+    ASSERT_TRUE(WriteSessionFile(path, o.sessions.model_fingerprint, r, state).ok());
+  }
   std::filesystem::rename(dir + "/renamed.glasession", dir + "/other.glasession");
   std::ofstream(dir + "/junk.glasession") << "not a session";
+  // A FIFO blocked start-up (opened and read blocking); a link could lead anywhere.
+  ASSERT_EQ(mkfifo((dir + "/fifo.glasession").c_str(), 0600), 0);
+  std::filesystem::create_symlink(dir + "/good.glasession", dir + "/link.glasession");
   Scheduler s(*backend_, o);
   const auto& refused = s.refused_session_files();
-  ASSERT_EQ(refused.size(), 5u);
+  ASSERT_EQ(refused.size(), 8u);
+  EXPECT_TRUE(std::any_of(refused.begin(), refused.end(), [](const std::string& m) {
+    return m.find("fifo.glasession") != std::string::npos && m.find("not a regular file") != std::string::npos;
+  })) << ::testing::PrintToString(refused);
+  EXPECT_TRUE(std::any_of(refused.begin(), refused.end(), [](const std::string& m) {
+    return m.find("link.glasession") != std::string::npos && m.find("symbolic link") != std::string::npos;
+  })) << ::testing::PrintToString(refused);
+  EXPECT_TRUE(std::any_of(refused.begin(), refused.end(), [](const std::string& m) {
+    return m.find("pending.glasession") != std::string::npos && m.find("outside the vocabulary") != std::string::npos;
+  })) << ::testing::PrintToString(refused);
   auto mentions = [&](const std::string& file, const std::string& why) {
     for (const auto& m : refused)
       if (m.find(file) != std::string::npos && m.find(why) != std::string::npos) return true;
