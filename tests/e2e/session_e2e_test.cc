@@ -6,6 +6,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <optional>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -204,6 +207,94 @@ TEST(SessionE2E, SessionSurvivesARestartAndCorruptFilesAreRefusedByName) {
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.err.find("ALREADY_EXISTS"), std::string::npos) << again.err;
   EXPECT_EQ(glad.Terminate(), 0) << glad.log();
+}
+
+// kill -9 at random points of a conversation load, three times over: after each restart every
+// turn a client saw complete is in its session, exactly (the session's next turn equals one
+// request holding the whole past). A turn the server completed but whose answer the kill cut off
+// may be there too; its output is then known (greedy), and the token counts tell which.
+TEST(SessionE2E, EveryTurnAClientSawCompleteSurvivesKillNine) {
+  const std::string dir = testing::MakeTempDir("crash_sessions");
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937 rng(seed);
+  struct Turn {
+    std::vector<int32_t> prompt;
+    int max_new = 0;
+  };
+  struct Conversation {
+    std::string id;
+    std::vector<int32_t> past;   // prompts and outputs of the turns the client saw complete
+    std::optional<Turn> open;    // a turn whose answer did not come back
+    int seen = 0;
+  };
+  std::vector<Conversation> convs(4);
+  for (size_t i = 0; i < convs.size(); ++i) convs[i].id = absl::StrCat("conv-", i);
+  int checked_turns = 0, server_ahead = 0;
+  for (int round = 0; round <= 3; ++round) {
+    GladProcess glad(ServerArgs(dir));
+    ASSERT_TRUE(glad.ok()) << glad.log();
+    auto stub = glad.stub();
+    std::map<std::string, uint64_t> tokens;
+    const v1::ListSessionsResponse listed = List(*stub);
+    for (const auto& s : listed.sessions()) tokens[s.session_id()] = s.tokens();
+    for (Conversation& c : convs) {
+      if (round == 0) {
+        ASSERT_TRUE(Create(*stub, c.id).ok());
+        continue;
+      }
+      ASSERT_EQ(tokens.count(c.id), 1u) << c.id << " is gone after kill -9\n" << glad.log();
+      if (tokens[c.id] != c.past.size()) {  // the open turn completed on the server
+        ASSERT_TRUE(c.open.has_value()) << c.id << ": " << tokens[c.id] << " tokens, the client saw " << c.past.size();
+        const auto whole = Cat({c.past, c.open->prompt});
+        const Result out = Generate(*stub, Request(whole, c.open->max_new));
+        ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+        c.past = Cat({whole, out.ids()});
+        ++server_ahead;
+      }
+      ASSERT_EQ(tokens[c.id], c.past.size()) << c.id << ": a turn the client saw complete is missing";
+      // Exactly that past: the next turn equals one request holding all of it.
+      const auto q = Text(3, round * 10 + static_cast<int>(c.id.back()));
+      const Result turn = Generate(*stub, Request(q, 4, c.id));
+      const Result whole = Generate(*stub, Request(Cat({c.past, q}), 4));
+      ASSERT_TRUE(turn.status.ok() && whole.status.ok()) << turn.status.error_message();
+      EXPECT_EQ(turn.ids(), whole.ids()) << c.id << " after restart " << round;
+      c.past = Cat({c.past, q, turn.ids()});
+      c.open.reset();
+      ++checked_turns;
+    }
+    if (round == 3) break;
+    // The load: each conversation takes turns back to back until glad dies under it.
+    std::mutex mu;
+    std::vector<std::thread> clients;
+    for (size_t i = 0; i < convs.size(); ++i) {
+      clients.emplace_back([&, i, s = rng()] {
+        std::mt19937 r(s);
+        auto client_stub = v1::Gla::NewStub(glad.channel());
+        for (int k = 0;; ++k) {
+          Turn t{Text(1 + static_cast<int>(r() % 12), static_cast<int>(r() % 1000)), 1 + static_cast<int>(r() % 6)};
+          {
+            std::lock_guard<std::mutex> l(mu);
+            convs[i].open = t;
+          }
+          const Result res = Generate(*client_stub, Request(t.prompt, t.max_new, convs[i].id));
+          if (!res.status.ok()) return;  // glad is gone: this turn stays open
+          std::lock_guard<std::mutex> l(mu);
+          convs[i].past = Cat({convs[i].past, t.prompt, res.ids()});
+          convs[i].open.reset();
+          ++convs[i].seen;
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 1200));
+    glad.Kill();
+    for (auto& t : clients) t.join();
+  }
+  int seen = 0;
+  for (const Conversation& c : convs) seen += c.seen;
+  std::printf("%d turns seen complete under load, %d checked after restarts, %d completed on the server "
+              "after the client lost its answer\n", seen, checked_turns, server_ahead);
+  EXPECT_GT(seen, 20) << "the load should have completed turns before each kill";
 }
 
 }  // namespace

@@ -71,6 +71,14 @@ int GladProcess::Terminate(int wait_ms) {
   return -1;
 }
 
+void GladProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
 GladProcess::~GladProcess() { Terminate(); }
 
 }  // namespace gla::testing

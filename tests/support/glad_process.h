@@ -28,6 +28,8 @@ class GladProcess {
   int pid() const { return pid_; }
   // Sends SIGTERM and returns the exit code (-1 if it had to be killed or did not exit normally).
   int Terminate(int wait_ms = 20000);
+  // kill -9: no drain, no shutdown writes (a crash, as far as glad can tell).
+  void Kill();
 
  private:
   int pid_ = -1;
