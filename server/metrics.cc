@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <prometheus/collectable.h>
@@ -11,8 +12,11 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -51,50 +55,122 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 
 }  // namespace
 
-// The HTTP side: one thread answering GET /metrics, one connection at a time (Prometheus scrapes
-// every few seconds; a client that stalls is cut off after 2 s). Written here rather than through
-// prometheus-cpp's civetweb exposer, which refused to start inside glad (mg_start failing after
-// its bind) and takes no port 0.
+// The HTTP side: one thread answering GET /metrics over non-blocking sockets, every connection
+// at once in one poll loop (an idle or slow connection delayed every scrape behind it when they
+// were served one at a time). A connection gets 2 s to send its request and take the answer,
+// then it is closed; at most kMaxConnections are open, the oldest closed for a new one. Written
+// here rather than through prometheus-cpp's civetweb exposer, which refused to start inside glad
+// (mg_start failing after its bind) and takes no port 0.
 class ServerMetrics::HttpEndpoint {
  public:
   HttpEndpoint(int listen_fd, std::function<std::string()> body) : fd_(listen_fd), body_(std::move(body)) {
     if (pipe(stop_) != 0) stop_[0] = stop_[1] = -1;
+    SetNonBlocking(fd_);
     thread_ = std::thread([this] { Loop(); });
   }
   ~HttpEndpoint() {
     if (stop_[1] >= 0) (void)!write(stop_[1], "x", 1);
     thread_.join();
+    for (const Connection& c : conns_) close(c.fd);
     close(fd_);
     if (stop_[0] >= 0) close(stop_[0]);
     if (stop_[1] >= 0) close(stop_[1]);
   }
 
  private:
+  static constexpr size_t kMaxConnections = 256;
+  static constexpr size_t kMaxRequestBytes = 16384;
+  static constexpr auto kConnectionTime = std::chrono::seconds(2);
+  using Clock = std::chrono::steady_clock;
+
+  struct Connection {
+    int fd;
+    Clock::time_point deadline;
+    std::string in, out;
+    size_t sent = 0;
+    bool answering = false;  // the request is read; `out` is being written
+  };
+
+  static void SetNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK); }
+
   void Loop() {
+    std::vector<pollfd> fds;
     for (;;) {
-      pollfd fds[2] = {{fd_, POLLIN, 0}, {stop_[0], POLLIN, 0}};
-      if (poll(fds, stop_[0] >= 0 ? 2 : 1, -1) < 0) {
+      const auto now = Clock::now();
+      // Connections past their time are closed.
+      std::erase_if(conns_, [&](const Connection& c) {
+        if (now < c.deadline) return false;
+        close(c.fd);
+        return true;
+      });
+      fds.clear();
+      fds.push_back({fd_, POLLIN, 0});
+      fds.push_back({stop_[0], POLLIN, 0});
+      int timeout_ms = -1;
+      for (const Connection& c : conns_) {
+        fds.push_back({c.fd, static_cast<short>(c.answering ? POLLOUT : POLLIN), 0});
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.deadline - now).count() + 1;
+        timeout_ms = timeout_ms < 0 ? static_cast<int>(left) : std::min(timeout_ms, static_cast<int>(left));
+      }
+      if (poll(fds.data(), fds.size(), timeout_ms) < 0) {  // a negative fd (no stop pipe) is skipped
         if (errno == EINTR) continue;
         return;
       }
-      if (fds[1].revents != 0) return;
-      const int c = accept(fd_, nullptr, nullptr);
-      if (c < 0) continue;
-      Serve(c);
-      close(c);
+      if (stop_[0] >= 0 && fds[1].revents != 0) return;
+      // Existing connections first (fds[2..] line up with conns_ as they were at poll time).
+      std::vector<bool> done(conns_.size(), false);
+      for (size_t i = 0; i < conns_.size(); ++i)
+        if (fds[i + 2].revents != 0) done[i] = !Advance(conns_[i]);
+      for (size_t i = conns_.size(); i-- > 0;)
+        if (done[i]) {
+          close(conns_[i].fd);
+          conns_.erase(conns_.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+      if (fds[0].revents != 0) {
+        for (;;) {
+          const int c = accept(fd_, nullptr, nullptr);
+          if (c < 0) break;
+          SetNonBlocking(c);
+          if (conns_.size() >= kMaxConnections) {  // the oldest goes
+            close(conns_.front().fd);
+            conns_.erase(conns_.begin());
+          }
+          conns_.push_back({c, Clock::now() + kConnectionTime, {}, {}, 0, false});
+        }
+      }
     }
   }
-  void Serve(int c) {
-    timeval tv{2, 0};
-    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    std::string req;
-    char buf[2048];
-    while (req.find("\r\n\r\n") == std::string::npos && req.size() < 16384) {
-      const ssize_t n = recv(c, buf, sizeof(buf), 0);
-      if (n <= 0) return;
-      req.append(buf, static_cast<size_t>(n));
+
+  // Reads or writes what the socket takes now. False: the connection is finished (or broken).
+  bool Advance(Connection& c) {
+    if (!c.answering) {
+      char buf[2048];
+      for (;;) {
+        const ssize_t n = recv(c.fd, buf, sizeof(buf), 0);
+        if (n == 0) return false;
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+          if (errno == EINTR) continue;
+          return false;
+        }
+        c.in.append(buf, static_cast<size_t>(n));
+        if (c.in.find("\r\n\r\n") != std::string::npos || c.in.size() >= kMaxRequestBytes) break;
+      }
+      c.out = Answer(c.in);
+      c.in.clear();
+      c.answering = true;
     }
+    while (c.sent < c.out.size()) {
+      const ssize_t n = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      c.sent += static_cast<size_t>(n);
+    }
+    return false;  // answered: Connection: close
+  }
+
+  std::string Answer(const std::string& req) {
     std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
     if (req.rfind("GET /metrics ", 0) == 0 || req.rfind("GET /metrics?", 0) == 0) {
       body = body_();
@@ -107,19 +183,14 @@ class ServerMetrics::HttpEndpoint {
       type = "text/plain";
       body = "GET /metrics\n";
     }
-    const std::string head = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
-                                          "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n");
-    const std::string out = head + body;
-    for (size_t sent = 0; sent < out.size();) {
-      const ssize_t n = send(c, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      sent += static_cast<size_t>(n);
-    }
+    return absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type, "\r\nContent-Length: ", body.size(),
+                        "\r\nConnection: close\r\n\r\n", body);
   }
 
   int fd_;
   int stop_[2] = {-1, -1};
   std::function<std::string()> body_;
+  std::vector<Connection> conns_;
   std::thread thread_;
 };
 

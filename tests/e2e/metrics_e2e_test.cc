@@ -13,6 +13,8 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 #include "tests/support/glad_process.h"
@@ -132,6 +134,61 @@ TEST(Metrics, ScrapeAfterTrafficShowsTheRightCountsAndPassesPromtool) {
 
   EXPECT_EQ(HttpGet(port, "/").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.1 200", 0), 0u) << "and it goes on serving";
+}
+
+int MetricsPort(const testing::GladProcess& glad) {
+  const std::string log = glad.log();
+  const std::string marker = "metrics on http://127.0.0.1:";
+  const size_t at = log.find(marker);
+  return at == std::string::npos ? -1 : std::atoi(log.c_str() + at + marker.size());
+}
+
+// Idle connections do not hold up a scrape (one connection at a time: one idle connection
+// delayed a scrape by 1.8 s, 50 made it time out); a request whose deadline passes is counted as
+// DEADLINE_EXCEEDED, not CANCELLED, and logged with its code.
+TEST(Metrics, IdleConnectionsDoNotDelayAScrapeAndDeadlinesAreCountedAsSuch) {
+  testing::GladProcess glad({"--model", testing::TinyModelDir(), "--metrics_listen", "127.0.0.1:0", "--threads", "1",
+                             "--max_new_tokens", "1000000"});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  const int port = MetricsPort(glad);
+  ASSERT_GT(port, 0) << glad.log();
+  std::vector<int> idle;
+  for (int i = 0; i < 50; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    if (i % 2 == 1) (void)!send(fd, "GET /met", 8, 0);  // half of a request line, then nothing
+    idle.push_back(fd);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string response = HttpGet(port, "/metrics");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(response.rfind("HTTP/1.1 200 OK", 0), 0u) << response.substr(0, 200);
+  // Served beside the idle ones, not after them (each of which is given 2 s).
+  EXPECT_LT(seconds, 1.0) << "a scrape behind 50 idle connections took " << seconds << " s";
+  for (int fd : idle) close(fd);
+
+  auto stub = glad.stub();
+  v1::GenerateRequest req;
+  for (int id : {1, 17, 42}) req.mutable_token_ids()->add_ids(id);
+  req.set_max_new_tokens(1000000);
+  req.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  v1::GenerateResponse resp;
+  EXPECT_EQ(stub->Generate(&ctx, req, &resp).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  std::string text;
+  for (int i = 0; i < 100; ++i) {  // the server ends the request right after the client's deadline
+    text = HttpGet(port, "/metrics");
+    if (Sample(text, "gla_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"Generate\"}") == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(Sample(text, "gla_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"Generate\"}"), 1) << text;
+  EXPECT_EQ(Sample(text, "gla_requests_total{code=\"CANCELLED\",method=\"Generate\"}"), -1) << "no such series";
+  EXPECT_NE(glad.log().find("status=4 deadline exceeded"), std::string::npos) << glad.log();
 }
 
 TEST(Metrics, UnusableAddressIsAStartupError) {
