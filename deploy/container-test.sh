@@ -62,9 +62,14 @@ cleanup() {
     kill -TERM "$dockerd_pid" 2>/dev/null
     for _ in $(seq 60); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$dockerd_pid" 2>/dev/null && { echo "dockerd did not stop; killing it" >&2; kill -KILL "$dockerd_pid"; }
-    [ $rc -ne 0 ] && { echo "--- dockerd log tail ($dockerd_log):" >&2; tail -n 20 "$dockerd_log" >&2; }
+    if [ $rc -ne 0 ]; then
+      echo "--- dockerd log tail ($dockerd_log):" >&2
+      tail -n 20 "$dockerd_log" >&2
+      if [ "$dockerd_log" = "$work/dockerd.log" ]; then
+        cp "$dockerd_log" /tmp/gla-container-test-dockerd.log && echo "(whole log: /tmp/gla-container-test-dockerd.log)" >&2
+      fi
+    fi
   fi
-  [ "$dockerd_log" = "$work/dockerd.log" ] && [ $rc -ne 0 ] && cp "$dockerd_log" /tmp/gla-container-test-dockerd.log
   # a debootstrap that failed half-way may leave its /proc and /sys mounted in the root it made
   grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$work"
@@ -91,10 +96,10 @@ else
   dockerd_pid=$!
   for _ in $(seq 120); do
     docker info >/dev/null 2>&1 && break
-    kill -0 "$dockerd_pid" 2>/dev/null || { tail -n 30 "$dockerd_log" >&2; dockerd_pid=""; fail "dockerd exited"; }
+    kill -0 "$dockerd_pid" 2>/dev/null || fail "dockerd exited"
     sleep 0.5
   done
-  docker info >/dev/null 2>&1 || { tail -n 30 "$dockerd_log" >&2; fail "dockerd did not answer within 60 s"; }
+  docker info >/dev/null 2>&1 || fail "dockerd did not answer within 60 s"
   echo "started dockerd (pid $dockerd_pid, log $dockerd_log): $(docker info -f '{{.ServerVersion}} {{.Driver}}')"
 fi
 
