@@ -37,10 +37,10 @@ times=()
 step() {  # ends the running step (its time), starts NAME
   if [ -n "$step_name" ]; then
     times+=("$(printf '%5d s  %s' $((SECONDS - step_start)) "$step_name")")
-    echo "-- $step_name: $((SECONDS - step_start)) s"
+    echo "== $step_name: done in $((SECONDS - step_start)) s"
   fi
   step_name=$1 step_start=$SECONDS
-  [ -n "$step_name" ] && echo "== $(date -u +%H:%M:%S) $step_name"
+  [ -n "$step_name" ] && echo "== $(date -u +%H:%M:%S) $step_name ..."
   return 0
 }
 fail() {
