@@ -6,6 +6,8 @@
 #   deploy/install-deps.sh --check    only report what is missing; exit 1 if anything is
 #   deploy/install-deps.sh --runtime  only what a built glad needs to run (the Docker image's
 #                                     runtime stage): shared libraries, no compilers or headers
+#   deploy/install-deps.sh --container  only the host tools deploy/container-test.sh needs: a
+#                                     Docker engine and debootstrap (for the Debian 12 base image)
 #
 # CI, the README's two commands and deploy/Dockerfile all call this one script.
 set -euo pipefail
@@ -37,12 +39,20 @@ runtime_packages=(
   ca-certificates
 )
 
+# The host side of deploy/container-test.sh, for --container (not in the image, not in the tests'
+# list: building and testing glad needs neither).
+container_packages=(
+  docker.io              # dockerd + containerd + runc (Debian's engine; any docker CLI talks to it)
+  debootstrap            # the Debian 12 base image, from Debian's own mirror (no Docker Hub needed)
+)
+
 check_only=0
 case "${1:-}" in
   --check) check_only=1 ;;
   --runtime) packages=("${runtime_packages[@]}") ;;
+  --container) packages=("${container_packages[@]}") ;;
   "") ;;
-  *) echo "install-deps.sh: unknown option '$1' (known: --check, --runtime)" >&2; exit 2 ;;
+  *) echo "install-deps.sh: unknown option '$1' (known: --check, --runtime, --container)" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -66,7 +76,8 @@ else
   echo "all Debian packages present"
 fi
 
-[ "${1:-}" = --runtime ] && exit 0  # the runtime stage brings its CUDA libraries with its base image
+# The runtime stage brings its CUDA libraries with its base image; the container test needs no CUDA.
+case "${1:-}" in --runtime | --container) exit 0 ;; esac
 
 # CUDA Toolkit: optional. Without it the build is CPU-only; the CUDA backend needs nvcc + cuBLAS.
 nvcc=""

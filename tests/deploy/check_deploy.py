@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the shipping files against glad itself (CI has no Docker engine or cluster to run them):
+"""Checks the shipping files against glad itself (no cluster here; deploy/container-test.sh runs the CPU image):
 the Kubernetes manifests and the compose file parse; every flag and GLAD_* variable they use is a
 flag `glad --help` lists; ports, probes, Services and the Prometheus target agree with the flags;
 the grace periods outlast glad's drain; the Dockerfile builds through deploy/install-deps.sh (the
