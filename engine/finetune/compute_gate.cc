@@ -61,11 +61,13 @@ void ComputeGate::BeginServing() {
   serving_demand_ = true;  // a serving step is work, whatever the scheduler said last
   if (holder_ == Holder::kTraining) demand_during_training_ = true;
   ++serving_waiting_;
+  const auto asked = Now();
   // Yield to a training step that is waiting and owed its turn (rule 4 in the header).
   cv_.wait(lock, [&] { return holder_ == Holder::kNone && !(training_waiting_ > 0 && TrainingMayStartLocked()); });
   --serving_waiting_;
   holder_ = Holder::kServing;
   step_start_ = Now();
+  stats_.max_serving_wait_s = std::max(stats_.max_serving_wait_s, Seconds(step_start_ - asked));
 }
 
 void ComputeGate::EndServing() {
@@ -103,16 +105,52 @@ bool ComputeGate::BeginTraining(const std::function<bool()>& stop) {
 
 void ComputeGate::EndTraining() {
   std::lock_guard<std::mutex> lock(mu_);
+  ReleaseTrainingLocked();
+  ++stats_.training_steps;
+  cv_.notify_all();
+}
+
+void ComputeGate::ReleaseTrainingLocked() {
   const double d = Seconds(Now() - step_start_);
   holder_ = Holder::kNone;
   stats_.training_busy_s += d;
-  ++stats_.training_steps;
   if (demand_during_training_ || serving_demand_) {  // serving wanted the device: charge the share
     stats_.training_contended_s += d;
     stats_.balance_s -= (1.0 - options_.training_share) * d;
   }
   demand_during_training_ = false;
+}
+
+bool ComputeGate::YieldToServing(const std::function<bool()>& stop) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (serving_waiting_ == 0) return !(stop && stop());
+  ++stats_.training_yields;
+  ReleaseTrainingLocked();
+  const uint64_t served = stats_.serving_steps;
   cv_.notify_all();
+  // Serving first: not even waiting for the gate (which would make serving defer to this step,
+  // rule 4) until the waiting serving step has run; else this thread, awake already, would win
+  // the race for the gate it has just released.
+  while (stats_.serving_steps == served && serving_waiting_ > 0) {
+    if (stop && stop()) return false;
+    cv_.wait_for(lock, std::chrono::milliseconds(50));
+  }
+  ++training_waiting_;
+  cv_.notify_all();
+  for (;;) {
+    if (stop && stop()) {
+      --training_waiting_;
+      cv_.notify_all();
+      return false;
+    }
+    if (holder_ == Holder::kNone && TrainingMayStartLocked()) break;
+    cv_.wait_for(lock, std::chrono::milliseconds(50));
+  }
+  --training_waiting_;
+  holder_ = Holder::kTraining;
+  demand_during_training_ = serving_demand_;
+  step_start_ = Now();
+  return true;
 }
 
 void ComputeGate::Wake() {

@@ -56,6 +56,8 @@ class ComputeGate {
     double training_contended_s = 0.0;
     double balance_s = 0.0;
     uint64_t serving_steps = 0, training_steps = 0;
+    double max_serving_wait_s = 0.0;  // the longest BeginServing waited (for a training step)
+    uint64_t training_yields = 0;      // times a training step let serving in mid-step
   };
 
   ComputeGate() : ComputeGate(Options{}) {}
@@ -79,6 +81,10 @@ class ComputeGate {
 
   // Wakes waiters so that they re-check their stop condition (a job was cancelled).
   void Wake();
+  // Inside a training step: lets a serving step that waits for the gate run now, then takes the
+  // gate back (false, without it, once `stop()` is true). The training job calls it between the
+  // layers of a step, so serving waits at most one layer of one window, not a whole step.
+  bool YieldToServing(const std::function<bool()>& stop);
 
   // The policy's answer right now (for tests): may a training step start?
   bool TrainingMayStart() const;
@@ -88,6 +94,7 @@ class ComputeGate {
   enum class Holder { kNone, kServing, kTraining };
   std::chrono::steady_clock::time_point Now() const;
   bool TrainingMayStartLocked() const;  // the share rule only (not whether the gate is free)
+  void ReleaseTrainingLocked();         // the gate back from training, its time charged
 
   const Options options_;
   mutable std::mutex mu_;

@@ -364,8 +364,18 @@ void FineTuneJobs::RunJob(Job& job) {
   while (!trainer->done()) {
     if (job.cancel) return end(JobState::kCancelled);
     if (gate_ != nullptr && !gate_->BeginTraining(stop)) return end(JobState::kCancelled);
-    absl::StatusOr<TrainProgress> p = trainer->Step();
-    if (gate_ != nullptr) gate_->EndTraining();
+    // Between the layers of the step: serving waiting for the device goes first, and a cancel
+    // (or SIGTERM) stops the step there. A failed yield leaves the gate untaken.
+    bool holding = gate_ != nullptr;
+    const auto yield = [&]() -> bool {
+      if (job.cancel) return false;
+      if (gate_ == nullptr) return true;
+      holding = gate_->YieldToServing(stop);
+      return holding;
+    };
+    absl::StatusOr<TrainProgress> p = trainer->Step(yield);
+    if (holding) gate_->EndTraining();
+    if (job.cancel) return end(JobState::kCancelled);
     if (!p.ok()) return end(JobState::kFailed, std::string(p.status().message()));
     ev.progress = *p;
     ev.state = JobState::kRunning;

@@ -1,5 +1,7 @@
 #include "engine/finetune/train_model.h"
 
+#include <limits>
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -280,7 +282,9 @@ void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
 }
 
 double TrainModel::Run(std::span<const int32_t> tokens, const TrainGrads* grads, float grad_scale,
-                       uint64_t dropout_seed) const {
+                       uint64_t dropout_seed, const std::function<bool()>& yield) const {
+  constexpr double kStopped = std::numeric_limits<double>::quiet_NaN();
+  const auto go_on = [&yield] { return !yield || yield(); };
   const int64_t T = static_cast<int64_t>(tokens.size()) - 1, D = c_.hidden_size, V = c_.vocab_size;
   const float eps = static_cast<float>(c_.norm_eps);
   const bool backward = grads != nullptr;
@@ -290,6 +294,7 @@ double TrainModel::Run(std::span<const int32_t> tokens, const TrainGrads* grads,
   cpu::EmbeddingGather(w_->embeddings.data.data(), D, tokens.data(), T, x.data());
   std::vector<LayerActs> acts(backward ? c_.num_hidden_layers : 1);
   for (int l = 0; l < c_.num_hidden_layers; ++l) {
+    if (!go_on()) return kStopped;
     LayerForward(l, T, x.data(), next.data(), acts[backward ? l : 0], &dropout);
     x.swap(next);
   }
@@ -309,7 +314,10 @@ double TrainModel::Run(std::span<const int32_t> tokens, const TrainGrads* grads,
   std::vector<float>& dx = next;
   cpu::RmsNormBackward(x.data(), D, w_->norm.data.data(), dhf.data(), D, dx.data(), D, /*accumulate_dx=*/false,
                        grads->weights ? grads->weights->norm.data.data() : nullptr, T, D, eps);
-  for (int l = c_.num_hidden_layers - 1; l >= 0; --l) LayerBackward(l, T, acts[l], dx.data(), *grads);
+  for (int l = c_.num_hidden_layers - 1; l >= 0; --l) {
+    if (!go_on()) return kStopped;
+    LayerBackward(l, T, acts[l], dx.data(), *grads);
+  }
   if (grads->weights != nullptr)
     cpu::EmbeddingScatterAdd(dx.data(), D, tokens.data(), T, grads->weights->embeddings.data.data());
   return ce.loss_sum;

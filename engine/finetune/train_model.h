@@ -52,7 +52,11 @@ class TrainModel {
   // returns the sum of the token losses. When grads is non-null, also runs the backward of
   // grad_scale * (that sum) and ADDS the gradients into *grads (so windows accumulate).
   // dropout_seed seeds the LoRA dropout masks (dropout is applied only when grads is non-null).
-  double Run(std::span<const int32_t> tokens, const TrainGrads* grads, float grad_scale, uint64_t dropout_seed) const;
+  // `yield` (when set) is called between layers, forward and backward: it may block while the
+  // device serves requests (engine/finetune/jobs.cc), and when it returns false the run stops
+  // there and returns NaN (the gradients added so far are partial: the caller drops them).
+  double Run(std::span<const int32_t> tokens, const TrainGrads* grads, float grad_scale, uint64_t dropout_seed,
+             const std::function<bool()>& yield = {}) const;
 
  private:
   struct LoraCache;

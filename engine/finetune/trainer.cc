@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -40,12 +41,39 @@ std::vector<std::vector<int32_t>> CutWindows(const std::vector<std::vector<int32
 
 int64_t Targets(const std::vector<int32_t>& window) { return static_cast<int64_t>(window.size()) - 1; }
 
+// What the CPU path holds for one window of T tokens, roughly: every layer keeps its activations
+// for the backward (about 24 floats per hidden unit and 6 per MLP unit and token), plus the
+// logits of a chunk of the loss. An estimate for refusing sizes that cannot fit, not a budget.
+int64_t WindowActivationBytes(const GlaConfig& c, int64_t T) {
+  const int64_t per_token_layer = 24 * int64_t{c.hidden_size} + 6 * int64_t{c.intermediate_size} +
+                                  4 * int64_t{c.value_dim} + 4 * int64_t{c.key_dim};
+  return 4 * T * (per_token_layer * c.num_hidden_layers + 8 * int64_t{c.hidden_size});
+}
+
+// MemAvailable from /proc/meminfo, in bytes (0 when unknown).
+int64_t AvailableHostBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  while (in >> key) {
+    if (key == "MemAvailable:") {
+      in >> kb;
+      return kb * 1024;
+    }
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
 }  // namespace
 
 absl::Status ValidateTrainOptions(const TrainOptions& o, const GlaConfig& config) {
   if (o.max_steps < 1 || o.max_steps > 10'000'000) return OutOfRange("max_steps", "must be in [1, 10000000]");
   if (o.batch_sequences < 1 || o.batch_sequences > 4096) return OutOfRange("batch_sequences", "must be in [1, 4096]");
   if (o.sequence_length < 1 || o.sequence_length > 65536) return OutOfRange("sequence_length", "must be in [1, 65536]");
+  if (int64_t{o.batch_sequences} * o.sequence_length > kMaxStepTokens)
+    return OutOfRange("batch_sequences", absl::StrCat("x sequence_length must be at most ", kMaxStepTokens,
+                                                      " tokens per step"));
   if (!InRange(o.learning_rate, 0.0, 1.0) || o.learning_rate == 0.0)
     return OutOfRange("learning_rate", "must be in (0, 1]");
   if (!InRange(o.min_lr_ratio, 0.0, 1.0)) return OutOfRange("min_lr_ratio", "must be in [0, 1]");
@@ -165,6 +193,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Checkpoint& base,
   if (base.weights.layers.empty() || base.weights.layers[0].q_proj.empty())
     return absl::FailedPreconditionError("the base checkpoint has no projection weights to train from");
 
+  if (!device.cuda()) {  // one window's activations at a time; refused when they cannot fit
+    const int64_t need = WindowActivationBytes(base.config, options.sequence_length);
+    const int64_t available = AvailableHostBytes();
+    if (available > 0 && need > available / 2)
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "fine-tune option 'sequence_length' ", options.sequence_length, " needs about ", need >> 20,
+          " MiB of activations per window; this machine has ", available >> 20, " MiB available (at most half is used)"));
+  }
   std::unique_ptr<Trainer> t(new Trainer());
   Impl& s = *t->impl_;
   s.options = options;
@@ -210,10 +246,14 @@ bool Trainer::done() const { return impl_->progress.step >= impl_->options.max_s
 const TrainProgress& Trainer::progress() const { return impl_->progress; }
 const TrainDevice& Trainer::device() const { return impl_->device; }
 
-absl::StatusOr<TrainProgress> Trainer::Step() {
+absl::StatusOr<TrainProgress> Trainer::Step(const std::function<bool()>& yield) {
   Impl& s = *impl_;
   if (done()) return absl::FailedPreconditionError("the training run has already taken all its steps");
   const auto start = std::chrono::steady_clock::now();
+  bool stopped = false;
+  std::function<bool()> hook;
+  if (yield) hook = [&] { return !(stopped = stopped || !yield()); };
+  if (hook && !hook()) return absl::CancelledError("the training step was stopped");
   const std::vector<size_t> batch = s.NextBatch();
   int64_t targets = 0;
   for (size_t w : batch) targets += Targets(s.windows[w]);
@@ -237,7 +277,11 @@ absl::StatusOr<TrainProgress> Trainer::Step() {
     else grads.weights = &s.weight_grads;
     for (size_t i = 0; i < batch.size(); ++i) {
       const uint64_t dropout_seed = s.options.seed ^ (static_cast<uint64_t>(s.progress.step) << 20) ^ i;
-      loss_sum += s.model->Run(s.windows[batch[i]], &grads, 1.0f / static_cast<float>(targets), dropout_seed);
+      const double window_loss =
+          s.model->Run(s.windows[batch[i]], &grads, 1.0f / static_cast<float>(targets), dropout_seed, hook);
+      // Stopped inside the window: the partial gradients are dropped (zeroed at the next step).
+      if (stopped) return absl::CancelledError("the training step was stopped");
+      loss_sum += window_loss;
     }
     s.ForEachTrainable([&](Weight&, Weight& g, Weight&, Weight&, bool) {
       sumsq += cpu::SumOfSquares(g.data.data(), static_cast<int64_t>(g.data.size()));

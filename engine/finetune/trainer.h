@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -41,6 +42,10 @@ struct TrainDevice {
 // sizes the GPU kernels do not take).
 absl::Status CudaTrainingAvailable(const GlaConfig& config);
 
+// Tokens one optimizer step may take (batch_sequences x sequence_length): 4096 x 65536 was
+// accepted before and could never finish.
+inline constexpr int64_t kMaxStepTokens = int64_t{1} << 20;
+
 // INVALID_ARGUMENT naming the field when an option is out of range for this model.
 absl::Status ValidateTrainOptions(const TrainOptions& options, const GlaConfig& config);
 
@@ -73,7 +78,11 @@ class Trainer {
   ~Trainer();
 
   // One optimizer step over batch_sequences windows. Errors leave the model as it was.
-  absl::StatusOr<TrainProgress> Step();
+  // `yield` (optional) is called between windows and, on the CPU, between the layers of each
+  // window's forward and backward: it may block while serving runs; false stops the step
+  // (CANCELLED, nothing applied). On a GPU the step is one launch sequence: it is called
+  // between windows only.
+  absl::StatusOr<TrainProgress> Step(const std::function<bool()>& yield = {});
   bool done() const;
   const TrainProgress& progress() const;
   const TrainDevice& device() const;

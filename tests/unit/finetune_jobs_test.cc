@@ -568,5 +568,67 @@ TEST_F(Jobs, SharesTheDeviceWithServing) {
   EXPECT_LT(share, 0.4);
 }
 
+// A job of the largest kind (long windows, a big batch: one step takes many seconds) neither
+// holds serving up for its step nor ignores a cancel: serving waiting for the device goes in
+// between the layers of a window, and a cancel stops the step there. (The attack run before this:
+// a 4-token Generate timed out after 90 s; cancel had no effect for 200 s.)
+TEST_F(Jobs, ServingAndCancelGetInBetweenTheLayersOfAStep) {
+  ComputeGate gate;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> served{0};
+  std::thread serving([&] {
+    while (!stop) {
+      gate.SetServingDemand(true);
+      gate.BeginServing();
+      std::this_thread::sleep_for(milliseconds(2));  // a serving step (it earns training its share)
+      gate.EndServing();
+      ++served;
+      std::this_thread::sleep_for(milliseconds(3));
+    }
+    gate.SetServingDemand(false);
+  });
+  auto jobs = Make(4, 1000000, &gate);
+  FineTuneSpec spec = Spec("huge", 1000);
+  spec.options.batch_sequences = 64;
+  spec.options.sequence_length = 4096;
+  spec.documents = Documents(4, 20000);
+  auto job = jobs->Create(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Wait until training has let serving in mid-step a few times, still inside its first step.
+  const auto give_up = Clock::now() + std::chrono::seconds(60);
+  while (gate.stats().training_yields < 10 && Clock::now() < give_up) std::this_thread::sleep_for(milliseconds(5));
+  const ComputeGate::Stats mid = gate.stats();
+  EXPECT_GE(mid.training_yields, 10u);
+  EXPECT_EQ(mid.training_steps, 0u) << "still inside the first step";
+  const auto cancel_at = Clock::now();
+  ASSERT_TRUE(jobs->Cancel(job->id).ok());
+  const auto events = WatchToEnd(*jobs, job->id);
+  const double cancel_s = std::chrono::duration<double>(Clock::now() - cancel_at).count();
+  stop = true;
+  serving.join();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state, JobState::kCancelled);
+  EXPECT_EQ(events.back().progress.step, 0) << "cancelled inside its first step";
+  const ComputeGate::Stats st = gate.stats();
+  std::printf("[ measure ] inside one 64 x 4096 step: %llu serving steps, %llu yields, longest serving wait %.1f ms; "
+              "cancel took %.1f ms\n",
+              static_cast<unsigned long long>(served.load()), static_cast<unsigned long long>(st.training_yields),
+              st.max_serving_wait_s * 1e3, cancel_s * 1e3);
+  // One layer of one 4096-token window of the reference model, not a step of 64 windows.
+  EXPECT_LT(st.max_serving_wait_s, 2.0);
+  EXPECT_LT(cancel_s, 5.0);
+}
+
+TEST_F(Jobs, StepSizesThatCannotFinishAreRefused) {
+  auto jobs = Make();
+  FineTuneSpec spec = Spec("too-big", 10);
+  spec.options.batch_sequences = 4096;
+  spec.options.sequence_length = 65536;
+  const auto r = jobs->Create(spec);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(std::string(r.status().message()).find("tokens per step"), std::string::npos) << r.status();
+}
+
 }  // namespace
 }  // namespace gla
