@@ -63,8 +63,14 @@ bool GetU64(const json& v, uint64_t* out) {
 }  // namespace
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> file, MappedFile::Open(path));
+  return Open(std::move(file));
+}
+
+absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(std::shared_ptr<const MappedFile> file) {
   SafetensorsFile f;
-  ASSIGN_OR_RETURN(f.file_, MappedFile::Open(path));
+  f.file_ = std::move(file);
+  const std::string& path = f.file_->path();
   const size_t size = f.file_->size();
   const uint8_t* base = f.file_->data();
   if (size < 8) return Corrupt(path, absl::StrCat("file is ", size, " bytes, shorter than the 8-byte header length"));
