@@ -122,7 +122,9 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(std::shared_ptr<const Mapp
     for (const json& d : *sh) {
       uint64_t dim;
       if (!GetU64(d, &dim)) return Corrupt(path, absl::StrCat(where, " has a shape entry that is not a non-negative integer"));
-      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel))
+      // Every partial product fits int64 too: TensorView::numel() multiplies in that order.
+      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel) ||
+          numel > static_cast<uint64_t>(INT64_MAX))
         return Corrupt(path, absl::StrCat(where, " has a shape whose size overflows"));
       t.shape.push_back(static_cast<int64_t>(dim));
     }
