@@ -8,6 +8,8 @@
 #                                     runtime stage): shared libraries, no compilers or headers
 #   deploy/install-deps.sh --container  only the host tools deploy/container-test.sh needs: a
 #                                     Docker engine and debootstrap (for the Debian 12 base image)
+#   deploy/install-deps.sh --fuzz     the build dependencies and the fuzzing toolchain
+#                                     (deploy/fuzz.sh: clang, libFuzzer, the sanitizer runtimes)
 #
 # CI, the README's two commands and deploy/Dockerfile all call this one script.
 set -euo pipefail
@@ -33,6 +35,13 @@ packages=(
   python3-yaml           # the deploy-files test reads the Kubernetes and compose YAML
 )
 
+# Only for deploy/fuzz.sh (--fuzz), so that the build and Docker images do not carry a second compiler.
+fuzz_packages=(
+  clang                  # clang 14: libFuzzer needs it (GCC has no -fsanitize=fuzzer)
+  libclang-rt-14-dev     # libFuzzer and clang's ASan/UBSan runtimes
+  llvm                   # llvm-symbolizer: function names and lines in sanitizer reports
+)
+
 # What the binaries load at run time (Debian 12 names), for --runtime.
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libabsl20220623 libsentencepiece0 libopenblas0 libprometheus-cpp-core1.0 libssl3
@@ -51,8 +60,9 @@ case "${1:-}" in
   --check) check_only=1 ;;
   --runtime) packages=("${runtime_packages[@]}") ;;
   --container) packages=("${container_packages[@]}") ;;
+  --fuzz) packages+=("${fuzz_packages[@]}") ;;
   "") ;;
-  *) echo "install-deps.sh: unknown option '$1' (known: --check, --runtime, --container)" >&2; exit 2 ;;
+  *) echo "install-deps.sh: unknown option '$1' (known: --check, --runtime, --container, --fuzz)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -16,7 +16,7 @@ class StateLayout {
       : layers_(c.num_hidden_layers),
         s_floats_(int64_t{c.num_heads} * c.head_k_dim * c.head_v_dim),
         tail_rows_(c.use_short_conv ? c.conv_size - 1 : 0),
-        q_w_(c.key_dim), k_w_(c.key_dim_per_group), v_w_(c.value_dim_per_group),
+        q_w_(c.key_dim), k_w_(c.key_dim_per_group),
         per_layer_(c.StateFloatsPerLayer()) {}
 
   int64_t floats() const { return per_layer_ * layers_; }
@@ -32,7 +32,7 @@ class StateLayout {
   float* v_tail(float* base, int layer) const { return base + v_tail_offset(layer); }
 
  private:
-  int64_t layers_, s_floats_, tail_rows_, q_w_, k_w_, v_w_, per_layer_;
+  int64_t layers_, s_floats_, tail_rows_, q_w_, k_w_, per_layer_;  // the v tail ends the layer
 };
 
 struct SequenceState {

@@ -16,6 +16,9 @@ namespace {
 
 using json = nlohmann::json;
 
+// Largest size or width a config may give (FieldReader::Int's bound).
+constexpr int64_t kMaxDim = int64_t{1} << 30;
+
 // Reads typed fields of one JSON object; every error names the file and the field.
 class FieldReader {
  public:
@@ -33,7 +36,7 @@ class FieldReader {
     if (v == nullptr) return absl::OkStatus();
     if (!v->is_number_integer()) return Error(field, "must be an integer");
     const int64_t x = v->get<int64_t>();
-    if (x < min_value || x > (int64_t{1} << 30)) return Error(field, absl::StrCat("= ", x, " is out of range"));
+    if (x < min_value || x > kMaxDim) return Error(field, absl::StrCat("= ", x, " is out of range"));
     *out = static_cast<int>(x);
     return absl::OkStatus();
   }
@@ -115,10 +118,14 @@ absl::StatusOr<GlaConfig> ParseGlaConfigJson(const std::string& text, const std:
   double hidden_ratio = 4;
   RETURN_IF_ERROR(r.Double("hidden_ratio", &hidden_ratio));
   if (hidden_ratio <= 0) return r.Error("hidden_ratio", "must be positive");
+  // Sizes are ints of at most 2^30 (FieldReader::Int); the casts below stay inside that.
+  if (hidden_ratio > kMaxDim) return r.Error("hidden_ratio", absl::StrCat("must be at most ", kMaxDim));
   c.hidden_ratio = static_cast<int>(hidden_ratio);
   RETURN_IF_ERROR(r.Int("intermediate_size", &c.intermediate_size, 1));
   if (r.Get("intermediate_size") == nullptr) {
     // fla GatedMLP: int(D * ratio * 2 / 3), rounded up to a multiple of 256.
+    if (c.hidden_size * hidden_ratio * 2 / 3 > kMaxDim)
+      return r.Error("hidden_ratio", absl::StrCat("gives an intermediate size over ", kMaxDim));
     const int raw = static_cast<int>(c.hidden_size * hidden_ratio * 2 / 3);
     c.intermediate_size = 256 * ((raw + 255) / 256);
   }
@@ -160,8 +167,10 @@ absl::Status GlaConfig::Validate() {
   auto bad = [](absl::string_view field, absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: field '", field, "' ", what));
   };
-  if (expand_k <= 0) return bad("expand_k", "must be positive");
-  if (expand_v <= 0) return bad("expand_v", "must be positive");
+  if (!(expand_k > 0)) return bad("expand_k", "must be positive");
+  if (!(expand_v > 0)) return bad("expand_v", "must be positive");
+  if (hidden_size * expand_k > kMaxDim) return bad("expand_k", absl::StrCat("gives a key dim over ", kMaxDim));
+  if (hidden_size * expand_v > kMaxDim) return bad("expand_v", absl::StrCat("gives a value dim over ", kMaxDim));
   key_dim = static_cast<int>(hidden_size * expand_k);
   value_dim = static_cast<int>(hidden_size * expand_v);
   if (key_dim <= 0 || key_dim % num_heads != 0)

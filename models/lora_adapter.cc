@@ -216,6 +216,8 @@ absl::Status ReadPlacement(const FieldReader& f, LoraConfig* c) {
   return absl::OkStatus();
 }
 
+}  // namespace
+
 absl::StatusOr<LoraConfig> ParseAdapterConfig(const std::string& path, const std::string& text) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
@@ -228,6 +230,8 @@ absl::StatusOr<LoraConfig> ParseAdapterConfig(const std::string& path, const std
   RETURN_IF_ERROR(f.String("base_model_name_or_path", &c.base_model));
   return c;
 }
+
+namespace {
 
 // PEFT types lora_alpha as an int; write it as one when it is whole, as PEFT would.
 json AlphaJson(double alpha) {

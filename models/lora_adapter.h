@@ -67,6 +67,10 @@ absl::StatusOr<LoraAdapter> NewLoraAdapter(const GlaConfig& config, const LoraCo
 // config's targets, layers and rank, so that whatever is written loads again.
 absl::Status SaveLoraAdapter(const std::string& dir, const LoraAdapter& adapter);
 
+// The options of adapter_config.json `text` (read from `path`, which errors name), checked as
+// LoadLoraAdapter checks them before it looks at the model: the same refusals, by field.
+absl::StatusOr<LoraConfig> ParseAdapterConfig(const std::string& path, const std::string& text);
+
 // Reads a PEFT adapter directory for this model. Refused by name (the file, the tensor or the
 // field): a missing or unparsable file, peft_type other than LORA, a target module we do not
 // know, a missing, extra or mis-shaped tensor, an unsupported dtype, non-finite values, and the

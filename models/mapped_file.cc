@@ -40,8 +40,17 @@ absl::StatusOr<std::shared_ptr<const MappedFile>> MappedFile::Open(const std::st
   return std::shared_ptr<const MappedFile>(new MappedFile(path, data, size));
 }
 
+std::shared_ptr<const MappedFile> MappedFile::FromBytes(std::string name, std::string bytes) {
+  // A buffer of exactly the bytes' size (a std::string would leave slack past its end).
+  std::unique_ptr<uint8_t[]> owned(new uint8_t[bytes.size()]);
+  std::memcpy(owned.get(), bytes.data(), bytes.size());
+  auto* f = new MappedFile(std::move(name), owned.get(), bytes.size());
+  f->owned_ = std::move(owned);
+  return std::shared_ptr<const MappedFile>(f);
+}
+
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (data_ != nullptr && owned_ == nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 }  // namespace gla

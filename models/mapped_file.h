@@ -1,4 +1,6 @@
 // A read-only memory map of a whole file (RAII). Tensors of a checkpoint are read through it.
+// FromBytes holds bytes already in memory behind the same interface (parsers fed from memory:
+// the fuzz harnesses, where an exactly sized heap buffer lets AddressSanitizer see any overread).
 #pragma once
 
 #include <cstddef>
@@ -13,6 +15,8 @@ namespace gla {
 class MappedFile {
  public:
   static absl::StatusOr<std::shared_ptr<const MappedFile>> Open(const std::string& path);
+  // `name` stands for the path in error messages.
+  static std::shared_ptr<const MappedFile> FromBytes(std::string name, std::string bytes);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -27,6 +31,7 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_;
   size_t size_;
+  std::unique_ptr<uint8_t[]> owned_;  // FromBytes: data_ points here (nothing is mapped)
 };
 
 }  // namespace gla

@@ -64,8 +64,14 @@ bool GetU64(const json& v, uint64_t* out) {
 }  // namespace
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> file, MappedFile::Open(path));
+  return Open(std::move(file));
+}
+
+absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(std::shared_ptr<const MappedFile> file) {
   SafetensorsFile f;
-  ASSIGN_OR_RETURN(f.file_, MappedFile::Open(path));
+  f.file_ = std::move(file);
+  const std::string& path = f.file_->path();
   const size_t size = f.file_->size();
   const uint8_t* base = f.file_->data();
   if (size < 8) return Corrupt(path, absl::StrCat("file is ", size, " bytes, shorter than the 8-byte header length"));
@@ -123,7 +129,9 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     for (const json& d : *sh) {
       uint64_t dim;
       if (!GetU64(d, &dim)) return Corrupt(path, absl::StrCat(where, " has a shape entry that is not a non-negative integer"));
-      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel))
+      // Every partial product fits int64 too: TensorView::numel() multiplies in that order.
+      if (dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel) ||
+          numel > static_cast<uint64_t>(INT64_MAX))
         return Corrupt(path, absl::StrCat(where, " has a shape whose size overflows"));
       t.shape.push_back(static_cast<int64_t>(dim));
     }

@@ -39,6 +39,8 @@ struct TensorView {
 class SafetensorsFile {
  public:
   static absl::StatusOr<SafetensorsFile> Open(const std::string& path);
+  // The same checks over bytes already mapped or in memory (MappedFile::FromBytes).
+  static absl::StatusOr<SafetensorsFile> Open(std::shared_ptr<const MappedFile> file);
 
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const TensorView* Find(std::string_view name) const;

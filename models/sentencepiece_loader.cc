@@ -17,8 +17,14 @@ using LoadFn = SentencePieceAdapter* (*)(const char*, std::string*);
 
 // RTLD_DEEPBIND is what keeps SentencePiece on its own protobuf. AddressSanitizer refuses it, so
 // sanitizer builds load without it: they serve tokenizers only in processes that do not also
-// load libprotobuf (tests/e2e says so where it matters).
-#if defined(__SANITIZE_ADDRESS__)
+// load libprotobuf (tests/e2e says so where it matters). GCC says ASan with __SANITIZE_ADDRESS__,
+// clang (the fuzz build) only through __has_feature.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GLA_ADDRESS_SANITIZER 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(GLA_ADDRESS_SANITIZER)
 constexpr int kDlopenFlags = RTLD_NOW | RTLD_LOCAL;
 #else
 constexpr int kDlopenFlags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;

@@ -78,7 +78,12 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair{R"({"norm_eps":-1})", "'norm_eps'"},
                       std::pair{R"({"clamp_min":0.5})", "'clamp_min'"},
                       std::pair{R"({"vocab_size":10,"eos_token_id":12})", "'eos_token_id'"},
-                      std::pair{R"({"use_short_conv":"yes"})", "'use_short_conv'"}));
+                      std::pair{R"({"use_short_conv":"yes"})", "'use_short_conv'"},
+                      // Found by config_fuzz: these converted out-of-range doubles to int (UB).
+                      std::pair{R"({"hidden_ratio":3.5e9})", "'hidden_ratio' must be at most"},
+                      std::pair{R"({"hidden_size":1073741824,"hidden_ratio":2})", "'hidden_ratio' gives an intermediate size"},
+                      std::pair{R"({"hidden_size":1024,"expand_k":1e30})", "'expand_k' gives a key dim"},
+                      std::pair{R"({"hidden_size":1024,"expand_v":2e6})", "'expand_v' gives a value dim"}));
 
 }  // namespace
 }  // namespace gla

@@ -96,6 +96,11 @@ INSTANTIATE_TEST_SUITE_P(
         CorruptCase{"overflowing shape",
                     R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8,
                     UINT64_MAX, "overflows"},
+        // Found by safetensors_fuzz: 2^32-1 x 2^32 fits uint64 but overflowed numel()'s int64 (UB),
+        // though the trailing 0 makes the tensor empty.
+        CorruptCase{"int64-overflowing partial shape",
+                    R"({"w":{"dtype":"U8","shape":[4294967295,4294967296,0],"data_offsets":[0,0]}})", 0,
+                    UINT64_MAX, "overflows"},
         CorruptCase{"reversed offsets", R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8, UINT64_MAX,
                     "invalid data_offsets"},
         CorruptCase{"overlap",

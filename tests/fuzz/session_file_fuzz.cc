@@ -1,0 +1,43 @@
+// Fuzzes session files (engine/sessions/session_file.h ReadSessionFile): arbitrary bytes as a
+// <id>.glasession file, read for a model of fingerprint kFingerprint with kStateFloats floats of
+// state, both header-only (empty span, as at start-up) and into a state buffer (as on resume).
+// Promise: the file is refused with a status naming it, or the record has a non-negative token
+// count and a name no longer than the format's limit, both reads agree, and the state buffer is
+// filled, and a pending token is inside the vocabulary; never a FIFO-blocking open, a read outside the file's bytes, UB, crash or leak.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/sessions/session_file.h"
+#include "tests/fuzz/fuzz_util.h"
+
+namespace {
+constexpr uint64_t kFingerprint = 0x0123456789abcdefULL;  // the corpus files are written for it
+constexpr int64_t kStateFloats = 16;
+constexpr int32_t kVocab = 512;
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const std::string path = gla::fuzz::TempDir() + "/fuzz.glasession";
+  gla::fuzz::WriteFileOrDie(path, std::string_view(reinterpret_cast<const char*>(data), size));
+  const gla::SessionFileExpect expect{kFingerprint, kStateFloats, kVocab};
+  auto header_only = gla::ReadSessionFile(path, expect, {});
+  std::vector<float> state(kStateFloats, -1.0f);
+  auto full = gla::ReadSessionFile(path, expect, state);
+  GLA_FUZZ_CHECK(header_only.ok() == full.ok(), "header-only read %s, full read %s",
+                 header_only.status().ToString().c_str(), full.status().ToString().c_str());
+  if (!full.ok()) {
+    GLA_FUZZ_CHECK(full.status().message().find(path) != std::string::npos, "refusal does not name the file: %s",
+                   full.status().ToString().c_str());
+    return 0;
+  }
+  GLA_FUZZ_CHECK(full->tokens >= 0, "tokens %lld", static_cast<long long>(full->tokens));
+  GLA_FUZZ_CHECK(!full->pending || (*full->pending >= 0 && *full->pending < kVocab), "pending token %d",
+                 full->pending.value_or(-1));
+  GLA_FUZZ_CHECK(full->id.size() <= 64 && full->adapter.size() <= 64, "name longer than 64 bytes");
+  GLA_FUZZ_CHECK(full->id == header_only->id && full->tokens == header_only->tokens &&
+                     full->pending == header_only->pending,
+                 "the two reads disagree");
+  return 0;
+}
