@@ -114,7 +114,8 @@ void TrainModel::ProjBackward(const float* x, int64_t T, const Weight& w, Weight
   for (int64_t i = 0; i < T * in; ++i) dx[i] += dropped ? dxd[i] * cache.factor[i] : dxd[i];
 }
 
-void TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out, LayerActs& a, Dropout* dropout) const {
+void TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out, LayerActs& a, Dropout* dropout,
+                              const std::function<void()>& pause) const {
   const LayerWeights& w = w_->layers[l];
   const int64_t D = c_.hidden_size, I = c_.intermediate_size, kdpg = c_.key_dim_per_group;
   const float eps = static_cast<float>(c_.norm_eps);
@@ -137,6 +138,7 @@ void TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
                       static_cast<float>(c_.gate_logit_normalizer), c_.clamp_min.has_value(),
                       static_cast<float>(c_.clamp_min.value_or(0.0)));
 
+  pause();
   const float *q = a.q.data(), *k = a.k.data(), *v = a.v.data();
   if (c_.use_short_conv) {
     auto conv = [&](const std::vector<float>& x, int64_t C, const Weight& wc, std::vector<float>& y) {
@@ -166,6 +168,7 @@ void TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
   p.state = state.data();
   p.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_k_dim));
   cpu::GlaChunkwise(p, 64, 16);
+  pause();
 
   a.og.resize(T * c_.value_dim);
   cpu::RmsNormSwishGate(a.o.data(), c_.value_dim, c_.use_output_gate ? a.g.data() : nullptr, c_.value_dim,
@@ -174,6 +177,7 @@ void TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
   ProjForward(a.og.data(), T, w.o_proj, l, LoraTarget::kO, dropout, &a.lora[static_cast<int>(LoraTarget::kO)],
               a.x_mid.data(), D, 1.0f);
 
+  pause();
   a.h2.resize(T * D);
   cpu::RmsNorm(a.x_mid.data(), D, w.mlp_norm.data.data(), a.h2.data(), D, T, D, eps);
   a.gu.resize(T * 2 * I);
@@ -181,6 +185,7 @@ void TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
               a.gu.data(), 2 * I, 0.0f);
   ProjForward(a.h2.data(), T, w.up_proj, l, LoraTarget::kUp, dropout, &a.lora[static_cast<int>(LoraTarget::kUp)],
               a.gu.data() + I, 2 * I, 0.0f);
+  pause();
   a.act.resize(T * I);
   cpu::SwiGlu(a.gu.data(), 2 * I, a.act.data(), I, T, I);
   std::copy(a.x_mid.begin(), a.x_mid.end(), x_out);
@@ -189,7 +194,8 @@ void TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
 }
 
 // dx holds the gradient of the layer's output on entry and of its input on return.
-void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, const TrainGrads& grads) const {
+void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, const TrainGrads& grads,
+                               const std::function<void()>& pause) const {
   const LayerWeights& w = w_->layers[l];
   LayerWeights* gw = grads.weights != nullptr ? &grads.weights->layers[l] : nullptr;
   auto gwt = [&](LoraTarget t) -> Weight* { return gw != nullptr ? &TargetWeight(*gw, t) : nullptr; };
@@ -203,6 +209,7 @@ void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
   ProjBackward(a.act.data(), T, w.down_proj, gwt(LoraTarget::kDown), l, LoraTarget::kDown, cache(LoraTarget::kDown),
                dx, D, d_act.data(), 0.0f, grads);
   cpu::SwiGluBackward(a.gu.data(), 2 * I, d_act.data(), I, d_gu.data(), 2 * I, T, I);
+  pause();
   ProjBackward(a.h2.data(), T, w.gate_proj, gwt(LoraTarget::kGate), l, LoraTarget::kGate, cache(LoraTarget::kGate),
                d_gu.data(), 2 * I, d_h.data(), 0.0f, grads);
   ProjBackward(a.h2.data(), T, w.up_proj, gwt(LoraTarget::kUp), l, LoraTarget::kUp, cache(LoraTarget::kUp),
@@ -210,6 +217,7 @@ void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
   cpu::RmsNormBackward(a.x_mid.data(), D, w.mlp_norm.data.data(), d_h.data(), D, dx, D, /*accumulate_dx=*/true,
                        gw ? gw->mlp_norm.data.data() : nullptr, T, D, eps);
 
+  pause();
   // Attention: x_mid = x_in + o_proj(gnorm_swish(GLA(q, k, v, gk), g))
   std::vector<float> d_og(T * c_.value_dim), d_o(T * c_.value_dim), d_g;
   ProjBackward(a.og.data(), T, w.o_proj, gwt(LoraTarget::kO), l, LoraTarget::kO, cache(LoraTarget::kO), dx, D,
@@ -220,6 +228,7 @@ void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
                                 c_.use_output_gate ? d_g.data() : nullptr, c_.value_dim,
                                 gw ? gw->g_norm.data.data() : nullptr, T, c_.num_heads, c_.head_v_dim, eps);
 
+  pause();
   std::vector<float> dq(T * c_.key_dim), dk(T * kdpg), dv(T * vdpg), dgk(T * kdpg);
   std::vector<float> h0(static_cast<size_t>(c_.num_heads) * c_.head_k_dim * c_.head_v_dim, 0.0f);
   GlaSeqParams p;
@@ -243,6 +252,7 @@ void TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
   std::vector<float> dh0(h0.size());
   pg.dh0 = dh0.data();
   cpu::GlaBackwardChunkwise(p, pg, 64);  // cpu::GlaBackwardNaive is its reference (gla_backward_test)
+  pause();
 
   // Forget gate: gk = logsigmoid(gk_proj1(gk_proj0(h)) + b) / normalizer
   std::vector<float> d_gk_pre(T * kdpg), d_lr(T * c_.gate_low_rank_dim);
@@ -285,6 +295,10 @@ double TrainModel::Run(std::span<const int32_t> tokens, const TrainGrads* grads,
                        uint64_t dropout_seed, const std::function<bool()>& yield) const {
   constexpr double kStopped = std::numeric_limits<double>::quiet_NaN();
   const auto go_on = [&yield] { return !yield || yield(); };
+  // Inside a layer: serving may go in; a stop is acted on at the next layer boundary.
+  const std::function<void()> pause = [&yield] {
+    if (yield) (void)yield();
+  };
   const int64_t T = static_cast<int64_t>(tokens.size()) - 1, D = c_.hidden_size, V = c_.vocab_size;
   const float eps = static_cast<float>(c_.norm_eps);
   const bool backward = grads != nullptr;
@@ -295,7 +309,7 @@ double TrainModel::Run(std::span<const int32_t> tokens, const TrainGrads* grads,
   std::vector<LayerActs> acts(backward ? c_.num_hidden_layers : 1);
   for (int l = 0; l < c_.num_hidden_layers; ++l) {
     if (!go_on()) return kStopped;
-    LayerForward(l, T, x.data(), next.data(), acts[backward ? l : 0], &dropout);
+    LayerForward(l, T, x.data(), next.data(), acts[backward ? l : 0], &dropout, pause);
     x.swap(next);
   }
   std::vector<float> hf(T * D);
@@ -316,7 +330,7 @@ double TrainModel::Run(std::span<const int32_t> tokens, const TrainGrads* grads,
                        grads->weights ? grads->weights->norm.data.data() : nullptr, T, D, eps);
   for (int l = c_.num_hidden_layers - 1; l >= 0; --l) {
     if (!go_on()) return kStopped;
-    LayerBackward(l, T, acts[l], dx.data(), *grads);
+    LayerBackward(l, T, acts[l], dx.data(), *grads, pause);
   }
   if (grads->weights != nullptr)
     cpu::EmbeddingScatterAdd(dx.data(), D, tokens.data(), T, grads->weights->embeddings.data.data());

@@ -52,7 +52,8 @@ class TrainModel {
   // returns the sum of the token losses. When grads is non-null, also runs the backward of
   // grad_scale * (that sum) and ADDS the gradients into *grads (so windows accumulate).
   // dropout_seed seeds the LoRA dropout masks (dropout is applied only when grads is non-null).
-  // `yield` (when set) is called between layers, forward and backward: it may block while the
+  // `yield` (when set) is called between layers and between the parts of each layer, forward and
+  // backward: it may block while the
   // device serves requests (engine/finetune/jobs.cc), and when it returns false the run stops
   // there and returns NaN (the gradients added so far are partial: the caller drops them).
   double Run(std::span<const int32_t> tokens, const TrainGrads* grads, float grad_scale, uint64_t dropout_seed,
@@ -68,8 +69,11 @@ class TrainModel {
   void ProjBackward(const float* x, int64_t T, const Weight& w, Weight* dw, int layer, LoraTarget t,
                     const LoraCache& cache, const float* dy, int64_t dy_stride, float* dx, float dx_beta,
                     const TrainGrads& grads) const;
-  void LayerForward(int layer, int64_t T, const float* x_in, float* x_out, LayerActs& a, Dropout* dropout) const;
-  void LayerBackward(int layer, int64_t T, const LayerActs& a, float* dx, const TrainGrads& grads) const;
+  // `pause` is called between the layer's parts (serving may run there).
+  void LayerForward(int layer, int64_t T, const float* x_in, float* x_out, LayerActs& a, Dropout* dropout,
+                    const std::function<void()>& pause) const;
+  void LayerBackward(int layer, int64_t T, const LayerActs& a, float* dx, const TrainGrads& grads,
+                     const std::function<void()>& pause) const;
   const LoraPair* Pair(int layer, LoraTarget t) const;
 
   const GlaConfig& c_;
