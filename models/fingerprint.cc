@@ -22,7 +22,7 @@ uint64_t Hash64(std::span<const uint8_t> bytes, uint64_t seed) {
     h ^= h >> 29;
   }
   uint64_t tail = 0;
-  std::memcpy(&tail, bytes.data() + i, bytes.size() - i);
+  if (i < bytes.size()) std::memcpy(&tail, bytes.data() + i, bytes.size() - i);  // an empty span's data may be null
   h = (h ^ tail ^ (uint64_t{bytes.size() - i} << 56)) * kMul;
   h ^= h >> 32;
   return h;

@@ -316,20 +316,7 @@ absl::Status CheckLayout(const LoraAdapter& adapter) {
 }
 
 absl::Status WriteTextAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) {
-      std::error_code ignored;  // the write error is the one to report
-      fs::remove(tmp, ignored);
-      return absl::InternalError(absl::StrCat(tmp, ": cannot write"));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat(path, ": cannot write (", ec.message(), ")"));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, text);  // fsync'ed: a finished adapter survives a crash
 }
 
 // One factor from the file, as fp32, checked for presence, shape, dtype and finite values.

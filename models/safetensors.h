@@ -65,7 +65,8 @@ struct TensorToWrite {
   std::span<const uint8_t> bytes;  // exactly numel * DTypeSize(dtype)
 };
 
-// Writes atomically (temp file + rename). Tensors are written in the order given.
+// Writes atomically and durably (temp file + fsync + rename + directory fsync). Tensors are
+// written in the order given.
 absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToWrite> tensors,
                               const std::map<std::string, std::string>& metadata = {});
 

@@ -445,6 +445,8 @@ int Main(int argc, char** argv) {
               {"error", j.error}});
   };
   FineTuneJobs jobs(jo, (*backend)->config(), adapters, &gate);
+  for (const std::string& refused : jobs.refused_records())
+    LogEvent(LogLevel::kWarning, "job_record_refused", absl::StrCat("glad: refused ", refused), {{"error", refused}});
   FineTuneService fine_tune(jobs, adapters, (*backend)->tokenizer(),
                             {data_dir, absl::GetFlag(FLAGS_finetune_max_tokens), &guard});
   // Metrics: gauges read from their owners at scrape time; declared after them, so it stops first.

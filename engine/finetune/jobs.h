@@ -9,7 +9,9 @@
 // is never under its final name), loaded back from there — what is served is what is on disk —
 // and added to the AdapterRegistry with source "job:<id>". A full run writes a checkpoint there
 // instead (checked by loading it back; not registered: the registry holds adapters).
-// Jobs live in memory only; Shutdown (or the destructor) cancels the running and queued ones.
+// Each job's record is also written to <adapter_dir>/.jobs/ at each state change (job_record.h):
+// after a restart finished jobs are listed as they ended, and jobs that were queued or running
+// come back FAILED ("interrupted"). Shutdown (or the destructor) cancels the running and queued ones.
 #pragma once
 
 #include <chrono>
@@ -118,6 +120,8 @@ class FineTuneJobs {
                                        const std::function<bool()>& stop) const;
 
   std::vector<JobInfo> List() const;  // oldest first
+  // Job records in adapter_dir/.jobs that could not be read at start-up, one message each.
+  const std::vector<std::string>& refused_records() const { return refused_records_; }
   // Cancels every job (the running one at its next step boundary) and stops the worker. Idempotent.
   void Shutdown();
 
@@ -131,6 +135,7 @@ class FineTuneJobs {
   void Publish(Job& job, JobEvent event);  // Append, then on_end for a final state
   bool Append(Job& job, JobEvent event);   // under mu_: adds an event, updates the job, wakes watchers
   void Forget();                           // drops the oldest finished jobs past max_finished_jobs
+  void LoadRecords();                      // the constructor: jobs of an earlier run, from adapter_dir
   static JobInfo Snapshot(const Job& job);
 
   const FineTuneJobsOptions options_;
@@ -146,6 +151,7 @@ class FineTuneJobs {
   std::deque<std::string> finished_;                  // ids, oldest first; guarded by mu_
   uint64_t next_id_ = 0;                              // guarded by mu_
   bool stopping_ = false;                             // guarded by mu_
+  std::vector<std::string> refused_records_;
   std::thread worker_;
 };
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "models/file_io.h"
 #include "models/fingerprint.h"
 
 namespace gla {
@@ -68,19 +69,6 @@ class Reader {
 
 namespace {
 
-// Writes all of `n` bytes (EINTR and short writes retried).
-bool WriteAll(int fd, const void* p, size_t n) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 bool ReadAll(int fd, void* p, size_t n, off_t at) {
   char* c = static_cast<char*>(p);
   while (n > 0) {
@@ -103,13 +91,6 @@ struct Fd {
 
 }  // namespace
 
-absl::Status SyncDirectory(const std::string& dir) {
-  Fd d{::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (d.fd < 0 || ::fsync(d.fd) != 0)
-    return absl::InternalError(absl::StrCat("cannot sync directory ", dir, ": ", std::strerror(errno)));
-  return absl::OkStatus();
-}
-
 absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprint, const SessionRecord& r,
                               std::span<const float> state) {
   Writer w;
@@ -128,22 +109,8 @@ absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprin
   h = Hash64({reinterpret_cast<const uint8_t*>(state.data()), state.size_bytes()}, h);
   // Temp file + fsync + rename + directory fsync: after a crash the old file or the new one is
   // there, whole, and a rename that returned is not undone.
-  const std::string tmp = path + ".tmp";
-  auto fail = [&](const char* what) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot ", what, " session file ", tmp, ": ", why));
-  };
-  {
-    Fd out{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)};
-    if (out.fd < 0) return fail("create");
-    if (!WriteAll(out.fd, w.buf.data(), w.buf.size()) || !WriteAll(out.fd, state.data(), state.size_bytes()) ||
-        !WriteAll(out.fd, &h, sizeof(h)))
-      return fail("write");
-    if (::fsync(out.fd) != 0) return fail("sync");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename");
-  return SyncDirectory(std::filesystem::path(path).parent_path().string());
+  return WriteFileAtomically(path, {w.buf, {reinterpret_cast<const uint8_t*>(state.data()), state.size_bytes()},
+                                    {reinterpret_cast<const uint8_t*>(&h), sizeof(h)}});
 }
 
 absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const SessionFileExpect& expect,

@@ -49,7 +49,5 @@ struct SessionFileExpect {
 absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const SessionFileExpect& expect,
                                               std::span<float> state);
 
-// fsync of a directory, so that a rename or unlink in it survives a crash.
-absl::Status SyncDirectory(const std::string& dir);
 
 }  // namespace gla

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/adapter_registry.h"
+#include "models/file_io.h"
 #include "models/status_macros.h"
 
 namespace gla {

@@ -4,6 +4,8 @@
 // bound, validation, sharing the device with a stand-in for serving.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <atomic>
 #include <filesystem>
 #include <future>
@@ -628,6 +630,58 @@ TEST_F(Jobs, StepSizesThatCannotFinishAreRefused) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   EXPECT_NE(std::string(r.status().message()).find("tokens per step"), std::string::npos) << r.status();
+}
+
+// Job records survive a restart (and a crash: a copy of the adapter directory taken while a job
+// runs is what kill -9 leaves): finished jobs are listed as they ended, a job that was running
+// comes back FAILED "interrupted", and new ids continue after the old ones.
+TEST_F(Jobs, RecordsSurviveARestartAndARunningJobComesBackInterrupted) {
+  std::string done_id, running_id;
+  const std::string crashed = testing::MakeTempDir("finetune-jobs-crashed");
+  fs::remove_all(crashed);
+  {
+    auto jobs = Make();
+    auto done = jobs->Create(Spec("kept", 3));
+    ASSERT_TRUE(done.ok()) << done.status();
+    done_id = done->id;
+    const auto events = WatchToEnd(*jobs, done_id);
+    ASSERT_EQ(events.back().state, JobState::kSucceeded) << events.back().error;
+    auto running = jobs->Create(Spec("long", 1000000));
+    ASSERT_TRUE(running.ok());
+    running_id = running->id;
+    WaitForStep(*jobs, running_id, 1);
+    fs::copy(adapter_dir_, crashed, fs::copy_options::recursive);  // the crash
+    ASSERT_TRUE(jobs->Cancel(running_id).ok());
+  }
+  for (const std::string& dir : {crashed, adapter_dir_}) {
+    SCOPED_TRACE(dir);
+    auto jobs = Make(4, 100000, nullptr, dir);
+    EXPECT_TRUE(jobs->refused_records().empty()) << ::testing::PrintToString(jobs->refused_records());
+    auto kept = jobs->Get(done_id);
+    ASSERT_TRUE(kept.ok()) << kept.status();
+    EXPECT_EQ(kept->state, JobState::kSucceeded);
+    EXPECT_EQ(kept->adapter_name, "kept");
+    EXPECT_EQ(kept->progress.step, 3);
+    EXPECT_FALSE(kept->output_dir.empty());
+    auto other = jobs->Get(running_id);
+    ASSERT_TRUE(other.ok()) << other.status();
+    if (dir == crashed) {
+      EXPECT_EQ(other->state, JobState::kFailed);
+      EXPECT_NE(other->error.find("interrupted"), std::string::npos) << other->error;
+    } else {
+      EXPECT_EQ(other->state, JobState::kCancelled) << "a clean shutdown records the cancel";
+    }
+    auto next = jobs->Create(Spec(dir == crashed ? "after-crash" : "after-restart", 1));
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_EQ(next->id, "ft-3") << "ids continue after ft-1 and ft-2";
+    WatchToEnd(*jobs, next->id);
+  }
+  // A corrupt record is refused by name; the others load.
+  std::ofstream(adapter_dir_ + "/.jobs/ft-9.json") << "{ not json";
+  auto jobs = Make();
+  ASSERT_EQ(jobs->refused_records().size(), 1u);
+  EXPECT_NE(jobs->refused_records()[0].find("ft-9.json"), std::string::npos);
+  EXPECT_TRUE(jobs->Get(done_id).ok());
 }
 
 }  // namespace
