@@ -532,6 +532,13 @@ def main():
     p.add_argument("--out", required=True, help="folder for the state dirs, glad.log, samples.tsv, summary")
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--glad-threads", type=int, default=1, help="glad --threads (BLAS threads): keep the load moderate")
+    p.add_argument("--prefix-cache-mb", type=int, default=8,
+                   help="glad --prefix_cache_mb: small, so that the cache fills during the warm-up and evicts from "
+                        "then on (its default 1 GiB would fill slowly with repeated prompts and read as growth)")
+    p.add_argument("--malloc-arena-max", type=int, default=2,
+                   help="MALLOC_ARENA_MAX for glad (0: glibc's default of 8 per core). glibc keeps freed memory "
+                        "in per-thread arenas: each fine-tune job's buffers can land in another arena, a step of "
+                        "~15 MiB per new arena up to the arena count (bounded; reads as growth in a short run)")
     p.add_argument("--finetune-every-s", type=float, default=300.0)
     p.add_argument("--finetune-first-s", type=float, default=20.0)
     p.add_argument("--rpc-timeout-s", type=float, default=120.0)
@@ -565,10 +572,15 @@ def main():
     cmd = [glad, "--model", args.model, "--backend", "cpu", "--listen", "127.0.0.1:0",
            "--threads", str(args.glad_threads), "--metrics_listen", "127.0.0.1:0",
            "--session_dir", dirs["sessions"], "--session_memory_mb", "1",
-           "--adapter_dir", dirs["adapters"], "--finetune_data_dir", dirs["data"]]
-    print("soak: " + " ".join(cmd), flush=True)
+           "--adapter_dir", dirs["adapters"], "--finetune_data_dir", dirs["data"],
+           "--prefix_cache_mb", str(args.prefix_cache_mb)]
+    env = dict(os.environ)
+    if args.malloc_arena_max > 0:
+        env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+    print("soak: " + (f"MALLOC_ARENA_MAX={args.malloc_arena_max} " if args.malloc_arena_max > 0 else "") +
+          " ".join(cmd), flush=True)
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     port = mport = None
     for _ in range(600):
         with open(log_path, errors="replace") as f:
@@ -615,7 +627,8 @@ def main():
     say = lines_out.append
     say(f"soak summary: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, "
         f"{soak.duration_s / 60:.1f} min of traffic, glad {glad} on the CPU backend "
-        f"(--threads {args.glad_threads}), model {args.model}, {os.cpu_count()} CPU cores")
+        f"(--threads {args.glad_threads}, --prefix_cache_mb {args.prefix_cache_mb}, MALLOC_ARENA_MAX "
+        f"{args.malloc_arena_max or 'default'}), model {args.model}, {os.cpu_count()} CPU cores")
     say("")
     say("requests by method and code (client side):")
     methods = sorted({m for m, _ in tally.counts})
