@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks)
 #   bash deploy/gpu-check.sh fla               alone, carry ["gpu-fla"]: fla's chunk_gla timed there
@@ -96,6 +96,44 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
 fi
 
 [ -f gpu-pack/gpu-bundle.tar.xz ] && tar -xJf gpu-pack/gpu-bundle.tar.xz
+# Issue 17: what --session_durability costs a turn on the GPU (a device-to-host copy of the
+# state, a file write, fsync, rename, directory fsync before the turn's last message), at the
+# gla-340M and gla-1.3B state sizes: the client's wall time of a session turn (8 prompt ids, 16
+# new tokens), median of 7 turns after the first, under each policy.
+durability_measurements() {
+  local ids=17,23,29,31,37,41,43,47
+  note "| model | policy | turn wall ms (median of 7) | all turns ms |"
+  note "| --- | --- | --- | --- |"
+  for preset in 340M 1.3B; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    for policy in shutdown interval always; do
+      rm -rf /tmp/gla-sd && mkdir -p /tmp/gla-sd
+      gpu-bundle/run glad --model /tmp/gla-$preset --backend cuda --listen 127.0.0.1:50093 --session_dir /tmp/gla-sd \
+        --session_durability $policy > "$out/glad_durability_${preset}_$policy.txt" 2>&1 &
+      local glad_pid=$!
+      for _ in $(seq 1 240); do grep -q "listening" "$out/glad_durability_${preset}_$policy.txt" && break; sleep 0.5; done
+      gpu-bundle/run gla-cli session-create --addr 127.0.0.1:50093 --id d > /dev/null
+      local times=()
+      for turn in $(seq 1 8); do
+        local t0=$(date +%s%N)
+        gpu-bundle/run gla-cli generate --addr 127.0.0.1:50093 --session d --prompt-ids $ids --max-new-tokens 16 \
+          > /dev/null || { note "durability turn $preset $policy: FAILED"; failures=$((failures + 1)); }
+        times+=($(( ($(date +%s%N) - t0) / 1000000 )))
+      done
+      local median=$(printf '%s\n' "${times[@]:1}" | sort -n | sed -n 4p)
+      note "| gla-$preset | $policy | $median | ${times[*]} |"
+      ls -la /tmp/gla-sd >> "$out/glad_durability_${preset}_$policy.txt"
+      kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
+    done
+  done
+}
+
+if [ "$parts" = durability ] && [ -x gpu-bundle/run ]; then
+  export PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  durability_measurements
+fi
 if [ "$parts" = sessions ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -149,7 +187,7 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
     kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
   fi
   [ "${GLA_GPU_BENCH:-1}" = 1 ] && session_measurements
-elif [ "$parts" != kernels ] && [ "$parts" != fla ]; then
+elif [ ! -x gpu-bundle/run ] && [ "$parts" != kernels ] && [ "$parts" != fla ]; then
   note "engine part skipped: no gpu-pack/ (run deploy/gpu-bundle.sh here and carry gpu-pack)"
 fi
 cat "$out/summary.txt"
