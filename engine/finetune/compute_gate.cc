@@ -85,6 +85,10 @@ void ComputeGate::EndServing() {
 
 bool ComputeGate::BeginTraining(const std::function<bool()>& stop) {
   std::unique_lock<std::mutex> lock(mu_);
+  return TakeForTrainingLocked(lock, stop);
+}
+
+bool ComputeGate::TakeForTrainingLocked(std::unique_lock<std::mutex>& lock, const std::function<bool()>& stop) {
   ++training_waiting_;
   cv_.notify_all();  // a serving step may now have to wait for this one (rule 4)
   for (;;) {
@@ -135,22 +139,7 @@ bool ComputeGate::YieldToServing(const std::function<bool()>& stop) {
     if (stop && stop()) return false;
     cv_.wait_for(lock, std::chrono::milliseconds(50));
   }
-  ++training_waiting_;
-  cv_.notify_all();
-  for (;;) {
-    if (stop && stop()) {
-      --training_waiting_;
-      cv_.notify_all();
-      return false;
-    }
-    if (holder_ == Holder::kNone && TrainingMayStartLocked()) break;
-    cv_.wait_for(lock, std::chrono::milliseconds(50));
-  }
-  --training_waiting_;
-  holder_ = Holder::kTraining;
-  demand_during_training_ = serving_demand_;
-  step_start_ = Now();
-  return true;
+  return TakeForTrainingLocked(lock, stop);
 }
 
 void ComputeGate::Wake() {

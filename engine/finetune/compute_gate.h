@@ -95,6 +95,8 @@ class ComputeGate {
   std::chrono::steady_clock::time_point Now() const;
   bool TrainingMayStartLocked() const;  // the share rule only (not whether the gate is free)
   void ReleaseTrainingLocked();         // the gate back from training, its time charged
+  // Waits (under `lock`) until a training step may take the gate, and takes it; false once stop().
+  bool TakeForTrainingLocked(std::unique_lock<std::mutex>& lock, const std::function<bool()>& stop);
 
   const Options options_;
   mutable std::mutex mu_;
