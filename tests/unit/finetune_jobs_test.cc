@@ -388,8 +388,12 @@ TEST_F(Jobs, RunsToSuccessSavesLoadsAndRegistersTheAdapter) {
   EXPECT_TRUE(done->started.has_value() && done->ended.has_value());
   EXPECT_TRUE(fs::exists(done->output_dir + "/adapter_config.json"));
   EXPECT_TRUE(fs::exists(done->output_dir + "/adapter_model.safetensors"));
-  // Only the final directory: the temporary one was renamed.
-  EXPECT_EQ(std::distance(fs::directory_iterator(adapter_dir_), fs::directory_iterator()), 1);
+  // Only the final directory (the temporary one was renamed) beside the job records.
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(adapter_dir_)) entries.push_back(e.path().filename().string());
+  std::sort(entries.begin(), entries.end());
+  EXPECT_EQ(entries, (std::vector<std::string>{".jobs", "tiny-lora"}));
+  EXPECT_TRUE(fs::exists(adapter_dir_ + "/.jobs/" + done->id + ".json"));
 
   ASSERT_NE(registry_.Find("tiny-lora"), nullptr);
   const auto list = registry_.List();
