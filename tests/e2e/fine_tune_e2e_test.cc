@@ -432,15 +432,25 @@ TEST_F(FineTuneE2E, GenerationGoesOnWhileAJobTrains) {
   Watch(*ft, c.job.id(), 60000, [](const v1::FineTuneProgress& p) { return p.step() >= 1; });
   const int64_t step_before = Get(*ft, c.job.id()).progress().step();
 
-  // Greedy generation is unchanged by the training beside it, and keeps its pace: 4 streams at
-  // once, 8 rounds.
+  // Greedy generation is unchanged by the training beside it: 4 streams at once, at least 8
+  // rounds, and on until the job has finished a step while serving kept the device busy. Under
+  // that load training gets its share (25%) in slices between the layers of a step, so how many
+  // rounds a step takes depends on the machine (a sanitizer build is several times slower); the
+  // 60 s bound is what says training is not starved.
   v1::GenerateRequest req;
   const auto prompt = RefIds("greedy.prompt_ids");
   req.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
   req.set_max_new_tokens(16);
   req.set_ignore_eos(true);
   const auto expected = RefIds("greedy.output_ids");
-  for (int round = 0; round < 8; ++round) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  v1::FineTuneJob during;
+  int rounds = 0;
+  for (;; ++rounds) {
+    if (rounds >= 8) {
+      during = Get(*ft, c.job.id());
+      if (during.progress().step() > step_before || std::chrono::steady_clock::now() > give_up) break;
+    }
     std::vector<std::thread> threads;
     std::atomic<int> good{0};
     for (int i = 0; i < 4; ++i)
@@ -452,12 +462,11 @@ TEST_F(FineTuneE2E, GenerationGoesOnWhileAJobTrains) {
         if (st.ok() && std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()) == expected) ++good;
       });
     for (auto& t : threads) t.join();
-    EXPECT_EQ(good.load(), 4) << "round " << round;
+    EXPECT_EQ(good.load(), 4) << "round " << rounds;
   }
-  // The job went on too, and is still running.
-  const v1::FineTuneJob during = Get(*ft, c.job.id());
+  // The job went on too (a step finished while serving was busy), and is still running.
   EXPECT_EQ(during.state(), v1::FINE_TUNE_JOB_STATE_RUNNING);
-  EXPECT_GT(during.progress().step(), step_before);
+  EXPECT_GT(during.progress().step(), step_before) << "after " << rounds << " rounds of serving";
   ASSERT_TRUE(Cancel(*ft, c.job.id()).ok());
   EXPECT_EQ(Watch(*ft, c.job.id()).events.back().state(), v1::FINE_TUNE_JOB_STATE_CANCELLED);
 }
