@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks)
 #   bash deploy/gpu-check.sh fla               alone, carry ["gpu-fla"]: fla's chunk_gla timed there
@@ -129,6 +129,49 @@ durability_measurements() {
   done
 }
 
+# Issue 17: how long serving can wait for a GPU training step. A step yields between its layers (and
+# lm_head blocks); the longest stretch between two yield points bounds a waiting serving step's
+# wait. Measured at job sizes up to the largest the device holds (the next size up must be refused
+# by name), then serving's inter-token latency while the largest gla-340M job trains beside it.
+yield_measurements() {
+  check train_tests gpu-bundle/run cuda_train_test
+  note "| model | batch x seq | s/step | yield points per step | longest stretch ms |"
+  note "| --- | --- | --- | --- | --- |"
+  for preset in 340M 1.3B; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    local shapes="8x1024 24x2048 32x2048"
+    [ $preset = 1.3B ] && shapes="4x2048 12x2048 16x2048"
+    for shape in $shapes; do
+      local b=${shape%x*} t=${shape#*x} f="$out/yields_${preset}_$shape.txt"
+      gpu-bundle/run gla-finetune-bench --model /tmp/gla-$preset --device cuda --batch $b --seq-len $t --steps 3 > "$f" 2>&1
+      if grep -q "GPU memory" "$f"; then
+        note "| gla-$preset | $shape | refused: $(grep -o 'needs about [0-9]* MiB.*free' "$f") | | |"
+      else
+        local sps=$(grep '^| NVIDIA' "$f" | awk -F'|' '{print $5}')
+        local y=$(grep -o '^yield points: [0-9.]*' "$f" | awk '{print $3}')
+        local g=$(grep -o 'longest stretch without one [0-9.]* ms' "$f" | awk '{print $5}')
+        note "| gla-$preset | $shape | $sps | $y | $g |"
+        [ -n "$g" ] || { note "yields $preset $shape: FAILED"; cat "$f"; failures=$((failures + 1)); }
+      fi
+    done
+  done
+  rm -rf /tmp/gla-adapters && mkdir -p /tmp/gla-adapters
+  gpu-bundle/run glad --model /tmp/gla-340M --backend cuda --listen 127.0.0.1:50094 \
+    --adapter_dir /tmp/gla-adapters > "$out/glad_yields_340M.txt" 2>&1 &
+  local glad_pid=$!
+  for _ in $(seq 1 120); do grep -q "listening" "$out/glad_yields_340M.txt" && break; sleep 0.5; done
+  check serving_with_largest_job_340M gpu-bundle/run gla-loadgen --addr 127.0.0.1:50094 --concurrency 4 \
+    --requests 512 --prompt-len 128 --max-new-tokens 64 --finetune lora --finetune-batch 24 --finetune-seq-len 2048
+  grep "^| 4 " "$out/serving_with_largest_job_340M.txt" | tee -a "$out/summary.txt"
+  kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
+}
+
+if [ "$parts" = yields ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  yield_measurements
+fi
 if [ "$parts" = durability ] && [ -x gpu-bundle/run ]; then
   export PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

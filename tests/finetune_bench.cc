@@ -10,7 +10,8 @@
 // (embeddings excluded, lm_head included), plus the chunkwise GLA work, at a peak rate: on the CPU
 // the sgemm rate this machine measures here (OpenBLAS, 1024^3); on an H100/H200 the dense tensor-core
 // peaks of the SXM part (TF32 494.7 TFLOP/s, what the projections run on; bf16 989.4, the floor a
-// bf16 training path would have).
+// bf16 training path would have). Also printed: how often a step offers serving the device (its
+// yield points) and the longest stretch between two of them.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -110,11 +111,28 @@ absl::Status Main(const ParsedArgs& a) {
   const double flops_per_token = 4.0 * static_cast<double>(n) + gla;
   const double rate = where.cuda() ? tf32_peak : SgemmRate();
 
-  ASSIGN_OR_RETURN(TrainProgress warm, trainer->Step());  // untimed: first-touch allocations
+  // Steps run as a fine-tune job runs them: with a yield hook (here one that never waits), called
+  // where a serving step waiting for the device would go in. The longest stretch between two
+  // calls (or a step's start or end and the nearest call) is what such a serving step can wait.
+  Clock::time_point mark;
+  double longest_gap = 0;
+  int64_t yields = 0;
+  const auto yield = [&] {
+    const auto now = Clock::now();
+    longest_gap = std::max(longest_gap, Seconds(mark, now));
+    mark = now;
+    ++yields;
+    return true;
+  };
+  ASSIGN_OR_RETURN(TrainProgress warm, trainer->Step(yield));  // untimed: first-touch allocations
+  longest_gap = 0;
+  yields = 0;
   const auto t0 = Clock::now();
   TrainProgress last = warm;
   for (int i = 0; i < steps; ++i) {
-    ASSIGN_OR_RETURN(last, trainer->Step());
+    mark = Clock::now();
+    ASSIGN_OR_RETURN(last, trainer->Step(yield));
+    longest_gap = std::max(longest_gap, Seconds(mark, Clock::now()));
   }
   const double s = Seconds(t0, Clock::now());
   const double tokens = static_cast<double>(steps) * batch * seq_len;
@@ -137,6 +155,9 @@ absl::Status Main(const ParsedArgs& a) {
     std::printf("| %s (peak unknown) | %d x %d | %d | %.4f | %.0f | n/a | n/a | %.3f |\n", device_name.c_str(), batch,
                 seq_len, steps, s / steps, tokens / s, last.loss);
   }
+  std::printf("yield points: %.0f per step; longest stretch without one %.1f ms (what a serving step waiting for "
+              "the device waits at most)\n",
+              static_cast<double>(yields) / steps, longest_gap * 1e3);
   return absl::OkStatus();
 }
 

@@ -1,5 +1,7 @@
 #include "engine/finetune/cuda_train_model.h"
 
+#include <functional>
+
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -126,8 +128,8 @@ class StepBuffers {
 class CudaTrainPass {
  public:
   CudaTrainPass(CudaTrainModel::Impl& m, std::span<const std::span<const int32_t>> windows, bool backward,
-                uint64_t dropout_seed)
-      : m_(m), c_(m.c), windows_(windows), backward_(backward), seed_(dropout_seed),
+                uint64_t dropout_seed, const std::function<bool()>* yield = nullptr)
+      : m_(m), c_(m.c), windows_(windows), backward_(backward), seed_(dropout_seed), yield_(yield),
         buf_(m.pool, m.stream), s_(m.stream) {}
 
   // Forward (and backward when asked): the loss sum lands in m.sums[0].
@@ -146,6 +148,9 @@ class CudaTrainPass {
 
   absl::Status Setup();
   absl::Status AllocActs(Acts& a);
+  // Between layers (and lm_head blocks): finishes the queued work, then lets serving in through the
+  // yield hook; CANCELLED when the hook says stop. Without a hook, nothing (no synchronization).
+  absl::Status Pause();
   absl::Status ProjForward(const float* x, const Weight& w, int layer, LoraTarget t, LoraCache& cache, float* y,
                            int64_t y_stride, float beta);
   absl::Status ProjBackward(const float* x, const Weight& w, int layer, LoraTarget t, const LoraCache& cache,
@@ -160,6 +165,7 @@ class CudaTrainPass {
   std::span<const std::span<const int32_t>> windows_;
   bool backward_;
   uint64_t seed_;
+  const std::function<bool()>* yield_;
   StepBuffers buf_;
   cudaStream_t s_;
 
@@ -452,6 +458,15 @@ absl::Status CudaTrainPass::LayerBackward(int l, const Acts& a, float* dx) {
 }
 
 // The lm_head GEMM and the loss, kCrossEntropyRows rows at a time: [rows, V] logits at most.
+absl::Status CudaTrainPass::Pause() {
+  if (yield_ == nullptr || !*yield_) return absl::OkStatus();
+  // What a serving step waits for is then this layer's kernels, not the rest of the step queued
+  // behind them on the stream.
+  GLA_CUDA(cudaStreamSynchronize(s_));
+  if (!(*yield_)()) return absl::CancelledError("the training step was stopped");
+  return absl::OkStatus();
+}
+
 absl::Status CudaTrainPass::CrossEntropy(const float* hf, float grad_scale, float* dhf) {
   const int64_t D = c_.hidden_size, V = c_.vocab_size;
   const Weight& lm = m_.w->output_embeddings();
@@ -459,6 +474,7 @@ absl::Status CudaTrainPass::CrossEntropy(const float* hf, float grad_scale, floa
   StepBuffers scratch(m_.pool, s_);
   ASSIGN_OR_RETURN(float* z, scratch.Get(block * V));
   for (int64_t r0 = 0; r0 < T_; r0 += block) {
+    if (r0 > 0 && r0 % (8 * block) == 0) RETURN_IF_ERROR(Pause());
     const int64_t n = std::min(block, T_ - r0);
     GLA_BLAS(cuda::LinearF32(m_.blas, hf + r0 * D, D, m_.W(lm), V, D, z, V, n, 1.f, 0.f));
     GLA_CUDA(cuda::SoftmaxCrossEntropyGrad(z, V, targets_ + r0, n, V, grad_scale, m_.sums.get<double>(), s_));
@@ -483,6 +499,7 @@ absl::Status CudaTrainPass::Run(float grad_scale) {
     Acts& a = acts[backward_ ? l : 0];
     float* out = backward_ && l + 1 < L ? acts[l + 1].x_in : x;
     RETURN_IF_ERROR(LayerForward(l, a, out));
+    RETURN_IF_ERROR(Pause());
     if (!backward_ && l + 1 < L)
       GLA_CUDA(cudaMemcpyAsync(a.x_in, x, static_cast<size_t>(T_ * D) * 4, cudaMemcpyDeviceToDevice, s_));
   }
@@ -499,9 +516,62 @@ absl::Status CudaTrainPass::Run(float grad_scale) {
   ASSIGN_OR_RETURN(float* dx, buf_.Get(T_ * D));
   GLA_CUDA(cuda::RmsNormBackward(x, D, m_.W(m_.w->norm), dhf, D, dx, D, /*accumulate_dx=*/false, m_.G(m_.w->norm), T_,
                                  static_cast<int>(D), eps, s_));
-  for (int l = L - 1; l >= 0; --l) RETURN_IF_ERROR(LayerBackward(l, acts[l], dx));
+  for (int l = L - 1; l >= 0; --l) {
+    RETURN_IF_ERROR(Pause());
+    RETURN_IF_ERROR(LayerBackward(l, acts[l], dx));
+  }
   if (float* ge = m_.G(m_.w->embeddings)) GLA_CUDA(cuda::EmbeddingScatterAdd(dx, D, ids_, T_, ge, s_));
   return absl::OkStatus();
+}
+
+int64_t CudaTrainModel::StepBytes(const GlaConfig& c, int64_t tokens, const LoraAdapter* lora) {
+  const int64_t D = c.hidden_size, I = c.intermediate_size, KD = c.key_dim, VD = c.value_dim;
+  const int64_t kdpg = c.key_dim_per_group, vdpg = c.value_dim_per_group, R = c.gate_low_rank_dim;
+  // Floats per token: every layer's activations (AllocActs, and the LoRA caches) ...
+  int64_t layer = 4 * D + KD + 3 * kdpg + vdpg + (c.use_output_gate ? VD : 0) + R + 2 * VD + 3 * I;
+  if (c.use_short_conv) layer += KD + kdpg + vdpg;
+  int64_t max_r = 0, max_in = 0;
+  if (lora != nullptr)
+    for (const auto& pairs : lora->layers)
+      for (const auto& p : pairs)
+        if (p.has_value()) {
+          layer += p->a.shape[0] + (lora->config.dropout > 0 ? p->a.shape[1] : 0);
+          max_r = std::max(max_r, p->a.shape[0]);
+          max_in = std::max(max_in, p->a.shape[1]);
+        }
+  // ... the residual stream, final norm and their gradients, the LoRA scratch, and the peak of one
+  // layer's backward scratch (LayerBackward).
+  const int64_t global = 4 * D + 2 + max_r + max_in;
+  const int64_t backward = 3 * I + D + 3 * VD + KD + 4 * kdpg + vdpg + R + std::max(KD, vdpg);
+  const int64_t per_token = layer * c.num_hidden_layers + global + backward;
+  // The GLA workspace (a few floats per token and head) and the lm_head block are in the margin.
+  const int64_t block = int64_t{1024} * c.vocab_size;
+  return (4 * per_token * tokens + 4 * block) / 10 * 11;
+}
+
+absl::Status CudaTrainModel::CheckStepFits(int64_t tokens, const std::string& what) const {
+  const Impl& m = *impl_;
+  GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(m.device));
+  size_t free = 0, total = 0;
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free, &total));
+  const int64_t need = StepBytes(m.c, tokens, m.lora);
+  // Serving shares the device and may grow its buffers: a step may take 90% of what is free now.
+  const int64_t usable = static_cast<int64_t>(free / 10 * 9);
+  if (need > usable)
+    return absl::ResourceExhaustedError(absl::StrCat(what, " needs about ", need >> 20, " MiB of GPU memory for its "
+                                                     "activations; ", free >> 20, " MiB of the GPU's ", total >> 20,
+                                                     " MiB are free (at most 90% is used): lower batch_sequences or "
+                                                     "sequence_length"));
+  return absl::OkStatus();
+}
+
+int64_t CudaTrainModel::StepBytesHighWater() const {
+  uint64_t high = 0;
+  if (cudaMemPoolGetAttribute(impl_->pool, cudaMemPoolAttrUsedMemHigh, &high) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return static_cast<int64_t>(high);
 }
 
 CudaTrainModel::CudaTrainModel() : impl_(std::make_unique<Impl>()) {}
@@ -575,14 +645,15 @@ absl::StatusOr<std::unique_ptr<CudaTrainModel>> CudaTrainModel::Create(int devic
 }
 
 absl::StatusOr<CudaTrainModel::StepResult> CudaTrainModel::ForwardBackward(
-    std::span<const std::span<const int32_t>> windows, float grad_scale, uint64_t dropout_seed) {
+    std::span<const std::span<const int32_t>> windows, float grad_scale, uint64_t dropout_seed,
+    const std::function<bool()>& yield) {
   Impl& m = *impl_;
   GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(m.device));
   for (const DeviceTensor& t : m.tensors)
     if (t.g() != nullptr) GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(t.g(), 0, t.n * sizeof(float), m.stream));
   GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m.sums.get(), 0, 2 * sizeof(double), m.stream));
   {
-    CudaTrainPass pass(m, windows, /*backward=*/true, dropout_seed);
+    CudaTrainPass pass(m, windows, /*backward=*/true, dropout_seed, &yield);
     RETURN_IF_ERROR(pass.Run(grad_scale));
   }
   double* sumsq = m.sums.get<double>() + 1;

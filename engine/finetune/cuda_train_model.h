@@ -15,8 +15,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -52,13 +54,27 @@ class CudaTrainModel {
   // Zeroes the gradients, then runs forward and backward of grad_scale * (sum of token losses) over
   // every window (each predicts tokens[1..n) from tokens[0..n-1), n >= 2, ids in the vocabulary).
   // LoRA dropout masks derive from dropout_seed.
+  // `yield` (when set) is called between layers, forward and backward, and between blocks of the
+  // lm_head's rows, after the stream has finished the work queued so far: a serving step waiting
+  // there waits for one layer of this batch (whose size CheckStepFits bounds), not the step. When
+  // it returns false the step stops there: CANCELLED, gradients partial (the next step zeroes
+  // them), nothing updated.
   absl::StatusOr<StepResult> ForwardBackward(std::span<const std::span<const int32_t>> windows, float grad_scale,
-                                             uint64_t dropout_seed);
+                                             uint64_t dropout_seed, const std::function<bool()>& yield = {});
   // The sum of token losses over the windows, forward only (no dropout, gradients untouched).
   absl::StatusOr<double> LossSum(std::span<const std::span<const int32_t>> windows);
   // One AdamW step of every trainable tensor; gradients are multiplied by grad_scale (the clip)
   // first; weight_decay applies to matrices only (cpu AdamW's convention, ForEachParam's `decay`).
   absl::Status Update(const cpu::AdamWParams& params, float weight_decay, float grad_scale);
+
+  // Bytes of GPU memory a step over `tokens` packed tokens takes beyond the weights (activations of
+  // every layer, gradients of the residual stream, the backward's scratch, the lm_head block), with
+  // a 10% margin. And whether such a step fits in what the device has free now (RESOURCE_EXHAUSTED
+  // naming the sizes, `what` being how the caller names the step, when not).
+  static int64_t StepBytes(const GlaConfig& config, int64_t tokens, const LoraAdapter* lora);
+  absl::Status CheckStepFits(int64_t tokens, const std::string& what) const;
+  // The most GPU memory the steps so far held at once beyond the weights (tests: StepBytes bounds it).
+  int64_t StepBytesHighWater() const;
 
   // Copies the device values into host trees shaped like the ones given to Create (weights is
   // written for full training, lora for LoRA; the other may be null). Gradients: for tests.

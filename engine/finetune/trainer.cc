@@ -222,6 +222,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Checkpoint& base,
 #if defined(GLA_HAVE_CUDA)
     ASSIGN_OR_RETURN(s.gpu, CudaTrainModel::Create(device.cuda_device, s.config, s.weights,
                                                    s.lora.has_value() ? &*s.lora : nullptr));
+    // Refused now rather than failing at its first step: the largest step the options allow.
+    RETURN_IF_ERROR(s.gpu->CheckStepFits(
+        int64_t{options.batch_sequences} * options.sequence_length,
+        absl::StrCat("a step of batch_sequences ", options.batch_sequences, " x sequence_length ",
+                     options.sequence_length)));
     s.progress.total_steps = options.max_steps;
     return t;
 #else
@@ -264,10 +269,11 @@ absl::StatusOr<TrainProgress> Trainer::Step(const std::function<bool()>& yield) 
     std::vector<std::span<const int32_t>> windows;
     for (size_t w : batch) windows.emplace_back(s.windows[w]);
     const uint64_t dropout_seed = s.options.seed ^ (static_cast<uint64_t>(s.progress.step) << 20);
-    ASSIGN_OR_RETURN(const CudaTrainModel::StepResult r,
-                     s.gpu->ForwardBackward(windows, 1.0f / static_cast<float>(targets), dropout_seed));
-    loss_sum = r.loss_sum;
-    sumsq = r.grad_sumsq;
+    auto r = s.gpu->ForwardBackward(windows, 1.0f / static_cast<float>(targets), dropout_seed, hook);
+    if (stopped) return absl::CancelledError("the training step was stopped");
+    if (!r.ok()) return r.status();
+    loss_sum = r->loss_sum;
+    sumsq = r->grad_sumsq;
 #endif
   } else {
     s.ForEachTrainable(

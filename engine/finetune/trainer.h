@@ -78,10 +78,11 @@ class Trainer {
   ~Trainer();
 
   // One optimizer step over batch_sequences windows. Errors leave the model as it was.
-  // `yield` (optional) is called between windows and, on the CPU, between the layers of each
-  // window's forward and backward: it may block while serving runs; false stops the step
-  // (CANCELLED, nothing applied). On a GPU the step is one launch sequence: it is called
-  // between windows only.
+  // `yield` (optional) is called often inside the step: on the CPU between slices of each layer's
+  // work (TrainModel::Run: ~2^28 flops each, whatever the window's length), on a GPU between the
+  // layers of the packed batch (CudaTrainModel::ForwardBackward; its size is bounded by device
+  // memory at Create). It may block while serving runs; false stops the step (CANCELLED, nothing
+  // applied).
   absl::StatusOr<TrainProgress> Step(const std::function<bool()>& yield = {});
   bool done() const;
   const TrainProgress& progress() const;

@@ -14,6 +14,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
+#include <cuda_runtime_api.h>
 #include <random>
 #include <string>
 #include <vector>
@@ -238,6 +240,79 @@ TEST(CudaTrain, TrainerRunsMatchCpu) {
       ExpectTreesClose(*b, *a, 0.15, "trained weights");
     }
   }
+}
+
+// A step lets serving in between its layers: the hook is called (after the stream has drained)
+// between every two layers, forward and backward; a hook that says stop ends the step CANCELLED,
+// and the next step is as if the stopped one had never run.
+TEST(CudaTrain, StepYieldsBetweenLayersAndStopsWhereTold) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  Loaded m = Load();
+  LoraAdapter lora = testing::RandomLoraAdapter(m.c(), {"q_proj", "v_proj"}, 3, 4, 8.0, 0.1f);
+  auto gpu = CudaTrainModel::Create(0, m.c(), m.ckpt.weights, &lora);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const auto w = Windows(m.c().vocab_size, 9);
+  const float scale = 1.0f / static_cast<float>(Targets(w));
+  auto plain = (*gpu)->ForwardBackward(Spans(w), scale, 1);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  int calls = 0;
+  auto counted = (*gpu)->ForwardBackward(Spans(w), scale, 1, [&] { return ++calls, true; });
+  ASSERT_TRUE(counted.ok()) << counted.status();
+  EXPECT_GE(calls, 2 * m.c().num_hidden_layers);
+  // (The GPU's sums use atomics: equal up to the order of additions.)
+  EXPECT_NEAR(counted->loss_sum, plain->loss_sum, 1e-6 * plain->loss_sum);
+  calls = 0;
+  auto stopped = (*gpu)->ForwardBackward(Spans(w), scale, 1, [&] { return ++calls < 3; });
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
+  EXPECT_EQ(calls, 3);
+  auto after = (*gpu)->ForwardBackward(Spans(w), scale, 1);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_NEAR(after->loss_sum, plain->loss_sum, 1e-6 * plain->loss_sum);
+  EXPECT_NEAR(after->grad_sumsq, plain->grad_sumsq, 1e-6 * plain->grad_sumsq);
+}
+
+// A step's memory is known before it runs: StepBytes bounds what a step held (the pool's high
+// water) without overstating it by much, and a job whose largest step cannot fit in what the GPU
+// has free is refused when its trainer is made, naming the sizes, not at its first step.
+TEST(CudaTrain, StepMemoryIsBoundedAndTooLargeJobsAreRefusedUpFront) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  Loaded m = Load();
+  auto gpu = CudaTrainModel::Create(0, m.c(), m.ckpt.weights, nullptr);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int32_t> id(0, m.c().vocab_size - 1);
+  std::vector<std::vector<int32_t>> big(16, std::vector<int32_t>(2049));
+  for (auto& win : big)
+    for (auto& t : win) t = id(rng);
+  ASSERT_TRUE((*gpu)->ForwardBackward(Spans(big), 1e-4f, 0).ok());
+  const int64_t used = (*gpu)->StepBytesHighWater(), bound = CudaTrainModel::StepBytes(m.c(), 16 * 2048, nullptr);
+  std::printf("[ measure ] 16 x 2048 tokens: step held %.1f MiB, StepBytes %.1f MiB\n", used / 1048576.0,
+              bound / 1048576.0);
+  EXPECT_GT(used, 0);
+  EXPECT_LE(used, bound);
+  EXPECT_GE(used, bound / 2) << "the estimate overstates the step by more than 2x";
+
+  size_t free = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  const int64_t per_token = CudaTrainModel::StepBytes(m.c(), 1 << 20, nullptr) >> 20;
+  const int64_t too_many = static_cast<int64_t>(free) / per_token + 1;
+  const absl::Status refused = (*gpu)->CheckStepFits(too_many, "this step");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("GPU memory"), std::string::npos) << refused;
+  EXPECT_TRUE((*gpu)->CheckStepFits(16 * 2048, "this step").ok());
+
+  // A GPU mostly taken (by serving, say): a 64 x 2048 job no longer fits, and is refused by name.
+  void* hog = nullptr;
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&hog, free - (size_t{4} << 30)), cudaSuccess);
+  TrainOptions o;
+  o.lora.targets = {LoraTarget::kQ};
+  o.batch_sequences = 64;
+  o.sequence_length = 2048;
+  auto t = Trainer::Create(m.ckpt, o, Windows(m.c().vocab_size, 4), TrainDevice{0});
+  cudaFree(hog);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kResourceExhausted) << t.status();
+  EXPECT_NE(t.status().message().find("batch_sequences 64 x sequence_length 2048"), std::string::npos) << t.status();
 }
 
 TEST(CudaTrain, RefusesWhatItCannotTrain) {

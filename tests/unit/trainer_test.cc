@@ -2,6 +2,7 @@
 // forward, the training forward against the serving runner, and short training runs.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <random>
 
@@ -174,6 +175,102 @@ TEST_P(TrainModelGradients, LossEqualsServingModelCrossEntropy) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, TrainModelGradients, ::testing::Values("reference", "options", "no_gate"));
+
+// How the work of a window is cut into slices (between which serving may run) changes nothing but
+// rounding: losses and every gradient, full and LoRA with dropout, are those of uncut work.
+TEST_P(TrainModelGradients, SlicingTheWorkChangesNoResult) {
+  auto ck = LoadCheckpoint(ModelDir(GetParam()));
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  const std::vector<int32_t> tokens = RandomTokens(333, ck->config.vocab_size, 12);
+  LoraConfig lc;
+  lc.r = 4;
+  lc.dropout = 0.2;
+  lc.targets = *ParseLoraTargets({"q_proj", "v_proj", "gk_proj", "o_proj", "down_proj"});
+  auto adapter = NewLoraAdapter(ck->config, lc, 3);
+  ASSERT_TRUE(adapter.ok());
+  std::mt19937 rng(8);
+  for (auto& layer : adapter->layers)
+    for (auto& pair : layer)
+      if (pair.has_value()) pair->b.data = testing::RandomVector(pair->b.data.size(), rng, -0.2f, 0.2f);
+  auto close = [](const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+    ASSERT_EQ(a.size(), b.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+      den += static_cast<double>(b[i]) * b[i];
+    }
+    EXPECT_LE(std::sqrt(num), 1e-5 * std::sqrt(den) + 1e-9) << what;
+  };
+  // Whole (slices far longer than the window) against cut into the smallest slices (16 rows,
+  // the GLA's 64: 6 time slices of 333 rows).
+  const TrainModel whole_full(ck->config, &ck->weights, nullptr), whole_lora(ck->config, &ck->weights, &*adapter);
+  TrainModel cut_full(ck->config, &ck->weights, nullptr), cut_lora(ck->config, &ck->weights, &*adapter);
+  const_cast<TrainModel&>(whole_full).ScaleSlicesForTest(1e6);
+  const_cast<TrainModel&>(whole_lora).ScaleSlicesForTest(1e6);
+  cut_full.ScaleSlicesForTest(1e-9);
+  cut_lora.ScaleSlicesForTest(1e-9);
+  int pauses = 0;
+  const auto count = [&] { return ++pauses, true; };
+
+  ModelWeights g_whole = ZerosLike(ck->weights), g_cut = ZerosLike(ck->weights);
+  const TrainGrads gw{&g_whole, nullptr}, gc{&g_cut, nullptr};
+  const double l_whole = whole_full.Run(tokens, &gw, 0.5f, 0);
+  const double l_cut = cut_full.Run(tokens, &gc, 0.5f, 0, count);
+  EXPECT_NEAR(l_cut, l_whole, 1e-6 * l_whole);
+  EXPECT_GT(pauses, 2 * ck->config.num_hidden_layers * 20) << "the work was cut into slices";
+  int n = 0;
+  ForEachParam(g_whole, g_cut, [&](Weight& a, Weight& b, bool) { close(b.data, a.data, absl::StrCat("tensor #", n++)); });
+
+  LoraAdapter a_whole = ZerosLike(*adapter), a_cut = ZerosLike(*adapter);
+  const TrainGrads lw{nullptr, &a_whole}, lcut{nullptr, &a_cut};
+  const double d_whole = whole_lora.Run(tokens, &lw, 1.0f, 77);
+  EXPECT_NEAR(cut_lora.Run(tokens, &lcut, 1.0f, 77), d_whole, 1e-6 * d_whole);
+  EXPECT_NE(d_whole, whole_lora.Run(tokens, nullptr, 1.0f, 77)) << "dropout is on while training";
+  n = 0;
+  ForEachParam(a_whole, a_cut, [&](Weight& a, Weight& b, bool) { close(b.data, a.data, absl::StrCat("LoRA #", n++)); });
+}
+
+// The pauses come at a rate set by the work, not by the window: eight times the window, about
+// eight times the pauses (so the longest stretch between two stays that of one slice).
+TEST(TrainModel, PausesGrowWithTheWindowAndTheGapBetweenThemDoesNot) {
+  auto ck = LoadCheckpoint(testing::TinyModelDir());
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  const TrainModel model(ck->config, &ck->weights, nullptr);
+  ModelWeights g = ZerosLike(ck->weights);
+  const TrainGrads grads{&g, nullptr};
+  struct Count {
+    int pauses = 0;
+    double longest_s = 0;
+  };
+  auto run = [&](int T) {
+    Count c;
+    auto last = std::chrono::steady_clock::now();
+    const std::vector<int32_t> tokens = RandomTokens(T + 1, ck->config.vocab_size, 2);
+    model.Run(tokens, &grads, 1.0f, 0, [&] {
+      const auto now = std::chrono::steady_clock::now();
+      c.longest_s = std::max(c.longest_s, std::chrono::duration<double>(now - last).count());
+      last = now;
+      ++c.pauses;
+      return true;
+    });
+    return c;
+  };
+  const Count short_window = run(2048), long_window = run(16384);
+  std::printf("[ measure ] reference model, one window forward+backward: T=2048 %d pauses, longest gap %.1f ms; "
+              "T=16384 %d pauses, longest gap %.1f ms\n",
+              short_window.pauses, short_window.longest_s * 1e3, long_window.pauses, long_window.longest_s * 1e3);
+  EXPECT_GE(long_window.pauses, 5 * short_window.pauses);
+
+  // A stop at any pause ends the run there (cancel and SIGTERM within one slice), not at the end
+  // of the layer: no pause after the one that said stop, and NaN for the partial run.
+  const std::vector<int32_t> tokens = RandomTokens(16385, ck->config.vocab_size, 2);
+  for (int stop_at : {2, 7, long_window.pauses / 2}) {
+    int calls = 0;
+    const double loss = model.Run(tokens, &grads, 1.0f, 0, [&] { return ++calls < stop_at; });
+    EXPECT_TRUE(std::isnan(loss)) << stop_at;
+    EXPECT_EQ(calls, stop_at);
+  }
+}
 
 TEST(TrainOptions, ValidationNamesTheField) {
   GlaConfig config;
