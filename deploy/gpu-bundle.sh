@@ -4,19 +4,19 @@
 #   deploy/gpu-bundle.sh            then, through the device tool, with carry ["gpu-pack"]:
 #   bash deploy/gpu-check.sh        (kernels built there with nvcc + this bundle's engine, server
 #                                    and end-to-end binaries, the benchmarks)
-# The bundle holds glad, gla-cli, gla-loadgen, the CUDA engine test, the session test, the serving and fine-tune
+# The bundle holds glad, gla-cli, gla-loadgen, the CUDA kernel and engine tests, the session test, the serving and fine-tune
 # end-to-end tests, the engine benchmark, gla-random-model, spm_train, the SentencePiece shim and a
 # copy of the reference data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ] || { echo "gpu-bundle: nvcc not found" >&2; exit 1; }
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
-targets=(glad gla-cli gla-eval gla-loadgen cuda_engine_test cuda_train_test session_test gla-finetune-bench server_e2e_test server_text_e2e_test fine_tune_e2e_test default_model_e2e_test
+targets=(glad gla-cli gla-eval gla-loadgen cuda_engine_test cuda_train_test gla_kernels_cuda_test session_test gla-finetune-bench server_e2e_test server_text_e2e_test fine_tune_e2e_test default_model_e2e_test
          gla-engine-bench gla-random-model gla_sentencepiece)
 ninja -C build "${targets[@]}"
 grep -q "GLA_HAVE_CUDA" build/CMakeCache.txt || true
 bins=(build/server/glad build/clients/gla-cli build/clients/gla-eval build/clients/gla-loadgen build/tests/cuda_engine_test
-      build/tests/cuda_train_test build/tests/session_test build/tests/gla-finetune-bench
+      build/tests/cuda_train_test build/tests/gla_kernels_cuda_test build/tests/session_test build/tests/gla-finetune-bench
       build/tests/server_e2e_test build/tests/server_text_e2e_test build/tests/fine_tune_e2e_test
       build/tests/default_model_e2e_test build/tests/gla-engine-bench
       build/tests/gla-random-model "$(command -v spm_train)")

@@ -189,6 +189,9 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
   export GLA_CLI_PATH=$PWD/gpu-bundle/bin/gla-cli PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
   export GLA_LOADGEN_PATH=$PWD/gpu-bundle/bin/gla-loadgen GLA_EVAL_PATH=$PWD/gpu-bundle/bin/gla-eval
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  # The kernels against their CPU references (built here, with the engine: the kernels part builds
+  # the same tests there with nvcc).
+  check kernel_tests gpu-bundle/run gla_kernels_cuda_test
   check engine_tests gpu-bundle/run cuda_engine_test
   # The GPU training path against the CPU one (losses, gradients, whole Trainer runs).
   check train_tests gpu-bundle/run cuda_train_test

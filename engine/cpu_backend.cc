@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
-#include "engine/cpu_model.h"
+#include "engine/model/cpu_model.h"
 #include "models/status_macros.h"
 
 namespace gla {

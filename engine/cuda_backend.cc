@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
-#include "engine/cuda_model.h"
+#include "engine/model/cuda_model.h"
 #include "engine/cuda_sampler.h"
 #include "engine/cuda_state_pool.h"
 #include "models/status_macros.h"

@@ -1,7 +1,7 @@
 // Weight map: fla-hub tensor names -> per-layer fp32 tensors (F32/F16/BF16 on disk).
 //
 // Linear weights keep PyTorch's [out, in] row-major layout. The CPU backend fuses the
-// projections that read the same input into one matrix (see engine/cpu_model.cc); this
+// projections that read the same input into one matrix (see engine/model/cpu_model.cc); this
 // module only loads and checks them.
 #pragma once
 

@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "clients/common/args.h"
-#include "engine/cpu_model.h"
+#include "engine/model/cpu_model.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
 

@@ -24,7 +24,7 @@
 #include "absl/strings/str_format.h"
 #include "clients/common/args.h"
 #include "engine/finetune/job_output.h"
-#include "engine/finetune/train_model.h"
+#include "engine/model/train_model.h"
 #include "engine/finetune/trainer.h"
 #include "models/checkpoint.h"
 #include "models/file_io.h"

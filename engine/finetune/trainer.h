@@ -1,4 +1,5 @@
-// Fine-tuning on the CPU: LoRA (base weights frozen) or full-parameter training of a GLA model,
+// Fine-tuning: LoRA (base weights frozen) or full-parameter training of a GLA model, on the CPU or a
+// GPU (a TrainBackend, engine/model/train_backend.h),
 // AdamW with decoupled weight decay, global-norm gradient clipping, warmup + cosine schedule.
 // One Trainer is one job's model, optimizer state and data; the job runner (engine/finetune/
 // jobs.h) calls Step() until done() and saves the result.
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/model/train_backend.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
 
@@ -32,15 +34,12 @@ struct TrainOptions {
   uint64_t seed = 0;           // adapter init, window order, dropout
 };
 
-// Where a job trains: the CPU, or a CUDA device (the GPU training path, cuda_train_model.h).
+// Where a job trains: the CPU, or a CUDA device (the training backends: engine/model/train_backend.h;
+// CudaTrainingAvailable there says whether this build can train a model on a GPU).
 struct TrainDevice {
   int cuda_device = -1;  // < 0: the CPU
   bool cuda() const { return cuda_device >= 0; }
 };
-
-// OK when this build can train `config` on a GPU; otherwise why not (a build without CUDA, or head
-// sizes the GPU kernels do not take).
-absl::Status CudaTrainingAvailable(const GlaConfig& config);
 
 // Tokens one optimizer step may take (batch_sequences x sequence_length): 4096 x 65536 was
 // accepted before and could never finish.

@@ -15,8 +15,9 @@ void SwiGlu(const float* gate_up, int64_t gate_up_stride, float* out, int64_t ou
   }
 }
 
-void LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
-                    bool has_clamp, float clamp_min) {
+void LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, const ForgetGate& gate) {
+  const float normalizer = gate.normalizer, clamp_min = gate.clamp_min;
+  const bool has_clamp = gate.has_clamp;
   for (int64_t r = 0; r < rows; ++r) {
     float* xr = x + r * stride;
     for (int64_t i = 0; i < n; ++i) {

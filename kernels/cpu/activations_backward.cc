@@ -24,7 +24,9 @@ void SwiGluBackward(const float* gate_up, int64_t gate_up_stride, const float* d
 
 void LogSigmoidGateBackward(const float* pre, int64_t pre_stride, const float* bias, const float* d_out,
                             int64_t d_out_stride, float* d_pre, int64_t d_pre_stride, float* d_bias, int64_t rows,
-                            int64_t n, float normalizer, bool has_clamp, float clamp_min) {
+                            int64_t n, const ForgetGate& gate) {
+  const double normalizer = gate.normalizer, clamp_min = gate.clamp_min;
+  const bool has_clamp = gate.has_clamp;
   // y = logsigmoid(z) / normalizer, z = pre + bias:  dy/dz = sigmoid(-z) / normalizer; zero where
   // the clamp holds the output (unclamped value below clamp_min).
   for (int64_t r = 0; r < rows; ++r)

@@ -106,8 +106,10 @@ cudaError_t SwiGlu(const float* gate_up, int64_t gate_up_stride, float* out, int
                          out_stride, M, I);
 }
 
-cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, float normalizer,
-                           bool has_clamp, float clamp_min, cudaStream_t stream) {
+cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n, const ForgetGate& gate,
+                           cudaStream_t stream) {
+  const float normalizer = gate.normalizer, clamp_min = gate.clamp_min;
+  const bool has_clamp = gate.has_clamp;
   if (rows == 0) return cudaSuccess;
   if (BadRows(rows, n) || normalizer == 0.f) return cudaErrorInvalidValue;
   LogSigmoidGateKernel<<<RowGrid(rows, n), kThreads, 0, stream>>>(x, stride, bias, rows, n, 1.f / normalizer,
@@ -116,8 +118,10 @@ cudaError_t LogSigmoidGate(float* x, int64_t stride, const float* bias, int64_t 
 }
 
 cudaError_t LowRankGate(const float* lowrank, int64_t lowrank_stride, const float* w1, int rank, const float* bias,
-                        float* out, int64_t out_stride, int64_t rows, int n, float normalizer, bool has_clamp,
-                        float clamp_min, cudaStream_t stream) {
+                        float* out, int64_t out_stride, int64_t rows, int n, const ForgetGate& gate,
+                        cudaStream_t stream) {
+  const float normalizer = gate.normalizer, clamp_min = gate.clamp_min;
+  const bool has_clamp = gate.has_clamp;
   if (rows == 0) return cudaSuccess;
   if (BadRows(rows, n) || rank <= 0 || rank > kMaxRank || normalizer == 0.f) return cudaErrorInvalidValue;
   return LaunchDependent(LowRankGateKernel, RowGrid(rows, n), kThreads, stream, lowrank, lowrank_stride, w1, rank, bias,

@@ -70,8 +70,9 @@ cudaError_t SwiGluBackward(const float* gate_up, int64_t gate_up_stride, const f
 
 cudaError_t LogSigmoidGateBackward(const float* pre, int64_t pre_stride, const float* bias, const float* d_out,
                                    int64_t d_out_stride, float* d_pre, int64_t d_pre_stride, float* d_bias,
-                                   int64_t rows, int64_t n, float normalizer, bool has_clamp, float clamp_min,
-                                   cudaStream_t stream) {
+                                   int64_t rows, int64_t n, const ForgetGate& gate, cudaStream_t stream) {
+  const float normalizer = gate.normalizer, clamp_min = gate.clamp_min;
+  const bool has_clamp = gate.has_clamp;
   if (rows < 0 || n < 0 || normalizer == 0.0f || (rows + kGateRows - 1) / kGateRows > 65535)
     return cudaErrorInvalidValue;
   if (rows == 0 || n == 0) return cudaSuccess;

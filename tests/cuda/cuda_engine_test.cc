@@ -10,8 +10,8 @@
 #include <numeric>
 
 #include "engine/backend.h"
-#include "engine/cpu_model.h"
-#include "engine/cuda_model.h"
+#include "engine/model/cpu_model.h"
+#include "engine/model/cuda_model.h"
 #include "engine/cuda_state_pool.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/support/random_adapter.h"

@@ -1,4 +1,4 @@
-// The GPU training path (engine/finetune/cuda_train_model.h) against the CPU one (train_model.h,
+// The GPU training path (engine/model/cuda_train_model.h) against the CPU one (train_model.h,
 // itself checked against finite differences in tests/unit): the loss and every gradient of one
 // batch of ragged windows, LoRA on every target and full-parameter training, on a random model
 // with every option the kernels take (short conv, GQA, clamp_min, tied embeddings, output gate);
@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/finetune/cuda_train_model.h"
-#include "engine/finetune/train_model.h"
+#include "engine/model/cuda_train_model.h"
+#include "engine/model/train_model.h"
 #include "engine/finetune/trainer.h"
 #include "models/checkpoint.h"
 #include "tests/cuda/cuda_test_util.h"

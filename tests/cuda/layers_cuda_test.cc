@@ -151,10 +151,10 @@ TEST_P(Layers, LowRankGateFusedEqualsProjectionThenGate) {
     for (bool clamp : {false, true}) {
       std::vector<float> ref(rows * w.kdpg, 0.f);
       NaiveLinear(lr.data(), stride, w1.data(), w.kdpg, rank, ref.data(), rows);
-      cpu::LogSigmoidGate(ref.data(), w.kdpg, bias.data(), rows, w.kdpg, 16.f, clamp, -0.5f);
+      cpu::LogSigmoidGate(ref.data(), w.kdpg, bias.data(), rows, w.kdpg, ForgetGate{16.f, clamp, -0.5f});
       Dev<float> dlr(lr), dw1(w1), db(bias), dout(rows * w.kdpg);
-      GLA_CUDA_OK(cuda::LowRankGate(dlr.p, stride, dw1.p, rank, db.p, dout.p, w.kdpg, rows, w.kdpg, 16.f, clamp, -0.5f,
-                                    nullptr));
+      GLA_CUDA_OK(cuda::LowRankGate(dlr.p, stride, dw1.p, rank, db.p, dout.p, w.kdpg, rows, w.kdpg,
+                                    ForgetGate{16.f, clamp, -0.5f}, nullptr));
       EXPECT_LT(RelErr(dout.Get(), ref), 1e-5) << rows << " rows, clamp " << clamp;
     }
   }

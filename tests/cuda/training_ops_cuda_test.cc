@@ -112,10 +112,10 @@ TEST(TrainingOpsCuda, SwiGluAndGateBackward) {
     auto dpre = Random(rows * ps, rng), dbias = Random(n, rng);
     Dev d;
     float *gp = d.Put(pre), *gb = d.Put(bias), *gd = d.Put(dout), *gdp = d.Put(dpre), *gdb = d.Put(dbias);
-    ASSERT_EQ(cuda::LogSigmoidGateBackward(gp, ps, gb, gd, ps, gdp, ps, gdb, rows, n, 16.f, clamp, -1.f, nullptr),
+    ASSERT_EQ(cuda::LogSigmoidGateBackward(gp, ps, gb, gd, ps, gdp, ps, gdb, rows, n, ForgetGate{16.f, clamp, -1.f}, nullptr),
               cudaSuccess);
     cpu::LogSigmoidGateBackward(pre.data(), ps, bias.data(), dout.data(), ps, dpre.data(), ps, dbias.data(), rows, n,
-                                16.f, clamp, -1.f);
+                                ForgetGate{16.f, clamp, -1.f});
     EXPECT_LT(RelErr(d.Get(gdp, dpre.size()), dpre), kBound) << "d_pre, clamp " << clamp;
     EXPECT_LT(RelErr(d.Get(gdb, dbias.size()), dbias), kBound) << "d_bias";
   }
@@ -222,8 +222,8 @@ TEST(TrainingOpsCuda, Fp32ForwardVariants) {
   EXPECT_LT(RelErr(d.Get(gact, act.size()), act), kBound) << "SwiGlu";
   auto gate = Random(rows * s, rng, -30.f, 10.f);
   float* ggate = d.Put(gate);
-  ASSERT_EQ(cuda::LogSigmoidGate(ggate, s, gb, rows, n, 16.f, true, -0.5f, nullptr), cudaSuccess);
-  cpu::LogSigmoidGate(gate.data(), s, bias.data(), rows, n, 16.f, true, -0.5f);
+  ASSERT_EQ(cuda::LogSigmoidGate(ggate, s, gb, rows, n, ForgetGate{16.f, true, -0.5f}, nullptr), cudaSuccess);
+  cpu::LogSigmoidGate(gate.data(), s, bias.data(), rows, n, ForgetGate{16.f, true, -0.5f});
   EXPECT_LT(RelErr(d.Get(ggate, gate.size()), gate), kBound) << "LogSigmoidGate";
   const int64_t V = 50, D = 70;
   const auto table = Random(V * D, rng);

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <random>
 
-#include "engine/cpu_model.h"
+#include "engine/model/cpu_model.h"
 #include "models/lora_adapter.h"
 #include "tests/support/random_adapter.h"
 #include "tests/support/test_util.h"

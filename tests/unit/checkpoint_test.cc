@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_model.h"
+#include "engine/model/cpu_model.h"
 #include "models/checkpoint.h"
 #include "models/tensor_store.h"
 #include "tests/support/random_model.h"

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/str_split.h"
-#include "engine/cpu_model.h"
+#include "engine/model/cpu_model.h"
 #include "models/safetensors.h"
 #include "tests/support/random_model.h"
 #include "tests/support/spm_train.h"

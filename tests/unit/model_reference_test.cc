@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "engine/cpu_model.h"
+#include "engine/model/cpu_model.h"
 #include "tests/support/reference_data.h"
 #include "tests/support/test_util.h"
 

@@ -58,13 +58,13 @@ TEST(Ops, LogSigmoidGateWithBiasNormalizerAndClamp) {
   std::vector<float> x = {-100.0f, -3.0f, 0.0f, 2.5f, 100.0f};
   const std::vector<float> bias = {0.5f, 0.5f, 0.5f, 0.5f, 0.5f};
   auto y = x;
-  cpu::LogSigmoidGate(y.data(), 5, bias.data(), 1, 5, 16.0f, false, 0.0f);
+  cpu::LogSigmoidGate(y.data(), 5, bias.data(), 1, 5, ForgetGate{16.0f, false, 0.0f});
   for (int i = 0; i < 5; ++i) {
     const double z = double(x[i]) + 0.5;
     EXPECT_NEAR(y[i], -std::log1p(std::exp(-z)) / 16.0, 1e-6 * (1 + std::fabs(z))) << "x=" << x[i];
   }
   auto c = x;
-  cpu::LogSigmoidGate(c.data(), 5, bias.data(), 1, 5, 16.0f, true, -0.1f);
+  cpu::LogSigmoidGate(c.data(), 5, bias.data(), 1, 5, ForgetGate{16.0f, true, -0.1f});
   EXPECT_FLOAT_EQ(c[0], -0.1f);
   EXPECT_GT(c[4], -1e-6f);
 }

@@ -7,8 +7,8 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_model.h"
-#include "engine/finetune/train_model.h"
+#include "engine/model/cpu_model.h"
+#include "engine/model/train_model.h"
 #include "engine/finetune/trainer.h"
 #include "tests/support/random_model.h"
 #include "tests/support/test_util.h"

@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "engine/model/layer_plan.h"
 #include "kernels/gla.h"
 #include "models/config.h"
 #include "models/lora_adapter.h"
@@ -93,8 +94,8 @@ class TrainModel {
                     const LoraCache& cache, const float* dy, int64_t dy_stride, float* dx, float dx_beta,
                     const TrainGrads& grads) const;
   void DropRows(const float* x, int64_t r0, int64_t n, int64_t in, uint64_t seed, float* out) const;
-  GlaSeqParams GlaParams(const float* q, const float* k, const float* v, const float* gk, int64_t r0,
-                         int64_t n) const;
+  // The GLA operator's inputs (after the short conv when there is one), output rows o.
+  GlaRows GlaInputs(const LayerActs& a, float* o) const;
   // `pause` is called between slices (serving may run there); when it returns false the layer
   // stops there and returns false. keep_states: for the backward.
   bool LayerForward(int layer, int64_t T, const float* x_in, float* x_out, LayerActs& a, uint64_t seed,
@@ -104,6 +105,7 @@ class TrainModel {
   const LoraPair* Pair(int layer, LoraTarget t) const;
 
   const GlaConfig& c_;
+  const GlaLayerPlan plan_;
   const ModelWeights* w_;
   const LoraAdapter* lora_;
   double lora_scale_ = 0.0;

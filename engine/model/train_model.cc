@@ -1,4 +1,4 @@
-#include "engine/finetune/train_model.h"
+#include "engine/model/train_model.h"
 
 #include <limits>
 
@@ -120,7 +120,7 @@ struct TrainModel::Scratch {
 };
 
 TrainModel::TrainModel(const GlaConfig& config, const ModelWeights* weights, const LoraAdapter* lora)
-    : c_(config), w_(weights), lora_(lora), lora_scale_(lora != nullptr ? lora->config.scale() : 0.0),
+    : c_(config), plan_(config), w_(weights), lora_(lora), lora_scale_(lora != nullptr ? lora->config.scale() : 0.0),
       dropout_(lora != nullptr ? static_cast<float>(lora->config.dropout) : 0.0f),
       slices_(std::make_unique<Slices>(config)), scratch_(std::make_unique<Scratch>()) {}
 
@@ -212,21 +212,13 @@ void TrainModel::ProjBackward(const float* x, Rows rows, const Weight& w, Weight
     }
 }
 
-GlaSeqParams TrainModel::GlaParams(const float* q, const float* k, const float* v, const float* gk, int64_t r0,
-                                   int64_t n) const {
-  const int64_t kdpg = c_.key_dim_per_group, vdpg = c_.value_dim_per_group;
-  GlaSeqParams p;
-  p.T = static_cast<int>(n);
-  p.H = c_.num_heads;
-  p.Hkv = c_.num_kv_heads;
-  p.dk = c_.head_k_dim;
-  p.dv = c_.head_v_dim;
-  p.q = q + r0 * c_.key_dim, p.q_stride = c_.key_dim;
-  p.k = k + r0 * kdpg, p.k_stride = kdpg;
-  p.v = v + r0 * vdpg, p.v_stride = vdpg;
-  p.g = gk + r0 * kdpg, p.g_stride = kdpg;
-  p.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_k_dim));
-  return p;
+// Training keeps q, k and v in arrays of their own widths (not a fused buffer).
+GlaRows TrainModel::GlaInputs(const LayerActs& a, float* o) const {
+  const bool conv = plan_.short_conv;
+  GlaRows r = plan_.Rows(conv ? a.qc.data() : a.q.data(), conv ? a.kc.data() : a.k.data(),
+                         conv ? a.vc.data() : a.v.data(), 0, a.gk.data(), o);
+  r.q_stride = plan_.q_width, r.k_stride = plan_.k_width, r.v_stride = plan_.v_width;
+  return r;
 }
 
 // Work that is separate per row (norms, projections, activations) runs in slices of rows; the
@@ -236,27 +228,28 @@ GlaSeqParams TrainModel::GlaParams(const float* q, const float* k, const float* 
 bool TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out, LayerActs& a, uint64_t seed,
                               bool keep_states, const std::function<bool()>& pause) const {
   const LayerWeights& w = w_->layers[l];
-  const int64_t D = c_.hidden_size, I = c_.intermediate_size, kdpg = c_.key_dim_per_group;
-  const int64_t KD = c_.key_dim, VD = c_.value_dim, vdpg = c_.value_dim_per_group, R = c_.gate_low_rank_dim;
-  const float eps = static_cast<float>(c_.norm_eps);
+  const GlaLayerPlan& p = plan_;
+  const int64_t D = p.hidden, I = p.intermediate, kdpg = p.k_width;
+  const int64_t KD = p.q_width, VD = p.o_width, vdpg = p.v_width, R = p.gate_rank;
+  const float eps = p.eps;
   a.x_in.Reset(T * D);
   a.h.Reset(T * D);
   a.q.Reset(T * KD);
   a.k.Reset(T * kdpg);
   a.v.Reset(T * vdpg);
-  if (c_.use_output_gate) a.g.Reset(T * VD);
+  if (p.output_gate) a.g.Reset(T * VD);
   a.lr.Reset(T * R);
   a.gk_pre.Reset(T * kdpg);
   a.gk.Reset(T * kdpg);
   // The short conv runs inside the row slices too, its last inputs carried from slice to slice.
   std::vector<float> q_tail, k_tail, v_tail;
-  if (c_.use_short_conv) {
+  if (p.short_conv) {
     a.qc.Reset(T * KD);
     a.kc.Reset(T * kdpg);
     a.vc.Reset(T * vdpg);
-    q_tail.assign((c_.conv_size - 1) * KD, 0.0f);  // training windows start from an empty past
-    k_tail.assign((c_.conv_size - 1) * kdpg, 0.0f);
-    v_tail.assign((c_.conv_size - 1) * vdpg, 0.0f);
+    q_tail.assign((p.conv_size - 1) * KD, 0.0f);  // training windows start from an empty past
+    k_tail.assign((p.conv_size - 1) * kdpg, 0.0f);
+    v_tail.assign((p.conv_size - 1) * vdpg, 0.0f);
   }
   auto lc = [&](LoraTarget t) { return &a.lora[static_cast<int>(t)]; };
 
@@ -268,18 +261,16 @@ bool TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
     ProjForward(h, rows, w.q_proj, l, LoraTarget::kQ, seed, lc(LoraTarget::kQ), a.q.data() + r0 * KD, KD, 0.0f);
     ProjForward(h, rows, w.k_proj, l, LoraTarget::kK, seed, lc(LoraTarget::kK), a.k.data() + r0 * kdpg, kdpg, 0.0f);
     ProjForward(h, rows, w.v_proj, l, LoraTarget::kV, seed, lc(LoraTarget::kV), a.v.data() + r0 * vdpg, vdpg, 0.0f);
-    if (c_.use_output_gate)
+    if (p.output_gate)
       ProjForward(h, rows, w.g_proj, l, LoraTarget::kG, seed, lc(LoraTarget::kG), a.g.data() + r0 * VD, VD, 0.0f);
     ProjForward(h, rows, w.gk_proj0, l, LoraTarget::kGk0, seed, lc(LoraTarget::kGk0), a.lr.data() + r0 * R, R, 0.0f);
     ProjForward(a.lr.data() + r0 * R, rows, w.gk_proj1, l, LoraTarget::kGk1, seed, lc(LoraTarget::kGk1),
                 a.gk_pre.data() + r0 * kdpg, kdpg, 0.0f);
     std::copy(a.gk_pre.data() + r0 * kdpg, a.gk_pre.data() + (r0 + n) * kdpg, a.gk.data() + r0 * kdpg);
-    cpu::LogSigmoidGate(a.gk.data() + r0 * kdpg, kdpg, w.gk_proj1_bias.data.data(), n, kdpg,
-                        static_cast<float>(c_.gate_logit_normalizer), c_.clamp_min.has_value(),
-                        static_cast<float>(c_.clamp_min.value_or(0.0)));
-    if (c_.use_short_conv) {
+    cpu::LogSigmoidGate(a.gk.data() + r0 * kdpg, kdpg, w.gk_proj1_bias.data.data(), n, kdpg, p.gate);
+    if (p.short_conv) {
       auto conv = [&](const Buffer& x, int64_t C, const Weight& wc, std::vector<float>& tail, Buffer& y) {
-        cpu::ShortConvSilu(x.data() + r0 * C, C, n, C, wc.data.data(), c_.conv_size, tail.data(), y.data() + r0 * C, C);
+        cpu::ShortConvSilu(x.data() + r0 * C, C, n, C, wc.data.data(), p.conv_size, tail.data(), y.data() + r0 * C, C);
       };
       conv(a.q, KD, w.q_conv, q_tail, a.qc);
       conv(a.k, kdpg, w.k_conv, k_tail, a.kc);
@@ -289,19 +280,15 @@ bool TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
     return false;
 
   if (!pause()) return false;
-  const float *q = a.q.data(), *k = a.k.data(), *v = a.v.data();
-  if (c_.use_short_conv) q = a.qc.data(), k = a.kc.data(), v = a.vc.data();
 
   a.o.Reset(T * VD);
-  const size_t S = static_cast<size_t>(c_.num_heads) * c_.head_k_dim * c_.head_v_dim;
+  const size_t S = static_cast<size_t>(p.state_floats);
   std::vector<float> state(S, 0.0f);
+  const GlaRows gla_rows = GlaInputs(a, a.o.data());
   if (keep_states) a.gla_states.Reset(((T + slices_->gla - 1) / slices_->gla) * S);
   if (!ForSlices(T, slices_->gla, pause, [&](int64_t r0, int64_t n) {
     if (keep_states) std::copy(state.begin(), state.end(), a.gla_states.data() + (r0 / slices_->gla) * S);
-    GlaSeqParams p = GlaParams(q, k, v, a.gk.data(), r0, n);
-    p.o = a.o.data() + r0 * VD, p.o_stride = VD;
-    p.state = state.data();
-    cpu::GlaChunkwise(p, kGlaChunk, 16);
+    cpu::GlaChunkwise(p.Seq(GlaLayerPlan::From(gla_rows, r0), static_cast<int>(n), state.data()), kGlaChunk, 16);
   }))
     return false;
 
@@ -316,8 +303,8 @@ bool TrainModel::LayerForward(int l, int64_t T, const float* x_in, float* x_out,
     float* x_mid = a.x_mid.data() + r0 * D;
     const float* h2 = a.h2.data() + r0 * D;
     float* gu = a.gu.data() + r0 * 2 * I;
-    cpu::RmsNormSwishGate(a.o.data() + r0 * VD, VD, c_.use_output_gate ? a.g.data() + r0 * VD : nullptr, VD,
-                          w.g_norm.data.data(), a.og.data() + r0 * VD, VD, n, c_.num_heads, c_.head_v_dim, eps);
+    cpu::RmsNormSwishGate(a.o.data() + r0 * VD, VD, p.output_gate ? a.g.data() + r0 * VD : nullptr, VD,
+                          w.g_norm.data.data(), a.og.data() + r0 * VD, VD, n, p.heads, p.head_v, eps);
     std::copy(x_in + r0 * D, x_in + (r0 + n) * D, x_mid);
     ProjForward(a.og.data() + r0 * VD, rows, w.o_proj, l, LoraTarget::kO, seed, lc(LoraTarget::kO), x_mid, D, 1.0f);
     cpu::RmsNorm(x_mid, D, w.mlp_norm.data.data(), a.h2.data() + r0 * D, D, n, D, eps);
@@ -341,16 +328,17 @@ bool TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
   LayerWeights* gw = grads.weights != nullptr ? &grads.weights->layers[l] : nullptr;
   auto gwt = [&](LoraTarget t) -> Weight* { return gw != nullptr ? &TargetWeight(*gw, t) : nullptr; };
   auto cache = [&](LoraTarget t) -> const LoraCache& { return a.lora[static_cast<int>(t)]; };
-  const int64_t D = c_.hidden_size, I = c_.intermediate_size, kdpg = c_.key_dim_per_group;
-  const int64_t KD = c_.key_dim, VD = c_.value_dim, vdpg = c_.value_dim_per_group, R = c_.gate_low_rank_dim;
-  const float eps = static_cast<float>(c_.norm_eps);
+  const GlaLayerPlan& p = plan_;
+  const int64_t D = p.hidden, I = p.intermediate, kdpg = p.k_width;
+  const int64_t KD = p.q_width, VD = p.o_width, vdpg = p.v_width, R = p.gate_rank;
+  const float eps = p.eps;
 
   // MLP, then the attention's output: x_out = x_mid + down(swiglu(gate|up(RmsNorm(x_mid)))),
   // x_mid = x_in + o_proj(gnorm_swish(GLA(q, k, v, gk), g)). Row-local: one slice loop.
   Scratch& sc = *scratch_;
   Buffer &d_o = sc.d_o, &d_g = sc.d_g, &dq = sc.dq, &dk = sc.dk, &dv = sc.dv, &dgk = sc.dgk;
   d_o.Reset(T * VD);
-  d_g.Reset(c_.use_output_gate ? T * VD : 0);
+  d_g.Reset(p.output_gate ? T * VD : 0);
   if (!ForSlices(T, slices_->attn_out_mlp, pause, [&](int64_t r0, int64_t n) {
     const Rows rows{r0, n, T};
     float* dxr = dx + r0 * D;
@@ -367,10 +355,10 @@ bool TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
                          /*accumulate_dx=*/true, gw ? gw->mlp_norm.data.data() : nullptr, n, D, eps);
     ProjBackward(og, rows, w.o_proj, gwt(LoraTarget::kO), l, LoraTarget::kO, cache(LoraTarget::kO), dxr, D,
                  d_og.data(), 0.0f, grads);
-    cpu::RmsNormSwishGateBackward(a.o.data() + r0 * VD, VD, c_.use_output_gate ? a.g.data() + r0 * VD : nullptr, VD,
+    cpu::RmsNormSwishGateBackward(a.o.data() + r0 * VD, VD, p.output_gate ? a.g.data() + r0 * VD : nullptr, VD,
                                   w.g_norm.data.data(), d_og.data(), VD, d_o.data() + r0 * VD, VD,
-                                  c_.use_output_gate ? d_g.data() + r0 * VD : nullptr, VD,
-                                  gw ? gw->g_norm.data.data() : nullptr, n, c_.num_heads, c_.head_v_dim, eps);
+                                  p.output_gate ? d_g.data() + r0 * VD : nullptr, VD,
+                                  gw ? gw->g_norm.data.data() : nullptr, n, p.heads, p.head_v, eps);
   }))
     return false;
 
@@ -379,35 +367,29 @@ bool TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
   dk.Reset(T * kdpg);
   dv.Reset(T * vdpg);
   dgk.Reset(T * kdpg);
-  const size_t S = static_cast<size_t>(c_.num_heads) * c_.head_k_dim * c_.head_v_dim;
+  const size_t S = static_cast<size_t>(p.state_floats);
   std::vector<float> dh_after(S), dh0(S);  // state gradient flowing back from the later slices
-  const float* q = c_.use_short_conv ? a.qc.data() : a.q.data();
-  const float* k = c_.use_short_conv ? a.kc.data() : a.k.data();
-  const float* v = c_.use_short_conv ? a.vc.data() : a.v.data();
+  const GlaRows gla_rows = GlaInputs(a, nullptr);
   const int64_t gla_slices = (T + slices_->gla - 1) / slices_->gla;
   for (int64_t s = gla_slices - 1; s >= 0; --s) {
     const int64_t r0 = s * slices_->gla, n = std::min(slices_->gla, T - r0);
-    GlaSeqParams p = GlaParams(q, k, v, a.gk.data(), r0, n);
-    p.state = const_cast<float*>(a.gla_states.data() + s * S);  // read, not changed (kernels/gla.h)
-    GlaSeqGrads pg;
-    pg.d_o = d_o.data() + r0 * VD, pg.d_o_stride = VD;
-    pg.d_ht = s + 1 < gla_slices ? dh_after.data() : nullptr;
-    pg.dq = dq.data() + r0 * KD, pg.dq_stride = KD;
-    pg.dk = dk.data() + r0 * kdpg, pg.dk_stride = kdpg;
-    pg.dv = dv.data() + r0 * vdpg, pg.dv_stride = vdpg;
-    pg.dg = dgk.data() + r0 * kdpg, pg.dg_stride = kdpg;
-    pg.dh0 = dh0.data();
-    cpu::GlaBackwardChunkwise(p, pg, kGlaChunk);  // cpu::GlaBackwardNaive is its reference (gla_backward_test)
+    // The slice's start state: read, not changed (kernels/gla.h).
+    const GlaSeqParams sp = p.Seq(GlaLayerPlan::From(gla_rows, r0), static_cast<int>(n),
+                                  const_cast<float*>(a.gla_states.data() + s * S));
+    const GlaSeqGrads pg = p.SeqGrads(d_o.data() + r0 * VD, dq.data() + r0 * KD, dk.data() + r0 * kdpg,
+                                      dv.data() + r0 * vdpg, dgk.data() + r0 * kdpg,
+                                      s + 1 < gla_slices ? dh_after.data() : nullptr, dh0.data());
+    cpu::GlaBackwardChunkwise(sp, pg, kGlaChunk);  // cpu::GlaBackwardNaive is its reference (gla_backward_test)
     dh_after.swap(dh0);
     if (!pause()) return false;
   }
 
-  if (c_.use_short_conv) {  // the GLA gradients are those of the conv outputs: take them back to its inputs
+  if (p.short_conv) {  // the GLA gradients are those of the conv outputs: take them back to its inputs
     // One piece: the conv's backward has no entry-tail gradient to carry between slices (a few
     // flops per value: ~T x channels x conv_size).
     auto conv_back = [&](const Buffer& x, int64_t C, const Weight& wc, Weight* dwc, Buffer& d) {
       sc.conv.Reset(T * C);
-      cpu::ShortConvSiluBackward(x.data(), C, T, C, wc.data.data(), c_.conv_size, nullptr, d.data(), C,
+      cpu::ShortConvSiluBackward(x.data(), C, T, C, wc.data.data(), p.conv_size, nullptr, d.data(), C,
                                  sc.conv.data(), C, Ptr(dwc));
       d.swap(sc.conv);
     };
@@ -425,9 +407,7 @@ bool TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
     std::vector<float> d_gk_pre(n * kdpg), d_lr(n * R), d_h(n * D);  // this slice's rows
     cpu::LogSigmoidGateBackward(a.gk_pre.data() + r0 * kdpg, kdpg, w.gk_proj1_bias.data.data(),
                                 dgk.data() + r0 * kdpg, kdpg, d_gk_pre.data(), kdpg,
-                                gw ? gw->gk_proj1_bias.data.data() : nullptr, n, kdpg,
-                                static_cast<float>(c_.gate_logit_normalizer), c_.clamp_min.has_value(),
-                                static_cast<float>(c_.clamp_min.value_or(0.0)));
+                                gw ? gw->gk_proj1_bias.data.data() : nullptr, n, kdpg, p.gate);
     ProjBackward(a.lr.data() + r0 * R, rows, w.gk_proj1, gwt(LoraTarget::kGk1), l, LoraTarget::kGk1,
                  cache(LoraTarget::kGk1), d_gk_pre.data(), kdpg, d_lr.data(), 0.0f, grads);
     ProjBackward(h, rows, w.q_proj, gwt(LoraTarget::kQ), l, LoraTarget::kQ, cache(LoraTarget::kQ),
@@ -436,7 +416,7 @@ bool TrainModel::LayerBackward(int l, int64_t T, const LayerActs& a, float* dx, 
                  dk.data() + r0 * kdpg, kdpg, d_h.data(), 1.0f, grads);
     ProjBackward(h, rows, w.v_proj, gwt(LoraTarget::kV), l, LoraTarget::kV, cache(LoraTarget::kV),
                  dv.data() + r0 * vdpg, vdpg, d_h.data(), 1.0f, grads);
-    if (c_.use_output_gate)
+    if (p.output_gate)
       ProjBackward(h, rows, w.g_proj, gwt(LoraTarget::kG), l, LoraTarget::kG, cache(LoraTarget::kG),
                    d_g.data() + r0 * VD, VD, d_h.data(), 1.0f, grads);
     ProjBackward(h, rows, w.gk_proj0, gwt(LoraTarget::kGk0), l, LoraTarget::kGk0, cache(LoraTarget::kGk0),
@@ -454,8 +434,8 @@ double TrainModel::Run(std::span<const int32_t> tokens, const TrainGrads* grads,
   const auto go_on = [&yield] { return !yield || yield(); };
   // Inside a layer, between slices: serving may go in there, and a stop ends the run there.
   const std::function<bool()> pause = go_on;
-  const int64_t T = static_cast<int64_t>(tokens.size()) - 1, D = c_.hidden_size, V = c_.vocab_size;
-  const float eps = static_cast<float>(c_.norm_eps);
+  const int64_t T = static_cast<int64_t>(tokens.size()) - 1, D = plan_.hidden, V = c_.vocab_size;
+  const float eps = plan_.eps;
   const bool backward = grads != nullptr;
   // Dropout only while training; seed 0 means none (ProjForward), so a zero seed is moved off 0.
   const uint64_t seed = backward && dropout_ > 0.0f ? (dropout_seed == 0 ? 0x5EEDull : dropout_seed) : 0;

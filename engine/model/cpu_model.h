@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/fused_projection.h"
+#include "engine/model/layer_plan.h"
 #include "engine/sequence_state.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
@@ -73,7 +73,7 @@ class CpuModel {
     std::vector<float> gate_up;  // [2I, D]
   };
   std::vector<FusedLayer> fused_;
-  InProjLayout in_proj_;  // columns of the fused input projection
+  GlaLayerPlan plan_;  // the layer's shapes, constants and kernel params (layer_plan.h)
 };
 
 }  // namespace gla

@@ -1,4 +1,6 @@
-#include "engine/finetune/cuda_train_model.h"
+#include "engine/model/cuda_train_model.h"
+
+#include "engine/model/layer_plan.h"
 
 #include <functional>
 
@@ -13,7 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda_util.h"
-#include "engine/finetune/train_model.h"
+#include "engine/model/train_model.h"
 #include "kernels/activations.h"
 #include "kernels/conv.h"
 #include "kernels/cross_entropy.h"
@@ -55,6 +57,7 @@ constexpr int64_t kCrossEntropyRows = 1024;  // logits held at once: kCrossEntro
 struct CudaTrainModel::Impl {
   int device = 0;
   GlaConfig c;
+  GlaLayerPlan plan{GlaConfig{}};  // c's layer plan (layer_plan.h)
   const ModelWeights* w = nullptr;
   const LoraAdapter* lora = nullptr;
   float lora_scale = 0.f;
@@ -158,6 +161,9 @@ class CudaTrainPass {
   absl::Status LayerForward(int l, Acts& a, float* x_out);
   absl::Status LayerBackward(int l, const Acts& a, float* dx);
   absl::Status Conv(const float* x, int64_t C, const Weight& wc, float* y);
+  // The GLA operator's input rows (after the short conv when there is one; q, k, v each in an
+  // array of its own width) and output rows o.
+  GlaRows GlaInputs(const Acts& a, float* o) const;
   absl::Status CrossEntropy(const float* hf, float grad_scale, float* dhf);
 
   CudaTrainModel::Impl& m_;
@@ -205,16 +211,16 @@ absl::Status CudaTrainPass::Setup() {
   GLA_CUDA(cudaMemcpyAsync(slots_, slots.data(), slots.size() * 4, cudaMemcpyHostToDevice, s_));
   // The host vectors die with this function: the copies must have read them.
   GLA_CUDA(cudaStreamSynchronize(s_));
-  if (c_.use_short_conv) {
-    const int64_t widest = std::max<int64_t>(c_.key_dim, c_.value_dim_per_group);
-    ASSIGN_OR_RETURN(conv_tail_, buf_.Get(int64_t{num_seqs_} * (c_.conv_size - 1) * widest));
+  const GlaLayerPlan& plan = m_.plan;
+  if (plan.short_conv) {
+    const int64_t widest = std::max<int64_t>(plan.q_width, plan.v_width);
+    ASSIGN_OR_RETURN(conv_tail_, buf_.Get(int64_t{num_seqs_} * (plan.conv_size - 1) * widest));
   }
 
   // One GLA workspace for the forward and backward kernels of every layer.
-  GlaPrefillCudaParams fp;
-  fp.num_seqs = num_seqs_, fp.H = c_.num_heads, fp.Hkv = c_.num_kv_heads, fp.dk = c_.head_k_dim, fp.dv = c_.head_v_dim;
-  GlaBackwardCudaParams bp;
-  bp.num_seqs = num_seqs_, bp.H = c_.num_heads, bp.Hkv = c_.num_kv_heads, bp.dk = c_.head_k_dim, bp.dv = c_.head_v_dim;
+  const GlaPrefillCudaParams fp = plan.PrefillCuda(GlaRows{}, num_seqs_, nullptr, nullptr, 0, nullptr);
+  const GlaBackwardCudaParams bp = plan.BackwardCuda(GlaRows{}, num_seqs_, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                                     nullptr);
   gla_ws_bytes_ = cuda::GlaPrefillChunkWorkspaceBytes(fp, static_cast<int>(T_));
   if (backward_) gla_ws_bytes_ = std::max(gla_ws_bytes_, cuda::GlaBackwardChunkWorkspaceBytes(bp, static_cast<int>(T_)));
   ASSIGN_OR_RETURN(gla_ws_, buf_.Get<unsigned char>(static_cast<int64_t>(gla_ws_bytes_)));
@@ -236,21 +242,21 @@ absl::Status CudaTrainPass::Setup() {
 }
 
 absl::Status CudaTrainPass::AllocActs(Acts& a) {
-  const int64_t D = c_.hidden_size, I = c_.intermediate_size, kdpg = c_.key_dim_per_group;
-  const int64_t vdpg = c_.value_dim_per_group, VD = c_.value_dim, KD = c_.key_dim;
+  const GlaLayerPlan& p = m_.plan;
+  const int64_t D = p.hidden, I = p.intermediate, kdpg = p.k_width, vdpg = p.v_width, VD = p.o_width, KD = p.q_width;
   a = Acts{};
   ASSIGN_OR_RETURN(a.x_in, buf_.Get(T_ * D));
   ASSIGN_OR_RETURN(a.h, buf_.Get(T_ * D));
   ASSIGN_OR_RETURN(a.q, buf_.Get(T_ * KD));
   ASSIGN_OR_RETURN(a.k, buf_.Get(T_ * kdpg));
   ASSIGN_OR_RETURN(a.v, buf_.Get(T_ * vdpg));
-  if (c_.use_output_gate) {
+  if (p.output_gate) {
     ASSIGN_OR_RETURN(a.g, buf_.Get(T_ * VD));
   }
-  ASSIGN_OR_RETURN(a.lr, buf_.Get(T_ * c_.gate_low_rank_dim));
+  ASSIGN_OR_RETURN(a.lr, buf_.Get(T_ * p.gate_rank));
   ASSIGN_OR_RETURN(a.gk_pre, buf_.Get(T_ * kdpg));
   ASSIGN_OR_RETURN(a.gk, buf_.Get(T_ * kdpg));
-  if (c_.use_short_conv) {
+  if (p.short_conv) {
     ASSIGN_OR_RETURN(a.qc, buf_.Get(T_ * KD));
     ASSIGN_OR_RETURN(a.kc, buf_.Get(T_ * kdpg));
     ASSIGN_OR_RETURN(a.vc, buf_.Get(T_ * vdpg));
@@ -309,55 +315,49 @@ absl::Status CudaTrainPass::ProjBackward(const float* x, const Weight& w, int la
 
 absl::Status CudaTrainPass::Conv(const float* x, int64_t C, const Weight& wc, float* y) {
   // Every window starts from an empty past: a zero tail per sequence (slot s = sequence s).
-  const int64_t tail = int64_t{c_.conv_size - 1} * C;
+  const int64_t tail = int64_t{m_.plan.conv_size - 1} * C;
   if (tail > 0) GLA_CUDA(cudaMemsetAsync(conv_tail_, 0, static_cast<size_t>(num_seqs_ * tail) * 4, s_));
-  GLA_CUDA(cuda::ShortConvSilu(x, C, cu_seqlens_, num_seqs_, static_cast<int>(T_), C, m_.W(wc), c_.conv_size,
+  GLA_CUDA(cuda::ShortConvSilu(x, C, cu_seqlens_, num_seqs_, static_cast<int>(T_), C, m_.W(wc), m_.plan.conv_size,
                                conv_tail_, tail, 0, slots_, y, C, s_));
   return absl::OkStatus();
 }
 
+GlaRows CudaTrainPass::GlaInputs(const Acts& a, float* o) const {
+  const GlaLayerPlan& p = m_.plan;
+  GlaRows r = p.Rows(p.short_conv ? a.qc : a.q, p.short_conv ? a.kc : a.k, p.short_conv ? a.vc : a.v, 0, a.gk, o);
+  r.q_stride = p.q_width, r.k_stride = p.k_width, r.v_stride = p.v_width;
+  return r;
+}
+
 absl::Status CudaTrainPass::LayerForward(int l, Acts& a, float* x_out) {
   const LayerWeights& w = m_.w->layers[l];
-  const int64_t D = c_.hidden_size, I = c_.intermediate_size, kdpg = c_.key_dim_per_group;
-  const int64_t vdpg = c_.value_dim_per_group;
-  const float eps = static_cast<float>(c_.norm_eps);
+  const GlaLayerPlan& p = m_.plan;
+  const int64_t D = p.hidden, I = p.intermediate, kdpg = p.k_width, vdpg = p.v_width, VD = p.o_width;
+  const float eps = p.eps;
   auto cache = [&](LoraTarget t) -> LoraCache& { return a.lora[static_cast<int>(t)]; };
   GLA_CUDA(cuda::RmsNorm(a.x_in, D, nullptr, m_.W(w.attn_norm), a.h, D, T_, static_cast<int>(D), eps, s_));
-  RETURN_IF_ERROR(ProjForward(a.h, w.q_proj, l, LoraTarget::kQ, cache(LoraTarget::kQ), a.q, c_.key_dim, 0.f));
+  RETURN_IF_ERROR(ProjForward(a.h, w.q_proj, l, LoraTarget::kQ, cache(LoraTarget::kQ), a.q, p.q_width, 0.f));
   RETURN_IF_ERROR(ProjForward(a.h, w.k_proj, l, LoraTarget::kK, cache(LoraTarget::kK), a.k, kdpg, 0.f));
   RETURN_IF_ERROR(ProjForward(a.h, w.v_proj, l, LoraTarget::kV, cache(LoraTarget::kV), a.v, vdpg, 0.f));
-  if (c_.use_output_gate)
-    RETURN_IF_ERROR(ProjForward(a.h, w.g_proj, l, LoraTarget::kG, cache(LoraTarget::kG), a.g, c_.value_dim, 0.f));
-  RETURN_IF_ERROR(
-      ProjForward(a.h, w.gk_proj0, l, LoraTarget::kGk0, cache(LoraTarget::kGk0), a.lr, c_.gate_low_rank_dim, 0.f));
+  if (p.output_gate)
+    RETURN_IF_ERROR(ProjForward(a.h, w.g_proj, l, LoraTarget::kG, cache(LoraTarget::kG), a.g, VD, 0.f));
+  RETURN_IF_ERROR(ProjForward(a.h, w.gk_proj0, l, LoraTarget::kGk0, cache(LoraTarget::kGk0), a.lr, p.gate_rank, 0.f));
   RETURN_IF_ERROR(ProjForward(a.lr, w.gk_proj1, l, LoraTarget::kGk1, cache(LoraTarget::kGk1), a.gk_pre, kdpg, 0.f));
   GLA_CUDA(cudaMemcpyAsync(a.gk, a.gk_pre, static_cast<size_t>(T_ * kdpg) * 4, cudaMemcpyDeviceToDevice, s_));
-  GLA_CUDA(cuda::LogSigmoidGate(a.gk, kdpg, m_.W(w.gk_proj1_bias), T_, kdpg,
-                                static_cast<float>(c_.gate_logit_normalizer), c_.clamp_min.has_value(),
-                                static_cast<float>(c_.clamp_min.value_or(0.0)), s_));
-  const float *q = a.q, *k = a.k, *v = a.v;
-  if (c_.use_short_conv) {
-    RETURN_IF_ERROR(Conv(a.q, c_.key_dim, w.q_conv, a.qc));
+  GLA_CUDA(cuda::LogSigmoidGate(a.gk, kdpg, m_.W(w.gk_proj1_bias), T_, kdpg, p.gate, s_));
+  if (p.short_conv) {
+    RETURN_IF_ERROR(Conv(a.q, p.q_width, w.q_conv, a.qc));
     RETURN_IF_ERROR(Conv(a.k, kdpg, w.k_conv, a.kc));
     RETURN_IF_ERROR(Conv(a.v, vdpg, w.v_conv, a.vc));
-    q = a.qc, k = a.kc, v = a.vc;
   }
-  GlaPrefillCudaParams p;
-  p.q = q, p.q_stride = c_.key_dim;
-  p.k = k, p.k_stride = kdpg;
-  p.v = v, p.v_stride = vdpg;
-  p.g = a.gk, p.g_stride = kdpg;
-  p.o = a.o, p.o_stride = c_.value_dim;
-  p.num_seqs = num_seqs_, p.H = c_.num_heads, p.Hkv = c_.num_kv_heads, p.dk = c_.head_k_dim, p.dv = c_.head_v_dim;
-  p.cu_seqlens = cu_seqlens_;
-  p.slots = nullptr;  // from a zero state; the final state is not kept
-  p.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_k_dim));
-  p.total_tokens = static_cast<int>(T_);
-  p.workspace = gla_ws_, p.workspace_bytes = gla_ws_bytes_;
-  GLA_CUDA(cuda::GlaPrefillChunk(p, s_));
+  // From a zero state (no slots); the final state is not kept.
+  GlaPrefillCudaParams gp = p.PrefillCuda(GlaInputs(a, a.o), num_seqs_, cu_seqlens_, nullptr, 0, nullptr);
+  gp.total_tokens = static_cast<int>(T_);
+  gp.workspace = gla_ws_, gp.workspace_bytes = gla_ws_bytes_;
+  GLA_CUDA(cuda::GlaPrefillChunk(gp, s_));
 
-  GLA_CUDA(cuda::RmsNormSwishGate(a.o, c_.value_dim, c_.use_output_gate ? a.g : nullptr, c_.value_dim,
-                                  m_.W(w.g_norm), a.og, c_.value_dim, T_, c_.num_heads, c_.head_v_dim, eps, s_));
+  GLA_CUDA(cuda::RmsNormSwishGate(a.o, VD, p.output_gate ? a.g : nullptr, VD, m_.W(w.g_norm), a.og, VD, T_, p.heads,
+                                  p.head_v, eps, s_));
   GLA_CUDA(cudaMemcpyAsync(a.x_mid, a.x_in, static_cast<size_t>(T_ * D) * 4, cudaMemcpyDeviceToDevice, s_));
   RETURN_IF_ERROR(ProjForward(a.og, w.o_proj, l, LoraTarget::kO, cache(LoraTarget::kO), a.x_mid, D, 1.f));
   GLA_CUDA(cuda::RmsNorm(a.x_mid, D, nullptr, m_.W(w.mlp_norm), a.h2, D, T_, static_cast<int>(D), eps, s_));
@@ -375,9 +375,9 @@ absl::Status CudaTrainPass::LayerForward(int l, Acts& a, float* x_out) {
 absl::Status CudaTrainPass::LayerBackward(int l, const Acts& a, float* dx) {
   const LayerWeights& w = m_.w->layers[l];
   auto cache = [&](LoraTarget t) -> const LoraCache& { return a.lora[static_cast<int>(t)]; };
-  const int64_t D = c_.hidden_size, I = c_.intermediate_size, kdpg = c_.key_dim_per_group;
-  const int64_t vdpg = c_.value_dim_per_group, VD = c_.value_dim, KD = c_.key_dim;
-  const float eps = static_cast<float>(c_.norm_eps);
+  const GlaLayerPlan& p = m_.plan;
+  const int64_t D = p.hidden, I = p.intermediate, kdpg = p.k_width, vdpg = p.v_width, VD = p.o_width, KD = p.q_width;
+  const float eps = p.eps;
   StepBuffers scratch(m_.pool, s_);
   ASSIGN_OR_RETURN(float* d_act, scratch.Get(T_ * I));
   ASSIGN_OR_RETURN(float* d_gu, scratch.Get(T_ * 2 * I));
@@ -395,46 +395,33 @@ absl::Status CudaTrainPass::LayerBackward(int l, const Acts& a, float* dx) {
   ASSIGN_OR_RETURN(float* d_og, scratch.Get(T_ * VD));
   ASSIGN_OR_RETURN(float* d_o, scratch.Get(T_ * VD));
   float* d_g = nullptr;
-  if (c_.use_output_gate) {
+  if (p.output_gate) {
     ASSIGN_OR_RETURN(d_g, scratch.Get(T_ * VD));
   }
   RETURN_IF_ERROR(ProjBackward(a.og, w.o_proj, l, LoraTarget::kO, cache(LoraTarget::kO), dx, D, d_og, 0.f));
-  GLA_CUDA(cuda::RmsNormSwishGateBackward(a.o, VD, c_.use_output_gate ? a.g : nullptr, VD, m_.W(w.g_norm), d_og, VD,
-                                          d_o, VD, d_g, VD, m_.G(w.g_norm), T_, c_.num_heads, c_.head_v_dim, eps, s_));
+  GLA_CUDA(cuda::RmsNormSwishGateBackward(a.o, VD, p.output_gate ? a.g : nullptr, VD, m_.W(w.g_norm), d_og, VD,
+                                          d_o, VD, d_g, VD, m_.G(w.g_norm), T_, p.heads, p.head_v, eps, s_));
 
   ASSIGN_OR_RETURN(float* dq, scratch.Get(T_ * KD));
   ASSIGN_OR_RETURN(float* dk, scratch.Get(T_ * kdpg));
   ASSIGN_OR_RETURN(float* dv, scratch.Get(T_ * vdpg));
   ASSIGN_OR_RETURN(float* dgk, scratch.Get(T_ * kdpg));
-  GlaBackwardCudaParams p;
-  p.num_seqs = num_seqs_, p.H = c_.num_heads, p.Hkv = c_.num_kv_heads, p.dk = c_.head_k_dim, p.dv = c_.head_v_dim;
-  p.cu_seqlens = cu_seqlens_;
-  p.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_k_dim));
-  p.q = c_.use_short_conv ? a.qc : a.q, p.q_stride = KD;
-  p.k = c_.use_short_conv ? a.kc : a.k, p.k_stride = kdpg;
-  p.v = c_.use_short_conv ? a.vc : a.v, p.v_stride = vdpg;
-  p.g = a.gk, p.g_stride = kdpg;
-  p.d_o = d_o, p.d_o_stride = VD;
-  p.d_q = dq, p.d_q_stride = KD;
-  p.d_k = dk, p.d_k_stride = kdpg;
-  p.d_v = dv, p.d_v_stride = vdpg;
-  p.d_g = dgk, p.d_g_stride = kdpg;
-  p.total_tokens = static_cast<int>(T_);
-  p.workspace = gla_ws_, p.workspace_bytes = gla_ws_bytes_;
-  GLA_CUDA(cuda::GlaBackwardChunk(p, s_));
+  GlaBackwardCudaParams bp = p.BackwardCuda(GlaInputs(a, nullptr), num_seqs_, cu_seqlens_, d_o, dq, dk, dv, dgk);
+  bp.total_tokens = static_cast<int>(T_);
+  bp.workspace = gla_ws_, bp.workspace_bytes = gla_ws_bytes_;
+  GLA_CUDA(cuda::GlaBackwardChunk(bp, s_));
 
   // Forget gate: gk = logsigmoid(gk_proj1(gk_proj0(h)) + b) / normalizer
   ASSIGN_OR_RETURN(float* d_gk_pre, scratch.Get(T_ * kdpg));
-  ASSIGN_OR_RETURN(float* d_lr, scratch.Get(T_ * c_.gate_low_rank_dim));
+  ASSIGN_OR_RETURN(float* d_lr, scratch.Get(T_ * p.gate_rank));
   GLA_CUDA(cuda::LogSigmoidGateBackward(a.gk_pre, kdpg, m_.W(w.gk_proj1_bias), dgk, kdpg, d_gk_pre, kdpg,
-                                        m_.G(w.gk_proj1_bias), T_, kdpg, static_cast<float>(c_.gate_logit_normalizer),
-                                        c_.clamp_min.has_value(), static_cast<float>(c_.clamp_min.value_or(0.0)), s_));
+                                        m_.G(w.gk_proj1_bias), T_, kdpg, p.gate, s_));
   RETURN_IF_ERROR(ProjBackward(a.lr, w.gk_proj1, l, LoraTarget::kGk1, cache(LoraTarget::kGk1), d_gk_pre, kdpg, d_lr, 0.f));
 
-  if (c_.use_short_conv) {  // the GLA gradients are those of the conv outputs: take them back to its inputs
+  if (p.short_conv) {  // the GLA gradients are those of the conv outputs: take them back to its inputs
     ASSIGN_OR_RETURN(float* tmp, scratch.Get(T_ * std::max<int64_t>(KD, vdpg)));
     auto back = [&](const float* x, int64_t C, const Weight& wc, float* d) -> absl::Status {
-      GLA_CUDA(cuda::ShortConvSiluBackward(x, C, cu_seqlens_, num_seqs_, C, m_.W(wc), c_.conv_size, d, C, tmp, C,
+      GLA_CUDA(cuda::ShortConvSiluBackward(x, C, cu_seqlens_, num_seqs_, C, m_.W(wc), p.conv_size, d, C, tmp, C,
                                            m_.G(wc), s_));
       GLA_CUDA(cudaMemcpyAsync(d, tmp, static_cast<size_t>(T_ * C) * 4, cudaMemcpyDeviceToDevice, s_));
       return absl::OkStatus();
@@ -448,10 +435,9 @@ absl::Status CudaTrainPass::LayerBackward(int l, const Acts& a, float* dx) {
   RETURN_IF_ERROR(ProjBackward(a.h, w.q_proj, l, LoraTarget::kQ, cache(LoraTarget::kQ), dq, KD, d_h, 0.f));
   RETURN_IF_ERROR(ProjBackward(a.h, w.k_proj, l, LoraTarget::kK, cache(LoraTarget::kK), dk, kdpg, d_h, 1.f));
   RETURN_IF_ERROR(ProjBackward(a.h, w.v_proj, l, LoraTarget::kV, cache(LoraTarget::kV), dv, vdpg, d_h, 1.f));
-  if (c_.use_output_gate)
+  if (p.output_gate)
     RETURN_IF_ERROR(ProjBackward(a.h, w.g_proj, l, LoraTarget::kG, cache(LoraTarget::kG), d_g, VD, d_h, 1.f));
-  RETURN_IF_ERROR(ProjBackward(a.h, w.gk_proj0, l, LoraTarget::kGk0, cache(LoraTarget::kGk0), d_lr,
-                               c_.gate_low_rank_dim, d_h, 1.f));
+  RETURN_IF_ERROR(ProjBackward(a.h, w.gk_proj0, l, LoraTarget::kGk0, cache(LoraTarget::kGk0), d_lr, p.gate_rank, d_h, 1.f));
   GLA_CUDA(cuda::RmsNormBackward(a.x_in, D, m_.W(w.attn_norm), d_h, D, dx, D, /*accumulate_dx=*/true,
                                  m_.G(w.attn_norm), T_, static_cast<int>(D), eps, s_));
   return absl::OkStatus();
@@ -468,7 +454,7 @@ absl::Status CudaTrainPass::Pause() {
 }
 
 absl::Status CudaTrainPass::CrossEntropy(const float* hf, float grad_scale, float* dhf) {
-  const int64_t D = c_.hidden_size, V = c_.vocab_size;
+  const int64_t D = m_.plan.hidden, V = c_.vocab_size;
   const Weight& lm = m_.w->output_embeddings();
   const int64_t block = std::min(T_, kCrossEntropyRows);
   StepBuffers scratch(m_.pool, s_);
@@ -487,8 +473,8 @@ absl::Status CudaTrainPass::CrossEntropy(const float* hf, float grad_scale, floa
 
 absl::Status CudaTrainPass::Run(float grad_scale) {
   RETURN_IF_ERROR(Setup());
-  const int64_t D = c_.hidden_size;
-  const float eps = static_cast<float>(c_.norm_eps);
+  const int64_t D = m_.plan.hidden;
+  const float eps = m_.plan.eps;
   const int L = c_.num_hidden_layers;
   // Training keeps every layer's activations; evaluation reuses one set.
   std::vector<Acts> acts(backward_ ? L : 1);
@@ -525,11 +511,12 @@ absl::Status CudaTrainPass::Run(float grad_scale) {
 }
 
 int64_t CudaTrainModel::StepBytes(const GlaConfig& c, int64_t tokens, const LoraAdapter* lora) {
-  const int64_t D = c.hidden_size, I = c.intermediate_size, KD = c.key_dim, VD = c.value_dim;
-  const int64_t kdpg = c.key_dim_per_group, vdpg = c.value_dim_per_group, R = c.gate_low_rank_dim;
+  const GlaLayerPlan p(c);
+  const int64_t D = p.hidden, I = p.intermediate, KD = p.q_width, VD = p.o_width;
+  const int64_t kdpg = p.k_width, vdpg = p.v_width, R = p.gate_rank;
   // Floats per token: every layer's activations (AllocActs, and the LoRA caches) ...
-  int64_t layer = 4 * D + KD + 3 * kdpg + vdpg + (c.use_output_gate ? VD : 0) + R + 2 * VD + 3 * I;
-  if (c.use_short_conv) layer += KD + kdpg + vdpg;
+  int64_t layer = 4 * D + KD + 3 * kdpg + vdpg + (p.output_gate ? VD : 0) + R + 2 * VD + 3 * I;
+  if (p.short_conv) layer += KD + kdpg + vdpg;
   int64_t max_r = 0, max_in = 0;
   if (lora != nullptr)
     for (const auto& pairs : lora->layers)
@@ -588,6 +575,7 @@ absl::StatusOr<std::unique_ptr<CudaTrainModel>> CudaTrainModel::Create(int devic
   Impl& m = *model->impl_;
   m.device = device;
   m.c = config;
+  m.plan = GlaLayerPlan(config);
   m.w = &weights;
   m.lora = lora;
   if (lora != nullptr) {

@@ -1,4 +1,4 @@
-#include "engine/cuda_model.h"
+#include "engine/model/cuda_model.h"
 
 #include <cuda_bf16.h>
 
@@ -8,7 +8,6 @@
 #include <numeric>
 #include <utility>
 
-#include "engine/fused_projection.h"
 #include "kernels/activations.h"
 #include "kernels/conv.h"
 #include "kernels/gla.h"
@@ -100,7 +99,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   std::unique_ptr<CudaModel> m(new CudaModel());
   m->config_ = ck.config;
   m->layout_ = StateLayout(ck.config);
-  m->in_proj_ = InProjLayout(ck.config);
+  m->plan_ = GlaLayerPlan(ck.config);
   m->options_ = options;
   m->device_name_ = absl::StrCat(prop.name, " (", prop.totalGlobalMem >> 30, " GiB, sm_", prop.major, prop.minor, ")");
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
@@ -114,7 +113,6 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
 
 absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   const GlaConfig& c = config_;
-  conv_width_ = c.key_dim + c.key_dim_per_group + c.value_dim_per_group;
 
   ModelWeights& w = ck.weights;
   WeightArena arena;
@@ -153,7 +151,7 @@ absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const Offsets& o = off[l];
-    const bool conv = c.use_short_conv;
+    const bool conv = plan_.short_conv;
     layers_[l] = Layer{f32(o.attn_norm), f32(o.gk1), f32(o.gk1_bias), conv ? f32(o.q_conv) : nullptr,
                        conv ? f32(o.k_conv) : nullptr, conv ? f32(o.v_conv) : nullptr, f32(o.g_norm),
                        f32(o.mlp_norm), b16(o.in_proj), b16(o.o_proj), b16(o.gate_up), b16(o.down)};
@@ -164,7 +162,8 @@ absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
 absl::Status CudaModel::AllocateWorkspace() {
   const GlaConfig& c = config_;
   const size_t N = static_cast<size_t>(options_.max_tokens), R = static_cast<size_t>(options_.max_logit_rows);
-  const size_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const GlaLayerPlan& p = plan_;
+  const size_t D = p.hidden, I = p.intermediate, V = c.vocab_size;
   // Inputs of one step: tokens [N] | slots [N] | cu_all [N+1] | cu_prefill [N+1] | row_ids [max(N, R)].
   input_ints_ = N + N + (N + 1) + (N + 1) + std::max(N, R);
   size_t bytes = 0;
@@ -176,24 +175,19 @@ absl::Status CudaModel::AllocateWorkspace() {
   const size_t inputs = take(input_ints_ * sizeof(int32_t));
   const size_t x = take(N * D * sizeof(float));
   const size_t h = take(std::max(N, R) * D * sizeof(__nv_bfloat16));
-  const size_t proj = take(N * in_proj_.width * sizeof(float));
-  const size_t conv = take(c.use_short_conv ? N * conv_width_ * sizeof(float) : 0);
-  const size_t gk = take(N * c.key_dim_per_group * sizeof(float));
-  const size_t o = take(N * c.value_dim * sizeof(float));
-  const size_t og = take(N * c.value_dim * sizeof(__nv_bfloat16));
+  const size_t proj = take(N * p.in_proj.width * sizeof(float));
+  const size_t conv = take(p.short_conv ? N * p.conv_width * sizeof(float) : 0);
+  const size_t gk = take(N * p.k_width * sizeof(float));
+  const size_t o = take(N * p.o_width * sizeof(float));
+  const size_t og = take(N * p.o_width * sizeof(__nv_bfloat16));
   const size_t gu = take(N * 2 * I * sizeof(__nv_bfloat16));
   const size_t act = take(N * I * sizeof(__nv_bfloat16));
   const size_t logits = take(std::max(N, R) * V * sizeof(float));
   // The chunkwise prefill kernel's scratch: its plan depends on how many sequences share a step
   // (few long ones are cut into segments run in parallel), so size it for the largest of them.
   chunk_workspace_bytes_ = 0;
-  if (options_.chunked_prefill && (c.head_k_dim == 64 || c.head_k_dim == 128 || c.head_k_dim == 256) &&
-      c.head_v_dim % 4 == 0) {
-    GlaPrefillCudaParams shape;
-    shape.H = c.num_heads;
-    shape.Hkv = c.num_kv_heads;
-    shape.dk = c.head_k_dim;
-    shape.dv = c.head_v_dim;
+  if (options_.chunked_prefill && (p.head_k == 64 || p.head_k == 128 || p.head_k == 256) && p.head_v % 4 == 0) {
+    GlaPrefillCudaParams shape = p.PrefillCuda(GlaRows{}, 0, nullptr, nullptr, 0, nullptr);
     // Few sequences may be cut into segments (extra state buffers); beyond that the need grows
     // with the count (per-chunk decays), so the largest is at one of the small counts or at N.
     std::vector<int> counts;
@@ -222,7 +216,7 @@ absl::Status CudaModel::AllocateWorkspace() {
   x_ = reinterpret_cast<float*>(base + x);
   h_ = reinterpret_cast<__nv_bfloat16*>(base + h);
   proj_ = reinterpret_cast<float*>(base + proj);
-  conv_ = c.use_short_conv ? reinterpret_cast<float*>(base + conv) : nullptr;
+  conv_ = p.short_conv ? reinterpret_cast<float*>(base + conv) : nullptr;
   gk_ = reinterpret_cast<float*>(base + gk);
   o_ = reinterpret_cast<float*>(base + o);
   og_ = reinterpret_cast<__nv_bfloat16*>(base + og);
@@ -406,128 +400,88 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
 }
 
 absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states) {
-  const GlaConfig& c = config_;
-  const int64_t D = c.hidden_size, I = c.intermediate_size, P = in_proj_.width, Vd = c.value_dim;
-  const float eps = static_cast<float>(c.norm_eps);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_k_dim));
+  const GlaLayerPlan& p = plan_;
+  const InProjLayout& ip = p.in_proj;
+  const int64_t D = p.hidden, I = p.intermediate, P = ip.width, Vd = p.o_width;
   const int prefill_seqs = num_seqs - decode_rows;
+  const bool adapters = !step_adapters_.empty();
 
   GLA_CUDA_RETURN_IF_ERROR(cuda::EmbeddingGather(embeddings_, D, d_tokens_, rows, x_, stream_));
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
     const Layer& w = layers_[l];
-    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), eps, stream_));
+    auto lora = [&](LoraTarget t, const __nv_bfloat16* x, int64_t x_stride, void* y, bool y_bf16, int64_t y_stride) {
+      return adapters ? AddLoraDeltas(l, t, x, x_stride, y, y_bf16, y_stride) : absl::OkStatus();
+    };
+    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
     RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
-    if (!step_adapters_.empty()) {
-      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kQ, h_, D, proj_ + in_proj_.q, false, P));
-      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kK, h_, D, proj_ + in_proj_.k, false, P));
-      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kV, h_, D, proj_ + in_proj_.v, false, P));
-      if (c.use_output_gate) RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kG, h_, D, proj_ + in_proj_.g, false, P));
-      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kGk0, h_, D, proj_ + in_proj_.r, false, P));
-    }
+    RETURN_IF_ERROR(lora(LoraTarget::kQ, h_, D, proj_ + ip.q, false, P));
+    RETURN_IF_ERROR(lora(LoraTarget::kK, h_, D, proj_ + ip.k, false, P));
+    RETURN_IF_ERROR(lora(LoraTarget::kV, h_, D, proj_ + ip.v, false, P));
+    if (p.output_gate) RETURN_IF_ERROR(lora(LoraTarget::kG, h_, D, proj_ + ip.g, false, P));
+    RETURN_IF_ERROR(lora(LoraTarget::kGk0, h_, D, proj_ + ip.r, false, P));
 
-    const float *q = proj_ + in_proj_.q, *k = proj_ + in_proj_.k, *v = proj_ + in_proj_.v;
-    int64_t qkv_stride = P;
-    if (c.use_short_conv) {
+    GlaRows gla_rows = p.Rows(proj_ + ip.q, proj_ + ip.k, proj_ + ip.v, P, gk_, o_);
+    if (p.short_conv) {
       struct Part {
         int64_t src, dst, width, tail;
         const float* w;
       };
-      const Part parts[] = {{in_proj_.q, 0, c.key_dim, layout_.q_tail_offset(l), w.q_conv},
-                            {in_proj_.k, c.key_dim, c.key_dim_per_group, layout_.k_tail_offset(l), w.k_conv},
-                            {in_proj_.v, c.key_dim + c.key_dim_per_group, c.value_dim_per_group, layout_.v_tail_offset(l),
-                             w.v_conv}};
-      for (const Part& p : parts)
-        GLA_CUDA_RETURN_IF_ERROR(cuda::ShortConvSilu(proj_ + p.src, P, d_cu_all_, num_seqs, rows, p.width, p.w,
-                                                     c.conv_size, states.base, states.slot_stride, p.tail, d_slots_,
-                                                     conv_ + p.dst, conv_width_, stream_));
-      q = conv_;
-      k = conv_ + c.key_dim;
-      v = conv_ + c.key_dim + c.key_dim_per_group;
-      qkv_stride = conv_width_;
+      const Part parts[] = {{ip.q, 0, p.q_width, layout_.q_tail_offset(l), w.q_conv},
+                            {ip.k, p.q_width, p.k_width, layout_.k_tail_offset(l), w.k_conv},
+                            {ip.v, p.q_width + p.k_width, p.v_width, layout_.v_tail_offset(l), w.v_conv}};
+      for (const Part& part : parts)
+        GLA_CUDA_RETURN_IF_ERROR(cuda::ShortConvSilu(proj_ + part.src, P, d_cu_all_, num_seqs, rows, part.width, part.w,
+                                                     p.conv_size, states.base, states.slot_stride, part.tail, d_slots_,
+                                                     conv_ + part.dst, p.conv_width, stream_));
+      gla_rows = p.Rows(conv_, conv_ + p.q_width, conv_ + p.q_width + p.k_width, p.conv_width, gk_, o_);
     }
 
-    // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer: the second factor in fp32, fused with the gate.
-    GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + in_proj_.r, P, w.gk1, c.gate_low_rank_dim, w.gk1_bias, gk_,
-                                               c.key_dim_per_group, rows, c.key_dim_per_group,
-                                               static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
-                                               static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
+    // gk = gate(h Wgk0^T Wgk1^T + b): the second factor in fp32, fused with the gate.
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + ip.r, P, w.gk1, p.gate_rank, w.gk1_bias, gk_, p.k_width, rows,
+                                               p.k_width, p.gate, stream_));
     for (const AdapterRows& ar : step_adapters_) {  // gk_proj.1 adapted: the gate again, merged factor
       const float* merged = ar.adapter->gk1[l];
       if (merged == nullptr) continue;
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(
-          proj_ + int64_t{ar.row0} * P + in_proj_.r, P, merged, c.gate_low_rank_dim, w.gk1_bias,
-          gk_ + int64_t{ar.row0} * c.key_dim_per_group, c.key_dim_per_group, ar.rows, c.key_dim_per_group,
-          static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
-          static_cast<float>(c.clamp_min.value_or(0.0)), stream_));
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + int64_t{ar.row0} * P + ip.r, P, merged, p.gate_rank,
+                                                 w.gk1_bias, gk_ + int64_t{ar.row0} * p.k_width, p.k_width, ar.rows,
+                                                 p.k_width, p.gate, stream_));
     }
 
     float* layer_states = states.base + layout_.S_offset(l);
-    if (decode_rows > 0) {
-      GlaDecodeCudaParams p;
-      p.q = q; p.q_stride = qkv_stride;
-      p.k = k; p.k_stride = qkv_stride;
-      p.v = v; p.v_stride = qkv_stride;
-      p.g = gk_; p.g_stride = c.key_dim_per_group;
-      p.o = o_; p.o_stride = Vd;
-      p.N = decode_rows;
-      p.H = c.num_heads;
-      p.Hkv = c.num_kv_heads;
-      p.dk = c.head_k_dim;
-      p.dv = c.head_v_dim;
-      p.state_base = layer_states;
-      p.slot_stride = states.slot_stride;
-      p.slots = d_slots_;
-      p.scale = scale;
-      GLA_CUDA_RETURN_IF_ERROR(cuda::GlaDecodeStep(p, stream_));
-    }
+    if (decode_rows > 0)
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::GlaDecodeStep(p.DecodeCuda(gla_rows, decode_rows, layer_states, states.slot_stride, d_slots_), stream_));
     if (prefill_seqs > 0) {
-      const int64_t r0 = decode_rows;
-      GlaPrefillCudaParams p;
-      p.q = q + r0 * qkv_stride; p.q_stride = qkv_stride;
-      p.k = k + r0 * qkv_stride; p.k_stride = qkv_stride;
-      p.v = v + r0 * qkv_stride; p.v_stride = qkv_stride;
-      p.g = gk_ + r0 * c.key_dim_per_group; p.g_stride = c.key_dim_per_group;
-      p.o = o_ + r0 * Vd; p.o_stride = Vd;
-      p.num_seqs = prefill_seqs;
-      p.H = c.num_heads;
-      p.Hkv = c.num_kv_heads;
-      p.dk = c.head_k_dim;
-      p.dv = c.head_v_dim;
-      p.cu_seqlens = d_cu_prefill_;
-      p.state_base = layer_states;
-      p.slot_stride = states.slot_stride;
-      p.slots = d_slots_ + decode_rows;
-      p.scale = scale;
+      GlaPrefillCudaParams pp = p.PrefillCuda(GlaLayerPlan::From(gla_rows, decode_rows), prefill_seqs, d_cu_prefill_,
+                                              layer_states, states.slot_stride, d_slots_ + decode_rows);
       if (chunk_workspace_bytes_ > 0) {
-        p.total_tokens = rows - decode_rows;
-        p.workspace = chunk_workspace_;
-        p.workspace_bytes = chunk_workspace_bytes_;
-        GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillChunk(p, stream_));
+        pp.total_tokens = rows - decode_rows;
+        pp.workspace = chunk_workspace_;
+        pp.workspace_bytes = chunk_workspace_bytes_;
+        GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillChunk(pp, stream_));
       } else {
-        GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillRecurrent(p, stream_));
+        GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillRecurrent(pp, stream_));
       }
     }
 
-    const float* gate = c.use_output_gate ? proj_ + in_proj_.g : nullptr;
-    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, c.num_heads, c.head_v_dim,
-                                                    eps, stream_));
+    const float* gate = p.output_gate ? proj_ + ip.g : nullptr;
+    GLA_CUDA_RETURN_IF_ERROR(
+        cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, p.heads, p.head_v, p.eps, stream_));
     RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
-    if (!step_adapters_.empty()) RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kO, og_, Vd, x_, false, D));
+    RETURN_IF_ERROR(lora(LoraTarget::kO, og_, Vd, x_, false, D));
 
-    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), eps, stream_));
+    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
     RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
-    if (!step_adapters_.empty()) {
-      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
-      RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kUp, h_, D, gate_up_ + I, true, 2 * I));
-    }
+    RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
+    RETURN_IF_ERROR(lora(LoraTarget::kUp, h_, D, gate_up_ + I, true, 2 * I));
     GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
     RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
-    if (!step_adapters_.empty()) RETURN_IF_ERROR(AddLoraDeltas(l, LoraTarget::kDown, act_, I, x_, false, D));
+    RETURN_IF_ERROR(lora(LoraTarget::kDown, act_, I, x_, false, D));
   }
   if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(
-        cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), eps, stream_));
-    RETURN_IF_ERROR(Project(h_, D, lm_head_, c.vocab_size, D, logits_, false, c.vocab_size, logit_rows, 0.0f));
+        cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), p.eps, stream_));
+    RETURN_IF_ERROR(Project(h_, D, lm_head_, config_.vocab_size, D, logits_, false, config_.vocab_size, logit_rows, 0.0f));
   }
   return absl::OkStatus();
 }
@@ -573,7 +527,7 @@ absl::StatusOr<const CudaModel::DeviceAdapter*> CudaModel::UseAdapter(const std:
     return absl::InvalidArgumentError(
         absl::StrCat("the adapter has ", a->layers.size(), " layers; the model has ", c.num_hidden_layers));
   const float scale = static_cast<float>(a->config.scale());
-  const int64_t n = c.key_dim_per_group, rank = c.gate_low_rank_dim;
+  const int64_t n = plan_.k_width, rank = plan_.gate_rank;
   // Plan: bf16 A and scale * B per pair, one merged fp32 gate factor per layer with gk_proj.1.
   struct Piece {
     int l, t;

@@ -29,7 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/cuda_util.h"
-#include "engine/fused_projection.h"
+#include "engine/model/layer_plan.h"
 #include "engine/sequence_state.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
@@ -139,8 +139,7 @@ class CudaModel {
   std::vector<Layer> layers_;
   const __nv_bfloat16 *embeddings_ = nullptr, *lm_head_ = nullptr;
   const float* final_norm_ = nullptr;
-  InProjLayout in_proj_{GlaConfig{}};  // columns of the fused input projection
-  int64_t conv_width_ = 0;
+  GlaLayerPlan plan_{GlaConfig{}};  // the layer's shapes, constants and kernel params (layer_plan.h)
 
   // Workspace: activations for max_tokens rows, the step's inputs, logits, cuBLAS workspace.
   DeviceMemory workspace_, cublas_workspace_;

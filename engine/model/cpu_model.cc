@@ -1,10 +1,9 @@
-#include "engine/cpu_model.h"
+#include "engine/model/cpu_model.h"
 
 #include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/fused_projection.h"
 #include "kernels/activations.h"
 #include "kernels/conv.h"
 #include "kernels/gla.h"
@@ -27,7 +26,7 @@ struct CpuModel::Workspace {
 };
 
 CpuModel::CpuModel(Checkpoint ck, const CpuModelOptions& options)
-    : ck_(std::move(ck)), options_(options), layout_(ck_.config), in_proj_(ck_.config) {}
+    : ck_(std::move(ck)), options_(options), layout_(ck_.config), plan_(ck_.config) {}
 
 absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Load(const std::string& dir, const CpuModelOptions& options) {
   ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(dir));
@@ -50,13 +49,13 @@ void CpuModel::FuseWeights() {
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = ck_.weights.layers[l];
     FusedLayer& f = fused_[l];
-    f.in_proj.reserve(static_cast<size_t>(in_proj_.width) * c.hidden_size);
+    f.in_proj.reserve(static_cast<size_t>(plan_.in_proj.width) * plan_.hidden);
     AppendRows(f.in_proj, w.q_proj);
     AppendRows(f.in_proj, w.k_proj);
     AppendRows(f.in_proj, w.v_proj);
-    if (c.use_output_gate) AppendRows(f.in_proj, w.g_proj);
+    if (plan_.output_gate) AppendRows(f.in_proj, w.g_proj);
     AppendRows(f.in_proj, w.gk_proj0);
-    f.gate_up.reserve(static_cast<size_t>(2) * c.intermediate_size * c.hidden_size);
+    f.gate_up.reserve(static_cast<size_t>(2) * plan_.intermediate * plan_.hidden);
     AppendRows(f.gate_up, w.gate_proj);
     AppendRows(f.gate_up, w.up_proj);
   }
@@ -85,129 +84,80 @@ void CpuModel::AddLoraDeltas(int layer, LoraTarget t, std::span<const Segment> s
 SequenceState CpuModel::NewState() const { return SequenceState{std::vector<float>(layout_.floats(), 0.0f)}; }
 
 void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vector<int64_t>& offsets, Workspace& ws) {
-  const GlaConfig& c = ck_.config;
+  const GlaLayerPlan& p = plan_;
+  const InProjLayout& ip = p.in_proj;
   const LayerWeights& w = ck_.weights.layers[l];
   const FusedLayer& f = fused_[l];
-  const int64_t N = ws.N, D = c.hidden_size, I = c.intermediate_size;
-  const float eps = static_cast<float>(c.norm_eps);
+  const int64_t N = ws.N, D = p.hidden, I = p.intermediate, P = ip.width;
   bool has_adapters = false;
   for (const Segment& seg : segments) has_adapters |= seg.adapter != nullptr;
+  auto lora = [&](LoraTarget t, const float* x, int64_t x_stride, float* y, int64_t y_stride) {
+    if (has_adapters) AddLoraDeltas(l, t, segments, offsets, x, x_stride, y, y_stride);
+  };
 
   // h = RMSNorm(x) w_attn;  proj = h [Wq; Wk; Wv; Wg; Wgk0]^T
-  cpu::RmsNorm(ws.x.data(), D, w.attn_norm.data.data(), ws.h.data(), D, N, D, eps);
-  cpu::Linear(ws.h.data(), D, f.in_proj.data(), in_proj_.width, D, ws.proj.data(), in_proj_.width, N);
-  if (has_adapters) {
-    float* proj = ws.proj.data();
-    const int64_t pw = in_proj_.width;
-    AddLoraDeltas(l, LoraTarget::kQ, segments, offsets, ws.h.data(), D, proj + in_proj_.q, pw);
-    AddLoraDeltas(l, LoraTarget::kK, segments, offsets, ws.h.data(), D, proj + in_proj_.k, pw);
-    AddLoraDeltas(l, LoraTarget::kV, segments, offsets, ws.h.data(), D, proj + in_proj_.v, pw);
-    if (c.use_output_gate) AddLoraDeltas(l, LoraTarget::kG, segments, offsets, ws.h.data(), D, proj + in_proj_.g, pw);
-    AddLoraDeltas(l, LoraTarget::kGk0, segments, offsets, ws.h.data(), D, proj + in_proj_.r, pw);
-  }
+  cpu::RmsNorm(ws.x.data(), D, w.attn_norm.data.data(), ws.h.data(), D, N, D, p.eps);
+  cpu::Linear(ws.h.data(), D, f.in_proj.data(), P, D, ws.proj.data(), P, N);
+  float* proj = ws.proj.data();
+  lora(LoraTarget::kQ, ws.h.data(), D, proj + ip.q, P);
+  lora(LoraTarget::kK, ws.h.data(), D, proj + ip.k, P);
+  lora(LoraTarget::kV, ws.h.data(), D, proj + ip.v, P);
+  if (p.output_gate) lora(LoraTarget::kG, ws.h.data(), D, proj + ip.g, P);
+  lora(LoraTarget::kGk0, ws.h.data(), D, proj + ip.r, P);
+
+  // gk = gate(h Wgk0^T Wgk1^T + b): the low-rank forget gate.
+  cpu::Linear(proj + ip.r, P, w.gk_proj1.data.data(), p.k_width, p.gate_rank, ws.gk.data(), p.k_width, N);
+  lora(LoraTarget::kGk1, proj + ip.r, P, ws.gk.data(), p.k_width);
+  cpu::LogSigmoidGate(ws.gk.data(), p.k_width, w.gk_proj1_bias.data.data(), N, p.k_width, p.gate);
 
   // q, k, v come straight from proj, or through the short conv (per sequence: it has history).
-  const float* q = ws.proj.data() + in_proj_.q;
-  const float* k = ws.proj.data() + in_proj_.k;
-  const float* v = ws.proj.data() + in_proj_.v;
-  int64_t qkv_stride = in_proj_.width;
-  if (c.use_short_conv) {
-    const int64_t cw = c.key_dim + c.key_dim_per_group + c.value_dim_per_group;
+  GlaRows rows = p.Rows(proj + ip.q, proj + ip.k, proj + ip.v, P, ws.gk.data(), ws.o.data());
+  if (p.short_conv) {
+    float* conv = ws.conv.data();
     for (size_t s = 0; s < segments.size(); ++s) {
       const int64_t r0 = offsets[s], T = static_cast<int64_t>(segments[s].tokens.size());
       float* st = segments[s].state;
-      const float* src = ws.proj.data() + r0 * in_proj_.width;
-      float* dst = ws.conv.data() + r0 * cw;
-      cpu::ShortConvSilu(src + in_proj_.q, in_proj_.width, T, c.key_dim, w.q_conv.data.data(), c.conv_size,
-                         layout_.q_tail(st, l), dst, cw);
-      cpu::ShortConvSilu(src + in_proj_.k, in_proj_.width, T, c.key_dim_per_group, w.k_conv.data.data(), c.conv_size,
-                         layout_.k_tail(st, l), dst + c.key_dim, cw);
-      cpu::ShortConvSilu(src + in_proj_.v, in_proj_.width, T, c.value_dim_per_group, w.v_conv.data.data(), c.conv_size,
-                         layout_.v_tail(st, l), dst + c.key_dim + c.key_dim_per_group, cw);
+      const float* src = proj + r0 * P;
+      float* dst = conv + r0 * p.conv_width;
+      cpu::ShortConvSilu(src + ip.q, P, T, p.q_width, w.q_conv.data.data(), p.conv_size, layout_.q_tail(st, l), dst,
+                         p.conv_width);
+      cpu::ShortConvSilu(src + ip.k, P, T, p.k_width, w.k_conv.data.data(), p.conv_size, layout_.k_tail(st, l),
+                         dst + p.q_width, p.conv_width);
+      cpu::ShortConvSilu(src + ip.v, P, T, p.v_width, w.v_conv.data.data(), p.conv_size, layout_.v_tail(st, l),
+                         dst + p.q_width + p.k_width, p.conv_width);
     }
-    q = ws.conv.data();
-    k = q + c.key_dim;
-    v = k + c.key_dim_per_group;
-    qkv_stride = cw;
+    rows = p.Rows(conv, conv + p.q_width, conv + p.q_width + p.k_width, p.conv_width, ws.gk.data(), ws.o.data());
   }
 
-  // gk = logsigmoid(h Wgk0^T Wgk1^T + b) / normalizer (clamped): the low-rank forget gate.
-  cpu::Linear(ws.proj.data() + in_proj_.r, in_proj_.width, w.gk_proj1.data.data(), c.key_dim_per_group, c.gate_low_rank_dim,
-              ws.gk.data(), c.key_dim_per_group, N);
-  if (has_adapters)
-    AddLoraDeltas(l, LoraTarget::kGk1, segments, offsets, ws.proj.data() + in_proj_.r, in_proj_.width, ws.gk.data(),
-                  c.key_dim_per_group);
-  cpu::LogSigmoidGate(ws.gk.data(), c.key_dim_per_group, w.gk_proj1_bias.data.data(), N, c.key_dim_per_group,
-                      static_cast<float>(c.gate_logit_normalizer), c.clamp_min.has_value(),
-                      static_cast<float>(c.clamp_min.value_or(0.0)));
-
-  // The GLA operator: multi-token segments in their prefill form, single tokens in one batched step.
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_k_dim));
-  std::vector<int64_t> decode_rows;
-  std::vector<float*> decode_states;
+  // The GLA operator: multi-token segments in their prefill form, single tokens one decode step
+  // each (in a mixed pack their rows are not contiguous).
   for (size_t s = 0; s < segments.size(); ++s) {
     const int64_t r0 = offsets[s], T = static_cast<int64_t>(segments[s].tokens.size());
     float* S = layout_.S(segments[s].state, l);
     if (T == 1) {
-      decode_rows.push_back(r0);
-      decode_states.push_back(S);
+      cpu::GlaDecodeStep(p.Decode(GlaLayerPlan::From(rows, r0), 1, &S));
       continue;
     }
-    GlaSeqParams p;
-    p.T = static_cast<int>(T);
-    p.H = c.num_heads;
-    p.Hkv = c.num_kv_heads;
-    p.dk = c.head_k_dim;
-    p.dv = c.head_v_dim;
-    p.q = q + r0 * qkv_stride;
-    p.k = k + r0 * qkv_stride;
-    p.v = v + r0 * qkv_stride;
-    p.q_stride = p.k_stride = p.v_stride = qkv_stride;
-    p.g = ws.gk.data() + r0 * c.key_dim_per_group;
-    p.g_stride = c.key_dim_per_group;
-    p.o = ws.o.data() + r0 * c.value_dim;
-    p.o_stride = c.value_dim;
-    p.state = S;
-    p.scale = scale;
-    if (options_.gla_form == CpuModelOptions::GlaForm::kRecurrent) cpu::GlaRecurrentNaive(p);
-    else cpu::GlaChunkwise(p, options_.chunk, options_.sub_chunk);  // sizes checked at load
-  }
-  // Single tokens: one decode step each (in a mixed pack their rows are not contiguous).
-  for (size_t i = 0; i < decode_rows.size(); ++i) {
-    const int64_t r = decode_rows[i];
-    GlaDecodeParams p;
-    p.N = 1;
-    p.H = c.num_heads;
-    p.Hkv = c.num_kv_heads;
-    p.dk = c.head_k_dim;
-    p.dv = c.head_v_dim;
-    p.q = q + r * qkv_stride;
-    p.k = k + r * qkv_stride;
-    p.v = v + r * qkv_stride;
-    p.g = ws.gk.data() + r * c.key_dim_per_group;
-    p.o = ws.o.data() + r * c.value_dim;
-    p.states = &decode_states[i];
-    p.scale = scale;
-    cpu::GlaDecodeStep(p);
+    const GlaSeqParams seq = p.Seq(GlaLayerPlan::From(rows, r0), static_cast<int>(T), S);
+    if (options_.gla_form == CpuModelOptions::GlaForm::kRecurrent) cpu::GlaRecurrentNaive(seq);
+    else cpu::GlaChunkwise(seq, options_.chunk, options_.sub_chunk);  // sizes checked at load
   }
 
   // o = RMSNorm_head(o) w_gnorm * swish(g);  x += o Wo^T
-  const float* gate = c.use_output_gate ? ws.proj.data() + in_proj_.g : nullptr;
-  cpu::RmsNormSwishGate(ws.o.data(), c.value_dim, gate, in_proj_.width, w.g_norm.data.data(), ws.og.data(), c.value_dim, N,
-                        c.num_heads, c.head_v_dim, eps);
-  cpu::Linear(ws.og.data(), c.value_dim, w.o_proj.data.data(), D, c.value_dim, ws.x.data(), D, N, /*beta=*/1.0f);
-  if (has_adapters) AddLoraDeltas(l, LoraTarget::kO, segments, offsets, ws.og.data(), c.value_dim, ws.x.data(), D);
+  const float* gate = p.output_gate ? proj + ip.g : nullptr;
+  cpu::RmsNormSwishGate(ws.o.data(), p.o_width, gate, P, w.g_norm.data.data(), ws.og.data(), p.o_width, N, p.heads,
+                        p.head_v, p.eps);
+  cpu::Linear(ws.og.data(), p.o_width, w.o_proj.data.data(), D, p.o_width, ws.x.data(), D, N, /*beta=*/1.0f);
+  lora(LoraTarget::kO, ws.og.data(), p.o_width, ws.x.data(), D);
 
   // x += Wdown( silu(Wgate h') * Wup h' ),  h' = RMSNorm(x) w_mlp
-  cpu::RmsNorm(ws.x.data(), D, w.mlp_norm.data.data(), ws.h.data(), D, N, D, eps);
+  cpu::RmsNorm(ws.x.data(), D, w.mlp_norm.data.data(), ws.h.data(), D, N, D, p.eps);
   cpu::Linear(ws.h.data(), D, f.gate_up.data(), 2 * I, D, ws.gate_up.data(), 2 * I, N);
-  if (has_adapters) {
-    AddLoraDeltas(l, LoraTarget::kGate, segments, offsets, ws.h.data(), D, ws.gate_up.data(), 2 * I);
-    AddLoraDeltas(l, LoraTarget::kUp, segments, offsets, ws.h.data(), D, ws.gate_up.data() + I, 2 * I);
-  }
+  lora(LoraTarget::kGate, ws.h.data(), D, ws.gate_up.data(), 2 * I);
+  lora(LoraTarget::kUp, ws.h.data(), D, ws.gate_up.data() + I, 2 * I);
   cpu::SwiGlu(ws.gate_up.data(), 2 * I, ws.act.data(), I, N, I);
   cpu::Linear(ws.act.data(), I, w.down_proj.data.data(), D, I, ws.x.data(), D, N, /*beta=*/1.0f);
-  if (has_adapters) AddLoraDeltas(l, LoraTarget::kDown, segments, offsets, ws.act.data(), I, ws.x.data(), D);
+  lora(LoraTarget::kDown, ws.act.data(), I, ws.x.data(), D);
 }
 
 absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<float>* logits) {
@@ -234,16 +184,16 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
         return absl::InvalidArgumentError(absl::StrCat("segments ", a, " and ", b, " share one state"));
   if (N == 0) return absl::OkStatus();
 
-  const int64_t D = c.hidden_size, I = c.intermediate_size;
+  const int64_t D = plan_.hidden, I = plan_.intermediate;
   Workspace ws;
   ws.N = N;
   ws.x.resize(N * D);
   ws.h.resize(N * D);
-  ws.proj.resize(N * in_proj_.width);
-  if (c.use_short_conv) ws.conv.resize(N * (c.key_dim + c.key_dim_per_group + c.value_dim_per_group));
-  ws.gk.resize(N * c.key_dim_per_group);
-  ws.o.resize(N * c.value_dim);
-  ws.og.resize(N * c.value_dim);
+  ws.proj.resize(N * plan_.in_proj.width);
+  if (plan_.short_conv) ws.conv.resize(N * plan_.conv_width);
+  ws.gk.resize(N * plan_.k_width);
+  ws.o.resize(N * plan_.o_width);
+  ws.og.resize(N * plan_.o_width);
   ws.gate_up.resize(N * 2 * I);
   ws.act.resize(N * I);
 
@@ -261,7 +211,7 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
     rows.insert(rows.end(), ws.x.begin() + (offsets[s] + first) * D, ws.x.begin() + (offsets[s] + T) * D);
     R += T - first;
   }
-  cpu::RmsNorm(rows.data(), D, ck_.weights.norm.data.data(), rows.data(), D, R, D, static_cast<float>(c.norm_eps));
+  cpu::RmsNorm(rows.data(), D, ck_.weights.norm.data.data(), rows.data(), D, R, D, plan_.eps);
   const size_t base = logits->size();
   logits->resize(base + static_cast<size_t>(R) * c.vocab_size);
   cpu::Linear(rows.data(), D, ck_.weights.output_embeddings().data.data(), c.vocab_size, D, logits->data() + base,
