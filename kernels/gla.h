@@ -130,19 +130,12 @@ struct GlaPrefillCudaParams : GlaRows {
 // GlaPrefillCudaParams; states are [num_seqs, H, dk, dv] arrays (no pool slots: training owns them).
 // Per sequence it equals cpu::GlaBackwardNaive: GQA gradients of k, v, g are summed over the heads
 // of a group. The forward's output o is not needed (nor read).
-struct GlaBackwardCudaParams {
-  int num_seqs = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
-  const int32_t* cu_seqlens = nullptr;  // [num_seqs + 1] device array
-  float scale = 1.0f;
-  // Forward inputs, fp32 rows: q [T, H, dk], k and g [T, Hkv, dk], v [T, Hkv, dv].
-  const float* q = nullptr;
-  int64_t q_stride = 0;
-  const float* k = nullptr;
-  int64_t k_stride = 0;
-  const float* v = nullptr;
-  int64_t v_stride = 0;
-  const float* g = nullptr;
-  int64_t g_stride = 0;
+struct GlaBackwardCudaParams : GlaPrefillCudaParams {
+  // From the forward's params (the base): the input rows q [T, H, dk], k and g [T, Hkv, dk],
+  // v [T, Hkv, dv] (o is not used), num_seqs, heads, cu_seqlens, scale; and total_tokens (a host
+  // copy of cu_seqlens[num_seqs], or an upper bound) with a device workspace of at least
+  // GlaBackwardChunkWorkspaceBytes(*this, total_tokens) bytes, 256-byte aligned. state_base,
+  // slot_stride and slots are not used: training owns its states (h0 below).
   const float* h0 = nullptr;  // [num_seqs, H, dk, dv] initial states; nullptr = zero
   // Upstream gradients.
   const float* d_o = nullptr;  // [T, H, dv]
@@ -158,11 +151,6 @@ struct GlaBackwardCudaParams {
   float* d_g = nullptr;  // [T, Hkv, dk]  gradient of the log forget gate
   int64_t d_g_stride = 0;
   float* d_h0 = nullptr;  // [num_seqs, H, dk, dv]; nullptr = not wanted
-  // A host copy of cu_seqlens[num_seqs] (or an upper bound), and a device workspace of at least
-  // GlaBackwardChunkWorkspaceBytes(*this, total_tokens) bytes, 256-byte aligned.
-  int total_tokens = 0;
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
   // A training step's shortcut: true when the last GlaPrefillChunk on this workspace ran on the same
   // q, k, g, cu_seqlens, H, Hkv, dk, scale and total_tokens (the step's forward). Both plans begin
   // with the prep's outputs (bf16 gated q/k, the intra-chunk matrix, the chunk decays), so the

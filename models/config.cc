@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "models/excerpt.h"
 #include "models/status_macros.h"
+#include "models/json_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace gla {
@@ -15,78 +16,8 @@ namespace gla {
 namespace {
 
 using json = nlohmann::json;
-
-// Largest size or width a config may give (FieldReader::Int's bound).
-constexpr int64_t kMaxDim = int64_t{1} << 30;
-
-// Reads typed fields of one JSON object; every error names the file and the field.
-class FieldReader {
- public:
-  FieldReader(const json& j, const std::string& source) : j_(j), source_(source) {}
-
-  absl::Status Error(absl::string_view field, absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(source_, ": field '", field, "' ", what));
-  }
-  const json* Get(absl::string_view field) const {
-    auto it = j_.find(std::string(field));
-    return (it == j_.end() || it->is_null()) ? nullptr : &*it;
-  }
-  absl::Status Int(absl::string_view field, int* out, int min_value) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    if (!v->is_number_integer()) return Error(field, "must be an integer");
-    const int64_t x = v->get<int64_t>();
-    if (x < min_value || x > kMaxDim) return Error(field, absl::StrCat("= ", x, " is out of range"));
-    *out = static_cast<int>(x);
-    return absl::OkStatus();
-  }
-  absl::Status OptInt(absl::string_view field, std::optional<int>* out) const {
-    if (Get(field) == nullptr) return absl::OkStatus();
-    int x = 0;
-    RETURN_IF_ERROR(Int(field, &x, 0));
-    *out = x;
-    return absl::OkStatus();
-  }
-  absl::Status Double(absl::string_view field, double* out) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    if (!v->is_number()) return Error(field, "must be a number");
-    *out = v->get<double>();
-    if (!std::isfinite(*out)) return Error(field, "must be finite");
-    return absl::OkStatus();
-  }
-  absl::Status Bool(absl::string_view field, bool* out) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    if (!v->is_boolean()) return Error(field, "must be true or false");
-    *out = v->get<bool>();
-    return absl::OkStatus();
-  }
-  // Options that change the computation in ways we do not implement: refuse unless at `ok`.
-  absl::Status RefuseUnlessNull(absl::string_view field) const {
-    if (Get(field) != nullptr)
-      return Error(field, absl::StrCat("= ", Excerpt(Get(field)->dump()), " is not supported (only null)"));
-    return absl::OkStatus();
-  }
-  absl::Status RefuseUnlessBool(absl::string_view field, bool ok) const {
-    bool v = ok;
-    RETURN_IF_ERROR(Bool(field, &v));
-    if (v != ok) return Error(field, absl::StrCat("= ", v ? "true" : "false", " is not supported"));
-    return absl::OkStatus();
-  }
-  absl::Status RefuseUnlessString(absl::string_view field, std::initializer_list<absl::string_view> ok) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    if (!v->is_string()) return Error(field, "must be a string");
-    for (auto s : ok)
-      if (v->get<std::string>() == s) return absl::OkStatus();
-    return Error(field, absl::StrCat("= \"", v->get<std::string>(), "\" is not supported"));
-  }
-
- private:
-  const json& j_;
-  const std::string& source_;
-};
+using FieldReader = JsonFields;  // config.json's fields (models/json_fields.h)
+constexpr int64_t kMaxDim = JsonFields::kMaxDim;  // largest size or width a config may give
 
 }  // namespace
 

@@ -15,6 +15,7 @@
 #include "models/file_io.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
+#include "models/json_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace gla {
@@ -73,90 +74,8 @@ bool TransformsLayer(const LoraConfig& c, int layer) {
          std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), layer) != c.layers_to_transform.end();
 }
 
-// Reads the fields of adapter_config.json; every error names the file and the field. Absent and
-// null fields are the same, as in PEFT (which writes null for options left unset).
-class FieldReader {
- public:
-  FieldReader(const json& j, const std::string& path) : j_(j), path_(path) {}
-
-  absl::Status Error(absl::string_view field, absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": field '", field, "' ", what));
-  }
-  const json* Get(absl::string_view field) const {
-    auto it = j_.find(std::string(field));
-    return (it == j_.end() || it->is_null()) ? nullptr : &*it;
-  }
-  const json* Require(absl::string_view field, absl::Status* status) const {
-    const json* v = Get(field);
-    if (v == nullptr) *status = Error(field, "is missing");
-    return v;
-  }
-  absl::Status Bool(absl::string_view field, bool* out) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    if (!v->is_boolean()) return Error(field, "must be true or false");
-    *out = v->get<bool>();
-    return absl::OkStatus();
-  }
-  absl::Status String(absl::string_view field, std::string* out) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    if (!v->is_string()) return Error(field, "must be a string");
-    *out = v->get<std::string>();
-    return absl::OkStatus();
-  }
-  // A string field that must be one of `ok` when present (and must be present when `required`).
-  absl::Status RefuseUnlessString(absl::string_view field, std::initializer_list<absl::string_view> ok,
-                                  bool required) const {
-    const json* v = Get(field);
-    if (v == nullptr) return required ? Error(field, "is missing") : absl::OkStatus();
-    for (absl::string_view s : ok)
-      if (v->is_string() && v->get<std::string>() == s) return absl::OkStatus();
-    return Error(field, absl::StrCat("= ", Excerpt(v->dump()), " is not supported (only \"", absl::StrJoin(ok, "\", \""), "\")"));
-  }
-  absl::Status RefuseUnlessFalse(absl::string_view field) const {
-    bool v = false;
-    RETURN_IF_ERROR(Bool(field, &v));
-    return v ? Error(field, "= true is not supported") : absl::OkStatus();
-  }
-  // Lists, maps and strings: refused unless empty or null.
-  absl::Status RefuseUnlessEmpty(absl::string_view field) const {
-    const json* v = Get(field);
-    if (v == nullptr || ((v->is_array() || v->is_object()) && v->empty())) return absl::OkStatus();
-    return Error(field, absl::StrCat("= ", Excerpt(v->dump()), " is not supported (only empty or null)"));
-  }
-  // A string or a list of strings (PEFT takes both for target_modules and layers_pattern).
-  absl::Status Strings(absl::string_view field, std::vector<std::string>* out) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    if (v->is_string()) {
-      out->push_back(v->get<std::string>());
-      return absl::OkStatus();
-    }
-    if (!v->is_array()) return Error(field, "must be a string or a list of strings");
-    for (const json& e : *v) {
-      if (!e.is_string()) return Error(field, "must be a string or a list of strings");
-      out->push_back(e.get<std::string>());
-    }
-    return absl::OkStatus();
-  }
-  // An integer or a list of integers, each non-negative (layers_to_transform).
-  absl::Status Indices(absl::string_view field, std::vector<int>* out) const {
-    const json* v = Get(field);
-    if (v == nullptr) return absl::OkStatus();
-    const std::vector<json> items = v->is_array() ? v->get<std::vector<json>>() : std::vector<json>{*v};
-    for (const json& e : items) {
-      if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > (int64_t{1} << 30))
-        return Error(field, "must be a non-negative integer or a list of them");
-      out->push_back(e.get<int>());
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  const json& j_;
-  const std::string& path_;
-};
+// adapter_config.json's fields (models/json_fields.h).
+using FieldReader = JsonFields;
 
 // The options of a PEFT LoRA config that change the computation in ways we do not apply.
 absl::Status RefuseUnsupported(const FieldReader& f) {
@@ -166,7 +85,7 @@ absl::Status RefuseUnsupported(const FieldReader& f) {
   RETURN_IF_ERROR(f.RefuseUnlessString("bias", {"none"}, /*required=*/false));  // trained base biases
   // Transposed factors; weight-decomposed LoRA; a bias on lora_B; quantization-aware pooling.
   for (const char* field : {"fan_in_fan_out", "use_dora", "lora_bias", "use_qalora"})
-    RETURN_IF_ERROR(f.RefuseUnlessFalse(field));
+    RETURN_IF_ERROR(f.RefuseUnlessBool(field, false));
   // Per-module ranks and alphas; fully trained modules, token rows or raw parameters saved beside
   // the factors; excluded modules; layers duplicated in the base; activated LoRA (applies only
   // after invocation tokens).

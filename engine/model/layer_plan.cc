@@ -118,13 +118,8 @@ GlaPrefillCudaParams GlaLayerPlan::PrefillCuda(const GlaRows& rows, int num_seqs
 GlaBackwardCudaParams GlaLayerPlan::BackwardCuda(const GlaRows& inputs, int num_seqs, const int32_t* cu_seqlens,
                                                  const float* d_o, float* dq, float* dk, float* dv, float* dg) const {
   GlaBackwardCudaParams p;
-  Heads(*this, p);
-  p.num_seqs = num_seqs;
-  p.cu_seqlens = cu_seqlens;
-  p.q = inputs.q, p.q_stride = inputs.q_stride;
-  p.k = inputs.k, p.k_stride = inputs.k_stride;
-  p.v = inputs.v, p.v_stride = inputs.v_stride;
-  p.g = inputs.g, p.g_stride = inputs.g_stride;
+  static_cast<GlaPrefillCudaParams&>(p) = PrefillCuda(inputs, num_seqs, cu_seqlens, nullptr, 0, nullptr);
+  p.o = nullptr;  // the backward does not read the forward's output
   p.d_o = d_o, p.d_o_stride = o_width;
   p.d_q = dq, p.d_q_stride = q_width;
   p.d_k = dk, p.d_k_stride = k_width;

@@ -855,22 +855,7 @@ cudaError_t GlaBackwardChunk(const GlaBackwardCudaParams& p, cudaStream_t stream
 
   cudaError_t e;
   // 1. Prep: the forward's, on the same q/k/g.
-  GlaPrefillCudaParams fp;
-  fp.q = p.q;
-  fp.q_stride = p.q_stride;
-  fp.k = p.k;
-  fp.k_stride = p.k_stride;
-  fp.v = p.v;
-  fp.v_stride = p.v_stride;
-  fp.g = p.g;
-  fp.g_stride = p.g_stride;
-  fp.num_seqs = p.num_seqs;
-  fp.H = p.H;
-  fp.Hkv = p.Hkv;
-  fp.dk = p.dk;
-  fp.dv = p.dv;
-  fp.cu_seqlens = p.cu_seqlens;
-  fp.scale = p.scale;
+  const GlaPrefillCudaParams& fp = p;  // the backward's params are the forward's and more
   if (!p.reuse_forward_prep &&
       (e = LaunchChunkPrep(fp, PrepOut{w.qg, w.kg, w.A, w.decay}, plan.chunk_ids, stream)) != cudaSuccess)
     return e;
