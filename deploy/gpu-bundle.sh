@@ -20,6 +20,9 @@ bins=(build/server/glad build/clients/gla-cli build/clients/gla-eval build/clien
       build/tests/server_e2e_test build/tests/server_text_e2e_test build/tests/fine_tune_e2e_test
       build/tests/default_model_e2e_test build/tests/gla-engine-bench
       build/tests/gla-random-model "$(command -v spm_train)")
+# GLA_BUNDLE_EXTRA: more binaries to carry (e.g. an older build's gla-engine-bench for an A/B run).
+# shellcheck disable=SC2206
+[ -n "${GLA_BUNDLE_EXTRA:-}" ] && bins+=(${GLA_BUNDLE_EXTRA})
 ../shared/tools/device-bundle gpu-bundle "${bins[@]}"
 cp build/models/libgla_sentencepiece.so gpu-bundle/bin/
 mkdir -p gpu-bundle/reference

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
-#                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks)
+#                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
+#                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
 #   bash deploy/gpu-check.sh fla               alone, carry ["gpu-fla"]: fla's chunk_gla timed there
 #   bash deploy/gpu-profile.sh                 per-kernel Nsight Compute profile of the GLA fwd + bwd
 # Part 1 (kernels): that machine has CUDA, g++ and GoogleTest but no gRPC/Abseil/SentencePiece, so
@@ -167,6 +168,28 @@ yield_measurements() {
   kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
 }
 
+# A/B of the end-to-end benchmark: gla-engine-bench-before (an older build, carried through
+# GLA_BUNDLE_EXTRA) and this build's, alternating, twice each, on both shapes; plus the kernel,
+# engine and training tests. For changes that must not move the numbers (issue 18).
+if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  check kernel_tests gpu-bundle/run gla_kernels_cuda_test
+  check engine_tests gpu-bundle/run cuda_engine_test
+  check train_tests gpu-bundle/run cuda_train_test
+  for preset in 340M 1.3B; do
+    gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    for round in 1 2; do
+      for which in before after; do
+        bin=gla-engine-bench; [ $which = before ] && bin=gla-engine-bench-before
+        check "ab_${preset}_${which}_$round" gpu-bundle/run $bin --model /tmp/gla-$preset --name gla-$preset
+        grep -E "^(prefill|decode)" "$out/ab_${preset}_${which}_$round.txt" | sed "s/^/$preset $which $round: /" |
+          tee -a "$out/summary.txt"
+      done
+    done
+  done
+fi
 if [ "$parts" = yields ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -232,7 +255,8 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
       tee -a "$out/summary.txt"
     kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
   fi
-  [ "${GLA_GPU_BENCH:-1}" = 1 ] && session_measurements
+  # GLA_GPU_SESSION_BENCH=0: without the (long) session measurements.
+  [ "${GLA_GPU_BENCH:-1}" = 1 ] && [ "${GLA_GPU_SESSION_BENCH:-1}" = 1 ] && session_measurements
 elif [ ! -x gpu-bundle/run ] && [ "$parts" != kernels ] && [ "$parts" != fla ]; then
   note "engine part skipped: no gpu-pack/ (run deploy/gpu-bundle.sh here and carry gpu-pack)"
 fi

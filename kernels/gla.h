@@ -176,6 +176,8 @@ cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream);
 // Workspace bytes GlaPrefillChunk needs for this shape and at most total_tokens packed tokens on
 // the current device (the plan depends on its multiprocessor count).
 size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens);
+// Whether the chunkwise kernels (forward and backward) take head dimension dk: 64, 128 or 256.
+bool GlaChunkHeadDimSupported(int dk);
 
 // Tensor-core chunkwise backward (kernels/cuda/gla_backward_chunk.cu): chunks of 64, sub-chunks of
 // 16, bf16 mma.sync with fp32 accumulation, fp32 gradients out (relative error ~2e-3 against the

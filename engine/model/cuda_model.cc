@@ -186,7 +186,7 @@ absl::Status CudaModel::AllocateWorkspace() {
   // The chunkwise prefill kernel's scratch: its plan depends on how many sequences share a step
   // (few long ones are cut into segments run in parallel), so size it for the largest of them.
   chunk_workspace_bytes_ = 0;
-  if (options_.chunked_prefill && (p.head_k == 64 || p.head_k == 128 || p.head_k == 256) && p.head_v % 4 == 0) {
+  if (options_.chunked_prefill && cuda::GlaChunkHeadDimSupported(p.head_k) && p.head_v % 4 == 0) {
     GlaPrefillCudaParams shape = p.PrefillCuda(GlaRows{}, 0, nullptr, nullptr, 0, nullptr);
     // Few sequences may be cut into segments (extra state buffers); beyond that the need grows
     // with the count (per-chunk decays), so the largest is at one of the small counts or at N.

@@ -28,7 +28,7 @@
 namespace gla {
 
 absl::Status CudaTrainSupported(const GlaConfig& c) {
-  if (c.head_k_dim != 64 && c.head_k_dim != 128 && c.head_k_dim != 256)
+  if (!cuda::GlaChunkHeadDimSupported(c.head_k_dim))
     return absl::FailedPreconditionError(absl::StrCat("GPU training needs head_k_dim 64, 128 or 256 (the chunkwise ",
                                                       "kernels' tiles); this model has ", c.head_k_dim));
   if (c.head_v_dim % 64 != 0)

@@ -809,7 +809,7 @@ bool Aligned16(const void* ptr, int64_t stride) { return ptr != nullptr && RowsA
 
 bool Supported(const GlaBackwardCudaParams& p) {
   if (p.num_seqs < 0 || p.H < 1 || p.Hkv < 1 || p.H % p.Hkv != 0 || p.total_tokens < 0) return false;
-  if (p.dk != 64 && p.dk != 128 && p.dk != 256) return false;  // the prep kernel's slices
+  if (!chunk::ChunkHeadDimSupported(p.dk)) return false;  // the prep kernel's slices
   if (p.dv < kTile || p.dv % kTile != 0) return false;
   if (p.num_seqs > 0 && p.cu_seqlens == nullptr) return false;
   return Aligned16(p.q, p.q_stride) && Aligned16(p.k, p.k_stride) && Aligned16(p.v, p.v_stride) &&

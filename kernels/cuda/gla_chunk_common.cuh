@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/gla.h"
 
@@ -96,6 +97,20 @@ struct PrepLayout {
   int64_t chunk_ids = 0;
   size_t qg = 0, kg = 0, A = 0, decay = 0, end = 0;
 };
+// The head dimensions the tensor-core chunk kernels take (their 64-column tiles), and the one place
+// a runtime dk becomes a template argument: fn(std::integral_constant<int, DK>{}) for dk in {64,
+// 128, 256}; cudaErrorInvalidValue for any other.
+inline bool ChunkHeadDimSupported(int dk) { return dk == 64 || dk == 128 || dk == 256; }
+template <typename Fn>
+cudaError_t DispatchHeadDim(int dk, Fn&& fn) {
+  switch (dk) {
+    case 64: return fn(std::integral_constant<int, 64>{});
+    case 128: return fn(std::integral_constant<int, 128>{});
+    case 256: return fn(std::integral_constant<int, 256>{});
+    default: return cudaErrorInvalidValue;
+  }
+}
+
 inline size_t Align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // Rows the kernels read and write with 16-byte accesses: a 16-byte aligned base and a stride (in

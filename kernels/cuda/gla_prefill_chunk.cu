@@ -642,13 +642,10 @@ cudaError_t chunk::LaunchChunkPrep(const GlaPrefillCudaParams& p, const PrepOut&
   w.A = out.A;
   w.decay = out.decay;
   w.seg_len = kNoSplit;
-  switch (p.dk) {
-    case 64: return LaunchPrep<64>(p, w, chunk_ids, stream);
-    case 128: return LaunchPrep<128>(p, w, chunk_ids, stream);
-    case 256: return LaunchPrep<256>(p, w, chunk_ids, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return DispatchHeadDim(p.dk, [&](auto dk) { return LaunchPrep<decltype(dk)::value>(p, w, chunk_ids, stream); });
 }
+
+bool GlaChunkHeadDimSupported(int dk) { return chunk::ChunkHeadDimSupported(dk); }
 
 size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens) {
   return MakePlan(p, total_tokens).bytes;
@@ -662,19 +659,13 @@ cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream) 
       !RowsAligned16(p.o, p.o_stride) ||
       (p.slots && (p.state_base == nullptr)))
     return cudaErrorInvalidValue;
-  if (p.dk != 64 && p.dk != 128 && p.dk != 256) return cudaErrorInvalidValue;
+  if (!ChunkHeadDimSupported(p.dk)) return cudaErrorInvalidValue;
   if (p.total_tokens == 0) return cudaSuccess;  // only empty sequences: states stay as they are
   const Plan plan = MakePlan(p, p.total_tokens);
   if (p.workspace == nullptr || p.workspace_bytes < plan.bytes ||
       reinterpret_cast<uintptr_t>(p.workspace) % 256 != 0)
     return cudaErrorInvalidValue;
-  // The one dispatch site: dk -> template.
-  switch (p.dk) {
-    case 64: return Launch<64>(p, plan, stream);
-    case 128: return Launch<128>(p, plan, stream);
-    case 256: return Launch<256>(p, plan, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return DispatchHeadDim(p.dk, [&](auto dk) { return Launch<decltype(dk)::value>(p, plan, stream); });
 }
 
 }  // namespace gla::cuda
