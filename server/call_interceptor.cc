@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
 
 namespace gla {
 
@@ -28,7 +29,7 @@ class CallInterceptor : public grpc::experimental::Interceptor {
       unparsed_ = true;
     if (m->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) && unparsed_) {
       if (!token_error_.ok()) {
-        m->ModifySendStatus(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(token_error_.message())));
+        m->ModifySendStatus(ToGrpcStatus(token_error_));  // UNAUTHENTICATED, as Authenticate says
       } else {
         m->ModifySendStatus(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                          absl::StrCat("the request bytes do not parse as the message ", method_,

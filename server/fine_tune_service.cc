@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/fine_tune_data.h"
-#include "server/gla_service.h"  // ToGrpcStatus
+#include "server/grpc_status.h"
 
 namespace gla {
 

@@ -3,20 +3,14 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
-#include <iterator>
 #include <mutex>
 
 #include "absl/strings/str_format.h"
-#include "models/excerpt.h"
 #include "models/utf8.h"
+#include "server/grpc_status.h"
 #include "server/log.h"
 
 namespace gla {
-
-grpc::Status ToGrpcStatus(const absl::Status& s) {
-  // Bounded: a message too large for the trailers would reach the client as RESOURCE_EXHAUSTED.
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), Excerpt(s.message(), kMaxStatusMessageBytes));
-}
 
 namespace {
 
@@ -54,16 +48,6 @@ void AddLogprobs(const std::vector<SampledToken>& from, google::protobuf::Repeat
   }
 }
 
-// gRPC status codes by their names, as metrics label them.
-const char* CodeName(grpc::StatusCode c) {
-  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                       "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int i = static_cast<int>(c);
-  return i >= 0 && i < static_cast<int>(std::size(kNames)) ? kNames[i] : "UNKNOWN";
-}
-
 // What the metrics see of one generation request: the intervals between its tokens and how it
 // ended. Without metrics (null) it does nothing. Not thread-safe: the reactors call it under
 // their own lock.
@@ -82,7 +66,7 @@ class RequestRecorder {
   }
   void Ended(const grpc::Status& status, const GenerationUpdate* u = nullptr) {
     if (metrics_ == nullptr) return;
-    metrics_->RequestEnded(method_, CodeName(status.error_code()), u ? u->usage.prompt_tokens : 0,
+    metrics_->RequestEnded(method_, GrpcCodeName(status.error_code()), u ? u->usage.prompt_tokens : 0,
                            u ? u->usage.completion_tokens : 0, u ? u->usage.time_to_first_token_s : 0.0,
                            u ? u->usage.total_time_s : 0.0);
   }
@@ -107,7 +91,7 @@ void LogRequest(const std::string& id, const GenerationUpdate& u, const grpc::St
             {"ttft_s", u.usage.time_to_first_token_s},
             {"total_s", u.usage.total_time_s},
             {"finish", std::string_view(FinishReasonName(u.reason))},
-            {"code", std::string_view(CodeName(status.error_code()))}});
+            {"code", std::string_view(GrpcCodeName(status.error_code()))}});
 }
 
 // The status a finished generation ends its call with.

@@ -67,6 +67,4 @@ class GlaService final : public v1::Gla::CallbackService {
   std::atomic<uint64_t> next_id_{0};
 };
 
-grpc::Status ToGrpcStatus(const absl::Status& s);
-
 }  // namespace gla

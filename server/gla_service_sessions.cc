@@ -3,6 +3,8 @@
 // thread); a call waits at most for the step in progress.
 #include "server/gla_service.h"
 
+#include "server/grpc_status.h"
+
 namespace gla {
 
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/gla_service.h"
+#include "server/grpc_status.h"
 
 namespace gla {
 

@@ -1,0 +1,328 @@
+// glad's flags and the checks on them. The flags are defined in this file, and only here:
+// `glad --help` lists the flags of this file (see ReadFlags), and GLAD_<FLAG> environment
+// variables set them.
+#include "server/options.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "models/status_macros.h"
+#include "server/credentials.h"
+
+ABSL_FLAG(std::string, model, GLA_DEFAULT_MODEL_DIR,
+          "model directory (config.json, model.safetensors[.index.json], tokenizer.model); the default is the "
+          "Brown Corpus model that ships with glad (models/gla-brown)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address to listen on; port 0 picks a free port");
+ABSL_FLAG(std::string, backend, "auto", "cuda, cpu, or auto (cuda when this build has CUDA and a GPU is usable)");
+ABSL_FLAG(int32_t, device, 0, "CUDA device index (cuda backend)");
+ABSL_FLAG(bool, cuda_graphs, true, "replay decode steps as CUDA graphs captured per batch-size bucket (cuda backend)");
+ABSL_FLAG(bool, chunked_prefill, true,
+          "prefill with the tensor-core chunkwise GLA kernel where the head shape allows it (dk 64/128/256); "
+          "false: the fused-recurrent kernel (cuda backend)");
+ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
+ABSL_FLAG(int32_t, state_memory_mb, 0,
+          "size the state pool from a memory budget (MiB; GPU memory for the cuda backend) instead of --slots");
+ABSL_FLAG(int32_t, queue_size, 256, "requests that may wait for a slot; more are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, step_token_budget, 512, "tokens per engine step (decodes first, then prefill chunks)");
+ABSL_FLAG(int32_t, threads, 0, "CPU backend BLAS threads (0 = one per core)");
+ABSL_FLAG(int32_t, max_prompt_tokens, 8192, "longest prompt accepted");
+ABSL_FLAG(int32_t, max_new_tokens, 1024, "most tokens one request may generate (and the default)");
+ABSL_FLAG(double, shutdown_grace_s, 10.0, "on SIGTERM, how long in-flight requests may run before they are cancelled");
+// Fine-tuning (gla.v1.FineTune).
+ABSL_FLAG(std::string, adapter_dir, "",
+          "where fine-tune jobs write their LoRA adapters (<dir>/<name>/; created if missing); unset: "
+          "CreateFineTuneJob is FAILED_PRECONDITION (trained adapters are not dropped into a temp dir)");
+ABSL_FLAG(std::string, finetune_data_dir, "",
+          "directory a CreateFineTuneJob data_file is read from (paths relative to it, never outside); "
+          "unset: no data_file is accepted");
+ABSL_FLAG(double, finetune_share, 0.25,
+          "the most of the busy time fine-tune steps take while there are requests to serve, in [0, 1); "
+          "jobs run back to back while serving is idle");
+ABSL_FLAG(int64_t, finetune_max_tokens, 1000000, "most training tokens one fine-tune job may be given");
+ABSL_FLAG(std::string, finetune_device, "auto",
+          "where fine-tune jobs train: cuda (the serving GPU), cpu, or auto (cuda when the backend is cuda and the "
+          "GPU training kernels take the model's head sizes, else cpu)");
+ABSL_FLAG(int32_t, finetune_max_queued, 8, "fine-tune jobs that may wait to start; more are RESOURCE_EXHAUSTED");
+// Prometheus metrics (server/metrics.h).
+ABSL_FLAG(std::string, log_format, "text",
+          "text: readable lines on stderr; json: one JSON object per line (ts, level, event, msg, fields)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT of the Prometheus endpoint (GET /metrics; port 0 picks a free port); unset: no metrics");
+// Security and limits (server/request_guard.h).
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key); unset: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: also require and verify client certificates (mutual TLS; needs --tls_cert)");
+ABSL_FLAG(std::string, auth_token, "",
+          "bearer token every RPC must carry (metadata 'authorization: Bearer <token>'; gRPC health stays open "
+          "for probes, server reflection is off); set it through GLAD_AUTH_TOKEN or --auth_token_file rather "
+          "than on a command line others can read");
+ABSL_FLAG(std::string, auth_token_file, "", "file whose first line is the bearer token (a mounted secret)");
+ABSL_FLAG(int32_t, max_message_mb, 64, "largest request message accepted (MiB): fine-tune data travels in requests");
+ABSL_FLAG(double, rate_limit, 0.0, "requests per second one client address may make (0: no limit)");
+ABSL_FLAG(double, rate_limit_burst, 0.0, "requests one client may make at once (0: max(1, --rate_limit))");
+ABSL_FLAG(std::string, session_dir, "",
+          "directory for session states at rest: idle sessions past --session_memory_mb go there, and every "
+          "session is written there on shutdown and read back at start-up (unset: sessions live in memory only)");
+ABSL_FLAG(std::string, session_durability, "always",
+          "with --session_dir, when session states reach the disk: always (every completed turn is written and "
+          "fsync'ed before its last message is sent: kill -9 loses no turn a client saw complete), interval "
+          "(changed sessions every --session_sync_interval_s), shutdown (at shutdown and past the host budget only)");
+ABSL_FLAG(double, session_sync_interval_s, 1.0, "--session_durability interval: seconds between writes (at most this much lost)");
+ABSL_FLAG(int32_t, session_memory_mb, 2048,
+          "host memory for idle session states (past it, the least recently used go to --session_dir, or are deleted)");
+ABSL_FLAG(int64_t, session_ttl_s, 3600, "idle seconds after which a session is deleted (0 = never); CreateSession may set its own");
+ABSL_FLAG(int32_t, max_sessions, 1024, "sessions the server holds at once; more are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, prefix_cache_mb, 1024,
+          "host memory for the prefix-state cache: states after frequently used prompt prefixes (0 = off)");
+ABSL_FLAG(int32_t, prefix_cache_block, 64, "prompt prefixes are cached at multiples of this many tokens");
+ABSL_FLAG(bool, preemption, true,
+          "when no slot is free, swap a lower-priority running sequence to host memory for a higher-priority request "
+          "(it resumes exactly where it stopped)");
+ABSL_FLAG(int32_t, preempt_after_ms, 0,
+          "with --preemption: a request that has waited this long for a slot also swaps out the longest-running "
+          "sequence of no higher priority that has run this long (time slicing; 0 = only for priority)");
+// Parsed by TakeAdapterFlags below (absl flags keep only the last of a repeated flag); declared so
+// that --help lists it.
+ABSL_FLAG(std::string, adapter, "",
+          "NAME=DIR: load the PEFT LoRA adapter in DIR at start-up under NAME (repeatable)");
+
+namespace gla {
+namespace {
+
+// Abseil's --help lists the flags of a file named after the program (glad.cc, main.cc); glad's
+// are in this one. --helpfull adds Abseil's own.
+bool IsGladFlagFile(absl::string_view file) { return absl::EndsWith(file, "server/options.cc"); }
+
+// Removes every --adapter NAME=DIR (or --adapter=NAME=DIR) from argv and returns the values:
+// absl flags keep only the last occurrence of a flag, and this one is repeatable.
+std::vector<std::string> TakeAdapterFlags(int* argc, char** argv) {
+  std::vector<std::string> values;
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    const char* a = argv[i];
+    if (std::strcmp(a, "--") == 0) {  // the rest are not flags
+      while (i < *argc) argv[out++] = argv[i++];
+      break;
+    }
+    if (std::strcmp(a, "--adapter") == 0 || std::strcmp(a, "-adapter") == 0) {
+      values.emplace_back(i + 1 < *argc ? argv[++i] : "");
+    } else if (std::strncmp(a, "--adapter=", 10) == 0) {
+      values.emplace_back(a + 10);
+    } else if (std::strncmp(a, "-adapter=", 9) == 0) {
+      values.emplace_back(a + 9);
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+  argv[out] = nullptr;
+  return values;
+}
+
+// Every glad flag may also come from the environment as GLAD_<NAME> (GLAD_LISTEN, GLAD_AUTH_TOKEN,
+// ...): containers are configured that way. Read before the command line, which wins.
+absl::Status FlagsFromEnvironment() {
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!IsGladFlagFile(flag->Filename())) continue;  // Abseil's own flags stay out
+    const std::string var = "GLAD_" + absl::AsciiStrToUpper(name);
+    const char* value = std::getenv(var.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) return absl::InvalidArgumentError(absl::StrCat(var, ": ", error));
+  }
+  return absl::OkStatus();
+}
+
+// Abseil's part: the environment, then the command line. Returns the --adapter values, which
+// Abseil would have reduced to the last one.
+absl::StatusOr<std::vector<std::string>> ReadFlags(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "GLA inference server. glad [--model DIR] [--listen HOST:PORT] ...; every flag may also be set through the "
+      "environment as GLAD_<FLAG> (GLAD_LISTEN=..., GLAD_AUTH_TOKEN=...), the command line winning");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = usage.contains_helpshort_flags = IsGladFlagFile;
+  absl::SetFlagsUsageConfig(usage);
+  std::vector<std::string> adapters = TakeAdapterFlags(&argc, argv);
+  RETURN_IF_ERROR(FlagsFromEnvironment());
+  absl::ParseCommandLine(argc, argv);
+  return adapters;
+}
+
+// The log format takes effect at once: the errors after it are written in the format asked for.
+absl::Status LogsFromFlags(ServerOptions& o) {
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (const std::string f = absl::GetFlag(FLAGS_log_format); f == "json") {
+    o.log_format = LogFormat::kJson;
+    SetLogFormat(LogFormat::kJson);
+  } else if (f != "text") {
+    return absl::InvalidArgumentError(absl::StrCat("--log_format must be text or json, not '", f, "'"));
+  }
+  return absl::OkStatus();
+}
+
+// The model, the backend (auto resolved) and the sizes of the serving engine.
+absl::Status ServingFromFlags(ServerOptions& o) {
+  o.model = absl::GetFlag(FLAGS_model);
+  if (o.model.empty()) return absl::InvalidArgumentError("--model is empty: name a model directory");
+  o.backend = absl::GetFlag(FLAGS_backend);
+  if (o.backend != "auto" && o.backend != "cuda" && o.backend != "cpu")
+    return absl::InvalidArgumentError(absl::StrCat("--backend ", o.backend, " is not one of auto, cuda, cpu"));
+  if (o.backend == "auto") {
+    std::string why;
+    o.backend = CudaBackendAvailable(&why) ? "cuda" : "cpu";
+    if (o.backend == "cpu")
+      LogEvent(LogLevel::kInfo, "backend", absl::StrCat("glad: --backend auto: cpu (", why, ")"), {{"why", why}});
+  }
+  // Flag names use underscores.
+  for (auto [name, v] : {std::pair{"queue_size", absl::GetFlag(FLAGS_queue_size)},
+                         std::pair{"step_token_budget", absl::GetFlag(FLAGS_step_token_budget)},
+                         std::pair{"max_prompt_tokens", absl::GetFlag(FLAGS_max_prompt_tokens)},
+                         std::pair{"max_new_tokens", absl::GetFlag(FLAGS_max_new_tokens)}})
+    if (v < 1) return absl::InvalidArgumentError(absl::StrCat("--", name, " must be at least 1"));
+  o.slots = absl::GetFlag(FLAGS_slots);
+  if (o.slots < 1) return absl::InvalidArgumentError("--slots must be at least 1");
+  o.state_memory_mb = absl::GetFlag(FLAGS_state_memory_mb);
+  if (o.state_memory_mb < 0) return absl::InvalidArgumentError("--state_memory_mb must not be negative");
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.scheduler.queue_size = absl::GetFlag(FLAGS_queue_size);
+  o.scheduler.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);
+  o.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  o.limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
+  return absl::OkStatus();
+}
+
+absl::Status FineTuneLimitsFromFlags(ServerOptions& o) {
+  o.finetune_share = absl::GetFlag(FLAGS_finetune_share);
+  if (!(o.finetune_share >= 0.0 && o.finetune_share < 1.0))
+    return absl::InvalidArgumentError("--finetune_share must be in [0, 1)");
+  o.finetune_max_tokens = absl::GetFlag(FLAGS_finetune_max_tokens);
+  if (o.finetune_max_tokens < 2) return absl::InvalidArgumentError("--finetune_max_tokens must be at least 2");
+  o.finetune_max_queued = absl::GetFlag(FLAGS_finetune_max_queued);
+  if (o.finetune_max_queued < 1) return absl::InvalidArgumentError("--finetune_max_queued must be at least 1");
+  return absl::OkStatus();
+}
+
+// Message size, rate limit, TLS and token: the TLS and token files are read and checked now.
+absl::Status SecurityFromFlags(ServerOptions& o) {
+  const int max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  if (max_message_mb < 1 || max_message_mb > 2047)
+    return absl::InvalidArgumentError("--max_message_mb must be in [1, 2047]");
+  o.max_message_bytes = max_message_mb * 1048576;
+  o.guard.rate_per_s = absl::GetFlag(FLAGS_rate_limit);
+  o.guard.burst = absl::GetFlag(FLAGS_rate_limit_burst);
+  if (!(o.guard.rate_per_s >= 0.0) || !(o.guard.burst >= 0.0))
+    return absl::InvalidArgumentError("--rate_limit and --rate_limit_burst must not be negative");
+  const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
+  ASSIGN_OR_RETURN(o.credentials, LoadServerCredentials(tls));
+  o.tls = !tls.cert.empty();
+  o.mutual_tls = o.tls && !tls.client_ca.empty();
+  ASSIGN_OR_RETURN(o.guard.token, LoadAuthToken(absl::GetFlag(FLAGS_auth_token), absl::GetFlag(FLAGS_auth_token_file)));
+  return absl::OkStatus();
+}
+
+// `what` ("--session_dir") exists as a directory afterwards, or the error says why not.
+absl::Status CreateDirectory(const std::string& dir, const char* what) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || !std::filesystem::is_directory(dir))
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", dir, ": cannot create it (", ec.message(), ")"));
+  return absl::OkStatus();
+}
+
+absl::Status FineTuneDirsFromFlags(ServerOptions& o) {
+  o.finetune_data_dir = absl::GetFlag(FLAGS_finetune_data_dir);
+  if (!o.finetune_data_dir.empty() && !std::filesystem::is_directory(o.finetune_data_dir))
+    return absl::InvalidArgumentError(
+        absl::StrCat("--finetune_data_dir ", o.finetune_data_dir, " is not a directory"));
+  o.adapter_dir = absl::GetFlag(FLAGS_adapter_dir);
+  if (!o.adapter_dir.empty()) RETURN_IF_ERROR(CreateDirectory(o.adapter_dir, "--adapter_dir"));
+  return absl::OkStatus();
+}
+
+// Sessions, the prefix cache and preemption: the scheduler's options.
+absl::Status SessionsFromFlags(ServerOptions& o) {
+  SchedulerOptions& so = o.scheduler;
+  so.sessions.dir = absl::GetFlag(FLAGS_session_dir);
+  so.sessions.host_bytes = int64_t{absl::GetFlag(FLAGS_session_memory_mb)} * 1048576;
+  so.sessions.default_ttl_s = absl::GetFlag(FLAGS_session_ttl_s);
+  so.sessions.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  so.prefix_cache_bytes = int64_t{absl::GetFlag(FLAGS_prefix_cache_mb)} * 1048576;
+  so.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
+  so.preemption = absl::GetFlag(FLAGS_preemption);
+  so.preempt_after = std::chrono::milliseconds(std::max(0, absl::GetFlag(FLAGS_preempt_after_ms)));
+  if (so.sessions.host_bytes < 0 || so.sessions.default_ttl_s < 0 || so.sessions.max_sessions < 0 ||
+      so.prefix_cache_bytes < 0 || so.prefix_cache_block < 1)
+    return absl::InvalidArgumentError(
+        "--session_memory_mb, --session_ttl_s, --max_sessions and --prefix_cache_mb must be >= 0, "
+        "--prefix_cache_block >= 1");
+  if (const std::string d = absl::GetFlag(FLAGS_session_durability); d == "always") {
+    so.sessions.durability = SessionDurability::kAlways;
+  } else if (d == "interval") {
+    so.sessions.durability = SessionDurability::kInterval;
+  } else if (d == "shutdown") {
+    so.sessions.durability = SessionDurability::kShutdown;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--session_durability must be always, interval or shutdown, not '", d, "'"));
+  }
+  so.sessions.sync_interval_s = absl::GetFlag(FLAGS_session_sync_interval_s);
+  if (!(so.sessions.sync_interval_s > 0 && so.sessions.sync_interval_s <= 86400))
+    return absl::InvalidArgumentError("--session_sync_interval_s must be in (0, 86400]");
+  if (!so.sessions.dir.empty()) RETURN_IF_ERROR(CreateDirectory(so.sessions.dir, "--session_dir"));
+  return absl::OkStatus();
+}
+
+// Whether the GPU can train this model is known only once the model is read (main.cc); what the
+// flags alone decide is checked here.
+absl::Status FineTuneDeviceFromFlag(ServerOptions& o) {
+  if (const std::string where = absl::GetFlag(FLAGS_finetune_device); where == "cuda") {
+    if (o.backend != "cuda") return absl::InvalidArgumentError("--finetune_device cuda needs --backend cuda");
+    o.finetune_device = FineTuneDevice::kCuda;
+  } else if (where == "cpu") {
+    o.finetune_device = FineTuneDevice::kCpu;
+  } else if (where == "auto") {
+    o.finetune_device = FineTuneDevice::kAuto;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--finetune_device must be cuda, cpu or auto, not '", where, "'"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ServerOptions> ParseServerOptions(int argc, char** argv) {
+  ServerOptions o;
+  ASSIGN_OR_RETURN(o.adapters, ReadFlags(argc, argv));
+  RETURN_IF_ERROR(LogsFromFlags(o));
+  RETURN_IF_ERROR(ServingFromFlags(o));
+  RETURN_IF_ERROR(FineTuneLimitsFromFlags(o));
+  RETURN_IF_ERROR(SecurityFromFlags(o));
+  RETURN_IF_ERROR(FineTuneDirsFromFlags(o));
+  RETURN_IF_ERROR(SessionsFromFlags(o));
+  RETURN_IF_ERROR(FineTuneDeviceFromFlag(o));
+  return o;
+}
+
+}  // namespace gla
