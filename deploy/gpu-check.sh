@@ -77,7 +77,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   done
   grep -E "registers|spill" "$out/ptxas.txt" | sort | uniq -c | sort -rn | head -n 20 || true
   if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
-       tests/cuda/gla_prefill_cuda_test.cc tests/cuda/gla_prefill_chunk_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/sampling_cuda_test.cc \
+       tests/cuda/gla_forward_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/sampling_cuda_test.cc \
        tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc \
        "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc kernels/cpu/norm_backward.cc kernels/cpu/activations_backward.cc kernels/cpu/conv_backward.cc \
@@ -183,7 +183,7 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
     for round in 1 2; do
       for which in before after; do
         bin=gla-engine-bench; [ $which = before ] && bin=gla-engine-bench-before
-        check "ab_${preset}_${which}_$round" gpu-bundle/run $bin --model /tmp/gla-$preset --name gla-$preset
+        check "ab_${preset}_${which}_$round" gpu-bundle/run $bin --model /tmp/gla-$preset --name gla-$preset --batches 1,8,32,128
         grep -E "^(prefill|decode)" "$out/ab_${preset}_${which}_$round.txt" | sed "s/^/$preset $which $round: /" |
           tee -a "$out/summary.txt"
       done

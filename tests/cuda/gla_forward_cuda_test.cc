@@ -1,0 +1,152 @@
+// The GLA forward kernels against the CPU definition (cpu::GlaRecurrentNaive), through one harness
+// (gla_op_harness.h): packed variable-length sequences (0, 1, 63, 65, 200, ...), states from
+// scattered pool slots or from zero, GQA, odd head dimensions, and sequences long enough for the
+// chunkwise kernel to cut them into segments run in parallel. Each kernel is held to its bound:
+// the fused-recurrent kernel is fp32 throughout (1e-5); the chunkwise kernel's matmuls take bf16
+// operands with fp32 accumulation (2e-2). Outputs are NaN-poisoned first (a row left unwritten
+// fails); slots no sequence uses must stay bit-identical.
+#include <cstdio>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/gla.h"
+#include "tests/cuda/gla_op_harness.h"
+
+namespace gla {
+namespace {
+
+using testing::GlaCase;
+using testing::GlaDeviceProblem;
+using testing::GlaProblem;
+
+// A forward kernel as the tests see it: a launch on params filled by the harness (the kernel adds
+// what only it needs, e.g. the chunkwise kernel's workspace), and the error it is held to.
+struct ForwardKernel {
+  const char* name;
+  double bound;
+  cudaError_t (*launch)(GlaPrefillCudaParams& p, testing::DeviceBuffers& buf);
+};
+
+const ForwardKernel kRecurrent{"recurrent", 1e-5, [](GlaPrefillCudaParams& p, testing::DeviceBuffers&) {
+                                 return cuda::GlaPrefillRecurrent(p, nullptr);
+                               }};
+const ForwardKernel kChunk{"chunk", 2e-2, [](GlaPrefillCudaParams& p, testing::DeviceBuffers& buf) {
+                             p.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(p, p.total_tokens);
+                             if (cudaError_t e = buf.Alloc(p.workspace_bytes, &p.workspace); e != cudaSuccess) return e;
+                             return cuda::GlaPrefillChunk(p, nullptr);
+                           }};
+
+using Param = std::tuple<ForwardKernel, GlaCase>;
+class GlaForwardCuda : public ::testing::TestWithParam<Param> {};
+
+TEST_P(GlaForwardCuda, PackedSequencesMatchTheDefinition) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const auto& [kernel, c] = GetParam();
+  const GlaProblem p = testing::MakeProblem(c, 1234 + c.dk + c.dv + static_cast<uint32_t>(c.lengths.size()));
+  GlaDeviceProblem d;
+  GLA_CUDA_OK(d.Upload(p));
+  float* o;
+  GLA_CUDA_OK(d.Poisoned(size_t(p.T) * p.ow, &o));
+  GlaPrefillCudaParams f = testing::ForwardParams(p, d, o);
+  GLA_CUDA_OK(kernel.launch(f, d.buf));
+  GLA_CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> o_gpu(size_t(p.T) * p.ow), pool_gpu(p.pool.size());
+  GLA_CUDA_OK(cudaMemcpy(o_gpu.data(), o, o_gpu.size() * 4, cudaMemcpyDeviceToHost));
+  GLA_CUDA_OK(cudaMemcpy(pool_gpu.data(), d.pool, pool_gpu.size() * 4, cudaMemcpyDeviceToHost));
+
+  const testing::GlaForwardAnswer ref = testing::ReferenceForward(p);
+  const double worst_o = testing::ExpectRowsClose(p, o_gpu.data(), ref.o.data(), p.ow, kernel.bound, "o");
+  // Final states: gathered from the pool's slots (with initial states); every other slot as it was.
+  std::vector<float> ht(size_t(p.S) * p.state);
+  std::vector<bool> used(p.pool_slots, false);
+  for (int n = 0; n < p.S && c.with_h0; ++n) {
+    used[p.slots[n]] = true;
+    std::copy_n(pool_gpu.begin() + p.slots[n] * p.state, p.state, ht.begin() + n * p.state);
+  }
+  const double worst_state =
+      c.with_h0 ? testing::ExpectStatesClose(p, ht.data(), ref.ht.data(), kernel.bound, "final state") : 0.0;
+  for (int s = 0; s < p.pool_slots; ++s) {
+    if (used[s]) continue;
+    EXPECT_TRUE(std::equal(pool_gpu.begin() + s * p.state, pool_gpu.begin() + (s + 1) * p.state,
+                           p.pool.begin() + s * p.state))
+        << "slot " << s << " changed";
+  }
+  std::printf("[ %-9s] %-18s T=%-5d rel err: o %.2e, final states %.2e (workspace %.1f MB)\n", kernel.name, c.name,
+              p.T, worst_o, worst_state, f.workspace_bytes / 1e6);
+}
+
+std::string Name(const ::testing::TestParamInfo<Param>& info) {
+  return std::string(std::get<0>(info.param).name) + "_" + std::get<1>(info.param).name;
+}
+
+// Shapes both kernels take: the published models' heads, mixed lengths, from slots and from zero.
+INSTANTIATE_TEST_SUITE_P(Both, GlaForwardCuda,
+                         ::testing::Combine(::testing::Values(kRecurrent, kChunk),
+                                            ::testing::Values(GlaCase{"gla13B_mixed", 4, 4, 256, 512, {1, 63, 65, 200}, true},
+                                                              GlaCase{"gla13B_from_zero", 4, 4, 256, 512, {130, 1}, false},
+                                                              GlaCase{"gla340M_mixed", 4, 4, 128, 256, {130, 1, 64, 0, 37}, true},
+                                                              GlaCase{"gla340M_from_zero", 4, 4, 128, 256, {77, 5, 200}, false},
+                                                              GlaCase{"single_token", 4, 4, 128, 256, {1}, true},
+                                                              GlaCase{"gqa_dv96", 4, 2, 64, 96, {9, 1, 33, 128}, true})),
+                         Name);
+
+// Head dimensions only the recurrent kernel takes (any dk <= 512, dv % 4 == 0).
+INSTANTIATE_TEST_SUITE_P(RecurrentOnly, GlaForwardCuda,
+                         ::testing::Combine(::testing::Values(kRecurrent),
+                                            ::testing::Values(GlaCase{"gqa_odd", 4, 2, 40, 52, {9, 1, 33}, true},
+                                                              GlaCase{"dk512", 2, 2, 512, 64, {20, 3}, true})),
+                         Name);
+
+// What only the chunkwise kernel does: GQA at dk 256, and one long sequence (too few blocks for the
+// GPU, so it is cut into segments).
+INSTANTIATE_TEST_SUITE_P(ChunkOnly, GlaForwardCuda,
+                         ::testing::Combine(::testing::Values(kChunk),
+                                            ::testing::Values(GlaCase{"gqa_dk256", 8, 2, 256, 64, {100, 29}, true},
+                                                              GlaCase{"gla13B_segments", 4, 4, 256, 512, {3000}, true},
+                                                              GlaCase{"gla340M_segments", 4, 4, 128, 256, {4100}, true},
+                                                              GlaCase{"gla340M_segments0", 4, 4, 128, 256, {4100}, false})),
+                         Name);
+
+TEST(GlaForwardCudaShapes, ChunkRefusesUnsupportedShapesWithInvalidValue) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  std::vector<int32_t> cu = {0, 4};
+  testing::DeviceBuffers buf;
+  int32_t* d_cu;
+  GLA_CUDA_OK(buf.Upload(cu, &d_cu));
+  void* d_rows = nullptr;
+  GLA_CUDA_OK(buf.Alloc(size_t(4) * 4 * 512 * 4, &d_rows));
+  float* rows = static_cast<float*>(d_rows);
+  GlaPrefillCudaParams p;
+  p.num_seqs = 1;
+  p.H = p.Hkv = 1;
+  p.dk = 96;  // not in {64, 128, 256}
+  p.dv = 64;
+  p.q = p.k = p.g = p.v = rows;
+  p.o = rows;
+  p.q_stride = p.k_stride = p.g_stride = p.v_stride = p.o_stride = 512;
+  p.cu_seqlens = d_cu;
+  p.total_tokens = 4;
+  p.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(p, 4);
+  GLA_CUDA_OK(buf.Alloc(p.workspace_bytes + (1 << 20), &p.workspace));
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.dk = 64;
+  p.dv = 30;  // not a multiple of 4
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.dv = 64;
+  p.H = 3;
+  p.Hkv = 2;  // H % Hkv != 0
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.H = p.Hkv = 1;
+  p.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(p, 4) - 1;  // too small
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(p, 4);
+  p.q_stride = 511;  // rows not 16-byte aligned
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.q_stride = 512;
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaSuccess);
+  GLA_CUDA_OK(cudaDeviceSynchronize());
+}
+
+}  // namespace
+}  // namespace gla
