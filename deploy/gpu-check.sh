@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -19,6 +19,11 @@ out=${OUT:-/tmp/gla-gpu}
 parts=${1:-all}
 mkdir -p "$out" build-gpu
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader; nvcc --version | tail -n 2; } | tee "$out/device.txt"
+# What every benchmark stamps on its table and JSON file (tests/cuda/bench_report.h): the commit
+# deploy/gpu-bundle.sh recorded in gpu-pack/COMMIT (the tree copied here is the one it bundled), and
+# the folder its JSON results go to.
+GLA_COMMIT=${GLA_COMMIT:-$(cat gpu-pack/COMMIT 2> /dev/null || git rev-parse --short=12 HEAD 2> /dev/null || echo unknown)}
+export GLA_COMMIT GLA_BENCH_OUT=$out
 failures=0
 note() { echo "== $*" | tee -a "$out/summary.txt"; }
 check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit status
@@ -86,13 +91,15 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   else
     cat "$out/build.txt"; note "kernel tests: BUILD FAILED"; failures=$((failures + 1))
   fi
-  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_decode_bench tests/cuda/gla_decode_bench.cc "${kernels[@]}" &&
+  ceilings=(tests/cuda/device_ceilings.cc -lcublas)  # each benchmark measures the device's ceilings itself
+  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_decode_bench tests/cuda/gla_decode_bench.cc "${kernels[@]}" "${ceilings[@]}" &&
     check decode_bench build-gpu/gla_decode_bench
-  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_prefill_bench tests/cuda/gla_prefill_bench.cc "${kernels[@]}" &&
+  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_prefill_bench tests/cuda/gla_prefill_bench.cc "${kernels[@]}" "${ceilings[@]}" &&
     check prefill_bench build-gpu/gla_prefill_bench
-  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_backward_bench tests/cuda/gla_backward_bench.cc "${kernels[@]}" &&
+  nvcc "${nvcc_flags[@]}" -o build-gpu/gla_backward_bench tests/cuda/gla_backward_bench.cc "${kernels[@]}" "${ceilings[@]}" &&
     check backward_bench build-gpu/gla_backward_bench
-  nvcc "${nvcc_flags[@]}" -o build-gpu/sampling_bench tests/cuda/sampling_bench.cc kernels/cuda/sampling.cu engine/sampler.cc &&
+  nvcc "${nvcc_flags[@]}" -o build-gpu/sampling_bench tests/cuda/sampling_bench.cc kernels/cuda/sampling.cu engine/sampler.cc \
+    "${ceilings[@]}" &&
     check sampling_bench build-gpu/sampling_bench
 fi
 
@@ -190,6 +197,24 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
     done
   done
 fi
+# Issue 19's measurements from the bundle alone (no nvcc build there): the kernel tests, the
+# kernel benchmarks and the end-to-end benchmark at B = 1, 8, 16, 32, 128 on both shapes, each
+# measuring the device's ceilings in its own run and leaving a JSON file (results.tgz).
+if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  check kernel_tests gpu-bundle/run gla_kernels_cuda_test
+  check decode_bench gpu-bundle/run gla_decode_bench
+  check prefill_bench gpu-bundle/run gla_prefill_bench chunk
+  check backward_bench gpu-bundle/run gla_backward_bench
+  for preset in 340M 1.3B; do
+    gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
+      --batches 1,8,16,32,128
+    grep -E "^(#|prefill|TTFT|decode)" "$out/engine_bench_$preset.txt" | tee -a "$out/summary.txt"
+  done
+fi
 if [ "$parts" = yields ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -262,4 +287,10 @@ elif [ ! -x gpu-bundle/run ] && [ "$parts" != kernels ] && [ "$parts" != fla ]; 
 fi
 cat "$out/summary.txt"
 echo "failures: $failures"
+# The device tool brings back at most 8 files from $OUT: everything travels as one archive beside
+# the summary (tar -xzf results.tgz here). A run cut short keeps its loose files instead.
+if tar -C "$out" -czf /tmp/gla-results.tgz . 2> /dev/null; then
+  find "$out" -mindepth 1 -maxdepth 1 ! -name summary.txt -exec rm -rf {} +
+  mv /tmp/gla-results.tgz "$out/results.tgz"
+fi
 exit $((failures != 0))

@@ -8,9 +8,9 @@
 // frozen base weights computes the forward (2 FLOPs per weight and token) and the gradients of the
 // activations (2 more), but no base weight gradients: ~4 N FLOPs per token for N matrix weights
 // (embeddings excluded, lm_head included), plus the chunkwise GLA work, at a peak rate: on the CPU
-// the sgemm rate this machine measures here (OpenBLAS, 1024^3); on an H100/H200 the dense tensor-core
-// peaks of the SXM part (TF32 494.7 TFLOP/s, what the projections run on; bf16 989.4, the floor a
-// bf16 training path would have). Also printed: how often a step offers serving the device (its
+// the sgemm rate this machine measures here (OpenBLAS, 1024^3); on a GPU the cuBLAS GEMM rates the
+// device reaches in the same run (tests/cuda/device_ceilings.h: TF32, what the projections run on;
+// bf16, the floor a bf16 training path would have). Also printed: how often a step offers serving the device (its
 // yield points) and the longest stretch between two of them.
 #include <algorithm>
 #include <chrono>
@@ -21,7 +21,7 @@
 #include <cblas.h>
 
 #if defined(GLA_HAVE_CUDA)
-#include <cuda_runtime_api.h>
+#include "tests/cuda/device_ceilings.h"
 #endif
 
 #include "absl/strings/str_join.h"
@@ -65,13 +65,12 @@ absl::Status Main(const ParsedArgs& a) {
   if (device == "cuda") {
     where.cuda_device = 0;
 #if defined(GLA_HAVE_CUDA)
-    cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return absl::UnavailableError("no CUDA device");
-    device_name = prop.name;
-    if (device_name.find("H100") != std::string::npos || device_name.find("H200") != std::string::npos) {
-      tf32_peak = 494.7e12;
-      bf16_peak = 989.4e12;
-    }
+    const bench::DeviceCeilings ceil = bench::MeasureDeviceCeilings();  // before the job takes its memory
+    device_name = ceil.device;
+    tf32_peak = ceil.tf32_gemm_flops;
+    bf16_peak = ceil.bf16_gemm_flops;
+#else
+    return absl::UnavailableError("this build has no CUDA");
 #endif
   }
   std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj"};
@@ -147,7 +146,7 @@ absl::Status Main(const ParsedArgs& a) {
                 seq_len, steps, s / steps, tokens / s, floor_tps, 100.0 * (tokens / s) / floor_tps, last.loss);
   } else if (rate > 0) {
     const double bf16_floor = bf16_peak / flops_per_token;
-    std::printf("| %s, TF32 peak %.0f TFLOP/s | %d x %d | %d | %.4f | %.0f | %.0f | %.0f%% (%.0f%% of the bf16 floor, "
+    std::printf("| %s, TF32 GEMM %.0f TFLOP/s measured now | %d x %d | %d | %.4f | %.0f | %.0f | %.0f%% (%.0f%% of the bf16 floor, "
                 "%.0f) | %.3f |\n",
                 device_name.c_str(), rate / 1e12, batch, seq_len, steps, s / steps, tokens / s, floor_tps,
                 100.0 * (tokens / s) / floor_tps, 100.0 * (tokens / s) / bf16_floor, bf16_floor, last.loss);

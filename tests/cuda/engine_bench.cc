@@ -4,10 +4,13 @@
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //
-// Prints one table row per measurement: time, tokens/s, the floor (FLOPs / bf16 GEMM peak for
-// prefill, bytes / copy bandwidth for decode: weights once per step + every state read and
-// written) and the fla anchor of issue 4 where one exists. Decode is timed greedy and sampled
-// (temperature 0.8, top-p 0.95, repetition penalty 1.1), time per step.
+// Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
+// where one exists. Floors come from the device's own ceilings, measured at the start of the run
+// (tests/cuda/device_ceilings.h): prefill = FLOPs / bf16 GEMM peak (TTFT: the larger of that and
+// the weights read once / copy bandwidth); decode = (weights once per step + every state read and
+// written) / copy bandwidth. Decode is timed greedy and sampled (temperature 0.8, top-p 0.95,
+// repetition penalty 1.1), time per step. The "target" column holds issue 19's goal for the row.
+// With GLA_BENCH_OUT=DIR the table is also written to DIR/engine-<name>.json.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,12 +23,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/backend.h"
+#include "tests/cuda/bench_report.h"
+#include "tests/cuda/device_ceilings.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr double kGemmPeak = 760e12;  // bf16 dense GEMM measured on the H100 (issue 4: 741-776 TFLOP/s)
-constexpr double kCopyBw = 2.99e12;   // device-to-device copy measured there (2.98-3.01 TB/s)
 
 [[noreturn]] void Die(const std::string& msg) {
   std::fprintf(stderr, "gla-engine-bench: error: %s\n", msg.c_str());
@@ -36,6 +39,11 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 
 struct Anchor {
   double b1 = 0, b32 = 0, prefill = 0;  // tok/s, 0 = none
+};
+
+// Issue 19's targets, as fractions of the floor (0 = none for this model).
+struct Targets {
+  double decode = 0, prefill = 0, ttft_ms = 0;
 };
 
 }  // namespace
@@ -75,6 +83,10 @@ int main(int argc, char** argv) {
   const gla::GlaConfig& c = b.config();
   const std::string name = flags["name"].empty() ? flags["model"] : flags["name"];
   const Anchor anchor = name == "gla-1.3B" ? Anchor{23, 568, 57000} : name == "gla-340M" ? Anchor{19, 512, 0} : Anchor{};
+  const Targets target = name == "gla-1.3B" ? Targets{0.80, 0.70, 2.5} : name == "gla-340M" ? Targets{0.75, 0.60, 0} : Targets{};
+  // Measured after the model is loaded (its memory is taken), before anything is timed.
+  gla::bench::BenchReport report("engine-" + name, gla::bench::MeasureDeviceCeilings());
+  const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
   // FLOPs per prefill token: every layer's GEMMs (2 per weight) + the GLA operator's chunkwise
   // matmuls (chunk 64: q k^T, A v, q S, k^T v per head). The lm_head runs on the last token only.
@@ -88,18 +100,36 @@ int main(int argc, char** argv) {
   const double decode_bytes_b1 = static_cast<double>(b.weight_bytes()) - 2.0 * c.vocab_size * D *
                                  (c.tie_word_embeddings ? 0 : 1);  // the embedding table is gathered, not read whole
 
-  std::printf("# %s on %s: weights %.2f GiB (bf16), state %.1f MiB per sequence, workspace %.2f GiB\n", name.c_str(),
-              b.device().c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
-              b.workspace_bytes() / 1073741824.0);
+  report.PrintHeader();
+  std::printf("# %s: weights %.2f GiB (bf16), state %.1f MiB per sequence, workspace %.2f GiB; %.2f GFLOP and "
+              "%.2f GB (B=1) per token\n",
+              name.c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
+              b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9, (decode_bytes_b1 + 2 * state_bytes) / 1e9);
   std::printf("# decode: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager");
-  std::printf("%-26s %10s %12s %12s %9s %12s %9s\n", "measure", "time ms", "tok/s", "floor tok/s", "of floor",
-              "anchor tok/s", "x anchor");
-  auto row = [&](const std::string& what, double seconds, double tokens, double floor_tps, double anchor_tps) {
-    const double tps = tokens / seconds;
-    std::printf("%-26s %10.3f %12.0f %12.0f %8.1f%% ", what.c_str(), seconds * 1e3, tps, floor_tps,
-                100.0 * tps / floor_tps);
-    if (anchor_tps > 0) std::printf("%12.0f %8.2fx\n", anchor_tps, tps / anchor_tps);
-    else std::printf("%12s %9s\n", "-", "-");
+  report.SetNote("model", name);
+  report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
+  std::printf("%-26s %10s %12s %12s %9s %12s %9s  %s\n", "measure", "time ms", "tok/s", "floor tok/s", "of floor",
+              "anchor tok/s", "x anchor", "target");
+  // `goal`: the issue's target as a fraction of the floor (0: none); `goal_ms`: as a time instead.
+  auto row = [&](const std::string& what, double seconds, double tokens, double floor_tps, double anchor_tps,
+                 double goal, double goal_ms = 0) {
+    const double tps = tokens / seconds, of_floor = tps / floor_tps;
+    std::printf("%-26s %10.3f %12.0f %12.0f %8.1f%% ", what.c_str(), seconds * 1e3, tps, floor_tps, 100.0 * of_floor);
+    if (anchor_tps > 0) std::printf("%12.0f %8.2fx", anchor_tps, tps / anchor_tps);
+    else std::printf("%12s %9s", "-", "-");
+    std::string verdict = "-";
+    if (goal > 0) verdict = (of_floor >= goal ? "met (>= " : "missed (>= ") + std::to_string(int(goal * 100 + 0.5)) + "%)";
+    if (goal_ms > 0)
+      verdict = (seconds * 1e3 <= goal_ms ? "met (<= " : "missed (<= ") + std::to_string(goal_ms).substr(0, 3) + " ms)";
+    std::printf("  %s\n", verdict.c_str());
+    report.AddRow()
+        .Str("measure", what)
+        .Num("time_ms", seconds * 1e3)
+        .Num("tokens_per_s", tps)
+        .Num("floor_tokens_per_s", floor_tps)
+        .Num("of_floor", of_floor)
+        .Num("anchor_tokens_per_s", anchor_tps)
+        .Str("target", verdict);
   };
 
   std::mt19937 rng(1);
@@ -138,7 +168,11 @@ int main(int argc, char** argv) {
     }
     std::sort(times.begin() + 1, times.end());  // the first is warm-up
     const double t = times[2];
-    row(what, t, T, kGemmPeak / flops_per_token, what.rfind("prefill", 0) == 0 ? anchor.prefill : 0);
+    const bool is_prefill = what.rfind("prefill", 0) == 0;
+    // A short prompt may be bound by reading the weights once rather than by the FLOPs.
+    const double floor_s = std::max(ceil.FlopsSeconds(flops_per_token * T), is_prefill ? 0.0 : ceil.BytesSeconds(decode_bytes_b1));
+    row(what, t, T, T / floor_s, is_prefill ? anchor.prefill : 0, is_prefill ? target.prefill : 0,
+        is_prefill || T != 512 ? 0 : target.ttft_ms);
   }
 
   // Decode: B sequences after a `prompt`-token prefill each, `steps` steps of one token each.
@@ -175,16 +209,16 @@ int main(int argc, char** argv) {
       const auto out = run(step);
       for (int i = 0; i < B; ++i) feed[i] = {out[i].token};
     };
-    const double floor_step = (decode_bytes_b1 + 2.0 * B * state_bytes) / kCopyBw;
+    const double floor_step = ceil.BytesSeconds(decode_bytes_b1 + 2.0 * B * state_bytes);
     for (const gla::SamplingParams* p : {&greedy, &sampled}) {
       for (int k = 0; k < 3; ++k) decode_step(1 + k, p);  // warm-up (captures the bucket's graph)
       const auto t0 = Clock::now();
       for (int k = 0; k < steps; ++k) decode_step(4 + k, p);
       const double t = Seconds(t0, Clock::now()) / std::max(steps, 1);
       row("decode B=" + std::to_string(B) + (p == &greedy ? " greedy" : " top-p 0.95"), t, B, B / floor_step,
-          B == 1 ? anchor.b1 : B == 32 ? anchor.b32 : 0);
+          B == 1 ? anchor.b1 : B == 32 ? anchor.b32 : 0, p == &greedy ? target.decode : 0);
     }
     for (int s : slots) b.pool().Release(s);
   }
-  return 0;
+  return report.WriteJsonIfAsked() ? 0 : 1;
 }

@@ -3,8 +3,9 @@
 // per call as B8 x T2048 ... B1 x T16384, next to fla chunk_gla forward + backward (bf16) and
 // FlashAttention-2 forward + backward at the same hidden size, measured on the same H100. fp32 in
 // and out (fla's anchors read and write bf16: half our bytes), initial states and final-state
-// gradients present. The floors: FLOPs of the chunkwise algorithm / the H100's dense bf16 peak, and
-// the backward's compulsory bytes (its inputs and outputs once) / HBM bandwidth.
+// gradients present. The floors: FLOPs of the chunkwise algorithm / the bf16 GEMM peak, and the
+// backward's compulsory bytes (its inputs and outputs once) / copy bandwidth, both measured on the
+// device in the same run (tests/cuda/device_ceilings.h). GLA_BENCH_OUT=DIR: DIR/gla-backward.json.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,7 +15,9 @@
 #include <vector>
 
 #include "kernels/gla.h"
+#include "tests/cuda/bench_report.h"
 #include "tests/cuda/bench_util.h"
+#include "tests/cuda/device_ceilings.h"
 
 namespace {
 
@@ -24,7 +27,6 @@ struct Anchor {
 };
 const Anchor kAnchors[] = {{8, 2048, 4.09, 2.33}, {4, 4096, 4.48, 3.92}, {2, 8192, 4.50, 6.95}, {1, 16384, 4.99, 12.78}};
 constexpr int kTotal = 16384, kH = 4, kDk = 256, kDv = 512;
-constexpr double kPeakBf16 = 989e12, kHbm = 3.35e12;  // H100 SXM dense bf16 tensor FLOP/s, HBM3 bytes/s
 
 // GLA_BENCH_B=N times only the B = N shape, GLA_BENCH_REPS=R takes the median of R calls (20):
 // fewer launches for a profiler (deploy/gpu-profile.sh).
@@ -37,8 +39,6 @@ int EnvInt(const char* name, int fallback) {
 
 int main() {
   const int only_b = EnvInt("GLA_BENCH_B", 0), reps = std::max(1, EnvInt("GLA_BENCH_REPS", 20));
-  cudaDeviceProp prop;
-  CHECK(cudaGetDeviceProperties(&prop, 0));
   const size_t qn = size_t(kTotal) * kH * kDk, vn = size_t(kTotal) * kH * kDv;
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.f, 1.f), gate(-0.2f, -0.001f);
@@ -75,9 +75,12 @@ int main() {
   CHECK(cudaEventCreate(&e0));
   CHECK(cudaEventCreate(&e1));
 
-  std::printf("device: %s (%d SMs). GLA forward + backward, gla-1.3B heads (H=%d, dk=%d, dv=%d), %d tokens per call, "
+  gla::bench::BenchReport report("gla-backward", gla::bench::MeasureDeviceCeilings());
+  const gla::bench::DeviceCeilings& ceil = report.ceilings();
+  report.PrintHeader();
+  std::printf("GLA forward + backward, gla-1.3B heads (H=%d, dk=%d, dv=%d), %d tokens per call, "
               "fp32 in/out, bf16 mma.sync.\n\n",
-              prop.name, prop.multiProcessorCount, kH, kDk, kDv, kTotal);
+              kH, kDk, kDv, kTotal);
   std::printf("| B x T | fwd ms | bwd ms (alone) | fwd+bwd ms (step) | vs fla (fwd+bwd) | vs FlashAttention-2 (fwd+bwd) | "
               "FLOP floor ms | bwd byte floor ms | bwd workspace MB |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   void* ws = nullptr;
@@ -156,17 +159,26 @@ int main() {
     // 2 (dk dv + C dv + dk dv + C dk); backward: both scans (2 dk dv), dA, A^T dO, kg dS, dO S0^T,
     // V dS^T (2 C dv + 3 dk dv), the prep's A again (C dk): 2 (5 dk dv + 2 C dv + C dk).
     const double C = 64, per_tok_head = 2 * (2 * kDk * kDv + C * kDv + C * kDk) + 2 * (5.0 * kDk * kDv + 2 * C * kDv + C * kDk);
-    const double flop_ms = per_tok_head * kTotal * kH / kPeakBf16 * 1e3;
+    const double flop_ms = ceil.FlopsSeconds(per_tok_head * kTotal * kH) * 1e3;
     // Backward bytes: reads q k v g dO (fp32), writes dq dk dv dg (fp32).
     const double bytes = 4.0 * (3 * qn + vn + vn) + 4.0 * (3 * qn + vn);
     std::printf("| %d x %d | %.3f | %.3f | %.3f | %.2fx | %.2fx | %.3f | %.3f | %.0f |\n", a.B, a.T, fwd, bwd, both,
-                a.fla_ms / both, a.fa2_ms / both, flop_ms, bytes / kHbm * 1e3,
+                a.fla_ms / both, a.fa2_ms / both, flop_ms, ceil.BytesSeconds(bytes) * 1e3,
                 gla::cuda::GlaBackwardChunkWorkspaceBytes(b, kTotal) / 1e6);
+    report.AddRow()
+        .Num("B", a.B)
+        .Num("T", a.T)
+        .Num("fwd_ms", fwd)
+        .Num("bwd_ms", bwd)
+        .Num("step_ms", both)
+        .Num("flop_floor_ms", flop_ms)
+        .Num("bwd_byte_floor_ms", ceil.BytesSeconds(bytes) * 1e3)
+        .Num("fla_anchor_ms", a.fla_ms)
+        .Num("fa2_anchor_ms", a.fa2_ms);
   }
   std::printf("\nanchors (issue 5, same H100, 2026-11-22): fla chunk_gla fwd+bwd bf16 4.09 / 4.48 / 4.50 / 4.99 ms; "
               "FlashAttention-2 fwd+bwd 2.33 / 3.92 / 6.95 / 12.78 ms. \"vs\" = anchor / ours (> 1: we are faster).\n"
               "bwd alone recomputes the forward's prep; the step (forward, then backward on the same workspace) reuses it.\n"
-              "floors at the H100 SXM's peaks (%.0f TFLOP/s dense bf16, %.2f TB/s HBM3) whatever the device.\n",
-              kPeakBf16 / 1e12, kHbm / 1e12);
-  return 0;
+              "The anchors were timed on an H100: a ratio to them is not one of the same run (tests/cuda/fla_gla_anchor.py is).\n");
+  return report.WriteJsonIfAsked() ? 0 : 1;
 }

@@ -1,6 +1,7 @@
 // Times the CUDA decode step (one layer) at the anchor shapes of the GPU issue and prints a
-// table: time, achieved state bandwidth, ratio to the measured copy bandwidth (the floor), and
-// the ratio to fla's fused_recurrent_gla anchor on the same H100 (2026-11-22, gla-1.3B heads).
+// table: time, achieved state bandwidth, ratio to the copy bandwidth measured in the same run (the
+// floor; tests/cuda/device_ceilings.h), and the ratio to fla's fused_recurrent_gla anchor (an H100,
+// 2026-11-22, gla-1.3B heads). GLA_BENCH_OUT=DIR: the table also goes to DIR/gla-decode.json.
 // States rotate through a pool larger than L2 so no launch reads from cache.
 #include <cuda_runtime.h>
 
@@ -11,7 +12,9 @@
 #include <vector>
 
 #include "kernels/gla.h"
+#include "tests/cuda/bench_report.h"
 #include "tests/cuda/bench_util.h"
+#include "tests/cuda/device_ceilings.h"
 
 
 namespace {
@@ -19,31 +22,6 @@ namespace {
 float Median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-// Device-to-device copy bandwidth (bytes read + written per second), the memory-bound ceiling.
-double CopyBandwidth() {
-  const size_t bytes = size_t{1} << 30;
-  void *a, *b;
-  CHECK(cudaMalloc(&a, bytes));
-  CHECK(cudaMalloc(&b, bytes));
-  CHECK(cudaMemset(a, 1, bytes));
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int i = 0; i < 12; ++i) {
-    CHECK(cudaEventRecord(e0));
-    CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
-    float t;
-    CHECK(cudaEventElapsedTime(&t, e0, e1));
-    if (i >= 2) ms.push_back(t);
-  }
-  CHECK(cudaFree(a));
-  CHECK(cudaFree(b));
-  return 2.0 * bytes / (Median(ms) * 1e-3);
 }
 
 struct Result {
@@ -145,11 +123,9 @@ Result TimeDecode(int B, int H, int dk, int dv) {
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop;
-  CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double copy_bw = CopyBandwidth();
-  std::printf("device: %s, %d SMs, L2 %.0f MB; measured D2D copy %.2f TB/s (read + write)\n", prop.name,
-              prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy_bw / 1e12);
+  gla::bench::BenchReport report("gla-decode", gla::bench::MeasureDeviceCeilings());
+  report.PrintHeader();
+  const double copy_bw = report.ceilings().copy_bytes_per_s;
   std::printf("GLA decode step, one layer, fp32 states read and written once, fp32 activations\n\n");
   std::printf("| heads (H, dk, dv) | B | stream us | graph us | state GB/s | of copy BW | floor us | fla anchor us | vs fla |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
@@ -174,6 +150,14 @@ int main() {
     }
     std::printf("| %s | %d | %.2f | %.2f | %.0f | %.0f%% | %.2f | %s | %s |\n", c.name, c.B, r.us_stream, r.us_graph,
                 bytes / (best * 1e-6) / 1e9, 100.0 * bytes / (best * 1e-6) / copy_bw, floor_us, anchor, vs);
+    report.AddRow()
+        .Str("heads", c.name)
+        .Num("B", c.B)
+        .Num("stream_us", r.us_stream)
+        .Num("graph_us", r.us_graph)
+        .Num("floor_us", floor_us)
+        .Num("of_floor", floor_us / best)
+        .Num("fla_anchor_us", c.anchor_us);
   }
-  return 0;
+  return report.WriteJsonIfAsked() ? 0 : 1;
 }

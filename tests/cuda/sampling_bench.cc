@@ -17,7 +17,9 @@
 #include "engine/sample_row_spec.h"
 #include "engine/sampler.h"
 #include "kernels/sampling.h"
+#include "tests/cuda/bench_report.h"
 #include "tests/cuda/bench_util.h"
+#include "tests/cuda/device_ceilings.h"
 
 namespace {
 
@@ -66,10 +68,10 @@ float TimePerCallUs(F&& call, cudaStream_t stream) {
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop;
-  CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
-  std::printf("%5s %7s  %-26s %12s\n", "rows", "vocab", "mode", "us/call");
+  gla::bench::BenchReport report("sampling", gla::bench::MeasureDeviceCeilings());
+  report.PrintHeader();
+  // Floor: the logits read once (fp32) at the copy bandwidth; a launch (~2-4 us) dominates small calls.
+  std::printf("%5s %7s  %-26s %12s %12s %9s\n", "rows", "vocab", "mode", "us/call", "floor us", "of floor");
   cudaStream_t stream;
   CHECK(cudaStreamCreate(&stream));
   constexpr int kMaxTop = 32;  // as the engine (engine/cuda_sampler.cc)
@@ -156,7 +158,9 @@ int main() {
         a.workspace = ws;
         a.workspace_bytes = ws_bytes;
         const float us = TimePerCallUs([&] { CHECK(gla::cuda::SampleRows(a, stream)); }, stream);
-        std::printf("%5d %7d  %-26s %12.1f\n", rows, vocab, Name(mode), us);
+        const double floor_us = report.ceilings().BytesSeconds(4.0 * rows * vocab) * 1e6;
+        std::printf("%5d %7d  %-26s %12.1f %12.2f %8.1f%%\n", rows, vocab, Name(mode), us, floor_us, 100.0 * floor_us / us);
+        report.AddRow().Num("rows", rows).Num("vocab", vocab).Str("mode", Name(mode)).Num("us", us).Num("floor_us", floor_us);
       }
       for (void* p : {static_cast<void*>(d_logits), static_cast<void*>(d_ids), static_cast<void*>(d_all),
                       static_cast<void*>(d_out), static_cast<void*>(d_token), static_cast<void*>(d_lp),
@@ -166,5 +170,5 @@ int main() {
     }
   }
   CHECK(cudaStreamDestroy(stream));
-  return 0;
+  return report.WriteJsonIfAsked() ? 0 : 1;
 }
