@@ -74,7 +74,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
   kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
-  layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu
+  layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu
           kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
           kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu kernels/cuda/dropout.cu kernels/cuda/cross_entropy.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
@@ -204,9 +204,13 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   check kernel_tests gpu-bundle/run gla_kernels_cuda_test
-  check decode_bench gpu-bundle/run gla_decode_bench
-  check prefill_bench gpu-bundle/run gla_prefill_bench chunk
-  check backward_bench gpu-bundle/run gla_backward_bench
+  check engine_tests gpu-bundle/run cuda_engine_test
+  check linear_small_m_bench gpu-bundle/run linear_small_m_bench
+  if [ "${GLA_BENCH_KERNELS:-1}" = 1 ]; then  # GLA_BENCH_KERNELS=0: without the GLA kernels' benchmarks
+    check decode_bench gpu-bundle/run gla_decode_bench
+    check prefill_bench gpu-bundle/run gla_prefill_bench chunk
+    check backward_bench gpu-bundle/run gla_backward_bench
+  fi
   for preset in 340M 1.3B; do
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }

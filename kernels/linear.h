@@ -41,12 +41,22 @@ cublasStatus_t LinearBf16(cublasHandle_t handle, const __nv_bfloat16* x, int64_t
 namespace gla::cuda {
 
 // The decode-sized projection: y[M, N] = x[M, K] W[N, K]^T + beta * y for M <= kSmallM rows, a
-// memory-bound matrix-vector product (each weight read once, 16-byte loads, one warp per output
-// row) that reaches more of the bandwidth than a GEMM tiled for large M. K % 8 == 0, rows 16-byte
-// aligned; cudaErrorInvalidValue (no launch) otherwise.
-constexpr int kSmallM = 8;
+// memory-bound matrix-vector product (each weight read once, 16-byte loads) that reaches more of
+// the bandwidth than a GEMM tiled for large M. K % 8 == 0, rows 16-byte aligned;
+// cudaErrorInvalidValue (no launch) otherwise. LinearSmallM picks one of the two kernels below by M
+// (the faster one at that M, measured with tests/cuda/linear_small_m_bench.cc).
+constexpr int kSmallM = 16;
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+// CUDA cores, one warp per output feature, M FMAs per weight pair: for M <= kSmallMCudaCores.
+constexpr int kSmallMCudaCores = 8;
+cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
+                                  int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                  cudaStream_t stream);
+// Tensor cores (mma.sync m16n8k16, 16 features per block, K split over its warps): M <= kSmallM.
+cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
+                                    int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                    cudaStream_t stream);
 
 }  // namespace gla::cuda
 #endif

@@ -1,4 +1,5 @@
-// Decode-sized projections (M <= kSmallM rows): memory-bound, so the aim is the weight stream at
+// Decode-sized projections on CUDA cores (M <= kSmallMCudaCores rows), and LinearSmallM's choice
+// between this kernel and the tensor-core one. Memory-bound, so the aim is the weight stream at
 // full bandwidth. One warp per output row n: each lane reads 8 bf16 weights (16 bytes) per step,
 // four steps in flight, multiplies them with the M input rows (small, served from L1/L2), and the
 // warp reduces its M partial sums with shuffles in a fixed order (deterministic).
@@ -15,6 +16,8 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
+// From this many rows on, LinearSmallM takes the tensor-core kernel (linear_small_m_mma.cu).
+constexpr int64_t kSmallMTensorCoresFrom = 2;
 
 __device__ inline void Fma8(const uint4& w, const uint4& x, float& acc) {
   const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
@@ -81,11 +84,12 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16
 
 }  // namespace
 
-cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
-                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
+                                  int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                  cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  if (M < 0 || M > kSmallM || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
+  if (M < 0 || M > kSmallMCudaCores || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
       N > int64_t{kWarps} * 0x7fffffff)
     return cudaErrorInvalidValue;
   switch (M) {  // the one dispatch site: rows -> a compile-time accumulator count
@@ -98,6 +102,13 @@ cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bf
     case 7: return Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
     default: return Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
   }
+}
+
+cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M <= kSmallMTensorCoresFrom - 1 && M <= kSmallMCudaCores)
+    return LinearSmallMCudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return LinearSmallMTensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 }  // namespace gla::cuda

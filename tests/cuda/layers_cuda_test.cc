@@ -202,36 +202,51 @@ TEST_P(Layers, LinearBf16AndResidualAdd) {
   cublasDestroy(h);
 }
 
-// The decode-sized projection kernel at every row count it takes, both output types, residual add.
+// The decode-sized projection kernels at every row count they take (the CUDA-core one to
+// kSmallMCudaCores, the tensor-core one and LinearSmallM's choice to kSmallM), both output types,
+// residual add; odd N (a partial 16-feature tile) and K not a multiple of the 32-wide slices.
 TEST_P(Layers, LinearSmallMAtEveryRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
   std::mt19937 rng(18);
-  for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}}) {
+  using Kernel = cudaError_t (*)(const __nv_bfloat16*, int64_t, const __nv_bfloat16*, int64_t, int64_t, void*, bool,
+                                 int64_t, int64_t, float, cudaStream_t);
+  const struct {
+    const char* name;
+    Kernel kernel;
+    int max_m;
+  } kernels[] = {{"cuda cores", cuda::LinearSmallMCudaCores, cuda::kSmallMCudaCores},
+                 {"tensor cores", cuda::LinearSmallMTensorCores, cuda::kSmallM},
+                 {"LinearSmallM", cuda::LinearSmallM, cuda::kSmallM}};
+  for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 200}}) {
     const int xs = K + 8;
     const auto W = RoundBf16(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f));
     Dev<__nv_bfloat16> dW(ToBf16(W));
-    for (int M = 1; M <= cuda::kSmallM; ++M) {
-      const auto x = RoundBf16(Random(M * xs, rng));
-      const auto y0 = Random(static_cast<size_t>(M) * N, rng);
-      std::vector<float> ref = y0;
-      NaiveLinear(x.data(), xs, W.data(), N, K, ref.data(), M, 1.0f);
-      Dev<__nv_bfloat16> dx(ToBf16(x));
-      Dev<float> dy(y0);
-      GLA_CUDA_OK(cuda::LinearSmallM(dx.p, xs, dW.p, N, K, dy.p, false, N, M, 1.0f, nullptr));
-      EXPECT_LT(RelErr(dy.Get(), ref), 1e-5) << "N=" << N << " K=" << K << " M=" << M;
-      std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
-      NaiveLinear(x.data(), xs, W.data(), N, K, ref2.data(), M);
-      Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
-      GLA_CUDA_OK(cuda::LinearSmallM(dx.p, xs, dW.p, N, K, dz.p, true, N, M, 0.0f, nullptr));
-      EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << "N=" << N << " K=" << K << " M=" << M << " bf16";
+    for (const auto& k : kernels) {
+      for (int M = 1; M <= k.max_m; ++M) {
+        const auto x = RoundBf16(Random(M * xs, rng));
+        const auto y0 = Random(static_cast<size_t>(M) * N, rng);
+        std::vector<float> ref = y0;
+        NaiveLinear(x.data(), xs, W.data(), N, K, ref.data(), M, 1.0f);
+        Dev<__nv_bfloat16> dx(ToBf16(x));
+        Dev<float> dy(y0);
+        GLA_CUDA_OK(k.kernel(dx.p, xs, dW.p, N, K, dy.p, false, N, M, 1.0f, nullptr));
+        EXPECT_LT(RelErr(dy.Get(), ref), 1e-5) << k.name << " N=" << N << " K=" << K << " M=" << M;
+        std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
+        NaiveLinear(x.data(), xs, W.data(), N, K, ref2.data(), M);
+        Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
+        GLA_CUDA_OK(k.kernel(dx.p, xs, dW.p, N, K, dz.p, true, N, M, 0.0f, nullptr));
+        EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << k.name << " N=" << N << " K=" << K << " M=" << M << " bf16";
+      }
     }
   }
-  Dev<__nv_bfloat16> dx(16), dW(16);
-  Dev<float> dy(16);
-  EXPECT_EQ(cuda::LinearSmallM(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, cuda::kSmallM + 1, 0.f, nullptr),
-            cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::LinearSmallM(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue);
+  Dev<__nv_bfloat16> dx(16 * 17), dW(16);
+  Dev<float> dy(2 * 17);
+  for (const auto& k : kernels) {
+    EXPECT_EQ(k.kernel(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, k.max_m + 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
+    EXPECT_EQ(k.kernel(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
+  }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
 INSTANTIATE_TEST_SUITE_P(ModelWidths, Layers,

@@ -1,0 +1,129 @@
+// Decode-sized projections on tensor cores: y[M, N] = x[M, K] W[N, K]^T (+ beta y) for M <= 16.
+// Memory-bound (each weight is read once, the M input rows come from L1/L2), so the aim is the
+// weight stream at full bandwidth with little work per byte. The CUDA-core kernel
+// (linear_small_m.cu) spends M FMAs and M input loads per weight pair, which makes it compute- and
+// L1-bound from M ~ 4 (issue 19: a decode step at batch 8 was slower than at batch 32). Here one
+// mma.sync m16n8k16 covers 16 weight rows x 8 input rows x 16 k, so the work per weight byte does
+// not grow with M up to 8 and doubles only at 16.
+//
+// Tiling: a block owns 16 consecutive output features (the mma's 16 "rows" are weight rows) and
+// the whole K; its 8 warps split K into 32-wide slices (warp w: slices w, w + 8, ...), 4 slices
+// in flight per warp, and reduce their partial sums through shared memory in a fixed order
+// (deterministic). Lane (g = lane / 4, t = lane % 4) loads 16 bytes of weight rows g and g + 8 and
+// of input rows g (and g + 8) at k = slice + 8t: the mma's k order is a permutation of the real
+// one, the same for both operands, which a dot product does not see. The first weight loads are
+// issued before the wait on the previous kernel (programmatic dependent launch): weights do not
+// depend on it.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/launch.cuh"
+#include "kernels/linear.h"
+
+namespace gla::cuda {
+
+namespace {
+
+constexpr int kWarps = 8, kRows = 16, kSlice = 32, kInFlight = 4;
+
+__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16).
+template <int NT>
+__global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                                                const __nv_bfloat16* __restrict__ w, int64_t N,
+                                                                int64_t K, int M, void* y, bool y_bf16,
+                                                                int64_t y_stride, float beta) {
+  __shared__ float partial[kWarps][kRows][8 * NT];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const bool lo_ok = n0 + g < N, hi_ok = n0 + g + 8 < N;
+  const uint4* w_lo = reinterpret_cast<const uint4*>(w + (lo_ok ? n0 + g : 0) * K);
+  const uint4* w_hi = reinterpret_cast<const uint4*>(w + (hi_ok ? n0 + g + 8 : 0) * K);
+  const int64_t chunks = K / 8;  // 16-byte chunks per row; slice s, lane t reads chunk 4 s + t
+  const int64_t slices = (K + kSlice - 1) / kSlice;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+
+  uint4 wl[kInFlight], wh[kInFlight];
+  auto load_weights = [&](int64_t first) {
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
+      wl[u] = lo_ok && c < chunks ? __ldcs(w_lo + c) : zero;  // streamed once: do not keep in L2
+      wh[u] = hi_ok && c < chunks ? __ldcs(w_hi + c) : zero;
+    }
+  };
+  float acc[NT][4] = {};
+  int64_t first = warp;
+  load_weights(first);
+  WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; the weights do not
+  for (; first < slices; first += int64_t{kInFlight} * kWarps) {
+    if (first != warp) load_weights(first);
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int row = g + 8 * j;
+        const uint4 xv = row < M && c < chunks ? __ldg(reinterpret_cast<const uint4*>(x + row * x_stride) + c) : zero;
+        Mma(acc[j], wl[u].x, wh[u].x, wl[u].y, wh[u].y, xv.x, xv.y);
+        Mma(acc[j], wl[u].z, wh[u].z, wl[u].w, wh[u].w, xv.z, xv.w);
+      }
+    }
+  }
+  // acc[j]: (weight row g, input row 8j + 2t), (g, 8j + 2t + 1), (g + 8, 8j + 2t), (g + 8, 8j + 2t + 1).
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    partial[warp][g][8 * j + 2 * t] = acc[j][0];
+    partial[warp][g][8 * j + 2 * t + 1] = acc[j][1];
+    partial[warp][g + 8][8 * j + 2 * t] = acc[j][2];
+    partial[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
+  }
+  __syncthreads();
+  // Thread i sums output (input row m = i / 16, feature n0 + i % 16) over the warps in order:
+  // consecutive threads write consecutive features.
+  for (int i = threadIdx.x; i < kRows * 8 * NT; i += kWarps * 32) {
+    const int m = i / kRows, r = i % kRows;
+    if (m >= M || n0 + r >= N) continue;
+    float v = 0.f;
+#pragma unroll
+    for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
+    if (y_bf16) {
+      __nv_bfloat16* out = static_cast<__nv_bfloat16*>(y) + m * y_stride + n0 + r;
+      *out = __float2bfloat16(beta != 0.f ? v + beta * __bfloat162float(*out) : v);
+    } else {
+      float* out = static_cast<float*>(y) + m * y_stride + n0 + r;
+      *out = beta != 0.f ? v + beta * *out : v;
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
+                                    int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                    cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (M < 0 || M > kSmallM || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
+      (N + kRows - 1) / kRows > 0x7fffffff)
+    return cudaErrorInvalidValue;
+  const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
+  const int m = static_cast<int>(M);
+  if (M <= 8)
+    return LaunchDependent(SmallMMmaKernel<1>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
+                           y_stride, beta);
+  return LaunchDependent(SmallMMmaKernel<2>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16, y_stride,
+                         beta);
+}
+
+}  // namespace gla::cuda
