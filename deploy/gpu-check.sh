@@ -205,6 +205,9 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   check kernel_tests gpu-bundle/run gla_kernels_cuda_test
   check engine_tests gpu-bundle/run cuda_engine_test
+  # An older build's benchmark carried through GLA_BUNDLE_EXTRA runs first (A/B in one call).
+  [ -x gpu-bundle/bin/linear_small_m_bench-before ] &&
+    check linear_small_m_bench_before gpu-bundle/run linear_small_m_bench-before
   check linear_small_m_bench gpu-bundle/run linear_small_m_bench
   if [ "${GLA_BENCH_KERNELS:-1}" = 1 ]; then  # GLA_BENCH_KERNELS=0: without the GLA kernels' benchmarks
     check decode_bench gpu-bundle/run gla_decode_bench
@@ -215,7 +218,7 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
     check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
-      --batches 1,8,16,32,128
+      --batches "${GLA_BENCH_BATCHES:-1,8,16,32,128}"
     grep -E "^(#|prefill|TTFT|decode)" "$out/engine_bench_$preset.txt" | tee -a "$out/summary.txt"
   done
 fi

@@ -43,9 +43,10 @@ namespace gla::cuda {
 // The decode-sized projection: y[M, N] = x[M, K] W[N, K]^T + beta * y for M <= kSmallM rows, a
 // memory-bound matrix-vector product (each weight read once, 16-byte loads) that reaches more of
 // the bandwidth than a GEMM tiled for large M. K % 8 == 0, rows 16-byte aligned;
-// cudaErrorInvalidValue (no launch) otherwise. LinearSmallM picks one of the two kernels below by M
-// (the faster one at that M, measured with tests/cuda/linear_small_m_bench.cc).
-constexpr int kSmallM = 16;
+// cudaErrorInvalidValue (no launch) otherwise. LinearSmallM takes the CUDA-core kernel for one row
+// and the tensor-core kernel for 2 ... kSmallM; above kSmallM cuBLAS is faster at every gla-1.3B
+// and gla-340M projection (H200, tests/cuda/linear_small_m_bench.cc, docs/performance.md).
+constexpr int kSmallM = 8;
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
 // CUDA cores, one warp per output feature, M FMAs per weight pair: for M <= kSmallMCudaCores.
@@ -53,7 +54,8 @@ constexpr int kSmallMCudaCores = 8;
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                   int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                   cudaStream_t stream);
-// Tensor cores (mma.sync m16n8k16, 16 features per block, K split over its warps): M <= kSmallM.
+// Tensor cores (mma.sync m16n8k16, 16 features per block, K split over its warps): M <= 16.
+constexpr int kSmallMTensorCores = 16;
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream);

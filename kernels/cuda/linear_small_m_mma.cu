@@ -8,7 +8,8 @@
 //
 // Tiling: a block owns 16 consecutive output features (the mma's 16 "rows" are weight rows) and
 // the whole K; its 8 warps split K into 32-wide slices (warp w: slices w, w + 8, ...), 4 slices
-// in flight per warp, and reduce their partial sums through shared memory in a fixed order
+// per step and two steps in flight per warp (the next step's weights load while this one's mmas
+// run), and reduce their partial sums through shared memory in a fixed order
 // (deterministic). Lane (g = lane / 4, t = lane % 4) loads 16 bytes of weight rows g and g + 8 and
 // of input rows g (and g + 8) at k = slice + 8t: the mma's k order is a permutation of the real
 // one, the same for both operands, which a dot product does not see. The first weight loads are
@@ -53,21 +54,18 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
   const int64_t slices = (K + kSlice - 1) / kSlice;
   const uint4 zero = make_uint4(0, 0, 0, 0);
 
-  uint4 wl[kInFlight], wh[kInFlight];
-  auto load_weights = [&](int64_t first) {
+  // Two register stages: the next slices' weights are in flight while the mmas of these run.
+  uint4 wl[2][kInFlight], wh[2][kInFlight];
+  auto load_weights = [&](int stage, int64_t first) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
-      wl[u] = lo_ok && c < chunks ? __ldcs(w_lo + c) : zero;  // streamed once: do not keep in L2
-      wh[u] = hi_ok && c < chunks ? __ldcs(w_hi + c) : zero;
+      wl[stage][u] = lo_ok && c < chunks ? __ldcs(w_lo + c) : zero;  // streamed once: do not keep in L2
+      wh[stage][u] = hi_ok && c < chunks ? __ldcs(w_hi + c) : zero;
     }
   };
   float acc[NT][4] = {};
-  int64_t first = warp;
-  load_weights(first);
-  WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; the weights do not
-  for (; first < slices; first += int64_t{kInFlight} * kWarps) {
-    if (first != warp) load_weights(first);
+  auto multiply = [&](int stage, int64_t first) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
@@ -75,10 +73,24 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
       for (int j = 0; j < NT; ++j) {
         const int row = g + 8 * j;
         const uint4 xv = row < M && c < chunks ? __ldg(reinterpret_cast<const uint4*>(x + row * x_stride) + c) : zero;
-        Mma(acc[j], wl[u].x, wh[u].x, wl[u].y, wh[u].y, xv.x, xv.y);
-        Mma(acc[j], wl[u].z, wh[u].z, wl[u].w, wh[u].w, xv.z, xv.w);
+        Mma(acc[j], wl[stage][u].x, wh[stage][u].x, wl[stage][u].y, wh[stage][u].y, xv.x, xv.y);
+        Mma(acc[j], wl[stage][u].z, wh[stage][u].z, wl[stage][u].w, wh[stage][u].w, xv.z, xv.w);
       }
     }
+  };
+  constexpr int64_t kStep = int64_t{kInFlight} * kWarps;
+  int64_t first = warp;
+  load_weights(0, first);
+  WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; the weights do not
+  // Stages alternate with the loop unrolled twice (register arrays need compile-time indices).
+  while (first < slices) {
+    if (first + kStep < slices) load_weights(1, first + kStep);
+    multiply(0, first);
+    first += kStep;
+    if (first >= slices) break;
+    if (first + kStep < slices) load_weights(0, first + kStep);
+    multiply(1, first);
+    first += kStep;
   }
   // acc[j]: (weight row g, input row 8j + 2t), (g, 8j + 2t + 1), (g + 8, 8j + 2t), (g + 8, 8j + 2t + 1).
 #pragma unroll
@@ -114,7 +126,7 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
                                     cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  if (M < 0 || M > kSmallM || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
+  if (M < 0 || M > kSmallMTensorCores || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
       (N + kRows - 1) / kRows > 0x7fffffff)
     return cudaErrorInvalidValue;
   const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);

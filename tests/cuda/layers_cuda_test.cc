@@ -203,7 +203,7 @@ TEST_P(Layers, LinearBf16AndResidualAdd) {
 }
 
 // The decode-sized projection kernels at every row count they take (the CUDA-core one to
-// kSmallMCudaCores, the tensor-core one and LinearSmallM's choice to kSmallM), both output types,
+// kSmallMCudaCores, the tensor-core one to kSmallMTensorCores, LinearSmallM's choice to kSmallM), both output types,
 // residual add; odd N (a partial 16-feature tile) and K not a multiple of the 32-wide slices.
 TEST_P(Layers, LinearSmallMAtEveryRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
@@ -216,7 +216,7 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
     Kernel kernel;
     int max_m;
   } kernels[] = {{"cuda cores", cuda::LinearSmallMCudaCores, cuda::kSmallMCudaCores},
-                 {"tensor cores", cuda::LinearSmallMTensorCores, cuda::kSmallM},
+                 {"tensor cores", cuda::LinearSmallMTensorCores, cuda::kSmallMTensorCores},
                  {"LinearSmallM", cuda::LinearSmallM, cuda::kSmallM}};
   for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 200}}) {
     const int xs = K + 8;
