@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/grpc_admission.h"
 #include "server/grpc_status.h"
 
 namespace gla {
@@ -20,7 +21,7 @@ class CallInterceptor : public grpc::experimental::Interceptor {
   void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
     if (m->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA) && guard_ != nullptr &&
         !absl::StartsWith(method_, "/grpc.health.v1.Health/")) {
-      if (const auto* md = m->GetRecvInitialMetadata(); md != nullptr) token_error_ = guard_->Authenticate(*md);
+      if (const auto* md = m->GetRecvInitialMetadata(); md != nullptr) token_error_ = guard_->Authenticate(AuthorizationOf(*md));
     }
     // On a call with one request message, the pointer is null when its bytes did not
     // deserialize (on a client stream, null is also the stream's normal end).

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/fine_tune_data.h"
+#include "server/grpc_admission.h"
 #include "server/grpc_status.h"
 
 namespace gla {
@@ -166,7 +167,7 @@ absl::StatusOr<FineTuneSpec> FineTuneService::ToSpec(const v1::CreateFineTuneJob
 }
 
 grpc::Status FineTuneService::Admit(grpc::ServerContext* ctx) const {
-  return options_.guard != nullptr ? options_.guard->Admit(*ctx) : grpc::Status::OK;
+  return ToGrpcStatus(AdmitCall(options_.guard, *ctx));
 }
 
 grpc::Status FineTuneService::CreateFineTuneJob(grpc::ServerContext* ctx, const v1::CreateFineTuneJobRequest* req,

@@ -5,10 +5,9 @@
 #include <deque>
 #include <mutex>
 
-#include "absl/strings/str_format.h"
 #include "models/utf8.h"
+#include "server/grpc_generate_call.h"
 #include "server/grpc_status.h"
-#include "server/log.h"
 
 namespace gla {
 
@@ -48,89 +47,22 @@ void AddLogprobs(const std::vector<SampledToken>& from, google::protobuf::Repeat
   }
 }
 
-// What the metrics see of one generation request: the intervals between its tokens and how it
-// ended. Without metrics (null) it does nothing. Not thread-safe: the reactors call it under
-// their own lock.
-class RequestRecorder {
- public:
-  RequestRecorder(ServerMetrics* metrics, const char* method) : metrics_(metrics), method_(method) {}
-  void Tokens(size_t n) {
-    if (metrics_ == nullptr || n == 0) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (seen_) {  // several tokens in one update share the interval since the last one
-      const double each = std::chrono::duration<double>(now - last_).count() / static_cast<double>(n);
-      for (size_t i = 0; i < n; ++i) metrics_->TokenInterval(each);
-    }
-    seen_ = true;
-    last_ = now;
-  }
-  void Ended(const grpc::Status& status, const GenerationUpdate* u = nullptr) {
-    if (metrics_ == nullptr) return;
-    metrics_->RequestEnded(method_, GrpcCodeName(status.error_code()), u ? u->usage.prompt_tokens : 0,
-                           u ? u->usage.completion_tokens : 0, u ? u->usage.time_to_first_token_s : 0.0,
-                           u ? u->usage.total_time_s : 0.0);
-  }
-
- private:
-  ServerMetrics* metrics_;
-  const char* method_;
-  bool seen_ = false;
-  std::chrono::steady_clock::time_point last_;
-};
-
-// One line per finished request.
-void LogRequest(const std::string& id, const GenerationUpdate& u, const grpc::Status& status) {
-  const std::string text = absl::StrFormat(
-      "glad: request id=%s prompt_tokens=%d completion_tokens=%d ttft_s=%.4f total_s=%.4f finish=%s status=%d%s%s", id,
-      u.usage.prompt_tokens, u.usage.completion_tokens, u.usage.time_to_first_token_s, u.usage.total_time_s,
-      FinishReasonName(u.reason), static_cast<int>(status.error_code()), status.ok() ? "" : " ", status.error_message());
-  LogEvent(status.ok() ? LogLevel::kInfo : LogLevel::kWarning, "request", text,
-           {{"id", id},
-            {"prompt_tokens", int64_t{u.usage.prompt_tokens}},
-            {"completion_tokens", int64_t{u.usage.completion_tokens}},
-            {"ttft_s", u.usage.time_to_first_token_s},
-            {"total_s", u.usage.total_time_s},
-            {"finish", std::string_view(FinishReasonName(u.reason))},
-            {"code", std::string_view(GrpcCodeName(status.error_code()))}});
+// How a finished generation ends its gRPC call (front door's FinalStatus, gRPC's view of the
+// client: a cancelled context, its deadline).
+absl::Status CallStatus(const GenerationUpdate& u, grpc::CallbackServerContext* ctx) {
+  std::optional<std::chrono::system_clock::time_point> deadline;
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) deadline = ctx->deadline();
+  return FinalStatus(u, ctx->IsCancelled(), deadline);
 }
 
-// The status a finished generation ends its call with.
-grpc::Status FinalStatus(const GenerationUpdate& u, grpc::CallbackServerContext* ctx) {
-  if (!u.status.ok()) return ToGrpcStatus(u.status);
-  if (u.reason == FinishReason::kCancelled && ctx->IsCancelled()) {
-    // gRPC cancels a call whose deadline passed (before the scheduler sees the deadline itself):
-    // that is DEADLINE_EXCEEDED in the log and the metrics, not a client's cancel. The client's
-    // own timer fires first (our deadline is its timeout counted from when the call arrived), and
-    // its cancel can land a few ms before our deadline: a cancel within 100 ms of it counts as
-    // the deadline (the soak saw -10 to +7 ms on loopback).
-    if (std::chrono::system_clock::now() + std::chrono::milliseconds(100) >= ctx->deadline())
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
-    return grpc::Status::CANCELLED;
-  }
-  return grpc::Status::OK;  // includes cancellation by server shutdown: finish_reason says so
-}
-
-// Validates a request and completes its spec with an id and the call's deadline.
+// Admission, then the request through the front door with the call's deadline.
 absl::StatusOr<GenerationSpec> PrepareSpec(GlaService* svc, grpc::CallbackServerContext* ctx,
                                            const v1::GenerateRequest& req) {
   if (absl::Status admitted = svc->Admit(*ctx); !admitted.ok()) return admitted;
-  auto spec = ValidateGenerateRequest(req, svc->scheduler().backend(), svc->limits());
-  if (!spec.ok()) return spec;
-  if (!req.adapter().empty()) {  // LoRA adapter by name: kept alive by the spec until the request ends
-    Backend& backend = svc->scheduler().backend();
-    if (!backend.supports_adapters())
-      return absl::FailedPreconditionError(absl::StrCat("adapter '", req.adapter(), "': the ", backend.name(),
-                                                        " backend does not apply LoRA adapters yet (glad --backend cpu does)"));
-    const AdapterRegistry* registry = svc->info().adapters;
-    spec->adapter = registry != nullptr ? registry->Find(req.adapter()) : nullptr;
-    spec->adapter_name = req.adapter();
-    if (spec->adapter == nullptr)
-      return absl::NotFoundError(
-          absl::StrCat("no adapter named '", req.adapter(), "' is loaded (FineTune.ListAdapters lists them)"));
-  }
-  if (spec->id.empty()) spec->id = svc->NextRequestId();
-  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) spec->deadline = ctx->deadline();
-  return spec;
+  absl::StatusOr<GenerateCall> call = GenerateCallFromProto(req);
+  if (!call.ok()) return call.status();
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) call->deadline = ctx->deadline();
+  return svc->door().Prepare(*call);
 }
 
 // ---- Generate (unary)
@@ -141,7 +73,7 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
       : ctx_(ctx), resp_(resp), recorder_(svc->info().metrics, "Generate") {
     auto spec = PrepareSpec(svc, ctx, *req);
     if (!spec.ok()) {
-      recorder_.Ended(ToGrpcStatus(spec.status()));
+      recorder_.Ended(spec.status());
       Finish(ToGrpcStatus(spec.status()));
       return;
     }
@@ -160,14 +92,15 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
         if (!u.finished) return;
         resp_->set_finish_reason(ToProto(u.reason));
         FillUsage(u.usage, resp_->mutable_usage());
-        st = FinalStatus(u, ctx_);
-        LogRequest(id, u, st);
-        recorder_.Ended(st, &u);
+        const absl::Status final_status = CallStatus(u, ctx_);
+        LogRequest(id, u, final_status);
+        recorder_.Ended(final_status, &u);
+        st = ToGrpcStatus(final_status);
       }
       Finish(st);  // after unlocking: OnDone may delete this at once
     });
     if (handle.ok()) handle_ = *handle;
-    if (!handle.ok()) recorder_.Ended(ToGrpcStatus(handle.status()));
+    if (!handle.ok()) recorder_.Ended(handle.status());
     lock.unlock();
     if (!handle.ok()) Finish(ToGrpcStatus(handle.status()));
   }
@@ -182,7 +115,7 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
   v1::GenerateResponse* resp_;
   std::mutex mu_;
   std::shared_ptr<RequestHandle> handle_;
-  RequestRecorder recorder_;
+  RequestRecord recorder_;
 };
 
 // ---- GenerateStream
@@ -192,7 +125,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
       : ctx_(ctx), recorder_(svc->info().metrics, "GenerateStream") {
     auto spec = PrepareSpec(svc, ctx, *req);
     if (!spec.ok()) {
-      recorder_.Ended(ToGrpcStatus(spec.status()));
+      recorder_.Ended(spec.status());
       Finish(ToGrpcStatus(spec.status()));
       return;
     }
@@ -204,7 +137,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
       return;
     }
     finish_called_ = true;
-    recorder_.Ended(ToGrpcStatus(handle.status()));
+    recorder_.Ended(handle.status());
     lock.unlock();
     Finish(ToGrpcStatus(handle.status()));
   }
@@ -245,10 +178,11 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
       }
     }
     if (u.finished) {
-      final_status_ = FinalStatus(u, ctx_);
+      const absl::Status final_status = CallStatus(u, ctx_);
+      final_status_ = ToGrpcStatus(final_status);
       generation_done_ = true;
-      LogRequest(id_, u, final_status_);
-      recorder_.Ended(final_status_, &u);
+      LogRequest(id_, u, final_status);
+      recorder_.Ended(final_status, &u);
     }
     Advance(lock);
   }
@@ -279,7 +213,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
   v1::GenerateStreamResponse current_;
   bool writing_ = false, broken_ = false, generation_done_ = false, finish_called_ = false;
   grpc::Status final_status_;
-  RequestRecorder recorder_;
+  RequestRecord recorder_;
 };
 
 }  // namespace
@@ -297,7 +231,7 @@ grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GlaService::GenerateStream
 grpc::ServerUnaryReactor* GlaService::Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
                                                v1::TokenizeResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  const Tokenizer* tok = scheduler_.backend().tokenizer();
+  const Tokenizer* tok = scheduler().backend().tokenizer();
   if (absl::Status admitted = Admit(*ctx); !admitted.ok()) {
     reactor->Finish(ToGrpcStatus(admitted));
   } else if (tok == nullptr) {
@@ -307,7 +241,7 @@ grpc::ServerUnaryReactor* GlaService::Tokenize(grpc::CallbackServerContext* ctx,
   } else {
     // A text is tokenized only as far as a prompt may go (--max_prompt_tokens), in bounded memory.
     auto ids = tok->EncodeBounded(req->text(), !req->has_add_bos() || req->add_bos(),
-                                  {.max_tokens = limits_.max_prompt_tokens});
+                                  {.max_tokens = limits().max_prompt_tokens});
     if (ids.ok()) resp->mutable_token_ids()->Add(ids->begin(), ids->end());
     reactor->Finish(ids.ok() ? grpc::Status::OK
                     : absl::IsOutOfRange(ids.status())
@@ -325,12 +259,14 @@ grpc::ServerUnaryReactor* GlaService::Detokenize(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
   }
-  const Tokenizer* tok = scheduler_.backend().tokenizer();
+  const Tokenizer* tok = scheduler().backend().tokenizer();
   if (tok == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.model"));
     return reactor;
   }
-  absl::Status valid = ValidateTokenIds(req->token_ids(), tok->vocab_size(), "token_ids");
+  absl::Status valid =
+      ValidateTokenIds(std::span<const int32_t>(req->token_ids().data(), req->token_ids().size()), tok->vocab_size(),
+                       "token_ids");
   if (!valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
@@ -348,10 +284,10 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
   }
-  Backend& b = scheduler_.backend();
+  Backend& b = scheduler().backend();
   const GlaConfig& c = b.config();
-  const SchedulerStats st = scheduler_.stats();
-  resp->set_model_dir(info_.model_dir);
+  const SchedulerStats st = scheduler().stats();
+  resp->set_model_dir(info().model_dir);
   v1::ModelConfig* mc = resp->mutable_config();
   mc->set_hidden_size(c.hidden_size);
   mc->set_num_hidden_layers(c.num_hidden_layers);
@@ -376,11 +312,11 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   resp->set_state_pool_bytes(b.state_pool_bytes());
   resp->set_workspace_bytes(b.workspace_bytes());
   v1::Limits* l = resp->mutable_limits();
-  l->set_max_prompt_tokens(limits_.max_prompt_tokens);
-  l->set_max_new_tokens(limits_.max_new_tokens);
-  l->set_queue_size(info_.queue_size);
-  l->set_step_token_budget(info_.step_token_budget);
-  l->set_max_logprobs(limits_.max_logprobs);
+  l->set_max_prompt_tokens(limits().max_prompt_tokens);
+  l->set_max_new_tokens(limits().max_new_tokens);
+  l->set_queue_size(info().queue_size);
+  l->set_step_token_budget(info().step_token_budget);
+  l->set_max_logprobs(limits().max_logprobs);
   v1::SessionStats* ss = resp->mutable_sessions();
   ss->set_sessions(st.sessions.sessions);
   ss->set_in_slots(st.sessions.in_slots);
@@ -397,7 +333,7 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   pc->set_saved_tokens(st.prefix_cache.saved_tokens);
   pc->set_entries(st.prefix_cache.entries);
   pc->set_bytes(st.prefix_cache.bytes);
-  pc->set_block_tokens(info_.prefix_cache_block);
+  pc->set_block_tokens(info().prefix_cache_block);
   resp->set_preemptions(st.preemptions);
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -42,6 +42,7 @@
 #include "models/status_macros.h"
 #include "server/call_interceptor.h"
 #include "server/fine_tune_service.h"
+#include "server/front_door.h"
 #include "server/gla_service.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -318,9 +319,10 @@ int Main(int argc, char** argv) {
     if (!port.ok()) return Fail(port.status());
     metrics_port = *port;
   }
-  GlaService service(scheduler, o.limits,
-                     {o.model, so->queue_size, so->step_token_budget, &adapters, &guard, &metrics,
-                      so->prefix_cache_block});
+  // One front door for every protocol; the gRPC service is an adapter over it.
+  FrontDoor door(scheduler, o.limits,
+                 {o.model, so->queue_size, so->step_token_budget, &adapters, &guard, &metrics, so->prefix_cache_block});
+  GlaService service(door);
 
   int port = 0;
   const std::unique_ptr<grpc::Server> server = StartGrpcServer(o, guard, service, fine_tune, &port);

@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/grpc_status.h"
 
 namespace gla {
 
@@ -32,22 +31,20 @@ RequestGuard::RequestGuard(GuardOptions options) : options_(std::move(options)) 
   if (options_.rate_per_s > 0 && options_.burst <= 0) options_.burst = std::max(1.0, options_.rate_per_s);
 }
 
-absl::Status RequestGuard::Authenticate(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const {
+absl::Status RequestGuard::Authenticate(std::optional<std::string_view> authorization) const {
   if (options_.token.empty()) return absl::OkStatus();
-  const auto it = metadata.find("authorization");
-  const std::string_view got = it == metadata.end() ? std::string_view()
-                                                    : std::string_view(it->second.data(), it->second.size());
+  const std::string_view got = authorization.value_or(std::string_view());
   constexpr std::string_view kBearer = "Bearer ";
   if (got.substr(0, kBearer.size()) != kBearer || !SameSecret(got.substr(kBearer.size()), options_.token))
-    return absl::UnauthenticatedError(
-        it == metadata.end() ? "this server requires a bearer token (metadata 'authorization: Bearer <token>')"
-                             : "the bearer token is not this server's");
+    return absl::UnauthenticatedError(!authorization.has_value()
+                                          ? "this server requires a bearer token ('authorization: Bearer <token>')"
+                                          : "the bearer token is not this server's");
   return absl::OkStatus();
 }
 
-absl::Status RequestGuard::Admit(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
-                                 std::string_view peer, Clock::time_point now) {
-  if (absl::Status s = Authenticate(metadata); !s.ok()) return s;
+absl::Status RequestGuard::Admit(std::optional<std::string_view> authorization, std::string_view peer,
+                                 Clock::time_point now) {
+  if (absl::Status s = Authenticate(authorization); !s.ok()) return s;
   if (options_.rate_per_s > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     if (buckets_.size() >= kMaxClients) {
@@ -69,10 +66,6 @@ absl::Status RequestGuard::Admit(const std::multimap<grpc::string_ref, grpc::str
     b.tokens -= 1.0;
   }
   return absl::OkStatus();
-}
-
-grpc::Status RequestGuard::Admit(const grpc::ServerContextBase& ctx) {
-  return ToGrpcStatus(Admit(ctx.client_metadata(), ctx.peer()));
 }
 
 }  // namespace gla

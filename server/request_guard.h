@@ -1,17 +1,18 @@
 // Who may call glad, and how often: the bearer token every RPC must carry when one is configured
 // (--auth_token; gRPC health stays open for load balancers and probes), and a per-client request
 // rate (a token bucket per peer address: --rate_limit requests/s, --rate_limit_burst at once).
-// The services call Admit() first in every handler, before they read the request.
+// The front door calls Admit() first for every request, before it reads it; the protocol
+// adapters hand it the request's `authorization` header or metadata and the peer
+// (server/grpc_admission.h for gRPC). No protocol type appears here.
 #pragma once
 
 #include <chrono>
-#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
-#include <grpcpp/grpcpp.h>
+#include <optional>
 
 #include "absl/status/status.h"
 
@@ -28,13 +29,13 @@ class RequestGuard {
   using Clock = std::chrono::steady_clock;
   explicit RequestGuard(GuardOptions options);
 
-  // OK; UNAUTHENTICATED when the token is set and `authorization` is not "Bearer <token>";
-  // RESOURCE_EXHAUSTED when the peer (its address without the port) is over its rate.
-  absl::Status Admit(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata, std::string_view peer,
+  // OK; UNAUTHENTICATED when the token is set and `authorization` (the header's value; nullopt:
+  // none sent) is not "Bearer <token>"; RESOURCE_EXHAUSTED when the peer (its address without the
+  // port) is over its rate.
+  absl::Status Admit(std::optional<std::string_view> authorization, std::string_view peer,
                      Clock::time_point now = Clock::now());
-  grpc::Status Admit(const grpc::ServerContextBase& ctx);
   // The token check alone (no rate accounting): OK or UNAUTHENTICATED.
-  absl::Status Authenticate(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const;
+  absl::Status Authenticate(std::optional<std::string_view> authorization) const;
 
   bool authenticates() const { return !options_.token.empty(); }
 

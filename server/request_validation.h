@@ -1,10 +1,14 @@
-// GenerateRequest -> GenerationSpec. Every refusal is INVALID_ARGUMENT naming the field.
+// GenerateCall -> GenerationSpec, for every protocol. Every refusal is INVALID_ARGUMENT naming the
+// field as the client's protocol calls it (GenerateCall::names).
 #pragma once
+
+#include <cstdint>
+#include <span>
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/scheduler.h"
-#include "gla/v1/gla.pb.h"
+#include "server/generate_call.h"
 
 namespace gla {
 
@@ -15,10 +19,10 @@ struct ServerLimits {
   int max_stop_strings = 16;
 };
 
-absl::StatusOr<GenerationSpec> ValidateGenerateRequest(const v1::GenerateRequest& request, const Backend& backend,
-                                                       const ServerLimits& limits);
+absl::StatusOr<GenerationSpec> ValidateGenerateCall(const GenerateCall& call, const Backend& backend,
+                                                    const ServerLimits& limits);
 
 // Ids in [0, vocab): INVALID_ARGUMENT naming `field` otherwise.
-absl::Status ValidateTokenIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab, const char* field);
+absl::Status ValidateTokenIds(std::span<const int32_t> ids, int vocab, const char* field);
 
 }  // namespace gla

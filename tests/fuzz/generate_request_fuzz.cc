@@ -1,4 +1,5 @@
-// Fuzzes request validation (server/request_validation.h ValidateGenerateRequest): arbitrary
+// Fuzzes request validation (server/grpc_generate_call.h ValidateGenerateRequest, through the
+// front door's ValidateGenerateCall): arbitrary
 // bytes parsed as a gla.v1.GenerateRequest (what a gRPC call delivers), and each that parses
 // validated against a CPU backend of a small random model (1 layer, 16 wide, vocabulary 512)
 // with a byte-level tokenizer (byte_tokenizer_shim.cc says why not SentencePiece), under the
@@ -17,7 +18,7 @@
 #include <string>
 
 #include "engine/backend.h"
-#include "server/request_validation.h"
+#include "server/grpc_generate_call.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/support/random_model.h"
 

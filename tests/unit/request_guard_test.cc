@@ -7,37 +7,35 @@
 namespace gla {
 namespace {
 
-using Metadata = std::multimap<grpc::string_ref, grpc::string_ref>;
+using Authorization = std::optional<std::string_view>;
 using Clock = RequestGuard::Clock;
 
 TEST(RequestGuard, TokenMustBeExactlyTheConfiguredBearer) {
   RequestGuard g({"s3cret", 0, 0});
   EXPECT_TRUE(g.authenticates());
   const auto now = Clock::now();
-  EXPECT_EQ(g.Admit(Metadata{}, "ipv4:1.2.3.4:5", now).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(g.Admit(Authorization{}, "ipv4:1.2.3.4:5", now).code(), absl::StatusCode::kUnauthenticated);
   for (const char* bad : {"s3cret", "Bearer s3cre", "Bearer s3cret ", "Bearer S3CRET", "bearer s3cret", "Bearer "}) {
-    Metadata m{{"authorization", bad}};
-    EXPECT_EQ(g.Admit(m, "ipv4:1.2.3.4:5", now).code(), absl::StatusCode::kUnauthenticated) << bad;
+    EXPECT_EQ(g.Admit(Authorization(bad), "ipv4:1.2.3.4:5", now).code(), absl::StatusCode::kUnauthenticated) << bad;
   }
-  Metadata ok{{"authorization", "Bearer s3cret"}};
-  EXPECT_TRUE(g.Admit(ok, "ipv4:1.2.3.4:5", now).ok());
+  EXPECT_TRUE(g.Admit(Authorization("Bearer s3cret"), "ipv4:1.2.3.4:5", now).ok());
   RequestGuard open({"", 0, 0});
   EXPECT_FALSE(open.authenticates());
-  EXPECT_TRUE(open.Admit(Metadata{}, "ipv4:1.2.3.4:5", now).ok());
+  EXPECT_TRUE(open.Admit(Authorization{}, "ipv4:1.2.3.4:5", now).ok());
 }
 
 TEST(RequestGuard, RateLimitIsPerClientAddressWithBurstAndRefill) {
   RequestGuard g({"", 2.0, 3.0});  // 2 requests/s, 3 at once
   const auto t0 = Clock::now();
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(g.Admit(Metadata{}, "ipv4:10.0.0.1:" + std::to_string(1000 + i), t0).ok());
-  const absl::Status over = g.Admit(Metadata{}, "ipv4:10.0.0.1:2000", t0);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(g.Admit(Authorization{}, "ipv4:10.0.0.1:" + std::to_string(1000 + i), t0).ok());
+  const absl::Status over = g.Admit(Authorization{}, "ipv4:10.0.0.1:2000", t0);
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << "a new port is the same client";
   EXPECT_NE(over.message().find("rate limit"), std::string::npos) << over;
-  EXPECT_TRUE(g.Admit(Metadata{}, "ipv4:10.0.0.2:1000", t0).ok()) << "another client has its own bucket";
-  EXPECT_TRUE(g.Admit(Metadata{}, "ipv4:10.0.0.1:1", t0 + std::chrono::milliseconds(500)).ok()) << "one refilled";
-  EXPECT_FALSE(g.Admit(Metadata{}, "ipv4:10.0.0.1:1", t0 + std::chrono::milliseconds(500)).ok());
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(g.Admit(Metadata{}, "ipv4:10.0.0.1:1", t0 + std::chrono::seconds(10)).ok());
-  EXPECT_FALSE(g.Admit(Metadata{}, "ipv4:10.0.0.1:1", t0 + std::chrono::seconds(10)).ok()) << "never above the burst";
+  EXPECT_TRUE(g.Admit(Authorization{}, "ipv4:10.0.0.2:1000", t0).ok()) << "another client has its own bucket";
+  EXPECT_TRUE(g.Admit(Authorization{}, "ipv4:10.0.0.1:1", t0 + std::chrono::milliseconds(500)).ok()) << "one refilled";
+  EXPECT_FALSE(g.Admit(Authorization{}, "ipv4:10.0.0.1:1", t0 + std::chrono::milliseconds(500)).ok());
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(g.Admit(Authorization{}, "ipv4:10.0.0.1:1", t0 + std::chrono::seconds(10)).ok());
+  EXPECT_FALSE(g.Admit(Authorization{}, "ipv4:10.0.0.1:1", t0 + std::chrono::seconds(10)).ok()) << "never above the burst";
 }
 
 TEST(RequestGuard, PeerAddressDropsThePortOnly) {
