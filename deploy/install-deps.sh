@@ -26,6 +26,8 @@ packages=(
   sentencepiece          # spm_train / spm_encode (tests train a small tokenizer)
   libopenblas-dev        # multi-threaded SGEMM for the CPU backend
   nlohmann-json3-dev     # config.json and safetensors headers (header-only, well-kept)
+  libboost-dev           # Boost.Beast/Asio: glad's OpenAI HTTP server (header-only; asynchronous, so a few
+                         # threads hold thousands of SSE streams; its HTTP parser is fuzzed and widely used)
   libgtest-dev libgmock-dev googletest   # GoogleTest through ctest
   python3-grpcio python3-protobuf        # Python client and its example
   openssl                # the TLS tests make a throwaway certificate

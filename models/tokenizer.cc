@@ -1,6 +1,7 @@
 #include "models/tokenizer.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "models/sentencepiece_adapter.h"
@@ -168,6 +169,20 @@ void StreamingDetokenizer::DrainBytes(std::string* out, bool at_end) {
     }
     any_text_ = true;
   }
+}
+
+std::string Tokenizer::PieceText(int32_t id) const {
+  if (id < 0 || id >= static_cast<int32_t>(pieces_.size())) return "";
+  const PieceInfo& p = pieces_[id];
+  switch (p.kind) {
+    case PieceInfo::kText: return p.text;
+    case PieceInfo::kControl: return "";
+    case PieceInfo::kByte: break;
+  }
+  if (p.byte >= 0x20 && p.byte < 0x7f) return std::string(1, static_cast<char>(p.byte));
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "bytes:\\x%02x", p.byte);
+  return hex;
 }
 
 std::string StreamingDetokenizer::Push(int32_t id) {

@@ -43,6 +43,10 @@ class Tokenizer {
   // Bytes that `max_tokens` tokens can cover at most (the longest piece's bytes per token).
   int64_t MaxBytesFor(int64_t max_tokens) const;
   absl::StatusOr<std::string> Decode(std::span<const int32_t> ids) const;
+  // What one token stands for on its own, as token-level logprobs show it: a text piece with its
+  // leading space (U+2581 as ' '), "" for a control token or an id outside the vocabulary, and a
+  // byte piece as its byte when that is ASCII, else "bytes:\xNN" (OpenAI's spelling).
+  std::string PieceText(int32_t id) const;
 
  private:
   friend class StreamingDetokenizer;

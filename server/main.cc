@@ -14,6 +14,8 @@
 //
 // This file only wires the parts together: options -> backend -> scheduler and fine-tune jobs ->
 // services -> gRPC server and metrics -> wait for a signal -> drain.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -44,6 +46,8 @@
 #include "server/fine_tune_service.h"
 #include "server/front_door.h"
 #include "server/gla_service.h"
+#include "server/http/http_server.h"
+#include "server/http/openai_service.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/options.h"
@@ -261,10 +265,45 @@ void LogListening(const ServerOptions& o, int port, int metrics_port, Backend& b
   }
 }
 
+// Each HTTP stream holds a socket: the soft descriptor limit (often 1,024) is raised to the hard
+// one, so thousands of streams fit; logged when it stays low.
+void RaiseDescriptorLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return;
+  if (r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+    getrlimit(RLIMIT_NOFILE, &r);
+  }
+  if (r.rlim_cur < 4096)
+    LogEvent(LogLevel::kWarning, "descriptors",
+             absl::StrCat("glad: at most ", r.rlim_cur, " open files (ulimit -n): the HTTP API holds one per connection"),
+             {{"limit", static_cast<int64_t>(r.rlim_cur)}});
+}
+
+// The OpenAI HTTP API on --http_listen, answering through `openai`; logs where.
+absl::StatusOr<std::unique_ptr<http::Server>> StartHttpServer(const ServerOptions& o, http::OpenAiService& openai) {
+  RaiseDescriptorLimit();
+  http::ServerOptions ho;
+  ho.listen = o.http_listen;
+  ho.threads = o.http_threads;
+  ho.max_body_bytes = static_cast<size_t>(o.max_message_bytes);
+  auto server = http::Server::Start(ho, [&openai](http::Request r, std::shared_ptr<http::Responder> out) {
+    openai.Handle(std::move(r), std::move(out));
+  });
+  if (!server.ok()) return server.status();
+  const std::string host = o.http_listen.substr(0, o.http_listen.rfind(':'));
+  LogEvent(LogLevel::kInfo, "http",
+           absl::StrCat("glad: OpenAI HTTP API on http://", host, ":", (*server)->port(), "/v1 (model \"",
+                        o.served_model_name, "\")"),
+           {{"port", int64_t{(*server)->port()}}, {"model", o.served_model_name}});
+  return server;
+}
+
 // Waits for SIGTERM/SIGINT, then drains: health says not serving, fine-tune jobs stop, requests
 // get --shutdown_grace_s to finish, then the gRPC server stops.
-void WaitAndDrain(const sigset_t& signals, double grace_s, grpc::Server& server, Scheduler& scheduler,
-                  FineTuneJobs& jobs) {
+void WaitAndDrain(const sigset_t& signals, double grace_s, grpc::Server& server, http::Server* http_server,
+                  Scheduler& scheduler, FineTuneJobs& jobs) {
   int sig = 0;
   sigwait(&signals, &sig);
   const auto grace = std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
@@ -272,11 +311,13 @@ void WaitAndDrain(const sigset_t& signals, double grace_s, grpc::Server& server,
   LogEvent(LogLevel::kInfo, "draining", absl::StrFormat("glad: %s: draining (grace %.1f s)", sig_name, grace_s),
            {{"signal", std::string_view(sig_name)}, {"grace_s", grace_s}});
   server.GetHealthCheckService()->SetServingStatus(false);
+  if (http_server != nullptr) http_server->StopAccepting();  // idle connections close, answers go on
   jobs.Shutdown();  // fine-tune jobs are not drained: the running one stops at its next step boundary
   scheduler.Shutdown(grace);  // new requests: UNAVAILABLE; running ones finish or are cancelled
   // Every generation has finished or been cancelled above; what is left are quick unary calls.
   server.Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server.Wait();
+  if (http_server != nullptr) http_server->Shutdown(std::chrono::milliseconds(500));  // last bytes out
   LogEvent(LogLevel::kInfo, "stopped", "glad: stopped");
 }
 
@@ -329,7 +370,15 @@ int Main(int argc, char** argv) {
   if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", o.listen, " (in use or invalid)"));
   server->GetHealthCheckService()->SetServingStatus(true);
   LogListening(o, port, metrics_port, b, guard.authenticates());
-  WaitAndDrain(signals, o.shutdown_grace_s, *server, scheduler, jobs);
+  // The OpenAI HTTP API: a second adapter over the same front door.
+  http::OpenAiService openai(door, {.served_model_name = o.served_model_name});
+  std::unique_ptr<http::Server> http_server;
+  if (!o.http_listen.empty()) {
+    auto started = StartHttpServer(o, openai);
+    if (!started.ok()) return Fail(started.status());
+    http_server = *std::move(started);
+  }
+  WaitAndDrain(signals, o.shutdown_grace_s, *server, http_server.get(), scheduler, jobs);
   return 0;
 }
 

@@ -64,6 +64,13 @@ ABSL_FLAG(std::string, log_format, "text",
           "text: readable lines on stderr; json: one JSON object per line (ts, level, event, msg, fields)");
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT of the Prometheus endpoint (GET /metrics; port 0 picks a free port); unset: no metrics");
+// The OpenAI HTTP API (server/http/, docs/api.md).
+ABSL_FLAG(std::string, http_listen, "",
+          "HOST:PORT of the OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health; port 0 picks a free "
+          "port); unset: gRPC only");
+ABSL_FLAG(int32_t, http_threads, 2, "threads serving HTTP connections (asynchronous: a few hold thousands of streams)");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the base model's id in the HTTP API's /v1/models and \"model\" field; unset: the --model directory's name");
 // Security and limits (server/request_guard.h).
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key); unset: plaintext");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
@@ -213,6 +220,23 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   return absl::OkStatus();
 }
 
+absl::Status HttpFromFlags(ServerOptions& o) {
+  o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!o.http_listen.empty() && o.tls)
+    return absl::InvalidArgumentError(
+        "--http_listen with --tls_cert: the HTTP API does not serve TLS yet (issue 20 continues); terminate TLS in "
+        "front of it (nginx, a load balancer) and keep --http_listen on a private address");
+  o.http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (o.http_threads < 1 || o.http_threads > 256) return absl::InvalidArgumentError("--http_threads must be in [1, 256]");
+  o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (o.served_model_name.empty()) {
+    std::filesystem::path dir(o.model);
+    o.served_model_name = (dir.has_filename() ? dir : dir.parent_path()).filename().string();
+    if (o.served_model_name.empty()) o.served_model_name = "gla";
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FineTuneLimitsFromFlags(ServerOptions& o) {
   o.finetune_share = absl::GetFlag(FLAGS_finetune_share);
   if (!(o.finetune_share >= 0.0 && o.finetune_share < 1.0))
@@ -319,6 +343,7 @@ absl::StatusOr<ServerOptions> ParseServerOptions(int argc, char** argv) {
   RETURN_IF_ERROR(ServingFromFlags(o));
   RETURN_IF_ERROR(FineTuneLimitsFromFlags(o));
   RETURN_IF_ERROR(SecurityFromFlags(o));
+  RETURN_IF_ERROR(HttpFromFlags(o));
   RETURN_IF_ERROR(FineTuneDirsFromFlags(o));
   RETURN_IF_ERROR(SessionsFromFlags(o));
   RETURN_IF_ERROR(FineTuneDeviceFromFlag(o));

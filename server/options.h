@@ -46,6 +46,11 @@ struct ServerOptions {
   FineTuneDevice finetune_device = FineTuneDevice::kAuto;  // kCuda only with the cuda backend
   std::vector<std::string> adapters;  // --adapter NAME=DIR as given: checked once the model is loaded
 
+  // The OpenAI HTTP API.
+  std::string http_listen;  // empty: none
+  int http_threads = 2;
+  std::string served_model_name;  // never empty after parsing
+
   // Logs and metrics.
   LogFormat log_format = LogFormat::kText;  // already in effect (SetLogFormat) when parsing returns
   std::string metrics_listen;               // empty: no metrics endpoint

@@ -1,0 +1,253 @@
+#include "server/http/completion_request.h"
+
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "models/excerpt.h"
+#include "nlohmann/json.hpp"
+
+namespace gla::http {
+
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status Bad(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+// Reads typed fields of the request object; the first error wins and later reads do nothing.
+class Fields {
+ public:
+  explicit Fields(const json& j) : j_(j) {}
+  const absl::Status& status() const { return status_; }
+  void Fail(absl::Status s) {
+    if (status_.ok()) status_ = std::move(s);
+  }
+  const json* Get(const char* name) {
+    seen_.insert(name);
+    auto it = j_.find(name);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::optional<double> Number(const char* name) {
+    const json* v = Get(name);
+    if (v == nullptr || !status_.ok()) return std::nullopt;
+    if (!v->is_number()) return Fail(Bad(name, "must be a number")), std::nullopt;
+    const double d = v->get<double>();
+    if (!std::isfinite(d)) return Fail(Bad(name, "must be finite")), std::nullopt;
+    return d;
+  }
+  std::optional<int64_t> Int(const char* name) {
+    const json* v = Get(name);
+    if (v == nullptr || !status_.ok()) return std::nullopt;
+    if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+      return Fail(Bad(name, "is too large")), std::nullopt;
+    if (!v->is_number_integer()) return Fail(Bad(name, "must be an integer")), std::nullopt;
+    return v->get<int64_t>();
+  }
+  std::optional<bool> Bool(const char* name) {
+    const json* v = Get(name);
+    if (v == nullptr || !status_.ok()) return std::nullopt;
+    if (!v->is_boolean()) return Fail(Bad(name, "must be true or false")), std::nullopt;
+    return v->get<bool>();
+  }
+  std::optional<std::string> String(const char* name) {
+    const json* v = Get(name);
+    if (v == nullptr || !status_.ok()) return std::nullopt;
+    if (!v->is_string()) return Fail(Bad(name, "must be a string")), std::nullopt;
+    return v->get<std::string>();
+  }
+  // Fields the request holds that no read asked for.
+  std::vector<std::string> Unread() const {
+    std::vector<std::string> out;
+    for (auto it = j_.begin(); it != j_.end(); ++it)
+      if (!seen_.count(it.key())) out.push_back(it.key());
+    return out;
+  }
+
+ private:
+  const json& j_;
+  absl::Status status_;
+  std::set<std::string, std::less<>> seen_;
+};
+
+absl::StatusOr<std::vector<int32_t>> TokenList(const json& a, absl::string_view field) {
+  std::vector<int32_t> ids;
+  ids.reserve(a.size());
+  for (const json& v : a) {
+    if (!v.is_number_integer()) return Bad(field, "token ids must be integers");
+    const int64_t id = v.get<int64_t>();
+    if (id < std::numeric_limits<int32_t>::min() || id > std::numeric_limits<int32_t>::max())
+      return Bad(field, absl::StrCat("token id ", id, " is outside the vocabulary"));
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
+// "prompt": a string, a list of strings, a list of token ids, or a list of lists of them.
+absl::Status ReadPrompts(const json* prompt, const CompletionLimits& limits, std::vector<GenerateCall>* out) {
+  if (prompt == nullptr) return Bad("prompt", "is required");
+  auto add = [&](GenerateCall call) {
+    out->push_back(std::move(call));
+    return out->size() <= static_cast<size_t>(limits.max_prompts)
+               ? absl::OkStatus()
+               : Bad("prompt", absl::StrCat("at most ", limits.max_prompts, " prompts per request"));
+  };
+  if (prompt->is_string()) {
+    GenerateCall c;
+    c.text = prompt->get<std::string>();
+    return add(std::move(c));
+  }
+  if (!prompt->is_array() || prompt->empty())
+    return Bad("prompt", "must be a string, a list of strings, or token ids (a list of integers, or lists of them)");
+  if ((*prompt)[0].is_number()) {
+    absl::StatusOr<std::vector<int32_t>> ids = TokenList(*prompt, "prompt");
+    if (!ids.ok()) return ids.status();
+    GenerateCall c;
+    c.token_ids = std::move(*ids);
+    return add(std::move(c));
+  }
+  for (const json& p : *prompt) {
+    GenerateCall c;
+    if (p.is_string()) {
+      c.text = p.get<std::string>();
+    } else if (p.is_array()) {
+      absl::StatusOr<std::vector<int32_t>> ids = TokenList(p, "prompt");
+      if (!ids.ok()) return ids.status();
+      c.token_ids = std::move(*ids);
+    } else {
+      return Bad("prompt", "a list of prompts holds strings or lists of token ids");
+    }
+    if (absl::Status s = add(std::move(c)); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> StopStrings(const json* stop) {
+  if (stop == nullptr) return std::vector<std::string>{};
+  if (stop->is_string()) return std::vector<std::string>{stop->get<std::string>()};
+  if (!stop->is_array()) return Bad("stop", "must be a string or a list of strings");
+  std::vector<std::string> out;
+  for (const json& s : *stop) {
+    if (!s.is_string()) return Bad("stop", "must be a string or a list of strings");
+    out.push_back(s.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
+CallFieldNames OpenAiFieldNames() {
+  CallFieldNames n;
+  n.text = "prompt";
+  n.token_ids = "prompt";
+  n.prompt = "prompt";
+  n.session = "session";
+  n.temperature = "temperature";
+  n.top_k = "top_k";
+  n.top_p = "top_p";
+  n.min_p = "min_p";
+  n.repetition_penalty = "repetition_penalty";
+  n.presence_penalty = "presence_penalty";
+  n.frequency_penalty = "frequency_penalty";
+  n.logprobs = "logprobs";
+  n.max_new_tokens = "max_tokens";
+  n.stop = "stop";
+  n.stop_token_ids = "stop_token_ids";
+  n.priority = "priority";
+  n.request_id = "request_id";
+  return n;
+}
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body, const CompletionLimits& limits) {
+  // Depth-limited by nlohmann (no recursion bound needed: it parses iteratively) and bounded in
+  // size by the HTTP server's body limit.
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("the request body is not valid JSON");
+  if (!j.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  Fields f(j);
+  CompletionRequest r;
+  GenerateCall base;
+  base.names = OpenAiFieldNames();
+  const std::optional<std::string> model = f.String("model");
+  if (f.status().ok() && !model.has_value()) return Bad("model", "is required");
+  r.model = model.value_or("");
+  if (auto v = f.Int("max_tokens")) {
+    if (*v < 1) return Bad("max_tokens", "must be >= 1 (max_tokens 0 with echo, prompt scoring, is not supported yet)");
+    base.max_new_tokens = static_cast<uint64_t>(*v);
+  } else {
+    base.max_new_tokens = 16;  // OpenAI's default for completions
+  }
+  base.temperature = static_cast<float>(f.Number("temperature").value_or(1.0));  // OpenAI's default
+  if (auto v = f.Number("top_p")) base.top_p = static_cast<float>(*v);
+  if (auto v = f.Int("n")) {
+    if (*v < 1 || *v > limits.max_n) return Bad("n", absl::StrCat("must be in [1, ", limits.max_n, "]"));
+    r.n = static_cast<int>(*v);
+  }
+  if (auto v = f.Int("best_of"); v.has_value() && *v != r.n)
+    return Bad("best_of", "is not supported (only best_of == n)");
+  if (auto v = f.Int("seed")) base.seed = static_cast<uint64_t>(*v);
+  if (auto v = f.Int("logprobs")) {
+    base.logprobs = *v;
+    r.logprobs = static_cast<int>(std::clamp<int64_t>(*v, -1, 1 << 20));
+  }
+  if (f.Bool("echo").value_or(false)) return Bad("echo", "is not supported yet (prompt scoring)");
+  if (auto v = f.Number("presence_penalty")) base.presence_penalty = static_cast<float>(*v);
+  if (auto v = f.Number("frequency_penalty")) base.frequency_penalty = static_cast<float>(*v);
+  if (const json* v = f.Get("logit_bias"); v != nullptr && !(v->is_object() && v->empty()))
+    return Bad("logit_bias", "is not supported yet");
+  if (auto v = f.String("suffix"); v.has_value() && !v->empty()) return Bad("suffix", "is not supported");
+  r.stream = f.Bool("stream").value_or(false);
+  if (const json* so = f.Get("stream_options")) {
+    if (!so->is_object()) return Bad("stream_options", "must be an object");
+    if (!r.stream) return Bad("stream_options", "only with stream: true");
+    for (auto it = so->begin(); it != so->end(); ++it) {
+      if (it.key() != "include_usage") return Bad("stream_options", absl::StrCat("unknown field '", it.key(), "'"));
+      if (!it->is_boolean()) return Bad("stream_options.include_usage", "must be true or false");
+      r.include_usage = it->get<bool>();
+    }
+  }
+  (void)f.String("user");  // for the client's own accounting: accepted, not used
+  // vLLM's extensions.
+  if (auto v = f.Int("top_k")) base.top_k = *v == -1 ? 0 : *v;  // vLLM: -1 = off
+  if (auto v = f.Number("min_p")) base.min_p = static_cast<float>(*v);
+  if (auto v = f.Number("repetition_penalty")) base.repetition_penalty = static_cast<float>(*v);
+  if (auto v = f.Bool("ignore_eos")) base.ignore_eos = *v;
+  if (const json* v = f.Get("stop_token_ids")) {
+    if (!v->is_array()) return Bad("stop_token_ids", "must be a list of token ids");
+    absl::StatusOr<std::vector<int32_t>> ids = TokenList(*v, "stop_token_ids");
+    if (!ids.ok()) return ids.status();
+    base.stop_token_ids = std::move(*ids);
+  }
+  if (auto v = f.Int("priority")) base.priority = *v < 0 ? 1 : *v > 0 ? -1 : 0;  // vLLM: lower runs first
+  if (auto v = f.Bool("add_special_tokens")) base.add_bos = *v;
+  // Ours.
+  r.return_token_ids = f.Bool("return_token_ids").value_or(false);
+  if (auto v = f.String("session")) base.session = *v;
+  if (auto v = f.String("request_id")) base.request_id = *v;
+  absl::StatusOr<std::vector<std::string>> stop = StopStrings(f.Get("stop"));
+  if (!stop.ok()) return stop.status();
+  base.stop = std::move(*stop);
+  const json* prompt = f.Get("prompt");
+  if (!f.status().ok()) return f.status();
+  if (const std::vector<std::string> unread = f.Unread(); !unread.empty())
+    return Bad(Excerpt(unread.front(), 64), "unknown field (docs/api.md lists what /v1/completions takes)");
+  if (!base.session.empty() && r.n > 1) return Bad("n", "a session continues one conversation: n must be 1");
+
+  std::vector<GenerateCall> prompts;
+  if (absl::Status s = ReadPrompts(prompt, limits, &prompts); !s.ok()) return s;
+  if (prompts.size() > 1 && !base.session.empty()) return Bad("prompt", "a session takes one prompt per request");
+  if (!base.request_id.empty() && prompts.size() * static_cast<size_t>(r.n) > 1)
+    return Bad("request_id", "names one generation: with several prompts or n > 1 leave it unset");
+  for (GenerateCall& p : prompts) {
+    GenerateCall c = base;
+    c.text = std::move(p.text);
+    c.token_ids = std::move(p.token_ids);
+    r.prompts.push_back(std::move(c));
+  }
+  return r;
+}
+
+}  // namespace gla::http

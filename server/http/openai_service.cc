@@ -1,0 +1,330 @@
+#include "server/http/openai_service.h"
+
+#include <chrono>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "models/excerpt.h"
+#include "nlohmann/json.hpp"
+#include "server/http/completion_request.h"
+
+namespace gla::http {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr absl::string_view kJson = "application/json";
+
+int64_t UnixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string Path(const std::string& target) { return target.substr(0, target.find('?')); }
+
+void Fail(Responder& out, const absl::Status& s) { out.Respond(HttpStatusOf(s.code()), kJson, ErrorJson(s)); }
+
+const char* FinishReasonOf(const GenerationUpdate& u) {
+  switch (u.reason) {
+    case FinishReason::kEos:
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "abort";  // the server shut down under it (vLLM's word)
+    case FinishReason::kNone: break;
+  }
+  return "stop";
+}
+
+// One /v1/completions request in flight: its generations (prompts x n, choice k = prompt * n + j),
+// the answer being assembled, and the client. Sinks run on the scheduler thread and only append
+// under the lock; the responder posts the bytes to the connection's own thread.
+class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
+ public:
+  CompletionRun(std::shared_ptr<Responder> out, const CompletionRequest& req, std::string id, const Tokenizer* tok,
+                ServerMetrics* metrics, size_t choices)
+      : out_(std::move(out)), id_(std::move(id)), model_(req.model), stream_(req.stream),
+        include_usage_(req.include_usage), return_token_ids_(req.return_token_ids), logprobs_(req.logprobs), n_(req.n), tok_(tok), created_(UnixNow()) {
+    choices_.reserve(choices);
+    for (size_t k = 0; k < choices; ++k) choices_.emplace_back(metrics);
+  }
+
+  // Submits every generation; a refusal of any cancels those already running and answers it.
+  void Start(FrontDoor& door, std::vector<GenerationSpec> specs) {
+    std::weak_ptr<CompletionRun> weak = weak_from_this();
+    out_->OnClientGone([weak] {
+      if (auto run = weak.lock()) run->CancelAll();
+    });
+    std::unique_lock<std::mutex> lock(mu_);  // sinks wait until every generation is in and the head is out
+    for (size_t k = 0; k < specs.size(); ++k) {
+      choices_[k].id = specs[k].id;
+      auto handle = door.scheduler().Submit(
+          std::move(specs[k]), [self = shared_from_this(), k](GenerationUpdate&& u) { self->OnUpdate(k, std::move(u)); });
+      if (!handle.ok()) {
+        choices_[k].record.Ended(handle.status());
+        failed_ = true;
+        for (auto& h : handles_) h->Cancel();
+        handles_.clear();
+        lock.unlock();
+        return Fail(*out_, handle.status());
+      }
+      handles_.push_back(*handle);
+    }
+    remaining_ = specs.size();
+    if (stream_) out_->StartStream(200, "text/event-stream");
+  }
+
+ private:
+  struct Choice {
+    explicit Choice(ServerMetrics* metrics) : record(metrics, "v1/completions") {}
+    std::string id;
+    std::string text;
+    std::vector<int32_t> token_ids;
+    json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+         text_offset = json::array();
+    const char* finish = nullptr;
+    Usage usage;
+    RequestRecord record;
+  };
+
+  void CancelAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    gone_ = true;
+    for (auto& h : handles_) h->Cancel();
+  }
+
+  // The logprobs object of an update's tokens (OpenAI's legacy completions shape), appended to
+  // `c`'s running lists; returns the update's own part for a stream chunk.
+  json Logprobs(Choice& c, const GenerationUpdate& u, size_t text_start) {
+    json part = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+                 {"text_offset", json::array()}};
+    size_t offset = text_start;
+    for (const SampledToken& t : u.logprobs) {
+      const std::string piece = TokenText(t.token);
+      part["tokens"].push_back(piece);
+      part["token_logprobs"].push_back(t.logprob);
+      json top = json::object();
+      for (const auto& [id, lp] : t.top) top[TokenText(id)] = lp;
+      part["top_logprobs"].push_back(std::move(top));
+      part["text_offset"].push_back(offset);
+      offset += piece.size();
+    }
+    for (size_t i = 0; i < part["tokens"].size(); ++i) {
+      c.tokens.push_back(part["tokens"][i]);
+      c.token_logprobs.push_back(part["token_logprobs"][i]);
+      c.top_logprobs.push_back(part["top_logprobs"][i]);
+      c.text_offset.push_back(part["text_offset"][i]);
+    }
+    return part;
+  }
+
+  // A model without a tokenizer has no token texts: its tokens are named by id.
+  std::string TokenText(int32_t id) const { return tok_ != nullptr ? tok_->PieceText(id) : absl::StrCat("<", id, ">"); }
+
+  void OnUpdate(size_t k, GenerationUpdate&& u) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_) return;
+    Choice& c = choices_[k];
+    c.record.Tokens(u.tokens.size());
+    const size_t text_start = c.text.size();
+    c.text += u.text;
+    c.token_ids.insert(c.token_ids.end(), u.tokens.begin(), u.tokens.end());
+    json lp = logprobs_.has_value() ? Logprobs(c, u, text_start) : json(nullptr);
+    if (u.finished) {
+      const absl::Status final_status = FinalStatus(u, gone_, std::nullopt);
+      LogRequest(c.id, u, final_status);
+      c.record.Ended(final_status, &u);
+      c.usage = u.usage;
+      c.finish = FinishReasonOf(u);
+      --remaining_;
+      if (!u.status.ok()) return Failed(u.status);
+    }
+    if (stream_ && (!u.text.empty() || !u.tokens.empty() || u.finished)) {
+      json choice = {{"index", k}, {"text", u.text}, {"logprobs", lp}, {"finish_reason", nullptr}};
+      if (return_token_ids_) choice["token_ids"] = u.tokens;
+      if (u.finished) choice["finish_reason"] = c.finish;
+      json chunk = Envelope();
+      chunk["choices"] = json::array({std::move(choice)});
+      if (include_usage_) chunk["usage"] = nullptr;
+      out_->Write(Event(chunk));
+    }
+    if (remaining_ == 0) Finished();
+  }
+
+  json Envelope() const {
+    return {{"id", id_}, {"object", "text_completion"}, {"created", created_}, {"model", model_}};
+  }
+  static std::string Event(const json& j) {
+    return absl::StrCat("data: ", j.dump(-1, ' ', false, json::error_handler_t::replace), "\n\n");
+  }
+
+  json UsageJson() const {
+    int64_t prompt = 0, completion = 0;
+    for (size_t k = 0; k < choices_.size(); ++k) {
+      if (k % n_ == 0) prompt += choices_[k].usage.prompt_tokens;  // a prompt counts once, whatever n
+      completion += choices_[k].usage.completion_tokens;
+    }
+    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+  }
+
+  void Finished() {
+    handles_.clear();  // the scheduler is done with them (and they may hold the sinks, which hold us)
+    if (stream_) {
+      if (include_usage_) {
+        json last = Envelope();
+        last["choices"] = json::array();
+        last["usage"] = UsageJson();
+        out_->Write(Event(last));
+      }
+      out_->Write("data: [DONE]\n\n");
+      out_->End();
+      return;
+    }
+    json choices = json::array();
+    for (size_t k = 0; k < choices_.size(); ++k) {
+      const Choice& c = choices_[k];
+      json lp = nullptr;
+      if (logprobs_.has_value())
+        lp = {{"tokens", c.tokens}, {"token_logprobs", c.token_logprobs}, {"top_logprobs", c.top_logprobs},
+              {"text_offset", c.text_offset}};
+      json choice = {{"index", k}, {"text", c.text}, {"logprobs", std::move(lp)}, {"finish_reason", c.finish}};
+      if (return_token_ids_) choice["token_ids"] = c.token_ids;
+      choices.push_back(std::move(choice));
+    }
+    json body = Envelope();
+    body["choices"] = std::move(choices);
+    body["usage"] = UsageJson();
+    out_->Respond(200, kJson, body.dump(-1, ' ', false, json::error_handler_t::replace));
+  }
+
+  // A generation failed: the others are cancelled and the client gets the error (in a stream,
+  // as an error event before [DONE]).
+  void Failed(const absl::Status& s) {
+    failed_ = true;
+    for (auto& h : handles_) h->Cancel();
+    handles_.clear();
+    if (stream_) {
+      out_->Write(absl::StrCat("data: ", ErrorJson(s), "\n\n"));
+      out_->Write("data: [DONE]\n\n");
+      out_->End();
+    } else {
+      Fail(*out_, s);
+    }
+  }
+
+  std::mutex mu_;
+  std::shared_ptr<Responder> out_;
+  const std::string id_, model_;
+  const bool stream_, include_usage_, return_token_ids_;
+  const std::optional<int> logprobs_;
+  const size_t n_;
+  const Tokenizer* tok_;
+  const int64_t created_;
+  std::vector<Choice> choices_;
+  std::vector<std::shared_ptr<RequestHandle>> handles_;
+  size_t remaining_ = 0;
+  bool failed_ = false, gone_ = false;
+};
+
+}  // namespace
+
+int HttpStatusOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk: return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted: return 409;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kCancelled: return 499;
+    case absl::StatusCode::kUnimplemented: return 501;
+    case absl::StatusCode::kUnavailable: return 503;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    default: return 500;
+  }
+}
+
+std::string ErrorJson(const absl::Status& status) {
+  const int http = HttpStatusOf(status.code());
+  const char* type = http == 401   ? "authentication_error"
+                     : http == 404 ? "not_found_error"
+                     : http == 429 ? "rate_limit_error"
+                     : http < 500  ? "invalid_request_error"
+                                   : "server_error";
+  json e = {{"error",
+             {{"message", Excerpt(status.message(), 4096)},
+              {"type", type},
+              {"param", nullptr},
+              {"code", StatusCodeName(status.code())}}}};
+  return e.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+void OpenAiService::Handle(Request request, std::shared_ptr<Responder> responder) {
+  const std::string path = Path(request.target);
+  if (path == "/health") {
+    if (request.method != "GET") return Fail(*responder, absl::InvalidArgumentError("GET /health"));
+    return responder->Respond(200, kJson, R"({"status":"ok"})");
+  }
+  const bool models = path == "/v1/models", completions = path == "/v1/completions";
+  if (!models && !completions)
+    return Fail(*responder, absl::NotFoundError(absl::StrCat("no route ", Excerpt(path, 128),
+                                                             " (GET /v1/models, POST /v1/completions, GET /health)")));
+  if (absl::Status admitted = door_.Admit(request.authorization, request.peer); !admitted.ok())
+    return Fail(*responder, admitted);
+  if (models) {
+    if (request.method != "GET") return Fail(*responder, absl::InvalidArgumentError("/v1/models takes GET"));
+    return Models(responder);
+  }
+  if (request.method != "POST") return Fail(*responder, absl::InvalidArgumentError("/v1/completions takes POST"));
+  Completions(request, responder);
+}
+
+void OpenAiService::Models(const std::shared_ptr<Responder>& out) {
+  const int64_t created = UnixNow();
+  json data = json::array();
+  data.push_back({{"id", options_.served_model_name}, {"object", "model"}, {"created", created}, {"owned_by", "glad"}});
+  if (const AdapterRegistry* adapters = door_.info().adapters; adapters != nullptr)
+    for (const AdapterInfo& a : adapters->List())
+      data.push_back({{"id", a.name},
+                      {"object", "model"},
+                      {"created", created},
+                      {"owned_by", "glad"},
+                      {"parent", options_.served_model_name}});
+  json body = {{"object", "list"}, {"data", std::move(data)}};
+  out->Respond(200, kJson, body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+void OpenAiService::Completions(const Request& request, const std::shared_ptr<Responder>& out) {
+  absl::StatusOr<CompletionRequest> req =
+      ParseCompletionRequest(request.body, {.max_n = options_.max_n, .max_prompts = options_.max_prompts});
+  if (!req.ok()) return Fail(*out, req.status());
+  // "model": the base model, or a loaded LoRA adapter by name (as vLLM serves adapters).
+  std::string adapter;
+  if (req->model != options_.served_model_name) {
+    const AdapterRegistry* adapters = door_.info().adapters;
+    if (adapters == nullptr || adapters->Find(req->model) == nullptr)
+      return Fail(*out, absl::NotFoundError(absl::StrCat("model '", Excerpt(req->model, 128),
+                                                         "' does not exist (GET /v1/models lists them)")));
+    adapter = req->model;
+  }
+  std::vector<GenerationSpec> specs;
+  for (const GenerateCall& prompt : req->prompts) {
+    for (int j = 0; j < req->n; ++j) {
+      GenerateCall call = prompt;
+      call.adapter = adapter;
+      if (call.seed.has_value()) *call.seed += static_cast<uint64_t>(j);  // n reproducible, different choices
+      absl::StatusOr<GenerationSpec> spec = door_.Prepare(call);
+      if (!spec.ok()) return Fail(*out, spec.status());
+      specs.push_back(*std::move(spec));
+    }
+  }
+  const std::string id = absl::StrCat("cmpl-", specs.front().id);
+  auto run = std::make_shared<CompletionRun>(out, *req, id, door_.scheduler().backend().tokenizer(),
+                                             door_.info().metrics, specs.size());
+  run->Start(door_, std::move(specs));
+}
+
+}  // namespace gla::http

@@ -1,0 +1,327 @@
+// The OpenAI HTTP API end to end: a real glad on loopback (CPU backend, the reference checkpoint)
+// with --http_listen, driven over HTTP/1.1 (tests/support/http_client.h) and, where the two
+// protocols must agree, over gRPC too: both go through the one front door.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+#include "models/safetensors.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/glad_process.h"
+#include "tests/support/http_client.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+using json = nlohmann::json;
+using testing::GladProcess;
+using testing::HttpClient;
+using testing::SseData;
+
+std::vector<int32_t> RefIds(const char* name) {
+  auto f = SafetensorsFile::Open(testing::ReferenceDir() + "/gla-tiny/expected.safetensors");
+  auto v = *ToInt64(*f->Find(name));
+  return std::vector<int32_t>(v.begin(), v.end());
+}
+
+// The HTTP port glad logged ("OpenAI HTTP API on http://127.0.0.1:PORT/v1"); 0 if none in 10 s.
+int HttpPort(const GladProcess& glad) {
+  const std::regex line("OpenAI HTTP API on http://127\\.0\\.0\\.1:([0-9]+)/v1");
+  for (int i = 0; i < 1000; ++i) {
+    std::smatch m;
+    const std::string log = glad.log();
+    if (std::regex_search(log, m, line)) return std::stoi(m[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return 0;
+}
+
+int SlotsInUse(GladProcess& glad) {
+  grpc::ClientContext ctx;
+  v1::ModelInfoResponse info;
+  if (!glad.stub()->ModelInfo(&ctx, {}, &info).ok()) return -1;
+  return static_cast<int>(info.slots_in_use());
+}
+
+bool WaitForIdle(GladProcess& glad) {
+  for (int i = 0; i < 1000; ++i) {
+    if (SlotsInUse(glad) == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+json Greedy(int max_tokens) {
+  return {{"model", "tiny"},
+          {"prompt", RefIds("greedy.prompt_ids")},
+          {"max_tokens", max_tokens},
+          {"temperature", 0},
+          {"ignore_eos", true},
+          {"return_token_ids", true}};
+}
+
+class OpenAiHttpE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    glad_ = new GladProcess({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen",
+                             "127.0.0.1:0", "--slots", "8", "--queue_size", "2048", "--max_new_tokens", "4096",
+                             "--max_prompt_tokens", "2048", "--threads", "1", "--max_message_mb", "1",
+                             "--http_threads", "2"});
+    port_ = glad_->ok() ? HttpPort(*glad_) : 0;
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(glad_->Terminate(), 0) << glad_->log();
+    delete glad_;
+  }
+  // A server that failed to start must fail every test, not skip it.
+  void SetUp() override { ASSERT_TRUE(glad_ != nullptr && glad_->ok() && port_ > 0) << (glad_ ? glad_->log() : ""); }
+
+  static json Body(const testing::HttpResponse& r) { return json::parse(r.body, nullptr, false); }
+
+  static GladProcess* glad_;
+  static int port_;
+};
+GladProcess* OpenAiHttpE2E::glad_ = nullptr;
+int OpenAiHttpE2E::port_ = 0;
+
+TEST_F(OpenAiHttpE2E, HealthAndModels) {
+  HttpClient c(port_);
+  auto health = c.Get("/health");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(Body(health)["status"], "ok");
+  auto models = c.Get("/v1/models");  // same connection: keep-alive
+  ASSERT_EQ(models.status, 200) << models.error;
+  const json m = Body(models);
+  EXPECT_EQ(m["object"], "list");
+  ASSERT_EQ(m["data"].size(), 1u);
+  EXPECT_EQ(m["data"][0]["id"], "tiny");
+  EXPECT_EQ(m["data"][0]["object"], "model");
+}
+
+TEST_F(OpenAiHttpE2E, GreedyCompletionEqualsTheReferenceContinuation) {
+  HttpClient c(port_);
+  auto r = c.Post("/v1/completions", Greedy(16).dump());
+  ASSERT_EQ(r.status, 200) << r.body << r.error;
+  const json b = Body(r);
+  EXPECT_EQ(b["object"], "text_completion");
+  EXPECT_EQ(b["model"], "tiny");
+  EXPECT_EQ(b["id"].get<std::string>().rfind("cmpl-", 0), 0u);
+  ASSERT_EQ(b["choices"].size(), 1u);
+  EXPECT_EQ(b["choices"][0]["token_ids"].get<std::vector<int32_t>>(), RefIds("greedy.output_ids"));
+  EXPECT_EQ(b["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(b["usage"]["prompt_tokens"], 24);
+  EXPECT_EQ(b["usage"]["completion_tokens"], 16);
+  EXPECT_EQ(b["usage"]["total_tokens"], 40);
+}
+
+TEST_F(OpenAiHttpE2E, StreamedChunksAddUpToTheUnaryAnswer) {
+  HttpClient c(port_);
+  json req = Greedy(16);
+  req["stream"] = true;
+  req["stream_options"] = {{"include_usage", true}};
+  auto r = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  const auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::vector<int32_t> ids;
+  std::string finish;
+  for (size_t i = 0; i + 2 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    EXPECT_EQ(e["object"], "text_completion");
+    ASSERT_EQ(e["choices"].size(), 1u);
+    for (int32_t id : e["choices"][0]["token_ids"]) ids.push_back(id);
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+    EXPECT_TRUE(e["usage"].is_null()) << "usage comes once, at the end";
+  }
+  EXPECT_EQ(ids, RefIds("greedy.output_ids"));
+  EXPECT_EQ(finish, "length");
+  const json usage = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 16);
+}
+
+TEST_F(OpenAiHttpE2E, NChoicesAndSeveralPromptsAreReproducibleForASeed) {
+  HttpClient c(port_);
+  const auto p = RefIds("greedy.prompt_ids");
+  json req = {{"model", "tiny"},         {"prompt", {p, std::vector<int32_t>(p.begin(), p.begin() + 5)}},
+              {"max_tokens", 12},        {"temperature", 1.0},
+              {"n", 3},                  {"seed", 7},
+              {"ignore_eos", true},      {"return_token_ids", true},
+              {"logprobs", 2}};
+  auto first = c.Post("/v1/completions", req.dump());
+  auto second = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(first.status, 200) << first.body;
+  const json a = Body(first), b = Body(second);
+  ASSERT_EQ(a["choices"].size(), 6u);
+  for (size_t k = 0; k < 6; ++k) {
+    EXPECT_EQ(a["choices"][k]["index"], k);
+    EXPECT_EQ(a["choices"][k]["token_ids"], b["choices"][k]["token_ids"]) << "same seed, same choice " << k;
+    EXPECT_EQ(a["choices"][k]["token_ids"].size(), 12u);
+    EXPECT_EQ(a["choices"][k]["logprobs"]["token_logprobs"].size(), 12u);
+    EXPECT_LE(a["choices"][k]["logprobs"]["top_logprobs"][0].size(), 2u);
+  }
+  EXPECT_NE(a["choices"][0]["token_ids"], a["choices"][1]["token_ids"]) << "n choices are drawn apart";
+  EXPECT_EQ(a["usage"]["prompt_tokens"], 24 + 5) << "a prompt counts once, whatever n";
+  EXPECT_EQ(a["usage"]["completion_tokens"], 6 * 12);
+}
+
+TEST_F(OpenAiHttpE2E, BothProtocolsGiveTheSameTokensThroughTheOneFrontDoor) {
+  v1::GenerateRequest g;
+  const auto p = RefIds("greedy.prompt_ids");
+  g.mutable_token_ids()->mutable_ids()->Add(p.begin(), p.end());
+  g.set_max_new_tokens(10);
+  g.set_ignore_eos(true);
+  g.mutable_sampling()->set_temperature(0.8f);
+  g.mutable_sampling()->set_seed(123);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(glad_->stub()->Generate(&ctx, g, &resp).ok());
+  json req = {{"model", "tiny"},  {"prompt", p},          {"max_tokens", 10},        {"temperature", 0.8},
+              {"seed", 123},      {"ignore_eos", true},   {"return_token_ids", true}};
+  HttpClient c(port_);
+  auto r = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()));
+}
+
+TEST_F(OpenAiHttpE2E, RefusalsComeInOpenAisErrorShapeWithTheirStatus) {
+  HttpClient c(port_);
+  auto expect_error = [&](const testing::HttpResponse& r, int status, const std::string& needle) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const json e = Body(r);
+    ASSERT_TRUE(e.is_object() && e.contains("error")) << r.body;
+    EXPECT_NE(e["error"]["message"].get<std::string>().find(needle), std::string::npos) << r.body;
+    EXPECT_TRUE(e["error"]["type"].is_string());
+  };
+  expect_error(c.Post("/v1/completions", "{not json"), 400, "not valid JSON");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1,2],"temprature":1})"), 400, "temprature");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1,2],"temperature":-1})"), 400,
+               "temperature: must be in [0, 100]");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1,2],"max_tokens":100000})"), 400,
+               "max_tokens: 100000 is over the limit of 4096");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1,2],"max_tokens":1e30})"), 400,
+               "max_tokens: must be an integer");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[99999999]})"), 400, "outside the vocabulary");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":"text"})"), 400, "no tokenizer.model");
+  expect_error(c.Post("/v1/completions", R"({"model":"nope","prompt":[1]})"), 404, "model 'nope' does not exist");
+  expect_error(c.Post("/v1/completions", R"({"prompt":[1]})"), 400, "model: is required");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1],"n":0})"), 400, "n: must be in");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1],"echo":true})"), 400, "echo");
+  expect_error(c.Get("/v1/nothing"), 404, "no route");
+  expect_error(c.Get("/v1/completions"), 400, "takes POST");
+  // Over --max_message_mb (1 MiB): 413 before the body is read, and the connection closes.
+  HttpClient big(port_);
+  expect_error(big.Post("/v1/completions", std::string(2 << 20, ' ')), 413, "over the server's limit");
+  // Nothing of the above holds a slot.
+  EXPECT_TRUE(WaitForIdle(*glad_));
+}
+
+TEST_F(OpenAiHttpE2E, AClientThatGoesAwayMidStreamIsCancelledAndFreesItsSlot) {
+  json req = Greedy(4096);
+  req["stream"] = true;
+  req["request_id"] = "leaves-early";
+  {
+    HttpClient c(port_);
+    ASSERT_TRUE(c.StartStreamAndRead("/v1/completions", req.dump(), 2));
+    c.Close();
+  }
+  EXPECT_TRUE(WaitForIdle(*glad_));
+  // Its log line says it was cancelled (a generation of 4,096 tokens had not finished on its own).
+  bool cancelled = false;
+  for (int i = 0; i < 200 && !cancelled; ++i) {
+    const std::string log = glad_->log();
+    const size_t at = log.find("id=leaves-early ");
+    cancelled = at != std::string::npos && log.find("finish=cancelled", at) < log.find('\n', at);
+    if (!cancelled) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(cancelled) << glad_->log();
+}
+
+TEST_F(OpenAiHttpE2E, AThousandConcurrentStreamsAllFinish) {
+  // Far more streams than slots (8) and than HTTP threads (2): every one ends with [DONE]. A
+  // thread and a socket per client here; the descriptor limit raised as glad raises its own.
+  rlimit r{};
+  getrlimit(RLIMIT_NOFILE, &r);
+  r.rlim_cur = r.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &r);
+  getrlimit(RLIMIT_NOFILE, &r);
+  ASSERT_GE(r.rlim_cur, 2200u) << "ulimit -Hn is too low for this test";
+  constexpr int kStreams = 1000;
+  std::atomic<int> done{0}, failed{0};
+  std::mutex why_mu;
+  std::string why;
+  std::vector<std::thread> clients;
+  json req = Greedy(6);
+  req["stream"] = true;
+  const std::string body = req.dump();
+  for (int i = 0; i < kStreams; ++i)
+    clients.emplace_back([&] {
+      HttpClient c(port_, std::chrono::seconds(120));
+      auto r = c.Post("/v1/completions", body);
+      const auto events = SseData(r.body);
+      if (r.status == 200 && !events.empty() && events.back() == "[DONE]") {
+        ++done;
+      } else {
+        ++failed;
+        std::lock_guard<std::mutex> lock(why_mu);
+        if (why.size() < 2000) why += std::to_string(r.status) + " " + r.error + " " + r.body.substr(0, 200) + "\n";
+      }
+    });
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(done.load(), kStreams);
+  EXPECT_EQ(failed.load(), 0) << why;
+  EXPECT_TRUE(WaitForIdle(*glad_));
+}
+
+TEST(OpenAiHttpAuth, TheBearerTokenGuardsTheApiButNotHealth) {
+  GladProcess glad({"--model", testing::TinyModelDir(), "--http_listen", "127.0.0.1:0", "--auth_token", "s3cret",
+                    "--threads", "1"});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  const int port = HttpPort(glad);
+  ASSERT_GT(port, 0) << glad.log();
+  HttpClient c(port);
+  EXPECT_EQ(c.Get("/health").status, 200);
+  auto none = c.Get("/v1/models");
+  EXPECT_EQ(none.status, 401) << none.body;
+  EXPECT_NE(none.body.find("authentication_error"), std::string::npos);
+  EXPECT_EQ(c.Get("/v1/models", {{"Authorization", "Bearer wrong"}}).status, 401);
+  EXPECT_EQ(c.Get("/v1/models", {{"Authorization", "Bearer s3cret"}}).status, 200);
+  EXPECT_EQ(glad.Terminate(), 0);
+}
+
+TEST(OpenAiHttpDrain, SigtermLetsARunningStreamFinish) {
+  GladProcess glad({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen", "127.0.0.1:0",
+                    "--threads", "1", "--shutdown_grace_s", "30", "--max_new_tokens", "4096"});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  const int port = HttpPort(glad);
+  ASSERT_GT(port, 0);
+  json req = Greedy(4000);
+  req["stream"] = true;
+  testing::HttpResponse r;
+  std::thread client([&] { r = HttpClient(port).Post("/v1/completions", req.dump()); });
+  for (int i = 0; i < 500 && SlotsInUse(glad) < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const int code = glad.Terminate();
+  client.join();
+  EXPECT_EQ(code, 0) << glad.log();
+  ASSERT_EQ(r.status, 200) << r.error;
+  const auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json e = json::parse(events[i]);  // kept: a range-for over a temporary's member would dangle
+    for (int32_t id : e["choices"][0]["token_ids"]) ids.push_back(id);
+  }
+  EXPECT_EQ(ids.size(), 4000u) << "the stream ran to its end within the grace: " << r.body.substr(0, 600);
+}
+
+}  // namespace
+}  // namespace gla
