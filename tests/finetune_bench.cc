@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "clients/common/args.h"
+#include "clients/common/usage.h"
 #include "engine/finetune/trainer.h"
 #include "models/checkpoint.h"
 #include "models/status_macros.h"
@@ -164,12 +165,24 @@ absl::Status Main(const ParsedArgs& a) {
 }  // namespace gla
 
 int main(int argc, char** argv) {
-  std::vector<char*> args(argv, argv + argc);
-  char run[] = "run";
-  args.insert(args.begin() + 1, run);
-  auto parsed = gla::ParseArgs(static_cast<int>(args.size()), args.data(),
-                               {{"run", {"model", "device", "steps", "batch", "seq-len", "rank", "targets"}}});
-  const absl::Status st = parsed.ok() ? gla::Main(*parsed) : parsed.status();
+  // One command, always implicit: `gla-finetune-bench --model DIR ...`.
+  const gla::ProgramSpec program = {
+      "gla-finetune-bench",
+      "LoRA training throughput of the fine-tune path, next to its FLOP floor",
+      {{"run",
+        "one untimed step, then --steps timed ones on random token documents",
+        {{"model", "DIR", "checkpoint directory", ""},
+         {"device", "cpu|cuda", "where to train", "cpu"},
+         {"steps", "N", "timed steps", "3"},
+         {"batch", "B", "sequences per step", "1"},
+         {"seq-len", "L", "tokens per sequence", "256"},
+         {"rank", "R", "LoRA rank", "8"},
+         {"targets", "LIST", "modules to adapt, comma-separated", "q_proj,k_proj,v_proj,o_proj"}}}},
+      "run"};
+  int exit_code = 0;
+  const std::optional<gla::ParsedArgs> parsed = gla::ParseCommandLine(program, argc, argv, &exit_code);
+  if (!parsed) return exit_code;
+  const absl::Status st = gla::Main(*parsed);
   if (!st.ok()) {
     std::fprintf(stderr, "gla-finetune-bench: error: %s\n", std::string(st.message()).c_str());
     return 1;

@@ -121,18 +121,6 @@ absl::StatusOr<v1::CreateFineTuneJobRequest> BuildJob(const ParsedArgs& a) {
 
 }  // namespace
 
-std::map<std::string, std::set<std::string>> FineTuneCommands() {
-  return {{"finetune",
-           {"addr", "name", "text-file", "ids-file", "data-file", "method", "rank", "alpha", "targets", "steps", "batch",
-            "seq-len", "lr", "seed", "watch"}},
-          {"job", {"addr", "id"}},
-          {"jobs", {"addr"}},
-          {"cancel", {"addr", "id"}},
-          {"adapters", {"addr"}},
-          {"load-adapter", {"addr", "name", "path", "replace"}},
-          {"unload-adapter", {"addr", "name"}}};
-}
-
 absl::Status RunFineTuneCommand(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(const Connection conn, Connect(a));
   auto stub = v1::FineTune::NewStub(conn.channel);

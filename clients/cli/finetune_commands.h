@@ -1,4 +1,4 @@
-// gla-cli's fine-tuning commands (gla.v1.FineTune):
+// gla-cli's fine-tuning commands (gla.v1.FineTune); their flags: commands.h.
 //
 //   gla-cli finetune --addr A --name NAME (--text-file F | --ids-file F | --data-file REL)
 //                    [--method lora|full] [--rank R] [--alpha A] [--targets q_proj,v_proj,...]
@@ -13,18 +13,12 @@
 //   gla-cli unload-adapter --addr A --name NAME
 #pragma once
 
-#include <map>
-#include <set>
-#include <string>
-
 #include "absl/status/status.h"
 #include "clients/common/args.h"
 
 namespace gla {
 
-// The commands above and the flags each accepts.
-std::map<std::string, std::set<std::string>> FineTuneCommands();
-// Runs one of them (a.command is one of FineTuneCommands()).
+// Runs one of them (a.command is one of FineTuneCommands(), commands.h).
 absl::Status RunFineTuneCommand(const ParsedArgs& a);
 
 }  // namespace gla

@@ -8,10 +8,10 @@
 //   gla-cli finetune | job | cancel | adapters | load-adapter | unload-adapter  (finetune_commands.h)
 //   gla-cli session-create | session-fork | session-delete | sessions  (session_commands.h)
 //
-// Sampling options: --max-new-tokens N --temperature T --top-k K --top-p P --min-p P --seed S
-// --stop STRING --ignore-eos 1 --adapter NAME --session ID --priority low|normal|high --timeout-s S. Every command also takes --tls-ca FILE
-// (or --tls 1) and --token T (or GLA_TOKEN in the environment): clients/common/connection.h.
-// Errors: one line on stderr, exit 1.
+// Every command's flags, with their defaults: commands.cc (`gla-cli --help`, `gla-cli COMMAND
+// --help` print them). Every command also takes --tls-ca FILE (or --tls 1) and --token T (or
+// GLA_TOKEN in the environment): clients/common/connection.h.
+// Errors: one line on stderr; exit 2 for a command line that does not parse, 1 for the rest.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
@@ -21,11 +21,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "clients/cli/commands.h"
 #include "clients/cli/finetune_commands.h"
 #include "clients/cli/grpc_status.h"
 #include "clients/cli/session_commands.h"
 #include "clients/common/args.h"
 #include "clients/common/connection.h"
+#include "clients/common/usage.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
 
@@ -98,8 +100,8 @@ void PrintUsage(const v1::Usage& u, v1::FinishReason reason) {
 }
 
 absl::Status Run(const ParsedArgs& a) {
-  if (FineTuneCommands().count(a.command) > 0) return RunFineTuneCommand(a);
-  if (SessionCommands().count(a.command) > 0) return RunSessionCommand(a);
+  if (HasCommand(FineTuneCommands(), a.command)) return RunFineTuneCommand(a);
+  if (HasCommand(SessionCommands(), a.command)) return RunSessionCommand(a);
   ASSIGN_OR_RETURN(const Connection conn, Connect(a));
   auto stub = v1::Gla::NewStub(conn.channel);
   grpc::ClientContext ctx;
@@ -160,23 +162,11 @@ absl::Status Run(const ParsedArgs& a) {
 }  // namespace gla
 
 int main(int argc, char** argv) {
-  std::set<std::string> common = gla::ConnectionFlags();
-  common.insert("timeout-s");
-  std::set<std::string> gen = common;
-  gen.insert({"prompt", "prompt-ids", "max-new-tokens", "temperature", "top-k", "top-p", "min-p", "seed", "stop",
-              "ignore-eos", "adapter", "session", "priority"});
-  std::set<std::string> tok = common;
-  tok.insert("text");
-  std::map<std::string, std::set<std::string>> commands = {
-      {"info", common}, {"health", common}, {"tokenize", tok}, {"generate", gen}, {"stream", gen}};
-  auto more = gla::FineTuneCommands();
-  more.merge(gla::SessionCommands());
-  for (auto& [name, flags] : more) {  // every command reaches glad the same way
-    flags.insert(gla::ConnectionFlags().begin(), gla::ConnectionFlags().end());
-    commands.emplace(name, flags);
-  }
-  auto args = gla::ParseArgs(argc, argv, commands);
-  absl::Status st = args.ok() ? gla::Run(*args) : args.status();
+  const gla::ProgramSpec program = gla::CliProgram();
+  int exit_code = 0;
+  const std::optional<gla::ParsedArgs> args = gla::ParseCommandLine(program, argc, argv, &exit_code);
+  if (!args) return exit_code;
+  const absl::Status st = gla::Run(*args);
   if (!st.ok()) {
     std::fprintf(stderr, "gla-cli: error: %s\n", st.ToString().c_str());
     return 1;

@@ -11,13 +11,6 @@
 
 namespace gla {
 
-std::map<std::string, std::set<std::string>> SessionCommands() {
-  return {{"session-create", {"addr", "id", "ttl-s"}},
-          {"session-fork", {"addr", "from", "id", "ttl-s"}},
-          {"session-delete", {"addr", "id"}},
-          {"sessions", {"addr"}}};
-}
-
 namespace {
 
 void PrintSession(const v1::Session& s) {

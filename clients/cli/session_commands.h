@@ -1,4 +1,4 @@
-// gla-cli's session commands (gla.v1.Gla sessions):
+// gla-cli's session commands (gla.v1.Gla sessions); their flags: commands.h.
 //
 //   gla-cli session-create --addr A [--id ID] [--ttl-s N]     prints the new session's id
 //   gla-cli session-fork   --addr A --from ID [--id NEW] [--ttl-s N]
@@ -8,16 +8,12 @@
 // A conversation then goes through `gla-cli generate --session ID --prompt TEXT`, one turn per call.
 #pragma once
 
-#include <map>
-#include <set>
-#include <string>
-
 #include "absl/status/status.h"
 #include "clients/common/args.h"
 
 namespace gla {
 
-std::map<std::string, std::set<std::string>> SessionCommands();
+// Runs one of them (a.command is one of SessionCommands(), commands.h).
 absl::Status RunSessionCommand(const ParsedArgs& a);
 
 }  // namespace gla

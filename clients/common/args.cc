@@ -7,14 +7,45 @@
 #include "absl/strings/str_split.h"
 
 namespace gla {
+namespace {
+
+bool IsHelp(const std::string& arg) { return arg == "--help" || arg == "-h"; }
+
+}  // namespace
+
+const FlagSpec* CommandSpec::Find(const std::string& flag) const {
+  for (const FlagSpec& f : flags)
+    if (f.name == flag) return &f;
+  return nullptr;
+}
+
+const CommandSpec* ProgramSpec::Find(const std::string& command) const {
+  for (const CommandSpec& c : commands)
+    if (c.name == command) return &c;
+  return nullptr;
+}
+
+absl::Status ParsedArgs::CheckDeclared(const std::string& name, const double* code_default) const {
+  if (spec == nullptr) return absl::OkStatus();  // built by hand, not by ParseArgs: nothing to check against
+  const FlagSpec* f = spec->Find(name);
+  if (f == nullptr) return absl::InternalError(absl::StrCat(command, " reads --", name, ", which its table does not declare"));
+  double table_default = 0;
+  if (code_default != nullptr && absl::SimpleAtod(f->default_value, &table_default) && table_default != *code_default)
+    return absl::InternalError(absl::StrCat(command, " --", name, ": the help says default ", f->default_value,
+                                            ", the code uses ", *code_default));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::string> ParsedArgs::Required(const std::string& name) const {
+  if (absl::Status st = CheckDeclared(name, nullptr); !st.ok()) return st;
   auto it = flags.find(name);
   if (it == flags.end()) return absl::InvalidArgumentError(absl::StrCat(command, ": --", name, " is required"));
   return it->second;
 }
 
 absl::StatusOr<int> ParsedArgs::Int(const std::string& name, int default_value, int min_value) const {
+  const double d = default_value;
+  if (absl::Status st = CheckDeclared(name, &d); !st.ok()) return st;
   auto it = flags.find(name);
   if (it == flags.end()) return default_value;
   int v = 0;
@@ -25,6 +56,7 @@ absl::StatusOr<int> ParsedArgs::Int(const std::string& name, int default_value, 
 
 absl::StatusOr<double> ParsedArgs::Double(const std::string& name, double default_value, double min_value,
                                           double max_value) const {
+  if (absl::Status st = CheckDeclared(name, &default_value); !st.ok()) return st;
   auto it = flags.find(name);
   if (it == flags.end()) return default_value;
   double v = 0;
@@ -34,14 +66,28 @@ absl::StatusOr<double> ParsedArgs::Double(const std::string& name, double defaul
   return v;
 }
 
-absl::StatusOr<ParsedArgs> ParseArgs(int argc, char** argv, const std::map<std::string, std::set<std::string>>& known) {
+absl::StatusOr<ParsedArgs> ParseArgs(int argc, char** argv, const ProgramSpec& program) {
   ParsedArgs out;
-  if (argc < 2) return absl::InvalidArgumentError("missing command");
-  out.command = argv[1];
-  auto cmd = known.find(out.command);
-  if (cmd == known.end()) return absl::InvalidArgumentError(absl::StrCat("unknown command '", out.command, "'"));
-  for (int i = 2; i < argc; ++i) {
+  int first_flag = 2;
+  if (argc >= 2 && IsHelp(argv[1])) {
+    out.help = true;
+    return out;
+  }
+  if (argc < 2 || std::string(argv[1]).rfind("-", 0) == 0) {
+    if (program.default_command.empty()) return absl::InvalidArgumentError("missing command");
+    out.command = program.default_command;
+    first_flag = 1;
+  } else {
+    out.command = argv[1];
+  }
+  out.spec = program.Find(out.command);
+  if (out.spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown command '", out.command, "'"));
+  for (int i = first_flag; i < argc; ++i) {
     std::string arg = argv[i];
+    if (IsHelp(arg)) {
+      out.help = true;
+      return out;
+    }
     if (arg.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
     arg = arg.substr(2);
     std::string value;
@@ -52,7 +98,7 @@ absl::StatusOr<ParsedArgs> ParseArgs(int argc, char** argv, const std::map<std::
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", arg, " needs a value"));
       value = argv[++i];
     }
-    if (!cmd->second.count(arg))
+    if (out.spec->Find(arg) == nullptr)
       return absl::InvalidArgumentError(absl::StrCat("unknown option --", arg, " for '", out.command, "'"));
     out.flags[arg] = value;
   }

@@ -12,8 +12,13 @@ void Connection::Prepare(grpc::ClientContext& ctx) const {
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
 }
 
-const std::set<std::string>& ConnectionFlags() {
-  static const std::set<std::string> flags = {"addr", "tls", "tls-ca", "token"};
+const std::vector<FlagSpec>& ConnectionFlags() {
+  static const std::vector<FlagSpec> flags = {
+      {"addr", "HOST:PORT", "glad's address", ""},
+      {"tls", "0|1", "TLS, verifying glad's certificate against the system's roots", "0"},
+      {"tls-ca", "FILE", "TLS, verifying glad's certificate against this CA file", ""},
+      {"token", "TOKEN", "bearer token glad requires", "$GLA_TOKEN"},
+  };
   return flags;
 }
 

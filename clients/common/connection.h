@@ -4,8 +4,8 @@
 #pragma once
 
 #include <memory>
-#include <set>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -24,7 +24,7 @@ struct Connection {
 // From --addr and the flags above; INVALID_ARGUMENT for an unreadable CA file.
 absl::StatusOr<Connection> Connect(const ParsedArgs& a);
 
-// The flags Connect reads, to add to every command's list.
-const std::set<std::string>& ConnectionFlags();
+// The flags Connect reads, to add to every command's table.
+const std::vector<FlagSpec>& ConnectionFlags();
 
 }  // namespace gla

@@ -5,8 +5,10 @@
 //   gla-eval generate   --model DIR (--prompt TEXT | --prompt-ids 1,2) --max-new-tokens N [--ignore-eos 1]
 //   gla-eval bench      --model DIR [--prompt-len 512] [--new-tokens 32] [--batch 1]
 //
-// Common options: --threads N (BLAS threads), --chunk C, --sub-chunk c, --form chunkwise|recurrent.
-// Any failure: one line "gla-eval: error: ..." on stderr and exit code 1.
+// Common options: --threads N (BLAS threads), --chunk C, --sub-chunk c, --form chunkwise|recurrent;
+// every flag with its default: Program() below (`gla-eval --help`, `gla-eval COMMAND --help`).
+// Any failure: one line "gla-eval: error: ..." on stderr; exit code 2 for a command line that
+// does not parse, 1 for the rest.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "clients/common/args.h"
+#include "clients/common/usage.h"
 #include "engine/model/cpu_model.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
@@ -28,11 +31,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-const std::set<std::string> kModelFlags = {"model", "threads", "chunk", "sub-chunk", "form"};
-std::set<std::string> With(std::initializer_list<std::string> extra) {
-  std::set<std::string> s = kModelFlags;
-  s.insert(extra.begin(), extra.end());
-  return s;
+// The flags every command takes (LoadModel reads them), then the command's own.
+std::vector<FlagSpec> With(std::initializer_list<FlagSpec> extra) {
+  const CpuModelOptions defaults;
+  std::vector<FlagSpec> flags = {
+      {"model", "DIR", "checkpoint directory (config.json, model.safetensors)", ""},
+      {"threads", "N", "BLAS threads; 0: the library's default", std::to_string(defaults.threads)},
+      {"chunk", "C", "chunk length of the chunkwise GLA form", std::to_string(defaults.chunk)},
+      {"sub-chunk", "c", "sub-chunk length inside a chunk", std::to_string(defaults.sub_chunk)},
+      {"form", "chunkwise|recurrent", "how the GLA layers run a prompt", "chunkwise"},
+  };
+  flags.insert(flags.end(), extra.begin(), extra.end());
+  return flags;
 }
 
 absl::StatusOr<std::unique_ptr<CpuModel>> LoadModel(const ParsedArgs& a) {
@@ -170,24 +180,40 @@ absl::Status Bench(const ParsedArgs& a) {
   return absl::OkStatus();
 }
 
+ProgramSpec Program() {
+  return {"gla-eval",
+          "run a GLA checkpoint on the CPU, without a server",
+          {
+              {"logits",
+               "write the logits of --ids as F32 tensor \"logits\" [T, vocab] to a safetensors file",
+               With({{"ids", "IDS", "comma-separated token ids", ""}, {"out", "FILE", "the safetensors file to write", ""}})},
+              {"perplexity", "the perplexity of a text file (needs DIR/tokenizer.model)",
+               With({{"text", "FILE", "the text to score", ""}})},
+              {"generate", "greedy generation; prints the text (with a tokenizer) and the ids",
+               With({{"prompt", "TEXT", "prompt text (needs DIR/tokenizer.model)", ""},
+                     {"prompt-ids", "IDS", "prompt as comma-separated token ids, instead of --prompt", ""},
+                     {"max-new-tokens", "N", "tokens to generate at most", "32"},
+                     {"ignore-eos", "0|1", "keep generating past end-of-sequence", "0"}})},
+              {"bench", "prefill and batched decode speed on random prompts",
+               With({{"prompt-len", "N", "tokens per prompt", "512"},
+                     {"new-tokens", "N", "decode steps", "32"},
+                     {"batch", "B", "sequences decoded together", "1"}})},
+          },
+          ""};
+}
+
 int Main(int argc, char** argv) {
-  const std::map<std::string, std::set<std::string>> known = {
-      {"logits", With({"ids", "out"})},
-      {"perplexity", With({"text"})},
-      {"generate", With({"prompt", "prompt-ids", "max-new-tokens", "ignore-eos"})},
-      {"bench", With({"prompt-len", "new-tokens", "batch"})},
-  };
-  auto args = ParseArgs(argc, argv, known);
-  absl::Status status = args.status();
-  if (status.ok()) {
-    if (args->command == "logits") status = Logits(*args);
-    else if (args->command == "perplexity") status = Perplexity(*args);
-    else if (args->command == "generate") status = Generate(*args);
-    else status = Bench(*args);
-  }
+  const ProgramSpec program = Program();
+  int exit_code = 0;
+  const std::optional<ParsedArgs> args = ParseCommandLine(program, argc, argv, &exit_code);
+  if (!args) return exit_code;
+  absl::Status status;
+  if (args->command == "logits") status = Logits(*args);
+  else if (args->command == "perplexity") status = Perplexity(*args);
+  else if (args->command == "generate") status = Generate(*args);
+  else status = Bench(*args);
   if (!status.ok()) {
     std::fprintf(stderr, "gla-eval: error: %s\n", std::string(status.message()).c_str());
-    if (!args.ok()) std::fprintf(stderr, "usage: gla-eval logits|perplexity|generate|bench --model DIR ...\n");
     return 1;
   }
   return 0;

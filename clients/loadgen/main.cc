@@ -37,6 +37,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "clients/common/args.h"
+#include "clients/common/usage.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
 
@@ -359,15 +360,39 @@ absl::Status Main(const ParsedArgs& a) {
 }  // namespace gla
 
 int main(int argc, char** argv) {
+  const gla::FlagSpec addr = {"addr", "HOST:PORT", "glad's address (plaintext)", ""};
+  const gla::FlagSpec max_new = {"max-new-tokens", "N", "tokens generated per request (EOS ignored)", "64"};
+  const gla::FlagSpec seed = {"seed", "S", "seed of the random prompts", "1"};
   // The command word is optional: `gla-loadgen --addr ...` reads as `gla-loadgen sweep --addr ...`.
-  std::vector<char*> args(argv, argv + argc);
-  char sweep[] = "sweep";
-  if (argc < 2 || std::string(argv[1]).rfind("--", 0) == 0) args.insert(args.begin() + 1, sweep);
-  auto parsed = gla::ParseArgs(static_cast<int>(args.size()), args.data(),
-                               {{"sweep", {"addr", "concurrency", "requests", "prompt-len", "max-new-tokens", "seed", "finetune", "finetune-batch",
-                                           "finetune-seq-len", "system-prompt-len"}},
-                                {"conversation", {"addr", "conversations", "turns", "turn-len", "max-new-tokens", "seed", "rounds"}}});
-  absl::Status st = parsed.ok() ? gla::Main(*parsed) : parsed.status();
+  const gla::ProgramSpec program = {
+      "gla-loadgen",
+      "load a running glad with streaming requests; report throughput and latency percentiles",
+      {{"sweep",
+        "requests at each concurrency level: requests/s, tokens/s, time to first token, inter-token latency",
+        {addr,
+         {"concurrency", "LIST", "comma-separated concurrency levels", "1,8,64"},
+         {"requests", "N", "requests per level (at least one per worker)", "64"},
+         {"prompt-len", "N", "random prompt tokens per request", "128"},
+         max_new,
+         seed,
+         {"system-prompt-len", "N", "a shared prefix of N tokens before every prompt", "0"},
+         {"finetune", "none|lora", "lora: run each level again while a LoRA job trains on glad", "none"},
+         {"finetune-batch", "B", "that job's sequences per step", "1"},
+         {"finetune-seq-len", "L", "that job's tokens per sequence", "64"}}},
+       {"conversation",
+        "conversations resent whole each turn vs through a session: median time to first token per turn",
+        {addr,
+         {"conversations", "LIST", "comma-separated numbers of simultaneous conversations", "1,8"},
+         {"turns", "N", "turns per conversation", "5"},
+         {"turn-len", "N", "new prompt tokens per turn", "200"},
+         max_new,
+         seed,
+         {"rounds", "N", "rounds of each way per level (they alternate)", "5"}}}},
+      "sweep"};
+  int exit_code = 0;
+  const std::optional<gla::ParsedArgs> parsed = gla::ParseCommandLine(program, argc, argv, &exit_code);
+  if (!parsed) return exit_code;
+  const absl::Status st = gla::Main(*parsed);
   if (!st.ok()) {
     std::fprintf(stderr, "gla-loadgen: error: %s\n", std::string(st.message()).c_str());
     return 1;

@@ -1,7 +1,8 @@
 """A small Python client for glad (gla.v1), for Debian's python3-grpcio.
 
-The protobuf/gRPC stubs are generated from proto/ by the build (build/proto/python); put that
-directory on sys.path (or PYTHONPATH) before importing this module, or pass stubs_dir.
+Installed (`pip install clients/python`; offline: `--no-build-isolation`), the gla.v1 stubs
+come with it, generated from proto/ when the package is built. From the source tree, the stubs
+are the CMake build's (build/proto/python), or those in stubs_dir or $GLA_PY_STUBS.
 
     client = GlaClient("127.0.0.1:50051")
     print(client.generate(text="Once upon a time", max_new_tokens=32).text)
@@ -50,7 +51,15 @@ def _bearer_interceptor(grpc, token):
 
 
 def _import_stubs(stubs_dir):
-    path = os.path.abspath(stubs_dir or os.environ.get("GLA_PY_STUBS", _DEFAULT_STUBS))
+    """gla.v1 from stubs_dir or $GLA_PY_STUBS when given, else the installed package's, else the build's."""
+    explicit = stubs_dir or os.environ.get("GLA_PY_STUBS")
+    if not explicit:
+        try:
+            from gla.v1 import gla_pb2, gla_pb2_grpc  # installed with this package
+            return gla_pb2, gla_pb2_grpc
+        except ImportError:
+            pass
+    path = os.path.abspath(explicit or _DEFAULT_STUBS)
     if path not in sys.path:
         sys.path.insert(0, path)
     from gla.v1 import gla_pb2, gla_pb2_grpc  # noqa: E402  (generated)

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "clients/common/args.h"
+#include "clients/common/usage.h"
 #include "engine/finetune/job_output.h"
 #include "engine/model/train_model.h"
 #include "engine/finetune/trainer.h"
@@ -176,12 +177,35 @@ absl::Status Run(const ParsedArgs& a) {
 }  // namespace gla
 
 int main(int argc, char** argv) {
-  auto parsed =
-      gla::ParseArgs(argc, argv,
-                     {{"run",
-                       {"config", "tokenizer", "train", "eval", "out", "device", "steps", "batch", "seq-len", "lr",
-                        "min-lr-ratio", "warmup", "weight-decay", "clip", "seed", "eval-every", "dtype"}}});
-  const absl::Status st = parsed.ok() ? gla::Run(*parsed) : parsed.status();
+  const gla::ProgramSpec program = {
+      "gla-train",
+      "train a GLA model from scratch (full-parameter), without a server",
+      {{"run",
+        "train on --train, measure on --eval, write the checkpoint and train_log.tsv to --out",
+        {
+            {"config", "FILE", "config.json of the model to train", ""},
+            {"tokenizer", "FILE", "tokenizer.model (SentencePiece)", ""},
+            {"train", "FILE", "training text: documents separated by blank lines", ""},
+            {"eval", "FILE", "held-out text, same format", ""},
+            {"out", "DIR", "the checkpoint directory to write (must not exist)", ""},
+            {"device", "cuda|cpu", "where to train", "cuda"},
+            {"steps", "N", "optimizer steps", "2000"},
+            {"batch", "B", "sequences per step", "32"},
+            {"seq-len", "L", "tokens per sequence", "512"},
+            {"lr", "LR", "peak learning rate", "2e-3"},
+            {"min-lr-ratio", "R", "final learning rate as a fraction of the peak (cosine decay)", "0.1"},
+            {"warmup", "N", "linear warmup steps", "100"},
+            {"weight-decay", "W", "AdamW weight decay", "0.1"},
+            {"clip", "C", "gradient norm clip", "1.0"},
+            {"seed", "S", "initialisation and data order seed", "1"},
+            {"eval-every", "N", "steps between two eval-loss measurements", "200"},
+            {"dtype", "bf16|f32", "dtype of the written weights", "bf16"},
+        }}},
+      ""};
+  int exit_code = 0;
+  const std::optional<gla::ParsedArgs> parsed = gla::ParseCommandLine(program, argc, argv, &exit_code);
+  if (!parsed) return exit_code;
+  const absl::Status st = gla::Run(*parsed);
   if (!st.ok()) {
     std::fprintf(stderr, "gla-train: error: %s\n", std::string(st.message()).c_str());
     return 1;

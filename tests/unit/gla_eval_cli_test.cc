@@ -182,15 +182,37 @@ TEST(GlaEvalCli, PerplexityAndTextGenerationWithATokenizer) {
   EXPECT_EQ(g.out.substr(0, ids_at), *(*model)->tokenizer()->Decode(out_ids) + "\n");
 }
 
+// A command line that does not parse exits 2 and points at --help; a bad value exits 1.
 TEST(GlaEvalCli, BadArgumentsAreOneLineErrors) {
   const std::string m = " --model " + testing::TinyModelDir();
-  for (const std::string& args : std::vector<std::string>{"frobnicate" + m, "logits" + m + " --ids 1,2 --out /tmp/x --bogus 1",
-                                 "logits" + m + " --ids 1,x --out /tmp/x", "logits" + m + " --ids 1,999 --out /tmp/x",
-                                 "generate" + m + " --prompt hello", std::string("logits --model /nonexistent --ids 1 --out /tmp/x")}) {
-    const RunResult r = RunEval(args);
-    EXPECT_EQ(r.code, 1) << args;
-    EXPECT_EQ(r.err.rfind("gla-eval: error: ", 0), 0u) << args << ": " << r.err;
+  struct Case {
+    std::string args;
+    int code;
+  };
+  for (const Case& c : std::vector<Case>{{"frobnicate" + m, 2}, {"logits" + m + " --ids 1,2 --out /tmp/x --bogus 1", 2},
+                                         {"logits" + m + " --ids 1,x --out /tmp/x", 1}, {"logits" + m + " --ids 1,999 --out /tmp/x", 1},
+                                         {"generate" + m + " --prompt hello", 1},
+                                         {"logits --model /nonexistent --ids 1 --out /tmp/x", 1}}) {
+    const RunResult r = RunEval(c.args);
+    EXPECT_EQ(r.code, c.code) << c.args;
+    EXPECT_EQ(r.err.rfind("gla-eval: error: ", 0), 0u) << c.args << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    if (c.code == 2) {
+      EXPECT_NE(r.err.find("--help"), std::string::npos) << r.err;
+    }
   }
+}
+
+TEST(GlaEvalCli, HelpListsCommandsAndFlags) {
+  const RunResult all = RunEval("--help");
+  ASSERT_EQ(all.code, 0) << all.err;
+  for (const char* command : {"logits", "perplexity", "generate", "bench"})
+    EXPECT_NE(all.out.find(std::string("\n  ") + command + " "), std::string::npos) << command << "\n" << all.out;
+  const RunResult bench = RunEval("bench --help");
+  ASSERT_EQ(bench.code, 0) << bench.err;
+  // The model flags every command shares, the command's own, and defaults from CpuModelOptions.
+  for (const char* flag : {"--model DIR", "--chunk C", "(default 64)", "--prompt-len N", "--batch B"})
+    EXPECT_NE(bench.out.find(flag), std::string::npos) << flag << "\n" << bench.out;
 }
 
 }  // namespace

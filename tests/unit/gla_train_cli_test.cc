@@ -92,13 +92,14 @@ TEST(GlaTrainCli, RefusesBadArgumentsByName) {
   const std::string out = testing::MakeTempDir("gla-train-bad") + "/model";
   struct Case {
     std::string args, expect;
+    int code = 1;  // 2: the command line does not parse
   };
   const std::vector<Case> cases = {
       {"run" + Common(in) + " --out " + out + " --device tpu", "--device"},
       {"run" + Common(in) + " --out " + out + " --lr 0", "--lr"},
       {"run" + Common(in) + " --out " + out + " --dtype f16", "--dtype"},
       {"run" + Common(in) + " --out " + out + " --warmup 50 --steps 10", "warmup_steps"},
-      {"run" + Common(in) + " --out " + out + " --bogus 1", "bogus"},
+      {"run" + Common(in) + " --out " + out + " --bogus 1", "bogus", 2},
       {"run --config " + in.config + " --tokenizer " + in.tokenizer + " --train /nonexistent --eval " + in.eval +
            " --out " + out + " --device cpu",
        "/nonexistent"},
@@ -106,11 +107,20 @@ TEST(GlaTrainCli, RefusesBadArgumentsByName) {
   };
   for (const Case& c : cases) {
     const RunResult r = RunTrain(c.args);
-    EXPECT_EQ(r.code, 1) << c.args;
+    EXPECT_EQ(r.code, c.code) << c.args;
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.args << " -> " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
   EXPECT_FALSE(fs::exists(out)) << "a refused run writes nothing";
+}
+
+// One table for parsing and help: every flag the run command accepts is listed with its default.
+TEST(GlaTrainCli, HelpListsEveryFlag) {
+  const RunResult r = RunTrain("--help");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* flag : {"--config FILE", "--tokenizer FILE", "--train FILE", "--eval FILE", "--out DIR",
+                           "--device cuda|cpu", "(default 2000)", "--lr LR", "(default 2e-3)", "--dtype bf16|f32"})
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag << "\n" << r.out;
 }
 
 }  // namespace

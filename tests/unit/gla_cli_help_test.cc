@@ -1,0 +1,130 @@
+// gla-cli's help against its command table (clients/cli/commands.h): every command in
+// `gla-cli --help`, every flag (with its default) in `gla-cli COMMAND --help`, the exit codes of
+// help and of usage errors; and the table checks of clients/common/args.h.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "clients/cli/commands.h"
+#include "clients/common/args.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+testing::CommandResult RunCli(const std::string& args) { return testing::RunCommand(std::string(GLA_CLI_PATH) + " " + args); }
+
+// The help line that documents --flag, or "" when there is none.
+std::string FlagLine(const std::string& help, const FlagSpec& f) {
+  const std::string start = "  --" + f.name + " " + f.value + " ";
+  for (size_t at = help.find(start); at != std::string::npos; at = help.find(start, at + 1))
+    if (at == 0 || help[at - 1] == '\n') return help.substr(at, help.find('\n', at) - at);
+  return "";
+}
+
+TEST(GlaCliHelp, ListsEveryCommand) {
+  const testing::CommandResult r = RunCli("--help");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const ProgramSpec program = CliProgram();
+  ASSERT_GE(program.commands.size(), 16u);  // serving, fine-tuning and session commands
+  for (const CommandSpec& c : program.commands)
+    EXPECT_NE(r.out.find("\n  " + c.name + " "), std::string::npos) << c.name << " missing from\n" << r.out;
+  EXPECT_NE(r.out.find("gla-cli COMMAND --help"), std::string::npos) << r.out;
+}
+
+TEST(GlaCliHelp, GenerateListsEveryFlagWithItsDefault) {
+  const ProgramSpec program = CliProgram();
+  const CommandSpec* generate = program.Find("generate");
+  ASSERT_NE(generate, nullptr);
+  const testing::CommandResult r = RunCli("generate --help");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("usage: gla-cli generate"), std::string::npos) << r.out;
+  for (const char* must : {"addr", "token", "prompt", "max-new-tokens", "temperature", "seed", "timeout-s"})
+    EXPECT_NE(generate->Find(must), nullptr) << must;  // the table itself is whole
+  for (const FlagSpec& f : generate->flags) {
+    const std::string line = FlagLine(r.out, f);
+    ASSERT_NE(line, "") << "--" << f.name << " missing from\n" << r.out;
+    EXPECT_NE(line.find(f.help), std::string::npos) << line;
+    if (!f.default_value.empty()) {
+      EXPECT_NE(line.find("(default " + f.default_value + ")"), std::string::npos) << line;
+    }
+  }
+}
+
+TEST(GlaCliHelp, EveryCommandHasHelpForEachOfItsFlags) {
+  const ProgramSpec program = CliProgram();
+  for (const CommandSpec& c : program.commands) {
+    // --help after other flags still answers with help, not with a call to glad.
+    const testing::CommandResult r = RunCli(c.name + " --addr 127.0.0.1:1 --help");
+    ASSERT_EQ(r.code, 0) << c.name << ": " << r.err;
+    EXPECT_NE(r.out.find(c.summary), std::string::npos) << c.name;
+    for (const FlagSpec& f : c.flags) EXPECT_NE(FlagLine(r.out, f), "") << c.name << " --" << f.name;
+  }
+}
+
+TEST(GlaCliHelp, UsageErrorsExitTwoAndPointAtHelp) {
+  const testing::CommandResult none = RunCli("");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("missing command"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("\n  generate "), std::string::npos) << "no arguments: the usage too\n" << none.err;
+
+  const testing::CommandResult unknown = RunCli("frobnicate --addr 127.0.0.1:1");
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.err.find("unknown command 'frobnicate'"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("gla-cli --help"), std::string::npos) << unknown.err;
+  EXPECT_EQ(std::count(unknown.err.begin(), unknown.err.end(), '\n'), 1) << unknown.err;
+
+  const testing::CommandResult flag = RunCli("generate --addr 127.0.0.1:1 --prompt x --bogus 1");
+  EXPECT_EQ(flag.code, 2);
+  EXPECT_NE(flag.err.find("--bogus"), std::string::npos) << flag.err;
+  EXPECT_NE(flag.err.find("gla-cli generate --help"), std::string::npos) << flag.err;
+
+  const testing::CommandResult missing_value = RunCli("generate --addr");
+  EXPECT_EQ(missing_value.code, 2) << missing_value.err;
+  EXPECT_EQ(missing_value.out, "");
+}
+
+// A run that fails after parsing (no glad there) is exit 1, not a usage error.
+TEST(GlaCliHelp, FailedCallExitsOne) {
+  const testing::CommandResult r = RunCli("info --addr 127.0.0.1:1 --timeout-s 1");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("UNAVAILABLE"), std::string::npos) << r.err;
+}
+
+// ParsedArgs holds the code to its table: reading an undeclared flag, or a default other than
+// the one the help prints, is an INTERNAL error rather than a silent disagreement.
+TEST(ClientArgs, CodeMustAgreeWithTheTable) {
+  const ProgramSpec program = {"prog", "", {{"run", "", {{"steps", "N", "", "100"}, {"lr", "LR", "", "2e-3"}}}}, ""};
+  std::string argv0 = "prog", cmd = "run";
+  char* argv[] = {argv0.data(), cmd.data()};
+  absl::StatusOr<ParsedArgs> a = ParseArgs(2, argv, program);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a->Int("steps", 100, 1), 100);
+  EXPECT_EQ(*a->Double("lr", 2e-3, 0, 1), 2e-3);
+  EXPECT_EQ(a->Int("steps", 50, 1).status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(a->Double("lr", 1e-3, 0, 1).status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(a->Int("batch", 1, 1).status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(a->Required("model").status().code(), absl::StatusCode::kInternal);
+}
+
+TEST(ClientArgs, DefaultCommandAndHelp) {
+  const ProgramSpec program = {"prog", "", {{"sweep", "", {{"addr", "A", "", ""}}}, {"other", "", {}}}, "sweep"};
+  std::vector<std::string> words = {"prog", "--addr", "x:1"};
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  absl::StatusOr<ParsedArgs> a = ParseArgs(static_cast<int>(argv.size()), argv.data(), program);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->command, "sweep");
+  EXPECT_EQ(a->flags.at("addr"), "x:1");
+  EXPECT_FALSE(a->help);
+  words = {"prog", "--help"};
+  argv = {words[0].data(), words[1].data()};
+  a = ParseArgs(2, argv.data(), program);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->help);
+  EXPECT_EQ(a->spec, nullptr) << "the program's help, not sweep's";
+}
+
+}  // namespace
+}  // namespace gla
