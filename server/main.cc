@@ -371,7 +371,9 @@ int Main(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(true);
   LogListening(o, port, metrics_port, b, guard.authenticates());
   // The OpenAI HTTP API: a second adapter over the same front door.
-  http::OpenAiService openai(door, {.served_model_name = o.served_model_name});
+  absl::StatusOr<http::ChatPrompter> chat = http::ChatPrompter::Load(o.model, o.chat_template, b.tokenizer());
+  if (!o.http_listen.empty() && !chat.ok()) return Fail(chat.status());
+  http::OpenAiService openai(door, {.served_model_name = o.served_model_name}, chat.ok() ? &*chat : nullptr);
   std::unique_ptr<http::Server> http_server;
   if (!o.http_listen.empty()) {
     auto started = StartHttpServer(o, openai);

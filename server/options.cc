@@ -69,6 +69,9 @@ ABSL_FLAG(std::string, http_listen, "",
           "HOST:PORT of the OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health; port 0 picks a free "
           "port); unset: gRPC only");
 ABSL_FLAG(int32_t, http_threads, 2, "threads serving HTTP connections (asynchronous: a few hold thousands of streams)");
+ABSL_FLAG(std::string, chat_template, "",
+          "a Jinja chat template file for /v1/chat/completions (wins over the checkpoint's tokenizer_config.json; "
+          "with neither, a plain \"role: content\" default)");
 ABSL_FLAG(std::string, served_model_name, "",
           "the base model's id in the HTTP API's /v1/models and \"model\" field; unset: the --model directory's name");
 // Security and limits (server/request_guard.h).
@@ -228,6 +231,7 @@ absl::Status HttpFromFlags(ServerOptions& o) {
         "front of it (nginx, a load balancer) and keep --http_listen on a private address");
   o.http_threads = absl::GetFlag(FLAGS_http_threads);
   if (o.http_threads < 1 || o.http_threads > 256) return absl::InvalidArgumentError("--http_threads must be in [1, 256]");
+  o.chat_template = absl::GetFlag(FLAGS_chat_template);
   o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   if (o.served_model_name.empty()) {
     std::filesystem::path dir(o.model);

@@ -50,6 +50,7 @@ struct ServerOptions {
   std::string http_listen;  // empty: none
   int http_threads = 2;
   std::string served_model_name;  // never empty after parsing
+  std::string chat_template;      // a template file; empty: the checkpoint's, or the plain default
 
   // Logs and metrics.
   LogFormat log_format = LogFormat::kText;  // already in effect (SetLogFormat) when parsing returns

@@ -161,44 +161,33 @@ CallFieldNames OpenAiFieldNames() {
   return n;
 }
 
-absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body, const CompletionLimits& limits) {
-  // Depth-limited by nlohmann (no recursion bound needed: it parses iteratively) and bounded in
-  // size by the HTTP server's body limit.
+namespace {
+
+absl::StatusOr<json> ParseObject(absl::string_view body) {
+  // nlohmann parses iteratively (no recursion to bound); the size is the HTTP server's body limit.
   json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError("the request body is not valid JSON");
   if (!j.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
-  Fields f(j);
-  CompletionRequest r;
-  GenerateCall base;
+  return j;
+}
+
+// The fields both endpoints take: sampling, n, streaming, stop, vLLM's extensions and ours.
+absl::Status ReadCommon(Fields& f, const CompletionLimits& limits, GenerateCall& base, CompletionRequest& r) {
   base.names = OpenAiFieldNames();
   const std::optional<std::string> model = f.String("model");
   if (f.status().ok() && !model.has_value()) return Bad("model", "is required");
   r.model = model.value_or("");
-  if (auto v = f.Int("max_tokens")) {
-    if (*v < 1) return Bad("max_tokens", "must be >= 1 (max_tokens 0 with echo, prompt scoring, is not supported yet)");
-    base.max_new_tokens = static_cast<uint64_t>(*v);
-  } else {
-    base.max_new_tokens = 16;  // OpenAI's default for completions
-  }
   base.temperature = static_cast<float>(f.Number("temperature").value_or(1.0));  // OpenAI's default
   if (auto v = f.Number("top_p")) base.top_p = static_cast<float>(*v);
   if (auto v = f.Int("n")) {
     if (*v < 1 || *v > limits.max_n) return Bad("n", absl::StrCat("must be in [1, ", limits.max_n, "]"));
     r.n = static_cast<int>(*v);
   }
-  if (auto v = f.Int("best_of"); v.has_value() && *v != r.n)
-    return Bad("best_of", "is not supported (only best_of == n)");
   if (auto v = f.Int("seed")) base.seed = static_cast<uint64_t>(*v);
-  if (auto v = f.Int("logprobs")) {
-    base.logprobs = *v;
-    r.logprobs = static_cast<int>(std::clamp<int64_t>(*v, -1, 1 << 20));
-  }
-  if (f.Bool("echo").value_or(false)) return Bad("echo", "is not supported yet (prompt scoring)");
   if (auto v = f.Number("presence_penalty")) base.presence_penalty = static_cast<float>(*v);
   if (auto v = f.Number("frequency_penalty")) base.frequency_penalty = static_cast<float>(*v);
   if (const json* v = f.Get("logit_bias"); v != nullptr && !(v->is_object() && v->empty()))
     return Bad("logit_bias", "is not supported yet");
-  if (auto v = f.String("suffix"); v.has_value() && !v->empty()) return Bad("suffix", "is not supported");
   r.stream = f.Bool("stream").value_or(false);
   if (const json* so = f.Get("stream_options")) {
     if (!so->is_object()) return Bad("stream_options", "must be an object");
@@ -222,7 +211,6 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
     base.stop_token_ids = std::move(*ids);
   }
   if (auto v = f.Int("priority")) base.priority = *v < 0 ? 1 : *v > 0 ? -1 : 0;  // vLLM: lower runs first
-  if (auto v = f.Bool("add_special_tokens")) base.add_bos = *v;
   // Ours.
   r.return_token_ids = f.Bool("return_token_ids").value_or(false);
   if (auto v = f.String("session")) base.session = *v;
@@ -230,11 +218,81 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
   absl::StatusOr<std::vector<std::string>> stop = StopStrings(f.Get("stop"));
   if (!stop.ok()) return stop.status();
   base.stop = std::move(*stop);
+  if (!base.session.empty() && r.n > 1) return Bad("n", "a session continues one conversation: n must be 1");
+  return f.status();
+}
+
+absl::Status NoUnknownFields(const Fields& f, const char* endpoint) {
+  if (const std::vector<std::string> unread = f.Unread(); !unread.empty())
+    return Bad(Excerpt(unread.front(), 64), absl::StrCat("unknown field (docs/api.md lists what ", endpoint, " takes)"));
+  return absl::OkStatus();
+}
+
+// A chat message's content: a string, or a list of {"type": "text", "text": ...} parts.
+absl::StatusOr<std::string> MessageContent(const json& content, size_t i) {
+  const std::string field = absl::StrCat("messages[", i, "].content");
+  if (content.is_string()) return content.get<std::string>();
+  if (content.is_null()) return std::string();
+  if (!content.is_array()) return Bad(field, "must be a string or a list of text parts");
+  std::string text;
+  for (const json& part : content) {
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      return Bad(field, "only text parts ({\"type\": \"text\", \"text\": ...}) are supported");
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+absl::StatusOr<std::vector<ChatMessage>> Messages(const json* messages) {
+  if (messages == nullptr) return Bad("messages", "is required");
+  if (!messages->is_array() || messages->empty()) return Bad("messages", "must be a non-empty list");
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string field = absl::StrCat("messages[", i, "]");
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
+      return Bad(field, "must be an object with a role");
+    for (auto it = m.begin(); it != m.end(); ++it)
+      if (it.key() != "role" && it.key() != "content" && it.key() != "name")
+        return Bad(absl::StrCat(field, ".", Excerpt(it.key(), 32)), "is not supported (text messages only)");
+    std::string role = m["role"].get<std::string>();
+    if (role == "developer") role = "system";  // OpenAI's newer name for the system role
+    if (role != "system" && role != "user" && role != "assistant")
+      return Bad(absl::StrCat(field, ".role"), absl::StrCat("'", Excerpt(role, 32), "' is not one of system, user, assistant"));
+    absl::StatusOr<std::string> content = MessageContent(m.contains("content") ? m["content"] : json(nullptr), i);
+    if (!content.ok()) return content.status();
+    out.push_back({std::move(role), *std::move(content)});
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body, const CompletionLimits& limits) {
+  absl::StatusOr<json> j = ParseObject(body);
+  if (!j.ok()) return j.status();
+  Fields f(*j);
+  CompletionRequest r;
+  GenerateCall base;
+  if (absl::Status s = ReadCommon(f, limits, base, r); !s.ok()) return s;
+  if (auto v = f.Int("max_tokens")) {
+    if (*v < 1) return Bad("max_tokens", "must be >= 1 (max_tokens 0 with echo, prompt scoring, is not supported yet)");
+    base.max_new_tokens = static_cast<uint64_t>(*v);
+  } else {
+    base.max_new_tokens = 16;  // OpenAI's default for completions
+  }
+  if (auto v = f.Int("best_of"); v.has_value() && *v != r.n) return Bad("best_of", "is not supported (only best_of == n)");
+  if (auto v = f.Int("logprobs")) {
+    base.logprobs = *v;
+    r.logprobs = static_cast<int>(std::clamp<int64_t>(*v, -1, 1 << 20));
+  }
+  if (f.Bool("echo").value_or(false)) return Bad("echo", "is not supported yet (prompt scoring)");
+  if (auto v = f.String("suffix"); v.has_value() && !v->empty()) return Bad("suffix", "is not supported");
+  if (auto v = f.Bool("add_special_tokens")) base.add_bos = *v;
   const json* prompt = f.Get("prompt");
   if (!f.status().ok()) return f.status();
-  if (const std::vector<std::string> unread = f.Unread(); !unread.empty())
-    return Bad(Excerpt(unread.front(), 64), "unknown field (docs/api.md lists what /v1/completions takes)");
-  if (!base.session.empty() && r.n > 1) return Bad("n", "a session continues one conversation: n must be 1");
+  if (absl::Status s = NoUnknownFields(f, "/v1/completions"); !s.ok()) return s;
 
   std::vector<GenerateCall> prompts;
   if (absl::Status s = ReadPrompts(prompt, limits, &prompts); !s.ok()) return s;
@@ -247,6 +305,47 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
     c.token_ids = std::move(p.token_ids);
     r.prompts.push_back(std::move(c));
   }
+  return r;
+}
+
+absl::StatusOr<CompletionRequest> ParseChatRequest(absl::string_view body, const CompletionLimits& limits) {
+  absl::StatusOr<json> j = ParseObject(body);
+  if (!j.ok()) return j.status();
+  Fields f(*j);
+  CompletionRequest r;
+  r.chat = true;
+  GenerateCall base;
+  if (absl::Status s = ReadCommon(f, limits, base, r); !s.ok()) return s;
+  // max_completion_tokens is the newer name; unset: the server's --max_new_tokens.
+  std::optional<int64_t> max_tokens = f.Int("max_completion_tokens");
+  if (auto v = f.Int("max_tokens"); !max_tokens.has_value()) max_tokens = v;
+  if (max_tokens.has_value()) {
+    if (*max_tokens < 1) return Bad("max_tokens", "must be >= 1");
+    base.max_new_tokens = static_cast<uint64_t>(*max_tokens);
+  }
+  if (f.Bool("logprobs").value_or(false)) {
+    const int64_t top = f.Int("top_logprobs").value_or(0);
+    base.logprobs = top;
+    r.logprobs = static_cast<int>(std::clamp<int64_t>(top, -1, 1 << 20));
+  } else if (f.Int("top_logprobs").has_value()) {
+    return Bad("top_logprobs", "needs logprobs: true");
+  }
+  if (const json* rf = f.Get("response_format")) {
+    if (!rf->is_object() || !rf->contains("type") || (*rf)["type"] != "text")
+      return Bad("response_format", "only {\"type\": \"text\"} is supported yet (structured output: issue 21)");
+  }
+  if (const json* tools = f.Get("tools"); tools != nullptr && !(tools->is_array() && tools->empty()))
+    return Bad("tools", "tool calls are not supported");
+  if (auto v = f.String("tool_choice"); v.has_value() && *v != "none") return Bad("tool_choice", "tool calls are not supported");
+  (void)f.Bool("parallel_tool_calls");
+  r.add_generation_prompt = f.Bool("add_generation_prompt").value_or(true);
+  absl::StatusOr<std::vector<ChatMessage>> messages = Messages(f.Get("messages"));
+  if (!f.status().ok()) return f.status();
+  if (absl::Status s = NoUnknownFields(f, "/v1/chat/completions"); !s.ok()) return s;
+  if (!messages.ok()) return messages.status();
+  r.messages = *std::move(messages);
+  if (!base.request_id.empty() && r.n > 1) return Bad("request_id", "names one generation: with n > 1 leave it unset");
+  r.prompts.push_back(std::move(base));
   return r;
 }
 

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <array>
 #include <deque>
 #include <mutex>
 
@@ -224,6 +225,7 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
 
   void Refuse(int status, absl::string_view why) {
     keep_alive_ = false;
+    linger_ = true;  // the client may still be sending the body we refused
     answering_ = true;
     head_sent_ = ended_ = true;
     const std::string body = absl::StrCat(R"({"error":{"message":")", why, R"(","type":"invalid_request_error"}})");
@@ -260,11 +262,31 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
   void AnswerDone() {
     answering_ = false;
     on_gone_ = nullptr;
+    if (!keep_alive_ && linger_) return Linger();
     if (!keep_alive_) return Close();
     // The hang-up watch may still be pending: cancel it before reading on.
     beast::error_code ec;
     stream_.socket().cancel(ec);
     ReadRequest();
+  }
+
+  // After refusing a request whose body is still arriving: closing now would reset the connection
+  // (unread bytes), and the client would see the reset instead of our answer. So the sending side
+  // is shut and what still comes is read and dropped, for at most 2 s and 16 MiB, then we close.
+  void Linger() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(std::chrono::seconds(2));
+    linger_budget_ = size_t{16} << 20;
+    DrainInput();
+  }
+  void DrainInput() {
+    stream_.async_read_some(asio::buffer(scratch_),
+                            asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              if (ec || n >= self->linger_budget_) return self->Close();
+                              self->linger_budget_ -= n;
+                              self->DrainInput();
+                            }));
   }
 
   // The client went away (or is dropped) before the answer ended.
@@ -296,7 +318,10 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
   std::string peer_;
   std::deque<std::string> out_;
   size_t queued_bytes_ = 0;
-  bool keep_alive_ = true, answering_ = false, head_sent_ = false, ended_ = false, writing_ = false, closed_ = false;
+  bool keep_alive_ = true, answering_ = false, head_sent_ = false, ended_ = false, writing_ = false, closed_ = false,
+       linger_ = false;
+  size_t linger_budget_ = 0;
+  std::array<char, 16384> scratch_;
   std::function<void()> on_gone_;
 };
 

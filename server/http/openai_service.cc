@@ -43,9 +43,10 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
   CompletionRun(std::shared_ptr<Responder> out, const CompletionRequest& req, std::string id, const Tokenizer* tok,
                 ServerMetrics* metrics, size_t choices)
       : out_(std::move(out)), id_(std::move(id)), model_(req.model), stream_(req.stream),
-        include_usage_(req.include_usage), return_token_ids_(req.return_token_ids), logprobs_(req.logprobs), n_(req.n), tok_(tok), created_(UnixNow()) {
+        include_usage_(req.include_usage), return_token_ids_(req.return_token_ids), chat_(req.chat),
+        logprobs_(req.logprobs), n_(req.n), tok_(tok), created_(UnixNow()) {
     choices_.reserve(choices);
-    for (size_t k = 0; k < choices; ++k) choices_.emplace_back(metrics);
+    for (size_t k = 0; k < choices; ++k) choices_.emplace_back(metrics, req.chat);
   }
 
   // Submits every generation; a refusal of any cancels those already running and answers it.
@@ -75,12 +76,14 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
 
  private:
   struct Choice {
-    explicit Choice(ServerMetrics* metrics) : record(metrics, "v1/completions") {}
+    Choice(ServerMetrics* metrics, bool chat) : record(metrics, chat ? "v1/chat/completions" : "v1/completions") {}
     std::string id;
     std::string text;
     std::vector<int32_t> token_ids;
     json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
          text_offset = json::array();
+    json chat_logprobs = json::array();  // chat's shape: one {token, logprob, bytes, top_logprobs} each
+    bool role_sent = false;              // chat streams open each choice with the assistant's role
     const char* finish = nullptr;
     Usage usage;
     RequestRecord record;
@@ -92,9 +95,25 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
     for (auto& h : handles_) h->Cancel();
   }
 
-  // The logprobs object of an update's tokens (OpenAI's legacy completions shape), appended to
-  // `c`'s running lists; returns the update's own part for a stream chunk.
+  // The logprobs of an update's tokens, appended to `c`'s running lists; returns the update's own
+  // part for a stream chunk. Completions: OpenAI's legacy shape (tokens, token_logprobs,
+  // top_logprobs, text_offset); chat: {"content": [{token, logprob, bytes, top_logprobs}]}.
   json Logprobs(Choice& c, const GenerationUpdate& u, size_t text_start) {
+    if (chat_) {
+      json part = json::array();
+      auto entry = [&](int32_t id, float lp) {
+        const std::string t = TokenText(id);
+        return json{{"token", t}, {"logprob", lp}, {"bytes", std::vector<uint8_t>(t.begin(), t.end())}};
+      };
+      for (const SampledToken& t : u.logprobs) {
+        json e = entry(t.token, t.logprob);
+        e["top_logprobs"] = json::array();
+        for (const auto& [id, lp] : t.top) e["top_logprobs"].push_back(entry(id, lp));
+        c.chat_logprobs.push_back(e);
+        part.push_back(std::move(e));
+      }
+      return {{"content", std::move(part)}};
+    }
     json part = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
                  {"text_offset", json::array()}};
     size_t offset = text_start;
@@ -138,8 +157,21 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
       --remaining_;
       if (!u.status.ok()) return Failed(u.status);
     }
+    if (stream_ && chat_ && !c.role_sent) {  // chat: a first chunk with the role alone
+      c.role_sent = true;
+      json first = Envelope();
+      first["choices"] = json::array(
+          {{{"index", k}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+      if (include_usage_) first["usage"] = nullptr;
+      out_->Write(Event(first));
+    }
     if (stream_ && (!u.text.empty() || !u.tokens.empty() || u.finished)) {
-      json choice = {{"index", k}, {"text", u.text}, {"logprobs", lp}, {"finish_reason", nullptr}};
+      json choice = {{"index", k}, {"logprobs", lp}, {"finish_reason", nullptr}};
+      if (chat_) {
+        choice["delta"] = u.text.empty() ? json::object() : json{{"content", u.text}};
+      } else {
+        choice["text"] = u.text;
+      }
       if (return_token_ids_) choice["token_ids"] = u.tokens;
       if (u.finished) choice["finish_reason"] = c.finish;
       json chunk = Envelope();
@@ -151,7 +183,8 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
   }
 
   json Envelope() const {
-    return {{"id", id_}, {"object", "text_completion"}, {"created", created_}, {"model", model_}};
+    const char* object = !chat_ ? "text_completion" : stream_ ? "chat.completion.chunk" : "chat.completion";
+    return {{"id", id_}, {"object", object}, {"created", created_}, {"model", model_}};
   }
   static std::string Event(const json& j) {
     return absl::StrCat("data: ", j.dump(-1, ' ', false, json::error_handler_t::replace), "\n\n");
@@ -184,9 +217,15 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
       const Choice& c = choices_[k];
       json lp = nullptr;
       if (logprobs_.has_value())
-        lp = {{"tokens", c.tokens}, {"token_logprobs", c.token_logprobs}, {"top_logprobs", c.top_logprobs},
-              {"text_offset", c.text_offset}};
-      json choice = {{"index", k}, {"text", c.text}, {"logprobs", std::move(lp)}, {"finish_reason", c.finish}};
+        lp = chat_ ? json{{"content", c.chat_logprobs}}
+                   : json{{"tokens", c.tokens}, {"token_logprobs", c.token_logprobs}, {"top_logprobs", c.top_logprobs},
+                          {"text_offset", c.text_offset}};
+      json choice = {{"index", k}, {"logprobs", std::move(lp)}, {"finish_reason", c.finish}};
+      if (chat_) {
+        choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      } else {
+        choice["text"] = c.text;
+      }
       if (return_token_ids_) choice["token_ids"] = c.token_ids;
       choices.push_back(std::move(choice));
     }
@@ -214,7 +253,7 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
   std::mutex mu_;
   std::shared_ptr<Responder> out_;
   const std::string id_, model_;
-  const bool stream_, include_usage_, return_token_ids_;
+  const bool stream_, include_usage_, return_token_ids_, chat_;
   const std::optional<int> logprobs_;
   const size_t n_;
   const Tokenizer* tok_;
@@ -268,18 +307,22 @@ void OpenAiService::Handle(Request request, std::shared_ptr<Responder> responder
     if (request.method != "GET") return Fail(*responder, absl::InvalidArgumentError("GET /health"));
     return responder->Respond(200, kJson, R"({"status":"ok"})");
   }
-  const bool models = path == "/v1/models", completions = path == "/v1/completions";
-  if (!models && !completions)
-    return Fail(*responder, absl::NotFoundError(absl::StrCat("no route ", Excerpt(path, 128),
-                                                             " (GET /v1/models, POST /v1/completions, GET /health)")));
+  const bool models = path == "/v1/models", completions = path == "/v1/completions",
+             chat = path == "/v1/chat/completions";
+  if (!models && !completions && !chat)
+    return Fail(*responder,
+                absl::NotFoundError(absl::StrCat("no route ", Excerpt(path, 128),
+                                                 " (GET /v1/models, POST /v1/completions, POST /v1/chat/completions, "
+                                                 "GET /health)")));
   if (absl::Status admitted = door_.Admit(request.authorization, request.peer); !admitted.ok())
     return Fail(*responder, admitted);
   if (models) {
     if (request.method != "GET") return Fail(*responder, absl::InvalidArgumentError("/v1/models takes GET"));
     return Models(responder);
   }
-  if (request.method != "POST") return Fail(*responder, absl::InvalidArgumentError("/v1/completions takes POST"));
-  Completions(request, responder);
+  if (request.method != "POST")
+    return Fail(*responder, absl::InvalidArgumentError(absl::StrCat(path, " takes POST")));
+  Completions(request, responder, chat);
 }
 
 void OpenAiService::Models(const std::shared_ptr<Responder>& out) {
@@ -297,10 +340,18 @@ void OpenAiService::Models(const std::shared_ptr<Responder>& out) {
   out->Respond(200, kJson, body.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
-void OpenAiService::Completions(const Request& request, const std::shared_ptr<Responder>& out) {
+void OpenAiService::Completions(const Request& request, const std::shared_ptr<Responder>& out, bool chat) {
+  const CompletionLimits limits{.max_n = options_.max_n, .max_prompts = options_.max_prompts};
   absl::StatusOr<CompletionRequest> req =
-      ParseCompletionRequest(request.body, {.max_n = options_.max_n, .max_prompts = options_.max_prompts});
+      chat ? ParseChatRequest(request.body, limits) : ParseCompletionRequest(request.body, limits);
   if (!req.ok()) return Fail(*out, req.status());
+  if (chat) {  // the messages through the chat template: the one prompt's token ids
+    if (chat_ == nullptr) return Fail(*out, absl::UnimplementedError("this server has no chat template loaded"));
+    absl::StatusOr<std::vector<int32_t>> ids =
+        chat_->Prompt(req->messages, req->add_generation_prompt, door_.limits().max_prompt_tokens);
+    if (!ids.ok()) return Fail(*out, ids.status());
+    req->prompts.front().token_ids = *std::move(ids);
+  }
   // "model": the base model, or a loaded LoRA adapter by name (as vLLM serves adapters).
   std::string adapter;
   if (req->model != options_.served_model_name) {
@@ -321,7 +372,7 @@ void OpenAiService::Completions(const Request& request, const std::shared_ptr<Re
       specs.push_back(*std::move(spec));
     }
   }
-  const std::string id = absl::StrCat("cmpl-", specs.front().id);
+  const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", specs.front().id);
   auto run = std::make_shared<CompletionRun>(out, *req, id, door_.scheduler().backend().tokenizer(),
                                              door_.info().metrics, specs.size());
   run->Start(door_, std::move(specs));

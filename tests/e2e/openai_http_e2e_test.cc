@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <fstream>
 #include <mutex>
 #include <regex>
 #include <thread>
@@ -321,6 +322,145 @@ TEST(OpenAiHttpDrain, SigtermLetsARunningStreamFinish) {
     for (int32_t id : e["choices"][0]["token_ids"]) ids.push_back(id);
   }
   EXPECT_EQ(ids.size(), 4000u) << "the stream ran to its end within the grace: " << r.body.substr(0, 600);
+}
+
+}  // namespace
+}  // namespace gla
+
+namespace gla {
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kUnderAsan = true;
+#else
+constexpr bool kUnderAsan = false;
+#endif
+
+// /v1/chat/completions on the default model (models/gla-brown: a SentencePiece tokenizer, no
+// tokenizer_config.json), once with a ChatML template given by --chat_template and once with the
+// plain default; the prompt's token count is checked against gRPC Tokenize of the text the
+// template must have rendered.
+class OpenAiChatE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string dir = testing::MakeTempDir("chatml");
+    template_file_ = dir + "/chatml.jinja";
+    std::ofstream(template_file_) << "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                                     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    chatml_ = new GladProcess({"--model", std::string(GLA_SOURCE_DIR) + "/models/gla-brown", "--served_model_name",
+                               "brown", "--http_listen", "127.0.0.1:0", "--threads", "1", "--chat_template",
+                               template_file_});
+    plain_ = new GladProcess({"--model", std::string(GLA_SOURCE_DIR) + "/models/gla-brown", "--served_model_name",
+                              "brown", "--http_listen", "127.0.0.1:0", "--threads", "1"});
+  }
+  static void TearDownTestSuite() {
+    for (GladProcess* g : {chatml_, plain_}) {
+      const int code = g->Terminate();
+      if (!kUnderAsan) {
+        EXPECT_EQ(code, 0) << g->log();
+      }
+      delete g;
+    }
+  }
+  void SetUp() override {
+    if (kUnderAsan)
+      GTEST_SKIP() << "skipped under AddressSanitizer: glad loads SentencePiece with RTLD_DEEPBIND (to keep it off "
+                      "gRPC's protobuf), which the sanitizer runtime refuses; the release build runs this suite";
+    ASSERT_TRUE(chatml_->ok() && plain_->ok()) << chatml_->log() << plain_->log();
+  }
+  static int TokenCount(GladProcess& glad, const std::string& text, bool add_bos) {
+    grpc::ClientContext ctx;
+    v1::TokenizeRequest req;
+    req.set_text(text);
+    req.set_add_bos(add_bos);
+    v1::TokenizeResponse resp;
+    EXPECT_TRUE(glad.stub()->Tokenize(&ctx, req, &resp).ok());
+    return resp.token_ids_size();
+  }
+  static json Chat(bool stream) {
+    return {{"model", "brown"},
+            {"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "What did the jury say?"}}}},
+            {"max_tokens", 12},
+            {"temperature", 0},
+            {"stream", stream}};
+  }
+  static std::string template_file_;
+  static GladProcess *chatml_, *plain_;
+};
+std::string OpenAiChatE2E::template_file_;
+GladProcess* OpenAiChatE2E::chatml_ = nullptr;
+GladProcess* OpenAiChatE2E::plain_ = nullptr;
+
+TEST_F(OpenAiChatE2E, TheChatTemplateMakesThePromptAndTheAnswerIsAnAssistantMessage) {
+  HttpClient c(HttpPort(*chatml_));
+  auto r = c.Post("/v1/chat/completions", Chat(false).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json b = json::parse(r.body);
+  EXPECT_EQ(b["object"], "chat.completion");
+  EXPECT_EQ(b["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  EXPECT_EQ(b["choices"][0]["message"]["role"], "assistant");
+  EXPECT_FALSE(b["choices"][0]["message"]["content"].get<std::string>().empty());
+  EXPECT_EQ(b["choices"][0]["finish_reason"], "length");
+  const std::string rendered =
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat did the jury say?<|im_end|>\n"
+      "<|im_start|>assistant\n";
+  EXPECT_EQ(b["usage"]["prompt_tokens"], TokenCount(*chatml_, rendered, false));
+}
+
+TEST_F(OpenAiChatE2E, StreamedDeltasOpenWithTheRoleAndAddUpToTheMessage) {
+  HttpClient c(HttpPort(*chatml_));
+  const json whole = json::parse(c.Post("/v1/chat/completions", Chat(false).dump()).body);
+  auto r = c.Post("/v1/chat/completions", Chat(true).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  const json first = json::parse(events[0]);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  std::string content, finish;
+  for (size_t i = 1; i + 1 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    const json& delta = e["choices"][0]["delta"];
+    if (delta.contains("content")) content += delta["content"].get<std::string>();
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(content, whole["choices"][0]["message"]["content"]);
+  EXPECT_EQ(finish, "length");
+}
+
+TEST_F(OpenAiChatE2E, WithoutATemplateThePlainDefaultIsUsed) {
+  HttpClient c(HttpPort(*plain_));
+  json req = Chat(false);
+  req["messages"] = {{{"role", "user"}, {"content", "Hello"}}};
+  auto r = c.Post("/v1/chat/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  // "{{ bos_token }}user: Hello\nassistant:" with the BOS as its id.
+  EXPECT_EQ(json::parse(r.body)["usage"]["prompt_tokens"], TokenCount(*plain_, "user: Hello\nassistant:", true));
+}
+
+TEST_F(OpenAiChatE2E, ChatRefusalsNameTheField) {
+  HttpClient c(HttpPort(*chatml_));
+  auto expect_error = [&](const json& body, int status, const std::string& needle) {
+    auto r = c.Post("/v1/chat/completions", body.dump());
+    EXPECT_EQ(r.status, status) << r.body;
+    EXPECT_NE(r.body.find(needle), std::string::npos) << r.body;
+  };
+  expect_error({{"model", "brown"}}, 400, "messages: is required");
+  expect_error({{"model", "brown"}, {"messages", json::array()}}, 400, "messages: must be a non-empty list");
+  expect_error({{"model", "brown"}, {"messages", {{{"role", "tool"}, {"content", "x"}}}}}, 400, "messages[0].role");
+  expect_error({{"model", "brown"},
+                {"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}, {"image_url", "x"}}}}}}}},
+               400, "only text parts");
+  json structured = Chat(false);
+  structured["response_format"] = {{"type", "json_object"}};
+  expect_error(structured, 400, "response_format");
+  json tools = Chat(false);
+  tools["tools"] = {{{"type", "function"}}};
+  expect_error(tools, 400, "tool calls are not supported");
+  json lp = Chat(false);
+  lp["top_logprobs"] = 2;
+  expect_error(lp, 400, "top_logprobs: needs logprobs: true");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "tests/support/glad_process.h"
 
+#include <atomic>
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,7 +24,9 @@ std::string GladPath() {
 }
 
 GladProcess::GladProcess(const std::vector<std::string>& args) {
-  log_path_ = MakeTempDir("glad") + "/glad.log";
+  // A folder of its own: two servers in one test process must not share (or delete) a log.
+  static std::atomic<int> count{0};
+  log_path_ = MakeTempDir("glad-" + std::to_string(count.fetch_add(1))) + "/glad.log";
   std::vector<std::string> argv = {GladPath(), "--listen", "127.0.0.1:0"};
   argv.insert(argv.end(), args.begin(), args.end());
   pid_ = fork();
