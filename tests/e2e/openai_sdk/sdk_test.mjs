@@ -1,0 +1,121 @@
+// The official `openai` SDK against glad (issue 20): completions, chat, streaming, n, logprobs,
+// errors and auth, as any OpenAI client would use them. Usage: node sdk_test.mjs BASE_URL
+// TOKEN_BASE_URL (the second glad requires the bearer token "s3cret"). Prints one line per check;
+// exits 1 on the first failure.
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+
+const [base, tokenBase] = process.argv.slice(2);
+const client = new OpenAI({ baseURL: base, apiKey: "unused", maxRetries: 0 });
+const model = "brown";
+const checks = [];
+const check = (name, fn) => checks.push([name, fn]);
+
+check("models.list names the served model", async () => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  assert.deepEqual(ids, [model]);
+});
+
+check("completions.create returns text, a finish reason and usage", async () => {
+  const r = await client.completions.create({ model, prompt: "The jury said", max_tokens: 8, temperature: 0, seed: 1 });
+  assert.equal(r.object, "text_completion");
+  assert.equal(r.choices.length, 1);
+  assert.equal(typeof r.choices[0].text, "string");
+  assert.ok(r.choices[0].text.length > 0);
+  assert.equal(r.choices[0].finish_reason, "length");
+  assert.equal(r.usage.completion_tokens, 8);
+  assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + 8);
+});
+
+check("a streamed completion adds up to the unary one (greedy)", async () => {
+  const req = { model, prompt: "The jury said", max_tokens: 10, temperature: 0 };
+  const whole = await client.completions.create(req);
+  let text = "", finish = null, usage = null;
+  const stream = await client.completions.create({ ...req, stream: true, stream_options: { include_usage: true } });
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      text += c.text;
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  assert.equal(text, whole.choices[0].text);
+  assert.equal(finish, "length");
+  assert.equal(usage.completion_tokens, 10);
+});
+
+check("n = 3 and two prompts give six indexed choices; logprobs come with them", async () => {
+  const r = await client.completions.create({
+    model, prompt: ["The jury said", "He was"], n: 3, max_tokens: 4, temperature: 1, seed: 5, logprobs: 2,
+  });
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2, 3, 4, 5]);
+  for (const c of r.choices) {
+    assert.equal(c.logprobs.tokens.length, c.logprobs.token_logprobs.length);
+    assert.ok(c.logprobs.token_logprobs.every((lp) => lp <= 0));
+  }
+});
+
+check("chat.completions.create answers as the assistant", async () => {
+  const r = await client.chat.completions.create({
+    model, max_tokens: 8, temperature: 0,
+    messages: [{ role: "system", content: "Be brief." }, { role: "user", content: "What did the jury say?" }],
+  });
+  assert.equal(r.object, "chat.completion");
+  assert.equal(r.choices[0].message.role, "assistant");
+  assert.ok(r.choices[0].message.content.length > 0);
+});
+
+check("a streamed chat opens with the role and its deltas add up", async () => {
+  const req = { model, max_tokens: 8, temperature: 0, messages: [{ role: "user", content: "Hello" }] };
+  const whole = await client.chat.completions.create(req);
+  let content = "", role = null;
+  for await (const chunk of await client.chat.completions.create({ ...req, stream: true })) {
+    const d = chunk.choices[0]?.delta ?? {};
+    if (d.role) role = d.role;
+    if (d.content) content += d.content;
+  }
+  assert.equal(role, "assistant");
+  assert.equal(content, whole.choices[0].message.content);
+});
+
+check("chat logprobs have OpenAI's shape", async () => {
+  const r = await client.chat.completions.create({
+    model, max_tokens: 3, messages: [{ role: "user", content: "Hi" }], logprobs: true, top_logprobs: 2,
+  });
+  const lp = r.choices[0].logprobs.content;
+  assert.equal(lp.length, 3);
+  assert.ok(lp.every((t) => typeof t.token === "string" && t.logprob <= 0 && t.top_logprobs.length <= 2));
+});
+
+check("a bad request is a BadRequestError (400) carrying the server's message", async () => {
+  await assert.rejects(client.completions.create({ model, prompt: "x", temperature: -1 }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
+    assert.equal(e.status, 400);
+    assert.match(e.message, /temperature/);
+    return true;
+  });
+});
+
+check("an unknown model is a NotFoundError (404)", async () => {
+  await assert.rejects(client.completions.create({ model: "nope", prompt: "x" }), OpenAI.NotFoundError);
+});
+
+check("the bearer token: refused without it (401), served with it", async () => {
+  const wrong = new OpenAI({ baseURL: tokenBase, apiKey: "wrong", maxRetries: 0 });
+  await assert.rejects(wrong.models.list(), OpenAI.AuthenticationError);
+  const right = new OpenAI({ baseURL: tokenBase, apiKey: "s3cret", maxRetries: 0 });
+  const r = await right.completions.create({ model, prompt: "The", max_tokens: 2 });
+  assert.equal(r.choices.length, 1);
+});
+
+for (const [name, fn] of checks) {
+  try {
+    await fn();
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    console.log(`FAIL ${name}: ${e.stack ?? e}`);
+    process.exit(1);
+  }
+}
+console.log(`${checks.length} checks passed`);
