@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -220,6 +220,30 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
       --batches "${GLA_BENCH_BATCHES:-1,8,16,32,128}"
     grep -E "^(#|prefill|TTFT|decode)" "$out/engine_bench_$preset.txt" | tee -a "$out/summary.txt"
+  done
+fi
+# Issue 20: served tokens/s over the OpenAI HTTP API beside gRPC, same glad, same load
+# (gla-loadgen, random 128-token prompts, 64 new tokens, greedy), alternating twice per protocol.
+if [ "$parts" = http ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  for preset in ${GLA_HTTP_PRESETS:-340M 1.3B}; do
+    gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    gpu-bundle/run glad --model /tmp/gla-$preset --backend cuda --listen 127.0.0.1:50093 --http_listen 127.0.0.1:8093 \
+      --slots 64 > "$out/glad_http_$preset.txt" 2>&1 &
+    glad_pid=$!
+    for _ in $(seq 1 240); do grep -q "OpenAI HTTP API" "$out/glad_http_$preset.txt" && break; sleep 0.5; done
+    for round in 1 2; do
+      for proto in grpc http; do
+        extra=""; [ $proto = http ] && extra="--http 127.0.0.1:8093"
+        check "loadgen_${preset}_${proto}_$round" gpu-bundle/run gla-loadgen --addr 127.0.0.1:50093 $extra \
+          --concurrency 1,64 --requests 128 --prompt-len 128 --max-new-tokens 64
+        grep -E "^\| (1|64) \|" "$out/loadgen_${preset}_${proto}_$round.txt" | sed "s/^/$preset $proto $round: /" |
+          tee -a "$out/summary.txt"
+      done
+    done
+    kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
   done
 fi
 if [ "$parts" = yields ] && [ -x gpu-bundle/run ]; then

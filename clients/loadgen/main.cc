@@ -35,11 +35,14 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "clients/common/args.h"
 #include "clients/common/usage.h"
+#include "clients/loadgen/http_stream.h"
 #include "gla/v1/gla.grpc.pb.h"
 #include "models/status_macros.h"
+#include "nlohmann/json.hpp"
 
 namespace gla {
 namespace {
@@ -89,8 +92,16 @@ Streamed StreamOne(v1::Gla::Stub& stub, const v1::GenerateRequest& req) {
   return out;
 }
 
+// Where the requests go: gRPC GenerateStream, or (http_port > 0) the OpenAI HTTP API's streamed
+// /v1/completions with the same prompt ids, greedy, EOS ignored (what --http measures).
+struct HttpTarget {
+  std::string host;
+  int port = 0;
+  std::string model;
+};
+
 LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int prompt_len, int max_new, int vocab,
-                     uint64_t seed, const std::vector<int32_t>& system_prompt) {
+                     uint64_t seed, const std::vector<int32_t>& system_prompt, const HttpTarget& http = {}) {
   LevelResult r;
   std::mutex mu;
   std::atomic<int> next{0};
@@ -100,7 +111,28 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
   for (int w = 0; w < concurrency; ++w) {
     workers.emplace_back([&, w] {
       std::mt19937_64 rng(seed * 1000003 + w);
+      std::unique_ptr<HttpStreamClient> client;
+      if (http.port > 0) client = std::make_unique<HttpStreamClient>(http.host, http.port);
       for (int i = next++; i < total; i = next++) {
+        if (client != nullptr) {
+          nlohmann::json body = {{"model", http.model}, {"max_tokens", max_new}, {"temperature", 0},
+                                 {"ignore_eos", true}, {"stream", true}, {"return_token_ids", true}};
+          std::vector<int32_t> prompt = system_prompt;
+          for (int t = 0; t < prompt_len; ++t) prompt.push_back(static_cast<int32_t>(rng() % vocab));
+          body["prompt"] = prompt;
+          const HttpStreamed one = client->Stream("/v1/completions", body.dump());
+          std::lock_guard<std::mutex> lock(mu);
+          if (one.error.empty()) {
+            ++r.ok;
+            r.tokens += one.tokens;
+            r.ttft.insert(r.ttft.end(), one.ttft.begin(), one.ttft.end());
+            r.itl.insert(r.itl.end(), one.itl.begin(), one.itl.end());
+          } else {
+            ++r.failed;
+            if (r.first_error.empty()) r.first_error = one.error;
+          }
+          continue;
+        }
         v1::GenerateRequest req;
         req.mutable_token_ids()->mutable_ids()->Add(system_prompt.begin(), system_prompt.end());
         for (int t = 0; t < prompt_len; ++t) req.mutable_token_ids()->add_ids(static_cast<int32_t>(rng() % vocab));
@@ -337,6 +369,20 @@ absl::Status Main(const ParsedArgs& a) {
               info.model_dir().c_str(), info.backend().c_str(), info.device().c_str(), info.slots(), prompt_len,
               system_len, max_new);
   const int vocab = info.config().vocab_size();
+  HttpTarget http;
+  if (a.Has("http")) {  // the same load through the OpenAI HTTP API (ModelInfo above came over gRPC)
+    const std::string hp = a.flags.at("http");
+    const size_t colon = hp.rfind(':');
+    if (colon == std::string::npos || !absl::SimpleAtoi(hp.substr(colon + 1), &http.port) || http.port <= 0)
+      return absl::InvalidArgumentError(absl::StrCat("--http ", hp, ": want HOST:PORT"));
+    http.host = hp.substr(0, colon);
+    const auto models = nlohmann::json::parse(HttpStreamClient(http.host, http.port).Get("/v1/models"), nullptr, false);
+    if (!models.is_object() || !models.contains("data") || models["data"].empty())
+      return absl::UnavailableError(absl::StrCat("--http ", hp, ": GET /v1/models did not answer"));
+    http.model = models["data"][0]["id"].get<std::string>();
+    std::printf("requests over HTTP: POST http://%s/v1/completions (model \"%s\", streamed)\n", hp.c_str(),
+                http.model.c_str());
+  }
   std::vector<int32_t> system_prompt;
   std::mt19937_64 sys_rng(seed + 17);
   for (int t = 0; t < system_len; ++t) system_prompt.push_back(static_cast<int32_t>(sys_rng() % vocab));
@@ -345,7 +391,7 @@ absl::Status Main(const ParsedArgs& a) {
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (int c : levels) {
     if (c < 1) return absl::InvalidArgumentError("--concurrency levels must be >= 1");
-    PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt), "none");
+    PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt, http), "none");
     if (finetune == "lora") {
       ASSIGN_OR_RETURN(BackgroundJob job, BackgroundJob::Start(ft_stub.get(), vocab, c, seed, ft_batch, ft_seq_len));
       const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt);
@@ -378,7 +424,9 @@ int main(int argc, char** argv) {
          {"system-prompt-len", "N", "a shared prefix of N tokens before every prompt", "0"},
          {"finetune", "none|lora", "lora: run each level again while a LoRA job trains on glad", "none"},
          {"finetune-batch", "B", "that job's sequences per step", "1"},
-         {"finetune-seq-len", "L", "that job's tokens per sequence", "64"}}},
+         {"finetune-seq-len", "L", "that job's tokens per sequence", "64"},
+         {"http", "HOST:PORT", "send the requests to glad's OpenAI HTTP API there (streamed /v1/completions) instead of gRPC",
+          ""}}},
        {"conversation",
         "conversations resent whole each turn vs through a session: median time to first token per turn",
         {addr,
