@@ -30,6 +30,7 @@ struct HttpStreamClient::Impl {
     asio::ip::tcp::resolver resolver(io);
     auto results = resolver.resolve(host, std::to_string(port), ec);
     if (!ec) stream.connect(results, ec);
+    if (!ec) stream.socket().set_option(asio::ip::tcp::no_delay(true), ec);  // requests go out whole, at once
     if (ec) {
       *error = ec.message();
       return false;

@@ -97,6 +97,9 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
   Session(Server::Impl& server, tcp::socket socket)
       : server_(server), stream_(std::move(socket)), strand_(stream_.get_executor()) {
     beast::error_code ec;
+    // Each SSE event is written as soon as it exists: Nagle's algorithm would hold it back until
+    // the client's delayed ACK (40 ms on Linux): measured, every TTFT over HTTP was 42 ms.
+    stream_.socket().set_option(tcp::no_delay(true), ec);
     const tcp::endpoint ep = stream_.socket().remote_endpoint(ec);
     if (!ec)
       peer_ = absl::StrCat(ep.address().is_v6() ? "ipv6:[" : "ipv4:", ep.address().to_string(),
