@@ -639,9 +639,7 @@ absl::StatusOr<Value> CallGlobal(Evaluator& ev, std::string_view name, const Arg
       if (!replaced) d.items.emplace_back(k, v);
     }
     if (name == "dict") return Value::MakeDict(std::move(d));
-    auto ns = std::make_shared<Namespace>();
-    ns->attrs = std::move(d);
-    return Value{Value::Storage(std::move(ns))};
+    return ev.NewNamespace(std::move(d));
   }
   if (name == "range") {
     if (!kwargs.empty() || args.empty() || args.size() > 3) return TypeError("range() takes 1 to 3 integers");

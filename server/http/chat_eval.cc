@@ -116,6 +116,22 @@ void Evaluator::Assign(const std::string& name, Value v) {
   frames_.back().items.emplace_back(name, std::move(v));
 }
 
+Value Evaluator::NewNamespace(Dict attrs) {
+  auto ns = std::make_shared<Namespace>();
+  ns->attrs = std::move(attrs);
+  namespaces_.push_back(ns);
+  return Value{Value::Storage(std::move(ns))};
+}
+
+Evaluator::~Evaluator() {
+  // Emptied, not just released: a namespace that holds itself (directly or through others) would
+  // otherwise keep itself alive. Moved out first, as clearing may free other namespaces' values.
+  for (auto& ns : namespaces_) {
+    Dict attrs = std::move(ns->attrs);
+    ns->attrs = Dict{};
+  }
+}
+
 absl::StatusOr<std::string> Evaluator::Render(const Body& body) {
   auto flow = Exec(body);
   if (!flow.ok()) return flow.status();

@@ -40,6 +40,11 @@ class Evaluator {
   const RenderLimits& limits() const { return limits_; }
   // raise_exception(msg): the error carries msg as it is, without a line.
   absl::Status Raise(std::string msg);
+  // namespace(): a new namespace this evaluator owns. A namespace can hold itself (ns.x = ns): a
+  // cycle of shared pointers, which ~Evaluator breaks by emptying every namespace it made, so a
+  // hostile template cannot leak memory on every request.
+  Value NewNamespace(Dict attrs);
+  ~Evaluator();
 
  private:
   enum class Flow { kNormal, kBreak, kContinue };
@@ -64,6 +69,7 @@ class Evaluator {
   void Assign(const std::string& name, Value v);
 
   RenderLimits limits_;
+  std::vector<std::shared_ptr<Namespace>> namespaces_;  // every namespace() made here (see NewNamespace)
   std::vector<Dict> frames_;  // [0]: the template's context; then loop iterations and macro calls
   std::string out_;
   int64_t work_ = 0;
