@@ -308,17 +308,21 @@ void OpenAiService::Handle(Request request, std::shared_ptr<Responder> responder
     return responder->Respond(200, kJson, R"({"status":"ok"})");
   }
   const bool models = path == "/v1/models", completions = path == "/v1/completions",
-             chat = path == "/v1/chat/completions";
-  if (!models && !completions && !chat)
+             chat = path == "/v1/chat/completions", metrics = path == "/metrics";
+  if (!models && !completions && !chat && !metrics)
     return Fail(*responder,
                 absl::NotFoundError(absl::StrCat("no route ", Excerpt(path, 128),
                                                  " (GET /v1/models, POST /v1/completions, POST /v1/chat/completions, "
-                                                 "GET /health)")));
+                                                 "GET /health, GET /metrics)")));
   if (absl::Status admitted = door_.Admit(request.authorization, request.peer); !admitted.ok())
     return Fail(*responder, admitted);
-  if (models) {
-    if (request.method != "GET") return Fail(*responder, absl::InvalidArgumentError("/v1/models takes GET"));
-    return Models(responder);
+  if (models || metrics) {
+    if (request.method != "GET") return Fail(*responder, absl::InvalidArgumentError(absl::StrCat(path, " takes GET")));
+    if (models) return Models(responder);
+    // The Prometheus exposition (the same as --metrics_listen's), behind the token when one is set.
+    const ServerMetrics* m = door_.info().metrics;
+    if (m == nullptr) return Fail(*responder, absl::NotFoundError("this server keeps no metrics"));
+    return responder->Respond(200, "text/plain; version=0.0.4", m->Text());
   }
   if (request.method != "POST")
     return Fail(*responder, absl::InvalidArgumentError(absl::StrCat(path, " takes POST")));

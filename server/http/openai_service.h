@@ -3,6 +3,7 @@
 // Server-Sent Events. Routes:
 //   GET  /health              {"status":"ok"} (open, like gRPC health: for load balancers)
 //   GET  /v1/models           the base model and every loaded LoRA adapter, each as a model
+//   GET  /metrics             the Prometheus exposition (as --metrics_listen), behind the token
 //   POST /v1/completions      prompt as a string, a list of strings, token ids or lists of them;
 //                             n, stop, seed, logprobs, penalties, stream (+ include_usage),
 //                             vLLM's extensions and ours (docs/api.md)

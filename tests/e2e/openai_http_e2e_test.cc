@@ -102,6 +102,13 @@ TEST_F(OpenAiHttpE2E, HealthAndModels) {
   ASSERT_EQ(m["data"].size(), 1u);
   EXPECT_EQ(m["data"][0]["id"], "tiny");
   EXPECT_EQ(m["data"][0]["object"], "model");
+  // The Prometheus exposition on the same port, with the HTTP requests counted by their route.
+  ASSERT_EQ(c.Post("/v1/completions", Greedy(2).dump()).status, 200);
+  auto metrics = c.Get("/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_EQ(metrics.headers["content-type"].rfind("text/plain", 0), 0u);
+  EXPECT_NE(metrics.body.find("gla_requests_total{"), std::string::npos) << metrics.body.substr(0, 400);
+  EXPECT_NE(metrics.body.find("method=\"v1/completions\""), std::string::npos) << metrics.body.substr(0, 2000);
 }
 
 TEST_F(OpenAiHttpE2E, GreedyCompletionEqualsTheReferenceContinuation) {
