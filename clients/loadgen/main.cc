@@ -113,43 +113,40 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
       std::mt19937_64 rng(seed * 1000003 + w);
       std::unique_ptr<HttpStreamClient> client;
       if (http.port > 0) client = std::make_unique<HttpStreamClient>(http.host, http.port);
+      // One request's outcome, whichever protocol carried it, into the level's totals.
+      auto record = [&](const std::string& error, int64_t tokens, const std::vector<double>& ttft,
+                        const std::vector<double>& itl) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (error.empty()) {
+          ++r.ok;
+          r.tokens += tokens;
+          r.ttft.insert(r.ttft.end(), ttft.begin(), ttft.end());
+          r.itl.insert(r.itl.end(), itl.begin(), itl.end());
+        } else {
+          ++r.failed;
+          if (r.first_error.empty()) r.first_error = error;
+        }
+      };
       for (int i = next++; i < total; i = next++) {
+        std::vector<int32_t> prompt = system_prompt;
+        for (int t = 0; t < prompt_len; ++t) prompt.push_back(static_cast<int32_t>(rng() % vocab));
         if (client != nullptr) {
-          nlohmann::json body = {{"model", http.model}, {"max_tokens", max_new}, {"temperature", 0},
-                                 {"ignore_eos", true}, {"stream", true}, {"return_token_ids", true}};
-          std::vector<int32_t> prompt = system_prompt;
-          for (int t = 0; t < prompt_len; ++t) prompt.push_back(static_cast<int32_t>(rng() % vocab));
-          body["prompt"] = prompt;
+          nlohmann::json body = {{"model", http.model}, {"prompt", prompt},     {"max_tokens", max_new},
+                                 {"temperature", 0},    {"ignore_eos", true}, {"stream", true},
+                                 {"return_token_ids", true}};
           const HttpStreamed one = client->Stream("/v1/completions", body.dump());
-          std::lock_guard<std::mutex> lock(mu);
-          if (one.error.empty()) {
-            ++r.ok;
-            r.tokens += one.tokens;
-            r.ttft.insert(r.ttft.end(), one.ttft.begin(), one.ttft.end());
-            r.itl.insert(r.itl.end(), one.itl.begin(), one.itl.end());
-          } else {
-            ++r.failed;
-            if (r.first_error.empty()) r.first_error = one.error;
-          }
+          record(one.error, one.tokens, one.ttft, one.itl);
           continue;
         }
         v1::GenerateRequest req;
-        req.mutable_token_ids()->mutable_ids()->Add(system_prompt.begin(), system_prompt.end());
-        for (int t = 0; t < prompt_len; ++t) req.mutable_token_ids()->add_ids(static_cast<int32_t>(rng() % vocab));
+        req.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
         req.set_max_new_tokens(max_new);
         req.set_ignore_eos(true);
         const Streamed one = StreamOne(stub, req);
-        std::lock_guard<std::mutex> lock(mu);
-        if (one.status.ok() && !one.cancelled) {
-          ++r.ok;
-          r.tokens += static_cast<int64_t>(one.ids.size());
-          r.ttft.insert(r.ttft.end(), one.ttft.begin(), one.ttft.end());
-          r.itl.insert(r.itl.end(), one.itl.begin(), one.itl.end());
-        } else {
-          ++r.failed;
-          if (r.first_error.empty())
-            r.first_error = one.status.ok() ? "cancelled by the server (shutting down?)" : one.status.error_message();
-        }
+        const std::string error = one.status.ok() && !one.cancelled ? ""
+                                  : one.status.ok()                ? "cancelled by the server (shutting down?)"
+                                                                   : one.status.error_message();
+        record(error, static_cast<int64_t>(one.ids.size()), one.ttft, one.itl);
       }
     });
   }
