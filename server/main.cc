@@ -287,7 +287,7 @@ absl::StatusOr<std::unique_ptr<http::Server>> StartHttpServer(const ServerOption
   http::ServerOptions ho;
   ho.listen = o.http_listen;
   ho.threads = o.http_threads;
-  ho.max_body_bytes = static_cast<size_t>(o.max_message_bytes);
+  ho.max_body_bytes = o.http_max_body_bytes;
   auto server = http::Server::Start(ho, [&openai](http::Request r, std::shared_ptr<http::Responder> out) {
     openai.Handle(std::move(r), std::move(out));
   });

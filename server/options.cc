@@ -20,6 +20,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
 #include "models/status_macros.h"
@@ -68,6 +69,9 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(std::string, http_listen, "",
           "HOST:PORT of the OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health; port 0 picks a free "
           "port); unset: gRPC only");
+ABSL_FLAG(int32_t, http_max_body_mb, 8,
+          "largest HTTP request body (MiB); larger: 413 before it is read (a JSON body takes several times its "
+          "size once parsed, so this stays well below --max_message_mb)");
 ABSL_FLAG(int32_t, http_threads, 2, "threads serving HTTP connections (asynchronous: a few hold thousands of streams)");
 ABSL_FLAG(std::string, chat_template, "",
           "a Jinja chat template file for /v1/chat/completions (wins over the checkpoint's tokenizer_config.json; "
@@ -225,6 +229,16 @@ absl::Status ServingFromFlags(ServerOptions& o) {
 
 absl::Status HttpFromFlags(ServerOptions& o) {
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!o.http_listen.empty()) {
+    const size_t colon = o.http_listen.rfind(':');
+    int port = -1;
+    if (colon == std::string::npos || colon == 0 || !absl::SimpleAtoi(o.http_listen.substr(colon + 1), &port) ||
+        port < 0 || port > 65535)
+      return absl::InvalidArgumentError(absl::StrCat("--http_listen '", o.http_listen, "': want HOST:PORT"));
+  }
+  const int body_mb = absl::GetFlag(FLAGS_http_max_body_mb);
+  if (body_mb < 1 || body_mb > 1024) return absl::InvalidArgumentError("--http_max_body_mb must be in [1, 1024]");
+  o.http_max_body_bytes = static_cast<size_t>(body_mb) << 20;
   if (!o.http_listen.empty() && o.tls)
     return absl::InvalidArgumentError(
         "--http_listen with --tls_cert: the HTTP API does not serve TLS yet (issue 20 continues); terminate TLS in "

@@ -49,6 +49,7 @@ struct ServerOptions {
   // The OpenAI HTTP API.
   std::string http_listen;  // empty: none
   int http_threads = 2;
+  size_t http_max_body_bytes = size_t{8} << 20;
   std::string served_model_name;  // never empty after parsing
   std::string chat_template;      // a template file; empty: the checkpoint's, or the plain default
 

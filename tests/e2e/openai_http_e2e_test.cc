@@ -71,7 +71,7 @@ class OpenAiHttpE2E : public ::testing::Test {
   static void SetUpTestSuite() {
     glad_ = new GladProcess({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen",
                              "127.0.0.1:0", "--slots", "8", "--queue_size", "2048", "--max_new_tokens", "4096",
-                             "--max_prompt_tokens", "2048", "--threads", "1", "--max_message_mb", "1",
+                             "--max_prompt_tokens", "2048", "--threads", "1", "--http_max_body_mb", "1",
                              "--http_threads", "2"});
     port_ = glad_->ok() ? HttpPort(*glad_) : 0;
   }
@@ -225,7 +225,7 @@ TEST_F(OpenAiHttpE2E, RefusalsComeInOpenAisErrorShapeWithTheirStatus) {
   expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1],"echo":true})"), 400, "echo");
   expect_error(c.Get("/v1/nothing"), 404, "no route");
   expect_error(c.Get("/v1/completions"), 400, "takes POST");
-  // Over --max_message_mb (1 MiB): 413 before the body is read, and the connection closes.
+  // Over --http_max_body_mb (1 MiB): 413 before the body is read, and the connection closes.
   HttpClient big(port_);
   expect_error(big.Post("/v1/completions", std::string(2 << 20, ' ')), 413, "over the server's limit");
   // Nothing of the above holds a slot.

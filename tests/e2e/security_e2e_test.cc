@@ -349,7 +349,15 @@ TEST(Security, BadSecurityFlagsAreStartupErrors) {
            {" --tls_cert " + TestCert().cert + " --tls_key " + TestCert().key + " --tls_client_ca " + not_pem,
             "--tls_client_ca"},
            {" --max_message_mb 0", "--max_message_mb"},
-           {" --rate_limit -1", "--rate_limit"}}) {
+           {" --rate_limit -1", "--rate_limit"},
+           // The HTTP API's flags (issue 20): checked before the model is read.
+           {" --http_listen nonsense", "--http_listen 'nonsense': want HOST:PORT"},
+           {" --http_listen 127.0.0.1:70000", "--http_listen"},
+           {" --http_threads 0", "--http_threads"},
+           {" --http_max_body_mb 0", "--http_max_body_mb"},
+           {" --http_listen 127.0.0.1:0 --tls_cert " + TestCert().cert + " --tls_key " + TestCert().key,
+            "the HTTP API does not serve TLS yet"},
+           {" --http_listen 127.0.0.1:0 --chat_template /nonexistent.jinja", "--chat_template"}}) {
     const ShellResult r = Shell(glad + c.flags);
     EXPECT_EQ(r.code, 1) << c.flags << "\n" << r.out;
     EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.flags << "\n" << r.out;
