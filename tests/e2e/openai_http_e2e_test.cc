@@ -313,9 +313,14 @@ TEST(OpenAiHttpDrain, SigtermLetsARunningStreamFinish) {
   ASSERT_GT(port, 0);
   json req = Greedy(4000);
   req["stream"] = true;
+  req["request_id"] = "drained";
   testing::HttpResponse r;
   std::thread client([&] { r = HttpClient(port).Post("/v1/completions", req.dump()); });
-  for (int i = 0; i < 500 && SlotsInUse(glad) < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  bool running = false;
+  for (int i = 0; i < 500 && !running; ++i) {
+    running = SlotsInUse(glad) >= 1;
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   const int code = glad.Terminate();
   client.join();
   EXPECT_EQ(code, 0) << glad.log();
@@ -329,6 +334,12 @@ TEST(OpenAiHttpDrain, SigtermLetsARunningStreamFinish) {
     for (int32_t id : e["choices"][0]["token_ids"]) ids.push_back(id);
   }
   EXPECT_EQ(ids.size(), 4000u) << "the stream ran to its end within the grace: " << r.body.substr(0, 600);
+  // The drain was under way while it ran: SIGTERM is logged before the request's own line.
+  ASSERT_TRUE(running) << "the stream never held a slot";
+  const std::string log = glad.log();
+  const size_t draining = log.find("draining"), ended = log.find("id=drained ");
+  ASSERT_NE(ended, std::string::npos) << log;
+  EXPECT_LT(draining, ended) << "the generation ended before SIGTERM: this run did not test the drain\n" << log;
 }
 
 }  // namespace
