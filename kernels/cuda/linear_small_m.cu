@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/linear_small_m_common.cuh"
 
 #include "kernels/linear.h"
 
@@ -64,15 +65,7 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
   for (int m = 0; m < M; ++m) {
     float v = acc[m];
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) {
-      if (y_bf16) {
-        __nv_bfloat16* out = static_cast<__nv_bfloat16*>(y) + m * y_stride + n;
-        *out = __float2bfloat16(beta != 0.f ? v + beta * __bfloat162float(*out) : v);
-      } else {
-        float* out = static_cast<float*>(y) + m * y_stride + n;
-        *out = beta != 0.f ? v + beta * *out : v;
-      }
-    }
+    if (lane == 0) small_m::Store(y, y_bf16, m * y_stride + n, v, beta);
   }
 }
 
@@ -89,8 +82,7 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
                                   int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                   cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  if (M < 0 || M > kSmallMCudaCores || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
+  if (M < 0 || M > kSmallMCudaCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
       N > int64_t{kWarps} * 0x7fffffff)
     return cudaErrorInvalidValue;
   switch (M) {  // the one dispatch site: rows -> a compile-time accumulator count

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/linear_small_m_common.cuh"
 #include "kernels/linear.h"
 
 namespace gla::cuda {
@@ -109,13 +110,7 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
     float v = 0.f;
 #pragma unroll
     for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
-    if (y_bf16) {
-      __nv_bfloat16* out = static_cast<__nv_bfloat16*>(y) + m * y_stride + n0 + r;
-      *out = __float2bfloat16(beta != 0.f ? v + beta * __bfloat162float(*out) : v);
-    } else {
-      float* out = static_cast<float*>(y) + m * y_stride + n0 + r;
-      *out = beta != 0.f ? v + beta * *out : v;
-    }
+    small_m::Store(y, y_bf16, m * y_stride + n0 + r, v, beta);
   }
 }
 
@@ -125,8 +120,7 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  if (M < 0 || M > kSmallMTensorCores || N <= 0 || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || !aligned ||
+  if (M < 0 || M > kSmallMTensorCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
       (N + kRows - 1) / kRows > 0x7fffffff)
     return cudaErrorInvalidValue;
   const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);

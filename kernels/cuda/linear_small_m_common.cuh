@@ -1,0 +1,28 @@
+// What the two decode-sized projection kernels (linear_small_m.cu on CUDA cores,
+// linear_small_m_mma.cu on tensor cores) share: the shapes both take, and how one output element
+// is written (bf16 or fp32, with the residual y = v + beta * y).
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace gla::cuda::small_m {
+
+// K in 16-byte chunks, rows 16-byte aligned, something to compute.
+inline bool ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K) {
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  return N > 0 && K > 0 && K % 8 == 0 && x_stride % 8 == 0 && aligned;
+}
+
+__device__ __forceinline__ void Store(void* y, bool y_bf16, int64_t index, float v, float beta) {
+  if (y_bf16) {
+    __nv_bfloat16* out = static_cast<__nv_bfloat16*>(y) + index;
+    *out = __float2bfloat16(beta != 0.f ? v + beta * __bfloat162float(*out) : v);
+  } else {
+    float* out = static_cast<float*>(y) + index;
+    *out = beta != 0.f ? v + beta * *out : v;
+  }
+}
+
+}  // namespace gla::cuda::small_m
