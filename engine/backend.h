@@ -29,6 +29,13 @@ struct StepItem {
   // LoRA adapter of this sequence (null: the base model). Shared: a backend may keep it (the CUDA
   // backend's device copies are keyed by it) after the request that owns it has ended.
   std::shared_ptr<const LoraAdapter> adapter;
+  // Prompt scoring: score_targets[i] is the token that follows tokens[i] (at most tokens.size()
+  // of them); for each, the backend appends to *scored its log-probability under the model's raw
+  // logits (no penalties, no temperature) and the `score_top` most likely alternatives. A step
+  // computes tokens.size() rows of logits for such an item (Backend::max_logit_rows bounds them).
+  std::span<const int32_t> score_targets;
+  int score_top = 0;
+  std::vector<SampledToken>* scored = nullptr;
 };
 
 class Backend {
@@ -53,6 +60,8 @@ class Backend {
   virtual bool supports_adapters() const { return false; }
   // Ids a sampler may produce: the tokenizer's vocabulary when it is smaller than the model's.
   int vocab_limit() const;
+  // Rows of logits one step may produce: one per sampling item plus tokens.size() per scoring item.
+  virtual int max_logit_rows() const = 0;
 
   // Runs the items as one step. out[i] is filled for items with sample = true (others untouched);
   // out is resized to items.size(). On error no slot has been changed.

@@ -35,22 +35,30 @@ class CpuBackend : public Backend {
   int64_t workspace_bytes() const override { return 0; }  // sized per step on the heap
   bool supports_adapters() const override { return true; }
 
+  // Any number: the logits of a step are sized per step on the heap.
+  int max_logit_rows() const override { return 1 << 20; }
+
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
     std::vector<CpuModel::Segment> segs;
     segs.reserve(items.size());
     for (const StepItem& it : items) {
       if (it.slot < 0 || it.slot >= pool_.capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
-      segs.push_back({it.tokens, pool_.data(it.slot), false, it.adapter.get()});
+      if (it.score_targets.size() > it.tokens.size() || (!it.score_targets.empty() && it.scored == nullptr))
+        return absl::InternalError("scoring: more targets than tokens, or nowhere to put them");
+      segs.push_back({it.tokens, pool_.data(it.slot), !it.score_targets.empty(), it.adapter.get()});
     }
     std::vector<float> logits;
     RETURN_IF_ERROR(model_->Forward(segs, &logits));
     out->resize(items.size());
     const size_t V = config().vocab_size;
+    size_t row = 0;  // an all-logits segment has a row per token, the others one
     for (size_t i = 0; i < items.size(); ++i) {
       const StepItem& it = items[i];
-      if (!it.sample) continue;
-      (*out)[i] = SampleToken(std::span<const float>(logits).subspan(i * V, V), vocab_limit(), *it.params,
-                              *it.history, it.step);
+      auto logits_row = [&](size_t r) { return std::span<const float>(logits).subspan(r * V, V); };
+      for (size_t t = 0; t < it.score_targets.size(); ++t)
+        it.scored->push_back(ScoreToken(logits_row(row + t), vocab_limit(), it.score_targets[t], it.score_top));
+      row += segs[i].all_logits ? it.tokens.size() : 1;
+      if (it.sample) (*out)[i] = SampleToken(logits_row(row - 1), vocab_limit(), *it.params, *it.history, it.step);
     }
     return absl::OkStatus();
   }

@@ -27,8 +27,10 @@ namespace {
 
 class CudaBackend : public Backend {
  public:
-  CudaBackend(std::unique_ptr<CudaModel> model, std::unique_ptr<GpuStatePool> pool, std::unique_ptr<CudaSampler> sampler)
-      : model_(std::move(model)), pool_(std::move(pool)), sampler_(std::move(sampler)) {}
+  CudaBackend(std::unique_ptr<CudaModel> model, std::unique_ptr<GpuStatePool> pool, std::unique_ptr<CudaSampler> sampler,
+              int max_logit_rows)
+      : model_(std::move(model)), pool_(std::move(pool)), sampler_(std::move(sampler)),
+        max_logit_rows_(max_logit_rows) {}
 
   std::string name() const override { return "cuda"; }
   std::string device() const override {
@@ -54,29 +56,48 @@ class CudaBackend : public Backend {
     return true;
   }
 
+  int max_logit_rows() const override { return max_logit_rows_; }
+
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
     std::vector<CudaModel::Segment> segs;
     segs.reserve(items.size());
     for (const StepItem& it : items) {
       if (it.slot < 0 || it.slot >= pool_->capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
+      if (it.score_targets.size() > it.tokens.size() || (!it.score_targets.empty() && it.scored == nullptr))
+        return absl::InternalError("scoring: more targets than tokens, or nowhere to put them");
       RETURN_IF_ERROR(pool_->OrderBeforeUse(it.slot));  // a swap into or out of it may still run
-      segs.push_back({it.tokens, it.slot, it.sample ? CudaModel::Logits::kLast : CudaModel::Logits::kNone, it.adapter});
+      const auto logits = !it.score_targets.empty() ? CudaModel::Logits::kAll
+                          : it.sample               ? CudaModel::Logits::kLast
+                                                    : CudaModel::Logits::kNone;
+      segs.push_back({it.tokens, it.slot, logits, it.adapter});
     }
     std::vector<int> first_row;
     const CudaModel::States states{pool_->base(), pool_->slot_stride(), pool_->scratch_slot()};
     RETURN_IF_ERROR(model_->Forward(segs, states, &first_row));
+    // Sampled rows and scored rows (a forced token each, the raw logits: no penalties, greedy) go
+    // through the sampler in one launch.
     std::vector<SampleRequest> requests;
-    std::vector<size_t> which;
+    std::vector<SamplingParams> score_params(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
-      if (!items[i].sample) continue;
-      requests.push_back({first_row[i], items[i].params, items[i].history, items[i].step});
-      which.push_back(i);
+      const StepItem& it = items[i];
+      score_params[i].logprobs = it.score_top;
+      for (size_t t = 0; t < it.score_targets.size(); ++t)
+        requests.push_back({first_row[i] + static_cast<int>(t), &score_params[i], nullptr, 0, it.score_targets[t]});
+      if (it.sample) {
+        const int last = segs[i].logits == CudaModel::Logits::kAll ? static_cast<int>(it.tokens.size()) - 1 : 0;
+        requests.push_back({first_row[i] + last, it.params, it.history, it.step});
+      }
     }
     std::vector<SampledToken> sampled;
     RETURN_IF_ERROR(sampler_->Sample(model_->logits(), config().vocab_size, vocab_limit(), requests, &sampled));
     if (requests.empty()) GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(model_->stream()));  // a step ends done
     out->resize(items.size());
-    for (size_t j = 0; j < which.size(); ++j) (*out)[which[j]] = std::move(sampled[j]);
+    size_t j = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const StepItem& it = items[i];
+      for (size_t t = 0; t < it.score_targets.size(); ++t) it.scored->push_back(std::move(sampled[j++]));
+      if (it.sample) (*out)[i] = std::move(sampled[j++]);
+    }
     return absl::OkStatus();
   }
 
@@ -84,6 +105,7 @@ class CudaBackend : public Backend {
   std::unique_ptr<CudaModel> model_;
   std::unique_ptr<GpuStatePool> pool_;
   std::unique_ptr<CudaSampler> sampler_;
+  int max_logit_rows_ = 0;
 };
 
 }  // namespace
@@ -104,13 +126,16 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   CudaModelOptions mo;
   mo.device = options.device;
   mo.max_tokens = std::max({options.step_token_budget, slots + options.min_prefill_tokens, DecodeBucket(slots)});
-  mo.max_logit_rows = DecodeBucket(slots);
+  // A row per running sequence, plus room for prompt scoring (a scored prompt token needs its own
+  // row: kScoreRows per step, 32 MiB of fp32 logits at a 32k vocabulary).
+  constexpr int kScoreRows = 256;
+  mo.max_logit_rows = DecodeBucket(slots) + kScoreRows;
   mo.cuda_graphs = options.cuda_graphs;
   mo.chunked_prefill = options.chunked_prefill;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));
-  return std::unique_ptr<Backend>(new CudaBackend(std::move(model), std::move(pool), std::move(sampler)));
+  return std::unique_ptr<Backend>(new CudaBackend(std::move(model), std::move(pool), std::move(sampler), mo.max_logit_rows));
 }
 
 }  // namespace gla

@@ -49,7 +49,7 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   std::vector<cuda::SampleRowSpec> specs;
   PenaltyLists pen;
   for (const SampleRequest& q : requests)
-    specs.push_back(MakeSampleRowSpec(*q.params, q.history, q.step, q.row, kMaxTop, &pen));
+    specs.push_back(MakeSampleRowSpec(*q.params, q.history, q.step, q.row, kMaxTop, &pen, q.forced));
   const size_t spec_bytes = specs.size() * sizeof(cuda::SampleRowSpec);
   const size_t pen_bytes = pen.ids.size() * sizeof(int32_t);
   const size_t in_bytes = spec_bytes + 3 * pen_bytes + 64;

@@ -21,6 +21,7 @@ struct SampleRequest {
   const SamplingParams* params = nullptr;
   const TokenHistory* history = nullptr;
   uint64_t step = 0;
+  int32_t forced = -1;  // >= 0: score this token instead of sampling (prompt scoring)
 };
 
 class CudaSampler {

@@ -20,9 +20,11 @@ struct PenaltyLists {
 
 // The row spec for one request; appends its penalty entries (only when a penalty is on: the kernel
 // skips them otherwise) to *lists. Each id once, as the kernel requires (a map's keys).
+// forced >= 0: a scored row (prompt scoring), not a sampled one.
 inline cuda::SampleRowSpec MakeSampleRowSpec(const SamplingParams& p, const TokenHistory* history, uint64_t step,
-                                             int logits_row, int max_top, PenaltyLists* lists) {
+                                             int logits_row, int max_top, PenaltyLists* lists, int32_t forced = -1) {
   cuda::SampleRowSpec s;
+  s.forced_token = forced;
   s.logits_row = logits_row;
   s.temperature = p.temperature;
   s.top_k = p.top_k;

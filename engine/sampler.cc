@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace gla {
@@ -21,6 +22,26 @@ uint64_t SplitMix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
+}
+
+// log sum exp of the row, in the sampler's arithmetic (the GPU kernel's reference).
+float LogSumExp(std::span<const float> logits) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double z = 0.0;
+  for (float l : logits) z += std::exp(static_cast<double>(l - mx));
+  return mx + static_cast<float>(std::log(z));
+}
+
+// The `n` most likely ids (ties by id) with their log-probabilities, most likely first.
+void AddTop(std::span<const float> logits, float log_z, int n, SampledToken* out) {
+  if (n <= 0) return;
+  const int V = static_cast<int>(logits.size());
+  n = std::min(n, V);
+  std::vector<int32_t> ids(V);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  for (int i = 0; i < n; ++i) out->top.emplace_back(ids[i], logits[ids[i]] - log_z);
 }
 }  // namespace
 
@@ -42,10 +63,7 @@ SampledToken SampleToken(std::span<const float> row, int vocab_limit, const Samp
       if (id >= 0 && id < V) logits[id] -= p.presence_penalty + p.frequency_penalty * static_cast<float>(n);
 
   SampledToken out;
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  double z = 0.0;
-  for (float l : logits) z += std::exp(static_cast<double>(l - mx));
-  const float log_z = mx + static_cast<float>(std::log(z));
+  const float log_z = LogSumExp(logits);
 
   if (p.temperature <= 0.0f) {
     out.token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -84,14 +102,18 @@ SampledToken SampleToken(std::span<const float> row, int vocab_limit, const Samp
     out.token = order[pick];
   }
   out.logprob = logits[out.token] - log_z;
-  if (p.logprobs > 0) {
-    const int n = std::min(p.logprobs, V);
-    std::vector<int32_t> ids(V);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
-                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
-    for (int i = 0; i < n; ++i) out.top.emplace_back(ids[i], logits[ids[i]] - log_z);
-  }
+  AddTop(logits, log_z, p.logprobs, &out);
+  return out;
+}
+
+SampledToken ScoreToken(std::span<const float> row, int vocab_limit, int32_t token, int top) {
+  const int V = std::min<int>(vocab_limit, static_cast<int>(row.size()));
+  const std::span<const float> logits = row.first(V);
+  SampledToken out;
+  out.token = token;
+  const float log_z = LogSumExp(logits);
+  out.logprob = token >= 0 && token < V ? logits[token] - log_z : -std::numeric_limits<float>::infinity();
+  AddTop(logits, log_z, top, &out);
   return out;
 }
 

@@ -45,6 +45,11 @@ struct SampledToken {
 SampledToken SampleToken(std::span<const float> logits, int vocab_limit, const SamplingParams& params,
                          const TokenHistory& history, uint64_t step);
 
+// Prompt scoring: the log-probability of `token` under the raw row (log-softmax over the ids below
+// `vocab_limit`; no penalties, no temperature) and the `top` most likely ids, as SampleToken reports
+// its own pick. A token at or beyond vocab_limit has logprob -infinity.
+SampledToken ScoreToken(std::span<const float> logits, int vocab_limit, int32_t token, int top);
+
 // A uniform double in [0, 1) from (seed, step): splitmix64 of both.
 double UniformFromCounter(uint64_t seed, uint64_t step);
 

@@ -55,6 +55,12 @@ struct Scheduler::Request : RequestHandle {
   std::shared_ptr<HostState> saved;          // preempted: its state, until re-admitted
   int cached = 0;                            // prompt tokens whose state came from the prefix cache
   int snapshot_at = 0;                       // prefill stops here once to save a prefix state (0: no)
+  // n > 1 (SubmitGroup). The leader's siblings wait in waiting_, parked, until the leader has
+  // prefilled up to fork_at (its prompt's last token); then they start from copies of its state.
+  std::vector<std::weak_ptr<Request>> siblings;
+  size_t fork_at = 0;
+  bool parked = false;
+  std::vector<SampledToken> scored;  // prompt scores, until the first update carries them
 };
 
 namespace {
@@ -77,17 +83,57 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
 Scheduler::~Scheduler() { Shutdown(std::chrono::milliseconds(0)); }
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> Scheduler::Submit(GenerationSpec spec, UpdateSink sink) {
-  auto r = std::make_shared<Request>(std::move(spec), std::move(sink), this);
-  r->arrival = r->since = SteadyClock::now();
-  r->client_prompt_tokens = static_cast<int>(r->spec.prompt.size());
+  std::vector<GenerationSpec> specs;
+  specs.push_back(std::move(spec));
+  std::vector<UpdateSink> sinks;
+  sinks.push_back(std::move(sink));
+  auto handles = SubmitGroup(std::move(specs), std::move(sinks));
+  if (!handles.ok()) return handles.status();
+  return std::move(handles->front());
+}
+
+absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> Scheduler::SubmitGroup(std::vector<GenerationSpec> specs,
+                                                                                   std::vector<UpdateSink> sinks) {
+  if (specs.empty() || specs.size() != sinks.size())
+    return absl::InvalidArgumentError("a group needs as many sinks as specs, and at least one");
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const GenerationSpec& s = specs[i];
+    if (s.max_new_tokens < 0 || (s.max_new_tokens == 0 && s.prompt_logprobs < 0))
+      return absl::InvalidArgumentError("max_new_tokens must be >= 1 (0 only to score the prompt)");
+    if (s.prompt_logprobs >= 0 && !s.session.empty())
+      return absl::InvalidArgumentError("prompt scoring continues no session");
+    if (i == 0) continue;
+    if (!s.session.empty() || !specs[0].session.empty())
+      return absl::InvalidArgumentError("the generations of a group continue no session");
+    if (s.prompt != specs[0].prompt || s.adapter != specs[0].adapter)
+      return absl::InvalidArgumentError("the generations of a group share their prompt and adapter");
+    if (s.prompt_logprobs >= 0) return absl::InvalidArgumentError("only the first of a group scores the prompt");
+  }
+  std::vector<std::shared_ptr<Request>> reqs;
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  const auto now = SteadyClock::now();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto r = std::make_shared<Request>(std::move(specs[i]), std::move(sinks[i]), this);
+    r->arrival = r->since = now;
+    r->client_prompt_tokens = static_cast<int>(r->spec.prompt.size());
+    if (i > 0) {
+      r->parked = true;
+      reqs.front()->siblings.push_back(r);
+    }
+    reqs.push_back(r);
+    handles.push_back(r);
+  }
+  if (reqs.size() > 1) reqs.front()->fork_at = reqs.front()->spec.prompt.size() - 1;
+  const int n = static_cast<int>(reqs.size());
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down");
-  if (stats_.queued >= options_.queue_size)
-    return absl::ResourceExhaustedError(absl::StrCat("queue full (", options_.queue_size, " requests waiting)"));
-  ++stats_.queued;
-  incoming_.push_back(r);
+  if (stats_.queued + n > options_.queue_size)
+    return absl::ResourceExhaustedError(absl::StrCat("queue full (", options_.queue_size, " requests waiting",
+                                                     n > 1 ? absl::StrCat("; this one brings ", n) : "", ")"));
+  stats_.queued += n;
+  for (auto& r : reqs) incoming_.push_back(std::move(r));
   cv_.notify_all();
-  return std::shared_ptr<RequestHandle>(r);
+  return handles;
 }
 
 void Scheduler::Shutdown(std::chrono::milliseconds grace) {
@@ -122,6 +168,8 @@ void Scheduler::PublishStats() {
   stats_.running = static_cast<int>(running_.size());
   stats_.slots_in_use = backend_.pool().in_use();
   stats_.preemptions = preemptions_;
+  stats_.prefill_tokens = prefill_tokens_;
+  stats_.forks = forks_;
   stats_.sessions = sessions_.stats();
   stats_.prefix_cache = prefix_cache_.stats();
 }
@@ -198,6 +246,7 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
     if (!committed) sessions_.Abort(*r.session);
     r.session = nullptr;
   }
+  Unpark(r);
   r.loading.reset();
   r.saved.reset();
   if (r.slot >= 0) {
@@ -301,7 +350,7 @@ absl::Status Scheduler::StartState(Request& r) {
       r.loading = std::move(*loading);
     }
   }
-  if (empty_past && prefix_cache_.enabled()) {
+  if (empty_past && prefix_cache_.enabled() && r.spec.prompt_logprobs < 0) {
     auto hit = prefix_cache_.Lookup(prompt, r.spec.adapter.get(), &r.snapshot_at);
     if (hit) {
       if (absl::Status s = backend_.pool().LoadFromHost(*hit->state, r.slot); !s.ok()) return s;
@@ -313,12 +362,65 @@ absl::Status Scheduler::StartState(Request& r) {
   return absl::OkStatus();
 }
 
+void Scheduler::Begin(Request& r) {
+  r.started = true;
+  r.admitted = SteadyClock::now();
+  r.history.AddPrompt(r.spec.prompt);
+  r.text = std::make_unique<TextAssembler>(backend_.tokenizer(), r.spec.stop);
+}
+
+void Scheduler::Fork(Request& leader) {
+  std::shared_ptr<HostState> host;  // the leader's state, for siblings that find no free slot now
+  for (const std::weak_ptr<Request>& w : leader.siblings) {
+    std::shared_ptr<Request> r = w.lock();
+    if (r == nullptr || r->done || !r->parked) continue;
+    r->parked = false;
+    r->prefilled = leader.prefilled;
+    r->cached = static_cast<int>(leader.prefilled);  // prompt tokens it did not prefill itself
+    std::optional<int> slot = backend_.pool().Acquire();
+    while (!slot && sessions_.FreeOneSlot()) slot = backend_.pool().Acquire();
+    if (slot && backend_.pool().Copy(leader.slot, *slot).ok()) {
+      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --stats_.queued;
+      }
+      r->slot = *slot;
+      r->since = SteadyClock::now();
+      Begin(*r);
+      running_.push_back(std::move(r));
+      ++forks_;
+      continue;
+    }
+    if (slot) backend_.pool().Release(*slot);
+    if (!slot && host == nullptr) {  // one host copy serves every sibling still waiting
+      auto h = backend_.pool().NewHostState();
+      if (h.ok() && backend_.pool().SaveToHost(leader.slot, **h).ok()) host = std::move(*h);
+    }
+    if (!slot && host != nullptr) {  // admitted from the copy when a slot frees
+      r->saved = host;
+      ++forks_;
+      continue;
+    }
+    r->prefilled = 0;  // no copy could be made: it prefills its prompt itself
+    r->cached = 0;
+  }
+  leader.siblings.clear();
+}
+
+void Scheduler::Unpark(Request& leader) {
+  for (const std::weak_ptr<Request>& w : leader.siblings)
+    if (std::shared_ptr<Request> r = w.lock()) r->parked = false;
+  leader.siblings.clear();
+}
+
 void Scheduler::AdmitWaiting() {
-  while (!waiting_.empty()) {
-    // Highest priority first, FIFO within it.
-    auto it = std::max_element(waiting_.begin(), waiting_.end(), [](const auto& a, const auto& b) {
-      return a->spec.priority < b->spec.priority;  // max_element keeps the first of equals
-    });
+  for (;;) {
+    // Highest priority first, FIFO within it; siblings parked for their leader's fork wait.
+    auto it = waiting_.end();
+    for (auto i = waiting_.begin(); i != waiting_.end(); ++i)
+      if (!(*i)->parked && (it == waiting_.end() || (*i)->spec.priority > (*it)->spec.priority)) it = i;
+    if (it == waiting_.end()) return;
     std::shared_ptr<Request> r = *it;  // `it` does not survive a preemption (it adds to waiting_)
     // A session whose state sits in a slot lends it to its turn; others take a free slot.
     std::optional<int> slot;
@@ -335,11 +437,13 @@ void Scheduler::AdmitWaiting() {
     r->since = SteadyClock::now();
     absl::Status st;
     if (!r->started) {
-      r->started = true;
-      r->admitted = SteadyClock::now();
-      st = StartState(*r);
-      r->history.AddPrompt(r->spec.prompt);
-      r->text = std::make_unique<TextAssembler>(backend_.tokenizer(), r->spec.stop);
+      if (r->saved) {  // a sibling whose fork found no free slot: its leader's state, from host memory
+        st = backend_.pool().LoadFromHost(*r->saved, r->slot);
+        r->loading = std::move(r->saved);
+      } else {
+        st = StartState(*r);
+      }
+      Begin(*r);
     } else {  // preempted earlier: its state comes back from host memory
       st = backend_.pool().LoadFromHost(*r->saved, r->slot);
       r->loading = std::move(r->saved);
@@ -376,6 +480,8 @@ void Scheduler::Accept(Request& r, const SampledToken& t) {
   r.last_sampled = token;
   if (r.output.empty()) r.first_token = SteadyClock::now();
   GenerationUpdate u;
+  u.prompt_logprobs = std::move(r.scored);
+  r.scored.clear();
   const auto& eos = backend_.config().eos_token_ids;
   if (!r.spec.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
     Finish(r, FinishReason::kEos, absl::OkStatus(), std::move(u));  // EOS is not part of the output
@@ -400,9 +506,16 @@ void Scheduler::Accept(Request& r, const SampledToken& t) {
 }
 
 void Scheduler::RunStep() {
+  // Leaders of n > 1 groups that have prefilled up to their fork point hand copies of their state
+  // to their siblings, which join this step.
+  for (size_t i = 0, n = running_.size(); i < n; ++i)
+    if (!running_[i]->siblings.empty() && running_[i]->prefilled >= running_[i]->fork_at) Fork(*running_[i]);
   std::vector<StepItem> items;
   std::vector<Request*> owners;
   int budget = options_.step_token_budget;
+  // Rows of logits: one is kept for every running sequence; a scored prompt chunk takes one per
+  // token, from what is left.
+  int spare_rows = backend_.max_logit_rows() - static_cast<int>(running_.size());
   // A sequence whose state is still being copied in sits this step out.
   auto ready = [](Request& r) {
     if (r.loading && !r.loading->Ready()) return false;
@@ -424,12 +537,24 @@ void Scheduler::RunStep() {
   for (size_t i = 0; i < running_.size(); ++i) {
     auto& r = running_[i];
     if (!in_step[i] || r->prefilled == r->spec.prompt.size() || prefill_budget <= 0) continue;
-    size_t n = std::min<size_t>(r->spec.prompt.size() - r->prefilled, prefill_budget);
+    const size_t T = r->spec.prompt.size();
+    size_t n = std::min<size_t>(T - r->prefilled, prefill_budget);
     if (r->snapshot_at > 0 && r->prefilled < static_cast<size_t>(r->snapshot_at))  // stop at the prefix to cache
       n = std::min<size_t>(n, r->snapshot_at - r->prefilled);
-    const bool last = r->prefilled + n == r->spec.prompt.size();
-    items.push_back({std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled, n), r->slot, last,
-                     &r->spec.sampling, &r->history, 0, r->spec.adapter});
+    if (!r->siblings.empty()) n = std::min(n, r->fork_at - r->prefilled);  // stop where the siblings start
+    const bool scoring = r->spec.prompt_logprobs >= 0;
+    if (scoring) n = std::min<size_t>(n, static_cast<size_t>(std::max(spare_rows + 1, 0)));
+    if (n == 0) continue;
+    const bool last = r->prefilled + n == T;
+    StepItem item{std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled, n), r->slot,
+                  last && r->spec.max_new_tokens > 0, &r->spec.sampling, &r->history, 0, r->spec.adapter};
+    if (scoring) {  // the token after each of these, where the prompt has one
+      item.score_targets = std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled + 1, std::min(n, T - 1 - r->prefilled));
+      item.score_top = r->spec.prompt_logprobs;
+      item.scored = &r->scored;
+      spare_rows -= static_cast<int>(n) - 1;
+    }
+    items.push_back(item);
     owners.push_back(r.get());
     prefill_budget -= static_cast<int>(n);
   }
@@ -452,13 +577,23 @@ void Scheduler::RunStep() {
   } else {
     for (size_t i = 0; i < items.size(); ++i) {
       Request& r = *owners[i];
-      if (r.prefilled < r.spec.prompt.size()) r.prefilled += items[i].tokens.size();
+      if (r.prefilled < r.spec.prompt.size()) {
+        r.prefilled += items[i].tokens.size();
+        prefill_tokens_ += items[i].tokens.size();
+      }
       if (r.snapshot_at > 0 && r.prefilled == static_cast<size_t>(r.snapshot_at)) {
         // Best effort: a prefix that cannot be cached (no host memory) is simply not cached.
         (void)prefix_cache_.Insert(std::span<const int32_t>(r.spec.prompt).first(r.snapshot_at), r.spec.adapter, r.slot);
         r.snapshot_at = 0;
       }
-      if (items[i].sample) Accept(r, out[i]);
+      if (items[i].sample) {
+        Accept(r, out[i]);
+      } else if (r.spec.max_new_tokens == 0 && r.prefilled == r.spec.prompt.size()) {  // scored, nothing to generate
+        GenerationUpdate u;
+        u.prompt_logprobs = std::move(r.scored);
+        r.scored.clear();
+        Finish(r, FinishReason::kLength, absl::OkStatus(), std::move(u));
+      }
     }
   }
   std::erase_if(running_, [](const auto& r) { return r->done; });

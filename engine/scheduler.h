@@ -11,6 +11,9 @@
 //     (a second is FAILED_PRECONDITION). Session RPCs run on the loop thread between steps.
 //   - the prefix-state cache (engine/sessions/prefix_cache.h): a prompt that starts with a cached
 //     block prefix starts from a copy of its state.
+//   - n generations of one prompt (SubmitGroup): the prompt is prefilled once, up to its last
+//     token; then that state is copied to the others (one state copy each, whatever the prompt's
+//     length) and each samples its own continuation from there.
 //   - preemption: when no slot is free (after idle sessions gave theirs back) and a waiting request
 //     has a higher priority than a running one (or, with preempt_after, has waited that long), the
 //     running one's state is swapped to host memory and it waits again; re-admitted, it resumes
@@ -44,7 +47,7 @@ struct GenerationSpec {
   std::string id;
   std::vector<int32_t> prompt;  // validated: non-empty, ids in the vocabulary
   SamplingParams sampling;
-  int max_new_tokens = 16;  // >= 1
+  int max_new_tokens = 16;  // >= 1, or 0 with prompt_logprobs >= 0: score the prompt, generate nothing
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
@@ -57,6 +60,10 @@ struct GenerationSpec {
   // `prompt`; a session with no past gets `bos_if_session_empty` first when set.
   std::string session;
   std::optional<int32_t> bos_if_session_empty;
+  // Prompt scoring: >= 0 returns the log-probability of every prompt token after the first (and
+  // this many alternatives each); -1: none. Not with a session. A scored prompt is prefilled in
+  // full (the prefix cache cannot give logits for the tokens it skips).
+  int prompt_logprobs = -1;
 };
 
 struct Usage {
@@ -71,6 +78,8 @@ struct GenerationUpdate {
   std::vector<int32_t> tokens;
   std::string text;  // valid UTF-8; may be empty
   std::vector<SampledToken> logprobs;  // parallel to tokens when requested
+  // With prompt_logprobs: the scores of prompt tokens 1 .. T-1, all in the first update.
+  std::vector<SampledToken> prompt_logprobs;
   bool finished = false;
   FinishReason reason = FinishReason::kNone;
   absl::Status status;  // not OK: the call ends with this error (deadline, internal failure)
@@ -109,6 +118,8 @@ struct SchedulerStats {
   int queued = 0, running = 0, slots = 0, slots_in_use = 0;
   uint64_t steps = 0, completed = 0;
   uint64_t preemptions = 0;  // running sequences swapped out for a waiting request
+  uint64_t prefill_tokens = 0;  // prompt tokens run through the model
+  uint64_t forks = 0;           // states copied to start a sibling of an n > 1 request
   SessionStats sessions;
   PrefixCacheStats prefix_cache;
 };
@@ -120,6 +131,13 @@ class Scheduler {
 
   // RESOURCE_EXHAUSTED when the queue is full; UNAVAILABLE after Shutdown started.
   absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(GenerationSpec spec, UpdateSink sink);
+  // n generations of one prompt (n = specs.size(), a sink each): the first is prefilled up to the
+  // prompt's last token, then its state is copied for the others. The specs must have the same
+  // prompt and adapter and no session; they may differ in everything else (sampling, seed,
+  // lengths, stops); only the first may ask for prompt_logprobs. INVALID_ARGUMENT otherwise;
+  // RESOURCE_EXHAUSTED when the queue cannot take all of them (none is queued then).
+  absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> SubmitGroup(std::vector<GenerationSpec> specs,
+                                                                           std::vector<UpdateSink> sinks);
 
   // Stops accepting, lets running and queued requests finish for up to `grace`, then cancels
   // the rest; returns when the loop has ended. Idempotent.
@@ -152,6 +170,10 @@ class Scheduler {
   std::optional<int> AcquireSlot(const Request& waiting);
   bool Preempt(const Request& waiting);
   absl::Status StartState(Request& r);
+  void Begin(Request& r);  // the per-request state of a first admission (history, text)
+  // The leader of a group has prefilled up to its fork point: its siblings start from copies.
+  void Fork(Request& leader);
+  void Unpark(Request& leader);  // the leader ended before its fork: its siblings run on their own
   void PublishStats();
 
   Backend& backend_;
@@ -172,6 +194,7 @@ class Scheduler {
   SessionStore sessions_;
   PrefixCache prefix_cache_;
   uint64_t preemptions_ = 0;
+  uint64_t prefill_tokens_ = 0, forks_ = 0;
   std::vector<std::string> refused_session_files_;
   std::thread thread_;
 };

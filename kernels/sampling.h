@@ -39,6 +39,9 @@ struct SampleRowSpec {
   uint64_t seed = 0;
   uint64_t step = 0;  // index of the token being generated (the CPU sampler's `step`)
   int logprobs = -1;  // -1 or 0: none; n > 0: top n (capped at SampleArgs::max_top)
+  // >= 0: not sampled but scored (prompt scoring): the row's token is this one, its logprob that of
+  // this id (-infinity at or beyond vocab_limit); the top n as for a sampled row.
+  int forced_token = -1;
   // This row's entries in the penalty arrays, [penalty_begin, penalty_end): one entry per
   // distinct token id the sequence has seen (each id at most once per row).
   int penalty_begin = 0, penalty_end = 0;

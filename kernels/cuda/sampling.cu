@@ -406,8 +406,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float log_z = __fadd_rn(mx, static_cast<float>(log(z)));
 
   // 3. The token.
-  int token = argmax;
-  if (!(spec.temperature <= 0.f)) {
+  int token = spec.forced_token >= 0 ? spec.forced_token : argmax;
+  if (spec.forced_token < 0 && !(spec.temperature <= 0.f)) {
     const float t = spec.temperature;
     const double top = static_cast<double>(__fdiv_rn(mx, t));
     const ValueBuckets all_buckets(mx, lo_all);
@@ -491,7 +491,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   if (tid == 0) {
     a.out_token[r] = token;
-    a.out_logprob[r] = __fsub_rn(row[token], log_z);
+    a.out_logprob[r] = token < V ? __fsub_rn(row[token], log_z) : -INFINITY;
   }
 
   // 4. Top-n logprobs.

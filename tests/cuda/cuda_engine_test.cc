@@ -1,8 +1,9 @@
 // The CUDA engine on the GPU: the full model against fla's float64 answers for gla-tiny (bf16
 // bound 2e-2 from shared/reference/README.md), against the CPU model on a random model that uses
 // every option (short conv, GQA, clamp, tied embeddings) in mixed packed steps, the decode graphs,
-// the GPU state pool (fork, zero, budget, a full GPU), bad input, greedy text CUDA == CPU, and LoRA
-// adapters per sequence in mixed steps (against the CPU model; the device cache of adapters).
+// the GPU state pool (fork, zero, budget, a full GPU), bad input, greedy text CUDA == CPU, LoRA
+// adapters per sequence in mixed steps (against the CPU model; the device cache of adapters), prompt
+// scores against fla's log-softmax, and n > 1 from one prefill through the scheduler.
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +14,8 @@
 #include "engine/model/cpu_model.h"
 #include "engine/model/cuda_model.h"
 #include "engine/cuda_state_pool.h"
+#include "engine/scheduler.h"
+#include "tests/support/scheduler_util.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/support/random_adapter.h"
 #include "tests/support/random_model.h"
@@ -422,6 +425,84 @@ TEST(CudaBackend, GreedyTextEqualsCpuBackend) {
               *std::min_element(e.margins.begin(), e.margins.end()));
   EXPECT_EQ(outs[0], outs[1]) << "CUDA vs CPU backend";
   EXPECT_EQ(outs[0], e.greedy) << "CUDA backend vs fla";
+}
+
+// Prompt scoring on the GPU (scored rows through the sampling kernel with forced tokens) against
+// fla's float64 logits: every position of the 130-token sequence (two 64-token chunks), in one
+// step and in 24-token chunks beside a running request.
+TEST(CudaBackend, PromptScoresWithinBf16BoundOfTheReference) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Expected e = LoadExpected();
+  auto cuda = MakeCudaBackend(testing::TinyModelDir(), {});
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  for (int budget : {512, 24}) {
+    Scheduler s(**cuda, {.step_token_budget = budget, .min_prefill_tokens = 8});
+    for (size_t q = 1; q < e.seq_ids.size(); ++q) {
+      const std::vector<int32_t>& ids = e.seq_ids[q];
+      const size_t V = e.seq_logits[q].size() / ids.size();
+      GenerationSpec busy;
+      busy.prompt = e.prompt;
+      busy.max_new_tokens = 12;
+      auto running = testing::SubmitCollect(s, busy);
+      GenerationSpec spec;
+      spec.prompt = ids;
+      spec.max_new_tokens = 0;
+      spec.prompt_logprobs = 2;
+      const testing::Collected c = testing::SubmitCollect(s, spec).get();
+      ASSERT_TRUE(c.status.ok()) << c.status;
+      ASSERT_EQ(c.prompt_logprobs.size(), ids.size() - 1);
+      std::vector<float> got;
+      std::vector<double> want;
+      for (size_t t = 0; t + 1 < ids.size(); ++t) {
+        const double* row = e.seq_logits[q].data() + t * V;
+        const double mx = *std::max_element(row, row + V);
+        double z = 0;
+        for (size_t v = 0; v < V; ++v) z += std::exp(row[v] - mx);
+        EXPECT_EQ(c.prompt_logprobs[t].token, ids[t + 1]);
+        EXPECT_EQ(c.prompt_logprobs[t].top.size(), 2u);
+        got.push_back(c.prompt_logprobs[t].logprob);
+        want.push_back(row[ids[t + 1]] - mx - std::log(z));
+      }
+      const double err = RelErr(got, want);
+      std::printf("[ measure ] prompt scores of a %zu-token sequence, budget %d: rel err %.3g\n", ids.size(), budget, err);
+      EXPECT_LT(err, kBf16Bound);
+      EXPECT_TRUE(running.get().status.ok());
+    }
+  }
+}
+
+// n > 1 on the GPU: one prefill, then copies of the state in device memory; each generation equals
+// the same request run alone (the sampler is batch-independent), and the prompt ran once.
+TEST(CudaBackend, GroupFromOnePrefillEqualsEachAlone) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Expected e = LoadExpected();
+  auto cuda = MakeCudaBackend(testing::TinyModelDir(), {.slots = 3});  // too few: some wait on a host copy
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  std::vector<GenerationSpec> specs;
+  for (int j = 0; j < 5; ++j) {
+    GenerationSpec g;
+    g.prompt = e.seq_ids[2];
+    g.max_new_tokens = 6 + j;
+    g.ignore_eos = true;
+    g.sampling.temperature = 0.9f;
+    g.sampling.seed = 50 + j;
+    specs.push_back(g);
+  }
+  std::vector<testing::Collected> alone;
+  {
+    Scheduler s(**cuda, {});
+    for (const auto& g : specs) alone.push_back(testing::SubmitCollect(s, g).get());
+  }
+  Scheduler s(**cuda, {});
+  auto futures = testing::SubmitGroupCollect(s, specs);
+  ASSERT_EQ(futures.size(), specs.size());
+  for (size_t j = 0; j < specs.size(); ++j) {
+    const testing::Collected c = futures[j].get();
+    ASSERT_TRUE(c.status.ok()) << c.status;
+    EXPECT_EQ(c.tokens, alone[j].tokens) << "generation " << j;
+  }
+  EXPECT_EQ(s.stats().prefill_tokens, e.seq_ids[2].size() - 1 + specs.size());
+  EXPECT_EQ(s.stats().forks, specs.size() - 1);
 }
 
 }  // namespace

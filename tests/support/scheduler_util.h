@@ -18,16 +18,15 @@ struct Collected {
   absl::Status status;
   Usage usage;
   int updates = 0;
+  std::vector<SampledToken> prompt_logprobs;
 };
 
-// Submits and returns a future that completes with everything the request produced.
-inline std::future<Collected> SubmitCollect(Scheduler& s, GenerationSpec spec, absl::Status* submit_status = nullptr,
-                                            std::shared_ptr<RequestHandle>* handle = nullptr) {
-  auto promise = std::make_shared<std::promise<Collected>>();
-  auto acc = std::make_shared<Collected>();
-  auto h = s.Submit(std::move(spec), [promise, acc](GenerationUpdate&& u) {
+// The sink that fills `acc` and completes `promise` on the last update.
+inline UpdateSink CollectInto(std::shared_ptr<std::promise<Collected>> promise, std::shared_ptr<Collected> acc) {
+  return [promise, acc](GenerationUpdate&& u) {
     acc->tokens.insert(acc->tokens.end(), u.tokens.begin(), u.tokens.end());
     acc->text += u.text;
+    acc->prompt_logprobs.insert(acc->prompt_logprobs.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
     ++acc->updates;
     if (u.finished) {
       acc->reason = u.reason;
@@ -35,11 +34,36 @@ inline std::future<Collected> SubmitCollect(Scheduler& s, GenerationSpec spec, a
       acc->usage = u.usage;
       promise->set_value(*acc);
     }
-  });
+  };
+}
+
+// Submits and returns a future that completes with everything the request produced.
+inline std::future<Collected> SubmitCollect(Scheduler& s, GenerationSpec spec, absl::Status* submit_status = nullptr,
+                                            std::shared_ptr<RequestHandle>* handle = nullptr) {
+  auto promise = std::make_shared<std::promise<Collected>>();
+  auto h = s.Submit(std::move(spec), CollectInto(promise, std::make_shared<Collected>()));
   if (submit_status) *submit_status = h.status();
   if (handle && h.ok()) *handle = *h;
   if (!h.ok()) promise->set_value(Collected{});
   return promise->get_future();
+}
+
+// SubmitGroup, collecting each generation; on a refusal, *submit_status says why and no future is returned.
+inline std::vector<std::future<Collected>> SubmitGroupCollect(Scheduler& s, std::vector<GenerationSpec> specs,
+                                                              absl::Status* submit_status = nullptr,
+                                                              std::vector<std::shared_ptr<RequestHandle>>* handles = nullptr) {
+  std::vector<std::future<Collected>> futures;
+  std::vector<UpdateSink> sinks;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto promise = std::make_shared<std::promise<Collected>>();
+    futures.push_back(promise->get_future());
+    sinks.push_back(CollectInto(promise, std::make_shared<Collected>()));
+  }
+  auto h = s.SubmitGroup(std::move(specs), std::move(sinks));
+  if (submit_status) *submit_status = h.status();
+  if (!h.ok()) return {};
+  if (handles) *handles = *h;
+  return futures;
 }
 
 inline absl::StatusOr<SessionInfo> CreateSession(Scheduler& s, std::string id = "", int64_t ttl_s = -1) {
