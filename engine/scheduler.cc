@@ -107,7 +107,8 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> Scheduler::SubmitGro
       return absl::InvalidArgumentError("the generations of a group continue no session");
     if (s.prompt != specs[0].prompt || s.adapter != specs[0].adapter)
       return absl::InvalidArgumentError("the generations of a group share their prompt and adapter");
-    if (s.prompt_logprobs >= 0) return absl::InvalidArgumentError("only the first of a group scores the prompt");
+    if (s.prompt_logprobs != specs[0].prompt_logprobs)
+      return absl::InvalidArgumentError("the generations of a group ask for the same prompt_logprobs");
   }
   std::vector<std::shared_ptr<Request>> reqs;
   std::vector<std::shared_ptr<RequestHandle>> handles;
@@ -377,6 +378,7 @@ void Scheduler::Fork(Request& leader) {
     r->parked = false;
     r->prefilled = leader.prefilled;
     r->cached = static_cast<int>(leader.prefilled);  // prompt tokens it did not prefill itself
+    r->scored = leader.scored;  // the prompt's scores: the leader's, up to the token they share
     std::optional<int> slot = backend_.pool().Acquire();
     while (!slot && sessions_.FreeOneSlot()) slot = backend_.pool().Acquire();
     if (slot && backend_.pool().Copy(leader.slot, *slot).ok()) {

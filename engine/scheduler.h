@@ -134,7 +134,8 @@ class Scheduler {
   // n generations of one prompt (n = specs.size(), a sink each): the first is prefilled up to the
   // prompt's last token, then its state is copied for the others. The specs must have the same
   // prompt and adapter and no session; they may differ in everything else (sampling, seed,
-  // lengths, stops); only the first may ask for prompt_logprobs. INVALID_ARGUMENT otherwise;
+  // lengths, stops) but not in prompt_logprobs (the first scores the prompt; the others get a copy
+  // of its scores). INVALID_ARGUMENT otherwise;
   // RESOURCE_EXHAUSTED when the queue cannot take all of them (none is queued then).
   absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> SubmitGroup(std::vector<GenerationSpec> specs,
                                                                            std::vector<UpdateSink> sinks);

@@ -26,6 +26,7 @@ struct CallFieldNames {
   const char* presence_penalty = "sampling.presence_penalty";
   const char* frequency_penalty = "sampling.frequency_penalty";
   const char* logprobs = "logprobs";
+  const char* prompt_logprobs = "prompt_logprobs";
   const char* max_new_tokens = "max_new_tokens";
   const char* stop = "stop";
   const char* stop_token_ids = "stop_token_ids";
@@ -51,6 +52,11 @@ struct GenerateCall {
   float presence_penalty = 0.0f, frequency_penalty = 0.0f;
   std::optional<uint64_t> seed;      // unset: a fresh random seed
   std::optional<int64_t> logprobs;   // top alternatives per token; unset: no logprobs
+
+  // Prompt scoring: the log-probability of every prompt token after the first, with this many
+  // alternatives each; unset: none.
+  std::optional<int64_t> prompt_logprobs;
+  bool prompt_only = false;  // score the prompt and generate nothing (needs prompt_logprobs)
 
   uint64_t max_new_tokens = 0;  // 0: the server's limit
   std::vector<std::string> stop;

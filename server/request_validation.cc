@@ -90,10 +90,22 @@ absl::StatusOr<GenerationSpec> ValidateGenerateCall(const GenerateCall& call, co
     p.logprobs = static_cast<int>(*call.logprobs);
   }
 
+  if (call.prompt_logprobs.has_value()) {
+    if (*call.prompt_logprobs < 0 || *call.prompt_logprobs > limits.max_logprobs)
+      return Bad(f.prompt_logprobs, absl::StrCat("must be in [0, ", limits.max_logprobs, "]"));
+    if (!call.session.empty())
+      return Bad(f.prompt_logprobs, "scores a prompt from an empty past: not with a session");
+    spec.prompt_logprobs = static_cast<int>(*call.prompt_logprobs);
+  }
+  if (call.prompt_only && !call.prompt_logprobs.has_value())
+    return Bad(f.max_new_tokens, absl::StrCat("0 only to score the prompt (", f.prompt_logprobs, ")"));
+
   // Compared as unsigned: a count of 2^31 or more must not turn negative on the way.
   if (call.max_new_tokens > static_cast<uint64_t>(limits.max_new_tokens))
     return Bad(f.max_new_tokens, absl::StrCat(call.max_new_tokens, " is over the limit of ", limits.max_new_tokens));
-  spec.max_new_tokens = call.max_new_tokens == 0 ? limits.max_new_tokens : static_cast<int>(call.max_new_tokens);
+  spec.max_new_tokens = call.prompt_only            ? 0
+                        : call.max_new_tokens == 0 ? limits.max_new_tokens
+                                                   : static_cast<int>(call.max_new_tokens);
   if (call.stop.size() > static_cast<size_t>(limits.max_stop_strings))
     return Bad(f.stop, absl::StrCat("at most ", limits.max_stop_strings, " stop strings"));
   for (const std::string& stop : call.stop) {

@@ -153,6 +153,7 @@ CallFieldNames OpenAiFieldNames() {
   n.presence_penalty = "presence_penalty";
   n.frequency_penalty = "frequency_penalty";
   n.logprobs = "logprobs";
+  n.prompt_logprobs = "logprobs";  // echo's prompt scores take their count from logprobs
   n.max_new_tokens = "max_tokens";
   n.stop = "stop";
   n.stop_token_ids = "stop_token_ids";
@@ -277,7 +278,8 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
   GenerateCall base;
   if (absl::Status s = ReadCommon(f, limits, base, r); !s.ok()) return s;
   if (auto v = f.Int("max_tokens")) {
-    if (*v < 1) return Bad("max_tokens", "must be >= 1 (max_tokens 0 with echo, prompt scoring, is not supported yet)");
+    if (*v < 0) return Bad("max_tokens", "must be >= 0 (0 with echo: score the prompt only)");
+    base.prompt_only = *v == 0;
     base.max_new_tokens = static_cast<uint64_t>(*v);
   } else {
     base.max_new_tokens = 16;  // OpenAI's default for completions
@@ -287,7 +289,11 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
     base.logprobs = *v;
     r.logprobs = static_cast<int>(std::clamp<int64_t>(*v, -1, 1 << 20));
   }
-  if (f.Bool("echo").value_or(false)) return Bad("echo", "is not supported yet (prompt scoring)");
+  r.echo = f.Bool("echo").value_or(false);
+  if (base.prompt_only && !r.echo) return Bad("max_tokens", "0 only with echo: true (prompt scoring)");
+  if (r.echo && !base.session.empty()) return Bad("echo", "scores a prompt from an empty past: not with a session");
+  // The prompt's tokens are scored when their logprobs are asked for, or when they are all there is.
+  if (r.echo && (base.logprobs.has_value() || base.prompt_only)) base.prompt_logprobs = base.logprobs.value_or(0);
   if (auto v = f.String("suffix"); v.has_value() && !v->empty()) return Bad("suffix", "is not supported");
   if (auto v = f.Bool("add_special_tokens")) base.add_bos = *v;
   const json* prompt = f.Get("prompt");

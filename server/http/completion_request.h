@@ -22,6 +22,7 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   std::optional<int> logprobs;
+  bool echo = false;  // completions: each choice starts with its prompt (and its tokens' logprobs)
   bool return_token_ids = false;  // ours: each choice also carries its token ids
   // Chat only.
   bool chat = false;

@@ -43,32 +43,42 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
   CompletionRun(std::shared_ptr<Responder> out, const CompletionRequest& req, std::string id, const Tokenizer* tok,
                 ServerMetrics* metrics, size_t choices)
       : out_(std::move(out)), id_(std::move(id)), model_(req.model), stream_(req.stream),
-        include_usage_(req.include_usage), return_token_ids_(req.return_token_ids), chat_(req.chat),
+        include_usage_(req.include_usage), return_token_ids_(req.return_token_ids), chat_(req.chat), echo_(req.echo),
         logprobs_(req.logprobs), n_(req.n), tok_(tok), created_(UnixNow()) {
     choices_.reserve(choices);
     for (size_t k = 0; k < choices; ++k) choices_.emplace_back(metrics, req.chat);
   }
 
-  // Submits every generation; a refusal of any cancels those already running and answers it.
-  void Start(FrontDoor& door, std::vector<GenerationSpec> specs) {
+  // Submits every generation, the n of a prompt as one group (one prefill); a refusal of any
+  // cancels those already running and answers it. echo[p]: prompt p's text, for echo.
+  void Start(FrontDoor& door, std::vector<GenerationSpec> specs, const std::vector<std::string>& echo) {
     std::weak_ptr<CompletionRun> weak = weak_from_this();
     out_->OnClientGone([weak] {
       if (auto run = weak.lock()) run->CancelAll();
     });
     std::unique_lock<std::mutex> lock(mu_);  // sinks wait until every generation is in and the head is out
-    for (size_t k = 0; k < specs.size(); ++k) {
-      choices_[k].id = specs[k].id;
-      auto handle = door.scheduler().Submit(
-          std::move(specs[k]), [self = shared_from_this(), k](GenerationUpdate&& u) { self->OnUpdate(k, std::move(u)); });
-      if (!handle.ok()) {
-        choices_[k].record.Ended(handle.status());
+    for (size_t first = 0; first < specs.size(); first += n_) {
+      std::vector<GenerationSpec> group;
+      std::vector<UpdateSink> sinks;
+      for (size_t k = first; k < first + n_; ++k) {
+        choices_[k].id = specs[k].id;
+        if (echo_) {
+          choices_[k].echo = echo[k / n_];
+          choices_[k].prompt_ids = specs[k].prompt;
+        }
+        group.push_back(std::move(specs[k]));
+        sinks.push_back([self = shared_from_this(), k](GenerationUpdate&& u) { self->OnUpdate(k, std::move(u)); });
+      }
+      auto handles = door.scheduler().SubmitGroup(std::move(group), std::move(sinks));
+      if (!handles.ok()) {
+        choices_[first].record.Ended(handles.status());
         failed_ = true;
         for (auto& h : handles_) h->Cancel();
         handles_.clear();
         lock.unlock();
-        return Fail(*out_, handle.status());
+        return Fail(*out_, handles.status());
       }
-      handles_.push_back(*handle);
+      handles_.insert(handles_.end(), handles->begin(), handles->end());
     }
     remaining_ = specs.size();
     if (stream_) out_->StartStream(200, "text/event-stream");
@@ -84,6 +94,9 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
          text_offset = json::array();
     json chat_logprobs = json::array();  // chat's shape: one {token, logprob, bytes, top_logprobs} each
     bool role_sent = false;              // chat streams open each choice with the assistant's role
+    std::string echo;                    // echo: the prompt's text, sent before the first update's
+    std::vector<int32_t> prompt_ids;     // echo: the prompt's tokens (their logprobs come in that update)
+    bool echoed = false;
     const char* finish = nullptr;
     Usage usage;
     RequestRecord record;
@@ -98,7 +111,9 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
   // The logprobs of an update's tokens, appended to `c`'s running lists; returns the update's own
   // part for a stream chunk. Completions: OpenAI's legacy shape (tokens, token_logprobs,
   // top_logprobs, text_offset); chat: {"content": [{token, logprob, bytes, top_logprobs}]}.
-  json Logprobs(Choice& c, const GenerationUpdate& u, size_t text_start) {
+  // With `prompt`, the choice's prompt tokens go first (the first with null: nothing precedes it),
+  // their offsets counted from the start of the echoed text.
+  json Logprobs(Choice& c, const GenerationUpdate& u, size_t text_start, bool prompt) {
     if (chat_) {
       json part = json::array();
       auto entry = [&](int32_t id, float lp) {
@@ -116,6 +131,23 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
     }
     json part = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
                  {"text_offset", json::array()}};
+    if (prompt) {
+      size_t at = 0;
+      for (size_t i = 0; i < c.prompt_ids.size(); ++i) {
+        const std::string piece = TokenText(c.prompt_ids[i]);
+        const bool scored = i > 0 && i - 1 < u.prompt_logprobs.size();
+        part["tokens"].push_back(piece);
+        part["token_logprobs"].push_back(scored ? json(u.prompt_logprobs[i - 1].logprob) : json(nullptr));
+        json top = nullptr;
+        if (scored) {
+          top = json::object();
+          for (const auto& [id, lp] : u.prompt_logprobs[i - 1].top) top[TokenText(id)] = lp;
+        }
+        part["top_logprobs"].push_back(std::move(top));
+        part["text_offset"].push_back(at);
+        at += piece.size();
+      }
+    }
     size_t offset = text_start;
     for (const SampledToken& t : u.logprobs) {
       const std::string piece = TokenText(t.token);
@@ -144,10 +176,13 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
     if (failed_) return;
     Choice& c = choices_[k];
     c.record.Tokens(u.tokens.size());
+    const bool echo_now = echo_ && !c.echoed;  // the first update of an echoed choice carries its prompt
+    c.echoed = c.echoed || echo_now;
+    if (echo_now) c.text += c.echo;
     const size_t text_start = c.text.size();
     c.text += u.text;
     c.token_ids.insert(c.token_ids.end(), u.tokens.begin(), u.tokens.end());
-    json lp = logprobs_.has_value() ? Logprobs(c, u, text_start) : json(nullptr);
+    json lp = logprobs_.has_value() ? Logprobs(c, u, text_start, echo_now) : json(nullptr);
     if (u.finished) {
       const absl::Status final_status = FinalStatus(u, gone_, std::nullopt);
       LogRequest(c.id, u, final_status);
@@ -170,7 +205,7 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
       if (chat_) {
         choice["delta"] = u.text.empty() ? json::object() : json{{"content", u.text}};
       } else {
-        choice["text"] = u.text;
+        choice["text"] = echo_now ? absl::StrCat(c.echo, u.text) : u.text;
       }
       if (return_token_ids_) choice["token_ids"] = u.tokens;
       if (u.finished) choice["finish_reason"] = c.finish;
@@ -253,7 +288,7 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
   std::mutex mu_;
   std::shared_ptr<Responder> out_;
   const std::string id_, model_;
-  const bool stream_, include_usage_, return_token_ids_, chat_;
+  const bool stream_, include_usage_, return_token_ids_, chat_, echo_;
   const std::optional<int> logprobs_;
   const size_t n_;
   const Tokenizer* tok_;
@@ -366,6 +401,8 @@ void OpenAiService::Completions(const Request& request, const std::shared_ptr<Re
     adapter = req->model;
   }
   std::vector<GenerationSpec> specs;
+  std::vector<std::string> echo;  // per prompt, with echo: its text
+  const Tokenizer* tok = door_.scheduler().backend().tokenizer();
   for (const GenerateCall& prompt : req->prompts) {
     for (int j = 0; j < req->n; ++j) {
       GenerateCall call = prompt;
@@ -373,13 +410,20 @@ void OpenAiService::Completions(const Request& request, const std::shared_ptr<Re
       if (call.seed.has_value()) *call.seed += static_cast<uint64_t>(j);  // n reproducible, different choices
       absl::StatusOr<GenerationSpec> spec = door_.Prepare(call);
       if (!spec.ok()) return Fail(*out, spec.status());
+      if (j == 0 && req->echo) {  // the prompt as sent; token ids as their text
+        absl::StatusOr<std::string> text = prompt.text.has_value() ? absl::StatusOr<std::string>(*prompt.text)
+                                           : tok != nullptr        ? tok->Decode(spec->prompt)
+                                                                   : absl::StatusOr<std::string>("");
+        if (!text.ok()) return Fail(*out, text.status());
+        echo.push_back(*std::move(text));
+      }
       specs.push_back(*std::move(spec));
     }
   }
   const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", specs.front().id);
   auto run = std::make_shared<CompletionRun>(out, *req, id, door_.scheduler().backend().tokenizer(),
                                              door_.info().metrics, specs.size());
-  run->Start(door_, std::move(specs));
+  run->Start(door_, std::move(specs), echo);
 }
 
 }  // namespace gla::http

@@ -5,12 +5,14 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <regex>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "models/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/glad_process.h"
@@ -181,6 +183,82 @@ TEST_F(OpenAiHttpE2E, NChoicesAndSeveralPromptsAreReproducibleForASeed) {
   EXPECT_EQ(a["usage"]["completion_tokens"], 6 * 12);
 }
 
+// Prompt scoring through echo, checked against gla-eval's logits of the same tokens (the CPU
+// model's all-logits forward): the scores an evaluation harness reads.
+TEST_F(OpenAiHttpE2E, EchoScoresThePromptAsGlaEvalLogitsDo) {
+  const std::vector<int32_t> ids = RefIds("seq2.input_ids");  // 130 tokens: two 64-token chunks
+  const std::string out = testing::MakeTempDir("echo_logits") + "/logits.safetensors";
+  std::string list;
+  for (int32_t id : ids) list += absl::StrCat(list.empty() ? "" : ",", id);
+  const auto eval = testing::RunCommand(absl::StrCat(GLA_EVAL_PATH, " logits --model ", testing::TinyModelDir(),
+                                                     " --ids ", list, " --out ", out));
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  auto f = SafetensorsFile::Open(out);
+  ASSERT_TRUE(f.ok()) << f.status();
+  const std::vector<double> logits = *ToFloat64(*f->Find("logits"));
+  const size_t V = logits.size() / ids.size();
+
+  HttpClient c(port_);
+  json req = {{"model", "tiny"}, {"prompt", ids}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 3}, {"temperature", 0}};
+  auto r = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json b = Body(r);
+  const json& lp = b["choices"][0]["logprobs"];
+  EXPECT_EQ(b["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(b["usage"]["completion_tokens"], 0);
+  EXPECT_EQ(b["usage"]["prompt_tokens"], ids.size());
+  ASSERT_EQ(lp["tokens"].size(), ids.size());
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null()) << "nothing precedes the first token";
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  double worst = 0;
+  for (size_t t = 1; t < ids.size(); ++t) {
+    const double* row = logits.data() + (t - 1) * V;
+    const double mx = *std::max_element(row, row + V);
+    double z = 0;
+    for (size_t v = 0; v < V; ++v) z += std::exp(row[v] - mx);
+    worst = std::max(worst, std::abs(lp["token_logprobs"][t].get<double>() - (row[ids[t]] - mx - std::log(z))));
+    EXPECT_EQ(lp["tokens"][t], absl::StrCat("<", ids[t], ">"));  // no tokenizer: tokens named by id
+    EXPECT_EQ(lp["top_logprobs"][t].size(), 3u);
+  }
+  EXPECT_LT(worst, 1e-4) << "largest |HTTP echo - gla-eval log-softmax|";
+}
+
+TEST_F(OpenAiHttpE2E, EchoWithNChoicesSharesThePromptScoresAndStreamsThemFirst) {
+  const std::vector<int32_t> p = RefIds("greedy.prompt_ids");
+  json req = {{"model", "tiny"}, {"prompt", p},         {"max_tokens", 5}, {"echo", true},
+              {"logprobs", 1},   {"n", 3},              {"seed", 9},       {"ignore_eos", true},
+              {"return_token_ids", true}};
+  HttpClient c(port_);
+  auto r = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json b = Body(r);
+  ASSERT_EQ(b["choices"].size(), 3u);
+  const json& first = b["choices"][0]["logprobs"];
+  for (size_t k = 0; k < 3; ++k) {
+    const json& lp = b["choices"][k]["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), p.size() + 5) << "the prompt's tokens, then the completion's";
+    for (size_t t = 1; t < p.size(); ++t) EXPECT_EQ(lp["token_logprobs"][t], first["token_logprobs"][t]);
+    EXPECT_EQ(b["choices"][k]["token_ids"].size(), 5u) << "token_ids are the completion's";
+  }
+  EXPECT_NE(b["choices"][0]["token_ids"], b["choices"][1]["token_ids"]);
+  // Streamed: each choice's first chunk carries the whole prompt part.
+  req["stream"] = true;
+  auto s = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(s.status, 200) << s.body;
+  std::vector<size_t> seen(3, 0);
+  for (const std::string& e : SseData(s.body)) {
+    if (e == "[DONE]") continue;
+    const json chunk = json::parse(e);
+    const size_t k = chunk["choices"][0]["index"];
+    const size_t n = chunk["choices"][0]["logprobs"]["tokens"].size();
+    if (seen[k] == 0) {
+      EXPECT_GE(n, p.size()) << "choice " << k << "'s first chunk";
+    }
+    seen[k] += n;
+  }
+  for (size_t k = 0; k < 3; ++k) EXPECT_EQ(seen[k], p.size() + 5);
+}
+
 TEST_F(OpenAiHttpE2E, BothProtocolsGiveTheSameTokensThroughTheOneFrontDoor) {
   v1::GenerateRequest g;
   const auto p = RefIds("greedy.prompt_ids");
@@ -223,7 +301,10 @@ TEST_F(OpenAiHttpE2E, RefusalsComeInOpenAisErrorShapeWithTheirStatus) {
   expect_error(c.Post("/v1/completions", R"({"model":"nope","prompt":[1]})"), 404, "model 'nope' does not exist");
   expect_error(c.Post("/v1/completions", R"({"prompt":[1]})"), 400, "model: is required");
   expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1],"n":0})"), 400, "n: must be in");
-  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1],"echo":true})"), 400, "echo");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1],"max_tokens":0})"), 400,
+               "max_tokens: 0 only with echo");
+  expect_error(c.Post("/v1/completions", R"({"model":"tiny","prompt":[1],"echo":true,"session":"s"})"), 400,
+               "echo: scores a prompt from an empty past");
   expect_error(c.Get("/v1/nothing"), 404, "no route");
   expect_error(c.Get("/v1/completions"), 400, "takes POST");
   // Over --http_max_body_mb (1 MiB): 413 before the body is read, and the connection closes.

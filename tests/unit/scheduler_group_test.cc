@@ -218,16 +218,21 @@ TEST_F(SchedulerGroupTest, ScoringAndGeneratingTogether) {
   GenerationSpec plain = Sampled(prompt_, 8, 3);
   GenerationSpec scored = plain;
   scored.prompt_logprobs = 0;
-  std::vector<GenerationSpec> group = {scored, plain, plain};
+  std::vector<GenerationSpec> group = {scored, scored, scored};
   group[2].sampling.seed = 4;
   auto futures = SubmitGroupCollect(s, group);
   ASSERT_EQ(futures.size(), 3u);
   const Collected first = futures[0].get();
-  EXPECT_EQ(first.prompt_logprobs.size(), prompt_.size() - 1);
+  ASSERT_EQ(first.prompt_logprobs.size(), prompt_.size() - 1);
   for (const SampledToken& t : first.prompt_logprobs) EXPECT_TRUE(t.top.empty());
   EXPECT_EQ(first.tokens, SubmitCollect(s, plain).get().tokens);
-  EXPECT_TRUE(futures[1].get().prompt_logprobs.empty());
+  const Collected second = futures[1].get();  // the same scores, copied at the fork
+  EXPECT_EQ(second.tokens, first.tokens);
+  ASSERT_EQ(second.prompt_logprobs.size(), first.prompt_logprobs.size());
+  for (size_t t = 0; t < first.prompt_logprobs.size(); ++t)
+    EXPECT_EQ(second.prompt_logprobs[t].logprob, first.prompt_logprobs[t].logprob);
   EXPECT_EQ(futures[2].get().tokens.size(), 8u);
+  EXPECT_EQ(s.stats().forks, 2u);
 }
 
 }  // namespace
