@@ -220,6 +220,9 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
       --batches "${GLA_BENCH_BATCHES:-1,8,16,32,128}"
     grep -E "^(#|prefill|TTFT|decode)" "$out/engine_bench_$preset.txt" | tee -a "$out/summary.txt"
+    # Issue 20: n = 8 from one prefill and state copies, against n = 1 and against 8 prefills.
+    [ "${GLA_BENCH_N:-1}" = 1 ] && check "n_bench_$preset" gpu-bundle/run gla-n-bench --model /tmp/gla-$preset \
+      --name gla-$preset && grep -E "^[0-9]" "$out/n_bench_$preset.txt" | sed "s/^/$preset n: /" | tee -a "$out/summary.txt"
   done
 fi
 # Issue 20: served tokens/s over the OpenAI HTTP API beside gRPC, same glad, same load

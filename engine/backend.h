@@ -36,6 +36,10 @@ struct StepItem {
   std::span<const int32_t> score_targets;
   int score_top = 0;
   std::vector<SampledToken>* scored = nullptr;
+  // >= 0: this item has no tokens and no slot of its own: it samples (with its own params, history
+  // and step) from the last row of item `sample_from`, an earlier item with tokens and sample set.
+  // n > 1: every generation's first token comes from the one prefill's logits.
+  int sample_from = -1;
 };
 
 class Backend {
@@ -67,6 +71,11 @@ class Backend {
   // out is resized to items.size(). On error no slot has been changed.
   virtual absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) = 0;
 };
+
+// What every backend checks of a step's items before running anything (INTERNAL: these are the
+// scheduler's mistakes, not a client's): slots in range and distinct, scoring targets that fit,
+// sample_from naming an earlier sampling item with tokens.
+absl::Status CheckStepItems(std::span<const StepItem> items, int slots);
 
 struct CpuBackendOptions {
   int slots = 16;

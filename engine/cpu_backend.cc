@@ -9,11 +9,6 @@
 
 namespace gla {
 
-int Backend::vocab_limit() const {
-  const int v = config().vocab_size;
-  return tokenizer() != nullptr ? std::min(v, tokenizer()->vocab_size()) : v;
-}
-
 namespace {
 
 class CpuBackend : public Backend {
@@ -39,26 +34,29 @@ class CpuBackend : public Backend {
   int max_logit_rows() const override { return 1 << 20; }
 
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
+    RETURN_IF_ERROR(CheckStepItems(items, pool_.capacity()));
     std::vector<CpuModel::Segment> segs;
     segs.reserve(items.size());
-    for (const StepItem& it : items) {
-      if (it.slot < 0 || it.slot >= pool_.capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
-      if (it.score_targets.size() > it.tokens.size() || (!it.score_targets.empty() && it.scored == nullptr))
-        return absl::InternalError("scoring: more targets than tokens, or nowhere to put them");
-      segs.push_back({it.tokens, pool_.data(it.slot), !it.score_targets.empty(), it.adapter.get()});
-    }
+    for (const StepItem& it : items)
+      if (it.sample_from < 0) segs.push_back({it.tokens, pool_.data(it.slot), !it.score_targets.empty(), it.adapter.get()});
     std::vector<float> logits;
     RETURN_IF_ERROR(model_->Forward(segs, &logits));
     out->resize(items.size());
     const size_t V = config().vocab_size;
-    size_t row = 0;  // an all-logits segment has a row per token, the others one
+    auto logits_row = [&](size_t r) { return std::span<const float>(logits).subspan(r * V, V); };
+    std::vector<size_t> last_row(items.size());
+    size_t row = 0, seg = 0;  // an all-logits segment has a row per token, the others one
     for (size_t i = 0; i < items.size(); ++i) {
       const StepItem& it = items[i];
-      auto logits_row = [&](size_t r) { return std::span<const float>(logits).subspan(r * V, V); };
-      for (size_t t = 0; t < it.score_targets.size(); ++t)
-        it.scored->push_back(ScoreToken(logits_row(row + t), vocab_limit(), it.score_targets[t], it.score_top));
-      row += segs[i].all_logits ? it.tokens.size() : 1;
-      if (it.sample) (*out)[i] = SampleToken(logits_row(row - 1), vocab_limit(), *it.params, *it.history, it.step);
+      if (it.sample_from >= 0) {
+        last_row[i] = last_row[it.sample_from];
+      } else {
+        for (size_t t = 0; t < it.score_targets.size(); ++t)
+          it.scored->push_back(ScoreToken(logits_row(row + t), vocab_limit(), it.score_targets[t], it.score_top));
+        row += segs[seg++].all_logits ? it.tokens.size() : 1;
+        last_row[i] = row - 1;
+      }
+      if (it.sample) (*out)[i] = SampleToken(logits_row(last_row[i]), vocab_limit(), *it.params, *it.history, it.step);
     }
     return absl::OkStatus();
   }

@@ -59,16 +59,18 @@ class CudaBackend : public Backend {
   int max_logit_rows() const override { return max_logit_rows_; }
 
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
+    RETURN_IF_ERROR(CheckStepItems(items, pool_->capacity()));
     std::vector<CudaModel::Segment> segs;
+    std::vector<size_t> seg_of(items.size());  // item -> its segment (an item with tokens)
     segs.reserve(items.size());
-    for (const StepItem& it : items) {
-      if (it.slot < 0 || it.slot >= pool_->capacity()) return absl::InternalError(absl::StrCat("bad slot ", it.slot));
-      if (it.score_targets.size() > it.tokens.size() || (!it.score_targets.empty() && it.scored == nullptr))
-        return absl::InternalError("scoring: more targets than tokens, or nowhere to put them");
+    for (size_t i = 0; i < items.size(); ++i) {
+      const StepItem& it = items[i];
+      if (it.sample_from >= 0) continue;
       RETURN_IF_ERROR(pool_->OrderBeforeUse(it.slot));  // a swap into or out of it may still run
       const auto logits = !it.score_targets.empty() ? CudaModel::Logits::kAll
                           : it.sample               ? CudaModel::Logits::kLast
                                                     : CudaModel::Logits::kNone;
+      seg_of[i] = segs.size();
       segs.push_back({it.tokens, it.slot, logits, it.adapter});
     }
     std::vector<int> first_row;
@@ -78,15 +80,17 @@ class CudaBackend : public Backend {
     // through the sampler in one launch.
     std::vector<SampleRequest> requests;
     std::vector<SamplingParams> score_params(items.size());
+    auto last_row = [&](size_t i) {
+      const StepItem& it = items[it.sample_from >= 0 ? it.sample_from : i];
+      const size_t s = seg_of[it.sample_from >= 0 ? it.sample_from : i];
+      return first_row[s] + (segs[s].logits == CudaModel::Logits::kAll ? static_cast<int>(it.tokens.size()) - 1 : 0);
+    };
     for (size_t i = 0; i < items.size(); ++i) {
       const StepItem& it = items[i];
       score_params[i].logprobs = it.score_top;
       for (size_t t = 0; t < it.score_targets.size(); ++t)
-        requests.push_back({first_row[i] + static_cast<int>(t), &score_params[i], nullptr, 0, it.score_targets[t]});
-      if (it.sample) {
-        const int last = segs[i].logits == CudaModel::Logits::kAll ? static_cast<int>(it.tokens.size()) - 1 : 0;
-        requests.push_back({first_row[i] + last, it.params, it.history, it.step});
-      }
+        requests.push_back({first_row[seg_of[i]] + static_cast<int>(t), &score_params[i], nullptr, 0, it.score_targets[t]});
+      if (it.sample) requests.push_back({last_row(i), it.params, it.history, it.step});
     }
     std::vector<SampledToken> sampled;
     RETURN_IF_ERROR(sampler_->Sample(model_->logits(), config().vocab_size, vocab_limit(), requests, &sampled));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "engine/finetune/compute_gate.h"
@@ -55,10 +56,10 @@ struct Scheduler::Request : RequestHandle {
   std::shared_ptr<HostState> saved;          // preempted: its state, until re-admitted
   int cached = 0;                            // prompt tokens whose state came from the prefix cache
   int snapshot_at = 0;                       // prefill stops here once to save a prefix state (0: no)
-  // n > 1 (SubmitGroup). The leader's siblings wait in waiting_, parked, until the leader has
-  // prefilled up to fork_at (its prompt's last token); then they start from copies of its state.
+  // n > 1 (SubmitGroup). The leader's siblings wait in waiting_, parked, until the step that ends
+  // the leader's prompt: there each samples its first token from the leader's last row of logits,
+  // and then starts from a copy of the leader's state.
   std::vector<std::weak_ptr<Request>> siblings;
-  size_t fork_at = 0;
   bool parked = false;
   std::vector<SampledToken> scored;  // prompt scores, until the first update carries them
 };
@@ -124,7 +125,6 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> Scheduler::SubmitGro
     reqs.push_back(r);
     handles.push_back(r);
   }
-  if (reqs.size() > 1) reqs.front()->fork_at = reqs.front()->spec.prompt.size() - 1;
   const int n = static_cast<int>(reqs.size());
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down");
@@ -370,44 +370,58 @@ void Scheduler::Begin(Request& r) {
   r.text = std::make_unique<TextAssembler>(backend_.tokenizer(), r.spec.stop);
 }
 
-void Scheduler::Fork(Request& leader) {
+void Scheduler::Fork(Request& leader, std::span<Request* const> siblings, std::span<const SampledToken> firsts) {
   std::shared_ptr<HostState> host;  // the leader's state, for siblings that find no free slot now
-  for (const std::weak_ptr<Request>& w : leader.siblings) {
-    std::shared_ptr<Request> r = w.lock();
-    if (r == nullptr || r->done || !r->parked) continue;
-    r->parked = false;
-    r->prefilled = leader.prefilled;
-    r->cached = static_cast<int>(leader.prefilled);  // prompt tokens it did not prefill itself
-    r->scored = leader.scored;  // the prompt's scores: the leader's, up to the token they share
+  for (size_t i = 0; i < siblings.size(); ++i) {
+    Request& r = *siblings[i];
+    auto at = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& w) { return w.get() == &r; });
+    if (at == waiting_.end()) continue;  // cannot happen: a parked sibling waits until this
+    std::shared_ptr<Request> self = *at;
+    waiting_.erase(at);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --stats_.queued;
+    }
+    r.parked = false;
+    r.prefilled = r.spec.prompt.size();
+    r.cached = static_cast<int>(r.prefilled);  // prompt tokens it did not prefill itself
+    r.scored = leader.scored;                  // the prompt's scores, when asked for
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.forks = ++forks_;
+    }
+    if (r.spec.max_new_tokens == 0) {  // scores only (as its leader)
+      GenerationUpdate u;
+      u.prompt_logprobs = std::move(r.scored);
+      r.scored.clear();
+      Finish(r, FinishReason::kLength, absl::OkStatus(), std::move(u));
+    } else {
+      Accept(r, firsts[i]);
+    }
+    if (r.done) continue;  // its first token was its last: no state needed
     std::optional<int> slot = backend_.pool().Acquire();
     while (!slot && sessions_.FreeOneSlot()) slot = backend_.pool().Acquire();
     if (slot && backend_.pool().Copy(leader.slot, *slot).ok()) {
-      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), r));
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        --stats_.queued;
-      }
-      r->slot = *slot;
-      r->since = SteadyClock::now();
-      Begin(*r);
-      running_.push_back(std::move(r));
-      ++forks_;
+      r.slot = *slot;
+      r.since = SteadyClock::now();
+      running_.push_back(std::move(self));
       continue;
     }
     if (slot) backend_.pool().Release(*slot);
-    if (!slot && host == nullptr) {  // one host copy serves every sibling still waiting
+    if (!slot && host == nullptr) {  // one host copy serves every sibling that waits for a slot
       auto h = backend_.pool().NewHostState();
       if (h.ok() && backend_.pool().SaveToHost(leader.slot, **h).ok()) host = std::move(*h);
     }
-    if (!slot && host != nullptr) {  // admitted from the copy when a slot frees
-      r->saved = host;
-      ++forks_;
-      continue;
+    if (!slot && host != nullptr) {
+      r.saved = host;  // re-admitted like a preempted sequence
+    } else {
+      r.prefilled = 0;  // no copy could be made: it prefills its prompt again before decoding on
+      r.cached = 0;
     }
-    r->prefilled = 0;  // no copy could be made: it prefills its prompt itself
-    r->cached = 0;
+    waiting_.push_front(std::move(self));
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.queued;
   }
-  leader.siblings.clear();
 }
 
 void Scheduler::Unpark(Request& leader) {
@@ -439,14 +453,11 @@ void Scheduler::AdmitWaiting() {
     r->since = SteadyClock::now();
     absl::Status st;
     if (!r->started) {
-      if (r->saved) {  // a sibling whose fork found no free slot: its leader's state, from host memory
-        st = backend_.pool().LoadFromHost(*r->saved, r->slot);
-        r->loading = std::move(r->saved);
-      } else {
-        st = StartState(*r);
-      }
+      st = StartState(*r);
       Begin(*r);
-    } else {  // preempted earlier: its state comes back from host memory
+    } else if (r->saved == nullptr) {  // a sibling whose state could not be copied: prefills again
+      st = backend_.pool().Zero(r->slot);
+    } else {  // preempted earlier (or a sibling that waited for a slot): its state from host memory
       st = backend_.pool().LoadFromHost(*r->saved, r->slot);
       r->loading = std::move(r->saved);
     }
@@ -508,16 +519,14 @@ void Scheduler::Accept(Request& r, const SampledToken& t) {
 }
 
 void Scheduler::RunStep() {
-  // Leaders of n > 1 groups that have prefilled up to their fork point hand copies of their state
-  // to their siblings, which join this step.
-  for (size_t i = 0, n = running_.size(); i < n; ++i)
-    if (!running_[i]->siblings.empty() && running_[i]->prefilled >= running_[i]->fork_at) Fork(*running_[i]);
   std::vector<StepItem> items;
-  std::vector<Request*> owners;
+  std::vector<Request*> owners;  // null for a sibling's item (siblings below)
   int budget = options_.step_token_budget;
-  // Rows of logits: one is kept for every running sequence; a scored prompt chunk takes one per
-  // token, from what is left.
+  // Rows of logits (and of the sampler): one is kept for every running sequence; a scored prompt
+  // chunk takes one per token, and the siblings of a group one each, from what is left.
   int spare_rows = backend_.max_logit_rows() - static_cast<int>(running_.size());
+  // The parked siblings sampling from item i's last row this step: item i's leader forks after it.
+  std::map<size_t, std::vector<Request*>> siblings;
   // A sequence whose state is still being copied in sits this step out.
   auto ready = [](Request& r) {
     if (r.loading && !r.loading->Ready()) return false;
@@ -543,13 +552,21 @@ void Scheduler::RunStep() {
     size_t n = std::min<size_t>(T - r->prefilled, prefill_budget);
     if (r->snapshot_at > 0 && r->prefilled < static_cast<size_t>(r->snapshot_at))  // stop at the prefix to cache
       n = std::min<size_t>(n, r->snapshot_at - r->prefilled);
-    if (!r->siblings.empty()) n = std::min(n, r->fork_at - r->prefilled);  // stop where the siblings start
     const bool scoring = r->spec.prompt_logprobs >= 0;
     if (scoring) n = std::min<size_t>(n, static_cast<size_t>(std::max(spare_rows + 1, 0)));
+    // The siblings still waiting for this leader (cancelled ones have left).
+    std::vector<Request*> group;
+    for (const std::weak_ptr<Request>& w : r->siblings)
+      if (std::shared_ptr<Request> sib = w.lock(); sib != nullptr && !sib->done && sib->parked) group.push_back(sib.get());
+    bool last = r->prefilled + n == T;
+    if (last && static_cast<int>(group.size()) > spare_rows - (scoring ? static_cast<int>(n) - 1 : 0))
+      n -= 1, last = false;  // no sampler rows left for the siblings: end the prompt in a later step
     if (n == 0) continue;
-    const bool last = r->prefilled + n == T;
+    // A sequence that already has its first token (a sibling whose state could not be copied)
+    // prefills without sampling, then decodes on from that token.
     StepItem item{std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled, n), r->slot,
-                  last && r->spec.max_new_tokens > 0, &r->spec.sampling, &r->history, 0, r->spec.adapter};
+                  last && r->spec.max_new_tokens > 0 && r->output.empty(), &r->spec.sampling, &r->history, 0,
+                  r->spec.adapter};
     if (scoring) {  // the token after each of these, where the prompt has one
       item.score_targets = std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled + 1, std::min(n, T - 1 - r->prefilled));
       item.score_top = r->spec.prompt_logprobs;
@@ -559,6 +576,28 @@ void Scheduler::RunStep() {
     items.push_back(item);
     owners.push_back(r.get());
     prefill_budget -= static_cast<int>(n);
+    if (last && !group.empty()) {
+      if (!item.sample) {  // a leader that generates nothing: its siblings sample from a row of their own
+        items.back().sample = true;
+        items.back().params = &r->spec.sampling;
+      }
+      const int from = static_cast<int>(items.size()) - 1;
+      for (Request* sib : group) {
+        Begin(*sib);
+        StepItem si;
+        si.slot = -1;
+        si.sample = true;
+        si.params = &sib->spec.sampling;
+        si.history = &sib->history;
+        si.step = 0;
+        si.sample_from = from;
+        items.push_back(si);
+        owners.push_back(nullptr);
+      }
+      spare_rows -= static_cast<int>(group.size());
+      siblings[static_cast<size_t>(from)] = std::move(group);
+      r->siblings.clear();
+    }
   }
   if (items.empty()) {
     if (!running_.empty()) std::this_thread::yield();  // all of them are loading their state
@@ -571,24 +610,32 @@ void Scheduler::RunStep() {
   absl::Status st = backend_.Step(items, &out);
   if (options_.compute_gate != nullptr) options_.compute_gate->EndServing();
   {
+    // Counted before any sink runs: a client that saw its answer sees the step in the stats.
+    uint64_t prompt_tokens = 0;
+    for (size_t i = 0; i < items.size(); ++i)
+      if (owners[i] != nullptr && owners[i]->prefilled < owners[i]->spec.prompt.size()) prompt_tokens += items[i].tokens.size();
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
+    if (st.ok()) stats_.prefill_tokens = prefill_tokens_ += prompt_tokens;
   }
   if (!st.ok()) {
-    for (Request* r : owners) Finish(*r, FinishReason::kCancelled, absl::InternalError(st.message()));
+    for (Request* r : owners)
+      if (r != nullptr) Finish(*r, FinishReason::kCancelled, absl::InternalError(st.message()));
+    for (auto& [from, group] : siblings)
+      for (Request* sib : group) Finish(*sib, FinishReason::kCancelled, absl::InternalError(st.message()));
   } else {
     for (size_t i = 0; i < items.size(); ++i) {
+      if (owners[i] == nullptr) continue;  // a sibling's: its leader's turn below handles it
       Request& r = *owners[i];
-      if (r.prefilled < r.spec.prompt.size()) {
-        r.prefilled += items[i].tokens.size();
-        prefill_tokens_ += items[i].tokens.size();
-      }
+      if (r.prefilled < r.spec.prompt.size()) r.prefilled += items[i].tokens.size();
       if (r.snapshot_at > 0 && r.prefilled == static_cast<size_t>(r.snapshot_at)) {
         // Best effort: a prefix that cannot be cached (no host memory) is simply not cached.
         (void)prefix_cache_.Insert(std::span<const int32_t>(r.spec.prompt).first(r.snapshot_at), r.spec.adapter, r.slot);
         r.snapshot_at = 0;
       }
-      if (items[i].sample) {
+      if (auto g = siblings.find(i); g != siblings.end())  // before the leader's own token may end it
+        Fork(r, g->second, std::span<const SampledToken>(out).subspan(i + 1, g->second.size()));
+      if (items[i].sample && r.spec.max_new_tokens > 0) {
         Accept(r, out[i]);
       } else if (r.spec.max_new_tokens == 0 && r.prefilled == r.spec.prompt.size()) {  // scored, nothing to generate
         GenerationUpdate u;

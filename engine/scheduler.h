@@ -11,9 +11,9 @@
 //     (a second is FAILED_PRECONDITION). Session RPCs run on the loop thread between steps.
 //   - the prefix-state cache (engine/sessions/prefix_cache.h): a prompt that starts with a cached
 //     block prefix starts from a copy of its state.
-//   - n generations of one prompt (SubmitGroup): the prompt is prefilled once, up to its last
-//     token; then that state is copied to the others (one state copy each, whatever the prompt's
-//     length) and each samples its own continuation from there.
+//   - n generations of one prompt (SubmitGroup): the prompt is prefilled once; each generation
+//     samples its first token from that prefill's last row of logits, and the others start from
+//     copies of its state (one state copy each, whatever the prompt's length).
 //   - preemption: when no slot is free (after idle sessions gave theirs back) and a waiting request
 //     has a higher priority than a running one (or, with preempt_after, has waited that long), the
 //     running one's state is swapped to host memory and it waits again; re-admitted, it resumes
@@ -131,8 +131,8 @@ class Scheduler {
 
   // RESOURCE_EXHAUSTED when the queue is full; UNAVAILABLE after Shutdown started.
   absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(GenerationSpec spec, UpdateSink sink);
-  // n generations of one prompt (n = specs.size(), a sink each): the first is prefilled up to the
-  // prompt's last token, then its state is copied for the others. The specs must have the same
+  // n generations of one prompt (n = specs.size(), a sink each): the first is prefilled, every one
+  // samples its first token from that prefill's logits, then its state is copied for the others. The specs must have the same
   // prompt and adapter and no session; they may differ in everything else (sampling, seed,
   // lengths, stops) but not in prompt_logprobs (the first scores the prompt; the others get a copy
   // of its scores). INVALID_ARGUMENT otherwise;
@@ -172,8 +172,9 @@ class Scheduler {
   bool Preempt(const Request& waiting);
   absl::Status StartState(Request& r);
   void Begin(Request& r);  // the per-request state of a first admission (history, text)
-  // The leader of a group has prefilled up to its fork point: its siblings start from copies.
-  void Fork(Request& leader);
+  // The step that ended the leader's prompt gave each sibling its first token (firsts): they start
+  // from copies of the leader's state (device copies; a host copy when no slot is free).
+  void Fork(Request& leader, std::span<Request* const> siblings, std::span<const SampledToken> firsts);
   void Unpark(Request& leader);  // the leader ended before its fork: its siblings run on their own
   void PublishStats();
 

@@ -78,8 +78,8 @@ TEST_F(SchedulerGroupTest, OnePrefillThenStateCopies) {
   const auto specs = Group(prompt_, 4, 6);
   auto futures = SubmitGroupCollect(s, specs);
   ExpectEqualsAlone(specs, futures);
-  // The prompt ran once up to its last token; then each of the four ran that token itself.
-  EXPECT_EQ(s.stats().prefill_tokens, prompt_.size() - 1 + 4);
+  // The prompt ran once; each generation's first token came from that prefill's last row.
+  EXPECT_EQ(s.stats().prefill_tokens, prompt_.size());
   EXPECT_EQ(s.stats().forks, 3u);
   EXPECT_EQ(s.stats().slots_in_use, 0);
   EXPECT_EQ(s.stats().queued, 0);
@@ -94,7 +94,7 @@ TEST_F(SchedulerGroupTest, SiblingsWithoutAFreeSlotStartFromAHostCopy) {
   const auto specs = Group(prompt_, 6, 5);
   auto futures = SubmitGroupCollect(s, specs);
   ExpectEqualsAlone(specs, futures);
-  EXPECT_EQ(s.stats().prefill_tokens, prompt_.size() - 1 + 6);
+  EXPECT_EQ(s.stats().prefill_tokens, prompt_.size());
   EXPECT_EQ(s.stats().forks, 5u);
 }
 
@@ -103,7 +103,32 @@ TEST_F(SchedulerGroupTest, AOneTokenPromptForksAtOnce) {
   const auto specs = Group({prompt_.front()}, 3, 4);
   auto futures = SubmitGroupCollect(s, specs);
   ExpectEqualsAlone(specs, futures);
-  EXPECT_EQ(s.stats().prefill_tokens, 3u);
+  EXPECT_EQ(s.stats().prefill_tokens, 1u);
+}
+
+TEST_F(SchedulerGroupTest, OneTokenEachNeedsNoStateCopyAndScoreOnlyGroupsGenerateNothing) {
+  Backend(1);  // one slot: the siblings' first tokens need none
+  Scheduler s(*backend_, {});
+  const auto specs = Group(prompt_, 5, 1);
+  std::vector<GenerationSpec> one_each(specs.begin(), specs.end());
+  for (auto& g : one_each) g.max_new_tokens = 1;
+  auto futures = SubmitGroupCollect(s, one_each);
+  ExpectEqualsAlone(one_each, futures);
+  EXPECT_EQ(s.stats().prefill_tokens, prompt_.size());
+  std::vector<GenerationSpec> scores = one_each;
+  for (auto& g : scores) {
+    g.max_new_tokens = 0;
+    g.prompt_logprobs = 1;
+  }
+  futures = SubmitGroupCollect(s, scores);
+  ASSERT_EQ(futures.size(), scores.size());
+  for (auto& f : futures) {
+    const Collected c = f.get();
+    EXPECT_TRUE(c.tokens.empty());
+    EXPECT_EQ(c.reason, FinishReason::kLength);
+    EXPECT_EQ(c.prompt_logprobs.size(), prompt_.size() - 1);
+  }
+  EXPECT_EQ(s.stats().slots_in_use, 0);
 }
 
 TEST_F(SchedulerGroupTest, CancelledLeaderLeavesItsSiblingsToPrefillThemselves) {
