@@ -80,10 +80,11 @@ class CudaBackend : public Backend {
     // through the sampler in one launch.
     std::vector<SampleRequest> requests;
     std::vector<SamplingParams> score_params(items.size());
-    auto last_row = [&](size_t i) {
-      const StepItem& it = items[it.sample_from >= 0 ? it.sample_from : i];
-      const size_t s = seg_of[it.sample_from >= 0 ? it.sample_from : i];
-      return first_row[s] + (segs[s].logits == CudaModel::Logits::kAll ? static_cast<int>(it.tokens.size()) - 1 : 0);
+    auto last_row = [&](size_t i) {  // a sibling's (sample_from) is its leader's
+      const size_t owner = items[i].sample_from >= 0 ? static_cast<size_t>(items[i].sample_from) : i;
+      const size_t s = seg_of[owner];
+      return first_row[s] +
+             (segs[s].logits == CudaModel::Logits::kAll ? static_cast<int>(items[owner].tokens.size()) - 1 : 0);
     };
     for (size_t i = 0; i < items.size(); ++i) {
       const StepItem& it = items[i];
