@@ -1,15 +1,22 @@
 #include "server/http/http_server.h"
 
+#include <utility>  // before Boost 1.74's Asio, which uses std::exchange without it
+
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
-#include <cerrno>
 #include <array>
+#include <cerrno>
 #include <deque>
 #include <mutex>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -62,11 +69,67 @@ std::string Chunk(absl::string_view data) {
   return absl::StrCat(size, data, "\r\n");
 }
 
+// ALPN: HTTP/1.1, the one protocol served, when the client offers it; a client that offers only
+// others (h2) gets no ALPN answer and decides for itself.
+int SelectHttp11(SSL*, const unsigned char** out, unsigned char* out_size, const unsigned char* offered,
+                 unsigned int offered_size, void*) {
+  static const unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(&chosen, out_size, kHttp11, sizeof kHttp11, offered, offered_size) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_NOACK;
+  *out = chosen;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+// Every TLS connection's settings: TLS 1.2 or later, no compression (CRIME), no renegotiation (a
+// client could make the server redo handshakes at will); the client's certificate required and
+// verified against client_ca when one is given.
+absl::Status ConfigureTls(const TlsPems& pems, asio::ssl::context& ctx) {
+  SSL_CTX* raw = ctx.native_handle();
+  SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION);
+  SSL_CTX_set_options(raw, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_alpn_select_cb(raw, SelectHttp11, nullptr);
+  // Resuming a session under client verification needs an id context, or OpenSSL fails the handshake.
+  static const unsigned char kSessionContext[] = "glad-http";
+  SSL_CTX_set_session_id_context(raw, kSessionContext, sizeof kSessionContext - 1);
+  // An encrypted key fails to load instead of asking for a passphrase on the terminal.
+  ctx.set_password_callback([](size_t, asio::ssl::context::password_purpose) { return std::string(); });
+  beast::error_code ec;
+  ctx.use_certificate_chain(asio::buffer(pems.cert_chain), ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("TLS certificate chain: ", ec.message()));
+  ctx.use_private_key(asio::buffer(pems.private_key), asio::ssl::context::pem, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("TLS private key: ", ec.message()));
+  if (SSL_CTX_check_private_key(raw) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("the TLS private key is not the certificate's");
+  }
+  if (!pems.client_ca.empty()) {
+    ctx.add_certificate_authority(asio::buffer(pems.client_ca), ec);
+    if (ec) return absl::InvalidArgumentError(absl::StrCat("TLS client CA: ", ec.message()));
+    ctx.set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+  }
+  return absl::OkStatus();
+}
+
+// What the server holds of a connection, whatever its transport: for the drain.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual void Begin() = 0;
+  // Close at once when idle; otherwise after the answer in progress.
+  virtual void Drain() = 0;
+  virtual void ForceClose() = 0;
+};
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 }  // namespace
 
 struct Server::Impl {
   ServerOptions options;
   Handler handler;
+  std::optional<asio::ssl::context> tls;  // set: every connection speaks TLS (outlives the connections)
   asio::io_context io;
   tcp::acceptor acceptor{io};
   std::vector<std::thread> threads;
@@ -74,7 +137,7 @@ struct Server::Impl {
   std::atomic<bool> stopping{false};
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
   std::mutex sessions_mu;
-  std::vector<std::weak_ptr<class Session>> sessions;  // for the drain
+  std::vector<std::weak_ptr<Connection>> sessions;  // for the drain
 
   void Accept();
   // Runs what is still queued (closed sessions' last handlers) while every member is alive: a
@@ -88,19 +151,28 @@ struct Server::Impl {
   }
 };
 
+namespace {
+
 // One connection: reads requests one at a time, hands each to the handler, writes its answer
 // (which the handler may produce from any thread: everything funnels through the strand).
-class Session : public Responder, public std::enable_shared_from_this<Session> {
+// `Stream` is beast::tcp_stream (plaintext) or TlsStream; TLS adds the handshake first and
+// close_notify last, the rest is the same code.
+template <class Stream>
+class Session : public Responder, public Connection, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
  public:
   // `socket` was accepted onto a strand of its own: the stream's executor is that strand, and every
-  // handler and post here goes through it (one strand per connection: no locks).
-  Session(Server::Impl& server, tcp::socket socket)
-      : server_(server), stream_(std::move(socket)), strand_(stream_.get_executor()) {
+  // handler and post here goes through it (one strand per connection: no locks). `tls`: the
+  // server's asio::ssl::context, for a TlsStream.
+  template <class... TlsContext>
+  Session(Server::Impl& server, tcp::socket socket, TlsContext&... tls)
+      : server_(server), stream_(std::move(socket), tls...), strand_(Lowest().get_executor()) {
     beast::error_code ec;
     // Each SSE event is written as soon as it exists: Nagle's algorithm would hold it back until
     // the client's delayed ACK (40 ms on Linux): measured, every TTFT over HTTP was 42 ms.
-    stream_.socket().set_option(tcp::no_delay(true), ec);
-    const tcp::endpoint ep = stream_.socket().remote_endpoint(ec);
+    Lowest().socket().set_option(tcp::no_delay(true), ec);
+    const tcp::endpoint ep = Lowest().socket().remote_endpoint(ec);
     if (!ec)
       peer_ = absl::StrCat(ep.address().is_v6() ? "ipv6:[" : "ipv4:", ep.address().to_string(),
                            ep.address().is_v6() ? "]:" : ":", ep.port());
@@ -108,25 +180,31 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
   }
   ~Session() override { server_.open.fetch_sub(1); }
 
-  void Begin() {
-    asio::dispatch(strand_, [self = shared_from_this()] { self->ReadRequest(); });
-  }
-
-  // Drain: close at once when idle; otherwise after the answer in progress (keep_alive_ off).
-  void Drain() {
-    asio::post(strand_, [self = shared_from_this()] {
-      self->keep_alive_ = false;
-      if (!self->answering_) self->Close();
+  void Begin() override {
+    asio::dispatch(strand_, [self = Self()] {
+      if constexpr (kTls) {
+        self->StartTls();
+      } else {
+        self->ReadRequest();
+      }
     });
   }
-  void ForceClose() {
-    asio::post(strand_, [self = shared_from_this()] { self->Gone(); });
+
+  // Drain: close at once when idle (waiting for a request, or in the handshake); otherwise after
+  // the answer in progress (keep_alive_ off). A lingering close ends by itself.
+  void Drain() override {
+    asio::post(strand_, [self = Self()] {
+      self->keep_alive_ = false;
+      if (!self->answering_ && !self->linger_) self->Close();
+    });
+  }
+  void ForceClose() override {
+    asio::post(strand_, [self = Self()] { self->Gone(); });
   }
 
   // ---- Responder (any thread)
   void Respond(int status, absl::string_view content_type, std::string body) override {
-    asio::post(strand_, [self = shared_from_this(), status, type = std::string(content_type),
-                         body = std::move(body)]() mutable {
+    asio::post(strand_, [self = Self(), status, type = std::string(content_type), body = std::move(body)]() mutable {
       if (self->closed_ || self->head_sent_) return;
       self->head_sent_ = true;
       self->Queue(Head(status, type, body.size(), self->keep_alive_) + body);
@@ -135,7 +213,7 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
     });
   }
   void StartStream(int status, absl::string_view content_type) override {
-    asio::post(strand_, [self = shared_from_this(), status, type = std::string(content_type)] {
+    asio::post(strand_, [self = Self(), status, type = std::string(content_type)] {
       if (self->closed_ || self->head_sent_) return;
       self->head_sent_ = true;
       self->Queue(Head(status, type, std::nullopt, self->keep_alive_));
@@ -144,14 +222,14 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
   }
   void Write(std::string data) override {
     if (data.empty()) return;  // a zero-size chunk would end the stream
-    asio::post(strand_, [self = shared_from_this(), data = std::move(data)] {
+    asio::post(strand_, [self = Self(), data = std::move(data)] {
       if (self->closed_ || !self->head_sent_ || self->ended_) return;
       self->Queue(Chunk(data));
       self->Flush();
     });
   }
   void End() override {
-    asio::post(strand_, [self = shared_from_this()] {
+    asio::post(strand_, [self = Self()] {
       if (self->closed_ || !self->head_sent_ || self->ended_) return;
       self->ended_ = true;
       self->Queue("0\r\n\r\n");
@@ -159,7 +237,7 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
     });
   }
   void OnClientGone(std::function<void()> gone) override {
-    asio::post(strand_, [self = shared_from_this(), gone = std::move(gone)]() mutable {
+    asio::post(strand_, [self = Self(), gone = std::move(gone)]() mutable {
       if (self->closed_) {
         gone();
         return;
@@ -169,14 +247,44 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
   }
 
  private:
+  std::shared_ptr<Session> Self() { return this->shared_from_this(); }
+  // The TCP stream under TLS (or the stream itself): its timers, its socket.
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
+
+  // TLS first, under the idle timeout (a client that connects and says nothing, or stops halfway
+  // through the handshake, is dropped like an idle one). Bytes that are not a TLS handshake (a
+  // plaintext request) get a plaintext 400 saying so, where a failed handshake would show the
+  // client only a closed connection.
+  void StartTls() {
+    if (closed_ || server_.stopping.load()) return Close();
+    Lowest().expires_after(server_.options.idle_timeout);
+    beast::async_detect_ssl(
+        Lowest(), buffer_, asio::bind_executor(strand_, [self = Self()](beast::error_code ec, bool tls) {
+          if (self->closed_) return;
+          if (ec) return self->Close();
+          if (!tls) return self->Refuse(400, "this port serves HTTPS: the request came in plaintext");
+          self->stream_.async_handshake(
+              asio::ssl::stream_base::server, self->buffer_.data(),
+              asio::bind_executor(self->strand_, [self](beast::error_code ec, size_t used) {
+                if (self->closed_) return;
+                // An untrusted or missing client certificate (mutual TLS), no common version or
+                // cipher, garbage, the timeout: OpenSSL has sent its alert where it could.
+                if (ec) return self->Close();
+                self->buffer_.consume(used);
+                self->tls_up_ = true;
+                self->ReadRequest();
+              }));
+        }));
+  }
+
   void ReadRequest() {
     if (closed_ || server_.stopping.load()) return Close();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_.options.max_header_bytes));
     parser_->body_limit(server_.options.max_body_bytes);
-    stream_.expires_after(server_.options.idle_timeout);
+    Lowest().expires_after(server_.options.idle_timeout);
     bhttp::async_read(stream_, buffer_, *parser_,
-                      asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t) {
+                      asio::bind_executor(strand_, [self = Self()](beast::error_code ec, size_t) {
                         self->OnRead(ec);
                       }));
   }
@@ -186,9 +294,10 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
     if (ec == bhttp::error::body_limit) return Refuse(413, "the request body is over the server's limit");
     if (ec == bhttp::error::header_limit) return Refuse(431, "the request head is over the server's limit");
     if (ec) {
-      // End of stream, timeout, reset, or bytes that are not HTTP: nothing to answer.
-      if (ec != bhttp::error::end_of_stream && ec != beast::error::timeout && ec != asio::error::eof &&
-          ec != asio::error::connection_reset && ec != asio::error::operation_aborted && parser_->got_some())
+      // Bytes that are not HTTP: 400. The end of the stream, a timeout, a reset, a TLS failure:
+      // nothing to answer.
+      if (ec.category() == bhttp::make_error_code(bhttp::error::end_of_stream).category() &&
+          ec != bhttp::error::end_of_stream && parser_->got_some())
         return Refuse(400, "malformed HTTP request");
       return Close();
     }
@@ -203,27 +312,29 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
     answering_ = true;
     head_sent_ = ended_ = false;
     on_gone_ = nullptr;
-    stream_.expires_never();
+    Lowest().expires_never();
     WatchForHangUp();
-    server_.handler(std::move(r), shared_from_this());
+    server_.handler(std::move(r), Self());
   }
 
   // While an answer is being made, a client that closes its end is noticed without consuming a
   // pipelined next request: when the socket turns readable, a one-byte MSG_PEEK tells EOF (0),
   // data (> 0: a next request, read after this answer) and a spurious wake-up (EAGAIN: Asio's
-  // edge-triggered reactor may report readiness it saw before the request was read) apart.
+  // edge-triggered reactor may report readiness it saw before the request was read) apart. Under
+  // TLS the peeked byte is a TLS record's (a request, or an alert such as close_notify, which
+  // cannot be read without reading the request behind it): only EOF or an error means gone.
   void WatchForHangUp() {
-    stream_.socket().async_wait(tcp::socket::wait_read,
-                                asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec) {
-                                  if (self->closed_ || !self->answering_ || ec) return;
-                                  char byte;
-                                  const ssize_t n = ::recv(self->stream_.socket().native_handle(), &byte, 1,
-                                                           MSG_PEEK | MSG_DONTWAIT);
-                                  if (n > 0) return;  // a pipelined request: left for after this answer
-                                  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                                    return self->WatchForHangUp();
-                                  self->Gone();  // EOF or a reset
-                                }));
+    Lowest().socket().async_wait(tcp::socket::wait_read,
+                                 asio::bind_executor(strand_, [self = Self()](beast::error_code ec) {
+                                   if (self->closed_ || !self->answering_ || ec) return;
+                                   char byte;
+                                   const ssize_t n = ::recv(self->Lowest().socket().native_handle(), &byte, 1,
+                                                            MSG_PEEK | MSG_DONTWAIT);
+                                   if (n > 0) return;  // a pipelined request: left for after this answer
+                                   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                                     return self->WatchForHangUp();
+                                   self->Gone();  // EOF or a reset
+                                 }));
   }
 
   void Refuse(int status, absl::string_view why) {
@@ -249,17 +360,21 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
       return;
     }
     writing_ = true;
-    stream_.expires_after(server_.options.write_timeout);
-    asio::async_write(stream_, asio::buffer(out_.front()),
-                      asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t n) {
-                        self->writing_ = false;
-                        self->stream_.expires_never();  // no clock between writes (a slow generation)
-                        if (self->closed_) return;
-                        if (ec) return self->Gone();
-                        self->queued_bytes_ -= n;
-                        self->out_.pop_front();
-                        self->Flush();
-                      }));
+    Lowest().expires_after(server_.options.write_timeout);
+    auto written = asio::bind_executor(strand_, [self = Self()](beast::error_code ec, size_t n) {
+      self->writing_ = false;
+      self->Lowest().expires_never();  // no clock between writes (a slow generation)
+      if (self->closed_) return;
+      if (ec) return self->Gone();
+      self->queued_bytes_ -= n;
+      self->out_.pop_front();
+      self->Flush();
+    });
+    // Through TLS once it is up; before that (the 400 to a plaintext request) straight to the socket.
+    if constexpr (kTls) {
+      if (!tls_up_) return asio::async_write(Lowest(), asio::buffer(out_.front()), std::move(written));
+    }
+    asio::async_write(stream_, asio::buffer(out_.front()), std::move(written));
   }
 
   void AnswerDone() {
@@ -269,52 +384,89 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
     if (!keep_alive_) return Close();
     // The hang-up watch may still be pending: cancel it before reading on.
     beast::error_code ec;
-    stream_.socket().cancel(ec);
+    Lowest().socket().cancel(ec);
     ReadRequest();
   }
 
   // After refusing a request whose body is still arriving: closing now would reset the connection
   // (unread bytes), and the client would see the reset instead of our answer. So the sending side
-  // is shut and what still comes is read and dropped, for at most 2 s and 16 MiB, then we close.
+  // is shut (after close_notify, under TLS) and what still comes is read from the socket and
+  // dropped, for at most 2 s and 16 MiB, then we close.
   void Linger() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(std::chrono::seconds(2));
-    linger_budget_ = size_t{16} << 20;
-    DrainInput();
+    SendCloseNotify([self = Self()] {
+      if (self->closed_) return;  // cut short (ForceClose)
+      beast::error_code ec;
+      self->Lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+      self->Lowest().expires_after(std::chrono::seconds(2));
+      self->linger_budget_ = size_t{16} << 20;
+      self->DrainInput();
+    });
   }
   void DrainInput() {
-    stream_.async_read_some(asio::buffer(scratch_),
-                            asio::bind_executor(strand_, [self = shared_from_this()](beast::error_code ec, size_t n) {
-                              if (ec || n >= self->linger_budget_) return self->Close();
-                              self->linger_budget_ -= n;
-                              self->DrainInput();
-                            }));
+    Lowest().async_read_some(asio::buffer(scratch_),
+                             asio::bind_executor(strand_, [self = Self()](beast::error_code ec, size_t n) {
+                               if (ec || n >= self->linger_budget_) return self->Close();
+                               self->linger_budget_ -= n;
+                               self->DrainInput();
+                             }));
   }
 
-  // The client went away (or is dropped) before the answer ended.
+  // The client went away (or is dropped); or a close in progress is cut short (ForceClose). No
+  // close_notify: the client is gone or does not read. Reported to the handler when its answer had
+  // not ended (a client may read the last bytes and close before their write's handler has run).
   void Gone() {
-    if (closed_) return;
-    if (answering_ && on_gone_) {
+    if (!closed_ && answering_ && !ended_ && on_gone_) {
       auto gone = std::move(on_gone_);
       on_gone_ = nullptr;
       gone();
     }
-    Close();
+    closed_ = true;
+    CloseSocket();
   }
 
+  // Ends the connection: close_notify under TLS (SendCloseNotify), then the socket.
   void Close() {
     if (closed_) return;
     closed_ = true;
-    out_.clear();
-    queued_bytes_ = 0;
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    Lowest().socket().cancel(ec);  // the read of a next request, the hang-up watch
+    SendCloseNotify([self = Self()] { self->CloseSocket(); });
+  }
+
+  // Under TLS, once the handshake is done: close_notify, so that the client can tell the end of
+  // our stream from a cut connection. It is sent without waiting for the client's own (a client
+  // may never send it), within 2 s; then `next`. Without TLS, `next` at once.
+  template <class Next>
+  void SendCloseNotify(Next next) {
+    if constexpr (kTls) {
+      if (tls_up_ && Lowest().socket().is_open()) {
+        tls_up_ = false;
+        // As if the client's close_notify had come: SSL_shutdown sends ours and is done.
+        SSL_set_shutdown(stream_.native_handle(), SSL_RECEIVED_SHUTDOWN);
+        Lowest().expires_after(std::chrono::seconds(2));
+        stream_.async_shutdown(
+            asio::bind_executor(strand_, [self = Self(), next = std::move(next)](beast::error_code) mutable {
+              self->Lowest().expires_never();
+              next();
+            }));
+        return;
+      }
+    }
+    next();
+  }
+
+  void CloseSocket() {
+    beast::error_code ec;
+    Lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    Lowest().close();
+    // A write in flight keeps its bytes until its handler runs: Asio's write may take another
+    // step (under TLS, SSL_write reads the buffer) before it sees the closed socket.
+    out_.erase(writing_ && !out_.empty() ? out_.begin() + 1 : out_.begin(), out_.end());
+    queued_bytes_ = 0;
   }
 
   Server::Impl& server_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::tcp_stream::executor_type strand_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -322,20 +474,27 @@ class Session : public Responder, public std::enable_shared_from_this<Session> {
   std::deque<std::string> out_;
   size_t queued_bytes_ = 0;
   bool keep_alive_ = true, answering_ = false, head_sent_ = false, ended_ = false, writing_ = false, closed_ = false,
-       linger_ = false;
+       linger_ = false, tls_up_ = false;
   size_t linger_budget_ = 0;
   std::array<char, 16384> scratch_;
   std::function<void()> on_gone_;
 };
 
+}  // namespace
+
 void Server::Impl::Accept() {
   acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
     if (stopping.load()) return;
     if (!ec) {
-      auto session = std::make_shared<Session>(*this, std::move(socket));
+      std::shared_ptr<Connection> session;
+      if (tls.has_value()) {
+        session = std::make_shared<Session<TlsStream>>(*this, std::move(socket), *tls);
+      } else {
+        session = std::make_shared<Session<beast::tcp_stream>>(*this, std::move(socket));
+      }
       {
         std::lock_guard<std::mutex> lock(sessions_mu);
-        std::erase_if(sessions, [](const std::weak_ptr<Session>& w) { return w.expired(); });
+        std::erase_if(sessions, [](const std::weak_ptr<Connection>& w) { return w.expired(); });
         sessions.push_back(session);
       }
       session->Begin();
@@ -357,6 +516,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->handler = std::move(handler);
+  if (options.tls.has_value()) {
+    if (absl::Status st = ConfigureTls(*options.tls, impl->tls.emplace(asio::ssl::context::tls_server)); !st.ok())
+      return st;
+  }
   beast::error_code ec;
   const asio::ip::address address = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("--http_listen '", options.listen, "': ", ec.message()));
@@ -384,7 +547,7 @@ void Server::StopAccepting() {
     beast::error_code ec;
     impl->acceptor.close(ec);
   });
-  std::vector<std::shared_ptr<Session>> live;
+  std::vector<std::shared_ptr<Connection>> live;
   {
     std::lock_guard<std::mutex> lock(impl_->sessions_mu);
     for (auto& w : impl_->sessions)

@@ -6,6 +6,17 @@
 // reader's queued output is bounded; a client that goes away is reported to the handler (so its
 // generation is cancelled); Shutdown drains: no new connections, answers in progress finish
 // within the grace.
+//
+// TLS (ServerOptions::tls: the PEM files glad's gRPC port serves) goes through Asio's OpenSSL
+// layer (boost::beast::ssl_stream), one session logic over either stream: TLS 1.2 or later, no
+// compression, no renegotiation, ALPN "http/1.1"; with a client CA, a client certificate that
+// chains to it is required (mutual TLS). The handshake has the idle timeout: a client that
+// connects and says nothing, or stops halfway, is dropped like an idle one. A plaintext request
+// on a TLS port gets a plaintext 400 that says so. Closing a TLS connection sends close_notify
+// without waiting for the client's (a client may never answer; at most 2 s), so a client can tell
+// our end from a cut. The hang-up watch looks at the socket under TLS as it does without: only an
+// end of stream or an error there means the client is gone; a TLS client that sends close_notify
+// before closing is therefore noticed at the next write instead of at once.
 #pragma once
 
 #include <atomic>
@@ -19,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/tls_files.h"
 
 namespace gla::http {
 
@@ -56,11 +68,13 @@ struct ServerOptions {
   size_t max_queued_bytes = size_t{16} << 20;      // a streamed response's unsent bytes; beyond: dropped
   std::chrono::seconds idle_timeout{60};           // keep-alive wait for the next request's head
   std::chrono::seconds write_timeout{60};          // a client that takes no bytes this long is dropped
+  std::optional<TlsPems> tls;                      // set: TLS on every connection (mutual with client_ca)
 };
 
 class Server {
  public:
-  // Binds and starts serving; the port actually bound is port().
+  // Binds and starts serving; the port actually bound is port(). INVALID_ARGUMENT for a listen
+  // address or TLS files that cannot be used, UNAVAILABLE when the port cannot be bound.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options, Handler handler);
   ~Server();  // Shutdown(0)
 

@@ -1,4 +1,4 @@
-// glad's security and limits end to end on loopback: TLS (a certificate made here with openssl),
+// glad's security and limits end to end on loopback: TLS (tests/support/test_certs.h: openssl),
 // the bearer token on every RPC of both services (health stays open for probes), gla-cli with
 // --tls-ca and GLA_TOKEN, configuration through GLAD_* environment variables, the per-client rate
 // limit and the message size limit, and the startup refusals of bad security flags.
@@ -16,6 +16,7 @@
 
 #include "gla/v1/gla.grpc.pb.h"
 #include "tests/support/glad_process.h"
+#include "tests/support/test_certs.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
@@ -24,6 +25,8 @@ namespace {
 using testing::GladProcess;
 
 using testing::ReadFile;
+// The self-signed certificate for 127.0.0.1 / localhost (made once per test binary).
+constexpr auto TestCert = &testing::ServerTestCert;
 
 // Exit code and stdout + stderr of a shell command line.
 struct ShellResult {
@@ -40,26 +43,9 @@ std::string CliPath() {
   return env != nullptr ? env : GLA_CLI_PATH;
 }
 
-// A self-signed certificate for 127.0.0.1 / localhost (made once per test binary).
-struct Cert {
-  std::string cert, key, pem;
-};
-const Cert& TestCert() {
-  static const Cert c = [] {
-    const std::string dir = testing::MakeTempDir("security-cert");
-    Cert c{dir + "/cert.pem", dir + "/key.pem", ""};
-    const ShellResult r = Shell("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext "
-                        "'subjectAltName=IP:127.0.0.1,DNS:localhost' -keyout " + c.key + " -out " + c.cert);
-    EXPECT_EQ(r.code, 0) << r.out;
-    c.pem = ReadFile(c.cert);
-    return c;
-  }();
-  return c;
-}
-
 std::shared_ptr<grpc::Channel> TlsChannel(const std::string& addr) {
   grpc::SslCredentialsOptions o;
-  o.pem_root_certs = TestCert().pem;
+  o.pem_root_certs = ReadFile(TestCert().cert);
   return grpc::CreateChannel(addr, grpc::SslCredentials(o));
 }
 

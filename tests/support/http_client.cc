@@ -1,11 +1,16 @@
 #include "tests/support/http_client.h"
 
+#include <utility>  // before Boost 1.74's Asio, which uses std::exchange without it
+
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 
 namespace gla::testing {
 
@@ -15,19 +20,46 @@ namespace bhttp = boost::beast::http;
 
 struct HttpClient::Impl {
   asio::io_context io;
-  beast::tcp_stream stream{io};
+  std::optional<asio::ssl::context> tls;  // set: HTTPS
+  std::string tls_error;                  // why `tls` could not be set up
+  // The connection: one of the two, made anew by each Connect().
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;
   int port;
   std::chrono::milliseconds timeout;
   bool connected = false;
 
+  beast::tcp_stream& Tcp() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+  // f(stream), on the connection's stream whichever it is.
+  template <class F>
+  auto On(F&& f) {
+    return secure ? f(*secure) : f(*plain);
+  }
+
   bool Connect(std::string* error) {
     if (connected) return true;
+    if (!tls_error.empty()) {
+      *error = tls_error;
+      return false;
+    }
+    plain.reset();
+    secure.reset();
+    if (tls) {
+      secure.emplace(io, *tls);
+    } else {
+      plain.emplace(io);
+    }
     beast::error_code ec;
-    stream.expires_after(timeout);
-    stream.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)), ec);
+    Tcp().expires_after(timeout);
+    Tcp().connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)), ec);
+    if (!ec && secure) {
+      secure->set_verify_callback(asio::ssl::host_name_verification("127.0.0.1"));
+      secure->handshake(asio::ssl::stream_base::client, ec);
+    }
     if (ec) {
       *error = ec.message();
+      Tcp().close();
       return false;
     }
     connected = true;
@@ -40,13 +72,23 @@ HttpClient::HttpClient(int port, std::chrono::milliseconds timeout) : impl_(std:
   impl_->timeout = timeout;
 }
 
+HttpClient::HttpClient(int port, const HttpTls& tls, std::chrono::milliseconds timeout) : HttpClient(port, timeout) {
+  asio::ssl::context& ctx = impl_->tls.emplace(asio::ssl::context::tls_client);
+  ctx.set_verify_mode(asio::ssl::verify_peer);
+  beast::error_code ec;
+  ctx.load_verify_file(tls.ca_file, ec);
+  if (!ec && !tls.cert_file.empty()) ctx.use_certificate_chain_file(tls.cert_file, ec);
+  if (!ec && !tls.key_file.empty()) ctx.use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
+  if (ec) impl_->tls_error = "TLS client setup: " + ec.message();
+}
+
 HttpClient::~HttpClient() { Close(); }
 
 void HttpClient::Close() {
   if (!impl_->connected) return;
   beast::error_code ec;
-  impl_->stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  impl_->stream.close();
+  impl_->Tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  impl_->Tcp().close();
   impl_->connected = false;
   impl_->buffer.clear();
 }
@@ -62,11 +104,11 @@ HttpResponse HttpClient::Request(const std::string& method, const std::string& t
   req.body() = body;
   req.prepare_payload();
   beast::error_code ec;
-  impl_->stream.expires_after(impl_->timeout);
-  bhttp::write(impl_->stream, req, ec);
+  impl_->Tcp().expires_after(impl_->timeout);
+  impl_->On([&](auto& stream) { bhttp::write(stream, req, ec); });
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(size_t{1} << 30);
-  if (!ec) bhttp::read(impl_->stream, impl_->buffer, parser, ec);
+  if (!ec) impl_->On([&](auto& stream) { bhttp::read(stream, impl_->buffer, parser, ec); });
   if (ec) {
     out.error = ec.message();
     Close();
@@ -93,14 +135,14 @@ bool HttpClient::StartStreamAndRead(const std::string& target, const std::string
   req.body() = json;
   req.prepare_payload();
   beast::error_code ec;
-  impl_->stream.expires_after(impl_->timeout);
-  bhttp::write(impl_->stream, req, ec);
+  impl_->Tcp().expires_after(impl_->timeout);
+  impl_->On([&](auto& stream) { bhttp::write(stream, req, ec); });
   if (ec) return false;
   // Raw bytes until `events` blank-line-terminated events have come.
   std::string seen;
   char buf[4096];
   while (!ec) {
-    size_t n = impl_->stream.read_some(asio::buffer(buf), ec);
+    const size_t n = impl_->On([&](auto& stream) { return stream.read_some(asio::buffer(buf), ec); });
     seen.append(buf, n);
     size_t count = 0, at = 0;
     while ((at = seen.find("data: ", at)) != std::string::npos) {

@@ -1,6 +1,6 @@
 // A blocking HTTP/1.1 client for the end-to-end tests of glad's OpenAI API (Boost.Beast): one
 // connection per client object (keep-alive across requests), chunked responses read whole, and
-// the `data:` lines of Server-Sent Events split out.
+// the `data:` lines of Server-Sent Events split out; plaintext, or HTTPS (Beast's ssl_stream).
 #pragma once
 
 #include <chrono>
@@ -19,9 +19,17 @@ struct HttpResponse {
   std::string error;                           // why status is 0
 };
 
+// HTTPS: the server's certificate must chain to `ca_file` and name 127.0.0.1; `cert_file` and
+// `key_file` (PEM; empty: none) are the client's certificate for mutual TLS.
+struct HttpTls {
+  std::string ca_file;
+  std::string cert_file, key_file;
+};
+
 class HttpClient {
  public:
   explicit HttpClient(int port, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  HttpClient(int port, const HttpTls& tls, std::chrono::milliseconds timeout = std::chrono::seconds(60));
   ~HttpClient();
   HttpResponse Request(const std::string& method, const std::string& target, const std::string& body = "",
                        const std::vector<std::pair<std::string, std::string>>& headers = {});
@@ -35,6 +43,7 @@ class HttpClient {
   // Sends a request and returns once the response head and `events` SSE events have arrived,
   // leaving the rest unread (to test a client that goes away mid-stream: Close() next).
   bool StartStreamAndRead(const std::string& target, const std::string& json, int events);
+  // Closes the connection (no TLS close_notify: to the server, as a client that went away).
   void Close();
 
   struct Impl;
