@@ -34,8 +34,9 @@ packages=(
   nodejs                 # the official openai npm SDK drives glad's HTTP API in a test (the SDK itself is
                          # fetched from the npm registry by the test, pinned and sha512-checked)
   python3-venv python3-pip python3-setuptools python3-wheel   # `pip install clients/python` offline (--no-build-isolation), and its test's venv
-  openssl                # the TLS tests make a throwaway certificate
-  libssl-dev             # glad checks that --tls_key is --tls_cert's key (OpenSSL, already under gRPC)
+  openssl                # the TLS tests make throwaway certificates (a server's, a client CA's and a client's)
+  libssl-dev             # glad checks that --tls_key is --tls_cert's key, and serves HTTPS (OpenSSL, already under gRPC)
+  curl                   # the HTTPS tests check glad's TLS with a client that is not our own (Beast) one
   prometheus-cpp-dev     # glad's Prometheus metrics: counters, histograms, the text format
   prometheus             # promtool: the metrics test checks the exposition format with it
   python3-yaml           # the deploy-files test reads the Kubernetes and compose YAML

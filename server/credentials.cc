@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "models/file_io.h"
 #include "models/status_macros.h"
-#include "server/tls_files.h"
 
 namespace gla {
 
@@ -22,26 +21,31 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, const char* 
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> LoadServerCredentials(const TlsFiles& files) {
-  const std::string& cert = files.cert;
-  const std::string& key = files.key;
-  const std::string& client_ca = files.client_ca;
-  if (cert.empty() != key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
-  if (cert.empty()) {
-    if (!client_ca.empty()) return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
-    return grpc::InsecureServerCredentials();
+absl::StatusOr<std::optional<TlsPems>> LoadTlsPems(const TlsFiles& files) {
+  if (files.cert.empty() != files.key.empty())
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  if (files.cert.empty()) {
+    if (!files.client_ca.empty()) return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    return std::nullopt;
   }
-  grpc::SslServerCredentialsOptions o(client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                                         : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  ASSIGN_OR_RETURN(pair.private_key, ReadSecretFile(key, "--tls_key"));
-  ASSIGN_OR_RETURN(pair.cert_chain, ReadSecretFile(cert, "--tls_cert"));
-  RETURN_IF_ERROR(CheckTlsKeyPair(pair.cert_chain, cert, pair.private_key, key));
-  if (!client_ca.empty()) {
-    ASSIGN_OR_RETURN(o.pem_root_certs, ReadSecretFile(client_ca, "--tls_client_ca"));
-    RETURN_IF_ERROR(CheckCaBundle(o.pem_root_certs, client_ca));
+  TlsPems pems;
+  ASSIGN_OR_RETURN(pems.private_key, ReadSecretFile(files.key, "--tls_key"));
+  ASSIGN_OR_RETURN(pems.cert_chain, ReadSecretFile(files.cert, "--tls_cert"));
+  RETURN_IF_ERROR(CheckTlsKeyPair(pems.cert_chain, files.cert, pems.private_key, files.key));
+  if (!files.client_ca.empty()) {
+    ASSIGN_OR_RETURN(pems.client_ca, ReadSecretFile(files.client_ca, "--tls_client_ca"));
+    RETURN_IF_ERROR(CheckCaBundle(pems.client_ca, files.client_ca));
   }
-  o.pem_key_cert_pairs.push_back(std::move(pair));
+  return pems;
+}
+
+std::shared_ptr<grpc::ServerCredentials> GrpcServerCredentials(const std::optional<TlsPems>& tls) {
+  if (!tls.has_value()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions o(tls->client_ca.empty()
+                                          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  o.pem_root_certs = tls->client_ca;
+  o.pem_key_cert_pairs.push_back({tls->private_key, tls->cert_chain});
   return grpc::SslServerCredentials(o);
 }
 

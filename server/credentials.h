@@ -5,11 +5,13 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <grpcpp/security/server_credentials.h>
 
 #include "absl/status/statusor.h"
+#include "server/tls_files.h"
 
 namespace gla {
 
@@ -20,10 +22,14 @@ struct TlsFiles {
   std::string client_ca;  // --tls_client_ca: CA bundle that client certificates must chain to
 };
 
-// Plaintext when no file is given; TLS with cert and key; mutual TLS when client_ca is given too.
-// INVALID_ARGUMENT for a combination that makes no sense or a file that does not hold what it
-// should (tls_files.h); NOT_FOUND for a file that cannot be read.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> LoadServerCredentials(const TlsFiles& files);
+// The files' contents: nullopt (plaintext) when no file is given; TLS with cert and key; mutual
+// TLS when client_ca is given too. INVALID_ARGUMENT for a combination that makes no sense or a
+// file that does not hold what it should (tls_files.h); NOT_FOUND for a file that cannot be read.
+absl::StatusOr<std::optional<TlsPems>> LoadTlsPems(const TlsFiles& files);
+
+// gRPC's credentials for them: insecure for nullopt; client certificates required and verified
+// when client_ca is set.
+std::shared_ptr<grpc::ServerCredentials> GrpcServerCredentials(const std::optional<TlsPems>& tls);
 
 // The bearer token: `token`, or the first line of `token_file` (give one); empty: no
 // authentication. INVALID_ARGUMENT for both, for a file without a token (an empty secret must not

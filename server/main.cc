@@ -243,7 +243,8 @@ std::unique_ptr<grpc::Server> StartGrpcServer(const ServerOptions& o, RequestGua
 // The startup lines: where glad listens, on what, with how much memory; where its metrics are.
 void LogListening(const ServerOptions& o, int port, int metrics_port, Backend& b, bool token) {
   const std::string host = o.listen.substr(0, o.listen.rfind(':'));
-  const std::string security = absl::StrCat(!o.tls ? "" : o.mutual_tls ? " mutual-tls" : " tls", token ? " token" : "");
+  const std::string security =
+      absl::StrCat(!o.tls ? "" : o.tls->client_ca.empty() ? " tls" : " mutual-tls", token ? " token" : "");
   LogEvent(LogLevel::kInfo, "listening",
            absl::StrFormat("glad: listening on %s:%d%s (backend %s, %s, %d slots, %.1f KiB state per sequence; memory: "
                            "weights %.1f MiB, state pool %.1f MiB, workspace %.1f MiB)",
@@ -255,7 +256,7 @@ void LogListening(const ServerOptions& o, int port, int metrics_port, Backend& b
             {"backend", b.name()},
             {"device", b.device()},
             {"slots", int64_t{b.pool().capacity()}},
-            {"tls", o.tls},
+            {"tls", o.tls.has_value()},
             {"token", token}});
   if (metrics_port > 0) {
     const std::string& ml = o.metrics_listen;
@@ -288,15 +289,16 @@ absl::StatusOr<std::unique_ptr<http::Server>> StartHttpServer(const ServerOption
   ho.listen = o.http_listen;
   ho.threads = o.http_threads;
   ho.max_body_bytes = o.http_max_body_bytes;
+  ho.tls = o.tls;  // the same certificate, key and client CA as the gRPC port
   auto server = http::Server::Start(ho, [&openai](http::Request r, std::shared_ptr<http::Responder> out) {
     openai.Handle(std::move(r), std::move(out));
   });
   if (!server.ok()) return server.status();
   const std::string host = o.http_listen.substr(0, o.http_listen.rfind(':'));
   LogEvent(LogLevel::kInfo, "http",
-           absl::StrCat("glad: OpenAI HTTP API on http://", host, ":", (*server)->port(), "/v1 (model \"",
-                        o.served_model_name, "\")"),
-           {{"port", int64_t{(*server)->port()}}, {"model", o.served_model_name}});
+           absl::StrCat("glad: OpenAI HTTP API on ", o.tls ? "https" : "http", "://", host, ":", (*server)->port(),
+                        "/v1 (model \"", o.served_model_name, "\")"),
+           {{"port", int64_t{(*server)->port()}}, {"model", o.served_model_name}, {"tls", o.tls.has_value()}});
   return server;
 }
 

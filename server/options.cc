@@ -68,7 +68,7 @@ ABSL_FLAG(std::string, metrics_listen, "",
 // The OpenAI HTTP API (server/http/, docs/api.md).
 ABSL_FLAG(std::string, http_listen, "",
           "HOST:PORT of the OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health; port 0 picks a free "
-          "port); unset: gRPC only");
+          "port; HTTPS with --tls_cert); unset: gRPC only");
 ABSL_FLAG(int32_t, http_max_body_mb, 8,
           "largest HTTP request body (MiB); larger: 413 before it is read (a JSON body takes several times its "
           "size once parsed, so this stays well below --max_message_mb)");
@@ -79,7 +79,8 @@ ABSL_FLAG(std::string, chat_template, "",
 ABSL_FLAG(std::string, served_model_name, "",
           "the base model's id in the HTTP API's /v1/models and \"model\" field; unset: the --model directory's name");
 // Security and limits (server/request_guard.h).
-ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key); unset: plaintext");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve TLS (with --tls_key) on --listen and --http_listen; unset: plaintext");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: also require and verify client certificates (mutual TLS; needs --tls_cert)");
@@ -239,10 +240,6 @@ absl::Status HttpFromFlags(ServerOptions& o) {
   const int body_mb = absl::GetFlag(FLAGS_http_max_body_mb);
   if (body_mb < 1 || body_mb > 1024) return absl::InvalidArgumentError("--http_max_body_mb must be in [1, 1024]");
   o.http_max_body_bytes = static_cast<size_t>(body_mb) << 20;
-  if (!o.http_listen.empty() && o.tls)
-    return absl::InvalidArgumentError(
-        "--http_listen with --tls_cert: the HTTP API does not serve TLS yet (issue 20 continues); terminate TLS in "
-        "front of it (nginx, a load balancer) and keep --http_listen on a private address");
   o.http_threads = absl::GetFlag(FLAGS_http_threads);
   if (o.http_threads < 1 || o.http_threads > 256) return absl::InvalidArgumentError("--http_threads must be in [1, 256]");
   o.chat_template = absl::GetFlag(FLAGS_chat_template);
@@ -276,10 +273,9 @@ absl::Status SecurityFromFlags(ServerOptions& o) {
   o.guard.burst = absl::GetFlag(FLAGS_rate_limit_burst);
   if (!(o.guard.rate_per_s >= 0.0) || !(o.guard.burst >= 0.0))
     return absl::InvalidArgumentError("--rate_limit and --rate_limit_burst must not be negative");
-  const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
-  ASSIGN_OR_RETURN(o.credentials, LoadServerCredentials(tls));
-  o.tls = !tls.cert.empty();
-  o.mutual_tls = o.tls && !tls.client_ca.empty();
+  const TlsFiles files{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
+  ASSIGN_OR_RETURN(o.tls, LoadTlsPems(files));
+  o.credentials = GrpcServerCredentials(o.tls);
   ASSIGN_OR_RETURN(o.guard.token, LoadAuthToken(absl::GetFlag(FLAGS_auth_token), absl::GetFlag(FLAGS_auth_token_file)));
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "server/log.h"
 #include "server/request_guard.h"
 #include "server/request_validation.h"
+#include "server/tls_files.h"
 
 namespace gla {
 
@@ -58,9 +60,10 @@ struct ServerOptions {
   std::string metrics_listen;               // empty: no metrics endpoint
 
   // Security and limits.
-  std::shared_ptr<grpc::ServerCredentials> credentials;  // plaintext, TLS or mutual TLS
-  bool tls = false;         // credentials are TLS
-  bool mutual_tls = false;  // ... and require client certificates
+  // The --tls_* files' contents, checked; nullopt: plaintext. Both the gRPC and the HTTP port serve
+  // them (mutual TLS when client_ca is set).
+  std::optional<TlsPems> tls;
+  std::shared_ptr<grpc::ServerCredentials> credentials;  // gRPC's, from `tls`
   GuardOptions guard;       // bearer token, per-client rate
   int max_message_bytes = 64 << 20;
 };

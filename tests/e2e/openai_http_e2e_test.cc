@@ -17,6 +17,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/support/glad_process.h"
 #include "tests/support/http_client.h"
+#include "tests/support/test_certs.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
@@ -33,9 +34,9 @@ std::vector<int32_t> RefIds(const char* name) {
   return std::vector<int32_t>(v.begin(), v.end());
 }
 
-// The HTTP port glad logged ("OpenAI HTTP API on http://127.0.0.1:PORT/v1"); 0 if none in 10 s.
+// The HTTP port glad logged ("OpenAI HTTP API on http[s]://127.0.0.1:PORT/v1"); 0 if none in 10 s.
 int HttpPort(const GladProcess& glad) {
-  const std::regex line("OpenAI HTTP API on http://127\\.0\\.0\\.1:([0-9]+)/v1");
+  const std::regex line("OpenAI HTTP API on https?://127\\.0\\.0\\.1:([0-9]+)/v1");
   for (int i = 0; i < 1000; ++i) {
     std::smatch m;
     const std::string log = glad.log();
@@ -426,6 +427,136 @@ TEST(OpenAiHttpDrain, SigtermLetsARunningStreamFinish) {
   const size_t draining = log.find("draining"), ended = log.find("id=drained ");
   ASSERT_NE(ended, std::string::npos) << log;
   EXPECT_LT(draining, ended) << "the generation ended before SIGTERM: this run did not test the drain\n" << log;
+}
+
+// HTTPS on --http_listen: the gRPC port's --tls_cert and --tls_key, the same bearer token. The
+// clients: tests/support/http_client.h over TLS, and curl (an implementation of its own).
+class OpenAiHttpsE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    glad_ = new GladProcess({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen",
+                             "127.0.0.1:0", "--threads", "1", "--tls_cert", testing::ServerTestCert().cert,
+                             "--tls_key", testing::ServerTestCert().key, "--auth_token", "s3cret"});
+    port_ = glad_->ok() ? HttpPort(*glad_) : 0;
+  }
+  static void TearDownTestSuite() {
+    EXPECT_EQ(glad_->Terminate(), 0) << glad_->log();
+    delete glad_;
+  }
+  void SetUp() override { ASSERT_TRUE(glad_ != nullptr && glad_->ok() && port_ > 0) << (glad_ ? glad_->log() : ""); }
+
+  static json Body(const testing::HttpResponse& r) { return json::parse(r.body, nullptr, false); }
+  static testing::HttpTls Tls() { return {testing::ServerTestCert().cert, "", ""}; }
+  static inline const std::vector<std::pair<std::string, std::string>> kToken = {{"Authorization", "Bearer s3cret"}};
+
+  static GladProcess* glad_;
+  static int port_;
+};
+GladProcess* OpenAiHttpsE2E::glad_ = nullptr;
+int OpenAiHttpsE2E::port_ = 0;
+
+TEST_F(OpenAiHttpsE2E, ModelsAndACompletionWithTheTokenAndA401WithoutIt) {
+  EXPECT_NE(glad_->log().find("OpenAI HTTP API on https://127.0.0.1:"), std::string::npos) << glad_->log();
+  HttpClient c(port_, Tls());
+  auto models = c.Get("/v1/models", kToken);
+  ASSERT_EQ(models.status, 200) << models.error << models.body;
+  EXPECT_EQ(Body(models)["data"][0]["id"], "tiny");
+  auto r = c.Post("/v1/completions", Greedy(16).dump(), kToken);  // the same connection: keep-alive
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  EXPECT_EQ(Body(r)["choices"][0]["token_ids"].get<std::vector<int32_t>>(), RefIds("greedy.output_ids"));
+  auto wrong = c.Get("/v1/models", {{"Authorization", "Bearer wrong"}});
+  EXPECT_EQ(wrong.status, 401) << wrong.error;
+  EXPECT_NE(wrong.body.find("authentication_error"), std::string::npos) << wrong.body;
+  EXPECT_EQ(c.Post("/v1/completions", Greedy(2).dump()).status, 401);
+  EXPECT_EQ(c.Get("/health").status, 200) << "health needs no token, over TLS too";
+}
+
+TEST_F(OpenAiHttpsE2E, AStreamedCompletionEndsWithDone) {
+  json req = Greedy(16);
+  req["stream"] = true;
+  auto r = HttpClient(port_, Tls()).Post("/v1/completions", req.dump(), kToken);
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  EXPECT_EQ(r.headers["content-type"], "text/event-stream");
+  const auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    for (int32_t id : e["choices"][0]["token_ids"]) ids.push_back(id);
+  }
+  EXPECT_EQ(ids, RefIds("greedy.output_ids"));
+}
+
+// curl's own TLS and HTTP/1.1 (ALPN offers h2 too): a streamed completion, then a wrong token.
+TEST_F(OpenAiHttpsE2E, CurlStreamsACompletion) {
+  json req = Greedy(16);
+  req["stream"] = true;
+  const std::string dir = testing::MakeTempDir("curl-https");
+  std::ofstream(dir + "/req.json") << req.dump();
+  const std::string curl = absl::StrCat("curl -sS --max-time 60 --cacert ", testing::ServerTestCert().cert,
+                                        " -H 'Content-Type: application/json' ");
+  const std::string url = absl::StrCat(" https://127.0.0.1:", port_, "/v1/completions");
+  const std::string body = " -d @" + dir + "/req.json";
+  const auto streamed = testing::RunCommand(curl + "-N -H 'Authorization: Bearer s3cret'" + body + url);
+  ASSERT_EQ(streamed.code, 0) << streamed.err;
+  const auto events = SseData(streamed.out);
+  ASSERT_GE(events.size(), 2u) << streamed.out;
+  EXPECT_EQ(events.back(), "[DONE]");
+  const auto refused =
+      testing::RunCommand(curl + "-o /dev/null -w '%{http_code}' -H 'Authorization: Bearer wrong'" + body + url);
+  EXPECT_EQ(refused.out, "401") << refused.err;
+}
+
+// A plaintext request on the HTTPS port gets a plaintext 400 that says so (not a reset, not a
+// hang), and the server goes on serving TLS.
+TEST_F(OpenAiHttpsE2E, PlaintextOnTheHttpsPortIsRefusedAndServingGoesOn) {
+  auto plain = HttpClient(port_).Get("/v1/models");
+  EXPECT_EQ(plain.status, 400) << plain.error;
+  EXPECT_NE(plain.body.find("this port serves HTTPS"), std::string::npos) << plain.body;
+  const auto curl = testing::RunCommand(absl::StrCat("curl -sS --max-time 30 http://127.0.0.1:", port_, "/health"));
+  EXPECT_NE(curl.out.find("this port serves HTTPS"), std::string::npos) << curl.out << curl.err;
+  EXPECT_EQ(HttpClient(port_, Tls()).Get("/v1/models", kToken).status, 200);
+}
+
+// --tls_client_ca: both ports want a client certificate that CA signed.
+TEST(OpenAiHttpMutualTls, AClientCertificateFromTheClientCaIsRequired) {
+  const testing::CertFiles& server = testing::ServerTestCert();
+  const testing::CertFiles& client = testing::ClientTestCert();
+  GladProcess glad({"--model", testing::TinyModelDir(), "--http_listen", "127.0.0.1:0", "--threads", "1",
+                    "--tls_cert", server.cert, "--tls_key", server.key, "--tls_client_ca",
+                    testing::ClientTestCa().cert});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  EXPECT_NE(glad.log().find(" mutual-tls (backend"), std::string::npos) << glad.log();
+  const int port = HttpPort(glad);
+  ASSERT_GT(port, 0) << glad.log();
+  auto none = HttpClient(port, {server.cert, "", ""}).Get("/v1/models");
+  EXPECT_EQ(none.status, 0) << "no client certificate: " << none.body;
+  auto untrusted = HttpClient(port, {server.cert, server.cert, server.key}).Get("/v1/models");
+  EXPECT_EQ(untrusted.status, 0) << "a certificate the client CA did not sign: " << untrusted.body;
+  auto with = HttpClient(port, {server.cert, client.cert, client.key}).Get("/v1/models");
+  EXPECT_EQ(with.status, 200) << with.error;
+  const std::string curl = absl::StrCat("curl -sS --max-time 30 --cacert ", server.cert, " https://127.0.0.1:", port,
+                                        "/health");
+  EXPECT_NE(testing::RunCommand(curl).code, 0) << "curl without a certificate";
+  const auto curl_with = testing::RunCommand(curl + " --cert " + client.cert + " --key " + client.key);
+  EXPECT_EQ(curl_with.code, 0) << curl_with.err;
+  EXPECT_NE(curl_with.out.find("ok"), std::string::npos) << curl_with.out;
+  // The gRPC port asks the same (the same files, read once).
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = testing::ReadFile(server.cert);
+  auto model_info = [&](const grpc::SslCredentialsOptions& creds) {
+    auto stub = v1::Gla::NewStub(grpc::CreateChannel(glad.address(), grpc::SslCredentials(creds)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ModelInfoResponse info;
+    return stub->ModelInfo(&ctx, {}, &info).error_code();
+  };
+  EXPECT_NE(model_info(o), grpc::StatusCode::OK) << "gRPC without a client certificate";
+  o.pem_cert_chain = testing::ReadFile(client.cert);
+  o.pem_private_key = testing::ReadFile(client.key);
+  EXPECT_EQ(model_info(o), grpc::StatusCode::OK);
+  EXPECT_EQ(glad.Terminate(), 0);
 }
 
 }  // namespace

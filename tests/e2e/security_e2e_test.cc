@@ -341,8 +341,6 @@ TEST(Security, BadSecurityFlagsAreStartupErrors) {
            {" --http_listen 127.0.0.1:70000", "--http_listen"},
            {" --http_threads 0", "--http_threads"},
            {" --http_max_body_mb 0", "--http_max_body_mb"},
-           {" --http_listen 127.0.0.1:0 --tls_cert " + TestCert().cert + " --tls_key " + TestCert().key,
-            "the HTTP API does not serve TLS yet"},
            {" --http_listen 127.0.0.1:0 --chat_template /nonexistent.jinja", "--chat_template"}}) {
     const ShellResult r = Shell(glad + c.flags);
     EXPECT_EQ(r.code, 1) << c.flags << "\n" << r.out;
