@@ -30,6 +30,26 @@ absl::StatusOr<GenerationSpec> FrontDoor::Prepare(const GenerateCall& call) {
   return spec;
 }
 
+absl::StatusOr<std::vector<GenerationSpec>> FrontDoor::PrepareGroup(const GenerateCall& call, int64_t n,
+                                                                   const char* n_field) {
+  if (n < 1 || n > limits_.max_n)
+    return absl::InvalidArgumentError(absl::StrCat(n_field, ": must be in [1, ", limits_.max_n, "]"));
+  if (n > 1 && !call.session.empty())
+    return absl::InvalidArgumentError(absl::StrCat(n_field, ": a session continues one conversation: n must be 1"));
+  if (n > 1 && !call.request_id.empty())
+    return absl::InvalidArgumentError(
+        absl::StrCat(call.names.request_id, ": names one generation: with ", n_field, " > 1 leave it unset"));
+  std::vector<GenerationSpec> specs;
+  for (int64_t j = 0; j < n; ++j) {
+    GenerateCall c = call;
+    if (c.seed.has_value()) *c.seed += static_cast<uint64_t>(j);
+    absl::StatusOr<GenerationSpec> spec = Prepare(c);
+    if (!spec.ok()) return spec.status();
+    specs.push_back(*std::move(spec));
+  }
+  return specs;
+}
+
 absl::Status FinalStatus(const GenerationUpdate& u, bool client_went_away,
                          std::optional<std::chrono::system_clock::time_point> deadline) {
   if (!u.status.ok()) return u.status;

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -47,6 +48,10 @@ class FrontDoor {
   // Validates a call and completes its spec: the LoRA adapter it names (kept alive by the spec
   // until the request ends), a request id when the client gave none, the deadline.
   absl::StatusOr<GenerationSpec> Prepare(const GenerateCall& call);
+  // n generations of one call (Scheduler::SubmitGroup takes them as one prefill): n in
+  // [1, max_n]; with a seed, generation j draws with seed + j (reproducible and apart); n > 1
+  // continues no session and takes no client request id (each generation gets its own).
+  absl::StatusOr<std::vector<GenerationSpec>> PrepareGroup(const GenerateCall& call, int64_t n, const char* n_field);
 
   Scheduler& scheduler() { return scheduler_; }
   const ServerLimits& limits() const { return limits_; }

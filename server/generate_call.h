@@ -27,6 +27,7 @@ struct CallFieldNames {
   const char* frequency_penalty = "sampling.frequency_penalty";
   const char* logprobs = "logprobs";
   const char* prompt_logprobs = "prompt_logprobs";
+  const char* prompt_only = "score_only";
   const char* max_new_tokens = "max_new_tokens";
   const char* stop = "stop";
   const char* stop_token_ids = "stop_token_ids";

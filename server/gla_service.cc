@@ -1,8 +1,10 @@
 #include "server/gla_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <mutex>
 
 #include "models/utf8.h"
@@ -55,14 +57,28 @@ absl::Status CallStatus(const GenerationUpdate& u, grpc::CallbackServerContext* 
   return FinalStatus(u, ctx->IsCancelled(), deadline);
 }
 
-// Admission, then the request through the front door with the call's deadline.
-absl::StatusOr<GenerationSpec> PrepareSpec(GlaService* svc, grpc::CallbackServerContext* ctx,
-                                           const v1::GenerateRequest& req) {
+// Admission, then the request through the front door with the call's deadline: n specs (n > 1:
+// one group, one prefill).
+absl::StatusOr<std::vector<GenerationSpec>> PrepareSpecs(GlaService* svc, grpc::CallbackServerContext* ctx,
+                                                         const v1::GenerateRequest& req) {
   if (absl::Status admitted = svc->Admit(*ctx); !admitted.ok()) return admitted;
   absl::StatusOr<GenerateCall> call = GenerateCallFromProto(req);
   if (!call.ok()) return call.status();
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) call->deadline = ctx->deadline();
-  return svc->door().Prepare(*call);
+  return svc->door().PrepareGroup(*call, std::max<int64_t>(req.n(), 1), "n");
+}
+
+// Submits the specs as one group, a sink per generation (sink(i, update)).
+absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> SubmitAll(
+    GlaService* svc, std::vector<GenerationSpec> specs, const std::function<void(size_t, GenerationUpdate&&)>& sink) {
+  std::vector<UpdateSink> sinks;
+  for (size_t i = 0; i < specs.size(); ++i) sinks.push_back([sink, i](GenerationUpdate&& u) { sink(i, std::move(u)); });
+  return svc->scheduler().SubmitGroup(std::move(specs), std::move(sinks));
+}
+
+// The first failure among a request's generations decides how its call ends.
+void KeepFirstError(absl::Status* kept, absl::Status s) {
+  if (kept->ok() && !s.ok()) *kept = std::move(s);
 }
 
 // ---- Generate (unary)
@@ -71,50 +87,79 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
   GenerateReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
                   v1::GenerateResponse* resp)
       : ctx_(ctx), resp_(resp), recorder_(svc->info().metrics, "Generate") {
-    auto spec = PrepareSpec(svc, ctx, *req);
-    if (!spec.ok()) {
-      recorder_.Ended(spec.status());
-      Finish(ToGrpcStatus(spec.status()));
+    auto specs = PrepareSpecs(svc, ctx, *req);
+    if (!specs.ok()) {
+      recorder_.Ended(specs.status());
+      Finish(ToGrpcStatus(specs.status()));
       return;
     }
-    resp_->set_request_id(spec->id);
-    const std::string id = spec->id;
-    // Held across Submit: the sink may run before Submit returns and must see handle_ set.
+    resp_->set_request_id(specs->front().id);
+    for (const GenerationSpec& g : *specs) ids_.push_back(g.id);
+    if (specs->size() > 1)
+      for (const GenerationSpec& g : *specs) resp_->add_choices()->set_request_id(g.id);
+    remaining_ = specs->size();
+    // Held across Submit: the sink may run before Submit returns and must see handles_ set.
     std::unique_lock<std::mutex> lock(mu_);
-    auto handle = svc->scheduler().Submit(std::move(*spec), [this, id](GenerationUpdate&& u) {
-      grpc::Status st;
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        recorder_.Tokens(u.tokens.size());
-        for (int32_t t : u.tokens) resp_->add_token_ids(t);
-        resp_->mutable_text()->append(u.text);
-        AddLogprobs(u.logprobs, resp_->mutable_logprobs());
-        if (!u.finished) return;
-        resp_->set_finish_reason(ToProto(u.reason));
-        FillUsage(u.usage, resp_->mutable_usage());
-        const absl::Status final_status = CallStatus(u, ctx_);
-        LogRequest(id, u, final_status);
-        recorder_.Ended(final_status, &u);
-        st = ToGrpcStatus(final_status);
-      }
-      Finish(st);  // after unlocking: OnDone may delete this at once
-    });
-    if (handle.ok()) handle_ = *handle;
-    if (!handle.ok()) recorder_.Ended(handle.status());
+    auto handles = SubmitAll(svc, *std::move(specs), [this](size_t i, GenerationUpdate&& u) { OnUpdate(i, std::move(u)); });
+    if (handles.ok()) handles_ = *handles;
+    if (!handles.ok()) recorder_.Ended(handles.status());
     lock.unlock();
-    if (!handle.ok()) Finish(ToGrpcStatus(handle.status()));
+    if (!handles.ok()) Finish(ToGrpcStatus(handles.status()));
   }
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (handle_) handle_->Cancel();
+    for (auto& h : handles_) h->Cancel();
   }
   void OnDone() override { delete this; }
 
  private:
+  // Generation i's update, into the response (the top-level fields are generation 0's; with n > 1
+  // each also has its choice).
+  void OnUpdate(size_t i, GenerationUpdate&& u) {
+    grpc::Status st;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      recorder_.Tokens(u.tokens.size());
+      if (i == 0) {
+        for (int32_t t : u.tokens) resp_->add_token_ids(t);
+        resp_->mutable_text()->append(u.text);
+        AddLogprobs(u.logprobs, resp_->mutable_logprobs());
+        AddLogprobs(u.prompt_logprobs, resp_->mutable_prompt_logprobs());
+      }
+      v1::GenerateChoice* c = resp_->choices_size() > 0 ? resp_->mutable_choices(static_cast<int>(i)) : nullptr;
+      if (c != nullptr) {
+        for (int32_t t : u.tokens) c->add_token_ids(t);
+        c->mutable_text()->append(u.text);
+        AddLogprobs(u.logprobs, c->mutable_logprobs());
+      }
+      if (!u.finished) return;
+      if (i == 0) {
+        resp_->set_finish_reason(ToProto(u.reason));
+        FillUsage(u.usage, resp_->mutable_usage());
+      }
+      if (c != nullptr) {
+        c->set_finish_reason(ToProto(u.reason));
+        FillUsage(u.usage, c->mutable_usage());
+      }
+      const absl::Status final_status = CallStatus(u, ctx_);
+      LogRequest(ids_[i], u, final_status);
+      KeepFirstError(&status_, final_status);
+      if (!final_status.ok())  // one failed: the call fails, the others need not run on
+        for (auto& h : handles_) h->Cancel();
+      if (--remaining_ > 0) return;
+      recorder_.Ended(status_, &u);
+      st = ToGrpcStatus(status_);
+    }
+    Finish(st);  // after unlocking: OnDone may delete this at once
+  }
+
   grpc::CallbackServerContext* ctx_;
   v1::GenerateResponse* resp_;
   std::mutex mu_;
-  std::shared_ptr<RequestHandle> handle_;
+  std::vector<std::shared_ptr<RequestHandle>> handles_;
+  std::vector<std::string> ids_;
+  size_t remaining_ = 0;
+  absl::Status status_;
   RequestRecord recorder_;
 };
 
@@ -123,23 +168,24 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
  public:
   StreamReactor(GlaService* svc, grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req)
       : ctx_(ctx), recorder_(svc->info().metrics, "GenerateStream") {
-    auto spec = PrepareSpec(svc, ctx, *req);
-    if (!spec.ok()) {
-      recorder_.Ended(spec.status());
-      Finish(ToGrpcStatus(spec.status()));
+    auto specs = PrepareSpecs(svc, ctx, *req);
+    if (!specs.ok()) {
+      recorder_.Ended(specs.status());
+      Finish(ToGrpcStatus(specs.status()));
       return;
     }
-    id_ = spec->id;
+    for (const GenerationSpec& g : *specs) ids_.push_back(g.id);
+    remaining_ = specs->size();
     std::unique_lock<std::mutex> lock(mu_);  // the sink may run before Submit returns
-    auto handle = svc->scheduler().Submit(std::move(*spec), [this](GenerationUpdate&& u) { OnUpdate(std::move(u)); });
-    if (handle.ok()) {
-      handle_ = *handle;
+    auto handles = SubmitAll(svc, *std::move(specs), [this](size_t i, GenerationUpdate&& u) { OnUpdate(i, std::move(u)); });
+    if (handles.ok()) {
+      handles_ = *handles;
       return;
     }
     finish_called_ = true;
-    recorder_.Ended(handle.status());
+    recorder_.Ended(handles.status());
     lock.unlock();
-    Finish(ToGrpcStatus(handle.status()));
+    Finish(ToGrpcStatus(handles.status()));
   }
 
   void OnWriteDone(bool ok) override {
@@ -148,30 +194,33 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
     if (!ok) {  // the client is gone: stop generating, drop what is queued
       broken_ = true;
       pending_.clear();
-      if (handle_) handle_->Cancel();
+      for (auto& h : handles_) h->Cancel();
     }
     Advance(lock);
   }
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (handle_) handle_->Cancel();
+    for (auto& h : handles_) h->Cancel();
   }
   void OnDone() override { delete this; }
 
  private:
-  void OnUpdate(GenerationUpdate&& u) {
+  void OnUpdate(size_t i, GenerationUpdate&& u) {
     std::unique_lock<std::mutex> lock(mu_);
     recorder_.Tokens(u.tokens.size());
-    if (!broken_ && (!u.tokens.empty() || !u.text.empty() || (u.finished && u.status.ok()))) {
-      // Coalesce into the last queued message when a slow client has not taken it yet.
-      if (pending_.empty()) {
+    if (!broken_ && (!u.tokens.empty() || !u.text.empty() || !u.prompt_logprobs.empty() || (u.finished && u.status.ok()))) {
+      // Coalesce into the last queued message of the same generation when a slow client has not
+      // taken it yet.
+      if (pending_.empty() || pending_.back().index() != i || pending_.back().finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
         pending_.emplace_back();
-        pending_.back().set_request_id(id_);
+        pending_.back().set_request_id(ids_[i]);
+        pending_.back().set_index(static_cast<uint32_t>(i));
       }
       v1::GenerateStreamResponse& m = pending_.back();
       for (int32_t t : u.tokens) m.add_token_ids(t);
       m.mutable_text()->append(u.text);
       AddLogprobs(u.logprobs, m.mutable_logprobs());
+      AddLogprobs(u.prompt_logprobs, m.mutable_prompt_logprobs());
       if (u.finished) {
         m.set_finish_reason(ToProto(u.reason));
         FillUsage(u.usage, m.mutable_usage());
@@ -179,10 +228,15 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
     }
     if (u.finished) {
       const absl::Status final_status = CallStatus(u, ctx_);
-      final_status_ = ToGrpcStatus(final_status);
-      generation_done_ = true;
-      LogRequest(id_, u, final_status);
-      recorder_.Ended(final_status, &u);
+      LogRequest(ids_[i], u, final_status);
+      KeepFirstError(&status_, final_status);
+      if (!final_status.ok())
+        for (auto& h : handles_) h->Cancel();
+      if (--remaining_ == 0) {
+        final_status_ = ToGrpcStatus(status_);
+        generation_done_ = true;
+        recorder_.Ended(status_, &u);
+      }
     }
     Advance(lock);
   }
@@ -206,9 +260,11 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
   }
 
   grpc::CallbackServerContext* ctx_;
-  std::string id_;
+  std::vector<std::string> ids_;
   std::mutex mu_;
-  std::shared_ptr<RequestHandle> handle_;
+  std::vector<std::shared_ptr<RequestHandle>> handles_;
+  size_t remaining_ = 0;
+  absl::Status status_;
   std::deque<v1::GenerateStreamResponse> pending_;
   v1::GenerateStreamResponse current_;
   bool writing_ = false, broken_ = false, generation_done_ = false, finish_called_ = false;

@@ -28,6 +28,8 @@ absl::StatusOr<GenerateCall> GenerateCallFromProto(const v1::GenerateRequest& re
   call.frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) call.seed = s.seed();
   if (req.has_logprobs()) call.logprobs = req.logprobs();
+  if (req.has_prompt_logprobs()) call.prompt_logprobs = req.prompt_logprobs();
+  call.prompt_only = req.score_only();
   call.max_new_tokens = req.max_new_tokens();
   call.stop.assign(req.stop().begin(), req.stop().end());
   call.stop_token_ids.assign(req.stop_token_ids().begin(), req.stop_token_ids().end());

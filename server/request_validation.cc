@@ -98,7 +98,7 @@ absl::StatusOr<GenerationSpec> ValidateGenerateCall(const GenerateCall& call, co
     spec.prompt_logprobs = static_cast<int>(*call.prompt_logprobs);
   }
   if (call.prompt_only && !call.prompt_logprobs.has_value())
-    return Bad(f.max_new_tokens, absl::StrCat("0 only to score the prompt (", f.prompt_logprobs, ")"));
+    return Bad(f.prompt_only, absl::StrCat("scores the prompt only: needs ", f.prompt_logprobs));
 
   // Compared as unsigned: a count of 2^31 or more must not turn negative on the way.
   if (call.max_new_tokens > static_cast<uint64_t>(limits.max_new_tokens))

@@ -17,6 +17,7 @@ struct ServerLimits {
   int max_new_tokens = 1024;
   int max_logprobs = 20;
   int max_stop_strings = 16;
+  int max_n = 16;  // generations of one prompt (n)
 };
 
 absl::StatusOr<GenerationSpec> ValidateGenerateCall(const GenerateCall& call, const Backend& backend,

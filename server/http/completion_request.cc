@@ -154,6 +154,7 @@ CallFieldNames OpenAiFieldNames() {
   n.frequency_penalty = "frequency_penalty";
   n.logprobs = "logprobs";
   n.prompt_logprobs = "logprobs";  // echo's prompt scores take their count from logprobs
+  n.prompt_only = "max_tokens";    // 0 with echo
   n.max_new_tokens = "max_tokens";
   n.stop = "stop";
   n.stop_token_ids = "stop_token_ids";
@@ -219,7 +220,6 @@ absl::Status ReadCommon(Fields& f, const CompletionLimits& limits, GenerateCall&
   absl::StatusOr<std::vector<std::string>> stop = StopStrings(f.Get("stop"));
   if (!stop.ok()) return stop.status();
   base.stop = std::move(*stop);
-  if (!base.session.empty() && r.n > 1) return Bad("n", "a session continues one conversation: n must be 1");
   return f.status();
 }
 
@@ -303,7 +303,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
   std::vector<GenerateCall> prompts;
   if (absl::Status s = ReadPrompts(prompt, limits, &prompts); !s.ok()) return s;
   if (prompts.size() > 1 && !base.session.empty()) return Bad("prompt", "a session takes one prompt per request");
-  if (!base.request_id.empty() && prompts.size() * static_cast<size_t>(r.n) > 1)
+  if (!base.request_id.empty() && prompts.size() > 1)  // n > 1: the front door says the same
     return Bad("request_id", "names one generation: with several prompts or n > 1 leave it unset");
   for (GenerateCall& p : prompts) {
     GenerateCall c = base;
@@ -350,7 +350,6 @@ absl::StatusOr<CompletionRequest> ParseChatRequest(absl::string_view body, const
   if (absl::Status s = NoUnknownFields(f, "/v1/chat/completions"); !s.ok()) return s;
   if (!messages.ok()) return messages.status();
   r.messages = *std::move(messages);
-  if (!base.request_id.empty() && r.n > 1) return Bad("request_id", "names one generation: with n > 1 leave it unset");
   r.prompts.push_back(std::move(base));
   return r;
 }

@@ -380,7 +380,7 @@ void OpenAiService::Models(const std::shared_ptr<Responder>& out) {
 }
 
 void OpenAiService::Completions(const Request& request, const std::shared_ptr<Responder>& out, bool chat) {
-  const CompletionLimits limits{.max_n = options_.max_n, .max_prompts = options_.max_prompts};
+  const CompletionLimits limits{.max_n = door_.limits().max_n, .max_prompts = options_.max_prompts};
   absl::StatusOr<CompletionRequest> req =
       chat ? ParseChatRequest(request.body, limits) : ParseCompletionRequest(request.body, limits);
   if (!req.ok()) return Fail(*out, req.status());
@@ -403,22 +403,18 @@ void OpenAiService::Completions(const Request& request, const std::shared_ptr<Re
   std::vector<GenerationSpec> specs;
   std::vector<std::string> echo;  // per prompt, with echo: its text
   const Tokenizer* tok = door_.scheduler().backend().tokenizer();
-  for (const GenerateCall& prompt : req->prompts) {
-    for (int j = 0; j < req->n; ++j) {
-      GenerateCall call = prompt;
-      call.adapter = adapter;
-      if (call.seed.has_value()) *call.seed += static_cast<uint64_t>(j);  // n reproducible, different choices
-      absl::StatusOr<GenerationSpec> spec = door_.Prepare(call);
-      if (!spec.ok()) return Fail(*out, spec.status());
-      if (j == 0 && req->echo) {  // the prompt as sent; token ids as their text
-        absl::StatusOr<std::string> text = prompt.text.has_value() ? absl::StatusOr<std::string>(*prompt.text)
-                                           : tok != nullptr        ? tok->Decode(spec->prompt)
-                                                                   : absl::StatusOr<std::string>("");
-        if (!text.ok()) return Fail(*out, text.status());
-        echo.push_back(*std::move(text));
-      }
-      specs.push_back(*std::move(spec));
+  for (GenerateCall call : req->prompts) {
+    call.adapter = adapter;
+    absl::StatusOr<std::vector<GenerationSpec>> group = door_.PrepareGroup(call, req->n, "n");
+    if (!group.ok()) return Fail(*out, group.status());
+    if (req->echo) {  // the prompt as sent; token ids as their text
+      absl::StatusOr<std::string> text = call.text.has_value() ? absl::StatusOr<std::string>(*call.text)
+                                         : tok != nullptr      ? tok->Decode(group->front().prompt)
+                                                               : absl::StatusOr<std::string>("");
+      if (!text.ok()) return Fail(*out, text.status());
+      echo.push_back(*std::move(text));
     }
+    for (GenerationSpec& spec : *group) specs.push_back(std::move(spec));
   }
   const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", specs.front().id);
   auto run = std::make_shared<CompletionRun>(out, *req, id, door_.scheduler().backend().tokenizer(),

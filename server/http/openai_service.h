@@ -24,7 +24,6 @@ namespace gla::http {
 
 struct OpenAiOptions {
   std::string served_model_name;  // the base model's id in /v1/models and in "model"
-  int max_n = 16;                 // choices per prompt
   int max_prompts = 64;           // prompts per request
 };
 

@@ -260,6 +260,93 @@ TEST_F(OpenAiHttpE2E, EchoWithNChoicesSharesThePromptScoresAndStreamsThemFirst) 
   for (size_t k = 0; k < 3; ++k) EXPECT_EQ(seen[k], p.size() + 5);
 }
 
+// n > 1 and prompt scores over gRPC: the same front door, so the same generations and the same
+// scores as over HTTP.
+TEST_F(OpenAiHttpE2E, GrpcTakesNAndPromptScoresLikeHttp) {
+  const auto p = RefIds("greedy.prompt_ids");
+  v1::GenerateRequest g;
+  g.mutable_token_ids()->mutable_ids()->Add(p.begin(), p.end());
+  g.set_max_new_tokens(6);
+  g.set_ignore_eos(true);
+  g.mutable_sampling()->set_temperature(1.0f);
+  g.mutable_sampling()->set_seed(21);
+  g.set_n(3);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(glad_->stub()->Generate(&ctx, g, &resp).ok());
+  ASSERT_EQ(resp.choices_size(), 3);
+  EXPECT_EQ(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()),
+            std::vector<int32_t>(resp.choices(0).token_ids().begin(), resp.choices(0).token_ids().end()));
+  json req = {{"model", "tiny"}, {"prompt", p},   {"max_tokens", 6},        {"temperature", 1.0},
+              {"seed", 21},      {"n", 3},        {"ignore_eos", true},     {"return_token_ids", true}};
+  HttpClient c(port_);
+  auto r = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json b = Body(r);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(resp.choices(k).token_ids_size(), 6);
+    EXPECT_EQ(resp.choices(k).finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(b["choices"][k]["token_ids"].get<std::vector<int32_t>>(),
+              std::vector<int32_t>(resp.choices(k).token_ids().begin(), resp.choices(k).token_ids().end()))
+        << "choice " << k;
+  }
+  // Streamed: each message names its generation; per generation, the same tokens.
+  grpc::ClientContext sctx;
+  auto stream = glad_->stub()->GenerateStream(&sctx, g);
+  std::vector<std::vector<int32_t>> got(3);
+  std::vector<int> finished(3, 0);
+  v1::GenerateStreamResponse m;
+  while (stream->Read(&m)) {
+    ASSERT_LT(m.index(), 3u);
+    got[m.index()].insert(got[m.index()].end(), m.token_ids().begin(), m.token_ids().end());
+    if (m.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) ++finished[m.index()];
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(got[k], std::vector<int32_t>(resp.choices(k).token_ids().begin(), resp.choices(k).token_ids().end()));
+    EXPECT_EQ(finished[k], 1);
+  }
+  // Scores only: the same numbers as HTTP's echo.
+  v1::GenerateRequest score;
+  score.mutable_token_ids()->mutable_ids()->Add(p.begin(), p.end());
+  score.set_prompt_logprobs(2);
+  score.set_score_only(true);
+  grpc::ClientContext qctx;
+  v1::GenerateResponse scored;
+  ASSERT_TRUE(glad_->stub()->Generate(&qctx, score, &scored).ok());
+  EXPECT_EQ(scored.token_ids_size(), 0);
+  EXPECT_EQ(scored.finish_reason(), v1::FINISH_REASON_LENGTH);
+  ASSERT_EQ(scored.prompt_logprobs_size(), static_cast<int>(p.size()) - 1);
+  json echo = {{"model", "tiny"}, {"prompt", p}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 2}};
+  const json e = Body(c.Post("/v1/completions", echo.dump()));
+  for (size_t t = 1; t < p.size(); ++t) {
+    const v1::Logprobs& lp = scored.prompt_logprobs(static_cast<int>(t - 1));
+    EXPECT_EQ(lp.chosen().token_id(), p[t]);
+    EXPECT_EQ(lp.top_size(), 2);
+    EXPECT_FLOAT_EQ(lp.chosen().logprob(), e["choices"][0]["logprobs"]["token_logprobs"][t].get<float>());
+  }
+  // Refusals name the field.
+  auto refused = [&](v1::GenerateRequest bad, const std::string& needle) {
+    grpc::ClientContext x;
+    v1::GenerateResponse unused;
+    const grpc::Status st = glad_->stub()->Generate(&x, bad, &unused);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_NE(st.error_message().find(needle), std::string::npos) << st.error_message();
+  };
+  v1::GenerateRequest bad = g;
+  bad.set_n(1000);
+  refused(bad, "n: must be in [1, 16]");
+  bad = score;
+  bad.clear_prompt_logprobs();
+  refused(bad, "score_only: scores the prompt only: needs prompt_logprobs");
+  bad = score;
+  bad.set_session("s1");
+  refused(bad, "prompt_logprobs: scores a prompt from an empty past");
+  bad = g;
+  bad.set_request_id("mine");
+  refused(bad, "request_id: names one generation");
+}
+
 TEST_F(OpenAiHttpE2E, BothProtocolsGiveTheSameTokensThroughTheOneFrontDoor) {
   v1::GenerateRequest g;
   const auto p = RefIds("greedy.prompt_ids");
