@@ -1,5 +1,5 @@
 // The official `openai` SDK against glad (issue 20): completions, chat, streaming, n, logprobs,
-// errors and auth, as any OpenAI client would use them. Usage: node sdk_test.mjs BASE_URL
+// echo (prompt scoring), errors and auth, as any OpenAI client would use them. Usage: node sdk_test.mjs BASE_URL
 // TOKEN_BASE_URL (the second glad requires the bearer token "s3cret"). Prints one line per check;
 // exits 1 on the first failure.
 import assert from "node:assert/strict";
@@ -54,6 +54,30 @@ check("n = 3 and two prompts give six indexed choices; logprobs come with them",
     assert.equal(c.logprobs.tokens.length, c.logprobs.token_logprobs.length);
     assert.ok(c.logprobs.token_logprobs.every((lp) => lp <= 0));
   }
+});
+
+check("echo with max_tokens 0 scores the prompt (what evaluation harnesses send)", async () => {
+  const r = await client.completions.create({ model, prompt: "The jury said it was", max_tokens: 0, echo: true, logprobs: 1 });
+  const c = r.choices[0];
+  assert.equal(c.text, "The jury said it was");
+  assert.equal(c.finish_reason, "length");
+  assert.equal(r.usage.completion_tokens, 0);
+  assert.equal(c.logprobs.tokens.length, r.usage.prompt_tokens);
+  assert.equal(c.logprobs.token_logprobs[0], null);
+  assert.ok(c.logprobs.token_logprobs.slice(1).every((lp) => lp <= 0));
+  assert.ok(c.logprobs.top_logprobs.slice(1).every((t) => Object.keys(t).length === 1));
+});
+
+check("echo with n = 2 and generation: each choice is the prompt, then its own continuation", async () => {
+  const prompt = "He was";
+  const r = await client.completions.create({ model, prompt, max_tokens: 4, echo: true, logprobs: 0, n: 2, seed: 3 });
+  assert.equal(r.choices.length, 2);
+  for (const c of r.choices) {
+    assert.ok(c.text.startsWith(prompt));
+    assert.equal(c.logprobs.tokens.length, r.usage.prompt_tokens + 4);
+  }
+  assert.deepEqual(r.choices[0].logprobs.token_logprobs.slice(0, r.usage.prompt_tokens),
+                   r.choices[1].logprobs.token_logprobs.slice(0, r.usage.prompt_tokens));
 });
 
 check("chat.completions.create answers as the assistant", async () => {
