@@ -24,7 +24,14 @@ bins=(build/server/glad build/clients/gla-cli build/clients/gla-eval build/clien
 # GLA_BUNDLE_EXTRA: more binaries to carry (e.g. an older build's gla-engine-bench for an A/B run).
 # shellcheck disable=SC2206
 [ -n "${GLA_BUNDLE_EXTRA:-}" ] && bins+=(${GLA_BUNDLE_EXTRA})
+# GLA_BUNDLE_SDK=1: Node and the pinned openai npm SDK travel too (gpu-check.sh sdk runs the SDK suite
+# against glad on the GPU; that machine has no Node and no registry).
+[ "${GLA_BUNDLE_SDK:-0}" = 1 ] && bins+=("$(command -v node)")
 ../shared/tools/device-bundle gpu-bundle "${bins[@]}"
+if [ "${GLA_BUNDLE_SDK:-0}" = 1 ]; then
+  node tests/e2e/openai_sdk/fetch_sdk.mjs gpu-bundle/openai-sdk
+  rm -f gpu-bundle/openai-sdk/*.tgz
+fi
 cp build/models/libgla_sentencepiece.so gpu-bundle/bin/
 mkdir -p gpu-bundle/reference
 cp -r ../shared/reference/gla-tiny gpu-bundle/reference/

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -224,6 +224,15 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     [ "${GLA_BENCH_N:-1}" = 1 ] && check "n_bench_$preset" gpu-bundle/run gla-n-bench --model /tmp/gla-$preset \
       --name gla-$preset && grep -E "^[0-9]" "$out/n_bench_$preset.txt" | sed "s/^/$preset n: /" | tee -a "$out/summary.txt"
   done
+fi
+# Issue 20: the official openai SDK suite against glad on the GPU (default model, cuda backend);
+# needs a bundle made with GLA_BUNDLE_SDK=1 (Node and the SDK travel in it).
+if [ "$parts" = sdk ] && [ -x gpu-bundle/run ]; then
+  export PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  check openai_sdk bash tests/e2e/openai_sdk_test.sh "$PWD/gpu-bundle/bin/glad" "$PWD/models/gla-brown" \
+    "$PWD/gpu-bundle/openai-sdk"
+  grep -E "^(ok|FAIL|[0-9]+ checks)|glad: listening" "$out/openai_sdk.txt" | tee -a "$out/summary.txt"
 fi
 # Issue 20's n > 1 alone: the engine tests that cover groups and prompt scores, then gla-n-bench.
 if [ "$parts" = n ] && [ -x gpu-bundle/run ]; then

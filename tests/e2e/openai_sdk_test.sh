@@ -18,19 +18,24 @@ cp "$here/openai_sdk/sdk_test.mjs" "$work/"
 logs=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2> /dev/null; wait 2> /dev/null; rm -rf "$logs"' EXIT
-start() {  # start NAME ARGS...: glad on free ports; prints its HTTP port
+# start NAME ARGS...: glad on free ports; sets $port to its HTTP port. Not in a $(...) subshell:
+# the pid must reach the parent's list, or the trap cannot stop it.
+start() {
   local name=$1; shift
   "$glad" --model "$model" --listen 127.0.0.1:0 --http_listen 127.0.0.1:0 --served_model_name brown --threads 1 "$@" \
     > "$logs/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 200); do
     port=$(sed -n 's|.*OpenAI HTTP API on http://127.0.0.1:\([0-9]*\)/v1.*|\1|p' "$logs/$name.log")
-    [ -n "$port" ] && { echo "$port"; return 0; }
+    [ -n "$port" ] && return 0
     sleep 0.05
   done
   cat "$logs/$name.log" >&2
   return 1
 }
-open_port=$(start open) || exit 1
-token_port=$(start token --auth_token s3cret) || exit 1
+start open || exit 1
+open_port=$port
+start token --auth_token s3cret || exit 1
+token_port=$port
+grep -m 1 "glad: listening" "$logs/open.log"  # which backend answered (the GPU check reads it)
 cd "$work" && node sdk_test.mjs "http://127.0.0.1:$open_port/v1" "http://127.0.0.1:$token_port/v1"
