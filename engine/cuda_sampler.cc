@@ -51,8 +51,9 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   for (const SampleRequest& q : requests)
     specs.push_back(MakeSampleRowSpec(*q.params, q.history, q.step, q.row, kMaxTop, &pen, q.forced));
   const size_t spec_bytes = specs.size() * sizeof(cuda::SampleRowSpec);
-  const size_t pen_bytes = pen.ids.size() * sizeof(int32_t);
-  const size_t in_bytes = spec_bytes + 3 * pen_bytes + 64;
+  const size_t pen_bytes = pen.ids.size() * sizeof(int32_t);  // each of the four entry arrays
+  static_assert(sizeof(float) == sizeof(int32_t));
+  const size_t in_bytes = spec_bytes + 4 * pen_bytes + 64;
   if (inputs_host_.bytes() < in_bytes) {  // grows to the largest step seen; never inside a graph
     GLA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     ASSIGN_OR_RETURN(inputs_host_, PinnedMemory::Allocate(2 * in_bytes, "sampler inputs"));
@@ -61,14 +62,15 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   char* h = inputs_host_.get<char>();
   std::memcpy(h, specs.data(), spec_bytes);
   size_t at = (spec_bytes + 15) / 16 * 16;
-  const size_t ids_at = at, all_at = at + pen_bytes, out_at = at + 2 * pen_bytes;
+  const size_t ids_at = at, all_at = at + pen_bytes, out_at = at + 2 * pen_bytes, bias_at = at + 3 * pen_bytes;
   if (pen_bytes > 0) {
     std::memcpy(h + ids_at, pen.ids.data(), pen_bytes);
     std::memcpy(h + all_at, pen.all_counts.data(), pen_bytes);
     std::memcpy(h + out_at, pen.output_counts.data(), pen_bytes);
+    std::memcpy(h + bias_at, pen.bias.data(), pen_bytes);
   }
   char* d = inputs_device_.get<char>();
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d, h, out_at + pen_bytes, cudaMemcpyHostToDevice, stream_));
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d, h, bias_at + pen_bytes, cudaMemcpyHostToDevice, stream_));
 
   char* outputs = device_.get<char>() + workspace_bytes_;
   cuda::SampleArgs a;
@@ -80,6 +82,7 @@ absl::Status CudaSampler::Sample(const float* logits, int64_t stride, int vocab_
   a.penalty_ids = reinterpret_cast<const int32_t*>(d + ids_at);
   a.penalty_all_counts = reinterpret_cast<const int32_t*>(d + all_at);
   a.penalty_output_counts = reinterpret_cast<const int32_t*>(d + out_at);
+  a.penalty_bias = reinterpret_cast<const float*>(d + bias_at);
   a.max_top = kMaxTop;
   a.out_token = reinterpret_cast<int32_t*>(outputs);
   a.out_logprob = reinterpret_cast<float*>(outputs + max_rows_ * 4);

@@ -54,6 +54,8 @@ SampledToken SampleToken(std::span<const float> row, int vocab_limit, const Samp
                          const TokenHistory& history, uint64_t step) {
   const int V = std::min<int>(vocab_limit, static_cast<int>(row.size()));
   std::vector<float> logits(row.begin(), row.begin() + V);
+  for (const auto& [id, bias] : p.logit_bias)
+    if (id >= 0 && id < V) logits[id] += bias;
   // Penalties (vLLM's conventions): repetition over prompt + output, presence/frequency over output.
   if (p.repetition_penalty != 1.0f)
     for (const auto& [id, n] : history.all_counts())

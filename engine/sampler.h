@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace gla {
@@ -20,6 +21,9 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // output tokens
   uint64_t seed = 0;
   int logprobs = -1;  // -1: none; n >= 0: chosen token + top n
+  // OpenAI's logit_bias: added to these ids' logits before the penalties (each id once; the front
+  // door checks ids and values). Log-probabilities are those of the biased, penalised logits.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // The tokens a sequence has seen, for the penalties.

@@ -42,6 +42,7 @@ struct SampleRowSpec {
   // >= 0: not sampled but scored (prompt scoring): the row's token is this one, its logprob that of
   // this id (-infinity at or beyond vocab_limit); the top n as for a sampled row.
   int forced_token = -1;
+  bool biased = false;  // the row's entries carry logit biases (SampleArgs::penalty_bias)
   // This row's entries in the penalty arrays, [penalty_begin, penalty_end): one entry per
   // distinct token id the sequence has seen (each id at most once per row).
   int penalty_begin = 0, penalty_end = 0;
@@ -62,6 +63,9 @@ struct SampleArgs {
   const int32_t* penalty_ids = nullptr;
   const int32_t* penalty_all_counts = nullptr;
   const int32_t* penalty_output_counts = nullptr;
+  // Per entry, OpenAI's logit_bias (0 for an id with none), added before the penalties in rows
+  // with `biased`; may be null when no row is biased.
+  const float* penalty_bias = nullptr;
   int max_top = 0;                    // columns of out_top_*, 0 .. kSampleMaxTop
   int32_t* out_token = nullptr;       // [rows]
   float* out_logprob = nullptr;       // [rows]

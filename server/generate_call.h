@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gla {
@@ -26,6 +27,7 @@ struct CallFieldNames {
   const char* presence_penalty = "sampling.presence_penalty";
   const char* frequency_penalty = "sampling.frequency_penalty";
   const char* logprobs = "logprobs";
+  const char* logit_bias = "sampling.logit_bias";
   const char* prompt_logprobs = "prompt_logprobs";
   const char* prompt_only = "score_only";
   const char* max_new_tokens = "max_new_tokens";
@@ -53,6 +55,7 @@ struct GenerateCall {
   float presence_penalty = 0.0f, frequency_penalty = 0.0f;
   std::optional<uint64_t> seed;      // unset: a fresh random seed
   std::optional<int64_t> logprobs;   // top alternatives per token; unset: no logprobs
+  std::vector<std::pair<int64_t, double>> logit_bias;  // token id -> added to its logit
 
   // Prompt scoring: the log-probability of every prompt token after the first, with this many
   // alternatives each; unset: none.

@@ -1,5 +1,7 @@
 #include "server/grpc_generate_call.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "models/status_macros.h"
 
@@ -27,6 +29,8 @@ absl::StatusOr<GenerateCall> GenerateCallFromProto(const v1::GenerateRequest& re
   call.presence_penalty = s.presence_penalty();
   call.frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) call.seed = s.seed();
+  for (const auto& [id, bias] : s.logit_bias()) call.logit_bias.emplace_back(id, bias);
+  std::sort(call.logit_bias.begin(), call.logit_bias.end());  // a map's order is unspecified
   if (req.has_logprobs()) call.logprobs = req.logprobs();
   if (req.has_prompt_logprobs()) call.prompt_logprobs = req.prompt_logprobs();
   call.prompt_only = req.score_only();

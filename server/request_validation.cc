@@ -84,6 +84,17 @@ absl::StatusOr<GenerationSpec> ValidateGenerateCall(const GenerateCall& call, co
     static thread_local std::mt19937_64 rng{std::random_device{}()};
     p.seed = rng();
   }
+  if (call.logit_bias.size() > static_cast<size_t>(limits.max_logit_bias))
+    return Bad(f.logit_bias, absl::StrCat("at most ", limits.max_logit_bias, " entries"));
+  for (const auto& [id, bias] : call.logit_bias) {
+    if (id < 0 || id >= backend.config().vocab_size)
+      return Bad(f.logit_bias, absl::StrCat("token id ", id, " is outside the vocabulary [0, ", backend.config().vocab_size, ")"));
+    if (!(std::isfinite(bias) && bias >= -100.0 && bias <= 100.0))
+      return Bad(f.logit_bias, absl::StrCat("the bias of token ", id, " must be in [-100, 100]"));
+    for (const auto& [seen, unused] : p.logit_bias)
+      if (seen == id) return Bad(f.logit_bias, absl::StrCat("token id ", id, " appears twice"));
+    p.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
+  }
   if (call.logprobs.has_value()) {
     if (*call.logprobs < 0 || *call.logprobs > limits.max_logprobs)
       return Bad(f.logprobs, absl::StrCat("must be in [0, ", limits.max_logprobs, "]"));

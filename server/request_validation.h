@@ -18,6 +18,7 @@ struct ServerLimits {
   int max_logprobs = 20;
   int max_stop_strings = 16;
   int max_n = 16;  // generations of one prompt (n)
+  int max_logit_bias = 1024;  // logit_bias entries
 };
 
 absl::StatusOr<GenerationSpec> ValidateGenerateCall(const GenerateCall& call, const Backend& backend,

@@ -372,12 +372,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
   const bool rep = spec.repetition_penalty != 1.f;
   const bool pres = spec.presence_penalty != 0.f || spec.frequency_penalty != 0.f;
-  if ((rep || pres) && spec.penalty_end > spec.penalty_begin) {
+  const bool bias = spec.biased && a.penalty_bias != nullptr;
+  if ((rep || pres || bias) && spec.penalty_end > spec.penalty_begin) {
     // Each id appears once in a row's entries: no two threads touch the same logit.
     for (int j = spec.penalty_begin + tid; j < spec.penalty_end; j += kThreads) {
       const int id = a.penalty_ids[j];
       if (id < 0 || id >= V) continue;
       float l = row[id];
+      if (bias) l = __fadd_rn(l, a.penalty_bias[j]);
       if (rep && a.penalty_all_counts[j] > 0)
         l = l > 0.f ? __fdiv_rn(l, spec.repetition_penalty) : __fmul_rn(l, spec.repetition_penalty);
       const int n = a.penalty_output_counts[j];

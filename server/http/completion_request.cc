@@ -4,6 +4,7 @@
 #include <limits>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "models/excerpt.h"
 #include "nlohmann/json.hpp"
@@ -153,6 +154,7 @@ CallFieldNames OpenAiFieldNames() {
   n.presence_penalty = "presence_penalty";
   n.frequency_penalty = "frequency_penalty";
   n.logprobs = "logprobs";
+  n.logit_bias = "logit_bias";
   n.prompt_logprobs = "logprobs";  // echo's prompt scores take their count from logprobs
   n.prompt_only = "max_tokens";    // 0 with echo
   n.max_new_tokens = "max_tokens";
@@ -188,8 +190,16 @@ absl::Status ReadCommon(Fields& f, const CompletionLimits& limits, GenerateCall&
   if (auto v = f.Int("seed")) base.seed = static_cast<uint64_t>(*v);
   if (auto v = f.Number("presence_penalty")) base.presence_penalty = static_cast<float>(*v);
   if (auto v = f.Number("frequency_penalty")) base.frequency_penalty = static_cast<float>(*v);
-  if (const json* v = f.Get("logit_bias"); v != nullptr && !(v->is_object() && v->empty()))
-    return Bad("logit_bias", "is not supported yet");
+  if (const json* v = f.Get("logit_bias"); v != nullptr && !v->is_null()) {
+    if (!v->is_object()) return Bad("logit_bias", "must be an object of token id -> bias");
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(it.key(), &id))
+        return Bad("logit_bias", absl::StrCat("'", Excerpt(it.key(), 32), "' is not a token id"));
+      if (!it->is_number()) return Bad("logit_bias", absl::StrCat("the bias of token ", id, " must be a number"));
+      base.logit_bias.emplace_back(id, it->get<double>());
+    }
+  }
   r.stream = f.Bool("stream").value_or(false);
   if (const json* so = f.Get("stream_options")) {
     if (!so->is_object()) return Bad("stream_options", "must be an object");

@@ -119,6 +119,17 @@ std::vector<Case> Cases() {
   p.repetition_penalty = 0.7f;  // < 1: boosts
   p.frequency_penalty = -0.3f;
   add("sampled_penalties_negative", p, true, Logits::kPeaked);
+  // OpenAI's logit_bias, alone and on ids the penalties also touch (one entry each: merged).
+  p = {};
+  p.logit_bias = {{5, 100.0f}, {9, -100.0f}, {3, 2.5f}, {70000, 1.0f}};  // 70000: beyond every vocab here
+  p.logprobs = 4;
+  add("greedy_logit_bias", p, false);
+  p.temperature = 0.8f;
+  p.top_p = 0.9f;
+  p.repetition_penalty = 1.2f;
+  p.presence_penalty = 0.3f;
+  p.logit_bias = {{3, -1.5f}, {7, 3.0f}, {11, 0.25f}};
+  add("sampled_logit_bias_penalties", p, true);
   return c;
 }
 
@@ -187,6 +198,7 @@ Batch MakeBatch(int width, int vocab_limit, int seeds, uint32_t rng_seed) {
   b.pen.ids.push_back(0);  // never empty
   b.pen.all_counts.push_back(0);
   b.pen.output_counts.push_back(0);
+  b.pen.bias.push_back(0.0f);
   return b;
 }
 
@@ -213,6 +225,7 @@ class DeviceBatch {
     a_.penalty_ids = Up(b.pen.ids);
     a_.penalty_all_counts = Up(b.pen.all_counts);
     a_.penalty_output_counts = Up(b.pen.output_counts);
+    a_.penalty_bias = Up(b.pen.bias);
     a_.max_top = kMaxTop;
     a_.out_token = Alloc<int32_t>(rows_);
     a_.out_logprob = Alloc<float>(rows_);

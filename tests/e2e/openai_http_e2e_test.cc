@@ -347,6 +347,42 @@ TEST_F(OpenAiHttpE2E, GrpcTakesNAndPromptScoresLikeHttp) {
   refused(bad, "request_id: names one generation");
 }
 
+// logit_bias over both protocols: +100 makes a token all but certain, -100 all but bans one, and
+// out-of-range ids and values are refused by name.
+TEST_F(OpenAiHttpE2E, LogitBiasForcesAndBansTokensOnBothProtocols) {
+  HttpClient c(port_);
+  json req = Greedy(8);
+  req["logit_bias"] = {{"42", 100}};
+  auto r = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["choices"][0]["token_ids"].get<std::vector<int32_t>>(), std::vector<int32_t>(8, 42));
+  const std::vector<int32_t> greedy = RefIds("greedy.output_ids");
+  req = Greedy(1);
+  req["logit_bias"] = {{std::to_string(greedy[0]), -100}};
+  r = c.Post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(Body(r)["choices"][0]["token_ids"][0], greedy[0]) << "the greedy token was banned";
+  v1::GenerateRequest g;
+  const auto p = RefIds("greedy.prompt_ids");
+  g.mutable_token_ids()->mutable_ids()->Add(p.begin(), p.end());
+  g.set_max_new_tokens(4);
+  g.set_ignore_eos(true);
+  (*g.mutable_sampling()->mutable_logit_bias())[17] = 100.0f;
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(glad_->stub()->Generate(&ctx, g, &resp).ok());
+  EXPECT_EQ(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()), std::vector<int32_t>(4, 17));
+  for (const char* bad : {R"({"model":"tiny","prompt":[1],"logit_bias":{"x":1}})",
+                          R"({"model":"tiny","prompt":[1],"logit_bias":{"99999":1}})",
+                          R"({"model":"tiny","prompt":[1],"logit_bias":{"3":101}})",
+                          R"({"model":"tiny","prompt":[1],"logit_bias":{"3":1,"03":2}})",
+                          R"({"model":"tiny","prompt":[1],"logit_bias":[1]})"}) {
+    auto e = c.Post("/v1/completions", bad);
+    EXPECT_EQ(e.status, 400) << bad;
+    EXPECT_NE(e.body.find("logit_bias"), std::string::npos) << e.body;
+  }
+}
+
 TEST_F(OpenAiHttpE2E, BothProtocolsGiveTheSameTokensThroughTheOneFrontDoor) {
   v1::GenerateRequest g;
   const auto p = RefIds("greedy.prompt_ids");

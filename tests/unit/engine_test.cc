@@ -40,6 +40,26 @@ TEST(Sampler, GreedyPenaltiesAndFilters) {
   for (uint64_t s = 0; s < 20; ++s) EXPECT_EQ(SampleToken(logits, 4, p, TokenHistory{}, s).token, 1);
 }
 
+TEST(Sampler, LogitBiasComesBeforeThePenaltiesAndIntoTheLogprobs) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 2.9f};
+  TokenHistory h;
+  SamplingParams p;
+  p.logit_bias = {{1, -100.0f}};  // bans the best
+  EXPECT_EQ(SampleToken(logits, 4, p, h, 0).token, 3);
+  p.logit_bias = {{0, 100.0f}, {9, 5.0f}};  // forces the worst; an id beyond the vocabulary is ignored
+  p.logprobs = 1;
+  const SampledToken t = SampleToken(logits, 4, p, h, 0);
+  EXPECT_EQ(t.token, 0);
+  EXPECT_GT(t.logprob, -1e-6f);  // all but certain under the biased logits
+  ASSERT_EQ(t.top.size(), 1u);
+  EXPECT_EQ(t.top[0].first, 0);
+  p = {};
+  p.logit_bias = {{2, 2.0f}};  // 4.0 after the bias, then the repetition penalty halves it: 2.0 < 3.0
+  p.repetition_penalty = 2.0f;
+  h.AddPrompt(std::vector<int32_t>{2});
+  EXPECT_EQ(SampleToken(logits, 4, p, h, 0).token, 1);
+}
+
 TEST(Sampler, SeededDrawsFollowTheDistribution) {
   const std::vector<float> logits = {0.0f, std::log(3.0f)};  // p = 1/4, 3/4
   SamplingParams p;
