@@ -25,6 +25,7 @@
 #include "engine/backend.h"
 #include "tests/cuda/bench_report.h"
 #include "tests/cuda/device_ceilings.h"
+#include "tests/cuda/model_costs.h"
 
 namespace {
 
@@ -88,17 +89,9 @@ int main(int argc, char** argv) {
   gla::bench::BenchReport report("engine-" + name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
-  // FLOPs per prefill token: every layer's GEMMs (2 per weight) + the GLA operator's chunkwise
-  // matmuls (chunk 64: q k^T, A v, q S, k^T v per head). The lm_head runs on the last token only.
-  const double D = c.hidden_size, I = c.intermediate_size;
-  const double layer_weights = D * (c.key_dim + c.key_dim_per_group + c.value_dim_per_group +
-                                    (c.use_output_gate ? c.value_dim : 0) + c.gate_low_rank_dim) +
-                               c.gate_low_rank_dim * c.key_dim_per_group + c.value_dim * D + 3 * D * I;
-  const double gla_flops = 2.0 * c.num_heads * (64.0 * c.head_k_dim + 64.0 * c.head_v_dim + 2.0 * c.head_k_dim * c.head_v_dim);
-  const double flops_per_token = c.num_hidden_layers * (2 * layer_weights + gla_flops);
-  const double state_bytes = static_cast<double>(b.pool().state_bytes());
-  const double decode_bytes_b1 = static_cast<double>(b.weight_bytes()) - 2.0 * c.vocab_size * D *
-                                 (c.tie_word_embeddings ? 0 : 1);  // the embedding table is gathered, not read whole
+  const gla::bench::ModelCosts costs = gla::bench::CostsOf(b);
+  const double flops_per_token = costs.flops_per_token, state_bytes = costs.state_bytes;
+  const double decode_bytes_b1 = costs.step_weight_bytes;
 
   report.PrintHeader();
   std::printf("# %s: weights %.2f GiB (bf16), state %.1f MiB per sequence, workspace %.2f GiB; %.2f GFLOP and "

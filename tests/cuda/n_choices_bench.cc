@@ -26,6 +26,7 @@
 #include "engine/scheduler.h"
 #include "tests/cuda/bench_report.h"
 #include "tests/cuda/device_ceilings.h"
+#include "tests/cuda/model_costs.h"
 
 namespace {
 
@@ -94,15 +95,9 @@ int main(int argc, char** argv) {
   gla::bench::BenchReport report("n-choices-" + name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
-  // The engine benchmark's FLOP and byte counts (tests/cuda/engine_bench.cc says how).
-  const double D = c.hidden_size, I = c.intermediate_size;
-  const double layer_weights = D * (c.key_dim + c.key_dim_per_group + c.value_dim_per_group +
-                                    (c.use_output_gate ? c.value_dim : 0) + c.gate_low_rank_dim) +
-                               c.gate_low_rank_dim * c.key_dim_per_group + c.value_dim * D + 3 * D * I;
-  const double gla_flops = 2.0 * c.num_heads * (64.0 * c.head_k_dim + 64.0 * c.head_v_dim + 2.0 * c.head_k_dim * c.head_v_dim);
-  const double flops_per_token = c.num_hidden_layers * (2 * layer_weights + gla_flops);
-  const double state_bytes = static_cast<double>(b.pool().state_bytes());
-  const double step_weight_bytes = static_cast<double>(b.weight_bytes()) - 2.0 * c.vocab_size * D * (c.tie_word_embeddings ? 0 : 1);
+  const gla::bench::ModelCosts costs = gla::bench::CostsOf(b);
+  const double flops_per_token = costs.flops_per_token, state_bytes = costs.state_bytes;
+  const double step_weight_bytes = costs.step_weight_bytes;
 
   report.PrintHeader();
   std::printf("# %s: state %.1f MiB per sequence; n = %d, sampled at temperature 0.8 (a seed per generation)\n",
