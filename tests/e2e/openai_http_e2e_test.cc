@@ -70,29 +70,36 @@ json Greedy(int max_tokens) {
           {"return_token_ids", true}};
 }
 
-class OpenAiHttpE2E : public ::testing::Test {
+// One glad per test suite (its flags: the suite's SetUpTestSuite calls Start), shared by its
+// tests; a glad that failed to start fails every test rather than skipping it. Per suite (CRTP):
+// each instantiation has its own glad_ and port_.
+template <class Suite>
+class SharedGladTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    glad_ = new GladProcess({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen",
-                             "127.0.0.1:0", "--slots", "8", "--queue_size", "2048", "--max_new_tokens", "4096",
-                             "--max_prompt_tokens", "2048", "--threads", "1", "--http_max_body_mb", "1",
-                             "--http_threads", "2"});
+  static void Start(std::vector<std::string> args) {
+    glad_ = new GladProcess(std::move(args));
     port_ = glad_->ok() ? HttpPort(*glad_) : 0;
   }
   static void TearDownTestSuite() {
     EXPECT_EQ(glad_->Terminate(), 0) << glad_->log();
     delete glad_;
   }
-  // A server that failed to start must fail every test, not skip it.
   void SetUp() override { ASSERT_TRUE(glad_ != nullptr && glad_->ok() && port_ > 0) << (glad_ ? glad_->log() : ""); }
 
   static json Body(const testing::HttpResponse& r) { return json::parse(r.body, nullptr, false); }
 
-  static GladProcess* glad_;
-  static int port_;
+  static inline GladProcess* glad_ = nullptr;
+  static inline int port_ = 0;
 };
-GladProcess* OpenAiHttpE2E::glad_ = nullptr;
-int OpenAiHttpE2E::port_ = 0;
+
+class OpenAiHttpE2E : public SharedGladTest<OpenAiHttpE2E> {
+ protected:
+  static void SetUpTestSuite() {
+    Start({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen", "127.0.0.1:0",
+           "--slots", "8", "--queue_size", "2048", "--max_new_tokens", "4096", "--max_prompt_tokens", "2048",
+           "--threads", "1", "--http_max_body_mb", "1", "--http_threads", "2"});
+  }
+};
 
 TEST_F(OpenAiHttpE2E, HealthAndModels) {
   HttpClient c(port_);
@@ -554,29 +561,16 @@ TEST(OpenAiHttpDrain, SigtermLetsARunningStreamFinish) {
 
 // HTTPS on --http_listen: the gRPC port's --tls_cert and --tls_key, the same bearer token. The
 // clients: tests/support/http_client.h over TLS, and curl (an implementation of its own).
-class OpenAiHttpsE2E : public ::testing::Test {
+class OpenAiHttpsE2E : public SharedGladTest<OpenAiHttpsE2E> {
  protected:
   static void SetUpTestSuite() {
-    glad_ = new GladProcess({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen",
-                             "127.0.0.1:0", "--threads", "1", "--tls_cert", testing::ServerTestCert().cert,
-                             "--tls_key", testing::ServerTestCert().key, "--auth_token", "s3cret"});
-    port_ = glad_->ok() ? HttpPort(*glad_) : 0;
+    Start({"--model", testing::TinyModelDir(), "--served_model_name", "tiny", "--http_listen", "127.0.0.1:0",
+           "--threads", "1", "--tls_cert", testing::ServerTestCert().cert, "--tls_key", testing::ServerTestCert().key,
+           "--auth_token", "s3cret"});
   }
-  static void TearDownTestSuite() {
-    EXPECT_EQ(glad_->Terminate(), 0) << glad_->log();
-    delete glad_;
-  }
-  void SetUp() override { ASSERT_TRUE(glad_ != nullptr && glad_->ok() && port_ > 0) << (glad_ ? glad_->log() : ""); }
-
-  static json Body(const testing::HttpResponse& r) { return json::parse(r.body, nullptr, false); }
   static testing::HttpTls Tls() { return {testing::ServerTestCert().cert, "", ""}; }
   static inline const std::vector<std::pair<std::string, std::string>> kToken = {{"Authorization", "Bearer s3cret"}};
-
-  static GladProcess* glad_;
-  static int port_;
 };
-GladProcess* OpenAiHttpsE2E::glad_ = nullptr;
-int OpenAiHttpsE2E::port_ = 0;
 
 TEST_F(OpenAiHttpsE2E, ModelsAndACompletionWithTheTokenAndA401WithoutIt) {
   EXPECT_NE(glad_->log().find("OpenAI HTTP API on https://127.0.0.1:"), std::string::npos) << glad_->log();
