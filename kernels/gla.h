@@ -103,6 +103,18 @@ struct GlaDecodeCudaParams : GlaRows {
   int64_t slot_stride = 0;       // floats between consecutive slots
   const int32_t* slots = nullptr;  // [N] device array
   float scale = 1.0f;
+  // Optional: the forget gate made here instead of read from g (one launch fewer per decode layer):
+  // g of key j = logsigmoid(bias[j] + lowrank[n] . w1[j]) / normalizer (then the clamp), as
+  // LowRankGate computes it, to the bit. gate_lowrank: row n at gate_lowrank + n * stride, [rank]
+  // floats (rank <= 64); w1 [Hkv * dk, rank] fp32; bias may be null. Null gate_lowrank: g is read.
+  const float* gate_lowrank = nullptr;
+  int64_t gate_lowrank_stride = 0;
+  const float* gate_w1 = nullptr;
+  const float* gate_bias = nullptr;
+  int gate_rank = 0;
+  float gate_inv_normalizer = 1.0f;
+  bool gate_has_clamp = false;
+  float gate_clamp_min = 0.0f;
 };
 
 // Prefill of many sequences packed in one launch: sequence n's tokens are rows

@@ -436,8 +436,13 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       gla_rows = p.Rows(conv_, conv_ + p.q_width, conv_ + p.q_width + p.k_width, p.conv_width, gk_, o_);
     }
 
-    // gk = gate(h Wgk0^T Wgk1^T + b): the second factor in fp32, fused with the gate.
-    GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + ip.r, P, w.gk1, p.gate_rank, w.gk1_bias, gk_, p.k_width, rows,
+    // gk = gate(h Wgk0^T Wgk1^T + b): the second factor in fp32, fused with the gate. Decode rows
+    // make theirs inside the decode step (one launch fewer per layer) unless an adapter merges
+    // its own second factor below.
+    const bool gate_in_decode = decode_rows > 0 && step_adapters_.empty();
+    const int gate_row0 = gate_in_decode ? decode_rows : 0;
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + int64_t{gate_row0} * P + ip.r, P, w.gk1, p.gate_rank, w.gk1_bias,
+                                               gk_ + int64_t{gate_row0} * p.k_width, p.k_width, rows - gate_row0,
                                                p.k_width, p.gate, stream_));
     for (const AdapterRows& ar : step_adapters_) {  // gk_proj.1 adapted: the gate again, merged factor
       const float* merged = ar.adapter->gk1[l];
@@ -448,9 +453,20 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     }
 
     float* layer_states = states.base + layout_.S_offset(l);
-    if (decode_rows > 0)
-      GLA_CUDA_RETURN_IF_ERROR(
-          cuda::GlaDecodeStep(p.DecodeCuda(gla_rows, decode_rows, layer_states, states.slot_stride, d_slots_), stream_));
+    if (decode_rows > 0) {
+      GlaDecodeCudaParams dp = p.DecodeCuda(gla_rows, decode_rows, layer_states, states.slot_stride, d_slots_);
+      if (gate_in_decode) {
+        dp.gate_lowrank = proj_ + ip.r;
+        dp.gate_lowrank_stride = P;
+        dp.gate_w1 = w.gk1;
+        dp.gate_bias = w.gk1_bias;
+        dp.gate_rank = p.gate_rank;
+        dp.gate_inv_normalizer = 1.0f / p.gate.normalizer;
+        dp.gate_has_clamp = p.gate.has_clamp;
+        dp.gate_clamp_min = p.gate.clamp_min;
+      }
+      GLA_CUDA_RETURN_IF_ERROR(cuda::GlaDecodeStep(dp, stream_));
+    }
     if (prefill_seqs > 0) {
       GlaPrefillCudaParams pp = p.PrefillCuda(GlaLayerPlan::From(gla_rows, decode_rows), prefill_seqs, d_cu_prefill_,
                                               layer_states, states.slot_stride, d_slots_ + decode_rows);

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/forget_gate.cuh"
 #include "kernels/cuda/launch.cuh"
 
 #include "kernels/activations.h"
@@ -33,11 +34,6 @@ __global__ void SwiGluKernel(const T* gate_up, int64_t gate_up_stride, T* out, i
   }
 }
 
-// The forget gate's activation, also LowRankGateKernel's: logsigmoid / normalizer, then the clamp.
-__device__ __forceinline__ float GateOf(float z, float inv_normalizer, bool has_clamp, float clamp_min) {
-  float y = (fminf(z, 0.f) - log1pf(expf(-fabsf(z)))) * inv_normalizer;
-  return has_clamp ? fmaxf(y, clamp_min) : y;
-}
 
 __global__ void LogSigmoidGateKernel(float* x, int64_t stride, const float* bias, int64_t rows, int64_t n,
                                      float inv_normalizer, bool has_clamp, float clamp_min) {
@@ -60,11 +56,8 @@ __global__ void LowRankGateKernel(const float* lowrank, int64_t lowrank_stride, 
     __syncthreads();  // the previous row's lr is no longer read
     for (int k = threadIdx.x; k < rank; k += kThreads) lr[k] = lowrank[r * lowrank_stride + k];
     __syncthreads();
-    for (int j = blockIdx.x * kThreads + threadIdx.x; j < n; j += gridDim.x * kThreads) {
-      float z = bias ? bias[j] : 0.f;
-      for (int k = 0; k < rank; ++k) z = fmaf(lr[k], w1[static_cast<int64_t>(j) * rank + k], z);
-      out[r * out_stride + j] = GateOf(z, inv_normalizer, has_clamp, clamp_min);
-    }
+    for (int j = blockIdx.x * kThreads + threadIdx.x; j < n; j += gridDim.x * kThreads)
+      out[r * out_stride + j] = LowRankGateOf(lr, w1, rank, bias, j, inv_normalizer, has_clamp, clamp_min);
   }
 }
 

@@ -8,6 +8,7 @@
 // result is deterministic (no atomics). q, k and exp(g) of the head are staged in shared memory.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/forget_gate.cuh"
 #include "kernels/cuda/launch.cuh"
 
 #include "kernels/cuda/gla_recurrent_tile.cuh"
@@ -32,8 +33,20 @@ __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaP
 
   __shared__ float q_s[kMaxDk], k_s[kMaxDk], decay_s[kMaxDk];
   __shared__ float4 partial[kRowGroups][kLanes];
-  tile::StageHead(p.q + n * p.q_stride + h * p.dk, p.k + n * p.k_stride + hk * p.dk, p.g + n * p.g_stride + hk * p.dk,
-                  p.dk, p.scale, q_s, k_s, decay_s);
+  if (p.gate_lowrank != nullptr) {  // the gate from its low-rank factors, here (forget_gate.cuh)
+    const float* lr = p.gate_lowrank + n * p.gate_lowrank_stride;
+    const float* q = p.q + n * p.q_stride + h * p.dk;
+    const float* k = p.k + n * p.k_stride + hk * p.dk;
+    for (int i = threadIdx.x; i < p.dk; i += kThreads) {
+      q_s[i] = p.scale * q[i];
+      k_s[i] = k[i];
+      decay_s[i] = expf(LowRankGateOf(lr, p.gate_w1, p.gate_rank, p.gate_bias, hk * p.dk + i, p.gate_inv_normalizer,
+                                      p.gate_has_clamp, p.gate_clamp_min));
+    }
+  } else {
+    tile::StageHead(p.q + n * p.q_stride + h * p.dk, p.k + n * p.k_stride + hk * p.dk,
+                    p.g + n * p.g_stride + hk * p.dk, p.dk, p.scale, q_s, k_s, decay_s);
+  }
   __syncthreads();
 
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -60,6 +73,8 @@ cudaError_t GlaDecodeStep(const GlaDecodeCudaParams& p, cudaStream_t stream) {
   if (p.N == 0) return cudaSuccess;
   if (p.N < 0 || p.H <= 0 || p.Hkv <= 0 || p.H % p.Hkv != 0 || p.dk <= 0 || p.dk > kMaxDk || p.dv <= 0 ||
       p.dv % 4 != 0 || p.N > 65535 || p.H > 65535)
+    return cudaErrorInvalidValue;
+  if (p.gate_lowrank != nullptr && (p.gate_w1 == nullptr || p.gate_rank <= 0 || p.gate_rank > 64))
     return cudaErrorInvalidValue;
   const dim3 grid((p.dv + kCols - 1) / kCols, p.H, p.N);
   return LaunchDependent(GlaDecodeKernel, grid, kThreads, stream, p);

@@ -2,10 +2,12 @@
 // gla-340M and gla-1.3B head shapes, GQA, B = 1 and odd batch sizes, slots scattered through a
 // larger pool (untouched slots must not change), several chained steps from non-zero states.
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
 
+#include "kernels/activations.h"
 #include "kernels/gla.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -27,6 +29,12 @@ double RelErr(const std::vector<float>& out, const std::vector<float>& ref) {
 }
 
 class GlaDecodeCuda : public ::testing::TestWithParam<Shape> {};
+
+// A non-null pointer for argument checks that fail before anything is read.
+const float* lr_unused() {
+  static const float x = 0.f;
+  return &x;
+}
 
 TEST_P(GlaDecodeCuda, MatchesCpuReferenceInPlaceBySlot) {
   GLA_REQUIRE_CUDA_DEVICE();
@@ -161,6 +169,84 @@ TEST(GlaDecodeCuda, RefusesUnsupportedShapesWithoutLaunching) {
   p.dv = 64;
   p.dk = 2048;  // over the shared-memory staging size
   EXPECT_EQ(cuda::GlaDecodeStep(p, nullptr), cudaErrorInvalidValue);
+}
+
+// The decode step that makes the forget gate itself (the engine's decode layers) gives the same
+// bits as LowRankGate followed by the step that reads g: outputs and states, with GQA, a bias and
+// a clamp, over chained steps.
+TEST(GlaDecodeCudaFusedGate, EqualsLowRankGateThenDecodeToTheBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const int N = 3, H = 4, Hkv = 2, dk = 128, dv = 256, rank = 16, P = 64;  // lowrank rows padded to P
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  auto host = [&](size_t n) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = u(rng);
+    return v;
+  };
+  const int64_t state_floats = int64_t{H} * dk * dv;
+  const std::vector<float> pool = host(static_cast<size_t>(N * state_floats));
+  const std::vector<float> w1 = host(size_t{Hkv} * dk * rank), bias = host(size_t{Hkv} * dk);
+  auto up = [](const std::vector<float>& v) {
+    float* d = nullptr;
+    EXPECT_EQ(cudaMalloc(&d, v.size() * 4), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(d, v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+  };
+  std::vector<int32_t> slots = {2, 0, 1};
+  int32_t* d_slots = nullptr;
+  GLA_CUDA_OK(cudaMalloc(&d_slots, N * 4));
+  GLA_CUDA_OK(cudaMemcpy(d_slots, slots.data(), N * 4, cudaMemcpyHostToDevice));
+  float *pool_a = up(pool), *pool_b = up(pool), *d_w1 = up(w1), *d_bias = up(bias);
+  float *o_a = up(std::vector<float>(size_t{N} * H * dv)), *o_b = up(std::vector<float>(size_t{N} * H * dv));
+  float* d_g = up(std::vector<float>(size_t{N} * Hkv * dk));
+  ForgetGate gate;
+  gate.has_clamp = true;
+  gate.clamp_min = -0.05f;  // some gates clamp
+  for (int step = 0; step < 3; ++step) {
+    float *q = up(host(size_t{N} * H * dk)), *k = up(host(size_t{N} * Hkv * dk)), *v = up(host(size_t{N} * Hkv * dv));
+    std::vector<float> lr_host = host(size_t{N} * P);
+    for (auto& x : lr_host) x *= 3.f;
+    float* lr = up(lr_host);
+    GlaDecodeCudaParams p;
+    p.N = N, p.H = H, p.Hkv = Hkv, p.dk = dk, p.dv = dv;
+    p.q = q, p.q_stride = int64_t{H} * dk;
+    p.k = k, p.k_stride = int64_t{Hkv} * dk;
+    p.g = d_g, p.g_stride = int64_t{Hkv} * dk;
+    p.v = v, p.v_stride = int64_t{Hkv} * dv;
+    p.o_stride = int64_t{H} * dv;
+    p.slot_stride = state_floats, p.slots = d_slots, p.scale = 1.0f / std::sqrt(float(dk));
+    // A: the gate first, then the step that reads it.
+    GLA_CUDA_OK(cuda::LowRankGate(lr, P, d_w1, rank, d_bias, d_g, Hkv * dk, N, Hkv * dk, gate, nullptr));
+    p.o = o_a, p.state_base = pool_a;
+    GLA_CUDA_OK(cuda::GlaDecodeStep(p, nullptr));
+    // B: the step makes the gate (g is poisoned: it must not be read).
+    GLA_CUDA_OK(cudaMemset(d_g, 0xFF, size_t{N} * Hkv * dk * 4));
+    p.o = o_b, p.state_base = pool_b;
+    p.gate_lowrank = lr, p.gate_lowrank_stride = P, p.gate_w1 = d_w1, p.gate_bias = d_bias, p.gate_rank = rank;
+    p.gate_inv_normalizer = 1.0f / gate.normalizer, p.gate_has_clamp = gate.has_clamp, p.gate_clamp_min = gate.clamp_min;
+    GLA_CUDA_OK(cuda::GlaDecodeStep(p, nullptr));
+    GLA_CUDA_OK(cudaDeviceSynchronize());
+    for (float* d : {q, k, v, lr}) cudaFree(d);
+  }
+  auto down = [](const float* d, size_t n) {
+    std::vector<float> h(n);
+    EXPECT_EQ(cudaMemcpy(h.data(), d, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  };
+  const size_t on = size_t{N} * H * dv, sn = pool.size();
+  const std::vector<float> oa = down(o_a, on), ob = down(o_b, on), sa = down(pool_a, sn), sb = down(pool_b, sn);
+  EXPECT_EQ(std::memcmp(oa.data(), ob.data(), on * 4), 0) << "outputs differ";
+  EXPECT_EQ(std::memcmp(sa.data(), sb.data(), sn * 4), 0) << "states differ";
+  EXPECT_NE(std::memcmp(sa.data(), pool.data(), sn * 4), 0) << "the steps changed nothing";
+  GlaDecodeCudaParams bad;
+  bad.N = 1, bad.H = 1, bad.Hkv = 1, bad.dk = 64, bad.dv = 64;
+  bad.gate_lowrank = lr_unused();
+  bad.gate_rank = 65;  // over the rank the step stages
+  bad.gate_w1 = d_w1;
+  EXPECT_EQ(cuda::GlaDecodeStep(bad, nullptr), cudaErrorInvalidValue);
+  for (float* d : {pool_a, pool_b, d_w1, d_bias, o_a, o_b, d_g}) cudaFree(d);
+  cudaFree(d_slots);
 }
 
 }  // namespace
