@@ -436,10 +436,14 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       gla_rows = p.Rows(conv_, conv_ + p.q_width, conv_ + p.q_width + p.k_width, p.conv_width, gk_, o_);
     }
 
-    // gk = gate(h Wgk0^T Wgk1^T + b): the second factor in fp32, fused with the gate. Decode rows
-    // make theirs inside the decode step (one launch fewer per layer) unless an adapter merges
-    // its own second factor below.
-    const bool gate_in_decode = decode_rows > 0 && step_adapters_.empty();
+    // gk = gate(h Wgk0^T Wgk1^T + b): the second factor in fp32, fused with the gate. At a small
+    // decode batch the decode step makes the decode rows' gates itself: a launch fewer per layer
+    // (H200, 2026-12-04: B = 1 step -4% at gla-340M, -2% at gla-1.3B). Every block of the step
+    // recomputes its head's gates, so at larger batches that costs more than the launch saves
+    // (B = 32 / 128: +4-6%): there, and when an adapter merges its own second factor (below),
+    // LowRankGate makes them.
+    constexpr int kGateInDecodeMaxRows = 4;
+    const bool gate_in_decode = decode_rows > 0 && decode_rows <= kGateInDecodeMaxRows && step_adapters_.empty();
     const int gate_row0 = gate_in_decode ? decode_rows : 0;
     GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + int64_t{gate_row0} * P + ip.r, P, w.gk1, p.gate_rank, w.gk1_bias,
                                                gk_ + int64_t{gate_row0} * p.k_width, p.k_width, rows - gate_row0,
