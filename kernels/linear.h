@@ -49,12 +49,6 @@ namespace gla::cuda {
 constexpr int kSmallM = 8;
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
-// The same product with SwiGLU applied to the input as it is read: y = bf16(silu(gate) * up) W^T,
-// gate_up rows [gate (I) | up (I)] bf16, 16-byte aligned, I % 8 == 0; to the bit what SwiGlu then
-// LinearSmallM give, one launch fewer (the decode MLP's down projection). M <= kSmallM.
-cudaError_t LinearSmallMSwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, const __nv_bfloat16* w, int64_t N,
-                               int64_t I, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                               cudaStream_t stream);
 // CUDA cores, one warp per output feature, M FMAs per weight pair: for M <= kSmallMCudaCores.
 constexpr int kSmallMCudaCores = 8;
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,

@@ -494,13 +494,9 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
     RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
     RETURN_IF_ERROR(lora(LoraTarget::kUp, h_, D, gate_up_ + I, true, 2 * I));
-    if (rows <= cuda::kSmallM && !adapters) {  // decode-sized: SwiGLU applied as the down projection reads
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMSwiGlu(gate_up_, 2 * I, w.down, D, I, x_, false, D, rows, 1.0f, stream_));
-    } else {  // the down projection's LoRA delta reads the activation itself
-      GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
-      RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
-      RETURN_IF_ERROR(lora(LoraTarget::kDown, act_, I, x_, false, D));
-    }
+    GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
+    RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
+    RETURN_IF_ERROR(lora(LoraTarget::kDown, act_, I, x_, false, D));
   }
   if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(

@@ -5,7 +5,6 @@
 
 #include "kernels/cuda/forget_gate.cuh"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/swiglu.cuh"
 
 #include "kernels/activations.h"
 
@@ -30,7 +29,7 @@ __global__ void SwiGluKernel(const T* gate_up, int64_t gate_up_stride, T* out, i
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < I;
          i += static_cast<int64_t>(gridDim.x) * kThreads) {
       const float a = Load(&g[i]), u = Load(&g[i + I]);
-      Store(&out[r * out_stride + i], SwiGluOf(a, u));
+      Store(&out[r * out_stride + i], a / (1.f + __expf(-a)) * u);
     }
   }
 }

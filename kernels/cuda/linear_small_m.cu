@@ -32,7 +32,7 @@ __device__ inline void Fma8(const uint4& w, const uint4& x, float& acc) {
   }
 }
 
-template <int M, bool kSwiGlu>
+template <int M>
 __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                              const __nv_bfloat16* __restrict__ w, int64_t N, int64_t K,
                                                              void* y, bool y_bf16, int64_t y_stride, float beta) {
@@ -54,12 +54,12 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int m = 0; m < M; ++m)
-        Fma8(wv[u], small_m::LoadInput<kSwiGlu>(x + m * x_stride, c + 32 * u, K), acc[m]);
+        Fma8(wv[u], __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c + 32 * u), acc[m]);
   }
   for (; c < chunks; c += 32) {
     const uint4 wv = __ldcs(wr + c);
 #pragma unroll
-    for (int m = 0; m < M; ++m) Fma8(wv, small_m::LoadInput<kSwiGlu>(x + m * x_stride, c, K), acc[m]);
+    for (int m = 0; m < M; ++m) Fma8(wv, __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c), acc[m]);
   }
 #pragma unroll
   for (int m = 0; m < M; ++m) {
@@ -69,12 +69,11 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
   }
 }
 
-template <int M, bool kSwiGlu = false>
+template <int M>
 cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
                    bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-  return LaunchDependent(SmallMKernel<M, kSwiGlu>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16,
-                         y_stride, beta);
+  return LaunchDependent(SmallMKernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
 }
 
 }  // namespace
@@ -96,17 +95,6 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
     case 7: return Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
     default: return Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
   }
-}
-
-cudaError_t LinearSmallMSwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, const __nv_bfloat16* w, int64_t N,
-                               int64_t I, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                               cudaStream_t stream) {
-  if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallM || !small_m::ShapeSupported(gate_up, gate_up_stride, w, N, I) || gate_up_stride < 2 * I ||
-      N > int64_t{kWarps} * 0x7fffffff)
-    return cudaErrorInvalidValue;
-  if (M < kSmallMTensorCoresFrom) return Launch<1, true>(gate_up, gate_up_stride, w, N, I, y, y_bf16, y_stride, beta, stream);
-  return small_m::TensorCoresSwiGlu(gate_up, gate_up_stride, w, N, I, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,

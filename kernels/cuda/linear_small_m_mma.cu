@@ -39,9 +39,8 @@ __device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uin
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16). kSwiGlu: x rows are [gate | up]
-// (small_m::LoadInput).
-template <int NT, bool kSwiGlu>
+// NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16).
+template <int NT>
 __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                                 const __nv_bfloat16* __restrict__ w, int64_t N,
                                                                 int64_t K, int M, void* y, bool y_bf16,
@@ -74,7 +73,7 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int row = g + 8 * j;
-        const uint4 xv = row < M && c < chunks ? small_m::LoadInput<kSwiGlu>(x + row * x_stride, c, K) : zero;
+        const uint4 xv = row < M && c < chunks ? __ldg(reinterpret_cast<const uint4*>(x + row * x_stride) + c) : zero;
         Mma(acc[j], wl[stage][u].x, wh[stage][u].x, wl[stage][u].y, wh[stage][u].y, xv.x, xv.y);
         Mma(acc[j], wl[stage][u].z, wh[stage][u].z, wl[stage][u].w, wh[stage][u].w, xv.z, xv.w);
       }
@@ -127,19 +126,10 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
   const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
   const int m = static_cast<int>(M);
   if (M <= 8)
-    return LaunchDependent(SmallMMmaKernel<1, false>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
+    return LaunchDependent(SmallMMmaKernel<1>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
                            y_stride, beta);
-  return LaunchDependent(SmallMMmaKernel<2, false>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
-                         y_stride, beta);
-}
-
-cudaError_t small_m::TensorCoresSwiGlu(const __nv_bfloat16* gate_up, int64_t gate_up_stride, const __nv_bfloat16* w,
-                                       int64_t N, int64_t I, void* y, bool y_bf16, int64_t y_stride, int64_t M,
-                                       float beta, cudaStream_t stream) {
-  if (M < 1 || M > 8 || (N + kRows - 1) / kRows > 0x7fffffff) return cudaErrorInvalidValue;
-  const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
-  return LaunchDependent(SmallMMmaKernel<1, true>, blocks, kWarps * 32, stream, gate_up, gate_up_stride, w, N, I,
-                         static_cast<int>(M), y, y_bf16, y_stride, beta);
+  return LaunchDependent(SmallMMmaKernel<2>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16, y_stride,
+                         beta);
 }
 
 }  // namespace gla::cuda

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <random>
 #include <vector>
 
@@ -247,41 +246,6 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
     EXPECT_EQ(k.kernel(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, k.max_m + 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
     EXPECT_EQ(k.kernel(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
   }
-  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
-}
-
-// SwiGLU applied while the decode-sized projection reads its input gives the bits of SwiGlu then
-// LinearSmallM, at every row count it takes (CUDA cores at 1, tensor cores from 2), both outputs.
-TEST_P(Layers, LinearSmallMSwiGluEqualsSwiGluThenProjection) {
-  GLA_REQUIRE_CUDA_DEVICE();
-  const Widths w = GetParam();
-  std::mt19937 rng(19);
-  for (auto [N, I] : {std::pair{w.D, w.I}, std::pair{37, 200}}) {
-    const int stride = 2 * I + 8;
-    Dev<__nv_bfloat16> dW(ToBf16(RoundBf16(Random(static_cast<size_t>(N) * I, rng, -0.05f, 0.05f))));
-    for (int M = 1; M <= cuda::kSmallM; ++M) {
-      Dev<__nv_bfloat16> gate_up(ToBf16(RoundBf16(Random(static_cast<size_t>(M) * stride, rng, -4.f, 4.f))));
-      Dev<__nv_bfloat16> act(static_cast<size_t>(M) * I);
-      const auto y0 = Random(static_cast<size_t>(M) * N, rng);
-      Dev<float> a(y0), b(y0);
-      GLA_CUDA_OK(cuda::SwiGlu(gate_up.p, stride, act.p, I, M, I, nullptr));
-      GLA_CUDA_OK(cuda::LinearSmallM(act.p, I, dW.p, N, I, a.p, false, N, M, 1.0f, nullptr));
-      GLA_CUDA_OK(cuda::LinearSmallMSwiGlu(gate_up.p, stride, dW.p, N, I, b.p, false, N, M, 1.0f, nullptr));
-      const auto ya = a.Get(), yb = b.Get();
-      EXPECT_EQ(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)), 0) << "N=" << N << " I=" << I << " M=" << M;
-      Dev<__nv_bfloat16> za(static_cast<size_t>(M) * N), zb(static_cast<size_t>(M) * N);
-      GLA_CUDA_OK(cuda::LinearSmallM(act.p, I, dW.p, N, I, za.p, true, N, M, 0.0f, nullptr));
-      GLA_CUDA_OK(cuda::LinearSmallMSwiGlu(gate_up.p, stride, dW.p, N, I, zb.p, true, N, M, 0.0f, nullptr));
-      const auto ba = za.Get(), bb = zb.Get();
-      EXPECT_EQ(std::memcmp(ba.data(), bb.data(), ba.size() * sizeof(__nv_bfloat16)), 0) << "bf16 M=" << M;
-    }
-  }
-  Dev<__nv_bfloat16> gu(64), dW(64);
-  Dev<float> dy(64);
-  EXPECT_EQ(cuda::LinearSmallMSwiGlu(gu.p, 16, dW.p, 2, 8, dy.p, false, 2, cuda::kSmallM + 1, 0.f, nullptr),
-            cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::LinearSmallMSwiGlu(gu.p, 8, dW.p, 2, 8, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue)
-      << "a row narrower than gate and up";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
