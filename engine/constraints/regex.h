@@ -1,0 +1,54 @@
+// Regular expressions compiled to a byte-level DFA, for structured output (issue 21): a constraint
+// is applied token by token, so the question asked of a pattern is never "does this string match"
+// but "which bytes may come next from here, and can the string still end well": a DFA over bytes
+// (UTF-8) whose dead states are pruned answers both in O(1) per byte.
+//
+// The dialect is the ECMAScript subset JSON Schema's "pattern" uses (and what users write for
+// OpenAI-style regex constraints): literals and escapes (\d \w \s and their negations, \n \r \t
+// \f \v \0, \xHH, \uHHHH with surrogate pairs, \u{H...}, escaped punctuation), classes [...] with
+// ranges and negation, '.', groups (capturing, (?:...), named), alternation, the quantifiers
+// * + ? {n} {n,} {n,m} (lazy forms accepted: the language is the same), and ^ / $ at the ends.
+// The whole string must match (a caller wanting a search writes .* around it). What a DFA cannot
+// express is refused by name at compile time (backreferences, lookaround, word boundaries,
+// anchors inside), never ignored. Every size is bounded: a hostile pattern gets an error, not
+// gigabytes.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace gla::constraints {
+
+struct RegexLimits {
+  size_t max_pattern_bytes = 64 << 10;
+  int max_repeat = 1000;        // {n,m} bounds
+  int max_nfa_states = 200000;  // after expanding the counted repeats
+  int max_dfa_states = 20000;
+};
+
+class Regex {
+ public:
+  // INVALID_ARGUMENT for a syntax error or an unsupported construct (named, with its offset);
+  // RESOURCE_EXHAUSTED past a limit.
+  static absl::StatusOr<Regex> Compile(std::string_view pattern, const RegexLimits& limits = {});
+
+  static constexpr int kDead = -1;
+  int start() const { return start_; }  // kDead for a pattern that matches nothing
+  // The state after one more byte; kDead when no string with this prefix matches.
+  int Next(int state, uint8_t byte) const { return next_[static_cast<size_t>(state) * 256 + byte]; }
+  bool Accepting(int state) const { return accepting_[state]; }
+  int num_states() const { return static_cast<int>(accepting_.size()); }
+  // Whether the whole of `s` matches.
+  bool Matches(std::string_view s) const;
+
+ private:
+  Regex() = default;
+  int start_ = kDead;
+  std::vector<int32_t> next_;     // [states * 256]
+  std::vector<bool> accepting_;   // [states]
+};
+
+}  // namespace gla::constraints
