@@ -44,6 +44,8 @@ ABSL_FLAG(int32_t, step_token_budget, 512, "tokens per engine step (decodes firs
 ABSL_FLAG(int32_t, threads, 0, "CPU backend BLAS threads (0 = one per core)");
 ABSL_FLAG(int32_t, max_prompt_tokens, 8192, "longest prompt accepted");
 ABSL_FLAG(int32_t, max_new_tokens, 1024, "most tokens one request may generate (and the default)");
+ABSL_FLAG(int32_t, max_n, 16,
+          "most generations one request may ask for (n; one prefill, then a state copy each), 1-128");
 ABSL_FLAG(double, shutdown_grace_s, 10.0, "on SIGTERM, how long in-flight requests may run before they are cancelled");
 // Fine-tuning (gla.v1.FineTune).
 ABSL_FLAG(std::string, adapter_dir, "",
@@ -224,6 +226,10 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.scheduler.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);
   o.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   o.limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.limits.max_n = absl::GetFlag(FLAGS_max_n);
+  // Each generation of a group takes a sampler row in the step that ends its prompt (the CUDA
+  // backend keeps 256 beyond the decode rows).
+  if (o.limits.max_n < 1 || o.limits.max_n > 128) return absl::InvalidArgumentError("--max_n must be in [1, 128]");
   o.shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
   return absl::OkStatus();
 }

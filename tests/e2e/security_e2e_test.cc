@@ -341,6 +341,8 @@ TEST(Security, BadSecurityFlagsAreStartupErrors) {
            {" --http_listen 127.0.0.1:70000", "--http_listen"},
            {" --http_threads 0", "--http_threads"},
            {" --http_max_body_mb 0", "--http_max_body_mb"},
+           {" --max_n 0", "--max_n must be in [1, 128]"},
+           {" --max_n 129", "--max_n must be in [1, 128]"},
            {" --http_listen 127.0.0.1:0 --chat_template /nonexistent.jinja", "--chat_template"}}) {
     const ShellResult r = Shell(glad + c.flags);
     EXPECT_EQ(r.code, 1) << c.flags << "\n" << r.out;
