@@ -24,6 +24,39 @@ using tile::kRowGroups;
 using tile::kThreads;
 constexpr int kMaxDk = 1024;
 
+// A thread's rows of the state, updated in place: i = group, group + 32, ... R > 0 (the row count,
+// dk / 32, known at compile time): every load is issued before the first update and the stores
+// come after the last, so the R round trips to memory overlap (in one loop the compiler cannot
+// move a row's load above the previous row's store: they might alias); the arithmetic, row by
+// row in the same order, is the loop's. R = 0: the loop, for any dk.
+template <int R>
+__device__ __forceinline__ void UpdateRows(float* S, int dk, int dv, int col, int group, const float* decay_s,
+                                           const float* k_s, const float* q_s, const float4& v, float4& acc) {
+  if constexpr (R > 0) {
+    float4 s[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      s[r] = *reinterpret_cast<const float4*>(S + static_cast<int64_t>(group + r * kRowGroups) * dv + col);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int i = group + r * kRowGroups;
+      tile::UpdateRow(s[r], decay_s[i], k_s[i], q_s[i], v, acc);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      *reinterpret_cast<float4*>(S + static_cast<int64_t>(group + r * kRowGroups) * dv + col) = s[r];
+  } else {
+#pragma unroll 4
+    for (int i = group; i < dk; i += kRowGroups) {
+      float4* cell = reinterpret_cast<float4*>(S + static_cast<int64_t>(i) * dv + col);
+      float4 s = *cell;
+      tile::UpdateRow(s, decay_s[i], k_s[i], q_s[i], v, acc);
+      *cell = s;
+    }
+  }
+}
+
+template <int R>
 __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaParams p) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int n = blockIdx.z, h = blockIdx.y;
@@ -53,13 +86,7 @@ __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaP
   if (col < p.dv) {
     const float4 v = *reinterpret_cast<const float4*>(p.v + n * p.v_stride + hk * p.dv + col);
     float* S = p.state_base + static_cast<int64_t>(p.slots[n]) * p.slot_stride + static_cast<int64_t>(h) * p.dk * p.dv;
-#pragma unroll 4
-    for (int i = group; i < p.dk; i += kRowGroups) {
-      float4* cell = reinterpret_cast<float4*>(S + static_cast<int64_t>(i) * p.dv + col);
-      float4 s = *cell;
-      tile::UpdateRow(s, decay_s[i], k_s[i], q_s[i], v, acc);
-      *cell = s;
-    }
+    UpdateRows<R>(S, p.dk, p.dv, col, group, decay_s, k_s, q_s, v, acc);
   }
   partial[group][lane] = acc;
   __syncthreads();
@@ -77,7 +104,12 @@ cudaError_t GlaDecodeStep(const GlaDecodeCudaParams& p, cudaStream_t stream) {
   if (p.gate_lowrank != nullptr && (p.gate_w1 == nullptr || p.gate_rank <= 0 || p.gate_rank > 64))
     return cudaErrorInvalidValue;
   const dim3 grid((p.dv + kCols - 1) / kCols, p.H, p.N);
-  return LaunchDependent(GlaDecodeKernel, grid, kThreads, stream, p);
+  switch (p.dk % kRowGroups == 0 ? p.dk / kRowGroups : 0) {  // rows per thread, when it is a small constant
+    case 2: return LaunchDependent(GlaDecodeKernel<2>, grid, kThreads, stream, p);
+    case 4: return LaunchDependent(GlaDecodeKernel<4>, grid, kThreads, stream, p);
+    case 8: return LaunchDependent(GlaDecodeKernel<8>, grid, kThreads, stream, p);
+    default: return LaunchDependent(GlaDecodeKernel<0>, grid, kThreads, stream, p);
+  }
 }
 
 }  // namespace gla::cuda

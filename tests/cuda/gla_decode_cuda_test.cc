@@ -147,7 +147,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GlaDecodeCuda,
                                            Shape{1, 4, 4, 128, 256, 2, 3},    // gla-340M heads
                                            Shape{33, 4, 4, 128, 256, 40, 2},  // gla-340M, B = 33
                                            Shape{7, 4, 2, 64, 96, 10, 4},     // GQA, dv not a multiple of 32
-                                           Shape{3, 2, 1, 24, 20, 5, 3}),     // small odd dims
+                                           Shape{3, 2, 1, 24, 20, 5, 3},      // small odd dims
+                                           Shape{2, 2, 2, 96, 64, 4, 3},      // dk / 32 = 3: the loop, not the unrolled rows
+                                           Shape{2, 2, 1, 512, 64, 3, 2}),    // dk / 32 = 16: the loop
                          [](const auto& info) {
                            const Shape& s = info.param;
                            return "B" + std::to_string(s.N) + "_H" + std::to_string(s.H) + "_Hkv" + std::to_string(s.Hkv) +
