@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/constraints/regex.h"
@@ -26,6 +27,31 @@ class TokenTrie {
   // The tokens whose bytes, read from `state`, keep `re` alive (some completion still matches).
   // *visited (optional): trie nodes walked, for measurements.
   TokenMask Allowed(const Regex& re, int state, int64_t* visited = nullptr) const;
+  // The same walk for any matcher: down(byte) says whether the text may go on with that byte (and
+  // takes it), up() gives the last byte taken back; every token whose bytes were all taken is
+  // allowed. Depth first: a refused byte skips the subtree.
+  template <class Down, class Up>
+  TokenMask Walk(Down&& down, Up&& up, int64_t* visited = nullptr) const {
+    TokenMask mask((vocab_ + 63) / 64, 0);
+    int64_t walked = 0;
+    std::vector<std::pair<int, bool>> stack;  // (node, leaving: give its byte back)
+    for (int c = nodes_[0].first_child; c >= 0; c = nodes_[c].next_sibling) stack.emplace_back(c, false);
+    while (!stack.empty()) {
+      const auto [node, leaving] = stack.back();
+      stack.pop_back();
+      if (leaving) {
+        up();
+        continue;
+      }
+      ++walked;
+      if (!down(nodes_[node].byte)) continue;
+      for (int32_t t : nodes_[node].tokens) mask[t >> 6] |= uint64_t{1} << (t & 63);
+      stack.emplace_back(node, true);
+      for (int c = nodes_[node].first_child; c >= 0; c = nodes_[c].next_sibling) stack.emplace_back(c, false);
+    }
+    if (visited != nullptr) *visited = walked;
+    return mask;
+  }
 
  private:
   struct Node {

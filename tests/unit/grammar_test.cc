@@ -1,0 +1,188 @@
+// GBNF grammars (engine/constraints/grammar.h): a JSON grammar against nlohmann::json's parser on
+// samples and thousands of random mutations of them, left recursion and ambiguity, stepping back,
+// errors by name, limits, and token masks against feeding every token alone.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/constraints/grammar.h"
+#include "nlohmann/json.hpp"
+
+namespace gla::constraints {
+namespace {
+
+constexpr char kJson[] = R"GBNF(
+# JSON (RFC 8259), whitespace after values only
+root   ::= value
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( member ( "," ws member )* )? "}" ws
+member ::= string ":" ws value
+array  ::= "[" ws ( value ( "," ws value )* )? "]" ws
+string ::= "\"" ( [^"\\\x00-\x1f] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\"" ws
+number ::= "-"? ( "0" | [1-9] [0-9]* ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )? ws
+ws     ::= [ \t\n]*
+)GBNF";
+
+Grammar MustParse(std::string_view text) {
+  auto g = Grammar::Parse(text);
+  EXPECT_TRUE(g.ok()) << g.status();
+  return g.ok() ? *std::move(g) : *Grammar::Parse("root ::= \"x\"");
+}
+
+// Whether the whole text is in the language; bytes fed one at a time.
+bool Accepts(const Grammar& g, std::string_view text) {
+  GrammarMatcher m(g);
+  for (char c : text)
+    if (!m.Advance(static_cast<uint8_t>(c))) return false;
+  return m.CanEnd();
+}
+
+TEST(Grammar, JsonGrammarAgreesWithAJsonParser) {
+  const Grammar g = MustParse(kJson);
+  const std::vector<std::string> samples = {
+      R"({"a": 1, "b": [true, false, null], "c": {"d": "e\n\u00e9"}})",
+      R"([1, -0.5, 2e10, -3E-2, 0, "x", [], {}])",
+      R"("caf\u00e9 \"quoted\" \\ \/")",
+      "\"\xc3\xa9\xe4\xb8\xad\"",
+      "{\"k\":[{\"k\":[{\"k\":[1]}]}]}",
+      "123",
+      "[01]",
+      "{\"a\" 1}",
+      "[1,]",
+      "\"\x01\"",
+      "-",
+      "1.",
+      "tru",
+  };
+  int agree = 0, valid = 0;
+  for (const std::string& s : samples) {
+    const bool want = nlohmann::json::accept(s);
+    EXPECT_EQ(Accepts(g, s), want) << s;
+    valid += want;
+  }
+  EXPECT_GE(valid, 6);
+  // Random edits of the samples: a character replaced, inserted or deleted.
+  std::mt19937 rng(3);
+  const std::string alphabet = "{}[],:\"0123456789.-+eEtrufalsn x\n";
+  for (int i = 0; i < 3000; ++i) {
+    std::string s = samples[rng() % 6];
+    for (int edits = 1 + static_cast<int>(rng() % 3); edits > 0 && !s.empty(); --edits) {
+      const size_t at = rng() % s.size();
+      const char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0: s[at] = c; break;
+        case 1: s.insert(s.begin() + static_cast<std::ptrdiff_t>(at), c); break;
+        default: s.erase(at, 1); break;
+      }
+    }
+    if (s.empty() || s[0] == ' ' || s[0] == '\n') continue;  // the grammar takes no leading whitespace
+    const bool want = nlohmann::json::accept(s);
+    ASSERT_EQ(Accepts(g, s), want) << "\"" << s << "\"";
+    ++agree;
+  }
+  EXPECT_GT(agree, 2500);
+}
+
+TEST(Grammar, LeftRecursionAmbiguityRepeatsAndSteppingBack) {
+  const Grammar g = MustParse(R"G(
+root ::= expr
+expr ::= expr "+" expr | expr "*" expr | "(" expr ")" | num
+num  ::= [0-9]{1,3}
+)G");
+  for (const char* s : {"1", "1+2*3", "(1+2)*3", "((7))", "123+456"}) EXPECT_TRUE(Accepts(g, s)) << s;
+  for (const char* s : {"", "1+", "(1", "1234", "+1", "1**2"}) EXPECT_FALSE(Accepts(g, s)) << s;
+  GrammarMatcher m(g);
+  for (char c : std::string("(1+2")) ASSERT_TRUE(m.Advance(static_cast<uint8_t>(c)));
+  EXPECT_FALSE(m.CanEnd());
+  EXPECT_FALSE(m.Advance('(')) << "'(1+2(' has no completion";
+  EXPECT_EQ(m.position(), 4) << "a refused byte changes nothing";
+  ASSERT_TRUE(m.Advance(')'));
+  EXPECT_TRUE(m.CanEnd());
+  m.Rollback(2);  // back to "(1+"
+  EXPECT_FALSE(m.CanEnd());
+  ASSERT_TRUE(m.Advance('9'));
+  ASSERT_TRUE(m.Advance(')'));
+  EXPECT_TRUE(m.CanEnd());
+  const Grammar counted = MustParse("root ::= \"a\"{2,4} \"b\"? [xy]*\n");
+  for (const char* s : {"aa", "aaab", "aaaaxyx", "aabyy"}) EXPECT_TRUE(Accepts(counted, s)) << s;
+  for (const char* s : {"a", "aaaaa", "aabb"}) EXPECT_FALSE(Accepts(counted, s)) << s;
+  const Grammar empty = MustParse("root ::= \"\" | \"a\"\n");
+  EXPECT_TRUE(Accepts(empty, ""));
+  EXPECT_TRUE(Accepts(empty, "a"));
+  const Grammar continued = MustParse("root ::= \"a\"\n     | \"b\" # a rule goes on after a newline at '|'\n");
+  EXPECT_TRUE(Accepts(continued, "b"));
+}
+
+TEST(Grammar, ErrorsNameWhatIsWrong) {
+  const struct {
+    const char* text;
+    const char* says;
+  } cases[] = {
+      {"root ::= missing\n", "rule 'missing' is used but not defined"},
+      {"start ::= \"a\"\n", "no 'root' rule"},
+      {"root ::= \"a\"\nroot ::= \"b\"\n", "defined twice"},
+      {"root = \"a\"\n", "'::='"},
+      {"root ::= \"a\n", "end of a string literal"},
+      {"root ::= [a-\n", "end of a character class"},
+      {"root ::= (\"a\"\n", "')'"},
+      {"root ::= \"\\q\"\n", "known escape"},
+      {"root ::= [z-a]\n", "out of order"},
+      {"root ::= \"a\"{3,1}\n", "in order"},
+      {"root ::= @\n", "an element"},
+  };
+  for (const auto& c : cases) {
+    auto g = Grammar::Parse(c.text);
+    ASSERT_FALSE(g.ok()) << c.text;
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument) << c.text << ": " << g.status();
+    EXPECT_NE(g.status().message().find(c.says), std::string::npos) << c.text << ": " << g.status();
+  }
+  EXPECT_EQ(Grammar::Parse("root ::= \"a\"{1000}\n").status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Grammar::Parse(std::string(300 << 10, ' ')).status().code(), absl::StatusCode::kResourceExhausted);
+  std::string deep = "root ::= ";
+  for (int i = 0; i < 200; ++i) deep += "(";
+  deep += "\"a\"";
+  for (int i = 0; i < 200; ++i) deep += ")";
+  EXPECT_EQ(Grammar::Parse(deep + "\n").status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(Grammar, MaskEqualsFeedingEveryTokenAlone) {
+  const Grammar g = MustParse(kJson);
+  std::mt19937 rng(11);
+  std::vector<std::string> vocab = {""};
+  for (int b = 32; b < 127; ++b) vocab.push_back(std::string(1, static_cast<char>(b)));
+  const std::vector<std::string> pieces = {"{\"", "\":", "\": ", ", \"", "true", "false", "null", "[]", "{}", "12",
+                                           "0.", "e+", "\"}", "\"]", " ", "\n", "ab", "\\u00", "\\n", "},", "],"};
+  vocab.insert(vocab.end(), pieces.begin(), pieces.end());
+  while (vocab.size() < 2000) {
+    std::string s;
+    for (int len = 1 + static_cast<int>(rng() % 5); len > 0; --len) s += "abc{}[]\":, 019.-e"[rng() % 18];
+    vocab.push_back(s);
+  }
+  const TokenTrie trie(vocab);
+  for (const std::string prefix : {"", "{", "{\"a", "{\"a\": [1", "{\"a\": [1, tr", "\"x\\"}) {
+    GrammarMatcher m(g);
+    for (char c : prefix) ASSERT_TRUE(m.Advance(static_cast<uint8_t>(c))) << prefix;
+    int64_t visited = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    const TokenMask mask = m.Allowed(trie, &visited);
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(m.position(), static_cast<int>(prefix.size())) << "the walk gives every byte back";
+    int allowed = 0;
+    for (size_t t = 0; t < vocab.size(); ++t) {
+      GrammarMatcher alone(g);
+      bool ok = !vocab[t].empty();
+      for (char c : prefix) ok = ok && alone.Advance(static_cast<uint8_t>(c));
+      for (char c : vocab[t]) ok = ok && alone.Advance(static_cast<uint8_t>(c));
+      ASSERT_EQ(Allowed(mask, static_cast<int32_t>(t)), ok) << "after \"" << prefix << "\": \"" << vocab[t] << "\"";
+      allowed += ok;
+    }
+    std::printf("[ measure ] JSON grammar after \"%s\": %d of %zu tokens allowed, %lld trie nodes, %.0f us\n",
+                prefix.c_str(), allowed, vocab.size(), static_cast<long long>(visited), us);
+  }
+}
+
+}  // namespace
+}  // namespace gla::constraints
