@@ -5,6 +5,7 @@ needed; the official `openai` package works too (docs/api.md).
 
     glad --http_listen 127.0.0.1:8000 &
     python3 clients/python/example_http.py --url http://127.0.0.1:8000/v1 [--token TOKEN]
+    python3 clients/python/example_http.py --url https://HOST:8443/v1 --cacert cert.pem   # glad with --tls_cert
 """
 import argparse
 import json
@@ -18,14 +19,17 @@ def main():
     ap.add_argument("--url", default="http://127.0.0.1:8000/v1")
     ap.add_argument("--token", default="", help="glad's --auth_token, if it has one")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--cacert", default="", help="PEM file to trust for an https:// URL (glad's --tls_cert, or its CA)")
     args = ap.parse_args()
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     session = requests.Session()  # one kept-alive connection for every request below
+    # Passed with each request: a session's own `verify` loses to REQUESTS_CA_BUNDLE when that is set.
+    tls = {"verify": args.cacert} if args.cacert else {}
 
-    model = session.get(f"{args.url}/models", headers=headers, timeout=30).json()["data"][0]["id"]
+    model = session.get(f"{args.url}/models", headers=headers, timeout=30, **tls).json()["data"][0]["id"]
     print(f"model: {model}")
 
-    r = session.post(f"{args.url}/completions", headers=headers, timeout=60,
+    r = session.post(f"{args.url}/completions", headers=headers, timeout=60, **tls,
                      json={"model": model, "prompt": "The jury said", "max_tokens": args.max_tokens, "seed": 1})
     r.raise_for_status()
     done = r.json()
@@ -35,7 +39,7 @@ def main():
     chat = {"model": model, "stream": True, "max_tokens": args.max_tokens, "temperature": 0,
             "messages": [{"role": "user", "content": "What did the jury say?"}]}
     pieces = []
-    with session.post(f"{args.url}/chat/completions", headers=headers, json=chat, stream=True, timeout=60) as s:
+    with session.post(f"{args.url}/chat/completions", headers=headers, json=chat, stream=True, timeout=60, **tls) as s:
         s.raise_for_status()
         for line in s.iter_lines(decode_unicode=True):
             if not line.startswith("data: "):
@@ -47,7 +51,7 @@ def main():
             pieces.append(delta.get("content", ""))
     print(f"chat (streamed, {len(pieces)} chunks): {''.join(pieces)!r}")
 
-    bad = session.post(f"{args.url}/completions", headers=headers, timeout=30,
+    bad = session.post(f"{args.url}/completions", headers=headers, timeout=30, **tls,
                        json={"model": model, "prompt": "x", "temperature": -1})
     err = bad.json()["error"]
     print(f"error: HTTP {bad.status_code} {err['type']}: {err['message']}")
