@@ -1,0 +1,443 @@
+#include "engine/constraints/json_schema.h"
+
+#include <functional>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+
+namespace gla::constraints {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// Any JSON value, and the pieces the compiled rules use (whitespace where JSON allows it).
+constexpr char kBase[] = R"G(
+ws ::= [ \t\n\r]*
+j-value ::= j-object | j-array | j-string | j-number | "true" | "false" | "null"
+j-object ::= "{" ws ( j-member ( ws "," ws j-member )* )? ws "}"
+j-member ::= j-string ws ":" ws j-value
+j-array ::= "[" ws ( j-value ( ws "," ws j-value )* )? ws "]"
+j-char ::= [^"\\\x00-\x1f] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )
+j-string ::= "\"" j-char* "\""
+j-int ::= "-"? ( "0" | [1-9] [0-9]* )
+j-number ::= j-int ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?
+j-date ::= [0-9]{4} "-" [0-9]{2} "-" [0-9]{2}
+j-time ::= [0-9]{2} ":" [0-9]{2} ":" [0-9]{2} ( "." [0-9]+ )? ( [zZ] | [-+] [0-9]{2} ":" [0-9]{2} )
+j-hex ::= [0-9a-fA-F]
+)G";
+
+// Keywords that only annotate: they change nothing a generator must do.
+const std::set<std::string>& Annotations() {
+  static const std::set<std::string> k = {"title", "description", "default", "examples", "$schema", "$id", "id",
+                                          "$comment", "readOnly", "writeOnly", "deprecated", "definitions", "$defs",
+                                          "example", "$anchor"};
+  return k;
+}
+
+// A GBNF string literal standing for these exact bytes.
+std::string Lit(const std::string& raw) {
+  std::string out = "\"";
+  for (unsigned char c : raw) {
+    if (c == '"') out += "\\\"";
+    else if (c == '\\') out += "\\\\";
+    else if (c < 0x20 || c == 0x7f) absl::StrAppendFormat(&out, "\\x%02x", c);
+    else out += static_cast<char>(c);
+  }
+  return out + "\"";
+}
+
+class Compiler {
+ public:
+  Compiler(json root, const JsonSchemaLimits& limits) : root_(std::move(root)), limits_(limits) {}
+
+  absl::StatusOr<std::string> Run() {
+    absl::StatusOr<std::string> top = Schema(root_, "#");
+    if (!top.ok()) return top;
+    return absl::StrCat("root ::= ", *top, "\n", rules_, kBase);
+  }
+
+ private:
+  absl::Status Refused(const std::string& what, const std::string& at) const {
+    return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": refused: ", what,
+                                                   " (cannot be enforced yet; docs/structured-output.md)"));
+  }
+
+  absl::StatusOr<std::string> NewRule(const std::string& body) {
+    absl::StatusOr<std::string> name = ReserveRule();
+    if (!name.ok()) return name;
+    absl::StrAppend(&rules_, *name, " ::= ", body, "\n");
+    return name;
+  }
+  absl::StatusOr<std::string> ReserveRule() {
+    if (++count_ > limits_.max_rules)
+      return absl::ResourceExhaustedError(absl::StrCat("json schema: more than ", limits_.max_rules, " rules"));
+    return absl::StrCat("s", count_);
+  }
+
+  absl::StatusOr<int> Count(const json& s, const char* key, const std::string& at) {
+    const json& v = s[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0) return Refused(absl::StrCat(key, " that is not a count"), at);
+    if (v.get<int64_t>() > limits_.max_repeat)
+      return absl::ResourceExhaustedError(
+          absl::StrCat("json schema at ", at, ": ", key, " ", v.get<int64_t>(), " is over ", limits_.max_repeat));
+    return static_cast<int>(v.get<int64_t>());
+  }
+
+  // {min,max} as GBNF (max < 0: unbounded).
+  static std::string Repeat(int min, int max) {
+    if (max < 0) return min == 0 ? "*" : absl::StrCat("{", min, ",}");
+    return absl::StrCat("{", min, ",", max, "}");
+  }
+
+  absl::StatusOr<std::string> Ref(const std::string& ref, const std::string& at) {
+    auto it = refs_.find(ref);
+    if (it != refs_.end()) return it->second;
+    if (ref.empty() || ref[0] != '#') return Refused(absl::StrCat("$ref to '", ref, "' (only within the schema)"), at);
+    const json* target = &root_;
+    std::string pointer = ref.substr(1);
+    size_t pos = 0;
+    while (pos < pointer.size()) {
+      if (pointer[pos] != '/') return Refused(absl::StrCat("$ref '", ref, "'"), at);
+      const size_t end = pointer.find('/', pos + 1);
+      std::string token = pointer.substr(pos + 1, end == std::string::npos ? std::string::npos : end - pos - 1);
+      for (size_t k; (k = token.find("~1")) != std::string::npos;) token.replace(k, 2, "/");
+      for (size_t k; (k = token.find("~0")) != std::string::npos;) token.replace(k, 2, "~");
+      if (target->is_object() && target->contains(token)) target = &(*target)[token];
+      else if (target->is_array() && !token.empty() && token.find_first_not_of("0123456789") == std::string::npos &&
+               std::stoul(token) < target->size())
+        target = &(*target)[std::stoul(token)];
+      else return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": $ref '", ref, "' names nothing"));
+      pos = end == std::string::npos ? pointer.size() : end;
+    }
+    absl::StatusOr<std::string> name = ReserveRule();  // before the body: the target may refer back
+    if (!name.ok()) return name;
+    refs_[ref] = *name;
+    absl::StatusOr<std::string> body = Schema(*target, ref);
+    if (!body.ok()) return body;
+    absl::StrAppend(&rules_, *name, " ::= ", *body, "\n");
+    return name;
+  }
+
+  absl::StatusOr<std::string> Schema(const json& s, const std::string& at) {
+    if (++depth_ > 200) return absl::ResourceExhaustedError("json schema: nested more than 200 deep");
+    absl::StatusOr<std::string> r = SchemaInner(s, at);
+    --depth_;
+    return r;
+  }
+
+  absl::StatusOr<std::string> SchemaInner(const json& s, const std::string& at) {
+    if (s.is_boolean()) {
+      if (s.get<bool>()) return std::string("j-value");
+      return Refused("the schema false (no value is valid)", at);
+    }
+    if (!s.is_object()) return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": not an object"));
+    static const std::set<std::string> kKnown = {
+        "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "properties", "required",
+        "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
+        "maxLength", "format"};
+    std::vector<std::string> constraining;
+    for (auto it = s.begin(); it != s.end(); ++it) {
+      const std::string& k = it.key();
+      if (Annotations().count(k) || k.rfind("x-", 0) == 0) continue;
+      if (!kKnown.count(k)) return Refused(k, at);
+      constraining.push_back(k);
+    }
+    auto only = [&](std::initializer_list<const char*> allowed) {
+      for (const std::string& k : constraining) {
+        bool ok = false;
+        for (const char* a : allowed) ok = ok || k == a;
+        if (!ok) return false;
+      }
+      return true;
+    };
+    if (s.contains("$ref")) {
+      if (!only({"$ref"})) return Refused("$ref beside other keywords", at);
+      if (!s["$ref"].is_string()) return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": $ref not a string"));
+      return Ref(s["$ref"].get<std::string>(), at);
+    }
+    if (s.contains("const")) {
+      if (!only({"const", "type"})) return Refused("const beside other keywords", at);
+      return Lit(s["const"].dump());
+    }
+    if (s.contains("enum")) {
+      if (!s["enum"].is_array() || s["enum"].empty()) return Refused("an enum that is not a non-empty list", at);
+      if (!only({"enum", "type"})) return Refused("enum beside other keywords", at);
+      std::string alt;
+      for (const json& v : s["enum"]) absl::StrAppend(&alt, alt.empty() ? "" : " | ", Lit(v.dump()));
+      return absl::StrCat("( ", alt, " )");
+    }
+    for (const char* comb : {"anyOf", "oneOf", "allOf"}) {
+      if (!s.contains(comb)) continue;
+      if (!only({comb})) return Refused(absl::StrCat(comb, " beside other keywords"), at);
+      const json& branches = s[comb];
+      if (!branches.is_array() || branches.empty()) return Refused(absl::StrCat(comb, " that is not a non-empty list"), at);
+      if (std::string(comb) == "allOf") {
+        if (branches.size() != 1) return Refused("allOf of several schemas", at);
+        return Schema(branches[0], at + "/allOf/0");
+      }
+      if (std::string(comb) == "oneOf") {  // exact only when the branches cannot both match
+        std::set<std::string> types;
+        for (const json& b : branches) {
+          if (!b.is_object() || !b.contains("type") || !b["type"].is_string() || !types.insert(b["type"].get<std::string>()).second ||
+              (b["type"] == "number" && types.count("integer")) || (b["type"] == "integer" && types.count("number")))
+            return Refused("oneOf whose branches are not of distinct types", at);
+        }
+      }
+      std::string alt;
+      for (size_t i = 0; i < branches.size(); ++i) {
+        absl::StatusOr<std::string> b = Schema(branches[i], absl::StrCat(at, "/", comb, "/", i));
+        if (!b.ok()) return b;
+        absl::StrAppend(&alt, alt.empty() ? "" : " | ", *b);
+      }
+      return absl::StrCat("( ", alt, " )");
+    }
+    std::vector<std::string> types;
+    if (s.contains("type")) {
+      if (s["type"].is_string()) {
+        types.push_back(s["type"].get<std::string>());
+      } else if (s["type"].is_array()) {
+        for (const json& t : s["type"]) {
+          if (!t.is_string()) return Refused("a type that is not a name", at);
+          types.push_back(t.get<std::string>());
+        }
+      } else {
+        return Refused("a type that is not a name", at);
+      }
+    } else {  // implied by the keywords present
+      for (const char* k : {"properties", "required", "additionalProperties"})
+        if (s.contains(k)) types = {"object"};
+      for (const char* k : {"items", "prefixItems", "additionalItems", "minItems", "maxItems"})
+        if (s.contains(k)) types = {"array"};
+      for (const char* k : {"minLength", "maxLength", "format"})
+        if (s.contains(k)) types = {"string"};
+      if (types.empty()) return std::string("j-value");
+    }
+    std::string alt;
+    for (const std::string& t : types) {
+      absl::StatusOr<std::string> e = Typed(s, t, at);
+      if (!e.ok()) return e;
+      absl::StrAppend(&alt, alt.empty() ? "" : " | ", *e);
+    }
+    return types.size() == 1 ? alt : absl::StrCat("( ", alt, " )");
+  }
+
+  absl::StatusOr<std::string> Typed(const json& s, const std::string& type, const std::string& at) {
+    if (type == "null") return std::string("\"null\"");
+    if (type == "boolean") return std::string("( \"true\" | \"false\" )");
+    if (type == "integer") return std::string("j-int");
+    if (type == "number") return std::string("j-number");
+    if (type == "string") return String(s, at);
+    if (type == "object") return Object(s, at);
+    if (type == "array") return Array(s, at);
+    return Refused(absl::StrCat("type '", type, "'"), at);
+  }
+
+  absl::StatusOr<std::string> String(const json& s, const std::string& at) {
+    if (s.contains("format")) {
+      if (s.contains("minLength") || s.contains("maxLength")) return Refused("format with a length", at);
+      const std::string f = s["format"].is_string() ? s["format"].get<std::string>() : "";
+      if (f == "date") return std::string("\"\\\"\" j-date \"\\\"\"");
+      if (f == "time") return std::string("\"\\\"\" j-time \"\\\"\"");
+      if (f == "date-time") return std::string("\"\\\"\" j-date [Tt ] j-time \"\\\"\"");
+      if (f == "uuid")
+        return std::string("\"\\\"\" j-hex{8} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{12} \"\\\"\"");
+      return Refused(absl::StrCat("format '", f, "'"), at);
+    }
+    int min = 0, max = -1;
+    if (s.contains("minLength")) {
+      absl::StatusOr<int> v = Count(s, "minLength", at);
+      if (!v.ok()) return v.status();
+      min = *v;
+    }
+    if (s.contains("maxLength")) {
+      absl::StatusOr<int> v = Count(s, "maxLength", at);
+      if (!v.ok()) return v.status();
+      max = *v;
+    }
+    if (max >= 0 && max < min) return Refused("maxLength below minLength", at);
+    if (min == 0 && max < 0) return std::string("j-string");
+    return absl::StrCat("\"\\\"\" j-char", Repeat(min, max), " \"\\\"\"");
+  }
+
+  absl::StatusOr<std::string> Object(const json& s, const std::string& at) {
+    std::vector<std::pair<std::string, std::string>> props;  // JSON-encoded name, value expression
+    std::set<std::string> required;
+    if (s.contains("required")) {
+      if (!s["required"].is_array()) return Refused("required that is not a list", at);
+      for (const json& r : s["required"]) {
+        if (!r.is_string()) return Refused("required that is not a list of names", at);
+        required.insert(r.get<std::string>());
+      }
+    }
+    std::set<std::string> listed;
+    if (s.contains("properties")) {
+      if (!s["properties"].is_object()) return Refused("properties that is not an object", at);
+      for (auto it = s["properties"].begin(); it != s["properties"].end(); ++it) {
+        absl::StatusOr<std::string> v = Schema(it.value(), absl::StrCat(at, "/properties/", it.key()));
+        if (!v.ok()) return v.status();
+        props.emplace_back(it.key(), *v);
+        listed.insert(it.key());
+      }
+    }
+    for (const std::string& r : required)
+      if (!listed.count(r)) return Refused(absl::StrCat("a required property '", r, "' without a schema"), at);
+    std::string extra;  // an extra member's value expression; empty: no extra members
+    if (!s.contains("additionalProperties") || s["additionalProperties"] == true) {
+      extra = "j-value";
+    } else if (s["additionalProperties"] != false) {
+      absl::StatusOr<std::string> v = Schema(s["additionalProperties"], at + "/additionalProperties");
+      if (!v.ok()) return v;
+      extra = *v;
+    }
+    // A_i: members from property i on, none written yet; B_i: the same after some member (so each
+    // starts with a comma). Listed properties come in the schema's order.
+    const size_t n = props.size();
+    std::string a_next, b_next;
+    if (extra.empty()) {
+      a_next = "";
+      b_next = "";
+    } else {
+      // An extra member's name is any string but the listed ones (else a listed property with a
+      // wrong value would pass as an extra one).
+      absl::StatusOr<std::string> key = OtherName(listed, at);
+      if (!key.ok()) return key;
+      absl::StatusOr<std::string> member = NewRule(absl::StrCat(*key, " ws \":\" ws ", extra));
+      if (!member.ok()) return member;
+      absl::StatusOr<std::string> b = NewRule(absl::StrCat("( ws \",\" ws ", *member, " )*"));
+      if (!b.ok()) return b;
+      absl::StatusOr<std::string> a = NewRule(absl::StrCat("( ", *member, " ", *b, " )?"));
+      if (!a.ok()) return a;
+      a_next = *a;
+      b_next = *b;
+    }
+    for (size_t i = n; i-- > 0;) {
+      nlohmann::json name = props[i].first;
+      const std::string member = absl::StrCat(Lit(name.dump()), " ws \":\" ws ", props[i].second);
+      const bool req = required.count(props[i].first) > 0;
+      std::string a = absl::StrCat(member, " ", b_next), b = absl::StrCat("ws \",\" ws ", member, " ", b_next);
+      if (!req) {
+        a = absl::StrCat(a, " | ", a_next.empty() ? "\"\"" : a_next);
+        b = absl::StrCat(b, " | ", b_next.empty() ? "\"\"" : b_next);
+      }
+      absl::StatusOr<std::string> ar = NewRule(a);
+      if (!ar.ok()) return ar;
+      absl::StatusOr<std::string> br = NewRule(b);
+      if (!br.ok()) return br;
+      a_next = *ar;
+      b_next = *br;
+    }
+    return absl::StrCat("\"{\" ws ", a_next, " ws \"}\"");
+  }
+
+  // A JSON string (quotes included) that is none of `names`: a trie of the names, each node's rule
+  // taking a child's character and going on, or another character (or an escape) and any rest, or
+  // (where no name ends) the closing quote. Names are plain ASCII here (others are refused).
+  absl::StatusOr<std::string> OtherName(const std::set<std::string>& names, const std::string& at) {
+    if (names.empty()) return std::string("j-string");
+    for (const std::string& n : names)
+      for (unsigned char c : n)
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+          return Refused("additional properties beside property names that are not plain ASCII", at);
+    std::function<absl::StatusOr<std::string>(const std::string&)> node = [&](const std::string& prefix)
+        -> absl::StatusOr<std::string> {
+      std::set<char> next;
+      bool ends_here = false;
+      for (const std::string& n : names) {
+        if (n.size() < prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
+        if (n.size() == prefix.size()) ends_here = true;
+        else next.insert(n[prefix.size()]);
+      }
+      std::string alt = ends_here ? "" : "\"\\\"\"";  // a proper prefix of a name is another string
+      std::string other = "[^\"\\\\\\x00-\\x1f";
+      for (char c : next) {
+        absl::StatusOr<std::string> child = node(prefix + c);
+        if (!child.ok()) return child;
+        absl::StrAppend(&alt, alt.empty() ? "" : " | ", Lit(std::string(1, c)), " ", *child);
+        absl::StrAppendFormat(&other, "\\x%02x", static_cast<unsigned char>(c));
+      }
+      absl::StrAppend(&alt, alt.empty() ? "" : " | ", other, "] j-char* \"\\\"\" | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" j-hex{4} ) j-char* \"\\\"\"");
+      return NewRule(alt);
+    };
+    absl::StatusOr<std::string> rest = node("");
+    if (!rest.ok()) return rest;
+    return absl::StrCat("\"\\\"\" ", *rest);
+  }
+
+  absl::StatusOr<std::string> Array(const json& s, const std::string& at) {
+    int min = 0, max = -1;
+    if (s.contains("minItems")) {
+      absl::StatusOr<int> v = Count(s, "minItems", at);
+      if (!v.ok()) return v.status();
+      min = *v;
+    }
+    if (s.contains("maxItems")) {
+      absl::StatusOr<int> v = Count(s, "maxItems", at);
+      if (!v.ok()) return v.status();
+      max = *v;
+    }
+    if (max >= 0 && max < min) return Refused("maxItems below minItems", at);
+    const bool tuple = s.contains("prefixItems") || (s.contains("items") && s["items"].is_array());
+    if (tuple) {
+      if (s.contains("minItems") || s.contains("maxItems")) return Refused("a tuple with minItems / maxItems", at);
+      const json& items = s.contains("prefixItems") ? s["prefixItems"] : s["items"];
+      const json* rest = s.contains("prefixItems") ? (s.contains("items") ? &s["items"] : nullptr)
+                                                   : (s.contains("additionalItems") ? &s["additionalItems"] : nullptr);
+      std::string tail;  // what may follow the tuple's elements
+      if (rest == nullptr || *rest == true) {
+        tail = "( ws \",\" ws j-value )*";
+      } else if (*rest != false) {
+        absl::StatusOr<std::string> r = Schema(*rest, at + "/additionalItems");
+        if (!r.ok()) return r;
+        tail = absl::StrCat("( ws \",\" ws ", *r, " )*");
+      }
+      // Elements i.. : each optional (a shorter array is valid), written after a comma but the first.
+      std::string next = tail.empty() ? "" : tail;
+      for (size_t i = items.size(); i-- > 0;) {
+        absl::StatusOr<std::string> e = Schema(items[i], absl::StrCat(at, "/items/", i));
+        if (!e.ok()) return e;
+        absl::StatusOr<std::string> r =
+            NewRule(absl::StrCat("( ", i == 0 ? "" : "ws \",\" ws ", *e, " ", next, " )?"));
+        if (!r.ok()) return r;
+        next = *r;
+      }
+      return absl::StrCat("\"[\" ws ", next, " ws \"]\"");
+    }
+    std::string e = "j-value";
+    if (s.contains("items")) {
+      absl::StatusOr<std::string> v = Schema(s["items"], at + "/items");
+      if (!v.ok()) return v;
+      e = *v;
+    }
+    if (s.contains("additionalItems") && !s.contains("items")) return Refused("additionalItems without items", at);
+    if (max == 0) return std::string("\"[\" ws \"]\"");
+    absl::StatusOr<std::string> elem = NewRule(e);
+    if (!elem.ok()) return elem;
+    const std::string more = absl::StrCat("( ws \",\" ws ", *elem, " )", Repeat(std::max(min - 1, 0), max < 0 ? -1 : max - 1));
+    if (min >= 1) return absl::StrCat("\"[\" ws ", *elem, " ", more, " ws \"]\"");
+    return absl::StrCat("\"[\" ws ( ", *elem, " ", more, " )? ws \"]\"");
+  }
+
+  json root_;
+  const JsonSchemaLimits& limits_;
+  std::string rules_;
+  std::map<std::string, std::string> refs_;
+  int count_ = 0, depth_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> JsonSchemaToGbnf(std::string_view schema_json, const JsonSchemaLimits& limits) {
+  if (schema_json.size() > limits.max_schema_bytes)
+    return absl::ResourceExhaustedError(absl::StrCat("json schema: ", schema_json.size(), " bytes, over the limit of ",
+                                                     limits.max_schema_bytes));
+  json schema = json::parse(schema_json, nullptr, /*allow_exceptions=*/false);
+  if (schema.is_discarded()) return absl::InvalidArgumentError("json schema: not valid JSON");
+  return Compiler(std::move(schema), limits).Run();
+}
+
+}  // namespace gla::constraints
