@@ -88,6 +88,26 @@ class Compiler {
     return static_cast<int>(v.get<int64_t>());
   }
 
+  // A pair of count keywords (minLength / maxLength, minItems / maxItems): [*min, *max], max -1
+  // when unbounded.
+  absl::Status Bounds(const json& s, const char* min_key, const char* max_key, const std::string& at, int* min,
+                      int* max) {
+    *min = 0;
+    *max = -1;
+    if (s.contains(min_key)) {
+      absl::StatusOr<int> v = Count(s, min_key, at);
+      if (!v.ok()) return v.status();
+      *min = *v;
+    }
+    if (s.contains(max_key)) {
+      absl::StatusOr<int> v = Count(s, max_key, at);
+      if (!v.ok()) return v.status();
+      *max = *v;
+    }
+    if (*max >= 0 && *max < *min) return Refused(absl::StrCat(max_key, " below ", min_key), at);
+    return absl::OkStatus();
+  }
+
   // {min,max} as GBNF (max < 0: unbounded).
   static std::string Repeat(int min, int max) {
     if (max < 0) return min == 0 ? "*" : absl::StrCat("{", min, ",}");
@@ -249,17 +269,7 @@ class Compiler {
       return Refused(absl::StrCat("format '", f, "'"), at);
     }
     int min = 0, max = -1;
-    if (s.contains("minLength")) {
-      absl::StatusOr<int> v = Count(s, "minLength", at);
-      if (!v.ok()) return v.status();
-      min = *v;
-    }
-    if (s.contains("maxLength")) {
-      absl::StatusOr<int> v = Count(s, "maxLength", at);
-      if (!v.ok()) return v.status();
-      max = *v;
-    }
-    if (max >= 0 && max < min) return Refused("maxLength below minLength", at);
+    if (absl::Status b = Bounds(s, "minLength", "maxLength", at, &min, &max); !b.ok()) return b;
     if (min == 0 && max < 0) return std::string("j-string");
     return absl::StrCat("\"\\\"\" j-char", Repeat(min, max), " \"\\\"\"");
   }
@@ -370,17 +380,7 @@ class Compiler {
 
   absl::StatusOr<std::string> Array(const json& s, const std::string& at) {
     int min = 0, max = -1;
-    if (s.contains("minItems")) {
-      absl::StatusOr<int> v = Count(s, "minItems", at);
-      if (!v.ok()) return v.status();
-      min = *v;
-    }
-    if (s.contains("maxItems")) {
-      absl::StatusOr<int> v = Count(s, "maxItems", at);
-      if (!v.ok()) return v.status();
-      max = *v;
-    }
-    if (max >= 0 && max < min) return Refused("maxItems below minItems", at);
+    if (absl::Status b = Bounds(s, "minItems", "maxItems", at, &min, &max); !b.ok()) return b;
     const bool tuple = s.contains("prefixItems") || (s.contains("items") && s["items"].is_array());
     if (tuple) {
       if (s.contains("minItems") || s.contains("maxItems")) return Refused("a tuple with minItems / maxItems", at);
