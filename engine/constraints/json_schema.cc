@@ -26,8 +26,14 @@ j-char ::= [^"\\\x00-\x1f] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )
 j-string ::= "\"" j-char* "\""
 j-int ::= "-"? ( "0" | [1-9] [0-9]* )
 j-number ::= j-int ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?
-j-date ::= [0-9]{4} "-" [0-9]{2} "-" [0-9]{2}
-j-time ::= [0-9]{2} ":" [0-9]{2} ":" [0-9]{2} ( "." [0-9]+ )? ( [zZ] | [-+] [0-9]{2} ":" [0-9]{2} )
+j-date ::= [0-9]{4} "-" ( ( "01" | "03" | "05" | "07" | "08" | "10" | "12" ) "-" j-d31 | ( "04" | "06" | "09" | "11" ) "-" j-d30 | "02-" j-d28 ) | j-leap "-02-29"
+j-leap ::= [0-9]{2} ( "0" [48] | [2468] [048] | [13579] [26] ) | ( [02468] [048] | [13579] [26] ) "00"
+j-d28 ::= "0" [1-9] | "1" [0-9] | "2" [0-8]
+j-d30 ::= j-d28 | "29" | "30"
+j-d31 ::= j-d30 | "31"
+j-hh ::= [01] [0-9] | "2" [0-3]
+j-mm ::= [0-5] [0-9]
+j-time ::= j-hh ":" j-mm ":" ( j-mm | "60" ) ( "." [0-9]+ )? ( [zZ] | [-+] j-hh ":" j-mm )
 j-hex ::= [0-9a-fA-F]
 )G";
 
@@ -263,7 +269,7 @@ class Compiler {
       const std::string f = s["format"].is_string() ? s["format"].get<std::string>() : "";
       if (f == "date") return std::string("\"\\\"\" j-date \"\\\"\"");
       if (f == "time") return std::string("\"\\\"\" j-time \"\\\"\"");
-      if (f == "date-time") return std::string("\"\\\"\" j-date [Tt ] j-time \"\\\"\"");
+      if (f == "date-time") return std::string("\"\\\"\" j-date [Tt] j-time \"\\\"\"");
       if (f == "uuid")
         return std::string("\"\\\"\" j-hex{8} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{12} \"\\\"\"");
       return Refused(absl::StrCat("format '", f, "'"), at);

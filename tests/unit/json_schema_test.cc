@@ -69,6 +69,11 @@ TEST(JsonSchema, RefsRecursionCombinatorsTuplesAndFormats) {
   EXPECT_TRUE(Accepts(when, R"("2026-12-04T09:30:00Z")"));
   EXPECT_TRUE(Accepts(when, R"("2026-12-04T09:30:00.5+01:00")"));
   EXPECT_FALSE(Accepts(when, R"("2026-12-04")"));
+  for (const char* bad : {R"("2026-12-32T00:00:00Z")", R"("2026-02-29T00:00:00Z")", R"("2026-04-31T00:00:00Z")",
+                          R"("2026-13-01T00:00:00Z")", R"("2026-12-04T24:00:00Z")", R"("2026-12-04T23:59:61Z")"})
+    EXPECT_FALSE(Accepts(when, bad)) << bad;
+  for (const char* leap : {R"("2024-02-29T00:00:00Z")", R"("2000-02-29T23:59:60Z")"}) EXPECT_TRUE(Accepts(when, leap)) << leap;
+  EXPECT_FALSE(Accepts(when, R"("1900-02-29T00:00:00Z")")) << "1900 is not a leap year";
 }
 
 TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
@@ -166,8 +171,18 @@ TEST(JsonSchema, TheSharedSchemasInTheAnchorsColumns) {
       OrderMembers(data, order);
       const bool accepted = Accepts(*g, data.dump());
       ++instances;
-      if (t["valid"].get<bool>() && !accepted) ++validation_errors, all_right = false;
-      if (!t["valid"].get<bool>() && accepted) ++invalidation_errors, all_right = false;
+      if (t["valid"].get<bool>() && !accepted) {
+        ++validation_errors, all_right = false;
+        if (validation_errors <= 10)
+          std::printf("[ detail ] valid instance rejected: %s: %s\n", entry.path().filename().c_str(),
+                      data.dump().substr(0, 160).c_str());
+      }
+      if (!t["valid"].get<bool>() && accepted) {
+        ++invalidation_errors, all_right = false;
+        if (invalidation_errors <= 20)  // the ones to read: an invalid instance the grammar let through
+          std::printf("[ detail ] invalid instance accepted: %s: %s\n", entry.path().filename().c_str(),
+                      data.dump().substr(0, 160).c_str());
+      }
     }
     passing += all_right;
   }
