@@ -22,11 +22,21 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-bool Accepts(const Grammar& g, std::string_view text) {
+// Where the grammar stops taking the text: its length when all of it was taken.
+size_t Taken(const Grammar& g, std::string_view text, bool* complete = nullptr) {
   GrammarMatcher m(g);
-  for (char c : text)
-    if (!m.Advance(static_cast<uint8_t>(c))) return false;
-  return m.CanEnd();
+  for (size_t i = 0; i < text.size(); ++i)
+    if (!m.Advance(static_cast<uint8_t>(text[i]))) {
+      if (complete) *complete = false;
+      return i;
+    }
+  if (complete) *complete = m.CanEnd();
+  return text.size();
+}
+
+bool Accepts(const Grammar& g, std::string_view text) {
+  bool complete = false;
+  return Taken(g, text, &complete) == text.size() && complete;
 }
 
 Grammar Compile(const std::string& schema) {
@@ -173,9 +183,13 @@ TEST(JsonSchema, TheSharedSchemasInTheAnchorsColumns) {
       ++instances;
       if (t["valid"].get<bool>() && !accepted) {
         ++validation_errors, all_right = false;
-        if (validation_errors <= 10)
-          std::printf("[ detail ] valid instance rejected: %s: %s\n", entry.path().filename().c_str(),
-                      data.dump().substr(0, 160).c_str());
+        if (validation_errors <= 10) {
+          const std::string text = data.dump();
+          const size_t at = Taken(*g, text);
+          std::printf("[ detail ] valid instance rejected at byte %zu: %s: ...%s<here>%s\n", at,
+                      entry.path().filename().c_str(), text.substr(at > 60 ? at - 60 : 0, std::min<size_t>(at, 60)).c_str(),
+                      text.substr(at, 30).c_str());
+        }
       }
       if (!t["valid"].get<bool>() && accepted) {
         ++invalidation_errors, all_right = false;
