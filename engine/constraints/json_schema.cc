@@ -3,7 +3,9 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -234,14 +236,29 @@ class Compiler {
       } else {
         return Refused("a type that is not a name", at);
       }
-    } else {  // implied by the keywords present
-      for (const char* k : {"properties", "required", "additionalProperties"})
-        if (s.contains(k)) types = {"object"};
-      for (const char* k : {"items", "prefixItems", "additionalItems", "minItems", "maxItems"})
-        if (s.contains(k)) types = {"array"};
-      for (const char* k : {"minLength", "maxLength", "format"})
-        if (s.contains(k)) types = {"string"};
-      if (types.empty()) return std::string("j-value");
+    } else {
+      // No type: a value of any kind, the keywords of a kind constraining only values of that
+      // kind (properties do not stop a string from being valid).
+      bool constrained = false;
+      std::string alt;
+      for (const auto& [kind, keys, any] :
+           {std::tuple{"object", std::vector<const char*>{"properties", "required", "additionalProperties"}, "j-object"},
+            std::tuple{"array", std::vector<const char*>{"items", "prefixItems", "additionalItems", "minItems", "maxItems"},
+                       "j-array"},
+            std::tuple{"string", std::vector<const char*>{"minLength", "maxLength", "format"}, "j-string"}}) {
+        bool has = false;
+        for (const char* k : keys) has = has || s.contains(k);
+        std::string e = any;
+        if (has) {
+          absl::StatusOr<std::string> t = Typed(s, kind, at);
+          if (!t.ok()) return t;
+          e = *t;
+          constrained = true;
+        }
+        absl::StrAppend(&alt, alt.empty() ? "" : " | ", e);
+      }
+      if (!constrained) return std::string("j-value");
+      return absl::StrCat("( ", alt, " | j-number | \"true\" | \"false\" | \"null\" )");
     }
     std::string alt;
     for (const std::string& t : types) {
