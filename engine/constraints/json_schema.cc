@@ -1,5 +1,6 @@
 #include "engine/constraints/json_schema.h"
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <set>
@@ -167,7 +168,7 @@ class Compiler {
     static const std::set<std::string> kKnown = {
         "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "properties", "required",
         "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
-        "maxLength", "format"};
+        "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
     std::vector<std::string> constraining;
     for (auto it = s.begin(); it != s.end(); ++it) {
       const std::string& k = it.key();
@@ -245,7 +246,9 @@ class Compiler {
            {std::tuple{"object", std::vector<const char*>{"properties", "required", "additionalProperties"}, "j-object"},
             std::tuple{"array", std::vector<const char*>{"items", "prefixItems", "additionalItems", "minItems", "maxItems"},
                        "j-array"},
-            std::tuple{"string", std::vector<const char*>{"minLength", "maxLength", "format"}, "j-string"}}) {
+            std::tuple{"string", std::vector<const char*>{"minLength", "maxLength", "format"}, "j-string"},
+            std::tuple{"number", std::vector<const char*>{"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
+                       "j-number"}}) {
         bool has = false;
         for (const char* k : keys) has = has || s.contains(k);
         std::string e = any;
@@ -258,7 +261,7 @@ class Compiler {
         absl::StrAppend(&alt, alt.empty() ? "" : " | ", e);
       }
       if (!constrained) return std::string("j-value");
-      return absl::StrCat("( ", alt, " | j-number | \"true\" | \"false\" | \"null\" )");
+      return absl::StrCat("( ", alt, " | \"true\" | \"false\" | \"null\" )");
     }
     std::string alt;
     for (const std::string& t : types) {
@@ -272,12 +275,110 @@ class Compiler {
   absl::StatusOr<std::string> Typed(const json& s, const std::string& type, const std::string& at) {
     if (type == "null") return std::string("\"null\"");
     if (type == "boolean") return std::string("( \"true\" | \"false\" )");
-    if (type == "integer") return std::string("j-int");
-    if (type == "number") return std::string("j-number");
+    if (type == "integer") return Integer(s, at);
+    if (type == "number") return Number(s, at);
     if (type == "string") return String(s, at);
     if (type == "object") return Object(s, at);
     if (type == "array") return Array(s, at);
     return Refused(absl::StrCat("type '", type, "'"), at);
+  }
+
+  // An integer's bounds: [*lo, *hi] (inclusive; +-2^62 when unbounded). Numbers as bounds are
+  // rounded inward; exclusive bounds as numbers (draft 6+) or as booleans (draft 4).
+  absl::Status IntegerBounds(const json& s, const std::string& at, int64_t* lo, int64_t* hi) {
+    constexpr int64_t kInf = int64_t{1} << 62;
+    *lo = -kInf;
+    *hi = kInf;
+    auto bound = [&](const char* key, bool upper, bool exclusive) -> absl::Status {
+      const json& v = s[key];
+      if (!v.is_number()) return Refused(absl::StrCat(key, " that is not a number"), at);
+      const double d = v.get<double>();
+      if (!(d > -1e18 && d < 1e18)) return Refused(absl::StrCat(key, " beyond 1e18"), at);
+      int64_t b = static_cast<int64_t>(upper ? std::floor(d) : std::ceil(d));
+      if (exclusive && static_cast<double>(b) == d) b += upper ? -1 : 1;
+      if (upper) *hi = std::min(*hi, b);
+      else *lo = std::max(*lo, b);
+      return absl::OkStatus();
+    };
+    const bool draft4_min = s.contains("exclusiveMinimum") && s["exclusiveMinimum"].is_boolean();
+    const bool draft4_max = s.contains("exclusiveMaximum") && s["exclusiveMaximum"].is_boolean();
+    if (s.contains("minimum")) {
+      if (absl::Status b = bound("minimum", false, draft4_min && s["exclusiveMinimum"].get<bool>()); !b.ok()) return b;
+    }
+    if (s.contains("maximum")) {
+      if (absl::Status b = bound("maximum", true, draft4_max && s["exclusiveMaximum"].get<bool>()); !b.ok()) return b;
+    }
+    if (s.contains("exclusiveMinimum") && !draft4_min) {
+      if (absl::Status b = bound("exclusiveMinimum", false, true); !b.ok()) return b;
+    }
+    if (s.contains("exclusiveMaximum") && !draft4_max) {
+      if (absl::Status b = bound("exclusiveMaximum", true, true); !b.ok()) return b;
+    }
+    if (*lo > *hi) return Refused("integer bounds that no integer meets", at);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> Integer(const json& s, const std::string& at) {
+    int64_t lo = 0, hi = 0;
+    if (absl::Status b = IntegerBounds(s, at, &lo, &hi); !b.ok()) return b;
+    constexpr int64_t kInf = int64_t{1} << 62;
+    if (lo == -kInf && hi == kInf) return std::string("j-int");
+    std::string alt;
+    auto add = [&](const std::string& e) { absl::StrAppend(&alt, alt.empty() ? "" : " | ", e); };
+    if (lo <= 0 && hi >= 0) add("\"0\"");
+    if (hi >= 1) add(Magnitudes(std::max<int64_t>(lo, 1), hi == kInf ? -1 : hi));
+    if (lo <= -1) add(absl::StrCat("\"-\" ", Magnitudes(std::max<int64_t>(-hi, 1), lo == -kInf ? -1 : -lo)));
+    return absl::StrCat("( ", alt, " )");
+  }
+
+  // Numbers: bounds only when they say "not negative" (minimum 0); others are refused.
+  absl::StatusOr<std::string> Number(const json& s, const std::string& at) {
+    const bool bounded = s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") ||
+                         s.contains("exclusiveMaximum");
+    if (!bounded) return std::string("j-number");
+    if (s.contains("minimum") && s["minimum"].is_number() && s["minimum"].get<double>() == 0.0 &&
+        !s.contains("maximum") && !s.contains("exclusiveMaximum") &&
+        !(s.contains("exclusiveMinimum") && s["exclusiveMinimum"] != false))
+      return std::string("( \"0\" | [1-9] [0-9]* ) ( \".\" [0-9]+ )? ( [eE] [-+]? [0-9]+ )?");
+    return Refused("number bounds other than minimum 0", at);
+  }
+
+  // The decimal numerals of [a, b] (a >= 1; b < 0: unbounded), no leading zeros: per length, a
+  // digit-by-digit walk that is tight to a's and b's digits while it follows them.
+  std::string Magnitudes(int64_t a, int64_t b) {
+    const std::string as = std::to_string(a);
+    std::string alt;
+    auto add = [&](const std::string& e) { absl::StrAppend(&alt, alt.empty() ? "" : " | ", e); };
+    auto same_length = [&](const std::string& x, const std::string& y) {  // x <= y, same length
+      std::function<std::string(size_t, bool, bool)> walk = [&](size_t i, bool tl, bool th) -> std::string {
+        if (i == x.size()) return "";
+        const int lo = tl ? x[i] - '0' : 0, hi = th ? y[i] - '0' : 9;
+        std::string out;
+        auto piece = [&](int d0, int d1, bool ntl, bool nth) {
+          if (d0 > d1) return;
+          const std::string digit = d0 == d1 ? absl::StrCat("\"", d0, "\"") : absl::StrCat("[", d0, "-", d1, "]");
+          const std::string rest = walk(i + 1, ntl, nth);
+          absl::StrAppend(&out, out.empty() ? "" : " | ", digit, rest.empty() ? "" : " ", rest);
+        };
+        if (lo == hi) {
+          piece(lo, hi, tl, th);
+        } else {
+          piece(lo, lo, tl, false);
+          piece(lo + 1, hi - 1, false, false);
+          piece(hi, hi, false, th);
+        }
+        return out.find('|') == std::string::npos ? out : absl::StrCat("( ", out, " )");
+      };
+      return walk(0, true, true);
+    };
+    const size_t max_len = b < 0 ? as.size() : std::to_string(b).size();
+    for (size_t len = as.size(); len <= max_len; ++len) {
+      const std::string lo = len == as.size() ? as : "1" + std::string(len - 1, '0');
+      const std::string hi = b >= 0 && len == max_len ? std::to_string(b) : std::string(len, '9');
+      add(same_length(lo, hi));
+    }
+    if (b < 0) add(absl::StrCat("[1-9] [0-9]{", as.size(), ",}"));  // every longer numeral
+    return alt.find('|') == std::string::npos ? alt : absl::StrCat("( ", alt, " )");
   }
 
   absl::StatusOr<std::string> String(const json& s, const std::string& at) {

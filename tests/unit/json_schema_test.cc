@@ -88,10 +88,44 @@ TEST(JsonSchema, RefsRecursionCombinatorsTuplesAndFormats) {
   EXPECT_FALSE(Accepts(when, R"("1900-02-29T00:00:00Z")")) << "1900 is not a leap year";
 }
 
+// Integer bounds as digit-by-digit grammars, against the integers themselves.
+TEST(JsonSchema, IntegerRangesAreExact) {
+  const struct {
+    const char* schema;
+    int64_t lo, hi;  // the integers in [-3000, 3000] that are valid
+  } cases[] = {
+      {R"({"type": "integer", "minimum": 0})", 0, 3000},
+      {R"({"type": "integer", "minimum": 1, "maximum": 12})", 1, 12},
+      {R"({"type": "integer", "minimum": -45, "maximum": 1234})", -45, 1234},
+      {R"({"type": "integer", "exclusiveMinimum": 7, "exclusiveMaximum": 2000})", 8, 1999},
+      {R"({"type": "integer", "minimum": 3, "exclusiveMinimum": true, "maximum": 99})", 4, 99},
+      {R"({"type": "integer", "maximum": -10})", -3000, -10},
+      {R"({"type": "integer", "minimum": 0.5, "maximum": 9.5})", 1, 9},
+      {R"({"type": "integer", "minimum": 100, "maximum": 100})", 100, 100},
+  };
+  for (const auto& c : cases) {
+    const Grammar g = Compile(c.schema);
+    for (int64_t v = -3000; v <= 3000; ++v)
+      ASSERT_EQ(Accepts(g, std::to_string(v)), v >= c.lo && v <= c.hi) << c.schema << " at " << v;
+    EXPECT_FALSE(Accepts(g, "01")) << "no leading zeros";
+  }
+  const Grammar big = Compile(R"({"type": "integer", "minimum": 5})");
+  EXPECT_TRUE(Accepts(big, "123456789012345678"));
+  const Grammar nonneg = Compile(R"({"type": "number", "minimum": 0})");
+  EXPECT_TRUE(Accepts(nonneg, "0.25"));
+  EXPECT_FALSE(Accepts(nonneg, "-0.25"));
+  const Grammar typeless = Compile(R"({"minimum": 0})");
+  EXPECT_TRUE(Accepts(typeless, "\"x\"")) << "bounds constrain numbers only";
+  EXPECT_FALSE(Accepts(typeless, "-1"));
+  EXPECT_TRUE(Accepts(typeless, "3.5"));
+  EXPECT_EQ(JsonSchemaToGbnf(R"({"minimum": 2})").status().code(), absl::StatusCode::kInvalidArgument)
+      << "a typeless bound is a number bound";
+}
+
 TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
   for (auto [schema, says] : std::vector<std::pair<const char*, const char*>>{
            {R"({"type": "string", "pattern": "^a"})", "refused: pattern"},
-           {R"({"type": "integer", "minimum": 3})", "refused: minimum"},
+           {R"({"type": "number", "minimum": 3})", "number bounds other than minimum 0"},
            {R"({"not": {"type": "null"}})", "refused: not"},
            {R"({"type": "array", "uniqueItems": true})", "refused: uniqueItems"},
            {R"({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]})", "oneOf whose branches"},
