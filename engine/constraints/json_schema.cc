@@ -3,6 +3,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -206,8 +207,10 @@ class Compiler {
       const json& branches = s[comb];
       if (!branches.is_array() || branches.empty()) return Refused(absl::StrCat(comb, " that is not a non-empty list"), at);
       if (std::string(comb) == "allOf") {
-        if (branches.size() != 1) return Refused("allOf of several schemas", at);
-        return Schema(branches[0], at + "/allOf/0");
+        if (branches.size() == 1) return Schema(branches[0], at + "/allOf/0");
+        std::optional<json> merged = MergeObjects(branches);
+        if (!merged) return Refused("allOf of several schemas (other than objects with distinct properties)", at);
+        return Schema(*merged, at + "/allOf");
       }
       if (std::string(comb) == "oneOf") {  // exact only when the branches cannot both match
         std::set<std::string> types;
@@ -270,6 +273,49 @@ class Compiler {
       absl::StrAppend(&alt, alt.empty() ? "" : " | ", *e);
     }
     return types.size() == 1 ? alt : absl::StrCat("( ", alt, " )");
+  }
+
+  // allOf of object schemas that only list properties (each name once across them) and required
+  // names, none closing itself with additionalProperties: one object schema with all of them (the
+  // same instances). Anything else: nullopt (refused).
+  std::optional<json> MergeObjects(const json& branches) {
+    json merged = json::object();
+    json props = json::object();
+    json required = json::array();
+    for (const json& b0 : branches) {
+      const json* b = &b0;
+      for (int hops = 0; b->is_object() && b->contains("$ref") && hops < 20; ++hops) {  // $ref alone
+        if (b->size() != 1 || !(*b)["$ref"].is_string()) return std::nullopt;
+        const std::string ref = (*b)["$ref"].get<std::string>();
+        if (ref.rfind("#", 0) != 0) return std::nullopt;
+        try {
+          b = ref.size() == 1 ? &root_ : &root_.at(json::json_pointer(ref.substr(1)));
+        } catch (...) {
+          return std::nullopt;
+        }
+      }
+      if (!b->is_object()) return std::nullopt;
+      for (auto it = b->begin(); it != b->end(); ++it) {
+        const std::string& k = it.key();
+        if (Annotations().count(k) || k.rfind("x-", 0) == 0) continue;
+        if (k == "type") {
+          if (it.value() != "object") return std::nullopt;
+        } else if (k == "properties" && it->is_object()) {
+          for (auto p = it->begin(); p != it->end(); ++p) {
+            if (props.contains(p.key())) return std::nullopt;
+            props[p.key()] = p.value();
+          }
+        } else if (k == "required" && it->is_array()) {
+          for (const json& r : *it) required.push_back(r);
+        } else {
+          return std::nullopt;
+        }
+      }
+    }
+    merged["type"] = "object";
+    merged["properties"] = std::move(props);
+    if (!required.empty()) merged["required"] = std::move(required);
+    return merged;
   }
 
   absl::StatusOr<std::string> Typed(const json& s, const std::string& type, const std::string& at) {

@@ -77,6 +77,12 @@ TEST(JsonSchema, RefsRecursionCombinatorsTuplesAndFormats) {
   const Grammar tuple = Compile(R"({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": false})");
   for (const char* ok : {"[]", "[1]", R"([1,"a"])"}) EXPECT_TRUE(Accepts(tuple, ok)) << ok;
   for (const char* bad : {R"(["a"])", R"([1,"a",2])"}) EXPECT_FALSE(Accepts(tuple, bad)) << bad;
+  const Grammar all = Compile(R"({"allOf": [{"$ref": "#/$defs/named"}, {"properties": {"age": {"type": "integer"}},
+      "required": ["age"]}], "$defs": {"named": {"type": "object", "properties": {"name": {"type": "string"}}}}})");
+  EXPECT_TRUE(Accepts(all, R"({"name":"x","age":3})"));
+  EXPECT_TRUE(Accepts(all, R"({"age":3,"extra":true})"));
+  EXPECT_FALSE(Accepts(all, R"({"name":"x"})")) << "the second branch requires age";
+  EXPECT_FALSE(Accepts(all, R"({"name":1,"age":3})")) << "the first branch types name";
   const Grammar when = Compile(R"({"type": "string", "format": "date-time"})");
   EXPECT_TRUE(Accepts(when, R"("2026-12-04T09:30:00Z")"));
   EXPECT_TRUE(Accepts(when, R"("2026-12-04T09:30:00.5+01:00")"));
@@ -130,6 +136,9 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
            {R"({"type": "array", "uniqueItems": true})", "refused: uniqueItems"},
            {R"({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]})", "oneOf whose branches"},
            {R"({"allOf": [{"type": "string"}, {"maxLength": 2}]})", "allOf of several"},
+           {R"({"allOf": [{"properties": {"a": {}}}, {"properties": {"a": {"type": "null"}}}]})", "allOf of several"},
+           {R"({"allOf": [{"properties": {"a": {}}, "additionalProperties": false}, {"required": ["a"]}]})",
+            "allOf of several"},
            {R"({"type": "string", "format": "email"})", "format 'email'"},
            {R"({"$ref": "http://example.com/s.json"})", "$ref to"},
            {R"({"type": "object", "required": ["a"]})", "required property 'a' without a schema"},
