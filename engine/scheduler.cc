@@ -391,10 +391,7 @@ void Scheduler::Fork(Request& leader, std::span<Request* const> siblings, std::s
       stats_.forks = ++forks_;
     }
     if (r.spec.max_new_tokens == 0) {  // scores only (as its leader)
-      GenerationUpdate u;
-      u.prompt_logprobs = std::move(r.scored);
-      r.scored.clear();
-      Finish(r, FinishReason::kLength, absl::OkStatus(), std::move(u));
+      FinishScored(r);
     } else {
       Accept(r, firsts[i]);
     }
@@ -422,6 +419,13 @@ void Scheduler::Fork(Request& leader, std::span<Request* const> siblings, std::s
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.queued;
   }
+}
+
+void Scheduler::FinishScored(Request& r) {
+  GenerationUpdate u;
+  u.prompt_logprobs = std::move(r.scored);
+  r.scored.clear();
+  Finish(r, FinishReason::kLength, absl::OkStatus(), std::move(u));
 }
 
 void Scheduler::Unpark(Request& leader) {
@@ -638,10 +642,7 @@ void Scheduler::RunStep() {
       if (items[i].sample && r.spec.max_new_tokens > 0) {
         Accept(r, out[i]);
       } else if (r.spec.max_new_tokens == 0 && r.prefilled == r.spec.prompt.size()) {  // scored, nothing to generate
-        GenerationUpdate u;
-        u.prompt_logprobs = std::move(r.scored);
-        r.scored.clear();
-        Finish(r, FinishReason::kLength, absl::OkStatus(), std::move(u));
+        FinishScored(r);
       }
     }
   }

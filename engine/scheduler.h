@@ -175,6 +175,7 @@ class Scheduler {
   // The step that ended the leader's prompt gave each sibling its first token (firsts): they start
   // from copies of the leader's state (device copies; a host copy when no slot is free).
   void Fork(Request& leader, std::span<Request* const> siblings, std::span<const SampledToken> firsts);
+  void FinishScored(Request& r);  // a score-only request (max_new_tokens 0): its scores, and done
   void Unpark(Request& leader);  // the leader ended before its fork: its siblings run on their own
   void PublishStats();
 
