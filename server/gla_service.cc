@@ -76,6 +76,15 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> SubmitAll(
   return svc->scheduler().SubmitGroup(std::move(specs), std::move(sinks));
 }
 
+// What the metrics record for a call of n generations when its last one ends: its usage with the
+// completion tokens of all of them (the prompt ran once).
+GenerationUpdate CallTotals(const GenerationUpdate& last, int64_t completion_tokens) {
+  GenerationUpdate total;
+  total.usage = last.usage;
+  total.usage.completion_tokens = static_cast<int>(completion_tokens);
+  return total;
+}
+
 // The first failure among a request's generations decides how its call ends.
 void KeepFirstError(absl::Status* kept, absl::Status s) {
   if (kept->ok() && !s.ok()) *kept = std::move(s);
@@ -144,10 +153,12 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
       const absl::Status final_status = CallStatus(u, ctx_);
       LogRequest(ids_[i], u, final_status);
       KeepFirstError(&status_, final_status);
+      completion_tokens_ += u.usage.completion_tokens;
       if (!final_status.ok())  // one failed: the call fails, the others need not run on
         for (auto& h : handles_) h->Cancel();
       if (--remaining_ > 0) return;
-      recorder_.Ended(status_, &u);
+      const GenerationUpdate total = CallTotals(u, completion_tokens_);
+      recorder_.Ended(status_, &total);
       st = ToGrpcStatus(status_);
     }
     Finish(st);  // after unlocking: OnDone may delete this at once
@@ -159,6 +170,7 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
   std::vector<std::shared_ptr<RequestHandle>> handles_;
   std::vector<std::string> ids_;
   size_t remaining_ = 0;
+  int64_t completion_tokens_ = 0;  // all generations' so far (the metrics count the call's total)
   absl::Status status_;
   RequestRecord recorder_;
 };
@@ -230,12 +242,14 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
       const absl::Status final_status = CallStatus(u, ctx_);
       LogRequest(ids_[i], u, final_status);
       KeepFirstError(&status_, final_status);
+      completion_tokens_ += u.usage.completion_tokens;
       if (!final_status.ok())
         for (auto& h : handles_) h->Cancel();
       if (--remaining_ == 0) {
         final_status_ = ToGrpcStatus(status_);
         generation_done_ = true;
-        recorder_.Ended(status_, &u);
+        const GenerationUpdate total = CallTotals(u, completion_tokens_);
+        recorder_.Ended(status_, &total);
       }
     }
     Advance(lock);
@@ -264,6 +278,7 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
   std::mutex mu_;
   std::vector<std::shared_ptr<RequestHandle>> handles_;
   size_t remaining_ = 0;
+  int64_t completion_tokens_ = 0;  // all generations' so far (the metrics count the call's total)
   absl::Status status_;
   std::deque<v1::GenerateStreamResponse> pending_;
   v1::GenerateStreamResponse current_;

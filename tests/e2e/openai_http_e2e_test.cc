@@ -278,10 +278,21 @@ TEST_F(OpenAiHttpE2E, GrpcTakesNAndPromptScoresLikeHttp) {
   g.mutable_sampling()->set_temperature(1.0f);
   g.mutable_sampling()->set_seed(21);
   g.set_n(3);
+  // The metrics count every generation's tokens of an n > 1 call, not only the last one's.
+  auto generated = [&] {
+    HttpClient m(port_);
+    const std::string text = m.Get("/metrics").body;
+    const std::regex line("\ngla_generated_tokens_total ([0-9.e+]+)");
+    std::smatch x;
+    return std::regex_search(text, x, line) ? std::stod(x[1]) : -1.0;
+  };
+  ASSERT_TRUE(WaitForIdle(*glad_));
+  const double before = generated();
   grpc::ClientContext ctx;
   v1::GenerateResponse resp;
   ASSERT_TRUE(glad_->stub()->Generate(&ctx, g, &resp).ok());
   ASSERT_EQ(resp.choices_size(), 3);
+  EXPECT_EQ(generated() - before, 18.0) << "3 generations x 6 tokens";
   EXPECT_EQ(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()),
             std::vector<int32_t>(resp.choices(0).token_ids().begin(), resp.choices(0).token_ids().end()));
   json req = {{"model", "tiny"}, {"prompt", p},   {"max_tokens", 6},        {"temperature", 1.0},
