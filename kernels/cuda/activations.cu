@@ -24,6 +24,7 @@ template <typename T>
 __global__ void SwiGluKernel(const T* gate_up, int64_t gate_up_stride, T* out, int64_t out_stride, int64_t M,
                              int64_t I) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
   for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
     const T* g = gate_up + r * gate_up_stride;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < I;
@@ -51,6 +52,7 @@ __global__ void LowRankGateKernel(const float* lowrank, int64_t lowrank_stride, 
                                   const float* bias, float* out, int64_t out_stride, int64_t rows, int n,
                                   float inv_normalizer, bool has_clamp, float clamp_min) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
   __shared__ float lr[kMaxRank];
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     __syncthreads();  // the previous row's lr is no longer read
@@ -64,6 +66,7 @@ __global__ void LowRankGateKernel(const float* lowrank, int64_t lowrank_stride, 
 template <typename T>
 __global__ void EmbeddingGatherKernel(const T* table, int64_t D, const int32_t* ids, int64_t n, float* out) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
   for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
     const T* row = table + static_cast<int64_t>(ids[r]) * D;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < D;

@@ -25,26 +25,38 @@ using tile::kThreads;
 constexpr int kMaxDk = 1024;
 
 // A thread's rows of the state, updated in place: i = group, group + 32, ... R > 0 (the row count,
-// dk / 32, known at compile time): every load is issued before the first update and the stores
-// come after the last, so the R round trips to memory overlap (in one loop the compiler cannot
-// move a row's load above the previous row's store: they might alias); the arithmetic, row by
-// row in the same order, is the loop's. R = 0: the loop, for any dk.
+// dk / 32, known at compile time): the rows are loaded together (LoadRows, before the kernel waits
+// for its predecessor: the state does not come from it) and stored after the last update, so the
+// R round trips to memory overlap with each other and with the previous kernel's tail (in one loop
+// the compiler cannot move a row's load above the previous row's store: they might alias); the
+// arithmetic, row by row in the same order, is the loop's. R = 0: the loop, for any dk.
 template <int R>
-__device__ __forceinline__ void UpdateRows(float* S, int dk, int dv, int col, int group, const float* decay_s,
-                                           const float* k_s, const float* q_s, const float4& v, float4& acc) {
+struct Rows {
+  float4 s[R > 0 ? R : 1];
+};
+
+template <int R>
+__device__ __forceinline__ void LoadRows(const float* S, int dv, int col, int group, Rows<R>& rows) {
   if constexpr (R > 0) {
-    float4 s[R];
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      s[r] = *reinterpret_cast<const float4*>(S + static_cast<int64_t>(group + r * kRowGroups) * dv + col);
+      rows.s[r] = *reinterpret_cast<const float4*>(S + static_cast<int64_t>(group + r * kRowGroups) * dv + col);
+  }
+}
+
+template <int R>
+__device__ __forceinline__ void UpdateRows(float* S, int dk, int dv, int col, int group, const float* decay_s,
+                                           const float* k_s, const float* q_s, const float4& v, Rows<R>& rows,
+                                           float4& acc) {
+  if constexpr (R > 0) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int i = group + r * kRowGroups;
-      tile::UpdateRow(s[r], decay_s[i], k_s[i], q_s[i], v, acc);
+      tile::UpdateRow(rows.s[r], decay_s[i], k_s[i], q_s[i], v, acc);
     }
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      *reinterpret_cast<float4*>(S + static_cast<int64_t>(group + r * kRowGroups) * dv + col) = s[r];
+      *reinterpret_cast<float4*>(S + static_cast<int64_t>(group + r * kRowGroups) * dv + col) = rows.s[r];
   } else {
 #pragma unroll 4
     for (int i = group; i < dk; i += kRowGroups) {
@@ -58,11 +70,17 @@ __device__ __forceinline__ void UpdateRows(float* S, int dk, int dv, int col, in
 
 template <int R>
 __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaParams p) {
-  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int n = blockIdx.z, h = blockIdx.y;
   const int hk = h / (p.H / p.Hkv);
   const int lane = threadIdx.x % kLanes, group = threadIdx.x / kLanes;
   const int col = blockIdx.x * kCols + lane * 4;
+  // The state was written by this layer's step one step ago (and the slots before the step began):
+  // its rows are in flight while the previous kernel finishes.
+  float* S = p.state_base + static_cast<int64_t>(p.slots[n]) * p.slot_stride + static_cast<int64_t>(h) * p.dk * p.dv;
+  Rows<R> rows;
+  if (col < p.dv) LoadRows<R>(S, p.dv, col, group, rows);
+  WaitForPredecessor();  // q, k, v (and the gates) come from the kernels before; see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
 
   __shared__ float q_s[kMaxDk], k_s[kMaxDk], decay_s[kMaxDk];
   __shared__ float4 partial[kRowGroups][kLanes];
@@ -85,8 +103,7 @@ __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaP
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (col < p.dv) {
     const float4 v = *reinterpret_cast<const float4*>(p.v + n * p.v_stride + hk * p.dv + col);
-    float* S = p.state_base + static_cast<int64_t>(p.slots[n]) * p.slot_stride + static_cast<int64_t>(h) * p.dk * p.dv;
-    UpdateRows<R>(S, p.dk, p.dv, col, group, decay_s, k_s, q_s, v, acc);
+    UpdateRows<R>(S, p.dk, p.dv, col, group, decay_s, k_s, q_s, v, rows, acc);
   }
   partial[group][lane] = acc;
   __syncthreads();

@@ -4,6 +4,13 @@
 // visible. Nothing of the kernel runs early, so ordering is as with a plain launch; what overlaps
 // is the launch itself, which in a decode step (hundreds of short kernels, even inside a CUDA
 // graph) is a large part of the time. On a kernel launched the plain way the wait is a no-op.
+//
+// By default a dependent kernel is only scheduled once every block of its predecessor has exited.
+// LetDependentsLaunch(), called right after the wait, lets the next kernel's blocks be scheduled
+// while this one still runs, so they can issue the loads that do not depend on it (weights, the
+// recurrent state) before their own wait. Called after the wait, not before: then at most two
+// kernels are in flight, and everything before the predecessor is complete when a kernel's
+// pre-wait part runs (the pre-wait part may read only what no kernel of the current step writes).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,6 +22,12 @@ namespace gla::cuda {
 __device__ __forceinline__ void WaitForPredecessor() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void LetDependentsLaunch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 

@@ -1,7 +1,7 @@
 // Decode-sized projections on CUDA cores (M <= kSmallMCudaCores rows), and LinearSmallM's choice
 // between this kernel and the tensor-core one. Memory-bound, so the aim is the weight stream at
 // full bandwidth. One warp per output row n: each lane reads 8 bf16 weights (16 bytes) per step,
-// four steps in flight, multiplies them with the M input rows (small, served from L1/L2), and the
+// four to eight steps in flight, multiplies them with the M input rows (small, served from L1/L2), and the
 // warp reduces its M partial sums with shuffles in a fixed order (deterministic).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -36,30 +36,43 @@ template <int M>
 __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                              const __nv_bfloat16* __restrict__ w, int64_t N, int64_t K,
                                                              void* y, bool y_bf16, int64_t y_stride, float beta) {
-  WaitForPredecessor();  // see kernels/cuda/launch.cuh
   const int lane = threadIdx.x % 32;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (n >= N) return;
   const uint4* wr = reinterpret_cast<const uint4*>(w + n * K);
   const int64_t chunks = K / 8;  // 16-byte chunks per row
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  // Two batches of kUnroll chunks per lane in flight: the one being multiplied and the next. The
+  // first batch goes out before the wait (the weights do not come from the previous kernel), so
+  // the weight stream starts while the previous kernel finishes. A lane takes its chunks in
+  // increasing order, as a single loop would: the sums are the same bits.
+  uint4 wv[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t c = lane + 32 * u;
+    wv[u] = c < chunks ? __ldcs(wr + c) : zero;  // streamed once: do not keep in L2
+  }
+  WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
-  int64_t c = lane;
-  for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
-    uint4 wv[kUnroll];
+  for (int64_t c = lane; c < chunks; c += 32 * kUnroll) {
+    uint4 next[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wv[u] = __ldcs(wr + c + 32 * u);  // streamed once: do not keep in L2
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t cn = c + 32 * (kUnroll + u);
+      next[u] = cn < chunks ? __ldcs(wr + cn) : zero;
+    }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
+    for (int u = 0; u < kUnroll; ++u) {
+      if (c + 32 * u >= chunks) break;
 #pragma unroll
       for (int m = 0; m < M; ++m)
         Fma8(wv[u], __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c + 32 * u), acc[m]);
-  }
-  for (; c < chunks; c += 32) {
-    const uint4 wv = __ldcs(wr + c);
+    }
 #pragma unroll
-    for (int m = 0; m < M; ++m) Fma8(wv, __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c), acc[m]);
+    for (int u = 0; u < kUnroll; ++u) wv[u] = next[u];
   }
 #pragma unroll
   for (int m = 0; m < M; ++m) {

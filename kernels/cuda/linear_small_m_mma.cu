@@ -83,6 +83,7 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
   int64_t first = warp;
   load_weights(0, first);
   WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; the weights do not
+  LetDependentsLaunch();
   // Stages alternate with the loop unrolled twice (register arrays need compile-time indices).
   while (first < slices) {
     if (first + kStep < slices) load_weights(1, first + kStep);

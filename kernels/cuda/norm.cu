@@ -25,6 +25,7 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(const float* x, int64_
                                                           const float* w, Out* y, int64_t y_stride, int n,
                                                           float eps) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
   const int64_t r = blockIdx.x;
   const float* xr = x + (row_ids ? static_cast<int64_t>(row_ids[r]) : r) * x_stride;
   float ss = 0.f;
@@ -42,6 +43,7 @@ __global__ void __launch_bounds__(kGateThreads) RmsNormSwishGateKernel(const flo
                                                                        const float* w, Out* y,
                                                                        int64_t y_stride, int dv, float eps) {
   WaitForPredecessor();  // see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
   const int64_t r = blockIdx.x;
   const int h = blockIdx.y;
   const float* oh = o + r * o_stride + static_cast<int64_t>(h) * dv;
