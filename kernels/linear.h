@@ -60,6 +60,24 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream);
 
+
+// One row's projection whose input is made inside the kernel: each block makes the whole input row
+// in shared memory (RMSNorm of an fp32 row, or SwiGLU of a bf16 [gate | up] row, computed exactly
+// as cuda::RmsNorm and cuda::SwiGlu compute them: the same bits), then streams its weights as
+// LinearSmallMCudaCores does. In a batch-1 decode step this removes the norm and activation
+// kernels (three of nine per layer) and the launch and drain each costs; every block redoes an
+// O(K) row, against its O(K x 8) weights. K % 8 == 0, K <= kOneRowMaxK, w 16-byte aligned.
+constexpr int64_t kOneRowMaxK = 16384;  // the staged row's bf16 fit the default shared memory
+struct OneRowInput {
+  enum Kind { kRmsNorm, kSwiGlu } kind = kRmsNorm;
+  const void* x = nullptr;  // kRmsNorm: fp32 [.., K] rows; kSwiGlu: bf16 [gate K | up K]
+  int64_t x_stride = 0;
+  const int32_t* row_id = nullptr;  // kRmsNorm: the row is x[*row_id] (device); null: row 0
+  const float* norm_w = nullptr;    // kRmsNorm: [K]
+  float eps = 0.f;
+};
+cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
+                               bool y_bf16, float beta, cudaStream_t stream);
 }  // namespace gla::cuda
 #endif
 

@@ -407,13 +407,33 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   const bool adapters = !step_adapters_.empty();
 
   GLA_CUDA_RETURN_IF_ERROR(cuda::EmbeddingGather(embeddings_, D, d_tokens_, rows, x_, stream_));
+  // A one-row step (batch-1 decode) makes each norm and SwiGLU inside the projection that reads it
+  // (cuda::LinearOneRowStaged, the same bits): three launches fewer per layer. Adapters read the
+  // normed rows themselves, so they keep the separate kernels.
+  const bool one_row = rows == 1 && !adapters && D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK;
+  auto NormedRow = [&](const float* x, const int32_t* row_id, const float* norm_w) {
+    cuda::OneRowInput in;
+    in.kind = cuda::OneRowInput::kRmsNorm;
+    in.x = x;
+    in.x_stride = D;
+    in.row_id = row_id;
+    in.norm_w = norm_w;
+    in.eps = p.eps;
+    return in;
+  };
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     const Layer& w = layers_[l];
     auto lora = [&](LoraTarget t, const __nv_bfloat16* x, int64_t x_stride, void* y, bool y_bf16, int64_t y_stride) {
       return adapters ? AddLoraDeltas(l, t, x, x_stride, y, y_bf16, y_stride) : absl::OkStatus();
     };
-    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
-    RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
+    if (one_row) {  // the norm made inside the projection (no adapter reads h_)
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_,
+                                                        false, 0.0f, stream_));
+    } else {
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
+      RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
+    }
     RETURN_IF_ERROR(lora(LoraTarget::kQ, h_, D, proj_ + ip.q, false, P));
     RETURN_IF_ERROR(lora(LoraTarget::kK, h_, D, proj_ + ip.k, false, P));
     RETURN_IF_ERROR(lora(LoraTarget::kV, h_, D, proj_ + ip.v, false, P));
@@ -490,6 +510,15 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
     RETURN_IF_ERROR(lora(LoraTarget::kO, og_, Vd, x_, false, D));
 
+    if (one_row) {  // the norm inside the gate/up projection, SwiGLU inside the down projection
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, nullptr, w.mlp_norm), w.gate_up, 2 * I, D,
+                                                        gate_up_, true, 0.0f, stream_));
+      cuda::OneRowInput act;
+      act.kind = cuda::OneRowInput::kSwiGlu;
+      act.x = gate_up_;
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(act, w.down, D, I, x_, false, 1.0f, stream_));
+      continue;
+    }
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
     RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
     RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
@@ -498,7 +527,10 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
     RETURN_IF_ERROR(lora(LoraTarget::kDown, act_, I, x_, false, D));
   }
-  if (logit_rows > 0) {
+  if (logit_rows == 1 && D <= cuda::kOneRowMaxK) {  // the final norm inside the head
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, d_row_ids_, final_norm_), lm_head_,
+                                                      config_.vocab_size, D, logits_, false, 0.0f, stream_));
+  } else if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(
         cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), p.eps, stream_));
     RETURN_IF_ERROR(Project(h_, D, lm_head_, config_.vocab_size, D, logits_, false, config_.vocab_size, logit_rows, 0.0f));

@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
 
@@ -89,6 +90,64 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16
   return LaunchDependent(SmallMKernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
 }
 
+// LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
+// streamed as above with x read from there.
+template <OneRowInput::Kind kKind>
+__global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowInput in,
+                                                                   const __nv_bfloat16* __restrict__ w, int64_t N,
+                                                                   int64_t K, void* y, bool y_bf16, float beta) {
+  extern __shared__ uint4 x_s[];  // K / 8 chunks of the made row
+  const int lane = threadIdx.x % 32;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const bool active = n < N;  // every thread helps make the row
+  const uint4* wr = reinterpret_cast<const uint4*>(w + (active ? n : 0) * K);
+  const int64_t chunks = K / 8;
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  uint4 wv[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t c = lane + 32 * u;
+    wv[u] = active && c < chunks ? __ldcs(wr + c) : zero;
+  }
+  WaitForPredecessor();  // the input row comes from the previous kernels; see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
+  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
+  const int k_int = static_cast<int>(K);
+  if constexpr (kKind == OneRowInput::kRmsNorm) {  // norm.cu's RmsNormKernel, same threads and order
+    const float* xr = static_cast<const float*>(in.x) + (in.row_id ? static_cast<int64_t>(*in.row_id) : 0) * in.x_stride;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < k_int; i += kWarps * 32) ss += xr[i] * xr[i];
+    const float inv = rsqrtf(BlockSum<kWarps * 32>(ss) / k_int + in.eps);
+    for (int i = threadIdx.x; i < k_int; i += kWarps * 32) xs[i] = __float2bfloat16(xr[i] * inv * in.norm_w[i]);
+  } else {  // activations.cu's SwiGluKernel
+    const __nv_bfloat16* g = static_cast<const __nv_bfloat16*>(in.x);
+    for (int i = threadIdx.x; i < k_int; i += kWarps * 32) {
+      const float a = __bfloat162float(g[i]), u = __bfloat162float(g[i + K]);
+      xs[i] = __float2bfloat16(a / (1.f + __expf(-a)) * u);
+    }
+  }
+  __syncthreads();
+  if (!active) return;
+  float acc = 0.f;
+  for (int64_t c = lane; c < chunks; c += 32 * kUnroll) {
+    uint4 next[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t cn = c + 32 * (kUnroll + u);
+      next[u] = cn < chunks ? __ldcs(wr + cn) : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (c + 32 * u >= chunks) break;
+      Fma8(wv[u], x_s[c + 32 * u], acc);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = next[u];
+  }
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (lane == 0) small_m::Store(y, y_bf16, n, acc, beta);
+}
+
 }  // namespace
 
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
@@ -115,6 +174,22 @@ cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bf
   if (M > kSmallM) return cudaErrorInvalidValue;
   if (M < kSmallMTensorCoresFrom) return LinearSmallMCudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
   return LinearSmallMTensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
+cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
+                               bool y_bf16, float beta, cudaStream_t stream) {
+  const bool input_ok = in.x != nullptr && in.x_stride >= 0 && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 &&
+                        (in.kind == OneRowInput::kSwiGlu || (in.kind == OneRowInput::kRmsNorm && in.norm_w != nullptr));
+  if (!input_ok || N <= 0 || K <= 0 || K % 8 != 0 || K > kOneRowMaxK || reinterpret_cast<uintptr_t>(w) % 16 != 0 ||
+      N > int64_t{kWarps} * 0x7fffffff)
+    return cudaErrorInvalidValue;
+  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+  const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
+  if (in.kind == OneRowInput::kRmsNorm)
+    return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kRmsNorm>, blocks, kWarps * 32, smem, stream, in, w, N,
+                               K, y, y_bf16, beta);
+  return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kSwiGlu>, blocks, kWarps * 32, smem, stream, in, w, N, K,
+                             y, y_bf16, beta);
 }
 
 }  // namespace gla::cuda

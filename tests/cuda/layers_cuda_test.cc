@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <tuple>
 #include <random>
 #include <vector>
 
@@ -246,6 +248,66 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
     EXPECT_EQ(k.kernel(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, k.max_m + 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
     EXPECT_EQ(k.kernel(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
   }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
+}
+
+// The one-row projection that makes its input itself equals, to the bit, the two kernels it
+// replaces in a batch-1 decode step: RmsNorm (of a chosen row) then the CUDA-core projection, and
+// SwiGlu then the projection; both output types, the residual add; bad shapes refused unlaunched.
+TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(19);
+  const int rows = 5;
+  const auto x = Random(rows * w.D, rng, -3, 3), g = Random(w.D, rng, 0.5f, 1.5f);
+  const auto gu = RoundBf16(Random(2 * w.I, rng, -5, 5));
+  Dev<float> dx(x), dg(g);
+  Dev<__nv_bfloat16> dgu(ToBf16(gu));
+  const std::vector<int32_t> row = {3};
+  Dev<int32_t> drow(row);
+  for (auto [N, K, swiglu] : {std::tuple{2 * w.I, w.D, false}, std::tuple{w.D, w.I, true}, std::tuple{1000, w.D, false}}) {
+    const auto W = RoundBf16(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f));
+    Dev<__nv_bfloat16> dW(ToBf16(W)), staged(K);
+    cuda::OneRowInput in;
+    if (swiglu) {
+      in.kind = cuda::OneRowInput::kSwiGlu;
+      in.x = dgu.p;
+      GLA_CUDA_OK(cuda::SwiGlu(dgu.p, 2 * K, staged.p, K, 1, K, nullptr));
+    } else {
+      in.x = dx.p;
+      in.x_stride = w.D;
+      in.row_id = drow.p;
+      in.norm_w = dg.p;
+      in.eps = 1e-6f;
+      GLA_CUDA_OK(cuda::RmsNorm(dx.p, w.D, drow.p, dg.p, staged.p, K, 1, K, 1e-6f, nullptr));
+    }
+    for (bool out_bf16 : {false, true}) {
+      const float beta = out_bf16 ? 0.f : 1.f;
+      const auto y0 = Random(N, rng);
+      Dev<float> want32(y0), got32(y0);
+      Dev<__nv_bfloat16> want16(N), got16(N);
+      void* want = out_bf16 ? static_cast<void*>(want16.p) : want32.p;
+      void* got = out_bf16 ? static_cast<void*>(got16.p) : got32.p;
+      GLA_CUDA_OK(cuda::LinearSmallMCudaCores(staged.p, K, dW.p, N, K, want, out_bf16, N, 1, beta, nullptr));
+      GLA_CUDA_OK(cuda::LinearOneRowStaged(in, dW.p, N, K, got, out_bf16, beta, nullptr));
+      if (out_bf16) {
+        const auto a = want16.Get(), b = got16.Get();
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0]))) << "N=" << N << " K=" << K << " bf16";
+      } else {
+        EXPECT_EQ(want32.Get(), got32.Get()) << "N=" << N << " K=" << K << " swiglu " << swiglu;
+      }
+    }
+  }
+  Dev<__nv_bfloat16> dW(16 * 8);
+  Dev<float> dy(16);
+  cuda::OneRowInput in;
+  in.x = dx.p;
+  EXPECT_EQ(cuda::LinearOneRowStaged(in, dW.p, 16, 8, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue) << "no norm";
+  in.norm_w = dg.p;
+  EXPECT_EQ(cuda::LinearOneRowStaged(in, dW.p, 16, 6, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue) << "K % 8";
+  EXPECT_EQ(cuda::LinearOneRowStaged(in, dW.p, 16, cuda::kOneRowMaxK + 8, dy.p, false, 0.f, nullptr),
+            cudaErrorInvalidValue)
+      << "K too large";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
