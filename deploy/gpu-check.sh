@@ -187,10 +187,15 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
   for preset in 340M 1.3B; do
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    # GLA_AB_VARIANTS: "label=binary [args]" entries separated by ';' (default: the bundled
+    # gla-engine-bench-before against this build), each run twice, alternating.
+    IFS=';' read -ra variants <<< "${GLA_AB_VARIANTS:-before=gla-engine-bench-before;after=gla-engine-bench}"
     for round in 1 2; do
-      for which in before after; do
-        bin=gla-engine-bench; [ $which = before ] && bin=gla-engine-bench-before
-        check "ab_${preset}_${which}_$round" gpu-bundle/run $bin --model /tmp/gla-$preset --name gla-$preset --batches 1,8,32,128
+      for v in "${variants[@]}"; do
+        which=${v%%=*}
+        read -ra cmd <<< "${v#*=}"
+        check "ab_${preset}_${which}_$round" gpu-bundle/run "${cmd[@]}" --model /tmp/gla-$preset --name gla-$preset \
+          --batches 1,8,32,128
         grep -E "^(prefill|decode)" "$out/ab_${preset}_${which}_$round.txt" | sed "s/^/$preset $which $round: /" |
           tee -a "$out/summary.txt"
       done
