@@ -94,7 +94,6 @@ struct CudaBackendOptions {
   int min_prefill_tokens = 16;
   bool cuda_graphs = true;
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
-  int l2_prefetch_mb = 8;       // CudaModelOptions::l2_prefetch_mb
 };
 
 // UNIMPLEMENTED in a build without CUDA; FAILED_PRECONDITION with the reason when no GPU is usable;

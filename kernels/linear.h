@@ -47,26 +47,18 @@ namespace gla::cuda {
 // and the tensor-core kernel for 2 ... kSmallM; above kSmallM cuBLAS is faster at every gla-1.3B
 // and gla-340M projection (H200, tests/cuda/linear_small_m_bench.cc, docs/performance.md).
 constexpr int kSmallM = 8;
-// Weights the next projection will read: the kernel's threads ask L2 for them (prefetch.global.L2)
-// before doing their own work, so the next kernel starts on L2 hits instead of ramping up from
-// HBM (a decode-sized projection is too short to reach full rate on its own).
-struct L2Prefetch {
-  const void* p = nullptr;
-  int64_t bytes = 0;
-};
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
-                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
-                         L2Prefetch next = {});
+                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
 // CUDA cores, one warp per output feature, M FMAs per weight pair: for M <= kSmallMCudaCores.
 constexpr int kSmallMCudaCores = 8;
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                   int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                  cudaStream_t stream, L2Prefetch next = {});
+                                  cudaStream_t stream);
 // Tensor cores (mma.sync m16n8k16, 16 features per block, K split over its warps): M <= 16.
 constexpr int kSmallMTensorCores = 16;
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                    cudaStream_t stream, L2Prefetch next = {});
+                                    cudaStream_t stream);
 
 
 // One row's projection whose input is made inside the kernel: each block makes the whole input row
@@ -85,7 +77,7 @@ struct OneRowInput {
   float eps = 0.f;
 };
 cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
-                               bool y_bf16, float beta, cudaStream_t stream, L2Prefetch next = {});
+                               bool y_bf16, float beta, cudaStream_t stream);
 }  // namespace gla::cuda
 #endif
 

@@ -388,12 +388,11 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
   return absl::OkStatus();
 }
 
-absl::Status CudaModel::Project(cuda::L2Prefetch next, const __nv_bfloat16* x, int64_t x_stride,
-                               const __nv_bfloat16* w, int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride,
-                               int64_t M, float beta) {
+absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+                               void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
   // Decode-sized steps stream the weights through the matrix-vector kernel; larger ones use cuBLAS.
   if (M <= cuda::kSmallM) {
-    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream_, next));
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream_));
   } else {
     GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearBf16(cublas_, x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta));
   }
@@ -422,27 +421,18 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     in.eps = p.eps;
     return in;
   };
-  // Each decode-sized projection asks L2 for the start of the next one's weights (the projections
-  // of a layer in order, then the next layer's input projection, then the head).
-  const int64_t l2_bytes = int64_t{options_.l2_prefetch_mb} << 20;
-  auto ahead = [&](const __nv_bfloat16* w, int64_t n, int64_t k) {
-    return cuda::L2Prefetch{w, std::min<int64_t>(n * k * int64_t{sizeof(__nv_bfloat16)}, l2_bytes)};
-  };
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     const Layer& w = layers_[l];
-    const cuda::L2Prefetch after_down = l + 1 < config_.num_hidden_layers
-                                            ? ahead(layers_[l + 1].in_proj, P, D)
-                                            : ahead(lm_head_, config_.vocab_size, D);
     auto lora = [&](LoraTarget t, const __nv_bfloat16* x, int64_t x_stride, void* y, bool y_bf16, int64_t y_stride) {
       return adapters ? AddLoraDeltas(l, t, x, x_stride, y, y_bf16, y_stride) : absl::OkStatus();
     };
     if (one_row) {  // the norm made inside the projection (no adapter reads h_)
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_,
-                                                        false, 0.0f, stream_, ahead(w.o_proj, D, Vd)));
+                                                        false, 0.0f, stream_));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
-      RETURN_IF_ERROR(Project(ahead(w.o_proj, D, Vd), h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
+      RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
     }
     RETURN_IF_ERROR(lora(LoraTarget::kQ, h_, D, proj_ + ip.q, false, P));
     RETURN_IF_ERROR(lora(LoraTarget::kK, h_, D, proj_ + ip.k, false, P));
@@ -517,24 +507,24 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     const float* gate = p.output_gate ? proj_ + ip.g : nullptr;
     GLA_CUDA_RETURN_IF_ERROR(
         cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, p.heads, p.head_v, p.eps, stream_));
-    RETURN_IF_ERROR(Project(ahead(w.gate_up, 2 * I, D), og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
+    RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
     RETURN_IF_ERROR(lora(LoraTarget::kO, og_, Vd, x_, false, D));
 
     if (one_row) {  // the norm inside the gate/up projection, SwiGLU inside the down projection
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, nullptr, w.mlp_norm), w.gate_up, 2 * I, D,
-                                                        gate_up_, true, 0.0f, stream_, ahead(w.down, D, I)));
+                                                        gate_up_, true, 0.0f, stream_));
       cuda::OneRowInput act;
       act.kind = cuda::OneRowInput::kSwiGlu;
       act.x = gate_up_;
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(act, w.down, D, I, x_, false, 1.0f, stream_, after_down));
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(act, w.down, D, I, x_, false, 1.0f, stream_));
       continue;
     }
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
-    RETURN_IF_ERROR(Project(ahead(w.down, D, I), h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
+    RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
     RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
     RETURN_IF_ERROR(lora(LoraTarget::kUp, h_, D, gate_up_ + I, true, 2 * I));
     GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
-    RETURN_IF_ERROR(Project(after_down, act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
+    RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
     RETURN_IF_ERROR(lora(LoraTarget::kDown, act_, I, x_, false, D));
   }
   if (logit_rows == 1 && D <= cuda::kOneRowMaxK) {  // the final norm inside the head
@@ -543,7 +533,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   } else if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(
         cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), p.eps, stream_));
-    RETURN_IF_ERROR(Project({}, h_, D, lm_head_, config_.vocab_size, D, logits_, false, config_.vocab_size, logit_rows, 0.0f));
+    RETURN_IF_ERROR(Project(h_, D, lm_head_, config_.vocab_size, D, logits_, false, config_.vocab_size, logit_rows, 0.0f));
   }
   return absl::OkStatus();
 }

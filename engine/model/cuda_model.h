@@ -31,7 +31,6 @@
 #include "engine/cuda_util.h"
 #include "engine/model/layer_plan.h"
 #include "engine/sequence_state.h"
-#include "kernels/linear.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
 
@@ -45,9 +44,6 @@ struct CudaModelOptions {
   // Prefill through the tensor-core chunkwise kernel where the head shape allows it (dk 64, 128
   // or 256); otherwise, or when false, through the fused-recurrent kernel.
   bool chunked_prefill = true;
-  // Decode-sized projections ask L2 for the first this-many MiB of the next projection's weights
-  // (cuda::L2Prefetch); 0: off.
-  int l2_prefetch_mb = 8;
 };
 
 class CudaModel {
@@ -123,8 +119,8 @@ class CudaModel {
   // The kernels of one step over the inputs already in device memory.
   absl::Status Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states);
   absl::Status RunGraph(int bucket, const States& states);
-  absl::Status Project(cuda::L2Prefetch next, const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w,
-                       int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta);
+  absl::Status Project(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
+                       bool y_bf16, int64_t y_stride, int64_t M, float beta);
 
   GlaConfig config_;
   std::unique_ptr<Tokenizer> tokenizer_;

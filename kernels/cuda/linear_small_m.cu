@@ -36,9 +36,7 @@ __device__ inline void Fma8(const uint4& w, const uint4& x, float& acc) {
 template <int M>
 __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                              const __nv_bfloat16* __restrict__ w, int64_t N, int64_t K,
-                                                             void* y, bool y_bf16, int64_t y_stride, float beta,
-                                                             L2Prefetch next) {
-  small_m::PrefetchL2(next.p, next.bytes);
+                                                             void* y, bool y_bf16, int64_t y_stride, float beta) {
   const int lane = threadIdx.x % 32;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (n >= N) return;
@@ -87,10 +85,9 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
 
 template <int M>
 cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
-                   bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream, L2Prefetch next) {
+                   bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-  return LaunchDependent(SmallMKernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride, beta,
-                         next);
+  return LaunchDependent(SmallMKernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
 }
 
 // LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
@@ -98,9 +95,7 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16
 template <OneRowInput::Kind kKind>
 __global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowInput in,
                                                                    const __nv_bfloat16* __restrict__ w, int64_t N,
-                                                                   int64_t K, void* y, bool y_bf16, float beta,
-                                                                   L2Prefetch next) {
-  small_m::PrefetchL2(next.p, next.bytes);
+                                                                   int64_t K, void* y, bool y_bf16, float beta) {
   extern __shared__ uint4 x_s[];  // K / 8 chunks of the made row
   const int lane = threadIdx.x % 32;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
@@ -157,34 +152,32 @@ __global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowIn
 
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                   int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                  cudaStream_t stream, L2Prefetch next) {
+                                  cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
   if (M < 0 || M > kSmallMCudaCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
       N > int64_t{kWarps} * 0x7fffffff)
     return cudaErrorInvalidValue;
   switch (M) {  // the one dispatch site: rows -> a compile-time accumulator count
-    case 1: return Launch<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
-    case 2: return Launch<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
-    case 3: return Launch<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
-    case 4: return Launch<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
-    case 5: return Launch<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
-    case 6: return Launch<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
-    case 7: return Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
-    default: return Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream, next);
+    case 1: return Launch<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 2: return Launch<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 3: return Launch<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 4: return Launch<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 5: return Launch<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 6: return Launch<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 7: return Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    default: return Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
   }
 }
 
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
-                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
-                         L2Prefetch next) {
+                         void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   if (M > kSmallM) return cudaErrorInvalidValue;
-  if (M < kSmallMTensorCoresFrom)
-    return LinearSmallMCudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream, next);
-  return LinearSmallMTensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream, next);
+  if (M < kSmallMTensorCoresFrom) return LinearSmallMCudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return LinearSmallMTensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
-                               bool y_bf16, float beta, cudaStream_t stream, L2Prefetch next) {
+                               bool y_bf16, float beta, cudaStream_t stream) {
   const bool input_ok = in.x != nullptr && in.x_stride >= 0 && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 &&
                         (in.kind == OneRowInput::kSwiGlu || (in.kind == OneRowInput::kRmsNorm && in.norm_w != nullptr));
   if (!input_ok || N <= 0 || K <= 0 || K % 8 != 0 || K > kOneRowMaxK || reinterpret_cast<uintptr_t>(w) % 16 != 0 ||
@@ -194,9 +187,9 @@ cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, in
   const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
   if (in.kind == OneRowInput::kRmsNorm)
     return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kRmsNorm>, blocks, kWarps * 32, smem, stream, in, w, N,
-                               K, y, y_bf16, beta, next);
+                               K, y, y_bf16, beta);
   return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kSwiGlu>, blocks, kWarps * 32, smem, stream, in, w, N, K,
-                             y, y_bf16, beta, next);
+                             y, y_bf16, beta);
 }
 
 }  // namespace gla::cuda

@@ -25,16 +25,4 @@ __device__ __forceinline__ void Store(void* y, bool y_bf16, int64_t index, float
   }
 }
 
-// The next projection's weights asked of L2 (see L2Prefetch in kernels/linear.h): 128-byte lines
-// spread over every thread of the grid, a line or two each. Weights never change while serving, so
-// this may run before the kernel waits for its predecessor.
-__device__ __forceinline__ void PrefetchL2(const void* p, int64_t bytes) {
-  if (p == nullptr || bytes <= 0) return;
-  const char* base = static_cast<const char*>(p);
-  const int64_t lines = (bytes + 127) / 128;
-  const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < lines; i += threads)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(base + i * 128));
-}
-
 }  // namespace gla::cuda::small_m

@@ -44,8 +44,7 @@ template <int NT>
 __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                                 const __nv_bfloat16* __restrict__ w, int64_t N,
                                                                 int64_t K, int M, void* y, bool y_bf16,
-                                                                int64_t y_stride, float beta, L2Prefetch next) {
-  small_m::PrefetchL2(next.p, next.bytes);
+                                                                int64_t y_stride, float beta) {
   __shared__ float partial[kWarps][kRows][8 * NT];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
@@ -120,7 +119,7 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
 
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                    cudaStream_t stream, L2Prefetch next) {
+                                    cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
   if (M < 0 || M > kSmallMTensorCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
       (N + kRows - 1) / kRows > 0x7fffffff)
@@ -129,9 +128,9 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
   const int m = static_cast<int>(M);
   if (M <= 8)
     return LaunchDependent(SmallMMmaKernel<1>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
-                           y_stride, beta, next);
+                           y_stride, beta);
   return LaunchDependent(SmallMMmaKernel<2>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16, y_stride,
-                         beta, next);
+                         beta);
 }
 
 }  // namespace gla::cuda

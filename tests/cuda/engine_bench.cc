@@ -3,7 +3,6 @@
 //
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
-//                    [--l2_prefetch_mb 8]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -53,7 +52,7 @@ struct Targets {
 int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
-                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"l2_prefetch_mb", "8"}};
+                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -79,7 +78,6 @@ int main(int argc, char** argv) {
   o.step_token_budget = std::max({prefill_tokens, prompt, 1});
   o.cuda_graphs = num("cuda_graphs") != 0;
   o.chunked_prefill = num("chunked_prefill") != 0;
-  o.l2_prefetch_mb = static_cast<int>(num("l2_prefetch_mb"));
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -103,8 +101,6 @@ int main(int argc, char** argv) {
   std::printf("# decode: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
-  std::printf("# decode-sized projections prefetch %d MiB of the next one's weights into L2\n", o.l2_prefetch_mb);
-  report.SetNote("l2_prefetch_mb", std::to_string(o.l2_prefetch_mb));
   std::printf("%-26s %10s %12s %12s %9s %12s %9s  %s\n", "measure", "time ms", "tok/s", "floor tok/s", "of floor",
               "anchor tok/s", "x anchor", "target");
   // `goal`: the issue's target as a fraction of the floor (0: none); `goal_ms`: as a time instead.

@@ -212,7 +212,7 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
   const Widths w = GetParam();
   std::mt19937 rng(18);
   using Kernel = cudaError_t (*)(const __nv_bfloat16*, int64_t, const __nv_bfloat16*, int64_t, int64_t, void*, bool,
-                                 int64_t, int64_t, float, cudaStream_t, cuda::L2Prefetch);
+                                 int64_t, int64_t, float, cudaStream_t);
   const struct {
     const char* name;
     Kernel kernel;
@@ -232,12 +232,12 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
         NaiveLinear(x.data(), xs, W.data(), N, K, ref.data(), M, 1.0f);
         Dev<__nv_bfloat16> dx(ToBf16(x));
         Dev<float> dy(y0);
-        GLA_CUDA_OK(k.kernel(dx.p, xs, dW.p, N, K, dy.p, false, N, M, 1.0f, nullptr, {}));
+        GLA_CUDA_OK(k.kernel(dx.p, xs, dW.p, N, K, dy.p, false, N, M, 1.0f, nullptr));
         EXPECT_LT(RelErr(dy.Get(), ref), 1e-5) << k.name << " N=" << N << " K=" << K << " M=" << M;
         std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
         NaiveLinear(x.data(), xs, W.data(), N, K, ref2.data(), M);
         Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
-        GLA_CUDA_OK(k.kernel(dx.p, xs, dW.p, N, K, dz.p, true, N, M, 0.0f, nullptr, {.p = dW.p, .bytes = int64_t{N} * K * 2}));
+        GLA_CUDA_OK(k.kernel(dx.p, xs, dW.p, N, K, dz.p, true, N, M, 0.0f, nullptr));
         EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << k.name << " N=" << N << " K=" << K << " M=" << M << " bf16";
       }
     }
@@ -245,8 +245,8 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
   Dev<__nv_bfloat16> dx(16 * 17), dW(16);
   Dev<float> dy(2 * 17);
   for (const auto& k : kernels) {
-    EXPECT_EQ(k.kernel(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, k.max_m + 1, 0.f, nullptr, {}), cudaErrorInvalidValue) << k.name;
-    EXPECT_EQ(k.kernel(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr, {}), cudaErrorInvalidValue) << k.name;
+    EXPECT_EQ(k.kernel(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, k.max_m + 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
+    EXPECT_EQ(k.kernel(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
   }
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
