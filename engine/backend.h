@@ -40,6 +40,9 @@ struct StepItem {
   // and step) from the last row of item `sample_from`, an earlier item with tokens and sample set.
   // n > 1: every generation's first token comes from the one prefill's logits.
   int sample_from = -1;
+  // Structured output: the ids the sampler may pick (bit t of word t / 64, vocab_limit() bits, at
+  // least one set; the scheduler's, valid for the step); null: any.
+  const uint64_t* allowed = nullptr;
 };
 
 class Backend {

@@ -56,7 +56,8 @@ class CpuBackend : public Backend {
         row += segs[seg++].all_logits ? it.tokens.size() : 1;
         last_row[i] = row - 1;
       }
-      if (it.sample) (*out)[i] = SampleToken(logits_row(last_row[i]), vocab_limit(), *it.params, *it.history, it.step);
+      if (it.sample) (*out)[i] = SampleToken(logits_row(last_row[i]), vocab_limit(), *it.params, *it.history, it.step,
+                                           it.allowed);
     }
     return absl::OkStatus();
   }

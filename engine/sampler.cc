@@ -51,9 +51,18 @@ double UniformFromCounter(uint64_t seed, uint64_t step) {
 }
 
 SampledToken SampleToken(std::span<const float> row, int vocab_limit, const SamplingParams& p,
-                         const TokenHistory& history, uint64_t step) {
+                         const TokenHistory& history, uint64_t step, const uint64_t* allowed) {
   const int V = std::min<int>(vocab_limit, static_cast<int>(row.size()));
   std::vector<float> logits(row.begin(), row.begin() + V);
+  int candidates = V;  // ids a mask leaves (all without one)
+  if (allowed != nullptr) {
+    candidates = 0;
+    for (int i = 0; i < V; ++i) {
+      if ((allowed[i >> 6] >> (i & 63)) & 1) ++candidates;
+      else logits[i] = -std::numeric_limits<float>::infinity();
+    }
+    if (candidates == 0) candidates = V;  // callers never send an empty mask; stay defined
+  }
   for (const auto& [id, bias] : p.logit_bias)
     if (id >= 0 && id < V) logits[id] += bias;
   // Penalties (vLLM's conventions): repetition over prompt + output, presence/frequency over output.
@@ -73,7 +82,7 @@ SampledToken SampleToken(std::span<const float> row, int vocab_limit, const Samp
     // Candidates sorted by logit (ties by id, so the order is deterministic).
     std::vector<int32_t> order(V);
     std::iota(order.begin(), order.end(), 0);
-    const int keep_k = p.top_k > 0 ? std::min(p.top_k, V) : V;
+    const int keep_k = std::min(p.top_k > 0 ? std::min(p.top_k, V) : V, candidates);  // masked ids never
     auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
     std::partial_sort(order.begin(), order.begin() + keep_k, order.end(), by_logit);
     order.resize(keep_k);
@@ -104,7 +113,7 @@ SampledToken SampleToken(std::span<const float> row, int vocab_limit, const Samp
     out.token = order[pick];
   }
   out.logprob = logits[out.token] - log_z;
-  AddTop(logits, log_z, p.logprobs, &out);
+  AddTop(logits, log_z, std::min(p.logprobs, candidates), &out);
   return out;
 }
 

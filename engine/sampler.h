@@ -46,8 +46,12 @@ struct SampledToken {
 
 // Samples one row of logits. Only ids below `vocab_limit` are candidates (a checkpoint may pad
 // its vocabulary beyond the tokenizer's). `step` is the index of the token being generated.
+// `allowed` (structured output; bit t of word t / 64, at least one bit set): only those ids are
+// candidates: the others' logits are -infinity before the bias and the penalties, so the
+// log-probabilities are those of the distribution sampled from, and the top alternatives are
+// allowed ids only.
 SampledToken SampleToken(std::span<const float> logits, int vocab_limit, const SamplingParams& params,
-                         const TokenHistory& history, uint64_t step);
+                         const TokenHistory& history, uint64_t step, const uint64_t* allowed = nullptr);
 
 // Prompt scoring: the log-probability of `token` under the raw row (log-softmax over the ids below
 // `vocab_limit`; no penalties, no temperature) and the `top` most likely ids, as SampleToken reports

@@ -62,6 +62,10 @@ struct Scheduler::Request : RequestHandle {
   std::vector<std::weak_ptr<Request>> siblings;
   bool parked = false;
   std::vector<SampledToken> scored;  // prompt scores, until the first update carries them
+  // Structured output: where the text stands in the constraint, and the ids allowed next (the
+  // step's StepItem points at it).
+  std::unique_ptr<constraints::Matcher> matcher;
+  constraints::TokenMask mask;
 };
 
 namespace {
@@ -110,6 +114,16 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> Scheduler::SubmitGro
       return absl::InvalidArgumentError("the generations of a group share their prompt and adapter");
     if (s.prompt_logprobs != specs[0].prompt_logprobs)
       return absl::InvalidArgumentError("the generations of a group ask for the same prompt_logprobs");
+  }
+  for (const GenerationSpec& s : specs) {
+    if (s.constraint == nullptr) continue;
+    const Tokenizer* tok = backend_.tokenizer();
+    if (tok == nullptr) return absl::InvalidArgumentError("structured output needs the model's tokenizer; it has none");
+    std::call_once(vocab_once_, [&] {
+      constraints::TokenBytes tb;
+      tok->TokenBytes(&tb.bytes, &tb.at_start);
+      vocab_ = std::make_unique<const constraints::ConstraintVocabulary>(std::move(tb));
+    });
   }
   std::vector<std::shared_ptr<Request>> reqs;
   std::vector<std::shared_ptr<RequestHandle>> handles;
@@ -368,6 +382,35 @@ void Scheduler::Begin(Request& r) {
   r.admitted = SteadyClock::now();
   r.history.AddPrompt(r.spec.prompt);
   r.text = std::make_unique<TextAssembler>(backend_.tokenizer(), r.spec.stop);
+  if (r.spec.constraint != nullptr) r.matcher = r.spec.constraint->Start();
+}
+
+bool Scheduler::ConstrainNext(Request& r) {
+  if (r.matcher == nullptr) return true;
+  const bool at_start = r.text != nullptr && r.text->AtStart();
+  r.mask = r.matcher->Allowed(*vocab_, at_start);
+  const int limit = std::min(backend_.vocab_limit(), vocab_->vocab_size());
+  r.mask.resize((std::max(backend_.vocab_limit(), 1) + 63) / 64, 0);
+  for (int t = limit; t < static_cast<int>(r.mask.size()) * 64; ++t) r.mask[t >> 6] &= ~(uint64_t{1} << (t & 63));
+  const bool any = std::any_of(r.mask.begin(), r.mask.end(), [](uint64_t w) { return w != 0; });
+  if (r.matcher->CanEnd()) {
+    if (!any) {  // complete, and nothing may follow
+      Finish(r, FinishReason::kStop, absl::OkStatus());
+      return false;
+    }
+    auto allow = [&](int32_t id) {
+      if (id >= 0 && id < backend_.vocab_limit()) r.mask[id >> 6] |= uint64_t{1} << (id & 63);
+    };
+    if (!r.spec.ignore_eos)
+      for (int32_t id : backend_.config().eos_token_ids) allow(id);
+    for (int32_t id : r.spec.stop_token_ids) allow(id);
+  } else if (!any) {
+    Finish(r, FinishReason::kStop,
+           absl::FailedPreconditionError("the output cannot go on within its constraint: no token of this model's "
+                                         "vocabulary continues it"));
+    return false;
+  }
+  return true;
 }
 
 void Scheduler::Fork(Request& leader, std::span<Request* const> siblings, std::span<const SampledToken> firsts) {
@@ -504,12 +547,19 @@ void Scheduler::Accept(Request& r, const SampledToken& t) {
     Finish(r, FinishReason::kEos, absl::OkStatus(), std::move(u));  // EOS is not part of the output
     return;
   }
+  const bool stop_id = std::find(r.spec.stop_token_ids.begin(), r.spec.stop_token_ids.end(), token) !=
+                       r.spec.stop_token_ids.end();
+  if (r.matcher != nullptr && !stop_id && !r.matcher->Advance(vocab_->Bytes(token, r.text && r.text->AtStart()))) {
+    // The mask allowed only tokens the constraint takes: a sampler that broke it is a bug.
+    Finish(r, FinishReason::kCancelled,
+           absl::InternalError(absl::StrCat("token ", token, " was sampled outside the output's constraint")),
+           std::move(u));
+    return;
+  }
   r.output.push_back(token);
   r.history.AddOutput(token);
   u.tokens.push_back(token);
   if (r.spec.sampling.logprobs >= 0) u.logprobs.push_back(t);
-  const bool stop_id = std::find(r.spec.stop_token_ids.begin(), r.spec.stop_token_ids.end(), token) !=
-                       r.spec.stop_token_ids.end();
   bool stop_text = false;
   if (!stop_id) u.text = r.text->Push(token, &stop_text);
   if (stop_id || stop_text) {
@@ -542,8 +592,10 @@ void Scheduler::RunStep() {
   for (size_t i = 0; i < running_.size(); ++i) {  // decodes first
     auto& r = running_[i];
     if (in_step[i] && r->prefilled == r->spec.prompt.size()) {
+      if (!ConstrainNext(*r)) continue;  // its constrained text ended
       items.push_back({std::span<const int32_t>(&r->output.back(), 1), r->slot, true, &r->spec.sampling, &r->history,
                        r->output.size(), r->spec.adapter});
+      if (r->matcher != nullptr) items.back().allowed = r->mask.data();
       owners.push_back(r.get());
       --budget;
     }
@@ -571,6 +623,10 @@ void Scheduler::RunStep() {
     StepItem item{std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled, n), r->slot,
                   last && r->spec.max_new_tokens > 0 && r->output.empty(), &r->spec.sampling, &r->history, 0,
                   r->spec.adapter};
+    if (item.sample) {
+      if (!ConstrainNext(*r)) continue;
+      if (r->matcher != nullptr) item.allowed = r->mask.data();
+    }
     if (scoring) {  // the token after each of these, where the prompt has one
       item.score_targets = std::span<const int32_t>(r->spec.prompt).subspan(r->prefilled + 1, std::min(n, T - 1 - r->prefilled));
       item.score_top = r->spec.prompt_logprobs;
@@ -586,8 +642,11 @@ void Scheduler::RunStep() {
         items.back().params = &r->spec.sampling;
       }
       const int from = static_cast<int>(items.size()) - 1;
+      std::vector<Request*> sampling;  // the siblings whose constraint lets them sample
       for (Request* sib : group) {
         Begin(*sib);
+        if (!ConstrainNext(*sib)) continue;
+        sampling.push_back(sib);
         StepItem si;
         si.slot = -1;
         si.sample = true;
@@ -595,11 +654,12 @@ void Scheduler::RunStep() {
         si.history = &sib->history;
         si.step = 0;
         si.sample_from = from;
+        if (sib->matcher != nullptr) si.allowed = sib->mask.data();
         items.push_back(si);
         owners.push_back(nullptr);
       }
-      spare_rows -= static_cast<int>(group.size());
-      siblings[static_cast<size_t>(from)] = std::move(group);
+      spare_rows -= static_cast<int>(sampling.size());
+      siblings[static_cast<size_t>(from)] = std::move(sampling);
       r->siblings.clear();
     }
   }

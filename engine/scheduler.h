@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/constraints/constraint.h"
 #include "engine/sessions/prefix_cache.h"
 #include "engine/sessions/session_store.h"
 
@@ -64,6 +65,11 @@ struct GenerationSpec {
   // this many alternatives each); -1: none. Not with a session. A scored prompt is prefilled in
   // full (the prefix cache cannot give logits for the tokens it skips).
   int prompt_logprobs = -1;
+  // Structured output (engine/constraints/constraint.h): the output's text is kept inside the
+  // constraint's language; the end (EOS, a stop token id) may be sampled only where the text is
+  // complete, and a text that cannot go on ends there (reason kStop). Null: none. Needs a
+  // tokenizer (INVALID_ARGUMENT otherwise).
+  std::shared_ptr<const constraints::Constraint> constraint;
 };
 
 struct Usage {
@@ -177,6 +183,9 @@ class Scheduler {
   void Fork(Request& leader, std::span<Request* const> siblings, std::span<const SampledToken> firsts);
   void FinishScored(Request& r);  // a score-only request (max_new_tokens 0): its scores, and done
   void Unpark(Request& leader);  // the leader ended before its fork: its siblings run on their own
+  // Structured output: the ids r may sample next, into r's mask; false when r ended here (its text
+  // is complete and nothing may follow, or nothing in the vocabulary continues it).
+  bool ConstrainNext(Request& r);
   void PublishStats();
 
   Backend& backend_;
@@ -199,6 +208,10 @@ class Scheduler {
   uint64_t preemptions_ = 0;
   uint64_t prefill_tokens_ = 0, forks_ = 0;
   std::vector<std::string> refused_session_files_;
+  // What each token adds to the text, for constraints: made once, by the first constrained
+  // request (Submit's thread), read-only after.
+  std::once_flag vocab_once_;
+  std::unique_ptr<const constraints::ConstraintVocabulary> vocab_;
   std::thread thread_;
 };
 

@@ -19,6 +19,9 @@ class TextAssembler {
   std::string Push(int32_t token, bool* stopped);
   // End of generation (not by a stop string): everything held back.
   std::string Finish();
+  // Whether the next token's text loses its leading space (StreamingDetokenizer::AtStart); false
+  // without a tokenizer.
+  bool AtStart() const { return detok_ != nullptr && detok_->AtStart(); }
 
  private:
   std::unique_ptr<StreamingDetokenizer> detok_;

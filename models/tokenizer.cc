@@ -210,6 +210,28 @@ std::string StreamingDetokenizer::Push(int32_t id) {
   return out;
 }
 
+bool StreamingDetokenizer::AtStart() const {
+  return tok_.strip_first_space_ && is_bos_ws_ && !bos_ws_seen_ && !any_text_ && pending_.empty();
+}
+
+void Tokenizer::TokenBytes(std::vector<std::string>* bytes, std::vector<std::string>* at_start) const {
+  bytes->assign(pieces_.size(), std::string());
+  at_start->assign(pieces_.size(), std::string());
+  for (size_t id = 0; id < pieces_.size(); ++id) {
+    const PieceInfo& p = pieces_[id];
+    switch (p.kind) {
+      case PieceInfo::kControl: break;
+      case PieceInfo::kByte:
+        (*bytes)[id] = (*at_start)[id] = std::string(1, static_cast<char>(p.byte));
+        break;
+      case PieceInfo::kText:
+        (*bytes)[id] = p.text;
+        (*at_start)[id] = strip_first_space_ && p.starts_with_space ? p.text.substr(1) : p.text;
+        break;
+    }
+  }
+}
+
 std::string StreamingDetokenizer::Flush() {
   std::string out;
   DrainBytes(&out, /*at_end=*/true);

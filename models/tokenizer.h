@@ -47,6 +47,10 @@ class Tokenizer {
   // leading space (U+2581 as ' '), "" for a control token or an id outside the vocabulary, and a
   // byte piece as its byte when that is ASCII, else "bytes:\xNN" (OpenAI's spelling).
   std::string PieceText(int32_t id) const;
+  // The bytes each id adds to the text (structured output: what a constraint sees), in the middle
+  // of an output (*bytes) and as its first text (*at_start: a leading space dropped, as
+  // StreamingDetokenizer drops it). A byte piece is its byte; a control token "".
+  void TokenBytes(std::vector<std::string>* bytes, std::vector<std::string>* at_start) const;
 
  private:
   friend class StreamingDetokenizer;
@@ -77,6 +81,9 @@ class StreamingDetokenizer {
   std::string Push(int32_t id);
   // Call at end of stream: pending bytes of an unfinished character become U+FFFD each.
   std::string Flush();
+  // Whether the next text piece would lose its leading space (nothing shown yet): then a token
+  // adds Tokenizer::TokenBytes' at_start bytes, else its bytes.
+  bool AtStart() const;
 
  private:
   void DrainBytes(std::string* out, bool at_end);

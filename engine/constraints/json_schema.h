@@ -4,9 +4,10 @@
 // additionalItems / prefixItems), min/maxItems, min/maxLength, the formats date, time, date-time
 // and uuid, anyOf, oneOf whose branches have distinct types, a single allOf, and $ref into
 // #/definitions or #/$defs (recursion included). Object members come in the schema's order (the
-// generator's order; an instance is checked in that order), with whitespace allowed where JSON
-// allows it. Everything else that constrains is refused by name (INVALID_ARGUMENT, "refused:
-// <keyword>"), never ignored; annotations (title, description, default, examples, ...) are.
+// generator's order; an instance is checked in that order), with at most one space where JSON
+// allows whitespace (compact or json.dumps layout; no newlines). Everything else that constrains
+// is refused by name (INVALID_ARGUMENT, "refused: <keyword>"), never ignored; annotations (title,
+// description, default, examples, ...) are.
 #pragma once
 
 #include <string>

@@ -19,6 +19,7 @@ struct Collected {
   Usage usage;
   int updates = 0;
   std::vector<SampledToken> prompt_logprobs;
+  std::vector<SampledToken> logprobs;  // of the generated tokens, when asked for
 };
 
 // The sink that fills `acc` and completes `promise` on the last update.
@@ -27,6 +28,7 @@ inline UpdateSink CollectInto(std::shared_ptr<std::promise<Collected>> promise, 
     acc->tokens.insert(acc->tokens.end(), u.tokens.begin(), u.tokens.end());
     acc->text += u.text;
     acc->prompt_logprobs.insert(acc->prompt_logprobs.end(), u.prompt_logprobs.begin(), u.prompt_logprobs.end());
+    acc->logprobs.insert(acc->logprobs.end(), u.logprobs.begin(), u.logprobs.end());
     ++acc->updates;
     if (u.finished) {
       acc->reason = u.reason;
