@@ -26,6 +26,25 @@ absl::StatusOr<GenerationSpec> FrontDoor::Prepare(const GenerateCall& call) {
       return absl::NotFoundError(
           absl::StrCat("no adapter named '", call.adapter, "' is loaded (FineTune.ListAdapters lists them)"));
   }
+  if (call.constraint.kind != OutputConstraint::Kind::kNone) {
+    using Kind = constraints::Constraint::Kind;
+    const char* field = call.names.constraint;
+    if (scheduler_.backend().tokenizer() == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat(field, ": structured output needs the model's tokenizer; it has none"));
+    if (call.constraint.text.size() > kMaxConstraintBytes)
+      return absl::InvalidArgumentError(absl::StrCat(field, ": longer than ", kMaxConstraintBytes, " bytes"));
+    Kind kind = Kind::kJsonObject;
+    switch (call.constraint.kind) {
+      case OutputConstraint::Kind::kRegex: kind = Kind::kRegex; break;
+      case OutputConstraint::Kind::kGrammar: kind = Kind::kGrammar; break;
+      case OutputConstraint::Kind::kJsonSchema: kind = Kind::kJsonSchema; break;
+      default: break;
+    }
+    auto compiled = constraints_.Get(kind, call.constraint.text);
+    // What cannot be compiled (refused keywords, syntax, a compile limit) is the client's to fix.
+    if (!compiled.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", compiled.status().message()));
+    spec->constraint = *std::move(compiled);
+  }
   if (spec->id.empty()) spec->id = NextRequestId();
   return spec;
 }

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/adapter_registry.h"
+#include "engine/constraints/constraint.h"
 #include "engine/scheduler.h"
 #include "server/generate_call.h"
 #include "server/metrics.h"
@@ -46,7 +47,8 @@ class FrontDoor {
   absl::Status Admit(std::optional<std::string_view> authorization, std::string_view peer) const;
 
   // Validates a call and completes its spec: the LoRA adapter it names (kept alive by the spec
-  // until the request ends), a request id when the client gave none, the deadline.
+  // until the request ends), its output constraint compiled (once per distinct text: the cache),
+  // a request id when the client gave none, the deadline.
   absl::StatusOr<GenerationSpec> Prepare(const GenerateCall& call);
   // n generations of one call (Scheduler::SubmitGroup takes them as one prefill): n in
   // [1, max_n]; with a seed, generation j draws with seed + j (reproducible and apart); n > 1
@@ -57,12 +59,16 @@ class FrontDoor {
   const ServerLimits& limits() const { return limits_; }
   const ServiceInfo& info() const { return info_; }
   std::string NextRequestId() { return "req-" + std::to_string(++next_id_); }
+  const constraints::ConstraintCache& constraint_cache() const { return constraints_; }
+  // A constraint's text (schema, pattern, grammar) past this is refused before it is compiled.
+  static constexpr size_t kMaxConstraintBytes = size_t{1} << 20;
 
  private:
   Scheduler& scheduler_;
   const ServerLimits limits_;
   const ServiceInfo info_;
   std::atomic<uint64_t> next_id_{0};
+  constraints::ConstraintCache constraints_{256};
 };
 
 // How a finished generation ends its call: the generation's error if it failed; when it was

@@ -35,6 +35,13 @@ struct CallFieldNames {
   const char* stop_token_ids = "stop_token_ids";
   const char* priority = "priority";
   const char* request_id = "request_id";
+  const char* constraint = "constraint";
+};
+
+// Structured output (issue 21): the generated text kept inside a language. kNone: free text.
+struct OutputConstraint {
+  enum class Kind { kNone, kRegex, kGrammar, kJsonSchema, kJsonObject } kind = Kind::kNone;
+  std::string text;  // the pattern, the GBNF grammar or the JSON Schema (JSON text); kJsonObject: unused
 };
 
 struct GenerateCall {
@@ -67,6 +74,7 @@ struct GenerateCall {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   int priority = 0;  // -1 low, 0 normal, 1 high
+  OutputConstraint constraint;
 
   // When the client stops waiting; unset: never.
   std::optional<std::chrono::system_clock::time_point> deadline;
