@@ -121,7 +121,7 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> Scheduler::SubmitGro
     if (tok == nullptr) return absl::InvalidArgumentError("structured output needs the model's tokenizer; it has none");
     std::call_once(vocab_once_, [&] {
       constraints::TokenBytes tb;
-      tok->TokenBytes(&tb.bytes, &tb.at_start);
+      tok->TokenBytes(&tb.bytes, &tb.at_start, &tb.invisible_at_start);
       vocab_ = std::make_unique<const constraints::ConstraintVocabulary>(std::move(tb));
     });
   }

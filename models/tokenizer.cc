@@ -214,9 +214,11 @@ bool StreamingDetokenizer::AtStart() const {
   return tok_.strip_first_space_ && is_bos_ws_ && !bos_ws_seen_ && !any_text_ && pending_.empty();
 }
 
-void Tokenizer::TokenBytes(std::vector<std::string>* bytes, std::vector<std::string>* at_start) const {
+void Tokenizer::TokenBytes(std::vector<std::string>* bytes, std::vector<std::string>* at_start,
+                           std::vector<int32_t>* invisible_at_start) const {
   bytes->assign(pieces_.size(), std::string());
   at_start->assign(pieces_.size(), std::string());
+  invisible_at_start->clear();
   for (size_t id = 0; id < pieces_.size(); ++id) {
     const PieceInfo& p = pieces_[id];
     switch (p.kind) {
@@ -227,6 +229,7 @@ void Tokenizer::TokenBytes(std::vector<std::string>* bytes, std::vector<std::str
       case PieceInfo::kText:
         (*bytes)[id] = p.text;
         (*at_start)[id] = strip_first_space_ && p.starts_with_space ? p.text.substr(1) : p.text;
+        if (p.text == " " && strip_first_space_) invisible_at_start->push_back(static_cast<int32_t>(id));
         break;
     }
   }

@@ -50,7 +50,11 @@ class Tokenizer {
   // The bytes each id adds to the text (structured output: what a constraint sees), in the middle
   // of an output (*bytes) and as its first text (*at_start: a leading space dropped, as
   // StreamingDetokenizer drops it). A byte piece is its byte; a control token "".
-  void TokenBytes(std::vector<std::string>* bytes, std::vector<std::string>* at_start) const;
+  // *invisible_at_start: the pieces that are only that space (they add nothing there): Encode
+  // begins a text whose first character joins no piece with the space that way ("▁" then "{"),
+  // so an output may too.
+  void TokenBytes(std::vector<std::string>* bytes, std::vector<std::string>* at_start,
+                  std::vector<int32_t>* invisible_at_start) const;
 
  private:
   friend class StreamingDetokenizer;

@@ -11,10 +11,17 @@ namespace gla::constraints {
 ConstraintVocabulary::ConstraintVocabulary(TokenBytes tokens)
     : tokens_(std::move(tokens)), trie_(tokens_.bytes), start_trie_(tokens_.at_start) {}
 
+TokenMask Matcher::Allowed(const ConstraintVocabulary& vocab, bool at_start) {
+  TokenMask mask = Walk(vocab, at_start);
+  if (at_start && invisible_taken_ == 0)
+    for (int32_t t : vocab.invisible_at_start()) mask[t >> 6] |= uint64_t{1} << (t & 63);
+  return mask;
+}
+
 class RegexMatcher : public Matcher {
  public:
   explicit RegexMatcher(const Constraint& c) : c_(c), re_(*c.regex_), state_(re_.start()) {}
-  bool Advance(std::string_view bytes) override {
+  bool Take(std::string_view bytes) override {
     int s = state_;
     for (char ch : bytes) {
       if (s == Regex::kDead) return false;
@@ -25,7 +32,7 @@ class RegexMatcher : public Matcher {
     return true;
   }
   bool CanEnd() const override { return state_ != Regex::kDead && re_.Accepting(state_); }
-  TokenMask Allowed(const ConstraintVocabulary& vocab, bool at_start) override {
+  TokenMask Walk(const ConstraintVocabulary& vocab, bool at_start) override {
     std::lock_guard<std::mutex> lock(c_.masks_mu_);
     if (c_.masks_vocab_ != &vocab) {  // another tokenizer (tests): start over
       c_.masks_.clear();
@@ -48,7 +55,7 @@ namespace {
 class GrammarConstraintMatcher : public Matcher {
  public:
   explicit GrammarConstraintMatcher(const Grammar& g) : m_(g) {}
-  bool Advance(std::string_view bytes) override {
+  bool Take(std::string_view bytes) override {
     int taken = 0;
     for (char ch : bytes) {
       if (!m_.Advance(static_cast<uint8_t>(ch))) {
@@ -60,7 +67,7 @@ class GrammarConstraintMatcher : public Matcher {
     return true;
   }
   bool CanEnd() const override { return m_.CanEnd(); }
-  TokenMask Allowed(const ConstraintVocabulary& vocab, bool at_start) override {
+  TokenMask Walk(const ConstraintVocabulary& vocab, bool at_start) override {
     return m_.Allowed(vocab.trie(at_start));
   }
   std::unique_ptr<Matcher> Clone() const override { return std::make_unique<GrammarConstraintMatcher>(*this); }

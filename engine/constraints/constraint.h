@@ -30,6 +30,9 @@ namespace gla::constraints {
 // that is only the dropped space) is never allowed by a mask.
 struct TokenBytes {
   std::vector<std::string> bytes, at_start;
+  // Tokens an output may begin with that add nothing to the text (Tokenizer::TokenBytes): allowed
+  // once at the start whatever the constraint (once: a model must not spend its tokens on them).
+  std::vector<int32_t> invisible_at_start;
 };
 
 // The vocabulary's two tries (middle of the text, start of the text), built once per tokenizer.
@@ -41,6 +44,7 @@ class ConstraintVocabulary {
     return at_start ? tokens_.at_start[token] : tokens_.bytes[token];
   }
   const TokenTrie& trie(bool at_start) const { return at_start ? start_trie_ : trie_; }
+  const std::vector<int32_t>& invisible_at_start() const { return tokens_.invisible_at_start; }
 
  private:
   TokenBytes tokens_;
@@ -51,12 +55,26 @@ class Matcher {
  public:
   virtual ~Matcher() = default;
   // Takes the bytes of one token: false (and nothing changes) when the constraint refuses them.
-  virtual bool Advance(std::string_view bytes) = 0;
+  // No bytes (an invisible token at the start) are always taken, and counted.
+  bool Advance(std::string_view bytes) {
+    if (!bytes.empty()) return Take(bytes);
+    ++invisible_taken_;
+    return true;
+  }
   // Whether the text so far is complete (the output may end here).
   virtual bool CanEnd() const = 0;
-  // The tokens whose bytes may come next.
-  virtual TokenMask Allowed(const ConstraintVocabulary& vocab, bool at_start) = 0;
+  // The tokens whose bytes may come next (at the start, with the vocabulary's invisible ones
+  // unless one was taken).
+  TokenMask Allowed(const ConstraintVocabulary& vocab, bool at_start);
   virtual std::unique_ptr<Matcher> Clone() const = 0;
+
+ protected:
+  virtual bool Take(std::string_view bytes) = 0;
+  // The tokens of vocab.trie(at_start) the constraint takes next.
+  virtual TokenMask Walk(const ConstraintVocabulary& vocab, bool at_start) = 0;
+
+ private:
+  int invisible_taken_ = 0;
 };
 
 class Constraint {

@@ -15,6 +15,7 @@
 #include "engine/constraints/grammar.h"
 #include "engine/constraints/json_schema.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/json_canonical.h"
 #include "tests/support/test_util.h"
 
 namespace gla::constraints {
@@ -154,110 +155,8 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
             absl::StatusCode::kResourceExhausted);
 }
 
-// Every object's members in the order its schema lists them: the order of first appearance of
-// each property name anywhere in the schema (enough for these schemas; unknown names last).
-void OrderMembers(json& v, const std::map<std::string, int>& order) {
-  if (v.is_array()) {
-    for (json& e : v) OrderMembers(e, order);
-    return;
-  }
-  if (!v.is_object()) return;
-  std::vector<std::pair<std::string, json>> members;
-  for (auto it = v.begin(); it != v.end(); ++it) members.emplace_back(it.key(), it.value());
-  std::stable_sort(members.begin(), members.end(), [&](const auto& a, const auto& b) {
-    auto ra = order.find(a.first), rb = order.find(b.first);
-    return (ra == order.end() ? 1 << 30 : ra->second) < (rb == order.end() ? 1 << 30 : rb->second);
-  });
-  json out = json::object();
-  for (auto& [k, e] : members) {
-    OrderMembers(e, order);
-    out[k] = std::move(e);
-  }
-  v = std::move(out);
-}
-
-void PropertyOrder(const json& s, std::map<std::string, int>* order) {
-  if (s.is_object()) {
-    for (auto it = s.begin(); it != s.end(); ++it) {
-      if (it.key() == "properties" && it->is_object())
-        for (auto p = it->begin(); p != it->end(); ++p) order->emplace(p.key(), static_cast<int>(order->size()));
-      PropertyOrder(it.value(), order);
-    }
-  } else if (s.is_array()) {
-    for (const json& e : s) PropertyOrder(e, order);
-  }
-}
-
-// The schema a $ref names (within the document), or the schema itself; null when it names nothing.
-const json* Resolve(const json* s, const json& root) {
-  for (int hops = 0; s != nullptr && s->is_object() && s->contains("$ref") && hops < 20; ++hops) {
-    const json& ref = (*s)["$ref"];
-    if (!ref.is_string() || ref.get<std::string>().rfind("#", 0) != 0) return nullptr;
-    const std::string pointer = ref.get<std::string>().substr(1);
-    try {
-      s = pointer.empty() ? &root : &root.at(json::json_pointer(pointer));
-    } catch (...) {
-      return nullptr;
-    }
-  }
-  return s;
-}
-
-// The instance's members in the order its own schema lists them (the generator's order), walking
-// the instance with its schema through $ref, anyOf / oneOf (the branch that lists most of an
-// object's names, or the first of the value's type), a single allOf, properties,
-// additionalProperties and items. Where no schema says, the order of first appearance anywhere in
-// the schema (`global`).
-void Canonical(json& v, const json* s, const json& root, const std::map<std::string, int>& global) {
-  s = Resolve(s, root);
-  if (s == nullptr || !s->is_object()) {
-    OrderMembers(v, global);
-    return;
-  }
-  for (const char* comb : {"anyOf", "oneOf", "allOf"}) {
-    if (!s->contains(comb) || !(*s)[comb].is_array() || (*s)[comb].empty()) continue;
-    const json* best = &(*s)[comb][0];
-    size_t best_score = 0;
-    for (const json& b : (*s)[comb]) {
-      const json* r = Resolve(&b, root);
-      if (r == nullptr || !r->is_object()) continue;
-      size_t score = 1;
-      if (v.is_object() && r->contains("properties") && (*r)["properties"].is_object())
-        for (auto it = v.begin(); it != v.end(); ++it) score += (*r)["properties"].contains(it.key()) ? 2 : 0;
-      if (score > best_score) best = &b, best_score = score;
-    }
-    Canonical(v, best, root, global);
-    return;
-  }
-  if (v.is_object()) {
-    const json* props = s->contains("properties") && (*s)["properties"].is_object() ? &(*s)["properties"] : nullptr;
-    const json* extra = s->contains("additionalProperties") && (*s)["additionalProperties"].is_object()
-                            ? &(*s)["additionalProperties"]
-                            : nullptr;
-    json out = json::object();
-    if (props != nullptr)
-      for (auto p = props->begin(); p != props->end(); ++p)
-        if (v.contains(p.key())) {
-          json member = v[p.key()];
-          Canonical(member, &p.value(), root, global);
-          out[p.key()] = std::move(member);
-        }
-    for (auto it = v.begin(); it != v.end(); ++it)
-      if (props == nullptr || !props->contains(it.key())) {
-        json member = it.value();
-        Canonical(member, extra, root, global);
-        out[it.key()] = std::move(member);
-      }
-    v = std::move(out);
-  } else if (v.is_array()) {
-    const json* tuple = s->contains("prefixItems") ? &(*s)["prefixItems"]
-                        : s->contains("items") && (*s)["items"].is_array() ? &(*s)["items"]
-                                                                            : nullptr;
-    const json* each = s->contains("items") && !(*s)["items"].is_array() ? &(*s)["items"] : nullptr;
-    for (size_t i = 0; i < v.size(); ++i)
-      Canonical(v[i], tuple != nullptr && i < tuple->size() ? &(*tuple)[i] : each, root, global);
-  }
-}
+using testing::Canonical;
+using testing::PropertyOrder;
 
 TEST(JsonSchema, TheSharedSchemasInTheAnchorsColumns) {
   const std::string dir = std::string(GLA_SOURCE_DIR) + "/../shared/data/jsonschema";
