@@ -5,7 +5,6 @@
 #include <cctype>
 #include <map>
 #include <optional>
-#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -349,13 +348,11 @@ absl::StatusOr<Grammar> Grammar::Parse(std::string_view text, const GrammarLimit
 // ---- The Earley matcher
 
 namespace {
-struct ItemHash {
-  size_t operator()(const std::array<int, 5>& k) const {
-    size_t h = 0;
-    for (int v : k) h = h * 1000003u ^ static_cast<size_t>(v);
-    return h;
-  }
-};
+size_t HashItem(int rule, int alt, int dot, int origin, int term_state) {
+  uint64_t h = static_cast<uint32_t>(rule);
+  for (int v : {alt, dot, origin, term_state}) h = (h ^ static_cast<uint32_t>(v)) * 0x9E3779B97F4A7C15ull;
+  return static_cast<size_t>(h ^ (h >> 29));
+}
 }  // namespace
 
 GrammarMatcher::GrammarMatcher(const Grammar& g) : g_(g) {
@@ -367,12 +364,43 @@ GrammarMatcher::GrammarMatcher(const Grammar& g) : g_(g) {
     first.push_back({g_.root(), static_cast<int>(a), 0, 0, ts});
   }
   sets_.push_back(std::move(first));
+  top_ = 1;
   Close(0, sets_[0]);
 }
 
+void GrammarMatcher::BeginDedup(const Set& set) {
+  if (++generation_ == 0) {  // wrapped: every stamp is stale again
+    std::fill(stamp_.begin(), stamp_.end(), 0u);
+    generation_ = 1;
+  }
+  if (table_.size() < 64) table_.assign(64, 0), stamp_.assign(64, 0);
+  for (size_t i = 0; i < set.size(); ++i) {  // the items already in the set
+    const Item& it = set[i];
+    size_t h = HashItem(it.rule, it.alt, it.dot, it.origin, it.term_state) & (table_.size() - 1);
+    while (stamp_[h] == generation_) h = (h + 1) & (table_.size() - 1);
+    stamp_[h] = generation_;
+    table_[h] = static_cast<uint32_t>(i + 1);
+  }
+}
+
+bool GrammarMatcher::Insert(Set& set, const Item& item) {
+  if ((set.size() + 1) * 2 > table_.size()) {  // keep the load under a half: grow and re-index
+    table_.assign(table_.size() * 2, 0);
+    stamp_.assign(table_.size(), 0);
+    --generation_;  // BeginDedup steps it forward again
+    BeginDedup(set);
+  }
+  size_t h = HashItem(item.rule, item.alt, item.dot, item.origin, item.term_state) & (table_.size() - 1);
+  for (; stamp_[h] == generation_; h = (h + 1) & (table_.size() - 1))
+    if (set[table_[h] - 1] == item) return false;
+  stamp_[h] = generation_;
+  set.push_back(item);
+  table_[h] = static_cast<uint32_t>(set.size());
+  return true;
+}
+
 bool GrammarMatcher::Close(int pos, Set& set) {
-  std::unordered_set<std::array<int, 5>, ItemHash> seen;
-  for (const Item& it : set) seen.insert({it.rule, it.alt, it.dot, it.origin, it.term_state});
+  BeginDedup(set);
   auto add = [&](int rule, int alt, int dot, int origin) {
     const Grammar::Alternative& a = g_.rules()[rule].alternatives[alt];
     int ts = -1;
@@ -380,7 +408,7 @@ bool GrammarMatcher::Close(int pos, Set& set) {
       ts = g_.terminals()[a[dot].index].start();
       if (ts == Regex::kDead) return;  // a terminal that matches nothing
     }
-    if (seen.insert({rule, alt, dot, origin, ts}).second) set.push_back({rule, alt, dot, origin, ts});
+    Insert(set, {rule, alt, dot, origin, ts});
   };
   for (size_t i = 0; i < set.size(); ++i) {
     if (static_cast<int>(set.size()) > g_.limits().max_items_per_set) return false;
@@ -405,43 +433,40 @@ bool GrammarMatcher::Close(int pos, Set& set) {
 }
 
 bool GrammarMatcher::Advance(uint8_t byte) {
-  const int pos = position() + 1;
-  Set next;
-  std::unordered_set<std::array<int, 5>, ItemHash> seen;
-  auto push = [&](const Item& item) {
-    if (seen.insert({item.rule, item.alt, item.dot, item.origin, item.term_state}).second) next.push_back(item);
-  };
-  for (const Item& it : sets_.back()) {
+  const int pos = top_;
+  if (static_cast<int>(sets_.size()) <= pos) sets_.emplace_back();  // before any reference into sets_
+  Set& next = sets_[pos];
+  next.clear();
+  BeginDedup(next);
+  for (const Item& it : sets_[pos - 1]) {
     if (it.term_state < 0) continue;
     const Grammar::Alternative& alt = g_.rules()[it.rule].alternatives[it.alt];
     const Regex& t = g_.terminals()[alt[it.dot].index];
     const int s = t.Next(it.term_state, byte);
     if (s == Regex::kDead) continue;
-    push({it.rule, it.alt, it.dot, it.origin, s});  // the terminal may go on
-    if (t.Accepting(s)) {                           // or end here
+    Insert(next, {it.rule, it.alt, it.dot, it.origin, s});  // the terminal may go on
+    if (t.Accepting(s)) {                                     // or end here
       int ts = -1;
       if (it.dot + 1 < static_cast<int>(alt.size()) && alt[it.dot + 1].terminal) {
         ts = g_.terminals()[alt[it.dot + 1].index].start();
         if (ts == Regex::kDead) continue;
       }
-      push({it.rule, it.alt, it.dot + 1, it.origin, ts});
+      Insert(next, {it.rule, it.alt, it.dot + 1, it.origin, ts});
     }
   }
   if (next.empty()) return false;
-  sets_.push_back(std::move(next));
-  if (!Close(pos, sets_.back())) {
-    sets_.pop_back();
+  top_ = pos + 1;
+  if (!Close(pos, next)) {
+    top_ = pos;
     return false;
   }
   return true;
 }
 
-void GrammarMatcher::Rollback(int n) {
-  sets_.resize(std::max<size_t>(1, sets_.size() - static_cast<size_t>(std::max(n, 0))));
-}
+void GrammarMatcher::Rollback(int n) { top_ = std::max(1, top_ - std::max(n, 0)); }
 
 bool GrammarMatcher::CanEnd() const {
-  for (const Item& it : sets_.back())
+  for (const Item& it : sets_[top_ - 1])
     if (it.rule == g_.root() && it.origin == 0 &&
         it.dot == static_cast<int>(g_.rules()[it.rule].alternatives[it.alt].size()))
       return true;

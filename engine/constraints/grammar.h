@@ -75,7 +75,7 @@ class GrammarMatcher {
   void Rollback(int n);
   // Whether the bytes taken so far are a whole sentence of the language.
   bool CanEnd() const;
-  int position() const { return static_cast<int>(sets_.size()) - 1; }
+  int position() const { return top_ - 1; }
   // The tokens whose bytes may come next (the matcher is left as it was).
   TokenMask Allowed(const TokenTrie& trie, int64_t* visited = nullptr);
 
@@ -90,10 +90,19 @@ class GrammarMatcher {
   using Set = std::vector<Item>;
   // Adds an item to the set being built and closes it (predict, complete); false past the limit.
   bool Close(int pos, Set& set);
-  void Add(Set& set, const Item& item);
+  // Membership of the set being built: an open-addressed table of indices into it, reused across
+  // bytes (a mask walks thousands of bytes; a hash set per byte was half of its time).
+  void BeginDedup(const Set& set);
+  bool Insert(Set& set, const Item& item);  // false: already there
 
   const Grammar& g_;
+  // The chart: sets_[0 .. top_) are live; the ones above are kept for their storage (a walk's
+  // Rollback and Advance reuse them without allocating).
   std::vector<Set> sets_;
+  int top_ = 0;
+  std::vector<uint32_t> table_;  // index + 1 into the set being built; 0: empty
+  std::vector<uint32_t> stamp_;  // a slot is live only when its stamp is generation_
+  uint32_t generation_ = 0;
 };
 
 }  // namespace gla::constraints
