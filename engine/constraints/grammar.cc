@@ -159,6 +159,26 @@ class GrammarBuilder {
   }
 
   // [...] copied through to the regex dialect's class.
+  // /regex/: a whole regular expression as one terminal (our extension; the regex dialect of
+  // regex.h, "\/" for a slash). One automaton: the bytes inside it are single steps of the parse,
+  // where the same language as rules would complete and predict items at every byte.
+  absl::StatusOr<std::string> RegexTerminal() {
+    const size_t start = ++pos_;
+    for (; pos_ < t_.size() && t_[pos_] != '/'; ++pos_) {
+      if (t_[pos_] == '\n') return Error("'/' closing the regular expression");
+      if (t_[pos_] == '\\' && pos_ + 1 < t_.size()) ++pos_;
+    }
+    if (pos_ >= t_.size()) return Error("'/' closing the regular expression");
+    std::string re;
+    for (size_t i = start; i < pos_; ++i) {  // "\/" stands for "/"; every other escape is the regex's
+      if (t_[i] == '\\' && i + 1 < pos_ && t_[i + 1] == '/') continue;
+      re.push_back(t_[i]);
+    }
+    ++pos_;
+    if (re.empty()) return Error("a regular expression between '/' and '/'");
+    return re;
+  }
+
   absl::StatusOr<std::string> Class() {
     const size_t start = pos_++;
     if (pos_ < t_.size() && t_[pos_] == '^') ++pos_;
@@ -217,6 +237,17 @@ class GrammarBuilder {
         absl::StatusOr<Grammar::Symbol> s = Terminal(*cls);
         if (!s.ok()) return s.status();
         element = *s;
+      } else if (c == '/') {
+        const size_t at = pos_;
+        absl::StatusOr<std::string> re = RegexTerminal();
+        if (!re.ok()) return re.status();
+        absl::StatusOr<Grammar::Symbol> s = Terminal(*re);
+        if (!s.ok()) return s.status();
+        const Regex& t = g_.terminals_[s->index];
+        if (t.start() != Regex::kDead && t.Accepting(t.start()))
+          return absl::InvalidArgumentError(absl::StrCat("grammar: the regular expression at offset ", at,
+                                                         " matches the empty text (make it optional with ?)"));
+        element = *s;
       } else if (c == '.') {
         ++pos_;
         absl::StatusOr<Grammar::Symbol> s = Terminal("[\\s\\S]");
@@ -248,7 +279,7 @@ class GrammarBuilder {
         if (!id.ok()) return id.status();
         element = Grammar::Symbol{false, *id};
       } else {
-        return Error("an element (\"...\", [...], a rule name, '(' or '.')");
+        return Error("an element (\"...\", [...], /.../, a rule name, '(' or '.')");
       }
       absl::StatusOr<Grammar::Symbol> repeated = Repeat(*element);
       if (!repeated.ok()) return repeated.status();

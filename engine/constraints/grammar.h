@@ -7,9 +7,10 @@
 //   ws     ::= [ \t\n]*
 //
 // Elements: string literals ("..." with \n \r \t \" \\ \xHH \uHHHH escapes), character classes
-// ([...], [^...], the regex dialect's classes), rule names, groups ( ... ), alternation |, and the
-// postfix repeats * + ? {m} {m,} {m,n}. Literals and classes are terminals compiled to byte
-// automata (regex.h); the structure is recognised by an Earley parser over bytes, so any
+// ([...], [^...], the regex dialect's classes), /regex/ (a whole regular expression of regex.h's
+// dialect as one terminal, "\/" for a slash; our extension, not llama.cpp's), rule names, groups
+// ( ... ), alternation |, and the postfix repeats * + ? {m} {m,} {m,n}. Literals, classes and
+// /regex/ are terminals compiled to byte automata (regex.h); the structure is recognised by an Earley parser over bytes, so any
 // context-free grammar works (left recursion and ambiguity included).
 //
 // GrammarMatcher advances byte by byte and can step back (its chart is a stack of Earley sets),

@@ -30,9 +30,9 @@ j-object ::= "{" ws ( j-member ( ws "," ws j-member )* )? ws "}"
 j-member ::= j-string ws ":" ws j-value
 j-array ::= "[" ws ( j-value ( ws "," ws j-value )* )? ws "]"
 j-char ::= [^"\\\x00-\x1f] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )
-j-string ::= "\"" j-char* "\""
-j-int ::= "-"? ( "0" | [1-9] [0-9]* )
-j-number ::= j-int ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?
+j-string ::= /"([^"\\\x00-\x1f]|\\(["\\\/bfnrt]|u[0-9a-fA-F]{4}))*"/
+j-int ::= /-?(0|[1-9][0-9]*)/
+j-number ::= /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/
 j-date ::= [0-9]{4} "-" ( ( "01" | "03" | "05" | "07" | "08" | "10" | "12" ) "-" j-d31 | ( "04" | "06" | "09" | "11" ) "-" j-d30 | "02-" j-d28 ) | j-leap "-02-29"
 j-leap ::= [0-9]{2} ( "0" [48] | [2468] [048] | [13579] [26] ) | ( [02468] [048] | [13579] [26] ) "00"
 j-d28 ::= "0" [1-9] | "1" [0-9] | "2" [0-8]
@@ -444,7 +444,8 @@ class Compiler {
     int min = 0, max = -1;
     if (absl::Status b = Bounds(s, "minLength", "maxLength", at, &min, &max); !b.ok()) return b;
     if (min == 0 && max < 0) return std::string("j-string");
-    return absl::StrCat("\"\\\"\" j-char", Repeat(min, max), " \"\\\"\"");
+    return absl::StrCat("/\"([^\"\\\\\\x00-\\x1f]|\\\\([\"\\\\\\/bfnrt]|u[0-9a-fA-F]{4}))", Repeat(min, max),
+                        "\"/");  // one terminal: see j-string
   }
 
   absl::StatusOr<std::string> Object(const json& s, const std::string& at) {

@@ -116,6 +116,15 @@ num  ::= [0-9]{1,3}
   EXPECT_TRUE(Accepts(continued, "b"));
 }
 
+// /regex/ terminals: one automaton per expression, the same language as the rules it replaces;
+// "\/" is a slash inside.
+TEST(Grammar, RegexTerminals) {
+  const Grammar g = MustParse(R"G(root ::= "<" /[a-z]+(\/[a-z]+)*/ ">" | /"([^"\\]|\\.)*"/
+)G");
+  for (const char* ok : {"<a>", "<ab/cd/e>", R"("")", R"("x\"y")"}) EXPECT_TRUE(Accepts(g, ok)) << ok;
+  for (const char* bad : {"<>", "<a/>", "</a>", R"("x)", R"("\")"}) EXPECT_FALSE(Accepts(g, bad)) << bad;
+}
+
 TEST(Grammar, ErrorsNameWhatIsWrong) {
   const struct {
     const char* text;
@@ -132,6 +141,9 @@ TEST(Grammar, ErrorsNameWhatIsWrong) {
       {"root ::= [z-a]\n", "out of order"},
       {"root ::= \"a\"{3,1}\n", "in order"},
       {"root ::= @\n", "an element"},
+      {"root ::= /ab\n", "'/' closing"},
+      {"root ::= /a*/\n", "matches the empty text"},
+      {"root ::= //\n", "a regular expression"},
   };
   for (const auto& c : cases) {
     auto g = Grammar::Parse(c.text);
