@@ -505,7 +505,64 @@ bool GrammarMatcher::CanEnd() const {
 }
 
 TokenMask GrammarMatcher::Allowed(const TokenTrie& trie, int64_t* visited) {
-  return trie.Walk([this](uint8_t b) { return Advance(b); }, [this] { Rollback(1); }, visited);
+  // Inside one terminal (every item that scans waits at the same terminal in the same automaton
+  // state: the inside of a JSON string), a byte that keeps the terminal going without letting it
+  // end changes nothing but that state: the parse's next set is those items, one step on. So the
+  // walk follows the automaton alone (a table lookup per trie node) and hands over to the parser,
+  // replaying the bytes since the start, only where the terminal could end. Same mask, far fewer
+  // parser steps (most tokens stay inside the string).
+  int term = -1, state = -1;
+  for (const Item& it : sets_[top_ - 1]) {
+    if (it.term_state < 0) continue;
+    const int t = g_.rules()[it.rule].alternatives[it.alt][it.dot].index;
+    if (term < 0) {
+      term = t, state = it.term_state;
+    } else if (t != term || it.term_state != state) {
+      term = -1;
+      break;
+    }
+  }
+  if (term < 0) return trie.Walk([this](uint8_t b) { return Advance(b); }, [this] { Rollback(1); }, visited);
+  const Regex& re = g_.terminals()[term];
+  std::vector<int> states = {state};  // the automaton along the path, while the walk follows it alone
+  std::vector<uint8_t> path;
+  std::vector<int> frames;  // per byte taken: -1 followed by the automaton, n > 0 parser steps to undo
+  int parser_frames = 0;    // frames of the parser on the stack (the walk is past a possible end)
+  auto down = [&](uint8_t b) {
+    if (parser_frames > 0) {
+      if (!Advance(b)) return false;
+      frames.push_back(1), ++parser_frames;
+      return true;
+    }
+    const int next = re.Next(states.back(), b);
+    if (next == Regex::kDead) return false;
+    if (!re.Accepting(next)) {
+      states.push_back(next), path.push_back(b), frames.push_back(-1);
+      return true;
+    }
+    int taken = 0;  // the terminal may end here: the parser takes the path and this byte
+    for (uint8_t p : path) {
+      if (!Advance(p)) break;
+      ++taken;
+    }
+    if (taken < static_cast<int>(path.size()) || !Advance(b)) {
+      Rollback(taken);  // cannot happen (the automaton took these bytes); stay exact anyway
+      return false;
+    }
+    frames.push_back(taken + 1), ++parser_frames;
+    return true;
+  };
+  auto up = [&] {
+    const int f = frames.back();
+    frames.pop_back();
+    if (f < 0) {
+      states.pop_back(), path.pop_back();
+      return;
+    }
+    Rollback(f);
+    --parser_frames;
+  };
+  return trie.Walk(down, up, visited);
 }
 
 }  // namespace gla::constraints

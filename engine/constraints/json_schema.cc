@@ -518,15 +518,51 @@ class Compiler {
     return absl::StrCat("\"{\" ws ", a_next, " ws \"}\"");
   }
 
-  // A JSON string (quotes included) that is none of `names`: a trie of the names, each node's rule
-  // taking a child's character and going on, or another character (or an escape) and any rest, or
-  // (where no name ends) the closing quote. Names are plain ASCII here (others are refused).
+  // Names of up to this many characters in all make one automaton (gla-brown's masks inside it
+  // follow the automaton alone); more, and the rules below (the DFA would outgrow its state limit).
+  static constexpr size_t kMaxRegexNameChars = 256;
+
+  // A JSON string (quotes included) that is none of `names`, as one /regex/ terminal (so a mask
+  // inside it follows one automaton): a trie of the names, each node taking a child's character
+  // and going on, or another character (or an escape) and any rest, or (where no name ends) the
+  // closing quote. Names are plain ASCII here (others are refused); every name character is
+  // written \xHH, so none is a regex or grammar metacharacter.
   absl::StatusOr<std::string> OtherName(const std::set<std::string>& names, const std::string& at) {
     if (names.empty()) return std::string("j-string");
     for (const std::string& n : names)
       for (unsigned char c : n)
         if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
           return Refused("additional properties beside property names that are not plain ASCII", at);
+    size_t trie_nodes = 0;  // an upper bound: the names' characters
+    for (const std::string& n : names) trie_nodes += n.size();
+    if (trie_nodes > kMaxRegexNameChars) return OtherNameRules(names);
+    static constexpr char kChar[] = R"R(([^"\\\x00-\x1f]|\\(["\\\/bfnrt]|u[0-9a-fA-F]{4})))R";
+    std::function<std::string(const std::string&)> node = [&](const std::string& prefix) {
+      std::set<char> next;
+      bool ends_here = false;
+      for (const std::string& n : names) {
+        if (n.size() < prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
+        if (n.size() == prefix.size()) ends_here = true;
+        else next.insert(n[prefix.size()]);
+      }
+      std::string alt = ends_here ? "" : "\"";  // a proper prefix of a name is another string
+      std::string other = "[^\"\\\\\\x00-\\x1f";
+      for (char c : next) {
+        absl::StrAppendFormat(&alt, "%s\\x%02x%s", alt.empty() ? "" : "|", static_cast<unsigned char>(c), node(prefix + c));
+        absl::StrAppendFormat(&other, "\\x%02x", static_cast<unsigned char>(c));
+      }
+      absl::StrAppend(&alt, alt.empty() ? "" : "|", other, "]", kChar, "*\"|\\\\([\"\\\\\\/bfnrt]|u[0-9a-fA-F]{4})", kChar,
+                      "*\"");
+      return absl::StrCat("(", alt, ")");
+    };
+    return absl::StrCat("/\"", node(""), "/");
+  }
+
+  // The same as rules, for name sets whose automaton would be large (the regex compiler does not
+  // minimise: every trie node would keep its own copy of "any rest"): a trie of the names, each node's rule
+  // taking a child's character and going on, or another character (or an escape) and any rest, or
+  // (where no name ends) the closing quote.
+  absl::StatusOr<std::string> OtherNameRules(const std::set<std::string>& names) {
     std::function<absl::StatusOr<std::string>(const std::string&)> node = [&](const std::string& prefix)
         -> absl::StatusOr<std::string> {
       std::set<char> next;
