@@ -31,6 +31,7 @@ packages=(
   libgtest-dev libgmock-dev googletest   # GoogleTest through ctest
   python3-grpcio python3-protobuf        # Python client and its example
   python3-requests       # the HTTP API's Python example (clients/python/example_http.py)
+  python3-jsonschema     # structured output's outputs checked by an independent validator (tests/e2e/structured_output_e2e.py)
   nodejs                 # the official openai npm SDK drives glad's HTTP API in a test (the SDK itself is
                          # fetched from the npm registry by the test, pinned and sha512-checked)
   python3-venv python3-pip python3-setuptools python3-wheel   # `pip install clients/python` offline (--no-build-isolation), and its test's venv

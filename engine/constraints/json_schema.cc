@@ -1,5 +1,6 @@
 #include "engine/constraints/json_schema.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -121,6 +122,22 @@ class Compiler {
     return absl::OkStatus();
   }
 
+  // Whether a value is of the JSON Schema type(s) `type` (null: any). An integer is a number
+  // without a fractional part (1.0 included, as drafts 6 and later say).
+  static bool OfType(const json& v, const json* type) {
+    if (type == nullptr) return true;
+    auto one = [&](const json& t) {
+      if (!t.is_string()) return false;
+      const std::string n = t.get<std::string>();
+      if (n == "integer")
+        return v.is_number_integer() || (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>());
+      return (n == "number" && v.is_number()) || (n == "string" && v.is_string()) || (n == "boolean" && v.is_boolean()) ||
+             (n == "null" && v.is_null()) || (n == "array" && v.is_array()) || (n == "object" && v.is_object());
+    };
+    if (type->is_array()) return std::any_of(type->begin(), type->end(), one);
+    return one(*type);
+  }
+
   // {min,max} as GBNF (max < 0: unbounded).
   static std::string Repeat(int min, int max) {
     if (max < 0) return min == 0 ? "*" : absl::StrCat("{", min, ",}");
@@ -193,15 +210,21 @@ class Compiler {
       if (!s["$ref"].is_string()) return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": $ref not a string"));
       return Ref(s["$ref"].get<std::string>(), at);
     }
+    // const / enum with a type: only the values of that type (an instance must satisfy both; a
+    // value of another type is no instance at all, and none left is a schema nothing satisfies).
+    const json* type = s.contains("type") ? &s["type"] : nullptr;
     if (s.contains("const")) {
       if (!only({"const", "type"})) return Refused("const beside other keywords", at);
+      if (!OfType(s["const"], type)) return Refused("a const that is not of the schema's type (nothing satisfies it)", at);
       return Lit(s["const"].dump());
     }
     if (s.contains("enum")) {
       if (!s["enum"].is_array() || s["enum"].empty()) return Refused("an enum that is not a non-empty list", at);
       if (!only({"enum", "type"})) return Refused("enum beside other keywords", at);
       std::string alt;
-      for (const json& v : s["enum"]) absl::StrAppend(&alt, alt.empty() ? "" : " | ", Lit(v.dump()));
+      for (const json& v : s["enum"])
+        if (OfType(v, type)) absl::StrAppend(&alt, alt.empty() ? "" : " | ", Lit(v.dump()));
+      if (alt.empty()) return Refused("an enum with no value of the schema's type (nothing satisfies it)", at);
       return absl::StrCat("( ", alt, " )");
     }
     for (const char* comb : {"anyOf", "oneOf", "allOf"}) {

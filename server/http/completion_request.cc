@@ -1,11 +1,14 @@
 #include "server/http/completion_request.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "models/excerpt.h"
 #include "nlohmann/json.hpp"
 
@@ -13,7 +16,9 @@ namespace gla::http {
 
 namespace {
 
-using json = nlohmann::json;
+// Ordered: a JSON Schema sent for structured output keeps its properties in the order the client
+// wrote them (the order the output follows, as OpenAI's does).
+using json = nlohmann::ordered_json;
 
 absl::Status Bad(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
@@ -175,6 +180,86 @@ absl::StatusOr<json> ParseObject(absl::string_view body) {
   return j;
 }
 
+// A regex matching exactly one of `choices` (vLLM's guided_choice): every byte written \xHH, so
+// none is a metacharacter.
+std::string ChoiceRegex(const std::vector<std::string>& choices) {
+  std::string re;
+  for (const std::string& c : choices) {
+    if (!re.empty()) re += '|';
+    re += '(';
+    for (unsigned char ch : c) absl::StrAppendFormat(&re, "\\x%02x", ch);
+    re += ')';
+  }
+  return re;
+}
+
+// Structured output (issue 21): OpenAI's response_format (json_object; json_schema with name,
+// schema, strict, description) and vLLM's guided_json / guided_regex / guided_grammar /
+// guided_choice; at most one of them. The constraint is compiled by the front door (its errors name
+// the field set here).
+absl::Status ReadConstraint(Fields& f, GenerateCall& base) {
+  using Kind = OutputConstraint::Kind;
+  std::vector<const char*> set;
+  auto take = [&](const char* field, Kind kind, std::string text) {
+    set.push_back(field);
+    base.constraint.kind = kind;
+    base.constraint.text = std::move(text);
+    base.names.constraint = field;
+  };
+  if (const json* rf = f.Get("response_format")) {
+    if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+      return Bad("response_format", "must be an object with a type (text, json_object or json_schema)");
+    const std::string type = (*rf)["type"];
+    for (auto it = rf->begin(); it != rf->end(); ++it)
+      if (it.key() != "type" && !(type == "json_schema" && it.key() == "json_schema"))
+        return Bad("response_format", absl::StrCat("unknown field '", Excerpt(it.key(), 32), "' for type ", Excerpt(type, 32)));
+    if (type == "json_object") {
+      take("response_format", Kind::kJsonObject, "");
+    } else if (type == "json_schema") {
+      const auto js = rf->find("json_schema");
+      if (js == rf->end() || !js->is_object()) return Bad("response_format.json_schema", "is required (an object)");
+      for (auto it = js->begin(); it != js->end(); ++it)
+        if (it.key() != "name" && it.key() != "schema" && it.key() != "strict" && it.key() != "description")
+          return Bad("response_format.json_schema", absl::StrCat("unknown field '", Excerpt(it.key(), 32), "'"));
+      const auto name = js->find("name");
+      if (name == js->end() || !name->is_string()) return Bad("response_format.json_schema.name", "is required (a string)");
+      const std::string n = *name;
+      if (n.empty() || n.size() > 64 ||
+          !std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }))
+        return Bad("response_format.json_schema.name", "must be 1-64 characters of a-z, A-Z, 0-9, _ and -");
+      if (const auto strict = js->find("strict"); strict != js->end() && !strict->is_boolean() && !strict->is_null())
+        return Bad("response_format.json_schema.strict", "must be true or false");
+      if (const auto d = js->find("description"); d != js->end() && !d->is_string() && !d->is_null())
+        return Bad("response_format.json_schema.description", "must be a string");
+      const auto schema = js->find("schema");
+      if (schema == js->end() || !(schema->is_object() || schema->is_boolean()))
+        return Bad("response_format.json_schema.schema", "is required (a JSON Schema object)");
+      take("response_format.json_schema.schema", Kind::kJsonSchema, schema->dump());
+    } else if (type != "text") {
+      return Bad("response_format.type", "must be text, json_object or json_schema");
+    }
+  }
+  if (const json* v = f.Get("guided_json")) {
+    if (v->is_string()) take("guided_json", Kind::kJsonSchema, v->get<std::string>());
+    else if (v->is_object() || v->is_boolean()) take("guided_json", Kind::kJsonSchema, v->dump());
+    else return Bad("guided_json", "must be a JSON Schema (an object, or a string holding one)");
+  }
+  if (auto v = f.String("guided_regex")) take("guided_regex", Kind::kRegex, *v);
+  if (auto v = f.String("guided_grammar")) take("guided_grammar", Kind::kGrammar, *v);
+  if (const json* v = f.Get("guided_choice")) {
+    if (!v->is_array() || v->empty()) return Bad("guided_choice", "must be a non-empty list of strings");
+    std::vector<std::string> choices;
+    for (const json& c : *v) {
+      if (!c.is_string() || c.get<std::string>().empty()) return Bad("guided_choice", "must be a list of non-empty strings");
+      choices.push_back(c.get<std::string>());
+    }
+    take("guided_choice", Kind::kRegex, ChoiceRegex(choices));
+  }
+  if (set.size() > 1)
+    return Bad(set[1], absl::StrCat("one output constraint per request: ", set[0], " is set too"));
+  return f.status();
+}
+
 // The fields both endpoints take: sampling, n, streaming, stop, vLLM's extensions and ours.
 absl::Status ReadCommon(Fields& f, const CompletionLimits& limits, GenerateCall& base, CompletionRequest& r) {
   base.names = OpenAiFieldNames();
@@ -230,6 +315,7 @@ absl::Status ReadCommon(Fields& f, const CompletionLimits& limits, GenerateCall&
   absl::StatusOr<std::vector<std::string>> stop = StopStrings(f.Get("stop"));
   if (!stop.ok()) return stop.status();
   base.stop = std::move(*stop);
+  if (absl::Status c = ReadConstraint(f, base); !c.ok()) return c;
   return f.status();
 }
 
@@ -345,10 +431,6 @@ absl::StatusOr<CompletionRequest> ParseChatRequest(absl::string_view body, const
     r.logprobs = static_cast<int>(std::clamp<int64_t>(top, -1, 1 << 20));
   } else if (f.Int("top_logprobs").has_value()) {
     return Bad("top_logprobs", "needs logprobs: true");
-  }
-  if (const json* rf = f.Get("response_format")) {
-    if (!rf->is_object() || !rf->contains("type") || (*rf)["type"] != "text")
-      return Bad("response_format", "only {\"type\": \"text\"} is supported yet (structured output: issue 21)");
   }
   if (const json* tools = f.Get("tools"); tools != nullptr && !(tools->is_array() && tools->empty()))
     return Bad("tools", "tool calls are not supported");

@@ -66,6 +66,18 @@ TEST(JsonSchema, ObjectsWithRequiredOptionalAndExtraMembers) {
   EXPECT_FALSE(Accepts(open, R"({"a":1})"));
 }
 
+// enum / const beside a type keep only the values of that type (python3-jsonschema found the
+// first version emitting "address" for {"type": "array", "enum": ["address", ...]}).
+TEST(JsonSchema, EnumAndConstKeepOnlyValuesOfTheType) {
+  const Grammar g = Compile(R"({"type": ["integer", "null"], "enum": [1, 2.0, 2.5, "x", null]})");
+  for (const char* ok : {"1", "2.0", "null"}) EXPECT_TRUE(Accepts(g, ok)) << ok;
+  for (const char* bad : {"2.5", R"("x")"}) EXPECT_FALSE(Accepts(g, bad)) << bad;
+  auto none = JsonSchemaToGbnf(R"({"type": "array", "enum": ["openid", "email"]})");
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("nothing satisfies it"), std::string::npos) << none.status();
+  EXPECT_FALSE(JsonSchemaToGbnf(R"({"type": "string", "const": 3})").ok());
+}
+
 TEST(JsonSchema, RefsRecursionCombinatorsTuplesAndFormats) {
   const Grammar tree = Compile(R"({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object",
       "properties": {"v": {"type": "number"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
