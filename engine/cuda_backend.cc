@@ -77,7 +77,8 @@ class CudaBackend : public Backend {
     const CudaModel::States states{pool_->base(), pool_->slot_stride(), pool_->scratch_slot()};
     RETURN_IF_ERROR(model_->Forward(segs, states, &first_row));
     // Sampled rows and scored rows (a forced token each, the raw logits: no penalties, greedy) go
-    // through the sampler in one launch.
+    // through the sampler in one launch; a sampled row's token mask (structured output) with it,
+    // applied on the device (siblings of an n > 1 request each with their own).
     std::vector<SampleRequest> requests;
     std::vector<SamplingParams> score_params(items.size());
     auto last_row = [&](size_t i) {  // a sibling's (sample_from) is its leader's
@@ -91,7 +92,7 @@ class CudaBackend : public Backend {
       score_params[i].logprobs = it.score_top;
       for (size_t t = 0; t < it.score_targets.size(); ++t)
         requests.push_back({first_row[seg_of[i]] + static_cast<int>(t), &score_params[i], nullptr, 0, it.score_targets[t]});
-      if (it.sample) requests.push_back({last_row(i), it.params, it.history, it.step});
+      if (it.sample) requests.push_back({last_row(i), it.params, it.history, it.step, -1, it.allowed});
     }
     std::vector<SampledToken> sampled;
     RETURN_IF_ERROR(sampler_->Sample(model_->logits(), config().vocab_size, vocab_limit(), requests, &sampled));

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <unordered_map>
 #include <vector>
 
@@ -23,11 +25,14 @@ struct PenaltyLists {
 
 // The row spec for one request; appends its entries (only when a penalty or a bias is on: the
 // kernel skips them otherwise) to *lists. Each id once, as the kernel requires.
-// forced >= 0: a scored row (prompt scoring), not a sampled one.
+// forced >= 0: a scored row (prompt scoring), not a sampled one. mask_row >= 0: the row's token
+// mask is that row of the kernel's masks (CopyMaskRow put it there); -1: none.
 inline cuda::SampleRowSpec MakeSampleRowSpec(const SamplingParams& p, const TokenHistory* history, uint64_t step,
-                                             int logits_row, int max_top, PenaltyLists* lists, int32_t forced = -1) {
+                                             int logits_row, int max_top, PenaltyLists* lists, int32_t forced = -1,
+                                             int mask_row = -1) {
   cuda::SampleRowSpec s;
   s.forced_token = forced;
+  s.mask_row = mask_row;
   s.logits_row = logits_row;
   s.temperature = p.temperature;
   s.top_k = p.top_k;
@@ -67,6 +72,22 @@ inline cuda::SampleRowSpec MakeSampleRowSpec(const SamplingParams& p, const Toke
   s.biased = !p.logit_bias.empty();
   s.penalty_end = static_cast<int>(lists->ids.size());
   return s;
+}
+
+// Words of a token mask over `vocab_limit` ids: the kernel's SampleArgs::mask_words.
+inline int MaskWords(int vocab_limit) { return (vocab_limit + 63) / 64; }
+
+// Copies a StepItem::allowed mask (bit t of word t / 64; at least MaskWords(vocab_limit) words)
+// to `dst`, a row of MaskWords(vocab_limit) words of the kernel's masks, bits at or beyond
+// vocab_limit cleared. Returns the ids it allows below vocab_limit: the top-n a row can have
+// (0: the kernel, as the CPU, then takes every id).
+inline int CopyMaskRow(const uint64_t* allowed, int vocab_limit, uint64_t* dst) {
+  const int words = MaskWords(vocab_limit);
+  std::memcpy(dst, allowed, static_cast<size_t>(words) * sizeof(uint64_t));
+  if (vocab_limit % 64 != 0) dst[words - 1] &= (uint64_t{1} << (vocab_limit % 64)) - 1;
+  int n = 0;
+  for (int w = 0; w < words; ++w) n += std::popcount(dst[w]);
+  return n;
 }
 
 }  // namespace gla

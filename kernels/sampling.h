@@ -7,7 +7,11 @@
 //     probabilities exp(l/T - top) in double, min-p, top-p, then the first candidate whose running
 //     mass passes u * sum with u = UniformFromCounter(seed, step);
 //   * logprob = penalised logit - log-sum-exp of the penalised row (ids < vocab_limit), and the
-//     top-n (id, logprob) in the same order.
+//     top-n (id, logprob) in the same order;
+//   * a row with a token mask (structured output): the ids it leaves out get logit -infinity
+//     before the bias and the penalties, and the candidates (for top-k, top-p, min-p, the pick)
+//     and the top-n are the first `allowed` of the CPU's order, `allowed` = the ids the mask
+//     leaves (every id when it leaves none, as the CPU), so the normaliser is over those alone.
 // No full sort: the sorted order is only ever needed where a cumulative count or mass crosses a
 // target (k-th candidate, top-p cut, the pick), and that place is found by histogram refinement
 // over the row's (logit, id) keys, with masses summed exactly in 128-bit fixed point (so results
@@ -46,6 +50,10 @@ struct SampleRowSpec {
   // This row's entries in the penalty arrays, [penalty_begin, penalty_end): one entry per
   // distinct token id the sequence has seen (each id at most once per row).
   int penalty_begin = 0, penalty_end = 0;
+  // >= 0: the row's token mask is row mask_row of SampleArgs::masks (structured output); -1: none.
+  // Sampled rows only (a scored row would be scored under the masked row). A row naming a mask
+  // row outside [0, SampleArgs::mask_rows) samples nothing: token -1, logprob NaN, no top-n.
+  int mask_row = -1;
 };
 
 constexpr int kSampleMaxTop = 1024;      // the largest max_top SampleRows accepts (one per thread)
@@ -66,11 +74,19 @@ struct SampleArgs {
   // Per entry, OpenAI's logit_bias (0 for an id with none), added before the penalties in rows
   // with `biased`; may be null when no row is biased.
   const float* penalty_bias = nullptr;
+  // Token masks, mask_rows rows of mask_words words (>= (vocab_limit + 63) / 64): bit t of word
+  // t / 64 of a row set = id t may be sampled; bits at or beyond vocab_limit are ignored. May be
+  // null (and mask_rows 0) when no row has a mask.
+  const uint64_t* masks = nullptr;
+  int mask_rows = 0;
+  int mask_words = 0;
   int max_top = 0;                    // columns of out_top_*, 0 .. kSampleMaxTop
   int32_t* out_token = nullptr;       // [rows]
   float* out_logprob = nullptr;       // [rows]
-  int32_t* out_top_ids = nullptr;     // [rows, max_top]: the first min(logprobs, vocab_limit, max_top)
-  float* out_top_logprobs = nullptr;  //   columns of a row are written, the rest are left alone
+  // [rows, max_top]: the first min(logprobs, max_top, allowed) columns of a row are written (allowed:
+  // the ids its mask leaves, or vocab_limit), the rest are left alone.
+  int32_t* out_top_ids = nullptr;
+  float* out_top_logprobs = nullptr;
   void* workspace = nullptr;          // SampleWorkspaceBytes(rows, vocab_limit) bytes
   size_t workspace_bytes = 0;
 };
@@ -81,8 +97,9 @@ struct SampleArgs {
 size_t SampleWorkspaceBytes(int rows, int vocab);
 
 // Enqueues the sampling of every row on `stream`: one launch, no synchronisation, no allocation.
-// cudaErrorInvalidValue (nothing launched) for a bad shape, a missing pointer or a workspace
-// smaller than needed.
+// cudaErrorInvalidValue (nothing launched) for a bad shape, a missing pointer, a workspace
+// smaller than needed or masks narrower than the vocabulary. (The specs are device memory: their
+// mask rows are checked by the kernel, see SampleRowSpec::mask_row.)
 cudaError_t SampleRows(const SampleArgs& args, cudaStream_t stream);
 
 }  // namespace gla::cuda

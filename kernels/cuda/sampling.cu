@@ -10,6 +10,10 @@
 //      refined over the 64-bit keys (10 bits a level) down to one candidate;
 //   4. top-n logprobs: the n-th largest key by the same refinement over counts, then the n
 //      candidates ranked.
+// A token mask sets the ids it leaves out to -inf in step 1; its candidates are the first
+// `allowed` keys, which is one more lower bound on the keys (with top-k's): the smallest allowed
+// key when every allowed key is above every masked one (the usual case: one block reduction),
+// the allowed-th key by refinement otherwise (allowed ids at -inf, tied with masked ones by id).
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -39,7 +43,7 @@ struct Shared {
   u64 sub_kmin[kBuckets], sub_kmax[kBuckets];
   u64 scratch[64];
   u64 bcast[6];
-  int first, last, count, pad;
+  int first, last, count, allowed;  // allowed: ids a row's mask leaves
 };
 static_assert(sizeof(Shared) % 16 == 0, "the row after it stays 16-byte aligned");
 static_assert(kSampleMaxTop <= kBuckets, "the top-n keys are gathered in sub_kmin");
@@ -356,11 +360,23 @@ __global__ void __launch_bounds__(kThreads, 1)
   Shared& sm = *reinterpret_cast<Shared*>(smem_raw);
   const int r = blockIdx.x, tid = threadIdx.x, V = a.vocab_limit;
   const SampleRowSpec spec = a.specs[r];
+  const bool masked = spec.mask_row >= 0;
+  if (masked && (spec.mask_row >= a.mask_rows || a.masks == nullptr)) {
+    // Not an unmasked pick instead: that would break the constraint without a word. The host
+    // checks its mask rows; -1 tells it the kernel found one out of range.
+    if (tid == 0) {
+      a.out_token[r] = -1;
+      a.out_logprob[r] = __int_as_float(0x7fffffff);
+    }
+    return;  // the whole block: spec is the block's
+  }
+  const uint64_t* mask = masked ? a.masks + static_cast<size_t>(spec.mask_row) * a.mask_words : nullptr;
   float* row = row_in_shared ? reinterpret_cast<float*>(smem_raw + sizeof(Shared))
                              : global_rows + static_cast<size_t>(r) * V;
   const float* in = a.logits + static_cast<int64_t>(spec.logits_row) * a.logits_stride;
 
-  // 1. The row, penalised.
+  // 1. The row, masked, penalised.
+  if (tid == 0) sm.allowed = 0;  // counted after the barrier below
   if (((reinterpret_cast<uintptr_t>(in) | reinterpret_cast<uintptr_t>(row)) & 15) == 0) {
     const int n4 = V / 4;
 #pragma unroll 4
@@ -370,6 +386,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = tid; i < V; i += kThreads) row[i] = in[i];
   }
   __syncthreads();
+  int allowed = V;  // the CPU's `candidates`
+  if (masked) {
+    // The 64 threads of a word read it together: one broadcast load per warp.
+    for (int i = tid; i < V; i += kThreads)
+      if (!((mask[i >> 6] >> (i & 63)) & 1)) row[i] = -INFINITY;
+    const int words = (V + 63) / 64;
+    int c = 0;
+    for (int w = tid; w < words; w += kThreads) {
+      u64 bits = mask[w];
+      if (w == words - 1 && (V & 63) != 0) bits &= (1ull << (V & 63)) - 1;  // ids >= vocab_limit: not candidates
+      c += __popcll(bits);
+    }
+    for (int off = 16; off > 0; off >>= 1) c += __shfl_xor_sync(kFull, c, off);
+    if ((tid & 31) == 0 && c != 0) atomicAdd(&sm.allowed, c);
+    __syncthreads();
+    if (sm.allowed > 0) allowed = sm.allowed;  // none left: every id, as the CPU (callers never send one)
+  }
   const bool rep = spec.repetition_penalty != 1.f;
   const bool pres = spec.presence_penalty != 0.f || spec.frequency_penalty != 0.f;
   const bool bias = spec.biased && a.penalty_bias != nullptr;
@@ -406,17 +439,38 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = tid; i < V; i += kThreads) z += static_cast<double>(expf(__fsub_rn(row[i], mx)));
   z = BlockSum(z, sm);
   const float log_z = __fadd_rn(mx, static_cast<float>(log(z)));
+  const bool sampled = spec.forced_token < 0 && !(spec.temperature <= 0.f);
+  const int n = min(min(min(spec.logprobs, V), a.max_top), allowed);  // top-n
+
+  // The mask's candidates: keys >= kmask (0: every key). Greedy rows need it only for a top-n of
+  // all the allowed ids: their argmax is the CPU's already.
+  u64 kmask = 0;
+  if (allowed < V && (sampled || n == allowed)) {
+    u64 amin = ~0ull, dmax = 0;  // smallest allowed key, largest masked one
+    for (int i = tid; i < V; i += kThreads) {
+      const u64 k = Key(row[i], i);
+      if ((mask[i >> 6] >> (i & 63)) & 1) amin = min(amin, k);
+      else dmax = max(dmax, k);
+    }
+    BlockMinMax(amin, dmax, sm);
+    kmask = amin > dmax ? amin : KthKey(sm, row, V, allowed, ValueBuckets(mx, lo_all));
+  }
 
   // 3. The token.
   int token = spec.forced_token >= 0 ? spec.forced_token : argmax;
-  if (spec.forced_token < 0 && !(spec.temperature <= 0.f)) {
+  if (sampled) {
     const float t = spec.temperature;
     const double top = static_cast<double>(__fdiv_rn(mx, t));
     const ValueBuckets all_buckets(mx, lo_all);
     u64 kappa = 0;  // top-k: candidates are keys >= kappa
     float lo = lo_all;
-    if (spec.top_k > 0 && spec.top_k < V) {
+    if (spec.top_k > 0 && spec.top_k < allowed) {
       kappa = KthKey(sm, row, V, spec.top_k, all_buckets);
+      const float lk = KeyLogit(kappa);
+      if (lk > lo && lk <= mx) lo = lk;
+    }
+    if (kmask > kappa) {  // top-k off or at least `allowed`: the mask's is the k-th key
+      kappa = kmask;
       const float lk = KeyLogit(kappa);
       if (lk > lo && lk <= mx) lo = lk;
     }
@@ -496,10 +550,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     a.out_logprob[r] = token < V ? __fsub_rn(row[token], log_z) : -INFINITY;
   }
 
-  // 4. Top-n logprobs.
-  const int n = min(min(spec.logprobs, V), a.max_top);
+  // 4. Top-n logprobs (n: above).
   if (n > 0) {
-    const u64 kn = n >= V ? 0 : KthKey(sm, row, V, n, ValueBuckets(mx, lo_all));
+    const u64 kn = n >= V ? 0 : n == allowed ? kmask : KthKey(sm, row, V, n, ValueBuckets(mx, lo_all));
     if (tid == 0) sm.count = 0;
     __syncthreads();
     for (int i = tid; i < V; i += kThreads) {
@@ -547,7 +600,8 @@ cudaError_t SampleRows(const SampleArgs& a, cudaStream_t stream) {
   const int V = a.vocab_limit;
   if (a.rows < 0 || V <= 0 || V > kSampleMaxVocab || a.logits_stride < V || a.logits == nullptr || a.specs == nullptr ||
       a.out_token == nullptr || a.out_logprob == nullptr || a.max_top < 0 || a.max_top > kSampleMaxTop ||
-      (a.max_top > 0 && (a.out_top_ids == nullptr || a.out_top_logprobs == nullptr)))
+      (a.max_top > 0 && (a.out_top_ids == nullptr || a.out_top_logprobs == nullptr)) || a.mask_rows < 0 ||
+      (a.mask_rows > 0 && (a.masks == nullptr || a.mask_words < (V + 63) / 64)))
     return cudaErrorInvalidValue;
   const bool in_shared = RowInShared(V);
   float* global_rows = nullptr;

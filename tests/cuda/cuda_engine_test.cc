@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
+#include <random>
 
 #include "engine/backend.h"
 #include "engine/model/cpu_model.h"
@@ -425,6 +427,132 @@ TEST(CudaBackend, GreedyTextEqualsCpuBackend) {
               *std::min_element(e.margins.begin(), e.margins.end()));
   EXPECT_EQ(outs[0], outs[1]) << "CUDA vs CPU backend";
   EXPECT_EQ(outs[0], e.greedy) << "CUDA backend vs fla";
+}
+
+// Structured output's masks on the CUDA backend: a masked item (greedy or sampled, beside an
+// unmasked one in the same step) only ever gets an allowed token, and a one-token mask forces it.
+TEST(CudaBackend, MaskedItemsSampleOnlyAllowedTokens) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Expected e = LoadExpected();
+  auto cuda = MakeCudaBackend(testing::TinyModelDir(), {});
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  Backend& b = **cuda;
+  const int V = b.vocab_limit();
+  std::mt19937 rng(21);
+  for (int round = 0; round < 8; ++round) {
+    std::vector<uint64_t> mask((V + 63) / 64, 0);
+    std::vector<int32_t> allowed;
+    const int count = round == 0 ? 1 : 1 + static_cast<int>(rng() % 40);
+    for (int k = 0; k < count; ++k) allowed.push_back(static_cast<int32_t>(rng() % V));
+    for (int32_t t : allowed) mask[t >> 6] |= uint64_t{1} << (t & 63);
+    SamplingParams params;
+    params.temperature = round % 2 == 0 ? 0.0f : 1.0f;
+    params.seed = static_cast<uint64_t>(round);
+    params.logprobs = 3;
+    TokenHistory history;
+    history.AddPrompt(e.prompt);
+    const int a = *b.pool().Acquire(), c = *b.pool().Acquire();
+    StepItem masked{e.prompt, a, true, &params, &history, 0};
+    masked.allowed = mask.data();
+    const StepItem free{e.prompt, c, true, &params, &history, 0};
+    const StepItem items[] = {free, masked};
+    std::vector<SampledToken> out;
+    ASSERT_TRUE(b.Step(items, &out).ok());
+    EXPECT_NE(std::find(allowed.begin(), allowed.end(), out[1].token), allowed.end()) << "round " << round;
+    for (const auto& [id, lp] : out[1].top) EXPECT_TRUE(std::isfinite(lp) && ((mask[id >> 6] >> (id & 63)) & 1)) << id;
+    if (count == 1) {
+      EXPECT_EQ(out[1].logprob, 0.0f) << "the only candidate";
+    }
+    b.pool().Release(a);
+    b.pool().Release(c);
+  }
+}
+
+// n > 1 with structured output: siblings (sample_from) sample their leader's row on the device,
+// each under its own mask (or none), beside a masked leader with an unmasked sibling. A greedy
+// sibling whose mask holds the unmasked argmax picks it; two siblings with the same params and
+// mask get the same token.
+TEST(CudaBackend, MaskedSiblingsSampleUnderTheirOwnMasks) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Expected e = LoadExpected();
+  auto cuda = MakeCudaBackend(testing::TinyModelDir(), {});
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  Backend& b = **cuda;
+  const int V = b.vocab_limit();
+  std::mt19937 rng(33);
+  using Mask = std::vector<uint64_t>;
+  auto random_mask = [&](int count) {
+    Mask m((V + 63) / 64, 0);
+    for (int k = 0; k < count; ++k) {
+      const int t = static_cast<int>(rng() % V);
+      m[t >> 6] |= uint64_t{1} << (t & 63);
+    }
+    return m;
+  };
+  auto allows = [](const Mask& m, int32_t t) { return t >= 0 && ((m[t >> 6] >> (t & 63)) & 1) != 0; };
+  SamplingParams greedy, sampled;
+  greedy.logprobs = 2;
+  sampled.temperature = 1.0f;
+  sampled.top_p = 0.95f;
+  sampled.logprobs = 2;
+  TokenHistory history;
+  history.AddPrompt(e.prompt);
+  // The unmasked greedy token after the prompt.
+  int32_t argmax = -1;
+  {
+    const int slot = *b.pool().Acquire();
+    const StepItem lead{e.prompt, slot, true, &greedy, &history, 0};
+    std::vector<SampledToken> out;
+    ASSERT_TRUE(b.Step({&lead, 1}, &out).ok());
+    argmax = out[0].token;
+    b.pool().Release(slot);
+  }
+  for (int round = 0; round < 6; ++round) {
+    sampled.seed = 100 + static_cast<uint64_t>(round);
+    Mask with_argmax = random_mask(1 + static_cast<int>(rng() % 30));
+    with_argmax[argmax >> 6] |= uint64_t{1} << (argmax & 63);
+    const Mask few = random_mask(1 + static_cast<int>(rng() % 30)), half = random_mask(V / 2), one = random_mask(1);
+    const int s0 = *b.pool().Acquire(), s1 = *b.pool().Acquire();
+    auto sibling = [&](int of, const SamplingParams* p, const Mask* m) {
+      StepItem it{{}, -1, true, p, &history, 0};
+      it.sample_from = of;
+      it.allowed = m != nullptr ? m->data() : nullptr;
+      return it;
+    };
+    StepItem masked_lead{e.prompt, s1, true, &sampled, &history, 0};
+    masked_lead.allowed = one.data();
+    const StepItem items[] = {
+        {e.prompt, s0, true, &greedy, &history, 0},  // 0: unmasked leader
+        sibling(0, &greedy, &with_argmax),            // 1
+        sibling(0, &sampled, &few),                   // 2
+        sibling(0, &sampled, &half),                  // 3
+        sibling(0, &sampled, &few),                   // 4: as 2
+        sibling(0, &sampled, nullptr),                // 5
+        masked_lead,                                  // 6: one id allowed
+        sibling(6, &greedy, nullptr),                 // 7
+    };
+    std::vector<SampledToken> out;
+    ASSERT_TRUE(b.Step(items, &out).ok());
+    ASSERT_EQ(out.size(), std::size(items));
+    if (out[0].token == argmax) {
+      EXPECT_EQ(out[1].token, argmax) << "round " << round;
+    }
+    EXPECT_TRUE(allows(with_argmax, out[1].token)) << "round " << round;
+    EXPECT_TRUE(allows(few, out[2].token)) << "round " << round;
+    EXPECT_TRUE(allows(half, out[3].token)) << "round " << round;
+    EXPECT_EQ(out[4].token, out[2].token) << "round " << round;
+    EXPECT_EQ(out[4].logprob, out[2].logprob) << "round " << round;
+    EXPECT_TRUE(allows(one, out[6].token)) << "round " << round;
+    EXPECT_EQ(out[6].logprob, 0.0f) << "the only candidate";
+    EXPECT_LE(out[6].top.size(), 1u) << "the only candidate";
+    for (int i : {1, 2, 3, 4, 6}) {
+      const Mask& m = i == 1 ? with_argmax : i == 3 ? half : i == 6 ? one : few;
+      for (const auto& [id, lp] : out[i].top) EXPECT_TRUE(std::isfinite(lp) && allows(m, id)) << "item " << i << " id " << id;
+    }
+    for (int i : {0, 5, 7}) EXPECT_TRUE(out[i].token >= 0 && out[i].token < V) << "item " << i;
+    b.pool().Release(s0);
+    b.pool().Release(s1);
+  }
 }
 
 // Prompt scoring on the GPU (scored rows through the sampling kernel with forced tokens) against

@@ -1,7 +1,8 @@
 // Times GPU token sampling (kernels/sampling.h) per call: rows x vocabulary x mode, median over
 // trials of CUDA events around back-to-back calls on one stream. Logits are LM-like (N(0, 2.5)
 // plus a few peaked ids per row); sampled rows carry 40 penalty entries. Row specs and penalty
-// lists come from MakeSampleRowSpec (engine/sample_row_spec.h), as in the engine.
+// lists come from MakeSampleRowSpec (engine/sample_row_spec.h), as in the engine. The masked
+// modes (structured output) give every row a token mask: half the ids, or 20 of them.
 //
 // The full-sort sampler this kernel replaced (a stable segmented cub sort of every row, removed
 // since) took, on the H100 with this benchmark's inputs: 32 rows x 32000, top-p 0.95 T 0.8:
@@ -23,7 +24,18 @@
 
 namespace {
 
-enum class Mode { kGreedy, kGreedyLogprobs, kTopP, kTopKTopP, kTemperature, kMixed, kTopPLogprobs };
+enum class Mode {
+  kGreedy,
+  kGreedyLogprobs,
+  kTopP,
+  kTopKTopP,
+  kTemperature,
+  kMixed,
+  kTopPLogprobs,
+  kTopPMaskHalf,
+  kTopPMaskFew,
+  kGreedyMaskFew
+};
 const char* Name(Mode m) {
   switch (m) {
     case Mode::kGreedy: return "greedy";
@@ -33,6 +45,9 @@ const char* Name(Mode m) {
     case Mode::kTemperature: return "temperature 1.0 only";
     case Mode::kMixed: return "half greedy, half top-p";
     case Mode::kTopPLogprobs: return "top-p + logprobs 20";
+    case Mode::kTopPMaskHalf: return "top-p, mask of half";
+    case Mode::kTopPMaskFew: return "top-p, mask of 20 ids";
+    case Mode::kGreedyMaskFew: return "greedy, mask of 20 ids";
   }
   return "?";
 }
@@ -113,16 +128,37 @@ int main() {
       CHECK(cudaMalloc(&d_ids, max_entries * 4));
       CHECK(cudaMalloc(&d_all, max_entries * 4));
       CHECK(cudaMalloc(&d_out, max_entries * 4));
+      const int words = gla::MaskWords(vocab);
+      uint64_t* d_masks;
+      CHECK(cudaMalloc(&d_masks, static_cast<size_t>(rows) * words * 8));
 
       for (const Mode mode : {Mode::kGreedy, Mode::kGreedyLogprobs, Mode::kTopP, Mode::kTopKTopP, Mode::kTemperature,
-                              Mode::kMixed, Mode::kTopPLogprobs}) {
+                              Mode::kMixed, Mode::kTopPLogprobs, Mode::kTopPMaskHalf, Mode::kTopPMaskFew,
+                              Mode::kGreedyMaskFew}) {
+        const bool masked = mode == Mode::kTopPMaskHalf || mode == Mode::kTopPMaskFew || mode == Mode::kGreedyMaskFew;
+        if (masked) {
+          std::vector<uint64_t> masks(static_cast<size_t>(rows) * words, 0);
+          for (int r = 0; r < rows; ++r) {
+            uint64_t* m = masks.data() + static_cast<size_t>(r) * words;
+            if (mode == Mode::kTopPMaskHalf) {
+              for (int w = 0; w < words; ++w) m[w] = (static_cast<uint64_t>(rng()) << 32) ^ rng();
+            } else {
+              for (int j = 0; j < 20; ++j) {
+                const int t = id(rng);
+                m[t >> 6] |= uint64_t{1} << (t & 63);
+              }
+            }
+          }
+          CHECK(cudaMemcpy(d_masks, masks.data(), masks.size() * 8, cudaMemcpyHostToDevice));
+        }
         std::vector<gla::cuda::SampleRowSpec> specs(rows);
         gla::PenaltyLists pen;
         for (int r = 0; r < rows; ++r) {
           gla::SamplingParams p;
           p.seed = 42 + r;
           const bool sampled =
-              mode != Mode::kGreedy && mode != Mode::kGreedyLogprobs && !(mode == Mode::kMixed && r % 2 == 0);
+              mode != Mode::kGreedy && mode != Mode::kGreedyLogprobs && mode != Mode::kGreedyMaskFew &&
+              !(mode == Mode::kMixed && r % 2 == 0);
           if (sampled) {
             p.temperature = mode == Mode::kTemperature ? 1.0f : mode == Mode::kTopKTopP ? 0.7f : 0.8f;
             p.top_p = mode == Mode::kTemperature ? 1.0f : mode == Mode::kTopKTopP ? 0.9f : 0.95f;
@@ -132,7 +168,8 @@ int main() {
             p.frequency_penalty = 0.1f;
           }
           p.logprobs = mode == Mode::kGreedyLogprobs ? 5 : mode == Mode::kTopPLogprobs ? 20 : -1;
-          specs[r] = gla::MakeSampleRowSpec(p, &histories[r], /*step=*/100, /*logits_row=*/r, kMaxTop, &pen);
+          specs[r] = gla::MakeSampleRowSpec(p, &histories[r], /*step=*/100, /*logits_row=*/r, kMaxTop, &pen,
+                                            /*forced=*/-1, masked ? r : -1);
         }
         CHECK(cudaMemcpy(d_specs, specs.data(), rows * sizeof(specs[0]), cudaMemcpyHostToDevice));
         if (!pen.ids.empty()) {
@@ -150,6 +187,11 @@ int main() {
         a.penalty_ids = d_ids;
         a.penalty_all_counts = d_all;
         a.penalty_output_counts = d_out;
+        if (masked) {
+          a.masks = d_masks;
+          a.mask_rows = rows;
+          a.mask_words = words;
+        }
         a.max_top = kMaxTop;
         a.out_token = d_token;
         a.out_logprob = d_lp;
@@ -164,7 +206,8 @@ int main() {
       }
       for (void* p : {static_cast<void*>(d_logits), static_cast<void*>(d_ids), static_cast<void*>(d_all),
                       static_cast<void*>(d_out), static_cast<void*>(d_token), static_cast<void*>(d_lp),
-                      static_cast<void*>(d_top_ids), static_cast<void*>(d_top_lp), static_cast<void*>(d_specs)})
+                      static_cast<void*>(d_top_ids), static_cast<void*>(d_top_lp), static_cast<void*>(d_specs),
+                      static_cast<void*>(d_masks)})
         CHECK(cudaFree(p));
       if (ws != nullptr) CHECK(cudaFree(ws));
     }
