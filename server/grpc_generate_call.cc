@@ -38,6 +38,26 @@ absl::StatusOr<GenerateCall> GenerateCallFromProto(const v1::GenerateRequest& re
   call.stop.assign(req.stop().begin(), req.stop().end());
   call.stop_token_ids.assign(req.stop_token_ids().begin(), req.stop_token_ids().end());
   call.ignore_eos = req.ignore_eos();
+  using Kind = OutputConstraint::Kind;
+  switch (req.constraint_case()) {
+    case v1::GenerateRequest::kJsonSchema:
+      call.constraint = {Kind::kJsonSchema, req.json_schema()};
+      call.names.constraint = "json_schema";
+      break;
+    case v1::GenerateRequest::kJsonObject:
+      if (req.json_object()) call.constraint = {Kind::kJsonObject, ""};
+      call.names.constraint = "json_object";
+      break;
+    case v1::GenerateRequest::kRegex:
+      call.constraint = {Kind::kRegex, req.regex()};
+      call.names.constraint = "regex";
+      break;
+    case v1::GenerateRequest::kGrammar:
+      call.constraint = {Kind::kGrammar, req.grammar()};
+      call.names.constraint = "grammar";
+      break;
+    default: break;
+  }
   if (!v1::Priority_IsValid(req.priority()))
     return absl::InvalidArgumentError(absl::StrCat("priority: unknown value ", req.priority()));
   call.priority = req.priority() == v1::PRIORITY_HIGH ? 1 : req.priority() == v1::PRIORITY_LOW ? -1 : 0;

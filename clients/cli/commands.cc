@@ -22,6 +22,10 @@ std::vector<FlagSpec> RequestFlags() {
       {"adapter", "NAME", "a loaded LoRA adapter to generate with (see `adapters`)", ""},
       {"session", "ID", "continue this session: send only the new text (see `session-create`)", ""},
       {"priority", "low|normal|high", "scheduling priority", "normal"},
+      {"json-schema", "FILE", "structured output (one of these four at most): the text is JSON valid under this JSON Schema", ""},
+      {"json-object", "0|1", "structured output: the text is a JSON object", "0"},
+      {"regex", "PATTERN", "structured output: the whole text matches PATTERN", ""},
+      {"grammar", "FILE", "structured output: the text is a sentence of this GBNF grammar (start rule root)", ""},
   };
 }
 

@@ -16,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <fstream>
 #include <future>
 
 #include "absl/strings/numbers.h"
@@ -39,6 +40,19 @@ absl::StatusOr<float> Float(const ParsedArgs& a, const std::string& name, float 
   float v;
   if (!absl::SimpleAtof(a.flags.at(name), &v)) return absl::InvalidArgumentError(absl::StrCat("--", name, " is not a number"));
   return v;
+}
+
+// A constraint file (a JSON Schema, a grammar): read whole, bounded like the server's limit.
+absl::StatusOr<std::string> ReadConstraintFile(const std::string& flag, const std::string& path) {
+  constexpr std::streamsize kMax = std::streamsize{1} << 20;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::string text(static_cast<size_t>(kMax) + 1, '\0');
+  in.read(text.data(), kMax + 1);
+  if (in.bad()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": cannot read ", path));
+  if (in.gcount() > kMax) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is over 1 MiB"));
+  text.resize(static_cast<size_t>(in.gcount()));
+  return text;
 }
 
 absl::StatusOr<v1::GenerateRequest> BuildRequest(const ParsedArgs& a) {
@@ -72,6 +86,19 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest(const ParsedArgs& a) {
   r.set_ignore_eos(ignore_eos != 0);
   if (a.Has("adapter")) r.set_adapter(a.flags.at("adapter"));
   if (a.Has("session")) r.set_session(a.flags.at("session"));
+  ASSIGN_OR_RETURN(int json_object, a.Int("json-object", 0, 0));
+  const int constraints = a.Has("json-schema") + a.Has("regex") + a.Has("grammar") + (json_object != 0);
+  if (constraints > 1) return absl::InvalidArgumentError("--json-schema, --json-object, --regex, --grammar: one at most");
+  if (a.Has("json-schema")) {
+    ASSIGN_OR_RETURN(std::string schema, ReadConstraintFile("json-schema", a.flags.at("json-schema")));
+    r.set_json_schema(schema);
+  }
+  if (a.Has("grammar")) {
+    ASSIGN_OR_RETURN(std::string grammar, ReadConstraintFile("grammar", a.flags.at("grammar")));
+    r.set_grammar(grammar);
+  }
+  if (a.Has("regex")) r.set_regex(a.flags.at("regex"));
+  if (json_object != 0) r.set_json_object(true);
   if (a.Has("priority")) {
     const std::string& p = a.flags.at("priority");
     if (p == "low") r.set_priority(v1::PRIORITY_LOW);

@@ -1,12 +1,15 @@
 #!/usr/bin/python3
-"""Example: model info, one unary request, one streamed request against a running glad.
+"""Example: model info, one unary request, one streamed request, a constrained one against a running glad.
 
     /usr/bin/python3 clients/python/example.py --addr 127.0.0.1:50051
 """
 
 import argparse
 import os
+import re
 import sys
+
+import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gla_client import GlaClient  # noqa: E402
@@ -41,7 +44,19 @@ def main():
         return 1
     seeded = [client.generate(max_new_tokens=8, temperature=0.9, seed=5, **prompt).token_ids for _ in range(2)]
     print("seeded twice equal:", list(seeded[0]) == list(seeded[1]))
-    return 0 if list(seeded[0]) == list(seeded[1]) else 1
+    if list(seeded[0]) != list(seeded[1]):
+        return 1
+
+    # Structured output: the whole text matches the pattern. It follows the text, so a model without
+    # a tokenizer refuses it (INVALID_ARGUMENT naming the field).
+    try:
+        c = client.generate(max_new_tokens=16, temperature=0.9, seed=5, constraint={"regex": "[0-9]{3}-[0-9]{4}"},
+                            **prompt)
+        print("constrained:", repr(c.text), client.finish_reason_name(c.finish_reason))
+        return 0 if re.fullmatch("[0-9]{3}-[0-9]{4}", c.text) else 1
+    except grpc.RpcError as e:
+        print("constrained: refused:", e.code().name, e.details())
+        return 0 if e.code() == grpc.StatusCode.INVALID_ARGUMENT and "regex" in e.details() else 1
 
 
 if __name__ == "__main__":

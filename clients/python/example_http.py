@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """glad's OpenAI HTTP API with plain `requests` (Debian's python3-requests): a completion, a
-streamed chat (Server-Sent Events read line by line), and an error in OpenAI's shape. No SDK
-needed; the official `openai` package works too (docs/api.md).
+streamed chat (Server-Sent Events read line by line), a JSON answer under a JSON Schema
+(response_format), and an error in OpenAI's shape. No SDK needed; the official `openai` package
+works too (docs/api.md).
 
     glad --http_listen 127.0.0.1:8000 &
     python3 clients/python/example_http.py --url http://127.0.0.1:8000/v1 [--token TOKEN]
@@ -50,6 +51,23 @@ def main():
             delta = json.loads(data)["choices"][0]["delta"]
             pieces.append(delta.get("content", ""))
     print(f"chat (streamed, {len(pieces)} chunks): {''.join(pieces)!r}")
+
+    # Structured output (docs/structured-output.md): the answer is JSON valid under the schema.
+    schema = {"type": "object", "properties": {"verdict": {"enum": ["guilty", "not guilty"]},
+                                               "votes": {"type": "integer", "minimum": 0, "maximum": 12}},
+              "required": ["verdict", "votes"], "additionalProperties": False}
+    r = session.post(f"{args.url}/chat/completions", headers=headers, timeout=60, **tls,
+                     json={"model": model, "max_tokens": 60, "seed": 1,
+                           "messages": [{"role": "user", "content": "What did the jury say?"}],
+                           "response_format": {"type": "json_schema",
+                                               "json_schema": {"name": "verdict", "schema": schema, "strict": True}}})
+    r.raise_for_status()
+    structured = r.json()["choices"][0]
+    verdict = json.loads(structured["message"]["content"])  # bounded: always complete within 60 tokens
+    print(f"structured: {verdict} ({structured['finish_reason']})")
+    if structured["finish_reason"] != "stop" or verdict["verdict"] not in ("guilty", "not guilty") \
+            or not 0 <= verdict["votes"] <= 12:
+        sys.exit("unexpected structured answer")
 
     bad = session.post(f"{args.url}/completions", headers=headers, timeout=30, **tls,
                        json={"model": model, "prompt": "x", "temperature": -1})

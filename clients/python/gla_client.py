@@ -16,6 +16,12 @@ Fine-tuning (glad started with --adapter_dir):
         print(event.step, event.loss)
     client.generate(text="Once upon", adapter="mine")
 
+Structured output (a model with a tokenizer; docs/structured-output.md): constraint= takes one of
+{"json_schema": dict or JSON text}, {"regex": pattern}, {"grammar": GBNF text}, {"json_object": True}:
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    json.loads(client.generate(text="Answer:", max_new_tokens=40, constraint={"json_schema": schema}).text)
+
 A server started with --tls_cert/--auth_token: GlaClient(address, tls_ca="ca.pem", token="...")
 (the token defaults to $GLA_TOKEN; tls_ca=True uses the system's roots).
 """
@@ -90,13 +96,20 @@ class GlaClient:
         self.fine_tune_stub = pb_grpc.FineTuneStub(self.channel)
         self.timeout_s = timeout_s
 
+    CONSTRAINT_KINDS = ("json_schema", "regex", "grammar", "json_object")
+
     def _request(self, text=None, token_ids=None, max_new_tokens=0, stop=(), stop_token_ids=(),
-                 ignore_eos=False, logprobs=None, request_id="", adapter="", session="", **sampling):
+                 ignore_eos=False, logprobs=None, request_id="", adapter="", session="", constraint=None,
+                 **sampling):
         unknown = set(sampling) - set(self.SAMPLING_FIELDS)
         if unknown:
             raise TypeError("unknown sampling option(s): " + ", ".join(sorted(unknown)))
         if (text is None) == (token_ids is None):
             raise ValueError("give exactly one of text= or token_ids=")
+        if constraint is not None and (not isinstance(constraint, dict) or len(constraint) != 1
+                                       or next(iter(constraint)) not in self.CONSTRAINT_KINDS):
+            raise ValueError("constraint= is one of {'json_schema': SCHEMA}, {'regex': PATTERN}, "
+                             "{'grammar': GBNF}, {'json_object': True}")
         req = self.pb.GenerateRequest(max_new_tokens=max_new_tokens, stop=list(stop),
                                       stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos,
                                       request_id=request_id, adapter=adapter, session=session)
@@ -108,6 +121,12 @@ class GlaClient:
             req.logprobs = logprobs
         for key, value in sampling.items():
             setattr(req.sampling, key, value)
+        if constraint is not None:
+            (kind, value), = constraint.items()
+            if kind == "json_schema" and not isinstance(value, str):
+                import json
+                value = json.dumps(value)  # a dict: sent as JSON text, its members in order
+            setattr(req, kind, value)
         return req
 
     def generate(self, **kwargs):

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/constraints/json_depth.h"
 #include "nlohmann/json.hpp"
 
 namespace gla::constraints {
@@ -670,6 +671,9 @@ absl::StatusOr<std::string> JsonSchemaToGbnf(std::string_view schema_json, const
                                                      limits.max_schema_bytes));
   json schema = json::parse(schema_json, nullptr, /*allow_exceptions=*/false);
   if (schema.is_discarded()) return absl::InvalidArgumentError("json schema: not valid JSON");
+  // Values inside the schema (const, enum, defaults) are dumped and walked recursively below.
+  if (!NestedWithin(schema, kMaxJsonDepth))
+    return absl::ResourceExhaustedError(absl::StrCat("json schema: nested more than ", kMaxJsonDepth, " deep"));
   return Compiler(std::move(schema), limits).Run();
 }
 

@@ -17,6 +17,9 @@
 
 namespace gla::constraints {
 
+// Arrays and objects nested deeper than this anywhere in a schema: refused before it is walked.
+constexpr int kMaxJsonDepth = 256;
+
 struct JsonSchemaLimits {
   int max_repeat = 100;      // min/maxLength, min/maxItems: larger bounds are refused
   int max_rules = 20000;

@@ -9,6 +9,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/constraints/json_depth.h"
+#include "engine/constraints/json_schema.h"
 #include "models/excerpt.h"
 #include "nlohmann/json.hpp"
 
@@ -180,14 +182,19 @@ absl::StatusOr<json> ParseObject(absl::string_view body) {
   return j;
 }
 
-// A regex matching exactly one of `choices` (vLLM's guided_choice): every byte written \xHH, so
-// none is a metacharacter.
+// A regex matching exactly one of `choices` (vLLM's guided_choice): every ASCII byte written \xHH,
+// so none is a metacharacter; the bytes of other characters kept as they are (the dialect's \xHH is
+// the code point U+00HH, two bytes in UTF-8, and its literals are UTF-8: JSON strings are valid
+// UTF-8, and a non-ASCII byte is never a metacharacter).
 std::string ChoiceRegex(const std::vector<std::string>& choices) {
   std::string re;
   for (const std::string& c : choices) {
     if (!re.empty()) re += '|';
     re += '(';
-    for (unsigned char ch : c) absl::StrAppendFormat(&re, "\\x%02x", ch);
+    for (unsigned char ch : c) {
+      if (ch < 0x80) absl::StrAppendFormat(&re, "\\x%02x", ch);
+      else re += static_cast<char>(ch);
+    }
     re += ')';
   }
   return re;
@@ -234,6 +241,8 @@ absl::Status ReadConstraint(Fields& f, GenerateCall& base) {
       const auto schema = js->find("schema");
       if (schema == js->end() || !(schema->is_object() || schema->is_boolean()))
         return Bad("response_format.json_schema.schema", "is required (a JSON Schema object)");
+      if (!constraints::NestedWithin(*schema, constraints::kMaxJsonDepth))
+        return Bad("response_format.json_schema.schema", absl::StrCat("nested more than ", constraints::kMaxJsonDepth, " deep"));
       take("response_format.json_schema.schema", Kind::kJsonSchema, schema->dump());
     } else if (type != "text") {
       return Bad("response_format.type", "must be text, json_object or json_schema");
@@ -241,6 +250,8 @@ absl::Status ReadConstraint(Fields& f, GenerateCall& base) {
   }
   if (const json* v = f.Get("guided_json")) {
     if (v->is_string()) take("guided_json", Kind::kJsonSchema, v->get<std::string>());
+    else if (!constraints::NestedWithin(*v, constraints::kMaxJsonDepth))
+      return Bad("guided_json", absl::StrCat("nested more than ", constraints::kMaxJsonDepth, " deep"));
     else if (v->is_object() || v->is_boolean()) take("guided_json", Kind::kJsonSchema, v->dump());
     else return Bad("guided_json", "must be a JSON Schema (an object, or a string holding one)");
   }

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "tests/support/glad_process.h"
@@ -86,6 +87,48 @@ TEST(DefaultModel, GladServesItWithoutModelFlagAndTheReadmeRequestReturnsTheRead
             std::string::npos)
       << "README.md no longer shows this request";
   EXPECT_NE(readme.find(text), std::string::npos) << "README.md should quote what the request returns:\n" << text;
+}
+
+// Structured output over gRPC through gla-cli (the constraint oneof of GenerateRequest): a regex,
+// a JSON Schema file, a refused schema keyword (INVALID_ARGUMENT naming the field and keyword),
+// two constraints at once refused by the CLI itself.
+TEST(DefaultModel, GlaCliConstrainsTheOutputOverGrpc) {
+  if (kUnderAsan) GTEST_SKIP() << "skipped under AddressSanitizer: see the test above";
+  testing::GladProcess glad({});
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  int code = 0;
+  const std::string cli = CliPath() + " generate --addr " + glad.address() + " --prompt \"The number is\" ";
+  const std::string digits = RunCommand(cli + "--max-new-tokens 20 --temperature 1 --seed 4 --regex '[0-9]{3}-[0-9]{2}'", &code);
+  ASSERT_EQ(code, 0) << digits;
+  const std::string text = digits.substr(0, digits.find('\n'));
+  EXPECT_TRUE(std::regex_match(text, std::regex("[0-9]{3}-[0-9]{2}"))) << digits;
+  EXPECT_NE(digits.find("finish=stop"), std::string::npos) << digits;
+
+  const std::string dir = ::testing::TempDir();
+  const std::string schema = dir + "/gla_cli_schema.json";
+  {
+    std::ofstream out(schema);
+    out << R"({"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+               "required": ["ok", "n"], "additionalProperties": false})";
+  }
+  const std::string json = RunCommand(cli + "--max-new-tokens 40 --temperature 1 --seed 2 --json-schema " + schema, &code);
+  ASSERT_EQ(code, 0) << json;
+  const std::string object = json.substr(0, json.find('\n'));
+  EXPECT_TRUE(std::regex_match(object, std::regex(R"(\{ ?"ok" ?: ?(true|false) ?, ?"n" ?: ?[123] ?\})"))) << json;
+
+  const std::string refused_file = dir + "/gla_cli_refused.json";
+  {
+    std::ofstream out(refused_file);
+    out << R"J({"type": "string", "pattern": "^(?=a)"})J";
+  }
+  const std::string refused = RunCommand(cli + "--json-schema " + refused_file, &code);
+  EXPECT_NE(code, 0) << refused;
+  EXPECT_NE(refused.find("INVALID_ARGUMENT"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("json_schema"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("pattern"), std::string::npos) << refused;
+  const std::string two = RunCommand(cli + "--regex a --json-object 1", &code);
+  EXPECT_NE(code, 0) << two;
+  EXPECT_NE(two.find("one at most"), std::string::npos) << two;
 }
 
 }  // namespace

@@ -218,6 +218,9 @@ INSTANTIATE_TEST_SUITE_P(
                  [](auto& r) { for (int i = 0; i < 2100; ++i) r.mutable_token_ids()->add_ids(i % 500); }, "prompt"},
         BadField{"non_utf8_text", [](auto& r) { r.set_text("caf\xC3\x28"); }, "text"},
         BadField{"text_without_tokenizer", [](auto& r) { r.set_text("hello"); }, "text"},
+        // Structured output follows the text: a model without a tokenizer refuses it.
+        BadField{"regex_without_tokenizer", [](auto& r) { r.set_regex("[0-9]+"); }, "regex: structured output needs"},
+        BadField{"json_schema_without_tokenizer", [](auto& r) { r.set_json_schema("{}"); }, "json_schema: "},
         BadField{"unknown_enum", [](auto& r) { r.set_priority(static_cast<v1::Priority>(7)); }, "priority"},
         BadField{"logprobs_too_many", [](auto& r) { r.set_logprobs(50); }, "logprobs"},
         BadField{"stop_token_outside_vocab", [](auto& r) { r.add_stop_token_ids(-3); }, "stop_token_ids"}),

@@ -40,7 +40,8 @@ TEST(GlaCliHelp, GenerateListsEveryFlagWithItsDefault) {
   const testing::CommandResult r = RunCli("generate --help");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("usage: gla-cli generate"), std::string::npos) << r.out;
-  for (const char* must : {"addr", "token", "prompt", "max-new-tokens", "temperature", "seed", "timeout-s"})
+  for (const char* must : {"addr", "token", "prompt", "max-new-tokens", "temperature", "seed", "timeout-s",
+                           "json-schema", "json-object", "regex", "grammar"})
     EXPECT_NE(generate->Find(must), nullptr) << must;  // the table itself is whole
   for (const FlagSpec& f : generate->flags) {
     const std::string line = FlagLine(r.out, f);
@@ -90,6 +91,23 @@ TEST(GlaCliHelp, FailedCallExitsOne) {
   const testing::CommandResult r = RunCli("info --addr 127.0.0.1:1 --timeout-s 1");
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_NE(r.err.find("UNAVAILABLE"), std::string::npos) << r.err;
+}
+
+// Structured output's flags are checked before any call (nothing listens on port 1): one at most,
+// and a file that cannot be read is named.
+TEST(GlaCliHelp, ConstraintFlagsAreOneAtMostAndTheirFilesMustBeReadable) {
+  for (const char* command : {"generate", "stream"}) {
+    const std::string cli = std::string(command) + " --addr 127.0.0.1:1 --prompt x ";
+    const testing::CommandResult two = RunCli(cli + "--regex a --json-object 1");
+    EXPECT_EQ(two.code, 1) << two.err;
+    EXPECT_NE(two.err.find("--json-schema, --json-object, --regex, --grammar: one at most"), std::string::npos) << two.err;
+    const testing::CommandResult missing = RunCli(cli + "--json-schema /nonexistent/schema.json");
+    EXPECT_EQ(missing.code, 1) << missing.err;
+    EXPECT_NE(missing.err.find("--json-schema: cannot read /nonexistent/schema.json"), std::string::npos) << missing.err;
+    const testing::CommandResult dir = RunCli(cli + "--grammar /");
+    EXPECT_EQ(dir.code, 1) << dir.err;
+    EXPECT_NE(dir.err.find("--grammar: cannot read /"), std::string::npos) << dir.err;
+  }
 }
 
 // ParsedArgs holds the code to its table: reading an undeclared flag, or a default other than

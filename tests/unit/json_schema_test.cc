@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "engine/constraints/grammar.h"
 #include "engine/constraints/json_schema.h"
 #include "nlohmann/json.hpp"
@@ -76,6 +77,17 @@ TEST(JsonSchema, EnumAndConstKeepOnlyValuesOfTheType) {
   ASSERT_FALSE(none.ok());
   EXPECT_NE(none.status().message().find("nothing satisfies it"), std::string::npos) << none.status();
   EXPECT_FALSE(JsonSchemaToGbnf(R"({"type": "string", "const": 3})").ok());
+}
+
+// A schema nested deeper than kMaxJsonDepth anywhere (here in a const, which is dumped) is refused
+// before anything walks it recursively: 400,000 deep fits in a request body.
+TEST(JsonSchema, DeepNestingIsRefusedBeforeAnyRecursion) {
+  const std::string deep = std::string(400000, '[') + std::string(400000, ']');
+  auto g = JsonSchemaToGbnf(absl::StrCat(R"({"const": )", deep, "}"));
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kResourceExhausted) << g.status();
+  const std::string ok = std::string(100, '[') + std::string(100, ']');
+  EXPECT_TRUE(JsonSchemaToGbnf(absl::StrCat(R"({"const": )", ok, "}")).ok());
 }
 
 TEST(JsonSchema, RefsRecursionCombinatorsTuplesAndFormats) {

@@ -1,7 +1,7 @@
 // The official `openai` SDK against glad (issue 20): completions, chat, streaming, n, logprobs,
-// echo (prompt scoring), errors and auth, as any OpenAI client would use them. Usage: node sdk_test.mjs BASE_URL
-// TOKEN_BASE_URL (the second glad requires the bearer token "s3cret"). Prints one line per check;
-// exits 1 on the first failure.
+// echo (prompt scoring), structured output (response_format), errors and auth, as any OpenAI
+// client would use them. Usage: node sdk_test.mjs BASE_URL TOKEN_BASE_URL (the second glad
+// requires the bearer token "s3cret"). Prints one line per check; exits 1 on the first failure.
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 
@@ -110,6 +110,33 @@ check("chat logprobs have OpenAI's shape", async () => {
   const lp = r.choices[0].logprobs.content;
   assert.equal(lp.length, 3);
   assert.ok(lp.every((t) => typeof t.token === "string" && t.logprob <= 0 && t.top_logprobs.length <= 2));
+});
+
+check("response_format json_schema: the answer is JSON valid under the schema", async () => {
+  const schema = {
+    type: "object", additionalProperties: false, required: ["verdict", "votes"],
+    properties: { verdict: { enum: ["guilty", "not guilty"] }, votes: { type: "integer", minimum: 0, maximum: 12 } },
+  };
+  for (const seed of [1, 2, 3]) {
+    const r = await client.chat.completions.create({
+      model, max_tokens: 60, seed, messages: [{ role: "user", content: "What did the jury say?" }],
+      response_format: { type: "json_schema", json_schema: { name: "verdict", schema, strict: true } },
+    });
+    assert.equal(r.choices[0].finish_reason, "stop");  // bounded: complete well within 60 tokens
+    const v = JSON.parse(r.choices[0].message.content);
+    assert.deepEqual(Object.keys(v), ["verdict", "votes"]);
+    assert.ok(["guilty", "not guilty"].includes(v.verdict), v.verdict);
+    assert.ok(Number.isInteger(v.votes) && v.votes >= 0 && v.votes <= 12, String(v.votes));
+  }
+  // A keyword that cannot be enforced is refused by name, never ignored.
+  await assert.rejects(client.chat.completions.create({
+    model, messages: [{ role: "user", content: "x" }],
+    response_format: { type: "json_schema", json_schema: { name: "s", schema: { type: "array", uniqueItems: true } } },
+  }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, e.constructor.name);
+    assert.match(e.message, /response_format\.json_schema\.schema.*uniqueItems/);
+    return true;
+  });
 });
 
 check("a bad request is a BadRequestError (400) carrying the server's message", async () => {
