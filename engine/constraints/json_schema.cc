@@ -542,6 +542,19 @@ class Compiler {
     return absl::StrCat("\"{\" ws ", a_next, " ws \"}\"");
   }
 
+  // The trie node of the names at `prefix`: the characters that continue some name, and whether a
+  // name ends there.
+  static std::pair<std::set<char>, bool> NameTrieNode(const std::set<std::string>& names, const std::string& prefix) {
+    std::set<char> next;
+    bool ends_here = false;
+    for (const std::string& n : names) {
+      if (n.size() < prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
+      if (n.size() == prefix.size()) ends_here = true;
+      else next.insert(n[prefix.size()]);
+    }
+    return {std::move(next), ends_here};
+  }
+
   // Names of up to this many characters in all make one automaton (gla-brown's masks inside it
   // follow the automaton alone); more, and the rules below (the DFA would outgrow its state limit).
   static constexpr size_t kMaxRegexNameChars = 256;
@@ -562,13 +575,7 @@ class Compiler {
     if (trie_nodes > kMaxRegexNameChars) return OtherNameRules(names);
     static constexpr char kChar[] = R"R(([^"\\\x00-\x1f]|\\(["\\\/bfnrt]|u[0-9a-fA-F]{4})))R";
     std::function<std::string(const std::string&)> node = [&](const std::string& prefix) {
-      std::set<char> next;
-      bool ends_here = false;
-      for (const std::string& n : names) {
-        if (n.size() < prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
-        if (n.size() == prefix.size()) ends_here = true;
-        else next.insert(n[prefix.size()]);
-      }
+      const auto [next, ends_here] = NameTrieNode(names, prefix);
       std::string alt = ends_here ? "" : "\"";  // a proper prefix of a name is another string
       std::string other = "[^\"\\\\\\x00-\\x1f";
       for (char c : next) {
@@ -583,19 +590,13 @@ class Compiler {
   }
 
   // The same as rules, for name sets whose automaton would be large (the regex compiler does not
-  // minimise: every trie node would keep its own copy of "any rest"): a trie of the names, each node's rule
-  // taking a child's character and going on, or another character (or an escape) and any rest, or
-  // (where no name ends) the closing quote.
+  // minimise: every trie node would keep its own copy of "any rest"): each trie node's rule takes
+  // a child's character and goes on, or another character (or an escape) and any rest, or (where no
+  // name ends) the closing quote.
   absl::StatusOr<std::string> OtherNameRules(const std::set<std::string>& names) {
     std::function<absl::StatusOr<std::string>(const std::string&)> node = [&](const std::string& prefix)
         -> absl::StatusOr<std::string> {
-      std::set<char> next;
-      bool ends_here = false;
-      for (const std::string& n : names) {
-        if (n.size() < prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
-        if (n.size() == prefix.size()) ends_here = true;
-        else next.insert(n[prefix.size()]);
-      }
+      const auto [next, ends_here] = NameTrieNode(names, prefix);
       std::string alt = ends_here ? "" : "\"\\\"\"";  // a proper prefix of a name is another string
       std::string other = "[^\"\\\\\\x00-\\x1f";
       for (char c : next) {
