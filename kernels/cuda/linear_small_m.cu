@@ -33,6 +33,40 @@ __device__ inline void Fma8(const uint4& w, const uint4& x, float& acc) {
   }
 }
 
+// One output row's weight stream, shared by both kernels below. Two batches of kUnroll chunks per
+// lane in flight: the one being multiplied and the next. The first batch (FirstWeights) goes out
+// before the kernel's wait (the weights do not come from the previous kernel), so the stream
+// starts while the previous kernel finishes. A lane takes its chunks in increasing order, as a
+// single loop would: the sums are the same bits. mul(c, w) multiplies chunk c's weights w.
+__device__ __forceinline__ void FirstWeights(const uint4* wr, int64_t chunks, int lane, bool active,
+                                             uint4 (&wv)[kUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t c = lane + 32 * u;
+    wv[u] = active && c < chunks ? __ldcs(wr + c) : make_uint4(0u, 0u, 0u, 0u);  // streamed once: not kept in L2
+  }
+}
+
+template <class Mul>
+__device__ __forceinline__ void StreamWeights(const uint4* wr, int64_t chunks, int lane, uint4 (&wv)[kUnroll],
+                                              Mul&& mul) {
+  for (int64_t c = lane; c < chunks; c += 32 * kUnroll) {
+    uint4 next[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t cn = c + 32 * (kUnroll + u);
+      next[u] = cn < chunks ? __ldcs(wr + cn) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (c + 32 * u >= chunks) break;
+      mul(c + 32 * u, wv[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = next[u];
+  }
+}
+
 template <int M>
 __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                              const __nv_bfloat16* __restrict__ w, int64_t N, int64_t K,
@@ -42,39 +76,17 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
   if (n >= N) return;
   const uint4* wr = reinterpret_cast<const uint4*>(w + n * K);
   const int64_t chunks = K / 8;  // 16-byte chunks per row
-  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-  // Two batches of kUnroll chunks per lane in flight: the one being multiplied and the next. The
-  // first batch goes out before the wait (the weights do not come from the previous kernel), so
-  // the weight stream starts while the previous kernel finishes. A lane takes its chunks in
-  // increasing order, as a single loop would: the sums are the same bits.
   uint4 wv[kUnroll];
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    const int64_t c = lane + 32 * u;
-    wv[u] = c < chunks ? __ldcs(wr + c) : zero;  // streamed once: do not keep in L2
-  }
+  FirstWeights(wr, chunks, lane, true, wv);
   WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; see kernels/cuda/launch.cuh
   LetDependentsLaunch();
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
-  for (int64_t c = lane; c < chunks; c += 32 * kUnroll) {
-    uint4 next[kUnroll];
+  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t cn = c + 32 * (kUnroll + u);
-      next[u] = cn < chunks ? __ldcs(wr + cn) : zero;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (c + 32 * u >= chunks) break;
-#pragma unroll
-      for (int m = 0; m < M; ++m)
-        Fma8(wv[u], __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c + 32 * u), acc[m]);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wv[u] = next[u];
-  }
+    for (int m = 0; m < M; ++m) Fma8(wc, __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c), acc[m]);
+  });
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float v = acc[m];
@@ -102,13 +114,8 @@ __global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowIn
   const bool active = n < N;  // every thread helps make the row
   const uint4* wr = reinterpret_cast<const uint4*>(w + (active ? n : 0) * K);
   const int64_t chunks = K / 8;
-  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
   uint4 wv[kUnroll];
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    const int64_t c = lane + 32 * u;
-    wv[u] = active && c < chunks ? __ldcs(wr + c) : zero;
-  }
+  FirstWeights(wr, chunks, lane, active, wv);
   WaitForPredecessor();  // the input row comes from the previous kernels; see kernels/cuda/launch.cuh
   LetDependentsLaunch();
   __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
@@ -129,21 +136,7 @@ __global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowIn
   __syncthreads();
   if (!active) return;
   float acc = 0.f;
-  for (int64_t c = lane; c < chunks; c += 32 * kUnroll) {
-    uint4 next[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t cn = c + 32 * (kUnroll + u);
-      next[u] = cn < chunks ? __ldcs(wr + cn) : zero;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (c + 32 * u >= chunks) break;
-      Fma8(wv[u], x_s[c + 32 * u], acc);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wv[u] = next[u];
-  }
+  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) { Fma8(wc, x_s[c], acc); });
   for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
   if (lane == 0) small_m::Store(y, y_bf16, n, acc, beta);
 }
