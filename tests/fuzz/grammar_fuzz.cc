@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/constraints/grammar.h"
+#include "engine/constraints/token_mask.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -33,6 +35,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   GLA_FUZZ_CHECK(m.position() == taken, "position %d after %d bytes", m.position(), taken);
   (void)m.CanEnd();
+  static const std::vector<std::string> kVocab = {"a", "b", "ab", "ba", "abc", "\"", "\"a", "a\"", "\"\"", "{", "}",
+                                                  "{\"", "\":", ",", " ", "  ", "0", "12", "1.5", "-", "x", "xyz", "\\",
+                                                  "\\\"", "\xc3\xa9", "\xc3", "\xa9", "/", "[", "]", "true", "null"};
+  static const gla::constraints::TokenTrie kTrie(kVocab);
+  const gla::constraints::TokenMask mask = m.Allowed(kTrie);
+  GLA_FUZZ_CHECK(m.position() == taken, "position %d after a mask", m.position());
+  for (size_t t = 0; t < kVocab.size(); ++t) {
+    gla::constraints::GrammarMatcher alone = m;
+    bool fits = true;
+    for (char c : kVocab[t]) fits = fits && alone.Advance(static_cast<uint8_t>(c));
+    GLA_FUZZ_CHECK(fits == gla::constraints::Allowed(mask, static_cast<int32_t>(t)), "token %zu: mask %d, alone %d", t,
+                   gla::constraints::Allowed(mask, static_cast<int32_t>(t)), fits);
+  }
   m.Rollback(taken / 2);
   GLA_FUZZ_CHECK(m.position() == taken - taken / 2, "position %d after stepping back", m.position());
   return 0;
