@@ -100,6 +100,8 @@ absl::StatusOr<std::shared_ptr<const Constraint>> Constraint::Compile(Kind kind,
       auto gbnf = JsonSchemaToGbnf(kind == Kind::kJsonObject ? std::string_view(R"({"type": "object"})") : text);
       if (!gbnf.ok()) return gbnf.status();
       auto g = Grammar::Parse(*gbnf);
+      if (!g.ok() && g.status().code() == absl::StatusCode::kResourceExhausted)
+        return absl::ResourceExhaustedError(absl::StrCat("the schema is too large: ", g.status().message()));
       if (!g.ok()) return absl::InternalError(absl::StrCat("the schema's grammar did not parse: ", g.status().message()));
       c->grammar_ = std::move(*g);
       break;

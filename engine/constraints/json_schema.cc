@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/constraints/json_depth.h"
+#include "engine/constraints/regex.h"
 #include "nlohmann/json.hpp"
 
 namespace gla::constraints {
@@ -190,7 +191,7 @@ class Compiler {
     static const std::set<std::string> kKnown = {
         "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "properties", "required",
         "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
-        "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+        "maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
     std::vector<std::string> constraining;
     for (auto it = s.begin(); it != s.end(); ++it) {
       const std::string& k = it.key();
@@ -276,7 +277,7 @@ class Compiler {
            {std::tuple{"object", std::vector<const char*>{"properties", "required", "additionalProperties"}, "j-object"},
             std::tuple{"array", std::vector<const char*>{"items", "prefixItems", "additionalItems", "minItems", "maxItems"},
                        "j-array"},
-            std::tuple{"string", std::vector<const char*>{"minLength", "maxLength", "format"}, "j-string"},
+            std::tuple{"string", std::vector<const char*>{"minLength", "maxLength", "format", "pattern"}, "j-string"},
             std::tuple{"number", std::vector<const char*>{"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
                        "j-number"}}) {
         bool has = false;
@@ -455,6 +456,12 @@ class Compiler {
   }
 
   absl::StatusOr<std::string> String(const json& s, const std::string& at) {
+    if (s.contains("pattern")) {
+      if (s.contains("format") || s.contains("minLength") || s.contains("maxLength"))
+        return Refused("pattern beside a format or a length", at);
+      if (!s["pattern"].is_string()) return Refused("pattern that is not a string", at);
+      return Pattern(s["pattern"].get<std::string>(), at);
+    }
     if (s.contains("format")) {
       if (s.contains("minLength") || s.contains("maxLength")) return Refused("format with a length", at);
       const std::string f = s["format"].is_string() ? s["format"].get<std::string>() : "";
@@ -470,6 +477,60 @@ class Compiler {
     if (min == 0 && max < 0) return std::string("j-string");
     return absl::StrCat("/\"([^\"\\\\\\x00-\\x1f]|\\\\([\"\\\\\\/bfnrt]|u[0-9a-fA-F]{4}))", Repeat(min, max),
                         "\"/");  // one terminal: see j-string
+  }
+
+  // A string whose decoded text matches `pattern` (ECMAScript, found anywhere unless anchored), as
+  // one /regex/ terminal: the pattern between the quotes, any JSON characters (escapes included)
+  // before it unless it starts with ^ and after it unless it ends with $. Exact only where the
+  // pattern never takes a character JSON writes escaped (", \, controls): then the text between
+  // the quotes is the decoded string itself; other patterns are refused, as are anchors around a
+  // top-level alternation (^a|b$ anchors each side, not the whole).
+  absl::StatusOr<std::string> Pattern(std::string p, const std::string& at) {
+    const bool head = !p.empty() && p[0] == '^';
+    if (head) p.erase(0, 1);
+    size_t slashes = 0;  // backslashes before a final $: an odd count escapes it
+    for (size_t i = p.size() >= 2 ? p.size() - 1 : 0; i-- > 0 && p[i] == '\\';) ++slashes;
+    const bool tail = !p.empty() && p.back() == '$' && slashes % 2 == 0;
+    if (tail) p.pop_back();
+    int depth = 0;
+    bool in_class = false, top_alternation = false;
+    for (size_t i = 0; i < p.size(); ++i) {
+      if (p[i] == '\\') {
+        ++i;
+      } else if (in_class) {
+        in_class = p[i] != ']';
+      } else if (p[i] == '[') {
+        in_class = true;
+      } else if (p[i] == '(') {
+        ++depth;
+      } else if (p[i] == ')') {
+        --depth;
+      } else if (p[i] == '|' && depth == 0) {
+        top_alternation = true;
+      }
+    }
+    if (top_alternation && (head || tail)) return Refused("pattern with anchors around a top-level alternation", at);
+    absl::StatusOr<Regex> re = Regex::Compile(p);
+    if (!re.ok()) return Refused(absl::StrCat("pattern (", re.status().message(), ")"), at);
+    for (int state = 0; state < re->num_states(); ++state)
+      for (int b = 0; b < 0x100; ++b)
+        if ((b < 0x20 || b == '"' || b == '\\') && re->Next(state, static_cast<uint8_t>(b)) != Regex::kDead)
+          return Refused("pattern that may take a character JSON escapes", at);
+    static constexpr char kAny[] = R"R(([^"\\\x00-\x1f]|\\(["\\\/bfnrt]|u[0-9a-fA-F]{4}))*)R";
+    const std::string whole = absl::StrCat("\"", head ? "" : kAny, "(", p, ")", tail ? "" : kAny, "\"");
+    if (absl::StatusOr<Regex> w = Regex::Compile(whole); !w.ok())  // a search can outgrow the DFA limit
+      return Refused(absl::StrCat("pattern (", w.status().message(), ")"), at);
+    std::string terminal;  // every '/' of the regex written \x2f: the grammar's /.../ ends at a bare one
+    for (size_t i = 0; i < whole.size(); ++i) {
+      if (whole[i] == '\\' && i + 1 < whole.size()) {
+        terminal += whole[i];
+        terminal += whole[i + 1] == '/' ? std::string("x2f") : std::string(1, whole[i + 1]);
+        ++i;
+      } else {
+        terminal += whole[i] == '/' ? std::string("\\x2f") : std::string(1, whole[i]);
+      }
+    }
+    return absl::StrCat("/", terminal, "/");
   }
 
   absl::StatusOr<std::string> Object(const json& s, const std::string& at) {
