@@ -261,6 +261,13 @@ class DeviceBatch {
     EXPECT_EQ(cudaMemset(a_.out_top_logprobs, 0xff, static_cast<size_t>(rows_) * kMaxTop * sizeof(float)),
               cudaSuccess);
   }
+  // One launch on `stream` from cleared outputs, waited for; its results.
+  GpuResult Run(cudaStream_t stream = nullptr) {
+    Clear();
+    EXPECT_EQ(cuda::SampleRows(a_, stream), cudaSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    return Read();
+  }
   GpuResult Read() {
     GpuResult g;
     g.token.resize(rows_);
@@ -298,6 +305,9 @@ class DeviceBatch {
 struct Shape {
   int width, vocab_limit, seeds;
 };
+std::string ShapeName(const ::testing::TestParamInfo<Shape>& i) {
+  return "w" + std::to_string(i.param.width) + "_v" + std::to_string(i.param.vocab_limit);
+}
 
 class GpuSampling : public ::testing::TestWithParam<Shape> {};
 
@@ -306,10 +316,7 @@ TEST_P(GpuSampling, EqualsCpuSampler) {
   const Shape shape = GetParam();
   const Batch b = MakeBatch(shape.width, shape.vocab_limit, shape.seeds, 1234u + shape.width);
   DeviceBatch d(b);
-  d.Clear();
-  GLA_CUDA_OK(cuda::SampleRows(d.args(), nullptr));
-  GLA_CUDA_OK(cudaDeviceSynchronize());
-  const GpuResult g = d.Read();
+  const GpuResult g = d.Run();
 
   int token_mismatches = 0, sampled = 0;
   std::vector<int32_t> seen;
@@ -337,28 +344,20 @@ TEST_P(GpuSampling, EqualsCpuSampler) {
   // The same bits again, on a stream.
   cudaStream_t stream;
   GLA_CUDA_OK(cudaStreamCreate(&stream));
-  d.Clear();
-  GLA_CUDA_OK(cuda::SampleRows(d.args(), stream));
-  GLA_CUDA_OK(cudaStreamSynchronize(stream));
-  EXPECT_TRUE(d.Read() == g) << "a second run differs";
+  EXPECT_TRUE(d.Run(stream) == g) << "a second run differs";
   GLA_CUDA_OK(cudaStreamDestroy(stream));
 }
 
 INSTANTIATE_TEST_SUITE_P(Vocab, GpuSampling,
                          ::testing::Values(Shape{512, 500, 24}, Shape{32000, 32000, 16}, Shape{32064, 32000, 8},
                                            Shape{131072, 128256, 4}),
-                         [](const ::testing::TestParamInfo<Shape>& i) {
-                           return "w" + std::to_string(i.param.width) + "_v" + std::to_string(i.param.vocab_limit);
-                         });
+                         ShapeName);
 
 TEST(GpuSamplingGraph, CapturedGraphGivesTheSameBits) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Batch b = MakeBatch(32000, 32000, 2, 99u);
   DeviceBatch d(b);
-  d.Clear();
-  GLA_CUDA_OK(cuda::SampleRows(d.args(), nullptr));
-  GLA_CUDA_OK(cudaDeviceSynchronize());
-  const GpuResult direct = d.Read();
+  const GpuResult direct = d.Run();
 
   cudaStream_t stream;
   GLA_CUDA_OK(cudaStreamCreate(&stream));
@@ -586,10 +585,7 @@ TEST_P(GpuSamplingMasked, EqualsCpuSampler) {
   const Shape shape = GetParam();
   const Batch b = MakeMaskedBatch(shape.width, shape.vocab_limit, shape.seeds, 4321u + shape.width);
   DeviceBatch d(b);
-  d.Clear();
-  GLA_CUDA_OK(cuda::SampleRows(d.args(), nullptr));
-  GLA_CUDA_OK(cudaDeviceSynchronize());
-  const GpuResult g = d.Read();
+  const GpuResult g = d.Run();
 
   int token_mismatches = 0, masked = 0;
   for (int r = 0; r < b.rows; ++r) {
@@ -626,10 +622,7 @@ TEST_P(GpuSamplingMasked, EqualsCpuSampler) {
   plain.masks.clear();
   for (auto& spec : plain.specs) spec.mask_row = -1;
   DeviceBatch pd(plain);
-  pd.Clear();
-  GLA_CUDA_OK(cuda::SampleRows(pd.args(), nullptr));
-  GLA_CUDA_OK(cudaDeviceSynchronize());
-  const GpuResult u = pd.Read();
+  const GpuResult u = pd.Run();
   for (int r = 0; r < b.rows; ++r) {
     if (b.mask(r) != nullptr) continue;
     EXPECT_EQ(g.token[r], u.token[r]) << "row " << r;
@@ -640,18 +633,13 @@ TEST_P(GpuSamplingMasked, EqualsCpuSampler) {
   }
 
   // The same bits again.
-  d.Clear();
-  GLA_CUDA_OK(cuda::SampleRows(d.args(), nullptr));
-  GLA_CUDA_OK(cudaDeviceSynchronize());
-  EXPECT_TRUE(d.Read() == g) << "a second run differs";
+  EXPECT_TRUE(d.Run() == g) << "a second run differs";
 }
 
 INSTANTIATE_TEST_SUITE_P(Vocab, GpuSamplingMasked,
                          ::testing::Values(Shape{512, 500, 6}, Shape{32000, 32000, 3}, Shape{32064, 32000, 2},
                                            Shape{131072, 128256, 1}),
-                         [](const ::testing::TestParamInfo<Shape>& i) {
-                           return "w" + std::to_string(i.param.width) + "_v" + std::to_string(i.param.vocab_limit);
-                         });
+                         ShapeName);
 
 TEST(GpuSamplingMaskedArgs, RejectsBadMasks) {
   GLA_REQUIRE_CUDA_DEVICE();
@@ -681,10 +669,7 @@ TEST(GpuSamplingMaskedArgs, MaskRowOutOfRangeSamplesNothing) {
   ASSERT_GE(bad, 0);
   b.specs[bad].mask_row = rows_of_masks;
   DeviceBatch d(b);
-  d.Clear();
-  GLA_CUDA_OK(cuda::SampleRows(d.args(), nullptr));
-  GLA_CUDA_OK(cudaDeviceSynchronize());
-  const GpuResult g = d.Read();
+  const GpuResult g = d.Run();
   EXPECT_EQ(g.token[bad], -1);
   EXPECT_TRUE(std::isnan(g.logprob[bad]));
   for (int r = 0; r < b.rows; ++r) {
