@@ -5,9 +5,9 @@ json_schema), and every output that ended by itself (finish_reason "stop") must 
 its schema under python3-jsonschema (Debian's package, format checks on). A schema glad refuses
 (400) is counted, never sent to the validator; an output cut by max_tokens is counted too.
 
-usage: structured_output_e2e.py GLAD MODEL_DIR SCHEMA_DIR [EVERY]   (EVERY: every k-th schema)
-Exit 0 when no output failed validation and enough outputs completed; 77 (skipped) without
-python3-jsonschema.
+usage: structured_output_e2e.py GLAD MODEL_DIR SCHEMA_DIR [EVERY] [SANITIZED]   (EVERY: every k-th schema)
+Exit 0 when no output failed validation and enough outputs completed; 77 (skipped, with the reason)
+without python3-jsonschema or in a sanitizer build (SANITIZED = 1).
 """
 import json
 import os
@@ -60,6 +60,10 @@ def complete(port, schema, seed):
 def main():
     glad, model, schema_dir = sys.argv[1:4]
     every = int(sys.argv[4]) if len(sys.argv) > 4 else 10
+    if len(sys.argv) > 5 and sys.argv[5] == "1":
+        print("structured output e2e skipped under AddressSanitizer: glad loads SentencePiece with RTLD_DEEPBIND, which "
+              "the sanitizer runtime refuses (the default model has a tokenizer); the release build runs this test")
+        sys.exit(77)
     files = sorted(f for f in os.listdir(schema_dir) if f.endswith(".json"))[::every]
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         proc, port = start_glad(glad, model, log)
