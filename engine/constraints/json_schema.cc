@@ -1,6 +1,7 @@
 #include "engine/constraints/json_schema.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -13,14 +14,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/constraints/json_depth.h"
+#include "engine/constraints/number_range.h"
 #include "engine/constraints/regex.h"
+#include "engine/constraints/schema_algebra.h"
 #include "nlohmann/json.hpp"
 
 namespace gla::constraints {
 
 namespace {
 
-using json = nlohmann::ordered_json;
+using json = SchemaJson;
 
 // Any JSON value, and the pieces the compiled rules use. Whitespace: at most one space where JSON
 // allows whitespace (no newlines, no indentation), so a model cannot spend its tokens on layout
@@ -45,14 +48,58 @@ j-hh ::= [01] [0-9] | "2" [0-3]
 j-mm ::= [0-5] [0-9]
 j-time ::= j-hh ":" j-mm ":" ( j-mm | "60" ) ( "." [0-9]+ )? ( [zZ] | [-+] j-hh ":" j-mm )
 j-hex ::= [0-9a-fA-F]
+j-octet ::= "25" [0-5] | "2" [0-4] [0-9] | "1" [0-9] [0-9] | [1-9]? [0-9]
+j-ipv4 ::= j-octet "." j-octet "." j-octet "." j-octet
+j-label ::= [a-zA-Z0-9] ( [a-zA-Z0-9-]{0,60} [a-zA-Z0-9] )?
+j-hostname ::= j-label ( "." j-label ){0,3}
+j-email ::= j-atom ( "." j-atom )* "@" j-hostname
+j-atom ::= [a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]+
+j-usub ::= [a-zA-Z0-9._~!$&'()*+,;=-] | "%" j-hex j-hex
+j-pchar ::= j-usub | [:@]
+j-query ::= ( j-pchar | [/?] )*
+j-authority ::= j-usub* ( ":" [0-9]* )?
+j-path ::= ( "/" j-pchar* )*
+j-tail ::= ( "?" j-query )? ( "#" j-query )?
+j-uri ::= [a-zA-Z] [a-zA-Z0-9+.-]* ":" ( "//" j-authority j-path | "/" ( j-pchar+ j-path )? | j-pchar+ j-path )? j-tail
+j-uri-reference ::= j-uri | ( "//" j-authority j-path | "/" ( j-pchar+ j-path )? | ( j-usub | "@" )+ j-path )? j-tail
+j-json-pointer ::= ( "/" ( [^"\\\x00-\x1f~/] | "~" [01] )* )*
 )G";
 
-// Keywords that only annotate: they change nothing a generator must do.
-const std::set<std::string>& Annotations() {
-  static const std::set<std::string> k = {"title", "description", "default", "examples", "$schema", "$id", "id",
-                                          "$comment", "readOnly", "writeOnly", "deprecated", "definitions", "$defs",
-                                          "example", "$anchor"};
-  return k;
+// The rules of kBase that `text` names, directly or through each other: a grammar compiles only the
+// rules it can reach, and most schemas use a few of kBase's (its format rules cost more to compile
+// than a small schema's own). A name inside a literal counts too; that only keeps a rule.
+std::string BaseRulesFor(const std::string& text) {
+  static const std::vector<std::pair<std::string, std::string>> rules = [] {
+    std::vector<std::pair<std::string, std::string>> out;
+    const std::string base(kBase);
+    for (size_t at = 0; at < base.size();) {
+      const size_t end = base.find('\n', at);
+      const std::string line = base.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      at = end == std::string::npos ? base.size() : end + 1;
+      const size_t def = line.find(" ::= ");
+      if (def != std::string::npos) out.emplace_back(line.substr(0, def), line);
+    }
+    return out;
+  }();
+  auto names = [](const std::string& t, const std::string& name) {
+    auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; };
+    for (size_t p = t.find(name); p != std::string::npos; p = t.find(name, p + 1))
+      if ((p == 0 || !word(t[p - 1])) && (p + name.size() == t.size() || !word(t[p + name.size()]))) return true;
+    return false;
+  };
+  std::vector<bool> taken(rules.size(), false);
+  std::string reach = text, out = "\n";
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (size_t i = 0; i < rules.size(); ++i)
+      if (!taken[i] && names(reach, rules[i].first)) {
+        taken[i] = grew = true;
+        absl::StrAppend(&reach, "\n", rules[i].second);
+      }
+  }
+  for (size_t i = 0; i < rules.size(); ++i)
+    if (taken[i]) absl::StrAppend(&out, rules[i].second, "\n");
+  return out;
 }
 
 // A GBNF string literal standing for these exact bytes.
@@ -74,14 +121,12 @@ class Compiler {
   absl::StatusOr<std::string> Run() {
     absl::StatusOr<std::string> top = Schema(root_, "#");
     if (!top.ok()) return top;
-    return absl::StrCat("root ::= ", *top, "\n", rules_, kBase);
+    std::string used = absl::StrCat("root ::= ", *top, "\n", rules_);
+    return absl::StrCat(used, BaseRulesFor(used));
   }
 
  private:
-  absl::Status Refused(const std::string& what, const std::string& at) const {
-    return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": refused: ", what,
-                                                   " (cannot be enforced yet; docs/structured-output.md)"));
-  }
+  absl::Status Refused(const std::string& what, const std::string& at) const { return SchemaRefusal(what, at); }
 
   absl::StatusOr<std::string> NewRule(const std::string& body) {
     absl::StatusOr<std::string> name = ReserveRule();
@@ -122,22 +167,6 @@ class Compiler {
     }
     if (*max >= 0 && *max < *min) return Refused(absl::StrCat(max_key, " below ", min_key), at);
     return absl::OkStatus();
-  }
-
-  // Whether a value is of the JSON Schema type(s) `type` (null: any). An integer is a number
-  // without a fractional part (1.0 included, as drafts 6 and later say).
-  static bool OfType(const json& v, const json* type) {
-    if (type == nullptr) return true;
-    auto one = [&](const json& t) {
-      if (!t.is_string()) return false;
-      const std::string n = t.get<std::string>();
-      if (n == "integer")
-        return v.is_number_integer() || (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>());
-      return (n == "number" && v.is_number()) || (n == "string" && v.is_string()) || (n == "boolean" && v.is_boolean()) ||
-             (n == "null" && v.is_null()) || (n == "array" && v.is_array()) || (n == "object" && v.is_object());
-    };
-    if (type->is_array()) return std::any_of(type->begin(), type->end(), one);
-    return one(*type);
   }
 
   // {min,max} as GBNF (max < 0: unbounded).
@@ -182,72 +211,46 @@ class Compiler {
     return r;
   }
 
-  absl::StatusOr<std::string> SchemaInner(const json& s, const std::string& at) {
-    if (s.is_boolean()) {
-      if (s.get<bool>()) return std::string("j-value");
+  absl::StatusOr<std::string> SchemaInner(const json& s0, const std::string& at) {
+    if (s0.is_boolean()) {
+      if (s0.get<bool>()) return std::string("j-value");
       return Refused("the schema false (no value is valid)", at);
     }
-    if (!s.is_object()) return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": not an object"));
-    static const std::set<std::string> kKnown = {
-        "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "properties", "required",
-        "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
-        "maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
-    std::vector<std::string> constraining;
-    for (auto it = s.begin(); it != s.end(); ++it) {
-      const std::string& k = it.key();
-      if (Annotations().count(k) || k.rfind("x-", 0) == 0) continue;
-      if (!kKnown.count(k)) return Refused(k, at);
-      constraining.push_back(k);
+    if (!s0.is_object()) return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": not an object"));
+    // allOf, $ref or an alternation beside other keywords, an enum beside a type: folded into one of
+    // the shapes below (schema_algebra.h).
+    absl::StatusOr<json> normal = json();
+    if (SchemaAlgebra::Folds(s0)) {
+      normal = algebra_.Normalize(s0, at);
+      if (!normal.ok()) return normal.status();
+    } else {
+      for (auto it = s0.begin(); it != s0.end(); ++it)
+        if (UnenforcedKeyword(it.key(), it.value())) return Refused(it.key(), at);
     }
-    auto only = [&](std::initializer_list<const char*> allowed) {
-      for (const std::string& k : constraining) {
-        bool ok = false;
-        for (const char* a : allowed) ok = ok || k == a;
-        if (!ok) return false;
-      }
-      return true;
-    };
-    if (s.contains("$ref")) {
-      if (!only({"$ref"})) return Refused("$ref beside other keywords", at);
+    const json& s = SchemaAlgebra::Folds(s0) ? *normal : s0;
+    if (s.is_boolean()) {
+      if (s.get<bool>()) return std::string("j-value");
+      return Refused("a schema no value satisfies", at);
+    }
+    if (s.contains("$ref")) {  // alone
       if (!s["$ref"].is_string()) return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": $ref not a string"));
       return Ref(s["$ref"].get<std::string>(), at);
     }
-    // const / enum with a type: only the values of that type (an instance must satisfy both; a
-    // value of another type is no instance at all, and none left is a schema nothing satisfies).
-    const json* type = s.contains("type") ? &s["type"] : nullptr;
-    if (s.contains("const")) {
-      if (!only({"const", "type"})) return Refused("const beside other keywords", at);
-      if (!OfType(s["const"], type)) return Refused("a const that is not of the schema's type (nothing satisfies it)", at);
-      return Lit(s["const"].dump());
-    }
-    if (s.contains("enum")) {
+    if (s.contains("const")) return Lit(s["const"].dump());  // alone
+    if (s.contains("enum")) {  // alone, every value valid
       if (!s["enum"].is_array() || s["enum"].empty()) return Refused("an enum that is not a non-empty list", at);
-      if (!only({"enum", "type"})) return Refused("enum beside other keywords", at);
       std::string alt;
-      for (const json& v : s["enum"])
-        if (OfType(v, type)) absl::StrAppend(&alt, alt.empty() ? "" : " | ", Lit(v.dump()));
-      if (alt.empty()) return Refused("an enum with no value of the schema's type (nothing satisfies it)", at);
+      for (const json& v : s["enum"]) absl::StrAppend(&alt, alt.empty() ? "" : " | ", Lit(v.dump()));
       return absl::StrCat("( ", alt, " )");
     }
-    for (const char* comb : {"anyOf", "oneOf", "allOf"}) {
+    for (const char* comb : {"anyOf", "oneOf"}) {  // alone
       if (!s.contains(comb)) continue;
-      if (!only({comb})) return Refused(absl::StrCat(comb, " beside other keywords"), at);
       const json& branches = s[comb];
-      if (!branches.is_array() || branches.empty()) return Refused(absl::StrCat(comb, " that is not a non-empty list"), at);
-      if (std::string(comb) == "allOf") {
-        if (branches.size() == 1) return Schema(branches[0], at + "/allOf/0");
-        std::optional<json> merged = MergeObjects(branches);
-        if (!merged) return Refused("allOf of several schemas (other than objects with distinct properties)", at);
-        return Schema(*merged, at + "/allOf");
-      }
-      if (std::string(comb) == "oneOf") {  // exact only when the branches cannot both match
-        std::set<std::string> types;
-        for (const json& b : branches) {
-          if (!b.is_object() || !b.contains("type") || !b["type"].is_string() || !types.insert(b["type"].get<std::string>()).second ||
-              (b["type"] == "number" && types.count("integer")) || (b["type"] == "integer" && types.count("number")))
-            return Refused("oneOf whose branches are not of distinct types", at);
-        }
-      }
+      if (std::string(comb) == "oneOf")  // exact only when no value can match two branches
+        for (size_t i = 0; i < branches.size(); ++i)
+          for (size_t j = i + 1; j < branches.size(); ++j)
+            if (!algebra_.Disjoint(branches[i], branches[j]))
+              return Refused(absl::StrCat("oneOf whose branches ", i, " and ", j, " may both match"), at);
       std::string alt;
       for (size_t i = 0; i < branches.size(); ++i) {
         absl::StatusOr<std::string> b = Schema(branches[i], absl::StrCat(at, "/", comb, "/", i));
@@ -303,180 +306,91 @@ class Compiler {
     return types.size() == 1 ? alt : absl::StrCat("( ", alt, " )");
   }
 
-  // allOf of object schemas that only list properties (each name once across them) and required
-  // names, none closing itself with additionalProperties: one object schema with all of them (the
-  // same instances). Anything else: nullopt (refused).
-  std::optional<json> MergeObjects(const json& branches) {
-    json merged = json::object();
-    json props = json::object();
-    json required = json::array();
-    for (const json& b0 : branches) {
-      const json* b = &b0;
-      for (int hops = 0; b->is_object() && b->contains("$ref") && hops < 20; ++hops) {  // $ref alone
-        if (b->size() != 1 || !(*b)["$ref"].is_string()) return std::nullopt;
-        const std::string ref = (*b)["$ref"].get<std::string>();
-        if (ref.rfind("#", 0) != 0) return std::nullopt;
-        try {
-          b = ref.size() == 1 ? &root_ : &root_.at(json::json_pointer(ref.substr(1)));
-        } catch (...) {
-          return std::nullopt;
-        }
-      }
-      if (!b->is_object()) return std::nullopt;
-      for (auto it = b->begin(); it != b->end(); ++it) {
-        const std::string& k = it.key();
-        if (Annotations().count(k) || k.rfind("x-", 0) == 0) continue;
-        if (k == "type") {
-          if (it.value() != "object") return std::nullopt;
-        } else if (k == "properties" && it->is_object()) {
-          for (auto p = it->begin(); p != it->end(); ++p) {
-            if (props.contains(p.key())) return std::nullopt;
-            props[p.key()] = p.value();
-          }
-        } else if (k == "required" && it->is_array()) {
-          for (const json& r : *it) required.push_back(r);
-        } else {
-          return std::nullopt;
-        }
-      }
-    }
-    merged["type"] = "object";
-    merged["properties"] = std::move(props);
-    if (!required.empty()) merged["required"] = std::move(required);
-    return merged;
-  }
-
   absl::StatusOr<std::string> Typed(const json& s, const std::string& type, const std::string& at) {
     if (type == "null") return std::string("\"null\"");
     if (type == "boolean") return std::string("( \"true\" | \"false\" )");
-    if (type == "integer") return Integer(s, at);
-    if (type == "number") return Number(s, at);
+    if (type == "integer") return Numeral(s, at, true);
+    if (type == "number") return Numeral(s, at, false);
     if (type == "string") return String(s, at);
     if (type == "object") return Object(s, at);
     if (type == "array") return Array(s, at);
     return Refused(absl::StrCat("type '", type, "'"), at);
   }
 
-  // An integer's bounds: [*lo, *hi] (inclusive; +-2^62 when unbounded). Numbers as bounds are
-  // rounded inward; exclusive bounds as numbers (draft 6+) or as booleans (draft 4).
-  absl::Status IntegerBounds(const json& s, const std::string& at, int64_t* lo, int64_t* hi) {
-    constexpr int64_t kInf = int64_t{1} << 62;
-    *lo = -kInf;
-    *hi = kInf;
-    auto bound = [&](const char* key, bool upper, bool exclusive) -> absl::Status {
+  // A number's or an integer's bounds: minimum / maximum (draft 4: exclusive when
+  // exclusiveMinimum / exclusiveMaximum is true beside them), exclusiveMinimum / exclusiveMaximum
+  // as numbers (draft 6 on); the tighter of each pair.
+  absl::Status NumericBounds(const json& s, const std::string& at, std::optional<Bound>* lo, std::optional<Bound>* hi) {
+    auto take = [&](const char* key, bool upper, bool exclusive) -> absl::Status {
       const json& v = s[key];
       if (!v.is_number()) return Refused(absl::StrCat(key, " that is not a number"), at);
-      const double d = v.get<double>();
-      if (!(d > -1e18 && d < 1e18)) return Refused(absl::StrCat(key, " beyond 1e18"), at);
-      int64_t b = static_cast<int64_t>(upper ? std::floor(d) : std::ceil(d));
-      if (exclusive && static_cast<double>(b) == d) b += upper ? -1 : 1;
-      if (upper) *hi = std::min(*hi, b);
-      else *lo = std::max(*lo, b);
+      absl::StatusOr<Decimal> d = ParseDecimal(v.dump());
+      if (!d.ok()) return Refused(absl::StrCat(key, " ", d.status().message()), at);
+      std::optional<Bound>& b = upper ? *hi : *lo;
+      const int c = b ? CompareDecimal(*d, b->value) : 0;
+      if (!b || (upper ? c < 0 : c > 0) || (c == 0 && exclusive)) b = Bound{*d, exclusive};
       return absl::OkStatus();
     };
     const bool draft4_min = s.contains("exclusiveMinimum") && s["exclusiveMinimum"].is_boolean();
     const bool draft4_max = s.contains("exclusiveMaximum") && s["exclusiveMaximum"].is_boolean();
-    if (s.contains("minimum")) {
-      if (absl::Status b = bound("minimum", false, draft4_min && s["exclusiveMinimum"].get<bool>()); !b.ok()) return b;
-    }
-    if (s.contains("maximum")) {
-      if (absl::Status b = bound("maximum", true, draft4_max && s["exclusiveMaximum"].get<bool>()); !b.ok()) return b;
-    }
-    if (s.contains("exclusiveMinimum") && !draft4_min) {
-      if (absl::Status b = bound("exclusiveMinimum", false, true); !b.ok()) return b;
-    }
-    if (s.contains("exclusiveMaximum") && !draft4_max) {
-      if (absl::Status b = bound("exclusiveMaximum", true, true); !b.ok()) return b;
-    }
-    if (*lo > *hi) return Refused("integer bounds that no integer meets", at);
+    if (s.contains("minimum"))
+      if (absl::Status b = take("minimum", false, draft4_min && s["exclusiveMinimum"].get<bool>()); !b.ok()) return b;
+    if (s.contains("maximum"))
+      if (absl::Status b = take("maximum", true, draft4_max && s["exclusiveMaximum"].get<bool>()); !b.ok()) return b;
+    if (s.contains("exclusiveMinimum") && !draft4_min)
+      if (absl::Status b = take("exclusiveMinimum", false, true); !b.ok()) return b;
+    if (s.contains("exclusiveMaximum") && !draft4_max)
+      if (absl::Status b = take("exclusiveMaximum", true, true); !b.ok()) return b;
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::string> Integer(const json& s, const std::string& at) {
-    int64_t lo = 0, hi = 0;
-    if (absl::Status b = IntegerBounds(s, at, &lo, &hi); !b.ok()) return b;
-    constexpr int64_t kInf = int64_t{1} << 62;
-    if (lo == -kInf && hi == kInf) return std::string("j-int");
-    std::string alt;
-    auto add = [&](const std::string& e) { absl::StrAppend(&alt, alt.empty() ? "" : " | ", e); };
-    if (lo <= 0 && hi >= 0) add("\"0\"");
-    if (hi >= 1) add(Magnitudes(std::max<int64_t>(lo, 1), hi == kInf ? -1 : hi));
-    if (lo <= -1) add(absl::StrCat("\"-\" ", Magnitudes(std::max<int64_t>(-hi, 1), lo == -kInf ? -1 : -lo)));
-    return absl::StrCat("( ", alt, " )");
-  }
-
-  // Numbers: bounds only when they say "not negative" (minimum 0); others are refused.
-  absl::StatusOr<std::string> Number(const json& s, const std::string& at) {
-    const bool bounded = s.contains("minimum") || s.contains("maximum") || s.contains("exclusiveMinimum") ||
-                         s.contains("exclusiveMaximum");
-    if (!bounded) return std::string("j-number");
-    if (s.contains("minimum") && s["minimum"].is_number() && s["minimum"].get<double>() == 0.0 &&
-        !s.contains("maximum") && !s.contains("exclusiveMaximum") &&
-        !(s.contains("exclusiveMinimum") && s["exclusiveMinimum"] != false))
-      return std::string("( \"0\" | [1-9] [0-9]* ) ( \".\" [0-9]+ )? ( [eE] [-+]? [0-9]+ )?");
-    return Refused("number bounds other than minimum 0", at);
-  }
-
-  // The decimal numerals of [a, b] (a >= 1; b < 0: unbounded), no leading zeros: per length, a
-  // digit-by-digit walk that is tight to a's and b's digits while it follows them.
-  std::string Magnitudes(int64_t a, int64_t b) {
-    const std::string as = std::to_string(a);
-    std::string alt;
-    auto add = [&](const std::string& e) { absl::StrAppend(&alt, alt.empty() ? "" : " | ", e); };
-    auto same_length = [&](const std::string& x, const std::string& y) {  // x <= y, same length
-      std::function<std::string(size_t, bool, bool)> walk = [&](size_t i, bool tl, bool th) -> std::string {
-        if (i == x.size()) return "";
-        const int lo = tl ? x[i] - '0' : 0, hi = th ? y[i] - '0' : 9;
-        std::string out;
-        auto piece = [&](int d0, int d1, bool ntl, bool nth) {
-          if (d0 > d1) return;
-          const std::string digit = d0 == d1 ? absl::StrCat("\"", d0, "\"") : absl::StrCat("[", d0, "-", d1, "]");
-          const std::string rest = walk(i + 1, ntl, nth);
-          absl::StrAppend(&out, out.empty() ? "" : " | ", digit, rest.empty() ? "" : " ", rest);
-        };
-        if (lo == hi) {
-          piece(lo, hi, tl, th);
-        } else {
-          piece(lo, lo, tl, false);
-          piece(lo + 1, hi - 1, false, false);
-          piece(hi, hi, false, th);
-        }
-        return out.find('|') == std::string::npos ? out : absl::StrCat("( ", out, " )");
-      };
-      return walk(0, true, true);
-    };
-    const size_t max_len = b < 0 ? as.size() : std::to_string(b).size();
-    for (size_t len = as.size(); len <= max_len; ++len) {
-      const std::string lo = len == as.size() ? as : "1" + std::string(len - 1, '0');
-      const std::string hi = b >= 0 && len == max_len ? std::to_string(b) : std::string(len, '9');
-      add(same_length(lo, hi));
-    }
-    if (b < 0) add(absl::StrCat("[1-9] [0-9]{", as.size(), ",}"));  // every longer numeral
-    return alt.find('|') == std::string::npos ? alt : absl::StrCat("( ", alt, " )");
+  // Integers and numbers: unbounded, any JSON numeral; bounded, the numerals of the range written
+  // without exponent (number_range.h), exact for decimal bounds too.
+  absl::StatusOr<std::string> Numeral(const json& s, const std::string& at, bool integer) {
+    std::optional<Bound> lo, hi;
+    if (absl::Status b = NumericBounds(s, at, &lo, &hi); !b.ok()) return b;
+    if (!lo && !hi) return std::string(integer ? "j-int" : "j-number");
+    std::string g = NumberRangeGbnf(lo, hi, integer);
+    if (g.empty()) return Refused(absl::StrCat(integer ? "integer" : "number", " bounds that no value meets"), at);
+    return g;
   }
 
   absl::StatusOr<std::string> String(const json& s, const std::string& at) {
     if (s.contains("pattern")) {
-      if (s.contains("format") || s.contains("minLength") || s.contains("maxLength"))
-        return Refused("pattern beside a format or a length", at);
+      if (s.contains("minLength") || s.contains("maxLength")) return Refused("pattern beside a length", at);
+      if (absl::StatusOr<std::string> f = Format(s, at); !f.ok() || !f->empty())
+        return f.ok() ? Refused("pattern beside a format", at) : f;
       if (!s["pattern"].is_string()) return Refused("pattern that is not a string", at);
       return Pattern(s["pattern"].get<std::string>(), at);
     }
-    if (s.contains("format")) {
-      if (s.contains("minLength") || s.contains("maxLength")) return Refused("format with a length", at);
-      const std::string f = s["format"].is_string() ? s["format"].get<std::string>() : "";
-      if (f == "date") return std::string("\"\\\"\" j-date \"\\\"\"");
-      if (f == "time") return std::string("\"\\\"\" j-time \"\\\"\"");
-      if (f == "date-time") return std::string("\"\\\"\" j-date [Tt] j-time \"\\\"\"");
-      if (f == "uuid")
-        return std::string("\"\\\"\" j-hex{8} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{12} \"\\\"\"");
-      return Refused(absl::StrCat("format '", f, "'"), at);
-    }
+    if (absl::StatusOr<std::string> f = Format(s, at); !f.ok() || !f->empty()) return f;
     int min = 0, max = -1;
     if (absl::Status b = Bounds(s, "minLength", "maxLength", at, &min, &max); !b.ok()) return b;
     if (min == 0 && max < 0) return std::string("j-string");
     return absl::StrCat("/\"([^\"\\\\\\x00-\\x1f]|\\\\([\"\\\\\\/bfnrt]|u[0-9a-fA-F]{4}))", Repeat(min, max),
                         "\"/");  // one terminal: see j-string
+  }
+
+  // A string "format": its grammar; "" when the name is no format of the spec (validators ignore
+  // those: int32, path, url, ...), and so does this.
+  absl::StatusOr<std::string> Format(const json& s, const std::string& at) {
+    if (!s.contains("format") || !s["format"].is_string()) return std::string();
+    const std::string f = s["format"].get<std::string>();
+    std::string g;
+    if (f == "date") g = "j-date";
+    if (f == "time") g = "j-time";
+    if (f == "date-time") g = "j-date [Tt] j-time";
+    if (f == "uuid") g = "j-hex{8} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{12}";
+    // Subsets of their RFCs' languages that need no JSON escape (so the text between the quotes is
+    // the string itself): kBase says which.
+    for (const char* known : {"email", "hostname", "ipv4", "uri", "uri-reference", "json-pointer"})
+      if (f == known) g = absl::StrCat("j-", f);
+    for (const char* unwritten : {"duration", "idn-email", "idn-hostname", "ipv6", "iri", "iri-reference",
+                                  "uri-template", "relative-json-pointer", "regex"})
+      if (f == unwritten) return Refused(absl::StrCat("format '", f, "'"), at);
+    if (g.empty()) return g;
+    if (s.contains("minLength") || s.contains("maxLength")) return Refused("format with a length", at);
+    return absl::StrCat("\"\\\"\" ", g, " \"\\\"\"");
   }
 
   // A string whose decoded text matches `pattern` (ECMAScript, found anywhere unless anchored), as
@@ -536,25 +450,31 @@ class Compiler {
   absl::StatusOr<std::string> Object(const json& s, const std::string& at) {
     std::vector<std::pair<std::string, std::string>> props;  // JSON-encoded name, value expression
     std::set<std::string> required;
+    std::vector<std::string> required_order;
     if (s.contains("required")) {
       if (!s["required"].is_array()) return Refused("required that is not a list", at);
       for (const json& r : s["required"]) {
         if (!r.is_string()) return Refused("required that is not a list of names", at);
-        required.insert(r.get<std::string>());
+        if (required.insert(r.get<std::string>()).second) required_order.push_back(r.get<std::string>());
       }
     }
     std::set<std::string> listed;
     if (s.contains("properties")) {
       if (!s["properties"].is_object()) return Refused("properties that is not an object", at);
       for (auto it = s["properties"].begin(); it != s["properties"].end(); ++it) {
+        listed.insert(it.key());
+        // A member no value satisfies may not appear (an intersection can say so, and schemas do:
+        // an enum of strings beside "type": "object").
+        absl::StatusOr<json> normal = algebra_.Normalize(it.value(), absl::StrCat(at, "/properties/", it.key()));
+        if (normal.ok() && *normal == false) {
+          if (required.count(it.key())) return Refused(absl::StrCat("a required property '", it.key(), "' that no value satisfies"), at);
+          continue;
+        }
         absl::StatusOr<std::string> v = Schema(it.value(), absl::StrCat(at, "/properties/", it.key()));
         if (!v.ok()) return v.status();
         props.emplace_back(it.key(), *v);
-        listed.insert(it.key());
       }
     }
-    for (const std::string& r : required)
-      if (!listed.count(r)) return Refused(absl::StrCat("a required property '", r, "' without a schema"), at);
     std::string extra;  // an extra member's value expression; empty: no extra members
     if (!s.contains("additionalProperties") || s["additionalProperties"] == true) {
       extra = "j-value";
@@ -562,6 +482,14 @@ class Compiler {
       absl::StatusOr<std::string> v = Schema(s["additionalProperties"], at + "/additionalProperties");
       if (!v.ok()) return v;
       extra = *v;
+    }
+    // A required name no property lists is an additional member that must be there: written after
+    // the listed ones, its value under additionalProperties.
+    for (const std::string& r : required_order) {
+      if (listed.count(r)) continue;
+      if (extra.empty()) return Refused(absl::StrCat("a required property '", r, "' that additionalProperties forbids"), at);
+      props.emplace_back(r, extra);
+      listed.insert(r);
     }
     // A_i: members from property i on, none written yet; B_i: the same after some member (so each
     // starts with a comma). Listed properties come in the schema's order.
@@ -719,6 +647,7 @@ class Compiler {
   }
 
   json root_;
+  SchemaAlgebra algebra_{root_};
   const JsonSchemaLimits& limits_;
   std::string rules_;
   std::map<std::string, std::string> refs_;

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
+#include "engine/constraints/schema_algebra.h"
 #include "nlohmann/json.hpp"
 
 namespace gla::testing {
@@ -73,14 +75,30 @@ inline void Canonical(ordered_json& v, const ordered_json* s, const ordered_json
     OrderMembers(v, global);
     return;
   }
+  // A schema the compiler folds (allOf, a $ref or an alternation beside other keywords): its
+  // members come in the folded schema's order (the branches' first, in their order).
+  const bool folds = s->contains("allOf") || (s->contains("$ref") && s->size() > 1) ||
+                     ((s->contains("anyOf") || s->contains("oneOf")) && s->size() > 1);
+  if (folds) {
+    constraints::SchemaAlgebra algebra(root);
+    absl::StatusOr<ordered_json> folded = algebra.Normalize(*s, "#");
+    if (folded.ok() && folded->is_object() && *folded != *s) {
+      Canonical(v, &*folded, root, global);
+      return;
+    }
+  }
   for (const char* comb : {"anyOf", "oneOf", "allOf"}) {
     if (!s->contains(comb) || !(*s)[comb].is_array() || (*s)[comb].empty()) continue;
     const ordered_json* best = &(*s)[comb][0];
     size_t best_score = 0;
+    constraints::SchemaAlgebra algebra(root);
     for (const ordered_json& b : (*s)[comb]) {
       const ordered_json* r = Resolve(&b, root);
       if (r == nullptr || !r->is_object()) continue;
-      size_t score = 1;
+      // A branch the value is valid under first (its order is the one a generator following that
+      // branch writes), then the one naming most of its members.
+      const std::optional<bool> valid = algebra.Validate(v, b);
+      size_t score = 1 + (valid.has_value() ? (*valid ? 1000000 : 0) : 500000);
       if (v.is_object() && r->contains("properties") && (*r)["properties"].is_object())
         for (auto it = v.begin(); it != v.end(); ++it) score += (*r)["properties"].contains(it.key()) ? 2 : 0;
       if (score > best_score) best = &b, best_score = score;
