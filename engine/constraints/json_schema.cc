@@ -246,11 +246,19 @@ class Compiler {
     for (const char* comb : {"anyOf", "oneOf"}) {  // alone
       if (!s.contains(comb)) continue;
       const json& branches = s[comb];
-      if (std::string(comb) == "oneOf")  // exact only when no value can match two branches
-        for (size_t i = 0; i < branches.size(); ++i)
-          for (size_t j = i + 1; j < branches.size(); ++j)
-            if (!algebra_.Disjoint(branches[i], branches[j]))
-              return Refused(absl::StrCat("oneOf whose branches ", i, " and ", j, " may both match"), at);
+      if (std::string(comb) == "oneOf") {  // exact only when no value can match two branches
+        bool disjoint = true;
+        for (size_t i = 0; i < branches.size() && disjoint; ++i)
+          for (size_t j = i + 1; j < branches.size() && disjoint; ++j) disjoint = algebra_.Disjoint(branches[i], branches[j]);
+        if (!disjoint) {  // each branch less the others: the values exactly one branch takes
+          absl::StatusOr<json> exclusive = algebra_.ExclusiveBranches(branches, at);
+          if (!exclusive.ok())
+            return Refused(absl::StrCat("oneOf whose branches may overlap and cannot be told apart (",
+                                        exclusive.status().message(), ")"), at);
+          if (*exclusive == false) return Refused("a schema no value satisfies", at);
+          return Schema(*exclusive, at);
+        }
+      }
       std::string alt;
       for (size_t i = 0; i < branches.size(); ++i) {
         absl::StatusOr<std::string> b = Schema(branches[i], absl::StrCat(at, "/", comb, "/", i));

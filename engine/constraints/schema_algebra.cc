@@ -96,7 +96,7 @@ absl::Status SchemaRefusal(const std::string& what, const std::string& at) {
 
 bool SupportedKeyword(const std::string& key) {
   static const std::set<std::string> k = {
-      "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "properties", "required",
+      "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "not", "properties", "required",
       "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
       "maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
   return k.count(key) > 0;
@@ -104,7 +104,7 @@ bool SupportedKeyword(const std::string& key) {
 
 bool UnenforcedKeyword(const std::string& key, const json& value) {
   static const std::set<std::string> k = {
-      "not", "patternProperties", "propertyNames", "dependencies", "dependentRequired", "dependentSchemas", "if",
+      "patternProperties", "propertyNames", "dependencies", "dependentRequired", "dependentSchemas", "if",
       "contains", "minContains", "maxContains", "multipleOf", "minProperties", "maxProperties",
       "unevaluatedProperties", "unevaluatedItems", "$dynamicRef", "$recursiveRef", "disallow", "extends",
       "divisibleBy"};
@@ -122,7 +122,7 @@ bool SchemaAlgebra::Folds(const json& s) {
   for (auto it = s.begin(); it != s.end(); ++it) {
     if (!SupportedKeyword(it.key())) continue;
     ++keywords;
-    if (it.key() == "allOf") return true;
+    if (it.key() == "allOf" || it.key() == "not") return true;
     combines = combines || it.key() == "$ref" || it.key() == "anyOf" || it.key() == "oneOf" || it.key() == "enum" ||
                it.key() == "const";
   }
@@ -165,6 +165,13 @@ absl::StatusOr<json> SchemaAlgebra::NormalizeAt(const json& s, const std::string
       return absl::InvalidArgumentError(
           absl::StrCat("json schema at ", at, ": $ref '", c["$ref"].get<std::string>(), "' names nothing here"));
     return IntersectAt(*target, Without(c, {"$ref"}), at, depth + 1);
+  }
+  if (c.contains("not")) {  // the other keywords and the negation both hold
+    absl::StatusOr<json> negation = NegateAt(c["not"], at + "/not", depth + 1);
+    if (!negation.ok()) return negation;
+    const json rest = Without(c, {"not"});
+    if (rest.empty()) return negation;
+    return IntersectAt(rest, *negation, at, depth + 1);
   }
   if (c.contains("allOf")) {
     const json& all = c["allOf"];
@@ -411,6 +418,11 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
     if (std::find(e->begin(), e->end(), v) == e->end()) return false;
   }
   if (const json* c = Member(s, "const"); c != nullptr && *c != v) return false;
+  if (const json* n = Member(s, "not")) {
+    std::optional<bool> r = ValidateAt(v, *n, depth + 1);
+    if (r && *r) return false;
+    if (!r) unsure = true;
+  }
   if (const json* all = Member(s, "allOf"); all != nullptr && all->is_array())
     for (const json& b : *all)
       if (!fold(ValidateAt(v, b, depth + 1))) return false;
@@ -481,6 +493,127 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
   }
   if (unsure) return std::nullopt;
   return true;
+}
+
+absl::StatusOr<json> SchemaAlgebra::Negate(const json& s, const std::string& at) { return NegateAt(s, at, 0); }
+
+absl::StatusOr<json> SchemaAlgebra::NegateAt(const json& s0, const std::string& at, int depth) {
+  if (depth > kMaxDepth) return SchemaRefusal(absl::StrCat("schemas combined more than ", kMaxDepth, " deep"), at);
+  absl::StatusOr<json> s = NormalizeAt(s0, at, depth + 1);
+  if (!s.ok()) return s;
+  s = Dereference(std::move(*s), at, depth + 1);
+  if (!s.ok()) return s;
+  if (s->is_boolean()) return json(!s->get<bool>());
+  if (s->contains("anyOf")) {  // not (a | b) = not a & not b
+    json acc = true;
+    for (const json& b : (*s)["anyOf"]) {
+      absl::StatusOr<json> nb = NegateAt(b, at, depth + 1);
+      if (!nb.ok()) return nb;
+      absl::StatusOr<json> m = IntersectAt(acc, *nb, at, depth + 1);
+      if (!m.ok() || IsFalse(*m)) return m;
+      acc = std::move(*m);
+    }
+    return acc;
+  }
+  if (s->contains("oneOf")) return SchemaRefusal("not of a oneOf", at);
+  static const std::vector<std::string> kAll = {"null", "boolean", "number", "string", "array", "object"};
+  json alts = json::array();
+  if (s->contains("enum")) {  // the kinds it lists nothing of, and the booleans / null it leaves out
+    std::set<std::string> listed;
+    json left = json::array({true, false, nullptr});
+    for (const json& v : (*s)["enum"]) {
+      const std::string kind = v.is_null() ? "null" : v.is_boolean() ? "boolean" : v.is_number() ? "number"
+                             : v.is_string() ? "string" : v.is_array() ? "array" : "object";
+      if (kind != "null" && kind != "boolean") return SchemaRefusal(absl::StrCat("not of an enum with a ", kind), at);
+      listed.insert(kind);
+      left.erase(std::remove(left.begin(), left.end(), v), left.end());
+    }
+    json unlisted = json::array();
+    for (const std::string& k : kAll)
+      if (!listed.count(k)) unlisted.push_back(k);
+    alts.push_back(json{{"type", unlisted}});
+    json rest = json::array();
+    for (const json& v : left)
+      if (listed.count(v.is_null() ? "null" : "boolean")) rest.push_back(v);
+    if (!rest.empty()) alts.push_back(json{{"enum", rest}});
+    return json{{"anyOf", alts}};
+  }
+  // not (T & k1 & ... & kn) = not T | (T & not k1) | ... : a keyword constrains its kind of value
+  // only, so its negation is a value of that kind that breaks it.
+  const std::optional<std::vector<std::string>> types = Types(*s);
+  std::set<std::string> kinds(kAll.begin(), kAll.end());
+  bool integer_only = false;
+  if (types) {
+    kinds = Kinds(*s);
+    integer_only = std::find(types->begin(), types->end(), "integer") != types->end() &&
+                   std::find(types->begin(), types->end(), "number") == types->end();
+    if (integer_only) return SchemaRefusal("not of an integer type (a number with a fraction is not expressible)", at);
+    json others = json::array();
+    for (const std::string& k : kAll)
+      if (!kinds.count(k)) others.push_back(k);
+    if (!others.empty()) alts.push_back(json{{"type", others.size() == 1 ? others[0] : others}});
+  }
+  const json* xmin = Member(*s, "exclusiveMinimum");
+  const json* xmax = Member(*s, "exclusiveMaximum");
+  for (auto it = s->begin(); it != s->end(); ++it) {
+    const std::string& k = it.key();
+    const json& v = it.value();
+    auto of = [&](const char* kind, json body) {
+      if (!kinds.count(kind)) return;  // the schema's type already rules that kind out
+      body["type"] = kind;
+      alts.push_back(std::move(body));
+    };
+    if (k == "type") continue;
+    if (k == "minimum" && v.is_number()) {
+      of("number", json{{xmin != nullptr && xmin->is_boolean() && xmin->get<bool>() ? "maximum" : "exclusiveMaximum", v}});
+    } else if (k == "maximum" && v.is_number()) {
+      of("number", json{{xmax != nullptr && xmax->is_boolean() && xmax->get<bool>() ? "minimum" : "exclusiveMinimum", v}});
+    } else if ((k == "exclusiveMinimum" || k == "exclusiveMaximum") && v.is_boolean()) {
+      continue;  // draft 4: read with minimum / maximum
+    } else if (k == "exclusiveMinimum" && v.is_number()) {
+      of("number", json{{"maximum", v}});
+    } else if (k == "exclusiveMaximum" && v.is_number()) {
+      of("number", json{{"minimum", v}});
+    } else if ((k == "minLength" || k == "minItems") && v.is_number_unsigned()) {
+      if (v.get<uint64_t>() > 0)
+        of(k == "minLength" ? "string" : "array", json{{k == "minLength" ? "maxLength" : "maxItems", v.get<uint64_t>() - 1}});
+    } else if ((k == "maxLength" || k == "maxItems") && v.is_number_unsigned()) {
+      of(k == "maxLength" ? "string" : "array", json{{k == "maxLength" ? "minLength" : "minItems", v.get<uint64_t>() + 1}});
+    } else if (k == "required" && v.is_array()) {
+      for (const json& name : v)
+        if (name.is_string()) of("object", json{{"properties", json{{name.get<std::string>(), false}}}});
+    } else if (k == "properties" && v.is_object()) {
+      for (auto p = v.begin(); p != v.end(); ++p) {
+        absl::StatusOr<json> np = NegateAt(p.value(), absl::StrCat(at, "/properties/", p.key()), depth + 1);
+        if (!np.ok()) return np;
+        if (!IsFalse(*np)) of("object", json{{"required", json::array({p.key()})}, {"properties", json{{p.key(), *np}}}});
+      }
+    } else {
+      return SchemaRefusal(absl::StrCat("not of '", k, "'"), at);
+    }
+  }
+  if (alts.empty()) return json(false);
+  if (alts.size() == 1) return alts[0];
+  return json{{"anyOf", std::move(alts)}};
+}
+
+absl::StatusOr<json> SchemaAlgebra::ExclusiveBranches(const json& branches, const std::string& at) {
+  json out = json::array();
+  for (size_t i = 0; i < branches.size(); ++i) {
+    json b = branches[i];
+    for (size_t j = 0; j < branches.size(); ++j) {
+      if (j == i || Disjoint(branches[i], branches[j])) continue;
+      absl::StatusOr<json> nj = NegateAt(branches[j], absl::StrCat(at, "/oneOf/", j), 1);
+      if (!nj.ok()) return nj;
+      absl::StatusOr<json> m = IntersectAt(b, *nj, absl::StrCat(at, "/oneOf/", i), 1);
+      if (!m.ok()) return m;
+      b = std::move(*m);
+      if (IsFalse(b)) break;
+    }
+    if (!IsFalse(b)) out.push_back(std::move(b));
+  }
+  if (out.empty()) return json(false);
+  return json{{"anyOf", std::move(out)}};
 }
 
 bool SchemaAlgebra::DisjointAt(const json& a0, const json& b0, int depth) {

@@ -55,6 +55,14 @@ class SchemaAlgebra {
   // patterns, unenforced keywords).
   std::optional<bool> Validate(const SchemaJson& value, const SchemaJson& s);
 
+  // The values `s` does not take, as a schema (normalized): types, bounds, lengths, counts,
+  // required and properties negate; the rest (patterns, formats, items, enums of strings or
+  // numbers, ...) is refused by name.
+  absl::StatusOr<SchemaJson> Negate(const SchemaJson& s, const std::string& at);
+  // oneOf's branches made pairwise disjoint: each one less the others it may overlap
+  // (b_i & not b_j), as an anyOf; refused where a negation is.
+  absl::StatusOr<SchemaJson> ExclusiveBranches(const SchemaJson& branches, const std::string& at);
+
   // True only when no value is valid under both (proven from types, enums, and object members
   // both require with disjoint schemas or one forbids); false when unsure.
   bool Disjoint(const SchemaJson& a, const SchemaJson& b);
@@ -66,6 +74,7 @@ class SchemaAlgebra {
   absl::StatusOr<SchemaJson> Dereference(SchemaJson s, const std::string& at, int depth);
   absl::StatusOr<SchemaJson> MergePlain(const SchemaJson& a, const SchemaJson& b, const std::string& at, int depth);
   absl::Status MergeObjects(const SchemaJson& a, const SchemaJson& b, const std::string& at, int depth, SchemaJson* out);
+  absl::StatusOr<SchemaJson> NegateAt(const SchemaJson& s, const std::string& at, int depth);
   std::optional<bool> ValidateAt(const SchemaJson& value, const SchemaJson& s, int depth);
   bool DisjointAt(const SchemaJson& a, const SchemaJson& b, int depth);
 

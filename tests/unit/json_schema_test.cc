@@ -239,6 +239,21 @@ TEST(JsonSchema, CombinationsFoldIntoIntersections) {
   EXPECT_TRUE(Accepts(must, R"({"a":1})"));
   EXPECT_FALSE(Accepts(must, R"({"a":"x"})"));
   EXPECT_FALSE(Accepts(must, R"({})"));
+  // not: a keyword negates within its kind of value (not minimum 2 takes 1.5 and "x").
+  const Grammar negated = Compile(R"({"not": {"type": "number", "minimum": 2}})");
+  for (const char* ok : {"1.5", R"("x")", "null", "[]"}) EXPECT_TRUE(Accepts(negated, ok)) << ok;
+  for (const char* bad : {"2", "7.25"}) EXPECT_FALSE(Accepts(negated, bad)) << bad;
+  const Grammar absent = Compile(R"({"type": "object", "properties": {"a": {}, "b": {}}, "not": {"required": ["a", "b"]}})");
+  for (const char* ok : {R"({"a":1})", R"({"b":1})", "{}"}) EXPECT_TRUE(Accepts(absent, ok)) << ok;
+  EXPECT_FALSE(Accepts(absent, R"({"a":1,"b":2})"));
+  // A oneOf whose branches overlap: each branch less the others (a value both take is invalid).
+  const Grammar one = Compile(R"({"type": "object", "properties": {"l": {}, "w": {}, "r": {}},
+      "oneOf": [{"required": ["l", "w"]}, {"required": ["r"]}]})");
+  for (const char* ok : {R"({"l":1,"w":2})", R"({"r":1})", R"({"l":1,"r":1})"}) EXPECT_TRUE(Accepts(one, ok)) << ok;
+  for (const char* bad : {R"({"l":1,"w":2,"r":3})", R"({"l":1})", "{}"}) EXPECT_FALSE(Accepts(one, bad)) << bad;
+  const Grammar lengths = Compile(R"({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]})");
+  EXPECT_TRUE(Accepts(lengths, R"("abc")"));
+  EXPECT_FALSE(Accepts(lengths, R"("ab")")) << "both branches take it";
   // Keywords of no vocabulary (vendor extensions) constrain nothing, as validators say.
   const Grammar vendor = Compile(R"({"type": "string", "_format": "x", "self": {"vendor": "v"}, "readonly": true})");
   EXPECT_TRUE(Accepts(vendor, R"("anything")"));
@@ -290,9 +305,10 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
   for (auto [schema, says] : std::vector<std::pair<const char*, const char*>>{
            {R"({"type": "string", "pattern": "^a.*$"})", "refused: pattern"},
            {R"({"type": "number", "minimum": 1e40})", "minimum '1e+40': an exponent beyond 30"},
-           {R"({"not": {"type": "null"}})", "refused: not"},
+           {R"({"not": {"type": "string", "pattern": "a"}})", "not of 'pattern'"},
            {R"({"type": "array", "uniqueItems": true})", "refused: uniqueItems"},
-           {R"({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]})", "oneOf whose branches 0 and 1 may both match"},
+           {R"({"oneOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}]})",
+            "oneOf whose branches may overlap and cannot be told apart"},
            {R"({"allOf": [{"type": "string", "pattern": "a"}, {"pattern": "b"}]})", "allOf of two different 'pattern'"},
            {R"({"type": "string", "format": "ipv6"})", "format 'ipv6'"},
            {R"({"type": "object", "patternProperties": {"^x": {}}})", "refused: patternProperties"},
