@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -112,6 +115,8 @@ class GrammarBuilder {
     if (!re.ok())
       return absl::Status(re.status().code(), absl::StrCat("grammar at offset ", pos_, ": ", re.status().message()));
     g_.terminals_.push_back(*std::move(re));
+    g_.terminal_patterns_.push_back(pattern);
+    g_.terminal_hashes_.push_back(std::hash<std::string>()(pattern));
     const int index = static_cast<int>(g_.terminals_.size()) - 1;
     terminals_[pattern] = index;
     return Grammar::Symbol{true, index};
@@ -414,7 +419,7 @@ void GrammarMatcher::BeginDedup(const Set& set) {
   }
 }
 
-bool GrammarMatcher::Insert(Set& set, const Item& item) {
+bool GrammarMatcher::Insert(Set& set, const Item& item, bool always) {
   if ((set.size() + 1) * 2 > table_.size()) {  // keep the load under a half: grow and re-index
     table_.assign(table_.size() * 2, 0);
     stamp_.assign(table_.size(), 0);
@@ -424,13 +429,14 @@ bool GrammarMatcher::Insert(Set& set, const Item& item) {
   size_t h = HashItem(item.rule, item.alt, item.dot, item.origin, item.term_state) & (table_.size() - 1);
   for (; stamp_[h] == generation_; h = (h + 1) & (table_.size() - 1))
     if (set[table_[h] - 1] == item) return false;
+  if (!always && static_cast<int>(set.size()) >= g_.limits().max_items_per_set) return false;
   stamp_[h] = generation_;
   set.push_back(item);
   table_[h] = static_cast<uint32_t>(set.size());
   return true;
 }
 
-bool GrammarMatcher::Close(int pos, Set& set) {
+void GrammarMatcher::Close(int pos, Set& set) {
   BeginDedup(set);
   auto add = [&](int rule, int alt, int dot, int origin) {
     const Grammar::Alternative& a = g_.rules()[rule].alternatives[alt];
@@ -442,7 +448,6 @@ bool GrammarMatcher::Close(int pos, Set& set) {
     Insert(set, {rule, alt, dot, origin, ts});
   };
   for (size_t i = 0; i < set.size(); ++i) {
-    if (static_cast<int>(set.size()) > g_.limits().max_items_per_set) return false;
     const Item it = set[i];
     const Grammar::Alternative& alt = g_.rules()[it.rule].alternatives[it.alt];
     if (it.dot == static_cast<int>(alt.size())) {  // complete: advance who waited for this rule
@@ -460,7 +465,6 @@ bool GrammarMatcher::Close(int pos, Set& set) {
     for (size_t a = 0; a < g_.rules()[s.index].alternatives.size(); ++a) add(s.index, static_cast<int>(a), 0, pos);
     if (g_.nullable()[s.index]) add(it.rule, it.alt, it.dot + 1, it.origin);  // Aycock-Horspool
   }
-  return static_cast<int>(set.size()) <= g_.limits().max_items_per_set;
 }
 
 bool GrammarMatcher::Advance(uint8_t byte) {
@@ -469,28 +473,30 @@ bool GrammarMatcher::Advance(uint8_t byte) {
   Set& next = sets_[pos];
   next.clear();
   BeginDedup(next);
+  // First every terminal that goes on through the byte (kept whatever the item limit: there are
+  // never more of them than items in the set before), then the ones that may end here.
+  for (const Item& it : sets_[pos - 1]) {
+    if (it.term_state < 0) continue;
+    const Regex& t = g_.terminals()[g_.rules()[it.rule].alternatives[it.alt][it.dot].index];
+    const int s = t.Next(it.term_state, byte);
+    if (s != Regex::kDead) Insert(next, {it.rule, it.alt, it.dot, it.origin, s}, /*always=*/true);
+  }
   for (const Item& it : sets_[pos - 1]) {
     if (it.term_state < 0) continue;
     const Grammar::Alternative& alt = g_.rules()[it.rule].alternatives[it.alt];
     const Regex& t = g_.terminals()[alt[it.dot].index];
     const int s = t.Next(it.term_state, byte);
-    if (s == Regex::kDead) continue;
-    Insert(next, {it.rule, it.alt, it.dot, it.origin, s});  // the terminal may go on
-    if (t.Accepting(s)) {                                     // or end here
-      int ts = -1;
-      if (it.dot + 1 < static_cast<int>(alt.size()) && alt[it.dot + 1].terminal) {
-        ts = g_.terminals()[alt[it.dot + 1].index].start();
-        if (ts == Regex::kDead) continue;
-      }
-      Insert(next, {it.rule, it.alt, it.dot + 1, it.origin, ts});
+    if (s == Regex::kDead || !t.Accepting(s)) continue;
+    int ts = -1;
+    if (it.dot + 1 < static_cast<int>(alt.size()) && alt[it.dot + 1].terminal) {
+      ts = g_.terminals()[alt[it.dot + 1].index].start();
+      if (ts == Regex::kDead) continue;
     }
+    Insert(next, {it.rule, it.alt, it.dot + 1, it.origin, ts});
   }
   if (next.empty()) return false;
   top_ = pos + 1;
-  if (!Close(pos, next)) {
-    top_ = pos;
-    return false;
-  }
+  Close(pos, next);
   return true;
 }
 
@@ -504,65 +510,54 @@ bool GrammarMatcher::CanEnd() const {
   return false;
 }
 
-TokenMask GrammarMatcher::Allowed(const TokenTrie& trie, int64_t* visited) {
-  // Inside one terminal (every item that scans waits at the same terminal in the same automaton
-  // state: the inside of a JSON string), a byte that keeps the terminal going without letting it
-  // end changes nothing but that state: the parse's next set is those items, one step on. So the
-  // walk follows the automaton alone (a table lookup per trie node) and hands over to the parser,
-  // replaying the bytes since the start, only where the terminal could end. Same mask, far fewer
-  // parser steps (most tokens stay inside the string).
-  int term = -1, state = -1;
+TokenMask GrammarMatcher::AllowedByWalk(const TokenTrie& trie, int64_t* visited) {
+  return trie.Walk([this](uint8_t b) { return Advance(b); }, [this](int n) { Rollback(n); }, visited);
+}
+
+void GrammarMatcher::WaitingTerminals(std::vector<std::pair<int, int>>* out) const {
+  out->clear();
   for (const Item& it : sets_[top_ - 1]) {
     if (it.term_state < 0) continue;
-    const int t = g_.rules()[it.rule].alternatives[it.alt][it.dot].index;
-    if (term < 0) {
-      term = t, state = it.term_state;
-    } else if (t != term || it.term_state != state) {
-      term = -1;
-      break;
+    const std::pair<int, int> ts(g_.rules()[it.rule].alternatives[it.alt][it.dot].index, it.term_state);
+    if (std::find(out->begin(), out->end(), ts) == out->end()) out->push_back(ts);
+  }
+}
+
+TokenMask GrammarMatcher::Allowed(const TokenTrie& trie, TerminalTokensCache& cache, int64_t* visited) {
+  // Every byte the parse takes next is taken by a terminal it waits at (terminal t in automaton
+  // state s). A token whose bytes all keep t going is taken (the item carrying t survives every
+  // byte, whatever the item limit); any other token the parse takes ends t somewhere along it and
+  // goes on past where t's automaton dies, so it lies under one of t's crossing nodes. Both depend
+  // on (t, s) alone, so they come from the cache, and the parser walks only the crossing paths:
+  // the same mask as walking the whole trie (AllowedByWalk), at a fraction of the parser steps.
+  TokenMask mask((trie.vocab_size() + 63) / 64, 0);
+  WaitingTerminals(&waiting_);
+  terminal_tokens_.clear();
+  for (const auto& [t, s] : waiting_)
+    terminal_tokens_.push_back(cache.Get(trie, g_.terminal_patterns()[t], g_.terminal_hashes()[t], g_.terminals()[t], s));
+  for (const auto& tt : terminal_tokens_) tt->AddInside(mask);
+  // The union of the crossing paths, in preorder (duplicates: walk the whole subtree if either says so).
+  const std::vector<TrieWalkNode>* nodes = &walk_nodes_;
+  if (terminal_tokens_.size() == 1) {
+    nodes = &terminal_tokens_[0]->crossing;
+  } else {
+    walk_nodes_.clear();
+    for (const auto& tt : terminal_tokens_) {
+      merged_.clear();
+      std::merge(walk_nodes_.begin(), walk_nodes_.end(), tt->crossing.begin(), tt->crossing.end(),
+                 std::back_inserter(merged_),
+                 [](const TrieWalkNode& a, const TrieWalkNode& b) { return a.node < b.node; });
+      walk_nodes_.clear();
+      for (const TrieWalkNode& w : merged_) {
+        if (!walk_nodes_.empty() && walk_nodes_.back().node == w.node) walk_nodes_.back().whole |= w.whole;
+        else walk_nodes_.push_back(w);
+      }
     }
   }
-  if (term < 0) return trie.Walk([this](uint8_t b) { return Advance(b); }, [this] { Rollback(1); }, visited);
-  const Regex& re = g_.terminals()[term];
-  std::vector<int> states = {state};  // the automaton along the path, while the walk follows it alone
-  std::vector<uint8_t> path;
-  std::vector<int> frames;  // per byte taken: -1 followed by the automaton, n > 0 parser steps to undo
-  int parser_frames = 0;    // frames of the parser on the stack (the walk is past a possible end)
-  auto down = [&](uint8_t b) {
-    if (parser_frames > 0) {
-      if (!Advance(b)) return false;
-      frames.push_back(1), ++parser_frames;
-      return true;
-    }
-    const int next = re.Next(states.back(), b);
-    if (next == Regex::kDead) return false;
-    if (!re.Accepting(next)) {
-      states.push_back(next), path.push_back(b), frames.push_back(-1);
-      return true;
-    }
-    int taken = 0;  // the terminal may end here: the parser takes the path and this byte
-    for (uint8_t p : path) {
-      if (!Advance(p)) break;
-      ++taken;
-    }
-    if (taken < static_cast<int>(path.size()) || !Advance(b)) {
-      Rollback(taken);  // cannot happen (the automaton took these bytes); stay exact anyway
-      return false;
-    }
-    frames.push_back(taken + 1), ++parser_frames;
-    return true;
-  };
-  auto up = [&] {
-    const int f = frames.back();
-    frames.pop_back();
-    if (f < 0) {
-      states.pop_back(), path.pop_back();
-      return;
-    }
-    Rollback(f);
-    --parser_frames;
-  };
-  return trie.Walk(down, up, visited);
+  int64_t walked = 0;
+  trie.WalkNodes(*nodes, [this](uint8_t b) { return Advance(b); }, [this](int n) { Rollback(n); }, mask, &walked);
+  if (visited != nullptr) *visited = walked;
+  return mask;
 }
 
 }  // namespace gla::constraints

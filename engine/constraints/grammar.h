@@ -18,8 +18,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,7 +35,12 @@ struct GrammarLimits {
   int max_rules = 10000;      // after repeats and groups become rules of their own
   int max_terminals = 10000;
   int max_repeat = 100;       // {m,n} bounds
-  int max_items_per_set = 100000;  // an Earley set larger than this: the matcher refuses the byte
+  // An Earley set stops growing at this many items: the items that carry a terminal on through the
+  // byte are always kept, the others (a terminal ending, what it completes and predicts) only up to
+  // the limit. A parse that explodes loses alternatives (it may refuse text of the language, never
+  // admits text outside it), and a token whose bytes keep a waiting terminal going is taken whatever
+  // the limit, which is what lets a mask take such tokens from a cache (TerminalTokens).
+  int max_items_per_set = 100000;
 };
 
 class Grammar {
@@ -53,6 +60,9 @@ class Grammar {
   };
   const std::vector<Rule>& rules() const { return rules_; }
   const std::vector<Regex>& terminals() const { return terminals_; }
+  // Terminal i's pattern (regex dialect) and its std::hash: what TerminalTokensCache keys on.
+  const std::vector<std::string>& terminal_patterns() const { return terminal_patterns_; }
+  const std::vector<uint64_t>& terminal_hashes() const { return terminal_hashes_; }
   const std::vector<bool>& nullable() const { return nullable_; }
   int root() const { return root_; }
   const GrammarLimits& limits() const { return limits_; }
@@ -61,6 +71,8 @@ class Grammar {
   friend class GrammarBuilder;
   std::vector<Rule> rules_;
   std::vector<Regex> terminals_;
+  std::vector<std::string> terminal_patterns_;
+  std::vector<uint64_t> terminal_hashes_;
   std::vector<bool> nullable_;
   int root_ = 0;
   GrammarLimits limits_;
@@ -70,15 +82,23 @@ class GrammarMatcher {
  public:
   explicit GrammarMatcher(const Grammar& g);
   // Takes one more byte: false (and nothing changes) when no text with this prefix is in the
-  // language, or when the parse grew past the grammar's item limit.
+  // language (as far as the item limit lets the parse see: GrammarLimits::max_items_per_set).
   bool Advance(uint8_t byte);
   // Steps back over the last n bytes taken.
   void Rollback(int n);
   // Whether the bytes taken so far are a whole sentence of the language.
   bool CanEnd() const;
   int position() const { return top_ - 1; }
-  // The tokens whose bytes may come next (the matcher is left as it was).
-  TokenMask Allowed(const TokenTrie& trie, int64_t* visited = nullptr);
+  // The tokens whose bytes may come next (the matcher is left as it was). For each terminal the
+  // parse waits at, the tokens that stay inside it come from `cache` (TerminalTokens); the parser
+  // walks only the tokens that may end a terminal. *visited (optional): trie nodes the parser took.
+  TokenMask Allowed(const TokenTrie& trie, TerminalTokensCache& cache, int64_t* visited = nullptr);
+  TokenMask Allowed(const TokenTrie& trie, int64_t* visited = nullptr) {
+    return Allowed(trie, TerminalTokensCache::Shared(), visited);
+  }
+  // The same mask by the parser alone over the whole trie: the definition the cached one is
+  // tested against.
+  TokenMask AllowedByWalk(const TokenTrie& trie, int64_t* visited = nullptr);
 
  private:
   struct Item {
@@ -89,12 +109,15 @@ class GrammarMatcher {
     }
   };
   using Set = std::vector<Item>;
-  // Adds an item to the set being built and closes it (predict, complete); false past the limit.
-  bool Close(int pos, Set& set);
+  // Closes the set being built (predict, complete), up to the item limit.
+  void Close(int pos, Set& set);
   // Membership of the set being built: an open-addressed table of indices into it, reused across
   // bytes (a mask walks thousands of bytes; a hash set per byte was half of its time).
   void BeginDedup(const Set& set);
-  bool Insert(Set& set, const Item& item);  // false: already there
+  // false: already there, or (unless `always`) the set is at the item limit.
+  bool Insert(Set& set, const Item& item, bool always = false);
+  // Each terminal the top set waits at, with its automaton state, once.
+  void WaitingTerminals(std::vector<std::pair<int, int>>* out) const;
 
   const Grammar& g_;
   // The chart: sets_[0 .. top_) are live; the ones above are kept for their storage (a walk's
@@ -104,6 +127,10 @@ class GrammarMatcher {
   std::vector<uint32_t> table_;  // index + 1 into the set being built; 0: empty
   std::vector<uint32_t> stamp_;  // a slot is live only when its stamp is generation_
   uint32_t generation_ = 0;
+  // Scratch of Allowed, kept for its storage.
+  std::vector<std::pair<int, int>> waiting_;
+  std::vector<std::shared_ptr<const TerminalTokens>> terminal_tokens_;
+  std::vector<TrieWalkNode> walk_nodes_, merged_;
 };
 
 }  // namespace gla::constraints

@@ -1,11 +1,24 @@
 #include "engine/constraints/token_mask.h"
 
+#include <algorithm>
+#include <atomic>
 #include <utility>
 
 namespace gla::constraints {
 
-TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes) : vocab_(static_cast<int>(token_bytes.size())) {
-  nodes_.emplace_back();
+namespace {
+
+std::atomic<uint64_t> next_trie_id{1};
+
+// The trie as it is built: children linked in byte order (flattened to preorder afterwards).
+struct BuildNode {
+  int first_child = -1, next_sibling = -1;
+  uint8_t byte = 0;
+  std::vector<int32_t> tokens;
+};
+
+std::vector<BuildNode> BuildLinked(const std::vector<std::string>& token_bytes) {
+  std::vector<BuildNode> nodes(1);
   for (size_t t = 0; t < token_bytes.size(); ++t) {
     const std::string& bytes = token_bytes[t];
     if (bytes.empty()) continue;
@@ -13,42 +26,197 @@ TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes) : vocab_(stati
     for (char ch : bytes) {
       const uint8_t b = static_cast<uint8_t>(ch);
       // Children are kept sorted by byte; find or insert.
-      int prev = -1, c = nodes_[at].first_child;
-      while (c >= 0 && nodes_[c].byte < b) prev = c, c = nodes_[c].next_sibling;
-      if (c < 0 || nodes_[c].byte != b) {
-        Node n;
+      int prev = -1, c = nodes[at].first_child;
+      while (c >= 0 && nodes[c].byte < b) prev = c, c = nodes[c].next_sibling;
+      if (c < 0 || nodes[c].byte != b) {
+        BuildNode n;
         n.byte = b;
         n.next_sibling = c;
-        nodes_.push_back(std::move(n));
-        const int id = static_cast<int>(nodes_.size()) - 1;
-        if (prev < 0) nodes_[at].first_child = id;
-        else nodes_[prev].next_sibling = id;
+        nodes.push_back(std::move(n));
+        const int id = static_cast<int>(nodes.size()) - 1;
+        if (prev < 0) nodes[at].first_child = id;
+        else nodes[prev].next_sibling = id;
         c = id;
       }
       at = c;
     }
-    nodes_[at].tokens.push_back(static_cast<int32_t>(t));
+    nodes[at].tokens.push_back(static_cast<int32_t>(t));
   }
+  return nodes;
+}
+
+}  // namespace
+
+TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
+    : vocab_(static_cast<int>(token_bytes.size())), id_(next_trie_id.fetch_add(1)) {
+  const std::vector<BuildNode> linked = BuildLinked(token_bytes);
+  const size_t n = linked.size();
+  byte_.reserve(n), depth_.reserve(n), end_.reserve(n), parent_.reserve(n), token_begin_.reserve(n + 1);
+  // Preorder by an explicit stack (a token may be long: no recursion). A node's end is known when
+  // the walk leaves it: a (linked id, preorder id) frame per level.
+  std::vector<std::pair<int, int>> path;  // (linked id, preorder id) of the nodes above the next one
+  auto enter = [&](int linked_id, int depth, int parent) {
+    const int id = static_cast<int>(byte_.size());
+    byte_.push_back(linked[linked_id].byte);
+    depth_.push_back(depth);
+    end_.push_back(0);
+    parent_.push_back(parent);
+    token_begin_.push_back(static_cast<int32_t>(tokens_.size()));
+    tokens_.insert(tokens_.end(), linked[linked_id].tokens.begin(), linked[linked_id].tokens.end());
+    path.emplace_back(linked_id, id);
+  };
+  enter(0, 0, -1);
+  int next = linked[0].first_child;
+  while (!path.empty()) {
+    if (next >= 0) {  // go down to the next child
+      enter(next, static_cast<int>(path.size()), path.back().second);
+      next = linked[path.back().first].first_child;
+      continue;
+    }
+    // No child left: close this node and go on with its next sibling.
+    const auto [linked_id, id] = path.back();
+    path.pop_back();
+    end_[id] = static_cast<int32_t>(byte_.size());
+    next = linked[linked_id].next_sibling;
+    if (path.empty()) next = -1;  // the root has no siblings
+  }
+  token_begin_.push_back(static_cast<int32_t>(tokens_.size()));
 }
 
 TokenMask TokenTrie::Allowed(const Regex& re, int state, int64_t* visited) const {
   TokenMask mask((vocab_ + 63) / 64, 0);
   if (state == Regex::kDead) return mask;
-  // Depth-first over (trie node, automaton state); a dead state prunes the subtree.
-  std::vector<std::pair<int, int>> stack;
-  for (int c = nodes_[0].first_child; c >= 0; c = nodes_[c].next_sibling) stack.emplace_back(c, state);
+  // Preorder over the nodes with the automaton state of each depth on the path; a dead state
+  // skips the subtree.
+  std::vector<int> states = {state};
   int64_t walked = 0;
-  while (!stack.empty()) {
-    const auto [node, from] = stack.back();
-    stack.pop_back();
+  for (int n = 1; n < num_nodes();) {
+    const int d = depth_[n];
     ++walked;
-    const int s = re.Next(from, nodes_[node].byte);
-    if (s == Regex::kDead) continue;
-    for (int32_t t : nodes_[node].tokens) mask[t >> 6] |= uint64_t{1} << (t & 63);
-    for (int c = nodes_[node].first_child; c >= 0; c = nodes_[c].next_sibling) stack.emplace_back(c, s);
+    const int s = re.Next(states[d - 1], byte_[n]);
+    if (s == Regex::kDead) {
+      n = end_[n];
+      continue;
+    }
+    if (static_cast<int>(states.size()) <= d) states.resize(d + 1);
+    states[d] = s;
+    AddTokens(n, mask);
+    ++n;
   }
   if (visited != nullptr) *visited = walked;
   return mask;
+}
+
+TerminalTokens TokenTrie::Terminal(const Regex& re, int state) const {
+  TerminalTokens out;
+  TokenMask inside((vocab_ + 63) / 64, 0);
+  std::vector<uint8_t> marked(num_nodes(), 0);  // 1: on a path to a crossing; 2: its whole subtree
+  auto mark = [&](int node) {
+    marked[node] = 2;
+    for (int p = parent_[node]; p > 0 && marked[p] == 0; p = parent_[p]) marked[p] = 1;
+  };
+  if (state != Regex::kDead) {
+    // Per depth on the path: the automaton state, and whether the terminal could have ended at
+    // some node of the path so far (then a byte it refuses may still be taken by what follows).
+    std::vector<int> states = {state};
+    std::vector<uint8_t> could_end = {0};
+    for (int n = 1; n < num_nodes();) {
+      const int d = depth_[n];
+      const int s = re.Next(states[d - 1], byte_[n]);
+      if (s == Regex::kDead) {
+        if (could_end[d - 1]) mark(n);
+        n = end_[n];
+        continue;
+      }
+      if (static_cast<int>(states.size()) <= d) states.resize(d + 1), could_end.resize(d + 1);
+      states[d] = s;
+      could_end[d] = could_end[d - 1] || re.Accepting(s);
+      AddTokens(n, inside);
+      ++n;
+    }
+  }
+  for (int n = 1; n < num_nodes(); ++n)
+    if (marked[n] != 0) out.crossing.push_back({n, marked[n] == 2});
+  size_t count = 0;
+  for (uint64_t w : inside) count += static_cast<size_t>(__builtin_popcountll(w));
+  if (count <= inside.size()) {  // sparse: the ids take less room and less time to add
+    for (size_t w = 0; w < inside.size(); ++w)
+      for (uint64_t bits = inside[w]; bits != 0; bits &= bits - 1)
+        out.inside_ids.push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(bits)));
+  } else {
+    out.inside_bits = std::move(inside);
+  }
+  return out;
+}
+
+void TerminalTokens::AddInside(TokenMask& mask) const {
+  for (size_t w = 0; w < inside_bits.size(); ++w) mask[w] |= inside_bits[w];
+  for (int32_t t : inside_ids) mask[t >> 6] |= uint64_t{1} << (t & 63);
+}
+
+size_t TerminalTokens::bytes() const {
+  return sizeof(*this) + inside_bits.size() * sizeof(uint64_t) + inside_ids.size() * sizeof(int32_t) +
+         crossing.size() * sizeof(TrieWalkNode);
+}
+
+// ---- TerminalTokensCache
+
+TerminalTokensCache& TerminalTokensCache::Shared() {
+  static TerminalTokensCache* cache = new TerminalTokensCache();  // never destroyed: threads may outlive main
+  return *cache;
+}
+
+size_t TerminalTokensCache::KeyHash::operator()(const Key& k) const {
+  uint64_t h = k.trie * 0x9E3779B97F4A7C15ull;
+  h = (h ^ k.pattern_hash) * 0x9E3779B97F4A7C15ull;
+  h = (h ^ static_cast<uint32_t>(k.state)) * 0x9E3779B97F4A7C15ull;
+  return static_cast<size_t>(h ^ (h >> 29));
+}
+
+std::shared_ptr<const TerminalTokens> TerminalTokensCache::Get(const TokenTrie& trie, const std::string& pattern,
+                                                               uint64_t pattern_hash, const Regex& re, int state) {
+  const Key key{trie.id(), pattern_hash, state};
+  auto find = [&]() -> std::shared_ptr<const TerminalTokens> {
+    auto [first, last] = index_.equal_range(key);
+    for (auto it = first; it != last; ++it)
+      if (it->second->pattern == pattern) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        return it->second->tokens;
+      }
+    return nullptr;
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto found = find()) {
+      ++hits_;
+      return found;
+    }
+    ++misses_;
+  }
+  // Made outside the lock: a walk of the whole trie, which other threads' lookups need not wait for.
+  auto made = std::make_shared<const TerminalTokens>(trie.Terminal(re, state));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto found = find()) return found;  // made meanwhile by another thread
+  lru_.push_front({key, pattern, made});
+  index_.emplace(key, lru_.begin());
+  bytes_ += made->bytes() + pattern.size();
+  while (bytes_ > capacity_ && lru_.size() > 1) {  // the newest stays, whatever its size
+    const Entry& old = lru_.back();
+    auto [first, last] = index_.equal_range(old.key);
+    for (auto it = first; it != last; ++it)
+      if (it->second == std::prev(lru_.end())) {
+        index_.erase(it);
+        break;
+      }
+    bytes_ -= old.tokens->bytes() + old.pattern.size();
+    lru_.pop_back();
+  }
+  return made;
+}
+
+TerminalTokensCache::Stats TerminalTokensCache::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {hits_, misses_, lru_.size(), bytes_};
 }
 
 }  // namespace gla::constraints

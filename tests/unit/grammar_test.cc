@@ -196,5 +196,101 @@ TEST(Grammar, MaskEqualsFeedingEveryTokenAlone) {
   }
 }
 
+
+// A random grammar over a few bytes: literals, classes, /regex/ terminals (some that may end and
+// go on, like a number), recursion, repeats and the empty string.
+std::string RandomGrammar(std::mt19937& rng) {
+  static const std::vector<std::string> kTerminals = {
+      "\"a\"", "\"ab\"", "\"\\\"\"", "\",\"", "\" \"", "[ab]", "[^a\"]", "/a+/", "/[0-9]+(\\.[0-9]+)?/",
+      "/\"[a-z ]*\"/", "/b(ab)*a?/", "\"{\"", "\"}\"", "[0-9]"};
+  const int rules = 2 + static_cast<int>(rng() % 4);
+  std::string g;
+  for (int r = 0; r < rules; ++r) {
+    g += (r == 0 ? std::string("root") : "r" + std::to_string(r)) + " ::= ";
+    const int alts = 1 + static_cast<int>(rng() % 3);
+    for (int a = 0; a < alts; ++a) {
+      if (a > 0) g += " | ";
+      const int len = static_cast<int>(rng() % 4);
+      if (len == 0) g += "\"\"";
+      for (int k = 0; k < len; ++k) {
+        if (rng() % 3 == 0 && rules > 1) g += "r" + std::to_string(1 + rng() % (rules - 1));
+        else g += kTerminals[rng() % kTerminals.size()];
+        g += rng() % 5 == 0 ? "* " : rng() % 6 == 0 ? "? " : rng() % 7 == 0 ? "+ " : " ";
+      }
+    }
+    g += "\n";
+  }
+  return g;
+}
+
+std::vector<std::string> RandomVocabulary(std::mt19937& rng, size_t size) {
+  std::vector<std::string> vocab = {""};
+  for (int b = 0; b < 256; ++b) vocab.push_back(std::string(1, static_cast<char>(b)));
+  while (vocab.size() < size) {
+    std::string s;
+    for (int len = 1 + static_cast<int>(rng() % 6); len > 0; --len) s += "ab\"{}, 01.9z"[rng() % 12];
+    vocab.push_back(s);
+  }
+  return vocab;
+}
+
+// Allowed (cached inside tokens + the parser on crossing paths) against AllowedByWalk (the parser
+// over the whole trie) and against feeding each token alone, on random grammars at random
+// positions, with the cache cold and warm, and with an item limit small enough to be reached.
+TEST(Grammar, CachedMaskEqualsTheWalkOnRandomGrammars) {
+  std::mt19937 rng(5);
+  const std::vector<std::string> vocab = RandomVocabulary(rng, 1500);
+  const TokenTrie trie(vocab);
+  int compared = 0, limited = 0;
+  for (int round = 0; round < 300; ++round) {
+    const std::string text = RandomGrammar(rng);
+    GrammarLimits limits;
+    if (round % 4 == 3) limits.max_items_per_set = 3 + static_cast<int>(rng() % 6), ++limited;
+    auto g = Grammar::Parse(text, limits);
+    ASSERT_TRUE(g.ok()) << text << g.status();
+    TerminalTokensCache cache;
+    GrammarMatcher m(*g);
+    for (int step = 0; step < 12; ++step) {
+      for (int warm = 0; warm < 2; ++warm) {
+        const TokenMask cached = m.Allowed(trie, cache);
+        ASSERT_EQ(cached, m.AllowedByWalk(trie)) << text << "at position " << m.position() << (warm ? " (warm)" : "");
+        for (size_t t = 0; t < vocab.size(); t += 7) {
+          GrammarMatcher alone = m;
+          bool ok = !vocab[t].empty();
+          for (char c : vocab[t]) ok = ok && alone.Advance(static_cast<uint8_t>(c));
+          ASSERT_EQ(Allowed(cached, static_cast<int32_t>(t)), ok) << text << "token \"" << vocab[t] << "\"";
+        }
+        ++compared;
+      }
+      // On by a random allowed byte (a random token's first byte would often be refused).
+      std::vector<int> bytes;
+      for (int b = 0; b < 256; ++b) {
+        GrammarMatcher probe = m;
+        if (probe.Advance(static_cast<uint8_t>(b))) bytes.push_back(b);
+      }
+      if (bytes.empty()) break;
+      ASSERT_TRUE(m.Advance(static_cast<uint8_t>(bytes[rng() % bytes.size()])));
+    }
+  }
+  EXPECT_GT(compared, 2000);
+  EXPECT_GT(limited, 50);
+}
+
+// The item limit keeps every item that carries a terminal on, so a token that stays inside a
+// waiting terminal is taken whatever the limit (what the cached masks rely on), and an ambiguous
+// parse past the limit loses alternatives without admitting text outside the language.
+TEST(Grammar, ItemLimitKeepsTheTerminalsThatGoOn) {
+  GrammarLimits limits;
+  limits.max_items_per_set = 4;
+  const Grammar g = *Grammar::Parse("root ::= x x x x x | /a+/\nx ::= \"a\" | \"a\" \"a\" | \"\"\n", limits);
+  GrammarMatcher m(g);
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(m.Advance('a')) << "the /a+/ item survives byte " << i;
+  EXPECT_TRUE(m.CanEnd());
+  EXPECT_FALSE(m.Advance('b'));
+  const Grammar full = *Grammar::Parse("root ::= x x x x x | /a+/\nx ::= \"a\" | \"a\" \"a\" | \"\"\n");
+  for (const char* s : {"", "ab", "b"}) EXPECT_FALSE(Accepts(g, s)) << s << " is outside the language";
+  EXPECT_TRUE(Accepts(full, "aaaa"));
+}
+
 }  // namespace
 }  // namespace gla::constraints

@@ -139,6 +139,9 @@ TEST(JsonSchemaTokens, SharedInstancesForcedThroughTheDefaultTokenizer) {
   std::printf("[ measure ] mask per token (one core, %zu masks): mean %.1f us, p50 %.1f us, p99 %.1f us, max %.0f us\n",
               mask_us.size(), sum / mask_us.size(), mask_us[mask_us.size() / 2], mask_us[mask_us.size() * 99 / 100],
               mask_us.back());
+  const auto cache = constraints::TerminalTokensCache::Shared().stats();
+  std::printf("[ measure ] terminal tokens cache: %zu entries, %.1f MiB, %lld hits, %lld made\n", cache.entries,
+              cache.bytes / 1048576.0, static_cast<long long>(cache.hits), static_cast<long long>(cache.misses));
   EXPECT_EQ(validation_errors, 0);
   EXPECT_EQ(invalidation_errors, 0);
 }

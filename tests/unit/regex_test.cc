@@ -203,5 +203,46 @@ TEST(TokenTrie, RegexMasksAreMadeOncePerStateAndEqualTheWalk) {
   }
 }
 
+// TerminalTokens against each token alone: inside = the automaton lives through every byte; every
+// token that passes an accepting state and then dies is reached by a walk of the crossing nodes
+// (they are what the parser walks); the walk over them gives back every byte it takes.
+TEST(TokenTrie, TerminalTokensSplitTheVocabularyAsTheAutomatonSays) {
+  const std::vector<std::string> vocab = Vocabulary(8000);
+  const TokenTrie trie(vocab);
+  for (const char* pattern : {"-?(0|[1-9][0-9]*)(\\.[0-9]+)?", "\"[a-z ]*\"", "[a-z]+( [a-z]+)*", "true"}) {
+    const Regex re = Must(pattern);
+    for (int state = 0; state < re.num_states(); ++state) {
+      const TerminalTokens tt = trie.Terminal(re, state);
+      TokenMask inside((vocab.size() + 63) / 64, 0);
+      tt.AddInside(inside);
+      int depth = 0, crossing_tokens = 0;
+      int64_t walked = 0;
+      TokenMask reached((vocab.size() + 63) / 64, 0);
+      trie.WalkNodes(tt.crossing, [&](uint8_t) { return ++depth, true; }, [&](int n) { depth -= n; }, reached, &walked);
+      EXPECT_EQ(depth, 0) << "every byte given back";
+      for (size_t t = 0; t < vocab.size(); ++t) {
+        int s = vocab[t].empty() ? Regex::kDead : state;
+        bool could_end = false, died = vocab[t].empty();
+        for (char ch : vocab[t]) {
+          s = re.Next(s, static_cast<uint8_t>(ch));
+          if (s == Regex::kDead) {
+            died = true;
+            break;
+          }
+          could_end = could_end || re.Accepting(s);
+        }
+        ASSERT_EQ(Allowed(inside, static_cast<int32_t>(t)), !died) << pattern << " state " << state << " \"" << vocab[t] << "\"";
+        if (died && could_end) {
+          ASSERT_TRUE(Allowed(reached, static_cast<int32_t>(t))) << pattern << " state " << state << " \"" << vocab[t] << "\"";
+          ++crossing_tokens;
+        }
+      }
+      if (state == re.start())
+        std::printf("[ measure ] %s from the start: %zu crossing nodes, %d tokens that end it and go on\n", pattern,
+                    tt.crossing.size(), crossing_tokens);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace gla::constraints
