@@ -406,8 +406,9 @@ class Compiler {
   // before it unless it starts with ^ and after it unless it ends with $. Exact only where the
   // pattern never takes a character JSON writes escaped (", \, controls): then the text between
   // the quotes is the decoded string itself; other patterns are refused, as are anchors around a
-  // top-level alternation (^a|b$ anchors each side, not the whole).
-  absl::StatusOr<std::string> Pattern(std::string p, const std::string& at) {
+  // top-level alternation (^a|b$ anchors each side, not the whole). PatternRegex: that regex, over
+  // the string's JSON text (quotes included).
+  absl::StatusOr<std::string> PatternRegex(std::string p, const std::string& at) {
     const bool head = !p.empty() && p[0] == '^';
     if (head) p.erase(0, 1);
     size_t slashes = 0;  // backslashes before a final $: an odd count escapes it
@@ -442,6 +443,17 @@ class Compiler {
     const std::string whole = absl::StrCat("\"", head ? "" : kAny, "(", p, ")", tail ? "" : kAny, "\"");
     if (absl::StatusOr<Regex> w = Regex::Compile(whole); !w.ok())  // a search can outgrow the DFA limit
       return Refused(absl::StrCat("pattern (", w.status().message(), ")"), at);
+    return whole;
+  }
+
+  absl::StatusOr<std::string> Pattern(const std::string& p, const std::string& at) {
+    absl::StatusOr<std::string> whole = PatternRegex(p, at);
+    if (!whole.ok()) return whole;
+    return Terminal(*whole);
+  }
+
+  // A regex as a grammar /terminal/.
+  static std::string Terminal(const std::string& whole) {
     std::string terminal;  // every '/' of the regex written \x2f: the grammar's /.../ ends at a bare one
     for (size_t i = 0; i < whole.size(); ++i) {
       if (whole[i] == '\\' && i + 1 < whole.size()) {
@@ -466,10 +478,31 @@ class Compiler {
         if (required.insert(r.get<std::string>()).second) required_order.push_back(r.get<std::string>());
       }
     }
+    // patternProperties (one pattern): members whose name matches it take its schema. The extra
+    // members written are those: names outside every pattern are not generated even where
+    // additionalProperties allows them (a subset of the valid objects, as the member order is).
+    std::optional<Regex> name_re;
+    std::string name_terminal;
+    const json* pattern_schema = nullptr;
+    if (s.contains("patternProperties") && !s["patternProperties"].empty()) {
+      const json& pp = s["patternProperties"];
+      if (!pp.is_object()) return Refused("patternProperties that is not an object", at);
+      if (pp.size() > 1) return Refused("patternProperties with several patterns", at);
+      absl::StatusOr<std::string> whole = PatternRegex(pp.begin().key(), at + "/patternProperties");
+      if (!whole.ok()) return whole;
+      absl::StatusOr<Regex> re = Regex::Compile(*whole);
+      if (!re.ok()) return Refused(absl::StrCat("patternProperties (", re.status().message(), ")"), at);
+      name_re = std::move(*re);
+      name_terminal = Terminal(*whole);
+      pattern_schema = &pp.begin().value();
+    }
+    auto pattern_names = [&](const std::string& name) { return name_re && name_re->Matches(json(name).dump()); };
     std::set<std::string> listed;
     if (s.contains("properties")) {
       if (!s["properties"].is_object()) return Refused("properties that is not an object", at);
       for (auto it = s["properties"].begin(); it != s["properties"].end(); ++it) {
+        if (pattern_names(it.key()))
+          return Refused(absl::StrCat("a property '", it.key(), "' that patternProperties also matches"), at);
         listed.insert(it.key());
         // A member no value satisfies may not appear (an intersection can say so, and schemas do:
         // an enum of strings beside "type": "object").
@@ -495,6 +528,7 @@ class Compiler {
     // the listed ones, its value under additionalProperties.
     for (const std::string& r : required_order) {
       if (listed.count(r)) continue;
+      if (pattern_names(r)) return Refused(absl::StrCat("a required name '", r, "' that patternProperties matches"), at);
       if (extra.empty()) return Refused(absl::StrCat("a required property '", r, "' that additionalProperties forbids"), at);
       props.emplace_back(r, extra);
       listed.insert(r);
@@ -503,14 +537,27 @@ class Compiler {
     // starts with a comma). Listed properties come in the schema's order.
     const size_t n = props.size();
     std::string a_next, b_next;
-    if (extra.empty()) {
-      a_next = "";
-      b_next = "";
-    } else {
+    std::string key_expr;  // an extra member's name
+    if (name_re) {
+      extra.clear();
+      if (*pattern_schema != false) {
+        absl::StatusOr<std::string> v = Schema(*pattern_schema, at + "/patternProperties");
+        if (!v.ok()) return v;
+        extra = *v;
+        key_expr = name_terminal;  // no listed name matches it (refused above)
+      }
+    } else if (!extra.empty()) {
       // An extra member's name is any string but the listed ones (else a listed property with a
       // wrong value would pass as an extra one).
       absl::StatusOr<std::string> key = OtherName(listed, at);
       if (!key.ok()) return key;
+      key_expr = *key;
+    }
+    if (extra.empty()) {
+      a_next = "";
+      b_next = "";
+    } else {
+      const std::string* key = &key_expr;
       absl::StatusOr<std::string> member = NewRule(absl::StrCat(*key, " ws \":\" ws ", extra));
       if (!member.ok()) return member;
       absl::StatusOr<std::string> b = NewRule(absl::StrCat("( ws \",\" ws ", *member, " )*"));

@@ -75,6 +75,7 @@ const json* Member(const json& s, const char* key) {
 // else true.
 json MemberSchema(const json& s, const std::string& name) {
   if (const json* p = Member(s, "properties"); p != nullptr && p->is_object() && p->contains(name)) return (*p)[name];
+  if (s.contains("patternProperties")) return true;  // the name may match a pattern: unknown here
   if (const json* a = Member(s, "additionalProperties")) return *a;
   return true;
 }
@@ -96,7 +97,7 @@ absl::Status SchemaRefusal(const std::string& what, const std::string& at) {
 
 bool SupportedKeyword(const std::string& key) {
   static const std::set<std::string> k = {
-      "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "not", "properties", "required",
+      "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "not", "properties", "patternProperties", "required",
       "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
       "maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
   return k.count(key) > 0;
@@ -104,7 +105,7 @@ bool SupportedKeyword(const std::string& key) {
 
 bool UnenforcedKeyword(const std::string& key, const json& value) {
   static const std::set<std::string> k = {
-      "patternProperties", "propertyNames", "dependencies", "dependentRequired", "dependentSchemas", "if",
+      "propertyNames", "dependencies", "dependentRequired", "dependentSchemas", "if",
       "contains", "minContains", "maxContains", "multipleOf", "minProperties", "maxProperties",
       "unevaluatedProperties", "unevaluatedItems", "$dynamicRef", "$recursiveRef", "disallow", "extends",
       "divisibleBy"};
@@ -304,6 +305,10 @@ absl::StatusOr<json> SchemaAlgebra::MergePlain(const json& a, const json& b, con
     if (types.empty()) return json(false);
     out["type"] = types.size() == 1 ? json(types[0]) : json(types);
   }
+  const bool pa = a.contains("patternProperties"), pb = b.contains("patternProperties");
+  auto members = [](const json& s) { return s.contains("properties") || s.contains("additionalProperties"); };
+  if ((pa && pb) || (pa && members(b)) || (pb && members(a)))
+    return SchemaRefusal("allOf of patternProperties and other members", at);
   for (const char* k : {"properties", "additionalProperties", "required"})
     if (a.contains(k) || b.contains(k)) {
       if (absl::Status st = MergeObjects(a, b, at, depth, &out); !st.ok()) return st;
@@ -469,6 +474,7 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
     if (const json* m = num("exclusiveMaximum"); m != nullptr && x >= m->get<double>()) return false;
   }
   if (v.is_object()) {
+    if (s.contains("patternProperties")) unsure = true;  // names against patterns: not decided here
     for (const std::string& r : Required(s))
       if (!v.contains(r)) return false;
     const json* props = Member(s, "properties");

@@ -111,6 +111,8 @@ inline void Canonical(ordered_json& v, const ordered_json* s, const ordered_json
     const ordered_json* extra = s->contains("additionalProperties") && (*s)["additionalProperties"].is_object()
                             ? &(*s)["additionalProperties"]
                             : nullptr;
+    if (s->contains("patternProperties") && (*s)["patternProperties"].is_object() && (*s)["patternProperties"].size() == 1)
+      extra = &(*s)["patternProperties"].begin().value();  // the extra members a generator writes
     ordered_json out = ordered_json::object();
     if (props != nullptr)
       for (auto p = props->begin(); p != props->end(); ++p)

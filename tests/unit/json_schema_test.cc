@@ -254,6 +254,13 @@ TEST(JsonSchema, CombinationsFoldIntoIntersections) {
   const Grammar lengths = Compile(R"({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]})");
   EXPECT_TRUE(Accepts(lengths, R"("abc")"));
   EXPECT_FALSE(Accepts(lengths, R"("ab")")) << "both branches take it";
+  // patternProperties: the extra members written are those whose name matches the pattern, valued
+  // under its schema (names outside it are not generated, even where additionalProperties allows).
+  const Grammar patterned = Compile(R"({"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"],
+      "patternProperties": {"^x-[a-z]+$": {"type": "string"}}})");
+  for (const char* ok : {R"({"id":1})", R"({"id":1,"x-a":"s","x-bc":""})"}) EXPECT_TRUE(Accepts(patterned, ok)) << ok;
+  for (const char* bad : {R"({"id":1,"x-a":1})", R"({"id":1,"x-":"s"})", R"({"id":1,"y":"s"})", R"({"x-a":"s"})"})
+    EXPECT_FALSE(Accepts(patterned, bad)) << bad;
   // Keywords of no vocabulary (vendor extensions) constrain nothing, as validators say.
   const Grammar vendor = Compile(R"({"type": "string", "_format": "x", "self": {"vendor": "v"}, "readonly": true})");
   EXPECT_TRUE(Accepts(vendor, R"("anything")"));
@@ -311,7 +318,9 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
             "oneOf whose branches may overlap and cannot be told apart"},
            {R"({"allOf": [{"type": "string", "pattern": "a"}, {"pattern": "b"}]})", "allOf of two different 'pattern'"},
            {R"({"type": "string", "format": "ipv6"})", "format 'ipv6'"},
-           {R"({"type": "object", "patternProperties": {"^x": {}}})", "refused: patternProperties"},
+           {R"({"type": "object", "patternProperties": {"^x": {}, "^y": {}}})", "patternProperties with several patterns"},
+           {R"({"type": "object", "properties": {"xa": {}}, "patternProperties": {"^x": {"type": "null"}}})",
+            "property 'xa' that patternProperties also matches"},
            {R"({"$ref": "http://example.com/s.json"})", "$ref to"},
            {R"({"type": "object", "required": ["a"], "additionalProperties": false})",
             "required property 'a' that additionalProperties forbids"},
