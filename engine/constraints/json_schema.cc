@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/constraints/json_depth.h"
+#include "engine/constraints/json_text_pattern.h"
 #include "engine/constraints/number_range.h"
 #include "engine/constraints/regex.h"
 #include "engine/constraints/schema_algebra.h"
@@ -433,16 +434,16 @@ class Compiler {
       }
     }
     if (top_alternation && (head || tail)) return Refused("pattern with anchors around a top-level alternation", at);
-    absl::StatusOr<Regex> re = Regex::Compile(p);
-    if (!re.ok()) return Refused(absl::StrCat("pattern (", re.status().message(), ")"), at);
-    for (int state = 0; state < re->num_states(); ++state)
-      for (int b = 0; b < 0x100; ++b)
-        if ((b < 0x20 || b == '"' || b == '\\') && re->Next(state, static_cast<uint8_t>(b)) != Regex::kDead)
-          return Refused("pattern that may take a character JSON escapes", at);
+    if (absl::StatusOr<Regex> re = Regex::Compile(p); !re.ok())
+      return Refused(absl::StrCat("pattern (", re.status().message(), ")"), at);
+    // The decoded text's pattern as the JSON text's (", \ and controls escaped).
+    absl::StatusOr<std::string> json_text = PatternOverJsonText(p);
+    if (!json_text.ok()) return Refused(absl::StrCat("pattern (", json_text.status().message(), ")"), at);
     static constexpr char kAny[] = R"R(([^"\\\x00-\x1f]|\\(["\\\/bfnrt]|u[0-9a-fA-F]{4}))*)R";
-    const std::string whole = absl::StrCat("\"", head ? "" : kAny, "(", p, ")", tail ? "" : kAny, "\"");
-    if (absl::StatusOr<Regex> w = Regex::Compile(whole); !w.ok())  // a search can outgrow the DFA limit
-      return Refused(absl::StrCat("pattern (", w.status().message(), ")"), at);
+    const std::string whole = absl::StrCat("\"", head ? "" : kAny, "(", *json_text, ")", tail ? "" : kAny, "\"");
+    absl::StatusOr<Regex> w = Regex::Compile(whole);
+    if (!w.ok()) return Refused(absl::StrCat("pattern (", w.status().message(), ")"), at);  // a search can outgrow the DFA limit
+    if (!WritesOnlyJsonStrings(*w)) return Refused("pattern whose JSON writing this cannot make exact", at);
     return whole;
   }
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -304,13 +305,54 @@ TEST(JsonSchema, PatternsInsideStrings) {
   const Grammar slash = Compile(R"({"type": "string", "pattern": "^\/x$"})");
   EXPECT_TRUE(Accepts(slash, R"("/x")"));
   for (const char* refused : {R"({"type": "string", "pattern": "^a|b$"})", R"J({"type": "string", "pattern": "^(?=a)"})J",
-                              R"({"type": "string", "pattern": "^[^a]$"})", R"({"type": "string", "pattern": "x", "maxLength": 3})"})
+                              R"({"type": "string", "pattern": "x", "maxLength": 3})"})
     EXPECT_NE(JsonSchemaToGbnf(refused).status().message().find("refused: pattern"), std::string::npos) << refused;
+}
+
+// A pattern over the decoded text, written over the JSON text (json_text_pattern.h): atoms that
+// take ", \ or a control take them escaped, never raw; every accepted text is a JSON string whose
+// decoded text matches the pattern (checked with nlohmann's decoder and std::regex).
+TEST(JsonSchema, PatternsThatTakeEscapedCharacters) {
+  const struct {
+    const char* pattern;
+    std::vector<const char*> ok, bad;  // JSON texts
+  } cases[] = {
+      {"^[^a]$", {R"("b")", R"("\"")", R"("\\")", R"("\n")", R"("\u0001")", R"("é")"}, {R"("a")", R"("")", R"("bb")"}},
+      {"^a.*z$", {R"("az")", R"("a\"\\z")", R"("a\tz")"}, {R"("a\nz")", R"("a\rz")", R"("a")"}},
+      {"^\\S+$", {R"("x\"y")", R"("\\")"}, {R"("a b")", R"("\t")", R"("")"}},
+      {"^[\\s\\d]+$", {R"("1 2")", R"("\t3\n")"}, {R"("a")", R"("\"")"}},
+      {"^say \"hi\"$", {R"("say \"hi\"")"}, {R"("say hi")"}},
+      {"^[ -~]{2}$", {R"("ab")", R"("\"\\")", R"("~ ")"}, {R"("a")", R"("\n")"}},
+  };
+  for (const auto& c : cases) {
+    const Grammar g = Compile(json{{"type", "string"}, {"pattern", c.pattern}}.dump());
+    for (const char* ok : c.ok) EXPECT_TRUE(Accepts(g, ok)) << c.pattern << ": " << ok;
+    for (const char* bad : c.bad) EXPECT_FALSE(Accepts(g, bad)) << c.pattern << ": " << bad;
+  }
+  // Raw specials are never written: every 1-3 byte text over a small alphabet that the grammar
+  // takes parses as a JSON string, and its decoded text matches the pattern.
+  const std::string alphabet[] = {"a", "\"", "\\", "\\\"", "\\\\", "\\n", "\n", " ", "\\u0001"};
+  for (const char* pattern : {"^[^a]+$", "^.*$", "^\\S\\s?$"}) {
+    const Grammar g = Compile(json{{"type", "string"}, {"pattern", pattern}}.dump());
+    const std::regex re(pattern, std::regex::ECMAScript);
+    int taken = 0;
+    for (const std::string& x : alphabet)
+      for (const std::string& y : alphabet)
+        for (const std::string& z : {std::string(), std::string("a"), std::string("\\t")}) {
+          const std::string text = "\"" + x + y + z + "\"";
+          if (!Accepts(g, text)) continue;
+          ++taken;
+          const json decoded = json::parse(text, nullptr, false);
+          ASSERT_TRUE(decoded.is_string()) << pattern << ": accepted broken JSON " << text;
+          EXPECT_TRUE(std::regex_search(decoded.get<std::string>(), re)) << pattern << ": " << text;
+        }
+    EXPECT_GT(taken, 5) << pattern;
+  }
 }
 
 TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
   for (auto [schema, says] : std::vector<std::pair<const char*, const char*>>{
-           {R"({"type": "string", "pattern": "^a.*$"})", "refused: pattern"},
+           {R"({"type": "string", "pattern": "^[a\\S]$"})", "refused: pattern (a character class with \\S"},
            {R"({"type": "number", "minimum": 1e40})", "minimum '1e+40': an exponent beyond 30"},
            {R"({"not": {"type": "string", "pattern": "a"}})", "not of 'pattern'"},
            {R"({"type": "array", "uniqueItems": true})", "refused: uniqueItems"},
