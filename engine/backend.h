@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -72,7 +73,15 @@ class Backend {
 
   // Runs the items as one step. out[i] is filled for items with sample = true (others untouched);
   // out is resized to items.size(). On error no slot has been changed.
-  virtual absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) = 0;
+  // before_sampling (optional): called once the forward pass is under way and before anything
+  // reads StepItem::allowed, which it may still write: structured output's masks are made there,
+  // on CPU threads while the GPU runs the step (the CPU backend calls it between its forward pass
+  // and its sampling). It cannot fail: a mask that comes out empty is the scheduler's to handle.
+  virtual absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
+                            const std::function<void()>& before_sampling) = 0;
+  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) {
+    return Step(items, out, nullptr);
+  }
 };
 
 // What every backend checks of a step's items before running anything (INTERNAL: these are the

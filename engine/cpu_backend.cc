@@ -33,7 +33,9 @@ class CpuBackend : public Backend {
   // Any number: the logits of a step are sized per step on the heap.
   int max_logit_rows() const override { return 1 << 20; }
 
-  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
+  using Backend::Step;
+  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
+                    const std::function<void()>& before_sampling) override {
     RETURN_IF_ERROR(CheckStepItems(items, pool_.capacity()));
     std::vector<CpuModel::Segment> segs;
     segs.reserve(items.size());
@@ -41,6 +43,7 @@ class CpuBackend : public Backend {
       if (it.sample_from < 0) segs.push_back({it.tokens, pool_.data(it.slot), !it.score_targets.empty(), it.adapter.get()});
     std::vector<float> logits;
     RETURN_IF_ERROR(model_->Forward(segs, &logits));
+    if (before_sampling) before_sampling();
     out->resize(items.size());
     const size_t V = config().vocab_size;
     auto logits_row = [&](size_t r) { return std::span<const float>(logits).subspan(r * V, V); };

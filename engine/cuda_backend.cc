@@ -58,7 +58,9 @@ class CudaBackend : public Backend {
 
   int max_logit_rows() const override { return max_logit_rows_; }
 
-  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out) override {
+  using Backend::Step;
+  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
+                    const std::function<void()>& before_sampling) override {
     RETURN_IF_ERROR(CheckStepItems(items, pool_->capacity()));
     std::vector<CudaModel::Segment> segs;
     std::vector<size_t> seg_of(items.size());  // item -> its segment (an item with tokens)
@@ -76,6 +78,8 @@ class CudaBackend : public Backend {
     std::vector<int> first_row;
     const CudaModel::States states{pool_->base(), pool_->slot_stride(), pool_->scratch_slot()};
     RETURN_IF_ERROR(model_->Forward(segs, states, &first_row));
+    // The forward pass is queued on the stream: the masks are made while the GPU runs it.
+    if (before_sampling) before_sampling();
     // Sampled rows and scored rows (a forced token each, the raw logits: no penalties, greedy) go
     // through the sampler in one launch; a sampled row's token mask (structured output) with it,
     // applied on the device (siblings of an n > 1 request each with their own).

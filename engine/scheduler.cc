@@ -66,6 +66,9 @@ struct Scheduler::Request : RequestHandle {
   // step's StepItem points at it).
   std::unique_ptr<constraints::Matcher> matcher;
   constraints::TokenMask mask;
+  // What the mask made during the step says of the token the step samples: take it, or end here
+  // (complete, and no token continues the text; or no token continues an incomplete text).
+  enum class MaskOutcome { kSample, kComplete, kDeadEnd } mask_outcome = MaskOutcome::kSample;
 };
 
 namespace {
@@ -78,7 +81,8 @@ SessionOptions WithVocab(SessionOptions o, int32_t vocab_size) {
 Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
     : backend_(backend), options_(options),
       sessions_(backend.pool(), WithVocab(options.sessions, backend.config().vocab_size), backend.name()),
-      prefix_cache_(backend.pool(), options.prefix_cache_block, options.prefix_cache_bytes) {
+      prefix_cache_(backend.pool(), options.prefix_cache_block, options.prefix_cache_bytes),
+      mask_workers_(options.mask_threads) {
   stats_.slots = backend_.pool().capacity();
   refused_session_files_ = sessions_.LoadDirectory();
   stats_.sessions = sessions_.stats();
@@ -387,30 +391,46 @@ void Scheduler::Begin(Request& r) {
 
 bool Scheduler::ConstrainNext(Request& r) {
   if (r.matcher == nullptr) return true;
+  if (!r.matcher->Continues()) {  // no byte may follow: the text is complete (a matcher is never stuck)
+    Finish(r, FinishReason::kStop, absl::OkStatus());
+    return false;
+  }
+  // The mask itself is made while the step's forward pass runs (MakeMasks); the step's item
+  // points at this buffer, which keeps its size from here on.
+  r.mask.assign((std::max(backend_.vocab_limit(), 1) + 63) / 64, 0);
+  r.mask_outcome = Request::MaskOutcome::kSample;
+  masks_due_.push_back(&r);
+  return true;
+}
+
+void Scheduler::MakeMasks() {
+  mask_workers_.Run(masks_due_.size(), [this](size_t i) { MakeMask(*masks_due_[i]); });
+}
+
+void Scheduler::MakeMask(Request& r) const {
   const bool at_start = r.text != nullptr && r.text->AtStart();
-  r.mask = r.matcher->Allowed(*vocab_, at_start);
+  const constraints::TokenMask allowed = r.matcher->Allowed(*vocab_, at_start);
   const int limit = std::min(backend_.vocab_limit(), vocab_->vocab_size());
-  r.mask.resize((std::max(backend_.vocab_limit(), 1) + 63) / 64, 0);
-  for (int t = limit; t < static_cast<int>(r.mask.size()) * 64; ++t) r.mask[t >> 6] &= ~(uint64_t{1} << (t & 63));
+  std::fill(r.mask.begin(), r.mask.end(), 0);
+  for (int w = 0; w < static_cast<int>(std::min(allowed.size(), r.mask.size())) && w * 64 < limit; ++w)
+    r.mask[w] = allowed[w] & (limit - w * 64 >= 64 ? ~uint64_t{0} : (uint64_t{1} << (limit - w * 64)) - 1);
   const bool any = std::any_of(r.mask.begin(), r.mask.end(), [](uint64_t w) { return w != 0; });
+  auto allow = [&](int32_t id) {
+    if (id >= 0 && id < backend_.vocab_limit()) r.mask[id >> 6] |= uint64_t{1} << (id & 63);
+  };
   if (r.matcher->CanEnd()) {
-    if (!any) {  // complete, and nothing may follow
-      Finish(r, FinishReason::kStop, absl::OkStatus());
-      return false;
+    if (!any) {  // complete, and no token continues it: ends without taking the step's token
+      r.mask_outcome = Request::MaskOutcome::kComplete;
+      allow(0);  // the sampler wants one id; the token is dropped
+      return;
     }
-    auto allow = [&](int32_t id) {
-      if (id >= 0 && id < backend_.vocab_limit()) r.mask[id >> 6] |= uint64_t{1} << (id & 63);
-    };
     if (!r.spec.ignore_eos)
       for (int32_t id : backend_.config().eos_token_ids) allow(id);
     for (int32_t id : r.spec.stop_token_ids) allow(id);
   } else if (!any) {
-    Finish(r, FinishReason::kStop,
-           absl::FailedPreconditionError("the output cannot go on within its constraint: no token of this model's "
-                                         "vocabulary continues it"));
-    return false;
+    r.mask_outcome = Request::MaskOutcome::kDeadEnd;
+    allow(0);
   }
-  return true;
 }
 
 void Scheduler::Fork(Request& leader, std::span<Request* const> siblings, std::span<const SampledToken> firsts) {
@@ -535,6 +555,16 @@ void Scheduler::DropEnded(std::chrono::system_clock::time_point now, bool cancel
 }
 
 void Scheduler::Accept(Request& r, const SampledToken& t) {
+  if (r.matcher != nullptr && r.mask_outcome != Request::MaskOutcome::kSample) {  // its mask said: end here
+    if (r.mask_outcome == Request::MaskOutcome::kComplete) {
+      Finish(r, FinishReason::kStop, absl::OkStatus());
+    } else {
+      Finish(r, FinishReason::kStop,
+             absl::FailedPreconditionError("the output cannot go on within its constraint: no token of this model's "
+                                           "vocabulary continues it"));
+    }
+    return;
+  }
   const int32_t token = t.token;
   ++r.sampled;
   r.last_sampled = token;
@@ -573,6 +603,7 @@ void Scheduler::Accept(Request& r, const SampledToken& t) {
 }
 
 void Scheduler::RunStep() {
+  masks_due_.clear();
   std::vector<StepItem> items;
   std::vector<Request*> owners;  // null for a sibling's item (siblings below)
   int budget = options_.step_token_budget;
@@ -671,7 +702,10 @@ void Scheduler::RunStep() {
   // Fine-tuning shares the device: wait for a training step in flight (or one that is owed its
   // turn) to end, and keep training out while this step runs.
   if (options_.compute_gate != nullptr) options_.compute_gate->BeginServing();
-  absl::Status st = backend_.Step(items, &out);
+  // Structured output: the masks are made on the mask workers while the device runs the forward
+  // pass (Backend::Step calls back before sampling).
+  absl::Status st = masks_due_.empty() ? backend_.Step(items, &out) : backend_.Step(items, &out, [this] { MakeMasks(); });
+  masks_due_.clear();
   if (options_.compute_gate != nullptr) options_.compute_gate->EndServing();
   {
     // Counted before any sink runs: a client that saw its answer sees the step in the stats.

@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/mask_workers.h"
 #include "engine/constraints/constraint.h"
 #include "engine/sessions/prefix_cache.h"
 #include "engine/sessions/session_store.h"
@@ -118,6 +119,9 @@ struct SchedulerOptions {
   // > 0 (and preemption on): a request that has waited this long for a slot also preempts the
   // longest-running sequence of no higher priority that has run this long (time slicing).
   std::chrono::milliseconds preempt_after{0};
+  // Threads that make structured output's token masks while the device steps (the scheduler's
+  // own thread works on them too): 0 makes them on the scheduler thread alone.
+  int mask_threads = 3;
 };
 
 struct SchedulerStats {
@@ -183,9 +187,13 @@ class Scheduler {
   void Fork(Request& leader, std::span<Request* const> siblings, std::span<const SampledToken> firsts);
   void FinishScored(Request& r);  // a score-only request (max_new_tokens 0): its scores, and done
   void Unpark(Request& leader);  // the leader ended before its fork: its siblings run on their own
-  // Structured output: the ids r may sample next, into r's mask; false when r ended here (its text
-  // is complete and nothing may follow, or nothing in the vocabulary continues it).
+  // Structured output: false when r ended here (its text is complete and no byte may follow);
+  // else r's mask is due this step (sized now, made by MakeMasks during the step).
   bool ConstrainNext(Request& r);
+  // The due masks, on the mask workers (one request each; a request's mask touches only it and
+  // the shared, read-only vocabulary and compiled constraint).
+  void MakeMasks();
+  void MakeMask(Request& r) const;
   void PublishStats();
 
   Backend& backend_;
@@ -212,6 +220,8 @@ class Scheduler {
   // request (Submit's thread), read-only after.
   std::once_flag vocab_once_;
   std::unique_ptr<const constraints::ConstraintVocabulary> vocab_;
+  std::vector<Request*> masks_due_;  // this step's constrained sampling requests
+  MaskWorkers mask_workers_;
   std::thread thread_;
 };
 

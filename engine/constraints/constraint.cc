@@ -32,6 +32,11 @@ class RegexMatcher : public Matcher {
     return true;
   }
   bool CanEnd() const override { return state_ != Regex::kDead && re_.Accepting(state_); }
+  bool Continues() override {
+    for (int b = 0; b < 256 && state_ != Regex::kDead; ++b)
+      if (re_.Next(state_, static_cast<uint8_t>(b)) != Regex::kDead) return true;
+    return false;
+  }
   TokenMask Walk(const ConstraintVocabulary& vocab, bool at_start) override {
     std::lock_guard<std::mutex> lock(c_.masks_mu_);
     if (c_.masks_vocab_ != &vocab) {  // another tokenizer (tests): start over
@@ -67,6 +72,14 @@ class GrammarConstraintMatcher : public Matcher {
     return true;
   }
   bool CanEnd() const override { return m_.CanEnd(); }
+  bool Continues() override {
+    for (int b = 0; b < 256; ++b)
+      if (m_.Advance(static_cast<uint8_t>(b))) {
+        m_.Rollback(1);
+        return true;
+      }
+    return false;
+  }
   TokenMask Walk(const ConstraintVocabulary& vocab, bool at_start) override {
     return m_.Allowed(vocab.trie(at_start));
   }

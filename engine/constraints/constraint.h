@@ -63,6 +63,9 @@ class Matcher {
   }
   // Whether the text so far is complete (the output may end here).
   virtual bool CanEnd() const = 0;
+  // Whether some byte may come next (cheap next to a mask: a complete text that cannot go on ends
+  // the output before a step is spent on it).
+  virtual bool Continues() = 0;
   // The tokens whose bytes may come next (at the start, with the vocabulary's invisible ones
   // unless one was taken).
   TokenMask Allowed(const ConstraintVocabulary& vocab, bool at_start);

@@ -4,7 +4,10 @@
 // n > 1, stop strings and logprobs keep working with a constraint.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <functional>
 #include <future>
 #include <regex>
 #include <string>
@@ -12,6 +15,7 @@
 
 #include "engine/backend.h"
 #include "engine/constraints/constraint.h"
+#include "engine/mask_workers.h"
 #include "engine/scheduler.h"
 #include "models/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -101,6 +105,82 @@ TEST_F(StructuredOutput, SampledJsonAlwaysValidatesAndEndsWhenComplete) {
     ExpectPerson(got.text);
   }
   EXPECT_GE(complete, 8) << "most outputs of the small schema complete within 96 tokens";
+}
+
+// A backend that watches when the scheduler's masks are made: the items' masks are empty when the
+// step starts (they are not made before the forward pass) and made when its before_sampling hook
+// returns (while a GPU would run the forward pass), by the mask workers.
+class MaskWatchingBackend : public Backend {
+ public:
+  explicit MaskWatchingBackend(Backend& inner) : inner_(inner) {}
+  std::string name() const override { return inner_.name(); }
+  std::string device() const override { return inner_.device(); }
+  const GlaConfig& config() const override { return inner_.config(); }
+  const Tokenizer* tokenizer() const override { return inner_.tokenizer(); }
+  int64_t weight_bytes() const override { return inner_.weight_bytes(); }
+  StatePool& pool() override { return inner_.pool(); }
+  int64_t state_pool_bytes() const override { return inner_.state_pool_bytes(); }
+  int64_t workspace_bytes() const override { return inner_.workspace_bytes(); }
+  int max_logit_rows() const override { return inner_.max_logit_rows(); }
+  using Backend::Step;
+  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
+                    const std::function<void()>& before_sampling) override {
+    const int words = (vocab_limit() + 63) / 64;
+    auto made = [&](const StepItem& it) {
+      return std::any_of(it.allowed, it.allowed + words, [](uint64_t w) { return w != 0; });
+    };
+    int masked = 0;
+    for (const StepItem& it : items)
+      if (it.allowed != nullptr) ++masked, made_early_ += made(it);
+    if (masked > 0) {
+      ++masked_steps_;
+      hooked_ += before_sampling != nullptr;
+    }
+    return inner_.Step(items, out, [&] {
+      if (before_sampling) before_sampling();
+      for (const StepItem& it : items)
+        if (it.allowed != nullptr) unmade_ += !made(it);
+    });
+  }
+  int masked_steps_ = 0, hooked_ = 0, made_early_ = 0, unmade_ = 0;
+
+ private:
+  Backend& inner_;
+};
+
+TEST_F(StructuredOutput, MasksAreMadeWhileTheStepRunsOnTheMaskWorkers) {
+  MaskWatchingBackend watching(*backend_);
+  for (int threads : {0, 3}) {
+    SchedulerOptions o;
+    o.mask_threads = threads;
+    Scheduler s(watching, o);
+    auto c = Compile(constraints::Constraint::Kind::kJsonSchema, kPerson);
+    ASSERT_NE(c, nullptr);
+    std::vector<std::future<Collected>> runs;
+    for (uint64_t seed = 1; seed <= 6; ++seed) runs.push_back(SubmitCollect(s, Spec(c, seed, 1.0f)));
+    for (auto& r : runs) {
+      const Collected got = r.get();
+      ASSERT_TRUE(got.status.ok()) << got.status;
+      if (got.reason != FinishReason::kLength) ExpectPerson(got.text);
+    }
+  }
+  EXPECT_GT(watching.masked_steps_, 20);
+  EXPECT_EQ(watching.hooked_, watching.masked_steps_) << "every masked step gets the hook";
+  EXPECT_EQ(watching.made_early_, 0) << "no mask is made before the step's forward pass";
+  EXPECT_EQ(watching.unmade_, 0) << "every mask is made when the hook returns";
+}
+
+TEST(MaskWorkers, RunsEveryJobOnceWithAnyNumberOfThreads) {
+  for (int threads : {0, 1, 3}) {
+    MaskWorkers workers(threads);
+    for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{64}}) {
+      for (int round = 0; round < 20; ++round) {
+        std::vector<std::atomic<int>> ran(n);
+        workers.Run(n, [&](size_t i) { ran[i].fetch_add(1); });
+        for (size_t i = 0; i < n; ++i) ASSERT_EQ(ran[i].load(), 1) << threads << " threads, job " << i << " of " << n;
+      }
+    }
+  }
 }
 
 TEST_F(StructuredOutput, RegexOutputMatchesAndStopsWhereNothingMayFollow) {
