@@ -115,6 +115,9 @@ ABSL_FLAG(bool, preemption, true,
 ABSL_FLAG(int32_t, preempt_after_ms, 0,
           "with --preemption: a request that has waited this long for a slot also swaps out the longest-running "
           "sequence of no higher priority that has run this long (time slicing; 0 = only for priority)");
+ABSL_FLAG(int32_t, mask_threads, 3,
+          "structured output: threads that make the token masks while the device runs each step (the scheduler's "
+          "thread helps; 0 = that thread alone)");
 // Parsed by TakeAdapterFlags below (absl flags keep only the last of a repeated flag); declared so
 // that --help lists it.
 ABSL_FLAG(std::string, adapter, "",
@@ -316,6 +319,8 @@ absl::Status SessionsFromFlags(ServerOptions& o) {
   so.prefix_cache_block = absl::GetFlag(FLAGS_prefix_cache_block);
   so.preemption = absl::GetFlag(FLAGS_preemption);
   so.preempt_after = std::chrono::milliseconds(std::max(0, absl::GetFlag(FLAGS_preempt_after_ms)));
+  so.mask_threads = absl::GetFlag(FLAGS_mask_threads);
+  if (so.mask_threads < 0 || so.mask_threads > 64) return absl::InvalidArgumentError("--mask_threads must be in [0, 64]");
   if (so.sessions.host_bytes < 0 || so.sessions.default_ttl_s < 0 || so.sessions.max_sessions < 0 ||
       so.prefix_cache_bytes < 0 || so.prefix_cache_block < 1)
     return absl::InvalidArgumentError(

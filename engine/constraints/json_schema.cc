@@ -40,30 +40,7 @@ j-char ::= [^"\\\x00-\x1f] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )
 j-string ::= /"([^"\\\x00-\x1f]|\\(["\\\/bfnrt]|u[0-9a-fA-F]{4}))*"/
 j-int ::= /-?(0|[1-9][0-9]*)/
 j-number ::= /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/
-j-date ::= [0-9]{4} "-" ( ( "01" | "03" | "05" | "07" | "08" | "10" | "12" ) "-" j-d31 | ( "04" | "06" | "09" | "11" ) "-" j-d30 | "02-" j-d28 ) | j-leap "-02-29"
-j-leap ::= [0-9]{2} ( "0" [48] | [2468] [048] | [13579] [26] ) | ( [02468] [048] | [13579] [26] ) "00"
-j-d28 ::= "0" [1-9] | "1" [0-9] | "2" [0-8]
-j-d30 ::= j-d28 | "29" | "30"
-j-d31 ::= j-d30 | "31"
-j-hh ::= [01] [0-9] | "2" [0-3]
-j-mm ::= [0-5] [0-9]
-j-time ::= j-hh ":" j-mm ":" ( j-mm | "60" ) ( "." [0-9]+ )? ( [zZ] | [-+] j-hh ":" j-mm )
 j-hex ::= [0-9a-fA-F]
-j-octet ::= "25" [0-5] | "2" [0-4] [0-9] | "1" [0-9] [0-9] | [1-9]? [0-9]
-j-ipv4 ::= j-octet "." j-octet "." j-octet "." j-octet
-j-label ::= [a-zA-Z0-9] ( [a-zA-Z0-9-]{0,60} [a-zA-Z0-9] )?
-j-hostname ::= j-label ( "." j-label ){0,3}
-j-email ::= j-atom ( "." j-atom )* "@" j-hostname
-j-atom ::= [a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]+
-j-usub ::= [a-zA-Z0-9._~!$&'()*+,;=-] | "%" j-hex j-hex
-j-pchar ::= j-usub | [:@]
-j-query ::= ( j-pchar | [/?] )*
-j-authority ::= j-usub* ( ":" [0-9]* )?
-j-path ::= ( "/" j-pchar* )*
-j-tail ::= ( "?" j-query )? ( "#" j-query )?
-j-uri ::= [a-zA-Z] [a-zA-Z0-9+.-]* ":" ( "//" j-authority j-path | "/" ( j-pchar+ j-path )? | j-pchar+ j-path )? j-tail
-j-uri-reference ::= j-uri | ( "//" j-authority j-path | "/" ( j-pchar+ j-path )? | ( j-usub | "@" )+ j-path )? j-tail
-j-json-pointer ::= ( "/" ( [^"\\\x00-\x1f~/] | "~" [01] )* )*
 )G";
 
 // The rules of kBase that `text` names, directly or through each other: a grammar compiles only the
@@ -132,6 +109,10 @@ class Compiler {
   absl::StatusOr<std::string> NewRule(const std::string& body) {
     absl::StatusOr<std::string> name = ReserveRule();
     if (!name.ok()) return name;
+    // Checked as it grows: folded alternations can copy a large schema many times over, and a
+    // grammar past the parser's size limit would be refused after all that work.
+    if (rules_.size() + body.size() > limits_.max_grammar_bytes)
+      return absl::ResourceExhaustedError(absl::StrCat("json schema: its grammar is over ", limits_.max_grammar_bytes, " bytes"));
     absl::StrAppend(&rules_, *name, " ::= ", body, "\n");
     return name;
   }
@@ -144,9 +125,13 @@ class Compiler {
   absl::StatusOr<int> Count(const json& s, const char* key, const std::string& at) {
     const json& v = s[key];
     if (!v.is_number_integer() || v.get<int64_t>() < 0) return Refused(absl::StrCat(key, " that is not a count"), at);
-    if (v.get<int64_t>() > limits_.max_repeat)
+    // Lengths are counted inside one automaton (a few states per character); item counts by
+    // grammar rules (one per item).
+    const bool length = std::string(key) == "minLength" || std::string(key) == "maxLength";
+    const int limit = length ? limits_.max_string_length : limits_.max_repeat;
+    if (v.get<int64_t>() > limit)
       return absl::ResourceExhaustedError(
-          absl::StrCat("json schema at ", at, ": ", key, " ", v.get<int64_t>(), " is over ", limits_.max_repeat));
+          absl::StrCat("json schema at ", at, ": ", key, " ", v.get<int64_t>(), " is over ", limit));
     return static_cast<int>(v.get<int64_t>());
   }
 
@@ -385,21 +370,54 @@ class Compiler {
   absl::StatusOr<std::string> Format(const json& s, const std::string& at) {
     if (!s.contains("format") || !s["format"].is_string()) return std::string();
     const std::string f = s["format"].get<std::string>();
-    std::string g;
-    if (f == "date") g = "j-date";
-    if (f == "time") g = "j-time";
-    if (f == "date-time") g = "j-date [Tt] j-time";
-    if (f == "uuid") g = "j-hex{8} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{4} \"-\" j-hex{12}";
-    // Subsets of their RFCs' languages that need no JSON escape (so the text between the quotes is
-    // the string itself): kBase says which.
-    for (const char* known : {"email", "hostname", "ipv4", "uri", "uri-reference", "json-pointer"})
-      if (f == known) g = absl::StrCat("j-", f);
     for (const char* unwritten : {"duration", "idn-email", "idn-hostname", "ipv6", "iri", "iri-reference",
                                   "uri-template", "relative-json-pointer", "regex"})
       if (f == unwritten) return Refused(absl::StrCat("format '", f, "'"), at);
-    if (g.empty()) return g;
+    const std::string* re = FormatRegex(f);
+    if (re == nullptr) return std::string();
     if (s.contains("minLength") || s.contains("maxLength")) return Refused("format with a length", at);
-    return absl::StrCat("\"\\\"\" ", g, " \"\\\"\"");
+    return Terminal(absl::StrCat("\"(?:", *re, ")\""));  // one automaton: masks inside it come from its cache
+  }
+
+  // The formats written here, as regexes over the string's text: subsets of their RFCs' languages
+  // that need no JSON escape (so the text between the quotes is the string itself). Dates and
+  // times by calendar (days per month, leap years; RFC 3339's leap second 60).
+  static const std::string* FormatRegex(const std::string& f) {
+    static const std::map<std::string, std::string> k = [] {
+      const std::string d28 = "(?:0[1-9]|1[0-9]|2[0-8])";
+      const std::string date = absl::StrCat(
+          "(?:[0-9]{4}-(?:(?:01|03|05|07|08|10|12)-(?:", d28, "|29|30|31)|(?:04|06|09|11)-(?:", d28, "|29|30)|02-", d28,
+          ")|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)");
+      const std::string hh = "(?:[01][0-9]|2[0-3])";
+      const std::string time = absl::StrCat(hh, ":[0-5][0-9]:(?:[0-5][0-9]|60)(?:\\.[0-9]+)?(?:[zZ]|[-+]", hh, ":[0-5][0-9])");
+      const std::string octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+      const std::string label = "[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,60}[a-zA-Z0-9])?";
+      const std::string host = absl::StrCat(label, "(?:\\.", label, "){0,3}");
+      const std::string atom = "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]+";
+      const std::string pct = "%[0-9a-fA-F]{2}";
+      const std::string usub = absl::StrCat("(?:[a-zA-Z0-9._~!$&'()*+,;=-]|", pct, ")");
+      const std::string pchar = absl::StrCat("(?:[a-zA-Z0-9._~!$&'()*+,;=:@-]|", pct, ")");
+      const std::string query = absl::StrCat("(?:[a-zA-Z0-9._~!$&'()*+,;=:@/?-]|", pct, ")*");
+      const std::string path = absl::StrCat("(?:/", pchar, "*)*");
+      const std::string authority = absl::StrCat(usub, "*(?::[0-9]*)?");
+      const std::string tail = absl::StrCat("(?:\\?", query, ")?(?:#", query, ")?");
+      const std::string hier = absl::StrCat("//", authority, path, "|/(?:", pchar, "+", path, ")?");
+      const std::string uri = absl::StrCat("[a-zA-Z][a-zA-Z0-9+.-]*:(?:", hier, "|", pchar, "+", path, ")?", tail);
+      return std::map<std::string, std::string>{
+          {"date", date},
+          {"time", time},
+          {"date-time", absl::StrCat(date, "[Tt]", time)},
+          {"uuid", "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"},
+          {"ipv4", absl::StrCat(octet, "(?:\\.", octet, "){3}")},
+          {"hostname", host},
+          {"email", absl::StrCat(atom, "(?:\\.", atom, ")*@", host)},
+          {"uri", uri},
+          {"uri-reference", absl::StrCat("(?:", uri, "|(?:", hier, "|(?:", usub, "|@)+", path, ")?", tail, ")")},
+          {"json-pointer", "(?:/(?:[^\"\\\\\\x00-\\x1f~/]|~[01])*)*"},
+      };
+    }();
+    auto it = k.find(f);
+    return it == k.end() ? nullptr : &it->second;
   }
 
   // A string whose decoded text matches `pattern` (ECMAScript, found anywhere unless anchored), as

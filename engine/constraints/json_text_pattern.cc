@@ -27,28 +27,32 @@ std::vector<int> SpecialsOf(const std::string& atom) {
   return out;
 }
 
-// The JSON text of each special, as regex alternatives.
+// The JSON text of each special, as regex alternatives: \" \\, the short escapes, and \u00XX for
+// every control, the controls grouped by their high digit into one class of low digits (a pattern
+// like . takes 30 of them: one alternative each would multiply the automaton).
 std::string Escapes(const std::vector<int>& specials) {
   std::string out;
   auto add = [&](const std::string& e) { absl::StrAppend(&out, out.empty() ? "" : "|", e); };
+  std::string lows[2];
   for (int b : specials) {
     if (b == '"') add(R"(\\")");
     if (b == '\\') add(R"(\\\\)");
     if (b >= 0x20) continue;
-    const char* shorts = nullptr;
     switch (b) {
-      case 0x08: shorts = "b"; break;
-      case 0x0c: shorts = "f"; break;
-      case 0x0a: shorts = "n"; break;
-      case 0x0d: shorts = "r"; break;
-      case 0x09: shorts = "t"; break;
+      case 0x08: add(R"(\\b)"); break;
+      case 0x0c: add(R"(\\f)"); break;
+      case 0x0a: add(R"(\\n)"); break;
+      case 0x0d: add(R"(\\r)"); break;
+      case 0x09: add(R"(\\t)"); break;
       default: break;
     }
-    if (shorts != nullptr) add(absl::StrCat(R"(\\)", shorts));
     const int low = b & 0xf;
-    const std::string low_digit = low < 10 ? std::to_string(low) : absl::StrFormat("[%c%c]", 'a' + low - 10, 'A' + low - 10);
-    add(absl::StrCat(R"(\\u00)", b >> 4, low_digit));
+    lows[b >> 4] += low < 10 ? std::to_string(low) : absl::StrFormat("%c%c", 'a' + low - 10, 'A' + low - 10);
   }
+  std::string u;
+  for (int high = 0; high < 2; ++high)
+    if (!lows[high].empty()) absl::StrAppend(&u, u.empty() ? "" : "|", high, "[", lows[high], "]");
+  if (!u.empty()) add(absl::StrCat(R"(\\u00(?:)", u, ")"));
   return out;
 }
 

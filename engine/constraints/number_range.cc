@@ -198,6 +198,8 @@ std::string PositiveIntegersGbnf(int64_t a, int64_t b) {
   auto same_length = [&](const std::string& x, const std::string& y) {  // x <= y, same length
     std::function<std::string(size_t, bool, bool)> walk = [&](size_t i, bool tl, bool th) -> std::string {
       if (i == x.size()) return "";
+      // Free of both bounds: any digits (walking them digit by digit would branch 3 ways a digit).
+      if (!tl && !th) return x.size() - i == 1 ? "[0-9]" : absl::StrCat("[0-9]{", x.size() - i, "}");
       const int lo = tl ? x[i] - '0' : 0, hi = th ? y[i] - '0' : 9;
       std::vector<std::string> out;
       auto piece = [&](int d0, int d1, bool ntl, bool nth) {

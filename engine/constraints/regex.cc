@@ -668,12 +668,14 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits
       renumber[d] = re.num_states();
       re.accepting_.push_back(accepting[d]);
     }
-  re.next_.assign(static_cast<size_t>(re.num_states()) * 256, kDead);
+  re.classes_ = classes;
+  for (int byte = 0; byte < 256; ++byte) re.class_of_[byte] = static_cast<uint8_t>(cls[byte]);
+  re.next_.assign(static_cast<size_t>(re.num_states()) * classes, kDead);
   for (int d = 0; d < n; ++d) {
     if (!live[d]) continue;
-    for (int byte = 0; byte < 256; ++byte) {
-      const int to = next[d * classes + cls[byte]];
-      re.next_[static_cast<size_t>(renumber[d]) * 256 + byte] = to == kDead ? kDead : renumber[to];
+    for (int c = 0; c < classes; ++c) {
+      const int to = next[d * classes + c];
+      re.next_[static_cast<size_t>(renumber[d]) * classes + c] = to == kDead ? kDead : renumber[to];
     }
   }
   re.start_ = renumber[0];

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/constraints/regex.h"
 
 namespace gla::constraints {
 
@@ -88,6 +89,22 @@ std::vector<std::string> Required(const json& s) {
   return out;
 }
 
+// Whether `text` (decoded) contains a match of the ECMAScript `pattern` (anchored where it says ^ /
+// $); nullopt where the regex layer cannot decide (lookaround, anchors around an alternation).
+std::optional<bool> PatternMatches(std::string p, const std::string& text) {
+  const bool head = !p.empty() && p[0] == '^';
+  if (head) p.erase(0, 1);
+  size_t slashes = 0;
+  for (size_t i = p.size() >= 2 ? p.size() - 1 : 0; i-- > 0 && p[i] == '\\';) ++slashes;
+  const bool tail = !p.empty() && p.back() == '$' && slashes % 2 == 0;
+  if (tail) p.pop_back();
+  if ((head || tail) && p.find('|') != std::string::npos) return std::nullopt;  // which side the anchor holds
+  absl::StatusOr<Regex> re =
+      Regex::Compile(absl::StrCat(head ? "" : "[\\s\\S]*", "(?:", p, ")", tail ? "" : "[\\s\\S]*"));
+  if (!re.ok()) return std::nullopt;
+  return re->Matches(text);
+}
+
 }  // namespace
 
 absl::Status SchemaRefusal(const std::string& what, const std::string& at) {
@@ -150,7 +167,15 @@ std::optional<bool> SchemaAlgebra::Validate(const json& value, const json& s) { 
 
 bool SchemaAlgebra::Disjoint(const json& a, const json& b) { return DisjointAt(a, b, 0); }
 
+bool SchemaAlgebra::Spend() { return ++work_ <= kMaxSchemaAlgebraWork; }
+
+static absl::Status TooMuchWork() {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("json schema: folding its combinations takes more than ", kMaxSchemaAlgebraWork, " steps"));
+}
+
 absl::StatusOr<json> SchemaAlgebra::NormalizeAt(const json& s, const std::string& at, int depth) {
+  if (!Spend()) return TooMuchWork();
   if (depth > kMaxDepth) return SchemaRefusal(absl::StrCat("schemas combined more than ", kMaxDepth, " deep"), at);
   if (s.is_boolean()) return s;
   if (!s.is_object()) return absl::InvalidArgumentError(absl::StrCat("json schema at ", at, ": not an object"));
@@ -240,6 +265,7 @@ absl::StatusOr<json> SchemaAlgebra::Dereference(json s, const std::string& at, i
 }
 
 absl::StatusOr<json> SchemaAlgebra::IntersectAt(const json& a0, const json& b0, const std::string& at, int depth) {
+  if (!Spend()) return TooMuchWork();
   if (depth > kMaxDepth) return SchemaRefusal(absl::StrCat("schemas combined more than ", kMaxDepth, " deep"), at);
   absl::StatusOr<json> a = NormalizeAt(a0, at, depth + 1);
   if (!a.ok() || IsFalse(*a)) return a;
@@ -398,7 +424,7 @@ absl::Status SchemaAlgebra::MergeObjects(const json& a, const json& b, const std
 }
 
 std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int depth) {
-  if (depth > 64) return std::nullopt;
+  if (depth > 64 || !Spend()) return std::nullopt;
   if (s.is_boolean()) return s.get<bool>();
   if (!s.is_object()) return std::nullopt;
   bool unsure = false;
@@ -456,7 +482,12 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
     const size_t n = CodePoints(v.get<std::string>());
     if (const json* m = Member(s, "minLength"); m != nullptr && m->is_number() && n < m->get<double>()) return false;
     if (const json* m = Member(s, "maxLength"); m != nullptr && m->is_number() && n > m->get<double>()) return false;
-    if (s.contains("format") || s.contains("pattern")) unsure = true;
+    if (s.contains("format")) unsure = true;
+    if (const json* p = Member(s, "pattern")) {
+      std::optional<bool> m = p->is_string() ? PatternMatches(p->get<std::string>(), v.get<std::string>()) : std::nullopt;
+      if (m && !*m) return false;
+      if (!m) unsure = true;
+    }
   }
   if (v.is_number()) {
     const double x = v.get<double>();
@@ -504,6 +535,7 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
 absl::StatusOr<json> SchemaAlgebra::Negate(const json& s, const std::string& at) { return NegateAt(s, at, 0); }
 
 absl::StatusOr<json> SchemaAlgebra::NegateAt(const json& s0, const std::string& at, int depth) {
+  if (!Spend()) return TooMuchWork();
   if (depth > kMaxDepth) return SchemaRefusal(absl::StrCat("schemas combined more than ", kMaxDepth, " deep"), at);
   absl::StatusOr<json> s = NormalizeAt(s0, at, depth + 1);
   if (!s.ok()) return s;
@@ -623,7 +655,7 @@ absl::StatusOr<json> SchemaAlgebra::ExclusiveBranches(const json& branches, cons
 }
 
 bool SchemaAlgebra::DisjointAt(const json& a0, const json& b0, int depth) {
-  if (depth > 16) return false;
+  if (depth > 16 || !Spend()) return false;
   absl::StatusOr<json> a = NormalizeAt(a0, "#", kMaxDepth / 2);
   absl::StatusOr<json> b = NormalizeAt(b0, "#", kMaxDepth / 2);
   if (!a.ok() || !b.ok()) return false;

@@ -10,6 +10,7 @@
 // to an alternation only when its branches cannot both match).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -78,7 +79,15 @@ class SchemaAlgebra {
   std::optional<bool> ValidateAt(const SchemaJson& value, const SchemaJson& s, int depth);
   bool DisjointAt(const SchemaJson& a, const SchemaJson& b, int depth);
 
+  // Counts the steps of every operation: a schema whose folding would take more (a hostile one, or
+  // alternations multiplying through negations) is refused rather than burning the CPU.
+  bool Spend();
+
   const SchemaJson& root_;
+  int64_t work_ = 0;
 };
+
+// Steps (normalizations, intersections, negations, validations) one SchemaAlgebra may take.
+constexpr int64_t kMaxSchemaAlgebraWork = 20000;
 
 }  // namespace gla::constraints

@@ -14,6 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string schema(reinterpret_cast<const char*>(data), size);
   gla::constraints::JsonSchemaLimits limits;
   limits.max_repeat = 16;
+  limits.max_string_length = 16;
   limits.max_rules = 2000;
   auto gbnf = gla::constraints::JsonSchemaToGbnf(schema, limits);
   if (!gbnf.ok()) {
