@@ -115,6 +115,7 @@ absl::Status SchemaRefusal(const std::string& what, const std::string& at) {
 bool SupportedKeyword(const std::string& key) {
   static const std::set<std::string> k = {
       "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "not", "properties", "patternProperties", "required",
+      "dependencies", "dependentRequired", "dependentSchemas", "minProperties",
       "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
       "maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
   return k.count(key) > 0;
@@ -122,14 +123,13 @@ bool SupportedKeyword(const std::string& key) {
 
 bool UnenforcedKeyword(const std::string& key, const json& value) {
   static const std::set<std::string> k = {
-      "propertyNames", "dependencies", "dependentRequired", "dependentSchemas", "if",
-      "contains", "minContains", "maxContains", "multipleOf", "minProperties", "maxProperties",
+      "propertyNames", "if",
+      "contains", "minContains", "maxContains", "multipleOf", "maxProperties",
       "unevaluatedProperties", "unevaluatedItems", "$dynamicRef", "$recursiveRef", "disallow", "extends",
       "divisibleBy"};
   // Values that constrain nothing (then / else without if are ignored by validators too).
   if (key == "uniqueItems") return value != false;
   if (key == "unevaluatedProperties" || key == "unevaluatedItems") return value != true;
-  if (key == "minProperties") return value != 0;
   return k.count(key) > 0;
 }
 
@@ -140,7 +140,9 @@ bool SchemaAlgebra::Folds(const json& s) {
   for (auto it = s.begin(); it != s.end(); ++it) {
     if (!SupportedKeyword(it.key())) continue;
     ++keywords;
-    if (it.key() == "allOf" || it.key() == "not") return true;
+    if (it.key() == "allOf" || it.key() == "not" || it.key() == "dependencies" || it.key() == "dependentRequired" ||
+        it.key() == "dependentSchemas" || it.key() == "minProperties")
+      return true;
     combines = combines || it.key() == "$ref" || it.key() == "anyOf" || it.key() == "oneOf" || it.key() == "enum" ||
                it.key() == "const";
   }
@@ -191,6 +193,53 @@ absl::StatusOr<json> SchemaAlgebra::NormalizeAt(const json& s, const std::string
       return absl::InvalidArgumentError(
           absl::StrCat("json schema at ", at, ": $ref '", c["$ref"].get<std::string>(), "' names nothing here"));
     return IntersectAt(*target, Without(c, {"$ref"}), at, depth + 1);
+  }
+  // Member dependencies: "if name is there, so are these / so does this schema hold", an
+  // alternation per dependency (name absent, or what it brings), intersected with the rest.
+  for (const char* key : {"dependencies", "dependentRequired", "dependentSchemas"}) {
+    if (!c.contains(key)) continue;
+    if (!c[key].is_object()) return SchemaRefusal(absl::StrCat(key, " that is not an object"), at);
+    json acc = Without(c, {key});
+    for (auto it = c[key].begin(); it != c[key].end(); ++it) {
+      json absent = json{{"properties", json{{it.key(), false}}}};
+      json present;
+      if (it->is_array()) present = json{{"required", *it}};
+      else present = json{{"allOf", json::array({json{{"required", json::array({it.key()})}}, *it})}};
+      absl::StatusOr<json> m = IntersectAt(acc, json{{"anyOf", json::array({absent, present})}},
+                                           absl::StrCat(at, "/", key, "/", it.key()), depth + 1);
+      if (!m.ok() || IsFalse(*m)) return m;
+      acc = std::move(*m);
+    }
+    return acc;
+  }
+  // minProperties where no member but the listed ones may appear: some n of them are there.
+  if (c.contains("minProperties")) {
+    const json& n = c["minProperties"];
+    if (!n.is_number_unsigned()) return SchemaRefusal("minProperties that is not a count", at);
+    json rest = Without(c, {"minProperties"});
+    const uint64_t need = n.get<uint64_t>();
+    if (need == 0) return NormalizeAt(rest, at, depth + 1);
+    if (!rest.contains("additionalProperties") || rest["additionalProperties"] != false || rest.contains("patternProperties"))
+      return SchemaRefusal("minProperties where members other than the listed ones may appear", at);
+    std::vector<std::string> names;
+    if (rest.contains("properties") && rest["properties"].is_object())
+      for (auto it = rest["properties"].begin(); it != rest["properties"].end(); ++it) names.push_back(it.key());
+    if (need > names.size()) return IntersectAt(rest, json{{"type", json::array({"null", "boolean", "number", "string", "array"})}}, at, depth + 1);
+    json choices = json::array();  // every way to pick `need` of the names
+    std::vector<size_t> pick(need);
+    for (size_t i = 0; i < need; ++i) pick[i] = i;
+    for (;;) {
+      json req = json::array();
+      for (size_t i : pick) req.push_back(names[i]);
+      choices.push_back(json{{"required", req}});
+      if (choices.size() > kMaxBranches) return SchemaRefusal("minProperties with too many ways to meet it", at);
+      size_t i = need;
+      while (i > 0 && pick[i - 1] == names.size() - need + i - 1) --i;
+      if (i == 0) break;
+      ++pick[i - 1];
+      for (size_t j = i; j < need; ++j) pick[j] = pick[j - 1] + 1;
+    }
+    return IntersectAt(rest, json{{"anyOf", std::move(choices)}}, at, depth + 1);
   }
   if (c.contains("not")) {  // the other keywords and the negation both hold
     absl::StatusOr<json> negation = NegateAt(c["not"], at + "/not", depth + 1);
@@ -506,6 +555,18 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
   }
   if (v.is_object()) {
     if (s.contains("patternProperties")) unsure = true;  // names against patterns: not decided here
+    if (const json* m = Member(s, "minProperties"); m != nullptr && m->is_number() && v.size() < m->get<double>()) return false;
+    for (const char* key : {"dependencies", "dependentRequired", "dependentSchemas"})
+      if (const json* deps = Member(s, key); deps != nullptr && deps->is_object())
+        for (auto it = deps->begin(); it != deps->end(); ++it) {
+          if (!v.contains(it.key())) continue;
+          if (it->is_array()) {
+            for (const json& r : *it)
+              if (r.is_string() && !v.contains(r.get<std::string>())) return false;
+          } else if (!fold(ValidateAt(v, *it, depth + 1))) {
+            return false;
+          }
+        }
     for (const std::string& r : Required(s))
       if (!v.contains(r)) return false;
     const json* props = Member(s, "properties");

@@ -267,6 +267,16 @@ TEST(JsonSchema, CombinationsFoldIntoIntersections) {
   for (const char* ok : {R"({"id":1})", R"({"id":1,"x-a":"s","x-bc":""})"}) EXPECT_TRUE(Accepts(patterned, ok)) << ok;
   for (const char* bad : {R"({"id":1,"x-a":1})", R"({"id":1,"x-":"s"})", R"({"id":1,"y":"s"})", R"({"x-a":"s"})"})
     EXPECT_FALSE(Accepts(patterned, bad)) << bad;
+  // dependencies (list and schema forms) and minProperties over a closed object: alternations.
+  const Grammar deps = Compile(R"({"type": "object", "properties": {"card": {}, "billing": {}, "cvv": {"type": "integer"}},
+      "dependencies": {"card": ["billing"], "cvv": {"required": ["card"]}}})");
+  for (const char* ok : {"{}", R"({"card":1,"billing":2})", R"({"billing":2})", R"({"card":1,"billing":2,"cvv":3})"})
+    EXPECT_TRUE(Accepts(deps, ok)) << ok;
+  for (const char* bad : {R"({"card":1})", R"({"cvv":3})", R"({"billing":2,"cvv":3})"}) EXPECT_FALSE(Accepts(deps, bad)) << bad;
+  const Grammar some = Compile(R"({"type": "object", "properties": {"a": {}, "b": {}, "c": {}}, "additionalProperties": false,
+      "minProperties": 2})");
+  for (const char* ok : {R"({"a":1,"b":2})", R"({"b":1,"c":2})", R"({"a":1,"b":2,"c":3})"}) EXPECT_TRUE(Accepts(some, ok)) << ok;
+  for (const char* bad : {"{}", R"({"a":1})", R"({"c":1})"}) EXPECT_FALSE(Accepts(some, bad)) << bad;
   // Keywords of no vocabulary (vendor extensions) constrain nothing, as validators say.
   const Grammar vendor = Compile(R"({"type": "string", "_format": "x", "self": {"vendor": "v"}, "readonly": true})");
   EXPECT_TRUE(Accepts(vendor, R"("anything")"));
@@ -366,6 +376,7 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
            {R"({"allOf": [{"type": "string", "pattern": "a"}, {"pattern": "b"}]})", "allOf of two different 'pattern'"},
            {R"({"type": "string", "format": "ipv6"})", "format 'ipv6'"},
            {R"({"type": "object", "patternProperties": {"^x": {}, "^y": {}}})", "patternProperties with several patterns"},
+           {R"({"type": "object", "minProperties": 1})", "minProperties where members other than the listed ones may appear"},
            {R"({"type": "object", "properties": {"xa": {}}, "patternProperties": {"^x": {"type": "null"}}})",
             "property 'xa' that patternProperties also matches"},
            {R"({"$ref": "http://example.com/s.json"})", "$ref to"},
