@@ -1,13 +1,12 @@
 // JSON Schema compiled to a GBNF grammar (grammar.h) for structured output (issue 21): the text a
-// constrained generation produces is JSON that validates against the schema. A first subset:
-// types, enum/const, properties/required/additionalProperties, items (a schema, or a tuple with
-// additionalItems / prefixItems), min/maxItems, min/maxLength, the formats date, time, date-time
-// and uuid, anyOf, oneOf whose branches have distinct types, a single allOf, and $ref into
-// #/definitions or #/$defs (recursion included). Object members come in the schema's order (the
-// generator's order; an instance is checked in that order), with at most one space where JSON
-// allows whitespace (compact or json.dumps layout; no newlines). Everything else that constrains
-// is refused by name (INVALID_ARGUMENT, "refused: <keyword>"), never ignored; annotations (title,
-// description, default, examples, ...) are.
+// constrained generation produces is JSON that validates against the schema. Combinations (allOf,
+// siblings of $ref / anyOf / oneOf / enum, not, dependencies) are folded first (schema_algebra.h);
+// numbers with bounds are digit walks (number_range.h); patterns are written over the JSON text
+// (json_text_pattern.h). docs/structured-output.md lists what is enforced. Object members come in
+// the schema's order (the generator's order; an instance is checked in that order), with at most
+// one space where JSON allows whitespace (compact or json.dumps layout; no newlines). Every
+// validation keyword that is not enforced is refused by name (INVALID_ARGUMENT, "refused:
+// <what>"), never ignored; annotations and keywords of no vocabulary are ignored, as validators do.
 #pragma once
 
 #include <string>
