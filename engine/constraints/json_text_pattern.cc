@@ -84,6 +84,8 @@ std::optional<std::string> ClassWithoutSpecials(std::string_view body) {
       *end = EscapeEnd(body, at);
       const std::string_view esc = body.substr(at, *end - at);
       if (esc.size() == 4 && esc[1] == 'x') {
+        if (!std::isxdigit(static_cast<unsigned char>(esc[2])) || !std::isxdigit(static_cast<unsigned char>(esc[3])))
+          return false;  // not an escape the regex layer takes: left as written, its compile says why
         *code = std::stoi(std::string(esc.substr(2)), nullptr, 16);
         return true;
       }

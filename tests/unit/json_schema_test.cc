@@ -368,6 +368,7 @@ TEST(JsonSchema, PatternsThatTakeEscapedCharacters) {
 TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
   for (auto [schema, says] : std::vector<std::pair<const char*, const char*>>{
            {R"({"type": "string", "pattern": "^[a\\S]$"})", "refused: pattern (a character class with \\S"},
+           {R"({"type": "string", "pattern": "[\\xZZ\"]"})", "refused: pattern"},
            {R"({"type": "number", "minimum": 1e40})", "minimum '1e+40': an exponent beyond 30"},
            {R"({"not": {"type": "string", "pattern": "a"}})", "not of 'pattern'"},
            {R"({"type": "array", "uniqueItems": true})", "refused: uniqueItems"},

@@ -167,13 +167,19 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> DefaultTokenizer() {
   return Tokenizer::Load(std::string(GLA_SOURCE_DIR) + "/models/gla-brown/tokenizer.model");
 }
 
+// The default tokenizer's bytes per token, as the scheduler's vocabulary sees them.
+constraints::TokenBytes BytesOf(const Tokenizer& tok) {
+  constraints::TokenBytes tb;
+  tok.TokenBytes(&tb.bytes, &tb.at_start, &tb.invisible_at_start);
+  return tb;
+}
+
 TEST(JsonSchemaTokens, SharedInstancesForcedThroughTheDefaultTokenizer) {
   const std::vector<SchemaCase> cases = SharedSchemas();
   ASSERT_GT(cases.size(), 1500u) << "the shared schemas are missing";
   auto tok = DefaultTokenizer();
   ASSERT_TRUE(tok.ok()) << tok.status();
-  constraints::TokenBytes tb;
-  (*tok)->TokenBytes(&tb.bytes, &tb.at_start, &tb.invisible_at_start);
+  constraints::TokenBytes tb = BytesOf(**tok);
   ForceSharedSchemas(cases, **tok, constraints::ConstraintVocabulary(std::move(tb)), "gla-brown");
 }
 
@@ -188,8 +194,7 @@ TEST(JsonSchemaTokens, SharedInstancesThroughA32kVocabulary) {
   ASSERT_GT(cases.size(), 1500u) << "the shared schemas are missing";
   auto tok = DefaultTokenizer();
   ASSERT_TRUE(tok.ok()) << tok.status();
-  constraints::TokenBytes tb;
-  (*tok)->TokenBytes(&tb.bytes, &tb.at_start, &tb.invisible_at_start);
+  constraints::TokenBytes tb = BytesOf(**tok);
   std::set<std::string> have(tb.bytes.begin(), tb.bytes.end());
   std::unordered_map<std::string, int> counts;
   for (const SchemaCase& c : cases)
