@@ -44,6 +44,32 @@ TEST(Constraint, RegexFollowsBytesAllOrNothing) {
   EXPECT_TRUE(fork->Advance("9"));
 }
 
+// Continues: whether any byte may follow (the scheduler ends a complete text that cannot go on
+// before spending a step on it), for both kinds of matcher, and it changes nothing.
+TEST(Constraint, ContinuesSaysWhetherAnyByteMayFollow) {
+  auto re = Constraint::Compile(Constraint::Kind::kRegex, "a[0-9]?");
+  ASSERT_TRUE(re.ok()) << re.status();
+  auto m = (*re)->Start();
+  EXPECT_TRUE(m->Continues());
+  ASSERT_TRUE(m->Advance("a"));
+  EXPECT_TRUE(m->Continues() && m->CanEnd()) << "complete, and a digit may still follow";
+  ASSERT_TRUE(m->Advance("7"));
+  EXPECT_FALSE(m->Continues());
+  EXPECT_TRUE(m->CanEnd());
+  // Only bytes outside printable ASCII may start it (0x01, or é's UTF-8 lead byte 0xc3).
+  auto g = Constraint::Compile(Constraint::Kind::kGrammar, "root ::= \"\\x01\" | \"\\u00e9\" \"z\"");
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto gm = (*g)->Start();
+  EXPECT_TRUE(gm->Continues()) << "the bytes past printable ASCII are tried too";
+  ASSERT_TRUE(gm->Advance("\xc3\xa9"));
+  EXPECT_TRUE(gm->Continues());
+  EXPECT_FALSE(gm->CanEnd());
+  ASSERT_TRUE(gm->Advance("z"));
+  EXPECT_FALSE(gm->Continues());
+  EXPECT_TRUE(gm->CanEnd());
+  EXPECT_FALSE(gm->Advance("z")) << "Continues took nothing";
+}
+
 TEST(Constraint, MasksComeFromTheTrieOfWhereTheTextIs) {
   const ConstraintVocabulary v = Toy();
   auto c = Constraint::Compile(Constraint::Kind::kRegex, R"(\{"a":1[0-9]?\})");
