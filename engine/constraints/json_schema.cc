@@ -206,14 +206,15 @@ class Compiler {
     // allOf, $ref or an alternation beside other keywords, an enum beside a type: folded into one of
     // the shapes below (schema_algebra.h).
     absl::StatusOr<json> normal = json();
-    if (SchemaAlgebra::Folds(s0)) {
+    const bool folds = SchemaAlgebra::Folds(s0);
+    if (folds) {
       normal = algebra_.Normalize(s0, at);
       if (!normal.ok()) return normal.status();
     } else {
       for (auto it = s0.begin(); it != s0.end(); ++it)
         if (UnenforcedKeyword(it.key(), it.value())) return Refused(it.key(), at);
     }
-    const json& s = SchemaAlgebra::Folds(s0) ? *normal : s0;
+    const json& s = folds ? *normal : s0;
     if (s.is_boolean()) {
       if (s.get<bool>()) return std::string("j-value");
       return Refused("a schema no value satisfies", at);
@@ -427,31 +428,12 @@ class Compiler {
   // the quotes is the decoded string itself; other patterns are refused, as are anchors around a
   // top-level alternation (^a|b$ anchors each side, not the whole). PatternRegex: that regex, over
   // the string's JSON text (quotes included).
-  absl::StatusOr<std::string> PatternRegex(std::string p, const std::string& at) {
-    const bool head = !p.empty() && p[0] == '^';
-    if (head) p.erase(0, 1);
-    size_t slashes = 0;  // backslashes before a final $: an odd count escapes it
-    for (size_t i = p.size() >= 2 ? p.size() - 1 : 0; i-- > 0 && p[i] == '\\';) ++slashes;
-    const bool tail = !p.empty() && p.back() == '$' && slashes % 2 == 0;
-    if (tail) p.pop_back();
-    int depth = 0;
-    bool in_class = false, top_alternation = false;
-    for (size_t i = 0; i < p.size(); ++i) {
-      if (p[i] == '\\') {
-        ++i;
-      } else if (in_class) {
-        in_class = p[i] != ']';
-      } else if (p[i] == '[') {
-        in_class = true;
-      } else if (p[i] == '(') {
-        ++depth;
-      } else if (p[i] == ')') {
-        --depth;
-      } else if (p[i] == '|' && depth == 0) {
-        top_alternation = true;
-      }
-    }
-    if (top_alternation && (head || tail)) return Refused("pattern with anchors around a top-level alternation", at);
+  absl::StatusOr<std::string> PatternRegex(const std::string& pattern, const std::string& at) {
+    const PatternAnchors anchors = SplitAnchors(pattern);
+    const std::string& p = anchors.body;
+    const bool head = anchors.head, tail = anchors.tail;
+    if (anchors.top_alternation && (head || tail))
+      return Refused("pattern with anchors around a top-level alternation", at);
     if (absl::StatusOr<Regex> re = Regex::Compile(p); !re.ok())
       return Refused(absl::StrCat("pattern (", re.status().message(), ")"), at);
     // The decoded text's pattern as the JSON text's (", \ and controls escaped).

@@ -145,6 +145,35 @@ std::optional<std::string> ClassWithoutSpecials(std::string_view body) {
 
 }  // namespace
 
+PatternAnchors SplitAnchors(std::string p) {
+  PatternAnchors a;
+  a.head = !p.empty() && p[0] == '^';
+  if (a.head) p.erase(0, 1);
+  size_t slashes = 0;  // backslashes before a final $: an odd count escapes it
+  for (size_t i = p.size() >= 2 ? p.size() - 1 : 0; i-- > 0 && p[i] == '\\';) ++slashes;
+  a.tail = !p.empty() && p.back() == '$' && slashes % 2 == 0;
+  if (a.tail) p.pop_back();
+  int depth = 0;
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == '\\') {
+      ++i;
+    } else if (in_class) {
+      in_class = p[i] != ']';
+    } else if (p[i] == '[') {
+      in_class = true;
+    } else if (p[i] == '(') {
+      ++depth;
+    } else if (p[i] == ')') {
+      --depth;
+    } else if (p[i] == '|' && depth == 0) {
+      a.top_alternation = true;
+    }
+  }
+  a.body = std::move(p);
+  return a;
+}
+
 absl::StatusOr<std::string> PatternOverJsonText(std::string_view p) {
   static constexpr char kRaw[] = R"("\\\x00-\x1f)";  // appended to a negated class: no raw special
   std::string out;

@@ -15,6 +15,14 @@
 
 namespace gla::constraints {
 
+// A JSON Schema pattern's anchors: a leading ^ and an unescaped trailing $ taken off `body`;
+// top_alternation: a | outside every group and class (then ^a|b$ anchors each side, not the whole).
+struct PatternAnchors {
+  std::string body;
+  bool head = false, tail = false, top_alternation = false;
+};
+PatternAnchors SplitAnchors(std::string pattern);
+
 // The rewrite of `pattern` (regex.h's dialect, no anchors); INVALID_ARGUMENT naming what it cannot
 // rewrite (a positive class that takes such a character other than through \s or a range).
 absl::StatusOr<std::string> PatternOverJsonText(std::string_view pattern);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/constraints/json_text_pattern.h"
 #include "engine/constraints/regex.h"
 
 namespace gla::constraints {
@@ -91,16 +92,11 @@ std::vector<std::string> Required(const json& s) {
 
 // Whether `text` (decoded) contains a match of the ECMAScript `pattern` (anchored where it says ^ /
 // $); nullopt where the regex layer cannot decide (lookaround, anchors around an alternation).
-std::optional<bool> PatternMatches(std::string p, const std::string& text) {
-  const bool head = !p.empty() && p[0] == '^';
-  if (head) p.erase(0, 1);
-  size_t slashes = 0;
-  for (size_t i = p.size() >= 2 ? p.size() - 1 : 0; i-- > 0 && p[i] == '\\';) ++slashes;
-  const bool tail = !p.empty() && p.back() == '$' && slashes % 2 == 0;
-  if (tail) p.pop_back();
-  if ((head || tail) && p.find('|') != std::string::npos) return std::nullopt;  // which side the anchor holds
+std::optional<bool> PatternMatches(const std::string& pattern, const std::string& text) {
+  const PatternAnchors a = SplitAnchors(pattern);
+  if ((a.head || a.tail) && a.top_alternation) return std::nullopt;  // which side the anchor holds
   absl::StatusOr<Regex> re =
-      Regex::Compile(absl::StrCat(head ? "" : "[\\s\\S]*", "(?:", p, ")", tail ? "" : "[\\s\\S]*"));
+      Regex::Compile(absl::StrCat(a.head ? "" : "[\\s\\S]*", "(?:", a.body, ")", a.tail ? "" : "[\\s\\S]*"));
   if (!re.ok()) return std::nullopt;
   return re->Matches(text);
 }
