@@ -350,24 +350,38 @@ class Compiler {
     return g;
   }
 
+  // A string: its pattern or format (one automaton each), and its length bounds, intersected
+  // ("(?&)": both at once) where both are given.
   absl::StatusOr<std::string> String(const json& s, const std::string& at) {
-    if (s.contains("pattern")) {
-      if (s.contains("minLength") || s.contains("maxLength")) return Refused("pattern beside a length", at);
-      if (absl::StatusOr<std::string> f = Format(s, at); !f.ok() || !f->empty())
-        return f.ok() ? Refused("pattern beside a format", at) : f;
-      if (!s["pattern"].is_string()) return Refused("pattern that is not a string", at);
-      return Pattern(s["pattern"].get<std::string>(), at);
-    }
-    if (absl::StatusOr<std::string> f = Format(s, at); !f.ok() || !f->empty()) return f;
     int min = 0, max = -1;
     if (absl::Status b = Bounds(s, "minLength", "maxLength", at, &min, &max); !b.ok()) return b;
-    if (min == 0 && max < 0) return std::string("j-string");
-    return absl::StrCat("/\"([^\"\\\\\\x00-\\x1f]|\\\\([\"\\\\\\/bfnrt]|u[0-9a-fA-F]{4}))", Repeat(min, max),
-                        "\"/");  // one terminal: see j-string
+    const std::string lengths =
+        min == 0 && max < 0
+            ? ""
+            : absl::StrCat("\"([^\"\\\\\\x00-\\x1f]|\\\\([\"\\\\\\/bfnrt]|u[0-9a-fA-F]{4}))", Repeat(min, max), "\"");
+    absl::StatusOr<std::string> format = Format(s, at);
+    if (!format.ok()) return format;
+    std::string re;  // the string's text (quotes included) as one regex
+    if (s.contains("pattern")) {
+      if (!format->empty()) return Refused("pattern beside a format", at);
+      if (!s["pattern"].is_string()) return Refused("pattern that is not a string", at);
+      absl::StatusOr<std::string> whole = PatternRegex(s["pattern"].get<std::string>(), at);
+      if (!whole.ok()) return whole;
+      re = *whole;
+    } else {
+      re = *format;
+    }
+    if (re.empty()) return lengths.empty() ? std::string("j-string") : Terminal(lengths);
+    if (!lengths.empty()) {
+      re = absl::StrCat(re, "(?&)", lengths);
+      if (absl::StatusOr<Regex> both = Regex::Compile(re); !both.ok())
+        return Refused(absl::StrCat("a pattern or format with a length (", both.status().message(), ")"), at);
+    }
+    return Terminal(re);
   }
 
-  // A string "format": its grammar; "" when the name is no format of the spec (validators ignore
-  // those: int32, path, url, ...), and so does this.
+  // A string "format": its text (quotes included) as a regex; "" when the name is no format of the
+  // spec (validators ignore those: int32, path, url, ...), and so does this.
   absl::StatusOr<std::string> Format(const json& s, const std::string& at) {
     if (!s.contains("format") || !s["format"].is_string()) return std::string();
     const std::string f = s["format"].get<std::string>();
@@ -376,8 +390,7 @@ class Compiler {
       if (f == unwritten) return Refused(absl::StrCat("format '", f, "'"), at);
     const std::string* re = FormatRegex(f);
     if (re == nullptr) return std::string();
-    if (s.contains("minLength") || s.contains("maxLength")) return Refused("format with a length", at);
-    return Terminal(absl::StrCat("\"(?:", *re, ")\""));  // one automaton: masks inside it come from its cache
+    return absl::StrCat("\"(?:", *re, ")\"");  // one automaton: masks inside it come from its cache
   }
 
   // The formats written here, as regexes over the string's text: subsets of their RFCs' languages
@@ -445,12 +458,6 @@ class Compiler {
     if (!w.ok()) return Refused(absl::StrCat("pattern (", w.status().message(), ")"), at);  // a search can outgrow the DFA limit
     if (!WritesOnlyJsonStrings(*w)) return Refused("pattern whose JSON writing this cannot make exact", at);
     return whole;
-  }
-
-  absl::StatusOr<std::string> Pattern(const std::string& p, const std::string& at) {
-    absl::StatusOr<std::string> whole = PatternRegex(p, at);
-    if (!whole.ok()) return whole;
-    return Terminal(*whole);
   }
 
   // A regex as a grammar /terminal/.

@@ -563,6 +563,29 @@ class NfaBuilder {
   std::vector<NfaState> states_;
 };
 
+// Where the first "(?&)" outside every group, class and escape starts; npos: none.
+size_t TopLevelAnd(std::string_view p) {
+  int depth = 0;
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == '\\') {
+      ++i;
+    } else if (in_class) {
+      in_class = p[i] != ']';
+    } else if (p[i] == '[') {
+      in_class = true;
+      if (i + 1 < p.size() && p[i + 1] == ']') ++i;  // "[]...]": a leading ] is a member
+    } else if (depth == 0 && p.compare(i, 4, "(?&)") == 0) {
+      return i;
+    } else if (p[i] == '(') {
+      ++depth;
+    } else if (p[i] == ')') {
+      --depth;
+    }
+  }
+  return std::string_view::npos;
+}
+
 void Closure(const std::vector<NfaState>& nfa, std::vector<int>* set, std::vector<char>* seen) {
   std::vector<int> stack(set->begin(), set->end());
   for (int s : *set) (*seen)[s] = 1;
@@ -586,6 +609,13 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits
   if (pattern.size() > limits.max_pattern_bytes)
     return absl::ResourceExhaustedError(
         absl::StrCat("pattern: ", pattern.size(), " bytes, over the limit of ", limits.max_pattern_bytes));
+  if (const size_t cut = TopLevelAnd(pattern); cut != std::string_view::npos) {  // A(?&)B: both
+    absl::StatusOr<Regex> a = Compile(pattern.substr(0, cut), limits);
+    if (!a.ok()) return a;
+    absl::StatusOr<Regex> b = Compile(pattern.substr(cut + 4), limits);
+    if (!b.ok()) return b;
+    return Intersect(*a, *b, limits);
+  }
   Parser parser(pattern, limits);
   absl::StatusOr<int> root = parser.Parse();
   if (!root.ok()) return root.status();
@@ -646,6 +676,14 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits
   std::vector<bool> accepting(n);
   for (int d = 0; d < n; ++d) accepting[d] = std::binary_search(sets[d].begin(), sets[d].end(), *accept);
 
+  std::array<uint8_t, 256> class_of{};
+  for (int byte = 0; byte < 256; ++byte) class_of[byte] = static_cast<uint8_t>(cls[byte]);
+  return FromTable(next, classes, accepting, class_of);
+}
+
+Regex Regex::FromTable(const std::vector<int32_t>& next, int classes, const std::vector<bool>& accepting,
+                       const std::array<uint8_t, 256>& class_of) {
+  const int n = static_cast<int>(accepting.size());
   // Prune the states from which nothing is accepted: a step into one is a dead end.
   std::vector<std::vector<int>> from(n);
   for (int d = 0; d < n; ++d)
@@ -669,7 +707,7 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits
       re.accepting_.push_back(accepting[d]);
     }
   re.classes_ = classes;
-  for (int byte = 0; byte < 256; ++byte) re.class_of_[byte] = static_cast<uint8_t>(cls[byte]);
+  re.class_of_ = class_of;
   re.next_.assign(static_cast<size_t>(re.num_states()) * classes, kDead);
   for (int d = 0; d < n; ++d) {
     if (!live[d]) continue;
@@ -678,8 +716,46 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits
       re.next_[static_cast<size_t>(renumber[d]) * classes + c] = to == kDead ? kDead : renumber[to];
     }
   }
-  re.start_ = renumber[0];
+  re.start_ = n > 0 ? renumber[0] : kDead;
   return re;
+}
+
+absl::StatusOr<Regex> Regex::Intersect(const Regex& a, const Regex& b, const RegexLimits& limits) {
+  // Byte classes of the product: the pairs of the two automata's classes that occur.
+  std::map<std::pair<int, int>, int> joint;
+  std::array<uint8_t, 256> class_of{};
+  std::vector<int> representative;
+  for (int byte = 0; byte < 256; ++byte) {
+    auto [it, added] = joint.emplace(std::pair{a.class_of_[byte], b.class_of_[byte]}, static_cast<int>(joint.size()));
+    if (added) representative.push_back(byte);
+    class_of[byte] = static_cast<uint8_t>(it->second);
+  }
+  const int classes = static_cast<int>(joint.size());
+  std::vector<int32_t> next;
+  std::vector<bool> accepting;
+  if (a.start_ != kDead && b.start_ != kDead) {
+    std::map<std::pair<int, int>, int> ids = {{{a.start_, b.start_}, 0}};
+    std::vector<std::pair<int, int>> states = {{a.start_, b.start_}};
+    for (size_t d = 0; d < states.size(); ++d) {
+      next.resize((d + 1) * classes, kDead);
+      const auto [sa, sb] = states[d];
+      accepting.push_back(a.Accepting(sa) && b.Accepting(sb));
+      for (int c = 0; c < classes; ++c) {
+        const int na = a.Next(sa, static_cast<uint8_t>(representative[c]));
+        const int nb = b.Next(sb, static_cast<uint8_t>(representative[c]));
+        if (na == kDead || nb == kDead) continue;
+        auto [it, added] = ids.emplace(std::pair{na, nb}, static_cast<int>(states.size()));
+        if (added) {
+          if (static_cast<int>(states.size()) >= limits.max_dfa_states)
+            return absl::ResourceExhaustedError(
+                absl::StrCat("pattern: more than ", limits.max_dfa_states, " automaton states in an intersection"));
+          states.push_back({na, nb});
+        }
+        next[d * classes + c] = it->second;
+      }
+    }
+  }
+  return FromTable(next, classes, accepting, class_of);
 }
 
 bool Regex::Matches(std::string_view s) const {

@@ -46,9 +46,16 @@ class Regex {
   int num_states() const { return static_cast<int>(accepting_.size()); }
   // Whether the whole of `s` matches.
   bool Matches(std::string_view s) const;
+  // The texts both match (the product automaton, pruned). Compile takes it as "A(?&)B" at the top
+  // level of a pattern (our extension: "(?&" is no ECMAScript syntax), which is how a grammar's
+  // /regex/ terminal says "this pattern, and at most n characters".
+  static absl::StatusOr<Regex> Intersect(const Regex& a, const Regex& b, const RegexLimits& limits = {});
 
  private:
   Regex() = default;
+  // A table of `accepting.size()` states (state 0 the start) as a Regex, the dead ends pruned.
+  static Regex FromTable(const std::vector<int32_t>& next, int classes, const std::vector<bool>& accepting,
+                         const std::array<uint8_t, 256>& class_of);
   int start_ = kDead;
   // The bytes fall into classes no transition tells apart (a JSON string's automaton has about a
   // dozen): the table is [states * classes], a few dozen bytes a state instead of 1 KiB.

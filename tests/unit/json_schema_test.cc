@@ -277,6 +277,13 @@ TEST(JsonSchema, CombinationsFoldIntoIntersections) {
       "minProperties": 2})");
   for (const char* ok : {R"({"a":1,"b":2})", R"({"b":1,"c":2})", R"({"a":1,"b":2,"c":3})"}) EXPECT_TRUE(Accepts(some, ok)) << ok;
   for (const char* bad : {"{}", R"({"a":1})", R"({"c":1})"}) EXPECT_FALSE(Accepts(some, bad)) << bad;
+  // A pattern or a format with length bounds: both automata at once.
+  const Grammar short_x = Compile(R"({"type": "string", "pattern": "x", "minLength": 2, "maxLength": 3})");
+  for (const char* ok : {R"("xa")", R"("ax")", R"("a\"x")"}) EXPECT_TRUE(Accepts(short_x, ok)) << ok;
+  for (const char* bad : {R"("x")", R"("abc")", R"("axbc")"}) EXPECT_FALSE(Accepts(short_x, bad)) << bad;
+  const Grammar short_mail = Compile(R"({"type": "string", "format": "email", "maxLength": 5})");
+  EXPECT_TRUE(Accepts(short_mail, R"("a@b.c")"));
+  EXPECT_FALSE(Accepts(short_mail, R"("ab@c.d")"));
   // Keywords of no vocabulary (vendor extensions) constrain nothing, as validators say.
   const Grammar vendor = Compile(R"({"type": "string", "_format": "x", "self": {"vendor": "v"}, "readonly": true})");
   EXPECT_TRUE(Accepts(vendor, R"("anything")"));
@@ -320,7 +327,7 @@ TEST(JsonSchema, PatternsInsideStrings) {
   const Grammar slash = Compile(R"({"type": "string", "pattern": "^\/x$"})");
   EXPECT_TRUE(Accepts(slash, R"("/x")"));
   for (const char* refused : {R"({"type": "string", "pattern": "^a|b$"})", R"J({"type": "string", "pattern": "^(?=a)"})J",
-                              R"({"type": "string", "pattern": "x", "maxLength": 3})"})
+                              R"J({"type": "string", "pattern": "(?<=a)b"})J"})
     EXPECT_NE(JsonSchemaToGbnf(refused).status().message().find("refused: pattern"), std::string::npos) << refused;
 }
 

@@ -69,6 +69,26 @@ TEST(Regex, AgreesWithStdRegexOnRandomAsciiStrings) {
   }
 }
 
+// A(?&)B at the top level: the texts both match (a product automaton); inside a group, a class
+// or after a backslash it is no operator.
+TEST(Regex, TopLevelAndIntersects) {
+  auto both = Regex::Compile("[a-z]*(?&).{1,3}");
+  ASSERT_TRUE(both.ok()) << both.status();
+  for (const char* ok : {"a", "abc"}) EXPECT_TRUE(both->Matches(ok)) << ok;
+  for (const char* bad : {"", "abcd", "ab1"}) EXPECT_FALSE(both->Matches(bad)) << bad;
+  EXPECT_EQ(both->Next(both->Next(both->Next(both->start(), 'a'), 'b'), 'c') == Regex::kDead, false);
+  int s = both->start();
+  for (char c : std::string("abc")) s = both->Next(s, static_cast<uint8_t>(c));
+  EXPECT_EQ(both->Next(s, 'd'), Regex::kDead) << "a prefix that cannot end well is dead at once";
+  auto none = Regex::Compile("a(?&)b");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->start(), Regex::kDead);
+  auto in_class = Regex::Compile("[(?&)]");
+  ASSERT_TRUE(in_class.ok()) << in_class.status();
+  EXPECT_TRUE(in_class->Matches("&"));
+  EXPECT_FALSE(Regex::Compile("x((?&)y)").ok()) << "inside a group it is no operator (and no ECMAScript)";
+}
+
 TEST(Regex, UnicodeClassesWorkOnCodePoints) {
   Regex any = Must(".");
   for (const char* s : {"a", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"}) EXPECT_TRUE(any.Matches(s)) << s;
