@@ -153,23 +153,7 @@ PatternAnchors SplitAnchors(std::string p) {
   for (size_t i = p.size() >= 2 ? p.size() - 1 : 0; i-- > 0 && p[i] == '\\';) ++slashes;
   a.tail = !p.empty() && p.back() == '$' && slashes % 2 == 0;
   if (a.tail) p.pop_back();
-  int depth = 0;
-  bool in_class = false;
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] == '\\') {
-      ++i;
-    } else if (in_class) {
-      in_class = p[i] != ']';
-    } else if (p[i] == '[') {
-      in_class = true;
-    } else if (p[i] == '(') {
-      ++depth;
-    } else if (p[i] == ')') {
-      --depth;
-    } else if (p[i] == '|' && depth == 0) {
-      a.top_alternation = true;
-    }
-  }
+  a.top_alternation = FindTopLevel(p, "|") != std::string_view::npos;
   a.body = std::move(p);
   return a;
 }

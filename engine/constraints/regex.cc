@@ -563,29 +563,6 @@ class NfaBuilder {
   std::vector<NfaState> states_;
 };
 
-// Where the first "(?&)" outside every group, class and escape starts; npos: none.
-size_t TopLevelAnd(std::string_view p) {
-  int depth = 0;
-  bool in_class = false;
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] == '\\') {
-      ++i;
-    } else if (in_class) {
-      in_class = p[i] != ']';
-    } else if (p[i] == '[') {
-      in_class = true;
-      if (i + 1 < p.size() && p[i + 1] == ']') ++i;  // "[]...]": a leading ] is a member
-    } else if (depth == 0 && p.compare(i, 4, "(?&)") == 0) {
-      return i;
-    } else if (p[i] == '(') {
-      ++depth;
-    } else if (p[i] == ')') {
-      --depth;
-    }
-  }
-  return std::string_view::npos;
-}
-
 void Closure(const std::vector<NfaState>& nfa, std::vector<int>* set, std::vector<char>* seen) {
   std::vector<int> stack(set->begin(), set->end());
   for (int s : *set) (*seen)[s] = 1;
@@ -605,11 +582,33 @@ void Closure(const std::vector<NfaState>& nfa, std::vector<int>* set, std::vecto
 
 }  // namespace
 
+size_t FindTopLevel(std::string_view p, std::string_view token) {
+  int depth = 0;
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == '\\') {
+      ++i;
+    } else if (in_class) {
+      in_class = p[i] != ']';
+    } else if (p[i] == '[') {
+      in_class = true;
+      if (i + 1 < p.size() && p[i + 1] == ']') ++i;  // "[]...]": a leading ] is a member
+    } else if (depth == 0 && p.compare(i, token.size(), token) == 0) {
+      return i;
+    } else if (p[i] == '(') {
+      ++depth;
+    } else if (p[i] == ')') {
+      --depth;
+    }
+  }
+  return std::string_view::npos;
+}
+
 absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits& limits) {
   if (pattern.size() > limits.max_pattern_bytes)
     return absl::ResourceExhaustedError(
         absl::StrCat("pattern: ", pattern.size(), " bytes, over the limit of ", limits.max_pattern_bytes));
-  if (const size_t cut = TopLevelAnd(pattern); cut != std::string_view::npos) {  // A(?&)B: both
+  if (const size_t cut = FindTopLevel(pattern, "(?&)"); cut != std::string_view::npos) {  // A(?&)B: both
     absl::StatusOr<Regex> a = Compile(pattern.substr(0, cut), limits);
     if (!a.ok()) return a;
     absl::StatusOr<Regex> b = Compile(pattern.substr(cut + 4), limits);

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 #include <vector>
@@ -29,6 +30,10 @@ struct RegexLimits {
   int max_nfa_states = 200000;  // after expanding the counted repeats
   int max_dfa_states = 20000;
 };
+
+// Where `token` first occurs outside every group, class and escape of `pattern`; npos: nowhere.
+// (A top-level "|" or our "(?&)".)
+size_t FindTopLevel(std::string_view pattern, std::string_view token);
 
 class Regex {
  public:
