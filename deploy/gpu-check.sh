@@ -72,7 +72,7 @@ fi
 
 if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
-  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
+  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/persistent_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu
           kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
@@ -184,6 +184,7 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
   check kernel_tests gpu-bundle/run gla_kernels_cuda_test
   check engine_tests gpu-bundle/run cuda_engine_test
   check train_tests gpu-bundle/run cuda_train_test
+  check persistent_decode_bench gpu-bundle/run persistent_decode_bench
   for preset in 340M 1.3B; do
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
@@ -214,6 +215,7 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   [ -x gpu-bundle/bin/linear_small_m_bench-before ] &&
     check linear_small_m_bench_before gpu-bundle/run linear_small_m_bench-before
   check linear_small_m_bench gpu-bundle/run linear_small_m_bench
+  check persistent_decode_bench gpu-bundle/run persistent_decode_bench
   if [ "${GLA_BENCH_KERNELS:-1}" = 1 ]; then  # GLA_BENCH_KERNELS=0: without the GLA kernels' benchmarks
     check decode_bench gpu-bundle/run gla_decode_bench
     check prefill_bench gpu-bundle/run gla_prefill_bench chunk

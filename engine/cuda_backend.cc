@@ -35,7 +35,7 @@ class CudaBackend : public Backend {
   std::string name() const override { return "cuda"; }
   std::string device() const override {
     return absl::StrCat(model_->device_name(), ", ", model_->uses_chunked_prefill() ? "chunkwise" : "fused-recurrent",
-                        " prefill");
+                        " prefill", model_->uses_persistent_decode() ? ", persistent batch-1 decode" : "");
   }
   const GlaConfig& config() const override { return model_->config(); }
   const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
@@ -142,6 +142,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.max_logit_rows = DecodeBucket(slots) + kScoreRows;
   mo.cuda_graphs = options.cuda_graphs;
   mo.chunked_prefill = options.chunked_prefill;
+  mo.persistent_decode = options.persistent_decode;
+  mo.persistent_l2_prefetch_tiles = options.persistent_l2_prefetch_tiles;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));

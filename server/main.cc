@@ -88,6 +88,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o) {
     co.min_prefill_tokens = o.scheduler.min_prefill_tokens;
     co.cuda_graphs = o.cuda_graphs;
     co.chunked_prefill = o.chunked_prefill;
+    co.persistent_decode = o.persistent_decode;
     return MakeCudaBackend(o.model, co);
   }
   CpuBackendOptions bo;

@@ -36,6 +36,9 @@ ABSL_FLAG(bool, cuda_graphs, true, "replay decode steps as CUDA graphs captured 
 ABSL_FLAG(bool, chunked_prefill, true,
           "prefill with the tensor-core chunkwise GLA kernel where the head shape allows it (dk 64/128/256); "
           "false: the fused-recurrent kernel (cuda backend)");
+ABSL_FLAG(bool, persistent_decode, true,
+          "batch-1 decode steps as one persistent kernel for the whole model where the GPU (Hopper on) and the "
+          "model's shapes allow it; false: a kernel per operation (cuda backend)");
 ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
 ABSL_FLAG(int32_t, state_memory_mb, 0,
           "size the state pool from a memory budget (MiB; GPU memory for the cuda backend) instead of --slots");
@@ -224,6 +227,7 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.device = absl::GetFlag(FLAGS_device);
   o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
+  o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.scheduler.queue_size = absl::GetFlag(FLAGS_queue_size);
   o.scheduler.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);

@@ -31,6 +31,7 @@ struct ServerOptions {
   int device = 0;       // --device: the cuda backend's GPU, and GPU fine-tuning's
   bool cuda_graphs = true;
   bool chunked_prefill = true;
+  bool persistent_decode = true;
   int slots = 16;
   int state_memory_mb = 0;  // > 0: the state pool is sized from this budget instead of `slots`
   int threads = 0;          // CPU backend BLAS threads

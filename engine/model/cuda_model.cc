@@ -108,6 +108,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   RETURN_IF_ERROR(m->UploadWeights(ck));
   m->tokenizer_ = std::move(ck.tokenizer);
   RETURN_IF_ERROR(m->AllocateWorkspace());
+  RETURN_IF_ERROR(m->SetUpPersistentDecode());
   return m;
 }
 
@@ -227,6 +228,66 @@ absl::Status CudaModel::AllocateWorkspace() {
   return absl::OkStatus();
 }
 
+absl::Status CudaModel::SetUpPersistentDecode() {
+  if (!options_.persistent_decode || plan_.short_conv) return absl::OkStatus();
+  const int blocks = cuda::PersistentDecodeBlocks(options_.device);
+  if (blocks == 0) return absl::OkStatus();
+  const GlaLayerPlan& p = plan_;
+  const int L = config_.num_hidden_layers;
+  std::vector<cuda::PersistentDecodeLayer> layers(L);
+  for (int l = 0; l < L; ++l) {
+    const Layer& w = layers_[l];
+    layers[l] = {w.attn_norm, w.in_proj, w.gk1, w.gk1_bias, w.g_norm, w.o_proj, w.mlp_norm, w.gate_up, w.down,
+                 layout_.S_offset(l)};
+  }
+  const size_t layer_bytes = AlignUp(layers.size() * sizeof(cuda::PersistentDecodeLayer));
+  ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign, "the persistent decode kernel's tables"));
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(persistent_mem_.get<char>(), layers.data(),
+                                      layers.size() * sizeof(cuda::PersistentDecodeLayer), cudaMemcpyHostToDevice));
+  cuda::PersistentDecodeParams q;
+  q.layers = persistent_mem_.get<cuda::PersistentDecodeLayer>();
+  q.num_layers = L;
+  q.D = static_cast<int>(p.hidden);
+  q.I = static_cast<int>(p.intermediate);
+  q.P = static_cast<int>(p.in_proj.width);
+  q.q_off = static_cast<int>(p.in_proj.q);
+  q.k_off = static_cast<int>(p.in_proj.k);
+  q.v_off = static_cast<int>(p.in_proj.v);
+  q.g_off = static_cast<int>(p.in_proj.g);
+  q.r_off = static_cast<int>(p.in_proj.r);
+  q.H = p.heads;
+  q.Hkv = p.kv_heads;
+  q.dk = p.head_k;
+  q.dv = p.head_v;
+  q.rank = static_cast<int>(p.gate_rank);
+  q.output_gate = p.output_gate;
+  q.scale = p.scale;
+  q.eps = p.eps;
+  q.gate_inv_normalizer = 1.0f / p.gate.normalizer;
+  q.gate_has_clamp = p.gate.has_clamp;
+  q.gate_clamp_min = p.gate.clamp_min;
+  q.final_norm = final_norm_;
+  q.lm_head = lm_head_;
+  q.vocab = config_.vocab_size;
+  q.slots = d_slots_;
+  q.x = x_;
+  q.proj = proj_;
+  q.o = o_;
+  q.act = act_;
+  q.logits = logits_;
+  q.barrier = reinterpret_cast<unsigned*>(persistent_mem_.get<char>() + layer_bytes);
+  q.blocks = blocks;
+  q.l2_prefetch_tiles = options_.persistent_l2_prefetch_tiles;
+  q.state_base = x_;  // any device pointer for the shape check; each step sets its states
+  if (!cuda::PersistentDecodeShapesSupported(q)) {
+    persistent_mem_ = DeviceMemory();
+    return absl::OkStatus();
+  }
+  q.state_base = nullptr;
+  persistent_ = q;
+  return absl::OkStatus();
+}
+
 int64_t CudaModel::workspace_bytes() const {
   return static_cast<int64_t>(workspace_.bytes() + cublas_workspace_.bytes() + host_inputs_.bytes());
 }
@@ -336,7 +397,10 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
   const bool decode_only = decode_rows == num_seqs;
   bool all_last = true;
   for (const Segment& seg : segments) all_last = all_last && seg.logits != Logits::kAll;
-  if (options_.cuda_graphs && states.scratch_slot >= 0 && decode_only && all_last && step_adapters_.empty() &&
+  // A batch-1 decode step through the persistent kernel is three launches (gather, clear, kernel):
+  // it runs eagerly (no graph to capture a cooperative launch into).
+  const bool persistent = uses_persistent_decode() && decode_only && num_seqs == 1 && all_last && step_adapters_.empty();
+  if (!persistent && options_.cuda_graphs && states.scratch_slot >= 0 && decode_only && all_last && step_adapters_.empty() &&
       DecodeBucket(num_seqs) <= options_.max_tokens && DecodeBucket(num_seqs) <= options_.max_logit_rows) {
     const int bucket = DecodeBucket(num_seqs);
     for (int i = num_seqs; i < bucket; ++i) {
@@ -407,6 +471,15 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   const bool adapters = !step_adapters_.empty();
 
   GLA_CUDA_RETURN_IF_ERROR(cuda::EmbeddingGather(embeddings_, D, d_tokens_, rows, x_, stream_));
+  if (uses_persistent_decode() && rows == 1 && decode_rows == 1 && !adapters && logit_rows <= 1) {
+    cuda::PersistentDecodeParams q = persistent_;
+    q.state_base = states.base;
+    q.slot_stride = states.slot_stride;
+    if (logit_rows == 0) q.logits = nullptr;
+    GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));
+    GLA_CUDA_RETURN_IF_ERROR(cuda::PersistentDecodeStep(q, stream_));
+    return absl::OkStatus();
+  }
   // A one-row step (batch-1 decode) makes each norm and SwiGLU inside the projection that reads it
   // (cuda::LinearOneRowStaged, the same bits): three launches fewer per layer. Adapters read the
   // normed rows themselves, so they keep the separate kernels.

@@ -31,6 +31,7 @@
 #include "engine/cuda_util.h"
 #include "engine/model/layer_plan.h"
 #include "engine/sequence_state.h"
+#include "kernels/persistent_decode.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
 
@@ -44,6 +45,10 @@ struct CudaModelOptions {
   // Prefill through the tensor-core chunkwise kernel where the head shape allows it (dk 64, 128
   // or 256); otherwise, or when false, through the fused-recurrent kernel.
   bool chunked_prefill = true;
+  // Batch-1 decode steps (no adapter) through one persistent kernel for the whole model
+  // (kernels/persistent_decode.h) where the device (Hopper on) and the shapes allow it.
+  bool persistent_decode = true;
+  int persistent_l2_prefetch_tiles = 0;  // its L2 lookahead per SM, in 32 KiB tiles (kernels/persistent_decode.h)
 };
 
 class CudaModel {
@@ -62,6 +67,7 @@ class CudaModel {
   int64_t workspace_bytes() const;
   std::string device_name() const { return device_name_; }
   bool uses_chunked_prefill() const { return chunk_workspace_bytes_ > 0; }
+  bool uses_persistent_decode() const { return persistent_.blocks > 0; }
 
   enum class Logits { kNone, kLast, kAll };
   struct Segment {
@@ -116,6 +122,9 @@ class CudaModel {
   CudaModel() = default;
   absl::Status UploadWeights(Checkpoint& ck);
   absl::Status AllocateWorkspace();
+  // Fills persistent_ when options_.persistent_decode holds and the device and shapes allow it
+  // (else persistent_.blocks stays 0 and batch-1 steps take the kernel-per-operation path).
+  absl::Status SetUpPersistentDecode();
   // The kernels of one step over the inputs already in device memory.
   absl::Status Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states);
   absl::Status RunGraph(int bucket, const States& states);
@@ -159,6 +168,11 @@ class CudaModel {
     float* state_base = nullptr;
   };
   std::map<int, Graph> graphs_;
+
+  // The persistent batch-1 decode kernel's parameters (all but the step's states and logits), its
+  // device array of layers and its grid-barrier counter.
+  cuda::PersistentDecodeParams persistent_;
+  DeviceMemory persistent_mem_;
 
   // Adapters by host address (the entry holds the adapter, so the address is not reused), the
   // step's adapter rows (eager steps), and the x A^T scratch, [max_tokens, largest rank] in fp32

@@ -321,6 +321,87 @@ TEST_P(OptionsModel, AdaptersInMixedStepsMatchCpu) {
   EXPECT_NE(st.message().find("layers"), std::string::npos) << st;
 }
 
+// The persistent batch-1 decode kernel (kernels/persistent_decode.h) against the kernel-per-operation
+// path and the CPU model, on the three head sizes it takes (dk 64 / 128 / 256), with GQA, the
+// clamp and no output gate on one shape: a prompt prefilled on each (the same path), then decode
+// steps one token at a time, logits and states after each. Both GPU paths round activations to bf16
+// at the same points and differ in the order of the sums, which moves a bf16 rounding now and then
+// (on the H200, 2026-12-04: states within 2e-3, logits within 6e-3 of each other): bound 1e-2,
+// half the bf16 bound; against the CPU model (fp32), the bf16 bound. A step without logits (no
+// head) advances the state the same way.
+std::string PersistentShapeDir(int variant) {
+  const std::string dir = testing::MakeTempDir("persistent_decode_model_" + std::to_string(variant));
+  const char* shapes[] = {
+      R"("hidden_size": 512, "num_heads": 4, "expand_k": 0.5, "expand_v": 1, "use_output_gate": true)",
+      R"("hidden_size": 512, "num_heads": 2, "expand_k": 0.5, "expand_v": 1, "use_output_gate": true)",
+      R"("hidden_size": 1024, "num_heads": 4, "num_kv_heads": 2, "expand_k": 1, "expand_v": 1, "use_output_gate": false,
+          "clamp_min": -3.0)"};
+  const std::string config = std::string(R"({"model_type": "gla", "num_hidden_layers": 3, "hidden_ratio": 4,
+    "intermediate_size": null, "use_short_conv": false, "vocab_size": 1000, "norm_eps": 1e-6, )") + shapes[variant] + "}";
+  const auto s = testing::WriteRandomModel(dir, {config, DType::kBF16, 7u + variant, 1});
+  EXPECT_TRUE(s.ok()) << s;
+  return dir;
+}
+
+class PersistentDecode : public ::testing::TestWithParam<int> {};
+constexpr double kPathsBound = 1e-2;
+
+TEST_P(PersistentDecode, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const std::string dir = PersistentShapeDir(GetParam());
+  auto cpu = CpuModel::Load(dir);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  CudaModelOptions on = Options(), off = Options();
+  off.persistent_decode = false;
+  Gpu a = MakeGpu(dir, on), b = MakeGpu(dir, off);
+  if (!a.model || !b.model) return;
+  ASSERT_TRUE(a.model->uses_persistent_decode()) << "dk " << a.model->config().head_k_dim << " on " << a.model->device_name();
+  ASSERT_FALSE(b.model->uses_persistent_decode());
+  const int V = a.model->config().vocab_size;
+  std::mt19937 rng(5 + GetParam());
+  std::uniform_int_distribution<int> tok(0, V - 1);
+  std::vector<int32_t> prompt(37);
+  for (auto& t : prompt) t = tok(rng);
+  const int sa = *a.pool->Acquire(), sb = *b.pool->Acquire();
+  SequenceState cs = (*cpu)->NewState();
+  std::vector<int> first;
+  std::vector<float> want;
+  const CudaModel::Segment pa{prompt, sa, CudaModel::Logits::kLast}, pb{prompt, sb, CudaModel::Logits::kLast};
+  ASSERT_TRUE(a.model->Forward({&pa, 1}, a.states(), &first).ok());
+  ASSERT_TRUE(b.model->Forward({&pb, 1}, b.states(), &first).ok());
+  const CpuModel::Segment pc{prompt, cs.data.data(), false};
+  ASSERT_TRUE((*cpu)->Forward({&pc, 1}, &want).ok());
+  double worst_gpu = 0, worst_cpu = 0;
+  for (int step = 0; step < 12; ++step) {
+    const std::vector<int32_t> one = {tok(rng)};
+    const auto logits = step == 5 ? CudaModel::Logits::kNone : CudaModel::Logits::kLast;
+    const CudaModel::Segment ga{one, sa, logits}, gb{one, sb, logits};
+    ASSERT_TRUE(a.model->Forward({&ga, 1}, a.states(), &first).ok());
+    ASSERT_TRUE(b.model->Forward({&gb, 1}, b.states(), &first).ok());
+    const CpuModel::Segment c1{one, cs.data.data(), false};
+    want.clear();  // Forward appends
+    ASSERT_TRUE((*cpu)->Forward({&c1, 1}, &want).ok());
+    const auto sa_now = a.State(sa), sb_now = b.State(sb);
+    const double state_gpu = RelErr(sa_now, sb_now), state_cpu = RelErr(sa_now, cs.data);
+    EXPECT_LT(state_gpu, kPathsBound) << "step " << step;
+    EXPECT_LT(state_cpu, kBf16Bound) << "step " << step;
+    worst_gpu = std::max(worst_gpu, state_gpu);
+    worst_cpu = std::max(worst_cpu, state_cpu);
+    if (logits == CudaModel::Logits::kNone) continue;
+    const auto la = a.Logits(1), lb = b.Logits(1);
+    const double gpu = RelErr(la, lb), vs_cpu = RelErr(la, want);
+    EXPECT_LT(gpu, kPathsBound) << "step " << step;
+    EXPECT_LT(vs_cpu, kBf16Bound) << "step " << step;
+    worst_gpu = std::max(worst_gpu, gpu);
+    worst_cpu = std::max(worst_cpu, vs_cpu);
+  }
+  std::printf("[ measure ] persistent decode, shape %d (dk %d): worst rel err vs the per-operation path %.2e, vs the "
+              "CPU %.2e\n",
+              GetParam(), a.model->config().head_k_dim, worst_gpu, worst_cpu);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadShapes, PersistentDecode, ::testing::Values(0, 1, 2));
+
 TEST(CudaModel, BadInputIsRejectedAndChangesNothing) {
   GLA_REQUIRE_CUDA_DEVICE();
   Gpu g = MakeGpu(testing::TinyModelDir(), Options(64));

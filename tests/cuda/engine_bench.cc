@@ -3,6 +3,7 @@
 //
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
+//                    [--persistent_decode 1] [--persistent_prefetch_tiles 0]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -52,7 +53,8 @@ struct Targets {
 int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
-                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}};
+                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
+                                              {"persistent_prefetch_tiles", "0"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -78,6 +80,8 @@ int main(int argc, char** argv) {
   o.step_token_budget = std::max({prefill_tokens, prompt, 1});
   o.cuda_graphs = num("cuda_graphs") != 0;
   o.chunked_prefill = num("chunked_prefill") != 0;
+  o.persistent_decode = num("persistent_decode") != 0;
+  o.persistent_l2_prefetch_tiles = num("persistent_prefetch_tiles");
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -98,9 +102,10 @@ int main(int argc, char** argv) {
               "%.2f GB (B=1) per token\n",
               name.c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
               b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9, (decode_bytes_b1 + 2 * state_bytes) / 1e9);
-  std::printf("# decode: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager");
+  std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
+  report.SetNote("backend", b.device());
   std::printf("%-26s %10s %12s %12s %9s %12s %9s  %s\n", "measure", "time ms", "tok/s", "floor tok/s", "of floor",
               "anchor tok/s", "x anchor", "target");
   // `goal`: the issue's target as a fraction of the floor (0: none); `goal_ms`: as a time instead.

@@ -1,0 +1,568 @@
+// The batch-1 decode step as one persistent kernel: see kernels/persistent_decode.h for the plan.
+//
+// Block layout: warps 0-7 consume, warp 8's first lane produces. The producer walks the same
+// sequence of weight tiles as the consumers (TileCursor, ForEachTile: the same order) and keeps
+// kStages tiles of kStageBytes in flight, and l2_prefetch_tiles more on their way to L2: stage `full` barriers (mbarrier, transaction bytes)
+// say a tile has landed, `empty` barriers (one arrival per consumer warp) say it may be reused.
+// A tile is tile_rows consecutive output rows of one matrix (for gate|up, tile_rows gate rows and
+// the matching up rows); a block owns rows [n b / G, n (b + 1) / G) of every matrix, so every
+// block streams about the same bytes.
+//
+// Cross-block data (x, proj, o, act) is read with ld.global.cg (L2, never a stale L1 line) after a
+// grid barrier: the consumers' thread 0 adds to one device counter with release semantics and
+// waits with acquire loads until every block has arrived; the block's other consumers wait at a
+// named barrier (the producer warp never joins one, so the weight stream runs through barriers).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/forget_gate.cuh"
+#include "kernels/cuda/gla_recurrent_tile.cuh"
+#include "kernels/persistent_decode.h"
+
+namespace gla::cuda {
+
+namespace {
+
+constexpr int kConsumerWarps = 8;
+constexpr int kConsumers = kConsumerWarps * 32;
+constexpr int kThreads = kConsumers + 32;  // + the producer warp
+constexpr int kStages = 6;
+constexpr int kStageBytes = 32 * 1024;
+constexpr int kMaxTileRows = 16;  // matrix rows in one tile (gate and up rows counted apart)
+constexpr int kMaxRow = 8192;     // bf16 elements of an operation's input row (D, H dv, I)
+constexpr int kMaxRank = 32;      // the forget gate's low rank
+constexpr int kMaxHeadV = 512;    // dv: the gate norm keeps a head's row in a warp's registers
+constexpr int kStateLanes = 4;    // a state item: 16 columns of one head, as 4 lanes x float4
+constexpr int kStateCols = kStateLanes * 4;
+constexpr int kStateGroups = kConsumers / kStateLanes;  // 64 row groups; dk = 64 R
+
+struct Shared {
+  alignas(128) unsigned char stage[kStages][kStageBytes];
+  alignas(16) uint4 row[kMaxRow / 8];  // the operation's input row, bf16
+  float partial[2][kMaxTileRows][kConsumerWarps];  // per tile (double-buffered): rows x warp parts
+  float q[kStateGroups * 4], k[kStateGroups * 4], decay[kStateGroups * 4];
+  float4 o_partial[kConsumerWarps][kStateLanes];
+  float warp_sums[kConsumerWarps];
+  unsigned long long full[kStages], empty[kStages];
+};
+
+// ---- PTX wrappers (sm_90: mbarrier transactions, bulk copies, acquire/release) ----
+
+__device__ __forceinline__ unsigned SmemAddr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ConsumerSync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
+
+__device__ __forceinline__ void MbarInit(unsigned long long* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(SmemAddr(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void MbarExpectTx(unsigned long long* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(SmemAddr(bar)), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ void MbarArrive(unsigned long long* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(SmemAddr(bar)) : "memory");
+}
+
+__device__ __forceinline__ void MbarWait(unsigned long long* bar, unsigned parity) {
+  unsigned done = 0;
+  do {
+    asm volatile(
+        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+        : "=r"(done)
+        : "r"(SmemAddr(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0);
+}
+
+// Global -> shared, `bytes` (a multiple of 16, 16-byte aligned both sides), completing on `bar`.
+// Weights are read once per step: evict them from L2 first (the activations stay).
+__device__ __forceinline__ void BulkCopy(void* dst, const void* src, unsigned bytes, unsigned long long* bar,
+                                         unsigned long long policy) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+          SmemAddr(dst)),
+      "l"(src), "r"(bytes), "r"(SmemAddr(bar)), "l"(policy)
+      : "memory");
+}
+
+// Global -> L2 only (no completion to wait for): a tile the ring has no room for yet.
+__device__ __forceinline__ void PrefetchL2(const void* src, unsigned bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long GlobalTimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Every block's consumers arrive at barrier `index` (1, 2, ...); returns once all G have. With a
+// trace buffer, thread 0 records when it arrived and when it left (PersistentDecodeParams::trace).
+__device__ __forceinline__ void GridSync(unsigned* counter, unsigned index, unsigned long long* trace) {
+  ConsumerSync();  // the block's writes happen before thread 0's release (cumulative through bar.sync)
+  if (threadIdx.x == 0) {
+    const unsigned long long arrived = trace != nullptr ? GlobalTimer() : 0;
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+    const unsigned target = index * gridDim.x;
+    unsigned seen = 0;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+    } while (seen < target);
+    if (trace != nullptr) {
+      unsigned long long* at = trace + (static_cast<size_t>(index) * gridDim.x + blockIdx.x) * 2;
+      at[0] = arrived;
+      at[1] = GlobalTimer();
+    }
+  }
+  ConsumerSync();
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Sum over the consumers, in a fixed order; every consumer gets it.
+__device__ __forceinline__ float ConsumerSum(Shared& s, float v) {
+  v = WarpSum(v);
+  if (threadIdx.x % 32 == 0) s.warp_sums[threadIdx.x / 32] = v;
+  ConsumerSync();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < kConsumerWarps; ++w) total += s.warp_sums[w];
+  return total;
+}
+
+__device__ __forceinline__ float Dot8(const uint4& w, const uint4& x, float acc) {
+  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
+  const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&x);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 a = __bfloat1622float2(w2[i]), b = __bfloat1622float2(x2[i]);
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+  }
+  return acc;
+}
+
+// ---- The weight stream ----
+
+struct Matrix {
+  const __nv_bfloat16* w = nullptr;
+  int64_t n = 0;  // output rows (gate|up: pairs; the up rows start n rows after the gate rows)
+  int k = 0;      // input width
+  bool pair = false;
+  int tile_rows = 1;  // rows (pairs) per full tile
+};
+
+__device__ __forceinline__ Matrix MakeMatrix(const __nv_bfloat16* w, int64_t n, int k, bool pair) {
+  Matrix m{w, n, k, pair, 1};
+  const int unit = (pair ? 2 : 1) * k * static_cast<int>(sizeof(__nv_bfloat16));
+  while (2 * m.tile_rows * unit <= kStageBytes && 2 * m.tile_rows * (pair ? 2 : 1) <= kMaxTileRows) m.tile_rows *= 2;
+  return m;
+}
+
+// f(first row, rows) for each of block b's tiles of m, in order.
+template <class F>
+__device__ __forceinline__ void ForEachTile(const Matrix& m, int b, int G, F&& f) {
+  const int64_t r0 = m.n * b / G, r1 = m.n * (b + 1) / G;
+  for (int64_t r = r0; r < r1; r += m.tile_rows) f(r, static_cast<int>(r1 - r < m.tile_rows ? r1 - r : m.tile_rows));
+}
+
+// The step's matrices in stream order: per layer in_proj, o_proj, gate|up, down; then lm_head.
+__device__ __forceinline__ int MatrixCount(const PersistentDecodeParams& p) {
+  return 4 * p.num_layers + (p.logits != nullptr ? 1 : 0);
+}
+
+__device__ __forceinline__ Matrix MatrixAt(const PersistentDecodeParams& p, int i) {
+  if (i == 4 * p.num_layers) return MakeMatrix(p.lm_head, p.vocab, p.D, false);
+  const PersistentDecodeLayer& L = p.layers[i / 4];
+  switch (i % 4) {
+    case 0: return MakeMatrix(L.in_proj, p.P, p.D, false);
+    case 1: return MakeMatrix(L.o_proj, p.D, p.H * p.dv, false);
+    case 2: return MakeMatrix(L.gate_up, p.I, p.D, true);
+    default: return MakeMatrix(L.down, p.D, p.I, false);
+  }
+}
+
+// Block b's tiles of the whole step, one after the other (the order Consume takes them in).
+struct TileCursor {
+  int i = -1, count = 0;
+  Matrix m;
+  int64_t r = 0, r1 = 0;
+  int rows = 0;
+  bool done = false;
+
+  __device__ __forceinline__ void Next(const PersistentDecodeParams& p, int b, int G) {
+    r += rows;
+    while (r >= r1) {
+      if (++i >= count) {
+        done = true;
+        return;
+      }
+      m = MatrixAt(p, i);
+      r = m.n * b / G;
+      r1 = m.n * (b + 1) / G;
+    }
+    rows = static_cast<int>(r1 - r < m.tile_rows ? r1 - r : m.tile_rows);
+  }
+  __device__ __forceinline__ unsigned Bytes() const {
+    return static_cast<unsigned>(rows) * static_cast<unsigned>(m.k) * sizeof(__nv_bfloat16);
+  }
+};
+
+__device__ void Produce(const PersistentDecodeParams& p, Shared& s, int b, int G) {
+  unsigned long long policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  TileCursor copy, ahead;
+  copy.count = ahead.count = MatrixCount(p);
+  copy.Next(p, b, G);
+  ahead.Next(p, b, G);
+  unsigned ahead_index = 0;
+  for (unsigned tile = 0; !copy.done; ++tile, copy.Next(p, b, G)) {
+    // Tiles past the ring's reach go to L2 first (up to l2_prefetch_tiles of them), so that the
+    // stream from memory goes on while the consumers wait at a barrier and the ring is full.
+    while (!ahead.done && ahead_index < tile + kStages + p.l2_prefetch_tiles) {
+      if (ahead_index >= kStages) {
+        PrefetchL2(ahead.m.w + ahead.r * ahead.m.k, ahead.Bytes());
+        if (ahead.m.pair) PrefetchL2(ahead.m.w + (ahead.m.n + ahead.r) * ahead.m.k, ahead.Bytes());
+      }
+      ++ahead_index;
+      ahead.Next(p, b, G);
+    }
+    const int slot = static_cast<int>(tile % kStages);
+    if (tile >= kStages) MbarWait(&s.empty[slot], ((tile / kStages) - 1) & 1);
+    const Matrix& m = copy.m;
+    const unsigned bytes = copy.Bytes();
+    MbarExpectTx(&s.full[slot], m.pair ? 2 * bytes : bytes);
+    BulkCopy(s.stage[slot], m.w + copy.r * m.k, bytes, &s.full[slot], policy);
+    if (m.pair)
+      BulkCopy(s.stage[slot] + m.tile_rows * m.k * sizeof(__nv_bfloat16), m.w + (m.n + copy.r) * m.k, bytes,
+               &s.full[slot], policy);
+  }
+}
+
+// The consumers' side of one matrix: each tile's rows against s.row, then epilogue(row, value,
+// up value) by thread t < rows for the tile's row t (gate|up: the gate row's value and the up row's).
+template <class Epilogue>
+__device__ __forceinline__ void Consume(Shared& s, const Matrix& m, int b, int G, unsigned& tile,
+                                        Epilogue&& epilogue) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int units = m.pair ? 2 * m.tile_rows : m.tile_rows;  // matrix rows in a full tile
+  const int chunks = m.k / 8;                                 // 16-byte chunks per row
+  const int split = units >= kConsumerWarps ? 1 : kConsumerWarps / units;  // warps per row
+  ForEachTile(m, b, G, [&](int64_t r, int rows) {
+    const int slot = static_cast<int>(tile % kStages);
+    float(&part)[kMaxTileRows][kConsumerWarps] = s.partial[tile & 1];
+    MbarWait(&s.full[slot], (tile / kStages) & 1);
+    const uint4* w = reinterpret_cast<const uint4*>(s.stage[slot]);
+    auto valid = [&](int u) { return (m.pair && u >= m.tile_rows ? u - m.tile_rows : u) < rows; };
+    auto dot = [&](int u, int lo, int hi) {
+      const uint4* wr = w + u * chunks;
+      float a0 = 0.f, a1 = 0.f;
+      int c = lo + lane;
+      for (; c + 32 < hi; c += 64) {
+        a0 = Dot8(wr[c], s.row[c], a0);
+        a1 = Dot8(wr[c + 32], s.row[c + 32], a1);
+      }
+      if (c < hi) a0 = Dot8(wr[c], s.row[c], a0);
+      return WarpSum(a0 + a1);
+    };
+    if (split > 1) {
+      const int u = warp / split, seg = warp % split;
+      const float v = valid(u) ? dot(u, chunks * seg / split, chunks * (seg + 1) / split) : 0.f;
+      if (lane == 0) part[u][seg] = v;
+    } else {
+      for (int u = warp; u < units; u += kConsumerWarps) {
+        const float v = valid(u) ? dot(u, 0, chunks) : 0.f;
+        if (lane == 0) part[u][0] = v;
+      }
+    }
+    __syncwarp();
+    if (lane == 0) MbarArrive(&s.empty[slot]);  // this warp is done with the stage
+    ConsumerSync();
+    const int t = threadIdx.x;
+    if (t < rows) {
+      float v = 0.f, up = 0.f;
+      for (int j = 0; j < split; ++j) v += part[t][j];
+      if (m.pair)
+        for (int j = 0; j < split; ++j) up += part[m.tile_rows + t][j];
+      epilogue(r + t, v, up);
+    }
+    ++tile;
+  });
+}
+
+// ---- The consumers' input rows ----
+
+// s.row = bf16(RMSNorm(x) * w), x fp32 [n] written by other blocks.
+// One trip to memory: a thread's values (n <= kMaxRow) stay in registers between the two passes.
+__device__ __forceinline__ void NormRow(Shared& s, const float* x, const float* w, int n, float eps) {
+  constexpr int kPer = kMaxRow / kConsumers;
+  float v[kPer], nw[kPer];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = threadIdx.x + j * kConsumers;
+    v[j] = i < n ? __ldcg(x + i) : 0.f;
+    nw[j] = i < n ? __ldg(w + i) : 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) ss += v[j] * v[j];
+  const float inv = rsqrtf(ConsumerSum(s, ss) / n + eps);
+  __nv_bfloat16* row = reinterpret_cast<__nv_bfloat16*>(s.row);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = threadIdx.x + j * kConsumers;
+    if (i < n) row[i] = __float2bfloat16(v[j] * inv * nw[j]);
+  }
+  ConsumerSync();
+}
+
+// s.row = bf16(RMSNorm per head(o) * g_norm * swish(g)): a warp per head.
+__device__ __forceinline__ void GateNormRow(Shared& s, const PersistentDecodeParams& p, const float* g_norm) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __nv_bfloat16* row = reinterpret_cast<__nv_bfloat16*>(s.row);
+  constexpr int kPer = kMaxHeadV / 32;
+  for (int h = warp; h < p.H; h += kConsumerWarps) {  // o, g and the norm weights in one trip to memory
+    const float* oh = p.o + static_cast<int64_t>(h) * p.dv;
+    const float* gh = p.proj + p.g_off + static_cast<int64_t>(h) * p.dv;
+    float v[kPer], z[kPer], nw[kPer];
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      v[j] = i < p.dv ? __ldcg(oh + i) : 0.f;
+      z[j] = i < p.dv && p.output_gate ? __ldcg(gh + i) : 0.f;
+      nw[j] = i < p.dv ? __ldg(g_norm + i) : 0.f;
+      ss += v[j] * v[j];
+    }
+    const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      if (i >= p.dv) break;
+      float val = v[j] * inv * nw[j];
+      if (p.output_gate) val *= z[j] / (1.f + __expf(-z[j]));
+      row[h * p.dv + i] = __float2bfloat16(val);
+    }
+  }
+  ConsumerSync();
+}
+
+// s.row = act (bf16 [n], written by other blocks).
+__device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int n) {
+  const uint4* a = reinterpret_cast<const uint4*>(act);
+  for (int i = threadIdx.x; i < n / 8; i += kConsumers) s.row[i] = __ldcg(a + i);
+  ConsumerSync();
+}
+
+// ---- The recurrent state update ----
+
+// One item: 16 value columns of head h, all dk rows (thread: 4 columns of R rows). The state rows
+// and the gate factor rows may already be in registers (loaded before the barrier).
+template <int R>
+struct StateItem {
+  int h = 0, hk = 0, c0 = 0;
+  float* S = nullptr;  // the head's [dk, dv]
+  float4 rows[R];
+  float4 w1[kMaxRank / 4];
+
+  __device__ __forceinline__ void Load(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, int item,
+                                       int64_t slot_base) {
+    constexpr int dk = R * kStateGroups;
+    const int per_head = p.dv / kStateCols;
+    h = item / per_head;
+    hk = h / (p.H / p.Hkv);
+    c0 = (item % per_head) * kStateCols;
+    S = p.state_base + slot_base + L.state_offset + static_cast<int64_t>(h) * dk * p.dv;
+    const int lane4 = threadIdx.x % kStateLanes, group = threadIdx.x / kStateLanes;
+    const int col = c0 + lane4 * 4;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      rows[r] = __ldcs(reinterpret_cast<const float4*>(S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col));
+    if (threadIdx.x < dk) {
+      const float4* w = reinterpret_cast<const float4*>(L.gk1 + (static_cast<int64_t>(hk) * dk + threadIdx.x) * p.rank);
+#pragma unroll
+      for (int j = 0; j < kMaxRank / 4; ++j)
+        if (4 * j < p.rank) w1[j] = __ldg(w + j);
+    }
+  }
+
+  __device__ __forceinline__ void Update(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, Shared& s) {
+    constexpr int dk = R * kStateGroups;
+    const int t = threadIdx.x, warp = t / 32, lane = t % 32;
+    const int lane4 = t % kStateLanes, group = t / kStateLanes;
+    if (t < dk) {  // q (scaled), k and the decay of row t, from this step's projections
+      const float* lr = p.proj + p.r_off;
+      float z = L.gk1_bias != nullptr ? __ldg(L.gk1_bias + hk * dk + t) : 0.f;
+#pragma unroll
+      for (int j = 0; j < kMaxRank / 4; ++j) {  // LowRankGateOf's order (forget_gate.cuh)
+        if (4 * j >= p.rank) break;
+        z = fmaf(__ldcg(lr + 4 * j), w1[j].x, z);
+        z = fmaf(__ldcg(lr + 4 * j + 1), w1[j].y, z);
+        z = fmaf(__ldcg(lr + 4 * j + 2), w1[j].z, z);
+        z = fmaf(__ldcg(lr + 4 * j + 3), w1[j].w, z);
+      }
+      s.decay[t] = expf(GateOf(z, p.gate_inv_normalizer, p.gate_has_clamp, p.gate_clamp_min));
+      s.q[t] = p.scale * __ldcg(p.proj + p.q_off + static_cast<int64_t>(h) * dk + t);
+      s.k[t] = __ldcg(p.proj + p.k_off + static_cast<int64_t>(hk) * dk + t);
+    }
+    const int col = c0 + lane4 * 4;
+    const float4 v = __ldcg(reinterpret_cast<const float4*>(p.proj + p.v_off + static_cast<int64_t>(hk) * p.dv + col));
+    ConsumerSync();
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int i = group + r * kStateGroups;
+      tile::UpdateRow(rows[r], s.decay[i], s.k[i], s.q[i], v, acc);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      __stcs(reinterpret_cast<float4*>(S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col), rows[r]);
+    for (int off = kStateLanes; off < 32; off <<= 1) {  // the warp's 8 row groups, same columns
+      acc.x += __shfl_xor_sync(0xffffffffu, acc.x, off);
+      acc.y += __shfl_xor_sync(0xffffffffu, acc.y, off);
+      acc.z += __shfl_xor_sync(0xffffffffu, acc.z, off);
+      acc.w += __shfl_xor_sync(0xffffffffu, acc.w, off);
+    }
+    if (lane < kStateLanes) s.o_partial[warp][lane] = acc;
+    ConsumerSync();
+    if (t < kStateLanes) {
+      float4 sum = s.o_partial[0][t];
+      for (int w = 1; w < kConsumerWarps; ++w) {
+        const float4 x = s.o_partial[w][t];
+        sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+      }
+      __stcg(reinterpret_cast<float4*>(p.o + static_cast<int64_t>(h) * p.dv + c0 + t * 4), sum);
+    }
+    ConsumerSync();  // q, k, decay and o_partial are free for the next item
+  }
+};
+
+template <int R>
+__device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, int G) {
+  unsigned tile = 0, barriers = 0;
+  auto sync = [&] { GridSync(p.barrier, ++barriers, p.trace); };
+  if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
+  const int items = p.H * (p.dv / kStateCols);
+  const int64_t slot_base = static_cast<int64_t>(p.slots[0]) * p.slot_stride;
+  for (int l = 0; l < p.num_layers; ++l) {
+    const PersistentDecodeLayer& L = p.layers[l];
+    NormRow(s, p.x, L.attn_norm, p.D, p.eps);
+    Consume(s, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
+    StateItem<R> item;
+    if (b < items) item.Load(p, L, b, slot_base);  // before the barrier: the state is not this step's
+    sync();
+    for (int it = b; it < items; it += G) {
+      if (it != b) item.Load(p, L, it, slot_base);
+      item.Update(p, L, s);
+    }
+    sync();
+    GateNormRow(s, p, L.g_norm);
+    Consume(s, MatrixAt(p, 4 * l + 1), b, G, tile,
+            [&](int64_t n, float v, float) { __stcg(p.x + n, v + __ldcg(p.x + n)); });
+    sync();
+    NormRow(s, p.x, L.mlp_norm, p.D, p.eps);
+    Consume(s, MatrixAt(p, 4 * l + 2), b, G, tile, [&](int64_t n, float g, float u) {  // activations.cu's SwiGLU
+      const float a = __bfloat162float(__float2bfloat16(g)), up = __bfloat162float(__float2bfloat16(u));
+      p.act[n] = __float2bfloat16(a / (1.f + __expf(-a)) * up);
+    });
+    sync();
+    ActRow(s, p.act, p.I);
+    Consume(s, MatrixAt(p, 4 * l + 3), b, G, tile,
+            [&](int64_t n, float v, float) { __stcg(p.x + n, v + __ldcg(p.x + n)); });
+    sync();
+  }
+  if (p.logits != nullptr) {
+    NormRow(s, p.x, p.final_norm, p.D, p.eps);
+    Consume(s, MatrixAt(p, 4 * p.num_layers), b, G, tile,
+            [&](int64_t n, float v, float) { __stcg(p.logits + n, v); });
+  }
+  if (p.trace != nullptr && threadIdx.x == 0) {  // the last entry: the block's end
+    unsigned long long* at = p.trace + (static_cast<size_t>(barriers + 1) * G + b) * 2;
+    at[0] = at[1] = GlobalTimer();
+  }
+}
+
+template <int R>
+__global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const PersistentDecodeParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char smem[];
+  Shared& s = *reinterpret_cast<Shared*>(smem);
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages; ++i) {
+      MbarInit(&s.full[i], 1);
+      MbarInit(&s.empty[i], kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (threadIdx.x >= kConsumers) {
+    if (threadIdx.x == kConsumers) Produce(p, s, blockIdx.x, gridDim.x);
+    return;
+  }
+  ConsumeStep<R>(p, s, blockIdx.x, gridDim.x);
+#endif
+}
+
+template <int R>
+cudaError_t SetSmem() {
+  return cudaFuncSetAttribute(PersistentDecodeKernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(sizeof(Shared)));
+}
+
+}  // namespace
+
+bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
+  auto aligned4 = [](int v) { return v >= 0 && v % 4 == 0; };
+  const bool dims = p.num_layers > 0 && p.D > 0 && p.I > 0 && p.P > 0 && p.D % 8 == 0 && p.I % 8 == 0 &&
+                    p.D <= kMaxRow && p.I <= kMaxRow && p.H > 0 && p.Hkv > 0 && p.H % p.Hkv == 0 &&
+                    (p.dk == 64 || p.dk == 128 || p.dk == 256) && p.dv > 0 && p.dv % kStateCols == 0 && p.dv <= kMaxHeadV &&
+                    int64_t{p.H} * p.dv <= kMaxRow && p.rank > 0 && p.rank <= kMaxRank && p.rank % 4 == 0;
+  const bool offsets = aligned4(p.q_off) && aligned4(p.k_off) && aligned4(p.v_off) && aligned4(p.g_off) &&
+                       aligned4(p.r_off) && p.r_off + p.rank <= p.P;
+  const bool head = p.logits == nullptr || (p.lm_head != nullptr && p.final_norm != nullptr && p.vocab > 0);
+  const bool buffers = p.layers != nullptr && p.state_base != nullptr && p.slots != nullptr && p.x != nullptr &&
+                       p.proj != nullptr && p.o != nullptr && p.act != nullptr && p.barrier != nullptr;
+  return dims && offsets && head && buffers && p.blocks > 0 && p.l2_prefetch_tiles >= 0 && p.l2_prefetch_tiles <= 64;
+}
+
+int PersistentDecodeBlocks(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return 0;
+  if (prop.major < 9 || prop.cooperativeLaunch == 0 || sizeof(Shared) > prop.sharedMemPerBlockOptin) return 0;
+  if (SetSmem<1>() != cudaSuccess || SetSmem<2>() != cudaSuccess || SetSmem<4>() != cudaSuccess) return 0;
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4>, kThreads, sizeof(Shared)) !=
+          cudaSuccess ||
+      per_sm < 1)
+    return 0;
+  return prop.multiProcessorCount;  // one block per SM: all resident, nothing else shares the SM
+}
+
+cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream) {
+  if (!PersistentDecodeShapesSupported(p)) return cudaErrorInvalidValue;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(p.blocks));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = sizeof(Shared);
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  switch (p.dk / kStateGroups) {
+    case 1: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<1>, p);
+    case 2: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<2>, p);
+    default: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<4>, p);
+  }
+}
+
+}  // namespace gla::cuda

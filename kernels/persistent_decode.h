@@ -1,0 +1,94 @@
+// One decode step of a whole GLA model, for one sequence, as one persistent kernel (issue 19,
+// deliverable 2). The kernel-per-operation step spends most of a batch-1 step in ramps: each of
+// ~150 kernels waits for its predecessor's last store, then needs two or three dependent trips to
+// memory before its weight stream reaches full rate (docs/performance.md, the ncu profile).
+//
+// Here one block per SM runs the whole step. In each block a producer warp streams every weight
+// matrix the block will need — in_proj, o_proj, gate|up, down of every layer, then lm_head — into a
+// ring of shared-memory stages with bulk asynchronous copies (TMA, cp.async.bulk), as far ahead as
+// the ring allows, and the next few tiles beyond it into L2 (cp.async.bulk.prefetch); weights do
+// not depend on the step's activations, so the stream never waits for them. Eight consumer warps make each operation's input row in shared memory (the RMSNorm, the
+// gate norm with the output gate, SwiGLU's output), multiply the streamed rows with it, and write
+// their rows of the output. Operations are separated by a grid-wide barrier on a device counter
+// (five per layer); while consumers wait at one, the ring keeps filling with the next operation's
+// weights, so the memory system never idles at an operation boundary. The recurrent state update
+// (with the forget gate made from its low-rank factors) runs between in_proj and o_proj; its state
+// rows are loaded before the barrier that precedes it.
+//
+// Numerics are the kernel-per-operation path's: bf16 weights and bf16 input rows, fp32
+// accumulation, fp32 residual stream, projections and states, the gate|up outputs rounded to bf16
+// before SwiGLU, SwiGLU's output rounded to bf16; only the order of the sums differs.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gla::cuda {
+
+// One layer's weights (device pointers; matrices bf16 row-major [out, in], the rest fp32) and
+// where its state lies inside a sequence's slot.
+struct PersistentDecodeLayer {
+  const float* attn_norm = nullptr;  // [D]
+  const __nv_bfloat16* in_proj = nullptr;  // [P, D]: q | k | v | g | gate low rank
+  const float* gk1 = nullptr;              // [Hkv dk, rank]: the gate's second factor
+  const float* gk1_bias = nullptr;         // [Hkv dk] or null
+  const float* g_norm = nullptr;           // [dv]
+  const __nv_bfloat16* o_proj = nullptr;   // [D, H dv]
+  const float* mlp_norm = nullptr;         // [D]
+  const __nv_bfloat16* gate_up = nullptr;  // [2 I, D]: gate rows, then up rows
+  const __nv_bfloat16* down = nullptr;     // [D, I]
+  int64_t state_offset = 0;                // floats from the slot's start to this layer's [H, dk, dv]
+};
+
+struct PersistentDecodeParams {
+  const PersistentDecodeLayer* layers = nullptr;  // device array of num_layers
+  int num_layers = 0;
+  int D = 0, I = 0;                               // hidden, intermediate
+  int P = 0;                                      // in_proj's width
+  int q_off = 0, k_off = 0, v_off = 0, g_off = 0, r_off = 0;  // columns of in_proj's output
+  int H = 0, Hkv = 0, dk = 0, dv = 0, rank = 0;
+  bool output_gate = true;
+  float scale = 1.f, eps = 1e-6f;
+  float gate_inv_normalizer = 1.f;
+  bool gate_has_clamp = false;
+  float gate_clamp_min = 0.f;
+  const float* final_norm = nullptr;        // [D]
+  const __nv_bfloat16* lm_head = nullptr;   // [vocab, D]
+  int vocab = 0;
+  // The sequence's state: state_base + slots[0] * slot_stride + a layer's state_offset.
+  float* state_base = nullptr;
+  int64_t slot_stride = 0;
+  const int32_t* slots = nullptr;
+  // Workspace (device): x holds the embedding row on entry and the residual stream after.
+  float* x = nullptr;              // [D]
+  float* proj = nullptr;           // [P]
+  float* o = nullptr;              // [H dv]
+  __nv_bfloat16* act = nullptr;    // [I]
+  float* logits = nullptr;         // [vocab], or null: no head this step
+  unsigned* barrier = nullptr;     // one counter, zero at the launch (the caller clears it)
+  int blocks = 0;                  // from PersistentDecodeBlocks
+  // Tiles (32 KiB each) a block's producer sends to L2 ahead of what its shared-memory ring holds
+  // (0-64): the weight stream then keeps going while the consumers wait at a barrier.
+  int l2_prefetch_tiles = 0;
+  // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
+  // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
+  // layer, after in_proj, the state update, o_proj, gate|up and down), the last the block's end.
+  unsigned long long* trace = nullptr;
+};
+
+// Whether the kernel takes these shapes (head dims, sizes of the shared-memory rows, rank).
+bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
+
+// The blocks to launch on `device` (one per SM, all resident at once), or 0 when the device cannot
+// run the kernel (before Hopper, or not enough shared memory). Sets the kernel's shared-memory
+// attribute; call once before the first PersistentDecodeStep.
+int PersistentDecodeBlocks(int device);
+
+// Enqueues the step (a cooperative launch of p.blocks blocks). p.barrier must be zero when the
+// kernel starts (clear it on the same stream first). cudaErrorInvalidValue: shapes not supported.
+cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream);
+
+}  // namespace gla::cuda

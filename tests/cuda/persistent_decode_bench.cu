@@ -1,0 +1,225 @@
+// The persistent batch-1 decode kernel alone (kernels/persistent_decode.h) on random weights of the
+// gla-340M and gla-1.3B shapes: time per step against the floor (weights once + the state read and
+// written, over the copy bandwidth measured in the same run), then one traced step: per kind of
+// operation, the time a block spends in it, at the grid barrier after it, and how far apart the
+// blocks arrive there (where the step's time goes that is not the weight stream).
+//
+//   persistent_decode_bench [--prefetch 0,6] [--steps 50]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "kernels/persistent_decode.h"
+#include "tests/cuda/bench_report.h"
+#include "tests/cuda/device_ceilings.h"
+
+namespace {
+
+#define CHECK_CUDA(x)                                                                          \
+  do {                                                                                         \
+    const cudaError_t e = (x);                                                                 \
+    if (e != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+struct Shape {
+  const char* name;
+  int layers, D, I, H, dk, dv, rank, vocab;
+};
+
+__global__ void FillBf16(__nv_bfloat16* p, size_t n, float scale, unsigned seed) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    unsigned h = static_cast<unsigned>(i) * 2654435761u ^ seed;
+    h ^= h >> 13, h *= 0x5bd1e995u, h ^= h >> 15;
+    p[i] = __float2bfloat16(scale * (static_cast<float>(h & 0xffff) / 32768.f - 1.f));
+  }
+}
+
+__global__ void FillF32(float* p, size_t n, float scale, float offset, unsigned seed) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    unsigned h = static_cast<unsigned>(i) * 2246822519u ^ seed;
+    h ^= h >> 13, h *= 0x5bd1e995u, h ^= h >> 15;
+    p[i] = offset + scale * (static_cast<float>(h & 0xffff) / 32768.f - 1.f);
+  }
+}
+
+template <typename T>
+T* Alloc(size_t n) {
+  T* p = nullptr;
+  CHECK_CUDA(cudaMalloc(&p, n * sizeof(T)));
+  return p;
+}
+
+void Run(const Shape& sh, const std::vector<int>& prefetches, int steps, const gla::bench::DeviceCeilings& ceil,
+         gla::bench::BenchReport& report, int blocks) {
+  const int P = 2 * sh.H * sh.dk + 2 * sh.H * sh.dv + sh.rank;  // q | k | v | g | gate low rank
+  const size_t in_proj = size_t(P) * sh.D, o_proj = size_t(sh.D) * sh.H * sh.dv, gate_up = size_t(2) * sh.I * sh.D,
+               down = size_t(sh.D) * sh.I, head = size_t(sh.vocab) * sh.D;
+  const size_t per_layer = in_proj + o_proj + gate_up + down;
+  const size_t state_floats = size_t(sh.layers) * sh.H * sh.dk * sh.dv;
+  __nv_bfloat16* w = Alloc<__nv_bfloat16>(per_layer * sh.layers + head);
+  FillBf16<<<1024, 256>>>(w, per_layer * sh.layers + head, 0.03f, 1);
+  const size_t small_per_layer = 3 * size_t(sh.D) + sh.dv + size_t(sh.H) * sh.dk * (sh.rank + 1);
+  float* f = Alloc<float>(small_per_layer * sh.layers + sh.D);
+  FillF32<<<256, 256>>>(f, small_per_layer * sh.layers + sh.D, 0.1f, 1.f, 2);  // norms ~1
+  float* state = Alloc<float>(state_floats);
+  FillF32<<<1024, 256>>>(state, state_floats, 0.01f, 0.f, 3);
+  std::vector<gla::cuda::PersistentDecodeLayer> layers(sh.layers);
+  for (int l = 0; l < sh.layers; ++l) {
+    __nv_bfloat16* lw = w + l * per_layer;
+    float* lf = f + l * small_per_layer;
+    auto& L = layers[l];
+    L.attn_norm = lf;
+    L.mlp_norm = lf + sh.D;
+    L.g_norm = lf + 2 * sh.D;
+    L.gk1 = lf + 2 * sh.D + sh.dv;  // values ~1: gates near logsigmoid(rank) / 16
+    L.gk1_bias = nullptr;
+    L.in_proj = lw;
+    L.o_proj = lw + in_proj;
+    L.gate_up = lw + in_proj + o_proj;
+    L.down = lw + in_proj + o_proj + gate_up;
+    L.state_offset = int64_t(l) * sh.H * sh.dk * sh.dv;
+  }
+  auto* d_layers = Alloc<gla::cuda::PersistentDecodeLayer>(sh.layers);
+  CHECK_CUDA(cudaMemcpy(d_layers, layers.data(), layers.size() * sizeof(layers[0]), cudaMemcpyHostToDevice));
+  int32_t* slots = Alloc<int32_t>(1);
+  CHECK_CUDA(cudaMemset(slots, 0, sizeof(int32_t)));
+  unsigned* barrier = Alloc<unsigned>(1);
+  float* x = Alloc<float>(sh.D);
+  FillF32<<<8, 256>>>(x, sh.D, 1.f, 0.f, 4);
+
+  gla::cuda::PersistentDecodeParams p;
+  p.layers = d_layers;
+  p.num_layers = sh.layers;
+  p.D = sh.D, p.I = sh.I, p.P = P;
+  p.q_off = 0, p.k_off = sh.H * sh.dk, p.v_off = 2 * sh.H * sh.dk, p.g_off = p.v_off + sh.H * sh.dv;
+  p.r_off = p.g_off + sh.H * sh.dv;
+  p.H = p.Hkv = sh.H, p.dk = sh.dk, p.dv = sh.dv, p.rank = sh.rank;
+  p.scale = 1.f / std::sqrt(float(sh.dk));
+  p.gate_inv_normalizer = 1.f / 16;
+  p.final_norm = f + small_per_layer * sh.layers;
+  p.lm_head = w + per_layer * sh.layers;
+  p.vocab = sh.vocab;
+  p.state_base = state;
+  p.slots = slots;
+  p.x = x;
+  p.proj = Alloc<float>(P);
+  p.o = Alloc<float>(size_t(sh.H) * sh.dv);
+  p.act = Alloc<__nv_bfloat16>(sh.I);
+  p.logits = Alloc<float>(sh.vocab);
+  p.barrier = barrier;
+  p.blocks = blocks;
+  if (!gla::cuda::PersistentDecodeShapesSupported(p)) {
+    std::printf("%s: shapes not supported\n", sh.name);
+    return;
+  }
+  const double bytes = double(per_layer * sh.layers + head) * 2 + 2.0 * state_floats * 4;
+  const double floor_us = ceil.BytesSeconds(bytes) * 1e6;
+  cudaEvent_t t0, t1;
+  CHECK_CUDA(cudaEventCreate(&t0));
+  CHECK_CUDA(cudaEventCreate(&t1));
+  auto step = [&](const gla::cuda::PersistentDecodeParams& q) {
+    CHECK_CUDA(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
+    CHECK_CUDA(gla::cuda::PersistentDecodeStep(q, nullptr));
+  };
+  for (int pf : prefetches) {
+    gla::cuda::PersistentDecodeParams q = p;
+    q.l2_prefetch_tiles = pf;
+    for (int i = 0; i < 3; ++i) step(q);
+    CHECK_CUDA(cudaEventRecord(t0));
+    for (int i = 0; i < steps; ++i) step(q);
+    CHECK_CUDA(cudaEventRecord(t1));
+    CHECK_CUDA(cudaEventSynchronize(t1));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, t0, t1));
+    const double us = 1e3 * ms / steps;
+    std::printf("%-9s prefetch %2d  %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n", sh.name, pf, us,
+                floor_us, 100 * floor_us / us, bytes / 1e9);
+    report.AddRow()
+        .Str("shape", sh.name)
+        .Num("l2_prefetch_tiles", pf)
+        .Num("us_per_step", us)
+        .Num("floor_us", floor_us)
+        .Num("of_floor", floor_us / us);
+  }
+  // One traced step (prefetch as the first variant).
+  const int entries = 5 * sh.layers + 2;
+  unsigned long long* trace = Alloc<unsigned long long>(size_t(entries) * blocks * 2);
+  gla::cuda::PersistentDecodeParams q = p;
+  q.l2_prefetch_tiles = prefetches.front();
+  q.trace = trace;
+  step(q);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<unsigned long long> t(size_t(entries) * blocks * 2);
+  CHECK_CUDA(cudaMemcpy(t.data(), trace, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
+  auto at = [&](int e, int b, int k) { return double(t[(size_t(e) * blocks + b) * 2 + k]); };
+  const char* kinds[] = {"in_proj (+norm)", "state update", "o_proj (+gate norm)", "gate|up (+norm)", "down (+act)"};
+  double total_work[5] = {}, total_wait[5] = {}, total_skew[5] = {};
+  for (int l = 0; l < sh.layers; ++l)
+    for (int k = 0; k < 5; ++k) {
+      const int e = 5 * l + k + 1;
+      double lo = 1e300, hi = 0;
+      for (int b = 0; b < blocks; ++b) {
+        total_work[k] += at(e, b, 0) - at(e - 1, b, 1);
+        total_wait[k] += at(e, b, 1) - at(e, b, 0);
+        lo = std::min(lo, at(e, b, 0));
+        hi = std::max(hi, at(e, b, 0));
+      }
+      total_skew[k] += hi - lo;
+    }
+  double start = 1e300, end = 0, head_ns = 0;
+  for (int b = 0; b < blocks; ++b) {
+    start = std::min(start, at(0, b, 0));
+    end = std::max(end, at(entries - 1, b, 0));
+    head_ns += at(entries - 1, b, 0) - at(entries - 2, b, 1);
+  }
+  std::printf("%-9s traced step %.1f us (prefetch %d): per operation, summed over %d layers, mean over blocks\n",
+              sh.name, (end - start) / 1e3, q.l2_prefetch_tiles, sh.layers);
+  std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
+  for (int k = 0; k < 5; ++k)
+    std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
+                total_skew[k] / 1e3);
+  std::printf("  %-22s %10.1f\n", "final norm + lm_head", head_ns / blocks / 1e3);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> prefetches = {0};
+  int steps = 50;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string f = argv[i], v = argv[i + 1];
+    if (f == "--prefetch") {
+      prefetches.clear();
+      for (size_t at = 0; at <= v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        prefetches.push_back(std::atoi(v.substr(at, comma - at).c_str()));
+        at = comma + 1;
+      }
+    } else if (f == "--steps") {
+      steps = std::max(1, std::atoi(v.c_str()));
+    } else {
+      std::fprintf(stderr, "unknown option %s\n", f.c_str());
+      return 2;
+    }
+  }
+  const int blocks = gla::cuda::PersistentDecodeBlocks(0);
+  if (blocks == 0) {
+    std::printf("persistent_decode_bench: skipped: this device cannot run the persistent kernel (needs Hopper)\n");
+    return 0;
+  }
+  gla::bench::BenchReport report("persistent_decode", gla::bench::MeasureDeviceCeilings());
+  report.PrintHeader();
+  const Shape shapes[] = {{"gla-340M", 24, 1024, 2816, 4, 128, 256, 16, 32000},
+                          {"gla-1.3B", 24, 2048, 5632, 4, 256, 512, 16, 32000}};
+  for (const Shape& sh : shapes) Run(sh, prefetches, steps, report.ceilings(), report, blocks);
+  return 0;
+}
