@@ -34,6 +34,7 @@ constexpr int kMaxTileRows = 16;  // matrix rows in one tile (gate and up rows c
 constexpr int kMaxRow = 8192;     // bf16 elements of an operation's input row (D, H dv, I)
 constexpr int kMaxRank = 32;      // the forget gate's low rank
 constexpr int kMaxHeadV = 512;    // dv: the gate norm keeps a head's row in a warp's registers
+constexpr int kMaxOwnRows = 64;   // rows of the residual stream a block owns (D / blocks)
 constexpr int kStateLanes = 4;    // a state item: 16 columns of one head, as 4 lanes x float4
 constexpr int kStateCols = kStateLanes * 4;
 constexpr int kStateGroups = kConsumers / kStateLanes;  // 64 row groups; dk = 64 R
@@ -45,6 +46,9 @@ struct Shared {
   float q[kStateGroups * 4], k[kStateGroups * 4], decay[kStateGroups * 4];
   float4 o_partial[kConsumerWarps][kStateLanes];
   float warp_sums[kConsumerWarps];
+  // The block's rows of x (o_proj and down both write rows [D b / G, D (b + 1) / G)): the residual
+  // added from here, not read back from memory (a round trip per tile on the critical path).
+  float x_own[kMaxOwnRows];
   unsigned long long full[kStages], empty[kStages];
 };
 
@@ -452,6 +456,13 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
   if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
   const int items = p.H * (p.dv / kStateCols);
   const int64_t slot_base = static_cast<int64_t>(p.slots[0]) * p.slot_stride;
+  const int64_t x0 = int64_t{p.D} * b / G, x1 = int64_t{p.D} * (b + 1) / G;
+  if (threadIdx.x < x1 - x0) s.x_own[threadIdx.x] = __ldcg(p.x + x0 + threadIdx.x);  // the embedding row
+  auto residual = [&](int64_t n, float v, float) {  // x[n] += v (n is one of the block's rows)
+    float& own = s.x_own[n - x0];
+    own = v + own;
+    __stcg(p.x + n, own);
+  };
   for (int l = 0; l < p.num_layers; ++l) {
     const PersistentDecodeLayer& L = p.layers[l];
     NormRow(s, p.x, L.attn_norm, p.D, p.eps);
@@ -465,8 +476,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     }
     sync();
     GateNormRow(s, p, L.g_norm);
-    Consume(s, MatrixAt(p, 4 * l + 1), b, G, tile,
-            [&](int64_t n, float v, float) { __stcg(p.x + n, v + __ldcg(p.x + n)); });
+    Consume(s, MatrixAt(p, 4 * l + 1), b, G, tile, residual);
     sync();
     NormRow(s, p.x, L.mlp_norm, p.D, p.eps);
     Consume(s, MatrixAt(p, 4 * l + 2), b, G, tile, [&](int64_t n, float g, float u) {  // activations.cu's SwiGLU
@@ -475,8 +485,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     });
     sync();
     ActRow(s, p.act, p.I);
-    Consume(s, MatrixAt(p, 4 * l + 3), b, G, tile,
-            [&](int64_t n, float v, float) { __stcg(p.x + n, v + __ldcg(p.x + n)); });
+    Consume(s, MatrixAt(p, 4 * l + 3), b, G, tile, residual);
     sync();
   }
   if (p.logits != nullptr) {
@@ -530,7 +539,8 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool head = p.logits == nullptr || (p.lm_head != nullptr && p.final_norm != nullptr && p.vocab > 0);
   const bool buffers = p.layers != nullptr && p.state_base != nullptr && p.slots != nullptr && p.x != nullptr &&
                        p.proj != nullptr && p.o != nullptr && p.act != nullptr && p.barrier != nullptr;
-  return dims && offsets && head && buffers && p.blocks > 0 && p.l2_prefetch_tiles >= 0 && p.l2_prefetch_tiles <= 64;
+  const bool own_rows = p.blocks > 0 && (p.D + p.blocks - 1) / p.blocks <= kMaxOwnRows;
+  return dims && offsets && head && buffers && own_rows && p.l2_prefetch_tiles >= 0 && p.l2_prefetch_tiles <= 64;
 }
 
 int PersistentDecodeBlocks(int device) {
