@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk|structured]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -231,6 +231,28 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     [ "${GLA_BENCH_N:-1}" = 1 ] && check "n_bench_$preset" gpu-bundle/run gla-n-bench --model /tmp/gla-$preset \
       --name gla-$preset && grep -E "^[0-9]" "$out/n_bench_$preset.txt" | sed "s/^/$preset n: /" | tee -a "$out/summary.txt"
   done
+fi
+# Issue 21: decode throughput with a JSON Schema on every sequence against none, 32 at once, on a
+# random gla-1.3B (gla-brown's 8,000-piece tokenizer beside it: the model's other ids are masked
+# off); the schema's 40 required records outlast max-new-tokens, so every request makes 128 tokens.
+if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
+  export PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  [ -d /tmp/gla-1.3B ] || gpu-bundle/run gla-random-model --preset 1.3B --out /tmp/gla-1.3B --dtype bf16 > /dev/null
+  cp models/gla-brown/tokenizer.model /tmp/gla-1.3B/
+  gpu-bundle/run glad --model /tmp/gla-1.3B --backend cuda --listen 127.0.0.1:50094 --slots 40 \
+    > "$out/glad_structured.txt" 2>&1 &
+  glad_pid=$!
+  for _ in $(seq 1 120); do grep -q "listening" "$out/glad_structured.txt" && break; sleep 0.5; done
+  for round in 1 2; do
+    for shape in none schema; do
+      extra=(); [ $shape = schema ] && extra=(--json-schema tests/e2e/data/loadgen_people_schema.json)
+      check "structured_${shape}_$round" gpu-bundle/run gla-loadgen --addr 127.0.0.1:50094 --concurrency 32 \
+        --requests 96 --prompt-len 32 --max-new-tokens 128 "${extra[@]}"
+      grep -E "^\| 32 " "$out/structured_${shape}_$round.txt" | sed "s/^/$shape $round: /" | tee -a "$out/summary.txt"
+    done
+  done
+  kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
 fi
 # Issue 20: the official openai SDK suite against glad on the GPU (default model, cuda backend);
 # needs a bundle made with GLA_BUNDLE_SDK=1 (Node and the SDK travel in it).

@@ -3,7 +3,7 @@
 //
 //   gla-loadgen --addr HOST:PORT [--concurrency 1,8,64] [--requests 64] [--prompt-len 128]
 //               [--max-new-tokens 64] [--seed 1] [--finetune none|lora]
-//               [--finetune-batch 1] [--finetune-seq-len 64] [--system-prompt-len 0]
+//               [--finetune-batch 1] [--finetune-seq-len 64] [--system-prompt-len 0] [--json-schema FILE]
 //   gla-loadgen conversation --addr HOST:PORT [--conversations 1,8] [--turns 5] [--turn-len 200]
 //               [--max-new-tokens 64] [--seed 1] [--rounds 5]
 //
@@ -24,14 +24,20 @@
 // level runs twice: alone, then while a LoRA fine-tune job trains on the server (created before
 // the level through gla.v1.FineTune with random token documents, cancelled after it; the server
 // needs --adapter_dir; --finetune-batch windows of --finetune-seq-len tokens a step), reporting the training steps and tokens/s the job made meanwhile: what
-// serving costs while a job shares the device, and what the job gets.
+// serving costs while a job shares the device, and what the job gets. With --json-schema FILE
+// every request carries that schema as its constraint (gRPC `constraint.json_schema`; over HTTP,
+// `response_format` json_schema): what structured output costs a step. A constrained output may
+// end before max-new-tokens (a complete text that nothing can continue ends there), so compare
+// tokens/s, not requests/s.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <random>
 #include <thread>
 
@@ -100,8 +106,14 @@ struct HttpTarget {
   std::string model;
 };
 
+// What every request of a level carries besides its prompt.
+struct RequestShape {
+  std::string json_schema;  // a JSON Schema's text, or empty: no constraint
+};
+
 LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int prompt_len, int max_new, int vocab,
-                     uint64_t seed, const std::vector<int32_t>& system_prompt, const HttpTarget& http = {}) {
+                     uint64_t seed, const std::vector<int32_t>& system_prompt, const RequestShape& shape,
+                     const HttpTarget& http = {}) {
   LevelResult r;
   std::mutex mu;
   std::atomic<int> next{0};
@@ -134,6 +146,10 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
           nlohmann::json body = {{"model", http.model}, {"prompt", prompt},     {"max_tokens", max_new},
                                  {"temperature", 0},    {"ignore_eos", true}, {"stream", true},
                                  {"return_token_ids", true}};
+          if (!shape.json_schema.empty())
+            body["response_format"] = {{"type", "json_schema"},
+                                       {"json_schema", {{"name", "loadgen"}, {"strict", true},
+                                                        {"schema", nlohmann::json::parse(shape.json_schema)}}}};
           const HttpStreamed one = client->Stream("/v1/completions", body.dump());
           record(one.error, one.tokens, one.ttft, one.itl);
           continue;
@@ -142,6 +158,7 @@ LevelResult RunLevel(v1::Gla::Stub& stub, int concurrency, int requests, int pro
         req.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
         req.set_max_new_tokens(max_new);
         req.set_ignore_eos(true);
+        if (!shape.json_schema.empty()) req.set_json_schema(shape.json_schema);
         const Streamed one = StreamOne(stub, req);
         const std::string error = one.status.ok() && !one.cancelled ? ""
                                   : one.status.ok()                ? "cancelled by the server (shutting down?)"
@@ -380,6 +397,18 @@ absl::Status Main(const ParsedArgs& a) {
     std::printf("requests over HTTP: POST http://%s/v1/completions (model \"%s\", streamed)\n", hp.c_str(),
                 http.model.c_str());
   }
+  RequestShape shape;
+  if (a.Has("json-schema")) {
+    const std::string path = a.flags.at("json-schema");
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in.good() && !in.eof()) return absl::InvalidArgumentError(absl::StrCat("--json-schema ", path, ": cannot read"));
+    shape.json_schema = text.str();
+    if (!nlohmann::json::accept(shape.json_schema))
+      return absl::InvalidArgumentError(absl::StrCat("--json-schema ", path, ": not JSON"));
+    std::printf("every request constrained by the JSON Schema in %s\n", path.c_str());
+  }
   std::vector<int32_t> system_prompt;
   std::mt19937_64 sys_rng(seed + 17);
   for (int t = 0; t < system_len; ++t) system_prompt.push_back(static_cast<int32_t>(sys_rng() % vocab));
@@ -388,10 +417,10 @@ absl::Status Main(const ParsedArgs& a) {
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (int c : levels) {
     if (c < 1) return absl::InvalidArgumentError("--concurrency levels must be >= 1");
-    PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt, http), "none");
+    PrintLevel(c, RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt, shape, http), "none");
     if (finetune == "lora") {
       ASSIGN_OR_RETURN(BackgroundJob job, BackgroundJob::Start(ft_stub.get(), vocab, c, seed, ft_batch, ft_seq_len));
-      const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt);
+      const LevelResult r = RunLevel(*stub, c, requests, prompt_len, max_new, vocab, seed, system_prompt, shape);
       ASSIGN_OR_RETURN(std::string made, job.StopAndReport(ft_batch * ft_seq_len));
       PrintLevel(c, r, absl::StrCat("LoRA running: ", made));
     }
@@ -423,7 +452,8 @@ int main(int argc, char** argv) {
          {"finetune-batch", "B", "that job's sequences per step", "1"},
          {"finetune-seq-len", "L", "that job's tokens per sequence", "64"},
          {"http", "HOST:PORT", "send the requests to glad's OpenAI HTTP API there (streamed /v1/completions) instead of gRPC",
-          ""}}},
+          ""},
+         {"json-schema", "FILE", "constrain every request's output by this JSON Schema (structured output's cost)", ""}}},
        {"conversation",
         "conversations resent whole each turn vs through a session: median time to first token per turn",
         {addr,
