@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "engine/constraints/json_depth.h"
 #include "engine/constraints/json_text_pattern.h"
@@ -122,6 +123,8 @@ class Compiler {
     return absl::StrCat("s", count_);
   }
 
+  static constexpr int kLongestGeneratedString = 512;
+
   absl::StatusOr<int> Count(const json& s, const char* key, const std::string& at) {
     const json& v = s[key];
     if (!v.is_number_integer() || v.get<int64_t>() < 0) return Refused(absl::StrCat(key, " that is not a count"), at);
@@ -129,6 +132,10 @@ class Compiler {
     // grammar rules (one per item).
     const bool length = std::string(key) == "minLength" || std::string(key) == "maxLength";
     const int limit = length ? limits_.max_string_length : limits_.max_repeat;
+    // A maximum past the limit is generated up to the limit: a subset of what the schema allows
+    // (every output still meets it; a longer instance is not accepted). A minimum past it cannot.
+    const bool maximum = std::string(key) == "maxLength" || std::string(key) == "maxItems";
+    if (v.get<int64_t>() > limit && maximum) return limit;
     if (v.get<int64_t>() > limit)
       return absl::ResourceExhaustedError(
           absl::StrCat("json schema at ", at, ": ", key, " ", v.get<int64_t>(), " is over ", limit));
@@ -355,6 +362,11 @@ class Compiler {
   absl::StatusOr<std::string> String(const json& s, const std::string& at) {
     int min = 0, max = -1;
     if (absl::Status b = Bounds(s, "minLength", "maxLength", at, &min, &max); !b.ok()) return b;
+    // A string automaton counts characters in states (about twenty per character with the escapes
+    // and UTF-8): past a few hundred its DFA outgrows the limit. A longer maximum is generated up to
+    // kLongestGeneratedString (a subset: every output meets the schema; a longer instance is not
+    // accepted); a minimum that long is refused by the automaton's limit below.
+    if (max > kLongestGeneratedString && min <= kLongestGeneratedString) max = kLongestGeneratedString;
     const std::string lengths =
         min == 0 && max < 0
             ? ""
@@ -363,21 +375,22 @@ class Compiler {
     if (!format.ok()) return format;
     std::string re;  // the string's text (quotes included) as one regex
     if (s.contains("pattern")) {
-      if (!format->empty()) return Refused("pattern beside a format", at);
       if (!s["pattern"].is_string()) return Refused("pattern that is not a string", at);
       absl::StatusOr<std::string> whole = PatternRegex(s["pattern"].get<std::string>(), at);
       if (!whole.ok()) return whole;
       re = *whole;
-    } else {
-      re = *format;
     }
-    if (re.empty()) return lengths.empty() ? std::string("j-string") : Terminal(lengths);
-    if (!lengths.empty()) {
-      re = absl::StrCat(re, "(?&)", lengths);
-      if (absl::StatusOr<Regex> both = Regex::Compile(re); !both.ok())
-        return Refused(absl::StrCat("a pattern or format with a length (", both.status().message(), ")"), at);
-    }
-    return Terminal(re);
+    // Each of pattern, format and lengths is one automaton over the string's text; together,
+    // their intersection (the regex layer's "(?&)").
+    std::vector<std::string> parts;
+    for (const std::string* part : std::initializer_list<const std::string*>{&re, &*format, &lengths})
+      if (!part->empty()) parts.push_back(*part);
+    if (parts.empty()) return std::string("j-string");
+    if (parts.size() == 1) return Terminal(parts[0]);
+    const std::string both = absl::StrJoin(parts, "(?&)");
+    if (absl::StatusOr<Regex> compiled = Regex::Compile(both); !compiled.ok())
+      return Refused(absl::StrCat("a pattern, format or length together (", compiled.status().message(), ")"), at);
+    return Terminal(both);
   }
 
   // A string "format": its text (quotes included) as a regex; "" when the name is no format of the

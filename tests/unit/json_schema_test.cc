@@ -397,8 +397,43 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
   }
   EXPECT_EQ(JsonSchemaToGbnf("{").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(JsonSchemaToGbnf(R"({"$ref": "#/nowhere"})").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(JsonSchemaToGbnf(R"({"type": "string", "maxLength": 100000})").status().code(),
+  EXPECT_EQ(JsonSchemaToGbnf(R"({"type": "string", "minLength": 100000})").status().code(),
             absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(JsonSchemaToGbnf(R"({"type": "array", "minItems": 1000})").status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+// A long maximum is generated up to a cap (strings 512 characters: their automaton counts in
+// states; items JsonSchemaLimits::max_repeat): every output meets the schema, a longer instance is
+// not accepted (documented subset).
+TEST(JsonSchema, MaximumsPastTheLimitsAreGeneratedUpToThem) {
+  const JsonSchemaLimits limits;
+  auto s = JsonSchemaToGbnf(R"({"type": "string", "minLength": 2, "maxLength": 65535})");
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto gs = Grammar::Parse(*s);
+  ASSERT_TRUE(gs.ok()) << gs.status().message().substr(0, 300);
+  auto text = [](int n) { return absl::StrCat("\"", std::string(static_cast<size_t>(n), 'a'), "\""); };
+  EXPECT_FALSE(Accepts(*gs, text(1)));
+  EXPECT_TRUE(Accepts(*gs, text(2)));
+  EXPECT_TRUE(Accepts(*gs, text(512)));
+  EXPECT_FALSE(Accepts(*gs, text(513)));
+  for (const char* long_max : {R"({"type": "string", "maxLength": 2000})", R"({"type": "string", "maxLength": 4096})"}) {
+    auto m = JsonSchemaToGbnf(long_max);
+    ASSERT_TRUE(m.ok()) << long_max;
+    EXPECT_TRUE(Grammar::Parse(*m).ok()) << long_max;
+  }
+  auto a = JsonSchemaToGbnf(R"({"type": "array", "items": {"type": "integer"}, "maxItems": 1000})");
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto ga = Grammar::Parse(*a);
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  auto list = [](int n) {
+    std::string t = "[";
+    for (int i = 0; i < n; ++i) absl::StrAppend(&t, i == 0 ? "" : ",", i);
+    return t + "]";
+  };
+  EXPECT_TRUE(Accepts(*ga, list(0)));
+  EXPECT_TRUE(Accepts(*ga, list(limits.max_repeat)));
+  EXPECT_FALSE(Accepts(*ga, list(limits.max_repeat + 1)));
 }
 
 using testing::Canonical;
