@@ -327,6 +327,10 @@ class Compiler {
       const json& v = s[key];
       if (!v.is_number()) return Refused(absl::StrCat(key, " that is not a number"), at);
       absl::StatusOr<Decimal> d = ParseDecimal(v.dump());
+      // A maximum from 1e17 up (a minimum from -1e17 down) leaves what is generated below 1e17 in
+      // magnitude, 17 digits (a subset: every output meets it); the other way round, refused.
+      const bool far = !d.ok() && v.is_number() && (upper ? v.get<double>() >= 1e17 : v.get<double>() <= -1e17);
+      if (far) d = Decimal{!upper, 99999999999999999, ""}, exclusive = false;
       if (!d.ok()) return Refused(absl::StrCat(key, " ", d.status().message()), at);
       std::optional<Bound>& b = upper ? *hi : *lo;
       const int c = b ? CompareDecimal(*d, b->value) : 0;
@@ -351,6 +355,33 @@ class Compiler {
   absl::StatusOr<std::string> Numeral(const json& s, const std::string& at, bool integer) {
     std::optional<Bound> lo, hi;
     if (absl::Status b = NumericBounds(s, at, &lo, &hi); !b.ok()) return b;
+    if (s.contains(kFractionKeyword) && s[kFractionKeyword] == true) {  // a number with a fraction (not an integer)
+      if (integer || s.contains("multipleOf")) return Refused("a number with a fraction beside integer or multipleOf", at);
+      const std::string range = lo || hi ? NumberRangeRegex(lo, hi, false) : std::string("-?(0|[1-9][0-9]*)(\\.[0-9]+)?");
+      if (range.empty()) return Refused("number bounds that no value meets", at);
+      const std::string re = absl::StrCat(range, "(?&)-?(0|[1-9][0-9]*)\\.[0-9]*[1-9][0-9]*");
+      if (absl::StatusOr<Regex> both = Regex::Compile(re); !both.ok())
+        return Refused(absl::StrCat("a number with a fraction within these bounds (", both.status().message(), ")"), at);
+      return Terminal(re);
+    }
+    if (s.contains("multipleOf")) {  // the range's numerals and the multiples', one automaton each: both
+      const json& v = s["multipleOf"];
+      if (!v.is_number()) return Refused("multipleOf that is not a number", at);
+      absl::StatusOr<Decimal> d = ParseDecimal(v.dump());
+      if (!d.ok()) return Refused(absl::StrCat("multipleOf ", d.status().message()), at);
+      absl::StatusOr<Multiple> m = ParseMultiple(*d);
+      if (!m.ok()) return Refused(std::string(m.status().message()), at);
+      if (!(integer && m->a == 1 && m->s == 0)) {  // (every integer is a multiple of 1)
+        const std::string range = lo || hi      ? NumberRangeRegex(lo, hi, integer)
+                                  : integer     ? std::string("-?(0|[1-9][0-9]*)")
+                                                : std::string("-?(0|[1-9][0-9]*)(\\.[0-9]+)?");
+        if (range.empty()) return Refused(absl::StrCat(integer ? "integer" : "number", " bounds that no value meets"), at);
+        const std::string re = absl::StrCat(range, "(?&)", MultiplesRegex(*m, integer));
+        if (absl::StatusOr<Regex> both = Regex::Compile(re); !both.ok())
+          return Refused(absl::StrCat("multipleOf with these bounds (", both.status().message(), ")"), at);
+        return Terminal(re);
+      }
+    }
     if (!lo && !hi) return std::string(integer ? "j-int" : "j-number");
     std::string g = NumberRangeGbnf(lo, hi, integer);
     if (g.empty()) return Refused(absl::StrCat(integer ? "integer" : "number", " bounds that no value meets"), at);

@@ -2,6 +2,8 @@
 
 #include <cctype>
 #include <functional>
+#include <map>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -228,6 +230,104 @@ std::string PositiveIntegersGbnf(int64_t a, int64_t b) {
   }
   if (b < 0) alts.push_back(absl::StrCat("[1-9] [0-9]{", as.size(), ",}"));  // every longer numeral
   return Alternatives(alts);
+}
+
+namespace {
+
+// NumberRangeGbnf's constructs are regular: quoted literals (digits, '-', '.'), classes, groups,
+// '|' and the postfix repeats, separated by spaces. Literals become escaped text; spaces go.
+std::string GbnfNumeralToRegex(const std::string& g) {
+  std::string out;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const char c = g[i];
+    if (c == ' ') continue;
+    if (c == '"') {
+      for (++i; i < g.size() && g[i] != '"'; ++i) {
+        if (g[i] == '.' || g[i] == '-') out += '\\';
+        out += g[i];
+      }
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string NumberRangeRegex(const std::optional<Bound>& lo, const std::optional<Bound>& hi, bool integers_only) {
+  return GbnfNumeralToRegex(NumberRangeGbnf(lo, hi, integers_only));
+}
+
+absl::StatusOr<Multiple> ParseMultiple(const Decimal& m) {
+  if (m.negative || IsZero(m)) return absl::InvalidArgumentError("multipleOf that is not above 0");
+  if (m.fraction.size() > 4) return absl::InvalidArgumentError("multipleOf with more than 4 fraction digits");
+  Multiple r;
+  r.s = static_cast<int>(m.fraction.size());
+  int64_t scale = 1;
+  for (int i = 0; i < r.s; ++i) scale *= 10;
+  if (m.integer > (int64_t{1} << 40)) return absl::InvalidArgumentError("multipleOf beyond 2^40");
+  r.a = m.integer * scale + (m.fraction.empty() ? 0 : std::stoll(m.fraction));
+  for (r.t = r.s; r.t <= 4; ++r.t) {
+    int64_t p = 1;
+    for (int i = 0; i < r.t; ++i) p *= 10;
+    if (p % r.a == 0) return r;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("multipleOf whose digits are not a divisor of 10000 (", r.a, " / 10^", r.s, ")"));
+}
+
+std::string MultiplesRegex(const Multiple& m, bool integers_only) {
+  // N = the numeral times 10^s, an integer: a multiple of a iff its last t digits are. Those digits
+  // are the integer part's last t - s digits (u, zero-padded) and the fraction's first s (v); the
+  // fraction's further digits must be zeros. Alternatives grouped by v.
+  const int L = m.t - m.s;
+  int64_t p = 1;
+  for (int i = 0; i < m.t; ++i) p *= 10;
+  std::map<std::string, std::set<std::string>> by_fraction;  // v without trailing zeros -> u's
+  for (int64_t w = 0; w < p; w += m.a) {
+    std::string digits = m.t == 0 ? "" : std::to_string(w);  // t = 0: a = 1, w = 0, no digits
+    digits = std::string(static_cast<size_t>(m.t) - digits.size(), '0') + digits;
+    std::string v = digits.substr(static_cast<size_t>(L));
+    while (!v.empty() && v.back() == '0') v.pop_back();
+    if (integers_only && !v.empty()) continue;
+    by_fraction[v].insert(digits.substr(0, static_cast<size_t>(L)));
+  }
+  std::vector<std::string> alts;
+  for (const auto& [v, us] : by_fraction) {
+    std::string ints;
+    if (L == 0) {
+      ints = "(0|[1-9][0-9]*)";
+    } else {  // u itself without leading zeros ("0" for all zeros), or any longer numeral ending in u
+      std::set<std::string> short_forms;
+      std::vector<std::string> suffixes;
+      for (const std::string& u : us) {
+        const size_t nz = u.find_first_not_of('0');
+        short_forms.insert(nz == std::string::npos ? "0" : u.substr(nz));
+        suffixes.push_back(u);
+      }
+      std::string alt = "(";
+      for (const std::string& f : short_forms) absl::StrAppend(&alt, alt.size() > 1 ? "|" : "", f);
+      absl::StrAppend(&alt, "|[1-9][0-9]*(");
+      for (size_t i = 0; i < suffixes.size(); ++i) absl::StrAppend(&alt, i ? "|" : "", suffixes[i]);
+      ints = alt + "))";
+    }
+    const std::string fraction = integers_only ? "" : v.empty() ? "(\\.0+)?" : absl::StrCat("\\.", v, "0*");
+    alts.push_back(ints + fraction);
+  }
+  std::string out = "-?(";
+  for (size_t i = 0; i < alts.size(); ++i) absl::StrAppend(&out, i ? "|" : "", alts[i]);
+  return out + ")";
+}
+
+bool IsMultiple(const Decimal& x, const Multiple& m) {
+  if (x.fraction.size() > static_cast<size_t>(m.s)) return false;  // a nonzero digit past m's
+  int64_t r = x.integer % m.a;
+  for (int i = 0; i < m.s; ++i) {
+    const int d = i < static_cast<int>(x.fraction.size()) ? x.fraction[static_cast<size_t>(i)] - '0' : 0;
+    r = (r * 10 + d) % m.a;
+  }
+  return r == 0;
 }
 
 }  // namespace gla::constraints

@@ -41,4 +41,26 @@ std::string NumberRangeGbnf(const std::optional<Bound>& lo, const std::optional<
 // The numerals of the integers [a, b] (a >= 1; b < 0: unbounded), no leading zeros.
 std::string PositiveIntegersGbnf(int64_t a, int64_t b);
 
+// The same language as NumberRangeGbnf's GBNF, as a regex of regex.h's dialect (to intersect it
+// with another automaton). Empty when no numeral is in the range.
+std::string NumberRangeRegex(const std::optional<Bound>& lo, const std::optional<Bound>& hi, bool integers_only);
+
+// JSON Schema's multipleOf m (> 0) as a / 10^s in lowest terms. Written here when a divides a
+// power of ten no larger than 10^4 (1, 2, 4, 5, 8, 10, 20, 25 ... and 0.01, 0.25, 2.5 ...):
+// whether a numeral is a multiple then depends on its last few digits only. Else, or for m <= 0,
+// INVALID_ARGUMENT naming why.
+struct Multiple {
+  int64_t a = 1;
+  int s = 0;  // fraction digits of m
+  int t = 0;  // a divides 10^t; t >= s
+};
+absl::StatusOr<Multiple> ParseMultiple(const Decimal& m);
+
+// The JSON numerals without exponent that are multiples of m, as a regex (optional '-', the
+// integer part, a fraction whose digits past m's are zeros). integers_only: no fraction.
+std::string MultiplesRegex(const Multiple& m, bool integers_only);
+
+// Whether x is a multiple of m (exact, in decimal).
+bool IsMultiple(const Decimal& x, const Multiple& m);
+
 }  // namespace gla::constraints

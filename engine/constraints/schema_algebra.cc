@@ -1,5 +1,7 @@
 #include "engine/constraints/schema_algebra.h"
 
+#include "engine/constraints/number_range.h"
+
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -113,14 +115,15 @@ bool SupportedKeyword(const std::string& key) {
       "type", "enum", "const", "$ref", "anyOf", "oneOf", "allOf", "not", "properties", "patternProperties", "required",
       "dependencies", "dependentRequired", "dependentSchemas", "minProperties",
       "additionalProperties", "items", "prefixItems", "additionalItems", "minItems", "maxItems", "minLength",
-      "maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+      "maxLength", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+      kFractionKeyword};
   return k.count(key) > 0;
 }
 
 bool UnenforcedKeyword(const std::string& key, const json& value) {
   static const std::set<std::string> k = {
       "propertyNames", "if",
-      "contains", "minContains", "maxContains", "multipleOf", "maxProperties",
+      "contains", "minContains", "maxContains", "maxProperties",
       "unevaluatedProperties", "unevaluatedItems", "$dynamicRef", "$recursiveRef", "disallow", "extends",
       "divisibleBy"};
   // Values that constrain nothing (then / else without if are ignored by validators too).
@@ -548,6 +551,17 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
     if (const json* m = num("maximum"); m != nullptr && (d4max ? x >= m->get<double>() : x > m->get<double>())) return false;
     if (const json* m = num("exclusiveMinimum"); m != nullptr && x <= m->get<double>()) return false;
     if (const json* m = num("exclusiveMaximum"); m != nullptr && x >= m->get<double>()) return false;
+    if (const json* f = Member(s, kFractionKeyword); f != nullptr && f->is_boolean() && f->get<bool>()) {
+      absl::StatusOr<Decimal> xd = ParseDecimal(v.dump());
+      if (!xd.ok()) unsure = true;
+      else if (xd->fraction.empty()) return false;
+    }
+    if (const json* m = num("multipleOf")) {  // exactly, in decimal
+      absl::StatusOr<Decimal> md = ParseDecimal(m->dump()), xd = ParseDecimal(v.dump());
+      absl::StatusOr<Multiple> mm = md.ok() ? ParseMultiple(*md) : absl::StatusOr<Multiple>(md.status());
+      if (!mm.ok() || !xd.ok()) unsure = true;
+      else if (!IsMultiple(*xd, *mm)) return false;
+    }
   }
   if (v.is_object()) {
     if (s.contains("patternProperties")) unsure = true;  // names against patterns: not decided here
@@ -642,11 +656,12 @@ absl::StatusOr<json> SchemaAlgebra::NegateAt(const json& s0, const std::string& 
     kinds = Kinds(*s);
     integer_only = std::find(types->begin(), types->end(), "integer") != types->end() &&
                    std::find(types->begin(), types->end(), "number") == types->end();
-    if (integer_only) return SchemaRefusal("not of an integer type (a number with a fraction is not expressible)", at);
     json others = json::array();
     for (const std::string& k : kAll)
       if (!kinds.count(k)) others.push_back(k);
     if (!others.empty()) alts.push_back(json{{"type", others.size() == 1 ? others[0] : others}});
+    // Not an integer: any other kind, or a number with a fraction (kFractionKeyword: ours).
+    if (integer_only) alts.push_back(json{{"type", "number"}, {kFractionKeyword, true}});
   }
   const json* xmin = Member(*s, "exclusiveMinimum");
   const json* xmax = Member(*s, "exclusiveMaximum");

@@ -19,6 +19,11 @@
 
 namespace gla::constraints {
 
+// Our keyword, written only by the algebra (the negation of "type": "integer"): true, a number
+// with a nonzero fraction digit. Validators do not know it; a schema that names it is held to it
+// (stricter than a validator, never looser).
+inline constexpr char kFractionKeyword[] = "$gla:fraction";
+
 using SchemaJson = nlohmann::ordered_json;
 
 // "json schema at <at>: refused: <what> (cannot be enforced yet; ...)": INVALID_ARGUMENT.

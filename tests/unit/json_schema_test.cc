@@ -204,6 +204,67 @@ TEST(JsonSchema, NumberRangesAreExact) {
   EXPECT_FALSE(JsonSchemaToGbnf(R"({"type": "number", "minimum": 2, "maximum": 1})").ok()) << "an empty range";
 }
 
+// multipleOf (divisors of a power of ten, alone and within bounds), on the same grid of numerals
+// written every way (thousandths in [-3, 3], 0-4 fraction digits), against exact arithmetic; an
+// enum filtered by it; a multiple that is not of that form refused by name.
+TEST(JsonSchema, MultipleOfIsExact) {
+  const struct {
+    const char* schema;
+    int step;  // in thousandths
+    int lo, hi;
+    bool integer;
+  } cases[] = {
+      {R"({"type": "number", "multipleOf": 0.01})", 10, -(1 << 30), 1 << 30, false},
+      {R"({"type": "number", "multipleOf": 0.25, "minimum": 0.25})", 250, 250, 1 << 30, false},
+      {R"({"type": "number", "multipleOf": 1})", 1000, -(1 << 30), 1 << 30, false},
+      {R"({"type": "number", "multipleOf": 2.5, "maximum": 2.5})", 2500, -(1 << 30), 2500, false},
+      {R"({"type": "number", "multipleOf": 0.125, "minimum": -1, "maximum": 1.9})", 125, -1000, 1900, false},
+      {R"({"type": "integer", "multipleOf": 4, "exclusiveMinimum": -3})", 4000, -2999, 1 << 30, true},
+      {R"({"type": "integer", "multipleOf": 0.5})", 1000, -(1 << 30), 1 << 30, true},
+  };
+  for (const auto& c : cases) {
+    const Grammar g = Compile(c.schema);
+    for (int v = -3000; v <= 3000; ++v) {
+      const bool in = v % c.step == 0 && v >= c.lo && v <= c.hi;
+      const int mag = v < 0 ? -v : v;
+      const std::string sign = v < 0 ? "-" : "";
+      const std::string frac3 = absl::StrCat(mag % 1000 + 1000).substr(1);
+      for (int digits = 0; digits <= 4; ++digits) {
+        std::string f = digits <= 3 ? frac3.substr(0, digits) : frac3 + "0";
+        if (digits < 3 && frac3.substr(digits).find_first_not_of('0') != std::string::npos) continue;
+        const std::string t = absl::StrCat(sign, mag / 1000, digits ? "." : "", f);
+        if (v == 0 && !sign.empty()) continue;
+        const bool want = in && (!c.integer || digits == 0);
+        ASSERT_EQ(Accepts(g, t), want) << c.schema << " at " << t;
+      }
+    }
+  }
+  const Grammar listed = Compile(R"({"enum": [1, 2, 3, 4.5, 6], "multipleOf": 2})");
+  for (const char* ok : {"2", "6"}) EXPECT_TRUE(Accepts(listed, ok)) << ok;
+  for (const char* bad : {"1", "3", "4.5"}) EXPECT_FALSE(Accepts(listed, bad)) << bad;
+  for (const char* refused : {R"({"type": "integer", "multipleOf": 7})", R"({"type": "number", "multipleOf": 0})",
+                              R"({"type": "number", "multipleOf": 0.3})"}) {
+    auto r = JsonSchemaToGbnf(refused);
+    ASSERT_FALSE(r.ok()) << refused;
+    EXPECT_NE(r.status().message().find("multipleOf"), std::string::npos) << r.status();
+  }
+}
+
+// "not": {"type": "integer"} is any other kind of value or a number with a fraction; a maximum past
+// 1e17 leaves what is generated below it; pattern and format together are both held.
+TEST(JsonSchema, NotIntegerFarBoundsAndPatternWithFormat) {
+  const Grammar not_int = Compile(R"({"not": {"type": "integer"}})");
+  for (const char* ok : {"1.5", "-0.25", "1.05", R"("x")", "null", "[]"}) EXPECT_TRUE(Accepts(not_int, ok)) << ok;
+  for (const char* bad : {"1", "-3", "0", "2.0", "2.50e1"}) EXPECT_FALSE(Accepts(not_int, bad)) << bad;
+  const Grammar far = Compile(R"({"type": "integer", "minimum": 0, "maximum": 9223372036854775807})");
+  for (const char* ok : {"0", "5", "99999999999999999"}) EXPECT_TRUE(Accepts(far, ok)) << ok;
+  for (const char* bad : {"-1", "100000000000000000", "9223372036854775807"}) EXPECT_FALSE(Accepts(far, bad)) << bad;
+  EXPECT_FALSE(JsonSchemaToGbnf(R"({"type": "integer", "minimum": 1e18})").ok()) << "a minimum past 1e17";
+  const Grammar both = Compile(R"({"type": "string", "format": "email", "pattern": "^a", "maxLength": 8})");
+  for (const char* ok : {R"("a@b.co")", R"("ab@c.de")"}) EXPECT_TRUE(Accepts(both, ok)) << ok;
+  for (const char* bad : {R"("b@c.co")", R"("abc")", R"("abcd@e.fg")"}) EXPECT_FALSE(Accepts(both, bad)) << bad;
+}
+
 // Real schemas combine: allOf of a base and an extension, a $ref with siblings, properties beside an
 // anyOf, an enum beside a type, a oneOf told apart by a discriminator. Each folds into one schema
 // (schema_algebra.h) whose language is the intersection.
