@@ -115,6 +115,31 @@ GlaPrefillCudaParams GlaLayerPlan::PrefillCuda(const GlaRows& rows, int num_seqs
   return p;
 }
 
+cuda::PersistentDecodeParams GlaLayerPlan::PersistentDecodeCuda(int num_layers) const {
+  cuda::PersistentDecodeParams p;
+  p.num_layers = num_layers;
+  p.D = static_cast<int>(hidden);
+  p.I = static_cast<int>(intermediate);
+  p.P = static_cast<int>(in_proj.width);
+  p.q_off = static_cast<int>(in_proj.q);
+  p.k_off = static_cast<int>(in_proj.k);
+  p.v_off = static_cast<int>(in_proj.v);
+  p.g_off = static_cast<int>(in_proj.g);
+  p.r_off = static_cast<int>(in_proj.r);
+  p.H = heads;
+  p.Hkv = kv_heads;
+  p.dk = head_k;
+  p.dv = head_v;
+  p.rank = static_cast<int>(gate_rank);
+  p.output_gate = output_gate;
+  p.scale = scale;
+  p.eps = eps;
+  p.gate_inv_normalizer = 1.0f / gate.normalizer;
+  p.gate_has_clamp = gate.has_clamp;
+  p.gate_clamp_min = gate.clamp_min;
+  return p;
+}
+
 GlaBackwardCudaParams GlaLayerPlan::BackwardCuda(const GlaRows& inputs, int num_seqs, const int32_t* cu_seqlens,
                                                  const float* d_o, float* dq, float* dk, float* dv, float* dg) const {
   GlaBackwardCudaParams p;

@@ -12,6 +12,9 @@
 
 #include "kernels/activations.h"
 #include "kernels/gla.h"
+#if defined(GLA_HAVE_CUDA)
+#include "kernels/persistent_decode.h"
+#endif
 #include "models/config.h"
 
 namespace gla {
@@ -71,6 +74,9 @@ struct GlaLayerPlan {
                                  const int32_t* slots) const;
   GlaPrefillCudaParams PrefillCuda(const GlaRows& rows, int num_seqs, const int32_t* cu_seqlens, float* state_base,
                                    int64_t slot_stride, const int32_t* slots) const;
+  // The persistent batch-1 decode kernel's shapes and constants (kernels/persistent_decode.h);
+  // the runner adds its weights, workspace and states.
+  cuda::PersistentDecodeParams PersistentDecodeCuda(int num_layers) const;
   // The backward reads the forward's inputs (rows' q/k/v/g; o is not used); gradients at the
   // rows' widths: d_o and dq at o/q widths, dk and dg at k_width, dv at v_width.
   GlaBackwardCudaParams BackwardCuda(const GlaRows& inputs, int num_seqs, const int32_t* cu_seqlens,

@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
@@ -21,17 +22,6 @@ constexpr int kUnroll = 4;
 // From this many rows on, LinearSmallM takes the tensor-core kernel (linear_small_m_mma.cu): at one
 // row this kernel is 5-20% faster, from two on the tensor-core one (H200, linear_small_m_bench).
 constexpr int64_t kSmallMTensorCoresFrom = 2;
-
-__device__ inline void Fma8(const uint4& w, const uint4& x, float& acc) {
-  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
-  const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&x);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 a = __bfloat1622float2(w2[i]), b = __bfloat1622float2(x2[i]);
-    acc = fmaf(a.x, b.x, acc);
-    acc = fmaf(a.y, b.y, acc);
-  }
-}
 
 // One output row's weight stream, shared by both kernels below. Two batches of kUnroll chunks per
 // lane in flight: the one being multiplied and the next. The first batch (FirstWeights) goes out
@@ -85,7 +75,8 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
   StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) {
 #pragma unroll
-    for (int m = 0; m < M; ++m) Fma8(wc, __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c), acc[m]);
+    for (int m = 0; m < M; ++m)
+      acc[m] = Bf16Dot8(wc, __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c), acc[m]);
   });
 #pragma unroll
   for (int m = 0; m < M; ++m) {
@@ -136,7 +127,7 @@ __global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowIn
   __syncthreads();
   if (!active) return;
   float acc = 0.f;
-  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) { Fma8(wc, x_s[c], acc); });
+  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) { acc = Bf16Dot8(wc, x_s[c], acc); });
   for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
   if (lane == 0) small_m::Store(y, y_bf16, n, acc, beta);
 }

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/forget_gate.cuh"
 #include "kernels/cuda/gla_recurrent_tile.cuh"
 #include "kernels/persistent_decode.h"
@@ -142,17 +143,6 @@ __device__ __forceinline__ float ConsumerSum(Shared& s, float v) {
   return total;
 }
 
-__device__ __forceinline__ float Dot8(const uint4& w, const uint4& x, float acc) {
-  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w);
-  const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&x);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 a = __bfloat1622float2(w2[i]), b = __bfloat1622float2(x2[i]);
-    acc = fmaf(a.x, b.x, acc);
-    acc = fmaf(a.y, b.y, acc);
-  }
-  return acc;
-}
 
 // ---- The weight stream ----
 
@@ -271,10 +261,10 @@ __device__ __forceinline__ void Consume(Shared& s, const Matrix& m, int b, int G
       float a0 = 0.f, a1 = 0.f;
       int c = lo + lane;
       for (; c + 32 < hi; c += 64) {
-        a0 = Dot8(wr[c], s.row[c], a0);
-        a1 = Dot8(wr[c + 32], s.row[c + 32], a1);
+        a0 = Bf16Dot8(wr[c], s.row[c], a0);
+        a1 = Bf16Dot8(wr[c + 32], s.row[c + 32], a1);
       }
-      if (c < hi) a0 = Dot8(wr[c], s.row[c], a0);
+      if (c < hi) a0 = Bf16Dot8(wr[c], s.row[c], a0);
       return WarpSum(a0 + a1);
     };
     if (split > 1) {
