@@ -281,6 +281,12 @@ std::string MultiplesRegex(const Multiple& m, bool integers_only) {
   // N = the numeral times 10^s, an integer: a multiple of a iff its last t digits are. Those digits
   // are the integer part's last t - s digits (u, zero-padded) and the fraction's first s (v); the
   // fraction's further digits must be zeros. Alternatives grouped by v.
+  if (m.a == 1) {  // a power of ten: any fraction of at most s digits (then zeros)
+    const std::string fraction = integers_only ? ""
+                                 : m.s == 0    ? "(\\.0+)?"
+                                               : absl::StrCat("(\\.[0-9]{1,", m.s, "}0*)?");
+    return absl::StrCat("-?(0|[1-9][0-9]*)", fraction);
+  }
   const int L = m.t - m.s;
   int64_t p = 1;
   for (int i = 0; i < m.t; ++i) p *= 10;
