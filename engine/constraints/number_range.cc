@@ -268,13 +268,18 @@ absl::StatusOr<Multiple> ParseMultiple(const Decimal& m) {
   for (int i = 0; i < r.s; ++i) scale *= 10;
   if (m.integer > (int64_t{1} << 40)) return absl::InvalidArgumentError("multipleOf beyond 2^40");
   r.a = m.integer * scale + (m.fraction.empty() ? 0 : std::stoll(m.fraction));
-  for (r.t = r.s; r.t <= 4; ++r.t) {
+  if (r.a == 1) {  // a power of ten: no digits to track (MultiplesRegex writes it directly)
+    r.t = r.s;
+    return r;
+  }
+  // Past 10^3 the automaton of the endings, intersected with a range's, takes seconds to build.
+  for (r.t = r.s; r.t <= 3; ++r.t) {
     int64_t p = 1;
     for (int i = 0; i < r.t; ++i) p *= 10;
     if (p % r.a == 0) return r;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("multipleOf whose digits are not a divisor of 10000 (", r.a, " / 10^", r.s, ")"));
+      absl::StrCat("multipleOf whose digits are not a divisor of 1000 (", r.a, " / 10^", r.s, ")"));
 }
 
 std::string MultiplesRegex(const Multiple& m, bool integers_only) {

@@ -45,8 +45,9 @@ std::string PositiveIntegersGbnf(int64_t a, int64_t b);
 // with another automaton). Empty when no numeral is in the range.
 std::string NumberRangeRegex(const std::optional<Bound>& lo, const std::optional<Bound>& hi, bool integers_only);
 
-// JSON Schema's multipleOf m (> 0) as a / 10^s in lowest terms. Written here when a divides a
-// power of ten no larger than 10^4 (1, 2, 4, 5, 8, 10, 20, 25 ... and 0.01, 0.25, 2.5 ...):
+// JSON Schema's multipleOf m (> 0) as a / 10^s in lowest terms. Written here when a divides
+// 1,000 (1, 2, 4, 5, 8, 10, 20, 25, 40, 50, 125 ... and 0.01, 0.25, 2.5 ...) or is 1 (any power of
+// ten down to 0.0001):
 // whether a numeral is a multiple then depends on its last few digits only. Else, or for m <= 0,
 // INVALID_ARGUMENT naming why.
 struct Multiple {
