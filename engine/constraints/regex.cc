@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -563,20 +564,26 @@ class NfaBuilder {
   std::vector<NfaState> states_;
 };
 
-void Closure(const std::vector<NfaState>& nfa, std::vector<int>* set, std::vector<char>* seen) {
-  std::vector<int> stack(set->begin(), set->end());
+// The epsilon closure of *set, kept to what decides the DFA state: the states with a byte edge and
+// `accept` (epsilon-only states lead nowhere by themselves), sorted. `stack` and `seen` are scratch
+// reused across calls (seen all zero on entry and on return).
+void Closure(const std::vector<NfaState>& nfa, int accept, std::vector<int>* set, std::vector<char>* seen,
+             std::vector<int>* stack) {
+  stack->assign(set->begin(), set->end());
   for (int s : *set) (*seen)[s] = 1;
-  while (!stack.empty()) {
-    const int s = stack.back();
-    stack.pop_back();
+  while (!stack->empty()) {
+    const int s = stack->back();
+    stack->pop_back();
     for (int t : nfa[s].eps)
       if (!(*seen)[t]) {
         (*seen)[t] = 1;
         set->push_back(t);
-        stack.push_back(t);
+        stack->push_back(t);
       }
   }
   for (int s : *set) (*seen)[s] = 0;
+  set->erase(std::remove_if(set->begin(), set->end(), [&](int s) { return nfa[s].lo < 0 && s != accept; }),
+             set->end());
   std::sort(set->begin(), set->end());
 }
 
@@ -638,35 +645,44 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits
     }
   }
   const int classes = cls[255] + 1;
-  std::vector<int> representative(classes);
-  for (int byte = 255; byte >= 0; --byte) representative[cls[byte]] = byte;
-
-  // Subset construction.
+  // Subset construction. A DFA state's moves for every class come from one pass over its NFA
+  // states (an edge's byte range is a run of whole classes: the cuts above fall on its ends), and
+  // the sets are found by hash: these two were most of a JSON Schema's compile time.
   std::vector<char> seen(nfa.size(), 0);
-  std::map<std::vector<int>, int> ids;
+  struct SetHash {
+    size_t operator()(const std::vector<int>& v) const {
+      uint64_t h = 1469598103934665603ull;
+      for (int x : v) h = (h ^ static_cast<uint32_t>(x)) * 1099511628211ull;
+      return static_cast<size_t>(h);
+    }
+  };
+  std::unordered_map<std::vector<int>, int, SetHash> ids;
   std::vector<std::vector<int>> sets;
   std::vector<int32_t> next;  // [dfa state * classes]
-  std::vector<int> first = {*start};
-  Closure(nfa, &first, &seen);
+  std::vector<int> first = {*start}, stack;
+  Closure(nfa, *accept, &first, &seen, &stack);
   ids.emplace(first, 0);
   sets.push_back(first);
+  std::vector<std::vector<int>> moves(classes);
   for (size_t d = 0; d < sets.size(); ++d) {
     next.resize((d + 1) * classes, kDead);
+    for (std::vector<int>& m : moves) m.clear();
+    for (int s : sets[d])
+      if (nfa[s].lo >= 0)
+        for (int c = cls[nfa[s].lo]; c <= cls[nfa[s].hi]; ++c) moves[c].push_back(nfa[s].out);
     for (int c = 0; c < classes; ++c) {
-      const int byte = representative[c];
-      std::vector<int> moved;
-      for (int s : sets[d])
-        if (nfa[s].lo >= 0 && byte >= nfa[s].lo && byte <= nfa[s].hi) moved.push_back(nfa[s].out);
+      std::vector<int> moved = moves[c];
       if (moved.empty()) continue;
       std::sort(moved.begin(), moved.end());
       moved.erase(std::unique(moved.begin(), moved.end()), moved.end());
-      Closure(nfa, &moved, &seen);
-      auto [it, added] = ids.emplace(moved, static_cast<int>(sets.size()));
-      if (added) {
+      Closure(nfa, *accept, &moved, &seen, &stack);
+      auto it = ids.find(moved);
+      if (it == ids.end()) {
         if (static_cast<int>(sets.size()) >= limits.max_dfa_states)
           return absl::ResourceExhaustedError(
               absl::StrCat("pattern: more than ", limits.max_dfa_states, " automaton states after determinization"));
-        sets.push_back(moved);
+        it = ids.emplace(moved, static_cast<int>(sets.size())).first;
+        sets.push_back(std::move(moved));
       }
       next[d * classes + c] = it->second;
     }
