@@ -107,7 +107,6 @@ struct CudaBackendOptions {
   bool cuda_graphs = true;
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
-  int persistent_l2_prefetch_tiles = 0;  // its L2 lookahead (CudaModelOptions)
 };
 
 // UNIMPLEMENTED in a build without CUDA; FAILED_PRECONDITION with the reason when no GPU is usable;

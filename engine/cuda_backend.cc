@@ -143,7 +143,6 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.cuda_graphs = options.cuda_graphs;
   mo.chunked_prefill = options.chunked_prefill;
   mo.persistent_decode = options.persistent_decode;
-  mo.persistent_l2_prefetch_tiles = options.persistent_l2_prefetch_tiles;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));

@@ -6,8 +6,8 @@
 // Here one block per SM runs the whole step. In each block a producer warp streams every weight
 // matrix the block will need — in_proj, o_proj, gate|up, down of every layer, then lm_head — into a
 // ring of shared-memory stages with bulk asynchronous copies (TMA, cp.async.bulk), as far ahead as
-// the ring allows, and the next few tiles beyond it into L2 (cp.async.bulk.prefetch); weights do
-// not depend on the step's activations, so the stream never waits for them. Eight consumer warps make each operation's input row in shared memory (the RMSNorm, the
+// the ring allows; weights do not depend on the step's activations, so the stream never waits for
+// them. Eight consumer warps make each operation's input row in shared memory (the RMSNorm, the
 // gate norm with the output gate, SwiGLU's output), multiply the streamed rows with it, and write
 // their rows of the output. Operations are separated by a grid-wide barrier on a device counter
 // (five per layer); while consumers wait at one, the ring keeps filling with the next operation's
@@ -70,9 +70,6 @@ struct PersistentDecodeParams {
   float* logits = nullptr;         // [vocab], or null: no head this step
   unsigned* barrier = nullptr;     // one counter, zero at the launch (the caller clears it)
   int blocks = 0;                  // from PersistentDecodeBlocks
-  // Tiles (32 KiB each) a block's producer sends to L2 ahead of what its shared-memory ring holds
-  // (0-64): the weight stream then keeps going while the consumers wait at a barrier.
-  int l2_prefetch_tiles = 0;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
   // layer, after in_proj, the state update, o_proj, gate|up and down), the last the block's end.

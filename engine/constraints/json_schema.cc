@@ -357,35 +357,37 @@ class Compiler {
     if (absl::Status b = NumericBounds(s, at, &lo, &hi); !b.ok()) return b;
     if (s.contains(kFractionKeyword) && s[kFractionKeyword] == true) {  // a number with a fraction (not an integer)
       if (integer || s.contains("multipleOf")) return Refused("a number with a fraction beside integer or multipleOf", at);
-      const std::string range = lo || hi ? NumberRangeRegex(lo, hi, false) : std::string("-?(0|[1-9][0-9]*)(\\.[0-9]+)?");
-      if (range.empty()) return Refused("number bounds that no value meets", at);
-      const std::string re = absl::StrCat(range, "(?&)-?(0|[1-9][0-9]*)\\.[0-9]*[1-9][0-9]*");
-      if (absl::StatusOr<Regex> both = Regex::Compile(re); !both.ok())
-        return Refused(absl::StrCat("a number with a fraction within these bounds (", both.status().message(), ")"), at);
-      return Terminal(re);
+      return NumeralsAlsoMatching(lo, hi, false, "-?(0|[1-9][0-9]*)\\.[0-9]*[1-9][0-9]*", "a number with a fraction", at);
     }
-    if (s.contains("multipleOf")) {  // the range's numerals and the multiples', one automaton each: both
+    if (s.contains("multipleOf")) {
       const json& v = s["multipleOf"];
       if (!v.is_number()) return Refused("multipleOf that is not a number", at);
       absl::StatusOr<Decimal> d = ParseDecimal(v.dump());
       if (!d.ok()) return Refused(absl::StrCat("multipleOf ", d.status().message()), at);
       absl::StatusOr<Multiple> m = ParseMultiple(*d);
       if (!m.ok()) return Refused(std::string(m.status().message()), at);
-      if (!(integer && m->a == 1 && m->s == 0)) {  // (every integer is a multiple of 1)
-        const std::string range = lo || hi      ? NumberRangeRegex(lo, hi, integer)
-                                  : integer     ? std::string("-?(0|[1-9][0-9]*)")
-                                                : std::string("-?(0|[1-9][0-9]*)(\\.[0-9]+)?");
-        if (range.empty()) return Refused(absl::StrCat(integer ? "integer" : "number", " bounds that no value meets"), at);
-        const std::string re = absl::StrCat(range, "(?&)", MultiplesRegex(*m, integer));
-        if (absl::StatusOr<Regex> both = Regex::Compile(re); !both.ok())
-          return Refused(absl::StrCat("multipleOf with these bounds (", both.status().message(), ")"), at);
-        return Terminal(re);
-      }
+      if (!(integer && m->a == 1 && m->s == 0))  // (every integer is a multiple of 1)
+        return NumeralsAlsoMatching(lo, hi, integer, MultiplesRegex(*m, integer), "multipleOf", at);
     }
     if (!lo && !hi) return std::string(integer ? "j-int" : "j-number");
     std::string g = NumberRangeGbnf(lo, hi, integer);
     if (g.empty()) return Refused(absl::StrCat(integer ? "integer" : "number", " bounds that no value meets"), at);
     return g;
+  }
+
+  // The numerals of [lo, hi] (without exponent) that also match `re`: the range's automaton and
+  // re's intersected, one terminal. `what` names the constraint when the intersection is refused.
+  absl::StatusOr<std::string> NumeralsAlsoMatching(const std::optional<Bound>& lo, const std::optional<Bound>& hi,
+                                                   bool integer, const std::string& re, const std::string& what,
+                                                   const std::string& at) {
+    const std::string range = lo || hi  ? NumberRangeRegex(lo, hi, integer)
+                              : integer ? std::string("-?(0|[1-9][0-9]*)")
+                                        : std::string("-?(0|[1-9][0-9]*)(\\.[0-9]+)?");
+    if (range.empty()) return Refused(absl::StrCat(integer ? "integer" : "number", " bounds that no value meets"), at);
+    const std::string both = absl::StrCat(range, "(?&)", re);
+    if (absl::StatusOr<Regex> compiled = Regex::Compile(both); !compiled.ok())
+      return Refused(absl::StrCat(what, " with these bounds (", compiled.status().message(), ")"), at);
+    return Terminal(both);
   }
 
   // A string: its pattern or format (one automaton each), and its length bounds, intersected

@@ -20,8 +20,10 @@ namespace gla::constraints {
 constexpr int kMaxJsonDepth = 256;
 
 struct JsonSchemaLimits {
-  int max_repeat = 100;          // min/maxItems: larger bounds are refused
-  int max_string_length = 4096;  // min/maxLength (the automaton's state limit may refuse less)
+  int max_repeat = 100;          // minItems past it is refused; maxItems past it is generated up to it
+  // min/maxLength: a minLength past it is refused (and past ~700 the automaton's state limit
+  // refuses it); a maxLength past 512 is generated up to 512 (json_schema.cc, String).
+  int max_string_length = 4096;
   int max_rules = 20000;
   size_t max_grammar_bytes = 256 << 10;  // GrammarLimits' default: a larger grammar would not parse
   size_t max_schema_bytes = 1 << 20;

@@ -257,7 +257,6 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   q.logits = logits_;
   q.barrier = reinterpret_cast<unsigned*>(persistent_mem_.get<char>() + layer_bytes);
   q.blocks = blocks;
-  q.l2_prefetch_tiles = options_.persistent_l2_prefetch_tiles;
   q.state_base = x_;  // any device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
     persistent_mem_ = DeviceMemory();

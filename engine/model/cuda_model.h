@@ -48,7 +48,6 @@ struct CudaModelOptions {
   // Batch-1 decode steps (no adapter) through one persistent kernel for the whole model
   // (kernels/persistent_decode.h) where the device (Hopper on) and the shapes allow it.
   bool persistent_decode = true;
-  int persistent_l2_prefetch_tiles = 0;  // its L2 lookahead per SM, in 32 KiB tiles (kernels/persistent_decode.h)
 };
 
 class CudaModel {

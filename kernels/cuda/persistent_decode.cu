@@ -1,8 +1,8 @@
 // The batch-1 decode step as one persistent kernel: see kernels/persistent_decode.h for the plan.
 //
 // Block layout: warps 0-7 consume, warp 8's first lane produces. The producer walks the same
-// sequence of weight tiles as the consumers (TileCursor, ForEachTile: the same order) and keeps
-// kStages tiles of kStageBytes in flight, and l2_prefetch_tiles more on their way to L2: stage `full` barriers (mbarrier, transaction bytes)
+// sequence of weight tiles as the consumers (TileCursor and ForEachTile, both from BlockRows) and
+// keeps kStages tiles of kStageBytes in flight: stage `full` barriers (mbarrier, transaction bytes)
 // say a tile has landed, `empty` barriers (one arrival per consumer warp) say it may be reused.
 // A tile is tile_rows consecutive output rows of one matrix (for gate|up, tile_rows gate rows and
 // the matching up rows); a block owns rows [n b / G, n (b + 1) / G) of every matrix, so every
@@ -95,11 +95,6 @@ __device__ __forceinline__ void BulkCopy(void* dst, const void* src, unsigned by
       : "memory");
 }
 
-// Global -> L2 only (no completion to wait for): a tile the ring has no room for yet.
-__device__ __forceinline__ void PrefetchL2(const void* src, unsigned bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
-
 __device__ __forceinline__ unsigned long long GlobalTimer() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
@@ -161,11 +156,22 @@ __device__ __forceinline__ Matrix MakeMatrix(const __nv_bfloat16* w, int64_t n, 
   return m;
 }
 
+// Block b's rows of m, [*r0, *r1), and the rows of its tile at r: the one definition the producer
+// (TileCursor) and the consumers (ForEachTile) walk, so they agree tile for tile.
+__device__ __forceinline__ void BlockRows(const Matrix& m, int b, int G, int64_t* r0, int64_t* r1) {
+  *r0 = m.n * b / G;
+  *r1 = m.n * (b + 1) / G;
+}
+__device__ __forceinline__ int TileRowsAt(const Matrix& m, int64_t r, int64_t r1) {
+  return static_cast<int>(r1 - r < m.tile_rows ? r1 - r : m.tile_rows);
+}
+
 // f(first row, rows) for each of block b's tiles of m, in order.
 template <class F>
 __device__ __forceinline__ void ForEachTile(const Matrix& m, int b, int G, F&& f) {
-  const int64_t r0 = m.n * b / G, r1 = m.n * (b + 1) / G;
-  for (int64_t r = r0; r < r1; r += m.tile_rows) f(r, static_cast<int>(r1 - r < m.tile_rows ? r1 - r : m.tile_rows));
+  int64_t r0, r1;
+  BlockRows(m, b, G, &r0, &r1);
+  for (int64_t r = r0; r < r1; r += m.tile_rows) f(r, TileRowsAt(m, r, r1));
 }
 
 // The step's matrices in stream order: per layer in_proj, o_proj, gate|up, down; then lm_head.
@@ -200,10 +206,9 @@ struct TileCursor {
         return;
       }
       m = MatrixAt(p, i);
-      r = m.n * b / G;
-      r1 = m.n * (b + 1) / G;
+      BlockRows(m, b, G, &r, &r1);
     }
-    rows = static_cast<int>(r1 - r < m.tile_rows ? r1 - r : m.tile_rows);
+    rows = TileRowsAt(m, r, r1);
   }
   __device__ __forceinline__ unsigned Bytes() const {
     return static_cast<unsigned>(rows) * static_cast<unsigned>(m.k) * sizeof(__nv_bfloat16);
@@ -213,22 +218,10 @@ struct TileCursor {
 __device__ void Produce(const PersistentDecodeParams& p, Shared& s, int b, int G) {
   unsigned long long policy;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-  TileCursor copy, ahead;
-  copy.count = ahead.count = MatrixCount(p);
+  TileCursor copy;
+  copy.count = MatrixCount(p);
   copy.Next(p, b, G);
-  ahead.Next(p, b, G);
-  unsigned ahead_index = 0;
   for (unsigned tile = 0; !copy.done; ++tile, copy.Next(p, b, G)) {
-    // Tiles past the ring's reach go to L2 first (up to l2_prefetch_tiles of them), so that the
-    // stream from memory goes on while the consumers wait at a barrier and the ring is full.
-    while (!ahead.done && ahead_index < tile + kStages + p.l2_prefetch_tiles) {
-      if (ahead_index >= kStages) {
-        PrefetchL2(ahead.m.w + ahead.r * ahead.m.k, ahead.Bytes());
-        if (ahead.m.pair) PrefetchL2(ahead.m.w + (ahead.m.n + ahead.r) * ahead.m.k, ahead.Bytes());
-      }
-      ++ahead_index;
-      ahead.Next(p, b, G);
-    }
     const int slot = static_cast<int>(tile % kStages);
     if (tile >= kStages) MbarWait(&s.empty[slot], ((tile / kStages) - 1) & 1);
     const Matrix& m = copy.m;
@@ -530,7 +523,7 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool buffers = p.layers != nullptr && p.state_base != nullptr && p.slots != nullptr && p.x != nullptr &&
                        p.proj != nullptr && p.o != nullptr && p.act != nullptr && p.barrier != nullptr;
   const bool own_rows = p.blocks > 0 && (p.D + p.blocks - 1) / p.blocks <= kMaxOwnRows;
-  return dims && offsets && head && buffers && own_rows && p.l2_prefetch_tiles >= 0 && p.l2_prefetch_tiles <= 64;
+  return dims && offsets && head && buffers && own_rows;
 }
 
 int PersistentDecodeBlocks(int device) {

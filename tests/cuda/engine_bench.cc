@@ -3,7 +3,7 @@
 //
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
-//                    [--persistent_decode 1] [--persistent_prefetch_tiles 0]
+//                    [--persistent_decode 1]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -53,8 +53,7 @@ struct Targets {
 int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
-                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
-                                              {"persistent_prefetch_tiles", "0"}};
+                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -81,7 +80,6 @@ int main(int argc, char** argv) {
   o.cuda_graphs = num("cuda_graphs") != 0;
   o.chunked_prefill = num("chunked_prefill") != 0;
   o.persistent_decode = num("persistent_decode") != 0;
-  o.persistent_l2_prefetch_tiles = num("persistent_prefetch_tiles");
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;

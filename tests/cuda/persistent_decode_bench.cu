@@ -4,7 +4,7 @@
 // operation, the time a block spends in it, at the grid barrier after it, and how far apart the
 // blocks arrive there (where the step's time goes that is not the weight stream).
 //
-//   persistent_decode_bench [--prefetch 0,6] [--steps 50]
+//   persistent_decode_bench [--steps 50]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -58,7 +58,7 @@ T* Alloc(size_t n) {
   return p;
 }
 
-void Run(const Shape& sh, const std::vector<int>& prefetches, int steps, const gla::bench::DeviceCeilings& ceil,
+void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
          gla::bench::BenchReport& report, int blocks) {
   const int P = 2 * sh.H * sh.dk + 2 * sh.H * sh.dv + sh.rank;  // q | k | v | g | gate low rank
   const size_t in_proj = size_t(P) * sh.D, o_proj = size_t(sh.D) * sh.H * sh.dv, gate_up = size_t(2) * sh.I * sh.D,
@@ -130,31 +130,21 @@ void Run(const Shape& sh, const std::vector<int>& prefetches, int steps, const g
     CHECK_CUDA(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
     CHECK_CUDA(gla::cuda::PersistentDecodeStep(q, nullptr));
   };
-  for (int pf : prefetches) {
-    gla::cuda::PersistentDecodeParams q = p;
-    q.l2_prefetch_tiles = pf;
-    for (int i = 0; i < 3; ++i) step(q);
-    CHECK_CUDA(cudaEventRecord(t0));
-    for (int i = 0; i < steps; ++i) step(q);
-    CHECK_CUDA(cudaEventRecord(t1));
-    CHECK_CUDA(cudaEventSynchronize(t1));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, t0, t1));
-    const double us = 1e3 * ms / steps;
-    std::printf("%-9s prefetch %2d  %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n", sh.name, pf, us,
-                floor_us, 100 * floor_us / us, bytes / 1e9);
-    report.AddRow()
-        .Str("shape", sh.name)
-        .Num("l2_prefetch_tiles", pf)
-        .Num("us_per_step", us)
-        .Num("floor_us", floor_us)
-        .Num("of_floor", floor_us / us);
-  }
-  // One traced step (prefetch as the first variant).
+  for (int i = 0; i < 3; ++i) step(p);
+  CHECK_CUDA(cudaEventRecord(t0));
+  for (int i = 0; i < steps; ++i) step(p);
+  CHECK_CUDA(cudaEventRecord(t1));
+  CHECK_CUDA(cudaEventSynchronize(t1));
+  float ms = 0;
+  CHECK_CUDA(cudaEventElapsedTime(&ms, t0, t1));
+  const double us = 1e3 * ms / steps;
+  std::printf("%-9s %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n", sh.name, us, floor_us,
+              100 * floor_us / us, bytes / 1e9);
+  report.AddRow().Str("shape", sh.name).Num("us_per_step", us).Num("floor_us", floor_us).Num("of_floor", floor_us / us);
+  // One traced step.
   const int entries = 5 * sh.layers + 2;
   unsigned long long* trace = Alloc<unsigned long long>(size_t(entries) * blocks * 2);
   gla::cuda::PersistentDecodeParams q = p;
-  q.l2_prefetch_tiles = prefetches.front();
   q.trace = trace;
   step(q);
   CHECK_CUDA(cudaDeviceSynchronize());
@@ -181,8 +171,8 @@ void Run(const Shape& sh, const std::vector<int>& prefetches, int steps, const g
     end = std::max(end, at(entries - 1, b, 0));
     head_ns += at(entries - 1, b, 0) - at(entries - 2, b, 1);
   }
-  std::printf("%-9s traced step %.1f us (prefetch %d): per operation, summed over %d layers, mean over blocks\n",
-              sh.name, (end - start) / 1e3, q.l2_prefetch_tiles, sh.layers);
+  std::printf("%-9s traced step %.1f us: per operation, summed over %d layers, mean over blocks\n", sh.name,
+              (end - start) / 1e3, sh.layers);
   std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
   for (int k = 0; k < 5; ++k)
     std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
@@ -193,21 +183,11 @@ void Run(const Shape& sh, const std::vector<int>& prefetches, int steps, const g
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<int> prefetches = {0};
   int steps = 50;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string f = argv[i], v = argv[i + 1];
-    if (f == "--prefetch") {
-      prefetches.clear();
-      for (size_t at = 0; at <= v.size();) {
-        const size_t comma = std::min(v.find(',', at), v.size());
-        prefetches.push_back(std::atoi(v.substr(at, comma - at).c_str()));
-        at = comma + 1;
-      }
-    } else if (f == "--steps") {
-      steps = std::max(1, std::atoi(v.c_str()));
-    } else {
-      std::fprintf(stderr, "unknown option %s\n", f.c_str());
+  for (int i = 1; i < argc; i += 2) {
+    const std::string f = argv[i];
+    if (f != "--steps" || i + 1 >= argc || (steps = std::atoi(argv[i + 1])) < 1 || steps > 100000) {
+      std::fprintf(stderr, "usage: persistent_decode_bench [--steps N (1-100000)]\n");
       return 2;
     }
   }
@@ -220,6 +200,6 @@ int main(int argc, char** argv) {
   report.PrintHeader();
   const Shape shapes[] = {{"gla-340M", 24, 1024, 2816, 4, 128, 256, 16, 32000},
                           {"gla-1.3B", 24, 2048, 5632, 4, 256, 512, 16, 32000}};
-  for (const Shape& sh : shapes) Run(sh, prefetches, steps, report.ceilings(), report, blocks);
+  for (const Shape& sh : shapes) Run(sh, steps, report.ceilings(), report, blocks);
   return 0;
 }
