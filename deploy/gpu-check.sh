@@ -233,26 +233,34 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   done
 fi
 # Issue 21: decode throughput with a JSON Schema on every sequence against none, 32 at once, on a
-# random gla-1.3B (gla-brown's 8,000-piece tokenizer beside it: the model's other ids are masked
-# off); the schema's 40 required records outlast max-new-tokens, so every request makes 128 tokens.
+# random gla-1.3B, with two tokenizers beside it: gla-brown's 8,000 pieces (the model's other ids
+# masked off) and Mistral 7B's 32,000 (tests/data/vocabularies, made a SentencePiece model here by
+# its script: the issue's vocabulary size); the schema's 40 required records outlast
+# max-new-tokens, so every request makes 128 tokens.
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   export PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   [ -d /tmp/gla-1.3B ] || gpu-bundle/run gla-random-model --preset 1.3B --out /tmp/gla-1.3B --dtype bf16 > /dev/null
-  cp models/gla-brown/tokenizer.model /tmp/gla-1.3B/
-  gpu-bundle/run glad --model /tmp/gla-1.3B --backend cuda --listen 127.0.0.1:50094 --slots 40 \
-    > "$out/glad_structured.txt" 2>&1 &
-  glad_pid=$!
-  for _ in $(seq 1 120); do grep -q "listening" "$out/glad_structured.txt" && break; sleep 0.5; done
-  for round in 1 2; do
-    for shape in none schema; do
-      extra=(); [ $shape = schema ] && extra=(--json-schema tests/e2e/data/loadgen_people_schema.json)
-      check "structured_${shape}_$round" gpu-bundle/run gla-loadgen --addr 127.0.0.1:50094 --concurrency 32 \
-        --requests 96 --prompt-len 32 --max-new-tokens 128 "${extra[@]}"
-      grep -E "^\| 32 " "$out/structured_${shape}_$round.txt" | sed "s/^/$shape $round: /" | tee -a "$out/summary.txt"
+  python3 tests/data/vocabularies/sentencepiece_bpe_model.py tests/data/vocabularies/mistral-7b-v0.1.txt \
+    /tmp/mistral-32k.model
+  for vocab in brown8k mistral32k; do
+    if [ $vocab = brown8k ]; then cp models/gla-brown/tokenizer.model /tmp/gla-1.3B/
+    else cp /tmp/mistral-32k.model /tmp/gla-1.3B/tokenizer.model; fi
+    gpu-bundle/run glad --model /tmp/gla-1.3B --backend cuda --listen 127.0.0.1:50094 --slots 40 \
+      > "$out/glad_structured_$vocab.txt" 2>&1 &
+    glad_pid=$!
+    for _ in $(seq 1 120); do grep -q "listening" "$out/glad_structured_$vocab.txt" && break; sleep 0.5; done
+    for round in 1 2; do
+      for shape in none schema; do
+        extra=(); [ $shape = schema ] && extra=(--json-schema tests/e2e/data/loadgen_people_schema.json)
+        check "structured_${vocab}_${shape}_$round" gpu-bundle/run gla-loadgen --addr 127.0.0.1:50094 \
+          --concurrency 32 --requests 96 --prompt-len 32 --max-new-tokens 128 "${extra[@]}"
+        grep -E "^\| 32 " "$out/structured_${vocab}_${shape}_$round.txt" | sed "s/^/$vocab $shape $round: /" \
+          | tee -a "$out/summary.txt"
+      done
     done
+    kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
   done
-  kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
 fi
 # Issue 20: the official openai SDK suite against glad on the GPU (default model, cuda backend);
 # needs a bundle made with GLA_BUNDLE_SDK=1 (Node and the SDK travel in it).

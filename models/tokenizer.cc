@@ -61,7 +61,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
       p.starts_with_space = piece.compare(0, kSpaceSymbol.size(), kSpaceSymbol) == 0;
       p.text = ReplaceSpaceSymbols(piece);
       if (piece == kSpaceSymbol) lone_space = id;
-      else if (p.starts_with_space && spaced_piece < 0) spaced_piece = id;
+      // The probe below needs a space then text: Llama/Mistral vocabularies list "▁▁" (two spaces)
+      // before any word, and it decodes to a space whether the first space is dropped or not.
+      else if (p.starts_with_space && spaced_piece < 0 && p.text.size() > 1 && p.text[1] != ' ') spaced_piece = id;
     }
   }
   for (const PieceInfo& p : t->pieces_)
