@@ -12,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/constraints/grammar_fusion.h"
+#include "engine/constraints/regex_cache.h"
 
 namespace gla::constraints {
 
@@ -46,6 +48,7 @@ class GrammarBuilder {
     auto root = ids_.find("root");
     if (root == ids_.end()) return absl::InvalidArgumentError("grammar: no 'root' rule (the start rule)");
     g_.root_ = root->second;
+    if (limits_.fuse_regular_stretches) GrammarFusion::Fuse(g_, terminals_);
     Nullable();
     return std::move(g_);
   }
@@ -111,7 +114,7 @@ class GrammarBuilder {
     if (it != terminals_.end()) return Grammar::Symbol{true, it->second};
     if (static_cast<int>(g_.terminals_.size()) >= limits_.max_terminals)
       return absl::ResourceExhaustedError(absl::StrCat("grammar: more than ", limits_.max_terminals, " terminals"));
-    absl::StatusOr<Regex> re = Regex::Compile(pattern);
+    absl::StatusOr<std::shared_ptr<const Regex>> re = RegexCache::Shared().Compile(pattern);
     if (!re.ok())
       return absl::Status(re.status().code(), absl::StrCat("grammar at offset ", pos_, ": ", re.status().message()));
     g_.terminals_.push_back(*std::move(re));
@@ -248,7 +251,7 @@ class GrammarBuilder {
         if (!re.ok()) return re.status();
         absl::StatusOr<Grammar::Symbol> s = Terminal(*re);
         if (!s.ok()) return s.status();
-        const Regex& t = g_.terminals_[s->index];
+        const Regex& t = g_.terminal(s->index);
         if (t.start() != Regex::kDead && t.Accepting(t.start()))
           return absl::InvalidArgumentError(absl::StrCat("grammar: the regular expression at offset ", at,
                                                          " matches the empty text (make it optional with ?)"));
@@ -356,8 +359,8 @@ class GrammarBuilder {
         for (const Grammar::Alternative& alt : g_.rules_[r].alternatives) {
           bool all = true;
           for (const Grammar::Symbol& s : alt)
-            all = all && (s.terminal ? g_.terminals_[s.index].start() != Regex::kDead &&
-                                           g_.terminals_[s.index].Accepting(g_.terminals_[s.index].start())
+            all = all && (s.terminal ? g_.terminal(s.index).start() != Regex::kDead &&
+                                           g_.terminal(s.index).Accepting(g_.terminal(s.index).start())
                                      : n[s.index]);
           if (all) {
             n[r] = changed = true;
@@ -395,7 +398,7 @@ GrammarMatcher::GrammarMatcher(const Grammar& g) : g_(g) {
   Set first;
   for (size_t a = 0; a < g_.rules()[g_.root()].alternatives.size(); ++a) {
     const Grammar::Alternative& alt = g_.rules()[g_.root()].alternatives[a];
-    const int ts = !alt.empty() && alt[0].terminal ? g_.terminals()[alt[0].index].start() : -1;
+    const int ts = !alt.empty() && alt[0].terminal ? g_.terminal(alt[0].index).start() : -1;
     if (!alt.empty() && alt[0].terminal && ts == Regex::kDead) continue;
     first.push_back({g_.root(), static_cast<int>(a), 0, 0, ts});
   }
@@ -442,7 +445,7 @@ void GrammarMatcher::Close(int pos, Set& set) {
     const Grammar::Alternative& a = g_.rules()[rule].alternatives[alt];
     int ts = -1;
     if (dot < static_cast<int>(a.size()) && a[dot].terminal) {
-      ts = g_.terminals()[a[dot].index].start();
+      ts = g_.terminal(a[dot].index).start();
       if (ts == Regex::kDead) return;  // a terminal that matches nothing
     }
     Insert(set, {rule, alt, dot, origin, ts});
@@ -477,19 +480,19 @@ bool GrammarMatcher::Advance(uint8_t byte) {
   // never more of them than items in the set before), then the ones that may end here.
   for (const Item& it : sets_[pos - 1]) {
     if (it.term_state < 0) continue;
-    const Regex& t = g_.terminals()[g_.rules()[it.rule].alternatives[it.alt][it.dot].index];
+    const Regex& t = g_.terminal(g_.rules()[it.rule].alternatives[it.alt][it.dot].index);
     const int s = t.Next(it.term_state, byte);
     if (s != Regex::kDead) Insert(next, {it.rule, it.alt, it.dot, it.origin, s}, /*always=*/true);
   }
   for (const Item& it : sets_[pos - 1]) {
     if (it.term_state < 0) continue;
     const Grammar::Alternative& alt = g_.rules()[it.rule].alternatives[it.alt];
-    const Regex& t = g_.terminals()[alt[it.dot].index];
+    const Regex& t = g_.terminal(alt[it.dot].index);
     const int s = t.Next(it.term_state, byte);
     if (s == Regex::kDead || !t.Accepting(s)) continue;
     int ts = -1;
     if (it.dot + 1 < static_cast<int>(alt.size()) && alt[it.dot + 1].terminal) {
-      ts = g_.terminals()[alt[it.dot + 1].index].start();
+      ts = g_.terminal(alt[it.dot + 1].index).start();
       if (ts == Regex::kDead) continue;
     }
     Insert(next, {it.rule, it.alt, it.dot + 1, it.origin, ts});
@@ -534,7 +537,7 @@ TokenMask GrammarMatcher::Allowed(const TokenTrie& trie, TerminalTokensCache& ca
   WaitingTerminals(&waiting_);
   terminal_tokens_.clear();
   for (const auto& [t, s] : waiting_)
-    terminal_tokens_.push_back(cache.Get(trie, g_.terminal_patterns()[t], g_.terminal_hashes()[t], g_.terminals()[t], s));
+    terminal_tokens_.push_back(cache.Get(trie, g_.terminal_patterns()[t], g_.terminal_hashes()[t], g_.terminal(t), s));
   for (const auto& tt : terminal_tokens_) tt->AddInside(mask);
   // The union of the crossing paths, in preorder (duplicates: walk the whole subtree if either says so).
   const std::vector<TrieWalkNode>* nodes = &walk_nodes_;

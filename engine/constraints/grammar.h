@@ -41,6 +41,9 @@ struct GrammarLimits {
   // admits text outside it), and a token whose bytes keep a waiting terminal going is taken whatever
   // the limit, which is what lets a mask take such tokens from a cache (TerminalTokens).
   int max_items_per_set = 100000;
+  // Stretches of terminals and non-recursive rules fused into single terminals (grammar_fusion.h):
+  // the same language, far fewer tokens for the parser to walk. Off only to test that equality.
+  bool fuse_regular_stretches = true;
 };
 
 class Grammar {
@@ -59,8 +62,11 @@ class Grammar {
     std::vector<Alternative> alternatives;
   };
   const std::vector<Rule>& rules() const { return rules_; }
-  const std::vector<Regex>& terminals() const { return terminals_; }
-  // Terminal i's pattern (regex dialect) and its std::hash: what TerminalTokensCache keys on.
+  int num_terminals() const { return static_cast<int>(terminals_.size()); }
+  // Terminal i's automaton (shared with other grammars through RegexCache).
+  const Regex& terminal(int i) const { return *terminals_[i]; }
+  // Terminal i's pattern (regex dialect) and its std::hash: what TerminalTokensCache keys on. A
+  // fused terminal's (grammar_fusion.h) is its stretch written out, a key that may nest "(?&)".
   const std::vector<std::string>& terminal_patterns() const { return terminal_patterns_; }
   const std::vector<uint64_t>& terminal_hashes() const { return terminal_hashes_; }
   const std::vector<bool>& nullable() const { return nullable_; }
@@ -69,8 +75,9 @@ class Grammar {
 
  private:
   friend class GrammarBuilder;
+  friend class GrammarFusion;
   std::vector<Rule> rules_;
-  std::vector<Regex> terminals_;
+  std::vector<std::shared_ptr<const Regex>> terminals_;
   std::vector<std::string> terminal_patterns_;
   std::vector<uint64_t> terminal_hashes_;
   std::vector<bool> nullable_;

@@ -699,11 +699,20 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern, const RegexLimits
 Regex Regex::FromTable(const std::vector<int32_t>& next, int classes, const std::vector<bool>& accepting,
                        const std::array<uint8_t, 256>& class_of) {
   const int n = static_cast<int>(accepting.size());
-  // Prune the states from which nothing is accepted: a step into one is a dead end.
-  std::vector<std::vector<int>> from(n);
+  // Prune the states from which nothing is accepted: a step into one is a dead end. The edges
+  // reversed, in one array (from_begin[d] .. from_begin[d + 1]: the states with an edge into d).
+  std::vector<int> from_begin(n + 1, 0), from;
   for (int d = 0; d < n; ++d)
     for (int c = 0; c < classes; ++c)
-      if (next[d * classes + c] != kDead) from[next[d * classes + c]].push_back(d);
+      if (next[d * classes + c] != kDead) ++from_begin[next[d * classes + c] + 1];
+  for (int d = 0; d < n; ++d) from_begin[d + 1] += from_begin[d];
+  from.resize(from_begin[n]);
+  {
+    std::vector<int> fill(from_begin.begin(), from_begin.end() - 1);
+    for (int d = 0; d < n; ++d)
+      for (int c = 0; c < classes; ++c)
+        if (next[d * classes + c] != kDead) from[fill[next[d * classes + c]]++] = d;
+  }
   std::vector<bool> live = accepting;
   std::vector<int> stack;
   for (int d = 0; d < n; ++d)
@@ -711,8 +720,8 @@ Regex Regex::FromTable(const std::vector<int32_t>& next, int classes, const std:
   while (!stack.empty()) {
     const int d = stack.back();
     stack.pop_back();
-    for (int p : from[d])
-      if (!live[p]) live[p] = true, stack.push_back(p);
+    for (int i = from_begin[d]; i < from_begin[d + 1]; ++i)
+      if (!live[from[i]]) live[from[i]] = true, stack.push_back(from[i]);
   }
   std::vector<int> renumber(n, kDead);
   Regex re;
@@ -732,6 +741,18 @@ Regex Regex::FromTable(const std::vector<int32_t>& next, int classes, const std:
     }
   }
   re.start_ = n > 0 ? renumber[0] : kDead;
+  re.self_loop_of_.assign(re.num_states(), -1);
+  std::vector<std::array<uint64_t, 4>> class_bytes(classes, {0, 0, 0, 0});
+  for (int b = 0; b < 256; ++b) class_bytes[class_of[b]][b >> 6] |= uint64_t{1} << (b & 63);
+  for (int d = 0; d < re.num_states(); ++d) {
+    std::array<uint64_t, 4> loop{0, 0, 0, 0};
+    for (int c = 0; c < classes; ++c)
+      if (re.next_[static_cast<size_t>(d) * classes + c] == d)
+        for (int w = 0; w < 4; ++w) loop[w] |= class_bytes[c][w];
+    if ((loop[0] | loop[1] | loop[2] | loop[3]) == 0) continue;
+    re.self_loop_of_[d] = static_cast<int32_t>(re.self_loops_.size());
+    re.self_loops_.push_back(loop);
+  }
   return re;
 }
 

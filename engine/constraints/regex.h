@@ -48,7 +48,19 @@ class Regex {
     return next_[static_cast<size_t>(state) * classes_ + class_of_[byte]];
   }
   bool Accepting(int state) const { return accepting_[state]; }
+  // The bytes that keep the automaton in `state` (Next(state, b) == state) as a 256-bit set;
+  // nullptr when none do. A token trie walk takes a whole subtree at once where all of its bytes
+  // are in it (a JSON string's body).
+  const std::array<uint64_t, 4>* SelfLoops(int state) const {
+    const int32_t i = self_loop_of_[state];
+    return i < 0 ? nullptr : &self_loops_[i];
+  }
   int num_states() const { return static_cast<int>(accepting_.size()); }
+  // The memory the automaton holds (what caches count).
+  size_t bytes() const {
+    return sizeof(*this) + next_.size() * sizeof(int32_t) + accepting_.size() / 8 +
+           self_loop_of_.size() * sizeof(int32_t) + self_loops_.size() * sizeof(self_loops_[0]);
+  }
   // Whether the whole of `s` matches.
   bool Matches(std::string_view s) const;
   // The texts both match (the product automaton, pruned). Compile takes it as "A(?&)B" at the top
@@ -57,6 +69,7 @@ class Regex {
   static absl::StatusOr<Regex> Intersect(const Regex& a, const Regex& b, const RegexLimits& limits = {});
 
  private:
+  friend class RegexComposition;
   Regex() = default;
   // A table of `accepting.size()` states (state 0 the start) as a Regex, the dead ends pruned.
   static Regex FromTable(const std::vector<int32_t>& next, int classes, const std::vector<bool>& accepting,
@@ -68,6 +81,8 @@ class Regex {
   int classes_ = 1;
   std::vector<int32_t> next_;     // [states * classes_]
   std::vector<bool> accepting_;   // [states]
+  std::vector<int32_t> self_loop_of_;                 // [states]: index into self_loops_, -1: none
+  std::vector<std::array<uint64_t, 4>> self_loops_;
 };
 
 }  // namespace gla::constraints

@@ -81,6 +81,13 @@ TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
     if (path.empty()) next = -1;  // the root has no siblings
   }
   token_begin_.push_back(static_cast<int32_t>(tokens_.size()));
+  for (int32_t d : depth_) max_depth_ = std::max(max_depth_, static_cast<int>(d));
+  below_.assign(n, {0, 0, 0, 0});
+  for (size_t c = n; c-- > 1;) {  // children come after their parent in preorder
+    std::array<uint64_t, 4>& up = below_[parent_[c]];
+    for (int w = 0; w < 4; ++w) up[w] |= below_[c][w];
+    up[byte_[c] >> 6] |= uint64_t{1} << (byte_[c] & 63);
+  }
 }
 
 TokenMask TokenTrie::Allowed(const Regex& re, int state, int64_t* visited) const {
@@ -88,7 +95,7 @@ TokenMask TokenTrie::Allowed(const Regex& re, int state, int64_t* visited) const
   if (state == Regex::kDead) return mask;
   // Preorder over the nodes with the automaton state of each depth on the path; a dead state
   // skips the subtree.
-  std::vector<int> states = {state};
+  std::vector<int> states(max_depth_ + 1, state);
   int64_t walked = 0;
   for (int n = 1; n < num_nodes();) {
     const int d = depth_[n];
@@ -98,9 +105,14 @@ TokenMask TokenTrie::Allowed(const Regex& re, int state, int64_t* visited) const
       n = end_[n];
       continue;
     }
-    if (static_cast<int>(states.size()) <= d) states.resize(d + 1);
     states[d] = s;
     AddTokens(n, mask);
+    const std::array<uint64_t, 4>* keep = re.SelfLoops(s);
+    if (keep != nullptr && BelowWithin(n, *keep)) {  // the automaton stays in s all the way down
+      AddTokensBelow(n, mask);
+      n = end_[n];
+      continue;
+    }
     ++n;
   }
   if (visited != nullptr) *visited = walked;
@@ -110,33 +122,42 @@ TokenMask TokenTrie::Allowed(const Regex& re, int state, int64_t* visited) const
 TerminalTokens TokenTrie::Terminal(const Regex& re, int state) const {
   TerminalTokens out;
   TokenMask inside((vocab_ + 63) / 64, 0);
-  std::vector<uint8_t> marked(num_nodes(), 0);  // 1: on a path to a crossing; 2: its whole subtree
-  auto mark = [&](int node) {
-    marked[node] = 2;
-    for (int p = parent_[node]; p > 0 && marked[p] == 0; p = parent_[p]) marked[p] = 1;
-  };
   if (state != Regex::kDead) {
-    // Per depth on the path: the automaton state, and whether the terminal could have ended at
-    // some node of the path so far (then a byte it refuses may still be taken by what follows).
-    std::vector<int> states = {state};
-    std::vector<uint8_t> could_end = {0};
-    for (int n = 1; n < num_nodes();) {
+    // Per depth on the path: the node, the automaton state, and whether the terminal could have
+    // ended at some node of the path so far (then a byte it refuses may still be taken by what
+    // follows: the node is a crossing, walked whole by the parser, and the path down to it is
+    // written out first, in preorder: `written` is how deep the current path is already out).
+    // O(nodes visited): a terminal that dies after a few bytes costs a few steps, not the trie.
+    std::vector<int32_t> path(max_depth_ + 1, 0), states(max_depth_ + 1, state);
+    std::vector<uint8_t> could_end(max_depth_ + 1, 0);
+    int written = 0;
+    const int nodes = num_nodes();
+    for (int n = 1; n < nodes;) {
       const int d = depth_[n];
+      written = std::min(written, d - 1);
       const int s = re.Next(states[d - 1], byte_[n]);
       if (s == Regex::kDead) {
-        if (could_end[d - 1]) mark(n);
+        if (could_end[d - 1]) {
+          for (int k = written + 1; k < d; ++k) out.crossing.push_back({path[k], false});
+          written = d - 1;
+          out.crossing.push_back({n, true});
+        }
         n = end_[n];
         continue;
       }
-      if (static_cast<int>(states.size()) <= d) states.resize(d + 1), could_end.resize(d + 1);
+      path[d] = n;
       states[d] = s;
-      could_end[d] = could_end[d - 1] || re.Accepting(s);
+      could_end[d] = could_end[d - 1] | static_cast<uint8_t>(re.Accepting(s));
       AddTokens(n, inside);
+      const std::array<uint64_t, 4>* keep = re.SelfLoops(s);
+      if (keep != nullptr && BelowWithin(n, *keep)) {  // stays in s below: all inside, nothing crosses
+        AddTokensBelow(n, inside);
+        n = end_[n];
+        continue;
+      }
       ++n;
     }
   }
-  for (int n = 1; n < num_nodes(); ++n)
-    if (marked[n] != 0) out.crossing.push_back({n, marked[n] == 2});
   size_t count = 0;
   for (uint64_t w : inside) count += static_cast<size_t>(__builtin_popcountll(w));
   if (count <= inside.size()) {  // sparse: the ids take less room and less time to add
@@ -179,7 +200,7 @@ std::shared_ptr<const TerminalTokens> TerminalTokensCache::Get(const TokenTrie& 
   auto find = [&]() -> std::shared_ptr<const TerminalTokens> {
     auto [first, last] = index_.equal_range(key);
     for (auto it = first; it != last; ++it)
-      if (it->second->pattern == pattern) {
+      if (*it->second->pattern == pattern) {
         lru_.splice(lru_.begin(), lru_, it->second);
         return it->second->tokens;
       }
@@ -197,9 +218,12 @@ std::shared_ptr<const TerminalTokens> TerminalTokensCache::Get(const TokenTrie& 
   auto made = std::make_shared<const TerminalTokens>(trie.Terminal(re, state));
   std::lock_guard<std::mutex> lock(mu_);
   if (auto found = find()) return found;  // made meanwhile by another thread
-  lru_.push_front({key, pattern, made});
+  auto [interned, added] = patterns_.try_emplace(pattern, 0);
+  ++interned->second;
+  if (added) bytes_ += pattern.size();
+  lru_.push_front({key, &interned->first, made});
   index_.emplace(key, lru_.begin());
-  bytes_ += made->bytes() + pattern.size();
+  bytes_ += made->bytes();
   while (bytes_ > capacity_ && lru_.size() > 1) {  // the newest stays, whatever its size
     const Entry& old = lru_.back();
     auto [first, last] = index_.equal_range(old.key);
@@ -208,7 +232,11 @@ std::shared_ptr<const TerminalTokens> TerminalTokensCache::Get(const TokenTrie& 
         index_.erase(it);
         break;
       }
-    bytes_ -= old.tokens->bytes() + old.pattern.size();
+    bytes_ -= old.tokens->bytes();
+    if (auto p = patterns_.find(*old.pattern); --p->second == 0) {
+      bytes_ -= p->first.size();
+      patterns_.erase(p);
+    }
     lru_.pop_back();
   }
   return made;

@@ -3,6 +3,7 @@
 // whole subtree is skipped as soon as its prefix is a dead end. A mask is a bitset over token ids.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -123,8 +124,20 @@ class TokenTrie {
     for (int32_t i = token_begin_[node]; i < token_begin_[node + 1]; ++i)
       mask[tokens_[i] >> 6] |= uint64_t{1} << (tokens_[i] & 63);
   }
+  // Whether every byte below `node` is in `bytes` (a 256-bit set), and the node has children.
+  bool BelowWithin(int node, const std::array<uint64_t, 4>& bytes) const {
+    const std::array<uint64_t, 4>& b = below_[node];
+    return end_[node] > node + 1 &&
+           ((b[0] & ~bytes[0]) | (b[1] & ~bytes[1]) | (b[2] & ~bytes[2]) | (b[3] & ~bytes[3])) == 0;
+  }
+  // The tokens of the nodes strictly below `node` (a subtree's tokens are contiguous in preorder).
+  void AddTokensBelow(int node, TokenMask& mask) const {
+    for (int32_t i = token_begin_[node + 1]; i < token_begin_[end_[node]]; ++i)
+      mask[tokens_[i] >> 6] |= uint64_t{1} << (tokens_[i] & 63);
+  }
 
   int vocab_ = 0;
+  int max_depth_ = 0;  // the longest token's bytes
   uint64_t id_ = 0;
   // Nodes numbered in preorder, children in byte order; [0] is the root (the empty text). Node n's
   // subtree is [n, end_[n]), its first child (if any) n + 1, the next sibling of a child c end_[c]:
@@ -132,6 +145,10 @@ class TokenTrie {
   std::vector<uint8_t> byte_;
   std::vector<int32_t> depth_, end_, parent_;
   std::vector<int32_t> token_begin_;  // [nodes + 1]: node n's tokens are tokens_[token_begin_[n] ..)
+  // The bytes strictly below each node (256 bits). A walk in an automaton state that every one of
+  // them keeps (a JSON string's body: any character but a quote, a backslash or a control) takes
+  // the whole subtree at once instead of a step per node: most of a vocabulary, inside a string.
+  std::vector<std::array<uint64_t, 4>> below_;
   std::vector<int32_t> tokens_;
 };
 
@@ -183,13 +200,16 @@ class TerminalTokensCache {
   };
   struct Entry {
     Key key;
-    std::string pattern;  // compared on a hit: a hash collision must not hand out another's tokens
+    // Compared on a hit: a hash collision must not hand out another's tokens. Interned in
+    // patterns_ (a fused terminal's pattern runs to kilobytes and has an entry per state).
+    const std::string* pattern;
     std::shared_ptr<const TerminalTokens> tokens;
   };
   const size_t capacity_;
   mutable std::mutex mu_;
   std::list<Entry> lru_;  // most recent first
   std::unordered_multimap<Key, std::list<Entry>::iterator, KeyHash> index_;
+  std::unordered_map<std::string, int> patterns_;  // the entries' patterns, each with its entry count
   size_t bytes_ = 0;
   int64_t hits_ = 0, misses_ = 0;
 };

@@ -246,6 +246,7 @@ TEST(Grammar, CachedMaskEqualsTheWalkOnRandomGrammars) {
     const std::string text = RandomGrammar(rng);
     GrammarLimits limits;
     if (round % 4 == 3) limits.max_items_per_set = 3 + static_cast<int>(rng() % 6), ++limited;
+    limits.fuse_regular_stretches = round % 2 == 0;  // the grammar as written, and fused
     auto g = Grammar::Parse(text, limits);
     ASSERT_TRUE(g.ok()) << text << g.status();
     TerminalTokensCache cache;
@@ -282,6 +283,7 @@ TEST(Grammar, CachedMaskEqualsTheWalkOnRandomGrammars) {
 TEST(Grammar, ItemLimitKeepsTheTerminalsThatGoOn) {
   GrammarLimits limits;
   limits.max_items_per_set = 4;
+  limits.fuse_regular_stretches = false;  // x x x x x would be one terminal: no ambiguity left to limit
   const Grammar g = *Grammar::Parse("root ::= x x x x x | /a+/\nx ::= \"a\" | \"a\" \"a\" | \"\"\n", limits);
   GrammarMatcher m(g);
   for (int i = 0; i < 40; ++i) ASSERT_TRUE(m.Advance('a')) << "the /a+/ item survives byte " << i;
@@ -290,6 +292,61 @@ TEST(Grammar, ItemLimitKeepsTheTerminalsThatGoOn) {
   const Grammar full = *Grammar::Parse("root ::= x x x x x | /a+/\nx ::= \"a\" | \"a\" \"a\" | \"\"\n");
   for (const char* s : {"", "ab", "b"}) EXPECT_FALSE(Accepts(g, s)) << s << " is outside the language";
   EXPECT_TRUE(Accepts(full, "aaaa"));
+}
+
+// Fusing regular stretches into terminals (grammar_fusion.h) changes how the parse divides the
+// text, never the language: on random grammars, at every position of random walks, the fused
+// grammar's mask (from the cache) equals the written grammar's (the parser over the whole trie),
+// the same bytes go on and the same texts end; the JSON grammar's rules become single terminals.
+TEST(Grammar, FusedStretchesKeepTheLanguageAndTheMasks) {
+  std::mt19937 rng(9);
+  const std::vector<std::string> vocab = RandomVocabulary(rng, 1500);
+  const TokenTrie trie(vocab);
+  GrammarLimits written;
+  written.fuse_regular_stretches = false;
+  int compared = 0, fewer_terminals = 0;
+  for (int round = 0; round < 300; ++round) {
+    const std::string text = RandomGrammar(rng);
+    auto plain = Grammar::Parse(text, written);
+    auto fused = Grammar::Parse(text);
+    ASSERT_TRUE(plain.ok() && fused.ok()) << text;
+    GrammarMatcher p(*plain), f(*fused);
+    TerminalTokensCache cache;
+    for (int step = 0; step < 12; ++step) {
+      ASSERT_EQ(f.CanEnd(), p.CanEnd()) << text << "at position " << p.position();
+      ASSERT_EQ(f.Allowed(trie, cache), p.AllowedByWalk(trie)) << text << "at position " << p.position();
+      ++compared;
+      std::vector<int> bytes;
+      for (int b = 0; b < 256; ++b) {
+        GrammarMatcher probe = p, fprobe = f;
+        const bool goes_on = probe.Advance(static_cast<uint8_t>(b));
+        ASSERT_EQ(fprobe.Advance(static_cast<uint8_t>(b)), goes_on) << text << "byte " << b << " at " << p.position();
+        if (goes_on) bytes.push_back(b);
+      }
+      if (bytes.empty()) break;
+      const int b = bytes[rng() % bytes.size()];
+      ASSERT_TRUE(p.Advance(static_cast<uint8_t>(b)) && f.Advance(static_cast<uint8_t>(b)));
+    }
+    // What the fusion did: a grammar whose rules are all regular becomes one terminal for root.
+    fewer_terminals += fused->rules()[fused->root()].alternatives.size() == 1 &&
+                       fused->rules()[fused->root()].alternatives[0].size() == 1 &&
+                       fused->rules()[fused->root()].alternatives[0][0].terminal;
+  }
+  EXPECT_GT(compared, 1500);
+  EXPECT_GT(fewer_terminals, 30) << "random grammars whose root became one terminal";
+  // JSON: `member ::= string ":" ws value` becomes one terminal (a string, a colon, spaces) and
+  // the recursive `value`.
+  const Grammar json = MustParse(kJson);
+  int member = -1;
+  for (size_t r = 0; r < json.rules().size(); ++r)
+    if (json.rules()[r].name == "member") member = static_cast<int>(r);
+  ASSERT_GE(member, 0);
+  ASSERT_EQ(json.rules()[member].alternatives.size(), 1u);
+  const Grammar::Alternative& m = json.rules()[member].alternatives[0];
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_TRUE(m[0].terminal);
+  EXPECT_FALSE(m[1].terminal);
+  EXPECT_TRUE(json.terminal(m[0].index).Matches("\"k\\u00e9\": \n"));
 }
 
 }  // namespace

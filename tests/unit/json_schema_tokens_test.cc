@@ -3,7 +3,9 @@
 // schema order) and tokenized by the default model's tokenizer (models/gla-brown), is forced
 // through the constraint token by token: each token must be in the mask the scheduler would apply
 // (Matcher::Allowed, start-of-text trie for the first) and the text must end complete. Valid
-// instances must be accepted, invalid ones refused. Also measures the masks' time (one core).
+// instances must be accepted, invalid ones refused. Also measures the masks' time (one core),
+// over gla-brown's 8,000 pieces, a real 32,000-piece vocabulary (Mistral 7B's: the target)
+// and a synthetic JSON-shaped 32,000 (the stress case).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +13,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
 #include <map>
 #include <memory>
@@ -34,30 +38,85 @@ struct Forced {
   std::vector<double> mask_us;
 };
 
-// The instance's tokens through the constraint, as the scheduler applies it.
-Forced Force(const constraints::Constraint& c, const constraints::ConstraintVocabulary& vocab, const Tokenizer& tok,
-             const std::vector<int32_t>& ids) {
+// The instance's tokens through the constraint, as the scheduler applies it: at_start[i] says
+// whether token i is the output's first text (its bytes then lose a leading space).
+Forced Force(const constraints::Constraint& c, const constraints::ConstraintVocabulary& vocab,
+             const std::vector<int32_t>& ids, const std::vector<bool>& at_start) {
   Forced f;
   auto m = c.Start();
-  StreamingDetokenizer detok(tok);
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t id = ids[i];
-    const bool at_start = detok.AtStart();
     const auto t0 = std::chrono::steady_clock::now();
-    const constraints::TokenMask mask = m->Allowed(vocab, at_start);
+    const constraints::TokenMask mask = m->Allowed(vocab, at_start[i]);
     f.mask_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     if (!constraints::Allowed(mask, id)) {
       f.refused_at = static_cast<int>(i);
       return f;
     }
-    if (!m->Advance(vocab.Bytes(id, at_start))) {
+    if (!m->Advance(vocab.Bytes(id, at_start[i]))) {
       ADD_FAILURE() << "the mask allowed token " << id << " that the matcher then refused";
       return f;
     }
-    detok.Push(id);
   }
   f.accepted = m->CanEnd();
   return f;
+}
+
+// How a vocabulary spells a text: its tokens and, for each, whether it is the output's first text;
+// nullopt when the vocabulary cannot spell it.
+struct Spelling {
+  std::vector<int32_t> ids;
+  std::vector<bool> at_start;
+};
+using Speller = std::function<std::optional<Spelling>(const std::string& text)>;
+
+// gla-brown's own tokenizer (the first text is known by the streaming detokenizer, as the
+// scheduler knows it): nullopt where decode(encode(text)) is another text (NFKC, unknown characters).
+Speller TokenizerSpeller(const Tokenizer& tok) {
+  return [&tok](const std::string& text) -> std::optional<Spelling> {
+    auto ids = tok.Encode(text, /*add_bos=*/false);
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    if (!ids.ok()) return std::nullopt;
+    auto back = tok.Decode(*ids);
+    if (!back.ok() || *back != text) return std::nullopt;
+    Spelling s{*ids, {}};
+    StreamingDetokenizer detok(tok);
+    for (int32_t id : *ids) {
+      s.at_start.push_back(detok.AtStart());
+      detok.Push(id);
+    }
+    return s;
+  };
+}
+
+// Longest match over a vocabulary's bytes (a vocabulary without its tokenizer model: the masks
+// are over its pieces; which valid spelling the model would pick does not change what a mask is).
+Speller LongestMatchSpeller(const constraints::TokenBytes& tb) {
+  auto index = std::make_shared<std::unordered_map<std::string, int32_t>>();
+  auto start_index = std::make_shared<std::unordered_map<std::string, int32_t>>();
+  size_t longest = 0;
+  for (size_t id = 0; id < tb.bytes.size(); ++id) {
+    if (!tb.bytes[id].empty()) index->emplace(tb.bytes[id], static_cast<int32_t>(id));  // the first id wins
+    if (!tb.at_start[id].empty()) start_index->emplace(tb.at_start[id], static_cast<int32_t>(id));
+    longest = std::max(longest, tb.bytes[id].size());
+  }
+  return [index, start_index, longest](const std::string& text) -> std::optional<Spelling> {
+    Spelling s;
+    for (size_t at = 0; at < text.size();) {
+      const auto& map = at == 0 ? *start_index : *index;
+      size_t len = std::min(longest, text.size() - at);
+      for (; len > 0; --len) {
+        auto it = map.find(text.substr(at, len));
+        if (it == map.end()) continue;
+        s.ids.push_back(it->second);
+        s.at_start.push_back(at == 0);
+        break;
+      }
+      if (len == 0) return std::nullopt;
+      at += len;
+    }
+    return s;
+  };
 }
 
 struct Instance {
@@ -99,7 +158,7 @@ std::vector<SchemaCase> SharedSchemas() {
 
 // Forces every `every`-th schema's instances through `vocab` (whose first ids are tok's) and
 // prints the errors and the mask times.
-void ForceSharedSchemas(const std::vector<SchemaCase>& cases, const Tokenizer& tok,
+void ForceSharedSchemas(const std::vector<SchemaCase>& cases, const Speller& spell,
                         const constraints::ConstraintVocabulary& vocab, const char* vocab_name) {
   int compiled = 0, passing = 0, validation_errors = 0, invalidation_errors = 0, instances = 0;
   int unrepresentable = 0;  // valid texts the vocabulary cannot spell (decode(encode(text)) != text)
@@ -113,22 +172,20 @@ void ForceSharedSchemas(const std::vector<SchemaCase>& cases, const Tokenizer& t
     ++compiled;
     bool all_right = true;
     for (const Instance& instance : cases[n].instances) {
-      auto ids = tok.Encode(instance.text, /*add_bos=*/false);
-      ASSERT_TRUE(ids.ok()) << ids.status();
-      auto back = tok.Decode(*ids);
-      if (!back.ok() || *back != instance.text) {  // NFKC or unknown characters: no output can be this text
+      const std::optional<Spelling> spelled = spell(instance.text);
+      if (!spelled) {  // no output can be this text
         if (instance.valid) ++unrepresentable;
         continue;
       }
       ++instances;
-      const Forced f = Force(**c, vocab, tok, *ids);
+      const Forced f = Force(**c, vocab, spelled->ids, spelled->at_start);
       mask_us.insert(mask_us.end(), f.mask_us.begin(), f.mask_us.end());
       if (instance.valid && !f.accepted) {
         ++validation_errors, all_right = false;
         if (validation_errors <= 10) {
           std::string pieces;
-          for (int i = std::max(0, f.refused_at - 3); i <= f.refused_at && i < static_cast<int>(ids->size()); ++i)
-            pieces += "[" + tok.PieceText((*ids)[i]) + "]";
+          for (int i = std::max(0, f.refused_at - 3); i <= f.refused_at && i < static_cast<int>(spelled->ids.size()); ++i)
+            pieces += "[" + vocab.Bytes(spelled->ids[i], spelled->at_start[i]) + "]";
           std::printf("[ detail ] valid instance refused at token %d %s: %s: %s\n", f.refused_at, pieces.c_str(),
                       cases[n].name.c_str(), instance.text.substr(0, 120).c_str());
         }
@@ -180,7 +237,7 @@ TEST(JsonSchemaTokens, SharedInstancesForcedThroughTheDefaultTokenizer) {
   auto tok = DefaultTokenizer();
   ASSERT_TRUE(tok.ok()) << tok.status();
   constraints::TokenBytes tb = BytesOf(**tok);
-  ForceSharedSchemas(cases, **tok, constraints::ConstraintVocabulary(std::move(tb)), "gla-brown");
+  ForceSharedSchemas(cases, TokenizerSpeller(**tok), constraints::ConstraintVocabulary(std::move(tb)), "gla-brown");
 }
 
 // The target is stated at 32,000 tokens; no such tokenizer is here, so gla-brown's 8,000
@@ -210,7 +267,38 @@ TEST(JsonSchemaTokens, SharedInstancesThroughA32kVocabulary) {
     tb.bytes.push_back(frequent[i].second);
     tb.at_start.push_back(frequent[i].second);
   }
-  ForceSharedSchemas(cases, **tok, constraints::ConstraintVocabulary(std::move(tb)), "gla-brown + 24,000 substrings");
+  ForceSharedSchemas(cases, TokenizerSpeller(**tok), constraints::ConstraintVocabulary(std::move(tb)),
+                     "gla-brown + 24,000 substrings");
+}
+
+// The target vocabulary: a real 32,000-piece SentencePiece BPE vocabulary of the kind GLA
+// checkpoints ship (Mistral 7B v0.1's pieces, tests/data/vocabularies/README.md), instances spelled
+// by longest match over it.
+TEST(JsonSchemaTokens, SharedInstancesThroughMistralsVocabulary) {
+  const std::vector<SchemaCase> cases = SharedSchemas();
+  ASSERT_GT(cases.size(), 1500u) << "the shared schemas are missing";
+  std::ifstream in(std::string(GLA_SOURCE_DIR) + "/tests/data/vocabularies/mistral-7b-v0.1.txt", std::ios::binary);
+  ASSERT_TRUE(in) << "tests/data/vocabularies/mistral-7b-v0.1.txt is missing";
+  constraints::TokenBytes tb;
+  for (std::string piece; std::getline(in, piece);) {
+    std::string bytes;
+    if (piece.size() == 6 && piece.rfind("<0x", 0) == 0 && piece[5] == '>') {  // byte fallback
+      bytes.push_back(static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+    } else if (piece != "<unk>" && piece != "<s>" && piece != "</s>") {
+      for (size_t at = 0; at < piece.size();) {  // U+2581 (3 bytes) is a space
+        if (piece.compare(at, 3, "\xE2\x96\x81") == 0) bytes.push_back(' '), at += 3;
+        else bytes.push_back(piece[at++]);
+      }
+    }
+    const bool spaced = piece.compare(0, 3, "\xE2\x96\x81") == 0;  // SentencePiece drops it at the start
+    if (spaced && bytes == " ") tb.invisible_at_start.push_back(static_cast<int32_t>(tb.bytes.size()));
+    tb.at_start.push_back(spaced ? bytes.substr(1) : bytes);
+    tb.bytes.push_back(std::move(bytes));
+  }
+  ASSERT_EQ(tb.bytes.size(), 32000u);
+  ASSERT_EQ(tb.bytes[259], "  ");  // "▁▁"
+  const Speller spell = LongestMatchSpeller(tb);
+  ForceSharedSchemas(cases, spell, constraints::ConstraintVocabulary(std::move(tb)), "Mistral 7B v0.1");
 }
 
 }  // namespace
