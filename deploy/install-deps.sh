@@ -41,6 +41,8 @@ packages=(
   prometheus-cpp-dev     # glad's Prometheus metrics: counters, histograms, the text format
   prometheus             # promtool: the metrics test checks the exposition format with it
   python3-yaml           # the deploy-files test reads the Kubernetes and compose YAML
+  libhiredis-dev         # Redis client: the shared state tier (--state_store redis://, issue 22)
+  redis-server           # the state tier's tests start their own Redis on loopback
 )
 
 # Only for deploy/fuzz.sh (--fuzz), so that the build and Docker images do not carry a second compiler.

@@ -1,0 +1,221 @@
+#include "engine/sessions/redis_client.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
+
+#include <charconv>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace gla {
+
+namespace {
+
+timeval ToTimeval(double seconds) {
+  timeval tv{};
+  const double s = std::max(seconds, 0.001);
+  tv.tv_sec = static_cast<time_t>(s);
+  tv.tv_usec = static_cast<suseconds_t>((s - std::floor(s)) * 1e6);
+  return tv;
+}
+
+// Takes `key` for ARGV[1] for ARGV[2] ms when free, renews it when ARGV[1] already holds it.
+constexpr char kAcquire[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end "
+    "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
+    "return 0";
+// Deletes `key` only when ARGV[1] holds it.
+constexpr char kRelease[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+// hiredis writes with write(2): a store that closed the connection raises SIGPIPE in the writing
+// thread, whose default action ends the process (a restarted Redis under a large write did). Blocked
+// in this thread for the call; one raised meanwhile is taken back before the mask is restored, so the
+// failed write is an error reply, never a signal.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeBlocked() {
+    sigset_t pending;
+    sigpending(&pending);
+    if (!was_pending_ && sigismember(&pending, SIGPIPE) == 1) {
+      const timespec now{0, 0};
+      sigtimedwait(&pipe_, nullptr, &now);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t pipe_, old_;
+  bool was_pending_ = false;
+};
+
+bool ParseInt(std::string_view text, int* out) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+}  // namespace
+
+std::string RedisAddress::ToString() const { return absl::StrCat("redis://", host, ":", port, "/", db); }
+
+absl::StatusOr<RedisAddress> ParseRedisUrl(std::string_view url) {
+  constexpr std::string_view kScheme = "redis://";
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("state store '", std::string(url), "': ", std::string(why),
+                                                   " (expected redis://HOST[:PORT][/DB])"));
+  };
+  if (url.substr(0, kScheme.size()) != kScheme) return bad("not a redis:// address");
+  std::string_view rest = url.substr(kScheme.size());
+  RedisAddress a;
+  if (const size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    if (!ParseInt(rest.substr(slash + 1), &a.db) || a.db < 0 || a.db > 15) return bad("the database is not 0-15");
+    rest = rest.substr(0, slash);
+  }
+  if (rest.find('@') != std::string_view::npos) return bad("credentials in the address are not supported");
+  if (rest.find('?') != std::string_view::npos) return bad("options in the address are not supported");
+  std::string_view host = rest, port;
+  if (!rest.empty() && rest[0] == '[') {  // [IPv6]:PORT
+    const size_t close = rest.find(']');
+    if (close == std::string_view::npos) return bad("an IPv6 address without ']'");
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') return bad("text after the IPv6 address");
+      port = rest.substr(close + 2);
+    }
+  } else if (const size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (port.data() != nullptr && (!ParseInt(port, &a.port) || a.port < 1 || a.port > 65535))
+    return bad("the port is not 1-65535");
+  if (host.empty()) return bad("no host");
+  a.host = std::string(host);
+  return a;
+}
+
+RedisClient::RedisClient(RedisAddress address, RedisOptions options)
+    : address_(std::move(address)), options_(options) {}
+
+RedisClient::~RedisClient() {
+  std::lock_guard<std::mutex> lock(mu_);
+  DropLocked();
+}
+
+void RedisClient::DropLocked() {
+  if (context_ != nullptr) redisFree(context_);
+  context_ = nullptr;
+}
+
+absl::Status RedisClient::Unavailable(std::string_view what) const {
+  return absl::UnavailableError(absl::StrCat("state store ", address_.ToString(), ": ", std::string(what)));
+}
+
+absl::Status RedisClient::ConnectLocked() {
+  redisContext* c = redisConnectWithTimeout(address_.host.c_str(), address_.port, ToTimeval(options_.connect_timeout_s));
+  if (c == nullptr) return Unavailable("cannot allocate a connection");
+  if (c->err != 0) {
+    const std::string why = c->errstr;
+    redisFree(c);
+    return Unavailable(why);
+  }
+  if (redisSetTimeout(c, ToTimeval(options_.command_timeout_s)) != REDIS_OK) {
+    redisFree(c);
+    return Unavailable("cannot set the command timeout");
+  }
+  context_ = c;
+  if (address_.db != 0) {
+    auto* r = static_cast<redisReply*>(redisCommand(context_, "SELECT %d", address_.db));
+    const bool ok = r != nullptr && r->type == REDIS_REPLY_STATUS;
+    if (r != nullptr) freeReplyObject(r);
+    if (!ok) {
+      DropLocked();
+      return Unavailable(absl::StrCat("cannot select database ", address_.db));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RedisClient::Reply> RedisClient::Command(const std::vector<std::string_view>& args) {
+  std::vector<const char*> argv;
+  std::vector<size_t> argvlen;
+  for (std::string_view a : args) argv.push_back(a.data()), argvlen.push_back(a.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  const SigpipeBlocked no_sigpipe;
+  if (context_ == nullptr)
+    if (absl::Status s = ConnectLocked(); !s.ok()) return s;
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), argvlen.data()));
+  if (r == nullptr) {  // I/O error or timeout: this connection is done; the next call reconnects
+    const std::string why = context_->errstr;
+    DropLocked();
+    return Unavailable(why.empty() ? "no answer" : why);
+  }
+  Reply reply;
+  absl::Status status;
+  switch (r->type) {
+    case REDIS_REPLY_NIL: break;
+    case REDIS_REPLY_STRING: reply.kind = Reply::kString, reply.text.assign(r->str, r->len); break;
+    case REDIS_REPLY_STATUS: reply.kind = Reply::kStatus, reply.text.assign(r->str, r->len); break;
+    case REDIS_REPLY_INTEGER: reply.kind = Reply::kInteger, reply.integer = r->integer; break;
+    case REDIS_REPLY_ERROR:
+      status = absl::InternalError(absl::StrCat("state store ", address_.ToString(), ": ", std::string(r->str, r->len)));
+      break;
+    default: status = absl::InternalError(absl::StrCat("state store: unexpected reply type ", r->type)); break;
+  }
+  freeReplyObject(r);
+  if (!status.ok()) return status;
+  return reply;
+}
+
+absl::Status RedisClient::Ping() {
+  absl::StatusOr<Reply> r = Command({"PING"});
+  return r.ok() ? absl::OkStatus() : r.status();
+}
+
+absl::Status RedisClient::Put(std::string_view key, std::string_view value, int64_t ttl_ms) {
+  const std::string ttl = std::to_string(ttl_ms);
+  absl::StatusOr<Reply> r = ttl_ms > 0 ? Command({"SET", key, value, "PX", ttl}) : Command({"SET", key, value});
+  return r.ok() ? absl::OkStatus() : r.status();
+}
+
+absl::StatusOr<std::optional<std::string>> RedisClient::Get(std::string_view key) {
+  absl::StatusOr<Reply> r = Command({"GET", key});
+  if (!r.ok()) return r.status();
+  if (r->kind == Reply::kNil) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(r->text));
+}
+
+absl::Status RedisClient::Delete(std::string_view key) {
+  absl::StatusOr<Reply> r = Command({"DEL", key});
+  return r.ok() ? absl::OkStatus() : r.status();
+}
+
+absl::StatusOr<bool> RedisClient::Acquire(std::string_view key, std::string_view owner, int64_t ttl_ms) {
+  if (ttl_ms <= 0) return absl::InvalidArgumentError("a lease needs a positive time to live");
+  const std::string ttl = std::to_string(ttl_ms);
+  absl::StatusOr<Reply> r = Command({"EVAL", kAcquire, "1", key, owner, ttl});
+  if (!r.ok()) return r.status();
+  return r->kind == Reply::kInteger && r->integer == 1;
+}
+
+absl::StatusOr<bool> RedisClient::Release(std::string_view key, std::string_view owner) {
+  absl::StatusOr<Reply> r = Command({"EVAL", kRelease, "1", key, owner});
+  if (!r.ok()) return r.status();
+  return r->kind == Reply::kInteger && r->integer == 1;
+}
+
+}  // namespace gla

@@ -1,0 +1,85 @@
+// A connection to a Redis server: the client of issue 22's shared state tier (sessions and prefix
+// states that every replica can resume), on Debian's libhiredis. Only the commands the tier needs,
+// each bounded by a timeout and answered as a Status: a store that is slow or gone is UNAVAILABLE
+// with the reason (the caller decides what still works without it), never a hang or a crash.
+//
+// A lease is a key holding its owner's name with an expiry (SET NX PX): while a turn runs, its
+// replica holds the session's lease; a replica that dies stops renewing it and the session is free
+// again when it expires. Taking, renewing and giving back are single server-side scripts, so two
+// replicas never both hold one.
+//
+// Thread-safe (one connection behind a mutex); after an I/O error the connection is dropped and the
+// next call connects again.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+struct redisContext;
+
+namespace gla {
+
+struct RedisAddress {
+  std::string host;
+  int port = 6379;
+  int db = 0;
+  std::string ToString() const;
+};
+
+// redis://HOST[:PORT][/DB] (no user, password or query: refused by name rather than ignored).
+absl::StatusOr<RedisAddress> ParseRedisUrl(std::string_view url);
+
+struct RedisOptions {
+  double connect_timeout_s = 1.0;
+  double command_timeout_s = 2.0;  // a value is a session state: tens of MiB at 1.3B
+};
+
+class RedisClient {
+ public:
+  explicit RedisClient(RedisAddress address, RedisOptions options = {});
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  const RedisAddress& address() const { return address_; }
+
+  absl::Status Ping();
+  // SET key value, with an expiry when ttl_ms > 0.
+  absl::Status Put(std::string_view key, std::string_view value, int64_t ttl_ms = 0);
+  // nullopt when the key is not there.
+  absl::StatusOr<std::optional<std::string>> Get(std::string_view key);
+  absl::Status Delete(std::string_view key);
+  // `owner` takes the lease `key` for ttl_ms, or renews it when it already holds it: true. false
+  // when another owner holds it.
+  absl::StatusOr<bool> Acquire(std::string_view key, std::string_view owner, int64_t ttl_ms);
+  // Gives the lease back when `owner` holds it: whether it did.
+  absl::StatusOr<bool> Release(std::string_view key, std::string_view owner);
+
+ private:
+  // What a command answered (the reply types the tier's commands give).
+  struct Reply {
+    enum Kind { kNil, kString, kInteger, kStatus } kind = kNil;
+    std::string text;  // kString, kStatus
+    int64_t integer = 0;
+  };
+  // One command (binary-safe arguments); connects first when there is no connection. A server
+  // error reply is INTERNAL with its text; no answer (down, timeout) UNAVAILABLE.
+  absl::StatusOr<Reply> Command(const std::vector<std::string_view>& args);
+  absl::Status ConnectLocked();
+  void DropLocked();
+  absl::Status Unavailable(std::string_view what) const;
+
+  const RedisAddress address_;
+  const RedisOptions options_;
+  std::mutex mu_;
+  redisContext* context_ = nullptr;
+};
+
+}  // namespace gla

@@ -1,0 +1,228 @@
+// The shared state tier's Redis client (engine/sessions/redis_client.h) against a real
+// redis-server (Debian's, started here on loopback): values, expiry, leases (one owner at a time,
+// free again after expiry, even under threads racing for one), and a store that is gone or slow:
+// UNAVAILABLE naming the store within the timeout, and back to work when the store is.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/sessions/redis_client.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A redis-server of our own: no persistence, loopback only, stopped with the test.
+class RedisServer {
+ public:
+  explicit RedisServer(int port) : port_(port), dir_(testing::MakeTempDir("redis")) { Start(); }
+  ~RedisServer() { Stop(SIGTERM); }
+
+  void Start() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test that dies takes its Redis with it
+      const std::string port = std::to_string(port_), log = dir_ + "/redis.log";
+      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", log.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+  }
+  void Stop(int signal) {
+    if (pid_ <= 0) return;
+    kill(pid_, signal);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  // Whether it answers within a few seconds.
+  bool Ready() const {
+    RedisClient probe({"127.0.0.1", port_, 0});
+    for (int i = 0; i < 100; ++i) {
+      if (probe.Ping().ok()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  int port() const { return port_; }
+
+ private:
+  int port_;
+  std::string dir_;
+  pid_t pid_ = -1;
+};
+
+class RedisClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(std::system("command -v redis-server > /dev/null"), 0)
+        << "redis-server is not installed (deploy/install-deps.sh installs it)";
+    server_ = std::make_unique<RedisServer>(FreePort());
+    ASSERT_TRUE(server_->Ready()) << "redis-server did not start on port " << server_->port();
+  }
+  RedisAddress Address() const { return {"127.0.0.1", server_->port(), 0}; }
+  std::unique_ptr<RedisServer> server_;
+};
+
+TEST(RedisUrl, ParsesHostPortDatabaseAndRefusesTheRestByName) {
+  auto a = ParseRedisUrl("redis://cache.internal:6380/3");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->host, "cache.internal");
+  EXPECT_EQ(a->port, 6380);
+  EXPECT_EQ(a->db, 3);
+  a = ParseRedisUrl("redis://10.0.0.7");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->port, 6379);
+  EXPECT_EQ(a->db, 0);
+  a = ParseRedisUrl("redis://[::1]:7000");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->host, "::1");
+  EXPECT_EQ(a->port, 7000);
+  for (const char* bad : {"http://x:1", "redis://", "redis://:6379", "redis://h:0", "redis://h:70000", "redis://h:12x",
+                          "redis://h/16", "redis://h/-1", "redis://[::1", "redis://[::1]x", "redis://[]:1", "redis://user:pw@h:1", "redis://h:1?timeout=3"}) {
+    auto r = ParseRedisUrl(bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(std::string(r.status().message()).find(bad), std::string::npos) << r.status();
+  }
+}
+
+TEST_F(RedisClientTest, ValuesAreBinarySafeAndExpire) {
+  RedisClient c(Address());
+  std::string state(3 << 20, '\0');  // a few MiB of state with every byte value in it
+  for (size_t i = 0; i < state.size(); ++i) state[i] = static_cast<char>(i * 131 % 256);
+  ASSERT_TRUE(c.Put("session:a", state).ok());
+  auto got = c.Get("session:a");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ(**got, state);
+  EXPECT_FALSE(c.Get("session:none")->has_value());
+  ASSERT_TRUE(c.Delete("session:a").ok());
+  EXPECT_FALSE(c.Get("session:a")->has_value());
+  ASSERT_TRUE(c.Put("prefix:p", "x", /*ttl_ms=*/100).ok());
+  EXPECT_TRUE(c.Get("prefix:p")->has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_FALSE(c.Get("prefix:p")->has_value());
+}
+
+TEST_F(RedisClientTest, ALeaseHasOneOwnerAndIsFreeAgainAfterItsTime) {
+  RedisClient a(Address()), b(Address());
+  EXPECT_TRUE(*a.Acquire("lease:s", "replica-a", 60000));
+  EXPECT_FALSE(*b.Acquire("lease:s", "replica-b", 60000));
+  EXPECT_TRUE(*a.Acquire("lease:s", "replica-a", 60000)) << "its owner renews it";
+  EXPECT_FALSE(*b.Release("lease:s", "replica-b")) << "only the owner gives it back";
+  EXPECT_TRUE(*a.Release("lease:s", "replica-a"));
+  EXPECT_TRUE(*b.Acquire("lease:s", "replica-b", 150));
+  EXPECT_FALSE(*a.Acquire("lease:s", "replica-a", 60000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // replica-b died: its lease runs out
+  EXPECT_TRUE(*a.Acquire("lease:s", "replica-a", 60000));
+  EXPECT_EQ(a.Acquire("lease:s", "replica-a", 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RedisClientTest, ThreadsRacingForOneLeaseGetOneOwner) {
+  for (int round = 0; round < 20; ++round) {
+    const std::string key = "lease:race" + std::to_string(round);
+    std::atomic<int> won{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&, t] {
+        RedisClient c(Address());
+        auto r = c.Acquire(key, "owner-" + std::to_string(t), 60000);
+        if (r.ok() && *r) ++won;
+      });
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(won.load(), 1) << key;
+  }
+}
+
+TEST_F(RedisClientTest, AStoreThatIsGoneIsUnavailableAndTheClientReconnectsWhenItIsBack) {
+  RedisOptions fast;
+  fast.connect_timeout_s = 0.5;
+  fast.command_timeout_s = 0.5;
+  RedisClient c(Address(), fast);
+  ASSERT_TRUE(c.Put("k", "v").ok());
+  server_->Stop(SIGKILL);
+  const auto t0 = Clock::now();
+  auto r = c.Get("k");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(std::string(r.status().message()).find(std::to_string(server_->port())), std::string::npos) << r.status();
+  EXPECT_EQ(c.Ping().code(), absl::StatusCode::kUnavailable);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
+  server_->Start();  // a new, empty Redis on the same port
+  ASSERT_TRUE(server_->Ready());
+  EXPECT_TRUE(c.Ping().ok());
+  EXPECT_FALSE(c.Get("k")->has_value()) << "nothing was kept: this Redis persists nothing";
+}
+
+// A store restarted under an open connection: the next large write meets a closed socket after its
+// first chunk. That is an UNAVAILABLE (then a new connection), not a SIGPIPE that ends the process.
+TEST_F(RedisClientTest, AWriteToAStoreThatWentAwayIsAnErrorNotASignal) {
+  RedisClient c(Address());
+  ASSERT_TRUE(c.Put("k", "v").ok());
+  server_->Stop(SIGKILL);
+  server_->Start();
+  ASSERT_TRUE(server_->Ready());
+  const std::string big(8 << 20, 'x');
+  absl::Status first = c.Put("big", big);  // the old connection: refused, or (if the kernel took it all) fine
+  if (!first.ok()) {
+    EXPECT_EQ(first.code(), absl::StatusCode::kUnavailable) << first;
+  }
+  EXPECT_TRUE(c.Put("big", big).ok());
+  EXPECT_EQ(c.Get("big")->value_or("").size(), big.size());
+}
+
+TEST(RedisClientAlone, AStoreThatNeverAnswersTimesOut) {
+  // A socket that accepts connections (the kernel's backlog) and never answers: a hung store.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  RedisOptions fast;
+  fast.connect_timeout_s = 0.5;
+  fast.command_timeout_s = 0.3;
+  RedisClient c({"127.0.0.1", ntohs(addr.sin_port), 0}, fast);
+  const auto t0 = Clock::now();
+  EXPECT_EQ(c.Put("k", "v").code(), absl::StatusCode::kUnavailable);
+  const auto took = Clock::now() - t0;
+  EXPECT_GE(took, std::chrono::milliseconds(250));
+  EXPECT_LT(took, std::chrono::seconds(2));
+  close(fd);
+  // Nothing listens: refused at once.
+  RedisClient none({"127.0.0.1", ntohs(addr.sin_port), 0}, fast);
+  EXPECT_EQ(none.Ping().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace gla
