@@ -43,6 +43,7 @@ packages=(
   python3-yaml           # the deploy-files test reads the Kubernetes and compose YAML
   libhiredis-dev         # Redis client: the shared state tier (--state_store redis://, issue 22)
   redis-server           # the state tier's tests start their own Redis on loopback
+  nginx                  # the reference session-affine proxy (deploy/nginx/gla.conf), tested on loopback
 )
 
 # Only for deploy/fuzz.sh (--fuzz), so that the build and Docker images do not carry a second compiler.
