@@ -132,7 +132,7 @@ absl::Status Run(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(const Connection conn, Connect(a));
   auto stub = v1::Gla::NewStub(conn.channel);
   grpc::ClientContext ctx;
-  conn.Prepare(ctx);
+  conn.Prepare(ctx, a.Has("session") ? a.flags.at("session") : "");
   ASSIGN_OR_RETURN(int timeout_s, a.Int("timeout-s", 600, 1));
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   if (a.command == "health") {

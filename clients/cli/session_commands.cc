@@ -24,7 +24,8 @@ absl::Status RunSessionCommand(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(const Connection conn, Connect(a));
   auto stub = v1::Gla::NewStub(conn.channel);
   grpc::ClientContext ctx;
-  conn.Prepare(ctx);
+  // The session the call is about (a fork's source: where its state is) goes to the proxy too.
+  conn.Prepare(ctx, a.Has("from") ? a.flags.at("from") : a.Has("id") ? a.flags.at("id") : "");
   if (a.command == "session-create" || a.command == "session-fork") {
     v1::Session s;
     int64_t ttl = -1;

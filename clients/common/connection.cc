@@ -8,8 +8,9 @@
 
 namespace gla {
 
-void Connection::Prepare(grpc::ClientContext& ctx) const {
+void Connection::Prepare(grpc::ClientContext& ctx, const std::string& session) const {
   if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  if (!session.empty()) ctx.AddMetadata(kSessionHeader, session);
 }
 
 const std::vector<FlagSpec>& ConnectionFlags() {

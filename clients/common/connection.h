@@ -14,11 +14,16 @@
 
 namespace gla {
 
+// The header (gRPC metadata) naming the session a call is about; proxies hash it (issue 22).
+inline constexpr char kSessionHeader[] = "x-gla-session";
+
 struct Connection {
   std::shared_ptr<grpc::Channel> channel;
   std::string token;
-  // Adds the token (when there is one) to a call's metadata.
-  void Prepare(grpc::ClientContext& ctx) const;
+  // Adds the token (when there is one) to a call's metadata, and the session the call is about
+  // (when there is one) as kSessionHeader: a proxy in front of replicas (deploy/nginx/gla.conf)
+  // sends every call about one session to the same replica.
+  void Prepare(grpc::ClientContext& ctx, const std::string& session = "") const;
 };
 
 // From --addr and the flags above; INVALID_ARGUMENT for an unreadable CA file.

@@ -129,13 +129,22 @@ class GlaClient:
             setattr(req, kind, value)
         return req
 
+    # The header naming the session a call is about: a proxy in front of replicas
+    # (deploy/nginx/gla.conf) sends every call about one session to the same replica.
+    SESSION_HEADER = "x-gla-session"
+
+    def _affinity(self, session):
+        return [(self.SESSION_HEADER, session)] if session else None
+
     def generate(self, **kwargs):
         """Returns the GenerateResponse (token_ids, text, finish_reason, usage, logprobs)."""
-        return self.stub.Generate(self._request(**kwargs), timeout=self.timeout_s)
+        return self.stub.Generate(self._request(**kwargs), timeout=self.timeout_s,
+                                  metadata=self._affinity(kwargs.get("session")))
 
     def stream(self, **kwargs):
         """Yields GenerateStreamResponse messages; the last carries finish_reason and usage."""
-        return self.stub.GenerateStream(self._request(**kwargs), timeout=self.timeout_s)
+        return self.stub.GenerateStream(self._request(**kwargs), timeout=self.timeout_s,
+                                        metadata=self._affinity(kwargs.get("session")))
 
     def tokenize(self, text, add_bos=True):
         return list(self.stub.Tokenize(self.pb.TokenizeRequest(text=text.encode("utf-8"), add_bos=add_bos),
@@ -157,16 +166,17 @@ class GlaClient:
         req = self.pb.CreateSessionRequest(session_id=session_id)
         if ttl_s is not None:
             req.ttl_s = ttl_s
-        return self.stub.CreateSession(req, timeout=self.timeout_s)
+        return self.stub.CreateSession(req, timeout=self.timeout_s, metadata=self._affinity(session_id))
 
     def fork_session(self, source_session_id, session_id="", ttl_s=None):
         req = self.pb.ForkSessionRequest(source_session_id=source_session_id, session_id=session_id)
         if ttl_s is not None:
             req.ttl_s = ttl_s
-        return self.stub.ForkSession(req, timeout=self.timeout_s)
+        return self.stub.ForkSession(req, timeout=self.timeout_s, metadata=self._affinity(source_session_id))
 
     def delete_session(self, session_id):
-        self.stub.DeleteSession(self.pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout_s)
+        self.stub.DeleteSession(self.pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout_s,
+                                metadata=self._affinity(session_id))
 
     def list_sessions(self):
         return list(self.stub.ListSessions(self.pb.ListSessionsRequest(), timeout=self.timeout_s).sessions)

@@ -96,4 +96,15 @@ echo "ok: 30 requests without a session spread over $grew replicas"
 "$cli" generate --addr "127.0.0.1:$proxy_grpc" --prompt "The jury said" --max-new-tokens 2 > "$work/cli.log" 2>&1 \
   || fail "gla-cli generate through nginx's gRPC port: $(cat "$work/cli.log")"
 echo "ok: gRPC through nginx"
+# A session through the proxy: gla-cli names it in its metadata, so every call about it reaches the
+# one replica holding it (replicas do not share states yet: elsewhere it would be NOT_FOUND).
+"$cli" session-create --addr "127.0.0.1:$proxy_grpc" --id talk-1 > "$work/cli.log" 2>&1 \
+  || fail "session-create through nginx: $(cat "$work/cli.log")"
+for turn in 1 2 3 4 5 6; do
+  "$cli" generate --addr "127.0.0.1:$proxy_grpc" --session talk-1 --prompt " and then" --max-new-tokens 2 \
+    > "$work/cli.log" 2>&1 || fail "turn $turn of a session through nginx: $(cat "$work/cli.log")"
+done
+"$cli" session-delete --addr "127.0.0.1:$proxy_grpc" --id talk-1 > "$work/cli.log" 2>&1 \
+  || fail "session-delete through nginx: $(cat "$work/cli.log")"
+echo "ok: a session's create, six turns and delete through nginx, all on its replica"
 echo "all checks passed"
