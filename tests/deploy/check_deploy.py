@@ -4,7 +4,8 @@ the Kubernetes manifests and the compose file parse; every flag and GLAD_* varia
 flag `glad --help` lists; ports, probes, Services and the Prometheus target agree with the flags;
 the grace periods outlast glad's drain; the Dockerfile builds through deploy/install-deps.sh (the
 script CI runs) in a build stage, runs as a non-root user, exposes and health-checks the ports it
-configures.
+configures; the Grafana dashboard's queries name only metrics glad registers and are valid PromQL
+(promtool); the autoscaler scales the Deployment on a metric glad has and the adapter rule serves.
 
     check_deploy.py --glad build/server/glad --root .      (exit 0, or one line per problem and 1)
 """
@@ -140,15 +141,74 @@ def check_dockerfile(root, flags):
     check('ENTRYPOINT ["glad"]' in runtime, "Dockerfile: glad is the entrypoint")
 
 
+def glad_metrics(root):
+    """The metric families glad registers (server/metrics.cc), each with the series names a query can use."""
+    source = open(f"{root}/server/metrics.cc").read()
+    names = set(re.findall(r'"(gla_[a-z_0-9]+)"', source))
+    series = set(names)
+    for n in names:
+        series |= {n + "_bucket", n + "_sum", n + "_count"}
+    check("gla_queue_depth" in names, "server/metrics.cc: no gla_queue_depth (what the autoscaler follows)")
+    return series
+
+
+def check_dashboard(root, series, promtool):
+    """deploy/grafana/gla-dashboard.json: every query names metrics glad has and is valid PromQL (promtool, with
+    Grafana's variables given values)."""
+    import json
+    import os
+    import tempfile
+    dash = json.load(open(f"{root}/deploy/grafana/gla-dashboard.json"))
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    check(len(exprs) >= 10, "gla-dashboard.json: fewer than ten queries")
+    covered = set()
+    for e in exprs:
+        for m in re.findall(r"\b(gla_[a-z_0-9]+)", e):
+            check(m in series, f"gla-dashboard.json: {m} is no metric of glad's (server/metrics.cc)")
+            covered.add(re.sub(r"_(bucket|sum|count)$", "", m))
+    for wanted in ("gla_generated_tokens_total", "gla_time_to_first_token_seconds", "gla_inter_token_latency_seconds",
+                   "gla_queue_depth", "gla_state_slots", "gla_sessions", "gla_prefix_cache_lookups_total",
+                   "gla_finetune_jobs", "gla_device_memory_bytes"):
+        check(wanted in covered, f"gla-dashboard.json: no panel shows {wanted}")
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"gla:dashboard_query_{i}",
+         "expr": e.replace("$__rate_interval", "5m").replace("$instance", ".*")} for i, e in enumerate(exprs)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        yaml.safe_dump(rules, f)
+    out = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True, timeout=60)
+    os.unlink(f.name)
+    check(out.returncode == 0, f"gla-dashboard.json: promtool refuses a query: {out.stdout}{out.stderr}")
+
+
+def check_autoscaler(root, series):
+    hpa = yaml.safe_load(open(f"{root}/deploy/k8s/hpa.yaml"))
+    dep = [d for d in yaml.safe_load_all(open(f"{root}/deploy/k8s/deployment.yaml")) if d and d.get("kind") == "Deployment"]
+    target = hpa["spec"]["scaleTargetRef"]
+    check(target["kind"] == "Deployment" and dep and target["name"] == dep[0]["metadata"]["name"],
+          "hpa.yaml: scales no Deployment of deployment.yaml")
+    metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    check(metrics == ["gla_queue_depth"], "hpa.yaml: scales on something else than gla_queue_depth")
+    for m in metrics:
+        check(m in series, f"hpa.yaml: {m} is no metric of glad's")
+    adapter = yaml.safe_load(open(f"{root}/deploy/k8s/prometheus-adapter-rules.yaml"))
+    rules = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
+    served = {r["name"]["as"] for r in rules}
+    check(set(metrics) <= served, "prometheus-adapter-rules.yaml: serves no rule for the HPA's metric")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--glad", required=True)
     ap.add_argument("--root", required=True)
+    ap.add_argument("--promtool", default="promtool")
     a = ap.parse_args()
     flags = glad_flags(a.glad)
     check_k8s(a.root, flags)
     check_compose(a.root, flags)
     check_dockerfile(a.root, flags)
+    series = glad_metrics(a.root)
+    check_dashboard(a.root, series, a.promtool)
+    check_autoscaler(a.root, series)
     for p in problems:
         print(p)
     if not problems:

@@ -10,7 +10,8 @@ trap 'rm -rf "$scratch"' EXIT
 failures=0
 expect_refused() {  # NAME SED_EXPR FILE PATTERN: apply SED_EXPR to FILE, expect PATTERN in the output
   local name=$1 expr=$2 file=$3 pattern=$4
-  rm -rf "$scratch/root" && mkdir -p "$scratch/root" && cp -r "$src/deploy" "$scratch/root/"
+  rm -rf "$scratch/root" && mkdir -p "$scratch/root/server" && cp -r "$src/deploy" "$scratch/root/"
+  cp "$src/server/metrics.cc" "$scratch/root/server/"  # the metrics the dashboard and the autoscaler may name
   sed -i "$expr" "$scratch/root/deploy/$file"
   cmp -s "$src/deploy/$file" "$scratch/root/deploy/$file" && { echo "FAIL $name: the edit changed nothing"; failures=$((failures + 1)); return; }
   local out rc
@@ -26,4 +27,10 @@ expect_refused() {  # NAME SED_EXPR FILE PATTERN: apply SED_EXPR to FILE, expect
 expect_refused "unknown flag in the Deployment" 's/"--slots", "64"/"--slotz", "64"/' k8s/deployment.yaml "slotz"
 expect_refused "metrics port the Prometheus config does not scrape" 's/:9400/:9499/g' prometheus.yml "does not scrape"
 expect_refused "Dockerfile running as root" 's/^USER .*/USER root/' Dockerfile "non-root"
+expect_refused "a dashboard query on a metric glad does not have" 's/gla_queue_depth{/gla_queue_length{/' \
+  grafana/gla-dashboard.json "gla_queue_length is no metric"
+expect_refused "a dashboard query that is not PromQL" 's/sum(gla_running_sequences{/sum(gla_running_sequences{{/' \
+  grafana/gla-dashboard.json "promtool refuses"
+expect_refused "an autoscaler scaling another Deployment" 's/^    name: glad$/    name: gladx/' k8s/hpa.yaml \
+  "scales no Deployment"
 exit $((failures != 0))
