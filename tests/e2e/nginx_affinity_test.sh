@@ -8,11 +8,8 @@
 set -uo pipefail
 glad=$1 cli=$2 model=$3 sanitized=${4:-0}
 here=$(cd "$(dirname "$0")/../.." && pwd)
-if [ "$sanitized" = 1 ]; then
-  echo "nginx affinity test skipped under AddressSanitizer: glad loads SentencePiece with RTLD_DEEPBIND, which the"
-  echo "sanitizer runtime refuses; the release build runs this test"
-  exit 77
-fi
+. "$(dirname "$0")/sanitized_skip.sh"
+skip_if_sanitized "$sanitized" "nginx affinity test"
 command -v nginx > /dev/null || { echo "nginx is not installed (deploy/install-deps.sh installs it)"; exit 1; }
 work=$(mktemp -d)
 pids=()

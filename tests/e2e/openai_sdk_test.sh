@@ -6,11 +6,8 @@
 set -uo pipefail
 glad=$1 model=$2 work=$3 sanitized=${4:-0}
 here=$(cd "$(dirname "$0")" && pwd)
-if [ "$sanitized" = 1 ]; then
-  echo "openai SDK test skipped under AddressSanitizer: glad loads SentencePiece with RTLD_DEEPBIND, which the"
-  echo "sanitizer runtime refuses (the default model has a tokenizer); the release build runs this test"
-  exit 77
-fi
+. "$(dirname "$0")/sanitized_skip.sh"
+skip_if_sanitized "$sanitized" "openai SDK test"
 command -v node > /dev/null || { echo "openai SDK test skipped: no node (deploy/install-deps.sh installs nodejs)"; exit 77; }
 mkdir -p "$work"
 node "$here/openai_sdk/fetch_sdk.mjs" "$work" || exit $?

@@ -6,11 +6,8 @@
 set -uo pipefail
 glad=$1 model=$2 sanitized=${3:-0}
 here=$(cd "$(dirname "$0")/../.." && pwd)
-if [ "$sanitized" = 1 ]; then
-  echo "python HTTP example skipped under AddressSanitizer: glad loads SentencePiece with RTLD_DEEPBIND, which the"
-  echo "sanitizer runtime refuses; the release build runs this test"
-  exit 77
-fi
+. "$(dirname "$0")/sanitized_skip.sh"
+skip_if_sanitized "$sanitized" "python HTTP example"
 log=$(mktemp)
 tls=$(mktemp -d)
 pid=""
