@@ -19,6 +19,7 @@ inline constexpr char kSessionHeader[] = "x-gla-session";
 
 struct Connection {
   std::shared_ptr<grpc::Channel> channel;
+  std::string address;  // the replica this connection reaches (one of --addr's)
   std::string token;
   // Adds the token (when there is one) to a call's metadata, and the session the call is about
   // (when there is one) as kSessionHeader: a proxy in front of replicas (deploy/nginx/gla.conf)
@@ -26,8 +27,15 @@ struct Connection {
   void Prepare(grpc::ClientContext& ctx, const std::string& session = "") const;
 };
 
-// From --addr and the flags above; INVALID_ARGUMENT for an unreadable CA file.
+// From --addr and the flags above; INVALID_ARGUMENT for an unreadable CA file. --addr may list
+// replicas (comma-separated, e.g. a headless Service's endpoints): a call about a session (--session,
+// --from, --id) goes to PickReplica's choice for it, any other to a random one.
 absl::StatusOr<Connection> Connect(const ParsedArgs& a);
+
+// The replica for a session by rendezvous hashing (FNV-1a 64 of "SESSION\nREPLICA", highest wins): the
+// same for every client, and a replica taken away moves only its own sessions; a random one without
+// a session.
+std::string PickReplica(const std::vector<std::string>& replicas, const std::string& session);
 
 // The flags Connect reads, to add to every command's table.
 const std::vector<FlagSpec>& ConnectionFlags();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/nginx/gla.conf in front of three glad replicas on loopback (issue 22): every request that
 # names one session (header x-gla-session) lands on one replica; different sessions, and requests
-# without one, spread over the replicas; gRPC goes through the same proxy. Which replica served is
+# without one, spread over the replicas; gRPC goes through the same proxy. Then gla-cli balancing by
+# itself over the replicas' list, the same way. Which replica served is
 # read from each replica's own /metrics (gla_requests_total). Exit 77 (ctest: skipped, saying why)
 # under the sanitizers, where glad cannot load SentencePiece.
 #   nginx_affinity_test.sh GLAD GLA_CLI MODEL_DIR SANITIZED(0|1)
@@ -104,4 +105,24 @@ done
 "$cli" session-delete --addr "127.0.0.1:$proxy_grpc" --id talk-1 > "$work/cli.log" 2>&1 \
   || fail "session-delete through nginx: $(cat "$work/cli.log")"
 echo "ok: a session's create, six turns and delete through nginx, all on its replica"
+
+# Client-side balancing without the proxy: gla-cli given the three replicas (as a headless
+# Service's endpoints would be) picks a session's replica by the session's hash.
+replicas="127.0.0.1:${grpc_ports[0]},127.0.0.1:${grpc_ports[1]},127.0.0.1:${grpc_ports[2]}"
+"$cli" session-create --addr "$replicas" --id talk-2 > "$work/cli.log" 2>&1 \
+  || fail "session-create over the replica list: $(cat "$work/cli.log")"
+for turn in 1 2 3 4 5 6; do
+  "$cli" generate --addr "$replicas" --session talk-2 --prompt " and then" --max-new-tokens 2 \
+    > "$work/cli.log" 2>&1 || fail "turn $turn of a session over the replica list: $(cat "$work/cli.log")"
+done
+"$cli" session-delete --addr "$replicas" --id talk-2 > "$work/cli.log" 2>&1 \
+  || fail "session-delete over the replica list: $(cat "$work/cli.log")"
+before=$(served)
+for _ in $(seq 20); do
+  "$cli" generate --addr "$replicas" --prompt "The jury said" --max-new-tokens 1 > "$work/cli.log" 2>&1 \
+    || fail "a call over the replica list: $(cat "$work/cli.log")"
+done
+read -r grew most <<< "$(spread "$before" "$(served)")"
+[ "$grew" -ge 2 ] || fail "20 session-less calls over the replica list all went to one replica"
+echo "ok: gla-cli over the replica list: a session's create, six turns and delete on its replica; 20 other calls over $grew replicas"
 echo "all checks passed"
