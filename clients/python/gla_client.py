@@ -24,10 +24,39 @@ Structured output (a model with a tokenizer; docs/structured-output.md): constra
 
 A server started with --tls_cert/--auth_token: GlaClient(address, tls_ca="ca.pem", token="...")
 (the token defaults to $GLA_TOKEN; tls_ca=True uses the system's roots).
+
+Several replicas (a headless Service's endpoints): GlaClient("10.0.0.1:50051,10.0.0.2:50051,...")
+sends a call about a session to the replica pick_replica() chooses for it (the same one gla-cli
+and every other client choose), any other generation to a random one; the other calls go to the
+first replica.
 """
 
 import os
 import sys
+
+def pick_replica(replicas, session):
+    """The replica for a session by rendezvous hashing: the highest FNV-1a 64 of "SESSION\\nREPLICA"
+    (the same function as gla-cli's PickReplica, clients/common/connection.h); a random one without
+    a session."""
+    if len(replicas) == 1:
+        return replicas[0]
+    if not session:
+        import random
+        return random.choice(replicas)
+
+    def fnv(text):
+        h = 1469598103934665603
+        for b in text.encode("utf-8"):
+            h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+        return h
+
+    best, best_score = None, 0
+    for r in replicas:
+        score = fnv(session + "\n" + r)
+        if best is None or score > best_score:
+            best, best_score = r, score
+    return best
+
 
 _DEFAULT_STUBS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "proto", "python")
 
@@ -81,18 +110,26 @@ class GlaClient:
     def __init__(self, address, timeout_s=60.0, stubs_dir=None, token=None, tls_ca=None):
         import grpc
         self.pb, pb_grpc = _import_stubs(stubs_dir)
-        if tls_ca:
-            roots = None
-            if tls_ca is not True:
-                with open(tls_ca, "rb") as f:
-                    roots = f.read()
-            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots))
-        else:
-            self.channel = grpc.insecure_channel(address)
+        self.replicas = [a.strip() for a in address.split(",") if a.strip()]
+        if not self.replicas:
+            raise ValueError("no address")
         token = token if token is not None else os.environ.get("GLA_TOKEN")
-        if token:
-            self.channel = grpc.intercept_channel(self.channel, _bearer_interceptor(grpc, token))
-        self.stub = pb_grpc.GlaStub(self.channel)
+        self._stubs = {}
+        for replica in self.replicas:
+            if tls_ca:
+                roots = None
+                if tls_ca is not True:
+                    with open(tls_ca, "rb") as f:
+                        roots = f.read()
+                channel = grpc.secure_channel(replica, grpc.ssl_channel_credentials(roots))
+            else:
+                channel = grpc.insecure_channel(replica)
+            if token:
+                channel = grpc.intercept_channel(channel, _bearer_interceptor(grpc, token))
+            self._stubs[replica] = pb_grpc.GlaStub(channel)
+            if replica == self.replicas[0]:
+                self.channel = channel
+        self.stub = self._stubs[self.replicas[0]]
         self.fine_tune_stub = pb_grpc.FineTuneStub(self.channel)
         self.timeout_s = timeout_s
 
@@ -136,15 +173,21 @@ class GlaClient:
     def _affinity(self, session):
         return [(self.SESSION_HEADER, session)] if session else None
 
+    def _stub(self, session):
+        """The replica's stub for a call about `session` (a random replica's without one)."""
+        return self._stubs[pick_replica(self.replicas, session)]
+
     def generate(self, **kwargs):
         """Returns the GenerateResponse (token_ids, text, finish_reason, usage, logprobs)."""
-        return self.stub.Generate(self._request(**kwargs), timeout=self.timeout_s,
-                                  metadata=self._affinity(kwargs.get("session")))
+        session = kwargs.get("session")
+        return self._stub(session).Generate(self._request(**kwargs), timeout=self.timeout_s,
+                                            metadata=self._affinity(session))
 
     def stream(self, **kwargs):
         """Yields GenerateStreamResponse messages; the last carries finish_reason and usage."""
-        return self.stub.GenerateStream(self._request(**kwargs), timeout=self.timeout_s,
-                                        metadata=self._affinity(kwargs.get("session")))
+        session = kwargs.get("session")
+        return self._stub(session).GenerateStream(self._request(**kwargs), timeout=self.timeout_s,
+                                                  metadata=self._affinity(session))
 
     def tokenize(self, text, add_bos=True):
         return list(self.stub.Tokenize(self.pb.TokenizeRequest(text=text.encode("utf-8"), add_bos=add_bos),
@@ -166,17 +209,18 @@ class GlaClient:
         req = self.pb.CreateSessionRequest(session_id=session_id)
         if ttl_s is not None:
             req.ttl_s = ttl_s
-        return self.stub.CreateSession(req, timeout=self.timeout_s, metadata=self._affinity(session_id))
+        return self._stub(session_id).CreateSession(req, timeout=self.timeout_s, metadata=self._affinity(session_id))
 
     def fork_session(self, source_session_id, session_id="", ttl_s=None):
         req = self.pb.ForkSessionRequest(source_session_id=source_session_id, session_id=session_id)
         if ttl_s is not None:
             req.ttl_s = ttl_s
-        return self.stub.ForkSession(req, timeout=self.timeout_s, metadata=self._affinity(source_session_id))
+        return self._stub(source_session_id).ForkSession(req, timeout=self.timeout_s,
+                                                         metadata=self._affinity(source_session_id))
 
     def delete_session(self, session_id):
-        self.stub.DeleteSession(self.pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout_s,
-                                metadata=self._affinity(session_id))
+        self._stub(session_id).DeleteSession(self.pb.DeleteSessionRequest(session_id=session_id),
+                                             timeout=self.timeout_s, metadata=self._affinity(session_id))
 
     def list_sessions(self):
         return list(self.stub.ListSessions(self.pb.ListSessionsRequest(), timeout=self.timeout_s).sessions)

@@ -5,9 +5,9 @@
 # itself over the replicas' list, the same way. Which replica served is
 # read from each replica's own /metrics (gla_requests_total). Exit 77 (ctest: skipped, saying why)
 # under the sanitizers, where glad cannot load SentencePiece.
-#   nginx_affinity_test.sh GLAD GLA_CLI MODEL_DIR SANITIZED(0|1)
+#   nginx_affinity_test.sh GLAD GLA_CLI MODEL_DIR SANITIZED(0|1) PYTHON_STUBS_DIR
 set -uo pipefail
-glad=$1 cli=$2 model=$3 sanitized=${4:-0}
+glad=$1 cli=$2 model=$3 sanitized=${4:-0} stubs=${5:-}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 . "$(dirname "$0")/sanitized_skip.sh"
 skip_if_sanitized "$sanitized" "nginx affinity test"
@@ -125,4 +125,20 @@ done
 read -r grew most <<< "$(spread "$before" "$(served)")"
 [ "$grew" -ge 2 ] || fail "20 session-less calls over the replica list all went to one replica"
 echo "ok: gla-cli over the replica list: a session's create, six turns and delete on its replica; 20 other calls over $grew replicas"
+# The Python client over the same list: the same replica for a session (pick_replica).
+if [ -n "$stubs" ]; then
+  GLA_PY_STUBS=$stubs /usr/bin/python3 - "$here" "$replicas" > "$work/py.log" 2>&1 <<'PY' \
+    || fail "the Python client over the replica list: $(cat "$work/py.log")"
+import sys
+sys.path.insert(0, sys.argv[1] + "/clients/python")
+from gla_client import GlaClient
+client = GlaClient(sys.argv[2])
+client.create_session(session_id="talk-3")
+for turn in range(4):
+    client.generate(session="talk-3", text=" and then", max_new_tokens=2)
+client.delete_session("talk-3")
+print("python: a session's create, four turns and delete over the replica list")
+PY
+  echo "ok: $(tail -1 "$work/py.log")"
+fi
 echo "all checks passed"

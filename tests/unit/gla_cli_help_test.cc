@@ -4,9 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 
 #include "clients/cli/commands.h"
 #include "clients/common/args.h"
+#include "clients/common/connection.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
@@ -142,6 +150,45 @@ TEST(ClientArgs, DefaultCommandAndHelp) {
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_TRUE(a->help);
   EXPECT_EQ(a->spec, nullptr) << "the program's help, not sweep's";
+}
+
+// Client-side balancing: gla-cli (PickReplica) and the Python client (pick_replica) send a session to
+// the same replica, for sessions and replica lists of every shape here (UTF-8 ids included); taking
+// a replica away moves only the sessions it had.
+TEST(ReplicaPick, TheCliAndThePythonClientAgreeAndARemovedReplicaMovesOnlyItsSessions) {
+  const std::vector<std::string> replicas = {"10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051", "glad-3.glad:50051"};
+  std::vector<std::string> sessions;
+  for (int i = 0; i < 40; ++i) sessions.push_back("conversation-" + std::to_string(i));
+  sessions.push_back("caf\xc3\xa9");
+  std::string script = "import sys; sys.path.insert(0, '" + std::string(GLA_SOURCE_DIR) +
+                       "/clients/python'); import gla_client as g; r = sys.argv[1].split(','); "
+                       "print('\\n'.join(g.pick_replica(r, s) for s in sys.argv[2:]))";
+  std::string command = "python3 -c \"" + script + "\" '";
+  for (size_t i = 0; i < replicas.size(); ++i) command += (i ? "," : "") + replicas[i];
+  command += "'";
+  for (const std::string& s : sessions) command += " '" + s + "'";
+  FILE* p = popen(command.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+  ASSERT_EQ(pclose(p), 0) << command;
+  std::vector<std::string> python = absl::StrSplit(absl::StripTrailingAsciiWhitespace(out), '\n');
+  ASSERT_EQ(python.size(), sessions.size()) << out;
+  std::map<std::string, int> per_replica;
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    const std::string cpp = PickReplica(replicas, sessions[i]);
+    EXPECT_EQ(cpp, python[i]) << sessions[i];
+    ++per_replica[cpp];
+  }
+  EXPECT_EQ(per_replica.size(), replicas.size()) << "41 sessions all on a few replicas";
+  const std::vector<std::string> fewer(replicas.begin(), replicas.end() - 1);
+  for (const std::string& s : sessions) {
+    const std::string before = PickReplica(replicas, s);
+    if (before != replicas.back()) {
+      EXPECT_EQ(PickReplica(fewer, s), before) << s << " moved without cause";
+    }
+  }
 }
 
 }  // namespace
