@@ -76,10 +76,12 @@ class Fusion {
       }
       if (!parts.empty()) out = absl::StrCat("(?:", absl::StrJoin(parts, "|"), ")", empty ? "?" : "");
     }
-    if (!ok || out.size() > GrammarFusion::kMaxFusedPatternBytes) {
+    if (!ok || out.size() > GrammarFusion::kMaxFusedPatternBytes ||
+        key_bytes_ + out.size() > GrammarFusion::kMaxFusedBytesPerGrammar) {
       state_[r] = kNotRegular;
       return false;
     }
+    key_bytes_ += out.size();
     regex_[r] = std::move(out);
     nodes_[r] = nodes;
     state_[r] = kRegular;
@@ -160,6 +162,9 @@ class Fusion {
     auto it = index_.find(pattern);
     if (it != index_.end()) return it->second;
     if (static_cast<int>(terminals_.size()) >= g_.limits().max_terminals) return -1;
+    // Keys and automata in proportion to the grammar: past the budget, stretches stay as written.
+    if (key_bytes_ + pattern.size() > GrammarFusion::kMaxFusedBytesPerGrammar) return -1;
+    key_bytes_ += pattern.size();
     // Made once per process for a stretch's text (RegexCache; the text names the language).
     std::shared_ptr<const Regex> re = RegexCache::Shared().Find(pattern);
     if (re == nullptr) {
@@ -217,6 +222,7 @@ class Fusion {
   std::vector<State> state_;
   std::vector<std::string> regex_;
   std::vector<int64_t> nodes_;  // a regular rule's composition size (Nodes)
+  size_t key_bytes_ = 0;        // the rules' patterns and the fused terminals' keys made so far
 };
 
 }  // namespace

@@ -32,6 +32,9 @@ class GrammarFusion {
   static constexpr int kMaxFusedWeight = 1500;
   static constexpr int kMaxFusedDfaStates = 4000;
   static constexpr size_t kMaxFusedPatternBytes = 64 << 10;
+  // All the pattern text one grammar's fusion may write (rules' and terminals' keys): a grammar of
+  // many distinct stretches over one large rule would otherwise hold a copy of it per stretch.
+  static constexpr size_t kMaxFusedBytesPerGrammar = size_t{4} << 20;
   // Rewrites g's alternatives in place. terminal_index: g's terminals by pattern (new ones are
   // added to both).
   static void Fuse(Grammar& g, std::map<std::string, int>& terminal_index);

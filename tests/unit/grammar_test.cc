@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/constraints/grammar.h"
+#include "engine/constraints/grammar_fusion.h"
 #include "nlohmann/json.hpp"
 
 namespace gla::constraints {
@@ -292,6 +293,44 @@ TEST(Grammar, ItemLimitKeepsTheTerminalsThatGoOn) {
   const Grammar full = *Grammar::Parse("root ::= x x x x x | /a+/\nx ::= \"a\" | \"a\" \"a\" | \"\"\n");
   for (const char* s : {"", "ab", "b"}) EXPECT_FALSE(Accepts(g, s)) << s << " is outside the language";
   EXPECT_TRUE(Accepts(full, "aaaa"));
+}
+
+// The first Earley set holds every alternative of root: with more than the dedup table's first size
+// (32 at half load) the matcher hung before it had read a byte.
+TEST(Grammar, ARootOfManyAlternatives) {
+  std::string text = "root ::= \"a0\"";
+  for (int i = 1; i < 500; ++i) text += " | \"a" + std::to_string(i) + "\" x";
+  text += "\nx ::= \"!\" x | \"\"\n";
+  GrammarLimits written;
+  written.fuse_regular_stretches = false;
+  for (const GrammarLimits& limits : {GrammarLimits{}, written}) {
+    auto g = Grammar::Parse(text, limits);
+    ASSERT_TRUE(g.ok()) << g.status();
+    EXPECT_TRUE(Accepts(*g, "a499!!"));
+    EXPECT_TRUE(Accepts(*g, "a0"));
+    EXPECT_FALSE(Accepts(*g, "a500"));
+  }
+}
+
+// A grammar of many distinct stretches over one rule would have its fusion write a copy of the
+// rule's pattern per stretch: the pattern text one grammar's fusion writes stays within its budget
+// (the stretches past it stay as written), and the language is the same.
+TEST(Grammar, FusionWritesPatternsInProportionToTheGrammar) {
+  const std::string word(300, 'w');
+  std::string text = "root ::= ";
+  for (int i = 0; i < 3000; ++i) text += (i ? " | \"x" : "\"x") + std::to_string(i) + "\" r";
+  text += "\nr ::= \"" + word + "\"\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto g = Grammar::Parse(text);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+  size_t pattern_bytes = 0;
+  for (const std::string& p : g->terminal_patterns()) pattern_bytes += p.size();
+  EXPECT_LE(pattern_bytes, GrammarFusion::kMaxFusedBytesPerGrammar + (size_t{1} << 20)) << "the fusion's text outgrew its budget";
+  EXPECT_GT(pattern_bytes, GrammarFusion::kMaxFusedBytesPerGrammar / 2) << "the budget was not reached: the test tests nothing";
+  for (const char* x : {"x0", "x1500", "x2999"}) EXPECT_TRUE(Accepts(*g, x + word)) << x;
+  EXPECT_FALSE(Accepts(*g, "x3000" + word));
+  EXPECT_FALSE(Accepts(*g, "x7" + word.substr(1)));
 }
 
 // Fusing regular stretches into terminals (grammar_fusion.h) changes how the parse divides the
