@@ -410,9 +410,11 @@ GrammarMatcher::GrammarMatcher(const Grammar& g) : g_(g) {
 void GrammarMatcher::BeginDedup(const Set& set) {
   // Room for the set already there at under half load (the constructor's first set holds every
   // alternative of root: a table too small for it would leave the probe below no empty slot).
-  size_t need = 64;
-  while (need < (set.size() + 1) * 2) need *= 2;
-  if (table_.size() < need) table_.assign(need, 0), stamp_.assign(need, 0), generation_ = 0;
+  if (table_.size() < 64 || table_.size() < (set.size() + 1) * 2) {  // rare: the table only grows
+    size_t need = 64;
+    while (need < (set.size() + 1) * 2) need *= 2;
+    table_.assign(need, 0), stamp_.assign(need, 0), generation_ = 0;
+  }
   if (++generation_ == 0) {  // wrapped: every stamp is stale again
     std::fill(stamp_.begin(), stamp_.end(), 0u);
     generation_ = 1;

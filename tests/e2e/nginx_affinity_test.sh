@@ -94,29 +94,28 @@ echo "ok: 30 requests without a session spread over $grew replicas"
 "$cli" generate --addr "127.0.0.1:$proxy_grpc" --prompt "The jury said" --max-new-tokens 2 > "$work/cli.log" 2>&1 \
   || fail "gla-cli generate through nginx's gRPC port: $(cat "$work/cli.log")"
 echo "ok: gRPC through nginx"
-# A session through the proxy: gla-cli names it in its metadata, so every call about it reaches the
-# one replica holding it (replicas do not share states yet: elsewhere it would be NOT_FOUND).
-"$cli" session-create --addr "127.0.0.1:$proxy_grpc" --id talk-1 > "$work/cli.log" 2>&1 \
-  || fail "session-create through nginx: $(cat "$work/cli.log")"
-for turn in 1 2 3 4 5 6; do
-  "$cli" generate --addr "127.0.0.1:$proxy_grpc" --session talk-1 --prompt " and then" --max-new-tokens 2 \
-    > "$work/cli.log" 2>&1 || fail "turn $turn of a session through nginx: $(cat "$work/cli.log")"
-done
-"$cli" session-delete --addr "127.0.0.1:$proxy_grpc" --id talk-1 > "$work/cli.log" 2>&1 \
-  || fail "session-delete through nginx: $(cat "$work/cli.log")"
+# session_turns ADDR ID WHERE: gla-cli creates session ID at ADDR, runs six turns on it, deletes it.
+# gla-cli names the session in its metadata (and picks a replica for it from a list), so every call
+# about it reaches the one replica holding it (replicas do not share states yet: elsewhere it would
+# be NOT_FOUND).
+session_turns() {
+  local addr=$1 id=$2 where=$3
+  "$cli" session-create --addr "$addr" --id "$id" > "$work/cli.log" 2>&1 \
+    || fail "session-create $where: $(cat "$work/cli.log")"
+  for turn in 1 2 3 4 5 6; do
+    "$cli" generate --addr "$addr" --session "$id" --prompt " and then" --max-new-tokens 2 \
+      > "$work/cli.log" 2>&1 || fail "turn $turn of a session $where: $(cat "$work/cli.log")"
+  done
+  "$cli" session-delete --addr "$addr" --id "$id" > "$work/cli.log" 2>&1 \
+    || fail "session-delete $where: $(cat "$work/cli.log")"
+}
+session_turns "127.0.0.1:$proxy_grpc" talk-1 "through nginx"
 echo "ok: a session's create, six turns and delete through nginx, all on its replica"
 
 # Client-side balancing without the proxy: gla-cli given the three replicas (as a headless
 # Service's endpoints would be) picks a session's replica by the session's hash.
 replicas="127.0.0.1:${grpc_ports[0]},127.0.0.1:${grpc_ports[1]},127.0.0.1:${grpc_ports[2]}"
-"$cli" session-create --addr "$replicas" --id talk-2 > "$work/cli.log" 2>&1 \
-  || fail "session-create over the replica list: $(cat "$work/cli.log")"
-for turn in 1 2 3 4 5 6; do
-  "$cli" generate --addr "$replicas" --session talk-2 --prompt " and then" --max-new-tokens 2 \
-    > "$work/cli.log" 2>&1 || fail "turn $turn of a session over the replica list: $(cat "$work/cli.log")"
-done
-"$cli" session-delete --addr "$replicas" --id talk-2 > "$work/cli.log" 2>&1 \
-  || fail "session-delete over the replica list: $(cat "$work/cli.log")"
+session_turns "$replicas" talk-2 "over the replica list"
 before=$(served)
 for _ in $(seq 20); do
   "$cli" generate --addr "$replicas" --prompt "The jury said" --max-new-tokens 1 > "$work/cli.log" 2>&1 \
