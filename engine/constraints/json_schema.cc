@@ -240,6 +240,9 @@ class Compiler {
     for (const char* comb : {"anyOf", "oneOf"}) {  // alone
       if (!s.contains(comb)) continue;
       const json& branches = s[comb];
+      // nlohmann's size() of a scalar is 1 and its [0] throws: a list is checked for, not assumed.
+      if (!branches.is_array() || branches.empty())
+        return Refused(absl::StrCat(comb, " that is not a non-empty list"), at);
       if (std::string(comb) == "oneOf") {  // exact only when no value can match two branches
         bool disjoint = true;
         for (size_t i = 0; i < branches.size() && disjoint; ++i)

@@ -456,6 +456,11 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
            {R"({"$ref": "http://example.com/s.json"})", "$ref to"},
            {R"({"type": "object", "required": ["a"], "additionalProperties": false})",
             "required property 'a' that additionalProperties forbids"},
+           // A scalar or empty list where an alternation's branches go (the fuzzer's find: it threw).
+           {R"({"anyOf": 5.5})", "anyOf that is not a non-empty list"},
+           {R"({"oneOf": "x"})", "oneOf that is not a non-empty list"},
+           {R"({"anyOf": []})", "anyOf that is not a non-empty list"},
+           {R"({"oneOf": {"type": "null"}})", "oneOf that is not a non-empty list"},
        }) {
     auto g = JsonSchemaToGbnf(schema);
     ASSERT_FALSE(g.ok()) << schema;
