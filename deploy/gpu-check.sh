@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk|structured]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk|structured|store]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -242,14 +242,16 @@ if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   [ -d /tmp/gla-1.3B ] || gpu-bundle/run gla-random-model --preset 1.3B --out /tmp/gla-1.3B --dtype bf16 > /dev/null
   python3 tests/data/vocabularies/sentencepiece_bpe_model.py tests/data/vocabularies/mistral-7b-v0.1.txt \
-    /tmp/mistral-32k.model
-  for vocab in brown8k mistral32k; do
+    /tmp/mistral-32k.model || { note "mistral-32k.model: FAILED"; failures=$((failures + 1)); }
+  for vocab in ${GLA_STRUCTURED_VOCABS:-brown8k mistral32k}; do
     if [ $vocab = brown8k ]; then cp models/gla-brown/tokenizer.model /tmp/gla-1.3B/
     else cp /tmp/mistral-32k.model /tmp/gla-1.3B/tokenizer.model; fi
     gpu-bundle/run glad --model /tmp/gla-1.3B --backend cuda --listen 127.0.0.1:50094 --slots 40 \
       > "$out/glad_structured_$vocab.txt" 2>&1 &
     glad_pid=$!
     for _ in $(seq 1 120); do grep -q "listening" "$out/glad_structured_$vocab.txt" && break; sleep 0.5; done
+    # Which tokenizer glad serves with (Mistral's: "Hello world!" is 1,22557,1526,28808).
+    note "$vocab tokenizer: \"Hello world!\" -> $(gpu-bundle/run gla-cli tokenize --addr 127.0.0.1:50094 --text 'Hello world!')"
     for round in 1 2; do
       for shape in none schema; do
         extra=(); [ $shape = schema ] && extra=(--json-schema tests/e2e/data/loadgen_people_schema.json)
@@ -260,6 +262,21 @@ if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
       done
     done
     kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
+  done
+fi
+# Issue 22: a session's turn resumed from the shared store against one whose state is local and
+# against resending the whole conversation, on the GPU at gla-340M and gla-1.3B state sizes
+# (deploy/state-store-bench.sh; redis-server travels in the bundle).
+if [ "$parts" = store ] && [ -x gpu-bundle/run ]; then
+  export PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  for preset in 340M 1.3B; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null
+    cp models/gla-brown/tokenizer.model /tmp/gla-$preset/
+    GLAD=gpu-bundle/bin/glad GLA_CLI=gpu-bundle/bin/gla-cli GLAD_EXTRA="--backend cuda" \
+      check "store_bench_$preset" bash deploy/state-store-bench.sh /tmp/gla-$preset 8 6
+    grep -E "^(glad: listening|TTFT|store memory|tokens)" "$out/store_bench_$preset.txt" | sed "s/^/$preset: /" \
+      | tee -a "$out/summary.txt"
   done
 fi
 # Issue 20: the official openai SDK suite against glad on the GPU (default model, cuda backend);
