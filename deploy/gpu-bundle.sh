@@ -20,7 +20,7 @@ bins=(build/server/glad build/clients/gla-cli build/clients/gla-eval build/clien
       build/tests/server_e2e_test build/tests/server_text_e2e_test build/tests/fine_tune_e2e_test
       build/tests/default_model_e2e_test build/tests/gla-engine-bench build/tests/gla-n-bench
       build/tests/gla-random-model build/tests/gla_decode_bench build/tests/gla_prefill_bench build/tests/gla_backward_bench build/tests/linear_small_m_bench build/tests/persistent_decode_bench
-      "$(command -v spm_train)")
+      "$(command -v spm_train)" "$(command -v redis-server)" "$(command -v redis-cli)")
 # GLA_BUNDLE_EXTRA: more binaries to carry (e.g. an older build's gla-engine-bench for an A/B run).
 # shellcheck disable=SC2206
 [ -n "${GLA_BUNDLE_EXTRA:-}" ] && bins+=(${GLA_BUNDLE_EXTRA})

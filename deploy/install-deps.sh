@@ -56,6 +56,7 @@ fuzz_packages=(
 # What the binaries load at run time (Debian 12 names), for --runtime.
 runtime_packages=(
   libgrpc++1.51 libprotobuf32 libabsl20220623 libsentencepiece0 libopenblas0 libprometheus-cpp-core1.0 libssl3
+  libhiredis0.14         # --state_store redis:// (the shared state tier)
   ca-certificates
 )
 

@@ -84,6 +84,7 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
       prefix_cache_(backend.pool(), options.prefix_cache_block, options.prefix_cache_bytes),
       mask_workers_(options.mask_threads) {
   stats_.slots = backend_.pool().capacity();
+  prefix_cache_.ShareThrough(options.sessions.store, options.sessions.model_fingerprint);  // --state_store
   refused_session_files_ = sessions_.LoadDirectory();
   stats_.sessions = sessions_.stats();
   thread_ = std::thread([this] { Loop(); });
@@ -773,7 +774,8 @@ void Scheduler::Loop() {
     }
     DropEnded(std::chrono::system_clock::now(), cancel_all);
     sessions_.Expire();
-    sessions_.Flush();  // --session_durability interval
+    sessions_.Flush();        // --session_durability interval
+    sessions_.RenewLeases();  // --state_store: the leases of the turns running here
     AdmitWaiting();
     PublishStats();
     RunStep();

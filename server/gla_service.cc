@@ -398,6 +398,10 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   ss->set_written(st.sessions.written);
   ss->set_dropped(st.sessions.dropped);
   ss->set_expired(st.sessions.expired);
+  ss->set_store_reads(st.sessions.store_reads);
+  ss->set_store_writes(st.sessions.store_writes);
+  ss->set_store_released(st.sessions.store_released);
+  ss->set_store_errors(st.sessions.store_errors);
   v1::PrefixCacheStats* pc = resp->mutable_prefix_cache();
   pc->set_hits(st.prefix_cache.hits);
   pc->set_misses(st.prefix_cache.misses);
@@ -405,6 +409,10 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   pc->set_entries(st.prefix_cache.entries);
   pc->set_bytes(st.prefix_cache.bytes);
   pc->set_block_tokens(info().prefix_cache_block);
+  pc->set_store_hits(st.prefix_cache.store_hits);
+  pc->set_store_misses(st.prefix_cache.store_misses);
+  pc->set_store_writes(st.prefix_cache.store_writes);
+  pc->set_store_errors(st.prefix_cache.store_errors);
   resp->set_preemptions(st.preemptions);
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -348,6 +348,13 @@ int Main(int argc, char** argv) {
   Scheduler scheduler(b, *so);
   for (const std::string& refused : scheduler.refused_session_files())
     LogEvent(LogLevel::kWarning, "session_file_refused", absl::StrCat("glad: refused ", refused), {{"error", refused}});
+  if (so->sessions.store != nullptr) {  // serving starts either way; sessions wait for the store
+    const absl::Status ping = so->sessions.store->Ping();
+    LogEvent(ping.ok() ? LogLevel::kInfo : LogLevel::kWarning, "state_store",
+             ping.ok() ? absl::StrCat("glad: sessions in the state store ", so->sessions.store->address().ToString())
+                       : absl::StrCat("glad: the state store does not answer (", ping.message(),
+                                      "); session calls are UNAVAILABLE until it does"));
+  }
 
   const absl::StatusOr<FineTuneJobsOptions> jo = MakeFineTuneJobsOptions(o, b);
   if (!jo.ok()) return Fail(jo.status());

@@ -233,9 +233,24 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     Add(out.back(), static_cast<double>(s.sessions.written), {{"event", "written"}});
     Add(out.back(), static_cast<double>(s.sessions.dropped), {{"event", "dropped"}});
     Add(out.back(), static_cast<double>(s.sessions.expired), {{"event", "expired"}});
+    out.push_back(CounterFamily("gla_state_store_events_total",
+                                "The shared state tier (--state_store): session states read from the store, "
+                                "written to it, local copies let go, store calls that failed."));
+    Add(out.back(), static_cast<double>(s.sessions.store_reads), {{"event", "read"}});
+    Add(out.back(), static_cast<double>(s.sessions.store_writes), {{"event", "written"}});
+    Add(out.back(), static_cast<double>(s.sessions.store_released), {{"event", "released"}});
+    Add(out.back(), static_cast<double>(s.sessions.store_errors), {{"event", "error"}});
     out.push_back(CounterFamily("gla_prefix_cache_lookups_total", "Prefix-state cache lookups, by result."));
     Add(out.back(), static_cast<double>(s.prefix_cache.hits), {{"result", "hit"}});
     Add(out.back(), static_cast<double>(s.prefix_cache.misses), {{"result", "miss"}});
+    out.push_back(CounterFamily("gla_prefix_cache_store_lookups_total",
+                                "With --state_store: lookups that missed this replica's prefix cache, by what the "
+                                "shared store answered (error: it did not; a miss)."));
+    Add(out.back(), static_cast<double>(s.prefix_cache.store_hits), {{"result", "hit"}});
+    Add(out.back(), static_cast<double>(s.prefix_cache.store_misses), {{"result", "miss"}});
+    Add(out.back(), static_cast<double>(s.prefix_cache.store_errors), {{"result", "error"}});
+    out.push_back(CounterFamily("gla_prefix_cache_store_writes_total", "With --state_store: prefix states written to the shared store."));
+    Add(out.back(), static_cast<double>(s.prefix_cache.store_writes));
     out.push_back(CounterFamily("gla_prefix_cache_saved_tokens_total", "Prompt tokens not prefilled thanks to cache hits."));
     Add(out.back(), static_cast<double>(s.prefix_cache.saved_tokens));
     out.push_back(GaugeFamily("gla_prefix_cache_entries", "Prefix states cached."));

@@ -11,7 +11,9 @@
 //   gla_device_memory_bytes{kind="used"|"total"}     (CUDA backend)
 //   gla_finetune_jobs{state}, gla_finetune_tokens_per_second
 //   gla_sessions{location="slot"|"host"|"disk"|"empty"}, gla_session_host_bytes,
-//   gla_session_events_total{event="swapped_out"|"written"|"dropped"|"expired"}
+//   gla_session_events_total{event="swapped_out"|"written"|"dropped"|"expired"},
+//   gla_state_store_events_total{event="read"|"written"|"released"|"error"},
+//   gla_prefix_cache_store_lookups_total{result="hit"|"miss"|"error"}, gla_prefix_cache_store_writes_total
 //   gla_prefix_cache_lookups_total{result="hit"|"miss"}, gla_prefix_cache_saved_tokens_total,
 //   gla_prefix_cache_entries, gla_prefix_cache_bytes, gla_preemptions_total
 #pragma once

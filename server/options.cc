@@ -108,6 +108,15 @@ ABSL_FLAG(double, session_sync_interval_s, 1.0, "--session_durability interval: 
 ABSL_FLAG(int32_t, session_memory_mb, 2048,
           "host memory for idle session states (past it, the least recently used go to --session_dir, or are deleted)");
 ABSL_FLAG(int64_t, session_ttl_s, 3600, "idle seconds after which a session is deleted (0 = never); CreateSession may set its own");
+ABSL_FLAG(std::string, state_store, "",
+          "redis://HOST[:PORT][/DB]: the shared state tier. Every replica given the same store sees the same "
+          "sessions (any replica continues any session; each completed turn is written there before its last "
+          "message is sent). Exclusive with --session_dir. Unset: sessions are this server's own");
+ABSL_FLAG(double, state_lease_s, 30.0,
+          "--state_store: how long a replica's claim on a session outlives it (a turn renews it every third of "
+          "this; a replica that dies frees its sessions after it)");
+ABSL_FLAG(double, state_store_timeout_s, 2.0,
+          "--state_store: longest wait for one store call (a session state is tens of MiB at 1.3B)");
 ABSL_FLAG(int32_t, max_sessions, 1024, "sessions the server holds at once; more are RESOURCE_EXHAUSTED");
 ABSL_FLAG(int32_t, prefix_cache_mb, 1024,
           "host memory for the prefix-state cache: states after frequently used prompt prefixes (0 = off)");
@@ -312,6 +321,26 @@ absl::Status FineTuneDirsFromFlags(ServerOptions& o) {
   return absl::OkStatus();
 }
 
+// --state_store and its lease and timeout. The store is not reached here: glad starts without
+// it (sessions say UNAVAILABLE until it answers).
+absl::Status StateStoreFromFlags(SessionOptions& so) {
+  const std::string url = absl::GetFlag(FLAGS_state_store);
+  const double lease_s = absl::GetFlag(FLAGS_state_lease_s), timeout_s = absl::GetFlag(FLAGS_state_store_timeout_s);
+  if (!(lease_s >= 1 && lease_s <= 3600)) return absl::InvalidArgumentError("--state_lease_s must be in [1, 3600]");
+  if (!(timeout_s >= 0.01 && timeout_s <= 60)) return absl::InvalidArgumentError("--state_store_timeout_s must be in [0.01, 60]");
+  if (url.empty()) return absl::OkStatus();
+  if (!so.dir.empty())
+    return absl::InvalidArgumentError("--state_store and --session_dir are exclusive: with a store, the store keeps every session");
+  absl::StatusOr<RedisAddress> address = ParseRedisUrl(url);
+  if (!address.ok()) return absl::InvalidArgumentError(absl::StrCat("--state_store: ", address.status().message()));
+  RedisOptions ro;
+  ro.command_timeout_s = timeout_s;
+  ro.connect_timeout_s = std::min(timeout_s, 1.0);
+  so.store = std::make_shared<RedisClient>(*address, ro);
+  so.lease_ms = static_cast<int64_t>(lease_s * 1000);
+  return absl::OkStatus();
+}
+
 // Sessions, the prefix cache and preemption: the scheduler's options.
 absl::Status SessionsFromFlags(ServerOptions& o) {
   SchedulerOptions& so = o.scheduler;
@@ -344,7 +373,7 @@ absl::Status SessionsFromFlags(ServerOptions& o) {
   if (!(so.sessions.sync_interval_s > 0 && so.sessions.sync_interval_s <= 86400))
     return absl::InvalidArgumentError("--session_sync_interval_s must be in (0, 86400]");
   if (!so.sessions.dir.empty()) RETURN_IF_ERROR(CreateDirectory(so.sessions.dir, "--session_dir"));
-  return absl::OkStatus();
+  return StateStoreFromFlags(so.sessions);
 }
 
 // Whether the GPU can train this model is known only once the model is read (main.cc); what the

@@ -1,5 +1,10 @@
 #include "clients/common/connection.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstdint>
 #include <fstream>
@@ -46,11 +51,52 @@ std::string PickReplica(const std::vector<std::string>& replicas, const std::str
   return best;
 }
 
+absl::StatusOr<std::vector<std::string>> ExpandReplicas(const std::vector<std::string>& addresses) {
+  constexpr std::string_view kDns = "dns:///";
+  std::vector<std::string> out;
+  for (const std::string& a : addresses) {
+    if (a.rfind(kDns, 0) != 0) {
+      out.push_back(a);
+      continue;
+    }
+    const std::string target = a.substr(kDns.size());
+    const size_t colon = target.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == target.size())
+      return absl::InvalidArgumentError(absl::StrCat("--addr ", a, ": expected dns:///NAME:PORT"));
+    const std::string name = target.substr(0, colon), port = target.substr(colon + 1);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (const int rc = getaddrinfo(name.c_str(), port.c_str(), &hints, &found); rc != 0)
+      return absl::UnavailableError(absl::StrCat("--addr ", a, ": cannot resolve ", name, " (", gai_strerror(rc), ")"));
+    std::vector<std::string> resolved;
+    for (addrinfo* p = found; p != nullptr; p = p->ai_next) {
+      char ip[INET6_ADDRSTRLEN] = {};
+      if (p->ai_family == AF_INET) {
+        inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(p->ai_addr)->sin_addr, ip, sizeof(ip));
+        resolved.push_back(absl::StrCat(ip, ":", port));
+      } else if (p->ai_family == AF_INET6) {
+        inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(p->ai_addr)->sin6_addr, ip, sizeof(ip));
+        resolved.push_back(absl::StrCat("[", ip, "]:", port));
+      }
+    }
+    freeaddrinfo(found);
+    if (resolved.empty()) return absl::UnavailableError(absl::StrCat("--addr ", a, ": ", name, " has no address"));
+    out.insert(out.end(), resolved.begin(), resolved.end());
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 absl::StatusOr<Connection> Connect(const ParsedArgs& a) {
   auto addr = a.Required("addr");
   if (!addr.ok()) return addr.status();
-  std::vector<std::string> replicas = absl::StrSplit(*addr, ',', absl::SkipWhitespace());
-  if (replicas.empty()) return absl::InvalidArgumentError("--addr names no address");
+  absl::StatusOr<std::vector<std::string>> replicas =
+      ExpandReplicas(absl::StrSplit(*addr, ',', absl::SkipWhitespace()));
+  if (!replicas.ok()) return replicas.status();
+  if (replicas->empty()) return absl::InvalidArgumentError("--addr names no address");
   // The session the call is about (a fork's source: where its state is).
   const std::string session = a.Has("session") ? a.flags.at("session")
                               : a.Has("from")  ? a.flags.at("from")
@@ -70,7 +116,7 @@ absl::StatusOr<Connection> Connect(const ParsedArgs& a) {
     }
     creds = grpc::SslCredentials(o);
   }
-  c.address = PickReplica(replicas, session);
+  c.address = PickReplica(*replicas, session);
   c.channel = grpc::CreateChannel(c.address, creds);
   if (a.Has("token")) {
     c.token = a.flags.at("token");

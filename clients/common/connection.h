@@ -28,14 +28,21 @@ struct Connection {
 };
 
 // From --addr and the flags above; INVALID_ARGUMENT for an unreadable CA file. --addr may list
-// replicas (comma-separated, e.g. a headless Service's endpoints): a call about a session (--session,
-// --from, --id) goes to PickReplica's choice for it, any other to a random one.
+// replicas (comma-separated, or dns:///NAME:PORT for every address NAME resolves to, e.g. a headless
+// Service's endpoints): a call about a session (--session, --from, --id) goes to PickReplica's choice
+// for it, any other to a random one.
 absl::StatusOr<Connection> Connect(const ParsedArgs& a);
 
 // The replica for a session by rendezvous hashing (FNV-1a 64 of "SESSION\nREPLICA", highest wins): the
 // same for every client, and a replica taken away moves only its own sessions; a random one without
 // a session.
 std::string PickReplica(const std::vector<std::string>& replicas, const std::string& session);
+
+// --addr's replicas: each HOST:PORT as given, and each dns:///NAME:PORT resolved (every A and AAAA
+// record of NAME, e.g. a headless Service's ready pods) into IP:PORT entries, so that every
+// client hashing sessions over them picks from the same set (duplicates removed; rendezvous hashing
+// does not depend on the order). UNAVAILABLE when a name resolves to nothing.
+absl::StatusOr<std::vector<std::string>> ExpandReplicas(const std::vector<std::string>& addresses);
 
 // The flags Connect reads, to add to every command's table.
 const std::vector<FlagSpec>& ConnectionFlags();

@@ -26,13 +26,40 @@ A server started with --tls_cert/--auth_token: GlaClient(address, tls_ca="ca.pem
 (the token defaults to $GLA_TOKEN; tls_ca=True uses the system's roots).
 
 Several replicas (a headless Service's endpoints): GlaClient("10.0.0.1:50051,10.0.0.2:50051,...")
-sends a call about a session to the replica pick_replica() chooses for it (the same one gla-cli
-and every other client choose), any other generation to a random one; the other calls go to the
-first replica.
+or GlaClient("dns:///glad-headless.default.svc:50051") (every address the name resolves to, when the
+client is made) sends a call about a session to the replica pick_replica() chooses for it (the same
+one gla-cli and every other client choose), any other generation to a random one; the other calls
+go to the first replica in sorted order.
 """
 
 import os
 import sys
+
+def expand_replicas(address):
+    """The replicas an address string names: comma-separated HOST:PORT entries as given, and each
+    dns:///NAME:PORT resolved to every address of NAME (a headless Service's ready pods) as IP:PORT
+    ([IPv6]:PORT); duplicates removed, sorted -- the same list gla-cli makes (ExpandReplicas)."""
+    import socket
+    out = set()
+    for a in (x.strip() for x in address.split(",")):
+        if not a:
+            continue
+        if not a.startswith("dns:///"):
+            out.add(a)
+            continue
+        name, sep, port = a[len("dns:///"):].rpartition(":")
+        if not sep or not name or not port:
+            raise ValueError(f"{a}: expected dns:///NAME:PORT")
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        for family, _, _, _, sockaddr in infos:
+            if family == socket.AF_INET6:
+                out.add(f"[{sockaddr[0]}]:{port}")
+            elif family == socket.AF_INET:
+                out.add(f"{sockaddr[0]}:{port}")
+        if not infos:
+            raise ValueError(f"{a}: {name} has no address")
+    return sorted(out)
+
 
 def pick_replica(replicas, session):
     """The replica for a session by rendezvous hashing: the highest FNV-1a 64 of "SESSION\\nREPLICA"
@@ -110,7 +137,7 @@ class GlaClient:
     def __init__(self, address, timeout_s=60.0, stubs_dir=None, token=None, tls_ca=None):
         import grpc
         self.pb, pb_grpc = _import_stubs(stubs_dir)
-        self.replicas = [a.strip() for a in address.split(",") if a.strip()]
+        self.replicas = expand_replicas(address)
         if not self.replicas:
             raise ValueError("no address")
         token = token if token is not None else os.environ.get("GLA_TOKEN")

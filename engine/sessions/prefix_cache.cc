@@ -1,13 +1,66 @@
 #include "engine/sessions/prefix_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
+#include "absl/strings/str_format.h"
 #include "models/fingerprint.h"
 
 namespace gla {
 
 namespace {
 constexpr size_t kMaxSeen = 1 << 16;  // sightings remembered (8+4 bytes each); forgotten wholesale past it
+
+// A prefix entry in the store: "GLAPFX1\0" | u32 tokens n | n x i32 tokens | i64 state floats |
+// floats | u64 Hash64 of everything before it.
+constexpr char kMagic[8] = {'G', 'L', 'A', 'P', 'F', 'X', '1', '\0'};
+constexpr int64_t kStoreTtlMs = 3600 * 1000;  // an entry nobody used for an hour goes
+// KEYS: the prompt's block prefixes, longest first. The first that is there: {its index, value}.
+constexpr char kLongest[] =
+    "for i, k in ipairs(KEYS) do local v = redis.call('GET', k) "
+    "if v then redis.call('PEXPIRE', k, ARGV[1]) return {i, v} end end return false";
+
+std::string EncodeEntry(std::span<const int32_t> tokens, std::span<const float> state) {
+  std::string out(kMagic, sizeof(kMagic));
+  const uint32_t n = static_cast<uint32_t>(tokens.size());
+  const int64_t floats = static_cast<int64_t>(state.size());
+  out.append(reinterpret_cast<const char*>(&n), sizeof(n));
+  out.append(reinterpret_cast<const char*>(tokens.data()), tokens.size_bytes());
+  out.append(reinterpret_cast<const char*>(&floats), sizeof(floats));
+  out.append(reinterpret_cast<const char*>(state.data()), state.size_bytes());
+  const uint64_t h = Hash64({reinterpret_cast<const uint8_t*>(out.data()), out.size()});
+  out.append(reinterpret_cast<const char*>(&h), sizeof(h));
+  return out;
+}
+
+// Whether `value` is an entry for exactly `tokens` with a state of `state.size()` floats (copied
+// there) and an intact checksum.
+bool DecodeEntry(std::string_view value, std::span<const int32_t> tokens, std::span<float> state) {
+  const size_t want = sizeof(kMagic) + 4 + tokens.size_bytes() + 8 + state.size_bytes() + 8;
+  if (value.size() != want || std::memcmp(value.data(), kMagic, sizeof(kMagic)) != 0) return false;
+  const char* p = value.data() + sizeof(kMagic);
+  uint32_t n = 0;
+  int64_t floats = 0;
+  std::memcpy(&n, p, sizeof(n));
+  if (n != tokens.size() || std::memcmp(p + 4, tokens.data(), tokens.size_bytes()) != 0) return false;
+  p += 4 + tokens.size_bytes();
+  std::memcpy(&floats, p, sizeof(floats));
+  if (floats != static_cast<int64_t>(state.size())) return false;
+  uint64_t stored = 0;
+  std::memcpy(&stored, value.data() + value.size() - 8, sizeof(stored));
+  if (Hash64({reinterpret_cast<const uint8_t*>(value.data()), value.size() - 8}) != stored) return false;
+  std::memcpy(state.data(), p + 8, state.size_bytes());
+  return true;
+}
+}  // namespace
+
+void PrefixCache::ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint) {
+  store_ = std::move(store);
+  fingerprint_ = fingerprint;
+}
+
+std::string PrefixCache::StoreKey(uint64_t hash) const {
+  return absl::StrFormat("gla:%016x:p:%d:%016x", fingerprint_, block_, hash);
 }
 
 PrefixCache::PrefixCache(StatePool& pool, int block_tokens, int64_t budget_bytes)
@@ -43,6 +96,7 @@ std::optional<PrefixCache::Match> PrefixCache::Lookup(std::span<const int32_t> p
     lru_.splice(lru_.begin(), lru_, e.lru);
     match = Match{static_cast<int>(n), e.state};
   }
+  if (!match && store_ != nullptr && adapter == nullptr) match = LookupStore(prompt, hashes);
   if (match) {
     ++counters_.hits;
     counters_.saved_tokens += static_cast<uint64_t>(match->tokens);
@@ -65,6 +119,25 @@ absl::Status PrefixCache::Insert(std::span<const int32_t> prefix, std::shared_pt
   const std::vector<uint64_t> hashes = BlockHashes(probe, adapter.get());
   const uint64_t key = hashes.back();
   if (entries_.count(key) != 0) return absl::OkStatus();
+  absl::StatusOr<std::shared_ptr<HostState>> state = MakeRoom();
+  if (!state.ok()) return state.status();
+  if (absl::Status s = pool_.SaveToHost(slot, **state); !s.ok()) return s;
+  if (store_ != nullptr && adapter == nullptr) {  // every replica's now (SET NX: the first copy stays)
+    absl::Status st = (*state)->Wait();
+    if (st.ok()) {
+      const std::string value = EncodeEntry(prefix, {(*state)->data(), static_cast<size_t>((*state)->floats())});
+      absl::StatusOr<RedisReply> r = store_->Eval("return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX')",
+                                                  {StoreKey(key)}, {value, std::to_string(kStoreTtlMs)});
+      st = r.status();
+    }
+    if (st.ok()) ++counters_.store_writes;
+    else ++counters_.store_errors;
+  }
+  AddEntry(key, prefix, std::move(adapter), std::move(*state));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<HostState>> PrefixCache::MakeRoom() {
   std::shared_ptr<HostState> state;
   while (static_cast<int>(entries_.size()) >= max_entries_) {  // evict; reuse a buffer nobody else holds
     auto victim = entries_.find(lru_.back());
@@ -73,16 +146,46 @@ absl::Status PrefixCache::Insert(std::span<const int32_t> prefix, std::shared_pt
     entries_.erase(victim);
     ++counters_.evicted;
   }
-  if (!state) {
-    auto fresh = pool_.NewHostState();
-    if (!fresh.ok()) return fresh.status();
-    state = std::move(*fresh);
-  }
-  if (absl::Status s = pool_.SaveToHost(slot, *state); !s.ok()) return s;
+  if (state) return state;
+  auto fresh = pool_.NewHostState();
+  if (!fresh.ok()) return fresh.status();
+  return std::shared_ptr<HostState>(std::move(*fresh));
+}
+
+void PrefixCache::AddEntry(uint64_t key, std::span<const int32_t> prefix, std::shared_ptr<const LoraAdapter> adapter,
+                           std::shared_ptr<HostState> state) {
   lru_.push_front(key);
   entries_.emplace(key, Entry{std::vector<int32_t>(prefix.begin(), prefix.end()), std::move(adapter), std::move(state), lru_.begin()});
   ++counters_.inserted;
-  return absl::OkStatus();
+}
+
+std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32_t> prompt,
+                                                           const std::vector<uint64_t>& hashes) {
+  std::vector<std::string> keys;
+  for (size_t i = hashes.size(); i-- > 0;) keys.push_back(StoreKey(hashes[i]));
+  std::vector<std::string_view> key_views(keys.begin(), keys.end());
+  absl::StatusOr<RedisReply> r = store_->Eval(kLongest, key_views, {std::to_string(kStoreTtlMs)});
+  if (!r.ok()) {
+    ++counters_.store_errors;
+    return std::nullopt;
+  }
+  if (r->kind != RedisReply::kArray || r->elements.size() != 2) {
+    ++counters_.store_misses;
+    return std::nullopt;
+  }
+  const size_t blocks = hashes.size() + 1 - static_cast<size_t>(r->elements[0].integer);  // longest first
+  const size_t n = blocks * static_cast<size_t>(block_);
+  absl::StatusOr<std::shared_ptr<HostState>> state = MakeRoom();
+  if (blocks == 0 || blocks > hashes.size() || !state.ok() ||
+      !DecodeEntry(r->elements[1].text, prompt.first(n), {(*state)->data(), static_cast<size_t>((*state)->floats())})) {
+    ++counters_.store_misses;  // a collision or a corrupt entry: a miss
+    return std::nullopt;
+  }
+  ++counters_.store_hits;
+  const uint64_t key = hashes[blocks - 1];
+  AddEntry(key, prompt.first(n), nullptr, *state);
+  auto it = entries_.find(key);
+  return Match{static_cast<int>(n), it->second.state};
 }
 
 PrefixCacheStats PrefixCache::stats() const {

@@ -10,6 +10,13 @@
 // system prompt is cached by the second request that carries it and hit from the third on.
 // Entries are evicted least recently used first past `budget_bytes`; their buffers are reused.
 //
+// Shared tier (ShareThrough, with --state_store): an entry made here is also written to the store
+// (base-model prefixes only: an adapter's name does not say it is the same adapter on another
+// replica), and a prompt that finds nothing here asks the store for its longest cached prefix in one
+// call: a prefix prefilled on any replica is a hit on every other. Store entries carry their tokens
+// and a checksum (a collision or a corrupt entry is a miss) and expire after an hour unused. A store
+// that fails makes the lookup a miss, never a failed request.
+//
 // Loop-thread only (the scheduler's).
 #pragma once
 
@@ -17,11 +24,13 @@
 #include <list>
 #include <memory>
 #include <optional>
+#include <string>
 #include <span>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/sessions/redis_client.h"
 #include "engine/state_pool.h"
 #include "models/lora_adapter.h"
 
@@ -29,6 +38,9 @@ namespace gla {
 
 struct PrefixCacheStats {
   uint64_t hits = 0, misses = 0, saved_tokens = 0, inserted = 0, evicted = 0;
+  // The shared tier: lookups that missed here and hit / missed in the store, entries written to
+  // it, store calls that failed (each a miss). `hits` counts hits of either tier.
+  uint64_t store_hits = 0, store_misses = 0, store_writes = 0, store_errors = 0;
   int entries = 0;
   int64_t bytes = 0;
 };
@@ -37,6 +49,8 @@ class PrefixCache {
  public:
   PrefixCache(StatePool& pool, int block_tokens, int64_t budget_bytes);
   bool enabled() const { return max_entries_ > 0; }
+  // Shares base-model entries through `store` (null: not shared) for the model `fingerprint`.
+  void ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint);
   int block_tokens() const { return block_; }
 
   struct Match {
@@ -61,6 +75,15 @@ class PrefixCache {
   };
   // Hashes of prompt[0:block*(i+1)] for every whole block shorter than the prompt.
   std::vector<uint64_t> BlockHashes(std::span<const int32_t> prompt, const LoraAdapter* adapter) const;
+  // The store: the longest of the prompt's block prefixes it holds, made a local entry.
+  std::optional<Match> LookupStore(std::span<const int32_t> prompt, const std::vector<uint64_t>& hashes);
+  // The store's key for the prefix whose (adapter-less) chained hash is `hash`.
+  std::string StoreKey(uint64_t hash) const;
+  // Makes room and adds a local entry for `prefix` holding `state`.
+  void AddEntry(uint64_t key, std::span<const int32_t> prefix, std::shared_ptr<const LoraAdapter> adapter,
+                std::shared_ptr<HostState> state);
+  // A host buffer for a new entry: one evicted (least recently used first) if nobody holds it.
+  absl::StatusOr<std::shared_ptr<HostState>> MakeRoom();
 
   StatePool& pool_;
   const int block_;
@@ -69,6 +92,8 @@ class PrefixCache {
   std::list<uint64_t> lru_;  // most recently used first
   std::unordered_map<uint64_t, uint32_t> seen_;
   PrefixCacheStats counters_;
+  std::shared_ptr<RedisClient> store_;
+  uint64_t fingerprint_ = 0;
 };
 
 }  // namespace gla

@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -149,33 +151,61 @@ absl::Status RedisClient::ConnectLocked() {
   return absl::OkStatus();
 }
 
+namespace {
+
+double SteadyNow() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// A reply, converted whole (arrays nest: SCAN answers [cursor, [keys]]). A server error anywhere in
+// it is INTERNAL with the server's text.
+absl::Status Convert(const redisReply* r, const std::string& store, RedisReply* out) {
+  switch (r->type) {
+    case REDIS_REPLY_NIL: out->kind = RedisReply::kNil; return absl::OkStatus();
+    case REDIS_REPLY_STRING: out->kind = RedisReply::kString, out->text.assign(r->str, r->len); return absl::OkStatus();
+    case REDIS_REPLY_STATUS: out->kind = RedisReply::kStatus, out->text.assign(r->str, r->len); return absl::OkStatus();
+    case REDIS_REPLY_INTEGER: out->kind = RedisReply::kInteger, out->integer = r->integer; return absl::OkStatus();
+    case REDIS_REPLY_ARRAY:
+      out->kind = RedisReply::kArray;
+      out->elements.resize(r->elements);
+      for (size_t i = 0; i < r->elements; ++i)
+        if (absl::Status s = Convert(r->element[i], store, &out->elements[i]); !s.ok()) return s;
+      return absl::OkStatus();
+    case REDIS_REPLY_ERROR:
+      return absl::InternalError(absl::StrCat("state store ", store, ": ", std::string(r->str, r->len)));
+    default: return absl::InternalError(absl::StrCat("state store: unexpected reply type ", r->type));
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<RedisClient::Reply> RedisClient::Command(const std::vector<std::string_view>& args) {
   std::vector<const char*> argv;
   std::vector<size_t> argvlen;
   for (std::string_view a : args) argv.push_back(a.data()), argvlen.push_back(a.size());
   std::lock_guard<std::mutex> lock(mu_);
+  const double now = SteadyNow();
+  if (failed_at_ > 0 && now - failed_at_ < options_.retry_after_s)
+    return Unavailable(absl::StrCat(failed_why_, " (", static_cast<int>((now - failed_at_) * 1000),
+                                    " ms ago; tried again after ", static_cast<int>(options_.retry_after_s * 1000), " ms)"));
   const SigpipeBlocked no_sigpipe;
-  if (context_ == nullptr)
-    if (absl::Status s = ConnectLocked(); !s.ok()) return s;
+  if (context_ == nullptr) {
+    if (absl::Status s = ConnectLocked(); !s.ok()) {
+      failed_at_ = SteadyNow();
+      failed_why_ = std::string(s.message().substr(s.message().find(": ") + 2));
+      return s;
+    }
+  }
   auto* r = static_cast<redisReply*>(
       redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), argvlen.data()));
   if (r == nullptr) {  // I/O error or timeout: this connection is done; the next call reconnects
     const std::string why = context_->errstr;
     DropLocked();
-    return Unavailable(why.empty() ? "no answer" : why);
+    failed_at_ = SteadyNow();
+    failed_why_ = why.empty() ? "no answer" : why;
+    return Unavailable(failed_why_);
   }
+  failed_at_ = 0;
   Reply reply;
-  absl::Status status;
-  switch (r->type) {
-    case REDIS_REPLY_NIL: break;
-    case REDIS_REPLY_STRING: reply.kind = Reply::kString, reply.text.assign(r->str, r->len); break;
-    case REDIS_REPLY_STATUS: reply.kind = Reply::kStatus, reply.text.assign(r->str, r->len); break;
-    case REDIS_REPLY_INTEGER: reply.kind = Reply::kInteger, reply.integer = r->integer; break;
-    case REDIS_REPLY_ERROR:
-      status = absl::InternalError(absl::StrCat("state store ", address_.ToString(), ": ", std::string(r->str, r->len)));
-      break;
-    default: status = absl::InternalError(absl::StrCat("state store: unexpected reply type ", r->type)); break;
-  }
+  const absl::Status status = Convert(r, address_.ToString(), &reply);
   freeReplyObject(r);
   if (!status.ok()) return status;
   return reply;
@@ -216,6 +246,45 @@ absl::StatusOr<bool> RedisClient::Release(std::string_view key, std::string_view
   absl::StatusOr<Reply> r = Command({"EVAL", kRelease, "1", key, owner});
   if (!r.ok()) return r.status();
   return r->kind == Reply::kInteger && r->integer == 1;
+}
+
+absl::StatusOr<int64_t> RedisClient::DeleteKeys(const std::vector<std::string>& keys) {
+  if (keys.empty()) return 0;
+  std::vector<std::string_view> args = {"DEL"};
+  for (const std::string& k : keys) args.push_back(k);
+  absl::StatusOr<Reply> r = Command(args);
+  if (!r.ok()) return r.status();
+  return r->integer;
+}
+
+absl::StatusOr<RedisReply> RedisClient::Eval(std::string_view script, const std::vector<std::string_view>& keys,
+                                             const std::vector<std::string_view>& args) {
+  const std::string nkeys = std::to_string(keys.size());
+  std::vector<std::string_view> argv = {"EVAL", script, nkeys};
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Command(argv);
+}
+
+absl::StatusOr<std::vector<std::string>> RedisClient::ScanKeys(std::string_view pattern, size_t limit) {
+  std::vector<std::string> keys;
+  std::string cursor = "0";
+  do {
+    absl::StatusOr<Reply> r = Command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+    if (!r.ok()) return r.status();
+    if (r->kind != Reply::kArray || r->elements.size() != 2 || r->elements[1].kind != Reply::kArray)
+      return absl::InternalError("state store: SCAN answered something other than [cursor, keys]");
+    cursor = r->elements[0].text;
+    for (Reply& k : r->elements[1].elements) {
+      if (keys.size() == limit)
+        return absl::ResourceExhaustedError(absl::StrCat("state store: more than ", limit, " keys match ", std::string(pattern)));
+      keys.push_back(std::move(k.text));
+    }
+  } while (cursor != "0");
+  // SCAN may return a key more than once (a rehash during the walk).
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  return keys;
 }
 
 }  // namespace gla

@@ -39,6 +39,18 @@ absl::StatusOr<RedisAddress> ParseRedisUrl(std::string_view url);
 struct RedisOptions {
   double connect_timeout_s = 1.0;
   double command_timeout_s = 2.0;  // a value is a session state: tens of MiB at 1.3B
+  // After a call found the store gone or hung, calls within this many seconds fail at once
+  // (UNAVAILABLE, saying so) instead of each waiting out a timeout: a hung store costs its callers
+  // one timeout per interval, not one per call. 0: every call tries.
+  double retry_after_s = 0.5;
+};
+
+// What a command answered: the reply types the tier's commands and scripts give.
+struct RedisReply {
+  enum Kind { kNil, kString, kInteger, kStatus, kArray } kind = kNil;
+  std::string text;  // kString, kStatus
+  int64_t integer = 0;
+  std::vector<RedisReply> elements;  // kArray
 };
 
 class RedisClient {
@@ -61,14 +73,17 @@ class RedisClient {
   absl::StatusOr<bool> Acquire(std::string_view key, std::string_view owner, int64_t ttl_ms);
   // Gives the lease back when `owner` holds it: whether it did.
   absl::StatusOr<bool> Release(std::string_view key, std::string_view owner);
+  // DEL of several keys at once (atomic): how many were there.
+  absl::StatusOr<int64_t> DeleteKeys(const std::vector<std::string>& keys);
+  // A server-side script (EVAL): it runs atomically, so a check and the writes it guards are one step.
+  absl::StatusOr<RedisReply> Eval(std::string_view script, const std::vector<std::string_view>& keys,
+                                  const std::vector<std::string_view>& args);
+  // The keys matching a glob `pattern` (SCAN, so the store is never blocked by one long call), at
+  // most `limit` of them; RESOURCE_EXHAUSTED past it.
+  absl::StatusOr<std::vector<std::string>> ScanKeys(std::string_view pattern, size_t limit);
 
  private:
-  // What a command answered (the reply types the tier's commands give).
-  struct Reply {
-    enum Kind { kNil, kString, kInteger, kStatus } kind = kNil;
-    std::string text;  // kString, kStatus
-    int64_t integer = 0;
-  };
+  using Reply = RedisReply;
   // One command (binary-safe arguments); connects first when there is no connection. A server
   // error reply is INTERNAL with its text; no answer (down, timeout) UNAVAILABLE.
   absl::StatusOr<Reply> Command(const std::vector<std::string_view>& args);
@@ -80,6 +95,9 @@ class RedisClient {
   const RedisOptions options_;
   std::mutex mu_;
   redisContext* context_ = nullptr;
+  // When the last call found the store gone (steady clock, s; 0: it answered) and why.
+  double failed_at_ = 0;
+  std::string failed_why_;
 };
 
 }  // namespace gla

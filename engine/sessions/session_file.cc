@@ -91,13 +91,15 @@ struct Fd {
 
 }  // namespace
 
-absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprint, const SessionRecord& r,
-                              std::span<const float> state) {
+namespace {
+
+// Everything before the state: what the checksum starts with.
+std::vector<uint8_t> EncodeHeader(uint64_t model_fingerprint, const SessionRecord& r, int64_t floats) {
   Writer w;
   w.Bytes(kMagic, sizeof(kMagic));
   w.Put(kVersion);
   w.Put(model_fingerprint);
-  w.Put(static_cast<int64_t>(state.size()));
+  w.Put(floats);
   w.Put(r.tokens);
   w.Put(r.pending.value_or(-1));
   w.Str(r.id);
@@ -105,12 +107,90 @@ absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprin
   w.Put(r.created_unix_s);
   w.Put(r.last_used_unix_s);
   w.Put(r.ttl_s);
-  uint64_t h = Hash64(w.buf);
-  h = Hash64({reinterpret_cast<const uint8_t*>(state.data()), state.size_bytes()}, h);
+  return std::move(w.buf);
+}
+
+std::span<const uint8_t> AsBytes(std::span<const float> state) {
+  return {reinterpret_cast<const uint8_t*>(state.data()), state.size_bytes()};
+}
+
+// Parses and checks a header (`head` may run past it). `refuse` makes the DATA_LOSS error naming
+// the file or store entry; *header_bytes and *floats say where the state starts and how long it is.
+template <typename Refuse>
+absl::StatusOr<SessionRecord> ParseHeader(std::span<const uint8_t> head, const SessionFileExpect& expect,
+                                          const std::string& name, const Refuse& refuse, int64_t* header_bytes,
+                                          int64_t* floats) {
+  Reader rd(head.data(), head.size());
+  char magic[8];
+  uint32_t version = 0;
+  uint64_t fingerprint = 0;
+  int32_t pending = -1;
+  SessionRecord r;
+  if (!rd.Bytes(magic, sizeof(magic)) || std::memcmp(magic, kMagic, sizeof(kMagic)) != 0)
+    return refuse("not a session file (bad magic)");
+  if (!rd.Get(&version) || version != kVersion) return refuse(absl::StrCat("format version ", version, " (this server reads ", kVersion, ")"));
+  if (!rd.Get(&fingerprint) || !rd.Get(floats) || !rd.Get(&r.tokens) || !rd.Get(&pending) || !rd.Str(&r.id) ||
+      !rd.Str(&r.adapter) || !rd.Get(&r.created_unix_s) || !rd.Get(&r.last_used_unix_s) || !rd.Get(&r.ttl_s))
+    return refuse("truncated header");
+  if (fingerprint != expect.model_fingerprint)
+    return absl::FailedPreconditionError(absl::StrCat(name, ": written for another model (fingerprint ",
+                                                      fingerprint, ", this model's ", expect.model_fingerprint, ")"));
+  if (r.tokens < 0 || pending < -1) return refuse("negative token count");
+  if (pending >= expect.vocab_size)
+    return refuse(absl::StrCat("pending token ", pending, " is outside the vocabulary [0, ", expect.vocab_size, ")"));
+  if (pending >= 0) r.pending = pending;
+  const bool no_past = r.tokens == 0 && !r.pending;
+  if (*floats != expect.state_floats && !(*floats == 0 && (no_past || expect.record_only)))
+    return absl::FailedPreconditionError(absl::StrCat(name, ": holds a state of ", *floats,
+                                                      " floats, this model's has ", expect.state_floats));
+  *header_bytes = static_cast<int64_t>(rd.at());
+  return r;
+}
+
+}  // namespace
+
+absl::Status WriteSessionFile(const std::string& path, uint64_t model_fingerprint, const SessionRecord& r,
+                              std::span<const float> state) {
+  const std::vector<uint8_t> header = EncodeHeader(model_fingerprint, r, static_cast<int64_t>(state.size()));
+  uint64_t h = Hash64(header);
+  h = Hash64(AsBytes(state), h);
   // Temp file + fsync + rename + directory fsync: after a crash the old file or the new one is
   // there, whole, and a rename that returned is not undone.
-  return WriteFileAtomically(path, {w.buf, {reinterpret_cast<const uint8_t*>(state.data()), state.size_bytes()},
-                                    {reinterpret_cast<const uint8_t*>(&h), sizeof(h)}});
+  return WriteFileAtomically(path, {header, AsBytes(state), {reinterpret_cast<const uint8_t*>(&h), sizeof(h)}});
+}
+
+std::string EncodeSession(uint64_t model_fingerprint, const SessionRecord& r, std::span<const float> state) {
+  const std::vector<uint8_t> header = EncodeHeader(model_fingerprint, r, static_cast<int64_t>(state.size()));
+  uint64_t h = Hash64(header);
+  h = Hash64(AsBytes(state), h);
+  std::string out;
+  out.reserve(header.size() + state.size_bytes() + sizeof(h));
+  out.append(reinterpret_cast<const char*>(header.data()), header.size());
+  out.append(reinterpret_cast<const char*>(state.data()), state.size_bytes());
+  out.append(reinterpret_cast<const char*>(&h), sizeof(h));
+  return out;
+}
+
+absl::StatusOr<SessionRecord> DecodeSession(std::string_view bytes, const SessionFileExpect& expect,
+                                            std::span<float> state, const std::string& name) {
+  auto refuse = [&](const std::string& why) { return absl::DataLossError(absl::StrCat(name, ": ", why)); };
+  const std::span<const uint8_t> all(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  int64_t header = 0, floats = 0;
+  absl::StatusOr<SessionRecord> r = ParseHeader(all, expect, name, refuse, &header, &floats);
+  if (!r.ok()) return r;
+  const int64_t expected = header + floats * 4 + 8;
+  if (static_cast<int64_t>(bytes.size()) != expected) return refuse(absl::StrCat(bytes.size(), " bytes, expected ", expected));
+  if (!state.empty() && static_cast<int64_t>(state.size()) != expect.state_floats)
+    return absl::InvalidArgumentError("DecodeSession: state buffer of the wrong size");
+  const std::span<const uint8_t> body = all.subspan(static_cast<size_t>(header), static_cast<size_t>(floats) * 4);
+  uint64_t stored = 0;
+  std::memcpy(&stored, all.data() + header + floats * 4, sizeof(stored));
+  uint64_t h = Hash64(all.first(static_cast<size_t>(header)));
+  h = Hash64(body, h);
+  if (h != stored) return refuse("checksum mismatch (the entry is corrupt)");
+  if (floats == 0) std::fill(state.begin(), state.end(), 0.0f);
+  else if (!state.empty()) std::memcpy(state.data(), body.data(), body.size());
+  return r;
 }
 
 absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const SessionFileExpect& expect,
@@ -129,31 +209,10 @@ absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const Ses
   constexpr int64_t kMaxHeader = 512;
   std::vector<uint8_t> head(static_cast<size_t>(std::min<int64_t>(std::max<int64_t>(size, 0), kMaxHeader)));
   if (!ReadAll(in.fd, head.data(), head.size(), 0)) return refuse("cannot read its header");
-  Reader rd(head.data(), head.size());
-  char magic[8];
-  uint32_t version = 0;
-  uint64_t fingerprint = 0;
-  int64_t floats = 0;
-  int32_t pending = -1;
-  SessionRecord r;
-  if (!rd.Bytes(magic, sizeof(magic)) || std::memcmp(magic, kMagic, sizeof(kMagic)) != 0)
-    return refuse("not a session file (bad magic)");
-  if (!rd.Get(&version) || version != kVersion) return refuse(absl::StrCat("format version ", version, " (this server reads ", kVersion, ")"));
-  if (!rd.Get(&fingerprint) || !rd.Get(&floats) || !rd.Get(&r.tokens) || !rd.Get(&pending) || !rd.Str(&r.id) ||
-      !rd.Str(&r.adapter) || !rd.Get(&r.created_unix_s) || !rd.Get(&r.last_used_unix_s) || !rd.Get(&r.ttl_s))
-    return refuse("truncated header");
-  if (fingerprint != expect.model_fingerprint)
-    return absl::FailedPreconditionError(absl::StrCat("session file ", path, ": written for another model (fingerprint ",
-                                                      fingerprint, ", this model's ", expect.model_fingerprint, ")"));
-  if (r.tokens < 0 || pending < -1) return refuse("negative token count");
-  if (pending >= expect.vocab_size)
-    return refuse(absl::StrCat("pending token ", pending, " is outside the vocabulary [0, ", expect.vocab_size, ")"));
-  if (pending >= 0) r.pending = pending;
-  const bool no_past = r.tokens == 0 && !r.pending;
-  if (floats != expect.state_floats && !(floats == 0 && no_past))
-    return absl::FailedPreconditionError(absl::StrCat("session file ", path, ": holds a state of ", floats,
-                                                      " floats, this model's has ", expect.state_floats));
-  const int64_t header = static_cast<int64_t>(rd.at());
+  int64_t header = 0, floats = 0;
+  const std::string name = absl::StrCat("session file ", path);
+  absl::StatusOr<SessionRecord> r = ParseHeader(head, expect, name, refuse, &header, &floats);
+  if (!r.ok()) return r;
   const int64_t expected = header + floats * 4 + 8;
   if (size != expected) return refuse(absl::StrCat(size, " bytes, expected ", expected));
   if (!state.empty() && static_cast<int64_t>(state.size()) != expect.state_floats)

@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -41,6 +42,7 @@ struct SessionFileExpect {
   uint64_t model_fingerprint = 0;
   int64_t state_floats = 0;
   int32_t vocab_size = 0;  // the pending token must be below it
+  bool record_only = false;  // a record without its state (a store's listing entry) is accepted too
 };
 
 // Reads and checks a file. `state` (of the expected size) receives the floats (zeros for a file
@@ -49,5 +51,12 @@ struct SessionFileExpect {
 absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const SessionFileExpect& expect,
                                               std::span<float> state);
 
+// The same layout as one buffer: a session in the shared state tier (engine/sessions/
+// shared_sessions.h). An empty `state` writes the record alone (floats 0).
+std::string EncodeSession(uint64_t model_fingerprint, const SessionRecord& record, std::span<const float> state);
+// Checks and reads a buffer EncodeSession made, as ReadSessionFile a file; `name` starts every
+// error ("session 'x' in the state store").
+absl::StatusOr<SessionRecord> DecodeSession(std::string_view bytes, const SessionFileExpect& expect,
+                                            std::span<float> state, const std::string& name);
 
 }  // namespace gla

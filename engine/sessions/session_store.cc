@@ -24,7 +24,12 @@ double NowUnix() {
 }  // namespace
 
 SessionStore::SessionStore(StatePool& pool, SessionOptions options, std::string slot_kind)
-    : pool_(pool), options_(std::move(options)), slot_kind_(std::move(slot_kind)) {}
+    : pool_(pool), options_(std::move(options)), slot_kind_(std::move(slot_kind)) {
+  if (options_.store != nullptr)
+    shared_ = std::make_unique<SharedSessions>(options_.store, Expect(),
+                                               options_.replica.empty() ? ReplicaName() : options_.replica,
+                                               std::max<int64_t>(options_.lease_ms, 1));
+}
 
 std::string SessionStore::PathOf(const std::string& id) const {
   return (std::filesystem::path(options_.dir) / (id + kSessionFileSuffix)).string();
@@ -118,6 +123,7 @@ absl::StatusOr<SessionInfo> SessionStore::Insert(std::unique_ptr<Session> s) {
 }
 
 absl::StatusOr<SessionInfo> SessionStore::Create(std::string id, int64_t ttl_s) {
+  if (shared()) return CreateShared(std::move(id), ttl_s);
   if (absl::Status s = CheckNewId(&id); !s.ok()) return s;
   auto s = std::make_unique<Session>();
   s->record.id = id;
@@ -135,6 +141,7 @@ void SessionStore::Erase(std::map<std::string, std::unique_ptr<Session>>::iterat
 }
 
 absl::Status SessionStore::Delete(const std::string& id) {
+  if (shared()) return DeleteShared(id);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session '", id, "'"));
   if (it->second->busy)
@@ -143,7 +150,8 @@ absl::Status SessionStore::Delete(const std::string& id) {
   return absl::OkStatus();
 }
 
-std::vector<SessionInfo> SessionStore::List() {
+absl::StatusOr<std::vector<SessionInfo>> SessionStore::List() {
+  if (shared()) return ListShared();
   std::vector<SessionInfo> out;
   out.reserve(sessions_.size());
   for (const auto& [id, s] : sessions_) out.push_back(Describe(*s));
@@ -151,6 +159,7 @@ std::vector<SessionInfo> SessionStore::List() {
 }
 
 absl::StatusOr<SessionInfo> SessionStore::Fork(const std::string& src_id, std::string id, int64_t ttl_s) {
+  if (shared()) return ForkShared(src_id, std::move(id), ttl_s);
   auto it = sessions_.find(src_id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session '", src_id, "'"));
   Session& src = *it->second;
@@ -181,6 +190,7 @@ absl::StatusOr<SessionInfo> SessionStore::Fork(const std::string& src_id, std::s
 }
 
 absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurn(const std::string& id, const std::string& adapter) {
+  if (shared()) return BeginTurnShared(id, adapter);
   auto it = sessions_.find(id);
   if (it == sessions_.end())
     return absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
@@ -235,7 +245,20 @@ absl::Status SessionStore::Commit(Session& s, int slot, int64_t tokens_added, st
   next.pending = pending;
   next.adapter = adapter;
   next.last_used_unix_s = NowUnix();
-  if (write_through()) {
+  if (shared()) {
+    // Before the turn's last message goes out; only while the lease is still ours and the store
+    // still at the version the turn started from.
+    absl::StatusOr<std::span<const float>> state = StateOf(s, slot);
+    absl::Status st = state.ok() ? shared_->Commit(next, s.store_version, *state) : state.status();
+    if (!st.ok())
+      return StoreError(absl::Status(st.code(), absl::StrCat(st.message(), "; session '", s.record.id,
+                                                              "' is as it was before this turn")),
+                        "writing the turn's state");
+    ++s.store_version;
+    ++counters_.store_writes;
+    if (s.leased) shared_->Unlease(s.record.id).IgnoreError();  // else it expires
+    s.leased = false;
+  } else if (write_through()) {
     // Before the turn's last message goes out (the scheduler sends it after this returns).
     if (absl::Status st = WriteRecord(s, next, slot); !st.ok())
       return absl::UnavailableError(absl::StrCat("the turn's state could not be written to the session directory (",
@@ -259,6 +282,8 @@ absl::Status SessionStore::Commit(Session& s, int slot, int64_t tokens_added, st
 }
 
 void SessionStore::Abort(Session& s) {
+  if (s.leased) shared_->Unlease(s.record.id).IgnoreError();  // else it expires
+  s.leased = false;
   s.busy = false;
   EnforceHostBudget();
 }
@@ -281,8 +306,7 @@ bool SessionStore::FreeOneSlot() {
   return true;
 }
 
-absl::Status SessionStore::WriteRecord(Session& s, const SessionRecord& record, int slot) {
-  std::span<const float> state;  // empty: a session with no past stores no state
+absl::StatusOr<std::span<const float>> SessionStore::StateOf(const Session& s, int slot) {
   if (slot >= 0) {
     if (!scratch_) {
       auto host = pool_.NewHostState();
@@ -291,10 +315,24 @@ absl::Status SessionStore::WriteRecord(Session& s, const SessionRecord& record, 
     }
     RETURN_IF_ERROR(pool_.SaveToHost(slot, *scratch_));
     RETURN_IF_ERROR(scratch_->Wait());
-    state = {scratch_->data(), static_cast<size_t>(scratch_->floats())};
-  } else if (s.host) {
+    return std::span<const float>(scratch_->data(), static_cast<size_t>(scratch_->floats()));
+  }
+  if (s.host) {
     RETURN_IF_ERROR(s.host->Wait());
-    state = {s.host->data(), static_cast<size_t>(s.host->floats())};
+    return std::span<const float>(s.host->data(), static_cast<size_t>(s.host->floats()));
+  }
+  if (s.on_disk) return absl::InternalError("StateOf: the state is only in the file");
+  if (s.record.tokens > 0 || s.record.pending)
+    return absl::InternalError(absl::StrCat("session '", s.record.id, "' has a past but no state"));
+  return std::span<const float>();  // a session with no past stores no state
+}
+
+absl::Status SessionStore::WriteRecord(Session& s, const SessionRecord& record, int slot) {
+  std::span<const float> state;  // empty: a session with no past stores no state
+  if (slot >= 0 || s.host) {
+    absl::StatusOr<std::span<const float>> st = StateOf(s, slot);
+    if (!st.ok()) return st.status();
+    state = *st;
   } else if (s.on_disk) {
     return absl::InternalError("WriteRecord: the state is only in the file");
   } else if (record.tokens > 0 || record.pending) {
@@ -322,7 +360,10 @@ void SessionStore::EnforceHostBudget() {
         victim = s.get();
     }
     if (held <= options_.host_bytes || victim == nullptr) return;
-    if (has_dir() && WriteToDisk(*victim).ok()) {
+    if (shared()) {  // the store holds it: the next turn reads it from there
+      ++counters_.store_released;
+      Erase(sessions_.find(victim->record.id));
+    } else if (has_dir() && WriteToDisk(*victim).ok()) {
       victim->host.reset();
       victim->on_disk = true;
     } else {
@@ -372,6 +413,213 @@ SessionStats SessionStore::stats() const {
     if (s->host) st.host_bytes += pool_.state_bytes();
   }
   return st;
+}
+
+// ---- The shared tier.
+
+absl::Status SessionStore::StoreError(const absl::Status& s, const std::string& doing) {
+  ++counters_.store_errors;
+  if (s.code() == absl::StatusCode::kUnavailable)
+    return absl::UnavailableError(absl::StrCat("sessions are unavailable: the state store did not answer ", doing,
+                                               " (", s.message(), "); requests without a session are served"));
+  return s;
+}
+
+absl::StatusOr<SessionStore::Session*> SessionStore::InsertCopy(std::unique_ptr<Session> s) {
+  if (auto it = sessions_.find(s->record.id); it != sessions_.end()) Erase(it);  // an older copy
+  while (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
+    Session* victim = nullptr;
+    for (auto& [id, c] : sessions_)
+      if (!c->busy && (victim == nullptr || c->record.last_used_unix_s < victim->record.last_used_unix_s)) victim = c.get();
+    if (victim == nullptr)
+      return absl::ResourceExhaustedError(absl::StrCat("this replica runs turns on its limit of ", options_.max_sessions,
+                                                       " sessions (raise --max_sessions)"));
+    ++counters_.store_released;
+    Erase(sessions_.find(victim->record.id));
+  }
+  Session* ref = s.get();
+  sessions_.emplace(s->record.id, std::move(s));
+  return ref;
+}
+
+absl::StatusOr<SessionInfo> SessionStore::CreateShared(std::string id, int64_t ttl_s) {
+  const bool chosen = id.empty();
+  if (!chosen && !AdapterRegistry::ValidateName(id).ok())
+    return absl::InvalidArgumentError(absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
+  auto s = std::make_unique<Session>();
+  s->record.created_unix_s = s->record.last_used_unix_s = NowUnix();
+  s->record.ttl_s = ttl_s < 0 ? options_.default_ttl_s : ttl_s;
+  for (int attempt = 0;; ++attempt) {
+    if (chosen) {
+      std::random_device rd;
+      s->record.id = absl::StrFormat("s-%08x%08x", rd(), rd());
+    } else {
+      s->record.id = id;
+    }
+    absl::StatusOr<bool> created = shared_->Create(s->record, {});
+    if (!created.ok()) return StoreError(created.status(), "creating the session");
+    if (*created) break;
+    if (!chosen || attempt == 3) return absl::AlreadyExistsError(absl::StrCat("session '", s->record.id, "' exists"));
+  }
+  s->store_version = 1;
+  ++counters_.store_writes;
+  absl::StatusOr<Session*> copy = InsertCopy(std::move(s));
+  if (!copy.ok()) return copy.status();  // in the store all the same: any replica continues it
+  return Describe(**copy);
+}
+
+absl::Status SessionStore::DeleteShared(const std::string& id) {
+  auto it = sessions_.find(id);
+  if (it != sessions_.end() && it->second->busy)
+    return absl::FailedPreconditionError(absl::StrCat("session '", id, "' has a request running; cancel it first"));
+  absl::StatusOr<bool> leased = shared_->Lease(id);
+  if (!leased.ok()) return StoreError(leased.status(), "deleting the session");
+  if (!*leased)
+    return absl::FailedPreconditionError(absl::StrCat("session '", id, "' has a request running on another replica; cancel it first"));
+  absl::StatusOr<bool> removed = shared_->Remove(id);
+  shared_->Unlease(id).IgnoreError();
+  if (!removed.ok()) return StoreError(removed.status(), "deleting the session");
+  if (it != sessions_.end()) Erase(it);
+  if (!*removed) return absl::NotFoundError(absl::StrCat("no session '", id, "'"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SessionInfo>> SessionStore::ListShared() {
+  // A listing that large is not a listing anyone reads; it stays bounded.
+  const size_t limit = std::max<size_t>(10000, static_cast<size_t>(options_.max_sessions) * 16);
+  absl::StatusOr<std::vector<SharedSessions::Entry>> entries = shared_->List(limit);
+  if (!entries.ok()) return StoreError(entries.status(), "listing the sessions");
+  std::vector<SessionInfo> out;
+  for (const SharedSessions::Entry& e : *entries) {
+    auto it = sessions_.find(e.record.id);
+    if (it != sessions_.end() && (it->second->store_version == e.version || it->second->busy)) {
+      out.push_back(Describe(*it->second));
+      continue;
+    }
+    Session copy;
+    copy.record = e.record;
+    SessionInfo i = Describe(copy);
+    i.where = "store";
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, std::string id, int64_t ttl_s) {
+  auto it = sessions_.find(src_id);
+  if (it != sessions_.end() && it->second->busy)
+    return absl::FailedPreconditionError(absl::StrCat("session '", src_id, "' has a request running; fork it when it ends"));
+  if (!id.empty() && !AdapterRegistry::ValidateName(id).ok())
+    return absl::InvalidArgumentError(absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
+  // Read under the source's lease, as a turn would: no turn elsewhere changes it halfway.
+  absl::StatusOr<Session*> src = BeginTurnShared(src_id, "", /*check_adapter=*/false);
+  if (!src.ok()) return src.status();
+  Session& from = **src;
+  auto s = std::make_unique<Session>();
+  s->record = from.record;
+  s->record.created_unix_s = s->record.last_used_unix_s = NowUnix();
+  s->record.ttl_s = ttl_s < 0 ? from.record.ttl_s : ttl_s;
+  absl::Status st;
+  std::span<const float> state;
+  if (from.slot >= 0 || from.host) {
+    auto host = pool_.NewHostState();
+    if (host.ok()) {
+      s->host = std::move(*host);
+      if (from.slot >= 0) st = pool_.SaveToHost(from.slot, *s->host);
+      else if (absl::Status w = from.host->Wait(); !w.ok()) st = w;
+      else std::memcpy(s->host->data(), from.host->data(), static_cast<size_t>(pool_.state_bytes()));
+      if (st.ok()) st = s->host->Wait();
+      state = {s->host->data(), static_cast<size_t>(s->host->floats())};
+    } else {
+      st = host.status();
+    }
+  }
+  const bool chosen = id.empty();
+  for (int attempt = 0; st.ok(); ++attempt) {
+    s->record.id = chosen ? absl::StrFormat("s-%08x%08x", std::random_device()(), std::random_device()()) : id;
+    absl::StatusOr<bool> created = shared_->Create(s->record, state);
+    if (!created.ok()) st = StoreError(created.status(), "writing the fork");
+    else if (*created) break;
+    else if (!chosen || attempt == 3) st = absl::AlreadyExistsError(absl::StrCat("session '", s->record.id, "' exists"));
+  }
+  Abort(from);  // the source's lease goes back; it is as it was
+  if (!st.ok()) return st;
+  s->store_version = 1;
+  ++counters_.store_writes;
+  Session listed;  // what the answer describes when the copy is let go at once
+  listed.record = s->record;
+  const std::string new_id = s->record.id;
+  absl::StatusOr<Session*> copy = InsertCopy(std::move(s));
+  if (!copy.ok()) return copy.status();
+  EnforceHostBudget();  // (a copy past the budget is let go: the store has it)
+  auto done = sessions_.find(new_id);
+  if (done == sessions_.end()) {
+    SessionInfo i = Describe(listed);
+    i.where = "store";
+    return i;
+  }
+  return Describe(*done->second);
+}
+
+absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurnShared(const std::string& id, const std::string& adapter,
+                                                                     bool check_adapter) {
+  auto it = sessions_.find(id);
+  if (it != sessions_.end() && it->second->busy)
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", id, "' already has a request running (one turn at a time: wait for it to end)"));
+  absl::StatusOr<bool> leased = shared_->Lease(id);
+  if (!leased.ok()) return StoreError(leased.status(), "taking the session's lease");
+  if (!*leased)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", id, "' already has a request running on another replica (one turn at a time: wait for it to end)"));
+  auto fail = [&](absl::Status st) {
+    shared_->Unlease(id).IgnoreError();
+    return st;
+  };
+  absl::StatusOr<std::optional<SharedSessions::Entry>> entry = shared_->Find(id);
+  if (!entry.ok()) return fail(StoreError(entry.status(), "reading the session"));
+  if (!entry->has_value()) {
+    if (it != sessions_.end()) Erase(it);  // deleted or expired elsewhere
+    return fail(absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)")));
+  }
+  const SharedSessions::Entry& e = **entry;
+  if (check_adapter && e.record.tokens > 0 && e.record.adapter != adapter)
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "session '", id, "' holds a past computed with ",
+        e.record.adapter.empty() ? std::string("the base model") : absl::StrCat("adapter '", e.record.adapter, "'"),
+        "; this request names ", adapter.empty() ? std::string("no adapter") : absl::StrCat("adapter '", adapter, "'"))));
+  Session* s = it != sessions_.end() ? it->second.get() : nullptr;
+  if (s == nullptr || s->store_version != e.version) {  // no copy here, or an older one
+    auto copy = std::make_unique<Session>();
+    copy->record = e.record;
+    if (e.record.tokens > 0 || e.record.pending) {
+      auto host = pool_.NewHostState();
+      if (!host.ok()) return fail(host.status());
+      absl::StatusOr<SharedSessions::Entry> read = shared_->Read(id, {(*host)->data(), static_cast<size_t>((*host)->floats())});
+      if (!read.ok()) return fail(StoreError(read.status(), "reading the session's state"));
+      if (read->version != e.version) return fail(absl::InternalError("the store's version moved under the lease"));
+      copy->record = read->record;
+      copy->host = std::move(*host);
+      ++counters_.store_reads;
+    }
+    copy->store_version = e.version;
+    absl::StatusOr<Session*> inserted = InsertCopy(std::move(copy));
+    if (!inserted.ok()) return fail(inserted.status());
+    s = *inserted;
+  }
+  s->busy = true;
+  s->leased = true;
+  s->record.last_used_unix_s = NowUnix();
+  return s;
+}
+
+void SessionStore::RenewLeases() {
+  if (!shared()) return;
+  const double now = NowUnix();
+  if (now - last_renew_ < static_cast<double>(shared_->lease_ms()) / 3000.0) return;
+  last_renew_ = now;
+  for (auto& [id, s] : sessions_)
+    if (s->leased && !shared_->Lease(id).value_or(false)) ++counters_.store_errors;  // its commit will say why
 }
 
 }  // namespace gla

@@ -13,6 +13,17 @@
 // backup). The token sampled last is kept `pending` and becomes the first token of the
 // next turn's prompt: the session's past is exactly its prompts and outputs in order.
 //
+// With a shared state tier (SessionOptions::store, `--state_store`; shared_sessions.h) the store
+// holds every session and is the truth: this replica's slots and host memory keep copies, each
+// knowing the store version it holds. A turn takes the session's lease in the store, checks the
+// version and reads the state from the store only when the local copy is older (another replica
+// ran a turn since) or missing; its end writes the new state through to the store before the last
+// message goes out, then gives the lease back. Create, fork and delete act on the store first. When
+// the store is gone, every session call is UNAVAILABLE saying so, and requests without a session
+// are not affected. The store's calls are made on this (the scheduler's) thread, each bounded by
+// the client's timeouts; after a failure the client refuses at once for a moment (RedisOptions::
+// retry_after_s), so a hung store stalls generation once per interval, not once per request.
+//
 // Loop-thread only (the scheduler's): no locking.
 #pragma once
 
@@ -24,7 +35,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/sessions/redis_client.h"
 #include "engine/sessions/session_file.h"
+#include "engine/sessions/shared_sessions.h"
 #include "engine/state_pool.h"
 
 namespace gla {
@@ -47,12 +60,19 @@ struct SessionOptions {
   int32_t vocab_size = 0;                 // a file's pending token must be below it (set by the scheduler)
   SessionDurability durability = SessionDurability::kAlways;  // with a dir
   double sync_interval_s = 1.0;           // kInterval
+  // The shared state tier (--state_store): null = sessions are this replica's own. Exclusive with
+  // `dir` (the store keeps every session; a local copy past the host budget is simply dropped).
+  std::shared_ptr<RedisClient> store;
+  std::string replica;          // this replica's name in leases (ReplicaName() when empty)
+  int64_t lease_ms = 30000;     // a turn's lease; renewed every third of it while the turn runs
 };
 
 struct SessionInfo {
   std::string id, adapter;
   int64_t tokens = 0;
-  std::string where;  // "gpu" / "cpu" (a pool slot of that backend), "host", "disk", "empty"
+  // "gpu" / "cpu" (a pool slot of that backend), "host", "disk", "empty"; "store" for a session of
+  // the shared tier this replica holds no current copy of
+  std::string where;
   bool busy = false;
   double created_unix_s = 0, last_used_unix_s = 0, expires_unix_s = 0;  // 0 = never
   int64_t ttl_s = 0;
@@ -62,6 +82,9 @@ struct SessionStats {
   int sessions = 0, in_slots = 0, in_host = 0, on_disk = 0;
   int64_t host_bytes = 0;
   uint64_t swapped_out = 0, written = 0, dropped = 0, expired = 0;
+  // The shared tier: turns that read the state from the store (no current local copy), turns and
+  // creations written to it, local copies let go (the store keeps them), calls that failed.
+  uint64_t store_reads = 0, store_writes = 0, store_released = 0, store_errors = 0;
 };
 
 class SessionStore {
@@ -73,6 +96,8 @@ class SessionStore {
     bool on_disk = false;              // or in its file (only when slot < 0 and !host)
     bool file_current = false;         // its file holds its current state (always when on_disk)
     bool busy = false;                 // a request on it has not ended
+    uint64_t store_version = 0;        // shared tier: the store version this copy holds
+    bool leased = false;               // shared tier: this replica holds its lease (a turn runs)
   };
 
   // `slot_kind` names the pool's memory in listings ("gpu" or "cpu").
@@ -87,7 +112,8 @@ class SessionStore {
   absl::StatusOr<SessionInfo> Create(std::string id, int64_t ttl_s);
   // FAILED_PRECONDITION while a request runs on it; NOT_FOUND. Removes its file too.
   absl::Status Delete(const std::string& id);
-  std::vector<SessionInfo> List();  // sorted by id
+  // Sorted by id. With the shared tier: every session in the store (UNAVAILABLE without it).
+  absl::StatusOr<std::vector<SessionInfo>> List();
   // A new session with a copy of `src`'s state (FAILED_PRECONDITION while a request runs on src).
   absl::StatusOr<SessionInfo> Fork(const std::string& src, std::string id, int64_t ttl_s);
 
@@ -113,6 +139,9 @@ class SessionStore {
   bool FreeOneSlot();
   // Deletes idle sessions past their TTL. Cheap when called often (checks once a second).
   void Expire();
+  // Shared tier: renews the leases of the turns running here (cheap when called often: once per
+  // third of the lease).
+  void RenewLeases();
   // Writes every session's state to options.dir (shutdown); no-op without a directory.
   void SaveAll();
   // kInterval: writes the sessions changed since their last write, once per sync interval
@@ -121,6 +150,7 @@ class SessionStore {
 
   SessionStats stats() const;
   bool has_dir() const { return !options_.dir.empty(); }
+  bool shared() const { return shared_ != nullptr; }
 
  private:
   SessionInfo Describe(const Session& s) const;
@@ -139,6 +169,20 @@ class SessionStore {
   bool write_through() const { return has_dir() && options_.durability == SessionDurability::kAlways; }
   void Erase(std::map<std::string, std::unique_ptr<Session>>::iterator it);
 
+  // ---- The shared tier's side of the calls above.
+  absl::StatusOr<SessionInfo> CreateShared(std::string id, int64_t ttl_s);
+  absl::Status DeleteShared(const std::string& id);
+  absl::StatusOr<std::vector<SessionInfo>> ListShared();
+  absl::StatusOr<SessionInfo> ForkShared(const std::string& src, std::string id, int64_t ttl_s);
+  // check_adapter false: a fork's read of its source (any adapter's past is forked as it is).
+  absl::StatusOr<Session*> BeginTurnShared(const std::string& id, const std::string& adapter, bool check_adapter = true);
+  // A store error as the client sees it: UNAVAILABLE stays (the store is gone); counted.
+  absl::Status StoreError(const absl::Status& s, const std::string& doing);
+  // The state in a slot, a host copy or nothing (an empty past), as floats to write.
+  absl::StatusOr<std::span<const float>> StateOf(const Session& s, int slot);
+  // Adds a local copy of a store session, letting the least recently used idle copy go when the
+  // replica holds max_sessions of them.
+  absl::StatusOr<Session*> InsertCopy(std::unique_ptr<Session> s);
   StatePool& pool_;
   const SessionOptions options_;
   const std::string slot_kind_;
@@ -148,6 +192,8 @@ class SessionStore {
   double last_flush_ = 0;
   std::shared_ptr<HostState> scratch_;  // a slot's state on its way to a file
   uint64_t next_id_ = 0;
+  std::unique_ptr<SharedSessions> shared_;
+  double last_renew_ = 0;
 };
 
 }  // namespace gla

@@ -84,6 +84,7 @@ def check_k8s(root, flags):
     check("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}), "deployment.yaml: no GPU resource")
     ann = dep[0]["spec"]["template"]["metadata"].get("annotations", {})
     check(int(ann.get("prometheus.io/port", -1)) == ports.get("metrics"), "deployment.yaml: prometheus.io/port")
+    check_state_store(root, args)
     names = {s["metadata"]["name"]: s for s in services}
     check("glad" in names and "glad-headless" in names, "service.yaml: Services glad and glad-headless")
     check(names.get("glad-headless", {}).get("spec", {}).get("clusterIP") == "None", "service.yaml: headless Service")
@@ -94,6 +95,32 @@ def check_k8s(root, flags):
         for p in s["spec"]["ports"]:
             check(p["targetPort"] in ports, f"service.yaml: targetPort {p['targetPort']} is no container port")
             check(p["port"] == ports.get(p["targetPort"]), f"service.yaml: port {p['port']} != container port")
+
+
+def check_state_store(root, args):
+    """--state_store names the Service of redis.yaml, on its port; Redis there persists and never
+    evicts part of a session (noeviction)."""
+    url = args.get("state_store")
+    check(url is not None, "deployment.yaml: no --state_store (replicas would not share sessions)")
+    if url is None:
+        return
+    m = re.fullmatch(r"redis://([a-z0-9.-]+):(\d+)", url)
+    check(m is not None, f"deployment.yaml: --state_store {url} is not redis://HOST:PORT")
+    docs = [d for d in yaml.safe_load_all(open(f"{root}/deploy/k8s/redis.yaml")) if d]
+    svc = [d for d in docs if d["kind"] == "Service"]
+    sts = [d for d in docs if d["kind"] == "StatefulSet"]
+    check(len(svc) == 1 and len(sts) == 1, "redis.yaml: one Service and one StatefulSet")
+    if not m or not svc or not sts:
+        return
+    check(svc[0]["metadata"]["name"] == m.group(1).split(".")[0],
+          f"deployment.yaml: --state_store host {m.group(1)} is not redis.yaml's Service {svc[0]['metadata']['name']}")
+    check(any(p["port"] == int(m.group(2)) for p in svc[0]["spec"]["ports"]), "redis.yaml: the Service has not --state_store's port")
+    labels = sts[0]["spec"]["template"]["metadata"]["labels"]
+    check(all(labels.get(k) == v for k, v in svc[0]["spec"]["selector"].items()), "redis.yaml: the Service selects no Redis pod")
+    rargs = sts[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    opt = {rargs[i][2:]: rargs[i + 1] for i in range(len(rargs) - 1) if rargs[i].startswith("--")}
+    check(opt.get("appendonly") == "yes", "redis.yaml: appendonly yes (a restarted store keeps the sessions)")
+    check(opt.get("maxmemory-policy") == "noeviction", "redis.yaml: maxmemory-policy noeviction (never half a session)")
 
 
 def check_compose(root, flags):

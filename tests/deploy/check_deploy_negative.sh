@@ -33,4 +33,7 @@ expect_refused "a dashboard query that is not PromQL" 's/sum(gla_running_sequenc
   grafana/gla-dashboard.json "promtool refuses"
 expect_refused "an autoscaler scaling another Deployment" 's/^    name: glad$/    name: gladx/' k8s/hpa.yaml \
   "scales no Deployment"
+expect_refused "a state store that is not redis.yaml's Service" 's|redis://glad-redis:6379|redis://other-redis:6379|' \
+  k8s/deployment.yaml "is not redis.yaml's Service"
+expect_refused "a store that may evict part of a session" 's/"noeviction"/"allkeys-lru"/' k8s/redis.yaml "noeviction"
 exit $((failures != 0))

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <future>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -68,6 +69,29 @@ inline std::vector<std::future<Collected>> SubmitGroupCollect(Scheduler& s, std:
   return futures;
 }
 
+// Token ids of a made-up text: n ids from `seed`, all above the special ids (of a 256+ vocabulary).
+inline std::vector<int32_t> Text(int n, int seed) {
+  std::vector<int32_t> t;
+  for (int j = 0; j < n; ++j) t.push_back((j * 37 + seed * 101 + (j * j) % 13) % 250 + 3);
+  return t;
+}
+
+// A greedy request of `max_new` tokens that ignores EOS (its length is known), continuing `session`.
+inline GenerationSpec Greedy(std::vector<int32_t> prompt, int max_new, std::string session = "") {
+  GenerationSpec s;
+  s.prompt = std::move(prompt);
+  s.max_new_tokens = max_new;
+  s.ignore_eos = true;
+  s.session = std::move(session);
+  return s;
+}
+
+inline std::vector<int32_t> Cat(std::initializer_list<std::vector<int32_t>> parts) {
+  std::vector<int32_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
 inline absl::StatusOr<SessionInfo> CreateSession(Scheduler& s, std::string id = "", int64_t ttl_s = -1) {
   std::promise<absl::StatusOr<SessionInfo>> p;
   s.CreateSession(std::move(id), ttl_s, [&p](absl::StatusOr<SessionInfo> r) { p.set_value(std::move(r)); });
@@ -86,10 +110,14 @@ inline absl::Status DeleteSession(Scheduler& s, std::string id) {
   return p.get_future().get();
 }
 
-inline std::vector<SessionInfo> ListSessions(Scheduler& s) {
+inline absl::StatusOr<std::vector<SessionInfo>> ListSessionsOrError(Scheduler& s) {
   std::promise<absl::StatusOr<std::vector<SessionInfo>>> p;
   s.ListSessions([&p](absl::StatusOr<std::vector<SessionInfo>> r) { p.set_value(std::move(r)); });
-  auto r = p.get_future().get();
+  return p.get_future().get();
+}
+
+inline std::vector<SessionInfo> ListSessions(Scheduler& s) {
+  auto r = ListSessionsOrError(s);
   return r.ok() ? *r : std::vector<SessionInfo>{};
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 #include "clients/cli/commands.h"
@@ -155,6 +156,28 @@ TEST(ClientArgs, DefaultCommandAndHelp) {
 // Client-side balancing: gla-cli (PickReplica) and the Python client (pick_replica) send a session to
 // the same replica, for sessions and replica lists of every shape here (UTF-8 ids included); taking
 // a replica away moves only the sessions it had.
+// dns:///NAME:PORT stands for every address NAME resolves to (a headless Service's pods): both
+// clients expand it to the same set, which they then hash sessions over.
+TEST(ReplicaPick, BothClientsExpandADnsNameToTheSameReplicas) {
+  auto list = ExpandReplicas({"dns:///localhost:50051", "10.0.0.9:7", "10.0.0.9:7"});
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_NE(std::find(list->begin(), list->end(), "127.0.0.1:50051"), list->end()) << absl::StrJoin(*list, ",");
+  EXPECT_EQ(std::count(list->begin(), list->end(), "10.0.0.9:7"), 1) << "duplicates are one replica";
+  for (const std::string& r : *list) EXPECT_EQ(r.find("dns:"), std::string::npos) << r;
+  const std::string script = "import sys; sys.path.insert(0, '" + std::string(GLA_SOURCE_DIR) +
+                             "/clients/python'); import gla_client as g; "
+                             "print(','.join(g.expand_replicas('dns:///localhost:50051,10.0.0.9:7,10.0.0.9:7')))";
+  FILE* p = popen(("python3 -c \"" + script + "\"").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[4096];
+  std::string out;
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+  ASSERT_EQ(pclose(p), 0);
+  EXPECT_EQ(absl::StripTrailingAsciiWhitespace(out), absl::StrJoin(*list, ","));
+  EXPECT_EQ(ExpandReplicas({"dns:///no-such-host.invalid:50051"}).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ExpandReplicas({"dns:///localhost"}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ReplicaPick, TheCliAndThePythonClientAgreeAndARemovedReplicaMovesOnlyItsSessions) {
   const std::vector<std::string> replicas = {"10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051", "glad-3.glad:50051"};
   std::vector<std::string> sessions;

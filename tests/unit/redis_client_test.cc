@@ -5,9 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -19,67 +17,15 @@
 #include <vector>
 
 #include "engine/sessions/redis_client.h"
+#include "tests/support/redis_server.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return -1;
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// A redis-server of our own: no persistence, loopback only, stopped with the test.
-class RedisServer {
- public:
-  explicit RedisServer(int port) : port_(port), dir_(testing::MakeTempDir("redis")) { Start(); }
-  ~RedisServer() { Stop(SIGTERM); }
-
-  void Start() {
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test that dies takes its Redis with it
-      const std::string port = std::to_string(port_), log = dir_ + "/redis.log";
-      execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", log.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-  }
-  void Stop(int signal) {
-    if (pid_ <= 0) return;
-    kill(pid_, signal);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  // Whether it answers within a few seconds.
-  bool Ready() const {
-    RedisClient probe({"127.0.0.1", port_, 0});
-    for (int i = 0; i < 100; ++i) {
-      if (probe.Ping().ok()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-  int port() const { return port_; }
-
- private:
-  int port_;
-  std::string dir_;
-  pid_t pid_ = -1;
-};
+using testing::FreePort;
+using testing::RedisServer;
 
 class RedisClientTest : public ::testing::Test {
  protected:
@@ -167,6 +113,7 @@ TEST_F(RedisClientTest, AStoreThatIsGoneIsUnavailableAndTheClientReconnectsWhenI
   RedisOptions fast;
   fast.connect_timeout_s = 0.5;
   fast.command_timeout_s = 0.5;
+  fast.retry_after_s = 0;  // asked again at once (the interval has its own test below)
   RedisClient c(Address(), fast);
   ASSERT_TRUE(c.Put("k", "v").ok());
   server_->Stop(SIGKILL);
@@ -185,7 +132,9 @@ TEST_F(RedisClientTest, AStoreThatIsGoneIsUnavailableAndTheClientReconnectsWhenI
 // A store restarted under an open connection: the next large write meets a closed socket after its
 // first chunk. That is an UNAVAILABLE (then a new connection), not a SIGPIPE that ends the process.
 TEST_F(RedisClientTest, AWriteToAStoreThatWentAwayIsAnErrorNotASignal) {
-  RedisClient c(Address());
+  RedisOptions retry_at_once;
+  retry_at_once.retry_after_s = 0;
+  RedisClient c(Address(), retry_at_once);
   ASSERT_TRUE(c.Put("k", "v").ok());
   server_->Stop(SIGKILL);
   server_->Start();
@@ -218,6 +167,17 @@ TEST(RedisClientAlone, AStoreThatNeverAnswersTimesOut) {
   const auto took = Clock::now() - t0;
   EXPECT_GE(took, std::chrono::milliseconds(250));
   EXPECT_LT(took, std::chrono::seconds(2));
+  // Within retry_after_s of that, a call does not wait out another timeout: it fails at once,
+  // saying when the store last failed; after it, the client tries again (and waits again).
+  const auto t1 = Clock::now();
+  const absl::Status again = c.Ping();
+  EXPECT_EQ(again.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(std::string(again.message()).find("tried again after 500 ms"), std::string::npos) << again;
+  EXPECT_LT(Clock::now() - t1, std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::milliseconds(550));
+  const auto t2 = Clock::now();
+  EXPECT_EQ(c.Ping().code(), absl::StatusCode::kUnavailable);
+  EXPECT_GE(Clock::now() - t2, std::chrono::milliseconds(250)) << "after the interval the store is asked again";
   close(fd);
   // Nothing listens: refused at once.
   RedisClient none({"127.0.0.1", ntohs(addr.sin_port), 0}, fast);

@@ -22,8 +22,11 @@
 namespace gla {
 namespace {
 
+using testing::Cat;
 using testing::Collected;
+using testing::Greedy;
 using testing::SubmitCollect;
+using testing::Text;
 
 struct Case {
   const char* backend;  // "cpu" or "cuda"
@@ -79,25 +82,6 @@ class SessionTest : public ::testing::TestWithParam<Case> {
     return o;
   }
 
-  // Token ids of a made-up text: n ids from `seed`, all above the special ids.
-  static std::vector<int32_t> Text(int n, int seed) {
-    std::vector<int32_t> t;
-    for (int j = 0; j < n; ++j) t.push_back((j * 37 + seed * 101 + (j * j) % 13) % 250 + 3);
-    return t;
-  }
-  static GenerationSpec Greedy(std::vector<int32_t> prompt, int max_new, std::string session = "") {
-    GenerationSpec s;
-    s.prompt = std::move(prompt);
-    s.max_new_tokens = max_new;
-    s.ignore_eos = true;
-    s.session = std::move(session);
-    return s;
-  }
-  static std::vector<int32_t> Cat(std::initializer_list<std::vector<int32_t>> parts) {
-    std::vector<int32_t> out;
-    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
-    return out;
-  }
   static Collected Run(Scheduler& s, GenerationSpec spec) { return SubmitCollect(s, std::move(spec)).get(); }
 
   std::unique_ptr<Backend> backend_;

@@ -1,0 +1,161 @@
+#include "engine/sessions/shared_sessions.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace gla {
+
+namespace {
+
+// KEYS meta, state; ARGV meta, state, expiry ms (0: none). 1 = created, 0 = exists.
+constexpr char kCreate[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
+    "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[1]) redis.call('SET', KEYS[2], ARGV[2]) "
+    "else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end "
+    "return 1";
+// KEYS lease, meta, state; ARGV owner, expected version, meta, state, expiry ms.
+// 1 = written; -1 = the lease is not ours; -2 = no session; -3 = another version.
+constexpr char kCommit[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
+    "local m = redis.call('GET', KEYS[2]) "
+    "if m == false then return -2 end "
+    "if string.match(m, '^(%d+)\\n') ~= ARGV[2] then return -3 end "
+    "if ARGV[5] == '0' then redis.call('SET', KEYS[2], ARGV[3]) redis.call('SET', KEYS[3], ARGV[4]) "
+    "else redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[5]) redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end "
+    "return 1";
+// KEYS lease, meta, state; ARGV owner. 1 = deleted, 0 = not there, -1 = the lease is not ours.
+constexpr char kRemove[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
+    "return redis.call('DEL', KEYS[2], KEYS[3]) > 0 and 1 or 0";
+
+bool ParseVersion(std::string_view text, uint64_t* out) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return ec == std::errc() && end == text.data() + text.size() && *out > 0;
+}
+
+}  // namespace
+
+std::string ReplicaName() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  std::random_device rd;
+  return absl::StrFormat("%s:%d:%08x", host, static_cast<int>(getpid()), rd());
+}
+
+SharedSessions::SharedSessions(std::shared_ptr<RedisClient> client, SessionFileExpect expect, std::string owner,
+                               int64_t lease_ms)
+    : client_(std::move(client)), expect_(expect), owner_(std::move(owner)), lease_ms_(lease_ms),
+      prefix_(absl::StrFormat("gla:%016x:", expect.model_fingerprint)) {}
+
+std::string SharedSessions::Key(char kind, const std::string& id) const { return absl::StrCat(prefix_, std::string(1, kind), ":", id); }
+
+std::string SharedSessions::Meta(const SessionRecord& record, uint64_t version) const {
+  return absl::StrCat(version, "\n", EncodeSession(expect_.model_fingerprint, record, {}));
+}
+
+std::string SharedSessions::ExpiryMs(const SessionRecord& record) {
+  return record.ttl_s > 0 ? std::to_string(std::min<int64_t>(record.ttl_s, int64_t{1} << 40) * 1000) : std::string("0");
+}
+
+absl::StatusOr<SharedSessions::Entry> SharedSessions::ParseMeta(const std::string& id, std::string_view value) const {
+  const std::string name = absl::StrCat("session '", id, "' in the state store");
+  const size_t nl = value.find('\n');
+  Entry e;
+  if (nl == std::string_view::npos || !ParseVersion(value.substr(0, nl), &e.version))
+    return absl::DataLossError(absl::StrCat(name, ": its record has no version"));
+  SessionFileExpect record_only = expect_;
+  record_only.record_only = true;
+  absl::StatusOr<SessionRecord> r = DecodeSession(value.substr(nl + 1), record_only, {}, name);
+  if (!r.ok()) return r.status();
+  if (r->id != id) return absl::DataLossError(absl::StrCat(name, ": holds session '", r->id, "'"));
+  e.record = std::move(*r);
+  return e;
+}
+
+absl::StatusOr<bool> SharedSessions::Create(const SessionRecord& record, std::span<const float> state) {
+  const std::string meta = Meta(record, 1), blob = EncodeSession(expect_.model_fingerprint, record, state);
+  const std::string expiry = ExpiryMs(record);
+  absl::StatusOr<RedisReply> r = client_->Eval(kCreate, {Key('m', record.id), Key('s', record.id)}, {meta, blob, expiry});
+  if (!r.ok()) return r.status();
+  return r->integer == 1;
+}
+
+absl::StatusOr<bool> SharedSessions::Lease(const std::string& id) { return client_->Acquire(Key('l', id), owner_, lease_ms_); }
+
+absl::Status SharedSessions::Unlease(const std::string& id) {
+  absl::StatusOr<bool> r = client_->Release(Key('l', id), owner_);
+  return r.ok() ? absl::OkStatus() : r.status();
+}
+
+absl::StatusOr<std::optional<SharedSessions::Entry>> SharedSessions::Find(const std::string& id) {
+  absl::StatusOr<std::optional<std::string>> v = client_->Get(Key('m', id));
+  if (!v.ok()) return v.status();
+  if (!v->has_value()) return std::optional<Entry>();
+  absl::StatusOr<Entry> e = ParseMeta(id, **v);
+  if (!e.ok()) return e.status();
+  return std::optional<Entry>(std::move(*e));
+}
+
+absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id, std::span<float> state) {
+  absl::StatusOr<std::optional<Entry>> meta = Find(id);
+  if (!meta.ok()) return meta.status();
+  if (!meta->has_value()) return absl::NotFoundError(absl::StrCat("no session '", id, "' in the state store"));
+  absl::StatusOr<std::optional<std::string>> v = client_->Get(Key('s', id));
+  if (!v.ok()) return v.status();
+  const std::string name = absl::StrCat("session '", id, "' in the state store");
+  if (!v->has_value()) return absl::DataLossError(absl::StrCat(name, ": its record is there, its state is not"));
+  absl::StatusOr<SessionRecord> r = DecodeSession(**v, expect_, state, name);
+  if (!r.ok()) return r.status();
+  if (r->id != id || r->tokens != (*meta)->record.tokens || r->pending != (*meta)->record.pending)
+    return absl::DataLossError(absl::StrCat(name, ": its state and its record disagree"));
+  Entry e = std::move(**meta);
+  e.record = std::move(*r);
+  return e;
+}
+
+absl::Status SharedSessions::Commit(const SessionRecord& record, uint64_t expected_version, std::span<const float> state) {
+  const std::string meta = Meta(record, expected_version + 1), blob = EncodeSession(expect_.model_fingerprint, record, state);
+  const std::string expected = std::to_string(expected_version), expiry = ExpiryMs(record);
+  absl::StatusOr<RedisReply> r = client_->Eval(kCommit, {Key('l', record.id), Key('m', record.id), Key('s', record.id)},
+                                               {owner_, expected, meta, blob, expiry});
+  if (!r.ok()) return r.status();
+  switch (r->integer) {
+    case 1: return absl::OkStatus();
+    case -1:
+      return absl::AbortedError(absl::StrCat("session '", record.id, "': this replica no longer holds its lease (the turn ran past ",
+                                             lease_ms_, " ms without renewing it)"));
+    case -2: return absl::AbortedError(absl::StrCat("session '", record.id, "' was deleted or expired during the turn"));
+    default:
+      return absl::AbortedError(absl::StrCat("session '", record.id, "' moved on in the store during the turn (version ",
+                                             expected_version, " was the turn's start)"));
+  }
+}
+
+absl::StatusOr<bool> SharedSessions::Remove(const std::string& id) {
+  absl::StatusOr<RedisReply> r = client_->Eval(kRemove, {Key('l', id), Key('m', id), Key('s', id)}, {owner_});
+  if (!r.ok()) return r.status();
+  if (r->integer < 0) return absl::AbortedError(absl::StrCat("session '", id, "': delete without its lease"));
+  return r->integer == 1;
+}
+
+absl::StatusOr<std::vector<SharedSessions::Entry>> SharedSessions::List(size_t limit) {
+  absl::StatusOr<std::vector<std::string>> keys = client_->ScanKeys(absl::StrCat(prefix_, "m:*"), limit);
+  if (!keys.ok()) return keys.status();
+  std::vector<Entry> out;
+  const size_t skip = prefix_.size() + 2;
+  for (const std::string& k : *keys) {
+    absl::StatusOr<std::optional<Entry>> e = Find(k.substr(skip));
+    if (!e.ok() && e.status().code() == absl::StatusCode::kUnavailable) return e.status();
+    if (!e.ok()) continue;  // an entry that does not decode is not a session (BeginTurn says why)
+    if (e->has_value()) out.push_back(std::move(**e));  // gone since the scan: not listed
+  }
+  return out;
+}
+
+}  // namespace gla

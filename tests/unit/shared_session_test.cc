@@ -1,0 +1,312 @@
+// Sessions shared by replicas through the state store (issue 22; engine/sessions/shared_sessions.h):
+// two Schedulers on their own CPU backends stand for two replicas, a redis-server started here for
+// the store. The yardstick, as for sessions on one replica: a conversation whose turns go to
+// either replica gives exactly the tokens of one plain request holding the whole text. Also: one
+// turn at a time across replicas, a dead replica's lease runs out, a turn that lost its lease or
+// was overtaken writes nothing, a store that is gone makes session calls UNAVAILABLE while plain
+// generation goes on, entries of another model or corrupt ones are never used.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "engine/backend.h"
+#include "engine/scheduler.h"
+#include "engine/sessions/shared_sessions.h"
+#include "models/fingerprint.h"
+#include "tests/support/redis_server.h"
+#include "tests/support/scheduler_util.h"
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+using testing::Cat;
+using testing::Collected;
+using testing::Greedy;
+using testing::SubmitCollect;
+using testing::Text;
+
+Collected Turn(Scheduler& s, GenerationSpec spec) { return SubmitCollect(s, std::move(spec)).get(); }
+
+class SharedSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(std::system("command -v redis-server > /dev/null"), 0)
+        << "redis-server is not installed (deploy/install-deps.sh installs it)";
+    redis_ = std::make_unique<testing::RedisServer>(testing::FreePort());
+    ASSERT_TRUE(redis_->Ready()) << "redis-server did not start on port " << redis_->port();
+    fingerprint_ = *ModelFingerprint(testing::TinyModelDir());
+  }
+
+  // A replica: its own backend (its own state pool) and scheduler, the shared store.
+  struct Replica {
+    std::unique_ptr<Backend> backend;
+    std::unique_ptr<Scheduler> scheduler;
+    Scheduler& operator*() { return *scheduler; }
+    Scheduler* operator->() { return scheduler.get(); }
+  };
+  Replica MakeReplica(const std::string& name, int64_t lease_ms = 30000, int64_t host_bytes = int64_t{1} << 30,
+                      int slots = 4, int prefix_cache_block = 0) {
+    Replica r;
+    auto b = MakeCpuBackend(testing::TinyModelDir(), {.slots = slots, .threads = 1});
+    EXPECT_TRUE(b.ok()) << b.status();
+    if (!b.ok()) return r;
+    r.backend = std::move(*b);
+    SchedulerOptions o;
+    o.sessions.model_fingerprint = fingerprint_;
+    o.sessions.host_bytes = host_bytes;
+    RedisOptions ro;
+    ro.connect_timeout_s = ro.command_timeout_s = 0.5;
+    o.sessions.store = std::make_shared<RedisClient>(redis_->address(), ro);
+    o.sessions.replica = name;
+    o.sessions.lease_ms = lease_ms;
+    if (prefix_cache_block > 0) {
+      o.prefix_cache_block = prefix_cache_block;
+      o.prefix_cache_bytes = 64 * r.backend->pool().state_bytes();
+    } else {
+      o.prefix_cache_bytes = 0;
+    }
+    r.scheduler = std::make_unique<Scheduler>(*r.backend, o);
+    return r;
+  }
+
+  std::unique_ptr<testing::RedisServer> redis_;
+  uint64_t fingerprint_ = 0;
+};
+
+TEST_F(SharedSessionTest, TurnsOnEitherReplicaEqualOneRequestHoldingTheWholeText) {
+  Replica a = MakeReplica("a"), b = MakeReplica("b");
+  ASSERT_TRUE(testing::CreateSession(*a, "chat").ok());
+  const auto p1 = Text(23, 1), p2 = Text(9, 2), p3 = Text(70, 3), p4 = Text(11, 4);
+  const Collected o1 = Turn(*a, Greedy(p1, 6, "chat"));
+  ASSERT_TRUE(o1.status.ok()) << o1.status;
+  const Collected o2 = Turn(*b, Greedy(p2, 5, "chat"));  // b has never seen it: read from the store
+  ASSERT_TRUE(o2.status.ok()) << o2.status;
+  EXPECT_EQ(o2.usage.session_tokens, 23 + 6);
+  const Collected o3 = Turn(*a, Greedy(p3, 7, "chat"));  // a's copy is a turn old: read again
+  ASSERT_TRUE(o3.status.ok()) << o3.status;
+  const Collected o4 = Turn(*a, Greedy(p4, 4, "chat"));  // a's copy is current: no read
+  ASSERT_TRUE(o4.status.ok()) << o4.status;
+  const Collected whole = Turn(*b, Greedy(Cat({p1, o1.tokens, p2, o2.tokens, p3, o3.tokens, p4}), 4));
+  EXPECT_EQ(o4.tokens, whole.tokens);
+  EXPECT_EQ(o3.tokens, Turn(*b, Greedy(Cat({p1, o1.tokens, p2, o2.tokens, p3}), 7)).tokens);
+  EXPECT_EQ(a->stats().sessions.store_reads, 1u);
+  EXPECT_EQ(b->stats().sessions.store_reads, 1u);
+  EXPECT_EQ(a->stats().sessions.store_writes, 4u);  // the creation and three turns
+  // Either replica lists it; the one holding the current copy says where.
+  for (Scheduler* s : {a.scheduler.get(), b.scheduler.get()}) {
+    auto list = testing::ListSessionsOrError(*s);
+    ASSERT_TRUE(list.ok()) << list.status();
+    ASSERT_EQ(list->size(), 1u);
+    EXPECT_EQ((*list)[0].tokens, 23 + 6 + 9 + 5 + 70 + 7 + 11 + 4);
+    EXPECT_EQ((*list)[0].where, s == a.scheduler.get() ? "cpu" : "store");
+  }
+}
+
+TEST_F(SharedSessionTest, OneTurnAtATimeAcrossReplicasAndACancelledTurnChangesNothing) {
+  Replica a = MakeReplica("a"), b = MakeReplica("b");
+  ASSERT_TRUE(testing::CreateSession(*b, "c").ok());
+  const auto p1 = Text(20, 7), p2 = Text(8, 8);
+  const Collected o1 = Turn(*a, Greedy(p1, 3, "c"));
+  ASSERT_TRUE(o1.status.ok()) << o1.status;
+  std::shared_ptr<RequestHandle> h;
+  auto endless = SubmitCollect(*a, Greedy(Text(5, 9), 1000000, "c"), nullptr, &h);
+  while (a->stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const Collected second = Turn(*b, Greedy(p2, 2, "c"));
+  EXPECT_EQ(second.status.code(), absl::StatusCode::kFailedPrecondition) << second.status;
+  EXPECT_NE(second.status.message().find("another replica"), std::string::npos) << second.status;
+  EXPECT_EQ(testing::DeleteSession(*b, "c").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(testing::ForkSession(*b, "c").status().code(), absl::StatusCode::kFailedPrecondition);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // some tokens into the turn
+  h->Cancel();
+  EXPECT_EQ(endless.get().reason, FinishReason::kCancelled);
+  const Collected o2 = Turn(*b, Greedy(p2, 5, "c"));  // continues from turn 1, not the cancelled one
+  ASSERT_TRUE(o2.status.ok()) << o2.status;
+  EXPECT_EQ(o2.tokens, Turn(*a, Greedy(Cat({p1, o1.tokens, p2}), 5)).tokens);
+}
+
+TEST_F(SharedSessionTest, ADeadReplicasLeaseRunsOutAndAnOvertakenTurnWritesNothing) {
+  Replica b = MakeReplica("b");
+  ASSERT_TRUE(testing::CreateSession(*b, "d").ok());
+  const auto p1 = Text(15, 10), p2 = Text(6, 11);
+  const Collected o1 = Turn(*b, Greedy(p1, 4, "d"));
+  ASSERT_TRUE(o1.status.ok()) << o1.status;
+  // A replica that took the lease and died: nobody gives it back; it runs out.
+  SessionFileExpect expect{fingerprint_, b.backend->pool().state_floats(), b.backend->config().vocab_size};
+  SharedSessions dead(std::make_shared<RedisClient>(redis_->address()), expect, "dead-replica", 800);
+  ASSERT_TRUE(*dead.Lease("d"));
+  EXPECT_EQ(Turn(*b, Greedy(p2, 3, "d")).status.code(), absl::StatusCode::kFailedPrecondition);
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  const Collected o2 = Turn(*b, Greedy(p2, 3, "d"));
+  ASSERT_TRUE(o2.status.ok()) << o2.status;
+  EXPECT_EQ(o2.tokens, Turn(*b, Greedy(Cat({p1, o1.tokens, p2}), 3)).tokens);
+  // The dead replica comes back and tries to write the turn it started at version 2: the lease is
+  // not its own any more, and had it taken it again, the version moved on.
+  auto entry = dead.Find("d");
+  ASSERT_TRUE(entry.ok() && entry->has_value());
+  EXPECT_EQ((*entry)->version, 3u);  // created, turn 1, turn 2
+  std::vector<float> zeros(static_cast<size_t>(expect.state_floats), 0.0f);
+  SessionRecord stale = (*entry)->record;
+  stale.tokens = 1;
+  absl::Status lost = dead.Commit(stale, 2, zeros);
+  EXPECT_EQ(lost.code(), absl::StatusCode::kAborted) << lost;
+  EXPECT_NE(lost.message().find("no longer holds its lease"), std::string::npos) << lost;
+  ASSERT_TRUE(*dead.Lease("d"));
+  lost = dead.Commit(stale, 2, zeros);
+  EXPECT_EQ(lost.code(), absl::StatusCode::kAborted) << lost;
+  EXPECT_NE(lost.message().find("moved on"), std::string::npos) << lost;
+  ASSERT_TRUE(dead.Unlease("d").ok());
+  // Nothing of it reached the store: the conversation goes on exactly.
+  const auto p3 = Text(9, 12);
+  const Collected o3 = Turn(*b, Greedy(p3, 3, "d"));
+  ASSERT_TRUE(o3.status.ok()) << o3.status;
+  EXPECT_EQ(o3.tokens, Turn(*b, Greedy(Cat({p1, o1.tokens, p2, o2.tokens, p3}), 3)).tokens);
+}
+
+TEST_F(SharedSessionTest, CreateForkAndDeleteActOnTheStore) {
+  Replica a = MakeReplica("a"), b = MakeReplica("b");
+  ASSERT_TRUE(testing::CreateSession(*a, "src").ok());
+  EXPECT_EQ(testing::CreateSession(*b, "src").status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(testing::CreateSession(*b, "../x").status().code(), absl::StatusCode::kInvalidArgument);
+  auto chosen = testing::CreateSession(*b);  // the server makes the id
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  EXPECT_EQ(chosen->id.substr(0, 2), "s-");
+  const auto p1 = Text(30, 13), x = Text(12, 14), y = Text(15, 15);
+  const Collected o1 = Turn(*a, Greedy(p1, 4, "src"));
+  ASSERT_TRUE(o1.status.ok()) << o1.status;
+  auto fork = testing::ForkSession(*b, "src", "fork");  // b reads src from the store
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  EXPECT_EQ(fork->tokens, 34);
+  EXPECT_EQ(testing::ForkSession(*a, "src", "fork").status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(testing::ForkSession(*a, "nope").status().code(), absl::StatusCode::kNotFound);
+  const Collected ax = Turn(*b, Greedy(x, 6, "src"));
+  const Collected fy = Turn(*a, Greedy(y, 6, "fork"));  // a has never held the fork
+  EXPECT_EQ(ax.tokens, Turn(*a, Greedy(Cat({p1, o1.tokens, x}), 6)).tokens);
+  EXPECT_EQ(fy.tokens, Turn(*a, Greedy(Cat({p1, o1.tokens, y}), 6)).tokens);
+  // Deleted on b: a's copy is not brought back to life.
+  ASSERT_TRUE(testing::DeleteSession(*b, "src").ok());
+  EXPECT_EQ(testing::DeleteSession(*a, "src").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Turn(*a, Greedy(x, 2, "src")).status.code(), absl::StatusCode::kNotFound);
+  auto list = testing::ListSessionsOrError(*a);
+  ASSERT_TRUE(list.ok()) << list.status();
+  std::vector<std::string> ids;
+  for (const SessionInfo& i : *list) ids.push_back(i.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"fork", chosen->id}));
+}
+
+TEST_F(SharedSessionTest, CopiesPastTheHostBudgetAreLetGoAndReadBackExact) {
+  // One slot and no host memory: every idle session's copy goes as soon as another needs room.
+  Replica a = MakeReplica("a", 30000, /*host_bytes=*/0, /*slots=*/2);
+  const auto p = Text(18, 16), q = Text(7, 17);
+  std::vector<Collected> first;
+  for (const char* id : {"s1", "s2", "s3"}) {
+    ASSERT_TRUE(testing::CreateSession(*a, id).ok());
+    first.push_back(Turn(*a, Greedy(p, 3, id)));
+    ASSERT_TRUE(first.back().status.ok()) << first.back().status;
+  }
+  for (const char* id : {"s1", "s2", "s3"}) {
+    const Collected next = Turn(*a, Greedy(q, 4, id));
+    ASSERT_TRUE(next.status.ok()) << next.status;
+    EXPECT_EQ(next.tokens, Turn(*a, Greedy(Cat({p, first[0].tokens, q}), 4)).tokens) << id;
+  }
+  EXPECT_GT(a->stats().sessions.store_released, 0u);
+  EXPECT_GT(a->stats().sessions.store_reads, 0u);
+}
+
+TEST_F(SharedSessionTest, AStoreThatIsGoneMakesSessionsUnavailableAndPlainGenerationGoesOn) {
+  Replica a = MakeReplica("a");
+  ASSERT_TRUE(testing::CreateSession(*a, "e").ok());
+  ASSERT_TRUE(Turn(*a, Greedy(Text(10, 18), 2, "e")).status.ok());
+  redis_->Stop(SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Collected turn = Turn(*a, Greedy(Text(5, 19), 2, "e"));
+  EXPECT_EQ(turn.status.code(), absl::StatusCode::kUnavailable) << turn.status;
+  EXPECT_NE(turn.status.message().find("state store"), std::string::npos) << turn.status;
+  EXPECT_EQ(testing::CreateSession(*a, "f").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(testing::ListSessionsOrError(*a).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(testing::DeleteSession(*a, "e").code(), absl::StatusCode::kUnavailable);
+  const Collected plain = Turn(*a, Greedy(Text(10, 20), 5));
+  EXPECT_TRUE(plain.status.ok()) << plain.status;
+  EXPECT_EQ(plain.tokens.size(), 5u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_GT(a->stats().sessions.store_errors, 0u);
+  // A new, empty store: the old sessions are gone (this one persists nothing), new ones work.
+  redis_->Start();
+  ASSERT_TRUE(redis_->Ready());
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // past the client's retry interval
+  EXPECT_EQ(Turn(*a, Greedy(Text(5, 19), 2, "e")).status.code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(testing::CreateSession(*a, "f").ok());
+  EXPECT_TRUE(Turn(*a, Greedy(Text(5, 19), 2, "f")).status.ok());
+}
+
+TEST_F(SharedSessionTest, AnotherModelsOrACorruptEntryIsNeverUsed) {
+  Replica a = MakeReplica("a");
+  ASSERT_TRUE(testing::CreateSession(*a, "g").ok());
+  ASSERT_TRUE(Turn(*a, Greedy(Text(12, 21), 3, "g")).status.ok());
+  SessionFileExpect other{fingerprint_ ^ 1, a.backend->pool().state_floats(), a.backend->config().vocab_size};
+  SharedSessions foreign(std::make_shared<RedisClient>(redis_->address()), other, "x", 1000);
+  EXPECT_FALSE(foreign.Find("g")->has_value()) << "another model's sessions are other keys";
+  // Flip one byte of the stored state: the checksum refuses it, by name.
+  RedisClient raw(redis_->address());
+  const std::string key = absl::StrFormat("gla:%016x:s:g", fingerprint_);
+  auto blob = raw.Get(key);
+  ASSERT_TRUE(blob.ok() && blob->has_value());
+  std::string bad = **blob;
+  bad[bad.size() / 2] ^= 0x40;
+  ASSERT_TRUE(raw.Put(key, bad).ok());
+  Replica b = MakeReplica("b");  // holds no copy: must read it
+  const Collected turn = Turn(*b, Greedy(Text(4, 22), 2, "g"));
+  EXPECT_EQ(turn.status.code(), absl::StatusCode::kDataLoss) << turn.status;
+  EXPECT_NE(turn.status.message().find("session 'g' in the state store"), std::string::npos) << turn.status;
+  // Its lease went back with the refusal: a's current copy still continues it.
+  EXPECT_TRUE(Turn(*a, Greedy(Text(4, 22), 2, "g")).status.ok());
+}
+
+TEST_F(SharedSessionTest, APrefixPrefilledOnOneReplicaIsAHitOnAnother) {
+  Replica a = MakeReplica("a", 30000, int64_t{1} << 30, 4, /*prefix_cache_block=*/16);
+  Replica b = MakeReplica("b", 30000, int64_t{1} << 30, 4, 16);
+  Replica plain = MakeReplica("plain");  // no prefix cache: what every request must give
+  const auto system = Text(70, 30);      // 4 whole blocks + 6
+  auto prompt = [&](int i) { return Cat({system, Text(5 + 3 * i, 31 + i)}); };
+  // a sees the system prompt twice: the second request saves its 64-token prefix, here and in the store.
+  for (int i = 0; i < 2; ++i) {
+    const Collected c = Turn(*a, Greedy(prompt(i), 6));
+    ASSERT_TRUE(c.status.ok()) << c.status;
+    EXPECT_EQ(c.tokens, Turn(*plain, Greedy(prompt(i), 6)).tokens);
+  }
+  EXPECT_EQ(a->stats().prefix_cache.store_writes, 1u);
+  // b has never seen it: its first request with that prefix starts from the store's state.
+  for (int i = 2; i < 4; ++i) {
+    const Collected c = Turn(*b, Greedy(prompt(i), 6));
+    ASSERT_TRUE(c.status.ok()) << c.status;
+    EXPECT_EQ(c.usage.cached_prompt_tokens, 64) << "request " << i;
+    EXPECT_EQ(c.tokens, Turn(*plain, Greedy(prompt(i), 6)).tokens) << "request " << i;
+  }
+  const PrefixCacheStats st = b->stats().prefix_cache;
+  EXPECT_EQ(st.store_hits, 1u) << "the second is a hit in b's own cache";
+  EXPECT_EQ(st.hits, 2u);
+  EXPECT_EQ(st.store_writes, 0u);
+  // A corrupt entry is a miss, never a wrong state; the store gone is a miss too.
+  RedisClient raw(redis_->address());
+  auto keys = raw.ScanKeys(absl::StrFormat("gla:%016x:p:*", fingerprint_), 10);
+  ASSERT_TRUE(keys.ok() && keys->size() == 1u) << keys.status();
+  std::string value = **raw.Get((*keys)[0]);
+  value[value.size() / 2] ^= 0x01;
+  ASSERT_TRUE(raw.Put((*keys)[0], value).ok());
+  Replica c = MakeReplica("c", 30000, int64_t{1} << 30, 4, 16);
+  Collected r = Turn(*c, Greedy(prompt(5), 6));
+  EXPECT_EQ(r.usage.cached_prompt_tokens, 0);
+  EXPECT_EQ(r.tokens, Turn(*plain, Greedy(prompt(5), 6)).tokens);
+  EXPECT_EQ(c->stats().prefix_cache.store_misses, 1u);
+  redis_->Stop(SIGKILL);
+  Replica d = MakeReplica("d", 30000, int64_t{1} << 30, 4, 16);
+  r = Turn(*d, Greedy(prompt(6), 6));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.tokens, Turn(*plain, Greedy(prompt(6), 6)).tokens);
+  EXPECT_EQ(d->stats().prefix_cache.store_errors, 1u);
+}
+
+}  // namespace
+}  // namespace gla
