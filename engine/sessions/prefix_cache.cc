@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "models/fingerprint.h"
 
@@ -15,10 +17,15 @@ constexpr size_t kMaxSeen = 1 << 16;  // sightings remembered (8+4 bytes each); 
 // floats | u64 Hash64 of everything before it.
 constexpr char kMagic[8] = {'G', 'L', 'A', 'P', 'F', 'X', '1', '\0'};
 constexpr int64_t kStoreTtlMs = 3600 * 1000;  // an entry nobody used for an hour goes
-// KEYS: the prompt's block prefixes, longest first. The first that is there: {its index, value}.
+// KEYS: the prompt's block prefixes, longest first. The index of the first that is there (its
+// expiry renewed), or 0. (Its value is read after, in ranges: RedisClient::GetInRanges.)
 constexpr char kLongest[] =
-    "for i, k in ipairs(KEYS) do local v = redis.call('GET', k) "
-    "if v then redis.call('PEXPIRE', k, ARGV[1]) return {i, v} end end return false";
+    "for i, k in ipairs(KEYS) do if redis.call('PEXPIRE', k, ARGV[1]) == 1 then return i end end return 0";
+// KEYS entry, scratch; ARGV expiry ms. The scratch key (written in ranges) becomes the entry unless
+// one is there already (the first copy stays). 1 = written.
+constexpr char kPlace[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[2]) return 0 end "
+    "redis.call('RENAME', KEYS[2], KEYS[1]) redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1";
 
 std::string EncodeEntry(std::span<const int32_t> tokens, std::span<const float> state) {
   std::string out(kMagic, sizeof(kMagic));
@@ -57,6 +64,8 @@ bool DecodeEntry(std::string_view value, std::span<const int32_t> tokens, std::s
 void PrefixCache::ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint) {
   store_ = std::move(store);
   fingerprint_ = fingerprint;
+  std::random_device rd;
+  scratch_suffix_ = absl::StrFormat("%08x%08x", rd(), rd());  // this process's scratch keys
 }
 
 std::string PrefixCache::StoreKey(uint64_t hash) const {
@@ -125,10 +134,10 @@ absl::Status PrefixCache::Insert(std::span<const int32_t> prefix, std::shared_pt
   if (store_ != nullptr && adapter == nullptr) {  // every replica's now (SET NX: the first copy stays)
     absl::Status st = (*state)->Wait();
     if (st.ok()) {
-      const std::string value = EncodeEntry(prefix, {(*state)->data(), static_cast<size_t>((*state)->floats())});
-      absl::StatusOr<RedisReply> r = store_->Eval("return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX')",
-                                                  {StoreKey(key)}, {value, std::to_string(kStoreTtlMs)});
-      st = r.status();
+      const std::string entry = StoreKey(key), scratch = absl::StrCat(entry, ":t:", scratch_suffix_);
+      st = store_->PutInRanges(scratch, EncodeEntry(prefix, {(*state)->data(), static_cast<size_t>((*state)->floats())}),
+                               60000);
+      if (st.ok()) st = store_->Eval(kPlace, {entry, scratch}, {std::to_string(kStoreTtlMs)}).status();
     }
     if (st.ok()) ++counters_.store_writes;
     else ++counters_.store_errors;
@@ -165,19 +174,22 @@ std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32
   for (size_t i = hashes.size(); i-- > 0;) keys.push_back(StoreKey(hashes[i]));
   std::vector<std::string_view> key_views(keys.begin(), keys.end());
   absl::StatusOr<RedisReply> r = store_->Eval(kLongest, key_views, {std::to_string(kStoreTtlMs)});
-  if (!r.ok()) {
+  const int64_t index = r.ok() ? r->integer : 0;  // 1 = the longest prefix
+  if (!r.ok() || index < 1 || index > static_cast<int64_t>(keys.size())) {
+    if (r.ok()) ++counters_.store_misses;
+    else ++counters_.store_errors;
+    return std::nullopt;
+  }
+  absl::StatusOr<std::optional<std::string>> value = store_->GetInRanges(keys[static_cast<size_t>(index - 1)]);
+  if (!value.ok()) {
     ++counters_.store_errors;
     return std::nullopt;
   }
-  if (r->kind != RedisReply::kArray || r->elements.size() != 2) {
-    ++counters_.store_misses;
-    return std::nullopt;
-  }
-  const size_t blocks = hashes.size() + 1 - static_cast<size_t>(r->elements[0].integer);  // longest first
+  const size_t blocks = hashes.size() + 1 - static_cast<size_t>(index);  // longest first
   const size_t n = blocks * static_cast<size_t>(block_);
   absl::StatusOr<std::shared_ptr<HostState>> state = MakeRoom();
-  if (blocks == 0 || blocks > hashes.size() || !state.ok() ||
-      !DecodeEntry(r->elements[1].text, prompt.first(n), {(*state)->data(), static_cast<size_t>((*state)->floats())})) {
+  if (!value->has_value() || !state.ok() ||
+      !DecodeEntry(**value, prompt.first(n), {(*state)->data(), static_cast<size_t>((*state)->floats())})) {
     ++counters_.store_misses;  // a collision or a corrupt entry: a miss
     return std::nullopt;
   }

@@ -94,6 +94,7 @@ class PrefixCache {
   PrefixCacheStats counters_;
   std::shared_ptr<RedisClient> store_;
   uint64_t fingerprint_ = 0;
+  std::string scratch_suffix_;  // names this process's scratch keys in the store
 };
 
 }  // namespace gla

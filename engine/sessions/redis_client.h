@@ -73,6 +73,18 @@ class RedisClient {
   absl::StatusOr<bool> Acquire(std::string_view key, std::string_view owner, int64_t ttl_ms);
   // Gives the lease back when `owner` holds it: whether it did.
   absl::StatusOr<bool> Release(std::string_view key, std::string_view owner);
+  // Large values (session and prefix states: up to tens of MiB) moved in ranges of at most
+  // kRangeBytes: hiredis reads a reply into a buffer that grows 1 MiB at a time past 1 MiB, and
+  // moves the unsent rest of a command forward after each partial write, so one GET or SET of 48 MiB
+  // copies gigabytes; in ranges it copies each byte a few times. PutInRanges sizes the string
+  // first (one SETRANGE at its last byte), then fills it; the key expires after ttl_ms (> 0) so a
+  // writer that dies halfway leaves nothing for long. Not atomic: write to a scratch key, then
+  // RENAME it in a script (shared_sessions.cc does). GetInRanges: nullopt when the key is missing
+  // or empty; the caller checks a checksum (the value may change between ranges unless the caller
+  // holds what guards it).
+  static constexpr size_t kRangeBytes = size_t{1} << 20;
+  absl::Status PutInRanges(std::string_view key, std::string_view value, int64_t ttl_ms);
+  absl::StatusOr<std::optional<std::string>> GetInRanges(std::string_view key);
   // DEL of several keys at once (atomic): how many were there.
   absl::StatusOr<int64_t> DeleteKeys(const std::vector<std::string>& keys);
   // A server-side script (EVAL): it runs atomically, so a check and the writes it guards are one step.

@@ -13,22 +13,29 @@ namespace gla {
 
 namespace {
 
-// KEYS meta, state; ARGV meta, state, expiry ms (0: none). 1 = created, 0 = exists.
+// The state travels to a scratch key first (RedisClient::PutInRanges: a large value in one command
+// is slow through hiredis); these scripts then check and RENAME it into place, so a reader never
+// sees half a state and a refused write leaves nothing behind.
+// KEYS meta, state, scratch; ARGV meta, expiry ms (0: none). 1 = created, 0 = exists.
 constexpr char kCreate[] =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
-    "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[1]) redis.call('SET', KEYS[2], ARGV[2]) "
-    "else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end "
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[3]) return 0 end "
+    "redis.call('RENAME', KEYS[3], KEYS[2]) "
+    "if ARGV[2] == '0' then redis.call('SET', KEYS[1], ARGV[1]) redis.call('PERSIST', KEYS[2]) "
+    "else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) redis.call('PEXPIRE', KEYS[2], ARGV[2]) end "
     "return 1";
-// KEYS lease, meta, state; ARGV owner, expected version, meta, state, expiry ms.
+// KEYS lease, meta, state, scratch; ARGV owner, expected version, meta, expiry ms.
 // 1 = written; -1 = the lease is not ours; -2 = no session; -3 = another version.
 constexpr char kCommit[] =
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
+    "local function refuse(code) redis.call('DEL', KEYS[4]) return code end "
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return refuse(-1) end "
     "local m = redis.call('GET', KEYS[2]) "
-    "if m == false then return -2 end "
-    "if string.match(m, '^(%d+)\\n') ~= ARGV[2] then return -3 end "
-    "if ARGV[5] == '0' then redis.call('SET', KEYS[2], ARGV[3]) redis.call('SET', KEYS[3], ARGV[4]) "
-    "else redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[5]) redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end "
+    "if m == false then return refuse(-2) end "
+    "if string.match(m, '^(%d+)\\n') ~= ARGV[2] then return refuse(-3) end "
+    "redis.call('RENAME', KEYS[4], KEYS[3]) "
+    "if ARGV[4] == '0' then redis.call('SET', KEYS[2], ARGV[3]) redis.call('PERSIST', KEYS[3]) "
+    "else redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) redis.call('PEXPIRE', KEYS[3], ARGV[4]) end "
     "return 1";
+constexpr int64_t kScratchTtlMs = 60000;  // a writer that dies halfway leaves its scratch key this long
 // KEYS lease, meta, state; ARGV owner. 1 = deleted, 0 = not there, -1 = the lease is not ours.
 constexpr char kRemove[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
@@ -78,10 +85,14 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::ParseMeta(const std::strin
   return e;
 }
 
+std::string SharedSessions::Scratch(const std::string& id) const { return absl::StrCat(Key('t', id), ":", owner_); }
+
 absl::StatusOr<bool> SharedSessions::Create(const SessionRecord& record, std::span<const float> state) {
-  const std::string meta = Meta(record, 1), blob = EncodeSession(expect_.model_fingerprint, record, state);
-  const std::string expiry = ExpiryMs(record);
-  absl::StatusOr<RedisReply> r = client_->Eval(kCreate, {Key('m', record.id), Key('s', record.id)}, {meta, blob, expiry});
+  const std::string meta = Meta(record, 1), expiry = ExpiryMs(record), scratch = Scratch(record.id);
+  if (absl::Status s = client_->PutInRanges(scratch, EncodeSession(expect_.model_fingerprint, record, state), kScratchTtlMs);
+      !s.ok())
+    return s;
+  absl::StatusOr<RedisReply> r = client_->Eval(kCreate, {Key('m', record.id), Key('s', record.id), scratch}, {meta, expiry});
   if (!r.ok()) return r.status();
   return r->integer == 1;
 }
@@ -106,7 +117,7 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id
   absl::StatusOr<std::optional<Entry>> meta = Find(id);
   if (!meta.ok()) return meta.status();
   if (!meta->has_value()) return absl::NotFoundError(absl::StrCat("no session '", id, "' in the state store"));
-  absl::StatusOr<std::optional<std::string>> v = client_->Get(Key('s', id));
+  absl::StatusOr<std::optional<std::string>> v = client_->GetInRanges(Key('s', id));
   if (!v.ok()) return v.status();
   const std::string name = absl::StrCat("session '", id, "' in the state store");
   if (!v->has_value()) return absl::DataLossError(absl::StrCat(name, ": its record is there, its state is not"));
@@ -120,10 +131,13 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id
 }
 
 absl::Status SharedSessions::Commit(const SessionRecord& record, uint64_t expected_version, std::span<const float> state) {
-  const std::string meta = Meta(record, expected_version + 1), blob = EncodeSession(expect_.model_fingerprint, record, state);
+  const std::string meta = Meta(record, expected_version + 1), scratch = Scratch(record.id);
   const std::string expected = std::to_string(expected_version), expiry = ExpiryMs(record);
-  absl::StatusOr<RedisReply> r = client_->Eval(kCommit, {Key('l', record.id), Key('m', record.id), Key('s', record.id)},
-                                               {owner_, expected, meta, blob, expiry});
+  if (absl::Status s = client_->PutInRanges(scratch, EncodeSession(expect_.model_fingerprint, record, state), kScratchTtlMs);
+      !s.ok())
+    return s;
+  absl::StatusOr<RedisReply> r = client_->Eval(
+      kCommit, {Key('l', record.id), Key('m', record.id), Key('s', record.id), scratch}, {owner_, expected, meta, expiry});
   if (!r.ok()) return r.status();
   switch (r->integer) {
     case 1: return absl::OkStatus();

@@ -5,6 +5,8 @@
 //                             file's layout without its state (cheap to read: a listing, a check)
 //   gla:<fingerprint>:s:<id>  its record and state, the session file's layout (session_file.h)
 //   gla:<fingerprint>:l:<id>  its lease: the replica running a turn on it, with an expiry
+//   gla:<fingerprint>:t:<id>:<replica>  a state on its way in (written in ranges, then renamed to s:
+//                             by the script that checks the lease and version; expires in a minute)
 // A turn holds the lease from its start to its end; the state it leaves is written only while
 // the lease is still this replica's and the version is the one the turn started from, in one
 // server-side script: two replicas never interleave turns of one session, and a replica that
@@ -63,6 +65,7 @@ class SharedSessions {
 
  private:
   std::string Key(char kind, const std::string& id) const;
+  std::string Scratch(const std::string& id) const;  // where this replica writes a state before its script moves it
   std::string Meta(const SessionRecord& record, uint64_t version) const;
   absl::StatusOr<Entry> ParseMeta(const std::string& id, std::string_view value) const;
   // The expiry of a session's keys: its TTL from now (0: none).

@@ -79,6 +79,30 @@ TEST_F(RedisClientTest, ValuesAreBinarySafeAndExpire) {
   EXPECT_FALSE(c.Get("prefix:p")->has_value());
 }
 
+// Large values in ranges: sizes on and around the range's boundary, every byte value, the expiry
+// set, a missing key, and a value overwritten whole by a shorter one (no stale tail).
+TEST_F(RedisClientTest, LargeValuesGoInRangesWholeAndExact) {
+  RedisClient c(Address());
+  const size_t r = RedisClient::kRangeBytes;
+  for (size_t size : {size_t{1}, r - 1, r, r + 1, 5 * r + 12345}) {
+    std::string v(size, '\0');
+    for (size_t i = 0; i < size; ++i) v[i] = static_cast<char>((i * 131 + size) % 256);
+    ASSERT_TRUE(c.PutInRanges("big", v, 60000).ok()) << size;
+    auto got = c.GetInRanges("big");
+    ASSERT_TRUE(got.ok() && got->has_value()) << size;
+    EXPECT_EQ(**got, v) << size;
+  }
+  auto ttl = c.Eval("return redis.call('PTTL', KEYS[1])", {"big"}, {});
+  ASSERT_TRUE(ttl.ok());
+  EXPECT_GT(ttl->integer, 50000);
+  EXPECT_LE(ttl->integer, 60000);
+  ASSERT_TRUE(c.PutInRanges("big", "short", 60000).ok());
+  EXPECT_EQ(c.GetInRanges("big")->value_or(""), "short");
+  EXPECT_FALSE(c.GetInRanges("nothing")->has_value());
+  EXPECT_EQ(c.PutInRanges("big", "", 60000).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.PutInRanges("big", "x", 0).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(RedisClientTest, ALeaseHasOneOwnerAndIsFreeAgainAfterItsTime) {
   RedisClient a(Address()), b(Address());
   EXPECT_TRUE(*a.Acquire("lease:s", "replica-a", 60000));

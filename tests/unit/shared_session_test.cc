@@ -15,6 +15,7 @@
 #include "engine/scheduler.h"
 #include "engine/sessions/shared_sessions.h"
 #include "models/fingerprint.h"
+#include "tests/support/random_model.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/scheduler_util.h"
 #include "tests/support/test_util.h"
@@ -48,14 +49,14 @@ class SharedSessionTest : public ::testing::Test {
     Scheduler* operator->() { return scheduler.get(); }
   };
   Replica MakeReplica(const std::string& name, int64_t lease_ms = 30000, int64_t host_bytes = int64_t{1} << 30,
-                      int slots = 4, int prefix_cache_block = 0) {
+                      int slots = 4, int prefix_cache_block = 0, const std::string& model = testing::TinyModelDir()) {
     Replica r;
-    auto b = MakeCpuBackend(testing::TinyModelDir(), {.slots = slots, .threads = 1});
+    auto b = MakeCpuBackend(model, {.slots = slots, .threads = 1});
     EXPECT_TRUE(b.ok()) << b.status();
     if (!b.ok()) return r;
     r.backend = std::move(*b);
     SchedulerOptions o;
-    o.sessions.model_fingerprint = fingerprint_;
+    o.sessions.model_fingerprint = *ModelFingerprint(model);
     o.sessions.host_bytes = host_bytes;
     RedisOptions ro;
     ro.connect_timeout_s = ro.command_timeout_s = 0.5;
@@ -103,6 +104,41 @@ TEST_F(SharedSessionTest, TurnsOnEitherReplicaEqualOneRequestHoldingTheWholeText
     EXPECT_EQ((*list)[0].tokens, 23 + 6 + 9 + 5 + 70 + 7 + 11 + 4);
     EXPECT_EQ((*list)[0].where, s == a.scheduler.get() ? "cpu" : "store");
   }
+}
+
+// A state of 1.7 MiB (a random model with wide heads), so every write and read of it goes to the
+// store in several ranges (RedisClient::kRangeBytes), and a prefix state too.
+TEST_F(SharedSessionTest, StatesLargerThanARangeGoThroughExact) {
+  static const std::string dir = [] {
+    const std::string d = testing::MakeTempDir("shared_wide_model");
+    testing::RandomModelSpec spec;
+    spec.config_json = R"({"model_type": "gla", "hidden_size": 768, "num_hidden_layers": 3, "num_heads": 2,
+      "expand_k": 0.5, "expand_v": 1, "hidden_ratio": 2, "vocab_size": 300, "use_output_gate": true,
+      "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": false})";
+    spec.seed = 11;
+    const absl::Status s = testing::WriteRandomModel(d, spec);
+    if (!s.ok()) ADD_FAILURE() << s;
+    return d;
+  }();
+  Replica a = MakeReplica("a", 30000, int64_t{1} << 30, 4, 16, dir), b = MakeReplica("b", 30000, int64_t{1} << 30, 4, 16, dir);
+  ASSERT_GT(a.backend->pool().state_bytes(), 3 * static_cast<int64_t>(RedisClient::kRangeBytes) / 2);
+  ASSERT_TRUE(testing::CreateSession(*a, "wide").ok());
+  const auto p1 = Text(40, 41), p2 = Text(7, 42), p3 = Text(9, 43);
+  const Collected o1 = Turn(*a, Greedy(p1, 4, "wide"));
+  ASSERT_TRUE(o1.status.ok()) << o1.status;
+  const Collected o2 = Turn(*b, Greedy(p2, 4, "wide"));
+  ASSERT_TRUE(o2.status.ok()) << o2.status;
+  const Collected o3 = Turn(*a, Greedy(p3, 4, "wide"));
+  ASSERT_TRUE(o3.status.ok()) << o3.status;
+  EXPECT_EQ(o3.tokens, Turn(*b, Greedy(Cat({p1, o1.tokens, p2, o2.tokens, p3}), 4)).tokens);
+  EXPECT_EQ(a->stats().sessions.store_reads + b->stats().sessions.store_reads, 2u);
+  // A prefix (two 16-token blocks) saved on a, used on b.
+  const auto system = Text(35, 44);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(Turn(*a, Greedy(Cat({system, Text(3, 45 + i)}), 2)).status.ok());
+  const Collected hit = Turn(*b, Greedy(Cat({system, Text(3, 47)}), 3));
+  EXPECT_EQ(hit.usage.cached_prompt_tokens, 32);
+  Replica plain = MakeReplica("plain", 30000, int64_t{1} << 30, 4, 0, dir);
+  EXPECT_EQ(hit.tokens, Turn(*plain, Greedy(Cat({system, Text(3, 47)}), 3)).tokens);
 }
 
 TEST_F(SharedSessionTest, OneTurnAtATimeAcrossReplicasAndACancelledTurnChangesNothing) {
