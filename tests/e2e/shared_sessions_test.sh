@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Three glad replicas sharing their sessions through one redis-server (--state_store), on loopback
-# (issue 22): a conversation whose turns go round-robin over the replicas gives exactly the tokens of
+# Three glad replicas sharing their sessions through one redis-server (--state_store), on loopback,
+# and nginx in front of them (issue 22): a conversation whose turns go round-robin over the replicas gives exactly the tokens of
 # the same conversation on one replica; two turns on one session at once on two replicas: the second
 # is refused, never interleaved; kill -9 of the replica running a turn: once its lease runs out,
 # the next turn continues on another replica from the last completed turn, exactly; Redis stopped:
@@ -15,7 +15,9 @@ skip_if_sanitized "$sanitized" "shared sessions test"
 command -v redis-server > /dev/null || { echo "redis-server is not installed (deploy/install-deps.sh installs it)"; exit 1; }
 work=$(mktemp -d)
 declare -A pid
-trap 'for p in "${pid[@]}"; do kill -9 $p 2> /dev/null; done; wait 2> /dev/null; rm -rf "$work"' EXIT
+# nginx gets SIGTERM (its master stops its workers; after SIGKILL they would outlive the test).
+trap '[ -n "${pid[nginx]:-}" ] && kill "${pid[nginx]}" 2> /dev/null; unset "pid[nginx]"
+      for p in "${pid[@]}"; do kill -9 $p 2> /dev/null; done; wait 2> /dev/null; rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -5 "$f"; done; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -111,7 +113,31 @@ expected=$(turn 0 witness "${prompts[2]}") || fail "witness turn 2: $(cat "$work
 [ "$after" = "$expected" ] || fail "after kill -9 the turn gave '$after', the last completed turn's continuation is '$expected'"
 echo "ok: kill -9 mid-turn: ${waited} s later another replica continued from the last completed turn, exactly"
 
-# 4. A system prompt prefilled on replica 0 (seen twice there: its prefix state is saved, and written
+# 4. Behind nginx (deploy/nginx/gla.conf), a session the server names: the creating call and the
+# turns may land on different replicas (the id is not the client's, so not what the proxy hashed):
+# with the store it makes no difference, the turns equal the same on one replica.
+here=$(cd "$(dirname "$0")/../.." && pwd)
+command -v nginx > /dev/null || fail "nginx is not installed (deploy/install-deps.sh installs it)"
+for r in 0 1 2; do echo "server 127.0.0.1:${port[$r]};" >> "$work/gla-grpc-replicas.conf"; done
+cp "$work/gla-grpc-replicas.conf" "$work/gla-http-replicas.conf"  # (the HTTP side is not used here)
+proxy_http=$(free_port) proxy_grpc=$(free_port)
+sed -e "s|listen 8000;|listen 127.0.0.1:$proxy_http;|" -e "s|listen 50051 http2;|listen 127.0.0.1:$proxy_grpc http2;|" \
+  "$here/deploy/nginx/gla.conf" > "$work/gla.conf"
+mkdir -p "$work/tmp"
+nginx -e stderr -p "$work/" -c "$work/gla.conf" -g "daemon off;" 2> "$work/nginx.log" &
+pid[nginx]=$!
+port[proxy]=$proxy_grpc
+for _ in $(seq 50); do "$cli" health --addr "127.0.0.1:$proxy_grpc" > /dev/null 2>&1 && break; sleep 0.1; done
+named=$("$cli" session-create --addr "127.0.0.1:$proxy_grpc" 2> "$work/cli.err") || fail "session-create through nginx: $(cat "$work/cli.err")"
+create 0 alone
+for i in 0 1 2 3; do
+  a=$(turn proxy "$named" "${prompts[$i]}") || fail "turn $i through nginx: $(cat "$work/turn.err")"
+  b=$(turn 0 alone "${prompts[$i]}") || fail "turn $i on replica 0: $(cat "$work/turn.err")"
+  [ -n "$a" ] && [ "$a" = "$b" ] || fail "turn $i: through nginx '$a', on one replica '$b'"
+done
+echo "ok: a server-named session ($named) created and continued through nginx equals the same turns on one replica"
+
+# 5. A system prompt prefilled on replica 0 (seen twice there: its prefix state is saved, and written
 # to the store) is a hit on replica 2, which has never seen it.
 system="You are a careful assistant for the city of Atlanta. The jury said that the election was conducted
 fairly and that the mayor had been informed of every complaint the voters made about the primary.
@@ -128,7 +154,7 @@ grep -q "cached_prompt_tokens=[1-9]" "$work/prefix.out" || grep -q "cached=[1-9]
 "$cli" info --addr "127.0.0.1:${port[2]}" | grep -q "store_hits: 1" || fail "replica 2 counts no prefix hit in the store"
 echo "ok: a prefix prefilled on replica 0 is a hit on replica 2 ($(grep -o 'cached[a-z_]*=[0-9]*' "$work/prefix.out"))"
 
-# 5. Redis gone: sessions UNAVAILABLE, plain generation goes on; back (empty): new sessions work.
+# 6. Redis gone: sessions UNAVAILABLE, plain generation goes on; back (empty): new sessions work.
 kill -9 "${pid[redis]}"; wait "${pid[redis]}" 2> /dev/null; unset 'pid[redis]'
 turn 0 solo " again" 2 > /dev/null && fail "a session turn ran without the store"
 grep -q "UNAVAILABLE.*state store" "$work/turn.err" || fail "a session turn without the store: $(cat "$work/turn.err")"
