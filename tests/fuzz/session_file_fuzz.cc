@@ -4,6 +4,9 @@
 // Promise: the file is refused with a status naming it, or the record has a non-negative token
 // count and a name no longer than the format's limit, both reads agree, and the state buffer is
 // filled, and a pending token is inside the vocabulary; never a FIFO-blocking open, a read outside the file's bytes, UB, crash or leak.
+// The same bytes as a shared-store entry (DecodeSession: the layout in one buffer, issue 22) must be
+// judged the same way as the file, and as a store listing's record (record_only) accepted whenever
+// the whole entry is.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -27,6 +30,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto full = gla::ReadSessionFile(path, expect, state);
   GLA_FUZZ_CHECK(header_only.ok() == full.ok(), "header-only read %s, full read %s",
                  header_only.status().ToString().c_str(), full.status().ToString().c_str());
+  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  std::vector<float> from_store(kStateFloats, -1.0f);
+  auto entry = gla::DecodeSession(bytes, expect, from_store, "session 'x' in the state store");
+  GLA_FUZZ_CHECK(entry.ok() == full.ok(), "store entry %s, file %s", entry.status().ToString().c_str(),
+                 full.status().ToString().c_str());
+  if (entry.ok()) {
+    GLA_FUZZ_CHECK(from_store == state && entry->id == full->id && entry->tokens == full->tokens,
+                   "the store entry and the file read differently");
+    gla::SessionFileExpect record_only = expect;
+    record_only.record_only = true;
+    GLA_FUZZ_CHECK(gla::DecodeSession(bytes, record_only, {}, "r").ok(), "a whole entry refused as a record");
+  }
   if (!full.ok()) {
     GLA_FUZZ_CHECK(full.status().message().find(path) != std::string::npos, "refusal does not name the file: %s",
                    full.status().ToString().c_str());
