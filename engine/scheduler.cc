@@ -85,6 +85,7 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
       mask_workers_(options.mask_threads) {
   stats_.slots = backend_.pool().capacity();
   prefix_cache_.ShareThrough(options.sessions.store, options.sessions.model_fingerprint);  // --state_store
+  sessions_.SetPoster([this](std::function<void()> task) { return Post(std::move(task)); });
   refused_session_files_ = sessions_.LoadDirectory();
   stats_.sessions = sessions_.stats();
   thread_ = std::thread([this] { Loop(); });
@@ -250,6 +251,26 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
   update.usage.queue_time_s = r.slot >= 0 ? secs(r.admitted - r.arrival) : secs(now - r.arrival);
   update.usage.time_to_first_token_s = r.output.empty() ? 0.0 : secs(r.first_token - r.arrival);
   const bool was_running = r.slot >= 0;
+  // The shared tier writes a turn that ended well on the store thread: the turn's last message
+  // goes out once the write is done (or says it failed); the slot is the write's meanwhile.
+  if (r.session != nullptr && sessions_.async() && update.status.ok() && reason != FinishReason::kCancelled &&
+      r.slot >= 0 && r.last_sampled) {
+    const int64_t added = static_cast<int64_t>(r.spec.prompt.size()) - r.carried + r.sampled;
+    SessionStore::Session& session = *r.session;
+    const int slot = r.slot;
+    r.slot = -1;
+    r.session = nullptr;
+    auto sink = std::make_shared<UpdateSink>(std::move(r.sink));
+    auto last = std::make_shared<GenerationUpdate>(std::move(update));
+    r.sink = [](GenerationUpdate&&) {};  // (Finish's own send below goes nowhere)
+    sessions_.CommitAsync(session, slot, added, r.last_sampled, r.spec.adapter_name, [this, sink, last](absl::Status st) {
+      if (!st.ok()) last->status = std::move(st);  // the turn did not complete: the client is told
+      PublishStats();
+      (*sink)(std::move(*last));
+    });
+    update = GenerationUpdate{};
+    update.finished = true;
+  }
   if (r.session != nullptr) {
     // A turn that ended well leaves its state (and slot) to the session; any other leaves the
     // session as it was.
@@ -287,8 +308,11 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
 }
 
 void Scheduler::Intake(std::shared_ptr<Request> r) {
-  if (!r->spec.session.empty()) {
-    auto session = sessions_.BeginTurn(r->spec.session, r->spec.adapter_name);
+  if (r->spec.session.empty()) {
+    waiting_.push_back(std::move(r));
+    return;
+  }
+  auto begun = [this, r](absl::StatusOr<SessionStore::Session*> session) {
     if (!session.ok()) {
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -298,8 +322,12 @@ void Scheduler::Intake(std::shared_ptr<Request> r) {
       return;
     }
     r->session = *session;
-  }
-  waiting_.push_back(std::move(r));
+    waiting_.push_back(r);
+  };
+  // With the shared tier the lease and the state come from the store on its own thread; the
+  // request waits for them outside the queue, the loop goes on.
+  if (sessions_.async()) sessions_.BeginTurnAsync(r->spec.session, r->spec.adapter_name, std::move(begun));
+  else begun(sessions_.BeginTurn(r->spec.session, r->spec.adapter_name));
 }
 
 std::optional<int> Scheduler::AcquireSlot(const Request& waiting) {
@@ -761,7 +789,8 @@ void Scheduler::Loop() {
       else cv_.wait(lock, has_work);
       arrived.swap(incoming_);
       tasks.swap(tasks_);
-      exit = stopping_ && running_.empty() && waiting_.empty() && arrived.empty();
+      // (Store jobs out: their outcomes come back as tasks, and their requests wait for them.)
+      exit = stopping_ && running_.empty() && waiting_.empty() && arrived.empty() && sessions_.store_jobs() == 0;
       if (exit) loop_ended_ = true;  // no task can be posted after this
       else cancel_all = stopping_ && grace_end_ && SteadyClock::now() >= *grace_end_;
     }

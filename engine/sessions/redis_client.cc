@@ -30,6 +30,9 @@ constexpr char kAcquire[] =
     "if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end "
     "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
     "return 0";
+// Extends `key` by ARGV[2] ms only when ARGV[1] holds it.
+constexpr char kRenew[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 // Deletes `key` only when ARGV[1] holds it.
 constexpr char kRelease[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
@@ -238,6 +241,14 @@ absl::StatusOr<bool> RedisClient::Acquire(std::string_view key, std::string_view
   if (ttl_ms <= 0) return absl::InvalidArgumentError("a lease needs a positive time to live");
   const std::string ttl = std::to_string(ttl_ms);
   absl::StatusOr<Reply> r = Command({"EVAL", kAcquire, "1", key, owner, ttl});
+  if (!r.ok()) return r.status();
+  return r->kind == Reply::kInteger && r->integer == 1;
+}
+
+absl::StatusOr<bool> RedisClient::Renew(std::string_view key, std::string_view owner, int64_t ttl_ms) {
+  if (ttl_ms <= 0) return absl::InvalidArgumentError("a lease needs a positive time to live");
+  const std::string ttl = std::to_string(ttl_ms);
+  absl::StatusOr<Reply> r = Command({"EVAL", kRenew, "1", key, owner, ttl});
   if (!r.ok()) return r.status();
   return r->kind == Reply::kInteger && r->integer == 1;
 }

@@ -71,6 +71,8 @@ class RedisClient {
   // `owner` takes the lease `key` for ttl_ms, or renews it when it already holds it: true. false
   // when another owner holds it.
   absl::StatusOr<bool> Acquire(std::string_view key, std::string_view owner, int64_t ttl_ms);
+  // Extends the lease by ttl_ms only while `owner` holds it (never takes a free one): whether it did.
+  absl::StatusOr<bool> Renew(std::string_view key, std::string_view owner, int64_t ttl_ms);
   // Gives the lease back when `owner` holds it: whether it did.
   absl::StatusOr<bool> Release(std::string_view key, std::string_view owner);
   // Large values (session and prefix states: up to tens of MiB) moved in ranges of at most

@@ -29,6 +29,7 @@ SessionStore::SessionStore(StatePool& pool, SessionOptions options, std::string 
     shared_ = std::make_unique<SharedSessions>(options_.store, Expect(),
                                                options_.replica.empty() ? ReplicaName() : options_.replica,
                                                std::max<int64_t>(options_.lease_ms, 1));
+  if (options_.store != nullptr) store_thread_ = std::make_unique<StoreThread>();
 }
 
 std::string SessionStore::PathOf(const std::string& id) const {
@@ -238,13 +239,19 @@ absl::StatusOr<std::shared_ptr<HostState>> SessionStore::Restore(Session& s, int
   return s.host;
 }
 
-absl::Status SessionStore::Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
-                                  const std::string& adapter) {
+SessionRecord SessionStore::NextRecord(const Session& s, int64_t tokens_added, std::optional<int32_t> pending,
+                                       const std::string& adapter) const {
   SessionRecord next = s.record;
   next.tokens += tokens_added;
   next.pending = pending;
   next.adapter = adapter;
   next.last_used_unix_s = NowUnix();
+  return next;
+}
+
+absl::Status SessionStore::Commit(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
+                                  const std::string& adapter) {
+  SessionRecord next = NextRecord(s, tokens_added, pending, adapter);
   if (shared()) {
     // Before the turn's last message goes out; only while the lease is still ours and the store
     // still at the version the turn started from.
@@ -256,7 +263,7 @@ absl::Status SessionStore::Commit(Session& s, int slot, int64_t tokens_added, st
                         "writing the turn's state");
     ++s.store_version;
     ++counters_.store_writes;
-    if (s.leased) shared_->Unlease(s.record.id).IgnoreError();  // else it expires
+    if (s.leased) UnleaseLater(s.record.id);  // else it expires
     s.leased = false;
   } else if (write_through()) {
     // Before the turn's last message goes out (the scheduler sends it after this returns).
@@ -282,7 +289,7 @@ absl::Status SessionStore::Commit(Session& s, int slot, int64_t tokens_added, st
 }
 
 void SessionStore::Abort(Session& s) {
-  if (s.leased) shared_->Unlease(s.record.id).IgnoreError();  // else it expires
+  if (s.leased) UnleaseLater(s.record.id);  // else it expires
   s.leased = false;
   s.busy = false;
   EnforceHostBudget();
@@ -470,7 +477,7 @@ absl::StatusOr<SessionInfo> SessionStore::CreateShared(std::string id, int64_t t
 
 absl::Status SessionStore::DeleteShared(const std::string& id) {
   auto it = sessions_.find(id);
-  if (it != sessions_.end() && it->second->busy)
+  if ((it != sessions_.end() && it->second->busy) || preparing_.count(id) != 0)
     return absl::FailedPreconditionError(absl::StrCat("session '", id, "' has a request running; cancel it first"));
   absl::StatusOr<bool> leased = shared_->Lease(id);
   if (!leased.ok()) return StoreError(leased.status(), "deleting the session");
@@ -507,7 +514,7 @@ absl::StatusOr<std::vector<SessionInfo>> SessionStore::ListShared() {
 
 absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, std::string id, int64_t ttl_s) {
   auto it = sessions_.find(src_id);
-  if (it != sessions_.end() && it->second->busy)
+  if ((it != sessions_.end() && it->second->busy) || preparing_.count(src_id) != 0)
     return absl::FailedPreconditionError(absl::StrCat("session '", src_id, "' has a request running; fork it when it ends"));
   if (!id.empty() && !AdapterRegistry::ValidateName(id).ok())
     return absl::InvalidArgumentError(absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
@@ -564,7 +571,7 @@ absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, 
 absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurnShared(const std::string& id, const std::string& adapter,
                                                                      bool check_adapter) {
   auto it = sessions_.find(id);
-  if (it != sessions_.end() && it->second->busy)
+  if ((it != sessions_.end() && it->second->busy) || preparing_.count(id) != 0)
     return absl::FailedPreconditionError(
         absl::StrCat("session '", id, "' already has a request running (one turn at a time: wait for it to end)"));
   absl::StatusOr<bool> leased = shared_->Lease(id);
@@ -613,13 +620,171 @@ absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurnShared(const std::
   return s;
 }
 
+void SessionStore::UnleaseLater(const std::string& id) {
+  if (store_thread_ == nullptr) {
+    shared_->Unlease(id).IgnoreError();
+    return;
+  }
+  store_thread_->Run([shared = shared_.get(), id] { shared->Unlease(id).IgnoreError(); });
+}
+
+void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adapter,
+                                  std::function<void(absl::StatusOr<Session*>)> done) {
+  auto it = sessions_.find(id);
+  if ((it != sessions_.end() && it->second->busy) || preparing_.count(id) != 0) {
+    done(absl::FailedPreconditionError(
+        absl::StrCat("session '", id, "' already has a request running (one turn at a time: wait for it to end)")));
+    return;
+  }
+  // What the store thread finds; read back on the loop.
+  struct Found {
+    absl::Status status;
+    bool store_failed = false;  // status is the store's (counted, said UNAVAILABLE)
+    SharedSessions::Entry entry;
+    bool read = false;  // entry's state is in `host`
+    std::shared_ptr<HostState> host;
+  };
+  auto found = std::make_shared<Found>();
+  const uint64_t local_version = it != sessions_.end() ? it->second->store_version : 0;
+  if (it != sessions_.end()) it->second->busy = true;  // nothing lets it go or runs on it meanwhile
+  preparing_.insert(id);
+  if (auto host = pool_.NewHostState(); host.ok()) found->host = std::move(*host);  // in case a read is needed
+  ++store_jobs_;
+  store_thread_->Run([this, id, local_version, found, adapter, done = std::move(done)]() mutable {
+    SharedSessions& shared = *shared_;  // thread-safe; nothing else of the store is touched here
+    absl::StatusOr<bool> leased = shared.Lease(id);
+    if (!leased.ok()) {
+      found->status = leased.status(), found->store_failed = true;
+    } else if (!*leased) {
+      found->status = absl::FailedPreconditionError(absl::StrCat(
+          "session '", id, "' already has a request running on another replica (one turn at a time: wait for it to end)"));
+    } else {
+      absl::StatusOr<std::optional<SharedSessions::Entry>> entry = shared.Find(id);
+      if (!entry.ok()) {
+        found->status = entry.status(), found->store_failed = true;
+      } else if (!entry->has_value()) {
+        found->status = absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
+      } else {
+        found->entry = std::move(**entry);
+        const SessionRecord& r = found->entry.record;
+        if (found->entry.version != local_version && (r.tokens > 0 || r.pending)) {
+          if (found->host == nullptr) {
+            found->status = absl::ResourceExhaustedError("no host memory for the session's state");
+          } else {
+            absl::StatusOr<SharedSessions::Entry> read =
+                shared.Read(id, {found->host->data(), static_cast<size_t>(found->host->floats())});
+            if (!read.ok()) found->status = read.status(), found->store_failed = true;
+            else if (read->version != found->entry.version) found->status = absl::InternalError("the store's version moved under the lease");
+            else found->entry.record = std::move(read->record), found->read = true;
+          }
+        }
+      }
+      if (!found->status.ok()) shared.Unlease(id).IgnoreError();
+    }
+    // The outcome on the loop. (The loop outlives this job: it ends only with no job out.)
+    poster_([this, id, adapter, found, done = std::move(done)]() mutable {
+      --store_jobs_;
+      preparing_.erase(id);
+      auto it = sessions_.find(id);
+      Session* s = it != sessions_.end() ? it->second.get() : nullptr;
+      if (s != nullptr) s->busy = false;
+      auto fail = [&](absl::Status st) {
+        if (found->status.ok()) UnleaseLater(id);  // the lease was taken: give it back
+        done(std::move(st));
+      };
+      if (!found->status.ok()) {
+        if (found->status.code() == absl::StatusCode::kNotFound && s != nullptr) Erase(it);  // deleted elsewhere
+        done(found->store_failed ? StoreError(found->status, "reading the session") : found->status);
+        return;
+      }
+      const SharedSessions::Entry& e = found->entry;
+      if (e.record.tokens > 0 && e.record.adapter != adapter)
+        return fail(absl::FailedPreconditionError(absl::StrCat(
+            "session '", id, "' holds a past computed with ",
+            e.record.adapter.empty() ? std::string("the base model") : absl::StrCat("adapter '", e.record.adapter, "'"),
+            "; this request names ", adapter.empty() ? std::string("no adapter") : absl::StrCat("adapter '", adapter, "'"))));
+      if (s == nullptr || s->store_version != e.version) {  // no copy here, or an older one
+        auto copy = std::make_unique<Session>();
+        copy->record = e.record;
+        if (found->read) {
+          copy->host = std::move(found->host);
+          ++counters_.store_reads;
+        }
+        copy->store_version = e.version;
+        absl::StatusOr<Session*> inserted = InsertCopy(std::move(copy));
+        if (!inserted.ok()) return fail(inserted.status());
+        s = *inserted;
+      }
+      found->host.reset();  // (an unused buffer goes back here, on the loop)
+      s->busy = true;
+      s->leased = true;
+      s->record.last_used_unix_s = NowUnix();
+      done(s);
+    });
+  });
+}
+
+void SessionStore::CommitAsync(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
+                               const std::string& adapter, std::function<void(absl::Status)> done) {
+  const std::string id = s.record.id;
+  auto failed = [this, slot, id](Session* session, const absl::Status& st) {
+    pool_.Release(slot);
+    if (session != nullptr) Abort(*session);
+    return absl::Status(st.code(), absl::StrCat(st.message(), "; session '", id, "' is as it was before this turn"));
+  };
+  absl::StatusOr<std::unique_ptr<HostState>> fresh = pool_.NewHostState();
+  absl::Status copied = fresh.ok() ? pool_.SaveToHost(slot, **fresh) : fresh.status();
+  if (!copied.ok()) return done(failed(&s, copied));
+  std::shared_ptr<HostState> host = std::move(*fresh);
+  const SessionRecord next = NextRecord(s, tokens_added, pending, adapter);
+  const uint64_t version = s.store_version;
+  ++store_jobs_;
+  store_thread_->Run([this, id, slot, next, version, host = std::move(host), failed, done = std::move(done)]() mutable {
+    // Before the turn's last message goes out (`done` sends it); only while the lease is still ours
+    // and the store still at the version the turn started from.
+    absl::Status st = host->Wait();
+    if (st.ok()) st = shared_->Commit(next, version, {host->data(), static_cast<size_t>(host->floats())});
+    if (st.ok()) shared_->Unlease(id).IgnoreError();
+    host.reset();  // (recycled here: the pool's host buffers may be given back from any thread)
+    poster_([this, id, slot, next, st, failed, done = std::move(done)] {
+      --store_jobs_;
+      auto it = sessions_.find(id);  // there: a busy session is never let go
+      Session* s = it != sessions_.end() ? it->second.get() : nullptr;
+      if (!st.ok() || s == nullptr) {
+        return done(failed(s, s == nullptr ? absl::InternalError("the session went during its turn")
+                                           : StoreError(st, "writing the turn's state")));
+      }
+      ++s->store_version;
+      ++counters_.store_writes;
+      s->leased = false;
+      if (s->slot >= 0) pool_.Release(s->slot);
+      s->slot = slot;
+      s->host.reset();
+      s->on_disk = false;
+      s->record = next;
+      s->busy = false;
+      EnforceHostBudget();
+      done(absl::OkStatus());
+    });
+  });
+}
+
 void SessionStore::RenewLeases() {
   if (!shared()) return;
   const double now = NowUnix();
   if (now - last_renew_ < static_cast<double>(shared_->lease_ms()) / 3000.0) return;
   last_renew_ = now;
+  std::vector<std::string> ids;
   for (auto& [id, s] : sessions_)
-    if (s->leased && !shared_->Lease(id).value_or(false)) ++counters_.store_errors;  // its commit will say why
+    if (s->leased) ids.push_back(id);
+  if (ids.empty()) return;
+  // Renew, never take: a lease given back meanwhile (a commit's) stays given back. A lease lost
+  // shows at the commit, which then writes nothing and says why.
+  auto renew = [shared = shared_.get(), ids] {
+    for (const std::string& id : ids) shared->Renew(id).IgnoreError();
+  };
+  if (store_thread_ != nullptr) store_thread_->Run(std::move(renew));
+  else renew();
 }
 
 }  // namespace gla

@@ -30,7 +30,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,7 @@
 #include "engine/sessions/redis_client.h"
 #include "engine/sessions/session_file.h"
 #include "engine/sessions/shared_sessions.h"
+#include "engine/sessions/store_thread.h"
 #include "engine/state_pool.h"
 
 namespace gla {
@@ -139,6 +142,23 @@ class SessionStore {
   bool FreeOneSlot();
   // Deletes idle sessions past their TTL. Cheap when called often (checks once a second).
   void Expire();
+  // ---- The shared tier off the loop (after SetPoster): a turn's store calls run on the store
+  // thread, their outcome comes back through `post` (the scheduler's Post) and `done` runs on the
+  // loop. While one is out the session is busy; the scheduler's loop does not end while any is out
+  // (store_jobs()).
+  using Poster = std::function<bool(std::function<void()>)>;
+  void SetPoster(Poster post) { poster_ = std::move(post); }
+  bool async() const { return shared() && poster_ != nullptr; }
+  int store_jobs() const { return store_jobs_; }
+  // BeginTurn's work: the lease, the version, the state when this replica's copy is missing or
+  // older; done(the session, busy and leased) or done(why not: as BeginTurn).
+  void BeginTurnAsync(const std::string& id, const std::string& adapter,
+                      std::function<void(absl::StatusOr<Session*>)> done);
+  // Commit's work: `slot` (the turn's state) is the store thread's to write from; done(OK): the
+  // session took the slot; done(error): the session is as it was and the slot was released.
+  void CommitAsync(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
+                   const std::string& adapter, std::function<void(absl::Status)> done);
+
   // Shared tier: renews the leases of the turns running here (cheap when called often: once per
   // third of the lease).
   void RenewLeases();
@@ -183,6 +203,11 @@ class SessionStore {
   // Adds a local copy of a store session, letting the least recently used idle copy go when the
   // replica holds max_sessions of them.
   absl::StatusOr<Session*> InsertCopy(std::unique_ptr<Session> s);
+  // Gives a lease back without waiting (on the store thread when there is one).
+  void UnleaseLater(const std::string& id);
+  // What a commit makes of the session's record.
+  SessionRecord NextRecord(const Session& s, int64_t tokens_added, std::optional<int32_t> pending,
+                           const std::string& adapter) const;
   StatePool& pool_;
   const SessionOptions options_;
   const std::string slot_kind_;
@@ -194,6 +219,11 @@ class SessionStore {
   uint64_t next_id_ = 0;
   std::unique_ptr<SharedSessions> shared_;
   double last_renew_ = 0;
+  Poster poster_;
+  int store_jobs_ = 0;                // store-thread jobs whose outcome has not come back
+  std::set<std::string> preparing_;   // sessions a BeginTurnAsync is out for
+  // Last: destroyed first (it finishes its jobs, which use shared_ and post through poster_).
+  std::unique_ptr<StoreThread> store_thread_;
 };
 
 }  // namespace gla

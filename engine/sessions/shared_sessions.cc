@@ -99,6 +99,8 @@ absl::StatusOr<bool> SharedSessions::Create(const SessionRecord& record, std::sp
 
 absl::StatusOr<bool> SharedSessions::Lease(const std::string& id) { return client_->Acquire(Key('l', id), owner_, lease_ms_); }
 
+absl::StatusOr<bool> SharedSessions::Renew(const std::string& id) { return client_->Renew(Key('l', id), owner_, lease_ms_); }
+
 absl::Status SharedSessions::Unlease(const std::string& id) {
   absl::StatusOr<bool> r = client_->Release(Key('l', id), owner_);
   return r.ok() ? absl::OkStatus() : r.status();

@@ -46,6 +46,8 @@ class SharedSessions {
   // false: another replica holds it (a turn runs there).
   absl::StatusOr<bool> Lease(const std::string& id);
   absl::Status Unlease(const std::string& id);  // gives it back when this replica holds it
+  // Extends the lease while this replica holds it (never takes a free one): false when it does not.
+  absl::StatusOr<bool> Renew(const std::string& id);
   // The session's record and version (nullopt: no such session).
   absl::StatusOr<std::optional<Entry>> Find(const std::string& id);
   // Its record, version and state (`state` of the model's state size receives it; zeros for a

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_format.h"
@@ -275,6 +277,44 @@ TEST_F(SharedSessionTest, AStoreThatIsGoneMakesSessionsUnavailableAndPlainGenera
   EXPECT_EQ(Turn(*a, Greedy(Text(5, 19), 2, "e")).status.code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE(testing::CreateSession(*a, "f").ok());
   EXPECT_TRUE(Turn(*a, Greedy(Text(5, 19), 2, "f")).status.ok());
+}
+
+// A store that answers slowly delays the turns that wait for it, not the rest: the store's calls
+// run on their own thread, so a plain request keeps stepping while a session's turn waits 0.4 s
+// for a paused Redis (CLIENT PAUSE).
+TEST_F(SharedSessionTest, ASlowStoreDelaysOnlyTheTurnsThatWaitForIt) {
+  Replica a = MakeReplica("a");
+  ASSERT_TRUE(testing::CreateSession(*a, "slow").ok());
+  using Clock = std::chrono::steady_clock;
+  std::mutex mu;
+  std::vector<Clock::time_point> stamps;
+  auto done = std::make_shared<std::promise<void>>();
+  GenerationSpec plain = Greedy(Text(10, 50), 100000);
+  auto handle = a->Submit(plain, [&, done](GenerationUpdate&& u) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!u.tokens.empty()) stamps.push_back(Clock::now());
+    }
+    if (u.finished) done->set_value();
+  });
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  while (a->stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const std::string pause = "redis-cli -p " + std::to_string(redis_->port()) + " CLIENT PAUSE 400 ALL > /dev/null";
+  ASSERT_EQ(std::system(pause.c_str()), 0);
+  const auto t0 = Clock::now();
+  const Collected turn = Turn(*a, Greedy(Text(5, 51), 2, "slow"));
+  const auto t1 = Clock::now();
+  (*handle)->Cancel();
+  done->get_future().wait();
+  ASSERT_TRUE(turn.status.ok()) << turn.status;
+  EXPECT_GE(t1 - t0, std::chrono::milliseconds(300)) << "the turn did not wait for the paused store";
+  std::lock_guard<std::mutex> lock(mu);
+  Clock::duration longest{0};
+  int during = 0;
+  for (size_t i = 1; i < stamps.size(); ++i)
+    if (stamps[i] > t0 && stamps[i - 1] < t1) longest = std::max(longest, stamps[i] - stamps[i - 1]), ++during;
+  EXPECT_GT(during, 20) << "the plain request made few tokens while the turn waited";
+  EXPECT_LT(longest, std::chrono::milliseconds(150)) << "the plain request stalled with the store";
 }
 
 TEST_F(SharedSessionTest, AnotherModelsOrACorruptEntryIsNeverUsed) {
