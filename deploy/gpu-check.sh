@@ -278,6 +278,11 @@ if [ "$parts" = store ] && [ -x gpu-bundle/run ]; then
     grep -E "^(glad: listening|TTFT|store memory|tokens)" "$out/store_bench_$preset.txt" | sed "s/^/$preset: /" \
       | tee -a "$out/summary.txt"
   done
+  # The loopback suite on the CUDA backend (a turn's write from the store thread waits on a CUDA
+  # copy there): round-robin turns exact, concurrent turns, kill -9, prefix hit, Redis stopped.
+  GLAD_EXTRA="--backend cuda" GLA_TEST_NO_PROXY=1 check shared_sessions_cuda bash tests/e2e/shared_sessions_test.sh \
+    gpu-bundle/bin/glad gpu-bundle/bin/gla-cli models/gla-brown 0
+  grep -E "^(ok|FAIL|skipped|all)" "$out/shared_sessions_cuda.txt" | sed "s/^/cuda: /" | tee -a "$out/summary.txt"
 fi
 # Issue 20: the official openai SDK suite against glad on the GPU (default model, cuda backend);
 # needs a bundle made with GLA_BUNDLE_SDK=1 (Node and the SDK travel in it).

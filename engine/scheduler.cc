@@ -251,25 +251,32 @@ void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, Gen
   update.usage.queue_time_s = r.slot >= 0 ? secs(r.admitted - r.arrival) : secs(now - r.arrival);
   update.usage.time_to_first_token_s = r.output.empty() ? 0.0 : secs(r.first_token - r.arrival);
   const bool was_running = r.slot >= 0;
-  // The shared tier writes a turn that ended well on the store thread: the turn's last message
-  // goes out once the write is done (or says it failed); the slot is the write's meanwhile.
-  if (r.session != nullptr && sessions_.async() && update.status.ok() && reason != FinishReason::kCancelled &&
-      r.slot >= 0 && r.last_sampled) {
-    const int64_t added = static_cast<int64_t>(r.spec.prompt.size()) - r.carried + r.sampled;
+  // The shared tier: a turn that ended well is written on the store thread, and the lease of any
+  // other is given back there; the turn's last message goes out after that (a failed write says
+  // so). The slot is the write's meanwhile.
+  if (r.session != nullptr && sessions_.async()) {
     SessionStore::Session& session = *r.session;
-    const int slot = r.slot;
-    r.slot = -1;
     r.session = nullptr;
     auto sink = std::make_shared<UpdateSink>(std::move(r.sink));
     auto last = std::make_shared<GenerationUpdate>(std::move(update));
     r.sink = [](GenerationUpdate&&) {};  // (Finish's own send below goes nowhere)
-    sessions_.CommitAsync(session, slot, added, r.last_sampled, r.spec.adapter_name, [this, sink, last](absl::Status st) {
-      if (!st.ok()) last->status = std::move(st);  // the turn did not complete: the client is told
-      PublishStats();
-      (*sink)(std::move(*last));
-    });
     update = GenerationUpdate{};
     update.finished = true;
+    if (last->status.ok() && reason != FinishReason::kCancelled && r.slot >= 0 && r.last_sampled) {
+      const int64_t added = static_cast<int64_t>(r.spec.prompt.size()) - r.carried + r.sampled;
+      const int slot = r.slot;
+      r.slot = -1;
+      sessions_.CommitAsync(session, slot, added, r.last_sampled, r.spec.adapter_name, [this, sink, last](absl::Status st) {
+        if (!st.ok()) last->status = std::move(st);  // the turn did not complete: the client is told
+        PublishStats();
+        (*sink)(std::move(*last));
+      });
+    } else {
+      sessions_.AbortAsync(session, [this, sink, last] {
+        PublishStats();
+        (*sink)(std::move(*last));
+      });
+    }
   }
   if (r.session != nullptr) {
     // A turn that ended well leaves its state (and slot) to the session; any other leaves the

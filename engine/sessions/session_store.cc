@@ -549,7 +549,10 @@ absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, 
     else if (*created) break;
     else if (!chosen || attempt == 3) st = absl::AlreadyExistsError(absl::StrCat("session '", s->record.id, "' exists"));
   }
-  Abort(from);  // the source's lease goes back; it is as it was
+  // The source's lease goes back before the answer (this is a call, not a turn: it waits for it).
+  from.leased = false;
+  shared_->Unlease(src_id).IgnoreError();
+  Abort(from);  // it is as it was
   if (!st.ok()) return st;
   s->store_version = 1;
   ++counters_.store_writes;
@@ -724,6 +727,26 @@ void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adap
   });
 }
 
+void SessionStore::AbortAsync(Session& s, std::function<void()> done) {
+  if (!s.leased || store_thread_ == nullptr) {
+    Abort(s);
+    return done();
+  }
+  const std::string id = s.record.id;
+  ++store_jobs_;
+  store_thread_->Run([this, id, done = std::move(done)]() mutable {
+    shared_->Unlease(id).IgnoreError();  // else it expires
+    poster_([this, id, done = std::move(done)] {
+      --store_jobs_;
+      if (auto it = sessions_.find(id); it != sessions_.end()) {  // there: a busy session is never let go
+        it->second->leased = false;
+        Abort(*it->second);
+      }
+      done();
+    });
+  });
+}
+
 void SessionStore::CommitAsync(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
                                const std::string& adapter, std::function<void(absl::Status)> done) {
   const std::string id = s.record.id;
@@ -744,19 +767,19 @@ void SessionStore::CommitAsync(Session& s, int slot, int64_t tokens_added, std::
     // and the store still at the version the turn started from.
     absl::Status st = host->Wait();
     if (st.ok()) st = shared_->Commit(next, version, {host->data(), static_cast<size_t>(host->floats())});
-    if (st.ok()) shared_->Unlease(id).IgnoreError();
+    shared_->Unlease(id).IgnoreError();  // either way, before the client hears the turn ended
     host.reset();  // (recycled here: the pool's host buffers may be given back from any thread)
     poster_([this, id, slot, next, st, failed, done = std::move(done)] {
       --store_jobs_;
       auto it = sessions_.find(id);  // there: a busy session is never let go
       Session* s = it != sessions_.end() ? it->second.get() : nullptr;
+      if (s != nullptr) s->leased = false;  // given back above
       if (!st.ok() || s == nullptr) {
         return done(failed(s, s == nullptr ? absl::InternalError("the session went during its turn")
                                            : StoreError(st, "writing the turn's state")));
       }
       ++s->store_version;
       ++counters_.store_writes;
-      s->leased = false;
       if (s->slot >= 0) pool_.Release(s->slot);
       s->slot = slot;
       s->host.reset();

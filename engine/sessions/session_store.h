@@ -154,6 +154,9 @@ class SessionStore {
   // older; done(the session, busy and leased) or done(why not: as BeginTurn).
   void BeginTurnAsync(const std::string& id, const std::string& adapter,
                       std::function<void(absl::StatusOr<Session*>)> done);
+  // Abort's, when the session's lease is held: the lease goes back on the store thread, then
+  // done() on the loop (so a client told its turn ended finds the session free on any replica).
+  void AbortAsync(Session& s, std::function<void()> done);
   // Commit's work: `slot` (the turn's state) is the store thread's to write from; done(OK): the
   // session took the slot; done(error): the session is as it was and the slot was released.
   void CommitAsync(Session& s, int slot, int64_t tokens_added, std::optional<int32_t> pending,
