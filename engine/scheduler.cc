@@ -202,9 +202,10 @@ absl::Status ShuttingDown() { return absl::UnavailableError("server is shutting 
 void Scheduler::CreateSession(std::string id, int64_t ttl_s, SessionDone done) {
   auto d = std::make_shared<SessionDone>(std::move(done));
   if (!Post([this, id = std::move(id), ttl_s, d]() mutable {
-        auto r = sessions_.Create(std::move(id), ttl_s);
-        PublishStats();  // before the answer: a ModelInfo right after it sees the change
-        (*d)(std::move(r));
+        sessions_.CreateAsync(std::move(id), ttl_s, [this, d](absl::StatusOr<SessionInfo> r) {
+          PublishStats();  // before the answer: a ModelInfo right after it sees the change
+          (*d)(std::move(r));
+        });
       }))
     (*d)(ShuttingDown());
 }
@@ -222,16 +223,18 @@ void Scheduler::ForkSession(std::string source, std::string id, int64_t ttl_s, S
 void Scheduler::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
   auto d = std::make_shared<std::function<void(absl::Status)>>(std::move(done));
   if (!Post([this, id = std::move(id), d] {
-        absl::Status r = sessions_.Delete(id);
-        PublishStats();
-        (*d)(std::move(r));
+        sessions_.DeleteAsync(id, [this, d](absl::Status r) {
+          PublishStats();
+          (*d)(std::move(r));
+        });
       }))
     (*d)(ShuttingDown());
 }
 
 void Scheduler::ListSessions(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done) {
   auto d = std::make_shared<std::function<void(absl::StatusOr<std::vector<SessionInfo>>)>>(std::move(done));
-  if (!Post([this, d] { (*d)(sessions_.List()); })) (*d)(ShuttingDown());
+  if (!Post([this, d] { sessions_.ListAsync([d](absl::StatusOr<std::vector<SessionInfo>> r) { (*d)(std::move(r)); }); }))
+    (*d)(ShuttingDown());
 }
 
 void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, GenerationUpdate update) {

@@ -124,7 +124,11 @@ absl::StatusOr<SessionInfo> SessionStore::Insert(std::unique_ptr<Session> s) {
 }
 
 absl::StatusOr<SessionInfo> SessionStore::Create(std::string id, int64_t ttl_s) {
-  if (shared()) return CreateShared(std::move(id), ttl_s);
+  if (shared()) {
+    absl::StatusOr<SessionInfo> r = absl::InternalError("no answer");
+    CreateShared(std::move(id), ttl_s, /*here=*/true, [&r](absl::StatusOr<SessionInfo> v) { r = std::move(v); });
+    return r;
+  }
   if (absl::Status s = CheckNewId(&id); !s.ok()) return s;
   auto s = std::make_unique<Session>();
   s->record.id = id;
@@ -142,7 +146,11 @@ void SessionStore::Erase(std::map<std::string, std::unique_ptr<Session>>::iterat
 }
 
 absl::Status SessionStore::Delete(const std::string& id) {
-  if (shared()) return DeleteShared(id);
+  if (shared()) {
+    absl::Status r = absl::InternalError("no answer");
+    DeleteShared(id, /*here=*/true, [&r](absl::Status v) { r = std::move(v); });
+    return r;
+  }
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session '", id, "'"));
   if (it->second->busy)
@@ -152,7 +160,11 @@ absl::Status SessionStore::Delete(const std::string& id) {
 }
 
 absl::StatusOr<std::vector<SessionInfo>> SessionStore::List() {
-  if (shared()) return ListShared();
+  if (shared()) {
+    absl::StatusOr<std::vector<SessionInfo>> r = absl::InternalError("no answer");
+    ListShared(/*here=*/true, [&r](absl::StatusOr<std::vector<SessionInfo>> v) { r = std::move(v); });
+    return r;
+  }
   std::vector<SessionInfo> out;
   out.reserve(sessions_.size());
   for (const auto& [id, s] : sessions_) out.push_back(Describe(*s));
@@ -449,67 +461,146 @@ absl::StatusOr<SessionStore::Session*> SessionStore::InsertCopy(std::unique_ptr<
   return ref;
 }
 
-absl::StatusOr<SessionInfo> SessionStore::CreateShared(std::string id, int64_t ttl_s) {
-  const bool chosen = id.empty();
-  if (!chosen && !AdapterRegistry::ValidateName(id).ok())
-    return absl::InvalidArgumentError(absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
-  auto s = std::make_unique<Session>();
-  s->record.created_unix_s = s->record.last_used_unix_s = NowUnix();
-  s->record.ttl_s = ttl_s < 0 ? options_.default_ttl_s : ttl_s;
+// ---- Create, delete, list: each a store part (the store thread's when there is one: it touches
+// only shared_ and its arguments) and a loop part.
+
+namespace {
+// What a store part found: its status, and whether that is the store's own failure (counted, said
+// UNAVAILABLE by StoreError on the loop).
+struct StoreOutcome {
+  absl::Status status;
+  bool store_failed = false;
+};
+struct Created : StoreOutcome {
+  SessionRecord record;
+};
+struct Deleted : StoreOutcome {
+  bool removed = false;
+};
+struct Listed : StoreOutcome {
+  std::vector<SharedSessions::Entry> entries;
+};
+
+Created CreateInStore(SharedSessions& shared, SessionRecord record, bool chosen) {
+  Created c;
   for (int attempt = 0;; ++attempt) {
     if (chosen) {
       std::random_device rd;
-      s->record.id = absl::StrFormat("s-%08x%08x", rd(), rd());
-    } else {
-      s->record.id = id;
+      record.id = absl::StrFormat("s-%08x%08x", rd(), rd());
     }
-    absl::StatusOr<bool> created = shared_->Create(s->record, {});
-    if (!created.ok()) return StoreError(created.status(), "creating the session");
+    absl::StatusOr<bool> created = shared.Create(record, {});
+    if (!created.ok()) {
+      c.status = created.status(), c.store_failed = true;
+      return c;
+    }
     if (*created) break;
-    if (!chosen || attempt == 3) return absl::AlreadyExistsError(absl::StrCat("session '", s->record.id, "' exists"));
+    if (!chosen || attempt == 3) {
+      c.status = absl::AlreadyExistsError(absl::StrCat("session '", record.id, "' exists"));
+      return c;
+    }
   }
-  s->store_version = 1;
-  ++counters_.store_writes;
-  absl::StatusOr<Session*> copy = InsertCopy(std::move(s));
-  if (!copy.ok()) return copy.status();  // in the store all the same: any replica continues it
-  return Describe(**copy);
+  c.record = std::move(record);
+  return c;
 }
 
-absl::Status SessionStore::DeleteShared(const std::string& id) {
+Deleted DeleteInStore(SharedSessions& shared, const std::string& id) {
+  Deleted d;
+  absl::StatusOr<bool> leased = shared.Lease(id);
+  if (!leased.ok()) {
+    d.status = leased.status(), d.store_failed = true;
+  } else if (!*leased) {
+    d.status = absl::FailedPreconditionError(
+        absl::StrCat("session '", id, "' has a request running on another replica; cancel it first"));
+  } else {
+    absl::StatusOr<bool> removed = shared.Remove(id);
+    shared.Unlease(id).IgnoreError();
+    if (!removed.ok()) d.status = removed.status(), d.store_failed = true;
+    else d.removed = *removed;
+  }
+  return d;
+}
+}  // namespace
+
+template <typename T>
+void SessionStore::OnStoreThread(bool here, std::function<T()> work, std::function<void(T)> then) {
+  if (here || !async()) return then(work());
+  ++store_jobs_;
+  store_thread_->Run([this, work = std::move(work), then = std::move(then)]() mutable {
+    auto result = std::make_shared<T>(work());
+    poster_([this, result, then = std::move(then)]() mutable {  // (the loop outlives every job)
+      --store_jobs_;
+      then(std::move(*result));
+    });
+  });
+}
+
+void SessionStore::CreateShared(std::string id, int64_t ttl_s, bool here,
+                                std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  const bool chosen = id.empty();
+  if (!chosen && !AdapterRegistry::ValidateName(id).ok())
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'")));
+  SessionRecord record;
+  record.id = id;
+  record.created_unix_s = record.last_used_unix_s = NowUnix();
+  record.ttl_s = ttl_s < 0 ? options_.default_ttl_s : ttl_s;
+  OnStoreThread<Created>(here, [shared = shared_.get(), record, chosen] { return CreateInStore(*shared, record, chosen); },
+                         [this, done = std::move(done)](Created c) {
+                           if (!c.status.ok()) return done(c.store_failed ? StoreError(c.status, "creating the session") : c.status);
+                           auto s = std::make_unique<Session>();
+                           s->record = std::move(c.record);
+                           s->store_version = 1;
+                           ++counters_.store_writes;
+                           absl::StatusOr<Session*> copy = InsertCopy(std::move(s));
+                           // (Not kept here is not lost: it is in the store, and any replica continues it.)
+                           if (!copy.ok()) return done(copy.status());
+                           done(Describe(**copy));
+                         });
+}
+
+void SessionStore::DeleteShared(const std::string& id, bool here, std::function<void(absl::Status)> done) {
   auto it = sessions_.find(id);
   if ((it != sessions_.end() && it->second->busy) || preparing_.count(id) != 0)
-    return absl::FailedPreconditionError(absl::StrCat("session '", id, "' has a request running; cancel it first"));
-  absl::StatusOr<bool> leased = shared_->Lease(id);
-  if (!leased.ok()) return StoreError(leased.status(), "deleting the session");
-  if (!*leased)
-    return absl::FailedPreconditionError(absl::StrCat("session '", id, "' has a request running on another replica; cancel it first"));
-  absl::StatusOr<bool> removed = shared_->Remove(id);
-  shared_->Unlease(id).IgnoreError();
-  if (!removed.ok()) return StoreError(removed.status(), "deleting the session");
-  if (it != sessions_.end()) Erase(it);
-  if (!*removed) return absl::NotFoundError(absl::StrCat("no session '", id, "'"));
-  return absl::OkStatus();
+    return done(absl::FailedPreconditionError(absl::StrCat("session '", id, "' has a request running; cancel it first")));
+  preparing_.insert(id);  // no turn starts here meanwhile
+  OnStoreThread<Deleted>(here, [shared = shared_.get(), id] { return DeleteInStore(*shared, id); },
+                         [this, id, done = std::move(done)](Deleted d) {
+                           preparing_.erase(id);
+                           if (!d.status.ok()) return done(d.store_failed ? StoreError(d.status, "deleting the session") : d.status);
+                           if (auto it = sessions_.find(id); it != sessions_.end() && !it->second->busy) Erase(it);
+                           if (!d.removed) return done(absl::NotFoundError(absl::StrCat("no session '", id, "'")));
+                           done(absl::OkStatus());
+                         });
 }
 
-absl::StatusOr<std::vector<SessionInfo>> SessionStore::ListShared() {
+void SessionStore::ListShared(bool here, std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done) {
   // A listing that large is not a listing anyone reads; it stays bounded.
   const size_t limit = std::max<size_t>(10000, static_cast<size_t>(options_.max_sessions) * 16);
-  absl::StatusOr<std::vector<SharedSessions::Entry>> entries = shared_->List(limit);
-  if (!entries.ok()) return StoreError(entries.status(), "listing the sessions");
-  std::vector<SessionInfo> out;
-  for (const SharedSessions::Entry& e : *entries) {
-    auto it = sessions_.find(e.record.id);
-    if (it != sessions_.end() && (it->second->store_version == e.version || it->second->busy)) {
-      out.push_back(Describe(*it->second));
-      continue;
-    }
-    Session copy;
-    copy.record = e.record;
-    SessionInfo i = Describe(copy);
-    i.where = "store";
-    out.push_back(std::move(i));
-  }
-  return out;
+  OnStoreThread<Listed>(
+      here, [shared = shared_.get(), limit] {
+        Listed l;
+        absl::StatusOr<std::vector<SharedSessions::Entry>> entries = shared->List(limit);
+        if (entries.ok()) l.entries = std::move(*entries);
+        else l.status = entries.status(), l.store_failed = true;
+        return l;
+      },
+      [this, done = std::move(done)](Listed l) {
+        if (!l.status.ok()) return done(StoreError(l.status, "listing the sessions"));
+        std::vector<SessionInfo> out;
+        for (const SharedSessions::Entry& e : l.entries) {
+          auto it = sessions_.find(e.record.id);
+          if (it != sessions_.end() && (it->second->store_version == e.version || it->second->busy)) {
+            out.push_back(Describe(*it->second));
+            continue;
+          }
+          Session copy;
+          copy.record = e.record;
+          SessionInfo i = Describe(copy);
+          i.where = "store";
+          out.push_back(std::move(i));
+        }
+        done(std::move(out));
+      });
 }
 
 absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, std::string id, int64_t ttl_s) {
@@ -725,6 +816,21 @@ void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adap
       done(s);
     });
   });
+}
+
+void SessionStore::CreateAsync(std::string id, int64_t ttl_s, std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  if (!async()) return done(Create(std::move(id), ttl_s));
+  CreateShared(std::move(id), ttl_s, /*here=*/false, std::move(done));
+}
+
+void SessionStore::DeleteAsync(const std::string& id, std::function<void(absl::Status)> done) {
+  if (!async()) return done(Delete(id));
+  DeleteShared(id, /*here=*/false, std::move(done));
+}
+
+void SessionStore::ListAsync(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done) {
+  if (!async()) return done(List());
+  ListShared(/*here=*/false, std::move(done));
 }
 
 void SessionStore::AbortAsync(Session& s, std::function<void()> done) {

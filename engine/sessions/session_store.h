@@ -154,6 +154,10 @@ class SessionStore {
   // older; done(the session, busy and leased) or done(why not: as BeginTurn).
   void BeginTurnAsync(const std::string& id, const std::string& adapter,
                       std::function<void(absl::StatusOr<Session*>)> done);
+  // Create, Delete and List with the store's part on the store thread (as they are without it).
+  void CreateAsync(std::string id, int64_t ttl_s, std::function<void(absl::StatusOr<SessionInfo>)> done);
+  void DeleteAsync(const std::string& id, std::function<void(absl::Status)> done);
+  void ListAsync(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done);
   // Abort's, when the session's lease is held: the lease goes back on the store thread, then
   // done() on the loop (so a client told its turn ended finds the session free on any replica).
   void AbortAsync(Session& s, std::function<void()> done);
@@ -193,9 +197,15 @@ class SessionStore {
   void Erase(std::map<std::string, std::unique_ptr<Session>>::iterator it);
 
   // ---- The shared tier's side of the calls above.
-  absl::StatusOr<SessionInfo> CreateShared(std::string id, int64_t ttl_s);
-  absl::Status DeleteShared(const std::string& id);
-  absl::StatusOr<std::vector<SessionInfo>> ListShared();
+  // Each calls `done` before it returns when `here` (Create/Delete/List) or without a store thread,
+  // else on the loop once the store thread has done the store's part.
+  void CreateShared(std::string id, int64_t ttl_s, bool here, std::function<void(absl::StatusOr<SessionInfo>)> done);
+  void DeleteShared(const std::string& id, bool here, std::function<void(absl::Status)> done);
+  void ListShared(bool here, std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done);
+  // Runs `work` on the store thread and `then` with its result on the loop; both at once, on this
+  // thread, when `here` or without a store thread.
+  template <typename T>
+  void OnStoreThread(bool here, std::function<T()> work, std::function<void(T)> then);
   absl::StatusOr<SessionInfo> ForkShared(const std::string& src, std::string id, int64_t ttl_s);
   // check_adapter false: a fork's read of its source (any adapter's past is forked as it is).
   absl::StatusOr<Session*> BeginTurnShared(const std::string& id, const std::string& adapter, bool check_adapter = true);

@@ -279,9 +279,9 @@ TEST_F(SharedSessionTest, AStoreThatIsGoneMakesSessionsUnavailableAndPlainGenera
   EXPECT_TRUE(Turn(*a, Greedy(Text(5, 19), 2, "f")).status.ok());
 }
 
-// A store that answers slowly delays the turns that wait for it, not the rest: the store's calls
-// run on their own thread, so a plain request keeps stepping while a session's turn waits 0.4 s
-// for a paused Redis (CLIENT PAUSE).
+// A store that answers slowly delays the turns and calls that wait for it, not the rest: the
+// store's calls run on their own thread, so a plain request keeps stepping while a session's turn,
+// and then a creation and a listing, wait 0.4 s for a paused Redis (CLIENT PAUSE).
 TEST_F(SharedSessionTest, ASlowStoreDelaysOnlyTheTurnsThatWaitForIt) {
   Replica a = MakeReplica("a");
   ASSERT_TRUE(testing::CreateSession(*a, "slow").ok());
@@ -304,17 +304,29 @@ TEST_F(SharedSessionTest, ASlowStoreDelaysOnlyTheTurnsThatWaitForIt) {
   const auto t0 = Clock::now();
   const Collected turn = Turn(*a, Greedy(Text(5, 51), 2, "slow"));
   const auto t1 = Clock::now();
+  // The session calls too: a creation and a listing while the store is paused again.
+  ASSERT_EQ(std::system(pause.c_str()), 0);
+  const auto t2 = Clock::now();
+  const absl::StatusOr<SessionInfo> created = testing::CreateSession(*a, "slow-2");
+  const auto listed = testing::ListSessionsOrError(*a);
+  const auto t3 = Clock::now();
   (*handle)->Cancel();
   done->get_future().wait();
   ASSERT_TRUE(turn.status.ok()) << turn.status;
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->size(), 2u);
   EXPECT_GE(t1 - t0, std::chrono::milliseconds(300)) << "the turn did not wait for the paused store";
+  EXPECT_GE(t3 - t2, std::chrono::milliseconds(300)) << "the creation did not wait for the paused store";
   std::lock_guard<std::mutex> lock(mu);
-  Clock::duration longest{0};
-  int during = 0;
-  for (size_t i = 1; i < stamps.size(); ++i)
-    if (stamps[i] > t0 && stamps[i - 1] < t1) longest = std::max(longest, stamps[i] - stamps[i - 1]), ++during;
-  EXPECT_GT(during, 20) << "the plain request made few tokens while the turn waited";
-  EXPECT_LT(longest, std::chrono::milliseconds(150)) << "the plain request stalled with the store";
+  for (const auto& [from, to] : {std::pair{t0, t1}, std::pair{t2, t3}}) {
+    Clock::duration longest{0};
+    int during = 0;
+    for (size_t i = 1; i < stamps.size(); ++i)
+      if (stamps[i] > from && stamps[i - 1] < to) longest = std::max(longest, stamps[i] - stamps[i - 1]), ++during;
+    EXPECT_GT(during, 20) << "the plain request made few tokens while the store was paused";
+    EXPECT_LT(longest, std::chrono::milliseconds(150)) << "the plain request stalled with the store";
+  }
 }
 
 TEST_F(SharedSessionTest, AnotherModelsOrACorruptEntryIsNeverUsed) {
