@@ -276,7 +276,17 @@ TEST_P(SessionTest, EveryCompletedTurnIsOnDiskUnderEachDurabilityPolicy) {
       o2 = Run(s, Greedy(p2, 4, "c"));
       ASSERT_TRUE(o2.status.ok()) << o2.status;
       after_turn2 = crash_copy("after_turn2");
-      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the interval (the loop wakes each second)
+      // Past the interval (the loop wakes each second): the file of the interval policy holds the
+      // second turn by then. Polled (up to 10 s) rather than slept: a loaded test machine is slow.
+      const int64_t past2_tokens = static_cast<int64_t>(p1.size() + o1.tokens.size() + p2.size() + o2.tokens.size());
+      const SessionFileExpect expect{o.sessions.model_fingerprint, backend_->pool().state_floats(),
+                                     backend_->config().vocab_size};
+      for (int i = 0; i < 20; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        if (policy != SessionDurability::kInterval) break;
+        auto rec = ReadSessionFile(dir + "/c.glasession", expect, {});
+        if (rec.ok() && rec->tokens + (rec->pending ? 1 : 0) >= past2_tokens) break;
+      }
       later = crash_copy("later");
     }
     // The past a restarted server finds in `crashed`, checked by its next turn against one
