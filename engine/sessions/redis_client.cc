@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstring>
+#include <thread>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -286,6 +288,35 @@ absl::StatusOr<std::optional<std::string>> RedisClient::GetInRanges(std::string_
     if (r->text.empty()) break;  // shortened meanwhile: the caller's checksum refuses it
     value += r->text;
   }
+  return std::optional<std::string>(std::move(value));
+}
+
+absl::StatusOr<std::optional<std::string>> RedisClient::GetInRanges(const std::vector<RedisClient*>& clients,
+                                                                   std::string_view key) {
+  if (clients.size() <= 1) return clients.at(0)->GetInRanges(key);
+  absl::StatusOr<Reply> r = clients[0]->Command({"STRLEN", key});
+  if (!r.ok()) return r.status();
+  const int64_t size = r->integer;
+  if (size <= 0) return std::optional<std::string>();
+  std::string value(static_cast<size_t>(size), '\0');
+  const int64_t ranges = (size + static_cast<int64_t>(kRangeBytes) - 1) / static_cast<int64_t>(kRangeBytes);
+  std::vector<absl::Status> status(clients.size());
+  std::vector<std::thread> readers;
+  for (size_t c = 0; c < clients.size() && static_cast<int64_t>(c) < ranges; ++c) {
+    readers.emplace_back([&, c] {  // ranges c, c + n, c + 2n, ... into their place in `value`
+      for (int64_t i = static_cast<int64_t>(c); i < ranges && status[c].ok(); i += static_cast<int64_t>(clients.size())) {
+        const int64_t at = i * static_cast<int64_t>(kRangeBytes), end = std::min<int64_t>(at + kRangeBytes, size);
+        const std::string from = std::to_string(at), to = std::to_string(end - 1);
+        absl::StatusOr<Reply> got = clients[c]->Command({"GETRANGE", key, from, to});
+        if (!got.ok()) status[c] = got.status();
+        else if (static_cast<int64_t>(got->text.size()) != end - at) status[c] = absl::DataLossError("a range came back short (the value changed)");
+        else std::memcpy(value.data() + at, got->text.data(), got->text.size());
+      }
+    });
+  }
+  for (std::thread& t : readers) t.join();
+  for (const absl::Status& s : status)
+    if (!s.ok()) return s;
   return std::optional<std::string>(std::move(value));
 }
 

@@ -61,6 +61,7 @@ class RedisClient {
   RedisClient& operator=(const RedisClient&) = delete;
 
   const RedisAddress& address() const { return address_; }
+  const RedisOptions& options() const { return options_; }
 
   absl::Status Ping();
   // SET key value, with an expiry when ttl_ms > 0.
@@ -87,6 +88,11 @@ class RedisClient {
   static constexpr size_t kRangeBytes = size_t{1} << 20;
   absl::Status PutInRanges(std::string_view key, std::string_view value, int64_t ttl_ms);
   absl::StatusOr<std::optional<std::string>> GetInRanges(std::string_view key);
+  // The same, its ranges read over several connections at once (one thread each): Redis answers
+  // one while the others' replies are parsed and copied here. `clients` (at least one) reach the
+  // same store.
+  static absl::StatusOr<std::optional<std::string>> GetInRanges(const std::vector<RedisClient*>& clients,
+                                                                std::string_view key);
   // DEL of several keys at once (atomic): how many were there.
   absl::StatusOr<int64_t> DeleteKeys(const std::vector<std::string>& keys);
   // A server-side script (EVAL): it runs atomically, so a check and the writes it guards are one step.

@@ -58,7 +58,14 @@ std::string ReplicaName() {
 SharedSessions::SharedSessions(std::shared_ptr<RedisClient> client, SessionFileExpect expect, std::string owner,
                                int64_t lease_ms)
     : client_(std::move(client)), expect_(expect), owner_(std::move(owner)), lease_ms_(lease_ms),
-      prefix_(absl::StrFormat("gla:%016x:", expect.model_fingerprint)) {}
+      prefix_(absl::StrFormat("gla:%016x:", expect.model_fingerprint)) {
+  constexpr int kReadConnections = 4;
+  read_over_.push_back(client_.get());
+  for (int i = 1; i < kReadConnections; ++i) {
+    readers_.push_back(std::make_unique<RedisClient>(client_->address(), client_->options()));
+    read_over_.push_back(readers_.back().get());
+  }
+}
 
 std::string SharedSessions::Key(char kind, const std::string& id) const { return absl::StrCat(prefix_, std::string(1, kind), ":", id); }
 
@@ -119,7 +126,7 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id
   absl::StatusOr<std::optional<Entry>> meta = Find(id);
   if (!meta.ok()) return meta.status();
   if (!meta->has_value()) return absl::NotFoundError(absl::StrCat("no session '", id, "' in the state store"));
-  absl::StatusOr<std::optional<std::string>> v = client_->GetInRanges(Key('s', id));
+  absl::StatusOr<std::optional<std::string>> v = RedisClient::GetInRanges(read_over_, Key('s', id));
   if (!v.ok()) return v.status();
   const std::string name = absl::StrCat("session '", id, "' in the state store");
   if (!v->has_value()) return absl::DataLossError(absl::StrCat(name, ": its record is there, its state is not"));

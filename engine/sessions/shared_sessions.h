@@ -74,6 +74,9 @@ class SharedSessions {
   static std::string ExpiryMs(const SessionRecord& record);
 
   std::shared_ptr<RedisClient> client_;
+  // A state is read over these at once (client_ first; RedisClient::GetInRanges).
+  std::vector<std::unique_ptr<RedisClient>> readers_;
+  std::vector<RedisClient*> read_over_;
   const SessionFileExpect expect_;
   const std::string owner_;
   const int64_t lease_ms_;

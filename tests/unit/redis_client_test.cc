@@ -92,6 +92,16 @@ TEST_F(RedisClientTest, LargeValuesGoInRangesWholeAndExact) {
     ASSERT_TRUE(got.ok() && got->has_value()) << size;
     EXPECT_EQ(**got, v) << size;
   }
+  // Over several connections at once: the same bytes (the last value written above).
+  RedisClient c2(Address()), c3(Address());
+  const std::string big(7 * r + 999, 'q');
+  ASSERT_TRUE(c.PutInRanges("big", big, 60000).ok());
+  for (const std::vector<RedisClient*>& over : {std::vector<RedisClient*>{&c}, {&c, &c2}, {&c, &c2, &c3}}) {
+    auto got = RedisClient::GetInRanges(over, "big");
+    ASSERT_TRUE(got.ok() && got->has_value()) << over.size();
+    EXPECT_EQ(**got, big) << over.size();
+  }
+  EXPECT_FALSE(RedisClient::GetInRanges({&c, &c2}, "nothing")->has_value());
   auto ttl = c.Eval("return redis.call('PTTL', KEYS[1])", {"big"}, {});
   ASSERT_TRUE(ttl.ok());
   EXPECT_GT(ttl->integer, 50000);
