@@ -275,7 +275,7 @@ if [ "$parts" = store ] && [ -x gpu-bundle/run ]; then
     cp models/gla-brown/tokenizer.model /tmp/gla-$preset/
     GLAD=gpu-bundle/bin/glad GLA_CLI=gpu-bundle/bin/gla-cli GLAD_EXTRA="--backend cuda" \
       check "store_bench_$preset" bash deploy/state-store-bench.sh /tmp/gla-$preset 8 6
-    grep -E "^(glad: listening|TTFT|store memory|tokens)" "$out/store_bench_$preset.txt" | sed "s/^/$preset: /" \
+    grep -E "^(glad: listening|TTFT|store (memory|read|write)|tokens)" "$out/store_bench_$preset.txt" | sed "s/^/$preset: /" \
       | tee -a "$out/summary.txt"
   done
   # The loopback suite on the CUDA backend (a turn's write from the store thread waits on a CUDA

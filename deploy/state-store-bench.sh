@@ -67,6 +67,25 @@ mean() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:] if x]; print(
 echo "TTFT local (state in the replica's slot): $(mean "${local_t[@]}")"
 echo "TTFT store (state read from Redis):       $(mean "${store_t[@]}")"
 echo "TTFT resend (whole conversation again):   $(mean "${resend_t[@]}")"
+# The replicas' own timing of the store's reads and writes (ModelInfo's session stats).
+for r in 0 1; do
+  "$cli" info --addr "${addr[$r]}" | sed -n '/^sessions {/,/^}/p' > "$work/info$r.txt"
+done
+python3 - "$work/info0.txt" "$work/info1.txt" <<'PY'
+import re, sys
+def get(name):
+    total = 0.0
+    for path in sys.argv[1:]:
+        m = re.search(rf"^\s*{name}: ([0-9.e+-]+)", open(path).read(), re.M)
+        total += float(m.group(1)) if m else 0.0
+    return total
+reads, writes = get("store_reads"), get("store_writes")
+if reads:
+    print(f"store read of a state (replicas' own timing): {1000 * get('store_read_seconds') / reads:.2f} ms mean over {int(reads)}")
+if writes:
+    print(f"store write of a state (replicas' own timing; the turns' and the creations', whose state is empty): "
+          f"{1000 * get('store_write_seconds') / writes:.2f} ms mean over {int(writes)}")
+PY
 fp_key=$(redis-cli -p "$port" --scan --pattern 'gla:*:s:bench-1' | head -1)
 m_key=${fp_key/:s:/:m:}
 echo "store memory per session: state entry $(redis-cli -p "$port" memory usage "$fp_key") B, record $(redis-cli -p "$port" memory usage "$m_key") B (Redis MEMORY USAGE); the state entry's value is $(redis-cli -p "$port" strlen "$fp_key") B"

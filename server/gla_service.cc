@@ -402,6 +402,8 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   ss->set_store_writes(st.sessions.store_writes);
   ss->set_store_released(st.sessions.store_released);
   ss->set_store_errors(st.sessions.store_errors);
+  ss->set_store_read_seconds(st.sessions.store_read_s);
+  ss->set_store_write_seconds(st.sessions.store_write_s);
   v1::PrefixCacheStats* pc = resp->mutable_prefix_cache();
   pc->set_hits(st.prefix_cache.hits);
   pc->set_misses(st.prefix_cache.misses);

@@ -240,6 +240,11 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     Add(out.back(), static_cast<double>(s.sessions.store_writes), {{"event", "written"}});
     Add(out.back(), static_cast<double>(s.sessions.store_released), {{"event", "released"}});
     Add(out.back(), static_cast<double>(s.sessions.store_errors), {{"event", "error"}});
+    out.push_back(CounterFamily("gla_state_store_seconds_total",
+                                "With --state_store: seconds spent reading session states from the store (before a "
+                                "resumed turn's first step) and writing them (before a turn's last message)."));
+    Add(out.back(), s.sessions.store_read_s, {{"op", "read"}});
+    Add(out.back(), s.sessions.store_write_s, {{"op", "write"}});
     out.push_back(CounterFamily("gla_prefix_cache_lookups_total", "Prefix-state cache lookups, by result."));
     Add(out.back(), static_cast<double>(s.prefix_cache.hits), {{"result", "hit"}});
     Add(out.back(), static_cast<double>(s.prefix_cache.misses), {{"result", "miss"}});

@@ -13,6 +13,7 @@
 //   gla_sessions{location="slot"|"host"|"disk"|"empty"}, gla_session_host_bytes,
 //   gla_session_events_total{event="swapped_out"|"written"|"dropped"|"expired"},
 //   gla_state_store_events_total{event="read"|"written"|"released"|"error"},
+//   gla_state_store_seconds_total{op="read"|"write"},
 //   gla_prefix_cache_store_lookups_total{result="hit"|"miss"|"error"}, gla_prefix_cache_store_writes_total
 //   gla_prefix_cache_lookups_total{result="hit"|"miss"}, gla_prefix_cache_saved_tokens_total,
 //   gla_prefix_cache_entries, gla_prefix_cache_bytes, gla_preemptions_total

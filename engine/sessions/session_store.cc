@@ -473,6 +473,7 @@ struct StoreOutcome {
 };
 struct Created : StoreOutcome {
   SessionRecord record;
+  double seconds = 0;
 };
 struct Deleted : StoreOutcome {
   bool removed = false;
@@ -483,6 +484,7 @@ struct Listed : StoreOutcome {
 
 Created CreateInStore(SharedSessions& shared, SessionRecord record, bool chosen) {
   Created c;
+  const auto t0 = std::chrono::steady_clock::now();
   for (int attempt = 0;; ++attempt) {
     if (chosen) {
       std::random_device rd;
@@ -491,15 +493,18 @@ Created CreateInStore(SharedSessions& shared, SessionRecord record, bool chosen)
     absl::StatusOr<bool> created = shared.Create(record, {});
     if (!created.ok()) {
       c.status = created.status(), c.store_failed = true;
-      return c;
+      break;
     }
-    if (*created) break;
+    if (*created) {
+      c.record = std::move(record);
+      break;
+    }
     if (!chosen || attempt == 3) {
       c.status = absl::AlreadyExistsError(absl::StrCat("session '", record.id, "' exists"));
-      return c;
+      break;
     }
   }
-  c.record = std::move(record);
+  c.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return c;
 }
 
@@ -551,6 +556,7 @@ void SessionStore::CreateShared(std::string id, int64_t ttl_s, bool here,
                            s->record = std::move(c.record);
                            s->store_version = 1;
                            ++counters_.store_writes;
+                           counters_.store_write_s += c.seconds;
                            absl::StatusOr<Session*> copy = InsertCopy(std::move(s));
                            // (Not kept here is not lost: it is in the store, and any replica continues it.)
                            if (!copy.ok()) return done(copy.status());
@@ -635,7 +641,9 @@ absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, 
   const bool chosen = id.empty();
   for (int attempt = 0; st.ok(); ++attempt) {
     s->record.id = chosen ? absl::StrFormat("s-%08x%08x", std::random_device()(), std::random_device()()) : id;
+    const auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<bool> created = shared_->Create(s->record, state);
+    counters_.store_write_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!created.ok()) st = StoreError(created.status(), "writing the fork");
     else if (*created) break;
     else if (!chosen || attempt == 3) st = absl::AlreadyExistsError(absl::StrCat("session '", s->record.id, "' exists"));
@@ -737,6 +745,7 @@ void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adap
     SharedSessions::Entry entry;
     bool read = false;  // entry's state is in `host`
     std::shared_ptr<HostState> host;
+    double seconds = 0;  // the read's
   };
   auto found = std::make_shared<Found>();
   const uint64_t local_version = it != sessions_.end() ? it->second->store_version : 0;
@@ -765,8 +774,10 @@ void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adap
           if (found->host == nullptr) {
             found->status = absl::ResourceExhaustedError("no host memory for the session's state");
           } else {
+            const auto t0 = std::chrono::steady_clock::now();
             absl::StatusOr<SharedSessions::Entry> read =
                 shared.Read(id, {found->host->data(), static_cast<size_t>(found->host->floats())});
+            found->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             if (!read.ok()) found->status = read.status(), found->store_failed = true;
             else if (read->version != found->entry.version) found->status = absl::InternalError("the store's version moved under the lease");
             else found->entry.record = std::move(read->record), found->read = true;
@@ -803,6 +814,7 @@ void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adap
         if (found->read) {
           copy->host = std::move(found->host);
           ++counters_.store_reads;
+          counters_.store_read_s += found->seconds;
         }
         copy->store_version = e.version;
         absl::StatusOr<Session*> inserted = InsertCopy(std::move(copy));
@@ -872,10 +884,12 @@ void SessionStore::CommitAsync(Session& s, int slot, int64_t tokens_added, std::
     // Before the turn's last message goes out (`done` sends it); only while the lease is still ours
     // and the store still at the version the turn started from.
     absl::Status st = host->Wait();
+    const auto t0 = std::chrono::steady_clock::now();
     if (st.ok()) st = shared_->Commit(next, version, {host->data(), static_cast<size_t>(host->floats())});
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     shared_->Unlease(id).IgnoreError();  // either way, before the client hears the turn ended
     host.reset();  // (recycled here: the pool's host buffers may be given back from any thread)
-    poster_([this, id, slot, next, st, failed, done = std::move(done)] {
+    poster_([this, id, slot, next, st, seconds, failed, done = std::move(done)] {
       --store_jobs_;
       auto it = sessions_.find(id);  // there: a busy session is never let go
       Session* s = it != sessions_.end() ? it->second.get() : nullptr;
@@ -886,6 +900,7 @@ void SessionStore::CommitAsync(Session& s, int slot, int64_t tokens_added, std::
       }
       ++s->store_version;
       ++counters_.store_writes;
+      counters_.store_write_s += seconds;
       if (s->slot >= 0) pool_.Release(s->slot);
       s->slot = slot;
       s->host.reset();

@@ -88,6 +88,10 @@ struct SessionStats {
   // The shared tier: turns that read the state from the store (no current local copy), turns and
   // creations written to it, local copies let go (the store keeps them), calls that failed.
   uint64_t store_reads = 0, store_writes = 0, store_released = 0, store_errors = 0;
+  // Seconds spent reading the states of store_reads and writing those of store_writes (their means:
+  // what a resumed turn waits before its first step, and a turn's last message after its last token;
+  // creations write no state and pull the write mean down).
+  double store_read_s = 0, store_write_s = 0;
 };
 
 class SessionStore {
