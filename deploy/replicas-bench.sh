@@ -6,6 +6,7 @@
 # GLAD_EXTRA: more glad flags; LOADGEN_ARGS: gla-loadgen's (default below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. deploy/glad-port.sh
 model=${1:-models/gla-brown} counts=${2:-1 3} threads=${3:-1}
 glad=${GLAD:-build/server/glad} loadgen=${GLA_LOADGEN:-build/clients/gla-loadgen}
 args=${LOADGEN_ARGS:---concurrency 8,32 --requests 96 --prompt-len 32 --max-new-tokens 32}
@@ -28,13 +29,7 @@ for n in $counts; do
     pids+=($!)
   done
   for r in $(seq "$n"); do
-    p=""
-    for _ in $(seq 600); do
-      p=$(sed -n 's|.*glad: listening on 127.0.0.1:\([0-9]*\).*|\1|p' "$work/glad$r.log")
-      [ -n "$p" ] && break
-      sleep 0.1
-    done
-    [ -n "$p" ] || { echo "replica $r did not start"; tail "$work/glad$r.log"; exit 1; }
+    p=$(glad_port "$work/glad$r.log") || exit 1
     echo "server 127.0.0.1:$p;" >> "$work/gla-grpc-replicas.conf"
     echo "server 127.0.0.1:$p;" >> "$work/gla-http-replicas.conf"  # (unused here; the config includes it)
   done

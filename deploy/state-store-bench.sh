@@ -11,6 +11,7 @@
 # Extra glad flags (a backend, say) in GLAD_EXTRA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. deploy/glad-port.sh
 model=${1:-models/gla-brown} conversations=${2:-8} turns=${3:-6}
 glad=${GLAD:-build/server/glad} cli=${GLA_CLI:-build/clients/gla-cli}
 work=$(mktemp -d)
@@ -28,13 +29,7 @@ for r in 0 1; do
   pids+=($!)
 done
 for r in 0 1; do
-  p=""
-  for _ in $(seq 600); do
-    p=$(sed -n 's|.*glad: listening on 127.0.0.1:\([0-9]*\).*|\1|p' "$work/glad$r.log")
-    [ -n "$p" ] && break
-    sleep 0.1
-  done
-  [ -n "$p" ] || { echo "replica $r did not start"; tail "$work/glad$r.log"; exit 1; }
+  p=$(glad_port "$work/glad$r.log") || exit 1
   addr+=("127.0.0.1:$p")
 done
 grep -m1 "listening" "$work/glad0.log"
