@@ -180,13 +180,15 @@ std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32
     else ++counters_.store_errors;
     return std::nullopt;
   }
-  absl::StatusOr<std::optional<std::string>> value = store_->GetInRanges(keys[static_cast<size_t>(index - 1)]);
+  const size_t blocks = hashes.size() + 1 - static_cast<size_t>(index);  // longest first
+  const size_t n = blocks * static_cast<size_t>(block_);
+  const size_t entry_bytes = sizeof(kMagic) + 4 + n * sizeof(int32_t) + 8 + static_cast<size_t>(pool_.state_floats()) * 4 + 8;
+  absl::StatusOr<std::optional<std::string>> value = store_->GetInRanges(keys[static_cast<size_t>(index - 1)], entry_bytes);
   if (!value.ok()) {
     ++counters_.store_errors;
     return std::nullopt;
   }
-  const size_t blocks = hashes.size() + 1 - static_cast<size_t>(index);  // longest first
-  const size_t n = blocks * static_cast<size_t>(block_);
+
   absl::StatusOr<std::shared_ptr<HostState>> state = MakeRoom();
   if (!value->has_value() || !state.ok() ||
       !DecodeEntry(**value, prompt.first(n), {(*state)->data(), static_cast<size_t>((*state)->floats())})) {

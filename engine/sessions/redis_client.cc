@@ -274,11 +274,19 @@ absl::Status RedisClient::PutInRanges(std::string_view key, std::string_view val
   return r.ok() ? absl::OkStatus() : r.status();
 }
 
-absl::StatusOr<std::optional<std::string>> RedisClient::GetInRanges(std::string_view key) {
+namespace {
+absl::Status TooLong(std::string_view key, int64_t size, size_t max_bytes) {
+  return absl::DataLossError(absl::StrCat("state store: ", std::string(key), " holds ", size, " bytes, more than the ",
+                                          max_bytes, " expected"));
+}
+}  // namespace
+
+absl::StatusOr<std::optional<std::string>> RedisClient::GetInRanges(std::string_view key, size_t max_bytes) {
   absl::StatusOr<Reply> r = Command({"STRLEN", key});
   if (!r.ok()) return r.status();
   const int64_t size = r->integer;
   if (size <= 0) return std::optional<std::string>();
+  if (static_cast<uint64_t>(size) > max_bytes) return TooLong(key, size, max_bytes);
   std::string value;
   value.reserve(static_cast<size_t>(size));
   for (int64_t at = 0; at < size; at += static_cast<int64_t>(kRangeBytes)) {
@@ -292,12 +300,13 @@ absl::StatusOr<std::optional<std::string>> RedisClient::GetInRanges(std::string_
 }
 
 absl::StatusOr<std::optional<std::string>> RedisClient::GetInRanges(const std::vector<RedisClient*>& clients,
-                                                                   std::string_view key) {
-  if (clients.size() <= 1) return clients.at(0)->GetInRanges(key);
+                                                                   std::string_view key, size_t max_bytes) {
+  if (clients.size() <= 1) return clients.at(0)->GetInRanges(key, max_bytes);
   absl::StatusOr<Reply> r = clients[0]->Command({"STRLEN", key});
   if (!r.ok()) return r.status();
   const int64_t size = r->integer;
   if (size <= 0) return std::optional<std::string>();
+  if (static_cast<uint64_t>(size) > max_bytes) return TooLong(key, size, max_bytes);
   std::string value(static_cast<size_t>(size), '\0');
   const int64_t ranges = (size + static_cast<int64_t>(kRangeBytes) - 1) / static_cast<int64_t>(kRangeBytes);
   std::vector<absl::Status> status(clients.size());

@@ -12,6 +12,7 @@
 // next call connects again.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -87,12 +88,14 @@ class RedisClient {
   // holds what guards it).
   static constexpr size_t kRangeBytes = size_t{1} << 20;
   absl::Status PutInRanges(std::string_view key, std::string_view value, int64_t ttl_ms);
-  absl::StatusOr<std::optional<std::string>> GetInRanges(std::string_view key);
+  // A value longer than max_bytes is refused (DATA_LOSS) before any of it is read: the caller knows
+  // the size it expects, and a store's wrong answer must not cost memory out of proportion.
+  absl::StatusOr<std::optional<std::string>> GetInRanges(std::string_view key, size_t max_bytes = SIZE_MAX);
   // The same, its ranges read over several connections at once (one thread each): Redis answers
   // one while the others' replies are parsed and copied here. `clients` (at least one) reach the
   // same store.
   static absl::StatusOr<std::optional<std::string>> GetInRanges(const std::vector<RedisClient*>& clients,
-                                                                std::string_view key);
+                                                                std::string_view key, size_t max_bytes = SIZE_MAX);
   // DEL of several keys at once (atomic): how many were there.
   absl::StatusOr<int64_t> DeleteKeys(const std::vector<std::string>& keys);
   // A server-side script (EVAL): it runs atomically, so a check and the writes it guards are one step.

@@ -672,54 +672,10 @@ absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, 
 
 absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurnShared(const std::string& id, const std::string& adapter,
                                                                      bool check_adapter) {
-  auto it = sessions_.find(id);
-  if ((it != sessions_.end() && it->second->busy) || preparing_.count(id) != 0)
-    return absl::FailedPreconditionError(
-        absl::StrCat("session '", id, "' already has a request running (one turn at a time: wait for it to end)"));
-  absl::StatusOr<bool> leased = shared_->Lease(id);
-  if (!leased.ok()) return StoreError(leased.status(), "taking the session's lease");
-  if (!*leased)
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session '", id, "' already has a request running on another replica (one turn at a time: wait for it to end)"));
-  auto fail = [&](absl::Status st) {
-    shared_->Unlease(id).IgnoreError();
-    return st;
-  };
-  absl::StatusOr<std::optional<SharedSessions::Entry>> entry = shared_->Find(id);
-  if (!entry.ok()) return fail(StoreError(entry.status(), "reading the session"));
-  if (!entry->has_value()) {
-    if (it != sessions_.end()) Erase(it);  // deleted or expired elsewhere
-    return fail(absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)")));
-  }
-  const SharedSessions::Entry& e = **entry;
-  if (check_adapter && e.record.tokens > 0 && e.record.adapter != adapter)
-    return fail(absl::FailedPreconditionError(absl::StrCat(
-        "session '", id, "' holds a past computed with ",
-        e.record.adapter.empty() ? std::string("the base model") : absl::StrCat("adapter '", e.record.adapter, "'"),
-        "; this request names ", adapter.empty() ? std::string("no adapter") : absl::StrCat("adapter '", adapter, "'"))));
-  Session* s = it != sessions_.end() ? it->second.get() : nullptr;
-  if (s == nullptr || s->store_version != e.version) {  // no copy here, or an older one
-    auto copy = std::make_unique<Session>();
-    copy->record = e.record;
-    if (e.record.tokens > 0 || e.record.pending) {
-      auto host = pool_.NewHostState();
-      if (!host.ok()) return fail(host.status());
-      absl::StatusOr<SharedSessions::Entry> read = shared_->Read(id, {(*host)->data(), static_cast<size_t>((*host)->floats())});
-      if (!read.ok()) return fail(StoreError(read.status(), "reading the session's state"));
-      if (read->version != e.version) return fail(absl::InternalError("the store's version moved under the lease"));
-      copy->record = read->record;
-      copy->host = std::move(*host);
-      ++counters_.store_reads;
-    }
-    copy->store_version = e.version;
-    absl::StatusOr<Session*> inserted = InsertCopy(std::move(copy));
-    if (!inserted.ok()) return fail(inserted.status());
-    s = *inserted;
-  }
-  s->busy = true;
-  s->leased = true;
-  s->record.last_used_unix_s = NowUnix();
-  return s;
+  absl::StatusOr<std::shared_ptr<TurnStart>> start = StartTurn(id);
+  if (!start.ok()) return start.status();
+  LeaseAndRead(*shared_, id, **start);
+  return EndStartTurn(id, adapter, check_adapter, **start);
 }
 
 void SessionStore::UnleaseLater(const std::string& id) {
@@ -730,102 +686,104 @@ void SessionStore::UnleaseLater(const std::string& id) {
   store_thread_->Run([shared = shared_.get(), id] { shared->Unlease(id).IgnoreError(); });
 }
 
-void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adapter,
-                                  std::function<void(absl::StatusOr<Session*>)> done) {
+absl::StatusOr<std::shared_ptr<SessionStore::TurnStart>> SessionStore::StartTurn(const std::string& id) {
   auto it = sessions_.find(id);
-  if ((it != sessions_.end() && it->second->busy) || preparing_.count(id) != 0) {
-    done(absl::FailedPreconditionError(
-        absl::StrCat("session '", id, "' already has a request running (one turn at a time: wait for it to end)")));
-    return;
-  }
-  // What the store thread finds; read back on the loop.
-  struct Found {
-    absl::Status status;
-    bool store_failed = false;  // status is the store's (counted, said UNAVAILABLE)
-    SharedSessions::Entry entry;
-    bool read = false;  // entry's state is in `host`
-    std::shared_ptr<HostState> host;
-    double seconds = 0;  // the read's
-  };
-  auto found = std::make_shared<Found>();
-  const uint64_t local_version = it != sessions_.end() ? it->second->store_version : 0;
+  if ((it != sessions_.end() && it->second->busy) || preparing_.count(id) != 0)
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", id, "' already has a request running (one turn at a time: wait for it to end)"));
+  auto start = std::make_shared<TurnStart>();
+  start->local_version = it != sessions_.end() ? it->second->store_version : 0;
   if (it != sessions_.end()) it->second->busy = true;  // nothing lets it go or runs on it meanwhile
   preparing_.insert(id);
-  if (auto host = pool_.NewHostState(); host.ok()) found->host = std::move(*host);  // in case a read is needed
-  ++store_jobs_;
-  store_thread_->Run([this, id, local_version, found, adapter, done = std::move(done)]() mutable {
-    SharedSessions& shared = *shared_;  // thread-safe; nothing else of the store is touched here
-    absl::StatusOr<bool> leased = shared.Lease(id);
-    if (!leased.ok()) {
-      found->status = leased.status(), found->store_failed = true;
-    } else if (!*leased) {
-      found->status = absl::FailedPreconditionError(absl::StrCat(
-          "session '", id, "' already has a request running on another replica (one turn at a time: wait for it to end)"));
-    } else {
-      absl::StatusOr<std::optional<SharedSessions::Entry>> entry = shared.Find(id);
-      if (!entry.ok()) {
-        found->status = entry.status(), found->store_failed = true;
-      } else if (!entry->has_value()) {
-        found->status = absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
+  if (auto host = pool_.NewHostState(); host.ok()) start->host = std::move(*host);  // in case a read is needed
+  return start;
+}
+
+void SessionStore::LeaseAndRead(SharedSessions& shared, const std::string& id, TurnStart& t) {
+  absl::StatusOr<bool> leased = shared.Lease(id);
+  if (!leased.ok()) {
+    t.status = leased.status(), t.store_failed = true;
+    return;
+  }
+  if (!*leased) {
+    t.status = absl::FailedPreconditionError(absl::StrCat(
+        "session '", id, "' already has a request running on another replica (one turn at a time: wait for it to end)"));
+    return;
+  }
+  absl::StatusOr<std::optional<SharedSessions::Entry>> entry = shared.Find(id);
+  if (!entry.ok()) {
+    t.status = entry.status(), t.store_failed = true;
+  } else if (!entry->has_value()) {
+    t.status = absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
+  } else {
+    t.entry = std::move(**entry);
+    const SessionRecord& r = t.entry.record;
+    if (t.entry.version != t.local_version && (r.tokens > 0 || r.pending)) {
+      if (t.host == nullptr) {
+        t.status = absl::ResourceExhaustedError("no host memory for the session's state");
       } else {
-        found->entry = std::move(**entry);
-        const SessionRecord& r = found->entry.record;
-        if (found->entry.version != local_version && (r.tokens > 0 || r.pending)) {
-          if (found->host == nullptr) {
-            found->status = absl::ResourceExhaustedError("no host memory for the session's state");
-          } else {
-            const auto t0 = std::chrono::steady_clock::now();
-            absl::StatusOr<SharedSessions::Entry> read =
-                shared.Read(id, {found->host->data(), static_cast<size_t>(found->host->floats())});
-            found->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            if (!read.ok()) found->status = read.status(), found->store_failed = true;
-            else if (read->version != found->entry.version) found->status = absl::InternalError("the store's version moved under the lease");
-            else found->entry.record = std::move(read->record), found->read = true;
-          }
-        }
+        const auto t0 = std::chrono::steady_clock::now();
+        absl::StatusOr<SharedSessions::Entry> read = shared.Read(id, {t.host->data(), static_cast<size_t>(t.host->floats())});
+        t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!read.ok()) t.status = read.status(), t.store_failed = true;
+        else if (read->version != t.entry.version) t.status = absl::InternalError("the store's version moved under the lease");
+        else t.entry.record = std::move(read->record), t.read = true;
       }
-      if (!found->status.ok()) shared.Unlease(id).IgnoreError();
     }
-    // The outcome on the loop. (The loop outlives this job: it ends only with no job out.)
-    poster_([this, id, adapter, found, done = std::move(done)]() mutable {
+  }
+  if (!t.status.ok()) shared.Unlease(id).IgnoreError();
+}
+
+absl::StatusOr<SessionStore::Session*> SessionStore::EndStartTurn(const std::string& id, const std::string& adapter,
+                                                                  bool check_adapter, TurnStart& t) {
+  preparing_.erase(id);
+  auto it = sessions_.find(id);
+  Session* s = it != sessions_.end() ? it->second.get() : nullptr;
+  if (s != nullptr) s->busy = false;
+  auto fail = [&](absl::Status st) {
+    UnleaseLater(id);  // the lease was taken: give it back
+    return st;
+  };
+  if (!t.status.ok()) {
+    if (t.status.code() == absl::StatusCode::kNotFound && s != nullptr) Erase(it);  // deleted elsewhere
+    return t.store_failed ? StoreError(t.status, "reading the session") : t.status;
+  }
+  const SharedSessions::Entry& e = t.entry;
+  if (check_adapter && e.record.tokens > 0 && e.record.adapter != adapter)
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "session '", id, "' holds a past computed with ",
+        e.record.adapter.empty() ? std::string("the base model") : absl::StrCat("adapter '", e.record.adapter, "'"),
+        "; this request names ", adapter.empty() ? std::string("no adapter") : absl::StrCat("adapter '", adapter, "'"))));
+  if (s == nullptr || s->store_version != e.version) {  // no copy here, or an older one
+    auto copy = std::make_unique<Session>();
+    copy->record = e.record;
+    if (t.read) {
+      copy->host = std::move(t.host);
+      ++counters_.store_reads;
+      counters_.store_read_s += t.seconds;
+    }
+    copy->store_version = e.version;
+    absl::StatusOr<Session*> inserted = InsertCopy(std::move(copy));
+    if (!inserted.ok()) return fail(inserted.status());
+    s = *inserted;
+  }
+  t.host.reset();  // (an unused buffer goes back here, on the loop)
+  s->busy = true;
+  s->leased = true;
+  s->record.last_used_unix_s = NowUnix();
+  return s;
+}
+
+void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adapter,
+                                  std::function<void(absl::StatusOr<Session*>)> done) {
+  absl::StatusOr<std::shared_ptr<TurnStart>> start = StartTurn(id);
+  if (!start.ok()) return done(start.status());
+  ++store_jobs_;
+  store_thread_->Run([this, id, adapter, start = *start, done = std::move(done)]() mutable {
+    LeaseAndRead(*shared_, id, *start);  // thread-safe: the store and `start` only
+    poster_([this, id, adapter, start, done = std::move(done)]() mutable {  // (the loop outlives every job)
       --store_jobs_;
-      preparing_.erase(id);
-      auto it = sessions_.find(id);
-      Session* s = it != sessions_.end() ? it->second.get() : nullptr;
-      if (s != nullptr) s->busy = false;
-      auto fail = [&](absl::Status st) {
-        if (found->status.ok()) UnleaseLater(id);  // the lease was taken: give it back
-        done(std::move(st));
-      };
-      if (!found->status.ok()) {
-        if (found->status.code() == absl::StatusCode::kNotFound && s != nullptr) Erase(it);  // deleted elsewhere
-        done(found->store_failed ? StoreError(found->status, "reading the session") : found->status);
-        return;
-      }
-      const SharedSessions::Entry& e = found->entry;
-      if (e.record.tokens > 0 && e.record.adapter != adapter)
-        return fail(absl::FailedPreconditionError(absl::StrCat(
-            "session '", id, "' holds a past computed with ",
-            e.record.adapter.empty() ? std::string("the base model") : absl::StrCat("adapter '", e.record.adapter, "'"),
-            "; this request names ", adapter.empty() ? std::string("no adapter") : absl::StrCat("adapter '", adapter, "'"))));
-      if (s == nullptr || s->store_version != e.version) {  // no copy here, or an older one
-        auto copy = std::make_unique<Session>();
-        copy->record = e.record;
-        if (found->read) {
-          copy->host = std::move(found->host);
-          ++counters_.store_reads;
-          counters_.store_read_s += found->seconds;
-        }
-        copy->store_version = e.version;
-        absl::StatusOr<Session*> inserted = InsertCopy(std::move(copy));
-        if (!inserted.ok()) return fail(inserted.status());
-        s = *inserted;
-      }
-      found->host.reset();  // (an unused buffer goes back here, on the loop)
-      s->busy = true;
-      s->leased = true;
-      s->record.last_used_unix_s = NowUnix();
-      done(s);
+      done(EndStartTurn(id, adapter, /*check_adapter=*/true, *start));
     });
   });
 }

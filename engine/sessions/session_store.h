@@ -213,6 +213,23 @@ class SessionStore {
   absl::StatusOr<SessionInfo> ForkShared(const std::string& src, std::string id, int64_t ttl_s);
   // check_adapter false: a fork's read of its source (any adapter's past is forked as it is).
   absl::StatusOr<Session*> BeginTurnShared(const std::string& id, const std::string& adapter, bool check_adapter = true);
+  // A turn's start in three parts, so BeginTurnShared and BeginTurnAsync share them: StartTurn (the
+  // loop: the session is marked taken), LeaseAndRead (the store's part: the lease, the version, the
+  // state when this replica's copy is missing or older; on the store thread when there is one),
+  // EndStartTurn (the loop: the local copy made current, the session busy and leased, or why not).
+  struct TurnStart {
+    uint64_t local_version = 0;          // the version this replica's copy holds (0: none)
+    std::shared_ptr<HostState> host;     // for the state, if it must be read
+    absl::Status status;                 // what the store's part found
+    bool store_failed = false;           // status is the store's own failure
+    SharedSessions::Entry entry;
+    bool read = false;                   // entry's state is in `host`
+    double seconds = 0;                  // the read's
+  };
+  absl::StatusOr<std::shared_ptr<TurnStart>> StartTurn(const std::string& id);
+  static void LeaseAndRead(SharedSessions& shared, const std::string& id, TurnStart& t);
+  absl::StatusOr<Session*> EndStartTurn(const std::string& id, const std::string& adapter, bool check_adapter,
+                                        TurnStart& t);
   // A store error as the client sees it: UNAVAILABLE stays (the store is gone); counted.
   absl::Status StoreError(const absl::Status& s, const std::string& doing);
   // The state in a slot, a host copy or nothing (an empty past), as floats to write.

@@ -126,7 +126,9 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id
   absl::StatusOr<std::optional<Entry>> meta = Find(id);
   if (!meta.ok()) return meta.status();
   if (!meta->has_value()) return absl::NotFoundError(absl::StrCat("no session '", id, "' in the state store"));
-  absl::StatusOr<std::optional<std::string>> v = RedisClient::GetInRanges(read_over_, Key('s', id));
+  // At most a header (names are at most 64 bytes each), the state and the checksum.
+  const size_t most = 512 + static_cast<size_t>(expect_.state_floats) * sizeof(float) + 8;
+  absl::StatusOr<std::optional<std::string>> v = RedisClient::GetInRanges(read_over_, Key('s', id), most);
   if (!v.ok()) return v.status();
   const std::string name = absl::StrCat("session '", id, "' in the state store");
   if (!v->has_value()) return absl::DataLossError(absl::StrCat(name, ": its record is there, its state is not"));

@@ -102,6 +102,10 @@ TEST_F(RedisClientTest, LargeValuesGoInRangesWholeAndExact) {
     EXPECT_EQ(**got, big) << over.size();
   }
   EXPECT_FALSE(RedisClient::GetInRanges({&c, &c2}, "nothing")->has_value());
+  // A value longer than the caller expects is refused before it is read.
+  EXPECT_EQ(c.GetInRanges("big", big.size() - 1).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(RedisClient::GetInRanges({&c, &c2}, "big", 100).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(c.GetInRanges("big", big.size()).ok());
   auto ttl = c.Eval("return redis.call('PTTL', KEYS[1])", {"big"}, {});
   ASSERT_TRUE(ttl.ok());
   EXPECT_GT(ttl->integer, 50000);
