@@ -65,10 +65,15 @@ for name in "${selected[@]}"; do
   if [ "$rc" -ne 0 ] || [ -n "$findings" ]; then
     failed+=("$name")
     echo "---- $name: finding (log: $work/log) ----"
-    grep -E 'ERROR: |runtime error|SUMMARY|gla fuzz check failed' "$work/log" | head -n 8 || true
+    # What the harness printed before it died (an uncaught exception's "terminate called ..." line,
+    # a check's message) and the stack: CI keeps no files, so its log must carry the whole finding.
+    grep -E -B 12 -A 40 'ERROR: |runtime error|gla fuzz check failed' "$work/log" | grep -v -E '^(#[0-9]+|INFO:)' |
+      head -n 80 || true
     for f in $findings; do
       echo "reproducer: $f"
       echo "  replay:   $dir/tests/fuzz/${name}_fuzz $f"
+      # The input itself, so a finding in CI can be replayed anywhere: base64 -d > crash-file.
+      echo "  base64:   $(head -c 8192 "$f" | base64 -w 0)"
     done
     [ -n "$findings" ] || tail -n 30 "$work/log"
   fi

@@ -30,7 +30,8 @@ struct JsonSchemaLimits {
 };
 
 // The schema (JSON text) as GBNF; INVALID_ARGUMENT for bad JSON or what is refused,
-// RESOURCE_EXHAUSTED past a limit.
+// RESOURCE_EXHAUSTED past a limit; INTERNAL (never an exception) if the compiler meets a shape it
+// fails to check for, a bug the fuzzer looks for (tests/fuzz/json_schema_fuzz.cc).
 absl::StatusOr<std::string> JsonSchemaToGbnf(std::string_view schema_json, const JsonSchemaLimits& limits = {});
 
 }  // namespace gla::constraints

@@ -592,6 +592,7 @@ std::optional<bool> SchemaAlgebra::ValidateAt(const json& v, const json& s, int 
     if (const json* m = Member(s, "minItems"); m != nullptr && m->is_number() && v.size() < m->get<double>()) return false;
     if (const json* m = Member(s, "maxItems"); m != nullptr && m->is_number() && v.size() > m->get<double>()) return false;
     const json* items = Member(s, "items");
+    if (const json* p = Member(s, "prefixItems"); p != nullptr && !p->is_array()) return std::nullopt;  // refused when compiled
     const json* tuple = s.contains("prefixItems") ? &s["prefixItems"] : items != nullptr && items->is_array() ? items : nullptr;
     const json* rest = s.contains("prefixItems") ? items : tuple != nullptr ? Member(s, "additionalItems") : items;
     for (size_t i = 0; i < v.size(); ++i) {

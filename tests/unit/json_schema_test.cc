@@ -461,6 +461,10 @@ TEST(JsonSchema, WhatCannotBeEnforcedIsRefusedByName) {
            {R"({"oneOf": "x"})", "oneOf that is not a non-empty list"},
            {R"({"anyOf": []})", "anyOf that is not a non-empty list"},
            {R"({"oneOf": {"type": "null"}})", "oneOf that is not a non-empty list"},
+           // prefixItems that is no list (CI's fuzzer and json_schema_random_test found it threw).
+           {R"({"prefixItems": 1})", "prefixItems that is not a list"},
+           {R"({"type": "array", "prefixItems": {"type": "null"}})", "prefixItems that is not a list"},
+           {R"({"allOf": [{"prefixItems": "x"}, {"type": "array"}]})", "prefixItems that is not a list"},
        }) {
     auto g = JsonSchemaToGbnf(schema);
     ASSERT_FALSE(g.ok()) << schema;
