@@ -64,6 +64,10 @@ class Backend {
     (void)used, (void)total;
     return false;
   }
+  // Makes the calling thread use this backend's device (the CUDA backend: cudaSetDevice). The
+  // scheduler's loop calls it first: with one engine per GPU (engine_set.h), a thread otherwise
+  // works on device 0 whichever engine it serves.
+  virtual absl::Status BindThread() { return absl::OkStatus(); }
   // Whether Step applies StepItem::adapter (LoRA adapters per sequence).
   virtual bool supports_adapters() const { return false; }
   // Ids a sampler may produce: the tokenizer's vocabulary when it is smaller than the model's.

@@ -44,6 +44,10 @@ class CudaBackend : public Backend {
   int64_t state_pool_bytes() const override { return pool_->device_bytes(); }
   int64_t workspace_bytes() const override { return model_->workspace_bytes() + sampler_->device_bytes(); }
   bool supports_adapters() const override { return true; }
+  absl::Status BindThread() override {
+    GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(model_->options().device));
+    return absl::OkStatus();
+  }
   bool DeviceMemory(int64_t* used, int64_t* total) const override {
     size_t free_bytes = 0, total_bytes = 0;
     // Called from a metrics thread: that thread's current device may be another one.

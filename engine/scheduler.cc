@@ -88,7 +88,16 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
   sessions_.SetPoster([this](std::function<void()> task) { return Post(std::move(task)); });
   refused_session_files_ = sessions_.LoadDirectory();
   stats_.sessions = sessions_.stats();
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    // A loop that cannot use its device serves nothing (a step on another GPU's memory would be
+    // worse than an error): it ends at once and every call says why.
+    if (absl::Status bound = backend_.BindThread(); !bound.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      unusable_ = absl::UnavailableError(absl::StrCat("the engine cannot use its device: ", bound.message()));
+    }
+    Loop();
+  });
 }
 
 Scheduler::~Scheduler() { Shutdown(std::chrono::milliseconds(0)); }
@@ -147,7 +156,7 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> Scheduler::SubmitGro
   }
   const int n = static_cast<int>(reqs.size());
   std::lock_guard<std::mutex> lock(mu_);
-  if (stopping_) return absl::UnavailableError("server is shutting down");
+  if (stopping_) return unusable_.ok() ? absl::UnavailableError("server is shutting down") : unusable_;
   if (stats_.queued + n > options_.queue_size)
     return absl::ResourceExhaustedError(absl::StrCat("queue full (", options_.queue_size, " requests waiting",
                                                      n > 1 ? absl::StrCat("; this one brings ", n) : "", ")"));
@@ -214,6 +223,22 @@ void Scheduler::ForkSession(std::string source, std::string id, int64_t ttl_s, S
   auto d = std::make_shared<SessionDone>(std::move(done));
   if (!Post([this, source = std::move(source), id = std::move(id), ttl_s, d]() mutable {
         auto r = sessions_.Fork(source, std::move(id), ttl_s);
+        PublishStats();
+        (*d)(std::move(r));
+      }))
+    (*d)(ShuttingDown());
+}
+
+void Scheduler::ExportSession(std::string source, std::function<void(absl::StatusOr<SessionCopy>)> done) {
+  auto d = std::make_shared<std::function<void(absl::StatusOr<SessionCopy>)>>(std::move(done));
+  if (!Post([this, source = std::move(source), d] { (*d)(sessions_.Export(source)); })) (*d)(ShuttingDown());
+}
+
+void Scheduler::ImportSession(SessionCopy copy, std::string id, int64_t ttl_s, SessionDone done) {
+  auto d = std::make_shared<SessionDone>(std::move(done));
+  auto c = std::make_shared<SessionCopy>(std::move(copy));
+  if (!Post([this, c, id = std::move(id), ttl_s, d]() mutable {
+        auto r = sessions_.Import(std::move(*c), std::move(id), ttl_s);
         PublishStats();
         (*d)(std::move(r));
       }))

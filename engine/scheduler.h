@@ -163,6 +163,10 @@ class Scheduler {
   void CreateSession(std::string id, int64_t ttl_s, SessionDone done);
   void ForkSession(std::string source, std::string id, int64_t ttl_s, SessionDone done);
   void DeleteSession(std::string id, std::function<void(absl::Status)> done);
+  // A fork's two halves across engines (engine_set.h; SessionStore::Export / Import): the source
+  // copied out here, the new session made from the copy on the engine its id belongs to.
+  void ExportSession(std::string source, std::function<void(absl::StatusOr<SessionCopy>)> done);
+  void ImportSession(SessionCopy copy, std::string id, int64_t ttl_s, SessionDone done);
   void ListSessions(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done);
   // The session files refused at start-up (one message each, naming the file).
   const std::vector<std::string>& refused_session_files() const { return refused_session_files_; }
@@ -203,6 +207,7 @@ class Scheduler {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> incoming_;  // guarded by mu_
   bool stopping_ = false;                          // guarded by mu_
+  absl::Status unusable_;                          // guarded by mu_: why the loop ended before it began
   std::optional<std::chrono::steady_clock::time_point> grace_end_;
   SchedulerStats stats_;                           // guarded by mu_
   std::deque<std::function<void()>> tasks_;        // guarded by mu_

@@ -13,10 +13,10 @@ absl::Status FrontDoor::Admit(std::optional<std::string_view> authorization, std
 }
 
 absl::StatusOr<GenerationSpec> FrontDoor::Prepare(const GenerateCall& call) {
-  auto spec = ValidateGenerateCall(call, scheduler_.backend(), limits_);
+  auto spec = ValidateGenerateCall(call, engines_.backend(), limits_);
   if (!spec.ok()) return spec;
   if (!call.adapter.empty()) {
-    Backend& backend = scheduler_.backend();
+    Backend& backend = engines_.backend();
     if (!backend.supports_adapters())
       return absl::FailedPreconditionError(absl::StrCat("adapter '", call.adapter, "': the ", backend.name(),
                                                         " backend does not apply LoRA adapters yet (glad --backend cpu does)"));
@@ -29,7 +29,7 @@ absl::StatusOr<GenerationSpec> FrontDoor::Prepare(const GenerateCall& call) {
   if (call.constraint.kind != OutputConstraint::Kind::kNone) {
     using Kind = constraints::Constraint::Kind;
     const char* field = call.names.constraint;
-    if (scheduler_.backend().tokenizer() == nullptr)
+    if (engines_.backend().tokenizer() == nullptr)
       return absl::InvalidArgumentError(absl::StrCat(field, ": structured output needs the model's tokenizer; it has none"));
     if (call.constraint.text.size() > kMaxConstraintBytes)
       return absl::InvalidArgumentError(absl::StrCat(field, ": longer than ", kMaxConstraintBytes, " bytes"));

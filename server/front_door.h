@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "engine/adapter_registry.h"
 #include "engine/constraints/constraint.h"
+#include "engine/engine_set.h"
 #include "engine/scheduler.h"
 #include "server/generate_call.h"
 #include "server/metrics.h"
@@ -39,8 +40,9 @@ struct ServiceInfo {
 
 class FrontDoor {
  public:
-  FrontDoor(Scheduler& scheduler, const ServerLimits& limits, const ServiceInfo& info)
-      : scheduler_(scheduler), limits_(limits), info_(info) {}
+  // `engines`: one per device (engine_set.h), one for a single device.
+  FrontDoor(EngineSet& engines, const ServerLimits& limits, const ServiceInfo& info)
+      : engines_(engines), limits_(limits), info_(info) {}
 
   // The guard's verdict (OK without a guard): `authorization` is the request's header or
   // metadata value (nullopt: none sent), `peer` the client's address.
@@ -55,7 +57,7 @@ class FrontDoor {
   // continues no session and takes no client request id (each generation gets its own).
   absl::StatusOr<std::vector<GenerationSpec>> PrepareGroup(const GenerateCall& call, int64_t n, const char* n_field);
 
-  Scheduler& scheduler() { return scheduler_; }
+  EngineSet& engines() { return engines_; }
   const ServerLimits& limits() const { return limits_; }
   const ServiceInfo& info() const { return info_; }
   std::string NextRequestId() { return "req-" + std::to_string(++next_id_); }
@@ -64,7 +66,7 @@ class FrontDoor {
   static constexpr size_t kMaxConstraintBytes = size_t{1} << 20;
 
  private:
-  Scheduler& scheduler_;
+  EngineSet& engines_;
   const ServerLimits limits_;
   const ServiceInfo info_;
   std::atomic<uint64_t> next_id_{0};

@@ -73,7 +73,7 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> SubmitAll(
     GlaService* svc, std::vector<GenerationSpec> specs, const std::function<void(size_t, GenerationUpdate&&)>& sink) {
   std::vector<UpdateSink> sinks;
   for (size_t i = 0; i < specs.size(); ++i) sinks.push_back([sink, i](GenerationUpdate&& u) { sink(i, std::move(u)); });
-  return svc->scheduler().SubmitGroup(std::move(specs), std::move(sinks));
+  return svc->engines().SubmitGroup(std::move(specs), std::move(sinks));
 }
 
 // What the metrics record for a call of n generations when its last one ends: its usage with the
@@ -302,7 +302,7 @@ grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GlaService::GenerateStream
 grpc::ServerUnaryReactor* GlaService::Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
                                                v1::TokenizeResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  const Tokenizer* tok = scheduler().backend().tokenizer();
+  const Tokenizer* tok = engines().backend().tokenizer();
   if (absl::Status admitted = Admit(*ctx); !admitted.ok()) {
     reactor->Finish(ToGrpcStatus(admitted));
   } else if (tok == nullptr) {
@@ -330,7 +330,7 @@ grpc::ServerUnaryReactor* GlaService::Detokenize(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
   }
-  const Tokenizer* tok = scheduler().backend().tokenizer();
+  const Tokenizer* tok = engines().backend().tokenizer();
   if (tok == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.model"));
     return reactor;
@@ -355,9 +355,9 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
   }
-  Backend& b = scheduler().backend();
+  Backend& b = engines().backend();
   const GlaConfig& c = b.config();
-  const SchedulerStats st = scheduler().stats();
+  const SchedulerStats st = engines().stats();
   resp->set_model_dir(info().model_dir);
   v1::ModelConfig* mc = resp->mutable_config();
   mc->set_hidden_size(c.hidden_size);
@@ -373,15 +373,15 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   for (int e : c.eos_token_ids) mc->add_eos_token_ids(e);
   mc->set_bos_token_id(c.bos_token_id.value_or(-1));
   resp->set_backend(b.name());
-  resp->set_device(b.device());
+  resp->set_device(engines().devices());
   resp->set_slots(st.slots);
   resp->set_slots_in_use(st.slots_in_use);
   resp->set_queued_requests(st.queued);
   resp->set_state_bytes_per_sequence(b.pool().state_bytes());
   resp->set_has_tokenizer(b.tokenizer() != nullptr);
-  resp->set_weight_bytes(b.weight_bytes());
-  resp->set_state_pool_bytes(b.state_pool_bytes());
-  resp->set_workspace_bytes(b.workspace_bytes());
+  resp->set_weight_bytes(engines().weight_bytes());
+  resp->set_state_pool_bytes(engines().state_pool_bytes());
+  resp->set_workspace_bytes(engines().workspace_bytes());
   v1::Limits* l = resp->mutable_limits();
   l->set_max_prompt_tokens(limits().max_prompt_tokens);
   l->set_max_new_tokens(limits().max_new_tokens);
@@ -416,6 +416,7 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   pc->set_store_writes(st.prefix_cache.store_writes);
   pc->set_store_errors(st.prefix_cache.store_errors);
   resp->set_preemptions(st.preemptions);
+  resp->set_engines(static_cast<uint32_t>(engines().size()));
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -26,7 +26,7 @@ class GlaService final : public v1::Gla::CallbackService {
                                        v1::DetokenizeResponse* resp) override;
   grpc::ServerUnaryReactor* ModelInfo(grpc::CallbackServerContext* ctx, const v1::ModelInfoRequest* req,
                                       v1::ModelInfoResponse* resp) override;
-  // Sessions (gla_service_sessions.cc): run on the scheduler's loop thread, answered from there.
+  // Sessions (gla_service_sessions.cc): run on the session's engine's loop thread, answered from there.
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx, const v1::CreateSessionRequest* req,
                                           v1::Session* resp) override;
   grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx, const v1::DeleteSessionRequest* req,
@@ -38,7 +38,7 @@ class GlaService final : public v1::Gla::CallbackService {
 
   // Shared by the reactors (gla_service.cc, gla_service_sessions.cc).
   FrontDoor& door() { return door_; }
-  Scheduler& scheduler() { return door_.scheduler(); }
+  EngineSet& engines() { return door_.engines(); }
   const ServerLimits& limits() const { return door_.limits(); }
   const ServiceInfo& info() const { return door_.info(); }
   // The front door's verdict on a call (OK without a guard).

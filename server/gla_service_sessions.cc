@@ -45,7 +45,7 @@ grpc::ServerUnaryReactor* GlaService::CreateSession(grpc::CallbackServerContext*
     reactor->Finish(ToGrpcStatus(ok));
     return reactor;
   }
-  scheduler().CreateSession(req->session_id(), req->has_ttl_s() ? req->ttl_s() : -1, Reply(reactor, resp));
+  engines().CreateSession(req->session_id(), req->has_ttl_s() ? req->ttl_s() : -1, Reply(reactor, resp));
   return reactor;
 }
 
@@ -60,7 +60,7 @@ grpc::ServerUnaryReactor* GlaService::ForkSession(grpc::CallbackServerContext* c
     reactor->Finish(ToGrpcStatus(ok));
     return reactor;
   }
-  scheduler().ForkSession(req->source_session_id(), req->session_id(), req->has_ttl_s() ? req->ttl_s() : -1,
+  engines().ForkSession(req->source_session_id(), req->session_id(), req->has_ttl_s() ? req->ttl_s() : -1,
                          Reply(reactor, resp));
   return reactor;
 }
@@ -72,7 +72,7 @@ grpc::ServerUnaryReactor* GlaService::DeleteSession(grpc::CallbackServerContext*
     reactor->Finish(ToGrpcStatus(ok));
     return reactor;
   }
-  scheduler().DeleteSession(req->session_id(), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+  engines().DeleteSession(req->session_id(), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
   return reactor;
 }
 
@@ -83,7 +83,7 @@ grpc::ServerUnaryReactor* GlaService::ListSessions(grpc::CallbackServerContext* 
     reactor->Finish(ToGrpcStatus(ok));
     return reactor;
   }
-  scheduler().ListSessions([reactor, resp](absl::StatusOr<std::vector<SessionInfo>> list) {
+  engines().ListSessions([reactor, resp](absl::StatusOr<std::vector<SessionInfo>> list) {
     if (list.ok())
       for (const SessionInfo& i : *list) ToProto(i, resp->add_sessions());
     reactor->Finish(list.ok() ? grpc::Status::OK : ToGrpcStatus(list.status()));

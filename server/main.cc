@@ -2,7 +2,7 @@
 //
 //   glad [--model DIR (default: models/gla-brown)] [--listen 0.0.0.0:50051] [--slots 16 | --state_memory_mb M] [--queue_size 256]
 //        [--step_token_budget 512] [--threads 0] [--max_prompt_tokens 8192] [--max_new_tokens 1024]
-//        [--shutdown_grace_s 10] [--backend auto|cuda|cpu] [--device 0] [--cuda_graphs]
+//        [--shutdown_grace_s 10] [--backend auto|cuda|cpu] [--device 0 | --devices 0,1,...] [--cuda_graphs]
 //        [--adapter_dir DIR] [--finetune_data_dir DIR] [--finetune_share 0.25]
 //        [--finetune_max_tokens 1000000] [--finetune_max_queued 8] [--finetune_device auto|cuda|cpu] [--adapter NAME=DIR ...]
 //        (glad --help lists every flag; they are defined and checked in server/options.cc)
@@ -12,8 +12,8 @@
 // cancel the rest, exit 0.
 // Startup errors (bad model dir, port in use, bad flag) are one line on stderr and exit 1.
 //
-// This file only wires the parts together: options -> backend -> scheduler and fine-tune jobs ->
-// services -> gRPC server and metrics -> wait for a signal -> drain.
+// This file only wires the parts together: options -> a backend and a scheduler per device (one
+// EngineSet) and fine-tune jobs -> services -> gRPC server and metrics -> wait for a signal -> drain.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -37,6 +38,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/adapter_registry.h"
 #include "engine/backend.h"
+#include "engine/engine_set.h"
 #include "engine/finetune/compute_gate.h"
 #include "engine/finetune/jobs.h"
 #include "engine/scheduler.h"
@@ -75,13 +77,15 @@ sigset_t BlockShutdownSignals() {
   return signals;
 }
 
-// The backend --backend names; the CPU backend's pool is sized from --state_memory_mb here (the
-// CUDA backend sizes its own from the GPU's).
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o) {
-  const int64_t state_budget = int64_t{o.state_memory_mb} * 1048576;
+// The backend --backend names, on `device` (one of --devices); the CPU backend's pool is sized from
+// --state_memory_mb here (the CUDA backend sizes its own from the GPU's). With several CPU engines
+// each takes an equal part of the cores and of --state_memory_mb (host memory is one for all).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o, int device) {
+  const int engines = static_cast<int>(o.devices.size());
+  int64_t state_budget = int64_t{o.state_memory_mb} * 1048576;
   if (o.backend == "cuda") {
     CudaBackendOptions co;
-    co.device = o.device;
+    co.device = device;
     co.slots = o.slots;
     co.state_memory_bytes = state_budget;
     co.step_token_budget = o.scheduler.step_token_budget;
@@ -93,6 +97,11 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o) {
   }
   CpuBackendOptions bo;
   bo.threads = o.threads;
+  if (engines > 1) {
+    const int cores = o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    bo.threads = std::max(1, cores / engines);
+    state_budget /= engines;
+  }
   bo.slots = o.slots;
   if (state_budget > 0) {
     ASSIGN_OR_RETURN(const GlaConfig config, LoadGlaConfig(o.model));
@@ -131,6 +140,22 @@ absl::StatusOr<SchedulerOptions> MakeSchedulerOptions(const ServerOptions& o, Co
   so.compute_gate = gate;
   ASSIGN_OR_RETURN(so.sessions.model_fingerprint, ModelFingerprint(o.model));
   return so;
+}
+
+// Engine `i` of `n` (engine_set.h): fine-tuning shares only the first engine's device (the gate);
+// without a state store each engine keeps the sessions it is home to, in its part of the host
+// memory budgets (sessions, prefix cache) and of --max_sessions.
+SchedulerOptions EngineOptions(const SchedulerOptions& so, int i, int n) {
+  if (n == 1) return so;
+  SchedulerOptions e = so;
+  if (i > 0) e.compute_gate = nullptr;
+  e.prefix_cache_bytes = so.prefix_cache_bytes / n;
+  if (so.sessions.store == nullptr) {
+    e.sessions.owns = [i, n](const std::string& id) { return HomeOf(id, n) == i; };
+    e.sessions.max_sessions = (so.sessions.max_sessions + n - 1) / n;
+    e.sessions.host_bytes = so.sessions.host_bytes / n;
+  }
+  return e;
 }
 
 // One line per finished fine-tune job.
@@ -175,15 +200,15 @@ absl::StatusOr<FineTuneJobsOptions> MakeFineTuneJobsOptions(const ServerOptions&
 }
 
 // What the metrics gauges show, read from their owners at scrape time.
-ServerSnapshot Snapshot(const Scheduler& scheduler, const FineTuneJobs& jobs, const Backend& backend) {
+ServerSnapshot Snapshot(const EngineSet& engines, const FineTuneJobs& jobs) {
   ServerSnapshot s;
-  const SchedulerStats st = scheduler.stats();
+  const SchedulerStats st = engines.stats();
   s.queued = st.queued, s.running = st.running, s.slots = st.slots, s.slots_in_use = st.slots_in_use;
   s.steps = st.steps;
   s.sessions = st.sessions;
   s.prefix_cache = st.prefix_cache;
   s.preemptions = st.preemptions;
-  s.has_device_memory = backend.DeviceMemory(&s.device_memory_used, &s.device_memory_total);
+  s.has_device_memory = engines.DeviceMemory(&s.device_memory_used, &s.device_memory_total);
   std::map<std::string, int> by_state;
   for (const char* state : {"queued", "running", "succeeded", "failed", "cancelled"}) by_state[state] = 0;
   for (const JobInfo& j : jobs.List()) {
@@ -242,21 +267,24 @@ std::unique_ptr<grpc::Server> StartGrpcServer(const ServerOptions& o, RequestGua
 }
 
 // The startup lines: where glad listens, on what, with how much memory; where its metrics are.
-void LogListening(const ServerOptions& o, int port, int metrics_port, Backend& b, bool token) {
+void LogListening(const ServerOptions& o, int port, int metrics_port, EngineSet& engines, bool token) {
+  Backend& b = engines.backend();
+  const SchedulerStats st = engines.stats();
   const std::string host = o.listen.substr(0, o.listen.rfind(':'));
   const std::string security =
       absl::StrCat(!o.tls ? "" : o.tls->client_ca.empty() ? " tls" : " mutual-tls", token ? " token" : "");
   LogEvent(LogLevel::kInfo, "listening",
            absl::StrFormat("glad: listening on %s:%d%s (backend %s, %s, %d slots, %.1f KiB state per sequence; memory: "
                            "weights %.1f MiB, state pool %.1f MiB, workspace %.1f MiB)",
-                           host, port, security, b.name(), b.device(), b.pool().capacity(),
-                           b.pool().state_bytes() / 1024.0, b.weight_bytes() / 1048576.0,
-                           b.state_pool_bytes() / 1048576.0, b.workspace_bytes() / 1048576.0),
+                           host, port, security, b.name(), engines.devices(), st.slots,
+                           b.pool().state_bytes() / 1024.0, engines.weight_bytes() / 1048576.0,
+                           engines.state_pool_bytes() / 1048576.0, engines.workspace_bytes() / 1048576.0),
            {{"host", host},
             {"port", int64_t{port}},
             {"backend", b.name()},
-            {"device", b.device()},
-            {"slots", int64_t{b.pool().capacity()}},
+            {"device", engines.devices()},
+            {"engines", int64_t{engines.size()}},
+            {"slots", int64_t{st.slots}},
             {"tls", o.tls.has_value()},
             {"token", token}});
   if (metrics_port > 0) {
@@ -306,7 +334,7 @@ absl::StatusOr<std::unique_ptr<http::Server>> StartHttpServer(const ServerOption
 // Waits for SIGTERM/SIGINT, then drains: health says not serving, fine-tune jobs stop, requests
 // get --shutdown_grace_s to finish, then the gRPC server stops.
 void WaitAndDrain(const sigset_t& signals, double grace_s, grpc::Server& server, http::Server* http_server,
-                  Scheduler& scheduler, FineTuneJobs& jobs) {
+                  EngineSet& engines, FineTuneJobs& jobs) {
   int sig = 0;
   sigwait(&signals, &sig);
   const auto grace = std::chrono::milliseconds(static_cast<int64_t>(grace_s * 1000));
@@ -316,7 +344,7 @@ void WaitAndDrain(const sigset_t& signals, double grace_s, grpc::Server& server,
   server.GetHealthCheckService()->SetServingStatus(false);
   if (http_server != nullptr) http_server->StopAccepting();  // idle connections close, answers go on
   jobs.Shutdown();  // fine-tune jobs are not drained: the running one stops at its next step boundary
-  scheduler.Shutdown(grace);  // new requests: UNAVAILABLE; running ones finish or are cancelled
+  engines.Shutdown(grace);  // new requests: UNAVAILABLE; running ones finish or are cancelled
   // Every generation has finished or been cancelled above; what is left are quick unary calls.
   server.Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server.Wait();
@@ -334,9 +362,16 @@ int Main(int argc, char** argv) {
   RouteProtobufLogs();
   RequestGuard guard(o.guard);
 
-  const absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(o);
-  if (!backend.ok()) return Fail(backend.status());
-  Backend& b = **backend;
+  std::vector<std::unique_ptr<Backend>> backends;  // one per device of --devices
+  for (int device : o.devices) {
+    absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(o, device);
+    if (!backend.ok())
+      return Fail(o.devices.size() == 1 ? backend.status()
+                                        : absl::Status(backend.status().code(),
+                                                       absl::StrCat("device ", device, ": ", backend.status().message())));
+    backends.push_back(*std::move(backend));
+  }
+  Backend& b = *backends.front();
   AdapterRegistry adapters;
   if (absl::Status s = LoadAdapterFlags(o.adapters, b.config(), adapters); !s.ok()) return Fail(s);
   // Serving and fine-tuning take turns on the device (engine/finetune/compute_gate.h).
@@ -345,8 +380,15 @@ int Main(int argc, char** argv) {
   ComputeGate gate(gate_options);
   const absl::StatusOr<SchedulerOptions> so = MakeSchedulerOptions(o, &gate);
   if (!so.ok()) return Fail(so.status());
-  Scheduler scheduler(b, *so);
-  for (const std::string& refused : scheduler.refused_session_files())
+  const int n = static_cast<int>(backends.size());
+  std::vector<std::unique_ptr<Scheduler>> schedulers;
+  std::vector<Scheduler*> engine_list;
+  for (int i = 0; i < n; ++i) {
+    schedulers.push_back(std::make_unique<Scheduler>(*backends[static_cast<size_t>(i)], EngineOptions(*so, i, n)));
+    engine_list.push_back(schedulers.back().get());
+  }
+  EngineSet engines(std::move(engine_list), so->sessions.store != nullptr);
+  for (const std::string& refused : engines.refused_session_files())
     LogEvent(LogLevel::kWarning, "session_file_refused", absl::StrCat("glad: refused ", refused), {{"error", refused}});
   if (so->sessions.store != nullptr) {  // serving starts either way; sessions wait for the store
     const absl::Status ping = so->sessions.store->Ping();
@@ -363,7 +405,7 @@ int Main(int argc, char** argv) {
     LogEvent(LogLevel::kWarning, "job_record_refused", absl::StrCat("glad: refused ", refused), {{"error", refused}});
   FineTuneService fine_tune(jobs, adapters, b.tokenizer(), {o.finetune_data_dir, o.finetune_max_tokens, &guard});
 
-  ServerMetrics metrics([&scheduler, &jobs, &b] { return Snapshot(scheduler, jobs, b); });
+  ServerMetrics metrics([&engines, &jobs] { return Snapshot(engines, jobs); });
   int metrics_port = 0;
   if (!o.metrics_listen.empty()) {
     const absl::StatusOr<int> port = metrics.Serve(o.metrics_listen);
@@ -371,7 +413,7 @@ int Main(int argc, char** argv) {
     metrics_port = *port;
   }
   // One front door for every protocol; the gRPC service is an adapter over it.
-  FrontDoor door(scheduler, o.limits,
+  FrontDoor door(engines, o.limits,
                  {o.model, so->queue_size, so->step_token_budget, &adapters, &guard, &metrics, so->prefix_cache_block});
   GlaService service(door);
 
@@ -379,7 +421,7 @@ int Main(int argc, char** argv) {
   const std::unique_ptr<grpc::Server> server = StartGrpcServer(o, guard, service, fine_tune, &port);
   if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", o.listen, " (in use or invalid)"));
   server->GetHealthCheckService()->SetServingStatus(true);
-  LogListening(o, port, metrics_port, b, guard.authenticates());
+  LogListening(o, port, metrics_port, engines, guard.authenticates());
   // The OpenAI HTTP API: a second adapter over the same front door.
   absl::StatusOr<http::ChatPrompter> chat = http::ChatPrompter::Load(o.model, o.chat_template, b.tokenizer());
   if (!o.http_listen.empty() && !chat.ok()) return Fail(chat.status());
@@ -390,7 +432,7 @@ int Main(int argc, char** argv) {
     if (!started.ok()) return Fail(started.status());
     http_server = *std::move(started);
   }
-  WaitAndDrain(signals, o.shutdown_grace_s, *server, http_server.get(), scheduler, jobs);
+  WaitAndDrain(signals, o.shutdown_grace_s, *server, http_server.get(), engines, jobs);
   return 0;
 }
 

@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "engine/backend.h"
 #include "models/status_macros.h"
 #include "server/credentials.h"
@@ -32,6 +33,10 @@ ABSL_FLAG(std::string, model, GLA_DEFAULT_MODEL_DIR,
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "address to listen on; port 0 picks a free port");
 ABSL_FLAG(std::string, backend, "auto", "cuda, cpu, or auto (cuda when this build has CUDA and a GPU is usable)");
 ABSL_FLAG(int32_t, device, 0, "CUDA device index (cuda backend)");
+ABSL_FLAG(std::string, devices, "",
+          "one engine per device behind this server, e.g. 0,1,2,3 (cuda backend: GPU indices; cpu backend: that many "
+          "engines sharing the cores). A session lives on the engine its id hashes to; other requests go to the least "
+          "loaded. Exclusive with --device; fine-tuning uses the first");
 ABSL_FLAG(bool, cuda_graphs, true, "replay decode steps as CUDA graphs captured per batch-size bucket (cuda backend)");
 ABSL_FLAG(bool, chunked_prefill, true,
           "prefill with the tensor-core chunkwise GLA kernel where the head shape allows it (dk 64/128/256); "
@@ -142,6 +147,23 @@ namespace {
 // are in this one. --helpfull adds Abseil's own.
 bool IsGladFlagFile(absl::string_view file) { return absl::EndsWith(file, "server/options.cc"); }
 
+// --devices "0,1,3": distinct device indices, at most 64; empty: the one --device names.
+absl::StatusOr<std::vector<int>> ParseDevices(const std::string& list, int device) {
+  if (list.empty()) return std::vector<int>{device};
+  if (device != 0) return absl::InvalidArgumentError("--device and --devices: give one of them");
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    int d = -1;
+    if (!absl::SimpleAtoi(part, &d) || d < 0 || d > 1023)
+      return absl::InvalidArgumentError(absl::StrCat("--devices '", list, "': '", part, "' is not a device index"));
+    if (std::find(out.begin(), out.end(), d) != out.end())
+      return absl::InvalidArgumentError(absl::StrCat("--devices '", list, "': device ", d, " twice"));
+    out.push_back(d);
+  }
+  if (out.size() > 64) return absl::InvalidArgumentError(absl::StrCat("--devices '", list, "': more than 64 devices"));
+  return out;
+}
+
 // Removes every --adapter NAME=DIR (or --adapter=NAME=DIR) from argv and returns the values:
 // absl flags keep only the last occurrence of a flag, and this one is repeatable.
 std::vector<std::string> TakeAdapterFlags(int* argc, char** argv) {
@@ -234,6 +256,8 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   if (o.state_memory_mb < 0) return absl::InvalidArgumentError("--state_memory_mb must not be negative");
   o.listen = absl::GetFlag(FLAGS_listen);
   o.device = absl::GetFlag(FLAGS_device);
+  ASSIGN_OR_RETURN(o.devices, ParseDevices(absl::GetFlag(FLAGS_devices), o.device));
+  o.device = o.devices.front();
   o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);

@@ -28,7 +28,8 @@ struct ServerOptions {
   std::string model;    // --model: a model directory (not checked here: the backend reads it)
   std::string listen;   // --listen HOST:PORT
   std::string backend;  // "cuda" or "cpu": --backend auto is resolved here
-  int device = 0;       // --device: the cuda backend's GPU, and GPU fine-tuning's
+  int device = 0;       // --device: the cuda backend's GPU, and GPU fine-tuning's (devices[0] with --devices)
+  std::vector<int> devices;  // --devices: one engine each (engine_set.h); {device} without it
   bool cuda_graphs = true;
   bool chunked_prefill = true;
   bool persistent_decode = true;

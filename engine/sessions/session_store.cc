@@ -57,10 +57,12 @@ std::vector<std::string> SessionStore::LoadDirectory() {
   std::error_code ec;
   fs::create_directories(options_.dir, ec);
   std::vector<fs::path> files;
+  // Another engine's session (engine_set.h) is neither loaded nor cleaned up after here.
+  auto mine = [this](const fs::path& file) { return !options_.owns || options_.owns(file.stem().string()); };
   for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
-    if (e.path().extension() == kSessionFileSuffix) files.push_back(e.path());
+    if (e.path().extension() == kSessionFileSuffix && mine(e.path())) files.push_back(e.path());
     // A write that a crash cut short: the file it was to replace (if any) is whole.
-    if (e.path().extension() == ".tmp" && e.path().stem().extension() == kSessionFileSuffix)
+    if (e.path().extension() == ".tmp" && e.path().stem().extension() == kSessionFileSuffix && mine(e.path().stem()))
       fs::remove(e.path(), ec);
   }
   if (ec) {
@@ -171,6 +173,29 @@ absl::StatusOr<std::vector<SessionInfo>> SessionStore::List() {
   return out;
 }
 
+SessionRecord SessionStore::ForkedRecord(const SessionRecord& src, const std::string& id, int64_t ttl_s) {
+  SessionRecord r = src;
+  r.id = id;
+  r.created_unix_s = r.last_used_unix_s = NowUnix();
+  r.ttl_s = ttl_s < 0 ? src.ttl_s : ttl_s;
+  return r;
+}
+
+absl::StatusOr<std::shared_ptr<HostState>> SessionStore::CopyState(const Session& src) {
+  if (src.slot < 0 && !src.host && !src.on_disk) return std::shared_ptr<HostState>();  // no past
+  ASSIGN_OR_RETURN(std::unique_ptr<HostState> host, pool_.NewHostState());
+  std::shared_ptr<HostState> dst = std::move(host);
+  if (src.slot >= 0) {
+    RETURN_IF_ERROR(pool_.SaveToHost(src.slot, *dst));
+  } else if (src.host) {
+    RETURN_IF_ERROR(src.host->Wait());
+    std::memcpy(dst->data(), src.host->data(), static_cast<size_t>(pool_.state_bytes()));
+  } else {
+    RETURN_IF_ERROR(ReadSessionFile(PathOf(src.record.id), Expect(), {dst->data(), static_cast<size_t>(dst->floats())}).status());
+  }
+  return dst;
+}
+
 absl::StatusOr<SessionInfo> SessionStore::Fork(const std::string& src_id, std::string id, int64_t ttl_s) {
   if (shared()) return ForkShared(src_id, std::move(id), ttl_s);
   auto it = sessions_.find(src_id);
@@ -180,24 +205,40 @@ absl::StatusOr<SessionInfo> SessionStore::Fork(const std::string& src_id, std::s
     return absl::FailedPreconditionError(absl::StrCat("session '", src_id, "' has a request running; fork it when it ends"));
   if (absl::Status s = CheckNewId(&id); !s.ok()) return s;
   auto s = std::make_unique<Session>();
-  s->record = src.record;
-  s->record.id = id;
-  s->record.created_unix_s = s->record.last_used_unix_s = NowUnix();
-  s->record.ttl_s = ttl_s < 0 ? src.record.ttl_s : ttl_s;
-  if (src.slot >= 0 || src.host || src.on_disk) {  // the copy goes to host memory
-    auto host = pool_.NewHostState();
-    if (!host.ok()) return host.status();
-    std::shared_ptr<HostState> dst = std::move(*host);
-    if (src.slot >= 0) {
-      if (absl::Status st = pool_.SaveToHost(src.slot, *dst); !st.ok()) return st;
-    } else if (src.host) {
-      if (absl::Status st = src.host->Wait(); !st.ok()) return st;
-      std::memcpy(dst->data(), src.host->data(), static_cast<size_t>(pool_.state_bytes()));
-    } else {
-      auto rec = ReadSessionFile(PathOf(src_id), Expect(), {dst->data(), static_cast<size_t>(dst->floats())});
-      if (!rec.ok()) return rec.status();
-    }
-    s->host = std::move(dst);
+  s->record = ForkedRecord(src.record, id, ttl_s);
+  ASSIGN_OR_RETURN(s->host, CopyState(src));
+  return Insert(std::move(s));
+}
+
+absl::StatusOr<SessionCopy> SessionStore::Export(const std::string& src_id) {
+  if (shared()) return absl::FailedPreconditionError("sessions in the state store are forked there");
+  auto it = sessions_.find(src_id);
+  if (it == sessions_.end()) return absl::NotFoundError(absl::StrCat("no session '", src_id, "'"));
+  const Session& src = *it->second;
+  if (src.busy)
+    return absl::FailedPreconditionError(absl::StrCat("session '", src_id, "' has a request running; fork it when it ends"));
+  SessionCopy copy;
+  copy.record = src.record;
+  ASSIGN_OR_RETURN(std::shared_ptr<HostState> state, CopyState(src));
+  if (state != nullptr) {
+    RETURN_IF_ERROR(state->Wait());
+    copy.state.assign(state->data(), state->data() + state->floats());
+  }
+  return copy;
+}
+
+absl::StatusOr<SessionInfo> SessionStore::Import(SessionCopy copy, std::string id, int64_t ttl_s) {
+  if (shared()) return absl::FailedPreconditionError("sessions in the state store are forked there");
+  if (!copy.state.empty() && static_cast<int64_t>(copy.state.size()) != pool_.state_floats())
+    return absl::InvalidArgumentError(absl::StrCat("a session copy of ", copy.state.size(), " floats; this model's state has ",
+                                                   pool_.state_floats()));
+  if (absl::Status s = CheckNewId(&id); !s.ok()) return s;
+  auto s = std::make_unique<Session>();
+  s->record = ForkedRecord(copy.record, id, ttl_s);
+  if (!copy.state.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<HostState> host, pool_.NewHostState());
+    std::memcpy(host->data(), copy.state.data(), copy.state.size() * sizeof(float));
+    s->host = std::move(host);
   }
   return Insert(std::move(s));
 }

@@ -68,6 +68,16 @@ struct SessionOptions {
   std::shared_ptr<RedisClient> store;
   std::string replica;          // this replica's name in leases (ReplicaName() when empty)
   int64_t lease_ms = 30000;     // a turn's lease; renewed every third of it while the turn runs
+  // Several engines in one process (engine_set.h) share `dir`: each loads, and cleans up after, only
+  // the sessions this says it is home to. Null: every session in `dir` is this store's.
+  std::function<bool(const std::string& id)> owns;
+};
+
+// A session's record and state copied out of one store for another (engine_set.h: a fork whose new
+// id another engine is home to). `state` is empty for a session with no past.
+struct SessionCopy {
+  SessionRecord record;
+  std::vector<float> state;
 };
 
 struct SessionInfo {
@@ -123,6 +133,12 @@ class SessionStore {
   absl::StatusOr<std::vector<SessionInfo>> List();
   // A new session with a copy of `src`'s state (FAILED_PRECONDITION while a request runs on src).
   absl::StatusOr<SessionInfo> Fork(const std::string& src, std::string id, int64_t ttl_s);
+  // A fork in two halves, for a new id another store is home to: Export copies `src` out (as Fork:
+  // NOT_FOUND, FAILED_PRECONDITION while busy); Import makes the new session from the copy here (as
+  // Fork: the id checked, ttl_s < 0 keeps the source's). Local sessions only (FAILED_PRECONDITION
+  // with the shared tier, where Fork does it in the store).
+  absl::StatusOr<SessionCopy> Export(const std::string& src);
+  absl::StatusOr<SessionInfo> Import(SessionCopy copy, std::string id, int64_t ttl_s);
 
   // ---- For the scheduler.
   // The session a request names, marked busy. NOT_FOUND; FAILED_PRECONDITION when busy or when
@@ -187,6 +203,11 @@ class SessionStore {
   SessionInfo Describe(const Session& s) const;
   std::string PathOf(const std::string& id) const;
   absl::StatusOr<SessionInfo> Insert(std::unique_ptr<Session> s);
+  // A copy of the session's state in a new host buffer (null: it has no past); it may still be on
+  // its way from a slot (Wait before reading it).
+  absl::StatusOr<std::shared_ptr<HostState>> CopyState(const Session& src);
+  // The record of a fork of `src` named `id` (its clock restarted; ttl_s < 0: the source's).
+  static SessionRecord ForkedRecord(const SessionRecord& src, const std::string& id, int64_t ttl_s);
   absl::Status CheckNewId(std::string* id) const;
   // Moves idle host-held states to disk (or drops their sessions) until host memory is in budget.
   void EnforceHostBudget();

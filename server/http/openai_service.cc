@@ -69,7 +69,7 @@ class CompletionRun : public std::enable_shared_from_this<CompletionRun> {
         group.push_back(std::move(specs[k]));
         sinks.push_back([self = shared_from_this(), k](GenerationUpdate&& u) { self->OnUpdate(k, std::move(u)); });
       }
-      auto handles = door.scheduler().SubmitGroup(std::move(group), std::move(sinks));
+      auto handles = door.engines().SubmitGroup(std::move(group), std::move(sinks));
       if (!handles.ok()) {
         choices_[first].record.Ended(handles.status());
         failed_ = true;
@@ -402,7 +402,7 @@ void OpenAiService::Completions(const Request& request, const std::shared_ptr<Re
   }
   std::vector<GenerationSpec> specs;
   std::vector<std::string> echo;  // per prompt, with echo: its text
-  const Tokenizer* tok = door_.scheduler().backend().tokenizer();
+  const Tokenizer* tok = door_.engines().backend().tokenizer();
   for (GenerateCall call : req->prompts) {
     call.adapter = adapter;
     absl::StatusOr<std::vector<GenerationSpec>> group = door_.PrepareGroup(call, req->n, "n");
@@ -417,7 +417,7 @@ void OpenAiService::Completions(const Request& request, const std::shared_ptr<Re
     for (GenerationSpec& spec : *group) specs.push_back(std::move(spec));
   }
   const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", specs.front().id);
-  auto run = std::make_shared<CompletionRun>(out, *req, id, door_.scheduler().backend().tokenizer(),
+  auto run = std::make_shared<CompletionRun>(out, *req, id, door_.engines().backend().tokenizer(),
                                              door_.info().metrics, specs.size());
   run->Start(door_, std::move(specs), echo);
 }

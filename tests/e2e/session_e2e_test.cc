@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -207,6 +208,83 @@ TEST(SessionE2E, SessionSurvivesARestartAndCorruptFilesAreRefusedByName) {
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.err.find("ALREADY_EXISTS"), std::string::npos) << again.err;
   EXPECT_EQ(glad.Terminate(), 0) << glad.log();
+}
+
+v1::Session Fork(v1::Gla::Stub& stub, const std::string& source, const std::string& id, grpc::Status* status) {
+  grpc::ClientContext ctx;
+  v1::ForkSessionRequest req;
+  req.set_source_session_id(source);
+  req.set_session_id(id);
+  v1::Session s;
+  *status = stub.ForkSession(&ctx, req, &s);
+  return s;
+}
+
+// glad --devices on the CPU backend: one engine per entry behind one server (engine/engine_set.h).
+// A conversation gives the tokens of one request holding its text on whichever engine its session
+// lives; forks cross engines; a restart with another engine count finds every session.
+TEST(SessionE2E, SeveralEnginesShareOneSessionNamespaceAcrossRestarts) {
+  const std::string dir = testing::MakeTempDir("session_e2e_devices");
+  auto args = [&](const std::string& devices) {
+    std::vector<std::string> a = ServerArgs(dir);
+    a.insert(a.end(), {"--devices", devices});
+    return a;
+  };
+  const auto p1 = Text(18, 11), p2 = Text(6, 12);
+  std::map<std::string, std::vector<int32_t>> first;  // each session's first output
+  {
+    GladProcess glad(args("0,1,2"));
+    ASSERT_TRUE(glad.ok()) << glad.log();
+    auto stub = glad.stub();
+    grpc::ClientContext ctx;
+    v1::ModelInfoResponse info;
+    ASSERT_TRUE(stub->ModelInfo(&ctx, {}, &info).ok());
+    EXPECT_EQ(info.engines(), 3u);
+    EXPECT_EQ(info.slots(), 12u);
+    EXPECT_NE(info.device().find("2: CPU"), std::string::npos) << info.device();
+    for (int k = 0; k < 6; ++k) {
+      const std::string id = absl::StrCat("talk-", k);
+      ASSERT_TRUE(Create(*stub, id).ok());
+      const Result t = Generate(*stub, Request(Cat({p1, Text(k + 1, 20 + k)}), 4, id));
+      ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+      first[id] = t.ids();
+    }
+    EXPECT_EQ(Create(*stub, "talk-3").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+    // Forks to ids of every home: each continues as its source would.
+    for (int k = 0; k < 4; ++k) {
+      grpc::Status st;
+      const v1::Session f = Fork(*stub, "talk-0", absl::StrCat("fork-", k), &st);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      EXPECT_EQ(f.tokens(), 18u + 1 + 4);
+    }
+    grpc::Status st;
+    Fork(*stub, "talk-0", "fork-2", &st);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+    const Result from_source = Generate(*stub, Request(p2, 5, "fork-0"));
+    for (int k = 1; k < 4; ++k) EXPECT_EQ(Generate(*stub, Request(p2, 5, absl::StrCat("fork-", k))).ids(), from_source.ids()) << k;
+    EXPECT_EQ(List(*stub).sessions_size(), 10);
+    EXPECT_EQ(glad.Terminate(), 0) << glad.log();
+  }
+  GladProcess glad(args("0,1"));
+  ASSERT_TRUE(glad.ok()) << glad.log();
+  auto stub = glad.stub();
+  EXPECT_EQ(List(*stub).sessions_size(), 10);
+  for (const auto& [id, out] : first) {
+    const int k = id.back() - '0';
+    const Result t = Generate(*stub, Request(p2, 5, id));
+    ASSERT_TRUE(t.status.ok()) << id << ": " << t.status.error_message();
+    EXPECT_EQ(t.ids(), Generate(*stub, Request(Cat({p1, Text(k + 1, 20 + k), out, p2}), 5)).ids()) << id;
+  }
+  EXPECT_EQ(glad.Terminate(), 0) << glad.log();
+  // What --devices refuses, by name, before anything loads.
+  for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--devices 0,0", "device 0 twice"}, {"--devices 0,x", "'x' is not a device index"},
+           {"--device 1 --devices 0,1", "--device and --devices"}}) {
+    const auto r = testing::RunCommand(absl::StrCat(testing::GladPath(), " --backend cpu --model ", testing::TinyModelDir(),
+                                                    " --listen 127.0.0.1:0 ", flags));
+    EXPECT_EQ(r.code, 1) << flags;
+    EXPECT_NE(r.err.find(says), std::string::npos) << flags << ": " << r.err;
+  }
 }
 
 // kill -9 at random points of a conversation load, three times over: after each restart every

@@ -1,5 +1,5 @@
-// Running requests through a Scheduler in tests: submit and collect everything a request produced,
-// and call the scheduler's session functions synchronously.
+// Running requests through a Scheduler (or an EngineSet, which has its interface) in tests: submit
+// and collect everything a request produced, and call the session functions synchronously.
 #pragma once
 
 #include <future>
@@ -41,7 +41,8 @@ inline UpdateSink CollectInto(std::shared_ptr<std::promise<Collected>> promise, 
 }
 
 // Submits and returns a future that completes with everything the request produced.
-inline std::future<Collected> SubmitCollect(Scheduler& s, GenerationSpec spec, absl::Status* submit_status = nullptr,
+template <typename Engine>  // a Scheduler, or an EngineSet
+inline std::future<Collected> SubmitCollect(Engine& s, GenerationSpec spec, absl::Status* submit_status = nullptr,
                                             std::shared_ptr<RequestHandle>* handle = nullptr) {
   auto promise = std::make_shared<std::promise<Collected>>();
   auto h = s.Submit(std::move(spec), CollectInto(promise, std::make_shared<Collected>()));
@@ -52,7 +53,8 @@ inline std::future<Collected> SubmitCollect(Scheduler& s, GenerationSpec spec, a
 }
 
 // SubmitGroup, collecting each generation; on a refusal, *submit_status says why and no future is returned.
-inline std::vector<std::future<Collected>> SubmitGroupCollect(Scheduler& s, std::vector<GenerationSpec> specs,
+template <typename Engine>  // a Scheduler, or an EngineSet
+inline std::vector<std::future<Collected>> SubmitGroupCollect(Engine& s, std::vector<GenerationSpec> specs,
                                                               absl::Status* submit_status = nullptr,
                                                               std::vector<std::shared_ptr<RequestHandle>>* handles = nullptr) {
   std::vector<std::future<Collected>> futures;
@@ -92,31 +94,36 @@ inline std::vector<int32_t> Cat(std::initializer_list<std::vector<int32_t>> part
   return out;
 }
 
-inline absl::StatusOr<SessionInfo> CreateSession(Scheduler& s, std::string id = "", int64_t ttl_s = -1) {
+template <typename Engine>  // a Scheduler, or an EngineSet
+inline absl::StatusOr<SessionInfo> CreateSession(Engine& s, std::string id = "", int64_t ttl_s = -1) {
   std::promise<absl::StatusOr<SessionInfo>> p;
   s.CreateSession(std::move(id), ttl_s, [&p](absl::StatusOr<SessionInfo> r) { p.set_value(std::move(r)); });
   return p.get_future().get();
 }
 
-inline absl::StatusOr<SessionInfo> ForkSession(Scheduler& s, std::string source, std::string id = "", int64_t ttl_s = -1) {
+template <typename Engine>  // a Scheduler, or an EngineSet
+inline absl::StatusOr<SessionInfo> ForkSession(Engine& s, std::string source, std::string id = "", int64_t ttl_s = -1) {
   std::promise<absl::StatusOr<SessionInfo>> p;
   s.ForkSession(std::move(source), std::move(id), ttl_s, [&p](absl::StatusOr<SessionInfo> r) { p.set_value(std::move(r)); });
   return p.get_future().get();
 }
 
-inline absl::Status DeleteSession(Scheduler& s, std::string id) {
+template <typename Engine>  // a Scheduler, or an EngineSet
+inline absl::Status DeleteSession(Engine& s, std::string id) {
   std::promise<absl::Status> p;
   s.DeleteSession(std::move(id), [&p](absl::Status r) { p.set_value(std::move(r)); });
   return p.get_future().get();
 }
 
-inline absl::StatusOr<std::vector<SessionInfo>> ListSessionsOrError(Scheduler& s) {
+template <typename Engine>  // a Scheduler, or an EngineSet
+inline absl::StatusOr<std::vector<SessionInfo>> ListSessionsOrError(Engine& s) {
   std::promise<absl::StatusOr<std::vector<SessionInfo>>> p;
   s.ListSessions([&p](absl::StatusOr<std::vector<SessionInfo>> r) { p.set_value(std::move(r)); });
   return p.get_future().get();
 }
 
-inline std::vector<SessionInfo> ListSessions(Scheduler& s) {
+template <typename Engine>  // a Scheduler, or an EngineSet
+inline std::vector<SessionInfo> ListSessions(Engine& s) {
   auto r = ListSessionsOrError(s);
   return r.ok() ? *r : std::vector<SessionInfo>{};
 }

@@ -127,7 +127,8 @@ TEST_F(FrontDoorTest, AdmitsThroughTheGuardAndPreparesWithIdsAndAdapters) {
   RequestGuard guard({"tok", 0, 0});
   ServiceInfo info;
   info.guard = &guard;
-  FrontDoor door(scheduler, {}, info);
+  EngineSet engines({&scheduler}, /*shared_store=*/false);
+  FrontDoor door(engines, {}, info);
   EXPECT_EQ(door.Admit(std::nullopt, "ipv4:1.2.3.4:1").code(), absl::StatusCode::kUnauthenticated);
   EXPECT_TRUE(door.Admit("Bearer tok", "ipv4:1.2.3.4:1").ok());
 
