@@ -217,6 +217,9 @@ SchedulerStats EngineSet::stats() const {
     tp.store_misses += sp.store_misses;
     tp.store_writes += sp.store_writes;
     tp.store_errors += sp.store_errors;
+    tp.peer_hits += sp.peer_hits;
+    tp.peer_misses += sp.peer_misses;
+    tp.peer_publishes += sp.peer_publishes;
     tp.entries += sp.entries;
     tp.bytes += sp.bytes;
   }

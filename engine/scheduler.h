@@ -115,6 +115,8 @@ struct SchedulerOptions {
   SessionOptions sessions;
   int prefix_cache_block = 64;      // tokens per cached block (the chunk kernels' chunk)
   int64_t prefix_cache_bytes = 0;   // host memory for cached prefix states; 0 = no prefix cache
+  // The engines of one server share base-model prefix states through this (engine_set.h; null: not).
+  std::shared_ptr<PeerPrefixStates> prefix_peers;
   bool preemption = true;           // swap a lower-priority running sequence out for a waiting one
   // > 0 (and preemption on): a request that has waited this long for a slot also preempts the
   // longest-running sequence of no higher priority that has run this long (time slicing).

@@ -415,6 +415,9 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   pc->set_store_misses(st.prefix_cache.store_misses);
   pc->set_store_writes(st.prefix_cache.store_writes);
   pc->set_store_errors(st.prefix_cache.store_errors);
+  pc->set_peer_hits(st.prefix_cache.peer_hits);
+  pc->set_peer_misses(st.prefix_cache.peer_misses);
+  pc->set_peer_publishes(st.prefix_cache.peer_publishes);
   resp->set_preemptions(st.preemptions);
   resp->set_engines(static_cast<uint32_t>(engines().size()));
   auto* reactor = ctx->DefaultReactor();

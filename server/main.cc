@@ -144,12 +144,16 @@ absl::StatusOr<SchedulerOptions> MakeSchedulerOptions(const ServerOptions& o, Co
 
 // Engine `i` of `n` (engine_set.h): fine-tuning shares only the first engine's device (the gate);
 // without a state store each engine keeps the sessions it is home to, in its part of the host
-// memory budgets (sessions, prefix cache) and of --max_sessions.
-SchedulerOptions EngineOptions(const SchedulerOptions& so, int i, int n) {
+// memory budgets (sessions, prefix cache) and of --max_sessions, and `peers` (null with a store,
+// which shares prefix states itself) is their common prefix-state tier.
+SchedulerOptions EngineOptions(const SchedulerOptions& so, int i, int n, std::shared_ptr<PeerPrefixStates> peers) {
   if (n == 1) return so;
   SchedulerOptions e = so;
   if (i > 0) e.compute_gate = nullptr;
-  e.prefix_cache_bytes = so.prefix_cache_bytes / n;
+  // Without a store the engines share prefix states among themselves: the engines' caches and the
+  // peer tier each take an equal part of --prefix_cache_mb.
+  e.prefix_cache_bytes = so.prefix_cache_bytes / (peers != nullptr ? n + 1 : n);
+  e.prefix_peers = std::move(peers);
   if (so.sessions.store == nullptr) {
     e.sessions.owns = [i, n](const std::string& id) { return HomeOf(id, n) == i; };
     e.sessions.max_sessions = (so.sessions.max_sessions + n - 1) / n;
@@ -381,10 +385,14 @@ int Main(int argc, char** argv) {
   const absl::StatusOr<SchedulerOptions> so = MakeSchedulerOptions(o, &gate);
   if (!so.ok()) return Fail(so.status());
   const int n = static_cast<int>(backends.size());
+  std::shared_ptr<PeerPrefixStates> peers;
+  if (n > 1 && so->sessions.store == nullptr && so->prefix_cache_bytes > 0)
+    peers = std::make_shared<PeerPrefixStates>(static_cast<int>(std::min<int64_t>(
+        so->prefix_cache_bytes / (n + 1) / std::max<int64_t>(b.pool().state_bytes(), 1), 1 << 20)));
   std::vector<std::unique_ptr<Scheduler>> schedulers;
   std::vector<Scheduler*> engine_list;
   for (int i = 0; i < n; ++i) {
-    schedulers.push_back(std::make_unique<Scheduler>(*backends[static_cast<size_t>(i)], EngineOptions(*so, i, n)));
+    schedulers.push_back(std::make_unique<Scheduler>(*backends[static_cast<size_t>(i)], EngineOptions(*so, i, n, peers)));
     engine_list.push_back(schedulers.back().get());
   }
   EngineSet engines(std::move(engine_list), so->sessions.store != nullptr);

@@ -256,6 +256,14 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     Add(out.back(), static_cast<double>(s.prefix_cache.store_errors), {{"result", "error"}});
     out.push_back(CounterFamily("gla_prefix_cache_store_writes_total", "With --state_store: prefix states written to the shared store."));
     Add(out.back(), static_cast<double>(s.prefix_cache.store_writes));
+    out.push_back(CounterFamily("gla_prefix_cache_peer_lookups_total",
+                                "With --devices: lookups that missed their engine's prefix cache, by what the "
+                                "other engines' shared states held."));
+    Add(out.back(), static_cast<double>(s.prefix_cache.peer_hits), {{"result", "hit"}});
+    Add(out.back(), static_cast<double>(s.prefix_cache.peer_misses), {{"result", "miss"}});
+    out.push_back(CounterFamily("gla_prefix_cache_peer_publishes_total",
+                                "With --devices: prefix states an engine shared with the others."));
+    Add(out.back(), static_cast<double>(s.prefix_cache.peer_publishes));
     out.push_back(CounterFamily("gla_prefix_cache_saved_tokens_total", "Prompt tokens not prefilled thanks to cache hits."));
     Add(out.back(), static_cast<double>(s.prefix_cache.saved_tokens));
     out.push_back(GaugeFamily("gla_prefix_cache_entries", "Prefix states cached."));

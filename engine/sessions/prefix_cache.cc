@@ -105,6 +105,7 @@ std::optional<PrefixCache::Match> PrefixCache::Lookup(std::span<const int32_t> p
     lru_.splice(lru_.begin(), lru_, e.lru);
     match = Match{static_cast<int>(n), e.state};
   }
+  if (!match && peers_ != nullptr && adapter == nullptr) match = LookupPeers(prompt, hashes);
   if (!match && store_ != nullptr && adapter == nullptr) match = LookupStore(prompt, hashes);
   if (match) {
     ++counters_.hits;
@@ -141,6 +142,12 @@ absl::Status PrefixCache::Insert(std::span<const int32_t> prefix, std::shared_pt
     }
     if (st.ok()) ++counters_.store_writes;
     else ++counters_.store_errors;
+  }
+  if (peers_ != nullptr && adapter == nullptr) {  // the other engines' too (a host copy)
+    if (absl::Status st = (*state)->Wait(); st.ok()) {
+      peers_->Publish(key, prefix, {(*state)->data(), static_cast<size_t>((*state)->floats())});
+      ++counters_.peer_publishes;
+    }
   }
   AddEntry(key, prefix, std::move(adapter), std::move(*state));
   return absl::OkStatus();
@@ -200,6 +207,30 @@ std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32
   AddEntry(key, prompt.first(n), nullptr, *state);
   auto it = entries_.find(key);
   return Match{static_cast<int>(n), it->second.state};
+}
+
+std::optional<PrefixCache::Match> PrefixCache::LookupPeers(std::span<const int32_t> prompt,
+                                                           const std::vector<uint64_t>& hashes) {
+  std::optional<PeerPrefixStates::Found> found = peers_->FindLongest(hashes, prompt, block_);
+  if (!found || static_cast<int64_t>(found->state->size()) != pool_.state_floats()) {
+    ++counters_.peer_misses;
+    return std::nullopt;
+  }
+  absl::StatusOr<std::shared_ptr<HostState>> state = MakeRoom();
+  if (!state.ok()) {
+    ++counters_.peer_misses;
+    return std::nullopt;
+  }
+  if (!(*state)->Wait().ok()) {  // a reused buffer: its last copy must be done before it is written
+    ++counters_.peer_misses;
+    return std::nullopt;
+  }
+  std::copy(found->state->begin(), found->state->end(), (*state)->data());
+  ++counters_.peer_hits;
+  const size_t n = found->blocks * static_cast<size_t>(block_);
+  const uint64_t key = hashes[found->blocks - 1];
+  AddEntry(key, prompt.first(n), nullptr, *state);
+  return Match{static_cast<int>(n), *state};
 }
 
 PrefixCacheStats PrefixCache::stats() const {

@@ -17,6 +17,9 @@
 // and a checksum (a collision or a corrupt entry is a miss) and expire after an hour unused. A store
 // that fails makes the lookup a miss, never a failed request.
 //
+// Peer tier (SharePeers, with glad --devices and no store): the same for the engines of one server,
+// through an in-process tier of host copies (peer_prefix_states.h).
+//
 // Loop-thread only (the scheduler's).
 #pragma once
 
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/sessions/peer_prefix_states.h"
 #include "engine/sessions/redis_client.h"
 #include "engine/state_pool.h"
 #include "models/lora_adapter.h"
@@ -41,6 +45,9 @@ struct PrefixCacheStats {
   // The shared tier: lookups that missed here and hit / missed in the store, entries written to
   // it, store calls that failed (each a miss). `hits` counts hits of either tier.
   uint64_t store_hits = 0, store_misses = 0, store_writes = 0, store_errors = 0;
+  // The peer tier (the other engines of this server): lookups that missed here and hit / missed
+  // there, entries published to it.
+  uint64_t peer_hits = 0, peer_misses = 0, peer_publishes = 0;
   int entries = 0;
   int64_t bytes = 0;
 };
@@ -51,6 +58,8 @@ class PrefixCache {
   bool enabled() const { return max_entries_ > 0; }
   // Shares base-model entries through `store` (null: not shared) for the model `fingerprint`.
   void ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint);
+  // Shares base-model entries with the other engines of this server (null: not shared).
+  void SharePeers(std::shared_ptr<PeerPrefixStates> peers) { peers_ = std::move(peers); }
   int block_tokens() const { return block_; }
 
   struct Match {
@@ -77,6 +86,8 @@ class PrefixCache {
   std::vector<uint64_t> BlockHashes(std::span<const int32_t> prompt, const LoraAdapter* adapter) const;
   // The store: the longest of the prompt's block prefixes it holds, made a local entry.
   std::optional<Match> LookupStore(std::span<const int32_t> prompt, const std::vector<uint64_t>& hashes);
+  // The peer tier: the same, from another engine's published copy.
+  std::optional<Match> LookupPeers(std::span<const int32_t> prompt, const std::vector<uint64_t>& hashes);
   // The store's key for the prefix whose (adapter-less) chained hash is `hash`.
   std::string StoreKey(uint64_t hash) const;
   // Makes room and adds a local entry for `prefix` holding `state`.
@@ -93,6 +104,7 @@ class PrefixCache {
   std::unordered_map<uint64_t, uint32_t> seen_;
   PrefixCacheStats counters_;
   std::shared_ptr<RedisClient> store_;
+  std::shared_ptr<PeerPrefixStates> peers_;
   uint64_t fingerprint_ = 0;
   std::string scratch_suffix_;  // names this process's scratch keys in the store
 };

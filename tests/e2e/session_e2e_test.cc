@@ -275,6 +275,27 @@ TEST(SessionE2E, SeveralEnginesShareOneSessionNamespaceAcrossRestarts) {
     ASSERT_TRUE(t.status.ok()) << id << ": " << t.status.error_message();
     EXPECT_EQ(t.ids(), Generate(*stub, Request(Cat({p1, Text(k + 1, 20 + k), out, p2}), 5)).ids()) << id;
   }
+  // The prefix cache across engines: requests without a session take turns on the two idle
+  // engines, so each has seen a 48-token header once after two requests; the third caches it on
+  // its engine and shares it; the fourth, on the other engine, starts from the shared state.
+  auto prefix_stats = [&] {
+    grpc::ClientContext ctx;
+    v1::ModelInfoResponse info;
+    EXPECT_TRUE(stub->ModelInfo(&ctx, {}, &info).ok());
+    return info.prefix_cache();
+  };
+  const v1::PrefixCacheStats before = prefix_stats();  // the checks above shared their first block
+  const auto header = Text(48, 40);
+  std::vector<uint32_t> cached;
+  for (int i = 0; i < 4; ++i) {
+    const Result r = Generate(*stub, Request(Cat({header, Text(5, 41 + i)}), 3));
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    cached.push_back(r.resp.usage().cached_prompt_tokens());
+  }
+  EXPECT_EQ(cached, (std::vector<uint32_t>{0, 0, 0, 48}));
+  const v1::PrefixCacheStats after = prefix_stats();
+  EXPECT_EQ(after.peer_hits() - before.peer_hits(), 1u);
+  EXPECT_EQ(after.peer_publishes() - before.peer_publishes(), 1u);
   EXPECT_EQ(glad.Terminate(), 0) << glad.log();
   // What --devices refuses, by name, before anything loads.
   for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{

@@ -38,9 +38,15 @@ Collected RunOn(Engine& e, GenerationSpec spec) {
 // EngineOptions: each engine loads and keeps only the sessions it is home to).
 class Engines {
  public:
-  explicit Engines(int n, const std::string& session_dir = "", int slots = 4) {
+  // prefix_block > 0: a prefix cache of that block, shared among the engines (as main.cc does).
+  explicit Engines(int n, const std::string& session_dir = "", int slots = 4, int prefix_block = 0) {
     SchedulerOptions so;
     so.sessions.dir = session_dir;
+    if (prefix_block > 0) {
+      so.prefix_cache_block = prefix_block;
+      so.prefix_cache_bytes = int64_t{64} << 20;
+      so.prefix_peers = std::make_shared<PeerPrefixStates>(16);
+    }
     so.sessions.model_fingerprint = *ModelFingerprint(testing::TinyModelDir());
     for (int i = 0; i < n; ++i) {
       auto b = MakeCpuBackend(testing::TinyModelDir(), {.slots = slots, .threads = 1});
@@ -212,6 +218,31 @@ TEST(EngineSet, RequestsWithoutASessionGoToTheLeastLoadedEngine) {
   int engines_with_the_group = 0;
   for (int i = 0; i < 3; ++i) engines_with_the_group += three.engine(i).stats().completed == 6;  // its 3 cancelled, and the group
   EXPECT_EQ(engines_with_the_group, 1);
+}
+
+TEST(EngineSet, APrefixOneEngineCachedIsAHitOnTheOthers) {
+  Engines two(2, "", 4, /*prefix_block=*/16), one(1);
+  const auto header = Text(48, 8);
+  auto prompt = [&](int k) { return Cat({header, Text(5, 30 + k)}); };
+  // Engine 0 sees the header twice: the second prefill stops at it for a snapshot, shared.
+  for (int k = 0; k < 2; ++k) ASSERT_TRUE(RunOn(two.engine(0), Greedy(prompt(k), 4)).status.ok());
+  EXPECT_EQ(two.engine(0).stats().prefix_cache.peer_publishes, 1u);
+  // Engine 1 has never seen it: its cache misses, the peer tier hits, and the answer is exact.
+  const Collected on_1 = RunOn(two.engine(1), Greedy(prompt(2), 6));
+  ASSERT_TRUE(on_1.status.ok()) << on_1.status;
+  EXPECT_EQ(on_1.usage.cached_prompt_tokens, 48);
+  EXPECT_EQ(on_1.tokens, RunOn(one.set(), Greedy(prompt(2), 6)).tokens);
+  const PrefixCacheStats p1 = two.engine(1).stats().prefix_cache;
+  EXPECT_EQ(p1.peer_hits, 1u);
+  EXPECT_EQ(p1.entries, 1);  // its own copy now: the next hit is local
+  EXPECT_EQ(RunOn(two.engine(1), Greedy(prompt(3), 2)).usage.cached_prompt_tokens, 48);
+  EXPECT_EQ(two.engine(1).stats().prefix_cache.peer_hits, 1u);
+  // A prompt that shares no block with it misses everywhere; the set sums both engines' counters.
+  EXPECT_EQ(RunOn(two.engine(1), Greedy(Text(40, 50), 2)).usage.cached_prompt_tokens, 0);
+  const PrefixCacheStats all = two.set().stats().prefix_cache;
+  EXPECT_EQ(all.peer_hits, 1u);
+  EXPECT_GE(all.peer_misses, 3u);  // engine 0's first two lookups, engine 1's last
+  EXPECT_EQ(all.hits, 2u);
 }
 
 TEST(EngineSet, ASharedSessionDirFindsEverySessionAfterARestartWithAnotherEngineCount) {
