@@ -10,6 +10,7 @@ configures; the Grafana dashboard's queries name only metrics glad registers and
     check_deploy.py --glad build/server/glad --root .      (exit 0, or one line per problem and 1)
 """
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def check_k8s(root, flags):
     ann = dep[0]["spec"]["template"]["metadata"].get("annotations", {})
     check(int(ann.get("prometheus.io/port", -1)) == ports.get("metrics"), "deployment.yaml: prometheus.io/port")
     check_state_store(root, args)
+    check_proxy(root, ports, {s["metadata"]["name"]: s for s in services})
     names = {s["metadata"]["name"]: s for s in services}
     check("glad" in names and "glad-headless" in names, "service.yaml: Services glad and glad-headless")
     check(names.get("glad-headless", {}).get("spec", {}).get("clusterIP") == "None", "service.yaml: headless Service")
@@ -121,6 +123,60 @@ def check_state_store(root, args):
     opt = {rargs[i][2:]: rargs[i + 1] for i in range(len(rargs) - 1) if rargs[i].startswith("--")}
     check(opt.get("appendonly") == "yes", "redis.yaml: appendonly yes (a restarted store keeps the sessions)")
     check(opt.get("maxmemory-policy") == "noeviction", "redis.yaml: maxmemory-policy noeviction (never half a session)")
+
+
+def check_proxy(root, glad_ports, services):
+    """proxy.yaml: nginx running deploy/nginx/gla-proxy-run.sh from the ConfigMap glad-proxy, which
+    deploy/kustomization.yaml makes from the files in deploy/nginx/; it follows the headless Service's
+    name on glad's gRPC and HTTP ports, and its Service exposes the ports nginx listens on."""
+    docs = [d for d in yaml.safe_load_all(open(f"{root}/deploy/k8s/proxy.yaml")) if d]
+    dep = [d for d in docs if d["kind"] == "Deployment"]
+    svc = [d for d in docs if d["kind"] == "Service"]
+    check(len(dep) == 1 and len(svc) == 1, "proxy.yaml: one Deployment and one Service")
+    if not dep or not svc:
+        return
+    spec = dep[0]["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    config = [n for n, v in volumes.items() if v.get("configMap", {}).get("name") == "glad-proxy"]
+    check(len(config) == 1 and config[0] in mounts, "proxy.yaml: the ConfigMap glad-proxy is not mounted")
+    where = mounts.get(config[0], "?") if config else "?"
+    cmd = c.get("command", []) + c.get("args", [])
+    check(f"{where}/gla-proxy-run.sh" in cmd and f"{where}/gla.conf" in cmd,
+          "proxy.yaml: the container does not run gla-proxy-run.sh with gla.conf from the ConfigMap")
+    name = env.get("GLA_REPLICAS_NAME") or ""
+    headless = services.get("glad-headless", {})
+    check(name.split(".")[0] == "glad-headless" and headless.get("spec", {}).get("clusterIP") == "None",
+          f"proxy.yaml: GLA_REPLICAS_NAME {name!r} is not the headless Service glad-headless")
+    for var, port in (("GLA_GRPC_PORT", "grpc"), ("GLA_HTTP_PORT", "http")):
+        want = glad_ports.get(port)
+        check(want is not None and str(env.get(var)) == str(want),
+              f"proxy.yaml: {var} {env.get(var)} is not glad's {port} port {want}")
+        check(any(p["targetPort"] == port for p in headless.get("spec", {}).get("ports", [])),
+              f"service.yaml: the headless Service has no {port} port (the proxy reaches the pods on it)")
+    listens = {"http": 8000, "grpc": 50051}  # gla.conf's (the script keeps them unless told otherwise)
+    conf = open(f"{root}/deploy/nginx/gla.conf").read()
+    check("listen 8000;" in conf and "listen 50051 http2;" in conf, "gla.conf: listens on 8000 and 50051 (http2)")
+    cports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    check(cports == listens, f"proxy.yaml: container ports {cports} are not nginx's {listens}")
+    for p in svc[0]["spec"]["ports"]:
+        check(p["targetPort"] in cports and p["port"] == cports[p["targetPort"]],
+              f"proxy.yaml: Service port {p['name']} is not a port nginx listens on")
+    labels = dep[0]["spec"]["template"]["metadata"]["labels"]
+    check(all(labels.get(k) == v for k, v in svc[0]["spec"]["selector"].items()), "proxy.yaml: the Service selects no proxy pod")
+    check(spec.get("securityContext", {}).get("runAsNonRoot") is True, "proxy.yaml: runAsNonRoot")
+    kust = yaml.safe_load(open(f"{root}/deploy/kustomization.yaml"))
+    for r in kust.get("resources", []):
+        check(os.path.exists(f"{root}/deploy/{r}"), f"kustomization.yaml: resource {r} does not exist")
+    for f in ("k8s/deployment.yaml", "k8s/service.yaml", "k8s/redis.yaml", "k8s/proxy.yaml"):
+        check(f in kust.get("resources", []), f"kustomization.yaml: {f} is not applied")
+    gen = [g for g in kust.get("configMapGenerator", []) if g.get("name") == "glad-proxy"]
+    check(len(gen) == 1 and sorted(gen[0].get("files", [])) == ["nginx/gla-proxy-run.sh", "nginx/gla.conf"],
+          "kustomization.yaml: no ConfigMap glad-proxy from nginx/gla.conf and nginx/gla-proxy-run.sh")
+    check(kust.get("generatorOptions", {}).get("disableNameSuffixHash") is True,
+          "kustomization.yaml: the generated ConfigMap's name must stay glad-proxy (disableNameSuffixHash)")
 
 
 def check_compose(root, flags):

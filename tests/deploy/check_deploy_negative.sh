@@ -36,4 +36,10 @@ expect_refused "an autoscaler scaling another Deployment" 's/^    name: glad$/  
 expect_refused "a state store that is not redis.yaml's Service" 's|redis://glad-redis:6379|redis://other-redis:6379|' \
   k8s/deployment.yaml "is not redis.yaml's Service"
 expect_refused "a store that may evict part of a session" 's/"noeviction"/"allkeys-lru"/' k8s/redis.yaml "noeviction"
+expect_refused "a proxy following glad on the wrong port" 's/value: "50051"/value: "50052"/' k8s/proxy.yaml \
+  "GLA_GRPC_PORT 50052 is not glad's grpc port"
+expect_refused "a proxy following another Service" 's/value: glad-headless\./value: glad./' k8s/proxy.yaml \
+  "is not the headless Service"
+expect_refused "the proxy's script missing from its ConfigMap" 's|      - nginx/gla-proxy-run.sh||' kustomization.yaml \
+  "no ConfigMap glad-proxy"
 exit $((failures != 0))
