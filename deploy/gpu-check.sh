@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk|structured|store]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -283,6 +283,25 @@ if [ "$parts" = store ] && [ -x gpu-bundle/run ]; then
   GLAD_EXTRA="--backend cuda" GLA_TEST_NO_PROXY=1 check shared_sessions_cuda bash tests/e2e/shared_sessions_test.sh \
     gpu-bundle/bin/glad gpu-bundle/bin/gla-cli models/gla-brown 0
   grep -E "^(ok|FAIL|skipped|all)" "$out/shared_sessions_cuda.txt" | sed "s/^/cuda: /" | tee -a "$out/summary.txt"
+fi
+# Issue 22: glad --devices over every GPU of the machine (a multi-GPU kind: nvidia-h100-x2 ...):
+# the several-engines e2e on the CUDA backend (all GPUs, then one after a restart), then gla-loadgen
+# against one GPU and against all of them at gla-340M (deploy/devices-bench.sh).
+if [ "$parts" = devices ] && [ -x gpu-bundle/run ]; then
+  export PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  gpus=$(nvidia-smi -L | wc -l)
+  all=$(seq -s, 0 $((gpus - 1)))
+  echo "devices: $gpus GPU(s): $all" | tee -a "$out/summary.txt"
+  GLA_E2E_BACKEND=cuda GLA_E2E_DEVICE_LISTS="$all 0" check devices_e2e gpu-bundle/run session_e2e_test \
+    --gtest_filter='*SeveralEngines*'
+  grep -E "^engines:|PASSED|FAILED" "$out/devices_e2e.txt" | tee -a "$out/summary.txt"
+  [ -d /tmp/gla-340M ] || gpu-bundle/run gla-random-model --preset 340M --out /tmp/gla-340M --dtype bf16 > /dev/null
+  cp models/gla-brown/tokenizer.model /tmp/gla-340M/
+  GLAD=gpu-bundle/bin/glad GLA_LOADGEN=gpu-bundle/bin/gla-loadgen \
+    LOADGEN_ARGS="--concurrency 32,128 --requests 512 --prompt-len 128 --max-new-tokens 128" \
+    check devices_bench bash deploy/devices-bench.sh /tmp/gla-340M "0 $all" cuda
+  grep -E "^==|^\| [0-9]" "$out/devices_bench.txt" | tee -a "$out/summary.txt"
 fi
 # Issue 20: the official openai SDK suite against glad on the GPU (default model, cuda backend);
 # needs a bundle made with GLA_BUNDLE_SDK=1 (Node and the SDK travel in it).

@@ -223,9 +223,10 @@ void Scheduler::CreateSession(std::string id, int64_t ttl_s, SessionDone done) {
 void Scheduler::ForkSession(std::string source, std::string id, int64_t ttl_s, SessionDone done) {
   auto d = std::make_shared<SessionDone>(std::move(done));
   if (!Post([this, source = std::move(source), id = std::move(id), ttl_s, d]() mutable {
-        auto r = sessions_.Fork(source, std::move(id), ttl_s);
-        PublishStats();
-        (*d)(std::move(r));
+        sessions_.ForkAsync(source, std::move(id), ttl_s, [this, d](absl::StatusOr<SessionInfo> r) {
+          PublishStats();
+          (*d)(std::move(r));
+        });
       }))
     (*d)(ShuttingDown());
 }

@@ -35,11 +35,18 @@ std::string PickReplica(const std::vector<std::string>& replicas, const std::str
   if (replicas.size() == 1) return replicas[0];
   if (session.empty()) return replicas[std::random_device()() % replicas.size()];
   // Rendezvous hashing: the replica whose hash with the session is highest. Every client finds the
-  // same one, and taking a replica away moves only its own sessions. FNV-1a, 64 bits: defined
-  // here, not by a standard library, so other clients can compute it too.
+  // same one, and taking a replica away moves only its own sessions. FNV-1a, 64 bits, through
+  // MurmurHash3's finalizer (FNV-1a alone leaves the replica's last bytes in the low bits, which
+  // skews the highest score): defined here, not by a standard library, so other clients can
+  // compute it too (the Python client's pick_replica does).
   auto fnv = [](const std::string& text) {
     uint64_t h = 1469598103934665603ull;
     for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
     return h;
   };
   std::string best;

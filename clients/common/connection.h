@@ -33,7 +33,8 @@ struct Connection {
 // for it, any other to a random one.
 absl::StatusOr<Connection> Connect(const ParsedArgs& a);
 
-// The replica for a session by rendezvous hashing (FNV-1a 64 of "SESSION\nREPLICA", highest wins): the
+// The replica for a session by rendezvous hashing (FNV-1a 64 of "SESSION\nREPLICA" through MurmurHash3's
+// finalizer, highest wins): the
 // same for every client, and a replica taken away moves only its own sessions; a random one without
 // a session.
 std::string PickReplica(const std::vector<std::string>& replicas, const std::string& session);

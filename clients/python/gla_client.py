@@ -26,8 +26,10 @@ A server started with --tls_cert/--auth_token: GlaClient(address, tls_ca="ca.pem
 (the token defaults to $GLA_TOKEN; tls_ca=True uses the system's roots).
 
 Several replicas (a headless Service's endpoints): GlaClient("10.0.0.1:50051,10.0.0.2:50051,...")
-or GlaClient("dns:///glad-headless.default.svc:50051") (every address the name resolves to, when the
-client is made) sends a call about a session to the replica pick_replica() chooses for it (the same
+or GlaClient("dns:///glad-headless.default.svc:50051") (every address the name resolves to, looked
+up again every refresh_s seconds, 30 by default, so that pods the autoscaler adds or replaces are
+used and removed ones are not; refresh_replicas() does it now; a failed lookup keeps the last
+list) sends a call about a session to the replica pick_replica() chooses for it (the same
 one gla-cli and every other client choose), any other generation to a random one; the other calls
 go to the first replica in sorted order.
 """
@@ -62,20 +64,25 @@ def expand_replicas(address):
 
 
 def pick_replica(replicas, session):
-    """The replica for a session by rendezvous hashing: the highest FNV-1a 64 of "SESSION\\nREPLICA"
-    (the same function as gla-cli's PickReplica, clients/common/connection.h); a random one without
-    a session."""
+    """The replica for a session by rendezvous hashing: the highest FNV-1a 64 of "SESSION\\nREPLICA",
+    mixed by MurmurHash3's finalizer (the same function as gla-cli's PickReplica,
+    clients/common/connection.h); a random one without a session."""
     if len(replicas) == 1:
         return replicas[0]
     if not session:
         import random
         return random.choice(replicas)
 
-    def fnv(text):
+    def fnv(text):  # FNV-1a 64 through MurmurHash3's finalizer
+        m = 0xFFFFFFFFFFFFFFFF
         h = 1469598103934665603
         for b in text.encode("utf-8"):
-            h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-        return h
+            h = ((h ^ b) * 1099511628211) & m
+        h ^= h >> 33
+        h = (h * 0xff51afd7ed558ccd) & m
+        h ^= h >> 33
+        h = (h * 0xc4ceb9fe1a85ec53) & m
+        return h ^ (h >> 33)
 
     best, best_score = None, 0
     for r in replicas:
@@ -134,31 +141,65 @@ class GlaClient:
     SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
                        "presence_penalty", "frequency_penalty", "seed")
 
-    def __init__(self, address, timeout_s=60.0, stubs_dir=None, token=None, tls_ca=None):
-        import grpc
-        self.pb, pb_grpc = _import_stubs(stubs_dir)
-        self.replicas = expand_replicas(address)
-        if not self.replicas:
-            raise ValueError("no address")
-        token = token if token is not None else os.environ.get("GLA_TOKEN")
-        self._stubs = {}
-        for replica in self.replicas:
-            if tls_ca:
-                roots = None
-                if tls_ca is not True:
-                    with open(tls_ca, "rb") as f:
-                        roots = f.read()
-                channel = grpc.secure_channel(replica, grpc.ssl_channel_credentials(roots))
-            else:
-                channel = grpc.insecure_channel(replica)
-            if token:
-                channel = grpc.intercept_channel(channel, _bearer_interceptor(grpc, token))
-            self._stubs[replica] = pb_grpc.GlaStub(channel)
-            if replica == self.replicas[0]:
-                self.channel = channel
-        self.stub = self._stubs[self.replicas[0]]
-        self.fine_tune_stub = pb_grpc.FineTuneStub(self.channel)
+    def __init__(self, address, timeout_s=60.0, stubs_dir=None, token=None, tls_ca=None, refresh_s=30.0):
+        import threading
+        import time
+        self.pb, self._pb_grpc = _import_stubs(stubs_dir)
+        self._address = address
+        self._token = token if token is not None else os.environ.get("GLA_TOKEN")
+        self._tls_ca = tls_ca
+        # Only a dns:/// entry can change; a list of HOST:PORT is what it is.
+        self._refresh_s = refresh_s if "dns:///" in address else None
+        self._lock = threading.Lock()
+        self._clock = time.monotonic
+        self._channels = {}  # replica -> (channel, Gla stub)
         self.timeout_s = timeout_s
+        self._use(expand_replicas(address))
+        self._resolved_at = self._clock()
+
+    def _connect(self, replica):
+        import grpc
+        if self._tls_ca:
+            roots = None
+            if self._tls_ca is not True:
+                with open(self._tls_ca, "rb") as f:
+                    roots = f.read()
+            channel = grpc.secure_channel(replica, grpc.ssl_channel_credentials(roots))
+        else:
+            channel = grpc.insecure_channel(replica)
+        if self._token:
+            channel = grpc.intercept_channel(channel, _bearer_interceptor(grpc, self._token))
+        return channel, self._pb_grpc.GlaStub(channel)
+
+    def _use(self, replicas):
+        """Serve from `replicas` (sorted): a channel each, kept for replicas already known; the
+        first one takes the calls about no session (stub, channel, fine_tune_stub)."""
+        if not replicas:
+            raise ValueError("no address")
+        channels = {r: self._channels.get(r) or self._connect(r) for r in replicas}
+        # A replica that went away: its channel is dropped, not closed (a call on it may still run).
+        self._channels = channels
+        self.replicas = list(replicas)
+        self.channel, self.stub = channels[self.replicas[0]]
+        self.fine_tune_stub = self._pb_grpc.FineTuneStub(self.channel)
+
+    def refresh_replicas(self):
+        """Looks the dns:/// names up again now; True when the replica list changed. A failed lookup
+        (or one with no address) keeps the list it had: the replicas it knows may still serve."""
+        try:
+            found = expand_replicas(self._address)
+        except (OSError, ValueError):
+            found = []
+        with self._lock:
+            self._resolved_at = self._clock()
+            if not found or found == self.replicas:
+                return False
+            self._use(found)
+            return True
+
+    def _maybe_refresh(self):
+        if self._refresh_s is not None and self._clock() - self._resolved_at >= self._refresh_s:
+            self.refresh_replicas()
 
     CONSTRAINT_KINDS = ("json_schema", "regex", "grammar", "json_object")
 
@@ -202,7 +243,9 @@ class GlaClient:
 
     def _stub(self, session):
         """The replica's stub for a call about `session` (a random replica's without one)."""
-        return self._stubs[pick_replica(self.replicas, session)]
+        self._maybe_refresh()
+        with self._lock:
+            return self._channels[pick_replica(self.replicas, session)][1]
 
     def generate(self, **kwargs):
         """Returns the GenerateResponse (token_ids, text, finish_reason, usage, logprobs)."""

@@ -523,7 +523,9 @@ struct Listed : StoreOutcome {
   std::vector<SharedSessions::Entry> entries;
 };
 
-Created CreateInStore(SharedSessions& shared, SessionRecord record, bool chosen) {
+// A new session in the store (`state`: its past; empty: none); `chosen`: a name of ours, another
+// tried when one is taken.
+Created CreateInStore(SharedSessions& shared, SessionRecord record, bool chosen, std::span<const float> state = {}) {
   Created c;
   const auto t0 = std::chrono::steady_clock::now();
   for (int attempt = 0;; ++attempt) {
@@ -531,7 +533,7 @@ Created CreateInStore(SharedSessions& shared, SessionRecord record, bool chosen)
       std::random_device rd;
       record.id = absl::StrFormat("s-%08x%08x", rd(), rd());
     }
-    absl::StatusOr<bool> created = shared.Create(record, {});
+    absl::StatusOr<bool> created = shared.Create(record, state);
     if (!created.ok()) {
       c.status = created.status(), c.store_failed = true;
       break;
@@ -650,65 +652,89 @@ void SessionStore::ListShared(bool here, std::function<void(absl::StatusOr<std::
       });
 }
 
-absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, std::string id, int64_t ttl_s) {
+absl::Status SessionStore::CheckForkShared(const std::string& src_id, const std::string& id) const {
   auto it = sessions_.find(src_id);
   if ((it != sessions_.end() && it->second->busy) || preparing_.count(src_id) != 0)
     return absl::FailedPreconditionError(absl::StrCat("session '", src_id, "' has a request running; fork it when it ends"));
   if (!id.empty() && !AdapterRegistry::ValidateName(id).ok())
     return absl::InvalidArgumentError(absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, std::string id, int64_t ttl_s) {
+  RETURN_IF_ERROR(CheckForkShared(src_id, id));
   // Read under the source's lease, as a turn would: no turn elsewhere changes it halfway.
   absl::StatusOr<Session*> src = BeginTurnShared(src_id, "", /*check_adapter=*/false);
   if (!src.ok()) return src.status();
-  Session& from = **src;
-  auto s = std::make_unique<Session>();
-  s->record = from.record;
-  s->record.created_unix_s = s->record.last_used_unix_s = NowUnix();
-  s->record.ttl_s = ttl_s < 0 ? from.record.ttl_s : ttl_s;
-  absl::Status st;
-  std::span<const float> state;
-  if (from.slot >= 0 || from.host) {
-    auto host = pool_.NewHostState();
-    if (host.ok()) {
-      s->host = std::move(*host);
-      if (from.slot >= 0) st = pool_.SaveToHost(from.slot, *s->host);
-      else if (absl::Status w = from.host->Wait(); !w.ok()) st = w;
-      else std::memcpy(s->host->data(), from.host->data(), static_cast<size_t>(pool_.state_bytes()));
-      if (st.ok()) st = s->host->Wait();
-      state = {s->host->data(), static_cast<size_t>(s->host->floats())};
-    } else {
-      st = host.status();
-    }
-  }
+  absl::StatusOr<SessionInfo> r = absl::InternalError("no answer");
+  EndFork(**src, std::move(id), ttl_s, /*here=*/true, [&r](absl::StatusOr<SessionInfo> v) { r = std::move(v); });
+  return r;
+}
+
+void SessionStore::ForkAsync(const std::string& src_id, std::string id, int64_t ttl_s,
+                             std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  if (!async()) return done(Fork(src_id, std::move(id), ttl_s));
+  if (absl::Status s = CheckForkShared(src_id, id); !s.ok()) return done(s);
+  BeginTurnAsync(
+      src_id, "",
+      [this, id = std::move(id), ttl_s, done = std::move(done)](absl::StatusOr<Session*> src) mutable {
+        if (!src.ok()) return done(src.status());
+        EndFork(**src, std::move(id), ttl_s, /*here=*/false, std::move(done));
+      },
+      /*check_adapter=*/false);
+}
+
+void SessionStore::EndFork(Session& from, std::string id, int64_t ttl_s, bool here,
+                           std::function<void(absl::StatusOr<SessionInfo>)> done) {
+  const std::string src_id = from.record.id;
+  auto s = std::make_shared<std::unique_ptr<Session>>(std::make_unique<Session>());
+  (*s)->record = ForkedRecord(from.record, id, ttl_s);
+  absl::StatusOr<std::shared_ptr<HostState>> copy = CopyState(from);  // a slot's copy is waited for here
+  absl::Status copied = copy.status();
+  if (copied.ok() && *copy != nullptr) copied = (*copy)->Wait();
+  std::shared_ptr<HostState> state = copied.ok() ? *copy : nullptr;
+  (*s)->host = state;
   const bool chosen = id.empty();
-  for (int attempt = 0; st.ok(); ++attempt) {
-    s->record.id = chosen ? absl::StrFormat("s-%08x%08x", std::random_device()(), std::random_device()()) : id;
-    const auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<bool> created = shared_->Create(s->record, state);
-    counters_.store_write_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!created.ok()) st = StoreError(created.status(), "writing the fork");
-    else if (*created) break;
-    else if (!chosen || attempt == 3) st = absl::AlreadyExistsError(absl::StrCat("session '", s->record.id, "' exists"));
-  }
-  // The source's lease goes back before the answer (this is a call, not a turn: it waits for it).
-  from.leased = false;
-  shared_->Unlease(src_id).IgnoreError();
-  Abort(from);  // it is as it was
-  if (!st.ok()) return st;
-  s->store_version = 1;
-  ++counters_.store_writes;
-  Session listed;  // what the answer describes when the copy is let go at once
-  listed.record = s->record;
-  const std::string new_id = s->record.id;
-  absl::StatusOr<Session*> copy = InsertCopy(std::move(s));
-  if (!copy.ok()) return copy.status();
-  EnforceHostBudget();  // (a copy past the budget is let go: the store has it)
-  auto done = sessions_.find(new_id);
-  if (done == sessions_.end()) {
-    SessionInfo i = Describe(listed);
-    i.where = "store";
-    return i;
-  }
-  return Describe(*done->second);
+  // The store's part: the new session written (its state read from `state`, which the job holds),
+  // the source's lease given back before the answer (this is a call, not a turn: it waits for it).
+  OnStoreThread<Created>(
+      here,
+      [shared = shared_.get(), record = (*s)->record, chosen, state, copied, src_id] {
+        Created c;
+        if (copied.ok())
+          c = CreateInStore(*shared, record, chosen,
+                            state ? std::span<const float>(state->data(), static_cast<size_t>(state->floats()))
+                                  : std::span<const float>());
+        else
+          c.status = copied;
+        shared->Unlease(src_id).IgnoreError();
+        return c;
+      },
+      [this, s, src_id, done = std::move(done)](Created c) {
+        if (auto it = sessions_.find(src_id); it != sessions_.end()) {  // busy until now: still here
+          it->second->leased = false;
+          Abort(*it->second);  // it is as it was
+        }
+        if (!c.status.ok()) return done(c.store_failed ? StoreError(c.status, "writing the fork") : c.status);
+        counters_.store_write_s += c.seconds;
+        ++counters_.store_writes;
+        std::unique_ptr<Session> made = std::move(*s);
+        made->record.id = c.record.id;
+        made->store_version = 1;
+        Session listed;  // what the answer describes when the copy is let go at once
+        listed.record = made->record;
+        const std::string new_id = made->record.id;
+        absl::StatusOr<Session*> inserted = InsertCopy(std::move(made));
+        if (!inserted.ok()) return done(inserted.status());
+        EnforceHostBudget();  // (a copy past the budget is let go: the store has it)
+        auto it = sessions_.find(new_id);
+        if (it == sessions_.end()) {
+          SessionInfo i = Describe(listed);
+          i.where = "store";
+          return done(i);
+        }
+        done(Describe(*it->second));
+      });
 }
 
 absl::StatusOr<SessionStore::Session*> SessionStore::BeginTurnShared(const std::string& id, const std::string& adapter,
@@ -741,30 +767,30 @@ absl::StatusOr<std::shared_ptr<SessionStore::TurnStart>> SessionStore::StartTurn
 }
 
 void SessionStore::LeaseAndRead(SharedSessions& shared, const std::string& id, TurnStart& t) {
-  absl::StatusOr<bool> leased = shared.Lease(id);
-  if (!leased.ok()) {
-    t.status = leased.status(), t.store_failed = true;
+  absl::StatusOr<SharedSessions::LeaseFound> found = shared.LeaseAndFind(id);  // one round trip
+  if (!found.ok()) {
+    t.status = found.status(), t.store_failed = true;
     return;
   }
-  if (!*leased) {
+  if (!found->entry.has_value()) {
+    t.status = absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
+    return;  // (no lease was taken)
+  }
+  if (!found->leased) {
     t.status = absl::FailedPreconditionError(absl::StrCat(
         "session '", id, "' already has a request running on another replica (one turn at a time: wait for it to end)"));
     return;
   }
-  absl::StatusOr<std::optional<SharedSessions::Entry>> entry = shared.Find(id);
-  if (!entry.ok()) {
-    t.status = entry.status(), t.store_failed = true;
-  } else if (!entry->has_value()) {
-    t.status = absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
-  } else {
-    t.entry = std::move(**entry);
+  {
+    t.entry = std::move(*found->entry);
     const SessionRecord& r = t.entry.record;
     if (t.entry.version != t.local_version && (r.tokens > 0 || r.pending)) {
       if (t.host == nullptr) {
         t.status = absl::ResourceExhaustedError("no host memory for the session's state");
       } else {
         const auto t0 = std::chrono::steady_clock::now();
-        absl::StatusOr<SharedSessions::Entry> read = shared.Read(id, {t.host->data(), static_cast<size_t>(t.host->floats())});
+        absl::StatusOr<SharedSessions::Entry> read =
+            shared.Read(id, {t.host->data(), static_cast<size_t>(t.host->floats())}, &t.entry);
         t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!read.ok()) t.status = read.status(), t.store_failed = true;
         else if (read->version != t.entry.version) t.status = absl::InternalError("the store's version moved under the lease");
@@ -816,15 +842,15 @@ absl::StatusOr<SessionStore::Session*> SessionStore::EndStartTurn(const std::str
 }
 
 void SessionStore::BeginTurnAsync(const std::string& id, const std::string& adapter,
-                                  std::function<void(absl::StatusOr<Session*>)> done) {
+                                  std::function<void(absl::StatusOr<Session*>)> done, bool check_adapter) {
   absl::StatusOr<std::shared_ptr<TurnStart>> start = StartTurn(id);
   if (!start.ok()) return done(start.status());
   ++store_jobs_;
-  store_thread_->Run([this, id, adapter, start = *start, done = std::move(done)]() mutable {
+  store_thread_->Run([this, id, adapter, check_adapter, start = *start, done = std::move(done)]() mutable {
     LeaseAndRead(*shared_, id, *start);  // thread-safe: the store and `start` only
-    poster_([this, id, adapter, start, done = std::move(done)]() mutable {  // (the loop outlives every job)
+    poster_([this, id, adapter, start, check_adapter, done = std::move(done)]() mutable {  // (the loop outlives every job)
       --store_jobs_;
-      done(EndStartTurn(id, adapter, /*check_adapter=*/true, *start));
+      done(EndStartTurn(id, adapter, check_adapter, *start));
     });
   });
 }

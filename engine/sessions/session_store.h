@@ -20,9 +20,9 @@
 // ran a turn since) or missing; its end writes the new state through to the store before the last
 // message goes out, then gives the lease back. Create, fork and delete act on the store first. When
 // the store is gone, every session call is UNAVAILABLE saying so, and requests without a session
-// are not affected. The store's calls are made on this (the scheduler's) thread, each bounded by
-// the client's timeouts; after a failure the client refuses at once for a moment (RedisOptions::
-// retry_after_s), so a hung store stalls generation once per interval, not once per request.
+// are not affected. The store's calls are made on the store thread (after SetPoster: the *Async
+// calls below; the synchronous ones make them on the caller's), each bounded by the client's
+// timeouts; after a failure the client refuses at once for a moment (RedisOptions::retry_after_s).
 //
 // Loop-thread only (the scheduler's): no locking.
 #pragma once
@@ -172,12 +172,15 @@ class SessionStore {
   int store_jobs() const { return store_jobs_; }
   // BeginTurn's work: the lease, the version, the state when this replica's copy is missing or
   // older; done(the session, busy and leased) or done(why not: as BeginTurn).
+  // check_adapter false: a fork's read of its source (any adapter's past is forked as it is).
   void BeginTurnAsync(const std::string& id, const std::string& adapter,
-                      std::function<void(absl::StatusOr<Session*>)> done);
+                      std::function<void(absl::StatusOr<Session*>)> done, bool check_adapter = true);
   // Create, Delete and List with the store's part on the store thread (as they are without it).
   void CreateAsync(std::string id, int64_t ttl_s, std::function<void(absl::StatusOr<SessionInfo>)> done);
   void DeleteAsync(const std::string& id, std::function<void(absl::Status)> done);
   void ListAsync(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done);
+  // Fork, its store calls (the source's lease and read, the new session's write) on the store thread.
+  void ForkAsync(const std::string& src, std::string id, int64_t ttl_s, std::function<void(absl::StatusOr<SessionInfo>)> done);
   // Abort's, when the session's lease is held: the lease goes back on the store thread, then
   // done() on the loop (so a client told its turn ended finds the session free on any replica).
   void AbortAsync(Session& s, std::function<void()> done);
@@ -232,6 +235,10 @@ class SessionStore {
   template <typename T>
   void OnStoreThread(bool here, std::function<T()> work, std::function<void(T)> then);
   absl::StatusOr<SessionInfo> ForkShared(const std::string& src, std::string id, int64_t ttl_s);
+  absl::Status CheckForkShared(const std::string& src, const std::string& id) const;
+  // A fork's end once its source is busy and leased here: its state copied to host memory, the new
+  // session written to the store (on the store thread unless `here`), the source let go, done().
+  void EndFork(Session& from, std::string id, int64_t ttl_s, bool here, std::function<void(absl::StatusOr<SessionInfo>)> done);
   // check_adapter false: a fork's read of its source (any adapter's past is forked as it is).
   absl::StatusOr<Session*> BeginTurnShared(const std::string& id, const std::string& adapter, bool check_adapter = true);
   // A turn's start in three parts, so BeginTurnShared and BeginTurnAsync share them: StartTurn (the

@@ -36,6 +36,17 @@ constexpr char kCommit[] =
     "else redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) redis.call('PEXPIRE', KEYS[3], ARGV[4]) end "
     "return 1";
 constexpr int64_t kScratchTtlMs = 60000;  // a writer that dies halfway leaves its scratch key this long
+// A turn's first call, one round trip: the session's record and version, and its lease taken (or
+// renewed when ours). KEYS lease, meta; ARGV owner, lease ms. {-1} = no session (no lease taken),
+// {0} = another owner holds it, {1, meta} = leased.
+constexpr char kLeaseAndFind[] =
+    "local m = redis.call('GET', KEYS[2]) "
+    "if m == false then return {-1} end "
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+    "elseif v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+    "else return {0} end "
+    "return {1, m}";
 // KEYS lease, meta, state; ARGV owner. 1 = deleted, 0 = not there, -1 = the lease is not ours.
 constexpr char kRemove[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
@@ -122,8 +133,34 @@ absl::StatusOr<std::optional<SharedSessions::Entry>> SharedSessions::Find(const 
   return std::optional<Entry>(std::move(*e));
 }
 
-absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id, std::span<float> state) {
-  absl::StatusOr<std::optional<Entry>> meta = Find(id);
+absl::StatusOr<SharedSessions::LeaseFound> SharedSessions::LeaseAndFind(const std::string& id) {
+  absl::StatusOr<RedisReply> r =
+      client_->Eval(kLeaseAndFind, {Key('l', id), Key('m', id)}, {owner_, std::to_string(lease_ms_)});
+  if (!r.ok()) return r.status();
+  const std::vector<RedisReply>& e = r->elements;
+  if (r->kind != RedisReply::kArray || e.empty() || e[0].kind != RedisReply::kInteger)
+    return absl::InternalError("the state store answered the lease script with something else than its reply");
+  LeaseFound out;
+  if (e[0].integer == -1) return out;  // no session
+  out.leased = e[0].integer == 1;
+  if (!out.leased) {
+    out.entry.emplace();  // it exists; another replica holds it
+    return out;
+  }
+  if (e.size() != 2 || e[1].kind != RedisReply::kString)
+    return absl::InternalError("the state store answered the lease script without the session's record");
+  absl::StatusOr<Entry> entry = ParseMeta(id, e[1].text);
+  if (!entry.ok()) {
+    Unlease(id).IgnoreError();
+    return entry.status();
+  }
+  out.entry = std::move(*entry);
+  return out;
+}
+
+absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id, std::span<float> state,
+                                                           const Entry* known) {
+  absl::StatusOr<std::optional<Entry>> meta = known != nullptr ? std::optional<Entry>(*known) : Find(id);
   if (!meta.ok()) return meta.status();
   if (!meta->has_value()) return absl::NotFoundError(absl::StrCat("no session '", id, "' in the state store"));
   // At most a header (names are at most 64 bytes each), the state and the checksum.

@@ -50,9 +50,18 @@ class SharedSessions {
   absl::StatusOr<bool> Renew(const std::string& id);
   // The session's record and version (nullopt: no such session).
   absl::StatusOr<std::optional<Entry>> Find(const std::string& id);
+  // A turn's start in one call: the session's record and version, and its lease taken or renewed
+  // for this replica (`leased`); `entry` is nullopt when there is no such session (no lease taken);
+  // not leased: another replica holds it (`entry` then says only that it exists).
+  struct LeaseFound {
+    bool leased = false;
+    std::optional<Entry> entry;
+  };
+  absl::StatusOr<LeaseFound> LeaseAndFind(const std::string& id);
   // Its record, version and state (`state` of the model's state size receives it; zeros for a
-  // session with no past). NOT_FOUND.
-  absl::StatusOr<Entry> Read(const std::string& id, std::span<float> state);
+  // session with no past). NOT_FOUND. `known`: its record and version as this replica just found
+  // them under its lease (which no other writer can change), not read again.
+  absl::StatusOr<Entry> Read(const std::string& id, std::span<float> state, const Entry* known = nullptr);
   // A completed turn: `record` with `state` becomes version expected_version + 1, only while this
   // replica holds the lease and the store is at expected_version (else ABORTED, saying which).
   absl::Status Commit(const SessionRecord& record, uint64_t expected_version, std::span<const float> state);

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "tests/support/glad_process.h"
 #include "tests/support/test_util.h"
 
@@ -220,28 +221,43 @@ v1::Session Fork(v1::Gla::Stub& stub, const std::string& source, const std::stri
   return s;
 }
 
-// glad --devices on the CPU backend: one engine per entry behind one server (engine/engine_set.h).
-// A conversation gives the tokens of one request holding its text on whichever engine its session
-// lives; forks cross engines; a restart with another engine count finds every session.
+// glad --devices: one engine per entry behind one server (engine/engine_set.h). A conversation gives
+// the tokens of one request holding its text on whichever engine its session lives; forks cross
+// engines; a restart with another engine count finds every session. On the CPU backend here; the
+// GPU machine runs it with GLA_E2E_BACKEND=cuda and GLA_E2E_DEVICE_LISTS="0,1,... 0" (its GPUs, then
+// fewer: deploy/gpu-check.sh devices).
 TEST(SessionE2E, SeveralEnginesShareOneSessionNamespaceAcrossRestarts) {
   const std::string dir = testing::MakeTempDir("session_e2e_devices");
+  const char* backend_env = std::getenv("GLA_E2E_BACKEND");
+  const char* lists_env = std::getenv("GLA_E2E_DEVICE_LISTS");
+  const std::string backend = backend_env != nullptr ? backend_env : "cpu";
+  const std::vector<std::string> lists = absl::StrSplit(lists_env != nullptr ? lists_env : "0,1,2 0,1", ' ');
+  ASSERT_EQ(lists.size(), 2u) << "GLA_E2E_DEVICE_LISTS: two --devices lists, the second after a restart";
   auto args = [&](const std::string& devices) {
     std::vector<std::string> a = ServerArgs(dir);
     a.insert(a.end(), {"--devices", devices});
+    for (std::string& v : a)
+      if (v == "cpu") v = backend;  // ServerArgs' --backend
     return a;
   };
+  auto engines_in = [](const std::string& list) { return static_cast<uint32_t>(std::count(list.begin(), list.end(), ',') + 1); };
   const auto p1 = Text(18, 11), p2 = Text(6, 12);
   std::map<std::string, std::vector<int32_t>> first;  // each session's first output
   {
-    GladProcess glad(args("0,1,2"));
+    GladProcess glad(args(lists[0]));
     ASSERT_TRUE(glad.ok()) << glad.log();
     auto stub = glad.stub();
     grpc::ClientContext ctx;
     v1::ModelInfoResponse info;
     ASSERT_TRUE(stub->ModelInfo(&ctx, {}, &info).ok());
-    EXPECT_EQ(info.engines(), 3u);
-    EXPECT_EQ(info.slots(), 12u);
-    EXPECT_NE(info.device().find("2: CPU"), std::string::npos) << info.device();
+    const uint32_t n = engines_in(lists[0]);
+    EXPECT_EQ(info.engines(), n);
+    EXPECT_EQ(info.backend(), backend);
+    EXPECT_EQ(info.slots(), 4 * n);
+    if (n > 1) {
+      EXPECT_NE(info.device().find(absl::StrCat(n - 1, ": ")), std::string::npos) << info.device();
+    }
+    std::printf("engines: %s\n", info.device().c_str());
     for (int k = 0; k < 6; ++k) {
       const std::string id = absl::StrCat("talk-", k);
       ASSERT_TRUE(Create(*stub, id).ok());
@@ -265,7 +281,7 @@ TEST(SessionE2E, SeveralEnginesShareOneSessionNamespaceAcrossRestarts) {
     EXPECT_EQ(List(*stub).sessions_size(), 10);
     EXPECT_EQ(glad.Terminate(), 0) << glad.log();
   }
-  GladProcess glad(args("0,1"));
+  GladProcess glad(args(lists[1]));
   ASSERT_TRUE(glad.ok()) << glad.log();
   auto stub = glad.stub();
   EXPECT_EQ(List(*stub).sessions_size(), 10);
@@ -275,9 +291,10 @@ TEST(SessionE2E, SeveralEnginesShareOneSessionNamespaceAcrossRestarts) {
     ASSERT_TRUE(t.status.ok()) << id << ": " << t.status.error_message();
     EXPECT_EQ(t.ids(), Generate(*stub, Request(Cat({p1, Text(k + 1, 20 + k), out, p2}), 5)).ids()) << id;
   }
-  // The prefix cache across engines: requests without a session take turns on the two idle
-  // engines, so each has seen a 48-token header once after two requests; the third caches it on
-  // its engine and shares it; the fourth, on the other engine, starts from the shared state.
+  // The prefix cache across engines: requests without a session take turns on the n idle engines,
+  // so each has seen a 48-token header once after n requests; request n caches it on its engine
+  // and shares it; the next n - 1, on the other engines, start from the shared state; then the
+  // first engine hits its own copy.
   auto prefix_stats = [&] {
     grpc::ClientContext ctx;
     v1::ModelInfoResponse info;
@@ -286,16 +303,18 @@ TEST(SessionE2E, SeveralEnginesShareOneSessionNamespaceAcrossRestarts) {
   };
   const v1::PrefixCacheStats before = prefix_stats();  // the checks above shared their first block
   const auto header = Text(48, 40);
-  std::vector<uint32_t> cached;
-  for (int i = 0; i < 4; ++i) {
+  const uint32_t n = engines_in(lists[1]);
+  std::vector<uint32_t> cached, expected;
+  for (uint32_t i = 0; i <= 2 * n; ++i) {
+    expected.push_back(i <= n ? 0 : 48);
     const Result r = Generate(*stub, Request(Cat({header, Text(5, 41 + i)}), 3));
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
     cached.push_back(r.resp.usage().cached_prompt_tokens());
   }
-  EXPECT_EQ(cached, (std::vector<uint32_t>{0, 0, 0, 48}));
+  EXPECT_EQ(cached, expected);
   const v1::PrefixCacheStats after = prefix_stats();
-  EXPECT_EQ(after.peer_hits() - before.peer_hits(), 1u);
-  EXPECT_EQ(after.peer_publishes() - before.peer_publishes(), 1u);
+  EXPECT_EQ(after.peer_hits() - before.peer_hits(), n - 1);
+  EXPECT_EQ(after.peer_publishes() - before.peer_publishes(), n > 1 ? 1u : 0u);
   EXPECT_EQ(glad.Terminate(), 0) << glad.log();
   // What --devices refuses, by name, before anything loads.
   for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{

@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -75,6 +77,21 @@ class SharedSessionTest : public ::testing::Test {
     return r;
   }
 
+  // How many commands of each name the store has run (INFO commandstats, through redis-cli).
+  std::map<std::string, int64_t> CommandCounts() const {
+    std::map<std::string, int64_t> out;
+    FILE* p = popen(("redis-cli -p " + std::to_string(redis_->port()) + " INFO commandstats").c_str(), "r");
+    if (p == nullptr) return out;
+    char line[512];
+    while (fgets(line, sizeof(line), p) != nullptr) {
+      char name[128];
+      long long calls = 0;
+      if (std::sscanf(line, "cmdstat_%127[^:]:calls=%lld", name, &calls) == 2) out[name] = calls;
+    }
+    pclose(p);
+    return out;
+  }
+
   std::unique_ptr<testing::RedisServer> redis_;
   uint64_t fingerprint_ = 0;
 };
@@ -88,8 +105,17 @@ TEST_F(SharedSessionTest, TurnsOnEitherReplicaEqualOneRequestHoldingTheWholeText
   const Collected o2 = Turn(*b, Greedy(p2, 5, "chat"));  // b has never seen it: read from the store
   ASSERT_TRUE(o2.status.ok()) << o2.status;
   EXPECT_EQ(o2.usage.session_tokens, 23 + 6);
+  std::map<std::string, int64_t> before = CommandCounts();
   const Collected o3 = Turn(*a, Greedy(p3, 7, "chat"));  // a's copy is a turn old: read again
   ASSERT_TRUE(o3.status.ok()) << o3.status;
+  // The resumed turn's calls: three scripts (its lease and record in one, the commit, the lease
+  // back), the state's length and ranges, the new state's ranges; the record is never read on its
+  // own. Redis counts the GETs inside scripts too: the lease script's 2, the commit's 2, the
+  // release's 1 (a separate read of the record, before or with the state, would add to the 5).
+  std::map<std::string, int64_t> after = CommandCounts();
+  EXPECT_EQ(after["eval"] - before["eval"], 3);
+  EXPECT_EQ(after["get"] - before["get"], 5);
+  EXPECT_EQ(after["strlen"] - before["strlen"], 1);
   const Collected o4 = Turn(*a, Greedy(p4, 4, "chat"));  // a's copy is current: no read
   ASSERT_TRUE(o4.status.ok()) << o4.status;
   const Collected whole = Turn(*b, Greedy(Cat({p1, o1.tokens, p2, o2.tokens, p3, o3.tokens, p4}), 4));
@@ -304,20 +330,25 @@ TEST_F(SharedSessionTest, ASlowStoreDelaysOnlyTheTurnsThatWaitForIt) {
   const auto t0 = Clock::now();
   const Collected turn = Turn(*a, Greedy(Text(5, 51), 2, "slow"));
   const auto t1 = Clock::now();
-  // The session calls too: a creation and a listing while the store is paused again.
-  ASSERT_EQ(std::system(pause.c_str()), 0);
+  // The session calls too: a creation, a fork and a listing, each while the store is paused again.
   const auto t2 = Clock::now();
+  ASSERT_EQ(std::system(pause.c_str()), 0);
   const absl::StatusOr<SessionInfo> created = testing::CreateSession(*a, "slow-2");
+  ASSERT_EQ(std::system(pause.c_str()), 0);
+  const absl::StatusOr<SessionInfo> forked = testing::ForkSession(*a, "slow", "slow-fork");
+  ASSERT_EQ(std::system(pause.c_str()), 0);
   const auto listed = testing::ListSessionsOrError(*a);
   const auto t3 = Clock::now();
   (*handle)->Cancel();
   done->get_future().wait();
   ASSERT_TRUE(turn.status.ok()) << turn.status;
   ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(forked.ok()) << forked.status();
+  EXPECT_EQ(forked->tokens, 7);  // the turn's 5 + 2
   ASSERT_TRUE(listed.ok()) << listed.status();
-  EXPECT_EQ(listed->size(), 2u);
+  EXPECT_EQ(listed->size(), 3u);
   EXPECT_GE(t1 - t0, std::chrono::milliseconds(300)) << "the turn did not wait for the paused store";
-  EXPECT_GE(t3 - t2, std::chrono::milliseconds(300)) << "the creation did not wait for the paused store";
+  EXPECT_GE(t3 - t2, std::chrono::milliseconds(900)) << "the creation, fork and listing did not wait for the paused store";
   std::lock_guard<std::mutex> lock(mu);
   for (const auto& [from, to] : {std::pair{t0, t1}, std::pair{t2, t3}}) {
     Clock::duration longest{0};
