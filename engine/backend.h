@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/weight_format.h"
 #include "absl/status/statusor.h"
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
@@ -96,6 +97,7 @@ absl::Status CheckStepItems(std::span<const StepItem> items, int slots);
 struct CpuBackendOptions {
   int slots = 16;
   int threads = 0;  // BLAS threads, 0 = library default
+  WeightFormat weights = WeightFormat::kNative;  // kInt8: weight-only INT8 projections (CpuModelOptions)
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const std::string& model_dir, const CpuBackendOptions& options);
@@ -111,6 +113,7 @@ struct CudaBackendOptions {
   bool cuda_graphs = true;
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
+  WeightFormat weights = WeightFormat::kNative;  // kInt8 is refused: the GPU's quantized forms are not built yet
 };
 
 // UNIMPLEMENTED in a build without CUDA; FAILED_PRECONDITION with the reason when no GPU is usable;

@@ -20,7 +20,7 @@ class CpuBackend : public Backend {
   std::string name() const override { return "cpu"; }
   std::string device() const override {
     return absl::StrCat("CPU (", threads_ > 0 ? threads_ : static_cast<int>(std::thread::hardware_concurrency()),
-                        " BLAS threads)");
+                        " BLAS threads", model_->weights() == WeightFormat::kInt8 ? ", int8 weights" : "", ")");
   }
   const GlaConfig& config() const override { return model_->config(); }
   const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
@@ -77,17 +77,12 @@ class CpuBackend : public Backend {
 absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const std::string& model_dir, const CpuBackendOptions& options) {
   if (options.slots < 1) return absl::InvalidArgumentError("slots must be at least 1");
   ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(model_dir));
-  int64_t weight_floats = static_cast<int64_t>(ck.weights.embeddings.data.size() + ck.weights.norm.data.size() +
-                                               ck.weights.lm_head.data.size());
-  for (const auto& l : ck.weights.layers)
-    for (const Weight* w : {&l.attn_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.gk_proj0, &l.gk_proj1,
-                            &l.gk_proj1_bias, &l.q_conv, &l.k_conv, &l.v_conv, &l.g_norm, &l.o_proj, &l.mlp_norm,
-                            &l.gate_proj, &l.up_proj, &l.down_proj})
-      weight_floats += static_cast<int64_t>(w->data.size());
   CpuModelOptions mo;
   mo.threads = options.threads;
+  mo.weights = options.weights;
   ASSIGN_OR_RETURN(auto model, CpuModel::FromCheckpoint(std::move(ck), mo));
-  return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options.slots, weight_floats * 4, options.threads));
+  const int64_t weight_bytes = model->weight_bytes();
+  return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options.slots, weight_bytes, options.threads));
 }
 
 }  // namespace gla

@@ -93,10 +93,12 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o, int
     co.cuda_graphs = o.cuda_graphs;
     co.chunked_prefill = o.chunked_prefill;
     co.persistent_decode = o.persistent_decode;
+    co.weights = o.weights;
     return MakeCudaBackend(o.model, co);
   }
   CpuBackendOptions bo;
   bo.threads = o.threads;
+  bo.weights = o.weights;
   if (engines > 1) {
     const int cores = o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     bo.threads = std::max(1, cores / engines);

@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, devices, "",
           "one engine per device behind this server, e.g. 0,1,2,3 (cuda backend: GPU indices; cpu backend: that many "
           "engines sharing the cores). A session lives on the engine its id hashes to; other requests go to the least "
           "loaded. Exclusive with --device; fine-tuning uses the first");
+ABSL_FLAG(std::string, weights, "native",
+          "how the projections' weights are kept: native (fp32 on the cpu backend, bf16 on cuda) or int8 (weight-only, "
+          "one scale per output row, quantized at load; cpu backend; docs/quantization.md)");
 ABSL_FLAG(bool, cuda_graphs, true, "replay decode steps as CUDA graphs captured per batch-size bucket (cuda backend)");
 ABSL_FLAG(bool, chunked_prefill, true,
           "prefill with the tensor-core chunkwise GLA kernel where the head shape allows it (dk 64/128/256); "
@@ -258,6 +261,7 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.device = absl::GetFlag(FLAGS_device);
   ASSIGN_OR_RETURN(o.devices, ParseDevices(absl::GetFlag(FLAGS_devices), o.device));
   o.device = o.devices.front();
+  ASSIGN_OR_RETURN(o.weights, ParseWeightFormat(absl::GetFlag(FLAGS_weights)));
   o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);

@@ -30,6 +30,7 @@ struct ServerOptions {
   std::string backend;  // "cuda" or "cpu": --backend auto is resolved here
   int device = 0;       // --device: the cuda backend's GPU, and GPU fine-tuning's (devices[0] with --devices)
   std::vector<int> devices;  // --devices: one engine each (engine_set.h); {device} without it
+  WeightFormat weights = WeightFormat::kNative;  // --weights
   bool cuda_graphs = true;
   bool chunked_prefill = true;
   bool persistent_decode = true;

@@ -5,7 +5,8 @@
 //   gla-eval generate   --model DIR (--prompt TEXT | --prompt-ids 1,2) --max-new-tokens N [--ignore-eos 1]
 //   gla-eval bench      --model DIR [--prompt-len 512] [--new-tokens 32] [--batch 1]
 //
-// Common options: --threads N (BLAS threads), --chunk C, --sub-chunk c, --form chunkwise|recurrent;
+// Common options: --threads N (BLAS threads), --chunk C, --sub-chunk c, --form chunkwise|recurrent,
+// --weights native|int8;
 // every flag with its default: Program() below (`gla-eval --help`, `gla-eval COMMAND --help`).
 // Any failure: one line "gla-eval: error: ..." on stderr; exit code 2 for a command line that
 // does not parse, 1 for the rest.
@@ -40,6 +41,7 @@ std::vector<FlagSpec> With(std::initializer_list<FlagSpec> extra) {
       {"chunk", "C", "chunk length of the chunkwise GLA form", std::to_string(defaults.chunk)},
       {"sub-chunk", "c", "sub-chunk length inside a chunk", std::to_string(defaults.sub_chunk)},
       {"form", "chunkwise|recurrent", "how the GLA layers run a prompt", "chunkwise"},
+      {"weights", "native|int8", "the projections' weights: fp32, or weight-only INT8 quantized at load", "native"},
   };
   flags.insert(flags.end(), extra.begin(), extra.end());
   return flags;
@@ -55,6 +57,9 @@ absl::StatusOr<std::unique_ptr<CpuModel>> LoadModel(const ParsedArgs& a) {
     const std::string form = a.flags.at("form");
     if (form == "recurrent") o.gla_form = CpuModelOptions::GlaForm::kRecurrent;
     else if (form != "chunkwise") return absl::InvalidArgumentError(absl::StrCat("--form must be chunkwise or recurrent, got '", form, "'"));
+  }
+  if (a.Has("weights")) {
+    ASSIGN_OR_RETURN(o.weights, ParseWeightFormat(a.flags.at("weights")));
   }
   return CpuModel::Load(dir, o);
 }

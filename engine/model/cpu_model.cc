@@ -17,8 +17,7 @@ namespace {
 void AppendRows(std::vector<float>& dst, Weight& w) {
   dst.insert(dst.end(), w.data.begin(), w.data.end());
   std::vector<float>().swap(w.data);  // the fused copy is the only one kept
-}
-}  // namespace
+}}  // namespace
 
 struct CpuModel::Workspace {
   int64_t N = 0;
@@ -43,22 +42,59 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
   return m;
 }
 
+CpuModel::Projection CpuModel::MakeProjection(std::vector<float> rows, int64_t N, int64_t K, WeightFormat format) {
+  Projection p;
+  p.N = N;
+  p.K = K;
+  if (format == WeightFormat::kInt8) p.int8 = cpu::QuantizeInt8PerRow(rows.data(), N, K);  // rows freed on return
+  else p.f32 = std::move(rows);
+  return p;
+}
+
+void CpuModel::Project(const Projection& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t M,
+                       float beta) {
+  if (!w.int8.q.empty()) cpu::LinearInt8(x, x_stride, w.int8, y, y_stride, M, beta);
+  else cpu::Linear(x, x_stride, w.f32.data(), w.N, w.K, y, y_stride, M, beta);
+}
+
 void CpuModel::FuseWeights() {
   const GlaConfig& c = ck_.config;
+  const GlaLayerPlan& p = plan_;
+  const WeightFormat format = options_.weights;
   fused_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = ck_.weights.layers[l];
     FusedLayer& f = fused_[l];
-    f.in_proj.reserve(static_cast<size_t>(plan_.in_proj.width) * plan_.hidden);
-    AppendRows(f.in_proj, w.q_proj);
-    AppendRows(f.in_proj, w.k_proj);
-    AppendRows(f.in_proj, w.v_proj);
-    if (plan_.output_gate) AppendRows(f.in_proj, w.g_proj);
-    AppendRows(f.in_proj, w.gk_proj0);
-    f.gate_up.reserve(static_cast<size_t>(2) * plan_.intermediate * plan_.hidden);
-    AppendRows(f.gate_up, w.gate_proj);
-    AppendRows(f.gate_up, w.up_proj);
+    std::vector<float> rows;
+    rows.reserve(static_cast<size_t>(p.in_proj.width) * p.hidden);
+    AppendRows(rows, w.q_proj);
+    AppendRows(rows, w.k_proj);
+    AppendRows(rows, w.v_proj);
+    if (p.output_gate) AppendRows(rows, w.g_proj);
+    AppendRows(rows, w.gk_proj0);
+    f.in_proj = MakeProjection(std::move(rows), p.in_proj.width, p.hidden, format);
+    rows = {};
+    rows.reserve(static_cast<size_t>(2) * p.intermediate * p.hidden);
+    AppendRows(rows, w.gate_proj);
+    AppendRows(rows, w.up_proj);
+    f.gate_up = MakeProjection(std::move(rows), 2 * p.intermediate, p.hidden, format);
+    f.gk1 = MakeProjection(std::exchange(w.gk_proj1.data, {}), p.k_width, p.gate_rank, format);
+    f.o_proj = MakeProjection(std::exchange(w.o_proj.data, {}), p.hidden, p.o_width, format);
+    f.down = MakeProjection(std::exchange(w.down_proj.data, {}), p.hidden, p.intermediate, format);
   }
+}
+
+int64_t CpuModel::weight_bytes() const {
+  const ModelWeights& w = ck_.weights;
+  int64_t floats = static_cast<int64_t>(w.embeddings.data.size() + w.norm.data.size() + w.lm_head.data.size());
+  int64_t bytes = 0;
+  for (const LayerWeights& l : w.layers)
+    for (const Weight* t : {&l.attn_norm, &l.gk_proj1_bias, &l.q_conv, &l.k_conv, &l.v_conv, &l.g_norm, &l.mlp_norm})
+      floats += static_cast<int64_t>(t->data.size());
+  for (const FusedLayer& f : fused_)
+    for (const Projection* p : {&f.in_proj, &f.gk1, &f.o_proj, &f.gate_up, &f.down})
+      bytes += static_cast<int64_t>(p->f32.size() * sizeof(float)) + p->int8.bytes();
+  return bytes + floats * static_cast<int64_t>(sizeof(float));
 }
 
 void CpuModel::AddLoraDeltas(int layer, LoraTarget t, std::span<const Segment> segments,
@@ -88,7 +124,7 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   const InProjLayout& ip = p.in_proj;
   const LayerWeights& w = ck_.weights.layers[l];
   const FusedLayer& f = fused_[l];
-  const int64_t N = ws.N, D = p.hidden, I = p.intermediate, P = ip.width;
+  const int64_t N = ws.N, I = p.intermediate, P = ip.width, D = p.hidden;
   bool has_adapters = false;
   for (const Segment& seg : segments) has_adapters |= seg.adapter != nullptr;
   auto lora = [&](LoraTarget t, const float* x, int64_t x_stride, float* y, int64_t y_stride) {
@@ -97,7 +133,7 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
 
   // h = RMSNorm(x) w_attn;  proj = h [Wq; Wk; Wv; Wg; Wgk0]^T
   cpu::RmsNorm(ws.x.data(), D, w.attn_norm.data.data(), ws.h.data(), D, N, D, p.eps);
-  cpu::Linear(ws.h.data(), D, f.in_proj.data(), P, D, ws.proj.data(), P, N);
+  Project(f.in_proj, ws.h.data(), D, ws.proj.data(), P, N);
   float* proj = ws.proj.data();
   lora(LoraTarget::kQ, ws.h.data(), D, proj + ip.q, P);
   lora(LoraTarget::kK, ws.h.data(), D, proj + ip.k, P);
@@ -106,7 +142,7 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   lora(LoraTarget::kGk0, ws.h.data(), D, proj + ip.r, P);
 
   // gk = gate(h Wgk0^T Wgk1^T + b): the low-rank forget gate.
-  cpu::Linear(proj + ip.r, P, w.gk_proj1.data.data(), p.k_width, p.gate_rank, ws.gk.data(), p.k_width, N);
+  Project(f.gk1, proj + ip.r, P, ws.gk.data(), p.k_width, N);
   lora(LoraTarget::kGk1, proj + ip.r, P, ws.gk.data(), p.k_width);
   cpu::LogSigmoidGate(ws.gk.data(), p.k_width, w.gk_proj1_bias.data.data(), N, p.k_width, p.gate);
 
@@ -147,16 +183,16 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   const float* gate = p.output_gate ? proj + ip.g : nullptr;
   cpu::RmsNormSwishGate(ws.o.data(), p.o_width, gate, P, w.g_norm.data.data(), ws.og.data(), p.o_width, N, p.heads,
                         p.head_v, p.eps);
-  cpu::Linear(ws.og.data(), p.o_width, w.o_proj.data.data(), D, p.o_width, ws.x.data(), D, N, /*beta=*/1.0f);
+  Project(f.o_proj, ws.og.data(), p.o_width, ws.x.data(), D, N, /*beta=*/1.0f);
   lora(LoraTarget::kO, ws.og.data(), p.o_width, ws.x.data(), D);
 
   // x += Wdown( silu(Wgate h') * Wup h' ),  h' = RMSNorm(x) w_mlp
   cpu::RmsNorm(ws.x.data(), D, w.mlp_norm.data.data(), ws.h.data(), D, N, D, p.eps);
-  cpu::Linear(ws.h.data(), D, f.gate_up.data(), 2 * I, D, ws.gate_up.data(), 2 * I, N);
+  Project(f.gate_up, ws.h.data(), D, ws.gate_up.data(), 2 * I, N);
   lora(LoraTarget::kGate, ws.h.data(), D, ws.gate_up.data(), 2 * I);
   lora(LoraTarget::kUp, ws.h.data(), D, ws.gate_up.data() + I, 2 * I);
   cpu::SwiGlu(ws.gate_up.data(), 2 * I, ws.act.data(), I, N, I);
-  cpu::Linear(ws.act.data(), I, w.down_proj.data.data(), D, I, ws.x.data(), D, N, /*beta=*/1.0f);
+  Project(f.down, ws.act.data(), I, ws.x.data(), D, N, /*beta=*/1.0f);
   lora(LoraTarget::kDown, ws.act.data(), I, ws.x.data(), D);
 }
 

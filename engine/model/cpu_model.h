@@ -11,7 +11,9 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model/layer_plan.h"
+#include "engine/model/weight_format.h"
 #include "engine/sequence_state.h"
+#include "kernels/linear_int8.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
 
@@ -23,6 +25,9 @@ struct CpuModelOptions {
   int chunk = 64;      // C
   int sub_chunk = 16;  // c
   int threads = 0;     // BLAS threads; 0 = library default
+  // kInt8: every layer's projections quantized at load (weight-only, per output row); the
+  // embeddings and lm_head stay fp32.
+  WeightFormat weights = WeightFormat::kNative;
 };
 
 class CpuModel {
@@ -34,6 +39,9 @@ class CpuModel {
   const GlaConfig& config() const { return ck_.config; }
   const Tokenizer* tokenizer() const { return ck_.tokenizer.get(); }
   const StateLayout& state_layout() const { return layout_; }
+  WeightFormat weights() const { return options_.weights; }
+  // Bytes the weights take as this model holds them (fp32, or int8 and scales).
+  int64_t weight_bytes() const;
   SequenceState NewState() const;  // the empty past
 
   // One sequence's part of a packed step: its new tokens, the state they continue from (updated
@@ -67,10 +75,25 @@ class CpuModel {
   Checkpoint ck_;
   CpuModelOptions options_;
   StateLayout layout_;
-  // Fused per-layer projections: [q | k | v | g | gk_lowrank] rows of h, and [gate | up].
+  // A projection's weight [N, K] as the model keeps it: fp32, or INT8 (options.weights).
+  struct Projection {
+    int64_t N = 0, K = 0;
+    std::vector<float> f32;
+    cpu::Int8Weight int8;
+  };
+  // Moves `rows` (fp32 [N, K]) into a projection, quantized when `format` asks for it.
+  static Projection MakeProjection(std::vector<float> rows, int64_t N, int64_t K, WeightFormat format);
+  // y[M, N] = x W^T + beta y through whichever form the projection holds.
+  static void Project(const Projection& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t M,
+                      float beta = 0.0f);
+  // Per-layer projections, fused where they share an input: [q | k | v | g | gk_lowrank] rows of h,
+  // and [gate | up].
   struct FusedLayer {
-    std::vector<float> in_proj;  // [P, D]
-    std::vector<float> gate_up;  // [2I, D]
+    Projection in_proj;  // [P, D]
+    Projection gk1;      // [k_width, gate_rank]
+    Projection o_proj;   // [D, o_width]
+    Projection gate_up;  // [2I, D]
+    Projection down;     // [D, I]
   };
   std::vector<FusedLayer> fused_;
   GlaLayerPlan plan_;  // the layer's shapes, constants and kernel params (layer_plan.h)

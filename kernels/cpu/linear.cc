@@ -2,6 +2,8 @@
 
 #include <cblas.h>
 
+#include "kernels/cpu/parallel.h"
+
 namespace gla::cpu {
 
 void Linear(const float* x, int64_t x_stride, const float* w, int64_t N, int64_t K, float* y, int64_t y_stride,
@@ -27,6 +29,7 @@ void LinearBackward(const float* x, int64_t x_stride, const float* w, int64_t N,
 
 void SetLinearThreads(int threads) {
   if (threads > 0) openblas_set_num_threads(threads);
+  SetKernelThreads(threads);  // the INT8 projections' own threads (kernels/cpu/parallel.h)
 }
 
 }  // namespace gla::cpu

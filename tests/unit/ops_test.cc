@@ -7,6 +7,7 @@
 #include "kernels/conv.h"
 #include "kernels/dropout.h"
 #include "kernels/linear.h"
+#include "kernels/linear_int8.h"
 #include "kernels/norm.h"
 #include "tests/support/test_util.h"
 
@@ -93,6 +94,45 @@ TEST(Ops, SwiGluAndLinear) {
       aref[m * I + i] = g / (1 + std::exp(-g)) * u;
     }
   EXPECT_LT(RelErr(a, aref), 1e-6);
+}
+
+// Weight-only INT8 (issue 23): quantization within half a step of every weight, and the product
+// against its definition on the dequantized weight in double precision, through both paths (rows
+// streamed, and BLAS on dequantized tiles; a K that leaves a remainder after 8; beta 0 and 1).
+TEST(Ops, Int8WeightsQuantizePerRowAndLinearInt8MatchesTheDequantizedProduct) {
+  std::mt19937 rng(11);
+  const int64_t N = 700, K = 3000 + 5;  // N x K past one 2^20-float tile: BLAS takes three (348, 348, 4 rows)
+  auto w = testing::RandomVector(N * K, rng, -0.2f, 0.2f);
+  for (int64_t k = 0; k < K; ++k) w[5 * K + k] = 0.0f;  // an all-zero row
+  w[7 * K + 3] = 40.0f;                                  // an outlier: its row's scale
+  const cpu::Int8Weight q = cpu::QuantizeInt8PerRow(w.data(), N, K);
+  ASSERT_EQ(q.q.size(), static_cast<size_t>(N * K));
+  EXPECT_EQ(q.scale[5], 0.0f);
+  EXPECT_FLOAT_EQ(q.scale[7], 40.0f / 127.0f);
+  std::vector<float> deq(static_cast<size_t>(N * K));
+  cpu::DequantizeInt8Rows(q, 0, N, deq.data());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      ASSERT_LE(std::fabs(deq[n * K + k] - w[n * K + k]), q.scale[n] * 0.5f + 1e-7f) << n << "," << k;
+  EXPECT_EQ(deq[7 * K + 3], 40.0f);
+  for (int64_t M : {1, 3, 4, 5, 16, 17}) {
+    for (float beta : {0.0f, 1.0f}) {
+      cpu::UsePortableInt8ForTesting(beta == 1.0f);  // both forms of the few-rows path (AVX2 where there)
+      auto x = testing::RandomVector(M * K, rng);
+      auto y0 = testing::RandomVector(M * N, rng);
+      auto y = y0;
+      cpu::LinearInt8(x.data(), K, q, y.data(), N, M, beta);
+      std::vector<double> ref(static_cast<size_t>(M * N));
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          double acc = beta * double(y0[m * N + n]);
+          for (int64_t k = 0; k < K; ++k) acc += double(x[m * K + k]) * deq[n * K + k];
+          ref[m * N + n] = acc;
+        }
+      EXPECT_LT(RelErr(y, ref), 1e-5) << "M " << M << " beta " << beta;
+    }
+  }
+  cpu::UsePortableInt8ForTesting(false);
 }
 
 TEST(Ops, ShortConvMatchesDefinitionAndCarriesItsTail) {
