@@ -188,40 +188,11 @@ SchedulerStats EngineSet::stats() const {
     t.preemptions += s.preemptions;
     t.prefill_tokens += s.prefill_tokens;
     t.forks += s.forks;
-    SessionStats& ts = t.sessions;
-    const SessionStats& ss = s.sessions;
-    // With a store every engine sees (and counts) the same sessions: count them once.
-    if (!shared_store_ || e == engines_.front()) ts.sessions += ss.sessions;
-    ts.in_slots += ss.in_slots;
-    ts.in_host += ss.in_host;
-    ts.on_disk += ss.on_disk;
-    ts.host_bytes += ss.host_bytes;
-    ts.swapped_out += ss.swapped_out;
-    ts.written += ss.written;
-    ts.dropped += ss.dropped;
-    ts.expired += ss.expired;
-    ts.store_reads += ss.store_reads;
-    ts.store_writes += ss.store_writes;
-    ts.store_released += ss.store_released;
-    ts.store_errors += ss.store_errors;
-    ts.store_read_s += ss.store_read_s;
-    ts.store_write_s += ss.store_write_s;
-    PrefixCacheStats& tp = t.prefix_cache;
-    const PrefixCacheStats& sp = s.prefix_cache;
-    tp.hits += sp.hits;
-    tp.misses += sp.misses;
-    tp.saved_tokens += sp.saved_tokens;
-    tp.inserted += sp.inserted;
-    tp.evicted += sp.evicted;
-    tp.store_hits += sp.store_hits;
-    tp.store_misses += sp.store_misses;
-    tp.store_writes += sp.store_writes;
-    tp.store_errors += sp.store_errors;
-    tp.peer_hits += sp.peer_hits;
-    tp.peer_misses += sp.peer_misses;
-    tp.peer_publishes += sp.peer_publishes;
-    tp.entries += sp.entries;
-    tp.bytes += sp.bytes;
+    // With a store every engine sees (and counts) the same sessions: counted once.
+    const int sessions = t.sessions.sessions;
+    t.sessions += s.sessions;
+    if (shared_store_ && e != engines_.front()) t.sessions.sessions = sessions;
+    t.prefix_cache += s.prefix_cache;
   }
   return t;
 }

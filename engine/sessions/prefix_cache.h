@@ -50,6 +50,16 @@ struct PrefixCacheStats {
   uint64_t peer_hits = 0, peer_misses = 0, peer_publishes = 0;
   int entries = 0;
   int64_t bytes = 0;
+  // Summed with another cache's (engine_set.h): every field.
+  PrefixCacheStats& operator+=(const PrefixCacheStats& o) {
+    hits += o.hits, misses += o.misses, saved_tokens += o.saved_tokens, inserted += o.inserted, evicted += o.evicted;
+    store_hits += o.store_hits, store_misses += o.store_misses, store_writes += o.store_writes;
+    store_errors += o.store_errors;
+    peer_hits += o.peer_hits, peer_misses += o.peer_misses, peer_publishes += o.peer_publishes;
+    entries += o.entries;
+    bytes += o.bytes;
+    return *this;
+  }
 };
 
 class PrefixCache {

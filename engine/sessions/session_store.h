@@ -102,6 +102,16 @@ struct SessionStats {
   // what a resumed turn waits before its first step, and a turn's last message after its last token;
   // creations write no state and pull the write mean down).
   double store_read_s = 0, store_write_s = 0;
+  // Summed with another store's (engine_set.h): every field.
+  SessionStats& operator+=(const SessionStats& o) {
+    sessions += o.sessions, in_slots += o.in_slots, in_host += o.in_host, on_disk += o.on_disk;
+    host_bytes += o.host_bytes;
+    swapped_out += o.swapped_out, written += o.written, dropped += o.dropped, expired += o.expired;
+    store_reads += o.store_reads, store_writes += o.store_writes, store_released += o.store_released;
+    store_errors += o.store_errors;
+    store_read_s += o.store_read_s, store_write_s += o.store_write_s;
+    return *this;
+  }
 };
 
 class SessionStore {
