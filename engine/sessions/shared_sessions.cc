@@ -144,7 +144,7 @@ absl::StatusOr<SharedSessions::LeaseFound> SharedSessions::LeaseAndFind(const st
   if (e[0].integer == -1) return out;  // no session
   out.leased = e[0].integer == 1;
   if (!out.leased) {
-    out.entry.emplace();  // it exists; another replica holds it
+    out.entry = Entry();  // it exists; another replica holds it
     return out;
   }
   if (e.size() != 2 || e[1].kind != RedisReply::kString)
