@@ -17,8 +17,8 @@ struct Int8Weight {
   int64_t bytes() const { return static_cast<int64_t>(q.size() + scale.size() * sizeof(float)); }
 };
 
-// Rows with a non-finite value are refused by the caller (the checkpoint loader checks weights).
-Int8Weight QuantizeInt8PerRow(const float* w, int64_t N, int64_t K);
+// False (and `out` unspecified) when a weight is not finite: no int8 stands for it.
+bool QuantizeInt8PerRow(const float* w, int64_t N, int64_t K, Int8Weight* out);
 // Rows [row0, row0 + rows) of scale * q, as fp32 [rows, K].
 void DequantizeInt8Rows(const Int8Weight& w, int64_t row0, int64_t rows, float* out);
 

@@ -38,16 +38,21 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
                                                    options.sub_chunk));
   cpu::SetLinearThreads(options.threads);
   std::unique_ptr<CpuModel> m(new CpuModel(std::move(ck), options));
-  m->FuseWeights();
+  RETURN_IF_ERROR(m->FuseWeights());
   return m;
 }
 
-CpuModel::Projection CpuModel::MakeProjection(std::vector<float> rows, int64_t N, int64_t K, WeightFormat format) {
+absl::StatusOr<CpuModel::Projection> CpuModel::MakeProjection(std::vector<float> rows, int64_t N, int64_t K,
+                                                               WeightFormat format, const std::string& what) {
   Projection p;
   p.N = N;
   p.K = K;
-  if (format == WeightFormat::kInt8) p.int8 = cpu::QuantizeInt8PerRow(rows.data(), N, K);  // rows freed on return
-  else p.f32 = std::move(rows);
+  if (format != WeightFormat::kInt8) {
+    p.f32 = std::move(rows);
+  } else if (!cpu::QuantizeInt8PerRow(rows.data(), N, K, &p.int8)) {  // rows freed on return
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " holds a value that is not finite: --weights int8 cannot quantize it"));
+  }
   return p;
 }
 
@@ -57,7 +62,7 @@ void CpuModel::Project(const Projection& w, const float* x, int64_t x_stride, fl
   else cpu::Linear(x, x_stride, w.f32.data(), w.N, w.K, y, y_stride, M, beta);
 }
 
-void CpuModel::FuseWeights() {
+absl::Status CpuModel::FuseWeights() {
   const GlaConfig& c = ck_.config;
   const GlaLayerPlan& p = plan_;
   const WeightFormat format = options_.weights;
@@ -72,16 +77,23 @@ void CpuModel::FuseWeights() {
     AppendRows(rows, w.v_proj);
     if (p.output_gate) AppendRows(rows, w.g_proj);
     AppendRows(rows, w.gk_proj0);
-    f.in_proj = MakeProjection(std::move(rows), p.in_proj.width, p.hidden, format);
+    const std::string layer = absl::StrCat("layer ", l, "'s ");
+    ASSIGN_OR_RETURN(f.in_proj, MakeProjection(std::move(rows), p.in_proj.width, p.hidden, format,
+                                               layer + "q/k/v/g/gk_proj.0 weights"));
     rows = {};
     rows.reserve(static_cast<size_t>(2) * p.intermediate * p.hidden);
     AppendRows(rows, w.gate_proj);
     AppendRows(rows, w.up_proj);
-    f.gate_up = MakeProjection(std::move(rows), 2 * p.intermediate, p.hidden, format);
-    f.gk1 = MakeProjection(std::exchange(w.gk_proj1.data, {}), p.k_width, p.gate_rank, format);
-    f.o_proj = MakeProjection(std::exchange(w.o_proj.data, {}), p.hidden, p.o_width, format);
-    f.down = MakeProjection(std::exchange(w.down_proj.data, {}), p.hidden, p.intermediate, format);
+    ASSIGN_OR_RETURN(f.gate_up, MakeProjection(std::move(rows), 2 * p.intermediate, p.hidden, format,
+                                               layer + "gate/up_proj weights"));
+    ASSIGN_OR_RETURN(f.gk1, MakeProjection(std::exchange(w.gk_proj1.data, {}), p.k_width, p.gate_rank, format,
+                                           layer + "gk_proj.1 weight"));
+    ASSIGN_OR_RETURN(f.o_proj, MakeProjection(std::exchange(w.o_proj.data, {}), p.hidden, p.o_width, format,
+                                              layer + "o_proj weight"));
+    ASSIGN_OR_RETURN(f.down, MakeProjection(std::exchange(w.down_proj.data, {}), p.hidden, p.intermediate, format,
+                                            layer + "down_proj weight"));
   }
+  return absl::OkStatus();
 }
 
 int64_t CpuModel::weight_bytes() const {

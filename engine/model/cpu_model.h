@@ -65,7 +65,7 @@ class CpuModel {
 
  private:
   CpuModel(Checkpoint ck, const CpuModelOptions& options);
-  void FuseWeights();
+  absl::Status FuseWeights();
   struct Workspace;
   void RunLayer(int layer, std::span<const Segment> segments, const std::vector<int64_t>& offsets, Workspace& ws);
   // y[rows of each adapted segment] += scale * (x A^T) B^T for the segments whose adapter targets t.
@@ -82,7 +82,9 @@ class CpuModel {
     cpu::Int8Weight int8;
   };
   // Moves `rows` (fp32 [N, K]) into a projection, quantized when `format` asks for it.
-  static Projection MakeProjection(std::vector<float> rows, int64_t N, int64_t K, WeightFormat format);
+  // INVALID_ARGUMENT naming `what` when a weight is not finite and must be quantized.
+  static absl::StatusOr<Projection> MakeProjection(std::vector<float> rows, int64_t N, int64_t K, WeightFormat format,
+                                                   const std::string& what);
   // y[M, N] = x W^T + beta y through whichever form the projection holds.
   static void Project(const Projection& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t M,
                       float beta = 0.0f);

@@ -78,8 +78,8 @@ DotsFn PickDots() {
 
 void UsePortableInt8ForTesting(bool portable) { force_portable.store(portable); }
 
-Int8Weight QuantizeInt8PerRow(const float* w, int64_t N, int64_t K) {
-  Int8Weight out;
+bool QuantizeInt8PerRow(const float* w, int64_t N, int64_t K, Int8Weight* result) {
+  Int8Weight& out = *result;
   out.N = N;
   out.K = K;
   out.q.resize(static_cast<size_t>(N * K));
@@ -87,7 +87,10 @@ Int8Weight QuantizeInt8PerRow(const float* w, int64_t N, int64_t K) {
   for (int64_t n = 0; n < N; ++n) {
     const float* row = w + n * K;
     float most = 0.0f;
-    for (int64_t k = 0; k < K; ++k) most = std::max(most, std::fabs(row[k]));
+    for (int64_t k = 0; k < K; ++k) {
+      if (!std::isfinite(row[k])) return false;  // (a NaN would also make the cast below undefined)
+      most = std::max(most, std::fabs(row[k]));
+    }
     const float scale = most / 127.0f;
     out.scale[static_cast<size_t>(n)] = scale;
     int8_t* q = out.q.data() + n * K;
@@ -99,7 +102,7 @@ Int8Weight QuantizeInt8PerRow(const float* w, int64_t N, int64_t K) {
     for (int64_t k = 0; k < K; ++k)
       q[k] = static_cast<int8_t>(std::clamp(std::nearbyint(row[k] * inv), -127.0f, 127.0f));
   }
-  return out;
+  return true;
 }
 
 void DequantizeInt8Rows(const Int8Weight& w, int64_t row0, int64_t rows, float* out) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "kernels/activations.h"
 #include "kernels/conv.h"
@@ -105,7 +106,8 @@ TEST(Ops, Int8WeightsQuantizePerRowAndLinearInt8MatchesTheDequantizedProduct) {
   auto w = testing::RandomVector(N * K, rng, -0.2f, 0.2f);
   for (int64_t k = 0; k < K; ++k) w[5 * K + k] = 0.0f;  // an all-zero row
   w[7 * K + 3] = 40.0f;                                  // an outlier: its row's scale
-  const cpu::Int8Weight q = cpu::QuantizeInt8PerRow(w.data(), N, K);
+  cpu::Int8Weight q;
+  ASSERT_TRUE(cpu::QuantizeInt8PerRow(w.data(), N, K, &q));
   ASSERT_EQ(q.q.size(), static_cast<size_t>(N * K));
   EXPECT_EQ(q.scale[5], 0.0f);
   EXPECT_FLOAT_EQ(q.scale[7], 40.0f / 127.0f);
@@ -133,6 +135,12 @@ TEST(Ops, Int8WeightsQuantizePerRowAndLinearInt8MatchesTheDequantizedProduct) {
     }
   }
   cpu::UsePortableInt8ForTesting(false);
+  // A weight that is not finite has no int8: refused, never cast (which would be undefined).
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    w[3 * K + 9] = bad;
+    cpu::Int8Weight r;
+    EXPECT_FALSE(cpu::QuantizeInt8PerRow(w.data(), N, K, &r)) << bad;
+  }
 }
 
 TEST(Ops, ShortConvMatchesDefinitionAndCarriesItsTail) {

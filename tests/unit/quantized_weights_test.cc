@@ -66,6 +66,19 @@ TEST(QuantizedWeights, Int8LogitsStayCloseToFp32AndTheStateKeepsItsLayout) {
   EXPECT_GE(same_argmax, rows * 9 / 10);
 }
 
+TEST(QuantizedWeights, AWeightThatIsNotFiniteIsRefusedByNameNotQuantized) {
+  auto ck = LoadCheckpoint(testing::TinyModelDir());
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  ck->weights.layers[1].down_proj.data[5] = std::nanf("");
+  CpuModelOptions o;
+  o.weights = WeightFormat::kInt8;
+  auto m = CpuModel::FromCheckpoint(*std::move(ck), o);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("layer 1's down_proj weight holds a value that is not finite"), std::string::npos)
+      << m.status();
+}
+
 TEST(QuantizedWeights, TheCpuBackendServesInt8AndTheCudaBackendRefusesItByName) {
   auto b = MakeCpuBackend(testing::TinyModelDir(), {.slots = 2, .threads = 1, .weights = WeightFormat::kInt8});
   ASSERT_TRUE(b.ok()) << b.status();
