@@ -23,7 +23,7 @@ for list in $lists; do
     ${GLAD_EXTRA:-} 2> "$work/glad.log" &
   pid=$!
   p=$(glad_port "$work/glad.log") || exit 1
-  echo "== --devices $list: $(sed -n 's|.*listening on [^ ]* (\(.*\)) slots.*|\1|p; s|.*listening on [^ ]* (\(.*, [0-9]* slots\),.*|\1|p' "$work/glad.log" | head -1)"
+  echo "== --devices $list: $(sed -n 's|.*listening on [^ ]* (\(.*, [0-9]* slots\),.*|\1|p' "$work/glad.log" | head -1)"
   # shellcheck disable=SC2086
   "$loadgen" --addr "127.0.0.1:$p" $args | grep -E "^\|"
   kill "$pid"

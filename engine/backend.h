@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/model/weight_format.h"
 #include "absl/status/statusor.h"
+#include "engine/model/weight_format.h"
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
 #include "models/config.h"

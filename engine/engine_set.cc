@@ -2,14 +2,11 @@
 
 #include <algorithm>
 #include <mutex>
-#include <random>
 #include <string_view>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "engine/adapter_registry.h"
 
 namespace gla {
 namespace {
@@ -33,12 +30,6 @@ uint64_t Mix(uint64_t h) {
   h *= 0xc4ceb9fe1a85ec53ull;
   h ^= h >> 33;
   return h;
-}
-
-// A session id of the form the session store makes ("s-" and 16 hex digits).
-std::string NewSessionId() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return absl::StrFormat("s-%016x", rng());
 }
 
 }  // namespace
@@ -105,7 +96,7 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> EngineSet::SubmitGro
 }
 
 void EngineSet::CreateSession(std::string id, int64_t ttl_s, Scheduler::SessionDone done) {
-  if (id.empty()) id = NewSessionId();  // named here, so that it is made on its home
+  if (id.empty()) id = NewSessionId();  // named here, so that it is made on its home (the store's form)
   const int home = Home(id);
   engines_[static_cast<size_t>(home)]->CreateSession(std::move(id), ttl_s, std::move(done));
 }
@@ -122,11 +113,7 @@ void EngineSet::ForkSession(std::string source, std::string id, int64_t ttl_s, S
     return;
   }
   // Checked before the source is copied out, as a fork on one engine checks it.
-  if (absl::Status s = AdapterRegistry::ValidateName(id); !s.ok()) {
-    done(absl::InvalidArgumentError(
-        absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'")));
-    return;
-  }
+  if (absl::Status s = CheckSessionId(id); !s.ok()) return done(s);
   Scheduler* target = engines_[static_cast<size_t>(to)];
   engines_[static_cast<size_t>(from)]->ExportSession(
       std::move(source), [target, id = std::move(id), ttl_s, done = std::move(done)](absl::StatusOr<SessionCopy> copy) mutable {

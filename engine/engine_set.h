@@ -14,8 +14,8 @@
 //     requests in flight per state slot, counted here as they are submitted and finish (ties: the
 //     next in turn), so a burst spreads at once.
 // Listing merges the engines' sessions (with a store, one engine lists the store). Adapters are one
-// registry for all (each backend keeps its own device copy); the prefix cache is per engine, shared
-// between engines only through --state_store (docs/scale-out.md).
+// registry for all (each backend keeps its own device copy); base-model prefix states are shared
+// between the engines (SchedulerOptions::prefix_peers; or the store, with one) (docs/scale-out.md).
 //
 // Thread-safe, as the schedulers are; the schedulers must outlive the set (their requests' sinks
 // keep the in-flight counts alive on their own).

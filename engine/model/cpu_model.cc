@@ -17,7 +17,8 @@ namespace {
 void AppendRows(std::vector<float>& dst, Weight& w) {
   dst.insert(dst.end(), w.data.begin(), w.data.end());
   std::vector<float>().swap(w.data);  // the fused copy is the only one kept
-}}  // namespace
+}
+}  // namespace
 
 struct CpuModel::Workspace {
   int64_t N = 0;

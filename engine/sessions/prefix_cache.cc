@@ -195,7 +195,6 @@ std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32
     ++counters_.store_errors;
     return std::nullopt;
   }
-
   absl::StatusOr<std::shared_ptr<HostState>> state = MakeRoom();
   if (!value->has_value() || !state.ok() ||
       !DecodeEntry(**value, prompt.first(n), {(*state)->data(), static_cast<size_t>((*state)->floats())})) {

@@ -96,16 +96,25 @@ std::vector<std::string> SessionStore::LoadDirectory() {
   return refused;
 }
 
+std::string NewSessionId() {
+  std::random_device rd;
+  return absl::StrFormat("s-%08x%08x", rd(), rd());
+}
+
+absl::Status CheckSessionId(const std::string& id) {
+  if (!AdapterRegistry::ValidateName(id).ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
+  return absl::OkStatus();
+}
+
 absl::Status SessionStore::CheckNewId(std::string* id) const {
   if (id->empty()) {
-    std::random_device rd;
-    do {
-      *id = absl::StrFormat("s-%08x%08x", rd(), rd());
-    } while (sessions_.count(*id) != 0);
+    do *id = NewSessionId();
+    while (sessions_.count(*id) != 0);
     return absl::OkStatus();
   }
-  if (absl::Status s = AdapterRegistry::ValidateName(*id); !s.ok())
-    return absl::InvalidArgumentError(absl::StrCat("session_id '", *id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
+  RETURN_IF_ERROR(CheckSessionId(*id));
   if (sessions_.count(*id) != 0) return absl::AlreadyExistsError(absl::StrCat("session '", *id, "' exists"));
   return absl::OkStatus();
 }
@@ -529,10 +538,7 @@ Created CreateInStore(SharedSessions& shared, SessionRecord record, bool chosen,
   Created c;
   const auto t0 = std::chrono::steady_clock::now();
   for (int attempt = 0;; ++attempt) {
-    if (chosen) {
-      std::random_device rd;
-      record.id = absl::StrFormat("s-%08x%08x", rd(), rd());
-    }
+    if (chosen) record.id = NewSessionId();
     absl::StatusOr<bool> created = shared.Create(record, state);
     if (!created.ok()) {
       c.status = created.status(), c.store_failed = true;
@@ -585,9 +591,7 @@ void SessionStore::OnStoreThread(bool here, std::function<T()> work, std::functi
 void SessionStore::CreateShared(std::string id, int64_t ttl_s, bool here,
                                 std::function<void(absl::StatusOr<SessionInfo>)> done) {
   const bool chosen = id.empty();
-  if (!chosen && !AdapterRegistry::ValidateName(id).ok())
-    return done(absl::InvalidArgumentError(
-        absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'")));
+  if (absl::Status s = chosen ? absl::OkStatus() : CheckSessionId(id); !s.ok()) return done(s);
   SessionRecord record;
   record.id = id;
   record.created_unix_s = record.last_used_unix_s = NowUnix();
@@ -656,9 +660,7 @@ absl::Status SessionStore::CheckForkShared(const std::string& src_id, const std:
   auto it = sessions_.find(src_id);
   if ((it != sessions_.end() && it->second->busy) || preparing_.count(src_id) != 0)
     return absl::FailedPreconditionError(absl::StrCat("session '", src_id, "' has a request running; fork it when it ends"));
-  if (!id.empty() && !AdapterRegistry::ValidateName(id).ok())
-    return absl::InvalidArgumentError(absl::StrCat("session_id '", id, "' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"));
-  return absl::OkStatus();
+  return id.empty() ? absl::OkStatus() : CheckSessionId(id);
 }
 
 absl::StatusOr<SessionInfo> SessionStore::ForkShared(const std::string& src_id, std::string id, int64_t ttl_s) {
@@ -772,30 +774,27 @@ void SessionStore::LeaseAndRead(SharedSessions& shared, const std::string& id, T
     t.status = found.status(), t.store_failed = true;
     return;
   }
-  if (!found->entry.has_value()) {
+  if (found->outcome == SharedSessions::LeaseFound::kNoSession) {
     t.status = absl::NotFoundError(absl::StrCat("no session '", id, "' (deleted, expired, or never created)"));
     return;  // (no lease was taken)
   }
-  if (!found->leased) {
+  if (found->outcome == SharedSessions::LeaseFound::kHeldElsewhere) {
     t.status = absl::FailedPreconditionError(absl::StrCat(
         "session '", id, "' already has a request running on another replica (one turn at a time: wait for it to end)"));
     return;
   }
-  {
-    t.entry = std::move(*found->entry);
-    const SessionRecord& r = t.entry.record;
-    if (t.entry.version != t.local_version && (r.tokens > 0 || r.pending)) {
-      if (t.host == nullptr) {
-        t.status = absl::ResourceExhaustedError("no host memory for the session's state");
-      } else {
-        const auto t0 = std::chrono::steady_clock::now();
-        absl::StatusOr<SharedSessions::Entry> read =
-            shared.Read(id, {t.host->data(), static_cast<size_t>(t.host->floats())}, &t.entry);
-        t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (!read.ok()) t.status = read.status(), t.store_failed = true;
-        else if (read->version != t.entry.version) t.status = absl::InternalError("the store's version moved under the lease");
-        else t.entry.record = std::move(read->record), t.read = true;
-      }
+  t.entry = std::move(found->entry);
+  const SessionRecord& r = t.entry.record;
+  if (t.entry.version != t.local_version && (r.tokens > 0 || r.pending)) {
+    if (t.host == nullptr) {
+      t.status = absl::ResourceExhaustedError("no host memory for the session's state");
+    } else {  // (the lease keeps the version found above: no turn elsewhere can commit meanwhile)
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::StatusOr<SharedSessions::Entry> read =
+          shared.Read(id, {t.host->data(), static_cast<size_t>(t.host->floats())}, &t.entry);
+      t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!read.ok()) t.status = read.status(), t.store_failed = true;
+      else t.entry.record = std::move(read->record), t.read = true;
     }
   }
   if (!t.status.ok()) shared.Unlease(id).IgnoreError();

@@ -73,6 +73,12 @@ struct SessionOptions {
   std::function<bool(const std::string& id)> owns;
 };
 
+// A session id of the server's making ("s-" and 16 hex digits, random).
+std::string NewSessionId();
+// INVALID_ARGUMENT unless `id` is a session id a client may choose (1-64 characters of
+// [A-Za-z0-9._-], not starting with '.': a file name in --session_dir, a key part in the store).
+absl::Status CheckSessionId(const std::string& id);
+
 // A session's record and state copied out of one store for another (engine_set.h: a fork whose new
 // id another engine is home to). `state` is empty for a session with no past.
 struct SessionCopy {

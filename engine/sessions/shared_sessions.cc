@@ -141,12 +141,11 @@ absl::StatusOr<SharedSessions::LeaseFound> SharedSessions::LeaseAndFind(const st
   if (r->kind != RedisReply::kArray || e.empty() || e[0].kind != RedisReply::kInteger)
     return absl::InternalError("the state store answered the lease script with something else than its reply");
   LeaseFound out;
-  if (e[0].integer == -1) return out;  // no session
-  out.leased = e[0].integer == 1;
-  if (!out.leased) {
-    out.entry = Entry();  // it exists; another replica holds it
+  if (e[0].integer != 1) {
+    out.outcome = e[0].integer == -1 ? LeaseFound::kNoSession : LeaseFound::kHeldElsewhere;
     return out;
   }
+  out.outcome = LeaseFound::kLeased;
   if (e.size() != 2 || e[1].kind != RedisReply::kString)
     return absl::InternalError("the state store answered the lease script without the session's record");
   absl::StatusOr<Entry> entry = ParseMeta(id, e[1].text);

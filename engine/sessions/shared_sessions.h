@@ -51,11 +51,10 @@ class SharedSessions {
   // The session's record and version (nullopt: no such session).
   absl::StatusOr<std::optional<Entry>> Find(const std::string& id);
   // A turn's start in one call: the session's record and version, and its lease taken or renewed
-  // for this replica (`leased`); `entry` is nullopt when there is no such session (no lease taken);
-  // not leased: another replica holds it (`entry` then says only that it exists).
+  // for this replica. `entry` is set only when kLeased; kNoSession takes no lease.
   struct LeaseFound {
-    bool leased = false;
-    std::optional<Entry> entry;
+    enum Outcome { kNoSession, kHeldElsewhere, kLeased } outcome = kNoSession;
+    Entry entry;
   };
   absl::StatusOr<LeaseFound> LeaseAndFind(const std::string& id);
   // Its record, version and state (`state` of the model's state size receives it; zeros for a

@@ -17,7 +17,8 @@ namespace {
 // dequantized tiles wins.
 constexpr int64_t kStreamRows = 16;
 constexpr int kGroup = 4;  // rows of x per pass over a weight row (registers: two accumulators each)
-// A dequantized tile: about 256 KiB of fp32, so it stays in cache while BLAS reads it M times.
+// A dequantized tile: 4 MiB of fp32, large enough for BLAS to run efficiently on it and small
+// enough to stay in the last-level cache while BLAS reads it M times.
 constexpr int64_t kTileFloats = int64_t{1} << 20;
 
 // Rows of the weight per ParallelFor part: enough work to be worth a thread's wake-up.
