@@ -11,6 +11,14 @@ int Backend::vocab_limit() const {
   return tokenizer() != nullptr ? std::min(v, tokenizer()->vocab_size()) : v;
 }
 
+absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options) {
+  if (options.weights != WeightFormat::kNative)
+    return absl::InvalidArgumentError(absl::StrCat("--weights ", WeightFormatName(options.weights),
+                                                   " runs on the CPU backend only so far (the GPU's quantized weights, "
+                                                   "FP8, are not built yet)"));
+  return absl::OkStatus();
+}
+
 absl::Status CheckStepItems(std::span<const StepItem> items, int slots) {
   for (size_t i = 0; i < items.size(); ++i) {
     const StepItem& it = items[i];

@@ -116,6 +116,10 @@ struct CudaBackendOptions {
   WeightFormat weights = WeightFormat::kNative;  // kInt8 is refused: the GPU's quantized forms are not built yet
 };
 
+// What the CUDA backend cannot take whatever the machine (INVALID_ARGUMENT, saying why): checked
+// first by MakeCudaBackend, in builds with and without CUDA alike.
+absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options);
+
 // UNIMPLEMENTED in a build without CUDA; FAILED_PRECONDITION with the reason when no GPU is usable;
 // RESOURCE_EXHAUSTED when weights, pool and workspace do not fit in GPU memory.
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& model_dir, const CudaBackendOptions& options);

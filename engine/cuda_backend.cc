@@ -125,13 +125,10 @@ class CudaBackend : public Backend {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& model_dir, const CudaBackendOptions& options) {
+  RETURN_IF_ERROR(CheckCudaBackendOptions(options));
   std::string why;
   if (!CudaBackendAvailable(&why)) return absl::FailedPreconditionError(absl::StrCat("--backend cuda: ", why));
   if (options.slots < 1 && options.state_memory_bytes <= 0) return absl::InvalidArgumentError("slots must be at least 1");
-  if (options.weights != WeightFormat::kNative)
-    return absl::InvalidArgumentError(absl::StrCat("--weights ", WeightFormatName(options.weights),
-                                                   " runs on the CPU backend only so far (the GPU's quantized weights, "
-                                                   "FP8, are not built yet)"));
   ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(model_dir));
   const StateLayout layout(ck.config);
   int slots = options.slots;

@@ -10,7 +10,8 @@ bool CudaBackendAvailable(std::string* why) {
   return false;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string&, const CudaBackendOptions&) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string&, const CudaBackendOptions& options) {
+  if (absl::Status s = CheckCudaBackendOptions(options); !s.ok()) return s;
   std::string why;
   CudaBackendAvailable(&why);
   return absl::UnimplementedError(absl::StrCat("--backend cuda: ", why));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -89,16 +90,21 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
   sessions_.SetPoster([this](std::function<void()> task) { return Post(std::move(task)); });
   refused_session_files_ = sessions_.LoadDirectory();
   stats_.sessions = sessions_.stats();
-  thread_ = std::thread([this] {
-    // A loop that cannot use its device serves nothing (a step on another GPU's memory would be
-    // worse than an error): it ends at once and every call says why.
-    if (absl::Status bound = backend_.BindThread(); !bound.ok()) {
+  // A loop that cannot use its device serves nothing (a step on another GPU's memory would be
+  // worse than an error): it ends at once and every call says why. The constructor returns only
+  // once the thread knows, so no request is taken before.
+  std::promise<void> bound;
+  std::future<void> known = bound.get_future();
+  thread_ = std::thread([this, &bound] {
+    if (absl::Status b = backend_.BindThread(); !b.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
-      unusable_ = absl::UnavailableError(absl::StrCat("the engine cannot use its device: ", bound.message()));
+      unusable_ = absl::UnavailableError(absl::StrCat("the engine cannot use its device: ", b.message()));
     }
+    bound.set_value();
     Loop();
   });
+  known.wait();
 }
 
 Scheduler::~Scheduler() { Shutdown(std::chrono::milliseconds(0)); }
@@ -157,7 +163,7 @@ absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> Scheduler::SubmitGro
   }
   const int n = static_cast<int>(reqs.size());
   std::lock_guard<std::mutex> lock(mu_);
-  if (stopping_) return unusable_.ok() ? absl::UnavailableError("server is shutting down") : unusable_;
+  if (stopping_) return RefusalLocked();
   if (stats_.queued + n > options_.queue_size)
     return absl::ResourceExhaustedError(absl::StrCat("queue full (", options_.queue_size, " requests waiting",
                                                      n > 1 ? absl::StrCat("; this one brings ", n) : "", ")"));
@@ -188,7 +194,7 @@ SchedulerStats Scheduler::stats() const {
 
 bool Scheduler::Post(std::function<void()> task) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (loop_ended_) return false;
+  if (loop_ended_ || !unusable_.ok()) return false;  // (an unusable engine runs nothing, not even a session call)
   tasks_.push_back(std::move(task));
   cv_.notify_all();
   return true;
@@ -205,9 +211,14 @@ void Scheduler::PublishStats() {
   stats_.prefix_cache = prefix_cache_.stats();
 }
 
-namespace {
-absl::Status ShuttingDown() { return absl::UnavailableError("server is shutting down"); }
-}  // namespace
+absl::Status Scheduler::RefusalLocked() const {
+  return unusable_.ok() ? absl::UnavailableError("server is shutting down") : unusable_;
+}
+
+absl::Status Scheduler::Refusal() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return RefusalLocked();
+}
 
 void Scheduler::CreateSession(std::string id, int64_t ttl_s, SessionDone done) {
   auto d = std::make_shared<SessionDone>(std::move(done));
@@ -217,7 +228,7 @@ void Scheduler::CreateSession(std::string id, int64_t ttl_s, SessionDone done) {
           (*d)(std::move(r));
         });
       }))
-    (*d)(ShuttingDown());
+    (*d)(Refusal());
 }
 
 void Scheduler::ForkSession(std::string source, std::string id, int64_t ttl_s, SessionDone done) {
@@ -228,12 +239,12 @@ void Scheduler::ForkSession(std::string source, std::string id, int64_t ttl_s, S
           (*d)(std::move(r));
         });
       }))
-    (*d)(ShuttingDown());
+    (*d)(Refusal());
 }
 
 void Scheduler::ExportSession(std::string source, std::function<void(absl::StatusOr<SessionCopy>)> done) {
   auto d = std::make_shared<std::function<void(absl::StatusOr<SessionCopy>)>>(std::move(done));
-  if (!Post([this, source = std::move(source), d] { (*d)(sessions_.Export(source)); })) (*d)(ShuttingDown());
+  if (!Post([this, source = std::move(source), d] { (*d)(sessions_.Export(source)); })) (*d)(Refusal());
 }
 
 void Scheduler::ImportSession(SessionCopy copy, std::string id, int64_t ttl_s, SessionDone done) {
@@ -244,7 +255,7 @@ void Scheduler::ImportSession(SessionCopy copy, std::string id, int64_t ttl_s, S
         PublishStats();
         (*d)(std::move(r));
       }))
-    (*d)(ShuttingDown());
+    (*d)(Refusal());
 }
 
 void Scheduler::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
@@ -255,13 +266,13 @@ void Scheduler::DeleteSession(std::string id, std::function<void(absl::Status)> 
           (*d)(std::move(r));
         });
       }))
-    (*d)(ShuttingDown());
+    (*d)(Refusal());
 }
 
 void Scheduler::ListSessions(std::function<void(absl::StatusOr<std::vector<SessionInfo>>)> done) {
   auto d = std::make_shared<std::function<void(absl::StatusOr<std::vector<SessionInfo>>)>>(std::move(done));
   if (!Post([this, d] { sessions_.ListAsync([d](absl::StatusOr<std::vector<SessionInfo>> r) { (*d)(std::move(r)); }); }))
-    (*d)(ShuttingDown());
+    (*d)(Refusal());
 }
 
 void Scheduler::Finish(Request& r, FinishReason reason, absl::Status status, GenerationUpdate update) {

@@ -181,8 +181,12 @@ class Scheduler {
   void RunStep();
   void Accept(Request& r, const SampledToken& t);
   void Finish(Request& r, FinishReason reason, absl::Status status, GenerationUpdate update = {});
-  // Runs `task` on the loop thread; false when the loop has ended.
+  // Runs `task` on the loop thread; false when the loop has ended (or the engine is unusable).
   bool Post(std::function<void()> task);
+  // What a call the loop can no longer take is told: why the engine could not use its device, or
+  // that the server is shutting down. RefusalLocked: with mu_ held.
+  absl::Status Refusal() const;
+  absl::Status RefusalLocked() const;
   void Intake(std::shared_ptr<Request> r);
   std::optional<int> AcquireSlot(const Request& waiting);
   bool Preempt(const Request& waiting);

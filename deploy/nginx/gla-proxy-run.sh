@@ -19,6 +19,14 @@ conf=$1 work=$2
 name=${GLA_REPLICAS_NAME:?GLA_REPLICAS_NAME: the name to follow}
 grpc_port=${GLA_GRPC_PORT:-50051} http_port=${GLA_HTTP_PORT:-8000}
 every=${GLA_RESOLVE_EVERY_S:-5}
+# Numbers only: a port nginx cannot take would stop it at start, and an interval `sleep` refuses
+# would turn the loop below into a busy one.
+for v in "$grpc_port" "$http_port"; do
+  case $v in ''|*[!0-9]*) echo "gla-proxy: port '$v' is not a number" >&2; exit 2 ;; esac
+  [ "$v" -ge 1 ] && [ "$v" -le 65535 ] || { echo "gla-proxy: port $v is out of range" >&2; exit 2; }
+done
+case $every in ''|*[!0-9.]*|*.*.*|.) echo "gla-proxy: GLA_RESOLVE_EVERY_S '$every' is not a number of seconds" >&2; exit 2 ;; esac
+awk -v v="$every" 'BEGIN { exit !(v > 0) }' || { echo "gla-proxy: GLA_RESOLVE_EVERY_S must be more than 0" >&2; exit 2; }
 mkdir -p "$work/tmp"
 sed -e "s|listen 8000;|listen ${GLA_PROXY_HTTP_LISTEN:-8000};|" \
     -e "s|listen 50051 http2;|listen ${GLA_PROXY_GRPC_LISTEN:-50051} http2;|" "$conf" > "$work/gla.conf"

@@ -1,6 +1,8 @@
 #include "kernels/linear_int8.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -38,6 +40,7 @@ void DotsInt8Portable(const float* const* x, int M, const int8_t* q, int64_t K, 
   }
 }
 
+#if defined(__x86_64__)
 // The same with AVX2 and FMA (chosen at run time): 16 weights widened to fp32 per step, two
 // accumulators per row.
 __attribute__((target("avx2,fma"))) void DotsInt8Avx2(const float* const* x, int M, const int8_t* q, int64_t K,
@@ -65,14 +68,19 @@ __attribute__((target("avx2,fma"))) void DotsInt8Avx2(const float* const* x, int
   }
 }
 
+#endif  // __x86_64__
+
 using DotsFn = void (*)(const float* const*, int, const int8_t*, int64_t, float*);
 std::atomic<bool> force_portable{false};
 DotsFn PickDots() {
+#if defined(__x86_64__)
   static const bool avx2 = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
-  return avx2 && !force_portable.load(std::memory_order_relaxed) ? DotsInt8Avx2 : DotsInt8Portable;
+  if (avx2 && !force_portable.load(std::memory_order_relaxed)) return DotsInt8Avx2;
+#endif
+  return DotsInt8Portable;
 }
 
 }  // namespace
@@ -99,9 +107,10 @@ bool QuantizeInt8PerRow(const float* w, int64_t N, int64_t K, Int8Weight* result
       std::fill(q, q + K, int8_t{0});
       continue;
     }
-    const float inv = 1.0f / scale;
+    // Divided, not multiplied by 1 / scale: a row of subnormal weights has a scale whose inverse
+    // overflows to infinity (and 0 * inf is a NaN). |row[k]| <= 127 * scale, so the quotient is finite.
     for (int64_t k = 0; k < K; ++k)
-      q[k] = static_cast<int8_t>(std::clamp(std::nearbyint(row[k] * inv), -127.0f, 127.0f));
+      q[k] = static_cast<int8_t>(std::clamp(std::nearbyint(row[k] / scale), -127.0f, 127.0f));
   }
   return true;
 }

@@ -18,6 +18,14 @@ trap 'for p in "${pids[@]}"; do kill $p 2> /dev/null; done; wait 2> /dev/null; r
 fail() { echo "FAIL: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -8 "$f"; done; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Values it cannot use are refused before nginx starts (exit 2, saying which).
+for bad in "GLA_RESOLVE_EVERY_S=0" "GLA_RESOLVE_EVERY_S=soon" "GLA_GRPC_PORT=70000" "GLA_HTTP_PORT=-1"; do
+  out=$(env GLA_REPLICAS_NAME=x "$bad" "$here/deploy/nginx/gla-proxy-run.sh" "$here/deploy/nginx/gla.conf" "$work/bad" 2>&1)
+  rc=$?
+  [ $rc = 2 ] && grep -q "gla-proxy: " <<< "$out" || fail "$bad: exit $rc, '$out'"
+done
+echo "ok: an interval or port it cannot use is refused by name"
+
 grpc_port=$(free_port) http_port=$(free_port)
 for a in 127.0.0.2 127.0.0.3; do
   "$glad" --model "$model" --listen "$a:$grpc_port" --http_listen "$a:$http_port" --threads 1 2> "$work/glad-$a.log" &

@@ -319,7 +319,13 @@ TEST(SessionE2E, SeveralEnginesShareOneSessionNamespaceAcrossRestarts) {
   // What --devices refuses, by name, before anything loads.
   for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
            {"--devices 0,0", "device 0 twice"}, {"--devices 0,x", "'x' is not a device index"},
-           {"--device 1 --devices 0,1", "--device and --devices"}}) {
+           {"--device 1 --devices 0,1", "--device and --devices"},
+           {"--devices " + [] {
+              std::string many = "0";
+              for (int i = 1; i < 5000; ++i) absl::StrAppend(&many, ",", i);  // refused at its 65th entry
+              return many;
+            }(),
+            "more than 64 devices"}}) {
     const auto r = testing::RunCommand(absl::StrCat(testing::GladPath(), " --backend cpu --model ", testing::TinyModelDir(),
                                                     " --listen 127.0.0.1:0 ", flags));
     EXPECT_EQ(r.code, 1) << flags;

@@ -83,6 +83,48 @@ std::string IdWithHome(int n, int home, bool want_home, const std::string& stem)
   }
 }
 
+// A backend whose device the loop cannot bind (as a GPU index that went away would be): the rest
+// is the CPU backend it wraps.
+class UnbindableBackend : public Backend {
+ public:
+  explicit UnbindableBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return inner_->name(); }
+  std::string device() const override { return inner_->device(); }
+  const GlaConfig& config() const override { return inner_->config(); }
+  const Tokenizer* tokenizer() const override { return inner_->tokenizer(); }
+  int64_t weight_bytes() const override { return inner_->weight_bytes(); }
+  StatePool& pool() override { return inner_->pool(); }
+  int64_t state_pool_bytes() const override { return inner_->state_pool_bytes(); }
+  int64_t workspace_bytes() const override { return inner_->workspace_bytes(); }
+  int max_logit_rows() const override { return inner_->max_logit_rows(); }
+  absl::Status BindThread() override { return absl::InternalError("device 7 is gone"); }
+  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
+                    const std::function<void()>& before_sampling) override {
+    return inner_->Step(items, out, before_sampling);
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+};
+
+TEST(EngineSet, AnEngineThatCannotUseItsDeviceRefusesEveryCallWithTheReason) {
+  auto cpu = MakeCpuBackend(testing::TinyModelDir(), {.slots = 2, .threads = 1});
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  UnbindableBackend backend(std::move(*cpu));
+  Scheduler s(backend, SchedulerOptions{});
+  EngineSet set({&s}, /*shared_store=*/false);
+  absl::Status why;
+  const Collected r = SubmitCollect(set, Greedy(Text(5, 1), 2), &why).get();
+  EXPECT_TRUE(r.tokens.empty()) << "a request ran on an engine that could not bind its device";
+  EXPECT_EQ(why.code(), absl::StatusCode::kUnavailable) << why;
+  EXPECT_NE(why.message().find("cannot use its device: device 7 is gone"), std::string::npos) << why;
+  for (const absl::Status& call : {testing::CreateSession(set, "a").status(), testing::DeleteSession(set, "a"),
+                                   testing::ListSessionsOrError(set).status()}) {
+    EXPECT_EQ(call.code(), absl::StatusCode::kUnavailable) << call;
+    EXPECT_NE(call.message().find("device 7 is gone"), std::string::npos) << call;
+  }
+}
+
 TEST(HomeOf, SpreadsSessionsEvenlyAndAnAddedEngineTakesOnlyItsShare) {
   constexpr int kIds = 3000;
   std::map<int, int> per_engine;

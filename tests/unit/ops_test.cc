@@ -135,6 +135,17 @@ TEST(Ops, Int8WeightsQuantizePerRowAndLinearInt8MatchesTheDequantizedProduct) {
     }
   }
   cpu::UsePortableInt8ForTesting(false);
+  // Rows of subnormal or huge weights quantize within half a step too (no overflow on the way).
+  for (float big : {1e-40f, 3e38f}) {
+    std::vector<float> row(K, 0.0f);
+    row[0] = big, row[1] = -big / 3, row[2] = big / 7;
+    cpu::Int8Weight r;
+    ASSERT_TRUE(cpu::QuantizeInt8PerRow(row.data(), 1, K, &r)) << big;
+    std::vector<float> back(K);
+    cpu::DequantizeInt8Rows(r, 0, 1, back.data());
+    for (int k = 0; k < 3; ++k) EXPECT_LE(std::fabs(back[k] - row[k]), r.scale[0] * 0.5f + 1e-45f) << big << " " << k;
+    EXPECT_EQ(r.q[0], 127) << big;
+  }
   // A weight that is not finite has no int8: refused, never cast (which would be undefined).
   for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
     w[3 * K + 9] = bad;
