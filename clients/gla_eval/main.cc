@@ -14,9 +14,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -149,6 +151,26 @@ absl::Status Generate(const ParsedArgs& a) {
   return absl::OkStatus();
 }
 
+// This machine's memory bandwidth, bytes moved (read + written) per second: the best of three copies
+// of 256 MiB split over `threads` threads (one core alone does not reach the memory's ceiling).
+double CopyBandwidth(int threads) {
+  constexpr size_t kBytes = size_t{256} << 20;
+  std::vector<char> src(kBytes, 1), dst(kBytes, 0);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> copiers;
+    const size_t part = kBytes / static_cast<size_t>(threads);
+    for (int t = 0; t < threads; ++t) {
+      const size_t from = part * static_cast<size_t>(t), n = t + 1 == threads ? kBytes - from : part;
+      copiers.emplace_back([&, from, n] { std::memcpy(dst.data() + from, src.data() + from, n); });
+    }
+    for (std::thread& c : copiers) c.join();
+    best = std::max(best, 2.0 * kBytes / Seconds(t0, Clock::now()));
+  }
+  return best;
+}
+
 absl::Status Bench(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(auto model, LoadModel(a));
   ASSIGN_OR_RETURN(int prompt_len, a.Int("prompt-len", 512, 1));
@@ -182,6 +204,17 @@ absl::Status Bench(const ParsedArgs& a) {
   std::printf("prompt_len %d  batch %d  prefill %.1f tok/s (%.3f s)  decode %.2f tok/s (%.3f ms/step)  state %.1f KiB/seq\n",
               prompt_len, batch, prompt_len * batch / prefill_s, prefill_s, new_tokens * batch / decode_s,
               1e3 * decode_s / new_tokens, model->state_layout().bytes() / 1024.0);
+  // The decode floor from this machine's own ceiling, measured now: a step must read every weight
+  // it uses once and each sequence's state (and write the state back).
+  ASSIGN_OR_RETURN(const int threads, a.Int("threads", 0, 0));
+  const double bandwidth = CopyBandwidth(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+  const double step_bytes = static_cast<double>(model->step_weight_bytes()) +
+                            2.0 * batch * static_cast<double>(model->state_layout().bytes());
+  const double floor_ms = 1e3 * step_bytes / bandwidth, step_ms = 1e3 * decode_s / new_tokens;
+  std::printf("ceiling: memory %.1f GB/s (memcpy of 2 x 256 MiB, read + write counted)  decode floor %.3f ms/step "
+              "(%.1f MiB a step: weights %.1f MiB + states)  measured %.2fx the floor\n",
+              bandwidth / 1e9, floor_ms, step_bytes / 1048576.0, model->step_weight_bytes() / 1048576.0,
+              step_ms / floor_ms);
   return absl::OkStatus();
 }
 

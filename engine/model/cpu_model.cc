@@ -43,6 +43,11 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
   return m;
 }
 
+int64_t CpuModel::step_weight_bytes() const {
+  const int64_t table = static_cast<int64_t>(ck_.weights.embeddings.data.size() * sizeof(float));
+  return weight_bytes() - (ck_.config.tie_word_embeddings ? 0 : table);
+}
+
 absl::StatusOr<CpuModel::Projection> CpuModel::MakeProjection(std::vector<float> rows, int64_t N, int64_t K,
                                                                WeightFormat format, const std::string& what) {
   Projection p;

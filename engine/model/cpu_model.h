@@ -42,6 +42,9 @@ class CpuModel {
   WeightFormat weights() const { return options_.weights; }
   // Bytes the weights take as this model holds them (fp32, or int8 and scales).
   int64_t weight_bytes() const;
+  // Of those, the bytes one decode step reads: all but the input embeddings' table when lm_head is
+  // its own (a step gathers one row of it per token).
+  int64_t step_weight_bytes() const;
   SequenceState NewState() const;  // the empty past
 
   // One sequence's part of a packed step: its new tokens, the state they continue from (updated
