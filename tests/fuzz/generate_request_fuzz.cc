@@ -6,7 +6,8 @@
 // server's default limits.
 // Promise: a request is refused with INVALID_ARGUMENT, or its GenerationSpec holds what the
 // scheduler assumes: a non-empty prompt of ids inside the vocabulary, within max_prompt_tokens;
-// 1 <= max_new_tokens <= the limit; sampling parameters in their documented ranges; stop token
+// 1 <= max_new_tokens <= the limit, or 0 for a score-only request (prompt_logprobs in range, no
+// session); sampling parameters in their documented ranges; stop token
 // ids in the vocabulary; at most max_stop_strings non-empty stop strings; a known priority; a
 // request id of at most 128 bytes. No UB, crash or leak. Nothing is generated (kept cheap).
 #include <cmath>
@@ -70,8 +71,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  "prompt of %zu tokens", spec->prompt.size());
   for (int32_t id : spec->prompt) GLA_FUZZ_CHECK(id >= 0 && id < vocab, "prompt id %d", id);
   for (int32_t id : spec->stop_token_ids) GLA_FUZZ_CHECK(id >= 0 && id < vocab, "stop token id %d", id);
-  GLA_FUZZ_CHECK(spec->max_new_tokens >= 1 && spec->max_new_tokens <= limits.max_new_tokens,
-                 "max_new_tokens = %d (request %u)", spec->max_new_tokens, req.max_new_tokens());
+  // A score-only request generates nothing (scheduler.h: max_new_tokens 0 only with prompt_logprobs).
+  const bool score_only = spec->max_new_tokens == 0;
+  GLA_FUZZ_CHECK(score_only ? (req.score_only() && spec->prompt_logprobs >= 0 &&
+                               spec->prompt_logprobs <= limits.max_logprobs && spec->session.empty())
+                            : (spec->max_new_tokens >= 1 && spec->max_new_tokens <= limits.max_new_tokens),
+                 "max_new_tokens = %d (request %u, score_only %d, prompt_logprobs %d)", spec->max_new_tokens,
+                 req.max_new_tokens(), req.score_only(), spec->prompt_logprobs);
   const gla::SamplingParams& p = spec->sampling;
   GLA_FUZZ_CHECK(In(p.temperature, 0, 100) && p.top_k >= 0 && std::isfinite(p.top_p) && p.top_p > 0 &&
                      p.top_p <= 1 && In(p.min_p, 0, 1) && std::isfinite(p.repetition_penalty) &&
