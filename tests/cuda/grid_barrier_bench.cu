@@ -1,0 +1,246 @@
+// What one grid-wide barrier costs a persistent kernel (issue 19: the batch-1 persistent decode
+// kernel spends 120 of them a step, 1.5-2 us each, 22-38% of its time), for the ways one can be
+// built from release/acquire operations on global memory, next to the floor a barrier cannot beat:
+// the L2 round trip (a dependent chain of L2 loads measured in the same run), since every block must
+// make its arrival visible in L2 and see everyone else's there.
+//
+// One block per SM (cooperative launch, as the persistent kernel), 256 threads. Between barriers
+// every block stores 64 floats to L2 and after each barrier checks what a neighbour stored before
+// it (so a barrier that fails to order memory shows up as errors, not as a fast time).
+//
+// Variants:
+//   counter-acquire  thread 0: red.release.gpu.add on one counter, then ld.acquire.gpu polls until
+//                    it reaches index * G (the persistent kernel's GridSync as of 2026-12-04)
+//   counter-relaxed  the same arrival, relaxed polls, one fence.acq_rel.gpu after the last
+//   last-arriver     atom.add.acq_rel returns the count; the last block stores the barrier's index
+//                    to a flag with release semantics, the others poll that flag (relaxed + fence)
+//   flags-all-read   no atomics: each block stores index to its own 128-byte flag (release); warp 0
+//                    polls every block's flag (one lane per block) until all have it (relaxed + fence)
+//
+//   grid_barrier_bench [--barriers 4096]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tests/cuda/bench_report.h"
+#include "tests/cuda/device_ceilings.h"
+
+namespace {
+
+#define CHECK_CUDA(x)                                                                          \
+  do {                                                                                         \
+    const cudaError_t e = (x);                                                                 \
+    if (e != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+enum Kind { kCounterAcquire, kCounterRelaxed, kLastArriver, kFlagsAllRead, kKinds };
+const char* const kKindNames[kKinds] = {"counter-acquire", "counter-relaxed", "last-arriver", "flags-all-read"};
+
+constexpr int kThreads = 256;
+constexpr int kPayload = 64;    // floats a block stores between barriers
+constexpr int kFlagStride = 32;  // unsigned: one 128-byte line per block's flag
+
+struct Sync {
+  unsigned* counter;
+  unsigned* flags;  // [G * kFlagStride]
+  float* data;      // [2][G][kPayload]
+  unsigned* errors;
+};
+
+__device__ __forceinline__ unsigned LoadRelaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ unsigned LoadAcquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void FenceAcqRel() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+
+template <int K>
+__device__ __forceinline__ void Barrier(const Sync& s, unsigned index) {
+  __syncthreads();  // the block's stores happen before thread 0's release (cumulative through bar.sync)
+  const unsigned G = gridDim.x;
+  if constexpr (K == kCounterAcquire || K == kCounterRelaxed) {
+    if (threadIdx.x == 0) {
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(s.counter) : "memory");
+      if constexpr (K == kCounterAcquire) {
+        while (LoadAcquire(s.counter) < index * G) {
+        }
+      } else {
+        while (LoadRelaxed(s.counter) < index * G) {
+        }
+        FenceAcqRel();
+      }
+    }
+  } else if constexpr (K == kLastArriver) {
+    if (threadIdx.x == 0) {
+      unsigned old;
+      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(s.counter) : "memory");
+      if (old == index * G - 1) {
+        asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(s.flags), "r"(index) : "memory");
+      } else {
+        while (LoadRelaxed(s.flags) < index) {
+        }
+        FenceAcqRel();
+      }
+    }
+  } else {
+    if (threadIdx.x < 32) {
+      if (threadIdx.x == 0)
+        asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(s.flags + blockIdx.x * kFlagStride), "r"(index)
+                     : "memory");
+      bool all = false;
+      while (!all) {
+        bool mine = true;
+        for (unsigned j = threadIdx.x; j < G; j += 32) mine &= LoadRelaxed(s.flags + j * kFlagStride) >= index;
+        all = __all_sync(0xffffffffu, mine);
+      }
+      FenceAcqRel();
+    }
+  }
+  __syncthreads();
+}
+
+template <int K>
+__global__ void __launch_bounds__(kThreads, 1) BarrierLoop(Sync s, int barriers) {
+  const unsigned G = gridDim.x, b = blockIdx.x;
+  for (int i = 1; i <= barriers; ++i) {
+    float* out = s.data + (static_cast<size_t>(i % 2) * G + b) * kPayload;
+    if (threadIdx.x < kPayload) __stcg(out + threadIdx.x, static_cast<float>(i) + threadIdx.x);
+    Barrier<K>(s, static_cast<unsigned>(i));
+    const unsigned nb = (b + 1 + static_cast<unsigned>(i) % (G - 1)) % G;  // another block
+    const float* in = s.data + (static_cast<size_t>(i % 2) * G + nb) * kPayload;
+    if (threadIdx.x < kPayload && __ldcg(in + threadIdx.x) != static_cast<float>(i) + threadIdx.x)
+      atomicAdd(s.errors, 1u);
+    // The next barrier's stores go to the other half: a block still reading this half is never
+    // overwritten before everyone has passed the next barrier.
+  }
+}
+
+// One thread follows a random cycle of 128-byte lines in a buffer that fits L2: the L2 round trip.
+__global__ void Chase(const unsigned* next, int steps, unsigned* sink) {
+  unsigned i = 0;
+  for (int k = 0; k < steps; ++k) i = __ldcg(next + i);
+  *sink = i;
+}
+
+template <int K>
+double TimeBarriers(const Sync& s, int G, int barriers, cudaStream_t stream) {
+  int n = barriers;
+  void* args[] = {const_cast<Sync*>(&s), &n};
+  cudaEvent_t a, z;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&z));
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    CHECK_CUDA(cudaMemsetAsync(s.counter, 0, sizeof(unsigned), stream));
+    CHECK_CUDA(cudaMemsetAsync(s.flags, 0, sizeof(unsigned) * G * kFlagStride, stream));
+    CHECK_CUDA(cudaEventRecord(a, stream));
+    CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierLoop<K>), G, kThreads, args, 0, stream));
+    CHECK_CUDA(cudaEventRecord(z, stream));
+    CHECK_CUDA(cudaEventSynchronize(z));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, z));
+    best = std::min(best, double{ms} * 1e3);
+  }
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(z));
+  return best;  // us
+}
+
+template <int K>
+void Measure(const Sync& s, int G, int barriers, cudaStream_t stream, double l2_us, gla::bench::BenchReport& report) {
+  CHECK_CUDA(cudaMemset(s.errors, 0, sizeof(unsigned)));
+  const int few = 64;
+  const double t_few = TimeBarriers<K>(s, G, few, stream);
+  const double t_many = TimeBarriers<K>(s, G, barriers, stream);
+  const double per = (t_many - t_few) / (barriers - few);
+  unsigned errors = 0;
+  CHECK_CUDA(cudaMemcpy(&errors, s.errors, sizeof errors, cudaMemcpyDeviceToHost));
+  std::printf("| %-16s | %5d | %8.3f | %6.2f | %u |\n", kKindNames[K], G, per, per / l2_us, errors);
+  report.AddRow().Str("variant", kKindNames[K]).Num("blocks", G).Num("us_per_barrier", per).Num("l2_round_trips", per / l2_us).Num("ordering_errors", errors);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int barriers = 4096;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--barriers") == 0 && i + 1 < argc) {
+      barriers = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: grid_barrier_bench [--barriers N >= 128]\n");
+      return 2;
+    }
+  }
+  if (barriers < 128) {
+    std::fprintf(stderr, "grid_barrier_bench: --barriers must be at least 128\n");
+    return 2;
+  }
+  gla::bench::BenchReport report("grid_barrier_bench", gla::bench::MeasureDeviceCeilings());
+  report.PrintHeader();
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  int per_sm = 0;
+  CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, BarrierLoop<kCounterAcquire>, kThreads, 0));
+  if (!prop.cooperativeLaunch || per_sm < 1) {
+    std::fprintf(stderr, "grid_barrier_bench: no cooperative launch on this device\n");
+    return 1;
+  }
+  const int G = prop.multiProcessorCount;
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));
+
+  // The L2 round trip: 16 MiB of 128-byte lines in one random cycle, 200k dependent loads.
+  const int lines = (16 << 20) / 128, steps = 200000;
+  std::vector<unsigned> order(lines), next(static_cast<size_t>(lines) * 32, 0);
+  std::iota(order.begin(), order.end(), 0u);
+  std::shuffle(order.begin() + 1, order.end(), std::mt19937(7));
+  for (int i = 0; i < lines; ++i) next[order[i] * 32u] = order[(i + 1) % lines] * 32u;
+  unsigned *d_next, *sink;
+  CHECK_CUDA(cudaMalloc(&d_next, next.size() * sizeof(unsigned)));
+  CHECK_CUDA(cudaMalloc(&sink, sizeof(unsigned)));
+  CHECK_CUDA(cudaMemcpy(d_next, next.data(), next.size() * sizeof(unsigned), cudaMemcpyHostToDevice));
+  Chase<<<1, 1, 0, stream>>>(d_next, lines, sink);  // warm: every line into L2
+  cudaEvent_t a, z;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&z));
+  double l2_us = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    CHECK_CUDA(cudaEventRecord(a, stream));
+    Chase<<<1, 1, 0, stream>>>(d_next, steps, sink);
+    CHECK_CUDA(cudaEventRecord(z, stream));
+    CHECK_CUDA(cudaEventSynchronize(z));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, z));
+    l2_us = std::min(l2_us, double{ms} * 1e3 / steps);
+  }
+  std::printf("# L2 round trip (one thread, dependent ld.global.cg over 16 MiB): %.3f us\n", l2_us);
+  report.AddRow().Str("variant", "l2-round-trip").Num("us", l2_us);
+
+  Sync s{};
+  CHECK_CUDA(cudaMalloc(&s.counter, sizeof(unsigned)));
+  CHECK_CUDA(cudaMalloc(&s.flags, sizeof(unsigned) * G * kFlagStride));
+  CHECK_CUDA(cudaMalloc(&s.data, sizeof(float) * 2 * G * kPayload));
+  CHECK_CUDA(cudaMalloc(&s.errors, sizeof(unsigned)));
+  std::printf("| variant | blocks | us per barrier | L2 round trips | ordering errors |\n| --- | --- | --- | --- | --- |\n");
+  Measure<kCounterAcquire>(s, G, barriers, stream, l2_us, report);
+  Measure<kCounterRelaxed>(s, G, barriers, stream, l2_us, report);
+  Measure<kLastArriver>(s, G, barriers, stream, l2_us, report);
+  Measure<kFlagsAllRead>(s, G, barriers, stream, l2_us, report);
+  report.WriteJsonIfAsked();
+  return 0;
+}
