@@ -9,6 +9,7 @@
 #include "models/excerpt.h"
 #include "models/status_macros.h"
 #include "models/json_fields.h"
+#include "models/quantization_config.h"
 #include "nlohmann/json.hpp"
 
 namespace gla {
@@ -89,6 +90,9 @@ absl::StatusOr<GlaConfig> ParseGlaConfigJson(const std::string& text, const std:
       RETURN_IF_ERROR(r.OptInt("eos_token_id", &one));
       c.eos_token_ids.push_back(*one);
     }
+  }
+  if (const json* q = r.Get("quantization_config")) {
+    ASSIGN_OR_RETURN(c.quantization, ParseQuantizationConfig(*q, source + ": quantization_config"));
   }
   RETURN_IF_ERROR(c.Validate());
   return c;

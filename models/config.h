@@ -11,6 +11,16 @@
 
 namespace gla {
 
+// A checkpoint quantized elsewhere (config.json's quantization_config; models/quantization_config.h).
+struct CheckpointQuantization {
+  // Symmetric INT8 weights (the only kind loaded so far): one scale per output row (strategy
+  // channel) or one for the whole tensor (strategy tensor).
+  bool per_channel = true;
+  // The checkpoint was made for W8A8 (activations quantized per token at run time, `dynamic`).
+  // We keep activations in fp32 and run weight-only: closer to the unquantized model than W8A8.
+  bool dynamic_activations = false;
+};
+
 struct GlaConfig {
   // As written in config.json.
   int hidden_size = 2048;
@@ -34,6 +44,8 @@ struct GlaConfig {
   std::optional<int> bos_token_id;
   std::vector<int> eos_token_ids;
   std::optional<int> pad_token_id;
+  // Set when the checkpoint's Linear weights are pre-quantized (their tensors say which).
+  std::optional<CheckpointQuantization> quantization;
 
   // Derived (filled by Validate()).
   int key_dim = 0;             // int(hidden_size * expand_k): q width

@@ -57,7 +57,69 @@ void ForEachTensor(const GlaConfig& c, ModelWeights* w, Fn&& fn) {
 
 std::string ShapeString(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
+// An I8 Linear weight [N, K] with its `_scale` ([N, 1] or [N] per channel, one value per tensor)
+// and optional all-zero `_zero_point`: both forms into *dst, the names used into *used.
+absl::Status LoadInt8Linear(const GlaConfig& c, const TensorStore& store, const TensorView& t, Weight* dst,
+                            std::set<std::string>* used) {
+  const std::string& name = t.name;
+  if (!c.quantization)
+    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", name,
+                                                   "' is I8 (a quantized weight) but config.json has no "
+                                                   "quantization_config"));
+  if (!IsLinearWeight(name))
+    return absl::InvalidArgumentError(
+        absl::StrCat(t.file, ": tensor '", name, "' is I8; only Linear layers' weights may be quantized"));
+  const int64_t N = t.shape[0], K = t.shape[1];
+  const std::string scale_name = name + "_scale", zero_name = name + "_zero_point";
+  const TensorView* s = store.Find(scale_name);
+  if (s == nullptr)
+    return absl::NotFoundError(
+        absl::StrCat("checkpoint: missing tensor '", scale_name, "' (the scales of the I8 weight '", name, "')"));
+  const bool per_channel = c.quantization->per_channel;
+  const bool shape_ok = per_channel ? (s->shape == std::vector<int64_t>{N, 1} || s->shape == std::vector<int64_t>{N})
+                                    : s->numel() == 1;
+  if (!shape_ok)
+    return absl::InvalidArgumentError(absl::StrCat(s->file, ": tensor '", scale_name, "' has shape ", s->ShapeString(),
+                                                   per_channel ? absl::StrCat(", expected [", N, ", 1] (strategy channel)")
+                                                               : std::string(", expected one value (strategy tensor)")));
+  if (!IsFloatingPoint(s->dtype))
+    return absl::InvalidArgumentError(
+        absl::StrCat(s->file, ": tensor '", scale_name, "' has dtype ", DTypeName(s->dtype), "; scales are floats"));
+  ASSIGN_OR_RETURN(std::vector<float> scale, ToFloat32(*s));
+  for (size_t n = 0; n < scale.size(); ++n)
+    if (!std::isfinite(scale[n]) || scale[n] < 0)
+      return absl::InvalidArgumentError(absl::StrCat(s->file, ": tensor '", scale_name, "' holds ", scale[n], " at row ",
+                                                     n, "; a scale must be finite and not negative"));
+  if (!per_channel) scale.assign(static_cast<size_t>(N), scale[0]);
+  used->insert(scale_name);
+  if (const TensorView* z = store.Find(zero_name)) {
+    if (z->numel() != s->numel())
+      return absl::InvalidArgumentError(absl::StrCat(z->file, ": tensor '", zero_name, "' has shape ", z->ShapeString(),
+                                                     ", not its scales' ", s->ShapeString()));
+    ASSIGN_OR_RETURN(std::vector<int64_t> zero, ToInt64(*z));
+    for (int64_t v : zero)
+      if (v != 0)
+        return absl::InvalidArgumentError(absl::StrCat(z->file, ": tensor '", zero_name, "' holds ", v,
+                                                       "; only symmetric quantization (zero points 0) is supported"));
+    used->insert(zero_name);
+  }
+  Int8Rows rows;
+  rows.q.resize(static_cast<size_t>(N * K));
+  std::memcpy(rows.q.data(), t.data, rows.q.size());
+  dst->data.resize(rows.q.size());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) dst->data[n * K + k] = scale[n] * static_cast<float>(rows.q[n * K + k]);
+  rows.scale = std::move(scale);
+  dst->int8 = std::move(rows);
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+bool IsLinearWeight(const std::string& name) {
+  return absl::EndsWith(name, "_proj.weight") || absl::EndsWith(name, "gk_proj.0.weight") ||
+         absl::EndsWith(name, "gk_proj.1.weight") || name == "lm_head.weight";
+}
 
 std::vector<ExpectedTensor> ExpectedTensors(const GlaConfig& config) {
   std::vector<ExpectedTensor> out;
@@ -117,6 +179,13 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const Ten
     if (t->shape != shape) {
       status = absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor '", name, "' has shape ",
                                                        t->ShapeString(), ", expected ", ShapeString(shape)));
+      return;
+    }
+    if (t->dtype == DType::kI8 && shape.size() == 2) {
+      status = LoadInt8Linear(config, store, *t, dst, &used);
+      if (!status.ok()) return;
+      dst->shape = std::move(shape);
+      used.insert(name);
       return;
     }
     if (t->dtype != DType::kF32 && t->dtype != DType::kBF16 && t->dtype != DType::kF16) {

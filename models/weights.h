@@ -5,6 +5,8 @@
 // module only loads and checks them.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,9 +17,18 @@
 
 namespace gla {
 
+// A Linear weight as a pre-quantized checkpoint stores it (config.json's quantization_config):
+// symmetric INT8 rows with one scale each (a per-tensor scale repeated), kept as they are so a
+// backend that serves INT8 uses the checkpoint's own values rather than quantizing again.
+struct Int8Rows {
+  std::vector<int8_t> q;     // [N, K]
+  std::vector<float> scale;  // [N]
+};
+
 struct Weight {
-  std::vector<float> data;
+  std::vector<float> data;  // fp32; for a pre-quantized weight, its values (scale * q)
   std::vector<int64_t> shape;
+  std::optional<Int8Rows> int8;  // set only for a pre-quantized Linear weight
   bool empty() const { return data.empty(); }
 };
 
@@ -45,6 +56,9 @@ struct ModelWeights {
 
 // Every tensor the config needs must be present with its exact shape; any tensor left over is an
 // error too (a checkpoint for another architecture should not half-load). Errors name the tensor.
+// With config.quantization, a Linear weight stored as I8 comes with `<name>_scale` (and perhaps an
+// all-zero `<name>_zero_point`): both `data` and `int8` are filled, the scales checked finite and
+// non-negative.
 absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const TensorStore& store);
 
 // Writes the weights as one safetensors file with the fla-hub tensor names (the weights of a full
@@ -59,6 +73,10 @@ absl::Status WriteModelWeights(const std::string& path, const GlaConfig& config,
 // 1 / sqrt(2 * layers) (GPT-2's rescale of pre-norm residual branches), norms 1, the forget gate's
 // bias 0, short-conv kernels from N(0, 1 / conv_size). Deterministic in `seed`.
 ModelWeights InitModelWeights(const GlaConfig& config, uint64_t seed, double std = 0.02);
+
+// Every nn.Linear weight of fla's GLA (the projections, both gate factors, lm_head): what a
+// quantized checkpoint may keep as INT8.
+bool IsLinearWeight(const std::string& name);
 
 // The tensor names and shapes a config expects, in a stable order (loader, writers and tests).
 struct ExpectedTensor {

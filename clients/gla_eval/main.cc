@@ -25,6 +25,7 @@
 #include "clients/common/args.h"
 #include "clients/common/usage.h"
 #include "engine/model/cpu_model.h"
+#include "engine/model/quantized_checkpoint.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
 
@@ -218,6 +219,14 @@ absl::Status Bench(const ParsedArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status Quantize(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(std::string dir, a.Required("model"));
+  ASSIGN_OR_RETURN(std::string out, a.Required("out"));
+  RETURN_IF_ERROR(WriteInt8Checkpoint(dir, out));
+  std::printf("wrote %s (compressed-tensors int-quantized: INT8 weights, one scale per output row)\n", out.c_str());
+  return absl::OkStatus();
+}
+
 ProgramSpec Program() {
   return {"gla-eval",
           "run a GLA checkpoint on the CPU, without a server",
@@ -236,6 +245,11 @@ ProgramSpec Program() {
                With({{"prompt-len", "N", "tokens per prompt", "512"},
                      {"new-tokens", "N", "decode steps", "32"},
                      {"batch", "B", "sequences decoded together", "1"}})},
+              {"quantize",
+               "write --model quantized to INT8 as a compressed-tensors checkpoint (every Linear weight but lm_head, "
+               "one scale per output row); it serves as INT8 (glad, gla-eval) with no --weights flag",
+               {{"model", "DIR", "checkpoint directory to quantize", ""},
+                {"out", "DIR", "the directory to create for the quantized checkpoint", ""}}},
           },
           ""};
 }
@@ -249,6 +263,7 @@ int Main(int argc, char** argv) {
   if (args->command == "logits") status = Logits(*args);
   else if (args->command == "perplexity") status = Perplexity(*args);
   else if (args->command == "generate") status = Generate(*args);
+  else if (args->command == "quantize") status = Quantize(*args);
   else status = Bench(*args);
   if (!status.ok()) {
     std::fprintf(stderr, "gla-eval: error: %s\n", std::string(status.message()).c_str());

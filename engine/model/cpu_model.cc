@@ -14,9 +14,10 @@
 namespace gla {
 
 namespace {
-void AppendRows(std::vector<float>& dst, Weight& w) {
-  dst.insert(dst.end(), w.data.begin(), w.data.end());
-  std::vector<float>().swap(w.data);  // the fused copy is the only one kept
+// The fused copy is the only one kept.
+void Release(Weight& w) {
+  std::vector<float>().swap(w.data);
+  w.int8.reset();
 }
 }  // namespace
 
@@ -38,7 +39,9 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
     return absl::InvalidArgumentError(absl::StrCat("chunk ", options.chunk, " must be a positive multiple of sub_chunk ",
                                                    options.sub_chunk));
   cpu::SetLinearThreads(options.threads);
-  std::unique_ptr<CpuModel> m(new CpuModel(std::move(ck), options));
+  CpuModelOptions run = options;
+  if (ck.config.quantization) run.weights = WeightFormat::kInt8;  // an INT8 checkpoint's own form
+  std::unique_ptr<CpuModel> m(new CpuModel(std::move(ck), run));
   RETURN_IF_ERROR(m->FuseWeights());
   return m;
 }
@@ -48,17 +51,43 @@ int64_t CpuModel::step_weight_bytes() const {
   return weight_bytes() - (ck_.config.tie_word_embeddings ? 0 : table);
 }
 
-absl::StatusOr<CpuModel::Projection> CpuModel::MakeProjection(std::vector<float> rows, int64_t N, int64_t K,
-                                                               WeightFormat format, const std::string& what) {
+absl::StatusOr<CpuModel::Projection> CpuModel::MakeProjection(std::initializer_list<Weight*> parts, int64_t N,
+                                                               int64_t K, WeightFormat format, const std::string& what) {
   Projection p;
   p.N = N;
   p.K = K;
   if (format != WeightFormat::kInt8) {
-    p.f32 = std::move(rows);
-  } else if (!cpu::QuantizeInt8PerRow(rows.data(), N, K, &p.int8)) {  // rows freed on return
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " holds a value that is not finite: --weights int8 cannot quantize it"));
+    p.f32.reserve(static_cast<size_t>(N * K));
+    for (Weight* w : parts) {
+      p.f32.insert(p.f32.end(), w->data.begin(), w->data.end());
+      Release(*w);
+    }
+    return p;
   }
+  p.int8.N = N;
+  p.int8.K = K;
+  p.int8.q.reserve(static_cast<size_t>(N * K));
+  p.int8.scale.reserve(static_cast<size_t>(N));
+  for (Weight* w : parts) {
+    cpu::Int8Weight made;
+    const std::vector<int8_t>* q = nullptr;
+    const std::vector<float>* scale = nullptr;
+    if (w->int8) {  // the checkpoint's own INT8 rows
+      q = &w->int8->q;
+      scale = &w->int8->scale;
+    } else {
+      if (!cpu::QuantizeInt8PerRow(w->data.data(), static_cast<int64_t>(w->data.size()) / K, K, &made))
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, " holds a value that is not finite: --weights int8 cannot quantize it"));
+      q = &made.q;
+      scale = &made.scale;
+    }
+    p.int8.q.insert(p.int8.q.end(), q->begin(), q->end());
+    p.int8.scale.insert(p.int8.scale.end(), scale->begin(), scale->end());
+    Release(*w);
+  }
+  if (static_cast<int64_t>(p.int8.q.size()) != N * K || static_cast<int64_t>(p.int8.scale.size()) != N)
+    return absl::InternalError(absl::StrCat(what, ": the parts do not make [", N, ", ", K, "]"));
   return p;
 }
 
@@ -71,32 +100,24 @@ void CpuModel::Project(const Projection& w, const float* x, int64_t x_stride, fl
 absl::Status CpuModel::FuseWeights() {
   const GlaConfig& c = ck_.config;
   const GlaLayerPlan& p = plan_;
-  const WeightFormat format = options_.weights;
+  const WeightFormat format = options_.weights;  // FromCheckpoint made it kInt8 for an INT8 checkpoint
   fused_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = ck_.weights.layers[l];
     FusedLayer& f = fused_[l];
-    std::vector<float> rows;
-    rows.reserve(static_cast<size_t>(p.in_proj.width) * p.hidden);
-    AppendRows(rows, w.q_proj);
-    AppendRows(rows, w.k_proj);
-    AppendRows(rows, w.v_proj);
-    if (p.output_gate) AppendRows(rows, w.g_proj);
-    AppendRows(rows, w.gk_proj0);
     const std::string layer = absl::StrCat("layer ", l, "'s ");
-    ASSIGN_OR_RETURN(f.in_proj, MakeProjection(std::move(rows), p.in_proj.width, p.hidden, format,
-                                               layer + "q/k/v/g/gk_proj.0 weights"));
-    rows = {};
-    rows.reserve(static_cast<size_t>(2) * p.intermediate * p.hidden);
-    AppendRows(rows, w.gate_proj);
-    AppendRows(rows, w.up_proj);
-    ASSIGN_OR_RETURN(f.gate_up, MakeProjection(std::move(rows), 2 * p.intermediate, p.hidden, format,
+    Weight* const gate = p.output_gate ? &w.g_proj : nullptr;
+    ASSIGN_OR_RETURN(f.in_proj, gate != nullptr ? MakeProjection({&w.q_proj, &w.k_proj, &w.v_proj, gate, &w.gk_proj0},
+                                                                 p.in_proj.width, p.hidden, format,
+                                                                 layer + "q/k/v/g/gk_proj.0 weights")
+                                                : MakeProjection({&w.q_proj, &w.k_proj, &w.v_proj, &w.gk_proj0},
+                                                                 p.in_proj.width, p.hidden, format,
+                                                                 layer + "q/k/v/gk_proj.0 weights"));
+    ASSIGN_OR_RETURN(f.gate_up, MakeProjection({&w.gate_proj, &w.up_proj}, 2 * p.intermediate, p.hidden, format,
                                                layer + "gate/up_proj weights"));
-    ASSIGN_OR_RETURN(f.gk1, MakeProjection(std::exchange(w.gk_proj1.data, {}), p.k_width, p.gate_rank, format,
-                                           layer + "gk_proj.1 weight"));
-    ASSIGN_OR_RETURN(f.o_proj, MakeProjection(std::exchange(w.o_proj.data, {}), p.hidden, p.o_width, format,
-                                              layer + "o_proj weight"));
-    ASSIGN_OR_RETURN(f.down, MakeProjection(std::exchange(w.down_proj.data, {}), p.hidden, p.intermediate, format,
+    ASSIGN_OR_RETURN(f.gk1, MakeProjection({&w.gk_proj1}, p.k_width, p.gate_rank, format, layer + "gk_proj.1 weight"));
+    ASSIGN_OR_RETURN(f.o_proj, MakeProjection({&w.o_proj}, p.hidden, p.o_width, format, layer + "o_proj weight"));
+    ASSIGN_OR_RETURN(f.down, MakeProjection({&w.down_proj}, p.hidden, p.intermediate, format,
                                             layer + "down_proj weight"));
   }
   return absl::OkStatus();

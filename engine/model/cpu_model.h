@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -26,7 +27,8 @@ struct CpuModelOptions {
   int sub_chunk = 16;  // c
   int threads = 0;     // BLAS threads; 0 = library default
   // kInt8: every layer's projections quantized at load (weight-only, per output row); the
-  // embeddings and lm_head stay fp32.
+  // embeddings and lm_head stay fp32. A pre-quantized INT8 checkpoint (config.quantization) runs
+  // as INT8 under kNative too: that is its native form.
   WeightFormat weights = WeightFormat::kNative;
 };
 
@@ -39,7 +41,7 @@ class CpuModel {
   const GlaConfig& config() const { return ck_.config; }
   const Tokenizer* tokenizer() const { return ck_.tokenizer.get(); }
   const StateLayout& state_layout() const { return layout_; }
-  WeightFormat weights() const { return options_.weights; }
+  WeightFormat weights() const { return options_.weights; }  // as run (kInt8 for a pre-quantized checkpoint)
   // Bytes the weights take as this model holds them (fp32, or int8 and scales).
   int64_t weight_bytes() const;
   // Of those, the bytes one decode step reads: all but the input embeddings' table when lm_head is
@@ -84,10 +86,12 @@ class CpuModel {
     std::vector<float> f32;
     cpu::Int8Weight int8;
   };
-  // Moves `rows` (fp32 [N, K]) into a projection, quantized when `format` asks for it.
-  // INVALID_ARGUMENT naming `what` when a weight is not finite and must be quantized.
-  static absl::StatusOr<Projection> MakeProjection(std::vector<float> rows, int64_t N, int64_t K, WeightFormat format,
-                                                   const std::string& what);
+  // Moves the weights `parts` (their rows stacked: [N, K] together) into one projection, as fp32
+  // or as INT8 when `format` asks for it: a part a pre-quantized checkpoint gave as INT8 keeps its
+  // own rows and scales, the others are quantized here. INVALID_ARGUMENT naming `what` when a
+  // weight is not finite and must be quantized.
+  static absl::StatusOr<Projection> MakeProjection(std::initializer_list<Weight*> parts, int64_t N, int64_t K,
+                                                   WeightFormat format, const std::string& what);
   // y[M, N] = x W^T + beta y through whichever form the projection holds.
   static void Project(const Projection& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t M,
                       float beta = 0.0f);

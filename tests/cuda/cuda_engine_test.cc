@@ -15,6 +15,7 @@
 #include "engine/backend.h"
 #include "engine/model/cpu_model.h"
 #include "engine/model/cuda_model.h"
+#include "engine/model/quantized_checkpoint.h"
 #include "engine/cuda_state_pool.h"
 #include "engine/scheduler.h"
 #include "tests/support/scheduler_util.h"
@@ -91,6 +92,34 @@ TEST(TinyReference, LogitsOfAllSequencesWithinBf16Bound) {
     std::printf("[ measure ] gla-tiny seq%d T=%zu: rel err %.2e\n", j, e.seq_ids[j].size(), err);
     g.pool->Release(slot);
   }
+}
+
+// A pre-quantized INT8 checkpoint (compressed-tensors, gla-eval quantize) on the GPU: no INT8
+// kernel there yet, so its weights run as bf16 of scale * q: within the bf16 bound of the CPU
+// model serving the same checkpoint as INT8 (the same values in fp32).
+TEST(TinyReference, APreQuantizedInt8CheckpointRunsWithinBf16BoundOfTheCpu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const std::string dir = testing::MakeTempDir("cuda_int8_checkpoint") + "/int8";
+  ASSERT_TRUE(WriteInt8Checkpoint(testing::TinyModelDir(), dir).ok());
+  const Expected e = LoadExpected();
+  auto cpu = CpuModel::Load(dir);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  ASSERT_EQ((*cpu)->weights(), WeightFormat::kInt8);
+  Gpu g = MakeGpu(dir, Options());
+  if (!g.model) return;
+  const int slot = *g.pool->Acquire();
+  const CudaModel::Segment seg{e.seq_ids[1], slot, CudaModel::Logits::kAll};
+  std::vector<int> first;
+  ASSERT_TRUE(g.model->Forward({&seg, 1}, g.states(), &first).ok());
+  SequenceState s = (*cpu)->NewState();
+  auto want = (*cpu)->Run(e.seq_ids[1], s, /*all_logits=*/true);
+  ASSERT_TRUE(want.ok());
+  const double err = RelErr(g.Logits(static_cast<int>(e.seq_ids[1].size())),
+                            std::vector<double>(want->begin(), want->end()));
+  EXPECT_LT(err, kBf16Bound);
+  std::printf("[ measure ] gla-tiny INT8 checkpoint on the GPU (bf16 of scale * q) vs the CPU's INT8: rel err %.2e\n",
+              err);
+  g.pool->Release(slot);
 }
 
 // Prefill 65 tokens, then decode the rest one token per step (the graph path: padded buckets,

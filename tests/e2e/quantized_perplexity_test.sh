@@ -2,7 +2,8 @@
 # Issue 23's accuracy bound for --weights int8 on the default model (a trained one): the held-out
 # sample's perplexity (gla-eval perplexity, models/gla-brown/heldout_sample.txt, 6,370 scored tokens)
 # may move by at most 1% against the model's own fp32 weights; measured 2026-12-05: 153.9014 ->
-# 153.8935 (-0.005%). Then glad --weights int8 serves text and says so. Exit 77 under the sanitizers
+# 153.8935 (-0.005%). The same written as a pre-quantized checkpoint (gla-eval quantize) scores
+# exactly the same. Then glad --weights int8 serves text and says so. Exit 77 under the sanitizers
 # (the default model's SentencePiece tokenizer cannot load there).
 #   quantized_perplexity_test.sh GLA_EVAL GLAD GLA_CLI MODEL_DIR SANITIZED(0|1)
 set -uo pipefail
@@ -26,6 +27,14 @@ echo "ok: int8 within 1% of fp32 ($(python3 -c "print(f'{(float(\"$int8\") / flo
   && fail "--weights fp4 was taken"
 grep -q "must be native or int8" "$work/bad.txt" || fail "--weights fp4 refused without saying why: $(cat "$work/bad.txt")"
 echo "ok: an unknown --weights is refused by name"
+
+# The same quantization written as a compressed-tensors checkpoint (gla-eval quantize) and loaded as
+# it is: its native form is INT8, and it scores exactly as quantizing at load does.
+"$eval_bin" quantize --model "$model" --out "$work/int8" > /dev/null || fail "gla-eval quantize"
+prequantized=$("$eval_bin" perplexity --model "$work/int8" --text "$model/heldout_sample.txt" --threads 2 \
+                 | sed -n 's/^perplexity: //p')
+[ "$prequantized" = "$int8" ] || fail "the pre-quantized checkpoint scores $prequantized, quantizing at load $int8"
+echo "ok: the pre-quantized checkpoint scores $prequantized, as --weights int8 does ($(du -k "$work/int8/model.safetensors" | cut -f1) KiB against $(du -k "$model/model.safetensors" | cut -f1))"
 
 "$glad" --model "$model" --listen 127.0.0.1:0 --backend cpu --threads 2 --weights int8 2> "$work/glad.log" &
 pid=$!
