@@ -4,9 +4,11 @@
 // the L2 round trip (a dependent chain of L2 loads measured in the same run), since every block must
 // make its arrival visible in L2 and see everyone else's there.
 //
-// One block per SM (cooperative launch, as the persistent kernel), 256 threads. Between barriers
-// every block stores 64 floats to L2 and after each barrier checks what a neighbour stored before
-// it (so a barrier that fails to order memory shows up as errors, not as a fast time).
+// One block per SM (cooperative launch, as the persistent kernel), 256 threads that synchronise.
+// Between barriers every block stores 64 floats to L2 and after each barrier checks what a
+// neighbour stored before it (so a barrier that fails to order memory shows up as errors, not as a
+// fast time). Each variant runs idle and under load: 256 more threads per block stream a 2 GiB
+// buffer from HBM all along (the persistent kernel's weight stream runs through its barriers).
 //
 // Variants:
 //   counter-acquire  thread 0: red.release.gpu.add on one counter, then ld.acquire.gpu polls until
@@ -46,7 +48,7 @@ namespace {
 enum Kind { kCounterAcquire, kCounterRelaxed, kLastArriver, kFlagsAllRead, kKinds };
 const char* const kKindNames[kKinds] = {"counter-acquire", "counter-relaxed", "last-arriver", "flags-all-read"};
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // the threads that synchronise; under load as many more stream
 constexpr int kPayload = 64;    // floats a block stores between barriers
 constexpr int kFlagStride = 32;  // unsigned: one 128-byte line per block's flag
 
@@ -69,9 +71,12 @@ __device__ __forceinline__ unsigned LoadAcquire(const unsigned* p) {
 }
 __device__ __forceinline__ void FenceAcqRel() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
 
+// The synchronising threads only (the streaming ones never join).
+__device__ __forceinline__ void SyncThreads() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
+
 template <int K>
 __device__ __forceinline__ void Barrier(const Sync& s, unsigned index) {
-  __syncthreads();  // the block's stores happen before thread 0's release (cumulative through bar.sync)
+  SyncThreads();  // the block's stores happen before thread 0's release (cumulative through bar.sync)
   const unsigned G = gridDim.x;
   if constexpr (K == kCounterAcquire || K == kCounterRelaxed) {
     if (threadIdx.x == 0) {
@@ -111,11 +116,34 @@ __device__ __forceinline__ void Barrier(const Sync& s, unsigned index) {
       FenceAcqRel();
     }
   }
-  __syncthreads();
+  SyncThreads();
 }
 
-template <int K>
-__global__ void __launch_bounds__(kThreads, 1) BarrierLoop(Sync s, int barriers) {
+// Reads `n` uint4 of `src` over and over until *done (shared) is set; the sum keeps the loads.
+__device__ void Stream(const uint4* src, size_t n, const volatile int* done, unsigned* sink) {
+  const size_t stride = size_t{gridDim.x} * kThreads;
+  size_t i = size_t{blockIdx.x} * kThreads + (threadIdx.x - kThreads);
+  unsigned acc = 0;
+  while (!*done) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = __ldcs(src + (i + u * stride) % n);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].w;
+    i = (i + 4 * stride) % n;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;
+}
+
+template <int K, bool kLoaded>
+__global__ void __launch_bounds__(2 * kThreads, 1) BarrierLoop(Sync s, int barriers, const uint4* load, size_t load_n) {
+  __shared__ int done;
+  if (threadIdx.x == 0) done = 0;
+  __syncthreads();
+  if (kLoaded && threadIdx.x >= kThreads) {
+    Stream(load, load_n, &done, s.errors + 1);
+    return;
+  }
   const unsigned G = gridDim.x, b = blockIdx.x;
   for (int i = 1; i <= barriers; ++i) {
     float* out = s.data + (static_cast<size_t>(i % 2) * G + b) * kPayload;
@@ -128,6 +156,8 @@ __global__ void __launch_bounds__(kThreads, 1) BarrierLoop(Sync s, int barriers)
     // The next barrier's stores go to the other half: a block still reading this half is never
     // overwritten before everyone has passed the next barrier.
   }
+  SyncThreads();
+  if (threadIdx.x == 0) *static_cast<volatile int*>(&done) = 1;
 }
 
 // One thread follows a random cycle of 128-byte lines in a buffer that fits L2: the L2 round trip.
@@ -137,10 +167,10 @@ __global__ void Chase(const unsigned* next, int steps, unsigned* sink) {
   *sink = i;
 }
 
-template <int K>
-double TimeBarriers(const Sync& s, int G, int barriers, cudaStream_t stream) {
+template <int K, bool kLoaded>
+double TimeBarriers(const Sync& s, int G, int barriers, const uint4* load, size_t load_n, cudaStream_t stream) {
   int n = barriers;
-  void* args[] = {const_cast<Sync*>(&s), &n};
+  void* args[] = {const_cast<Sync*>(&s), &n, &load, &load_n};
   cudaEvent_t a, z;
   CHECK_CUDA(cudaEventCreate(&a));
   CHECK_CUDA(cudaEventCreate(&z));
@@ -149,7 +179,8 @@ double TimeBarriers(const Sync& s, int G, int barriers, cudaStream_t stream) {
     CHECK_CUDA(cudaMemsetAsync(s.counter, 0, sizeof(unsigned), stream));
     CHECK_CUDA(cudaMemsetAsync(s.flags, 0, sizeof(unsigned) * G * kFlagStride, stream));
     CHECK_CUDA(cudaEventRecord(a, stream));
-    CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierLoop<K>), G, kThreads, args, 0, stream));
+    CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierLoop<K, kLoaded>), G,
+                                           kLoaded ? 2 * kThreads : kThreads, args, 0, stream));
     CHECK_CUDA(cudaEventRecord(z, stream));
     CHECK_CUDA(cudaEventSynchronize(z));
     float ms = 0;
@@ -161,17 +192,32 @@ double TimeBarriers(const Sync& s, int G, int barriers, cudaStream_t stream) {
   return best;  // us
 }
 
-template <int K>
-void Measure(const Sync& s, int G, int barriers, cudaStream_t stream, double l2_us, gla::bench::BenchReport& report) {
+template <int K, bool kLoaded>
+void Measure(const Sync& s, int G, int barriers, const uint4* load, size_t load_n, cudaStream_t stream, double l2_us,
+             gla::bench::BenchReport& report) {
   CHECK_CUDA(cudaMemset(s.errors, 0, sizeof(unsigned)));
   const int few = 64;
-  const double t_few = TimeBarriers<K>(s, G, few, stream);
-  const double t_many = TimeBarriers<K>(s, G, barriers, stream);
+  const double t_few = TimeBarriers<K, kLoaded>(s, G, few, load, load_n, stream);
+  const double t_many = TimeBarriers<K, kLoaded>(s, G, barriers, load, load_n, stream);
   const double per = (t_many - t_few) / (barriers - few);
   unsigned errors = 0;
   CHECK_CUDA(cudaMemcpy(&errors, s.errors, sizeof errors, cudaMemcpyDeviceToHost));
-  std::printf("| %-16s | %5d | %8.3f | %6.2f | %u |\n", kKindNames[K], G, per, per / l2_us, errors);
-  report.AddRow().Str("variant", kKindNames[K]).Num("blocks", G).Num("us_per_barrier", per).Num("l2_round_trips", per / l2_us).Num("ordering_errors", errors);
+  const char* load_name = kLoaded ? "HBM stream" : "idle";
+  std::printf("| %-16s | %-10s | %5d | %8.3f | %6.2f | %u |\n", kKindNames[K], load_name, G, per, per / l2_us, errors);
+  report.AddRow()
+      .Str("variant", kKindNames[K])
+      .Str("load", load_name)
+      .Num("blocks", G)
+      .Num("us_per_barrier", per)
+      .Num("l2_round_trips", per / l2_us)
+      .Num("ordering_errors", errors);
+}
+
+template <int K>
+void MeasureBoth(const Sync& s, int G, int barriers, const uint4* load, size_t load_n, cudaStream_t stream,
+                 double l2_us, gla::bench::BenchReport& report) {
+  Measure<K, false>(s, G, barriers, load, load_n, stream, l2_us, report);
+  Measure<K, true>(s, G, barriers, load, load_n, stream, l2_us, report);
 }
 
 }  // namespace
@@ -195,7 +241,8 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   int per_sm = 0;
-  CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, BarrierLoop<kCounterAcquire>, kThreads, 0));
+  CHECK_CUDA(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, BarrierLoop<kCounterAcquire, true>, 2 * kThreads, 0));
   if (!prop.cooperativeLaunch || per_sm < 1) {
     std::fprintf(stderr, "grid_barrier_bench: no cooperative launch on this device\n");
     return 1;
@@ -235,12 +282,17 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMalloc(&s.counter, sizeof(unsigned)));
   CHECK_CUDA(cudaMalloc(&s.flags, sizeof(unsigned) * G * kFlagStride));
   CHECK_CUDA(cudaMalloc(&s.data, sizeof(float) * 2 * G * kPayload));
-  CHECK_CUDA(cudaMalloc(&s.errors, sizeof(unsigned)));
-  std::printf("| variant | blocks | us per barrier | L2 round trips | ordering errors |\n| --- | --- | --- | --- | --- |\n");
-  Measure<kCounterAcquire>(s, G, barriers, stream, l2_us, report);
-  Measure<kCounterRelaxed>(s, G, barriers, stream, l2_us, report);
-  Measure<kLastArriver>(s, G, barriers, stream, l2_us, report);
-  Measure<kFlagsAllRead>(s, G, barriers, stream, l2_us, report);
+  CHECK_CUDA(cudaMalloc(&s.errors, 2 * sizeof(unsigned)));
+  const size_t load_n = (size_t{2} << 30) / sizeof(uint4);
+  uint4* load = nullptr;
+  CHECK_CUDA(cudaMalloc(&load, load_n * sizeof(uint4)));
+  CHECK_CUDA(cudaMemset(load, 1, load_n * sizeof(uint4)));
+  std::printf("| variant | load | blocks | us per barrier | L2 round trips | ordering errors |\n"
+              "| --- | --- | --- | --- | --- | --- |\n");
+  MeasureBoth<kCounterAcquire>(s, G, barriers, load, load_n, stream, l2_us, report);
+  MeasureBoth<kCounterRelaxed>(s, G, barriers, load, load_n, stream, l2_us, report);
+  MeasureBoth<kLastArriver>(s, G, barriers, load, load_n, stream, l2_us, report);
+  MeasureBoth<kFlagsAllRead>(s, G, barriers, load, load_n, stream, l2_us, report);
   report.WriteJsonIfAsked();
   return 0;
 }
