@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "clients/common/args.h"
 #include "clients/common/usage.h"
+#include "clients/gla_eval/drift.h"
 #include "engine/model/cpu_model.h"
 #include "engine/model/quantized_checkpoint.h"
 #include "models/safetensors.h"
@@ -219,6 +220,43 @@ absl::Status Bench(const ParsedArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status Drift(const ParsedArgs& a) {
+  ASSIGN_OR_RETURN(auto candidate, LoadModel(a));
+  ASSIGN_OR_RETURN(std::string model_dir, a.Required("model"));
+  const std::string reference_dir = a.Has("reference") ? a.flags.at("reference") : model_dir;
+  CpuModelOptions ro;
+  ASSIGN_OR_RETURN(ro.threads, a.Int("threads", 0, 0));
+  ASSIGN_OR_RETURN(auto reference, CpuModel::Load(reference_dir, ro));
+  std::vector<int32_t> prompt;
+  if (a.Has("prompt-ids")) {
+    ASSIGN_OR_RETURN(prompt, ParseIdList(a.flags.at("prompt-ids")));
+  } else {
+    ASSIGN_OR_RETURN(std::string text, a.Required("prompt"));
+    const Tokenizer* tok = reference->tokenizer();
+    if (tok == nullptr) return absl::FailedPreconditionError("the reference has no tokenizer.model: use --prompt-ids");
+    ASSIGN_OR_RETURN(prompt, tok->Encode(text, /*add_bos=*/true));
+  }
+  DriftOptions o;
+  ASSIGN_OR_RETURN(o.tokens, a.Int("tokens", o.tokens, 1));
+  ASSIGN_OR_RETURN(int seed, a.Int("seed", 1, 0));
+  o.seed = static_cast<uint64_t>(seed);
+  const std::string temperature = a.Has("temperature") ? a.flags.at("temperature") : "0";
+  char* end = nullptr;
+  o.temperature = std::strtod(temperature.c_str(), &end);
+  if (end == temperature.c_str() || *end != '\0')
+    return absl::InvalidArgumentError(absl::StrCat("--temperature '", temperature, "' is not a number"));
+  const auto t0 = Clock::now();
+  ASSIGN_OR_RETURN(DriftStats d, MeasureDrift(*reference, *candidate, prompt, o));
+  std::printf("| candidate | reference | stream | tokens | mean KL (nats/token) | p99 KL | max KL | top-1 agreement | "
+              "greedy identical for |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf("| %s (%s) | %s (%s) | %s | %d | %.3g | %.3g | %.3g | %.2f%% | %d tokens |\n", model_dir.c_str(),
+              WeightFormatName(candidate->weights()), reference_dir.c_str(), WeightFormatName(reference->weights()),
+              o.temperature == 0 ? "greedy" : absl::StrCat("sampled, T ", temperature, ", seed ", seed).c_str(),
+              d.tokens, d.mean_kl, d.p99_kl, d.max_kl, 100 * d.top1_agreement, d.free_run_identical);
+  std::fprintf(stderr, "%.1f s\n", Seconds(t0, Clock::now()));
+  return absl::OkStatus();
+}
+
 absl::Status Quantize(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(std::string dir, a.Required("model"));
   ASSIGN_OR_RETURN(std::string out, a.Required("out"));
@@ -245,6 +283,15 @@ ProgramSpec Program() {
                With({{"prompt-len", "N", "tokens per prompt", "512"},
                      {"new-tokens", "N", "decode steps", "32"},
                      {"batch", "B", "sequences decoded together", "1"}})},
+              {"drift",
+               "how far --model with --weights drifts from --reference (default: --model as it is): KL per token "
+               "and top-1 agreement along the reference's own output, then greedy decoding of each alone",
+               With({{"reference", "DIR", "the reference checkpoint, run as it is (default: --model)", ""},
+                     {"prompt", "TEXT", "prompt text (needs the reference's tokenizer.model)", ""},
+                     {"prompt-ids", "IDS", "prompt as comma-separated token ids, instead of --prompt", ""},
+                     {"tokens", "N", "decode steps measured", "4096"},
+                     {"temperature", "T", "the reference's stream: 0 greedy, else sampled at T", "0"},
+                     {"seed", "N", "sampling seed", "1"}})},
               {"quantize",
                "write --model quantized to INT8 as a compressed-tensors checkpoint (every Linear weight but lm_head, "
                "one scale per output row); it serves as INT8 (glad, gla-eval) with no --weights flag",
@@ -264,6 +311,7 @@ int Main(int argc, char** argv) {
   else if (args->command == "perplexity") status = Perplexity(*args);
   else if (args->command == "generate") status = Generate(*args);
   else if (args->command == "quantize") status = Quantize(*args);
+  else if (args->command == "drift") status = Drift(*args);
   else status = Bench(*args);
   if (!status.ok()) {
     std::fprintf(stderr, "gla-eval: error: %s\n", std::string(status.message()).c_str());

@@ -126,6 +126,14 @@ void ConfigSeeds() {
   Put("config", "hidden_ratio.json", R"({"hidden_size": 2048, "hidden_ratio": 3.5e9, "intermediate_size": null})");
   Put("config", "unsupported.json", R"({"model_type": "gla", "attn": {"layers": [1]}, "use_gv": true})");
   Put("config", "broken.json", R"({"model_type": "gla", "hidden_size": 64, "num_heads": )");
+  // A compressed-tensors INT8 checkpoint's config (models/quantization_config.h), W8A8 dynamic.
+  Put("config", "quantized.json", R"({"model_type": "gla", "hidden_size": 64, "num_heads": 2, "vocab_size": 64,
+    "quantization_config": {"quant_method": "compressed-tensors", "format": "int-quantized",
+      "quantization_status": "compressed", "ignore": ["lm_head"], "kv_cache_scheme": null,
+      "sparsity_config": {}, "config_groups": {"group_0": {"targets": ["Linear"], "output_activations": null,
+        "input_activations": {"num_bits": 8, "type": "int", "dynamic": true, "strategy": "token"},
+        "weights": {"num_bits": 8, "type": "int", "symmetric": true, "strategy": "channel", "group_size": null,
+          "block_structure": null, "dynamic": false, "actorder": null}}}}})");
 }
 
 void ShardIndexSeeds() {

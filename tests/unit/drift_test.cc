@@ -1,0 +1,60 @@
+// gla-eval drift's measure (clients/gla_eval/drift.h): a model against itself drifts by nothing,
+// INT8 weights against fp32 by a little (and not nothing), and bad arguments are refused.
+#include "clients/gla_eval/drift.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/test_util.h"
+
+namespace gla {
+namespace {
+
+std::unique_ptr<CpuModel> Load(WeightFormat w) {
+  CpuModelOptions o;
+  o.weights = w;
+  auto m = CpuModel::Load(testing::TinyModelDir(), o);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? std::move(*m) : nullptr;
+}
+
+TEST(Drift, AModelAgainstItselfDriftsByNothing) {
+  auto a = Load(WeightFormat::kNative), b = Load(WeightFormat::kNative);
+  const std::vector<int32_t> prompt = {1, 5, 9, 2};
+  for (double temperature : {0.0, 1.0}) {
+    auto d = MeasureDrift(*a, *b, prompt, {.tokens = 64, .temperature = temperature, .seed = 3});
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->tokens, 64);
+    EXPECT_EQ(d->max_kl, 0.0);
+    EXPECT_EQ(d->top1_agreement, 1.0);
+    EXPECT_EQ(d->free_run_identical, 64);
+  }
+}
+
+TEST(Drift, Int8WeightsDriftALittle) {
+  auto fp32 = Load(WeightFormat::kNative), int8 = Load(WeightFormat::kInt8);
+  const std::vector<int32_t> prompt = {1, 5, 9, 2};
+  auto d = MeasureDrift(*fp32, *int8, prompt, {.tokens = 128, .temperature = 1.0, .seed = 7});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_GT(d->mean_kl, 0.0);
+  EXPECT_LT(d->mean_kl, 0.05);  // the reference model is random: a loose bound, the docs carry gla-brown's number
+  EXPECT_LE(d->mean_kl, d->p99_kl + d->max_kl);
+  EXPECT_LE(d->p99_kl, d->max_kl);
+  EXPECT_GT(d->top1_agreement, 0.8);
+  std::printf("[ measure ] gla-tiny int8 vs fp32, 128 sampled tokens: mean KL %.3g, max %.3g, top-1 %.3f, greedy "
+              "identical for %d\n",
+              d->mean_kl, d->max_kl, d->top1_agreement, d->free_run_identical);
+}
+
+TEST(Drift, BadArgumentsAreRefused) {
+  auto a = Load(WeightFormat::kNative), b = Load(WeightFormat::kNative);
+  const std::vector<int32_t> prompt = {1, 2};
+  EXPECT_FALSE(MeasureDrift(*a, *b, {}, {}).ok());
+  EXPECT_FALSE(MeasureDrift(*a, *b, prompt, {.tokens = 0}).ok());
+  EXPECT_FALSE(MeasureDrift(*a, *b, prompt, {.tokens = 4, .temperature = -1}).ok());
+  EXPECT_FALSE(MeasureDrift(*a, *b, prompt, {.tokens = 4, .temperature = std::nan("")}).ok());
+  const std::vector<int32_t> outside = {1, a->config().vocab_size};
+  EXPECT_FALSE(MeasureDrift(*a, *b, outside, {.tokens = 4}).ok());
+}
+
+}  // namespace
+}  // namespace gla
