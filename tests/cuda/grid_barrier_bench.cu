@@ -32,18 +32,10 @@
 #include <vector>
 
 #include "tests/cuda/bench_report.h"
+#include "tests/cuda/bench_util.h"
 #include "tests/cuda/device_ceilings.h"
 
 namespace {
-
-#define CHECK_CUDA(x)                                                                          \
-  do {                                                                                         \
-    const cudaError_t e = (x);                                                                 \
-    if (e != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 enum Kind { kCounterAcquire, kCounterRelaxed, kLastArriver, kFlagsAllRead, kKinds };
 const char* const kKindNames[kKinds] = {"counter-acquire", "counter-relaxed", "last-arriver", "flags-all-read"};
@@ -172,36 +164,36 @@ double TimeBarriers(const Sync& s, int G, int barriers, const uint4* load, size_
   int n = barriers;
   void* args[] = {const_cast<Sync*>(&s), &n, &load, &load_n};
   cudaEvent_t a, z;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&z));
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&z));
   double best = 1e30;
   for (int rep = 0; rep < 5; ++rep) {
-    CHECK_CUDA(cudaMemsetAsync(s.counter, 0, sizeof(unsigned), stream));
-    CHECK_CUDA(cudaMemsetAsync(s.flags, 0, sizeof(unsigned) * G * kFlagStride, stream));
-    CHECK_CUDA(cudaEventRecord(a, stream));
-    CHECK_CUDA(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierLoop<K, kLoaded>), G,
+    CHECK(cudaMemsetAsync(s.counter, 0, sizeof(unsigned), stream));
+    CHECK(cudaMemsetAsync(s.flags, 0, sizeof(unsigned) * G * kFlagStride, stream));
+    CHECK(cudaEventRecord(a, stream));
+    CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierLoop<K, kLoaded>), G,
                                            kLoaded ? 2 * kThreads : kThreads, args, 0, stream));
-    CHECK_CUDA(cudaEventRecord(z, stream));
-    CHECK_CUDA(cudaEventSynchronize(z));
+    CHECK(cudaEventRecord(z, stream));
+    CHECK(cudaEventSynchronize(z));
     float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, z));
+    CHECK(cudaEventElapsedTime(&ms, a, z));
     best = std::min(best, double{ms} * 1e3);
   }
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(z));
+  CHECK(cudaEventDestroy(a));
+  CHECK(cudaEventDestroy(z));
   return best;  // us
 }
 
 template <int K, bool kLoaded>
 void Measure(const Sync& s, int G, int barriers, const uint4* load, size_t load_n, cudaStream_t stream, double l2_us,
              gla::bench::BenchReport& report) {
-  CHECK_CUDA(cudaMemset(s.errors, 0, sizeof(unsigned)));
+  CHECK(cudaMemset(s.errors, 0, sizeof(unsigned)));
   const int few = 64;
   const double t_few = TimeBarriers<K, kLoaded>(s, G, few, load, load_n, stream);
   const double t_many = TimeBarriers<K, kLoaded>(s, G, barriers, load, load_n, stream);
   const double per = (t_many - t_few) / (barriers - few);
   unsigned errors = 0;
-  CHECK_CUDA(cudaMemcpy(&errors, s.errors, sizeof errors, cudaMemcpyDeviceToHost));
+  CHECK(cudaMemcpy(&errors, s.errors, sizeof errors, cudaMemcpyDeviceToHost));
   const char* load_name = kLoaded ? "HBM stream" : "idle";
   std::printf("| %-16s | %-10s | %5d | %8.3f | %6.2f | %u |\n", kKindNames[K], load_name, G, per, per / l2_us, errors);
   report.AddRow()
@@ -239,9 +231,9 @@ int main(int argc, char** argv) {
   gla::bench::BenchReport report("grid_barrier_bench", gla::bench::MeasureDeviceCeilings());
   report.PrintHeader();
   cudaDeviceProp prop;
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  CHECK(cudaGetDeviceProperties(&prop, 0));
   int per_sm = 0;
-  CHECK_CUDA(
+  CHECK(
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, BarrierLoop<kCounterAcquire, true>, 2 * kThreads, 0));
   if (!prop.cooperativeLaunch || per_sm < 1) {
     std::fprintf(stderr, "grid_barrier_bench: no cooperative launch on this device\n");
@@ -249,7 +241,7 @@ int main(int argc, char** argv) {
   }
   const int G = prop.multiProcessorCount;
   cudaStream_t stream;
-  CHECK_CUDA(cudaStreamCreate(&stream));
+  CHECK(cudaStreamCreate(&stream));
 
   // The L2 round trip: 16 MiB of 128-byte lines in one random cycle, 200k dependent loads.
   const int lines = (16 << 20) / 128, steps = 200000;
@@ -258,35 +250,35 @@ int main(int argc, char** argv) {
   std::shuffle(order.begin() + 1, order.end(), std::mt19937(7));
   for (int i = 0; i < lines; ++i) next[order[i] * 32u] = order[(i + 1) % lines] * 32u;
   unsigned *d_next, *sink;
-  CHECK_CUDA(cudaMalloc(&d_next, next.size() * sizeof(unsigned)));
-  CHECK_CUDA(cudaMalloc(&sink, sizeof(unsigned)));
-  CHECK_CUDA(cudaMemcpy(d_next, next.data(), next.size() * sizeof(unsigned), cudaMemcpyHostToDevice));
+  CHECK(cudaMalloc(&d_next, next.size() * sizeof(unsigned)));
+  CHECK(cudaMalloc(&sink, sizeof(unsigned)));
+  CHECK(cudaMemcpy(d_next, next.data(), next.size() * sizeof(unsigned), cudaMemcpyHostToDevice));
   Chase<<<1, 1, 0, stream>>>(d_next, lines, sink);  // warm: every line into L2
   cudaEvent_t a, z;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&z));
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&z));
   double l2_us = 1e30;
   for (int rep = 0; rep < 3; ++rep) {
-    CHECK_CUDA(cudaEventRecord(a, stream));
+    CHECK(cudaEventRecord(a, stream));
     Chase<<<1, 1, 0, stream>>>(d_next, steps, sink);
-    CHECK_CUDA(cudaEventRecord(z, stream));
-    CHECK_CUDA(cudaEventSynchronize(z));
+    CHECK(cudaEventRecord(z, stream));
+    CHECK(cudaEventSynchronize(z));
     float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, z));
+    CHECK(cudaEventElapsedTime(&ms, a, z));
     l2_us = std::min(l2_us, double{ms} * 1e3 / steps);
   }
   std::printf("# L2 round trip (one thread, dependent ld.global.cg over 16 MiB): %.3f us\n", l2_us);
   report.AddRow().Str("variant", "l2-round-trip").Num("us", l2_us);
 
   Sync s{};
-  CHECK_CUDA(cudaMalloc(&s.counter, sizeof(unsigned)));
-  CHECK_CUDA(cudaMalloc(&s.flags, sizeof(unsigned) * G * kFlagStride));
-  CHECK_CUDA(cudaMalloc(&s.data, sizeof(float) * 2 * G * kPayload));
-  CHECK_CUDA(cudaMalloc(&s.errors, 2 * sizeof(unsigned)));
+  CHECK(cudaMalloc(&s.counter, sizeof(unsigned)));
+  CHECK(cudaMalloc(&s.flags, sizeof(unsigned) * G * kFlagStride));
+  CHECK(cudaMalloc(&s.data, sizeof(float) * 2 * G * kPayload));
+  CHECK(cudaMalloc(&s.errors, 2 * sizeof(unsigned)));
   const size_t load_n = (size_t{2} << 30) / sizeof(uint4);
   uint4* load = nullptr;
-  CHECK_CUDA(cudaMalloc(&load, load_n * sizeof(uint4)));
-  CHECK_CUDA(cudaMemset(load, 1, load_n * sizeof(uint4)));
+  CHECK(cudaMalloc(&load, load_n * sizeof(uint4)));
+  CHECK(cudaMemset(load, 1, load_n * sizeof(uint4)));
   std::printf("| variant | load | blocks | us per barrier | L2 round trips | ordering errors |\n"
               "| --- | --- | --- | --- | --- | --- |\n");
   MeasureBoth<kCounterAcquire>(s, G, barriers, load, load_n, stream, l2_us, report);

@@ -17,18 +17,10 @@
 
 #include "kernels/persistent_decode.h"
 #include "tests/cuda/bench_report.h"
+#include "tests/cuda/bench_util.h"
 #include "tests/cuda/device_ceilings.h"
 
 namespace {
-
-#define CHECK_CUDA(x)                                                                          \
-  do {                                                                                         \
-    const cudaError_t e = (x);                                                                 \
-    if (e != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 struct Shape {
   const char* name;
@@ -54,7 +46,7 @@ __global__ void FillF32(float* p, size_t n, float scale, float offset, unsigned 
 template <typename T>
 T* Alloc(size_t n) {
   T* p = nullptr;
-  CHECK_CUDA(cudaMalloc(&p, n * sizeof(T)));
+  CHECK(cudaMalloc(&p, n * sizeof(T)));
   return p;
 }
 
@@ -89,9 +81,9 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
     L.state_offset = int64_t(l) * sh.H * sh.dk * sh.dv;
   }
   auto* d_layers = Alloc<gla::cuda::PersistentDecodeLayer>(sh.layers);
-  CHECK_CUDA(cudaMemcpy(d_layers, layers.data(), layers.size() * sizeof(layers[0]), cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(d_layers, layers.data(), layers.size() * sizeof(layers[0]), cudaMemcpyHostToDevice));
   int32_t* slots = Alloc<int32_t>(1);
-  CHECK_CUDA(cudaMemset(slots, 0, sizeof(int32_t)));
+  CHECK(cudaMemset(slots, 0, sizeof(int32_t)));
   unsigned* barrier = Alloc<unsigned>(1);
   float* x = Alloc<float>(sh.D);
   FillF32<<<8, 256>>>(x, sh.D, 1.f, 0.f, 4);
@@ -124,19 +116,19 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
   const double bytes = double(per_layer * sh.layers + head) * 2 + 2.0 * state_floats * 4;
   const double floor_us = ceil.BytesSeconds(bytes) * 1e6;
   cudaEvent_t t0, t1;
-  CHECK_CUDA(cudaEventCreate(&t0));
-  CHECK_CUDA(cudaEventCreate(&t1));
+  CHECK(cudaEventCreate(&t0));
+  CHECK(cudaEventCreate(&t1));
   auto step = [&](const gla::cuda::PersistentDecodeParams& q) {
-    CHECK_CUDA(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
-    CHECK_CUDA(gla::cuda::PersistentDecodeStep(q, nullptr));
+    CHECK(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
+    CHECK(gla::cuda::PersistentDecodeStep(q, nullptr));
   };
   for (int i = 0; i < 3; ++i) step(p);
-  CHECK_CUDA(cudaEventRecord(t0));
+  CHECK(cudaEventRecord(t0));
   for (int i = 0; i < steps; ++i) step(p);
-  CHECK_CUDA(cudaEventRecord(t1));
-  CHECK_CUDA(cudaEventSynchronize(t1));
+  CHECK(cudaEventRecord(t1));
+  CHECK(cudaEventSynchronize(t1));
   float ms = 0;
-  CHECK_CUDA(cudaEventElapsedTime(&ms, t0, t1));
+  CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / steps;
   std::printf("%-9s %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n", sh.name, us, floor_us,
               100 * floor_us / us, bytes / 1e9);
@@ -147,9 +139,9 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
   gla::cuda::PersistentDecodeParams q = p;
   q.trace = trace;
   step(q);
-  CHECK_CUDA(cudaDeviceSynchronize());
+  CHECK(cudaDeviceSynchronize());
   std::vector<unsigned long long> t(size_t(entries) * blocks * 2);
-  CHECK_CUDA(cudaMemcpy(t.data(), trace, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
+  CHECK(cudaMemcpy(t.data(), trace, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
   auto at = [&](int e, int b, int k) { return double(t[(size_t(e) * blocks + b) * 2 + k]); };
   const char* kinds[] = {"in_proj (+norm)", "state update", "o_proj (+gate norm)", "gate|up (+norm)", "down (+act)"};
   double total_work[5] = {}, total_wait[5] = {}, total_skew[5] = {};
