@@ -13,8 +13,10 @@ namespace gla {
 
 // A checkpoint quantized elsewhere (config.json's quantization_config; models/quantization_config.h).
 struct CheckpointQuantization {
-  // Symmetric INT8 weights (the only kind loaded so far): one scale per output row (strategy
-  // channel) or one for the whole tensor (strategy tensor).
+  // The weights' element type: symmetric INT8 (format int-quantized / naive-quantized, I8
+  // tensors) or FP8 E4M3 (float-quantized, F8_E4M3 tensors).
+  enum class Kind { kInt8, kFp8E4M3 } kind = Kind::kInt8;
+  // One scale per output row (strategy channel) or one for the whole tensor (strategy tensor).
   bool per_channel = true;
   // The checkpoint was made for W8A8 (activations quantized per token at run time, `dynamic`).
   // We keep activations in fp32 and run weight-only: closer to the unquantized model than W8A8.

@@ -8,7 +8,9 @@
 
 namespace gla {
 
-enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
+// kF8E4M3: OCP FP8 E4M3 "fn" (torch.float8_e4m3fn; safetensors "F8_E4M3"): no infinities, one NaN
+// pattern per sign, largest finite 448.
+enum class DType { kF64, kF32, kF16, kBF16, kF8E4M3, kI64, kI32, kI16, kI8, kU8, kBool };
 
 // Name as safetensors spells it ("F32", "BF16", ...).
 const char* DTypeName(DType dtype);
@@ -20,5 +22,9 @@ bool IsFloatingPoint(DType dtype);
 float HalfToFloat(uint16_t h);
 float BFloat16ToFloat(uint16_t b);
 uint16_t FloatToBFloat16(float f);
+// FP8 E4M3 (fn) <-> float. The conversion to FP8 rounds to nearest even and saturates at +-448
+// (what quantizers do after scaling); NaN stays NaN.
+float Float8E4M3ToFloat(uint8_t b);
+uint8_t FloatToFloat8E4M3(float f);
 
 }  // namespace gla

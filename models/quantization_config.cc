@@ -15,11 +15,16 @@ absl::Status NotAnObject(const std::string& source, const json& v) {
   return absl::InvalidArgumentError(absl::StrCat(source, " must be an object, not ", Excerpt(v.dump())));
 }
 
-// The weights' scheme: symmetric 8-bit integers, per channel or per tensor, made before serving.
+// The weights' scheme: symmetric 8-bit integers or FP8 E4M3 (as `format` said), per channel or
+// per tensor, made before serving.
 absl::Status ParseWeights(const json& w, const std::string& source, CheckpointQuantization* out) {
   if (!w.is_object()) return NotAnObject(source, w);
   JsonFields r(w, source);
-  RETURN_IF_ERROR(r.RefuseUnlessString("type", {"int"}, /*required=*/true));
+  if (out->kind == CheckpointQuantization::Kind::kInt8) {
+    RETURN_IF_ERROR(r.RefuseUnlessString("type", {"int"}, /*required=*/true));
+  } else {
+    RETURN_IF_ERROR(r.RefuseUnlessString("type", {"float"}, /*required=*/true));
+  }
   int bits = 0;
   RETURN_IF_ERROR(r.Int("num_bits", &bits, 1, 64));
   if (bits != 8) return r.Error("num_bits", absl::StrCat("= ", bits, " is not supported (only 8)"));
@@ -55,9 +60,12 @@ absl::StatusOr<CheckpointQuantization> ParseQuantizationConfig(const json& q, co
   if (!q.is_object()) return NotAnObject(source, q);
   JsonFields r(q, source);
   RETURN_IF_ERROR(r.RefuseUnlessString("quant_method", {"compressed-tensors"}, /*required=*/true));
-  // int-quantized and naive-quantized both keep each weight as I8 next to its scale; FP8
-  // (float-quantized) and packed 4-bit formats are not loaded yet.
-  RETURN_IF_ERROR(r.RefuseUnlessString("format", {"int-quantized", "naive-quantized"}, /*required=*/true));
+  // int-quantized and naive-quantized keep each weight as I8 next to its scale, float-quantized as
+  // F8_E4M3; packed 4-bit formats are not loaded.
+  RETURN_IF_ERROR(
+      r.RefuseUnlessString("format", {"int-quantized", "naive-quantized", "float-quantized"}, /*required=*/true));
+  CheckpointQuantization out;
+  if (q.at("format").get<std::string>() == "float-quantized") out.kind = CheckpointQuantization::Kind::kFp8E4M3;
   RETURN_IF_ERROR(r.RefuseUnlessString("quantization_status", {"compressed", "frozen"}));
   RETURN_IF_ERROR(r.RefuseUnlessNull("kv_cache_scheme"));
   if (const json* sparsity = r.Get("sparsity_config"); sparsity != nullptr && !sparsity->empty()) {
@@ -79,7 +87,6 @@ absl::StatusOr<CheckpointQuantization> ParseQuantizationConfig(const json& q, co
   RETURN_IF_ERROR(g.Strings("targets", &targets));
   if (targets.empty()) return g.Error("targets", "is missing or empty");
   RETURN_IF_ERROR(g.RefuseUnlessNull("output_activations"));
-  CheckpointQuantization out;
   const json* weights = g.Get("weights");
   if (weights == nullptr) return g.Error("weights", "is missing (only weight quantization is supported)");
   RETURN_IF_ERROR(ParseWeights(*weights, group_source + ".weights", &out));

@@ -195,6 +195,9 @@ absl::StatusOr<std::vector<Out>> ToFloating(const TensorView& t) {
   switch (t.dtype) {
     case DType::kF32: Convert<Out, float>(t.data, n, out.data()); break;
     case DType::kF64: Convert<Out, double>(t.data, n, out.data()); break;
+    case DType::kF8E4M3:
+      for (size_t i = 0; i < n; ++i) out[i] = static_cast<Out>(Float8E4M3ToFloat(t.data[i]));
+      break;
     case DType::kF16:
     case DType::kBF16:
       for (size_t i = 0; i < n; ++i) {

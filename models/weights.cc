@@ -57,18 +57,24 @@ void ForEachTensor(const GlaConfig& c, ModelWeights* w, Fn&& fn) {
 
 std::string ShapeString(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
-// An I8 Linear weight [N, K] with its `_scale` ([N, 1] or [N] per channel, one value per tensor)
-// and optional all-zero `_zero_point`: both forms into *dst, the names used into *used.
-absl::Status LoadInt8Linear(const GlaConfig& c, const TensorStore& store, const TensorView& t, Weight* dst,
-                            std::set<std::string>* used) {
+// A quantized Linear weight [N, K] (I8, or F8_E4M3 for a float-quantized checkpoint) with its
+// `_scale` ([N, 1] or [N] per channel, one value per tensor) and optional all-zero `_zero_point`:
+// its values into dst->data, an I8 weight's rows and scales into dst->int8, the names used into *used.
+absl::Status LoadQuantizedLinear(const GlaConfig& c, const TensorStore& store, const TensorView& t, Weight* dst,
+                                 std::set<std::string>* used) {
   const std::string& name = t.name;
   if (!c.quantization)
-    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", name,
-                                                   "' is I8 (a quantized weight) but config.json has no "
+    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", name, "' is ", DTypeName(t.dtype),
+                                                   " (a quantized weight) but config.json has no "
                                                    "quantization_config"));
+  const bool fp8 = t.dtype == DType::kF8E4M3;
+  if (fp8 != (c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3))
+    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", name, "' is ", DTypeName(t.dtype),
+                                                   "; config.json's quantization_config says ",
+                                                   fp8 ? "int" : "float", " weights"));
   if (!IsLinearWeight(name))
-    return absl::InvalidArgumentError(
-        absl::StrCat(t.file, ": tensor '", name, "' is I8; only Linear layers' weights may be quantized"));
+    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", name, "' is ", DTypeName(t.dtype),
+                                                   "; only Linear layers' weights may be quantized"));
   const int64_t N = t.shape[0], K = t.shape[1];
   const std::string scale_name = name + "_scale", zero_name = name + "_zero_point";
   const TensorView* s = store.Find(scale_name);
@@ -103,10 +109,21 @@ absl::Status LoadInt8Linear(const GlaConfig& c, const TensorStore& store, const 
                                                        "; only symmetric quantization (zero points 0) is supported"));
     used->insert(zero_name);
   }
+  dst->data.resize(static_cast<size_t>(N * K));
+  if (fp8) {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        const float v = Float8E4M3ToFloat(t.data[n * K + k]);
+        if (std::isnan(v))
+          return absl::InvalidArgumentError(
+              absl::StrCat(t.file, ": tensor '", name, "' holds a NaN at [", n, ", ", k, "]"));
+        dst->data[n * K + k] = scale[n] * v;
+      }
+    return absl::OkStatus();
+  }
   Int8Rows rows;
   rows.q.resize(static_cast<size_t>(N * K));
   std::memcpy(rows.q.data(), t.data, rows.q.size());
-  dst->data.resize(rows.q.size());
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) dst->data[n * K + k] = scale[n] * static_cast<float>(rows.q[n * K + k]);
   rows.scale = std::move(scale);
@@ -181,8 +198,8 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const Ten
                                                        t->ShapeString(), ", expected ", ShapeString(shape)));
       return;
     }
-    if (t->dtype == DType::kI8 && shape.size() == 2) {
-      status = LoadInt8Linear(config, store, *t, dst, &used);
+    if ((t->dtype == DType::kI8 || t->dtype == DType::kF8E4M3) && shape.size() == 2) {
+      status = LoadQuantizedLinear(config, store, *t, dst, &used);
       if (!status.ok()) return;
       dst->shape = std::move(shape);
       used.insert(name);

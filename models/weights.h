@@ -56,9 +56,10 @@ struct ModelWeights {
 
 // Every tensor the config needs must be present with its exact shape; any tensor left over is an
 // error too (a checkpoint for another architecture should not half-load). Errors name the tensor.
-// With config.quantization, a Linear weight stored as I8 comes with `<name>_scale` (and perhaps an
-// all-zero `<name>_zero_point`): both `data` and `int8` are filled, the scales checked finite and
-// non-negative.
+// With config.quantization, a Linear weight stored as I8 (or F8_E4M3) comes with `<name>_scale`
+// (and perhaps an all-zero `<name>_zero_point`): `data` is filled with scale * q, and for I8 `int8`
+// with the checkpoint's rows and scales; the scales are checked finite and non-negative, FP8 values
+// not NaN.
 absl::StatusOr<ModelWeights> LoadModelWeights(const GlaConfig& config, const TensorStore& store);
 
 // Writes the weights as one safetensors file with the fla-hub tensor names (the weights of a full

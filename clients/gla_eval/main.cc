@@ -260,8 +260,14 @@ absl::Status Drift(const ParsedArgs& a) {
 absl::Status Quantize(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(std::string dir, a.Required("model"));
   ASSIGN_OR_RETURN(std::string out, a.Required("out"));
-  RETURN_IF_ERROR(WriteInt8Checkpoint(dir, out));
-  std::printf("wrote %s (compressed-tensors int-quantized: INT8 weights, one scale per output row)\n", out.c_str());
+  const std::string scheme = a.Has("scheme") ? a.flags.at("scheme") : "int8";
+  if (scheme != "int8" && scheme != "fp8")
+    return absl::InvalidArgumentError(absl::StrCat("--scheme must be int8 or fp8, not '", scheme, "'"));
+  const bool fp8 = scheme == "fp8";
+  RETURN_IF_ERROR(WriteQuantizedCheckpoint(
+      dir, out, fp8 ? CheckpointQuantization::Kind::kFp8E4M3 : CheckpointQuantization::Kind::kInt8));
+  std::printf("wrote %s (compressed-tensors %s: %s weights, one scale per output row)\n", out.c_str(),
+              fp8 ? "float-quantized" : "int-quantized", fp8 ? "FP8 E4M3" : "INT8");
   return absl::OkStatus();
 }
 
@@ -293,10 +299,11 @@ ProgramSpec Program() {
                      {"temperature", "T", "the reference's stream: 0 greedy, else sampled at T", "0"},
                      {"seed", "N", "sampling seed", "1"}})},
               {"quantize",
-               "write --model quantized to INT8 as a compressed-tensors checkpoint (every Linear weight but lm_head, "
-               "one scale per output row); it serves as INT8 (glad, gla-eval) with no --weights flag",
+               "write --model quantized as a compressed-tensors checkpoint (every Linear weight but lm_head, one "
+               "scale per output row): INT8 serves as INT8 on the CPU with no --weights flag",
                {{"model", "DIR", "checkpoint directory to quantize", ""},
-                {"out", "DIR", "the directory to create for the quantized checkpoint", ""}}},
+                {"out", "DIR", "the directory to create for the quantized checkpoint", ""},
+                {"scheme", "int8|fp8", "INT8 (int-quantized) or FP8 E4M3 (float-quantized)", "int8"}}},
           },
           ""};
 }

@@ -40,7 +40,8 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
                                                    options.sub_chunk));
   cpu::SetLinearThreads(options.threads);
   CpuModelOptions run = options;
-  if (ck.config.quantization) run.weights = WeightFormat::kInt8;  // an INT8 checkpoint's own form
+  if (ck.config.quantization && ck.config.quantization->kind == CheckpointQuantization::Kind::kInt8)
+    run.weights = WeightFormat::kInt8;  // an INT8 checkpoint's own form (FP8 runs as fp32 of its values)
   std::unique_ptr<CpuModel> m(new CpuModel(std::move(ck), run));
   RETURN_IF_ERROR(m->FuseWeights());
   return m;

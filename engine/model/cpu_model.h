@@ -28,7 +28,8 @@ struct CpuModelOptions {
   int threads = 0;     // BLAS threads; 0 = library default
   // kInt8: every layer's projections quantized at load (weight-only, per output row); the
   // embeddings and lm_head stay fp32. A pre-quantized INT8 checkpoint (config.quantization) runs
-  // as INT8 under kNative too: that is its native form.
+  // as INT8 under kNative too: that is its native form. An FP8 one runs as fp32 of its values
+  // under kNative (no FP8 arithmetic on the CPU), or quantized to INT8 from them under kInt8.
   WeightFormat weights = WeightFormat::kNative;
 };
 

@@ -1,5 +1,7 @@
 #include "engine/model/quantized_checkpoint.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -8,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/linear_int8.h"
 #include "models/config.h"
+#include "models/dtype.h"
 #include "models/file_io.h"
 #include "models/safetensors.h"
 #include "models/status_macros.h"
@@ -22,25 +25,49 @@ namespace {
 namespace fs = std::filesystem;
 
 // What llm-compressor writes for a W8A16 channel-wise scheme (a config our loader and vLLM read).
-nlohmann::ordered_json Int8QuantizationConfig() {
-  nlohmann::ordered_json weights = {{"num_bits", 8},    {"type", "int"},      {"symmetric", true},
-                                    {"strategy", "channel"}, {"group_size", nullptr}, {"block_structure", nullptr},
-                                    {"dynamic", false}, {"actorder", nullptr}, {"observer", "minmax"}};
+nlohmann::ordered_json QuantizationConfig(CheckpointQuantization::Kind kind) {
+  const bool fp8 = kind == CheckpointQuantization::Kind::kFp8E4M3;
+  nlohmann::ordered_json weights = {{"num_bits", 8},          {"type", fp8 ? "float" : "int"},
+                                    {"symmetric", true},      {"strategy", "channel"},
+                                    {"group_size", nullptr},  {"block_structure", nullptr},
+                                    {"dynamic", false},       {"actorder", nullptr},
+                                    {"observer", "minmax"}};
   nlohmann::ordered_json group = {{"targets", {"Linear"}},
                                   {"weights", weights},
                                   {"input_activations", nullptr},
                                   {"output_activations", nullptr}};
   return {{"quant_method", "compressed-tensors"},
-          {"format", "int-quantized"},
+          {"format", fp8 ? "float-quantized" : "int-quantized"},
           {"quantization_status", "compressed"},
           {"config_groups", {{"group_0", group}}},
           {"ignore", {"lm_head"}},
           {"kv_cache_scheme", nullptr}};
 }
 
+// FP8 E4M3 rows [N, K] with one scale per row (max |row| / 448, the format's largest value).
+// False when a weight is not finite.
+bool QuantizeFp8PerRow(const std::vector<float>& w, int64_t N, int64_t K, std::vector<uint8_t>* q,
+                       std::vector<float>* scale) {
+  q->resize(static_cast<size_t>(N * K));
+  scale->resize(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) {
+    float mx = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const float v = w[n * K + k];
+      if (!std::isfinite(v)) return false;
+      mx = std::max(mx, std::fabs(v));
+    }
+    const float s = mx / 448.0f;
+    (*scale)[n] = s;
+    for (int64_t k = 0; k < K; ++k) (*q)[n * K + k] = s > 0 ? FloatToFloat8E4M3(w[n * K + k] / s) : 0;
+  }
+  return true;
+}
+
 }  // namespace
 
-absl::Status WriteInt8Checkpoint(const std::string& model_dir, const std::string& out_dir) {
+absl::Status WriteQuantizedCheckpoint(const std::string& model_dir, const std::string& out_dir,
+                                      CheckpointQuantization::Kind kind) {
   std::error_code ec;
   if (fs::exists(out_dir, ec)) return absl::InvalidArgumentError(absl::StrCat(out_dir, ": exists already"));
   ASSIGN_OR_RETURN(GlaConfig config, LoadGlaConfig(model_dir));
@@ -54,7 +81,7 @@ absl::Status WriteInt8Checkpoint(const std::string& model_dir, const std::string
   ASSIGN_OR_RETURN(std::string config_text, ReadWholeFile(config_path));
   nlohmann::ordered_json j = nlohmann::ordered_json::parse(config_text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(config_path, ": not a JSON object"));
-  j["quantization_config"] = Int8QuantizationConfig();
+  j["quantization_config"] = QuantizationConfig(kind);
 
   std::vector<TensorToWrite> tensors;
   std::deque<std::vector<uint8_t>> bytes;  // what `tensors` point at (stable addresses)
@@ -71,11 +98,21 @@ absl::Status WriteInt8Checkpoint(const std::string& model_dir, const std::string
     }
     ASSIGN_OR_RETURN(std::vector<float> v, ToFloat32(*t));
     const int64_t N = e.shape[0], K = e.shape[1];
-    cpu::Int8Weight q;
-    if (!cpu::QuantizeInt8PerRow(v.data(), N, K, &q))
+    const auto not_finite = [&] {
       return absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor '", e.name, "' holds a value that is not finite"));
-    tensors.push_back({e.name, DType::kI8, e.shape, keep(q.q.data(), q.q.size())});
-    tensors.push_back({e.name + "_scale", DType::kF32, {N, 1}, keep(q.scale.data(), q.scale.size() * sizeof(float))});
+    };
+    std::vector<float> scale;
+    if (kind == CheckpointQuantization::Kind::kFp8E4M3) {
+      std::vector<uint8_t> q;
+      if (!QuantizeFp8PerRow(v, N, K, &q, &scale)) return not_finite();
+      tensors.push_back({e.name, DType::kF8E4M3, e.shape, keep(q.data(), q.size())});
+    } else {
+      cpu::Int8Weight q;
+      if (!cpu::QuantizeInt8PerRow(v.data(), N, K, &q)) return not_finite();
+      tensors.push_back({e.name, DType::kI8, e.shape, keep(q.q.data(), q.q.size())});
+      scale = std::move(q.scale);
+    }
+    tensors.push_back({e.name + "_scale", DType::kF32, {N, 1}, keep(scale.data(), scale.size() * sizeof(float))});
   }
 
   fs::create_directory(out_dir, ec);

@@ -100,7 +100,7 @@ TEST(TinyReference, LogitsOfAllSequencesWithinBf16Bound) {
 TEST(TinyReference, APreQuantizedInt8CheckpointRunsWithinBf16BoundOfTheCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = testing::MakeTempDir("cuda_int8_checkpoint") + "/int8";
-  ASSERT_TRUE(WriteInt8Checkpoint(testing::TinyModelDir(), dir).ok());
+  ASSERT_TRUE(WriteQuantizedCheckpoint(testing::TinyModelDir(), dir).ok());
   const Expected e = LoadExpected();
   auto cpu = CpuModel::Load(dir);
   ASSERT_TRUE(cpu.ok()) << cpu.status();

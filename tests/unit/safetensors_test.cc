@@ -55,6 +55,35 @@ TEST(Safetensors, HalfAndBFloat16Conversions) {
   EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(NAN))));
 }
 
+// FP8 E4M3 (fn), as torch.float8_e4m3fn defines it: bias 7, subnormals below 2^-6, no infinities,
+// S.1111.111 the only NaNs, 448 the largest finite value.
+TEST(Safetensors, Float8E4M3Conversions) {
+  EXPECT_EQ(Float8E4M3ToFloat(0x38), 1.0f);
+  EXPECT_EQ(Float8E4M3ToFloat(0xC0), -2.0f);
+  EXPECT_EQ(Float8E4M3ToFloat(0x7E), 448.0f);
+  EXPECT_EQ(Float8E4M3ToFloat(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
+  EXPECT_EQ(Float8E4M3ToFloat(0x08), std::ldexp(1.0f, -6));  // smallest normal
+  EXPECT_TRUE(std::isnan(Float8E4M3ToFloat(0x7F)));
+  EXPECT_TRUE(std::isnan(Float8E4M3ToFloat(0xFF)));
+  for (int c = 0; c < 256; ++c) {  // every finite code comes back as itself (and codes order their values)
+    if ((c & 0x7F) == 0x7F) continue;
+    EXPECT_EQ(FloatToFloat8E4M3(Float8E4M3ToFloat(static_cast<uint8_t>(c))), c) << c;
+    if ((c & 0x7F) > 0 && (c & 0x7F) < 0x7E) {
+      EXPECT_LT(std::fabs(Float8E4M3ToFloat(static_cast<uint8_t>(c))),
+                std::fabs(Float8E4M3ToFloat(static_cast<uint8_t>(c + 1))));
+    }
+  }
+  EXPECT_EQ(FloatToFloat8E4M3(1.0f + 1.0f / 16), 0x38);  // halfway between 1 and 1.125: to even (1)
+  EXPECT_EQ(FloatToFloat8E4M3(1.0f + 3.0f / 16), 0x3A);  // halfway between 1.125 and 1.25: to even (1.25)
+  EXPECT_EQ(FloatToFloat8E4M3(1.0f + 1.0f / 15), 0x39);  // nearer 1.125
+  EXPECT_EQ(FloatToFloat8E4M3(1e9f), 0x7E);              // saturates
+  EXPECT_EQ(FloatToFloat8E4M3(-1e9f), 0xFE);
+  EXPECT_EQ(FloatToFloat8E4M3(std::numeric_limits<float>::infinity()), 0x7E);
+  EXPECT_EQ(FloatToFloat8E4M3(NAN), 0x7F);
+  EXPECT_EQ(FloatToFloat8E4M3(std::ldexp(1.0f, -11)), 0x00);  // a quarter of the smallest subnormal
+  EXPECT_EQ(FloatToFloat8E4M3(-0.0f), 0x80);
+}
+
 TEST(Safetensors, ReadsTheReferenceCheckpoint) {
   auto f = SafetensorsFile::Open(testing::TinyModelDir() + "/model.safetensors");
   ASSERT_TRUE(f.ok()) << f.status();
