@@ -80,7 +80,8 @@ absl::Status LoadQuantizedLinear(const GlaConfig& c, const TensorStore& store, c
   const TensorView* s = store.Find(scale_name);
   if (s == nullptr)
     return absl::NotFoundError(
-        absl::StrCat("checkpoint: missing tensor '", scale_name, "' (the scales of the I8 weight '", name, "')"));
+        absl::StrCat("checkpoint: missing tensor '", scale_name, "' (the scales of the ", DTypeName(t.dtype),
+                     " weight '", name, "')"));
   const bool per_channel = c.quantization->per_channel;
   const bool shape_ok = per_channel ? (s->shape == std::vector<int64_t>{N, 1} || s->shape == std::vector<int64_t>{N})
                                     : s->numel() == 1;

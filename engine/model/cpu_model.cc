@@ -70,6 +70,7 @@ absl::StatusOr<CpuModel::Projection> CpuModel::MakeProjection(std::initializer_l
   p.int8.q.reserve(static_cast<size_t>(N * K));
   p.int8.scale.reserve(static_cast<size_t>(N));
   for (Weight* w : parts) {
+    if (w->data.empty()) continue;  // a part this model does not have
     cpu::Int8Weight made;
     const std::vector<int8_t>* q = nullptr;
     const std::vector<float>* scale = nullptr;
@@ -107,13 +108,9 @@ absl::Status CpuModel::FuseWeights() {
     LayerWeights& w = ck_.weights.layers[l];
     FusedLayer& f = fused_[l];
     const std::string layer = absl::StrCat("layer ", l, "'s ");
-    Weight* const gate = p.output_gate ? &w.g_proj : nullptr;
-    ASSIGN_OR_RETURN(f.in_proj, gate != nullptr ? MakeProjection({&w.q_proj, &w.k_proj, &w.v_proj, gate, &w.gk_proj0},
-                                                                 p.in_proj.width, p.hidden, format,
-                                                                 layer + "q/k/v/g/gk_proj.0 weights")
-                                                : MakeProjection({&w.q_proj, &w.k_proj, &w.v_proj, &w.gk_proj0},
-                                                                 p.in_proj.width, p.hidden, format,
-                                                                 layer + "q/k/v/gk_proj.0 weights"));
+    ASSIGN_OR_RETURN(f.in_proj, MakeProjection({&w.q_proj, &w.k_proj, &w.v_proj, &w.g_proj, &w.gk_proj0},
+                                               p.in_proj.width, p.hidden, format,
+                                               layer + "q/k/v/g/gk_proj.0 weights"));  // g_proj empty without output gate
     ASSIGN_OR_RETURN(f.gate_up, MakeProjection({&w.gate_proj, &w.up_proj}, 2 * p.intermediate, p.hidden, format,
                                                layer + "gate/up_proj weights"));
     ASSIGN_OR_RETURN(f.gk1, MakeProjection({&w.gk_proj1}, p.k_width, p.gate_rank, format, layer + "gk_proj.1 weight"));

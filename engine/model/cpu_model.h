@@ -87,7 +87,7 @@ class CpuModel {
     std::vector<float> f32;
     cpu::Int8Weight int8;
   };
-  // Moves the weights `parts` (their rows stacked: [N, K] together) into one projection, as fp32
+  // Moves the weights `parts` (their rows stacked: [N, K] together; empty ones skipped) into one projection, as fp32
   // or as INT8 when `format` asks for it: a part a pre-quantized checkpoint gave as INT8 keeps its
   // own rows and scales, the others are quantized here. INVALID_ARGUMENT naming `what` when a
   // weight is not finite and must be quantized.

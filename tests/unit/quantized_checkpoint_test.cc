@@ -21,6 +21,7 @@
 #include "models/safetensors.h"
 #include "models/tensor_store.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/random_model.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
@@ -128,6 +129,23 @@ TEST_F(QuantizedCheckpoint, ServesTheSameBitsAsQuantizingTheSourceAtLoad) {
   EXPECT_EQ(Logits(int8_, WeightFormat::kInt8), at_load);
   // The quantized model is not the fp32 one (the test above could not pass by loading floats).
   EXPECT_NE(Logits(testing::TinyModelDir(), WeightFormat::kNative), at_load);
+}
+
+// Another shape: no output gate (the fused input projection has one part fewer), GQA, short
+// convolutions, tied embeddings, bf16 on disk (the non-Linear tensors copied as bf16).
+TEST_F(QuantizedCheckpoint, AModelWithoutOutputGateAndWithTiedEmbeddingsAlsoMatches) {
+  const std::string src = root_ + "/nogate";
+  ASSERT_TRUE(testing::WriteRandomModel(
+                  src, {R"({"model_type": "gla", "hidden_size": 64, "num_hidden_layers": 2, "num_heads": 4,
+                       "num_kv_heads": 2, "expand_k": 0.5, "expand_v": 1, "use_output_gate": false,
+                       "use_short_conv": true, "tie_word_embeddings": true, "vocab_size": 50})",
+                        DType::kBF16, 5})
+                  .ok());
+  const std::string q = root_ + "/nogate_int8";
+  ASSERT_TRUE(WriteQuantizedCheckpoint(src, q).ok());
+  const std::vector<float> got = Logits(q, WeightFormat::kNative);
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got, Logits(src, WeightFormat::kInt8));
 }
 
 TEST_F(QuantizedCheckpoint, ZeroPointsOfZeroAndPerTensorScalesLoad) {
