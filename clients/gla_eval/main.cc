@@ -46,6 +46,7 @@ std::vector<FlagSpec> With(std::initializer_list<FlagSpec> extra) {
       {"sub-chunk", "c", "sub-chunk length inside a chunk", std::to_string(defaults.sub_chunk)},
       {"form", "chunkwise|recurrent", "how the GLA layers run a prompt", "chunkwise"},
       {"weights", "native|int8", "the projections' weights: fp32, or weight-only INT8 quantized at load", "native"},
+      {"state-dtype", "f32|bf16", "what a sequence's state keeps between steps (bf16: rounded after each step)", "f32"},
   };
   flags.insert(flags.end(), extra.begin(), extra.end());
   return flags;
@@ -64,6 +65,11 @@ absl::StatusOr<std::unique_ptr<CpuModel>> LoadModel(const ParsedArgs& a) {
   }
   if (a.Has("weights")) {
     ASSIGN_OR_RETURN(o.weights, ParseWeightFormat(a.flags.at("weights")));
+  }
+  if (a.Has("state-dtype")) {
+    const std::string d = a.flags.at("state-dtype");
+    if (d == "bf16") o.state_dtype = CpuModelOptions::StateDType::kBF16;
+    else if (d != "f32") return absl::InvalidArgumentError(absl::StrCat("--state-dtype must be f32 or bf16, not '", d, "'"));
   }
   return CpuModel::Load(dir, o);
 }
@@ -249,8 +255,9 @@ absl::Status Drift(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(DriftStats d, MeasureDrift(*reference, *candidate, prompt, o));
   std::printf("| candidate | reference | stream | tokens | mean KL (nats/token) | p99 KL | max KL | top-1 agreement | "
               "greedy identical for |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  std::printf("| %s (%s) | %s (%s) | %s | %d | %.3g | %.3g | %.3g | %.2f%% | %d tokens |\n", model_dir.c_str(),
-              WeightFormatName(candidate->weights()), reference_dir.c_str(), WeightFormatName(reference->weights()),
+  std::printf("| %s (%s%s) | %s (%s) | %s | %d | %.3g | %.3g | %.3g | %.2f%% | %d tokens |\n", model_dir.c_str(),
+              WeightFormatName(candidate->weights()),
+              candidate->options().state_dtype == CpuModelOptions::StateDType::kBF16 ? ", bf16 states" : "", reference_dir.c_str(), WeightFormatName(reference->weights()),
               o.temperature == 0 ? "greedy" : absl::StrCat("sampled, T ", temperature, ", seed ", seed).c_str(),
               d.tokens, d.mean_kl, d.p99_kl, d.max_kl, 100 * d.top1_agreement, d.free_run_identical);
   std::fprintf(stderr, "%.1f s\n", Seconds(t0, Clock::now()));

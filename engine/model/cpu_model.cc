@@ -9,6 +9,7 @@
 #include "kernels/gla.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
+#include "models/dtype.h"
 #include "models/status_macros.h"
 
 namespace gla {
@@ -274,6 +275,11 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
     cpu::EmbeddingGather(ck_.weights.embeddings.data.data(), D, segments[s].tokens.data(),
                          static_cast<int64_t>(segments[s].tokens.size()), ws.x.data() + offsets[s] * D);
   for (int l = 0; l < c.num_hidden_layers; ++l) RunLayer(l, segments, offsets, ws);
+  if (options_.state_dtype == CpuModelOptions::StateDType::kBF16) {  // what a bf16 slot would keep of the step's states
+    const int64_t floats = layout_.floats();
+    for (const Segment& seg : segments)
+      for (int64_t i = 0; i < floats; ++i) seg.state[i] = BFloat16ToFloat(FloatToBFloat16(seg.state[i]));
+  }
 
   // Final norm and lm_head only on the rows whose logits are wanted.
   std::vector<float> rows;

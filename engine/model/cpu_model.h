@@ -31,6 +31,10 @@ struct CpuModelOptions {
   // as INT8 under kNative too: that is its native form. An FP8 one runs as fp32 of its values
   // under kNative (no FP8 arithmetic on the CPU), or quantized to INT8 from them under kInt8.
   WeightFormat weights = WeightFormat::kNative;
+  // kBF16: every sequence's state is rounded to bf16 (nearest even) at the end of each step, as a
+  // pool of bf16 slots would keep it between steps, while each step still updates it in fp32
+  // (issue 23's --state_dtype bf16: this measures its accuracy; the memory is not halved yet).
+  enum class StateDType { kF32, kBF16 } state_dtype = StateDType::kF32;
 };
 
 class CpuModel {
@@ -42,6 +46,7 @@ class CpuModel {
   const GlaConfig& config() const { return ck_.config; }
   const Tokenizer* tokenizer() const { return ck_.tokenizer.get(); }
   const StateLayout& state_layout() const { return layout_; }
+  const CpuModelOptions& options() const { return options_; }  // as run
   WeightFormat weights() const { return options_.weights; }  // as run (kInt8 for a pre-quantized checkpoint)
   // Bytes the weights take as this model holds them (fp32, or int8 and scales).
   int64_t weight_bytes() const;

@@ -1,9 +1,11 @@
 // gla-eval drift's measure (clients/gla_eval/drift.h): a model against itself drifts by nothing,
-// INT8 weights against fp32 by a little (and not nothing), and bad arguments are refused.
+// INT8 weights or bf16 states against fp32 by a little (and not nothing), and bad arguments are
+// refused.
 #include "clients/gla_eval/drift.h"
 
 #include <gtest/gtest.h>
 
+#include "models/dtype.h"
 #include "tests/support/test_util.h"
 
 namespace gla {
@@ -43,6 +45,33 @@ TEST(Drift, Int8WeightsDriftALittle) {
   std::printf("[ measure ] gla-tiny int8 vs fp32, 128 sampled tokens: mean KL %.3g, max %.3g, top-1 %.3f, greedy "
               "identical for %d\n",
               d->mean_kl, d->max_kl, d->top1_agreement, d->free_run_identical);
+}
+
+// bf16 states (CpuModelOptions::state_dtype): every state value is a bf16 after a step, and the
+// outputs drift a little from the fp32-state model.
+TEST(Drift, Bf16StatesKeepBf16ValuesAndDriftALittle) {
+  CpuModelOptions o;
+  o.state_dtype = CpuModelOptions::StateDType::kBF16;
+  auto bf16 = CpuModel::Load(testing::TinyModelDir(), o);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  auto fp32 = Load(WeightFormat::kNative);
+  const std::vector<int32_t> prompt = {1, 5, 9, 2};
+  SequenceState s = (*bf16)->NewState(), f = fp32->NewState();
+  ASSERT_TRUE((*bf16)->Run(prompt, s, false).ok());
+  ASSERT_TRUE(fp32->Run(prompt, f, false).ok());
+  int not_bf16 = 0, differ = 0;
+  for (size_t i = 0; i < s.data.size(); ++i) {
+    not_bf16 += BFloat16ToFloat(FloatToBFloat16(s.data[i])) != s.data[i];
+    differ += s.data[i] != f.data[i];
+  }
+  EXPECT_EQ(not_bf16, 0);
+  EXPECT_GT(differ, 0);
+  auto d = MeasureDrift(*fp32, **bf16, prompt, {.tokens = 128, .temperature = 1.0, .seed = 7});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_GT(d->mean_kl, 0.0);
+  EXPECT_LT(d->mean_kl, 0.05);
+  std::printf("[ measure ] gla-tiny bf16 states vs fp32, 128 sampled tokens: mean KL %.3g, max %.3g, top-1 %.3f\n",
+              d->mean_kl, d->max_kl, d->top1_agreement);
 }
 
 TEST(Drift, BadArgumentsAreRefused) {
