@@ -36,23 +36,16 @@ constexpr int kMaxRow = 8192;     // bf16 elements of an operation's input row (
 constexpr int kMaxRank = 32;      // the forget gate's low rank
 constexpr int kMaxHeadV = 512;    // dv: the gate norm keeps a head's row in a warp's registers
 constexpr int kMaxOwnRows = 64;   // rows of the residual stream a block owns (D / blocks)
-// A state item: all dk rows of Lanes x 4 columns of one head; a thread holds a float4 of R rows
-// (Lanes lanes side by side, kConsumers / Lanes row groups: dk = R kConsumers / Lanes). Items of
-// 16 columns (Lanes 4) take every head shape; 8 columns (Lanes 2, dk >= 128) make twice as many
-// items, for models whose heads would otherwise leave half the blocks without one
-// (StateLanesFor).
-constexpr int kMaxStateLanes = 4;
-template <int Lanes>
-constexpr int StateGroups() {
-  return kConsumers / Lanes;
-}
+constexpr int kStateLanes = 4;    // a state item: 16 columns of one head, as 4 lanes x float4
+constexpr int kStateCols = kStateLanes * 4;
+constexpr int kStateGroups = kConsumers / kStateLanes;  // 64 row groups; dk = 64 R
 
 struct Shared {
   alignas(128) unsigned char stage[kStages][kStageBytes];
   alignas(16) uint4 row[kMaxRow / 8];  // the operation's input row, bf16
   float partial[2][kMaxTileRows][kConsumerWarps];  // per tile (double-buffered): rows x warp parts
-  float q[kConsumers], k[kConsumers], decay[kConsumers];  // dk <= kConsumers
-  float4 o_partial[kConsumerWarps][kMaxStateLanes];
+  float q[kStateGroups * 4], k[kStateGroups * 4], decay[kStateGroups * 4];
+  float4 o_partial[kConsumerWarps][kStateLanes];
   float warp_sums[kConsumerWarps];
   // The block's rows of x (o_proj and down both write rows [D b / G, D (b + 1) / G)): the residual
   // added from here, not read back from memory (a round trip per tile on the critical path).
@@ -358,11 +351,10 @@ __device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int 
 
 // ---- The recurrent state update ----
 
-// One item: Lanes x 4 value columns of head h, all dk rows (thread: 4 columns of R rows). The state
-// rows and the gate factor rows may already be in registers (loaded before the barrier).
-template <int R, int Lanes>
+// One item: 16 value columns of head h, all dk rows (thread: 4 columns of R rows). The state rows
+// and the gate factor rows may already be in registers (loaded before the barrier).
+template <int R>
 struct StateItem {
-  static constexpr int kGroups = StateGroups<Lanes>(), kCols = Lanes * 4, dk = R * kGroups;
   int h = 0, hk = 0, c0 = 0;
   float* S = nullptr;  // the head's [dk, dv]
   float4 rows[R];
@@ -370,16 +362,17 @@ struct StateItem {
 
   __device__ __forceinline__ void Load(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, int item,
                                        int64_t slot_base) {
-    const int per_head = p.dv / kCols;
+    constexpr int dk = R * kStateGroups;
+    const int per_head = p.dv / kStateCols;
     h = item / per_head;
     hk = h / (p.H / p.Hkv);
-    c0 = (item % per_head) * kCols;
+    c0 = (item % per_head) * kStateCols;
     S = p.state_base + slot_base + L.state_offset + static_cast<int64_t>(h) * dk * p.dv;
-    const int lane4 = threadIdx.x % Lanes, group = threadIdx.x / Lanes;
+    const int lane4 = threadIdx.x % kStateLanes, group = threadIdx.x / kStateLanes;
     const int col = c0 + lane4 * 4;
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      rows[r] = __ldcs(reinterpret_cast<const float4*>(S + static_cast<int64_t>(group + r * kGroups) * p.dv + col));
+      rows[r] = __ldcs(reinterpret_cast<const float4*>(S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col));
     if (threadIdx.x < dk) {
       const float4* w = reinterpret_cast<const float4*>(L.gk1 + (static_cast<int64_t>(hk) * dk + threadIdx.x) * p.rank);
 #pragma unroll
@@ -389,8 +382,9 @@ struct StateItem {
   }
 
   __device__ __forceinline__ void Update(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, Shared& s) {
+    constexpr int dk = R * kStateGroups;
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
-    const int lane4 = t % Lanes, group = t / Lanes;
+    const int lane4 = t % kStateLanes, group = t / kStateLanes;
     if (t < dk) {  // q (scaled), k and the decay of row t, from this step's projections
       const float* lr = p.proj + p.r_off;
       float z = L.gk1_bias != nullptr ? __ldg(L.gk1_bias + hk * dk + t) : 0.f;
@@ -412,21 +406,21 @@ struct StateItem {
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const int i = group + r * kGroups;
+      const int i = group + r * kStateGroups;
       tile::UpdateRow(rows[r], s.decay[i], s.k[i], s.q[i], v, acc);
     }
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      __stcs(reinterpret_cast<float4*>(S + static_cast<int64_t>(group + r * kGroups) * p.dv + col), rows[r]);
-    for (int off = Lanes; off < 32; off <<= 1) {  // the warp's 32 / Lanes row groups, same columns
+      __stcs(reinterpret_cast<float4*>(S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col), rows[r]);
+    for (int off = kStateLanes; off < 32; off <<= 1) {  // the warp's 8 row groups, same columns
       acc.x += __shfl_xor_sync(0xffffffffu, acc.x, off);
       acc.y += __shfl_xor_sync(0xffffffffu, acc.y, off);
       acc.z += __shfl_xor_sync(0xffffffffu, acc.z, off);
       acc.w += __shfl_xor_sync(0xffffffffu, acc.w, off);
     }
-    if (lane < Lanes) s.o_partial[warp][lane] = acc;
+    if (lane < kStateLanes) s.o_partial[warp][lane] = acc;
     ConsumerSync();
-    if (t < Lanes) {
+    if (t < kStateLanes) {
       float4 sum = s.o_partial[0][t];
       for (int w = 1; w < kConsumerWarps; ++w) {
         const float4 x = s.o_partial[w][t];
@@ -438,12 +432,12 @@ struct StateItem {
   }
 };
 
-template <int R, int Lanes>
+template <int R>
 __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, int G) {
   unsigned tile = 0, barriers = 0;
   auto sync = [&] { GridSync(p.barrier, ++barriers, p.trace); };
   if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
-  const int items = p.H * (p.dv / StateItem<R, Lanes>::kCols);
+  const int items = p.H * (p.dv / kStateCols);
   const int64_t slot_base = static_cast<int64_t>(p.slots[0]) * p.slot_stride;
   const int64_t x0 = int64_t{p.D} * b / G, x1 = int64_t{p.D} * (b + 1) / G;
   if (threadIdx.x < x1 - x0) s.x_own[threadIdx.x] = __ldcg(p.x + x0 + threadIdx.x);  // the embedding row
@@ -456,7 +450,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     const PersistentDecodeLayer& L = p.layers[l];
     NormRow(s, p.x, L.attn_norm, p.D, p.eps);
     Consume(s, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
-    StateItem<R, Lanes> item;
+    StateItem<R> item;
     if (b < items) item.Load(p, L, b, slot_base);  // before the barrier: the state is not this step's
     sync();
     for (int it = b; it < items; it += G) {
@@ -488,7 +482,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
   }
 }
 
-template <int R, int Lanes>
+template <int R>
 __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const PersistentDecodeParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) unsigned char smem[];
@@ -505,22 +499,14 @@ __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const Pers
     if (threadIdx.x == kConsumers) Produce(p, s, blockIdx.x, gridDim.x);
     return;
   }
-  ConsumeStep<R, Lanes>(p, s, blockIdx.x, gridDim.x);
+  ConsumeStep<R>(p, s, blockIdx.x, gridDim.x);
 #endif
 }
 
-template <int R, int Lanes>
+template <int R>
 cudaError_t SetSmem() {
-  return cudaFuncSetAttribute(PersistentDecodeKernel<R, Lanes>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  return cudaFuncSetAttribute(PersistentDecodeKernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(sizeof(Shared)));
-}
-
-// 8-column items where 16-column ones would leave at least half the blocks idle in the state
-// update (gla-340M: 4 heads x dv 256 is 64 items of 16 for 132 blocks) and twice as many still fit
-// in one round; 16 otherwise (gla-1.3B: 128 items of 16).
-int StateLanesFor(const PersistentDecodeParams& p) {
-  const int64_t items16 = int64_t{p.H} * (p.dv / 16);
-  return p.dk >= 128 && 2 * items16 <= p.blocks ? 2 : 4;
 }
 
 }  // namespace
@@ -529,8 +515,7 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   auto aligned4 = [](int v) { return v >= 0 && v % 4 == 0; };
   const bool dims = p.num_layers > 0 && p.D > 0 && p.I > 0 && p.P > 0 && p.D % 8 == 0 && p.I % 8 == 0 &&
                     p.D <= kMaxRow && p.I <= kMaxRow && p.H > 0 && p.Hkv > 0 && p.H % p.Hkv == 0 &&
-                    (p.dk == 64 || p.dk == 128 || p.dk == 256) && p.dv > 0 && p.dv % (4 * kMaxStateLanes) == 0 &&
-                    p.dv <= kMaxHeadV &&
+                    (p.dk == 64 || p.dk == 128 || p.dk == 256) && p.dv > 0 && p.dv % kStateCols == 0 && p.dv <= kMaxHeadV &&
                     int64_t{p.H} * p.dv <= kMaxRow && p.rank > 0 && p.rank <= kMaxRank && p.rank % 4 == 0;
   const bool offsets = aligned4(p.q_off) && aligned4(p.k_off) && aligned4(p.v_off) && aligned4(p.g_off) &&
                        aligned4(p.r_off) && p.r_off + p.rank <= p.P;
@@ -545,11 +530,9 @@ int PersistentDecodeBlocks(int device) {
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return 0;
   if (prop.major < 9 || prop.cooperativeLaunch == 0 || sizeof(Shared) > prop.sharedMemPerBlockOptin) return 0;
-  if (SetSmem<1, 4>() != cudaSuccess || SetSmem<2, 4>() != cudaSuccess || SetSmem<4, 4>() != cudaSuccess ||
-      SetSmem<1, 2>() != cudaSuccess || SetSmem<2, 2>() != cudaSuccess)
-    return 0;
+  if (SetSmem<1>() != cudaSuccess || SetSmem<2>() != cudaSuccess || SetSmem<4>() != cudaSuccess) return 0;
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4, 4>, kThreads, sizeof(Shared)) !=
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4>, kThreads, sizeof(Shared)) !=
           cudaSuccess ||
       per_sm < 1)
     return 0;
@@ -568,14 +551,10 @@ cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t s
   config.stream = stream;
   config.attrs = attr;
   config.numAttrs = 1;
-  if (StateLanesFor(p) == 2) {  // dk 128 or 256
-    if (p.dk == 128) return cudaLaunchKernelEx(&config, PersistentDecodeKernel<1, 2>, p);
-    return cudaLaunchKernelEx(&config, PersistentDecodeKernel<2, 2>, p);
-  }
-  switch (p.dk) {
-    case 64: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<1, 4>, p);
-    case 128: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<2, 4>, p);
-    default: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<4, 4>, p);
+  switch (p.dk / kStateGroups) {
+    case 1: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<1>, p);
+    case 2: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<2>, p);
+    default: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<4>, p);
   }
 }
 
