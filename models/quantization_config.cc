@@ -26,6 +26,7 @@ absl::Status ParseWeights(const json& w, const std::string& source, CheckpointQu
     RETURN_IF_ERROR(r.RefuseUnlessString("type", {"float"}, /*required=*/true));
   }
   int bits = 0;
+  if (r.Get("num_bits") == nullptr) return r.Error("num_bits", "is missing");
   RETURN_IF_ERROR(r.Int("num_bits", &bits, 1, 64));
   if (bits != 8) return r.Error("num_bits", absl::StrCat("= ", bits, " is not supported (only 8)"));
   RETURN_IF_ERROR(r.RefuseUnlessBool("symmetric", true));

@@ -303,6 +303,7 @@ TEST(QuantizationConfig, SchemesWeCannotRunAreRefusedByName) {
       {[](nlohmann::json& q) { q["config_groups"]["group_1"] = q["config_groups"]["group_0"]; }, "exactly one group"},
       {[](nlohmann::json& q) { q["config_groups"] = nlohmann::json::array(); }, "exactly one group"},
       {[](nlohmann::json& q) { q["config_groups"]["group_0"]["weights"]["num_bits"] = 4; }, "num_bits' = 4"},
+      {[](nlohmann::json& q) { q["config_groups"]["group_0"]["weights"].erase("num_bits"); }, "num_bits' is missing"},
       {[](nlohmann::json& q) { q["config_groups"]["group_0"]["weights"]["type"] = "float"; }, "type"},
       {[](nlohmann::json& q) { q["config_groups"]["group_0"]["weights"]["symmetric"] = false; }, "symmetric"},
       {[](nlohmann::json& q) { q["config_groups"]["group_0"]["weights"]["strategy"] = "group"; }, "strategy"},
