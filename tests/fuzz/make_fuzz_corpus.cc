@@ -9,10 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/quantized_checkpoint.h"
 #include "engine/sessions/session_file.h"
 #include "gla/v1/gla.pb.h"
 #include "models/lora_adapter.h"
 #include "models/safetensors.h"
+#include "nlohmann/json.hpp"
+#include "tests/fuzz/quantized_checkpoint_config.h"
+#include "tests/support/random_model.h"
 
 namespace fs = std::filesystem;
 
@@ -235,6 +239,33 @@ void RequestSeeds() {
 
 }  // namespace
 
+// quantized_checkpoint: a mode byte (INT8/FP8, per row/per tensor) then the model.safetensors the
+// project's quantizer writes for that harness's config (per row; the per-tensor modes start from
+// the same bytes, which their scales' shapes refuse until mutated).
+void QuantizedCheckpointSeeds() {
+  const fs::path dir = fs::temp_directory_path() / "gla-fuzz-corpus-quantized";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  nlohmann::json base = nlohmann::json::parse(gla::fuzz::QuantizedFuzzConfigJson(false, true));
+  base.erase("quantization_config");
+  if (!gla::testing::WriteRandomModel((dir / "src").string(), {base.dump(), gla::DType::kF32, 3}).ok()) std::exit(1);
+  for (int fp8 = 0; fp8 < 2; ++fp8) {
+    const fs::path out = dir / (fp8 ? "fp8" : "int8");
+    if (!gla::WriteQuantizedCheckpoint((dir / "src").string(), out.string(),
+                                       fp8 ? gla::CheckpointQuantization::Kind::kFp8E4M3
+                                           : gla::CheckpointQuantization::Kind::kInt8)
+             .ok())
+      std::exit(1);
+    const std::string bytes = Read((out / "model.safetensors").string());
+    Put("quantized_checkpoint", fp8 ? "fp8_per_row" : "int8_per_row", std::string(1, static_cast<char>(fp8)) + bytes);
+    Put("quantized_checkpoint", fp8 ? "fp8_per_tensor_mode" : "int8_per_tensor_mode",
+        std::string(1, static_cast<char>(fp8 | 2)) + bytes);
+    Put("quantized_checkpoint", fp8 ? "fp8_truncated" : "int8_truncated",
+        std::string(1, static_cast<char>(fp8)) + bytes.substr(0, bytes.size() - 40));
+  }
+  fs::remove_all(dir);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s CORPUS_DIR (tests/fuzz/corpus)\n", argv[0]);
@@ -248,5 +279,6 @@ int main(int argc, char** argv) {
   AdapterSeeds();
   TokenizerSeeds();
   RequestSeeds();
+  QuantizedCheckpointSeeds();
   return 0;
 }
