@@ -93,9 +93,10 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
   // A loop that cannot use its device serves nothing (a step on another GPU's memory would be
   // worse than an error): it ends at once and every call says why. The constructor returns only
   // once the thread knows, so no request is taken before.
+  // (The promise lives in the thread: set_value may still be touching it when wait() returns.)
   std::promise<void> bound;
   std::future<void> known = bound.get_future();
-  thread_ = std::thread([this, &bound] {
+  thread_ = std::thread([this, bound = std::move(bound)]() mutable {
     if (absl::Status b = backend_.BindThread(); !b.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;

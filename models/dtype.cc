@@ -1,6 +1,7 @@
 #include "models/dtype.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -85,29 +86,38 @@ uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
-float Float8E4M3ToFloat(uint8_t b) {
-  const float sign = (b & 0x80u) ? -1.0f : 1.0f;
-  const int exp = (b >> 3) & 0xf, mant = b & 0x7;
-  if (exp == 0xf && mant == 0x7) return std::numeric_limits<float>::quiet_NaN();
-  if (exp == 0) return sign * std::ldexp(static_cast<float>(mant), -9);  // subnormal: 2^-6 * m / 8
-  return sign * std::ldexp(1.0f + static_cast<float>(mant) / 8.0f, exp - 7);
+namespace {
+// Every E4M3 code's value, made once (NaN for S.1111.111).
+const std::array<float, 256>& Float8E4M3Table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int b = 0; b < 256; ++b) {
+      const float sign = (b & 0x80) ? -1.0f : 1.0f;
+      const int exp = (b >> 3) & 0xf, mant = b & 0x7;
+      if (exp == 0xf && mant == 0x7) t[b] = std::numeric_limits<float>::quiet_NaN();
+      else if (exp == 0) t[b] = sign * std::ldexp(static_cast<float>(mant), -9);  // subnormal: 2^-6 * m / 8
+      else t[b] = sign * std::ldexp(1.0f + static_cast<float>(mant) / 8.0f, exp - 7);
+    }
+    return t;
+  }();
+  return table;
 }
+}  // namespace
+
+float Float8E4M3ToFloat(uint8_t b) { return Float8E4M3Table()[b]; }
 
 uint8_t FloatToFloat8E4M3(float f) {
   if (std::isnan(f)) return 0x7f;
   const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
   const float a = std::min(std::fabs(f), 448.0f);
-  // The finite magnitudes are increasing in their codes 0x00..0x7e: find the two around `a` and
-  // take the nearer, the even code on a tie.
-  uint8_t lo = 0, hi = 0x7e;
-  while (hi - lo > 1) {
-    const uint8_t mid = static_cast<uint8_t>((lo + hi) / 2);
-    if (Float8E4M3ToFloat(mid) <= a) lo = mid;
-    else hi = mid;
-  }
-  const float dl = a - Float8E4M3ToFloat(lo), dh = Float8E4M3ToFloat(hi) - a;
-  const uint8_t code = dl < dh ? lo : dh < dl ? hi : ((lo & 1) == 0 ? lo : hi);
-  return static_cast<uint8_t>(sign | (a >= Float8E4M3ToFloat(hi) ? hi : code));
+  // The finite magnitudes increase with their codes 0x00..0x7e: the first code above `a` and the
+  // one below it bracket it; the nearer wins, the even code on a tie.
+  const float* mag = Float8E4M3Table().data();
+  const float* above = std::upper_bound(mag, mag + 0x7f, a);
+  if (above == mag + 0x7f) return static_cast<uint8_t>(sign | 0x7e);  // a == 448
+  const uint8_t hi = static_cast<uint8_t>(above - mag), lo = static_cast<uint8_t>(hi - 1);  // mag[0] = 0 <= a
+  const float dl = a - mag[lo], dh = mag[hi] - a;
+  return static_cast<uint8_t>(sign | (dl < dh ? lo : dh < dl ? hi : ((lo & 1) == 0 ? lo : hi)));
 }
 
 }  // namespace gla

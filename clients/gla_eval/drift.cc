@@ -43,8 +43,9 @@ absl::StatusOr<DriftStats> MeasureDrift(CpuModel& reference, CpuModel& candidate
   if (prompt.empty()) return absl::InvalidArgumentError("drift: an empty prompt");
   if (reference.config().vocab_size != candidate.config().vocab_size)
     return absl::InvalidArgumentError("drift: the two models have different vocabularies");
-  if (o.tokens < 1 || !(o.temperature >= 0) || !std::isfinite(o.temperature))
-    return absl::InvalidArgumentError("drift: tokens must be at least 1 and the temperature finite and >= 0");
+  if (o.tokens < 1 || o.tokens > DriftOptions::kMaxTokens || !(o.temperature >= 0) || !std::isfinite(o.temperature))
+    return absl::InvalidArgumentError(absl::StrCat("drift: tokens must be in [1, ", DriftOptions::kMaxTokens,
+                                                   "] and the temperature finite and >= 0"));
   DriftStats st;
   std::vector<double> kls;
   kls.reserve(static_cast<size_t>(o.tokens));

@@ -16,7 +16,8 @@
 namespace gla {
 
 struct DriftOptions {
-  int tokens = 4096;         // decode steps measured
+  static constexpr int kMaxTokens = 1 << 20;  // (a KL value is kept per token)
+  int tokens = 4096;         // decode steps measured, 1..kMaxTokens
   double temperature = 0;    // the reference's stream: 0 greedy, else sampled at this temperature
   uint64_t seed = 1;         // for sampling
 };
@@ -28,7 +29,8 @@ struct DriftStats {
   int free_run_identical = 0;                   // greedy, each on its own: tokens equal before they part
 };
 
-// INVALID_ARGUMENT for an empty prompt or models of other vocabularies.
+// INVALID_ARGUMENT for an empty prompt, models of other vocabularies, a token count outside
+// [1, kMaxTokens] or a temperature that is negative or not finite.
 absl::StatusOr<DriftStats> MeasureDrift(CpuModel& reference, CpuModel& candidate, std::span<const int32_t> prompt,
                                         const DriftOptions& options);
 

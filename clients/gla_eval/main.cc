@@ -246,11 +246,7 @@ absl::Status Drift(const ParsedArgs& a) {
   ASSIGN_OR_RETURN(o.tokens, a.Int("tokens", o.tokens, 1));
   ASSIGN_OR_RETURN(int seed, a.Int("seed", 1, 0));
   o.seed = static_cast<uint64_t>(seed);
-  const std::string temperature = a.Has("temperature") ? a.flags.at("temperature") : "0";
-  char* end = nullptr;
-  o.temperature = std::strtod(temperature.c_str(), &end);
-  if (end == temperature.c_str() || *end != '\0')
-    return absl::InvalidArgumentError(absl::StrCat("--temperature '", temperature, "' is not a number"));
+  ASSIGN_OR_RETURN(o.temperature, a.Double("temperature", 0.0, 0.0, 100.0));
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(DriftStats d, MeasureDrift(*reference, *candidate, prompt, o));
   std::printf("| candidate | reference | stream | tokens | mean KL (nats/token) | p99 KL | max KL | top-1 agreement | "
@@ -258,7 +254,7 @@ absl::Status Drift(const ParsedArgs& a) {
   std::printf("| %s (%s%s) | %s (%s) | %s | %d | %.3g | %.3g | %.3g | %.2f%% | %d tokens |\n", model_dir.c_str(),
               WeightFormatName(candidate->weights()),
               candidate->options().state_dtype == CpuModelOptions::StateDType::kBF16 ? ", bf16 states" : "", reference_dir.c_str(), WeightFormatName(reference->weights()),
-              o.temperature == 0 ? "greedy" : absl::StrCat("sampled, T ", temperature, ", seed ", seed).c_str(),
+              o.temperature == 0 ? "greedy" : absl::StrCat("sampled, T ", o.temperature, ", seed ", seed).c_str(),
               d.tokens, d.mean_kl, d.p99_kl, d.max_kl, 100 * d.top1_agreement, d.free_run_identical);
   std::fprintf(stderr, "%.1f s\n", Seconds(t0, Clock::now()));
   return absl::OkStatus();
@@ -302,7 +298,7 @@ ProgramSpec Program() {
                With({{"reference", "DIR", "the reference checkpoint, run as it is (default: --model)", ""},
                      {"prompt", "TEXT", "prompt text (needs the reference's tokenizer.model)", ""},
                      {"prompt-ids", "IDS", "prompt as comma-separated token ids, instead of --prompt", ""},
-                     {"tokens", "N", "decode steps measured", "4096"},
+                     {"tokens", "N", "decode steps measured (at most 1048576)", "4096"},
                      {"temperature", "T", "the reference's stream: 0 greedy, else sampled at T", "0"},
                      {"seed", "N", "sampling seed", "1"}})},
               {"quantize",

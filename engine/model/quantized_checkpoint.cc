@@ -115,17 +115,25 @@ absl::Status WriteQuantizedCheckpoint(const std::string& model_dir, const std::s
     tensors.push_back({e.name + "_scale", DType::kF32, {N, 1}, keep(scale.data(), scale.size() * sizeof(float))});
   }
 
-  fs::create_directory(out_dir, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat(out_dir, ": cannot create: ", ec.message()));
-  RETURN_IF_ERROR(WriteSafetensors((fs::path(out_dir) / "model.safetensors").string(), tensors,
-                                   {{"format", "pt"}, {"quantized_by", "gla-eval quantize"}}));
-  RETURN_IF_ERROR(WriteFileAtomically((fs::path(out_dir) / "config.json").string(), j.dump(2) + "\n"));
   const fs::path tok = fs::path(model_dir) / "tokenizer.model";
-  if (fs::exists(tok, ec)) {
-    ASSIGN_OR_RETURN(std::string piece_model, ReadWholeFile(tok.string()));
-    RETURN_IF_ERROR(WriteFileAtomically((fs::path(out_dir) / "tokenizer.model").string(), piece_model));
-  }
-  return absl::OkStatus();
+  const bool has_tokenizer = fs::exists(tok, ec);
+  if (has_tokenizer && !fs::is_regular_file(tok, ec))  // (a FIFO or device would hang the copy)
+    return absl::InvalidArgumentError(absl::StrCat(tok.string(), ": not a regular file"));
+  if (!fs::create_directory(out_dir, ec))
+    return absl::InvalidArgumentError(absl::StrCat(out_dir, ": cannot create", ec ? ": " + ec.message() : " (exists)"));
+  // Written whole or not at all: a failure part way removes what was written.
+  const absl::Status written = [&]() -> absl::Status {
+    RETURN_IF_ERROR(WriteSafetensors((fs::path(out_dir) / "model.safetensors").string(), tensors,
+                                     {{"format", "pt"}, {"quantized_by", "gla-eval quantize"}}));
+    RETURN_IF_ERROR(WriteFileAtomically((fs::path(out_dir) / "config.json").string(), j.dump(2) + "\n"));
+    if (has_tokenizer) {
+      ASSIGN_OR_RETURN(std::string piece_model, ReadWholeFile(tok.string()));
+      RETURN_IF_ERROR(WriteFileAtomically((fs::path(out_dir) / "tokenizer.model").string(), piece_model));
+    }
+    return absl::OkStatus();
+  }();
+  if (!written.ok()) fs::remove_all(out_dir, ec);
+  return written;
 }
 
 }  // namespace gla

@@ -4,6 +4,7 @@
 // (`--weights int8`); FP8 loads its values; what the loader cannot run as meant, or a hostile
 // variant of the files, is refused by name and nothing loads.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstring>
@@ -63,11 +64,13 @@ class QuantizedCheckpoint : public ::testing::Test {
     std::vector<int64_t> shape;
     std::vector<uint8_t> bytes;
   };
+  // (of `from`: the INT8 checkpoint unless said)
   std::string Variant(const std::string& name, const std::function<void(std::vector<Tensor>&)>& tensors,
-                      const std::function<void(nlohmann::json&)>& config = nullptr) {
+                      const std::function<void(nlohmann::json&)>& config = nullptr, std::string from = "") {
+    if (from.empty()) from = int8_;
     const std::string dir = root_ + "/" + name;
     fs::create_directory(dir);
-    auto store = TensorStore::OpenDir(int8_);
+    auto store = TensorStore::OpenDir(from);
     EXPECT_TRUE(store.ok());
     std::vector<Tensor> all;
     for (const std::string& n : store->Names()) {
@@ -78,7 +81,7 @@ class QuantizedCheckpoint : public ::testing::Test {
     std::vector<TensorToWrite> out;
     for (const Tensor& t : all) out.push_back({t.name, t.dtype, t.shape, t.bytes});
     EXPECT_TRUE(WriteSafetensors(dir + "/model.safetensors", out, {}).ok());
-    nlohmann::json j = nlohmann::json::parse(*ReadWholeFile(int8_ + "/config.json"));
+    nlohmann::json j = nlohmann::json::parse(*ReadWholeFile(from + "/config.json"));
     if (config) config(j);
     EXPECT_TRUE(WriteFileAtomically(dir + "/config.json", j.dump()).ok());
     return dir;
@@ -99,7 +102,7 @@ class QuantizedCheckpoint : public ::testing::Test {
     EXPECT_TRUE(absl::StrContains(ck.status().message(), words)) << ck.status();
   }
 
-  std::string root_, int8_, root_int8_;
+  std::string root_, int8_;
 };
 
 TEST_F(QuantizedCheckpoint, ServesTheSameBitsAsQuantizingTheSourceAtLoad) {
@@ -245,12 +248,9 @@ TEST_F(QuantizedCheckpoint, Fp8CheckpointsLoadTheirValues) {
   EXPECT_LT(testing::RelErr(got, std::vector<double>(want.begin(), want.end())), 0.6);
 
   // An FP8 NaN in a weight, and I8 weights under a float config, are refused by name.
-  root_int8_ = int8_;
-  int8_ = fp8;  // Variant copies this checkpoint
   const std::string q = "model.layers.0.attn.q_proj.weight";
-  ExpectRefused(Variant("fp8_nan", [&](std::vector<Tensor>& all) { Find(all, q)->bytes[17] = 0x7f; }),
+  ExpectRefused(Variant("fp8_nan", [&](std::vector<Tensor>& all) { Find(all, q)->bytes[17] = 0x7f; }, nullptr, fp8),
                 absl::StatusCode::kInvalidArgument, "holds a NaN at [0, 17]");
-  int8_ = root_int8_;
   ExpectRefused(Variant("int_as_float", [](auto&) {},
                         [](nlohmann::json& j) {
                           j["quantization_config"]["format"] = "float-quantized";
@@ -265,6 +265,15 @@ TEST_F(QuantizedCheckpoint, TheWriterRefusesWhatItCannotMake) {
   EXPECT_TRUE(absl::StrContains(again.message(), "quantized already")) << again;
   EXPECT_FALSE(fs::exists(root_ + "/twice"));
   EXPECT_FALSE(WriteQuantizedCheckpoint(root_ + "/missing", root_ + "/out").ok());
+  EXPECT_FALSE(fs::exists(root_ + "/out"));
+  // A tokenizer.model that is a FIFO is refused before anything is written (copying it would hang).
+  const std::string fifo_src = root_ + "/fifo_src";
+  fs::create_directory(fifo_src);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(testing::TinyModelDir() + "/" + f, fifo_src + "/" + f);
+  ASSERT_EQ(::mkfifo((fifo_src + "/tokenizer.model").c_str(), 0600), 0);
+  const absl::Status fifo = WriteQuantizedCheckpoint(fifo_src, root_ + "/out");
+  EXPECT_TRUE(absl::StrContains(fifo.message(), "not a regular file")) << fifo;
   EXPECT_FALSE(fs::exists(root_ + "/out"));
 }
 
