@@ -133,7 +133,7 @@ TEST_P(Layers, SwiGlu) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
   std::mt19937 rng(13);
-  for (int rows : {1, 3, 100}) {
+  for (int rows : {1, 3, 100, 2049}) {
     const auto gu = RoundBf16(Random(rows * 2 * w.I, rng, -5, 5));
     std::vector<float> ref(rows * w.I);
     cpu::SwiGlu(gu.data(), 2 * w.I, ref.data(), w.I, rows, w.I);
@@ -143,23 +143,56 @@ TEST_P(Layers, SwiGlu) {
   }
 }
 
+// The 16-byte path (aligned rows, I a multiple of 8) and the scalar one (here: an output that
+// starts one value off alignment, and an odd width) make the same bits.
+TEST_P(Layers, SwiGluVectorEqualsScalar) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(14);
+  const int rows = 33;
+  const auto gu = RoundBf16(Random(rows * 2 * w.I, rng, -8, 8));
+  Dev<__nv_bfloat16> dgu(ToBf16(gu)), aligned(rows * w.I), shifted(rows * w.I + 1);
+  GLA_CUDA_OK(cuda::SwiGlu(dgu.p, 2 * w.I, aligned.p, w.I, rows, w.I, nullptr));
+  GLA_CUDA_OK(cuda::SwiGlu(dgu.p, 2 * w.I, shifted.p + 1, w.I, rows, w.I, nullptr));
+  const auto a = aligned.Get(), b = shifted.Get();
+  ASSERT_EQ(std::memcmp(a.data(), b.data() + 1, a.size() * sizeof(a[0])), 0);
+  // An odd width takes the scalar path; it still matches the reference.
+  const int I = w.I - 3;
+  std::vector<float> ref(rows * I);
+  cpu::SwiGlu(gu.data(), 2 * I, ref.data(), I, rows, I);
+  Dev<__nv_bfloat16> odd(rows * I);
+  GLA_CUDA_OK(cuda::SwiGlu(dgu.p, 2 * I, odd.p, I, rows, I, nullptr));
+  EXPECT_LT(RelErr(FromBf16(odd.Get()), ref), 1e-2);
+}
+
 TEST_P(Layers, LowRankGateFusedEqualsProjectionThenGate) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
   std::mt19937 rng(19);
-  const int rank = 16, stride = 40;
-  for (int rows : {1, 7, 300}) {
-    const auto lr = Random(rows * stride, rng, -2, 2), w1 = Random(w.kdpg * rank, rng), bias = Random(w.kdpg, rng);
-    for (bool clamp : {false, true}) {
-      std::vector<float> ref(rows * w.kdpg, 0.f);
-      NaiveLinear(lr.data(), stride, w1.data(), w.kdpg, rank, ref.data(), rows);
-      cpu::LogSigmoidGate(ref.data(), w.kdpg, bias.data(), rows, w.kdpg, ForgetGate{16.f, clamp, -0.5f});
-      Dev<float> dlr(lr), dw1(w1), db(bias), dout(rows * w.kdpg);
-      GLA_CUDA_OK(cuda::LowRankGate(dlr.p, stride, dw1.p, rank, db.p, dout.p, w.kdpg, rows, w.kdpg,
-                                    ForgetGate{16.f, clamp, -0.5f}, nullptr));
-      EXPECT_LT(RelErr(dout.Get(), ref), 1e-5) << rows << " rows, clamp " << clamp;
+  const int stride = 72;
+  for (int rank : {5, 16, 32, 64})
+    for (int rows : {1, 7, 300, 4099}) {
+      const auto lr = Random(rows * stride, rng, -2, 2), w1 = Random(w.kdpg * rank, rng), bias = Random(w.kdpg, rng);
+      for (bool clamp : {false, true}) {
+        std::vector<float> ref(rows * w.kdpg, 0.f);
+        NaiveLinear(lr.data(), stride, w1.data(), w.kdpg, rank, ref.data(), rows);
+        cpu::LogSigmoidGate(ref.data(), w.kdpg, bias.data(), rows, w.kdpg, ForgetGate{16.f, clamp, -0.5f});
+        Dev<float> dlr(lr), dw1(w1), db(bias), dout(rows * w.kdpg);
+        GLA_CUDA_OK(cuda::LowRankGate(dlr.p, stride, dw1.p, rank, db.p, dout.p, w.kdpg, rows, w.kdpg,
+                                      ForgetGate{16.f, clamp, -0.5f}, nullptr));
+        EXPECT_LT(RelErr(dout.Get(), ref), 1e-5) << "rank " << rank << ", " << rows << " rows, clamp " << clamp;
+      }
     }
-  }
+  // Without a bias, and n not a multiple of the block (the last block's extra threads idle).
+  const int rows = 50, n = w.kdpg - 37, rank = 16;
+  const auto lr = Random(rows * stride, rng, -2, 2), w1 = Random(n * rank, rng);
+  std::vector<float> ref(rows * n, 0.f);
+  NaiveLinear(lr.data(), stride, w1.data(), n, rank, ref.data(), rows);
+  cpu::LogSigmoidGate(ref.data(), n, nullptr, rows, n, ForgetGate{16.f, false, 0.f});
+  Dev<float> dlr(lr), dw1(w1), dout(rows * n);
+  GLA_CUDA_OK(cuda::LowRankGate(dlr.p, stride, dw1.p, rank, nullptr, dout.p, n, rows, n, ForgetGate{16.f, false, 0.f},
+                                nullptr));
+  EXPECT_LT(RelErr(dout.Get(), ref), 1e-5);
 }
 
 TEST_P(Layers, EmbeddingGather) {
