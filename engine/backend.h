@@ -14,6 +14,7 @@
 #include "engine/model/weight_format.h"
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
+#include "engine/state_storage.h"
 #include "models/config.h"
 #include "models/lora_adapter.h"
 #include "models/tokenizer.h"
@@ -98,6 +99,7 @@ struct CpuBackendOptions {
   int slots = 16;
   int threads = 0;  // BLAS threads, 0 = library default
   WeightFormat weights = WeightFormat::kNative;  // kInt8: weight-only INT8 projections (CpuModelOptions)
+  StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (engine/state_storage.h)
 };
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const std::string& model_dir, const CpuBackendOptions& options);
@@ -114,6 +116,7 @@ struct CudaBackendOptions {
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
   WeightFormat weights = WeightFormat::kNative;  // kInt8 is refused: the GPU's quantized forms are not built yet
+  StateDType state_dtype = StateDType::kF32;      // kBF16 is refused: the CUDA kernels read fp32 states only so far
 };
 
 // What the CUDA backend cannot take whatever the machine (INVALID_ARGUMENT, saying why): checked

@@ -1,4 +1,6 @@
-// The CPU backend: CpuModel over a host StatePool, sampling on the host.
+// The CPU backend: CpuModel over a host StatePool, sampling on the host. With bf16 states
+// (--state_dtype bf16) the pool keeps half the bytes; a step unpacks its sequences' states to fp32,
+// runs the model on them and packs what it returns (rounded to bf16) back into their slots.
 #include <algorithm>
 #include <thread>
 
@@ -13,14 +15,15 @@ namespace {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(std::unique_ptr<CpuModel> model, int slots, int64_t weight_bytes, int threads)
-      : model_(std::move(model)), pool_(slots, model_->state_layout().floats()), weight_bytes_(weight_bytes),
+  CpuBackend(std::unique_ptr<CpuModel> model, int slots, StateDType state_dtype, int64_t weight_bytes, int threads)
+      : model_(std::move(model)), pool_(slots, model_->state_layout().floats(), state_dtype), weight_bytes_(weight_bytes),
         threads_(threads) {}
 
   std::string name() const override { return "cpu"; }
   std::string device() const override {
     return absl::StrCat("CPU (", threads_ > 0 ? threads_ : static_cast<int>(std::thread::hardware_concurrency()),
-                        " BLAS threads", model_->weights() == WeightFormat::kInt8 ? ", int8 weights" : "", ")");
+                        " BLAS threads", model_->weights() == WeightFormat::kInt8 ? ", int8 weights" : "",
+                        pool_.state_dtype() == StateDType::kBF16 ? ", bf16 states" : "", ")");
   }
   const GlaConfig& config() const override { return model_->config(); }
   const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
@@ -39,10 +42,26 @@ class CpuBackend : public Backend {
     RETURN_IF_ERROR(CheckStepItems(items, pool_.capacity()));
     std::vector<CpuModel::Segment> segs;
     segs.reserve(items.size());
-    for (const StepItem& it : items)
-      if (it.sample_from < 0) segs.push_back({it.tokens, pool_.data(it.slot), !it.score_targets.empty(), it.adapter.get()});
+    const bool bf16 = pool_.state_dtype() == StateDType::kBF16;
+    const int64_t values = pool_.state_values();
+    size_t unpacked = 0;
+    for (const StepItem& it : items) {
+      if (it.sample_from >= 0) continue;
+      float* state = pool_.data(it.slot);
+      if (bf16) {  // the model runs on an fp32 copy
+        if (unpacked == fp32_states_.size()) fp32_states_.emplace_back(static_cast<size_t>(values));
+        state = fp32_states_[unpacked++].data();
+        UnpackBf16State(pool_.data(it.slot), values, state);
+      }
+      segs.push_back({it.tokens, state, !it.score_targets.empty(), it.adapter.get()});
+    }
     std::vector<float> logits;
-    RETURN_IF_ERROR(model_->Forward(segs, &logits));
+    RETURN_IF_ERROR(model_->Forward(segs, &logits));  // refused: no slot was written
+    if (bf16) {
+      size_t seg = 0;
+      for (const StepItem& it : items)
+        if (it.sample_from < 0) PackBf16State(segs[seg++].state, values, pool_.data(it.slot));
+    }
     if (before_sampling) before_sampling();
     out->resize(items.size());
     const size_t V = config().vocab_size;
@@ -68,6 +87,7 @@ class CpuBackend : public Backend {
  private:
   std::unique_ptr<CpuModel> model_;
   HostStatePool pool_;
+  std::vector<std::vector<float>> fp32_states_;  // bf16 pool: a step's states unpacked (kept for reuse)
   int64_t weight_bytes_;
   int threads_;
 };
@@ -82,7 +102,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCpuBackend(const std::string& model
   mo.weights = options.weights;
   ASSIGN_OR_RETURN(auto model, CpuModel::FromCheckpoint(std::move(ck), mo));
   const int64_t weight_bytes = model->weight_bytes();
-  return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options.slots, weight_bytes, options.threads));
+  return std::unique_ptr<Backend>(
+      new CpuBackend(std::move(model), options.slots, options.state_dtype, weight_bytes, options.threads));
 }
 
 }  // namespace gla

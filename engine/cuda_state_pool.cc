@@ -86,14 +86,14 @@ class PinnedHostState : public HostState {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, int64_t state_floats,
+absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, int64_t state_values,
                                                                    cudaStream_t stream) {
   if (slots < 1) return absl::InvalidArgumentError("the state pool needs at least 1 slot");
-  const size_t bytes = static_cast<size_t>(slots + 1) * static_cast<size_t>(state_floats) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(slots + 1) * static_cast<size_t>(state_values) * sizeof(float);
   auto storage = DeviceMemory::Allocate(bytes, absl::StrCat("the state pool (", slots, " slots + 1 scratch)").c_str());
   if (!storage.ok()) return storage.status();
   GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(storage->get(), 0, bytes, stream));
-  std::unique_ptr<GpuStatePool> pool(new GpuStatePool(slots, state_floats, std::move(*storage), stream));
+  std::unique_ptr<GpuStatePool> pool(new GpuStatePool(slots, state_values, std::move(*storage), stream));
   if (absl::Status s = pool->Init(); !s.ok()) return s;
   return pool;
 }
@@ -165,7 +165,7 @@ absl::Status GpuStatePool::CopyAfterEngine() {
 
 absl::Status GpuStatePool::Zero(int slot) {
   if (auto s = OrderBeforeUse(slot); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(base() + slot * state_floats_, 0, state_bytes(), stream_));
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(base() + slot * state_words_, 0, state_bytes(), stream_));
   return absl::OkStatus();
 }
 
@@ -173,22 +173,22 @@ absl::Status GpuStatePool::Copy(int src, int dst) {
   if (auto s = OrderBeforeUse(src); !s.ok()) return s;
   if (auto s = OrderBeforeUse(dst); !s.ok()) return s;
   if (src == dst) return absl::OkStatus();
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + dst * state_floats_, base() + src * state_floats_, state_bytes(),
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + dst * state_words_, base() + src * state_words_, state_bytes(),
                                            cudaMemcpyDeviceToDevice, stream_));
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<HostState>> GpuStatePool::NewHostState() {
-  return PinnedHostState::Create(state_floats_, recycler_);
+  return PinnedHostState::Create(state_words_, recycler_);
 }
 
 absl::Status GpuStatePool::SaveToHost(int slot, HostState& dst) {
   if (auto s = CheckSlot(slot, "save"); !s.ok()) return s;
   auto* pinned = dynamic_cast<PinnedHostState*>(&dst);
-  if (pinned == nullptr || dst.floats() != state_floats_)
+  if (pinned == nullptr || dst.words() != state_words_)
     return absl::InvalidArgumentError("save: not a host state of this pool");
   if (auto s = CopyAfterEngine(); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data(), base() + slot * state_floats_, state_bytes(),
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data(), base() + slot * state_words_, state_bytes(),
                                            cudaMemcpyDeviceToHost, copy_stream_));
   if (auto s = pinned->RecordCopy(copy_stream_); !s.ok()) return s;
   GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(copies_[slot].out, copy_stream_));
@@ -199,10 +199,10 @@ absl::Status GpuStatePool::SaveToHost(int slot, HostState& dst) {
 absl::Status GpuStatePool::LoadFromHost(HostState& src, int slot) {
   if (auto s = CheckSlot(slot, "load"); !s.ok()) return s;
   auto* pinned = dynamic_cast<PinnedHostState*>(&src);
-  if (pinned == nullptr || src.floats() != state_floats_)
+  if (pinned == nullptr || src.words() != state_words_)
     return absl::InvalidArgumentError("load: not a host state of this pool");
   if (auto s = CopyAfterEngine(); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + slot * state_floats_, src.data(), state_bytes(),
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + slot * state_words_, src.data(), state_bytes(),
                                            cudaMemcpyHostToDevice, copy_stream_));
   if (auto s = pinned->RecordCopy(copy_stream_); !s.ok()) return s;
   GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(copies_[slot].in, copy_stream_));

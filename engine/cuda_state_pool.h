@@ -34,11 +34,11 @@ class PinnedRecycler;
 class GpuStatePool : public StatePool {
  public:
   // RESOURCE_EXHAUSTED (naming the size) when the GPU cannot hold slots + 1 states.
-  static absl::StatusOr<std::unique_ptr<GpuStatePool>> Create(int slots, int64_t state_floats, cudaStream_t stream);
+  static absl::StatusOr<std::unique_ptr<GpuStatePool>> Create(int slots, int64_t state_values, cudaStream_t stream);
   ~GpuStatePool() override;
 
   float* base() const { return storage_.get<float>(); }
-  int64_t slot_stride() const { return state_floats_; }
+  int64_t slot_stride() const { return state_words_; }
   int scratch_slot() const { return capacity(); }
   int64_t device_bytes() const { return static_cast<int64_t>(storage_.bytes()); }
 
@@ -58,8 +58,9 @@ class GpuStatePool : public StatePool {
     cudaEvent_t out = nullptr, in = nullptr;  // the last save from / load into the slot
     bool out_pending = false, in_pending = false;
   };
-  GpuStatePool(int slots, int64_t state_floats, DeviceMemory storage, cudaStream_t stream)
-      : StatePool(slots, state_floats), storage_(std::move(storage)), stream_(stream), copies_(slots) {}
+  // fp32 only: the CUDA kernels do not read bf16 states yet (--state_dtype bf16 is the CPU backend's).
+  GpuStatePool(int slots, int64_t state_values, DeviceMemory storage, cudaStream_t stream)
+      : StatePool(slots, state_values, StateDType::kF32), storage_(std::move(storage)), stream_(stream), copies_(slots) {}
   absl::Status Init();
   // Makes the copy stream wait for the work queued on the engine stream so far.
   absl::Status CopyAfterEngine();

@@ -8,7 +8,8 @@
 
 namespace gla {
 
-StatePool::StatePool(int slots, int64_t state_floats) : state_floats_(state_floats), used_(slots, false) {
+StatePool::StatePool(int slots, int64_t state_values, StateDType dtype)
+    : state_values_(state_values), state_words_(StateWords(state_values, dtype)), dtype_(dtype), used_(slots, false) {
   free_.reserve(slots);
   for (int s = slots - 1; s >= 0; --s) free_.push_back(s);  // slot 0 is handed out first
 }
@@ -55,12 +56,12 @@ class PlainHostState : public HostState {
 
 }  // namespace
 
-HostStatePool::HostStatePool(int slots, int64_t state_floats)
-    : StatePool(slots, state_floats), storage_(static_cast<size_t>(slots) * state_floats, 0.0f) {}
+HostStatePool::HostStatePool(int slots, int64_t state_values, StateDType dtype)
+    : StatePool(slots, state_values, dtype), storage_(static_cast<size_t>(slots) * state_words_, 0.0f) {}
 
 absl::Status HostStatePool::Zero(int slot) {
   if (auto s = CheckSlot(slot, "zero"); !s.ok()) return s;
-  std::fill_n(data(slot), state_floats_, 0.0f);
+  std::fill_n(data(slot), state_words_, 0.0f);
   return absl::OkStatus();
 }
 
@@ -73,7 +74,7 @@ absl::Status HostStatePool::Copy(int src, int dst) {
 
 absl::StatusOr<std::unique_ptr<HostState>> HostStatePool::NewHostState() {
   try {
-    return std::unique_ptr<HostState>(new PlainHostState(std::vector<float>(static_cast<size_t>(state_floats_), 0.0f)));
+    return std::unique_ptr<HostState>(new PlainHostState(std::vector<float>(static_cast<size_t>(state_words_), 0.0f)));
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat("no host memory for a state of ", state_bytes(), " bytes"));
   }
@@ -81,14 +82,14 @@ absl::StatusOr<std::unique_ptr<HostState>> HostStatePool::NewHostState() {
 
 absl::Status HostStatePool::SaveToHost(int slot, HostState& dst) {
   if (auto s = CheckSlot(slot, "save"); !s.ok()) return s;
-  if (dst.floats() != state_floats_) return absl::InvalidArgumentError("save: host state of another size");
+  if (dst.words() != state_words_) return absl::InvalidArgumentError("save: host state of another size");
   std::memcpy(dst.data(), data(slot), static_cast<size_t>(state_bytes()));
   return absl::OkStatus();
 }
 
 absl::Status HostStatePool::LoadFromHost(HostState& src, int slot) {
   if (auto s = CheckSlot(slot, "load"); !s.ok()) return s;
-  if (src.floats() != state_floats_) return absl::InvalidArgumentError("load: host state of another size");
+  if (src.words() != state_words_) return absl::InvalidArgumentError("load: host state of another size");
   std::memcpy(data(slot), src.data(), static_cast<size_t>(state_bytes()));
   return absl::OkStatus();
 }

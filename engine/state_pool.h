@@ -3,6 +3,10 @@
 // (GpuStatePool, CUDA backend) behind the same interface. Not thread-safe: the scheduler thread
 // owns it.
 //
+// A state is state_words() 4-byte words in the pool's dtype (engine/state_storage.h): fp32 values,
+// or pairs of bf16 values with --state_dtype bf16. Every copy below moves words and never looks
+// inside them; the backend's model reads and writes the values.
+//
 // States also live outside the slots (sessions at rest, preempted sequences, the prefix-state
 // cache: issue 8) in HostState buffers. Moving a state between a slot and a HostState is
 // asynchronous on the GPU (a copy stream, so swaps overlap with the steps): the pool orders
@@ -17,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/state_storage.h"
 
 namespace gla {
 
@@ -24,27 +29,30 @@ namespace gla {
 class HostState {
  public:
   virtual ~HostState() = default;  // waits for a copy still in flight
-  int64_t floats() const { return floats_; }
-  // Valid once Wait() has returned OK (a copy out of a slot may still be writing it).
+  int64_t words() const { return words_; }
+  // The state's words (StatePool's comment says what they hold). Valid once Wait() has returned OK (a copy out of a slot may still be writing it).
   virtual float* data() = 0;
   // Whether the last copy into or out of this buffer has finished (always true on the CPU).
   virtual bool Ready() = 0;
   virtual absl::Status Wait() = 0;
 
  protected:
-  explicit HostState(int64_t floats) : floats_(floats) {}
-  int64_t floats_;
+  explicit HostState(int64_t words) : words_(words) {}
+  int64_t words_;
 };
 
 class StatePool {
  public:
-  StatePool(int slots, int64_t state_floats);
+  // A state of `state_values` values (StateLayout::floats()), kept in `dtype`.
+  StatePool(int slots, int64_t state_values, StateDType dtype);
   virtual ~StatePool() = default;
 
   int capacity() const { return static_cast<int>(used_.size()); }
   int in_use() const { return capacity() - static_cast<int>(free_.size()); }
-  int64_t state_floats() const { return state_floats_; }
-  int64_t state_bytes() const { return state_floats_ * static_cast<int64_t>(sizeof(float)); }
+  int64_t state_values() const { return state_values_; }
+  int64_t state_words() const { return state_words_; }
+  int64_t state_bytes() const { return state_words_ * static_cast<int64_t>(sizeof(float)); }
+  StateDType state_dtype() const { return dtype_; }
 
   // A free slot, its state zeroed (an empty past); nullopt when all are taken.
   std::optional<int> Acquire();
@@ -70,7 +78,8 @@ class StatePool {
   virtual bool CopyPending(int slot) { (void)slot; return false; }
   absl::Status CheckSlot(int slot, const char* what) const;
 
-  int64_t state_floats_;
+  int64_t state_values_, state_words_;
+  StateDType dtype_;
 
  private:
   std::vector<int> free_;
@@ -79,8 +88,8 @@ class StatePool {
 
 class HostStatePool : public StatePool {
  public:
-  HostStatePool(int slots, int64_t state_floats);
-  float* data(int slot) { return storage_.data() + slot * state_floats_; }
+  HostStatePool(int slots, int64_t state_values, StateDType dtype);
+  float* data(int slot) { return storage_.data() + slot * state_words_; }
   absl::Status Zero(int slot) override;
   absl::Status Copy(int src, int dst) override;
   absl::StatusOr<std::unique_ptr<HostState>> NewHostState() override;

@@ -378,6 +378,7 @@ grpc::ServerUnaryReactor* GlaService::ModelInfo(grpc::CallbackServerContext* ctx
   resp->set_slots_in_use(st.slots_in_use);
   resp->set_queued_requests(st.queued);
   resp->set_state_bytes_per_sequence(b.pool().state_bytes());
+  resp->set_state_dtype(StateDTypeName(b.pool().state_dtype()));
   resp->set_has_tokenizer(b.tokenizer() != nullptr);
   resp->set_weight_bytes(engines().weight_bytes());
   resp->set_state_pool_bytes(engines().state_pool_bytes());

@@ -94,11 +94,13 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o, int
     co.chunked_prefill = o.chunked_prefill;
     co.persistent_decode = o.persistent_decode;
     co.weights = o.weights;
+    co.state_dtype = o.state_dtype;
     return MakeCudaBackend(o.model, co);
   }
   CpuBackendOptions bo;
   bo.threads = o.threads;
   bo.weights = o.weights;
+  bo.state_dtype = o.state_dtype;
   if (engines > 1) {
     const int cores = o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     bo.threads = std::max(1, cores / engines);
@@ -107,7 +109,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o, int
   bo.slots = o.slots;
   if (state_budget > 0) {
     ASSIGN_OR_RETURN(const GlaConfig config, LoadGlaConfig(o.model));
-    const int64_t per_seq = config.StateFloatsPerLayer() * config.num_hidden_layers * 4;
+    const int64_t per_seq = StateWords(config.StateFloatsPerLayer() * config.num_hidden_layers, o.state_dtype) * 4;
     bo.slots = static_cast<int>(std::min<int64_t>(state_budget / per_seq, 1 << 20));
     if (bo.slots < 1)
       return absl::InvalidArgumentError(

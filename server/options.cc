@@ -40,6 +40,10 @@ ABSL_FLAG(std::string, devices, "",
 ABSL_FLAG(std::string, weights, "native",
           "how the projections' weights are kept: native (fp32 on the cpu backend, bf16 on cuda) or int8 (weight-only, "
           "one scale per output row, quantized at load; cpu backend; docs/quantization.md)");
+ABSL_FLAG(std::string, state_dtype, "f32",
+          "how the state pool keeps each sequence's recurrent state: f32, or bf16 (half the memory, so --state_memory_mb "
+          "holds twice the sequences; updated in fp32 and rounded at each step's end; sessions, the state store and "
+          "the prefix cache keep the same; cpu backend so far; docs/quantization.md)");
 ABSL_FLAG(bool, cuda_graphs, true, "replay decode steps as CUDA graphs captured per batch-size bucket (cuda backend)");
 ABSL_FLAG(bool, chunked_prefill, true,
           "prefill with the tensor-core chunkwise GLA kernel where the head shape allows it (dk 64/128/256); "
@@ -263,6 +267,11 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   ASSIGN_OR_RETURN(o.devices, ParseDevices(absl::GetFlag(FLAGS_devices), o.device));
   o.device = o.devices.front();
   ASSIGN_OR_RETURN(o.weights, ParseWeightFormat(absl::GetFlag(FLAGS_weights)));
+  const std::string state_dtype = absl::GetFlag(FLAGS_state_dtype);
+  const std::optional<StateDType> parsed_state_dtype = ParseStateDType(state_dtype);
+  if (!parsed_state_dtype)
+    return absl::InvalidArgumentError(absl::StrCat("--state_dtype '", state_dtype, "': expected f32 or bf16"));
+  o.state_dtype = *parsed_state_dtype;
   o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/scheduler.h"
+#include "engine/state_storage.h"
 #include "server/log.h"
 #include "server/request_guard.h"
 #include "server/request_validation.h"
@@ -31,6 +32,7 @@ struct ServerOptions {
   int device = 0;       // --device: the cuda backend's GPU, and GPU fine-tuning's (devices[0] with --devices)
   std::vector<int> devices;  // --devices: one engine each (engine_set.h); {device} without it
   WeightFormat weights = WeightFormat::kNative;  // --weights
+  StateDType state_dtype = StateDType::kF32;      // --state_dtype
   bool cuda_graphs = true;
   bool chunked_prefill = true;
   bool persistent_decode = true;

@@ -13,8 +13,8 @@ namespace gla {
 namespace {
 constexpr size_t kMaxSeen = 1 << 16;  // sightings remembered (8+4 bytes each); forgotten wholesale past it
 
-// A prefix entry in the store: "GLAPFX1\0" | u32 tokens n | n x i32 tokens | i64 state floats |
-// floats | u64 Hash64 of everything before it.
+// A prefix entry in the store: "GLAPFX1\0" | u32 tokens n | n x i32 tokens | i64 state words |
+// the state's words (in the pool's dtype; the key names it) | u64 Hash64 of everything before it.
 constexpr char kMagic[8] = {'G', 'L', 'A', 'P', 'F', 'X', '1', '\0'};
 constexpr int64_t kStoreTtlMs = 3600 * 1000;  // an entry nobody used for an hour goes
 // KEYS: the prompt's block prefixes, longest first. The index of the first that is there (its
@@ -69,7 +69,9 @@ void PrefixCache::ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fing
 }
 
 std::string PrefixCache::StoreKey(uint64_t hash) const {
-  return absl::StrFormat("gla:%016x:p:%d:%016x", fingerprint_, block_, hash);
+  // bf16 pools' entries apart from f32 ones (an entry holds what the pool holds).
+  return absl::StrFormat("gla:%016x:p%s:%d:%016x", fingerprint_,
+                         pool_.state_dtype() == StateDType::kBF16 ? "-bf16" : "", block_, hash);
 }
 
 PrefixCache::PrefixCache(StatePool& pool, int block_tokens, int64_t budget_bytes)
@@ -136,7 +138,7 @@ absl::Status PrefixCache::Insert(std::span<const int32_t> prefix, std::shared_pt
     absl::Status st = (*state)->Wait();
     if (st.ok()) {
       const std::string entry = StoreKey(key), scratch = absl::StrCat(entry, ":t:", scratch_suffix_);
-      st = store_->PutInRanges(scratch, EncodeEntry(prefix, {(*state)->data(), static_cast<size_t>((*state)->floats())}),
+      st = store_->PutInRanges(scratch, EncodeEntry(prefix, {(*state)->data(), static_cast<size_t>((*state)->words())}),
                                60000);
       if (st.ok()) st = store_->Eval(kPlace, {entry, scratch}, {std::to_string(kStoreTtlMs)}).status();
     }
@@ -145,7 +147,7 @@ absl::Status PrefixCache::Insert(std::span<const int32_t> prefix, std::shared_pt
   }
   if (peers_ != nullptr && adapter == nullptr) {  // the other engines' too (a host copy)
     if (absl::Status st = (*state)->Wait(); st.ok()) {
-      peers_->Publish(key, prefix, {(*state)->data(), static_cast<size_t>((*state)->floats())});
+      peers_->Publish(key, prefix, {(*state)->data(), static_cast<size_t>((*state)->words())});
       ++counters_.peer_publishes;
     }
   }
@@ -189,7 +191,7 @@ std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32
   }
   const size_t blocks = hashes.size() + 1 - static_cast<size_t>(index);  // longest first
   const size_t n = blocks * static_cast<size_t>(block_);
-  const size_t entry_bytes = sizeof(kMagic) + 4 + n * sizeof(int32_t) + 8 + static_cast<size_t>(pool_.state_floats()) * 4 + 8;
+  const size_t entry_bytes = sizeof(kMagic) + 4 + n * sizeof(int32_t) + 8 + static_cast<size_t>(pool_.state_words()) * 4 + 8;
   absl::StatusOr<std::optional<std::string>> value = store_->GetInRanges(keys[static_cast<size_t>(index - 1)], entry_bytes);
   if (!value.ok()) {
     ++counters_.store_errors;
@@ -197,7 +199,7 @@ std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32
   }
   absl::StatusOr<std::shared_ptr<HostState>> state = MakeRoom();
   if (!value->has_value() || !state.ok() ||
-      !DecodeEntry(**value, prompt.first(n), {(*state)->data(), static_cast<size_t>((*state)->floats())})) {
+      !DecodeEntry(**value, prompt.first(n), {(*state)->data(), static_cast<size_t>((*state)->words())})) {
     ++counters_.store_misses;  // a collision or a corrupt entry: a miss
     return std::nullopt;
   }
@@ -211,7 +213,7 @@ std::optional<PrefixCache::Match> PrefixCache::LookupStore(std::span<const int32
 std::optional<PrefixCache::Match> PrefixCache::LookupPeers(std::span<const int32_t> prompt,
                                                            const std::vector<uint64_t>& hashes) {
   std::optional<PeerPrefixStates::Found> found = peers_->FindLongest(hashes, prompt, block_);
-  if (!found || static_cast<int64_t>(found->state->size()) != pool_.state_floats()) {
+  if (!found || static_cast<int64_t>(found->state->size()) != pool_.state_words()) {
     ++counters_.peer_misses;
     return std::nullopt;
   }

@@ -200,7 +200,7 @@ absl::StatusOr<std::shared_ptr<HostState>> SessionStore::CopyState(const Session
     RETURN_IF_ERROR(src.host->Wait());
     std::memcpy(dst->data(), src.host->data(), static_cast<size_t>(pool_.state_bytes()));
   } else {
-    RETURN_IF_ERROR(ReadSessionFile(PathOf(src.record.id), Expect(), {dst->data(), static_cast<size_t>(dst->floats())}).status());
+    RETURN_IF_ERROR(ReadSessionFile(PathOf(src.record.id), Expect(), {dst->data(), static_cast<size_t>(dst->words())}).status());
   }
   return dst;
 }
@@ -231,16 +231,16 @@ absl::StatusOr<SessionCopy> SessionStore::Export(const std::string& src_id) {
   ASSIGN_OR_RETURN(std::shared_ptr<HostState> state, CopyState(src));
   if (state != nullptr) {
     RETURN_IF_ERROR(state->Wait());
-    copy.state.assign(state->data(), state->data() + state->floats());
+    copy.state.assign(state->data(), state->data() + state->words());
   }
   return copy;
 }
 
 absl::StatusOr<SessionInfo> SessionStore::Import(SessionCopy copy, std::string id, int64_t ttl_s) {
   if (shared()) return absl::FailedPreconditionError("sessions in the state store are forked there");
-  if (!copy.state.empty() && static_cast<int64_t>(copy.state.size()) != pool_.state_floats())
-    return absl::InvalidArgumentError(absl::StrCat("a session copy of ", copy.state.size(), " floats; this model's state has ",
-                                                   pool_.state_floats()));
+  if (!copy.state.empty() && static_cast<int64_t>(copy.state.size()) != pool_.state_words())
+    return absl::InvalidArgumentError(absl::StrCat("a session copy of ", copy.state.size(), " words; this model's state has ",
+                                                   pool_.state_words()));
   if (absl::Status s = CheckNewId(&id); !s.ok()) return s;
   auto s = std::make_unique<Session>();
   s->record = ForkedRecord(copy.record, id, ttl_s);
@@ -292,7 +292,7 @@ absl::StatusOr<std::shared_ptr<HostState>> SessionStore::Restore(Session& s, int
     auto host = pool_.NewHostState();
     if (!host.ok()) return host.status();
     std::shared_ptr<HostState> h = std::move(*host);
-    auto rec = ReadSessionFile(PathOf(s.record.id), Expect(), {h->data(), static_cast<size_t>(h->floats())});
+    auto rec = ReadSessionFile(PathOf(s.record.id), Expect(), {h->data(), static_cast<size_t>(h->words())});
     if (!rec.ok()) return rec.status();
     s.host = std::move(h);
   }
@@ -384,11 +384,11 @@ absl::StatusOr<std::span<const float>> SessionStore::StateOf(const Session& s, i
     }
     RETURN_IF_ERROR(pool_.SaveToHost(slot, *scratch_));
     RETURN_IF_ERROR(scratch_->Wait());
-    return std::span<const float>(scratch_->data(), static_cast<size_t>(scratch_->floats()));
+    return std::span<const float>(scratch_->data(), static_cast<size_t>(scratch_->words()));
   }
   if (s.host) {
     RETURN_IF_ERROR(s.host->Wait());
-    return std::span<const float>(s.host->data(), static_cast<size_t>(s.host->floats()));
+    return std::span<const float>(s.host->data(), static_cast<size_t>(s.host->words()));
   }
   if (s.on_disk) return absl::InternalError("StateOf: the state is only in the file");
   if (s.record.tokens > 0 || s.record.pending)
@@ -407,7 +407,7 @@ absl::Status SessionStore::WriteRecord(Session& s, const SessionRecord& record, 
   } else if (record.tokens > 0 || record.pending) {
     return absl::InternalError(absl::StrCat("session '", record.id, "' has a past but no state to write"));
   }
-  RETURN_IF_ERROR(WriteSessionFile(PathOf(record.id), options_.model_fingerprint, record, state));
+  RETURN_IF_ERROR(WriteSessionFile(PathOf(record.id), options_.model_fingerprint, record, state, pool_.state_dtype()));
   s.file_current = true;
   ++counters_.written;
   return absl::OkStatus();
@@ -705,7 +705,7 @@ void SessionStore::EndFork(Session& from, std::string id, int64_t ttl_s, bool he
         Created c;
         if (copied.ok())
           c = CreateInStore(*shared, record, chosen,
-                            state ? std::span<const float>(state->data(), static_cast<size_t>(state->floats()))
+                            state ? std::span<const float>(state->data(), static_cast<size_t>(state->words()))
                                   : std::span<const float>());
         else
           c.status = copied;
@@ -791,7 +791,7 @@ void SessionStore::LeaseAndRead(SharedSessions& shared, const std::string& id, T
     } else {  // (the lease keeps the version found above: no turn elsewhere can commit meanwhile)
       const auto t0 = std::chrono::steady_clock::now();
       absl::StatusOr<SharedSessions::Entry> read =
-          shared.Read(id, {t.host->data(), static_cast<size_t>(t.host->floats())}, &t.entry);
+          shared.Read(id, {t.host->data(), static_cast<size_t>(t.host->words())}, &t.entry);
       t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (!read.ok()) t.status = read.status(), t.store_failed = true;
       else t.entry.record = std::move(read->record), t.read = true;
@@ -909,7 +909,7 @@ void SessionStore::CommitAsync(Session& s, int slot, int64_t tokens_added, std::
     // and the store still at the version the turn started from.
     absl::Status st = host->Wait();
     const auto t0 = std::chrono::steady_clock::now();
-    if (st.ok()) st = shared_->Commit(next, version, {host->data(), static_cast<size_t>(host->floats())});
+    if (st.ok()) st = shared_->Commit(next, version, {host->data(), static_cast<size_t>(host->words())});
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     shared_->Unlease(id).IgnoreError();  // either way, before the client hears the turn ended
     host.reset();  // (recycled here: the pool's host buffers may be given back from any thread)

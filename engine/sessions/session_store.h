@@ -235,7 +235,7 @@ class SessionStore {
   absl::Status WriteToDisk(Session& s);
   absl::Status WriteRecord(Session& s, const SessionRecord& record, int slot);
   SessionFileExpect Expect() const {
-    return {options_.model_fingerprint, pool_.state_floats(), options_.vocab_size};
+    return {options_.model_fingerprint, pool_.state_values(), pool_.state_dtype(), options_.vocab_size};
   }
   bool write_through() const { return has_dir() && options_.durability == SessionDurability::kAlways; }
   void Erase(std::map<std::string, std::unique_ptr<Session>>::iterator it);
@@ -276,7 +276,7 @@ class SessionStore {
                                         TurnStart& t);
   // A store error as the client sees it: UNAVAILABLE stays (the store is gone); counted.
   absl::Status StoreError(const absl::Status& s, const std::string& doing);
-  // The state in a slot, a host copy or nothing (an empty past), as floats to write.
+  // The state in a slot, a host copy or nothing (an empty past), as the words to write.
   absl::StatusOr<std::span<const float>> StateOf(const Session& s, int slot);
   // Adds a local copy of a store session, letting the least recently used idle copy go when the
   // replica holds max_sessions of them.

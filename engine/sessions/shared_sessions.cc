@@ -81,7 +81,7 @@ SharedSessions::SharedSessions(std::shared_ptr<RedisClient> client, SessionFileE
 std::string SharedSessions::Key(char kind, const std::string& id) const { return absl::StrCat(prefix_, std::string(1, kind), ":", id); }
 
 std::string SharedSessions::Meta(const SessionRecord& record, uint64_t version) const {
-  return absl::StrCat(version, "\n", EncodeSession(expect_.model_fingerprint, record, {}));
+  return absl::StrCat(version, "\n", EncodeSession(expect_.model_fingerprint, record, {}, expect_.state_dtype));
 }
 
 std::string SharedSessions::ExpiryMs(const SessionRecord& record) {
@@ -107,7 +107,7 @@ std::string SharedSessions::Scratch(const std::string& id) const { return absl::
 
 absl::StatusOr<bool> SharedSessions::Create(const SessionRecord& record, std::span<const float> state) {
   const std::string meta = Meta(record, 1), expiry = ExpiryMs(record), scratch = Scratch(record.id);
-  if (absl::Status s = client_->PutInRanges(scratch, EncodeSession(expect_.model_fingerprint, record, state), kScratchTtlMs);
+  if (absl::Status s = client_->PutInRanges(scratch, EncodeSession(expect_.model_fingerprint, record, state, expect_.state_dtype), kScratchTtlMs);
       !s.ok())
     return s;
   absl::StatusOr<RedisReply> r = client_->Eval(kCreate, {Key('m', record.id), Key('s', record.id), scratch}, {meta, expiry});
@@ -162,8 +162,9 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id
   absl::StatusOr<std::optional<Entry>> meta = known != nullptr ? std::optional<Entry>(*known) : Find(id);
   if (!meta.ok()) return meta.status();
   if (!meta->has_value()) return absl::NotFoundError(absl::StrCat("no session '", id, "' in the state store"));
-  // At most a header (names are at most 64 bytes each), the state and the checksum.
-  const size_t most = 512 + static_cast<size_t>(expect_.state_floats) * sizeof(float) + 8;
+  // At most a header (names are at most 64 bytes each), the state (in either dtype: another
+  // replica may keep f32 states, the larger) and the checksum.
+  const size_t most = 512 + static_cast<size_t>(std::max(expect_.state_values, expect_.state_words())) * sizeof(float) + 8;
   absl::StatusOr<std::optional<std::string>> v = RedisClient::GetInRanges(read_over_, Key('s', id), most);
   if (!v.ok()) return v.status();
   const std::string name = absl::StrCat("session '", id, "' in the state store");
@@ -180,7 +181,7 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id
 absl::Status SharedSessions::Commit(const SessionRecord& record, uint64_t expected_version, std::span<const float> state) {
   const std::string meta = Meta(record, expected_version + 1), scratch = Scratch(record.id);
   const std::string expected = std::to_string(expected_version), expiry = ExpiryMs(record);
-  if (absl::Status s = client_->PutInRanges(scratch, EncodeSession(expect_.model_fingerprint, record, state), kScratchTtlMs);
+  if (absl::Status s = client_->PutInRanges(scratch, EncodeSession(expect_.model_fingerprint, record, state, expect_.state_dtype), kScratchTtlMs);
       !s.ok())
     return s;
   absl::StatusOr<RedisReply> r = client_->Eval(

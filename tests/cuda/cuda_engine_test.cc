@@ -52,7 +52,7 @@ struct Gpu {
     EXPECT_TRUE(host.ok()) << host.status();
     EXPECT_TRUE(pool->SaveToHost(slot, **host).ok());
     EXPECT_TRUE((*host)->Wait().ok());
-    return std::vector<float>((*host)->data(), (*host)->data() + (*host)->floats());
+    return std::vector<float>((*host)->data(), (*host)->data() + (*host)->words());
   }
 };
 

@@ -248,6 +248,7 @@ TEST_F(ServerE2E, StopTokenIdsAndModelInfo) {
   EXPECT_GT(info.weight_bytes(), 0u);
   EXPECT_EQ(info.config().vocab_size(), 512);
   EXPECT_EQ(info.state_bytes_per_sequence(), 2u * 4 * 8 * 16 * 4);
+  EXPECT_EQ(info.state_dtype(), "f32");
   EXPECT_EQ(info.limits().max_new_tokens(), 4096u);
   EXPECT_FALSE(info.has_tokenizer());
 }
@@ -330,6 +331,28 @@ TEST(ServerE2ESmall, StartupErrorsAreOneLineAndNonZero) {
   EXPECT_FALSE(bad_backend.ok());
   EXPECT_NE(bad_backend.log().find("glad: error: --backend tpu is not one of auto, cuda, cpu"), std::string::npos)
       << bad_backend.log();
+}
+
+// --state_dtype bf16 (issue 23): the pool keeps half the bytes per sequence and says so; greedy
+// generation runs on it (its tokens may part from f32 states': docs/quantization.md measures how
+// far). An unknown dtype is a one-line startup error.
+TEST(ServerE2ESmall, Bf16StatesHalveEachSequencesStateAndServe) {
+  GladProcess server({"--model", testing::TinyModelDir(), "--backend", "cpu", "--slots", "4", "--threads", "1",
+                      "--state_dtype", "bf16"});
+  ASSERT_TRUE(server.ok()) << server.log();
+  auto stub = server.stub();
+  const auto info = Info(*stub);
+  EXPECT_EQ(info.state_dtype(), "bf16");
+  EXPECT_EQ(info.state_bytes_per_sequence(), 2u * 4 * 8 * 16 * 2);
+  EXPECT_NE(info.device().find("bf16 states"), std::string::npos) << info.device();
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(stub->Generate(&ctx, Request(RefIds("greedy.prompt_ids"), 16), &resp).ok());
+  EXPECT_EQ(resp.token_ids_size(), 16);
+  EXPECT_EQ(server.Terminate(), 0);
+  GladProcess bad({"--model", testing::TinyModelDir(), "--backend", "cpu", "--state_dtype", "fp8"});
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.log().find("glad: error: --state_dtype 'fp8': expected f32 or bf16"), std::string::npos) << bad.log();
 }
 
 // --backend cuda serves where a GPU is usable and is a one-line startup error elsewhere (never a

@@ -92,8 +92,9 @@ void SessionSeeds() {
   std::vector<float> state(16);
   for (size_t i = 0; i < state.size(); ++i) state[i] = 0.5f * static_cast<float>(i) - 3.0f;
   const std::string tmp = (fs::temp_directory_path() / "gla-fuzz-corpus.glasession").string();
-  auto write = [&](const gla::SessionRecord& r, uint64_t fp, std::span<const float> s) {
-    if (!gla::WriteSessionFile(tmp, fp, r, s).ok()) std::exit(1);
+  auto write = [&](const gla::SessionRecord& r, uint64_t fp, std::span<const float> s,
+                   gla::StateDType dtype = gla::StateDType::kF32) {
+    if (!gla::WriteSessionFile(tmp, fp, r, s, dtype).ok()) std::exit(1);
     std::string b = Read(tmp);
     fs::remove(tmp);
     return b;
@@ -112,6 +113,9 @@ void SessionSeeds() {
   plain.id = "s";
   Put("session_file", "valid_no_pending", write(plain, kFingerprint, state));
   Put("session_file", "other_model", write(r, kFingerprint + 1, state));
+  std::vector<float> bf16_words(gla::StateWords(16, gla::StateDType::kBF16));  // the same state kept in bf16
+  gla::PackBf16State(state.data(), 16, bf16_words.data());
+  Put("session_file", "valid_bf16", write(r, kFingerprint, bf16_words, gla::StateDType::kBF16));
   Put("session_file", "other_state_size", write(r, kFingerprint, std::span<const float>(state).first(8)));
   Put("session_file", "truncated", valid.substr(0, valid.size() - 9));
   std::string corrupt = valid;

@@ -6,13 +6,17 @@
 // filled, and a pending token is inside the vocabulary; never a FIFO-blocking open, a read outside the file's bytes, UB, crash or leak.
 // The same bytes as a shared-store entry (DecodeSession: the layout in one buffer, issue 22) must be
 // judged the same way as the file, and as a store listing's record (record_only) accepted whenever
-// the whole entry is.
+// the whole entry is. Read again for a bf16 pool (issue 23: a file of the other dtype is converted),
+// it must be accepted exactly when the f32 read is, holding the f32 read's values rounded to bf16.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "engine/sessions/session_file.h"
+#include "engine/state_storage.h"
+#include "models/dtype.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {
@@ -24,7 +28,7 @@ constexpr int32_t kVocab = 512;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path = gla::fuzz::TempDir() + "/fuzz.glasession";
   gla::fuzz::WriteFileOrDie(path, std::string_view(reinterpret_cast<const char*>(data), size));
-  const gla::SessionFileExpect expect{kFingerprint, kStateFloats, kVocab};
+  const gla::SessionFileExpect expect{kFingerprint, kStateFloats, gla::StateDType::kF32, kVocab};
   auto header_only = gla::ReadSessionFile(path, expect, {});
   std::vector<float> state(kStateFloats, -1.0f);
   auto full = gla::ReadSessionFile(path, expect, state);
@@ -54,5 +58,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   GLA_FUZZ_CHECK(full->id == header_only->id && full->tokens == header_only->tokens &&
                      full->pending == header_only->pending,
                  "the two reads disagree");
+  gla::SessionFileExpect bf16 = expect;
+  bf16.state_dtype = gla::StateDType::kBF16;
+  std::vector<float> words(static_cast<size_t>(bf16.state_words()), -1.0f), values(kStateFloats);
+  auto as_bf16 = gla::ReadSessionFile(path, bf16, words);
+  GLA_FUZZ_CHECK(as_bf16.ok(), "readable for an f32 pool, refused for a bf16 one: %s",
+                 as_bf16.status().ToString().c_str());
+  gla::UnpackBf16State(words.data(), kStateFloats, values.data());
+  for (int64_t i = 0; i < kStateFloats; ++i) {
+    const float want = gla::BFloat16ToFloat(gla::FloatToBFloat16(state[i]));
+    GLA_FUZZ_CHECK(values[i] == want || (std::isnan(values[i]) && std::isnan(want)),
+                   "value %lld read for a bf16 pool is %g, the f32 read rounds to %g", static_cast<long long>(i),
+                   values[i], want);
+  }
   return 0;
 }

@@ -279,8 +279,8 @@ TEST_P(SessionTest, EveryCompletedTurnIsOnDiskUnderEachDurabilityPolicy) {
       // Past the interval (the loop wakes each second): the file of the interval policy holds the
       // second turn by then. Polled (up to 10 s) rather than slept: a loaded test machine is slow.
       const int64_t past2_tokens = static_cast<int64_t>(p1.size() + o1.tokens.size() + p2.size() + o2.tokens.size());
-      const SessionFileExpect expect{o.sessions.model_fingerprint, backend_->pool().state_floats(),
-                                     backend_->config().vocab_size};
+      const SessionFileExpect expect{o.sessions.model_fingerprint, backend_->pool().state_values(),
+                                     backend_->pool().state_dtype(), backend_->config().vocab_size};
       for (int i = 0; i < 20; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         if (policy != SessionDurability::kInterval) break;
@@ -340,20 +340,20 @@ TEST_P(SessionTest, CorruptOrForeignSessionFilesAreRefusedByName) {
   std::filesystem::resize_file(dir + "/short.glasession", 100);
   {  // the same file, written for another model
     const std::string path = dir + "/foreign.glasession";
-    std::vector<float> state(static_cast<size_t>(backend_->pool().state_floats()), 0.5f);
+    std::vector<float> state(static_cast<size_t>(backend_->pool().state_words()), 0.5f);
     SessionRecord r;
     r.id = "foreign";
     r.tokens = 3;
-    ASSERT_TRUE(WriteSessionFile(path, o.sessions.model_fingerprint ^ 1, r, state).ok());
+    ASSERT_TRUE(WriteSessionFile(path, o.sessions.model_fingerprint ^ 1, r, state, StateDType::kF32).ok());
   }
   {  // a pending token outside the vocabulary (every turn failed INTERNAL on it before)
     const std::string path = dir + "/pending.glasession";
-    std::vector<float> state(static_cast<size_t>(backend_->pool().state_floats()), 0.5f);
+    std::vector<float> state(static_cast<size_t>(backend_->pool().state_words()), 0.5f);
     SessionRecord r;
     r.id = "pending";
     r.tokens = 3;
     r.pending = backend_->config().vocab_size;
-    ASSERT_TRUE(WriteSessionFile(path, o.sessions.model_fingerprint, r, state).ok());
+    ASSERT_TRUE(WriteSessionFile(path, o.sessions.model_fingerprint, r, state, StateDType::kF32).ok());
   }
   std::filesystem::rename(dir + "/renamed.glasession", dir + "/other.glasession");
   std::ofstream(dir + "/junk.glasession") << "not a session";

@@ -198,7 +198,8 @@ TEST_F(SharedSessionTest, ADeadReplicasLeaseRunsOutAndAnOvertakenTurnWritesNothi
   const Collected o1 = Turn(*b, Greedy(p1, 4, "d"));
   ASSERT_TRUE(o1.status.ok()) << o1.status;
   // A replica that took the lease and died: nobody gives it back; it runs out.
-  SessionFileExpect expect{fingerprint_, b.backend->pool().state_floats(), b.backend->config().vocab_size};
+  SessionFileExpect expect{fingerprint_, b.backend->pool().state_values(), b.backend->pool().state_dtype(),
+                           b.backend->config().vocab_size};
   SharedSessions dead(std::make_shared<RedisClient>(redis_->address()), expect, "dead-replica", 800);
   ASSERT_TRUE(*dead.Lease("d"));
   EXPECT_EQ(Turn(*b, Greedy(p2, 3, "d")).status.code(), absl::StatusCode::kFailedPrecondition);
@@ -211,7 +212,7 @@ TEST_F(SharedSessionTest, ADeadReplicasLeaseRunsOutAndAnOvertakenTurnWritesNothi
   auto entry = dead.Find("d");
   ASSERT_TRUE(entry.ok() && entry->has_value());
   EXPECT_EQ((*entry)->version, 3u);  // created, turn 1, turn 2
-  std::vector<float> zeros(static_cast<size_t>(expect.state_floats), 0.0f);
+  std::vector<float> zeros(static_cast<size_t>(expect.state_words()), 0.0f);
   SessionRecord stale = (*entry)->record;
   stale.tokens = 1;
   absl::Status lost = dead.Commit(stale, 2, zeros);
@@ -364,7 +365,8 @@ TEST_F(SharedSessionTest, AnotherModelsOrACorruptEntryIsNeverUsed) {
   Replica a = MakeReplica("a");
   ASSERT_TRUE(testing::CreateSession(*a, "g").ok());
   ASSERT_TRUE(Turn(*a, Greedy(Text(12, 21), 3, "g")).status.ok());
-  SessionFileExpect other{fingerprint_ ^ 1, a.backend->pool().state_floats(), a.backend->config().vocab_size};
+  SessionFileExpect other{fingerprint_ ^ 1, a.backend->pool().state_values(), a.backend->pool().state_dtype(),
+                          a.backend->config().vocab_size};
   SharedSessions foreign(std::make_shared<RedisClient>(redis_->address()), other, "x", 1000);
   EXPECT_FALSE(foreign.Find("g")->has_value()) << "another model's sessions are other keys";
   // Flip one byte of the stored state: the checksum refuses it, by name.
