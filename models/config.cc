@@ -2,11 +2,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "models/excerpt.h"
+#include "models/file_io.h"
 #include "models/status_macros.h"
 #include "models/json_fields.h"
 #include "models/quantization_config.h"
@@ -140,11 +139,8 @@ int64_t GlaConfig::StateFloatsPerLayer() const {
 
 absl::StatusOr<GlaConfig> LoadGlaConfig(const std::string& model_dir) {
   const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseGlaConfigJson(text.str(), path);
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path));
+  return ParseGlaConfigJson(text, path);
 }
 
 }  // namespace gla

@@ -1,26 +1,64 @@
 #include "models/file_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
 namespace gla {
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return ss.str();
+namespace {
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// Opens without blocking (a FIFO would wait for a writer) and checks what is there.
+absl::Status OpenRegular(const std::string& path, int64_t max_bytes, Fd* f, int64_t* size) {
+  f->fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (f->fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open (", std::strerror(errno), ")"));
+  struct stat st {};
+  if (::fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode))
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  if (st.st_size > max_bytes)
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", st.st_size, " bytes, more than the ", max_bytes, " this file may have"));
+  *size = st.st_size;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckRegularFile(const std::string& path, int64_t max_bytes) {
+  Fd f;
+  int64_t size = 0;
+  return OpenRegular(path, max_bytes, &f, &size);
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, int64_t max_bytes) {
+  Fd f;
+  int64_t size = 0;
+  if (absl::Status s = OpenRegular(path, max_bytes, &f, &size); !s.ok()) return s;
+  std::string out(static_cast<size_t>(size), '\0');
+  size_t got = 0;
+  while (got < out.size()) {  // a file that shrinks while read ends early: what was there
+    const ssize_t r = ::pread(f.fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return absl::DataLossError(absl::StrCat(path, ": read error (", std::strerror(errno), ")"));
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  out.resize(got);
+  return out;
 }
 
 namespace {

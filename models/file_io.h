@@ -12,8 +12,20 @@
 
 namespace gla {
 
-// The file's bytes; NOT_FOUND "<path>: cannot open" when it cannot be opened.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
+// What a config, template, key or tokenizer file may weigh: far above any real one (configs are
+// kilobytes, SentencePiece models a few megabytes), far below what a hostile directory could
+// make a server hold.
+inline constexpr int64_t kMaxSmallFileBytes = int64_t{256} << 20;
+
+// OK when `path` (symbolic links followed: model directories from a hub cache are links) is a
+// regular file of at most `max_bytes`; NOT_FOUND when it cannot be opened, INVALID_ARGUMENT naming
+// the path otherwise (a FIFO, a device or a directory, which would block or never end a read).
+absl::Status CheckRegularFile(const std::string& path, int64_t max_bytes = kMaxSmallFileBytes);
+
+// The file's bytes; NOT_FOUND "<path>: cannot open" when it cannot be opened, INVALID_ARGUMENT
+// when it is not a regular file or is larger than `max_bytes` (checked before reading: a FIFO is
+// refused without blocking).
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, int64_t max_bytes = kMaxSmallFileBytes);
 
 // `parts` written one after the other to `path` + ".tmp", fsync'ed, renamed over `path`, and the
 // directory fsync'ed: once this returns OK the new file survives a crash or power loss.

@@ -4,7 +4,9 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "models/file_io.h"
 #include "models/sentencepiece_adapter.h"
+#include "models/status_macros.h"
 #include "models/utf8.h"
 
 namespace gla {
@@ -36,6 +38,9 @@ Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path, std::optional<int> bos_id,
                                                            std::optional<int> eos_id) {
+  // SentencePiece opens the file itself: check first that it is a regular file of a sane size (a
+  // FIFO named tokenizer.model would block start-up; a huge file would be read whole).
+  RETURN_IF_ERROR(CheckRegularFile(path));
   std::string error;
   std::unique_ptr<Tokenizer> t(new Tokenizer());
   t->sp_ = LoadSentencePieceAdapter(path, &error);

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -59,7 +60,8 @@ std::vector<std::string> SplitDocuments(const std::string& text) {
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> EncodeDocuments(const Tokenizer& tok, const std::string& path,
                                                                   int64_t* tokens) {
-  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path));
+  // The corpus is the caller's own data, read whole whatever its size (a regular file still).
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path, std::numeric_limits<int64_t>::max()));
   std::vector<std::vector<int32_t>> out;
   *tokens = 0;
   for (const std::string& doc : SplitDocuments(text)) {

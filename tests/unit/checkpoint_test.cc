@@ -2,6 +2,7 @@
 // embeddings, clamp_min, g_norm naming, BF16 and sharded files. Each model must run
 // consistently: chunkwise = recurrent, prefix + continuation = whole, batched = alone.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/cpu_model.h"
 #include "models/checkpoint.h"
+#include "models/file_io.h"
 #include "models/tensor_store.h"
 #include "tests/support/random_model.h"
 #include "tests/support/test_util.h"
@@ -176,6 +178,49 @@ TEST(Checkpoint, ReferenceHasNoTokenizerAndLoads) {
   EXPECT_EQ(ck->tokenizer, nullptr);
   EXPECT_EQ(ck->weights.layers.size(), 2u);
   EXPECT_FALSE(ck->weights.lm_head.empty());
+}
+
+// A hostile or broken model directory: config.json or tokenizer.model as a FIFO (which would block
+// the open, and with it start-up) or far larger than any real one is refused by name, at once;
+// model files reached through symbolic links (a hub cache's layout) still load.
+TEST(Checkpoint, FifosAndOversizedSmallFilesAreRefusedByName) {
+  namespace fs = std::filesystem;
+  const std::string src = testing::TinyModelDir();
+  auto fresh = [&](const std::string& name) {
+    const std::string dir = testing::MakeTempDir(name);
+    fs::create_symlink(fs::absolute(fs::path(src) / "model.safetensors"), fs::path(dir) / "model.safetensors");
+    return dir;
+  };
+  const std::string linked = fresh("ck_links");
+  fs::create_symlink(fs::absolute(fs::path(src) / "config.json"), fs::path(linked) / "config.json");
+  ASSERT_TRUE(LoadCheckpoint(linked).ok()) << LoadCheckpoint(linked).status();
+
+  const std::string fifo_config = fresh("ck_fifo_config");
+  ASSERT_EQ(::mkfifo((fs::path(fifo_config) / "config.json").c_str(), 0600), 0);
+  auto r = LoadCheckpoint(fifo_config);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("config.json: not a regular file"), std::string::npos) << r.status();
+
+  const std::string big_config = fresh("ck_big_config");
+  fs::copy_file(fs::path(src) / "config.json", fs::path(big_config) / "config.json");
+  fs::resize_file(fs::path(big_config) / "config.json", kMaxSmallFileBytes + 1);  // sparse: nothing read
+  r = LoadCheckpoint(big_config);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("more than the"), std::string::npos) << r.status();
+
+  const std::string fifo_tok = fresh("ck_fifo_tokenizer");
+  fs::copy_file(fs::path(src) / "config.json", fs::path(fifo_tok) / "config.json");
+  ASSERT_EQ(::mkfifo((fs::path(fifo_tok) / "tokenizer.model").c_str(), 0600), 0);
+  r = LoadCheckpoint(fifo_tok);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("tokenizer.model: not a regular file"), std::string::npos) << r.status();
+
+  const std::string fifo_weights = testing::MakeTempDir("ck_fifo_weights");
+  fs::copy_file(fs::path(src) / "config.json", fs::path(fifo_weights) / "config.json");
+  ASSERT_EQ(::mkfifo((fs::path(fifo_weights) / "model.safetensors").c_str(), 0600), 0);
+  r = LoadCheckpoint(fifo_weights);
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("model.safetensors: not a regular file"), std::string::npos) << r.status();
 }
 
 }  // namespace
