@@ -61,15 +61,21 @@ for flags in "--state-dtype bf16" "--weights int8 --state-dtype bf16"; do
   done
 done
 
-"$glad" --model "$model" --listen 127.0.0.1:0 --backend cpu --threads 2 --weights int8 2> "$work/glad.log" &
-pid=$!
-port=""
-for _ in $(seq 300); do
-  port=$(sed -n 's|.*glad: listening on 127.0.0.1:\([0-9]*\).*|\1|p' "$work/glad.log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || fail "glad --weights int8 did not start: $(cat "$work/glad.log")"
+# start_glad LOG FLAGS...: glad on the default model (CPU) with FLAGS; sets pid and port.
+start_glad() {
+  local log=$1; shift
+  "$glad" --model "$model" --listen 127.0.0.1:0 --backend cpu --threads 2 "$@" 2> "$log" &
+  pid=$!
+  port=""
+  for _ in $(seq 300); do
+    port=$(sed -n 's|.*glad: listening on 127.0.0.1:\([0-9]*\).*|\1|p' "$log")
+    [ -n "$port" ] && return 0
+    sleep 0.1
+  done
+  fail "glad $* did not start: $(cat "$log")"
+}
+
+start_glad "$work/glad.log" --weights int8
 grep -q "int8 weights" "$work/glad.log" || fail "glad's start-up line does not say int8 weights"
 "$cli" info --addr "127.0.0.1:$port" > "$work/info.txt" || fail "gla-cli info"
 grep -q "int8 weights" "$work/info.txt" || fail "ModelInfo's device does not say int8 weights"
@@ -78,15 +84,7 @@ echo "ok: glad --weights int8 serves (\"The jury said\" -> $(grep -m1 . <<< "$ou
 kill $pid; wait $pid 2> /dev/null; pid=""
 
 # glad --state_dtype bf16 serves the trained model and says so.
-"$glad" --model "$model" --listen 127.0.0.1:0 --backend cpu --threads 2 --state_dtype bf16 2> "$work/glad16.log" &
-pid=$!
-port=""
-for _ in $(seq 300); do
-  port=$(sed -n 's|.*glad: listening on 127.0.0.1:\([0-9]*\).*|\1|p' "$work/glad16.log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || fail "glad --state_dtype bf16 did not start: $(cat "$work/glad16.log")"
+start_glad "$work/glad16.log" --state_dtype bf16
 "$cli" info --addr "127.0.0.1:$port" > "$work/info16.txt" || fail "gla-cli info (bf16 states)"
 grep -q 'state_dtype: "bf16"' "$work/info16.txt" || fail "ModelInfo does not say bf16 states: $(cat "$work/info16.txt")"
 out=$("$cli" generate --addr "127.0.0.1:$port" --prompt "The jury said" --max-new-tokens 8) || fail "generate with bf16 states"
