@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string_view>
 
@@ -20,8 +21,20 @@ bool IsFloatingPoint(DType dtype);
 
 // IEEE half / bfloat16 <-> float. bf16 rounding is round-to-nearest-even (NaN kept NaN).
 float HalfToFloat(uint16_t h);
-float BFloat16ToFloat(uint16_t b);
-uint16_t FloatToBFloat16(float f);
+// Inline: state packing and the bf16-state rounding run them over whole states every step.
+inline float BFloat16ToFloat(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline uint16_t FloatToBFloat16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
 // FP8 E4M3 (fn) <-> float. The conversion to FP8 rounds to nearest even and saturates at +-448
 // (what quantizers do after scaling); NaN stays NaN.
 float Float8E4M3ToFloat(uint8_t b);
