@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Per-operation breakdown of engine steps from an Nsight Compute CSV (deploy/engine-profile.sh).
 
-  engine_profile_report.py NCU.csv PRESET TOKENS LABEL=STEP [LABEL=STEP ...]
+  engine_profile_report.py NCU.csv PRESET LABEL[:ROWS]=STEP [LABEL[:ROWS]=STEP ...]
 
-The CSV is `ncu --csv --metrics gpu__time_duration.sum,launch__grid_size` over gla-engine-bench.
-Every engine step starts with one EmbeddingGather kernel, so the kernels are cut into steps there;
-LABEL=STEP names the step (0-based, negative counts from the end) to break down and TOKENS its rows
-(for the GEMMs' TFLOP/s; "B" in a label's name is ignored). A step's cuBLAS kernels are named by
-their place in a layer (in_proj, o_proj, gate_up, down; lm_head last when it is one more), which
-holds while cuBLAS runs one kernel per product (the report says when it does not).
+The CSV is `ncu --csv --metrics gpu__time_duration.sum,launch__grid_size` over gla-engine-bench on
+a random PRESET model (1.3B or 340M). Every engine step starts with one EmbeddingGather kernel, so
+the kernels are cut into steps there; LABEL=STEP names a step (0-based, negative counts from the
+end) to break down, and ROWS its token rows (for the GEMMs' TFLOP/s; the lm_head of a prefill or
+TTFT step has one row, of a decode step ROWS). A step's cuBLAS kernels are named by their place in
+a layer (in_proj, o_proj, gate_up, down; lm_head last when it is one more), which holds while
+cuBLAS runs one kernel per product (the report says when it does not).
 """
 import collections
 import csv
@@ -64,14 +65,20 @@ def steps_of(kernels):
 
 
 def main():
+    if len(sys.argv) < 4 or sys.argv[2] not in SHAPES:
+        sys.exit(__doc__ + f"\nPRESET must be one of {', '.join(SHAPES)}")
     path, preset, spec = sys.argv[1], sys.argv[2], sys.argv[3:]
     shapes = SHAPES[preset]
     steps = steps_of(read(path))
+    if not steps:
+        sys.exit(f"{path}: no EmbeddingGather kernel, so no engine step (did the benchmark run under ncu?)")
     print(f"# {len(steps)} steps; per step: kernels, total us")
     print("  " + " ".join(f"{i}:{len(s)}/{sum(k['us'] for k in s):.0f}" for i, s in enumerate(steps)))
     for item in spec:
         label, idx = item.split("=")
         tokens = int(label.split(":")[1]) if ":" in label else 0
+        if not -len(steps) <= int(idx) < len(steps):
+            sys.exit(f"{item}: step {idx} of {len(steps)}")
         step = steps[int(idx)]
         total = sum(k["us"] for k in step)
         gemms = [k for k in step if not is_ours(k["name"])]

@@ -30,7 +30,8 @@ class HostState {
  public:
   virtual ~HostState() = default;  // waits for a copy still in flight
   int64_t words() const { return words_; }
-  // The state's words (StatePool's comment says what they hold). Valid once Wait() has returned OK (a copy out of a slot may still be writing it).
+  // The state's words (StatePool's comment says what they hold). Valid once Wait() has returned
+  // OK (a copy out of a slot may still be writing it).
   virtual float* data() = 0;
   // Whether the last copy into or out of this buffer has finished (always true on the CPU).
   virtual bool Ready() = 0;

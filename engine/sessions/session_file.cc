@@ -123,13 +123,14 @@ struct StatePlace {
   StateDType dtype = StateDType::kF32;
 };
 
-// `bytes` (the state's words as stored, in `place.dtype`) into `state` in expect.state_dtype.
+// `bytes` (the state's words as stored, in `place.dtype`; any alignment) into `state` in
+// expect.state_dtype: copied, or converted (bf16 <-> f32) through an aligned copy.
 void CopyStateOut(const uint8_t* bytes, const StatePlace& place, const SessionFileExpect& expect, std::span<float> state) {
   if (place.dtype == expect.state_dtype) {
     std::memcpy(state.data(), bytes, state.size_bytes());
     return;
   }
-  std::vector<float> stored(static_cast<size_t>(place.words));  // aligned words to convert from
+  std::vector<float> stored(static_cast<size_t>(place.words));
   std::memcpy(stored.data(), bytes, stored.size() * sizeof(float));
   ConvertStateWords(stored.data(), place.dtype, state.data(), expect.state_dtype, expect.state_values);
 }
@@ -263,7 +264,7 @@ absl::StatusOr<SessionRecord> ReadSessionFile(const std::string& path, const Ses
   h = Hash64({reinterpret_cast<const uint8_t*>(dst.data()), dst.size_bytes()}, h);
   if (h != stored) return refuse("checksum mismatch (the file is corrupt)");
   if (!state.empty() && words > 0 && place.dtype != expect.state_dtype)
-    ConvertStateWords(own.data(), place.dtype, state.data(), expect.state_dtype, expect.state_values);
+    CopyStateOut(reinterpret_cast<const uint8_t*>(own.data()), place, expect, state);
   return r;
 }
 

@@ -162,9 +162,9 @@ absl::StatusOr<SharedSessions::Entry> SharedSessions::Read(const std::string& id
   absl::StatusOr<std::optional<Entry>> meta = known != nullptr ? std::optional<Entry>(*known) : Find(id);
   if (!meta.ok()) return meta.status();
   if (!meta->has_value()) return absl::NotFoundError(absl::StrCat("no session '", id, "' in the state store"));
-  // At most a header (names are at most 64 bytes each), the state (in either dtype: another
-  // replica may keep f32 states, the larger) and the checksum.
-  const size_t most = 512 + static_cast<size_t>(std::max(expect_.state_values, expect_.state_words())) * sizeof(float) + 8;
+  // At most a header (names are at most 64 bytes each), the state in either dtype (another replica
+  // may keep f32 states, the larger: one word per value) and the checksum.
+  const size_t most = 512 + static_cast<size_t>(expect_.state_values) * sizeof(float) + 8;
   absl::StatusOr<std::optional<std::string>> v = RedisClient::GetInRanges(read_over_, Key('s', id), most);
   if (!v.ok()) return v.status();
   const std::string name = absl::StrCat("session '", id, "' in the state store");

@@ -30,34 +30,43 @@ train() {
     --clip 1.0 --seed 1 --eval-every 100 --dtype bf16
 }
 
+# Waits for the background jobs `pids` names; fails when any failed (a refused option is a failed
+# reproduction, not a missing row).
+wait_all() {
+  local failed=0 pid
+  for pid in "$@"; do wait "$pid" || failed=$((failed + 1)); done
+  [ "$failed" -eq 0 ] || { echo "reproduce.sh: $failed run(s) failed" >&2; return 1; }
+}
+
 accuracy() {
-  local text=$root/models/gla-brown/heldout_sample.txt
+  local text=$root/models/gla-brown/heldout_sample.txt pids=()
   rm -rf "$out-fp8"
   "$eval_bin" quantize --model "$out" --out "$out-fp8" --scheme fp8 > /dev/null
-  echo "== held-out perplexity ($(basename "$text"))"
-  {
-    echo "fp32 $("$eval_bin" perplexity --model "$out" --text "$text" --threads "$threads" | grep -o 'perplexity: [0-9.]*')" &
-    echo "int8 $("$eval_bin" perplexity --model "$out" --text "$text" --threads "$threads" --weights int8 | grep -o 'perplexity: [0-9.]*')" &
-    echo "fp8 $("$eval_bin" perplexity --model "$out-fp8" --text "$text" --threads "$threads" | grep -o 'perplexity: [0-9.]*')" &
-    echo "bf16-states $("$eval_bin" perplexity --model "$out" --text "$text" --threads "$threads" --state-dtype bf16 | grep -o 'perplexity: [0-9.]*')" &
-    echo "int8+bf16-states $("$eval_bin" perplexity --model "$out" --text "$text" --threads "$threads" --weights int8 --state-dtype bf16 | grep -o 'perplexity: [0-9.]*')" &
-    echo "fp8+bf16-states $("$eval_bin" perplexity --model "$out-fp8" --text "$text" --threads "$threads" --state-dtype bf16 | grep -o 'perplexity: [0-9.]*')" &
-    wait
-  }
-  echo "== drift over 4,096 decoded tokens against fp32 (prompt: 'The jury said')"
-  # name, the candidate checkpoint, its flags (the reference is always the fp32 model as it is).
-  local runs=("int8|$out|--weights int8" "fp8|$out-fp8|" "bf16-states|$out|--state-dtype bf16"
+  # name, the checkpoint, its flags (the reference is always the fp32 model as it is).
+  local runs=("fp32|$out|" "int8|$out|--weights int8" "fp8|$out-fp8|" "bf16-states|$out|--state-dtype bf16"
               "int8+bf16-states|$out|--weights int8 --state-dtype bf16" "fp8+bf16-states|$out-fp8|--state-dtype bf16")
+  echo "== held-out perplexity ($(basename "$text"))"
+  for r in "${runs[@]}"; do
+    IFS='|' read -r name model flags <<< "$r"
+    # shellcheck disable=SC2086
+    ("$eval_bin" perplexity --model "$model" --text "$text" --threads "$threads" $flags | grep 'perplexity:' |
+       sed "s/^/$name /") &
+    pids+=($!)
+  done
+  wait_all "${pids[@]}"
+  echo "== drift over ${GLA_DRIFT_TOKENS:-4096} decoded tokens against fp32 (prompt: 'The jury said')"
+  pids=()
   for temperature in 0 1; do
-    for r in "${runs[@]}"; do
+    for r in "${runs[@]:1}"; do
       IFS='|' read -r name model flags <<< "$r"
       # shellcheck disable=SC2086
       ("$eval_bin" drift --model "$model" --reference "$out" $flags --prompt "The jury said" \
          --tokens "${GLA_DRIFT_TOKENS:-4096}" --temperature $temperature --threads "$threads" 2>&1 |
          sed "s/^/$name T=$temperature: /") &
+      pids+=($!)
     done
   done
-  wait
+  wait_all "${pids[@]}"
 }
 
 case $stage in
