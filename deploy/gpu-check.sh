@@ -83,7 +83,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   grep -E "registers|spill" "$out/ptxas.txt" | sort | uniq -c | sort -rn | head -n 20 || true
   if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
        tests/cuda/gla_forward_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/sampling_cuda_test.cc \
-       tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc \
+       tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc tests/cuda/state_bf16_cuda_test.cc \
        "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc kernels/cpu/norm_backward.cc kernels/cpu/activations_backward.cc kernels/cpu/conv_backward.cc \
        kernels/cpu/optimizer.cc kernels/cpu/dropout.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then

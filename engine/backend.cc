@@ -16,10 +16,6 @@ absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("--weights ", WeightFormatName(options.weights),
                                                    " runs on the CPU backend only so far (the GPU's quantized weights, "
                                                    "FP8, are not built yet)"));
-  if (options.state_dtype != StateDType::kF32)
-    return absl::InvalidArgumentError(absl::StrCat("--state_dtype ", StateDTypeName(options.state_dtype),
-                                                   " runs on the CPU backend only so far (the CUDA kernels read and "
-                                                   "write fp32 states)"));
   return absl::OkStatus();
 }
 

@@ -116,7 +116,7 @@ struct CudaBackendOptions {
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
   WeightFormat weights = WeightFormat::kNative;  // kInt8 is refused: the GPU's quantized forms are not built yet
-  StateDType state_dtype = StateDType::kF32;      // kBF16 is refused: the CUDA kernels read fp32 states only so far
+  StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
 
 // What the CUDA backend cannot take whatever the machine (INVALID_ARGUMENT, saying why): checked

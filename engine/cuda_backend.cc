@@ -35,7 +35,8 @@ class CudaBackend : public Backend {
   std::string name() const override { return "cuda"; }
   std::string device() const override {
     return absl::StrCat(model_->device_name(), ", ", model_->uses_chunked_prefill() ? "chunkwise" : "fused-recurrent",
-                        " prefill", model_->uses_persistent_decode() ? ", persistent batch-1 decode" : "");
+                        " prefill", model_->uses_persistent_decode() ? ", persistent batch-1 decode" : "",
+                        pool_->state_dtype() == StateDType::kBF16 ? ", bf16 states" : "");
   }
   const GlaConfig& config() const override { return model_->config(); }
   const Tokenizer* tokenizer() const override { return model_->tokenizer(); }
@@ -80,7 +81,7 @@ class CudaBackend : public Backend {
       segs.push_back({it.tokens, it.slot, logits, it.adapter});
     }
     std::vector<int> first_row;
-    const CudaModel::States states{pool_->base(), pool_->slot_stride(), pool_->scratch_slot()};
+    const CudaModel::States states{pool_->device_slots(), pool_->scratch_slot()};
     RETURN_IF_ERROR(model_->Forward(segs, states, &first_row));
     // The forward pass is queued on the stream: the masks are made while the GPU runs it.
     if (before_sampling) before_sampling();
@@ -131,12 +132,13 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   if (options.slots < 1 && options.state_memory_bytes <= 0) return absl::InvalidArgumentError("slots must be at least 1");
   ASSIGN_OR_RETURN(Checkpoint ck, LoadCheckpoint(model_dir));
   const StateLayout layout(ck.config);
+  const int64_t state_bytes = StateWords(layout.floats(), options.state_dtype) * int64_t{sizeof(float)};
   int slots = options.slots;
   if (options.state_memory_bytes > 0) {
-    slots = static_cast<int>(std::min<int64_t>(options.state_memory_bytes / layout.bytes(), 1 << 20));
+    slots = static_cast<int>(std::min<int64_t>(options.state_memory_bytes / state_bytes, 1 << 20));
     if (slots < 1)
       return absl::InvalidArgumentError(
-          absl::StrCat("a state memory budget of ", options.state_memory_bytes, " bytes holds no state of ", layout.bytes(), " bytes"));
+          absl::StrCat("a state memory budget of ", options.state_memory_bytes, " bytes holds no state of ", state_bytes, " bytes"));
   }
   CudaModelOptions mo;
   mo.device = options.device;
@@ -149,7 +151,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.chunked_prefill = options.chunked_prefill;
   mo.persistent_decode = options.persistent_decode;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
-  ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), model->stream()));
+  ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), options.state_dtype, model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));
   return std::unique_ptr<Backend>(new CudaBackend(std::move(model), std::move(pool), std::move(sampler), mo.max_logit_rows));
 }

@@ -86,14 +86,14 @@ class PinnedHostState : public HostState {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, int64_t state_values,
+absl::StatusOr<std::unique_ptr<GpuStatePool>> GpuStatePool::Create(int slots, int64_t state_values, StateDType dtype,
                                                                    cudaStream_t stream) {
   if (slots < 1) return absl::InvalidArgumentError("the state pool needs at least 1 slot");
-  const size_t bytes = static_cast<size_t>(slots + 1) * static_cast<size_t>(state_values) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(slots + 1) * static_cast<size_t>(StateWords(state_values, dtype)) * sizeof(float);
   auto storage = DeviceMemory::Allocate(bytes, absl::StrCat("the state pool (", slots, " slots + 1 scratch)").c_str());
   if (!storage.ok()) return storage.status();
   GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(storage->get(), 0, bytes, stream));
-  std::unique_ptr<GpuStatePool> pool(new GpuStatePool(slots, state_values, std::move(*storage), stream));
+  std::unique_ptr<GpuStatePool> pool(new GpuStatePool(slots, state_values, dtype, std::move(*storage), stream));
   if (absl::Status s = pool->Init(); !s.ok()) return s;
   return pool;
 }
@@ -165,7 +165,7 @@ absl::Status GpuStatePool::CopyAfterEngine() {
 
 absl::Status GpuStatePool::Zero(int slot) {
   if (auto s = OrderBeforeUse(slot); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(base() + slot * state_words_, 0, state_bytes(), stream_));
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(word(slot), 0, state_bytes(), stream_));
   return absl::OkStatus();
 }
 
@@ -173,7 +173,7 @@ absl::Status GpuStatePool::Copy(int src, int dst) {
   if (auto s = OrderBeforeUse(src); !s.ok()) return s;
   if (auto s = OrderBeforeUse(dst); !s.ok()) return s;
   if (src == dst) return absl::OkStatus();
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + dst * state_words_, base() + src * state_words_, state_bytes(),
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(word(dst), word(src), state_bytes(),
                                            cudaMemcpyDeviceToDevice, stream_));
   return absl::OkStatus();
 }
@@ -188,7 +188,7 @@ absl::Status GpuStatePool::SaveToHost(int slot, HostState& dst) {
   if (pinned == nullptr || dst.words() != state_words_)
     return absl::InvalidArgumentError("save: not a host state of this pool");
   if (auto s = CopyAfterEngine(); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data(), base() + slot * state_words_, state_bytes(),
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data(), word(slot), state_bytes(),
                                            cudaMemcpyDeviceToHost, copy_stream_));
   if (auto s = pinned->RecordCopy(copy_stream_); !s.ok()) return s;
   GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(copies_[slot].out, copy_stream_));
@@ -202,7 +202,7 @@ absl::Status GpuStatePool::LoadFromHost(HostState& src, int slot) {
   if (pinned == nullptr || src.words() != state_words_)
     return absl::InvalidArgumentError("load: not a host state of this pool");
   if (auto s = CopyAfterEngine(); !s.ok()) return s;
-  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(base() + slot * state_words_, src.data(), state_bytes(),
+  GLA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(word(slot), src.data(), state_bytes(),
                                            cudaMemcpyHostToDevice, copy_stream_));
   if (auto s = pinned->RecordCopy(copy_stream_); !s.ok()) return s;
   GLA_CUDA_RETURN_IF_ERROR(cudaEventRecord(copies_[slot].in, copy_stream_));

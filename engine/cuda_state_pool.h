@@ -1,5 +1,7 @@
-// The state pool in GPU memory: fp32 states, one contiguous array of slots, so the GLA kernels
-// read and update a sequence's state in place from its slot index (no gather/scatter copies).
+// The state pool in GPU memory: one contiguous array of slots, so the GLA kernels read and update a
+// sequence's state in place from its slot index (no gather/scatter copies). States are fp32, or
+// bf16 (--state_dtype bf16: twice the sequences in the same memory; the kernels widen on load and
+// round on store, kernels/state_slots.h).
 // One extra slot past capacity() is scratch: padding rows of a CUDA-graph decode bucket write
 // there, never into a live sequence. Zero and Copy are asynchronous on the engine's stream, so
 // they are ordered with the steps around them.
@@ -26,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "engine/cuda_util.h"
 #include "engine/state_pool.h"
+#include "kernels/state_slots.h"
 
 namespace gla {
 
@@ -34,11 +37,15 @@ class PinnedRecycler;
 class GpuStatePool : public StatePool {
  public:
   // RESOURCE_EXHAUSTED (naming the size) when the GPU cannot hold slots + 1 states.
-  static absl::StatusOr<std::unique_ptr<GpuStatePool>> Create(int slots, int64_t state_values, cudaStream_t stream);
+  static absl::StatusOr<std::unique_ptr<GpuStatePool>> Create(int slots, int64_t state_values, StateDType dtype,
+                                                              cudaStream_t stream);
   ~GpuStatePool() override;
 
-  float* base() const { return storage_.get<float>(); }
-  int64_t slot_stride() const { return state_words_; }
+  // Where the kernels find the slots (value strides: two bf16 values per word).
+  CudaStateSlots device_slots() const {
+    const bool bf16 = state_dtype() == StateDType::kBF16;
+    return {storage_.get<void>(), state_words() * (bf16 ? 2 : 1), bf16};
+  }
   int scratch_slot() const { return capacity(); }
   int64_t device_bytes() const { return static_cast<int64_t>(storage_.bytes()); }
 
@@ -58,9 +65,9 @@ class GpuStatePool : public StatePool {
     cudaEvent_t out = nullptr, in = nullptr;  // the last save from / load into the slot
     bool out_pending = false, in_pending = false;
   };
-  // fp32 only: the CUDA kernels do not read bf16 states yet (--state_dtype bf16 is the CPU backend's).
-  GpuStatePool(int slots, int64_t state_values, DeviceMemory storage, cudaStream_t stream)
-      : StatePool(slots, state_values, StateDType::kF32), storage_(std::move(storage)), stream_(stream), copies_(slots) {}
+  GpuStatePool(int slots, int64_t state_values, StateDType dtype, DeviceMemory storage, cudaStream_t stream)
+      : StatePool(slots, state_values, dtype), storage_(std::move(storage)), stream_(stream), copies_(slots) {}
+  float* word(int slot) const { return storage_.get<float>() + slot * state_words(); }
   absl::Status Init();
   // Makes the copy stream wait for the work queued on the engine stream so far.
   absl::Status CopyAfterEngine();

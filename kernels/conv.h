@@ -5,6 +5,8 @@
 
 #if defined(GLA_HAVE_CUDA)
 #include <cuda_runtime_api.h>
+
+#include "kernels/state_slots.h"
 #endif
 
 namespace gla::cpu {
@@ -30,11 +32,12 @@ void ShortConvSiluBackward(const float* x, int64_t x_stride, int64_t T, int64_t 
 namespace gla::cuda {
 
 // ShortConvSilu for a packed step on the GPU: sequence s owns rows [cu_seqlens[s], cu_seqlens[s+1])
-// of x and y (rows = cu_seqlens[num_seqs]) and its tail [K-1, C] lives at
-// state_base + slots[s] * slot_stride + tail_offset (updated in place). Device arrays; K <= 9.
+// of x and y (rows = cu_seqlens[num_seqs]) and its tail [K-1, C] is the values from
+// tails.Index(slots[s], 0) on (updated in place; `tails` is the state pool seen at the tail's
+// offset, fp32 or bf16: kernels/state_slots.h). Device arrays; K <= 9.
 cudaError_t ShortConvSilu(const float* x, int64_t x_stride, const int32_t* cu_seqlens, int num_seqs, int rows,
-                          int64_t C, const float* w, int K, float* state_base, int64_t slot_stride,
-                          int64_t tail_offset, const int32_t* slots, float* y, int64_t y_stride, cudaStream_t stream);
+                          int64_t C, const float* w, int K, const CudaStateSlots& tails, const int32_t* slots, float* y,
+                          int64_t y_stride, cudaStream_t stream);
 
 // Backward of ShortConvSilu for packed training sequences that start from an empty history (each
 // equals cpu::ShortConvSiluBackward with tail = nullptr): dx written, dw ([C, K]) accumulated with

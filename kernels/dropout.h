@@ -9,11 +9,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
-#if defined(__CUDACC__)
-#define GLA_HOST_DEVICE __host__ __device__
-#else
-#define GLA_HOST_DEVICE
-#endif
+#include "kernels/host_device.h"
 
 namespace gla {
 

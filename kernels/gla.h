@@ -14,6 +14,8 @@
 
 #if defined(GLA_HAVE_CUDA)
 #include <cuda_runtime_api.h>
+
+#include "kernels/state_slots.h"
 #endif
 
 namespace gla {
@@ -95,12 +97,12 @@ bool GlaBackwardChunkwise(const GlaSeqParams& p, const GlaSeqGrads& grads, int c
 
 #if defined(GLA_HAVE_CUDA)
 // One token for each of N sequences on the GPU, states updated in place in a state pool:
-// sequence n's state for this layer is state_base + slots[n] * slot_stride + h * dk * dv.
+// sequence n's state for this layer is values [slots[n] * slot_stride, + H dk dv) of `state`
+// (head h's [dk, dv] at h dk dv), fp32 or bf16 (kernels/state_slots.h).
 // The rows (q/k/v/g/o) are fp32 device arrays indexed by n.
 struct GlaDecodeCudaParams : GlaRows {
   int N = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
-  float* state_base = nullptr;
-  int64_t slot_stride = 0;       // floats between consecutive slots
+  CudaStateSlots state;            // this layer's states (the pool seen at the layer's offset)
   const int32_t* slots = nullptr;  // [N] device array
   float scale = 1.0f;
   // Optional: the forget gate made here instead of read from g (one launch fewer per decode layer):
@@ -124,9 +126,8 @@ struct GlaDecodeCudaParams : GlaRows {
 struct GlaPrefillCudaParams : GlaRows {
   int num_seqs = 0, H = 0, Hkv = 0, dk = 0, dv = 0;
   const int32_t* cu_seqlens = nullptr;  // [num_seqs + 1] device array
-  float* state_base = nullptr;
-  int64_t slot_stride = 0;
-  const int32_t* slots = nullptr;  // [num_seqs] device array, or nullptr
+  CudaStateSlots state;                 // this layer's states, as GlaDecodeCudaParams's
+  const int32_t* slots = nullptr;       // [num_seqs] device array, or nullptr
   float scale = 1.0f;
   // Used by GlaPrefillChunk only (GlaPrefillRecurrent ignores them): a host copy of
   // cu_seqlens[num_seqs] (or an upper bound), and a device workspace of at least
@@ -146,8 +147,8 @@ struct GlaBackwardCudaParams : GlaPrefillCudaParams {
   // From the forward's params (the base): the input rows q [T, H, dk], k and g [T, Hkv, dk],
   // v [T, Hkv, dv] (o is not used), num_seqs, heads, cu_seqlens, scale; and total_tokens (a host
   // copy of cu_seqlens[num_seqs], or an upper bound) with a device workspace of at least
-  // GlaBackwardChunkWorkspaceBytes(*this, total_tokens) bytes, 256-byte aligned. state_base,
-  // slot_stride and slots are not used: training owns its states (h0 below).
+  // GlaBackwardChunkWorkspaceBytes(*this, total_tokens) bytes, 256-byte aligned. state and slots
+  // are not used: training owns its states (h0 below).
   const float* h0 = nullptr;  // [num_seqs, H, dk, dv] initial states; nullptr = zero
   // Upstream gradients.
   const float* d_o = nullptr;  // [T, H, dv]

@@ -16,7 +16,8 @@
 // rows are loaded before the barrier that precedes it.
 //
 // Numerics are the kernel-per-operation path's: bf16 weights and bf16 input rows, fp32
-// accumulation, fp32 residual stream, projections and states, the gate|up outputs rounded to bf16
+// accumulation, fp32 residual stream, projections and states (a bf16 pool's state widened on load and
+// rounded on store, as the decode step does), the gate|up outputs rounded to bf16
 // before SwiGLU, SwiGLU's output rounded to bf16; only the order of the sums differs.
 #pragma once
 
@@ -25,6 +26,8 @@
 
 #include <cstddef>
 #include <cstdint>
+
+#include "kernels/state_slots.h"
 
 namespace gla::cuda {
 
@@ -40,7 +43,7 @@ struct PersistentDecodeLayer {
   const float* mlp_norm = nullptr;         // [D]
   const __nv_bfloat16* gate_up = nullptr;  // [2 I, D]: gate rows, then up rows
   const __nv_bfloat16* down = nullptr;     // [D, I]
-  int64_t state_offset = 0;                // floats from the slot's start to this layer's [H, dk, dv]
+  int64_t state_offset = 0;                // values from the slot's start to this layer's [H, dk, dv]
 };
 
 struct PersistentDecodeParams {
@@ -58,9 +61,9 @@ struct PersistentDecodeParams {
   const float* final_norm = nullptr;        // [D]
   const __nv_bfloat16* lm_head = nullptr;   // [vocab, D]
   int vocab = 0;
-  // The sequence's state: state_base + slots[0] * slot_stride + a layer's state_offset.
-  float* state_base = nullptr;
-  int64_t slot_stride = 0;
+  // The sequence's state: slot slots[0] of `state` (fp32 or bf16, kernels/state_slots.h), a layer's
+  // [H, dk, dv] at its state_offset.
+  CudaStateSlots state;
   const int32_t* slots = nullptr;
   // Workspace (device): x holds the embedding row on entry and the residual stream after.
   float* x = nullptr;              // [D]

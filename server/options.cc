@@ -43,7 +43,7 @@ ABSL_FLAG(std::string, weights, "native",
 ABSL_FLAG(std::string, state_dtype, "f32",
           "how the state pool keeps each sequence's recurrent state: f32, or bf16 (half the memory, so --state_memory_mb "
           "holds twice the sequences; updated in fp32 and rounded at each step's end; sessions, the state store and "
-          "the prefix cache keep the same; cpu backend so far; docs/quantization.md)");
+          "the prefix cache keep the same; both backends; docs/quantization.md)");
 ABSL_FLAG(bool, cuda_graphs, true, "replay decode steps as CUDA graphs captured per batch-size bucket (cuda backend)");
 ABSL_FLAG(bool, chunked_prefill, true,
           "prefill with the tensor-core chunkwise GLA kernel where the head shape allows it (dk 64/128/256); "

@@ -92,6 +92,13 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
   if (options.device < 0 || options.device >= devices)
     return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " does not exist (", devices, " found)"));
+  // The recurrent kernels move states 4 values at a time (16-byte fp32, 8-byte bf16 accesses): every
+  // layer's state must start at a multiple of 4 values, and so must each head's row of dv values.
+  const GlaConfig& c = ck.config;
+  if (c.head_v_dim % 4 != 0 || c.StateFloatsPerLayer() % 4 != 0)
+    return absl::InvalidArgumentError(absl::StrCat("the CUDA backend needs head_v_dim (", c.head_v_dim,
+                                                   ") and a layer's state values (", c.StateFloatsPerLayer(),
+                                                   ") to be multiples of 4; this model runs on --backend cpu"));
   GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   cudaDeviceProp prop{};
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
@@ -188,7 +195,7 @@ absl::Status CudaModel::AllocateWorkspace() {
   // (few long ones are cut into segments run in parallel), so size it for the largest of them.
   chunk_workspace_bytes_ = 0;
   if (options_.chunked_prefill && cuda::GlaChunkHeadDimSupported(p.head_k) && p.head_v % 4 == 0) {
-    GlaPrefillCudaParams shape = p.PrefillCuda(GlaRows{}, 0, nullptr, nullptr, 0, nullptr);
+    GlaPrefillCudaParams shape = p.PrefillCuda(GlaRows{}, 0, nullptr, CudaStateSlots(), nullptr);
     // Few sequences may be cut into segments (extra state buffers); beyond that the need grows
     // with the count (per-chunk decays), so the largest is at one of the small counts or at N.
     std::vector<int> counts;
@@ -257,12 +264,12 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   q.logits = logits_;
   q.barrier = reinterpret_cast<unsigned*>(persistent_mem_.get<char>() + layer_bytes);
   q.blocks = blocks;
-  q.state_base = x_;  // any device pointer for the shape check; each step sets its states
+  q.state.base = x_;  // any aligned device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
     persistent_mem_ = DeviceMemory();
     return absl::OkStatus();
   }
-  q.state_base = nullptr;
+  q.state = CudaStateSlots();
   persistent_ = q;
   return absl::OkStatus();
 }
@@ -411,7 +418,8 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
 
 absl::Status CudaModel::RunGraph(int bucket, const States& states) {
   Graph& g = graphs_[bucket];
-  if (g.exec != nullptr && g.state_base != states.base) {
+  if (g.exec != nullptr && (g.pool.base != states.pool.base || g.pool.slot_stride != states.pool.slot_stride ||
+                            g.pool.bf16 != states.pool.bf16)) {
     cudaGraphExecDestroy(g.exec);
     g.exec = nullptr;
   }
@@ -425,7 +433,7 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
     const cudaError_t inst = cudaGraphInstantiate(&g.exec, graph, 0);
     cudaGraphDestroy(graph);
     GLA_CUDA_RETURN_IF_ERROR(inst);
-    g.state_base = states.base;
+    g.pool = states.pool;
   }
   GLA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, stream_));
   return absl::OkStatus();
@@ -452,8 +460,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   GLA_CUDA_RETURN_IF_ERROR(cuda::EmbeddingGather(embeddings_, D, d_tokens_, rows, x_, stream_));
   if (uses_persistent_decode() && rows == 1 && decode_rows == 1 && !adapters && logit_rows <= 1) {
     cuda::PersistentDecodeParams q = persistent_;
-    q.state_base = states.base;
-    q.slot_stride = states.slot_stride;
+    q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));
     GLA_CUDA_RETURN_IF_ERROR(cuda::PersistentDecodeStep(q, stream_));
@@ -503,7 +510,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
                             {ip.v, p.q_width + p.k_width, p.v_width, layout_.v_tail_offset(l), w.v_conv}};
       for (const Part& part : parts)
         GLA_CUDA_RETURN_IF_ERROR(cuda::ShortConvSilu(proj_ + part.src, P, d_cu_all_, num_seqs, rows, part.width, part.w,
-                                                     p.conv_size, states.base, states.slot_stride, part.tail, d_slots_,
+                                                     p.conv_size, states.pool.At(part.tail), d_slots_,
                                                      conv_ + part.dst, p.conv_width, stream_));
       gla_rows = p.Rows(conv_, conv_ + p.q_width, conv_ + p.q_width + p.k_width, p.conv_width, gk_, o_);
     }
@@ -528,9 +535,9 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
                                                  p.k_width, p.gate, stream_));
     }
 
-    float* layer_states = states.base + layout_.S_offset(l);
+    const CudaStateSlots layer_states = states.pool.At(layout_.S_offset(l));
     if (decode_rows > 0) {
-      GlaDecodeCudaParams dp = p.DecodeCuda(gla_rows, decode_rows, layer_states, states.slot_stride, d_slots_);
+      GlaDecodeCudaParams dp = p.DecodeCuda(gla_rows, decode_rows, layer_states, d_slots_);
       if (gate_in_decode) {
         dp.gate_lowrank = proj_ + ip.r;
         dp.gate_lowrank_stride = P;
@@ -545,7 +552,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     }
     if (prefill_seqs > 0) {
       GlaPrefillCudaParams pp = p.PrefillCuda(GlaLayerPlan::From(gla_rows, decode_rows), prefill_seqs, d_cu_prefill_,
-                                              layer_states, states.slot_stride, d_slots_ + decode_rows);
+                                              layer_states, d_slots_ + decode_rows);
       if (chunk_workspace_bytes_ > 0) {
         pp.total_tokens = rows - decode_rows;
         pp.workspace = chunk_workspace_;

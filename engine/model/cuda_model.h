@@ -75,10 +75,10 @@ class CudaModel {
     Logits logits = Logits::kLast;
     std::shared_ptr<const LoraAdapter> adapter;  // null: the base model
   };
-  // Where the states live: slot s of this layer's state is base + s * slot_stride + layout offsets.
+  // Where the states live: slot s's values from pool.Index(s, 0) on, in state_layout()'s order,
+  // fp32 or bf16 (kernels/state_slots.h; GpuStatePool::slots()).
   struct States {
-    float* base = nullptr;
-    int64_t slot_stride = 0;
+    CudaStateSlots pool;
     int scratch_slot = -1;  // a slot no sequence uses (graph padding); -1 disables the graphs
   };
 
@@ -161,10 +161,10 @@ class CudaModel {
   float *x_ = nullptr, *proj_ = nullptr, *conv_ = nullptr, *gk_ = nullptr, *o_ = nullptr, *logits_ = nullptr;
   __nv_bfloat16 *h_ = nullptr, *og_ = nullptr, *gate_up_ = nullptr, *act_ = nullptr;
 
-  // Captured decode graphs by bucket size (and the state base they were captured with).
+  // Captured decode graphs by bucket size (and the state pool they were captured with).
   struct Graph {
     cudaGraphExec_t exec = nullptr;
-    float* state_base = nullptr;
+    CudaStateSlots pool;
   };
   std::map<int, Graph> graphs_;
 

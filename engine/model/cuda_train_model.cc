@@ -218,7 +218,7 @@ absl::Status CudaTrainPass::Setup() {
   }
 
   // One GLA workspace for the forward and backward kernels of every layer.
-  const GlaPrefillCudaParams fp = plan.PrefillCuda(GlaRows{}, num_seqs_, nullptr, nullptr, 0, nullptr);
+  const GlaPrefillCudaParams fp = plan.PrefillCuda(GlaRows{}, num_seqs_, nullptr, CudaStateSlots(), nullptr);
   const GlaBackwardCudaParams bp = plan.BackwardCuda(GlaRows{}, num_seqs_, nullptr, nullptr, nullptr, nullptr, nullptr,
                                                      nullptr);
   gla_ws_bytes_ = cuda::GlaPrefillChunkWorkspaceBytes(fp, static_cast<int>(T_));
@@ -318,7 +318,7 @@ absl::Status CudaTrainPass::Conv(const float* x, int64_t C, const Weight& wc, fl
   const int64_t tail = int64_t{m_.plan.conv_size - 1} * C;
   if (tail > 0) GLA_CUDA(cudaMemsetAsync(conv_tail_, 0, static_cast<size_t>(num_seqs_ * tail) * 4, s_));
   GLA_CUDA(cuda::ShortConvSilu(x, C, cu_seqlens_, num_seqs_, static_cast<int>(T_), C, m_.W(wc), m_.plan.conv_size,
-                               conv_tail_, tail, 0, slots_, y, C, s_));
+                               CudaStateSlots{conv_tail_, tail, false}, slots_, y, C, s_));
   return absl::OkStatus();
 }
 
@@ -351,7 +351,7 @@ absl::Status CudaTrainPass::LayerForward(int l, Acts& a, float* x_out) {
     RETURN_IF_ERROR(Conv(a.v, vdpg, w.v_conv, a.vc));
   }
   // From a zero state (no slots); the final state is not kept.
-  GlaPrefillCudaParams gp = p.PrefillCuda(GlaInputs(a, a.o), num_seqs_, cu_seqlens_, nullptr, 0, nullptr);
+  GlaPrefillCudaParams gp = p.PrefillCuda(GlaInputs(a, a.o), num_seqs_, cu_seqlens_, CudaStateSlots(), nullptr);
   gp.total_tokens = static_cast<int>(T_);
   gp.workspace = gla_ws_, gp.workspace_bytes = gla_ws_bytes_;
   GLA_CUDA(cuda::GlaPrefillChunk(gp, s_));

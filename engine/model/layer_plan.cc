@@ -90,27 +90,25 @@ GlaSeqGrads GlaLayerPlan::SeqGrads(const float* d_o, float* dq, float* dk, float
 }
 
 #if defined(GLA_HAVE_CUDA)
-GlaDecodeCudaParams GlaLayerPlan::DecodeCuda(const GlaRows& rows, int N, float* state_base, int64_t slot_stride,
+GlaDecodeCudaParams GlaLayerPlan::DecodeCuda(const GlaRows& rows, int N, const CudaStateSlots& state,
                                              const int32_t* slots) const {
   GlaDecodeCudaParams p;
   static_cast<GlaRows&>(p) = rows;
   Heads(*this, p);
   p.N = N;
-  p.state_base = state_base;
-  p.slot_stride = slot_stride;
+  p.state = state;
   p.slots = slots;
   return p;
 }
 
 GlaPrefillCudaParams GlaLayerPlan::PrefillCuda(const GlaRows& rows, int num_seqs, const int32_t* cu_seqlens,
-                                               float* state_base, int64_t slot_stride, const int32_t* slots) const {
+                                               const CudaStateSlots& state, const int32_t* slots) const {
   GlaPrefillCudaParams p;
   static_cast<GlaRows&>(p) = rows;
   Heads(*this, p);
   p.num_seqs = num_seqs;
   p.cu_seqlens = cu_seqlens;
-  p.state_base = state_base;
-  p.slot_stride = slot_stride;
+  p.state = state;
   p.slots = slots;
   return p;
 }
@@ -143,7 +141,7 @@ cuda::PersistentDecodeParams GlaLayerPlan::PersistentDecodeCuda(int num_layers) 
 GlaBackwardCudaParams GlaLayerPlan::BackwardCuda(const GlaRows& inputs, int num_seqs, const int32_t* cu_seqlens,
                                                  const float* d_o, float* dq, float* dk, float* dv, float* dg) const {
   GlaBackwardCudaParams p;
-  static_cast<GlaPrefillCudaParams&>(p) = PrefillCuda(inputs, num_seqs, cu_seqlens, nullptr, 0, nullptr);
+  static_cast<GlaPrefillCudaParams&>(p) = PrefillCuda(inputs, num_seqs, cu_seqlens, CudaStateSlots(), nullptr);
   p.o = nullptr;  // the backward does not read the forward's output
   p.d_o = d_o, p.d_o_stride = o_width;
   p.d_q = dq, p.d_q_stride = q_width;

@@ -70,10 +70,9 @@ struct GlaLayerPlan {
   GlaSeqGrads SeqGrads(const float* d_o, float* dq, float* dk, float* dv, float* dg, const float* d_ht,
                        float* dh0) const;
 #if defined(GLA_HAVE_CUDA)
-  GlaDecodeCudaParams DecodeCuda(const GlaRows& rows, int N, float* state_base, int64_t slot_stride,
-                                 const int32_t* slots) const;
-  GlaPrefillCudaParams PrefillCuda(const GlaRows& rows, int num_seqs, const int32_t* cu_seqlens, float* state_base,
-                                   int64_t slot_stride, const int32_t* slots) const;
+  GlaDecodeCudaParams DecodeCuda(const GlaRows& rows, int N, const CudaStateSlots& state, const int32_t* slots) const;
+  GlaPrefillCudaParams PrefillCuda(const GlaRows& rows, int num_seqs, const int32_t* cu_seqlens,
+                                   const CudaStateSlots& state, const int32_t* slots) const;
   // The persistent batch-1 decode kernel's shapes and constants (kernels/persistent_decode.h);
   // the runner adds its weights, workspace and states.
   cuda::PersistentDecodeParams PersistentDecodeCuda(int num_layers) const;

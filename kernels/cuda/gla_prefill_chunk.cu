@@ -1,6 +1,7 @@
-// GLA prefill in the chunkwise form on tensor cores (bf16 mma.sync, fp32 accumulation, fp32 state),
-// many variable-length sequences per launch. The CPU reference of the same algorithm is
-// kernels/cpu/gla_chunkwise.cc; the definition is cpu::GlaRecurrentNaive.
+// GLA prefill in the chunkwise form on tensor cores (bf16 mma.sync, fp32 accumulation, fp32 state;
+// the pool's copy of it fp32 or bf16, kernels/state_slots.h), many variable-length sequences per
+// launch. The CPU reference of the same algorithm is kernels/cpu/gla_chunkwise.cc; the definition
+// is cpu::GlaRecurrentNaive.
 //
 // Per head, a chunk of C = 64 tokens starting from state S (b_t = inclusive cumsum of g in the chunk):
 //   o_t = (scale q_t . exp(b_t)) S + sum_{s<=t} A_ts v_s            ("inter" + "intra")
@@ -52,6 +53,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/gla_chunk_common.cuh"
+#include "kernels/cuda/state_values.cuh"
 #include "kernels/gla.h"
 
 namespace gla::cuda {
@@ -370,12 +372,12 @@ __global__ void __launch_bounds__(kThreads, 1) GlaChunkMainKernel(const GlaPrefi
       for (int e = 0; e < 4; ++e) f(acc[j][e], my_dk + 8 * j + (e & 1), my_dv + 8 * (e >> 1));
   };
   for_each_elem([&](float& s, int, int) { s = 0.f; });
-  float* slot_state = nullptr;
+  // The sequence's state in its slot (value index; fp32 or bf16, state_values.cuh), when it has one.
+  const bool slot_state = !kStateOnly && p.slots != nullptr;
+  const int64_t S = slot_state ? p.state.Index(p.slots[n], int64_t{h} * DK * p.dv) : 0;
   if (!kStateOnly) {
-    if (p.slots)
-      slot_state = p.state_base + int64_t{p.slots[n]} * p.slot_stride + int64_t{h} * DK * p.dv;
     if (slot_state)
-      for_each_elem([&](float& s, int dk, int dv) { s = dv < p.dv ? slot_state[int64_t{dk} * p.dv + dv] : 0.f; });
+      for_each_elem([&](float& s, int dk, int dv) { s = dv < p.dv ? LoadState(p.state, S + int64_t{dk} * p.dv + dv) : 0.f; });
     for (int64_t j = 0; j < seg; ++j) {  // S_in = D_j S + L_j over the earlier segments
       const int64_t id = segid - seg + j;
       const float* ls = w.seg_state + (id * p.Hkv + hk) * DK * p.dv;
@@ -543,7 +545,7 @@ __global__ void __launch_bounds__(kThreads, 1) GlaChunkMainKernel(const GlaPrefi
     if (dvt == 0 && tid < DK) w.seg_decay[(segid * p.Hkv + hk) * DK + tid] = seg_decay;
   } else if (slot_state && seg == nseg - 1) {
     for_each_elem([&](float& s, int dk, int dv) {
-      if (dv < p.dv) slot_state[int64_t{dk} * p.dv + dv] = s;
+      if (dv < p.dv) StoreState(p.state, S + int64_t{dk} * p.dv + dv, s);
     });
   }
 }
@@ -657,7 +659,7 @@ cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream) 
       p.cu_seqlens == nullptr || p.total_tokens < 0 || !RowsAligned16(p.q, p.q_stride) ||
       !RowsAligned16(p.k, p.k_stride) || !RowsAligned16(p.g, p.g_stride) || !RowsAligned16(p.v, p.v_stride) ||
       !RowsAligned16(p.o, p.o_stride) ||
-      (p.slots && (p.state_base == nullptr)))
+      (p.slots && (p.state.base == nullptr)))
     return cudaErrorInvalidValue;
   if (!ChunkHeadDimSupported(p.dk)) return cudaErrorInvalidValue;
   if (p.total_tokens == 0) return cudaSuccess;  // only empty sequences: states stay as they are

@@ -5,10 +5,12 @@
 // sequence: ROWS = ceil(dk / 32) float4 per thread, a compile-time size chosen at the one
 // dispatch site below. Per token: q, k, exp(g) go through shared memory, every thread updates its
 // rows, and the per-column output is reduced over the 32 row groups in a fixed order.
-// HBM traffic is the inputs and outputs once plus the state once in and once out.
+// HBM traffic is the inputs and outputs once plus the state once in and once out (fp32, or bf16
+// widened in registers and rounded back at the end: kernels/state_slots.h).
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/gla_recurrent_tile.cuh"
+#include "kernels/cuda/state_values.cuh"
 #include "kernels/gla.h"
 
 namespace gla::cuda {
@@ -33,15 +35,14 @@ __global__ void __launch_bounds__(kThreads) GlaPrefillRecurrentKernel(const GlaP
   __shared__ float q_s[kRowGroups * ROWS], k_s[kRowGroups * ROWS], decay_s[kRowGroups * ROWS];
   __shared__ float4 partial[kRowGroups][kLanes];
 
-  float* S = p.slots ? p.state_base + static_cast<int64_t>(p.slots[n]) * p.slot_stride +
-                           static_cast<int64_t>(h) * p.dk * p.dv
-                     : nullptr;
+  const bool stored = p.slots != nullptr;  // else: from zero, and the final state is not kept
+  const int64_t S = stored ? p.state.Index(p.slots[n], static_cast<int64_t>(h) * p.dk * p.dv) : 0;
   float4 state[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
     const int row = group + r * kRowGroups;
-    state[r] = (S && active && row < p.dk) ? *reinterpret_cast<const float4*>(S + static_cast<int64_t>(row) * p.dv + col)
-                                           : make_float4(0.f, 0.f, 0.f, 0.f);
+    state[r] = (stored && active && row < p.dk) ? LoadState4(p.state, S + static_cast<int64_t>(row) * p.dv + col)
+                                                : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 
   for (int t = begin; t < end; ++t) {
@@ -64,11 +65,11 @@ __global__ void __launch_bounds__(kThreads) GlaPrefillRecurrentKernel(const GlaP
     // after it has finished reading it.
   }
 
-  if (S && active) {
+  if (stored && active) {
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       const int row = group + r * kRowGroups;
-      if (row < p.dk) *reinterpret_cast<float4*>(S + static_cast<int64_t>(row) * p.dv + col) = state[r];
+      if (row < p.dk) StoreState4(p.state, S + static_cast<int64_t>(row) * p.dv + col, state[r]);
     }
   }
 }
@@ -78,7 +79,8 @@ __global__ void __launch_bounds__(kThreads) GlaPrefillRecurrentKernel(const GlaP
 cudaError_t GlaPrefillRecurrent(const GlaPrefillCudaParams& p, cudaStream_t stream) {
   if (p.num_seqs == 0) return cudaSuccess;
   if (p.num_seqs < 0 || p.num_seqs > 65535 || p.H <= 0 || p.H > 65535 || p.Hkv <= 0 || p.H % p.Hkv != 0 ||
-      p.dk <= 0 || p.dv <= 0 || p.dv % 4 != 0 || p.cu_seqlens == nullptr)
+      p.dk <= 0 || p.dv <= 0 || p.dv % 4 != 0 || p.cu_seqlens == nullptr ||
+      (p.slots != nullptr && !p.state.FourValueAligned()))
     return cudaErrorInvalidValue;
   const dim3 grid((p.dv + kCols - 1) / kCols, p.H, p.num_seqs);
   // The one dispatch site: dk -> rows of state per thread.

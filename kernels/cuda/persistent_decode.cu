@@ -20,6 +20,7 @@
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/forget_gate.cuh"
 #include "kernels/cuda/gla_recurrent_tile.cuh"
+#include "kernels/cuda/state_values.cuh"
 #include "kernels/persistent_decode.h"
 
 namespace gla::cuda {
@@ -356,23 +357,23 @@ __device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int 
 template <int R>
 struct StateItem {
   int h = 0, hk = 0, c0 = 0;
-  float* S = nullptr;  // the head's [dk, dv]
+  int64_t S = 0;  // value index of the head's [dk, dv] in p.state (fp32 or bf16: state_values.cuh)
   float4 rows[R];
   float4 w1[kMaxRank / 4];
 
   __device__ __forceinline__ void Load(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, int item,
-                                       int64_t slot_base) {
+                                       int64_t slot) {
     constexpr int dk = R * kStateGroups;
     const int per_head = p.dv / kStateCols;
     h = item / per_head;
     hk = h / (p.H / p.Hkv);
     c0 = (item % per_head) * kStateCols;
-    S = p.state_base + slot_base + L.state_offset + static_cast<int64_t>(h) * dk * p.dv;
+    S = p.state.Index(slot, L.state_offset + static_cast<int64_t>(h) * dk * p.dv);
     const int lane4 = threadIdx.x % kStateLanes, group = threadIdx.x / kStateLanes;
     const int col = c0 + lane4 * 4;
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      rows[r] = __ldcs(reinterpret_cast<const float4*>(S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col));
+      rows[r] = LoadState4<StateCache::kStreaming>(p.state, S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col);
     if (threadIdx.x < dk) {
       const float4* w = reinterpret_cast<const float4*>(L.gk1 + (static_cast<int64_t>(hk) * dk + threadIdx.x) * p.rank);
 #pragma unroll
@@ -411,7 +412,7 @@ struct StateItem {
     }
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      __stcs(reinterpret_cast<float4*>(S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col), rows[r]);
+      StoreState4<StateCache::kStreaming>(p.state, S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col, rows[r]);
     for (int off = kStateLanes; off < 32; off <<= 1) {  // the warp's 8 row groups, same columns
       acc.x += __shfl_xor_sync(0xffffffffu, acc.x, off);
       acc.y += __shfl_xor_sync(0xffffffffu, acc.y, off);
@@ -438,7 +439,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
   auto sync = [&] { GridSync(p.barrier, ++barriers, p.trace); };
   if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
   const int items = p.H * (p.dv / kStateCols);
-  const int64_t slot_base = static_cast<int64_t>(p.slots[0]) * p.slot_stride;
+  const int64_t slot = p.slots[0];
   const int64_t x0 = int64_t{p.D} * b / G, x1 = int64_t{p.D} * (b + 1) / G;
   if (threadIdx.x < x1 - x0) s.x_own[threadIdx.x] = __ldcg(p.x + x0 + threadIdx.x);  // the embedding row
   auto residual = [&](int64_t n, float v, float) {  // x[n] += v (n is one of the block's rows)
@@ -451,10 +452,10 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     NormRow(s, p.x, L.attn_norm, p.D, p.eps);
     Consume(s, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
     StateItem<R> item;
-    if (b < items) item.Load(p, L, b, slot_base);  // before the barrier: the state is not this step's
+    if (b < items) item.Load(p, L, b, slot);  // before the barrier: the state is not this step's
     sync();
     for (int it = b; it < items; it += G) {
-      if (it != b) item.Load(p, L, it, slot_base);
+      if (it != b) item.Load(p, L, it, slot);
       item.Update(p, L, s);
     }
     sync();
@@ -520,7 +521,7 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool offsets = aligned4(p.q_off) && aligned4(p.k_off) && aligned4(p.v_off) && aligned4(p.g_off) &&
                        aligned4(p.r_off) && p.r_off + p.rank <= p.P;
   const bool head = p.logits == nullptr || (p.lm_head != nullptr && p.final_norm != nullptr && p.vocab > 0);
-  const bool buffers = p.layers != nullptr && p.state_base != nullptr && p.slots != nullptr && p.x != nullptr &&
+  const bool buffers = p.layers != nullptr && p.state.FourValueAligned() && p.slots != nullptr && p.x != nullptr &&
                        p.proj != nullptr && p.o != nullptr && p.act != nullptr && p.barrier != nullptr;
   const bool own_rows = p.blocks > 0 && (p.D + p.blocks - 1) / p.blocks <= kMaxOwnRows;
   return dims && offsets && head && buffers && own_rows;

@@ -3,7 +3,7 @@
 //
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
-//                    [--persistent_decode 1]
+//                    [--persistent_decode 1] [--state_dtype f32|bf16]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -53,7 +54,8 @@ struct Targets {
 int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
-                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"}};
+                                              {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
+                                              {"state_dtype", "f32"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -80,6 +82,9 @@ int main(int argc, char** argv) {
   o.cuda_graphs = num("cuda_graphs") != 0;
   o.chunked_prefill = num("chunked_prefill") != 0;
   o.persistent_decode = num("persistent_decode") != 0;
+  const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
+  if (!state_dtype) Die("--state_dtype wants f32 or bf16");
+  o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -88,7 +93,8 @@ int main(int argc, char** argv) {
   const Anchor anchor = name == "gla-1.3B" ? Anchor{23, 568, 57000} : name == "gla-340M" ? Anchor{19, 512, 0} : Anchor{};
   const Targets target = name == "gla-1.3B" ? Targets{0.80, 0.70, 2.5} : name == "gla-340M" ? Targets{0.75, 0.60, 0} : Targets{};
   // Measured after the model is loaded (its memory is taken), before anything is timed.
-  gla::bench::BenchReport report("engine-" + name, gla::bench::MeasureDeviceCeilings());
+  gla::bench::BenchReport report("engine-" + name + (o.state_dtype == gla::StateDType::kBF16 ? "-bf16-states" : ""),
+                                 gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
   const gla::bench::ModelCosts costs = gla::bench::CostsOf(b);
@@ -96,10 +102,10 @@ int main(int argc, char** argv) {
   const double decode_bytes_b1 = costs.step_weight_bytes;
 
   report.PrintHeader();
-  std::printf("# %s: weights %.2f GiB (bf16), state %.1f MiB per sequence, workspace %.2f GiB; %.2f GFLOP and "
+  std::printf("# %s: weights %.2f GiB (bf16), state %.1f MiB per sequence (%s), workspace %.2f GiB; %.2f GFLOP and "
               "%.2f GB (B=1) per token\n",
               name.c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
-              b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9, (decode_bytes_b1 + 2 * state_bytes) / 1e9);
+              gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9, (decode_bytes_b1 + 2 * state_bytes) / 1e9);
   std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");

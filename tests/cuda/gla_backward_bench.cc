@@ -105,8 +105,7 @@ int main() {
     f.dk = kDk;
     f.dv = kDv;
     f.cu_seqlens = cu;
-    f.state_base = pool;
-    f.slot_stride = static_cast<int64_t>(state);
+    f.state = {pool, static_cast<int64_t>(state), false};
     f.slots = slots;
     f.scale = 1.0f / 16.0f;
     f.total_tokens = kTotal;

@@ -43,7 +43,7 @@ TEST_P(GlaBackwardChunkCuda, PackedSequencesMatchTheDefinition) {
   GlaBackwardCudaParams b = testing::BackwardParams(p, d, out);
   b.workspace_bytes = cuda::GlaBackwardChunkWorkspaceBytes(b, p.T);
   GlaPrefillCudaParams f = testing::ForwardParams(p, d, nullptr);  // the step's forward, when reused
-  f.state_base = nullptr;  // training owns its states: this forward starts from zero and keeps none
+  f.state = {};  // training owns its states: this forward starts from zero and keeps none
   f.slots = nullptr;
   if (c.reuse_forward_prep) b.workspace_bytes = std::max(b.workspace_bytes, cuda::GlaPrefillChunkWorkspaceBytes(f, p.T));
   GLA_CUDA_OK(d.buf.Alloc(b.workspace_bytes, &b.workspace));

@@ -94,8 +94,7 @@ TEST_P(GlaDecodeCuda, MatchesCpuReferenceInPlaceBySlot) {
     p.v_stride = int64_t{s.Hkv} * s.dv;
     p.o = d_o;
     p.o_stride = int64_t{s.H} * s.dv;
-    p.state_base = d_pool;
-    p.slot_stride = state_floats;
+    p.state = {d_pool, state_floats, false};
     p.slots = d_slots;
     p.scale = 1.0f / std::sqrt(float(s.dk));
     GLA_CUDA_OK(cuda::GlaDecodeStep(p, nullptr));
@@ -217,14 +216,14 @@ TEST(GlaDecodeCudaFusedGate, EqualsLowRankGateThenDecodeToTheBit) {
     p.g = d_g, p.g_stride = int64_t{Hkv} * dk;
     p.v = v, p.v_stride = int64_t{Hkv} * dv;
     p.o_stride = int64_t{H} * dv;
-    p.slot_stride = state_floats, p.slots = d_slots, p.scale = 1.0f / std::sqrt(float(dk));
+    p.slots = d_slots, p.scale = 1.0f / std::sqrt(float(dk));
     // A: the gate first, then the step that reads it.
     GLA_CUDA_OK(cuda::LowRankGate(lr, P, d_w1, rank, d_bias, d_g, Hkv * dk, N, Hkv * dk, gate, nullptr));
-    p.o = o_a, p.state_base = pool_a;
+    p.o = o_a, p.state = {pool_a, state_floats, false};
     GLA_CUDA_OK(cuda::GlaDecodeStep(p, nullptr));
     // B: the step makes the gate (g is poisoned: it must not be read).
     GLA_CUDA_OK(cudaMemset(d_g, 0xFF, size_t{N} * Hkv * dk * 4));
-    p.o = o_b, p.state_base = pool_b;
+    p.o = o_b, p.state = {pool_b, state_floats, false};
     p.gate_lowrank = lr, p.gate_lowrank_stride = P, p.gate_w1 = d_w1, p.gate_bias = d_bias, p.gate_rank = rank;
     p.gate_inv_normalizer = 1.0f / gate.normalizer, p.gate_has_clamp = gate.has_clamp, p.gate_clamp_min = gate.clamp_min;
     GLA_CUDA_OK(cuda::GlaDecodeStep(p, nullptr));

@@ -200,8 +200,7 @@ inline GlaPrefillCudaParams ForwardParams(const GlaProblem& p, const GlaDevicePr
   f.o = o;
   f.o_stride = p.ow;
   f.cu_seqlens = d.cu;
-  f.state_base = d.pool;
-  f.slot_stride = p.state;
+  f.state = {d.pool, p.state, false};
   f.slots = p.c.with_h0 ? d.slots : nullptr;
   f.scale = p.scale;
   f.total_tokens = p.T;
@@ -212,9 +211,8 @@ inline GlaPrefillCudaParams ForwardParams(const GlaProblem& p, const GlaDevicePr
 inline GlaBackwardCudaParams BackwardParams(const GlaProblem& p, const GlaDeviceProblem& d, float* const out[5]) {
   GlaBackwardCudaParams b;
   static_cast<GlaPrefillCudaParams&>(b) = ForwardParams(p, d, nullptr);
-  b.state_base = nullptr;
+  b.state = {};
   b.slots = nullptr;
-  b.slot_stride = 0;
   b.h0 = p.c.with_h0 ? d.h0 : nullptr;
   b.d_o = d.d_o;
   b.d_o_stride = p.ow;

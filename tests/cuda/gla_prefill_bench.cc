@@ -90,8 +90,7 @@ int main(int argc, char** argv) {
     p.o = o;
     p.o_stride = int64_t{H} * dv;
     p.cu_seqlens = cu;
-    p.state_base = pool;
-    p.slot_stride = int64_t{H} * dk * dv;
+    p.state = {pool, int64_t{H} * dk * dv, false};
     p.slots = slots;
     p.scale = 1.0f / std::sqrt(float(dk));
     p.total_tokens = a.B * a.T;

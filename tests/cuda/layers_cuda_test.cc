@@ -370,8 +370,9 @@ TEST(ShortConv, PackedSequencesWithTailsInSlots) {
                        y_stride);
   Dev<float> dx(x), dw(w), dst(states), dy(rows * y_stride);
   Dev<int32_t> dcu(cu), dslots(slots);
-  GLA_CUDA_OK(cuda::ShortConvSilu(dx.p, x_stride, dcu.p, T.size(), rows, C, dw.p, K, dst.p, slot_stride, tail_offset,
-                                  dslots.p, dy.p, y_stride, nullptr));
+  GLA_CUDA_OK(cuda::ShortConvSilu(dx.p, x_stride, dcu.p, T.size(), rows, C, dw.p, K,
+                                  CudaStateSlots{dst.p, slot_stride, false}.At(tail_offset), dslots.p, dy.p, y_stride,
+                                  nullptr));
   EXPECT_LT(RelErr(dy.Get(), ref_y), 1e-5);
   EXPECT_LT(RelErr(dst.Get(), ref_states), 1e-6);
 }

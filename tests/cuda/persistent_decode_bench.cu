@@ -100,7 +100,7 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
   p.final_norm = f + small_per_layer * sh.layers;
   p.lm_head = w + per_layer * sh.layers;
   p.vocab = sh.vocab;
-  p.state_base = state;
+  p.state.base = state;
   p.slots = slots;
   p.x = x;
   p.proj = Alloc<float>(P);
