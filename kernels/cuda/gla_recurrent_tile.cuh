@@ -23,16 +23,19 @@ __device__ inline void StageHead(const float* q, const float* k, const float* g,
   }
 }
 
-// One row of the recurrence on 4 columns: s = a s + k v, then acc += q s.
+// One row of the recurrence on 4 columns: s = a s + k v, then acc += q s. The fused multiply-adds
+// are written out: left to the compiler, which product it fuses depends on the code around the
+// call, and every caller (decode with 4 or 8 columns a thread, fp32 or bf16 states; the recurrent
+// prefill; the persistent kernel) must compute the same bits from the same state.
 __device__ inline void UpdateRow(float4& s, float a, float k, float q, const float4& v, float4& acc) {
-  s.x = a * s.x + k * v.x;
-  s.y = a * s.y + k * v.y;
-  s.z = a * s.z + k * v.z;
-  s.w = a * s.w + k * v.w;
-  acc.x += q * s.x;
-  acc.y += q * s.y;
-  acc.z += q * s.z;
-  acc.w += q * s.w;
+  s.x = fmaf(a, s.x, __fmul_rn(k, v.x));
+  s.y = fmaf(a, s.y, __fmul_rn(k, v.y));
+  s.z = fmaf(a, s.z, __fmul_rn(k, v.z));
+  s.w = fmaf(a, s.w, __fmul_rn(k, v.w));
+  acc.x = fmaf(q, s.x, acc.x);
+  acc.y = fmaf(q, s.y, acc.y);
+  acc.z = fmaf(q, s.z, acc.z);
+  acc.w = fmaf(q, s.w, acc.w);
 }
 
 // The output of a lane's 4 columns: the 32 row groups' partial sums, added in a fixed order so

@@ -1,6 +1,6 @@
 // Loads and stores of state values in a CudaStateSlots pool (kernels/state_slots.h): fp32 as they
 // are, bf16 widened to fp32 on load and rounded to nearest-even on store. Indices count values;
-// the 4-value forms need i % 4 == 0 (16-byte fp32 / 8-byte bf16 accesses), the 8-value ones i % 8.
+// the 4-value forms need i % 4 == 0 (16-byte fp32 / 8-byte bf16 accesses).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,19 +10,16 @@
 
 namespace gla::cuda {
 
-namespace state_detail {
-
-__device__ __forceinline__ float4 Widen(uint2 raw) {
+// 4 bf16 values (8 bytes, the lower-addressed first) widened, and 4 floats rounded to them.
+__device__ __forceinline__ float4 Bf16x4ToFloat4(uint2 raw) {
   return make_float4(__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u), __uint_as_float(raw.y << 16),
                      __uint_as_float(raw.y & 0xffff0000u));
 }
 
-__device__ __forceinline__ uint2 Round(float4 v) {
+__device__ __forceinline__ uint2 Float4ToBf16x4(float4 v) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
   return make_uint2(*reinterpret_cast<const unsigned*>(&lo), *reinterpret_cast<const unsigned*>(&hi));
 }
-
-}  // namespace state_detail
 
 // Cache policy of a state access: kDefault, or kStreaming (__ldcs / __stcs: evict first, for a
 // state touched once per step while a weight stream wants the cache).
@@ -32,7 +29,7 @@ template <StateCache kCache = StateCache::kDefault>
 __device__ __forceinline__ float4 LoadState4(const CudaStateSlots& s, int64_t i) {
   if (s.bf16) {
     const uint2* p = reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(s.base) + i);
-    return state_detail::Widen(kCache == StateCache::kStreaming ? __ldcs(p) : *p);
+    return Bf16x4ToFloat4(kCache == StateCache::kStreaming ? __ldcs(p) : *p);
   }
   const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(s.base) + i);
   return kCache == StateCache::kStreaming ? __ldcs(p) : *p;
@@ -42,7 +39,7 @@ template <StateCache kCache = StateCache::kDefault>
 __device__ __forceinline__ void StoreState4(const CudaStateSlots& s, int64_t i, float4 v) {
   if (s.bf16) {
     uint2* p = reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(s.base) + i);
-    const uint2 r = state_detail::Round(v);
+    const uint2 r = Float4ToBf16x4(v);
     if constexpr (kCache == StateCache::kStreaming) __stcs(p, r);
     else *p = r;
     return;
@@ -50,28 +47,6 @@ __device__ __forceinline__ void StoreState4(const CudaStateSlots& s, int64_t i, 
   float4* p = reinterpret_cast<float4*>(static_cast<float*>(s.base) + i);
   if constexpr (kCache == StateCache::kStreaming) __stcs(p, v);
   else *p = v;
-}
-
-// 8 consecutive values from value index i (i % 8 == 0 for bf16: one 16-byte access; fp32: two).
-__device__ __forceinline__ void LoadState8(const CudaStateSlots& s, int64_t i, float4& lo, float4& hi) {
-  if (s.bf16) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(s.base) + i);
-    lo = state_detail::Widen(make_uint2(raw.x, raw.y));
-    hi = state_detail::Widen(make_uint2(raw.z, raw.w));
-    return;
-  }
-  lo = LoadState4(s, i);
-  hi = LoadState4(s, i + 4);
-}
-
-__device__ __forceinline__ void StoreState8(const CudaStateSlots& s, int64_t i, float4 lo, float4 hi) {
-  if (s.bf16) {
-    const uint2 a = state_detail::Round(lo), b = state_detail::Round(hi);
-    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(s.base) + i) = make_uint4(a.x, a.y, b.x, b.y);
-    return;
-  }
-  StoreState4(s, i, lo);
-  StoreState4(s, i + 4, hi);
 }
 
 __device__ __forceinline__ float LoadState(const CudaStateSlots& s, int64_t i) {
