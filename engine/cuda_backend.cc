@@ -25,6 +25,15 @@ bool CudaBackendAvailable(std::string* why) {
 
 namespace {
 
+// A pre-quantized checkpoint runs on the GPU as bf16 of its values (scale x q): the device line says
+// so, as the CPU backend's says "int8 weights" when it computes in INT8.
+std::string QuantizedCheckpointNote(const GlaConfig& c) {
+  if (!c.quantization) return "";
+  return c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3
+             ? ", bf16 weights from an fp8 checkpoint"
+             : ", bf16 weights from an int8 checkpoint";
+}
+
 class CudaBackend : public Backend {
  public:
   CudaBackend(std::unique_ptr<CudaModel> model, std::unique_ptr<GpuStatePool> pool, std::unique_ptr<CudaSampler> sampler,
@@ -36,6 +45,7 @@ class CudaBackend : public Backend {
   std::string device() const override {
     return absl::StrCat(model_->device_name(), ", ", model_->uses_chunked_prefill() ? "chunkwise" : "fused-recurrent",
                         " prefill", model_->uses_persistent_decode() ? ", persistent batch-1 decode" : "",
+                        QuantizedCheckpointNote(model_->config()),
                         pool_->state_dtype() == StateDType::kBF16 ? ", bf16 states" : "");
   }
   const GlaConfig& config() const override { return model_->config(); }

@@ -32,7 +32,10 @@ class SentencePieceAdapter {
   virtual int unk_id() const = 0;
 };
 
-// Loads the shim library (once) and a model from `path`. nullptr and *error on failure.
-std::unique_ptr<SentencePieceAdapter> LoadSentencePieceAdapter(const std::string& path, std::string* error);
+// Loads the shim library (once) and a model from its serialized bytes (a tokenizer.model file's
+// contents: the caller opens and reads the file, so what was checked is what is parsed).
+// nullptr and *error on failure.
+std::unique_ptr<SentencePieceAdapter> LoadSentencePieceAdapter(const std::string& serialized_model,
+                                                               std::string* error);
 
 }  // namespace gla

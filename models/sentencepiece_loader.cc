@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -13,7 +14,7 @@ namespace gla {
 
 namespace {
 
-using LoadFn = SentencePieceAdapter* (*)(const char*, std::string*);
+using LoadFn = SentencePieceAdapter* (*)(const char*, size_t, std::string*);
 
 // RTLD_DEEPBIND is what keeps SentencePiece on its own protobuf. AddressSanitizer refuses it, so
 // sanitizer builds load without it: they serve tokenizers only in processes that do not also
@@ -57,8 +58,8 @@ LoadFn Resolve(std::string* error) {
         failure = std::string("cannot load ") + path + ": " + dlerror();
         return;
       }
-      fn = reinterpret_cast<LoadFn>(dlsym(handle, "gla_sentencepiece_load"));
-      if (fn == nullptr) failure = path + ": no gla_sentencepiece_load";
+      fn = reinterpret_cast<LoadFn>(dlsym(handle, "gla_sentencepiece_load_model"));
+      if (fn == nullptr) failure = path + ": no gla_sentencepiece_load_model (a shim from another build?)";
       return;
     }
     failure = "libgla_sentencepiece.so not found (beside the binary, in ../lib, or $GLA_SENTENCEPIECE_SHIM)";
@@ -69,10 +70,11 @@ LoadFn Resolve(std::string* error) {
 
 }  // namespace
 
-std::unique_ptr<SentencePieceAdapter> LoadSentencePieceAdapter(const std::string& path, std::string* error) {
+std::unique_ptr<SentencePieceAdapter> LoadSentencePieceAdapter(const std::string& serialized_model,
+                                                               std::string* error) {
   LoadFn load = Resolve(error);
   if (load == nullptr) return nullptr;
-  return std::unique_ptr<SentencePieceAdapter>(load(path.c_str(), error));
+  return std::unique_ptr<SentencePieceAdapter>(load(serialized_model.data(), serialized_model.size(), error));
 }
 
 }  // namespace gla

@@ -2,6 +2,9 @@
 // sentencepiece_loader.cc (see sentencepiece_adapter.h for why). No Abseil headers here.
 #include <sentencepiece_processor.h>
 
+#include <cstddef>
+#include <string_view>
+
 #include "models/sentencepiece_adapter.h"
 
 namespace gla {
@@ -9,8 +12,8 @@ namespace {
 
 class SentencePieceShim final : public SentencePieceAdapter {
  public:
-  bool Load(const std::string& path, std::string* error) {
-    const auto status = sp_.Load(path);
+  bool Load(std::string_view serialized_model, std::string* error) {
+    const auto status = sp_.LoadFromSerializedProto(serialized_model);
     if (!status.ok()) *error = status.ToString();
     return status.ok();
   }
@@ -40,11 +43,12 @@ class SentencePieceShim final : public SentencePieceAdapter {
 }  // namespace
 }  // namespace gla
 
-// The one exported entry point (looked up with dlsym).
-extern "C" __attribute__((visibility("default"))) gla::SentencePieceAdapter* gla_sentencepiece_load(
-    const char* path, std::string* error) {
+// The one exported entry point (looked up with dlsym): a model from its serialized bytes (the
+// caller reads the file: SentencePiece never opens one).
+extern "C" __attribute__((visibility("default"))) gla::SentencePieceAdapter* gla_sentencepiece_load_model(
+    const char* data, size_t size, std::string* error) {
   auto* shim = new gla::SentencePieceShim();
-  if (!shim->Load(path, error)) {
+  if (!shim->Load(std::string_view(data, size), error)) {
     delete shim;
     return nullptr;
   }

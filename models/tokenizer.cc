@@ -38,12 +38,14 @@ Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path, std::optional<int> bos_id,
                                                            std::optional<int> eos_id) {
-  // SentencePiece opens the file itself: check first that it is a regular file of a sane size (a
-  // FIFO named tokenizer.model would block start-up; a huge file would be read whole).
-  RETURN_IF_ERROR(CheckRegularFile(path));
+  // Read here, once, as every small model file is (a regular file of a sane size, opened without
+  // blocking: a FIFO named tokenizer.model would block start-up, a huge file would be read whole),
+  // and SentencePiece parses those bytes: it never opens the file, so nothing can be swapped in
+  // between the check and the read.
+  ASSIGN_OR_RETURN(const std::string model, ReadWholeFile(path));
   std::string error;
   std::unique_ptr<Tokenizer> t(new Tokenizer());
-  t->sp_ = LoadSentencePieceAdapter(path, &error);
+  t->sp_ = LoadSentencePieceAdapter(model, &error);
   if (t->sp_ == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": not a SentencePiece model: ", error));
   const int n = t->sp_->vocab_size();
   t->pieces_.resize(n);

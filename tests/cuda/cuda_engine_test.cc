@@ -126,6 +126,10 @@ TEST(TinyReference, APreQuantizedInt8CheckpointRunsWithinBf16BoundOfTheCpu) {
   std::printf("[ measure ] gla-tiny INT8 checkpoint on the GPU (bf16 of scale * q) vs the CPU's INT8: rel err %.2e\n",
               err);
   g.pool->Release(slot);
+  auto backend = MakeCudaBackend(dir, {});  // and ModelInfo.device says what the GPU made of it
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_NE((*backend)->device().find("bf16 weights from an int8 checkpoint"), std::string::npos)
+      << (*backend)->device();
 }
 
 // Prefill 65 tokens, then decode the rest one token per step (the graph path: padded buckets,

@@ -7,6 +7,7 @@
 // libprotobuf (gla_server does, for the request messages) aborts in protobuf's version check as soon
 // as it loads the real shim. This one lets the harness validate text prompts through
 // Tokenizer::Encode; SentencePiece itself is fuzzed by tokenizer_fuzz, which links no protobuf.
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,7 @@ class ByteTokenizer final : public gla::SentencePieceAdapter {
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) gla::SentencePieceAdapter* gla_sentencepiece_load(
-    const char*, std::string*) {
+extern "C" __attribute__((visibility("default"))) gla::SentencePieceAdapter* gla_sentencepiece_load_model(
+    const char*, size_t, std::string*) {
   return new ByteTokenizer();
 }
