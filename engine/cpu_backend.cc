@@ -22,7 +22,9 @@ class CpuBackend : public Backend {
   std::string name() const override { return "cpu"; }
   std::string device() const override {
     return absl::StrCat("CPU (", threads_ > 0 ? threads_ : static_cast<int>(std::thread::hardware_concurrency()),
-                        " BLAS threads", model_->weights() == WeightFormat::kInt8 ? ", int8 weights" : "",
+                        " BLAS threads", model_->weights() == WeightFormat::kInt8  ? ", int8 weights"
+                                        : model_->weights() == WeightFormat::kFp8 ? ", fp8 weights (fp32 arithmetic)"
+                                                                                  : "",
                         pool_.state_dtype() == StateDType::kBF16 ? ", bf16 states" : "", ")");
   }
   const GlaConfig& config() const override { return model_->config(); }

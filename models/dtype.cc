@@ -91,6 +91,21 @@ const std::array<float, 256>& Float8E4M3Table() {
 
 float Float8E4M3ToFloat(uint8_t b) { return Float8E4M3Table()[b]; }
 
+bool QuantizeFp8E4M3PerRow(const float* w, int64_t N, int64_t K, uint8_t* q, float* scale) {
+  for (int64_t n = 0; n < N; ++n) {
+    float mx = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const float v = w[n * K + k];
+      if (!std::isfinite(v)) return false;
+      mx = std::max(mx, std::fabs(v));
+    }
+    const float s = mx / 448.0f;
+    scale[n] = s;
+    for (int64_t k = 0; k < K; ++k) q[n * K + k] = s > 0 ? FloatToFloat8E4M3(w[n * K + k] / s) : 0;
+  }
+  return true;
+}
+
 uint8_t FloatToFloat8E4M3(float f) {
   if (std::isnan(f)) return 0x7f;
   const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;

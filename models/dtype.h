@@ -40,4 +40,10 @@ inline uint16_t FloatToBFloat16(float f) {
 float Float8E4M3ToFloat(uint8_t b);
 uint8_t FloatToFloat8E4M3(float f);
 
+// FP8 E4M3 rows: w [N, K] as q [N, K] with one fp32 scale per row, scale = max |row| / 448 (the
+// format's largest value; a row of zeros has scale 0) and q = FloatToFloat8E4M3(w / scale): what
+// compressed-tensors' "channel" strategy stores, and what `--weights fp8` and `gla-eval quantize
+// --scheme fp8` make. False (q and scale unspecified) when a weight is not finite.
+bool QuantizeFp8E4M3PerRow(const float* w, int64_t N, int64_t K, uint8_t* q, float* scale);
+
 }  // namespace gla

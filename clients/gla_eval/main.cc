@@ -6,7 +6,7 @@
 //   gla-eval bench      --model DIR [--prompt-len 512] [--new-tokens 32] [--batch 1]
 //
 // Common options: --threads N (BLAS threads), --chunk C, --sub-chunk c, --form chunkwise|recurrent,
-// --weights native|int8;
+// --weights native|int8|fp8;
 // every flag with its default: Program() below (`gla-eval --help`, `gla-eval COMMAND --help`).
 // Any failure: one line "gla-eval: error: ..." on stderr; exit code 2 for a command line that
 // does not parse, 1 for the rest.
@@ -45,7 +45,10 @@ std::vector<FlagSpec> With(std::initializer_list<FlagSpec> extra) {
       {"chunk", "C", "chunk length of the chunkwise GLA form", std::to_string(defaults.chunk)},
       {"sub-chunk", "c", "sub-chunk length inside a chunk", std::to_string(defaults.sub_chunk)},
       {"form", "chunkwise|recurrent", "how the GLA layers run a prompt", "chunkwise"},
-      {"weights", "native|int8", "the projections' weights: fp32, or weight-only INT8 quantized at load", "native"},
+      {"weights", "native|int8|fp8",
+       "the projections' weights: fp32, weight-only INT8 quantized at load, or FP8 E4M3 rounded at load (computed in "
+       "fp32)",
+       "native"},
       {"state-dtype", "f32|bf16", "what a sequence's state keeps between steps (bf16: rounded after each step)", "f32"},
   };
   flags.insert(flags.end(), extra.begin(), extra.end());

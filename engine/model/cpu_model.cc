@@ -41,8 +41,13 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::FromCheckpoint(Checkpoint ck
                                                    options.sub_chunk));
   cpu::SetLinearThreads(options.threads);
   CpuModelOptions run = options;
+  // A pre-quantized checkpoint runs in its own form: INT8 as INT8 (whatever else was asked); FP8 as
+  // FP8 values computed in fp32 unless INT8 was asked (then quantized to INT8 from those values).
   if (ck.config.quantization && ck.config.quantization->kind == CheckpointQuantization::Kind::kInt8)
-    run.weights = WeightFormat::kInt8;  // an INT8 checkpoint's own form (FP8 runs as fp32 of its values)
+    run.weights = WeightFormat::kInt8;
+  if (ck.config.quantization && ck.config.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3 &&
+      run.weights == WeightFormat::kNative)
+    run.weights = WeightFormat::kFp8;
   std::unique_ptr<CpuModel> m(new CpuModel(std::move(ck), run));
   RETURN_IF_ERROR(m->FuseWeights());
   return m;
@@ -54,10 +59,32 @@ int64_t CpuModel::step_weight_bytes() const {
 }
 
 absl::StatusOr<CpuModel::Projection> CpuModel::MakeProjection(std::initializer_list<Weight*> parts, int64_t N,
-                                                               int64_t K, WeightFormat format, const std::string& what) {
+                                                               int64_t K, WeightFormat format, bool fp8_checkpoint,
+                                                               const std::string& what) {
   Projection p;
   p.N = N;
   p.K = K;
+  if (format == WeightFormat::kFp8) {  // scale * fp8 of each row, computed in fp32
+    p.f32.reserve(static_cast<size_t>(N * K));
+    for (Weight* w : parts) {
+      if (w->data.empty()) continue;  // a part this model does not have
+      const int64_t rows = static_cast<int64_t>(w->data.size()) / K;
+      if (fp8_checkpoint) {  // its values are FP8 already (scale * q): kept as they are
+        p.f32.insert(p.f32.end(), w->data.begin(), w->data.end());
+      } else {
+        std::vector<uint8_t> q(w->data.size());
+        std::vector<float> scale(static_cast<size_t>(rows));
+        if (!QuantizeFp8E4M3PerRow(w->data.data(), rows, K, q.data(), scale.data()))
+          return absl::InvalidArgumentError(
+              absl::StrCat(what, " holds a value that is not finite: --weights fp8 cannot quantize it"));
+        for (int64_t i = 0; i < rows * K; ++i) p.f32.push_back(scale[i / K] * Float8E4M3ToFloat(q[i]));
+      }
+      Release(*w);
+    }
+    if (static_cast<int64_t>(p.f32.size()) != N * K)
+      return absl::InternalError(absl::StrCat(what, ": the parts do not make [", N, ", ", K, "]"));
+    return p;
+  }
   if (format != WeightFormat::kInt8) {
     p.f32.reserve(static_cast<size_t>(N * K));
     for (Weight* w : parts) {
@@ -103,20 +130,24 @@ void CpuModel::Project(const Projection& w, const float* x, int64_t x_stride, fl
 absl::Status CpuModel::FuseWeights() {
   const GlaConfig& c = ck_.config;
   const GlaLayerPlan& p = plan_;
-  const WeightFormat format = options_.weights;  // FromCheckpoint made it kInt8 for an INT8 checkpoint
+  const WeightFormat format = options_.weights;  // FromCheckpoint made it a quantized checkpoint's own form
+  const bool fp8_checkpoint =
+      c.quantization && c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3;  // values FP8 already
   fused_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& w = ck_.weights.layers[l];
     FusedLayer& f = fused_[l];
     const std::string layer = absl::StrCat("layer ", l, "'s ");
     ASSIGN_OR_RETURN(f.in_proj, MakeProjection({&w.q_proj, &w.k_proj, &w.v_proj, &w.g_proj, &w.gk_proj0},
-                                               p.in_proj.width, p.hidden, format,
+                                               p.in_proj.width, p.hidden, format, fp8_checkpoint,
                                                layer + "q/k/v/g/gk_proj.0 weights"));  // g_proj empty without output gate
     ASSIGN_OR_RETURN(f.gate_up, MakeProjection({&w.gate_proj, &w.up_proj}, 2 * p.intermediate, p.hidden, format,
-                                               layer + "gate/up_proj weights"));
-    ASSIGN_OR_RETURN(f.gk1, MakeProjection({&w.gk_proj1}, p.k_width, p.gate_rank, format, layer + "gk_proj.1 weight"));
-    ASSIGN_OR_RETURN(f.o_proj, MakeProjection({&w.o_proj}, p.hidden, p.o_width, format, layer + "o_proj weight"));
-    ASSIGN_OR_RETURN(f.down, MakeProjection({&w.down_proj}, p.hidden, p.intermediate, format,
+                                               fp8_checkpoint, layer + "gate/up_proj weights"));
+    ASSIGN_OR_RETURN(f.gk1, MakeProjection({&w.gk_proj1}, p.k_width, p.gate_rank, format, fp8_checkpoint,
+                                           layer + "gk_proj.1 weight"));
+    ASSIGN_OR_RETURN(f.o_proj, MakeProjection({&w.o_proj}, p.hidden, p.o_width, format, fp8_checkpoint,
+                                              layer + "o_proj weight"));
+    ASSIGN_OR_RETURN(f.down, MakeProjection({&w.down_proj}, p.hidden, p.intermediate, format, fp8_checkpoint,
                                             layer + "down_proj weight"));
   }
   return absl::OkStatus();

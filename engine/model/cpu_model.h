@@ -28,8 +28,11 @@ struct CpuModelOptions {
   int threads = 0;     // BLAS threads; 0 = library default
   // kInt8: every layer's projections quantized at load (weight-only, per output row); the
   // embeddings and lm_head stay fp32. A pre-quantized INT8 checkpoint (config.quantization) runs
-  // as INT8 under kNative too: that is its native form. An FP8 one runs as fp32 of its values
-  // under kNative (no FP8 arithmetic on the CPU), or quantized to INT8 from them under kInt8.
+  // as INT8 under kNative (and kFp8) too: that is its native form. An FP8 one runs as kFp8 (its
+  // values computed in fp32: no FP8 arithmetic on the CPU) under kNative and kFp8, or quantized to
+  // INT8 from them under kInt8. kFp8 on any other checkpoint: the same projections rounded at load to FP8 E4M3
+  // with a scale per output row and computed in fp32 (exactly what serving the checkpoint `gla-eval
+  // quantize --scheme fp8` writes computes).
   WeightFormat weights = WeightFormat::kNative;
   // kBF16: every sequence's state is rounded to bf16 (nearest even) at the end of each step, as a
   // pool of bf16 slots would keep it between steps, while each step still updates it in fp32
@@ -47,7 +50,7 @@ class CpuModel {
   const Tokenizer* tokenizer() const { return ck_.tokenizer.get(); }
   const StateLayout& state_layout() const { return layout_; }
   const CpuModelOptions& options() const { return options_; }  // as run
-  WeightFormat weights() const { return options_.weights; }  // as run (kInt8 for a pre-quantized checkpoint)
+  WeightFormat weights() const { return options_.weights; }  // as run (a pre-quantized checkpoint's own form)
   // Bytes the weights take as this model holds them (fp32, or int8 and scales).
   int64_t weight_bytes() const;
   // Of those, the bytes one decode step reads: all but the input embeddings' table when lm_head is
@@ -97,7 +100,8 @@ class CpuModel {
   // own rows and scales, the others are quantized here. INVALID_ARGUMENT naming `what` when a
   // weight is not finite and must be quantized.
   static absl::StatusOr<Projection> MakeProjection(std::initializer_list<Weight*> parts, int64_t N, int64_t K,
-                                                   WeightFormat format, const std::string& what);
+                                                   WeightFormat format, bool fp8_checkpoint,
+                                                   const std::string& what);
   // y[M, N] = x W^T + beta y through whichever form the projection holds.
   static void Project(const Projection& w, const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t M,
                       float beta = 0.0f);

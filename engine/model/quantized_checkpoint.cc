@@ -44,26 +44,6 @@ nlohmann::ordered_json QuantizationConfig(CheckpointQuantization::Kind kind) {
           {"kv_cache_scheme", nullptr}};
 }
 
-// FP8 E4M3 rows [N, K] with one scale per row (max |row| / 448, the format's largest value).
-// False when a weight is not finite.
-bool QuantizeFp8PerRow(const std::vector<float>& w, int64_t N, int64_t K, std::vector<uint8_t>* q,
-                       std::vector<float>* scale) {
-  q->resize(static_cast<size_t>(N * K));
-  scale->resize(static_cast<size_t>(N));
-  for (int64_t n = 0; n < N; ++n) {
-    float mx = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const float v = w[n * K + k];
-      if (!std::isfinite(v)) return false;
-      mx = std::max(mx, std::fabs(v));
-    }
-    const float s = mx / 448.0f;
-    (*scale)[n] = s;
-    for (int64_t k = 0; k < K; ++k) (*q)[n * K + k] = s > 0 ? FloatToFloat8E4M3(w[n * K + k] / s) : 0;
-  }
-  return true;
-}
-
 }  // namespace
 
 absl::Status WriteQuantizedCheckpoint(const std::string& model_dir, const std::string& out_dir,
@@ -104,7 +84,9 @@ absl::Status WriteQuantizedCheckpoint(const std::string& model_dir, const std::s
     std::vector<float> scale;
     if (kind == CheckpointQuantization::Kind::kFp8E4M3) {
       std::vector<uint8_t> q;
-      if (!QuantizeFp8PerRow(v, N, K, &q, &scale)) return not_finite();
+      q.resize(static_cast<size_t>(N * K));
+      scale.resize(static_cast<size_t>(N));
+      if (!QuantizeFp8E4M3PerRow(v.data(), N, K, q.data(), scale.data())) return not_finite();
       tensors.push_back({e.name, DType::kF8E4M3, e.shape, keep(q.data(), q.size())});
     } else {
       cpu::Int8Weight q;

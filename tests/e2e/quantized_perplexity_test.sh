@@ -4,7 +4,7 @@
 # may move by at most 1% against the model's own fp32 weights; measured 2026-12-05: 153.9014 ->
 # 153.8935 (-0.005%). The same written as a pre-quantized checkpoint (gla-eval quantize) scores
 # exactly the same, and FP8 E4M3 weights (gla-eval quantize --scheme fp8) stay within 1% too (measured:
-# 154.0423, +0.09%), and bf16 states drift by less than a 1% perplexity's worth (below). Then glad
+# 154.0423, +0.09%; --weights fp8, rounding at load, exactly the same), and bf16 states drift by less than a 1% perplexity's worth (below). Then glad
 # --weights int8 serves text and says so, and glad --state_dtype bf16 too. Exit 77 under the sanitizers
 # (the default model's SentencePiece tokenizer cannot load there).
 #   quantized_perplexity_test.sh GLA_EVAL GLAD GLA_CLI MODEL_DIR SANITIZED(0|1)
@@ -27,7 +27,7 @@ python3 -c "import sys; a, b = float('$native'), float('$int8'); sys.exit(0 if a
 echo "ok: int8 within 1% of fp32 ($(python3 -c "print(f'{(float(\"$int8\") / float(\"$native\") - 1) * 100:+.3f}%')"))"
 "$eval_bin" perplexity --model "$model" --text "$model/heldout_sample.txt" --weights fp4 > "$work/bad.txt" 2>&1 \
   && fail "--weights fp4 was taken"
-grep -q "must be native or int8" "$work/bad.txt" || fail "--weights fp4 refused without saying why: $(cat "$work/bad.txt")"
+grep -q "must be native, int8 or fp8" "$work/bad.txt" || fail "--weights fp4 refused without saying why: $(cat "$work/bad.txt")"
 echo "ok: an unknown --weights is refused by name"
 
 # The same quantization written as a compressed-tensors checkpoint (gla-eval quantize) and loaded as
@@ -44,6 +44,10 @@ fp8=$("$eval_bin" perplexity --model "$work/fp8" --text "$model/heldout_sample.t
 python3 -c "import sys; a, b = float('$native'), float('$fp8'); sys.exit(0 if abs(b - a) / a <= 0.01 else 1)" \
   || fail "FP8 weights moved the perplexity by more than 1% ($native -> $fp8)"
 echo "ok: FP8 weights within 1% of fp32 ($native -> $fp8)"
+# --weights fp8 rounds the same weights at load: exactly the checkpoint's score.
+fp8_at_load=$(ppl fp8)
+[ "$fp8_at_load" = "$fp8" ] || fail "--weights fp8 scores $fp8_at_load, the FP8 checkpoint $fp8"
+echo "ok: --weights fp8 scores $fp8_at_load, as the FP8 checkpoint does"
 
 # bf16 states (alone and with INT8 weights): perplexity scoring rounds the state once per window, so
 # the bound is on decode, where it is rounded at every step: the mean KL per token against fp32 over

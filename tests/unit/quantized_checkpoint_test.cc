@@ -218,6 +218,21 @@ TEST_F(QuantizedCheckpoint, HostileOrUnsupportedFilesAreRefusedByName) {
 
 // FP8 E4M3 (float-quantized): the values load as scale * fp8 and run in fp32 on the CPU (no FP8
 // arithmetic there); close to the source, and not the source.
+// `--weights fp8` on a bf16/fp32 checkpoint computes exactly what serving the FP8 checkpoint made
+// from it computes (the same rounding, QuantizeFp8E4M3PerRow, at load instead of on disk), bit for
+// bit; on that FP8 checkpoint it keeps its values; and it is not the unquantized model.
+TEST_F(QuantizedCheckpoint, Fp8AtLoadEqualsTheFp8CheckpointBitForBit) {
+  const std::string fp8 = root_ + "/fp8_at_load";
+  ASSERT_TRUE(WriteQuantizedCheckpoint(testing::TinyModelDir(), fp8, CheckpointQuantization::Kind::kFp8E4M3).ok());
+  WeightFormat ran_as = WeightFormat::kNative;
+  const std::vector<float> at_load = Logits(testing::TinyModelDir(), WeightFormat::kFp8, &ran_as);
+  EXPECT_EQ(ran_as, WeightFormat::kFp8);
+  ASSERT_FALSE(at_load.empty());
+  EXPECT_EQ(at_load, Logits(fp8, WeightFormat::kNative));
+  EXPECT_EQ(at_load, Logits(fp8, WeightFormat::kFp8));
+  EXPECT_NE(at_load, Logits(testing::TinyModelDir(), WeightFormat::kNative));
+}
+
 TEST_F(QuantizedCheckpoint, Fp8CheckpointsLoadTheirValues) {
   const std::string fp8 = root_ + "/fp8";
   ASSERT_TRUE(WriteQuantizedCheckpoint(testing::TinyModelDir(), fp8, CheckpointQuantization::Kind::kFp8E4M3).ok());
@@ -238,7 +253,7 @@ TEST_F(QuantizedCheckpoint, Fp8CheckpointsLoadTheirValues) {
   EXPECT_LE(worst, 1.0 / 16 + 1e-6);
   WeightFormat ran_as = WeightFormat::kInt8;
   const std::vector<float> got = Logits(fp8, WeightFormat::kNative, &ran_as);
-  EXPECT_EQ(ran_as, WeightFormat::kNative);
+  EXPECT_EQ(ran_as, WeightFormat::kFp8);  // its own form: FP8 values (computed in fp32)
   const std::vector<float> want = Logits(testing::TinyModelDir(), WeightFormat::kNative);
   ASSERT_EQ(got.size(), want.size());
   EXPECT_NE(got, want);

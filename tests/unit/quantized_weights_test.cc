@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "engine/backend.h"
@@ -95,6 +96,30 @@ TEST(QuantizedWeights, TheCpuBackendServesInt8AndTheCudaBackendRefusesItByName) 
       << cuda.status();
   EXPECT_FALSE(ParseWeightFormat("fp4").ok());
   EXPECT_EQ(*ParseWeightFormat("int8"), WeightFormat::kInt8);
+  EXPECT_EQ(*ParseWeightFormat("fp8"), WeightFormat::kFp8);
+}
+
+// --weights fp8 on the CPU: the projections rounded to FP8 E4M3 with a scale per row, computed in
+// fp32 (the accuracy of FP8 weights, not their speed); the device line says so, a weight that is not
+// finite is refused by name, and the CUDA backend refuses fp8 by name until its FP8 form exists.
+TEST(QuantizedWeights, Fp8OnTheCpuIsSaidAndRefusedWhereItCannotRun) {
+  auto b = MakeCpuBackend(testing::TinyModelDir(), {.slots = 2, .threads = 1, .weights = WeightFormat::kFp8});
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_NE((*b)->device().find("fp8 weights (fp32 arithmetic)"), std::string::npos) << (*b)->device();
+  auto ck = LoadCheckpoint(testing::TinyModelDir());
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  ck->weights.layers[0].o_proj.data[3] = std::numeric_limits<float>::infinity();
+  CpuModelOptions o;
+  o.weights = WeightFormat::kFp8;
+  auto m = CpuModel::FromCheckpoint(*std::move(ck), o);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("layer 0's o_proj weight holds a value that is not finite: --weights fp8"),
+            std::string::npos)
+      << m.status();
+  CudaBackendOptions co;
+  co.weights = WeightFormat::kFp8;
+  EXPECT_NE(CheckCudaBackendOptions(co).message().find("--weights fp8 runs on the CPU backend only"),
+            std::string::npos);
 }
 
 }  // namespace
