@@ -86,7 +86,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
        tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc tests/cuda/state_bf16_cuda_test.cc \
        "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc kernels/cpu/norm_backward.cc kernels/cpu/activations_backward.cc kernels/cpu/conv_backward.cc \
-       kernels/cpu/optimizer.cc kernels/cpu/dropout.cc engine/sampler.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
+       kernels/cpu/optimizer.cc kernels/cpu/dropout.cc engine/sampler.cc models/dtype.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
     check kernel_tests build-gpu/gla_kernels_cuda_test
   else
     cat "$out/build.txt"; note "kernel tests: BUILD FAILED"; failures=$((failures + 1))

@@ -51,6 +51,19 @@ cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bf
                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
 // CUDA cores, one warp per output feature, M FMAs per weight pair: for M <= kSmallMCudaCores.
 constexpr int kSmallMCudaCores = 8;
+
+// A weight [N, K] in FP8 E4M3 with one fp32 scale per output row, W[n, k] = scale[n] * q[n, k]
+// (models/dtype.h's QuantizeFp8E4M3PerRow: what `--weights fp8` and FP8 checkpoints hold).
+struct Fp8Weight {
+  const uint8_t* q = nullptr;    // [N, K], rows 16-byte aligned
+  const float* scale = nullptr;  // [N]
+};
+// The CUDA-core kernel with FP8 weights (issue 23): each weight byte read once (half of bf16's),
+// widened to fp32 in registers, the row's sum scaled once: y[m, n] = scale[n] sum_k q[n, k] x[m, k]
+// (+ beta y). M <= kSmallMCudaCores, K % 16 == 0, x rows and q 16-byte aligned; otherwise
+// cudaErrorInvalidValue (no launch). Not yet used by the engine (the GPU's --weights fp8).
+cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
+                            void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                   int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                   cudaStream_t stream);

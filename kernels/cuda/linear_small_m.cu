@@ -1,5 +1,5 @@
-// Decode-sized projections on CUDA cores (M <= kSmallMCudaCores rows), and LinearSmallM's choice
-// between this kernel and the tensor-core one. Memory-bound, so the aim is the weight stream at
+// Decode-sized projections on CUDA cores (M <= kSmallMCudaCores rows), bf16 or FP8 weights, and
+// LinearSmallM's choice between this kernel and the tensor-core one. Memory-bound, so the aim is the weight stream at
 // full bandwidth. One warp per output row n: each lane reads 8 bf16 weights (16 bytes) per step,
 // four to eight steps in flight, multiplies them with the M input rows (small, served from L1/L2), and the
 // warp reduces its M partial sums with shuffles in a fixed order (deterministic).
@@ -93,6 +93,47 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16
   return LaunchDependent(SmallMKernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
 }
 
+// The same stream with FP8 weights: a 16-byte chunk is 16 weights, against two chunks of each x row.
+template <int M>
+__global__ void __launch_bounds__(kWarps * 32) SmallMFp8Kernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                                                const Fp8Weight w, int64_t N, int64_t K, void* y,
+                                                                bool y_bf16, int64_t y_stride, float beta) {
+  const int lane = threadIdx.x % 32;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (n >= N) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w.q + n * K);
+  const int64_t chunks = K / 16;
+  uint4 wv[kUnroll];
+  FirstWeights(wr, chunks, lane, true, wv);
+  const float scale = __ldg(w.scale + n);
+  WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.f;
+  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const uint4* xr = reinterpret_cast<const uint4*>(x + m * x_stride) + 2 * c;
+      acc[m] = Fp8Dot16(wc, __ldg(xr), __ldg(xr + 1), acc[m]);
+    }
+  });
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float v = acc[m];
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) small_m::Store(y, y_bf16, m * y_stride + n, scale * v, beta);
+  }
+}
+
+template <int M>
+cudaError_t LaunchFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K, void* y,
+                      bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+  return LaunchDependent(SmallMFp8Kernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride,
+                         beta);
+}
+
 // LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
 // streamed as above with x read from there.
 template <OneRowInput::Kind kKind>
@@ -150,6 +191,25 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
     case 6: return Launch<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
     case 7: return Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
     default: return Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+  }
+}
+
+cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
+                            void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w.q) % 16 == 0;
+  if (M < 0 || M > kSmallMCudaCores || N <= 0 || K <= 0 || K % 16 != 0 || x_stride % 8 != 0 || !aligned ||
+      w.scale == nullptr || N > int64_t{kWarps} * 0x7fffffff)
+    return cudaErrorInvalidValue;
+  switch (M) {  // rows -> a compile-time accumulator count
+    case 1: return LaunchFp8<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 2: return LaunchFp8<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 3: return LaunchFp8<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 4: return LaunchFp8<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 5: return LaunchFp8<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 6: return LaunchFp8<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    case 7: return LaunchFp8<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
+    default: return LaunchFp8<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
   }
 }
 

@@ -1,7 +1,8 @@
 // Times the decode-sized projection kernels (kernels/linear.h) at the projections of gla-1.3B and
 // gla-340M for M = 1 ... 16 input rows: the CUDA-core kernel (M <= 8), the tensor-core kernel, and
 // cuBLAS (what M > kSmallM takes), each against its floor, the weights read once at the copy
-// bandwidth measured in this run. Weights rotate through copies larger than L2 (no launch reads
+// bandwidth measured in this run; and the CUDA-core kernel with FP8 weights (M <= 8), against its
+// own floor (a byte per weight). Weights rotate through copies larger than L2 (no launch reads
 // them from cache), and the launches of one timing are captured in a CUDA graph with programmatic
 // dependent launch, as the engine's decode step runs them. GLA_BENCH_OUT=DIR: DIR/linear-small-m.json.
 #include <cublas_v2.h>
@@ -84,8 +85,15 @@ int main() {
   CHECK(cudaMalloc(&x, 16 * 8192 * 2));
   CHECK(cudaMemset(x, 0x3C, 16 * 8192 * 2));
   CHECK(cudaMalloc(&y, 16 * 32000 * 2));
-  std::printf("| shape | N x K | M | weights MB | floor us | cuda cores us | tensor cores us | cuBLAS us | best of floor |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  float* scales;  // FP8 rows' scales (1: the pool's bytes, 0x3C, are 1.5 as E4M3)
+  CHECK(cudaMalloc(&scales, 32000 * sizeof(float)));
+  {
+    const std::vector<float> ones(32000, 1.f);
+    CHECK(cudaMemcpy(scales, ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  std::printf("| shape | N x K | M | weights MB | floor us | cuda cores us | tensor cores us | cuBLAS us | best of floor "
+              "| fp8 floor us | fp8 us | fp8 of floor | fp8 vs best bf16 |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
     const size_t bytes = size_t(s.N) * s.K * 2;
     const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
@@ -111,9 +119,22 @@ int main() {
       best = std::min(best, blas);
       char cores_txt[32] = "-";
       if (cores > 0) std::snprintf(cores_txt, sizeof cores_txt, "%.2f", cores);
-      std::printf("| %s | %lld x %lld | %d | %.1f | %.2f | %s | %.2f | %.2f | %.0f%% |\n", s.name,
+      // FP8: a byte per weight plus a scale per row; the same pool's bytes read as E4M3.
+      const double fp8_floor_us =
+          report.ceilings().BytesSeconds(double(s.N) * s.K + 4.0 * s.N + 2.0 * M * (s.K + s.N)) * 1e6;
+      double fp8 = -1;
+      if (M <= gla::cuda::kSmallMCudaCores)
+        fp8 = TimeUs([&](int c, cudaStream_t st) {
+          const gla::cuda::Fp8Weight w8{reinterpret_cast<const uint8_t*>(weights(c)), scales};
+          CHECK(gla::cuda::LinearSmallMFp8(x, s.K, w8, s.N, s.K, y, true, s.N, M, 0.f, st));
+        }, copies, stream);
+      char fp8_txt[96] = "- | - | - | -";
+      if (fp8 > 0)
+        std::snprintf(fp8_txt, sizeof fp8_txt, "%.2f | %.2f | %.0f%% | %.2fx", fp8_floor_us, fp8,
+                      100.0 * fp8_floor_us / fp8, best / fp8);
+      std::printf("| %s | %lld x %lld | %d | %.1f | %.2f | %s | %.2f | %.2f | %.0f%% | %s |\n", s.name,
                   static_cast<long long>(s.N), static_cast<long long>(s.K), M, bytes / 1e6, floor_us, cores_txt,
-                  tensor, blas, 100.0 * floor_us / best);
+                  tensor, blas, 100.0 * floor_us / best, fp8_txt);
       report.AddRow()
           .Str("shape", s.name)
           .Num("N", double(s.N))
@@ -122,12 +143,15 @@ int main() {
           .Num("floor_us", floor_us)
           .Num("cuda_cores_us", cores)
           .Num("tensor_cores_us", tensor)
-          .Num("cublas_us", blas);
+          .Num("cublas_us", blas)
+          .Num("fp8_floor_us", fp8_floor_us)
+          .Num("fp8_cuda_cores_us", fp8);
     }
   }
   CHECK(cudaFree(pool));
   CHECK(cudaFree(x));
   CHECK(cudaFree(y));
+  CHECK(cudaFree(scales));
   cublasDestroy(cublas);
   CHECK(cudaStreamDestroy(stream));
   std::printf("\ncuda cores: -1 / '-' where the kernel does not take M. Floor: weights + inputs + outputs once at the "
