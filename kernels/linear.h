@@ -58,10 +58,19 @@ struct Fp8Weight {
   const uint8_t* q = nullptr;    // [N, K], rows 16-byte aligned
   const float* scale = nullptr;  // [N]
 };
-// The CUDA-core kernel with FP8 weights (issue 23): each weight byte read once (half of bf16's),
-// widened to fp32 in registers, the row's sum scaled once: y[m, n] = scale[n] sum_k q[n, k] x[m, k]
-// (+ beta y). M <= kSmallMCudaCores, K % 16 == 0, x rows and q 16-byte aligned; otherwise
-// cudaErrorInvalidValue (no launch). Not yet used by the engine (the GPU's --weights fp8).
+// The decode-sized projection with FP8 weights (issue 23): each weight byte read once (half of
+// bf16's), widened in registers, each row's sum scaled once: y[m, n] = scale[n] sum_k q[n, k] x[m, k]
+// (+ beta y). K % 16 == 0, x rows and q 16-byte aligned; otherwise cudaErrorInvalidValue (no
+// launch). The CUDA-core form (M <= kSmallMCudaCores: FP8 widened to fp32) and the tensor-core one
+// (M <= kSmallMTensorCores: FP8 widened exactly to bf16 fragments for mma.sync), and
+// LinearSmallMFp8 taking the first for one row and the second from two (M <= kSmallM), as
+// LinearSmallM does. Not yet used by the engine (the GPU's --weights fp8).
+cudaError_t LinearSmallMFp8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
+                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                     cudaStream_t stream);
+cudaError_t LinearSmallMFp8TensorCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
+                                       int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                       cudaStream_t stream);
 cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,

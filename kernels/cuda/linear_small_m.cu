@@ -194,12 +194,12 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
   }
 }
 
-cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
-                            void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+cudaError_t LinearSmallMFp8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
+                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                     cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w.q) % 16 == 0;
-  if (M < 0 || M > kSmallMCudaCores || N <= 0 || K <= 0 || K % 16 != 0 || x_stride % 8 != 0 || !aligned ||
-      w.scale == nullptr || N > int64_t{kWarps} * 0x7fffffff)
+  if (M < 0 || M > kSmallMCudaCores || !small_m::Fp8ShapeSupported(x, x_stride, w, N, K) ||
+      N > int64_t{kWarps} * 0x7fffffff)
     return cudaErrorInvalidValue;
   switch (M) {  // rows -> a compile-time accumulator count
     case 1: return LaunchFp8<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
@@ -211,6 +211,14 @@ cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8W
     case 7: return LaunchFp8<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
     default: return LaunchFp8<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
   }
+}
+
+cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
+                            void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M > kSmallM) return cudaErrorInvalidValue;
+  if (M < kSmallMTensorCoresFrom)
+    return LinearSmallMFp8CudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return LinearSmallMFp8TensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,

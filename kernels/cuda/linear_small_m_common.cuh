@@ -7,12 +7,20 @@
 
 #include <cstdint>
 
+#include "kernels/linear.h"
+
 namespace gla::cuda::small_m {
 
 // K in 16-byte chunks, rows 16-byte aligned, something to compute.
 inline bool ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K) {
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
   return N > 0 && K > 0 && K % 8 == 0 && x_stride % 8 == 0 && aligned;
+}
+
+// The same for FP8 weights (kernels/linear.h's Fp8Weight): K in 16-weight chunks, scales given.
+inline bool Fp8ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K) {
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w.q) % 16 == 0;
+  return N > 0 && K > 0 && K % 16 == 0 && x_stride % 8 == 0 && aligned && w.scale != nullptr;
 }
 
 __device__ __forceinline__ void Store(void* y, bool y_bf16, int64_t index, float v, float beta) {

@@ -285,13 +285,23 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
-// FP8 weights (issue 23): the CUDA-core kernel reading FP8 E4M3 rows with a scale per row
+// FP8 weights (issue 23): the kernels reading FP8 E4M3 rows with a scale per row
 // (QuantizeFp8E4M3PerRow of random weights) against the double-precision product of the same
-// dequantized weights, at every row count, residual add and bf16 output; bad shapes refused unlaunched.
+// dequantized weights, at every row count each takes, residual add and bf16 output; bad shapes
+// refused unlaunched.
 TEST_P(Layers, LinearSmallMFp8AtEveryRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
   std::mt19937 rng(19);
+  using Kernel = cudaError_t (*)(const __nv_bfloat16*, int64_t, const cuda::Fp8Weight&, int64_t, int64_t, void*, bool,
+                                 int64_t, int64_t, float, cudaStream_t);
+  const struct {
+    const char* name;
+    Kernel kernel;
+    int max_m;
+  } kernels[] = {{"fp8 cuda cores", cuda::LinearSmallMFp8CudaCores, cuda::kSmallMCudaCores},
+                 {"fp8 tensor cores", cuda::LinearSmallMFp8TensorCores, cuda::kSmallMTensorCores},
+                 {"LinearSmallMFp8", cuda::LinearSmallMFp8, cuda::kSmallM}};
   for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 208}}) {
     const int xs = K + 8;
     const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
@@ -303,30 +313,36 @@ TEST_P(Layers, LinearSmallMFp8AtEveryRowCount) {
     Dev<uint8_t> dq(q);
     Dev<float> dscale(scale);
     const cuda::Fp8Weight fw{dq.p, dscale.p};
-    for (int M = 1; M <= cuda::kSmallMCudaCores; ++M) {
-      const auto x = RoundBf16(Random(M * xs, rng));
-      const auto y0 = Random(static_cast<size_t>(M) * N, rng);
-      std::vector<float> ref = y0;
-      NaiveLinear(x.data(), xs, deq.data(), N, K, ref.data(), M, 1.0f);
-      Dev<__nv_bfloat16> dx(ToBf16(x));
-      Dev<float> dy(y0);
-      GLA_CUDA_OK(cuda::LinearSmallMFp8(dx.p, xs, fw, N, K, dy.p, false, N, M, 1.0f, nullptr));
-      EXPECT_LT(RelErr(dy.Get(), ref), 1e-5) << "N=" << N << " K=" << K << " M=" << M;
-      std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
-      NaiveLinear(x.data(), xs, deq.data(), N, K, ref2.data(), M);
-      Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
-      GLA_CUDA_OK(cuda::LinearSmallMFp8(dx.p, xs, fw, N, K, dz.p, true, N, M, 0.0f, nullptr));
-      EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << "N=" << N << " K=" << K << " M=" << M << " bf16";
+    for (const auto& k : kernels) {
+      for (int M = 1; M <= k.max_m; ++M) {
+        const auto x = RoundBf16(Random(M * xs, rng));
+        const auto y0 = Random(static_cast<size_t>(M) * N, rng);
+        std::vector<float> ref = y0;
+        NaiveLinear(x.data(), xs, deq.data(), N, K, ref.data(), M, 1.0f);
+        Dev<__nv_bfloat16> dx(ToBf16(x));
+        Dev<float> dy(y0);
+        GLA_CUDA_OK(k.kernel(dx.p, xs, fw, N, K, dy.p, false, N, M, 1.0f, nullptr));
+        EXPECT_LT(RelErr(dy.Get(), ref), 1e-5) << k.name << " N=" << N << " K=" << K << " M=" << M;
+        std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
+        NaiveLinear(x.data(), xs, deq.data(), N, K, ref2.data(), M);
+        Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
+        GLA_CUDA_OK(k.kernel(dx.p, xs, fw, N, K, dz.p, true, N, M, 0.0f, nullptr));
+        EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << k.name << " N=" << N << " K=" << K << " M=" << M
+                                                          << " bf16";
+      }
     }
   }
   Dev<__nv_bfloat16> dx(16 * 17);
   Dev<uint8_t> dq(64);
   Dev<float> dy(2 * 17), dscale(2);
   const cuda::Fp8Weight fw{dq.p, dscale.p};
-  EXPECT_EQ(cuda::LinearSmallMFp8(dx.p, 16, fw, 2, 16, dy.p, false, 2, 9, 0.f, nullptr), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::LinearSmallMFp8(dx.p, 8, fw, 2, 8, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue);  // K % 16
-  EXPECT_EQ(cuda::LinearSmallMFp8(dx.p, 16, {dq.p, nullptr}, 2, 16, dy.p, false, 2, 1, 0.f, nullptr),
-            cudaErrorInvalidValue);
+  for (const auto& k : kernels) {
+    EXPECT_EQ(k.kernel(dx.p, 16, fw, 2, 16, dy.p, false, 2, k.max_m + 1, 0.f, nullptr), cudaErrorInvalidValue)
+        << k.name;
+    EXPECT_EQ(k.kernel(dx.p, 8, fw, 2, 8, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;  // K % 16
+    EXPECT_EQ(k.kernel(dx.p, 16, {dq.p, nullptr}, 2, 16, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue)
+        << k.name;
+  }
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
