@@ -30,9 +30,9 @@ struct CpuModelOptions {
   // embeddings and lm_head stay fp32. A pre-quantized INT8 checkpoint (config.quantization) runs
   // as INT8 under kNative (and kFp8) too: that is its native form. An FP8 one runs as kFp8 (its
   // values computed in fp32: no FP8 arithmetic on the CPU) under kNative and kFp8, or quantized to
-  // INT8 from them under kInt8. kFp8 on any other checkpoint: the same projections rounded at load to FP8 E4M3
-  // with a scale per output row and computed in fp32 (exactly what serving the checkpoint `gla-eval
-  // quantize --scheme fp8` writes computes).
+  // INT8 from them under kInt8. kFp8 on any other checkpoint: the same projections rounded at load
+  // to FP8 E4M3 with a scale per output row and computed in fp32 (exactly what serving the
+  // checkpoint `gla-eval quantize --scheme fp8` writes computes).
   WeightFormat weights = WeightFormat::kNative;
   // kBF16: every sequence's state is rounded to bf16 (nearest even) at the end of each step, as a
   // pool of bf16 slots would keep it between steps, while each step still updates it in fp32
@@ -95,10 +95,11 @@ class CpuModel {
     std::vector<float> f32;
     cpu::Int8Weight int8;
   };
-  // Moves the weights `parts` (their rows stacked: [N, K] together; empty ones skipped) into one projection, as fp32
-  // or as INT8 when `format` asks for it: a part a pre-quantized checkpoint gave as INT8 keeps its
-  // own rows and scales, the others are quantized here. INVALID_ARGUMENT naming `what` when a
-  // weight is not finite and must be quantized.
+  // Moves the weights `parts` (their rows stacked: [N, K] together; empty ones skipped) into one
+  // projection, as fp32 or as INT8 when `format` asks for it: a part a pre-quantized checkpoint gave
+  // as INT8 keeps its own rows and scales, the others are quantized here. kFp8: fp32 of each row
+  // rounded to FP8 with its scale, unless `fp8_checkpoint` says the values are FP8 already.
+  // INVALID_ARGUMENT naming `what` when a weight is not finite and must be quantized.
   static absl::StatusOr<Projection> MakeProjection(std::initializer_list<Weight*> parts, int64_t N, int64_t K,
                                                    WeightFormat format, bool fp8_checkpoint,
                                                    const std::string& what);

@@ -3,7 +3,8 @@
 // Memory-bound: each (sequence, head) state S [dk, dv] is read once and written once (fp32, or bf16
 // widened in registers and rounded back: kernels/state_slots.h).
 // A block owns 32 columns of one head of one sequence: 8 lanes x float4 (16-byte accesses, a
-// warp covers 4 rows x 128 B, coalesced) by 32 row groups (bf16 states: 64 columns, 8 a lane). Each thread updates its rows in place,
+// warp covers 4 rows x 128 B, coalesced) by 32 row groups (bf16 states: 64 columns, 8 a lane).
+// Each thread updates its rows in place,
 //   S[i, j] = exp(g_i) S[i, j] + k_i v_j,   acc_j += (scale q_i) S[i, j]
 // and the 32 partial sums per column are reduced through shared memory in a fixed order, so the
 // result is deterministic (no atomics). q, k and exp(g) of the head are staged in shared memory.

@@ -377,7 +377,9 @@ __global__ void __launch_bounds__(kThreads, 1) GlaChunkMainKernel(const GlaPrefi
   const int64_t S = slot_state ? p.state.Index(p.slots[n], int64_t{h} * DK * p.dv) : 0;
   if (!kStateOnly) {
     if (slot_state)
-      for_each_elem([&](float& s, int dk, int dv) { s = dv < p.dv ? LoadState(p.state, S + int64_t{dk} * p.dv + dv) : 0.f; });
+      for_each_elem([&](float& s, int dk, int dv) {
+        s = dv < p.dv ? LoadState(p.state, S + int64_t{dk} * p.dv + dv) : 0.f;
+      });
     for (int64_t j = 0; j < seg; ++j) {  // S_in = D_j S + L_j over the earlier segments
       const int64_t id = segid - seg + j;
       const float* ls = w.seg_state + (id * p.Hkv + hk) * DK * p.dv;

@@ -373,7 +373,8 @@ struct StateItem {
     const int col = c0 + lane4 * 4;
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      rows[r] = LoadState4<StateCache::kStreaming>(p.state, S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col);
+      rows[r] = LoadState4<StateCache::kStreaming>(p.state,
+                                                   S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col);
     if (threadIdx.x < dk) {
       const float4* w = reinterpret_cast<const float4*>(L.gk1 + (static_cast<int64_t>(hk) * dk + threadIdx.x) * p.rank);
 #pragma unroll
@@ -412,7 +413,8 @@ struct StateItem {
     }
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      StoreState4<StateCache::kStreaming>(p.state, S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col, rows[r]);
+      StoreState4<StateCache::kStreaming>(p.state, S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col,
+                                          rows[r]);
     for (int off = kStateLanes; off < 32; off <<= 1) {  // the warp's 8 row groups, same columns
       acc.x += __shfl_xor_sync(0xffffffffu, acc.x, off);
       acc.y += __shfl_xor_sync(0xffffffffu, acc.y, off);

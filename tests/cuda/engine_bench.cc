@@ -105,7 +105,8 @@ int main(int argc, char** argv) {
   std::printf("# %s: weights %.2f GiB (bf16), state %.1f MiB per sequence (%s), workspace %.2f GiB; %.2f GFLOP and "
               "%.2f GB (B=1) per token\n",
               name.c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
-              gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9, (decode_bytes_b1 + 2 * state_bytes) / 1e9);
+              gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9,
+              (decode_bytes_b1 + 2 * state_bytes) / 1e9);
   std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");

@@ -4,9 +4,10 @@
 # may move by at most 1% against the model's own fp32 weights; measured 2026-12-05: 153.9014 ->
 # 153.8935 (-0.005%). The same written as a pre-quantized checkpoint (gla-eval quantize) scores
 # exactly the same, and FP8 E4M3 weights (gla-eval quantize --scheme fp8) stay within 1% too (measured:
-# 154.0423, +0.09%; --weights fp8, rounding at load, exactly the same), and bf16 states drift by less than a 1% perplexity's worth (below). Then glad
-# --weights int8 serves text and says so, and glad --state_dtype bf16 too. Exit 77 under the sanitizers
-# (the default model's SentencePiece tokenizer cannot load there).
+# 154.0423, +0.09%; --weights fp8, rounding at load, exactly the same), and bf16 states drift by less
+# than a 1% perplexity's worth (below). Then glad --weights int8 serves text and says so, and glad
+# --state_dtype bf16 too. Exit 77 under the sanitizers (the default model's SentencePiece tokenizer
+# cannot load there).
 #   quantized_perplexity_test.sh GLA_EVAL GLAD GLA_CLI MODEL_DIR SANITIZED(0|1)
 set -uo pipefail
 eval_bin=$1 glad=$2 cli=$3 model=$4 sanitized=${5:-0}
