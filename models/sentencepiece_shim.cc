@@ -3,6 +3,8 @@
 #include <sentencepiece_processor.h>
 
 #include <cstddef>
+#include <exception>
+#include <string>
 #include <string_view>
 
 #include "models/sentencepiece_adapter.h"
@@ -10,23 +12,36 @@
 namespace gla {
 namespace {
 
-class SentencePieceShim final : public SentencePieceAdapter {
- public:
-  bool Load(std::string_view serialized_model, std::string* error) {
-    const auto status = sp_.LoadFromSerializedProto(serialized_model);
+// Runs a SentencePiece call: true when its status is OK; otherwise false with *error set, also when
+// it throws.
+template <class Call>
+bool Guarded(std::string* error, Call&& call) {
+  try {
+    const auto status = call();
     if (!status.ok()) *error = status.ToString();
     return status.ok();
+  } catch (const std::exception& e) {
+    *error = std::string("SentencePiece threw: ") + e.what();
+  } catch (...) {
+    *error = "SentencePiece threw an exception";
+  }
+  return false;
+}
+
+class SentencePieceShim final : public SentencePieceAdapter {
+ public:
+  // SentencePiece reports most bad input through its status, but some of a hostile model reaches
+  // code that throws (darts_clone's trie builder: "zero-length key", found by the tokenizer_model
+  // fuzzer): an exception is an error here, never a terminate() of the server.
+  bool Load(std::string_view serialized_model, std::string* error) {
+    return Guarded(error, [&] { return sp_.LoadFromSerializedProto(serialized_model); });
   }
   int vocab_size() const override { return sp_.GetPieceSize(); }
   bool Encode(const std::string& text, std::vector<int>* ids, std::string* error) const override {
-    const auto status = sp_.Encode(text, ids);
-    if (!status.ok()) *error = status.ToString();
-    return status.ok();
+    return Guarded(error, [&] { return sp_.Encode(text, ids); });
   }
   bool Decode(const std::vector<int>& ids, std::string* text, std::string* error) const override {
-    const auto status = sp_.Decode(ids, text);
-    if (!status.ok()) *error = status.ToString();
-    return status.ok();
+    return Guarded(error, [&] { return sp_.Decode(ids, text); });
   }
   std::string IdToPiece(int id) const override { return sp_.IdToPiece(id); }
   bool IsControl(int id) const override { return sp_.IsControl(id); }

@@ -43,10 +43,17 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
   // and SentencePiece parses those bytes: it never opens the file, so nothing can be swapped in
   // between the check and the read.
   ASSIGN_OR_RETURN(const std::string model, ReadWholeFile(path));
+  return FromModelBytes(model, path, bos_id, eos_id);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromModelBytes(const std::string& model,
+                                                                     const std::string& name,
+                                                                     std::optional<int> bos_id,
+                                                                     std::optional<int> eos_id) {
   std::string error;
   std::unique_ptr<Tokenizer> t(new Tokenizer());
   t->sp_ = LoadSentencePieceAdapter(model, &error);
-  if (t->sp_ == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": not a SentencePiece model: ", error));
+  if (t->sp_ == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": not a SentencePiece model: ", error));
   const int n = t->sp_->vocab_size();
   t->pieces_.resize(n);
   int lone_space = -1, spaced_piece = -1;
@@ -57,14 +64,20 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
       p.kind = PieceInfo::kControl;
     } else if (t->sp_->IsByte(id)) {
       const int b = ParseBytePiece(piece);
-      if (b < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": byte piece ", id, " is malformed"));
+      if (b < 0) return absl::InvalidArgumentError(absl::StrCat(name, ": byte piece ", id, " is malformed"));
       p.kind = PieceInfo::kByte;
       p.byte = static_cast<uint8_t>(b);
     } else if (t->sp_->IsUnknown(id)) {
       std::string surface;
       t->sp_->Decode({id}, &surface, &error);
+      if (!IsValidUtf8(surface))
+        return absl::InvalidArgumentError(absl::StrCat(name, ": the unknown piece ", id, " is not valid UTF-8"));
       p.text = surface;  // unknown pieces decode to their surface, never space-stripped
     } else {
+      // Text goes out as it is (streamed deltas, gRPC strings, JSON): a piece that is not UTF-8
+      // would put invalid text into every response that uses it. SentencePiece does not check.
+      if (!IsValidUtf8(piece))
+        return absl::InvalidArgumentError(absl::StrCat(name, ": piece ", id, " is not valid UTF-8"));
       p.starts_with_space = piece.compare(0, kSpaceSymbol.size(), kSpaceSymbol) == 0;
       p.text = ReplaceSpaceSymbols(piece);
       if (piece == kSpaceSymbol) lone_space = id;
@@ -88,7 +101,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
   }
   auto in_vocab = [n](std::optional<int> id) { return !id || (*id >= 0 && *id < n); };
   if (!in_vocab(bos_id) || !in_vocab(eos_id))
-    return absl::InvalidArgumentError(absl::StrCat(path, ": bos/eos id from config.json is outside the ", n,
+    return absl::InvalidArgumentError(absl::StrCat(name, ": bos/eos id from config.json is outside the ", n,
                                                    "-piece vocabulary"));
   t->bos_id_ = bos_id ? bos_id : (t->sp_->bos_id() >= 0 ? std::optional<int>(t->sp_->bos_id()) : std::nullopt);
   t->eos_id_ = eos_id ? eos_id : (t->sp_->eos_id() >= 0 ? std::optional<int>(t->sp_->eos_id()) : std::nullopt);

@@ -20,6 +20,11 @@ class Tokenizer {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path,
                                                          std::optional<int> bos_id = std::nullopt,
                                                          std::optional<int> eos_id = std::nullopt);
+  // The same from a tokenizer.model's bytes (Load reads the file and calls this); `name` is what
+  // errors call the model.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromModelBytes(const std::string& model, const std::string& name,
+                                                                   std::optional<int> bos_id = std::nullopt,
+                                                                   std::optional<int> eos_id = std::nullopt);
   ~Tokenizer();
 
   int vocab_size() const;

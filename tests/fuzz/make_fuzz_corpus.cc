@@ -3,6 +3,7 @@
 // hand when a format changes (the output is checked in; deploy/fuzz.sh never writes there):
 //   build-fuzz/tests/fuzz/gla-fuzz-corpus tests/fuzz/corpus
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -181,6 +182,21 @@ void AdapterSeeds() {
 }
 
 void TokenizerSeeds() {
+  // tokenizer_model: the two tiny SentencePiece models (tests/data/tokenizers) and broken copies.
+  for (const char* name : {"tiny_unigram", "tiny_bpe_bytes"}) {
+    const std::string model = Read(std::string(GLA_SOURCE_DIR "/tests/data/tokenizers/") + name + ".model");
+    if (model.size() < 64) {
+      std::fprintf(stderr, "gla-fuzz-corpus: tests/data/tokenizers/%s.model is missing\n", name);
+      std::exit(1);
+    }
+    Put("tokenizer_model", name, model);
+    Put("tokenizer_model", std::string(name) + "_truncated", model.substr(0, model.size() / 2));
+    std::string flipped = model;
+    flipped[flipped.size() / 3] ^= 0x5a;
+    Put("tokenizer_model", std::string(name) + "_byte_changed", flipped);
+  }
+  // Its first finding (a zero-length piece threw out of SentencePiece), kept as a regression seed.
+  Put("tokenizer_model", "zero_length_piece", Read(GLA_SOURCE_DIR "/tests/data/tokenizers/zero_length_piece.model"));
   Put("tokenizer", "english", "The jury said it did find that many of Georgia's registration and election laws are outmoded.");
   Put("tokenizer", "spaces", "  two  spaces\tand\na newline  ");
   Put("tokenizer", "unicode", "caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x9a\x80 \xe4\xb8\xad\xe6\x96\x87 \xef\xbf\xbd");

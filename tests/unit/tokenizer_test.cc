@@ -159,6 +159,60 @@ TEST(Tokenizer, NotAModelFileIsRefusedByPath) {
   EXPECT_NE(std::string(t.status().message()).find(path), std::string::npos);
 }
 
+// A model's bytes load as its file does (Load reads the file once and hands SentencePiece the
+// bytes): the same vocabulary and ids; a byte-fallback model's byte pieces decode to their bytes;
+// a truncated model is refused naming what the caller called it.
+TEST(Tokenizer, FromModelBytesEqualsLoadAndNamesTheModel) {
+  const std::string path = std::string(GLA_SOURCE_DIR) + "/tests/data/tokenizers/tiny_bpe_bytes.model";
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes{std::istreambuf_iterator<char>(in), {}};
+  ASSERT_GT(bytes.size(), 1000u);
+  auto from_file = Tokenizer::Load(path);
+  auto from_bytes = Tokenizer::FromModelBytes(bytes, "the tiny model");
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  ASSERT_TRUE(from_bytes.ok()) << from_bytes.status();
+  EXPECT_EQ((*from_bytes)->vocab_size(), (*from_file)->vocab_size());
+  const std::string text = "the jury said caf\xc3\xa9";  // the accent is not in its pieces: byte fallback
+  auto a = (*from_file)->Encode(text, false), b = (*from_bytes)->Encode(text, false);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+  auto decoded = (*from_bytes)->Decode(*b);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(*decoded, text);
+  auto bad = Tokenizer::FromModelBytes(bytes.substr(0, bytes.size() / 2), "the tiny model");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("the tiny model"), std::string::npos) << bad.status();
+}
+
+// SentencePiece takes a piece that is not UTF-8 (its bytes are only a protobuf string); we refuse
+// the model by name, as every response using the piece would carry invalid text (found by the
+// tokenizer_model fuzzer).
+TEST(Tokenizer, APieceThatIsNotUtf8IsRefusedByName) {
+  std::ifstream in(std::string(GLA_SOURCE_DIR) + "/tests/data/tokenizers/tiny_unigram.model", std::ios::binary);
+  std::string bytes{std::istreambuf_iterator<char>(in), {}};
+  ASSERT_TRUE(Tokenizer::FromModelBytes(bytes, "tiny").ok());
+  const size_t at = bytes.find("\xe2\x96\x81the");  // the piece "▁the": break its first character
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 1] = '=';
+  auto bad = Tokenizer::FromModelBytes(bytes, "tiny");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("is not valid UTF-8"), std::string::npos) << bad.status();
+}
+
+// A unigram model with a zero-length piece made SentencePiece's trie builder throw (darts_clone:
+// "zero-length key") through the load and terminate the process (found by the tokenizer_model
+// fuzzer; tests/data/tokenizers/zero_length_piece.model is its input): refused by name instead.
+TEST(Tokenizer, AModelThatMakesSentencePieceThrowIsRefusedNotFatal) {
+  const std::string path = std::string(GLA_SOURCE_DIR) + "/tests/data/tokenizers/zero_length_piece.model";
+  auto t = Tokenizer::Load(path);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(t.status().message().find(path + ": not a SentencePiece model: SentencePiece threw"), std::string::npos)
+      << t.status();
+}
+
 // A real 32,000-piece vocabulary as a tokenizer model (tests/data/vocabularies: Mistral 7B's pieces,
 // written as a SentencePiece BPE model by sentencepiece_bpe_model.py, scores by merge rank): it
 // encodes as Mistral's tokenizer does (the ids the vocabulary's source publishes for "Hello
