@@ -6,7 +6,7 @@
 # exactly the same, and FP8 E4M3 weights (gla-eval quantize --scheme fp8) stay within 1% too (measured:
 # 154.0423, +0.09%; --weights fp8, rounding at load, exactly the same), and bf16 states drift by less
 # than a 1% perplexity's worth (below). Then glad --weights int8 serves text and says so, and glad
-# --state_dtype bf16 too. Exit 77 under the sanitizers (the default model's SentencePiece tokenizer
+# --weights fp8 and --state_dtype bf16 too. Exit 77 under the sanitizers (the default model's SentencePiece tokenizer
 # cannot load there).
 #   quantized_perplexity_test.sh GLA_EVAL GLAD GLA_CLI MODEL_DIR SANITIZED(0|1)
 set -uo pipefail
@@ -86,6 +86,13 @@ grep -q "int8 weights" "$work/glad.log" || fail "glad's start-up line does not s
 grep -q "int8 weights" "$work/info.txt" || fail "ModelInfo's device does not say int8 weights"
 out=$("$cli" generate --addr "127.0.0.1:$port" --prompt "The jury said" --max-new-tokens 8) || fail "generate with int8 weights"
 echo "ok: glad --weights int8 serves (\"The jury said\" -> $(grep -m1 . <<< "$out"))"
+kill $pid; wait $pid 2> /dev/null; pid=""
+
+# glad --weights fp8 (FP8 values, fp32 arithmetic on the CPU) serves and says so.
+start_glad "$work/glad8.log" --weights fp8
+grep -q "fp8 weights (fp32 arithmetic)" "$work/glad8.log" || fail "glad's start-up line does not say fp8 weights"
+out=$("$cli" generate --addr "127.0.0.1:$port" --prompt "The jury said" --max-new-tokens 8) || fail "generate with fp8 weights"
+echo "ok: glad --weights fp8 serves (\"The jury said\" -> $(grep -m1 . <<< "$out"))"
 kill $pid; wait $pid 2> /dev/null; pid=""
 
 # glad --state_dtype bf16 serves the trained model and says so.
