@@ -204,8 +204,9 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
   done
 fi
 # Issue 19's measurements from the bundle alone (no nvcc build there): the kernel tests, the
-# kernel benchmarks and the end-to-end benchmark at B = 1, 8, 16, 32, 128 on both shapes, each
-# measuring the device's ceilings in its own run and leaving a JSON file (results.tgz).
+# kernel benchmarks and the end-to-end benchmark at B = 1, 8, 16, 32, 128 on both shapes (and at
+# B = 32, 128 with bf16 states), each measuring the device's ceilings in its own run and leaving a
+# JSON file (results.tgz).
 if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -227,6 +228,11 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     check "engine_bench_$preset" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
       --batches "${GLA_BENCH_BATCHES:-1,8,16,32,128}"
     grep -E "^(#|prefill|TTFT|decode)" "$out/engine_bench_$preset.txt" | tee -a "$out/summary.txt"
+    # Issue 23: the same with bf16 states (half the state bytes: the floors move), where they matter.
+    check "engine_bench_${preset}_bf16_states" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+      --name gla-$preset --state_dtype bf16 --batches "${GLA_BENCH_BF16_BATCHES:-32,128}" --prefill_tokens 512
+    grep -E "^decode" "$out/engine_bench_${preset}_bf16_states.txt" | sed "s/^/$preset bf16 states: /" |
+      tee -a "$out/summary.txt"
     # Issue 20: n = 8 from one prefill and state copies, against n = 1 and against 8 prefills.
     [ "${GLA_BENCH_N:-1}" = 1 ] && check "n_bench_$preset" gpu-bundle/run gla-n-bench --model /tmp/gla-$preset \
       --name gla-$preset && grep -E "^[0-9]" "$out/n_bench_$preset.txt" | sed "s/^/$preset n: /" | tee -a "$out/summary.txt"
