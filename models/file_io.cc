@@ -38,12 +38,6 @@ absl::Status OpenRegular(const std::string& path, int64_t max_bytes, Fd* f, int6
 
 }  // namespace
 
-absl::Status CheckRegularFile(const std::string& path, int64_t max_bytes) {
-  Fd f;
-  int64_t size = 0;
-  return OpenRegular(path, max_bytes, &f, &size);
-}
-
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, int64_t max_bytes) {
   Fd f;
   int64_t size = 0;

@@ -17,14 +17,11 @@ namespace gla {
 // make a server hold.
 inline constexpr int64_t kMaxSmallFileBytes = int64_t{256} << 20;
 
-// OK when `path` (symbolic links followed: model directories from a hub cache are links) is a
-// regular file of at most `max_bytes`; NOT_FOUND when it cannot be opened, INVALID_ARGUMENT naming
-// the path otherwise (a FIFO, a device or a directory, which would block or never end a read).
-absl::Status CheckRegularFile(const std::string& path, int64_t max_bytes = kMaxSmallFileBytes);
-
-// The file's bytes; NOT_FOUND "<path>: cannot open" when it cannot be opened, INVALID_ARGUMENT
-// when it is not a regular file or is larger than `max_bytes` (checked before reading: a FIFO is
-// refused without blocking).
+// The file's bytes (symbolic links followed: model directories from a hub cache are links);
+// NOT_FOUND "<path>: cannot open" when it cannot be opened, INVALID_ARGUMENT naming the path when it
+// is not a regular file (a FIFO, a device or a directory, which would block or never end a read) or
+// is larger than `max_bytes`, checked on the open file before reading: a FIFO is refused without
+// blocking, and what was checked is what is read.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path, int64_t max_bytes = kMaxSmallFileBytes);
 
 // `parts` written one after the other to `path` + ".tmp", fsync'ed, renamed over `path`, and the
