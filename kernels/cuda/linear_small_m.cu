@@ -1,8 +1,9 @@
 // Decode-sized projections on CUDA cores (M <= kSmallMCudaCores rows), bf16 or FP8 weights, and
-// LinearSmallM's choice between this kernel and the tensor-core one. Memory-bound, so the aim is the weight stream at
-// full bandwidth. One warp per output row n: each lane reads 8 bf16 weights (16 bytes) per step,
-// four to eight steps in flight, multiplies them with the M input rows (small, served from L1/L2), and the
-// warp reduces its M partial sums with shuffles in a fixed order (deterministic).
+// LinearSmallM's choice between this kernel and the tensor-core one. Memory-bound, so the aim is the
+// weight stream at full bandwidth. One warp per output row n: each lane reads 16 bytes of weights
+// per step (8 bf16 or 16 FP8), four to eight steps in flight, multiplies them with the M input rows
+// (small, served from L1/L2), and the warp reduces its M partial sums with shuffles in a fixed order
+// (deterministic). One kernel template serves both weight types (small_m::Bf16Rows / Fp8Rows).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -57,17 +58,31 @@ __device__ __forceinline__ void StreamWeights(const uint4* wr, int64_t chunks, i
   }
 }
 
-template <int M>
+// Chunk c of a weight row (wc) against the matching inputs of x's row xr: 8 bf16 weights, or 16
+// FP8 ones (two chunks of the row).
+__device__ __forceinline__ float DotChunk(const small_m::Bf16Rows&, const uint4& wc, const __nv_bfloat16* xr,
+                                          int64_t c, float acc) {
+  return Bf16Dot8(wc, __ldg(reinterpret_cast<const uint4*>(xr) + c), acc);
+}
+__device__ __forceinline__ float DotChunk(const small_m::Fp8Rows&, const uint4& wc, const __nv_bfloat16* xr,
+                                          int64_t c, float acc) {
+  const uint4* x2 = reinterpret_cast<const uint4*>(xr) + 2 * c;
+  return Fp8Dot16(wc, __ldg(x2), __ldg(x2 + 1), acc);
+}
+
+template <int M, class Rows>
 __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
-                                                             const __nv_bfloat16* __restrict__ w, int64_t N, int64_t K,
-                                                             void* y, bool y_bf16, int64_t y_stride, float beta) {
+                                                             const Rows rows, int64_t N, int64_t K, void* y,
+                                                             bool y_bf16, int64_t y_stride, float beta) {
   const int lane = threadIdx.x % 32;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (n >= N) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + n * K);
-  const int64_t chunks = K / 8;  // 16-byte chunks per row
+  const uint4* wr = rows.Row(n, K);
+  const int64_t chunks = K / Rows::kWeightsPerChunk;  // 16-byte chunks per row
   uint4 wv[kUnroll];
   FirstWeights(wr, chunks, lane, true, wv);
+  float scale = 1.f;
+  if constexpr (Rows::kScaled) scale = rows.Scale(n);
   WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; see kernels/cuda/launch.cuh
   LetDependentsLaunch();
   float acc[M];
@@ -75,63 +90,34 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16*
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
   StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) {
 #pragma unroll
-    for (int m = 0; m < M; ++m)
-      acc[m] = Bf16Dot8(wc, __ldg(reinterpret_cast<const uint4*>(x + m * x_stride) + c), acc[m]);
+    for (int m = 0; m < M; ++m) acc[m] = DotChunk(rows, wc, x + m * x_stride, c, acc[m]);
   });
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float v = acc[m];
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) small_m::Store(y, y_bf16, m * y_stride + n, v, beta);
+    if (lane == 0) small_m::Store(y, y_bf16, m * y_stride + n, small_m::Scaled<Rows>(v, scale), beta);
   }
 }
 
-template <int M>
-cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
-                   bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
+// The one dispatch site of both weight types: rows -> a compile-time accumulator count.
+template <class Rows>
+cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
+                   bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-  return LaunchDependent(SmallMKernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride, beta);
-}
-
-// The same stream with FP8 weights: a 16-byte chunk is 16 weights, against two chunks of each x row.
-template <int M>
-__global__ void __launch_bounds__(kWarps * 32) SmallMFp8Kernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
-                                                                const Fp8Weight w, int64_t N, int64_t K, void* y,
-                                                                bool y_bf16, int64_t y_stride, float beta) {
-  const int lane = threadIdx.x % 32;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (n >= N) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(w.q + n * K);
-  const int64_t chunks = K / 16;
-  uint4 wv[kUnroll];
-  FirstWeights(wr, chunks, lane, true, wv);
-  const float scale = __ldg(w.scale + n);
-  WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; see kernels/cuda/launch.cuh
-  LetDependentsLaunch();
-  float acc[M];
-#pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.f;
-  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) {
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const uint4* xr = reinterpret_cast<const uint4*>(x + m * x_stride) + 2 * c;
-      acc[m] = Fp8Dot16(wc, __ldg(xr), __ldg(xr + 1), acc[m]);
-    }
-  });
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    float v = acc[m];
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) small_m::Store(y, y_bf16, m * y_stride + n, scale * v, beta);
+  auto launch = [&](auto kernel) {
+    return LaunchDependent(kernel, blocks, kWarps * 32, stream, x, x_stride, rows, N, K, y, y_bf16, y_stride, beta);
+  };
+  switch (M) {
+    case 1: return launch(SmallMKernel<1, Rows>);
+    case 2: return launch(SmallMKernel<2, Rows>);
+    case 3: return launch(SmallMKernel<3, Rows>);
+    case 4: return launch(SmallMKernel<4, Rows>);
+    case 5: return launch(SmallMKernel<5, Rows>);
+    case 6: return launch(SmallMKernel<6, Rows>);
+    case 7: return launch(SmallMKernel<7, Rows>);
+    default: return launch(SmallMKernel<8, Rows>);
   }
-}
-
-template <int M>
-cudaError_t LaunchFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K, void* y,
-                      bool y_bf16, int64_t y_stride, float beta, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-  return LaunchDependent(SmallMFp8Kernel<M>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, y, y_bf16, y_stride,
-                         beta);
 }
 
 // LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
@@ -182,16 +168,7 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
   if (M < 0 || M > kSmallMCudaCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
       N > int64_t{kWarps} * 0x7fffffff)
     return cudaErrorInvalidValue;
-  switch (M) {  // the one dispatch site: rows -> a compile-time accumulator count
-    case 1: return Launch<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 2: return Launch<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 3: return Launch<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 4: return Launch<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 5: return Launch<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 6: return Launch<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 7: return Launch<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    default: return Launch<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-  }
+  return Launch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMFp8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
@@ -201,16 +178,7 @@ cudaError_t LinearSmallMFp8CudaCores(const __nv_bfloat16* x, int64_t x_stride, c
   if (M < 0 || M > kSmallMCudaCores || !small_m::Fp8ShapeSupported(x, x_stride, w, N, K) ||
       N > int64_t{kWarps} * 0x7fffffff)
     return cudaErrorInvalidValue;
-  switch (M) {  // rows -> a compile-time accumulator count
-    case 1: return LaunchFp8<1>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 2: return LaunchFp8<2>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 3: return LaunchFp8<3>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 4: return LaunchFp8<4>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 5: return LaunchFp8<5>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 6: return LaunchFp8<6>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    case 7: return LaunchFp8<7>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-    default: return LaunchFp8<8>(x, x_stride, w, N, K, y, y_bf16, y_stride, beta, stream);
-  }
+  return Launch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,

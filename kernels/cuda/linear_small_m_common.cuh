@@ -1,6 +1,7 @@
 // What the two decode-sized projection kernels (linear_small_m.cu on CUDA cores,
-// linear_small_m_mma.cu on tensor cores) share: the shapes both take, and how one output element
-// is written (bf16 or fp32, with the residual y = v + beta * y).
+// linear_small_m_mma.cu on tensor cores) share: the shapes both take, their weight rows (bf16, or
+// FP8 with a scale per row), and how one output element is written (bf16 or fp32, with the residual
+// y = v + beta * y).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,6 +22,36 @@ inline bool ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const __nv_
 inline bool Fp8ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K) {
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w.q) % 16 == 0;
   return N > 0 && K > 0 && K % 16 == 0 && x_stride % 8 == 0 && aligned && w.scale != nullptr;
+}
+
+// A kernel's weight rows as it streams them, in 16-byte chunks: bf16 (8 weights a chunk), or FP8
+// E4M3 (16 weights a chunk) whose row sums are scaled once by the row's scale. The kernels are
+// templates over these two; each multiplies a chunk with its inputs through an overload per type.
+struct Bf16Rows {
+  const __nv_bfloat16* w;
+  static constexpr int kWeightsPerChunk = 8;
+  static constexpr bool kScaled = false;
+  __device__ __forceinline__ const uint4* Row(int64_t n, int64_t K) const {
+    return reinterpret_cast<const uint4*>(w + n * K);
+  }
+  __device__ __forceinline__ float Scale(int64_t) const { return 1.f; }
+};
+
+struct Fp8Rows {
+  Fp8Weight w;
+  static constexpr int kWeightsPerChunk = 16;
+  static constexpr bool kScaled = true;
+  __device__ __forceinline__ const uint4* Row(int64_t n, int64_t K) const {
+    return reinterpret_cast<const uint4*>(w.q + n * K);
+  }
+  __device__ __forceinline__ float Scale(int64_t n) const { return __ldg(w.scale + n); }
+};
+
+// An output's sum as stored: scaled by its row's scale where the rows carry one.
+template <class Rows>
+__device__ __forceinline__ float Scaled(float v, float scale) {
+  if constexpr (Rows::kScaled) return scale * v;
+  return v;
 }
 
 __device__ __forceinline__ void Store(void* y, bool y_bf16, int64_t index, float v, float beta) {

@@ -1,5 +1,5 @@
 // Decode-sized projections on tensor cores: y[M, N] = x[M, K] W[N, K]^T (+ beta y) for M <= 16, with
-// bf16 weights or FP8 ones (widened to bf16 in registers; SmallMMmaFp8Kernel at the end).
+// bf16 weights or FP8 ones (widened to bf16 in registers: MmaChunk's FP8 overload).
 // Memory-bound (each weight is read once, the M input rows come from L1/L2), so the aim is the
 // weight stream at full bandwidth with little work per byte. The CUDA-core kernel
 // (linear_small_m.cu) spends M FMAs and M input loads per weight pair, which makes it compute- and
@@ -31,7 +31,7 @@ namespace gla::cuda {
 
 namespace {
 
-constexpr int kWarps = 8, kRows = 16, kSlice = 32, kInFlight = 4;
+constexpr int kWarps = 8, kRows = 16, kInFlight = 4;
 
 __device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                     uint32_t b1) {
@@ -42,20 +42,75 @@ __device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uin
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16).
+// Two FP8 E4M3 weights (the low 16 bits of `two`) as a bf16 pair, exactly (E4M3's 3 mantissa bits
+// and exponent range fit bf16): through half precision, the one FP8 conversion sm_90 has in hardware.
+__device__ __forceinline__ uint32_t Fp8x2ToBf16x2(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
+  const float2 f = __half22float2(__half2(h));
+  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+  return *reinterpret_cast<const uint32_t*>(&b);
+}
+
+// 16 FP8 weights (16 bytes) as two bf16 chunks of 8: lo = weights 0-7, hi = weights 8-15.
+__device__ __forceinline__ void Fp8ChunkToBf16(const uint4& w, uint4& lo, uint4& hi) {
+  lo = make_uint4(Fp8x2ToBf16x2(w.x), Fp8x2ToBf16x2(w.x >> 16), Fp8x2ToBf16x2(w.y), Fp8x2ToBf16x2(w.y >> 16));
+  hi = make_uint4(Fp8x2ToBf16x2(w.z), Fp8x2ToBf16x2(w.z >> 16), Fp8x2ToBf16x2(w.w), Fp8x2ToBf16x2(w.w >> 16));
+}
+
+// Chunk c of weight rows g (wl) and g + 8 (wh) against the input rows g + 8 j (j < NT) into acc.
+// bf16: 8 weights a chunk, against chunk c of each input row, two mmas. FP8: 16 weights a chunk,
+// widened to two bf16 chunks that meet the input's chunks 2c and 2c + 1 in four mmas (the same k
+// permutation for both operands, as the file's comment says).
 template <int NT>
+__device__ __forceinline__ void MmaChunk(const small_m::Bf16Rows&, float (&acc)[NT][4], const uint4& wl,
+                                         const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                         int M, int g, int64_t c, int64_t chunks) {
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int row = g + 8 * j;
+    const uint4 xv = row < M && c < chunks ? __ldg(reinterpret_cast<const uint4*>(x + row * x_stride) + c) : zero;
+    Mma(acc[j], wl.x, wh.x, wl.y, wh.y, xv.x, xv.y);
+    Mma(acc[j], wl.z, wh.z, wl.w, wh.w, xv.z, xv.w);
+  }
+}
+
+template <int NT>
+__device__ __forceinline__ void MmaChunk(const small_m::Fp8Rows&, float (&acc)[NT][4], const uint4& wl,
+                                         const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                         int M, int g, int64_t c, int64_t chunks) {
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  uint4 l0, l1, h0, h1;  // rows g and g + 8, weights 0-7 and 8-15 of the chunk, as bf16
+  Fp8ChunkToBf16(wl, l0, l1);
+  Fp8ChunkToBf16(wh, h0, h1);
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int row = g + 8 * j;
+    const bool ok = row < M && c < chunks;
+    const uint4* xr = reinterpret_cast<const uint4*>(x + row * x_stride) + 2 * c;
+    const uint4 x0 = ok ? __ldg(xr) : zero, x1 = ok ? __ldg(xr + 1) : zero;
+    Mma(acc[j], l0.x, h0.x, l0.y, h0.y, x0.x, x0.y);
+    Mma(acc[j], l0.z, h0.z, l0.w, h0.w, x0.z, x0.w);
+    Mma(acc[j], l1.x, h1.x, l1.y, h1.y, x1.x, x1.y);
+    Mma(acc[j], l1.z, h1.z, l1.w, h1.w, x1.z, x1.w);
+  }
+}
+
+// NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16). Rows: bf16 or FP8 weight rows
+// (linear_small_m_common.cuh); a slice is 4 chunks (32 bf16 or 64 FP8 weights of a row).
+template <int NT, class Rows>
 __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
-                                                                const __nv_bfloat16* __restrict__ w, int64_t N,
-                                                                int64_t K, int M, void* y, bool y_bf16,
-                                                                int64_t y_stride, float beta) {
+                                                                const Rows rows, int64_t N, int64_t K, int M, void* y,
+                                                                bool y_bf16, int64_t y_stride, float beta) {
   __shared__ float partial[kWarps][kRows][8 * NT];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const bool lo_ok = n0 + g < N, hi_ok = n0 + g + 8 < N;
-  const uint4* w_lo = reinterpret_cast<const uint4*>(w + (lo_ok ? n0 + g : 0) * K);
-  const uint4* w_hi = reinterpret_cast<const uint4*>(w + (hi_ok ? n0 + g + 8 : 0) * K);
-  const int64_t chunks = K / 8;  // 16-byte chunks per row; slice s, lane t reads chunk 4 s + t
-  const int64_t slices = (K + kSlice - 1) / kSlice;
+  const uint4* w_lo = rows.Row(lo_ok ? n0 + g : 0, K);
+  const uint4* w_hi = rows.Row(hi_ok ? n0 + g + 8 : 0, K);
+  constexpr int kSliceK = 4 * Rows::kWeightsPerChunk;  // weights of a row in one slice
+  const int64_t chunks = K / Rows::kWeightsPerChunk;  // 16-byte chunks per row; slice s, lane t reads chunk 4 s + t
+  const int64_t slices = (K + kSliceK - 1) / kSliceK;
   const uint4 zero = make_uint4(0, 0, 0, 0);
 
   // Two register stages: the next slices' weights are in flight while the mmas of these run.
@@ -71,16 +126,9 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
   float acc[NT][4] = {};
   auto multiply = [&](int stage, int64_t first) {
 #pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int row = g + 8 * j;
-        const uint4 xv = row < M && c < chunks ? __ldg(reinterpret_cast<const uint4*>(x + row * x_stride) + c) : zero;
-        Mma(acc[j], wl[stage][u].x, wh[stage][u].x, wl[stage][u].y, wh[stage][u].y, xv.x, xv.y);
-        Mma(acc[j], wl[stage][u].z, wh[stage][u].z, wl[stage][u].w, wh[stage][u].w, xv.z, xv.w);
-      }
-    }
+    for (int u = 0; u < kInFlight; ++u)
+      MmaChunk<NT>(rows, acc, wl[stage][u], wh[stage][u], x, x_stride, M, g, 4 * (first + int64_t{u} * kWarps) + t,
+                   chunks);
   };
   constexpr int64_t kStep = int64_t{kInFlight} * kWarps;
   int64_t first = warp;
@@ -107,111 +155,28 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
   }
   __syncthreads();
   // Thread i sums output (input row m = i / 16, feature n0 + i % 16) over the warps in order:
-  // consecutive threads write consecutive features.
+  // consecutive threads write consecutive features; FP8 sums are then scaled by their row's scale.
   for (int i = threadIdx.x; i < kRows * 8 * NT; i += kWarps * 32) {
     const int m = i / kRows, r = i % kRows;
     if (m >= M || n0 + r >= N) continue;
     float v = 0.f;
 #pragma unroll
     for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
-    small_m::Store(y, y_bf16, m * y_stride + n0 + r, v, beta);
+    small_m::Store(y, y_bf16, m * y_stride + n0 + r, small_m::Scaled<Rows>(v, rows.Scale(n0 + r)), beta);
   }
 }
 
-// Two FP8 E4M3 weights (the low 16 bits of `two`) as a bf16 pair, exactly (E4M3's 3 mantissa bits
-// and exponent range fit bf16): through half precision, the one FP8 conversion sm_90 has in hardware.
-__device__ __forceinline__ uint32_t Fp8x2ToBf16x2(uint32_t two) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
-  const float2 f = __half22float2(__half2(h));
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<const uint32_t*>(&b);
-}
-
-// 16 FP8 weights (16 bytes) as two bf16 chunks of 8: lo = weights 0-7, hi = weights 8-15.
-__device__ __forceinline__ void Fp8ChunkToBf16(const uint4& w, uint4& lo, uint4& hi) {
-  lo = make_uint4(Fp8x2ToBf16x2(w.x), Fp8x2ToBf16x2(w.x >> 16), Fp8x2ToBf16x2(w.y), Fp8x2ToBf16x2(w.y >> 16));
-  hi = make_uint4(Fp8x2ToBf16x2(w.z), Fp8x2ToBf16x2(w.z >> 16), Fp8x2ToBf16x2(w.w), Fp8x2ToBf16x2(w.w >> 16));
-}
-
-// The same tiling with FP8 weights: a lane's 16-byte load is 16 weights (k = 16 c ... 16 c + 15 of
-// chunk c = 4 s + t, slices of 64), widened in registers to two bf16 chunks that meet the input's
-// chunks 2c and 2c + 1 in four mmas (the same k permutation for both operands, as above). Each
-// output's sum over the warps is scaled once by its row's scale.
-template <int NT>
-__global__ void __launch_bounds__(kWarps * 32) SmallMMmaFp8Kernel(const __nv_bfloat16* __restrict__ x,
-                                                                   int64_t x_stride, const Fp8Weight w, int64_t N,
-                                                                   int64_t K, int M, void* y, bool y_bf16,
-                                                                   int64_t y_stride, float beta) {
-  __shared__ float partial[kWarps][kRows][8 * NT];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  const bool lo_ok = n0 + g < N, hi_ok = n0 + g + 8 < N;
-  const uint4* w_lo = reinterpret_cast<const uint4*>(w.q + (lo_ok ? n0 + g : 0) * K);
-  const uint4* w_hi = reinterpret_cast<const uint4*>(w.q + (hi_ok ? n0 + g + 8 : 0) * K);
-  const int64_t chunks = K / 16;  // 16-weight chunks per row; slice s, lane t reads chunk 4 s + t
-  const int64_t slices = (chunks + 3) / 4;
-  const uint4 zero = make_uint4(0, 0, 0, 0);
-
-  uint4 wl[2][kInFlight], wh[2][kInFlight];
-  auto load_weights = [&](int stage, int64_t first) {
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
-      wl[stage][u] = lo_ok && c < chunks ? __ldcs(w_lo + c) : zero;  // streamed once: do not keep in L2
-      wh[stage][u] = hi_ok && c < chunks ? __ldcs(w_hi + c) : zero;
-    }
-  };
-  float acc[NT][4] = {};
-  auto multiply = [&](int stage, int64_t first) {
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
-      uint4 l0, l1, h0, h1;  // rows g and g + 8, weights 0-7 and 8-15 of the chunk, as bf16
-      Fp8ChunkToBf16(wl[stage][u], l0, l1);
-      Fp8ChunkToBf16(wh[stage][u], h0, h1);
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int row = g + 8 * j;
-        const bool ok = row < M && c < chunks;
-        const uint4* xr = reinterpret_cast<const uint4*>(x + row * x_stride) + 2 * c;
-        const uint4 x0 = ok ? __ldg(xr) : zero, x1 = ok ? __ldg(xr + 1) : zero;
-        Mma(acc[j], l0.x, h0.x, l0.y, h0.y, x0.x, x0.y);
-        Mma(acc[j], l0.z, h0.z, l0.w, h0.w, x0.z, x0.w);
-        Mma(acc[j], l1.x, h1.x, l1.y, h1.y, x1.x, x1.y);
-        Mma(acc[j], l1.z, h1.z, l1.w, h1.w, x1.z, x1.w);
-      }
-    }
-  };
-  constexpr int64_t kStep = int64_t{kInFlight} * kWarps;
-  int64_t first = warp;
-  load_weights(0, first);
-  WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; the weights do not
-  LetDependentsLaunch();
-  while (first < slices) {
-    if (first + kStep < slices) load_weights(1, first + kStep);
-    multiply(0, first);
-    first += kStep;
-    if (first >= slices) break;
-    if (first + kStep < slices) load_weights(0, first + kStep);
-    multiply(1, first);
-    first += kStep;
-  }
-#pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    partial[warp][g][8 * j + 2 * t] = acc[j][0];
-    partial[warp][g][8 * j + 2 * t + 1] = acc[j][1];
-    partial[warp][g + 8][8 * j + 2 * t] = acc[j][2];
-    partial[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < kRows * 8 * NT; i += kWarps * 32) {
-    const int m = i / kRows, r = i % kRows;
-    if (m >= M || n0 + r >= N) continue;
-    float v = 0.f;
-#pragma unroll
-    for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
-    small_m::Store(y, y_bf16, m * y_stride + n0 + r, __ldg(w.scale + n0 + r) * v, beta);
-  }
+// The one launch site of both weight types.
+template <class Rows>
+cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
+                   bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
+  const int m = static_cast<int>(M);
+  if (M <= 8)
+    return LaunchDependent(SmallMMmaKernel<1, Rows>, blocks, kWarps * 32, stream, x, x_stride, rows, N, K, m, y, y_bf16,
+                           y_stride, beta);
+  return LaunchDependent(SmallMMmaKernel<2, Rows>, blocks, kWarps * 32, stream, x, x_stride, rows, N, K, m, y, y_bf16,
+                         y_stride, beta);
 }
 
 }  // namespace
@@ -223,13 +188,7 @@ cudaError_t LinearSmallMFp8TensorCores(const __nv_bfloat16* x, int64_t x_stride,
   if (M < 0 || M > kSmallMTensorCores || !small_m::Fp8ShapeSupported(x, x_stride, w, N, K) ||
       (N + kRows - 1) / kRows > 0x7fffffff)
     return cudaErrorInvalidValue;
-  const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
-  const int m = static_cast<int>(M);
-  if (M <= 8)
-    return LaunchDependent(SmallMMmaFp8Kernel<1>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
-                           y_stride, beta);
-  return LaunchDependent(SmallMMmaFp8Kernel<2>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
-                         y_stride, beta);
+  return Launch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
@@ -239,13 +198,7 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
   if (M < 0 || M > kSmallMTensorCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
       (N + kRows - 1) / kRows > 0x7fffffff)
     return cudaErrorInvalidValue;
-  const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
-  const int m = static_cast<int>(M);
-  if (M <= 8)
-    return LaunchDependent(SmallMMmaKernel<1>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16,
-                           y_stride, beta);
-  return LaunchDependent(SmallMMmaKernel<2>, blocks, kWarps * 32, stream, x, x_stride, w, N, K, m, y, y_bf16, y_stride,
-                         beta);
+  return Launch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 }  // namespace gla::cuda
