@@ -17,6 +17,7 @@
 #include "engine/engine_set.h"
 #include "engine/scheduler.h"
 #include "models/fingerprint.h"
+#include "tests/support/forwarding_backend.h"
 #include "tests/support/scheduler_util.h"
 #include "tests/support/test_util.h"
 
@@ -85,26 +86,10 @@ std::string IdWithHome(int n, int home, bool want_home, const std::string& stem)
 
 // A backend whose device the loop cannot bind (as a GPU index that went away would be): the rest
 // is the CPU backend it wraps.
-class UnbindableBackend : public Backend {
+class UnbindableBackend : public testing::ForwardingBackend {
  public:
-  explicit UnbindableBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
-  std::string name() const override { return inner_->name(); }
-  std::string device() const override { return inner_->device(); }
-  const GlaConfig& config() const override { return inner_->config(); }
-  const Tokenizer* tokenizer() const override { return inner_->tokenizer(); }
-  int64_t weight_bytes() const override { return inner_->weight_bytes(); }
-  StatePool& pool() override { return inner_->pool(); }
-  int64_t state_pool_bytes() const override { return inner_->state_pool_bytes(); }
-  int64_t workspace_bytes() const override { return inner_->workspace_bytes(); }
-  int max_logit_rows() const override { return inner_->max_logit_rows(); }
+  using ForwardingBackend::ForwardingBackend;
   absl::Status BindThread() override { return absl::InternalError("device 7 is gone"); }
-  absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
-                    const std::function<void()>& before_sampling) override {
-    return inner_->Step(items, out, before_sampling);
-  }
-
- private:
-  std::unique_ptr<Backend> inner_;
 };
 
 TEST(EngineSet, AnEngineThatCannotUseItsDeviceRefusesEveryCallWithTheReason) {

@@ -10,6 +10,7 @@
 #include "engine/backend.h"
 #include "engine/scheduler.h"
 #include "models/safetensors.h"
+#include "tests/support/forwarding_backend.h"
 #include "tests/support/scheduler_util.h"
 #include "tests/support/test_util.h"
 
@@ -135,18 +136,24 @@ TEST_F(SchedulerGroupTest, CancelledLeaderLeavesItsSiblingsToPrefillThemselves) 
   SchedulerOptions o;
   o.step_token_budget = 4;  // the leader needs many steps to reach its fork point
   o.min_prefill_tokens = 2;
-  Scheduler s(*backend_, o);
+  // The cancel lands while the leader's first prefill chunk runs (a fast machine could otherwise
+  // finish the whole group before the test thread calls Cancel).
+  testing::FirstStepGate gate(*backend_);
+  Scheduler s(gate, o);
   std::vector<int32_t> prompt = prompt_;
   for (int i = 0; i < 200; ++i) prompt.push_back((i * 37 + 11) % 500 + 3);
   auto specs = Group(prompt, 3, 4);
   std::vector<std::shared_ptr<RequestHandle>> handles;
   auto futures = SubmitGroupCollect(s, specs, nullptr, &handles);
   ASSERT_EQ(handles.size(), 3u);
+  gate.WaitForFirstStep();
   handles[0]->Cancel();
+  gate.Release();
   EXPECT_EQ(futures[0].get().reason, FinishReason::kCancelled);
   futures.erase(futures.begin());
   specs.erase(specs.begin());
   ExpectEqualsAlone(specs, futures);
+  EXPECT_EQ(s.stats().forks, 0u) << "the leader was cancelled before its fork point";
   EXPECT_EQ(s.stats().slots_in_use, 0);
 }
 

@@ -19,6 +19,7 @@
 #include "engine/scheduler.h"
 #include "models/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/forwarding_backend.h"
 #include "tests/support/scheduler_util.h"
 #include "tests/support/test_util.h"
 
@@ -110,18 +111,9 @@ TEST_F(StructuredOutput, SampledJsonAlwaysValidatesAndEndsWhenComplete) {
 // A backend that watches when the scheduler's masks are made: the items' masks are empty when the
 // step starts (they are not made before the forward pass) and made when its before_sampling hook
 // returns (while a GPU would run the forward pass), by the mask workers.
-class MaskWatchingBackend : public Backend {
+class MaskWatchingBackend : public testing::ForwardingBackend {
  public:
-  explicit MaskWatchingBackend(Backend& inner) : inner_(inner) {}
-  std::string name() const override { return inner_.name(); }
-  std::string device() const override { return inner_.device(); }
-  const GlaConfig& config() const override { return inner_.config(); }
-  const Tokenizer* tokenizer() const override { return inner_.tokenizer(); }
-  int64_t weight_bytes() const override { return inner_.weight_bytes(); }
-  StatePool& pool() override { return inner_.pool(); }
-  int64_t state_pool_bytes() const override { return inner_.state_pool_bytes(); }
-  int64_t workspace_bytes() const override { return inner_.workspace_bytes(); }
-  int max_logit_rows() const override { return inner_.max_logit_rows(); }
+  using ForwardingBackend::ForwardingBackend;
   using Backend::Step;
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
                     const std::function<void()>& before_sampling) override {
@@ -136,16 +128,13 @@ class MaskWatchingBackend : public Backend {
       ++masked_steps_;
       hooked_ += before_sampling != nullptr;
     }
-    return inner_.Step(items, out, [&] {
+    return inner().Step(items, out, [&] {
       if (before_sampling) before_sampling();
       for (const StepItem& it : items)
         if (it.allowed != nullptr) unmade_ += !made(it);
     });
   }
   int masked_steps_ = 0, hooked_ = 0, made_early_ = 0, unmade_ = 0;
-
- private:
-  Backend& inner_;
 };
 
 TEST_F(StructuredOutput, MasksAreMadeWhileTheStepRunsOnTheMaskWorkers) {
