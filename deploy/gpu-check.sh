@@ -75,6 +75,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   kernels=(kernels/cuda/gla_decode.cu kernels/cuda/persistent_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu
+          kernels/cuda/quantize_fp8.cu kernels/cuda/linear_fp8_gemm.cc
           kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
           kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu kernels/cuda/dropout.cu kernels/cuda/cross_entropy.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
@@ -84,9 +85,9 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
        tests/cuda/gla_forward_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/sampling_cuda_test.cc \
        tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc tests/cuda/state_bf16_cuda_test.cc \
-       "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
+       tests/cuda/linear_fp8_cuda_test.cc "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc kernels/cpu/norm_backward.cc kernels/cpu/activations_backward.cc kernels/cpu/conv_backward.cc \
-       kernels/cpu/optimizer.cc kernels/cpu/dropout.cc engine/sampler.cc models/dtype.cc -lcublas -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
+       kernels/cpu/optimizer.cc kernels/cpu/dropout.cc engine/sampler.cc models/dtype.cc -lcublas -lcublasLt -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
     check kernel_tests build-gpu/gla_kernels_cuda_test
   else
     cat "$out/build.txt"; note "kernel tests: BUILD FAILED"; failures=$((failures + 1))
@@ -205,8 +206,8 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
 fi
 # Issue 19's measurements from the bundle alone (no nvcc build there): the kernel tests, the
 # kernel benchmarks and the end-to-end benchmark at B = 1, 8, 16, 32, 128 on both shapes (and at
-# B = 32, 128 with bf16 states), each measuring the device's ceilings in its own run and leaving a
-# JSON file (results.tgz).
+# B = 32, 128 with bf16 states, at B = 1, 8, 32, 128 with FP8 weights), each measuring the device's
+# ceilings in its own run and leaving a JSON file (results.tgz).
 if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -232,6 +233,11 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     check "engine_bench_${preset}_bf16_states" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
       --name gla-$preset --state_dtype bf16 --batches "${GLA_BENCH_BF16_BATCHES:-32,128}" --prefill_tokens 512
     grep -E "^decode" "$out/engine_bench_${preset}_bf16_states.txt" | sed "s/^/$preset bf16 states: /" |
+      tee -a "$out/summary.txt"
+    # Issue 23: FP8 weights (a byte per projection weight: the decode floors move), prefill and decode.
+    check "engine_bench_${preset}_fp8_weights" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+      --name gla-$preset --weights fp8 --batches "${GLA_BENCH_FP8_BATCHES:-1,8,32,128}"
+    grep -E "^(#|prefill|TTFT|decode)" "$out/engine_bench_${preset}_fp8_weights.txt" | sed "s/^/$preset fp8 weights: /" |
       tee -a "$out/summary.txt"
     # Issue 20: n = 8 from one prefill and state copies, against n = 1 and against 8 prefills.
     [ "${GLA_BENCH_N:-1}" = 1 ] && check "n_bench_$preset" gpu-bundle/run gla-n-bench --model /tmp/gla-$preset \

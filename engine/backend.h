@@ -115,7 +115,7 @@ struct CudaBackendOptions {
   bool cuda_graphs = true;
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
-  WeightFormat weights = WeightFormat::kNative;  // kInt8 is refused: the GPU's quantized forms are not built yet
+  WeightFormat weights = WeightFormat::kNative;  // kFp8: CudaModelOptions::weights; kInt8 is refused
   StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
 

@@ -25,13 +25,16 @@ bool CudaBackendAvailable(std::string* why) {
 
 namespace {
 
-// A pre-quantized checkpoint runs on the GPU as bf16 of its values (scale x q): the device line says
-// so, as the CPU backend's says "int8 weights" when it computes in INT8.
-std::string QuantizedCheckpointNote(const GlaConfig& c) {
-  if (!c.quantization) return "";
-  return c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3
-             ? ", bf16 weights from an fp8 checkpoint"
-             : ", bf16 weights from an int8 checkpoint";
+// How the weights run: FP8 rows (--weights fp8), or bf16; a pre-quantized checkpoint under
+// --weights native runs as bf16 of its values (scale x q), and the line says so, as the CPU backend's
+// says "int8 weights" when it computes in INT8.
+std::string WeightsNote(const CudaModel& m) {
+  const GlaConfig& c = m.config();
+  const char* from = !c.quantization                                                      ? ""
+                     : c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3 ? " from an fp8 checkpoint"
+                                                                                       : " from an int8 checkpoint";
+  if (m.uses_fp8_weights()) return absl::StrCat(", fp8 weights", from);
+  return c.quantization ? absl::StrCat(", bf16 weights", from) : "";
 }
 
 class CudaBackend : public Backend {
@@ -45,7 +48,7 @@ class CudaBackend : public Backend {
   std::string device() const override {
     return absl::StrCat(model_->device_name(), ", ", model_->uses_chunked_prefill() ? "chunkwise" : "fused-recurrent",
                         " prefill", model_->uses_persistent_decode() ? ", persistent batch-1 decode" : "",
-                        QuantizedCheckpointNote(model_->config()),
+                        WeightsNote(*model_),
                         pool_->state_dtype() == StateDType::kBF16 ? ", bf16 states" : "");
   }
   const GlaConfig& config() const override { return model_->config(); }
@@ -160,6 +163,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.cuda_graphs = options.cuda_graphs;
   mo.chunked_prefill = options.chunked_prefill;
   mo.persistent_decode = options.persistent_decode;
+  mo.weights = options.weights;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), options.state_dtype, model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));

@@ -100,6 +100,10 @@ struct OneRowInput {
 };
 cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
                                bool y_bf16, float beta, cudaStream_t stream);
+// The same with FP8 weights (the batch-1 step of `--weights fp8`): K % 16 == 0, each row's sum
+// scaled once by its scale, as LinearSmallMFp8CudaCores does.
+cudaError_t LinearOneRowStagedFp8(const OneRowInput& in, const Fp8Weight& w, int64_t N, int64_t K, void* y,
+                                  bool y_bf16, float beta, cudaStream_t stream);
 }  // namespace gla::cuda
 #endif
 

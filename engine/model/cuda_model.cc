@@ -13,6 +13,7 @@
 #include "kernels/gla.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
+#include "models/dtype.h"
 #include "models/status_macros.h"
 
 namespace gla {
@@ -23,16 +24,18 @@ constexpr size_t kAlign = 256;
 size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // Plans one device arena for the weights: each piece is one or more host tensors concatenated
-// (fused projections), stored as bf16 (matrices) or fp32 (norms, gate, conv: small, precision).
+// (fused projections), stored as bf16 (matrices) or fp32 (norms, gate, conv: small, precision), or
+// bytes made at load (FP8 rows and their scales), which the arena keeps until the upload.
 class WeightArena {
  public:
   size_t Add(std::vector<const Weight*> parts, bool bf16) {
     size_t n = 0;
     for (const Weight* w : parts) n += w->data.size();
-    const size_t offset = size_;
-    pieces_.push_back({std::move(parts), bf16, offset});
-    size_ = AlignUp(size_ + n * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float)));
-    return offset;
+    return Place(Piece{std::move(parts), bf16, {}, 0}, n * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float)));
+  }
+  size_t AddBytes(std::vector<char> bytes) {
+    const size_t n = bytes.size();
+    return Place(Piece{{}, false, std::move(bytes), 0}, n);
   }
   size_t size() const { return size_; }
 
@@ -40,6 +43,8 @@ class WeightArena {
     std::vector<__nv_bfloat16> staging;
     for (const Piece& p : pieces_) {
       char* dst = device + p.offset;
+      if (!p.bytes.empty())
+        GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, p.bytes.data(), p.bytes.size(), cudaMemcpyHostToDevice));
       for (const Weight* w : p.parts) {
         if (w->data.empty()) continue;
         if (p.bf16) {
@@ -61,11 +66,42 @@ class WeightArena {
   struct Piece {
     std::vector<const Weight*> parts;
     bool bf16;
+    std::vector<char> bytes;
     size_t offset;
   };
+  size_t Place(Piece piece, size_t bytes) {
+    piece.offset = size_;
+    size_ = AlignUp(size_ + bytes);
+    pieces_.push_back(std::move(piece));
+    return pieces_.back().offset;
+  }
   std::vector<Piece> pieces_;
   size_t size_ = 0;
 };
+
+// A projection's parts (rows of [., K] each) in FP8 E4M3 with a scale per row, as CpuModel's kFp8
+// rounds them (QuantizeFp8E4M3PerRow): the rows' bytes and then the scales' floats.
+struct Fp8Bytes {
+  std::vector<char> q, scale;
+};
+absl::StatusOr<Fp8Bytes> QuantizeFp8(std::initializer_list<const Weight*> parts, int64_t K, const std::string& what) {
+  size_t n = 0;
+  for (const Weight* w : parts) n += w->data.size();
+  Fp8Bytes out;
+  out.q.resize(n);
+  out.scale.resize(n / static_cast<size_t>(K) * sizeof(float));
+  uint8_t* q = reinterpret_cast<uint8_t*>(out.q.data());
+  float* scale = reinterpret_cast<float*>(out.scale.data());
+  for (const Weight* w : parts) {
+    if (w->data.empty()) continue;  // a part this model does not have
+    const int64_t rows = static_cast<int64_t>(w->data.size()) / K;
+    if (!QuantizeFp8E4M3PerRow(w->data.data(), rows, K, q, scale))
+      return absl::InvalidArgumentError(absl::StrCat(what, " holds a value that is not finite: --weights fp8 cannot quantize it"));
+    q += rows * K;
+    scale += rows;
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -102,6 +138,26 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   cudaDeviceProp prop{};
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
+  if (options.weights == WeightFormat::kInt8)
+    return absl::InvalidArgumentError("--weights int8 runs on --backend cpu; the CUDA backend takes native or fp8");
+  if (options.weights == WeightFormat::kFp8) {
+    if (c.quantization && c.quantization->kind == CheckpointQuantization::Kind::kInt8)
+      return absl::InvalidArgumentError(
+          "an INT8 checkpoint runs on the GPU as bf16 of its values (--weights native): FP8 would round them twice");
+    if (prop.major < 9)
+      return absl::InvalidArgumentError(absl::StrCat("--weights fp8 needs FP8 tensor cores (Hopper, sm_90, on); ",
+                                                     prop.name, " is sm_", prop.major, prop.minor));
+    const GlaLayerPlan plan(c);
+    for (int64_t K : {plan.hidden, plan.o_width, plan.intermediate})
+      if (K % 16 != 0)
+        return absl::InvalidArgumentError(absl::StrCat("--weights fp8 on the GPU needs every projection's input width "
+                                                       "to be a multiple of 16 (FP8 rows in 16-byte chunks); ",
+                                                       K, " is not"));
+    if (plan.in_proj.width % 4 != 0)  // the FP8 GEMM writes fp32 rows 16-byte aligned
+      return absl::InvalidArgumentError(absl::StrCat("--weights fp8 on the GPU needs the fused q|k|v|g|gk input "
+                                                     "projection's width to be a multiple of 4; ",
+                                                     plan.in_proj.width, " is not"));
+  }
 
   std::unique_ptr<CudaModel> m(new CudaModel());
   m->config_ = ck.config;
@@ -121,11 +177,40 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
 
 absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   const GlaConfig& c = config_;
+  const bool fp8 = options_.weights == WeightFormat::kFp8;
+  const bool fp8_checkpoint = c.quantization && c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3;
+  const GlaLayerPlan& p = plan_;
 
   ModelWeights& w = ck.weights;
   WeightArena arena;
+  // A projection: bf16 rows, or (fp8) the FP8 rows and their scales.
+  struct MatrixOffsets {
+    size_t rows = 0, scale = 0;
+  };
+  auto matrix = [&](std::initializer_list<const Weight*> parts, int64_t K,
+                    const std::string& what) -> absl::StatusOr<MatrixOffsets> {
+    if (!fp8) return MatrixOffsets{arena.Add(parts, true), 0};
+    ASSIGN_OR_RETURN(Fp8Bytes b, QuantizeFp8(parts, K, what));
+    const size_t rows = arena.AddBytes(std::move(b.q));
+    return MatrixOffsets{rows, arena.AddBytes(std::move(b.scale))};
+  };
+  // gk_proj.1 stays fp32 for the gate kernel: under fp8, the values CpuModel computes with (scale x
+  // FP8 of each row; an FP8 checkpoint's as they are).
+  auto gate_factor = [&](const Weight& g, const std::string& what) -> absl::StatusOr<size_t> {
+    if (!fp8 || fp8_checkpoint || g.data.empty()) return arena.Add({&g}, false);
+    const int64_t K = p.gate_rank, rows = static_cast<int64_t>(g.data.size()) / K;
+    std::vector<uint8_t> q(g.data.size());
+    std::vector<float> scale(static_cast<size_t>(rows));
+    if (!QuantizeFp8E4M3PerRow(g.data.data(), rows, K, q.data(), scale.data()))
+      return absl::InvalidArgumentError(absl::StrCat(what, " holds a value that is not finite: --weights fp8 cannot quantize it"));
+    std::vector<char> bytes(g.data.size() * sizeof(float));
+    float* v = reinterpret_cast<float*>(bytes.data());
+    for (size_t i = 0; i < q.size(); ++i) v[i] = scale[i / static_cast<size_t>(K)] * Float8E4M3ToFloat(q[i]);
+    return arena.AddBytes(std::move(bytes));
+  };
   struct Offsets {
-    size_t attn_norm, in_proj, gk1, gk1_bias, q_conv, k_conv, v_conv, g_norm, o_proj, mlp_norm, gate_up, down;
+    size_t attn_norm, gk1, gk1_bias, q_conv, k_conv, v_conv, g_norm, mlp_norm;
+    MatrixOffsets in_proj, o_proj, gate_up, down;
   };
   std::vector<Offsets> off(c.num_hidden_layers);
   const size_t emb = arena.Add({&w.embeddings}, true);
@@ -134,27 +219,35 @@ absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = w.layers[l];
     Offsets& o = off[l];
+    const std::string layer = absl::StrCat("layer ", l, "'s ");
     o.attn_norm = arena.Add({&lw.attn_norm}, false);
-    o.in_proj = arena.Add({&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.g_proj, &lw.gk_proj0}, true);  // g_proj empty without output gate
-    o.gk1 = arena.Add({&lw.gk_proj1}, false);
+    ASSIGN_OR_RETURN(o.in_proj, matrix({&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.g_proj, &lw.gk_proj0}, p.hidden,
+                                       layer + "q/k/v/g/gk_proj.0 weights"));  // g_proj empty without output gate
+    ASSIGN_OR_RETURN(o.gk1, gate_factor(lw.gk_proj1, layer + "gk_proj.1 weight"));
     o.gk1_bias = arena.Add({&lw.gk_proj1_bias}, false);
     o.q_conv = arena.Add({&lw.q_conv}, false);
     o.k_conv = arena.Add({&lw.k_conv}, false);
     o.v_conv = arena.Add({&lw.v_conv}, false);
     o.g_norm = arena.Add({&lw.g_norm}, false);
-    o.o_proj = arena.Add({&lw.o_proj}, true);
+    ASSIGN_OR_RETURN(o.o_proj, matrix({&lw.o_proj}, p.o_width, layer + "o_proj weight"));
     o.mlp_norm = arena.Add({&lw.mlp_norm}, false);
-    o.gate_up = arena.Add({&lw.gate_proj, &lw.up_proj}, true);
-    o.down = arena.Add({&lw.down_proj}, true);
+    ASSIGN_OR_RETURN(o.gate_up, matrix({&lw.gate_proj, &lw.up_proj}, p.hidden, layer + "gate/up_proj weights"));
+    ASSIGN_OR_RETURN(o.down, matrix({&lw.down_proj}, p.intermediate, layer + "down_proj weight"));
   }
-  ASSIGN_OR_RETURN(weights_, DeviceMemory::Allocate(arena.size(), "the model weights (bf16)"));
+  ASSIGN_OR_RETURN(weights_, DeviceMemory::Allocate(arena.size(), fp8 ? "the model weights (fp8)" : "the model weights (bf16)"));
   RETURN_IF_ERROR(arena.Upload(weights_.get<char>()));
 
   char* base = weights_.get<char>();
   auto f32 = [&](size_t o) { return reinterpret_cast<const float*>(base + o); };
   auto b16 = [&](size_t o) { return reinterpret_cast<const __nv_bfloat16*>(base + o); };
+  auto mat = [&](const MatrixOffsets& o) {
+    Matrix m;
+    if (fp8) m.fp8 = cuda::Fp8Weight{reinterpret_cast<const uint8_t*>(base + o.rows), f32(o.scale)};
+    else m.bf16 = b16(o.rows);
+    return m;
+  };
   embeddings_ = b16(emb);
-  lm_head_ = b16(lm);
+  lm_head_.bf16 = b16(lm);
   final_norm_ = f32(norm);
   layers_.resize(c.num_hidden_layers);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
@@ -162,7 +255,7 @@ absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
     const bool conv = plan_.short_conv;
     layers_[l] = Layer{f32(o.attn_norm), f32(o.gk1), f32(o.gk1_bias), conv ? f32(o.q_conv) : nullptr,
                        conv ? f32(o.k_conv) : nullptr, conv ? f32(o.v_conv) : nullptr, f32(o.g_norm),
-                       f32(o.mlp_norm), b16(o.in_proj), b16(o.o_proj), b16(o.gate_up), b16(o.down)};
+                       f32(o.mlp_norm), mat(o.in_proj), mat(o.o_proj), mat(o.gate_up), mat(o.down)};
   }
   return absl::OkStatus();
 }
@@ -191,6 +284,10 @@ absl::Status CudaModel::AllocateWorkspace() {
   const size_t gu = take(N * 2 * I * sizeof(__nv_bfloat16));
   const size_t act = take(N * I * sizeof(__nv_bfloat16));
   const size_t logits = take(std::max(N, R) * V * sizeof(float));
+  // FP8 weights: the widest projection input quantized per row (the FP8 GEMM wants 16-byte rows).
+  fp8_x_stride_ = uses_fp8_weights() ? static_cast<int64_t>((std::max({D, I, static_cast<size_t>(p.o_width)}) + 15) / 16 * 16) : 0;
+  const size_t fp8_x = take(N * static_cast<size_t>(fp8_x_stride_));
+  const size_t fp8_x_scale = take(uses_fp8_weights() ? N * sizeof(float) : 0);
   // The chunkwise prefill kernel's scratch: its plan depends on how many sequences share a step
   // (few long ones are cut into segments run in parallel), so size it for the largest of them.
   chunk_workspace_bytes_ = 0;
@@ -213,6 +310,13 @@ absl::Status CudaModel::AllocateWorkspace() {
   constexpr size_t kCublasWorkspace = 32u << 20;
   ASSIGN_OR_RETURN(cublas_workspace_, DeviceMemory::Allocate(kCublasWorkspace, "the cuBLAS workspace"));
   GLA_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspace));
+  if (uses_fp8_weights()) {
+    const cublasStatus_t lt = fp8_gemm_.Init(cublas_workspace_.get(), kCublasWorkspace);
+    if (lt == CUBLAS_STATUS_NOT_SUPPORTED)
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--weights fp8 needs cuBLASLt 12.9 or newer (FP8 GEMMs with a scale per row); this one is ", cublasLtGetVersion()));
+    GLA_CUBLAS_RETURN_IF_ERROR(lt);
+  }
 
   char* base = workspace_.get<char>();
   d_inputs_ = reinterpret_cast<int32_t*>(base + inputs);
@@ -232,11 +336,14 @@ absl::Status CudaModel::AllocateWorkspace() {
   act_ = reinterpret_cast<__nv_bfloat16*>(base + act);
   logits_ = reinterpret_cast<float*>(base + logits);
   chunk_workspace_ = chunk_workspace_bytes_ > 0 ? base + chunk : nullptr;
+  fp8_x_ = uses_fp8_weights() ? reinterpret_cast<uint8_t*>(base + fp8_x) : nullptr;
+  fp8_x_scale_ = uses_fp8_weights() ? reinterpret_cast<float*>(base + fp8_x_scale) : nullptr;
   return absl::OkStatus();
 }
 
 absl::Status CudaModel::SetUpPersistentDecode() {
-  if (!options_.persistent_decode || plan_.short_conv) return absl::OkStatus();
+  // The persistent kernel streams bf16 rows: FP8 weights take the kernel-per-operation path.
+  if (!options_.persistent_decode || plan_.short_conv || uses_fp8_weights()) return absl::OkStatus();
   const int blocks = cuda::PersistentDecodeBlocks(options_.device);
   if (blocks == 0) return absl::OkStatus();
   const GlaLayerPlan& p = plan_;
@@ -244,8 +351,8 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   std::vector<cuda::PersistentDecodeLayer> layers(L);
   for (int l = 0; l < L; ++l) {
     const Layer& w = layers_[l];
-    layers[l] = {w.attn_norm, w.in_proj, w.gk1, w.gk1_bias, w.g_norm, w.o_proj, w.mlp_norm, w.gate_up, w.down,
-                 layout_.S_offset(l)};
+    layers[l] = {w.attn_norm,      w.in_proj.bf16, w.gk1,       w.gk1_bias,           w.g_norm,
+                 w.o_proj.bf16,    w.mlp_norm,     w.gate_up.bf16, w.down.bf16, layout_.S_offset(l)};
   }
   const size_t layer_bytes = AlignUp(layers.size() * sizeof(cuda::PersistentDecodeLayer));
   ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign, "the persistent decode kernel's tables"));
@@ -254,7 +361,7 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   cuda::PersistentDecodeParams q = p.PersistentDecodeCuda(L);
   q.layers = persistent_mem_.get<cuda::PersistentDecodeLayer>();
   q.final_norm = final_norm_;
-  q.lm_head = lm_head_;
+  q.lm_head = lm_head_.bf16;
   q.vocab = config_.vocab_size;
   q.slots = d_slots_;
   q.x = x_;
@@ -439,13 +546,38 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
   return absl::OkStatus();
 }
 
-absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const Matrix& w, int64_t N, int64_t K,
                                void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
+  if (w.is_fp8()) {
+    // Decode-sized: the FP8 rows widened in registers against the bf16 inputs (M <= 16). Larger: the
+    // inputs quantized per row, then the FP8 tensor cores.
+    if (M <= cuda::kSmallM) {
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
+    } else if (M <= cuda::kSmallMTensorCores) {
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::LinearSmallMFp8TensorCores(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
+    } else {
+      GLA_CUDA_RETURN_IF_ERROR(cuda::QuantizeRowsFp8(x, x_stride, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_));
+      GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Run(cuda::Fp8Input{fp8_x_, fp8_x_scale_, fp8_x_stride_}, w.fp8, N, K, y,
+                                               y_bf16, y_stride, M, beta, stream_));
+    }
+    return absl::OkStatus();
+  }
   // Decode-sized steps stream the weights through the matrix-vector kernel; larger ones use cuBLAS.
   if (M <= cuda::kSmallM) {
-    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream_));
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
   } else {
-    GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearBf16(cublas_, x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta));
+    GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearBf16(cublas_, x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::ProjectOneRow(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K, void* y,
+                                      bool y_bf16, float beta) {
+  if (w.is_fp8()) {
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStagedFp8(in, w.fp8, N, K, y, y_bf16, beta, stream_));
+  } else {
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(in, w.bf16, N, K, y, y_bf16, beta, stream_));
   }
   return absl::OkStatus();
 }
@@ -486,8 +618,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       return adapters ? AddLoraDeltas(l, t, x, x_stride, y, y_bf16, y_stride) : absl::OkStatus();
     };
     if (one_row) {  // the norm made inside the projection (no adapter reads h_)
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_,
-                                                        false, 0.0f, stream_));
+      RETURN_IF_ERROR(ProjectOneRow(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_, false, 0.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
@@ -570,12 +701,11 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     RETURN_IF_ERROR(lora(LoraTarget::kO, og_, Vd, x_, false, D));
 
     if (one_row) {  // the norm inside the gate/up projection, SwiGLU inside the down projection
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, nullptr, w.mlp_norm), w.gate_up, 2 * I, D,
-                                                        gate_up_, true, 0.0f, stream_));
+      RETURN_IF_ERROR(ProjectOneRow(NormedRow(x_, nullptr, w.mlp_norm), w.gate_up, 2 * I, D, gate_up_, true, 0.0f));
       cuda::OneRowInput act;
       act.kind = cuda::OneRowInput::kSwiGlu;
       act.x = gate_up_;
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(act, w.down, D, I, x_, false, 1.0f, stream_));
+      RETURN_IF_ERROR(ProjectOneRow(act, w.down, D, I, x_, false, 1.0f));
       continue;
     }
     GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
@@ -587,8 +717,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     RETURN_IF_ERROR(lora(LoraTarget::kDown, act_, I, x_, false, D));
   }
   if (logit_rows == 1 && D <= cuda::kOneRowMaxK) {  // the final norm inside the head
-    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(NormedRow(x_, d_row_ids_, final_norm_), lm_head_,
-                                                      config_.vocab_size, D, logits_, false, 0.0f, stream_));
+    RETURN_IF_ERROR(ProjectOneRow(NormedRow(x_, d_row_ids_, final_norm_), lm_head_, config_.vocab_size, D, logits_,
+                                  false, 0.0f));
   } else if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(
         cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), p.eps, stream_));

@@ -30,7 +30,10 @@
 #include "absl/status/statusor.h"
 #include "engine/cuda_util.h"
 #include "engine/model/layer_plan.h"
+#include "engine/model/weight_format.h"
 #include "engine/sequence_state.h"
+#include "kernels/linear.h"
+#include "kernels/linear_fp8.h"
 #include "kernels/persistent_decode.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
@@ -48,6 +51,13 @@ struct CudaModelOptions {
   // Batch-1 decode steps (no adapter) through one persistent kernel for the whole model
   // (kernels/persistent_decode.h) where the device (Hopper on) and the shapes allow it.
   bool persistent_decode = true;
+  // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
+  // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
+  // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized
+  // projections read the FP8 rows with bf16 inputs (kernels/linear.h); larger ones quantize their
+  // inputs per row and run on the FP8 tensor cores (kernels/linear_fp8.h). No persistent batch-1
+  // kernel (it streams bf16). kInt8 is refused.
+  WeightFormat weights = WeightFormat::kNative;
 };
 
 class CudaModel {
@@ -67,6 +77,7 @@ class CudaModel {
   std::string device_name() const { return device_name_; }
   bool uses_chunked_prefill() const { return chunk_workspace_bytes_ > 0; }
   bool uses_persistent_decode() const { return persistent_.blocks > 0; }
+  bool uses_fp8_weights() const { return options_.weights == WeightFormat::kFp8; }
 
   enum class Logits { kNone, kLast, kAll };
   struct Segment {
@@ -127,8 +138,17 @@ class CudaModel {
   // The kernels of one step over the inputs already in device memory.
   absl::Status Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states);
   absl::Status RunGraph(int bucket, const States& states);
-  absl::Status Project(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
+  // A projection's weights on the device: bf16 rows, or FP8 rows with a scale per row.
+  struct Matrix {
+    const __nv_bfloat16* bf16 = nullptr;
+    cuda::Fp8Weight fp8;  // fp8.q null: bf16
+    bool is_fp8() const { return fp8.q != nullptr; }
+  };
+  absl::Status Project(const __nv_bfloat16* x, int64_t x_stride, const Matrix& w, int64_t N, int64_t K, void* y,
                        bool y_bf16, int64_t y_stride, int64_t M, float beta);
+  // One row's projection with its input made inside the kernel (cuda::LinearOneRowStaged).
+  absl::Status ProjectOneRow(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K, void* y, bool y_bf16,
+                             float beta);
 
   GlaConfig config_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -142,10 +162,11 @@ class CudaModel {
   DeviceMemory weights_;
   struct Layer {
     const float *attn_norm, *gk1, *gk1_bias, *q_conv, *k_conv, *v_conv, *g_norm, *mlp_norm;
-    const __nv_bfloat16 *in_proj, *o_proj, *gate_up, *down;
+    Matrix in_proj, o_proj, gate_up, down;
   };
   std::vector<Layer> layers_;
-  const __nv_bfloat16 *embeddings_ = nullptr, *lm_head_ = nullptr;
+  const __nv_bfloat16* embeddings_ = nullptr;
+  Matrix lm_head_;  // bf16 in every format
   const float* final_norm_ = nullptr;
   GlaLayerPlan plan_{GlaConfig{}};  // the layer's shapes, constants and kernel params (layer_plan.h)
 
@@ -160,6 +181,13 @@ class CudaModel {
   size_t chunk_workspace_bytes_ = 0;
   float *x_ = nullptr, *proj_ = nullptr, *conv_ = nullptr, *gk_ = nullptr, *o_ = nullptr, *logits_ = nullptr;
   __nv_bfloat16 *h_ = nullptr, *og_ = nullptr, *gate_up_ = nullptr, *act_ = nullptr;
+  // FP8 weights: a projection's inputs quantized per row for the FP8 GEMM ([max_tokens, widest K]
+  // and a scale per row), and the GEMM's plans and cuBLASLt handle (its workspace is cuBLAS's: the
+  // two never run at once on the one stream).
+  uint8_t* fp8_x_ = nullptr;
+  float* fp8_x_scale_ = nullptr;
+  int64_t fp8_x_stride_ = 0;
+  cuda::LinearFp8Gemm fp8_gemm_;
 
   // Captured decode graphs by bucket size (and the state pool they were captured with).
   struct Graph {

@@ -1,5 +1,6 @@
 // Decode-sized projections on CUDA cores (M <= kSmallMCudaCores rows), bf16 or FP8 weights, and
-// LinearSmallM's choice between this kernel and the tensor-core one. Memory-bound, so the aim is the
+// LinearSmallM's choice between this kernel and the tensor-core one; and the one-row projection
+// whose input row is made in the kernel (LinearOneRowStaged), bf16 or FP8 weights too. Memory-bound, so the aim is the
 // weight stream at full bandwidth. One warp per output row n: each lane reads 16 bytes of weights
 // per step (8 bf16 or 16 FP8), four to eight steps in flight, multiplies them with the M input rows
 // (small, served from L1/L2), and the warp reduces its M partial sums with shuffles in a fixed order
@@ -121,19 +122,30 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, i
 }
 
 // LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
-// streamed as above with x read from there.
-template <OneRowInput::Kind kKind>
-__global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowInput in,
-                                                                   const __nv_bfloat16* __restrict__ w, int64_t N,
+// streamed as above with x read from there. Chunk c of a weight row meets the staged row's chunk c
+// (bf16: 8 weights) or chunks 2c and 2c + 1 (FP8: 16 weights).
+__device__ __forceinline__ float DotStagedChunk(const small_m::Bf16Rows&, const uint4& wc, const uint4* x_s, int64_t c,
+                                                float acc) {
+  return Bf16Dot8(wc, x_s[c], acc);
+}
+__device__ __forceinline__ float DotStagedChunk(const small_m::Fp8Rows&, const uint4& wc, const uint4* x_s, int64_t c,
+                                                float acc) {
+  return Fp8Dot16(wc, x_s[2 * c], x_s[2 * c + 1], acc);
+}
+
+template <OneRowInput::Kind kKind, class Rows>
+__global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowInput in, const Rows rows, int64_t N,
                                                                    int64_t K, void* y, bool y_bf16, float beta) {
   extern __shared__ uint4 x_s[];  // K / 8 chunks of the made row
   const int lane = threadIdx.x % 32;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const bool active = n < N;  // every thread helps make the row
-  const uint4* wr = reinterpret_cast<const uint4*>(w + (active ? n : 0) * K);
-  const int64_t chunks = K / 8;
+  const uint4* wr = rows.Row(active ? n : 0, K);
+  const int64_t chunks = K / Rows::kWeightsPerChunk;
   uint4 wv[kUnroll];
   FirstWeights(wr, chunks, lane, active, wv);
+  float scale = 1.f;
+  if constexpr (Rows::kScaled) scale = rows.Scale(active ? n : 0);
   WaitForPredecessor();  // the input row comes from the previous kernels; see kernels/cuda/launch.cuh
   LetDependentsLaunch();
   __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
@@ -154,9 +166,27 @@ __global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowIn
   __syncthreads();
   if (!active) return;
   float acc = 0.f;
-  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) { acc = Bf16Dot8(wc, x_s[c], acc); });
+  StreamWeights(wr, chunks, lane, wv, [&](int64_t c, const uint4& wc) { acc = DotStagedChunk(rows, wc, x_s, c, acc); });
   for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-  if (lane == 0) small_m::Store(y, y_bf16, n, acc, beta);
+  if (lane == 0) small_m::Store(y, y_bf16, n, small_m::Scaled<Rows>(acc, scale), beta);
+}
+
+// The one launch site of the staged kernel, both weight types.
+template <class Rows>
+cudaError_t LaunchOneRowStaged(const OneRowInput& in, const Rows& rows, int64_t N, int64_t K, void* y, bool y_bf16,
+                               float beta, cudaStream_t stream) {
+  const bool input_ok = in.x != nullptr && in.x_stride >= 0 && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 &&
+                        (in.kind == OneRowInput::kSwiGlu || (in.kind == OneRowInput::kRmsNorm && in.norm_w != nullptr));
+  if (!input_ok || N <= 0 || K <= 0 || K % Rows::kWeightsPerChunk != 0 || K > kOneRowMaxK ||
+      N > int64_t{kWarps} * 0x7fffffff)
+    return cudaErrorInvalidValue;
+  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+  const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
+  if (in.kind == OneRowInput::kRmsNorm)
+    return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kRmsNorm, Rows>, blocks, kWarps * 32, smem, stream, in,
+                               rows, N, K, y, y_bf16, beta);
+  return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kSwiGlu, Rows>, blocks, kWarps * 32, smem, stream, in,
+                             rows, N, K, y, y_bf16, beta);
 }
 
 }  // namespace
@@ -198,18 +228,14 @@ cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bf
 
 cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
                                bool y_bf16, float beta, cudaStream_t stream) {
-  const bool input_ok = in.x != nullptr && in.x_stride >= 0 && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 &&
-                        (in.kind == OneRowInput::kSwiGlu || (in.kind == OneRowInput::kRmsNorm && in.norm_w != nullptr));
-  if (!input_ok || N <= 0 || K <= 0 || K % 8 != 0 || K > kOneRowMaxK || reinterpret_cast<uintptr_t>(w) % 16 != 0 ||
-      N > int64_t{kWarps} * 0x7fffffff)
-    return cudaErrorInvalidValue;
-  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-  const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
-  if (in.kind == OneRowInput::kRmsNorm)
-    return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kRmsNorm>, blocks, kWarps * 32, smem, stream, in, w, N,
-                               K, y, y_bf16, beta);
-  return LaunchDependentSmem(OneRowStagedKernel<OneRowInput::kSwiGlu>, blocks, kWarps * 32, smem, stream, in, w, N, K,
-                             y, y_bf16, beta);
+  if (reinterpret_cast<uintptr_t>(w) % 16 != 0) return cudaErrorInvalidValue;
+  return LaunchOneRowStaged(in, small_m::Bf16Rows{w}, N, K, y, y_bf16, beta, stream);
+}
+
+cudaError_t LinearOneRowStagedFp8(const OneRowInput& in, const Fp8Weight& w, int64_t N, int64_t K, void* y,
+                                  bool y_bf16, float beta, cudaStream_t stream) {
+  if (reinterpret_cast<uintptr_t>(w.q) % 16 != 0 || w.scale == nullptr) return cudaErrorInvalidValue;
+  return LaunchOneRowStaged(in, small_m::Fp8Rows{w}, N, K, y, y_bf16, beta, stream);
 }
 
 }  // namespace gla::cuda

@@ -4,14 +4,17 @@
 // the GPU state pool (fork, zero, budget, a full GPU), bad input, greedy text CUDA == CPU, LoRA
 // adapters per sequence in mixed steps (against the CPU model; the device cache of adapters), prompt
 // scores against fla's log-softmax, and n > 1 from one prefill through the scheduler; bf16 states
-// (--state_dtype bf16) in mixed steps, the persistent kernel and the backend against the CPU's.
+// (--state_dtype bf16) in mixed steps, the persistent kernel and the backend against the CPU's; FP8
+// weights (--weights fp8) against the CPU's same FP8 weights, and their perplexity.
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "engine/backend.h"
 #include "engine/model/cpu_model.h"
@@ -174,24 +177,37 @@ std::string OptionsModelDir(bool output_gate) {
 
 class OptionsModel : public ::testing::TestWithParam<bool> {};
 
-// The CPU model that keeps what a pool of `dtype` keeps: bf16 rounds every state at a step's end.
-absl::StatusOr<std::unique_ptr<CpuModel>> CpuModelWithStates(const std::string& dir, StateDType dtype) {
+// The CPU model that keeps what a pool of `dtype` keeps (bf16 rounds every state at a step's end),
+// with the GPU's weight format (kFp8: the same FP8 values, computed in fp32).
+absl::StatusOr<std::unique_ptr<CpuModel>> CpuModelWithStates(const std::string& dir, StateDType dtype,
+                                                              WeightFormat weights = WeightFormat::kNative) {
   CpuModelOptions o;
   if (dtype == StateDType::kBF16) o.state_dtype = CpuModelOptions::StateDType::kBF16;
+  o.weights = weights;
   return CpuModel::Load(dir, o);
 }
+
+// FP8 weights (--weights fp8): projections of more than 16 rows quantize their inputs to FP8 as
+// well (the FP8 tensor cores take two FP8 operands), which the CPU model does not: up to 2^-4 of
+// each input value. Provisional: set before the first GPU run of this path; the tests print what
+// they measure, and the bound is to be tightened from those numbers.
+constexpr double kFp8InputsBound = 1e-1;
 
 // Steps mixing decode tokens and prefill chunks of different lengths, from non-zero states,
 // against the CPU model running the same steps: logits and states after every step. With bf16
 // states both round at each step's end (the GPU from its own fp32 values: a value near a rounding
 // boundary may round the other way, one bf16 step, well inside the bound).
-void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype) {
+void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype, WeightFormat weights = WeightFormat::kNative) {
   const std::string dir = OptionsModelDir(output_gate);
-  auto cpu = CpuModelWithStates(dir, dtype);
+  auto cpu = CpuModelWithStates(dir, dtype, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
+  const double bound = weights == WeightFormat::kFp8 ? kFp8InputsBound : kBf16Bound;
   for (bool chunked : {true, false}) {
-    Gpu g = MakeGpu(dir, Options(512, chunked), 8, dtype);
+    CudaModelOptions o = Options(512, chunked);
+    o.weights = weights;
+    Gpu g = MakeGpu(dir, o, 8, dtype);
     if (!g.model) return;
+    ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
     ASSERT_EQ(g.model->uses_chunked_prefill(), chunked);
     const int V = g.model->config().vocab_size;
     std::mt19937 rng(21);
@@ -226,11 +242,13 @@ void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype) {
       const auto got = g.Logits(kSeqs);
       for (int s = 0; s < kSeqs; ++s) ASSERT_EQ(first[s], s);
       const double err = RelErr(got, want);
-      EXPECT_LT(err, kBf16Bound) << "step " << k;
+      EXPECT_LT(err, bound) << "step " << k;
       for (int s = 0; s < kSeqs; ++s)
-        EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), kBf16Bound) << "step " << k << " sequence " << s;
-      std::printf("[ measure ] options model (output gate %d, %s prefill, %s states) step %zu: logits rel err %.2e\n",
-                  output_gate, chunked ? "chunkwise" : "recurrent", StateDTypeName(dtype), k, err);
+        EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), bound) << "step " << k << " sequence " << s;
+      std::printf("[ measure ] options model (output gate %d, %s prefill, %s states, %s weights) step %zu: logits rel "
+                  "err %.2e\n",
+                  output_gate, chunked ? "chunkwise" : "recurrent", StateDTypeName(dtype), WeightFormatName(weights), k,
+                  err);
     }
   }
 }
@@ -245,7 +263,145 @@ TEST_P(OptionsModel, Bf16StatesMixedPackedStepsMatchCpu) {
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kBF16);
 }
 
+TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kFp8);
+}
+
+// FP8 weights in decode-sized steps: the FP8 rows widened in registers against bf16 inputs, as the
+// bf16 path reads bf16 rows, so within the bf16 bound of the CPU model with the same FP8 weights.
+// Batches of 4 and 12 (the tensor-core kernel at both of its tile counts) through the decode
+// graphs, then one sequence alone (the one-row kernels that make their input: no persistent kernel
+// for FP8), every step's logits and, at the end, the states.
+TEST_P(OptionsModel, Fp8WeightsDecodeStepsMatchCpuWithinBf16Bound) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const std::string dir = OptionsModelDir(GetParam());
+  auto cpu = CpuModelWithStates(dir, StateDType::kF32, WeightFormat::kFp8);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  CudaModelOptions o = Options();
+  o.weights = WeightFormat::kFp8;
+  Gpu g = MakeGpu(dir, o, 16);
+  if (!g.model) return;
+  ASSERT_TRUE(g.model->uses_fp8_weights());
+  EXPECT_FALSE(g.model->uses_persistent_decode());
+  const int V = g.model->config().vocab_size;
+  std::mt19937 rng(37);
+  std::uniform_int_distribution<int> tok(0, V - 1);
+  double worst = 0;
+  for (int batch : {4, 12, 1}) {
+    std::vector<SequenceState> cpu_states;
+    std::vector<int> slots;
+    for (int s = 0; s < batch; ++s) {
+      cpu_states.push_back((*cpu)->NewState());
+      slots.push_back(*g.pool->Acquire());
+    }
+    for (int step = 0; step < 12; ++step) {
+      std::vector<std::vector<int32_t>> toks(batch);
+      std::vector<CpuModel::Segment> cs;
+      std::vector<CudaModel::Segment> gs;
+      for (int s = 0; s < batch; ++s) {
+        toks[s] = {tok(rng)};
+        cs.push_back({toks[s], cpu_states[s].data.data(), false});
+        gs.push_back({toks[s], slots[s], CudaModel::Logits::kLast});
+      }
+      std::vector<float> want;
+      ASSERT_TRUE((*cpu)->Forward(cs, &want).ok());
+      std::vector<int> first;
+      ASSERT_TRUE(g.model->Forward(gs, g.states(), &first).ok());
+      const double err = RelErr(g.Logits(batch), want);
+      EXPECT_LT(err, kBf16Bound) << "batch " << batch << " step " << step;
+      worst = std::max(worst, err);
+    }
+    for (int s = 0; s < batch; ++s) {
+      EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), kBf16Bound) << "batch " << batch << " sequence " << s;
+      g.pool->Release(slots[s]);
+    }
+  }
+  std::printf("[ measure ] options model (output gate %d), fp8 weights, decode steps of 4, 12, 1: worst logits rel "
+              "err %.2e\n",
+              GetParam(), worst);
+}
+
 INSTANTIATE_TEST_SUITE_P(OutputGate, OptionsModel, ::testing::Bool());
+
+// The issue's accuracy bound on the GPU: --weights fp8 scores the default model's held-out sample
+// (models/gla-brown, 6,370 scored tokens) within 1% of the perplexity of its bf16 weights. Windows
+// of 512 tokens: every projection of a window runs through the FP8 GEMM with FP8 inputs, the form
+// prefill takes. (The CPU's numbers: 153.9014 fp32, 154.0423 FP8 weights in fp32.)
+TEST(Fp8Weights, DefaultModelPerplexityWithinOnePercentOfBf16) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const std::string dir = std::string(GLA_SOURCE_DIR) + "/models/gla-brown";
+  std::ifstream in(dir + "/heldout_sample.txt", std::ios::binary);
+  ASSERT_TRUE(in.good()) << dir;
+  std::stringstream text;
+  text << in.rdbuf();
+  auto perplexity = [&](WeightFormat weights) -> double {
+    CudaModelOptions o = Options();
+    o.weights = weights;
+    Gpu g = MakeGpu(dir, o, 1);
+    if (!g.model || g.model->tokenizer() == nullptr) {
+      ADD_FAILURE() << "no model or tokenizer";
+      return 0;
+    }
+    auto ids = g.model->tokenizer()->Encode(text.str(), /*add_bos=*/true);
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    if (!ids.ok()) return 0;
+    const int V = g.model->config().vocab_size, slot = *g.pool->Acquire();
+    constexpr size_t kWindow = 512;
+    double nll = 0;
+    for (size_t begin = 0; begin + 1 < ids->size(); begin += kWindow) {
+      const size_t end = std::min(begin + kWindow, ids->size() - 1);
+      const CudaModel::Segment seg{std::span<const int32_t>(*ids).subspan(begin, end - begin), slot,
+                                   CudaModel::Logits::kAll};
+      std::vector<int> first;
+      EXPECT_TRUE(g.model->Forward({&seg, 1}, g.states(), &first).ok());
+      const auto logits = g.Logits(static_cast<int>(end - begin));
+      for (size_t t = begin; t < end; ++t) {
+        const float* row = logits.data() + (t - begin) * V;
+        const float mx = *std::max_element(row, row + V);
+        double z = 0;
+        for (int i = 0; i < V; ++i) z += std::exp(static_cast<double>(row[i]) - mx);
+        nll -= static_cast<double>(row[(*ids)[t + 1]]) - mx - std::log(z);
+      }
+    }
+    return std::exp(nll / static_cast<double>(ids->size() - 1));
+  };
+  const double bf16 = perplexity(WeightFormat::kNative), fp8 = perplexity(WeightFormat::kFp8);
+  std::printf("[ measure ] gla-brown held-out perplexity on the GPU: bf16 weights %.4f, fp8 weights %.4f (%+.3f%%)\n",
+              bf16, fp8, 100.0 * (fp8 / bf16 - 1.0));
+  EXPECT_GT(bf16, 20.0);
+  EXPECT_LT(bf16, 200.0);
+  EXPECT_LE(std::fabs(fp8 / bf16 - 1.0), 0.01);
+}
+
+// What --weights fp8 on the GPU refuses by name: INT8 (CPU only), an INT8 checkpoint (its values
+// would be rounded twice), a model whose projection inputs are not multiples of 16 values (hidden 72).
+TEST(Fp8Weights, RefusalsNameTheirReason) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  auto load = [](const std::string& dir, WeightFormat w) {
+    auto ck = LoadCheckpoint(dir);
+    EXPECT_TRUE(ck.ok()) << ck.status();
+    CudaModelOptions o = Options();
+    o.weights = w;
+    return CudaModel::FromCheckpoint(std::move(*ck), o).status();
+  };
+  const absl::Status int8 = load(testing::TinyModelDir(), WeightFormat::kInt8);
+  EXPECT_EQ(int8.code(), absl::StatusCode::kInvalidArgument) << int8;
+  EXPECT_NE(int8.message().find("--backend cpu"), std::string::npos) << int8;
+  const std::string q8 = testing::MakeTempDir("cuda_fp8_refusals") + "/int8";
+  ASSERT_TRUE(WriteQuantizedCheckpoint(testing::TinyModelDir(), q8).ok());
+  const absl::Status twice = load(q8, WeightFormat::kFp8);
+  EXPECT_EQ(twice.code(), absl::StatusCode::kInvalidArgument) << twice;
+  EXPECT_NE(twice.message().find("round them twice"), std::string::npos) << twice;
+  const std::string odd = testing::MakeTempDir("cuda_fp8_odd_width");
+  const auto s = testing::WriteRandomModel(odd, {R"({"model_type": "gla", "hidden_size": 72, "num_hidden_layers": 1,
+    "num_heads": 1, "expand_k": 0.5, "expand_v": 1, "hidden_ratio": 4, "intermediate_size": 200, "vocab_size": 100,
+    "norm_eps": 1e-6})", DType::kBF16, 3, 1});
+  ASSERT_TRUE(s.ok()) << s;
+  const absl::Status width = load(odd, WeightFormat::kFp8);
+  EXPECT_EQ(width.code(), absl::StatusCode::kInvalidArgument) << width;
+  EXPECT_NE(width.message().find("multiple of 16"), std::string::npos) << width;
+}
 
 // A LoRA adapter with random B (B = 0, PEFT's init, would be a no-op) of a trained adapter's
 // strength: scale 1, logits moved by tens of percent. (Adapters that move them by 100% or more make
@@ -612,6 +768,39 @@ TEST(CudaBackend, Bf16StatesHoldTwiceTheSequencesAndGreedyTextEqualsCpu) {
   while (same_as_fla < on_cuda.size() && on_cuda[same_as_fla] == e.greedy[same_as_fla]) ++same_as_fla;
   std::printf("[ measure ] bf16 states: greedy text equals fla's (fp32 states) for %zu of %zu tokens\n", same_as_fla,
               e.greedy.size());
+}
+
+// --weights fp8 through the backend: the device line says so, the weights take fewer bytes than
+// bf16's, and greedy text equals the CPU backend's with the same FP8 weights (the reference prompt
+// runs as one prefill of more than 16 rows, through the FP8 GEMM, and then decodes token by token).
+// An FP8 checkpoint under --weights fp8 says where its weights came from.
+TEST(CudaBackend, Fp8WeightsServeAndSaySo) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Expected e = LoadExpected();
+  CudaBackendOptions fp8;
+  fp8.weights = WeightFormat::kFp8;
+  auto native = MakeCudaBackend(testing::TinyModelDir(), {}), b = MakeCudaBackend(testing::TinyModelDir(), fp8);
+  ASSERT_TRUE(native.ok() && b.ok()) << native.status() << " " << b.status();
+  EXPECT_NE((*b)->device().find(", fp8 weights"), std::string::npos) << (*b)->device();
+  EXPECT_EQ((*native)->device().find("fp8"), std::string::npos) << (*native)->device();
+  EXPECT_LT((*b)->weight_bytes(), (*native)->weight_bytes());
+  CpuBackendOptions co;
+  co.weights = WeightFormat::kFp8;
+  auto cpu = MakeCpuBackend(testing::TinyModelDir(), co);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  const std::vector<int32_t> on_cuda = GreedyText(**b, e), on_cpu = GreedyText(**cpu, e);
+  size_t same = 0;
+  while (same < on_cuda.size() && same < on_cpu.size() && on_cuda[same] == on_cpu[same]) ++same;
+  std::printf("[ measure ] fp8 weights: greedy text on the GPU equals the CPU's (same FP8 weights, fp32 inputs) for "
+              "%zu of %zu tokens\n",
+              same, on_cpu.size());
+  EXPECT_FALSE(on_cuda.empty());
+  const std::string dir = testing::MakeTempDir("cuda_fp8_backend") + "/fp8";
+  ASSERT_TRUE(WriteQuantizedCheckpoint(testing::TinyModelDir(), dir, CheckpointQuantization::Kind::kFp8E4M3).ok());
+  auto from_checkpoint = MakeCudaBackend(dir, fp8);
+  ASSERT_TRUE(from_checkpoint.ok()) << from_checkpoint.status();
+  EXPECT_NE((*from_checkpoint)->device().find(", fp8 weights from an fp8 checkpoint"), std::string::npos)
+      << (*from_checkpoint)->device();
 }
 
 // Structured output's masks on the CUDA backend: a masked item (greedy or sampled, beside an

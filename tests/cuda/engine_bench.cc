@@ -3,7 +3,7 @@
 //
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
-//                    [--persistent_decode 1] [--state_dtype f32|bf16]
+//                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -11,6 +11,8 @@
 // the weights read once / copy bandwidth); decode = (weights once per step + every state read and
 // written) / copy bandwidth. Decode is timed greedy and sampled (temperature 0.8, top-p 0.95,
 // repetition penalty 1.1), time per step. The "target" column holds issue 19's goal for the row.
+// With --weights fp8 the decode floors count the FP8 bytes (a byte per projection weight); the
+// prefill floor stays the bf16 GEMM peak (the FP8 peak, twice it, is not measured yet).
 // With GLA_BENCH_OUT=DIR the table is also written to DIR/engine-<name>.json.
 #include <algorithm>
 #include <chrono>
@@ -55,7 +57,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
-                                              {"state_dtype", "f32"}};
+                                              {"state_dtype", "f32"},  {"weights", "native"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -85,6 +87,9 @@ int main(int argc, char** argv) {
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");
   o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes
+  const absl::StatusOr<gla::WeightFormat> weights = gla::ParseWeightFormat(flags["weights"]);
+  if (!weights.ok()) Die(std::string(weights.status().message()));
+  o.weights = *weights;  // so do they for FP8 weights (the backend's weight_bytes)
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -93,7 +98,8 @@ int main(int argc, char** argv) {
   const Anchor anchor = name == "gla-1.3B" ? Anchor{23, 568, 57000} : name == "gla-340M" ? Anchor{19, 512, 0} : Anchor{};
   const Targets target = name == "gla-1.3B" ? Targets{0.80, 0.70, 2.5} : name == "gla-340M" ? Targets{0.75, 0.60, 0} : Targets{};
   // Measured after the model is loaded (its memory is taken), before anything is timed.
-  gla::bench::BenchReport report("engine-" + name + (o.state_dtype == gla::StateDType::kBF16 ? "-bf16-states" : ""),
+  gla::bench::BenchReport report("engine-" + name + (o.state_dtype == gla::StateDType::kBF16 ? "-bf16-states" : "") +
+                                     (o.weights == gla::WeightFormat::kFp8 ? "-fp8-weights" : ""),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
@@ -102,9 +108,10 @@ int main(int argc, char** argv) {
   const double decode_bytes_b1 = costs.step_weight_bytes;
 
   report.PrintHeader();
-  std::printf("# %s: weights %.2f GiB (bf16), state %.1f MiB per sequence (%s), workspace %.2f GiB; %.2f GFLOP and "
+  std::printf("# %s: weights %.2f GiB (%s), state %.1f MiB per sequence (%s), workspace %.2f GiB; %.2f GFLOP and "
               "%.2f GB (B=1) per token\n",
-              name.c_str(), b.weight_bytes() / 1073741824.0, state_bytes / 1048576.0,
+              name.c_str(), b.weight_bytes() / 1073741824.0, o.weights == gla::WeightFormat::kFp8 ? "fp8" : "bf16",
+              state_bytes / 1048576.0,
               gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9,
               (decode_bytes_b1 + 2 * state_bytes) / 1e9);
   std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());

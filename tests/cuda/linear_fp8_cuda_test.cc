@@ -1,0 +1,221 @@
+// FP8 weights on the GPU beyond the decode-sized kernels (issue 23): the inputs' per-row FP8
+// quantizer against the CPU quantizer (to the bit), the FP8 tensor-core GEMM with both scale vectors
+// against the double product of the dequantized operands, and the one-row staged projection with
+// FP8 rows against the two kernels it replaces (to the bit).
+#include <cuda_bf16.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "kernels/activations.h"
+#include "kernels/linear.h"
+#include "kernels/linear_fp8.h"
+#include "kernels/norm.h"
+#include "models/dtype.h"
+#include "tests/cuda/cuda_test_util.h"
+#include "tests/cuda/host_vectors.h"
+
+namespace gla {
+namespace {
+
+using testing::Dev;
+using testing::FromBf16;
+using testing::NaiveLinear;
+using testing::Random;
+using testing::RelErr;
+using testing::RoundBf16;
+using testing::ToBf16;
+
+// The projection shapes of gla-340M and gla-1.3B ([N, K]: in-proj, o-proj, gate|up, down) and odd
+// ones (K a multiple of 16 only, N not a multiple of anything).
+const std::vector<std::pair<int, int>> kShapes = {{3080, 1024}, {1024, 1024}, {5632, 1024}, {1024, 2816},
+                                                  {6160, 2048}, {2048, 2048}, {11264, 2048}, {2048, 5632},
+                                                  {1000, 64},   {37, 208}};
+
+TEST(QuantizeRowsFp8, EqualsTheCpuQuantizerToTheBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(23);
+  for (auto [M, K] : {std::pair{1, 64}, std::pair{17, 1024}, std::pair{130, 2816}, std::pair{5, 8}}) {
+    const int xs = K + 24, qs = K + 16 - K % 16 + 16;
+    auto x = RoundBf16(Random(static_cast<size_t>(M) * xs, rng, -4.f, 4.f));
+    for (int k = 0; k < K; ++k) x[k] = 0.f;  // row 0 all zeros: scale 0, codes 0
+    if (M > 2)  // row 2 tiny: its scale is an fp32 subnormal (no flush to zero on either side)
+      for (int k = 0; k < K; ++k) x[2 * xs + k] = RoundBf16({x[2 * xs + k] * 1e-36f})[0];
+    Dev<__nv_bfloat16> dx(ToBf16(x));
+    Dev<uint8_t> dq(static_cast<size_t>(M) * qs);
+    Dev<float> dscale(M);
+    GLA_CUDA_OK(cuda::QuantizeRowsFp8(dx.p, xs, M, K, dq.p, qs, dscale.p, nullptr));
+    const auto q = dq.Get();
+    const auto scale = dscale.Get();
+    for (int m = 0; m < M; ++m) {
+      std::vector<uint8_t> want_q(K);
+      float want_scale = 0.f;
+      ASSERT_TRUE(QuantizeFp8E4M3PerRow(x.data() + static_cast<size_t>(m) * xs, 1, K, want_q.data(), &want_scale));
+      ASSERT_EQ(0, std::memcmp(&want_scale, &scale[m], sizeof(float))) << "M=" << M << " K=" << K << " row " << m;
+      ASSERT_EQ(0, std::memcmp(want_q.data(), q.data() + static_cast<size_t>(m) * qs, K)) << "M=" << M << " K=" << K
+                                                                                          << " row " << m;
+    }
+  }
+  Dev<__nv_bfloat16> dx(64);
+  Dev<uint8_t> dq(64);
+  Dev<float> dscale(4);
+  EXPECT_EQ(cuda::QuantizeRowsFp8(dx.p, 16, 2, 12, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue) << "K % 8";
+  EXPECT_EQ(cuda::QuantizeRowsFp8(dx.p, 8, 2, 16, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue) << "stride < K";
+  EXPECT_EQ(cuda::QuantizeRowsFp8(dx.p, 16, 2, 16, dq.p, 16, nullptr, nullptr), cudaErrorInvalidValue) << "no scales";
+  EXPECT_EQ(cuda::QuantizeRowsFp8(dx.p + 1, 16, 2, 16, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue)
+      << "misaligned";
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
+}
+
+// y = (x_scale w_scale^T) o (xq wq^T) + beta y against the same product in double of the
+// dequantized operands (the GPU's own quantized inputs, read back): what is left is the tensor
+// cores' accumulation. Hopper's FP8 MMA accumulates in reduced precision between the promotions
+// cuBLASLt does in its full-precision mode, hence 1e-4 and not fp32's 1e-6.
+TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(29);
+  Dev<char> workspace(32u << 20);
+  cuda::LinearFp8Gemm gemm;
+  const cublasStatus_t init = gemm.Init(workspace.p, 32u << 20);
+  ASSERT_EQ(init, CUBLAS_STATUS_SUCCESS) << "cuBLASLt " << cublasLtGetVersion();
+  for (auto [N, K] : kShapes) {
+    const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
+    std::vector<uint8_t> wq(W.size());
+    std::vector<float> wscale(static_cast<size_t>(N));
+    ASSERT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, wq.data(), wscale.data()));
+    std::vector<float> wdeq(W.size());
+    for (size_t i = 0; i < wdeq.size(); ++i) wdeq[i] = wscale[i / K] * Float8E4M3ToFloat(wq[i]);
+    Dev<uint8_t> dwq(wq);
+    Dev<float> dws(wscale);
+    const cuda::Fp8Weight fw{dwq.p, dws.p};
+    // Large matrices at one row count only: the double reference's time on the GPU machine's CPU.
+    for (int M : static_cast<int64_t>(N) * K >= (8 << 20) ? std::vector<int>{17} : std::vector<int>{17, 48, 100}) {
+      const int xs = K + 16, qs = K;
+      const auto x = RoundBf16(Random(static_cast<size_t>(M) * xs, rng, -2.f, 2.f));
+      Dev<__nv_bfloat16> dx(ToBf16(x));
+      Dev<uint8_t> dxq(static_cast<size_t>(M) * qs);
+      Dev<float> dxs(M);
+      GLA_CUDA_OK(cuda::QuantizeRowsFp8(dx.p, xs, M, K, dxq.p, qs, dxs.p, nullptr));
+      const auto xq = dxq.Get();
+      const auto xscale = dxs.Get();
+      std::vector<float> xdeq(static_cast<size_t>(M) * K);
+      for (int m = 0; m < M; ++m)
+        for (int k = 0; k < K; ++k) xdeq[m * K + k] = xscale[m] * Float8E4M3ToFloat(xq[m * qs + k]);
+      const cuda::Fp8Input in{dxq.p, dxs.p, qs};
+      // fp32 output with the residual added (a row stride wider than N), then bf16 output.
+      const int ys = (N + 4 + 7) / 8 * 8;
+      const auto y0 = Random(static_cast<size_t>(M) * ys, rng);
+      std::vector<float> product(static_cast<size_t>(M) * N, 0.f), ref(product.size());
+      NaiveLinear(xdeq.data(), K, wdeq.data(), N, K, product.data(), M);
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) ref[m * N + n] = product[m * N + n] + y0[m * ys + n];
+      Dev<float> dy(y0);
+      ASSERT_EQ(gemm.Run(in, fw, N, K, dy.p, false, ys, M, 1.0f, nullptr), CUBLAS_STATUS_SUCCESS)
+          << "N=" << N << " K=" << K << " M=" << M;
+      const auto y = dy.Get();
+      std::vector<float> got(static_cast<size_t>(M) * N);
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) got[m * N + n] = y[m * ys + n];
+      EXPECT_LT(RelErr(got, ref), 1e-4) << "N=" << N << " K=" << K << " M=" << M;
+      const int zs = (N + 7) / 8 * 8;
+      Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * zs);
+      ASSERT_EQ(gemm.Run(in, fw, N, K, dz.p, true, zs, M, 0.0f, nullptr), CUBLAS_STATUS_SUCCESS);
+      const auto z = FromBf16(dz.Get());
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) got[m * N + n] = z[m * zs + n];
+      EXPECT_LT(RelErr(got, product), 1e-2) << "N=" << N << " K=" << K << " M=" << M << " bf16";
+    }
+  }
+  // A plan per shape, made once: running a shape again adds none.
+  const int plans = gemm.plans();
+  {
+    const auto [N, K] = kShapes.back();
+    Dev<uint8_t> wq(static_cast<size_t>(N) * K), xq(17 * K);
+    const int ys = (N + 4 + 7) / 8 * 8;
+    Dev<float> ws(N), xsc(17), y(17 * ys);
+    ASSERT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, K, y.p, false, ys, 17, 1.0f, nullptr), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(gemm.plans(), plans);
+    EXPECT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, 24, y.p, false, ys, 17, 1.0f, nullptr),
+              CUBLAS_STATUS_INVALID_VALUE)
+        << "K % 16";
+    EXPECT_EQ(gemm.Run({xq.p, nullptr, K}, {wq.p, ws.p}, N, K, y.p, false, ys, 17, 1.0f, nullptr),
+              CUBLAS_STATUS_INVALID_VALUE)
+        << "no input scales";
+    EXPECT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, K, y.p, false, N + 2, 17, 1.0f, nullptr),
+              CUBLAS_STATUS_INVALID_VALUE)
+        << "output rows not 16-byte aligned";
+    EXPECT_EQ(gemm.plans(), plans) << "a refusal makes no plan";
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// The one-row projection making its input itself, with FP8 rows: the same bits as RmsNorm or SwiGlu
+// followed by the FP8 CUDA-core kernel (as its bf16 form equals its own pair).
+TEST(LinearOneRowStagedFp8, EqualsTheKernelsItReplaces) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(31);
+  for (auto [D, I] : {std::pair{1024, 2816}, std::pair{2048, 5632}}) {
+    const int rows = 5;
+    const auto x = Random(rows * D, rng, -3, 3), g = Random(D, rng, 0.5f, 1.5f);
+    const auto gu = RoundBf16(Random(2 * I, rng, -5, 5));
+    Dev<float> dx(x), dg(g);
+    Dev<__nv_bfloat16> dgu(ToBf16(gu));
+    const std::vector<int32_t> row = {3};
+    Dev<int32_t> drow(row);
+    for (auto [N, K, swiglu] : {std::tuple{2 * I, D, false}, std::tuple{D, I, true}, std::tuple{1000, D, false}}) {
+      const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
+      std::vector<uint8_t> q(W.size());
+      std::vector<float> scale(static_cast<size_t>(N));
+      ASSERT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, q.data(), scale.data()));
+      Dev<uint8_t> dq(q);
+      Dev<float> dscale(scale);
+      const cuda::Fp8Weight fw{dq.p, dscale.p};
+      Dev<__nv_bfloat16> staged(K);
+      cuda::OneRowInput in;
+      if (swiglu) {
+        in.kind = cuda::OneRowInput::kSwiGlu;
+        in.x = dgu.p;
+        GLA_CUDA_OK(cuda::SwiGlu(dgu.p, 2 * K, staged.p, K, 1, K, nullptr));
+      } else {
+        in.x = dx.p;
+        in.x_stride = D;
+        in.row_id = drow.p;
+        in.norm_w = dg.p;
+        in.eps = 1e-6f;
+        GLA_CUDA_OK(cuda::RmsNorm(dx.p, D, drow.p, dg.p, staged.p, K, 1, K, 1e-6f, nullptr));
+      }
+      for (bool out_bf16 : {false, true}) {
+        const float beta = out_bf16 ? 0.f : 1.f;
+        const auto y0 = Random(N, rng);
+        Dev<float> want32(y0), got32(y0);
+        Dev<__nv_bfloat16> want16(N), got16(N);
+        void* want = out_bf16 ? static_cast<void*>(want16.p) : want32.p;
+        void* got = out_bf16 ? static_cast<void*>(got16.p) : got32.p;
+        GLA_CUDA_OK(cuda::LinearSmallMFp8CudaCores(staged.p, K, fw, N, K, want, out_bf16, N, 1, beta, nullptr));
+        GLA_CUDA_OK(cuda::LinearOneRowStagedFp8(in, fw, N, K, got, out_bf16, beta, nullptr));
+        if (out_bf16) {
+          const auto a = want16.Get(), b = got16.Get();
+          EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0]))) << "N=" << N << " K=" << K;
+        } else {
+          EXPECT_EQ(want32.Get(), got32.Get()) << "N=" << N << " K=" << K << " swiglu " << swiglu;
+        }
+      }
+    }
+  }
+  Dev<uint8_t> dq(16 * 24);
+  Dev<float> dscale(16), dy(16), dx(64);
+  cuda::OneRowInput in;
+  in.x = dx.p;
+  in.norm_w = dscale.p;
+  EXPECT_EQ(cuda::LinearOneRowStagedFp8(in, {dq.p, dscale.p}, 16, 24, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
+      << "K % 16";
+  EXPECT_EQ(cuda::LinearOneRowStagedFp8(in, {dq.p, nullptr}, 16, 16, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
+      << "no scales";
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
+}
+
+}  // namespace
+}  // namespace gla
