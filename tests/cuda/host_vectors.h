@@ -1,5 +1,5 @@
-// Host vectors for the CUDA layer tests: random values, bf16 rounding, a plain double-precision
-// projection to compare with, and a device copy freed at scope exit.
+// Host vectors for the CUDA layer tests: random values, bf16 and FP8 rounding, a plain
+// double-precision projection to compare with, and a device copy freed at scope exit.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,6 +10,8 @@
 #include <cmath>
 #include <random>
 #include <vector>
+
+#include "models/dtype.h"
 
 namespace gla::testing {
 
@@ -73,5 +75,18 @@ struct Dev {
     return h;
   }
 };
+
+// W [N, K] rounded to FP8 E4M3 with a scale per row (QuantizeFp8E4M3PerRow), and those values back
+// in fp32 (scale x code): what the FP8 kernels read, and what their references multiply.
+struct Fp8Host {
+  std::vector<uint8_t> q;
+  std::vector<float> scale, values;
+};
+inline Fp8Host QuantizeFp8Host(const std::vector<float>& W, int N, int K) {
+  Fp8Host h{std::vector<uint8_t>(W.size()), std::vector<float>(static_cast<size_t>(N)), std::vector<float>(W.size())};
+  EXPECT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, h.q.data(), h.scale.data()));
+  for (size_t i = 0; i < W.size(); ++i) h.values[i] = h.scale[i / static_cast<size_t>(K)] * Float8E4M3ToFloat(h.q[i]);
+  return h;
+}
 
 }  // namespace gla::testing

@@ -252,14 +252,10 @@ TEST_P(Layers, LinearSmallMFp8AtEveryRowCount) {
                  {"LinearSmallMFp8", cuda::LinearSmallMFp8, cuda::kSmallM}};
   for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 208}}) {
     const int xs = K + 8;
-    const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
-    std::vector<uint8_t> q(W.size());
-    std::vector<float> scale(static_cast<size_t>(N));
-    ASSERT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, q.data(), scale.data()));
-    std::vector<float> deq(W.size());
-    for (size_t i = 0; i < deq.size(); ++i) deq[i] = scale[i / K] * Float8E4M3ToFloat(q[i]);
-    Dev<uint8_t> dq(q);
-    Dev<float> dscale(scale);
+    const testing::Fp8Host W = testing::QuantizeFp8Host(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f), N, K);
+    const std::vector<float>& deq = W.values;
+    Dev<uint8_t> dq(W.q);
+    Dev<float> dscale(W.scale);
     const cuda::Fp8Weight fw{dq.p, dscale.p};
     for (const auto& k : kernels) {
       for (int M = 1; M <= k.max_m; ++M) {
@@ -296,7 +292,8 @@ TEST_P(Layers, LinearSmallMFp8AtEveryRowCount) {
 
 // The one-row projection that makes its input itself equals, to the bit, the two kernels it
 // replaces in a batch-1 decode step: RmsNorm (of a chosen row) then the CUDA-core projection, and
-// SwiGlu then the projection; both output types, the residual add; bad shapes refused unlaunched.
+// SwiGlu then the projection; bf16 and FP8 weights, both output types, the residual add; bad shapes
+// refused unlaunched.
 TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
@@ -310,7 +307,11 @@ TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
   Dev<int32_t> drow(row);
   for (auto [N, K, swiglu] : {std::tuple{2 * w.I, w.D, false}, std::tuple{w.D, w.I, true}, std::tuple{1000, w.D, false}}) {
     const auto W = RoundBf16(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f));
+    const testing::Fp8Host W8 = testing::QuantizeFp8Host(W, N, K);
     Dev<__nv_bfloat16> dW(ToBf16(W)), staged(K);
+    Dev<uint8_t> dq(W8.q);
+    Dev<float> dscale(W8.scale);
+    const cuda::Fp8Weight fw{dq.p, dscale.p};
     cuda::OneRowInput in;
     if (swiglu) {
       in.kind = cuda::OneRowInput::kSwiGlu;
@@ -324,20 +325,28 @@ TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
       in.eps = 1e-6f;
       GLA_CUDA_OK(cuda::RmsNorm(dx.p, w.D, drow.p, dg.p, staged.p, K, 1, K, 1e-6f, nullptr));
     }
-    for (bool out_bf16 : {false, true}) {
+    for (auto [out_bf16, fp8] : {std::pair{false, false}, std::pair{true, false}, std::pair{false, true},
+                                 std::pair{true, true}}) {
       const float beta = out_bf16 ? 0.f : 1.f;
       const auto y0 = Random(N, rng);
       Dev<float> want32(y0), got32(y0);
       Dev<__nv_bfloat16> want16(N), got16(N);
       void* want = out_bf16 ? static_cast<void*>(want16.p) : want32.p;
       void* got = out_bf16 ? static_cast<void*>(got16.p) : got32.p;
-      GLA_CUDA_OK(cuda::LinearSmallMCudaCores(staged.p, K, dW.p, N, K, want, out_bf16, N, 1, beta, nullptr));
-      GLA_CUDA_OK(cuda::LinearOneRowStaged(in, dW.p, N, K, got, out_bf16, beta, nullptr));
+      if (fp8) {
+        GLA_CUDA_OK(cuda::LinearSmallMFp8CudaCores(staged.p, K, fw, N, K, want, out_bf16, N, 1, beta, nullptr));
+        GLA_CUDA_OK(cuda::LinearOneRowStagedFp8(in, fw, N, K, got, out_bf16, beta, nullptr));
+      } else {
+        GLA_CUDA_OK(cuda::LinearSmallMCudaCores(staged.p, K, dW.p, N, K, want, out_bf16, N, 1, beta, nullptr));
+        GLA_CUDA_OK(cuda::LinearOneRowStaged(in, dW.p, N, K, got, out_bf16, beta, nullptr));
+      }
+      const std::string what = std::string(fp8 ? "fp8" : "bf16") + " weights, N=" + std::to_string(N) +
+                               " K=" + std::to_string(K) + (swiglu ? " swiglu" : " norm");
       if (out_bf16) {
         const auto a = want16.Get(), b = got16.Get();
-        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0]))) << "N=" << N << " K=" << K << " bf16";
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0]))) << what << ", bf16 out";
       } else {
-        EXPECT_EQ(want32.Get(), got32.Get()) << "N=" << N << " K=" << K << " swiglu " << swiglu;
+        EXPECT_EQ(want32.Get(), got32.Get()) << what;
       }
     }
   }
@@ -351,6 +360,11 @@ TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
   EXPECT_EQ(cuda::LinearOneRowStaged(in, dW.p, 16, cuda::kOneRowMaxK + 8, dy.p, false, 0.f, nullptr),
             cudaErrorInvalidValue)
       << "K too large";
+  Dev<uint8_t> dq(16 * 24);
+  EXPECT_EQ(cuda::LinearOneRowStagedFp8(in, {dq.p, dg.p}, 16, 24, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
+      << "fp8: K % 16";
+  EXPECT_EQ(cuda::LinearOneRowStagedFp8(in, {dq.p, nullptr}, 16, 16, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
+      << "fp8: no scales";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 

@@ -1,19 +1,16 @@
 // FP8 weights on the GPU beyond the decode-sized kernels (issue 23): the inputs' per-row FP8
-// quantizer against the CPU quantizer (to the bit), the FP8 tensor-core GEMM with both scale vectors
-// against the double product of the dequantized operands, and the one-row staged projection with
-// FP8 rows against the two kernels it replaces (to the bit).
+// quantizer against the CPU quantizer (to the bit), and the FP8 tensor-core GEMM with both scale
+// vectors against the double product of the dequantized operands. (The decode-sized FP8 kernels are
+// tested beside their bf16 forms in layers_cuda_test.cc.)
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
-#include <tuple>
 #include <vector>
 
-#include "kernels/activations.h"
 #include "kernels/linear.h"
 #include "kernels/linear_fp8.h"
-#include "kernels/norm.h"
 #include "models/dtype.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/cuda/host_vectors.h"
@@ -82,14 +79,10 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
   const cublasStatus_t init = gemm.Init(workspace.p, 32u << 20);
   ASSERT_EQ(init, CUBLAS_STATUS_SUCCESS) << "cuBLASLt " << cublasLtGetVersion();
   for (auto [N, K] : kShapes) {
-    const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
-    std::vector<uint8_t> wq(W.size());
-    std::vector<float> wscale(static_cast<size_t>(N));
-    ASSERT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, wq.data(), wscale.data()));
-    std::vector<float> wdeq(W.size());
-    for (size_t i = 0; i < wdeq.size(); ++i) wdeq[i] = wscale[i / K] * Float8E4M3ToFloat(wq[i]);
-    Dev<uint8_t> dwq(wq);
-    Dev<float> dws(wscale);
+    const testing::Fp8Host W = testing::QuantizeFp8Host(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f), N, K);
+    const std::vector<float>& wdeq = W.values;
+    Dev<uint8_t> dwq(W.q);
+    Dev<float> dws(W.scale);
     const cuda::Fp8Weight fw{dwq.p, dws.p};
     // Large matrices at one row count only: the double reference's time on the GPU machine's CPU.
     for (int M : static_cast<int64_t>(N) * K >= (8 << 20) ? std::vector<int>{17} : std::vector<int>{17, 48, 100}) {
@@ -150,71 +143,6 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
     EXPECT_EQ(gemm.plans(), plans) << "a refusal makes no plan";
   }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-}
-
-// The one-row projection making its input itself, with FP8 rows: the same bits as RmsNorm or SwiGlu
-// followed by the FP8 CUDA-core kernel (as its bf16 form equals its own pair).
-TEST(LinearOneRowStagedFp8, EqualsTheKernelsItReplaces) {
-  GLA_REQUIRE_CUDA_DEVICE();
-  std::mt19937 rng(31);
-  for (auto [D, I] : {std::pair{1024, 2816}, std::pair{2048, 5632}}) {
-    const int rows = 5;
-    const auto x = Random(rows * D, rng, -3, 3), g = Random(D, rng, 0.5f, 1.5f);
-    const auto gu = RoundBf16(Random(2 * I, rng, -5, 5));
-    Dev<float> dx(x), dg(g);
-    Dev<__nv_bfloat16> dgu(ToBf16(gu));
-    const std::vector<int32_t> row = {3};
-    Dev<int32_t> drow(row);
-    for (auto [N, K, swiglu] : {std::tuple{2 * I, D, false}, std::tuple{D, I, true}, std::tuple{1000, D, false}}) {
-      const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
-      std::vector<uint8_t> q(W.size());
-      std::vector<float> scale(static_cast<size_t>(N));
-      ASSERT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, q.data(), scale.data()));
-      Dev<uint8_t> dq(q);
-      Dev<float> dscale(scale);
-      const cuda::Fp8Weight fw{dq.p, dscale.p};
-      Dev<__nv_bfloat16> staged(K);
-      cuda::OneRowInput in;
-      if (swiglu) {
-        in.kind = cuda::OneRowInput::kSwiGlu;
-        in.x = dgu.p;
-        GLA_CUDA_OK(cuda::SwiGlu(dgu.p, 2 * K, staged.p, K, 1, K, nullptr));
-      } else {
-        in.x = dx.p;
-        in.x_stride = D;
-        in.row_id = drow.p;
-        in.norm_w = dg.p;
-        in.eps = 1e-6f;
-        GLA_CUDA_OK(cuda::RmsNorm(dx.p, D, drow.p, dg.p, staged.p, K, 1, K, 1e-6f, nullptr));
-      }
-      for (bool out_bf16 : {false, true}) {
-        const float beta = out_bf16 ? 0.f : 1.f;
-        const auto y0 = Random(N, rng);
-        Dev<float> want32(y0), got32(y0);
-        Dev<__nv_bfloat16> want16(N), got16(N);
-        void* want = out_bf16 ? static_cast<void*>(want16.p) : want32.p;
-        void* got = out_bf16 ? static_cast<void*>(got16.p) : got32.p;
-        GLA_CUDA_OK(cuda::LinearSmallMFp8CudaCores(staged.p, K, fw, N, K, want, out_bf16, N, 1, beta, nullptr));
-        GLA_CUDA_OK(cuda::LinearOneRowStagedFp8(in, fw, N, K, got, out_bf16, beta, nullptr));
-        if (out_bf16) {
-          const auto a = want16.Get(), b = got16.Get();
-          EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0]))) << "N=" << N << " K=" << K;
-        } else {
-          EXPECT_EQ(want32.Get(), got32.Get()) << "N=" << N << " K=" << K << " swiglu " << swiglu;
-        }
-      }
-    }
-  }
-  Dev<uint8_t> dq(16 * 24);
-  Dev<float> dscale(16), dy(16), dx(64);
-  cuda::OneRowInput in;
-  in.x = dx.p;
-  in.norm_w = dscale.p;
-  EXPECT_EQ(cuda::LinearOneRowStagedFp8(in, {dq.p, dscale.p}, 16, 24, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
-      << "K % 16";
-  EXPECT_EQ(cuda::LinearOneRowStagedFp8(in, {dq.p, nullptr}, 16, 16, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
-      << "no scales";
-  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
 }  // namespace
