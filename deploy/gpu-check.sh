@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|fp8|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -249,6 +249,31 @@ fi
 # masked off) and Mistral 7B's 32,000 (tests/data/vocabularies, made a SentencePiece model here by
 # its script: the issue's vocabulary size); the schema's 40 required records outlast
 # max-new-tokens, so every request makes 128 tokens.
+# Issue 23's FP8 weights on the GPU, alone: their kernel and engine tests (the decode-sized
+# kernels, the input quantizer, the FP8 GEMM, the engine against the CPU's same FP8 weights, the
+# default model's perplexity), glad serving with --weights fp8, then gla-engine-bench native and
+# fp8 alternating twice on both shapes (A/B in one call: the floors move with the bytes).
+if [ "$parts" = fp8 ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  check fp8_kernel_tests gpu-bundle/run gla_kernels_cuda_test \
+    --gtest_filter='*Fp8*:*LinearSmallM*:*OneRowStaged*'
+  check fp8_engine_tests gpu-bundle/run cuda_engine_test --gtest_filter='*Fp8*:*CudaBackend*'
+  grep -h "\[ measure \]" "$out/fp8_engine_tests.txt" | tee -a "$out/summary.txt"
+  check fp8_serving_e2e gpu-bundle/run server_e2e_test --gtest_filter='*Fp8*'
+  for preset in 340M 1.3B; do
+    gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    for round in 1 2; do
+      for weights in native fp8; do
+        check "fp8_ab_${preset}_${weights}_$round" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+          --name gla-$preset --weights $weights --batches "${GLA_BENCH_FP8_BATCHES:-1,8,32,128}" --prefill_tokens 2048
+        grep -E "^(#|prefill|TTFT|decode)" "$out/fp8_ab_${preset}_${weights}_$round.txt" |
+          sed "s/^/$preset $weights $round: /" | tee -a "$out/summary.txt"
+      done
+    done
+  done
+fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   export PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
