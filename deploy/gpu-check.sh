@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|fp8|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -75,7 +75,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   kernels=(kernels/cuda/gla_decode.cu kernels/cuda/persistent_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu
-          kernels/cuda/quantize_fp8.cu kernels/cuda/linear_fp8_gemm.cc
+          kernels/cuda/quantize_fp8.cu kernels/cuda/linear_fp8_gemm.cc kernels/cuda/dequantize_int8.cu
           kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
           kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu kernels/cuda/dropout.cu kernels/cuda/cross_entropy.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
@@ -206,7 +206,7 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
 fi
 # Issue 19's measurements from the bundle alone (no nvcc build there): the kernel tests, the
 # kernel benchmarks and the end-to-end benchmark at B = 1, 8, 16, 32, 128 on both shapes (and at
-# B = 32, 128 with bf16 states, at B = 1, 8, 32, 128 with FP8 weights), each measuring the device's
+# B = 32, 128 with bf16 states, at B = 1, 8, 32, 128 with FP8 and INT8 weights), each measuring the device's
 # ceilings in its own run and leaving a JSON file (results.tgz).
 if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
@@ -234,11 +234,13 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
       --name gla-$preset --state_dtype bf16 --batches "${GLA_BENCH_BF16_BATCHES:-32,128}" --prefill_tokens 512
     grep -E "^decode" "$out/engine_bench_${preset}_bf16_states.txt" | sed "s/^/$preset bf16 states: /" |
       tee -a "$out/summary.txt"
-    # Issue 23: FP8 weights (a byte per projection weight: the decode floors move), prefill and decode.
-    check "engine_bench_${preset}_fp8_weights" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
-      --name gla-$preset --weights fp8 --batches "${GLA_BENCH_FP8_BATCHES:-1,8,32,128}"
-    grep -E "^(#|prefill|TTFT|decode)" "$out/engine_bench_${preset}_fp8_weights.txt" | sed "s/^/$preset fp8 weights: /" |
-      tee -a "$out/summary.txt"
+    # Issue 23: FP8 and INT8 weights (a byte per projection weight: the decode floors move).
+    for weights in fp8 int8; do
+      check "engine_bench_${preset}_${weights}_weights" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+        --name gla-$preset --weights $weights --batches "${GLA_BENCH_BYTE_WEIGHTS_BATCHES:-1,8,32,128}"
+      grep -E "^(prefill|TTFT|decode)" "$out/engine_bench_${preset}_${weights}_weights.txt" |
+        sed "s/^/$preset $weights weights: /" | tee -a "$out/summary.txt"
+    done
     # Issue 20: n = 8 from one prefill and state copies, against n = 1 and against 8 prefills.
     [ "${GLA_BENCH_N:-1}" = 1 ] && check "n_bench_$preset" gpu-bundle/run gla-n-bench --model /tmp/gla-$preset \
       --name gla-$preset && grep -E "^[0-9]" "$out/n_bench_$preset.txt" | sed "s/^/$preset n: /" | tee -a "$out/summary.txt"
@@ -249,26 +251,27 @@ fi
 # masked off) and Mistral 7B's 32,000 (tests/data/vocabularies, made a SentencePiece model here by
 # its script: the issue's vocabulary size); the schema's 40 required records outlast
 # max-new-tokens, so every request makes 128 tokens.
-# Issue 23's FP8 weights on the GPU, alone: their kernel and engine tests (the decode-sized
-# kernels, the input quantizer, the FP8 GEMM, the engine against the CPU's same FP8 weights, the
-# default model's perplexity), glad serving with --weights fp8, then gla-engine-bench native and
-# fp8 alternating twice on both shapes (A/B in one call: the floors move with the bytes).
-if [ "$parts" = fp8 ] && [ -x gpu-bundle/run ]; then
+# Issue 23's one-byte weights on the GPU (FP8, INT8), alone: their kernel and engine tests (the
+# decode-sized kernels, the FP8 input quantizer and GEMM, INT8's dequantization, the engine against
+# the CPU's same weights, the default model's perplexity), glad serving with each, then
+# gla-engine-bench native, fp8 and int8 alternating twice on both shapes (A/B in one call: the
+# floors move with the bytes).
+if [ "$parts" = weights ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  check fp8_kernel_tests gpu-bundle/run gla_kernels_cuda_test \
-    --gtest_filter='*Fp8*:*LinearSmallM*:*OneRowStaged*'
-  check fp8_engine_tests gpu-bundle/run cuda_engine_test --gtest_filter='*Fp8*:*CudaBackend*'
-  grep -h "\[ measure \]" "$out/fp8_engine_tests.txt" | tee -a "$out/summary.txt"
-  check fp8_serving_e2e gpu-bundle/run server_e2e_test --gtest_filter='*Fp8*'
+  check weights_kernel_tests gpu-bundle/run gla_kernels_cuda_test \
+    --gtest_filter='*Fp8*:*Int8*:*ByteWeights*:*LinearSmallM*:*OneRowStaged*'
+  check weights_engine_tests gpu-bundle/run cuda_engine_test --gtest_filter='*Fp8*:*Int8*:*ByteWeights*:*CudaBackend*'
+  grep -h "\[ measure \]" "$out/weights_engine_tests.txt" | tee -a "$out/summary.txt"
+  check weights_serving_e2e gpu-bundle/run server_e2e_test --gtest_filter='*ByteWeights*'
   for preset in 340M 1.3B; do
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
     for round in 1 2; do
-      for weights in native fp8; do
-        check "fp8_ab_${preset}_${weights}_$round" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
-          --name gla-$preset --weights $weights --batches "${GLA_BENCH_FP8_BATCHES:-1,8,32,128}" --prefill_tokens 2048
-        grep -E "^(#|prefill|TTFT|decode)" "$out/fp8_ab_${preset}_${weights}_$round.txt" |
+      for weights in native fp8 int8; do
+        check "weights_ab_${preset}_${weights}_$round" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+          --name gla-$preset --weights $weights --batches "${GLA_BENCH_WEIGHTS_BATCHES:-1,8,32,128}" --prefill_tokens 2048
+        grep -E "^(#|prefill|TTFT|decode)" "$out/weights_ab_${preset}_${weights}_$round.txt" |
           sed "s/^/$preset $weights $round: /" | tee -a "$out/summary.txt"
       done
     done

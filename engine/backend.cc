@@ -11,13 +11,6 @@ int Backend::vocab_limit() const {
   return tokenizer() != nullptr ? std::min(v, tokenizer()->vocab_size()) : v;
 }
 
-absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options) {
-  if (options.weights == WeightFormat::kInt8)
-    return absl::InvalidArgumentError(
-        "--weights int8 runs on the CPU backend only (the GPU takes native, bf16, or fp8: FP8 rows on Hopper)");
-  return absl::OkStatus();
-}
-
 absl::Status CheckStepItems(std::span<const StepItem> items, int slots) {
   for (size_t i = 0; i < items.size(); ++i) {
     const StepItem& it = items[i];

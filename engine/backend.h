@@ -115,13 +115,9 @@ struct CudaBackendOptions {
   bool cuda_graphs = true;
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
-  WeightFormat weights = WeightFormat::kNative;  // kFp8: CudaModelOptions::weights; kInt8 is refused
+  WeightFormat weights = WeightFormat::kNative;  // kFp8 / kInt8: CudaModelOptions::weights
   StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
-
-// What the CUDA backend cannot take whatever the machine (INVALID_ARGUMENT, saying why): checked
-// first by MakeCudaBackend, in builds with and without CUDA alike.
-absl::Status CheckCudaBackendOptions(const CudaBackendOptions& options);
 
 // UNIMPLEMENTED in a build without CUDA; FAILED_PRECONDITION with the reason when no GPU is usable;
 // RESOURCE_EXHAUSTED when weights, pool and workspace do not fit in GPU memory.

@@ -25,7 +25,7 @@ bool CudaBackendAvailable(std::string* why) {
 
 namespace {
 
-// How the weights run: FP8 rows (--weights fp8), or bf16; a pre-quantized checkpoint under
+// How the weights run: FP8 or INT8 rows (--weights fp8 / int8), or bf16; a pre-quantized checkpoint under
 // --weights native runs as bf16 of its values (scale x q), and the line says so, as the CPU backend's
 // says "int8 weights" when it computes in INT8.
 std::string WeightsNote(const CudaModel& m) {
@@ -34,6 +34,7 @@ std::string WeightsNote(const CudaModel& m) {
                      : c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3 ? " from an fp8 checkpoint"
                                                                                        : " from an int8 checkpoint";
   if (m.uses_fp8_weights()) return absl::StrCat(", fp8 weights", from);
+  if (m.uses_int8_weights()) return absl::StrCat(", int8 weights", from);
   return c.quantization ? absl::StrCat(", bf16 weights", from) : "";
 }
 
@@ -139,7 +140,6 @@ class CudaBackend : public Backend {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& model_dir, const CudaBackendOptions& options) {
-  RETURN_IF_ERROR(CheckCudaBackendOptions(options));
   std::string why;
   if (!CudaBackendAvailable(&why)) return absl::FailedPreconditionError(absl::StrCat("--backend cuda: ", why));
   if (options.slots < 1 && options.state_memory_bytes <= 0) return absl::InvalidArgumentError("slots must be at least 1");

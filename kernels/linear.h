@@ -64,7 +64,7 @@ struct Fp8Weight {
 // launch). The CUDA-core form (M <= kSmallMCudaCores: FP8 widened to fp32) and the tensor-core one
 // (M <= kSmallMTensorCores: FP8 widened exactly to bf16 fragments for mma.sync), and
 // LinearSmallMFp8 taking the first for one row and the second from two (M <= kSmallM), as
-// LinearSmallM does. Not yet used by the engine (the GPU's --weights fp8).
+// LinearSmallM does: the decode-sized projections of `--weights fp8` on the GPU.
 cudaError_t LinearSmallMFp8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
                                      int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                      cudaStream_t stream);
@@ -73,6 +73,26 @@ cudaError_t LinearSmallMFp8TensorCores(const __nv_bfloat16* x, int64_t x_stride,
                                        cudaStream_t stream);
 cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+
+// A weight [N, K] in INT8 with one fp32 scale per output row, W[n, k] = scale[n] * q[n, k]
+// (cpu::QuantizeInt8PerRow's rows: what `--weights int8` and INT8 checkpoints hold; the GPU form of
+// cpu::Int8Weight). The decode-sized projections read it as they read FP8 rows (16 weights per
+// 16-byte load, widened exactly: INT8 fits bf16), with the same contracts.
+struct Int8Weight {
+  const int8_t* q = nullptr;     // [N, K], rows 16-byte aligned
+  const float* scale = nullptr;  // [N]
+};
+cudaError_t LinearSmallMInt8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N,
+                                      int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                      cudaStream_t stream);
+cudaError_t LinearSmallMInt8TensorCores(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N,
+                                        int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                        cudaStream_t stream);
+cudaError_t LinearSmallMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,
+                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+// Larger steps with INT8 weights: the rows dequantized to bf16 (bf16(scale[n] * q[n, k]), rounded
+// to nearest even) for a bf16 GEMM. out [N, K] row-major; K % 16 == 0, q and out 16-byte aligned.
+cudaError_t DequantizeInt8ToBf16(const Int8Weight& w, int64_t N, int64_t K, __nv_bfloat16* out, cudaStream_t stream);
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                   int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                   cudaStream_t stream);
@@ -104,6 +124,8 @@ cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, in
 // scaled once by its scale, as LinearSmallMFp8CudaCores does.
 cudaError_t LinearOneRowStagedFp8(const OneRowInput& in, const Fp8Weight& w, int64_t N, int64_t K, void* y,
                                   bool y_bf16, float beta, cudaStream_t stream);
+cudaError_t LinearOneRowStagedInt8(const OneRowInput& in, const Int8Weight& w, int64_t N, int64_t K, void* y,
+                                   bool y_bf16, float beta, cudaStream_t stream);
 }  // namespace gla::cuda
 #endif
 

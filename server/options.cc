@@ -39,9 +39,9 @@ ABSL_FLAG(std::string, devices, "",
           "loaded. Exclusive with --device; fine-tuning uses the first");
 ABSL_FLAG(std::string, weights, "native",
           "how the projections' weights are kept: native (fp32 on the cpu backend, bf16 on cuda), int8 (weight-only, "
-          "one scale per output row, quantized at load; cpu backend) or fp8 (E4M3, one scale per output row, rounded "
-          "at load; on cuda, FP8 rows on Hopper's FP8 tensor cores; the cpu backend computes in fp32 on those "
-          "values; docs/quantization.md)");
+          "one scale per output row, quantized at load) or fp8 (E4M3, one scale per output row, rounded at load; on "
+          "cuda, FP8 rows on Hopper's FP8 tensor cores; the cpu backend computes in fp32 on those values; "
+          "docs/quantization.md)");
 ABSL_FLAG(std::string, state_dtype, "f32",
           "how the state pool keeps each sequence's recurrent state: f32, or bf16 (half the memory, so --state_memory_mb "
           "holds twice the sequences; updated in fp32 and rounded at each step's end; sessions, the state store and "

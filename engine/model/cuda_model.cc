@@ -12,6 +12,7 @@
 #include "kernels/conv.h"
 #include "kernels/gla.h"
 #include "kernels/linear.h"
+#include "kernels/linear_int8.h"
 #include "kernels/norm.h"
 #include "models/dtype.h"
 #include "models/status_macros.h"
@@ -79,24 +80,42 @@ class WeightArena {
   size_t size_ = 0;
 };
 
-// A projection's parts (rows of [., K] each) in FP8 E4M3 with a scale per row, as CpuModel's kFp8
-// rounds them (QuantizeFp8E4M3PerRow): the rows' bytes and then the scales' floats.
-struct Fp8Bytes {
+// A projection's parts (rows of [., K] each) as one-byte codes with a scale per row: FP8 E4M3 as
+// CpuModel's kFp8 rounds them (QuantizeFp8E4M3PerRow), or INT8 as its kInt8 does
+// (cpu::QuantizeInt8PerRow; an INT8 checkpoint's own rows as they are). The rows' bytes, then the
+// scales' floats.
+struct ByteRows {
   std::vector<char> q, scale;
 };
-absl::StatusOr<Fp8Bytes> QuantizeFp8(std::initializer_list<const Weight*> parts, int64_t K, const std::string& what) {
+absl::StatusOr<ByteRows> QuantizeRows(std::initializer_list<const Weight*> parts, int64_t K, WeightFormat format,
+                                      const std::string& what) {
   size_t n = 0;
   for (const Weight* w : parts) n += w->data.size();
-  Fp8Bytes out;
+  ByteRows out;
   out.q.resize(n);
   out.scale.resize(n / static_cast<size_t>(K) * sizeof(float));
-  uint8_t* q = reinterpret_cast<uint8_t*>(out.q.data());
+  char* q = out.q.data();
   float* scale = reinterpret_cast<float*>(out.scale.data());
   for (const Weight* w : parts) {
     if (w->data.empty()) continue;  // a part this model does not have
     const int64_t rows = static_cast<int64_t>(w->data.size()) / K;
-    if (!QuantizeFp8E4M3PerRow(w->data.data(), rows, K, q, scale))
-      return absl::InvalidArgumentError(absl::StrCat(what, " holds a value that is not finite: --weights fp8 cannot quantize it"));
+    bool finite = true;
+    if (format == WeightFormat::kFp8) {
+      finite = QuantizeFp8E4M3PerRow(w->data.data(), rows, K, reinterpret_cast<uint8_t*>(q), scale);
+    } else if (w->int8) {  // the checkpoint's own INT8 rows
+      std::memcpy(q, w->int8->q.data(), w->int8->q.size());
+      std::memcpy(scale, w->int8->scale.data(), w->int8->scale.size() * sizeof(float));
+    } else {
+      cpu::Int8Weight made;
+      finite = cpu::QuantizeInt8PerRow(w->data.data(), rows, K, &made);
+      if (finite) {
+        std::memcpy(q, made.q.data(), made.q.size());
+        std::memcpy(scale, made.scale.data(), made.scale.size() * sizeof(float));
+      }
+    }
+    if (!finite)
+      return absl::InvalidArgumentError(absl::StrCat(what, " holds a value that is not finite: --weights ",
+                                                     WeightFormatName(format), " cannot quantize it"));
     q += rows * K;
     scale += rows;
   }
@@ -138,24 +157,25 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   cudaDeviceProp prop{};
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
-  if (options.weights == WeightFormat::kInt8)
-    return absl::InvalidArgumentError("--weights int8 runs on --backend cpu; the CUDA backend takes native or fp8");
-  if (options.weights == WeightFormat::kFp8) {
-    if (c.quantization && c.quantization->kind == CheckpointQuantization::Kind::kInt8)
+  if (options.weights != WeightFormat::kNative) {
+    const char* name = WeightFormatName(options.weights);
+    if (options.weights == WeightFormat::kFp8 && c.quantization &&
+        c.quantization->kind == CheckpointQuantization::Kind::kInt8)
       return absl::InvalidArgumentError(
-          "an INT8 checkpoint runs on the GPU as bf16 of its values (--weights native): FP8 would round them twice");
-    if (prop.major < 9)
+          "an INT8 checkpoint runs on the GPU as INT8 (--weights int8) or bf16 of its values (--weights native): FP8 "
+          "would round them twice");
+    if (options.weights == WeightFormat::kFp8 && prop.major < 9)
       return absl::InvalidArgumentError(absl::StrCat("--weights fp8 needs FP8 tensor cores (Hopper, sm_90, on); ",
                                                      prop.name, " is sm_", prop.major, prop.minor));
     const GlaLayerPlan plan(c);
     for (int64_t K : {plan.hidden, plan.o_width, plan.intermediate})
       if (K % 16 != 0)
-        return absl::InvalidArgumentError(absl::StrCat("--weights fp8 on the GPU needs every projection's input width "
-                                                       "to be a multiple of 16 (FP8 rows in 16-byte chunks); ",
-                                                       K, " is not"));
+        return absl::InvalidArgumentError(absl::StrCat("--weights ", name, " on the GPU needs every projection's "
+                                                       "input width to be a multiple of 16 (one-byte rows in 16-byte "
+                                                       "chunks); ", K, " is not"));
     if (plan.in_proj.width % 4 != 0)  // the FP8 GEMM writes fp32 rows 16-byte aligned
-      return absl::InvalidArgumentError(absl::StrCat("--weights fp8 on the GPU needs the fused q|k|v|g|gk input "
-                                                     "projection's width to be a multiple of 4; ",
+      return absl::InvalidArgumentError(absl::StrCat("--weights ", name, " on the GPU needs the fused q|k|v|g|gk "
+                                                     "input projection's width to be a multiple of 4; ",
                                                      plan.in_proj.width, " is not"));
   }
 
@@ -177,36 +197,40 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
 
 absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   const GlaConfig& c = config_;
-  const bool fp8 = options_.weights == WeightFormat::kFp8;
-  const bool fp8_checkpoint = c.quantization && c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3;
+  const WeightFormat format = options_.weights;
+  const bool bytes = format != WeightFormat::kNative;  // FP8 or INT8 rows with a scale per row
   const GlaLayerPlan& p = plan_;
 
   ModelWeights& w = ck.weights;
   WeightArena arena;
-  // A projection: bf16 rows, or (fp8) the FP8 rows and their scales.
+  // A projection: bf16 rows, or the FP8 / INT8 rows and their scales.
   struct MatrixOffsets {
     size_t rows = 0, scale = 0;
   };
   auto matrix = [&](std::initializer_list<const Weight*> parts, int64_t K,
                     const std::string& what) -> absl::StatusOr<MatrixOffsets> {
-    if (!fp8) return MatrixOffsets{arena.Add(parts, true), 0};
-    ASSIGN_OR_RETURN(Fp8Bytes b, QuantizeFp8(parts, K, what));
+    if (!bytes) return MatrixOffsets{arena.Add(parts, true), 0};
+    ASSIGN_OR_RETURN(ByteRows b, QuantizeRows(parts, K, format, what));
     const size_t rows = arena.AddBytes(std::move(b.q));
     return MatrixOffsets{rows, arena.AddBytes(std::move(b.scale))};
   };
-  // gk_proj.1 stays fp32 for the gate kernel: under fp8, the values CpuModel computes with (scale x
-  // FP8 of each row; an FP8 checkpoint's as they are).
+  // gk_proj.1 stays fp32 for the gate kernel: under fp8 or int8, the values CpuModel computes with
+  // (scale x code of each row; a checkpoint already in that format gives them as they are).
+  const bool values_are_codes =
+      c.quantization && (c.quantization->kind == CheckpointQuantization::Kind::kFp8E4M3) == (format == WeightFormat::kFp8);
   auto gate_factor = [&](const Weight& g, const std::string& what) -> absl::StatusOr<size_t> {
-    if (!fp8 || fp8_checkpoint || g.data.empty()) return arena.Add({&g}, false);
-    const int64_t K = p.gate_rank, rows = static_cast<int64_t>(g.data.size()) / K;
-    std::vector<uint8_t> q(g.data.size());
-    std::vector<float> scale(static_cast<size_t>(rows));
-    if (!QuantizeFp8E4M3PerRow(g.data.data(), rows, K, q.data(), scale.data()))
-      return absl::InvalidArgumentError(absl::StrCat(what, " holds a value that is not finite: --weights fp8 cannot quantize it"));
-    std::vector<char> bytes(g.data.size() * sizeof(float));
-    float* v = reinterpret_cast<float*>(bytes.data());
-    for (size_t i = 0; i < q.size(); ++i) v[i] = scale[i / static_cast<size_t>(K)] * Float8E4M3ToFloat(q[i]);
-    return arena.AddBytes(std::move(bytes));
+    if (!bytes || values_are_codes || g.data.empty()) return arena.Add({&g}, false);
+    const int64_t K = p.gate_rank;
+    ASSIGN_OR_RETURN(ByteRows b, QuantizeRows({&g}, K, format, what));
+    std::vector<char> values(g.data.size() * sizeof(float));
+    float* v = reinterpret_cast<float*>(values.data());
+    const float* scale = reinterpret_cast<const float*>(b.scale.data());
+    for (size_t i = 0; i < g.data.size(); ++i) {
+      const uint8_t code = static_cast<uint8_t>(b.q[i]);
+      v[i] = scale[i / static_cast<size_t>(K)] *
+             (format == WeightFormat::kFp8 ? Float8E4M3ToFloat(code) : static_cast<float>(static_cast<int8_t>(code)));
+    }
+    return arena.AddBytes(std::move(values));
   };
   struct Offsets {
     size_t attn_norm, gk1, gk1_bias, q_conv, k_conv, v_conv, g_norm, mlp_norm;
@@ -234,7 +258,10 @@ absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
     ASSIGN_OR_RETURN(o.gate_up, matrix({&lw.gate_proj, &lw.up_proj}, p.hidden, layer + "gate/up_proj weights"));
     ASSIGN_OR_RETURN(o.down, matrix({&lw.down_proj}, p.intermediate, layer + "down_proj weight"));
   }
-  ASSIGN_OR_RETURN(weights_, DeviceMemory::Allocate(arena.size(), fp8 ? "the model weights (fp8)" : "the model weights (bf16)"));
+  const char* what = format == WeightFormat::kFp8    ? "the model weights (fp8)"
+                     : format == WeightFormat::kInt8 ? "the model weights (int8)"
+                                                     : "the model weights (bf16)";
+  ASSIGN_OR_RETURN(weights_, DeviceMemory::Allocate(arena.size(), what));
   RETURN_IF_ERROR(arena.Upload(weights_.get<char>()));
 
   char* base = weights_.get<char>();
@@ -242,7 +269,8 @@ absl::Status CudaModel::UploadWeights(Checkpoint& ck) {
   auto b16 = [&](size_t o) { return reinterpret_cast<const __nv_bfloat16*>(base + o); };
   auto mat = [&](const MatrixOffsets& o) {
     Matrix m;
-    if (fp8) m.fp8 = cuda::Fp8Weight{reinterpret_cast<const uint8_t*>(base + o.rows), f32(o.scale)};
+    if (format == WeightFormat::kFp8) m.fp8 = {reinterpret_cast<const uint8_t*>(base + o.rows), f32(o.scale)};
+    else if (format == WeightFormat::kInt8) m.int8 = {reinterpret_cast<const int8_t*>(base + o.rows), f32(o.scale)};
     else m.bf16 = b16(o.rows);
     return m;
   };
@@ -288,6 +316,11 @@ absl::Status CudaModel::AllocateWorkspace() {
   fp8_x_stride_ = uses_fp8_weights() ? static_cast<int64_t>((std::max({D, I, static_cast<size_t>(p.o_width)}) + 15) / 16 * 16) : 0;
   const size_t fp8_x = take(N * static_cast<size_t>(fp8_x_stride_));
   const size_t fp8_x_scale = take(uses_fp8_weights() ? N * sizeof(float) : 0);
+  // INT8 weights: the largest projection dequantized to bf16.
+  const size_t int8_dequant = take(
+      uses_int8_weights() ? std::max({p.in_proj.width * D, D * static_cast<size_t>(p.o_width), 2 * I * D, D * I}) *
+                                sizeof(__nv_bfloat16)
+                          : 0);
   // The chunkwise prefill kernel's scratch: its plan depends on how many sequences share a step
   // (few long ones are cut into segments run in parallel), so size it for the largest of them.
   chunk_workspace_bytes_ = 0;
@@ -338,12 +371,14 @@ absl::Status CudaModel::AllocateWorkspace() {
   chunk_workspace_ = chunk_workspace_bytes_ > 0 ? base + chunk : nullptr;
   fp8_x_ = uses_fp8_weights() ? reinterpret_cast<uint8_t*>(base + fp8_x) : nullptr;
   fp8_x_scale_ = uses_fp8_weights() ? reinterpret_cast<float*>(base + fp8_x_scale) : nullptr;
+  int8_dequant_ = uses_int8_weights() ? reinterpret_cast<__nv_bfloat16*>(base + int8_dequant) : nullptr;
   return absl::OkStatus();
 }
 
 absl::Status CudaModel::SetUpPersistentDecode() {
-  // The persistent kernel streams bf16 rows: FP8 weights take the kernel-per-operation path.
-  if (!options_.persistent_decode || plan_.short_conv || uses_fp8_weights()) return absl::OkStatus();
+  // The persistent kernel streams bf16 rows: FP8 and INT8 weights take the kernel-per-operation path.
+  if (!options_.persistent_decode || plan_.short_conv || options_.weights != WeightFormat::kNative)
+    return absl::OkStatus();
   const int blocks = cuda::PersistentDecodeBlocks(options_.device);
   if (blocks == 0) return absl::OkStatus();
   const GlaLayerPlan& p = plan_;
@@ -563,6 +598,21 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     }
     return absl::OkStatus();
   }
+  if (w.is_int8()) {
+    // Decode-sized: the INT8 rows widened in registers (as FP8's). Larger: the matrix dequantized to
+    // bf16, then the bf16 GEMM (weight-only: the inputs stay bf16).
+    if (M <= cuda::kSmallM) {
+      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
+    } else if (M <= cuda::kSmallMTensorCores) {
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::LinearSmallMInt8TensorCores(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
+    } else {
+      GLA_CUDA_RETURN_IF_ERROR(cuda::DequantizeInt8ToBf16(w.int8, N, K, int8_dequant_, stream_));
+      GLA_CUBLAS_RETURN_IF_ERROR(
+          cuda::LinearBf16(cublas_, x, x_stride, int8_dequant_, N, K, y, y_bf16, y_stride, M, beta));
+    }
+    return absl::OkStatus();
+  }
   // Decode-sized steps stream the weights through the matrix-vector kernel; larger ones use cuBLAS.
   if (M <= cuda::kSmallM) {
     GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
@@ -576,6 +626,8 @@ absl::Status CudaModel::ProjectOneRow(const cuda::OneRowInput& in, const Matrix&
                                       bool y_bf16, float beta) {
   if (w.is_fp8()) {
     GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStagedFp8(in, w.fp8, N, K, y, y_bf16, beta, stream_));
+  } else if (w.is_int8()) {
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStagedInt8(in, w.int8, N, K, y, y_bf16, beta, stream_));
   } else {
     GLA_CUDA_RETURN_IF_ERROR(cuda::LinearOneRowStaged(in, w.bf16, N, K, y, y_bf16, beta, stream_));
   }

@@ -55,8 +55,11 @@ struct CudaModelOptions {
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized
   // projections read the FP8 rows with bf16 inputs (kernels/linear.h); larger ones quantize their
-  // inputs per row and run on the FP8 tensor cores (kernels/linear_fp8.h). No persistent batch-1
-  // kernel (it streams bf16). kInt8 is refused.
+  // inputs per row and run on the FP8 tensor cores (kernels/linear_fp8.h).
+  // kInt8: the same projections weight-only INT8 with a scale per row (CpuModel's kInt8 rows; an
+  // INT8 checkpoint's own). Decode-sized projections read the INT8 rows as FP8's; larger ones
+  // dequantize each matrix to bf16 in a scratch buffer for a bf16 GEMM (inputs stay bf16).
+  // Neither has the persistent batch-1 kernel (it streams bf16).
   WeightFormat weights = WeightFormat::kNative;
 };
 
@@ -78,6 +81,7 @@ class CudaModel {
   bool uses_chunked_prefill() const { return chunk_workspace_bytes_ > 0; }
   bool uses_persistent_decode() const { return persistent_.blocks > 0; }
   bool uses_fp8_weights() const { return options_.weights == WeightFormat::kFp8; }
+  bool uses_int8_weights() const { return options_.weights == WeightFormat::kInt8; }
 
   enum class Logits { kNone, kLast, kAll };
   struct Segment {
@@ -138,11 +142,13 @@ class CudaModel {
   // The kernels of one step over the inputs already in device memory.
   absl::Status Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states);
   absl::Status RunGraph(int bucket, const States& states);
-  // A projection's weights on the device: bf16 rows, or FP8 rows with a scale per row.
+  // A projection's weights on the device: bf16 rows, or FP8 / INT8 rows with a scale per row.
   struct Matrix {
     const __nv_bfloat16* bf16 = nullptr;
-    cuda::Fp8Weight fp8;  // fp8.q null: bf16
+    cuda::Fp8Weight fp8;    // fp8.q set: FP8
+    cuda::Int8Weight int8;  // int8.q set: INT8
     bool is_fp8() const { return fp8.q != nullptr; }
+    bool is_int8() const { return int8.q != nullptr; }
   };
   absl::Status Project(const __nv_bfloat16* x, int64_t x_stride, const Matrix& w, int64_t N, int64_t K, void* y,
                        bool y_bf16, int64_t y_stride, int64_t M, float beta);
@@ -188,6 +194,8 @@ class CudaModel {
   float* fp8_x_scale_ = nullptr;
   int64_t fp8_x_stride_ = 0;
   cuda::LinearFp8Gemm fp8_gemm_;
+  // INT8 weights: the matrix of a larger step dequantized to bf16 (the largest projection's size).
+  __nv_bfloat16* int8_dequant_ = nullptr;
 
   // Captured decode graphs by bucket size (and the state pool they were captured with).
   struct Graph {

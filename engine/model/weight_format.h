@@ -12,7 +12,7 @@ namespace gla {
 
 enum class WeightFormat {
   kNative,  // the checkpoint's values: fp32 on the CPU backend, bf16 on the CUDA backend
-  kInt8,    // weight-only INT8, one scale per output row (kernels/linear_int8.h); CPU backend only
+  kInt8,    // weight-only INT8, one scale per output row (kernels/linear_int8.h); both backends
   // FP8 E4M3, one scale per output row (models/dtype.h's QuantizeFp8E4M3PerRow, what an FP8
   // checkpoint holds). The CPU backend computes in fp32 on those values (it has no FP8 arithmetic:
   // the accuracy, not the speed, of FP8 weights); the CUDA backend keeps FP8 rows on the GPU

@@ -1,6 +1,6 @@
 // Eight bf16 products added to an fp32 sum in a fixed order (the weight streams of the decode-sized
 // projections and of the persistent decode kernel share it, so they agree on the order); and the
-// same for sixteen FP8 weights against bf16 inputs.
+// same for sixteen FP8 or INT8 weights against bf16 inputs.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -39,6 +39,26 @@ __device__ __forceinline__ float Fp8Dot16(const uint4& w, const uint4& x_lo, con
       const float2 a = __half22float2(__half2(raw)), b = __bfloat1622float2(xp[half]);
       acc = fmaf(a.x, b.x, acc);
       acc = fmaf(a.y, b.y, acc);
+    }
+  }
+  return acc;
+}
+
+// The same for 16 INT8 weights (widened exactly to fp32).
+__device__ __forceinline__ float Int8Dot16(const uint4& w, const uint4& x_lo, const uint4& x_hi, float acc) {
+  const unsigned words[4] = {w.x, w.y, w.z, w.w};
+  const __nv_bfloat162* xl = reinterpret_cast<const __nv_bfloat162*>(&x_lo);
+  const __nv_bfloat162* xh = reinterpret_cast<const __nv_bfloat162*>(&x_hi);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {  // word i: weights 4i ... 4i + 3
+    const __nv_bfloat162* xp = (i < 2 ? xl : xh) + 2 * (i % 2);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float a0 = static_cast<float>(static_cast<int8_t>((words[i] >> (16 * half)) & 0xffu));
+      const float a1 = static_cast<float>(static_cast<int8_t>((words[i] >> (16 * half + 8)) & 0xffu));
+      const float2 b = __bfloat1622float2(xp[half]);
+      acc = fmaf(a0, b.x, acc);
+      acc = fmaf(a1, b.y, acc);
     }
   }
   return acc;

@@ -70,6 +70,11 @@ __device__ __forceinline__ float DotChunk(const small_m::Fp8Rows&, const uint4& 
   const uint4* x2 = reinterpret_cast<const uint4*>(xr) + 2 * c;
   return Fp8Dot16(wc, __ldg(x2), __ldg(x2 + 1), acc);
 }
+__device__ __forceinline__ float DotChunk(const small_m::Int8Rows&, const uint4& wc, const __nv_bfloat16* xr,
+                                          int64_t c, float acc) {
+  const uint4* x2 = reinterpret_cast<const uint4*>(xr) + 2 * c;
+  return Int8Dot16(wc, __ldg(x2), __ldg(x2 + 1), acc);
+}
 
 template <int M, class Rows>
 __global__ void __launch_bounds__(kWarps * 32) SmallMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
@@ -123,7 +128,7 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, i
 
 // LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
 // streamed as above with x read from there. Chunk c of a weight row meets the staged row's chunk c
-// (bf16: 8 weights) or chunks 2c and 2c + 1 (FP8: 16 weights).
+// (bf16: 8 weights) or chunks 2c and 2c + 1 (FP8, INT8: 16 weights).
 __device__ __forceinline__ float DotStagedChunk(const small_m::Bf16Rows&, const uint4& wc, const uint4* x_s, int64_t c,
                                                 float acc) {
   return Bf16Dot8(wc, x_s[c], acc);
@@ -131,6 +136,10 @@ __device__ __forceinline__ float DotStagedChunk(const small_m::Bf16Rows&, const 
 __device__ __forceinline__ float DotStagedChunk(const small_m::Fp8Rows&, const uint4& wc, const uint4* x_s, int64_t c,
                                                 float acc) {
   return Fp8Dot16(wc, x_s[2 * c], x_s[2 * c + 1], acc);
+}
+__device__ __forceinline__ float DotStagedChunk(const small_m::Int8Rows&, const uint4& wc, const uint4* x_s,
+                                                int64_t c, float acc) {
+  return Int8Dot16(wc, x_s[2 * c], x_s[2 * c + 1], acc);
 }
 
 template <OneRowInput::Kind kKind, class Rows>
@@ -219,6 +228,24 @@ cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8W
   return LinearSmallMFp8TensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
+cudaError_t LinearSmallMInt8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N,
+                                      int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                      cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  if (M < 0 || M > kSmallMCudaCores || !small_m::Int8ShapeSupported(x, x_stride, w, N, K) ||
+      N > int64_t{kWarps} * 0x7fffffff)
+    return cudaErrorInvalidValue;
+  return Launch(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
+cudaError_t LinearSmallMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,
+                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M > kSmallM) return cudaErrorInvalidValue;
+  if (M < kSmallMTensorCoresFrom)
+    return LinearSmallMInt8CudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return LinearSmallMInt8TensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   if (M > kSmallM) return cudaErrorInvalidValue;
@@ -236,6 +263,12 @@ cudaError_t LinearOneRowStagedFp8(const OneRowInput& in, const Fp8Weight& w, int
                                   bool y_bf16, float beta, cudaStream_t stream) {
   if (reinterpret_cast<uintptr_t>(w.q) % 16 != 0 || w.scale == nullptr) return cudaErrorInvalidValue;
   return LaunchOneRowStaged(in, small_m::Fp8Rows{w}, N, K, y, y_bf16, beta, stream);
+}
+
+cudaError_t LinearOneRowStagedInt8(const OneRowInput& in, const Int8Weight& w, int64_t N, int64_t K, void* y,
+                                   bool y_bf16, float beta, cudaStream_t stream) {
+  if (reinterpret_cast<uintptr_t>(w.q) % 16 != 0 || w.scale == nullptr) return cudaErrorInvalidValue;
+  return LaunchOneRowStaged(in, small_m::Int8Rows{w}, N, K, y, y_bf16, beta, stream);
 }
 
 }  // namespace gla::cuda

@@ -1,5 +1,5 @@
 // Decode-sized projections on tensor cores: y[M, N] = x[M, K] W[N, K]^T (+ beta y) for M <= 16, with
-// bf16 weights or FP8 ones (widened to bf16 in registers: MmaChunk's FP8 overload).
+// bf16 weights or FP8 / INT8 ones (widened to bf16 in registers: MmaChunk's overloads).
 // Memory-bound (each weight is read once, the M input rows come from L1/L2), so the aim is the
 // weight stream at full bandwidth with little work per byte. The CUDA-core kernel
 // (linear_small_m.cu) spends M FMAs and M input loads per weight pair, which makes it compute- and
@@ -51,16 +51,24 @@ __device__ __forceinline__ uint32_t Fp8x2ToBf16x2(uint32_t two) {
   return *reinterpret_cast<const uint32_t*>(&b);
 }
 
-// 16 FP8 weights (16 bytes) as two bf16 chunks of 8: lo = weights 0-7, hi = weights 8-15.
-__device__ __forceinline__ void Fp8ChunkToBf16(const uint4& w, uint4& lo, uint4& hi) {
-  lo = make_uint4(Fp8x2ToBf16x2(w.x), Fp8x2ToBf16x2(w.x >> 16), Fp8x2ToBf16x2(w.y), Fp8x2ToBf16x2(w.y >> 16));
-  hi = make_uint4(Fp8x2ToBf16x2(w.z), Fp8x2ToBf16x2(w.z >> 16), Fp8x2ToBf16x2(w.w), Fp8x2ToBf16x2(w.w >> 16));
+// Two INT8 weights (the low 16 bits of `two`) as a bf16 pair, exactly (|q| <= 128 fits bf16's 8 bits).
+__device__ __forceinline__ uint32_t Int8x2ToBf16x2(uint32_t two) {
+  const __nv_bfloat162 b = __floats2bfloat162_rn(static_cast<float>(static_cast<int8_t>(two & 0xffu)),
+                                                 static_cast<float>(static_cast<int8_t>((two >> 8) & 0xffu)));
+  return *reinterpret_cast<const uint32_t*>(&b);
+}
+
+// 16 one-byte weights (16 bytes) as two bf16 chunks of 8: lo = weights 0-7, hi = weights 8-15.
+template <uint32_t (*Widen)(uint32_t)>
+__device__ __forceinline__ void ByteChunkToBf16(const uint4& w, uint4& lo, uint4& hi) {
+  lo = make_uint4(Widen(w.x), Widen(w.x >> 16), Widen(w.y), Widen(w.y >> 16));
+  hi = make_uint4(Widen(w.z), Widen(w.z >> 16), Widen(w.w), Widen(w.w >> 16));
 }
 
 // Chunk c of weight rows g (wl) and g + 8 (wh) against the input rows g + 8 j (j < NT) into acc.
-// bf16: 8 weights a chunk, against chunk c of each input row, two mmas. FP8: 16 weights a chunk,
-// widened to two bf16 chunks that meet the input's chunks 2c and 2c + 1 in four mmas (the same k
-// permutation for both operands, as the file's comment says).
+// bf16: 8 weights a chunk, against chunk c of each input row, two mmas. FP8 and INT8: 16 weights a
+// chunk, widened to two bf16 chunks that meet the input's chunks 2c and 2c + 1 in four mmas (the
+// same k permutation for both operands, as the file's comment says).
 template <int NT>
 __device__ __forceinline__ void MmaChunk(const small_m::Bf16Rows&, float (&acc)[NT][4], const uint4& wl,
                                          const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
@@ -75,14 +83,14 @@ __device__ __forceinline__ void MmaChunk(const small_m::Bf16Rows&, float (&acc)[
   }
 }
 
-template <int NT>
-__device__ __forceinline__ void MmaChunk(const small_m::Fp8Rows&, float (&acc)[NT][4], const uint4& wl,
-                                         const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
-                                         int M, int g, int64_t c, int64_t chunks) {
+template <int NT, uint32_t (*Widen)(uint32_t)>
+__device__ __forceinline__ void MmaByteChunk(float (&acc)[NT][4], const uint4& wl, const uint4& wh,
+                                             const __nv_bfloat16* __restrict__ x, int64_t x_stride, int M, int g,
+                                             int64_t c, int64_t chunks) {
   const uint4 zero = make_uint4(0, 0, 0, 0);
   uint4 l0, l1, h0, h1;  // rows g and g + 8, weights 0-7 and 8-15 of the chunk, as bf16
-  Fp8ChunkToBf16(wl, l0, l1);
-  Fp8ChunkToBf16(wh, h0, h1);
+  ByteChunkToBf16<Widen>(wl, l0, l1);
+  ByteChunkToBf16<Widen>(wh, h0, h1);
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
     const int row = g + 8 * j;
@@ -94,6 +102,20 @@ __device__ __forceinline__ void MmaChunk(const small_m::Fp8Rows&, float (&acc)[N
     Mma(acc[j], l1.x, h1.x, l1.y, h1.y, x1.x, x1.y);
     Mma(acc[j], l1.z, h1.z, l1.w, h1.w, x1.z, x1.w);
   }
+}
+
+template <int NT>
+__device__ __forceinline__ void MmaChunk(const small_m::Fp8Rows&, float (&acc)[NT][4], const uint4& wl,
+                                         const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                         int M, int g, int64_t c, int64_t chunks) {
+  MmaByteChunk<NT, Fp8x2ToBf16x2>(acc, wl, wh, x, x_stride, M, g, c, chunks);
+}
+
+template <int NT>
+__device__ __forceinline__ void MmaChunk(const small_m::Int8Rows&, float (&acc)[NT][4], const uint4& wl,
+                                         const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                         int M, int g, int64_t c, int64_t chunks) {
+  MmaByteChunk<NT, Int8x2ToBf16x2>(acc, wl, wh, x, x_stride, M, g, c, chunks);
 }
 
 // NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16). Rows: bf16 or FP8 weight rows
@@ -189,6 +211,16 @@ cudaError_t LinearSmallMFp8TensorCores(const __nv_bfloat16* x, int64_t x_stride,
       (N + kRows - 1) / kRows > 0x7fffffff)
     return cudaErrorInvalidValue;
   return Launch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
+cudaError_t LinearSmallMInt8TensorCores(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N,
+                                        int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                        cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  if (M < 0 || M > kSmallMTensorCores || !small_m::Int8ShapeSupported(x, x_stride, w, N, K) ||
+      (N + kRows - 1) / kRows > 0x7fffffff)
+    return cudaErrorInvalidValue;
+  return Launch(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,

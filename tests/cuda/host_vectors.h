@@ -76,16 +76,33 @@ struct Dev {
   }
 };
 
-// W [N, K] rounded to FP8 E4M3 with a scale per row (QuantizeFp8E4M3PerRow), and those values back
-// in fp32 (scale x code): what the FP8 kernels read, and what their references multiply.
-struct Fp8Host {
+// W [N, K] as one-byte codes with a scale per row, FP8 E4M3 (QuantizeFp8E4M3PerRow) or INT8
+// (symmetric, max / 127), and those values back in fp32 (scale x code): what the FP8 / INT8 kernels
+// read, and what their references multiply.
+struct ByteRowsHost {
   std::vector<uint8_t> q;
   std::vector<float> scale, values;
 };
-inline Fp8Host QuantizeFp8Host(const std::vector<float>& W, int N, int K) {
-  Fp8Host h{std::vector<uint8_t>(W.size()), std::vector<float>(static_cast<size_t>(N)), std::vector<float>(W.size())};
-  EXPECT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, h.q.data(), h.scale.data()));
-  for (size_t i = 0; i < W.size(); ++i) h.values[i] = h.scale[i / static_cast<size_t>(K)] * Float8E4M3ToFloat(h.q[i]);
+inline ByteRowsHost QuantizeRowsHost(const std::vector<float>& W, int N, int K, bool int8) {
+  ByteRowsHost h{std::vector<uint8_t>(W.size()), std::vector<float>(static_cast<size_t>(N)),
+                 std::vector<float>(W.size())};
+  if (int8) {  // cpu::QuantizeInt8PerRow's rule (here without the CPU kernels' BLAS: gpu-check builds these alone)
+    for (int n = 0; n < N; ++n) {
+      float mx = 0.f;
+      for (int k = 0; k < K; ++k) mx = std::max(mx, std::fabs(W[static_cast<size_t>(n) * K + k]));
+      h.scale[n] = mx / 127.f;
+      for (int k = 0; k < K; ++k) {
+        const size_t i = static_cast<size_t>(n) * K + k;
+        h.q[i] = static_cast<uint8_t>(static_cast<int8_t>(mx > 0.f ? std::lrintf(W[i] / h.scale[n]) : 0));
+      }
+    }
+  } else {
+    EXPECT_TRUE(QuantizeFp8E4M3PerRow(W.data(), N, K, h.q.data(), h.scale.data()));
+  }
+  for (size_t i = 0; i < W.size(); ++i) {
+    const float code = int8 ? static_cast<float>(static_cast<int8_t>(h.q[i])) : Float8E4M3ToFloat(h.q[i]);
+    h.values[i] = h.scale[i / static_cast<size_t>(K)] * code;
+  }
   return h;
 }
 

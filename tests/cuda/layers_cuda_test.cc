@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <tuple>
 #include <random>
 #include <vector>
@@ -233,44 +235,62 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
-// FP8 weights (issue 23): the kernels reading FP8 E4M3 rows with a scale per row
-// (QuantizeFp8E4M3PerRow of random weights) against the double-precision product of the same
-// dequantized weights, at every row count each takes, residual add and bf16 output; bad shapes
-// refused unlaunched.
-TEST_P(Layers, LinearSmallMFp8AtEveryRowCount) {
+// FP8 and INT8 weights (issue 23): the kernels reading one-byte rows with a scale per row
+// (QuantizeFp8E4M3PerRow / cpu::QuantizeInt8PerRow of random weights) against the double-precision
+// product of the same dequantized weights, at every row count each takes, residual add and bf16
+// output; bad shapes refused unlaunched.
+TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
   std::mt19937 rng(19);
-  using Kernel = cudaError_t (*)(const __nv_bfloat16*, int64_t, const cuda::Fp8Weight&, int64_t, int64_t, void*, bool,
-                                 int64_t, int64_t, float, cudaStream_t);
+  // One signature over both weight types: the codes as bytes and their scales.
+  using Kernel = std::function<cudaError_t(const __nv_bfloat16*, int64_t, const uint8_t*, const float*, int64_t,
+                                           int64_t, void*, bool, int64_t, int64_t, float)>;
+  auto fp8 = [](auto f) -> Kernel {
+    return [f](const __nv_bfloat16* x, int64_t xs, const uint8_t* q, const float* s, int64_t N, int64_t K, void* y,
+               bool y_bf16, int64_t ys, int64_t M, float beta) {
+      return f(x, xs, cuda::Fp8Weight{q, s}, N, K, y, y_bf16, ys, M, beta, nullptr);
+    };
+  };
+  auto int8 = [](auto f) -> Kernel {
+    return [f](const __nv_bfloat16* x, int64_t xs, const uint8_t* q, const float* s, int64_t N, int64_t K, void* y,
+               bool y_bf16, int64_t ys, int64_t M, float beta) {
+      return f(x, xs, cuda::Int8Weight{reinterpret_cast<const int8_t*>(q), s}, N, K, y, y_bf16, ys, M, beta, nullptr);
+    };
+  };
   const struct {
     const char* name;
+    bool int8;
     Kernel kernel;
     int max_m;
-  } kernels[] = {{"fp8 cuda cores", cuda::LinearSmallMFp8CudaCores, cuda::kSmallMCudaCores},
-                 {"fp8 tensor cores", cuda::LinearSmallMFp8TensorCores, cuda::kSmallMTensorCores},
-                 {"LinearSmallMFp8", cuda::LinearSmallMFp8, cuda::kSmallM}};
+  } kernels[] = {{"fp8 cuda cores", false, fp8(cuda::LinearSmallMFp8CudaCores), cuda::kSmallMCudaCores},
+                 {"fp8 tensor cores", false, fp8(cuda::LinearSmallMFp8TensorCores), cuda::kSmallMTensorCores},
+                 {"LinearSmallMFp8", false, fp8(cuda::LinearSmallMFp8), cuda::kSmallM},
+                 {"int8 cuda cores", true, int8(cuda::LinearSmallMInt8CudaCores), cuda::kSmallMCudaCores},
+                 {"int8 tensor cores", true, int8(cuda::LinearSmallMInt8TensorCores), cuda::kSmallMTensorCores},
+                 {"LinearSmallMInt8", true, int8(cuda::LinearSmallMInt8), cuda::kSmallM}};
   for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 208}}) {
     const int xs = K + 8;
-    const testing::Fp8Host W = testing::QuantizeFp8Host(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f), N, K);
-    const std::vector<float>& deq = W.values;
-    Dev<uint8_t> dq(W.q);
-    Dev<float> dscale(W.scale);
-    const cuda::Fp8Weight fw{dq.p, dscale.p};
+    const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
+    const testing::ByteRowsHost hosts[2] = {testing::QuantizeRowsHost(W, N, K, false),
+                                            testing::QuantizeRowsHost(W, N, K, true)};
     for (const auto& k : kernels) {
+      const testing::ByteRowsHost& h = hosts[k.int8];
+      Dev<uint8_t> dq(h.q);
+      Dev<float> dscale(h.scale);
       for (int M = 1; M <= k.max_m; ++M) {
         const auto x = RoundBf16(Random(M * xs, rng));
         const auto y0 = Random(static_cast<size_t>(M) * N, rng);
         std::vector<float> ref = y0;
-        NaiveLinear(x.data(), xs, deq.data(), N, K, ref.data(), M, 1.0f);
+        NaiveLinear(x.data(), xs, h.values.data(), N, K, ref.data(), M, 1.0f);
         Dev<__nv_bfloat16> dx(ToBf16(x));
         Dev<float> dy(y0);
-        GLA_CUDA_OK(k.kernel(dx.p, xs, fw, N, K, dy.p, false, N, M, 1.0f, nullptr));
+        GLA_CUDA_OK(k.kernel(dx.p, xs, dq.p, dscale.p, N, K, dy.p, false, N, M, 1.0f));
         EXPECT_LT(RelErr(dy.Get(), ref), 1e-5) << k.name << " N=" << N << " K=" << K << " M=" << M;
         std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
-        NaiveLinear(x.data(), xs, deq.data(), N, K, ref2.data(), M);
+        NaiveLinear(x.data(), xs, h.values.data(), N, K, ref2.data(), M);
         Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
-        GLA_CUDA_OK(k.kernel(dx.p, xs, fw, N, K, dz.p, true, N, M, 0.0f, nullptr));
+        GLA_CUDA_OK(k.kernel(dx.p, xs, dq.p, dscale.p, N, K, dz.p, true, N, M, 0.0f));
         EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << k.name << " N=" << N << " K=" << K << " M=" << M
                                                           << " bf16";
       }
@@ -279,21 +299,44 @@ TEST_P(Layers, LinearSmallMFp8AtEveryRowCount) {
   Dev<__nv_bfloat16> dx(16 * 17);
   Dev<uint8_t> dq(64);
   Dev<float> dy(2 * 17), dscale(2);
-  const cuda::Fp8Weight fw{dq.p, dscale.p};
   for (const auto& k : kernels) {
-    EXPECT_EQ(k.kernel(dx.p, 16, fw, 2, 16, dy.p, false, 2, k.max_m + 1, 0.f, nullptr), cudaErrorInvalidValue)
+    EXPECT_EQ(k.kernel(dx.p, 16, dq.p, dscale.p, 2, 16, dy.p, false, 2, k.max_m + 1, 0.f), cudaErrorInvalidValue)
         << k.name;
-    EXPECT_EQ(k.kernel(dx.p, 8, fw, 2, 8, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;  // K % 16
-    EXPECT_EQ(k.kernel(dx.p, 16, {dq.p, nullptr}, 2, 16, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue)
-        << k.name;
+    EXPECT_EQ(k.kernel(dx.p, 8, dq.p, dscale.p, 2, 8, dy.p, false, 2, 1, 0.f), cudaErrorInvalidValue) << k.name;  // K % 16
+    EXPECT_EQ(k.kernel(dx.p, 16, dq.p, nullptr, 2, 16, dy.p, false, 2, 1, 0.f), cudaErrorInvalidValue) << k.name;
   }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
+}
+
+// The matrix of a larger INT8 step in bf16: bf16(scale[n] * q[n, k]) to the bit, rows of both model
+// widths and an odd row count; bad shapes refused unlaunched.
+TEST_P(Layers, DequantizeInt8ToBf16IsTheRoundedProduct) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(41);
+  for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{37, 208}}) {
+    const testing::ByteRowsHost h = testing::QuantizeRowsHost(Random(static_cast<size_t>(N) * K, rng), N, K, true);
+    Dev<uint8_t> dq(h.q);
+    Dev<float> dscale(h.scale);
+    Dev<__nv_bfloat16> out(static_cast<size_t>(N) * K);
+    GLA_CUDA_OK(cuda::DequantizeInt8ToBf16({reinterpret_cast<const int8_t*>(dq.p), dscale.p}, N, K, out.p, nullptr));
+    const auto got = out.Get();
+    const auto want = ToBf16(h.values);  // scale * code in fp32, rounded to nearest even
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(got[0]))) << "N=" << N << " K=" << K;
+  }
+  Dev<uint8_t> dq(64);
+  Dev<float> dscale(2);
+  Dev<__nv_bfloat16> out(64);
+  const cuda::Int8Weight iw{reinterpret_cast<const int8_t*>(dq.p), dscale.p};
+  EXPECT_EQ(cuda::DequantizeInt8ToBf16(iw, 2, 24, out.p, nullptr), cudaErrorInvalidValue) << "K % 16";
+  EXPECT_EQ(cuda::DequantizeInt8ToBf16({iw.q, nullptr}, 2, 16, out.p, nullptr), cudaErrorInvalidValue) << "no scales";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
 // The one-row projection that makes its input itself equals, to the bit, the two kernels it
 // replaces in a batch-1 decode step: RmsNorm (of a chosen row) then the CUDA-core projection, and
-// SwiGlu then the projection; bf16 and FP8 weights, both output types, the residual add; bad shapes
-// refused unlaunched.
+// SwiGlu then the projection; bf16, FP8 and INT8 weights, both output types, the residual add; bad
+// shapes refused unlaunched.
 TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
@@ -307,11 +350,12 @@ TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
   Dev<int32_t> drow(row);
   for (auto [N, K, swiglu] : {std::tuple{2 * w.I, w.D, false}, std::tuple{w.D, w.I, true}, std::tuple{1000, w.D, false}}) {
     const auto W = RoundBf16(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f));
-    const testing::Fp8Host W8 = testing::QuantizeFp8Host(W, N, K);
+    const testing::ByteRowsHost W8 = testing::QuantizeRowsHost(W, N, K, false), Wi8 = testing::QuantizeRowsHost(W, N, K, true);
     Dev<__nv_bfloat16> dW(ToBf16(W)), staged(K);
-    Dev<uint8_t> dq(W8.q);
-    Dev<float> dscale(W8.scale);
+    Dev<uint8_t> dq(W8.q), dqi(Wi8.q);
+    Dev<float> dscale(W8.scale), dscalei(Wi8.scale);
     const cuda::Fp8Weight fw{dq.p, dscale.p};
+    const cuda::Int8Weight iw{reinterpret_cast<const int8_t*>(dqi.p), dscalei.p};
     cuda::OneRowInput in;
     if (swiglu) {
       in.kind = cuda::OneRowInput::kSwiGlu;
@@ -325,22 +369,27 @@ TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
       in.eps = 1e-6f;
       GLA_CUDA_OK(cuda::RmsNorm(dx.p, w.D, drow.p, dg.p, staged.p, K, 1, K, 1e-6f, nullptr));
     }
-    for (auto [out_bf16, fp8] : {std::pair{false, false}, std::pair{true, false}, std::pair{false, true},
-                                 std::pair{true, true}}) {
+    enum Weights { kBf16, kFp8, kInt8 };
+    for (auto [out_bf16, weights] : {std::pair{false, kBf16}, std::pair{true, kBf16}, std::pair{false, kFp8},
+                                     std::pair{true, kFp8}, std::pair{false, kInt8}, std::pair{true, kInt8}}) {
       const float beta = out_bf16 ? 0.f : 1.f;
       const auto y0 = Random(N, rng);
       Dev<float> want32(y0), got32(y0);
       Dev<__nv_bfloat16> want16(N), got16(N);
       void* want = out_bf16 ? static_cast<void*>(want16.p) : want32.p;
       void* got = out_bf16 ? static_cast<void*>(got16.p) : got32.p;
-      if (fp8) {
+      if (weights == kFp8) {
         GLA_CUDA_OK(cuda::LinearSmallMFp8CudaCores(staged.p, K, fw, N, K, want, out_bf16, N, 1, beta, nullptr));
         GLA_CUDA_OK(cuda::LinearOneRowStagedFp8(in, fw, N, K, got, out_bf16, beta, nullptr));
+      } else if (weights == kInt8) {
+        GLA_CUDA_OK(cuda::LinearSmallMInt8CudaCores(staged.p, K, iw, N, K, want, out_bf16, N, 1, beta, nullptr));
+        GLA_CUDA_OK(cuda::LinearOneRowStagedInt8(in, iw, N, K, got, out_bf16, beta, nullptr));
       } else {
         GLA_CUDA_OK(cuda::LinearSmallMCudaCores(staged.p, K, dW.p, N, K, want, out_bf16, N, 1, beta, nullptr));
         GLA_CUDA_OK(cuda::LinearOneRowStaged(in, dW.p, N, K, got, out_bf16, beta, nullptr));
       }
-      const std::string what = std::string(fp8 ? "fp8" : "bf16") + " weights, N=" + std::to_string(N) +
+      const std::string what = std::string(weights == kFp8 ? "fp8" : weights == kInt8 ? "int8" : "bf16") +
+                               " weights, N=" + std::to_string(N) +
                                " K=" + std::to_string(K) + (swiglu ? " swiglu" : " norm");
       if (out_bf16) {
         const auto a = want16.Get(), b = got16.Get();
@@ -365,6 +414,10 @@ TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
       << "fp8: K % 16";
   EXPECT_EQ(cuda::LinearOneRowStagedFp8(in, {dq.p, nullptr}, 16, 16, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
       << "fp8: no scales";
+  EXPECT_EQ(cuda::LinearOneRowStagedInt8(in, {reinterpret_cast<const int8_t*>(dq.p), dg.p}, 16, 24, dy.p, false, 0.f,
+                                         nullptr),
+            cudaErrorInvalidValue)
+      << "int8: K % 16";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 

@@ -79,7 +79,8 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
   const cublasStatus_t init = gemm.Init(workspace.p, 32u << 20);
   ASSERT_EQ(init, CUBLAS_STATUS_SUCCESS) << "cuBLASLt " << cublasLtGetVersion();
   for (auto [N, K] : kShapes) {
-    const testing::Fp8Host W = testing::QuantizeFp8Host(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f), N, K);
+    const testing::ByteRowsHost W =
+        testing::QuantizeRowsHost(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f), N, K, /*int8=*/false);
     const std::vector<float>& wdeq = W.values;
     Dev<uint8_t> dwq(W.q);
     Dev<float> dws(W.scale);

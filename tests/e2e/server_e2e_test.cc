@@ -366,26 +366,28 @@ TEST(ServerE2ESmall, Bf16StatesHalveEachSequencesStateAndServe) {
   EXPECT_NE(bad.log().find("glad: error: --state_dtype 'fp8': expected f32 or bf16"), std::string::npos) << bad.log();
 }
 
-// --weights fp8 (issue 23): glad serves with the projections in FP8 and its device line says so:
-// on the CPU backend always (fp32 arithmetic on the FP8 values), on the CUDA backend (FP8 rows on
-// the GPU) where the run says a GPU is there (GLA_EXPECT_BACKEND=cuda).
-TEST(ServerE2ESmall, Fp8WeightsServeAndSaySo) {
+// --weights fp8 and int8 (issue 23): glad serves with the projections in one-byte rows and its
+// device line says so: on the CPU backend always (INT8 arithmetic; fp32 on the FP8 values), on the
+// CUDA backend (the rows on the GPU) where the run says a GPU is there (GLA_EXPECT_BACKEND=cuda).
+TEST(ServerE2ESmall, ByteWeightsServeAndSaySo) {
   std::vector<std::string> backends = {"cpu"};
   const char* expect_backend = std::getenv("GLA_EXPECT_BACKEND");
   if (expect_backend != nullptr && std::string(expect_backend) == "cuda") backends.push_back("cuda");
-  else std::printf("[ note ] fp8 weights served on the cpu backend only here (no GLA_EXPECT_BACKEND=cuda)\n");
+  else std::printf("[ note ] fp8 / int8 weights served on the cpu backend only here (no GLA_EXPECT_BACKEND=cuda)\n");
   for (const std::string& backend : backends) {
-    GladProcess server({"--model", testing::TinyModelDir(), "--backend", backend, "--slots", "4", "--threads", "1",
-                        "--weights", "fp8"});
-    ASSERT_TRUE(server.ok()) << server.log();
-    auto stub = server.stub();
-    const auto info = Info(*stub);
-    EXPECT_NE(info.device().find("fp8 weights"), std::string::npos) << info.device();
-    grpc::ClientContext ctx;
-    v1::GenerateResponse resp;
-    ASSERT_TRUE(stub->Generate(&ctx, Request(RefIds("greedy.prompt_ids"), 16), &resp).ok()) << backend;
-    EXPECT_EQ(resp.token_ids_size(), 16) << backend;
-    EXPECT_EQ(server.Terminate(), 0) << backend;
+    for (const std::string weights : {"fp8", "int8"}) {
+      GladProcess server({"--model", testing::TinyModelDir(), "--backend", backend, "--slots", "4", "--threads", "1",
+                          "--weights", weights});
+      ASSERT_TRUE(server.ok()) << server.log();
+      auto stub = server.stub();
+      const auto info = Info(*stub);
+      EXPECT_NE(info.device().find(weights + " weights"), std::string::npos) << info.device();
+      grpc::ClientContext ctx;
+      v1::GenerateResponse resp;
+      ASSERT_TRUE(stub->Generate(&ctx, Request(RefIds("greedy.prompt_ids"), 16), &resp).ok()) << backend << weights;
+      EXPECT_EQ(resp.token_ids_size(), 16) << backend << " " << weights;
+      EXPECT_EQ(server.Terminate(), 0) << backend << " " << weights;
+    }
   }
 }
 

@@ -129,16 +129,6 @@ TEST(Bf16States, TheCpuBackendPoolIsHalfAndEqualsTheModelsOwnRounding) {
   EXPECT_EQ(std::memcmp(kept.data(), (*after)->data(), kept.size() * sizeof(float)), 0);
 }
 
-// The CUDA backend takes bf16 states (its kernels are tested on a GPU: tests/cuda); its options check,
-// which runs before it looks for a device, lets them through while it still refuses INT8 weights.
-TEST(Bf16States, TheCudaBackendsOptionsCheckTakesThem) {
-  CudaBackendOptions co;
-  co.state_dtype = StateDType::kBF16;
-  EXPECT_TRUE(CheckCudaBackendOptions(co).ok()) << CheckCudaBackendOptions(co);
-  co.weights = WeightFormat::kInt8;
-  EXPECT_EQ(CheckCudaBackendOptions(co).code(), absl::StatusCode::kInvalidArgument);
-}
-
 std::string ReadBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), {}};
