@@ -126,6 +126,16 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, i
   }
 }
 
+// The entry points' checks (nothing launched when they fail), then the launch.
+template <class Rows>
+cudaError_t CheckedLaunch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
+                          bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  if (M < 0 || M > kSmallMCudaCores || !rows.Supported(x, x_stride, N, K) || N > int64_t{kWarps} * 0x7fffffff)
+    return cudaErrorInvalidValue;
+  return Launch(x, x_stride, rows, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
 // LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
 // streamed as above with x read from there. Chunk c of a weight row meets the staged row's chunk c
 // (bf16: 8 weights) or chunks 2c and 2c + 1 (FP8, INT8: 16 weights).
@@ -203,21 +213,19 @@ cudaError_t LaunchOneRowStaged(const OneRowInput& in, const Rows& rows, int64_t 
 cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                   int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                   cudaStream_t stream) {
-  if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallMCudaCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
-      N > int64_t{kWarps} * 0x7fffffff)
-    return cudaErrorInvalidValue;
-  return Launch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return CheckedLaunch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMFp8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
                                      int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                      cudaStream_t stream) {
-  if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallMCudaCores || !small_m::Fp8ShapeSupported(x, x_stride, w, N, K) ||
-      N > int64_t{kWarps} * 0x7fffffff)
-    return cudaErrorInvalidValue;
-  return Launch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return CheckedLaunch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
+cudaError_t LinearSmallMInt8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N,
+                                      int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
+                                      cudaStream_t stream) {
+  return CheckedLaunch(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
@@ -226,16 +234,6 @@ cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8W
   if (M < kSmallMTensorCoresFrom)
     return LinearSmallMFp8CudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
   return LinearSmallMFp8TensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
-}
-
-cudaError_t LinearSmallMInt8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N,
-                                      int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                      cudaStream_t stream) {
-  if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallMCudaCores || !small_m::Int8ShapeSupported(x, x_stride, w, N, K) ||
-      N > int64_t{kWarps} * 0x7fffffff)
-    return cudaErrorInvalidValue;
-  return Launch(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,

@@ -18,23 +18,18 @@ inline bool ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const __nv_
   return N > 0 && K > 0 && K % 8 == 0 && x_stride % 8 == 0 && aligned;
 }
 
-// The same for FP8 or INT8 weights (kernels/linear.h's Fp8Weight, Int8Weight): K in 16-weight
-// chunks, scales given.
+// The same for one-byte weights (kernels/linear.h's Fp8Weight, Int8Weight): K in 16-weight chunks,
+// scales given.
 inline bool ByteShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const void* q, const float* scale, int64_t N,
                                int64_t K) {
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0;
   return N > 0 && K > 0 && K % 16 == 0 && x_stride % 8 == 0 && aligned && scale != nullptr;
 }
-inline bool Fp8ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K) {
-  return ByteShapeSupported(x, x_stride, w.q, w.scale, N, K);
-}
-inline bool Int8ShapeSupported(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K) {
-  return ByteShapeSupported(x, x_stride, w.q, w.scale, N, K);
-}
 
 // A kernel's weight rows as it streams them, in 16-byte chunks: bf16 (8 weights a chunk), or FP8
 // E4M3 or INT8 (16 weights a chunk) whose row sums are scaled once by the row's scale. The kernels
 // are templates over these; each multiplies a chunk with its inputs through an overload per type.
+// Supported(): the shapes the entry points take (checked on the host before any launch).
 struct Bf16Rows {
   const __nv_bfloat16* w;
   static constexpr int kWeightsPerChunk = 8;
@@ -43,27 +38,26 @@ struct Bf16Rows {
     return reinterpret_cast<const uint4*>(w + n * K);
   }
   __device__ __forceinline__ float Scale(int64_t) const { return 1.f; }
+  bool Supported(const __nv_bfloat16* x, int64_t x_stride, int64_t N, int64_t K) const {
+    return ShapeSupported(x, x_stride, w, N, K);
+  }
 };
 
-struct Fp8Rows {
-  Fp8Weight w;
+template <class Weight>  // Fp8Weight or Int8Weight: q [N, K] one byte a weight, scale [N]
+struct ByteRows {
+  Weight w;
   static constexpr int kWeightsPerChunk = 16;
   static constexpr bool kScaled = true;
   __device__ __forceinline__ const uint4* Row(int64_t n, int64_t K) const {
     return reinterpret_cast<const uint4*>(w.q + n * K);
   }
   __device__ __forceinline__ float Scale(int64_t n) const { return __ldg(w.scale + n); }
-};
-
-struct Int8Rows {
-  Int8Weight w;
-  static constexpr int kWeightsPerChunk = 16;
-  static constexpr bool kScaled = true;
-  __device__ __forceinline__ const uint4* Row(int64_t n, int64_t K) const {
-    return reinterpret_cast<const uint4*>(w.q + n * K);
+  bool Supported(const __nv_bfloat16* x, int64_t x_stride, int64_t N, int64_t K) const {
+    return ByteShapeSupported(x, x_stride, w.q, w.scale, N, K);
   }
-  __device__ __forceinline__ float Scale(int64_t n) const { return __ldg(w.scale + n); }
 };
+using Fp8Rows = ByteRows<Fp8Weight>;
+using Int8Rows = ByteRows<Int8Weight>;
 
 // An output's sum as stored: scaled by its row's scale where the rows carry one.
 template <class Rows>

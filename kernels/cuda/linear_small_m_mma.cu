@@ -23,6 +23,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
 #include "kernels/linear.h"
@@ -42,19 +43,13 @@ __device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uin
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Two FP8 E4M3 weights (the low 16 bits of `two`) as a bf16 pair, exactly (E4M3's 3 mantissa bits
-// and exponent range fit bf16): through half precision, the one FP8 conversion sm_90 has in hardware.
-__device__ __forceinline__ uint32_t Fp8x2ToBf16x2(uint32_t two) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
-  const float2 f = __half22float2(__half2(h));
+// Two one-byte weights (the low 16 bits of `two`) as a bf16 pair, exactly (E4M3's 3 mantissa bits
+// and exponent range fit bf16, and so does INT8): widened to fp32 as the CUDA-core kernels widen
+// them (bf16_dot.cuh), then packed.
+template <float2 (*Widen)(unsigned)>
+__device__ __forceinline__ uint32_t ToBf16x2(uint32_t two) {
+  const float2 f = Widen(two);
   const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<const uint32_t*>(&b);
-}
-
-// Two INT8 weights (the low 16 bits of `two`) as a bf16 pair, exactly (|q| <= 128 fits bf16's 8 bits).
-__device__ __forceinline__ uint32_t Int8x2ToBf16x2(uint32_t two) {
-  const __nv_bfloat162 b = __floats2bfloat162_rn(static_cast<float>(static_cast<int8_t>(two & 0xffu)),
-                                                 static_cast<float>(static_cast<int8_t>((two >> 8) & 0xffu)));
   return *reinterpret_cast<const uint32_t*>(&b);
 }
 
@@ -108,14 +103,14 @@ template <int NT>
 __device__ __forceinline__ void MmaChunk(const small_m::Fp8Rows&, float (&acc)[NT][4], const uint4& wl,
                                          const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                          int M, int g, int64_t c, int64_t chunks) {
-  MmaByteChunk<NT, Fp8x2ToBf16x2>(acc, wl, wh, x, x_stride, M, g, c, chunks);
+  MmaByteChunk<NT, ToBf16x2<Fp8x2ToFloat2>>(acc, wl, wh, x, x_stride, M, g, c, chunks);
 }
 
 template <int NT>
 __device__ __forceinline__ void MmaChunk(const small_m::Int8Rows&, float (&acc)[NT][4], const uint4& wl,
                                          const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                          int M, int g, int64_t c, int64_t chunks) {
-  MmaByteChunk<NT, Int8x2ToBf16x2>(acc, wl, wh, x, x_stride, M, g, c, chunks);
+  MmaByteChunk<NT, ToBf16x2<Int8x2ToFloat2>>(acc, wl, wh, x, x_stride, M, g, c, chunks);
 }
 
 // NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16). Rows: bf16 or FP8 weight rows
@@ -201,36 +196,34 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, i
                          y_stride, beta);
 }
 
+// The entry points' checks (nothing launched when they fail), then the launch.
+template <class Rows>
+cudaError_t CheckedLaunch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
+                          bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  if (M < 0 || M > kSmallMTensorCores || !rows.Supported(x, x_stride, N, K) || (N + kRows - 1) / kRows > 0x7fffffff)
+    return cudaErrorInvalidValue;
+  return Launch(x, x_stride, rows, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
 }  // namespace
 
 cudaError_t LinearSmallMFp8TensorCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
                                        int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                        cudaStream_t stream) {
-  if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallMTensorCores || !small_m::Fp8ShapeSupported(x, x_stride, w, N, K) ||
-      (N + kRows - 1) / kRows > 0x7fffffff)
-    return cudaErrorInvalidValue;
-  return Launch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return CheckedLaunch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMInt8TensorCores(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N,
                                         int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                         cudaStream_t stream) {
-  if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallMTensorCores || !small_m::Int8ShapeSupported(x, x_stride, w, N, K) ||
-      (N + kRows - 1) / kRows > 0x7fffffff)
-    return cudaErrorInvalidValue;
-  return Launch(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return CheckedLaunch(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream) {
-  if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallMTensorCores || !small_m::ShapeSupported(x, x_stride, w, N, K) ||
-      (N + kRows - 1) / kRows > 0x7fffffff)
-    return cudaErrorInvalidValue;
-  return Launch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return CheckedLaunch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 }  // namespace gla::cuda
