@@ -254,22 +254,27 @@ fi
 # Issue 23's one-byte weights on the GPU (FP8, INT8), alone: their kernel and engine tests (the
 # decode-sized kernels, the FP8 input quantizer and GEMM, INT8's dequantization, the engine against
 # the CPU's same weights, the default model's perplexity), glad serving with each, then
-# gla-engine-bench native, fp8 and int8 alternating twice on both shapes (A/B in one call: the
-# floors move with the bytes).
+# gla-engine-bench native, fp8 and int8 alternating on both shapes (A/B in one call: the floors
+# move with the bytes).
 if [ "$parts" = weights ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  check weights_kernel_tests gpu-bundle/run gla_kernels_cuda_test \
+  # Time limits: these paths ran on no GPU before they were written into the tree, and a hang must
+  # not eat the whole device call.
+  check weights_kernel_tests timeout 240 gpu-bundle/run gla_kernels_cuda_test \
     --gtest_filter='*Fp8*:*Int8*:*ByteWeights*:*LinearSmallM*:*OneRowStaged*'
-  check weights_engine_tests gpu-bundle/run cuda_engine_test --gtest_filter='*Fp8*:*Int8*:*ByteWeights*:*CudaBackend*'
+  check weights_engine_tests timeout 240 gpu-bundle/run cuda_engine_test \
+    --gtest_filter='*Fp8*:*Int8*:*ByteWeights*:*CudaBackend*'
   grep -h "\[ measure \]" "$out/weights_engine_tests.txt" | tee -a "$out/summary.txt"
-  check weights_serving_e2e gpu-bundle/run server_e2e_test --gtest_filter='*ByteWeights*'
-  for preset in 340M 1.3B; do
-    gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+  check weights_serving_e2e timeout 120 gpu-bundle/run server_e2e_test --gtest_filter='*ByteWeights*'
+  # GLA_WEIGHTS_PRESETS / GLA_WEIGHTS_ROUNDS: which shapes, how many alternations (a round of both
+  # shapes is about four minutes of the call's ten).
+  for preset in ${GLA_WEIGHTS_PRESETS:-340M 1.3B}; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
-    for round in 1 2; do
+    for round in $(seq 1 "${GLA_WEIGHTS_ROUNDS:-1}"); do
       for weights in native fp8 int8; do
-        check "weights_ab_${preset}_${weights}_$round" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+        check "weights_ab_${preset}_${weights}_$round" timeout 180 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
           --name gla-$preset --weights $weights --batches "${GLA_BENCH_WEIGHTS_BATCHES:-1,8,32,128}" --prefill_tokens 2048
         grep -E "^(#|prefill|TTFT|decode)" "$out/weights_ab_${preset}_${weights}_$round.txt" |
           sed "s/^/$preset $weights $round: /" | tee -a "$out/summary.txt"
