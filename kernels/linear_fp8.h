@@ -57,9 +57,9 @@ class LinearFp8Gemm {
   int plans() const { return static_cast<int>(plans_.size()); }
 
  private:
-  // What the algorithm depends on: the shapes, the output's type and stride, whether C is read, and
-  // the operands' alignments (the heuristic is told them).
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, int, int, int>;
+  // What the algorithm depends on: the shapes, the output's type and stride, and the operands'
+  // alignments (the heuristic is told them).
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, int, int, int>;
   struct Plan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;

@@ -22,9 +22,9 @@ int Alignment(const void* p) {
   return align;
 }
 
-#define GLA_LT_RETURN_IF_ERROR(expr)                       \
-  do {                                                     \
-    const cublasStatus_t gla_lt_status_ = (expr);          \
+#define GLA_LT_RETURN_IF_ERROR(expr)                                      \
+  do {                                                                    \
+    const cublasStatus_t gla_lt_status_ = (expr);                         \
     if (gla_lt_status_ != CUBLAS_STATUS_SUCCESS) return gla_lt_status_; \
   } while (0)
 
@@ -53,7 +53,7 @@ cublasStatus_t LinearFp8Gemm::Init(void* workspace, size_t bytes) {
 }
 
 cublasStatus_t LinearFp8Gemm::MakePlan(const Key& key, const void* a_scale, const void* b_scale, Plan* plan) {
-  const auto [N, K, M, x_stride, y_stride, y_bf16, read_c, align_a, align_b, align_d] = key;
+  const auto [N, K, M, x_stride, y_stride, y_bf16, align_a, align_b, align_d] = key;
   GLA_LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   GLA_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -93,7 +93,6 @@ cublasStatus_t LinearFp8Gemm::MakePlan(const Key& key, const void* a_scale, cons
   if (st == CUBLAS_STATUS_SUCCESS)
     st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->d, plan->d, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  (void)read_c;  // part of the key: beta = 0 and beta != 0 may get different algorithms
   if (st != CUBLAS_STATUS_SUCCESS) return st;
   if (found == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   plan->algo = result.algo;
@@ -111,7 +110,7 @@ cublasStatus_t LinearFp8Gemm::Run(const Fp8Input& x, const Fp8Weight& w, int64_t
     return CUBLAS_STATUS_INVALID_VALUE;
   const int align_a = Alignment(w.q), align_b = Alignment(x.q), align_d = Alignment(y);
   if (align_a < 16 || align_b < 16) return CUBLAS_STATUS_INVALID_VALUE;
-  const Key key{N, K, M, x.stride, y_stride, y_bf16, beta != 0.f, align_a, align_b, align_d};
+  const Key key{N, K, M, x.stride, y_stride, y_bf16, align_a, align_b, align_d};
   const void* a_scale = w.scale;
   const void* b_scale = x.scale;
   auto it = plans_.find(key);
