@@ -62,6 +62,11 @@ int EngineSet::LeastLoaded() {
   return best;
 }
 
+bool EngineSet::Busy(int e) const {
+  const int slots = std::max(1, engines_[static_cast<size_t>(e)]->backend().pool().capacity());
+  return in_flight_[static_cast<size_t>(e)].load() >= slots;
+}
+
 std::vector<UpdateSink> EngineSet::Counted(int engine, std::vector<UpdateSink> sinks) {
   for (UpdateSink& sink : sinks) {
     sink = [counts = in_flight_, engine, inner = std::move(sink)](GenerationUpdate&& u) {
@@ -86,7 +91,21 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> EngineSet::Submit(GenerationSpec 
 absl::StatusOr<std::vector<std::shared_ptr<RequestHandle>>> EngineSet::SubmitGroup(std::vector<GenerationSpec> specs,
                                                                                    std::vector<UpdateSink> sinks) {
   if (specs.empty()) return absl::InvalidArgumentError("a group needs at least one spec");
-  const int e = specs.front().session.empty() ? LeastLoaded() : Home(specs.front().session);
+  int e = 0;
+  if (specs.front().session.empty()) {
+    e = LeastLoaded();
+  } else {
+    e = Home(specs.front().session);
+    // With a store any engine can run a session's turn: rather than queue behind a home whose
+    // slots are all taken, it goes where a slot is free (its state comes from the store there).
+    if (shared_store_ && size() > 1 && Busy(e)) {
+      const int other = LeastLoaded();
+      if (!Busy(other)) {
+        e = other;
+        turns_off_home_.fetch_add(1);
+      }
+    }
+  }
   const int n = static_cast<int>(specs.size());
   // Counted before the engine can finish any of them (a sink may run before SubmitGroup returns).
   in_flight_[static_cast<size_t>(e)].fetch_add(n);
@@ -181,6 +200,7 @@ SchedulerStats EngineSet::stats() const {
     if (shared_store_ && e != engines_.front()) t.sessions.sessions = sessions;
     t.prefix_cache += s.prefix_cache;
   }
+  t.sessions.turns_off_home = turns_off_home_.load();
   return t;
 }
 

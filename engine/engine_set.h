@@ -6,8 +6,10 @@
 //     store a session lives on its home engine alone, so one turn at a time holds as with one
 //     engine; with --session_dir the engines share the directory and each loads the sessions it is
 //     home to (a restart with another device count finds every session at its new home). With
-//     --state_store each engine is a replica of the shared tier and could serve any session; the
-//     home keeps its state hot.
+//     --state_store each engine is a replica of the shared tier and can serve any session; the
+//     home keeps its state hot, and a turn whose home has a request in flight on every state slot
+//     goes to the least loaded engine instead when that one has a free slot (it leases the session
+//     from the store as another replica would; SessionStats::turns_off_home counts them).
 //   - a fork whose new id has another home: the source's engine copies the session out and the new
 //     id's home makes the fork from the copy (Scheduler::ExportSession / ImportSession).
 //   - everything else (requests without a session, n > 1 groups) goes to the engine with the fewest
@@ -78,6 +80,8 @@ class EngineSet {
  private:
   int Home(const std::string& session) const { return HomeOf(session, size()); }
   int LeastLoaded();
+  // Whether engine e has a request in flight on every state slot (what placement counts).
+  bool Busy(int e) const;
   // The sinks, each made to count its request out of the engine's in-flight when it finishes.
   std::vector<UpdateSink> Counted(int engine, std::vector<UpdateSink> sinks);
 
@@ -85,6 +89,7 @@ class EngineSet {
   const bool shared_store_;
   std::shared_ptr<std::atomic<int>[]> in_flight_;
   std::atomic<uint32_t> turn_{0};
+  std::atomic<uint64_t> turns_off_home_{0};
 };
 
 }  // namespace gla

@@ -228,11 +228,13 @@ class ServerMetrics::Gauges : public prometheus::Collectable {
     out.push_back(GaugeFamily("gla_session_host_bytes", "Host memory held by idle session states."));
     Add(out.back(), static_cast<double>(s.sessions.host_bytes));
     out.push_back(CounterFamily("gla_session_events_total",
-                                "Session states swapped out of slots, written to disk, dropped over budget, expired."));
+                                "Session states swapped out of slots, written to disk, dropped over budget, expired; "
+                                "turns run away from a busy home engine (--devices with --state_store)."));
     Add(out.back(), static_cast<double>(s.sessions.swapped_out), {{"event", "swapped_out"}});
     Add(out.back(), static_cast<double>(s.sessions.written), {{"event", "written"}});
     Add(out.back(), static_cast<double>(s.sessions.dropped), {{"event", "dropped"}});
     Add(out.back(), static_cast<double>(s.sessions.expired), {{"event", "expired"}});
+    Add(out.back(), static_cast<double>(s.sessions.turns_off_home), {{"event", "off_home"}});
     out.push_back(CounterFamily("gla_state_store_events_total",
                                 "The shared state tier (--state_store): session states read from the store, "
                                 "written to it, local copies let go, store calls that failed."));

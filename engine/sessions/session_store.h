@@ -108,6 +108,9 @@ struct SessionStats {
   // what a resumed turn waits before its first step, and a turn's last message after its last token;
   // creations write no state and pull the write mean down).
   double store_read_s = 0, store_write_s = 0;
+  // Several engines sharing a store (engine_set.h): turns run away from their home engine because
+  // its slots were all taken (set by the EngineSet, not by a store).
+  uint64_t turns_off_home = 0;
   // Summed with another store's (engine_set.h): every field.
   SessionStats& operator+=(const SessionStats& o) {
     sessions += o.sessions, in_slots += o.in_slots, in_host += o.in_host, on_disk += o.on_disk;
@@ -116,6 +119,7 @@ struct SessionStats {
     store_reads += o.store_reads, store_writes += o.store_writes, store_released += o.store_released;
     store_errors += o.store_errors;
     store_read_s += o.store_read_s, store_write_s += o.store_write_s;
+    turns_off_home += o.turns_off_home;
     return *this;
   }
 };

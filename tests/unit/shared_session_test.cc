@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/backend.h"
+#include "engine/engine_set.h"
 #include "engine/scheduler.h"
 #include "engine/sessions/shared_sessions.h"
 #include "models/fingerprint.h"
@@ -383,6 +384,48 @@ TEST_F(SharedSessionTest, AnotherModelsOrACorruptEntryIsNeverUsed) {
   EXPECT_NE(turn.status.message().find("session 'g' in the state store"), std::string::npos) << turn.status;
   // Its lease went back with the refusal: a's current copy still continues it.
   EXPECT_TRUE(Turn(*a, Greedy(Text(4, 22), 2, "g")).status.ok());
+}
+
+// Two engines of one glad sharing the store (glad --devices with --state_store; engine_set.h): a
+// session's turn whose home engine has every slot taken runs on the other engine, its state read
+// from the store, and gives exactly the tokens its home would have; the next turn goes home again
+// (its copy there a turn old: read again). The metric counts the turn that ran away from home.
+TEST_F(SharedSessionTest, ATurnWhoseHomeEngineIsBusyRunsOnAnotherFromTheStore) {
+  Replica a = MakeReplica("a", 30000, int64_t{1} << 30, /*slots=*/1);
+  Replica b = MakeReplica("b", 30000, int64_t{1} << 30, /*slots=*/1);
+  EngineSet set({a.scheduler.get(), b.scheduler.get()}, /*shared_store=*/true);
+  auto at_home_0 = [](const std::string& stem) {
+    for (int k = 0;; ++k)
+      if (HomeOf(stem + std::to_string(k), 2) == 0) return stem + std::to_string(k);
+  };
+  const std::string chat = at_home_0("chat"), busy = at_home_0("busy");
+  ASSERT_TRUE(testing::CreateSession(set, chat).ok());
+  ASSERT_TRUE(testing::CreateSession(set, busy).ok());
+  const auto p1 = Text(20, 41), p2 = Text(9, 42), p3 = Text(12, 43);
+  const Collected o1 = SubmitCollect(set, Greedy(p1, 4, chat)).get();
+  ASSERT_TRUE(o1.status.ok()) << o1.status;
+  EXPECT_EQ(set.stats().sessions.turns_off_home, 0u);
+  // Engine 0's one slot taken by another session's long turn.
+  std::shared_ptr<RequestHandle> h;
+  auto endless = SubmitCollect(set, Greedy(Text(5, 44), 1000000, busy), nullptr, &h);
+  while (a->stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const uint64_t b_reads = b->stats().sessions.store_reads;
+  auto second = SubmitCollect(set, Greedy(p2, 5, chat));
+  if (second.wait_for(std::chrono::seconds(10)) != std::future_status::ready) h->Cancel();
+  const Collected o2 = second.get();
+  ASSERT_TRUE(endless.wait_for(std::chrono::seconds(0)) != std::future_status::ready) << "the turn waited for its home";
+  ASSERT_TRUE(o2.status.ok()) << o2.status;
+  EXPECT_EQ(set.stats().sessions.turns_off_home, 1u);
+  EXPECT_EQ(b->stats().sessions.store_reads, b_reads + 1) << "engine 1 read the session from the store";
+  EXPECT_EQ(set.in_flight(), (std::vector<int>{1, 0}));
+  h->Cancel();
+  EXPECT_EQ(endless.get().reason, FinishReason::kCancelled);
+  const Collected o3 = SubmitCollect(set, Greedy(p3, 5, chat)).get();  // home again
+  ASSERT_TRUE(o3.status.ok()) << o3.status;
+  EXPECT_EQ(set.stats().sessions.turns_off_home, 1u);
+  Replica plain = MakeReplica("plain");
+  EXPECT_EQ(o2.tokens, Turn(*plain, Greedy(Cat({p1, o1.tokens, p2}), 5)).tokens);
+  EXPECT_EQ(o3.tokens, Turn(*plain, Greedy(Cat({p1, o1.tokens, p2, o2.tokens, p3}), 5)).tokens);
 }
 
 TEST_F(SharedSessionTest, APrefixPrefilledOnOneReplicaIsAHitOnAnother) {
