@@ -54,6 +54,10 @@ class LinearFp8Gemm {
   // (cuBLAS before 12.9, a GPU before Hopper).
   cublasStatus_t Run(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
                      int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+  // Makes Run's plan for these operands without running anything: a caller about to capture a CUDA
+  // graph makes its plans first, so cuBLASLt's heuristic never runs inside a capture.
+  cublasStatus_t Prepare(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
+                         int64_t y_stride, int64_t M);
   int plans() const { return static_cast<int>(plans_.size()); }
 
  private:
@@ -66,6 +70,9 @@ class LinearFp8Gemm {
     cublasLtMatmulAlgo_t algo{};
   };
   cublasStatus_t MakePlan(const Key& key, const void* a_scale, const void* b_scale, Plan* plan);
+  // Run's checks, then the kept plan for the shape (made on first use).
+  cublasStatus_t FindPlan(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
+                          int64_t y_stride, int64_t M, Plan** found);
   static void Destroy(Plan& plan);
 
   cublasLtHandle_t handle_ = nullptr;

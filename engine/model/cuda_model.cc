@@ -566,6 +566,7 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
     g.exec = nullptr;
   }
   if (g.exec == nullptr) {
+    if (uses_fp8_weights() && bucket > cuda::kSmallMTensorCores) RETURN_IF_ERROR(PrepareFp8Plans(bucket));
     GLA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     const absl::Status enqueued = Enqueue(bucket, bucket, bucket, bucket, states);
     cudaGraph_t graph = nullptr;
@@ -578,6 +579,26 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
     g.pool = states.pool;
   }
   GLA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::PrepareFp8Plans(int rows) {
+  const GlaLayerPlan& p = plan_;
+  const int64_t D = p.hidden, I = p.intermediate, P = p.in_proj.width, Vd = p.o_width;
+  const Layer& w = layers_.front();  // every layer's matrices have the same shapes and alignment
+  const cuda::Fp8Input in{fp8_x_, fp8_x_scale_, fp8_x_stride_};
+  const struct {
+    const Matrix& m;
+    int64_t N, K;
+    void* y;
+    bool y_bf16;
+    int64_t y_stride;
+  } gemms[] = {{w.in_proj, P, D, proj_, false, P},
+               {w.o_proj, D, Vd, x_, false, D},
+               {w.gate_up, 2 * I, D, gate_up_, true, 2 * I},
+               {w.down, D, I, x_, false, D}};
+  for (const auto& g : gemms)
+    GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Prepare(in, g.m.fp8, g.N, g.K, g.y, g.y_bf16, g.y_stride, rows));
   return absl::OkStatus();
 }
 

@@ -142,6 +142,9 @@ class CudaModel {
   // The kernels of one step over the inputs already in device memory.
   absl::Status Enqueue(int rows, int decode_rows, int num_seqs, int logit_rows, const States& states);
   absl::Status RunGraph(int bucket, const States& states);
+  // FP8 weights: the plans of a step's FP8 GEMMs at `rows` rows, made before a graph captures them
+  // (cuBLASLt's heuristic is not run inside a capture).
+  absl::Status PrepareFp8Plans(int rows);
   // A projection's weights on the device: bf16 rows, or FP8 / INT8 rows with a scale per row.
   struct Matrix {
     const __nv_bfloat16* bf16 = nullptr;

@@ -99,9 +99,15 @@ cublasStatus_t LinearFp8Gemm::MakePlan(const Key& key, const void* a_scale, cons
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t LinearFp8Gemm::Run(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
-                                  int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+cublasStatus_t LinearFp8Gemm::Prepare(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y,
+                                      bool y_bf16, int64_t y_stride, int64_t M) {
   if (M == 0) return CUBLAS_STATUS_SUCCESS;
+  Plan* plan = nullptr;
+  return FindPlan(x, w, N, K, y, y_bf16, y_stride, M, &plan);
+}
+
+cublasStatus_t LinearFp8Gemm::FindPlan(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y,
+                                       bool y_bf16, int64_t y_stride, int64_t M, Plan** found) {
   if (handle_ == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (!FitsInt(M) || !FitsInt(N) || !FitsInt(K) || !FitsInt(x.stride) || !FitsInt(y_stride) || N == 0 || K == 0 ||
       K % 16 != 0 || x.stride % 16 != 0 || x.stride < K || y_stride < N || (y_stride * (y_bf16 ? 2 : 4)) % 16 != 0 ||
@@ -111,19 +117,28 @@ cublasStatus_t LinearFp8Gemm::Run(const Fp8Input& x, const Fp8Weight& w, int64_t
   const int align_a = Alignment(w.q), align_b = Alignment(x.q), align_d = Alignment(y);
   if (align_a < 16 || align_b < 16) return CUBLAS_STATUS_INVALID_VALUE;
   const Key key{N, K, M, x.stride, y_stride, y_bf16, align_a, align_b, align_d};
-  const void* a_scale = w.scale;
-  const void* b_scale = x.scale;
   auto it = plans_.find(key);
   if (it == plans_.end()) {
     Plan plan;
-    const cublasStatus_t made = MakePlan(key, a_scale, b_scale, &plan);
+    const cublasStatus_t made = MakePlan(key, w.scale, x.scale, &plan);
     if (made != CUBLAS_STATUS_SUCCESS) {
       Destroy(plan);
       return made;
     }
     it = plans_.emplace(key, plan).first;
   }
-  Plan& plan = it->second;
+  *found = &it->second;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t LinearFp8Gemm::Run(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
+                                  int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M == 0) return CUBLAS_STATUS_SUCCESS;
+  Plan* found = nullptr;
+  GLA_LT_RETURN_IF_ERROR(FindPlan(x, w, N, K, y, y_bf16, y_stride, M, &found));
+  Plan& plan = *found;
+  const void* a_scale = w.scale;
+  const void* b_scale = x.scale;
   // The scale vectors change with every projection and step: attributes of the kept descriptor.
   GLA_LT_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));

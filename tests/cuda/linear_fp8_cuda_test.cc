@@ -132,6 +132,11 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
     Dev<float> ws(N), xsc(17), y(17 * ys);
     ASSERT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, K, y.p, false, ys, 17, 1.0f, nullptr), CUBLAS_STATUS_SUCCESS);
     EXPECT_EQ(gemm.plans(), plans);
+    // Prepare makes the plan a Run of that shape then finds (what a graph capture relies on).
+    ASSERT_EQ(gemm.Prepare({xq.p, xsc.p, K}, {wq.p, ws.p}, N, K, y.p, false, ys, 16), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(gemm.plans(), plans + 1);
+    ASSERT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, K, y.p, false, ys, 16, 1.0f, nullptr), CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(gemm.plans(), plans + 1);
     EXPECT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, 24, y.p, false, ys, 17, 1.0f, nullptr),
               CUBLAS_STATUS_INVALID_VALUE)
         << "K % 16";
@@ -141,7 +146,7 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
     EXPECT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, K, y.p, false, N + 2, 17, 1.0f, nullptr),
               CUBLAS_STATUS_INVALID_VALUE)
         << "output rows not 16-byte aligned";
-    EXPECT_EQ(gemm.plans(), plans) << "a refusal makes no plan";
+    EXPECT_EQ(gemm.plans(), plans + 1) << "a refusal makes no plan";
   }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
