@@ -1,5 +1,6 @@
-// The CUDA model runner: bf16 weights loaded once, fp32 residual stream and states, packed steps
-// of many sequences (prefill chunks and decode tokens mixed) over states in a GpuStatePool.
+// The CUDA model runner: weights loaded once (bf16 matrices, or FP8 / INT8 rows with a scale per row:
+// CudaModelOptions::weights), fp32 residual stream and states, packed steps of many sequences
+// (prefill chunks and decode tokens mixed) over states in a GpuStatePool.
 //
 // One step: embedding gather -> per layer [RMSNorm -> fused q|k|v|g|gk0 GEMM -> (short conv) ->
 // low-rank gate -> GLA (decode kernel for the 1-token rows, prefill kernel for the rest) -> gate
@@ -65,7 +66,7 @@ struct CudaModelOptions {
 
 class CudaModel {
  public:
-  // Loads weights to the GPU (bf16 matrices, fp32 norms/gates) and allocates the workspace.
+  // Loads weights to the GPU (bf16, FP8 or INT8 matrices; fp32 norms/gates) and allocates the workspace.
   static absl::StatusOr<std::unique_ptr<CudaModel>> FromCheckpoint(Checkpoint checkpoint,
                                                                     const CudaModelOptions& options);
   ~CudaModel();
