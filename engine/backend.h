@@ -72,6 +72,9 @@ class Backend {
   virtual absl::Status BindThread() { return absl::OkStatus(); }
   // Whether Step applies StepItem::adapter (LoRA adapters per sequence).
   virtual bool supports_adapters() const { return false; }
+  // How the projections' weights run (a pre-quantized checkpoint's own form where the backend runs
+  // it so): states made under one form are not another's, so shared prefix states say theirs.
+  virtual WeightFormat weight_format() const { return WeightFormat::kNative; }
   // Ids a sampler may produce: the tokenizer's vocabulary when it is smaller than the model's.
   int vocab_limit() const;
   // Rows of logits one step may produce: one per sampling item plus tokens.size() per scoring item.

@@ -34,6 +34,7 @@ class CpuBackend : public Backend {
   int64_t state_pool_bytes() const override { return int64_t{pool_.capacity()} * pool_.state_bytes(); }
   int64_t workspace_bytes() const override { return 0; }  // sized per step on the heap
   bool supports_adapters() const override { return true; }
+  WeightFormat weight_format() const override { return model_->weights(); }
 
   // Any number: the logits of a step are sized per step on the heap.
   int max_logit_rows() const override { return 1 << 20; }

@@ -59,6 +59,7 @@ class CudaBackend : public Backend {
   int64_t state_pool_bytes() const override { return pool_->device_bytes(); }
   int64_t workspace_bytes() const override { return model_->workspace_bytes() + sampler_->device_bytes(); }
   bool supports_adapters() const override { return true; }
+  WeightFormat weight_format() const override { return model_->options().weights; }
   absl::Status BindThread() override {
     GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(model_->options().device));
     return absl::OkStatus();

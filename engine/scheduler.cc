@@ -85,7 +85,8 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
       prefix_cache_(backend.pool(), options.prefix_cache_block, options.prefix_cache_bytes),
       mask_workers_(options.mask_threads) {
   stats_.slots = backend_.pool().capacity();
-  prefix_cache_.ShareThrough(options.sessions.store, options.sessions.model_fingerprint);  // --state_store
+  prefix_cache_.ShareThrough(options.sessions.store, options.sessions.model_fingerprint,  // --state_store
+                             backend.weight_format());
   prefix_cache_.SharePeers(options.prefix_peers);                                          // --devices
   sessions_.SetPoster([this](std::function<void()> task) { return Post(std::move(task)); });
   refused_session_files_ = sessions_.LoadDirectory();

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/model/weight_format.h"
 #include "engine/sessions/peer_prefix_states.h"
 #include "engine/sessions/redis_client.h"
 #include "engine/state_pool.h"
@@ -66,8 +67,9 @@ class PrefixCache {
  public:
   PrefixCache(StatePool& pool, int block_tokens, int64_t budget_bytes);
   bool enabled() const { return max_entries_ > 0; }
-  // Shares base-model entries through `store` (null: not shared) for the model `fingerprint`.
-  void ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint);
+  // Shares base-model entries through `store` (null: not shared) for the model `fingerprint` run
+  // with `weights` (an FP8 or INT8 replica's states are not a bf16 one's: their entries are apart).
+  void ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint, WeightFormat weights);
   // Shares base-model entries with the other engines of this server (null: not shared).
   void SharePeers(std::shared_ptr<PeerPrefixStates> peers) { peers_ = std::move(peers); }
   int block_tokens() const { return block_; }
@@ -116,6 +118,7 @@ class PrefixCache {
   std::shared_ptr<RedisClient> store_;
   std::shared_ptr<PeerPrefixStates> peers_;
   uint64_t fingerprint_ = 0;
+  WeightFormat weights_ = WeightFormat::kNative;
   std::string scratch_suffix_;  // names this process's scratch keys in the store
 };
 

@@ -54,9 +54,10 @@ class SharedSessionTest : public ::testing::Test {
     Scheduler* operator->() { return scheduler.get(); }
   };
   Replica MakeReplica(const std::string& name, int64_t lease_ms = 30000, int64_t host_bytes = int64_t{1} << 30,
-                      int slots = 4, int prefix_cache_block = 0, const std::string& model = testing::TinyModelDir()) {
+                      int slots = 4, int prefix_cache_block = 0, const std::string& model = testing::TinyModelDir(),
+                      WeightFormat weights = WeightFormat::kNative) {
     Replica r;
-    auto b = MakeCpuBackend(model, {.slots = slots, .threads = 1});
+    auto b = MakeCpuBackend(model, {.slots = slots, .threads = 1, .weights = weights});
     EXPECT_TRUE(b.ok()) << b.status();
     if (!b.ok()) return r;
     r.backend = std::move(*b);
@@ -384,6 +385,34 @@ TEST_F(SharedSessionTest, AnotherModelsOrACorruptEntryIsNeverUsed) {
   EXPECT_NE(turn.status.message().find("session 'g' in the state store"), std::string::npos) << turn.status;
   // Its lease went back with the refusal: a's current copy still continues it.
   EXPECT_TRUE(Turn(*a, Greedy(Text(4, 22), 2, "g")).status.ok());
+}
+
+// Replicas running other weights (--weights int8 here) keep their prefix states apart from the
+// native ones' in the store: their states differ, and a hit must give what the replica itself would
+// compute. An INT8 replica misses the native replica's entry, writes its own, and another INT8
+// replica hits that one; every answer equals its own kind's without a cache.
+TEST_F(SharedSessionTest, PrefixStatesOfAnotherWeightFormatAreNeverUsed) {
+  const std::string model = testing::TinyModelDir();
+  Replica native = MakeReplica("native", 30000, int64_t{1} << 30, 4, /*prefix_cache_block=*/16);
+  Replica q1 = MakeReplica("q1", 30000, int64_t{1} << 30, 4, 16, model, WeightFormat::kInt8);
+  Replica q2 = MakeReplica("q2", 30000, int64_t{1} << 30, 4, 16, model, WeightFormat::kInt8);
+  Replica plain8 = MakeReplica("plain8", 30000, int64_t{1} << 30, 4, 0, model, WeightFormat::kInt8);
+  const auto system = Text(70, 60);
+  auto prompt = [&](int i) { return Cat({system, Text(5 + 3 * i, 61 + i)}); };
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(Turn(*native, Greedy(prompt(i), 6)).status.ok());
+  ASSERT_EQ(native->stats().prefix_cache.store_writes, 1u);
+  for (int i = 2; i < 4; ++i) {  // q1: the native entry is not its own; the second request saves q1's
+    const Collected c = Turn(*q1, Greedy(prompt(i), 6));
+    ASSERT_TRUE(c.status.ok()) << c.status;
+    EXPECT_EQ(c.tokens, Turn(*plain8, Greedy(prompt(i), 6)).tokens) << "request " << i;
+  }
+  EXPECT_EQ(q1->stats().prefix_cache.store_hits, 0u);
+  EXPECT_EQ(q1->stats().prefix_cache.store_writes, 1u);
+  const Collected c = Turn(*q2, Greedy(prompt(4), 6));
+  ASSERT_TRUE(c.status.ok()) << c.status;
+  EXPECT_EQ(c.usage.cached_prompt_tokens, 64) << "q1's entry is q2's kind";
+  EXPECT_EQ(q2->stats().prefix_cache.store_hits, 1u);
+  EXPECT_EQ(c.tokens, Turn(*plain8, Greedy(prompt(4), 6)).tokens);
 }
 
 // Two engines of one glad sharing the store (glad --devices with --state_store; engine_set.h): a
