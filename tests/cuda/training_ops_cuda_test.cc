@@ -18,25 +18,18 @@
 #include "kernels/norm.h"
 #include "kernels/optimizer.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/cuda/host_vectors.h"
 
 namespace gla {
 namespace {
 
 using testing::DeviceBuffers;
 
-double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  return testing::RelErr(got.data(), want.data(), want.size());
-}
+using testing::Random;
+using testing::RelErr;
 
 constexpr double kBound = 1e-5;
 
-std::vector<float> Random(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
 
 // Device copies of host vectors, downloaded again by Get.
 struct Dev {
