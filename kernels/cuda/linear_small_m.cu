@@ -136,6 +136,17 @@ cudaError_t CheckedLaunch(const __nv_bfloat16* x, int64_t x_stride, const Rows& 
   return Launch(x, x_stride, rows, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
+// LinearSmallM's choice, for every weight type: the CUDA-core kernel for one row, the tensor-core
+// one from two (up to kSmallM rows).
+template <class CudaCores, class TensorCores, class Weight>
+cudaError_t Choose(CudaCores cuda_cores, TensorCores tensor_cores, const __nv_bfloat16* x, int64_t x_stride,
+                   const Weight& w, int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M,
+                   float beta, cudaStream_t stream) {
+  if (M > kSmallM) return cudaErrorInvalidValue;
+  if (M < kSmallMTensorCoresFrom) return cuda_cores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return tensor_cores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
 // LinearOneRowStaged (kernels/linear.h): the input row made in shared memory, then the weights
 // streamed as above with x read from there. Chunk c of a weight row meets the staged row's chunk c
 // (bf16: 8 weights) or chunks 2c and 2c + 1 (FP8, INT8: 16 weights).
@@ -230,25 +241,20 @@ cudaError_t LinearSmallMInt8CudaCores(const __nv_bfloat16* x, int64_t x_stride, 
 
 cudaError_t LinearSmallMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
-  if (M > kSmallM) return cudaErrorInvalidValue;
-  if (M < kSmallMTensorCoresFrom)
-    return LinearSmallMFp8CudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
-  return LinearSmallMFp8TensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return Choose(LinearSmallMFp8CudaCores, LinearSmallMFp8TensorCores, x, x_stride, w, N, K, y, y_bf16, y_stride, M,
+                beta, stream);
 }
 
 cudaError_t LinearSmallMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,
                              void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
-  if (M > kSmallM) return cudaErrorInvalidValue;
-  if (M < kSmallMTensorCoresFrom)
-    return LinearSmallMInt8CudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
-  return LinearSmallMInt8TensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return Choose(LinearSmallMInt8CudaCores, LinearSmallMInt8TensorCores, x, x_stride, w, N, K, y, y_bf16, y_stride, M,
+                beta, stream);
 }
 
 cudaError_t LinearSmallM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
-  if (M > kSmallM) return cudaErrorInvalidValue;
-  if (M < kSmallMTensorCoresFrom) return LinearSmallMCudaCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
-  return LinearSmallMTensorCores(x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta, stream);
+  return Choose(LinearSmallMCudaCores, LinearSmallMTensorCores, x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta,
+                stream);
 }
 
 cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
