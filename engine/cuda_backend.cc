@@ -25,9 +25,9 @@ bool CudaBackendAvailable(std::string* why) {
 
 namespace {
 
-// How the weights run: FP8 or INT8 rows (--weights fp8 / int8), or bf16; a pre-quantized checkpoint under
-// --weights native runs as bf16 of its values (scale x q), and the line says so, as the CPU backend's
-// says "int8 weights" when it computes in INT8.
+// How the weights run: FP8 or INT8 rows (--weights fp8 / int8, or a pre-quantized checkpoint's own
+// form under --weights native), or bf16 (a pre-quantized checkpoint this GPU cannot run in its own
+// form runs as bf16 of its values, scale x q), and where they came from.
 std::string WeightsNote(const CudaModel& m) {
   const GlaConfig& c = m.config();
   const char* from = !c.quantization                                                      ? ""

@@ -59,7 +59,8 @@ std::string ShapeString(const std::vector<int64_t>& s) { return absl::StrCat("["
 
 // A quantized Linear weight [N, K] (I8, or F8_E4M3 for a float-quantized checkpoint) with its
 // `_scale` ([N, 1] or [N] per channel, one value per tensor) and optional all-zero `_zero_point`:
-// its values into dst->data, an I8 weight's rows and scales into dst->int8, the names used into *used.
+// its values into dst->data, its codes and scales into dst->int8 (I8) or dst->fp8 (F8_E4M3), the names
+// used into *used.
 absl::Status LoadQuantizedLinear(const GlaConfig& c, const TensorStore& store, const TensorView& t, Weight* dst,
                                  std::set<std::string>* used) {
   const std::string& name = t.name;
@@ -112,14 +113,19 @@ absl::Status LoadQuantizedLinear(const GlaConfig& c, const TensorStore& store, c
   }
   dst->data.resize(static_cast<size_t>(N * K));
   if (fp8) {
+    Fp8Rows rows;
+    rows.q.resize(static_cast<size_t>(N * K));
+    std::memcpy(rows.q.data(), t.data, rows.q.size());
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < K; ++k) {
-        const float v = Float8E4M3ToFloat(t.data[n * K + k]);
+        const float v = Float8E4M3ToFloat(rows.q[n * K + k]);
         if (std::isnan(v))
           return absl::InvalidArgumentError(
               absl::StrCat(t.file, ": tensor '", name, "' holds a NaN at [", n, ", ", k, "]"));
         dst->data[n * K + k] = scale[n] * v;
       }
+    rows.scale = std::move(scale);
+    dst->fp8 = std::move(rows);
     return absl::OkStatus();
   }
   Int8Rows rows;

@@ -24,11 +24,19 @@ struct Int8Rows {
   std::vector<int8_t> q;     // [N, K]
   std::vector<float> scale;  // [N]
 };
+// The same for a float-quantized (FP8 E4M3) checkpoint: its codes and one scale per row, so a
+// backend that runs FP8 rows takes the checkpoint's own codes (quantizing scale x code again per
+// row would round twice where the checkpoint's scale is per tensor).
+struct Fp8Rows {
+  std::vector<uint8_t> q;    // [N, K] E4M3 codes
+  std::vector<float> scale;  // [N]
+};
 
 struct Weight {
   std::vector<float> data;  // fp32; for a pre-quantized weight, its values (scale * q)
   std::vector<int64_t> shape;
-  std::optional<Int8Rows> int8;  // set only for a pre-quantized Linear weight
+  std::optional<Int8Rows> int8;  // set only for a pre-quantized (INT8) Linear weight
+  std::optional<Fp8Rows> fp8;    // set only for a pre-quantized (FP8) Linear weight
   bool empty() const { return data.empty(); }
 };
 

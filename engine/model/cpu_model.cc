@@ -19,6 +19,7 @@ namespace {
 void Release(Weight& w) {
   std::vector<float>().swap(w.data);
   w.int8.reset();
+  w.fp8.reset();
 }
 }  // namespace
 

@@ -82,7 +82,7 @@ class WeightArena {
 
 // A projection's parts (rows of [., K] each) as one-byte codes with a scale per row: FP8 E4M3 as
 // CpuModel's kFp8 rounds them (QuantizeFp8E4M3PerRow), or INT8 as its kInt8 does
-// (cpu::QuantizeInt8PerRow; an INT8 checkpoint's own rows as they are). The rows' bytes, then the
+// (cpu::QuantizeInt8PerRow); a checkpoint's own FP8 or INT8 rows as they are. The rows' bytes, then the
 // scales' floats.
 struct ByteRows {
   std::vector<char> q, scale;
@@ -100,7 +100,10 @@ absl::StatusOr<ByteRows> QuantizeRows(std::initializer_list<const Weight*> parts
     if (w->data.empty()) continue;  // a part this model does not have
     const int64_t rows = static_cast<int64_t>(w->data.size()) / K;
     bool finite = true;
-    if (format == WeightFormat::kFp8) {
+    if (format == WeightFormat::kFp8 && w->fp8) {  // the checkpoint's own FP8 codes
+      std::memcpy(q, w->fp8->q.data(), w->fp8->q.size());
+      std::memcpy(scale, w->fp8->scale.data(), w->fp8->scale.size() * sizeof(float));
+    } else if (format == WeightFormat::kFp8) {
       finite = QuantizeFp8E4M3PerRow(w->data.data(), rows, K, reinterpret_cast<uint8_t*>(q), scale);
     } else if (w->int8) {  // the checkpoint's own INT8 rows
       std::memcpy(q, w->int8->q.data(), w->int8->q.size());
@@ -120,6 +123,31 @@ absl::StatusOr<ByteRows> QuantizeRows(std::initializer_list<const Weight*> parts
     scale += rows;
   }
   return out;
+}
+
+// Whether this GPU and model can run their projections as one-byte rows of `format` (FP8 or INT8),
+// and if not, why: an INT8 checkpoint is not rounded again to FP8, FP8 needs Hopper's FP8 tensor
+// cores, and the one-byte kernels read rows in 16-byte chunks.
+absl::Status CheckByteWeights(const GlaConfig& c, WeightFormat format, const cudaDeviceProp& prop) {
+  const char* name = WeightFormatName(format);
+  if (format == WeightFormat::kFp8 && c.quantization && c.quantization->kind == CheckpointQuantization::Kind::kInt8)
+    return absl::InvalidArgumentError(
+        "an INT8 checkpoint runs on the GPU as INT8 (--weights int8) or bf16 of its values (--weights native): FP8 "
+        "would round them twice");
+  if (format == WeightFormat::kFp8 && prop.major < 9)
+    return absl::InvalidArgumentError(absl::StrCat("--weights fp8 needs FP8 tensor cores (Hopper, sm_90, on); ",
+                                                   prop.name, " is sm_", prop.major, prop.minor));
+  const GlaLayerPlan plan(c);
+  for (int64_t K : {plan.hidden, plan.o_width, plan.intermediate})
+    if (K % 16 != 0)
+      return absl::InvalidArgumentError(absl::StrCat("--weights ", name, " on the GPU needs every projection's "
+                                                     "input width to be a multiple of 16 (one-byte rows in 16-byte "
+                                                     "chunks); ", K, " is not"));
+  if (plan.in_proj.width % 4 != 0)  // the FP8 GEMM writes fp32 rows 16-byte aligned
+    return absl::InvalidArgumentError(absl::StrCat("--weights ", name, " on the GPU needs the fused q|k|v|g|gk "
+                                                   "input projection's width to be a multiple of 4; ",
+                                                   plan.in_proj.width, " is not"));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -157,33 +185,24 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   GLA_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   cudaDeviceProp prop{};
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options.device));
-  if (options.weights != WeightFormat::kNative) {
-    const char* name = WeightFormatName(options.weights);
-    if (options.weights == WeightFormat::kFp8 && c.quantization &&
-        c.quantization->kind == CheckpointQuantization::Kind::kInt8)
-      return absl::InvalidArgumentError(
-          "an INT8 checkpoint runs on the GPU as INT8 (--weights int8) or bf16 of its values (--weights native): FP8 "
-          "would round them twice");
-    if (options.weights == WeightFormat::kFp8 && prop.major < 9)
-      return absl::InvalidArgumentError(absl::StrCat("--weights fp8 needs FP8 tensor cores (Hopper, sm_90, on); ",
-                                                     prop.name, " is sm_", prop.major, prop.minor));
-    const GlaLayerPlan plan(c);
-    for (int64_t K : {plan.hidden, plan.o_width, plan.intermediate})
-      if (K % 16 != 0)
-        return absl::InvalidArgumentError(absl::StrCat("--weights ", name, " on the GPU needs every projection's "
-                                                       "input width to be a multiple of 16 (one-byte rows in 16-byte "
-                                                       "chunks); ", K, " is not"));
-    if (plan.in_proj.width % 4 != 0)  // the FP8 GEMM writes fp32 rows 16-byte aligned
-      return absl::InvalidArgumentError(absl::StrCat("--weights ", name, " on the GPU needs the fused q|k|v|g|gk "
-                                                     "input projection's width to be a multiple of 4; ",
-                                                     plan.in_proj.width, " is not"));
+  // A pre-quantized checkpoint under --weights native runs in its own form where this GPU can (as on
+  // the CPU backend): an INT8 checkpoint's rows as INT8, an FP8 one's as FP8 on Hopper's FP8 tensor
+  // cores. Where it cannot (FP8 before sm_90, a width the one-byte kernels do not take), bf16 of its
+  // values (scale x q), and the device line says which.
+  CudaModelOptions run = options;
+  if (run.weights == WeightFormat::kNative && c.quantization) {
+    const WeightFormat own =
+        c.quantization->kind == CheckpointQuantization::Kind::kInt8 ? WeightFormat::kInt8 : WeightFormat::kFp8;
+    if (CheckByteWeights(c, own, prop).ok()) run.weights = own;
+  } else if (run.weights != WeightFormat::kNative) {
+    RETURN_IF_ERROR(CheckByteWeights(c, run.weights, prop));
   }
 
   std::unique_ptr<CudaModel> m(new CudaModel());
   m->config_ = ck.config;
   m->layout_ = StateLayout(ck.config);
   m->plan_ = GlaLayerPlan(ck.config);
-  m->options_ = options;
+  m->options_ = run;
   m->device_name_ = absl::StrCat(prop.name, " (", prop.totalGlobalMem >> 30, " GiB, sm_", prop.major, prop.minor, ")");
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
   GLA_CUBLAS_RETURN_IF_ERROR(cublasCreate(&m->cublas_));

@@ -103,9 +103,9 @@ TEST(TinyReference, LogitsOfAllSequencesWithinBf16Bound) {
   }
 }
 
-// A pre-quantized INT8 checkpoint (compressed-tensors, gla-eval quantize) on the GPU: no INT8
-// kernel there yet, so its weights run as bf16 of scale * q: within the bf16 bound of the CPU
-// model serving the same checkpoint as INT8 (the same values in fp32).
+// A pre-quantized INT8 checkpoint (compressed-tensors, gla-eval quantize) on the GPU under --weights
+// native: its own INT8 rows (weight-only, widened exactly), within the bf16 bound of the CPU model
+// serving the same checkpoint as INT8 (the same values in fp32).
 TEST(TinyReference, APreQuantizedInt8CheckpointRunsWithinBf16BoundOfTheCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = testing::MakeTempDir("cuda_int8_checkpoint") + "/int8";
@@ -126,13 +126,14 @@ TEST(TinyReference, APreQuantizedInt8CheckpointRunsWithinBf16BoundOfTheCpu) {
   const double err = RelErr(g.Logits(static_cast<int>(e.seq_ids[1].size())),
                             std::vector<double>(want->begin(), want->end()));
   EXPECT_LT(err, kBf16Bound);
-  std::printf("[ measure ] gla-tiny INT8 checkpoint on the GPU (bf16 of scale * q) vs the CPU's INT8: rel err %.2e\n",
+  std::printf("[ measure ] gla-tiny INT8 checkpoint on the GPU (its own INT8 rows) vs the CPU's INT8: rel err %.2e\n",
               err);
   g.pool->Release(slot);
   auto backend = MakeCudaBackend(dir, {});  // and ModelInfo.device says what the GPU made of it
   ASSERT_TRUE(backend.ok()) << backend.status();
-  EXPECT_NE((*backend)->device().find("bf16 weights from an int8 checkpoint"), std::string::npos)
+  EXPECT_NE((*backend)->device().find(", int8 weights from an int8 checkpoint"), std::string::npos)
       << (*backend)->device();
+  EXPECT_EQ((*backend)->weight_format(), WeightFormat::kInt8);
 }
 
 // Prefill 65 tokens, then decode the rest one token per step (the graph path: padded buckets,
@@ -817,6 +818,16 @@ TEST(CudaBackend, ByteWeightsServeAndSaySo) {
   ASSERT_TRUE(from_checkpoint.ok()) << from_checkpoint.status();
   EXPECT_NE((*from_checkpoint)->device().find(", fp8 weights from an fp8 checkpoint"), std::string::npos)
       << (*from_checkpoint)->device();
+  // Under --weights native the FP8 checkpoint runs in its own form too (its codes, as --weights fp8
+  // takes them): the same text, and the same line.
+  auto own_form = MakeCudaBackend(dir, {});
+  ASSERT_TRUE(own_form.ok()) << own_form.status();
+  EXPECT_NE((*own_form)->device().find(", fp8 weights from an fp8 checkpoint"), std::string::npos)
+      << (*own_form)->device();
+  EXPECT_EQ((*own_form)->weight_format(), WeightFormat::kFp8);
+  EXPECT_EQ(GreedyText(**own_form, e), GreedyText(**from_checkpoint, e));
+  // The checkpoint's codes are the ones --weights fp8 makes at load from the source: the same text.
+  EXPECT_EQ(GreedyText(**from_checkpoint, e), on_cuda);
 
   CudaBackendOptions int8;
   int8.weights = WeightFormat::kInt8;

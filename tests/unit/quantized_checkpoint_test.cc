@@ -18,6 +18,7 @@
 #include "engine/model/cpu_model.h"
 #include "engine/model/quantized_checkpoint.h"
 #include "models/checkpoint.h"
+#include "models/dtype.h"
 #include "models/file_io.h"
 #include "models/safetensors.h"
 #include "models/tensor_store.h"
@@ -246,6 +247,15 @@ TEST_F(QuantizedCheckpoint, Fp8CheckpointsLoadTheirValues) {
   const Weight& s = src->weights.layers[0].gate_proj;
   EXPECT_FALSE(w.int8.has_value());
   ASSERT_EQ(w.data.size(), s.data.size());
+  // Its codes and scales kept beside the values (the GPU's FP8 rows take them as they are), and
+  // the values are scale * code.
+  ASSERT_TRUE(w.fp8.has_value());
+  const int64_t K = w.shape[1];
+  ASSERT_EQ(w.fp8->q.size(), w.data.size());
+  ASSERT_EQ(w.fp8->scale.size(), static_cast<size_t>(w.shape[0]));
+  for (size_t i = 0; i < w.data.size(); i += 5)
+    EXPECT_EQ(w.data[i], w.fp8->scale[i / K] * Float8E4M3ToFloat(w.fp8->q[i])) << i;
+  EXPECT_FALSE(ck->weights.layers[0].attn_norm.fp8.has_value());
   double worst = 0;  // E4M3 keeps 3 mantissa bits: at most 2^-4 of a value off, relative
   for (size_t i = 0; i < w.data.size(); ++i)
     if (std::fabs(s.data[i]) > 1e-3) worst = std::max(worst, std::fabs(w.data[i] / s.data[i] - 1.0));
