@@ -3,7 +3,7 @@
 //
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
-//                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8]
+//                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -11,8 +11,11 @@
 // the weights read once / copy bandwidth); decode = (weights once per step + every state read and
 // written) / copy bandwidth. Decode is timed greedy and sampled (temperature 0.8, top-p 0.95,
 // repetition penalty 1.1), time per step. The "target" column holds issue 19's goal for the row.
-// With --weights fp8 the decode floors count the FP8 bytes (a byte per projection weight); the
-// prefill floor stays the bf16 GEMM peak (the FP8 peak, twice it, is not measured yet).
+// With --weights fp8 or int8 the decode floors count the one-byte rows (a byte per projection
+// weight). With fp8 the prefill floor puts the projections' FLOPs at the FP8 GEMM peak, measured in
+// the same run through the engine's own cuBLASLt path (tests/cuda/fp8_gemm_peak.h), and the rest
+// (the GLA operator) at the bf16 peak; INT8 is weight-only (its prefill runs bf16 GEMMs), so its
+// prefill floor is bf16's.
 // With GLA_BENCH_OUT=DIR the table is also written to DIR/engine-<name>.json.
 #include <algorithm>
 #include <chrono>
@@ -29,6 +32,7 @@
 #include "engine/backend.h"
 #include "tests/cuda/bench_report.h"
 #include "tests/cuda/device_ceilings.h"
+#include "tests/cuda/fp8_gemm_peak.h"
 #include "tests/cuda/model_costs.h"
 
 namespace {
@@ -99,18 +103,29 @@ int main(int argc, char** argv) {
   const Targets target = name == "gla-1.3B" ? Targets{0.80, 0.70, 2.5} : name == "gla-340M" ? Targets{0.75, 0.60, 0} : Targets{};
   // Measured after the model is loaded (its memory is taken), before anything is timed.
   gla::bench::BenchReport report("engine-" + name + (o.state_dtype == gla::StateDType::kBF16 ? "-bf16-states" : "") +
-                                     (o.weights == gla::WeightFormat::kFp8 ? "-fp8-weights" : ""),
+                                     (o.weights != gla::WeightFormat::kNative
+                                          ? std::string("-") + gla::WeightFormatName(o.weights) + "-weights"
+                                          : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
   const gla::bench::ModelCosts costs = gla::bench::CostsOf(b);
   const double flops_per_token = costs.flops_per_token, state_bytes = costs.state_bytes;
   const double decode_bytes_b1 = costs.step_weight_bytes;
+  // FP8 weights: the projections' share of prefill at the FP8 GEMM peak (0 where none was measured:
+  // then bf16's, and the header says so).
+  const double fp8_peak = o.weights == gla::WeightFormat::kFp8 ? gla::bench::MeasureFp8GemmPeak() : 0;
+  auto prefill_floor_s = [&](double T) {
+    if (fp8_peak <= 0) return ceil.FlopsSeconds(flops_per_token * T);
+    return costs.projection_flops_per_token * T / fp8_peak +
+           ceil.FlopsSeconds((flops_per_token - costs.projection_flops_per_token) * T);
+  };
 
   report.PrintHeader();
   std::printf("# %s: weights %.2f GiB (%s), state %.1f MiB per sequence (%s), workspace %.2f GiB; %.2f GFLOP and "
               "%.2f GB (B=1) per token\n",
-              name.c_str(), b.weight_bytes() / 1073741824.0, o.weights == gla::WeightFormat::kFp8 ? "fp8" : "bf16",
+              name.c_str(), b.weight_bytes() / 1073741824.0,
+              o.weights == gla::WeightFormat::kNative ? "bf16" : gla::WeightFormatName(o.weights),
               state_bytes / 1048576.0,
               gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9,
               (decode_bytes_b1 + 2 * state_bytes) / 1e9);
@@ -118,6 +133,11 @@ int main(int argc, char** argv) {
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("backend", b.device());
+  if (o.weights == gla::WeightFormat::kFp8) {
+    std::printf("# fp8 GEMM peak (8192^3, cuBLASLt, scales per row): %.0f TFLOP/s%s\n", fp8_peak / 1e12,
+                fp8_peak > 0 ? " (the projections' prefill floor)" : ": not measured, prefill floor at bf16's peak");
+    report.SetNote("fp8_gemm_tflops", std::to_string(fp8_peak / 1e12));
+  }
   std::printf("%-26s %10s %12s %12s %9s %12s %9s  %s\n", "measure", "time ms", "tok/s", "floor tok/s", "of floor",
               "anchor tok/s", "x anchor", "target");
   // `goal`: the issue's target as a fraction of the floor (0: none); `goal_ms`: as a time instead.
@@ -180,7 +200,7 @@ int main(int argc, char** argv) {
     const double t = times[2];
     const bool is_prefill = what.rfind("prefill", 0) == 0;
     // A short prompt may be bound by reading the weights once rather than by the FLOPs.
-    const double floor_s = std::max(ceil.FlopsSeconds(flops_per_token * T), is_prefill ? 0.0 : ceil.BytesSeconds(decode_bytes_b1));
+    const double floor_s = std::max(prefill_floor_s(T), is_prefill ? 0.0 : ceil.BytesSeconds(decode_bytes_b1));
     row(what, t, T, T / floor_s, is_prefill ? anchor.prefill : 0, is_prefill ? target.prefill : 0,
         is_prefill || T != 512 ? 0 : target.ttft_ms);
   }

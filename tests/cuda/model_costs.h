@@ -11,6 +11,7 @@ namespace gla::bench {
 
 struct ModelCosts {
   double flops_per_token = 0;    // prefill
+  double projection_flops_per_token = 0;  // of which the layers' projections (FP8 GEMMs under --weights fp8)
   double step_weight_bytes = 0;  // decode, once per step
   double state_bytes = 0;        // one sequence's state (a step reads and writes it)
 };
@@ -25,6 +26,7 @@ inline ModelCosts CostsOf(Backend& b) {
       2.0 * c.num_heads * (64.0 * c.head_k_dim + 64.0 * c.head_v_dim + 2.0 * c.head_k_dim * c.head_v_dim);
   ModelCosts m;
   m.flops_per_token = c.num_hidden_layers * (2 * layer_weights + gla_flops);
+  m.projection_flops_per_token = c.num_hidden_layers * 2 * layer_weights;
   m.step_weight_bytes = static_cast<double>(b.weight_bytes()) - 2.0 * c.vocab_size * D * (c.tie_word_embeddings ? 0 : 1);
   m.state_bytes = static_cast<double>(b.pool().state_bytes());
   return m;

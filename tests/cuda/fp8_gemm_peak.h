@@ -1,0 +1,13 @@
+// The FP8 GEMM ceiling, measured in the benchmark's run (issue 23): what prefill's projections can
+// reach with --weights fp8 (FP8 inputs and weights, a scale per row of each, fp32 accumulation),
+// through the same cuBLASLt path the engine runs (cuda::LinearFp8Gemm), so the FP8 prefill floor
+// comes from this device and this library, not from a datasheet's 2x.
+#pragma once
+
+namespace gla::bench {
+
+// FLOP/s of an 8192^3 cuda::LinearFp8Gemm (bf16 output), best of three rounds of best-of-10; 0 with
+// a line on stderr where the device or cuBLASLt has no such GEMM (before Hopper, before 12.9).
+double MeasureFp8GemmPeak();
+
+}  // namespace gla::bench
