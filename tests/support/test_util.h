@@ -41,6 +41,12 @@ inline std::vector<float> RandomVector(size_t n, std::mt19937& rng, float lo = -
 // A fresh empty directory under the test's temp dir.
 std::string MakeTempDir(const std::string& name);
 
+// What kill -9 would leave of `from`, a directory a live server is writing: its files copied into
+// `to` (made; subdirectories too). A file the writer renames or removes between the listing and its
+// copy (a finished temporary file) is skipped, as a crash would not have left it either; any other
+// failure is returned as its message ("" on success).
+std::string CopyLiveDirectory(const std::string& from, const std::string& to);
+
 // A file's bytes ("" when it cannot be read).
 std::string ReadFile(const std::string& path);
 

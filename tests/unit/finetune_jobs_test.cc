@@ -654,7 +654,7 @@ TEST_F(Jobs, RecordsSurviveARestartAndARunningJobComesBackInterrupted) {
     ASSERT_TRUE(running.ok());
     running_id = running->id;
     WaitForStep(*jobs, running_id, 1);
-    fs::copy(adapter_dir_, crashed, fs::copy_options::recursive);  // the crash
+    ASSERT_EQ(testing::CopyLiveDirectory(adapter_dir_, crashed), "");  // the crash
     ASSERT_TRUE(jobs->Cancel(running_id).ok());
   }
   for (const std::string& dir : {crashed, adapter_dir_}) {

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <system_error>
 #include <thread>
 
 #include "engine/backend.h"
@@ -259,21 +258,10 @@ TEST_P(SessionTest, EveryCompletedTurnIsOnDiskUnderEachDurabilityPolicy) {
     o.sessions.dir = dir;
     o.sessions.durability = policy;
     o.sessions.sync_interval_s = 0.2;
-    // A file the server's writer renames away between the listing and its copy (a finished
-    // temporary file) is one kill -9 would not have left either: skipped, not an error (it failed
-    // fs::copy under a loaded CI machine, 2026-12-06).
     auto crash_copy = [&](const std::string& name) {
       const std::string to = testing::MakeTempDir(name + std::to_string(static_cast<int>(policy)));
-      for (const fs::directory_entry& e : fs::recursive_directory_iterator(dir)) {
-        const fs::path target = fs::path(to) / fs::relative(e.path(), dir);
-        std::error_code ec;
-        if (e.is_directory(ec)) {
-          fs::create_directories(target);
-          continue;
-        }
-        fs::copy_file(e.path(), target, fs::copy_options::overwrite_existing, ec);
-        EXPECT_TRUE(!ec || ec == std::errc::no_such_file_or_directory) << e.path() << ": " << ec.message();
-      }
+      const std::string error = testing::CopyLiveDirectory(dir, to);
+      EXPECT_EQ(error, "");
       return to;
     };
     Collected o1, o2;
