@@ -15,6 +15,11 @@
 // (with the forget gate made from its low-rank factors) runs between in_proj and o_proj; its state
 // rows are loaded before the barrier that precedes it.
 //
+// The layers' four projections may be one-byte rows instead (issue 23: --weights fp8 / int8): FP8
+// E4M3 or INT8 codes with an fp32 scale per output row, streamed as they lie (half the bytes of
+// bf16), widened exactly in registers, each row's sum scaled once (cuda::LinearSmallMFp8's and
+// LinearSmallMInt8's arithmetic); lm_head stays bf16.
+//
 // Numerics are the kernel-per-operation path's: bf16 weights and bf16 input rows, fp32
 // accumulation, fp32 residual stream, projections and states (a bf16 pool's state widened on load and
 // rounded on store, as the decode step does), the gate|up outputs rounded to bf16
@@ -31,24 +36,37 @@
 
 namespace gla::cuda {
 
-// One layer's weights (device pointers; matrices bf16 row-major [out, in], the rest fp32) and
-// where its state lies inside a sequence's slot.
+// How the layers' projections are stored (PersistentDecodeParams::weights; lm_head is bf16 always).
+enum class PersistentWeights : int {
+  kBf16 = 0,
+  kFp8 = 1,   // FP8 E4M3 codes, a scale per output row
+  kInt8 = 2,  // INT8 codes, a scale per output row
+};
+
+// One layer's weights (device pointers; matrices row-major [out, in] in PersistentDecodeParams::
+// weights' form, 16-byte aligned, the rest fp32) and where its state lies inside a sequence's slot.
 struct PersistentDecodeLayer {
   const float* attn_norm = nullptr;  // [D]
-  const __nv_bfloat16* in_proj = nullptr;  // [P, D]: q | k | v | g | gate low rank
-  const float* gk1 = nullptr;              // [Hkv dk, rank]: the gate's second factor
-  const float* gk1_bias = nullptr;         // [Hkv dk] or null
-  const float* g_norm = nullptr;           // [dv]
-  const __nv_bfloat16* o_proj = nullptr;   // [D, H dv]
-  const float* mlp_norm = nullptr;         // [D]
-  const __nv_bfloat16* gate_up = nullptr;  // [2 I, D]: gate rows, then up rows
-  const __nv_bfloat16* down = nullptr;     // [D, I]
-  int64_t state_offset = 0;                // values from the slot's start to this layer's [H, dk, dv]
+  const void* in_proj = nullptr;     // [P, D]: q | k | v | g | gate low rank
+  const float* gk1 = nullptr;        // [Hkv dk, rank]: the gate's second factor
+  const float* gk1_bias = nullptr;   // [Hkv dk] or null
+  const float* g_norm = nullptr;     // [dv]
+  const void* o_proj = nullptr;      // [D, H dv]
+  const float* mlp_norm = nullptr;   // [D]
+  const void* gate_up = nullptr;     // [2 I, D]: gate rows, then up rows
+  const void* down = nullptr;        // [D, I]
+  int64_t state_offset = 0;          // values from the slot's start to this layer's [H, dk, dv]
+  // One-byte weights only: each projection's scale per output row ([P], [D], [2 I], [D]).
+  const float* in_proj_scale = nullptr;
+  const float* o_proj_scale = nullptr;
+  const float* gate_up_scale = nullptr;
+  const float* down_scale = nullptr;
 };
 
 struct PersistentDecodeParams {
   const PersistentDecodeLayer* layers = nullptr;  // device array of num_layers
   int num_layers = 0;
+  PersistentWeights weights = PersistentWeights::kBf16;  // the layers' projections
   int D = 0, I = 0;                               // hidden, intermediate
   int P = 0;                                      // in_proj's width
   int q_off = 0, k_off = 0, v_off = 0, g_off = 0, r_off = 0;  // columns of in_proj's output
@@ -79,7 +97,8 @@ struct PersistentDecodeParams {
   unsigned long long* trace = nullptr;
 };
 
-// Whether the kernel takes these shapes (head dims, sizes of the shared-memory rows, rank).
+// Whether the kernel takes these shapes (head dims, sizes of the shared-memory rows, rank; one-byte
+// weights: D, H dv and I multiples of 16). The layers' pointers are device memory and not checked.
 bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
 
 // The blocks to launch on `device` (one per SM, all resident at once), or 0 when the device cannot

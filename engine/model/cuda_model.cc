@@ -395,18 +395,22 @@ absl::Status CudaModel::AllocateWorkspace() {
 }
 
 absl::Status CudaModel::SetUpPersistentDecode() {
-  // The persistent kernel streams bf16 rows: FP8 and INT8 weights take the kernel-per-operation path.
-  if (!options_.persistent_decode || plan_.short_conv || options_.weights != WeightFormat::kNative)
-    return absl::OkStatus();
+  if (!options_.persistent_decode || plan_.short_conv) return absl::OkStatus();
   const int blocks = cuda::PersistentDecodeBlocks(options_.device);
   if (blocks == 0) return absl::OkStatus();
   const GlaLayerPlan& p = plan_;
   const int L = config_.num_hidden_layers;
+  // The projections as the kernel streams them: bf16 rows, or FP8 / INT8 rows with their scales.
+  auto rows = [](const Matrix& m) -> const void* {
+    return m.is_fp8() ? static_cast<const void*>(m.fp8.q) : m.is_int8() ? static_cast<const void*>(m.int8.q) : m.bf16;
+  };
+  auto scales = [](const Matrix& m) { return m.is_fp8() ? m.fp8.scale : m.is_int8() ? m.int8.scale : nullptr; };
   std::vector<cuda::PersistentDecodeLayer> layers(L);
   for (int l = 0; l < L; ++l) {
     const Layer& w = layers_[l];
-    layers[l] = {w.attn_norm,      w.in_proj.bf16, w.gk1,       w.gk1_bias,           w.g_norm,
-                 w.o_proj.bf16,    w.mlp_norm,     w.gate_up.bf16, w.down.bf16, layout_.S_offset(l)};
+    layers[l] = {w.attn_norm,       rows(w.in_proj), w.gk1,           w.gk1_bias,     w.g_norm,
+                 rows(w.o_proj),    w.mlp_norm,      rows(w.gate_up), rows(w.down),   layout_.S_offset(l),
+                 scales(w.in_proj), scales(w.o_proj), scales(w.gate_up), scales(w.down)};
   }
   const size_t layer_bytes = AlignUp(layers.size() * sizeof(cuda::PersistentDecodeLayer));
   ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign, "the persistent decode kernel's tables"));
@@ -414,6 +418,9 @@ absl::Status CudaModel::SetUpPersistentDecode() {
                                       layers.size() * sizeof(cuda::PersistentDecodeLayer), cudaMemcpyHostToDevice));
   cuda::PersistentDecodeParams q = p.PersistentDecodeCuda(L);
   q.layers = persistent_mem_.get<cuda::PersistentDecodeLayer>();
+  q.weights = uses_fp8_weights()    ? cuda::PersistentWeights::kFp8
+              : uses_int8_weights() ? cuda::PersistentWeights::kInt8
+                                    : cuda::PersistentWeights::kBf16;
   q.final_norm = final_norm_;
   q.lm_head = lm_head_.bf16;
   q.vocab = config_.vocab_size;

@@ -143,16 +143,21 @@ __device__ __forceinline__ float ConsumerSum(Shared& s, float v) {
 // ---- The weight stream ----
 
 struct Matrix {
-  const __nv_bfloat16* w = nullptr;
+  const unsigned char* w = nullptr;  // rows of row_bytes each
+  const float* scale = nullptr;      // one-byte rows: a scale per row (gate|up: gate rows', then up rows')
+  PersistentWeights kind = PersistentWeights::kBf16;
   int64_t n = 0;  // output rows (gate|up: pairs; the up rows start n rows after the gate rows)
   int k = 0;      // input width
+  int row_bytes = 0;  // k weights: 2 k (bf16) or k (one byte)
   bool pair = false;
   int tile_rows = 1;  // rows (pairs) per full tile
 };
 
-__device__ __forceinline__ Matrix MakeMatrix(const __nv_bfloat16* w, int64_t n, int k, bool pair) {
-  Matrix m{w, n, k, pair, 1};
-  const int unit = (pair ? 2 : 1) * k * static_cast<int>(sizeof(__nv_bfloat16));
+__device__ __forceinline__ Matrix MakeMatrix(const void* w, const float* scale, PersistentWeights kind, int64_t n,
+                                             int k, bool pair) {
+  const int row_bytes = kind == PersistentWeights::kBf16 ? k * static_cast<int>(sizeof(__nv_bfloat16)) : k;
+  Matrix m{static_cast<const unsigned char*>(w), scale, kind, n, k, row_bytes, pair, 1};
+  const int unit = (pair ? 2 : 1) * row_bytes;
   while (2 * m.tile_rows * unit <= kStageBytes && 2 * m.tile_rows * (pair ? 2 : 1) <= kMaxTileRows) m.tile_rows *= 2;
   return m;
 }
@@ -181,13 +186,13 @@ __device__ __forceinline__ int MatrixCount(const PersistentDecodeParams& p) {
 }
 
 __device__ __forceinline__ Matrix MatrixAt(const PersistentDecodeParams& p, int i) {
-  if (i == 4 * p.num_layers) return MakeMatrix(p.lm_head, p.vocab, p.D, false);
+  if (i == 4 * p.num_layers) return MakeMatrix(p.lm_head, nullptr, PersistentWeights::kBf16, p.vocab, p.D, false);
   const PersistentDecodeLayer& L = p.layers[i / 4];
   switch (i % 4) {
-    case 0: return MakeMatrix(L.in_proj, p.P, p.D, false);
-    case 1: return MakeMatrix(L.o_proj, p.D, p.H * p.dv, false);
-    case 2: return MakeMatrix(L.gate_up, p.I, p.D, true);
-    default: return MakeMatrix(L.down, p.D, p.I, false);
+    case 0: return MakeMatrix(L.in_proj, L.in_proj_scale, p.weights, p.P, p.D, false);
+    case 1: return MakeMatrix(L.o_proj, L.o_proj_scale, p.weights, p.D, p.H * p.dv, false);
+    case 2: return MakeMatrix(L.gate_up, L.gate_up_scale, p.weights, p.I, p.D, true);
+    default: return MakeMatrix(L.down, L.down_scale, p.weights, p.D, p.I, false);
   }
 }
 
@@ -212,7 +217,7 @@ struct TileCursor {
     rows = TileRowsAt(m, r, r1);
   }
   __device__ __forceinline__ unsigned Bytes() const {
-    return static_cast<unsigned>(rows) * static_cast<unsigned>(m.k) * sizeof(__nv_bfloat16);
+    return static_cast<unsigned>(rows) * static_cast<unsigned>(m.row_bytes);
   }
 };
 
@@ -228,11 +233,31 @@ __device__ void Produce(const PersistentDecodeParams& p, Shared& s, int b, int G
     const Matrix& m = copy.m;
     const unsigned bytes = copy.Bytes();
     MbarExpectTx(&s.full[slot], m.pair ? 2 * bytes : bytes);
-    BulkCopy(s.stage[slot], m.w + copy.r * m.k, bytes, &s.full[slot], policy);
+    BulkCopy(s.stage[slot], m.w + copy.r * m.row_bytes, bytes, &s.full[slot], policy);
     if (m.pair)
-      BulkCopy(s.stage[slot] + m.tile_rows * m.k * sizeof(__nv_bfloat16), m.w + (m.n + copy.r) * m.k, bytes,
-               &s.full[slot], policy);
+      BulkCopy(s.stage[slot] + m.tile_rows * m.row_bytes, m.w + (m.n + copy.r) * m.row_bytes, bytes, &s.full[slot],
+               policy);
   }
+}
+
+// A warp's dot product of one streamed row (16-byte chunks [lo, hi) of it, lane by lane) with the
+// input row: chunk c is 8 bf16 weights against input chunk c, or 16 one-byte weights against input
+// chunks 2c and 2c + 1.
+template <PersistentWeights K>
+__device__ __forceinline__ float RowDot(const uint4* wr, const uint4* row, int lo, int hi, int lane) {
+  auto chunk_dot = [&](int c, float acc) {
+    if constexpr (K == PersistentWeights::kFp8) return Fp8Dot16(wr[c], row[2 * c], row[2 * c + 1], acc);
+    else if constexpr (K == PersistentWeights::kInt8) return Int8Dot16(wr[c], row[2 * c], row[2 * c + 1], acc);
+    else return Bf16Dot8(wr[c], row[c], acc);
+  };
+  float a0 = 0.f, a1 = 0.f;
+  int c = lo + lane;
+  for (; c + 32 < hi; c += 64) {
+    a0 = chunk_dot(c, a0);
+    a1 = chunk_dot(c + 32, a1);
+  }
+  if (c < hi) a0 = chunk_dot(c, a0);
+  return WarpSum(a0 + a1);
 }
 
 // The consumers' side of one matrix: each tile's rows against s.row, then epilogue(row, value,
@@ -242,7 +267,7 @@ __device__ __forceinline__ void Consume(Shared& s, const Matrix& m, int b, int G
                                         Epilogue&& epilogue) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int units = m.pair ? 2 * m.tile_rows : m.tile_rows;  // matrix rows in a full tile
-  const int chunks = m.k / 8;                                 // 16-byte chunks per row
+  const int chunks = m.row_bytes / 16;                        // 16-byte chunks per row
   const int split = units >= kConsumerWarps ? 1 : kConsumerWarps / units;  // warps per row
   ForEachTile(m, b, G, [&](int64_t r, int rows) {
     const int slot = static_cast<int>(tile % kStages);
@@ -252,14 +277,11 @@ __device__ __forceinline__ void Consume(Shared& s, const Matrix& m, int b, int G
     auto valid = [&](int u) { return (m.pair && u >= m.tile_rows ? u - m.tile_rows : u) < rows; };
     auto dot = [&](int u, int lo, int hi) {
       const uint4* wr = w + u * chunks;
-      float a0 = 0.f, a1 = 0.f;
-      int c = lo + lane;
-      for (; c + 32 < hi; c += 64) {
-        a0 = Bf16Dot8(wr[c], s.row[c], a0);
-        a1 = Bf16Dot8(wr[c + 32], s.row[c + 32], a1);
+      switch (m.kind) {  // the same for the whole matrix: one branch per row, none in the loop
+        case PersistentWeights::kFp8: return RowDot<PersistentWeights::kFp8>(wr, s.row, lo, hi, lane);
+        case PersistentWeights::kInt8: return RowDot<PersistentWeights::kInt8>(wr, s.row, lo, hi, lane);
+        default: return RowDot<PersistentWeights::kBf16>(wr, s.row, lo, hi, lane);
       }
-      if (c < hi) a0 = Bf16Dot8(wr[c], s.row[c], a0);
-      return WarpSum(a0 + a1);
     };
     if (split > 1) {
       const int u = warp / split, seg = warp % split;
@@ -280,6 +302,10 @@ __device__ __forceinline__ void Consume(Shared& s, const Matrix& m, int b, int G
       for (int j = 0; j < split; ++j) v += part[t][j];
       if (m.pair)
         for (int j = 0; j < split; ++j) up += part[m.tile_rows + t][j];
+      if (m.scale != nullptr) {  // one-byte rows: each row's sum scaled once
+        v *= __ldg(m.scale + r + t);
+        if (m.pair) up *= __ldg(m.scale + m.n + r + t);
+      }
       epilogue(r + t, v, up);
     }
     ++tile;
@@ -526,7 +552,11 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool buffers = p.layers != nullptr && p.state.FourValueAligned() && p.slots != nullptr && p.x != nullptr &&
                        p.proj != nullptr && p.o != nullptr && p.act != nullptr && p.barrier != nullptr;
   const bool own_rows = p.blocks > 0 && (p.D + p.blocks - 1) / p.blocks <= kMaxOwnRows;
-  return dims && offsets && head && buffers && own_rows;
+  // One-byte rows are streamed and read in 16-byte chunks of 16 weights.
+  const bool byte_rows = p.weights == PersistentWeights::kBf16 ||
+                         ((p.weights == PersistentWeights::kFp8 || p.weights == PersistentWeights::kInt8) &&
+                          p.D % 16 == 0 && p.I % 16 == 0 && (p.H * p.dv) % 16 == 0);
+  return dims && offsets && head && buffers && own_rows && byte_rows;
 }
 
 int PersistentDecodeBlocks(int device) {

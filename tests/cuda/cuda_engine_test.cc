@@ -279,19 +279,21 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // FP8 and INT8 weights in decode-sized steps: the rows widened in registers against bf16 inputs, as
 // the bf16 path reads bf16 rows, so within the bf16 bound of the CPU model with the same weights.
 // Batches of 4 and 12 (the tensor-core kernel at both of its tile counts) through the decode
-// graphs, then one sequence alone (the one-row kernels that make their input: no persistent kernel
-// for one-byte weights), every step's logits and, at the end, the states.
+// graphs, then one sequence alone (the one-row kernels that make their input: the persistent kernel
+// is off here, PersistentDecode below holds its one-byte stream), every step's logits and, at the
+// end, the states.
 void ByteWeightsDecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   CudaModelOptions o = Options();
   o.weights = weights;
+  o.persistent_decode = false;
   Gpu g = MakeGpu(dir, o, 16);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
   ASSERT_EQ(g.model->uses_int8_weights(), weights == WeightFormat::kInt8);
-  EXPECT_FALSE(g.model->uses_persistent_decode());
+  ASSERT_FALSE(g.model->uses_persistent_decode());
   const int V = g.model->config().vocab_size;
   std::mt19937 rng(37);
   std::uniform_int_distribution<int> tok(0, V - 1);
@@ -578,17 +580,21 @@ std::string PersistentShapeDir(int variant) {
 // a rounding boundary lands a bf16 step (2^-8) apart, and that difference is carried into the next
 // steps. Against the CPU the bound is then 3e-2 (H100, 2026-12-05: worst 2.3e-2 over the three
 // shapes); the two GPU paths stay within kPathsBound of each other as with fp32 states (5.8e-3).
-class PersistentDecode : public ::testing::TestWithParam<std::tuple<int, StateDType>> {};
+// With FP8 or INT8 weights (the third parameter) both GPU paths and the CPU model hold the same
+// one-byte rows; the kernel streams them as they lie and scales each row's sum once, as the
+// per-operation path's one-row kernels do: the same bounds.
+class PersistentDecode : public ::testing::TestWithParam<std::tuple<int, StateDType, WeightFormat>> {};
 constexpr double kPathsBound = 1e-2;
 constexpr double kBf16StatesVsCpuBound = 3e-2;
 
 TEST_P(PersistentDecode, StepsMatchTheKernelPerOperationPathAndTheCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
-  const auto [shape, dtype] = GetParam();
+  const auto [shape, dtype, weights] = GetParam();
   const std::string dir = PersistentShapeDir(shape);
-  auto cpu = CpuModelWithStates(dir, dtype);
+  auto cpu = CpuModelWithStates(dir, dtype, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   CudaModelOptions on = Options(), off = Options();
+  on.weights = off.weights = weights;
   off.persistent_decode = false;
   Gpu a = MakeGpu(dir, on, 8, dtype), b = MakeGpu(dir, off, 8, dtype);
   if (!a.model || !b.model) return;
@@ -597,7 +603,10 @@ TEST_P(PersistentDecode, StepsMatchTheKernelPerOperationPathAndTheCpu) {
   const int V = a.model->config().vocab_size;
   std::mt19937 rng(5 + shape);
   std::uniform_int_distribution<int> tok(0, V - 1);
-  std::vector<int32_t> prompt(37);
+  // FP8: a prompt of 16 tokens, prefilled by the decode-sized projections (bf16 inputs, as the
+  // CPU's fp32), not the FP8 GEMM, whose FP8 inputs OptionsModel.Fp8WeightsMixedPackedStepsMatchCpu
+  // bounds on its own.
+  std::vector<int32_t> prompt(weights == WeightFormat::kFp8 ? 16 : 37);
   for (auto& t : prompt) t = tok(rng);
   const int sa = *a.pool->Acquire(), sb = *b.pool->Acquire();
   SequenceState cs = (*cpu)->NewState();
@@ -633,14 +642,19 @@ TEST_P(PersistentDecode, StepsMatchTheKernelPerOperationPathAndTheCpu) {
     worst_gpu = std::max(worst_gpu, gpu);
     worst_cpu = std::max(worst_cpu, vs_cpu);
   }
-  std::printf("[ measure ] persistent decode, shape %d (dk %d, %s states): worst rel err vs the per-operation path "
-              "%.2e, vs the CPU %.2e\n",
-              shape, a.model->config().head_k_dim, StateDTypeName(dtype), worst_gpu, worst_cpu);
+  std::printf("[ measure ] persistent decode, shape %d (dk %d, %s states, %s weights): worst rel err vs the "
+              "per-operation path %.2e, vs the CPU %.2e\n",
+              shape, a.model->config().head_k_dim, StateDTypeName(dtype), WeightFormatName(weights), worst_gpu,
+              worst_cpu);
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadShapes, PersistentDecode,
                          ::testing::Combine(::testing::Values(0, 1, 2),
-                                            ::testing::Values(StateDType::kF32, StateDType::kBF16)));
+                                            ::testing::Values(StateDType::kF32, StateDType::kBF16),
+                                            ::testing::Values(WeightFormat::kNative)));
+INSTANTIATE_TEST_SUITE_P(ByteWeights, PersistentDecode,
+                         ::testing::Combine(::testing::Values(0, 1, 2), ::testing::Values(StateDType::kF32),
+                                            ::testing::Values(WeightFormat::kFp8, WeightFormat::kInt8)));
 
 TEST(CudaModel, BadInputIsRejectedAndChangesNothing) {
   GLA_REQUIRE_CUDA_DEVICE();
