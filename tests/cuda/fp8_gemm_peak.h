@@ -6,8 +6,9 @@
 
 namespace gla::bench {
 
-// FLOP/s of an 8192^3 cuda::LinearFp8Gemm (bf16 output), best of three rounds of best-of-10; 0 with
-// a line on stderr where the device or cuBLASLt has no such GEMM (before Hopper, before 12.9).
+// FLOP/s of an 8192^3 cuda::LinearFp8Gemm (bf16 output), the best of 30 timed runs after two untimed
+// ones; 0 with a line on stderr where it cannot run (no FP8 GEMM in the device or cuBLASLt: before
+// Hopper, before 12.9; or no memory for its 0.3 GB of operands).
 double MeasureFp8GemmPeak();
 
 }  // namespace gla::bench
