@@ -35,7 +35,9 @@ std::string WeightsNote(const CudaModel& m) {
                                                                                        : " from an int8 checkpoint";
   if (m.uses_fp8_weights()) return absl::StrCat(", fp8 weights", from);
   if (m.uses_int8_weights()) return absl::StrCat(", int8 weights", from);
-  return c.quantization ? absl::StrCat(", bf16 weights", from) : "";
+  if (!c.quantization) return "";
+  // Said with the reason, so that an operator who expected the checkpoint's own form sees why not.
+  return absl::StrCat(", bf16 weights", from, " (", m.bf16_fallback_reason(), ")");
 }
 
 class CudaBackend : public Backend {

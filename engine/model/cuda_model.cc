@@ -190,10 +190,15 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   // cores. Where it cannot (FP8 before sm_90, a width the one-byte kernels do not take), bf16 of its
   // values (scale x q), and the device line says which.
   CudaModelOptions run = options;
+  std::string bf16_fallback_reason;
   if (run.weights == WeightFormat::kNative && c.quantization) {
     const WeightFormat own =
         c.quantization->kind == CheckpointQuantization::Kind::kInt8 ? WeightFormat::kInt8 : WeightFormat::kFp8;
-    if (CheckByteWeights(c, own, prop).ok()) run.weights = own;
+    if (absl::Status own_form = CheckByteWeights(c, own, prop); own_form.ok()) {
+      run.weights = own;
+    } else {
+      bf16_fallback_reason = std::string(own_form.message());
+    }
   } else if (run.weights != WeightFormat::kNative) {
     RETURN_IF_ERROR(CheckByteWeights(c, run.weights, prop));
   }
@@ -203,6 +208,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   m->layout_ = StateLayout(ck.config);
   m->plan_ = GlaLayerPlan(ck.config);
   m->options_ = run;
+  m->bf16_fallback_reason_ = std::move(bf16_fallback_reason);
   m->device_name_ = absl::StrCat(prop.name, " (", prop.totalGlobalMem >> 30, " GiB, sm_", prop.major, prop.minor, ")");
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
   GLA_CUBLAS_RETURN_IF_ERROR(cublasCreate(&m->cublas_));

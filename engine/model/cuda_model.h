@@ -83,6 +83,9 @@ class CudaModel {
   bool uses_persistent_decode() const { return persistent_.blocks > 0; }
   bool uses_fp8_weights() const { return options_.weights == WeightFormat::kFp8; }
   bool uses_int8_weights() const { return options_.weights == WeightFormat::kInt8; }
+  // Why a pre-quantized checkpoint runs as bf16 of its values rather than in its own form (empty
+  // when it runs in its own form, or the checkpoint is not quantized).
+  const std::string& bf16_fallback_reason() const { return bf16_fallback_reason_; }
 
   enum class Logits { kNone, kLast, kAll };
   struct Segment {
@@ -165,6 +168,7 @@ class CudaModel {
   StateLayout layout_{GlaConfig{}};
   CudaModelOptions options_;
   std::string device_name_;
+  std::string bf16_fallback_reason_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
 

@@ -419,6 +419,17 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     EXPECT_EQ(width.code(), absl::StatusCode::kInvalidArgument) << width;
     EXPECT_NE(width.message().find("multiple of 16"), std::string::npos) << width;
   }
+  // A pre-quantized checkpoint of those widths is not refused under --weights native: it runs as
+  // bf16 of its values, and the device line says so and why.
+  const std::string odd_q8 = testing::MakeTempDir("cuda_int8_odd_width") + "/int8";
+  ASSERT_TRUE(WriteQuantizedCheckpoint(odd, odd_q8).ok());
+  auto backend = MakeCudaBackend(odd_q8, {});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ((*backend)->weight_format(), WeightFormat::kNative);
+  EXPECT_NE((*backend)->device().find(", bf16 weights from an int8 checkpoint (--weights int8 on the GPU needs every "
+                                      "projection's input width to be a multiple of 16"),
+            std::string::npos)
+      << (*backend)->device();
 }
 
 // A LoRA adapter with random B (B = 0, PEFT's init, would be a no-op) of a trained adapter's
