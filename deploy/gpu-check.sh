@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -244,6 +244,32 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
     # Issue 20: n = 8 from one prefill and state copies, against n = 1 and against 8 prefills.
     [ "${GLA_BENCH_N:-1}" = 1 ] && check "n_bench_$preset" gpu-bundle/run gla-n-bench --model /tmp/gla-$preset \
       --name gla-$preset && grep -E "^[0-9]" "$out/n_bench_$preset.txt" | sed "s/^/$preset n: /" | tee -a "$out/summary.txt"
+  done
+fi
+# Issue 19's "served through glad": batch-1 decode through glad and gRPC (gla-loadgen, concurrency 1,
+# greedy, 512-token prompts, 256 new tokens each) against the engine's own batch-1 step
+# (gla-engine-bench --batches 1) on the same random model, alternating twice in one call; the
+# inter-token latency's median against the engine's ms per step.
+if [ "$parts" = served ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  for preset in ${GLA_SERVED_PRESETS:-340M 1.3B}; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    for round in 1 2; do
+      check "served_engine_${preset}_$round" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
+        --batches 1 --prefill_tokens 0 --decode_steps 256
+      grep -E "^decode B=1 greedy" "$out/served_engine_${preset}_$round.txt" | sed "s/^/$preset engine $round: /" |
+        tee -a "$out/summary.txt"
+      gpu-bundle/run glad --model /tmp/gla-$preset --backend cuda --listen 127.0.0.1:50095 \
+        > "$out/glad_served_${preset}_$round.txt" 2>&1 &
+      glad_pid=$!
+      for _ in $(seq 1 240); do grep -q "listening" "$out/glad_served_${preset}_$round.txt" && break; sleep 0.5; done
+      check "served_glad_${preset}_$round" gpu-bundle/run gla-loadgen --addr 127.0.0.1:50095 --concurrency 1 \
+        --requests 8 --prompt-len 512 --max-new-tokens 256
+      grep -E "^\| 1 \|" "$out/served_glad_${preset}_$round.txt" | sed "s/^/$preset glad $round: /" | tee -a "$out/summary.txt"
+      kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
+    done
   done
 fi
 # Issue 21: decode throughput with a JSON Schema on every sequence against none, 32 at once, on a
