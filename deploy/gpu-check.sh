@@ -182,12 +182,14 @@ yield_measurements() {
 if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  check kernel_tests gpu-bundle/run gla_kernels_cuda_test
-  check engine_tests gpu-bundle/run cuda_engine_test
-  check train_tests gpu-bundle/run cuda_train_test
-  check persistent_decode_bench gpu-bundle/run persistent_decode_bench
-  for preset in 340M 1.3B; do
-    gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+  if [ "${GLA_AB_TESTS:-1}" = 1 ]; then  # GLA_AB_TESTS=0: the timings alone (the tests ran in this call already)
+    check kernel_tests gpu-bundle/run gla_kernels_cuda_test
+    check engine_tests gpu-bundle/run cuda_engine_test
+    check train_tests gpu-bundle/run cuda_train_test
+    check persistent_decode_bench gpu-bundle/run persistent_decode_bench
+  fi
+  for preset in ${GLA_AB_PRESETS:-340M 1.3B}; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
     # GLA_AB_VARIANTS: "label=binary [args]" entries separated by ';' (default: the bundled
     # gla-engine-bench-before against this build), each run twice, alternating.
@@ -197,8 +199,8 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
         which=${v%%=*}
         read -ra cmd <<< "${v#*=}"
         check "ab_${preset}_${which}_$round" gpu-bundle/run "${cmd[@]}" --model /tmp/gla-$preset --name gla-$preset \
-          --batches 1,8,32,128
-        grep -E "^(prefill|decode)" "$out/ab_${preset}_${which}_$round.txt" | sed "s/^/$preset $which $round: /" |
+          --batches "${GLA_AB_BATCHES:-1,8,32,128}"
+        grep -E "^(prefill|TTFT|decode)" "$out/ab_${preset}_${which}_$round.txt" | sed "s/^/$preset $which $round: /" |
           tee -a "$out/summary.txt"
       done
     done

@@ -22,7 +22,9 @@
 //     rows for its two columns; the 16 per-row sums are reduced across lanes with 16 shuffles) and
 //     the off-diagonal operands are running products of exp(g), because a first version that read
 //     k and b from smem per (t, s) pair and called exp per pair was bound by smem and MUFU
-//     (this kernel took 60% longer).
+//     (this kernel took 60% longer). Short prompts (chunk x head blocks fewer than the SMs: a
+//     512-token prompt at gla-1.3B is 32 blocks for 132 SMs) run it as clusters of dk / 64 blocks,
+//     one slice each, A's partial sums added across the cluster through distributed shared memory.
 //  2. Main (grid: segment x head x 64-column dv tile; 8 warps): walks the chunks of its segment with
 //     the state slice S^T [64 dv, dk] in registers. Warp w owns 16 dv rows (w % 4) and half of dk
 //     (w / 4). The state is kept transposed in the mma accumulator layout because that layout is
@@ -46,6 +48,7 @@
 // Next steps: wgmma with the state as a register A operand and qg/kg from smem, TMA multicast of
 // qg/kg across the dv tiles of a head (a cluster), and fusing prep into main through that cluster.
 // Rows beyond a sequence's end are zero-filled in smem (cp.async zfill), never read or written.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -127,16 +130,26 @@ struct PrepSmem {
 };
 __host__ __device__ constexpr int KrBase(int i) { return i == 1 ? 0 : i == 2 ? 16 : 48; }
 
-template <int DK>
+// kSplit: a cluster of DK / 64 blocks per (chunk, head), one 64-column slice each (short prompts:
+// chunk x head alone leaves most SMs idle, and a block's slices run one after another). Each block
+// writes its slice's qg, kg and decays; A's partial sums (the diagonal sub-chunks' and the
+// off-diagonal tiles') are added up by the cluster's first block through distributed shared
+// memory, slice by slice in order: the diagonal sums as without the split (bit for bit), the
+// off-diagonal tiles to fp32 rounding of the same products.
+template <int DK, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefillCudaParams p, const Workspace w) {
   static_assert(DK % 64 == 0 && DK <= 256, "dk is walked in 64-column slices");
+  constexpr int kSlices = DK / 64;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   PrepSmem& sm = *reinterpret_cast<PrepSmem*>(smem_raw);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int h = blockIdx.y;
+  // The blocks of one cluster share a unit, so they all return here or none does.
+  const int slice = kSplit ? static_cast<int>(blockIdx.x % kSlices) : 0;
+  const unsigned unit = kSplit ? blockIdx.x / kSlices : blockIdx.x;
   int n;
   int64_t c;
-  if (!FindUnit(p.cu_seqlens, p.num_seqs, blockIdx.x, kChunk, &n, &c)) return;
+  if (!FindUnit(p.cu_seqlens, p.num_seqs, unit, kChunk, &n, &c)) return;
   const int t0 = p.cu_seqlens[n] + static_cast<int>(c) * kChunk;
   const int L = min(kChunk, p.cu_seqlens[n + 1] - t0);
   const int groups = p.H / p.Hkv, hk = h / groups;
@@ -153,7 +166,8 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
   const int dsub = warp >> 1, dpar = warp & 1;
   float diag[8] = {};
 
-  for (int c0 = 0; c0 < DK; c0 += 64) {
+  const int c_begin = kSplit ? 64 * slice : 0, c_end = kSplit ? c_begin + 64 : DK;
+  for (int c0 = c_begin; c0 < c_end; c0 += 64) {
     for (int i = tid; i < kChunk * 16; i += kThreads) {
       const int r = i >> 4, c4 = (i & 15) * 4;
       float4 qv = make_float4(0.f, 0.f, 0.f, 0.f), kv = qv, gv = qv;
@@ -210,7 +224,7 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
         }
       }
       if (rg == 0 && own_kv)
-        *reinterpret_cast<float2*>(w.decay + (int64_t{blockIdx.x} * p.Hkv + hk) * DK + c0 + cx) =
+        *reinterpret_cast<float2*>(w.decay + (int64_t{unit} * p.Hkv + hk) * DK + c0 + cx) =
             make_float2(__expf(total.x), __expf(total.y));
     }
     // Sub-chunk-relative bf16 operands of the off-diagonal matmuls, as running products of
@@ -287,6 +301,36 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
       }
     }
     __syncthreads();  // the next slice overwrites q/k/a/qr/kr
+  }
+
+  if constexpr (kSplit) {
+    // Every block but the first leaves its partial sums in its dead qr/kr space ([value][thread]:
+    // conflict-free, and coalesced for the reads across the cluster); the first adds them to its own.
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    float* part = reinterpret_cast<float*>(&sm.u.op);
+    static_assert(sizeof(sm.u.op) >= 16 * kThreads * sizeof(float), "the partial sums fit over qr/kr");
+    const unsigned rank = cluster.block_rank();
+    if (rank != 0) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) part[i * kThreads + tid] = diag[i];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) part[(8 + e) * kThreads + tid] = off[e >> 2][e & 3];
+    }
+    cluster.sync();
+    if (rank == 0) {
+#pragma unroll 1
+      for (unsigned r = 1; r < kSlices; ++r) {
+        const float* other = cluster.map_shared_rank(part, r);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) diag[i] += other[i * kThreads + tid];
+        if (warp < 6) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) off[e >> 2][e & 3] += other[(8 + e) * kThreads + tid];
+        }
+      }
+    }
+    cluster.sync();  // the others' shared memory stays until the first block has read it
+    if (rank != 0) return;
   }
 
   // Assemble A (bf16) in smem (over the dead qr/kr), then write the valid rows coalesced.
@@ -597,12 +641,45 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   return plan;
 }
 
+// Whether the prep kernel runs as clusters of one block per 64-column slice of dk: when chunk x head
+// blocks would fill less than one block per SM (short prompts: gla-1.3B's 512-token prompt has 32
+// for 132 SMs), and dk has more than one slice.
+bool SplitPrep(int dk, int64_t chunk_ids, int H) {
+  int sms = 132, dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    sms = 132;
+  return dk > 64 && chunk_ids * H <= sms;
+}
+
 template <int DK>
-cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, cudaStream_t stream) {
+cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, bool split,
+                       cudaStream_t stream) {
+  constexpr int kSlices = DK / 64;
+  if constexpr (kSlices > 1) {
+    if (split) {
+      cudaError_t e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           sizeof(PrepSmem));
+      if (e != cudaSuccess) return e;
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(static_cast<unsigned>(chunk_ids * kSlices), p.H);
+      config.blockDim = dim3(kThreads);
+      config.dynamicSmemBytes = sizeof(PrepSmem);
+      config.stream = stream;
+      cudaLaunchAttribute cluster{};
+      cluster.id = cudaLaunchAttributeClusterDimension;
+      cluster.val.clusterDim.x = kSlices;
+      cluster.val.clusterDim.y = 1;
+      cluster.val.clusterDim.z = 1;
+      config.attrs = &cluster;
+      config.numAttrs = 1;
+      return cudaLaunchKernelEx(&config, GlaChunkPrepKernel<DK, true>, p, w);
+    }
+  }
   const cudaError_t e =
-      cudaFuncSetAttribute(GlaChunkPrepKernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
+      cudaFuncSetAttribute(GlaChunkPrepKernel<DK, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
   if (e != cudaSuccess) return e;
-  GlaChunkPrepKernel<DK><<<dim3(static_cast<unsigned>(chunk_ids), p.H), kThreads, sizeof(PrepSmem), stream>>>(p, w);
+  GlaChunkPrepKernel<DK, false>
+      <<<dim3(static_cast<unsigned>(chunk_ids), p.H), kThreads, sizeof(PrepSmem), stream>>>(p, w);
   return cudaGetLastError();
 }
 
@@ -622,7 +699,8 @@ cudaError_t Launch(const GlaPrefillCudaParams& p, const Plan& plan, cudaStream_t
   if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 MainSmem<DK>::kBytes)) != cudaSuccess)
     return e;
-  if ((e = LaunchPrep<DK>(p, w, plan.chunk_ids, stream)) != cudaSuccess) return e;
+  if ((e = LaunchPrep<DK>(p, w, plan.chunk_ids, SplitPrep(p.dk, plan.chunk_ids, p.H), stream)) != cudaSuccess)
+    return e;
   if (plan.seg_len != kNoSplit) {
     if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   MainSmem<DK>::kBytes)) != cudaSuccess)
@@ -646,7 +724,9 @@ cudaError_t chunk::LaunchChunkPrep(const GlaPrefillCudaParams& p, const PrepOut&
   w.A = out.A;
   w.decay = out.decay;
   w.seg_len = kNoSplit;
-  return DispatchHeadDim(p.dk, [&](auto dk) { return LaunchPrep<decltype(dk)::value>(p, w, chunk_ids, stream); });
+  // The backward's recomputation: the unsplit kernel (long training windows fill the GPU anyway).
+  return DispatchHeadDim(p.dk,
+                         [&](auto dk) { return LaunchPrep<decltype(dk)::value>(p, w, chunk_ids, false, stream); });
 }
 
 bool GlaChunkHeadDimSupported(int dk) { return chunk::ChunkHeadDimSupported(dk); }
