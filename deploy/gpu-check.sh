@@ -286,6 +286,7 @@ fi
 # move with the bytes).
 if [ "$parts" = weights ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
+  export GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad  # the serving test starts the bundle's glad
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   # Time limits: these paths ran on no GPU before they were written into the tree, and a hang must
   # not eat the whole device call.

@@ -320,6 +320,8 @@ void ByteWeightsDecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
       ASSERT_TRUE(g.model->Forward(gs, g.states(), &first).ok());
       const double err = RelErr(g.Logits(batch), want);
       EXPECT_LT(err, kBf16Bound) << "batch " << batch << " step " << step;
+      std::printf("[ measure ] options model (output gate %d), %s weights, batch %d step %d: logits rel err %.2e\n",
+                  output_gate, WeightFormatName(weights), batch, step, err);
       worst = std::max(worst, err);
     }
     for (int s = 0; s < batch; ++s) {
@@ -335,6 +337,12 @@ void ByteWeightsDecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
 TEST_P(OptionsModel, ByteWeightsDecodeStepsMatchCpuWithinBf16Bound) {
   GLA_REQUIRE_CUDA_DEVICE();
   for (WeightFormat weights : {WeightFormat::kFp8, WeightFormat::kInt8}) ByteWeightsDecodeStepsMatchCpu(GetParam(), weights);
+}
+
+// The same steps with the model's own bf16 weights: what the one-byte forms are to be compared with.
+TEST_P(OptionsModel, NativeWeightsDecodeStepsMatchCpuWithinBf16Bound) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  ByteWeightsDecodeStepsMatchCpu(GetParam(), WeightFormat::kNative);
 }
 
 INSTANTIATE_TEST_SUITE_P(OutputGate, OptionsModel, ::testing::Bool());

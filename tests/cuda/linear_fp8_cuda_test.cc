@@ -78,6 +78,14 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
   cuda::LinearFp8Gemm gemm;
   const cublasStatus_t init = gemm.Init(workspace.p, 32u << 20);
   ASSERT_EQ(init, CUBLAS_STATUS_SUCCESS) << "cuBLASLt " << cublasLtGetVersion();
+  // Which output widths cuBLASLt's FP8 GEMM takes (measured: the engine refuses the others at load).
+  for (int N : {36, 37, 38, 40, 44}) {
+    const int K = 208, M = 17, ys = (N + 7) / 8 * 8;
+    Dev<uint8_t> wq(static_cast<size_t>(N) * K), xq(static_cast<size_t>(M) * K);
+    Dev<float> ws(N), xsc(M), y(static_cast<size_t>(M) * ys);
+    std::printf("[ measure ] FP8 GEMM N=%d K=%d M=%d: cuBLASLt status %d\n", N, K, M,
+                static_cast<int>(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N, K, y.p, false, ys, M, 1.0f, nullptr)));
+  }
   for (auto [N, K] : kShapes) {
     const testing::ByteRowsHost W =
         testing::QuantizeRowsHost(Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f), N, K, /*int8=*/false);
@@ -113,6 +121,7 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
       std::vector<float> got(static_cast<size_t>(M) * N);
       for (int m = 0; m < M; ++m)
         for (int n = 0; n < N; ++n) got[m * N + n] = y[m * ys + n];
+      std::printf("[ measure ] FP8 GEMM N=%d K=%d M=%d: rel err vs double %.3e\n", N, K, M, RelErr(got, ref));
       EXPECT_LT(RelErr(got, ref), 1e-4) << "N=" << N << " K=" << K << " M=" << M;
       const int zs = (N + 7) / 8 * 8;
       Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * zs);
