@@ -190,9 +190,17 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModelWithStates(const std::string& 
 
 // FP8 weights (--weights fp8): projections of more than 16 rows quantize their inputs to FP8 as
 // well (the FP8 tensor cores take two FP8 operands), which the CPU model does not: up to 2^-4 of
-// each input value. Provisional: set before the first GPU run of this path; the tests print what
-// they measure, and the bound is to be tightened from those numbers.
-constexpr double kFp8InputsBound = 1e-1;
+// each input value. Measured on an H100 (2026-12-06) on this random two-layer model: up to 0.176
+// in the logits and 0.194 in a state (four steps, both prefill kernels, with and without the output
+// gate); bound 0.25. The accuracy that matters is the trained model's: the held-out perplexity
+// test below holds FP8 to the 1% (measured +0.32%).
+constexpr double kFp8InputsBound = 0.25;
+// INT8 weights in steps of more than 16 rows: each matrix is dequantized to bf16 (scale x q
+// rounded to bf16: up to 2^-9 of each weight, which the CPU's fp32 scale x q does not lose) for the
+// bf16 GEMM; the random test checkpoints are bf16, so their native weights lose nothing there.
+// Measured on an H100 (2026-12-06): up to 0.023 in the logits and 0.030 in a state; bound 0.05.
+// (Held-out perplexity of the trained model: +0.004%.)
+constexpr double kInt8DequantizedBound = 5e-2;
 
 // Steps mixing decode tokens and prefill chunks of different lengths, from non-zero states,
 // against the CPU model running the same steps: logits and states after every step. With bf16
@@ -202,7 +210,9 @@ void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype, WeightFormat w
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, dtype, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  const double bound = weights == WeightFormat::kFp8 ? kFp8InputsBound : kBf16Bound;
+  const double bound = weights == WeightFormat::kFp8    ? kFp8InputsBound
+                       : weights == WeightFormat::kInt8 ? kInt8DequantizedBound
+                                                        : kBf16Bound;
   for (bool chunked : {true, false}) {
     CudaModelOptions o = Options(512, chunked);
     o.weights = weights;
@@ -269,8 +279,8 @@ TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kFp8);
 }
 
-// INT8 weights are weight-only on the GPU too (the inputs stay bf16 at every step size): the bf16
-// bound of the CPU's same INT8 rows, prefill included.
+// INT8 weights are weight-only on the GPU too (the inputs stay bf16 at every step size); against the
+// CPU's same INT8 rows within kInt8DequantizedBound (the bf16 rounding of the dequantized matrix).
 TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kInt8);
