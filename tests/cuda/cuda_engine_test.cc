@@ -287,11 +287,20 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 }
 
 // FP8 and INT8 weights in decode-sized steps: the rows widened in registers against bf16 inputs, as
-// the bf16 path reads bf16 rows, so within the bf16 bound of the CPU model with the same weights.
+// the bf16 path reads bf16 rows, so as close to the CPU model with the same weights as bf16 weights
+// are to it (kDecodeStepsVsCpuBound).
 // Batches of 4 and 12 (the tensor-core kernel at both of its tile counts) through the decode
 // graphs, then one sequence alone (the one-row kernels that make their input: the persistent kernel
 // is off here, PersistentDecode below holds its one-byte stream), every step's logits and, at the
 // end, the states.
+//
+// The bound is this random model's, measured (H100, 2026-12-06): with its own bf16 weights (the
+// native instance below) a sequence decoding alone differs from the CPU's logits by up to 5.5% at
+// a step (2.2-5.5% over its first eight steps, from zero states, without the output gate), a batch
+// of 12 by up to 1.5%; bf16 activations against fp32 on a two-layer random model, not gla-tiny's
+// 2%. INT8 measured the same (5.4%) on the same tokens; FP8 5.3% at every step but one, where it
+// measured 14.4% (native 3.5%, INT8 3.4%): not understood yet, so FP8 fails this bound until it is.
+constexpr double kDecodeStepsVsCpuBound = 6e-2;
 void ByteWeightsDecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
@@ -329,13 +338,14 @@ void ByteWeightsDecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
       std::vector<int> first;
       ASSERT_TRUE(g.model->Forward(gs, g.states(), &first).ok());
       const double err = RelErr(g.Logits(batch), want);
-      EXPECT_LT(err, kBf16Bound) << "batch " << batch << " step " << step;
+      EXPECT_LT(err, kDecodeStepsVsCpuBound) << "batch " << batch << " step " << step;
       std::printf("[ measure ] options model (output gate %d), %s weights, batch %d step %d: logits rel err %.2e\n",
                   output_gate, WeightFormatName(weights), batch, step, err);
       worst = std::max(worst, err);
     }
     for (int s = 0; s < batch; ++s) {
-      EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), kBf16Bound) << "batch " << batch << " sequence " << s;
+      EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), kDecodeStepsVsCpuBound)
+          << "batch " << batch << " sequence " << s;
       g.pool->Release(slots[s]);
     }
   }
@@ -344,13 +354,13 @@ void ByteWeightsDecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
               output_gate, WeightFormatName(weights), worst);
 }
 
-TEST_P(OptionsModel, ByteWeightsDecodeStepsMatchCpuWithinBf16Bound) {
+TEST_P(OptionsModel, ByteWeightsDecodeStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   for (WeightFormat weights : {WeightFormat::kFp8, WeightFormat::kInt8}) ByteWeightsDecodeStepsMatchCpu(GetParam(), weights);
 }
 
 // The same steps with the model's own bf16 weights: what the one-byte forms are to be compared with.
-TEST_P(OptionsModel, NativeWeightsDecodeStepsMatchCpuWithinBf16Bound) {
+TEST_P(OptionsModel, NativeWeightsDecodeStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   ByteWeightsDecodeStepsMatchCpu(GetParam(), WeightFormat::kNative);
 }
@@ -646,7 +656,11 @@ TEST_P(PersistentDecode, StepsMatchTheKernelPerOperationPathAndTheCpu) {
   ASSERT_TRUE(b.model->Forward({&pb, 1}, b.states(), &first).ok());
   const CpuModel::Segment pc{prompt, cs.data.data(), false};
   ASSERT_TRUE((*cpu)->Forward({&pc, 1}, &want).ok());
-  const double cpu_bound = dtype == StateDType::kBF16 ? kBf16StatesVsCpuBound : kBf16Bound;
+  // One-byte weights against the CPU with the same weights: 2.15-2.30% measured on the H100
+  // (2026-12-06) where bf16 weights measured 1.06-1.71% on their models (other weights, other
+  // conditioning; the per-operation path, which holds the kernel to 1e-2, measured the same).
+  const double cpu_bound = dtype == StateDType::kBF16 || weights != WeightFormat::kNative ? kBf16StatesVsCpuBound
+                                                                                          : kBf16Bound;
   double worst_gpu = 0, worst_cpu = 0;
   for (int step = 0; step < 12; ++step) {
     const std::vector<int32_t> one = {tok(rng)};
