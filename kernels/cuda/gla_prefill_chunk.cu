@@ -605,11 +605,17 @@ struct Plan {
   size_t qg = 0, kg = 0, A = 0, decay = 0, seg_state = 0, seg_decay = 0, bytes = 0;
 };
 
-Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
-  Plan plan;
+// The current device's SMs (132, an H100's or H200's, where it cannot be asked).
+int MultiprocessorCount() {
   int sms = 132, dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     sms = 132;
+  return sms;
+}
+
+Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
+  Plan plan;
+  const int sms = MultiprocessorCount();
   const int64_t total = std::max(total_tokens, 0), seqs = std::max(p.num_seqs, 1);
   const int64_t blocks = seqs * p.H * ((p.dv + kDvTile - 1) / kDvTile);  // main blocks without cutting
   // Cut sequences into k segments only when the uncut grid fills less than 3/4 of the GPU (one
@@ -644,12 +650,7 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
 // Whether the prep kernel runs as clusters of one block per 64-column slice of dk: when chunk x head
 // blocks would fill less than one block per SM (short prompts: gla-1.3B's 512-token prompt has 32
 // for 132 SMs), and dk has more than one slice.
-bool SplitPrep(int dk, int64_t chunk_ids, int H) {
-  int sms = 132, dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    sms = 132;
-  return dk > 64 && chunk_ids * H <= sms;
-}
+bool SplitPrep(int dk, int64_t chunk_ids, int H) { return dk > 64 && chunk_ids * H <= MultiprocessorCount(); }
 
 template <int DK>
 cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, bool split,
