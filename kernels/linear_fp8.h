@@ -39,9 +39,10 @@ struct Fp8Input {
 // (cuBLASLt's full-precision accumulation, not its fast mode), y fp32 or bf16. The plans (layouts,
 // the chosen algorithm) are made once per shape and kept: a step's eager projections do not query
 // cuBLASLt's heuristic again. Graph-capturable (its workspace is the caller's). One object per
-// stream user; not thread-safe. K % 16 == 0, N % 4 == 0, 16-byte aligned operands and output rows
-// a multiple of 16 bytes apart (FP8 GEMMs need them: cuBLASLt 13.0 on an H100 found no algorithm
-// for N = 37 or 38 and took 36, 40, 44); CUBLAS_STATUS_INVALID_VALUE (nothing run) otherwise.
+// stream user; not thread-safe. K % 16 == 0, output rows of N values a multiple of 16 bytes long
+// (N % 4 for fp32, N % 8 for bf16) and apart, 16-byte aligned operands (FP8 GEMMs need them:
+// cuBLASLt 13.0 on an H100 found no algorithm for fp32 rows of N = 37 or 38 or bf16 rows of N = 36,
+// and took fp32 rows of 36, 40, 44); CUBLAS_STATUS_INVALID_VALUE (nothing run) otherwise.
 class LinearFp8Gemm {
  public:
   LinearFp8Gemm() = default;

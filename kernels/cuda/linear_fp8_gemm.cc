@@ -110,7 +110,7 @@ cublasStatus_t LinearFp8Gemm::FindPlan(const Fp8Input& x, const Fp8Weight& w, in
                                        bool y_bf16, int64_t y_stride, int64_t M, Plan** found) {
   if (handle_ == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (!FitsInt(M) || !FitsInt(N) || !FitsInt(K) || !FitsInt(x.stride) || !FitsInt(y_stride) || N == 0 || K == 0 ||
-      K % 16 != 0 || N % 4 != 0 || x.stride % 16 != 0 || x.stride < K || y_stride < N || (y_stride * (y_bf16 ? 2 : 4)) % 16 != 0 ||
+      K % 16 != 0 || (N * (y_bf16 ? 2 : 4)) % 16 != 0 || x.stride % 16 != 0 || x.stride < K || y_stride < N || (y_stride * (y_bf16 ? 2 : 4)) % 16 != 0 ||
       x.q == nullptr || x.scale == nullptr ||
       w.q == nullptr || w.scale == nullptr || y == nullptr)
     return CUBLAS_STATUS_INVALID_VALUE;

@@ -118,6 +118,10 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
       EXPECT_LT(RelErr(got, ref), 2e-4) << "N=" << N << " K=" << K << " M=" << M;
       const int zs = (N + 7) / 8 * 8;
       Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * zs);
+      if (N % 8 != 0) {  // bf16 rows of N values are not 16 bytes each: refused, nothing run
+        EXPECT_EQ(gemm.Run(in, fw, N, K, dz.p, true, zs, M, 0.0f, nullptr), CUBLAS_STATUS_INVALID_VALUE) << "N=" << N;
+        continue;
+      }
       ASSERT_EQ(gemm.Run(in, fw, N, K, dz.p, true, zs, M, 0.0f, nullptr), CUBLAS_STATUS_SUCCESS);
       const auto z = FromBf16(dz.Get());
       for (int m = 0; m < M; ++m)
@@ -144,7 +148,7 @@ TEST(LinearFp8Gemm, EqualsTheDoubleProductOfTheDequantizedOperands) {
         << "K % 16";
     EXPECT_EQ(gemm.Run({xq.p, xsc.p, K}, {wq.p, ws.p}, N + 1, K, y.p, false, ys, 17, 1.0f, nullptr),
               CUBLAS_STATUS_INVALID_VALUE)
-        << "N % 4 (cuBLASLt has no FP8 algorithm for it)";
+        << "N % 4 (cuBLASLt has no FP8 algorithm for fp32 rows of 37 values)";
     EXPECT_EQ(gemm.Run({xq.p, nullptr, K}, {wq.p, ws.p}, N, K, y.p, false, ys, 17, 1.0f, nullptr),
               CUBLAS_STATUS_INVALID_VALUE)
         << "no input scales";
