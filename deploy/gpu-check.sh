@@ -499,7 +499,9 @@ fi
 cat "$out/summary.txt"
 echo "failures: $failures"
 # The device tool brings back at most 8 files from $OUT: everything travels as one archive beside
-# the summary (tar -xzf results.tgz here). A run cut short keeps its loose files instead.
+# the summary (tar -xzf results.tgz here). A run cut short keeps its loose files instead. A part run
+# after another in the same call finds that one's archive: it travels inside this one, renamed.
+[ -f "$out/results.tgz" ] && mv "$out/results.tgz" "$out/earlier-part-results.tgz"
 if tar -C "$out" -czf /tmp/gla-results.tgz . 2> /dev/null; then
   find "$out" -mindepth 1 -maxdepth 1 ! -name summary.txt -exec rm -rf {} +
   mv /tmp/gla-results.tgz "$out/results.tgz"
