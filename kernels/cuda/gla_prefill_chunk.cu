@@ -602,20 +602,18 @@ __global__ void __launch_bounds__(kThreads, 1) GlaChunkMainKernel(const GlaPrefi
 struct Plan {
   int64_t seg_len = kNoSplit;
   int64_t chunk_ids = 0, seg_ids = 0;
+  // Whether the prep kernel runs as clusters of one block per 64-column slice of dk: when chunk x
+  // head blocks would fill less than one block per SM (short prompts: gla-1.3B's 512-token prompt
+  // has 32 for 132 SMs), and dk has more than one slice.
+  bool split_prep = false;
   size_t qg = 0, kg = 0, A = 0, decay = 0, seg_state = 0, seg_decay = 0, bytes = 0;
 };
 
-// The current device's SMs (132, an H100's or H200's, where it cannot be asked).
-int MultiprocessorCount() {
+Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
+  Plan plan;
   int sms = 132, dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     sms = 132;
-  return sms;
-}
-
-Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
-  Plan plan;
-  const int sms = MultiprocessorCount();
   const int64_t total = std::max(total_tokens, 0), seqs = std::max(p.num_seqs, 1);
   const int64_t blocks = seqs * p.H * ((p.dv + kDvTile - 1) / kDvTile);  // main blocks without cutting
   // Cut sequences into k segments only when the uncut grid fills less than 3/4 of the GPU (one
@@ -628,6 +626,7 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   }
   const PrepLayout prep = MakePrepLayout(p.H, p.Hkv, p.dk, total, p.num_seqs);  // shared with the backward
   plan.chunk_ids = prep.chunk_ids;
+  plan.split_prep = p.dk > 64 && plan.chunk_ids * p.H <= sms;
   plan.seg_ids = total / plan.seg_len + seqs;
   size_t off = prep.end;
   auto take = [&](size_t bytes) {
@@ -646,11 +645,6 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   plan.bytes = off;
   return plan;
 }
-
-// Whether the prep kernel runs as clusters of one block per 64-column slice of dk: when chunk x head
-// blocks would fill less than one block per SM (short prompts: gla-1.3B's 512-token prompt has 32
-// for 132 SMs), and dk has more than one slice.
-bool SplitPrep(int dk, int64_t chunk_ids, int H) { return dk > 64 && chunk_ids * H <= MultiprocessorCount(); }
 
 template <int DK>
 cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, bool split,
@@ -700,7 +694,7 @@ cudaError_t Launch(const GlaPrefillCudaParams& p, const Plan& plan, cudaStream_t
   if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 MainSmem<DK>::kBytes)) != cudaSuccess)
     return e;
-  if ((e = LaunchPrep<DK>(p, w, plan.chunk_ids, SplitPrep(p.dk, plan.chunk_ids, p.H), stream)) != cudaSuccess)
+  if ((e = LaunchPrep<DK>(p, w, plan.chunk_ids, plan.split_prep, stream)) != cudaSuccess)
     return e;
   if (plan.seg_len != kNoSplit) {
     if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
