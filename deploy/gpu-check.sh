@@ -17,6 +17,24 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gla-gpu}
 parts=${1:-all}
+# The developer knobs below, checked before anything runs: a typo would otherwise cost a device
+# call whose runs all fail (or silently take a default).
+knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
+case $parts in
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | served | http | n | sdk | structured | \
+    store | devices | fla) ;;
+  *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
+esac
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS; do
+  for preset in ${!v-}; do
+    case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
+  done
+done
+[[ ${GLA_AB_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_AB_TESTS must be 0 or 1, not '${GLA_AB_TESTS}'"
+[[ ${GLA_AB_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  knob_error "GLA_AB_BATCHES must be batch sizes separated by commas (1,8,32), not '${GLA_AB_BATCHES}'"
+[[ ${GLA_WEIGHTS_ROUNDS:-1} =~ ^[1-9][0-9]*$ ]] ||
+  knob_error "GLA_WEIGHTS_ROUNDS must be a positive count, not '${GLA_WEIGHTS_ROUNDS}'"
 mkdir -p "$out" build-gpu
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader; nvcc --version | tail -n 2; } | tee "$out/device.txt"
 # What every benchmark stamps on its table and JSON file (tests/cuda/bench_report.h): the commit
