@@ -50,6 +50,10 @@ std::vector<FlagSpec> With(std::initializer_list<FlagSpec> extra) {
        "fp32)",
        "native"},
       {"state-dtype", "f32|bf16", "what a sequence's state keeps between steps (bf16: rounded after each step)", "f32"},
+      {"activations", "f32|bf16",
+       "the activations the GPU keeps in bf16 (normed rows, the gated attention output, gate|up, SwiGLU): fp32, or "
+       "rounded to bf16 where the GPU rounds them",
+       "f32"},
   };
   flags.insert(flags.end(), extra.begin(), extra.end());
   return flags;
@@ -73,6 +77,11 @@ absl::StatusOr<std::unique_ptr<CpuModel>> LoadModel(const ParsedArgs& a) {
     const std::string d = a.flags.at("state-dtype");
     if (d == "bf16") o.state_dtype = CpuModelOptions::StateDType::kBF16;
     else if (d != "f32") return absl::InvalidArgumentError(absl::StrCat("--state-dtype must be f32 or bf16, not '", d, "'"));
+  }
+  if (a.Has("activations")) {
+    const std::string d = a.flags.at("activations");
+    if (d == "bf16") o.activations = CpuModelOptions::ActivationDType::kBF16;
+    else if (d != "f32") return absl::InvalidArgumentError(absl::StrCat("--activations must be f32 or bf16, not '", d, "'"));
   }
   return CpuModel::Load(dir, o);
 }
@@ -256,7 +265,12 @@ absl::Status Drift(const ParsedArgs& a) {
               "greedy identical for |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   std::printf("| %s (%s%s) | %s (%s) | %s | %d | %.3g | %.3g | %.3g | %.2f%% | %d tokens |\n", model_dir.c_str(),
               WeightFormatName(candidate->weights()),
-              candidate->options().state_dtype == CpuModelOptions::StateDType::kBF16 ? ", bf16 states" : "", reference_dir.c_str(), WeightFormatName(reference->weights()),
+              absl::StrCat(candidate->options().state_dtype == CpuModelOptions::StateDType::kBF16 ? ", bf16 states" : "",
+                           candidate->options().activations == CpuModelOptions::ActivationDType::kBF16
+                               ? ", bf16 activations"
+                               : "")
+                  .c_str(),
+              reference_dir.c_str(), WeightFormatName(reference->weights()),
               o.temperature == 0 ? "greedy" : absl::StrCat("sampled, T ", o.temperature, ", seed ", seed).c_str(),
               d.tokens, d.mean_kl, d.p99_kl, d.max_kl, 100 * d.top1_agreement, d.free_run_identical);
   std::fprintf(stderr, "%.1f s\n", Seconds(t0, Clock::now()));

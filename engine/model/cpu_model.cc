@@ -189,6 +189,11 @@ void CpuModel::AddLoraDeltas(int layer, LoraTarget t, std::span<const Segment> s
 
 SequenceState CpuModel::NewState() const { return SequenceState{std::vector<float>(layout_.floats(), 0.0f)}; }
 
+void CpuModel::RoundActivations(float* v, int64_t n) const {
+  if (options_.activations != CpuModelOptions::ActivationDType::kBF16) return;
+  for (int64_t i = 0; i < n; ++i) v[i] = BFloat16ToFloat(FloatToBFloat16(v[i]));
+}
+
 void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vector<int64_t>& offsets, Workspace& ws) {
   const GlaLayerPlan& p = plan_;
   const InProjLayout& ip = p.in_proj;
@@ -203,6 +208,7 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
 
   // h = RMSNorm(x) w_attn;  proj = h [Wq; Wk; Wv; Wg; Wgk0]^T
   cpu::RmsNorm(ws.x.data(), D, w.attn_norm.data.data(), ws.h.data(), D, N, D, p.eps);
+  RoundActivations(ws.h.data(), N * D);
   Project(f.in_proj, ws.h.data(), D, ws.proj.data(), P, N);
   float* proj = ws.proj.data();
   lora(LoraTarget::kQ, ws.h.data(), D, proj + ip.q, P);
@@ -253,15 +259,22 @@ void CpuModel::RunLayer(int l, std::span<const Segment> segments, const std::vec
   const float* gate = p.output_gate ? proj + ip.g : nullptr;
   cpu::RmsNormSwishGate(ws.o.data(), p.o_width, gate, P, w.g_norm.data.data(), ws.og.data(), p.o_width, N, p.heads,
                         p.head_v, p.eps);
+  RoundActivations(ws.og.data(), N * p.o_width);
   Project(f.o_proj, ws.og.data(), p.o_width, ws.x.data(), D, N, /*beta=*/1.0f);
   lora(LoraTarget::kO, ws.og.data(), p.o_width, ws.x.data(), D);
 
   // x += Wdown( silu(Wgate h') * Wup h' ),  h' = RMSNorm(x) w_mlp
   cpu::RmsNorm(ws.x.data(), D, w.mlp_norm.data.data(), ws.h.data(), D, N, D, p.eps);
+  RoundActivations(ws.h.data(), N * D);
   Project(f.gate_up, ws.h.data(), D, ws.gate_up.data(), 2 * I, N);
-  lora(LoraTarget::kGate, ws.h.data(), D, ws.gate_up.data(), 2 * I);
-  lora(LoraTarget::kUp, ws.h.data(), D, ws.gate_up.data() + I, 2 * I);
+  RoundActivations(ws.gate_up.data(), N * 2 * I);
+  if (has_adapters) {  // the GPU adds an adapter's delta into its bf16 gate|up: rounded again
+    lora(LoraTarget::kGate, ws.h.data(), D, ws.gate_up.data(), 2 * I);
+    lora(LoraTarget::kUp, ws.h.data(), D, ws.gate_up.data() + I, 2 * I);
+    RoundActivations(ws.gate_up.data(), N * 2 * I);
+  }
   cpu::SwiGlu(ws.gate_up.data(), 2 * I, ws.act.data(), I, N, I);
+  RoundActivations(ws.act.data(), N * I);
   Project(f.down, ws.act.data(), I, ws.x.data(), D, N, /*beta=*/1.0f);
   lora(LoraTarget::kDown, ws.act.data(), I, ws.x.data(), D);
 }
@@ -323,6 +336,7 @@ absl::Status CpuModel::Forward(std::span<const Segment> segments, std::vector<fl
     R += T - first;
   }
   cpu::RmsNorm(rows.data(), D, ck_.weights.norm.data.data(), rows.data(), D, R, D, plan_.eps);
+  RoundActivations(rows.data(), R * D);
   const size_t base = logits->size();
   logits->resize(base + static_cast<size_t>(R) * c.vocab_size);
   cpu::Linear(rows.data(), D, ck_.weights.output_embeddings().data.data(), c.vocab_size, D, logits->data() + base,

@@ -38,6 +38,16 @@ struct CpuModelOptions {
   // pool of bf16 slots would keep it between steps, while each step still updates it in fp32
   // (issue 23's --state_dtype bf16: this measures its accuracy; the memory is not halved yet).
   enum class StateDType { kF32, kBF16 } state_dtype = StateDType::kF32;
+  // kBF16: the activations the CUDA engine keeps in bf16 are rounded to bf16 (nearest even) where
+  // it rounds them: each RMSNorm's rows a projection reads, the gated attention output o_proj
+  // reads, gate|up and its SwiGLU rows, the final norm's rows lm_head reads; the residual stream,
+  // the projections' fp32 outputs and the GLA operator stay fp32, as there. The CPU then computes
+  // what the GPU's decode steps compute up to the order of their sums, so the GPU tests hold the
+  // GPU to it tightly (on a random test model whose FP8 decode step moved 14.4% from fp32
+  // activations, the GPU and this agreed to three digits), and gla-eval measures what bf16
+  // activations cost a model. (Prefill on the GPU also rounds inside its chunkwise kernel: not
+  // modelled here.)
+  enum class ActivationDType { kF32, kBF16 } activations = ActivationDType::kF32;
 };
 
 class CpuModel {
@@ -82,6 +92,8 @@ class CpuModel {
   absl::Status FuseWeights();
   struct Workspace;
   void RunLayer(int layer, std::span<const Segment> segments, const std::vector<int64_t>& offsets, Workspace& ws);
+  // Rounds v to bf16 where options_.activations says so (the GPU's bf16 activations); else nothing.
+  void RoundActivations(float* v, int64_t n) const;
   // y[rows of each adapted segment] += scale * (x A^T) B^T for the segments whose adapter targets t.
   void AddLoraDeltas(int layer, LoraTarget t, std::span<const Segment> segments, const std::vector<int64_t>& offsets,
                      const float* x, int64_t x_stride, float* y, int64_t y_stride) const;

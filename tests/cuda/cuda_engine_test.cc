@@ -286,25 +286,31 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kInt8);
 }
 
-// FP8 and INT8 weights in decode-sized steps: the rows widened in registers against bf16 inputs, as
-// the bf16 path reads bf16 rows, so as close to the CPU model with the same weights as bf16 weights
-// are to it (kDecodeStepsVsCpuBound).
+// Decode-sized steps with each weight format (FP8 and INT8 rows widened in registers against bf16
+// inputs, as the bf16 path reads bf16 rows) against the CPU model with the same weights and the
+// GPU's bf16 activations (CpuModelOptions::activations: rounded where the engine rounds them).
 // Batches of 4 and 12 (the tensor-core kernel at both of its tile counts) through the decode
 // graphs, then one sequence alone (the one-row kernels that make their input: the persistent kernel
 // is off here, PersistentDecode below holds its one-byte stream), every step's logits and, at the
 // end, the states.
 //
-// The bound is this random model's, measured (H100, 2026-12-06): with its own bf16 weights (the
-// native instance below) a sequence decoding alone differs from the CPU's logits by up to 5.5% at
-// a step (2.2-5.5% over its first eight steps, from zero states, without the output gate), a batch
-// of 12 by up to 1.5%; bf16 activations against fp32 on a two-layer random model, not gla-tiny's
-// 2%. INT8 measured the same (5.4%) on the same tokens; FP8 5.3% at every step but one, where it
-// measured 14.4% (native 3.5%, INT8 3.4%): not understood yet, so FP8 fails this bound until it is.
-constexpr double kDecodeStepsVsCpuBound = 6e-2;
+// Why that reference: against fp32 activations this random two-layer model measured up to 5.5% at
+// a batch-1 step with bf16 weights and 14.4% at one FP8 step (H100, 2026-12-06) — and the CPU with
+// bf16 activations reproduces those numbers to three digits (0.053, 0.144, 0.022, ... at the same
+// steps): the model amplifies the activations' rounding, the GPU computes what the CPU does. What
+// is left against the bf16-activation CPU is the order of the sums, which can round a value the
+// other way: estimated on the CPU by perturbing every rounded value by 1e-6 relative, 2e-3 to 6e-3
+// on this model; bound 2e-2 (not yet run on a GPU: the next call measures it). The error against
+// fp32 activations is printed beside it: what bf16 activations cost this model.
+constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
 void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
+  CpuModelOptions ao = (*cpu)->options();
+  ao.activations = CpuModelOptions::ActivationDType::kBF16;
+  auto cpu_bf16 = CpuModel::Load(dir, ao);
+  ASSERT_TRUE(cpu_bf16.ok()) << cpu_bf16.status();
   CudaModelOptions o = Options();
   o.weights = weights;
   o.persistent_decode = false;
@@ -316,42 +322,48 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   const int V = g.model->config().vocab_size;
   std::mt19937 rng(37);
   std::uniform_int_distribution<int> tok(0, V - 1);
-  double worst = 0;
+  double worst = 0, worst_f32 = 0;
   for (int batch : {4, 12, 1}) {
-    std::vector<SequenceState> cpu_states;
+    std::vector<SequenceState> cpu_states, f32_states;
     std::vector<int> slots;
     for (int s = 0; s < batch; ++s) {
-      cpu_states.push_back((*cpu)->NewState());
+      cpu_states.push_back((*cpu_bf16)->NewState());
+      f32_states.push_back((*cpu)->NewState());
       slots.push_back(*g.pool->Acquire());
     }
     for (int step = 0; step < 12; ++step) {
       std::vector<std::vector<int32_t>> toks(batch);
-      std::vector<CpuModel::Segment> cs;
+      std::vector<CpuModel::Segment> cs, fs;
       std::vector<CudaModel::Segment> gs;
       for (int s = 0; s < batch; ++s) {
         toks[s] = {tok(rng)};
         cs.push_back({toks[s], cpu_states[s].data.data(), false});
+        fs.push_back({toks[s], f32_states[s].data.data(), false});
         gs.push_back({toks[s], slots[s], CudaModel::Logits::kLast});
       }
-      std::vector<float> want;
-      ASSERT_TRUE((*cpu)->Forward(cs, &want).ok());
+      std::vector<float> want, want_f32;
+      ASSERT_TRUE((*cpu_bf16)->Forward(cs, &want).ok());
+      ASSERT_TRUE((*cpu)->Forward(fs, &want_f32).ok());
       std::vector<int> first;
       ASSERT_TRUE(g.model->Forward(gs, g.states(), &first).ok());
-      const double err = RelErr(g.Logits(batch), want);
-      EXPECT_LT(err, kDecodeStepsVsCpuBound) << "batch " << batch << " step " << step;
-      std::printf("[ measure ] options model (output gate %d), %s weights, batch %d step %d: logits rel err %.2e\n",
-                  output_gate, WeightFormatName(weights), batch, step, err);
+      const auto got = g.Logits(batch);
+      const double err = RelErr(got, want), err_f32 = RelErr(got, want_f32);
+      EXPECT_LT(err, kDecodeStepsVsBf16ActivationsBound) << "batch " << batch << " step " << step;
+      std::printf("[ measure ] options model (output gate %d), %s weights, batch %d step %d: logits rel err %.2e "
+                  "(against fp32 activations %.2e)\n",
+                  output_gate, WeightFormatName(weights), batch, step, err, err_f32);
       worst = std::max(worst, err);
+      worst_f32 = std::max(worst_f32, err_f32);
     }
     for (int s = 0; s < batch; ++s) {
-      EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), kDecodeStepsVsCpuBound)
+      EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), kDecodeStepsVsBf16ActivationsBound)
           << "batch " << batch << " sequence " << s;
       g.pool->Release(slots[s]);
     }
   }
   std::printf("[ measure ] options model (output gate %d), %s weights, decode steps of 4, 12, 1: worst logits rel "
-              "err %.2e\n",
-              output_gate, WeightFormatName(weights), worst);
+              "err %.2e (against fp32 activations %.2e)\n",
+              output_gate, WeightFormatName(weights), worst, worst_f32);
 }
 
 TEST_P(OptionsModel, ByteWeightsDecodeStepsMatchCpu) {

@@ -42,6 +42,25 @@ TEST(GlaEvalCli, LogitsFileMatchesReference) {
   EXPECT_LT(testing::RelErr(*ToFloat32(*t), *ToFloat64(*expected->Find("seq1.logits"))), 1e-5);
 }
 
+// --activations bf16: the logits of CpuModelOptions::activations = kBF16, to the bit.
+TEST(GlaEvalCli, Bf16ActivationsAreTheModelsOption) {
+  const std::vector<int32_t> ids = {1, 17, 42, 99, 5, 230};
+  const std::string out = testing::MakeTempDir("cli-bf16-activations") + "/logits.safetensors";
+  const RunResult r = RunEval("logits --model " + testing::TinyModelDir() + " --ids 1,17,42,99,5,230 --out " + out +
+                              " --activations bf16");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto f = SafetensorsFile::Open(out);
+  ASSERT_TRUE(f.ok()) << f.status();
+  CpuModelOptions o;
+  o.activations = CpuModelOptions::ActivationDType::kBF16;
+  auto model = CpuModel::Load(testing::TinyModelDir(), o);
+  ASSERT_TRUE(model.ok()) << model.status();
+  SequenceState st = (*model)->NewState();
+  auto want = (*model)->Run(ids, st, /*all_logits=*/true);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(*ToFloat32(*f->Find("logits")), *want);
+}
+
 TEST(GlaEvalCli, GenerateGreedyMatchesReference) {
   auto expected = SafetensorsFile::Open(testing::ReferenceDir() + "/gla-tiny/expected.safetensors");
   ASSERT_TRUE(expected.ok());
@@ -192,6 +211,7 @@ TEST(GlaEvalCli, BadArgumentsAreOneLineErrors) {
   for (const Case& c : std::vector<Case>{{"frobnicate" + m, 2}, {"logits" + m + " --ids 1,2 --out /tmp/x --bogus 1", 2},
                                          {"logits" + m + " --ids 1,x --out /tmp/x", 1}, {"logits" + m + " --ids 1,999 --out /tmp/x", 1},
                                          {"generate" + m + " --prompt hello", 1},
+                                         {"logits" + m + " --ids 1,2 --out /tmp/x --activations fp16", 1},
                                          {"logits --model /nonexistent --ids 1 --out /tmp/x", 1}}) {
     const RunResult r = RunEval(c.args);
     EXPECT_EQ(r.code, c.code) << c.args;
