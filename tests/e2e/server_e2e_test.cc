@@ -166,8 +166,18 @@ TEST_F(ServerE2E, CancelMidStreamReleasesTheSlot) {
 
 TEST_F(ServerE2E, DeadlineExceededEndsTheCall) {
   auto stub = server_->stub();
+  // The deadline falls a fifth of the way into the whole request, timed here first: a fixed 150 ms
+  // was longer than all 4,096 tokens of the tiny model took on a fast CPU (94 ms).
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    grpc::ClientContext whole;
+    v1::GenerateResponse r;
+    ASSERT_TRUE(stub->Generate(&whole, Request(RefIds("greedy.prompt_ids"), 4096), &r).ok());
+    ASSERT_EQ(r.token_ids_size(), 4096);
+  }
+  const auto fifth = (std::chrono::steady_clock::now() - t0) / 5;
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(150));
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::microseconds>(fifth));
   v1::GenerateResponse resp;
   EXPECT_EQ(stub->Generate(&ctx, Request(RefIds("greedy.prompt_ids"), 4096), &resp).error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
