@@ -119,6 +119,7 @@ struct CudaBackendOptions {
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
   WeightFormat weights = WeightFormat::kNative;  // kFp8 / kInt8: CudaModelOptions::weights
+  int byte_weight_kernel_rows = 32;  // CudaModelOptions::byte_weight_kernel_rows (gla-engine-bench --byte_rows)
   StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
 

@@ -62,7 +62,7 @@ struct Fp8Weight {
 // bf16's), widened in registers, each row's sum scaled once: y[m, n] = scale[n] sum_k q[n, k] x[m, k]
 // (+ beta y). K % 16 == 0, x rows and q 16-byte aligned; otherwise cudaErrorInvalidValue (no
 // launch). The CUDA-core form (M <= kSmallMCudaCores: FP8 widened to fp32) and the tensor-core one
-// (M <= kSmallMTensorCores: FP8 widened exactly to bf16 fragments for mma.sync), and
+// (M <= kSmallMByteTensorCores: FP8 widened exactly to bf16 fragments for mma.sync), and
 // LinearSmallMFp8 taking the first for one row and the second from two (M <= kSmallM), as
 // LinearSmallM does: the decode-sized projections of `--weights fp8` on the GPU.
 cudaError_t LinearSmallMFp8CudaCores(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
@@ -98,6 +98,12 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
                                   cudaStream_t stream);
 // Tensor cores (mma.sync m16n8k16, 16 features per block, K split over its warps): M <= 16.
 constexpr int kSmallMTensorCores = 16;
+// The FP8 / INT8 tensor-core kernels take up to 32 rows: above 16 their alternatives move more bytes
+// (INT8: the matrix dequantized to bf16 each step, 5 bytes a weight; FP8: the inputs quantized in
+// four more launches a layer before cuBLASLt's FP8 GEMM), while here each weight byte is still read
+// once and the input rows come from L1 (four 8-row tiles: about 4 bytes of L1 reads per weight byte
+// at 32 rows, within the SM's L1 bandwidth at the HBM's share per SM).
+constexpr int kSmallMByteTensorCores = 32;
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream);

@@ -171,6 +171,11 @@ CudaModel::~CudaModel() {
 absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint ck, const CudaModelOptions& options) {
   if (options.max_tokens < 1 || options.max_logit_rows < 1)
     return absl::InvalidArgumentError("max_tokens and max_logit_rows must be at least 1");
+  if (options.byte_weight_kernel_rows < cuda::kSmallMTensorCores ||
+      options.byte_weight_kernel_rows > cuda::kSmallMByteTensorCores)
+    return absl::InvalidArgumentError(absl::StrCat("byte_weight_kernel_rows must be in [", cuda::kSmallMTensorCores,
+                                                   ", ", cuda::kSmallMByteTensorCores, "], not ",
+                                                   options.byte_weight_kernel_rows));
   int devices = 0;
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
   if (options.device < 0 || options.device >= devices)
@@ -598,7 +603,7 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
     g.exec = nullptr;
   }
   if (g.exec == nullptr) {
-    if (uses_fp8_weights() && bucket > cuda::kSmallMTensorCores) RETURN_IF_ERROR(PrepareFp8Plans(bucket));
+    if (uses_fp8_weights() && bucket > options_.byte_weight_kernel_rows) RETURN_IF_ERROR(PrepareFp8Plans(bucket));
     GLA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     const absl::Status enqueued = Enqueue(bucket, bucket, bucket, bucket, states);
     cudaGraph_t graph = nullptr;
@@ -637,11 +642,11 @@ absl::Status CudaModel::PrepareFp8Plans(int rows) {
 absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const Matrix& w, int64_t N, int64_t K,
                                void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
   if (w.is_fp8()) {
-    // Decode-sized: the FP8 rows widened in registers against the bf16 inputs (M <= 16). Larger: the
-    // inputs quantized per row, then the FP8 tensor cores.
+    // Decode-sized: the FP8 rows widened in registers against the bf16 inputs (M <= 32 by default).
+    // Larger: the inputs quantized per row, then the FP8 tensor cores.
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (M <= cuda::kSmallMTensorCores) {
+    } else if (M <= options_.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMFp8TensorCores(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
@@ -652,11 +657,11 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     return absl::OkStatus();
   }
   if (w.is_int8()) {
-    // Decode-sized: the INT8 rows widened in registers (as FP8's). Larger: the matrix dequantized to
-    // bf16, then the bf16 GEMM (weight-only: the inputs stay bf16).
+    // Decode-sized: the INT8 rows widened in registers (as FP8's; M <= 32 by default). Larger: the
+    // matrix dequantized to bf16, then the bf16 GEMM (weight-only: the inputs stay bf16).
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (M <= cuda::kSmallMTensorCores) {
+    } else if (M <= options_.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMInt8TensorCores(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {

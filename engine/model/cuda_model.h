@@ -62,6 +62,11 @@ struct CudaModelOptions {
   // dequantize each matrix to bf16 in a scratch buffer for a bf16 GEMM (inputs stay bf16).
   // Neither has the persistent batch-1 kernel (it streams bf16).
   WeightFormat weights = WeightFormat::kNative;
+  // With FP8 / INT8 weights, projections of up to this many rows read the one-byte rows in the
+  // tensor-core kernel (the weights widened in registers, inputs bf16); larger ones take the paths
+  // above. 16 to cuda::kSmallMByteTensorCores (32); 16 is how the first GPU runs measured it
+  // (gla-engine-bench --byte_rows compares the two).
+  int byte_weight_kernel_rows = 32;
 };
 
 class CudaModel {

@@ -1,5 +1,5 @@
-// Decode-sized projections on tensor cores: y[M, N] = x[M, K] W[N, K]^T (+ beta y) for M <= 16, with
-// bf16 weights or FP8 / INT8 ones (widened to bf16 in registers: MmaChunk's overloads).
+// Decode-sized projections on tensor cores: y[M, N] = x[M, K] W[N, K]^T (+ beta y) for M <= 16 with
+// bf16 weights, M <= 32 with FP8 / INT8 ones (widened to bf16 in registers: MmaChunk's overloads).
 // Memory-bound (each weight is read once, the M input rows come from L1/L2), so the aim is the
 // weight stream at full bandwidth with little work per byte. The CUDA-core kernel
 // (linear_small_m.cu) spends M FMAs and M input loads per weight pair, which makes it compute- and
@@ -113,7 +113,7 @@ __device__ __forceinline__ void MmaChunk(const small_m::Int8Rows&, float (&acc)[
   MmaByteChunk<NT, ToBf16x2<Int8x2ToFloat2>>(acc, wl, wh, x, x_stride, M, g, c, chunks);
 }
 
-// NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16). Rows: bf16 or FP8 weight rows
+// NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16, up to 4: M <= 32 with one-byte rows). Rows: bf16 or FP8 weight rows
 // (linear_small_m_common.cuh); a slice is 4 chunks (32 bf16 or 64 FP8 weights of a row).
 template <int NT, class Rows>
 __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
@@ -189,11 +189,23 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, i
                    bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
   const int m = static_cast<int>(M);
-  if (M <= 8)
-    return LaunchDependent(SmallMMmaKernel<1, Rows>, blocks, kWarps * 32, stream, x, x_stride, rows, N, K, m, y, y_bf16,
-                           y_stride, beta);
-  return LaunchDependent(SmallMMmaKernel<2, Rows>, blocks, kWarps * 32, stream, x, x_stride, rows, N, K, m, y, y_bf16,
-                         y_stride, beta);
+  auto launch = [&](auto kernel) {
+    return LaunchDependent(kernel, blocks, kWarps * 32, stream, x, x_stride, rows, N, K, m, y, y_bf16, y_stride, beta);
+  };
+  if (M <= 8) return launch(SmallMMmaKernel<1, Rows>);
+  if (M <= 16) return launch(SmallMMmaKernel<2, Rows>);
+  if constexpr (Rows::kScaled) {  // one-byte rows: up to kSmallMByteTensorCores
+    if (M <= 24) return launch(SmallMMmaKernel<3, Rows>);
+    return launch(SmallMMmaKernel<4, Rows>);
+  }
+  return cudaErrorInvalidValue;  // not reached: CheckedLaunch refused it
+}
+
+// The most rows a kernel takes: bf16 rows up to kSmallMTensorCores (cuBLAS is faster above), one-byte
+// rows up to kSmallMByteTensorCores (their alternatives above 16 rows move more bytes).
+template <class Rows>
+constexpr int64_t MaxRows() {
+  return Rows::kScaled ? kSmallMByteTensorCores : kSmallMTensorCores;
 }
 
 // The entry points' checks (nothing launched when they fail), then the launch.
@@ -201,7 +213,7 @@ template <class Rows>
 cudaError_t CheckedLaunch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
                           bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
-  if (M < 0 || M > kSmallMTensorCores || !rows.Supported(x, x_stride, N, K) || (N + kRows - 1) / kRows > 0x7fffffff)
+  if (M < 0 || M > MaxRows<Rows>() || !rows.Supported(x, x_stride, N, K) || (N + kRows - 1) / kRows > 0x7fffffff)
     return cudaErrorInvalidValue;
   return Launch(x, x_stride, rows, N, K, y, y_bf16, y_stride, M, beta, stream);
 }

@@ -4,6 +4,7 @@
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
+//                    [--byte_rows 32]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
-                                              {"state_dtype", "f32"},  {"weights", "native"}};
+                                              {"state_dtype", "f32"},  {"weights", "native"}, {"byte_rows", "32"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
   const absl::StatusOr<gla::WeightFormat> weights = gla::ParseWeightFormat(flags["weights"]);
   if (!weights.ok()) Die(std::string(weights.status().message()));
   o.weights = *weights;  // so do they for FP8 weights (the backend's weight_bytes)
+  // FP8 / INT8: the most rows the one-byte tensor-core kernel takes (16: the first GPU runs' choice).
+  o.byte_weight_kernel_rows = num("byte_rows");
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -105,6 +108,9 @@ int main(int argc, char** argv) {
   gla::bench::BenchReport report("engine-" + name + (o.state_dtype == gla::StateDType::kBF16 ? "-bf16-states" : "") +
                                      (o.weights != gla::WeightFormat::kNative
                                           ? std::string("-") + gla::WeightFormatName(o.weights) + "-weights"
+                                          : std::string()) +
+                                     (o.byte_weight_kernel_rows != 32
+                                          ? "-byte-rows-" + std::to_string(o.byte_weight_kernel_rows)
                                           : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();

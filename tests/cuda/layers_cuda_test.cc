@@ -237,7 +237,8 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
 
 // FP8 and INT8 weights (issue 23): the kernels reading one-byte rows with a scale per row
 // (QuantizeFp8E4M3PerRow / cpu::QuantizeInt8PerRow of random weights) against the double-precision
-// product of the same dequantized weights, at every row count each takes, residual add and bf16
+// product of the same dequantized weights, at every row count each takes (the tensor-core form to
+// kSmallMByteTensorCores, 32: its third and fourth 8-row tiles too), residual add and bf16
 // output; bad shapes refused unlaunched.
 TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
@@ -264,10 +265,10 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
     Kernel kernel;
     int max_m;
   } kernels[] = {{"fp8 cuda cores", false, fp8(cuda::LinearSmallMFp8CudaCores), cuda::kSmallMCudaCores},
-                 {"fp8 tensor cores", false, fp8(cuda::LinearSmallMFp8TensorCores), cuda::kSmallMTensorCores},
+                 {"fp8 tensor cores", false, fp8(cuda::LinearSmallMFp8TensorCores), cuda::kSmallMByteTensorCores},
                  {"LinearSmallMFp8", false, fp8(cuda::LinearSmallMFp8), cuda::kSmallM},
                  {"int8 cuda cores", true, int8(cuda::LinearSmallMInt8CudaCores), cuda::kSmallMCudaCores},
-                 {"int8 tensor cores", true, int8(cuda::LinearSmallMInt8TensorCores), cuda::kSmallMTensorCores},
+                 {"int8 tensor cores", true, int8(cuda::LinearSmallMInt8TensorCores), cuda::kSmallMByteTensorCores},
                  {"LinearSmallMInt8", true, int8(cuda::LinearSmallMInt8), cuda::kSmallM}};
   for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 208}}) {
     const int xs = K + 8;
