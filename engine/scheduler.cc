@@ -86,7 +86,7 @@ Scheduler::Scheduler(Backend& backend, const SchedulerOptions& options)
       mask_workers_(options.mask_threads) {
   stats_.slots = backend_.pool().capacity();
   prefix_cache_.ShareThrough(options.sessions.store, options.sessions.model_fingerprint,  // --state_store
-                             backend.weight_format());
+                             backend.weight_format(), backend.name());
   prefix_cache_.SharePeers(options.prefix_peers);                                          // --devices
   sessions_.SetPoster([this](std::function<void()> task) { return Post(std::move(task)); });
   refused_session_files_ = sessions_.LoadDirectory();

@@ -61,19 +61,21 @@ bool DecodeEntry(std::string_view value, std::span<const int32_t> tokens, std::s
 }
 }  // namespace
 
-void PrefixCache::ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint, WeightFormat weights) {
+void PrefixCache::ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint, WeightFormat weights,
+                               const std::string& backend) {
   store_ = std::move(store);
   fingerprint_ = fingerprint;
   weights_ = weights;
+  backend_ = backend;
   std::random_device rd;
   scratch_suffix_ = absl::StrFormat("%08x%08x", rd(), rd());  // this process's scratch keys
 }
 
 std::string PrefixCache::StoreKey(uint64_t hash) const {
   // bf16 pools' entries apart from f32 ones (an entry holds what the pool holds), and those of
-  // replicas running quantized weights apart from each other's and the native ones' (the states
-  // differ: a hit must give what this replica would compute).
-  return absl::StrFormat("gla:%016x:p%s%s:%d:%016x", fingerprint_,
+  // replicas running quantized weights, or on another kind of backend, apart from each other's and
+  // the native CPU ones' (the states differ: a hit must give what this replica would compute).
+  return absl::StrFormat("gla:%016x:p%s%s%s:%d:%016x", fingerprint_, backend_ == "cpu" ? "" : "-" + backend_,
                          pool_.state_dtype() == StateDType::kBF16 ? "-bf16" : "",
                          weights_ == WeightFormat::kNative ? "" : absl::StrCat("-", WeightFormatName(weights_)), block_,
                          hash);

@@ -68,8 +68,11 @@ class PrefixCache {
   PrefixCache(StatePool& pool, int block_tokens, int64_t budget_bytes);
   bool enabled() const { return max_entries_ > 0; }
   // Shares base-model entries through `store` (null: not shared) for the model `fingerprint` run
-  // with `weights` (an FP8 or INT8 replica's states are not a bf16 one's: their entries are apart).
-  void ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint, WeightFormat weights);
+  // with `weights` on `backend` (Backend::name(): "cpu", "cuda"). Replicas whose numerics differ keep
+  // their entries apart: an FP8 or INT8 replica's states are not a bf16 one's, and a GPU's (bf16
+  // activations) are not the CPU's (fp32).
+  void ShareThrough(std::shared_ptr<RedisClient> store, uint64_t fingerprint, WeightFormat weights,
+                    const std::string& backend);
   // Shares base-model entries with the other engines of this server (null: not shared).
   void SharePeers(std::shared_ptr<PeerPrefixStates> peers) { peers_ = std::move(peers); }
   int block_tokens() const { return block_; }
@@ -119,6 +122,7 @@ class PrefixCache {
   std::shared_ptr<PeerPrefixStates> peers_;
   uint64_t fingerprint_ = 0;
   WeightFormat weights_ = WeightFormat::kNative;
+  std::string backend_ = "cpu";
   std::string scratch_suffix_;  // names this process's scratch keys in the store
 };
 

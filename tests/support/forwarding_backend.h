@@ -31,6 +31,7 @@ class ForwardingBackend : public Backend {
   absl::Status BindThread() override { return inner_.BindThread(); }
   bool supports_adapters() const override { return inner_.supports_adapters(); }
   int max_logit_rows() const override { return inner_.max_logit_rows(); }
+  WeightFormat weight_format() const override { return inner_.weight_format(); }
   using Backend::Step;
   absl::Status Step(std::span<const StepItem> items, std::vector<SampledToken>* out,
                     const std::function<void()>& before_sampling) override {

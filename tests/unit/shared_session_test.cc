@@ -20,6 +20,7 @@
 #include "engine/scheduler.h"
 #include "engine/sessions/shared_sessions.h"
 #include "models/fingerprint.h"
+#include "tests/support/forwarding_backend.h"
 #include "tests/support/random_model.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/scheduler_util.h"
@@ -27,6 +28,18 @@
 
 namespace gla {
 namespace {
+
+// A backend reporting another name() (the store keys prefix states by it).
+class NamedBackend : public testing::ForwardingBackend {
+ public:
+  NamedBackend(std::unique_ptr<Backend> inner, std::string name)
+      : ForwardingBackend(std::move(inner)), name_(std::move(name)) {}
+  std::string name() const override { return name_; }
+
+ private:
+  std::string name_;
+};
+
 
 using testing::Cat;
 using testing::Collected;
@@ -53,14 +66,16 @@ class SharedSessionTest : public ::testing::Test {
     Scheduler& operator*() { return *scheduler; }
     Scheduler* operator->() { return scheduler.get(); }
   };
+  // `as_backend`: the backend's name() as the replica reports it (a CPU backend in another's name).
   Replica MakeReplica(const std::string& name, int64_t lease_ms = 30000, int64_t host_bytes = int64_t{1} << 30,
                       int slots = 4, int prefix_cache_block = 0, const std::string& model = testing::TinyModelDir(),
-                      WeightFormat weights = WeightFormat::kNative) {
+                      WeightFormat weights = WeightFormat::kNative, const std::string& as_backend = "cpu") {
     Replica r;
     auto b = MakeCpuBackend(model, {.slots = slots, .threads = 1, .weights = weights});
     EXPECT_TRUE(b.ok()) << b.status();
     if (!b.ok()) return r;
     r.backend = std::move(*b);
+    if (as_backend != "cpu") r.backend = std::make_unique<NamedBackend>(std::move(r.backend), as_backend);
     SchedulerOptions o;
     o.sessions.model_fingerprint = *ModelFingerprint(model);
     o.sessions.host_bytes = host_bytes;
@@ -413,6 +428,34 @@ TEST_F(SharedSessionTest, PrefixStatesOfAnotherWeightFormatAreNeverUsed) {
   EXPECT_EQ(c.usage.cached_prompt_tokens, 64) << "q1's entry is q2's kind";
   EXPECT_EQ(q2->stats().prefix_cache.store_hits, 1u);
   EXPECT_EQ(c.tokens, Turn(*plain8, Greedy(prompt(4), 6)).tokens);
+}
+
+// Replicas on another kind of backend keep their prefix states apart too: a GPU computes with bf16
+// activations, the CPU with fp32 ones, so a state prefilled on one is not what the other would
+// compute. (Sessions still move between them: a conversation continues wherever it lands.) Here a
+// CPU backend in the name of "cuda" stands for a GPU replica: it misses the CPU replica's entry and
+// writes its own, which a second "cuda" replica hits.
+TEST_F(SharedSessionTest, PrefixStatesOfAnotherBackendAreNeverUsed) {
+  const std::string model = testing::TinyModelDir();
+  Replica cpu = MakeReplica("cpu", 30000, int64_t{1} << 30, 4, /*prefix_cache_block=*/16);
+  Replica g1 = MakeReplica("g1", 30000, int64_t{1} << 30, 4, 16, model, WeightFormat::kNative, "cuda");
+  Replica g2 = MakeReplica("g2", 30000, int64_t{1} << 30, 4, 16, model, WeightFormat::kNative, "cuda");
+  ASSERT_EQ(g1.backend->name(), "cuda");
+  const auto system = Text(70, 70);
+  auto prompt = [&](int i) { return Cat({system, Text(5 + 3 * i, 71 + i)}); };
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(Turn(*cpu, Greedy(prompt(i), 6)).status.ok());
+  ASSERT_EQ(cpu->stats().prefix_cache.store_writes, 1u);
+  for (int i = 2; i < 4; ++i) ASSERT_TRUE(Turn(*g1, Greedy(prompt(i), 6)).status.ok());
+  EXPECT_EQ(g1->stats().prefix_cache.store_hits, 0u) << "the CPU replica's entry is not a GPU's";
+  EXPECT_EQ(g1->stats().prefix_cache.store_writes, 1u);
+  const Collected c = Turn(*g2, Greedy(prompt(4), 6));
+  ASSERT_TRUE(c.status.ok()) << c.status;
+  EXPECT_EQ(c.usage.cached_prompt_tokens, 64) << "g1's entry is g2's kind";
+  EXPECT_EQ(g2->stats().prefix_cache.store_hits, 1u);
+  RedisClient raw(redis_->address());
+  auto keys = raw.ScanKeys(absl::StrFormat("gla:%016x:p-cuda:*", fingerprint_), 10);
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(keys->size(), 1u) << "the GPU replicas' entry says its backend";
 }
 
 // Two engines of one glad sharing the store (glad --devices with --state_store; engine_set.h): a
