@@ -680,6 +680,14 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
   return absl::OkStatus();
 }
 
+absl::Status CudaModel::ProjectMadeRowsFp8(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K,
+                                           void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
+  GLA_CUDA_RETURN_IF_ERROR(cuda::QuantizeMadeRowsFp8(in, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_));
+  GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Run(cuda::Fp8Input{fp8_x_, fp8_x_scale_, fp8_x_stride_}, w.fp8, N, K, y, y_bf16,
+                                           y_stride, M, beta, stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaModel::ProjectOneRow(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K, void* y,
                                       bool y_bf16, float beta) {
   if (w.is_fp8()) {
@@ -722,6 +730,22 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     in.eps = p.eps;
     return in;
   };
+  // FP8 steps larger than the one-byte kernel takes, without adapters (they read h_ and act_): each
+  // norm and SwiGLU made inside the kernel that quantizes the rows for the FP8 GEMM
+  // (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so three of a layer's
+  // four projections take one launch fewer and no bf16 round trip of their input.
+  const bool fp8_steps = uses_fp8_weights() && !adapters && !one_row && rows > options_.byte_weight_kernel_rows &&
+                         D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK;
+  auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };
+  auto MadeRows = [&](const void* x, int64_t x_stride, const float* norm_w) {  // norm_w null: SwiGLU rows
+    cuda::OneRowInput in;
+    in.kind = norm_w != nullptr ? cuda::OneRowInput::kRmsNorm : cuda::OneRowInput::kSwiGlu;
+    in.x = x;
+    in.x_stride = x_stride;
+    in.norm_w = norm_w;
+    in.eps = p.eps;
+    return in;
+  };
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     const Layer& w = layers_[l];
     auto lora = [&](LoraTarget t, const __nv_bfloat16* x, int64_t x_stride, void* y, bool y_bf16, int64_t y_stride) {
@@ -729,6 +753,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     };
     if (one_row) {  // the norm made inside the projection (no adapter reads h_)
       RETURN_IF_ERROR(ProjectOneRow(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_, false, 0.0f));
+    } else if (made_fp8_rows(w.in_proj)) {
+      RETURN_IF_ERROR(ProjectMadeRowsFp8(MadeRows(x_, D, w.attn_norm), w.in_proj, P, D, proj_, false, P, rows, 0.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
@@ -818,12 +844,22 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       RETURN_IF_ERROR(ProjectOneRow(act, w.down, D, I, x_, false, 1.0f));
       continue;
     }
-    GLA_CUDA_RETURN_IF_ERROR(cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
-    RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
+    if (made_fp8_rows(w.gate_up)) {
+      RETURN_IF_ERROR(
+          ProjectMadeRowsFp8(MadeRows(x_, D, w.mlp_norm), w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
+    } else {
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
+      RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
+    }
     RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
     RETURN_IF_ERROR(lora(LoraTarget::kUp, h_, D, gate_up_ + I, true, 2 * I));
-    GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
-    RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
+    if (made_fp8_rows(w.down)) {
+      RETURN_IF_ERROR(ProjectMadeRowsFp8(MadeRows(gate_up_, 2 * I, nullptr), w.down, D, I, x_, false, D, rows, 1.0f));
+    } else {
+      GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
+      RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
+    }
     RETURN_IF_ERROR(lora(LoraTarget::kDown, act_, I, x_, false, D));
   }
   if (logit_rows == 1 && D <= cuda::kOneRowMaxK) {  // the final norm inside the head

@@ -1,5 +1,5 @@
-// QuantizeRowsFp8 (kernels/linear_fp8.h): a projection's input rows to FP8 E4M3 with a scale per
-// row, before the FP8 GEMM. One block per row: the row's largest magnitude (a max, so the order
+// QuantizeRowsFp8 and QuantizeMadeRowsFp8 (kernels/linear_fp8.h): a projection's input rows to FP8
+// E4M3 with a scale per row, before the FP8 GEMM. One block per row: the row's largest magnitude (a max, so the order
 // does not matter), then each value divided by the scale (IEEE division, as the CPU quantizer) and
 // rounded to nearest even with saturation: cvt.rn.satfinite, QuantizeFp8E4M3PerRow's rounding.
 #include <cuda_bf16.h>
@@ -18,13 +18,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void __launch_bounds__(kThreads) QuantizeRowsFp8Kernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
-                                                                   int64_t K, uint8_t* __restrict__ q, int64_t q_stride,
-                                                                   float* __restrict__ scale) {
-  WaitForPredecessor();  // x comes from the previous kernel; see kernels/cuda/launch.cuh
-  LetDependentsLaunch();
-  const int64_t m = blockIdx.x;
-  const uint4* xr = reinterpret_cast<const uint4*>(x + m * x_stride);  // 8 values a chunk
+// One row of K values (8 bf16 a chunk, in global or shared memory) to FP8 with its scale: the row's
+// largest magnitude, then each value divided by the scale and rounded. Called by all kThreads.
+__device__ __forceinline__ void QuantizeRow(const uint4* xr, int64_t K, uint2* qr, float* scale_out) {
   const int64_t chunks = K / 8;
   float mx = 0.f;
   for (int64_t c = threadIdx.x; c < chunks; c += kThreads) {
@@ -37,9 +33,8 @@ __global__ void __launch_bounds__(kThreads) QuantizeRowsFp8Kernel(const __nv_bfl
     }
   }
   const float s = BlockMax<kThreads>(mx) / 448.0f;
-  if (threadIdx.x == 0) scale[m] = s;
-  uint2* qr = reinterpret_cast<uint2*>(q + m * q_stride);  // 8 FP8 values a chunk
-  for (int64_t c = threadIdx.x; c < chunks; c += kThreads) {
+  if (threadIdx.x == 0) *scale_out = s;
+  for (int64_t c = threadIdx.x; c < chunks; c += kThreads) {  // 8 FP8 values a chunk
     const uint4 v = xr[c];
     const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v);
     uint32_t words[2] = {0u, 0u};
@@ -56,6 +51,46 @@ __global__ void __launch_bounds__(kThreads) QuantizeRowsFp8Kernel(const __nv_bfl
   }
 }
 
+__global__ void __launch_bounds__(kThreads) QuantizeRowsFp8Kernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                                                   int64_t K, uint8_t* __restrict__ q, int64_t q_stride,
+                                                                   float* __restrict__ scale) {
+  WaitForPredecessor();  // x comes from the previous kernel; see kernels/cuda/launch.cuh
+  LetDependentsLaunch();
+  const int64_t m = blockIdx.x;
+  QuantizeRow(reinterpret_cast<const uint4*>(x + m * x_stride), K, reinterpret_cast<uint2*>(q + m * q_stride),
+              scale + m);
+}
+
+// QuantizeMadeRowsFp8: row m made in shared memory as cuda::RmsNorm (RMSNorm of fp32 rows) or
+// cuda::SwiGlu (of bf16 [gate | up] rows) makes it, with the same threads and order as those kernels
+// and LinearOneRowStaged (so the same bf16 bits), then quantized as above.
+template <OneRowInput::Kind kKind>
+__global__ void __launch_bounds__(kThreads) QuantizeMadeRowsFp8Kernel(const OneRowInput in, int64_t K,
+                                                                       uint8_t* __restrict__ q, int64_t q_stride,
+                                                                       float* __restrict__ scale) {
+  extern __shared__ uint4 x_s[];  // K / 8 chunks of the made row
+  WaitForPredecessor();  // the rows come from the previous kernels
+  LetDependentsLaunch();
+  const int64_t m = blockIdx.x;
+  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
+  const int k_int = static_cast<int>(K);
+  if constexpr (kKind == OneRowInput::kRmsNorm) {  // norm.cu's RmsNormKernel
+    const float* xr = static_cast<const float*>(in.x) + m * in.x_stride;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < k_int; i += kThreads) ss += xr[i] * xr[i];
+    const float inv = rsqrtf(BlockSum<kThreads>(ss) / k_int + in.eps);
+    for (int i = threadIdx.x; i < k_int; i += kThreads) xs[i] = __float2bfloat16(xr[i] * inv * in.norm_w[i]);
+  } else {  // activations.cu's SwiGlu kernels
+    const __nv_bfloat16* g = static_cast<const __nv_bfloat16*>(in.x) + m * in.x_stride;
+    for (int i = threadIdx.x; i < k_int; i += kThreads) {
+      const float a = __bfloat162float(g[i]), u = __bfloat162float(g[i + K]);
+      xs[i] = __float2bfloat16(a / (1.f + __expf(-a)) * u);
+    }
+  }
+  __syncthreads();
+  QuantizeRow(x_s, K, reinterpret_cast<uint2*>(q + m * q_stride), scale + m);
+}
+
 }  // namespace
 
 cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M, int64_t K, uint8_t* q,
@@ -67,6 +102,23 @@ cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M,
     return cudaErrorInvalidValue;
   return LaunchDependent(QuantizeRowsFp8Kernel, static_cast<unsigned>(M), kThreads, stream, x, x_stride, K, q, q_stride,
                          scale);
+}
+
+cudaError_t QuantizeMadeRowsFp8(const OneRowInput& in, int64_t M, int64_t K, uint8_t* q, int64_t q_stride, float* scale,
+                                cudaStream_t stream) {
+  if (M == 0) return cudaSuccess;
+  const bool rms = in.kind == OneRowInput::kRmsNorm;
+  const bool input_ok = in.x != nullptr && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 && in.row_id == nullptr &&
+                        (rms ? in.norm_w != nullptr && in.x_stride >= K : in.kind == OneRowInput::kSwiGlu && in.x_stride >= 2 * K);
+  if (!input_ok || M < 0 || M > 0x7fffffff || K <= 0 || K % 8 != 0 || K > kOneRowMaxK || q_stride < K ||
+      q_stride % 8 != 0 || reinterpret_cast<uintptr_t>(q) % 8 != 0 || scale == nullptr)
+    return cudaErrorInvalidValue;
+  const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
+  if (rms)
+    return LaunchDependentSmem(QuantizeMadeRowsFp8Kernel<OneRowInput::kRmsNorm>, static_cast<unsigned>(M), kThreads,
+                               smem, stream, in, K, q, q_stride, scale);
+  return LaunchDependentSmem(QuantizeMadeRowsFp8Kernel<OneRowInput::kSwiGlu>, static_cast<unsigned>(M), kThreads, smem,
+                             stream, in, K, q, q_stride, scale);
 }
 
 }  // namespace gla::cuda

@@ -9,8 +9,10 @@
 #include <random>
 #include <vector>
 
+#include "kernels/activations.h"
 #include "kernels/linear.h"
 #include "kernels/linear_fp8.h"
+#include "kernels/norm.h"
 #include "models/dtype.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/cuda/host_vectors.h"
@@ -65,6 +67,76 @@ TEST(QuantizeRowsFp8, EqualsTheCpuQuantizerToTheBit) {
   EXPECT_EQ(cuda::QuantizeRowsFp8(dx.p, 16, 2, 16, dq.p, 16, nullptr, nullptr), cudaErrorInvalidValue) << "no scales";
   EXPECT_EQ(cuda::QuantizeRowsFp8(dx.p + 1, 16, 2, 16, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue)
       << "misaligned";
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
+}
+
+// The rows made in the quantizing kernel (RMSNorm of fp32 rows, SwiGLU of bf16 [gate | up] rows)
+// against the two kernels it replaces, cuda::RmsNorm or cuda::SwiGlu then QuantizeRowsFp8: the same
+// codes and scales to the bit, at the model widths and small odd ones; bad inputs refused unlaunched.
+TEST(QuantizeMadeRowsFp8, EqualsTheNormOrSwiGluThenQuantizeRowsFp8ToTheBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(29);
+  for (auto [M, K] : {std::pair{1, 64}, std::pair{33, 1024}, std::pair{130, 2816}, std::pair{7, 8},
+                      std::pair{40, 5632}}) {
+    const int qs = K + 16 - K % 16 + 16;
+    for (bool swiglu : {false, true}) {
+      const int xs = swiglu ? 2 * K + 8 : K + 4;  // in floats (RMSNorm) or bf16 values (SwiGLU)
+      cuda::OneRowInput in;
+      auto x = Random(static_cast<size_t>(M) * xs, rng, -3.f, 3.f);
+      if (!swiglu)
+        for (int k = 0; k < K; ++k) x[k] = 0.f;  // row 0 all zeros: its norm is 0, scale 0, codes 0
+      Dev<float> dxf(x);
+      Dev<__nv_bfloat16> dxb(ToBf16(RoundBf16(x)));
+      Dev<float> dw(Random(static_cast<size_t>(K), rng, 0.5f, 1.5f));
+      Dev<__nv_bfloat16> made(static_cast<size_t>(M) * K);  // the bf16 rows of the two-kernel path
+      if (swiglu) {
+        in.kind = cuda::OneRowInput::kSwiGlu;
+        in.x = dxb.p;
+        GLA_CUDA_OK(cuda::SwiGlu(dxb.p, xs, made.p, K, M, K, nullptr));
+      } else {
+        in.kind = cuda::OneRowInput::kRmsNorm;
+        in.x = dxf.p;
+        in.norm_w = dw.p;
+        in.eps = 1e-6f;
+        GLA_CUDA_OK(cuda::RmsNorm(dxf.p, xs, nullptr, dw.p, made.p, K, M, K, 1e-6f, nullptr));
+      }
+      in.x_stride = xs;
+      Dev<uint8_t> want_q(static_cast<size_t>(M) * qs), got_q(static_cast<size_t>(M) * qs);
+      Dev<float> want_s(M), got_s(M);
+      GLA_CUDA_OK(cuda::QuantizeRowsFp8(made.p, K, M, K, want_q.p, qs, want_s.p, nullptr));
+      GLA_CUDA_OK(cuda::QuantizeMadeRowsFp8(in, M, K, got_q.p, qs, got_s.p, nullptr));
+      const auto wq = want_q.Get(), gq = got_q.Get();
+      const auto ws = want_s.Get(), gs = got_s.Get();
+      for (int m = 0; m < M; ++m) {
+        ASSERT_EQ(0, std::memcmp(&ws[m], &gs[m], sizeof(float)))
+            << (swiglu ? "swiglu" : "rmsnorm") << " M=" << M << " K=" << K << " row " << m;
+        ASSERT_EQ(0, std::memcmp(wq.data() + static_cast<size_t>(m) * qs, gq.data() + static_cast<size_t>(m) * qs, K))
+            << (swiglu ? "swiglu" : "rmsnorm") << " M=" << M << " K=" << K << " row " << m;
+      }
+    }
+  }
+  Dev<float> dx(64), dw(16);
+  Dev<uint8_t> dq(64);
+  Dev<float> dscale(4);
+  cuda::OneRowInput in;
+  in.x = dx.p;
+  in.x_stride = 16;
+  in.norm_w = dw.p;
+  EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, 2, 12, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue) << "K % 8";
+  EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, 2, 16, dq.p, 16, nullptr, nullptr), cudaErrorInvalidValue) << "no scales";
+  in.x_stride = 8;
+  EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, 2, 16, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue) << "stride < K";
+  in.x_stride = 16;
+  in.kind = cuda::OneRowInput::kSwiGlu;
+  EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, 2, 16, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue)
+      << "SwiGLU rows need 2K values";
+  in.kind = cuda::OneRowInput::kRmsNorm;
+  in.norm_w = nullptr;
+  EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, 2, 16, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue) << "no norm weights";
+  in.norm_w = dw.p;
+  const int32_t* row0 = reinterpret_cast<const int32_t*>(dw.p);
+  in.row_id = row0;
+  EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, 2, 16, dq.p, 16, dscale.p, nullptr), cudaErrorInvalidValue) << "row ids";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
