@@ -117,12 +117,18 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 // O(K) row, against its O(K x 8) weights. K % 8 == 0, K <= kOneRowMaxK, w 16-byte aligned.
 constexpr int64_t kOneRowMaxK = 16384;  // the staged row's bf16 fit the default shared memory
 struct OneRowInput {
-  enum Kind { kRmsNorm, kSwiGlu } kind = kRmsNorm;
-  const void* x = nullptr;  // kRmsNorm: fp32 [.., K] rows; kSwiGlu: bf16 [gate K | up K]
+  // kGatedHeadNorm (cuda::RmsNormSwishGate's rows: each head's RMSNorm times swish(gate)) is made
+  // only by QuantizeMadeRowsFp8 (kernels/linear_fp8.h); the one-row projections refuse it.
+  enum Kind { kRmsNorm, kSwiGlu, kGatedHeadNorm } kind = kRmsNorm;
+  const void* x = nullptr;  // kRmsNorm, kGatedHeadNorm: fp32 [.., K] rows; kSwiGlu: bf16 [gate K | up K]
   int64_t x_stride = 0;
   const int32_t* row_id = nullptr;  // kRmsNorm: the row is x[*row_id] (device); null: row 0
-  const float* norm_w = nullptr;    // kRmsNorm: [K]
+  const float* norm_w = nullptr;    // kRmsNorm: [K]; kGatedHeadNorm: [head_dim], every head's
   float eps = 0.f;
+  // kGatedHeadNorm: K = heads x head_dim; gate (null: none) fp32 rows of K, gate_stride apart.
+  int heads = 0, head_dim = 0;
+  const float* gate = nullptr;
+  int64_t gate_stride = 0;
 };
 cudaError_t LinearOneRowStaged(const OneRowInput& in, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
                                bool y_bf16, float beta, cudaStream_t stream);

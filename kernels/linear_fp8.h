@@ -30,10 +30,12 @@ cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M,
 
 // The same for rows made in the kernel from the previous kernel's output, as LinearOneRowStaged
 // makes its one row (kernels/linear.h's OneRowInput): row m is the RMSNorm of fp32 row m of in.x
-// (row stride in.x_stride, in.norm_w, in.eps) or the SwiGLU of bf16 [gate K | up K] row m, rounded
-// to bf16 exactly as cuda::RmsNorm / cuda::SwiGlu round it, then quantized as QuantizeRowsFp8 does:
-// the same bits as those two kernels in turn, without the bf16 rows written and read back or the
-// second launch. in.row_id must be null; K % 8 == 0, K <= kOneRowMaxK, in.x 16-byte aligned, q
+// (row stride in.x_stride, in.norm_w, in.eps), the SwiGLU of bf16 [gate K | up K] row m, or the gated
+// head norm of fp32 row m (kGatedHeadNorm: each of in.heads heads of in.head_dim values normed,
+// times swish of in.gate's row where given), rounded to bf16 exactly as cuda::RmsNorm /
+// cuda::SwiGlu / cuda::RmsNormSwishGate round it, then quantized as QuantizeRowsFp8 does: the same
+// bits as those two kernels in turn, without the bf16 rows written and read back or the second
+// launch. in.row_id must be null; K % 8 == 0, K <= kOneRowMaxK, in.x 16-byte aligned, q
 // 8-byte aligned; cudaErrorInvalidValue (no launch) otherwise.
 cudaError_t QuantizeMadeRowsFp8(const OneRowInput& in, int64_t M, int64_t K, uint8_t* q, int64_t q_stride, float* scale,
                                 cudaStream_t stream);

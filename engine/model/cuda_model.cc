@@ -732,10 +732,10 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   };
   // FP8 steps larger than the one-byte kernel takes, without adapters (they read h_ and act_): each
   // norm and SwiGLU made inside the kernel that quantizes the rows for the FP8 GEMM
-  // (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so three of a layer's
-  // four projections take one launch fewer and no bf16 round trip of their input.
+  // (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so each of a layer's
+  // four projections takes one launch fewer and no bf16 round trip of its input.
   const bool fp8_steps = uses_fp8_weights() && !adapters && !one_row && rows > options_.byte_weight_kernel_rows &&
-                         D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK;
+                         D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK && Vd <= cuda::kOneRowMaxK;
   auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };
   auto MadeRows = [&](const void* x, int64_t x_stride, const float* norm_w) {  // norm_w null: SwiGLU rows
     cuda::OneRowInput in;
@@ -831,9 +831,23 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     }
 
     const float* gate = p.output_gate ? proj_ + ip.g : nullptr;
-    GLA_CUDA_RETURN_IF_ERROR(
-        cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, p.heads, p.head_v, p.eps, stream_));
-    RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
+    if (made_fp8_rows(w.o_proj)) {
+      cuda::OneRowInput in;
+      in.kind = cuda::OneRowInput::kGatedHeadNorm;
+      in.x = o_;
+      in.x_stride = Vd;
+      in.norm_w = w.g_norm;
+      in.eps = p.eps;
+      in.heads = p.heads;
+      in.head_dim = p.head_v;
+      in.gate = gate;
+      in.gate_stride = P;
+      RETURN_IF_ERROR(ProjectMadeRowsFp8(in, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
+    } else {
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, p.heads, p.head_v, p.eps, stream_));
+      RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
+    }
     RETURN_IF_ERROR(lora(LoraTarget::kO, og_, Vd, x_, false, D));
 
     if (one_row) {  // the norm inside the gate/up projection, SwiGLU inside the down projection

@@ -19,11 +19,13 @@ namespace {
 constexpr int kThreads = 256;
 
 // One row of K values (8 bf16 a chunk, in global or shared memory) to FP8 with its scale: the row's
-// largest magnitude, then each value divided by the scale and rounded. Called by all kThreads.
+// largest magnitude (a max: the same whatever the thread count), then each value divided by the
+// scale and rounded. Called by all THREADS threads of the block.
+template <int THREADS = kThreads>
 __device__ __forceinline__ void QuantizeRow(const uint4* xr, int64_t K, uint2* qr, float* scale_out) {
   const int64_t chunks = K / 8;
   float mx = 0.f;
-  for (int64_t c = threadIdx.x; c < chunks; c += kThreads) {
+  for (int64_t c = threadIdx.x; c < chunks; c += THREADS) {
     const uint4 v = xr[c];
     const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v);
 #pragma unroll
@@ -32,9 +34,9 @@ __device__ __forceinline__ void QuantizeRow(const uint4* xr, int64_t K, uint2* q
       mx = fmaxf(mx, fmaxf(fabsf(f.x), fabsf(f.y)));
     }
   }
-  const float s = BlockMax<kThreads>(mx) / 448.0f;
+  const float s = BlockMax<THREADS>(mx) / 448.0f;
   if (threadIdx.x == 0) *scale_out = s;
-  for (int64_t c = threadIdx.x; c < chunks; c += kThreads) {  // 8 FP8 values a chunk
+  for (int64_t c = threadIdx.x; c < chunks; c += THREADS) {  // 8 FP8 values a chunk
     const uint4 v = xr[c];
     const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v);
     uint32_t words[2] = {0u, 0u};
@@ -91,6 +93,39 @@ __global__ void __launch_bounds__(kThreads) QuantizeMadeRowsFp8Kernel(const OneR
   QuantizeRow(x_s, K, reinterpret_cast<uint2*>(q + m * q_stride), scale + m);
 }
 
+// The gated head norm's rows: norm.cu's RmsNormSwishGateKernel runs a block of kGateThreads per
+// (row, head); here one block of as many threads makes a row's heads in turn, each with that
+// kernel's reduction and arithmetic (the same bits), then quantizes the row.
+constexpr int kGateThreads = 128;
+__global__ void __launch_bounds__(kGateThreads) QuantizeGatedHeadNormRowsFp8Kernel(const OneRowInput in, int64_t K,
+                                                                                  uint8_t* __restrict__ q,
+                                                                                  int64_t q_stride,
+                                                                                  float* __restrict__ scale) {
+  extern __shared__ uint4 x_s[];  // K / 8 chunks of the made row
+  WaitForPredecessor();           // the rows come from the previous kernels
+  LetDependentsLaunch();
+  const int64_t m = blockIdx.x;
+  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
+  const int dv = in.head_dim;
+  const float* o = static_cast<const float*>(in.x) + m * in.x_stride;
+  for (int h = 0; h < in.heads; ++h) {
+    const float* oh = o + static_cast<int64_t>(h) * dv;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < dv; i += kGateThreads) ss += oh[i] * oh[i];
+    const float inv = rsqrtf(BlockSum<kGateThreads>(ss) / dv + in.eps);
+    for (int i = threadIdx.x; i < dv; i += kGateThreads) {
+      float val = oh[i] * inv * in.norm_w[i];
+      if (in.gate != nullptr) {
+        const float z = in.gate[m * in.gate_stride + static_cast<int64_t>(h) * dv + i];
+        val *= z / (1.f + __expf(-z));
+      }
+      xs[h * dv + i] = __float2bfloat16(val);
+    }
+  }
+  __syncthreads();
+  QuantizeRow<kGateThreads>(x_s, K, reinterpret_cast<uint2*>(q + m * q_stride), scale + m);
+}
+
 }  // namespace
 
 cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M, int64_t K, uint8_t* q,
@@ -107,13 +142,20 @@ cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M,
 cudaError_t QuantizeMadeRowsFp8(const OneRowInput& in, int64_t M, int64_t K, uint8_t* q, int64_t q_stride, float* scale,
                                 cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
-  const bool rms = in.kind == OneRowInput::kRmsNorm;
-  const bool input_ok = in.x != nullptr && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 && in.row_id == nullptr &&
-                        (rms ? in.norm_w != nullptr && in.x_stride >= K : in.kind == OneRowInput::kSwiGlu && in.x_stride >= 2 * K);
+  const bool rms = in.kind == OneRowInput::kRmsNorm, gated = in.kind == OneRowInput::kGatedHeadNorm;
+  bool input_ok = in.x != nullptr && reinterpret_cast<uintptr_t>(in.x) % 16 == 0 && in.row_id == nullptr;
+  if (rms) input_ok = input_ok && in.norm_w != nullptr && in.x_stride >= K;
+  else if (gated)
+    input_ok = input_ok && in.norm_w != nullptr && in.x_stride >= K && in.heads > 0 && in.head_dim > 0 &&
+               int64_t{in.heads} * in.head_dim == K && (in.gate == nullptr || in.gate_stride >= K);
+  else input_ok = input_ok && in.kind == OneRowInput::kSwiGlu && in.x_stride >= 2 * K;
   if (!input_ok || M < 0 || M > 0x7fffffff || K <= 0 || K % 8 != 0 || K > kOneRowMaxK || q_stride < K ||
       q_stride % 8 != 0 || reinterpret_cast<uintptr_t>(q) % 8 != 0 || scale == nullptr)
     return cudaErrorInvalidValue;
   const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
+  if (gated)
+    return LaunchDependentSmem(QuantizeGatedHeadNormRowsFp8Kernel, static_cast<unsigned>(M), kGateThreads, smem, stream,
+                               in, K, q, q_stride, scale);
   if (rms)
     return LaunchDependentSmem(QuantizeMadeRowsFp8Kernel<OneRowInput::kRmsNorm>, static_cast<unsigned>(M), kThreads,
                                smem, stream, in, K, q, q_stride, scale);

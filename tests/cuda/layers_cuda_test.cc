@@ -419,6 +419,9 @@ TEST_P(Layers, LinearOneRowStagedEqualsTheKernelsItReplaces) {
                                          nullptr),
             cudaErrorInvalidValue)
       << "int8: K % 16";
+  in.kind = cuda::OneRowInput::kGatedHeadNorm;  // QuantizeMadeRowsFp8's alone
+  EXPECT_EQ(cuda::LinearOneRowStaged(in, dW.p, 16, 8, dy.p, false, 0.f, nullptr), cudaErrorInvalidValue)
+      << "a gated head norm row";
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <tuple>
 #include <random>
 #include <vector>
 
@@ -70,8 +71,9 @@ TEST(QuantizeRowsFp8, EqualsTheCpuQuantizerToTheBit) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
-// The rows made in the quantizing kernel (RMSNorm of fp32 rows, SwiGLU of bf16 [gate | up] rows)
-// against the two kernels it replaces, cuda::RmsNorm or cuda::SwiGlu then QuantizeRowsFp8: the same
+// The rows made in the quantizing kernel (RMSNorm of fp32 rows, SwiGLU of bf16 [gate | up] rows, the
+// gated head norm) against the two kernels it replaces (cuda::RmsNorm, cuda::SwiGlu or
+// cuda::RmsNormSwishGate, then QuantizeRowsFp8): the same
 // codes and scales to the bit, at the model widths and small odd ones; bad inputs refused unlaunched.
 TEST(QuantizeMadeRowsFp8, EqualsTheNormOrSwiGluThenQuantizeRowsFp8ToTheBit) {
   GLA_REQUIRE_CUDA_DEVICE();
@@ -115,6 +117,44 @@ TEST(QuantizeMadeRowsFp8, EqualsTheNormOrSwiGluThenQuantizeRowsFp8ToTheBit) {
       }
     }
   }
+  // The gated head norm (o_proj's input): heads of 64, 128 and 256 values, with and without the
+  // output gate, against cuda::RmsNormSwishGate then QuantizeRowsFp8.
+  for (auto [M, heads, dv] : {std::tuple{1, 4, 64}, std::tuple{33, 8, 128}, std::tuple{70, 4, 256}}) {
+    const int K = heads * dv, xs = K + 4, gs = 3 * K, qs = K + 16;
+    for (bool gated : {false, true}) {
+      auto o = Random(static_cast<size_t>(M) * xs, rng, -2.f, 2.f);
+      for (int k = 0; k < dv; ++k) o[k] = 0.f;  // row 0's first head all zeros
+      Dev<float> d_o(o), dgate(Random(static_cast<size_t>(M) * gs, rng, -4.f, 4.f));
+      Dev<float> dw(Random(static_cast<size_t>(dv), rng, 0.5f, 1.5f));
+      Dev<__nv_bfloat16> made(static_cast<size_t>(M) * K);
+      const float* gate = gated ? dgate.p + 5 : nullptr;  // the gate's columns start inside its rows
+      GLA_CUDA_OK(cuda::RmsNormSwishGate(d_o.p, xs, gate, gs, dw.p, made.p, K, M, heads, dv, 1e-6f, nullptr));
+      cuda::OneRowInput in;
+      in.kind = cuda::OneRowInput::kGatedHeadNorm;
+      in.x = d_o.p;
+      in.x_stride = xs;
+      in.norm_w = dw.p;
+      in.eps = 1e-6f;
+      in.heads = heads;
+      in.head_dim = dv;
+      in.gate = gate;
+      in.gate_stride = gs;
+      Dev<uint8_t> want_q(static_cast<size_t>(M) * qs), got_q(static_cast<size_t>(M) * qs);
+      Dev<float> want_s(M), got_s(M);
+      GLA_CUDA_OK(cuda::QuantizeRowsFp8(made.p, K, M, K, want_q.p, qs, want_s.p, nullptr));
+      GLA_CUDA_OK(cuda::QuantizeMadeRowsFp8(in, M, K, got_q.p, qs, got_s.p, nullptr));
+      const auto wq = want_q.Get(), gq = got_q.Get();
+      const auto ws = want_s.Get(), gsc = got_s.Get();
+      for (int m = 0; m < M; ++m) {
+        ASSERT_EQ(0, std::memcmp(&ws[m], &gsc[m], sizeof(float))) << "gated " << gated << " M=" << M << " row " << m;
+        ASSERT_EQ(0, std::memcmp(wq.data() + static_cast<size_t>(m) * qs, gq.data() + static_cast<size_t>(m) * qs, K))
+            << "gated " << gated << " M=" << M << " heads=" << heads << " dv=" << dv << " row " << m;
+      }
+      in.heads = heads + 1;  // heads x head_dim must be K
+      EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, M, K, got_q.p, qs, got_s.p, nullptr), cudaErrorInvalidValue);
+    }
+  }
+
   Dev<float> dx(64), dw(16);
   Dev<uint8_t> dq(64);
   Dev<float> dscale(4);
