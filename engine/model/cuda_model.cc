@@ -734,7 +734,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   // norm and SwiGLU made inside the kernel that quantizes the rows for the FP8 GEMM
   // (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so each of a layer's
   // four projections takes one launch fewer and no bf16 round trip of its input.
-  const bool fp8_steps = uses_fp8_weights() && !adapters && !one_row && rows > options_.byte_weight_kernel_rows &&
+  const bool fp8_steps = options_.fp8_made_rows && uses_fp8_weights() && !adapters && !one_row &&
+                         rows > options_.byte_weight_kernel_rows &&
                          D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK && Vd <= cuda::kOneRowMaxK;
   auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };
   auto MadeRows = [&](const void* x, int64_t x_stride, const float* norm_w) {  // norm_w null: SwiGLU rows

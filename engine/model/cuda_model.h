@@ -67,6 +67,10 @@ struct CudaModelOptions {
   // above. 16 to cuda::kSmallMByteTensorCores (32); 16 is how the first GPU runs measured it
   // (gla-engine-bench --byte_rows compares the two).
   int byte_weight_kernel_rows = 32;
+  // FP8 steps above byte_weight_kernel_rows (no adapters): each projection's input (a norm or the
+  // SwiGLU) made inside the kernel that quantizes it (cuda::QuantizeMadeRowsFp8); false: the
+  // separate kernels (the same bits; gla-engine-bench --fp8_made_rows 0 times the difference).
+  bool fp8_made_rows = true;
 };
 
 class CudaModel {

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <fstream>
 #include <numeric>
+#include <cstring>
 #include <random>
 #include <sstream>
 
@@ -277,6 +278,47 @@ TEST_P(OptionsModel, Bf16StatesMixedPackedStepsMatchCpu) {
 TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kFp8);
+}
+
+// FP8 steps above 32 rows make each projection's input inside the quantizing kernel
+// (CudaModelOptions::fp8_made_rows, cuda::QuantizeMadeRowsFp8): the same bits as the separate norm,
+// SwiGLU and quantizing kernels, so the logits and states of mixed steps (prefills and decodes, with
+// and without the output gate) are equal to the bit either way.
+TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const std::string dir = OptionsModelDir(GetParam());
+  Gpu made, separate;
+  for (bool on : {true, false}) {
+    CudaModelOptions o = Options(512, true);
+    o.weights = WeightFormat::kFp8;
+    o.fp8_made_rows = on;
+    (on ? made : separate) = MakeGpu(dir, o, 4);
+    if (!(on ? made : separate).model) return;
+  }
+  const int V = made.model->config().vocab_size;
+  std::mt19937 rng(43);
+  std::uniform_int_distribution<int> tok(0, V - 1);
+  std::vector<int> slots;
+  for (int s = 0; s < 3; ++s) {
+    slots.push_back(*made.pool->Acquire());
+    ASSERT_EQ(*separate.pool->Acquire(), slots.back());
+  }
+  for (const std::vector<int>& lengths : std::vector<std::vector<int>>{{70, 5, 1}, {1, 40, 1}, {1, 1, 33}}) {
+    std::vector<std::vector<int32_t>> toks;
+    std::vector<CudaModel::Segment> segs;
+    for (size_t s = 0; s < lengths.size(); ++s) {
+      toks.emplace_back(lengths[s]);
+      for (auto& t : toks.back()) t = tok(rng);
+    }
+    for (size_t s = 0; s < lengths.size(); ++s) segs.push_back({toks[s], slots[s], CudaModel::Logits::kLast});
+    std::vector<int> first_a, first_b;
+    ASSERT_TRUE(made.model->Forward(segs, made.states(), &first_a).ok());
+    ASSERT_TRUE(separate.model->Forward(segs, separate.states(), &first_b).ok());
+    const auto a = made.Logits(3), b = separate.Logits(3);
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "step of " << lengths[0] << ", "
+                                                                              << lengths[1] << ", " << lengths[2];
+    for (int slot : slots) EXPECT_EQ(made.State(slot), separate.State(slot)) << "slot " << slot;
+  }
 }
 
 // INT8 weights are weight-only on the GPU too (the inputs stay bf16 at every step size); against the

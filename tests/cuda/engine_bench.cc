@@ -4,7 +4,7 @@
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
-//                    [--byte_rows 32]
+//                    [--byte_rows 32] [--fp8_made_rows 1]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
-                                              {"state_dtype", "f32"},  {"weights", "native"}, {"byte_rows", "32"}};
+                                              {"state_dtype", "f32"},  {"weights", "native"}, {"byte_rows", "32"},
+                                              {"fp8_made_rows", "1"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -97,6 +98,7 @@ int main(int argc, char** argv) {
   o.weights = *weights;  // so do they for FP8 weights (the backend's weight_bytes)
   // FP8 / INT8: the most rows the one-byte tensor-core kernel takes (16: the first GPU runs' choice).
   o.byte_weight_kernel_rows = num("byte_rows");
+  o.fp8_made_rows = num("fp8_made_rows") != 0;  // 0: FP8 inputs quantized by their own launches
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -111,7 +113,8 @@ int main(int argc, char** argv) {
                                           : std::string()) +
                                      (o.byte_weight_kernel_rows != 32
                                           ? "-byte-rows-" + std::to_string(o.byte_weight_kernel_rows)
-                                          : std::string()),
+                                          : std::string()) +
+                                     (o.fp8_made_rows ? std::string() : std::string("-separate-fp8-quantize")),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
