@@ -45,8 +45,8 @@ struct CpuModelOptions {
   // what the GPU's decode steps compute up to the order of their sums, so the GPU tests hold the
   // GPU to it tightly (on a random test model whose FP8 decode step moved 14.4% from fp32
   // activations, the GPU and this agreed to three digits), and gla-eval measures what bf16
-  // activations cost a model. (Prefill on the GPU also rounds inside its chunkwise kernel: not
-  // modelled here.)
+  // activations cost a model. (Prefill on the GPU also rounds inside its chunkwise kernel, and an
+  // adapter's low-rank product into gate|up runs in bf16: neither is modelled here.)
   enum class ActivationDType { kF32, kBF16 } activations = ActivationDType::kF32;
 };
 
