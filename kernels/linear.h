@@ -98,12 +98,13 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
                                   cudaStream_t stream);
 // Tensor cores (mma.sync m16n8k16, 16 features per block, K split over its warps): M <= 16.
 constexpr int kSmallMTensorCores = 16;
-// The FP8 / INT8 tensor-core kernels take up to 32 rows: above 16 their alternatives move more bytes
-// (INT8: the matrix dequantized to bf16 each step, 5 bytes a weight; FP8: the inputs quantized in
-// four more launches a layer before cuBLASLt's FP8 GEMM), while here each weight byte is still read
-// once and the input rows come from L1 (four 8-row tiles: about 4 bytes of L1 reads per weight byte
-// at 32 rows, within the SM's L1 bandwidth at the HBM's share per SM).
-constexpr int kSmallMByteTensorCores = 32;
+// The FP8 / INT8 tensor-core kernels take up to 256 rows: above 16 their alternatives move more
+// bytes (INT8: the matrix dequantized to bf16 each step, 5 bytes a weight; FP8: the inputs quantized
+// before cuBLASLt's FP8 GEMM), while here each weight byte is read from HBM once and the input rows
+// come from L1 (a block's four 8-row tiles: about 4 bytes of L1 reads per weight byte at 32 rows).
+// Above 32 rows the rows go in blocks of 32 launched side by side, each feature tile's row blocks
+// reading its weights through L2 (which engine steps take it is CudaModelOptions::byte_weight_kernel_rows).
+constexpr int kSmallMByteTensorCores = 256;
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream);

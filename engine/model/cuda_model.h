@@ -63,9 +63,10 @@ struct CudaModelOptions {
   // Neither has the persistent batch-1 kernel (it streams bf16).
   WeightFormat weights = WeightFormat::kNative;
   // With FP8 / INT8 weights, projections of up to this many rows read the one-byte rows in the
-  // tensor-core kernel (the weights widened in registers, inputs bf16); larger ones take the paths
-  // above. 16 to cuda::kSmallMByteTensorCores (32); 16 is how the first GPU runs measured it
-  // (gla-engine-bench --byte_rows compares the two).
+  // tensor-core kernel (the weights widened in registers, inputs bf16; above 32 rows in row blocks
+  // that share the weights through L2); larger ones take the paths above. 16 to
+  // cuda::kSmallMByteTensorCores (256); 16 is how the first GPU runs measured it, 32 the default
+  // until a measurement says where the kernel stops paying (gla-engine-bench --byte_rows N).
   int byte_weight_kernel_rows = 32;
   // FP8 steps above byte_weight_kernel_rows (no adapters): each projection's input (a norm or the
   // SwiGLU) made inside the kernel that quantizes it (cuda::QuantizeMadeRowsFp8); false: the

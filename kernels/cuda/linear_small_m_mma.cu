@@ -1,5 +1,6 @@
 // Decode-sized projections on tensor cores: y[M, N] = x[M, K] W[N, K]^T (+ beta y) for M <= 16 with
-// bf16 weights, M <= 32 with FP8 / INT8 ones (widened to bf16 in registers: MmaChunk's overloads).
+// bf16 weights, M <= 256 with FP8 / INT8 ones (widened to bf16 in registers: MmaChunk's overloads;
+// above 32 rows in row blocks of 32 that share each feature tile's weights through L2).
 // Memory-bound (each weight is read once, the M input rows come from L1/L2), so the aim is the
 // weight stream at full bandwidth with little work per byte. The CUDA-core kernel
 // (linear_small_m.cu) spends M FMAs and M input loads per weight pair, which makes it compute- and
@@ -115,13 +116,27 @@ __device__ __forceinline__ void MmaChunk(const small_m::Int8Rows&, float (&acc)[
 
 // NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16, up to 4: M <= 32 with one-byte rows). Rows: bf16 or FP8 weight rows
 // (linear_small_m_common.cuh); a slice is 4 chunks (32 bf16 or 64 FP8 weights of a row).
-template <int NT, class Rows>
+// row_blocks > 1 (one-byte rows, M > 32): the step's rows in blocks of 8 NT, the row block fastest
+// in blockIdx.x, so a feature tile's row blocks run side by side and its weights come from HBM once
+// and from L2 for the others (loads cached in L2, __ldcg; a lone row block streams them,
+// evict-first). That form takes 251 registers a thread (134 without): one block per SM either way.
+// kSharedWeights: launched with row_blocks > 1 (a compile-time choice: a select between the two
+// loads would issue both).
+template <int NT, class Rows, bool kSharedWeights = false>
 __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                                 const Rows rows, int64_t N, int64_t K, int M, void* y,
-                                                                bool y_bf16, int64_t y_stride, float beta) {
+                                                                bool y_bf16, int64_t y_stride, float beta,
+                                                                int row_blocks) {
   __shared__ float partial[kWarps][kRows][8 * NT];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  int row0 = 0;
+  int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  if constexpr (kSharedWeights) {
+    row0 = static_cast<int>(blockIdx.x % static_cast<unsigned>(row_blocks)) * 8 * NT;
+    n0 = static_cast<int64_t>(blockIdx.x / static_cast<unsigned>(row_blocks)) * kRows;
+    x += static_cast<int64_t>(row0) * x_stride;
+    M = min(M - row0, 8 * NT);
+  }
   const bool lo_ok = n0 + g < N, hi_ok = n0 + g + 8 < N;
   const uint4* w_lo = rows.Row(lo_ok ? n0 + g : 0, K);
   const uint4* w_hi = rows.Row(hi_ok ? n0 + g + 8 : 0, K);
@@ -136,8 +151,14 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
-      wl[stage][u] = lo_ok && c < chunks ? __ldcs(w_lo + c) : zero;  // streamed once: do not keep in L2
-      wh[stage][u] = hi_ok && c < chunks ? __ldcs(w_hi + c) : zero;
+      // Streamed once: not kept in L2, unless other row blocks read the same rows.
+      if constexpr (kSharedWeights) {
+        wl[stage][u] = lo_ok && c < chunks ? __ldcg(w_lo + c) : zero;
+        wh[stage][u] = hi_ok && c < chunks ? __ldcg(w_hi + c) : zero;
+      } else {
+        wl[stage][u] = lo_ok && c < chunks ? __ldcs(w_lo + c) : zero;
+        wh[stage][u] = hi_ok && c < chunks ? __ldcs(w_hi + c) : zero;
+      }
     }
   };
   float acc[NT][4] = {};
@@ -179,7 +200,8 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
     float v = 0.f;
 #pragma unroll
     for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
-    small_m::Store(y, y_bf16, m * y_stride + n0 + r, small_m::Scaled<Rows>(v, rows.Scale(n0 + r)), beta);
+    small_m::Store(y, y_bf16, static_cast<int64_t>(row0 + m) * y_stride + n0 + r,
+                   small_m::Scaled<Rows>(v, rows.Scale(n0 + r)), beta);
   }
 }
 
@@ -187,16 +209,18 @@ __global__ void __launch_bounds__(kWarps * 32) SmallMMmaKernel(const __nv_bfloat
 template <class Rows>
 cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
                    bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((N + kRows - 1) / kRows);
+  const int64_t tiles = (N + kRows - 1) / kRows;
   const int m = static_cast<int>(M);
-  auto launch = [&](auto kernel) {
-    return LaunchDependent(kernel, blocks, kWarps * 32, stream, x, x_stride, rows, N, K, m, y, y_bf16, y_stride, beta);
+  auto launch = [&](auto kernel, int row_blocks) {
+    return LaunchDependent(kernel, static_cast<unsigned>(tiles * row_blocks), kWarps * 32, stream, x, x_stride, rows, N,
+                           K, m, y, y_bf16, y_stride, beta, row_blocks);
   };
-  if (M <= 8) return launch(SmallMMmaKernel<1, Rows>);
-  if (M <= 16) return launch(SmallMMmaKernel<2, Rows>);
-  if constexpr (Rows::kScaled) {  // one-byte rows: up to kSmallMByteTensorCores
-    if (M <= 24) return launch(SmallMMmaKernel<3, Rows>);
-    return launch(SmallMMmaKernel<4, Rows>);
+  if (M <= 8) return launch(SmallMMmaKernel<1, Rows>, 1);
+  if (M <= 16) return launch(SmallMMmaKernel<2, Rows>, 1);
+  if constexpr (Rows::kScaled) {  // one-byte rows: up to kSmallMByteTensorCores, 32 rows a block
+    if (M <= 24) return launch(SmallMMmaKernel<3, Rows>, 1);
+    if (M <= 32) return launch(SmallMMmaKernel<4, Rows>, 1);
+    return launch(SmallMMmaKernel<4, Rows, true>, static_cast<int>((M + 31) / 32));
   }
   return cudaErrorInvalidValue;  // not reached: CheckedLaunch refused it
 }
@@ -213,7 +237,8 @@ template <class Rows>
 cudaError_t CheckedLaunch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
                           bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
-  if (M < 0 || M > MaxRows<Rows>() || !rows.Supported(x, x_stride, N, K) || (N + kRows - 1) / kRows > 0x7fffffff)
+  if (M < 0 || M > MaxRows<Rows>() || !rows.Supported(x, x_stride, N, K) ||
+      (N + kRows - 1) / kRows * ((M + 31) / 32) > 0x7fffffff)
     return cudaErrorInvalidValue;
   return Launch(x, x_stride, rows, N, K, y, y_bf16, y_stride, M, beta, stream);
 }

@@ -331,9 +331,10 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // Decode-sized steps with each weight format (FP8 and INT8 rows widened in registers against bf16
 // inputs, as the bf16 path reads bf16 rows) against the CPU model with the same weights and the
 // GPU's bf16 activations (CpuModelOptions::activations: rounded where the engine rounds them).
-// Batches of 4, 12 and 24 (the tensor-core kernel at one, two and three of its 8-row tiles; 24
-// reads one-byte rows there since byte_weight_kernel_rows went to 32, bf16 rows through cuBLAS)
-// through the decode graphs, then one sequence alone (the one-row kernels that make their input: the persistent kernel
+// Batches of 4, 12, 24 and 40 (the tensor-core kernel at one, two and three of its 8-row tiles,
+// and for 40 in two row blocks of 32: the one-byte rows read there up to 64 rows here, with
+// byte_weight_kernel_rows raised from its default 32; bf16 rows through cuBLAS from 17) through
+// the decode graphs, then one sequence alone (the one-row kernels that make their input: the persistent kernel
 // is off here, PersistentDecode below holds its one-byte stream), every step's logits and, at the
 // end, the states.
 //
@@ -357,7 +358,8 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   CudaModelOptions o = Options();
   o.weights = weights;
   o.persistent_decode = false;
-  Gpu g = MakeGpu(dir, o, 32);
+  o.byte_weight_kernel_rows = 64;
+  Gpu g = MakeGpu(dir, o, 48);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
   ASSERT_EQ(g.model->uses_int8_weights(), weights == WeightFormat::kInt8);
@@ -366,7 +368,7 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   std::mt19937 rng(37);
   std::uniform_int_distribution<int> tok(0, V - 1);
   double worst = 0, worst_f32 = 0;
-  for (int batch : {4, 12, 24, 1}) {
+  for (int batch : {4, 12, 24, 40, 1}) {
     std::vector<SequenceState> cpu_states, f32_states;
     std::vector<int> slots;
     for (int s = 0; s < batch; ++s) {
@@ -404,7 +406,7 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
       g.pool->Release(slots[s]);
     }
   }
-  std::printf("[ measure ] options model (output gate %d), %s weights, decode steps of 4, 12, 24, 1: worst logits rel "
+  std::printf("[ measure ] options model (output gate %d), %s weights, decode steps of 4, 12, 24, 40, 1: worst logits rel "
               "err %.2e (against fp32 activations %.2e)\n",
               output_gate, WeightFormatName(weights), worst, worst_f32);
 }
@@ -487,8 +489,8 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     o.weights = w;
     return CudaModel::FromCheckpoint(std::move(*ck), o).status();
   };
-  // The one-byte kernel's row limit is 16 to 32 (kernels/linear.h).
-  for (int rows : {15, 33}) {
+  // The one-byte kernel's row limit is 16 to 256 (kernels/linear.h).
+  for (int rows : {15, 257}) {
     auto ck = LoadCheckpoint(testing::TinyModelDir());
     ASSERT_TRUE(ck.ok()) << ck.status();
     CudaModelOptions o = Options();
@@ -496,7 +498,7 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     o.byte_weight_kernel_rows = rows;
     const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
-    EXPECT_NE(st.message().find("byte_weight_kernel_rows must be in [16, 32]"), std::string::npos) << st;
+    EXPECT_NE(st.message().find("byte_weight_kernel_rows must be in [16, 256]"), std::string::npos) << st;
   }
   const std::string q8 = testing::MakeTempDir("cuda_fp8_refusals") + "/int8";
   ASSERT_TRUE(WriteQuantizedCheckpoint(testing::TinyModelDir(), q8).ok());

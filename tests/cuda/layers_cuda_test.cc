@@ -237,8 +237,9 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
 
 // FP8 and INT8 weights (issue 23): the kernels reading one-byte rows with a scale per row
 // (QuantizeFp8E4M3PerRow / cpu::QuantizeInt8PerRow of random weights) against the double-precision
-// product of the same dequantized weights, at every row count each takes (the tensor-core form to
-// kSmallMByteTensorCores, 32: its third and fourth 8-row tiles too), residual add and bf16
+// product of the same dequantized weights, at every row count each takes to 32 (the tensor-core
+// form's four 8-row tiles) and, for the tensor-core form, at row counts to kSmallMByteTensorCores
+// (256: row blocks of 32; the model shapes at 64 rows only, for the CPU reference's time), residual add and bf16
 // output; bad shapes refused unlaunched.
 TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
@@ -279,7 +280,11 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
       const testing::ByteRowsHost& h = hosts[k.int8];
       Dev<uint8_t> dq(h.q);
       Dev<float> dscale(h.scale);
-      for (int M = 1; M <= k.max_m; ++M) {
+      std::vector<int> ms;
+      for (int M = 1; M <= std::min(k.max_m, 32); ++M) ms.push_back(M);
+      for (int M : {33, 40, 64, 100, 255, 256})
+        if (M <= k.max_m && (M == 64 || static_cast<int64_t>(N) * K <= (int64_t{1} << 20))) ms.push_back(M);
+      for (int M : ms) {
         const auto x = RoundBf16(Random(M * xs, rng));
         const auto y0 = Random(static_cast<size_t>(M) * N, rng);
         std::vector<float> ref = y0;
