@@ -12,6 +12,7 @@
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
+#include "kernels/cuda/made_row.cuh"
 
 #include "kernels/linear.h"
 
@@ -178,21 +179,10 @@ __global__ void __launch_bounds__(kWarps * 32) OneRowStagedKernel(const OneRowIn
   if constexpr (Rows::kScaled) scale = rows.Scale(active ? n : 0);
   WaitForPredecessor();  // the input row comes from the previous kernels; see kernels/cuda/launch.cuh
   LetDependentsLaunch();
-  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
-  const int k_int = static_cast<int>(K);
-  if constexpr (kKind == OneRowInput::kRmsNorm) {  // norm.cu's RmsNormKernel, same threads and order
-    const float* xr = static_cast<const float*>(in.x) + (in.row_id ? static_cast<int64_t>(*in.row_id) : 0) * in.x_stride;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < k_int; i += kWarps * 32) ss += xr[i] * xr[i];
-    const float inv = rsqrtf(BlockSum<kWarps * 32>(ss) / k_int + in.eps);
-    for (int i = threadIdx.x; i < k_int; i += kWarps * 32) xs[i] = __float2bfloat16(xr[i] * inv * in.norm_w[i]);
-  } else {  // activations.cu's SwiGluKernel
-    const __nv_bfloat16* g = static_cast<const __nv_bfloat16*>(in.x);
-    for (int i = threadIdx.x; i < k_int; i += kWarps * 32) {
-      const float a = __bfloat162float(g[i]), u = __bfloat162float(g[i + K]);
-      xs[i] = __float2bfloat16(a / (1.f + __expf(-a)) * u);
-    }
-  }
+  const void* row = in.x;
+  if constexpr (kKind == OneRowInput::kRmsNorm)
+    row = static_cast<const float*>(in.x) + (in.row_id ? static_cast<int64_t>(*in.row_id) : 0) * in.x_stride;
+  MakeRow<kKind, kWarps * 32>(in, row, static_cast<int>(K), reinterpret_cast<__nv_bfloat16*>(x_s));
   __syncthreads();
   if (!active) return;
   float acc = 0.f;

@@ -10,6 +10,7 @@
 
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/made_row.cuh"
 #include "kernels/linear_fp8.h"
 
 namespace gla::cuda {
@@ -63,9 +64,9 @@ __global__ void __launch_bounds__(kThreads) QuantizeRowsFp8Kernel(const __nv_bfl
               scale + m);
 }
 
-// QuantizeMadeRowsFp8: row m made in shared memory as cuda::RmsNorm (RMSNorm of fp32 rows) or
-// cuda::SwiGlu (of bf16 [gate | up] rows) makes it, with the same threads and order as those kernels
-// and LinearOneRowStaged (so the same bf16 bits), then quantized as above.
+// QuantizeMadeRowsFp8: row m made in shared memory (made_row.cuh: the RMSNorm of fp32 rows or the
+// SwiGLU of bf16 [gate | up] rows, the same bits as cuda::RmsNorm / cuda::SwiGlu), then quantized as
+// above.
 template <OneRowInput::Kind kKind>
 __global__ void __launch_bounds__(kThreads) QuantizeMadeRowsFp8Kernel(const OneRowInput in, int64_t K,
                                                                        uint8_t* __restrict__ q, int64_t q_stride,
@@ -74,28 +75,17 @@ __global__ void __launch_bounds__(kThreads) QuantizeMadeRowsFp8Kernel(const OneR
   WaitForPredecessor();  // the rows come from the previous kernels
   LetDependentsLaunch();
   const int64_t m = blockIdx.x;
-  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
-  const int k_int = static_cast<int>(K);
-  if constexpr (kKind == OneRowInput::kRmsNorm) {  // norm.cu's RmsNormKernel
-    const float* xr = static_cast<const float*>(in.x) + m * in.x_stride;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < k_int; i += kThreads) ss += xr[i] * xr[i];
-    const float inv = rsqrtf(BlockSum<kThreads>(ss) / k_int + in.eps);
-    for (int i = threadIdx.x; i < k_int; i += kThreads) xs[i] = __float2bfloat16(xr[i] * inv * in.norm_w[i]);
-  } else {  // activations.cu's SwiGlu kernels
-    const __nv_bfloat16* g = static_cast<const __nv_bfloat16*>(in.x) + m * in.x_stride;
-    for (int i = threadIdx.x; i < k_int; i += kThreads) {
-      const float a = __bfloat162float(g[i]), u = __bfloat162float(g[i + K]);
-      xs[i] = __float2bfloat16(a / (1.f + __expf(-a)) * u);
-    }
-  }
+  const void* row = kKind == OneRowInput::kRmsNorm
+                        ? static_cast<const void*>(static_cast<const float*>(in.x) + m * in.x_stride)
+                        : static_cast<const void*>(static_cast<const __nv_bfloat16*>(in.x) + m * in.x_stride);
+  MakeRow<kKind, kThreads>(in, row, static_cast<int>(K), reinterpret_cast<__nv_bfloat16*>(x_s));
   __syncthreads();
   QuantizeRow(x_s, K, reinterpret_cast<uint2*>(q + m * q_stride), scale + m);
 }
 
 // The gated head norm's rows: norm.cu's RmsNormSwishGateKernel runs a block of kGateThreads per
-// (row, head); here one block of as many threads makes a row's heads in turn, each with that
-// kernel's reduction and arithmetic (the same bits), then quantizes the row.
+// (row, head); here one block of as many threads makes a row's heads in turn (made_row.cuh), then
+// quantizes the row.
 constexpr int kGateThreads = 128;
 __global__ void __launch_bounds__(kGateThreads) QuantizeGatedHeadNormRowsFp8Kernel(const OneRowInput in, int64_t K,
                                                                                   uint8_t* __restrict__ q,
@@ -105,23 +95,8 @@ __global__ void __launch_bounds__(kGateThreads) QuantizeGatedHeadNormRowsFp8Kern
   WaitForPredecessor();           // the rows come from the previous kernels
   LetDependentsLaunch();
   const int64_t m = blockIdx.x;
-  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(x_s);
-  const int dv = in.head_dim;
-  const float* o = static_cast<const float*>(in.x) + m * in.x_stride;
-  for (int h = 0; h < in.heads; ++h) {
-    const float* oh = o + static_cast<int64_t>(h) * dv;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < dv; i += kGateThreads) ss += oh[i] * oh[i];
-    const float inv = rsqrtf(BlockSum<kGateThreads>(ss) / dv + in.eps);
-    for (int i = threadIdx.x; i < dv; i += kGateThreads) {
-      float val = oh[i] * inv * in.norm_w[i];
-      if (in.gate != nullptr) {
-        const float z = in.gate[m * in.gate_stride + static_cast<int64_t>(h) * dv + i];
-        val *= z / (1.f + __expf(-z));
-      }
-      xs[h * dv + i] = __float2bfloat16(val);
-    }
-  }
+  MakeGatedHeadNormRow<kGateThreads>(in, static_cast<const float*>(in.x) + m * in.x_stride, m,
+                                     reinterpret_cast<__nv_bfloat16*>(x_s));
   __syncthreads();
   QuantizeRow<kGateThreads>(x_s, K, reinterpret_cast<uint2*>(q + m * q_stride), scale + m);
 }
