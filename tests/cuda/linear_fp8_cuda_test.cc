@@ -75,12 +75,28 @@ TEST(QuantizeRowsFp8, EqualsTheCpuQuantizerToTheBit) {
 // gated head norm) against the two kernels it replaces (cuda::RmsNorm, cuda::SwiGlu or
 // cuda::RmsNormSwishGate, then QuantizeRowsFp8): the same
 // codes and scales to the bit, at the model widths and small odd ones; bad inputs refused unlaunched.
+// QuantizeMadeRowsFp8(in) against QuantizeRowsFp8 of `made` (the bf16 rows the separate kernel
+// made from the same input): codes and scales to the bit.
+void ExpectMadeRowsQuantizeAs(const __nv_bfloat16* made, const cuda::OneRowInput& in, int M, int K, const char* what) {
+  const int qs = K + 16 - K % 16 + 16;
+  Dev<uint8_t> want_q(static_cast<size_t>(M) * qs), got_q(static_cast<size_t>(M) * qs);
+  Dev<float> want_s(M), got_s(M);
+  GLA_CUDA_OK(cuda::QuantizeRowsFp8(made, K, M, K, want_q.p, qs, want_s.p, nullptr));
+  GLA_CUDA_OK(cuda::QuantizeMadeRowsFp8(in, M, K, got_q.p, qs, got_s.p, nullptr));
+  const auto wq = want_q.Get(), gq = got_q.Get();
+  const auto ws = want_s.Get(), gs = got_s.Get();
+  for (int m = 0; m < M; ++m) {
+    ASSERT_EQ(0, std::memcmp(&ws[m], &gs[m], sizeof(float))) << what << " M=" << M << " K=" << K << " row " << m;
+    ASSERT_EQ(0, std::memcmp(wq.data() + static_cast<size_t>(m) * qs, gq.data() + static_cast<size_t>(m) * qs, K))
+        << what << " M=" << M << " K=" << K << " row " << m;
+  }
+}
+
 TEST(QuantizeMadeRowsFp8, EqualsTheNormOrSwiGluThenQuantizeRowsFp8ToTheBit) {
   GLA_REQUIRE_CUDA_DEVICE();
   std::mt19937 rng(29);
   for (auto [M, K] : {std::pair{1, 64}, std::pair{33, 1024}, std::pair{130, 2816}, std::pair{7, 8},
                       std::pair{40, 5632}}) {
-    const int qs = K + 16 - K % 16 + 16;
     for (bool swiglu : {false, true}) {
       const int xs = swiglu ? 2 * K + 8 : K + 4;  // in floats (RMSNorm) or bf16 values (SwiGLU)
       cuda::OneRowInput in;
@@ -103,18 +119,7 @@ TEST(QuantizeMadeRowsFp8, EqualsTheNormOrSwiGluThenQuantizeRowsFp8ToTheBit) {
         GLA_CUDA_OK(cuda::RmsNorm(dxf.p, xs, nullptr, dw.p, made.p, K, M, K, 1e-6f, nullptr));
       }
       in.x_stride = xs;
-      Dev<uint8_t> want_q(static_cast<size_t>(M) * qs), got_q(static_cast<size_t>(M) * qs);
-      Dev<float> want_s(M), got_s(M);
-      GLA_CUDA_OK(cuda::QuantizeRowsFp8(made.p, K, M, K, want_q.p, qs, want_s.p, nullptr));
-      GLA_CUDA_OK(cuda::QuantizeMadeRowsFp8(in, M, K, got_q.p, qs, got_s.p, nullptr));
-      const auto wq = want_q.Get(), gq = got_q.Get();
-      const auto ws = want_s.Get(), gs = got_s.Get();
-      for (int m = 0; m < M; ++m) {
-        ASSERT_EQ(0, std::memcmp(&ws[m], &gs[m], sizeof(float)))
-            << (swiglu ? "swiglu" : "rmsnorm") << " M=" << M << " K=" << K << " row " << m;
-        ASSERT_EQ(0, std::memcmp(wq.data() + static_cast<size_t>(m) * qs, gq.data() + static_cast<size_t>(m) * qs, K))
-            << (swiglu ? "swiglu" : "rmsnorm") << " M=" << M << " K=" << K << " row " << m;
-      }
+      ExpectMadeRowsQuantizeAs(made.p, in, M, K, swiglu ? "swiglu" : "rmsnorm");
     }
   }
   // The gated head norm (o_proj's input): heads of 64, 128 and 256 values, with and without the
@@ -139,19 +144,11 @@ TEST(QuantizeMadeRowsFp8, EqualsTheNormOrSwiGluThenQuantizeRowsFp8ToTheBit) {
       in.head_dim = dv;
       in.gate = gate;
       in.gate_stride = gs;
-      Dev<uint8_t> want_q(static_cast<size_t>(M) * qs), got_q(static_cast<size_t>(M) * qs);
-      Dev<float> want_s(M), got_s(M);
-      GLA_CUDA_OK(cuda::QuantizeRowsFp8(made.p, K, M, K, want_q.p, qs, want_s.p, nullptr));
-      GLA_CUDA_OK(cuda::QuantizeMadeRowsFp8(in, M, K, got_q.p, qs, got_s.p, nullptr));
-      const auto wq = want_q.Get(), gq = got_q.Get();
-      const auto ws = want_s.Get(), gsc = got_s.Get();
-      for (int m = 0; m < M; ++m) {
-        ASSERT_EQ(0, std::memcmp(&ws[m], &gsc[m], sizeof(float))) << "gated " << gated << " M=" << M << " row " << m;
-        ASSERT_EQ(0, std::memcmp(wq.data() + static_cast<size_t>(m) * qs, gq.data() + static_cast<size_t>(m) * qs, K))
-            << "gated " << gated << " M=" << M << " heads=" << heads << " dv=" << dv << " row " << m;
-      }
+      ExpectMadeRowsQuantizeAs(made.p, in, M, K, gated ? "gated head norm" : "head norm");
       in.heads = heads + 1;  // heads x head_dim must be K
-      EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, M, K, got_q.p, qs, got_s.p, nullptr), cudaErrorInvalidValue);
+      Dev<uint8_t> q(static_cast<size_t>(M) * qs);
+      Dev<float> scale(M);
+      EXPECT_EQ(cuda::QuantizeMadeRowsFp8(in, M, K, q.p, qs, scale.p, nullptr), cudaErrorInvalidValue);
     }
   }
 
