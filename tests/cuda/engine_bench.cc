@@ -139,9 +139,16 @@ int main(int argc, char** argv) {
               gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9,
               (decode_bytes_b1 + 2 * state_bytes) / 1e9);
   std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());
+  if (o.weights != gla::WeightFormat::kNative)  // the A/B switches (kernels/linear.h, linear_fp8.h)
+    std::printf("# one-byte rows read by the tensor-core kernel up to %d rows a step; FP8 inputs %s\n",
+                o.byte_weight_kernel_rows, o.fp8_made_rows ? "made in the quantizing kernel" : "quantized separately");
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("backend", b.device());
+  if (o.weights != gla::WeightFormat::kNative) {
+    report.SetNote("byte_weight_kernel_rows", std::to_string(o.byte_weight_kernel_rows));
+    report.SetNote("fp8_made_rows", o.fp8_made_rows ? "1" : "0");
+  }
   if (o.weights == gla::WeightFormat::kFp8) {
     std::printf("# fp8 GEMM peak (8192^3, cuBLASLt, scales per row): %.0f TFLOP/s%s\n", fp8_peak / 1e12,
                 fp8_peak > 0 ? " (the projections' prefill floor)" : ": not measured, prefill floor at bf16's peak");
