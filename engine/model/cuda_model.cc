@@ -738,15 +738,10 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
                          rows > options_.byte_weight_kernel_rows &&
                          D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK && Vd <= cuda::kOneRowMaxK;
   auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };
-  auto MadeRows = [&](const void* x, int64_t x_stride, const float* norm_w) {  // norm_w null: SwiGLU rows
-    cuda::OneRowInput in;
-    in.kind = norm_w != nullptr ? cuda::OneRowInput::kRmsNorm : cuda::OneRowInput::kSwiGlu;
-    in.x = x;
-    in.x_stride = x_stride;
-    in.norm_w = norm_w;
-    in.eps = p.eps;
-    return in;
-  };
+  cuda::OneRowInput swiglu_rows;  // the down projection's input: SwiGLU of each [gate | up] row
+  swiglu_rows.kind = cuda::OneRowInput::kSwiGlu;
+  swiglu_rows.x = gate_up_;
+  swiglu_rows.x_stride = 2 * I;
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     const Layer& w = layers_[l];
     auto lora = [&](LoraTarget t, const __nv_bfloat16* x, int64_t x_stride, void* y, bool y_bf16, int64_t y_stride) {
@@ -755,7 +750,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     if (one_row) {  // the norm made inside the projection (no adapter reads h_)
       RETURN_IF_ERROR(ProjectOneRow(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_, false, 0.0f));
     } else if (made_fp8_rows(w.in_proj)) {
-      RETURN_IF_ERROR(ProjectMadeRowsFp8(MadeRows(x_, D, w.attn_norm), w.in_proj, P, D, proj_, false, P, rows, 0.0f));
+      RETURN_IF_ERROR(
+          ProjectMadeRowsFp8(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_, false, P, rows, 0.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
@@ -861,7 +857,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     }
     if (made_fp8_rows(w.gate_up)) {
       RETURN_IF_ERROR(
-          ProjectMadeRowsFp8(MadeRows(x_, D, w.mlp_norm), w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
+          ProjectMadeRowsFp8(NormedRow(x_, nullptr, w.mlp_norm), w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows,
+                             0.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
@@ -870,7 +867,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
     RETURN_IF_ERROR(lora(LoraTarget::kUp, h_, D, gate_up_ + I, true, 2 * I));
     if (made_fp8_rows(w.down)) {
-      RETURN_IF_ERROR(ProjectMadeRowsFp8(MadeRows(gate_up_, 2 * I, nullptr), w.down, D, I, x_, false, D, rows, 1.0f));
+      RETURN_IF_ERROR(ProjectMadeRowsFp8(swiglu_rows, w.down, D, I, x_, false, D, rows, 1.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(cuda::SwiGlu(gate_up_, 2 * I, act_, I, rows, I, stream_));
       RETURN_IF_ERROR(Project(act_, I, w.down, D, I, x_, false, D, rows, 1.0f));
