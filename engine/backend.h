@@ -119,8 +119,8 @@ struct CudaBackendOptions {
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
   WeightFormat weights = WeightFormat::kNative;  // kFp8 / kInt8: CudaModelOptions::weights
-  int byte_weight_kernel_rows = 32;  // CudaModelOptions::byte_weight_kernel_rows (gla-engine-bench --byte_rows)
-  bool fp8_made_rows = true;         // CudaModelOptions::fp8_made_rows (gla-engine-bench --fp8_made_rows)
+  int byte_weight_kernel_rows = 16;  // CudaModelOptions::byte_weight_kernel_rows (gla-engine-bench --byte_rows)
+  int fp8_made_rows_from = 512;      // CudaModelOptions::fp8_made_rows_from (gla-engine-bench --fp8_made_rows)
   StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
 

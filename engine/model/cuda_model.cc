@@ -176,6 +176,9 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
     return absl::InvalidArgumentError(absl::StrCat("byte_weight_kernel_rows must be in [", cuda::kSmallMTensorCores,
                                                    ", ", cuda::kSmallMByteTensorCores, "], not ",
                                                    options.byte_weight_kernel_rows));
+  if (options.fp8_made_rows_from < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("fp8_made_rows_from must be 0 (never) or a row count, not ", options.fp8_made_rows_from));
   int devices = 0;
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
   if (options.device < 0 || options.device >= devices)
@@ -730,12 +733,13 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     in.eps = p.eps;
     return in;
   };
-  // FP8 steps larger than the one-byte kernel takes, without adapters (they read h_ and act_): each
-  // norm and SwiGLU made inside the kernel that quantizes the rows for the FP8 GEMM
+  // FP8 steps of fp8_made_rows_from rows and more (above what the one-byte kernel takes), without
+  // adapters (they read h_ and act_): each norm and SwiGLU made inside the kernel that quantizes the
+  // rows for the FP8 GEMM
   // (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so each of a layer's
   // four projections takes one launch fewer and no bf16 round trip of its input.
-  const bool fp8_steps = options_.fp8_made_rows && uses_fp8_weights() && !adapters && !one_row &&
-                         rows > options_.byte_weight_kernel_rows &&
+  const bool fp8_steps = options_.fp8_made_rows_from > 0 && rows >= options_.fp8_made_rows_from &&
+                         uses_fp8_weights() && !adapters && !one_row && rows > options_.byte_weight_kernel_rows &&
                          D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK && Vd <= cuda::kOneRowMaxK;
   auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };
   cuda::OneRowInput swiglu_rows;  // the down projection's input: SwiGLU of each [gate | up] row

@@ -65,13 +65,19 @@ struct CudaModelOptions {
   // With FP8 / INT8 weights, projections of up to this many rows read the one-byte rows in the
   // tensor-core kernel (the weights widened in registers, inputs bf16; above 32 rows in row blocks
   // that share the weights through L2); larger ones take the paths above. 16 to
-  // cuda::kSmallMByteTensorCores (256); 16 is how the first GPU runs measured it, 32 the default
-  // until a measurement says where the kernel stops paying (gla-engine-bench --byte_rows N).
-  int byte_weight_kernel_rows = 32;
-  // FP8 steps above byte_weight_kernel_rows (no adapters): each projection's input (a norm or the
-  // SwiGLU) made inside the kernel that quantizes it (cuda::QuantizeMadeRowsFp8); false: the
-  // separate kernels (the same bits; gla-engine-bench --fp8_made_rows 0 times the difference).
-  bool fp8_made_rows = true;
+  // cuda::kSmallMByteTensorCores (256). 16 because that is where it pays (H100, 2026-12-06,
+  // gla-engine-bench --byte_rows N, docs/quantization.md): at 32 rows the kernel's input loads grow
+  // with its row tiles and FP8's B = 32 step takes 3.78 ms against 3.11 through the FP8 GEMM (INT8:
+  // 3.90 against 4.02 at gla-1.3B, 1.85 against 1.64 at gla-340M); at 128 rows 11.9 against 6.6.
+  int byte_weight_kernel_rows = 16;
+  // FP8 steps of at least this many rows (and above byte_weight_kernel_rows; no adapters): each
+  // projection's input (a norm or the SwiGLU) made inside the kernel that quantizes it
+  // (cuda::QuantizeMadeRowsFp8: the same bits as the separate kernels); smaller steps and 0: the
+  // separate kernels. 512 because that is where it pays (H100, 2026-12-06): prompts of 512 and 4,096
+  // tokens 1-4% faster, decode steps of 32 and 128 rows 2-5% slower (a block a row makes its row,
+  // and the gated head norm's heads in turn, where the separate kernels spread a row's heads over
+  // blocks). gla-engine-bench --fp8_made_rows N.
+  int fp8_made_rows_from = 512;
 };
 
 class CudaModel {

@@ -280,8 +280,9 @@ TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kFp8);
 }
 
-// FP8 steps above 32 rows make each projection's input inside the quantizing kernel
-// (CudaModelOptions::fp8_made_rows, cuda::QuantizeMadeRowsFp8): the same bits as the separate norm,
+// FP8 steps above the one-byte kernel's rows may make each projection's input inside the quantizing
+// kernel (CudaModelOptions::fp8_made_rows_from; by default only from 512 rows, here from 1 against
+// never; cuda::QuantizeMadeRowsFp8): the same bits as the separate norm,
 // SwiGLU and quantizing kernels, so the logits and states of mixed steps (prefills and decodes, with
 // and without the output gate) are equal to the bit either way.
 TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
@@ -291,7 +292,7 @@ TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
   for (bool on : {true, false}) {
     CudaModelOptions o = Options(512, true);
     o.weights = WeightFormat::kFp8;
-    o.fp8_made_rows = on;
+    o.fp8_made_rows_from = on ? 1 : 0;
     (on ? made : separate) = MakeGpu(dir, o, 4);
     if (!(on ? made : separate).model) return;
   }
@@ -333,7 +334,7 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // GPU's bf16 activations (CpuModelOptions::activations: rounded where the engine rounds them).
 // Batches of 4, 12, 24 and 40 (the tensor-core kernel at one, two and three of its 8-row tiles,
 // and for 40 in two row blocks of 32: the one-byte rows read there up to 64 rows here, with
-// byte_weight_kernel_rows raised from its default 32; bf16 rows through cuBLAS from 17) through
+// byte_weight_kernel_rows raised from its default 16; bf16 rows through cuBLAS from 17) through
 // the decode graphs, then one sequence alone (the one-row kernels that make their input: the persistent kernel
 // is off here, PersistentDecode below holds its one-byte stream), every step's logits and, at the
 // end, the states.
@@ -344,8 +345,12 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // steps): the model amplifies the activations' rounding, the GPU computes what the CPU does. What
 // is left against the bf16-activation CPU is the order of the sums, which can round a value the
 // other way: estimated on the CPU by perturbing every rounded value by 1e-6 relative, 2e-3 to 6e-3
-// on this model; bound 2e-2 (not yet run on a GPU: the next call measures it). The error against
-// fp32 activations is printed beside it: what bf16 activations cost this model.
+// on this model; bound 2e-2. Measured (H100, 2026-12-06): 3.3e-3 to 8.4e-3 worst per format and
+// model, but 1.42e-2 at one step (FP8, no output gate, batch 1, step 0: a fresh state, where the GPU
+// is as far from the fp32 CPU, 1.29e-2; native weights 5.7e-3 there). Not yet explained; a candidate, not
+// checked: with a zero state a head's output is (q.k) v, and where q.k cancels to the scale of the
+// head norm's eps, the norm passes the sum order's relative error through instead of dividing it out. The error against fp32 activations is
+// printed beside it: what bf16 activations cost this model.
 constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
 void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   const std::string dir = OptionsModelDir(output_gate);
@@ -499,6 +504,17 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("byte_weight_kernel_rows must be in [16, 256]"), std::string::npos) << st;
+  }
+  {  // FP8's made rows: 0 (never) or a row count
+    auto ck = LoadCheckpoint(testing::TinyModelDir());
+    ASSERT_TRUE(ck.ok()) << ck.status();
+    CudaModelOptions o = Options();
+    o.weights = WeightFormat::kFp8;
+    o.fp8_made_rows_from = -1;
+    const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("fp8_made_rows_from must be 0 (never) or a row count, not -1"), std::string::npos)
+        << st;
   }
   const std::string q8 = testing::MakeTempDir("cuda_fp8_refusals") + "/int8";
   ASSERT_TRUE(WriteQuantizedCheckpoint(testing::TinyModelDir(), q8).ok());

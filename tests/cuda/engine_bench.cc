@@ -4,7 +4,7 @@
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
-//                    [--byte_rows 32] [--fp8_made_rows 1]
+//                    [--byte_rows 16] [--fp8_made_rows 512]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
-                                              {"state_dtype", "f32"},  {"weights", "native"}, {"byte_rows", "32"},
-                                              {"fp8_made_rows", "1"}};
+                                              {"state_dtype", "f32"},  {"weights", "native"}, {"byte_rows", "16"},
+                                              {"fp8_made_rows", "512"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -96,9 +96,10 @@ int main(int argc, char** argv) {
   const absl::StatusOr<gla::WeightFormat> weights = gla::ParseWeightFormat(flags["weights"]);
   if (!weights.ok()) Die(std::string(weights.status().message()));
   o.weights = *weights;  // so do they for FP8 weights (the backend's weight_bytes)
-  // FP8 / INT8: the most rows the one-byte tensor-core kernel takes (16: the first GPU runs' choice).
+  // FP8 / INT8: the most rows the one-byte tensor-core kernel takes; FP8: the fewest rows a step
+  // makes its inputs in the quantizing kernel for (0: never, quantized by their own launches).
   o.byte_weight_kernel_rows = num("byte_rows");
-  o.fp8_made_rows = num("fp8_made_rows") != 0;  // 0: FP8 inputs quantized by their own launches
+  o.fp8_made_rows_from = num("fp8_made_rows");
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -111,10 +112,12 @@ int main(int argc, char** argv) {
                                      (o.weights != gla::WeightFormat::kNative
                                           ? std::string("-") + gla::WeightFormatName(o.weights) + "-weights"
                                           : std::string()) +
-                                     (o.byte_weight_kernel_rows != 32
+                                     (o.byte_weight_kernel_rows != 16
                                           ? "-byte-rows-" + std::to_string(o.byte_weight_kernel_rows)
                                           : std::string()) +
-                                     (o.fp8_made_rows ? std::string() : std::string("-separate-fp8-quantize")),
+                                     (o.fp8_made_rows_from != 512
+                                          ? "-fp8-made-rows-from-" + std::to_string(o.fp8_made_rows_from)
+                                          : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
@@ -141,13 +144,16 @@ int main(int argc, char** argv) {
   std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());
   if (o.weights != gla::WeightFormat::kNative)  // the A/B switches (kernels/linear.h, linear_fp8.h)
     std::printf("# one-byte rows read by the tensor-core kernel up to %d rows a step; FP8 inputs %s\n",
-                o.byte_weight_kernel_rows, o.fp8_made_rows ? "made in the quantizing kernel" : "quantized separately");
+                o.byte_weight_kernel_rows,
+                o.fp8_made_rows_from > 0
+                    ? ("made in the quantizing kernel from " + std::to_string(o.fp8_made_rows_from) + " rows").c_str()
+                    : "quantized separately");
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("backend", b.device());
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.byte_weight_kernel_rows));
-    report.SetNote("fp8_made_rows", o.fp8_made_rows ? "1" : "0");
+    report.SetNote("fp8_made_rows_from", std::to_string(o.fp8_made_rows_from));
   }
   if (o.weights == gla::WeightFormat::kFp8) {
     std::printf("# fp8 GEMM peak (8192^3, cuBLASLt, scales per row): %.0f TFLOP/s%s\n", fp8_peak / 1e12,
