@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,11 +21,11 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | served | http | n | sdk | structured | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | served | http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -33,6 +33,9 @@ done
 [[ ${GLA_AB_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_AB_TESTS must be 0 or 1, not '${GLA_AB_TESTS}'"
 [[ ${GLA_AB_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_AB_BATCHES must be batch sizes separated by commas (1,8,32), not '${GLA_AB_BATCHES}'"
+[[ ${GLA_MEDIUM_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  knob_error "GLA_MEDIUM_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_MEDIUM_BATCHES}'"
+[[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
 [[ ${GLA_WEIGHTS_ROUNDS:-1} =~ ^[1-9][0-9]*$ ]] ||
   knob_error "GLA_WEIGHTS_ROUNDS must be a positive count, not '${GLA_WEIGHTS_ROUNDS}'"
 mkdir -p "$out" build-gpu
@@ -92,7 +95,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
   kernels=(kernels/cuda/gla_decode.cu kernels/cuda/persistent_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
-  layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu
+  layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu kernels/cuda/linear_medium_m.cu
           kernels/cuda/quantize_fp8.cu kernels/cuda/linear_fp8_gemm.cc kernels/cuda/dequantize_int8.cu
           kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
           kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu kernels/cuda/dropout.cu kernels/cuda/cross_entropy.cu)
@@ -237,6 +240,7 @@ if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
   [ -x gpu-bundle/bin/linear_small_m_bench-before ] &&
     check linear_small_m_bench_before gpu-bundle/run linear_small_m_bench-before
   check linear_small_m_bench gpu-bundle/run linear_small_m_bench
+  check linear_medium_m_bench gpu-bundle/run linear_medium_m_bench
   check persistent_decode_bench gpu-bundle/run persistent_decode_bench
   if [ "${GLA_BENCH_KERNELS:-1}" = 1 ]; then  # GLA_BENCH_KERNELS=0: without the GLA kernels' benchmarks
     check decode_bench gpu-bundle/run gla_decode_bench
@@ -327,6 +331,31 @@ if [ "$parts" = weights ] && [ -x gpu-bundle/run ]; then
           --name gla-$preset --weights $weights --batches "${GLA_BENCH_WEIGHTS_BATCHES:-1,8,32,128}"
         grep -E "^(#|prefill|TTFT|decode)" "$out/weights_ab_${preset}_${weights}_$round.txt" |
           sed "s/^/$preset $weights $round: /" | tee -a "$out/summary.txt"
+      done
+    done
+  done
+fi
+# The medium-M projection kernel (cuda::LinearMediumM*, 17-256 rows), alone: its kernel test, its
+# benchmark against cuBLAS (and INT8's dequantize-then-cuBLAS) at the model shapes, the engine's
+# decode-steps tests with it on (and the option refusals), then gla-engine-bench with each weight
+# format, the kernel on (--medium_rows GLA_MEDIUM_ROWS) and off, alternating in this call.
+if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  # Time limits: a kernel that has never run on a GPU (a cluster that does not meet must not eat the call).
+  check medium_kernel_tests timeout 150 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearMediumM*'
+  check medium_bench timeout 150 gpu-bundle/run linear_medium_m_bench
+  check medium_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*DecodeStepsMatchCpu*:*Refusal*'
+  grep -h "\[ measure \].*decode steps of" "$out/medium_engine_tests.txt" | tee -a "$out/summary.txt"
+  for preset in ${GLA_MEDIUM_PRESETS-1.3B}; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    for weights in native fp8 int8; do
+      for rows in 0 "${GLA_MEDIUM_ROWS:-256}"; do
+        check "medium_ab_${preset}_${weights}_$rows" timeout 120 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+          --name gla-$preset --weights $weights --medium_rows $rows --batches "${GLA_MEDIUM_BATCHES:-32,128}"
+        grep -E "^(prefill|TTFT|decode)" "$out/medium_ab_${preset}_${weights}_$rows.txt" |
+          sed "s/^/$preset $weights medium_rows=$rows: /" | tee -a "$out/summary.txt"
       done
     done
   done

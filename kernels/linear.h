@@ -110,6 +110,22 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
                                     cudaStream_t stream);
 
 
+// Medium-sized projections, 17 to kMediumMMaxRows rows (decode at batch 32-256, short prompts):
+// y[M, N] = x[M, K] W[N, K]^T (+ beta y) with bf16, FP8 or INT8 weight rows (one-byte rows widened
+// exactly to bf16, each row's sum scaled once), bf16 inputs, fp32 sums, in one kernel that reads
+// each weight once (kernels/cuda/linear_medium_m.cu: weight and input tiles staged in shared memory,
+// split K across a thread-block cluster where the tiles alone leave SMs idle; Hopper). Deterministic.
+// Rows 16-byte aligned, x_stride % 8 == 0, K % 8 == 0 (bf16) or % 16 == 0 (one-byte), y_stride >= N,
+// scales given; otherwise cudaErrorInvalidValue (no launch). Which engine steps take it:
+// CudaModelOptions::medium_m_kernel_rows.
+constexpr int kMediumMMaxRows = 256;
+cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+cudaError_t LinearMediumMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
+                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+cudaError_t LinearMediumMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,
+                              void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+
 // One row's projection whose input is made inside the kernel: each block makes the whole input row
 // in shared memory (RMSNorm of an fp32 row, or SwiGLU of a bf16 [gate | up] row, computed exactly
 // as cuda::RmsNorm and cuda::SwiGlu compute them: the same bits), then streams its weights as

@@ -176,6 +176,9 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
     return absl::InvalidArgumentError(absl::StrCat("byte_weight_kernel_rows must be in [", cuda::kSmallMTensorCores,
                                                    ", ", cuda::kSmallMByteTensorCores, "], not ",
                                                    options.byte_weight_kernel_rows));
+  if (options.medium_m_kernel_rows < 0 || options.medium_m_kernel_rows > cuda::kMediumMMaxRows)
+    return absl::InvalidArgumentError(absl::StrCat("medium_m_kernel_rows must be in [0, ", cuda::kMediumMMaxRows,
+                                                   "], not ", options.medium_m_kernel_rows));
   if (options.fp8_made_rows_from < 0)
     return absl::InvalidArgumentError(
         absl::StrCat("fp8_made_rows_from must be 0 (never) or a row count, not ", options.fp8_made_rows_from));
@@ -606,7 +609,8 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
     g.exec = nullptr;
   }
   if (g.exec == nullptr) {
-    if (uses_fp8_weights() && bucket > options_.byte_weight_kernel_rows) RETURN_IF_ERROR(PrepareFp8Plans(bucket));
+    if (uses_fp8_weights() && bucket > options_.byte_weight_kernel_rows && bucket > options_.medium_m_kernel_rows)
+      RETURN_IF_ERROR(PrepareFp8Plans(bucket));
     GLA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     const absl::Status enqueued = Enqueue(bucket, bucket, bucket, bucket, states);
     cudaGraph_t graph = nullptr;
@@ -652,6 +656,9 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     } else if (M <= options_.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMFp8TensorCores(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
+    } else if (M <= options_.medium_m_kernel_rows) {
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::LinearMediumMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(cuda::QuantizeRowsFp8(x, x_stride, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_));
       GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Run(cuda::Fp8Input{fp8_x_, fp8_x_scale_, fp8_x_stride_}, w.fp8, N, K, y,
@@ -667,6 +674,9 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     } else if (M <= options_.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMInt8TensorCores(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
+    } else if (M <= options_.medium_m_kernel_rows) {
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::LinearMediumMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(cuda::DequantizeInt8ToBf16(w.int8, N, K, int8_dequant_, stream_));
       GLA_CUBLAS_RETURN_IF_ERROR(
@@ -674,9 +684,12 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     }
     return absl::OkStatus();
   }
-  // Decode-sized steps stream the weights through the matrix-vector kernel; larger ones use cuBLAS.
+  // Decode-sized steps stream the weights through the matrix-vector kernel; medium ones (where
+  // enabled) through LinearMediumM; larger ones use cuBLAS.
   if (M <= cuda::kSmallM) {
     GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
+  } else if (M <= options_.medium_m_kernel_rows) {
+    GLA_CUDA_RETURN_IF_ERROR(cuda::LinearMediumM(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
   } else {
     GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearBf16(cublas_, x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta));
   }
@@ -740,6 +753,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   // four projections takes one launch fewer and no bf16 round trip of its input.
   const bool fp8_steps = options_.fp8_made_rows_from > 0 && rows >= options_.fp8_made_rows_from &&
                          uses_fp8_weights() && !adapters && !one_row && rows > options_.byte_weight_kernel_rows &&
+                         rows > options_.medium_m_kernel_rows &&
                          D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK && Vd <= cuda::kOneRowMaxK;
   auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };
   cuda::OneRowInput swiglu_rows;  // the down projection's input: SwiGLU of each [gate | up] row

@@ -78,6 +78,13 @@ struct CudaModelOptions {
   // and the gated head norm's heads in turn, where the separate kernels spread a row's heads over
   // blocks). gla-engine-bench --fp8_made_rows N.
   int fp8_made_rows_from = 512;
+  // Projections of more rows than the decode-sized kernels take (kSmallM for bf16 weights,
+  // byte_weight_kernel_rows for FP8 / INT8) and at most this many run cuda::LinearMediumM* (each
+  // weight read once, bf16 inputs: no input quantization for FP8, no dequantizing pass for INT8)
+  // instead of cuBLAS, the FP8 GEMM or INT8's dequantize-then-GEMM. 0: never (the default until a
+  // GPU measurement says where it pays); at most cuda::kMediumMMaxRows (256). gla-engine-bench
+  // --medium_rows N.
+  int medium_m_kernel_rows = 0;
 };
 
 class CudaModel {

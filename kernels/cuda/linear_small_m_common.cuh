@@ -41,6 +41,7 @@ struct Bf16Rows {
   bool Supported(const __nv_bfloat16* x, int64_t x_stride, int64_t N, int64_t K) const {
     return ShapeSupported(x, x_stride, w, N, K);
   }
+  bool Present() const { return w != nullptr; }
 };
 
 template <class Weight>  // Fp8Weight or Int8Weight: q [N, K] one byte a weight, scale [N]
@@ -55,6 +56,7 @@ struct ByteRows {
   bool Supported(const __nv_bfloat16* x, int64_t x_stride, int64_t N, int64_t K) const {
     return ByteShapeSupported(x, x_stride, w.q, w.scale, N, K);
   }
+  bool Present() const { return w.q != nullptr && w.scale != nullptr; }
 };
 using Fp8Rows = ByteRows<Fp8Weight>;
 using Int8Rows = ByteRows<Int8Weight>;

@@ -352,7 +352,9 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // head norm's eps, the norm passes the sum order's relative error through instead of dividing it out. The error against fp32 activations is
 // printed beside it: what bf16 activations cost this model.
 constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
-void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
+// medium_rows > 0: the one-byte kernel to its default 16 rows and every projection of 17 (bf16: 9)
+// to medium_rows rows through cuda::LinearMediumM* (CudaModelOptions::medium_m_kernel_rows).
+void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows = 0) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -363,7 +365,8 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
   CudaModelOptions o = Options();
   o.weights = weights;
   o.persistent_decode = false;
-  o.byte_weight_kernel_rows = 64;
+  o.byte_weight_kernel_rows = medium_rows > 0 ? 16 : 64;
+  o.medium_m_kernel_rows = medium_rows;
   Gpu g = MakeGpu(dir, o, 48);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
@@ -399,9 +402,10 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
       const auto got = g.Logits(batch);
       const double err = RelErr(got, want), err_f32 = RelErr(got, want_f32);
       EXPECT_LT(err, kDecodeStepsVsBf16ActivationsBound) << "batch " << batch << " step " << step;
-      std::printf("[ measure ] options model (output gate %d), %s weights, batch %d step %d: logits rel err %.2e "
+      std::printf("[ measure ] options model (output gate %d), %s weights%s, batch %d step %d: logits rel err %.2e "
                   "(against fp32 activations %.2e)\n",
-                  output_gate, WeightFormatName(weights), batch, step, err, err_f32);
+                  output_gate, WeightFormatName(weights), medium_rows > 0 ? " (medium-M kernel)" : "", batch, step, err,
+                  err_f32);
       worst = std::max(worst, err);
       worst_f32 = std::max(worst_f32, err_f32);
     }
@@ -411,14 +415,22 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights) {
       g.pool->Release(slots[s]);
     }
   }
-  std::printf("[ measure ] options model (output gate %d), %s weights, decode steps of 4, 12, 24, 40, 1: worst logits rel "
-              "err %.2e (against fp32 activations %.2e)\n",
-              output_gate, WeightFormatName(weights), worst, worst_f32);
+  std::printf("[ measure ] options model (output gate %d), %s weights%s, decode steps of 4, 12, 24, 40, 1: worst logits "
+              "rel err %.2e (against fp32 activations %.2e)\n",
+              output_gate, WeightFormatName(weights), medium_rows > 0 ? " (medium-M kernel)" : "", worst, worst_f32);
 }
 
 TEST_P(OptionsModel, ByteWeightsDecodeStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   for (WeightFormat weights : {WeightFormat::kFp8, WeightFormat::kInt8}) DecodeStepsMatchCpu(GetParam(), weights);
+}
+
+// The same steps with the 17-256-row projections in the medium-M kernel (batches 12 for bf16, 24
+// and 40 for every format), against the same CPU and bound.
+TEST_P(OptionsModel, MediumMKernelDecodeStepsMatchCpu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  for (WeightFormat weights : {WeightFormat::kNative, WeightFormat::kFp8, WeightFormat::kInt8})
+    DecodeStepsMatchCpu(GetParam(), weights, cuda::kMediumMMaxRows);
 }
 
 // The same steps with the model's own bf16 weights: what the one-byte forms are to be compared with.
@@ -504,6 +516,15 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("byte_weight_kernel_rows must be in [16, 256]"), std::string::npos) << st;
+  }
+  for (int rows : {-1, 257}) {  // the medium-M kernel's rows: 0 (never) to 256
+    auto ck = LoadCheckpoint(testing::TinyModelDir());
+    ASSERT_TRUE(ck.ok()) << ck.status();
+    CudaModelOptions o = Options();
+    o.medium_m_kernel_rows = rows;
+    const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("medium_m_kernel_rows must be in [0, 256]"), std::string::npos) << st;
   }
   {  // FP8's made rows: 0 (never) or a row count
     auto ck = LoadCheckpoint(testing::TinyModelDir());

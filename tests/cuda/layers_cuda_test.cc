@@ -314,6 +314,80 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
+// The medium-sized projection (17 to 256 rows) with each weight format against the double-precision
+// product of the same (dequantized) weights: every token-tile form (32, 64, 128 tokens a block, and
+// 128-token blocks side by side above 128 rows), full and partial tiles, K split across a cluster
+// (the model shapes, and 208 = three and a quarter tiles of 64) and not (K = 64: one tile), features
+// past N (37, 1000), the residual add and bf16 output; the same bits on a second run; bad shapes
+// refused unlaunched. The model shapes at two row counts and fp32 output only (the CPU reference's time).
+TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const Widths w = GetParam();
+  std::mt19937 rng(23);
+  enum Format { kBf16, kFp8, kInt8 };
+  for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 208}}) {
+    const int xs = K + 8;
+    const auto W = Random(static_cast<size_t>(N) * K, rng, -0.05f, 0.05f);
+    const std::vector<float> Wb = RoundBf16(W);
+    const testing::ByteRowsHost hosts[2] = {testing::QuantizeRowsHost(W, N, K, false),
+                                            testing::QuantizeRowsHost(W, N, K, true)};
+    Dev<__nv_bfloat16> dW(ToBf16(Wb));
+    Dev<uint8_t> dq8(hosts[0].q), dqi(hosts[1].q);
+    Dev<float> ds8(hosts[0].scale), dsi(hosts[1].scale);
+    const bool model_shape = static_cast<int64_t>(N) * K > (int64_t{1} << 20);
+    const std::vector<int> ms = model_shape ? std::vector<int>{17, 100}
+                                            : std::vector<int>{17, 24, 32, 33, 48, 64, 65, 100, 128, 129, 200, 256};
+    for (Format f : {kBf16, kFp8, kInt8}) {
+      const char* name = f == kBf16 ? "bf16" : f == kFp8 ? "fp8" : "int8";
+      const std::vector<float>& values = f == kBf16 ? Wb : hosts[f == kInt8].values;
+      auto run = [&](const __nv_bfloat16* x, void* y, bool y_bf16, int M, float beta) {
+        if (f == kBf16) return cuda::LinearMediumM(x, xs, dW.p, N, K, y, y_bf16, N, M, beta, nullptr);
+        if (f == kFp8) return cuda::LinearMediumMFp8(x, xs, cuda::Fp8Weight{dq8.p, ds8.p}, N, K, y, y_bf16, N, M, beta,
+                                                     nullptr);
+        return cuda::LinearMediumMInt8(x, xs, cuda::Int8Weight{reinterpret_cast<const int8_t*>(dqi.p), dsi.p}, N, K, y,
+                                       y_bf16, N, M, beta, nullptr);
+      };
+      for (int M : ms) {
+        const auto x = RoundBf16(Random(M * xs, rng));
+        const auto y0 = Random(static_cast<size_t>(M) * N, rng);
+        std::vector<float> ref = y0;
+        NaiveLinear(x.data(), xs, values.data(), N, K, ref.data(), M, 1.0f);
+        Dev<__nv_bfloat16> dx(ToBf16(x));
+        Dev<float> dy(y0), dy2(y0);
+        GLA_CUDA_OK(run(dx.p, dy.p, false, M, 1.0f));
+        const auto got = dy.Get();
+        EXPECT_LT(RelErr(got, ref), 1e-5) << name << " N=" << N << " K=" << K << " M=" << M;
+        GLA_CUDA_OK(run(dx.p, dy2.p, false, M, 1.0f));
+        const auto again = dy2.Get();
+        EXPECT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * sizeof(float)))
+            << name << " N=" << N << " K=" << K << " M=" << M << ": a second run changed bits";
+        if (model_shape) continue;  // bf16 output: the small shapes (the reference's time)
+        std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
+        NaiveLinear(x.data(), xs, values.data(), N, K, ref2.data(), M);
+        Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
+        GLA_CUDA_OK(run(dx.p, dz.p, true, M, 0.0f));
+        EXPECT_LT(RelErr(FromBf16(dz.Get()), ref2), 1e-2) << name << " N=" << N << " K=" << K << " M=" << M << " bf16";
+      }
+    }
+  }
+  Dev<__nv_bfloat16> dx(16 * 300), dW(64);
+  Dev<uint8_t> dq(64);
+  Dev<float> dy(2 * 300), dscale(2);
+  const cuda::Fp8Weight fp8{dq.p, dscale.p};
+  EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 0, 0.f, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, cuda::kMediumMMaxRows + 1, 0.f, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::LinearMediumM(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 8
+  EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 1, 17, 0.f, nullptr), cudaErrorInvalidValue);  // y_stride
+  EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 8, fp8, 2, 8, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 16
+  EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 16, cuda::Fp8Weight{dq.p, nullptr}, 2, 16, dy.p, false, 2, 17, 0.f, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::LinearMediumMInt8(dx.p, 16, cuda::Int8Weight{nullptr, dscale.p}, 2, 16, dy.p, false, 2, 17, 0.f,
+                                    nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
+}
+
 // The matrix of a larger INT8 step in bf16: bf16(scale[n] * q[n, k]) to the bit, rows of both model
 // widths and an odd row count; bad shapes refused unlaunched.
 TEST_P(Layers, DequantizeInt8ToBf16IsTheRoundedProduct) {

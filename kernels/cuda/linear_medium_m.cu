@@ -1,0 +1,345 @@
+// Medium-sized projections (17 to kMediumMMaxRows rows: decode at batch 32-256, short prompts):
+// y[M, N] = x[M, K] W[N, K]^T (+ beta y) with bf16, FP8 or INT8 weight rows (the one-byte ones
+// widened exactly to bf16 in registers, each row's sum scaled once), bf16 inputs, fp32 sums.
+//
+// Why a kernel of our own: at these sizes the step is still bound by the weight bytes, and neither
+// path it replaces reads them at bandwidth (H100, 2026-12-06): cuBLAS's bf16 GEMM streams at about
+// half the copy rate at 32-128 rows, INT8 had to be dequantized to bf16 first (5 bytes moved a
+// weight), FP8 quantized its inputs before cuBLASLt's FP8 GEMM, and the decode-sized tensor-core
+// kernel (linear_small_m_mma.cu) reloads its input rows for every 16 features, so from 32 rows
+// it is bound by those loads. Here a block stages a tile of weights and a tile of inputs in shared
+// memory (cp.async, kStages deep) and each warp reuses every input fragment across its feature
+// tiles and every weight fragment across its token tiles.
+//
+// Tiling: a block owns kBF = 128 features and BT tokens (32, 64 or 128 by M) and a share of K;
+// 8 warps as WARPS_F x WARPS_T, a warp 16 WF features x 8 WT tokens (mma.sync m16n8k16: weights are
+// the 16-row A operand, tokens the 8-column B operand). K goes in tiles of kBK = 64; in a tile, lane
+// (g = lane / 4, t = lane % 4) takes k = 16 t ... 16 t + 15 of its rows for both operands (the mma's
+// k order is then a permutation of the real one, the same for both, which a dot product does not
+// see). Split K: where the feature and token tiles alone leave the GPU's SMs idle, CK blocks of a
+// thread-block cluster take consecutive shares of K and add their partial sums through distributed
+// shared memory in rank order (deterministic: no atomics), each block writing a share of the
+// outputs.
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/cuda/bf16_dot.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/linear_small_m_common.cuh"
+#include "kernels/linear.h"
+
+namespace gla::cuda {
+
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kThreads = 256, kBF = 128, kBK = 64, kStages = 4, kMaxCluster = 8;
+constexpr int kRedPad = 4;  // the partial-sum rows padded so a warp's fragment stores hit distinct banks
+
+__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes from global to shared memory, bypassing L1; src_bytes 0 fills the 16 bytes with zeros
+// (rows past N or M, chunks past K) without reading.
+__device__ __forceinline__ void CopyAsync16(void* smem, const void* global, int src_bytes) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(src_bytes));
+}
+__device__ __forceinline__ void CommitAsync() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void WaitAsync() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Two one-byte weights (the low 16 bits of `two`) as a bf16 pair, exactly (bf16_dot.cuh's widening).
+template <float2 (*Widen)(unsigned)>
+__device__ __forceinline__ uint32_t PairToBf16x2(uint32_t two) {
+  const float2 f = Widen(two);
+  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+  return *reinterpret_cast<const uint32_t*>(&b);
+}
+
+// A row's eight k values of one half-tile as four bf16 pairs, from the shared-memory tile.
+// bf16 rows: 128 bytes a tile row (8 chunks of 16 bytes, chunk c kept at c ^ (row & 1) so that the
+// two rows of a quarter-warp's loads fall in different banks); one-byte rows: 64 bytes (4 chunks,
+// unswizzled: a quarter-warp reads 128 consecutive bytes), the lane's 16 bytes loaded once a tile.
+template <class Rows>
+struct WeightTile;
+
+template <>
+struct WeightTile<small_m::Bf16Rows> {
+  static constexpr int kRowBytes = kBK * 2;
+  __device__ __forceinline__ static int ChunkAt(int row, int c) { return c ^ (row & 1); }
+  uint4 raw;  // unused for bf16: each half loads its own chunk
+  __device__ __forceinline__ void Load(const uint8_t*, int, int) {}
+  __device__ __forceinline__ uint4 Half(const uint8_t* tile, int row, int t, int h) const {
+    return *reinterpret_cast<const uint4*>(tile + row * kRowBytes + ChunkAt(row, 2 * t + h) * 16);
+  }
+};
+
+template <class Weight, float2 (*Widen)(unsigned)>
+struct ByteWeightTile {
+  static constexpr int kRowBytes = kBK;
+  __device__ __forceinline__ static int ChunkAt(int, int c) { return c; }
+  uint4 raw;  // k = 16 t ... 16 t + 15 of the row
+  __device__ __forceinline__ void Load(const uint8_t* tile, int row, int t) {
+    raw = *reinterpret_cast<const uint4*>(tile + row * kRowBytes + t * 16);
+  }
+  __device__ __forceinline__ uint4 Half(const uint8_t*, int, int, int h) const {
+    const uint32_t lo = h == 0 ? raw.x : raw.z, hi = h == 0 ? raw.y : raw.w;
+    return make_uint4(PairToBf16x2<Widen>(lo), PairToBf16x2<Widen>(lo >> 16), PairToBf16x2<Widen>(hi),
+                      PairToBf16x2<Widen>(hi >> 16));
+  }
+};
+template <>
+struct WeightTile<small_m::Fp8Rows> : ByteWeightTile<Fp8Weight, Fp8x2ToFloat2> {};
+template <>
+struct WeightTile<small_m::Int8Rows> : ByteWeightTile<Int8Weight, Int8x2ToFloat2> {};
+
+template <class Rows, int BT>
+struct SmemLayout {
+  static constexpr int kWeightBytes = kBF * WeightTile<Rows>::kRowBytes;
+  static constexpr int kInputBytes = BT * kBK * 2;
+  static constexpr int kStageBytes = kWeightBytes + kInputBytes;
+  static constexpr int kPipelineBytes = kStages * kStageBytes;
+  static constexpr int kRedBytes = BT * (kBF + kRedPad) * 4;
+  static constexpr int kBytes = kPipelineBytes > kRedBytes ? kPipelineBytes : kRedBytes;
+};
+
+// WF feature tiles (16 each) and WT token tiles (8 each) a warp; WARPS_F x (8 / WARPS_F) warps.
+// Grid: (CK, feature tiles, token tiles); cluster (CK, 1, 1) when CK > 1.
+template <class Rows, int WF, int WT, int WARPS_F>
+__global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                                          const Rows rows, int64_t N, int64_t K, int M, void* y,
+                                                          bool y_bf16, int64_t y_stride, float beta) {
+  constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T;
+  static_assert(16 * WF * WARPS_F == kBF, "a block's warps cover its 128 features");
+  using Layout = SmemLayout<Rows, BT>;
+  using Tile = WeightTile<Rows>;
+  extern __shared__ __align__(16) uint8_t smem[];
+
+  const int ck = static_cast<int>(gridDim.x), rank = static_cast<int>(blockIdx.x);
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kBF;
+  const int t0 = static_cast<int>(blockIdx.z) * BT;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int wf0 = (warp % WARPS_F) * 16 * WF, wt0 = (warp / WARPS_F) * 8 * WT;
+
+  // This block's share of K, in tiles of kBK.
+  const int k_tiles = static_cast<int>((K + kBK - 1) / kBK);
+  const int kt_begin = rank * k_tiles / ck, kt_end = (rank + 1) * k_tiles / ck;
+  constexpr int kWeightsPerChunk = Rows::kWeightsPerChunk;
+  constexpr int kWeightChunksPerRow = Tile::kRowBytes / 16;
+  const int64_t weight_chunks = K / kWeightsPerChunk, input_chunks = K / 8;
+
+  auto weight_stage = [&](int s) { return smem + s * Layout::kStageBytes; };
+  auto input_stage = [&](int s) { return smem + s * Layout::kStageBytes + Layout::kWeightBytes; };
+  auto load_weights = [&](int s, int kt) {
+    uint8_t* dst = weight_stage(s);
+    for (int i = threadIdx.x; i < kBF * kWeightChunksPerRow; i += kThreads) {
+      const int row = i / kWeightChunksPerRow, c = i % kWeightChunksPerRow;
+      const int64_t n = n0 + row, chunk = int64_t{kt} * kWeightChunksPerRow + c;
+      const bool ok = n < N && chunk < weight_chunks;
+      const uint4* src = rows.Row(ok ? n : 0, K) + (ok ? chunk : 0);
+      CopyAsync16(dst + row * Tile::kRowBytes + Tile::ChunkAt(row, c) * 16, src, ok ? 16 : 0);
+    }
+  };
+  auto load_inputs = [&](int s, int kt) {
+    uint8_t* dst = input_stage(s);
+    for (int i = threadIdx.x; i < BT * 8; i += kThreads) {
+      const int row = i / 8, c = i % 8;
+      const int m = t0 + row;
+      const int64_t chunk = int64_t{kt} * 8 + c;
+      const bool ok = m < M && chunk < input_chunks;
+      const __nv_bfloat16* src = x + (ok ? m * x_stride + chunk * 8 : 0);
+      CopyAsync16(dst + row * (kBK * 2) + (c ^ (row & 1)) * 16, src, ok ? 16 : 0);
+    }
+  };
+
+  // The weights do not depend on the previous kernel: their first tiles are requested before the
+  // wait (launch.cuh); the inputs after it. Group s holds stage s's inputs (and group 0 every
+  // weight tile issued before the wait).
+  for (int s = 0; s < kStages - 1; ++s)
+    if (kt_begin + s < kt_end) load_weights(s, kt_begin + s);
+  WaitForPredecessor();
+  LetDependentsLaunch();
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (kt_begin + s < kt_end) load_inputs(s, kt_begin + s);
+    CommitAsync();
+  }
+
+  float acc[WF][WT][4] = {};
+  for (int kt = kt_begin; kt < kt_end; ++kt) {
+    const int i = kt - kt_begin;
+    WaitAsync<kStages - 2>();  // this tile's group has landed (for this thread) ...
+    __syncthreads();           // ... and for every thread; the stage refilled below is free
+    const int next = kt + kStages - 1;
+    if (next < kt_end) {
+      load_weights((i + kStages - 1) % kStages, next);
+      load_inputs((i + kStages - 1) % kStages, next);
+    }
+    CommitAsync();
+    const uint8_t* wtile = weight_stage(i % kStages);
+    const uint8_t* xtile = input_stage(i % kStages);
+    Tile w[WF][2];
+#pragma unroll
+    for (int f = 0; f < WF; ++f)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) w[f][r].Load(wtile, wf0 + 16 * f + g + 8 * r, t);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // k = 16 t + 8 h ... + 7: four bf16 pairs of each operand
+      uint4 a[WF][2], b[WT];
+#pragma unroll
+      for (int f = 0; f < WF; ++f)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int row = wf0 + 16 * f + g + 8 * r;
+          a[f][r] = w[f][r].Half(wtile, row, t, h);
+        }
+#pragma unroll
+      for (int j = 0; j < WT; ++j) {
+        const int row = wt0 + 8 * j + g;
+        b[j] = *reinterpret_cast<const uint4*>(xtile + row * (kBK * 2) + ((2 * t + h) ^ (row & 1)) * 16);
+      }
+      // Step 0: pairs 0 and 1 (k + 0..3); step 1: pairs 2 and 3 (k + 4..7).
+#pragma unroll
+      for (int f = 0; f < WF; ++f)
+#pragma unroll
+        for (int j = 0; j < WT; ++j) {
+          Mma(acc[f][j], a[f][0].x, a[f][1].x, a[f][0].y, a[f][1].y, b[j].x, b[j].y);
+          Mma(acc[f][j], a[f][0].z, a[f][1].z, a[f][0].w, a[f][1].w, b[j].z, b[j].w);
+        }
+    }
+  }
+  WaitAsync<0>();
+  __syncthreads();  // every warp is done with the pipeline's shared memory
+
+  // Partial sums to shared memory as red[token][feature]: acc[f][j] holds (feature g, token 2t),
+  // (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1) of its tile pair.
+  float* red = reinterpret_cast<float*>(smem);
+  constexpr int kRedStride = kBF + kRedPad;
+#pragma unroll
+  for (int f = 0; f < WF; ++f)
+#pragma unroll
+    for (int j = 0; j < WT; ++j) {
+      const int feature = wf0 + 16 * f + g, token = wt0 + 8 * j + 2 * t;
+      red[token * kRedStride + feature] = acc[f][j][0];
+      red[(token + 1) * kRedStride + feature] = acc[f][j][1];
+      red[token * kRedStride + feature + 8] = acc[f][j][2];
+      red[(token + 1) * kRedStride + feature + 8] = acc[f][j][3];
+    }
+  cg::cluster_group cluster = cg::this_cluster();
+  if (ck > 1) cluster.sync();  // every block's partial sums are visible to the cluster
+  else __syncthreads();
+
+  // Block `rank` writes tokens [lo, hi) of the tile: the partial sums of ranks 0 .. ck - 1 added in
+  // that order, scaled, the residual added, stored with consecutive threads on consecutive features.
+  const int valid = min(BT, M - t0);
+  const int lo = rank * valid / ck, hi = (rank + 1) * valid / ck;
+  for (int e = lo * kBF + threadIdx.x; e < hi * kBF; e += kThreads) {
+    const int m = e / kBF, n = e % kBF;
+    if (n0 + n >= N) continue;
+    float v = 0.f;
+    for (int q = 0; q < ck; ++q) {
+      const float* part = ck > 1 ? cluster.map_shared_rank(red, q) : red;
+      v += part[m * kRedStride + n];
+    }
+    small_m::Store(y, y_bf16, (t0 + m) * y_stride + n0 + n, small_m::Scaled<Rows>(v, rows.Scale(n0 + n)), beta);
+  }
+  if (ck > 1) cluster.sync();  // no block leaves while another reads its shared memory
+}
+
+struct DeviceInfo {
+  int sms = 0;
+};
+DeviceInfo& Info(int device) {
+  static DeviceInfo info[64];
+  return info[device & 63];
+}
+
+template <class Rows, int WF, int WT, int WARPS_F>
+cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
+                          bool y_bf16, int64_t y_stride, int M, float beta, cudaStream_t stream) {
+  constexpr int BT = 8 * WT * (8 / WARPS_F);
+  constexpr int smem = SmemLayout<Rows, BT>::kBytes;
+  auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F>;
+  int device = 0;
+  if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  DeviceInfo& info = Info(device);
+  if (info.sms == 0) {
+    if (const cudaError_t e = cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, device);
+        e != cudaSuccess)
+      return e;
+  }
+  // Above the default 48 KiB of dynamic shared memory (set on every launch: per device, and cheap).
+  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      e != cudaSuccess)
+    return e;
+  const int64_t feature_tiles = (N + kBF - 1) / kBF, token_tiles = (M + BT - 1) / BT;
+  const int k_tiles = static_cast<int>((K + kBK - 1) / kBK);
+  // Split K until the tiles fill two blocks an SM (one-block-an-SM configurations keep the weight
+  // stream's bytes in flight through kStages; two hide the epilogue), at most a portable cluster.
+  const int64_t tiles = feature_tiles * token_tiles, target = 2 * int64_t{info.sms};
+  int ck = static_cast<int>(std::min<int64_t>((target + tiles - 1) / tiles, kMaxCluster));
+  ck = std::max(1, std::min(ck, k_tiles));
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = static_cast<unsigned>(ck);
+  attr[1].val.clusterDim.y = 1;
+  attr[1].val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(ck), static_cast<unsigned>(feature_tiles),
+                        static_cast<unsigned>(token_tiles));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = ck > 1 ? 2 : 1;
+  return cudaLaunchKernelEx(&config, kernel, x, x_stride, rows, N, K, M, y, y_bf16, y_stride, beta);
+}
+
+template <class Rows>
+cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
+                    bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M < 1 || M > kMediumMMaxRows || x == nullptr || !rows.Present() || !rows.Supported(x, x_stride, N, K) ||
+      y == nullptr || y_stride < N ||
+      (N + kBF - 1) / kBF > 65535)
+    return cudaErrorInvalidValue;
+  const int m = static_cast<int>(M);
+  // Tokens per block by M: 32 (8 x 1 warps, a warp 16 features x 32 tokens), 64 (4 x 2 warps, 32 x
+  // 32) or 128 (4 x 2, 32 x 64; above 128 rows, blocks of 128 tokens side by side).
+  if (m <= 32) return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
+  if (m <= 64) return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
+  return LaunchMediumM<Rows, 2, 8, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
+}
+
+}  // namespace
+
+cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
+                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  return MediumM(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
+cudaError_t LinearMediumMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
+                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  return MediumM(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
+cudaError_t LinearMediumMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,
+                              void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  return MediumM(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+}
+
+}  // namespace gla::cuda

@@ -1,0 +1,158 @@
+// Times the medium-sized projection kernel (cuda::LinearMediumM{,Fp8,Int8}, kernels/linear.h) at
+// the projections of gla-1.3B and gla-340M for M = 17 ... 256 input rows (decode at batch 17-256)
+// against what the engine ran there before it: cuBLAS's bf16 GEMM, and for INT8 the matrix
+// dequantized to bf16 then that GEMM. Each against its floor: the weights (2 bytes a weight for
+// bf16, 1 for FP8 / INT8 plus a scale a row), inputs and outputs once at the copy bandwidth measured
+// in this run. Weights rotate through copies larger than L2 and a timing's launches are one CUDA
+// graph, as in linear_small_m_bench. GLA_BENCH_OUT=DIR: DIR/linear-medium-m.json.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/linear.h"
+#include "tests/cuda/bench_report.h"
+#include "tests/cuda/bench_util.h"
+#include "tests/cuda/device_ceilings.h"
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t N, K;
+};
+
+// Microseconds per launch: `launch(copy)` for every weight copy, captured once into a graph,
+// median of 15 graph launches after two warm-ups.
+double TimeUs(const std::function<void(int, cudaStream_t)>& launch, int copies, cudaStream_t stream) {
+  launch(0, stream);  // outside the capture: library set-up (cuBLAS), module loading, attributes
+  CHECK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  for (int c = 0; c < copies; ++c) launch(c, stream);
+  CHECK(cudaStreamEndCapture(stream, &graph));
+  CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::vector<float> us;
+  for (int r = 0; r < 17; ++r) {
+    CHECK(cudaEventRecord(e0, stream));
+    CHECK(cudaGraphLaunch(exec, stream));
+    CHECK(cudaEventRecord(e1, stream));
+    CHECK(cudaEventSynchronize(e1));
+    float ms;
+    CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (r >= 2) us.push_back(1e3f * ms / copies);
+  }
+  CHECK(cudaGraphExecDestroy(exec));
+  CHECK(cudaGraphDestroy(graph));
+  CHECK(cudaEventDestroy(e0));
+  CHECK(cudaEventDestroy(e1));
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+}  // namespace
+
+int main() {
+  gla::bench::BenchReport report("linear-medium-m", gla::bench::MeasureDeviceCeilings());
+  report.PrintHeader();
+  const Shape shapes[] = {{"1.3B in-proj (q,k,v,g,gk)", 6160, 2048}, {"1.3B o_proj", 2048, 2048},
+                          {"1.3B gate+up", 11264, 2048},            {"1.3B down", 2048, 5632},
+                          {"340M in-proj", 3088, 1024},             {"340M o_proj", 1024, 1024},
+                          {"340M gate+up", 5632, 1024},             {"340M down", 1024, 2816}};
+  const int ms[] = {17, 32, 48, 64, 128, 256};
+  constexpr int kMaxM = 256;
+  cudaStream_t stream;
+  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cublasHandle_t cublas;
+  if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(cublas, stream) != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "cublas setup failed\n");
+    return 1;
+  }
+  const size_t pool_bytes = size_t{512} << 20;  // >> L2 (50 MiB on an H100, 60 on an H200)
+  void* pool;
+  CHECK(cudaMalloc(&pool, pool_bytes));
+  CHECK(cudaMemset(pool, 0x3C, pool_bytes));  // bf16 1.17, E4M3 1.5, INT8 60
+  __nv_bfloat16 *x, *y, *dequant;
+  CHECK(cudaMalloc(&x, size_t{kMaxM} * 8192 * 2));
+  CHECK(cudaMemset(x, 0x3C, size_t{kMaxM} * 8192 * 2));
+  CHECK(cudaMalloc(&y, size_t{kMaxM} * 16384 * 2));
+  CHECK(cudaMalloc(&dequant, size_t{11264} * 2048 * 2));
+  float* scales;
+  CHECK(cudaMalloc(&scales, 16384 * sizeof(float)));
+  {
+    const std::vector<float> ones(16384, 1e-3f);
+    CHECK(cudaMemcpy(scales, ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  std::printf("| shape | N x K | M | bf16 floor us | cuBLAS us | medium us | medium of floor | vs cuBLAS | byte floor us "
+              "| fp8 medium us | fp8 of floor | int8 medium us | int8 dequant+cuBLAS us | int8 of floor |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (const Shape& s : shapes) {
+    const size_t bytes = size_t(s.N) * s.K * 2;
+    const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
+    auto weights = [&](int c) {
+      return reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(pool) +
+                                                    (size_t(c) * bytes) % (pool_bytes - bytes + 1) / 256 * 256);
+    };
+    auto w8 = [&](int c) { return gla::cuda::Fp8Weight{reinterpret_cast<const uint8_t*>(weights(c)), scales}; };
+    auto wi = [&](int c) { return gla::cuda::Int8Weight{reinterpret_cast<const int8_t*>(weights(c)), scales}; };
+    for (int M : ms) {
+      const double io = 2.0 * M * (s.K + s.N);
+      const double floor_us = report.ceilings().BytesSeconds(double(bytes) + io) * 1e6;
+      const double byte_floor_us = report.ceilings().BytesSeconds(double(s.N) * s.K + 4.0 * s.N + io) * 1e6;
+      const double blas = TimeUs([&](int c, cudaStream_t) {
+        if (gla::cuda::LinearBf16(cublas, x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS)
+          std::exit(1);
+      }, copies, stream);
+      const double medium = TimeUs([&](int c, cudaStream_t st) {
+        CHECK(gla::cuda::LinearMediumM(x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f, st));
+      }, copies, stream);
+      const double fp8 = TimeUs([&](int c, cudaStream_t st) {
+        CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
+      }, copies, stream);
+      const double int8 = TimeUs([&](int c, cudaStream_t st) {
+        CHECK(gla::cuda::LinearMediumMInt8(x, s.K, wi(c), s.N, s.K, y, true, s.N, M, 0.f, st));
+      }, copies, stream);
+      const double int8_dequant = TimeUs([&](int c, cudaStream_t st) {
+        CHECK(gla::cuda::DequantizeInt8ToBf16(wi(c), s.N, s.K, dequant, st));
+        if (gla::cuda::LinearBf16(cublas, x, s.K, dequant, s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS)
+          std::exit(1);
+      }, copies, stream);
+      std::printf("| %s | %lld x %lld | %d | %.2f | %.2f | %.2f | %.0f%% | %.2fx | %.2f | %.2f | %.0f%% | %.2f | %.2f | "
+                  "%.0f%% |\n",
+                  s.name, static_cast<long long>(s.N), static_cast<long long>(s.K), M, floor_us, blas, medium,
+                  100.0 * floor_us / medium, blas / medium, byte_floor_us, fp8, 100.0 * byte_floor_us / fp8, int8,
+                  int8_dequant, 100.0 * byte_floor_us / int8);
+      report.AddRow()
+          .Str("shape", s.name)
+          .Num("N", double(s.N))
+          .Num("K", double(s.K))
+          .Num("M", M)
+          .Num("floor_us", floor_us)
+          .Num("cublas_us", blas)
+          .Num("medium_us", medium)
+          .Num("byte_floor_us", byte_floor_us)
+          .Num("fp8_medium_us", fp8)
+          .Num("int8_medium_us", int8)
+          .Num("int8_dequant_cublas_us", int8_dequant);
+    }
+  }
+  CHECK(cudaFree(pool));
+  CHECK(cudaFree(x));
+  CHECK(cudaFree(y));
+  CHECK(cudaFree(dequant));
+  CHECK(cudaFree(scales));
+  cublasDestroy(cublas);
+  CHECK(cudaStreamDestroy(stream));
+  std::printf("\nFloor: weights + inputs + outputs once at the measured copy bandwidth (byte floor: a byte a weight and "
+              "a 4-byte scale a row). vs cuBLAS > 1: the medium kernel is faster.\n");
+  return report.WriteJsonIfAsked() ? 0 : 1;
+}
