@@ -36,6 +36,10 @@ done
 [[ ${GLA_MEDIUM_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_MEDIUM_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_MEDIUM_BATCHES}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
+for w in ${GLA_MEDIUM_WEIGHTS-}; do
+  case $w in native | fp8 | int8) ;; *) knob_error "GLA_MEDIUM_WEIGHTS: unknown format '$w' (native, fp8, int8)" ;; esac
+done
+[[ ${GLA_MEDIUM_ENGINE_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_MEDIUM_ENGINE_TESTS must be 0 or 1"
 [[ ${GLA_WEIGHTS_ROUNDS:-1} =~ ^[1-9][0-9]*$ ]] ||
   knob_error "GLA_WEIGHTS_ROUNDS must be a positive count, not '${GLA_WEIGHTS_ROUNDS}'"
 mkdir -p "$out" build-gpu
@@ -345,12 +349,14 @@ if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
   # Time limits: a kernel that has never run on a GPU (a cluster that does not meet must not eat the call).
   check medium_kernel_tests timeout 150 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearMediumM*'
   check medium_bench timeout 150 gpu-bundle/run linear_medium_m_bench
-  check medium_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*DecodeStepsMatchCpu*:*Refusal*'
-  grep -h "\[ measure \].*decode steps of" "$out/medium_engine_tests.txt" | tee -a "$out/summary.txt"
+  if [ "${GLA_MEDIUM_ENGINE_TESTS:-1}" = 1 ]; then  # 0: without the engine's tests (they ran in an earlier call)
+    check medium_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*DecodeStepsMatchCpu*:*Refusal*'
+    grep -h "\[ measure \].*decode steps of" "$out/medium_engine_tests.txt" | tee -a "$out/summary.txt"
+  fi
   for preset in ${GLA_MEDIUM_PRESETS-1.3B}; do
     [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
-    for weights in native fp8 int8; do
+    for weights in ${GLA_MEDIUM_WEIGHTS:-native fp8 int8}; do
       for rows in 0 "${GLA_MEDIUM_ROWS:-256}"; do
         check "medium_ab_${preset}_${weights}_$rows" timeout 120 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
           --name gla-$preset --weights $weights --medium_rows $rows --batches "${GLA_MEDIUM_BATCHES:-32,128}"

@@ -176,9 +176,11 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
     return absl::InvalidArgumentError(absl::StrCat("byte_weight_kernel_rows must be in [", cuda::kSmallMTensorCores,
                                                    ", ", cuda::kSmallMByteTensorCores, "], not ",
                                                    options.byte_weight_kernel_rows));
-  if (options.medium_m_kernel_rows < 0 || options.medium_m_kernel_rows > cuda::kMediumMMaxRows)
-    return absl::InvalidArgumentError(absl::StrCat("medium_m_kernel_rows must be in [0, ", cuda::kMediumMMaxRows,
-                                                   "], not ", options.medium_m_kernel_rows));
+  for (const auto& [name, rows] : {std::pair{"medium_m_kernel_rows", options.medium_m_kernel_rows},
+                                   std::pair{"int8_medium_m_kernel_rows", options.int8_medium_m_kernel_rows}})
+    if (rows < 0 || rows > cuda::kMediumMMaxRows)
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " must be in [0, ", cuda::kMediumMMaxRows, "], not ", rows));
   if (options.fp8_made_rows_from < 0)
     return absl::InvalidArgumentError(
         absl::StrCat("fp8_made_rows_from must be 0 (never) or a row count, not ", options.fp8_made_rows_from));
@@ -649,8 +651,9 @@ absl::Status CudaModel::PrepareFp8Plans(int rows) {
 absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const Matrix& w, int64_t N, int64_t K,
                                void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
   if (w.is_fp8()) {
-    // Decode-sized: the FP8 rows widened in registers against the bf16 inputs (M <= 32 by default).
-    // Larger: the inputs quantized per row, then the FP8 tensor cores.
+    // Decode-sized: the FP8 rows widened in registers against the bf16 inputs (M <= 16 by default);
+    // the medium-M kernel where enabled. Larger: the inputs quantized per row, then the FP8 tensor
+    // cores.
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else if (M <= options_.byte_weight_kernel_rows) {
@@ -667,14 +670,15 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     return absl::OkStatus();
   }
   if (w.is_int8()) {
-    // Decode-sized: the INT8 rows widened in registers (as FP8's; M <= 32 by default). Larger: the
-    // matrix dequantized to bf16, then the bf16 GEMM (weight-only: the inputs stay bf16).
+    // Decode-sized: the INT8 rows widened in registers (as FP8's; M <= 16 by default); then the
+    // medium-M kernel (to 32 rows by default). Larger: the matrix dequantized to bf16, then the bf16
+    // GEMM (weight-only: the inputs stay bf16).
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else if (M <= options_.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMInt8TensorCores(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (M <= options_.medium_m_kernel_rows) {
+    } else if (M <= options_.int8_medium_m_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearMediumMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {

@@ -81,10 +81,14 @@ struct CudaModelOptions {
   // Projections of more rows than the decode-sized kernels take (kSmallM for bf16 weights,
   // byte_weight_kernel_rows for FP8 / INT8) and at most this many run cuda::LinearMediumM* (each
   // weight read once, bf16 inputs: no input quantization for FP8, no dequantizing pass for INT8)
-  // instead of cuBLAS, the FP8 GEMM or INT8's dequantize-then-GEMM. 0: never (the default until a
-  // GPU measurement says where it pays); at most cuda::kMediumMMaxRows (256). gla-engine-bench
-  // --medium_rows N.
-  int medium_m_kernel_rows = 0;
+  // instead of cuBLAS, the FP8 GEMM or INT8's dequantize-then-GEMM; 0: never; at most
+  // cuda::kMediumMMaxRows (256). Per format because they measured differently (H100, 2026-12-06,
+  // linear_medium_m_bench and gla-engine-bench --medium_rows N, docs/quantization.md): with INT8
+  // rows it beats dequantize-then-GEMM to 32 rows (gla-1.3B B = 32 step 3.53 against 4.01 ms) and
+  // loses above; with bf16 and FP8 rows it is slower than cuBLAS and the FP8 GEMM at every size
+  // measured, so they stay off until the kernel reads its weights faster.
+  int medium_m_kernel_rows = 0;        // bf16 and FP8 weights
+  int int8_medium_m_kernel_rows = 32;  // INT8 weights
 };
 
 class CudaModel {

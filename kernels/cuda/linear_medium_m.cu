@@ -259,13 +259,6 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   if (ck > 1) cluster.sync();  // no block leaves while another reads its shared memory
 }
 
-struct DeviceInfo {
-  int sms = 0;
-};
-DeviceInfo& Info(int device) {
-  static DeviceInfo info[64];
-  return info[device & 63];
-}
 
 template <class Rows, int WF, int WT, int WARPS_F>
 cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
@@ -273,24 +266,24 @@ cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& 
   constexpr int BT = 8 * WT * (8 / WARPS_F);
   constexpr int smem = SmemLayout<Rows, BT>::kBytes;
   auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F>;
-  int device = 0;
+  int device = 0, sms = 0, resident = 0;
   if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  DeviceInfo& info = Info(device);
-  if (info.sms == 0) {
-    if (const cudaError_t e = cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, device);
-        e != cudaSuccess)
-      return e;
-  }
+  if (const cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
+    return e;
   // Above the default 48 KiB of dynamic shared memory (set on every launch: per device, and cheap).
   if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       e != cudaSuccess)
     return e;
+  if (const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads, smem);
+      e != cudaSuccess)
+    return e;
   const int64_t feature_tiles = (N + kBF - 1) / kBF, token_tiles = (M + BT - 1) / BT;
   const int k_tiles = static_cast<int>((K + kBK - 1) / kBK);
-  // Split K until the tiles fill two blocks an SM (one-block-an-SM configurations keep the weight
-  // stream's bytes in flight through kStages; two hide the epilogue), at most a portable cluster.
-  const int64_t tiles = feature_tiles * token_tiles, target = 2 * int64_t{info.sms};
-  int ck = static_cast<int>(std::min<int64_t>((target + tiles - 1) / tiles, kMaxCluster));
+  // Split K as far as the blocks still fit the GPU in one wave (the first run split to twice the
+  // SMs whatever fitted: two or three waves of short blocks, each paying the pipeline's fill and the
+  // cluster's reduction), at most a portable cluster.
+  const int64_t tiles = feature_tiles * token_tiles, slots = int64_t{sms} * std::max(1, resident);
+  int ck = static_cast<int>(std::min<int64_t>(slots / tiles, kMaxCluster));
   ck = std::max(1, std::min(ck, k_tiles));
   cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;

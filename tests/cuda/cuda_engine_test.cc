@@ -366,7 +366,7 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows
   o.weights = weights;
   o.persistent_decode = false;
   o.byte_weight_kernel_rows = medium_rows > 0 ? 16 : 64;
-  o.medium_m_kernel_rows = medium_rows;
+  o.medium_m_kernel_rows = o.int8_medium_m_kernel_rows = medium_rows;
   Gpu g = MakeGpu(dir, o, 48);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
@@ -517,15 +517,19 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("byte_weight_kernel_rows must be in [16, 256]"), std::string::npos) << st;
   }
-  for (int rows : {-1, 257}) {  // the medium-M kernel's rows: 0 (never) to 256
-    auto ck = LoadCheckpoint(testing::TinyModelDir());
-    ASSERT_TRUE(ck.ok()) << ck.status();
-    CudaModelOptions o = Options();
-    o.medium_m_kernel_rows = rows;
-    const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
-    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
-    EXPECT_NE(st.message().find("medium_m_kernel_rows must be in [0, 256]"), std::string::npos) << st;
-  }
+  for (bool int8 : {false, true})
+    for (int rows : {-1, 257}) {  // the medium-M kernel's rows: 0 (never) to 256
+      auto ck = LoadCheckpoint(testing::TinyModelDir());
+      ASSERT_TRUE(ck.ok()) << ck.status();
+      CudaModelOptions o = Options();
+      (int8 ? o.int8_medium_m_kernel_rows : o.medium_m_kernel_rows) = rows;
+      const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+      EXPECT_NE(st.message().find(std::string(int8 ? "int8_" : "") + "medium_m_kernel_rows must be in [0, 256], not " +
+                                  std::to_string(rows)),
+                std::string::npos)
+          << st;
+    }
   {  // FP8's made rows: 0 (never) or a row count
     auto ck = LoadCheckpoint(testing::TinyModelDir());
     ASSERT_TRUE(ck.ok()) << ck.status();
