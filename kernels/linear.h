@@ -117,7 +117,8 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 // split K across a thread-block cluster where the tiles alone leave SMs idle; Hopper). Deterministic.
 // Rows 16-byte aligned, x_stride % 8 == 0, K % 8 == 0 (bf16) or % 16 == 0 (one-byte), y_stride >= N,
 // scales given; otherwise cudaErrorInvalidValue (no launch). Which engine steps take it:
-// CudaModelOptions::medium_m_kernel_rows.
+// CudaModelOptions::medium_m_kernel_rows and int8_medium_m_kernel_rows (measured: it beats INT8's
+// dequantize-then-GEMM to 32 rows, and loses to cuBLAS and the FP8 GEMM).
 constexpr int kMediumMMaxRows = 256;
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                           void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
