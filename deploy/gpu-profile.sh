@@ -5,11 +5,48 @@
 # kernel, its duration and the few counters that say what bounds it (HBM and L2 throughput,
 # tensor-pipe use, achieved occupancy, the main warp stalls).
 #   bash deploy/gpu-profile.sh            there, no carry needed; results in $OUT (profile_B*.csv)
+#   bash deploy/gpu-profile.sh medium     there, carry ["gpu-pack"] (deploy/gpu-bundle.sh here first): the
+#                                         medium-M projection kernel against cuBLAS at gla-1.3B's in-proj
+#                                         and down, 17 / 32 / 128 rows (linear_medium_m_bench --profile),
+#                                         every launch with its counters (profile_medium.csv)
 # Clocks are left as they are (--clock-control none), as the device notes ask.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gla-profile}
+case ${1:-gla} in gla | medium) ;; *) echo "gpu-profile.sh: unknown target '$1' (gla, medium)" >&2; exit 2 ;; esac
 mkdir -p "$out" build-gpu
+if [ "${1:-gla}" = medium ]; then
+  [ -f gpu-pack/gpu-bundle.tar.xz ] || { echo "no gpu-pack/: run deploy/gpu-bundle.sh here and carry gpu-pack" >&2; exit 1; }
+  tar -xJf gpu-pack/gpu-bundle.tar.xz
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2> /dev/null || true)
+  [ -n "$ncu_bin" ] || { echo "ncu not found: no per-kernel profile"; exit 1; }
+  # What bounds a weight-streaming GEMM: DRAM and L2 throughput and bytes, the shared-memory bank
+  # conflicts, occupancy and registers, the tensor pipe, and where the warps stall.
+  m=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum
+  m+=,lts__t_sectors.avg.pct_of_peak_sustained_elapsed,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum
+  m+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active
+  m+=,launch__grid_size,launch__registers_per_thread,launch__occupancy_limit_shared_mem,launch__occupancy_limit_registers
+  m+=,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_executed_pipe_lsu.avg.pct_of_peak_sustained_active
+  for stall in barrier long_scoreboard short_scoreboard mio_throttle math_pipe_throttle lg_throttle wait membar; do
+    m+=,smsp__average_warps_issue_stalled_${stall}_per_issue_active.ratio
+  done
+  "$ncu_bin" --clock-control none --target-processes all --csv --metrics "$m" \
+    gpu-bundle/run linear_medium_m_bench --profile > "$out/profile_medium.csv" 2> "$out/profile_medium.err"
+  echo "ncu exit $? (stderr: $out/profile_medium.err)"
+  python3 - "$out/profile_medium.csv" << 'EOF'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head, rows = rows[0], rows[1:]
+ki, mi, vi, ii = head.index("Kernel Name"), head.index("Metric Name"), head.index("Metric Value"), head.index("ID")
+per = collections.OrderedDict()
+for r in rows:
+    per.setdefault((int(r[ii]), r[ki].split("(")[0][:60]), {})[r[mi]] = r[vi]
+short = lambda s: s.replace("smsp__average_warps_issue_stalled_", "stall_").replace("_per_issue_active.ratio", "")
+for (i, name), m in per.items():  # every launch, in order: the bench's loop says which shape and rows
+    print(f"{i:4d} {name:60s} " + "  ".join(f"{short(k).split('.')[0]}={v}" for k, v in m.items()))
+EOF
+  exit 0
+fi
 flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
 kernels=(kernels/cuda/gla_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
          kernels/cuda/gla_backward_chunk.cu)

@@ -5,13 +5,14 @@
 // bf16, 1 for FP8 / INT8 plus a scale a row), inputs and outputs once at the copy bandwidth measured
 // in this run. Weights rotate through copies larger than L2 and a timing's launches are one CUDA
 // graph, as in linear_small_m_bench. GLA_BENCH_OUT=DIR: DIR/linear-medium-m.json.
+// --profile: no timing; each kernel launched once (after a warm-up launch) at a few shapes, for
+// Nsight Compute (deploy/gpu-profile.sh medium) to say what bounds the medium-M kernel.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,41 +28,53 @@ struct Shape {
   int64_t N, K;
 };
 
-// Microseconds per launch: `launch(copy)` for every weight copy, captured once into a graph,
-// median of 15 graph launches after two warm-ups.
-double TimeUs(const std::function<void(int, cudaStream_t)>& launch, int copies, cudaStream_t stream) {
-  launch(0, stream);  // outside the capture: library set-up (cuBLAS), module loading, attributes
-  CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  for (int c = 0; c < copies; ++c) launch(c, stream);
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  std::vector<float> us;
-  for (int r = 0; r < 17; ++r) {
-    CHECK(cudaEventRecord(e0, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(e1, stream));
-    CHECK(cudaEventSynchronize(e1));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    if (r >= 2) us.push_back(1e3f * ms / copies);
-  }
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaEventDestroy(e0));
-  CHECK(cudaEventDestroy(e1));
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+// One launch of each path at the shapes the profile looks at (gla-1.3B in-proj and down at 17, 32
+// and 128 rows), each after a warm-up launch of its own; the same weights every time.
+int Profile() {
+  const struct {
+    int64_t N, K;
+  } shapes[] = {{6160, 2048}, {2048, 5632}};
+  const int ms[] = {17, 32, 128};
+  cublasHandle_t cublas;
+  if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS) return 1;
+  void* w;
+  __nv_bfloat16 *x, *y, *dequant;
+  float* scales;
+  CHECK(cudaMalloc(&w, size_t{6160} * 5632 * 2));
+  CHECK(cudaMemset(w, 0x3C, size_t{6160} * 5632 * 2));
+  CHECK(cudaMalloc(&x, size_t{128} * 5632 * 2));
+  CHECK(cudaMemset(x, 0x3C, size_t{128} * 5632 * 2));
+  CHECK(cudaMalloc(&y, size_t{128} * 6160 * 2));
+  CHECK(cudaMalloc(&dequant, size_t{6160} * 5632 * 2));
+  CHECK(cudaMalloc(&scales, 6160 * sizeof(float)));
+  CHECK(cudaMemset(scales, 0, 6160 * sizeof(float)));
+  const auto* wb = static_cast<const __nv_bfloat16*>(w);
+  const gla::cuda::Fp8Weight w8{static_cast<const uint8_t*>(w), scales};
+  const gla::cuda::Int8Weight wi{static_cast<const int8_t*>(w), scales};
+  for (const auto& s : shapes)
+    for (int M : ms)
+      for (int rep = 0; rep < 2; ++rep) {
+        if (gla::cuda::LinearBf16(cublas, x, s.K, wb, s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS) return 1;
+        CHECK(gla::cuda::LinearMediumM(x, s.K, wb, s.N, s.K, y, true, s.N, M, 0.f, nullptr));
+        CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8, s.N, s.K, y, true, s.N, M, 0.f, nullptr));
+        CHECK(gla::cuda::LinearMediumMInt8(x, s.K, wi, s.N, s.K, y, true, s.N, M, 0.f, nullptr));
+        CHECK(gla::cuda::DequantizeInt8ToBf16(wi, s.N, s.K, dequant, nullptr));
+        CHECK(cudaDeviceSynchronize());
+      }
+  std::printf("profile mode: launched cuBLAS bf16, medium bf16 / fp8 / int8 and the INT8 dequantizer at in-proj "
+              "6160x2048 and down 2048x5632, M = 17, 32, 128, twice each\n");
+  cublasDestroy(cublas);
+  return 0;
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    if (std::string(argv[1]) == "--profile") return Profile();
+    std::fprintf(stderr, "usage: linear_medium_m_bench [--profile]\n");
+    return 2;
+  }
   gla::bench::BenchReport report("linear-medium-m", gla::bench::MeasureDeviceCeilings());
   report.PrintHeader();
   const Shape shapes[] = {{"1.3B in-proj (q,k,v,g,gk)", 6160, 2048}, {"1.3B o_proj", 2048, 2048},
@@ -108,20 +121,20 @@ int main() {
       const double io = 2.0 * M * (s.K + s.N);
       const double floor_us = report.ceilings().BytesSeconds(double(bytes) + io) * 1e6;
       const double byte_floor_us = report.ceilings().BytesSeconds(double(s.N) * s.K + 4.0 * s.N + io) * 1e6;
-      const double blas = TimeUs([&](int c, cudaStream_t) {
+      const double blas = GraphLaunchUs([&](int c, cudaStream_t) {
         if (gla::cuda::LinearBf16(cublas, x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS)
           std::exit(1);
       }, copies, stream);
-      const double medium = TimeUs([&](int c, cudaStream_t st) {
+      const double medium = GraphLaunchUs([&](int c, cudaStream_t st) {
         CHECK(gla::cuda::LinearMediumM(x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
-      const double fp8 = TimeUs([&](int c, cudaStream_t st) {
+      const double fp8 = GraphLaunchUs([&](int c, cudaStream_t st) {
         CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
-      const double int8 = TimeUs([&](int c, cudaStream_t st) {
+      const double int8 = GraphLaunchUs([&](int c, cudaStream_t st) {
         CHECK(gla::cuda::LinearMediumMInt8(x, s.K, wi(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
-      const double int8_dequant = TimeUs([&](int c, cudaStream_t st) {
+      const double int8_dequant = GraphLaunchUs([&](int c, cudaStream_t st) {
         CHECK(gla::cuda::DequantizeInt8ToBf16(wi(c), s.N, s.K, dequant, st));
         if (gla::cuda::LinearBf16(cublas, x, s.K, dequant, s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS)
           std::exit(1);

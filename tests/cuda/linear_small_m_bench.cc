@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,38 +25,6 @@ struct Shape {
   const char* name;
   int64_t N, K;
 };
-
-// Microseconds per launch: `launch(copy)` for every weight copy, captured once into a graph,
-// median of 15 graph launches after two warm-ups.
-double TimeUs(const std::function<void(int, cudaStream_t)>& launch, int copies, cudaStream_t stream) {
-  launch(0, stream);  // outside the capture: library set-up (cuBLAS) and module loading
-  CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  for (int c = 0; c < copies; ++c) launch(c, stream);
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  std::vector<float> us;
-  for (int r = 0; r < 17; ++r) {
-    CHECK(cudaEventRecord(e0, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(e1, stream));
-    CHECK(cudaEventSynchronize(e1));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    if (r >= 2) us.push_back(1e3f * ms / copies);
-  }
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaEventDestroy(e0));
-  CHECK(cudaEventDestroy(e1));
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
-}
 
 }  // namespace
 
@@ -104,13 +71,13 @@ int main() {
       const double floor_us = report.ceilings().BytesSeconds(double(bytes) + 2.0 * M * (s.K + s.N)) * 1e6;
       double cores = -1;
       if (M <= gla::cuda::kSmallMCudaCores)
-        cores = TimeUs([&](int c, cudaStream_t st) {
+        cores = GraphLaunchUs([&](int c, cudaStream_t st) {
           CHECK(gla::cuda::LinearSmallMCudaCores(x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f, st));
         }, copies, stream);
-      const double tensor = TimeUs([&](int c, cudaStream_t st) {
+      const double tensor = GraphLaunchUs([&](int c, cudaStream_t st) {
         CHECK(gla::cuda::LinearSmallMTensorCores(x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
-      const double blas = TimeUs([&](int c, cudaStream_t) {
+      const double blas = GraphLaunchUs([&](int c, cudaStream_t) {
         if (gla::cuda::LinearBf16(cublas, x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS)
           std::exit(1);
       }, copies, stream);
@@ -125,10 +92,10 @@ int main() {
       auto w8 = [&](int c) { return gla::cuda::Fp8Weight{reinterpret_cast<const uint8_t*>(weights(c)), scales}; };
       double fp8_cores = -1;
       if (M <= gla::cuda::kSmallMCudaCores)
-        fp8_cores = TimeUs([&](int c, cudaStream_t st) {
+        fp8_cores = GraphLaunchUs([&](int c, cudaStream_t st) {
           CHECK(gla::cuda::LinearSmallMFp8CudaCores(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
         }, copies, stream);
-      const double fp8_tensor = TimeUs([&](int c, cudaStream_t st) {
+      const double fp8_tensor = GraphLaunchUs([&](int c, cudaStream_t st) {
         CHECK(gla::cuda::LinearSmallMFp8TensorCores(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
       const double fp8 = fp8_cores > 0 ? std::min(fp8_cores, fp8_tensor) : fp8_tensor;
