@@ -37,6 +37,7 @@
 
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/mma_bf16.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
 #include "kernels/linear.h"
 
@@ -48,15 +49,6 @@ namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256, kBF = 128, kBK = 64, kStages = 4, kMaxCluster = 8;
 constexpr int kRedPad = 4;  // the partial-sum rows padded so a warp's fragment stores hit distinct banks
-
-__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                    uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // 16 bytes from global to shared memory, bypassing L1; src_bytes 0 fills the 16 bytes with zeros
 // (rows past N or M, chunks past K) without reading.
@@ -70,14 +62,6 @@ __device__ __forceinline__ void WaitAsync() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// Two one-byte weights (the low 16 bits of `two`) as a bf16 pair, exactly (bf16_dot.cuh's widening).
-template <float2 (*Widen)(unsigned)>
-__device__ __forceinline__ uint32_t PairToBf16x2(uint32_t two) {
-  const float2 f = Widen(two);
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<const uint32_t*>(&b);
-}
-
 // A row's eight k values of one half-tile as four bf16 pairs, from the shared-memory tile.
 // bf16 rows: 128 bytes a tile row (8 chunks of 16 bytes, chunk c kept at c ^ (row & 1) so that the
 // two rows of a quarter-warp's loads fall in different banks); one-byte rows: 64 bytes (4 chunks,
@@ -89,14 +73,13 @@ template <>
 struct WeightTile<small_m::Bf16Rows> {
   static constexpr int kRowBytes = kBK * 2;
   __device__ __forceinline__ static int ChunkAt(int row, int c) { return c ^ (row & 1); }
-  uint4 raw;  // unused for bf16: each half loads its own chunk
-  __device__ __forceinline__ void Load(const uint8_t*, int, int) {}
+  __device__ __forceinline__ void Load(const uint8_t*, int, int) {}  // each half loads its own chunk
   __device__ __forceinline__ uint4 Half(const uint8_t* tile, int row, int t, int h) const {
     return *reinterpret_cast<const uint4*>(tile + row * kRowBytes + ChunkAt(row, 2 * t + h) * 16);
   }
 };
 
-template <class Weight, float2 (*Widen)(unsigned)>
+template <float2 (*Widen)(unsigned)>
 struct ByteWeightTile {
   static constexpr int kRowBytes = kBK;
   __device__ __forceinline__ static int ChunkAt(int, int c) { return c; }
@@ -106,14 +89,14 @@ struct ByteWeightTile {
   }
   __device__ __forceinline__ uint4 Half(const uint8_t*, int, int, int h) const {
     const uint32_t lo = h == 0 ? raw.x : raw.z, hi = h == 0 ? raw.y : raw.w;
-    return make_uint4(PairToBf16x2<Widen>(lo), PairToBf16x2<Widen>(lo >> 16), PairToBf16x2<Widen>(hi),
-                      PairToBf16x2<Widen>(hi >> 16));
+    return make_uint4(BytePairToBf16x2<Widen>(lo), BytePairToBf16x2<Widen>(lo >> 16), BytePairToBf16x2<Widen>(hi),
+                      BytePairToBf16x2<Widen>(hi >> 16));
   }
 };
 template <>
-struct WeightTile<small_m::Fp8Rows> : ByteWeightTile<Fp8Weight, Fp8x2ToFloat2> {};
+struct WeightTile<small_m::Fp8Rows> : ByteWeightTile<Fp8x2ToFloat2> {};
 template <>
-struct WeightTile<small_m::Int8Rows> : ByteWeightTile<Int8Weight, Int8x2ToFloat2> {};
+struct WeightTile<small_m::Int8Rows> : ByteWeightTile<Int8x2ToFloat2> {};
 
 template <class Rows, int BT>
 struct SmemLayout {
@@ -224,8 +207,8 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
       for (int f = 0; f < WF; ++f)
 #pragma unroll
         for (int j = 0; j < WT; ++j) {
-          Mma(acc[f][j], a[f][0].x, a[f][1].x, a[f][0].y, a[f][1].y, b[j].x, b[j].y);
-          Mma(acc[f][j], a[f][0].z, a[f][1].z, a[f][0].w, a[f][1].w, b[j].z, b[j].w);
+          MmaBf16(acc[f][j], a[f][0].x, a[f][1].x, a[f][0].y, a[f][1].y, b[j].x, b[j].y);
+          MmaBf16(acc[f][j], a[f][0].z, a[f][1].z, a[f][0].w, a[f][1].w, b[j].z, b[j].w);
         }
     }
   }
@@ -266,7 +249,6 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   }
   if (ck > 1) cluster.sync();  // no block leaves while another reads its shared memory
 }
-
 
 template <class Rows, int WF, int WT, int WARPS_F>
 cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,

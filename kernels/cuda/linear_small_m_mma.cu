@@ -26,6 +26,7 @@
 
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/mma_bf16.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
 #include "kernels/linear.h"
 
@@ -34,25 +35,6 @@ namespace gla::cuda {
 namespace {
 
 constexpr int kWarps = 8, kRows = 16, kInFlight = 4;
-
-__device__ __forceinline__ void Mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                    uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// Two one-byte weights (the low 16 bits of `two`) as a bf16 pair, exactly (E4M3's 3 mantissa bits
-// and exponent range fit bf16, and so does INT8): widened to fp32 as the CUDA-core kernels widen
-// them (bf16_dot.cuh), then packed.
-template <float2 (*Widen)(unsigned)>
-__device__ __forceinline__ uint32_t ToBf16x2(uint32_t two) {
-  const float2 f = Widen(two);
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<const uint32_t*>(&b);
-}
 
 // 16 one-byte weights (16 bytes) as two bf16 chunks of 8: lo = weights 0-7, hi = weights 8-15.
 template <uint32_t (*Widen)(uint32_t)>
@@ -74,8 +56,8 @@ __device__ __forceinline__ void MmaChunk(const small_m::Bf16Rows&, float (&acc)[
   for (int j = 0; j < NT; ++j) {
     const int row = g + 8 * j;
     const uint4 xv = row < M && c < chunks ? __ldg(reinterpret_cast<const uint4*>(x + row * x_stride) + c) : zero;
-    Mma(acc[j], wl.x, wh.x, wl.y, wh.y, xv.x, xv.y);
-    Mma(acc[j], wl.z, wh.z, wl.w, wh.w, xv.z, xv.w);
+    MmaBf16(acc[j], wl.x, wh.x, wl.y, wh.y, xv.x, xv.y);
+    MmaBf16(acc[j], wl.z, wh.z, wl.w, wh.w, xv.z, xv.w);
   }
 }
 
@@ -93,10 +75,10 @@ __device__ __forceinline__ void MmaByteChunk(float (&acc)[NT][4], const uint4& w
     const bool ok = row < M && c < chunks;
     const uint4* xr = reinterpret_cast<const uint4*>(x + row * x_stride) + 2 * c;
     const uint4 x0 = ok ? __ldg(xr) : zero, x1 = ok ? __ldg(xr + 1) : zero;
-    Mma(acc[j], l0.x, h0.x, l0.y, h0.y, x0.x, x0.y);
-    Mma(acc[j], l0.z, h0.z, l0.w, h0.w, x0.z, x0.w);
-    Mma(acc[j], l1.x, h1.x, l1.y, h1.y, x1.x, x1.y);
-    Mma(acc[j], l1.z, h1.z, l1.w, h1.w, x1.z, x1.w);
+    MmaBf16(acc[j], l0.x, h0.x, l0.y, h0.y, x0.x, x0.y);
+    MmaBf16(acc[j], l0.z, h0.z, l0.w, h0.w, x0.z, x0.w);
+    MmaBf16(acc[j], l1.x, h1.x, l1.y, h1.y, x1.x, x1.y);
+    MmaBf16(acc[j], l1.z, h1.z, l1.w, h1.w, x1.z, x1.w);
   }
 }
 
@@ -104,14 +86,14 @@ template <int NT>
 __device__ __forceinline__ void MmaChunk(const small_m::Fp8Rows&, float (&acc)[NT][4], const uint4& wl,
                                          const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                          int M, int g, int64_t c, int64_t chunks) {
-  MmaByteChunk<NT, ToBf16x2<Fp8x2ToFloat2>>(acc, wl, wh, x, x_stride, M, g, c, chunks);
+  MmaByteChunk<NT, BytePairToBf16x2<Fp8x2ToFloat2>>(acc, wl, wh, x, x_stride, M, g, c, chunks);
 }
 
 template <int NT>
 __device__ __forceinline__ void MmaChunk(const small_m::Int8Rows&, float (&acc)[NT][4], const uint4& wl,
                                          const uint4& wh, const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                          int M, int g, int64_t c, int64_t chunks) {
-  MmaByteChunk<NT, ToBf16x2<Int8x2ToFloat2>>(acc, wl, wh, x, x_stride, M, g, c, chunks);
+  MmaByteChunk<NT, BytePairToBf16x2<Int8x2ToFloat2>>(acc, wl, wh, x, x_stride, M, g, c, chunks);
 }
 
 // NT: 8-row tiles of the input (1: M <= 8, 2: M <= 16, up to 4: M <= 32 with one-byte rows). Rows: bf16 or FP8 weight rows
