@@ -29,7 +29,8 @@ struct Shape {
 };
 
 // One launch of each path at the shapes the profile looks at (gla-1.3B in-proj and down at 17, 32
-// and 128 rows), each after a warm-up launch of its own; the same weights every time.
+// and 128 rows; the decode-sized kernels at 16 for comparison), each after a warm-up launch of its
+// own; the same weights every time.
 int Profile() {
   const struct {
     int64_t N, K;
@@ -51,7 +52,14 @@ int Profile() {
   const auto* wb = static_cast<const __nv_bfloat16*>(w);
   const gla::cuda::Fp8Weight w8{static_cast<const uint8_t*>(w), scales};
   const gla::cuda::Int8Weight wi{static_cast<const int8_t*>(w), scales};
-  for (const auto& s : shapes)
+  for (const auto& s : shapes) {
+    // What streaming at bandwidth looks like in the counters: the decode-sized tensor-core kernel at
+    // its largest bf16 size (16 rows) and the one-byte one at 16 rows, first.
+    for (int rep = 0; rep < 2; ++rep) {
+      CHECK(gla::cuda::LinearSmallMTensorCores(x, s.K, wb, s.N, s.K, y, true, s.N, 16, 0.f, nullptr));
+      CHECK(gla::cuda::LinearSmallMInt8TensorCores(x, s.K, wi, s.N, s.K, y, true, s.N, 16, 0.f, nullptr));
+      CHECK(cudaDeviceSynchronize());
+    }
     for (int M : ms)
       for (int rep = 0; rep < 2; ++rep) {
         if (gla::cuda::LinearBf16(cublas, x, s.K, wb, s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS) return 1;
@@ -61,8 +69,10 @@ int Profile() {
         CHECK(gla::cuda::DequantizeInt8ToBf16(wi, s.N, s.K, dequant, nullptr));
         CHECK(cudaDeviceSynchronize());
       }
-  std::printf("profile mode: launched cuBLAS bf16, medium bf16 / fp8 / int8 and the INT8 dequantizer at in-proj "
-              "6160x2048 and down 2048x5632, M = 17, 32, 128, twice each\n");
+  }
+  std::printf("profile mode: at in-proj 6160x2048 and down 2048x5632, the decode-sized tensor-core kernels (bf16, "
+              "int8) at M = 16, then cuBLAS bf16, medium bf16 / fp8 / int8 and the INT8 dequantizer at M = 17, 32, "
+              "128; each twice\n");
   cublasDestroy(cublas);
   return 0;
 }
