@@ -98,12 +98,11 @@ cudaError_t LinearSmallMCudaCores(const __nv_bfloat16* x, int64_t x_stride, cons
                                   cudaStream_t stream);
 // Tensor cores (mma.sync m16n8k16, 16 features per block, K split over its warps): M <= 16.
 constexpr int kSmallMTensorCores = 16;
-// The FP8 / INT8 tensor-core kernels take up to 256 rows: above 16 their alternatives move more
-// bytes (INT8: the matrix dequantized to bf16 each step, 5 bytes a weight; FP8: the inputs quantized
-// before cuBLASLt's FP8 GEMM), while here each weight byte is read from HBM once and the input rows
-// come from L1 (a block's four 8-row tiles: about 4 bytes of L1 reads per weight byte at 32 rows).
-// Above 32 rows the rows go in blocks of 32 launched side by side, each feature tile's row blocks
-// reading its weights through L2 (which engine steps take it is CudaModelOptions::byte_weight_kernel_rows).
+// The FP8 / INT8 tensor-core kernels take up to 256 rows (above 32 in blocks of 32 launched side by
+// side, each feature tile's row blocks reading its weights through L2), but pay only to 16: from 32
+// rows the input rows they reload per 16-feature tile (about 4 bytes of L1 reads per weight byte)
+// make them slower than the FP8 GEMM and, at gla-340M, INT8's dequantizing pass (H100, 2026-12-06,
+// docs/quantization.md). Which engine steps take it: CudaModelOptions::byte_weight_kernel_rows.
 constexpr int kSmallMByteTensorCores = 256;
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,

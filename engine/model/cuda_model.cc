@@ -611,8 +611,7 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
     g.exec = nullptr;
   }
   if (g.exec == nullptr) {
-    if (uses_fp8_weights() && bucket > options_.byte_weight_kernel_rows && bucket > options_.medium_m_kernel_rows)
-      RETURN_IF_ERROR(PrepareFp8Plans(bucket));
+    if (uses_fp8_weights() && Fp8GemmTakes(bucket)) RETURN_IF_ERROR(PrepareFp8Plans(bucket));
     GLA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     const absl::Status enqueued = Enqueue(bucket, bucket, bucket, bucket, states);
     cudaGraph_t graph = nullptr;
@@ -659,7 +658,7 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     } else if (M <= options_.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMFp8TensorCores(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (M <= options_.medium_m_kernel_rows) {
+    } else if (!Fp8GemmTakes(M)) {  // within medium_m_kernel_rows
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearMediumMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
@@ -750,14 +749,12 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     in.eps = p.eps;
     return in;
   };
-  // FP8 steps of fp8_made_rows_from rows and more (above what the one-byte kernel takes), without
-  // adapters (they read h_ and act_): each norm and SwiGLU made inside the kernel that quantizes the
-  // rows for the FP8 GEMM
-  // (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so each of a layer's
-  // four projections takes one launch fewer and no bf16 round trip of its input.
+  // FP8 steps of fp8_made_rows_from rows and more that take the FP8 GEMM, without adapters (they
+  // read h_ and act_): each norm and SwiGLU made inside the kernel that quantizes the rows for the
+  // GEMM (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so each of a
+  // layer's four projections takes one launch fewer and no bf16 round trip of its input.
   const bool fp8_steps = options_.fp8_made_rows_from > 0 && rows >= options_.fp8_made_rows_from &&
-                         uses_fp8_weights() && !adapters && !one_row && rows > options_.byte_weight_kernel_rows &&
-                         rows > options_.medium_m_kernel_rows &&
+                         uses_fp8_weights() && !adapters && !one_row && Fp8GemmTakes(rows) &&
                          D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK && Vd <= cuda::kOneRowMaxK;
   auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };
   cuda::OneRowInput swiglu_rows;  // the down projection's input: SwiGLU of each [gate | up] row

@@ -186,11 +186,17 @@ class CudaModel {
   };
   absl::Status Project(const __nv_bfloat16* x, int64_t x_stride, const Matrix& w, int64_t N, int64_t K, void* y,
                        bool y_bf16, int64_t y_stride, int64_t M, float beta);
-  // One row's projection with its input made inside the kernel (cuda::LinearOneRowStaged).
+  // Whether Project takes an FP8 projection of M rows through the FP8 GEMM (inputs quantized per
+  // row): above the one-byte tensor-core kernel's rows and the medium-M kernel's. Enqueue's made
+  // FP8 rows and RunGraph's GEMM plans follow the same choice.
+  bool Fp8GemmTakes(int64_t M) const {
+    return M > options_.byte_weight_kernel_rows && M > options_.medium_m_kernel_rows;
+  }
   // An FP8 projection of M rows made from the previous kernel's output (cuda::QuantizeMadeRowsFp8
   // into the FP8 input buffer, then the FP8 GEMM).
   absl::Status ProjectMadeRowsFp8(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K, void* y,
                                   bool y_bf16, int64_t y_stride, int64_t M, float beta);
+  // One row's projection with its input made inside the kernel (cuda::LinearOneRowStaged).
   absl::Status ProjectOneRow(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K, void* y, bool y_bf16,
                              float beta);
 

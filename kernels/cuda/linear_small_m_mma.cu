@@ -26,8 +26,8 @@
 
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/launch.cuh"
-#include "kernels/cuda/mma_bf16.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
+#include "kernels/cuda/mma_bf16.cuh"
 #include "kernels/linear.h"
 
 namespace gla::cuda {
@@ -208,7 +208,7 @@ cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, i
 }
 
 // The most rows a kernel takes: bf16 rows up to kSmallMTensorCores (cuBLAS is faster above), one-byte
-// rows up to kSmallMByteTensorCores (their alternatives above 16 rows move more bytes).
+// rows up to kSmallMByteTensorCores (kernels/linear.h: where it pays is the engine's choice).
 template <class Rows>
 constexpr int64_t MaxRows() {
   return Rows::kScaled ? kSmallMByteTensorCores : kSmallMTensorCores;

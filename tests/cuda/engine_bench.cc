@@ -59,11 +59,14 @@ struct Targets {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const gla::CudaBackendOptions kDefaults;  // the backend's own: the flags' defaults and the name's suffixes
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
-                                              {"state_dtype", "f32"},  {"weights", "native"}, {"byte_rows", "16"},
-                                              {"fp8_made_rows", "512"}, {"medium_rows", "default"}};
+                                              {"state_dtype", "f32"},  {"weights", "native"},
+                                              {"byte_rows", std::to_string(kDefaults.byte_weight_kernel_rows)},
+                                              {"fp8_made_rows", std::to_string(kDefaults.fp8_made_rows_from)},
+                                              {"medium_rows", "default"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -114,10 +117,10 @@ int main(int argc, char** argv) {
                                      (o.weights != gla::WeightFormat::kNative
                                           ? std::string("-") + gla::WeightFormatName(o.weights) + "-weights"
                                           : std::string()) +
-                                     (o.byte_weight_kernel_rows != 16
+                                     (o.byte_weight_kernel_rows != kDefaults.byte_weight_kernel_rows
                                           ? "-byte-rows-" + std::to_string(o.byte_weight_kernel_rows)
                                           : std::string()) +
-                                     (o.fp8_made_rows_from != 512
+                                     (o.fp8_made_rows_from != kDefaults.fp8_made_rows_from
                                           ? "-fp8-made-rows-from-" + std::to_string(o.fp8_made_rows_from)
                                           : std::string()) +
                                      (flags["medium_rows"] != "default"

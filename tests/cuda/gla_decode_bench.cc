@@ -95,7 +95,7 @@ Result TimeDecode(int B, int H, int dk, int dv, bool bf16, bool narrow) {
   cudaEvent_t e0, e1;
   CHECK(cudaEventCreate(&e0));
   CHECK(cudaEventCreate(&e1));
-  std::vector<float> stream_us, graph_us;
+  std::vector<float> stream_us;
   for (int rep = 0; rep < 7; ++rep) {  // back-to-back launches on a stream
     CHECK(cudaEventRecord(e0, stream));
     for (int i = 0; i < kLaunches; ++i) CHECK(gla::cuda::GlaDecodeStep(params(i % sets), stream));
@@ -105,27 +105,12 @@ Result TimeDecode(int B, int H, int dk, int dv, bool bf16, bool narrow) {
     CHECK(cudaEventElapsedTime(&ms, e0, e1));
     stream_us.push_back(1e3f * ms / kLaunches);
   }
-  cudaGraph_t graph;  // the same launches captured once, as the engine will for decode steps
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < kLaunches; ++i) CHECK(gla::cuda::GlaDecodeStep(params(i % sets), stream));
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  CHECK(cudaGraphLaunch(exec, stream));
-  for (int rep = 0; rep < 7; ++rep) {
-    CHECK(cudaEventRecord(e0, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(e1, stream));
-    CHECK(cudaEventSynchronize(e1));
-    float ms;
-    CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    graph_us.push_back(1e3f * ms / kLaunches);
-  }
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
+  // The same launches captured once, as the engine does for decode steps (bench_util.h).
+  const double graph_us = GraphLaunchUs(
+      [&](int i, cudaStream_t s) { CHECK(gla::cuda::GlaDecodeStep(params(i % sets), s)); }, kLaunches, stream);
   for (void* ptr : {(void*)pool, (void*)q, (void*)k, (void*)v, (void*)g, (void*)o, (void*)slots}) CHECK(cudaFree(ptr));
   CHECK(cudaStreamDestroy(stream));
-  return {Median(stream_us), Median(graph_us)};
+  return {Median(stream_us), static_cast<float>(graph_us)};
 }
 
 }  // namespace
