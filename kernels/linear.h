@@ -119,12 +119,23 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 // CudaModelOptions::medium_m_kernel_rows and int8_medium_m_kernel_rows (measured: it beats INT8's
 // dequantize-then-GEMM to 32 rows, and loses to cuBLAS and the FP8 GEMM).
 constexpr int kMediumMMaxRows = 256;
+// Forms of the kernel that benchmarks compare (the engine passes none: the defaults are the form it
+// measured best). max_split: at most this many blocks (a cluster) share a feature tile's K, 0-8 (0:
+// as many as fill the GPU in one wave, at most 8); narrow_features: at M <= 32, 64 features a block
+// instead of 128 (twice the blocks, half the weight tile, a warp 16 features x 16 tokens).
+struct MediumMTuning {
+  int max_split = 0;
+  bool narrow_features = false;
+};
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
-                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                          const MediumMTuning& tuning = {});
 cudaError_t LinearMediumMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
-                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                             const MediumMTuning& tuning = {});
 cudaError_t LinearMediumMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,
-                              void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream);
+                              void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                              const MediumMTuning& tuning = {});
 
 // One row's projection whose input is made inside the kernel: each block makes the whole input row
 // in shared memory (RMSNorm of an fp32 row, or SwiGLU of a bf16 [gate | up] row, computed exactly

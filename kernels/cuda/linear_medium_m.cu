@@ -11,7 +11,7 @@
 // memory (cp.async, kStages deep) and each warp reuses every input fragment across its feature
 // tiles and every weight fragment across its token tiles.
 //
-// Tiling: a block owns kBF = 128 features and BT tokens (32, 64 or 128 by M) and a share of K;
+// Tiling: a block owns BF = 128 features (64: MediumMTuning::narrow_features) and BT tokens (32, 64 or 128 by M) and a share of K;
 // 8 warps as WARPS_F x WARPS_T, a warp 16 WF features x 8 WT tokens (mma.sync m16n8k16: weights are
 // the 16-row A operand, tokens the 8-column B operand). K goes in tiles of kBK = 64; in a tile, lane
 // (g = lane / 4, t = lane % 4) takes k = 16 t ... 16 t + 15 of its rows for both operands (the mma's
@@ -47,7 +47,7 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kThreads = 256, kBF = 128, kBK = 64, kStages = 4, kMaxCluster = 8;
+constexpr int kThreads = 256, kBK = 64, kStages = 4, kMaxCluster = 8;
 constexpr int kRedPad = 4;  // the partial-sum rows padded so a warp's fragment stores hit distinct banks
 
 // 16 bytes from global to shared memory (dst: a shared-window address), bypassing L1; src_bytes 0 fills the 16 bytes with zeros
@@ -97,13 +97,13 @@ struct WeightTile<small_m::Fp8Rows> : ByteWeightTile<Fp8x2ToFloat2> {};
 template <>
 struct WeightTile<small_m::Int8Rows> : ByteWeightTile<Int8x2ToFloat2> {};
 
-template <class Rows, int BT>
+template <class Rows, int BT, int BF>
 struct SmemLayout {
-  static constexpr int kWeightBytes = kBF * WeightTile<Rows>::kRowBytes;
+  static constexpr int kWeightBytes = BF * WeightTile<Rows>::kRowBytes;
   static constexpr int kInputBytes = BT * kBK * 2;
   static constexpr int kStageBytes = kWeightBytes + kInputBytes;
   static constexpr int kPipelineBytes = kStages * kStageBytes;
-  static constexpr int kRedBytes = BT * (kBF + kRedPad) * 4;
+  static constexpr int kRedBytes = BT * (BF + kRedPad) * 4;
   static constexpr int kBytes = kPipelineBytes > kRedBytes ? kPipelineBytes : kRedBytes;
 };
 
@@ -113,14 +113,13 @@ template <class Rows, int WF, int WT, int WARPS_F>
 __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                           const Rows rows, int64_t N, int64_t K, int M, void* y,
                                                           bool y_bf16, int64_t y_stride, float beta) {
-  constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T;
-  static_assert(16 * WF * WARPS_F == kBF, "a block's warps cover its 128 features");
-  using Layout = SmemLayout<Rows, BT>;
+  constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T, BF = 16 * WF * WARPS_F;
+  using Layout = SmemLayout<Rows, BT, BF>;
   using Tile = WeightTile<Rows>;
   extern __shared__ __align__(16) uint8_t smem[];
 
   const int ck = static_cast<int>(gridDim.x), rank = static_cast<int>(blockIdx.x);
-  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kBF;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BF;
   const int t0 = static_cast<int>(blockIdx.z) * BT;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int wf0 = (warp % WARPS_F) * 16 * WF, wt0 = (warp / WARPS_F) * 8 * WT;
@@ -138,9 +137,9 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   // first form worked them out per tile (division, 64-bit products, the row checks), about 400
   // instructions a tile per warp around 16 mmas, and the loop was bound by their latency (H100
   // Nsight Compute, 2026-12-06: 5.0M instructions against cuBLAS's 0.9M at the same GEMM).
-  constexpr int kWeightCopies = kBF * kWeightChunksPerRow / kThreads, kWeightRowStep = kThreads / kWeightChunksPerRow;
+  constexpr int kWeightCopies = BF * kWeightChunksPerRow / kThreads, kWeightRowStep = kThreads / kWeightChunksPerRow;
   constexpr int kInputCopies = BT * 8 / kThreads, kInputRowStep = kThreads / 8;
-  static_assert(kWeightCopies * kThreads == kBF * kWeightChunksPerRow && kWeightRowStep * kWeightChunksPerRow == kThreads,
+  static_assert(kWeightCopies * kThreads == BF * kWeightChunksPerRow && kWeightRowStep * kWeightChunksPerRow == kThreads,
                 "a stage's weight chunks divide evenly over the threads");
   static_assert(kInputCopies * kThreads == BT * 8, "a stage's input chunks divide evenly over the threads");
   const int wc = static_cast<int>(threadIdx.x) % kWeightChunksPerRow, wrow0 = static_cast<int>(threadIdx.x) / kWeightChunksPerRow;
@@ -252,7 +251,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   // Partial sums to shared memory as red[token][feature]: acc[f][j] holds (feature g, token 2t),
   // (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1) of its tile pair.
   float* red = reinterpret_cast<float*>(smem);
-  constexpr int kRedStride = kBF + kRedPad;
+  constexpr int kRedStride = BF + kRedPad;
 #pragma unroll
   for (int f = 0; f < WF; ++f)
 #pragma unroll
@@ -264,15 +263,19 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
       red[(token + 1) * kRedStride + feature + 8] = acc[f][j][3];
     }
   cg::cluster_group cluster = cg::this_cluster();
-  if (ck > 1) cluster.sync();  // every block's partial sums are visible to the cluster
-  else __syncthreads();
+  if (ck > 1) {  // every block's partial sums are visible to the cluster (a release and an acquire)
+    __cluster_barrier_arrive();
+    __cluster_barrier_wait();
+  } else {
+    __syncthreads();
+  }
 
   // Block `rank` writes tokens [lo, hi) of the tile: the partial sums of ranks 0 .. ck - 1 added in
   // that order, scaled, the residual added, stored with consecutive threads on consecutive features.
   const int valid = min(BT, M - t0);
   const int lo = rank * valid / ck, hi = (rank + 1) * valid / ck;
-  for (int e = lo * kBF + threadIdx.x; e < hi * kBF; e += kThreads) {
-    const int m = e / kBF, n = e % kBF;
+  for (int e = lo * BF + threadIdx.x; e < hi * BF; e += kThreads) {
+    const int m = e / BF, n = e % BF;
     if (n0 + n >= N) continue;
     float v = 0.f;
     for (int q = 0; q < ck; ++q) {
@@ -281,14 +284,20 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
     }
     small_m::Store(y, y_bf16, (t0 + m) * y_stride + n0 + n, small_m::Scaled<Rows>(v, rows.Scale(n0 + n)), beta);
   }
-  if (ck > 1) cluster.sync();  // no block leaves while another reads its shared memory
+  // No block leaves while another reads its shared memory. Nothing to publish: a relaxed arrive,
+  // without the release's GPU-wide fence (MEMBAR.ALL.GPU in the SASS of cluster.sync(); Nsight
+  // Compute counted about a cycle of "membar" stall per instruction issued, 2026-12-06).
+  if (ck > 1) {
+    __cluster_barrier_arrive_relaxed();
+    __cluster_barrier_wait();
+  }
 }
 
 template <class Rows, int WF, int WT, int WARPS_F>
 cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
-                          bool y_bf16, int64_t y_stride, int M, float beta, cudaStream_t stream) {
-  constexpr int BT = 8 * WT * (8 / WARPS_F);
-  constexpr int smem = SmemLayout<Rows, BT>::kBytes;
+                          bool y_bf16, int64_t y_stride, int M, float beta, int max_split, cudaStream_t stream) {
+  constexpr int BT = 8 * WT * (8 / WARPS_F), BF = 16 * WF * WARPS_F;
+  constexpr int smem = SmemLayout<Rows, BT, BF>::kBytes;
   auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F>;
   int device = 0, sms = 0, resident = 0;
   if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
@@ -301,13 +310,13 @@ cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& 
   if (const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads, smem);
       e != cudaSuccess)
     return e;
-  const int64_t feature_tiles = (N + kBF - 1) / kBF, token_tiles = (M + BT - 1) / BT;
+  const int64_t feature_tiles = (N + BF - 1) / BF, token_tiles = (M + BT - 1) / BT;
   const int k_tiles = static_cast<int>((K + kBK - 1) / kBK);
   // Split K as far as the blocks still fit the GPU in one wave (the first run split to twice the
   // SMs whatever fitted: two or three waves of short blocks, each paying the pipeline's fill and the
   // cluster's reduction), at most a portable cluster.
   const int64_t tiles = feature_tiles * token_tiles, slots = int64_t{sms} * std::max(1, resident);
-  int ck = static_cast<int>(std::min<int64_t>(slots / tiles, kMaxCluster));
+  int ck = static_cast<int>(std::min<int64_t>(slots / tiles, max_split > 0 ? max_split : kMaxCluster));
   ck = std::max(1, std::min(ck, k_tiles));
   cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -329,34 +338,40 @@ cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& 
 
 template <class Rows>
 cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
-                    bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+                    bool y_bf16, int64_t y_stride, int64_t M, float beta, const MediumMTuning& tuning,
+                    cudaStream_t stream) {
   if (M < 1 || M > kMediumMMaxRows || x == nullptr || !rows.Present() || !rows.Supported(x, x_stride, N, K) ||
-      y == nullptr || y_stride < N ||
-      (N + kBF - 1) / kBF > 65535)
+      y == nullptr || y_stride < N || (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster)
     return cudaErrorInvalidValue;
-  const int m = static_cast<int>(M);
-  // Tokens per block by M: 32 (8 x 1 warps, a warp 16 features x 32 tokens), 64 (4 x 2 warps, 32 x
-  // 32) or 128 (4 x 2, 32 x 64; above 128 rows, blocks of 128 tokens side by side).
-  if (m <= 32) return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
-  if (m <= 64) return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
-  return LaunchMediumM<Rows, 2, 8, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
+  const int m = static_cast<int>(M), split = tuning.max_split;
+  // Tokens per block by M: 32 (8 x 1 warps, a warp 16 features x 32 tokens; narrow: 4 x 2 warps of 16
+  // x 16, 64 features a block), 64 (4 x 2 warps, 32 x 32) or 128 (4 x 2, 32 x 64; above 128 rows,
+  // blocks of 128 tokens side by side).
+  if (m <= 32 && tuning.narrow_features)
+    return LaunchMediumM<Rows, 1, 2, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+  if (m <= 32) return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+  if (m <= 64) return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+  return LaunchMediumM<Rows, 2, 8, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
 }
 
 }  // namespace
 
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
-                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
-  return MediumM(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+                          void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                          const MediumMTuning& tuning) {
+  return MediumM(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, tuning, stream);
 }
 
 cudaError_t LinearMediumMFp8(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N, int64_t K,
-                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
-  return MediumM(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+                             void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                             const MediumMTuning& tuning) {
+  return MediumM(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, tuning, stream);
 }
 
 cudaError_t LinearMediumMInt8(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w, int64_t N, int64_t K,
-                              void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
-  return MediumM(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
+                              void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                              const MediumMTuning& tuning) {
+  return MediumM(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, tuning, stream);
 }
 
 }  // namespace gla::cuda

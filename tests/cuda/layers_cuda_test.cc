@@ -318,8 +318,9 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
 // product of the same (dequantized) weights: every token-tile form (32, 64, 128 tokens a block, and
 // 128-token blocks side by side above 128 rows), full and partial tiles, K split across a cluster
 // (the model shapes, and 208 = three and a quarter tiles of 64) and not (K = 64: one tile), features
-// past N (37, 1000), the residual add and bf16 output; the same bits on a second run; bad shapes
-// refused unlaunched. The model shapes at two row counts and fp32 output only (the CPU reference's time).
+// past N (37, 1000), the residual add and bf16 output; the same bits on a second run; the
+// benchmarks' other forms (a capped split, 64-feature blocks); bad shapes and tunings refused
+// unlaunched. The model shapes at two row counts and fp32 output only (the CPU reference's time).
 TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
@@ -340,12 +341,13 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
     for (Format f : {kBf16, kFp8, kInt8}) {
       const char* name = f == kBf16 ? "bf16" : f == kFp8 ? "fp8" : "int8";
       const std::vector<float>& values = f == kBf16 ? Wb : hosts[f == kInt8].values;
-      auto run = [&](const __nv_bfloat16* x, void* y, bool y_bf16, int M, float beta) {
-        if (f == kBf16) return cuda::LinearMediumM(x, xs, dW.p, N, K, y, y_bf16, N, M, beta, nullptr);
+      auto run = [&](const __nv_bfloat16* x, void* y, bool y_bf16, int M, float beta,
+                     const cuda::MediumMTuning& tuning = {}) {
+        if (f == kBf16) return cuda::LinearMediumM(x, xs, dW.p, N, K, y, y_bf16, N, M, beta, nullptr, tuning);
         if (f == kFp8) return cuda::LinearMediumMFp8(x, xs, cuda::Fp8Weight{dq8.p, ds8.p}, N, K, y, y_bf16, N, M, beta,
-                                                     nullptr);
+                                                     nullptr, tuning);
         return cuda::LinearMediumMInt8(x, xs, cuda::Int8Weight{reinterpret_cast<const int8_t*>(dqi.p), dsi.p}, N, K, y,
-                                       y_bf16, N, M, beta, nullptr);
+                                       y_bf16, N, M, beta, nullptr, tuning);
       };
       for (int M : ms) {
         const auto x = RoundBf16(Random(M * xs, rng));
@@ -361,7 +363,18 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
         const auto again = dy2.Get();
         EXPECT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * sizeof(float)))
             << name << " N=" << N << " K=" << K << " M=" << M << ": a second run changed bits";
-        if (model_shape) continue;  // bf16 output: the small shapes (the reference's time)
+        if (model_shape) continue;  // the other forms and bf16 output: the small shapes (the reference's time)
+        // The benchmarks' other forms (MediumMTuning): K split over at most 2 blocks, and 64 features a
+        // block at M <= 32 (with and without the cap).
+        std::vector<cuda::MediumMTuning> forms = {{2, false}};
+        if (M <= 32) forms.insert(forms.end(), {{0, true}, {3, true}});
+        for (const cuda::MediumMTuning& form : forms) {
+          Dev<float> dyf(y0);
+          GLA_CUDA_OK(run(dx.p, dyf.p, false, M, 1.0f, form));
+          EXPECT_LT(RelErr(dyf.Get(), ref), 1e-5) << name << " N=" << N << " K=" << K << " M=" << M
+                                                  << " max_split=" << form.max_split
+                                                  << " narrow=" << form.narrow_features;
+        }
         std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
         NaiveLinear(x.data(), xs, values.data(), N, K, ref2.data(), M);
         Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
@@ -379,6 +392,9 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
             cudaErrorInvalidValue);
   EXPECT_EQ(cuda::LinearMediumM(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 8
   EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 1, 17, 0.f, nullptr), cudaErrorInvalidValue);  // y_stride
+  for (int split : {-1, 9})  // the cluster's size: 0 (chosen) to 8
+    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, {split, false}),
+              cudaErrorInvalidValue);
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 8, fp8, 2, 8, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 16
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 16, cuda::Fp8Weight{dq.p, nullptr}, 2, 16, dy.p, false, 2, 17, 0.f, nullptr),
             cudaErrorInvalidValue);

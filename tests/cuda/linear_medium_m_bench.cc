@@ -5,6 +5,9 @@
 // bf16, 1 for FP8 / INT8 plus a scale a row), inputs and outputs once at the copy bandwidth measured
 // in this run. Weights rotate through copies larger than L2 and a timing's launches are one CUDA
 // graph, as in linear_small_m_bench. GLA_BENCH_OUT=DIR: DIR/linear-medium-m.json.
+// A second table times the kernel's forms (cuda::MediumMTuning: the cluster's split capped, 64-feature
+// blocks) at 17-64 rows, with FP8 and bf16 rows, against the engine's FP8 path there (inputs
+// quantized to FP8, cuBLASLt's FP8 GEMM) and cuBLAS's bf16 GEMM.
 // --profile: no timing; each kernel launched once (after a warm-up launch) at a few shapes, for
 // Nsight Compute (deploy/gpu-profile.sh medium) to say what bounds the medium-M kernel.
 #include <cublas_v2.h>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "kernels/linear.h"
+#include "kernels/linear_fp8.h"
 #include "tests/cuda/bench_report.h"
 #include "tests/cuda/bench_util.h"
 #include "tests/cuda/device_ceilings.h"
@@ -75,6 +79,87 @@ int Profile() {
               "128; each twice\n");
   cublasDestroy(cublas);
   return 0;
+}
+
+// The forms of the kernel (MediumMTuning) side by side at 17-64 rows, FP8 and bf16 rows, with the
+// paths the engine takes there now: FP8 inputs quantized then cuBLASLt's FP8 GEMM, cuBLAS's bf16.
+void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void* pool, size_t pool_bytes,
+                const __nv_bfloat16* x, __nv_bfloat16* y, const float* scales, cublasHandle_t cublas,
+                cudaStream_t stream) {
+  constexpr int kMaxM = 64;
+  uint8_t* xq;
+  float* xscale;
+  void* workspace;
+  constexpr size_t kWorkspace = size_t{32} << 20;
+  CHECK(cudaMalloc(&xq, size_t{kMaxM} * 8192));
+  CHECK(cudaMalloc(&xscale, kMaxM * sizeof(float)));
+  CHECK(cudaMalloc(&workspace, kWorkspace));
+  gla::cuda::LinearFp8Gemm fp8_gemm;
+  const bool have_fp8_gemm = fp8_gemm.Init(workspace, kWorkspace) == CUBLAS_STATUS_SUCCESS;
+  const gla::cuda::MediumMTuning forms[] = {{0, false}, {4, false}, {2, false}, {0, true}, {4, true}};
+  const char* form_names[] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4"};
+  std::printf("\n| shape | M | rows | floor us | engine path us | default us | split<=4 us | split<=2 us | narrow us | "
+              "narrow split<=4 us | best of floor |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (const Shape& s : shapes) {
+    const size_t bytes = size_t(s.N) * s.K * 2;
+    const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
+    auto weights = [&](int c) {
+      return reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(pool) +
+                                                    (size_t(c) * bytes) % (pool_bytes - bytes + 1) / 256 * 256);
+    };
+    auto w8 = [&](int c) { return gla::cuda::Fp8Weight{reinterpret_cast<const uint8_t*>(weights(c)), scales}; };
+    for (int M : {17, 32, 48, 64}) {
+      const double io = 2.0 * M * (s.K + s.N);
+      for (bool one_byte : {true, false}) {
+        const double floor_us =
+            report.ceilings().BytesSeconds(one_byte ? double(s.N) * s.K + 4.0 * s.N + io : double(bytes) + io) * 1e6;
+        double engine_us = -1;
+        if (!one_byte) {
+          engine_us = GraphLaunchUs([&](int c, cudaStream_t) {
+            if (gla::cuda::LinearBf16(cublas, x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS)
+              std::exit(1);
+          }, copies, stream);
+        } else if (have_fp8_gemm) {
+          engine_us = GraphLaunchUs([&](int c, cudaStream_t st) {
+            CHECK(gla::cuda::QuantizeRowsFp8(x, s.K, M, s.K, xq, s.K, xscale, st));
+            if (fp8_gemm.Run({xq, xscale, s.K}, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st) != CUBLAS_STATUS_SUCCESS)
+              std::exit(1);
+          }, copies, stream);
+        }
+        double form_us[5], best = 1e30;
+        for (int f = 0; f < 5; ++f) {
+          const bool applies = M <= 32 || !forms[f].narrow_features;
+          form_us[f] = !applies ? -1
+                       : one_byte
+                           ? GraphLaunchUs([&](int c, cudaStream_t st) {
+                               CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st,
+                                                                 forms[f]));
+                             }, copies, stream)
+                           : GraphLaunchUs([&](int c, cudaStream_t st) {
+                               CHECK(gla::cuda::LinearMediumM(x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f, st,
+                                                              forms[f]));
+                             }, copies, stream);
+          if (applies) best = std::min(best, form_us[f]);
+        }
+        std::printf("| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n", s.name, M,
+                    one_byte ? "fp8" : "bf16", floor_us, engine_us, form_us[0], form_us[1], form_us[2], form_us[3],
+                    form_us[4], 100.0 * floor_us / best);
+        auto& row = report.AddRow()
+                        .Str("table", "forms")
+                        .Str("shape", s.name)
+                        .Num("M", M)
+                        .Str("rows", one_byte ? "fp8" : "bf16")
+                        .Num("floor_us", floor_us)
+                        .Num("engine_path_us", engine_us);
+        for (int f = 0; f < 5; ++f) row.Num(std::string(form_names[f]) + "_us", form_us[f]);
+      }
+    }
+  }
+  std::printf("\nengine path: fp8 rows, the inputs quantized (QuantizeRowsFp8) then cuBLASLt's FP8 GEMM; bf16 rows, "
+              "cuBLAS. -1: not run (narrow: M <= 32 only; no FP8 GEMM here).\n");
+  CHECK(cudaFree(xq));
+  CHECK(cudaFree(xscale));
+  CHECK(cudaFree(workspace));
 }
 
 }  // namespace
@@ -168,6 +253,7 @@ int main(int argc, char** argv) {
           .Num("int8_dequant_cublas_us", int8_dequant);
     }
   }
+  FormsTable(report, shapes, pool, pool_bytes, x, y, scales, cublas, stream);
   CHECK(cudaFree(pool));
   CHECK(cudaFree(x));
   CHECK(cudaFree(y));
