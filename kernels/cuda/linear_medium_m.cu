@@ -11,9 +11,9 @@
 // memory (cp.async, kStages deep) and each warp reuses every input fragment across its feature
 // tiles and every weight fragment across its token tiles.
 //
-// Tiling: a block owns BF = 128 features (64: MediumMTuning::narrow_features) and BT tokens (32, 64 or 128 by M) and a share of K;
-// 8 warps as WARPS_F x WARPS_T, a warp 16 WF features x 8 WT tokens (mma.sync m16n8k16: weights are
-// the 16-row A operand, tokens the 8-column B operand). K goes in tiles of kBK = 64; in a tile, lane
+// Tiling: a block owns BF = 128 features (64: MediumMTuning::narrow_features) and BT tokens (32,
+// 64 or 128 by M) and a share of K; 8 warps as WARPS_F x WARPS_T, a warp 16 WF features x 8 WT
+// tokens (mma.sync m16n8k16: weights are the 16-row A operand, tokens the 8-column B operand). K goes in tiles of kBK = 64; in a tile, lane
 // (g = lane / 4, t = lane % 4) takes k = 16 t ... 16 t + 15 of its rows for both operands (the mma's
 // k order is then a permutation of the real one, the same for both, which a dot product does not
 // see). Split K: where the feature and token tiles alone leave the GPU's SMs idle, CK blocks of a
@@ -50,8 +50,8 @@ namespace cg = cooperative_groups;
 constexpr int kThreads = 256, kBK = 64, kStages = 4, kMaxCluster = 8;
 constexpr int kRedPad = 4;  // the partial-sum rows padded so a warp's fragment stores hit distinct banks
 
-// 16 bytes from global to shared memory (dst: a shared-window address), bypassing L1; src_bytes 0 fills the 16 bytes with zeros
-// (rows past N or M, chunks past K) without reading.
+// 16 bytes from global to shared memory (dst: a shared-window address), bypassing L1; src_bytes 0
+// fills the 16 bytes with zeros (rows past N or M, chunks past K) without reading.
 __device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* global, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(src_bytes));
 }
@@ -139,11 +139,12 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   // Nsight Compute, 2026-12-06: 5.0M instructions against cuBLAS's 0.9M at the same GEMM).
   constexpr int kWeightCopies = BF * kWeightChunksPerRow / kThreads, kWeightRowStep = kThreads / kWeightChunksPerRow;
   constexpr int kInputCopies = BT * 8 / kThreads, kInputRowStep = kThreads / 8;
-  static_assert(kWeightCopies * kThreads == BF * kWeightChunksPerRow && kWeightRowStep * kWeightChunksPerRow == kThreads,
+  static_assert(kWeightCopies * kThreads == BF * kWeightChunksPerRow &&
+                    kWeightRowStep * kWeightChunksPerRow == kThreads,
                 "a stage's weight chunks divide evenly over the threads");
   static_assert(kInputCopies * kThreads == BT * 8, "a stage's input chunks divide evenly over the threads");
-  const int wc = static_cast<int>(threadIdx.x) % kWeightChunksPerRow, wrow0 = static_cast<int>(threadIdx.x) / kWeightChunksPerRow;
-  const int ic = static_cast<int>(threadIdx.x) % 8, irow0 = static_cast<int>(threadIdx.x) / 8;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int wc = tid % kWeightChunksPerRow, wrow0 = tid / kWeightChunksPerRow, ic = tid % 8, irow0 = tid / 8;
   const uint4* wsrc[kWeightCopies];
   uint32_t wdst[kWeightCopies];
   bool wok[kWeightCopies];
@@ -349,8 +350,10 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
   // blocks of 128 tokens side by side).
   if (m <= 32 && tuning.narrow_features)
     return LaunchMediumM<Rows, 1, 2, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
-  if (m <= 32) return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
-  if (m <= 64) return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+  if (m <= 32)
+    return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+  if (m <= 64)
+    return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
   return LaunchMediumM<Rows, 2, 8, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
 }
 

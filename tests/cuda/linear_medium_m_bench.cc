@@ -99,7 +99,8 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
   const gla::cuda::MediumMTuning forms[] = {{0, false}, {4, false}, {2, false}, {0, true}, {4, true}};
   const char* form_names[] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4"};
   std::printf("\n| shape | M | rows | floor us | engine path us | default us | split<=4 us | split<=2 us | narrow us | "
-              "narrow split<=4 us | best of floor |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "narrow split<=4 us | best of floor |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
     const size_t bytes = size_t(s.N) * s.K * 2;
     const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
@@ -116,7 +117,8 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
         double engine_us = -1;
         if (!one_byte) {
           engine_us = GraphLaunchUs([&](int c, cudaStream_t) {
-            if (gla::cuda::LinearBf16(cublas, x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f) != CUBLAS_STATUS_SUCCESS)
+            if (gla::cuda::LinearBf16(cublas, x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f) !=
+                CUBLAS_STATUS_SUCCESS)
               std::exit(1);
           }, copies, stream);
         } else if (have_fp8_gemm) {
