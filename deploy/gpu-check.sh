@@ -352,6 +352,7 @@ if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
   # Time limits: a kernel that has never run on a GPU (a cluster that does not meet must not eat the call).
   check medium_kernel_tests timeout 150 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearMediumM*'
   check medium_bench timeout 150 gpu-bundle/run linear_medium_m_bench
+  check medium_trace timeout 60 gpu-bundle/run linear_medium_m_bench --trace  # where a launch's time goes
   if [ "${GLA_MEDIUM_ENGINE_TESTS:-1}" = 1 ]; then  # 0: without the engine's tests (they ran in an earlier call)
     check medium_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*DecodeStepsMatchCpu*:*Refusal*'
     grep -h "\[ measure \].*decode steps of" "$out/medium_engine_tests.txt" | tee -a "$out/summary.txt"

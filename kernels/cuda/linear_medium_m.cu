@@ -13,13 +13,13 @@
 //
 // Tiling: a block owns BF = 128 features (64: MediumMTuning::narrow_features) and BT tokens (32,
 // 64 or 128 by M) and a share of K; 8 warps as WARPS_F x WARPS_T, a warp 16 WF features x 8 WT
-// tokens (mma.sync m16n8k16: weights are the 16-row A operand, tokens the 8-column B operand). K goes in tiles of kBK = 64; in a tile, lane
-// (g = lane / 4, t = lane % 4) takes k = 16 t ... 16 t + 15 of its rows for both operands (the mma's
-// k order is then a permutation of the real one, the same for both, which a dot product does not
-// see). Split K: where the feature and token tiles alone leave the GPU's SMs idle, CK blocks of a
-// thread-block cluster take consecutive shares of K and add their partial sums through distributed
-// shared memory in rank order (deterministic: no atomics), each block writing a share of the
-// outputs.
+// tokens (mma.sync m16n8k16: weights are the 16-row A operand, tokens the 8-column B operand). K
+// goes in tiles of kBK = 64; in a tile, lane (g = lane / 4, t = lane % 4) takes k = 16 t ... 16 t +
+// 15 of its rows for both operands (the mma's k order is then a permutation of the real one, the
+// same for both, which a dot product does not see). Split K: where the feature and token tiles
+// alone leave the GPU's SMs idle, CK blocks of a thread-block cluster take consecutive shares of K
+// and add their partial sums through distributed shared memory in rank order (deterministic: no
+// atomics), each block writing a share of the outputs.
 //
 // Measured (H100, 2026-12-06, linear_medium_m_bench; docs/quantization.md "The medium-M kernel"):
 // correct, but the weights stream at 17-53% of the copy rate (bf16 rows) and 9-33% (one-byte) at
@@ -55,6 +55,13 @@ constexpr int kRedPad = 4;  // the partial-sum rows padded so a warp's fragment 
 __device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* global, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global), "r"(src_bytes));
 }
+// The GPU's nanosecond clock (the same on every SM), for MediumMTuning::trace.
+__device__ __forceinline__ uint64_t GlobalTimerNs() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 __device__ __forceinline__ void CommitAsync() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void WaitAsync() {
@@ -112,7 +119,19 @@ struct SmemLayout {
 template <class Rows, int WF, int WT, int WARPS_F>
 __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
                                                           const Rows rows, int64_t N, int64_t K, int M, void* y,
-                                                          bool y_bf16, int64_t y_stride, float beta) {
+                                                          bool y_bf16, int64_t y_stride, float beta,
+                                                          uint64_t* __restrict__ trace) {
+  // MediumMTuning::trace: thread 0 of each block stamps the GPU clock at its start, when its first
+  // tile has landed, at the end of its K loop, when the cluster's partial sums are visible, and when
+  // its outputs are written, with its SM (kMediumMTraceFields values a block, by linear block id).
+  uint64_t* stamp = nullptr;
+  if (trace != nullptr && threadIdx.x == 0) {
+    stamp = trace + kMediumMTraceFields * (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
+    stamp[0] = GlobalTimerNs();
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    stamp[5] = sm;
+  }
   constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T, BF = 16 * WF * WARPS_F;
   using Layout = SmemLayout<Rows, BT, BF>;
   using Tile = WeightTile<Rows>;
@@ -208,6 +227,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
     const int i = kt - kt_begin;
     WaitAsync<kStages - 2>();  // this tile's group has landed (for this thread) ...
     __syncthreads();           // ... and for every thread; the stage refilled below is free
+    if (stamp != nullptr && kt == kt_begin) stamp[1] = GlobalTimerNs();
     const int next = kt + kStages - 1;
     if (next < kt_end) {
       load_weights((i + kStages - 1) % kStages, next);
@@ -248,6 +268,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   }
   WaitAsync<0>();
   __syncthreads();  // every warp is done with the pipeline's shared memory
+  if (stamp != nullptr) stamp[2] = GlobalTimerNs();
 
   // Partial sums to shared memory as red[token][feature]: acc[f][j] holds (feature g, token 2t),
   // (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1) of its tile pair.
@@ -270,6 +291,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   } else {
     __syncthreads();
   }
+  if (stamp != nullptr) stamp[3] = GlobalTimerNs();
 
   // Block `rank` writes tokens [lo, hi) of the tile: the partial sums of ranks 0 .. ck - 1 added in
   // that order, scaled, the residual added, stored with consecutive threads on consecutive features.
@@ -285,6 +307,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
     }
     small_m::Store(y, y_bf16, (t0 + m) * y_stride + n0 + n, small_m::Scaled<Rows>(v, rows.Scale(n0 + n)), beta);
   }
+  if (stamp != nullptr) stamp[4] = GlobalTimerNs();  // thread 0's outputs written (its warp-mates' alike)
   // No block leaves while another reads its shared memory. Nothing to publish: a relaxed arrive,
   // without the release's GPU-wide fence (MEMBAR.ALL.GPU in the SASS of cluster.sync(); Nsight
   // Compute counted about a cycle of "membar" stall per instruction issued, 2026-12-06).
@@ -296,7 +319,8 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
 
 template <class Rows, int WF, int WT, int WARPS_F>
 cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
-                          bool y_bf16, int64_t y_stride, int M, float beta, int max_split, cudaStream_t stream) {
+                          bool y_bf16, int64_t y_stride, int M, float beta, int max_split, uint64_t* trace,
+                          cudaStream_t stream) {
   constexpr int BT = 8 * WT * (8 / WARPS_F), BF = 16 * WF * WARPS_F;
   constexpr int smem = SmemLayout<Rows, BT, BF>::kBytes;
   auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F>;
@@ -334,7 +358,7 @@ cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& 
   config.stream = stream;
   config.attrs = attr;
   config.numAttrs = ck > 1 ? 2 : 1;
-  return cudaLaunchKernelEx(&config, kernel, x, x_stride, rows, N, K, M, y, y_bf16, y_stride, beta);
+  return cudaLaunchKernelEx(&config, kernel, x, x_stride, rows, N, K, M, y, y_bf16, y_stride, beta, trace);
 }
 
 template <class Rows>
@@ -349,12 +373,16 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
   // x 16, 64 features a block), 64 (4 x 2 warps, 32 x 32) or 128 (4 x 2, 32 x 64; above 128 rows,
   // blocks of 128 tokens side by side).
   if (m <= 32 && tuning.narrow_features)
-    return LaunchMediumM<Rows, 1, 2, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+    return LaunchMediumM<Rows, 1, 2, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split,
+                                        tuning.trace, stream);
   if (m <= 32)
-    return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+    return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split,
+                                        tuning.trace, stream);
   if (m <= 64)
-    return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
-  return LaunchMediumM<Rows, 2, 8, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, stream);
+    return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split,
+                                        tuning.trace, stream);
+  return LaunchMediumM<Rows, 2, 8, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
+                                      stream);
 }
 
 }  // namespace

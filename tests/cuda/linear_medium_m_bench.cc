@@ -8,6 +8,7 @@
 // A second table times the kernel's forms (cuda::MediumMTuning: the cluster's split capped, 64-feature
 // blocks) at 17-64 rows, with FP8 and bf16 rows, against the engine's FP8 path there (inputs
 // quantized to FP8, cuBLASLt's FP8 GEMM) and cuBLAS's bf16 GEMM.
+// --trace: a timeline of one launch from the kernel's own clock stamps (Trace below).
 // --profile: no timing; each kernel launched once (after a warm-up launch) at a few shapes, for
 // Nsight Compute (deploy/gpu-profile.sh medium) to say what bounds the medium-M kernel.
 #include <cublas_v2.h>
@@ -81,6 +82,98 @@ int Profile() {
   return 0;
 }
 
+// --trace: where a launch's time goes, from the kernel's own per-block stamps of the GPU clock
+// (MediumMTuning::trace): one traced launch (after a warm-up one) per shape, row count, weight
+// format and form, each block's start, first tile landed, end of its K loop, partial sums visible
+// to its cluster and outputs written. Printed: the launch's span on the GPU against the weight
+// floor, how late the last block started, and the median and last block at each stage.
+int Trace() {
+  const gla::bench::DeviceCeilings ceilings = gla::bench::MeasureDeviceCeilings();
+  const Shape shapes[] = {{"1.3B in-proj", 6160, 2048}, {"1.3B gate+up", 11264, 2048}, {"1.3B down", 2048, 5632},
+                          {"340M in-proj", 3088, 1024}};
+  void* w;
+  __nv_bfloat16 *x, *y;
+  float* scales;
+  uint64_t* trace;
+  constexpr size_t kTraceValues = size_t{1} << 18;
+  CHECK(cudaMalloc(&w, size_t{11264} * 5632 * 2));
+  CHECK(cudaMemset(w, 0x3C, size_t{11264} * 5632 * 2));
+  CHECK(cudaMalloc(&x, size_t{64} * 11264 * 2));
+  CHECK(cudaMemset(x, 0x3C, size_t{64} * 11264 * 2));
+  CHECK(cudaMalloc(&y, size_t{64} * 11264 * 2));
+  CHECK(cudaMalloc(&scales, 11264 * sizeof(float)));
+  CHECK(cudaMemset(scales, 0, 11264 * sizeof(float)));
+  CHECK(cudaMalloc(&trace, kTraceValues * sizeof(uint64_t)));
+  void* flush;  // written before each traced launch: its weights come from DRAM, not L2
+  constexpr size_t kFlushBytes = size_t{128} << 20;
+  CHECK(cudaMalloc(&flush, kFlushBytes));
+  std::vector<uint64_t> host(kTraceValues);
+  const auto* wb = static_cast<const __nv_bfloat16*>(w);
+  const gla::cuda::Fp8Weight w8{static_cast<const uint8_t*>(w), scales};
+  std::printf("| shape | M | rows | form | blocks | floor us | span us | last start us | "
+              "first tile: median / last us | loop: median / last us | cluster: median us | stores: median us | last loop end us |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (const Shape& s : shapes)
+    for (int M : {17, 32, 64})
+      for (bool one_byte : {true, false})
+        for (bool narrow : {false, true}) {
+          if (narrow && M > 32) continue;
+          gla::cuda::MediumMTuning tuning{0, narrow, nullptr};
+          auto launch = [&] {
+            if (one_byte)
+              CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8, s.N, s.K, y, true, s.N, M, 0.f, nullptr, tuning));
+            else
+              CHECK(gla::cuda::LinearMediumM(x, s.K, wb, s.N, s.K, y, true, s.N, M, 0.f, nullptr, tuning));
+          };
+          launch();  // warm-up: the attribute calls, the first launch's costs
+          CHECK(cudaMemset(trace, 0, kTraceValues * sizeof(uint64_t)));
+          CHECK(cudaMemset(flush, 1, kFlushBytes));
+          CHECK(cudaDeviceSynchronize());
+          tuning.trace = trace;
+          launch();
+          CHECK(cudaDeviceSynchronize());
+          CHECK(cudaMemcpy(host.data(), trace, host.size() * sizeof(uint64_t), cudaMemcpyDeviceToHost));
+          constexpr int F = gla::cuda::kMediumMTraceFields;
+          std::vector<const uint64_t*> blocks;
+          for (size_t b = 0; b + F <= host.size(); b += F)
+            if (host[b] != 0) blocks.push_back(&host[b]);
+          if (blocks.empty()) {
+            std::fprintf(stderr, "no trace\n");
+            return 1;
+          }
+          uint64_t t0 = blocks[0][0];
+          for (const uint64_t* b : blocks) t0 = std::min(t0, b[0]);
+          auto stage = [&](int from, int to) {  // median and largest (to - from) over the blocks, us
+            std::vector<double> d;
+            for (const uint64_t* b : blocks) d.push_back(1e-3 * double(b[to] - b[from]));
+            std::sort(d.begin(), d.end());
+            return std::pair{d[d.size() / 2], d.back()};
+          };
+          auto last = [&](int field) {  // the last block's stamp, us after the first start
+            uint64_t m = 0;
+            for (const uint64_t* b : blocks) m = std::max(m, b[field]);
+            return 1e-3 * double(m - t0);
+          };
+          const double weight_bytes = double(s.N) * s.K * (one_byte ? 1 : 2);
+          const double floor_us = ceilings.BytesSeconds(weight_bytes + 2.0 * M * (s.K + s.N)) * 1e6;
+          const auto first = stage(0, 1), loop = stage(1, 2), cluster = stage(2, 3), stores = stage(3, 4);
+          std::printf("| %s | %d | %s | %s | %zu | %.2f | %.2f | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f | %.2f | "
+                      "%.2f |\n",
+                      s.name, M, one_byte ? "fp8" : "bf16", narrow ? "narrow" : "default", blocks.size(), floor_us,
+                      last(4), last(0), first.first, first.second, loop.first, loop.second, cluster.first,
+                      stores.first, last(2));
+        }
+  std::printf("\nus from the first block's start (GPU clock, %%globaltimer); floor: the weights, inputs and outputs "
+              "at the copy bandwidth measured here (%.2f TB/s).\n", ceilings.copy_bytes_per_s * 1e-12);
+  CHECK(cudaFree(w));
+  CHECK(cudaFree(x));
+  CHECK(cudaFree(y));
+  CHECK(cudaFree(scales));
+  CHECK(cudaFree(trace));
+  CHECK(cudaFree(flush));
+  return 0;
+}
+
 // The forms of the kernel (MediumMTuning) side by side at 17-64 rows, FP8 and bf16 rows, with the
 // paths the engine takes there now: FP8 inputs quantized then cuBLASLt's FP8 GEMM, cuBLAS's bf16.
 void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void* pool, size_t pool_bytes,
@@ -96,7 +189,8 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
   CHECK(cudaMalloc(&workspace, kWorkspace));
   gla::cuda::LinearFp8Gemm fp8_gemm;
   const bool have_fp8_gemm = fp8_gemm.Init(workspace, kWorkspace) == CUBLAS_STATUS_SUCCESS;
-  const gla::cuda::MediumMTuning forms[] = {{0, false}, {4, false}, {2, false}, {0, true}, {4, true}};
+  const gla::cuda::MediumMTuning forms[] = {
+      {0, false, nullptr}, {4, false, nullptr}, {2, false, nullptr}, {0, true, nullptr}, {4, true, nullptr}};
   const char* form_names[] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4"};
   std::printf("\n| shape | M | rows | floor us | engine path us | default us | split<=4 us | split<=2 us | narrow us | "
               "narrow split<=4 us | best of floor |\n"
@@ -169,7 +263,8 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
 int main(int argc, char** argv) {
   if (argc > 1) {
     if (std::string(argv[1]) == "--profile") return Profile();
-    std::fprintf(stderr, "usage: linear_medium_m_bench [--profile]\n");
+    if (std::string(argv[1]) == "--trace") return Trace();
+    std::fprintf(stderr, "usage: linear_medium_m_bench [--profile | --trace]\n");
     return 2;
   }
   gla::bench::BenchReport report("linear-medium-m", gla::bench::MeasureDeviceCeilings());
