@@ -8,6 +8,7 @@
 // A second table times the kernel's forms (cuda::MediumMTuning: the cluster's split capped, 64-feature
 // blocks) at 17-64 rows, with FP8 and bf16 rows, against the engine's FP8 path there (inputs
 // quantized to FP8, cuBLASLt's FP8 GEMM) and cuBLAS's bf16 GEMM.
+// --forms: the second table alone.
 // --trace: a timeline of one launch from the kernel's own clock stamps (Trace below).
 // --profile: no timing; each kernel launched once (after a warm-up launch) at a few shapes, for
 // Nsight Compute (deploy/gpu-profile.sh medium) to say what bounds the medium-M kernel.
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -261,10 +263,11 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1) {
+  const bool forms_only = argc > 1 && std::string(argv[1]) == "--forms";
+  if (argc > 1 && !forms_only) {
     if (std::string(argv[1]) == "--profile") return Profile();
     if (std::string(argv[1]) == "--trace") return Trace();
-    std::fprintf(stderr, "usage: linear_medium_m_bench [--profile | --trace]\n");
+    std::fprintf(stderr, "usage: linear_medium_m_bench [--forms | --profile | --trace]\n");
     return 2;
   }
   gla::bench::BenchReport report("linear-medium-m", gla::bench::MeasureDeviceCeilings());
@@ -300,7 +303,7 @@ int main(int argc, char** argv) {
   std::printf("| shape | N x K | M | bf16 floor us | cuBLAS us | medium us | medium of floor | vs cuBLAS | byte floor us "
               "| fp8 medium us | fp8 of floor | int8 medium us | int8 dequant+cuBLAS us | int8 of floor |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  for (const Shape& s : shapes) {
+  for (const Shape& s : forms_only ? std::span<const Shape>() : std::span<const Shape>(shapes)) {
     const size_t bytes = size_t(s.N) * s.K * 2;
     const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
     auto weights = [&](int c) {
