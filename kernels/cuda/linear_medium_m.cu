@@ -223,19 +223,21 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   }
 
   float acc[WF][WT][4] = {};
-  for (int kt = kt_begin; kt < kt_end; ++kt) {
-    const int i = kt - kt_begin;
+  // Tile kt lives in stage (kt - kt_begin) % kStages. The loop is unrolled by the stages so that each
+  // copy of its body knows its stage at compile time: its shared-memory addresses are then a base
+  // and constants, not worked out per tile.
+  auto tile = [&](const int stage, const int kt) {
     WaitAsync<kStages - 2>();  // this tile's group has landed (for this thread) ...
     __syncthreads();           // ... and for every thread; the stage refilled below is free
     if (stamp != nullptr && kt == kt_begin) stamp[1] = GlobalTimerNs();
     const int next = kt + kStages - 1;
     if (next < kt_end) {
-      load_weights((i + kStages - 1) % kStages, next);
-      load_inputs((i + kStages - 1) % kStages, next);
+      load_weights((stage + kStages - 1) % kStages, next);
+      load_inputs((stage + kStages - 1) % kStages, next);
     }
     CommitAsync();
-    const uint8_t* wtile = weight_stage(i % kStages);
-    const uint8_t* xtile = input_stage(i % kStages);
+    const uint8_t* wtile = weight_stage(stage);
+    const uint8_t* xtile = input_stage(stage);
     Tile w[WF][2];
 #pragma unroll
     for (int f = 0; f < WF; ++f)
@@ -265,6 +267,11 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
           MmaBf16(acc[f][j], a[f][0].z, a[f][1].z, a[f][0].w, a[f][1].w, b[j].z, b[j].w);
         }
     }
+  };
+  for (int kt0 = kt_begin; kt0 < kt_end; kt0 += kStages) {
+#pragma unroll
+    for (int stage = 0; stage < kStages; ++stage)
+      if (kt0 + stage < kt_end) tile(stage, kt0 + stage);
   }
   WaitAsync<0>();
   __syncthreads();  // every warp is done with the pipeline's shared memory
