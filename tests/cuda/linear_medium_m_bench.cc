@@ -35,6 +35,21 @@ struct Shape {
   int64_t N, K;
 };
 
+// A matrix's copies spread over a pool larger than L2: launch c of a timing reads copy c, from DRAM
+// as a decode step reads its weights (bf16 `bytes` each; the one-byte views read the first half).
+struct RotatingWeights {
+  void* pool;
+  size_t pool_bytes, bytes;
+  const float* scales;
+  int Copies() const { return static_cast<int>(std::max<size_t>(4, pool_bytes / bytes)); }
+  const __nv_bfloat16* Bf16(int c) const {
+    return reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(pool) +
+                                                  (size_t(c) * bytes) % (pool_bytes - bytes + 1) / 256 * 256);
+  }
+  gla::cuda::Fp8Weight Fp8(int c) const { return {reinterpret_cast<const uint8_t*>(Bf16(c)), scales}; }
+  gla::cuda::Int8Weight Int8(int c) const { return {reinterpret_cast<const int8_t*>(Bf16(c)), scales}; }
+};
+
 // One launch of each path at the shapes the profile looks at (gla-1.3B in-proj and down at 17, 32
 // and 128 rows; the decode-sized kernels at 16 for comparison), each after a warm-up launch of its
 // own; the same weights every time.
@@ -198,13 +213,11 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
               "narrow split<=4 us | best of floor |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
-    const size_t bytes = size_t(s.N) * s.K * 2;
-    const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
-    auto weights = [&](int c) {
-      return reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(pool) +
-                                                    (size_t(c) * bytes) % (pool_bytes - bytes + 1) / 256 * 256);
-    };
-    auto w8 = [&](int c) { return gla::cuda::Fp8Weight{reinterpret_cast<const uint8_t*>(weights(c)), scales}; };
+    const RotatingWeights rotating{pool, pool_bytes, size_t(s.N) * s.K * 2, scales};
+    const size_t bytes = rotating.bytes;
+    const int copies = rotating.Copies();
+    auto weights = [&](int c) { return rotating.Bf16(c); };
+    auto w8 = [&](int c) { return rotating.Fp8(c); };
     for (int M : {17, 32, 48, 64}) {
       const double io = 2.0 * M * (s.K + s.N);
       for (bool one_byte : {true, false}) {
@@ -304,14 +317,12 @@ int main(int argc, char** argv) {
               "| fp8 medium us | fp8 of floor | int8 medium us | int8 dequant+cuBLAS us | int8 of floor |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : forms_only ? std::span<const Shape>() : std::span<const Shape>(shapes)) {
-    const size_t bytes = size_t(s.N) * s.K * 2;
-    const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
-    auto weights = [&](int c) {
-      return reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(pool) +
-                                                    (size_t(c) * bytes) % (pool_bytes - bytes + 1) / 256 * 256);
-    };
-    auto w8 = [&](int c) { return gla::cuda::Fp8Weight{reinterpret_cast<const uint8_t*>(weights(c)), scales}; };
-    auto wi = [&](int c) { return gla::cuda::Int8Weight{reinterpret_cast<const int8_t*>(weights(c)), scales}; };
+    const RotatingWeights rotating{pool, pool_bytes, size_t(s.N) * s.K * 2, scales};
+    const size_t bytes = rotating.bytes;
+    const int copies = rotating.Copies();
+    auto weights = [&](int c) { return rotating.Bf16(c); };
+    auto w8 = [&](int c) { return rotating.Fp8(c); };
+    auto wi = [&](int c) { return rotating.Int8(c); };
     for (int M : ms) {
       const double io = 2.0 * M * (s.K + s.N);
       const double floor_us = report.ceilings().BytesSeconds(double(bytes) + io) * 1e6;
