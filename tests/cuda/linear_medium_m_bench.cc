@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -101,9 +102,10 @@ int Profile() {
 
 // --trace: where a launch's time goes, from the kernel's own per-block stamps of the GPU clock
 // (MediumMTuning::trace): one traced launch (after a warm-up one) per shape, row count, weight
-// format and form, each block's start, first tile landed, end of its K loop, partial sums visible
-// to its cluster and outputs written. Printed: the launch's span on the GPU against the weight
-// floor, how late the last block started, and the median and last block at each stage.
+// format and form (default, 64-feature blocks, split over at most 2 blocks), each block's start,
+// first tile landed, end of its K loop, partial sums visible to its cluster and outputs written.
+// Printed: the launch's span on the GPU against the weight floor, the most blocks any SM ran, how
+// late the last block started, and the median and last block at each stage.
 int Trace() {
   const gla::bench::DeviceCeilings ceilings = gla::bench::MeasureDeviceCeilings();
   const Shape shapes[] = {{"1.3B in-proj", 6160, 2048}, {"1.3B gate+up", 11264, 2048}, {"1.3B down", 2048, 5632},
@@ -127,15 +129,18 @@ int Trace() {
   std::vector<uint64_t> host(kTraceValues);
   const auto* wb = static_cast<const __nv_bfloat16*>(w);
   const gla::cuda::Fp8Weight w8{static_cast<const uint8_t*>(w), scales};
-  std::printf("| shape | M | rows | form | blocks | floor us | span us | last start us | "
-              "first tile: median / last us | loop: median / last us | cluster: median us | stores: median us | last loop end us |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf("| shape | M | rows | form | blocks | most on an SM | floor us | span us | last start us | "
+              "first tile: median / last us | loop: median / last us | cluster: median us | stores: median us | "
+              "last loop end us |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes)
     for (int M : {17, 32, 64})
       for (bool one_byte : {true, false})
-        for (bool narrow : {false, true}) {
+        for (int form = 0; form < 3; ++form) {  // default, narrow (M <= 32), split <= 2
+          const bool narrow = form == 1;
           if (narrow && M > 32) continue;
-          gla::cuda::MediumMTuning tuning{0, narrow, nullptr};
+          gla::cuda::MediumMTuning tuning{form == 2 ? 2 : 0, narrow, nullptr};
+          const char* form_name = form == 0 ? "default" : narrow ? "narrow" : "split<=2";
           auto launch = [&] {
             if (one_byte)
               CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8, s.N, s.K, y, true, s.N, M, 0.f, nullptr, tuning));
@@ -158,6 +163,10 @@ int Trace() {
             std::fprintf(stderr, "no trace\n");
             return 1;
           }
+          std::map<uint64_t, int> per_sm;  // blocks that ran on each SM over the launch
+          for (const uint64_t* b : blocks) ++per_sm[b[5]];
+          int max_per_sm = 0;
+          for (const auto& [sm, n] : per_sm) max_per_sm = std::max(max_per_sm, n);
           uint64_t t0 = blocks[0][0];
           for (const uint64_t* b : blocks) t0 = std::min(t0, b[0]);
           auto stage = [&](int from, int to) {  // median and largest (to - from) over the blocks, us
@@ -174,9 +183,9 @@ int Trace() {
           const double weight_bytes = double(s.N) * s.K * (one_byte ? 1 : 2);
           const double floor_us = ceilings.BytesSeconds(weight_bytes + 2.0 * M * (s.K + s.N)) * 1e6;
           const auto first = stage(0, 1), loop = stage(1, 2), cluster = stage(2, 3), stores = stage(3, 4);
-          std::printf("| %s | %d | %s | %s | %zu | %.2f | %.2f | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f | %.2f | "
+          std::printf("| %s | %d | %s | %s | %zu | %d | %.2f | %.2f | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f | %.2f | "
                       "%.2f |\n",
-                      s.name, M, one_byte ? "fp8" : "bf16", narrow ? "narrow" : "default", blocks.size(), floor_us,
+                      s.name, M, one_byte ? "fp8" : "bf16", form_name, blocks.size(), max_per_sm, floor_us,
                       last(4), last(0), first.first, first.second, loop.first, loop.second, cluster.first,
                       stores.first, last(2));
         }
