@@ -128,12 +128,22 @@ constexpr int kMediumMMaxRows = 256;
 // nanosecond clock at the block's start, when its first tile has landed, at the end of its K loop,
 // when its cluster's partial sums are visible, when its outputs are written; then its SM. Room for
 // 8 x ceil(N / 64) x ceil(M / 32) blocks.
+// stripes (M <= 64): the striped form (kernels/cuda/linear_medium_m.cu): one wave of blocks, each
+// streaming a contiguous run of (feature tile, 64 of K) units across feature tiles, the tiles
+// shared by several blocks added through stripe_workspace (MediumMStripeWorkspaceBytes(N, K, M)
+// bytes or more, 256-byte aligned, zeroed once by the caller and left zeroed by every launch; one
+// launch at a time per workspace); max_split and narrow_features do not apply to it.
 constexpr int kMediumMTraceFields = 6;
 struct MediumMTuning {
   int max_split = 0;
   bool narrow_features = false;
   uint64_t* trace = nullptr;
+  bool stripes = false;
+  void* stripe_workspace = nullptr;
+  size_t stripe_workspace_bytes = 0;
 };
+// The striped form's workspace for these shapes on the current device; 0 where it does not apply.
+size_t MediumMStripeWorkspaceBytes(int64_t N, int64_t K, int64_t M);
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                           void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
                           const MediumMTuning& tuning = {});

@@ -114,6 +114,40 @@ struct SmemLayout {
   static constexpr int kBytes = kPipelineBytes > kRedBytes ? kPipelineBytes : kRedBytes;
 };
 
+// One staged tile (kBK of K) into a warp's sums: its WF x 16 weight rows from wf0 against its
+// WT x 8 input rows from wt0, lane (g, t) taking k = 16 t ... 16 t + 15 of both (the file's comment).
+template <class Rows, int WF, int WT>
+__device__ __forceinline__ void MmaStagedTile(float (&acc)[WF][WT][4], const uint8_t* wtile, const uint8_t* xtile,
+                                              int wf0, int wt0, int g, int t) {
+  using Tile = WeightTile<Rows>;
+  Tile w[WF][2];
+#pragma unroll
+  for (int f = 0; f < WF; ++f)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) w[f][r].Load(wtile, wf0 + 16 * f + g + 8 * r, t);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // k = 16 t + 8 h ... + 7: four bf16 pairs of each operand
+    uint4 a[WF][2], b[WT];
+#pragma unroll
+    for (int f = 0; f < WF; ++f)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) a[f][r] = w[f][r].Half(wtile, wf0 + 16 * f + g + 8 * r, t, h);
+#pragma unroll
+    for (int j = 0; j < WT; ++j) {
+      const int row = wt0 + 8 * j + g;
+      b[j] = *reinterpret_cast<const uint4*>(xtile + row * (kBK * 2) + ((2 * t + h) ^ (row & 1)) * 16);
+    }
+    // Step 0: pairs 0 and 1 (k + 0..3); step 1: pairs 2 and 3 (k + 4..7).
+#pragma unroll
+    for (int f = 0; f < WF; ++f)
+#pragma unroll
+      for (int j = 0; j < WT; ++j) {
+        MmaBf16(acc[f][j], a[f][0].x, a[f][1].x, a[f][0].y, a[f][1].y, b[j].x, b[j].y);
+        MmaBf16(acc[f][j], a[f][0].z, a[f][1].z, a[f][0].w, a[f][1].w, b[j].z, b[j].w);
+      }
+  }
+}
+
 // WF feature tiles (16 each) and WT token tiles (8 each) a warp; WARPS_F x (8 / WARPS_F) warps.
 // Grid: (CK, feature tiles, token tiles); cluster (CK, 1, 1) when CK > 1.
 template <class Rows, int WF, int WT, int WARPS_F>
@@ -236,37 +270,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
       load_inputs((stage + kStages - 1) % kStages, next);
     }
     CommitAsync();
-    const uint8_t* wtile = weight_stage(stage);
-    const uint8_t* xtile = input_stage(stage);
-    Tile w[WF][2];
-#pragma unroll
-    for (int f = 0; f < WF; ++f)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) w[f][r].Load(wtile, wf0 + 16 * f + g + 8 * r, t);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {  // k = 16 t + 8 h ... + 7: four bf16 pairs of each operand
-      uint4 a[WF][2], b[WT];
-#pragma unroll
-      for (int f = 0; f < WF; ++f)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = wf0 + 16 * f + g + 8 * r;
-          a[f][r] = w[f][r].Half(wtile, row, t, h);
-        }
-#pragma unroll
-      for (int j = 0; j < WT; ++j) {
-        const int row = wt0 + 8 * j + g;
-        b[j] = *reinterpret_cast<const uint4*>(xtile + row * (kBK * 2) + ((2 * t + h) ^ (row & 1)) * 16);
-      }
-      // Step 0: pairs 0 and 1 (k + 0..3); step 1: pairs 2 and 3 (k + 4..7).
-#pragma unroll
-      for (int f = 0; f < WF; ++f)
-#pragma unroll
-        for (int j = 0; j < WT; ++j) {
-          MmaBf16(acc[f][j], a[f][0].x, a[f][1].x, a[f][0].y, a[f][1].y, b[j].x, b[j].y);
-          MmaBf16(acc[f][j], a[f][0].z, a[f][1].z, a[f][0].w, a[f][1].w, b[j].z, b[j].w);
-        }
-    }
+    MmaStagedTile<Rows, WF, WT>(acc, weight_stage(stage), input_stage(stage), wf0, wt0, g, t);
   };
   for (int kt0 = kt_begin; kt0 < kt_end; kt0 += kStages) {
 #pragma unroll
@@ -324,6 +328,236 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   }
 }
 
+// The striped form (MediumMTuning::stripes; M <= BT, one token tile): the projection as units of
+// one feature tile x one kBK of K, in feature-major order, dealt to the grid (one wave: as many
+// blocks as fit the GPU at once) in contiguous runs. A block streams its run through one pipeline
+// that crosses feature tiles (the weights ask for a steady stream instead of every block's first
+// tiles at once, and the pipeline fills once a block, not once a feature tile), and at the end of
+// each feature tile in its run adds its sums to the outputs: alone where its run holds the whole
+// tile; otherwise it writes them to its slot of `partials` (slot = the block's place among the
+// tile's blocks, in run order), counts itself in with an atomic on the tile's counter, and the
+// block that counts last adds the slots in slot order (deterministic whichever finishes last),
+// writes the outputs and sets the counter back to zero for the next launch.
+template <class Rows, int WF, int WT, int WARPS_F>
+__global__ void __launch_bounds__(kThreads) StripedMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
+                                                           const Rows rows, int64_t N, int64_t K, int M, void* y,
+                                                           bool y_bf16, int64_t y_stride, float beta,
+                                                           float* __restrict__ partials, int* __restrict__ counters,
+                                                           int slots, uint64_t* __restrict__ trace) {
+  constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T, BF = 16 * WF * WARPS_F;
+  using Layout = SmemLayout<Rows, BT, BF>;
+  using Tile = WeightTile<Rows>;
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ int last_in;
+  uint64_t* stamp = nullptr;
+  if (trace != nullptr && threadIdx.x == 0) {
+    stamp = trace + kMediumMTraceFields * blockIdx.x;
+    stamp[0] = GlobalTimerNs();
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    stamp[5] = sm;
+  }
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+  const int wf0 = (warp % WARPS_F) * 16 * WF, wt0 = (warp / WARPS_F) * 8 * WT;
+  const int k_tiles = static_cast<int>((K + kBK - 1) / kBK), feature_tiles = static_cast<int>((N + BF - 1) / BF);
+  const int units = feature_tiles * k_tiles, blocks = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
+  const int u_begin = static_cast<int>(int64_t{b} * units / blocks);
+  const int u_end = static_cast<int>(int64_t{b + 1} * units / blocks);
+  // The block whose run holds unit u: the largest b' with b' units / blocks <= u.
+  auto owner = [&](int u) { return static_cast<int>((int64_t{u + 1} * blocks - 1) / units); };
+
+  constexpr int kWeightChunksPerRow = Tile::kRowBytes / 16;
+  constexpr int kWeightCopies = BF * kWeightChunksPerRow / kThreads, kWeightRowStep = kThreads / kWeightChunksPerRow;
+  constexpr int kInputCopies = BT * 8 / kThreads, kInputRowStep = kThreads / 8;
+  const int64_t weight_chunks = K / Rows::kWeightsPerChunk, input_chunks = K / 8;
+  const int wc = tid % kWeightChunksPerRow, wrow0 = tid / kWeightChunksPerRow, ic = tid % 8, irow0 = tid / 8;
+  uint32_t wdst[kWeightCopies], xdst[kInputCopies];
+  const __nv_bfloat16* xsrc[kInputCopies];
+  bool xok[kInputCopies];
+#pragma unroll
+  for (int i = 0; i < kWeightCopies; ++i) {
+    const int row = wrow0 + i * kWeightRowStep;
+    wdst[i] = static_cast<uint32_t>(row * Tile::kRowBytes + Tile::ChunkAt(row, wc) * 16);
+  }
+#pragma unroll
+  for (int i = 0; i < kInputCopies; ++i) {
+    const int row = irow0 + i * kInputRowStep;
+    xok[i] = row < M;
+    xsrc[i] = x + (xok[i] ? row * x_stride : 0) + ic * 8;
+    xdst[i] = static_cast<uint32_t>(row * (kBK * 2) + (ic ^ (row & 1)) * 16);
+  }
+  const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  // Unit (f, kt) into stage s: weight rows f BF ... of k-tile kt, and the inputs' k-tile kt.
+  auto load_unit = [&](int s, int f, int kt) {
+    const uint32_t dst = smem_base + static_cast<uint32_t>(s * Layout::kStageBytes);
+    const int64_t chunk = int64_t{kt} * kWeightChunksPerRow + wc;
+#pragma unroll
+    for (int i = 0; i < kWeightCopies; ++i) {
+      const int64_t n = int64_t{f} * BF + wrow0 + i * kWeightRowStep;
+      const bool ok = n < N && chunk < weight_chunks;
+      CopyAsync16(dst + wdst[i], ok ? rows.Row(n, K) + chunk : rows.Row(0, K), ok ? 16 : 0);
+    }
+    const int64_t k0 = int64_t{kt} * kBK;
+    const bool in_k = k0 / 8 + ic < input_chunks;
+#pragma unroll
+    for (int i = 0; i < kInputCopies; ++i) {
+      const bool ok = xok[i] && in_k;
+      CopyAsync16(dst + Layout::kWeightBytes + xdst[i], ok ? xsrc[i] + k0 : xsrc[i], ok ? 16 : 0);
+    }
+  };
+  // The partial sums' own shared memory, after the pipeline's (which keeps streaming the next units
+  // while a feature tile's sums are added): red[token][feature], as MediumMKernel's.
+  float* red = reinterpret_cast<float*>(smem + Layout::kPipelineBytes);
+  constexpr int kRedStride = BF + kRedPad;
+  float acc[WF][WT][4] = {};
+  // Feature tile f's sums are complete in this block's run: to the outputs, alone or through the slots.
+  auto flush = [&](int f) {
+#pragma unroll
+    for (int i = 0; i < WF; ++i)
+#pragma unroll
+      for (int j = 0; j < WT; ++j) {
+        const int feature = wf0 + 16 * i + g, token = wt0 + 8 * j + 2 * t;
+        red[token * kRedStride + feature] = acc[i][j][0];
+        red[(token + 1) * kRedStride + feature] = acc[i][j][1];
+        red[token * kRedStride + feature + 8] = acc[i][j][2];
+        red[(token + 1) * kRedStride + feature + 8] = acc[i][j][3];
+        acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+      }
+    __syncthreads();
+    const int first = owner(f * k_tiles), count = owner((f + 1) * k_tiles - 1) - first + 1;
+    const int64_t n0 = int64_t{f} * BF;
+    float* slot0 = partials + int64_t{f} * slots * BT * BF;
+    if (count > 1) {
+      float* mine = slot0 + int64_t{b - first} * BT * BF;
+      for (int e = tid; e < BT * BF; e += kThreads) mine[e] = red[(e / BF) * kRedStride + e % BF];
+      __threadfence();  // this block's slot is visible before it counts itself in
+      __syncthreads();
+      if (tid == 0) last_in = atomicAdd(counters + f, 1) == count - 1;
+      __syncthreads();
+      if (!last_in) return;
+      __threadfence();  // the other blocks' slots, seen through L2 below
+    }
+    for (int e = tid; e < M * BF; e += kThreads) {
+      const int m = e / BF, n = e % BF;
+      if (n0 + n >= N) continue;
+      float v = 0.f;
+      if (count == 1) {
+        v = red[m * kRedStride + n];
+      } else {
+        for (int q = 0; q < count; ++q) v += __ldcg(slot0 + int64_t{q} * BT * BF + e);
+      }
+      small_m::Store(y, y_bf16, m * y_stride + n0 + n, small_m::Scaled<Rows>(v, rows.Scale(n0 + n)), beta);
+    }
+    if (count > 1 && tid == 0) atomicExch(counters + f, 0);  // ready for the next launch
+  };
+
+  // The pipeline: unit u in stage (u - u_begin) % kStages; the load cursor runs kStages - 1 ahead.
+  int load_f = u_begin / k_tiles, load_kt = u_begin % k_tiles;
+  auto advance = [&](int& f, int& kt) {
+    if (++kt == k_tiles) {
+      kt = 0;
+      ++f;
+    }
+  };
+  WaitForPredecessor();  // the weights' first tiles could go before it, as MediumMKernel's: not yet tried
+  LetDependentsLaunch();
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (u_begin + s < u_end) {
+      load_unit(s, load_f, load_kt);
+      advance(load_f, load_kt);
+    }
+    CommitAsync();
+  }
+  int f = u_begin / k_tiles, kt = u_begin % k_tiles;
+  for (int u = u_begin; u < u_end; ++u) {
+    const int stage = (u - u_begin) % kStages;
+    WaitAsync<kStages - 2>();
+    __syncthreads();
+    if (stamp != nullptr && u == u_begin) stamp[1] = GlobalTimerNs();
+    if (u + kStages - 1 < u_end) {
+      load_unit((stage + kStages - 1) % kStages, load_f, load_kt);
+      advance(load_f, load_kt);
+    }
+    CommitAsync();
+    MmaStagedTile<Rows, WF, WT>(acc, smem + stage * Layout::kStageBytes,
+                                smem + stage * Layout::kStageBytes + Layout::kWeightBytes, wf0, wt0, g, t);
+    if (kt == k_tiles - 1 || u == u_end - 1) {
+      if (stamp != nullptr && u == u_end - 1) stamp[2] = GlobalTimerNs();
+      flush(f);
+      if (stamp != nullptr && u == u_end - 1) stamp[3] = GlobalTimerNs();
+    }
+    advance(f, kt);
+  }
+  WaitAsync<0>();
+  if (stamp != nullptr) stamp[4] = GlobalTimerNs();
+}
+
+// The striped form's grid and workspace, from the shapes and the device's SM count alone (so a
+// caller can size the workspace before any launch): kStripeBlocksPerSm blocks an SM, each run of
+// units / blocks units; a feature tile's sums come from at most `slots` blocks.
+constexpr int kStripeBlocksPerSm = 2;
+struct StripePlan {
+  int bt = 0, bf = 0, feature_tiles = 0, k_tiles = 0, blocks = 0, slots = 0;
+  size_t CounterBytes() const { return (static_cast<size_t>(feature_tiles) * sizeof(int) + 255) / 256 * 256; }
+  size_t Bytes() const {
+    return CounterBytes() + static_cast<size_t>(feature_tiles) * slots * bt * bf * sizeof(float);
+  }
+};
+
+cudaError_t PlanStripes(int64_t N, int64_t K, int64_t M, StripePlan* plan) {
+  if (M < 1 || M > 64 || N < 1 || K < 1) return cudaErrorInvalidValue;
+  int device = 0, sms = 0;
+  if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  if (const cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
+    return e;
+  StripePlan p;
+  p.bt = M <= 32 ? 32 : 64;
+  p.bf = 128;
+  const int64_t feature_tiles = (N + p.bf - 1) / p.bf, k_tiles = (K + kBK - 1) / kBK;
+  if (feature_tiles * k_tiles > (int64_t{1} << 30)) return cudaErrorInvalidValue;
+  p.feature_tiles = static_cast<int>(feature_tiles);
+  p.k_tiles = static_cast<int>(k_tiles);
+  const int units = p.feature_tiles * p.k_tiles;
+  p.blocks = std::min(units, sms * kStripeBlocksPerSm);
+  auto owner = [&](int u) { return static_cast<int>((int64_t{u + 1} * p.blocks - 1) / units); };
+  for (int f = 0; f < p.feature_tiles; ++f)
+    p.slots = std::max(p.slots, owner((f + 1) * p.k_tiles - 1) - owner(f * p.k_tiles) + 1);
+  *plan = p;
+  return cudaSuccess;
+}
+
+template <class Rows, int WF, int WT, int WARPS_F>
+cudaError_t LaunchStripedM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
+                           bool y_bf16, int64_t y_stride, int M, float beta, const MediumMTuning& tuning,
+                           cudaStream_t stream) {
+  constexpr int BT = 8 * WT * (8 / WARPS_F), BF = 16 * WF * WARPS_F;
+  using Layout = SmemLayout<Rows, BT, BF>;
+  constexpr int smem = Layout::kPipelineBytes + BT * (BF + kRedPad) * 4;
+  StripePlan plan;
+  if (const cudaError_t e = PlanStripes(N, K, M, &plan); e != cudaSuccess) return e;
+  if (plan.bt != BT || plan.bf != BF || tuning.stripe_workspace == nullptr ||
+      tuning.stripe_workspace_bytes < plan.Bytes() || reinterpret_cast<uintptr_t>(tuning.stripe_workspace) % 256 != 0)
+    return cudaErrorInvalidValue;
+  auto kernel = StripedMKernel<Rows, WF, WT, WARPS_F>;
+  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      e != cudaSuccess)
+    return e;
+  auto* counters = static_cast<int*>(tuning.stripe_workspace);
+  auto* partials = reinterpret_cast<float*>(static_cast<char*>(tuning.stripe_workspace) + plan.CounterBytes());
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, x, x_stride, rows, N, K, M, y, y_bf16, y_stride, beta, partials, counters,
+                            plan.slots, tuning.trace);
+}
+
 template <class Rows, int WF, int WT, int WARPS_F>
 cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
                           bool y_bf16, int64_t y_stride, int M, float beta, int max_split, uint64_t* trace,
@@ -376,6 +610,13 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
       y == nullptr || y_stride < N || (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster)
     return cudaErrorInvalidValue;
   const int m = static_cast<int>(M), split = tuning.max_split;
+  if (tuning.stripes) {  // one token tile, 128 features a block (the default form's tiles)
+    if (m <= 32)
+      return LaunchStripedM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
+    if (m <= 64)
+      return LaunchStripedM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
+    return cudaErrorInvalidValue;
+  }
   // Tokens per block by M: 32 (8 x 1 warps, a warp 16 features x 32 tokens; narrow: 4 x 2 warps of 16
   // x 16, 64 features a block), 64 (4 x 2 warps, 32 x 32) or 128 (4 x 2, 32 x 64; above 128 rows,
   // blocks of 128 tokens side by side).
@@ -393,6 +634,11 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
 }
 
 }  // namespace
+
+size_t MediumMStripeWorkspaceBytes(int64_t N, int64_t K, int64_t M) {
+  StripePlan plan;
+  return PlanStripes(N, K, M, &plan) == cudaSuccess ? plan.Bytes() : 0;
+}
 
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                           void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,

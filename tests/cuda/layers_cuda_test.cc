@@ -319,7 +319,7 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
 // 128-token blocks side by side above 128 rows), full and partial tiles, K split across a cluster
 // (the model shapes, and 208 = three and a quarter tiles of 64) and not (K = 64: one tile), features
 // past N (37, 1000), the residual add and bf16 output; the same bits on a second run; the
-// benchmarks' other forms (a capped split, 64-feature blocks); bad shapes and tunings refused
+// benchmarks' other forms (a capped split, 64-feature blocks, stripes); bad shapes and tunings refused
 // unlaunched. The model shapes at two row counts and fp32 output only (the CPU reference's time).
 TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
@@ -363,18 +363,37 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
         const auto again = dy2.Get();
         EXPECT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * sizeof(float)))
             << name << " N=" << N << " K=" << K << " M=" << M << ": a second run changed bits";
-        if (model_shape) continue;  // the other forms and bf16 output: the small shapes (the reference's time)
-        // The benchmarks' other forms (MediumMTuning): K split over at most 2 blocks, and 64 features a
-        // block at M <= 32 (with and without the cap).
-        std::vector<cuda::MediumMTuning> forms = {{2, false}};
-        if (M <= 32) forms.insert(forms.end(), {{0, true}, {3, true}});
+        // The benchmarks' other forms (MediumMTuning), on the small shapes: K split over at most 2
+        // blocks, and 64 features a block at M <= 32 (with and without the cap); on every shape the
+        // striped form (M <= 64), twice: the second launch on the counters the first left.
+        std::vector<cuda::MediumMTuning> forms;
+        if (!model_shape) forms.push_back({2, false});
+        if (!model_shape && M <= 32) forms.insert(forms.end(), {{0, true}, {3, true}});
+        const size_t stripe_bytes = cuda::MediumMStripeWorkspaceBytes(N, K, M);
+        Dev<uint8_t> stripe_workspace(std::max<size_t>(stripe_bytes, 1));  // zeroed
+        if (M <= 64) {
+          EXPECT_GT(stripe_bytes, 0u);
+          cuda::MediumMTuning striped;
+          striped.stripes = true;
+          striped.stripe_workspace = stripe_workspace.p;
+          striped.stripe_workspace_bytes = stripe_bytes;
+          forms.insert(forms.end(), {striped, striped});
+        }
+        std::vector<std::vector<float>> outs;
         for (const cuda::MediumMTuning& form : forms) {
           Dev<float> dyf(y0);
           GLA_CUDA_OK(run(dx.p, dyf.p, false, M, 1.0f, form));
-          EXPECT_LT(RelErr(dyf.Get(), ref), 1e-5) << name << " N=" << N << " K=" << K << " M=" << M
-                                                  << " max_split=" << form.max_split
-                                                  << " narrow=" << form.narrow_features;
+          outs.push_back(dyf.Get());
+          EXPECT_LT(RelErr(outs.back(), ref), 1e-5)
+              << name << " N=" << N << " K=" << K << " M=" << M << " max_split=" << form.max_split
+              << " narrow=" << form.narrow_features << " stripes=" << form.stripes;
         }
+        if (M <= 64) {  // the striped form's slots are added in a fixed order: the same bits again
+          const std::vector<float>& first = outs[outs.size() - 2];
+          EXPECT_EQ(0, std::memcmp(outs.back().data(), first.data(), first.size() * sizeof(float)))
+              << name << " N=" << N << " K=" << K << " M=" << M << ": stripes changed bits on a second run";
+        }
+        if (model_shape) continue;  // bf16 output: the small shapes (the reference's time)
         std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
         NaiveLinear(x.data(), xs, values.data(), N, K, ref2.data(), M);
         Dev<__nv_bfloat16> dz(static_cast<size_t>(M) * N);
@@ -395,6 +414,21 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
   for (int split : {-1, 9})  // the cluster's size: 0 (chosen) to 8
     EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, {split, false}),
               cudaErrorInvalidValue);
+  {  // the striped form: 64 rows at most, and a workspace of its size
+    cuda::MediumMTuning striped;
+    striped.stripes = true;
+    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, striped),
+              cudaErrorInvalidValue);  // no workspace
+    Dev<uint8_t> ws(cuda::MediumMStripeWorkspaceBytes(2, 16, 17));
+    striped.stripe_workspace = ws.p;
+    striped.stripe_workspace_bytes = ws.n - 1;
+    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, striped),
+              cudaErrorInvalidValue);  // too small
+    EXPECT_EQ(cuda::MediumMStripeWorkspaceBytes(2, 16, 65), 0u);
+    striped.stripe_workspace_bytes = ws.n;
+    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 65, 0.f, nullptr, striped),
+              cudaErrorInvalidValue);  // 65 rows
+  }
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 8, fp8, 2, 8, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 16
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 16, cuda::Fp8Weight{dq.p, nullptr}, 2, 16, dy.p, false, 2, 17, 0.f, nullptr),
             cudaErrorInvalidValue);

@@ -6,7 +6,7 @@
 // in this run. Weights rotate through copies larger than L2 and a timing's launches are one CUDA
 // graph, as in linear_small_m_bench. GLA_BENCH_OUT=DIR: DIR/linear-medium-m.json.
 // A second table times the kernel's forms (cuda::MediumMTuning: the cluster's split capped, 64-feature
-// blocks) at 17-64 rows, with FP8 and bf16 rows, against the engine's FP8 path there (inputs
+// blocks, the striped schedule) at 17-64 rows, with FP8 and bf16 rows, against the engine's FP8 path there (inputs
 // quantized to FP8, cuBLASLt's FP8 GEMM) and cuBLAS's bf16 GEMM.
 // --forms: the second table alone.
 // --trace: a timeline of one launch from the kernel's own clock stamps (Trace below).
@@ -102,7 +102,7 @@ int Profile() {
 
 // --trace: where a launch's time goes, from the kernel's own per-block stamps of the GPU clock
 // (MediumMTuning::trace): one traced launch (after a warm-up one) per shape, row count, weight
-// format and form (default, 64-feature blocks, split over at most 2 blocks), each block's start,
+// format and form (default, 64-feature blocks, split over at most 2 blocks, stripes), each block's start,
 // first tile landed, end of its K loop, partial sums visible to its cluster and outputs written.
 // Printed: the launch's span on the GPU against the weight floor, the most blocks any SM ran, how
 // late the last block started, and the median and last block at each stage.
@@ -123,6 +123,10 @@ int Trace() {
   CHECK(cudaMalloc(&scales, 11264 * sizeof(float)));
   CHECK(cudaMemset(scales, 0, 11264 * sizeof(float)));
   CHECK(cudaMalloc(&trace, kTraceValues * sizeof(uint64_t)));
+  void* stripe_workspace;  // the striped form's, zeroed once
+  constexpr size_t kStripeWorkspace = size_t{64} << 20;
+  CHECK(cudaMalloc(&stripe_workspace, kStripeWorkspace));
+  CHECK(cudaMemset(stripe_workspace, 0, kStripeWorkspace));
   void* flush;  // written before each traced launch: its weights come from DRAM, not L2
   constexpr size_t kFlushBytes = size_t{128} << 20;
   CHECK(cudaMalloc(&flush, kFlushBytes));
@@ -136,11 +140,17 @@ int Trace() {
   for (const Shape& s : shapes)
     for (int M : {17, 32, 64})
       for (bool one_byte : {true, false})
-        for (int form = 0; form < 3; ++form) {  // default, narrow (M <= 32), split <= 2
+        for (int form = 0; form < 4; ++form) {  // default, narrow (M <= 32), split <= 2, stripes
           const bool narrow = form == 1;
           if (narrow && M > 32) continue;
           gla::cuda::MediumMTuning tuning{form == 2 ? 2 : 0, narrow, nullptr};
-          const char* form_name = form == 0 ? "default" : narrow ? "narrow" : "split<=2";
+          if (form == 3) {
+            if (gla::cuda::MediumMStripeWorkspaceBytes(s.N, s.K, M) > kStripeWorkspace) continue;
+            tuning.stripes = true;
+            tuning.stripe_workspace = stripe_workspace;
+            tuning.stripe_workspace_bytes = kStripeWorkspace;
+          }
+          const char* form_name = form == 0 ? "default" : narrow ? "narrow" : form == 2 ? "split<=2" : "stripes";
           auto launch = [&] {
             if (one_byte)
               CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8, s.N, s.K, y, true, s.N, M, 0.f, nullptr, tuning));
@@ -197,6 +207,7 @@ int Trace() {
   CHECK(cudaFree(scales));
   CHECK(cudaFree(trace));
   CHECK(cudaFree(flush));
+  CHECK(cudaFree(stripe_workspace));
   return 0;
 }
 
@@ -215,12 +226,20 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
   CHECK(cudaMalloc(&workspace, kWorkspace));
   gla::cuda::LinearFp8Gemm fp8_gemm;
   const bool have_fp8_gemm = fp8_gemm.Init(workspace, kWorkspace) == CUBLAS_STATUS_SUCCESS;
-  const gla::cuda::MediumMTuning forms[] = {
-      {0, false, nullptr}, {4, false, nullptr}, {2, false, nullptr}, {0, true, nullptr}, {4, true, nullptr}};
-  const char* form_names[] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4"};
+  void* stripe_workspace;  // the striped form's, zeroed once (each launch leaves its counters at zero)
+  constexpr size_t kStripeWorkspace = size_t{64} << 20;
+  CHECK(cudaMalloc(&stripe_workspace, kStripeWorkspace));
+  CHECK(cudaMemset(stripe_workspace, 0, kStripeWorkspace));
+  constexpr int kForms = 6;
+  gla::cuda::MediumMTuning forms[kForms] = {
+      {0, false, nullptr}, {4, false, nullptr}, {2, false, nullptr}, {0, true, nullptr}, {4, true, nullptr}, {}};
+  forms[5].stripes = true;
+  forms[5].stripe_workspace = stripe_workspace;
+  forms[5].stripe_workspace_bytes = kStripeWorkspace;
+  const char* form_names[kForms] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4", "stripes"};
   std::printf("\n| shape | M | rows | floor us | engine path us | default us | split<=4 us | split<=2 us | narrow us | "
-              "narrow split<=4 us | best of floor |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "narrow split<=4 us | stripes us | best of floor |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
     const RotatingWeights rotating{pool, pool_bytes, size_t(s.N) * s.K * 2, scales};
     const size_t bytes = rotating.bytes;
@@ -246,9 +265,10 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
               std::exit(1);
           }, copies, stream);
         }
-        double form_us[5], best = 1e30;
-        for (int f = 0; f < 5; ++f) {
-          const bool applies = M <= 32 || !forms[f].narrow_features;
+        double form_us[kForms], best = 1e30;
+        for (int f = 0; f < kForms; ++f) {
+          const bool fits = gla::cuda::MediumMStripeWorkspaceBytes(s.N, s.K, M) <= kStripeWorkspace;
+          const bool applies = (M <= 32 || !forms[f].narrow_features) && (!forms[f].stripes || fits);
           form_us[f] = !applies ? -1
                        : one_byte
                            ? GraphLaunchUs([&](int c, cudaStream_t st) {
@@ -261,9 +281,9 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
                              }, copies, stream);
           if (applies) best = std::min(best, form_us[f]);
         }
-        std::printf("| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n", s.name, M,
+        std::printf("| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n", s.name, M,
                     one_byte ? "fp8" : "bf16", floor_us, engine_us, form_us[0], form_us[1], form_us[2], form_us[3],
-                    form_us[4], 100.0 * floor_us / best);
+                    form_us[4], form_us[5], 100.0 * floor_us / best);
         auto& row = report.AddRow()
                         .Str("table", "forms")
                         .Str("shape", s.name)
@@ -271,7 +291,7 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
                         .Str("rows", one_byte ? "fp8" : "bf16")
                         .Num("floor_us", floor_us)
                         .Num("engine_path_us", engine_us);
-        for (int f = 0; f < 5; ++f) row.Num(std::string(form_names[f]) + "_us", form_us[f]);
+        for (int f = 0; f < kForms; ++f) row.Num(std::string(form_names[f]) + "_us", form_us[f]);
       }
     }
   }
@@ -280,6 +300,7 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
   CHECK(cudaFree(xq));
   CHECK(cudaFree(xscale));
   CHECK(cudaFree(workspace));
+  CHECK(cudaFree(stripe_workspace));
 }
 
 }  // namespace
