@@ -105,7 +105,8 @@ int Profile() {
 // format and form (default, 64-feature blocks, split over at most 2 blocks, stripes), each block's start,
 // first tile landed, end of its K loop, partial sums visible to its cluster and outputs written.
 // Printed: the launch's span on the GPU against the weight floor, the most blocks any SM ran, how
-// late the last block started, and the median and last block at each stage.
+// late the last block started, and the median and last block at each stage (stripes: "loop" runs to
+// its last unit, earlier feature tiles' additions inside it; "cluster" is its last tile's addition).
 int Trace() {
   const gla::bench::DeviceCeilings ceilings = gla::bench::MeasureDeviceCeilings();
   const Shape shapes[] = {{"1.3B in-proj", 6160, 2048}, {"1.3B gate+up", 11264, 2048}, {"1.3B down", 2048, 5632},
