@@ -351,7 +351,7 @@ if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   # Time limits: a kernel that has never run on a GPU (a cluster that does not meet must not eat the call).
   check medium_kernel_tests timeout 150 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearMediumM*'
-  check medium_bench timeout 150 gpu-bundle/run linear_medium_m_bench
+  check medium_bench timeout 240 gpu-bundle/run linear_medium_m_bench  # the main table, then the forms table
   check medium_trace timeout 60 gpu-bundle/run linear_medium_m_bench --trace  # where a launch's time goes
   if [ "${GLA_MEDIUM_ENGINE_TESTS:-1}" = 1 ]; then  # 0: without the engine's tests (they ran in an earlier call)
     check medium_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*DecodeStepsMatchCpu*:*Refusal*'
