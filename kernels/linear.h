@@ -132,7 +132,8 @@ constexpr int kMediumMMaxRows = 256;
 // streaming a contiguous run of (feature tile, 64 of K) units across feature tiles, the tiles
 // shared by several blocks added through stripe_workspace (MediumMStripeWorkspaceBytes(N, K, M)
 // bytes or more, 256-byte aligned, zeroed once by the caller and left zeroed by every launch; one
-// launch at a time per workspace); max_split and narrow_features do not apply to it.
+// launch at a time per workspace); max_split and narrow_features do not apply to it, and its trace
+// is by block (its run), the fourth stamp after its last feature tile's addition.
 constexpr int kMediumMTraceFields = 6;
 struct MediumMTuning {
   int max_split = 0;
