@@ -47,6 +47,15 @@ struct Fp8Input {
   int64_t stride = 0;
 };
 
+// The same product for 1 to kMediumMMaxRows rows in the medium-M kernel's split form
+// (kernels/cuda/linear_medium_m.cu), mma.sync on the raw FP8 bytes of both operands (no widening),
+// fp32 sums, each weight read once; deterministic. x.q and w.q 16-byte aligned, x.stride a multiple
+// of 16 and >= K, K % 16 == 0, y_stride >= N; tuning: max_split and trace only; otherwise
+// cudaErrorInvalidValue (no launch). For benchmarks and the kernel test until it is measured.
+cudaError_t LinearMediumMFp8Inputs(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
+                                   int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                                   const MediumMTuning& tuning = {});
+
 // y[M, N] = (x_scale w.scale^T) o (xq wq^T) + beta y on FP8 tensor cores, fp32 accumulation
 // (cuBLASLt's full-precision accumulation, not its fast mode), y fp32 or bf16. The plans (layouts,
 // the chosen algorithm) are made once per shape and kept: a step's eager projections do not query

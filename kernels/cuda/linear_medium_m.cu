@@ -34,12 +34,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
 #include "kernels/cuda/mma_bf16.cuh"
 #include "kernels/linear.h"
+#include "kernels/linear_fp8.h"
 
 namespace gla::cuda {
 
@@ -104,10 +106,10 @@ struct WeightTile<small_m::Fp8Rows> : ByteWeightTile<Fp8x2ToFloat2> {};
 template <>
 struct WeightTile<small_m::Int8Rows> : ByteWeightTile<Int8x2ToFloat2> {};
 
-template <class Rows, int BT, int BF>
+template <class Rows, int BT, int BF, int kInputBytesPerK = 2>
 struct SmemLayout {
   static constexpr int kWeightBytes = BF * WeightTile<Rows>::kRowBytes;
-  static constexpr int kInputBytes = BT * kBK * 2;
+  static constexpr int kInputBytes = BT * kBK * kInputBytesPerK;
   static constexpr int kStageBytes = kWeightBytes + kInputBytes;
   static constexpr int kPipelineBytes = kStages * kStageBytes;
   static constexpr int kRedBytes = BT * (BF + kRedPad) * 4;
@@ -148,13 +150,50 @@ __device__ __forceinline__ void MmaStagedTile(float (&acc)[WF][WT][4], const uin
   }
 }
 
+// c += A B on FP8 tensor cores: A 16 x 32 E4M3 (a0: row g, k 4t..4t+3; a1: row g + 8; a2, a3: k +
+// 16), B 32 x 8 E4M3 (b0: k 4t..4t+3, column g; b1: k + 16), fp32 sums laid out as MmaBf16's.
+__device__ __forceinline__ void MmaE4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                        uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The same tile with FP8 weights and FP8 inputs (the rows the FP8 GEMM path quantizes): no widening.
+// Lane (g, t) takes bytes 16 t ... 16 t + 15 of weight rows g and g + 8 and of input row g of the
+// 64-byte tile rows, four k a register; each mma's k slots 4t..4t+3 and 16+4t.. come from lanes of
+// the same t for both operands, so the mma's k order is again a permutation of the real one.
+template <int WF, int WT>
+__device__ __forceinline__ void MmaStagedTileFp8Inputs(float (&acc)[WF][WT][4], const uint8_t* wtile,
+                                                       const uint8_t* xtile, int wf0, int wt0, int g, int t) {
+  uint4 w[WF][2], xv[WT];
+#pragma unroll
+  for (int f = 0; f < WF; ++f)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      w[f][r] = *reinterpret_cast<const uint4*>(wtile + (wf0 + 16 * f + g + 8 * r) * kBK + t * 16);
+#pragma unroll
+  for (int j = 0; j < WT; ++j) xv[j] = *reinterpret_cast<const uint4*>(xtile + (wt0 + 8 * j + g) * kBK + t * 16);
+#pragma unroll
+  for (int f = 0; f < WF; ++f)
+#pragma unroll
+    for (int j = 0; j < WT; ++j) {
+      MmaE4m3(acc[f][j], w[f][0].x, w[f][1].x, w[f][0].y, w[f][1].y, xv[j].x, xv[j].y);
+      MmaE4m3(acc[f][j], w[f][0].z, w[f][1].z, w[f][0].w, w[f][1].w, xv[j].z, xv[j].w);
+    }
+}
+
 // WF feature tiles (16 each) and WT token tiles (8 each) a warp; WARPS_F x (8 / WARPS_F) warps.
-// Grid: (CK, feature tiles, token tiles); cluster (CK, 1, 1) when CK > 1.
-template <class Rows, int WF, int WT, int WARPS_F>
-__global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
-                                                          const Rows rows, int64_t N, int64_t K, int M, void* y,
-                                                          bool y_bf16, int64_t y_stride, float beta,
-                                                          uint64_t* __restrict__ trace) {
+// Grid: (CK, feature tiles, token tiles); cluster (CK, 1, 1) when CK > 1. kFp8Inputs: x holds FP8
+// E4M3 rows with a scale each (x_scale; FP8 weight rows only), otherwise bf16 rows (x_scale null);
+// either way x and its row stride in bytes.
+template <class Rows, int WF, int WT, int WARPS_F, bool kFp8Inputs = false>
+__global__ void __launch_bounds__(kThreads) MediumMKernel(const uint8_t* __restrict__ x, int64_t x_stride_bytes,
+                                                          const float* __restrict__ x_scale, const Rows rows, int64_t N,
+                                                          int64_t K, int M, void* y, bool y_bf16, int64_t y_stride,
+                                                          float beta, uint64_t* __restrict__ trace) {
   // MediumMTuning::trace: thread 0 of each block stamps the GPU clock at its start, when its first
   // tile has landed, at the end of its K loop, when the cluster's partial sums are visible, and when
   // its outputs are written, with its SM (kMediumMTraceFields values a block, by linear block id).
@@ -167,7 +206,9 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
     stamp[5] = sm;
   }
   constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T, BF = 16 * WF * WARPS_F;
-  using Layout = SmemLayout<Rows, BT, BF>;
+  constexpr int kInputRowBytes = kBK * (kFp8Inputs ? 1 : 2), kInputChunksPerRow = kInputRowBytes / 16;
+  static_assert(!kFp8Inputs || std::is_same_v<Rows, small_m::Fp8Rows>, "FP8 inputs meet FP8 weight rows only");
+  using Layout = SmemLayout<Rows, BT, BF, kFp8Inputs ? 1 : 2>;
   using Tile = WeightTile<Rows>;
   extern __shared__ __align__(16) uint8_t smem[];
 
@@ -182,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   const int kt_begin = rank * k_tiles / ck, kt_end = (rank + 1) * k_tiles / ck;
   constexpr int kWeightsPerChunk = Rows::kWeightsPerChunk;
   constexpr int kWeightChunksPerRow = Tile::kRowBytes / 16;
-  const int64_t weight_chunks = K / kWeightsPerChunk, input_chunks = K / 8;
+  const int64_t weight_chunks = K / kWeightsPerChunk, input_chunks = K * (kFp8Inputs ? 1 : 2) / 16;
 
   // Each thread's copies of a stage, fixed for the whole K loop: kWeightCopies weight chunks (rows
   // wrow0 + i kWeightRowStep, chunk wc of the tile) and kInputCopies input chunks (rows irow0 + 32 i,
@@ -191,13 +232,15 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   // instructions a tile per warp around 16 mmas, and the loop was bound by their latency (H100
   // Nsight Compute, 2026-12-06: 5.0M instructions against cuBLAS's 0.9M at the same GEMM).
   constexpr int kWeightCopies = BF * kWeightChunksPerRow / kThreads, kWeightRowStep = kThreads / kWeightChunksPerRow;
-  constexpr int kInputCopies = BT * 8 / kThreads, kInputRowStep = kThreads / 8;
+  // FP8 inputs at 32 tokens: 128 chunks a stage, so half the threads copy none (xin).
+  constexpr int kInputCopies = (BT * kInputChunksPerRow + kThreads - 1) / kThreads;
+  constexpr int kInputRowStep = kThreads / kInputChunksPerRow;
   static_assert(kWeightCopies * kThreads == BF * kWeightChunksPerRow &&
                     kWeightRowStep * kWeightChunksPerRow == kThreads,
                 "a stage's weight chunks divide evenly over the threads");
-  static_assert(kInputCopies * kThreads == BT * 8, "a stage's input chunks divide evenly over the threads");
   const int tid = static_cast<int>(threadIdx.x);
-  const int wc = tid % kWeightChunksPerRow, wrow0 = tid / kWeightChunksPerRow, ic = tid % 8, irow0 = tid / 8;
+  const int wc = tid % kWeightChunksPerRow, wrow0 = tid / kWeightChunksPerRow;
+  const int ic = tid % kInputChunksPerRow, irow0 = tid / kInputChunksPerRow;
   const uint4* wsrc[kWeightCopies];
   uint32_t wdst[kWeightCopies];
   bool wok[kWeightCopies];
@@ -208,15 +251,17 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
     wsrc[i] = rows.Row(wok[i] ? n0 + row : 0, K) + wc;
     wdst[i] = static_cast<uint32_t>(row * Tile::kRowBytes + Tile::ChunkAt(row, wc) * 16);
   }
-  const __nv_bfloat16* xsrc[kInputCopies];
+  const uint8_t* xsrc[kInputCopies];
   uint32_t xdst[kInputCopies];
-  bool xok[kInputCopies];
+  bool xin[kInputCopies], xok[kInputCopies];
 #pragma unroll
   for (int i = 0; i < kInputCopies; ++i) {
     const int row = irow0 + i * kInputRowStep;
-    xok[i] = t0 + row < M;
-    xsrc[i] = x + (xok[i] ? (t0 + row) * x_stride : 0) + ic * 8;
-    xdst[i] = static_cast<uint32_t>(row * (kBK * 2) + (ic ^ (row & 1)) * 16);
+    xin[i] = row < BT;
+    xok[i] = xin[i] && t0 + row < M;
+    xsrc[i] = x + (xok[i] ? (t0 + row) * x_stride_bytes : 0) + ic * 16;
+    // bf16 rows (128 bytes): chunk c at c ^ (row & 1), as the weights'; FP8 rows (64 bytes): as they are.
+    xdst[i] = static_cast<uint32_t>(row * kInputRowBytes + (kFp8Inputs ? ic : ic ^ (row & 1)) * 16);
   }
   const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   auto weight_stage = [&](int s) { return smem + s * Layout::kStageBytes; };
@@ -235,12 +280,12 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
   };
   auto load_inputs = [&](int s, int kt) {
     const uint32_t dst = smem_base + static_cast<uint32_t>(s * Layout::kStageBytes + Layout::kWeightBytes);
-    const int64_t k0 = int64_t{kt} * kBK;
-    const bool in_k = k0 / 8 + ic < input_chunks;
+    const int64_t offset = int64_t{kt} * kInputRowBytes;
+    const bool in_k = int64_t{kt} * kInputChunksPerRow + ic < input_chunks;
 #pragma unroll
     for (int i = 0; i < kInputCopies; ++i) {
       const bool ok = xok[i] && in_k;
-      CopyAsync16(dst + xdst[i], ok ? xsrc[i] + k0 : xsrc[i], ok ? 16 : 0);
+      if (xin[i]) CopyAsync16(dst + xdst[i], ok ? xsrc[i] + offset : xsrc[i], ok ? 16 : 0);
     }
   };
 
@@ -270,7 +315,10 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
       load_inputs((stage + kStages - 1) % kStages, next);
     }
     CommitAsync();
-    MmaStagedTile<Rows, WF, WT>(acc, weight_stage(stage), input_stage(stage), wf0, wt0, g, t);
+    if constexpr (kFp8Inputs)
+      MmaStagedTileFp8Inputs<WF, WT>(acc, weight_stage(stage), input_stage(stage), wf0, wt0, g, t);
+    else
+      MmaStagedTile<Rows, WF, WT>(acc, weight_stage(stage), input_stage(stage), wf0, wt0, g, t);
   };
   for (int kt0 = kt_begin; kt0 < kt_end; kt0 += kStages) {
 #pragma unroll
@@ -316,6 +364,7 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const __nv_bfloat16* _
       const float* part = ck > 1 ? cluster.map_shared_rank(red, q) : red;
       v += part[m * kRedStride + n];
     }
+    if constexpr (kFp8Inputs) v *= __ldg(x_scale + t0 + m);
     small_m::Store(y, y_bf16, (t0 + m) * y_stride + n0 + n, small_m::Scaled<Rows>(v, rows.Scale(n0 + n)), beta);
   }
   if (stamp != nullptr) stamp[4] = GlobalTimerNs();  // thread 0's outputs written (its warp-mates' alike)
@@ -558,13 +607,14 @@ cudaError_t LaunchStripedM(const __nv_bfloat16* x, int64_t x_stride, const Rows&
                             plan.slots, tuning.trace);
 }
 
-template <class Rows, int WF, int WT, int WARPS_F>
-cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
-                          bool y_bf16, int64_t y_stride, int M, float beta, int max_split, uint64_t* trace,
-                          cudaStream_t stream) {
+// x: bf16 rows (x_scale null) or, with kFp8Inputs, FP8 ones; x_stride_bytes their stride in bytes.
+template <class Rows, int WF, int WT, int WARPS_F, bool kFp8Inputs = false>
+cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float* x_scale, const Rows& rows, int64_t N,
+                          int64_t K, void* y, bool y_bf16, int64_t y_stride, int M, float beta, int max_split,
+                          uint64_t* trace, cudaStream_t stream) {
   constexpr int BT = 8 * WT * (8 / WARPS_F), BF = 16 * WF * WARPS_F;
-  constexpr int smem = SmemLayout<Rows, BT, BF>::kBytes;
-  auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F>;
+  constexpr int smem = SmemLayout<Rows, BT, BF, kFp8Inputs ? 1 : 2>::kBytes;
+  auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F, kFp8Inputs>;
   int device = 0, sms = 0, resident = 0;
   if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   if (const cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
@@ -599,7 +649,8 @@ cudaError_t LaunchMediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& 
   config.stream = stream;
   config.attrs = attr;
   config.numAttrs = ck > 1 ? 2 : 1;
-  return cudaLaunchKernelEx(&config, kernel, x, x_stride, rows, N, K, M, y, y_bf16, y_stride, beta, trace);
+  return cudaLaunchKernelEx(&config, kernel, x, x_stride_bytes, x_scale, rows, N, K, M, y, y_bf16, y_stride, beta,
+                            trace);
 }
 
 template <class Rows>
@@ -620,16 +671,19 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
   // Tokens per block by M: 32 (8 x 1 warps, a warp 16 features x 32 tokens; narrow: 4 x 2 warps of 16
   // x 16, 64 features a block), 64 (4 x 2 warps, 32 x 32) or 128 (4 x 2, 32 x 64; above 128 rows,
   // blocks of 128 tokens side by side).
+  // The split form reads x as bytes (its FP8-input instances share it).
+  const auto* xb = reinterpret_cast<const uint8_t*>(x);
+  const int64_t xs = x_stride * 2;
   if (m <= 32 && tuning.narrow_features)
-    return LaunchMediumM<Rows, 1, 2, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split,
-                                        tuning.trace, stream);
+    return LaunchMediumM<Rows, 1, 2, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
+                                        stream);
   if (m <= 32)
-    return LaunchMediumM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split,
-                                        tuning.trace, stream);
+    return LaunchMediumM<Rows, 1, 4, 8>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
+                                        stream);
   if (m <= 64)
-    return LaunchMediumM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split,
-                                        tuning.trace, stream);
-  return LaunchMediumM<Rows, 2, 8, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
+    return LaunchMediumM<Rows, 2, 4, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
+                                        stream);
+  return LaunchMediumM<Rows, 2, 8, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
                                       stream);
 }
 
@@ -656,6 +710,27 @@ cudaError_t LinearMediumMInt8(const __nv_bfloat16* x, int64_t x_stride, const In
                               void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
                               const MediumMTuning& tuning) {
   return MediumM(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, tuning, stream);
+}
+
+cudaError_t LinearMediumMFp8Inputs(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
+                                   int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
+                                   const MediumMTuning& tuning) {
+  const small_m::Fp8Rows rows{w};
+  const bool aligned = reinterpret_cast<uintptr_t>(x.q) % 16 == 0 && reinterpret_cast<uintptr_t>(w.q) % 16 == 0;
+  if (M < 1 || M > kMediumMMaxRows || x.q == nullptr || x.scale == nullptr || !rows.Present() || !aligned || N < 1 ||
+      K < 16 || K % 16 != 0 || x.stride < K || x.stride % 16 != 0 || y == nullptr || y_stride < N ||
+      (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster || tuning.narrow_features ||
+      tuning.stripes)
+    return cudaErrorInvalidValue;
+  const int m = static_cast<int>(M), split = tuning.max_split;
+  if (m <= 32)
+    return LaunchMediumM<small_m::Fp8Rows, 1, 4, 8, true>(x.q, x.stride, x.scale, rows, N, K, y, y_bf16, y_stride, m,
+                                                          beta, split, tuning.trace, stream);
+  if (m <= 64)
+    return LaunchMediumM<small_m::Fp8Rows, 2, 4, 4, true>(x.q, x.stride, x.scale, rows, N, K, y, y_bf16, y_stride, m,
+                                                          beta, split, tuning.trace, stream);
+  return LaunchMediumM<small_m::Fp8Rows, 2, 8, 4, true>(x.q, x.stride, x.scale, rows, N, K, y, y_bf16, y_stride, m,
+                                                        beta, split, tuning.trace, stream);
 }
 
 }  // namespace gla::cuda

@@ -6,7 +6,9 @@
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -17,6 +19,7 @@
 #include "kernels/activations.h"
 #include "kernels/conv.h"
 #include "kernels/linear.h"
+#include "kernels/linear_fp8.h"
 #include "kernels/norm.h"
 #include "models/dtype.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -319,8 +322,9 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
 // 128-token blocks side by side above 128 rows), full and partial tiles, K split across a cluster
 // (the model shapes, and 208 = three and a quarter tiles of 64) and not (K = 64: one tile), features
 // past N (37, 1000), the residual add and bf16 output; the same bits on a second run; the
-// benchmarks' other forms (a capped split, 64-feature blocks, stripes); bad shapes and tunings refused
-// unlaunched. The model shapes at two row counts and fp32 output only (the CPU reference's time).
+// benchmarks' other forms (a capped split, 64-feature blocks, stripes, FP8 inputs); bad shapes and
+// tunings refused unlaunched. The model shapes at two row counts (FP8 inputs: 17) and fp32 output
+// only (the CPU reference's time).
 TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
@@ -393,6 +397,25 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
           EXPECT_EQ(0, std::memcmp(outs.back().data(), first.data(), first.size() * sizeof(float)))
               << name << " N=" << N << " K=" << K << " M=" << M << ": stripes changed bits on a second run";
         }
+        if (f == kFp8 && (!model_shape || M <= 64)) {
+          // FP8 inputs (the rows the FP8 GEMM path quantizes) against the product of their values.
+          std::vector<float> xk(static_cast<size_t>(M) * K);
+          for (int m = 0; m < M; ++m)
+            std::copy_n(x.begin() + static_cast<size_t>(m) * xs, K, xk.begin() + static_cast<size_t>(m) * K);
+          const testing::ByteRowsHost xq = testing::QuantizeRowsHost(xk, M, K, false);
+          std::vector<float> ref8 = y0;
+          NaiveLinear(xq.values.data(), K, values.data(), N, K, ref8.data(), M, 1.0f);
+          Dev<uint8_t> dxq(xq.q);
+          Dev<float> dxs(xq.scale), dy8(y0);
+          GLA_CUDA_OK(cuda::LinearMediumMFp8Inputs({dxq.p, dxs.p, K}, cuda::Fp8Weight{dq8.p, ds8.p}, N, K, dy8.p, false,
+                                                   N, M, 1.0f, nullptr));
+          // Hopper's FP8 MMA adds its products in reduced precision (LinearFp8Gemm's test: 1.05e-4 with
+          // cuBLASLt's promotions); here every mma's sum goes to fp32 registers. Bound provisional,
+          // until a first run measures it.
+          const double err8 = RelErr(dy8.Get(), ref8);
+          std::printf("[ measure ] medium-M FP8 inputs N=%d K=%d M=%d: rel err %.2e\n", N, K, M, err8);
+          EXPECT_LT(err8, 1e-3) << "fp8 inputs N=" << N << " K=" << K << " M=" << M;
+        }
         if (model_shape) continue;  // bf16 output: the small shapes (the reference's time)
         std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
         NaiveLinear(x.data(), xs, values.data(), N, K, ref2.data(), M);
@@ -430,6 +453,18 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
               cudaErrorInvalidValue);  // 65 rows
   }
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 8, fp8, 2, 8, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 16
+  {  // FP8 inputs: a row stride that is a multiple of 16 bytes and at least K, the split form's tunings only
+    const cuda::Fp8Input xq{dq.p, dscale.p, 16};
+    EXPECT_EQ(cuda::LinearMediumMFp8Inputs({dq.p, dscale.p, 8}, fp8, 2, 16, dy.p, false, 2, 1, 0.f, nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::LinearMediumMFp8Inputs({dq.p, dscale.p, 24}, fp8, 2, 16, dy.p, false, 2, 1, 0.f, nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::LinearMediumMFp8Inputs({dq.p, nullptr, 16}, fp8, 2, 16, dy.p, false, 2, 1, 0.f, nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::LinearMediumMFp8Inputs(xq, fp8, 2, 16, dy.p, false, 2, 0, 0.f, nullptr), cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::LinearMediumMFp8Inputs(xq, fp8, 2, 16, dy.p, false, 2, 1, 0.f, nullptr, {0, true, nullptr}),
+              cudaErrorInvalidValue);
+  }
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 16, cuda::Fp8Weight{dq.p, nullptr}, 2, 16, dy.p, false, 2, 17, 0.f, nullptr),
             cudaErrorInvalidValue);
   EXPECT_EQ(cuda::LinearMediumMInt8(dx.p, 16, cuda::Int8Weight{nullptr, dscale.p}, 2, 16, dy.p, false, 2, 17, 0.f,

@@ -6,8 +6,8 @@
 // in this run. Weights rotate through copies larger than L2 and a timing's launches are one CUDA
 // graph, as in linear_small_m_bench. GLA_BENCH_OUT=DIR: DIR/linear-medium-m.json.
 // A second table times the kernel's forms (cuda::MediumMTuning: the cluster's split capped, 64-feature
-// blocks, the striped schedule) at 17-64 rows, with FP8 and bf16 rows, against the engine's FP8 path there (inputs
-// quantized to FP8, cuBLASLt's FP8 GEMM) and cuBLAS's bf16 GEMM.
+// blocks, the striped schedule; and FP8 inputs) at 17-64 rows, with FP8 and bf16 rows, against the
+// engine's FP8 path there (inputs quantized to FP8, cuBLASLt's FP8 GEMM) and cuBLAS's bf16 GEMM.
 // --forms: the second table alone.
 // --trace: a timeline of one launch from the kernel's own clock stamps (Trace below).
 // --profile: no timing; each kernel launched once (after a warm-up launch) at a few shapes, for
@@ -239,8 +239,8 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
   forms[5].stripe_workspace_bytes = kStripeWorkspace;
   const char* form_names[kForms] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4", "stripes"};
   std::printf("\n| shape | M | rows | floor us | engine path us | default us | split<=4 us | split<=2 us | narrow us | "
-              "narrow split<=4 us | stripes us | best of floor |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "narrow split<=4 us | stripes us | fp8 inputs us | best of floor |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
     const RotatingWeights rotating{pool, pool_bytes, size_t(s.N) * s.K * 2, scales};
     const size_t bytes = rotating.bytes;
@@ -282,22 +282,32 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
                              }, copies, stream);
           if (applies) best = std::min(best, form_us[f]);
         }
-        std::printf("| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n", s.name, M,
-                    one_byte ? "fp8" : "bf16", floor_us, engine_us, form_us[0], form_us[1], form_us[2], form_us[3],
-                    form_us[4], form_us[5], 100.0 * floor_us / best);
+        // FP8 rows: the inputs quantized as the engine's FP8 GEMM path does, then the split form on the
+        // raw bytes of both (LinearMediumMFp8Inputs).
+        const double fp8_inputs_us =
+            !one_byte ? -1 : GraphLaunchUs([&](int c, cudaStream_t st) {
+              CHECK(gla::cuda::QuantizeRowsFp8(x, s.K, M, s.K, xq, s.K, xscale, st));
+              CHECK(gla::cuda::LinearMediumMFp8Inputs({xq, xscale, s.K}, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
+            }, copies, stream);
+        if (one_byte) best = std::min(best, fp8_inputs_us);
+        std::printf("| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n",
+                    s.name, M, one_byte ? "fp8" : "bf16", floor_us, engine_us, form_us[0], form_us[1], form_us[2],
+                    form_us[3], form_us[4], form_us[5], fp8_inputs_us, 100.0 * floor_us / best);
         auto& row = report.AddRow()
                         .Str("table", "forms")
                         .Str("shape", s.name)
                         .Num("M", M)
                         .Str("rows", one_byte ? "fp8" : "bf16")
                         .Num("floor_us", floor_us)
-                        .Num("engine_path_us", engine_us);
+                        .Num("engine_path_us", engine_us)
+                        .Num("fp8_inputs_us", fp8_inputs_us);
         for (int f = 0; f < kForms; ++f) row.Num(std::string(form_names[f]) + "_us", form_us[f]);
       }
     }
   }
   std::printf("\nengine path: fp8 rows, the inputs quantized (QuantizeRowsFp8) then cuBLASLt's FP8 GEMM; bf16 rows, "
-              "cuBLAS. -1: not run (narrow: M <= 32 only; no FP8 GEMM here).\n");
+              "cuBLAS. fp8 inputs: the inputs quantized the same way, then the split form on FP8 x FP8 (no widening). "
+              "-1: not run (narrow: M <= 32 only; fp8 inputs: FP8 rows only; no FP8 GEMM here).\n");
   CHECK(cudaFree(xq));
   CHECK(cudaFree(xscale));
   CHECK(cudaFree(workspace));
