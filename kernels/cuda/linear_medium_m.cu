@@ -150,17 +150,6 @@ __device__ __forceinline__ void MmaStagedTile(float (&acc)[WF][WT][4], const uin
   }
 }
 
-// c += A B on FP8 tensor cores: A 16 x 32 E4M3 (a0: row g, k 4t..4t+3; a1: row g + 8; a2, a3: k +
-// 16), B 32 x 8 E4M3 (b0: k 4t..4t+3, column g; b1: k + 16), fp32 sums laid out as MmaBf16's.
-__device__ __forceinline__ void MmaE4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                        uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // The same tile with FP8 weights and FP8 inputs (the rows the FP8 GEMM path quantizes): no widening.
 // Lane (g, t) takes bytes 16 t ... 16 t + 15 of weight rows g and g + 8 and of input row g of the
 // 64-byte tile rows, four k a register; each mma's k slots 4t..4t+3 and 16+4t.. come from lanes of

@@ -1,6 +1,6 @@
 // What the tensor-core projections (linear_small_m_mma.cu, linear_medium_m.cu) share: one
 // mma.sync m16n8k16 with bf16 operands and fp32 sums, and the exact widening of two one-byte
-// weights to a bf16 pair for it.
+// weights to a bf16 pair for it; one m16n8k32 with FP8 (E4M3) operands for FP8 inputs.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -16,6 +16,17 @@ __device__ __forceinline__ void MmaBf16(float (&c)[4], uint32_t a0, uint32_t a1,
                                         uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// c += A B on FP8 tensor cores: A 16 x 32 E4M3 (a0: row g, k 4t..4t+3; a1: row g + 8; a2, a3: k +
+// 16), B 32 x 8 E4M3 (b0: k 4t..4t+3, column g; b1: k + 16), fp32 sums laid out as MmaBf16's.
+__device__ __forceinline__ void MmaE4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                        uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
