@@ -8,7 +8,8 @@
 #   bash deploy/gpu-profile.sh medium     there, carry ["gpu-pack"] (deploy/gpu-bundle.sh here first): the
 #                                         medium-M projection kernel against cuBLAS at gla-1.3B's in-proj
 #                                         and down, 17 / 32 / 128 rows (linear_medium_m_bench --profile),
-#                                         every launch with its counters (profile_medium.csv)
+#                                         every launch with its counters (profile_medium.csv);
+#                                         GLA_PROFILE_DETAIL=1 adds one launch each in detail, and the SASS
 # Clocks are left as they are (--clock-control none), as the device notes ask.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,19 @@ short = lambda s: s.replace("smsp__average_warps_issue_stalled_", "stall_").repl
 for (i, name), m in per.items():  # every launch, in order: the bench's loop says which shape and rows
     print(f"{i:4d} {name:60s} " + "  ".join(f"{short(k).split('.')[0]}={v}" for k, v in m.items()))
 EOF
+  # GLA_PROFILE_DETAIL=1: the warp-state, instruction and scheduler sections over one launch each of
+  # cuBLAS's kernel and the medium kernel with bf16 and FP8 rows (in-proj, 17 rows, the second
+  # repetition), and the medium kernels' SASS (detail_medium.txt, sass_medium.txt).
+  if [ -n "${GLA_PROFILE_DETAIL:-}" ]; then
+    cuobjdump -sass gpu-bundle/bin/linear_medium_m_bench | awk '/Function : /{p = ($0 ~ /MediumMKernel|StripedMKernel/)} p' \
+      > "$out/sass_medium.txt"
+    "$ncu_bin" --clock-control none -k 'regex:MediumMKernel|nvjet' -s 4 -c 3 --section SpeedOfLight --section WarpStateStats \
+      --section SourceCounters --section InstructionStats --section MemoryWorkloadAnalysis --section Occupancy \
+      --section SchedulerStats --section LaunchStats --print-details all gpu-bundle/run linear_medium_m_bench --profile \
+      > "$out/detail_medium.txt" 2>&1
+    grep -v '^==PROF==' "$out/detail_medium.txt" | grep -E '^  [a-zA-Z_].*\(|Duration|Instructions Executed  |Warp Cycles Per Issued|Stall [A-Z]|Active Warps Per Sch|Eligible Warps Per|No Eligible|DRAM Throughput' |
+      awk '!seen[$0]++'
+  fi
   exit 0
 fi
 flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
