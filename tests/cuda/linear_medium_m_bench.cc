@@ -102,9 +102,9 @@ int Profile() {
 
 // --trace: where a launch's time goes, from the kernel's own per-block stamps of the GPU clock
 // (MediumMTuning::trace): one traced launch (after a warm-up one) per shape, row count, weight
-// format and form (default, 64-feature blocks, split over at most 2 blocks, stripes), each block's start,
-// first tile landed, end of its K loop, partial sums visible to its cluster and outputs written.
-// Printed: the launch's span on the GPU against the weight floor, the most blocks any SM ran, how
+// format and form (default, 64-feature blocks, split over at most 2 blocks, stripes, FP8 inputs),
+// each block's start, first tile landed, end of its K loop, partial sums visible to its cluster and
+// outputs written. Printed: the launch's span on the GPU against the weight floor, the most blocks any SM ran, how
 // late the last block started, and the median and last block at each stage (stripes: "loop" runs to
 // its last unit, earlier feature tiles' additions inside it; "cluster" is its last tile's addition).
 int Trace() {
@@ -128,6 +128,10 @@ int Trace() {
   constexpr size_t kStripeWorkspace = size_t{64} << 20;
   CHECK(cudaMalloc(&stripe_workspace, kStripeWorkspace));
   CHECK(cudaMemset(stripe_workspace, 0, kStripeWorkspace));
+  uint8_t* xq;  // FP8 inputs: x's rows quantized (each shape quantizes its K before its launches)
+  float* xscale;
+  CHECK(cudaMalloc(&xq, size_t{64} * 11264));
+  CHECK(cudaMalloc(&xscale, 64 * sizeof(float)));
   void* flush;  // written before each traced launch: its weights come from DRAM, not L2
   constexpr size_t kFlushBytes = size_t{128} << 20;
   CHECK(cudaMalloc(&flush, kFlushBytes));
@@ -138,12 +142,13 @@ int Trace() {
               "first tile: median / last us | loop: median / last us | cluster: median us | stores: median us | "
               "last loop end us |\n"
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  for (const Shape& s : shapes)
+  for (const Shape& s : shapes) {
+    CHECK(gla::cuda::QuantizeRowsFp8(x, s.K, 64, s.K, xq, s.K, xscale, nullptr));
     for (int M : {17, 32, 64})
       for (bool one_byte : {true, false})
-        for (int form = 0; form < 4; ++form) {  // default, narrow (M <= 32), split <= 2, stripes
+        for (int form = 0; form < 5; ++form) {  // default, narrow (M <= 32), split <= 2, stripes, fp8 inputs
           const bool narrow = form == 1;
-          if (narrow && M > 32) continue;
+          if ((narrow && M > 32) || (form == 4 && !one_byte)) continue;
           gla::cuda::MediumMTuning tuning{form == 2 ? 2 : 0, narrow, nullptr};
           if (form == 3) {
             if (gla::cuda::MediumMStripeWorkspaceBytes(s.N, s.K, M) > kStripeWorkspace) continue;
@@ -151,9 +156,13 @@ int Trace() {
             tuning.stripe_workspace = stripe_workspace;
             tuning.stripe_workspace_bytes = kStripeWorkspace;
           }
-          const char* form_name = form == 0 ? "default" : narrow ? "narrow" : form == 2 ? "split<=2" : "stripes";
+          const char* names[] = {"default", "narrow", "split<=2", "stripes", "fp8 inputs"};
+          const char* form_name = names[form];
           auto launch = [&] {
-            if (one_byte)
+            if (form == 4)  // the inputs quantized once, before the loop
+              CHECK(gla::cuda::LinearMediumMFp8Inputs({xq, xscale, s.K}, w8, s.N, s.K, y, true, s.N, M, 0.f, nullptr,
+                                                      tuning));
+            else if (one_byte)
               CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8, s.N, s.K, y, true, s.N, M, 0.f, nullptr, tuning));
             else
               CHECK(gla::cuda::LinearMediumM(x, s.K, wb, s.N, s.K, y, true, s.N, M, 0.f, nullptr, tuning));
@@ -200,6 +209,7 @@ int Trace() {
                       last(4), last(0), first.first, first.second, loop.first, loop.second, cluster.first,
                       stores.first, last(2));
         }
+  }
   std::printf("\nus from the first block's start (GPU clock, %%globaltimer); floor: the weights, inputs and outputs "
               "at the copy bandwidth measured here (%.2f TB/s).\n", ceilings.copy_bytes_per_s * 1e-12);
   CHECK(cudaFree(w));
@@ -209,6 +219,8 @@ int Trace() {
   CHECK(cudaFree(trace));
   CHECK(cudaFree(flush));
   CHECK(cudaFree(stripe_workspace));
+  CHECK(cudaFree(xq));
+  CHECK(cudaFree(xscale));
   return 0;
 }
 
