@@ -84,8 +84,8 @@ struct CudaModelOptions {
   // instead of cuBLAS, the FP8 GEMM or INT8's dequantize-then-GEMM; 0: never; at most
   // cuda::kMediumMMaxRows (256). Per format because they measured differently (H100, 2026-12-06,
   // linear_medium_m_bench and gla-engine-bench --medium_rows N, docs/quantization.md): with INT8
-  // rows it beats dequantize-then-GEMM to 32 rows (gla-1.3B B = 32 step 3.53 against 4.01 ms) and
-  // loses above; with bf16 and FP8 rows it is slower than cuBLAS and the FP8 GEMM at every size
+  // rows it beats dequantize-then-GEMM to 32 rows (gla-1.3B B = 32 step 3.37 against 4.00 ms after
+  // the kernel's copy fix, H100 2026-12-06 12:08) and loses above; with bf16 and FP8 rows it is slower than cuBLAS and the FP8 GEMM at every size
   // measured, so they stay off until the kernel reads its weights faster.
   int medium_m_kernel_rows = 0;        // bf16 and FP8 weights
   int int8_medium_m_kernel_rows = 32;  // INT8 weights
