@@ -33,6 +33,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -116,6 +117,35 @@ struct SmemLayout {
   static constexpr int kBytes = kPipelineBytes > kRedBytes ? kPipelineBytes : kRedBytes;
 };
 
+// MediumMTuning::trace: thread 0 of block `block` stamps its start and its SM; the stamps the
+// kernels then write (null for every other thread, and when not tracing).
+__device__ __forceinline__ uint64_t* StartTrace(uint64_t* trace, int64_t block) {
+  if (trace == nullptr || threadIdx.x != 0) return nullptr;
+  uint64_t* stamp = trace + kMediumMTraceFields * block;
+  stamp[0] = GlobalTimerNs();
+  unsigned sm;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  stamp[5] = sm;
+  return stamp;
+}
+
+// A warp's sums to shared memory as red[token][feature] (rows kRedStride floats apart): acc[f][j]
+// holds (feature g, token 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1) of its tile pair.
+template <int WF, int WT, int kRedStride>
+__device__ __forceinline__ void SumsToShared(const float (&acc)[WF][WT][4], float* red, int wf0, int wt0, int g,
+                                             int t) {
+#pragma unroll
+  for (int f = 0; f < WF; ++f)
+#pragma unroll
+    for (int j = 0; j < WT; ++j) {
+      const int feature = wf0 + 16 * f + g, token = wt0 + 8 * j + 2 * t;
+      red[token * kRedStride + feature] = acc[f][j][0];
+      red[(token + 1) * kRedStride + feature] = acc[f][j][1];
+      red[token * kRedStride + feature + 8] = acc[f][j][2];
+      red[(token + 1) * kRedStride + feature + 8] = acc[f][j][3];
+    }
+}
+
 // One staged tile (kBK of K) into a warp's sums: its WF x 16 weight rows from wf0 against its
 // WT x 8 input rows from wt0, lane (g, t) taking k = 16 t ... 16 t + 15 of both (the file's comment).
 template <class Rows, int WF, int WT>
@@ -183,17 +213,9 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const uint8_t* __restr
                                                           const float* __restrict__ x_scale, const Rows rows, int64_t N,
                                                           int64_t K, int M, void* y, bool y_bf16, int64_t y_stride,
                                                           float beta, uint64_t* __restrict__ trace) {
-  // MediumMTuning::trace: thread 0 of each block stamps the GPU clock at its start, when its first
-  // tile has landed, at the end of its K loop, when the cluster's partial sums are visible, and when
-  // its outputs are written, with its SM (kMediumMTraceFields values a block, by linear block id).
-  uint64_t* stamp = nullptr;
-  if (trace != nullptr && threadIdx.x == 0) {
-    stamp = trace + kMediumMTraceFields * (blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
-    stamp[0] = GlobalTimerNs();
-    unsigned sm;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    stamp[5] = sm;
-  }
+  // MediumMTuning::trace: the GPU clock at the block's start, when its first tile has landed, at the
+  // end of its K loop, when the cluster's partial sums are visible, when its outputs are written.
+  uint64_t* stamp = StartTrace(trace, blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
   constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T, BF = 16 * WF * WARPS_F;
   constexpr int kInputRowBytes = kBK * (kFp8Inputs ? 1 : 2), kInputChunksPerRow = kInputRowBytes / 16;
   static_assert(!kFp8Inputs || std::is_same_v<Rows, small_m::Fp8Rows>, "FP8 inputs meet FP8 weight rows only");
@@ -318,20 +340,10 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const uint8_t* __restr
   __syncthreads();  // every warp is done with the pipeline's shared memory
   if (stamp != nullptr) stamp[2] = GlobalTimerNs();
 
-  // Partial sums to shared memory as red[token][feature]: acc[f][j] holds (feature g, token 2t),
-  // (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1) of its tile pair.
+  // Partial sums to shared memory (the pipeline's, now free) as red[token][feature].
   float* red = reinterpret_cast<float*>(smem);
   constexpr int kRedStride = BF + kRedPad;
-#pragma unroll
-  for (int f = 0; f < WF; ++f)
-#pragma unroll
-    for (int j = 0; j < WT; ++j) {
-      const int feature = wf0 + 16 * f + g, token = wt0 + 8 * j + 2 * t;
-      red[token * kRedStride + feature] = acc[f][j][0];
-      red[(token + 1) * kRedStride + feature] = acc[f][j][1];
-      red[token * kRedStride + feature + 8] = acc[f][j][2];
-      red[(token + 1) * kRedStride + feature + 8] = acc[f][j][3];
-    }
+  SumsToShared<WF, WT, kRedStride>(acc, red, wf0, wt0, g, t);
   cg::cluster_group cluster = cg::this_cluster();
   if (ck > 1) {  // every block's partial sums are visible to the cluster (a release and an acquire)
     __cluster_barrier_arrive();
@@ -387,14 +399,7 @@ __global__ void __launch_bounds__(kThreads) StripedMKernel(const __nv_bfloat16* 
   using Tile = WeightTile<Rows>;
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int last_in;
-  uint64_t* stamp = nullptr;
-  if (trace != nullptr && threadIdx.x == 0) {
-    stamp = trace + kMediumMTraceFields * blockIdx.x;
-    stamp[0] = GlobalTimerNs();
-    unsigned sm;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    stamp[5] = sm;
-  }
+  uint64_t* stamp = StartTrace(trace, blockIdx.x);
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
   const int wf0 = (warp % WARPS_F) * 16 * WF, wt0 = (warp / WARPS_F) * 8 * WT;
   const int k_tiles = static_cast<int>((K + kBK - 1) / kBK), feature_tiles = static_cast<int>((N + BF - 1) / BF);
@@ -450,17 +455,11 @@ __global__ void __launch_bounds__(kThreads) StripedMKernel(const __nv_bfloat16* 
   float acc[WF][WT][4] = {};
   // Feature tile f's sums are complete in this block's run: to the outputs, alone or through the slots.
   auto flush = [&](int f) {
+    SumsToShared<WF, WT, kRedStride>(acc, red, wf0, wt0, g, t);
 #pragma unroll
     for (int i = 0; i < WF; ++i)
 #pragma unroll
-      for (int j = 0; j < WT; ++j) {
-        const int feature = wf0 + 16 * i + g, token = wt0 + 8 * j + 2 * t;
-        red[token * kRedStride + feature] = acc[i][j][0];
-        red[(token + 1) * kRedStride + feature] = acc[i][j][1];
-        red[token * kRedStride + feature + 8] = acc[i][j][2];
-        red[(token + 1) * kRedStride + feature + 8] = acc[i][j][3];
-        acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
-      }
+      for (int j = 0; j < WT; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
     __syncthreads();
     const int first = owner(f * k_tiles), count = owner((f + 1) * k_tiles - 1) - first + 1;
     const int64_t n0 = int64_t{f} * BF;
@@ -530,6 +529,38 @@ __global__ void __launch_bounds__(kThreads) StripedMKernel(const __nv_bfloat16* 
   if (stamp != nullptr) stamp[4] = GlobalTimerNs();
 }
 
+// The SM count and how many blocks of kKernel an SM holds with kSmem bytes of dynamic shared memory
+// on the current device, its limit raised to kSmem there first. Worked out once per kernel and
+// device: the engine's eager steps launch these kernels per projection, and the queries (an
+// attribute set, an occupancy calculation) cost more host time than the launch.
+template <auto kKernel, int kSmem>
+cudaError_t KernelOnDevice(int* sms, int* resident) {
+  constexpr int kDevices = 64;
+  static std::atomic<int> known_sms[kDevices], known_resident[kDevices];  // 0: not yet known
+  int device = 0;
+  if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  const bool cached = device >= 0 && device < kDevices;
+  if (cached && known_resident[device].load(std::memory_order_acquire) > 0) {
+    *sms = known_sms[device].load(std::memory_order_relaxed);
+    *resident = known_resident[device].load(std::memory_order_relaxed);
+    return cudaSuccess;
+  }
+  if (const cudaError_t e = cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
+    return e;
+  // Above the default 48 KiB of dynamic shared memory (a per-device setting).
+  if (const cudaError_t e = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+      e != cudaSuccess)
+    return e;
+  if (const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(resident, kKernel, kThreads, kSmem);
+      e != cudaSuccess)
+    return e;
+  if (cached && *resident > 0) {  // two threads racing here store the same values
+    known_sms[device].store(*sms, std::memory_order_relaxed);
+    known_resident[device].store(*resident, std::memory_order_release);
+  }
+  return cudaSuccess;
+}
+
 // The striped form's grid and workspace, from the shapes and the device's SM count alone (so a
 // caller can size the workspace before any launch): kStripeBlocksPerSm blocks an SM, each run of
 // units / blocks units; a feature tile's sums come from at most `slots` blocks.
@@ -576,24 +607,14 @@ cudaError_t LaunchStripedM(const __nv_bfloat16* x, int64_t x_stride, const Rows&
   if (plan.bt != BT || plan.bf != BF || tuning.stripe_workspace == nullptr ||
       tuning.stripe_workspace_bytes < plan.Bytes() || reinterpret_cast<uintptr_t>(tuning.stripe_workspace) % 256 != 0)
     return cudaErrorInvalidValue;
-  auto kernel = StripedMKernel<Rows, WF, WT, WARPS_F>;
-  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-      e != cudaSuccess)
-    return e;
+  constexpr auto kernel = StripedMKernel<Rows, WF, WT, WARPS_F>;
+  int sms = 0, resident = 0;  // the plan counts kStripeBlocksPerSm an SM, whatever fits (a second wave if fewer)
+  if (const cudaError_t e = KernelOnDevice<kernel, smem>(&sms, &resident); e != cudaSuccess) return e;
   auto* counters = static_cast<int*>(tuning.stripe_workspace);
   auto* partials = reinterpret_cast<float*>(static_cast<char*>(tuning.stripe_workspace) + plan.CounterBytes());
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(plan.blocks));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, kernel, x, x_stride, rows, N, K, M, y, y_bf16, y_stride, beta, partials, counters,
-                            plan.slots, tuning.trace);
+  return LaunchDependentSmem(kernel, dim3(static_cast<unsigned>(plan.blocks)), dim3(kThreads), smem, stream, x,
+                             x_stride, rows, N, K, M, y, y_bf16, y_stride, beta, partials, counters, plan.slots,
+                             tuning.trace);
 }
 
 // x: bf16 rows (x_scale null) or, with kFp8Inputs, FP8 ones; x_stride_bytes their stride in bytes.
@@ -603,18 +624,9 @@ cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float*
                           uint64_t* trace, cudaStream_t stream) {
   constexpr int BT = 8 * WT * (8 / WARPS_F), BF = 16 * WF * WARPS_F;
   constexpr int smem = SmemLayout<Rows, BT, BF, kFp8Inputs ? 1 : 2>::kBytes;
-  auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F, kFp8Inputs>;
-  int device = 0, sms = 0, resident = 0;
-  if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  if (const cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
-    return e;
-  // Above the default 48 KiB of dynamic shared memory (set on every launch: per device, and cheap).
-  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-      e != cudaSuccess)
-    return e;
-  if (const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads, smem);
-      e != cudaSuccess)
-    return e;
+  constexpr auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F, kFp8Inputs>;
+  int sms = 0, resident = 0;
+  if (const cudaError_t e = KernelOnDevice<kernel, smem>(&sms, &resident); e != cudaSuccess) return e;
   const int64_t feature_tiles = (N + BF - 1) / BF, token_tiles = (M + BT - 1) / BT;
   const int k_tiles = static_cast<int>((K + kBK - 1) / kBK);
   // Split K as far as the blocks still fit the GPU in one wave (the first run split to twice the
