@@ -40,6 +40,7 @@ for w in ${GLA_MEDIUM_WEIGHTS-}; do
   case $w in native | fp8 | int8) ;; *) knob_error "GLA_MEDIUM_WEIGHTS: unknown format '$w' (native, fp8, int8)" ;; esac
 done
 [[ ${GLA_MEDIUM_ENGINE_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_MEDIUM_ENGINE_TESTS must be 0 or 1"
+[[ ${GLA_WEIGHTS_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_WEIGHTS_TESTS must be 0 or 1, not '${GLA_WEIGHTS_TESTS}'"
 [[ ${GLA_WEIGHTS_ROUNDS:-1} =~ ^[1-9][0-9]*$ ]] ||
   knob_error "GLA_WEIGHTS_ROUNDS must be a positive count, not '${GLA_WEIGHTS_ROUNDS}'"
 mkdir -p "$out" build-gpu
