@@ -50,7 +50,7 @@ EOF
   # cuBLAS's kernel and the medium kernel with bf16 and FP8 rows (in-proj, 17 rows, the second
   # repetition), and the medium kernels' SASS (detail_medium.txt, sass_medium.txt).
   if [ -n "${GLA_PROFILE_DETAIL:-}" ]; then
-    cuobjdump -sass gpu-bundle/bin/linear_medium_m_bench | awk '/Function : /{p = ($0 ~ /MediumMKernel|StripedMKernel/)} p' \
+    cuobjdump -sass gpu-bundle/bin/linear_medium_m_bench | awk '/Function : /{p = ($0 ~ /MediumMKernel/)} p' \
       > "$out/sass_medium.txt"
     "$ncu_bin" --clock-control none -k 'regex:MediumMKernel|nvjet' -s 4 -c 3 --section SpeedOfLight --section WarpStateStats \
       --section SourceCounters --section InstructionStats --section MemoryWorkloadAnalysis --section Occupancy \

@@ -121,30 +121,20 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 constexpr int kMediumMMaxRows = 256;
 // Forms of the kernel that benchmarks compare (the engine passes none: the defaults are the form it
 // measured best). max_split: at most this many blocks (a cluster) share a feature tile's K, 0-8 (0:
-// as many as fill the GPU in one wave, at most 8); narrow_features: at M <= 32, 64 features a block
-// instead of 128 (twice the blocks, half the weight tile, a warp 16 features x 16 tokens); trace:
-// where each block's time goes, kMediumMTraceFields values a block by linear block id (x fastest:
-// the K split, then the feature tile, then the token tile), zeros where no block ran: the GPU's
-// nanosecond clock at the block's start, when its first tile has landed, at the end of its K loop,
-// when its cluster's partial sums are visible, when its outputs are written; then its SM. Room for
-// 8 x ceil(N / 64) x ceil(M / 32) blocks.
-// stripes (M <= 64): the striped form (kernels/cuda/linear_medium_m.cu): one wave of blocks, each
-// streaming a contiguous run of (feature tile, 64 of K) units across feature tiles, the tiles
-// shared by several blocks added through stripe_workspace (MediumMStripeWorkspaceBytes(N, K, M)
-// bytes or more, 256-byte aligned, zeroed once by the caller and left zeroed by every launch; one
-// launch at a time per workspace); max_split and narrow_features do not apply to it, and its trace
-// is by block (its run), the fourth stamp after its last feature tile's addition.
+// as many as fill the GPU in one wave, at most 8; either way no more than the GPU holds as clusters
+// at once); narrow_features: at M <= 32, 64 features a block instead of 128 (twice the blocks, half
+// the weight tile, a warp 16 features x 16 tokens); trace: where each block's time goes,
+// kMediumMTraceFields values a block by linear block id (x fastest: the K split, then the feature
+// tile, then the token tile), zeros where no block ran: the GPU's nanosecond clock at the block's
+// start, when its first tile has landed, at the end of its K loop, when its cluster's partial sums
+// are visible, when its outputs are written; then its SM. Room for 8 x ceil(N / 64) x ceil(M / 32)
+// blocks.
 constexpr int kMediumMTraceFields = 6;
 struct MediumMTuning {
   int max_split = 0;
   bool narrow_features = false;
   uint64_t* trace = nullptr;
-  bool stripes = false;
-  void* stripe_workspace = nullptr;
-  size_t stripe_workspace_bytes = 0;
 };
-// The striped form's workspace for these shapes on the current device; 0 where it does not apply.
-size_t MediumMStripeWorkspaceBytes(int64_t N, int64_t K, int64_t M);
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                           void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
                           const MediumMTuning& tuning = {});

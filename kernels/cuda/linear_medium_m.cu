@@ -355,18 +355,47 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const uint8_t* __restr
 
   // Block `rank` writes tokens [lo, hi) of the tile: the partial sums of ranks 0 .. ck - 1 added in
   // that order, scaled, the residual added, stored with consecutive threads on consecutive features.
+  // kBatch outputs a thread at a time, every rank's partial sums and the scales of the batch
+  // requested before any is used: one output at a time, each its own round trips to other SMs'
+  // shared memory, this stage took 1.0-5.2 us a block (H100 trace, 2026-12-06). kBatch x
+  // kRanksAtOnce loads in flight a thread: more raised the one-byte 17-32-row instances above 64
+  // registers (ptxas, CUDA 13.0), and four of their blocks an SM need 64 or fewer.
   const int valid = min(BT, M - t0);
-  const int lo = rank * valid / ck, hi = (rank + 1) * valid / ck;
-  for (int e = lo * BF + threadIdx.x; e < hi * BF; e += kThreads) {
-    const int m = e / BF, n = e % BF;
-    if (n0 + n >= N) continue;
-    float v = 0.f;
-    for (int q = 0; q < ck; ++q) {
-      const float* part = ck > 1 ? cluster.map_shared_rank(red, q) : red;
-      v += part[m * kRedStride + n];
+  const int lo = rank * valid / ck, hi = (rank + 1) * valid / ck, e_end = hi * BF;
+  constexpr int kBatch = 4, kRanksAtOnce = 2;
+  for (int e0 = lo * BF + static_cast<int>(threadIdx.x); e0 < e_end; e0 += kBatch * kThreads) {
+    int at[kBatch];
+    bool ok[kBatch];
+    float v[kBatch], scale[kBatch], token_scale[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int e = e0 + j * kThreads, m = e / BF, n = e % BF;
+      ok[j] = e < e_end && n0 + n < N;
+      at[j] = m * kRedStride + n;
+      v[j] = 0.f;
+      scale[j] = ok[j] ? rows.Scale(n0 + n) : 0.f;
+      token_scale[j] = kFp8Inputs && ok[j] ? __ldg(x_scale + t0 + m) : 1.f;
     }
-    if constexpr (kFp8Inputs) v *= __ldg(x_scale + t0 + m);
-    small_m::Store(y, y_bf16, (t0 + m) * y_stride + n0 + n, small_m::Scaled<Rows>(v, rows.Scale(n0 + n)), beta);
+    for (int q0 = 0; q0 < ck; q0 += kRanksAtOnce) {
+      float part[kRanksAtOnce][kBatch];
+#pragma unroll
+      for (int q = 0; q < kRanksAtOnce; ++q)
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j)
+          part[q][j] = ok[j] && q0 + q < ck ? (ck > 1 ? cluster.map_shared_rank(red, q0 + q) : red)[at[j]] : 0.f;
+#pragma unroll
+      for (int q = 0; q < kRanksAtOnce; ++q)
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j)
+          if (q0 + q < ck) v[j] += part[q][j];
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      if (!ok[j]) continue;
+      const int e = e0 + j * kThreads, m = e / BF, n = e % BF;
+      if constexpr (kFp8Inputs) v[j] *= token_scale[j];
+      small_m::Store(y, y_bf16, (t0 + m) * y_stride + n0 + n, small_m::Scaled<Rows>(v[j], scale[j]), beta);
+    }
   }
   if (stamp != nullptr) stamp[4] = GlobalTimerNs();  // thread 0's outputs written (its warp-mates' alike)
   // No block leaves while another reads its shared memory. Nothing to publish: a relaxed arrive,
@@ -376,157 +405,6 @@ __global__ void __launch_bounds__(kThreads) MediumMKernel(const uint8_t* __restr
     __cluster_barrier_arrive_relaxed();
     __cluster_barrier_wait();
   }
-}
-
-// The striped form (MediumMTuning::stripes; M <= BT, one token tile): the projection as units of
-// one feature tile x one kBK of K, in feature-major order, dealt to the grid (one wave: as many
-// blocks as fit the GPU at once) in contiguous runs. A block streams its run through one pipeline
-// that crosses feature tiles (the weights ask for a steady stream instead of every block's first
-// tiles at once, and the pipeline fills once a block, not once a feature tile), and at the end of
-// each feature tile in its run adds its sums to the outputs: alone where its run holds the whole
-// tile; otherwise it writes them to its slot of `partials` (slot = the block's place among the
-// tile's blocks, in run order), counts itself in with an atomic on the tile's counter, and the
-// block that counts last adds the slots in slot order (deterministic whichever finishes last),
-// writes the outputs and sets the counter back to zero for the next launch.
-template <class Rows, int WF, int WT, int WARPS_F>
-__global__ void __launch_bounds__(kThreads) StripedMKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,
-                                                           const Rows rows, int64_t N, int64_t K, int M, void* y,
-                                                           bool y_bf16, int64_t y_stride, float beta,
-                                                           float* __restrict__ partials, int* __restrict__ counters,
-                                                           int slots, uint64_t* __restrict__ trace) {
-  constexpr int WARPS_T = 8 / WARPS_F, BT = 8 * WT * WARPS_T, BF = 16 * WF * WARPS_F;
-  using Layout = SmemLayout<Rows, BT, BF>;
-  using Tile = WeightTile<Rows>;
-  extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int last_in;
-  uint64_t* stamp = StartTrace(trace, blockIdx.x);
-  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-  const int wf0 = (warp % WARPS_F) * 16 * WF, wt0 = (warp / WARPS_F) * 8 * WT;
-  const int k_tiles = static_cast<int>((K + kBK - 1) / kBK), feature_tiles = static_cast<int>((N + BF - 1) / BF);
-  const int units = feature_tiles * k_tiles, blocks = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
-  const int u_begin = static_cast<int>(int64_t{b} * units / blocks);
-  const int u_end = static_cast<int>(int64_t{b + 1} * units / blocks);
-  // The block whose run holds unit u: the largest b' with b' units / blocks <= u.
-  auto owner = [&](int u) { return static_cast<int>((int64_t{u + 1} * blocks - 1) / units); };
-
-  constexpr int kWeightChunksPerRow = Tile::kRowBytes / 16;
-  constexpr int kWeightCopies = BF * kWeightChunksPerRow / kThreads, kWeightRowStep = kThreads / kWeightChunksPerRow;
-  constexpr int kInputCopies = BT * 8 / kThreads, kInputRowStep = kThreads / 8;
-  const int64_t weight_chunks = K / Rows::kWeightsPerChunk, input_chunks = K / 8;
-  const int wc = tid % kWeightChunksPerRow, wrow0 = tid / kWeightChunksPerRow, ic = tid % 8, irow0 = tid / 8;
-  uint32_t wdst[kWeightCopies], xdst[kInputCopies];
-  const __nv_bfloat16* xsrc[kInputCopies];
-  bool xok[kInputCopies];
-#pragma unroll
-  for (int i = 0; i < kWeightCopies; ++i) {
-    const int row = wrow0 + i * kWeightRowStep;
-    wdst[i] = static_cast<uint32_t>(row * Tile::kRowBytes + Tile::ChunkAt(row, wc) * 16);
-  }
-#pragma unroll
-  for (int i = 0; i < kInputCopies; ++i) {
-    const int row = irow0 + i * kInputRowStep;
-    xok[i] = row < M;
-    xsrc[i] = x + (xok[i] ? row * x_stride : 0) + ic * 8;
-    xdst[i] = static_cast<uint32_t>(row * (kBK * 2) + (ic ^ (row & 1)) * 16);
-  }
-  const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  // Unit (f, kt) into stage s: weight rows f BF ... of k-tile kt, and the inputs' k-tile kt.
-  auto load_unit = [&](int s, int f, int kt) {
-    const uint32_t dst = smem_base + static_cast<uint32_t>(s * Layout::kStageBytes);
-    const int64_t chunk = int64_t{kt} * kWeightChunksPerRow + wc;
-#pragma unroll
-    for (int i = 0; i < kWeightCopies; ++i) {
-      const int64_t n = int64_t{f} * BF + wrow0 + i * kWeightRowStep;
-      const bool ok = n < N && chunk < weight_chunks;
-      CopyAsync16(dst + wdst[i], ok ? rows.Row(n, K) + chunk : rows.Row(0, K), ok ? 16 : 0);
-    }
-    const int64_t k0 = int64_t{kt} * kBK;
-    const bool in_k = k0 / 8 + ic < input_chunks;
-#pragma unroll
-    for (int i = 0; i < kInputCopies; ++i) {
-      const bool ok = xok[i] && in_k;
-      CopyAsync16(dst + Layout::kWeightBytes + xdst[i], ok ? xsrc[i] + k0 : xsrc[i], ok ? 16 : 0);
-    }
-  };
-  // The partial sums' own shared memory, after the pipeline's (which keeps streaming the next units
-  // while a feature tile's sums are added): red[token][feature], as MediumMKernel's.
-  float* red = reinterpret_cast<float*>(smem + Layout::kPipelineBytes);
-  constexpr int kRedStride = BF + kRedPad;
-  float acc[WF][WT][4] = {};
-  // Feature tile f's sums are complete in this block's run: to the outputs, alone or through the slots.
-  auto flush = [&](int f) {
-    SumsToShared<WF, WT, kRedStride>(acc, red, wf0, wt0, g, t);
-#pragma unroll
-    for (int i = 0; i < WF; ++i)
-#pragma unroll
-      for (int j = 0; j < WT; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
-    __syncthreads();
-    const int first = owner(f * k_tiles), count = owner((f + 1) * k_tiles - 1) - first + 1;
-    const int64_t n0 = int64_t{f} * BF;
-    float* slot0 = partials + int64_t{f} * slots * BT * BF;
-    if (count > 1) {
-      float* mine = slot0 + int64_t{b - first} * BT * BF;
-      for (int e = tid; e < BT * BF; e += kThreads) mine[e] = red[(e / BF) * kRedStride + e % BF];
-      __threadfence();  // this block's slot is visible before it counts itself in
-      __syncthreads();
-      if (tid == 0) last_in = atomicAdd(counters + f, 1) == count - 1;
-      __syncthreads();
-      if (!last_in) return;
-      __threadfence();  // the other blocks' slots, seen through L2 below
-    }
-    for (int e = tid; e < M * BF; e += kThreads) {
-      const int m = e / BF, n = e % BF;
-      if (n0 + n >= N) continue;
-      float v = 0.f;
-      if (count == 1) {
-        v = red[m * kRedStride + n];
-      } else {
-        for (int q = 0; q < count; ++q) v += __ldcg(slot0 + int64_t{q} * BT * BF + e);
-      }
-      small_m::Store(y, y_bf16, m * y_stride + n0 + n, small_m::Scaled<Rows>(v, rows.Scale(n0 + n)), beta);
-    }
-    if (count > 1 && tid == 0) atomicExch(counters + f, 0);  // ready for the next launch
-  };
-
-  // The pipeline: unit u in stage (u - u_begin) % kStages; the load cursor runs kStages - 1 ahead.
-  int load_f = u_begin / k_tiles, load_kt = u_begin % k_tiles;
-  auto advance = [&](int& f, int& kt) {
-    if (++kt == k_tiles) {
-      kt = 0;
-      ++f;
-    }
-  };
-  WaitForPredecessor();  // the weights' first tiles could go before it, as MediumMKernel's: not yet tried
-  LetDependentsLaunch();
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (u_begin + s < u_end) {
-      load_unit(s, load_f, load_kt);
-      advance(load_f, load_kt);
-    }
-    CommitAsync();
-  }
-  int f = u_begin / k_tiles, kt = u_begin % k_tiles;
-  for (int u = u_begin; u < u_end; ++u) {
-    const int stage = (u - u_begin) % kStages;
-    WaitAsync<kStages - 2>();
-    __syncthreads();
-    if (stamp != nullptr && u == u_begin) stamp[1] = GlobalTimerNs();
-    if (u + kStages - 1 < u_end) {
-      load_unit((stage + kStages - 1) % kStages, load_f, load_kt);
-      advance(load_f, load_kt);
-    }
-    CommitAsync();
-    MmaStagedTile<Rows, WF, WT>(acc, smem + stage * Layout::kStageBytes,
-                                smem + stage * Layout::kStageBytes + Layout::kWeightBytes, wf0, wt0, g, t);
-    if (kt == k_tiles - 1 || u == u_end - 1) {
-      if (stamp != nullptr && u == u_end - 1) stamp[2] = GlobalTimerNs();
-      flush(f);
-      if (stamp != nullptr && u == u_end - 1) stamp[3] = GlobalTimerNs();
-    }
-    advance(f, kt);
-  }
-  WaitAsync<0>();
-  if (stamp != nullptr) stamp[4] = GlobalTimerNs();
 }
 
 // The SM count and how many blocks of kKernel an SM holds with kSmem bytes of dynamic shared memory
@@ -561,60 +439,34 @@ cudaError_t KernelOnDevice(int* sms, int* resident) {
   return cudaSuccess;
 }
 
-// The striped form's grid and workspace, from the shapes and the device's SM count alone (so a
-// caller can size the workspace before any launch): kStripeBlocksPerSm blocks an SM, each run of
-// units / blocks units; a feature tile's sums come from at most `slots` blocks.
-constexpr int kStripeBlocksPerSm = 2;
-struct StripePlan {
-  int bt = 0, bf = 0, feature_tiles = 0, k_tiles = 0, blocks = 0, slots = 0;
-  size_t CounterBytes() const { return (static_cast<size_t>(feature_tiles) * sizeof(int) + 255) / 256 * 256; }
-  size_t Bytes() const {
-    return CounterBytes() + static_cast<size_t>(feature_tiles) * slots * bt * bf * sizeof(float);
-  }
-};
-
-cudaError_t PlanStripes(int64_t N, int64_t K, int64_t M, StripePlan* plan) {
-  if (M < 1 || M > 64 || N < 1 || K < 1) return cudaErrorInvalidValue;
-  int device = 0, sms = 0;
+// How many clusters of ck blocks of kKernel (kSmem bytes of dynamic shared memory each; KernelOnDevice
+// has raised its limit) the current device holds at once, 2 <= ck <= kMaxCluster. A cluster's blocks
+// share a GPC, and the GPCs' SM counts differ, so this is less than resident blocks / ck: splitting
+// to that quotient launched a second wave at some shapes (H100 trace, 2026-12-06: 1.3B gate+up at
+// 17 rows, clusters of 6 and 3, blocks starting 15-22 us into a 17-26 us launch). Worked out once
+// per kernel, device and ck.
+template <auto kKernel, int kSmem>
+cudaError_t ClustersThatFit(int ck, int* clusters) {
+  constexpr int kDevices = 64;
+  static std::atomic<int> known[kDevices][kMaxCluster + 1];  // 0: not yet known (a real 0 is asked again)
+  int device = 0;
   if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
-  if (const cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess)
-    return e;
-  StripePlan p;
-  p.bt = M <= 32 ? 32 : 64;
-  p.bf = 128;
-  const int64_t feature_tiles = (N + p.bf - 1) / p.bf, k_tiles = (K + kBK - 1) / kBK;
-  if (feature_tiles * k_tiles > (int64_t{1} << 30)) return cudaErrorInvalidValue;
-  p.feature_tiles = static_cast<int>(feature_tiles);
-  p.k_tiles = static_cast<int>(k_tiles);
-  const int units = p.feature_tiles * p.k_tiles;
-  p.blocks = std::min(units, sms * kStripeBlocksPerSm);
-  auto owner = [&](int u) { return static_cast<int>((int64_t{u + 1} * p.blocks - 1) / units); };
-  for (int f = 0; f < p.feature_tiles; ++f)
-    p.slots = std::max(p.slots, owner((f + 1) * p.k_tiles - 1) - owner(f * p.k_tiles) + 1);
-  *plan = p;
+  const bool cached = device >= 0 && device < kDevices;
+  if (cached && (*clusters = known[device][ck].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(ck);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(ck));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = kSmem;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  if (const cudaError_t e = cudaOccupancyMaxActiveClusters(clusters, kKernel, &config); e != cudaSuccess) return e;
+  if (cached) known[device][ck].store(*clusters, std::memory_order_relaxed);
   return cudaSuccess;
-}
-
-template <class Rows, int WF, int WT, int WARPS_F>
-cudaError_t LaunchStripedM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
-                           bool y_bf16, int64_t y_stride, int M, float beta, const MediumMTuning& tuning,
-                           cudaStream_t stream) {
-  constexpr int BT = 8 * WT * (8 / WARPS_F), BF = 16 * WF * WARPS_F;
-  using Layout = SmemLayout<Rows, BT, BF>;
-  constexpr int smem = Layout::kPipelineBytes + BT * (BF + kRedPad) * 4;
-  StripePlan plan;
-  if (const cudaError_t e = PlanStripes(N, K, M, &plan); e != cudaSuccess) return e;
-  if (plan.bt != BT || plan.bf != BF || tuning.stripe_workspace == nullptr ||
-      tuning.stripe_workspace_bytes < plan.Bytes() || reinterpret_cast<uintptr_t>(tuning.stripe_workspace) % 256 != 0)
-    return cudaErrorInvalidValue;
-  constexpr auto kernel = StripedMKernel<Rows, WF, WT, WARPS_F>;
-  int sms = 0, resident = 0;  // the plan counts kStripeBlocksPerSm an SM, whatever fits (a second wave if fewer)
-  if (const cudaError_t e = KernelOnDevice<kernel, smem>(&sms, &resident); e != cudaSuccess) return e;
-  auto* counters = static_cast<int*>(tuning.stripe_workspace);
-  auto* partials = reinterpret_cast<float*>(static_cast<char*>(tuning.stripe_workspace) + plan.CounterBytes());
-  return LaunchDependentSmem(kernel, dim3(static_cast<unsigned>(plan.blocks)), dim3(kThreads), smem, stream, x,
-                             x_stride, rows, N, K, M, y, y_bf16, y_stride, beta, partials, counters, plan.slots,
-                             tuning.trace);
 }
 
 // x: bf16 rows (x_scale null) or, with kFp8Inputs, FP8 ones; x_stride_bytes their stride in bytes.
@@ -631,10 +483,16 @@ cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float*
   const int k_tiles = static_cast<int>((K + kBK - 1) / kBK);
   // Split K as far as the blocks still fit the GPU in one wave (the first run split to twice the
   // SMs whatever fitted: two or three waves of short blocks, each paying the pipeline's fill and the
-  // cluster's reduction), at most a portable cluster.
+  // cluster's reduction), at most a portable cluster, then down to a split whose clusters the GPU
+  // holds at once (ClustersThatFit).
   const int64_t tiles = feature_tiles * token_tiles, slots = int64_t{sms} * std::max(1, resident);
   int ck = static_cast<int>(std::min<int64_t>(slots / tiles, max_split > 0 ? max_split : kMaxCluster));
   ck = std::max(1, std::min(ck, k_tiles));
+  for (; ck > 1; --ck) {
+    int clusters = 0;
+    if (const cudaError_t e = ClustersThatFit<kernel, smem>(ck, &clusters); e != cudaSuccess) return e;
+    if (clusters >= tiles) break;
+  }
   cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -662,13 +520,6 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
       y == nullptr || y_stride < N || (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster)
     return cudaErrorInvalidValue;
   const int m = static_cast<int>(M), split = tuning.max_split;
-  if (tuning.stripes) {  // one token tile, 128 features a block (the default form's tiles)
-    if (m <= 32)
-      return LaunchStripedM<Rows, 1, 4, 8>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
-    if (m <= 64)
-      return LaunchStripedM<Rows, 2, 4, 4>(x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
-    return cudaErrorInvalidValue;
-  }
   // Tokens per block by M: 32 (8 x 1 warps, a warp 16 features x 32 tokens; narrow: 4 x 2 warps of 16
   // x 16, 64 features a block), 64 (4 x 2 warps, 32 x 32) or 128 (4 x 2, 32 x 64; above 128 rows,
   // blocks of 128 tokens side by side).
@@ -689,11 +540,6 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
 }
 
 }  // namespace
-
-size_t MediumMStripeWorkspaceBytes(int64_t N, int64_t K, int64_t M) {
-  StripePlan plan;
-  return PlanStripes(N, K, M, &plan) == cudaSuccess ? plan.Bytes() : 0;
-}
 
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                           void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
@@ -720,8 +566,7 @@ cudaError_t LinearMediumMFp8Inputs(const Fp8Input& x, const Fp8Weight& w, int64_
   const bool aligned = reinterpret_cast<uintptr_t>(x.q) % 16 == 0 && reinterpret_cast<uintptr_t>(w.q) % 16 == 0;
   if (M < 1 || M > kMediumMMaxRows || x.q == nullptr || x.scale == nullptr || !rows.Present() || !aligned || N < 1 ||
       K < 16 || K % 16 != 0 || x.stride < K || x.stride % 16 != 0 || y == nullptr || y_stride < N ||
-      (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster || tuning.narrow_features ||
-      tuning.stripes)
+      (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster || tuning.narrow_features)
     return cudaErrorInvalidValue;
   const int m = static_cast<int>(M), split = tuning.max_split;
   if (m <= 32)

@@ -322,7 +322,7 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
 // 128-token blocks side by side above 128 rows), full and partial tiles, K split across a cluster
 // (the model shapes, and 208 = three and a quarter tiles of 64) and not (K = 64: one tile), features
 // past N (37, 1000), the residual add and bf16 output; the same bits on a second run; the
-// benchmarks' other forms (a capped split, 64-feature blocks, stripes, FP8 inputs); bad shapes and
+// benchmarks' other forms (a capped split, 64-feature blocks, FP8 inputs); bad shapes and
 // tunings refused unlaunched. The model shapes at two row counts (FP8 inputs: 17) and fp32 output
 // only (the CPU reference's time).
 TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
@@ -368,34 +368,15 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
         EXPECT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * sizeof(float)))
             << name << " N=" << N << " K=" << K << " M=" << M << ": a second run changed bits";
         // The benchmarks' other forms (MediumMTuning), on the small shapes: K split over at most 2
-        // blocks, and 64 features a block at M <= 32 (with and without the cap); on every shape the
-        // striped form (M <= 64), twice: the second launch on the counters the first left.
+        // blocks, and 64 features a block at M <= 32 (with and without the cap).
         std::vector<cuda::MediumMTuning> forms;
         if (!model_shape) forms.push_back({2, false});
         if (!model_shape && M <= 32) forms.insert(forms.end(), {{0, true}, {3, true}});
-        const size_t stripe_bytes = cuda::MediumMStripeWorkspaceBytes(N, K, M);
-        Dev<uint8_t> stripe_workspace(std::max<size_t>(stripe_bytes, 1));  // zeroed
-        if (M <= 64) {
-          EXPECT_GT(stripe_bytes, 0u);
-          cuda::MediumMTuning striped;
-          striped.stripes = true;
-          striped.stripe_workspace = stripe_workspace.p;
-          striped.stripe_workspace_bytes = stripe_bytes;
-          forms.insert(forms.end(), {striped, striped});
-        }
-        std::vector<std::vector<float>> outs;
         for (const cuda::MediumMTuning& form : forms) {
           Dev<float> dyf(y0);
           GLA_CUDA_OK(run(dx.p, dyf.p, false, M, 1.0f, form));
-          outs.push_back(dyf.Get());
-          EXPECT_LT(RelErr(outs.back(), ref), 1e-5)
-              << name << " N=" << N << " K=" << K << " M=" << M << " max_split=" << form.max_split
-              << " narrow=" << form.narrow_features << " stripes=" << form.stripes;
-        }
-        if (M <= 64) {  // the striped form's slots are added in a fixed order: the same bits again
-          const std::vector<float>& first = outs[outs.size() - 2];
-          EXPECT_EQ(0, std::memcmp(outs.back().data(), first.data(), first.size() * sizeof(float)))
-              << name << " N=" << N << " K=" << K << " M=" << M << ": stripes changed bits on a second run";
+          EXPECT_LT(RelErr(dyf.Get(), ref), 1e-5) << name << " N=" << N << " K=" << K << " M=" << M
+                                                  << " max_split=" << form.max_split << " narrow=" << form.narrow_features;
         }
         if (f == kFp8 && (!model_shape || M <= 64)) {
           // FP8 inputs (the rows the FP8 GEMM path quantizes) against the product of their values.
@@ -409,12 +390,11 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
           Dev<float> dxs(xq.scale), dy8(y0);
           GLA_CUDA_OK(cuda::LinearMediumMFp8Inputs({dxq.p, dxs.p, K}, cuda::Fp8Weight{dq8.p, ds8.p}, N, K, dy8.p, false,
                                                    N, M, 1.0f, nullptr));
-          // Hopper's FP8 MMA adds its products in reduced precision (LinearFp8Gemm's test: 1.05e-4 with
-          // cuBLASLt's promotions); here every mma's sum goes to fp32 registers. Bound provisional,
-          // until a first run measures it.
+          // Each mma's sum goes to fp32 registers: measured 2.7e-8 to 8.0e-8 on every shape here
+          // (H100, 2026-12-06), the same bound as the bf16-input forms'.
           const double err8 = RelErr(dy8.Get(), ref8);
           std::printf("[ measure ] medium-M FP8 inputs N=%d K=%d M=%d: rel err %.2e\n", N, K, M, err8);
-          EXPECT_LT(err8, 1e-3) << "fp8 inputs N=" << N << " K=" << K << " M=" << M;
+          EXPECT_LT(err8, 1e-5) << "fp8 inputs N=" << N << " K=" << K << " M=" << M;
         }
         if (model_shape) continue;  // bf16 output: the small shapes (the reference's time)
         std::vector<float> ref2(static_cast<size_t>(M) * N, 0.f);
@@ -437,21 +417,6 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
   for (int split : {-1, 9})  // the cluster's size: 0 (chosen) to 8
     EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, {split, false}),
               cudaErrorInvalidValue);
-  {  // the striped form: 64 rows at most, and a workspace of its size
-    cuda::MediumMTuning striped;
-    striped.stripes = true;
-    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, striped),
-              cudaErrorInvalidValue);  // no workspace
-    Dev<uint8_t> ws(cuda::MediumMStripeWorkspaceBytes(2, 16, 17));
-    striped.stripe_workspace = ws.p;
-    striped.stripe_workspace_bytes = ws.n - 1;
-    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, striped),
-              cudaErrorInvalidValue);  // too small
-    EXPECT_EQ(cuda::MediumMStripeWorkspaceBytes(2, 16, 65), 0u);
-    striped.stripe_workspace_bytes = ws.n;
-    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 65, 0.f, nullptr, striped),
-              cudaErrorInvalidValue);  // 65 rows
-  }
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 8, fp8, 2, 8, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 16
   {  // FP8 inputs: a row stride that is a multiple of 16 bytes and at least K, the split form's tunings only
     const cuda::Fp8Input xq{dq.p, dscale.p, 16};

@@ -6,7 +6,7 @@
 // in this run. Weights rotate through copies larger than L2 and a timing's launches are one CUDA
 // graph, as in linear_small_m_bench. GLA_BENCH_OUT=DIR: DIR/linear-medium-m.json.
 // A second table times the kernel's forms (cuda::MediumMTuning: the cluster's split capped, 64-feature
-// blocks, the striped schedule; and FP8 inputs) at 17-64 rows, with FP8 and bf16 rows, against the
+// blocks; and FP8 inputs) at 17-64 rows, with FP8 and bf16 rows, against the
 // engine's FP8 path there (inputs quantized to FP8, cuBLASLt's FP8 GEMM) and cuBLAS's bf16 GEMM.
 // --forms: the second table alone.
 // --trace: a timeline of one launch from the kernel's own clock stamps (Trace below).
@@ -102,11 +102,10 @@ int Profile() {
 
 // --trace: where a launch's time goes, from the kernel's own per-block stamps of the GPU clock
 // (MediumMTuning::trace): one traced launch (after a warm-up one) per shape, row count, weight
-// format and form (default, 64-feature blocks, split over at most 2 blocks, stripes, FP8 inputs),
-// each block's start, first tile landed, end of its K loop, partial sums visible to its cluster and
-// outputs written. Printed: the launch's span on the GPU against the weight floor, the most blocks any SM ran, how
-// late the last block started, and the median and last block at each stage (stripes: "loop" runs to
-// its last unit, earlier feature tiles' additions inside it; "cluster" is its last tile's addition).
+// format and form (default, 64-feature blocks, split over at most 2 or 4 blocks, FP8 inputs), each
+// block's start, first tile landed, end of its K loop, partial sums visible to its cluster and
+// outputs written. Printed: the launch's span on the GPU against the weight floor, the most blocks
+// any SM ran, how late the last block started, and the median and last block at each stage.
 int Trace() {
   const gla::bench::DeviceCeilings ceilings = gla::bench::MeasureDeviceCeilings();
   const Shape shapes[] = {{"1.3B in-proj", 6160, 2048}, {"1.3B gate+up", 11264, 2048}, {"1.3B down", 2048, 5632},
@@ -124,10 +123,6 @@ int Trace() {
   CHECK(cudaMalloc(&scales, 11264 * sizeof(float)));
   CHECK(cudaMemset(scales, 0, 11264 * sizeof(float)));
   CHECK(cudaMalloc(&trace, kTraceValues * sizeof(uint64_t)));
-  void* stripe_workspace;  // the striped form's, zeroed once
-  constexpr size_t kStripeWorkspace = size_t{64} << 20;
-  CHECK(cudaMalloc(&stripe_workspace, kStripeWorkspace));
-  CHECK(cudaMemset(stripe_workspace, 0, kStripeWorkspace));
   uint8_t* xq;  // FP8 inputs: x's rows quantized (each shape quantizes its K before its launches)
   float* xscale;
   CHECK(cudaMalloc(&xq, size_t{64} * 11264));
@@ -146,17 +141,11 @@ int Trace() {
     CHECK(gla::cuda::QuantizeRowsFp8(x, s.K, 64, s.K, xq, s.K, xscale, nullptr));
     for (int M : {17, 32, 64})
       for (bool one_byte : {true, false})
-        for (int form = 0; form < 5; ++form) {  // default, narrow (M <= 32), split <= 2, stripes, fp8 inputs
+        for (int form = 0; form < 5; ++form) {  // default, narrow (M <= 32), split <= 2, split <= 4, fp8 inputs
           const bool narrow = form == 1;
           if ((narrow && M > 32) || (form == 4 && !one_byte)) continue;
-          gla::cuda::MediumMTuning tuning{form == 2 ? 2 : 0, narrow, nullptr};
-          if (form == 3) {
-            if (gla::cuda::MediumMStripeWorkspaceBytes(s.N, s.K, M) > kStripeWorkspace) continue;
-            tuning.stripes = true;
-            tuning.stripe_workspace = stripe_workspace;
-            tuning.stripe_workspace_bytes = kStripeWorkspace;
-          }
-          const char* names[] = {"default", "narrow", "split<=2", "stripes", "fp8 inputs"};
+          gla::cuda::MediumMTuning tuning{form == 2 ? 2 : form == 3 ? 4 : 0, narrow, nullptr};
+          const char* names[] = {"default", "narrow", "split<=2", "split<=4", "fp8 inputs"};
           const char* form_name = names[form];
           auto launch = [&] {
             if (form == 4)  // the inputs quantized once, before the loop
@@ -218,7 +207,6 @@ int Trace() {
   CHECK(cudaFree(scales));
   CHECK(cudaFree(trace));
   CHECK(cudaFree(flush));
-  CHECK(cudaFree(stripe_workspace));
   CHECK(cudaFree(xq));
   CHECK(cudaFree(xscale));
   return 0;
@@ -239,20 +227,13 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
   CHECK(cudaMalloc(&workspace, kWorkspace));
   gla::cuda::LinearFp8Gemm fp8_gemm;
   const bool have_fp8_gemm = fp8_gemm.Init(workspace, kWorkspace) == CUBLAS_STATUS_SUCCESS;
-  void* stripe_workspace;  // the striped form's, zeroed once (each launch leaves its counters at zero)
-  constexpr size_t kStripeWorkspace = size_t{64} << 20;
-  CHECK(cudaMalloc(&stripe_workspace, kStripeWorkspace));
-  CHECK(cudaMemset(stripe_workspace, 0, kStripeWorkspace));
-  constexpr int kForms = 6;
-  gla::cuda::MediumMTuning forms[kForms] = {
-      {0, false, nullptr}, {4, false, nullptr}, {2, false, nullptr}, {0, true, nullptr}, {4, true, nullptr}, {}};
-  forms[5].stripes = true;
-  forms[5].stripe_workspace = stripe_workspace;
-  forms[5].stripe_workspace_bytes = kStripeWorkspace;
-  const char* form_names[kForms] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4", "stripes"};
+  constexpr int kForms = 5;
+  const gla::cuda::MediumMTuning forms[kForms] = {
+      {0, false, nullptr}, {4, false, nullptr}, {2, false, nullptr}, {0, true, nullptr}, {4, true, nullptr}};
+  const char* form_names[kForms] = {"default", "split<=4", "split<=2", "narrow", "narrow split<=4"};
   std::printf("\n| shape | M | rows | floor us | engine path us | default us | split<=4 us | split<=2 us | narrow us | "
-              "narrow split<=4 us | stripes us | fp8 inputs us | best of floor |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "narrow split<=4 us | fp8 inputs us | best of floor |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
     const RotatingWeights rotating{pool, pool_bytes, size_t(s.N) * s.K * 2, scales};
     const size_t bytes = rotating.bytes;
@@ -280,8 +261,7 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
         }
         double form_us[kForms], best = 1e30;
         for (int f = 0; f < kForms; ++f) {
-          const bool fits = gla::cuda::MediumMStripeWorkspaceBytes(s.N, s.K, M) <= kStripeWorkspace;
-          const bool applies = (M <= 32 || !forms[f].narrow_features) && (!forms[f].stripes || fits);
+          const bool applies = M <= 32 || !forms[f].narrow_features;
           form_us[f] = !applies ? -1
                        : one_byte
                            ? GraphLaunchUs([&](int c, cudaStream_t st) {
@@ -302,9 +282,9 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
               CHECK(gla::cuda::LinearMediumMFp8Inputs({xq, xscale, s.K}, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
             }, copies, stream);
         if (one_byte) best = std::min(best, fp8_inputs_us);
-        std::printf("| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n",
-                    s.name, M, one_byte ? "fp8" : "bf16", floor_us, engine_us, form_us[0], form_us[1], form_us[2],
-                    form_us[3], form_us[4], form_us[5], fp8_inputs_us, 100.0 * floor_us / best);
+        std::printf("| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n", s.name, M,
+                    one_byte ? "fp8" : "bf16", floor_us, engine_us, form_us[0], form_us[1], form_us[2], form_us[3],
+                    form_us[4], fp8_inputs_us, 100.0 * floor_us / best);
         auto& row = report.AddRow()
                         .Str("table", "forms")
                         .Str("shape", s.name)
@@ -323,7 +303,6 @@ void FormsTable(gla::bench::BenchReport& report, const Shape (&shapes)[8], void*
   CHECK(cudaFree(xq));
   CHECK(cudaFree(xscale));
   CHECK(cudaFree(workspace));
-  CHECK(cudaFree(stripe_workspace));
 }
 
 }  // namespace
