@@ -121,8 +121,9 @@ struct CudaBackendOptions {
   WeightFormat weights = WeightFormat::kNative;  // kFp8 / kInt8: CudaModelOptions::weights
   int byte_weight_kernel_rows = 16;  // CudaModelOptions::byte_weight_kernel_rows (gla-engine-bench --byte_rows)
   int fp8_made_rows_from = 512;      // CudaModelOptions::fp8_made_rows_from (gla-engine-bench --fp8_made_rows)
-  int medium_m_kernel_rows = 0;       // CudaModelOptions::medium_m_kernel_rows (gla-engine-bench --medium_rows)
-  int int8_medium_m_kernel_rows = 32;  // CudaModelOptions::int8_medium_m_kernel_rows (the same flag)
+  int medium_m_kernel_rows = 0;        // CudaModelOptions::medium_m_kernel_rows (gla-engine-bench --medium_rows)
+  int fp8_medium_m_kernel_rows = 32;   // CudaModelOptions::fp8_medium_m_kernel_rows (the same flag)
+  int int8_medium_m_kernel_rows = 64;  // CudaModelOptions::int8_medium_m_kernel_rows (the same flag)
   StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
 

@@ -170,6 +170,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.byte_weight_kernel_rows = options.byte_weight_kernel_rows;
   mo.fp8_made_rows_from = options.fp8_made_rows_from;
   mo.medium_m_kernel_rows = options.medium_m_kernel_rows;
+  mo.fp8_medium_m_kernel_rows = options.fp8_medium_m_kernel_rows;
   mo.int8_medium_m_kernel_rows = options.int8_medium_m_kernel_rows;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), options.state_dtype, model->stream()));

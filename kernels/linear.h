@@ -116,8 +116,8 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 // split K across a thread-block cluster where the tiles alone leave SMs idle; Hopper). Deterministic.
 // Rows 16-byte aligned, x_stride % 8 == 0, K % 8 == 0 (bf16) or % 16 == 0 (one-byte), y_stride >= N,
 // scales given; otherwise cudaErrorInvalidValue (no launch). Which engine steps take it:
-// CudaModelOptions::medium_m_kernel_rows and int8_medium_m_kernel_rows (measured: it beats INT8's
-// dequantize-then-GEMM to 32 rows, and loses to cuBLAS and the FP8 GEMM).
+// CudaModelOptions::{,fp8_,int8_}medium_m_kernel_rows (measured in the engine: it beats the FP8 GEMM
+// path to 32 rows and INT8's dequantize-then-GEMM to 64, and loses to cuBLAS with bf16 rows).
 constexpr int kMediumMMaxRows = 256;
 // Forms of the kernel that benchmarks compare (the engine passes none: the defaults are the form it
 // measured best). max_split: at most this many blocks (a cluster) share a feature tile's K, 0-8 (0:

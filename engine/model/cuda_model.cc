@@ -177,6 +177,7 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
                                                    ", ", cuda::kSmallMByteTensorCores, "], not ",
                                                    options.byte_weight_kernel_rows));
   for (const auto& [name, rows] : {std::pair{"medium_m_kernel_rows", options.medium_m_kernel_rows},
+                                   std::pair{"fp8_medium_m_kernel_rows", options.fp8_medium_m_kernel_rows},
                                    std::pair{"int8_medium_m_kernel_rows", options.int8_medium_m_kernel_rows}})
     if (rows < 0 || rows > cuda::kMediumMMaxRows)
       return absl::InvalidArgumentError(
@@ -651,14 +652,14 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
                                void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
   if (w.is_fp8()) {
     // Decode-sized: the FP8 rows widened in registers against the bf16 inputs (M <= 16 by default);
-    // the medium-M kernel where enabled. Larger: the inputs quantized per row, then the FP8 tensor
-    // cores.
+    // then the medium-M kernel (to 32 rows by default). Larger: the inputs quantized per row, then
+    // the FP8 tensor cores.
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else if (M <= options_.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMFp8TensorCores(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (!Fp8GemmTakes(M)) {  // within medium_m_kernel_rows
+    } else if (!Fp8GemmTakes(M)) {  // within fp8_medium_m_kernel_rows
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearMediumMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
@@ -670,7 +671,7 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
   }
   if (w.is_int8()) {
     // Decode-sized: the INT8 rows widened in registers (as FP8's; M <= 16 by default); then the
-    // medium-M kernel (to 32 rows by default). Larger: the matrix dequantized to bf16, then the bf16
+    // medium-M kernel (to 64 rows by default). Larger: the matrix dequantized to bf16, then the bf16
     // GEMM (weight-only: the inputs stay bf16).
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));

@@ -82,13 +82,15 @@ struct CudaModelOptions {
   // byte_weight_kernel_rows for FP8 / INT8) and at most this many run cuda::LinearMediumM* (each
   // weight read once, bf16 inputs: no input quantization for FP8, no dequantizing pass for INT8)
   // instead of cuBLAS, the FP8 GEMM or INT8's dequantize-then-GEMM; 0: never; at most
-  // cuda::kMediumMMaxRows (256). Per format because they measured differently (H100, 2026-12-06,
-  // linear_medium_m_bench and gla-engine-bench --medium_rows N, docs/quantization.md): with INT8
-  // rows it beats dequantize-then-GEMM to 32 rows (gla-1.3B B = 32 step 3.37 against 4.00 ms after
-  // the kernel's copy fix, H100 2026-12-06 12:08) and loses above; with bf16 and FP8 rows it is slower than cuBLAS and the FP8 GEMM at every size
-  // measured, so they stay off until the kernel reads its weights faster.
-  int medium_m_kernel_rows = 0;        // bf16 and FP8 weights
-  int int8_medium_m_kernel_rows = 32;  // INT8 weights
+  // cuda::kMediumMMaxRows (256). Per format because they measure differently (gla-engine-bench
+  // --medium_rows N against 0, greedy, H100 2026-12-06 15:50, after the kernel's split was fitted
+  // to the clusters the GPU holds; docs/quantization.md): FP8 B = 32 2.953 against the FP8 GEMM's
+  // 3.108 ms at gla-1.3B (1.392 against 1.683 at gla-340M), B = 64 4.455 against 4.267; INT8 B = 32
+  // 3.102 against 4.022 dequantizing, B = 64 4.949 against 5.219, B = 128 8.141 against 7.658; bf16
+  // B = 32 3.154 against cuBLAS's 3.062 (1.497 against 1.390 at gla-340M).
+  int medium_m_kernel_rows = 0;        // bf16 weights
+  int fp8_medium_m_kernel_rows = 32;   // FP8 weights
+  int int8_medium_m_kernel_rows = 64;  // INT8 weights
 };
 
 class CudaModel {
@@ -190,7 +192,7 @@ class CudaModel {
   // row): above the one-byte tensor-core kernel's rows and the medium-M kernel's. Enqueue's made
   // FP8 rows and RunGraph's GEMM plans follow the same choice.
   bool Fp8GemmTakes(int64_t M) const {
-    return M > options_.byte_weight_kernel_rows && M > options_.medium_m_kernel_rows;
+    return M > options_.byte_weight_kernel_rows && M > options_.fp8_medium_m_kernel_rows;
   }
   // An FP8 projection of M rows made from the previous kernel's output (cuda::QuantizeMadeRowsFp8
   // into the FP8 input buffer, then the FP8 GEMM).

@@ -21,13 +21,13 @@
 // and add their partial sums through distributed shared memory in rank order (deterministic: no
 // atomics), each block writing a share of the outputs.
 //
-// Measured (H100, 2026-12-06, linear_medium_m_bench; docs/quantization.md "The medium-M kernel"):
-// correct, but the weights stream at 17-53% of the copy rate (bf16 rows) and 9-33% (one-byte) at
-// 17-32 rows and less above, and the time grows with M at a fixed weight size, so the main loop
-// bounds it, not the stream. It beats INT8's dequantize-then-GEMM to 32 rows (the engine uses it
-// there) and loses to cuBLAS and the FP8 GEMM elsewhere. Suspects, unprofiled: 64-128 bytes of each
-// weight row per tile (128 rows a tile, every row another DRAM page), one block an SM at 128
-// tokens, a block-wide barrier per 64-k tile.
+// Measured (H100, 2026-12-06 15:46, linear_medium_m_bench; docs/quantization.md "The medium-M
+// kernel" and what follows it): at 17-32 rows one-byte rows stream at 38-60% of the copy rate on
+// gla-1.3B's large projections (bf16 rows 57-77%, level with cuBLAS), less at 48-256 rows, and the
+// time still grows with M. The engine takes it for FP8 to 32 rows and INT8 to 64
+// (CudaModelOptions); with bf16 rows cuBLAS stays faster. What bounds a launch, from its per-block
+// timeline (MediumMTuning::trace): the first three tiles of every block requested at once and
+// landing 2-5 us later, and the blocks that get their data last.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -354,7 +354,7 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // activations cost this model.
 constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
 // medium_rows > 0: the one-byte kernel to its default 16 rows and every projection of 17 (bf16: 9)
-// to medium_rows rows through cuda::LinearMediumM* (CudaModelOptions::medium_m_kernel_rows).
+// to medium_rows rows through cuda::LinearMediumM* (CudaModelOptions::*medium_m_kernel_rows).
 void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows = 0) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
@@ -367,7 +367,7 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows
   o.weights = weights;
   o.persistent_decode = false;
   o.byte_weight_kernel_rows = medium_rows > 0 ? 16 : 64;
-  o.medium_m_kernel_rows = o.int8_medium_m_kernel_rows = medium_rows;
+  o.medium_m_kernel_rows = o.fp8_medium_m_kernel_rows = o.int8_medium_m_kernel_rows = medium_rows;
   Gpu g = MakeGpu(dir, o, 48);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
@@ -518,16 +518,17 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("byte_weight_kernel_rows must be in [16, 256]"), std::string::npos) << st;
   }
-  for (bool int8 : {false, true})
+  for (const char* format : {"", "fp8_", "int8_"})
     for (int rows : {-1, 257}) {  // the medium-M kernel's rows: 0 (never) to 256
       auto ck = LoadCheckpoint(testing::TinyModelDir());
       ASSERT_TRUE(ck.ok()) << ck.status();
       CudaModelOptions o = Options();
-      (int8 ? o.int8_medium_m_kernel_rows : o.medium_m_kernel_rows) = rows;
+      const std::string f = format;
+      (f == "int8_" ? o.int8_medium_m_kernel_rows : f == "fp8_" ? o.fp8_medium_m_kernel_rows : o.medium_m_kernel_rows) =
+          rows;
       const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
       EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
-      EXPECT_NE(st.message().find(std::string(int8 ? "int8_" : "") + "medium_m_kernel_rows must be in [0, 256], not " +
-                                  std::to_string(rows)),
+      EXPECT_NE(st.message().find(f + "medium_m_kernel_rows must be in [0, 256], not " + std::to_string(rows)),
                 std::string::npos)
           << st;
     }

@@ -4,7 +4,7 @@
 //   gla-engine-bench --model DIR [--name gla-1.3B] [--prefill_tokens 4096] [--prompt 512]
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
-//                    [--byte_rows 16] [--fp8_made_rows 512] [--medium_rows N: every format; default: bf16/fp8 0, int8 32]
+//                    [--byte_rows 16] [--fp8_made_rows 512] [--medium_rows N: every format; default: bf16 0, fp8 32, int8 64]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
   o.byte_weight_kernel_rows = num("byte_rows");
   o.fp8_made_rows_from = num("fp8_made_rows");
   if (flags["medium_rows"] != "default")  // 17-256-row projections in LinearMediumM* for every format (0: never)
-    o.medium_m_kernel_rows = o.int8_medium_m_kernel_rows = num("medium_rows");
+    o.medium_m_kernel_rows = o.fp8_medium_m_kernel_rows = o.int8_medium_m_kernel_rows = num("medium_rows");
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -150,8 +150,10 @@ int main(int argc, char** argv) {
               gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9,
               (decode_bytes_b1 + 2 * state_bytes) / 1e9);
   std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());
-  std::printf("# medium-M kernel above the decode-sized kernels: to %d rows with %s weights (0: never)\n",
-              o.weights == gla::WeightFormat::kInt8 ? o.int8_medium_m_kernel_rows : o.medium_m_kernel_rows,
+  const int medium_rows = o.weights == gla::WeightFormat::kInt8  ? o.int8_medium_m_kernel_rows
+                          : o.weights == gla::WeightFormat::kFp8 ? o.fp8_medium_m_kernel_rows
+                                                                 : o.medium_m_kernel_rows;
+  std::printf("# medium-M kernel above the decode-sized kernels: to %d rows with %s weights (0: never)\n", medium_rows,
               o.weights == gla::WeightFormat::kNative ? "bf16" : gla::WeightFormatName(o.weights));
   if (o.weights != gla::WeightFormat::kNative)  // the A/B switches (kernels/linear.h, linear_fp8.h)
     std::printf("# one-byte rows read by the tensor-core kernel up to %d rows a step; FP8 inputs %s\n",
@@ -162,9 +164,7 @@ int main(int argc, char** argv) {
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("backend", b.device());
-  report.SetNote("medium_m_kernel_rows", std::to_string(o.weights == gla::WeightFormat::kInt8
-                                                             ? o.int8_medium_m_kernel_rows
-                                                             : o.medium_m_kernel_rows));
+  report.SetNote("medium_m_kernel_rows", std::to_string(medium_rows));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.byte_weight_kernel_rows));
     report.SetNote("fp8_made_rows_from", std::to_string(o.fp8_made_rows_from));
