@@ -2,6 +2,7 @@
 # Where an engine step's time goes, per operation (issue 19: "where a target is missed, the profile
 # that shows it"). On the GPU machine, after deploy/gpu-bundle.sh here, carry ["gpu-pack"]:
 #   bash deploy/engine-profile.sh [1.3B 340M]      results in $OUT (profile_<preset>.txt, the CSVs)
+#   GLA_PROFILE_WEIGHTS=fp8|int8 bash deploy/engine-profile.sh ...   the same with one-byte weights
 # For each preset: gla-engine-bench as usual (wall times, floors from the ceilings it measures),
 # then the same benchmark under Nsight Compute (every kernel timed alone, clocks and caches left
 # as they are) cut into steps at their embedding gathers, and the prefill T=4096, TTFT(512) and
@@ -10,6 +11,8 @@
 # kernels against the step's wall time says what the gaps cost.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+weights=${GLA_PROFILE_WEIGHTS:-native}
+case "$weights" in native | fp8 | int8) ;; *) echo "GLA_PROFILE_WEIGHTS must be native, fp8 or int8, not '$weights'" >&2; exit 2 ;; esac
 out=${OUT:-/tmp/gla-engine-profile}
 mkdir -p "$out"
 [ -x gpu-bundle/run ] || tar -xJf gpu-pack/gpu-bundle.tar.xz
@@ -22,7 +25,7 @@ metrics=gpu__time_duration.sum,launch__grid_size
 for preset in ${*:-1.3B 340M}; do
   [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset "$preset" --out /tmp/gla-$preset --dtype bf16 ||
     { echo "random $preset model: FAILED"; continue; }
-  bench=(gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset)
+  bench=(gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset --weights "$weights")
   "${bench[@]}" --batches 1,8,32,128 > "$out/bench_$preset.txt" 2>&1
   grep -E '^(#|prefill|TTFT|decode)' "$out/bench_$preset.txt"
   [ -n "$ncu_bin" ] || { echo "ncu not found: no per-kernel profile"; continue; }
