@@ -121,14 +121,14 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 constexpr int kMediumMMaxRows = 256;
 // Forms of the kernel that benchmarks compare (the engine passes none: the defaults are the form it
 // measured best). max_split: at most this many blocks (a cluster) share a feature tile's K, 0-8 (0:
-// as many as fill the GPU in one wave, at most 8; either way no more than the GPU holds as clusters
-// at once); narrow_features: at M <= 32, 64 features a block instead of 128 (twice the blocks, half
-// the weight tile, a warp 16 features x 16 tokens); trace: where each block's time goes,
-// kMediumMTraceFields values a block by linear block id (x fastest: the K split, then the feature
-// tile, then the token tile), zeros where no block ran: the GPU's nanosecond clock at the block's
-// start, when its first tile has landed, at the end of its K loop, when its cluster's partial sums
-// are visible, when its outputs are written; then its SM. Room for 8 x ceil(N / 64) x ceil(M / 32)
-// blocks.
+// as many as fill the GPU in one wave, at most 8 and at most one per 256 of K; either way no more
+// than the GPU holds as clusters at once); narrow_features: at M <= 32, 64 features a block instead
+// of 128 (twice the blocks, half the weight tile, a warp 16 features x 16 tokens); trace: where each
+// block's time goes, kMediumMTraceFields values a block by linear block id (x fastest: the K split,
+// then the feature tile, then the token tile), zeros where no block ran: the GPU's nanosecond clock
+// at the block's start, when its first tile has landed, at the end of its K loop, when its cluster's
+// partial sums are visible, when its outputs are written; then its SM. Room for
+// 8 x ceil(N / 64) x ceil(M / 32) blocks.
 constexpr int kMediumMTraceFields = 6;
 struct MediumMTuning {
   int max_split = 0;

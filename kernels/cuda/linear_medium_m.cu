@@ -483,10 +483,14 @@ cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float*
   const int k_tiles = static_cast<int>((K + kBK - 1) / kBK);
   // Split K as far as the blocks still fit the GPU in one wave (the first run split to twice the
   // SMs whatever fitted: two or three waves of short blocks, each paying the pipeline's fill and the
-  // cluster's reduction), at most a portable cluster, then down to a split whose clusters the GPU
-  // holds at once (ClustersThatFit).
+  // cluster's reduction), at most a portable cluster, and by default no further than kStages tiles
+  // of K a block: shares of two tiles (gla-340M's K = 1024 split 8 ways) never fill the pipeline and
+  // pay an 8-way reduction for it (H100, 2026-12-06 15:46, forms table: 340M in-proj at 17 rows
+  // 5.00 us split 8 ways against 4.31 split 4, gate+up 6.54 against 5.27); then down to a split
+  // whose clusters the GPU holds at once (ClustersThatFit). max_split > 0 caps it alone.
   const int64_t tiles = feature_tiles * token_tiles, slots = int64_t{sms} * std::max(1, resident);
-  int ck = static_cast<int>(std::min<int64_t>(slots / tiles, max_split > 0 ? max_split : kMaxCluster));
+  int ck = static_cast<int>(
+      std::min<int64_t>(slots / tiles, max_split > 0 ? max_split : std::min(kMaxCluster, k_tiles / kStages)));
   ck = std::max(1, std::min(ck, k_tiles));
   for (; ck > 1; --ck) {
     int clusters = 0;

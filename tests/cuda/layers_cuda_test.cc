@@ -320,11 +320,11 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
 // The medium-sized projection (17 to 256 rows) with each weight format against the double-precision
 // product of the same (dequantized) weights: every token-tile form (32, 64, 128 tokens a block, and
 // 128-token blocks side by side above 128 rows), full and partial tiles, K split across a cluster
-// (the model shapes, and 208 = three and a quarter tiles of 64) and not (K = 64: one tile), features
-// past N (37, 1000), the residual add and bf16 output; the same bits on a second run; the
-// benchmarks' other forms (a capped split, 64-feature blocks, FP8 inputs); bad shapes and
-// tunings refused unlaunched. The model shapes at two row counts (FP8 inputs: 17) and fp32 output
-// only (the CPU reference's time).
+// (the model shapes; 208 = three and a quarter tiles of 64 under a capped split, the default giving
+// each block 256 of K at least) and not (K = 64: one tile), features past N (37, 1000), the
+// residual add and bf16 output; the same bits on a second run; the benchmarks' other forms (a
+// capped split, 64-feature blocks, FP8 inputs); bad shapes and tunings refused unlaunched. The
+// model shapes at two row counts (FP8 inputs: 17) and fp32 output only (the CPU reference's time).
 TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
   GLA_REQUIRE_CUDA_DEVICE();
   const Widths w = GetParam();
