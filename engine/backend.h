@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/model/projection_paths.h"
 #include "engine/model/weight_format.h"
 #include "engine/sampler.h"
 #include "engine/state_pool.h"
@@ -119,11 +120,7 @@ struct CudaBackendOptions {
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
   WeightFormat weights = WeightFormat::kNative;  // kFp8 / kInt8: CudaModelOptions::weights
-  int byte_weight_kernel_rows = 16;  // CudaModelOptions::byte_weight_kernel_rows (gla-engine-bench --byte_rows)
-  int fp8_made_rows_from = 512;      // CudaModelOptions::fp8_made_rows_from (gla-engine-bench --fp8_made_rows)
-  int medium_m_kernel_rows = 0;        // CudaModelOptions::medium_m_kernel_rows (gla-engine-bench --medium_rows)
-  int fp8_medium_m_kernel_rows = 32;   // CudaModelOptions::fp8_medium_m_kernel_rows (the same flag)
-  int int8_medium_m_kernel_rows = 64;  // CudaModelOptions::int8_medium_m_kernel_rows (the same flag)
+  ProjectionPaths paths;  // CudaModelOptions::paths (gla-engine-bench --byte_rows, --fp8_made_rows, --medium_rows)
   StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
 

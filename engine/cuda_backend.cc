@@ -167,11 +167,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.chunked_prefill = options.chunked_prefill;
   mo.persistent_decode = options.persistent_decode;
   mo.weights = options.weights;
-  mo.byte_weight_kernel_rows = options.byte_weight_kernel_rows;
-  mo.fp8_made_rows_from = options.fp8_made_rows_from;
-  mo.medium_m_kernel_rows = options.medium_m_kernel_rows;
-  mo.fp8_medium_m_kernel_rows = options.fp8_medium_m_kernel_rows;
-  mo.int8_medium_m_kernel_rows = options.int8_medium_m_kernel_rows;
+  mo.paths = options.paths;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), options.state_dtype, model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));

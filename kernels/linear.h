@@ -102,7 +102,7 @@ constexpr int kSmallMTensorCores = 16;
 // side, each feature tile's row blocks reading its weights through L2), but pay only to 16: from 32
 // rows the input rows they reload per 16-feature tile (about 4 bytes of L1 reads per weight byte)
 // make them slower than the FP8 GEMM and, at gla-340M, INT8's dequantizing pass (H100, 2026-12-06,
-// docs/quantization.md). Which engine steps take it: CudaModelOptions::byte_weight_kernel_rows.
+// docs/quantization.md). Which engine steps take it: ProjectionPaths::byte_weight_kernel_rows.
 constexpr int kSmallMByteTensorCores = 256;
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
@@ -116,7 +116,7 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 // split K across a thread-block cluster where the tiles alone leave SMs idle; Hopper). Deterministic.
 // Rows 16-byte aligned, x_stride % 8 == 0, K % 8 == 0 (bf16) or % 16 == 0 (one-byte), y_stride >= N,
 // scales given; otherwise cudaErrorInvalidValue (no launch). Which engine steps take it:
-// CudaModelOptions::{,fp8_,int8_}medium_m_kernel_rows (measured in the engine: it beats the FP8 GEMM
+// ProjectionPaths::{,fp8_,int8_}medium_m_kernel_rows (measured in the engine: it beats the FP8 GEMM
 // path to 32 rows and INT8's dequantize-then-GEMM to 64, and loses to cuBLAS with bf16 rows).
 constexpr int kMediumMMaxRows = 256;
 // Forms of the kernel that benchmarks compare (the engine passes none: the defaults are the form it

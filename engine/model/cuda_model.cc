@@ -171,20 +171,20 @@ CudaModel::~CudaModel() {
 absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint ck, const CudaModelOptions& options) {
   if (options.max_tokens < 1 || options.max_logit_rows < 1)
     return absl::InvalidArgumentError("max_tokens and max_logit_rows must be at least 1");
-  if (options.byte_weight_kernel_rows < cuda::kSmallMTensorCores ||
-      options.byte_weight_kernel_rows > cuda::kSmallMByteTensorCores)
+  if (options.paths.byte_weight_kernel_rows < cuda::kSmallMTensorCores ||
+      options.paths.byte_weight_kernel_rows > cuda::kSmallMByteTensorCores)
     return absl::InvalidArgumentError(absl::StrCat("byte_weight_kernel_rows must be in [", cuda::kSmallMTensorCores,
                                                    ", ", cuda::kSmallMByteTensorCores, "], not ",
-                                                   options.byte_weight_kernel_rows));
-  for (const auto& [name, rows] : {std::pair{"medium_m_kernel_rows", options.medium_m_kernel_rows},
-                                   std::pair{"fp8_medium_m_kernel_rows", options.fp8_medium_m_kernel_rows},
-                                   std::pair{"int8_medium_m_kernel_rows", options.int8_medium_m_kernel_rows}})
+                                                   options.paths.byte_weight_kernel_rows));
+  for (const auto& [name, rows] : {std::pair{"medium_m_kernel_rows", options.paths.medium_m_kernel_rows},
+                                   std::pair{"fp8_medium_m_kernel_rows", options.paths.fp8_medium_m_kernel_rows},
+                                   std::pair{"int8_medium_m_kernel_rows", options.paths.int8_medium_m_kernel_rows}})
     if (rows < 0 || rows > cuda::kMediumMMaxRows)
       return absl::InvalidArgumentError(
           absl::StrCat(name, " must be in [0, ", cuda::kMediumMMaxRows, "], not ", rows));
-  if (options.fp8_made_rows_from < 0)
+  if (options.paths.fp8_made_rows_from < 0)
     return absl::InvalidArgumentError(
-        absl::StrCat("fp8_made_rows_from must be 0 (never) or a row count, not ", options.fp8_made_rows_from));
+        absl::StrCat("fp8_made_rows_from must be 0 (never) or a row count, not ", options.paths.fp8_made_rows_from));
   int devices = 0;
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
   if (options.device < 0 || options.device >= devices)
@@ -656,7 +656,7 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     // the FP8 tensor cores.
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (M <= options_.byte_weight_kernel_rows) {
+    } else if (M <= options_.paths.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMFp8TensorCores(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else if (!Fp8GemmTakes(M)) {  // within fp8_medium_m_kernel_rows
@@ -675,10 +675,10 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
     // GEMM (weight-only: the inputs stay bf16).
     if (M <= cuda::kSmallM) {
       GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (M <= options_.byte_weight_kernel_rows) {
+    } else if (M <= options_.paths.byte_weight_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearSmallMInt8TensorCores(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
-    } else if (M <= options_.int8_medium_m_kernel_rows) {
+    } else if (M <= options_.paths.int8_medium_m_kernel_rows) {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearMediumMInt8(x, x_stride, w.int8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
@@ -692,7 +692,7 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
   // enabled) through LinearMediumM; larger ones use cuBLAS.
   if (M <= cuda::kSmallM) {
     GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallM(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
-  } else if (M <= options_.medium_m_kernel_rows) {
+  } else if (M <= options_.paths.medium_m_kernel_rows) {
     GLA_CUDA_RETURN_IF_ERROR(cuda::LinearMediumM(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
   } else {
     GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearBf16(cublas_, x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta));
@@ -754,7 +754,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   // read h_ and act_): each norm and SwiGLU made inside the kernel that quantizes the rows for the
   // GEMM (cuda::QuantizeMadeRowsFp8: the same bits as the two kernels it replaces), so each of a
   // layer's four projections takes one launch fewer and no bf16 round trip of its input.
-  const bool fp8_steps = options_.fp8_made_rows_from > 0 && rows >= options_.fp8_made_rows_from &&
+  const bool fp8_steps = options_.paths.fp8_made_rows_from > 0 && rows >= options_.paths.fp8_made_rows_from &&
                          uses_fp8_weights() && !adapters && !one_row && Fp8GemmTakes(rows) &&
                          D <= cuda::kOneRowMaxK && I <= cuda::kOneRowMaxK && Vd <= cuda::kOneRowMaxK;
   auto made_fp8_rows = [&](const Matrix& m) { return fp8_steps && m.is_fp8(); };

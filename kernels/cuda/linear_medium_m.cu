@@ -25,7 +25,7 @@
 // kernel" and what follows it): at 17-32 rows one-byte rows stream at 38-60% of the copy rate on
 // gla-1.3B's large projections (bf16 rows 57-77%, level with cuBLAS), less at 48-256 rows, and the
 // time still grows with M. The engine takes it for FP8 to 32 rows and INT8 to 64
-// (CudaModelOptions); with bf16 rows cuBLAS stays faster. What bounds a launch, from its per-block
+// (ProjectionPaths); with bf16 rows cuBLAS stays faster. What bounds a launch, from its per-block
 // timeline (MediumMTuning::trace): the first three tiles of every block requested at once and
 // landing 2-5 us later, and the blocks that get their data last.
 #include <cooperative_groups.h>

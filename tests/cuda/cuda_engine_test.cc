@@ -281,7 +281,7 @@ TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
 }
 
 // FP8 steps above the one-byte kernel's rows may make each projection's input inside the quantizing
-// kernel (CudaModelOptions::fp8_made_rows_from; by default only from 512 rows, here from 1 against
+// kernel (ProjectionPaths::fp8_made_rows_from; by default only from 512 rows, here from 1 against
 // never; cuda::QuantizeMadeRowsFp8): the same bits as the separate norm,
 // SwiGLU and quantizing kernels, so the logits and states of mixed steps (prefills and decodes, with
 // and without the output gate) are equal to the bit either way.
@@ -292,7 +292,7 @@ TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
   for (bool on : {true, false}) {
     CudaModelOptions o = Options(512, true);
     o.weights = WeightFormat::kFp8;
-    o.fp8_made_rows_from = on ? 1 : 0;
+    o.paths.fp8_made_rows_from = on ? 1 : 0;
     (on ? made : separate) = MakeGpu(dir, o, 4);
     if (!(on ? made : separate).model) return;
   }
@@ -354,7 +354,7 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // activations cost this model.
 constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
 // medium_rows > 0: the one-byte kernel to its default 16 rows and every projection of 17 (bf16: 9)
-// to medium_rows rows through cuda::LinearMediumM* (CudaModelOptions::*medium_m_kernel_rows).
+// to medium_rows rows through cuda::LinearMediumM* (ProjectionPaths::*medium_m_kernel_rows).
 void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows = 0) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
@@ -366,8 +366,8 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows
   CudaModelOptions o = Options();
   o.weights = weights;
   o.persistent_decode = false;
-  o.byte_weight_kernel_rows = medium_rows > 0 ? 16 : 64;
-  o.medium_m_kernel_rows = o.fp8_medium_m_kernel_rows = o.int8_medium_m_kernel_rows = medium_rows;
+  o.paths.byte_weight_kernel_rows = medium_rows > 0 ? 16 : 64;
+  o.paths.medium_m_kernel_rows = o.paths.fp8_medium_m_kernel_rows = o.paths.int8_medium_m_kernel_rows = medium_rows;
   Gpu g = MakeGpu(dir, o, 48);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
@@ -513,7 +513,7 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     ASSERT_TRUE(ck.ok()) << ck.status();
     CudaModelOptions o = Options();
     o.weights = WeightFormat::kInt8;
-    o.byte_weight_kernel_rows = rows;
+    o.paths.byte_weight_kernel_rows = rows;
     const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("byte_weight_kernel_rows must be in [16, 256]"), std::string::npos) << st;
@@ -524,8 +524,11 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
       ASSERT_TRUE(ck.ok()) << ck.status();
       CudaModelOptions o = Options();
       const std::string f = format;
-      (f == "int8_" ? o.int8_medium_m_kernel_rows : f == "fp8_" ? o.fp8_medium_m_kernel_rows : o.medium_m_kernel_rows) =
-          rows;
+      ProjectionPaths& p = o.paths;
+      int& field = f == "int8_" ? p.int8_medium_m_kernel_rows
+                   : f == "fp8_"  ? p.fp8_medium_m_kernel_rows
+                                  : p.medium_m_kernel_rows;
+      field = rows;
       const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
       EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
       EXPECT_NE(st.message().find(f + "medium_m_kernel_rows must be in [0, 256], not " + std::to_string(rows)),
@@ -537,7 +540,7 @@ TEST(ByteWeights, RefusalsNameTheirReason) {
     ASSERT_TRUE(ck.ok()) << ck.status();
     CudaModelOptions o = Options();
     o.weights = WeightFormat::kFp8;
-    o.fp8_made_rows_from = -1;
+    o.paths.fp8_made_rows_from = -1;
     const absl::Status st = CudaModel::FromCheckpoint(std::move(*ck), o).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
     EXPECT_NE(st.message().find("fp8_made_rows_from must be 0 (never) or a row count, not -1"), std::string::npos)

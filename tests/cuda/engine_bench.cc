@@ -64,8 +64,8 @@ int main(int argc, char** argv) {
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
                                               {"state_dtype", "f32"},  {"weights", "native"},
-                                              {"byte_rows", std::to_string(kDefaults.byte_weight_kernel_rows)},
-                                              {"fp8_made_rows", std::to_string(kDefaults.fp8_made_rows_from)},
+                                              {"byte_rows", std::to_string(kDefaults.paths.byte_weight_kernel_rows)},
+                                              {"fp8_made_rows", std::to_string(kDefaults.paths.fp8_made_rows_from)},
                                               {"medium_rows", "default"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
@@ -101,10 +101,11 @@ int main(int argc, char** argv) {
   o.weights = *weights;  // so do they for FP8 weights (the backend's weight_bytes)
   // FP8 / INT8: the most rows the one-byte tensor-core kernel takes; FP8: the fewest rows a step
   // makes its inputs in the quantizing kernel for (0: never, quantized by their own launches).
-  o.byte_weight_kernel_rows = num("byte_rows");
-  o.fp8_made_rows_from = num("fp8_made_rows");
+  o.paths.byte_weight_kernel_rows = num("byte_rows");
+  o.paths.fp8_made_rows_from = num("fp8_made_rows");
   if (flags["medium_rows"] != "default")  // 17-256-row projections in LinearMediumM* for every format (0: never)
-    o.medium_m_kernel_rows = o.fp8_medium_m_kernel_rows = o.int8_medium_m_kernel_rows = num("medium_rows");
+    o.paths.medium_m_kernel_rows = o.paths.fp8_medium_m_kernel_rows = o.paths.int8_medium_m_kernel_rows =
+        num("medium_rows");
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -117,14 +118,14 @@ int main(int argc, char** argv) {
                                      (o.weights != gla::WeightFormat::kNative
                                           ? std::string("-") + gla::WeightFormatName(o.weights) + "-weights"
                                           : std::string()) +
-                                     (o.byte_weight_kernel_rows != kDefaults.byte_weight_kernel_rows
-                                          ? "-byte-rows-" + std::to_string(o.byte_weight_kernel_rows)
+                                     (o.paths.byte_weight_kernel_rows != kDefaults.paths.byte_weight_kernel_rows
+                                          ? "-byte-rows-" + std::to_string(o.paths.byte_weight_kernel_rows)
                                           : std::string()) +
-                                     (o.fp8_made_rows_from != kDefaults.fp8_made_rows_from
-                                          ? "-fp8-made-rows-from-" + std::to_string(o.fp8_made_rows_from)
+                                     (o.paths.fp8_made_rows_from != kDefaults.paths.fp8_made_rows_from
+                                          ? "-fp8-made-rows-from-" + std::to_string(o.paths.fp8_made_rows_from)
                                           : std::string()) +
                                      (flags["medium_rows"] != "default"
-                                          ? "-medium-rows-" + std::to_string(o.medium_m_kernel_rows)
+                                          ? "-medium-rows-" + std::to_string(o.paths.medium_m_kernel_rows)
                                           : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -150,24 +151,25 @@ int main(int argc, char** argv) {
               gla::StateDTypeName(b.pool().state_dtype()), b.workspace_bytes() / 1073741824.0, flops_per_token / 1e9,
               (decode_bytes_b1 + 2 * state_bytes) / 1e9);
   std::printf("# decode: %s; backend: %s\n", o.cuda_graphs ? "CUDA graphs" : "eager", b.device().c_str());
-  const int medium_rows = o.weights == gla::WeightFormat::kInt8  ? o.int8_medium_m_kernel_rows
-                          : o.weights == gla::WeightFormat::kFp8 ? o.fp8_medium_m_kernel_rows
-                                                                 : o.medium_m_kernel_rows;
+  const int medium_rows = o.weights == gla::WeightFormat::kInt8  ? o.paths.int8_medium_m_kernel_rows
+                          : o.weights == gla::WeightFormat::kFp8 ? o.paths.fp8_medium_m_kernel_rows
+                                                                 : o.paths.medium_m_kernel_rows;
   std::printf("# medium-M kernel above the decode-sized kernels: to %d rows with %s weights (0: never)\n", medium_rows,
               o.weights == gla::WeightFormat::kNative ? "bf16" : gla::WeightFormatName(o.weights));
   if (o.weights != gla::WeightFormat::kNative)  // the A/B switches (kernels/linear.h, linear_fp8.h)
     std::printf("# one-byte rows read by the tensor-core kernel up to %d rows a step; FP8 inputs %s\n",
-                o.byte_weight_kernel_rows,
-                o.fp8_made_rows_from > 0
-                    ? ("made in the quantizing kernel from " + std::to_string(o.fp8_made_rows_from) + " rows").c_str()
+                o.paths.byte_weight_kernel_rows,
+                o.paths.fp8_made_rows_from > 0
+                    ? ("made in the quantizing kernel from " + std::to_string(o.paths.fp8_made_rows_from) + " rows")
+                          .c_str()
                     : "quantized separately");
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("backend", b.device());
   report.SetNote("medium_m_kernel_rows", std::to_string(medium_rows));
   if (o.weights != gla::WeightFormat::kNative) {
-    report.SetNote("byte_weight_kernel_rows", std::to_string(o.byte_weight_kernel_rows));
-    report.SetNote("fp8_made_rows_from", std::to_string(o.fp8_made_rows_from));
+    report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));
+    report.SetNote("fp8_made_rows_from", std::to_string(o.paths.fp8_made_rows_from));
   }
   if (o.weights == gla::WeightFormat::kFp8) {
     std::printf("# fp8 GEMM peak (8192^3, cuBLASLt, scales per row): %.0f TFLOP/s%s\n", fp8_peak / 1e12,

@@ -1,0 +1,43 @@
+// Which kernel takes a projection of M rows on the CUDA backend, per weight format: the row
+// thresholds between the decode-sized kernels, the medium-M kernel and the GEMMs, each set where
+// it measured best (the measurements beside each). One struct, held by both CudaModelOptions and
+// CudaBackendOptions, so that the two cannot disagree on a default; gla-engine-bench sets each
+// (--byte_rows, --fp8_made_rows, --medium_rows) for its A/B runs. No CUDA header: backend.h
+// includes it.
+#pragma once
+
+namespace gla {
+
+struct ProjectionPaths {
+  // With FP8 / INT8 weights, projections of up to this many rows read the one-byte rows in the
+  // tensor-core kernel (the weights widened in registers, inputs bf16; above 32 rows in row blocks
+  // that share the weights through L2); larger ones the medium-M kernel or the GEMMs below. 16 to
+  // cuda::kSmallMByteTensorCores (256). 16 because that is where it pays (H100, 2026-12-06,
+  // gla-engine-bench --byte_rows N, docs/quantization.md): at 32 rows the kernel's input loads grow
+  // with its row tiles and FP8's B = 32 step takes 3.78 ms against 3.11 through the FP8 GEMM (INT8:
+  // 3.90 against 4.02 at gla-1.3B, 1.85 against 1.64 at gla-340M); at 128 rows 11.9 against 6.6.
+  int byte_weight_kernel_rows = 16;
+  // FP8 steps of at least this many rows (and above byte_weight_kernel_rows; no adapters): each
+  // projection's input (a norm or the SwiGLU) made inside the kernel that quantizes it
+  // (cuda::QuantizeMadeRowsFp8: the same bits as the separate kernels); smaller steps and 0: the
+  // separate kernels. 512 because that is where it pays (H100, 2026-12-06): prompts of 512 and 4,096
+  // tokens 1-4% faster, decode steps of 32 and 128 rows 2-5% slower (a block a row makes its row,
+  // and the gated head norm's heads in turn, where the separate kernels spread a row's heads over
+  // blocks). gla-engine-bench --fp8_made_rows N.
+  int fp8_made_rows_from = 512;
+  // Projections of more rows than the decode-sized kernels take (kSmallM for bf16 weights,
+  // byte_weight_kernel_rows for FP8 / INT8) and at most this many run cuda::LinearMediumM* (each
+  // weight read once, bf16 inputs: no input quantization for FP8, no dequantizing pass for INT8)
+  // instead of cuBLAS, the FP8 GEMM or INT8's dequantize-then-GEMM; 0: never; at most
+  // cuda::kMediumMMaxRows (256). Per format because they measure differently (gla-engine-bench
+  // --medium_rows N against 0, greedy, H100 2026-12-06 15:50, after the kernel's split was fitted
+  // to the clusters the GPU holds; docs/quantization.md): FP8 B = 32 2.953 against the FP8 GEMM's
+  // 3.108 ms at gla-1.3B (1.392 against 1.683 at gla-340M), B = 64 4.455 against 4.267; INT8 B = 32
+  // 3.102 against 4.022 dequantizing, B = 64 4.949 against 5.219, B = 128 8.141 against 7.658; bf16
+  // B = 32 3.154 against cuBLAS's 3.062 (1.497 against 1.390 at gla-340M).
+  int medium_m_kernel_rows = 0;        // bf16 weights
+  int fp8_medium_m_kernel_rows = 32;   // FP8 weights
+  int int8_medium_m_kernel_rows = 64;  // INT8 weights
+};
+
+}  // namespace gla
