@@ -127,13 +127,15 @@ constexpr int kMediumMMaxRows = 256;
 // block's time goes, kMediumMTraceFields values a block by linear block id (x fastest: the K split,
 // then the feature tile, then the token tile), zeros where no block ran: the GPU's nanosecond clock
 // at the block's start, when its first tile has landed, at the end of its K loop, when its cluster's
-// partial sums are visible, when its outputs are written; then its SM. Room for
-// 8 x ceil(N / 64) x ceil(M / 32) blocks.
+// partial sums are visible, when its outputs are written; then its SM. trace_blocks: the blocks
+// trace has room for (8 x ceil(N / 64) x ceil(M / 32) is always enough); a launch of more is
+// refused unlaunched.
 constexpr int kMediumMTraceFields = 6;
 struct MediumMTuning {
   int max_split = 0;
   bool narrow_features = false;
   uint64_t* trace = nullptr;
+  int64_t trace_blocks = 0;
 };
 cudaError_t LinearMediumM(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N, int64_t K,
                           void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,

@@ -472,8 +472,9 @@ cudaError_t ClustersThatFit(int ck, int* clusters) {
 // x: bf16 rows (x_scale null) or, with kFp8Inputs, FP8 ones; x_stride_bytes their stride in bytes.
 template <class Rows, int WF, int WT, int WARPS_F, bool kFp8Inputs = false>
 cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float* x_scale, const Rows& rows, int64_t N,
-                          int64_t K, void* y, bool y_bf16, int64_t y_stride, int M, float beta, int max_split,
-                          uint64_t* trace, cudaStream_t stream) {
+                          int64_t K, void* y, bool y_bf16, int64_t y_stride, int M, float beta,
+                          const MediumMTuning& tuning, cudaStream_t stream) {
+  const int max_split = tuning.max_split;
   constexpr int BT = 8 * WT * (8 / WARPS_F), BF = 16 * WF * WARPS_F;
   constexpr int smem = SmemLayout<Rows, BT, BF, kFp8Inputs ? 1 : 2>::kBytes;
   constexpr auto kernel = MediumMKernel<Rows, WF, WT, WARPS_F, kFp8Inputs>;
@@ -497,6 +498,9 @@ cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float*
     if (const cudaError_t e = ClustersThatFit<kernel, smem>(ck, &clusters); e != cudaSuccess) return e;
     if (clusters >= tiles) break;
   }
+  // A traced launch writes kMediumMTraceFields values a block: refused unlaunched where the buffer
+  // has no room for every block.
+  if (tuning.trace != nullptr && int64_t{ck} * tiles > tuning.trace_blocks) return cudaErrorInvalidValue;
   cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -513,7 +517,7 @@ cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float*
   config.attrs = attr;
   config.numAttrs = ck > 1 ? 2 : 1;
   return cudaLaunchKernelEx(&config, kernel, x, x_stride_bytes, x_scale, rows, N, K, M, y, y_bf16, y_stride, beta,
-                            trace);
+                            tuning.trace);
 }
 
 template <class Rows>
@@ -523,7 +527,7 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
   if (M < 1 || M > kMediumMMaxRows || x == nullptr || !rows.Present() || !rows.Supported(x, x_stride, N, K) ||
       y == nullptr || y_stride < N || (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster)
     return cudaErrorInvalidValue;
-  const int m = static_cast<int>(M), split = tuning.max_split;
+  const int m = static_cast<int>(M);
   // Tokens per block by M: 32 (8 x 1 warps, a warp 16 features x 32 tokens; narrow: 4 x 2 warps of 16
   // x 16, 64 features a block), 64 (4 x 2 warps, 32 x 32) or 128 (4 x 2, 32 x 64; above 128 rows,
   // blocks of 128 tokens side by side).
@@ -531,16 +535,12 @@ cudaError_t MediumM(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, 
   const auto* xb = reinterpret_cast<const uint8_t*>(x);
   const int64_t xs = x_stride * 2;
   if (m <= 32 && tuning.narrow_features)
-    return LaunchMediumM<Rows, 1, 2, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
-                                        stream);
+    return LaunchMediumM<Rows, 1, 2, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
   if (m <= 32)
-    return LaunchMediumM<Rows, 1, 4, 8>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
-                                        stream);
+    return LaunchMediumM<Rows, 1, 4, 8>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
   if (m <= 64)
-    return LaunchMediumM<Rows, 2, 4, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
-                                        stream);
-  return LaunchMediumM<Rows, 2, 8, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, split, tuning.trace,
-                                      stream);
+    return LaunchMediumM<Rows, 2, 4, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
+  return LaunchMediumM<Rows, 2, 8, 4>(xb, xs, nullptr, rows, N, K, y, y_bf16, y_stride, m, beta, tuning, stream);
 }
 
 }  // namespace
@@ -572,15 +572,15 @@ cudaError_t LinearMediumMFp8Inputs(const Fp8Input& x, const Fp8Weight& w, int64_
       K < 16 || K % 16 != 0 || x.stride < K || x.stride % 16 != 0 || y == nullptr || y_stride < N ||
       (N + 63) / 64 > 65535 || tuning.max_split < 0 || tuning.max_split > kMaxCluster || tuning.narrow_features)
     return cudaErrorInvalidValue;
-  const int m = static_cast<int>(M), split = tuning.max_split;
+  const int m = static_cast<int>(M);
   if (m <= 32)
     return LaunchMediumM<small_m::Fp8Rows, 1, 4, 8, true>(x.q, x.stride, x.scale, rows, N, K, y, y_bf16, y_stride, m,
-                                                          beta, split, tuning.trace, stream);
+                                                          beta, tuning, stream);
   if (m <= 64)
     return LaunchMediumM<small_m::Fp8Rows, 2, 4, 4, true>(x.q, x.stride, x.scale, rows, N, K, y, y_bf16, y_stride, m,
-                                                          beta, split, tuning.trace, stream);
+                                                          beta, tuning, stream);
   return LaunchMediumM<small_m::Fp8Rows, 2, 8, 4, true>(x.q, x.stride, x.scale, rows, N, K, y, y_bf16, y_stride, m,
-                                                        beta, split, tuning.trace, stream);
+                                                        beta, tuning, stream);
 }
 
 }  // namespace gla::cuda

@@ -417,6 +417,16 @@ TEST_P(Layers, LinearMediumMEveryFormatAndRowCount) {
   for (int split : {-1, 9})  // the cluster's size: 0 (chosen) to 8
     EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, {split, false}),
               cudaErrorInvalidValue);
+  {  // a trace buffer without room for every block: refused unlaunched (N = 2, K = 16, M = 17: one block)
+    Dev<uint64_t> trace(cuda::kMediumMTraceFields);
+    cuda::MediumMTuning traced;
+    traced.trace = trace.p;
+    EXPECT_EQ(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, traced),
+              cudaErrorInvalidValue);
+    traced.trace_blocks = 1;
+    GLA_CUDA_OK(cuda::LinearMediumM(dx.p, 16, dW.p, 2, 16, dy.p, false, 2, 17, 0.f, nullptr, traced));
+    EXPECT_NE(trace.Get()[0], 0u) << "the block stamped its start";
+  }
   EXPECT_EQ(cuda::LinearMediumMFp8(dx.p, 8, fp8, 2, 8, dy.p, false, 2, 17, 0.f, nullptr), cudaErrorInvalidValue);  // K % 16
   {  // FP8 inputs: a row stride that is a multiple of 16 bytes and at least K, the split form's tunings only
     const cuda::Fp8Input xq{dq.p, dscale.p, 16};

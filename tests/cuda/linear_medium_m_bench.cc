@@ -161,6 +161,7 @@ int Trace() {
           CHECK(cudaMemset(flush, 1, kFlushBytes));
           CHECK(cudaDeviceSynchronize());
           tuning.trace = trace;
+          tuning.trace_blocks = kTraceValues / gla::cuda::kMediumMTraceFields;
           launch();
           CHECK(cudaDeviceSynchronize());
           CHECK(cudaMemcpy(host.data(), trace, host.size() * sizeof(uint64_t), cudaMemcpyDeviceToHost));
