@@ -40,7 +40,7 @@
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
-#include "kernels/cuda/mma_bf16.cuh"
+#include "kernels/cuda/mma_sync.cuh"
 #include "kernels/linear.h"
 #include "kernels/linear_fp8.h"
 

@@ -27,7 +27,7 @@
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/linear_small_m_common.cuh"
-#include "kernels/cuda/mma_bf16.cuh"
+#include "kernels/cuda/mma_sync.cuh"
 #include "kernels/linear.h"
 
 namespace gla::cuda {
