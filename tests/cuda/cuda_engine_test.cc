@@ -347,11 +347,12 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 // other way: estimated on the CPU by perturbing every rounded value by 1e-6 relative, 2e-3 to 6e-3
 // on this model; bound 2e-2. Measured (H100, 2026-12-06): 3.3e-3 to 8.4e-3 worst per format and
 // model, but 1.42e-2 at one step (FP8, no output gate, batch 1, step 0: a fresh state, where the GPU
-// is as far from the fp32 CPU, 1.29e-2; native weights 5.7e-3 there). Not yet explained; a
-// candidate, not checked: with a zero state a head's output is (q.k) v, and where q.k cancels to
-// the scale of the head norm's eps, the norm passes the sum order's relative error through instead
-// of dividing it out. The error against fp32 activations is printed beside it: what bf16
-// activations cost this model.
+// is as far from the fp32 CPU, 1.29e-2; native weights 5.7e-3 there). Checked on the CPU
+// (docs/quantization.md): with a zero state a head's output is (q.k) v, and at that step this
+// model's gated head norm runs where eps dominates (eps 1e-6 -> 1e-7 moves its step-0 logits by
+// 7.4e-2, later steps' by 2e-3, the trained model's by 6e-5), so q.k's rounding, which a norm
+// away from eps divides out, reaches the logits. The error against fp32 activations is printed
+// beside it: what bf16 activations cost this model.
 constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
 // medium_rows > 0: the one-byte kernel to its default 16 rows and every projection of 17 (bf16: 9)
 // to medium_rows rows through cuda::LinearMediumM* (ProjectionPaths::*medium_m_kernel_rows).
