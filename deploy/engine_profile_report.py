@@ -7,9 +7,10 @@ The CSV is `ncu --csv --metrics gpu__time_duration.sum,launch__grid_size` over g
 a random PRESET model (1.3B or 340M). Every engine step starts with one EmbeddingGather kernel, so
 the kernels are cut into steps there; LABEL=STEP names a step (0-based, negative counts from the
 end) to break down, and ROWS its token rows (for the GEMMs' TFLOP/s; the lm_head of a prefill or
-TTFT step has one row, of a decode step ROWS). A step's cuBLAS kernels are named by their place in
-a layer (in_proj, o_proj, gate_up, down; lm_head last when it is one more), which holds while
-cuBLAS runs one kernel per product (the report says when it does not).
+TTFT step has one row, of a decode step ROWS). A step's projection kernels (cuBLAS's and our own
+projection kernels: the decode-sized, one-row and medium-M ones) are named by their place in a layer
+(in_proj, o_proj, gate_up, down; lm_head last when it is one more), which holds while each product
+is one kernel (the report says when it is not).
 """
 import collections
 import csv
@@ -23,6 +24,8 @@ SHAPES = {
              "lm_head": (32000, 1024), "layers": 24},
 }
 OURS = ("Kernel", "kernel")  # our kernels' names end in Kernel (kernels/cuda/*.cu)
+# Our kernels that compute a whole projection (kernels/cuda/linear*.cu): named by place as cuBLAS's are.
+OUR_PROJECTIONS = ("SmallMKernel", "SmallMMmaKernel", "OneRowStagedKernel", "MediumMKernel")
 PROJ = ["in_proj", "o_proj", "gate_up", "down"]
 
 
@@ -53,6 +56,10 @@ def is_ours(name):
     return any(short(name).endswith(s) for s in OURS) and "gemm" not in name.lower()
 
 
+def is_projection(name):
+    return not is_ours(name) or short(name) in OUR_PROJECTIONS
+
+
 def steps_of(kernels):
     steps, cur = [], None
     for k in kernels:
@@ -81,8 +88,7 @@ def main():
             sys.exit(f"{item}: step {idx} of {len(steps)}")
         step = steps[int(idx)]
         total = sum(k["us"] for k in step)
-        gemms = [k for k in step if not is_ours(k["name"])]
-        n = len(gemms)
+        n = sum(1 for k in step if is_projection(k["name"]))
         names = []
         layers = shapes["layers"]
         if n == 4 * layers:
@@ -92,20 +98,21 @@ def main():
         by = collections.OrderedDict()
         gi = 0
         for k in step:
-            if is_ours(k["name"]):
+            if not is_projection(k["name"]):
                 key = short(k["name"])
             else:
-                key = ("cuBLAS " + names[gi]) if names else "cuBLAS " + short(k["name"])
+                who = short(k["name"]) if is_ours(k["name"]) else "cuBLAS"
+                key = f"{who} {names[gi]}" if names else f"{who} {short(k['name'])}"
                 gi += 1
             e = by.setdefault(key, [0, 0.0])
             e[0] += 1
             e[1] += k["us"]
         print(f"\n## {label} (step {idx}): {len(step)} kernels, {total:.1f} us summed"
-              + ("" if names or n == 0 else f"; {n} cuBLAS kernels do not map one per projection"))
+              + ("" if names or n == 0 else f"; {n} projection kernels do not map one per projection"))
         print(f"{'operation':<50} {'calls':>6} {'us':>10} {'% step':>7} {'TFLOP/s':>8}")
         for key, (calls, us) in sorted(by.items(), key=lambda kv: -kv[1][1]):
             tf = ""
-            proj = key.replace("cuBLAS ", "")
+            proj = key.split(" ")[-1]
             if tokens and proj in shapes:
                 N, K = shapes[proj]
                 rows = 1 if proj == "lm_head" and not label.startswith("decode") else tokens
