@@ -51,7 +51,9 @@ struct Fp8Input {
 // (kernels/cuda/linear_medium_m.cu), mma.sync on the raw FP8 bytes of both operands (no widening),
 // fp32 sums, each weight read once; deterministic. x.q and w.q 16-byte aligned, x.stride a multiple
 // of 16 and >= K, K % 16 == 0, y_stride >= N; tuning: max_split and trace only; otherwise
-// cudaErrorInvalidValue (no launch). For benchmarks and the kernel test until it is measured.
+// cudaErrorInvalidValue (no launch). Benchmarks and the kernel test only: measured (H100,
+// 2026-12-06, linear_medium_m_bench's forms table), quantize + this never beat the bf16-input form
+// (1.3B in-proj at 17 rows 11.9 us against 9.2); kept for the engine's made FP8 rows to feed it.
 cudaError_t LinearMediumMFp8Inputs(const Fp8Input& x, const Fp8Weight& w, int64_t N, int64_t K, void* y, bool y_bf16,
                                    int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
                                    const MediumMTuning& tuning = {});

@@ -448,11 +448,16 @@ cudaError_t KernelOnDevice(int* sms, int* resident) {
 template <auto kKernel, int kSmem>
 cudaError_t ClustersThatFit(int ck, int* clusters) {
   constexpr int kDevices = 64;
-  static std::atomic<int> known[kDevices][kMaxCluster + 1];  // 0: not yet known (a real 0 is asked again)
+  // The count plus one: 0 is "not yet known", so that a device holding no cluster of ck is not
+  // asked again on every launch.
+  static std::atomic<int> known[kDevices][kMaxCluster + 1];
   int device = 0;
   if (const cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
   const bool cached = device >= 0 && device < kDevices;
-  if (cached && (*clusters = known[device][ck].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
+  if (const int k = cached ? known[device][ck].load(std::memory_order_relaxed) : 0; k > 0) {
+    *clusters = k - 1;
+    return cudaSuccess;
+  }
   cudaLaunchAttribute attr;
   attr.id = cudaLaunchAttributeClusterDimension;
   attr.val.clusterDim.x = static_cast<unsigned>(ck);
@@ -465,7 +470,7 @@ cudaError_t ClustersThatFit(int ck, int* clusters) {
   config.attrs = &attr;
   config.numAttrs = 1;
   if (const cudaError_t e = cudaOccupancyMaxActiveClusters(clusters, kKernel, &config); e != cudaSuccess) return e;
-  if (cached) known[device][ck].store(*clusters, std::memory_order_relaxed);
+  if (cached && *clusters >= 0) known[device][ck].store(*clusters + 1, std::memory_order_relaxed);
   return cudaSuccess;
 }
 
