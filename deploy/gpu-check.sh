@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,11 +21,11 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | served | http | n | sdk | structured | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | served | http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -35,6 +35,9 @@ done
   knob_error "GLA_AB_BATCHES must be batch sizes separated by commas (1,8,32), not '${GLA_AB_BATCHES}'"
 [[ ${GLA_MEDIUM_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_MEDIUM_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_MEDIUM_BATCHES}'"
+[[ ${GLA_GEMMS_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  knob_error "GLA_GEMMS_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_GEMMS_BATCHES}'"
+[[ ${GLA_GEMMS_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_GEMMS_TESTS must be 0 or 1, not '${GLA_GEMMS_TESTS}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
 for w in ${GLA_MEDIUM_WEIGHTS-}; do
   case $w in native | fp8 | int8) ;; *) knob_error "GLA_MEDIUM_WEIGHTS: unknown format '$w' (native, fp8, int8)" ;; esac
@@ -101,7 +104,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   kernels=(kernels/cuda/gla_decode.cu kernels/cuda/persistent_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu kernels/cuda/linear_medium_m.cu
-          kernels/cuda/quantize_fp8.cu kernels/cuda/linear_fp8_gemm.cc kernels/cuda/dequantize_int8.cu
+          kernels/cuda/quantize_fp8.cu kernels/cuda/linear_fp8_gemm.cc kernels/cuda/linear_bf16_tuned.cc kernels/cuda/dequantize_int8.cu
           kernels/cuda/sampling.cu kernels/cuda/norm_backward.cu kernels/cuda/activations_backward.cu
           kernels/cuda/conv_backward.cu kernels/cuda/optimizer.cu kernels/cuda/dropout.cu kernels/cuda/cross_entropy.cu)
   for k in "${kernels[@]}" "${layers[@]}"; do
@@ -111,7 +114,7 @@ if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   if nvcc "${nvcc_flags[@]}" -o build-gpu/gla_kernels_cuda_test tests/cuda/gla_decode_cuda_test.cc \
        tests/cuda/gla_forward_cuda_test.cc tests/cuda/layers_cuda_test.cc tests/cuda/sampling_cuda_test.cc \
        tests/cuda/gla_backward_chunk_cuda_test.cc tests/cuda/training_ops_cuda_test.cc tests/cuda/state_bf16_cuda_test.cc \
-       tests/cuda/linear_fp8_cuda_test.cc "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
+       tests/cuda/linear_fp8_cuda_test.cc tests/cuda/linear_bf16_tuned_cuda_test.cc "${kernels[@]}" "${layers[@]}" kernels/cpu/gla_recurrent.cc kernels/cpu/gla_backward.cc kernels/cpu/norm.cc kernels/cpu/activations.cc \
        kernels/cpu/conv.cc kernels/cpu/norm_backward.cc kernels/cpu/activations_backward.cc kernels/cpu/conv_backward.cc \
        kernels/cpu/optimizer.cc kernels/cpu/dropout.cc engine/sampler.cc models/dtype.cc -lcublas -lcublasLt -lgtest -lgtest_main -lpthread 2> "$out/build.txt"; then
     check kernel_tests build-gpu/gla_kernels_cuda_test
@@ -367,6 +370,33 @@ if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
           --name gla-$preset --weights $weights --medium_rows $rows --batches "${GLA_MEDIUM_BATCHES:-32,128}"
         grep -E "^(prefill|TTFT|decode)" "$out/medium_ab_${preset}_${weights}_$rows.txt" |
           sed "s/^/$preset $weights medium_rows=$rows: /" | tee -a "$out/summary.txt"
+      done
+    done
+  done
+fi
+# The bf16 GEMMs through cuBLASLt algorithms timed on the model's own matrices (cuda::TunedBf16Gemm,
+# ProjectionPaths::tuned_bf16_gemms): its kernel and engine tests, the per-projection table against
+# cublasGemmEx's default (gemm_tuning_bench), then gla-engine-bench with --gemm_tuning 0 and 1,
+# alternating twice, at GLA_GEMMS_BATCHES (prefill and TTFT too) on each of GLA_GEMMS_PRESETS.
+if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  if [ "${GLA_GEMMS_TESTS:-1}" = 1 ]; then  # 0: without the tests (they ran in an earlier call)
+    check gemms_kernel_tests timeout 120 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*TunedBf16Gemm*:*LinearBf16*'
+    check gemms_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*TunedGemms*:*NativeWeightsDecodeSteps*'
+    grep -h "\[ measure \] tuned" "$out/gemms_kernel_tests.txt" "$out/gemms_engine_tests.txt" | tee -a "$out/summary.txt"
+  fi
+  check gemm_tuning_bench timeout 200 gpu-bundle/run gemm_tuning_bench
+  grep -E "step|^#" "$out/gemm_tuning_bench.txt" | tee -a "$out/summary.txt"
+  for preset in ${GLA_GEMMS_PRESETS-1.3B 340M}; do
+    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
+      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    for round in 1 2; do
+      for tuning in 0 1; do
+        check "gemms_ab_${preset}_${tuning}_$round" timeout 150 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
+          --name gla-$preset --gemm_tuning $tuning --batches "${GLA_GEMMS_BATCHES:-32,64,128}"
+        grep -E "^(prefill|TTFT|decode)" "$out/gemms_ab_${preset}_${tuning}_$round.txt" |
+          sed "s/^/$preset gemm_tuning=$tuning round $round: /" | tee -a "$out/summary.txt"
       done
     done
   done

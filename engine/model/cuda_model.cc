@@ -389,6 +389,8 @@ absl::Status CudaModel::AllocateWorkspace() {
           "--weights fp8 needs cuBLASLt 12.9 or newer (FP8 GEMMs with a scale per row); this one is ", cublasLtGetVersion()));
     GLA_CUBLAS_RETURN_IF_ERROR(lt);
   }
+  if (options_.paths.tuned_bf16_gemms && options_.weights == WeightFormat::kNative)
+    GLA_CUBLAS_RETURN_IF_ERROR(bf16_gemm_.Init(cublas_workspace_.get(), kCublasWorkspace));
 
   char* base = workspace_.get<char>();
   d_inputs_ = reinterpret_cast<int32_t*>(base + inputs);
@@ -599,6 +601,7 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
     const int T = static_cast<int>(seg.tokens.size());
     for (int t = seg.logits == Logits::kAll ? 0 : T - 1; t < T; ++t) h_row_ids[lr++] = seg_row[s] + t;
   }
+  RETURN_IF_ERROR(TuneBf16Gemms(rows));
   GLA_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(d_inputs_, h_tokens, input_ints_ * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   return Enqueue(rows, decode_rows, num_seqs, lr, states);
@@ -613,6 +616,7 @@ absl::Status CudaModel::RunGraph(int bucket, const States& states) {
   }
   if (g.exec == nullptr) {
     if (uses_fp8_weights() && Fp8GemmTakes(bucket)) RETURN_IF_ERROR(PrepareFp8Plans(bucket));
+    RETURN_IF_ERROR(TuneBf16Gemms(bucket));
     GLA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     const absl::Status enqueued = Enqueue(bucket, bucket, bucket, bucket, states);
     cudaGraph_t graph = nullptr;
@@ -645,6 +649,39 @@ absl::Status CudaModel::PrepareFp8Plans(int rows) {
                {w.down, D, I, x_, false, D}};
   for (const auto& g : gemms)
     GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Prepare(in, g.m.fp8, g.N, g.K, g.y, g.y_bf16, g.y_stride, rows));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::TuneBf16Gemms(int64_t rows) {
+  // Only where Project gives the rows to cuBLAS (bf16 weights, more rows than the kernels take).
+  if (!options_.paths.tuned_bf16_gemms || options_.weights != WeightFormat::kNative || layers_.empty() ||
+      layers_.front().in_proj.bf16 == nullptr || rows <= cuda::kSmallM || rows <= options_.paths.medium_m_kernel_rows)
+    return absl::OkStatus();
+  // A graph's size exactly; a prompt's at its power-of-two bucket (Run takes that choice for every
+  // count in it), where the activation buffers hold that many rows.
+  const int64_t bucket = cuda::TunedBf16Gemm::Bucket(rows);
+  const int64_t at = bucket <= options_.max_tokens ? bucket : rows;
+  const GlaLayerPlan& p = plan_;
+  const int64_t D = p.hidden, I = p.intermediate, P = p.in_proj.width, Vd = p.o_width;
+  const struct {
+    const __nv_bfloat16* x;
+    cuda::Bf16GemmShape shape;
+    void* y;
+    const Matrix Layer::*matrix;
+  } gemms[] = {{h_, {P, D, D, P, false, false}, proj_, &Layer::in_proj},
+               {og_, {D, Vd, Vd, D, false, true}, x_, &Layer::o_proj},
+               {h_, {2 * I, D, D, 2 * I, true, false}, gate_up_, &Layer::gate_up},
+               {act_, {D, I, I, D, false, true}, x_, &Layer::down}};
+  std::vector<const __nv_bfloat16*> weights(layers_.size());
+  for (const auto& g : gemms) {
+    if (bf16_gemm_.TunedAt(g.shape, at)) continue;
+    for (size_t l = 0; l < layers_.size(); ++l) weights[l] = (layers_[l].*g.matrix).bf16;
+    const cublasStatus_t st = bf16_gemm_.Tune(cublas_, g.shape, at, g.x, weights.data(),
+                                              static_cast<int>(weights.size()), g.y, stream_);
+    // Operands the cuBLASLt path does not take (odd widths): the default runs them, as before.
+    if (st == CUBLAS_STATUS_INVALID_VALUE) continue;
+    GLA_CUBLAS_RETURN_IF_ERROR(st);
+  }
   return absl::OkStatus();
 }
 
@@ -695,7 +732,9 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
   } else if (M <= options_.paths.medium_m_kernel_rows) {
     GLA_CUDA_RETURN_IF_ERROR(cuda::LinearMediumM(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
   } else {
-    GLA_CUBLAS_RETURN_IF_ERROR(cuda::LinearBf16(cublas_, x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta));
+    // The algorithm TuneBf16Gemms chose for this shape and row count, or cublasGemmEx's default.
+    GLA_CUBLAS_RETURN_IF_ERROR(
+        bf16_gemm_.Run(cublas_, x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_));
   }
   return absl::OkStatus();
 }

@@ -35,6 +35,7 @@
 #include "engine/model/weight_format.h"
 #include "engine/sequence_state.h"
 #include "kernels/linear.h"
+#include "kernels/linear_bf16_tuned.h"
 #include "kernels/linear_fp8.h"
 #include "kernels/persistent_decode.h"
 #include "models/checkpoint.h"
@@ -112,6 +113,10 @@ class CudaModel {
   absl::Status Forward(std::span<const Segment> segments, const States& states, std::vector<int>* first_row);
   const float* logits() const { return logits_; }
   int cached_adapters() const { return static_cast<int>(adapters_.size()); }
+  // paths.tuned_bf16_gemms: the (projection, row count) choices made so far, and the projections
+  // that ran a chosen cuBLASLt algorithm (not cublasGemmEx's default).
+  int tuned_gemm_plans() const { return bf16_gemm_.plans(); }
+  int64_t tuned_gemm_runs() const { return bf16_gemm_.tuned_runs(); }
 
  private:
   // An adapter on the device. Holding `host` keeps its address unique while it is cached.
@@ -152,6 +157,11 @@ class CudaModel {
   // FP8 weights: the plans of a step's FP8 GEMMs at `rows` rows, made before a graph captures them
   // (cuBLASLt's heuristic is not run inside a capture).
   absl::Status PrepareFp8Plans(int rows);
+  // bf16 weights with paths.tuned_bf16_gemms: times cuBLASLt's algorithms for the layers' four
+  // projections at `rows` rows (each over every layer's matrix) unless done before; then Project
+  // runs the fastest. Called before a step's kernels are enqueued (it scribbles on the activation
+  // buffers and synchronizes the stream): before a graph's capture, and before an eager step.
+  absl::Status TuneBf16Gemms(int64_t rows);
   // A projection's weights on the device: bf16 rows, or FP8 / INT8 rows with a scale per row.
   struct Matrix {
     const __nv_bfloat16* bf16 = nullptr;
@@ -215,6 +225,9 @@ class CudaModel {
   float* fp8_x_scale_ = nullptr;
   int64_t fp8_x_stride_ = 0;
   cuda::LinearFp8Gemm fp8_gemm_;
+  // bf16 weights: the GEMM algorithms timed per projection and row count (paths.tuned_bf16_gemms;
+  // else never tuned, and every call takes cublasGemmEx's default). Shares cuBLAS's workspace.
+  cuda::TunedBf16Gemm bf16_gemm_;
   // INT8 weights: the matrix of a larger step dequantized to bf16 (the largest projection's size).
   __nv_bfloat16* int8_dequant_ = nullptr;
 

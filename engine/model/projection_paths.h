@@ -38,6 +38,12 @@ struct ProjectionPaths {
   int medium_m_kernel_rows = 0;        // bf16 weights
   int fp8_medium_m_kernel_rows = 32;   // FP8 weights
   int int8_medium_m_kernel_rows = 64;  // INT8 weights
+  // bf16 weights: the layers' projections that cuBLAS takes (more rows than the kernels above) run
+  // cuBLASLt's algorithm that was fastest on this model's own matrices at that row count
+  // (cuda::TunedBf16Gemm: the heuristic's first 16 and cublasGemmEx's default timed once per
+  // decode graph size before its capture, once per power-of-two prompt size before its first eager
+  // step); false: cublasGemmEx's default. gla-engine-bench --gemm_tuning 0|1.
+  bool tuned_bf16_gemms = false;
 };
 
 }  // namespace gla

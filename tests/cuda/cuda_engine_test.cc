@@ -207,7 +207,10 @@ constexpr double kInt8DequantizedBound = 5e-2;
 // against the CPU model running the same steps: logits and states after every step. With bf16
 // states both round at each step's end (the GPU from its own fp32 values: a value near a rounding
 // boundary may round the other way, one bf16 step, well inside the bound).
-void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype, WeightFormat weights = WeightFormat::kNative) {
+// tuned_gemms: the bf16 GEMMs through the cuBLASLt algorithms timed per row count
+// (ProjectionPaths::tuned_bf16_gemms), which must then have run.
+void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype, WeightFormat weights = WeightFormat::kNative,
+                              bool tuned_gemms = false) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, dtype, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -217,6 +220,7 @@ void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype, WeightFormat w
   for (bool chunked : {true, false}) {
     CudaModelOptions o = Options(512, chunked);
     o.weights = weights;
+    o.paths.tuned_bf16_gemms = tuned_gemms;
     Gpu g = MakeGpu(dir, o, 8, dtype);
     if (!g.model) return;
     ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
@@ -257,10 +261,17 @@ void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype, WeightFormat w
       EXPECT_LT(err, bound) << "step " << k;
       for (int s = 0; s < kSeqs; ++s)
         EXPECT_LT(RelErr(g.State(slots[s]), cpu_states[s].data), bound) << "step " << k << " sequence " << s;
-      std::printf("[ measure ] options model (output gate %d, %s prefill, %s states, %s weights) step %zu: logits rel "
-                  "err %.2e\n",
-                  output_gate, chunked ? "chunkwise" : "recurrent", StateDTypeName(dtype), WeightFormatName(weights), k,
-                  err);
+      std::printf("[ measure ] options model (output gate %d, %s prefill, %s states, %s weights%s) step %zu: logits "
+                  "rel err %.2e\n",
+                  output_gate, chunked ? "chunkwise" : "recurrent", StateDTypeName(dtype), WeightFormatName(weights),
+                  tuned_gemms ? ", tuned GEMMs" : "", k, err);
+    }
+    if (tuned_gemms) {
+      EXPECT_GT(g.model->tuned_gemm_runs(), 0) << "no projection ran a tuned cuBLASLt algorithm";
+      std::printf("[ measure ] tuned GEMMs: %d plans, %lld runs through them\n", g.model->tuned_gemm_plans(),
+                  static_cast<long long>(g.model->tuned_gemm_runs()));
+    } else {
+      EXPECT_EQ(g.model->tuned_gemm_plans(), 0);
     }
   }
 }
@@ -273,6 +284,13 @@ TEST_P(OptionsModel, MixedPackedStepsMatchCpu) {
 TEST_P(OptionsModel, Bf16StatesMixedPackedStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kBF16);
+}
+
+// The same steps with the bf16 GEMMs through timed cuBLASLt algorithms (prompt rows 202, 66 and 267
+// take the choices of their buckets, 256, 128 and 512), against the same CPU and bound.
+TEST_P(OptionsModel, TunedGemmsMixedPackedStepsMatchCpu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kNative, /*tuned_gemms=*/true);
 }
 
 TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
@@ -356,7 +374,7 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
 // medium_rows > 0: the one-byte kernel to its default 16 rows and every projection of 17 (bf16: 9)
 // to medium_rows rows through cuda::LinearMediumM* (ProjectionPaths::*medium_m_kernel_rows).
-void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows = 0) {
+void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows = 0, bool tuned_gemms = false) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -369,6 +387,7 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows
   o.persistent_decode = false;
   o.paths.byte_weight_kernel_rows = medium_rows > 0 ? 16 : 64;
   o.paths.medium_m_kernel_rows = o.paths.fp8_medium_m_kernel_rows = o.paths.int8_medium_m_kernel_rows = medium_rows;
+  o.paths.tuned_bf16_gemms = tuned_gemms;
   Gpu g = MakeGpu(dir, o, 48);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
@@ -419,7 +438,12 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows
   }
   std::printf("[ measure ] options model (output gate %d), %s weights%s, decode steps of 4, 12, 24, 40, 1: worst logits "
               "rel err %.2e (against fp32 activations %.2e)\n",
-              output_gate, WeightFormatName(weights), medium_rows > 0 ? " (medium-M kernel)" : "", worst, worst_f32);
+              output_gate, WeightFormatName(weights),
+              medium_rows > 0 ? " (medium-M kernel)" : tuned_gemms ? " (tuned GEMMs)" : "", worst, worst_f32);
+  // Batches 24 and 40 (graphs of 24 and 48 rows) run their projections as GEMMs.
+  if (tuned_gemms) {
+    EXPECT_GT(g.model->tuned_gemm_runs(), 0) << "no projection ran a tuned cuBLASLt algorithm";
+  }
 }
 
 TEST_P(OptionsModel, ByteWeightsDecodeStepsMatchCpu) {
@@ -439,6 +463,12 @@ TEST_P(OptionsModel, MediumMKernelDecodeStepsMatchCpu) {
 TEST_P(OptionsModel, NativeWeightsDecodeStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   DecodeStepsMatchCpu(GetParam(), WeightFormat::kNative);
+}
+
+// And with the GEMMs of the graphs of 24 and 48 rows through cuBLASLt algorithms timed at those sizes.
+TEST_P(OptionsModel, TunedGemmsDecodeStepsMatchCpu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  DecodeStepsMatchCpu(GetParam(), WeightFormat::kNative, 0, /*tuned_gemms=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(OutputGate, OptionsModel, ::testing::Bool());

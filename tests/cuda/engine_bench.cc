@@ -5,6 +5,7 @@
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
 //                    [--byte_rows 16] [--fp8_made_rows 512] [--medium_rows N: every format; default: bf16 0, fp8 32, int8 64]
+//                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -66,7 +67,8 @@ int main(int argc, char** argv) {
                                               {"state_dtype", "f32"},  {"weights", "native"},
                                               {"byte_rows", std::to_string(kDefaults.paths.byte_weight_kernel_rows)},
                                               {"fp8_made_rows", std::to_string(kDefaults.paths.fp8_made_rows_from)},
-                                              {"medium_rows", "default"}};
+                                              {"medium_rows", "default"},
+                                              {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
   if (flags["medium_rows"] != "default")  // 17-256-row projections in LinearMediumM* for every format (0: never)
     o.paths.medium_m_kernel_rows = o.paths.fp8_medium_m_kernel_rows = o.paths.int8_medium_m_kernel_rows =
         num("medium_rows");
+  o.paths.tuned_bf16_gemms = num("gemm_tuning") != 0;
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -126,6 +129,9 @@ int main(int argc, char** argv) {
                                           : std::string()) +
                                      (flags["medium_rows"] != "default"
                                           ? "-medium-rows-" + std::to_string(o.paths.medium_m_kernel_rows)
+                                          : std::string()) +
+                                     (o.paths.tuned_bf16_gemms != kDefaults.paths.tuned_bf16_gemms
+                                          ? std::string("-gemm-tuning-") + (o.paths.tuned_bf16_gemms ? "1" : "0")
                                           : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -167,6 +173,9 @@ int main(int argc, char** argv) {
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("backend", b.device());
   report.SetNote("medium_m_kernel_rows", std::to_string(medium_rows));
+  std::printf("# bf16 GEMMs: %s\n", o.paths.tuned_bf16_gemms ? "cuBLASLt algorithms timed per shape and row count (--gemm_tuning 1)"
+                                                              : "cublasGemmEx's default (--gemm_tuning 0)");
+  report.SetNote("tuned_bf16_gemms", o.paths.tuned_bf16_gemms ? "1" : "0");
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));
     report.SetNote("fp8_made_rows_from", std::to_string(o.paths.fp8_made_rows_from));

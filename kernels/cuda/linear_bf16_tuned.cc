@@ -1,0 +1,261 @@
+// TunedBf16Gemm (kernels/linear_bf16_tuned.h): cuBLASLt algorithms timed on the caller's operands.
+// Column-major views as LinearBf16 takes them: the weights [N, K] row-major are A = K x N with op T,
+// the inputs [M, K] are B = K x M, and D = op(A) B is N x M column-major, i.e. y [M, N] row-major.
+#include "kernels/linear_bf16_tuned.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "kernels/linear.h"
+
+namespace gla::cuda {
+
+namespace {
+
+bool FitsInt(int64_t v) { return v >= 0 && v <= std::numeric_limits<int>::max(); }
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+#define GLA_TUNED_RETURN_IF_ERROR(expr)                                  \
+  do {                                                                   \
+    const cublasStatus_t gla_tuned_status_ = (expr);                     \
+    if (gla_tuned_status_ != CUBLAS_STATUS_SUCCESS) return gla_tuned_status_; \
+  } while (0)
+
+// Whether the operands are what the cuBLASLt path assumes (and told the heuristic): 16-byte
+// aligned pointers, rows a multiple of 16 bytes long and apart.
+bool LtOperandsFit(const void* x, int64_t x_stride, const void* w, int64_t N, int64_t K, const void* y, bool y_bf16,
+                   int64_t y_stride) {
+  const int64_t y_bytes = y_bf16 ? 2 : 4;
+  return Aligned16(x) && Aligned16(w) && Aligned16(y) && K % 8 == 0 && N % 8 == 0 && x_stride % 8 == 0 &&
+         (y_stride * y_bytes) % 16 == 0 && x_stride >= K && y_stride >= N;
+}
+
+// Frees a layout pair made for one call's row count when it leaves scope.
+struct TemporaryLayouts {
+  cublasLtMatrixLayout_t b = nullptr, d = nullptr;
+  ~TemporaryLayouts() {
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
+  }
+};
+
+}  // namespace
+
+TunedBf16Gemm::~TunedBf16Gemm() {
+  for (auto& [key, plan] : plans_) Destroy(plan);
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+void TunedBf16Gemm::Destroy(Plan& plan) {
+  if (plan.op != nullptr) cublasLtMatmulDescDestroy(plan.op);
+  if (plan.a != nullptr) cublasLtMatrixLayoutDestroy(plan.a);
+  if (plan.b != nullptr) cublasLtMatrixLayoutDestroy(plan.b);
+  if (plan.d != nullptr) cublasLtMatrixLayoutDestroy(plan.d);
+  plan = Plan();
+}
+
+cublasStatus_t TunedBf16Gemm::Init(void* workspace, size_t bytes) {
+  if (handle_ != nullptr || (workspace == nullptr && bytes > 0) || !Aligned16(workspace))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  workspace_ = workspace;
+  workspace_bytes_ = bytes;
+  return cublasLtCreate(&handle_);
+}
+
+int64_t TunedBf16Gemm::Bucket(int64_t rows) {
+  int64_t b = 1;
+  while (b < rows && b < (int64_t{1} << 40)) b *= 2;
+  return b;
+}
+
+cublasStatus_t TunedBf16Gemm::MakeDescriptors(const Bf16GemmShape& s, int64_t rows, Plan* plan) const {
+  GLA_TUNED_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  GLA_TUNED_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  GLA_TUNED_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  GLA_TUNED_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, static_cast<uint64_t>(s.K),
+                                                       static_cast<uint64_t>(s.N), s.K));
+  GLA_TUNED_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, static_cast<uint64_t>(s.K),
+                                                       static_cast<uint64_t>(rows), s.x_stride));
+  GLA_TUNED_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->d, s.y_bf16 ? CUDA_R_16BF : CUDA_R_32F,
+                                                       static_cast<uint64_t>(s.N), static_cast<uint64_t>(rows),
+                                                       s.y_stride));
+  plan->rows = rows;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t TunedBf16Gemm::RunPlan(const Plan& plan, cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d,
+                                      const void* x, const void* w, void* y, float beta, cudaStream_t stream) const {
+  const float alpha = 1.0f;
+  return cublasLtMatmul(handle_, plan.op, &alpha, w, plan.a, x, b, &beta, y, d, y, d, &plan.algo, workspace_,
+                        workspace_bytes_, stream);
+}
+
+std::string TunedBf16Gemm::Describe(const cublasLtMatmulAlgo_t& algo) {
+  const struct {
+    const char* name;
+    cublasLtMatmulAlgoConfigAttributes_t attr;
+  } fields[] = {{"algo", CUBLASLT_ALGO_CONFIG_ID},
+                {"tile", CUBLASLT_ALGO_CONFIG_TILE_ID},
+                {"stages", CUBLASLT_ALGO_CONFIG_STAGES_ID},
+                {"splitK", CUBLASLT_ALGO_CONFIG_SPLITK_NUM},
+                {"reduction", CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME},
+                {"swizzle", CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING},
+                {"cluster", CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID}};
+  std::string out;
+  for (const auto& f : fields) {
+    // Every field is 32 bits wide but for the ids some versions widen to 64: read into 64 zeroed.
+    uint64_t v = 0;
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, f.attr, &v, sizeof(v), &written) != CUBLAS_STATUS_SUCCESS) {
+      uint32_t v32 = 0;
+      if (cublasLtMatmulAlgoConfigGetAttribute(&algo, f.attr, &v32, sizeof(v32), &written) != CUBLAS_STATUS_SUCCESS)
+        continue;
+      v = v32;
+    }
+    if (!out.empty()) out += ' ';
+    out += std::string(f.name) + ' ' + std::to_string(v);
+  }
+  return out;
+}
+
+cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape& s, int64_t rows,
+                                   const __nv_bfloat16* x, const __nv_bfloat16* const* weights, int count, void* y,
+                                   cudaStream_t stream, std::vector<GemmCandidateTime>* times, bool time_default) {
+  if (handle_ == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (rows < 1 || !FitsInt(rows) || s.N < 1 || s.K < 1 || !FitsInt(s.N) || !FitsInt(s.K) || !FitsInt(s.x_stride) ||
+      !FitsInt(s.y_stride) || count < 1 || weights == nullptr || x == nullptr || y == nullptr || fallback == nullptr)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  for (int i = 0; i < count; ++i)
+    if (weights[i] == nullptr || !LtOperandsFit(x, s.x_stride, weights[i], s.N, s.K, y, s.y_bf16, s.y_stride))
+      return CUBLAS_STATUS_INVALID_VALUE;
+
+  Plan plan;
+  cublasStatus_t st = MakeDescriptors(s, rows, &plan);
+  cublasLtMatmulPreference_t pref = nullptr;
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceCreate(&pref);
+  const uint64_t ws = workspace_bytes_;
+  const uint32_t align = 16;
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align));
+  cublasLtMatmulHeuristicResult_t results[kMaxCandidates] = {};
+  int found = 0;
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulAlgoGetHeuristic(handle_, plan.op, plan.a, plan.b, plan.d, plan.d, pref, kMaxCandidates,
+                                        results, &found);
+  if (pref != nullptr) cublasLtMatmulPreferenceDestroy(pref);
+  // No algorithm at all is not an error: the default stays (it is timed alone below).
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+    st = CUBLAS_STATUS_SUCCESS;
+    found = 0;
+  }
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    Destroy(plan);
+    return st;
+  }
+
+  cudaEvent_t start = nullptr, stop = nullptr;
+  if (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess) {
+    if (start != nullptr) cudaEventDestroy(start);
+    Destroy(plan);
+    return CUBLAS_STATUS_ALLOC_FAILED;
+  }
+  const float beta = s.accumulate ? 1.0f : 0.0f;
+  // Candidate -1 is cublasGemmEx's default; i >= 0 the heuristic's i-th algorithm.
+  auto run_pass = [&](int candidate) -> cublasStatus_t {
+    for (int i = 0; i < count; ++i) {
+      cublasStatus_t r;
+      if (candidate < 0) {
+        r = LinearBf16(fallback, x, s.x_stride, weights[i], s.N, s.K, y, s.y_bf16, s.y_stride, rows, beta);
+      } else {
+        plan.algo = results[candidate].algo;
+        r = RunPlan(plan, plan.b, plan.d, x, weights[i], y, beta, stream);
+      }
+      if (r != CUBLAS_STATUS_SUCCESS) return r;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+  };
+  double best_us = std::numeric_limits<double>::infinity();
+  int best = -2;
+  std::vector<GemmCandidateTime> measured;
+  for (int c = time_default ? -1 : 0; c < found; ++c) {
+    if (c >= 0 && results[c].state != CUBLAS_STATUS_SUCCESS) continue;
+    if (c >= 0 && results[c].workspaceSize > workspace_bytes_) continue;
+    // A candidate that fails to run is left out (the heuristic may list one this device refuses).
+    if (run_pass(c) != CUBLAS_STATUS_SUCCESS) continue;
+    float ms = 0;
+    if (cudaEventRecord(start, stream) != cudaSuccess || run_pass(c) != CUBLAS_STATUS_SUCCESS ||
+        cudaEventRecord(stop, stream) != cudaSuccess || cudaEventSynchronize(stop) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, start, stop) != cudaSuccess)
+      continue;
+    const double us = 1e3 * ms / count;
+    measured.push_back({c < 0 ? std::string("cublasGemmEx default") : Describe(results[c].algo), us, false});
+    if (us < best_us) {
+      best_us = us;
+      best = c;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  // A failed launch leaves the CUDA error for the caller's next check; the plan is not kept.
+  if (best == -2 || cudaStreamSynchronize(stream) != cudaSuccess) {
+    Destroy(plan);
+    return CUBLAS_STATUS_EXECUTION_FAILED;
+  }
+  plan.use_default = best < 0;
+  if (best >= 0) plan.algo = results[best].algo;
+  for (size_t i = 0, kept = 0; i < measured.size(); ++i)
+    if (measured[i].us == best_us && kept++ == 0) measured[i].chosen = true;
+  if (times != nullptr) *times = std::move(measured);
+
+  const Key key{s, rows};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) {
+    Destroy(it->second);
+    it->second = plan;
+  } else {
+    plans_.emplace(key, plan);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+bool TunedBf16Gemm::TunedAt(const Bf16GemmShape& shape, int64_t rows) const {
+  return plans_.count(Key{shape, rows}) > 0;
+}
+
+cublasStatus_t TunedBf16Gemm::Run(cublasHandle_t fallback, const __nv_bfloat16* x, int64_t x_stride,
+                                  const __nv_bfloat16* w, int64_t N, int64_t K, void* y, bool y_bf16,
+                                  int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
+  if (M == 0) return CUBLAS_STATUS_SUCCESS;
+  auto fall_back = [&] { return LinearBf16(fallback, x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta); };
+  if (handle_ == nullptr || M < 1 || !FitsInt(M)) return fall_back();
+  const Bf16GemmShape shape{N, K, x_stride, y_stride, y_bf16, beta != 0.0f};
+  auto it = plans_.find(Key{shape, M});
+  if (it == plans_.end()) it = plans_.find(Key{shape, Bucket(M)});
+  if (it == plans_.end() || it->second.use_default || !LtOperandsFit(x, x_stride, w, N, K, y, y_bf16, y_stride))
+    return fall_back();
+  const Plan& plan = it->second;
+  if (M == plan.rows) {
+    ++tuned_runs_;
+    return RunPlan(plan, plan.b, plan.d, x, w, y, beta, stream);
+  }
+  // A row count without its own choice: its bucket's, where cuBLASLt says the algorithm takes this
+  // count too (layouts made for the call; host-side only).
+  TemporaryLayouts t;
+  if (cublasLtMatrixLayoutCreate(&t.b, CUDA_R_16BF, static_cast<uint64_t>(K), static_cast<uint64_t>(M), x_stride) !=
+          CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatrixLayoutCreate(&t.d, y_bf16 ? CUDA_R_16BF : CUDA_R_32F, static_cast<uint64_t>(N),
+                                 static_cast<uint64_t>(M), y_stride) != CUBLAS_STATUS_SUCCESS)
+    return fall_back();
+  cublasLtMatmulHeuristicResult_t check{};
+  if (cublasLtMatmulAlgoCheck(handle_, plan.op, plan.a, t.b, t.d, t.d, &plan.algo, &check) != CUBLAS_STATUS_SUCCESS ||
+      check.workspaceSize > workspace_bytes_)
+    return fall_back();
+  ++tuned_runs_;
+  return RunPlan(plan, t.b, t.d, x, w, y, beta, stream);
+}
+
+}  // namespace gla::cuda
