@@ -3,12 +3,14 @@
 // (cuda::LinearBf16) takes the heuristic's first answer, which is picked for a generic problem of
 // the shape: at the engine's decode batches (32-256 rows) and short prompts it streamed the weights
 // at 52-54% of the copy rate (H100 profile, docs/performance.md). Here the heuristic's first
-// `max_candidates` algorithms and cublasGemmEx's default are each timed on the caller's real
+// kMaxCandidates algorithms and cublasGemmEx's default are each timed on the caller's real
 // operands, every layer's matrix of the shape in turn (so the weights come from HBM, as they do in a
-// step), and the fastest is kept for that shape and row count. A call at another row count takes
-// the choice made at its bucket (the smallest power of two at least its rows) where there is one:
-// prompts vary in length, decode batches are the engine's fixed graph sizes and are tuned each.
-// TensorRT-LLM's GEMM plugin profiles its tactics the same way. Framework-free.
+// step), each candidate's pass captured in a CUDA graph and timed there (as a decode step runs), and
+// the fastest is kept for that shape and row count. Only that row count takes it: a choice carried
+// to the other counts of its power-of-two bucket measured up to 1.4x slower than the default there
+// (gla-1.3B down at 200 rows with 256's choice; H100, 2026-12-06, docs/performance.md), the tile
+// grid's waves falling differently. TensorRT-LLM's GEMM plugin profiles its tactics the same way.
+// Framework-free.
 //
 // Same product as LinearBf16: y[M, N] = x[M, K] w[N, K]^T + beta y, fp32 accumulation, y fp32 or
 // bf16. The chosen algorithm may split K (its partial sums added in a fixed order: cuBLASLt's
@@ -64,14 +66,12 @@ class TunedBf16Gemm {
   // both run on one stream, one after the other.
   cublasStatus_t Init(void* workspace, size_t bytes);
 
-  // The smallest power of two >= rows (rows >= 1): whose choice a row count without its own takes.
-  static int64_t Bucket(int64_t rows);
-
   // Times each candidate for `rows` rows of `shape`: one untimed pass over weights[0..count), then
   // one timed pass, y = x w_i^T (+ y where shape.accumulate) for each i; keeps the fastest for
   // (shape, rows), replacing an earlier choice. Scribbles on y (rows x y_stride). The
   // operands must be 16-byte aligned with K % 8 == 0 and N % 8 == 0 (else CUBLAS_STATUS_INVALID_VALUE,
-  // nothing run): Run falls back to cublasGemmEx for anything else anyway. Synchronizes `stream`.
+  // nothing run; likewise the legacy default stream, which cannot be captured): Run falls back to
+  // cublasGemmEx for anything else anyway. Synchronizes `stream`.
   // `times` (optional) receives every candidate's time, in the order timed. time_default false:
   // cublasGemmEx's default is not a candidate, so a cuBLASLt algorithm is kept (tests, to run it).
   cublasStatus_t Tune(cublasHandle_t fallback, const Bf16GemmShape& shape, int64_t rows, const __nv_bfloat16* x,
@@ -81,9 +81,8 @@ class TunedBf16Gemm {
   // Whether Tune has run for (shape, rows) itself.
   bool TunedAt(const Bf16GemmShape& shape, int64_t rows) const;
 
-  // y = x w^T + beta y with the algorithm chosen for (shape, M), or else for (shape, Bucket(M)),
-  // where Tune ran for it and it takes these operands (cuBLASLt's check for this M, alignments,
-  // workspace); otherwise,
+  // y = x w^T + beta y with the algorithm chosen for (shape, M) where Tune ran for it and the
+  // operands fit (alignments, strides); otherwise,
   // and where cublasGemmEx's default was the fastest, cuda::LinearBf16 on `fallback` (whose stream
   // must be `stream`). Graph-capturable: nothing here allocates device memory or synchronizes.
   cublasStatus_t Run(cublasHandle_t fallback, const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w,

@@ -601,7 +601,9 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
     const int T = static_cast<int>(seg.tokens.size());
     for (int t = seg.logits == Logits::kAll ? 0 : T - 1; t < T; ++t) h_row_ids[lr++] = seg_row[s] + t;
   }
-  RETURN_IF_ERROR(TuneBf16Gemms(rows));
+  // Eager steps tune only at a power-of-two row count or the full step budget (a long prompt's
+  // chunks): a bounded set, where prompts of every length would each cost a tuning.
+  if ((rows & (rows - 1)) == 0 || rows == options_.max_tokens) RETURN_IF_ERROR(TuneBf16Gemms(rows));
   GLA_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(d_inputs_, h_tokens, input_ints_ * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   return Enqueue(rows, decode_rows, num_seqs, lr, states);
@@ -657,10 +659,7 @@ absl::Status CudaModel::TuneBf16Gemms(int64_t rows) {
   if (!options_.paths.tuned_bf16_gemms || options_.weights != WeightFormat::kNative || layers_.empty() ||
       layers_.front().in_proj.bf16 == nullptr || rows <= cuda::kSmallM || rows <= options_.paths.medium_m_kernel_rows)
     return absl::OkStatus();
-  // A graph's size exactly; a prompt's at its power-of-two bucket (Run takes that choice for every
-  // count in it), where the activation buffers hold that many rows.
-  const int64_t bucket = cuda::TunedBf16Gemm::Bucket(rows);
-  const int64_t at = bucket <= options_.max_tokens ? bucket : rows;
+  const int64_t at = rows;
   const GlaLayerPlan& p = plan_;
   const int64_t D = p.hidden, I = p.intermediate, P = p.in_proj.width, Vd = p.o_width;
   const struct {

@@ -159,8 +159,9 @@ class CudaModel {
   absl::Status PrepareFp8Plans(int rows);
   // bf16 weights with paths.tuned_bf16_gemms: times cuBLASLt's algorithms for the layers' four
   // projections at `rows` rows (each over every layer's matrix) unless done before; then Project
-  // runs the fastest. Called before a step's kernels are enqueued (it scribbles on the activation
-  // buffers and synchronizes the stream): before a graph's capture, and before an eager step.
+  // runs the fastest at that row count. Called before a step's kernels are enqueued (it scribbles on
+  // the activation buffers and synchronizes the stream): before a decode graph's capture, and
+  // before an eager step of a power-of-two row count or the full step budget.
   absl::Status TuneBf16Gemms(int64_t rows);
   // A projection's weights on the device: bf16 rows, or FP8 / INT8 rows with a scale per row.
   struct Matrix {

@@ -40,9 +40,10 @@ struct ProjectionPaths {
   int int8_medium_m_kernel_rows = 64;  // INT8 weights
   // bf16 weights: the layers' projections that cuBLAS takes (more rows than the kernels above) run
   // cuBLASLt's algorithm that was fastest on this model's own matrices at that row count
-  // (cuda::TunedBf16Gemm: the heuristic's first 16 and cublasGemmEx's default timed once per
-  // decode graph size before its capture, once per power-of-two prompt size before its first eager
-  // step); false: cublasGemmEx's default. gla-engine-bench --gemm_tuning 0|1.
+  // (cuda::TunedBf16Gemm: the heuristic's first 16 and cublasGemmEx's default, each timed in a
+  // CUDA graph, once per decode graph size before its capture and once per eager step size that is
+  // a power of two or the full step budget; other sizes keep the default); false: cublasGemmEx's
+  // default. gla-engine-bench --gemm_tuning 0|1.
   bool tuned_bf16_gemms = false;
 };
 

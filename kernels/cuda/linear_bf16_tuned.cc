@@ -30,15 +30,6 @@ bool LtOperandsFit(const void* x, int64_t x_stride, const void* w, int64_t N, in
          (y_stride * y_bytes) % 16 == 0 && x_stride >= K && y_stride >= N;
 }
 
-// Frees a layout pair made for one call's row count when it leaves scope.
-struct TemporaryLayouts {
-  cublasLtMatrixLayout_t b = nullptr, d = nullptr;
-  ~TemporaryLayouts() {
-    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
-    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
-  }
-};
-
 }  // namespace
 
 TunedBf16Gemm::~TunedBf16Gemm() {
@@ -60,12 +51,6 @@ cublasStatus_t TunedBf16Gemm::Init(void* workspace, size_t bytes) {
   workspace_ = workspace;
   workspace_bytes_ = bytes;
   return cublasLtCreate(&handle_);
-}
-
-int64_t TunedBf16Gemm::Bucket(int64_t rows) {
-  int64_t b = 1;
-  while (b < rows && b < (int64_t{1} << 40)) b *= 2;
-  return b;
 }
 
 cublasStatus_t TunedBf16Gemm::MakeDescriptors(const Bf16GemmShape& s, int64_t rows, Plan* plan) const {
@@ -124,7 +109,8 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
                                    cudaStream_t stream, std::vector<GemmCandidateTime>* times, bool time_default) {
   if (handle_ == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (rows < 1 || !FitsInt(rows) || s.N < 1 || s.K < 1 || !FitsInt(s.N) || !FitsInt(s.K) || !FitsInt(s.x_stride) ||
-      !FitsInt(s.y_stride) || count < 1 || weights == nullptr || x == nullptr || y == nullptr || fallback == nullptr)
+      !FitsInt(s.y_stride) || count < 1 || weights == nullptr || x == nullptr || y == nullptr || fallback == nullptr ||
+      stream == nullptr)
     return CUBLAS_STATUS_INVALID_VALUE;
   for (int i = 0; i < count; ++i)
     if (weights[i] == nullptr || !LtOperandsFit(x, s.x_stride, weights[i], s.N, s.K, y, s.y_bf16, s.y_stride))
@@ -178,20 +164,48 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
     }
     return CUBLAS_STATUS_SUCCESS;
   };
+  // A candidate's time: its pass captured in a CUDA graph (as the engine's decode steps run it,
+  // and without the host's per-call work, which for a 5 us GEMM was most of an eagerly timed call:
+  // H100, 2026-12-06, docs/performance.md), the median of five launches after a first.
+  auto time_pass = [&](int c, double* us) -> bool {
+    if (run_pass(c) != CUBLAS_STATUS_SUCCESS || cudaStreamSynchronize(stream) != cudaSuccess) return false;
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return false;
+    const cublasStatus_t captured = run_pass(c);
+    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+    if (captured != CUBLAS_STATUS_SUCCESS || ended != cudaSuccess) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      return false;
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (made != cudaSuccess) return false;
+    std::vector<float> ms;
+    bool ok = cudaGraphLaunch(exec, stream) == cudaSuccess;
+    for (int r = 0; ok && r < 5; ++r) {
+      float t = 0;
+      ok = cudaEventRecord(start, stream) == cudaSuccess && cudaGraphLaunch(exec, stream) == cudaSuccess &&
+           cudaEventRecord(stop, stream) == cudaSuccess && cudaEventSynchronize(stop) == cudaSuccess &&
+           cudaEventElapsedTime(&t, start, stop) == cudaSuccess;
+      ms.push_back(t);
+    }
+    cudaGraphExecDestroy(exec);
+    if (!ok) return false;
+    std::sort(ms.begin(), ms.end());
+    *us = 1e3 * ms[ms.size() / 2] / count;
+    return true;
+  };
   double best_us = std::numeric_limits<double>::infinity();
   int best = -2;
   std::vector<GemmCandidateTime> measured;
   for (int c = time_default ? -1 : 0; c < found; ++c) {
     if (c >= 0 && results[c].state != CUBLAS_STATUS_SUCCESS) continue;
     if (c >= 0 && results[c].workspaceSize > workspace_bytes_) continue;
-    // A candidate that fails to run is left out (the heuristic may list one this device refuses).
-    if (run_pass(c) != CUBLAS_STATUS_SUCCESS) continue;
-    float ms = 0;
-    if (cudaEventRecord(start, stream) != cudaSuccess || run_pass(c) != CUBLAS_STATUS_SUCCESS ||
-        cudaEventRecord(stop, stream) != cudaSuccess || cudaEventSynchronize(stop) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, start, stop) != cudaSuccess)
-      continue;
-    const double us = 1e3 * ms / count;
+    // A candidate that fails to run or to be captured is left out (the heuristic may list one this
+    // device refuses).
+    double us = 0;
+    if (!time_pass(c, &us)) continue;
     measured.push_back({c < 0 ? std::string("cublasGemmEx default") : Describe(results[c].algo), us, false});
     if (us < best_us) {
       best_us = us;
@@ -233,29 +247,11 @@ cublasStatus_t TunedBf16Gemm::Run(cublasHandle_t fallback, const __nv_bfloat16* 
   auto fall_back = [&] { return LinearBf16(fallback, x, x_stride, w, N, K, y, y_bf16, y_stride, M, beta); };
   if (handle_ == nullptr || M < 1 || !FitsInt(M)) return fall_back();
   const Bf16GemmShape shape{N, K, x_stride, y_stride, y_bf16, beta != 0.0f};
-  auto it = plans_.find(Key{shape, M});
-  if (it == plans_.end()) it = plans_.find(Key{shape, Bucket(M)});
+  const auto it = plans_.find(Key{shape, M});
   if (it == plans_.end() || it->second.use_default || !LtOperandsFit(x, x_stride, w, N, K, y, y_bf16, y_stride))
     return fall_back();
-  const Plan& plan = it->second;
-  if (M == plan.rows) {
-    ++tuned_runs_;
-    return RunPlan(plan, plan.b, plan.d, x, w, y, beta, stream);
-  }
-  // A row count without its own choice: its bucket's, where cuBLASLt says the algorithm takes this
-  // count too (layouts made for the call; host-side only).
-  TemporaryLayouts t;
-  if (cublasLtMatrixLayoutCreate(&t.b, CUDA_R_16BF, static_cast<uint64_t>(K), static_cast<uint64_t>(M), x_stride) !=
-          CUBLAS_STATUS_SUCCESS ||
-      cublasLtMatrixLayoutCreate(&t.d, y_bf16 ? CUDA_R_16BF : CUDA_R_32F, static_cast<uint64_t>(N),
-                                 static_cast<uint64_t>(M), y_stride) != CUBLAS_STATUS_SUCCESS)
-    return fall_back();
-  cublasLtMatmulHeuristicResult_t check{};
-  if (cublasLtMatmulAlgoCheck(handle_, plan.op, plan.a, t.b, t.d, t.d, &plan.algo, &check) != CUBLAS_STATUS_SUCCESS ||
-      check.workspaceSize > workspace_bytes_)
-    return fall_back();
   ++tuned_runs_;
-  return RunPlan(plan, t.b, t.d, x, w, y, beta, stream);
+  return RunPlan(it->second, it->second.b, it->second.d, x, w, y, beta, stream);
 }
 
 }  // namespace gla::cuda

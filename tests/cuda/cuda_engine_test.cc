@@ -240,8 +240,11 @@ void MixedPackedStepsMatchCpu(bool output_gate, StateDType dtype, WeightFormat w
       cpu_states.push_back((*cpu)->NewState());
       slots.push_back(*g.pool->Acquire());
     }
-    // Step lengths per sequence; 1 = a decode token. The first step starts everyone from zero.
-    const std::vector<std::vector<int>> steps = {{7, 64, 1, 130}, {1, 1, 63, 1}, {65, 1, 1, 200}, {1, 1, 1, 1}};
+    // Step lengths per sequence; 1 = a decode token. The first step starts everyone from zero. With
+    // tuned GEMMs, steps of 128, 128 and 256 rows (eager steps tune at powers of two).
+    const std::vector<std::vector<int>> steps =
+        tuned_gemms ? std::vector<std::vector<int>>{{7, 64, 1, 56}, {1, 1, 62, 64}, {65, 1, 62, 128}, {1, 1, 1, 1}}
+                    : std::vector<std::vector<int>>{{7, 64, 1, 130}, {1, 1, 63, 1}, {65, 1, 1, 200}, {1, 1, 1, 1}};
     for (size_t k = 0; k < steps.size(); ++k) {
       std::vector<std::vector<int32_t>> toks;
       for (int n : steps[k]) toks.push_back(tokens(n));
@@ -286,8 +289,8 @@ TEST_P(OptionsModel, Bf16StatesMixedPackedStepsMatchCpu) {
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kBF16);
 }
 
-// The same steps with the bf16 GEMMs through timed cuBLASLt algorithms (prompt rows 202, 66 and 267
-// take the choices of their buckets, 256, 128 and 512), against the same CPU and bound.
+// Mixed steps of 128, 128 and 256 rows with the bf16 GEMMs through timed cuBLASLt algorithms,
+// against the same CPU and bound.
 TEST_P(OptionsModel, TunedGemmsMixedPackedStepsMatchCpu) {
   GLA_REQUIRE_CUDA_DEVICE();
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kNative, /*tuned_gemms=*/true);

@@ -5,8 +5,8 @@
 // weights rotate through copies filling three times the L2 (as a step reads them, from HBM). Per
 // row: the floor (max of bytes / copy bandwidth and FLOPs / bf16 GEMM peak, both measured in this
 // run), the default, the heuristic's first algorithm, the fastest (its tile, stages, split-K), and
-// a model step's sum over 24 layers. Then row counts between buckets: the bucket's choice against
-// the default at that count. GLA_BENCH_OUT=DIR: DIR/gemm-tuning.json.
+// a model step's sum over 24 layers. Each time is one pass over the copies captured in a CUDA graph
+// (TunedBf16Gemm::Tune's own timing). GLA_BENCH_OUT=DIR: DIR/gemm-tuning.json.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -96,10 +96,6 @@ int main() {
   gla::cuda::TunedBf16Gemm tuned;
   CHECK_BLAS(tuned.Init(ws, ws_bytes));
 
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-
   const Model models[] = {{"gla-1.3B", 2048, 5632, 6160, 2048}, {"gla-340M", 1024, 2816, 3088, 1024}};
   const int64_t row_counts[] = {32, 64, 128, 256, 512, 4096};
   std::printf("\n%-9s %-8s %-12s %5s %8s %9s %6s %9s %9s %6s %7s  %s\n", "model", "proj", "N x K", "rows", "floor_us",
@@ -160,57 +156,5 @@ int main() {
     }
   }
 
-  // Row counts between buckets: the choice made at the bucket (tuned above) against the default at
-  // that count, each over the copies in turn, median of five passes.
-  std::printf("\nbetween buckets: the bucket's choice at other row counts (us per call)\n%-9s %-8s %5s %6s %9s %9s %7s\n",
-              "model", "proj", "rows", "bucket", "default", "tuned", "speedup");
-  const int64_t between[] = {48, 200, 384, 3000};
-  for (const Model& m : models) {
-    const Projection projections[] = {{"in_proj", m.P, m.D, false, false},
-                                      {"o_proj", m.D, m.Vd, false, true},
-                                      {"gate_up", 2 * m.I, m.D, true, false},
-                                      {"down", m.D, m.I, false, true}};
-    for (const int64_t rows : between) {
-      for (const Projection& p : projections) {
-        const size_t w_bytes = size_t(p.N) * p.K * 2;
-        const size_t stride = (w_bytes + 255) / 256 * 256;
-        const int copies = static_cast<int>(std::min<size_t>(pool_bytes / stride, std::max<size_t>(kLayers, 3 * l2 / w_bytes + 1)));
-        const float beta = p.accumulate ? 1.f : 0.f;
-        auto time_us = [&](bool use_tuned) {
-          std::vector<float> ms;
-          for (int r = 0; r < 6; ++r) {
-            CHECK(cudaEventRecord(e0, stream));
-            for (int c = 0; c < copies; ++c) {
-              const auto* w = reinterpret_cast<const __nv_bfloat16*>(pool + size_t(c) * stride);
-              CHECK_BLAS(use_tuned ? tuned.Run(cublas, x, p.K, w, p.N, p.K, y, p.y_bf16, p.N, rows, beta, stream)
-                                   : gla::cuda::LinearBf16(cublas, x, p.K, w, p.N, p.K, y, p.y_bf16, p.N, rows, beta));
-            }
-            CHECK(cudaEventRecord(e1, stream));
-            CHECK(cudaEventSynchronize(e1));
-            float t;
-            CHECK(cudaEventElapsedTime(&t, e0, e1));
-            if (r > 0) ms.push_back(t);  // the first pass warms up
-          }
-          std::sort(ms.begin(), ms.end());
-          return 1e3 * ms[ms.size() / 2] / copies;
-        };
-        const int64_t runs_before = tuned.tuned_runs();
-        const double t = time_us(true);
-        const bool took_tuned = tuned.tuned_runs() > runs_before;
-        const double d = time_us(false);
-        std::printf("%-9s %-8s %5lld %6lld %9.2f %9.2f %6.2fx%s\n", m.name, p.name, static_cast<long long>(rows),
-                    static_cast<long long>(gla::cuda::TunedBf16Gemm::Bucket(rows)), d, t, d / t,
-                    took_tuned ? "" : "  (the bucket's choice is the default, or cuBLASLt refused it here)");
-        report.AddRow()
-            .Str("model", m.name)
-            .Str("projection", p.name)
-            .Num("rows", double(rows))
-            .Num("bucket", double(gla::cuda::TunedBf16Gemm::Bucket(rows)))
-            .Num("default_us", d)
-            .Num("tuned_us", t)
-            .Str("between_buckets", took_tuned ? "tuned" : "default");
-      }
-    }
-  }
   return report.WriteJsonIfAsked() ? 0 : 1;
 }
