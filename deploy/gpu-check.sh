@@ -38,6 +38,7 @@ done
 [[ ${GLA_GEMMS_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_GEMMS_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_GEMMS_BATCHES}'"
 [[ ${GLA_GEMMS_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_GEMMS_TESTS must be 0 or 1, not '${GLA_GEMMS_TESTS}'"
+[[ ${GLA_GEMMS_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_GEMMS_ROUNDS must be 1-9, not '${GLA_GEMMS_ROUNDS}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
 for w in ${GLA_MEDIUM_WEIGHTS-}; do
   case $w in native | fp8 | int8) ;; *) knob_error "GLA_MEDIUM_WEIGHTS: unknown format '$w' (native, fp8, int8)" ;; esac
@@ -377,7 +378,8 @@ fi
 # The bf16 GEMMs through cuBLASLt algorithms timed on the model's own matrices (cuda::TunedBf16Gemm,
 # ProjectionPaths::tuned_bf16_gemms): its kernel and engine tests, the per-projection table against
 # cublasGemmEx's default (gemm_tuning_bench), then gla-engine-bench with --gemm_tuning 0 and 1,
-# alternating twice, at GLA_GEMMS_BATCHES (prefill and TTFT too) on each of GLA_GEMMS_PRESETS.
+# alternating GLA_GEMMS_ROUNDS times (2), at GLA_GEMMS_BATCHES (prefill and TTFT too) on each of
+# GLA_GEMMS_PRESETS.
 if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -391,7 +393,7 @@ if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
   for preset in ${GLA_GEMMS_PRESETS-1.3B 340M}; do
     [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
-    for round in 1 2; do
+    for round in $(seq "${GLA_GEMMS_ROUNDS:-2}"); do
       for tuning in 0 1; do
         check "gemms_ab_${preset}_${tuning}_$round" timeout 150 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
           --name gla-$preset --gemm_tuning $tuning --batches "${GLA_GEMMS_BATCHES:-32,64,128}"

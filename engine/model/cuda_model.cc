@@ -659,7 +659,6 @@ absl::Status CudaModel::TuneBf16Gemms(int64_t rows) {
   if (!options_.paths.tuned_bf16_gemms || options_.weights != WeightFormat::kNative || layers_.empty() ||
       layers_.front().in_proj.bf16 == nullptr || rows <= cuda::kSmallM || rows <= options_.paths.medium_m_kernel_rows)
     return absl::OkStatus();
-  const int64_t at = rows;
   const GlaLayerPlan& p = plan_;
   const int64_t D = p.hidden, I = p.intermediate, P = p.in_proj.width, Vd = p.o_width;
   const struct {
@@ -673,9 +672,9 @@ absl::Status CudaModel::TuneBf16Gemms(int64_t rows) {
                {act_, {D, I, I, D, false, true}, x_, &Layer::down}};
   std::vector<const __nv_bfloat16*> weights(layers_.size());
   for (const auto& g : gemms) {
-    if (bf16_gemm_.TunedAt(g.shape, at)) continue;
+    if (bf16_gemm_.TunedAt(g.shape, rows)) continue;
     for (size_t l = 0; l < layers_.size(); ++l) weights[l] = (layers_[l].*g.matrix).bf16;
-    const cublasStatus_t st = bf16_gemm_.Tune(cublas_, g.shape, at, g.x, weights.data(),
+    const cublasStatus_t st = bf16_gemm_.Tune(cublas_, g.shape, rows, g.x, weights.data(),
                                               static_cast<int>(weights.size()), g.y, stream_);
     // Operands the cuBLASLt path does not take (odd widths): the default runs them, as before.
     if (st == CUBLAS_STATUS_INVALID_VALUE) continue;
