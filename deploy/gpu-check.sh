@@ -64,6 +64,20 @@ check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit st
   note "$name: exit $rc"
   [ $rc -eq 0 ] || failures=$((failures + 1))
 }
+# engine_rows NAME LABEL CMD...: check NAME CMD..., then its table rows (prefill, TTFT, decode)
+# into the summary, each prefixed with LABEL (the A/B parts' runs).
+engine_rows() {
+  local name=$1 label=$2; shift 2
+  check "$name" "$@"
+  grep -E "^(prefill|TTFT|decode)" "$out/$name.txt" | sed "s/^/$label: /" | tee -a "$out/summary.txt"
+}
+# random_model PRESET: /tmp/gla-PRESET (random bf16 weights of that shape) unless it is there;
+# says so and counts a failure when it cannot be made.
+random_model() {
+  [ -d "/tmp/gla-$1" ] && return 0
+  gpu-bundle/run gla-random-model --preset "$1" --out "/tmp/gla-$1" --dtype bf16 > /dev/null && return 0
+  note "random $1 model: FAILED"; failures=$((failures + 1)); return 1
+}
 
 
 # Issue 8's measurements (docs/performance.md) on a random-initialised gla-340M: the fifth turn of a
@@ -144,8 +158,7 @@ durability_measurements() {
   note "| model | policy | turn wall ms (median of 7) | all turns ms |"
   note "| --- | --- | --- | --- |"
   for preset in 340M 1.3B; do
-    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 ||
-      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    random_model $preset || continue
     for policy in shutdown interval always; do
       rm -rf /tmp/gla-sd && mkdir -p /tmp/gla-sd
       gpu-bundle/run glad --model /tmp/gla-$preset --backend cuda --listen 127.0.0.1:50093 --session_dir /tmp/gla-sd \
@@ -177,8 +190,7 @@ yield_measurements() {
   note "| model | batch x seq | s/step | yield points per step | longest stretch ms |"
   note "| --- | --- | --- | --- | --- |"
   for preset in 340M 1.3B; do
-    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 ||
-      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    random_model $preset || continue
     local shapes="8x1024 24x2048 32x2048"
     [ $preset = 1.3B ] && shapes="4x2048 12x2048 16x2048"
     for shape in $shapes; do
@@ -219,8 +231,7 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
     check persistent_decode_bench gpu-bundle/run persistent_decode_bench
   fi
   for preset in ${GLA_AB_PRESETS:-340M 1.3B}; do
-    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
-      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    random_model $preset || continue
     # GLA_AB_VARIANTS: "label=binary [args]" entries separated by ';' (default: the bundled
     # gla-engine-bench-before against this build), each run twice, alternating.
     IFS=';' read -ra variants <<< "${GLA_AB_VARIANTS:-before=gla-engine-bench-before;after=gla-engine-bench}"
@@ -228,10 +239,8 @@ if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
       for v in "${variants[@]}"; do
         which=${v%%=*}
         read -ra cmd <<< "${v#*=}"
-        check "ab_${preset}_${which}_$round" gpu-bundle/run "${cmd[@]}" --model /tmp/gla-$preset --name gla-$preset \
-          --batches "${GLA_AB_BATCHES:-1,8,32,128}"
-        grep -E "^(prefill|TTFT|decode)" "$out/ab_${preset}_${which}_$round.txt" | sed "s/^/$preset $which $round: /" |
-          tee -a "$out/summary.txt"
+        engine_rows "ab_${preset}_${which}_$round" "$preset $which $round" gpu-bundle/run "${cmd[@]}" \
+          --model /tmp/gla-$preset --name gla-$preset --batches "${GLA_AB_BATCHES:-1,8,32,128}"
       done
     done
   done
@@ -287,8 +296,7 @@ if [ "$parts" = served ] && [ -x gpu-bundle/run ]; then
   export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
   export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   for preset in ${GLA_SERVED_PRESETS:-340M 1.3B}; do
-    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
-      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    random_model $preset || continue
     for round in 1 2; do
       check "served_engine_${preset}_$round" gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
         --batches 1 --prefill_tokens 0 --decode_steps 256
@@ -335,8 +343,7 @@ if [ "$parts" = weights ] && [ -x gpu-bundle/run ]; then
   # GLA_WEIGHTS_PRESETS / GLA_WEIGHTS_ROUNDS: which shapes, how many alternations (a round of both
   # shapes is about four minutes of the call's ten).
   for preset in ${GLA_WEIGHTS_PRESETS-340M 1.3B}; do  # set but empty: the tests alone
-    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
-      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    random_model $preset || continue
     for round in $(seq 1 "${GLA_WEIGHTS_ROUNDS:-1}"); do
       for weights in native fp8 int8; do
         check "weights_ab_${preset}_${weights}_$round" timeout 180 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
@@ -363,14 +370,12 @@ if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
     grep -h "\[ measure \].*decode steps of" "$out/medium_engine_tests.txt" | tee -a "$out/summary.txt"
   fi
   for preset in ${GLA_MEDIUM_PRESETS-1.3B}; do
-    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
-      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    random_model $preset || continue
     for weights in ${GLA_MEDIUM_WEIGHTS:-native fp8 int8}; do
       for rows in 0 "${GLA_MEDIUM_ROWS:-256}"; do
-        check "medium_ab_${preset}_${weights}_$rows" timeout 120 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
-          --name gla-$preset --weights $weights --medium_rows $rows --batches "${GLA_MEDIUM_BATCHES:-32,128}"
-        grep -E "^(prefill|TTFT|decode)" "$out/medium_ab_${preset}_${weights}_$rows.txt" |
-          sed "s/^/$preset $weights medium_rows=$rows: /" | tee -a "$out/summary.txt"
+        engine_rows "medium_ab_${preset}_${weights}_$rows" "$preset $weights medium_rows=$rows" timeout 120 \
+          gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset --weights $weights \
+          --medium_rows $rows --batches "${GLA_MEDIUM_BATCHES:-32,128}"
       done
     done
   done
@@ -391,14 +396,12 @@ if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
   check gemm_tuning_bench timeout 200 gpu-bundle/run gemm_tuning_bench
   grep -E "step|^#" "$out/gemm_tuning_bench.txt" | tee -a "$out/summary.txt"
   for preset in ${GLA_GEMMS_PRESETS-1.3B 340M}; do
-    [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
-      { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
+    random_model $preset || continue
     for round in $(seq "${GLA_GEMMS_ROUNDS:-2}"); do
       for tuning in 0 1; do
-        check "gemms_ab_${preset}_${tuning}_$round" timeout 150 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset \
-          --name gla-$preset --gemm_tuning $tuning --batches "${GLA_GEMMS_BATCHES:-32,64,128}"
-        grep -E "^(prefill|TTFT|decode)" "$out/gemms_ab_${preset}_${tuning}_$round.txt" |
-          sed "s/^/$preset gemm_tuning=$tuning round $round: /" | tee -a "$out/summary.txt"
+        engine_rows "gemms_ab_${preset}_${tuning}_$round" "$preset gemm_tuning=$tuning round $round" timeout 150 \
+          gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset --gemm_tuning $tuning \
+          --batches "${GLA_GEMMS_BATCHES:-32,64,128}"
       done
     done
   done

@@ -66,14 +66,17 @@ class TunedBf16Gemm {
   // both run on one stream, one after the other.
   cublasStatus_t Init(void* workspace, size_t bytes);
 
-  // Times each candidate for `rows` rows of `shape`: one untimed pass over weights[0..count), then
-  // one timed pass, y = x w_i^T (+ y where shape.accumulate) for each i; keeps the fastest for
-  // (shape, rows), replacing an earlier choice. Scribbles on y (rows x y_stride). The
-  // operands must be 16-byte aligned with K % 8 == 0 and N % 8 == 0 (else CUBLAS_STATUS_INVALID_VALUE,
-  // nothing run; likewise the legacy default stream, which cannot be captured): Run falls back to
-  // cublasGemmEx for anything else anyway. Synchronizes `stream`.
-  // `times` (optional) receives every candidate's time, in the order timed. time_default false:
-  // cublasGemmEx's default is not a candidate, so a cuBLASLt algorithm is kept (tests, to run it).
+  // Times each candidate for `rows` rows of `shape`: a pass is y = x w_i^T (+ y where
+  // shape.accumulate) for each of weights[0..count); one pass runs eagerly, then the pass captured
+  // in a CUDA graph is launched once and timed over five launches (the median). Keeps the fastest
+  // for (shape, rows), replacing an earlier choice; where no candidate could be timed (none ran or
+  // could be captured, the stream healthy) the default is kept. Scribbles on y (rows x y_stride).
+  // The operands must be 16-byte aligned with K % 8 == 0 and N % 8 == 0, `stream` not the legacy
+  // default stream (it cannot be captured) and `fallback`'s own stream (else
+  // CUBLAS_STATUS_INVALID_VALUE, nothing run): Run falls back to cublasGemmEx for anything else
+  // anyway. Synchronizes `stream`. `times` (optional) receives every candidate's time, in the order
+  // timed. time_default false: cublasGemmEx's default is not a candidate, so a cuBLASLt algorithm is
+  // kept where one ran (tests, to run it).
   cublasStatus_t Tune(cublasHandle_t fallback, const Bf16GemmShape& shape, int64_t rows, const __nv_bfloat16* x,
                       const __nv_bfloat16* const* weights, int count, void* y, cudaStream_t stream,
                       std::vector<GemmCandidateTime>* times = nullptr, bool time_default = true);
@@ -82,9 +85,9 @@ class TunedBf16Gemm {
   bool TunedAt(const Bf16GemmShape& shape, int64_t rows) const;
 
   // y = x w^T + beta y with the algorithm chosen for (shape, M) where Tune ran for it and the
-  // operands fit (alignments, strides); otherwise,
-  // and where cublasGemmEx's default was the fastest, cuda::LinearBf16 on `fallback` (whose stream
-  // must be `stream`). Graph-capturable: nothing here allocates device memory or synchronizes.
+  // operands fit (alignments, strides); otherwise, and where cublasGemmEx's default was the fastest,
+  // cuda::LinearBf16 on `fallback` (whose stream must be `stream`). Graph-capturable: nothing here
+  // allocates device memory or synchronizes.
   cublasStatus_t Run(cublasHandle_t fallback, const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w,
                      int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                      cudaStream_t stream);
@@ -98,14 +101,13 @@ class TunedBf16Gemm {
   struct Plan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr;          // the weights, K x N column-major (op T)
-    cublasLtMatrixLayout_t b = nullptr, d = nullptr;  // x and y at `rows`
-    int64_t rows = 0;
+    cublasLtMatrixLayout_t b = nullptr, d = nullptr;  // x and y at the rows timed
     bool use_default = false;  // cublasGemmEx's default was the fastest
     cublasLtMatmulAlgo_t algo{};
   };
   cublasStatus_t MakeDescriptors(const Bf16GemmShape& shape, int64_t rows, Plan* plan) const;
-  cublasStatus_t RunPlan(const Plan& plan, cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d, const void* x,
-                         const void* w, void* y, float beta, cudaStream_t stream) const;
+  cublasStatus_t RunPlan(const Plan& plan, const void* x, const void* w, void* y, float beta,
+                         cudaStream_t stream) const;
   static void Destroy(Plan& plan);
   static std::string Describe(const cublasLtMatmulAlgo_t& algo);
 

@@ -65,39 +65,35 @@ cublasStatus_t TunedBf16Gemm::MakeDescriptors(const Bf16GemmShape& s, int64_t ro
   GLA_TUNED_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->d, s.y_bf16 ? CUDA_R_16BF : CUDA_R_32F,
                                                        static_cast<uint64_t>(s.N), static_cast<uint64_t>(rows),
                                                        s.y_stride));
-  plan->rows = rows;
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t TunedBf16Gemm::RunPlan(const Plan& plan, cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d,
-                                      const void* x, const void* w, void* y, float beta, cudaStream_t stream) const {
+cublasStatus_t TunedBf16Gemm::RunPlan(const Plan& plan, const void* x, const void* w, void* y, float beta,
+                                      cudaStream_t stream) const {
   const float alpha = 1.0f;
-  return cublasLtMatmul(handle_, plan.op, &alpha, w, plan.a, x, b, &beta, y, d, y, d, &plan.algo, workspace_,
-                        workspace_bytes_, stream);
+  return cublasLtMatmul(handle_, plan.op, &alpha, w, plan.a, x, plan.b, &beta, y, plan.d, y, plan.d, &plan.algo,
+                        workspace_, workspace_bytes_, stream);
 }
 
 std::string TunedBf16Gemm::Describe(const cublasLtMatmulAlgo_t& algo) {
+  // cuBLASLt checks each attribute's size: 32 bits, the cluster shape's 16 (read into the low bytes
+  // of a zeroed 32-bit word).
   const struct {
     const char* name;
     cublasLtMatmulAlgoConfigAttributes_t attr;
-  } fields[] = {{"algo", CUBLASLT_ALGO_CONFIG_ID},
-                {"tile", CUBLASLT_ALGO_CONFIG_TILE_ID},
-                {"stages", CUBLASLT_ALGO_CONFIG_STAGES_ID},
-                {"splitK", CUBLASLT_ALGO_CONFIG_SPLITK_NUM},
-                {"reduction", CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME},
-                {"swizzle", CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING},
-                {"cluster", CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID}};
+    size_t bytes;
+  } fields[] = {{"algo", CUBLASLT_ALGO_CONFIG_ID, 4},
+                {"tile", CUBLASLT_ALGO_CONFIG_TILE_ID, 4},
+                {"stages", CUBLASLT_ALGO_CONFIG_STAGES_ID, 4},
+                {"splitK", CUBLASLT_ALGO_CONFIG_SPLITK_NUM, 4},
+                {"reduction", CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, 4},
+                {"swizzle", CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, 4},
+                {"cluster", CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, 2}};
   std::string out;
   for (const auto& f : fields) {
-    // Every field is 32 bits wide but for the ids some versions widen to 64: read into 64 zeroed.
-    uint64_t v = 0;
+    uint32_t v = 0;
     size_t written = 0;
-    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, f.attr, &v, sizeof(v), &written) != CUBLAS_STATUS_SUCCESS) {
-      uint32_t v32 = 0;
-      if (cublasLtMatmulAlgoConfigGetAttribute(&algo, f.attr, &v32, sizeof(v32), &written) != CUBLAS_STATUS_SUCCESS)
-        continue;
-      v = v32;
-    }
+    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, f.attr, &v, f.bytes, &written) != CUBLAS_STATUS_SUCCESS) continue;
     if (!out.empty()) out += ' ';
     out += std::string(f.name) + ' ' + std::to_string(v);
   }
@@ -115,6 +111,10 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
   for (int i = 0; i < count; ++i)
     if (weights[i] == nullptr || !LtOperandsFit(x, s.x_stride, weights[i], s.N, s.K, y, s.y_bf16, s.y_stride))
       return CUBLAS_STATUS_INVALID_VALUE;
+  // The default's pass must land on the stream being captured and timed.
+  cudaStream_t fallback_stream = nullptr;
+  if (cublasGetStream(fallback, &fallback_stream) != CUBLAS_STATUS_SUCCESS || fallback_stream != stream)
+    return CUBLAS_STATUS_INVALID_VALUE;
 
   Plan plan;
   cublasStatus_t st = MakeDescriptors(s, rows, &plan);
@@ -158,7 +158,7 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
         r = LinearBf16(fallback, x, s.x_stride, weights[i], s.N, s.K, y, s.y_bf16, s.y_stride, rows, beta);
       } else {
         plan.algo = results[candidate].algo;
-        r = RunPlan(plan, plan.b, plan.d, x, weights[i], y, beta, stream);
+        r = RunPlan(plan, x, weights[i], y, beta, stream);
       }
       if (r != CUBLAS_STATUS_SUCCESS) return r;
     }
@@ -197,7 +197,8 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
     return true;
   };
   double best_us = std::numeric_limits<double>::infinity();
-  int best = -2;
+  int best = -2;  // -2: none timed
+  size_t best_entry = 0;
   std::vector<GemmCandidateTime> measured;
   for (int c = time_default ? -1 : 0; c < found; ++c) {
     if (c >= 0 && results[c].state != CUBLAS_STATUS_SUCCESS) continue;
@@ -210,19 +211,21 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
     if (us < best_us) {
       best_us = us;
       best = c;
+      best_entry = measured.size() - 1;
     }
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  // A failed launch leaves the CUDA error for the caller's next check; the plan is not kept.
-  if (best == -2 || cudaStreamSynchronize(stream) != cudaSuccess) {
+  // A failed launch leaves the CUDA error for the caller's next check; the plan is not kept. With
+  // the stream healthy but nothing timed (no candidate ran or could be captured), the default is
+  // kept: the step runs as without tuning, and this row count is not tried again.
+  if (cudaStreamSynchronize(stream) != cudaSuccess) {
     Destroy(plan);
     return CUBLAS_STATUS_EXECUTION_FAILED;
   }
   plan.use_default = best < 0;
   if (best >= 0) plan.algo = results[best].algo;
-  for (size_t i = 0, kept = 0; i < measured.size(); ++i)
-    if (measured[i].us == best_us && kept++ == 0) measured[i].chosen = true;
+  if (best != -2) measured[best_entry].chosen = true;
   if (times != nullptr) *times = std::move(measured);
 
   const Key key{s, rows};
@@ -251,7 +254,7 @@ cublasStatus_t TunedBf16Gemm::Run(cublasHandle_t fallback, const __nv_bfloat16* 
   if (it == plans_.end() || it->second.use_default || !LtOperandsFit(x, x_stride, w, N, K, y, y_bf16, y_stride))
     return fall_back();
   ++tuned_runs_;
-  return RunPlan(it->second, it->second.b, it->second.d, x, w, y, beta, stream);
+  return RunPlan(it->second, x, w, y, beta, stream);
 }
 
 }  // namespace gla::cuda

@@ -172,6 +172,10 @@ TEST(TunedBf16Gemm, RefusesWhatItCannotTimeAndKeepsNothing) {
   EXPECT_EQ(g.tuned.Tune(g.cublas, shape, 0, x.p, weights, 1, y.p, g.stream), CUBLAS_STATUS_INVALID_VALUE);
   EXPECT_EQ(g.tuned.Tune(g.cublas, shape, 32, x.p, weights, 0, y.p, g.stream), CUBLAS_STATUS_INVALID_VALUE);
   EXPECT_EQ(g.tuned.Tune(g.cublas, shape, 32, x.p, weights, 1, y.p, nullptr), CUBLAS_STATUS_INVALID_VALUE);
+  cudaStream_t other = nullptr;  // the fallback handle's stream is g.stream: its passes would not be captured
+  ASSERT_EQ(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking), cudaSuccess);
+  EXPECT_EQ(g.tuned.Tune(g.cublas, shape, 32, x.p, weights, 1, y.p, other), CUBLAS_STATUS_INVALID_VALUE);
+  cudaStreamDestroy(other);
   const cuda::Bf16GemmShape odd_n{60, 64, 64, 60, false, false};  // rows of 60 bf16 values: not 16-byte multiples
   EXPECT_EQ(g.tuned.Tune(g.cublas, odd_n, 32, x.p, weights, 1, y.p, g.stream), CUBLAS_STATUS_INVALID_VALUE);
   EXPECT_EQ(g.tuned.plans(), 0);
