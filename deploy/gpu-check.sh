@@ -64,6 +64,11 @@ check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit st
   note "$name: exit $rc"
   [ $rc -eq 0 ] || failures=$((failures + 1))
 }
+# use_bundle: the bundle's binaries, libraries and reference data for what follows (the engine parts).
+use_bundle() {
+  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
+  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+}
 # engine_rows NAME LABEL CMD...: check NAME CMD..., then its table rows (prefill, TTFT, decode)
 # into the summary, each prefixed with LABEL (the A/B parts' runs).
 engine_rows() {
@@ -222,8 +227,7 @@ yield_measurements() {
 # GLA_BUNDLE_EXTRA) and this build's, alternating, twice each, on both shapes; plus the kernel,
 # engine and training tests. For changes that must not move the numbers (issue 18).
 if [ "$parts" = ab ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   if [ "${GLA_AB_TESTS:-1}" = 1 ]; then  # GLA_AB_TESTS=0: the timings alone (the tests ran in this call already)
     check kernel_tests gpu-bundle/run gla_kernels_cuda_test
     check engine_tests gpu-bundle/run cuda_engine_test
@@ -250,8 +254,7 @@ fi
 # B = 32, 128 with bf16 states, at B = 1, 8, 32, 128 with FP8 and INT8 weights), each measuring the device's
 # ceilings in its own run and leaving a JSON file (results.tgz).
 if [ "$parts" = bench ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   check kernel_tests gpu-bundle/run gla_kernels_cuda_test
   check engine_tests gpu-bundle/run cuda_engine_test
   # An older build's benchmark carried through GLA_BUNDLE_EXTRA runs first (A/B in one call).
@@ -293,8 +296,7 @@ fi
 # (gla-engine-bench --batches 1) on the same random model, alternating twice in one call; the
 # inter-token latency's median against the engine's ms per step.
 if [ "$parts" = served ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   for preset in ${GLA_SERVED_PRESETS:-340M 1.3B}; do
     random_model $preset || continue
     for round in 1 2; do
@@ -324,9 +326,8 @@ fi
 # gla-engine-bench native, fp8 and int8 alternating on both shapes (A/B in one call: the floors
 # move with the bytes).
 if [ "$parts" = weights ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
-  export GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad  # the serving test starts the bundle's glad
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
+  export GLA_EXPECT_BACKEND=cuda GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad  # the serving test starts the bundle's glad
   # Time limits: these paths ran on no GPU before they were written into the tree, and a hang must
   # not eat the whole device call.
   # The whole kernel, engine and training suites (about a minute together): the one-byte paths
@@ -359,8 +360,7 @@ fi
 # decode-steps tests with it on (and the option refusals), then gla-engine-bench with each weight
 # format, the kernel on (--medium_rows GLA_MEDIUM_ROWS) and off, alternating in this call.
 if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   # Time limits: a kernel that has never run on a GPU (a cluster that does not meet must not eat the call).
   check medium_kernel_tests timeout 150 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearMediumM*'
   check medium_bench timeout 240 gpu-bundle/run linear_medium_m_bench  # the main table, then the forms table
@@ -386,8 +386,7 @@ fi
 # alternating GLA_GEMMS_ROUNDS times (2), at GLA_GEMMS_BATCHES (prefill and TTFT too) on each of
 # GLA_GEMMS_PRESETS.
 if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   if [ "${GLA_GEMMS_TESTS:-1}" = 1 ]; then  # 0: without the tests (they ran in an earlier call)
     check gemms_kernel_tests timeout 120 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*TunedBf16Gemm*:*LinearBf16*'
     check gemms_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*TunedGemms*:*NativeWeightsDecodeSteps*'
@@ -407,8 +406,7 @@ if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
   done
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
-  export PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   [ -d /tmp/gla-1.3B ] || gpu-bundle/run gla-random-model --preset 1.3B --out /tmp/gla-1.3B --dtype bf16 > /dev/null
   python3 tests/data/vocabularies/sentencepiece_bpe_model.py tests/data/vocabularies/mistral-7b-v0.1.txt \
     /tmp/mistral-32k.model || { note "mistral-32k.model: FAILED"; failures=$((failures + 1)); }
@@ -437,8 +435,7 @@ fi
 # against resending the whole conversation, on the GPU at gla-340M and gla-1.3B state sizes
 # (deploy/state-store-bench.sh; redis-server travels in the bundle).
 if [ "$parts" = store ] && [ -x gpu-bundle/run ]; then
-  export PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   for preset in 340M 1.3B; do
     [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null
     cp models/gla-brown/tokenizer.model /tmp/gla-$preset/
@@ -457,8 +454,8 @@ fi
 # the several-engines e2e on the CUDA backend (all GPUs, then one after a restart), then gla-loadgen
 # against one GPU and against all of them at gla-340M (deploy/devices-bench.sh).
 if [ "$parts" = devices ] && [ -x gpu-bundle/run ]; then
-  export PATH=$PWD/gpu-bundle/bin:$PATH GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
+  export GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad
   gpus=$(nvidia-smi -L | wc -l)
   all=$(seq -s, 0 $((gpus - 1)))
   echo "devices: $gpus GPU(s): $all" | tee -a "$out/summary.txt"
@@ -477,16 +474,14 @@ fi
 # Issue 20: the official openai SDK suite against glad on the GPU (default model, cuda backend);
 # needs a bundle made with GLA_BUNDLE_SDK=1 (Node and the SDK travel in it).
 if [ "$parts" = sdk ] && [ -x gpu-bundle/run ]; then
-  export PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   check openai_sdk bash tests/e2e/openai_sdk_test.sh "$PWD/gpu-bundle/bin/glad" "$PWD/models/gla-brown" \
     "$PWD/gpu-bundle/openai-sdk"
   grep -E "^(ok|FAIL|[0-9]+ checks)|glad: listening" "$out/openai_sdk.txt" | tee -a "$out/summary.txt"
 fi
 # Issue 20's n > 1 alone: the engine tests that cover groups and prompt scores, then gla-n-bench.
 if [ "$parts" = n ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   check engine_tests gpu-bundle/run cuda_engine_test --gtest_filter='*CudaBackend*'
   for preset in 340M 1.3B; do
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
@@ -498,8 +493,7 @@ fi
 # Issue 20: served tokens/s over the OpenAI HTTP API beside gRPC, same glad, same load
 # (gla-loadgen, random 128-token prompts, 64 new tokens, greedy), alternating twice per protocol.
 if [ "$parts" = http ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   for preset in ${GLA_HTTP_PRESETS:-340M 1.3B}; do
     gpu-bundle/run gla-random-model --preset $preset --out /tmp/gla-$preset --dtype bf16 > /dev/null ||
       { note "random $preset model: FAILED"; failures=$((failures + 1)); continue; }
@@ -520,27 +514,23 @@ if [ "$parts" = http ] && [ -x gpu-bundle/run ]; then
   done
 fi
 if [ "$parts" = yields ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   yield_measurements
 fi
 if [ "$parts" = durability ] && [ -x gpu-bundle/run ]; then
-  export PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   durability_measurements
 fi
 if [ "$parts" = sessions ] && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference PATH=$PWD/gpu-bundle/bin:$PATH
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  use_bundle
   check session_tests gpu-bundle/run session_test
   check engine_tests gpu-bundle/run cuda_engine_test --gtest_filter='*GpuStatePool*:*CudaBackend*'
   session_measurements
 fi
 if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; then
-  export GLA_REFERENCE_DIR=$PWD/gpu-bundle/reference GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad
-  export GLA_CLI_PATH=$PWD/gpu-bundle/bin/gla-cli PATH=$PWD/gpu-bundle/bin:$PATH GLA_EXPECT_BACKEND=cuda
+  use_bundle
+  export GLA_GLAD_PATH=$PWD/gpu-bundle/bin/glad GLA_CLI_PATH=$PWD/gpu-bundle/bin/gla-cli GLA_EXPECT_BACKEND=cuda
   export GLA_LOADGEN_PATH=$PWD/gpu-bundle/bin/gla-loadgen GLA_EVAL_PATH=$PWD/gpu-bundle/bin/gla-eval
-  export LD_LIBRARY_PATH=$PWD/gpu-bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   # The kernels against their CPU references (built here, with the engine: the kernels part builds
   # the same tests there with nvcc).
   check kernel_tests gpu-bundle/run gla_kernels_cuda_test
