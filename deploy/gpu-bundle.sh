@@ -12,14 +12,14 @@ cd "$(dirname "$0")/.."
 command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ] || { echo "gpu-bundle: nvcc not found" >&2; exit 1; }
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 targets=(glad gla-cli gla-eval gla-loadgen cuda_engine_test cuda_train_test gla_kernels_cuda_test session_test gla-finetune-bench server_e2e_test server_text_e2e_test fine_tune_e2e_test default_model_e2e_test session_e2e_test
-         gla-engine-bench gla-n-bench gla-random-model gla_sentencepiece gla_decode_bench gla_prefill_bench gla_backward_bench linear_small_m_bench linear_medium_m_bench gemm_tuning_bench persistent_decode_bench grid_barrier_bench)
+         gla-engine-bench gla-n-bench gla-random-model gla_sentencepiece gla_decode_bench gla_prefill_bench gla_backward_bench linear_small_m_bench linear_medium_m_bench gemm_tuning_bench row_kernels_bench persistent_decode_bench grid_barrier_bench)
 ninja -C build "${targets[@]}"
 grep -q "GLA_HAVE_CUDA" build/CMakeCache.txt || true
 bins=(build/server/glad build/clients/gla-cli build/clients/gla-eval build/clients/gla-loadgen build/tests/cuda_engine_test
       build/tests/cuda_train_test build/tests/gla_kernels_cuda_test build/tests/session_test build/tests/gla-finetune-bench
       build/tests/server_e2e_test build/tests/server_text_e2e_test build/tests/fine_tune_e2e_test
       build/tests/default_model_e2e_test build/tests/session_e2e_test build/tests/gla-engine-bench build/tests/gla-n-bench
-      build/tests/gla-random-model build/tests/gla_decode_bench build/tests/gla_prefill_bench build/tests/gla_backward_bench build/tests/linear_small_m_bench build/tests/linear_medium_m_bench build/tests/gemm_tuning_bench build/tests/persistent_decode_bench build/tests/grid_barrier_bench
+      build/tests/gla-random-model build/tests/gla_decode_bench build/tests/gla_prefill_bench build/tests/gla_backward_bench build/tests/linear_small_m_bench build/tests/linear_medium_m_bench build/tests/gemm_tuning_bench build/tests/row_kernels_bench build/tests/persistent_decode_bench build/tests/grid_barrier_bench
       "$(command -v spm_train)" "$(command -v redis-server)" "$(command -v redis-cli)")
 # GLA_BUNDLE_EXTRA: more binaries to carry (e.g. an older build's gla-engine-bench for an A/B run).
 # shellcheck disable=SC2206

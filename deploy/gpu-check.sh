@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,7 +21,7 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | served | http | n | sdk | structured | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | served | http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
@@ -404,6 +404,40 @@ if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
       done
     done
   done
+fi
+# The row kernels' warp form (kernels/row_form.h: a warp a row from kRowsPerWarpFrom rows, the same
+# bits as a block a row): the forms' bit tests and the norm / quantizer tests, row_kernels_bench
+# (both forms against the copy floor at decode and prompt row counts), then gla-engine-bench of the
+# commit before (gla-engine-bench-before: deploy/gpu-bundle.sh's GLA_BUNDLE_EXTRA) against this
+# build, with GLA_ROWS_WEIGHTS (native fp8) on GLA_ROWS_PRESETS, GLA_ROWS_ROUNDS (1) rounds,
+# alternating, at GLA_ROWS_BATCHES (32; prefill and TTFT too).
+if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  if [ "${GLA_ROWS_TESTS:-1}" = 1 ]; then  # 0: without the tests (they ran in an earlier call)
+    check rows_kernel_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test \
+      --gtest_filter='*RowForms*:*Quantize*Fp8*:*Layers.*:*OneRow*'
+    check rows_engine_tests timeout 300 gpu-bundle/run cuda_engine_test \
+      --gtest_filter='TinyReference*:*Fp8*:*MixedPackedSteps*'
+  fi
+  check row_kernels_bench timeout 200 gpu-bundle/run row_kernels_bench
+  grep -E "^gla-|^#" "$out/row_kernels_bench.txt" | tee -a "$out/summary.txt"
+  if [ -x gpu-bundle/bin/gla-engine-bench-before ]; then
+    for preset in ${GLA_ROWS_PRESETS-1.3B 340M}; do
+      random_model $preset || continue
+      for weights in ${GLA_ROWS_WEIGHTS:-native fp8}; do
+        for round in $(seq "${GLA_ROWS_ROUNDS:-1}"); do
+          for which in before after; do
+            bench=gla-engine-bench; [ $which = before ] && bench=gla-engine-bench-before
+            engine_rows "rows_ab_${preset}_${weights}_${which}_$round" "$preset $weights $which round $round" \
+              timeout 150 gpu-bundle/run $bench --model /tmp/gla-$preset --name gla-$preset --weights $weights \
+              --batches "${GLA_ROWS_BATCHES:-32}"
+          done
+        done
+      done
+    done
+  else
+    note "rows: no gla-engine-bench-before in the bundle (GLA_BUNDLE_EXTRA): no engine A/B"
+  fi
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

@@ -6,6 +6,11 @@
 
 namespace gla::cuda {
 
+// acc + x * x as one fused multiply-add, written out: the row kernels that must give each other's
+// bits (a block a row, a warp a row: kernels/cuda/warp_rows.cuh) then do not depend on the
+// compiler contracting `acc += x * x` the same way in each.
+__device__ __forceinline__ float SquareAdd(float x, float acc) { return __fmaf_rn(x, x, acc); }
+
 template <int THREADS>
 __device__ inline float BlockSum(float v) {
   static_assert(THREADS % 32 == 0 && THREADS <= 1024, "whole warps");

@@ -23,7 +23,7 @@ __device__ __forceinline__ void MakeRow(const OneRowInput& in, const void* row, 
   if constexpr (kKind == OneRowInput::kRmsNorm) {
     const float* xr = static_cast<const float*>(row);
     float ss = 0.f;
-    for (int i = threadIdx.x; i < K; i += THREADS) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < K; i += THREADS) ss = SquareAdd(xr[i], ss);
     const float inv = rsqrtf(BlockSum<THREADS>(ss) / K + in.eps);
     for (int i = threadIdx.x; i < K; i += THREADS) xs[i] = __float2bfloat16(xr[i] * inv * in.norm_w[i]);
   } else {
@@ -47,7 +47,7 @@ __device__ __forceinline__ void MakeGatedHeadNormRow(const OneRowInput& in, cons
   for (int h = 0; h < in.heads; ++h) {
     const float* oh = row + static_cast<int64_t>(h) * dv;
     float ss = 0.f;
-    for (int i = threadIdx.x; i < dv; i += THREADS) ss += oh[i] * oh[i];
+    for (int i = threadIdx.x; i < dv; i += THREADS) ss = SquareAdd(oh[i], ss);
     const float inv = rsqrtf(BlockSum<THREADS>(ss) / dv + in.eps);
     for (int i = threadIdx.x; i < dv; i += THREADS) {
       float val = oh[i] * inv * in.norm_w[i];
