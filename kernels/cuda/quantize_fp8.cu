@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/fp8_chunk.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/made_row.cuh"
 #include "kernels/cuda/warp_rows.cuh"
@@ -29,32 +30,10 @@ template <int THREADS = kThreads>
 __device__ __forceinline__ void QuantizeRow(const uint4* xr, int64_t K, uint2* qr, float* scale_out) {
   const int64_t chunks = K / 8;
   float mx = 0.f;
-  for (int64_t c = threadIdx.x; c < chunks; c += THREADS) {
-    const uint4 v = xr[c];
-    const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(v2[i]);
-      mx = fmaxf(mx, fmaxf(fabsf(f.x), fabsf(f.y)));
-    }
-  }
+  for (int64_t c = threadIdx.x; c < chunks; c += THREADS) mx = ChunkMaxMagnitude(xr[c], mx);
   const float s = BlockMax<THREADS>(mx) / 448.0f;
   if (threadIdx.x == 0) *scale_out = s;
-  for (int64_t c = threadIdx.x; c < chunks; c += THREADS) {  // 8 FP8 values a chunk
-    const uint4 v = xr[c];
-    const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v);
-    uint32_t words[2] = {0u, 0u};
-    if (s > 0.f) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __bfloat1622float2(v2[i]);
-        const float2 r = make_float2(__fdiv_rn(f.x, s), __fdiv_rn(f.y, s));
-        const uint32_t two = __nv_cvt_float2_to_fp8x2(r, __NV_SATFINITE, __NV_E4M3);  // .x in the low byte
-        words[i / 2] |= two << (16 * (i % 2));
-      }
-    }
-    qr[c] = make_uint2(words[0], words[1]);
-  }
+  for (int64_t c = threadIdx.x; c < chunks; c += THREADS) qr[c] = QuantizeChunkFp8(xr[c], s);  // 8 codes a chunk
 }
 
 __global__ void __launch_bounds__(kThreads) QuantizeRowsFp8Kernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride,

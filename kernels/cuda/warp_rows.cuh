@@ -8,12 +8,12 @@
 #pragma once
 
 #include <cuda_bf16.h>
-#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "kernels/cuda/block_reduce.cuh"
+#include "kernels/cuda/fp8_chunk.cuh"
 
 namespace gla::cuda::warp_rows {
 
@@ -58,39 +58,16 @@ __device__ __forceinline__ float WarpMax(float v) {
 // the same whatever the order.
 __device__ __forceinline__ float MaxMagnitude(const uint4* xr, int64_t K) {
   float mx = 0.f;
-  for (int64_t c = threadIdx.x & 31; c < K / 8; c += 32) {
-    const uint4 v = xr[c];
-    const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(v2[i]);
-      mx = fmaxf(mx, fmaxf(fabsf(f.x), fabsf(f.y)));
-    }
-  }
+  for (int64_t c = threadIdx.x & 31; c < K / 8; c += 32) mx = ChunkMaxMagnitude(xr[c], mx);
   return WarpMax(mx);
 }
 
 // A row's FP8 codes from its bf16 values and the row's largest magnitude `mx`: QuantizeRow's
-// arithmetic (quantize_fp8.cu: scale = mx / 448, each value divided by it with IEEE division and
-// rounded to nearest even with saturation), a lane 8 values at a time.
+// arithmetic (quantize_fp8.cu: scale = mx / 448, fp8_chunk.cuh's codes), a lane 8 values at a time.
 __device__ __forceinline__ void QuantizeWithMax(const uint4* xr, int64_t K, float mx, uint2* qr, float* scale_out) {
   const float s = mx / 448.0f;
   if ((threadIdx.x & 31) == 0) *scale_out = s;
-  for (int64_t c = threadIdx.x & 31; c < K / 8; c += 32) {
-    const uint4 v = xr[c];
-    const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v);
-    uint32_t words[2] = {0u, 0u};
-    if (s > 0.f) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __bfloat1622float2(v2[i]);
-        const float2 r = make_float2(__fdiv_rn(f.x, s), __fdiv_rn(f.y, s));
-        const uint32_t two = __nv_cvt_float2_to_fp8x2(r, __NV_SATFINITE, __NV_E4M3);  // .x in the low byte
-        words[i / 2] |= two << (16 * (i % 2));
-      }
-    }
-    qr[c] = make_uint2(words[0], words[1]);
-  }
+  for (int64_t c = threadIdx.x & 31; c < K / 8; c += 32) qr[c] = QuantizeChunkFp8(xr[c], s);
 }
 
 // An RMSNorm row as norm.cu's RmsNormKernel makes it (256 threads' order): out(i, value) is called
