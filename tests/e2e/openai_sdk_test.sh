@@ -35,4 +35,12 @@ open_port=$port
 start token --auth_token s3cret || exit 1
 token_port=$port
 grep -m 1 "glad: listening" "$logs/open.log"  # which backend answered (the GPU check reads it)
-cd "$work" && node sdk_test.mjs "http://127.0.0.1:$open_port/v1" "http://127.0.0.1:$token_port/v1"
+# A failing run's output and both glads' logs are kept in $work (a rerun overwrites ctest's log).
+cd "$work" && node sdk_test.mjs "http://127.0.0.1:$open_port/v1" "http://127.0.0.1:$token_port/v1" 2>&1 |
+  tee sdk_test.last.log
+rc=${PIPESTATUS[0]}
+if [ "$rc" -ne 0 ]; then
+  kept="failed-$(date -u +%Y%m%dT%H%M%SZ)"
+  mkdir -p "$kept" && cp sdk_test.last.log "$logs"/*.log "$kept/" && echo "kept in $work/$kept"
+fi
+exit "$rc"

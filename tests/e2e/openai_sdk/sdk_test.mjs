@@ -104,11 +104,14 @@ check("a streamed chat opens with the role and its deltas add up", async () => {
 });
 
 check("chat logprobs have OpenAI's shape", async () => {
+  // Seeded, and one entry per generated token: unseeded, an answer could end before its third
+  // token now and then (a likely cause of this suite's one unexplained failure, 2026-12-06).
   const r = await client.chat.completions.create({
-    model, max_tokens: 3, messages: [{ role: "user", content: "Hi" }], logprobs: true, top_logprobs: 2,
+    model, max_tokens: 3, seed: 11, messages: [{ role: "user", content: "Hi" }], logprobs: true, top_logprobs: 2,
   });
   const lp = r.choices[0].logprobs.content;
-  assert.equal(lp.length, 3);
+  assert.equal(lp.length, r.usage.completion_tokens);
+  assert.ok(lp.length >= 1 && lp.length <= 3, String(lp.length));
   assert.ok(lp.every((t) => typeof t.token === "string" && t.logprob <= 0 && t.top_logprobs.length <= 2));
 });
 
