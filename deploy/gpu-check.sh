@@ -405,40 +405,35 @@ if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
     done
   done
 fi
-# The row kernels' warp form (kernels/row_form.h: a warp a row from kRowsPerWarpFrom rows, the same
-# bits as a block a row): the forms' bit tests and the norm / quantizer tests, row_kernels_bench
-# (both forms against the copy floor at decode and prompt row counts), then gla-engine-bench of the
-# commit before (gla-engine-bench-before: deploy/gpu-bundle.sh's GLA_BUNDLE_EXTRA) against this
-# build, with GLA_ROWS_WEIGHTS (native fp8) on GLA_ROWS_PRESETS, GLA_ROWS_ROUNDS (1) rounds,
+# The row kernels' warp form (kernels/row_form.h: a warp a row, the same bits as a block a row;
+# ProjectionPaths::warp_rows_from): the forms' bit tests and the norm / quantizer tests, the engine's
+# (WarpRowsChangeNoBit and the FP8 paths'), row_kernels_bench (both forms against the copy floor at
+# decode and prompt row counts), then gla-engine-bench with --warp_rows 0 and GLA_ROWS_WARP_FROM
+# (512), with GLA_ROWS_WEIGHTS (native fp8) on GLA_ROWS_PRESETS, GLA_ROWS_ROUNDS (1) rounds,
 # alternating, at GLA_ROWS_BATCHES (32; prefill and TTFT too). GLA_ROWS_ENGINE_TESTS=0: the kernel
-# tests alone (the engine's test models never reach kRowsPerWarpFrom rows).
+# tests alone.
 if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   use_bundle
   if [ "${GLA_ROWS_TESTS:-1}" = 1 ]; then  # 0: without the tests (they ran in an earlier call)
     check rows_kernel_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test \
       --gtest_filter='*RowForms*:*Quantize*Fp8*:*Layers.*:*OneRow*'
     [ "${GLA_ROWS_ENGINE_TESTS:-1}" = 1 ] && check rows_engine_tests timeout 300 gpu-bundle/run cuda_engine_test \
-      --gtest_filter='TinyReference*:*Fp8*:*MixedPackedSteps*'
+      --gtest_filter='*WarpRowsChangeNoBit*:*Fp8MadeRowsChangeNoBit*:*Fp8WeightsMixedPackedSteps*'
   fi
   check row_kernels_bench timeout 200 gpu-bundle/run row_kernels_bench
   grep -E "^gla-|^#" "$out/row_kernels_bench.txt" | tee -a "$out/summary.txt"
-  if [ -x gpu-bundle/bin/gla-engine-bench-before ]; then
-    for preset in ${GLA_ROWS_PRESETS-1.3B 340M}; do
-      random_model $preset || continue
-      for weights in ${GLA_ROWS_WEIGHTS:-native fp8}; do
-        for round in $(seq "${GLA_ROWS_ROUNDS:-1}"); do
-          for which in before after; do
-            bench=gla-engine-bench; [ $which = before ] && bench=gla-engine-bench-before
-            engine_rows "rows_ab_${preset}_${weights}_${which}_$round" "$preset $weights $which round $round" \
-              timeout 150 gpu-bundle/run $bench --model /tmp/gla-$preset --name gla-$preset --weights $weights \
-              --batches "${GLA_ROWS_BATCHES:-32}"
-          done
+  for preset in ${GLA_ROWS_PRESETS-1.3B 340M}; do
+    random_model $preset || continue
+    for weights in ${GLA_ROWS_WEIGHTS:-native fp8}; do
+      for round in $(seq "${GLA_ROWS_ROUNDS:-1}"); do
+        for warp in 0 "${GLA_ROWS_WARP_FROM:-512}"; do
+          engine_rows "rows_ab_${preset}_${weights}_${warp}_$round" "$preset $weights warp_rows=$warp round $round" \
+            timeout 150 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
+            --weights $weights --warp_rows "$warp" --batches "${GLA_ROWS_BATCHES:-32}"
         done
       done
     done
-  else
-    note "rows: no gla-engine-bench-before in the bundle (GLA_BUNDLE_EXTRA): no engine A/B"
-  fi
+  done
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

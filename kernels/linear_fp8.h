@@ -26,10 +26,9 @@ namespace gla::cuda {
 // scale[m] = max_k |x[m, k]| / 448, q[m, k] = x[m, k] / scale[m] rounded to nearest even (0 where a
 // row is all zeros), as models/dtype.h's QuantizeFp8E4M3PerRow rounds (the same bits on the same
 // values). K % 8 == 0, x 16-byte aligned, K <= q_stride; cudaErrorInvalidValue (no launch) otherwise.
-// `form` (kernels/row_form.h): a block or a warp a row, the same bits; tests and benchmarks force
-// one, the engine leaves it to the row count.
+// `form` (kernels/row_form.h): a block or a warp a row, the same bits.
 cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M, int64_t K, uint8_t* q,
-                            int64_t q_stride, float* scale, cudaStream_t stream, RowForm form = RowForm::kAuto);
+                            int64_t q_stride, float* scale, cudaStream_t stream, RowForm form = RowForm::kBlockPerRow);
 
 // The same for rows made in the kernel from the previous kernel's output, as LinearOneRowStaged
 // makes its one row (kernels/linear.h's OneRowInput): row m is the RMSNorm of fp32 row m of in.x
@@ -41,7 +40,7 @@ cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M,
 // launch. in.row_id must be null; K % 8 == 0, K <= kOneRowMaxK, in.x 16-byte aligned, q
 // 8-byte aligned; cudaErrorInvalidValue (no launch) otherwise.
 cudaError_t QuantizeMadeRowsFp8(const OneRowInput& in, int64_t M, int64_t K, uint8_t* q, int64_t q_stride, float* scale,
-                                cudaStream_t stream, RowForm form = RowForm::kAuto);
+                                cudaStream_t stream, RowForm form = RowForm::kBlockPerRow);
 
 // FP8 inputs: rows of FP8 E4M3 with a scale per row (QuantizeRowsFp8's output).
 struct Fp8Input {

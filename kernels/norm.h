@@ -41,20 +41,22 @@ namespace gla::cuda {
 // RmsNorm on the GPU: fp32 rows in, bf16 out (the input of the next GEMM); w is fp32. Row r of y
 // reads row row_ids[r] of x when row_ids (a device array) is given, row r otherwise: the final norm
 // gathers only the rows whose logits are wanted. `form` (kernels/row_form.h): a block or a warp a
-// row, the same bits; tests and benchmarks force one, the engine leaves it to the row count.
+// row, the same bits.
 cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, __nv_bfloat16* y,
-                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream, RowForm form = RowForm::kAuto);
+                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream,
+                    RowForm form = RowForm::kBlockPerRow);
 // The same with fp32 out (training: the backward reads the saved activation).
 cudaError_t RmsNorm(const float* x, int64_t x_stride, const int32_t* row_ids, const float* w, float* y,
-                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream, RowForm form = RowForm::kAuto);
+                    int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream,
+                    RowForm form = RowForm::kBlockPerRow);
 
 // The GLA output norm x swish gate (see cpu::RmsNormSwishGate): fp32 o and gate in, bf16 out.
 cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
                              __nv_bfloat16* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
-                             cudaStream_t stream, RowForm form = RowForm::kAuto);
+                             cudaStream_t stream, RowForm form = RowForm::kBlockPerRow);
 cudaError_t RmsNormSwishGate(const float* o, int64_t o_stride, const float* gate, int64_t gate_stride, const float* w,
                              float* y, int64_t y_stride, int64_t rows, int heads, int dv, float eps,
-                             cudaStream_t stream, RowForm form = RowForm::kAuto);
+                             cudaStream_t stream, RowForm form = RowForm::kBlockPerRow);
 
 // Backward passes for fine-tuning on the GPU (kernels/cuda/norm_backward.cu), fp32 throughout, with
 // the cpu:: functions' contracts (those are their references). dw is accumulated: each block sums

@@ -185,6 +185,9 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   if (options.paths.fp8_made_rows_from < 0)
     return absl::InvalidArgumentError(
         absl::StrCat("fp8_made_rows_from must be 0 (never) or a row count, not ", options.paths.fp8_made_rows_from));
+  if (options.paths.warp_rows_from < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("warp_rows_from must be 0 (never) or a row count, not ", options.paths.warp_rows_from));
   int devices = 0;
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
   if (options.device < 0 || options.device >= devices)
@@ -698,7 +701,8 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::LinearMediumMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
-      GLA_CUDA_RETURN_IF_ERROR(cuda::QuantizeRowsFp8(x, x_stride, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_));
+      GLA_CUDA_RETURN_IF_ERROR(
+          cuda::QuantizeRowsFp8(x, x_stride, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_, RowFormFor(M)));
       GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Run(cuda::Fp8Input{fp8_x_, fp8_x_scale_, fp8_x_stride_}, w.fp8, N, K, y,
                                                y_bf16, y_stride, M, beta, stream_));
     }
@@ -739,7 +743,8 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
 
 absl::Status CudaModel::ProjectMadeRowsFp8(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K,
                                            void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
-  GLA_CUDA_RETURN_IF_ERROR(cuda::QuantizeMadeRowsFp8(in, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_));
+  GLA_CUDA_RETURN_IF_ERROR(
+      cuda::QuantizeMadeRowsFp8(in, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_, RowFormFor(M)));
   GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Run(cuda::Fp8Input{fp8_x_, fp8_x_scale_, fp8_x_stride_}, w.fp8, N, K, y, y_bf16,
                                            y_stride, M, beta, stream_));
   return absl::OkStatus();
@@ -811,7 +816,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
           ProjectMadeRowsFp8(NormedRow(x_, nullptr, w.attn_norm), w.in_proj, P, D, proj_, false, P, rows, 0.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
-          cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
+          cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_,
+                        RowFormFor(rows)));
       RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
     }
     RETURN_IF_ERROR(lora(LoraTarget::kQ, h_, D, proj_ + ip.q, false, P));
@@ -899,7 +905,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       RETURN_IF_ERROR(ProjectMadeRowsFp8(in, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
-          cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, p.heads, p.head_v, p.eps, stream_));
+          cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, p.heads, p.head_v, p.eps, stream_,
+                                 RowFormFor(rows)));
       RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
     }
     RETURN_IF_ERROR(lora(LoraTarget::kO, og_, Vd, x_, false, D));
@@ -918,7 +925,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
                              0.0f));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
-          cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_));
+          cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_,
+                        RowFormFor(rows)));
       RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
     }
     RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
@@ -936,7 +944,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
                                   false, 0.0f));
   } else if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(
-        cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), p.eps, stream_));
+        cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), p.eps, stream_,
+                      RowFormFor(logit_rows)));
     RETURN_IF_ERROR(Project(h_, D, lm_head_, config_.vocab_size, D, logits_, false, config_.vocab_size, logit_rows, 0.0f));
   }
   return absl::OkStatus();

@@ -38,6 +38,7 @@
 #include "kernels/linear_bf16_tuned.h"
 #include "kernels/linear_fp8.h"
 #include "kernels/persistent_decode.h"
+#include "kernels/row_form.h"
 #include "models/checkpoint.h"
 #include "models/lora_adapter.h"
 
@@ -178,6 +179,12 @@ class CudaModel {
   // FP8 rows and RunGraph's GEMM plans follow the same choice.
   bool Fp8GemmTakes(int64_t M) const {
     return M > options_.paths.byte_weight_kernel_rows && M > options_.paths.fp8_medium_m_kernel_rows;
+  }
+  // The row kernels' form for a step of `rows` rows (ProjectionPaths::warp_rows_from; both forms
+  // give the same bits).
+  cuda::RowForm RowFormFor(int64_t rows) const {
+    return options_.paths.warp_rows_from > 0 && rows >= options_.paths.warp_rows_from ? cuda::RowForm::kWarpPerRow
+                                                                                      : cuda::RowForm::kBlockPerRow;
   }
   // An FP8 projection of M rows made from the previous kernel's output (cuda::QuantizeMadeRowsFp8
   // into the FP8 input buffer, then the FP8 GEMM).

@@ -2,7 +2,7 @@
 // thresholds between the decode-sized kernels, the medium-M kernel and the GEMMs, each set where
 // it measured best (the measurements beside each). One struct, held by both CudaModelOptions and
 // CudaBackendOptions, so that the two cannot disagree on a default; gla-engine-bench sets each
-// (--byte_rows, --fp8_made_rows, --medium_rows) for its A/B runs. No CUDA header: backend.h
+// (--byte_rows, --fp8_made_rows, --medium_rows, --warp_rows) for its A/B runs. No CUDA header: backend.h
 // includes it.
 #pragma once
 
@@ -25,6 +25,12 @@ struct ProjectionPaths {
   // and the gated head norm's heads in turn, where the separate kernels spread a row's heads over
   // blocks). gla-engine-bench --fp8_made_rows N.
   int fp8_made_rows_from = 512;
+  // Steps of at least this many rows run the row kernels (the RMSNorms, the gated head norm, FP8's
+  // input quantizers, made rows included) a warp a row (cuda::RowForm::kWarpPerRow: the same bits
+  // as a block a row, more rows in flight); smaller steps and 0: a block a row. 0 until
+  // row_kernels_bench and an engine A/B have run on a GPU (written 2026-12-06, when no device could
+  // be started; the block form's numbers are the measured ones). gla-engine-bench --warp_rows N.
+  int warp_rows_from = 0;
   // Projections of more rows than the decode-sized kernels take (kSmallM for bf16 weights,
   // byte_weight_kernel_rows for FP8 / INT8) and at most this many run cuda::LinearMediumM* (each
   // weight read once, bf16 inputs: no input quantization for FP8, no dequantizing pass for INT8)

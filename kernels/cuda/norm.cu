@@ -109,7 +109,7 @@ cudaError_t LaunchRmsNorm(const float* x, int64_t x_stride, const int32_t* row_i
                           int64_t y_stride, int64_t rows, int n, float eps, cudaStream_t stream, RowForm form) {
   if (rows == 0) return cudaSuccess;
   if (rows < 0 || rows > 0x7fffffff || n <= 0) return cudaErrorInvalidValue;
-  if (UseWarpPerRow(form, rows))
+  if (form == RowForm::kWarpPerRow)
     return LaunchDependent(RmsNormWarpKernel<Out>, WarpRowBlocks(rows), kWarpRows * 32, stream, x, x_stride, row_ids,
                            w, y, y_stride, rows, n, eps);
   return LaunchDependent(RmsNormKernel<Out>, static_cast<unsigned>(rows), kThreads, stream, x, x_stride, row_ids, w, y,
@@ -122,7 +122,7 @@ cudaError_t LaunchRmsNormSwishGate(const float* o, int64_t o_stride, const float
                                    cudaStream_t stream, RowForm form) {
   if (rows == 0) return cudaSuccess;
   if (rows < 0 || rows > 0x7fffffff || heads <= 0 || heads > 65535 || dv <= 0) return cudaErrorInvalidValue;
-  if (UseWarpPerRow(form, rows) && rows * heads <= 0x7fffffff)  // the grid's x (a prefill's rows are far fewer)
+  if (form == RowForm::kWarpPerRow && rows * heads <= 0x7fffffff)  // the grid's x (a prefill's rows are far fewer)
     return LaunchDependent(RmsNormSwishGateWarpKernel<Out>, WarpRowBlocks(rows * heads), kWarpRows * 32, stream, o,
                            o_stride, gate, gate_stride, w, y, y_stride, rows, heads, dv, eps);
   const dim3 grid(static_cast<unsigned>(rows), heads);

@@ -171,7 +171,7 @@ cudaError_t QuantizeRowsFp8(const __nv_bfloat16* x, int64_t x_stride, int64_t M,
   if (M < 0 || M > 0x7fffffff || K <= 0 || K % 8 != 0 || x_stride % 8 != 0 || x_stride < K || q_stride < K ||
       q_stride % 8 != 0 || !aligned || scale == nullptr)
     return cudaErrorInvalidValue;
-  if (UseWarpPerRow(form, M))
+  if (form == RowForm::kWarpPerRow)
     return LaunchWarpRows(QuantizeRowsFp8WarpKernel, M, 0, stream, x, x_stride, M, K, q, q_stride, scale);
   return LaunchDependent(QuantizeRowsFp8Kernel, static_cast<unsigned>(M), kThreads, stream, x, x_stride, K, q, q_stride,
                          scale);
@@ -190,7 +190,7 @@ cudaError_t QuantizeMadeRowsFp8(const OneRowInput& in, int64_t M, int64_t K, uin
   if (!input_ok || M < 0 || M > 0x7fffffff || K <= 0 || K % 8 != 0 || K > kOneRowMaxK || q_stride < K ||
       q_stride % 8 != 0 || reinterpret_cast<uintptr_t>(q) % 8 != 0 || scale == nullptr)
     return cudaErrorInvalidValue;
-  if (UseWarpPerRow(form, M)) {
+  if (form == RowForm::kWarpPerRow) {
     if (gated)
       return LaunchWarpRows(QuantizeMadeRowsFp8WarpKernel<OneRowInput::kGatedHeadNorm>, M, K, stream, in, M, K, q,
                             q_stride, scale);

@@ -301,29 +301,20 @@ TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
   MixedPackedStepsMatchCpu(GetParam(), StateDType::kF32, WeightFormat::kFp8);
 }
 
-// FP8 steps above the one-byte kernel's rows may make each projection's input inside the quantizing
-// kernel (ProjectionPaths::fp8_made_rows_from; by default only from 512 rows, here from 1 against
-// never; cuda::QuantizeMadeRowsFp8): the same bits as the separate norm,
-// SwiGLU and quantizing kernels, so the logits and states of mixed steps (prefills and decodes, with
-// and without the output gate) are equal to the bit either way.
-TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
-  GLA_REQUIRE_CUDA_DEVICE();
-  const std::string dir = OptionsModelDir(GetParam());
-  Gpu made, separate;
-  for (bool on : {true, false}) {
-    CudaModelOptions o = Options(512, true);
-    o.weights = WeightFormat::kFp8;
-    o.paths.fp8_made_rows_from = on ? 1 : 0;
-    (on ? made : separate) = MakeGpu(dir, o, 4);
-    if (!(on ? made : separate).model) return;
-  }
-  const int V = made.model->config().vocab_size;
+// Two engines on the same model that differ only in a path that must not change a bit: the logits
+// and states of mixed steps (prefills and decodes, with and without the output gate) equal to the
+// bit.
+void ExpectMixedStepsEqualToTheBit(const std::string& dir, const CudaModelOptions& a_options,
+                                   const CudaModelOptions& b_options) {
+  Gpu a_gpu = MakeGpu(dir, a_options, 4), b_gpu = MakeGpu(dir, b_options, 4);
+  if (!a_gpu.model || !b_gpu.model) return;
+  const int V = a_gpu.model->config().vocab_size;
   std::mt19937 rng(43);
   std::uniform_int_distribution<int> tok(0, V - 1);
   std::vector<int> slots;
   for (int s = 0; s < 3; ++s) {
-    slots.push_back(*made.pool->Acquire());
-    ASSERT_EQ(*separate.pool->Acquire(), slots.back());
+    slots.push_back(*a_gpu.pool->Acquire());
+    ASSERT_EQ(*b_gpu.pool->Acquire(), slots.back());
   }
   for (const std::vector<int>& lengths : std::vector<std::vector<int>>{{70, 5, 1}, {1, 40, 1}, {1, 1, 33}}) {
     std::vector<std::vector<int32_t>> toks;
@@ -334,12 +325,44 @@ TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
     }
     for (size_t s = 0; s < lengths.size(); ++s) segs.push_back({toks[s], slots[s], CudaModel::Logits::kLast});
     std::vector<int> first_a, first_b;
-    ASSERT_TRUE(made.model->Forward(segs, made.states(), &first_a).ok());
-    ASSERT_TRUE(separate.model->Forward(segs, separate.states(), &first_b).ok());
-    const auto a = made.Logits(3), b = separate.Logits(3);
+    ASSERT_TRUE(a_gpu.model->Forward(segs, a_gpu.states(), &first_a).ok());
+    ASSERT_TRUE(b_gpu.model->Forward(segs, b_gpu.states(), &first_b).ok());
+    const auto a = a_gpu.Logits(3), b = b_gpu.Logits(3);
     EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "step of " << lengths[0] << ", "
                                                                               << lengths[1] << ", " << lengths[2];
-    for (int slot : slots) EXPECT_EQ(made.State(slot), separate.State(slot)) << "slot " << slot;
+    for (int slot : slots) EXPECT_EQ(a_gpu.State(slot), b_gpu.State(slot)) << "slot " << slot;
+  }
+}
+
+// FP8 steps above the one-byte kernel's rows may make each projection's input inside the quantizing
+// kernel (ProjectionPaths::fp8_made_rows_from; by default only from 512 rows, here from 1 against
+// never; cuda::QuantizeMadeRowsFp8): the same bits as the separate norm, SwiGLU and quantizing
+// kernels.
+TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  CudaModelOptions made = Options(512, true), separate = made;
+  made.weights = separate.weights = WeightFormat::kFp8;
+  made.paths.fp8_made_rows_from = 1;
+  separate.paths.fp8_made_rows_from = 0;
+  ExpectMixedStepsEqualToTheBit(OptionsModelDir(GetParam()), made, separate);
+}
+
+// The row kernels a warp a row (ProjectionPaths::warp_rows_from, here from 1 row against never;
+// cuda::RowForm): the same bits as a block a row, with bf16 weights (the norms and the gated head
+// norm) and FP8 weights (the input quantizers, made rows from 1 row and separate).
+TEST_P(OptionsModel, WarpRowsChangeNoBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  for (WeightFormat weights : {WeightFormat::kNative, WeightFormat::kFp8}) {
+    for (int made_from : {1, 0}) {
+      if (weights == WeightFormat::kNative && made_from == 0) continue;  // made rows are FP8's only
+      CudaModelOptions warp = Options(512, true), block = warp;
+      warp.weights = block.weights = weights;
+      warp.paths.fp8_made_rows_from = block.paths.fp8_made_rows_from = made_from;
+      warp.paths.warp_rows_from = 1;
+      block.paths.warp_rows_from = 0;
+      SCOPED_TRACE(std::string(WeightFormatName(weights)) + " made rows from " + std::to_string(made_from));
+      ExpectMixedStepsEqualToTheBit(OptionsModelDir(GetParam()), warp, block);
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 //                    [--batches 1,32] [--decode_steps 64] [--cuda_graphs 1] [--chunked_prefill 1]
 //                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
 //                    [--byte_rows 16] [--fp8_made_rows 512] [--medium_rows N: every format; default: bf16 0, fp8 32, int8 64]
+//                    [--warp_rows N: row kernels a warp a row from N rows; 0: never; default: the backend's]
 //                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
@@ -68,7 +69,8 @@ int main(int argc, char** argv) {
                                               {"byte_rows", std::to_string(kDefaults.paths.byte_weight_kernel_rows)},
                                               {"fp8_made_rows", std::to_string(kDefaults.paths.fp8_made_rows_from)},
                                               {"medium_rows", "default"},
-                                              {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"}};
+                                              {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"},
+                                              {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -109,6 +111,7 @@ int main(int argc, char** argv) {
     o.paths.medium_m_kernel_rows = o.paths.fp8_medium_m_kernel_rows = o.paths.int8_medium_m_kernel_rows =
         num("medium_rows");
   o.paths.tuned_bf16_gemms = num("gemm_tuning") != 0;
+  o.paths.warp_rows_from = num("warp_rows");  // steps of this many rows and more: row kernels a warp a row (0: never)
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -132,6 +135,9 @@ int main(int argc, char** argv) {
                                           : std::string()) +
                                      (o.paths.tuned_bf16_gemms != kDefaults.paths.tuned_bf16_gemms
                                           ? std::string("-gemm-tuning-") + (o.paths.tuned_bf16_gemms ? "1" : "0")
+                                          : std::string()) +
+                                     (o.paths.warp_rows_from != kDefaults.paths.warp_rows_from
+                                          ? "-warp-rows-" + std::to_string(o.paths.warp_rows_from)
                                           : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -176,6 +182,10 @@ int main(int argc, char** argv) {
   std::printf("# bf16 GEMMs: %s\n", o.paths.tuned_bf16_gemms ? "cuBLASLt algorithms timed per shape and row count (--gemm_tuning 1)"
                                                               : "cublasGemmEx's default (--gemm_tuning 0)");
   report.SetNote("tuned_bf16_gemms", o.paths.tuned_bf16_gemms ? "1" : "0");
+  std::printf("# row kernels (norms, FP8 input quantizers): a warp a row %s (--warp_rows)\n",
+              o.paths.warp_rows_from > 0 ? ("from " + std::to_string(o.paths.warp_rows_from) + " rows").c_str()
+                                         : "never, a block a row");
+  report.SetNote("warp_rows_from", std::to_string(o.paths.warp_rows_from));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));
     report.SetNote("fp8_made_rows_from", std::to_string(o.paths.fp8_made_rows_from));

@@ -173,22 +173,5 @@ TEST(RowForms, QuantizeMadeRowsFp8WarpPerRowEqualsBlockPerRowToTheBit) {
   }
 }
 
-// The engine's calls leave the form to the row count: from kRowsPerWarpFrom rows the warp form, and
-// the same bits as the block form there too.
-TEST(RowForms, AutoTakesTheWarpFormFromItsRowCountWithTheSameBits) {
-  GLA_REQUIRE_CUDA_DEVICE();
-  static_assert(!cuda::UseWarpPerRow(RowForm::kAuto, cuda::kRowsPerWarpFrom - 1));
-  static_assert(cuda::UseWarpPerRow(RowForm::kAuto, cuda::kRowsPerWarpFrom));
-  static_assert(!cuda::UseWarpPerRow(RowForm::kBlockPerRow, cuda::kRowsPerWarpFrom));
-  static_assert(cuda::UseWarpPerRow(RowForm::kWarpPerRow, 1));
-  std::mt19937 rng(45);
-  const int rows = static_cast<int>(cuda::kRowsPerWarpFrom) + 5, n = 256;
-  Dev<float> dx(TestRows(rows, n, rng)), dw(Random(n, rng, 0.5f, 1.5f));
-  Dev<__nv_bfloat16> block(static_cast<size_t>(rows) * n), autof(static_cast<size_t>(rows) * n);
-  GLA_CUDA_OK(cuda::RmsNorm(dx.p, n, nullptr, dw.p, block.p, n, rows, n, 1e-6f, nullptr, RowForm::kBlockPerRow));
-  GLA_CUDA_OK(cuda::RmsNorm(dx.p, n, nullptr, dw.p, autof.p, n, rows, n, 1e-6f, nullptr));
-  ExpectSameBytes(block.Get(), autof.Get(), "RmsNorm auto");
-}
-
 }  // namespace
 }  // namespace gla

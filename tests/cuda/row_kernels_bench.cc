@@ -2,8 +2,8 @@
 // row; kernels/norm.h, kernels/linear_fp8.h) in both forms (kernels/row_form.h: a block a row, a
 // warp a row) at gla-1.3B's and gla-340M's widths, for the row counts of a decode step (32), a short
 // prompt (512) and a long one (4,096). Per row: bytes read and written, the floor (bytes / copy
-// bandwidth measured in this run), each form's time and share of the floor, and which form the
-// engine's calls take (RowForm::kAuto). The FP8 profile put these kernels at 23% of an FP8 prefill
+// bandwidth measured in this run), each form's time and share of the floor, and the block form's
+// time over the warp form's (where that passes 1 is where ProjectionPaths::warp_rows_from belongs). The FP8 profile put these kernels at 23% of an FP8 prefill
 // at about half the copy rate (docs/performance.md, "Where an FP8 step goes"). Each time is one
 // launch in a CUDA graph of launches over input copies that fill three times the L2 (inputs from
 // HBM, as a step reads them). GLA_BENCH_OUT=DIR: DIR/row-kernels.json.
@@ -56,8 +56,8 @@ int main() {
   CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
 
   const Model models[] = {{"gla-1.3B", 2048, 5632, 4, 512}, {"gla-340M", 1024, 2816, 4, 256}};
-  std::printf("%-9s %-22s %5s %8s %9s %10s %7s %10s %7s %7s %6s\n", "model", "kernel", "rows", "MB", "floor us",
-              "block us", "of fl", "warp us", "of fl", "warp/bl", "auto");
+  std::printf("%-9s %-22s %5s %8s %9s %10s %7s %10s %7s %8s\n", "model", "kernel", "rows", "MB", "floor us",
+              "block us", "of fl", "warp us", "of fl", "block/wp");
   for (const Model& m : models) {
     for (int64_t M : {int64_t{32}, int64_t{512}, int64_t{4096}}) {
       const int64_t D = m.D, I = m.I, HK = int64_t{m.heads} * m.dv;
@@ -76,7 +76,9 @@ int main() {
           CHECK(cudaMemcpy(static_cast<char*>(arena) + static_cast<size_t>(c) * in_bytes, host.data(),
                            static_cast<size_t>(in_bytes), cudaMemcpyHostToDevice));
       }
-      auto f32 = [&](int c) { return reinterpret_cast<const float*>(static_cast<char*>(arena) + int64_t{c} * in_bytes); };
+      auto f32 = [&](int c) {
+        return reinterpret_cast<const float*>(static_cast<char*>(arena) + int64_t{c} * in_bytes);
+      };
       auto b16 = [&](int c) {
         return reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(arena) + int64_t{c} * in_bytes);
       };
@@ -124,7 +126,9 @@ int main() {
                                                 f);
            }},
           {"quantize fp8", M * D * 2.0, M * (D + 4.0),
-           [&](int c, RowForm f, cudaStream_t s) { return gla::cuda::QuantizeRowsFp8(b16(c), D, M, D, q, D, scale, s, f); }},
+           [&](int c, RowForm f, cudaStream_t s) {
+             return gla::cuda::QuantizeRowsFp8(b16(c), D, M, D, q, D, scale, s, f);
+           }},
           {"rmsnorm -> fp8", M * D * 4.0, M * (D + 4.0),
            [&](int c, RowForm f, cudaStream_t s) {
              return gla::cuda::QuantizeMadeRowsFp8(made(gla::cuda::OneRowInput::kRmsNorm, c), M, D, q, D, scale, s, f);
@@ -145,10 +149,9 @@ int main() {
         const RowForm forms[2] = {RowForm::kBlockPerRow, RowForm::kWarpPerRow};
         for (int k = 0; k < 2; ++k)
           us[k] = GraphLaunchUs([&](int c, cudaStream_t s) { CHECK(op.call(c, forms[k], s)); }, copies, stream);
-        const bool warp_auto = gla::cuda::UseWarpPerRow(RowForm::kAuto, M);
-        std::printf("%-9s %-22s %5lld %8.2f %9.2f %10.2f %6.0f%% %10.2f %6.0f%% %7.2f %6s\n", m.name, op.name.c_str(),
+        std::printf("%-9s %-22s %5lld %8.2f %9.2f %10.2f %6.0f%% %10.2f %6.0f%% %8.2f\n", m.name, op.name.c_str(),
                     static_cast<long long>(M), (op.bytes_in + op.bytes_out) / 1e6, floor_us, us[0],
-                    100 * floor_us / us[0], us[1], 100 * floor_us / us[1], us[0] / us[1], warp_auto ? "warp" : "block");
+                    100 * floor_us / us[0], us[1], 100 * floor_us / us[1], us[0] / us[1]);
         report.AddRow()
             .Str("model", m.name)
             .Str("kernel", op.name)
@@ -156,8 +159,7 @@ int main() {
             .Num("bytes", op.bytes_in + op.bytes_out)
             .Num("floor_us", floor_us)
             .Num("block_us", us[0])
-            .Num("warp_us", us[1])
-            .Str("auto", warp_auto ? "warp" : "block");
+            .Num("warp_us", us[1]);
       }
       CHECK(cudaFree(arena));
       CHECK(cudaFree(w));
