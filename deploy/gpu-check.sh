@@ -83,6 +83,25 @@ random_model() {
   gpu-bundle/run gla-random-model --preset "$1" --out "/tmp/gla-$1" --dtype bf16 > /dev/null && return 0
   note "random $1 model: FAILED"; failures=$((failures + 1)); return 1
 }
+# engine_ab PART FLAG "VALUES" "PRESETS" "WEIGHTS" ROUNDS BATCHES: gla-engine-bench on each random
+# PRESET model with each of WEIGHTS, ROUNDS rounds of --FLAG at each of VALUES in turn
+# (alternating, so drift shows between rounds), at BATCHES (prefill and TTFT too); each run's file
+# is PART_ab_PRESET_WEIGHTS_VALUE_ROUND, its rows go to the summary (the A/B parts' shared loop).
+engine_ab() {
+  local part=$1 flag=$2 values=$3 presets=$4 weights_list=$5 rounds=$6 batches=$7 preset weights round v
+  for preset in $presets; do
+    random_model "$preset" || continue
+    for weights in $weights_list; do
+      for round in $(seq "$rounds"); do
+        for v in $values; do
+          engine_rows "${part}_ab_${preset}_${weights}_${v}_$round" "$preset $weights $flag=$v round $round" \
+            timeout 150 gpu-bundle/run gla-engine-bench --model "/tmp/gla-$preset" --name "gla-$preset" \
+            --weights "$weights" "--$flag" "$v" --batches "$batches"
+        done
+      done
+    done
+  done
+}
 
 
 # Issue 8's measurements (docs/performance.md) on a random-initialised gla-340M: the fifth turn of a
@@ -369,16 +388,8 @@ if [ "$parts" = medium ] && [ -x gpu-bundle/run ]; then
     check medium_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*DecodeStepsMatchCpu*:*Refusal*'
     grep -h "\[ measure \].*decode steps of" "$out/medium_engine_tests.txt" | tee -a "$out/summary.txt"
   fi
-  for preset in ${GLA_MEDIUM_PRESETS-1.3B}; do
-    random_model $preset || continue
-    for weights in ${GLA_MEDIUM_WEIGHTS:-native fp8 int8}; do
-      for rows in 0 "${GLA_MEDIUM_ROWS:-256}"; do
-        engine_rows "medium_ab_${preset}_${weights}_$rows" "$preset $weights medium_rows=$rows" timeout 120 \
-          gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset --weights $weights \
-          --medium_rows $rows --batches "${GLA_MEDIUM_BATCHES:-32,128}"
-      done
-    done
-  done
+  engine_ab medium medium_rows "0 ${GLA_MEDIUM_ROWS:-256}" "${GLA_MEDIUM_PRESETS-1.3B}" \
+    "${GLA_MEDIUM_WEIGHTS:-native fp8 int8}" 1 "${GLA_MEDIUM_BATCHES:-32,128}"
 fi
 # The bf16 GEMMs through cuBLASLt algorithms timed on the model's own matrices (cuda::TunedBf16Gemm,
 # ProjectionPaths::tuned_bf16_gemms): its kernel and engine tests, the per-projection table against
@@ -394,16 +405,8 @@ if [ "$parts" = gemms ] && [ -x gpu-bundle/run ]; then
   fi
   check gemm_tuning_bench timeout 200 gpu-bundle/run gemm_tuning_bench
   grep -E "step|^#" "$out/gemm_tuning_bench.txt" | tee -a "$out/summary.txt"
-  for preset in ${GLA_GEMMS_PRESETS-1.3B 340M}; do
-    random_model $preset || continue
-    for round in $(seq "${GLA_GEMMS_ROUNDS:-2}"); do
-      for tuning in 0 1; do
-        engine_rows "gemms_ab_${preset}_${tuning}_$round" "$preset gemm_tuning=$tuning round $round" timeout 150 \
-          gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset --gemm_tuning $tuning \
-          --batches "${GLA_GEMMS_BATCHES:-32,64,128}"
-      done
-    done
-  done
+  engine_ab gemms gemm_tuning "0 1" "${GLA_GEMMS_PRESETS-1.3B 340M}" native "${GLA_GEMMS_ROUNDS:-2}" \
+    "${GLA_GEMMS_BATCHES:-32,64,128}"
 fi
 # The row kernels' warp form (kernels/row_form.h: a warp a row, the same bits as a block a row;
 # ProjectionPaths::warp_rows_from): the forms' bit tests and the norm / quantizer tests, the engine's
@@ -422,18 +425,8 @@ if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   fi
   check row_kernels_bench timeout 200 gpu-bundle/run row_kernels_bench
   grep -E "^gla-|^#" "$out/row_kernels_bench.txt" | tee -a "$out/summary.txt"
-  for preset in ${GLA_ROWS_PRESETS-1.3B 340M}; do
-    random_model $preset || continue
-    for weights in ${GLA_ROWS_WEIGHTS:-native fp8}; do
-      for round in $(seq "${GLA_ROWS_ROUNDS:-1}"); do
-        for warp in 0 "${GLA_ROWS_WARP_FROM:-512}"; do
-          engine_rows "rows_ab_${preset}_${weights}_${warp}_$round" "$preset $weights warp_rows=$warp round $round" \
-            timeout 150 gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset \
-            --weights $weights --warp_rows "$warp" --batches "${GLA_ROWS_BATCHES:-32}"
-        done
-      done
-    done
-  done
+  engine_ab rows warp_rows "0 ${GLA_ROWS_WARP_FROM:-512}" "${GLA_ROWS_PRESETS-1.3B 340M}" \
+    "${GLA_ROWS_WEIGHTS:-native fp8}" "${GLA_ROWS_ROUNDS:-1}" "${GLA_ROWS_BATCHES:-32}"
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

@@ -64,14 +64,14 @@ TEST(TunedBf16Gemm, TheKeptAlgorithmEqualsTheProductAndOtherRowCountsTakeTheDefa
     const auto W1 = RoundBf16(Random(size_t(s.N) * s.K, rng, -0.05f, 0.05f));
     Dev<__nv_bfloat16> dW0(ToBf16(W0)), dW1(ToBf16(W1));
     const __nv_bfloat16* weights[] = {dW0.p, dW1.p};
-    const int bucket_rows = 64;
-    const auto x = RoundBf16(Random(size_t(bucket_rows) * xs, rng));
+    const int timed_rows = 64;
+    const auto x = RoundBf16(Random(size_t(timed_rows) * xs, rng));
     Dev<__nv_bfloat16> dx(ToBf16(x));
-    Dev<char> scratch(size_t(bucket_rows) * ys * 4);
+    Dev<char> scratch(size_t(timed_rows) * ys * 4);
     const cuda::Bf16GemmShape shape{s.N, s.K, xs, ys, s.y_bf16, s.accumulate};
     std::vector<cuda::GemmCandidateTime> times;
     // Without the default as a candidate, so that a cuBLASLt algorithm is what runs below.
-    ASSERT_EQ(g.tuned.Tune(g.cublas, shape, bucket_rows, dx.p, weights, 2, scratch.p, g.stream, &times,
+    ASSERT_EQ(g.tuned.Tune(g.cublas, shape, timed_rows, dx.p, weights, 2, scratch.p, g.stream, &times,
                            /*time_default=*/false),
               CUBLAS_STATUS_SUCCESS);
     ASSERT_FALSE(times.empty());
@@ -120,7 +120,7 @@ TEST(TunedBf16Gemm, TheKeptAlgorithmEqualsTheProductAndOtherRowCountsTakeTheDefa
         EXPECT_EQ(dy2.Get(), y) << "N=" << s.N << " M=" << M;
       }
       // The kept algorithm at the timed row count; the default at the other.
-      EXPECT_EQ(g.tuned.tuned_runs() - runs, M == bucket_rows ? (s.y_bf16 ? 1 : 2) : 0) << "N=" << s.N << " M=" << M;
+      EXPECT_EQ(g.tuned.tuned_runs() - runs, M == timed_rows ? (s.y_bf16 ? 1 : 2) : 0) << "N=" << s.N << " M=" << M;
       std::printf("[ measure ] tuned GEMM N=%d K=%d M=%d: %s (%zu candidates)\n", s.N, s.K, M,
                   g.tuned.tuned_runs() > runs ? "cuBLASLt's kept algorithm" : "fallback", times.size());
     }
