@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,7 +21,7 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | served | http | n | sdk | structured | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | served | http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
@@ -427,6 +427,14 @@ if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   grep -E "^gla-|^#" "$out/row_kernels_bench.txt" | tee -a "$out/summary.txt"
   engine_ab rows warp_rows "0 ${GLA_ROWS_WARP_FROM:-512}" "${GLA_ROWS_PRESETS-1.3B 340M}" \
     "${GLA_ROWS_WEIGHTS:-native fp8}" "${GLA_ROWS_ROUNDS:-1}" "${GLA_ROWS_BATCHES:-32}"
+fi
+# The decode-sized projection kernels alone, from the bundle: linear_small_m_bench (the CUDA-core,
+# tensor-core, cuBLAS and medium-M kernels at 1-16 rows, both weight types) and linear_medium_m_bench
+# (17-256 rows), each against the copy floor measured in its run.
+if [ "$parts" = projections ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  check linear_small_m_bench timeout 300 gpu-bundle/run linear_small_m_bench
+  check linear_medium_m_bench timeout 300 gpu-bundle/run linear_medium_m_bench
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

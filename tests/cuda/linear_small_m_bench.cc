@@ -2,7 +2,10 @@
 // gla-340M for M = 1 ... 16 input rows: the CUDA-core kernel (M <= 8), the tensor-core kernel, and
 // cuBLAS (what M > kSmallM takes), each against its floor, the weights read once at the copy
 // bandwidth measured in this run; and the FP8-weight kernels (CUDA cores for M <= 8, tensor cores),
-// against their own floor (a byte per weight). Weights rotate through copies larger than L2 (no launch reads
+// against their own floor (a byte per weight); and the medium-M kernel (linear_medium_m.cu: shared-memory
+// tiles, K split over a cluster where the feature tiles alone leave SMs idle) at the same M, both
+// weight types, to tell whether its split pays on the projections with few feature tiles (o_proj,
+// down: 128 blocks of 16 features or fewer). Weights rotate through copies larger than L2 (no launch reads
 // them from cache), and the launches of one timing are captured in a CUDA graph with programmatic
 // dependent launch, as the engine's decode step runs them. GLA_BENCH_OUT=DIR: DIR/linear-small-m.json.
 #include <cublas_v2.h>
@@ -59,8 +62,9 @@ int main() {
     CHECK(cudaMemcpy(scales, ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice));
   }
   std::printf("| shape | N x K | M | weights MB | floor us | cuda cores us | tensor cores us | cuBLAS us | best of floor "
-              "| fp8 floor us | fp8 cuda cores us | fp8 tensor cores us | fp8 best of floor | fp8 best vs best bf16 |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "| fp8 floor us | fp8 cuda cores us | fp8 tensor cores us | fp8 best of floor | fp8 best vs best bf16 "
+              "| medium-M us | fp8 medium-M us |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
     const size_t bytes = size_t(s.N) * s.K * 2;
     const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
@@ -99,14 +103,21 @@ int main() {
         CHECK(gla::cuda::LinearSmallMFp8TensorCores(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
       const double fp8 = fp8_cores > 0 ? std::min(fp8_cores, fp8_tensor) : fp8_tensor;
+      // Not counted in "best": the engine takes it from 17 rows only (yet); this says whether it should below.
+      const double medium = GraphLaunchUs([&](int c, cudaStream_t st) {
+        CHECK(gla::cuda::LinearMediumM(x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f, st));
+      }, copies, stream);
+      const double fp8_medium = GraphLaunchUs([&](int c, cudaStream_t st) {
+        CHECK(gla::cuda::LinearMediumMFp8(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
+      }, copies, stream);
       char fp8_cores_txt[32] = "-";
       if (fp8_cores > 0) std::snprintf(fp8_cores_txt, sizeof fp8_cores_txt, "%.2f", fp8_cores);
       char fp8_txt[128];
       std::snprintf(fp8_txt, sizeof fp8_txt, "%.2f | %s | %.2f | %.0f%% | %.2fx", fp8_floor_us, fp8_cores_txt,
                     fp8_tensor, 100.0 * fp8_floor_us / fp8, best / fp8);
-      std::printf("| %s | %lld x %lld | %d | %.1f | %.2f | %s | %.2f | %.2f | %.0f%% | %s |\n", s.name,
+      std::printf("| %s | %lld x %lld | %d | %.1f | %.2f | %s | %.2f | %.2f | %.0f%% | %s | %.2f | %.2f |\n", s.name,
                   static_cast<long long>(s.N), static_cast<long long>(s.K), M, bytes / 1e6, floor_us, cores_txt,
-                  tensor, blas, 100.0 * floor_us / best, fp8_txt);
+                  tensor, blas, 100.0 * floor_us / best, fp8_txt, medium, fp8_medium);
       report.AddRow()
           .Str("shape", s.name)
           .Num("N", double(s.N))
@@ -118,7 +129,9 @@ int main() {
           .Num("cublas_us", blas)
           .Num("fp8_floor_us", fp8_floor_us)
           .Num("fp8_cuda_cores_us", fp8_cores)
-          .Num("fp8_tensor_cores_us", fp8_tensor);
+          .Num("fp8_tensor_cores_us", fp8_tensor)
+          .Num("medium_m_us", medium)
+          .Num("fp8_medium_m_us", fp8_medium);
     }
   }
   CHECK(cudaFree(pool));
