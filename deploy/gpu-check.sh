@@ -56,8 +56,14 @@ GLA_COMMIT=${GLA_COMMIT:-$(cat gpu-pack/COMMIT 2> /dev/null || git rev-parse --s
 export GLA_COMMIT GLA_BENCH_OUT=$out
 failures=0
 note() { echo "== $*" | tee -a "$out/summary.txt"; }
+# GLA_CHECKS="NAME ...": only the checks of those names run (the others say they were skipped), so a
+# short device call can rerun part of a part (e.g. the engine part's suites a change touches).
 check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit status
   local name=$1; shift
+  if [ -n "${GLA_CHECKS:-}" ] && [[ " $GLA_CHECKS " != *" $name "* ]]; then
+    note "$name: skipped (not in GLA_CHECKS)"
+    return 0
+  fi
   "$@" > "$out/$name.txt" 2>&1
   local rc=$?
   tail -n 30 "$out/$name.txt"
@@ -412,7 +418,7 @@ fi
 # ProjectionPaths::warp_rows_from): the forms' bit tests and the norm / quantizer tests, the engine's
 # (WarpRowsChangeNoBit and the FP8 paths'), row_kernels_bench (both forms against the copy floor at
 # decode and prompt row counts), then gla-engine-bench with --warp_rows 0 and GLA_ROWS_WARP_FROM
-# (512), with GLA_ROWS_WEIGHTS (native fp8) on GLA_ROWS_PRESETS, GLA_ROWS_ROUNDS (1) rounds,
+# (4096; at the default --warp_rows_width), with GLA_ROWS_WEIGHTS (native fp8) on GLA_ROWS_PRESETS, GLA_ROWS_ROUNDS (1) rounds,
 # alternating, at GLA_ROWS_BATCHES (32; prefill and TTFT too). GLA_ROWS_ENGINE_TESTS=0: the kernel
 # tests alone.
 if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
@@ -425,7 +431,7 @@ if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   fi
   check row_kernels_bench timeout 200 gpu-bundle/run row_kernels_bench
   grep -E "^gla-|^#" "$out/row_kernels_bench.txt" | tee -a "$out/summary.txt"
-  engine_ab rows warp_rows "0 ${GLA_ROWS_WARP_FROM:-512}" "${GLA_ROWS_PRESETS-1.3B 340M}" \
+  engine_ab rows warp_rows "0 ${GLA_ROWS_WARP_FROM:-4096}" "${GLA_ROWS_PRESETS-1.3B 340M}" \
     "${GLA_ROWS_WEIGHTS:-native fp8}" "${GLA_ROWS_ROUNDS:-1}" "${GLA_ROWS_BATCHES:-32}"
 fi
 # The decode-sized projection kernels alone, from the bundle: linear_small_m_bench (the CUDA-core,

@@ -93,6 +93,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o, int
     co.cuda_graphs = o.cuda_graphs;
     co.chunked_prefill = o.chunked_prefill;
     co.persistent_decode = o.persistent_decode;
+    co.paths.tuned_bf16_gemms = o.gemm_tuning;
     co.weights = o.weights;
     co.state_dtype = o.state_dtype;
     return MakeCudaBackend(o.model, co);

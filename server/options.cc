@@ -53,6 +53,12 @@ ABSL_FLAG(bool, chunked_prefill, true,
 ABSL_FLAG(bool, persistent_decode, true,
           "batch-1 decode steps as one persistent kernel for the whole model where the GPU (Hopper on) and the "
           "model's shapes allow it; false: a kernel per operation (cuda backend)");
+ABSL_FLAG(bool, gemm_tuning, true,
+          "bf16 weights: time cuBLASLt's algorithms for each projection and step size on the model's own matrices "
+          "and keep the fastest (each new decode batch size and power-of-two prompt size tunes once, at its first "
+          "step); false: cuBLAS's default algorithm. Choices made by timing can differ between two processes, and "
+          "with them the last bits of the results: false makes a restarted server's results equal to the bit "
+          "(cuda backend)");
 ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
 ABSL_FLAG(int32_t, state_memory_mb, 0,
           "size the state pool from a memory budget (MiB; GPU memory for the cuda backend) instead of --slots");
@@ -277,6 +283,7 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);
+  o.gemm_tuning = absl::GetFlag(FLAGS_gemm_tuning);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.scheduler.queue_size = absl::GetFlag(FLAGS_queue_size);
   o.scheduler.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);

@@ -188,6 +188,9 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   if (options.paths.warp_rows_from < 0)
     return absl::InvalidArgumentError(
         absl::StrCat("warp_rows_from must be 0 (never) or a row count, not ", options.paths.warp_rows_from));
+  if (options.paths.warp_rows_max_width < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("warp_rows_max_width must be a row width (1 or more), not ", options.paths.warp_rows_max_width));
   int devices = 0;
   GLA_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
   if (options.device < 0 || options.device >= devices)
@@ -702,7 +705,7 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
           cuda::LinearMediumMFp8(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M, beta, stream_));
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
-          cuda::QuantizeRowsFp8(x, x_stride, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_, RowFormFor(M)));
+          cuda::QuantizeRowsFp8(x, x_stride, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_, RowFormFor(M, K)));
       GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Run(cuda::Fp8Input{fp8_x_, fp8_x_scale_, fp8_x_stride_}, w.fp8, N, K, y,
                                                y_bf16, y_stride, M, beta, stream_));
     }
@@ -744,7 +747,7 @@ absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const 
 absl::Status CudaModel::ProjectMadeRowsFp8(const cuda::OneRowInput& in, const Matrix& w, int64_t N, int64_t K,
                                            void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
   GLA_CUDA_RETURN_IF_ERROR(
-      cuda::QuantizeMadeRowsFp8(in, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_, RowFormFor(M)));
+      cuda::QuantizeMadeRowsFp8(in, M, K, fp8_x_, fp8_x_stride_, fp8_x_scale_, stream_, RowFormFor(M, K)));
   GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Run(cuda::Fp8Input{fp8_x_, fp8_x_scale_, fp8_x_stride_}, w.fp8, N, K, y, y_bf16,
                                            y_stride, M, beta, stream_));
   return absl::OkStatus();
@@ -817,7 +820,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNorm(x_, D, nullptr, w.attn_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_,
-                        RowFormFor(rows)));
+                        RowFormFor(rows, D)));
       RETURN_IF_ERROR(Project(h_, D, w.in_proj, P, D, proj_, false, P, rows, 0.0f));
     }
     RETURN_IF_ERROR(lora(LoraTarget::kQ, h_, D, proj_ + ip.q, false, P));
@@ -906,7 +909,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNormSwishGate(o_, Vd, gate, P, w.g_norm, og_, Vd, rows, p.heads, p.head_v, p.eps, stream_,
-                                 RowFormFor(rows)));
+                                 RowFormFor(rows, Vd)));
       RETURN_IF_ERROR(Project(og_, Vd, w.o_proj, D, Vd, x_, false, D, rows, 1.0f));
     }
     RETURN_IF_ERROR(lora(LoraTarget::kO, og_, Vd, x_, false, D));
@@ -926,7 +929,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     } else {
       GLA_CUDA_RETURN_IF_ERROR(
           cuda::RmsNorm(x_, D, nullptr, w.mlp_norm, h_, D, rows, static_cast<int>(D), p.eps, stream_,
-                        RowFormFor(rows)));
+                        RowFormFor(rows, D)));
       RETURN_IF_ERROR(Project(h_, D, w.gate_up, 2 * I, D, gate_up_, true, 2 * I, rows, 0.0f));
     }
     RETURN_IF_ERROR(lora(LoraTarget::kGate, h_, D, gate_up_, true, 2 * I));
@@ -945,7 +948,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   } else if (logit_rows > 0) {
     GLA_CUDA_RETURN_IF_ERROR(
         cuda::RmsNorm(x_, D, d_row_ids_, final_norm_, h_, D, logit_rows, static_cast<int>(D), p.eps, stream_,
-                      RowFormFor(logit_rows)));
+                      RowFormFor(logit_rows, D)));
     RETURN_IF_ERROR(Project(h_, D, lm_head_, config_.vocab_size, D, logits_, false, config_.vocab_size, logit_rows, 0.0f));
   }
   return absl::OkStatus();

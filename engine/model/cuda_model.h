@@ -180,11 +180,13 @@ class CudaModel {
   bool Fp8GemmTakes(int64_t M) const {
     return M > options_.paths.byte_weight_kernel_rows && M > options_.paths.fp8_medium_m_kernel_rows;
   }
-  // The row kernels' form for a step of `rows` rows (ProjectionPaths::warp_rows_from; both forms
-  // give the same bits).
-  cuda::RowForm RowFormFor(int64_t rows) const {
-    return options_.paths.warp_rows_from > 0 && rows >= options_.paths.warp_rows_from ? cuda::RowForm::kWarpPerRow
-                                                                                      : cuda::RowForm::kBlockPerRow;
+  // The row kernels' form for a step of `rows` rows of `width` values (ProjectionPaths::warp_rows_from
+  // and warp_rows_max_width; both forms give the same bits).
+  cuda::RowForm RowFormFor(int64_t rows, int64_t width) const {
+    const ProjectionPaths& p = options_.paths;
+    return p.warp_rows_from > 0 && rows >= p.warp_rows_from && width <= p.warp_rows_max_width
+               ? cuda::RowForm::kWarpPerRow
+               : cuda::RowForm::kBlockPerRow;
   }
   // An FP8 projection of M rows made from the previous kernel's output (cuda::QuantizeMadeRowsFp8
   // into the FP8 input buffer, then the FP8 GEMM).

@@ -2,7 +2,7 @@
 // thresholds between the decode-sized kernels, the medium-M kernel and the GEMMs, each set where
 // it measured best (the measurements beside each). One struct, held by both CudaModelOptions and
 // CudaBackendOptions, so that the two cannot disagree on a default; gla-engine-bench sets each
-// (--byte_rows, --fp8_made_rows, --medium_rows, --warp_rows) for its A/B runs. No CUDA header: backend.h
+// (--byte_rows, --fp8_made_rows, --medium_rows, --warp_rows, --warp_rows_width, --gemm_tuning) for its A/B runs. No CUDA header: backend.h
 // includes it.
 #pragma once
 
@@ -26,11 +26,18 @@ struct ProjectionPaths {
   // blocks). gla-engine-bench --fp8_made_rows N.
   int fp8_made_rows_from = 512;
   // Steps of at least this many rows run the row kernels (the RMSNorms, the gated head norm, FP8's
-  // input quantizers, made rows included) a warp a row (cuda::RowForm::kWarpPerRow: the same bits
-  // as a block a row, more rows in flight); smaller steps and 0: a block a row. 0 until
-  // row_kernels_bench and an engine A/B have run on a GPU (written 2026-12-06, when no device could
-  // be started; the block form's numbers are the measured ones). gla-engine-bench --warp_rows N.
-  int warp_rows_from = 0;
+  // input quantizers, made rows included) on rows of at most warp_rows_max_width values a warp a
+  // row (cuda::RowForm::kWarpPerRow: the same bits as a block a row, more rows in flight); smaller
+  // steps, wider rows and 0: a block a row. Where that was measured (H100, 2026-12-06 23:17-23:23,
+  // row_kernels_bench and gla-engine-bench --warp_rows N; docs/performance.md "The row kernels a
+  // warp a row"): at 4,096 rows of gla-340M's 1,024 values the warp form is 1.10-1.39x faster
+  // (RMSNorm, gated head norm, the FP8 quantizers; 340M's T = 4096 prefill 8.39 -> 8.23 ms), at
+  // 2,048-wide rows it is slower but for the plain FP8 quantizer (1.3B RMSNorm 0.77x), on SwiGLU's
+  // made rows much slower (0.39-0.69x: a warp makes a 5,632-value row alone), and at 512 rows or
+  // fewer slower everywhere (0.15-0.68x). Hence 4,096 rows (the smallest count measured to win) and
+  // 1,024 values. gla-engine-bench --warp_rows N --warp_rows_width W.
+  int warp_rows_from = 4096;
+  int warp_rows_max_width = 1024;
   // Projections of more rows than the decode-sized kernels take (kSmallM for bf16 weights,
   // byte_weight_kernel_rows for FP8 / INT8) and at most this many run cuda::LinearMediumM* (each
   // weight read once, bf16 inputs: no input quantization for FP8, no dequantizing pass for INT8)
@@ -49,8 +56,14 @@ struct ProjectionPaths {
   // (cuda::TunedBf16Gemm: the heuristic's first 16 and cublasGemmEx's default, each timed in a
   // CUDA graph, once per decode graph size before its capture and once per eager step size that is
   // a power of two or the full step budget; other sizes keep the default); false: cublasGemmEx's
-  // default. gla-engine-bench --gemm_tuning 0|1.
-  bool tuned_bf16_gemms = false;
+  // default. On because it pays or is level (H100, 2026-12-06 23:21-23:26, gla-engine-bench
+  // --gemm_tuning 0 against 1, three rounds alternating; docs/performance.md "The graph-timed,
+  // exact-only form"): gla-340M prefill T=4096 8.39-8.46 -> 7.84-7.86 ms (-7%), decode B=32
+  // 1.386-1.392 -> 1.365-1.379 ms; gla-1.3B level within the rounds' spread (prefill 21.86-21.98 ->
+  // 21.56-22.45, B=32 3.069-3.093 -> 3.051-3.069). Its cost: each new decode graph size's first
+  // step and each new power-of-two prompt size's tune first, once per process (tens of ms at decode
+  // sizes, a few hundred at 4,096 rows). gla-engine-bench --gemm_tuning 0|1.
+  bool tuned_bf16_gemms = true;
 };
 
 }  // namespace gla

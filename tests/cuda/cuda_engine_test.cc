@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <cstring>
 #include <random>
@@ -303,9 +304,10 @@ TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
 
 // Two engines on the same model that differ only in a path that must not change a bit: the logits
 // and states of mixed steps (prefills and decodes, with and without the output gate) equal to the
-// bit.
-void ExpectMixedStepsEqualToTheBit(const std::string& dir, const CudaModelOptions& a_options,
-                                   const CudaModelOptions& b_options) {
+// bit. Both with cuBLAS's default GEMM algorithms: the tuned ones are chosen by timing, so two
+// engines may choose differently (ProjectionPaths::tuned_bf16_gemms).
+void ExpectMixedStepsEqualToTheBit(const std::string& dir, CudaModelOptions a_options, CudaModelOptions b_options) {
+  a_options.paths.tuned_bf16_gemms = b_options.paths.tuned_bf16_gemms = false;
   Gpu a_gpu = MakeGpu(dir, a_options, 4), b_gpu = MakeGpu(dir, b_options, 4);
   if (!a_gpu.model || !b_gpu.model) return;
   const int V = a_gpu.model->config().vocab_size;
@@ -347,9 +349,9 @@ TEST_P(OptionsModel, Fp8MadeRowsChangeNoBit) {
   ExpectMixedStepsEqualToTheBit(OptionsModelDir(GetParam()), made, separate);
 }
 
-// The row kernels a warp a row (ProjectionPaths::warp_rows_from, here from 1 row against never;
-// cuda::RowForm): the same bits as a block a row, with bf16 weights (the norms and the gated head
-// norm) and FP8 weights (the input quantizers, made rows from 1 row and separate).
+// The row kernels a warp a row (ProjectionPaths::warp_rows_from, here from 1 row and at every
+// width against never; cuda::RowForm): the same bits as a block a row, with bf16 weights (the norms
+// and the gated head norm) and FP8 weights (the input quantizers, made rows from 1 row and separate).
 TEST_P(OptionsModel, WarpRowsChangeNoBit) {
   GLA_REQUIRE_CUDA_DEVICE();
   for (WeightFormat weights : {WeightFormat::kNative, WeightFormat::kFp8}) {
@@ -359,6 +361,7 @@ TEST_P(OptionsModel, WarpRowsChangeNoBit) {
       warp.weights = block.weights = weights;
       warp.paths.fp8_made_rows_from = block.paths.fp8_made_rows_from = made_from;
       warp.paths.warp_rows_from = 1;
+      warp.paths.warp_rows_max_width = std::numeric_limits<int>::max();
       block.paths.warp_rows_from = 0;
       SCOPED_TRACE(std::string(WeightFormatName(weights)) + " made rows from " + std::to_string(made_from));
       ExpectMixedStepsEqualToTheBit(OptionsModelDir(GetParam()), warp, block);

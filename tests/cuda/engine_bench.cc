@@ -6,6 +6,7 @@
 //                    [--persistent_decode 1] [--state_dtype f32|bf16] [--weights native|fp8|int8]
 //                    [--byte_rows 16] [--fp8_made_rows 512] [--medium_rows N: every format; default: bf16 0, fp8 32, int8 64]
 //                    [--warp_rows N: row kernels a warp a row from N rows; 0: never; default: the backend's]
+//                    [--warp_rows_width W: ... on rows of at most W values; default: the backend's]
 //                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
@@ -70,7 +71,8 @@ int main(int argc, char** argv) {
                                               {"fp8_made_rows", std::to_string(kDefaults.paths.fp8_made_rows_from)},
                                               {"medium_rows", "default"},
                                               {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"},
-                                              {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)}};
+                                              {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)},
+                                              {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -112,6 +114,7 @@ int main(int argc, char** argv) {
         num("medium_rows");
   o.paths.tuned_bf16_gemms = num("gemm_tuning") != 0;
   o.paths.warp_rows_from = num("warp_rows");  // steps of this many rows and more: row kernels a warp a row (0: never)
+  o.paths.warp_rows_max_width = num("warp_rows_width");  // ... on rows of at most this many values
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -138,6 +141,9 @@ int main(int argc, char** argv) {
                                           : std::string()) +
                                      (o.paths.warp_rows_from != kDefaults.paths.warp_rows_from
                                           ? "-warp-rows-" + std::to_string(o.paths.warp_rows_from)
+                                          : std::string()) +
+                                     (o.paths.warp_rows_max_width != kDefaults.paths.warp_rows_max_width
+                                          ? "-warp-rows-width-" + std::to_string(o.paths.warp_rows_max_width)
                                           : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -182,10 +188,13 @@ int main(int argc, char** argv) {
   std::printf("# bf16 GEMMs: %s\n", o.paths.tuned_bf16_gemms ? "cuBLASLt algorithms timed per shape and row count (--gemm_tuning 1)"
                                                               : "cublasGemmEx's default (--gemm_tuning 0)");
   report.SetNote("tuned_bf16_gemms", o.paths.tuned_bf16_gemms ? "1" : "0");
-  std::printf("# row kernels (norms, FP8 input quantizers): a warp a row %s (--warp_rows)\n",
-              o.paths.warp_rows_from > 0 ? ("from " + std::to_string(o.paths.warp_rows_from) + " rows").c_str()
+  std::printf("# row kernels (norms, FP8 input quantizers): a warp a row %s (--warp_rows, --warp_rows_width)\n",
+              o.paths.warp_rows_from > 0 ? ("from " + std::to_string(o.paths.warp_rows_from) + " rows of at most " +
+                                            std::to_string(o.paths.warp_rows_max_width) + " values")
+                                               .c_str()
                                          : "never, a block a row");
   report.SetNote("warp_rows_from", std::to_string(o.paths.warp_rows_from));
+  report.SetNote("warp_rows_max_width", std::to_string(o.paths.warp_rows_max_width));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));
     report.SetNote("fp8_made_rows_from", std::to_string(o.paths.fp8_made_rows_from));
