@@ -418,8 +418,8 @@ fi
 # ProjectionPaths::warp_rows_from): the forms' bit tests and the norm / quantizer tests, the engine's
 # (WarpRowsChangeNoBit and the FP8 paths'), row_kernels_bench (both forms against the copy floor at
 # decode and prompt row counts), then gla-engine-bench with --warp_rows 0 and GLA_ROWS_WARP_FROM
-# (4096; at the default --warp_rows_width), with GLA_ROWS_WEIGHTS (native fp8) on GLA_ROWS_PRESETS, GLA_ROWS_ROUNDS (1) rounds,
-# alternating, at GLA_ROWS_BATCHES (32; prefill and TTFT too). GLA_ROWS_ENGINE_TESTS=0: the kernel
+# (4096; at the default --warp_rows_width), with GLA_ROWS_WEIGHTS (native fp8) on GLA_ROWS_PRESETS,
+# GLA_ROWS_ROUNDS (1) rounds, alternating, at GLA_ROWS_BATCHES (32; prefill and TTFT too). GLA_ROWS_ENGINE_TESTS=0: the kernel
 # tests alone.
 if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   use_bundle

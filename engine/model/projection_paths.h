@@ -2,8 +2,8 @@
 // thresholds between the decode-sized kernels, the medium-M kernel and the GEMMs, each set where
 // it measured best (the measurements beside each). One struct, held by both CudaModelOptions and
 // CudaBackendOptions, so that the two cannot disagree on a default; gla-engine-bench sets each
-// (--byte_rows, --fp8_made_rows, --medium_rows, --warp_rows, --warp_rows_width, --gemm_tuning) for its A/B runs. No CUDA header: backend.h
-// includes it.
+// (--byte_rows, --fp8_made_rows, --medium_rows, --warp_rows, --warp_rows_width, --gemm_tuning) for
+// its A/B runs. No CUDA header: backend.h includes it.
 #pragma once
 
 namespace gla {
