@@ -434,11 +434,12 @@ if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   engine_ab rows warp_rows "0 ${GLA_ROWS_WARP_FROM:-4096}" "${GLA_ROWS_PRESETS-1.3B 340M}" \
     "${GLA_ROWS_WEIGHTS:-native fp8}" "${GLA_ROWS_ROUNDS:-1}" "${GLA_ROWS_BATCHES:-32}"
 fi
-# The decode-sized projection kernels alone, from the bundle: linear_small_m_bench (the CUDA-core,
-# tensor-core, cuBLAS and medium-M kernels at 1-16 rows, both weight types) and linear_medium_m_bench
-# (17-256 rows), each against the copy floor measured in its run.
+# The decode-sized projection kernels alone, from the bundle: their kernel tests, linear_small_m_bench
+# (the CUDA-core, tensor-core, cuBLAS and K-split tensor-core kernels at 1-16 rows, both weight types)
+# and linear_medium_m_bench (17-256 rows), each against the copy floor measured in its run.
 if [ "$parts" = projections ] && [ -x gpu-bundle/run ]; then
   use_bundle
+  check projection_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearSmallM*:*LinearMediumM*'
   check linear_small_m_bench timeout 300 gpu-bundle/run linear_small_m_bench
   check linear_medium_m_bench timeout 300 gpu-bundle/run linear_medium_m_bench
 fi
