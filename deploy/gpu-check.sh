@@ -25,7 +25,7 @@ case $parts in
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -434,14 +434,20 @@ if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   engine_ab rows warp_rows "0 ${GLA_ROWS_WARP_FROM:-4096}" "${GLA_ROWS_PRESETS-1.3B 340M}" \
     "${GLA_ROWS_WEIGHTS:-native fp8}" "${GLA_ROWS_ROUNDS:-1}" "${GLA_ROWS_BATCHES:-32}"
 fi
-# The decode-sized projection kernels alone, from the bundle: their kernel tests, linear_small_m_bench
-# (the CUDA-core, tensor-core, cuBLAS and K-split tensor-core kernels at 1-16 rows, both weight types)
-# and linear_medium_m_bench (17-256 rows), each against the copy floor measured in its run.
+# The decode-sized projection kernels, from the bundle: their kernel tests and the engine's K-split
+# decode steps against the CPU, linear_small_m_bench (the CUDA-core, tensor-core, cuBLAS and K-split
+# tensor-core kernels at 1-16 rows, both weight types) and linear_medium_m_bench (17-256 rows), each
+# against the copy floor measured in its run; then gla-engine-bench --small_m_split 0 against 1 with
+# GLA_PROJECTIONS_WEIGHTS (native fp8) on GLA_PROJECTIONS_PRESETS (1.3B 340M) at
+# GLA_PROJECTIONS_BATCHES (2,8,16), one round (GLA_CHECKS picks parts of it).
 if [ "$parts" = projections ] && [ -x gpu-bundle/run ]; then
   use_bundle
   check projection_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearSmallM*:*LinearMediumM*'
+  check projection_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*SplitKDecodeSteps*'
   check linear_small_m_bench timeout 300 gpu-bundle/run linear_small_m_bench
   check linear_medium_m_bench timeout 300 gpu-bundle/run linear_medium_m_bench
+  engine_ab projections small_m_split "0 1" "${GLA_PROJECTIONS_PRESETS-1.3B 340M}" \
+    "${GLA_PROJECTIONS_WEIGHTS:-native fp8}" 1 "${GLA_PROJECTIONS_BATCHES:-2,8,16}"
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

@@ -7,6 +7,7 @@
 //                    [--byte_rows 16] [--fp8_made_rows 512] [--medium_rows N: every format; default: bf16 0, fp8 32, int8 64]
 //                    [--warp_rows N: row kernels a warp a row from N rows; 0: never; default: the backend's]
 //                    [--warp_rows_width W: ... on rows of at most W values; default: the backend's]
+//                    [--small_m_split 0|1: decode-sized o_proj/down with K split over clusters; default: the backend's]
 //                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
@@ -72,7 +73,8 @@ int main(int argc, char** argv) {
                                               {"medium_rows", "default"},
                                               {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"},
                                               {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)},
-                                              {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)}};
+                                              {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)},
+                                              {"small_m_split", kDefaults.paths.small_m_k_split ? "1" : "0"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -115,6 +117,7 @@ int main(int argc, char** argv) {
   o.paths.tuned_bf16_gemms = num("gemm_tuning") != 0;
   o.paths.warp_rows_from = num("warp_rows");  // steps of this many rows and more: row kernels a warp a row (0: never)
   o.paths.warp_rows_max_width = num("warp_rows_width");  // ... on rows of at most this many values
+  o.paths.small_m_k_split = num("small_m_split") != 0;   // decode-sized o_proj/down with K split over clusters
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
   gla::Backend& b = **backend_or;
@@ -144,6 +147,9 @@ int main(int argc, char** argv) {
                                           : std::string()) +
                                      (o.paths.warp_rows_max_width != kDefaults.paths.warp_rows_max_width
                                           ? "-warp-rows-width-" + std::to_string(o.paths.warp_rows_max_width)
+                                          : std::string()) +
+                                     (o.paths.small_m_k_split != kDefaults.paths.small_m_k_split
+                                          ? std::string("-small-m-split-") + (o.paths.small_m_k_split ? "1" : "0")
                                           : std::string()),
                                  gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -195,6 +201,9 @@ int main(int argc, char** argv) {
                                          : "never, a block a row");
   report.SetNote("warp_rows_from", std::to_string(o.paths.warp_rows_from));
   report.SetNote("warp_rows_max_width", std::to_string(o.paths.warp_rows_max_width));
+  std::printf("# decode-sized projections with few feature tiles: %s (--small_m_split)\n",
+              o.paths.small_m_k_split ? "K split over clusters" : "one block a feature tile");
+  report.SetNote("small_m_k_split", o.paths.small_m_k_split ? "1" : "0");
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));
     report.SetNote("fp8_made_rows_from", std::to_string(o.paths.fp8_made_rows_from));
