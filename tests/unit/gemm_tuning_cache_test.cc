@@ -1,0 +1,173 @@
+// The GEMM tuning cache file (engine/model/gemm_tuning_cache.h): its text round-trips, anything it
+// would not write is refused with the line, hostile files (another file, a FIFO, a folder, too large,
+// a missing folder) are refused at Open and never written over, and Add merges with what another
+// writer added meanwhile. The cuBLASLt side (restoring a choice) runs on the GPU
+// (cuda_engine_test TunedGemmsFromACacheGiveTheSameBits).
+#include "engine/model/gemm_tuning_cache.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace gla {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct TempDir {
+  fs::path dir;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "gla-gemm-cache-XXXXXX").string();
+    dir = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(dir); }
+};
+
+GemmTuningChoice Algo(uint64_t first) {
+  GemmTuningChoice c;
+  c.use_default = false;
+  for (size_t i = 0; i < c.algo.size(); ++i) c.algo[i] = first + i * 0x1111111111111111ull;
+  return c;
+}
+
+TEST(GemmTuningCache, TextRoundTrips) {
+  GemmTuningRecords records;
+  records["NVIDIA H100 80GB HBM3 sm_90 cublasLt 130000"][{2048, 2048, 2048, 2048, false, true, 32}] = Algo(1);
+  records["NVIDIA H100 80GB HBM3 sm_90 cublasLt 130000"][{6160, 2048, 2048, 6160, false, false, 512}] = {};
+  records["NVIDIA H200 sm_90 cublasLt 130000"][{11264, 2048, 2048, 11264, true, false, 4096}] = Algo(~0ull - 9);
+  const std::string text = FormatGemmTuningCache(records);
+  EXPECT_EQ(text.rfind("gla-gemm-tuning-cache 1\n", 0), 0u) << text;
+  const auto back = ParseGemmTuningCache(text);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, records);
+  EXPECT_EQ(FormatGemmTuningCache(*back), text);
+  EXPECT_TRUE(ParseGemmTuningCache("gla-gemm-tuning-cache 1\n").ok());
+  EXPECT_TRUE(ParseGemmTuningCache("gla-gemm-tuning-cache 1").ok());
+}
+
+TEST(GemmTuningCache, RefusesWhatItWouldNotWriteNamingTheLine) {
+  const std::string head = "gla-gemm-tuning-cache 1\n";
+  const std::string good = "dev\t8 8 8 8 0 0 1\tdefault\n";
+  ASSERT_TRUE(ParseGemmTuningCache(head + good).ok());
+  const std::string hex8 = "0000000000000001 0000000000000002 0000000000000003 0000000000000004 "
+                           "0000000000000005 0000000000000006 0000000000000007 0000000000000008";
+  ASSERT_TRUE(ParseGemmTuningCache(head + "dev\t8 8 8 8 1 1 7\t" + hex8 + "\n").ok());
+  for (const std::string& bad :
+       {std::string("root:x:0:0:root:/root:/bin/bash\n"), std::string("gla-gemm-tuning-cache 2\n"),
+        std::string(""), head + "dev\t8 8 8 8 0 0 1\n", head + "\t8 8 8 8 0 0 1\tdefault\n",
+        head + "dev\t8 8 8 8 0 0\tdefault\n", head + "dev\t8 8 8 8 0 0 1 1\tdefault\n",
+        head + "dev\t0 8 8 8 0 0 1\tdefault\n", head + "dev\t-8 8 8 8 0 0 1\tdefault\n",
+        head + "dev\t+8 8 8 8 0 0 1\tdefault\n", head + "dev\t8 8 8 8 2 0 1\tdefault\n",
+        head + "dev\t99999999999 8 8 8 0 0 1\tdefault\n", head + "dev\t8  8 8 8 0 0 1\tdefault\n",
+        head + "dev\t8 8 8 8 0 0 1\tDefault\n", head + "dev\t8 8 8 8 0 0 1\t0000000000000001\n",
+        head + "dev\t8 8 8 8 0 0 1\t" + hex8 + " 0000000000000009\n",
+        head + "dev\t8 8 8 8 0 0 1\t" + hex8.substr(1) + "\n",
+        head + "dev\t8 8 8 8 0 0 1\t" + std::string(hex8).replace(0, 1, "g") + "\n", head + good + good,
+        head + good + "\n" + good, head + good + "dev\t8 8 8 8 0 0 1\tdefault\textra\n"}) {
+    const auto parsed = ParseGemmTuningCache(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  const auto dup = ParseGemmTuningCache(head + good + good);
+  EXPECT_NE(std::string(dup.status().message()).find("line 3"), std::string::npos) << dup.status();
+}
+
+TEST(GemmTuningCache, AMissingFileIsEmptyAndTheFirstAddCreatesIt) {
+  TempDir t;
+  const fs::path p = t.dir / "gemms.cache";
+  auto cache = GemmTuningCache::Open(p.string(), "dev\twith a tab");
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ(cache->device_key(), "dev with a tab");
+  EXPECT_EQ(cache->size(), 0);
+  EXPECT_FALSE(fs::exists(p));
+  const GemmTuningKey key{2048, 2048, 2048, 2048, false, true, 32};
+  EXPECT_EQ(cache->Find(key), nullptr);
+  ASSERT_TRUE(cache->Add(key, Algo(5)).ok());
+  ASSERT_NE(cache->Find(key), nullptr);
+  EXPECT_EQ(*cache->Find(key), Algo(5));
+  // A second process (here: a second Open) finds it; another device key does not.
+  auto again = GemmTuningCache::Open(p.string(), "dev with a tab");
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_NE(again->Find(key), nullptr);
+  EXPECT_EQ(*again->Find(key), Algo(5));
+  auto other = GemmTuningCache::Open(p.string(), "another GPU");
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->Find(key), nullptr);
+  // No temporary file is left beside it.
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(t.dir)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);
+}
+
+TEST(GemmTuningCache, AddKeepsWhatAnotherWriterAddedMeanwhile) {
+  TempDir t;
+  const std::string p = (t.dir / "c").string();
+  auto a = GemmTuningCache::Open(p, "gpu");
+  auto b = GemmTuningCache::Open(p, "gpu");
+  auto c = GemmTuningCache::Open(p, "other gpu");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  const GemmTuningKey k1{8, 8, 8, 8, false, false, 1}, k2{16, 8, 8, 16, true, false, 2};
+  ASSERT_TRUE(a->Add(k1, Algo(1)).ok());
+  ASSERT_TRUE(b->Add(k2, {}).ok());
+  ASSERT_TRUE(c->Add(k1, Algo(9)).ok());
+  const auto on_disk = ParseGemmTuningCache(Slurp(p));
+  ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+  ASSERT_EQ(on_disk->at("gpu").size(), 2u);
+  EXPECT_EQ(on_disk->at("gpu").at(k1), Algo(1));
+  EXPECT_TRUE(on_disk->at("gpu").at(k2).use_default);
+  EXPECT_EQ(on_disk->at("other gpu").at(k1), Algo(9));
+}
+
+TEST(GemmTuningCache, HostileFilesAreRefusedAndNeverWrittenOver) {
+  TempDir t;
+  // Another file: refused with the reason, left as it was.
+  const fs::path notes = t.dir / "notes.txt";
+  std::ofstream(notes) << "my notes\n";
+  auto opened = GemmTuningCache::Open(notes.string(), "gpu");
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(opened.status().message()).find("not a GEMM tuning cache"), std::string::npos)
+      << opened.status();
+  EXPECT_EQ(Slurp(notes), "my notes\n");
+  // A FIFO (opening it must not block), a folder, an oversized file, a missing folder, no path.
+  const fs::path fifo = t.dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(GemmTuningCache::Open(fifo.string(), "gpu").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GemmTuningCache::Open(t.dir.string(), "gpu").status().code(), absl::StatusCode::kInvalidArgument);
+  const fs::path big = t.dir / "big";
+  {
+    std::ofstream out(big);
+    out << "gla-gemm-tuning-cache 1\n";
+    out << std::string(GemmTuningCache::kMaxBytes, '\n');
+  }
+  const auto too_big = GemmTuningCache::Open(big.string(), "gpu");
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(too_big.status().message()).find("more than a cache holds"), std::string::npos)
+      << too_big.status();
+  EXPECT_EQ(GemmTuningCache::Open((t.dir / "no-such-folder" / "c").string(), "gpu").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GemmTuningCache::Open("", "gpu").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GemmTuningCache::Open((t.dir / "c").string(), "").status().code(), absl::StatusCode::kInvalidArgument);
+  // Replaced by something else after Open: Add refuses to write over it.
+  const fs::path p = t.dir / "c";
+  auto cache = GemmTuningCache::Open(p.string(), "gpu");
+  ASSERT_TRUE(cache.ok());
+  std::ofstream(p) << "someone else's file\n";
+  const absl::Status added = cache->Add({8, 8, 8, 8, false, false, 1}, {});
+  EXPECT_EQ(added.code(), absl::StatusCode::kFailedPrecondition) << added;
+  EXPECT_EQ(Slurp(p), "someone else's file\n");
+  ASSERT_NE(cache->Find({8, 8, 8, 8, false, false, 1}), nullptr) << "kept in memory for this process";
+}
+
+}  // namespace
+}  // namespace gla
