@@ -121,6 +121,7 @@ struct CudaBackendOptions {
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
   WeightFormat weights = WeightFormat::kNative;  // kFp8 / kInt8: CudaModelOptions::weights
   ProjectionPaths paths;  // CudaModelOptions::paths (gla-engine-bench --byte_rows, --fp8_made_rows, --medium_rows)
+  std::string gemm_tuning_cache;  // CudaModelOptions::gemm_tuning_cache (glad --gemm_tuning_cache)
   StateDType state_dtype = StateDType::kF32;      // how the pool keeps states (kernels/state_slots.h)
 };
 

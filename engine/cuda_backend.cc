@@ -168,6 +168,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.persistent_decode = options.persistent_decode;
   mo.weights = options.weights;
   mo.paths = options.paths;
+  mo.gemm_tuning_cache = options.gemm_tuning_cache;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), options.state_dtype, model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));

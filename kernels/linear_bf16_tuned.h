@@ -81,8 +81,26 @@ class TunedBf16Gemm {
                       const __nv_bfloat16* const* weights, int count, void* y, cudaStream_t stream,
                       std::vector<GemmCandidateTime>* times = nullptr, bool time_default = true);
 
-  // Whether Tune has run for (shape, rows) itself.
+  // Whether Tune (or Restore) has made a choice for (shape, rows).
   bool TunedAt(const Bf16GemmShape& shape, int64_t rows) const;
+
+  // A choice in a form that outlives the process (engine/model/gemm_tuning_cache.h keeps it in a
+  // file): cublasGemmEx's default, or a cuBLASLt algorithm's eight opaque words, which cuBLASLt
+  // documents as serializable for reuse with the same library version.
+  struct Choice {
+    bool use_default = true;
+    uint64_t algo[8] = {};
+  };
+  // The choice made for (shape, rows), if any.
+  bool ChoiceAt(const Bf16GemmShape& shape, int64_t rows, Choice* out) const;
+  // Takes a choice made earlier (by another process: DeviceKey must match) for (shape, rows)
+  // without timing, replacing any: the algorithm checked by cublasLtMatmulAlgoCheck on the shape's
+  // descriptors at that row count, within the workspace. CUBLAS_STATUS_NOT_SUPPORTED where it does
+  // not fit (nothing kept: Tune then decides), INVALID_VALUE for a shape Tune would refuse.
+  cublasStatus_t Restore(const Bf16GemmShape& shape, int64_t rows, const Choice& choice);
+  // What a cached choice is filed under: the device's name, compute capability and the cuBLASLt
+  // version (its algorithms' words mean nothing to another).
+  static std::string DeviceKey(int device);
 
   // y = x w^T + beta y with the algorithm chosen for (shape, M) where Tune ran for it and the
   // operands fit (alignments, strides); otherwise, and where cublasGemmEx's default was the fastest,
@@ -109,6 +127,7 @@ class TunedBf16Gemm {
   cublasStatus_t RunPlan(const Plan& plan, const void* x, const void* w, void* y, float beta,
                          cudaStream_t stream) const;
   static void Destroy(Plan& plan);
+  void Keep(const Key& key, const Plan& plan);  // replacing (and destroying) an earlier plan
   static std::string Describe(const cublasLtMatmulAlgo_t& algo);
 
   cublasLtHandle_t handle_ = nullptr;

@@ -94,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o, int
     co.chunked_prefill = o.chunked_prefill;
     co.persistent_decode = o.persistent_decode;
     co.paths.tuned_bf16_gemms = o.gemm_tuning;
+    co.gemm_tuning_cache = o.gemm_tuning_cache;
     co.weights = o.weights;
     co.state_dtype = o.state_dtype;
     return MakeCudaBackend(o.model, co);

@@ -59,6 +59,11 @@ ABSL_FLAG(bool, gemm_tuning, true,
           "step); false: cuBLAS's default algorithm. Choices made by timing can differ between two processes, and "
           "with them the last bits of the results: false makes a restarted server's results equal to the bit "
           "(cuda backend)");
+ABSL_FLAG(std::string, gemm_tuning_cache, "",
+          "with --gemm_tuning: keep the GEMM algorithm choices in this file across restarts (created if missing; "
+          "its folder must exist): a restarted server runs the algorithms the first run timed, so its results equal "
+          "that run's to the bit and its first steps do not pause to tune; records are filed per GPU model and "
+          "cuBLASLt version; a file that is not such a cache is a startup error (cuda backend)");
 ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
 ABSL_FLAG(int32_t, state_memory_mb, 0,
           "size the state pool from a memory budget (MiB; GPU memory for the cuda backend) instead of --slots");
@@ -284,6 +289,7 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);
   o.gemm_tuning = absl::GetFlag(FLAGS_gemm_tuning);
+  o.gemm_tuning_cache = absl::GetFlag(FLAGS_gemm_tuning_cache);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.scheduler.queue_size = absl::GetFlag(FLAGS_queue_size);
   o.scheduler.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);

@@ -37,6 +37,7 @@ struct ServerOptions {
   bool chunked_prefill = true;
   bool persistent_decode = true;
   bool gemm_tuning = true;  // --gemm_tuning: ProjectionPaths::tuned_bf16_gemms
+  std::string gemm_tuning_cache;  // --gemm_tuning_cache: CudaModelOptions::gemm_tuning_cache
   int slots = 16;
   int state_memory_mb = 0;  // > 0: the state pool is sized from this budget instead of `slots`
   int threads = 0;          // CPU backend BLAS threads

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -396,8 +397,14 @@ absl::Status CudaModel::AllocateWorkspace() {
           "--weights fp8 needs cuBLASLt 12.9 or newer (FP8 GEMMs with a scale per row); this one is ", cublasLtGetVersion()));
     GLA_CUBLAS_RETURN_IF_ERROR(lt);
   }
-  if (options_.paths.tuned_bf16_gemms && options_.weights == WeightFormat::kNative)
+  if (options_.paths.tuned_bf16_gemms && options_.weights == WeightFormat::kNative) {
     GLA_CUBLAS_RETURN_IF_ERROR(bf16_gemm_.Init(cublas_workspace_.get(), kCublasWorkspace));
+    if (!options_.gemm_tuning_cache.empty()) {
+      ASSIGN_OR_RETURN(GemmTuningCache cache, GemmTuningCache::Open(options_.gemm_tuning_cache,
+                                                                    cuda::TunedBf16Gemm::DeviceKey(options_.device)));
+      gemm_cache_ = std::move(cache);
+    }
+  }
 
   char* base = workspace_.get<char>();
   d_inputs_ = reinterpret_cast<int32_t*>(base + inputs);
@@ -680,12 +687,40 @@ absl::Status CudaModel::TuneBf16Gemms(int64_t rows) {
   std::vector<const __nv_bfloat16*> weights(layers_.size());
   for (const auto& g : gemms) {
     if (bf16_gemm_.TunedAt(g.shape, rows)) continue;
+    const GemmTuningKey key{g.shape.N, g.shape.K, g.shape.x_stride, g.shape.y_stride, g.shape.y_bf16,
+                            g.shape.accumulate, rows};
+    // A choice an earlier process made on this GPU and library (options.gemm_tuning_cache): taken
+    // without timing, unless cuBLASLt no longer takes it (then timed again and replaced).
+    if (const GemmTuningChoice* cached = gemm_cache_ ? gemm_cache_->Find(key) : nullptr) {
+      cuda::TunedBf16Gemm::Choice choice;
+      choice.use_default = cached->use_default;
+      std::copy(cached->algo.begin(), cached->algo.end(), choice.algo);
+      const cublasStatus_t restored = bf16_gemm_.Restore(g.shape, rows, choice);
+      if (restored == CUBLAS_STATUS_SUCCESS) {
+        ++gemm_choices_from_cache_;
+        continue;
+      }
+      if (restored != CUBLAS_STATUS_NOT_SUPPORTED && restored != CUBLAS_STATUS_INVALID_VALUE)
+        GLA_CUBLAS_RETURN_IF_ERROR(restored);
+    }
     for (size_t l = 0; l < layers_.size(); ++l) weights[l] = (layers_[l].*g.matrix).bf16;
     const cublasStatus_t st = bf16_gemm_.Tune(cublas_, g.shape, rows, g.x, weights.data(),
                                               static_cast<int>(weights.size()), g.y, stream_);
     // Operands the cuBLASLt path does not take (odd widths): the default runs them, as before.
     if (st == CUBLAS_STATUS_INVALID_VALUE) continue;
     GLA_CUBLAS_RETURN_IF_ERROR(st);
+    cuda::TunedBf16Gemm::Choice made;
+    if (gemm_cache_ && bf16_gemm_.ChoiceAt(g.shape, rows, &made)) {
+      GemmTuningChoice record;
+      record.use_default = made.use_default;
+      std::copy(std::begin(made.algo), std::end(made.algo), record.algo.begin());
+      // A cache that cannot be written costs the next process a tuning, not this step: said once.
+      if (const absl::Status written = gemm_cache_->Add(key, record); !written.ok() && !gemm_cache_write_failed_) {
+        gemm_cache_write_failed_ = true;
+        std::fprintf(stderr, "GEMM tuning cache not written (choices kept for this process only): %s\n",
+                     std::string(written.message()).c_str());
+      }
+    }
   }
   return absl::OkStatus();
 }

@@ -24,12 +24,14 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/cuda_util.h"
+#include "engine/model/gemm_tuning_cache.h"
 #include "engine/model/layer_plan.h"
 #include "engine/model/projection_paths.h"
 #include "engine/model/weight_format.h"
@@ -67,6 +69,11 @@ struct CudaModelOptions {
   WeightFormat weights = WeightFormat::kNative;
   // Which kernel takes a projection of M rows, per weight format (engine/model/projection_paths.h).
   ProjectionPaths paths;
+  // With paths.tuned_bf16_gemms: the choices kept in this file across processes
+  // (engine/model/gemm_tuning_cache.h; glad --gemm_tuning_cache): a shape and row count found
+  // there for this GPU and cuBLASLt runs that algorithm without timing it, and a new choice is added
+  // to it. Empty: none. A file that is not a cache is a load error.
+  std::string gemm_tuning_cache;
 };
 
 class CudaModel {
@@ -118,6 +125,8 @@ class CudaModel {
   // that ran a chosen cuBLASLt algorithm (not cublasGemmEx's default).
   int tuned_gemm_plans() const { return bf16_gemm_.plans(); }
   int64_t tuned_gemm_runs() const { return bf16_gemm_.tuned_runs(); }
+  // options.gemm_tuning_cache: the choices taken from the file (not timed here).
+  int gemm_choices_from_cache() const { return gemm_choices_from_cache_; }
   // paths.small_m_k_split: the projections enqueued through the K-split kernel (captured graphs'
   // counted once, at capture).
   int64_t split_k_projections() const { return split_k_projections_; }
@@ -249,6 +258,9 @@ class CudaModel {
   // bf16 weights: the GEMM algorithms timed per projection and row count (paths.tuned_bf16_gemms;
   // else never tuned, and every call takes cublasGemmEx's default). Shares cuBLAS's workspace.
   cuda::TunedBf16Gemm bf16_gemm_;
+  std::optional<GemmTuningCache> gemm_cache_;  // options.gemm_tuning_cache, opened at load
+  int gemm_choices_from_cache_ = 0;
+  bool gemm_cache_write_failed_ = false;  // said once on stderr
   // INT8 weights: the matrix of a larger step dequantized to bf16 (the largest projection's size).
   __nv_bfloat16* int8_dequant_ = nullptr;
 

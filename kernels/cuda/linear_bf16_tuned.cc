@@ -4,7 +4,9 @@
 #include "kernels/linear_bf16_tuned.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
+#include <string>
 
 #include "kernels/linear.h"
 
@@ -228,7 +230,11 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
   if (best != -2) measured[best_entry].chosen = true;
   if (times != nullptr) *times = std::move(measured);
 
-  const Key key{s, rows};
+  Keep(Key{s, rows}, plan);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+void TunedBf16Gemm::Keep(const Key& key, const Plan& plan) {
   auto it = plans_.find(key);
   if (it != plans_.end()) {
     Destroy(it->second);
@@ -236,11 +242,53 @@ cublasStatus_t TunedBf16Gemm::Tune(cublasHandle_t fallback, const Bf16GemmShape&
   } else {
     plans_.emplace(key, plan);
   }
-  return CUBLAS_STATUS_SUCCESS;
 }
 
 bool TunedBf16Gemm::TunedAt(const Bf16GemmShape& shape, int64_t rows) const {
   return plans_.count(Key{shape, rows}) > 0;
+}
+
+static_assert(sizeof(cublasLtMatmulAlgo_t) == sizeof(TunedBf16Gemm::Choice::algo), "cuBLASLt's algorithm words");
+
+bool TunedBf16Gemm::ChoiceAt(const Bf16GemmShape& shape, int64_t rows, Choice* out) const {
+  const auto it = plans_.find(Key{shape, rows});
+  if (it == plans_.end()) return false;
+  *out = Choice();
+  out->use_default = it->second.use_default;
+  if (!out->use_default) std::memcpy(out->algo, &it->second.algo, sizeof(out->algo));
+  return true;
+}
+
+cublasStatus_t TunedBf16Gemm::Restore(const Bf16GemmShape& s, int64_t rows, const Choice& choice) {
+  if (handle_ == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (rows < 1 || !FitsInt(rows) || s.N < 1 || s.K < 1 || !FitsInt(s.N) || !FitsInt(s.K) || !FitsInt(s.x_stride) ||
+      !FitsInt(s.y_stride) || s.x_stride < s.K || s.y_stride < s.N)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  Plan plan;
+  cublasStatus_t st = MakeDescriptors(s, rows, &plan);
+  plan.use_default = choice.use_default;
+  if (st == CUBLAS_STATUS_SUCCESS && !choice.use_default) {
+    std::memcpy(&plan.algo, choice.algo, sizeof(plan.algo));
+    cublasLtMatmulHeuristicResult_t checked = {};
+    st = cublasLtMatmulAlgoCheck(handle_, plan.op, plan.a, plan.b, plan.d, plan.d, &plan.algo, &checked);
+    if (st == CUBLAS_STATUS_SUCCESS && (checked.state != CUBLAS_STATUS_SUCCESS || checked.workspaceSize > workspace_bytes_))
+      st = CUBLAS_STATUS_NOT_SUPPORTED;
+    // An algorithm from another library build can be refused in any of cuBLASLt's ways: all mean "not this one".
+    if (st != CUBLAS_STATUS_SUCCESS) st = CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    Destroy(plan);
+    return st;
+  }
+  Keep(Key{s, rows}, plan);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+std::string TunedBf16Gemm::DeviceKey(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return std::string();
+  return std::string(prop.name) + " sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + " cublasLt " +
+         std::to_string(cublasLtGetVersion());
 }
 
 cublasStatus_t TunedBf16Gemm::Run(cublasHandle_t fallback, const __nv_bfloat16* x, int64_t x_stride,

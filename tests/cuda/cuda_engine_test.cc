@@ -500,6 +500,74 @@ TEST_P(OptionsModel, NativeWeightsDecodeStepsMatchCpu) {
   DecodeStepsMatchCpu(GetParam(), WeightFormat::kNative);
 }
 
+// glad --gemm_tuning_cache: a first engine tunes its GEMMs (prefill steps of 64 rows, a power of two:
+// tuned) and records the choices in the file; a second engine on the same file takes them without
+// timing and gives the same logits and states to the bit, which two engines that each time their own
+// need not (ExpectMixedStepsEqualToTheBit runs without tuning for that reason).
+TEST_P(OptionsModel, TunedGemmsFromACacheGiveTheSameBits) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const std::string dir = OptionsModelDir(GetParam());
+  const std::string cache = testing::MakeTempDir("cuda_gemm_cache") + "/gemms.cache";
+  CudaModelOptions o = Options(512, true);
+  o.paths.tuned_bf16_gemms = true;
+  o.gemm_tuning_cache = cache;
+  Gpu first = MakeGpu(dir, o, 4);
+  if (!first.model) return;
+  std::mt19937 rng(47);
+  std::uniform_int_distribution<int> tok(0, first.model->config().vocab_size - 1);
+  const std::vector<std::vector<int>> steps = {{40, 16, 8}, {32, 31, 1}};
+  std::vector<std::vector<std::vector<int32_t>>> tokens;
+  for (const auto& lengths : steps) {
+    tokens.emplace_back();
+    for (int n : lengths) {
+      tokens.back().emplace_back(n);
+      for (auto& t : tokens.back().back()) t = tok(rng);
+    }
+  }
+  // Runs the steps on `g` (slots 0-2 from zero states); the logits of each step and the final states.
+  auto run = [&](Gpu& g) {
+    std::vector<std::vector<float>> out;
+    std::vector<int> slots;
+    for (int s = 0; s < 3; ++s) slots.push_back(*g.pool->Acquire());
+    for (const auto& step : tokens) {
+      std::vector<CudaModel::Segment> segs;
+      for (size_t s = 0; s < step.size(); ++s) segs.push_back({step[s], slots[s], CudaModel::Logits::kLast});
+      std::vector<int> first_row;
+      EXPECT_TRUE(g.model->Forward(segs, g.states(), &first_row).ok());
+      out.push_back(g.Logits(3));
+    }
+    for (int slot : slots) out.push_back(g.State(slot));
+    return out;
+  };
+  const auto a = run(first);
+  EXPECT_GT(first.model->tuned_gemm_plans(), 0);
+  EXPECT_EQ(first.model->gemm_choices_from_cache(), 0);
+  auto records = GemmTuningCache::Open(cache, cuda::TunedBf16Gemm::DeviceKey(0));
+  ASSERT_TRUE(records.ok()) << records.status();
+  EXPECT_EQ(records->size(), first.model->tuned_gemm_plans()) << "every choice recorded";
+
+  Gpu second = MakeGpu(dir, o, 4);
+  ASSERT_TRUE(second.model);
+  const auto b = run(second);
+  EXPECT_EQ(second.model->gemm_choices_from_cache(), first.model->tuned_gemm_plans()) << "none timed again";
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float))) << "output " << i;
+
+  // A file that is not a cache is a load error, and is left as it was.
+  const std::string other = testing::MakeTempDir("cuda_gemm_cache_other") + "/notes";
+  { std::ofstream(other) << "notes\n"; }
+  o.gemm_tuning_cache = other;
+  auto ck = LoadCheckpoint(dir);
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  auto refused = CudaModel::FromCheckpoint(std::move(*ck), o);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  std::ifstream in(other);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "notes");
+}
+
 // And with the decode-sized projections' K split over clusters (batches 1 and 4, and 12 with
 // one-byte weights), every format.
 TEST_P(OptionsModel, SplitKDecodeStepsMatchCpu) {
