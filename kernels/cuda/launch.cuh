@@ -53,4 +53,26 @@ cudaError_t LaunchDependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block
   return LaunchDependentSmem(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
 }
 
+// As LaunchDependentSmem, the blocks in thread-block clusters of `cluster_x` consecutive blocks
+// along x (1: no cluster).
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchDependentClusters(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, int cluster_x,
+                                    cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = static_cast<unsigned>(cluster_x);
+  attr[1].val.clusterDim.y = 1;
+  attr[1].val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = cluster_x > 1 ? 2 : 1;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
 }  // namespace gla::cuda

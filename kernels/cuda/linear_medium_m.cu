@@ -506,23 +506,11 @@ cudaError_t LaunchMediumM(const uint8_t* x, int64_t x_stride_bytes, const float*
   // A traced launch writes kMediumMTraceFields values a block: refused unlaunched where the buffer
   // has no room for every block.
   if (tuning.trace != nullptr && int64_t{ck} * tiles > tuning.trace_blocks) return cudaErrorInvalidValue;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = static_cast<unsigned>(ck);
-  attr[1].val.clusterDim.y = 1;
-  attr[1].val.clusterDim.z = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(ck), static_cast<unsigned>(feature_tiles),
-                        static_cast<unsigned>(token_tiles));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = ck > 1 ? 2 : 1;
-  return cudaLaunchKernelEx(&config, kernel, x, x_stride_bytes, x_scale, rows, N, K, M, y, y_bf16, y_stride, beta,
-                            tuning.trace);
+  return LaunchDependentClusters(kernel,
+                                 dim3(static_cast<unsigned>(ck), static_cast<unsigned>(feature_tiles),
+                                      static_cast<unsigned>(token_tiles)),
+                                 dim3(kThreads), smem, ck, stream, x, x_stride_bytes, x_scale, rows, N, K, M, y, y_bf16,
+                                 y_stride, beta, tuning.trace);
 }
 
 template <class Rows>

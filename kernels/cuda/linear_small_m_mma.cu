@@ -240,20 +240,9 @@ template <int NT, class Rows>
 cudaError_t LaunchSplit(int k_split, const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K,
                         void* y, bool y_bf16, int64_t y_stride, int M, float beta, cudaStream_t stream) {
   auto kernel = k_split == 2 ? SmallMMmaKernel<NT, Rows, false, 2> : SmallMMmaKernel<NT, Rows, false, 4>;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = static_cast<unsigned>(k_split);
-  attr[1].val.clusterDim.y = 1;
-  attr[1].val.clusterDim.z = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>((N + kRows - 1) / kRows * k_split));
-  config.blockDim = dim3(kWarps * 32);
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = 2;
-  return cudaLaunchKernelEx(&config, kernel, x, x_stride, rows, N, K, M, y, y_bf16, y_stride, beta, 1);
+  return LaunchDependentClusters(kernel, dim3(static_cast<unsigned>((N + kRows - 1) / kRows * k_split)),
+                                 dim3(kWarps * 32), 0, k_split, stream, x, x_stride, rows, N, K, M, y, y_bf16, y_stride,
+                                 beta, 1);
 }
 
 // The one launch site of both weight types.
