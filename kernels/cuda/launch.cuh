@@ -31,30 +31,8 @@ __device__ __forceinline__ void LetDependentsLaunch() {
 #endif
 }
 
-// With `smem` bytes of dynamic shared memory.
-template <typename... KernelArgs, typename... Args>
-cudaError_t LaunchDependentSmem(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                                cudaStream_t stream, Args&&... args) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-}
-
-template <typename... KernelArgs, typename... Args>
-cudaError_t LaunchDependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
-  return LaunchDependentSmem(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
-}
-
-// As LaunchDependentSmem, the blocks in thread-block clusters of `cluster_x` consecutive blocks
-// along x (1: no cluster).
+// With `smem` bytes of dynamic shared memory, the blocks in thread-block clusters of `cluster_x`
+// consecutive blocks along x (1: no cluster).
 template <typename... KernelArgs, typename... Args>
 cudaError_t LaunchDependentClusters(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, int cluster_x,
                                     cudaStream_t stream, Args&&... args) {
@@ -73,6 +51,18 @@ cudaError_t LaunchDependentClusters(void (*kernel)(KernelArgs...), dim3 grid, di
   config.attrs = attr;
   config.numAttrs = cluster_x > 1 ? 2 : 1;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// With `smem` bytes of dynamic shared memory.
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchDependentSmem(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                                cudaStream_t stream, Args&&... args) {
+  return LaunchDependentClusters(kernel, grid, block, smem, 1, stream, std::forward<Args>(args)...);
+}
+
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchDependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
+  return LaunchDependentSmem(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace gla::cuda
