@@ -290,6 +290,8 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);
   o.gemm_tuning = absl::GetFlag(FLAGS_gemm_tuning);
   o.gemm_tuning_cache = absl::GetFlag(FLAGS_gemm_tuning_cache);
+  if (!o.gemm_tuning && !o.gemm_tuning_cache.empty())
+    return absl::InvalidArgumentError("--gemm_tuning_cache keeps --gemm_tuning's choices: it needs --gemm_tuning");
   o.threads = absl::GetFlag(FLAGS_threads);
   o.scheduler.queue_size = absl::GetFlag(FLAGS_queue_size);
   o.scheduler.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);

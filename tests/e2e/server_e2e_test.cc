@@ -344,6 +344,13 @@ TEST(ServerE2ESmall, StartupErrorsAreOneLineAndNonZero) {
   EXPECT_FALSE(bad_backend.ok());
   EXPECT_NE(bad_backend.log().find("glad: error: --backend tpu is not one of auto, cuda, cpu"), std::string::npos)
       << bad_backend.log();
+  GladProcess cache_without_tuning({"--model", testing::TinyModelDir(), "--backend", "cpu", "--gemm_tuning=false",
+                                    "--gemm_tuning_cache", "/tmp/gla-unused-gemms.cache"});
+  EXPECT_FALSE(cache_without_tuning.ok());
+  EXPECT_NE(cache_without_tuning.log().find("glad: error: --gemm_tuning_cache keeps --gemm_tuning's choices: it needs "
+                                            "--gemm_tuning"),
+            std::string::npos)
+      << cache_without_tuning.log();
 }
 
 // --state_dtype bf16 (issue 23): the pool keeps half the bytes per sequence and says so; greedy
