@@ -170,6 +170,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.paths = options.paths;
   mo.gemm_tuning_cache = options.gemm_tuning_cache;
   ASSIGN_OR_RETURN(auto model, CudaModel::FromCheckpoint(std::move(ck), mo));
+  // The GEMM tuning of every step size now, at load, rather than at a first step while serving (a
+  // decode step holds at most a row a slot).
+  RETURN_IF_ERROR(model->TuneBf16GemmsForEveryStepSize(slots));
   ASSIGN_OR_RETURN(auto pool, GpuStatePool::Create(slots, layout.floats(), options.state_dtype, model->stream()));
   ASSIGN_OR_RETURN(auto sampler, CudaSampler::Create(mo.max_logit_rows, model->config().vocab_size, model->stream()));
   return std::unique_ptr<Backend>(new CudaBackend(std::move(model), std::move(pool), std::move(sampler), mo.max_logit_rows));

@@ -55,14 +55,14 @@ ABSL_FLAG(bool, persistent_decode, true,
           "model's shapes allow it; false: a kernel per operation (cuda backend)");
 ABSL_FLAG(bool, gemm_tuning, true,
           "bf16 weights: time cuBLASLt's algorithms for each projection and step size on the model's own matrices "
-          "and keep the fastest (each new decode batch size and power-of-two prompt size tunes once, at its first "
-          "step); false: cuBLAS's default algorithm. Choices made by timing can differ between two processes, and "
+          "and keep the fastest (every decode batch size up to --slots and power-of-two step size, at startup: "
+          "seconds at gla-1.3B); false: cuBLAS's default algorithm. Choices made by timing can differ between two processes, and "
           "with them the last bits of the results: false makes a restarted server's results equal to the bit "
           "(cuda backend)");
 ABSL_FLAG(std::string, gemm_tuning_cache, "",
           "with --gemm_tuning: keep the GEMM algorithm choices in this file across restarts (created if missing; "
           "its folder must exist): a restarted server runs the algorithms the first run timed, so its results equal "
-          "that run's to the bit and its first steps do not pause to tune; records are filed per GPU model and "
+          "that run's to the bit and its startup does not pause to tune; records are filed per GPU model and "
           "cuBLASLt version; a file that is not such a cache is a startup error (cuda backend)");
 ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
 ABSL_FLAG(int32_t, state_memory_mb, 0,

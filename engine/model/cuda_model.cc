@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <set>
 #include <utility>
 
 #include "kernels/activations.h"
@@ -665,6 +666,16 @@ absl::Status CudaModel::PrepareFp8Plans(int rows) {
                {w.down, D, I, x_, false, D}};
   for (const auto& g : gemms)
     GLA_CUBLAS_RETURN_IF_ERROR(fp8_gemm_.Prepare(in, g.m.fp8, g.N, g.K, g.y, g.y_bf16, g.y_stride, rows));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModel::TuneBf16GemmsForEveryStepSize(int max_decode_rows) {
+  std::set<int64_t> sizes;
+  for (int n = 1; n <= max_decode_rows; ++n) sizes.insert(DecodeBucket(n));
+  for (int64_t r = 1; r <= options_.max_tokens; r *= 2) sizes.insert(r);
+  sizes.insert(options_.max_tokens);
+  for (const int64_t rows : sizes)
+    if (rows <= options_.max_tokens) RETURN_IF_ERROR(TuneBf16Gemms(rows));  // skips what it does not tune
   return absl::OkStatus();
 }
 

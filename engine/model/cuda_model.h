@@ -127,6 +127,12 @@ class CudaModel {
   int64_t tuned_gemm_runs() const { return bf16_gemm_.tuned_runs(); }
   // options.gemm_tuning_cache: the choices taken from the file (not timed here).
   int gemm_choices_from_cache() const { return gemm_choices_from_cache_; }
+  // paths.tuned_bf16_gemms: tunes now every row count a step would tune at its first run (the
+  // decode graphs' buckets up to max_decode_rows, the power-of-two row counts and max_tokens of
+  // eager steps), so that serving does not pause for it at a new batch or prompt size (the backend
+  // calls it at load; with options.gemm_tuning_cache, a restart restores instead of timing). Uses
+  // the activation buffers: nothing of a step may be in flight. A no-op without tuning.
+  absl::Status TuneBf16GemmsForEveryStepSize(int max_decode_rows);
   // paths.small_m_k_split: the projections enqueued through the K-split kernel (captured graphs'
   // counted once, at capture).
   int64_t split_k_projections() const { return split_k_projections_; }

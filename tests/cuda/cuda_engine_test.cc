@@ -568,6 +568,42 @@ TEST_P(OptionsModel, TunedGemmsFromACacheGiveTheSameBits) {
   EXPECT_EQ(line, "notes");
 }
 
+// The backend tunes every step size at load (CudaModel::TuneBf16GemmsForEveryStepSize): the decode
+// buckets to the slots and the eager steps' powers of two and budget; a step afterwards tunes nothing.
+TEST_P(OptionsModel, EveryStepSizeTunedAtLoad) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  CudaModelOptions o = Options(512, true);
+  o.paths.tuned_bf16_gemms = true;
+  Gpu g = MakeGpu(OptionsModelDir(GetParam()), o, 24);
+  if (!g.model) return;
+  EXPECT_EQ(g.model->tuned_gemm_plans(), 0);
+  ASSERT_TRUE(g.model->TuneBf16GemmsForEveryStepSize(24).ok());
+  // Sizes above kSmallM (8) that a step tunes: buckets 16 and 24; 16, 32, 64, 128, 256 and 512;
+  // four projections each (fewer where cuBLASLt does not take a projection's widths).
+  const int sizes = 7, tuned = g.model->tuned_gemm_plans();
+  EXPECT_GE(tuned, sizes);
+  EXPECT_LE(tuned, 4 * sizes);
+  std::mt19937 rng(53);
+  std::uniform_int_distribution<int> tok(0, g.model->config().vocab_size - 1);
+  std::vector<int> slots;
+  std::vector<std::vector<int32_t>> toks(24);
+  std::vector<CudaModel::Segment> segs;
+  for (int s = 0; s < 24; ++s) {
+    slots.push_back(*g.pool->Acquire());
+    toks[s] = {tok(rng)};
+    segs.push_back({toks[s], slots[s], CudaModel::Logits::kLast});
+  }
+  std::vector<int> first;
+  ASSERT_TRUE(g.model->Forward(segs, g.states(), &first).ok());  // a decode graph of 24 rows
+  EXPECT_EQ(g.model->tuned_gemm_plans(), tuned) << "nothing tuned at the step";
+  // Without tuning it does nothing.
+  CudaModelOptions plain = Options(512, true);
+  plain.paths.tuned_bf16_gemms = false;
+  Gpu p = MakeGpu(OptionsModelDir(GetParam()), plain, 4);
+  ASSERT_TRUE(p.model->TuneBf16GemmsForEveryStepSize(4).ok());
+  EXPECT_EQ(p.model->tuned_gemm_plans(), 0);
+}
+
 // And with the decode-sized projections' K split over clusters (batches 1 and 4, and 12 with
 // one-byte weights), every format.
 TEST_P(OptionsModel, SplitKDecodeStepsMatchCpu) {
