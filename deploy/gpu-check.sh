@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|startup|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,11 +21,11 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | served | http | n | sdk | structured | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | startup | served | http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS GLA_STARTUP_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -338,6 +338,47 @@ if [ "$parts" = served ] && [ -x gpu-bundle/run ]; then
       grep -E "^\| 1 \|" "$out/served_glad_${preset}_$round.txt" | sed "s/^/$preset glad $round: /" | tee -a "$out/summary.txt"
       kill "$glad_pid"; wait "$glad_pid" 2> /dev/null
     done
+  done
+fi
+# glad's startup with the GEMM tuning of every step size at load (--gemm_tuning), against without
+# (--gemm_tuning=false), and with --gemm_tuning_cache: a first start that tunes and fills the file,
+# then a second that restores from it; on GLA_STARTUP_PRESETS (1.3B 340M), --slots GLA_STARTUP_SLOTS
+# (64). Each start: seconds to glad's "listening" line, then 32 greedy tokens of one prompt
+# (gla-cli), whose ids the two cached starts must give alike (the same algorithms).
+startup_run() {  # startup_run NAME GLAD_ARGS...: times one glad start, then one greedy request
+  local name=$1; shift
+  local log="$out/glad_startup_$name.txt" t0 t1
+  t0=$(date +%s%N)
+  gpu-bundle/run glad --backend cuda --listen 127.0.0.1:50096 --slots "${GLA_STARTUP_SLOTS:-64}" "$@" > "$log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 600); do grep -q "listening" "$log" && break; kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+  t1=$(date +%s%N)
+  if grep -q "listening" "$log"; then
+    note "startup $name: $(( (t1 - t0) / 1000000 )) ms to listening"
+    gpu-bundle/run gla-cli generate --addr 127.0.0.1:50096 --prompt-ids 17,23,29,31,37,41,43,47 --max-new-tokens 32 \
+      > "$out/startup_tokens_$name.txt" 2> "$out/startup_request_$name.txt" ||
+      { note "startup $name: request FAILED"; failures=$((failures + 1)); }
+  else
+    note "startup $name: FAILED (no listening line)"; failures=$((failures + 1))
+  fi
+  kill "$pid" 2> /dev/null; wait "$pid" 2> /dev/null
+}
+if [ "$parts" = startup ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  for preset in ${GLA_STARTUP_PRESETS:-1.3B 340M}; do
+    random_model "$preset" || continue
+    rm -f "/tmp/gemms-$preset.cache"
+    startup_run "${preset}_untuned" --model "/tmp/gla-$preset" --gemm_tuning=false
+    startup_run "${preset}_tuned" --model "/tmp/gla-$preset"
+    startup_run "${preset}_cache_first" --model "/tmp/gla-$preset" --gemm_tuning_cache "/tmp/gemms-$preset.cache"
+    startup_run "${preset}_cache_second" --model "/tmp/gla-$preset" --gemm_tuning_cache "/tmp/gemms-$preset.cache"
+    note "startup $preset: cache records $(($(wc -l < "/tmp/gemms-$preset.cache" 2> /dev/null || echo 1) - 1))"
+    cp "/tmp/gemms-$preset.cache" "$out/gemms-$preset.cache" 2> /dev/null
+    if cmp -s "$out/startup_tokens_${preset}_cache_first.txt" "$out/startup_tokens_${preset}_cache_second.txt"; then
+      note "startup $preset: the cached starts' tokens are alike"
+    else
+      note "startup $preset: the cached starts' tokens DIFFER"; failures=$((failures + 1))
+    fi
   done
 fi
 # Issue 21: decode throughput with a JSON Schema on every sequence against none, 32 at once, on a
