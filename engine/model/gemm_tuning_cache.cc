@@ -227,7 +227,11 @@ absl::Status GemmTuningCache::Add(const GemmTuningKey& key, const GemmTuningChoi
   }
   for (const auto& [device, entries] : records_)
     for (const auto& [k, c] : entries) merged[device][k] = c;
-  return WriteCacheFile(path_, FormatGemmTuningCache(merged));
+  std::string out = FormatGemmTuningCache(merged);
+  // Never write what Open would refuse to read back.
+  if (static_cast<int64_t>(out.size()) > kMaxBytes)
+    return absl::ResourceExhaustedError(absl::StrCat(path_, ": the cache would grow past ", kMaxBytes, " bytes"));
+  return WriteCacheFile(path_, out);
 }
 
 }  // namespace gla

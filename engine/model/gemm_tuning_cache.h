@@ -68,7 +68,8 @@ class GemmTuningCache {
   // Records `choice` and writes the file: the file as it is now re-read and merged (another process
   // or engine may have added records; this one's win for its own key), written to a temporary file
   // beside it and renamed over it, so a reader never sees half a file. Within a process, Adds to one
-  // path are serialized. An error leaves the record in memory and the file as it was.
+  // path are serialized. An error leaves the record in memory and the file as it was (also
+  // RESOURCE_EXHAUSTED where the file would pass kMaxBytes, which Open would refuse).
   absl::Status Add(const GemmTuningKey& key, const GemmTuningChoice& choice);
   int size() const;
 

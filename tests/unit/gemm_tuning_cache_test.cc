@@ -169,5 +169,19 @@ TEST(GemmTuningCache, HostileFilesAreRefusedAndNeverWrittenOver) {
   ASSERT_NE(cache->Find({8, 8, 8, 8, false, false, 1}), nullptr) << "kept in memory for this process";
 }
 
+// A cache that would grow past what Open reads back is not written (its records stay in memory).
+TEST(GemmTuningCache, NeverWritesAFileItWouldNotReadBack) {
+  TempDir t;
+  const fs::path p = t.dir / "c";
+  auto cache = GemmTuningCache::Open(p.string(), std::string(GemmTuningCache::kMaxBytes / 4, 'x'));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  ASSERT_TRUE(cache->Add({8, 8, 8, 8, false, false, 1}, {}).ok());  // one record: ~1 MiB
+  absl::Status grown;
+  for (int64_t rows = 2; rows < 8 && grown.ok(); ++rows) grown = cache->Add({8, 8, 8, 8, false, false, rows}, {});
+  EXPECT_EQ(grown.code(), absl::StatusCode::kResourceExhausted) << grown;
+  EXPECT_LE(static_cast<int64_t>(fs::file_size(p)), GemmTuningCache::kMaxBytes);
+  EXPECT_TRUE(GemmTuningCache::Open(p.string(), "y").ok()) << "what is on disk still reads back";
+}
+
 }  // namespace
 }  // namespace gla
