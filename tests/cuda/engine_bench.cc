@@ -118,8 +118,13 @@ int main(int argc, char** argv) {
   o.paths.warp_rows_from = num("warp_rows");  // steps of this many rows and more: row kernels a warp a row (0: never)
   o.paths.warp_rows_max_width = num("warp_rows_width");  // ... on rows of at most this many values
   o.paths.small_m_k_split = num("small_m_split") != 0;   // decode-sized o_proj/down with K split over clusters
+  // The backend's load: the checkpoint read, weights uploaded, workspace, and (bf16 weights with
+  // tuning) the GEMM tuning of every step size (CudaModel::TuneBf16GemmsForEveryStepSize).
+  const auto load_start = std::chrono::steady_clock::now();
   auto backend_or = gla::MakeCudaBackend(flags["model"], o);
   if (!backend_or.ok()) Die(std::string(backend_or.status().message()));
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start).count();
   gla::Backend& b = **backend_or;
   const gla::GlaConfig& c = b.config();
   const std::string name = flags["name"].empty() ? flags["model"] : flags["name"];
@@ -190,6 +195,9 @@ int main(int argc, char** argv) {
   report.SetNote("model", name);
   report.SetNote("decode", o.cuda_graphs ? "CUDA graphs" : "eager");
   report.SetNote("backend", b.device());
+  std::printf("# backend load: %.0f ms (checkpoint, upload, workspace%s)\n", load_ms,
+              o.paths.tuned_bf16_gemms && o.weights == gla::WeightFormat::kNative ? ", GEMM tuning of every step size" : "");
+  report.SetNote("backend_load_ms", std::to_string(static_cast<int64_t>(load_ms)));
   report.SetNote("medium_m_kernel_rows", std::to_string(medium_rows));
   std::printf("# bf16 GEMMs: %s\n", o.paths.tuned_bf16_gemms ? "cuBLASLt algorithms timed per shape and row count (--gemm_tuning 1)"
                                                               : "cublasGemmEx's default (--gemm_tuning 0)");
