@@ -25,7 +25,7 @@ case $parts in
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS GLA_STARTUP_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -37,6 +37,12 @@ done
   knob_error "GLA_MEDIUM_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_MEDIUM_BATCHES}'"
 [[ ${GLA_GEMMS_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_GEMMS_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_GEMMS_BATCHES}'"
+[[ ${GLA_PROJECTIONS_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  knob_error "GLA_PROJECTIONS_BATCHES must be batch sizes separated by commas (2,8,16), not '${GLA_PROJECTIONS_BATCHES}'"
+for w in ${GLA_PROJECTIONS_WEIGHTS-} ${GLA_ROWS_WEIGHTS-}; do
+  case $w in native | fp8 | int8) ;; *) knob_error "GLA_PROJECTIONS_WEIGHTS / GLA_ROWS_WEIGHTS: unknown format '$w'" ;; esac
+done
+[[ ${GLA_STARTUP_SLOTS:-1} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_STARTUP_SLOTS must be a slot count, not '${GLA_STARTUP_SLOTS}'"
 [[ ${GLA_GEMMS_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_GEMMS_TESTS must be 0 or 1, not '${GLA_GEMMS_TESTS}'"
 [[ ${GLA_GEMMS_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_GEMMS_ROUNDS must be 1-9, not '${GLA_GEMMS_ROUNDS}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
@@ -55,6 +61,7 @@ mkdir -p "$out" build-gpu
 GLA_COMMIT=${GLA_COMMIT:-$(cat gpu-pack/COMMIT 2> /dev/null || git rev-parse --short=12 HEAD 2> /dev/null || echo unknown)}
 export GLA_COMMIT GLA_BENCH_OUT=$out
 failures=0
+checks_run=" "
 note() { echo "== $*" | tee -a "$out/summary.txt"; }
 # GLA_CHECKS="NAME ...": only the checks of those names run (the others say they were skipped), so a
 # short device call can rerun part of a part (e.g. the engine part's suites a change touches).
@@ -64,6 +71,7 @@ check() {  # check NAME CMD...: runs, logs to $out/NAME.txt, records the exit st
     note "$name: skipped (not in GLA_CHECKS)"
     return 0
   fi
+  checks_run+=" $name "
   "$@" > "$out/$name.txt" 2>&1
   local rc=$?
   tail -n 30 "$out/$name.txt"
@@ -664,6 +672,11 @@ if { [ "$parts" = all ] || [ "$parts" = engine ]; } && [ -x gpu-bundle/run ]; th
 elif [ ! -x gpu-bundle/run ] && [ "$parts" != kernels ] && [ "$parts" != fla ]; then
   note "engine part skipped: no gpu-pack/ (run deploy/gpu-bundle.sh here and carry gpu-pack)"
 fi
+# A GLA_CHECKS name that matched no check (a typo, or another part's) counts as a failure: the call
+# ran nothing of what was asked.
+for name in ${GLA_CHECKS:-}; do
+  [[ $checks_run == *" $name "* ]] || { note "GLA_CHECKS: '$name' matched no check of this part"; failures=$((failures + 1)); }
+done
 cat "$out/summary.txt"
 echo "failures: $failures"
 # The device tool brings back at most 8 files from $OUT: everything travels as one archive beside

@@ -56,7 +56,7 @@ ABSL_FLAG(bool, persistent_decode, true,
 ABSL_FLAG(bool, gemm_tuning, true,
           "bf16 weights: time cuBLASLt's algorithms for each projection and step size on the model's own matrices "
           "and keep the fastest (every decode batch size up to --slots and power-of-two step size, at startup: "
-          "seconds at gla-1.3B); false: cuBLAS's default algorithm. Choices made by timing can differ between two processes, and "
+          "before listening); false: cuBLAS's default algorithm. Choices made by timing can differ between two processes, and "
           "with them the last bits of the results: false makes a restarted server's results equal to the bit "
           "(cuda backend)");
 ABSL_FLAG(std::string, gemm_tuning_cache, "",

@@ -68,7 +68,8 @@ struct ProjectionPaths {
   // exact-only form"): gla-340M prefill T=4096 8.39-8.46 -> 7.84-7.86 ms (-7%), decode B=32
   // 1.386-1.392 -> 1.365-1.379 ms; gla-1.3B level within the rounds' spread (prefill 21.86-21.98 ->
   // 21.56-22.45, B=32 3.069-3.093 -> 3.051-3.069). Its cost: each decode graph size and power-of-two
-  // step size tunes once per process (tens of ms at decode sizes, a few hundred at 4,096 rows), all
+  // step size tunes once per process (its time not yet measured; estimated from the timed passes at
+  // tens of ms a decode size, a few hundred at 4,096 rows), all
   // at load through the backend (CudaModel::TuneBf16GemmsForEveryStepSize; glad
   // --gemm_tuning_cache restores them instead). gla-engine-bench --gemm_tuning 0|1.
   bool tuned_bf16_gemms = true;

@@ -206,6 +206,9 @@ __global__ void __launch_bounds__(kWarps * 32, kSplit > 1 ? 2 : 0)
                      small_m::Scaled<Rows>(v, rows.Scale(n0 + r)), beta);
     }
   } else {
+    // (The warps' sum and the store are written out again here rather than shared with the loop
+    // above through lambdas: that form gave the unsplit kernels up to 30 more registers a thread,
+    // ptxas -v, and the unsplit allocation is the measured one.)
     // Each block's sums (over its warps in order) in its own shared memory; after the cluster's
     // barrier (a release and an acquire: they are visible) the first block adds the others' in rank
     // order and stores; the second barrier keeps the others' shared memory until it has read them.

@@ -130,33 +130,21 @@ int main(int argc, char** argv) {
   const std::string name = flags["name"].empty() ? flags["model"] : flags["name"];
   const Anchor anchor = name == "gla-1.3B" ? Anchor{23, 568, 57000} : name == "gla-340M" ? Anchor{19, 512, 0} : Anchor{};
   const Targets target = name == "gla-1.3B" ? Targets{0.80, 0.70, 2.5} : name == "gla-340M" ? Targets{0.75, 0.60, 0} : Targets{};
-  // Measured after the model is loaded (its memory is taken), before anything is timed.
-  gla::bench::BenchReport report("engine-" + name + (o.state_dtype == gla::StateDType::kBF16 ? "-bf16-states" : "") +
-                                     (o.weights != gla::WeightFormat::kNative
-                                          ? std::string("-") + gla::WeightFormatName(o.weights) + "-weights"
-                                          : std::string()) +
-                                     (o.paths.byte_weight_kernel_rows != kDefaults.paths.byte_weight_kernel_rows
-                                          ? "-byte-rows-" + std::to_string(o.paths.byte_weight_kernel_rows)
-                                          : std::string()) +
-                                     (o.paths.fp8_made_rows_from != kDefaults.paths.fp8_made_rows_from
-                                          ? "-fp8-made-rows-from-" + std::to_string(o.paths.fp8_made_rows_from)
-                                          : std::string()) +
-                                     (flags["medium_rows"] != "default"
-                                          ? "-medium-rows-" + std::to_string(o.paths.medium_m_kernel_rows)
-                                          : std::string()) +
-                                     (o.paths.tuned_bf16_gemms != kDefaults.paths.tuned_bf16_gemms
-                                          ? std::string("-gemm-tuning-") + (o.paths.tuned_bf16_gemms ? "1" : "0")
-                                          : std::string()) +
-                                     (o.paths.warp_rows_from != kDefaults.paths.warp_rows_from
-                                          ? "-warp-rows-" + std::to_string(o.paths.warp_rows_from)
-                                          : std::string()) +
-                                     (o.paths.warp_rows_max_width != kDefaults.paths.warp_rows_max_width
-                                          ? "-warp-rows-width-" + std::to_string(o.paths.warp_rows_max_width)
-                                          : std::string()) +
-                                     (o.paths.small_m_k_split != kDefaults.paths.small_m_k_split
-                                          ? std::string("-small-m-split-") + (o.paths.small_m_k_split ? "1" : "0")
-                                          : std::string()),
-                                 gla::bench::MeasureDeviceCeilings());
+  // The report's name: the model, then each setting that differs from the backend's default.
+  std::string report_name = "engine-" + name + (o.state_dtype == gla::StateDType::kBF16 ? "-bf16-states" : "");
+  if (o.weights != gla::WeightFormat::kNative) report_name += std::string("-") + gla::WeightFormatName(o.weights) + "-weights";
+  auto unless_default = [&](const char* what, auto value, auto default_value) {
+    if (value != default_value) report_name += std::string("-") + what + "-" + std::to_string(value);
+  };
+  unless_default("byte-rows", o.paths.byte_weight_kernel_rows, kDefaults.paths.byte_weight_kernel_rows);
+  unless_default("fp8-made-rows-from", o.paths.fp8_made_rows_from, kDefaults.paths.fp8_made_rows_from);
+  if (flags["medium_rows"] != "default") report_name += "-medium-rows-" + std::to_string(o.paths.medium_m_kernel_rows);
+  unless_default("gemm-tuning", int{o.paths.tuned_bf16_gemms}, int{kDefaults.paths.tuned_bf16_gemms});
+  unless_default("warp-rows", o.paths.warp_rows_from, kDefaults.paths.warp_rows_from);
+  unless_default("warp-rows-width", o.paths.warp_rows_max_width, kDefaults.paths.warp_rows_max_width);
+  unless_default("small-m-split", int{o.paths.small_m_k_split}, int{kDefaults.paths.small_m_k_split});
+  // The ceilings measured after the model is loaded (its memory is taken), before anything is timed.
+  gla::bench::BenchReport report(report_name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
 
   const gla::bench::ModelCosts costs = gla::bench::CostsOf(b);
