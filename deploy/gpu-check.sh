@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|startup|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|batched|startup|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,11 +21,12 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | startup | served | http | n | sdk | structured | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | startup | served | \
+    http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -39,12 +40,15 @@ done
   knob_error "GLA_GEMMS_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_GEMMS_BATCHES}'"
 [[ ${GLA_PROJECTIONS_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_PROJECTIONS_BATCHES must be batch sizes separated by commas (2,8,16), not '${GLA_PROJECTIONS_BATCHES}'"
-for w in ${GLA_PROJECTIONS_WEIGHTS-} ${GLA_ROWS_WEIGHTS-}; do
-  case $w in native | fp8 | int8) ;; *) knob_error "GLA_PROJECTIONS_WEIGHTS / GLA_ROWS_WEIGHTS: unknown format '$w'" ;; esac
+for w in ${GLA_PROJECTIONS_WEIGHTS-} ${GLA_ROWS_WEIGHTS-} ${GLA_BATCHED_WEIGHTS-}; do
+  case $w in native | fp8 | int8) ;; *) knob_error "GLA_PROJECTIONS_WEIGHTS / GLA_ROWS_WEIGHTS / GLA_BATCHED_WEIGHTS: unknown format '$w'" ;; esac
 done
+[[ ${GLA_BATCHED_BATCHES:-1} =~ ^[1-8](,[1-8])*$ ]] ||
+  knob_error "GLA_BATCHED_BATCHES must be batch sizes 1-8 separated by commas (2,4,8), not '${GLA_BATCHED_BATCHES}'"
 [[ ${GLA_STARTUP_SLOTS:-1} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_STARTUP_SLOTS must be a slot count, not '${GLA_STARTUP_SLOTS}'"
 [[ ${GLA_GEMMS_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_GEMMS_TESTS must be 0 or 1, not '${GLA_GEMMS_TESTS}'"
 [[ ${GLA_GEMMS_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_GEMMS_ROUNDS must be 1-9, not '${GLA_GEMMS_ROUNDS}'"
+[[ ${GLA_BATCHED_ROUNDS:-1} =~ ^[1-9]$ ]] || knob_error "GLA_BATCHED_ROUNDS must be 1-9, not '${GLA_BATCHED_ROUNDS}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
 for w in ${GLA_MEDIUM_WEIGHTS-}; do
   case $w in native | fp8 | int8) ;; *) knob_error "GLA_MEDIUM_WEIGHTS: unknown format '$w' (native, fp8, int8)" ;; esac
@@ -154,7 +158,7 @@ fi
 
 if [ "$parts" = all ] || [ "$parts" = kernels ]; then
   nvcc_flags=(-O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I. -DGLA_HAVE_CUDA=1 -Xcompiler -Wall)
-  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/persistent_decode.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
+  kernels=(kernels/cuda/gla_decode.cu kernels/cuda/persistent_decode.cu kernels/cuda/persistent_decode_batched.cu kernels/cuda/gla_prefill_recurrent.cu kernels/cuda/gla_prefill_chunk.cu
            kernels/cuda/gla_backward_chunk.cu)
   layers=(kernels/cuda/norm.cu kernels/cuda/activations.cu kernels/cuda/conv.cu kernels/cuda/linear.cc kernels/cuda/linear_small_m.cu kernels/cuda/linear_small_m_mma.cu kernels/cuda/linear_medium_m.cu
           kernels/cuda/quantize_fp8.cu kernels/cuda/linear_fp8_gemm.cc kernels/cuda/linear_bf16_tuned.cc kernels/cuda/dequantize_int8.cu
@@ -497,6 +501,17 @@ if [ "$parts" = projections ] && [ -x gpu-bundle/run ]; then
   check linear_medium_m_bench timeout 300 gpu-bundle/run linear_medium_m_bench
   engine_ab projections small_m_split "0 1" "${GLA_PROJECTIONS_PRESETS-1.3B 340M}" \
     "${GLA_PROJECTIONS_WEIGHTS:-native fp8}" 1 "${GLA_PROJECTIONS_BATCHES:-2,8,16}"
+fi
+# Issue 19: decode steps of 2-8 sequences through the batched persistent kernel
+# (kernels/cuda/persistent_decode_batched.cu): its engine tests (against the per-operation path and
+# the CPU), the kernel alone at each batch (with a traced step), and gla-engine-bench with
+# --persistent_batch 1 (a captured graph of per-operation kernels) against 8, alternating.
+if [ "$parts" = batched ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  check batched_engine_tests timeout 300 gpu-bundle/run cuda_engine_test --gtest_filter='*PersistentDecode*'
+  check batched_kernel_bench timeout 300 gpu-bundle/run persistent_decode_bench --batches "1,${GLA_BATCHED_BATCHES:-2,4,8}"
+  engine_ab batched persistent_batch "1 8" "${GLA_BATCHED_PRESETS-1.3B 340M}" "${GLA_BATCHED_WEIGHTS:-native}" \
+    "${GLA_BATCHED_ROUNDS:-1}" "${GLA_BATCHED_BATCHES:-2,4,8}"
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

@@ -40,6 +40,14 @@ std::string WeightsNote(const CudaModel& m) {
   return absl::StrCat(", bf16 weights", from, " (", m.bf16_fallback_reason(), ")");
 }
 
+// The decode steps the persistent kernel takes, for device(): ", persistent batch-1 decode" or
+// ", persistent decode to batch N".
+std::string PersistentNote(const CudaModel& m) {
+  const int batch = m.persistent_decode_batch();
+  if (batch == 0) return "";
+  return batch == 1 ? ", persistent batch-1 decode" : absl::StrCat(", persistent decode to batch ", batch);
+}
+
 class CudaBackend : public Backend {
  public:
   CudaBackend(std::unique_ptr<CudaModel> model, std::unique_ptr<GpuStatePool> pool, std::unique_ptr<CudaSampler> sampler,
@@ -50,7 +58,7 @@ class CudaBackend : public Backend {
   std::string name() const override { return "cuda"; }
   std::string device() const override {
     return absl::StrCat(model_->device_name(), ", ", model_->uses_chunked_prefill() ? "chunkwise" : "fused-recurrent",
-                        " prefill", model_->uses_persistent_decode() ? ", persistent batch-1 decode" : "",
+                        " prefill", PersistentNote(*model_),
                         WeightsNote(*model_),
                         pool_->state_dtype() == StateDType::kBF16 ? ", bf16 states" : "");
   }
@@ -166,6 +174,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.cuda_graphs = options.cuda_graphs;
   mo.chunked_prefill = options.chunked_prefill;
   mo.persistent_decode = options.persistent_decode;
+  mo.persistent_decode_max_batch = options.persistent_decode_max_batch;
   mo.weights = options.weights;
   mo.paths = options.paths;
   mo.gemm_tuning_cache = options.gemm_tuning_cache;

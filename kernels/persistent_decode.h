@@ -63,6 +63,9 @@ struct PersistentDecodeLayer {
   const float* down_scale = nullptr;
 };
 
+// The most sequences one step of the batched kernel takes (its input rows live in shared memory).
+constexpr int kPersistentMaxBatch = 8;
+
 struct PersistentDecodeParams {
   const PersistentDecodeLayer* layers = nullptr;  // device array of num_layers
   int num_layers = 0;
@@ -79,16 +82,19 @@ struct PersistentDecodeParams {
   const float* final_norm = nullptr;        // [D]
   const __nv_bfloat16* lm_head = nullptr;   // [vocab, D]
   int vocab = 0;
-  // The sequence's state: slot slots[0] of `state` (fp32 or bf16, kernels/state_slots.h), a layer's
+  // The step's sequences: 1 (PersistentDecodeStep's batch-1 kernel) or 2 ... kPersistentMaxBatch
+  // (the batched kernel); every buffer below holds a row per sequence, in this order.
+  int batch = 1;
+  // Sequence i's state: slot slots[i] of `state` (fp32 or bf16, kernels/state_slots.h), a layer's
   // [H, dk, dv] at its state_offset.
   CudaStateSlots state;
   const int32_t* slots = nullptr;
-  // Workspace (device): x holds the embedding row on entry and the residual stream after.
-  float* x = nullptr;              // [D]
-  float* proj = nullptr;           // [P]
-  float* o = nullptr;              // [H dv]
-  __nv_bfloat16* act = nullptr;    // [I]
-  float* logits = nullptr;         // [vocab], or null: no head this step
+  // Workspace (device): x holds the embedding rows on entry and the residual stream after.
+  float* x = nullptr;              // [batch, D]
+  float* proj = nullptr;           // [batch, P]
+  float* o = nullptr;              // [batch, H dv]
+  __nv_bfloat16* act = nullptr;    // [batch, I]
+  float* logits = nullptr;         // [batch, vocab], or null: no head this step
   unsigned* barrier = nullptr;     // one counter, zero at the launch (the caller clears it)
   int blocks = 0;                  // from PersistentDecodeBlocks
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the

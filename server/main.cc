@@ -93,6 +93,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const ServerOptions& o, int
     co.cuda_graphs = o.cuda_graphs;
     co.chunked_prefill = o.chunked_prefill;
     co.persistent_decode = o.persistent_decode;
+    co.persistent_decode_max_batch = o.persistent_decode_max_batch;
     co.paths.tuned_bf16_gemms = o.gemm_tuning;
     co.gemm_tuning_cache = o.gemm_tuning_cache;
     co.weights = o.weights;

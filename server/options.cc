@@ -53,6 +53,10 @@ ABSL_FLAG(bool, chunked_prefill, true,
 ABSL_FLAG(bool, persistent_decode, true,
           "batch-1 decode steps as one persistent kernel for the whole model where the GPU (Hopper on) and the "
           "model's shapes allow it; false: a kernel per operation (cuda backend)");
+ABSL_FLAG(int32_t, persistent_decode_max_batch, 1,
+          "with --persistent_decode: decode steps of 2 up to this many sequences (at most 8) through the batched "
+          "persistent kernel (tensor-core projections) instead of a CUDA graph of per-operation kernels; 1: batch 1 "
+          "only (cuda backend)");
 ABSL_FLAG(bool, gemm_tuning, true,
           "bf16 weights: time cuBLASLt's algorithms for each projection and step size on the model's own matrices "
           "and keep the fastest (every decode batch size up to --slots and power-of-two step size, at startup: "
@@ -288,6 +292,10 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.persistent_decode = absl::GetFlag(FLAGS_persistent_decode);
+  o.persistent_decode_max_batch = absl::GetFlag(FLAGS_persistent_decode_max_batch);
+  if (o.persistent_decode_max_batch < 1 || o.persistent_decode_max_batch > 8)
+    return absl::InvalidArgumentError(absl::StrCat("--persistent_decode_max_batch ", o.persistent_decode_max_batch,
+                                                   ": expected 1 to 8"));
   o.gemm_tuning = absl::GetFlag(FLAGS_gemm_tuning);
   o.gemm_tuning_cache = absl::GetFlag(FLAGS_gemm_tuning_cache);
   if (!o.gemm_tuning && !o.gemm_tuning_cache.empty())

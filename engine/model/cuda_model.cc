@@ -474,6 +474,17 @@ absl::Status CudaModel::SetUpPersistentDecode() {
     persistent_mem_ = DeviceMemory();
     return absl::OkStatus();
   }
+  // The largest batch up to the option's whose input rows and stages fit the batched kernel's
+  // shared memory (the layout grows with the batch).
+  persistent_max_batch_ = 1;
+  for (int b = std::min(options_.persistent_decode_max_batch, cuda::kPersistentMaxBatch); b >= 2; --b) {
+    q.batch = b;
+    if (cuda::PersistentDecodeShapesSupported(q)) {
+      persistent_max_batch_ = b;
+      break;
+    }
+  }
+  q.batch = 1;
   q.state = CudaStateSlots();
   persistent_ = q;
   return absl::OkStatus();
@@ -588,9 +599,13 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
   const bool decode_only = decode_rows == num_seqs;
   bool all_last = true;
   for (const Segment& seg : segments) all_last = all_last && seg.logits != Logits::kAll;
-  // A batch-1 decode step through the persistent kernel is three launches (gather, clear, kernel):
-  // it runs eagerly (no graph to capture a cooperative launch into).
-  const bool persistent = uses_persistent_decode() && decode_only && num_seqs == 1 && all_last && step_adapters_.empty();
+  // A decode step through the persistent kernel is three launches (gather, clear, kernel): it runs
+  // eagerly (no graph to capture a cooperative launch into). Batches of 2 and more: every sequence's
+  // logits or none (the kernel's logit rows are its sequences).
+  bool same_logits = true;
+  for (const Segment& seg : segments) same_logits = same_logits && seg.logits == segments.front().logits;
+  const bool persistent = uses_persistent_decode() && decode_only && all_last && step_adapters_.empty() &&
+                          (num_seqs == 1 || (num_seqs <= persistent_max_batch_ && same_logits));
   if (!persistent && options_.cuda_graphs && states.scratch_slot >= 0 && decode_only && all_last && step_adapters_.empty() &&
       DecodeBucket(num_seqs) <= options_.max_tokens && DecodeBucket(num_seqs) <= options_.max_logit_rows) {
     const int bucket = DecodeBucket(num_seqs);
@@ -836,12 +851,15 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
   const bool adapters = !step_adapters_.empty();
 
   GLA_CUDA_RETURN_IF_ERROR(cuda::EmbeddingGather(embeddings_, D, d_tokens_, rows, x_, stream_));
-  if (uses_persistent_decode() && rows == 1 && decode_rows == 1 && !adapters && logit_rows <= 1) {
+  if (uses_persistent_decode() && rows == decode_rows && rows <= persistent_max_batch_ && !adapters &&
+      (logit_rows == 0 || logit_rows == rows)) {
     cuda::PersistentDecodeParams q = persistent_;
+    q.batch = rows;
     q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));
     GLA_CUDA_RETURN_IF_ERROR(cuda::PersistentDecodeStep(q, stream_));
+    ++persistent_steps_;
     return absl::OkStatus();
   }
   // A one-row step (batch-1 decode) makes each norm and SwiGLU inside the projection that reads it

@@ -57,6 +57,11 @@ struct CudaModelOptions {
   // Batch-1 decode steps (no adapter) through one persistent kernel for the whole model
   // (kernels/persistent_decode.h) where the device (Hopper on) and the shapes allow it.
   bool persistent_decode = true;
+  // With persistent_decode: decode-only steps of 2 up to this many sequences (at most
+  // cuda::kPersistentMaxBatch, 8) through the batched persistent kernel (tensor-core projections;
+  // kernels/cuda/persistent_decode_batched.cu) instead of a captured graph of per-operation kernels.
+  // 1: batch 1 only.
+  int persistent_decode_max_batch = 1;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized
@@ -93,6 +98,10 @@ class CudaModel {
   std::string device_name() const { return device_name_; }
   bool uses_chunked_prefill() const { return chunk_workspace_bytes_ > 0; }
   bool uses_persistent_decode() const { return persistent_.blocks > 0; }
+  // The most sequences a decode step may hold and still take the persistent kernel (0: none).
+  int persistent_decode_batch() const { return uses_persistent_decode() ? persistent_max_batch_ : 0; }
+  // Steps enqueued through the persistent kernel so far (tests: which path a step took).
+  int64_t persistent_steps() const { return persistent_steps_; }
   bool uses_fp8_weights() const { return options_.weights == WeightFormat::kFp8; }
   bool uses_int8_weights() const { return options_.weights == WeightFormat::kInt8; }
   // Why a pre-quantized checkpoint runs as bf16 of its values rather than in its own form (empty
@@ -280,6 +289,8 @@ class CudaModel {
   // The persistent batch-1 decode kernel's parameters (all but the step's states and logits), its
   // device array of layers and its grid-barrier counter.
   cuda::PersistentDecodeParams persistent_;
+  int persistent_max_batch_ = 1;  // see persistent_decode_batch()
+  int64_t persistent_steps_ = 0;
   DeviceMemory persistent_mem_;
 
   // Adapters by host address (the entry holds the adapter, so the address is not reused), the

@@ -18,115 +18,35 @@
 #include <cstdint>
 
 #include "kernels/cuda/bf16_dot.cuh"
-#include "kernels/cuda/forget_gate.cuh"
-#include "kernels/cuda/gla_recurrent_tile.cuh"
-#include "kernels/cuda/state_values.cuh"
+#include "kernels/cuda/persistent_common.cuh"
+#include "kernels/cuda/persistent_decode_batched.h"
+#include "kernels/cuda/persistent_state.cuh"
 #include "kernels/persistent_decode.h"
 
 namespace gla::cuda {
 
 namespace {
 
-constexpr int kConsumerWarps = 8;
-constexpr int kConsumers = kConsumerWarps * 32;
-constexpr int kThreads = kConsumers + 32;  // + the producer warp
+using namespace persistent;  // NOLINT: the shared PTX wrappers, GridSync and MatrixRef
+
 constexpr int kStages = 6;
 constexpr int kStageBytes = 32 * 1024;
 constexpr int kMaxTileRows = 16;  // matrix rows in one tile (gate and up rows counted apart)
 constexpr int kMaxRow = 8192;     // bf16 elements of an operation's input row (D, H dv, I)
-constexpr int kMaxRank = 32;      // the forget gate's low rank
 constexpr int kMaxHeadV = 512;    // dv: the gate norm keeps a head's row in a warp's registers
 constexpr int kMaxOwnRows = 64;   // rows of the residual stream a block owns (D / blocks)
-constexpr int kStateLanes = 4;    // a state item: 16 columns of one head, as 4 lanes x float4
-constexpr int kStateCols = kStateLanes * 4;
-constexpr int kStateGroups = kConsumers / kStateLanes;  // 64 row groups; dk = 64 R
 
 struct Shared {
   alignas(128) unsigned char stage[kStages][kStageBytes];
   alignas(16) uint4 row[kMaxRow / 8];  // the operation's input row, bf16
   float partial[2][kMaxTileRows][kConsumerWarps];  // per tile (double-buffered): rows x warp parts
-  float q[kStateGroups * 4], k[kStateGroups * 4], decay[kStateGroups * 4];
-  float4 o_partial[kConsumerWarps][kStateLanes];
+  StateScratch state;
   float warp_sums[kConsumerWarps];
   // The block's rows of x (o_proj and down both write rows [D b / G, D (b + 1) / G)): the residual
   // added from here, not read back from memory (a round trip per tile on the critical path).
   float x_own[kMaxOwnRows];
   unsigned long long full[kStages], empty[kStages];
 };
-
-// ---- PTX wrappers (sm_90: mbarrier transactions, bulk copies, acquire/release) ----
-
-__device__ __forceinline__ unsigned SmemAddr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void ConsumerSync() { asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory"); }
-
-__device__ __forceinline__ void MbarInit(unsigned long long* bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(SmemAddr(bar)), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void MbarExpectTx(unsigned long long* bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(SmemAddr(bar)), "r"(bytes) : "memory");
-}
-
-__device__ __forceinline__ void MbarArrive(unsigned long long* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(SmemAddr(bar)) : "memory");
-}
-
-__device__ __forceinline__ void MbarWait(unsigned long long* bar, unsigned parity) {
-  unsigned done = 0;
-  do {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(SmemAddr(bar)), "r"(parity)
-        : "memory");
-  } while (done == 0);
-}
-
-// Global -> shared, `bytes` (a multiple of 16, 16-byte aligned both sides), completing on `bar`.
-// Weights are read once per step: evict them from L2 first (the activations stay).
-__device__ __forceinline__ void BulkCopy(void* dst, const void* src, unsigned bytes, unsigned long long* bar,
-                                         unsigned long long policy) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
-          SmemAddr(dst)),
-      "l"(src), "r"(bytes), "r"(SmemAddr(bar)), "l"(policy)
-      : "memory");
-}
-
-__device__ __forceinline__ unsigned long long GlobalTimer() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-  return t;
-}
-
-// Every block's consumers arrive at barrier `index` (1, 2, ...); returns once all G have. With a
-// trace buffer, thread 0 records when it arrived and when it left (PersistentDecodeParams::trace).
-__device__ __forceinline__ void GridSync(unsigned* counter, unsigned index, unsigned long long* trace) {
-  ConsumerSync();  // the block's writes happen before thread 0's release (cumulative through bar.sync)
-  if (threadIdx.x == 0) {
-    const unsigned long long arrived = trace != nullptr ? GlobalTimer() : 0;
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
-    const unsigned target = index * gridDim.x;
-    unsigned seen = 0;
-    do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
-    } while (seen < target);
-    if (trace != nullptr) {
-      unsigned long long* at = trace + (static_cast<size_t>(index) * gridDim.x + blockIdx.x) * 2;
-      at[0] = arrived;
-      at[1] = GlobalTimer();
-    }
-  }
-  ConsumerSync();
-}
-
-__device__ __forceinline__ float WarpSum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
 
 // Sum over the consumers, in a fixed order; every consumer gets it.
 __device__ __forceinline__ float ConsumerSum(Shared& s, float v) {
@@ -142,32 +62,19 @@ __device__ __forceinline__ float ConsumerSum(Shared& s, float v) {
 
 // ---- The weight stream ----
 
-struct Matrix {
-  const unsigned char* w = nullptr;  // rows of row_bytes each
-  const float* scale = nullptr;      // one-byte rows: a scale per row (gate|up: gate rows', then up rows')
-  PersistentWeights kind = PersistentWeights::kBf16;
-  int64_t n = 0;  // output rows (gate|up: pairs; the up rows start n rows after the gate rows)
-  int k = 0;      // input width
-  int row_bytes = 0;  // k weights: 2 k (bf16) or k (one byte)
-  bool pair = false;
+// A streamed matrix with its tile size (rows or pairs of gate|up rows that fill a stage).
+struct Matrix : MatrixRef {
   int tile_rows = 1;  // rows (pairs) per full tile
 };
 
-__device__ __forceinline__ Matrix MakeMatrix(const void* w, const float* scale, PersistentWeights kind, int64_t n,
-                                             int k, bool pair) {
-  const int row_bytes = kind == PersistentWeights::kBf16 ? k * static_cast<int>(sizeof(__nv_bfloat16)) : k;
-  Matrix m{static_cast<const unsigned char*>(w), scale, kind, n, k, row_bytes, pair, 1};
-  const int unit = (pair ? 2 : 1) * row_bytes;
-  while (2 * m.tile_rows * unit <= kStageBytes && 2 * m.tile_rows * (pair ? 2 : 1) <= kMaxTileRows) m.tile_rows *= 2;
+__device__ __forceinline__ Matrix MakeMatrix(const MatrixRef& ref) {
+  Matrix m;
+  static_cast<MatrixRef&>(m) = ref;
+  const int unit = (m.pair ? 2 : 1) * m.row_bytes;
+  while (2 * m.tile_rows * unit <= kStageBytes && 2 * m.tile_rows * (m.pair ? 2 : 1) <= kMaxTileRows) m.tile_rows *= 2;
   return m;
 }
 
-// Block b's rows of m, [*r0, *r1), and the rows of its tile at r: the one definition the producer
-// (TileCursor) and the consumers (ForEachTile) walk, so they agree tile for tile.
-__device__ __forceinline__ void BlockRows(const Matrix& m, int b, int G, int64_t* r0, int64_t* r1) {
-  *r0 = m.n * b / G;
-  *r1 = m.n * (b + 1) / G;
-}
 __device__ __forceinline__ int TileRowsAt(const Matrix& m, int64_t r, int64_t r1) {
   return static_cast<int>(r1 - r < m.tile_rows ? r1 - r : m.tile_rows);
 }
@@ -180,21 +87,7 @@ __device__ __forceinline__ void ForEachTile(const Matrix& m, int b, int G, F&& f
   for (int64_t r = r0; r < r1; r += m.tile_rows) f(r, TileRowsAt(m, r, r1));
 }
 
-// The step's matrices in stream order: per layer in_proj, o_proj, gate|up, down; then lm_head.
-__device__ __forceinline__ int MatrixCount(const PersistentDecodeParams& p) {
-  return 4 * p.num_layers + (p.logits != nullptr ? 1 : 0);
-}
-
-__device__ __forceinline__ Matrix MatrixAt(const PersistentDecodeParams& p, int i) {
-  if (i == 4 * p.num_layers) return MakeMatrix(p.lm_head, nullptr, PersistentWeights::kBf16, p.vocab, p.D, false);
-  const PersistentDecodeLayer& L = p.layers[i / 4];
-  switch (i % 4) {
-    case 0: return MakeMatrix(L.in_proj, L.in_proj_scale, p.weights, p.P, p.D, false);
-    case 1: return MakeMatrix(L.o_proj, L.o_proj_scale, p.weights, p.D, p.H * p.dv, false);
-    case 2: return MakeMatrix(L.gate_up, L.gate_up_scale, p.weights, p.I, p.D, true);
-    default: return MakeMatrix(L.down, L.down_scale, p.weights, p.D, p.I, false);
-  }
-}
+__device__ __forceinline__ Matrix MatrixAt(const PersistentDecodeParams& p, int i) { return MakeMatrix(MatrixRefAt(p, i)); }
 
 // Block b's tiles of the whole step, one after the other (the order Consume takes them in).
 struct TileCursor {
@@ -222,8 +115,7 @@ struct TileCursor {
 };
 
 __device__ void Produce(const PersistentDecodeParams& p, Shared& s, int b, int G) {
-  unsigned long long policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  const unsigned long long policy = EvictFirstPolicy();
   TileCursor copy;
   copy.count = MatrixCount(p);
   copy.Next(p, b, G);
@@ -376,91 +268,6 @@ __device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int 
   ConsumerSync();
 }
 
-// ---- The recurrent state update ----
-
-// One item: 16 value columns of head h, all dk rows (thread: 4 columns of R rows). The state rows
-// and the gate factor rows may already be in registers (loaded before the barrier).
-template <int R>
-struct StateItem {
-  int h = 0, hk = 0, c0 = 0;
-  int64_t S = 0;  // value index of the head's [dk, dv] in p.state (fp32 or bf16: state_values.cuh)
-  float4 rows[R];
-  float4 w1[kMaxRank / 4];
-
-  __device__ __forceinline__ void Load(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, int item,
-                                       int64_t slot) {
-    constexpr int dk = R * kStateGroups;
-    const int per_head = p.dv / kStateCols;
-    h = item / per_head;
-    hk = h / (p.H / p.Hkv);
-    c0 = (item % per_head) * kStateCols;
-    S = p.state.Index(slot, L.state_offset + static_cast<int64_t>(h) * dk * p.dv);
-    const int lane4 = threadIdx.x % kStateLanes, group = threadIdx.x / kStateLanes;
-    const int col = c0 + lane4 * 4;
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-      rows[r] = LoadState4<StateCache::kStreaming>(p.state,
-                                                   S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col);
-    if (threadIdx.x < dk) {
-      const float4* w = reinterpret_cast<const float4*>(L.gk1 + (static_cast<int64_t>(hk) * dk + threadIdx.x) * p.rank);
-#pragma unroll
-      for (int j = 0; j < kMaxRank / 4; ++j)
-        if (4 * j < p.rank) w1[j] = __ldg(w + j);
-    }
-  }
-
-  __device__ __forceinline__ void Update(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, Shared& s) {
-    constexpr int dk = R * kStateGroups;
-    const int t = threadIdx.x, warp = t / 32, lane = t % 32;
-    const int lane4 = t % kStateLanes, group = t / kStateLanes;
-    if (t < dk) {  // q (scaled), k and the decay of row t, from this step's projections
-      const float* lr = p.proj + p.r_off;
-      float z = L.gk1_bias != nullptr ? __ldg(L.gk1_bias + hk * dk + t) : 0.f;
-#pragma unroll
-      for (int j = 0; j < kMaxRank / 4; ++j) {  // LowRankGateOf's order (forget_gate.cuh)
-        if (4 * j >= p.rank) break;
-        z = fmaf(__ldcg(lr + 4 * j), w1[j].x, z);
-        z = fmaf(__ldcg(lr + 4 * j + 1), w1[j].y, z);
-        z = fmaf(__ldcg(lr + 4 * j + 2), w1[j].z, z);
-        z = fmaf(__ldcg(lr + 4 * j + 3), w1[j].w, z);
-      }
-      s.decay[t] = expf(GateOf(z, p.gate_inv_normalizer, p.gate_has_clamp, p.gate_clamp_min));
-      s.q[t] = p.scale * __ldcg(p.proj + p.q_off + static_cast<int64_t>(h) * dk + t);
-      s.k[t] = __ldcg(p.proj + p.k_off + static_cast<int64_t>(hk) * dk + t);
-    }
-    const int col = c0 + lane4 * 4;
-    const float4 v = __ldcg(reinterpret_cast<const float4*>(p.proj + p.v_off + static_cast<int64_t>(hk) * p.dv + col));
-    ConsumerSync();
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int i = group + r * kStateGroups;
-      tile::UpdateRow(rows[r], s.decay[i], s.k[i], s.q[i], v, acc);
-    }
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-      StoreState4<StateCache::kStreaming>(p.state, S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col,
-                                          rows[r]);
-    for (int off = kStateLanes; off < 32; off <<= 1) {  // the warp's 8 row groups, same columns
-      acc.x += __shfl_xor_sync(0xffffffffu, acc.x, off);
-      acc.y += __shfl_xor_sync(0xffffffffu, acc.y, off);
-      acc.z += __shfl_xor_sync(0xffffffffu, acc.z, off);
-      acc.w += __shfl_xor_sync(0xffffffffu, acc.w, off);
-    }
-    if (lane < kStateLanes) s.o_partial[warp][lane] = acc;
-    ConsumerSync();
-    if (t < kStateLanes) {
-      float4 sum = s.o_partial[0][t];
-      for (int w = 1; w < kConsumerWarps; ++w) {
-        const float4 x = s.o_partial[w][t];
-        sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
-      }
-      __stcg(reinterpret_cast<float4*>(p.o + static_cast<int64_t>(h) * p.dv + c0 + t * 4), sum);
-    }
-    ConsumerSync();  // q, k, decay and o_partial are free for the next item
-  }
-};
-
 template <int R>
 __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, int G) {
   unsigned tile = 0, barriers = 0;
@@ -484,7 +291,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     sync();
     for (int it = b; it < items; it += G) {
       if (it != b) item.Load(p, L, it, slot);
-      item.Update(p, L, s);
+      item.Update(p, L, 0, s.state);
     }
     sync();
     GateNormRow(s, p, L.g_norm);
@@ -516,13 +323,7 @@ __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const Pers
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) unsigned char smem[];
   Shared& s = *reinterpret_cast<Shared*>(smem);
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < kStages; ++i) {
-      MbarInit(&s.full[i], 1);
-      MbarInit(&s.empty[i], kConsumerWarps);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
+  if (threadIdx.x == 0) InitStageBarriers(s.full, s.empty, kStages);
   __syncthreads();
   if (threadIdx.x >= kConsumers) {
     if (threadIdx.x == kConsumers) Produce(p, s, blockIdx.x, gridDim.x);
@@ -552,18 +353,22 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool buffers = p.layers != nullptr && p.state.FourValueAligned() && p.slots != nullptr && p.x != nullptr &&
                        p.proj != nullptr && p.o != nullptr && p.act != nullptr && p.barrier != nullptr;
   const bool own_rows = p.blocks > 0 && (p.D + p.blocks - 1) / p.blocks <= kMaxOwnRows;
+  // Batches of 2 and more: the batched kernel's input rows and stages in shared memory.
+  const bool batch = p.batch == 1 || (p.batch >= 2 && p.batch <= kPersistentMaxBatch && persistent::BatchedLayoutFits(p));
   // One-byte rows are streamed and read in 16-byte chunks of 16 weights.
   const bool byte_rows = p.weights == PersistentWeights::kBf16 ||
                          ((p.weights == PersistentWeights::kFp8 || p.weights == PersistentWeights::kInt8) &&
                           p.D % 16 == 0 && p.I % 16 == 0 && (p.H * p.dv) % 16 == 0);
-  return dims && offsets && head && buffers && own_rows && byte_rows;
+  return dims && offsets && head && buffers && own_rows && byte_rows && batch;
 }
 
 int PersistentDecodeBlocks(int device) {
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return 0;
   if (prop.major < 9 || prop.cooperativeLaunch == 0 || sizeof(Shared) > prop.sharedMemPerBlockOptin) return 0;
-  if (SetSmem<1>() != cudaSuccess || SetSmem<2>() != cudaSuccess || SetSmem<4>() != cudaSuccess) return 0;
+  if (SetSmem<1>() != cudaSuccess || SetSmem<2>() != cudaSuccess || SetSmem<4>() != cudaSuccess ||
+      !persistent::PrepareBatchedKernels())
+    return 0;
   int per_sm = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4>, kThreads, sizeof(Shared)) !=
           cudaSuccess ||
@@ -574,6 +379,7 @@ int PersistentDecodeBlocks(int device) {
 
 cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream) {
   if (!PersistentDecodeShapesSupported(p)) return cudaErrorInvalidValue;
+  if (p.batch > 1) return persistent::BatchedDecodeStep(p, stream);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeCooperative;
   attr[0].val.cooperative = 1;

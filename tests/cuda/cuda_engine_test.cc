@@ -991,6 +991,104 @@ INSTANTIATE_TEST_SUITE_P(ByteWeights, PersistentDecode,
                          ::testing::Combine(::testing::Values(0, 1, 2), ::testing::Values(StateDType::kF32),
                                             ::testing::Values(WeightFormat::kFp8, WeightFormat::kInt8)));
 
+// The batched persistent kernel (kernels/cuda/persistent_decode_batched.cu: 2-8 sequences, the
+// projections on tensor cores) against the kernel-per-operation path (a captured graph) and the CPU
+// model: B sequences with prompts of different lengths, then decode steps of all B at once, every
+// sequence's logits and state after each; one step without logits. The same bounds as batch 1
+// (the same rounding points; the sums in another order). The steps must have taken the kernel.
+class PersistentDecodeBatched
+    : public ::testing::TestWithParam<std::tuple<int, int, StateDType, WeightFormat>> {};
+
+TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const auto [shape, batch, dtype, weights] = GetParam();
+  const std::string dir = PersistentShapeDir(shape);
+  auto cpu = CpuModelWithStates(dir, dtype, weights);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  CudaModelOptions on = Options(), off = Options();
+  on.weights = off.weights = weights;
+  on.persistent_decode_max_batch = cuda::kPersistentMaxBatch;
+  off.persistent_decode = false;
+  Gpu a = MakeGpu(dir, on, 8, dtype), b = MakeGpu(dir, off, 8, dtype);
+  if (!a.model || !b.model) return;
+  ASSERT_EQ(a.model->persistent_decode_batch(), cuda::kPersistentMaxBatch)
+      << "dk " << a.model->config().head_k_dim << " on " << a.model->device_name();
+  ASSERT_EQ(b.model->persistent_decode_batch(), 0);
+  const int V = a.model->config().vocab_size;
+  std::mt19937 rng(11 + shape + 100 * batch);
+  std::uniform_int_distribution<int> tok(0, V - 1);
+  std::vector<int> sa(batch), sb(batch);
+  std::vector<SequenceState> cs;
+  std::vector<int> first;
+  std::vector<float> want;
+  for (int i = 0; i < batch; ++i) {  // prompts of 9 + 5 i tokens (16 with FP8: see PersistentDecode)
+    std::vector<int32_t> prompt(weights == WeightFormat::kFp8 ? 16 : 9 + 5 * i);
+    for (auto& t : prompt) t = tok(rng);
+    sa[i] = *a.pool->Acquire();
+    sb[i] = *b.pool->Acquire();
+    cs.push_back((*cpu)->NewState());
+    const CudaModel::Segment pa{prompt, sa[i], CudaModel::Logits::kLast}, pb{prompt, sb[i], CudaModel::Logits::kLast};
+    ASSERT_TRUE(a.model->Forward({&pa, 1}, a.states(), &first).ok());
+    ASSERT_TRUE(b.model->Forward({&pb, 1}, b.states(), &first).ok());
+    const CpuModel::Segment pc{prompt, cs[i].data.data(), false};
+    ASSERT_TRUE((*cpu)->Forward({&pc, 1}, &want).ok());
+  }
+  const double cpu_bound = dtype == StateDType::kBF16 || weights != WeightFormat::kNative ? kBf16StatesVsCpuBound
+                                                                                          : kBf16Bound;
+  const int64_t steps_before = a.model->persistent_steps();
+  constexpr int kSteps = 8;
+  double worst_gpu = 0, worst_cpu = 0;
+  for (int step = 0; step < kSteps; ++step) {
+    const auto logits = step == 3 ? CudaModel::Logits::kNone : CudaModel::Logits::kLast;
+    std::vector<std::vector<int32_t>> tokens(batch);
+    std::vector<CudaModel::Segment> ga, gb;
+    std::vector<CpuModel::Segment> gc;
+    for (int i = 0; i < batch; ++i) {
+      tokens[i] = {tok(rng)};
+      ga.push_back({tokens[i], sa[i], logits});
+      gb.push_back({tokens[i], sb[i], logits});
+      gc.push_back({tokens[i], cs[i].data.data(), false});
+    }
+    ASSERT_TRUE(a.model->Forward(ga, a.states(), &first).ok());
+    ASSERT_TRUE(b.model->Forward(gb, b.states(), &first).ok());
+    want.clear();  // Forward appends: a row per segment
+    ASSERT_TRUE((*cpu)->Forward(gc, &want).ok());
+    for (int i = 0; i < batch; ++i) {
+      const auto sa_now = a.State(sa[i]), sb_now = b.State(sb[i]);
+      const double state_gpu = RelErr(sa_now, sb_now), state_cpu = RelErr(sa_now, cs[i].data);
+      EXPECT_LT(state_gpu, kPathsBound) << "step " << step << " sequence " << i;
+      EXPECT_LT(state_cpu, cpu_bound) << "step " << step << " sequence " << i;
+      worst_gpu = std::max(worst_gpu, state_gpu);
+      worst_cpu = std::max(worst_cpu, state_cpu);
+    }
+    if (logits == CudaModel::Logits::kNone) continue;
+    const auto la = a.Logits(batch), lb = b.Logits(batch);
+    for (int i = 0; i < batch; ++i) {
+      const auto row = [&](const std::vector<float>& l) {
+        return std::vector<float>(l.begin() + static_cast<int64_t>(i) * V, l.begin() + static_cast<int64_t>(i + 1) * V);
+      };
+      const double gpu = RelErr(row(la), row(lb)), vs_cpu = RelErr(row(la), row(want));
+      EXPECT_LT(gpu, kPathsBound) << "step " << step << " sequence " << i;
+      EXPECT_LT(vs_cpu, cpu_bound) << "step " << step << " sequence " << i;
+      worst_gpu = std::max(worst_gpu, gpu);
+      worst_cpu = std::max(worst_cpu, vs_cpu);
+    }
+  }
+  EXPECT_EQ(a.model->persistent_steps() - steps_before, kSteps) << "the decode steps did not take the kernel";
+  std::printf("[ measure ] batched persistent decode, shape %d (dk %d), batch %d, %s states, %s weights: worst rel "
+              "err vs the per-operation path %.2e, vs the CPU %.2e\n",
+              shape, a.model->config().head_k_dim, batch, StateDTypeName(dtype), WeightFormatName(weights), worst_gpu,
+              worst_cpu);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadShapes, PersistentDecodeBatched,
+                         ::testing::Combine(::testing::Values(0, 1, 2), ::testing::Values(2, 5, 8),
+                                            ::testing::Values(StateDType::kF32), ::testing::Values(WeightFormat::kNative)));
+INSTANTIATE_TEST_SUITE_P(Bf16StatesAndByteWeights, PersistentDecodeBatched,
+                         ::testing::Values(std::make_tuple(0, 8, StateDType::kBF16, WeightFormat::kNative),
+                                           std::make_tuple(2, 3, StateDType::kF32, WeightFormat::kFp8),
+                                           std::make_tuple(1, 8, StateDType::kF32, WeightFormat::kInt8)));
+
 TEST(CudaModel, BadInputIsRejectedAndChangesNothing) {
   GLA_REQUIRE_CUDA_DEVICE();
   Gpu g = MakeGpu(testing::TinyModelDir(), Options(64));

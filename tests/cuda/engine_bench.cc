@@ -9,6 +9,7 @@
 //                    [--warp_rows_width W: ... on rows of at most W values; default: the backend's]
 //                    [--small_m_split 0|1: decode-sized o_proj/down with K split over clusters; default: the backend's]
 //                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
+//                    [--persistent_batch N: decode steps of 2..N sequences through the batched persistent kernel; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -35,6 +36,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/backend.h"
+#include "kernels/persistent_decode.h"
 #include "tests/cuda/bench_report.h"
 #include "tests/cuda/device_ceilings.h"
 #include "tests/cuda/fp8_gemm_peak.h"
@@ -74,7 +76,8 @@ int main(int argc, char** argv) {
                                               {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"},
                                               {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)},
                                               {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)},
-                                              {"small_m_split", kDefaults.paths.small_m_k_split ? "1" : "0"}};
+                                              {"small_m_split", kDefaults.paths.small_m_k_split ? "1" : "0"},
+                                              {"persistent_batch", std::to_string(kDefaults.persistent_decode_max_batch)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -101,6 +104,9 @@ int main(int argc, char** argv) {
   o.cuda_graphs = num("cuda_graphs") != 0;
   o.chunked_prefill = num("chunked_prefill") != 0;
   o.persistent_decode = num("persistent_decode") != 0;
+  o.persistent_decode_max_batch = num("persistent_batch");  // 2-8: the batched persistent kernel up to that batch
+  if (o.persistent_decode_max_batch < 1 || o.persistent_decode_max_batch > gla::cuda::kPersistentMaxBatch)
+    Die("--persistent_batch wants 1 to 8");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");
   o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes
@@ -143,6 +149,7 @@ int main(int argc, char** argv) {
   unless_default("warp-rows", o.paths.warp_rows_from, kDefaults.paths.warp_rows_from);
   unless_default("warp-rows-width", o.paths.warp_rows_max_width, kDefaults.paths.warp_rows_max_width);
   unless_default("small-m-split", int{o.paths.small_m_k_split}, int{kDefaults.paths.small_m_k_split});
+  unless_default("persistent-batch", o.persistent_decode_max_batch, kDefaults.persistent_decode_max_batch);
   // The ceilings measured after the model is loaded (its memory is taken), before anything is timed.
   gla::bench::BenchReport report(report_name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -200,6 +207,13 @@ int main(int argc, char** argv) {
   std::printf("# decode-sized projections with few feature tiles: %s (--small_m_split)\n",
               o.paths.small_m_k_split ? "K split over clusters" : "one block a feature tile");
   report.SetNote("small_m_k_split", o.paths.small_m_k_split ? "1" : "0");
+  std::printf("# decode steps through the persistent kernel: %s (--persistent_decode, --persistent_batch)\n",
+              !o.persistent_decode                   ? "none"
+              : o.persistent_decode_max_batch > 1 ? ("batches of 1 to " + std::to_string(o.persistent_decode_max_batch) +
+                                                     " where the device and shapes allow")
+                                                        .c_str()
+                                                  : "batch 1 where the device and shapes allow");
+  report.SetNote("persistent_decode_max_batch", std::to_string(o.persistent_decode ? o.persistent_decode_max_batch : 0));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));
     report.SetNote("fp8_made_rows_from", std::to_string(o.paths.fp8_made_rows_from));

@@ -1,10 +1,11 @@
-// The persistent batch-1 decode kernel alone (kernels/persistent_decode.h) on random weights of the
-// gla-340M and gla-1.3B shapes: time per step against the floor (weights once + the state read and
-// written, over the copy bandwidth measured in the same run), then one traced step: per kind of
-// operation, the time a block spends in it, at the grid barrier after it, and how far apart the
-// blocks arrive there (where the step's time goes that is not the weight stream).
+// The persistent decode kernels alone (kernels/persistent_decode.h: batch 1, and the batched kernel
+// at 2-8 sequences) on random weights of the gla-340M and gla-1.3B shapes: time per step against the
+// floor (weights once + every sequence's state read and written, over the copy bandwidth measured in
+// the same run), then one traced step: per kind of operation, the time a block spends in it, at the
+// grid barrier after it, and how far apart the blocks arrive there (where the step's time goes that
+// is not the weight stream).
 //
-//   persistent_decode_bench [--steps 50]
+//   persistent_decode_bench [--steps 50] [--batches 1,2,4,8]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -50,8 +51,13 @@ T* Alloc(size_t n) {
   return p;
 }
 
-void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
+void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int steps,
+              const gla::bench::DeviceCeilings& ceil, gla::bench::BenchReport& report, int blocks, double weight_bytes,
+              size_t state_floats);
+
+void Run(const Shape& sh, int steps, const std::vector<int>& batches, const gla::bench::DeviceCeilings& ceil,
          gla::bench::BenchReport& report, int blocks) {
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int P = 2 * sh.H * sh.dk + 2 * sh.H * sh.dv + sh.rank;  // q | k | v | g | gate low rank
   const size_t in_proj = size_t(P) * sh.D, o_proj = size_t(sh.D) * sh.H * sh.dv, gate_up = size_t(2) * sh.I * sh.D,
                down = size_t(sh.D) * sh.I, head = size_t(sh.vocab) * sh.D;
@@ -62,8 +68,8 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
   const size_t small_per_layer = 3 * size_t(sh.D) + sh.dv + size_t(sh.H) * sh.dk * (sh.rank + 1);
   float* f = Alloc<float>(small_per_layer * sh.layers + sh.D);
   FillF32<<<256, 256>>>(f, small_per_layer * sh.layers + sh.D, 0.1f, 1.f, 2);  // norms ~1
-  float* state = Alloc<float>(state_floats);
-  FillF32<<<1024, 256>>>(state, state_floats, 0.01f, 0.f, 3);
+  float* state = Alloc<float>(state_floats * max_batch);  // a slot per sequence
+  FillF32<<<1024, 256>>>(state, state_floats * max_batch, 0.01f, 0.f, 3);
   std::vector<gla::cuda::PersistentDecodeLayer> layers(sh.layers);
   for (int l = 0; l < sh.layers; ++l) {
     __nv_bfloat16* lw = w + l * per_layer;
@@ -82,11 +88,13 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
   }
   auto* d_layers = Alloc<gla::cuda::PersistentDecodeLayer>(sh.layers);
   CHECK(cudaMemcpy(d_layers, layers.data(), layers.size() * sizeof(layers[0]), cudaMemcpyHostToDevice));
-  int32_t* slots = Alloc<int32_t>(1);
-  CHECK(cudaMemset(slots, 0, sizeof(int32_t)));
+  std::vector<int32_t> slot_ids(max_batch);
+  for (int i = 0; i < max_batch; ++i) slot_ids[i] = i;
+  int32_t* slots = Alloc<int32_t>(max_batch);
+  CHECK(cudaMemcpy(slots, slot_ids.data(), max_batch * sizeof(int32_t), cudaMemcpyHostToDevice));
   unsigned* barrier = Alloc<unsigned>(1);
-  float* x = Alloc<float>(sh.D);
-  FillF32<<<8, 256>>>(x, sh.D, 1.f, 0.f, 4);
+  float* x = Alloc<float>(size_t(sh.D) * max_batch);
+  FillF32<<<8, 256>>>(x, size_t(sh.D) * max_batch, 1.f, 0.f, 4);
 
   gla::cuda::PersistentDecodeParams p;
   p.layers = d_layers;
@@ -101,19 +109,31 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
   p.lm_head = w + per_layer * sh.layers;
   p.vocab = sh.vocab;
   p.state.base = state;
+  p.state.slot_stride = int64_t(state_floats);
   p.slots = slots;
   p.x = x;
-  p.proj = Alloc<float>(P);
-  p.o = Alloc<float>(size_t(sh.H) * sh.dv);
-  p.act = Alloc<__nv_bfloat16>(sh.I);
-  p.logits = Alloc<float>(sh.vocab);
+  p.proj = Alloc<float>(size_t(P) * max_batch);
+  p.o = Alloc<float>(size_t(sh.H) * sh.dv * max_batch);
+  p.act = Alloc<__nv_bfloat16>(size_t(sh.I) * max_batch);
+  p.logits = Alloc<float>(size_t(sh.vocab) * max_batch);
   p.barrier = barrier;
   p.blocks = blocks;
+  for (const int batch : batches) {
+    p.batch = batch;
+    RunBatch(sh, p, steps, ceil, report, blocks, double(per_layer * sh.layers + head) * 2, state_floats);
+  }
+}
+
+// One batch size: the timed steps, then one traced step.
+void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int steps,
+              const gla::bench::DeviceCeilings& ceil, gla::bench::BenchReport& report, int blocks, double weight_bytes,
+              size_t state_floats) {
   if (!gla::cuda::PersistentDecodeShapesSupported(p)) {
-    std::printf("%s: shapes not supported\n", sh.name);
+    std::printf("%s batch %d: shapes not supported\n", sh.name, p.batch);
     return;
   }
-  const double bytes = double(per_layer * sh.layers + head) * 2 + 2.0 * state_floats * 4;
+  unsigned* barrier = p.barrier;
+  const double bytes = weight_bytes + 2.0 * state_floats * 4 * p.batch;
   const double floor_us = ceil.BytesSeconds(bytes) * 1e6;
   cudaEvent_t t0, t1;
   CHECK(cudaEventCreate(&t0));
@@ -130,9 +150,14 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
   float ms = 0;
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / steps;
-  std::printf("%-9s %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n", sh.name, us, floor_us,
-              100 * floor_us / us, bytes / 1e9);
-  report.AddRow().Str("shape", sh.name).Num("us_per_step", us).Num("floor_us", floor_us).Num("of_floor", floor_us / us);
+  std::printf("%-9s batch %d %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n", sh.name, p.batch,
+              us, floor_us, 100 * floor_us / us, bytes / 1e9);
+  report.AddRow()
+      .Str("shape", sh.name)
+      .Num("batch", p.batch)
+      .Num("us_per_step", us)
+      .Num("floor_us", floor_us)
+      .Num("of_floor", floor_us / us);
   // One traced step.
   const int entries = 5 * sh.layers + 2;
   unsigned long long* trace = Alloc<unsigned long long>(size_t(entries) * blocks * 2);
@@ -163,8 +188,8 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
     end = std::max(end, at(entries - 1, b, 0));
     head_ns += at(entries - 1, b, 0) - at(entries - 2, b, 1);
   }
-  std::printf("%-9s traced step %.1f us: per operation, summed over %d layers, mean over blocks\n", sh.name,
-              (end - start) / 1e3, sh.layers);
+  std::printf("%-9s batch %d traced step %.1f us: per operation, summed over %d layers, mean over blocks\n", sh.name,
+              p.batch, (end - start) / 1e3, sh.layers);
   std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
   for (int k = 0; k < 5; ++k)
     std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
@@ -176,11 +201,29 @@ void Run(const Shape& sh, int steps, const gla::bench::DeviceCeilings& ceil,
 
 int main(int argc, char** argv) {
   int steps = 50;
+  std::vector<int> batches = {1};
+  auto usage = [] {
+    std::fprintf(stderr, "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)]\n",
+                 gla::cuda::kPersistentMaxBatch);
+    return 2;
+  };
   for (int i = 1; i < argc; i += 2) {
     const std::string f = argv[i];
-    if (f != "--steps" || i + 1 >= argc || (steps = std::atoi(argv[i + 1])) < 1 || steps > 100000) {
-      std::fprintf(stderr, "usage: persistent_decode_bench [--steps N (1-100000)]\n");
-      return 2;
+    if (i + 1 >= argc) return usage();
+    if (f == "--steps") {
+      if ((steps = std::atoi(argv[i + 1])) < 1 || steps > 100000) return usage();
+    } else if (f == "--batches") {
+      batches.clear();
+      for (const char* s = argv[i + 1]; *s != '\0';) {
+        char* end = nullptr;
+        const long b = std::strtol(s, &end, 10);
+        if (end == s || b < 1 || b > gla::cuda::kPersistentMaxBatch || (*end != ',' && *end != '\0')) return usage();
+        batches.push_back(static_cast<int>(b));
+        s = *end == ',' ? end + 1 : end;
+      }
+      if (batches.empty()) return usage();
+    } else {
+      return usage();
     }
   }
   const int blocks = gla::cuda::PersistentDecodeBlocks(0);
@@ -192,6 +235,6 @@ int main(int argc, char** argv) {
   report.PrintHeader();
   const Shape shapes[] = {{"gla-340M", 24, 1024, 2816, 4, 128, 256, 16, 32000},
                           {"gla-1.3B", 24, 2048, 5632, 4, 256, 512, 16, 32000}};
-  for (const Shape& sh : shapes) Run(sh, steps, report.ceilings(), report, blocks);
+  for (const Shape& sh : shapes) Run(sh, steps, batches, report.ceilings(), report, blocks);
   return 0;
 }

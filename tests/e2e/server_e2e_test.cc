@@ -351,6 +351,10 @@ TEST(ServerE2ESmall, StartupErrorsAreOneLineAndNonZero) {
                                             "--gemm_tuning"),
             std::string::npos)
       << cache_without_tuning.log();
+  GladProcess batch_too_large({"--model", testing::TinyModelDir(), "--backend", "cpu", "--persistent_decode_max_batch", "9"});
+  EXPECT_FALSE(batch_too_large.ok());
+  EXPECT_NE(batch_too_large.log().find("glad: error: --persistent_decode_max_batch 9: expected 1 to 8"), std::string::npos)
+      << batch_too_large.log();
 }
 
 // --state_dtype bf16 (issue 23): the pool keeps half the bytes per sequence and says so; greedy

@@ -1,0 +1,482 @@
+// The decode step of 2 ... 8 sequences as one persistent kernel: the batch-1 kernel's plan
+// (persistent_decode.cu, kernels/persistent_decode.h) with the projections on tensor cores.
+//
+// Why another kernel: at batch 1 a consumer warp's dot product of a streamed row with one input row
+// keeps up with the weight stream; with B input rows it would cost B FMAs and B shared-memory loads
+// per weight pair, compute- and shared-memory-bound from B ~ 4 (the same wall the decode-sized
+// projection kernels hit, linear_small_m_mma.cu). Here one mma.sync m16n8k16 multiplies 16 streamed
+// weight rows with the 8 input rows (one per sequence, zero-filled above the batch) 16 k at a time,
+// so the work per weight byte does not grow with B.
+//
+// The weight stream: a tile is a group of 16 rows of one matrix (gate|up: 8 gate rows and their 8 up
+// rows) times one segment of K, at most 1,920 bytes of each row, so a tile fills a 32 KiB stage
+// whatever K is (the batch-1 kernel's tiles are whole rows: two of the down projection's 11 KiB rows
+// a stage would waste the mma's 16 rows). The producer warp copies a tile as one bulk copy per row
+// (lane u copies row u), each into a row of the stage 64 bytes longer than its segment: the rows lie
+// 64 mod 128 bytes apart, so the 8 lanes of one 16-byte load phase (rows g and g + 1, chunks t = 0-3)
+// hit 8 different bank groups. The input rows are padded the same way. The consumers keep a group's
+// sums in registers across its segments and reduce the 8 warps' parts through shared memory once per
+// group, in a fixed order (deterministic).
+//
+// Warp w takes the segment's 64-byte slices w, w + 8, ...; lane (g = lane / 4, t = lane % 4) loads 16
+// bytes of stage rows g and g + 8 and of input row g at chunk 4 slice + t, as the decode-sized tensor
+// kernel does (the mma's k order is a permutation of the real one, the same for both operands).
+//
+// The input rows of all sequences live in shared memory ([8][widest row], padded); what is left holds
+// 2 to 6 stages (gla-1.3B at batch 8: 3, its 5,632-wide down input rows take 89 KiB). The norms are a
+// warp per sequence (two passes over its residual row in L2); the gate norm a warp per (sequence,
+// head); the recurrent state update takes the batch's items (16 columns of one head of one sequence)
+// in turn, the next item's state loaded while the current one updates. Barriers, the residual rows a
+// block owns, rounding and epilogues are the batch-1 kernel's, per sequence.
+#include "kernels/cuda/persistent_decode_batched.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/cuda/bf16_dot.cuh"
+#include "kernels/cuda/mma_sync.cuh"
+#include "kernels/cuda/persistent_common.cuh"
+#include "kernels/cuda/persistent_state.cuh"
+
+namespace gla::cuda::persistent {
+
+namespace {
+
+constexpr int kMaxBatch = kPersistentMaxBatch;  // one mma n-tile: the 8 input rows
+static_assert(kMaxBatch == 8, "the mma's n is 8");
+constexpr int kGroupRows = 16;                  // the mma's m: rows of a matrix in a tile
+constexpr int kStageBytes = 32 * 1024;
+constexpr int kMinStages = 2, kMaxStages = 6;
+constexpr int kPad = 64;                        // bytes after each row in shared memory (see the top)
+constexpr int kMaxSegBytes = (kStageBytes / kGroupRows - kPad) / 128 * 128;  // 1,920
+constexpr int kMaxOwnRows = 64;  // rows of the residual stream a block owns (D / blocks)
+constexpr int kMaxHeadV = 512;   // dv: the gate norm keeps a head's row in a warp's registers
+constexpr int kSmemLimit = 227 * 1024;  // sm_90's opt-in shared memory per block
+
+// The fixed part of the block's shared memory; the input rows and the stages follow (Layout).
+struct Fixed {
+  unsigned long long full[kMaxStages], empty[kMaxStages];
+  float part[2][kConsumerWarps][kGroupRows][kMaxBatch];  // a group's warp sums (double-buffered)
+  StateScratch state;
+  float x_own[kMaxBatch][kMaxOwnRows];  // the block's rows of each sequence's residual stream
+};
+
+// Where the input rows and the stages lie in dynamic shared memory (made on the host per step).
+struct Layout {
+  int row_stride = 0;     // bytes from one sequence's input row to the next
+  int rows_offset = 0;    // bytes from the start
+  int stages_offset = 0;
+  int stages = 0;
+  int bytes = 0;          // the whole block's
+};
+
+constexpr int RoundUp(int v, int to) { return (v + to - 1) / to * to; }
+
+Layout MakeLayout(const PersistentDecodeParams& p) {
+  Layout l;
+  const int widest = std::max({p.D, p.I, p.H * p.dv});  // bf16 elements
+  l.row_stride = RoundUp(2 * widest, 128) + kPad;
+  l.rows_offset = RoundUp(static_cast<int>(sizeof(Fixed)), 128);
+  l.stages_offset = RoundUp(l.rows_offset + p.batch * l.row_stride, 128);
+  l.stages = std::min(kMaxStages, (kSmemLimit - l.stages_offset) / kStageBytes);
+  l.bytes = l.stages_offset + l.stages * kStageBytes;
+  return l;
+}
+
+// ---- The weight stream ----
+
+// How a matrix is cut into tiles: groups of `group` rows (pairs), each in `segs` segments of K.
+struct Tiling {
+  MatrixRef m;
+  int group = kGroupRows;  // rows per group (gate|up: pairs, 8)
+  int seg_bytes = 0;       // bytes of a row in a full segment (a multiple of 128)
+  int segs = 1;
+  int stride = 0;          // bytes between a tile's rows in a stage: seg_bytes + kPad
+
+  __device__ __forceinline__ int SegLen(int sg) const {
+    const int rest = m.row_bytes - sg * seg_bytes;
+    return rest < seg_bytes ? rest : seg_bytes;
+  }
+};
+
+__device__ __forceinline__ Tiling MakeTiling(const MatrixRef& m) {
+  Tiling t;
+  t.m = m;
+  t.group = m.pair ? kGroupRows / 2 : kGroupRows;
+  const int even = (m.row_bytes + kMaxSegBytes - 1) / kMaxSegBytes;  // segments of at most kMaxSegBytes
+  const int per = (m.row_bytes + even - 1) / even;
+  t.seg_bytes = min(kMaxSegBytes, (per + 127) / 128 * 128);
+  t.segs = (m.row_bytes + t.seg_bytes - 1) / t.seg_bytes;
+  t.stride = t.seg_bytes + kPad;
+  return t;
+}
+
+// The producer warp: every tile of the block's step in the consumers' order (per matrix, per group,
+// per segment), lane u copying the tile's row u.
+__device__ void Produce(const PersistentDecodeParams& p, Fixed& f, unsigned char* stages, int nstages, int b, int G) {
+  const unsigned long long policy = EvictFirstPolicy();
+  const int lane = threadIdx.x % 32;
+  const int count = MatrixCount(p);
+  unsigned tile = 0;
+  for (int i = 0; i < count; ++i) {
+    const Tiling t = MakeTiling(MatrixRefAt(p, i));
+    const MatrixRef& m = t.m;
+    int64_t r0, r1;
+    BlockRows(m, b, G, &r0, &r1);
+    for (int64_t r = r0; r < r1; r += t.group) {
+      const int rows = static_cast<int>(r1 - r < t.group ? r1 - r : t.group);
+      const int copies = m.pair ? 2 * rows : rows;
+      for (int sg = 0; sg < t.segs; ++sg, ++tile) {
+        const int slot = static_cast<int>(tile % nstages);
+        if (lane == 0 && tile >= static_cast<unsigned>(nstages))
+          MbarWait(&f.empty[slot], ((tile / nstages) - 1) & 1);
+        const unsigned len = static_cast<unsigned>(t.SegLen(sg));
+        if (lane == 0) MbarExpectTx(&f.full[slot], copies * len);
+        __syncwarp();
+        if (lane < copies) {
+          const bool up = m.pair && lane >= rows;
+          const int u = up ? kGroupRows / 2 + (lane - rows) : lane;  // the stage row: up rows from 8
+          const int64_t src = up ? m.n + r + (lane - rows) : r + lane;
+          BulkCopy(stages + static_cast<size_t>(slot) * kStageBytes + u * t.stride,
+                   m.w + src * m.row_bytes + static_cast<int64_t>(sg) * t.seg_bytes, len, &f.full[slot], policy);
+        }
+      }
+    }
+  }
+}
+
+// 16 one-byte weights as two chunks of 8 bf16 (exact: mma_sync.cuh's BytePairToBf16x2).
+template <float2 (*Widen)(unsigned)>
+__device__ __forceinline__ void BytesToBf16(const uint4& w, uint4& lo, uint4& hi) {
+  lo = make_uint4(BytePairToBf16x2<Widen>(w.x), BytePairToBf16x2<Widen>(w.x >> 16), BytePairToBf16x2<Widen>(w.y),
+                  BytePairToBf16x2<Widen>(w.y >> 16));
+  hi = make_uint4(BytePairToBf16x2<Widen>(w.z), BytePairToBf16x2<Widen>(w.z >> 16), BytePairToBf16x2<Widen>(w.w),
+                  BytePairToBf16x2<Widen>(w.w >> 16));
+}
+
+// One 16-byte chunk of stage rows g (wl) and g + 8 (wh) against input row g's matching chunk(s)
+// (x: the row's first chunk for this tile's segment) into acc.
+template <PersistentWeights K>
+__device__ __forceinline__ void MmaChunk(float (&acc)[4], const uint4& wl, const uint4& wh, const uint4* x, int c,
+                                         bool x_ok) {
+  // Loads under a branch, not a select between two addresses (that became a generic load from a
+  // local zero or shared memory).
+  if constexpr (K == PersistentWeights::kBf16) {
+    uint4 xv = make_uint4(0, 0, 0, 0);
+    if (x_ok) xv = x[c];
+    MmaBf16(acc, wl.x, wh.x, wl.y, wh.y, xv.x, xv.y);
+    MmaBf16(acc, wl.z, wh.z, wl.w, wh.w, xv.z, xv.w);
+  } else {
+    constexpr auto widen = K == PersistentWeights::kFp8 ? Fp8x2ToFloat2 : Int8x2ToFloat2;
+    uint4 l0, l1, h0, h1;
+    BytesToBf16<widen>(wl, l0, l1);
+    BytesToBf16<widen>(wh, h0, h1);
+    uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+    if (x_ok) {
+      x0 = x[2 * c];
+      x1 = x[2 * c + 1];
+    }
+    MmaBf16(acc, l0.x, h0.x, l0.y, h0.y, x0.x, x0.y);
+    MmaBf16(acc, l0.z, h0.z, l0.w, h0.w, x0.z, x0.w);
+    MmaBf16(acc, l1.x, h1.x, l1.y, h1.y, x1.x, x1.y);
+    MmaBf16(acc, l1.z, h1.z, l1.w, h1.w, x1.z, x1.w);
+  }
+}
+
+// A warp's share of one tile: slices warp, warp + 8, ... of the segment (chunks [0, chunks) of each
+// stage row, from the segment's first input chunk x).
+template <PersistentWeights K>
+__device__ __forceinline__ void TileMma(float (&acc)[4], const unsigned char* stage, int stride, int chunks,
+                                        const uint4* x, bool x_ok) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const uint4* lo = reinterpret_cast<const uint4*>(stage + g * stride);
+  const uint4* hi = reinterpret_cast<const uint4*>(stage + (g + 8) * stride);
+  const int slices = (chunks + 3) / 4;
+  for (int sl = warp; sl < slices; sl += kConsumerWarps) {
+    const int c = 4 * sl + t;
+    const bool ok = c < chunks;  // past the segment: zeros (the stage's bytes there are another row's)
+    uint4 wl = make_uint4(0, 0, 0, 0), wh = wl;
+    if (ok) {
+      wl = lo[c];
+      wh = hi[c];
+    }
+    MmaChunk<K>(acc, wl, wh, x, c, x_ok && ok);
+  }
+}
+
+struct Context {
+  const PersistentDecodeParams& p;
+  Fixed& f;
+  const unsigned char* rows;  // the input rows, row_stride bytes apart
+  const unsigned char* stages;
+  int row_stride, nstages, b, G;
+  unsigned tile = 0, groups = 0, barriers = 0;
+};
+
+// The consumers' side of matrix i: every tile of the block's rows, then per group
+// epilogue(row, sequence, value, up value) by one thread per (row, sequence) of the group.
+template <class Epilogue>
+__device__ __forceinline__ void Consume(Context& c, int i, Epilogue&& epilogue) {
+  const Tiling t = MakeTiling(MatrixRefAt(c.p, i));
+  const MatrixRef& m = t.m;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const bool x_ok = g < c.p.batch;
+  const uint4* xrow = reinterpret_cast<const uint4*>(c.rows + g * c.row_stride);
+  int64_t r0, r1;
+  BlockRows(m, c.b, c.G, &r0, &r1);
+  for (int64_t r = r0; r < r1; r += t.group) {
+    const int rows = static_cast<int>(r1 - r < t.group ? r1 - r : t.group);
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int sg = 0; sg < t.segs; ++sg, ++c.tile) {
+      const int slot = static_cast<int>(c.tile % c.nstages);
+      MbarWait(&c.f.full[slot], (c.tile / c.nstages) & 1);
+      const unsigned char* stage = c.stages + static_cast<size_t>(slot) * kStageBytes;
+      const int chunks = t.SegLen(sg) / 16;
+      // The segment's first input chunk: chunk for chunk with bf16 weights, two per one-byte chunk.
+      const int first = sg * t.seg_bytes / 16 * (m.kind == PersistentWeights::kBf16 ? 1 : 2);
+      switch (m.kind) {  // the same for the whole matrix
+        case PersistentWeights::kFp8: TileMma<PersistentWeights::kFp8>(acc, stage, t.stride, chunks, xrow + first, x_ok); break;
+        case PersistentWeights::kInt8: TileMma<PersistentWeights::kInt8>(acc, stage, t.stride, chunks, xrow + first, x_ok); break;
+        default: TileMma<PersistentWeights::kBf16>(acc, stage, t.stride, chunks, xrow + first, x_ok); break;
+      }
+      __syncwarp();
+      if (lane == 0) MbarArrive(&c.f.empty[slot]);  // this warp is done with the stage
+    }
+    float(&part)[kConsumerWarps][kGroupRows][kMaxBatch] = c.f.part[c.groups & 1];
+    part[warp][g][2 * q] = acc[0];
+    part[warp][g][2 * q + 1] = acc[1];
+    part[warp][g + 8][2 * q] = acc[2];
+    part[warp][g + 8][2 * q + 1] = acc[3];
+    ConsumerSync();
+    const int u = threadIdx.x / kMaxBatch, n = threadIdx.x % kMaxBatch;  // (stage row or pair, sequence)
+    if (u < rows && n < c.p.batch) {
+      float v = 0.f, up = 0.f;
+#pragma unroll
+      for (int w = 0; w < kConsumerWarps; ++w) v += part[w][u][n];
+      if (m.pair)
+#pragma unroll
+        for (int w = 0; w < kConsumerWarps; ++w) up += part[w][u + kGroupRows / 2][n];
+      if (m.scale != nullptr) {  // one-byte rows: each row's sum scaled once
+        v *= __ldg(m.scale + r + u);
+        if (m.pair) up *= __ldg(m.scale + m.n + r + u);
+      }
+      epilogue(r + u, n, v, up);
+    }
+    ++c.groups;  // the next group writes the other part buffer: no second barrier here
+  }
+}
+
+// ---- The consumers' input rows (a bf16 row per sequence in shared memory) ----
+
+__device__ __forceinline__ __nv_bfloat16* InputRow(const Context& c, int seq) {
+  return reinterpret_cast<__nv_bfloat16*>(const_cast<unsigned char*>(c.rows) + seq * c.row_stride);
+}
+
+// Row s = bf16(RMSNorm(x_s) * w) for each sequence s (x fp32 [batch, n], written by other blocks):
+// warp s, two passes over x_s in L2.
+__device__ __forceinline__ void NormRows(const Context& c, const float* x, const float* w, int n) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (warp < c.p.batch) {
+    const float4* xs = reinterpret_cast<const float4*>(x + static_cast<int64_t>(warp) * n);
+    float ss = 0.f;
+    for (int i = lane; i < n / 4; i += 32) {
+      const float4 v = __ldcg(xs + i);
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    const float inv = rsqrtf(WarpSum(ss) / n + c.p.eps);
+    __nv_bfloat162* row = reinterpret_cast<__nv_bfloat162*>(InputRow(c, warp));
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    for (int i = lane; i < n / 4; i += 32) {
+      const float4 v = __ldcg(xs + i), nw = __ldg(w4 + i);
+      row[2 * i] = __floats2bfloat162_rn(v.x * inv * nw.x, v.y * inv * nw.y);
+      row[2 * i + 1] = __floats2bfloat162_rn(v.z * inv * nw.z, v.w * inv * nw.w);
+    }
+  }
+  ConsumerSync();
+}
+
+// Row s = bf16(RMSNorm per head(o_s) * g_norm * swish(g_s)): a warp per (sequence, head).
+__device__ __forceinline__ void GateNormRows(const Context& c, const float* g_norm) {
+  const PersistentDecodeParams& p = c.p;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int kPer = kMaxHeadV / 32;
+  for (int idx = warp; idx < p.batch * p.H; idx += kConsumerWarps) {
+    const int seq = idx / p.H, h = idx % p.H;
+    const float* oh = p.o + (static_cast<int64_t>(seq) * p.H + h) * p.dv;
+    const float* gh = p.proj + static_cast<int64_t>(seq) * p.P + p.g_off + static_cast<int64_t>(h) * p.dv;
+    __nv_bfloat16* row = InputRow(c, seq);
+    float v[kPer], z[kPer], nw[kPer];
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      v[j] = i < p.dv ? __ldcg(oh + i) : 0.f;
+      z[j] = i < p.dv && p.output_gate ? __ldcg(gh + i) : 0.f;
+      nw[j] = i < p.dv ? __ldg(g_norm + i) : 0.f;
+      ss += v[j] * v[j];
+    }
+    const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = lane + 32 * j;
+      if (i >= p.dv) break;
+      float val = v[j] * inv * nw[j];
+      if (p.output_gate) val *= z[j] / (1.f + __expf(-z[j]));
+      row[h * p.dv + i] = __float2bfloat16(val);
+    }
+  }
+  ConsumerSync();
+}
+
+// Row s = act_s (bf16 [batch, n], written by other blocks).
+__device__ __forceinline__ void ActRows(const Context& c, const __nv_bfloat16* act, int n) {
+  const int per = n / 8;
+  for (int i = threadIdx.x; i < c.p.batch * per; i += kConsumers) {
+    const int seq = i / per, j = i % per;
+    reinterpret_cast<uint4*>(InputRow(c, seq))[j] =
+        __ldcg(reinterpret_cast<const uint4*>(act + static_cast<int64_t>(seq) * n) + j);
+  }
+  ConsumerSync();
+}
+
+// ---- The step ----
+
+template <int R>
+__device__ void ConsumeStep(Context& c) {
+  const PersistentDecodeParams& p = c.p;
+  const int b = c.b, G = c.G;
+  auto sync = [&] { GridSync(p.barrier, ++c.barriers, p.trace); };
+  if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
+  const int cols = p.dv / kStateCols;  // a head's items per sequence
+  const int items = p.batch * p.H * cols;
+  const int64_t x0 = int64_t{p.D} * b / G, x1 = int64_t{p.D} * (b + 1) / G;
+  const int own = static_cast<int>(x1 - x0);
+  for (int i = threadIdx.x; i < p.batch * kMaxOwnRows; i += kConsumers) {  // the embedding rows
+    const int seq = i / kMaxOwnRows, j = i % kMaxOwnRows;
+    if (j < own) c.f.x_own[seq][j] = __ldcg(p.x + static_cast<int64_t>(seq) * p.D + x0 + j);
+  }
+  auto residual = [&](int64_t n, int seq, float v, float) {  // x_seq[n] += v (n: one of the block's rows)
+    float& mine = c.f.x_own[seq][n - x0];
+    mine = v + mine;
+    __stcg(p.x + static_cast<int64_t>(seq) * p.D + n, mine);
+  };
+  for (int l = 0; l < p.num_layers; ++l) {
+    const PersistentDecodeLayer& L = p.layers[l];
+    NormRows(c, p.x, L.attn_norm, p.D);
+    Consume(c, 4 * l, [&](int64_t n, int seq, float v, float) { __stcg(p.proj + static_cast<int64_t>(seq) * p.P + n, v); });
+    // Block b's items [i0, i1) of the batch's, head-major (a head's items are the batch's sequences'
+    // columns in turn), so consecutive items mostly share the gate's factor rows: only the next
+    // item's state rows are loaded during an update (both in flight cost spills), the factor rows
+    // when the key head changes.
+    StateItem<R> item;
+    StateRows<R> next;
+    const int i0 = static_cast<int>(int64_t{items} * b / G), i1 = static_cast<int>(int64_t{items} * (b + 1) / G);
+    auto item_of = [&](int it, int* seq) {  // -> the item within its sequence
+      *seq = (it / cols) % p.batch;
+      return it / (cols * p.batch) * cols + it % cols;
+    };
+    int seq = 0;
+    if (i0 < i1) {
+      const int local = item_of(i0, &seq);
+      item.Load(p, L, local, p.slots[seq]);  // before the barrier: the state is not this step's
+    }
+    sync();
+    for (int it = i0; it < i1; ++it) {
+      int next_seq = 0;
+      if (it + 1 < i1) {
+        const int local = item_of(it + 1, &next_seq);
+        next.LoadRows(p, L, local, p.slots[next_seq]);  // in flight during the update
+      }
+      item.Update(p, L, seq, c.f.state);
+      if (it + 1 < i1) {
+        const int hk = item.hk;
+        static_cast<StateRows<R>&>(item) = next;
+        if (item.hk != hk) item.LoadGate(p, L);
+        seq = next_seq;
+      }
+    }
+    sync();
+    GateNormRows(c, L.g_norm);
+    Consume(c, 4 * l + 1, residual);
+    sync();
+    NormRows(c, p.x, L.mlp_norm, p.D);
+    Consume(c, 4 * l + 2, [&](int64_t n, int seq, float g, float u) {  // activations.cu's SwiGLU
+      const float a = __bfloat162float(__float2bfloat16(g)), up = __bfloat162float(__float2bfloat16(u));
+      p.act[static_cast<int64_t>(seq) * p.I + n] = __float2bfloat16(a / (1.f + __expf(-a)) * up);
+    });
+    sync();
+    ActRows(c, p.act, p.I);
+    Consume(c, 4 * l + 3, residual);
+    sync();
+  }
+  if (p.logits != nullptr) {
+    NormRows(c, p.x, p.final_norm, p.D);
+    Consume(c, 4 * p.num_layers,
+            [&](int64_t n, int seq, float v, float) { __stcg(p.logits + static_cast<int64_t>(seq) * p.vocab + n, v); });
+  }
+  if (p.trace != nullptr && threadIdx.x == 0) {  // the last entry: the block's end
+    unsigned long long* at = p.trace + (static_cast<size_t>(c.barriers + 1) * G + b) * 2;
+    at[0] = at[1] = GlobalTimer();
+  }
+}
+
+template <int R>
+__global__ void __launch_bounds__(kThreads, 1) BatchedDecodeKernel(const PersistentDecodeParams p, const Layout layout) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char smem[];
+  Fixed& f = *reinterpret_cast<Fixed*>(smem);
+  unsigned char* stages = smem + layout.stages_offset;
+  if (threadIdx.x == 0) InitStageBarriers(f.full, f.empty, layout.stages);
+  __syncthreads();
+  if (threadIdx.x >= kConsumers) {
+    Produce(p, f, stages, layout.stages, blockIdx.x, gridDim.x);
+    return;
+  }
+  Context c{p, f, smem + layout.rows_offset, stages, layout.row_stride, layout.stages,
+            static_cast<int>(blockIdx.x), static_cast<int>(gridDim.x)};
+  ConsumeStep<R>(c);
+#endif
+}
+
+template <int R>
+cudaError_t SetSmem() {
+  return cudaFuncSetAttribute(BatchedDecodeKernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemLimit);
+}
+
+}  // namespace
+
+bool BatchedLayoutFits(const PersistentDecodeParams& p) {
+  if (p.batch < 2 || p.batch > kMaxBatch || (p.D + p.blocks - 1) / std::max(p.blocks, 1) > kMaxOwnRows ||
+      p.dv > kMaxHeadV || p.D % 4 != 0)
+    return false;
+  const Layout l = MakeLayout(p);
+  return l.stages >= kMinStages && l.bytes <= kSmemLimit;
+}
+
+bool PrepareBatchedKernels() {
+  return SetSmem<1>() == cudaSuccess && SetSmem<2>() == cudaSuccess && SetSmem<4>() == cudaSuccess;
+}
+
+cudaError_t BatchedDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream) {
+  const Layout layout = MakeLayout(p);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(p.blocks));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = static_cast<size_t>(layout.bytes);
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  switch (p.dk / kStateGroups) {
+    case 1: return cudaLaunchKernelEx(&config, BatchedDecodeKernel<1>, p, layout);
+    case 2: return cudaLaunchKernelEx(&config, BatchedDecodeKernel<2>, p, layout);
+    default: return cudaLaunchKernelEx(&config, BatchedDecodeKernel<4>, p, layout);
+  }
+}
+
+}  // namespace gla::cuda::persistent
