@@ -1,0 +1,83 @@
+// Which steps the persistent decode kernels take (kernels/persistent_decode.h): the shape check is
+// host code, so it runs here, without a GPU. Batch 1 is the batch-1 kernel's; 2-8 the batched
+// kernel's, whose sequences' input rows must fit its shared memory beside at least two weight stages.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+
+#include "kernels/persistent_decode.h"
+
+namespace gla {
+namespace {
+
+// Pointers the check only compares with null or tests for alignment (never dereferenced).
+template <typename T>
+T* Fake(uintptr_t at) {
+  return reinterpret_cast<T*>(at);
+}
+
+// gla-1.3B's decode step (D 2048, I 5632, 4 heads of dk 256 / dv 512, gate rank 16) on 132 SMs.
+cuda::PersistentDecodeParams Gla13B(int batch) {
+  cuda::PersistentDecodeParams p;
+  p.layers = Fake<const cuda::PersistentDecodeLayer>(0x10000);
+  p.num_layers = 24;
+  p.D = 2048, p.I = 5632;
+  p.H = p.Hkv = 4, p.dk = 256, p.dv = 512, p.rank = 16;
+  p.q_off = 0, p.k_off = 1024, p.v_off = 2048, p.g_off = 4096, p.r_off = 6144;
+  p.P = 6144 + 16;
+  p.final_norm = Fake<const float>(0x20000);
+  p.lm_head = Fake<const __nv_bfloat16>(0x30000);
+  p.vocab = 32000;
+  p.state.base = Fake<float>(0x40000);
+  p.state.slot_stride = 24 * 4 * 256 * 512;
+  p.slots = Fake<const int32_t>(0x50000);
+  p.x = Fake<float>(0x60000);
+  p.proj = Fake<float>(0x70000);
+  p.o = Fake<float>(0x80000);
+  p.act = Fake<__nv_bfloat16>(0x90000);
+  p.logits = Fake<float>(0xa0000);
+  p.barrier = Fake<unsigned>(0xb0000);
+  p.blocks = 132;
+  p.batch = batch;
+  return p;
+}
+
+TEST(PersistentDecodeShapes, EveryBatchFromOneToTheMostIsTakenAndNoOther) {
+  for (int batch = 1; batch <= cuda::kPersistentMaxBatch; ++batch)
+    EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(Gla13B(batch))) << "batch " << batch;
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(Gla13B(0)));
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(Gla13B(-1)));
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(Gla13B(cuda::kPersistentMaxBatch + 1)));
+}
+
+TEST(PersistentDecodeShapes, TheWidestRowsStillFitEightSequences) {
+  // Rows of 8,192 values (the most either kernel takes): 8 x 16 KiB of input rows leave two stages.
+  cuda::PersistentDecodeParams p = Gla13B(cuda::kPersistentMaxBatch);
+  p.D = p.I = 8192;
+  p.H = p.Hkv = 16;
+  p.q_off = 0, p.k_off = 4096, p.v_off = 8192, p.g_off = 16384, p.r_off = 24576;
+  p.P = 24576 + 16;
+  EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
+  p.D = 8192 + 8;  // past what a shared-memory row holds
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
+}
+
+TEST(PersistentDecodeShapes, RefusalsHoldForEveryBatch) {
+  for (int batch = 1; batch <= cuda::kPersistentMaxBatch; ++batch) {
+    cuda::PersistentDecodeParams p = Gla13B(batch);
+    p.blocks = 16;  // 128 residual rows a block: more than a block keeps
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
+    p = Gla13B(batch);
+    p.dk = 96;  // the state update takes dk 64, 128 or 256
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
+    p = Gla13B(batch);
+    p.dv = 1024;  // the gate norm keeps a head's row in a warp's registers: dv <= 512
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
+    p = Gla13B(batch);
+    p.slots = nullptr;
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
+  }
+}
+
+}  // namespace
+}  // namespace gla
