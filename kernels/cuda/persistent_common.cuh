@@ -1,7 +1,8 @@
 // What the two persistent decode kernels share (persistent_decode.cu: batch 1 on CUDA cores;
 // persistent_decode_batched.cu: batch 2-8 on tensor cores): the sm_90 PTX they are built from
 // (mbarrier transactions, bulk asynchronous copies, release/acquire on global memory), the grid
-// barrier, and the step's matrices in the order the weight stream walks them.
+// barrier, the gate norm of one head, and the step's matrices in the order the weight stream walks
+// them.
 //
 // Block layout in both: warps 0-7 consume, warp 8 produces (kernels/persistent_decode.h).
 #pragma once
@@ -114,6 +115,39 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
+// ---- The gate norm's input row ----
+
+constexpr int kMaxHeadV = 512;  // dv: the gate norm keeps a head's row in a warp's registers
+
+// row[h dv ...] = bf16(RMSNorm(o_h) * g_norm * swish(g_h)) of sequence seq's head h, by one warp: o,
+// g and the norm weights in one trip to memory (o and g written by other blocks: L2).
+__device__ __forceinline__ void GateNormHead(const PersistentDecodeParams& p, int seq, int h, const float* g_norm,
+                                             __nv_bfloat16* row) {
+  const int lane = threadIdx.x % 32;
+  constexpr int kPer = kMaxHeadV / 32;
+  const float* oh = p.o + (static_cast<int64_t>(seq) * p.H + h) * p.dv;
+  const float* gh = p.proj + static_cast<int64_t>(seq) * p.P + p.g_off + static_cast<int64_t>(h) * p.dv;
+  float v[kPer], z[kPer], nw[kPer];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = lane + 32 * j;
+    v[j] = i < p.dv ? __ldcg(oh + i) : 0.f;
+    z[j] = i < p.dv && p.output_gate ? __ldcg(gh + i) : 0.f;
+    nw[j] = i < p.dv ? __ldg(g_norm + i) : 0.f;
+    ss += v[j] * v[j];
+  }
+  const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = lane + 32 * j;
+    if (i >= p.dv) break;
+    float val = v[j] * inv * nw[j];
+    if (p.output_gate) val *= z[j] / (1.f + __expf(-z[j]));
+    row[h * p.dv + i] = __float2bfloat16(val);
+  }
+}
+
 // ---- The step's matrices ----
 
 // One streamed matrix: rows of row_bytes; gate|up (pair) holds n gate rows, then n up rows.
@@ -155,5 +189,26 @@ __device__ __forceinline__ void BlockRows(const MatrixRef& m, int b, int G, int6
   *r0 = m.n * b / G;
   *r1 = m.n * (b + 1) / G;
 }
+
+// The launch both kernels take: `blocks` blocks of kThreads, cooperative (every block resident, as
+// the grid barrier needs), `smem` bytes of dynamic shared memory. Not copyable: config.attrs points
+// into it.
+struct CooperativeLaunch {
+  cudaLaunchAttribute attr[1];
+  cudaLaunchConfig_t config = {};
+
+  CooperativeLaunch(int blocks, size_t smem, cudaStream_t stream) {
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+    config.gridDim = dim3(static_cast<unsigned>(blocks));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+  }
+  CooperativeLaunch(const CooperativeLaunch&) = delete;
+  CooperativeLaunch& operator=(const CooperativeLaunch&) = delete;
+};
 
 }  // namespace gla::cuda::persistent

@@ -33,7 +33,6 @@ constexpr int kStages = 6;
 constexpr int kStageBytes = 32 * 1024;
 constexpr int kMaxTileRows = 16;  // matrix rows in one tile (gate and up rows counted apart)
 constexpr int kMaxRow = 8192;     // bf16 elements of an operation's input row (D, H dv, I)
-constexpr int kMaxHeadV = 512;    // dv: the gate norm keeps a head's row in a warp's registers
 constexpr int kMaxOwnRows = 64;   // rows of the residual stream a block owns (D / blocks)
 
 struct Shared {
@@ -232,32 +231,8 @@ __device__ __forceinline__ void NormRow(Shared& s, const float* x, const float* 
 
 // s.row = bf16(RMSNorm per head(o) * g_norm * swish(g)): a warp per head.
 __device__ __forceinline__ void GateNormRow(Shared& s, const PersistentDecodeParams& p, const float* g_norm) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __nv_bfloat16* row = reinterpret_cast<__nv_bfloat16*>(s.row);
-  constexpr int kPer = kMaxHeadV / 32;
-  for (int h = warp; h < p.H; h += kConsumerWarps) {  // o, g and the norm weights in one trip to memory
-    const float* oh = p.o + static_cast<int64_t>(h) * p.dv;
-    const float* gh = p.proj + p.g_off + static_cast<int64_t>(h) * p.dv;
-    float v[kPer], z[kPer], nw[kPer];
-    float ss = 0.f;
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j;
-      v[j] = i < p.dv ? __ldcg(oh + i) : 0.f;
-      z[j] = i < p.dv && p.output_gate ? __ldcg(gh + i) : 0.f;
-      nw[j] = i < p.dv ? __ldg(g_norm + i) : 0.f;
-      ss += v[j] * v[j];
-    }
-    const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j;
-      if (i >= p.dv) break;
-      float val = v[j] * inv * nw[j];
-      if (p.output_gate) val *= z[j] / (1.f + __expf(-z[j]));
-      row[h * p.dv + i] = __float2bfloat16(val);
-    }
-  }
+  for (int h = threadIdx.x / 32; h < p.H; h += kConsumerWarps) GateNormHead(p, 0, h, g_norm, row);
   ConsumerSync();
 }
 
@@ -380,20 +355,11 @@ int PersistentDecodeBlocks(int device) {
 cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream) {
   if (!PersistentDecodeShapesSupported(p)) return cudaErrorInvalidValue;
   if (p.batch > 1) return persistent::BatchedDecodeStep(p, stream);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(p.blocks));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = sizeof(Shared);
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = 1;
+  const CooperativeLaunch launch(p.blocks, sizeof(Shared), stream);
   switch (p.dk / kStateGroups) {
-    case 1: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<1>, p);
-    case 2: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<2>, p);
-    default: return cudaLaunchKernelEx(&config, PersistentDecodeKernel<4>, p);
+    case 1: return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<1>, p);
+    case 2: return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<2>, p);
+    default: return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<4>, p);
   }
 }
 

@@ -53,7 +53,6 @@ constexpr int kMinStages = 2, kMaxStages = 6;
 constexpr int kPad = 64;                        // bytes after each row in shared memory (see the top)
 constexpr int kMaxSegBytes = (kStageBytes / kGroupRows - kPad) / 128 * 128;  // 1,920
 constexpr int kMaxOwnRows = 64;  // rows of the residual stream a block owns (D / blocks)
-constexpr int kMaxHeadV = 512;   // dv: the gate norm keeps a head's row in a warp's registers
 constexpr int kSmemLimit = 227 * 1024;  // sm_90's opt-in shared memory per block
 
 // The fixed part of the block's shared memory; the input rows and the stages follow (Layout).
@@ -300,34 +299,8 @@ __device__ __forceinline__ void NormRows(const Context& c, const float* x, const
 
 // Row s = bf16(RMSNorm per head(o_s) * g_norm * swish(g_s)): a warp per (sequence, head).
 __device__ __forceinline__ void GateNormRows(const Context& c, const float* g_norm) {
-  const PersistentDecodeParams& p = c.p;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  constexpr int kPer = kMaxHeadV / 32;
-  for (int idx = warp; idx < p.batch * p.H; idx += kConsumerWarps) {
-    const int seq = idx / p.H, h = idx % p.H;
-    const float* oh = p.o + (static_cast<int64_t>(seq) * p.H + h) * p.dv;
-    const float* gh = p.proj + static_cast<int64_t>(seq) * p.P + p.g_off + static_cast<int64_t>(h) * p.dv;
-    __nv_bfloat16* row = InputRow(c, seq);
-    float v[kPer], z[kPer], nw[kPer];
-    float ss = 0.f;
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j;
-      v[j] = i < p.dv ? __ldcg(oh + i) : 0.f;
-      z[j] = i < p.dv && p.output_gate ? __ldcg(gh + i) : 0.f;
-      nw[j] = i < p.dv ? __ldg(g_norm + i) : 0.f;
-      ss += v[j] * v[j];
-    }
-    const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = lane + 32 * j;
-      if (i >= p.dv) break;
-      float val = v[j] * inv * nw[j];
-      if (p.output_gate) val *= z[j] / (1.f + __expf(-z[j]));
-      row[h * p.dv + i] = __float2bfloat16(val);
-    }
-  }
+  for (int idx = threadIdx.x / 32; idx < c.p.batch * c.p.H; idx += kConsumerWarps)
+    GateNormHead(c.p, idx / c.p.H, idx % c.p.H, g_norm, InputRow(c, idx / c.p.H));
   ConsumerSync();
 }
 
@@ -462,20 +435,11 @@ bool PrepareBatchedKernels() {
 
 cudaError_t BatchedDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream) {
   const Layout layout = MakeLayout(p);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(p.blocks));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = static_cast<size_t>(layout.bytes);
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = 1;
+  const CooperativeLaunch launch(p.blocks, static_cast<size_t>(layout.bytes), stream);
   switch (p.dk / kStateGroups) {
-    case 1: return cudaLaunchKernelEx(&config, BatchedDecodeKernel<1>, p, layout);
-    case 2: return cudaLaunchKernelEx(&config, BatchedDecodeKernel<2>, p, layout);
-    default: return cudaLaunchKernelEx(&config, BatchedDecodeKernel<4>, p, layout);
+    case 1: return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<1>, p, layout);
+    case 2: return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<2>, p, layout);
+    default: return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<4>, p, layout);
   }
 }
 
