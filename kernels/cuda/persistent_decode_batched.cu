@@ -8,15 +8,12 @@
 // weight rows with the 8 input rows (one per sequence, zero-filled above the batch) 16 k at a time,
 // so the work per weight byte does not grow with B.
 //
-// The weight stream: a tile is a group of 16 rows of one matrix (gate|up: 8 gate rows and their 8 up
-// rows) times one segment of K, at most 1,920 bytes of each row, so a tile fills a 32 KiB stage
-// whatever K is (the batch-1 kernel's tiles are whole rows: two of the down projection's 11 KiB rows
-// a stage would waste the mma's 16 rows). The producer warp copies a tile as one bulk copy per row
-// (lane u copies row u), each into a row of the stage 64 bytes longer than its segment: the rows lie
-// 64 mod 128 bytes apart, so the 8 lanes of one 16-byte load phase (rows g and g + 1, chunks t = 0-3)
-// hit 8 different bank groups. The input rows are padded the same way. The consumers keep a group's
-// sums in registers across its segments and reduce the 8 warps' parts through shared memory once per
-// group, in a fixed order (deterministic).
+// The weight stream: a tile is a group of 16 rows of a matrix times one segment of K, so it fills a
+// 32 KiB stage whatever K is (the batch-1 kernel's tiles are whole rows: two of the down projection's
+// 11 KiB rows a stage would waste the mma's 16 rows), its rows padded in the stage against bank
+// conflicts (persistent_batched_tiling.h); the producer warp copies a tile as one bulk copy per row
+// (lane u copies row u). The consumers keep a group's sums in registers across its segments and
+// reduce the 8 warps' parts through shared memory once per group, in a fixed order (deterministic).
 //
 // Warp w takes the segment's 64-byte slices w, w + 8, ...; lane (g = lane / 4, t = lane % 4) loads 16
 // bytes of stage rows g and g + 8 and of input row g at chunk 4 slice + t, as the decode-sized tensor
@@ -38,6 +35,7 @@
 
 #include "kernels/cuda/bf16_dot.cuh"
 #include "kernels/cuda/mma_sync.cuh"
+#include "kernels/cuda/persistent_batched_tiling.h"
 #include "kernels/cuda/persistent_common.cuh"
 #include "kernels/cuda/persistent_state.cuh"
 
@@ -47,69 +45,33 @@ namespace {
 
 constexpr int kMaxBatch = kPersistentMaxBatch;  // one mma n-tile: the 8 input rows
 static_assert(kMaxBatch == 8, "the mma's n is 8");
-constexpr int kGroupRows = 16;                  // the mma's m: rows of a matrix in a tile
-constexpr int kStageBytes = 32 * 1024;
-constexpr int kMinStages = 2, kMaxStages = 6;
-constexpr int kPad = 64;                        // bytes after each row in shared memory (see the top)
-constexpr int kMaxSegBytes = (kStageBytes / kGroupRows - kPad) / 128 * 128;  // 1,920
+constexpr int kGroupRows = kBatchedGroupRows;
+constexpr int kStageBytes = kBatchedStageBytes;
 constexpr int kMaxOwnRows = 64;  // rows of the residual stream a block owns (D / blocks)
-constexpr int kSmemLimit = 227 * 1024;  // sm_90's opt-in shared memory per block
 
-// The fixed part of the block's shared memory; the input rows and the stages follow (Layout).
+// The fixed part of the block's shared memory; the input rows and the stages follow (MakeLayout).
 struct Fixed {
-  unsigned long long full[kMaxStages], empty[kMaxStages];
+  unsigned long long full[kBatchedMaxStages], empty[kBatchedMaxStages];
   float part[2][kConsumerWarps][kGroupRows][kMaxBatch];  // a group's warp sums (double-buffered)
   StateScratch state;
   float x_own[kMaxBatch][kMaxOwnRows];  // the block's rows of each sequence's residual stream
 };
 
-// Where the input rows and the stages lie in dynamic shared memory (made on the host per step).
-struct Layout {
-  int row_stride = 0;     // bytes from one sequence's input row to the next
-  int rows_offset = 0;    // bytes from the start
-  int stages_offset = 0;
-  int stages = 0;
-  int bytes = 0;          // the whole block's
-};
-
-constexpr int RoundUp(int v, int to) { return (v + to - 1) / to * to; }
-
-Layout MakeLayout(const PersistentDecodeParams& p) {
-  Layout l;
-  const int widest = std::max({p.D, p.I, p.H * p.dv});  // bf16 elements
-  l.row_stride = RoundUp(2 * widest, 128) + kPad;
-  l.rows_offset = RoundUp(static_cast<int>(sizeof(Fixed)), 128);
-  l.stages_offset = RoundUp(l.rows_offset + p.batch * l.row_stride, 128);
-  l.stages = std::min(kMaxStages, (kSmemLimit - l.stages_offset) / kStageBytes);
-  l.bytes = l.stages_offset + l.stages * kStageBytes;
-  return l;
+BatchedLayout MakeLayout(const PersistentDecodeParams& p) {
+  return MakeBatchedLayout(std::max({p.D, p.I, p.H * p.dv}), p.batch, static_cast<int>(sizeof(Fixed)));
 }
 
 // ---- The weight stream ----
 
-// How a matrix is cut into tiles: groups of `group` rows (pairs), each in `segs` segments of K.
-struct Tiling {
+// A matrix and its tiles (persistent_batched_tiling.h).
+struct Tiling : SegmentTiling {
   MatrixRef m;
-  int group = kGroupRows;  // rows per group (gate|up: pairs, 8)
-  int seg_bytes = 0;       // bytes of a row in a full segment (a multiple of 128)
-  int segs = 1;
-  int stride = 0;          // bytes between a tile's rows in a stage: seg_bytes + kPad
-
-  __device__ __forceinline__ int SegLen(int sg) const {
-    const int rest = m.row_bytes - sg * seg_bytes;
-    return rest < seg_bytes ? rest : seg_bytes;
-  }
 };
 
 __device__ __forceinline__ Tiling MakeTiling(const MatrixRef& m) {
   Tiling t;
+  static_cast<SegmentTiling&>(t) = MakeSegmentTiling(m.row_bytes, m.pair);
   t.m = m;
-  t.group = m.pair ? kGroupRows / 2 : kGroupRows;
-  const int even = (m.row_bytes + kMaxSegBytes - 1) / kMaxSegBytes;  // segments of at most kMaxSegBytes
-  const int per = (m.row_bytes + even - 1) / even;
-  t.seg_bytes = min(kMaxSegBytes, (per + 127) / 128 * 128);
-  t.segs = (m.row_bytes + t.seg_bytes - 1) / t.seg_bytes;
-  t.stride = t.seg_bytes + kPad;
   return t;
 }
 
@@ -397,7 +359,8 @@ __device__ void ConsumeStep(Context& c) {
 }
 
 template <int R>
-__global__ void __launch_bounds__(kThreads, 1) BatchedDecodeKernel(const PersistentDecodeParams p, const Layout layout) {
+__global__ void __launch_bounds__(kThreads, 1)
+    BatchedDecodeKernel(const PersistentDecodeParams p, const BatchedLayout layout) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) unsigned char smem[];
   Fixed& f = *reinterpret_cast<Fixed*>(smem);
@@ -416,7 +379,7 @@ __global__ void __launch_bounds__(kThreads, 1) BatchedDecodeKernel(const Persist
 
 template <int R>
 cudaError_t SetSmem() {
-  return cudaFuncSetAttribute(BatchedDecodeKernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemLimit);
+  return cudaFuncSetAttribute(BatchedDecodeKernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBatchedSmemLimit);
 }
 
 }  // namespace
@@ -425,16 +388,18 @@ bool BatchedLayoutFits(const PersistentDecodeParams& p) {
   if (p.batch < 2 || p.batch > kMaxBatch || (p.D + p.blocks - 1) / std::max(p.blocks, 1) > kMaxOwnRows ||
       p.dv > kMaxHeadV || p.D % 4 != 0)
     return false;
-  const Layout l = MakeLayout(p);
-  return l.stages >= kMinStages && l.bytes <= kSmemLimit;
+  const BatchedLayout l = MakeLayout(p);
+  return l.stages >= kBatchedMinStages && l.bytes <= kBatchedSmemLimit;
 }
+
+BatchedLayout BatchedLayoutFor(const PersistentDecodeParams& p) { return MakeLayout(p); }
 
 bool PrepareBatchedKernels() {
   return SetSmem<1>() == cudaSuccess && SetSmem<2>() == cudaSuccess && SetSmem<4>() == cudaSuccess;
 }
 
 cudaError_t BatchedDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream) {
-  const Layout layout = MakeLayout(p);
+  const BatchedLayout layout = MakeLayout(p);
   const CooperativeLaunch launch(p.blocks, static_cast<size_t>(layout.bytes), stream);
   switch (p.dk / kStateGroups) {
     case 1: return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<1>, p, layout);

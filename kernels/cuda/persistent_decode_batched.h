@@ -5,6 +5,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/persistent_batched_tiling.h"
 #include "kernels/persistent_decode.h"
 
 namespace gla::cuda::persistent {
@@ -12,6 +13,9 @@ namespace gla::cuda::persistent {
 // Whether the step's input rows and at least two weight stages fit the shared memory of one block
 // (the shape checks common to both kernels are the caller's).
 bool BatchedLayoutFits(const PersistentDecodeParams& p);
+
+// Where the input rows and stages of this step's batch lie in the kernel's shared memory.
+BatchedLayout BatchedLayoutFor(const PersistentDecodeParams& p);
 
 // Sets the kernels' shared-memory attribute; false when the device cannot give it.
 bool PrepareBatchedKernels();

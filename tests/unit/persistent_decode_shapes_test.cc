@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/persistent_batched_tiling.h"
+#include "kernels/cuda/persistent_decode_batched.h"
 #include "kernels/persistent_decode.h"
 
 namespace gla {
@@ -77,6 +79,61 @@ TEST(PersistentDecodeShapes, RefusalsHoldForEveryBatch) {
     p.slots = nullptr;
     EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
   }
+}
+
+// The batched kernel's tiles (persistent_batched_tiling.h) for every row width either kernel takes,
+// bf16 (2 bytes a weight) and one-byte rows, plain and gate|up: the segments cover each row exactly,
+// full segments are 128-byte multiples, every row of a tile starts 64 mod 128 bytes after the one
+// before (the bank-conflict-free loads), and the largest tile fits a stage.
+TEST(PersistentDecodeShapes, BatchedTilesCoverEveryRowOnceAndFitAStage) {
+  using namespace cuda::persistent;  // NOLINT
+  for (int k = 8; k <= 8192; k += 8)
+    for (const int bytes_per_weight : {1, 2})
+      for (const bool pair : {false, true}) {
+        const int row_bytes = k * bytes_per_weight;
+        if (row_bytes % 16 != 0) continue;  // one-byte rows come in 16-byte chunks (k % 16 == 0)
+        const SegmentTiling t = MakeSegmentTiling(row_bytes, pair);
+        SCOPED_TRACE(testing::Message() << "row bytes " << row_bytes << (pair ? " gate|up" : ""));
+        int covered = 0;
+        for (int sg = 0; sg < t.segs; ++sg) {
+          const int len = t.SegLen(sg);
+          ASSERT_GT(len, 0);
+          ASSERT_EQ(len % 16, 0);
+          if (sg + 1 < t.segs) {
+            ASSERT_EQ(len, t.seg_bytes);
+          }
+          covered += len;
+        }
+        EXPECT_EQ(covered, row_bytes);
+        EXPECT_EQ(t.seg_bytes % 128, 0);
+        EXPECT_LE(t.seg_bytes, kBatchedMaxSegBytes);
+        EXPECT_EQ(t.stride % 128, 64);
+        EXPECT_EQ(t.group, pair ? 8 : 16);
+        EXPECT_LE((kBatchedGroupRows - 1) * t.stride + t.seg_bytes, kBatchedStageBytes);  // up rows from 8 too
+        // As even as 128-byte multiples allow: no more segments than whole ones would need.
+        EXPECT_EQ(t.segs, (row_bytes + kBatchedMaxSegBytes - 1) / kBatchedMaxSegBytes);
+      }
+}
+
+// The batched kernel's shared memory: gla-1.3B's input rows padded to 64 mod 128 bytes apart, the
+// stages after them, within the limit; 3 stages at batch 8 (the 5,632-wide rows), more at batch 2.
+TEST(PersistentDecodeShapes, BatchedLayoutsFitAndPadTheRows) {
+  using namespace cuda::persistent;  // NOLINT
+  for (int batch = 2; batch <= cuda::kPersistentMaxBatch; ++batch) {
+    const BatchedLayout l = BatchedLayoutFor(Gla13B(batch));
+    SCOPED_TRACE(testing::Message() << "batch " << batch);
+    EXPECT_EQ(l.row_stride % 128, 64);
+    EXPECT_GE(l.row_stride, 2 * 5632);
+    EXPECT_EQ(l.rows_offset % 128, 0);
+    EXPECT_EQ(l.stages_offset % 128, 0);
+    EXPECT_GE(l.stages_offset, l.rows_offset + batch * l.row_stride);
+    EXPECT_GE(l.stages, kBatchedMinStages);
+    EXPECT_LE(l.stages, kBatchedMaxStages);
+    EXPECT_EQ(l.bytes, l.stages_offset + l.stages * kBatchedStageBytes);
+    EXPECT_LE(l.bytes, kBatchedSmemLimit);
+  }
+  EXPECT_EQ(BatchedLayoutFor(Gla13B(8)).stages, 3);
+  EXPECT_EQ(BatchedLayoutFor(Gla13B(2)).stages, 5);
 }
 
 }  // namespace

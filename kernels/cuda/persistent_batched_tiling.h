@@ -1,0 +1,74 @@
+// How the batched persistent decode kernel (persistent_decode_batched.cu) cuts a weight matrix into
+// tiles and lays out its shared memory: plain arithmetic, host and device, so the host tests check
+// its invariants (tests/unit/persistent_decode_shapes_test.cc) and the kernel uses the same code.
+//
+// A tile is a group of up to 16 rows of a matrix (gate|up: 8 gate rows and their 8 up rows) times one
+// segment of K: at most kBatchedMaxSegBytes of each row, a multiple of 128 bytes except the row's
+// last, so a tile fills one stage whatever K is. In the stage, row u starts at u * stride, stride =
+// seg_bytes + 64: rows 64 mod 128 bytes apart, which keeps the mma operand loads (rows g and g + 1,
+// 16-byte chunks t = 0-3 in one load phase) on 8 different bank groups. The input rows (one per
+// sequence) are padded the same way.
+#pragma once
+
+#include "kernels/host_device.h"
+
+namespace gla::cuda::persistent {
+
+constexpr int kBatchedGroupRows = 16;  // the mma's m
+constexpr int kBatchedStageBytes = 32 * 1024;
+constexpr int kBatchedPad = 64;
+constexpr int kBatchedMaxSegBytes = (kBatchedStageBytes / kBatchedGroupRows - kBatchedPad) / 128 * 128;  // 1,920
+constexpr int kBatchedMinStages = 2, kBatchedMaxStages = 6;
+constexpr int kBatchedSmemLimit = 227 * 1024;  // sm_90's opt-in shared memory per block
+
+GLA_HOST_DEVICE constexpr int RoundUpTo(int v, int to) { return (v + to - 1) / to * to; }
+
+struct SegmentTiling {
+  int group = kBatchedGroupRows;  // rows (gate|up: pairs) per group
+  int seg_bytes = 0;              // bytes of a row in a full segment
+  int segs = 1;                   // segments per row
+  int stride = 0;                 // bytes between a tile's rows in a stage
+  int row_bytes = 0;
+
+  GLA_HOST_DEVICE int SegLen(int sg) const {
+    const int rest = row_bytes - sg * seg_bytes;
+    return rest < seg_bytes ? rest : seg_bytes;
+  }
+};
+
+// row_bytes: a multiple of 16, at least 16. Segments as even as 128-byte multiples allow.
+GLA_HOST_DEVICE inline SegmentTiling MakeSegmentTiling(int row_bytes, bool pair) {
+  SegmentTiling t;
+  t.row_bytes = row_bytes;
+  t.group = pair ? kBatchedGroupRows / 2 : kBatchedGroupRows;
+  const int even = (row_bytes + kBatchedMaxSegBytes - 1) / kBatchedMaxSegBytes;
+  const int per = RoundUpTo((row_bytes + even - 1) / even, 128);
+  t.seg_bytes = per < kBatchedMaxSegBytes ? per : kBatchedMaxSegBytes;
+  t.segs = (row_bytes + t.seg_bytes - 1) / t.seg_bytes;
+  t.stride = t.seg_bytes + kBatchedPad;
+  return t;
+}
+
+// The block's dynamic shared memory: `fixed_bytes` (barriers, partial sums, the state update's
+// scratch, the residual rows), then `batch` input rows of the widest of D, I and H dv (bf16), then
+// as many stages as fit, at most kBatchedMaxStages.
+struct BatchedLayout {
+  int row_stride = 0;  // bytes from one sequence's input row to the next
+  int rows_offset = 0;
+  int stages_offset = 0;
+  int stages = 0;
+  int bytes = 0;
+};
+
+GLA_HOST_DEVICE inline BatchedLayout MakeBatchedLayout(int widest, int batch, int fixed_bytes) {
+  BatchedLayout l;
+  l.row_stride = RoundUpTo(2 * widest, 128) + kBatchedPad;
+  l.rows_offset = RoundUpTo(fixed_bytes, 128);
+  l.stages_offset = RoundUpTo(l.rows_offset + batch * l.row_stride, 128);
+  const int fit = (kBatchedSmemLimit - l.stages_offset) / kBatchedStageBytes;
+  l.stages = fit < kBatchedMaxStages ? fit : kBatchedMaxStages;
+  l.bytes = l.stages_offset + l.stages * kBatchedStageBytes;
+  return l;
+}
+
+}  // namespace gla::cuda::persistent
