@@ -3,8 +3,9 @@
 // its invariants (tests/unit/persistent_decode_shapes_test.cc) and the kernel uses the same code.
 //
 // A tile is a group of up to 16 rows of a matrix (gate|up: 8 gate rows and their 8 up rows) times one
-// segment of K: at most kBatchedMaxSegBytes of each row, a multiple of 128 bytes except the row's
-// last, so a tile fills one stage whatever K is. In the stage, row u starts at u * stride, stride =
+// segment of K: at most kBatchedMaxSegBytes (2,048) of each row, a multiple of 128 bytes except the
+// row's last, so a tile fills most of one stage whatever K is (2,048- and 1,024-wide bf16 rows fill it
+// whole: 2 segments and 1). In the stage, row u starts at u * stride, stride =
 // seg_bytes + 64: rows 64 mod 128 bytes apart, which keeps the mma operand loads (rows g and g + 1,
 // 16-byte chunks t = 0-3 in one load phase) on 8 different bank groups. The input rows (one per
 // sequence) are padded the same way.
@@ -15,9 +16,9 @@
 namespace gla::cuda::persistent {
 
 constexpr int kBatchedGroupRows = 16;  // the mma's m
-constexpr int kBatchedStageBytes = 32 * 1024;
 constexpr int kBatchedPad = 64;
-constexpr int kBatchedMaxSegBytes = (kBatchedStageBytes / kBatchedGroupRows - kBatchedPad) / 128 * 128;  // 1,920
+constexpr int kBatchedMaxSegBytes = 2048;
+constexpr int kBatchedStageBytes = kBatchedGroupRows * (kBatchedMaxSegBytes + kBatchedPad);  // 33,792
 constexpr int kBatchedMinStages = 2, kBatchedMaxStages = 6;
 constexpr int kBatchedSmemLimit = 227 * 1024;  // sm_90's opt-in shared memory per block
 

@@ -119,33 +119,59 @@ __device__ __forceinline__ float WarpSum(float v) {
 
 constexpr int kMaxHeadV = 512;  // dv: the gate norm keeps a head's row in a warp's registers
 
-// row[h dv ...] = bf16(RMSNorm(o_h) * g_norm * swish(g_h)) of sequence seq's head h, by one warp: o,
-// g and the norm weights in one trip to memory (o and g written by other blocks: L2).
+constexpr int kGateNormPer = kMaxHeadV / 32;  // a lane's values of one head
+
+// One head's o and g values (a lane's: lane + 32 j), loaded apart from their use so a warp can have
+// the next head's in flight while it finishes this one (o and g written by other blocks: L2).
+struct GateNormHeadValues {
+  float v[kGateNormPer], z[kGateNormPer];
+
+  __device__ __forceinline__ void Load(const PersistentDecodeParams& p, int seq, int h) {
+    const int lane = threadIdx.x % 32;
+    const float* oh = p.o + (static_cast<int64_t>(seq) * p.H + h) * p.dv;
+    const float* gh = p.proj + static_cast<int64_t>(seq) * p.P + p.g_off + static_cast<int64_t>(h) * p.dv;
+#pragma unroll
+    for (int j = 0; j < kGateNormPer; ++j) {
+      const int i = lane + 32 * j;
+      v[j] = i < p.dv ? __ldcg(oh + i) : 0.f;
+      z[j] = i < p.dv && p.output_gate ? __ldcg(gh + i) : 0.f;
+    }
+  }
+
+  // row[h dv ...] = bf16(RMSNorm(o_h) * g_norm * swish(g_h)); nw: the lane's g_norm values (LoadNorm).
+  __device__ __forceinline__ void Finish(const PersistentDecodeParams& p, int h, const float (&nw)[kGateNormPer],
+                                         __nv_bfloat16* row) const {
+    const int lane = threadIdx.x % 32;
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < kGateNormPer; ++j) ss += v[j] * v[j];
+    const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
+#pragma unroll
+    for (int j = 0; j < kGateNormPer; ++j) {
+      const int i = lane + 32 * j;
+      if (i >= p.dv) break;
+      float val = v[j] * inv * nw[j];
+      if (p.output_gate) val *= z[j] / (1.f + __expf(-z[j]));
+      row[h * p.dv + i] = __float2bfloat16(val);
+    }
+  }
+
+  __device__ __forceinline__ static void LoadNorm(const PersistentDecodeParams& p, const float* g_norm,
+                                                  float (&nw)[kGateNormPer]) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int j = 0; j < kGateNormPer; ++j) nw[j] = lane + 32 * j < p.dv ? __ldg(g_norm + lane + 32 * j) : 0.f;
+  }
+};
+
+// row[h dv ...] = the gate norm of sequence seq's head h, by one warp, in one trip to memory.
 __device__ __forceinline__ void GateNormHead(const PersistentDecodeParams& p, int seq, int h, const float* g_norm,
                                              __nv_bfloat16* row) {
-  const int lane = threadIdx.x % 32;
-  constexpr int kPer = kMaxHeadV / 32;
-  const float* oh = p.o + (static_cast<int64_t>(seq) * p.H + h) * p.dv;
-  const float* gh = p.proj + static_cast<int64_t>(seq) * p.P + p.g_off + static_cast<int64_t>(h) * p.dv;
-  float v[kPer], z[kPer], nw[kPer];
-  float ss = 0.f;
-#pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    const int i = lane + 32 * j;
-    v[j] = i < p.dv ? __ldcg(oh + i) : 0.f;
-    z[j] = i < p.dv && p.output_gate ? __ldcg(gh + i) : 0.f;
-    nw[j] = i < p.dv ? __ldg(g_norm + i) : 0.f;
-    ss += v[j] * v[j];
-  }
-  const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
-#pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    const int i = lane + 32 * j;
-    if (i >= p.dv) break;
-    float val = v[j] * inv * nw[j];
-    if (p.output_gate) val *= z[j] / (1.f + __expf(-z[j]));
-    row[h * p.dv + i] = __float2bfloat16(val);
-  }
+  GateNormHeadValues values;
+  float nw[kGateNormPer];
+  values.Load(p, seq, h);
+  GateNormHeadValues::LoadNorm(p, g_norm, nw);
+  values.Finish(p, h, nw, row);
 }
 
 // ---- The step's matrices ----

@@ -8,8 +8,8 @@
 // weight rows with the 8 input rows (one per sequence, zero-filled above the batch) 16 k at a time,
 // so the work per weight byte does not grow with B.
 //
-// The weight stream: a tile is a group of 16 rows of a matrix times one segment of K, so it fills a
-// 32 KiB stage whatever K is (the batch-1 kernel's tiles are whole rows: two of the down projection's
+// The weight stream: a tile is a group of 16 rows of a matrix times one segment of K, so it fills most
+// of a 33 KiB stage whatever K is (the batch-1 kernel's tiles are whole rows: two of the down projection's
 // 11 KiB rows a stage would waste the mma's 16 rows), its rows padded in the stage against bank
 // conflicts (persistent_batched_tiling.h); the producer warp copies a tile as one bulk copy per row
 // (lane u copies row u). The consumers keep a group's sums in registers across its segments and
@@ -22,9 +22,10 @@
 // The input rows of all sequences live in shared memory ([8][widest row], padded); what is left holds
 // 2 to 6 stages (gla-1.3B at batch 8: 3, its 5,632-wide down input rows take 89 KiB). The norms are a
 // warp per sequence (two passes over its residual row in L2); the gate norm a warp per (sequence,
-// head); the recurrent state update takes the batch's items (16 columns of one head of one sequence)
-// in turn, the next item's state loaded while the current one updates. Barriers, the residual rows a
-// block owns, rounding and epilogues are the batch-1 kernel's, per sequence.
+// head); the recurrent state update takes a contiguous run of the batch's items (16 columns of one
+// head of one sequence), head-major, making q, k and the decays once per (sequence, head) and loading
+// the next item's state while the current one updates. Barriers, the residual rows a block owns,
+// rounding and epilogues are the batch-1 kernel's, per sequence.
 #include "kernels/cuda/persistent_decode_batched.h"
 
 #include <cuda_bf16.h>
@@ -259,10 +260,22 @@ __device__ __forceinline__ void NormRows(const Context& c, const float* x, const
   ConsumerSync();
 }
 
-// Row s = bf16(RMSNorm per head(o_s) * g_norm * swish(g_s)): a warp per (sequence, head).
+// Row s = bf16(RMSNorm per head(o_s) * g_norm * swish(g_s)): a warp per (sequence, head), the norm
+// weights loaded once per warp. (The next pair's values in flight during one's finish spilled 170
+// bytes a thread at 168 registers: not done.)
 __device__ __forceinline__ void GateNormRows(const Context& c, const float* g_norm) {
-  for (int idx = threadIdx.x / 32; idx < c.p.batch * c.p.H; idx += kConsumerWarps)
-    GateNormHead(c.p, idx / c.p.H, idx % c.p.H, g_norm, InputRow(c, idx / c.p.H));
+  const PersistentDecodeParams& p = c.p;
+  const int pairs = p.batch * p.H;
+  int idx = threadIdx.x / 32;
+  if (idx < pairs) {
+    float nw[kGateNormPer];
+    GateNormHeadValues::LoadNorm(p, g_norm, nw);
+    for (; idx < pairs; idx += kConsumerWarps) {
+      GateNormHeadValues values;
+      values.Load(p, idx / p.H, idx % p.H);
+      values.Finish(p, idx % p.H, nw, InputRow(c, idx / p.H));
+    }
+  }
   ConsumerSync();
 }
 
@@ -303,9 +316,9 @@ __device__ void ConsumeStep(Context& c) {
     NormRows(c, p.x, L.attn_norm, p.D);
     Consume(c, 4 * l, [&](int64_t n, int seq, float v, float) { __stcg(p.proj + static_cast<int64_t>(seq) * p.P + n, v); });
     // Block b's items [i0, i1) of the batch's, head-major (a head's items are the batch's sequences'
-    // columns in turn), so consecutive items mostly share the gate's factor rows: only the next
-    // item's state rows are loaded during an update (both in flight cost spills), the factor rows
-    // when the key head changes.
+    // 16-column slabs in turn), so consecutive items mostly share a (sequence, head): its q, k and
+    // decays are made once for them (PrepareHead), and its gate factor rows loaded once per key head.
+    // The next item's state rows and v load during an update (its factor rows too cost spills).
     StateItem<R> item;
     StateRows<R> next;
     const int i0 = static_cast<int>(int64_t{items} * b / G), i1 = static_cast<int>(int64_t{items} * (b + 1) / G);
@@ -319,18 +332,30 @@ __device__ void ConsumeStep(Context& c) {
       item.Load(p, L, local, p.slots[seq]);  // before the barrier: the state is not this step's
     }
     sync();
+    float4 v = i0 < i1 ? item.LoadV(p, seq) : make_float4(0.f, 0.f, 0.f, 0.f);
+    int prepared_h = -1, prepared_seq = -1, buf = 0;
     for (int it = i0; it < i1; ++it) {
+      const bool more = it + 1 < i1;
       int next_seq = 0;
-      if (it + 1 < i1) {
-        const int local = item_of(it + 1, &next_seq);
-        next.LoadRows(p, L, local, p.slots[next_seq]);  // in flight during the update
+      float4 next_v;
+      if (more) {  // in flight during this update
+        next.LoadRows(p, L, item_of(it + 1, &next_seq), p.slots[next_seq]);
+        next_v = next.LoadV(p, next_seq);
       }
-      item.Update(p, L, seq, c.f.state);
-      if (it + 1 < i1) {
+      if (item.h != prepared_h || seq != prepared_seq) {
+        item.PrepareHead(p, L, seq, c.f.state);
+        ConsumerSync();
+        prepared_h = item.h;
+        prepared_seq = seq;
+      }
+      item.UpdateRows(p, seq, v, c.f.state, buf);
+      buf ^= 1;
+      if (more) {
         const int hk = item.hk;
         static_cast<StateRows<R>&>(item) = next;
         if (item.hk != hk) item.LoadGate(p, L);
         seq = next_seq;
+        v = next_v;
       }
     }
     sync();

@@ -30,7 +30,7 @@ constexpr int kStateGroups = kConsumers / kStateLanes;  // 64 row groups; dk = 6
 // The shared memory one item's update passes between the block's warps.
 struct StateScratch {
   float q[kStateGroups * 4], k[kStateGroups * 4], decay[kStateGroups * 4];
-  float4 o_partial[kConsumerWarps][kStateLanes];
+  float4 o_partial[2][kConsumerWarps][kStateLanes];  // UpdateRows' buf
 };
 
 // An item's place and state rows (a thread's 4 columns of R rows).
@@ -57,6 +57,14 @@ struct StateRows {
                                                    S + static_cast<int64_t>(group + r * kStateGroups) * p.dv + col);
   }
 
+
+  // This step's v values of the thread's 4 columns of the item (sequence seq's projections: not
+  // before the barrier after in_proj).
+  __device__ __forceinline__ float4 LoadV(const PersistentDecodeParams& p, int seq) const {
+    const float* proj = p.proj + static_cast<int64_t>(seq) * p.P;
+    const int col = c0 + (threadIdx.x % kStateLanes) * 4;
+    return __ldcg(reinterpret_cast<const float4*>(proj + p.v_off + static_cast<int64_t>(hk) * p.dv + col));
+  }
 };
 
 // An item with the gate's factor rows of its key head (a thread < dk: its row's rank values).
@@ -86,14 +94,27 @@ struct StateItem : StateRows<R> {
     }
   }
 
-  // The update with sequence `seq`'s projections (p.proj row seq) into its o row (p.o row seq).
+  // The update with sequence `seq`'s projections (p.proj row seq) into its o row (p.o row seq):
+  // PrepareHead, then UpdateRows, each item on its own (the batch-1 kernel's).
   __device__ __forceinline__ void Update(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, int seq,
                                          StateScratch& s) {
+    PrepareHead(p, L, seq, s);
+    const float4 v = this->LoadV(p, seq);  // in flight across the barrier
+    ConsumerSync();
+    UpdateRows(p, seq, v, s, 0);
+    ConsumerSync();  // q, k, decay and o_partial are free for the next item
+  }
+
+  // q (scaled), k and the decay of every row of the item's head for sequence seq, into s (thread
+  // t < dk: row t). The same for every item of one (sequence, head): a caller taking several in a
+  // row makes them once. Every consumer must have finished the previous UpdateRows (its barrier
+  // orders that) and must pass a ConsumerSync before UpdateRows reads them.
+  __device__ __forceinline__ void PrepareHead(const PersistentDecodeParams& p, const PersistentDecodeLayer& L,
+                                              int seq, StateScratch& s) {
     constexpr int dk = R * kStateGroups;
-    const int t = threadIdx.x, warp = t / 32, lane = t % 32;
-    const int lane4 = t % kStateLanes, group = t / kStateLanes;
+    const int t = threadIdx.x;
     const float* proj = p.proj + static_cast<int64_t>(seq) * p.P;
-    if (t < dk) {  // q (scaled), k and the decay of row t, from this step's projections
+    if (t < dk) {
       const float* lr = proj + p.r_off;
       float z = L.gk1_bias != nullptr ? __ldg(L.gk1_bias + hk * dk + t) : 0.f;
 #pragma unroll
@@ -108,9 +129,16 @@ struct StateItem : StateRows<R> {
       s.q[t] = p.scale * __ldcg(proj + p.q_off + static_cast<int64_t>(h) * dk + t);
       s.k[t] = __ldcg(proj + p.k_off + static_cast<int64_t>(hk) * dk + t);
     }
+  }
+
+  // The item's rows updated with s's q, k and decay and v (LoadV), stored, and its 16 values of o
+  // written; o_partial[buf] carries the warps' sums (alternate buf between consecutive calls: the
+  // next call's writes then never meet this one's readers, without a second barrier).
+  __device__ __forceinline__ void UpdateRows(const PersistentDecodeParams& p, int seq, const float4& v,
+                                             StateScratch& s, int buf) {
+    const int t = threadIdx.x, warp = t / 32, lane = t % 32;
+    const int lane4 = t % kStateLanes, group = t / kStateLanes;
     const int col = c0 + lane4 * 4;
-    const float4 v = __ldcg(reinterpret_cast<const float4*>(proj + p.v_off + static_cast<int64_t>(hk) * p.dv + col));
-    ConsumerSync();
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -127,18 +155,17 @@ struct StateItem : StateRows<R> {
       acc.z += __shfl_xor_sync(0xffffffffu, acc.z, off);
       acc.w += __shfl_xor_sync(0xffffffffu, acc.w, off);
     }
-    if (lane < kStateLanes) s.o_partial[warp][lane] = acc;
+    if (lane < kStateLanes) s.o_partial[buf][warp][lane] = acc;
     ConsumerSync();
     if (t < kStateLanes) {
-      float4 sum = s.o_partial[0][t];
+      float4 sum = s.o_partial[buf][0][t];
       for (int w = 1; w < kConsumerWarps; ++w) {
-        const float4 x = s.o_partial[w][t];
+        const float4 x = s.o_partial[buf][w][t];
         sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
       }
       float* o = p.o + static_cast<int64_t>(seq) * p.H * p.dv;
       __stcg(reinterpret_cast<float4*>(o + static_cast<int64_t>(h) * p.dv + c0 + t * 4), sum);
     }
-    ConsumerSync();  // q, k, decay and o_partial are free for the next item
   }
 };
 

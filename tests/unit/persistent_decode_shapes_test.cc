@@ -113,6 +113,12 @@ TEST(PersistentDecodeShapes, BatchedTilesCoverEveryRowOnceAndFitAStage) {
         // As even as 128-byte multiples allow: no more segments than whole ones would need.
         EXPECT_EQ(t.segs, (row_bytes + kBatchedMaxSegBytes - 1) / kBatchedMaxSegBytes);
       }
+  // The models' 2,048- and 1,024-wide bf16 rows fill whole stages (2 segments and 1 of 2,048 bytes).
+  for (const int row_bytes : {4096, 2048}) {
+    const SegmentTiling t = MakeSegmentTiling(row_bytes, false);
+    EXPECT_EQ(t.seg_bytes, 2048) << row_bytes;
+    EXPECT_EQ(t.segs, row_bytes / 2048) << row_bytes;
+  }
 }
 
 // The batched kernel's shared memory: gla-1.3B's input rows padded to 64 mod 128 bytes apart, the
