@@ -286,7 +286,7 @@ class CudaModel {
   };
   std::map<int, Graph> graphs_;
 
-  // The persistent batch-1 decode kernel's parameters (all but the step's states and logits), its
+  // The persistent decode kernels' parameters (all but the step's batch, states and logits), their
   // device array of layers and its grid-barrier counter.
   cuda::PersistentDecodeParams persistent_;
   int persistent_max_batch_ = 1;  // see persistent_decode_batch()
