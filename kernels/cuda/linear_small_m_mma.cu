@@ -47,13 +47,6 @@ namespace {
 
 constexpr int kWarps = 8, kRows = 16, kInFlight = 4;
 
-// 16 one-byte weights (16 bytes) as two bf16 chunks of 8: lo = weights 0-7, hi = weights 8-15.
-template <uint32_t (*Widen)(uint32_t)>
-__device__ __forceinline__ void ByteChunkToBf16(const uint4& w, uint4& lo, uint4& hi) {
-  lo = make_uint4(Widen(w.x), Widen(w.x >> 16), Widen(w.y), Widen(w.y >> 16));
-  hi = make_uint4(Widen(w.z), Widen(w.z >> 16), Widen(w.w), Widen(w.w >> 16));
-}
-
 // Chunk c of weight rows g (wl) and g + 8 (wh) against the input rows g + 8 j (j < NT) into acc.
 // bf16: 8 weights a chunk, against chunk c of each input row, two mmas. FP8 and INT8: 16 weights a
 // chunk, widened to two bf16 chunks that meet the input's chunks 2c and 2c + 1 in four mmas (the

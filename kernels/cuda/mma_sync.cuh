@@ -42,4 +42,12 @@ __device__ __forceinline__ uint32_t BytePairToBf16x2(uint32_t two) {
   return *reinterpret_cast<const uint32_t*>(&b);
 }
 
+// 16 one-byte weights (16 bytes) as two bf16 chunks of 8: lo = weights 0-7, hi = weights 8-15
+// (Widen: BytePairToBf16x2 of the format's widening).
+template <uint32_t (*Widen)(uint32_t)>
+__device__ __forceinline__ void ByteChunkToBf16(const uint4& w, uint4& lo, uint4& hi) {
+  lo = make_uint4(Widen(w.x), Widen(w.x >> 16), Widen(w.y), Widen(w.y >> 16));
+  hi = make_uint4(Widen(w.z), Widen(w.z >> 16), Widen(w.w), Widen(w.w >> 16));
+}
+
 }  // namespace gla::cuda

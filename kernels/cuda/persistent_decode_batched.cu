@@ -110,15 +110,6 @@ __device__ void Produce(const PersistentDecodeParams& p, Fixed& f, unsigned char
   }
 }
 
-// 16 one-byte weights as two chunks of 8 bf16 (exact: mma_sync.cuh's BytePairToBf16x2).
-template <float2 (*Widen)(unsigned)>
-__device__ __forceinline__ void BytesToBf16(const uint4& w, uint4& lo, uint4& hi) {
-  lo = make_uint4(BytePairToBf16x2<Widen>(w.x), BytePairToBf16x2<Widen>(w.x >> 16), BytePairToBf16x2<Widen>(w.y),
-                  BytePairToBf16x2<Widen>(w.y >> 16));
-  hi = make_uint4(BytePairToBf16x2<Widen>(w.z), BytePairToBf16x2<Widen>(w.z >> 16), BytePairToBf16x2<Widen>(w.w),
-                  BytePairToBf16x2<Widen>(w.w >> 16));
-}
-
 // One 16-byte chunk of stage rows g (wl) and g + 8 (wh) against input row g's matching chunk(s)
 // (x: the row's first chunk for this tile's segment) into acc.
 template <PersistentWeights K>
@@ -134,8 +125,8 @@ __device__ __forceinline__ void MmaChunk(float (&acc)[4], const uint4& wl, const
   } else {
     constexpr auto widen = K == PersistentWeights::kFp8 ? Fp8x2ToFloat2 : Int8x2ToFloat2;
     uint4 l0, l1, h0, h1;
-    BytesToBf16<widen>(wl, l0, l1);
-    BytesToBf16<widen>(wh, h0, h1);
+    ByteChunkToBf16<BytePairToBf16x2<widen>>(wl, l0, l1);  // exact (mma_sync.cuh)
+    ByteChunkToBf16<BytePairToBf16x2<widen>>(wh, h0, h1);
     uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
     if (x_ok) {
       x0 = x[2 * c];
