@@ -1,5 +1,5 @@
-// One decode step of a whole GLA model, for one sequence, as one persistent kernel (issue 19,
-// deliverable 2). The kernel-per-operation step spends most of a batch-1 step in ramps: each of
+// One decode step of a whole GLA model, for one sequence (or 2-8: below), as one persistent kernel
+// (issue 19, deliverable 2). The kernel-per-operation step spends most of a batch-1 step in ramps: each of
 // ~150 kernels waits for its predecessor's last store, then needs two or three dependent trips to
 // memory before its weight stream reaches full rate (docs/performance.md, the ncu profile).
 //
@@ -24,6 +24,9 @@
 // accumulation, fp32 residual stream, projections and states (a bf16 pool's state widened on load and
 // rounded on store, as the decode step does), the gate|up outputs rounded to bf16
 // before SwiGLU, SwiGLU's output rounded to bf16; only the order of the sums differs.
+// Batches of 2-8 sequences (PersistentDecodeParams::batch) run the same plan in a second kernel
+// (kernels/cuda/persistent_decode_batched.cu) whose consumers multiply the streamed rows with every
+// sequence's input row on tensor cores; PersistentDecodeStep picks it by the batch.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -112,7 +115,7 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
 // attribute; call once before the first PersistentDecodeStep.
 int PersistentDecodeBlocks(int device);
 
-// Enqueues the step (a cooperative launch of p.blocks blocks). p.barrier must be zero when the
+// Enqueues the step (a cooperative launch of p.blocks blocks; the batched kernel for p.batch > 1). p.barrier must be zero when the
 // kernel starts (clear it on the same stream first). cudaErrorInvalidValue: shapes not supported.
 cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream);
 
