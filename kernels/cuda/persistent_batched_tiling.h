@@ -72,4 +72,19 @@ GLA_HOST_DEVICE inline BatchedLayout MakeBatchedLayout(int widest, int batch, in
   return l;
 }
 
+// The state update's items of a step: batch x H heads x cols 16-column slabs, numbered head-major
+// (a head's items are the batch's sequences' slabs in turn), so a block's contiguous run of items
+// mostly shares one (sequence, head). Item `it` -> its sequence (*seq) and its item within that
+// sequence (head * cols + slab), as StateRows::LoadRows numbers them.
+GLA_HOST_DEVICE inline int BatchedStateItem(int it, int cols, int batch, int* seq) {
+  *seq = (it / cols) % batch;
+  return it / (cols * batch) * cols + it % cols;
+}
+
+// Block b's run of the step's items: [*i0, *i1), the blocks' runs as even as whole items allow.
+GLA_HOST_DEVICE inline void BatchedStateRun(int items, int b, int G, int* i0, int* i1) {
+  *i0 = static_cast<int>(static_cast<long long>(items) * b / G);
+  *i1 = static_cast<int>(static_cast<long long>(items) * (b + 1) / G);
+}
+
 }  // namespace gla::cuda::persistent

@@ -312,11 +312,9 @@ __device__ void ConsumeStep(Context& c) {
     // The next item's state rows and v load during an update (its factor rows too cost spills).
     StateItem<R> item;
     StateRows<R> next;
-    const int i0 = static_cast<int>(int64_t{items} * b / G), i1 = static_cast<int>(int64_t{items} * (b + 1) / G);
-    auto item_of = [&](int it, int* seq) {  // -> the item within its sequence
-      *seq = (it / cols) % p.batch;
-      return it / (cols * p.batch) * cols + it % cols;
-    };
+    int i0, i1;
+    BatchedStateRun(items, b, G, &i0, &i1);
+    auto item_of = [&](int it, int* seq) { return BatchedStateItem(it, cols, p.batch, seq); };
     int seq = 0;
     if (i0 < i1) {
       const int local = item_of(i0, &seq);

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "kernels/cuda/persistent_batched_tiling.h"
 #include "kernels/cuda/persistent_decode_batched.h"
@@ -119,6 +121,42 @@ TEST(PersistentDecodeShapes, BatchedTilesCoverEveryRowOnceAndFitAStage) {
     EXPECT_EQ(t.seg_bytes, 2048) << row_bytes;
     EXPECT_EQ(t.segs, row_bytes / 2048) << row_bytes;
   }
+}
+
+// The batched kernel's state items: the blocks' runs cover every item of the step once, and the
+// numbering reaches every (sequence, head, slab) once, a run's items mostly of one (sequence, head).
+TEST(PersistentDecodeShapes, BatchedStateItemsAreEachUpdatedOnce) {
+  using namespace cuda::persistent;  // NOLINT
+  for (const int batch : {2, 3, 5, 8})
+    for (const auto& [heads, cols] : {std::pair{4, 32}, std::pair{4, 16}, std::pair{2, 16}, std::pair{16, 4}}) {
+      SCOPED_TRACE(testing::Message() << "batch " << batch << ", " << heads << " heads of " << cols << " slabs");
+      const int items = batch * heads * cols;
+      std::vector<int> seen(static_cast<size_t>(items), 0);
+      int next = 0, head_changes = 0;
+      for (int b = 0; b < 132; ++b) {
+        int i0, i1;
+        BatchedStateRun(items, b, 132, &i0, &i1);
+        EXPECT_EQ(i0, next);  // contiguous, in order, no gap
+        next = i1;
+        int last = -1;
+        for (int it = i0; it < i1; ++it) {
+          int seq = -1;
+          const int local = BatchedStateItem(it, cols, batch, &seq);
+          ASSERT_GE(seq, 0);
+          ASSERT_LT(seq, batch);
+          ASSERT_GE(local, 0);
+          ASSERT_LT(local, heads * cols);
+          ++seen[static_cast<size_t>(seq) * heads * cols + local];
+          const int pair = seq * heads + local / cols;
+          head_changes += last >= 0 && pair != last;
+          last = pair;
+        }
+      }
+      EXPECT_EQ(next, items);
+      for (int i = 0; i < items; ++i) EXPECT_EQ(seen[static_cast<size_t>(i)], 1) << "item " << i;
+      // Consecutive items change (sequence, head) once per cols of them at most.
+      EXPECT_LE(head_changes, items / cols);
+    }
 }
 
 // The batched kernel's shared memory: gla-1.3B's input rows padded to 64 mod 128 bytes apart, the
