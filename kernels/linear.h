@@ -110,8 +110,8 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
 // The tensor-core kernels with K split over clusters of k_split (1, 2 or 4) blocks a 16-feature tile,
 // the cluster's sums added in rank order (deterministic, though not the unsplit kernel's order), for
 // M <= kSmallMTensorCores: for projections whose feature tiles leave SMs idle (linear_small_m_mma.cu).
-// cudaErrorInvalidValue (no launch) for another k_split or more rows. Not yet taken by the engine:
-// linear_small_m_bench times it against the unsplit form first.
+// cudaErrorInvalidValue (no launch) for another k_split or more rows. The engine takes it only with
+// ProjectionPaths::small_m_k_split (off: level with the unsplit form in its engine A/B).
 cudaError_t LinearSmallMTensorCoresSplitK(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                           int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                           cudaStream_t stream, int k_split);

@@ -54,9 +54,9 @@ struct ProjectionPaths {
   // Decode-sized projections (bf16: to kSmallM rows; FP8 / INT8: to byte_weight_kernel_rows, at
   // most kSmallMTensorCores) whose 16-feature tiles leave SMs idle (cuda::SmallMKSplit > 1: gla-1.3B's
   // o_proj and down, gla-340M's) run the tensor-core kernel with K split over clusters of blocks
-  // (cuda::LinearSmallM*TensorCoresSplitK), from one row. Off until linear_small_m_bench and an
-  // engine A/B have run on a GPU (written 2026-12-06, when no device could be started for it).
-  // gla-engine-bench --small_m_split 0|1.
+  // (cuda::LinearSmallM*TensorCoresSplitK), from one row. Off: its engine A/B on an H100
+  // (2026-12-07, gla-1.3B, B = 2 / 8 / 16: 1.789 / 1.955 / 2.472 ms unsplit, 1.794 / 1.964 / 2.486
+  // split) found it level; gla-340M not yet run. gla-engine-bench --small_m_split 0|1.
   bool small_m_k_split = false;
   // bf16 weights: the layers' projections that cuBLAS takes (more rows than the kernels above) run
   // cuBLASLt's algorithm that was fastest on this model's own matrices at that row count
@@ -68,10 +68,10 @@ struct ProjectionPaths {
   // exact-only form"): gla-340M prefill T=4096 8.39-8.46 -> 7.84-7.86 ms (-7%), decode B=32
   // 1.386-1.392 -> 1.365-1.379 ms; gla-1.3B level within the rounds' spread (prefill 21.86-21.98 ->
   // 21.56-22.45, B=32 3.069-3.093 -> 3.051-3.069). Its cost: each decode graph size and power-of-two
-  // step size tunes once per process (its time not yet measured; estimated from the timed passes at
-  // tens of ms a decode size, a few hundred at 4,096 rows), all
-  // at load through the backend (CudaModel::TuneBf16GemmsForEveryStepSize; glad
-  // --gemm_tuning_cache restores them instead). gla-engine-bench --gemm_tuning 0|1.
+  // step size tunes once per process, all at load through the backend
+  // (CudaModel::TuneBf16GemmsForEveryStepSize): +0.9 s to glad's start at gla-1.3B with 64 slots on an
+  // H100 (2026-12-07, 32 shapes x row counts); glad --gemm_tuning_cache restores them instead (+0.2 s).
+  // gla-engine-bench --gemm_tuning 0|1.
   bool tuned_bf16_gemms = true;
 };
 

@@ -108,7 +108,7 @@ int main() {
         CHECK(gla::cuda::LinearSmallMFp8TensorCores(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
       const double fp8 = fp8_cores > 0 ? std::min(fp8_cores, fp8_tensor) : fp8_tensor;
-      // Not counted in "best": the engine does not take the split yet; this says whether it should.
+      // Not counted in "best": the engine takes the split only with --small_m_split (off); this says whether it should.
       double split_us = -1, fp8_split_us = -1;
       if (split > 1) {
         split_us = GraphLaunchUs([&](int c, cudaStream_t st) {
