@@ -50,6 +50,7 @@ done
 [[ ${GLA_GEMMS_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_GEMMS_ROUNDS must be 1-9, not '${GLA_GEMMS_ROUNDS}'"
 [[ ${GLA_ENGINE_TESTS_TIMEOUT:-480} =~ ^[1-9][0-9]*$ ]] ||
   knob_error "GLA_ENGINE_TESTS_TIMEOUT must be seconds, not '${GLA_ENGINE_TESTS_TIMEOUT}'"
+[[ ${GLA_AB_EXTRA_ARGS-} =~ ^[-a-z0-9_.\ ]*$ ]] || knob_error "GLA_AB_EXTRA_ARGS must be gla-engine-bench flags and values, not '${GLA_AB_EXTRA_ARGS}'"
 [[ ${GLA_BATCHED_ROUNDS:-1} =~ ^[1-9]$ ]] || knob_error "GLA_BATCHED_ROUNDS must be 1-9, not '${GLA_BATCHED_ROUNDS}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
 for w in ${GLA_MEDIUM_WEIGHTS-}; do
@@ -107,6 +108,8 @@ random_model() {
 # PRESET model with each of WEIGHTS, ROUNDS rounds of --FLAG at each of VALUES in turn
 # (alternating, so drift shows between rounds), at BATCHES (prefill and TTFT too); each run's file
 # is PART_ab_PRESET_WEIGHTS_VALUE_ROUND, its rows go to the summary (the A/B parts' shared loop).
+# GLA_AB_EXTRA_ARGS: more gla-engine-bench flags for every run of an A/B (e.g. "--persistent_batch 1"
+# so that batch 2-3 steps take the per-operation graph whose kernels the A/B is about).
 engine_ab() {
   local part=$1 flag=$2 values=$3 presets=$4 weights_list=$5 rounds=$6 batches=$7 preset weights round v
   for preset in $presets; do
@@ -114,9 +117,10 @@ engine_ab() {
     for weights in $weights_list; do
       for round in $(seq "$rounds"); do
         for v in $values; do
+          # shellcheck disable=SC2086  # GLA_AB_EXTRA_ARGS splits into flags
           engine_rows "${part}_ab_${preset}_${weights}_${v}_$round" "$preset $weights $flag=$v round $round" \
             timeout 150 gpu-bundle/run gla-engine-bench --model "/tmp/gla-$preset" --name "gla-$preset" \
-            --weights "$weights" "--$flag" "$v" --batches "$batches"
+            --weights "$weights" "--$flag" "$v" --batches "$batches" ${GLA_AB_EXTRA_ARGS-}
         done
       done
     done
