@@ -26,7 +26,7 @@ case $parts in
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_PROJECTIONS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -38,10 +38,8 @@ done
   knob_error "GLA_MEDIUM_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_MEDIUM_BATCHES}'"
 [[ ${GLA_GEMMS_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_GEMMS_BATCHES must be batch sizes separated by commas (32,128), not '${GLA_GEMMS_BATCHES}'"
-[[ ${GLA_PROJECTIONS_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
-  knob_error "GLA_PROJECTIONS_BATCHES must be batch sizes separated by commas (2,8,16), not '${GLA_PROJECTIONS_BATCHES}'"
-for w in ${GLA_PROJECTIONS_WEIGHTS-} ${GLA_ROWS_WEIGHTS-} ${GLA_BATCHED_WEIGHTS-}; do
-  case $w in native | fp8 | int8) ;; *) knob_error "GLA_PROJECTIONS_WEIGHTS / GLA_ROWS_WEIGHTS / GLA_BATCHED_WEIGHTS: unknown format '$w'" ;; esac
+for w in ${GLA_ROWS_WEIGHTS-} ${GLA_BATCHED_WEIGHTS-}; do
+  case $w in native | fp8 | int8) ;; *) knob_error "GLA_ROWS_WEIGHTS / GLA_BATCHED_WEIGHTS: unknown format '$w'" ;; esac
 done
 [[ ${GLA_BATCHED_BATCHES:-1} =~ ^[1-8](,[1-8])*$ ]] ||
   knob_error "GLA_BATCHED_BATCHES must be batch sizes 1-8 separated by commas (2,4,8), not '${GLA_BATCHED_BATCHES}'"
@@ -493,20 +491,15 @@ if [ "$parts" = rows ] && [ -x gpu-bundle/run ]; then
   engine_ab rows warp_rows "0 ${GLA_ROWS_WARP_FROM:-4096}" "${GLA_ROWS_PRESETS-1.3B 340M}" \
     "${GLA_ROWS_WEIGHTS:-native fp8}" "${GLA_ROWS_ROUNDS:-1}" "${GLA_ROWS_BATCHES:-32}"
 fi
-# The decode-sized projection kernels, from the bundle: their kernel tests and the engine's K-split
-# decode steps against the CPU, linear_small_m_bench (the CUDA-core, tensor-core, cuBLAS and K-split
-# tensor-core kernels at 1-16 rows, both weight types) and linear_medium_m_bench (17-256 rows), each
-# against the copy floor measured in its run; then gla-engine-bench --small_m_split 0 against 1 with
-# GLA_PROJECTIONS_WEIGHTS (native fp8) on GLA_PROJECTIONS_PRESETS (1.3B 340M) at
-# GLA_PROJECTIONS_BATCHES (2,8,16), one round (GLA_CHECKS picks parts of it).
+# The decode-sized projection kernels, from the bundle: their kernel tests, linear_small_m_bench (the
+# CUDA-core, tensor-core and cuBLAS kernels at 1-16 rows, both weight types) and
+# linear_medium_m_bench (17-256 rows), each against the copy floor measured in its run (GLA_CHECKS
+# picks parts of it).
 if [ "$parts" = projections ] && [ -x gpu-bundle/run ]; then
   use_bundle
   check projection_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*LinearSmallM*:*LinearMediumM*'
-  check projection_engine_tests timeout 200 gpu-bundle/run cuda_engine_test --gtest_filter='*SplitKDecodeSteps*'
   check linear_small_m_bench timeout 300 gpu-bundle/run linear_small_m_bench
   check linear_medium_m_bench timeout 300 gpu-bundle/run linear_medium_m_bench
-  engine_ab projections small_m_split "0 1" "${GLA_PROJECTIONS_PRESETS-1.3B 340M}" \
-    "${GLA_PROJECTIONS_WEIGHTS:-native fp8}" 1 "${GLA_PROJECTIONS_BATCHES:-2,8,16}"
 fi
 # Issue 19: decode steps of 2-8 sequences through the batched persistent kernel
 # (kernels/cuda/persistent_decode_batched.cu): its engine tests (against the per-operation path and

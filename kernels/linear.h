@@ -107,23 +107,6 @@ constexpr int kSmallMByteTensorCores = 256;
 cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream);
-// The tensor-core kernels with K split over clusters of k_split (1, 2 or 4) blocks a 16-feature tile,
-// the cluster's sums added in rank order (deterministic, though not the unsplit kernel's order), for
-// M <= kSmallMTensorCores: for projections whose feature tiles leave SMs idle (linear_small_m_mma.cu).
-// cudaErrorInvalidValue (no launch) for another k_split or more rows. The engine takes it only with
-// ProjectionPaths::small_m_k_split (off: level with the unsplit form in its engine A/B).
-cudaError_t LinearSmallMTensorCoresSplitK(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
-                                          int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                          cudaStream_t stream, int k_split);
-cudaError_t LinearSmallMFp8TensorCoresSplitK(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
-                                             int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                             cudaStream_t stream, int k_split);
-cudaError_t LinearSmallMInt8TensorCoresSplitK(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w,
-                                              int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M,
-                                              float beta, cudaStream_t stream, int k_split);
-// The split that fills a GPU of `sms` SMs with two blocks each without a second wave: 4 or 2 where
-// the N / 16 feature tiles times it fit 2 sms, else 1 (gla-1.3B's o_proj and down: 2; gla-340M's: 4).
-int SmallMKSplit(int64_t N, int sms);
 
 
 // Medium-sized projections, 17 to kMediumMMaxRows rows (decode at batch 32-256, short prompts):

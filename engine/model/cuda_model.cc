@@ -232,7 +232,6 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::FromCheckpoint(Checkpoint 
   m->options_ = run;
   m->bf16_fallback_reason_ = std::move(bf16_fallback_reason);
   m->device_name_ = absl::StrCat(prop.name, " (", prop.totalGlobalMem >> 30, " GiB, sm_", prop.major, prop.minor, ")");
-  m->sms_ = prop.multiProcessorCount;
   GLA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
   GLA_CUBLAS_RETURN_IF_ERROR(cublasCreate(&m->cublas_));
   GLA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(m->cublas_, m->stream_));
@@ -753,22 +752,6 @@ absl::Status CudaModel::TuneBf16Gemms(int64_t rows) {
 
 absl::Status CudaModel::Project(const __nv_bfloat16* x, int64_t x_stride, const Matrix& w, int64_t N, int64_t K,
                                void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta) {
-  // Decode-sized projections with few feature tiles: K split over clusters (paths.small_m_k_split).
-  const int64_t byte_rows = options_.paths.byte_weight_kernel_rows;
-  if (const int split = SmallMSplitFor(N, M, w.is_fp8() || w.is_int8() ? byte_rows : cuda::kSmallM); split > 1) {
-    ++split_k_projections_;
-    if (w.is_fp8()) {
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMFp8TensorCoresSplitK(x, x_stride, w.fp8, N, K, y, y_bf16, y_stride, M,
-                                                                      beta, stream_, split));
-    } else if (w.is_int8()) {
-      GLA_CUDA_RETURN_IF_ERROR(cuda::LinearSmallMInt8TensorCoresSplitK(x, x_stride, w.int8, N, K, y, y_bf16, y_stride,
-                                                                       M, beta, stream_, split));
-    } else {
-      GLA_CUDA_RETURN_IF_ERROR(
-          cuda::LinearSmallMTensorCoresSplitK(x, x_stride, w.bf16, N, K, y, y_bf16, y_stride, M, beta, stream_, split));
-    }
-    return absl::OkStatus();
-  }
   if (w.is_fp8()) {
     // Decode-sized: the FP8 rows widened in registers against the bf16 inputs (M <= 16 by default);
     // then the medium-M kernel (to 32 rows by default). Larger: the inputs quantized per row, then

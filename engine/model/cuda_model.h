@@ -143,9 +143,6 @@ class CudaModel {
   // calls it at load; with options.gemm_tuning_cache, a restart restores instead of timing). Uses
   // the activation buffers: nothing of a step may be in flight. A no-op without tuning.
   absl::Status TuneBf16GemmsForEveryStepSize(int max_decode_rows);
-  // paths.small_m_k_split: the projections enqueued through the K-split kernel (captured graphs'
-  // counted once, at capture).
-  int64_t split_k_projections() const { return split_k_projections_; }
 
  private:
   // An adapter on the device. Holding `host` keeps its address unique while it is cached.
@@ -207,14 +204,6 @@ class CudaModel {
   // FP8 rows and RunGraph's GEMM plans follow the same choice.
   bool Fp8GemmTakes(int64_t M) const {
     return M > options_.paths.byte_weight_kernel_rows && M > options_.paths.fp8_medium_m_kernel_rows;
-  }
-  // The K split for a projection of N features and M rows (ProjectionPaths::small_m_k_split): 2 or 4
-  // where the tensor-core kernel's split form takes it (M <= max_rows, the feature tiles leaving SMs
-  // idle), 1 otherwise.
-  int SmallMSplitFor(int64_t N, int64_t M, int64_t max_rows) const {
-    return options_.paths.small_m_k_split && M <= max_rows && M <= cuda::kSmallMTensorCores
-               ? cuda::SmallMKSplit(N, sms_)
-               : 1;
   }
   // The row kernels' form for a step of `rows` rows of `width` values (ProjectionPaths::warp_rows_from
   // and warp_rows_max_width; both forms give the same bits).
@@ -302,8 +291,6 @@ class CudaModel {
   uint64_t steps_ = 0;
   DeviceMemory lora_scratch_;
   int lora_scratch_r_ = 0;
-  int sms_ = 1;  // the device's SMs (cuda::SmallMKSplit's rule)
-  int64_t split_k_projections_ = 0;
 };
 
 // Smallest captured bucket that holds n decode rows: 1, 2, 4, 8, 16, 24, 32, 48, 64, then

@@ -51,13 +51,6 @@ struct ProjectionPaths {
   int medium_m_kernel_rows = 0;        // bf16 weights
   int fp8_medium_m_kernel_rows = 32;   // FP8 weights
   int int8_medium_m_kernel_rows = 64;  // INT8 weights
-  // Decode-sized projections (bf16: to kSmallM rows; FP8 / INT8: to byte_weight_kernel_rows, at
-  // most kSmallMTensorCores) whose 16-feature tiles leave SMs idle (cuda::SmallMKSplit > 1: gla-1.3B's
-  // o_proj and down, gla-340M's) run the tensor-core kernel with K split over clusters of blocks
-  // (cuda::LinearSmallM*TensorCoresSplitK), from one row. Off: its engine A/B on an H100
-  // (2026-12-07, gla-1.3B, B = 2 / 8 / 16: 1.789 / 1.955 / 2.472 ms unsplit, 1.794 / 1.964 / 2.486
-  // split) found it level; gla-340M not yet run. gla-engine-bench --small_m_split 0|1.
-  bool small_m_k_split = false;
   // bf16 weights: the layers' projections that cuBLAS takes (more rows than the kernels above) run
   // cuBLASLt's algorithm that was fastest on this model's own matrices at that row count
   // (cuda::TunedBf16Gemm: the heuristic's first 16 and cublasGemmEx's default, each timed in a

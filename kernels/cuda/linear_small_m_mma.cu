@@ -18,21 +18,14 @@
 // issued before the wait on the previous kernel (programmatic dependent launch): weights do not
 // depend on it.
 //
-// K split over a cluster (kSplit 2 or 4, M <= 16; LinearSmallM*TensorCoresSplitK): a projection with
-// few output features (gla-1.3B's o_proj and down, 2,048 features: 128 blocks for 132 SMs; gla-340M's,
-// 64) leaves SMs idle and each SM one block's loads in flight. With kSplit blocks a feature tile, each
-// taking every kSplit-th group of the warps' slices (block r of the cluster acts as warps
-// 8r ... 8r + 7 of a 8 kSplit-warp block), two blocks fit an SM (the M <= 16 forms use at most 128
-// registers a thread: __launch_bounds__ asks for that), and the cluster's first block adds the
-// others' sums to its own through distributed shared memory, in rank order (deterministic; the sum
-// order differs from the unsplit kernel's, so its bits may too).
-#include <cooperative_groups.h>
+// (A form with K split over thread-block clusters of 2 or 4 blocks a feature tile, for projections
+// whose few feature tiles leave SMs idle, was tried and removed: level with this one at gla-1.3B, a
+// decode step 19% slower at gla-340M at batch 2 and 8; H100, 2026-12-07, docs/performance.md.)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/bf16_dot.cuh"
@@ -108,20 +101,16 @@ __device__ __forceinline__ void MmaChunk(const small_m::Int8Rows&, float (&acc)[
 // evict-first). That form takes 251 registers a thread (134 without): one block per SM either way.
 // kSharedWeights: launched with row_blocks > 1 (a compile-time choice: a select between the two
 // loads would issue both).
-// kSplit > 1: K split over a cluster (above), two blocks an SM asked of the register allocator; 1:
-// the minimum left unspecified (0), which keeps the unsplit forms' allocation as it was measured (a
-// minimum of 1 gave them 20-100 more registers a thread).
-template <int NT, class Rows, bool kSharedWeights = false, int kSplit = 1>
-__global__ void __launch_bounds__(kWarps * 32, kSplit > 1 ? 2 : 0)
+// The minimum blocks an SM is left unspecified: a minimum of 1 gave these kernels 20-100 more
+// registers a thread.
+template <int NT, class Rows, bool kSharedWeights = false>
+__global__ void __launch_bounds__(kWarps * 32)
     SmallMMmaKernel(const __nv_bfloat16* __restrict__ x, int64_t x_stride, const Rows rows, int64_t N, int64_t K, int M,
                     void* y, bool y_bf16, int64_t y_stride, float beta, int row_blocks) {
-  static_assert(kSplit == 1 || (!kSharedWeights && NT <= 2), "the K split is for M <= 16");
   __shared__ float partial[kWarps][kRows][8 * NT];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   int row0 = 0;
-  // kSplit > 1: blocks r = 0 ... kSplit - 1 of a cluster share feature tile blockIdx.x / kSplit.
-  const int split_rank = kSplit > 1 ? static_cast<int>(blockIdx.x % kSplit) : 0;
-  int64_t n0 = static_cast<int64_t>(blockIdx.x / kSplit) * kRows;
+  int64_t n0 = static_cast<int64_t>(blockIdx.x) * kRows;
   if constexpr (kSharedWeights) {
     row0 = static_cast<int>(blockIdx.x % static_cast<unsigned>(row_blocks)) * 8 * NT;
     n0 = static_cast<int64_t>(blockIdx.x / static_cast<unsigned>(row_blocks)) * kRows;
@@ -138,13 +127,10 @@ __global__ void __launch_bounds__(kWarps * 32, kSplit > 1 ? 2 : 0)
 
   // Two register stages: the next slices' weights are in flight while the mmas of these run.
   uint4 wl[2][kInFlight], wh[2][kInFlight];
-  // Slices go to the (virtual) warps of all kSplit blocks in turn: this warp's are first, first +
-  // kWarpsAll, ... (kSplit 1: the block's own warps, as before).
-  constexpr int kWarpsAll = kWarps * kSplit;
   auto load_weights = [&](int stage, int64_t first) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t c = 4 * (first + int64_t{u} * kWarpsAll) + t;
+      const int64_t c = 4 * (first + int64_t{u} * kWarps) + t;
       // Streamed once: not kept in L2, unless other row blocks read the same rows.
       if constexpr (kSharedWeights) {
         wl[stage][u] = lo_ok && c < chunks ? __ldcg(w_lo + c) : zero;
@@ -159,11 +145,11 @@ __global__ void __launch_bounds__(kWarps * 32, kSplit > 1 ? 2 : 0)
   auto multiply = [&](int stage, int64_t first) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u)
-      MmaChunk<NT>(rows, acc, wl[stage][u], wh[stage][u], x, x_stride, M, g,
-                   4 * (first + int64_t{u} * kWarpsAll) + t, chunks);
+      MmaChunk<NT>(rows, acc, wl[stage][u], wh[stage][u], x, x_stride, M, g, 4 * (first + int64_t{u} * kWarps) + t,
+                   chunks);
   };
-  constexpr int64_t kStep = int64_t{kInFlight} * kWarpsAll;
-  int64_t first = split_rank * kWarps + warp;
+  constexpr int64_t kStep = int64_t{kInFlight} * kWarps;
+  int64_t first = warp;
   load_weights(0, first);
   WaitForPredecessor();  // x (and y, with beta) come from the previous kernel; the weights do not
   LetDependentsLaunch();
@@ -188,71 +174,27 @@ __global__ void __launch_bounds__(kWarps * 32, kSplit > 1 ? 2 : 0)
   __syncthreads();
   // Thread i sums output (input row m = i / 16, feature n0 + i % 16) over the warps in order:
   // consecutive threads write consecutive features; FP8 sums are then scaled by their row's scale.
-  if constexpr (kSplit == 1) {
-    for (int i = threadIdx.x; i < kRows * 8 * NT; i += kWarps * 32) {
-      const int m = i / kRows, r = i % kRows;
-      if (m >= M || n0 + r >= N) continue;
-      float v = 0.f;
+  for (int i = threadIdx.x; i < kRows * 8 * NT; i += kWarps * 32) {
+    const int m = i / kRows, r = i % kRows;
+    if (m >= M || n0 + r >= N) continue;
+    float v = 0.f;
 #pragma unroll
-      for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
-      small_m::Store(y, y_bf16, static_cast<int64_t>(row0 + m) * y_stride + n0 + r,
-                     small_m::Scaled<Rows>(v, rows.Scale(n0 + r)), beta);
-    }
-  } else {
-    // (The warps' sum and the store are written out again here rather than shared with the loop
-    // above through lambdas: that form gave the unsplit kernels up to 30 more registers a thread,
-    // ptxas -v, and the unsplit allocation is the measured one.)
-    // Each block's sums (over its warps in order) in its own shared memory; after the cluster's
-    // barrier (a release and an acquire: they are visible) the first block adds the others' in rank
-    // order and stores; the second barrier keeps the others' shared memory until it has read them.
-    __shared__ float sums[kRows * 8 * NT];
-    for (int i = threadIdx.x; i < kRows * 8 * NT; i += kWarps * 32) {
-      const int m = i / kRows, r = i % kRows;
-      float v = 0.f;
-#pragma unroll
-      for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
-      sums[i] = v;
-    }
-    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    cluster.sync();
-    if (split_rank == 0) {
-      for (int i = threadIdx.x; i < kRows * 8 * NT; i += kWarps * 32) {
-        const int m = i / kRows, r = i % kRows;
-        if (m >= M || n0 + r >= N) continue;
-        float v = sums[i];
-#pragma unroll
-        for (int q = 1; q < kSplit; ++q) v += cluster.map_shared_rank(sums, q)[i];
-        small_m::Store(y, y_bf16, static_cast<int64_t>(m) * y_stride + n0 + r,
-                       small_m::Scaled<Rows>(v, rows.Scale(n0 + r)), beta);
-      }
-    }
-    cluster.sync();
+    for (int k = 0; k < kWarps; ++k) v += partial[k][r][m];
+    small_m::Store(y, y_bf16, static_cast<int64_t>(row0 + m) * y_stride + n0 + r,
+                   small_m::Scaled<Rows>(v, rows.Scale(n0 + r)), beta);
   }
-}
-
-// M <= 16 split over clusters of k_split (2 or 4) blocks a feature tile: programmatic dependent
-// launch as LaunchDependent, and the cluster's shape.
-template <int NT, class Rows>
-cudaError_t LaunchSplit(int k_split, const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K,
-                        void* y, bool y_bf16, int64_t y_stride, int M, float beta, cudaStream_t stream) {
-  auto kernel = k_split == 2 ? SmallMMmaKernel<NT, Rows, false, 2> : SmallMMmaKernel<NT, Rows, false, 4>;
-  return LaunchDependentClusters(kernel, dim3(static_cast<unsigned>((N + kRows - 1) / kRows * k_split)),
-                                 dim3(kWarps * 32), 0, k_split, stream, x, x_stride, rows, N, K, M, y, y_bf16, y_stride,
-                                 beta, 1);
 }
 
 // The one launch site of both weight types.
 template <class Rows>
 cudaError_t Launch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
-                   bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream, int k_split = 1) {
+                   bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   const int64_t tiles = (N + kRows - 1) / kRows;
   const int m = static_cast<int>(M);
   auto launch = [&](auto kernel, int row_blocks) {
     return LaunchDependent(kernel, static_cast<unsigned>(tiles * row_blocks), kWarps * 32, stream, x, x_stride, rows, N,
                            K, m, y, y_bf16, y_stride, beta, row_blocks);
   };
-  if (k_split > 1 && M <= 8) return LaunchSplit<1>(k_split, x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
-  if (k_split > 1) return LaunchSplit<2>(k_split, x, x_stride, rows, N, K, y, y_bf16, y_stride, m, beta, stream);
   if (M <= 8) return launch(SmallMMmaKernel<1, Rows>, 1);
   if (M <= 16) return launch(SmallMMmaKernel<2, Rows>, 1);
   if constexpr (Rows::kScaled) {  // one-byte rows: up to kSmallMByteTensorCores, 32 rows a block
@@ -271,17 +213,14 @@ constexpr int64_t MaxRows() {
 }
 
 // The entry points' checks (nothing launched when they fail), then the launch.
-// k_split: 1, or 2 / 4 for M <= kSmallMTensorCores (the K split above).
 template <class Rows>
 cudaError_t CheckedLaunch(const __nv_bfloat16* x, int64_t x_stride, const Rows& rows, int64_t N, int64_t K, void* y,
-                          bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream,
-                          int k_split = 1) {
-  if (k_split != 1 && k_split != 2 && k_split != 4) return cudaErrorInvalidValue;
+                          bool y_bf16, int64_t y_stride, int64_t M, float beta, cudaStream_t stream) {
   if (M == 0) return cudaSuccess;
-  if (M < 0 || M > MaxRows<Rows>() || (k_split > 1 && M > kSmallMTensorCores) || !rows.Supported(x, x_stride, N, K) ||
-      (N + kRows - 1) / kRows * std::max<int64_t>((M + 31) / 32, k_split) > 0x7fffffff)
+  if (M < 0 || M > MaxRows<Rows>() || !rows.Supported(x, x_stride, N, K) ||
+      (N + kRows - 1) / kRows * ((M + 31) / 32) > 0x7fffffff)
     return cudaErrorInvalidValue;
-  return Launch(x, x_stride, rows, N, K, y, y_bf16, y_stride, M, beta, stream, k_split);
+  return Launch(x, x_stride, rows, N, K, y, y_bf16, y_stride, M, beta, stream);
 }
 
 }  // namespace
@@ -302,31 +241,6 @@ cudaError_t LinearSmallMTensorCores(const __nv_bfloat16* x, int64_t x_stride, co
                                     int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
                                     cudaStream_t stream) {
   return CheckedLaunch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream);
-}
-
-cudaError_t LinearSmallMTensorCoresSplitK(const __nv_bfloat16* x, int64_t x_stride, const __nv_bfloat16* w, int64_t N,
-                                          int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                          cudaStream_t stream, int k_split) {
-  return CheckedLaunch(x, x_stride, small_m::Bf16Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream, k_split);
-}
-
-cudaError_t LinearSmallMFp8TensorCoresSplitK(const __nv_bfloat16* x, int64_t x_stride, const Fp8Weight& w, int64_t N,
-                                             int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M, float beta,
-                                             cudaStream_t stream, int k_split) {
-  return CheckedLaunch(x, x_stride, small_m::Fp8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream, k_split);
-}
-
-cudaError_t LinearSmallMInt8TensorCoresSplitK(const __nv_bfloat16* x, int64_t x_stride, const Int8Weight& w,
-                                              int64_t N, int64_t K, void* y, bool y_bf16, int64_t y_stride, int64_t M,
-                                              float beta, cudaStream_t stream, int k_split) {
-  return CheckedLaunch(x, x_stride, small_m::Int8Rows{w}, N, K, y, y_bf16, y_stride, M, beta, stream, k_split);
-}
-
-int SmallMKSplit(int64_t N, int sms) {
-  const int64_t tiles = (N + kRows - 1) / kRows;
-  for (int split : {4, 2})
-    if (tiles * split <= 2 * int64_t{sms}) return split;
-  return 1;
 }
 
 }  // namespace gla::cuda

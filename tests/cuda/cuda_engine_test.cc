@@ -403,9 +403,7 @@ TEST_P(OptionsModel, Int8WeightsMixedPackedStepsMatchCpu) {
 constexpr double kDecodeStepsVsBf16ActivationsBound = 2e-2;
 // medium_rows > 0: the one-byte kernel to its default 16 rows and every projection of 17 (bf16: 9)
 // to medium_rows rows through cuda::LinearMediumM* (ProjectionPaths::*medium_m_kernel_rows).
-// k_split: the decode-sized projections through the K-split kernel (ProjectionPaths::small_m_k_split).
-void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows = 0, bool tuned_gemms = false,
-                         bool k_split = false) {
+void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows = 0, bool tuned_gemms = false) {
   const std::string dir = OptionsModelDir(output_gate);
   auto cpu = CpuModelWithStates(dir, StateDType::kF32, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -419,7 +417,6 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows
   o.paths.byte_weight_kernel_rows = medium_rows > 0 ? 16 : 64;
   o.paths.medium_m_kernel_rows = o.paths.fp8_medium_m_kernel_rows = o.paths.int8_medium_m_kernel_rows = medium_rows;
   o.paths.tuned_bf16_gemms = tuned_gemms;
-  o.paths.small_m_k_split = k_split;
   Gpu g = MakeGpu(dir, o, 48);
   if (!g.model) return;
   ASSERT_EQ(g.model->uses_fp8_weights(), weights == WeightFormat::kFp8);
@@ -471,14 +468,11 @@ void DecodeStepsMatchCpu(bool output_gate, WeightFormat weights, int medium_rows
   std::printf("[ measure ] options model (output gate %d), %s weights%s, decode steps of 4, 12, 24, 40, 1: worst logits "
               "rel err %.2e (against fp32 activations %.2e)\n",
               output_gate, WeightFormatName(weights),
-              medium_rows > 0 ? " (medium-M kernel)" : tuned_gemms ? " (tuned GEMMs)" : k_split ? " (K split)" : "",
-              worst, worst_f32);
+              medium_rows > 0 ? " (medium-M kernel)" : tuned_gemms ? " (tuned GEMMs)" : "", worst, worst_f32);
   // Batches 24 and 40 (graphs of 24 and 48 rows) run their projections as GEMMs.
   if (tuned_gemms) {
     EXPECT_GT(g.model->tuned_gemm_runs(), 0) << "no projection ran a tuned cuBLASLt algorithm";
   }
-  // This model's projections are a few 16-feature tiles each: every decode-sized one splits.
-  EXPECT_EQ(g.model->split_k_projections() > 0, k_split) << "K-split projections: " << g.model->split_k_projections();
 }
 
 TEST_P(OptionsModel, ByteWeightsDecodeStepsMatchCpu) {
@@ -602,14 +596,6 @@ TEST_P(OptionsModel, EveryStepSizeTunedAtLoad) {
   Gpu p = MakeGpu(OptionsModelDir(GetParam()), plain, 4);
   ASSERT_TRUE(p.model->TuneBf16GemmsForEveryStepSize(4).ok());
   EXPECT_EQ(p.model->tuned_gemm_plans(), 0);
-}
-
-// And with the decode-sized projections' K split over clusters (batches 1 and 4, and 12 with
-// one-byte weights), every format.
-TEST_P(OptionsModel, SplitKDecodeStepsMatchCpu) {
-  GLA_REQUIRE_CUDA_DEVICE();
-  for (WeightFormat weights : {WeightFormat::kNative, WeightFormat::kFp8, WeightFormat::kInt8})
-    DecodeStepsMatchCpu(GetParam(), weights, 0, false, /*k_split=*/true);
 }
 
 // And with the GEMMs of the graphs of 24 and 48 rows through cuBLASLt algorithms timed at those sizes.

@@ -7,7 +7,6 @@
 //                    [--byte_rows 16] [--fp8_made_rows 512] [--medium_rows N: every format; default: bf16 0, fp8 32, int8 64]
 //                    [--warp_rows N: row kernels a warp a row from N rows; 0: never; default: the backend's]
 //                    [--warp_rows_width W: ... on rows of at most W values; default: the backend's]
-//                    [--small_m_split 0|1: decode-sized o_proj/down with K split over clusters; default: the backend's]
 //                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
 //                    [--persistent_batch N: decode steps of 2..N sequences through the batched persistent kernel; default: the backend's]
 //
@@ -76,7 +75,6 @@ int main(int argc, char** argv) {
                                               {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"},
                                               {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)},
                                               {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)},
-                                              {"small_m_split", kDefaults.paths.small_m_k_split ? "1" : "0"},
                                               {"persistent_batch", std::to_string(kDefaults.persistent_decode_max_batch)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
@@ -123,7 +121,6 @@ int main(int argc, char** argv) {
   o.paths.tuned_bf16_gemms = num("gemm_tuning") != 0;
   o.paths.warp_rows_from = num("warp_rows");  // steps of this many rows and more: row kernels a warp a row (0: never)
   o.paths.warp_rows_max_width = num("warp_rows_width");  // ... on rows of at most this many values
-  o.paths.small_m_k_split = num("small_m_split") != 0;   // decode-sized o_proj/down with K split over clusters
   // The backend's load: the checkpoint read, weights uploaded, workspace, and (bf16 weights with
   // tuning) the GEMM tuning of every step size (CudaModel::TuneBf16GemmsForEveryStepSize).
   const auto load_start = std::chrono::steady_clock::now();
@@ -148,7 +145,6 @@ int main(int argc, char** argv) {
   unless_default("gemm-tuning", int{o.paths.tuned_bf16_gemms}, int{kDefaults.paths.tuned_bf16_gemms});
   unless_default("warp-rows", o.paths.warp_rows_from, kDefaults.paths.warp_rows_from);
   unless_default("warp-rows-width", o.paths.warp_rows_max_width, kDefaults.paths.warp_rows_max_width);
-  unless_default("small-m-split", int{o.paths.small_m_k_split}, int{kDefaults.paths.small_m_k_split});
   unless_default("persistent-batch", o.persistent_decode_max_batch, kDefaults.persistent_decode_max_batch);
   // The ceilings measured after the model is loaded (its memory is taken), before anything is timed.
   gla::bench::BenchReport report(report_name, gla::bench::MeasureDeviceCeilings());
@@ -204,9 +200,6 @@ int main(int argc, char** argv) {
                                          : "never, a block a row");
   report.SetNote("warp_rows_from", std::to_string(o.paths.warp_rows_from));
   report.SetNote("warp_rows_max_width", std::to_string(o.paths.warp_rows_max_width));
-  std::printf("# decode-sized projections with few feature tiles: %s (--small_m_split)\n",
-              o.paths.small_m_k_split ? "K split over clusters" : "one block a feature tile");
-  report.SetNote("small_m_k_split", o.paths.small_m_k_split ? "1" : "0");
   std::printf("# decode steps through the persistent kernel: %s (--persistent_decode, --persistent_batch)\n",
               !o.persistent_decode                   ? "none"
               : o.persistent_decode_max_batch > 1 ? ("batches of 1 to " + std::to_string(o.persistent_decode_max_batch) +

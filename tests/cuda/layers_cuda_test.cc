@@ -206,18 +206,6 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
     int max_m;
   } kernels[] = {{"cuda cores", cuda::LinearSmallMCudaCores, cuda::kSmallMCudaCores},
                  {"tensor cores", cuda::LinearSmallMTensorCores, cuda::kSmallMTensorCores},
-                 {"tensor cores split 2",
-                  [](const __nv_bfloat16* x, int64_t xs, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
-                     bool y_bf16, int64_t ys, int64_t M, float beta, cudaStream_t st) {
-                    return cuda::LinearSmallMTensorCoresSplitK(x, xs, w, N, K, y, y_bf16, ys, M, beta, st, 2);
-                  },
-                  cuda::kSmallMTensorCores},
-                 {"tensor cores split 4",
-                  [](const __nv_bfloat16* x, int64_t xs, const __nv_bfloat16* w, int64_t N, int64_t K, void* y,
-                     bool y_bf16, int64_t ys, int64_t M, float beta, cudaStream_t st) {
-                    return cuda::LinearSmallMTensorCoresSplitK(x, xs, w, N, K, y, y_bf16, ys, M, beta, st, 4);
-                  },
-                  cuda::kSmallMTensorCores},
                  {"LinearSmallM", cuda::LinearSmallM, cuda::kSmallM}};
   for (auto [N, K] : {std::pair{2 * w.I, w.D}, std::pair{w.D, w.I}, std::pair{1000, 64}, std::pair{37, 200}}) {
     const int xs = K + 8;
@@ -247,10 +235,6 @@ TEST_P(Layers, LinearSmallMAtEveryRowCount) {
     EXPECT_EQ(k.kernel(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, k.max_m + 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
     EXPECT_EQ(k.kernel(dx.p, 6, dW.p, 2, 6, dy.p, false, 2, 1, 0.f, nullptr), cudaErrorInvalidValue) << k.name;
   }
-  for (int bad_split : {0, 3, 8, -1})
-    EXPECT_EQ(cuda::LinearSmallMTensorCoresSplitK(dx.p, 8, dW.p, 2, 8, dy.p, false, 2, 1, 0.f, nullptr, bad_split),
-              cudaErrorInvalidValue)
-        << bad_split;
   EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a refusal must not launch";
 }
 
@@ -286,12 +270,6 @@ TEST_P(Layers, LinearSmallMByteWeightsAtEveryRowCount) {
     int max_m;
   } kernels[] = {{"fp8 cuda cores", false, fp8(cuda::LinearSmallMFp8CudaCores), cuda::kSmallMCudaCores},
                  {"fp8 tensor cores", false, fp8(cuda::LinearSmallMFp8TensorCores), cuda::kSmallMByteTensorCores},
-                 {"fp8 tensor cores split 2", false,
-                  fp8([](auto... a) { return cuda::LinearSmallMFp8TensorCoresSplitK(a..., 2); }),
-                  cuda::kSmallMTensorCores},
-                 {"int8 tensor cores split 4", true,
-                  int8([](auto... a) { return cuda::LinearSmallMInt8TensorCoresSplitK(a..., 4); }),
-                  cuda::kSmallMTensorCores},
                  {"LinearSmallMFp8", false, fp8(cuda::LinearSmallMFp8), cuda::kSmallM},
                  {"int8 cuda cores", true, int8(cuda::LinearSmallMInt8CudaCores), cuda::kSmallMCudaCores},
                  {"int8 tensor cores", true, int8(cuda::LinearSmallMInt8TensorCores), cuda::kSmallMByteTensorCores},

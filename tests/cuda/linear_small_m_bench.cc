@@ -2,12 +2,10 @@
 // gla-340M for M = 1 ... 16 input rows: the CUDA-core kernel (M <= 8), the tensor-core kernel, and
 // cuBLAS (what M > kSmallM takes), each against its floor, the weights read once at the copy
 // bandwidth measured in this run; and the FP8-weight kernels (CUDA cores for M <= 8, tensor cores),
-// against their own floor (a byte per weight); and the tensor-core kernel with K split over clusters
-// (LinearSmallM*TensorCoresSplitK at cuda::SmallMKSplit's split; '-' where that is 1), both weight
-// types, to tell whether the split pays on the projections with few feature tiles (o_proj, down: 128
-// blocks of 16 features or fewer). (The medium-M kernel at these row counts was timed here once and
-// was slower at every shape: docs/performance.md.) Weights rotate through copies larger than L2 (no launch reads
-// them from cache), and the launches of one timing are captured in a CUDA graph with programmatic
+// against their own floor (a byte per weight). (The medium-M kernel and a K-split-over-clusters
+// form of the tensor-core kernel were timed here at these row counts once: neither paid, and the
+// split form was removed; docs/performance.md.) Weights rotate through copies larger than L2 (no
+// launch reads them from cache), and the launches of one timing are captured in a CUDA graph with programmatic
 // dependent launch, as the engine's decode step runs them. GLA_BENCH_OUT=DIR: DIR/linear-small-m.json.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -64,14 +62,10 @@ int main() {
   }
   std::printf("| shape | N x K | M | weights MB | floor us | cuda cores us | tensor cores us | cuBLAS us | best of floor "
               "| fp8 floor us | fp8 cuda cores us | fp8 tensor cores us | fp8 best of floor | fp8 best vs best bf16 "
-              "| split | split us | fp8 split us |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-  int device = 0, sms = 0;
-  CHECK(cudaGetDevice(&device));
-  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+              "|\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Shape& s : shapes) {
     const size_t bytes = size_t(s.N) * s.K * 2;
-    const int split = gla::cuda::SmallMKSplit(s.N, sms);
     const int copies = static_cast<int>(std::max<size_t>(4, pool_bytes / bytes));
     auto weights = [&](int c) {
       return reinterpret_cast<const __nv_bfloat16*>(static_cast<char*>(pool) + (size_t(c) * bytes) % (pool_bytes - bytes + 1) / 256 * 256);
@@ -108,26 +102,14 @@ int main() {
         CHECK(gla::cuda::LinearSmallMFp8TensorCores(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st));
       }, copies, stream);
       const double fp8 = fp8_cores > 0 ? std::min(fp8_cores, fp8_tensor) : fp8_tensor;
-      // Not counted in "best": the engine takes the split only with --small_m_split (off); this says whether it should.
-      double split_us = -1, fp8_split_us = -1;
-      if (split > 1) {
-        split_us = GraphLaunchUs([&](int c, cudaStream_t st) {
-          CHECK(gla::cuda::LinearSmallMTensorCoresSplitK(x, s.K, weights(c), s.N, s.K, y, true, s.N, M, 0.f, st, split));
-        }, copies, stream);
-        fp8_split_us = GraphLaunchUs([&](int c, cudaStream_t st) {
-          CHECK(gla::cuda::LinearSmallMFp8TensorCoresSplitK(x, s.K, w8(c), s.N, s.K, y, true, s.N, M, 0.f, st, split));
-        }, copies, stream);
-      }
-      char split_txt[64] = "1 | - | -";
-      if (split > 1) std::snprintf(split_txt, sizeof split_txt, "%d | %.2f | %.2f", split, split_us, fp8_split_us);
       char fp8_cores_txt[32] = "-";
       if (fp8_cores > 0) std::snprintf(fp8_cores_txt, sizeof fp8_cores_txt, "%.2f", fp8_cores);
       char fp8_txt[128];
       std::snprintf(fp8_txt, sizeof fp8_txt, "%.2f | %s | %.2f | %.0f%% | %.2fx", fp8_floor_us, fp8_cores_txt,
                     fp8_tensor, 100.0 * fp8_floor_us / fp8, best / fp8);
-      std::printf("| %s | %lld x %lld | %d | %.1f | %.2f | %s | %.2f | %.2f | %.0f%% | %s | %s |\n", s.name,
+      std::printf("| %s | %lld x %lld | %d | %.1f | %.2f | %s | %.2f | %.2f | %.0f%% | %s |\n", s.name,
                   static_cast<long long>(s.N), static_cast<long long>(s.K), M, bytes / 1e6, floor_us, cores_txt,
-                  tensor, blas, 100.0 * floor_us / best, fp8_txt, split_txt);
+                  tensor, blas, 100.0 * floor_us / best, fp8_txt);
       report.AddRow()
           .Str("shape", s.name)
           .Num("N", double(s.N))
@@ -139,10 +121,7 @@ int main() {
           .Num("cublas_us", blas)
           .Num("fp8_floor_us", fp8_floor_us)
           .Num("fp8_cuda_cores_us", fp8_cores)
-          .Num("fp8_tensor_cores_us", fp8_tensor)
-          .Num("k_split", split)
-          .Num("split_us", split_us)
-          .Num("fp8_split_us", fp8_split_us);
+          .Num("fp8_tensor_cores_us", fp8_tensor);
     }
   }
   CHECK(cudaFree(pool));
@@ -152,7 +131,6 @@ int main() {
   cublasDestroy(cublas);
   CHECK(cudaStreamDestroy(stream));
   std::printf("\ncuda cores: -1 / '-' where the kernel does not take M. Floor: weights + inputs + outputs once at the "
-              "measured copy bandwidth. split: the tensor-core kernel's K over clusters of that many blocks a feature tile "
-              "(cuda::SmallMKSplit for %d SMs; 1: not timed).\n", sms);
+              "measured copy bandwidth.\n");
   return report.WriteJsonIfAsked() ? 0 : 1;
 }
