@@ -95,11 +95,16 @@ struct PersistentDecodeParams {
   // Workspace (device): x holds the embedding rows on entry and the residual stream after.
   float* x = nullptr;              // [batch, D]
   float* proj = nullptr;           // [batch, P]
-  float* o = nullptr;              // [batch, H dv]
+  float* o = nullptr;              // [batch, H dv] (the batched kernel: o times the gate norm's factors)
+  float* o_sumsq = nullptr;        // [batch, H, dv / 16]: the batched kernel's sums of o's squares
   __nv_bfloat16* act = nullptr;    // [batch, I]
   float* logits = nullptr;         // [batch, vocab], or null: no head this step
   unsigned* barrier = nullptr;     // one counter, zero at the launch (the caller clears it)
   int blocks = 0;                  // from PersistentDecodeBlocks
+  // The producer's weight tiles in flight at once (issued, not yet landed), 1 up to the ring's
+  // stages; 0: as many as the ring holds. Fewer keep the memory system's queues short, which is
+  // what the consumers' own loads and the grid barriers' polls wait behind.
+  int tiles_in_flight = 0;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
   // layer, after in_proj, the state update, o_proj, gate|up and down), the last the block's end.
@@ -109,6 +114,9 @@ struct PersistentDecodeParams {
 // Whether the kernel takes these shapes (head dims, sizes of the shared-memory rows, rank; one-byte
 // weights: D, H dv and I multiples of 16). The layers' pointers are device memory and not checked.
 bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
+
+// The weight ring's stages a step of p's batch and shapes has (the most tiles_in_flight takes).
+int PersistentDecodeStages(const PersistentDecodeParams& p);
 
 // The blocks to launch on `device` (one per SM, all resident at once), or 0 when the device cannot
 // run the kernel (before Hopper, or not enough shared memory). Sets the kernel's shared-memory

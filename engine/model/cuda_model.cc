@@ -449,7 +449,11 @@ absl::Status CudaModel::SetUpPersistentDecode() {
                  scales(w.in_proj), scales(w.o_proj), scales(w.gate_up), scales(w.down)};
   }
   const size_t layer_bytes = AlignUp(layers.size() * sizeof(cuda::PersistentDecodeLayer));
-  ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign, "the persistent decode kernel's tables"));
+  // After the tables: the grid barrier's counter, then the batched kernel's sums of o's squares.
+  const size_t sumsq_bytes =
+      AlignUp(sizeof(float) * cuda::kPersistentMaxBatch * config_.num_heads * (config_.head_v_dim / 16 + 1));
+  ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign + sumsq_bytes,
+                                                           "the persistent decode kernel's tables"));
   GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(persistent_mem_.get<char>(), layers.data(),
                                       layers.size() * sizeof(cuda::PersistentDecodeLayer), cudaMemcpyHostToDevice));
   cuda::PersistentDecodeParams q = p.PersistentDecodeCuda(L);
@@ -467,6 +471,7 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   q.act = act_;
   q.logits = logits_;
   q.barrier = reinterpret_cast<unsigned*>(persistent_mem_.get<char>() + layer_bytes);
+  q.o_sumsq = reinterpret_cast<float*>(persistent_mem_.get<char>() + layer_bytes + kAlign);
   q.blocks = blocks;
   q.state.base = x_;  // any aligned device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
@@ -838,6 +843,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       (logit_rows == 0 || logit_rows == rows)) {
     cuda::PersistentDecodeParams q = persistent_;
     q.batch = rows;
+    q.tiles_in_flight = std::min(options_.persistent_tiles_in_flight, cuda::PersistentDecodeStages(q));
     q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));

@@ -63,6 +63,9 @@ struct CudaModelOptions {
   // 1: batch 1 only. 3: faster than the graph at 2-3 sequences, level at 4, slower at 8 (H100,
   // 2026-12-07, docs/performance.md).
   int persistent_decode_max_batch = 3;
+  // The persistent kernels' weight tiles in flight at once (PersistentDecodeParams::tiles_in_flight,
+  // capped at each batch's ring); 0: the whole ring.
+  int persistent_tiles_in_flight = 0;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized

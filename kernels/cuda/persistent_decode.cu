@@ -120,6 +120,9 @@ __device__ void Produce(const PersistentDecodeParams& p, Shared& s, int b, int G
   copy.Next(p, b, G);
   for (unsigned tile = 0; !copy.done; ++tile, copy.Next(p, b, G)) {
     const int slot = static_cast<int>(tile % kStages);
+    const unsigned ahead = static_cast<unsigned>(p.tiles_in_flight);
+    if (ahead > 0 && tile >= ahead)  // tile - ahead landed (its phase's parity: the consumers' wait)
+      MbarWait(&s.full[(tile - ahead) % kStages], ((tile - ahead) / kStages) & 1);
     if (tile >= kStages) MbarWait(&s.empty[slot], ((tile / kStages) - 1) & 1);
     const Matrix& m = copy.m;
     const unsigned bytes = copy.Bytes();
@@ -329,12 +332,18 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
                        p.proj != nullptr && p.o != nullptr && p.act != nullptr && p.barrier != nullptr;
   const bool own_rows = p.blocks > 0 && (p.D + p.blocks - 1) / p.blocks <= kMaxOwnRows;
   // Batches of 2 and more: the batched kernel's input rows and stages in shared memory.
-  const bool batch = p.batch == 1 || (p.batch >= 2 && p.batch <= kPersistentMaxBatch && persistent::BatchedLayoutFits(p));
+  const bool batch = p.batch == 1 || (p.batch >= 2 && p.batch <= kPersistentMaxBatch && p.o_sumsq != nullptr &&
+                                      persistent::BatchedLayoutFits(p));
   // One-byte rows are streamed and read in 16-byte chunks of 16 weights.
   const bool byte_rows = p.weights == PersistentWeights::kBf16 ||
                          ((p.weights == PersistentWeights::kFp8 || p.weights == PersistentWeights::kInt8) &&
                           p.D % 16 == 0 && p.I % 16 == 0 && (p.H * p.dv) % 16 == 0);
-  return dims && offsets && head && buffers && own_rows && byte_rows && batch;
+  const bool in_flight = p.tiles_in_flight >= 0 && (!batch || p.tiles_in_flight <= PersistentDecodeStages(p));
+  return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight;
+}
+
+int PersistentDecodeStages(const PersistentDecodeParams& p) {
+  return p.batch == 1 ? kStages : persistent::BatchedLayoutFor(p).stages;
 }
 
 int PersistentDecodeBlocks(int device) {

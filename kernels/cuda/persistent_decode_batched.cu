@@ -22,7 +22,8 @@
 // The input rows of all sequences live in shared memory ([8][widest row], padded); what is left holds
 // 2 to 6 stages (gla-1.3B at batch 8: 3, its 5,632-wide down input rows take 89 KiB). The norms are a
 // warp per sequence (two passes over its residual row in L2); the gate norm a warp per (sequence,
-// head); the recurrent state update takes a contiguous run of the batch's items (16 columns of one
+// head), one pass over what the state update wrote (o times the gate's factors, and per 16-column
+// slab the sum of o's squares: half the values, no second pass); the recurrent state update takes a contiguous run of the batch's items (16 columns of one
 // head of one sequence), head-major, making q, k and the decays once per (sequence, head) and loading
 // the next item's state while the current one updates. Barriers, the residual rows a block owns,
 // rounding and epilogues are the batch-1 kernel's, per sequence.
@@ -55,6 +56,7 @@ struct Fixed {
   unsigned long long full[kBatchedMaxStages], empty[kBatchedMaxStages];
   float part[2][kConsumerWarps][kGroupRows][kMaxBatch];  // a group's warp sums (double-buffered)
   StateScratch state;
+  float gate[kMaxHeadV];  // the gate norm's factors of the (sequence, head) being updated (PrepareHead)
   float x_own[kMaxBatch][kMaxOwnRows];  // the block's rows of each sequence's residual stream
 };
 
@@ -93,6 +95,9 @@ __device__ void Produce(const PersistentDecodeParams& p, Fixed& f, unsigned char
       const int copies = m.pair ? 2 * rows : rows;
       for (int sg = 0; sg < t.segs; ++sg, ++tile) {
         const int slot = static_cast<int>(tile % nstages);
+        const unsigned ahead = static_cast<unsigned>(p.tiles_in_flight);
+        if (lane == 0 && ahead > 0 && tile >= ahead)  // tile - ahead landed (PersistentDecodeParams)
+          MbarWait(&f.full[(tile - ahead) % nstages], ((tile - ahead) / nstages) & 1);
         if (lane == 0 && tile >= static_cast<unsigned>(nstages))
           MbarWait(&f.empty[slot], ((tile / nstages) - 1) & 1);
         const unsigned len = static_cast<unsigned>(t.SegLen(sg));
@@ -251,20 +256,42 @@ __device__ __forceinline__ void NormRows(const Context& c, const float* x, const
   ConsumerSync();
 }
 
-// Row s = bf16(RMSNorm per head(o_s) * g_norm * swish(g_s)): a warp per (sequence, head), the norm
-// weights loaded once per warp. (The next pair's values in flight during one's finish spilled 170
-// bytes a thread at 168 registers: not done.)
-__device__ __forceinline__ void GateNormRows(const Context& c, const float* g_norm) {
+// Row s = bf16(RMSNorm per head(o_s) * g_norm * swish(g_s)) from what the state update wrote: o
+// times g_norm * swish(g) (p.o) and the sums of o's squares per 16-column slab (p.o_sumsq). A warp
+// per (sequence, head), the warp's next pair loading while it finishes one (a lane: 16 values and
+// one slab's sum each).
+struct GatedHead {
+  float y[kGateNormPer];
+  float ss;
+
+  __device__ __forceinline__ void Load(const PersistentDecodeParams& p, int pair) {
+    const int lane = threadIdx.x % 32, slabs = p.dv / kStateCols;
+    const float* yh = p.o + static_cast<int64_t>(pair) * p.dv;  // pair = seq H + h: [batch, H dv] rows
+#pragma unroll
+    for (int j = 0; j < kGateNormPer; ++j) y[j] = lane + 32 * j < p.dv ? __ldcg(yh + lane + 32 * j) : 0.f;
+    ss = lane < slabs ? __ldcg(p.o_sumsq + static_cast<int64_t>(pair) * slabs + lane) : 0.f;
+  }
+
+  __device__ __forceinline__ void Finish(const PersistentDecodeParams& p, __nv_bfloat16* row) const {
+    const int lane = threadIdx.x % 32;
+    const float inv = rsqrtf(WarpSum(ss) / p.dv + p.eps);
+#pragma unroll
+    for (int j = 0; j < kGateNormPer; ++j)
+      if (lane + 32 * j < p.dv) row[lane + 32 * j] = __float2bfloat16(y[j] * inv);
+  }
+};
+
+__device__ __forceinline__ void GateNormRows(const Context& c) {
   const PersistentDecodeParams& p = c.p;
   const int pairs = p.batch * p.H;
-  int idx = threadIdx.x / 32;
-  if (idx < pairs) {
-    float nw[kGateNormPer];
-    GateNormHeadValues::LoadNorm(p, g_norm, nw);
-    for (; idx < pairs; idx += kConsumerWarps) {
-      GateNormHeadValues values;
-      values.Load(p, idx / p.H, idx % p.H);
-      values.Finish(p, idx % p.H, nw, InputRow(c, idx / p.H));
+  const int warp = threadIdx.x / 32;
+  if (warp < pairs) {
+    GatedHead next;
+    next.Load(p, warp);
+    for (int a = warp; a < pairs; a += kConsumerWarps) {
+      const GatedHead here = next;
+      if (a + kConsumerWarps < pairs) next.Load(p, a + kConsumerWarps);
+      here.Finish(p, InputRow(c, a / p.H) + (a % p.H) * p.dv);
     }
   }
   ConsumerSync();
@@ -332,12 +359,12 @@ __device__ void ConsumeStep(Context& c) {
         next_v = next.LoadV(p, next_seq);
       }
       if (item.h != prepared_h || seq != prepared_seq) {
-        item.PrepareHead(p, L, seq, c.f.state);
+        item.PrepareHead(p, L, seq, c.f.state, c.f.gate);
         ConsumerSync();
         prepared_h = item.h;
         prepared_seq = seq;
       }
-      item.UpdateRows(p, seq, v, c.f.state, buf);
+      item.UpdateRows<true>(p, seq, v, c.f.state, buf, c.f.gate);
       buf ^= 1;
       if (more) {
         const int hk = item.hk;
@@ -348,7 +375,7 @@ __device__ void ConsumeStep(Context& c) {
       }
     }
     sync();
-    GateNormRows(c, L.g_norm);
+    GateNormRows(c);
     Consume(c, 4 * l + 1, residual);
     sync();
     NormRows(c, p.x, L.mlp_norm, p.D);

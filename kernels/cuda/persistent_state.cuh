@@ -101,7 +101,7 @@ struct StateItem : StateRows<R> {
     PrepareHead(p, L, seq, s);
     const float4 v = this->LoadV(p, seq);  // in flight across the barrier
     ConsumerSync();
-    UpdateRows(p, seq, v, s, 0);
+    UpdateRows<false>(p, seq, v, s, 0, nullptr);
     ConsumerSync();  // q, k, decay and o_partial are free for the next item
   }
 
@@ -109,11 +109,25 @@ struct StateItem : StateRows<R> {
   // t < dk: row t). The same for every item of one (sequence, head): a caller taking several in a
   // row makes them once. Every consumer must have finished the previous UpdateRows (its barrier
   // orders that) and must pass a ConsumerSync before UpdateRows reads them.
+  // gate (the batched kernel's UpdateRows<true>; null: not made): gate[i] = g_norm[i] * swish(g_i)
+  // (g_norm[i] without an output gate) for the head's dv values, their loads in flight with the
+  // decays' (one trip to L2 for both).
   __device__ __forceinline__ void PrepareHead(const PersistentDecodeParams& p, const PersistentDecodeLayer& L,
-                                              int seq, StateScratch& s) {
+                                              int seq, StateScratch& s, float* gate = nullptr) {
     constexpr int dk = R * kStateGroups;
+    constexpr int kGatePer = kMaxHeadV / kConsumers;  // a thread's gate values
     const int t = threadIdx.x;
     const float* proj = p.proj + static_cast<int64_t>(seq) * p.P;
+    float gw[kGatePer], gz[kGatePer];
+    if (gate != nullptr) {
+      const float* g = proj + p.g_off + static_cast<int64_t>(h) * p.dv;
+#pragma unroll
+      for (int j = 0; j < kGatePer; ++j) {
+        const int i = t + j * kConsumers;
+        gw[j] = i < p.dv ? __ldg(L.g_norm + i) : 0.f;
+        gz[j] = i < p.dv && p.output_gate ? __ldcg(g + i) : 0.f;
+      }
+    }
     if (t < dk) {
       const float* lr = proj + p.r_off;
       float z = L.gk1_bias != nullptr ? __ldg(L.gk1_bias + hk * dk + t) : 0.f;
@@ -129,13 +143,24 @@ struct StateItem : StateRows<R> {
       s.q[t] = p.scale * __ldcg(proj + p.q_off + static_cast<int64_t>(h) * dk + t);
       s.k[t] = __ldcg(proj + p.k_off + static_cast<int64_t>(hk) * dk + t);
     }
+    if (gate != nullptr) {
+#pragma unroll
+      for (int j = 0; j < kGatePer; ++j) {
+        const int i = t + j * kConsumers;
+        if (i < p.dv) gate[i] = p.output_gate ? gw[j] * (gz[j] / (1.f + __expf(-gz[j]))) : gw[j];
+      }
+    }
   }
 
   // The item's rows updated with s's q, k and decay and v (LoadV), stored, and its 16 values of o
   // written; o_partial[buf] carries the warps' sums (alternate buf between consecutive calls: the
   // next call's writes then never meet this one's readers, without a second barrier).
+  // kGated (the batched kernel): o's values times gate (shared memory, the head's dv factors
+  // g_norm * swish(g): PrepareHead) are written instead, and the sum of the 16 o values' squares to
+  // p.o_sumsq, so the gate norm needs one pass over half the values.
+  template <bool kGated>
   __device__ __forceinline__ void UpdateRows(const PersistentDecodeParams& p, int seq, const float4& v,
-                                             StateScratch& s, int buf) {
+                                             StateScratch& s, int buf, const float* gate) {
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
     const int lane4 = t % kStateLanes, group = t / kStateLanes;
     const int col = c0 + lane4 * 4;
@@ -164,6 +189,14 @@ struct StateItem : StateRows<R> {
         sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
       }
       float* o = p.o + static_cast<int64_t>(seq) * p.H * p.dv;
+      if constexpr (kGated) {
+        float ss = sum.x * sum.x + sum.y * sum.y + sum.z * sum.z + sum.w * sum.w;
+        ss += __shfl_xor_sync(0xfu, ss, 1);
+        ss += __shfl_xor_sync(0xfu, ss, 2);
+        const float4 f = *reinterpret_cast<const float4*>(gate + c0 + t * 4);
+        sum.x *= f.x, sum.y *= f.y, sum.z *= f.z, sum.w *= f.w;
+        if (t == 0) p.o_sumsq[(static_cast<int64_t>(seq) * p.H + h) * (p.dv / kStateCols) + c0 / kStateCols] = ss;
+      }
       __stcg(reinterpret_cast<float4*>(o + static_cast<int64_t>(h) * p.dv + c0 + t * 4), sum);
     }
   }

@@ -9,6 +9,7 @@
 //                    [--warp_rows_width W: ... on rows of at most W values; default: the backend's]
 //                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
 //                    [--persistent_batch N: decode steps of 2..N sequences through the batched persistent kernel; default: the backend's]
+//                    [--tiles_in_flight N: the persistent kernels' weight tiles in flight, 0 the whole ring; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -75,7 +76,8 @@ int main(int argc, char** argv) {
                                               {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"},
                                               {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)},
                                               {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)},
-                                              {"persistent_batch", std::to_string(kDefaults.persistent_decode_max_batch)}};
+                                              {"persistent_batch", std::to_string(kDefaults.persistent_decode_max_batch)},
+                                              {"tiles_in_flight", std::to_string(kDefaults.persistent_tiles_in_flight)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -105,6 +107,8 @@ int main(int argc, char** argv) {
   o.persistent_decode_max_batch = num("persistent_batch");  // 2-8: the batched persistent kernel up to that batch
   if (o.persistent_decode_max_batch < 1 || o.persistent_decode_max_batch > gla::cuda::kPersistentMaxBatch)
     Die("--persistent_batch wants 1 to 8");
+  o.persistent_tiles_in_flight = num("tiles_in_flight");  // the persistent kernels' producer: 0 the whole ring
+  if (o.persistent_tiles_in_flight < 0 || o.persistent_tiles_in_flight > 16) Die("--tiles_in_flight wants 0 to 16");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");
   o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes
@@ -146,6 +150,7 @@ int main(int argc, char** argv) {
   unless_default("warp-rows", o.paths.warp_rows_from, kDefaults.paths.warp_rows_from);
   unless_default("warp-rows-width", o.paths.warp_rows_max_width, kDefaults.paths.warp_rows_max_width);
   unless_default("persistent-batch", o.persistent_decode_max_batch, kDefaults.persistent_decode_max_batch);
+  unless_default("tiles-in-flight", o.persistent_tiles_in_flight, kDefaults.persistent_tiles_in_flight);
   // The ceilings measured after the model is loaded (its memory is taken), before anything is timed.
   gla::bench::BenchReport report(report_name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -206,6 +211,7 @@ int main(int argc, char** argv) {
                                                      " where the device and shapes allow")
                                                         .c_str()
                                                   : "batch 1 where the device and shapes allow");
+  report.SetNote("persistent_tiles_in_flight", std::to_string(o.persistent_tiles_in_flight));
   report.SetNote("persistent_decode_max_batch", std::to_string(o.persistent_decode ? o.persistent_decode_max_batch : 0));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));

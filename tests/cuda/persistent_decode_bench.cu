@@ -5,7 +5,10 @@
 // grid barrier after it, and how far apart the blocks arrive there (where the step's time goes that
 // is not the weight stream).
 //
-//   persistent_decode_bench [--steps 50] [--batches 1,2,4,8]
+// --in_flight 0,2,3: each batch with the producer's weight tiles in flight capped at each value
+// (PersistentDecodeParams::tiles_in_flight; 0: the whole ring; values past the ring are skipped).
+//
+//   persistent_decode_bench [--steps 50] [--batches 1,2,4,8] [--in_flight 0]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -55,7 +58,8 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
               const gla::bench::DeviceCeilings& ceil, gla::bench::BenchReport& report, int blocks, double weight_bytes,
               size_t state_floats);
 
-void Run(const Shape& sh, int steps, const std::vector<int>& batches, const gla::bench::DeviceCeilings& ceil,
+void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std::vector<int>& in_flight,
+         const gla::bench::DeviceCeilings& ceil,
          gla::bench::BenchReport& report, int blocks) {
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int P = 2 * sh.H * sh.dk + 2 * sh.H * sh.dv + sh.rank;  // q | k | v | g | gate low rank
@@ -114,14 +118,18 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const gla:
   p.x = x;
   p.proj = Alloc<float>(size_t(P) * max_batch);
   p.o = Alloc<float>(size_t(sh.H) * sh.dv * max_batch);
+  p.o_sumsq = Alloc<float>(size_t(sh.H) * (sh.dv / 16) * max_batch);
   p.act = Alloc<__nv_bfloat16>(size_t(sh.I) * max_batch);
   p.logits = Alloc<float>(size_t(sh.vocab) * max_batch);
   p.barrier = barrier;
   p.blocks = blocks;
-  for (const int batch : batches) {
-    p.batch = batch;
-    RunBatch(sh, p, steps, ceil, report, blocks, double(per_layer * sh.layers + head) * 2, state_floats);
-  }
+  for (const int batch : batches)
+    for (const int n : in_flight) {
+      p.batch = batch;
+      p.tiles_in_flight = n;
+      if (n > gla::cuda::PersistentDecodeStages(p)) continue;  // past the ring: refused
+      RunBatch(sh, p, steps, ceil, report, blocks, double(per_layer * sh.layers + head) * 2, state_floats);
+    }
 }
 
 // One batch size: the timed steps, then one traced step.
@@ -150,11 +158,12 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
   float ms = 0;
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / steps;
-  std::printf("%-9s batch %d %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n", sh.name, p.batch,
-              us, floor_us, 100 * floor_us / us, bytes / 1e9);
+  std::printf("%-9s batch %d in flight %d %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
+              sh.name, p.batch, p.tiles_in_flight, us, floor_us, 100 * floor_us / us, bytes / 1e9);
   report.AddRow()
       .Str("shape", sh.name)
       .Num("batch", p.batch)
+      .Num("tiles_in_flight", p.tiles_in_flight)
       .Num("us_per_step", us)
       .Num("floor_us", floor_us)
       .Num("of_floor", floor_us / us);
@@ -188,8 +197,8 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
     end = std::max(end, at(entries - 1, b, 0));
     head_ns += at(entries - 1, b, 0) - at(entries - 2, b, 1);
   }
-  std::printf("%-9s batch %d traced step %.1f us: per operation, summed over %d layers, mean over blocks\n", sh.name,
-              p.batch, (end - start) / 1e3, sh.layers);
+  std::printf("%-9s batch %d in flight %d traced step %.1f us: per operation, summed over %d layers, mean over blocks\n",
+              sh.name, p.batch, p.tiles_in_flight, (end - start) / 1e3, sh.layers);
   std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
   for (int k = 0; k < 5; ++k)
     std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
@@ -201,11 +210,25 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
 
 int main(int argc, char** argv) {
   int steps = 50;
-  std::vector<int> batches = {1};
+  std::vector<int> batches = {1}, in_flight = {0};
   auto usage = [] {
-    std::fprintf(stderr, "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)]\n",
+    std::fprintf(stderr,
+                 "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)] "
+                 "[--in_flight 0,2,3 (each 0-16)]\n",
                  gla::cuda::kPersistentMaxBatch);
     return 2;
+  };
+  // A comma-separated list of integers in [lo, hi]; false (and `out` unspecified) for anything else.
+  auto parse_list = [](const char* s, int lo, int hi, std::vector<int>& out) {
+    out.clear();
+    while (*s != '\0') {
+      char* end = nullptr;
+      const long v = std::strtol(s, &end, 10);
+      if (end == s || v < lo || v > hi || (*end != ',' && *end != '\0')) return false;
+      out.push_back(static_cast<int>(v));
+      s = *end == ',' ? end + 1 : end;
+    }
+    return !out.empty();
   };
   for (int i = 1; i < argc; i += 2) {
     const std::string f = argv[i];
@@ -213,15 +236,9 @@ int main(int argc, char** argv) {
     if (f == "--steps") {
       if ((steps = std::atoi(argv[i + 1])) < 1 || steps > 100000) return usage();
     } else if (f == "--batches") {
-      batches.clear();
-      for (const char* s = argv[i + 1]; *s != '\0';) {
-        char* end = nullptr;
-        const long b = std::strtol(s, &end, 10);
-        if (end == s || b < 1 || b > gla::cuda::kPersistentMaxBatch || (*end != ',' && *end != '\0')) return usage();
-        batches.push_back(static_cast<int>(b));
-        s = *end == ',' ? end + 1 : end;
-      }
-      if (batches.empty()) return usage();
+      if (!parse_list(argv[i + 1], 1, gla::cuda::kPersistentMaxBatch, batches)) return usage();
+    } else if (f == "--in_flight") {
+      if (!parse_list(argv[i + 1], 0, 16, in_flight)) return usage();
     } else {
       return usage();
     }
@@ -235,6 +252,6 @@ int main(int argc, char** argv) {
   report.PrintHeader();
   const Shape shapes[] = {{"gla-340M", 24, 1024, 2816, 4, 128, 256, 16, 32000},
                           {"gla-1.3B", 24, 2048, 5632, 4, 256, 512, 16, 32000}};
-  for (const Shape& sh : shapes) Run(sh, steps, batches, report.ceilings(), report, blocks);
+  for (const Shape& sh : shapes) Run(sh, steps, batches, in_flight, report.ceilings(), report, blocks);
   return 0;
 }

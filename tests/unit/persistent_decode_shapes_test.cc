@@ -38,6 +38,7 @@ cuda::PersistentDecodeParams Gla13B(int batch) {
   p.x = Fake<float>(0x60000);
   p.proj = Fake<float>(0x70000);
   p.o = Fake<float>(0x80000);
+  p.o_sumsq = Fake<float>(0x88000);
   p.act = Fake<__nv_bfloat16>(0x90000);
   p.logits = Fake<float>(0xa0000);
   p.barrier = Fake<unsigned>(0xb0000);
@@ -79,6 +80,27 @@ TEST(PersistentDecodeShapes, RefusalsHoldForEveryBatch) {
     EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
     p = Gla13B(batch);
     p.slots = nullptr;
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
+    p = Gla13B(batch);
+    p.o_sumsq = nullptr;  // the batched kernel's gate norm needs it; batch 1 does not
+    EXPECT_EQ(cuda::PersistentDecodeShapesSupported(p), batch == 1) << "batch " << batch;
+  }
+}
+
+// The producer's cap on tiles in flight: 0 (the whole ring) up to the ring's stages; more would
+// have it wait on a stage's phase that has already turned twice (a hang), less is no number.
+TEST(PersistentDecodeShapes, TilesInFlightRangeFromZeroToTheRingsStages) {
+  for (int batch = 1; batch <= cuda::kPersistentMaxBatch; ++batch) {
+    cuda::PersistentDecodeParams p = Gla13B(batch);
+    const int stages = cuda::PersistentDecodeStages(p);
+    EXPECT_GE(stages, batch == 1 ? 6 : cuda::persistent::kBatchedMinStages) << "batch " << batch;
+    for (int n = 0; n <= stages; ++n) {
+      p.tiles_in_flight = n;
+      EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch << ", " << n << " in flight";
+    }
+    p.tiles_in_flight = stages + 1;
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
+    p.tiles_in_flight = -1;
     EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
   }
 }
