@@ -53,7 +53,7 @@ ABSL_FLAG(bool, chunked_prefill, true,
 ABSL_FLAG(bool, persistent_decode, true,
           "batch-1 decode steps as one persistent kernel for the whole model where the GPU (Hopper on) and the "
           "model's shapes allow it; false: a kernel per operation (cuda backend)");
-ABSL_FLAG(int32_t, persistent_decode_max_batch, 3,
+ABSL_FLAG(int32_t, persistent_decode_max_batch, 4,
           "with --persistent_decode: decode steps of 2 up to this many sequences (at most 8) through the batched "
           "persistent kernel (tensor-core projections) instead of a CUDA graph of per-operation kernels; 1: batch 1 "
           "only (cuda backend)");

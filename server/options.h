@@ -36,7 +36,7 @@ struct ServerOptions {
   bool cuda_graphs = true;
   bool chunked_prefill = true;
   bool persistent_decode = true;
-  int persistent_decode_max_batch = 3;  // --persistent_decode_max_batch
+  int persistent_decode_max_batch = 4;  // --persistent_decode_max_batch
   bool gemm_tuning = true;  // --gemm_tuning: ProjectionPaths::tuned_bf16_gemms
   std::string gemm_tuning_cache;  // --gemm_tuning_cache: CudaModelOptions::gemm_tuning_cache
   int slots = 16;

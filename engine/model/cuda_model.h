@@ -60,12 +60,14 @@ struct CudaModelOptions {
   // With persistent_decode: decode-only steps of 2 up to this many sequences (at most
   // cuda::kPersistentMaxBatch, 8) through the batched persistent kernel (tensor-core projections;
   // kernels/cuda/persistent_decode_batched.cu) instead of a captured graph of per-operation kernels.
-  // 1: batch 1 only. 3: faster than the graph at 2-3 sequences, level at 4, slower at 8 (H100,
-  // 2026-12-07, docs/performance.md).
-  int persistent_decode_max_batch = 3;
+  // 1: batch 1 only. 4: with one tile in flight (below) faster than the graph at 2-4 sequences
+  // (gla-1.3B 7-19%), slower at 8 (H100, 2026-12-07, docs/performance.md).
+  int persistent_decode_max_batch = 4;
   // The persistent kernels' weight tiles in flight at once (PersistentDecodeParams::tiles_in_flight,
-  // capped at each batch's ring); 0: the whole ring.
-  int persistent_tiles_in_flight = 0;
+  // capped at each batch's ring); 0: the whole ring. 1: the consumers' loads and the grid barriers'
+  // polls no longer queue behind the ring's refill (gla-1.3B batch 1 / 2 / 4 decode 10 / 8 / 7%
+  // faster than with 0 on an H100, 2026-12-07).
+  int persistent_tiles_in_flight = 1;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized

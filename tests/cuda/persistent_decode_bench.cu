@@ -8,7 +8,7 @@
 // --in_flight 0,2,3: each batch with the producer's weight tiles in flight capped at each value
 // (PersistentDecodeParams::tiles_in_flight; 0: the whole ring; values past the ring are skipped).
 //
-//   persistent_decode_bench [--steps 50] [--batches 1,2,4,8] [--in_flight 0]
+//   persistent_decode_bench [--steps 50] [--batches 1,2,4,8] [--in_flight 1]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -210,7 +210,7 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
 
 int main(int argc, char** argv) {
   int steps = 50;
-  std::vector<int> batches = {1}, in_flight = {0};
+  std::vector<int> batches = {1}, in_flight = {1};  // the engine's default (CudaModelOptions)
   auto usage = [] {
     std::fprintf(stderr,
                  "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)] "
