@@ -105,6 +105,11 @@ struct PersistentDecodeParams {
   // stages; 0: as many as the ring holds. Fewer keep the memory system's queues short, which is
   // what the consumers' own loads and the grid barriers' polls wait behind.
   int tiles_in_flight = 0;
+  // A cap on a weight tile's bytes, for finer tiles than the kernels' own (0: batch 1's 32 KiB
+  // stages of whole rows, the batched kernel's 16 rows x 2 KiB segments); 2 KiB to 32 KiB in
+  // multiples of 1 KiB. The batch-1 kernel takes as many whole rows as fit (at least one), the
+  // batched kernel segments of tile_bytes / 16 (a multiple of 128, at least 128).
+  int tile_bytes = 0;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
   // layer, after in_proj, the state update, o_proj, gate|up and down), the last the block's end.

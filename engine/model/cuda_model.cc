@@ -844,6 +844,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     cuda::PersistentDecodeParams q = persistent_;
     q.batch = rows;
     q.tiles_in_flight = std::min(options_.persistent_tiles_in_flight, cuda::PersistentDecodeStages(q));
+    q.tile_bytes = options_.persistent_tile_bytes;
     q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));

@@ -68,6 +68,9 @@ struct CudaModelOptions {
   // polls no longer queue behind the ring's refill (gla-1.3B batch 1 / 2 / 4 decode 10 / 8 / 7%
   // faster than with 0 on an H100, 2026-12-07).
   int persistent_tiles_in_flight = 1;
+  // A cap on the persistent kernels' weight tile bytes (PersistentDecodeParams::tile_bytes: 0 their
+  // own, or 2,048-32,768 in whole KiB); finer tiles for the in-flight experiments, not yet measured.
+  int persistent_tile_bytes = 0;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized

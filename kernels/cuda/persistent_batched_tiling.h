@@ -37,14 +37,23 @@ struct SegmentTiling {
   }
 };
 
-// row_bytes: a multiple of 16, at least 16. Segments as even as 128-byte multiples allow.
-GLA_HOST_DEVICE inline SegmentTiling MakeSegmentTiling(int row_bytes, bool pair) {
+// The longest segment for PersistentDecodeParams::tile_bytes (0: kBatchedMaxSegBytes): a 16-row
+// tile of at most tile_bytes, in 128-byte multiples, at least 128.
+GLA_HOST_DEVICE inline int BatchedMaxSegBytes(int tile_bytes) {
+  if (tile_bytes <= 0) return kBatchedMaxSegBytes;
+  const int seg = tile_bytes / kBatchedGroupRows / 128 * 128;
+  return seg < 128 ? 128 : seg > kBatchedMaxSegBytes ? kBatchedMaxSegBytes : seg;
+}
+
+// row_bytes: a multiple of 16, at least 16. Segments as even as 128-byte multiples allow, none
+// longer than max_seg (a multiple of 128, at most kBatchedMaxSegBytes: BatchedMaxSegBytes).
+GLA_HOST_DEVICE inline SegmentTiling MakeSegmentTiling(int row_bytes, bool pair, int max_seg = kBatchedMaxSegBytes) {
   SegmentTiling t;
   t.row_bytes = row_bytes;
   t.group = pair ? kBatchedGroupRows / 2 : kBatchedGroupRows;
-  const int even = (row_bytes + kBatchedMaxSegBytes - 1) / kBatchedMaxSegBytes;
+  const int even = (row_bytes + max_seg - 1) / max_seg;
   const int per = RoundUpTo((row_bytes + even - 1) / even, 128);
-  t.seg_bytes = per < kBatchedMaxSegBytes ? per : kBatchedMaxSegBytes;
+  t.seg_bytes = per < max_seg ? per : max_seg;
   t.segs = (row_bytes + t.seg_bytes - 1) / t.seg_bytes;
   t.stride = t.seg_bytes + kBatchedPad;
   return t;

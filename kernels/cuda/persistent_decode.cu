@@ -66,11 +66,13 @@ struct Matrix : MatrixRef {
   int tile_rows = 1;  // rows (pairs) per full tile
 };
 
-__device__ __forceinline__ Matrix MakeMatrix(const MatrixRef& ref) {
+// cap: PersistentDecodeParams::tile_bytes (0: a stage).
+__device__ __forceinline__ Matrix MakeMatrix(const MatrixRef& ref, int cap) {
   Matrix m;
   static_cast<MatrixRef&>(m) = ref;
   const int unit = (m.pair ? 2 : 1) * m.row_bytes;
-  while (2 * m.tile_rows * unit <= kStageBytes && 2 * m.tile_rows * (m.pair ? 2 : 1) <= kMaxTileRows) m.tile_rows *= 2;
+  const int bytes = cap > 0 && cap < kStageBytes ? cap : kStageBytes;
+  while (2 * m.tile_rows * unit <= bytes && 2 * m.tile_rows * (m.pair ? 2 : 1) <= kMaxTileRows) m.tile_rows *= 2;
   return m;
 }
 
@@ -86,7 +88,9 @@ __device__ __forceinline__ void ForEachTile(const Matrix& m, int b, int G, F&& f
   for (int64_t r = r0; r < r1; r += m.tile_rows) f(r, TileRowsAt(m, r, r1));
 }
 
-__device__ __forceinline__ Matrix MatrixAt(const PersistentDecodeParams& p, int i) { return MakeMatrix(MatrixRefAt(p, i)); }
+__device__ __forceinline__ Matrix MatrixAt(const PersistentDecodeParams& p, int i) {
+  return MakeMatrix(MatrixRefAt(p, i), p.tile_bytes);
+}
 
 // Block b's tiles of the whole step, one after the other (the order Consume takes them in).
 struct TileCursor {
@@ -339,7 +343,8 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
                          ((p.weights == PersistentWeights::kFp8 || p.weights == PersistentWeights::kInt8) &&
                           p.D % 16 == 0 && p.I % 16 == 0 && (p.H * p.dv) % 16 == 0);
   const bool in_flight = p.tiles_in_flight >= 0 && (!batch || p.tiles_in_flight <= PersistentDecodeStages(p));
-  return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight;
+  const bool tiles = p.tile_bytes == 0 || (p.tile_bytes >= 2048 && p.tile_bytes <= 32768 && p.tile_bytes % 1024 == 0);
+  return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight && tiles;
 }
 
 int PersistentDecodeStages(const PersistentDecodeParams& p) {

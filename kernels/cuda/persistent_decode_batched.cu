@@ -71,9 +71,9 @@ struct Tiling : SegmentTiling {
   MatrixRef m;
 };
 
-__device__ __forceinline__ Tiling MakeTiling(const MatrixRef& m) {
+__device__ __forceinline__ Tiling MakeTiling(const MatrixRef& m, int tile_bytes) {
   Tiling t;
-  static_cast<SegmentTiling&>(t) = MakeSegmentTiling(m.row_bytes, m.pair);
+  static_cast<SegmentTiling&>(t) = MakeSegmentTiling(m.row_bytes, m.pair, BatchedMaxSegBytes(tile_bytes));
   t.m = m;
   return t;
 }
@@ -86,7 +86,7 @@ __device__ void Produce(const PersistentDecodeParams& p, Fixed& f, unsigned char
   const int count = MatrixCount(p);
   unsigned tile = 0;
   for (int i = 0; i < count; ++i) {
-    const Tiling t = MakeTiling(MatrixRefAt(p, i));
+    const Tiling t = MakeTiling(MatrixRefAt(p, i), p.tile_bytes);
     const MatrixRef& m = t.m;
     int64_t r0, r1;
     BlockRows(m, b, G, &r0, &r1);
@@ -178,7 +178,7 @@ struct Context {
 // epilogue(row, sequence, value, up value) by one thread per (row, sequence) of the group.
 template <class Epilogue>
 __device__ __forceinline__ void Consume(Context& c, int i, Epilogue&& epilogue) {
-  const Tiling t = MakeTiling(MatrixRefAt(c.p, i));
+  const Tiling t = MakeTiling(MatrixRefAt(c.p, i), c.p.tile_bytes);
   const MatrixRef& m = t.m;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
   const bool x_ok = g < c.p.batch;

@@ -181,6 +181,11 @@ struct StateItem : StateRows<R> {
       acc.w += __shfl_xor_sync(0xffffffffu, acc.w, off);
     }
     if (lane < kStateLanes) s.o_partial[buf][warp][lane] = acc;
+    // kGated: the factors read before the barrier, since after it the other consumers may go on to
+    // the next (sequence, head) and PrepareHead rewrites gate.
+    float4 f = make_float4(1.f, 1.f, 1.f, 1.f);
+    if constexpr (kGated)
+      if (t < kStateLanes) f = *reinterpret_cast<const float4*>(gate + c0 + t * 4);
     ConsumerSync();
     if (t < kStateLanes) {
       float4 sum = s.o_partial[buf][0][t];
@@ -193,7 +198,6 @@ struct StateItem : StateRows<R> {
         float ss = sum.x * sum.x + sum.y * sum.y + sum.z * sum.z + sum.w * sum.w;
         ss += __shfl_xor_sync(0xfu, ss, 1);
         ss += __shfl_xor_sync(0xfu, ss, 2);
-        const float4 f = *reinterpret_cast<const float4*>(gate + c0 + t * 4);
         sum.x *= f.x, sum.y *= f.y, sum.z *= f.z, sum.w *= f.w;
         if (t == 0) p.o_sumsq[(static_cast<int64_t>(seq) * p.H + h) * (p.dv / kStateCols) + c0 / kStateCols] = ss;
       }

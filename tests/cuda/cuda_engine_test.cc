@@ -990,15 +990,18 @@ INSTANTIATE_TEST_SUITE_P(ByteWeights, PersistentDecode,
 class PersistentDecodeBatched
     : public ::testing::TestWithParam<std::tuple<int, int, StateDType, WeightFormat>> {};
 
-TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+// The body of the batched tests: tile_bytes / tiles_in_flight -1 keep the engine's defaults.
+void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weights, int tile_bytes,
+                       int tiles_in_flight) {
   GLA_REQUIRE_CUDA_DEVICE();
-  const auto [shape, batch, dtype, weights] = GetParam();
   const std::string dir = PersistentShapeDir(shape);
   auto cpu = CpuModelWithStates(dir, dtype, weights);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   CudaModelOptions on = Options(), off = Options();
   on.weights = off.weights = weights;
   on.persistent_decode_max_batch = cuda::kPersistentMaxBatch;
+  if (tile_bytes >= 0) on.persistent_tile_bytes = tile_bytes;
+  if (tiles_in_flight >= 0) on.persistent_tiles_in_flight = tiles_in_flight;
   off.persistent_decode = false;
   Gpu a = MakeGpu(dir, on, 8, dtype), b = MakeGpu(dir, off, 8, dtype);
   if (!a.model || !b.model) return;
@@ -1065,10 +1068,15 @@ TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
     }
   }
   EXPECT_EQ(a.model->persistent_steps() - steps_before, kSteps) << "the decode steps did not take the kernel";
-  std::printf("[ measure ] batched persistent decode, shape %d (dk %d), batch %d, %s states, %s weights: worst rel "
-              "err vs the per-operation path %.2e, vs the CPU %.2e\n",
-              shape, a.model->config().head_k_dim, batch, StateDTypeName(dtype), WeightFormatName(weights), worst_gpu,
-              worst_cpu);
+  std::printf("[ measure ] batched persistent decode, shape %d (dk %d), batch %d, %s states, %s weights, tiles %d B "
+              "x %d in flight: worst rel err vs the per-operation path %.2e, vs the CPU %.2e\n",
+              shape, a.model->config().head_k_dim, batch, StateDTypeName(dtype), WeightFormatName(weights),
+              on.persistent_tile_bytes, on.persistent_tiles_in_flight, worst_gpu, worst_cpu);
+}
+
+TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+  const auto [shape, batch, dtype, weights] = GetParam();
+  BatchedStepsMatch(shape, batch, dtype, weights, -1, -1);
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadShapes, PersistentDecodeBatched,
@@ -1078,6 +1086,21 @@ INSTANTIATE_TEST_SUITE_P(Bf16StatesAndByteWeights, PersistentDecodeBatched,
                          ::testing::Values(std::make_tuple(0, 8, StateDType::kBF16, WeightFormat::kNative),
                                            std::make_tuple(2, 3, StateDType::kF32, WeightFormat::kFp8),
                                            std::make_tuple(1, 8, StateDType::kF32, WeightFormat::kInt8)));
+
+// Both persistent kernels with other weight tiles than the engine's (PersistentDecodeParams::
+// tile_bytes: finer tiles, so more warps a row and more segments a row; tiles_in_flight: 0 is the
+// whole ring): the same bounds. Parameters: shape, batch (1: the batch-1 kernel), tile bytes, in flight.
+class PersistentDecodeTiles : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
+
+TEST_P(PersistentDecodeTiles, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+  const auto [shape, batch, tile_bytes, in_flight] = GetParam();
+  BatchedStepsMatch(shape, batch, StateDType::kF32, WeightFormat::kNative, tile_bytes, in_flight);
+}
+
+INSTANTIATE_TEST_SUITE_P(FinerAndWhole, PersistentDecodeTiles,
+                         ::testing::Values(std::make_tuple(2, 1, 8192, 2), std::make_tuple(0, 1, 2048, 3),
+                                           std::make_tuple(1, 1, 0, 0), std::make_tuple(2, 4, 16384, 3),
+                                           std::make_tuple(0, 5, 2048, 1), std::make_tuple(1, 8, 0, 0)));
 
 TEST(CudaModel, BadInputIsRejectedAndChangesNothing) {
   GLA_REQUIRE_CUDA_DEVICE();

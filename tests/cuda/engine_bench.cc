@@ -10,6 +10,7 @@
 //                    [--gemm_tuning 0|1: bf16 GEMMs through the timed cuBLASLt algorithms; default: the backend's]
 //                    [--persistent_batch N: decode steps of 2..N sequences through the batched persistent kernel; default: the backend's]
 //                    [--tiles_in_flight N: the persistent kernels' weight tiles in flight, 0 the whole ring; default: the backend's]
+//                    [--tile_bytes N: a cap on those tiles' bytes, 0 the kernels' own; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -77,7 +78,8 @@ int main(int argc, char** argv) {
                                               {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)},
                                               {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)},
                                               {"persistent_batch", std::to_string(kDefaults.persistent_decode_max_batch)},
-                                              {"tiles_in_flight", std::to_string(kDefaults.persistent_tiles_in_flight)}};
+                                              {"tiles_in_flight", std::to_string(kDefaults.persistent_tiles_in_flight)},
+                                              {"tile_bytes", std::to_string(kDefaults.persistent_tile_bytes)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -109,6 +111,10 @@ int main(int argc, char** argv) {
     Die("--persistent_batch wants 1 to 8");
   o.persistent_tiles_in_flight = num("tiles_in_flight");  // the persistent kernels' producer: 0 the whole ring
   if (o.persistent_tiles_in_flight < 0 || o.persistent_tiles_in_flight > 16) Die("--tiles_in_flight wants 0 to 16");
+  o.persistent_tile_bytes = num("tile_bytes");  // a cap on the persistent kernels' weight tiles
+  if (o.persistent_tile_bytes != 0 &&
+      (o.persistent_tile_bytes < 2048 || o.persistent_tile_bytes > 32768 || o.persistent_tile_bytes % 1024 != 0))
+    Die("--tile_bytes wants 0 or 2048 to 32768 in whole KiB");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");
   o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes
@@ -151,6 +157,7 @@ int main(int argc, char** argv) {
   unless_default("warp-rows-width", o.paths.warp_rows_max_width, kDefaults.paths.warp_rows_max_width);
   unless_default("persistent-batch", o.persistent_decode_max_batch, kDefaults.persistent_decode_max_batch);
   unless_default("tiles-in-flight", o.persistent_tiles_in_flight, kDefaults.persistent_tiles_in_flight);
+  unless_default("tile-bytes", o.persistent_tile_bytes, kDefaults.persistent_tile_bytes);
   // The ceilings measured after the model is loaded (its memory is taken), before anything is timed.
   gla::bench::BenchReport report(report_name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -212,6 +219,7 @@ int main(int argc, char** argv) {
                                                         .c_str()
                                                   : "batch 1 where the device and shapes allow");
   report.SetNote("persistent_tiles_in_flight", std::to_string(o.persistent_tiles_in_flight));
+  report.SetNote("persistent_tile_bytes", std::to_string(o.persistent_tile_bytes));
   report.SetNote("persistent_decode_max_batch", std::to_string(o.persistent_decode ? o.persistent_decode_max_batch : 0));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));

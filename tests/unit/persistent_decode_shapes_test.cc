@@ -106,42 +106,69 @@ TEST(PersistentDecodeShapes, TilesInFlightRangeFromZeroToTheRingsStages) {
 }
 
 // The batched kernel's tiles (persistent_batched_tiling.h) for every row width either kernel takes,
-// bf16 (2 bytes a weight) and one-byte rows, plain and gate|up: the segments cover each row exactly,
-// full segments are 128-byte multiples, every row of a tile starts 64 mod 128 bytes after the one
-// before (the bank-conflict-free loads), and the largest tile fits a stage.
+// bf16 (2 bytes a weight) and one-byte rows, plain and gate|up, at the default segment cap and the
+// finer ones PersistentDecodeParams::tile_bytes asks for: the segments cover each row exactly, full
+// segments are 128-byte multiples no longer than the cap, every row of a tile starts 64 mod 128
+// bytes after the one before (the bank-conflict-free loads), and the largest tile fits a stage.
 TEST(PersistentDecodeShapes, BatchedTilesCoverEveryRowOnceAndFitAStage) {
   using namespace cuda::persistent;  // NOLINT
-  for (int k = 8; k <= 8192; k += 8)
-    for (const int bytes_per_weight : {1, 2})
-      for (const bool pair : {false, true}) {
-        const int row_bytes = k * bytes_per_weight;
-        if (row_bytes % 16 != 0) continue;  // one-byte rows come in 16-byte chunks (k % 16 == 0)
-        const SegmentTiling t = MakeSegmentTiling(row_bytes, pair);
-        SCOPED_TRACE(testing::Message() << "row bytes " << row_bytes << (pair ? " gate|up" : ""));
-        int covered = 0;
-        for (int sg = 0; sg < t.segs; ++sg) {
-          const int len = t.SegLen(sg);
-          ASSERT_GT(len, 0);
-          ASSERT_EQ(len % 16, 0);
-          if (sg + 1 < t.segs) {
-            ASSERT_EQ(len, t.seg_bytes);
+  for (const int tile_bytes : {0, 16384, 8192, 2048}) {
+    const int max_seg = BatchedMaxSegBytes(tile_bytes);
+    for (int k = 8; k <= 8192; k += 8)
+      for (const int bytes_per_weight : {1, 2})
+        for (const bool pair : {false, true}) {
+          const int row_bytes = k * bytes_per_weight;
+          if (row_bytes % 16 != 0) continue;  // one-byte rows come in 16-byte chunks (k % 16 == 0)
+          const SegmentTiling t = MakeSegmentTiling(row_bytes, pair, max_seg);
+          SCOPED_TRACE(testing::Message() << "row bytes " << row_bytes << (pair ? " gate|up" : "") << ", tile bytes "
+                                          << tile_bytes);
+          int covered = 0;
+          for (int sg = 0; sg < t.segs; ++sg) {
+            const int len = t.SegLen(sg);
+            ASSERT_GT(len, 0);
+            ASSERT_EQ(len % 16, 0);
+            if (sg + 1 < t.segs) {
+              ASSERT_EQ(len, t.seg_bytes);
+            }
+            covered += len;
           }
-          covered += len;
+          EXPECT_EQ(covered, row_bytes);
+          EXPECT_EQ(t.seg_bytes % 128, 0);
+          EXPECT_LE(t.seg_bytes, max_seg);
+          EXPECT_EQ(t.stride % 128, 64);
+          EXPECT_EQ(t.group, pair ? 8 : 16);
+          EXPECT_LE((kBatchedGroupRows - 1) * t.stride + t.seg_bytes, kBatchedStageBytes);  // up rows from 8 too
+          if (tile_bytes > 0) {
+            EXPECT_LE(kBatchedGroupRows * t.seg_bytes, tile_bytes);
+          }
+          // As even as 128-byte multiples allow: no more segments than whole ones would need.
+          EXPECT_EQ(t.segs, (row_bytes + max_seg - 1) / max_seg);
         }
-        EXPECT_EQ(covered, row_bytes);
-        EXPECT_EQ(t.seg_bytes % 128, 0);
-        EXPECT_LE(t.seg_bytes, kBatchedMaxSegBytes);
-        EXPECT_EQ(t.stride % 128, 64);
-        EXPECT_EQ(t.group, pair ? 8 : 16);
-        EXPECT_LE((kBatchedGroupRows - 1) * t.stride + t.seg_bytes, kBatchedStageBytes);  // up rows from 8 too
-        // As even as 128-byte multiples allow: no more segments than whole ones would need.
-        EXPECT_EQ(t.segs, (row_bytes + kBatchedMaxSegBytes - 1) / kBatchedMaxSegBytes);
-      }
+  }
   // The models' 2,048- and 1,024-wide bf16 rows fill whole stages (2 segments and 1 of 2,048 bytes).
   for (const int row_bytes : {4096, 2048}) {
     const SegmentTiling t = MakeSegmentTiling(row_bytes, false);
     EXPECT_EQ(t.seg_bytes, 2048) << row_bytes;
     EXPECT_EQ(t.segs, row_bytes / 2048) << row_bytes;
+  }
+  EXPECT_EQ(BatchedMaxSegBytes(0), kBatchedMaxSegBytes);
+  EXPECT_EQ(BatchedMaxSegBytes(32768), kBatchedMaxSegBytes);
+  EXPECT_EQ(BatchedMaxSegBytes(16384), 1024);
+  EXPECT_EQ(BatchedMaxSegBytes(3072), 128);  // 192 a row: down to a 128-byte multiple
+}
+
+// PersistentDecodeParams::tile_bytes: 0 (the kernels' own tiles) or 2 KiB to 32 KiB in 1 KiB steps.
+TEST(PersistentDecodeShapes, TileBytesAreZeroOrWholeKibibytesFromTwoToThirtyTwo) {
+  for (int batch = 1; batch <= cuda::kPersistentMaxBatch; ++batch) {
+    cuda::PersistentDecodeParams p = Gla13B(batch);
+    for (const int bytes : {0, 2048, 3072, 16384, 32768}) {
+      p.tile_bytes = bytes;
+      EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch << ", " << bytes;
+    }
+    for (const int bytes : {-1, 1024, 2047, 2560, 33792, 65536}) {
+      p.tile_bytes = bytes;
+      EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch << ", " << bytes;
+    }
   }
 }
 
