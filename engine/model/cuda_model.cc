@@ -431,6 +431,12 @@ absl::Status CudaModel::AllocateWorkspace() {
 }
 
 absl::Status CudaModel::SetUpPersistentDecode() {
+  const int tile_bytes = options_.persistent_tile_bytes;
+  if (options_.persistent_tiles_in_flight < 0 || options_.persistent_tiles_in_flight > 16 ||
+      (tile_bytes != 0 && (tile_bytes < 2048 || tile_bytes > 32768 || tile_bytes % 1024 != 0)))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "persistent decode: tiles in flight ", options_.persistent_tiles_in_flight, " (0-16) or tile bytes ", tile_bytes,
+        " (0, or 2048-32768 in whole KiB) out of range"));
   if (!options_.persistent_decode || plan_.short_conv) return absl::OkStatus();
   const int blocks = cuda::PersistentDecodeBlocks(options_.device);
   if (blocks == 0) return absl::OkStatus();
@@ -473,6 +479,7 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   q.barrier = reinterpret_cast<unsigned*>(persistent_mem_.get<char>() + layer_bytes);
   q.o_sumsq = reinterpret_cast<float*>(persistent_mem_.get<char>() + layer_bytes + kAlign);
   q.blocks = blocks;
+  q.tile_bytes = tile_bytes;
   q.state.base = x_;  // any aligned device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
     persistent_mem_ = DeviceMemory();
@@ -844,7 +851,6 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     cuda::PersistentDecodeParams q = persistent_;
     q.batch = rows;
     q.tiles_in_flight = std::min(options_.persistent_tiles_in_flight, cuda::PersistentDecodeStages(q));
-    q.tile_bytes = options_.persistent_tile_bytes;
     q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));

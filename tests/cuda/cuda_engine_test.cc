@@ -1097,6 +1097,22 @@ TEST_P(PersistentDecodeTiles, StepsMatchTheKernelPerOperationPathAndTheCpu) {
   BatchedStepsMatch(shape, batch, StateDType::kF32, WeightFormat::kNative, tile_bytes, in_flight);
 }
 
+// Out-of-range tile options are refused when the model is made, not at each step.
+TEST(PersistentDecodeTilesOptions, OutOfRangeAreRefusedAtLoad) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const std::string dir = PersistentShapeDir(0);
+  for (const auto& [tile_bytes, in_flight] : {std::pair{1000, 1}, std::pair{2560, 1}, std::pair{65536, 1},
+                                              std::pair{0, -1}, std::pair{0, 17}}) {
+    CudaModelOptions o = Options();
+    o.persistent_tile_bytes = tile_bytes;
+    o.persistent_tiles_in_flight = in_flight;
+    auto ck = LoadCheckpoint(dir);
+    ASSERT_TRUE(ck.ok()) << ck.status();
+    const auto m = CudaModel::FromCheckpoint(std::move(*ck), o);
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << tile_bytes << " / " << in_flight;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(FinerAndWhole, PersistentDecodeTiles,
                          ::testing::Values(std::make_tuple(2, 1, 8192, 2), std::make_tuple(0, 1, 2048, 3),
                                            std::make_tuple(1, 1, 0, 0), std::make_tuple(2, 4, 16384, 3),
