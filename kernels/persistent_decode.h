@@ -69,6 +69,15 @@ struct PersistentDecodeLayer {
 // The most sequences one step of the batched kernel takes (its input rows live in shared memory).
 constexpr int kPersistentMaxBatch = 8;
 
+// The tile options' ranges (PersistentDecodeParams::tiles_in_flight and tile_bytes), one rule for the
+// shape check, the engine's options and the benchmarks' flags. A count above a ring's stages is
+// for the engine to clamp (CudaModel) and for the shape check to refuse.
+constexpr int kPersistentMaxTilesInFlight = 16;
+constexpr bool PersistentTilesInFlightValid(int n) { return n >= 0 && n <= kPersistentMaxTilesInFlight; }
+constexpr bool PersistentTileBytesValid(int bytes) {
+  return bytes == 0 || (bytes >= 2048 && bytes <= 32768 && bytes % 1024 == 0);
+}
+
 struct PersistentDecodeParams {
   const PersistentDecodeLayer* layers = nullptr;  // device array of num_layers
   int num_layers = 0;

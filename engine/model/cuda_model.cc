@@ -432,8 +432,8 @@ absl::Status CudaModel::AllocateWorkspace() {
 
 absl::Status CudaModel::SetUpPersistentDecode() {
   const int tile_bytes = options_.persistent_tile_bytes;
-  if (options_.persistent_tiles_in_flight < 0 || options_.persistent_tiles_in_flight > 16 ||
-      (tile_bytes != 0 && (tile_bytes < 2048 || tile_bytes > 32768 || tile_bytes % 1024 != 0)))
+  if (!cuda::PersistentTilesInFlightValid(options_.persistent_tiles_in_flight) ||
+      !cuda::PersistentTileBytesValid(tile_bytes))
     return absl::InvalidArgumentError(absl::StrCat(
         "persistent decode: tiles in flight ", options_.persistent_tiles_in_flight, " (0-16) or tile bytes ", tile_bytes,
         " (0, or 2048-32768 in whole KiB) out of range"));

@@ -342,8 +342,9 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool byte_rows = p.weights == PersistentWeights::kBf16 ||
                          ((p.weights == PersistentWeights::kFp8 || p.weights == PersistentWeights::kInt8) &&
                           p.D % 16 == 0 && p.I % 16 == 0 && (p.H * p.dv) % 16 == 0);
-  const bool in_flight = p.tiles_in_flight >= 0 && (!batch || p.tiles_in_flight <= PersistentDecodeStages(p));
-  const bool tiles = p.tile_bytes == 0 || (p.tile_bytes >= 2048 && p.tile_bytes <= 32768 && p.tile_bytes % 1024 == 0);
+  const bool in_flight =
+      PersistentTilesInFlightValid(p.tiles_in_flight) && (!batch || p.tiles_in_flight <= PersistentDecodeStages(p));
+  const bool tiles = PersistentTileBytesValid(p.tile_bytes);
   return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight && tiles;
 }
 

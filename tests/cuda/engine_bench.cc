@@ -110,11 +110,9 @@ int main(int argc, char** argv) {
   if (o.persistent_decode_max_batch < 1 || o.persistent_decode_max_batch > gla::cuda::kPersistentMaxBatch)
     Die("--persistent_batch wants 1 to 8");
   o.persistent_tiles_in_flight = num("tiles_in_flight");  // the persistent kernels' producer: 0 the whole ring
-  if (o.persistent_tiles_in_flight < 0 || o.persistent_tiles_in_flight > 16) Die("--tiles_in_flight wants 0 to 16");
+  if (!gla::cuda::PersistentTilesInFlightValid(o.persistent_tiles_in_flight)) Die("--tiles_in_flight wants 0 to 16");
   o.persistent_tile_bytes = num("tile_bytes");  // a cap on the persistent kernels' weight tiles
-  if (o.persistent_tile_bytes != 0 &&
-      (o.persistent_tile_bytes < 2048 || o.persistent_tile_bytes > 32768 || o.persistent_tile_bytes % 1024 != 0))
-    Die("--tile_bytes wants 0 or 2048 to 32768 in whole KiB");
+  if (!gla::cuda::PersistentTileBytesValid(o.persistent_tile_bytes)) Die("--tile_bytes wants 0 or 2048 to 32768 in whole KiB");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");
   o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes

@@ -130,7 +130,11 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
         p.batch = batch;
         p.tiles_in_flight = n;
         p.tile_bytes = bytes;
-        if (n > gla::cuda::PersistentDecodeStages(p)) continue;  // past the ring: refused
+        if (n > gla::cuda::PersistentDecodeStages(p)) {  // past the ring: the kernel refuses it
+          std::printf("%-9s batch %d in flight %d: skipped, the ring has %d stages\n", sh.name, batch, n,
+                      gla::cuda::PersistentDecodeStages(p));
+          continue;
+        }
         RunBatch(sh, p, steps, ceil, report, blocks, double(per_layer * sh.layers + head) * 2, state_floats);
       }
 }
@@ -243,11 +247,11 @@ int main(int argc, char** argv) {
     } else if (f == "--batches") {
       if (!parse_list(argv[i + 1], 1, gla::cuda::kPersistentMaxBatch, batches)) return usage();
     } else if (f == "--in_flight") {
-      if (!parse_list(argv[i + 1], 0, 16, in_flight)) return usage();
+      if (!parse_list(argv[i + 1], 0, gla::cuda::kPersistentMaxTilesInFlight, in_flight)) return usage();
     } else if (f == "--tile_bytes") {
       if (!parse_list(argv[i + 1], 0, 32768, tile_bytes)) return usage();
       for (const int b : tile_bytes)
-        if (b != 0 && (b < 2048 || b % 1024 != 0)) return usage();
+        if (!gla::cuda::PersistentTileBytesValid(b)) return usage();
     } else {
       return usage();
     }
