@@ -53,6 +53,8 @@ done
   knob_error "GLA_BATCHED_IN_FLIGHT must be tile counts separated by commas (0,2,3), not '${GLA_BATCHED_IN_FLIGHT}'"
 [[ ${GLA_BATCHED_TILE_BYTES:-0} =~ ^[0-9]+(,[0-9]+)*$ ]] ||
   knob_error "GLA_BATCHED_TILE_BYTES must be byte caps separated by commas (0,16384), not '${GLA_BATCHED_TILE_BYTES}'"
+[[ ${GLA_BATCHED_GRIDS:-0} =~ ^[0-9]+(,[0-9]+)*$ ]] ||
+  knob_error "GLA_BATCHED_GRIDS must be block counts separated by commas (0,66), not '${GLA_BATCHED_GRIDS}'"
 [[ ${GLA_BATCHED_ROUNDS:-1} =~ ^[1-9]$ ]] || knob_error "GLA_BATCHED_ROUNDS must be 1-9, not '${GLA_BATCHED_ROUNDS}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
 for w in ${GLA_MEDIUM_WEIGHTS-}; do
@@ -509,7 +511,8 @@ fi
 # (kernels/cuda/persistent_decode_batched.cu): its engine tests (against the per-operation path and
 # the CPU), the kernel alone at each batch (with a traced step; GLA_BATCHED_IN_FLIGHT=0,1,2: each
 # with the producer's tiles in flight capped so, 0 the whole ring; default 1, the engine's;
-# GLA_BATCHED_TILE_BYTES=0,16384,8192: and with tiles capped at those bytes, 0 the kernels' own), and
+# GLA_BATCHED_TILE_BYTES=0,16384,8192: and with tiles capped at those bytes, 0 the kernels' own;
+# GLA_BATCHED_GRIDS=0,66: and with grids of those blocks, 0 one per SM, the engine's), and
 # gla-engine-bench with --persistent_batch 1 (a captured graph of per-operation kernels) against 8.
 if [ "$parts" = batched ] && [ -x gpu-bundle/run ]; then
   use_bundle
@@ -520,7 +523,7 @@ if [ "$parts" = batched ] && [ -x gpu-bundle/run ]; then
     note "batched: the kernel's tests failed: not timed"
   else
     check batched_kernel_bench timeout 240 gpu-bundle/run persistent_decode_bench --batches "1,${GLA_BATCHED_BATCHES:-2,4,8}" \
-      --in_flight "${GLA_BATCHED_IN_FLIGHT:-1}" --tile_bytes "${GLA_BATCHED_TILE_BYTES:-0}"
+      --in_flight "${GLA_BATCHED_IN_FLIGHT:-1}" --tile_bytes "${GLA_BATCHED_TILE_BYTES:-0}" --blocks "${GLA_BATCHED_GRIDS:-0}"
     engine_ab batched persistent_batch "1 8" "${GLA_BATCHED_PRESETS-1.3B 340M}" "${GLA_BATCHED_WEIGHTS:-native}" \
       "${GLA_BATCHED_ROUNDS:-1}" "${GLA_BATCHED_BATCHES:-2,4,8}"
   fi

@@ -77,6 +77,10 @@ constexpr bool PersistentTilesInFlightValid(int n) { return n >= 0 && n <= kPers
 constexpr bool PersistentTileBytesValid(int bytes) {
   return bytes == 0 || (bytes >= 2048 && bytes <= 32768 && bytes % 1024 == 0);
 }
+// A requested grid (CudaModelOptions::persistent_blocks, the benchmarks' --blocks): 0 for one block
+// per SM, else a count the caller caps at the SMs (every block must be resident for the barrier).
+constexpr int kPersistentMaxBlocks = 1024;
+constexpr bool PersistentBlocksValid(int n) { return n >= 0 && n <= kPersistentMaxBlocks; }
 
 struct PersistentDecodeParams {
   const PersistentDecodeLayer* layers = nullptr;  // device array of num_layers

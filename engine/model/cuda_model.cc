@@ -433,13 +433,14 @@ absl::Status CudaModel::AllocateWorkspace() {
 absl::Status CudaModel::SetUpPersistentDecode() {
   const int tile_bytes = options_.persistent_tile_bytes;
   if (!cuda::PersistentTilesInFlightValid(options_.persistent_tiles_in_flight) ||
-      !cuda::PersistentTileBytesValid(tile_bytes))
+      !cuda::PersistentTileBytesValid(tile_bytes) || !cuda::PersistentBlocksValid(options_.persistent_blocks))
     return absl::InvalidArgumentError(absl::StrCat(
-        "persistent decode: tiles in flight ", options_.persistent_tiles_in_flight, " (0-16) or tile bytes ", tile_bytes,
-        " (0, or 2048-32768 in whole KiB) out of range"));
+        "persistent decode: tiles in flight ", options_.persistent_tiles_in_flight, " (0-16), tile bytes ", tile_bytes,
+        " (0, or 2048-32768 in whole KiB) or blocks ", options_.persistent_blocks, " (0-1024) out of range"));
   if (!options_.persistent_decode || plan_.short_conv) return absl::OkStatus();
-  const int blocks = cuda::PersistentDecodeBlocks(options_.device);
-  if (blocks == 0) return absl::OkStatus();
+  const int sms = cuda::PersistentDecodeBlocks(options_.device);
+  if (sms == 0) return absl::OkStatus();
+  const int blocks = options_.persistent_blocks > 0 ? std::min(options_.persistent_blocks, sms) : sms;
   const GlaLayerPlan& p = plan_;
   const int L = config_.num_hidden_layers;
   // The projections as the kernel streams them: bf16 rows, or FP8 / INT8 rows with their scales.

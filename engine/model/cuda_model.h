@@ -71,6 +71,10 @@ struct CudaModelOptions {
   // A cap on the persistent kernels' weight tile bytes (PersistentDecodeParams::tile_bytes: 0 their
   // own, or 2,048-32,768 in whole KiB); finer tiles for the in-flight experiments, not yet measured.
   int persistent_tile_bytes = 0;
+  // The persistent kernels' grid: 0, one block per SM; n, min(n, SMs) blocks (at most
+  // cuda::kPersistentMaxBlocks). Fewer blocks make each grid barrier cheaper (fewer arrivals on its
+  // counter) and each block's share of the weight stream larger; for the grid-size experiments.
+  int persistent_blocks = 0;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized

@@ -990,9 +990,10 @@ INSTANTIATE_TEST_SUITE_P(ByteWeights, PersistentDecode,
 class PersistentDecodeBatched
     : public ::testing::TestWithParam<std::tuple<int, int, StateDType, WeightFormat>> {};
 
-// The body of the batched tests: tile_bytes / tiles_in_flight -1 keep the engine's defaults.
+// The body of the batched tests: tile_bytes / tiles_in_flight -1 keep the engine's defaults; blocks
+// 0 is one block per SM (CudaModelOptions::persistent_blocks).
 void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weights, int tile_bytes,
-                       int tiles_in_flight) {
+                       int tiles_in_flight, int blocks = 0) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = PersistentShapeDir(shape);
   auto cpu = CpuModelWithStates(dir, dtype, weights);
@@ -1002,6 +1003,7 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   on.persistent_decode_max_batch = cuda::kPersistentMaxBatch;
   if (tile_bytes >= 0) on.persistent_tile_bytes = tile_bytes;
   if (tiles_in_flight >= 0) on.persistent_tiles_in_flight = tiles_in_flight;
+  on.persistent_blocks = blocks;
   off.persistent_decode = false;
   Gpu a = MakeGpu(dir, on, 8, dtype), b = MakeGpu(dir, off, 8, dtype);
   if (!a.model || !b.model) return;
@@ -1069,9 +1071,9 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   }
   EXPECT_EQ(a.model->persistent_steps() - steps_before, kSteps) << "the decode steps did not take the kernel";
   std::printf("[ measure ] batched persistent decode, shape %d (dk %d), batch %d, %s states, %s weights, tiles %d B "
-              "x %d in flight: worst rel err vs the per-operation path %.2e, vs the CPU %.2e\n",
+              "x %d in flight, blocks %d: worst rel err vs the per-operation path %.2e, vs the CPU %.2e\n",
               shape, a.model->config().head_k_dim, batch, StateDTypeName(dtype), WeightFormatName(weights),
-              on.persistent_tile_bytes, on.persistent_tiles_in_flight, worst_gpu, worst_cpu);
+              on.persistent_tile_bytes, on.persistent_tiles_in_flight, blocks, worst_gpu, worst_cpu);
 }
 
 TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
@@ -1101,17 +1103,37 @@ TEST_P(PersistentDecodeTiles, StepsMatchTheKernelPerOperationPathAndTheCpu) {
 TEST(PersistentDecodeTilesOptions, OutOfRangeAreRefusedAtLoad) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = PersistentShapeDir(0);
-  for (const auto& [tile_bytes, in_flight] : {std::pair{1000, 1}, std::pair{2560, 1}, std::pair{65536, 1},
-                                              std::pair{0, -1}, std::pair{0, 17}}) {
+  struct Bad {
+    int tile_bytes, in_flight, blocks;
+  };
+  for (const Bad& bad : {Bad{1000, 1, 0}, Bad{2560, 1, 0}, Bad{65536, 1, 0}, Bad{0, -1, 0}, Bad{0, 17, 0},
+                         Bad{0, 1, -1}, Bad{0, 1, cuda::kPersistentMaxBlocks + 1}}) {
     CudaModelOptions o = Options();
-    o.persistent_tile_bytes = tile_bytes;
-    o.persistent_tiles_in_flight = in_flight;
+    o.persistent_tile_bytes = bad.tile_bytes;
+    o.persistent_tiles_in_flight = bad.in_flight;
+    o.persistent_blocks = bad.blocks;
     auto ck = LoadCheckpoint(dir);
     ASSERT_TRUE(ck.ok()) << ck.status();
     const auto m = CudaModel::FromCheckpoint(std::move(*ck), o);
-    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << tile_bytes << " / " << in_flight;
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
+        << bad.tile_bytes << " / " << bad.in_flight << " / " << bad.blocks;
   }
 }
+
+// Both persistent kernels on grids smaller than one block per SM (CudaModelOptions::persistent_blocks):
+// a block then takes several state items a layer (these models have 32-64 items), which one block
+// per SM never does, and owns more rows of each matrix. Parameters: shape, batch, blocks.
+class PersistentDecodeGrids : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(PersistentDecodeGrids, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+  const auto [shape, batch, blocks] = GetParam();
+  BatchedStepsMatch(shape, batch, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks);
+}
+
+INSTANTIATE_TEST_SUITE_P(Smaller, PersistentDecodeGrids,
+                         ::testing::Values(std::make_tuple(0, 1, 16), std::make_tuple(2, 1, 20),
+                                           std::make_tuple(1, 4, 16), std::make_tuple(2, 8, 24),
+                                           std::make_tuple(0, 3, 66)));
 
 INSTANTIATE_TEST_SUITE_P(FinerAndWhole, PersistentDecodeTiles,
                          ::testing::Values(std::make_tuple(2, 1, 8192, 2), std::make_tuple(0, 1, 2048, 3),

@@ -11,6 +11,7 @@
 //                    [--persistent_batch N: decode steps of 2..N sequences through the batched persistent kernel; default: the backend's]
 //                    [--tiles_in_flight N: the persistent kernels' weight tiles in flight, 0 the whole ring; default: the backend's]
 //                    [--tile_bytes N: a cap on those tiles' bytes, 0 the kernels' own; default: the backend's]
+//                    [--persistent_blocks N: the persistent kernels' grid, 0 one block per SM; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -79,7 +80,8 @@ int main(int argc, char** argv) {
                                               {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)},
                                               {"persistent_batch", std::to_string(kDefaults.persistent_decode_max_batch)},
                                               {"tiles_in_flight", std::to_string(kDefaults.persistent_tiles_in_flight)},
-                                              {"tile_bytes", std::to_string(kDefaults.persistent_tile_bytes)}};
+                                              {"tile_bytes", std::to_string(kDefaults.persistent_tile_bytes)},
+                                              {"persistent_blocks", std::to_string(kDefaults.persistent_blocks)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -113,6 +115,8 @@ int main(int argc, char** argv) {
   if (!gla::cuda::PersistentTilesInFlightValid(o.persistent_tiles_in_flight)) Die("--tiles_in_flight wants 0 to 16");
   o.persistent_tile_bytes = num("tile_bytes");  // a cap on the persistent kernels' weight tiles
   if (!gla::cuda::PersistentTileBytesValid(o.persistent_tile_bytes)) Die("--tile_bytes wants 0 or 2048 to 32768 in whole KiB");
+  o.persistent_blocks = num("persistent_blocks");  // the persistent kernels' grid (capped at the SMs)
+  if (!gla::cuda::PersistentBlocksValid(o.persistent_blocks)) Die("--persistent_blocks wants 0 to 1024");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");
   o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes
@@ -156,6 +160,7 @@ int main(int argc, char** argv) {
   unless_default("persistent-batch", o.persistent_decode_max_batch, kDefaults.persistent_decode_max_batch);
   unless_default("tiles-in-flight", o.persistent_tiles_in_flight, kDefaults.persistent_tiles_in_flight);
   unless_default("tile-bytes", o.persistent_tile_bytes, kDefaults.persistent_tile_bytes);
+  unless_default("persistent-blocks", o.persistent_blocks, kDefaults.persistent_blocks);
   // The ceilings measured after the model is loaded (its memory is taken), before anything is timed.
   gla::bench::BenchReport report(report_name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -218,6 +223,7 @@ int main(int argc, char** argv) {
                                                   : "batch 1 where the device and shapes allow");
   report.SetNote("persistent_tiles_in_flight", std::to_string(o.persistent_tiles_in_flight));
   report.SetNote("persistent_tile_bytes", std::to_string(o.persistent_tile_bytes));
+  report.SetNote("persistent_blocks", std::to_string(o.persistent_blocks));
   report.SetNote("persistent_decode_max_batch", std::to_string(o.persistent_decode ? o.persistent_decode_max_batch : 0));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));

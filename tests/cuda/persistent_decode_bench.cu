@@ -8,8 +8,10 @@
 // --in_flight 0,2,3: each batch with the producer's weight tiles in flight capped at each value
 // (PersistentDecodeParams::tiles_in_flight; 0: the whole ring; values past the ring are skipped);
 // --tile_bytes 0,16384: and with each cap on a tile's bytes (PersistentDecodeParams::tile_bytes).
+// --blocks 0,66: and with each grid size (0: one block per SM, the engine's; fewer blocks make a grid
+// barrier cheaper, fewer atomics on its counter, and each block's share of the stream larger).
 //
-//   persistent_decode_bench [--steps 50] [--batches 1,2,4,8] [--in_flight 1] [--tile_bytes 0]
+//   persistent_decode_bench [--steps 50] [--batches 1,2,4,8] [--in_flight 1] [--tile_bytes 0] [--blocks 0]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -60,8 +62,8 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
               size_t state_floats);
 
 void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std::vector<int>& in_flight,
-         const std::vector<int>& tile_bytes, const gla::bench::DeviceCeilings& ceil,
-         gla::bench::BenchReport& report, int blocks) {
+         const std::vector<int>& tile_bytes, const std::vector<int>& grids, const gla::bench::DeviceCeilings& ceil,
+         gla::bench::BenchReport& report, int sms) {
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int P = 2 * sh.H * sh.dk + 2 * sh.H * sh.dv + sh.rank;  // q | k | v | g | gate low rank
   const size_t in_proj = size_t(P) * sh.D, o_proj = size_t(sh.D) * sh.H * sh.dv, gate_up = size_t(2) * sh.I * sh.D,
@@ -123,20 +125,21 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
   p.act = Alloc<__nv_bfloat16>(size_t(sh.I) * max_batch);
   p.logits = Alloc<float>(size_t(sh.vocab) * max_batch);
   p.barrier = barrier;
-  p.blocks = blocks;
-  for (const int batch : batches)
-    for (const int bytes : tile_bytes)
-      for (const int n : in_flight) {
-        p.batch = batch;
-        p.tiles_in_flight = n;
-        p.tile_bytes = bytes;
-        if (n > gla::cuda::PersistentDecodeStages(p)) {  // past the ring: the kernel refuses it
-          std::printf("%-9s batch %d in flight %d: skipped, the ring has %d stages\n", sh.name, batch, n,
-                      gla::cuda::PersistentDecodeStages(p));
-          continue;
+  for (const int grid : grids)
+    for (const int batch : batches)
+      for (const int bytes : tile_bytes)
+        for (const int n : in_flight) {
+          p.blocks = grid == 0 || grid > sms ? sms : grid;  // more blocks than SMs cannot all be resident
+          p.batch = batch;
+          p.tiles_in_flight = n;
+          p.tile_bytes = bytes;
+          if (n > gla::cuda::PersistentDecodeStages(p)) {  // past the ring: the kernel refuses it
+            std::printf("%-9s batch %d in flight %d: skipped, the ring has %d stages\n", sh.name, batch, n,
+                        gla::cuda::PersistentDecodeStages(p));
+            continue;
+          }
+          RunBatch(sh, p, steps, ceil, report, p.blocks, double(per_layer * sh.layers + head) * 2, state_floats);
         }
-        RunBatch(sh, p, steps, ceil, report, blocks, double(per_layer * sh.layers + head) * 2, state_floats);
-      }
 }
 
 // One batch size: the timed steps, then one traced step.
@@ -144,7 +147,7 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
               const gla::bench::DeviceCeilings& ceil, gla::bench::BenchReport& report, int blocks, double weight_bytes,
               size_t state_floats) {
   if (!gla::cuda::PersistentDecodeShapesSupported(p)) {
-    std::printf("%s batch %d: shapes not supported\n", sh.name, p.batch);
+    std::printf("%s batch %d blocks %d: shapes not supported\n", sh.name, p.batch, blocks);
     return;
   }
   unsigned* barrier = p.barrier;
@@ -165,13 +168,15 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
   float ms = 0;
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / steps;
-  std::printf("%-9s batch %d in flight %d tile %5d %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
-              sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, us, floor_us, 100 * floor_us / us, bytes / 1e9);
+  std::printf(
+      "%-9s batch %d in flight %d tile %5d blocks %3d %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
+      sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, us, floor_us, 100 * floor_us / us, bytes / 1e9);
   report.AddRow()
       .Str("shape", sh.name)
       .Num("batch", p.batch)
       .Num("tiles_in_flight", p.tiles_in_flight)
       .Num("tile_bytes", p.tile_bytes)
+      .Num("blocks", blocks)
       .Num("us_per_step", us)
       .Num("floor_us", floor_us)
       .Num("of_floor", floor_us / us);
@@ -205,9 +210,9 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
     end = std::max(end, at(entries - 1, b, 0));
     head_ns += at(entries - 1, b, 0) - at(entries - 2, b, 1);
   }
-  std::printf("%-9s batch %d in flight %d tile %5d traced step %.1f us: per operation, summed over %d layers, mean "
-              "over blocks\n",
-              sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, (end - start) / 1e3, sh.layers);
+  std::printf("%-9s batch %d in flight %d tile %5d blocks %3d traced step %.1f us: per operation, summed over %d "
+              "layers, mean over blocks\n",
+              sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, (end - start) / 1e3, sh.layers);
   std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
   for (int k = 0; k < 5; ++k)
     std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
@@ -219,11 +224,12 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
 
 int main(int argc, char** argv) {
   int steps = 50;
-  std::vector<int> batches = {1}, in_flight = {1}, tile_bytes = {0};  // the engine's defaults (CudaModelOptions)
+  std::vector<int> batches = {1}, in_flight = {1}, tile_bytes = {0}, grids = {0};  // the engine's (CudaModelOptions)
   auto usage = [] {
     std::fprintf(stderr,
                  "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)] "
-                 "[--in_flight 0,2,3 (each 0-16)] [--tile_bytes 0,16384 (each 0 or 2048-32768, whole KiB)]\n",
+                 "[--in_flight 0,2,3 (each 0-16)] [--tile_bytes 0,16384 (each 0 or 2048-32768, whole KiB)] "
+                 "[--blocks 0,66 (each 0-1024; 0: one per SM)]\n",
                  gla::cuda::kPersistentMaxBatch);
     return 2;
   };
@@ -252,12 +258,14 @@ int main(int argc, char** argv) {
       if (!parse_list(argv[i + 1], 0, 32768, tile_bytes)) return usage();
       for (const int b : tile_bytes)
         if (!gla::cuda::PersistentTileBytesValid(b)) return usage();
+    } else if (f == "--blocks") {
+      if (!parse_list(argv[i + 1], 0, gla::cuda::kPersistentMaxBlocks, grids)) return usage();
     } else {
       return usage();
     }
   }
-  const int blocks = gla::cuda::PersistentDecodeBlocks(0);
-  if (blocks == 0) {
+  const int sms = gla::cuda::PersistentDecodeBlocks(0);
+  if (sms == 0) {
     std::printf("persistent_decode_bench: skipped: this device cannot run the persistent kernel (needs Hopper)\n");
     return 0;
   }
@@ -265,6 +273,6 @@ int main(int argc, char** argv) {
   report.PrintHeader();
   const Shape shapes[] = {{"gla-340M", 24, 1024, 2816, 4, 128, 256, 16, 32000},
                           {"gla-1.3B", 24, 2048, 5632, 4, 256, 512, 16, 32000}};
-  for (const Shape& sh : shapes) Run(sh, steps, batches, in_flight, tile_bytes, report.ceilings(), report, blocks);
+  for (const Shape& sh : shapes) Run(sh, steps, batches, in_flight, tile_bytes, grids, report.ceilings(), report, sms);
   return 0;
 }

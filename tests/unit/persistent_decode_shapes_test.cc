@@ -172,6 +172,25 @@ TEST(PersistentDecodeShapes, TileBytesAreZeroOrWholeKibibytesFromTwoToThirtyTwo)
   }
 }
 
+// A requested grid (CudaModelOptions::persistent_blocks): 0 for one block per SM, else 1-1024 (capped at
+// the SMs by the caller); the shape check then wants each block's rows of the residual to fit.
+TEST(PersistentDecodeShapes, GridsAreZeroOrUpTo1024AndOwnAtMost64ResidualRows) {
+  EXPECT_TRUE(cuda::PersistentBlocksValid(0));
+  EXPECT_TRUE(cuda::PersistentBlocksValid(1));
+  EXPECT_TRUE(cuda::PersistentBlocksValid(cuda::kPersistentMaxBlocks));
+  EXPECT_FALSE(cuda::PersistentBlocksValid(-1));
+  EXPECT_FALSE(cuda::PersistentBlocksValid(cuda::kPersistentMaxBlocks + 1));
+  for (const int batch : {1, 4}) {
+    cuda::PersistentDecodeParams p = Gla13B(batch);  // D = 2048: 32 blocks own 64 rows each
+    for (const int blocks : {32, 66, 132}) {
+      p.blocks = blocks;
+      EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch << ", " << blocks;
+    }
+    p.blocks = 31;
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch;
+  }
+}
+
 // The batched kernel's state items: the blocks' runs cover every item of the step once, and the
 // numbering reaches every (sequence, head, slab) once, a run's items mostly of one (sequence, head).
 TEST(PersistentDecodeShapes, BatchedStateItemsAreEachUpdatedOnce) {
