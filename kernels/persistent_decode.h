@@ -74,8 +74,9 @@ constexpr int kPersistentMaxBatch = 8;
 // for the engine to clamp (CudaModel) and for the shape check to refuse.
 constexpr int kPersistentMaxTilesInFlight = 16;
 constexpr bool PersistentTilesInFlightValid(int n) { return n >= 0 && n <= kPersistentMaxTilesInFlight; }
+constexpr int kPersistentMaxTileBytes = 96 * 1024;
 constexpr bool PersistentTileBytesValid(int bytes) {
-  return bytes == 0 || (bytes >= 2048 && bytes <= 32768 && bytes % 1024 == 0);
+  return bytes == 0 || (bytes >= 2048 && bytes <= kPersistentMaxTileBytes && bytes % 1024 == 0);
 }
 // A requested grid (CudaModelOptions::persistent_blocks, the benchmarks' --blocks): 0 for one block
 // per SM, else a count the caller caps at the SMs (every block must be resident for the barrier).
@@ -118,10 +119,11 @@ struct PersistentDecodeParams {
   // stages; 0: as many as the ring holds. Fewer keep the memory system's queues short, which is
   // what the consumers' own loads and the grid barriers' polls wait behind.
   int tiles_in_flight = 0;
-  // A cap on a weight tile's bytes, for finer tiles than the kernels' own (0: batch 1's 32 KiB
-  // stages of whole rows, the batched kernel's 16 rows x 2 KiB segments); 2 KiB to 32 KiB in
-  // multiples of 1 KiB. The batch-1 kernel takes as many whole rows as fit (at least one), the
-  // batched kernel segments of tile_bytes / 16 (a multiple of 128, at least 128).
+  // A cap on a weight tile's bytes, for other tiles than the kernels' own (0: batch 1's 32 KiB of
+  // whole rows, the batched kernel's 16 rows x 2 KiB segments); 2 KiB to 96 KiB in multiples of
+  // 1 KiB. The batch-1 kernel takes as many whole rows as fit (at least one, at most 32) and above
+  // 32 KiB cuts its 192 KiB ring into stages of the cap (64 KiB: 3 stages, 96 KiB: 2); the batched
+  // kernel takes segments of tile_bytes / 16 (a multiple of 128, at least 128, at most its 2 KiB).
   int tile_bytes = 0;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per

@@ -436,7 +436,7 @@ absl::Status CudaModel::SetUpPersistentDecode() {
       !cuda::PersistentTileBytesValid(tile_bytes) || !cuda::PersistentBlocksValid(options_.persistent_blocks))
     return absl::InvalidArgumentError(absl::StrCat(
         "persistent decode: tiles in flight ", options_.persistent_tiles_in_flight, " (0-16), tile bytes ", tile_bytes,
-        " (0, or 2048-32768 in whole KiB) or blocks ", options_.persistent_blocks, " (0-1024) out of range"));
+        " (0, or 2048-98304 in whole KiB) or blocks ", options_.persistent_blocks, " (0-1024) out of range"));
   if (!options_.persistent_decode || plan_.short_conv) return absl::OkStatus();
   const int sms = cuda::PersistentDecodeBlocks(options_.device);
   if (sms == 0) return absl::OkStatus();

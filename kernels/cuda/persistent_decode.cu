@@ -2,7 +2,7 @@
 //
 // Block layout: warps 0-7 consume, warp 8's first lane produces. The producer walks the same
 // sequence of weight tiles as the consumers (TileCursor and ForEachTile, both from BlockRows) and
-// keeps kStages tiles of kStageBytes in flight: stage `full` barriers (mbarrier, transaction bytes)
+// keeps a ring of stages (6 x 32 KiB, or fewer larger ones: Ring) of tiles in flight: stage `full` barriers (mbarrier, transaction bytes)
 // say a tile has landed, `empty` barriers (one arrival per consumer warp) say it may be reused.
 // A tile is tile_rows consecutive output rows of one matrix (for gate|up, tile_rows gate rows and
 // the matching up rows); a block owns rows [n b / G, n (b + 1) / G) of every matrix, so every
@@ -29,14 +29,15 @@ namespace {
 
 using namespace persistent;  // NOLINT: the shared PTX wrappers, GridSync and MatrixRef
 
-constexpr int kStages = 6;
-constexpr int kStageBytes = 32 * 1024;
-constexpr int kMaxTileRows = 16;  // matrix rows in one tile (gate and up rows counted apart)
+constexpr int kMaxStages = 6;
+constexpr int kStageBytes = 32 * 1024;  // the kernel's own tiles (PersistentDecodeParams::tile_bytes 0)
+constexpr int kRingBytes = kMaxStages * kStageBytes;  // cut into stages of a larger cap's bytes
+constexpr int kMaxTileRows = 32;  // matrix rows in one tile (gate and up rows counted apart)
 constexpr int kMaxRow = 8192;     // bf16 elements of an operation's input row (D, H dv, I)
 constexpr int kMaxOwnRows = 64;   // rows of the residual stream a block owns (D / blocks)
 
 struct Shared {
-  alignas(128) unsigned char stage[kStages][kStageBytes];
+  alignas(128) unsigned char ring[kRingBytes];  // Ring's stages
   alignas(16) uint4 row[kMaxRow / 8];  // the operation's input row, bf16
   float partial[2][kMaxTileRows][kConsumerWarps];  // per tile (double-buffered): rows x warp parts
   StateScratch state;
@@ -44,7 +45,23 @@ struct Shared {
   // The block's rows of x (o_proj and down both write rows [D b / G, D (b + 1) / G)): the residual
   // added from here, not read back from memory (a round trip per tile on the critical path).
   float x_own[kMaxOwnRows];
-  unsigned long long full[kStages], empty[kStages];
+  unsigned long long full[kMaxStages], empty[kMaxStages];
+};
+
+// The ring's stages: kMaxStages of kStageBytes, or, for a tile cap above kStageBytes, as many of
+// the cap's bytes as the ring holds (whole KiB: 128-byte aligned).
+struct Ring {
+  int stage_bytes = kStageBytes, stages = kMaxStages;
+
+  __host__ __device__ static Ring For(int tile_bytes) {
+    Ring r;
+    if (tile_bytes > kStageBytes) {
+      r.stage_bytes = tile_bytes;
+      r.stages = kRingBytes / tile_bytes;
+    }
+    return r;
+  }
+  __device__ __forceinline__ unsigned char* Stage(Shared& s, int slot) const { return s.ring + slot * stage_bytes; }
 };
 
 // Sum over the consumers, in a fixed order; every consumer gets it.
@@ -71,7 +88,7 @@ __device__ __forceinline__ Matrix MakeMatrix(const MatrixRef& ref, int cap) {
   Matrix m;
   static_cast<MatrixRef&>(m) = ref;
   const int unit = (m.pair ? 2 : 1) * m.row_bytes;
-  const int bytes = cap > 0 && cap < kStageBytes ? cap : kStageBytes;
+  const int bytes = cap > 0 ? cap : kStageBytes;  // at most a stage (Ring::For)
   while (2 * m.tile_rows * unit <= bytes && 2 * m.tile_rows * (m.pair ? 2 : 1) <= kMaxTileRows) m.tile_rows *= 2;
   return m;
 }
@@ -119,22 +136,24 @@ struct TileCursor {
 
 __device__ void Produce(const PersistentDecodeParams& p, Shared& s, int b, int G) {
   const unsigned long long policy = EvictFirstPolicy();
+  const Ring ring = Ring::For(p.tile_bytes);
+  const unsigned stages = static_cast<unsigned>(ring.stages);
   TileCursor copy;
   copy.count = MatrixCount(p);
   copy.Next(p, b, G);
   for (unsigned tile = 0; !copy.done; ++tile, copy.Next(p, b, G)) {
-    const int slot = static_cast<int>(tile % kStages);
+    const int slot = static_cast<int>(tile % stages);
     const unsigned ahead = static_cast<unsigned>(p.tiles_in_flight);
     if (ahead > 0 && tile >= ahead)  // tile - ahead landed (its phase's parity: the consumers' wait)
-      MbarWait(&s.full[(tile - ahead) % kStages], ((tile - ahead) / kStages) & 1);
-    if (tile >= kStages) MbarWait(&s.empty[slot], ((tile / kStages) - 1) & 1);
+      MbarWait(&s.full[(tile - ahead) % stages], ((tile - ahead) / stages) & 1);
+    if (tile >= stages) MbarWait(&s.empty[slot], ((tile / stages) - 1) & 1);
     const Matrix& m = copy.m;
     const unsigned bytes = copy.Bytes();
+    unsigned char* stage = ring.Stage(s, slot);
     MbarExpectTx(&s.full[slot], m.pair ? 2 * bytes : bytes);
-    BulkCopy(s.stage[slot], m.w + copy.r * m.row_bytes, bytes, &s.full[slot], policy);
+    BulkCopy(stage, m.w + copy.r * m.row_bytes, bytes, &s.full[slot], policy);
     if (m.pair)
-      BulkCopy(s.stage[slot] + m.tile_rows * m.row_bytes, m.w + (m.n + copy.r) * m.row_bytes, bytes, &s.full[slot],
-               policy);
+      BulkCopy(stage + m.tile_rows * m.row_bytes, m.w + (m.n + copy.r) * m.row_bytes, bytes, &s.full[slot], policy);
   }
 }
 
@@ -161,17 +180,18 @@ __device__ __forceinline__ float RowDot(const uint4* wr, const uint4* row, int l
 // The consumers' side of one matrix: each tile's rows against s.row, then epilogue(row, value,
 // up value) by thread t < rows for the tile's row t (gate|up: the gate row's value and the up row's).
 template <class Epilogue>
-__device__ __forceinline__ void Consume(Shared& s, const Matrix& m, int b, int G, unsigned& tile,
+__device__ __forceinline__ void Consume(Shared& s, const Ring& ring, const Matrix& m, int b, int G, unsigned& tile,
                                         Epilogue&& epilogue) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int units = m.pair ? 2 * m.tile_rows : m.tile_rows;  // matrix rows in a full tile
   const int chunks = m.row_bytes / 16;                        // 16-byte chunks per row
   const int split = units >= kConsumerWarps ? 1 : kConsumerWarps / units;  // warps per row
   ForEachTile(m, b, G, [&](int64_t r, int rows) {
-    const int slot = static_cast<int>(tile % kStages);
+    const unsigned stages = static_cast<unsigned>(ring.stages);
+    const int slot = static_cast<int>(tile % stages);
     float(&part)[kMaxTileRows][kConsumerWarps] = s.partial[tile & 1];
-    MbarWait(&s.full[slot], (tile / kStages) & 1);
-    const uint4* w = reinterpret_cast<const uint4*>(s.stage[slot]);
+    MbarWait(&s.full[slot], (tile / stages) & 1);
+    const uint4* w = reinterpret_cast<const uint4*>(ring.Stage(s, slot));
     auto valid = [&](int u) { return (m.pair && u >= m.tile_rows ? u - m.tile_rows : u) < rows; };
     auto dot = [&](int u, int lo, int hi) {
       const uint4* wr = w + u * chunks;
@@ -253,6 +273,7 @@ __device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int 
 template <int R>
 __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, int G) {
   unsigned tile = 0, barriers = 0;
+  const Ring ring = Ring::For(p.tile_bytes);
   auto sync = [&] { GridSync(p.barrier, ++barriers, p.trace); };
   if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
   const int items = p.H * (p.dv / kStateCols);
@@ -267,7 +288,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
   for (int l = 0; l < p.num_layers; ++l) {
     const PersistentDecodeLayer& L = p.layers[l];
     NormRow(s, p.x, L.attn_norm, p.D, p.eps);
-    Consume(s, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
+    Consume(s, ring, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
     StateItem<R> item;
     if (b < items) item.Load(p, L, b, slot);  // before the barrier: the state is not this step's
     sync();
@@ -277,21 +298,21 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     }
     sync();
     GateNormRow(s, p, L.g_norm);
-    Consume(s, MatrixAt(p, 4 * l + 1), b, G, tile, residual);
+    Consume(s, ring, MatrixAt(p, 4 * l + 1), b, G, tile, residual);
     sync();
     NormRow(s, p.x, L.mlp_norm, p.D, p.eps);
-    Consume(s, MatrixAt(p, 4 * l + 2), b, G, tile, [&](int64_t n, float g, float u) {  // activations.cu's SwiGLU
+    Consume(s, ring, MatrixAt(p, 4 * l + 2), b, G, tile, [&](int64_t n, float g, float u) {  // activations.cu's SwiGLU
       const float a = __bfloat162float(__float2bfloat16(g)), up = __bfloat162float(__float2bfloat16(u));
       p.act[n] = __float2bfloat16(a / (1.f + __expf(-a)) * up);
     });
     sync();
     ActRow(s, p.act, p.I);
-    Consume(s, MatrixAt(p, 4 * l + 3), b, G, tile, residual);
+    Consume(s, ring, MatrixAt(p, 4 * l + 3), b, G, tile, residual);
     sync();
   }
   if (p.logits != nullptr) {
     NormRow(s, p.x, p.final_norm, p.D, p.eps);
-    Consume(s, MatrixAt(p, 4 * p.num_layers), b, G, tile,
+    Consume(s, ring, MatrixAt(p, 4 * p.num_layers), b, G, tile,
             [&](int64_t n, float v, float) { __stcg(p.logits + n, v); });
   }
   if (p.trace != nullptr && threadIdx.x == 0) {  // the last entry: the block's end
@@ -305,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const Pers
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) unsigned char smem[];
   Shared& s = *reinterpret_cast<Shared*>(smem);
-  if (threadIdx.x == 0) InitStageBarriers(s.full, s.empty, kStages);
+  if (threadIdx.x == 0) InitStageBarriers(s.full, s.empty, Ring::For(p.tile_bytes).stages);
   __syncthreads();
   if (threadIdx.x >= kConsumers) {
     if (threadIdx.x == kConsumers) Produce(p, s, blockIdx.x, gridDim.x);
@@ -349,7 +370,7 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
 }
 
 int PersistentDecodeStages(const PersistentDecodeParams& p) {
-  return p.batch == 1 ? kStages : persistent::BatchedLayoutFor(p).stages;
+  return p.batch == 1 ? Ring::For(p.tile_bytes).stages : persistent::BatchedLayoutFor(p).stages;
 }
 
 int PersistentDecodeBlocks(int device) {

@@ -364,7 +364,7 @@ __device__ void ConsumeStep(Context& c) {
         prepared_h = item.h;
         prepared_seq = seq;
       }
-      item.UpdateRows<true>(p, seq, v, c.f.state, buf, c.f.gate);
+      item.template UpdateRows<true>(p, seq, v, c.f.state, buf, c.f.gate);
       buf ^= 1;
       if (more) {
         const int hk = item.hk;

@@ -1106,7 +1106,7 @@ TEST(PersistentDecodeTilesOptions, OutOfRangeAreRefusedAtLoad) {
   struct Bad {
     int tile_bytes, in_flight, blocks;
   };
-  for (const Bad& bad : {Bad{1000, 1, 0}, Bad{2560, 1, 0}, Bad{65536, 1, 0}, Bad{0, -1, 0}, Bad{0, 17, 0},
+  for (const Bad& bad : {Bad{1000, 1, 0}, Bad{2560, 1, 0}, Bad{99328, 1, 0}, Bad{0, -1, 0}, Bad{0, 17, 0},
                          Bad{0, 1, -1}, Bad{0, 1, cuda::kPersistentMaxBlocks + 1}}) {
     CudaModelOptions o = Options();
     o.persistent_tile_bytes = bad.tile_bytes;
@@ -1139,6 +1139,11 @@ INSTANTIATE_TEST_SUITE_P(FinerAndWhole, PersistentDecodeTiles,
                          ::testing::Values(std::make_tuple(2, 1, 8192, 2), std::make_tuple(0, 1, 2048, 3),
                                            std::make_tuple(1, 1, 0, 0), std::make_tuple(2, 4, 16384, 3),
                                            std::make_tuple(0, 5, 2048, 1), std::make_tuple(1, 8, 0, 0)));
+// Larger than the kernels' own: batch 1's ring in 3 stages of 64 KiB (up to 32 rows a tile), 2 of 96
+// KiB, 5 of 33 KiB; the batched kernel keeps its own segments.
+INSTANTIATE_TEST_SUITE_P(Larger, PersistentDecodeTiles,
+                         ::testing::Values(std::make_tuple(2, 1, 65536, 1), std::make_tuple(0, 1, 98304, 2),
+                                           std::make_tuple(1, 1, 33792, 0), std::make_tuple(2, 4, 65536, 1)));
 
 TEST(CudaModel, BadInputIsRejectedAndChangesNothing) {
   GLA_REQUIRE_CUDA_DEVICE();

@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   o.persistent_tiles_in_flight = num("tiles_in_flight");  // the persistent kernels' producer: 0 the whole ring
   if (!gla::cuda::PersistentTilesInFlightValid(o.persistent_tiles_in_flight)) Die("--tiles_in_flight wants 0 to 16");
   o.persistent_tile_bytes = num("tile_bytes");  // a cap on the persistent kernels' weight tiles
-  if (!gla::cuda::PersistentTileBytesValid(o.persistent_tile_bytes)) Die("--tile_bytes wants 0 or 2048 to 32768 in whole KiB");
+  if (!gla::cuda::PersistentTileBytesValid(o.persistent_tile_bytes)) Die("--tile_bytes wants 0 or 2048 to 98304 in whole KiB");
   o.persistent_blocks = num("persistent_blocks");  // the persistent kernels' grid (capped at the SMs)
   if (!gla::cuda::PersistentBlocksValid(o.persistent_blocks)) Die("--persistent_blocks wants 0 to 1024");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);

@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
   auto usage = [] {
     std::fprintf(stderr,
                  "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)] "
-                 "[--in_flight 0,2,3 (each 0-16)] [--tile_bytes 0,16384 (each 0 or 2048-32768, whole KiB)] "
+                 "[--in_flight 0,2,3 (each 0-16)] [--tile_bytes 0,65536 (each 0 or 2048-98304, whole KiB)] "
                  "[--blocks 0,66 (each 0-1024; 0: one per SM)]\n",
                  gla::cuda::kPersistentMaxBatch);
     return 2;
@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
     } else if (f == "--in_flight") {
       if (!parse_list(argv[i + 1], 0, gla::cuda::kPersistentMaxTilesInFlight, in_flight)) return usage();
     } else if (f == "--tile_bytes") {
-      if (!parse_list(argv[i + 1], 0, 32768, tile_bytes)) return usage();
+      if (!parse_list(argv[i + 1], 0, gla::cuda::kPersistentMaxTileBytes, tile_bytes)) return usage();
       for (const int b : tile_bytes)
         if (!gla::cuda::PersistentTileBytesValid(b)) return usage();
     } else if (f == "--blocks") {

@@ -157,19 +157,44 @@ TEST(PersistentDecodeShapes, BatchedTilesCoverEveryRowOnceAndFitAStage) {
   EXPECT_EQ(BatchedMaxSegBytes(3072), 128);  // 192 a row: down to a 128-byte multiple
 }
 
-// PersistentDecodeParams::tile_bytes: 0 (the kernels' own tiles) or 2 KiB to 32 KiB in 1 KiB steps.
-TEST(PersistentDecodeShapes, TileBytesAreZeroOrWholeKibibytesFromTwoToThirtyTwo) {
+// PersistentDecodeParams::tile_bytes: 0 (the kernels' own tiles) or 2 KiB to 96 KiB in 1 KiB steps.
+TEST(PersistentDecodeShapes, TileBytesAreZeroOrWholeKibibytesFromTwoToNinetySix) {
   for (int batch = 1; batch <= cuda::kPersistentMaxBatch; ++batch) {
     cuda::PersistentDecodeParams p = Gla13B(batch);
-    for (const int bytes : {0, 2048, 3072, 16384, 32768}) {
+    for (const int bytes : {0, 2048, 3072, 16384, 32768, 33792, 65536, 98304}) {
       p.tile_bytes = bytes;
+      p.tiles_in_flight = 1;
       EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch << ", " << bytes;
     }
-    for (const int bytes : {-1, 1024, 2047, 2560, 33792, 65536}) {
+    for (const int bytes : {-1, 1024, 2047, 2560, 65537, 99328, 131072}) {
       p.tile_bytes = bytes;
       EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << "batch " << batch << ", " << bytes;
     }
   }
+}
+
+// Tiles above 32 KiB: the batch-1 kernel cuts its 192 KiB ring into stages of the cap (so fewer of
+// them, and tiles_in_flight past them refused); the batched kernel keeps its own stages, its segments
+// capped at 2 KiB whatever the cap.
+TEST(PersistentDecodeShapes, LargerTilesMeanFewerBatchOneStages) {
+  cuda::PersistentDecodeParams p = Gla13B(1);
+  for (const auto& [bytes, stages] : {std::pair{0, 6}, std::pair{16384, 6}, std::pair{32768, 6}, std::pair{33792, 5},
+                                      std::pair{49152, 4}, std::pair{65536, 3}, std::pair{98304, 2}}) {
+    p.tile_bytes = bytes;
+    EXPECT_EQ(cuda::PersistentDecodeStages(p), stages) << bytes;
+    p.tiles_in_flight = stages;
+    EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p)) << bytes;
+    p.tiles_in_flight = stages + 1;
+    EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p)) << bytes;
+    p.tiles_in_flight = 0;
+  }
+  for (const int batch : {2, 8}) {
+    cuda::PersistentDecodeParams q = Gla13B(batch);
+    const int own = cuda::PersistentDecodeStages(q);
+    q.tile_bytes = 98304;
+    EXPECT_EQ(cuda::PersistentDecodeStages(q), own) << "batch " << batch;
+  }
+  EXPECT_EQ(cuda::persistent::BatchedMaxSegBytes(98304), cuda::persistent::kBatchedMaxSegBytes);
 }
 
 // A requested grid (CudaModelOptions::persistent_blocks): 0 for one block per SM, else 1-1024 (capped at
