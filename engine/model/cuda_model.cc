@@ -481,6 +481,7 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   q.o_sumsq = reinterpret_cast<float*>(persistent_mem_.get<char>() + layer_bytes + kAlign);
   q.blocks = blocks;
   q.tile_bytes = tile_bytes;
+  q.early_state_loads = options_.persistent_early_state_loads;
   q.state.base = x_;  // any aligned device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
     persistent_mem_ = DeviceMemory();

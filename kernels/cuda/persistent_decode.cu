@@ -288,9 +288,10 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
   for (int l = 0; l < p.num_layers; ++l) {
     const PersistentDecodeLayer& L = p.layers[l];
     NormRow(s, p.x, L.attn_norm, p.D, p.eps);
+    StateItem<R> item;  // its loads before the barrier after in_proj (the state is not this step's)
+    if (p.early_state_loads && b < items) item.Load(p, L, b, slot);
     Consume(s, ring, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
-    StateItem<R> item;
-    if (b < items) item.Load(p, L, b, slot);  // before the barrier: the state is not this step's
+    if (!p.early_state_loads && b < items) item.Load(p, L, b, slot);
     sync();
     for (int it = b; it < items; it += G) {
       if (it != b) item.Load(p, L, it, slot);

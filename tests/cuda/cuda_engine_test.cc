@@ -991,9 +991,10 @@ class PersistentDecodeBatched
     : public ::testing::TestWithParam<std::tuple<int, int, StateDType, WeightFormat>> {};
 
 // The body of the batched tests: tile_bytes / tiles_in_flight -1 keep the engine's defaults; blocks
-// 0 is one block per SM (CudaModelOptions::persistent_blocks).
+// 0 is one block per SM (CudaModelOptions::persistent_blocks); early_state -1 the engine's default,
+// 0 / 1 CudaModelOptions::persistent_early_state_loads off / on.
 void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weights, int tile_bytes,
-                       int tiles_in_flight, int blocks = 0) {
+                       int tiles_in_flight, int blocks = 0, int early_state = -1) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = PersistentShapeDir(shape);
   auto cpu = CpuModelWithStates(dir, dtype, weights);
@@ -1004,6 +1005,7 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   if (tile_bytes >= 0) on.persistent_tile_bytes = tile_bytes;
   if (tiles_in_flight >= 0) on.persistent_tiles_in_flight = tiles_in_flight;
   on.persistent_blocks = blocks;
+  if (early_state >= 0) on.persistent_early_state_loads = early_state == 1;
   off.persistent_decode = false;
   Gpu a = MakeGpu(dir, on, 8, dtype), b = MakeGpu(dir, off, 8, dtype);
   if (!a.model || !b.model) return;
@@ -1071,9 +1073,11 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   }
   EXPECT_EQ(a.model->persistent_steps() - steps_before, kSteps) << "the decode steps did not take the kernel";
   std::printf("[ measure ] batched persistent decode, shape %d (dk %d), batch %d, %s states, %s weights, tiles %d B "
-              "x %d in flight, blocks %d: worst rel err vs the per-operation path %.2e, vs the CPU %.2e\n",
+              "x %d in flight, blocks %d, early state loads %d: worst rel err vs the per-operation path %.2e, vs the "
+              "CPU %.2e\n",
               shape, a.model->config().head_k_dim, batch, StateDTypeName(dtype), WeightFormatName(weights),
-              on.persistent_tile_bytes, on.persistent_tiles_in_flight, blocks, worst_gpu, worst_cpu);
+              on.persistent_tile_bytes, on.persistent_tiles_in_flight, blocks, int{on.persistent_early_state_loads},
+              worst_gpu, worst_cpu);
 }
 
 TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
@@ -1129,6 +1133,20 @@ TEST_P(PersistentDecodeGrids, StepsMatchTheKernelPerOperationPathAndTheCpu) {
   const auto [shape, batch, blocks] = GetParam();
   BatchedStepsMatch(shape, batch, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks);
 }
+
+// Batch 1 with the state item's loads where they were before early_state_loads (after in_proj), on
+// the three head shapes and on a grid where blocks take several items (the later items' loads are
+// the same either way). Parameters: shape, blocks.
+class PersistentDecodeLateStateLoads : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(PersistentDecodeLateStateLoads, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+  const auto [shape, blocks] = GetParam();
+  BatchedStepsMatch(shape, 1, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeLateStateLoads,
+                         ::testing::Values(std::make_tuple(0, 0), std::make_tuple(1, 0), std::make_tuple(2, 0),
+                                           std::make_tuple(0, 16)));
 
 INSTANTIATE_TEST_SUITE_P(Smaller, PersistentDecodeGrids,
                          ::testing::Values(std::make_tuple(0, 1, 16), std::make_tuple(2, 1, 20),

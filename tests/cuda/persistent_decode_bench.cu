@@ -8,10 +8,13 @@
 // --in_flight 0,2,3: each batch with the producer's weight tiles in flight capped at each value
 // (PersistentDecodeParams::tiles_in_flight; 0: the whole ring; values past the ring are skipped);
 // --tile_bytes 0,16384: and with each cap on a tile's bytes (PersistentDecodeParams::tile_bytes).
+// --early_state 0,1: and batch 1 with its state item's loads issued after in_proj (0) or before it
+// (1, the engine's: PersistentDecodeParams::early_state_loads).
 // --blocks 0,66: and with each grid size (0: one block per SM, the engine's; fewer blocks make a grid
 // barrier cheaper, fewer atomics on its counter, and each block's share of the stream larger).
 //
 //   persistent_decode_bench [--steps 50] [--batches 1,2,4,8] [--in_flight 1] [--tile_bytes 0] [--blocks 0]
+//                           [--early_state 1]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -62,7 +65,8 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
               size_t state_floats);
 
 void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std::vector<int>& in_flight,
-         const std::vector<int>& tile_bytes, const std::vector<int>& grids, const gla::bench::DeviceCeilings& ceil,
+         const std::vector<int>& tile_bytes, const std::vector<int>& grids, const std::vector<int>& early,
+         const gla::bench::DeviceCeilings& ceil,
          gla::bench::BenchReport& report, int sms) {
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int P = 2 * sh.H * sh.dk + 2 * sh.H * sh.dv + sh.rank;  // q | k | v | g | gate low rank
@@ -128,18 +132,21 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
   for (const int grid : grids)
     for (const int batch : batches)
       for (const int bytes : tile_bytes)
-        for (const int n : in_flight) {
-          p.blocks = grid == 0 || grid > sms ? sms : grid;  // more blocks than SMs cannot all be resident
-          p.batch = batch;
-          p.tiles_in_flight = n;
-          p.tile_bytes = bytes;
-          if (n > gla::cuda::PersistentDecodeStages(p)) {  // past the ring: the kernel refuses it
-            std::printf("%-9s batch %d in flight %d: skipped, the ring has %d stages\n", sh.name, batch, n,
-                        gla::cuda::PersistentDecodeStages(p));
-            continue;
+        for (const int n : in_flight)
+          for (const int e : early) {
+            if (e != 0 && batch > 1) continue;  // the batched kernel has no such choice
+            p.blocks = grid == 0 || grid > sms ? sms : grid;  // more blocks than SMs cannot all be resident
+            p.batch = batch;
+            p.tiles_in_flight = n;
+            p.tile_bytes = bytes;
+            p.early_state_loads = e != 0;
+            if (n > gla::cuda::PersistentDecodeStages(p)) {  // past the ring: the kernel refuses it
+              std::printf("%-9s batch %d in flight %d: skipped, the ring has %d stages\n", sh.name, batch, n,
+                          gla::cuda::PersistentDecodeStages(p));
+              continue;
+            }
+            RunBatch(sh, p, steps, ceil, report, p.blocks, double(per_layer * sh.layers + head) * 2, state_floats);
           }
-          RunBatch(sh, p, steps, ceil, report, p.blocks, double(per_layer * sh.layers + head) * 2, state_floats);
-        }
 }
 
 // One batch size: the timed steps, then one traced step.
@@ -169,14 +176,16 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / steps;
   std::printf(
-      "%-9s batch %d in flight %d tile %5d blocks %3d %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
-      sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, us, floor_us, 100 * floor_us / us, bytes / 1e9);
+      "%-9s batch %d in flight %d tile %5d blocks %3d%s %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
+      sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, p.early_state_loads ? " early" : "", us, floor_us,
+      100 * floor_us / us, bytes / 1e9);
   report.AddRow()
       .Str("shape", sh.name)
       .Num("batch", p.batch)
       .Num("tiles_in_flight", p.tiles_in_flight)
       .Num("tile_bytes", p.tile_bytes)
       .Num("blocks", blocks)
+      .Num("early_state_loads", p.early_state_loads ? 1 : 0)
       .Num("us_per_step", us)
       .Num("floor_us", floor_us)
       .Num("of_floor", floor_us / us);
@@ -210,9 +219,10 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
     end = std::max(end, at(entries - 1, b, 0));
     head_ns += at(entries - 1, b, 0) - at(entries - 2, b, 1);
   }
-  std::printf("%-9s batch %d in flight %d tile %5d blocks %3d traced step %.1f us: per operation, summed over %d "
+  std::printf("%-9s batch %d in flight %d tile %5d blocks %3d%s traced step %.1f us: per operation, summed over %d "
               "layers, mean over blocks\n",
-              sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, (end - start) / 1e3, sh.layers);
+              sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, p.early_state_loads ? " early" : "",
+              (end - start) / 1e3, sh.layers);
   std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
   for (int k = 0; k < 5; ++k)
     std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
@@ -224,12 +234,12 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
 
 int main(int argc, char** argv) {
   int steps = 50;
-  std::vector<int> batches = {1}, in_flight = {1}, tile_bytes = {0}, grids = {0};  // the engine's (CudaModelOptions)
+  std::vector<int> batches = {1}, in_flight = {1}, tile_bytes = {0}, grids = {0}, early = {1};  // the engine's
   auto usage = [] {
     std::fprintf(stderr,
                  "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)] "
                  "[--in_flight 0,2,3 (each 0-16)] [--tile_bytes 0,65536 (each 0 or 2048-98304, whole KiB)] "
-                 "[--blocks 0,66 (each 0-1024; 0: one per SM)]\n",
+                 "[--blocks 0,66 (each 0-1024; 0: one per SM)] [--early_state 0,1]\n",
                  gla::cuda::kPersistentMaxBatch);
     return 2;
   };
@@ -258,6 +268,8 @@ int main(int argc, char** argv) {
       if (!parse_list(argv[i + 1], 0, gla::cuda::kPersistentMaxTileBytes, tile_bytes)) return usage();
       for (const int b : tile_bytes)
         if (!gla::cuda::PersistentTileBytesValid(b)) return usage();
+    } else if (f == "--early_state") {
+      if (!parse_list(argv[i + 1], 0, 1, early)) return usage();
     } else if (f == "--blocks") {
       if (!parse_list(argv[i + 1], 0, gla::cuda::kPersistentMaxBlocks, grids)) return usage();
     } else {
@@ -273,6 +285,6 @@ int main(int argc, char** argv) {
   report.PrintHeader();
   const Shape shapes[] = {{"gla-340M", 24, 1024, 2816, 4, 128, 256, 16, 32000},
                           {"gla-1.3B", 24, 2048, 5632, 4, 256, 512, 16, 32000}};
-  for (const Shape& sh : shapes) Run(sh, steps, batches, in_flight, tile_bytes, grids, report.ceilings(), report, sms);
+  for (const Shape& sh : shapes) Run(sh, steps, batches, in_flight, tile_bytes, grids, early, report.ceilings(), report, sms);
   return 0;
 }
