@@ -76,7 +76,7 @@ struct CudaModelOptions {
   // cuda::kPersistentMaxBlocks). Fewer blocks make each grid barrier cheaper (fewer arrivals on its
   // counter) and each block's share of the weight stream larger; for the grid-size experiments.
   int persistent_blocks = 0;
-  // Batch 1: the persistent kernel's first state item loaded before in_proj's tiles, not after
+  // The persistent kernels' first state item of a block loaded before in_proj's tiles, not after
   // (PersistentDecodeParams::early_state_loads), so the barrier after in_proj does not wait for it.
   bool persistent_early_state_loads = true;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per

@@ -332,21 +332,21 @@ __device__ void ConsumeStep(Context& c) {
   for (int l = 0; l < p.num_layers; ++l) {
     const PersistentDecodeLayer& L = p.layers[l];
     NormRows(c, p.x, L.attn_norm, p.D);
-    Consume(c, 4 * l, [&](int64_t n, int seq, float v, float) { __stcg(p.proj + static_cast<int64_t>(seq) * p.P + n, v); });
     // Block b's items [i0, i1) of the batch's, head-major (a head's items are the batch's sequences'
     // 16-column slabs in turn), so consecutive items mostly share a (sequence, head): its q, k and
     // decays are made once for them (PrepareHead), and its gate factor rows loaded once per key head.
     // The next item's state rows and v load during an update (its factor rows too cost spills).
+    // The first item's loads go before the barrier after in_proj (the state is not this step's),
+    // with early_state_loads before in_proj's tiles (that barrier's release waits for them).
     StateItem<R> item;
     StateRows<R> next;
     int i0, i1;
     BatchedStateRun(items, b, G, &i0, &i1);
     auto item_of = [&](int it, int* seq) { return BatchedStateItem(it, cols, p.batch, seq); };
     int seq = 0;
-    if (i0 < i1) {
-      const int local = item_of(i0, &seq);
-      item.Load(p, L, local, p.slots[seq]);  // before the barrier: the state is not this step's
-    }
+    if (p.early_state_loads && i0 < i1) item.Load(p, L, item_of(i0, &seq), p.slots[seq]);
+    Consume(c, 4 * l, [&](int64_t n, int sq, float v, float) { __stcg(p.proj + static_cast<int64_t>(sq) * p.P + n, v); });
+    if (!p.early_state_loads && i0 < i1) item.Load(p, L, item_of(i0, &seq), p.slots[seq]);
     sync();
     float4 v = i0 < i1 ? item.LoadV(p, seq) : make_float4(0.f, 0.f, 0.f, 0.f);
     int prepared_h = -1, prepared_seq = -1, buf = 0;

@@ -1134,19 +1134,20 @@ TEST_P(PersistentDecodeGrids, StepsMatchTheKernelPerOperationPathAndTheCpu) {
   BatchedStepsMatch(shape, batch, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks);
 }
 
-// Batch 1 with the state item's loads where they were before early_state_loads (after in_proj), on
-// the three head shapes and on a grid where blocks take several items (the later items' loads are
-// the same either way). Parameters: shape, blocks.
-class PersistentDecodeLateStateLoads : public ::testing::TestWithParam<std::tuple<int, int>> {};
+// Both kernels with the first state item's loads where they were before early_state_loads (after
+// in_proj), on the three head shapes and on a grid where blocks take several items (the later
+// items' loads are the same either way). Parameters: shape, batch, blocks.
+class PersistentDecodeLateStateLoads : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
 
 TEST_P(PersistentDecodeLateStateLoads, StepsMatchTheKernelPerOperationPathAndTheCpu) {
-  const auto [shape, blocks] = GetParam();
-  BatchedStepsMatch(shape, 1, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, 0);
+  const auto [shape, batch, blocks] = GetParam();
+  BatchedStepsMatch(shape, batch, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeLateStateLoads,
-                         ::testing::Values(std::make_tuple(0, 0), std::make_tuple(1, 0), std::make_tuple(2, 0),
-                                           std::make_tuple(0, 16)));
+                         ::testing::Values(std::make_tuple(0, 1, 0), std::make_tuple(1, 1, 0), std::make_tuple(2, 1, 0),
+                                           std::make_tuple(0, 1, 16), std::make_tuple(2, 4, 0),
+                                           std::make_tuple(1, 3, 16)));
 
 INSTANTIATE_TEST_SUITE_P(Smaller, PersistentDecodeGrids,
                          ::testing::Values(std::make_tuple(0, 1, 16), std::make_tuple(2, 1, 20),

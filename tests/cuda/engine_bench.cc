@@ -12,7 +12,7 @@
 //                    [--tiles_in_flight N: the persistent kernels' weight tiles in flight, 0 the whole ring; default: the backend's]
 //                    [--tile_bytes N: a cap on those tiles' bytes, 0 the kernels' own; default: the backend's]
 //                    [--persistent_blocks N: the persistent kernels' grid, 0 one block per SM; default: the backend's]
-//                    [--early_state 0|1: batch 1's first state item loaded after in_proj or before; default: the backend's]
+//                    [--early_state 0|1: a block's first state item loaded after in_proj or before; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run

@@ -8,8 +8,8 @@
 // --in_flight 0,2,3: each batch with the producer's weight tiles in flight capped at each value
 // (PersistentDecodeParams::tiles_in_flight; 0: the whole ring; values past the ring are skipped);
 // --tile_bytes 0,16384: and with each cap on a tile's bytes (PersistentDecodeParams::tile_bytes).
-// --early_state 0,1: and batch 1 with its state item's loads issued after in_proj (0) or before it
-// (1, the engine's: PersistentDecodeParams::early_state_loads).
+// --early_state 0,1: and with each block's first state item's loads issued after in_proj (0) or
+// before it (1, the engine's: PersistentDecodeParams::early_state_loads).
 // --blocks 0,66: and with each grid size (0: one block per SM, the engine's; fewer blocks make a grid
 // barrier cheaper, fewer atomics on its counter, and each block's share of the stream larger).
 //
@@ -134,7 +134,6 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
       for (const int bytes : tile_bytes)
         for (const int n : in_flight)
           for (const int e : early) {
-            if (e != 0 && batch > 1) continue;  // the batched kernel has no such choice
             p.blocks = grid == 0 || grid > sms ? sms : grid;  // more blocks than SMs cannot all be resident
             p.batch = batch;
             p.tiles_in_flight = n;
