@@ -18,8 +18,23 @@
 //                    to a flag with release semantics, the others poll that flag (relaxed + fence)
 //   flags-all-read   no atomics: each block stores index to its own 128-byte flag (release); warp 0
 //                    polls every block's flag (one lane per block) until all have it (relaxed + fence)
+//   flags-packed     no atomics: each block stores index to its own word of one packed array
+//                    (release); threads 0 .. G-1 each poll one block's word at once (acquire), so a
+//                    poll round is a handful of 128-byte lines
 //
-//   grid_barrier_bench [--barriers 4096]
+// Then what the persistent kernel does at most of its barriers: every block writes its share of a
+// vector of --exchange floats (1.3B's residual stream: 2,048) and every block reads all of it after
+// (the next operation's input row). Exchange variants, each checking every value it reads:
+//   exchange counter-acquire / exchange flags-packed  the share stored with st.global.cg, the barrier
+//                    above, then all 256 threads load the whole vector (ld.global.cg)
+//   exchange tagged  no barrier: each value travels with its tag in one 64-bit word (value bits, the
+//                    exchange's index; st.relaxed.gpu), and readers load the whole vector with
+//                    ld.relaxed.gpu, reloading any word whose tag is not yet this exchange's (NCCL's
+//                    low-latency protocol): the synchronisation and the data in one trip. Two
+//                    buffers alternate, so a block writing exchange i + 1 never overwrites what a
+//                    slower one still waits on (it has read all of exchange i, so everyone wrote it).
+//
+//   grid_barrier_bench [--barriers 4096] [--exchange 2048]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -37,8 +52,9 @@
 
 namespace {
 
-enum Kind { kCounterAcquire, kCounterRelaxed, kLastArriver, kFlagsAllRead, kKinds };
-const char* const kKindNames[kKinds] = {"counter-acquire", "counter-relaxed", "last-arriver", "flags-all-read"};
+enum Kind { kCounterAcquire, kCounterRelaxed, kLastArriver, kFlagsAllRead, kFlagsPacked, kKinds };
+const char* const kKindNames[kKinds] = {"counter-acquire", "counter-relaxed", "last-arriver", "flags-all-read",
+                                        "flags-packed"};
 
 constexpr int kThreads = 256;  // the threads that synchronise; under load as many more stream
 constexpr int kPayload = 64;    // floats a block stores between barriers
@@ -46,9 +62,11 @@ constexpr int kFlagStride = 32;  // unsigned: one 128-byte line per block's flag
 
 struct Sync {
   unsigned* counter;
-  unsigned* flags;  // [G * kFlagStride]
+  unsigned* flags;  // [G * kFlagStride]; flags-packed: [G]
   float* data;      // [2][G][kPayload]
   unsigned* errors;
+  float* vec;                     // the exchanged vector, [2][exchange]
+  unsigned long long* tagged;     // the same as tagged words, [2][exchange]
 };
 
 __device__ __forceinline__ unsigned LoadRelaxed(const unsigned* p) {
@@ -94,6 +112,12 @@ __device__ __forceinline__ void Barrier(const Sync& s, unsigned index) {
         FenceAcqRel();
       }
     }
+  } else if constexpr (K == kFlagsPacked) {
+    if (threadIdx.x == 0)
+      asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(s.flags + blockIdx.x), "r"(index) : "memory");
+    for (unsigned j = threadIdx.x; j < G; j += kThreads)
+      while (LoadAcquire(s.flags + j) < index) {
+      }
   } else {
     if (threadIdx.x < 32) {
       if (threadIdx.x == 0)
@@ -152,6 +176,84 @@ __global__ void __launch_bounds__(2 * kThreads, 1) BarrierLoop(Sync s, int barri
   if (threadIdx.x == 0) *static_cast<volatile int*>(&done) = 1;
 }
 
+// The exchanges: K a barrier kind (the share stored plainly, the barrier, the vector read), or
+// kKinds for the tagged words. Each value is index + its position (exact in fp32 for these sizes).
+constexpr int kTagged = kKinds;
+
+__device__ __forceinline__ float Expected(unsigned index, int j) { return static_cast<float>(index) + j; }
+
+template <int K, bool kLoaded>
+__global__ void __launch_bounds__(2 * kThreads, 1)
+    ExchangeLoop(Sync s, int exchanges, int n, const uint4* load, size_t load_n) {
+  __shared__ int done;
+  if (threadIdx.x == 0) done = 0;
+  __syncthreads();
+  if (kLoaded && threadIdx.x >= kThreads) {
+    Stream(load, load_n, &done, s.errors + 1);
+    return;
+  }
+  const int G = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
+  const int j0 = static_cast<int>(int64_t{n} * b / G), j1 = static_cast<int>(int64_t{n} * (b + 1) / G);
+  unsigned bad = 0;
+  float sum = 0.f;  // keeps the reads
+  for (int i = 1; i <= exchanges; ++i) {
+    const unsigned index = static_cast<unsigned>(i);
+    if constexpr (K == kTagged) {
+      unsigned long long* buf = s.tagged + static_cast<size_t>(i % 2) * n;
+      for (int j = j0 + static_cast<int>(threadIdx.x); j < j1; j += kThreads) {
+        const unsigned long long word =
+            (static_cast<unsigned long long>(index) << 32) | __float_as_uint(Expected(index, j));
+        asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(buf + j), "l"(word) : "memory");
+      }
+      // Eight words a thread in flight at once, then only those not yet tagged loaded again.
+      constexpr int kPer = 8;
+      for (int base = 0; base < n; base += kPer * kThreads) {
+        unsigned long long word[kPer];
+        auto load = [&](int u) {
+          const int j = base + u * kThreads + static_cast<int>(threadIdx.x);
+          if (j < n) asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(word[u]) : "l"(buf + j) : "memory");
+          else word[u] = static_cast<unsigned long long>(index) << 32;
+        };
+#pragma unroll
+        for (int u = 0; u < kPer; ++u) load(u);
+        for (bool ready = false; !ready;) {
+          ready = true;
+#pragma unroll
+          for (int u = 0; u < kPer; ++u)
+            if (static_cast<unsigned>(word[u] >> 32) != index) {
+              ready = false;
+              load(u);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kPer; ++u) {
+          const int j = base + u * kThreads + static_cast<int>(threadIdx.x);
+          if (j >= n) continue;
+          const float v = __uint_as_float(static_cast<unsigned>(word[u]));
+          bad += v != Expected(index, j);
+          sum += v;
+        }
+      }
+      SyncThreads();  // the block's row complete (the kernel's input row in shared memory)
+    } else {
+      float* buf = s.vec + static_cast<size_t>(i % 2) * n;
+      for (int j = j0 + static_cast<int>(threadIdx.x); j < j1; j += kThreads) __stcg(buf + j, Expected(index, j));
+      Barrier<K>(s, index);
+#pragma unroll 8  // the loads in flight together, as the tagged reads'
+      for (int j = static_cast<int>(threadIdx.x); j < n; j += kThreads) {
+        const float v = __ldcg(buf + j);
+        bad += v != Expected(index, j);
+        sum += v;
+      }
+      SyncThreads();
+    }
+  }
+  if (bad != 0) atomicAdd(s.errors, bad);
+  if (sum == -1.f) s.errors[1] = 1;
+  SyncThreads();
+  if (threadIdx.x == 0) *static_cast<volatile int*>(&done) = 1;
+}
+
 // One thread follows a random cycle of 128-byte lines in a buffer that fits L2: the L2 round trip.
 __global__ void Chase(const unsigned* next, int steps, unsigned* sink) {
   unsigned i = 0;
@@ -159,10 +261,13 @@ __global__ void Chase(const unsigned* next, int steps, unsigned* sink) {
   *sink = i;
 }
 
+// exchange 0: BarrierLoop; else ExchangeLoop over a vector of that many floats.
 template <int K, bool kLoaded>
-double TimeBarriers(const Sync& s, int G, int barriers, const uint4* load, size_t load_n, cudaStream_t stream) {
-  int n = barriers;
+double TimeBarriers(const Sync& s, int G, int barriers, const uint4* load, size_t load_n, cudaStream_t stream,
+                    int exchange = 0) {
+  int n = barriers, width = exchange;
   void* args[] = {const_cast<Sync*>(&s), &n, &load, &load_n};
+  void* exchange_args[] = {const_cast<Sync*>(&s), &n, &width, &load, &load_n};
   cudaEvent_t a, z;
   CHECK(cudaEventCreate(&a));
   CHECK(cudaEventCreate(&z));
@@ -170,9 +275,14 @@ double TimeBarriers(const Sync& s, int G, int barriers, const uint4* load, size_
   for (int rep = 0; rep < 5; ++rep) {
     CHECK(cudaMemsetAsync(s.counter, 0, sizeof(unsigned), stream));
     CHECK(cudaMemsetAsync(s.flags, 0, sizeof(unsigned) * G * kFlagStride, stream));
+    if (exchange > 0) CHECK(cudaMemsetAsync(s.tagged, 0, sizeof(unsigned long long) * 2 * exchange, stream));
     CHECK(cudaEventRecord(a, stream));
-    CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierLoop<K, kLoaded>), G,
-                                           kLoaded ? 2 * kThreads : kThreads, args, 0, stream));
+    if (exchange > 0)
+      CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(ExchangeLoop<K, kLoaded>), G,
+                                        kLoaded ? 2 * kThreads : kThreads, exchange_args, 0, stream));
+    else
+      CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierLoop<K, kLoaded>), G,
+                                        kLoaded ? 2 * kThreads : kThreads, args, 0, stream));
     CHECK(cudaEventRecord(z, stream));
     CHECK(cudaEventSynchronize(z));
     float ms = 0;
@@ -205,6 +315,35 @@ void Measure(const Sync& s, int G, int barriers, const uint4* load, size_t load_
       .Num("ordering_errors", errors);
 }
 
+// One exchange of `exchange` floats (see ExchangeLoop), idle and under load.
+template <int K>
+void MeasureExchange(const Sync& s, int G, int barriers, int exchange, const uint4* load, size_t load_n,
+                     cudaStream_t stream, double l2_us, gla::bench::BenchReport& report) {
+  const std::string name = std::string("exchange ") + (K == kTagged ? "tagged" : kKindNames[K]);
+  for (const bool loaded : {false, true}) {
+    CHECK(cudaMemset(s.errors, 0, sizeof(unsigned)));
+    const int few = 64;
+    auto time = [&](int n) {
+      return loaded ? TimeBarriers<K, true>(s, G, n, load, load_n, stream, exchange)
+                    : TimeBarriers<K, false>(s, G, n, load, load_n, stream, exchange);
+    };
+    const double per = (time(barriers) - time(few)) / (barriers - few);
+    unsigned errors = 0;
+    CHECK(cudaMemcpy(&errors, s.errors, sizeof errors, cudaMemcpyDeviceToHost));
+    const char* load_name = loaded ? "HBM stream" : "idle";
+    std::printf("| %-16s | %-10s | %5d | %8.3f | %6.2f | %u |\n", name.c_str(), load_name, G, per, per / l2_us,
+                errors);
+    report.AddRow()
+        .Str("variant", name)
+        .Str("load", load_name)
+        .Num("blocks", G)
+        .Num("floats", exchange)
+        .Num("us_per_barrier", per)
+        .Num("l2_round_trips", per / l2_us)
+        .Num("ordering_errors", errors);
+  }
+}
+
 template <int K>
 void MeasureBoth(const Sync& s, int G, int barriers, const uint4* load, size_t load_n, cudaStream_t stream,
                  double l2_us, gla::bench::BenchReport& report) {
@@ -215,17 +354,23 @@ void MeasureBoth(const Sync& s, int G, int barriers, const uint4* load, size_t l
 }  // namespace
 
 int main(int argc, char** argv) {
-  int barriers = 4096;
+  int barriers = 4096, exchange = 2048;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--barriers") == 0 && i + 1 < argc) {
       barriers = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--exchange") == 0 && i + 1 < argc) {
+      exchange = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: grid_barrier_bench [--barriers N >= 128]\n");
+      std::fprintf(stderr, "usage: grid_barrier_bench [--barriers N >= 128] [--exchange FLOATS 1-65536]\n");
       return 2;
     }
   }
-  if (barriers < 128) {
-    std::fprintf(stderr, "grid_barrier_bench: --barriers must be at least 128\n");
+  if (barriers < 128 || barriers > 1000000) {
+    std::fprintf(stderr, "grid_barrier_bench: --barriers must be 128 to 1000000\n");
+    return 2;
+  }
+  if (exchange < 1 || exchange > 65536) {
+    std::fprintf(stderr, "grid_barrier_bench: --exchange must be 1 to 65536 floats\n");
     return 2;
   }
   gla::bench::BenchReport report("grid_barrier_bench", gla::bench::MeasureDeviceCeilings());
@@ -275,6 +420,8 @@ int main(int argc, char** argv) {
   CHECK(cudaMalloc(&s.flags, sizeof(unsigned) * G * kFlagStride));
   CHECK(cudaMalloc(&s.data, sizeof(float) * 2 * G * kPayload));
   CHECK(cudaMalloc(&s.errors, 2 * sizeof(unsigned)));
+  CHECK(cudaMalloc(&s.vec, sizeof(float) * 2 * exchange));
+  CHECK(cudaMalloc(&s.tagged, sizeof(unsigned long long) * 2 * exchange));
   const size_t load_n = (size_t{2} << 30) / sizeof(uint4);
   uint4* load = nullptr;
   CHECK(cudaMalloc(&load, load_n * sizeof(uint4)));
@@ -285,6 +432,14 @@ int main(int argc, char** argv) {
   MeasureBoth<kCounterRelaxed>(s, G, barriers, load, load_n, stream, l2_us, report);
   MeasureBoth<kLastArriver>(s, G, barriers, load, load_n, stream, l2_us, report);
   MeasureBoth<kFlagsAllRead>(s, G, barriers, load, load_n, stream, l2_us, report);
+  MeasureBoth<kFlagsPacked>(s, G, barriers, load, load_n, stream, l2_us, report);
+  std::printf("\nExchanges of %d floats (each block writes its share, every block reads them all):\n\n"
+              "| variant | load | blocks | us per exchange | L2 round trips | wrong values |\n"
+              "| --- | --- | --- | --- | --- | --- |\n",
+              exchange);
+  MeasureExchange<kCounterAcquire>(s, G, barriers, exchange, load, load_n, stream, l2_us, report);
+  MeasureExchange<kFlagsPacked>(s, G, barriers, exchange, load, load_n, stream, l2_us, report);
+  MeasureExchange<kTagged>(s, G, barriers, exchange, load, load_n, stream, l2_us, report);
   report.WriteJsonIfAsked();
   return 0;
 }
