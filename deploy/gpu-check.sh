@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|batched|startup|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|batched|barriers|startup|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,7 +21,7 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | startup | served | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | barriers | startup | served | \
     http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
@@ -53,6 +53,8 @@ done
   knob_error "GLA_BATCHED_IN_FLIGHT must be tile counts separated by commas (0,2,3), not '${GLA_BATCHED_IN_FLIGHT}'"
 [[ ${GLA_BATCHED_TILE_BYTES:-0} =~ ^[0-9]+(,[0-9]+)*$ ]] ||
   knob_error "GLA_BATCHED_TILE_BYTES must be byte caps separated by commas (0,16384), not '${GLA_BATCHED_TILE_BYTES}'"
+[[ ${GLA_BARRIER_EXCHANGE:-2048} =~ ^[0-9]+$ ]] ||
+  knob_error "GLA_BARRIER_EXCHANGE must be a float count (2048), not '${GLA_BARRIER_EXCHANGE}'"
 [[ ${GLA_BATCHED_GRIDS:-0} =~ ^[0-9]+(,[0-9]+)*$ ]] ||
   knob_error "GLA_BATCHED_GRIDS must be block counts separated by commas (0,66), not '${GLA_BATCHED_GRIDS}'"
 [[ ${GLA_BATCHED_ROUNDS:-1} =~ ^[1-9]$ ]] || knob_error "GLA_BATCHED_ROUNDS must be 1-9, not '${GLA_BATCHED_ROUNDS}'"
@@ -527,6 +529,14 @@ if [ "$parts" = batched ] && [ -x gpu-bundle/run ]; then
     engine_ab batched persistent_batch "1 8" "${GLA_BATCHED_PRESETS-1.3B 340M}" "${GLA_BATCHED_WEIGHTS:-native}" \
       "${GLA_BATCHED_ROUNDS:-1}" "${GLA_BATCHED_BATCHES:-2,4,8}"
   fi
+fi
+# Issue 19: what a grid barrier costs the persistent kernels, built five ways, and what a vector
+# exchange costs (each block writes its share of GLA_BARRIER_EXCHANGE floats, every block reads them
+# all): a barrier then the reads, against tagged 64-bit words that carry the synchronisation with
+# the data (tests/cuda/grid_barrier_bench.cu). Idle and under an HBM stream, with the L2 round trip.
+if [ "$parts" = barriers ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  check grid_barrier_bench timeout 300 gpu-bundle/run grid_barrier_bench --exchange "${GLA_BARRIER_EXCHANGE:-2048}"
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

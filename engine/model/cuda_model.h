@@ -70,11 +70,13 @@ struct CudaModelOptions {
   int persistent_tiles_in_flight = 1;
   // A cap on the persistent kernels' weight tile bytes (PersistentDecodeParams::tile_bytes: 0 their
   // own, or 2,048-98,304 in whole KiB). Finer tiles than 32 KiB are slower at every batch with any
-  // tiles in flight (H100, 2026-12-07: gla-1.3B batch 1 at 16 KiB 1,540-1,573 us against 1,187).
+  // tiles in flight (H100, 2026-12-07: gla-1.3B batch 1 at 16 KiB 1,540-1,573 us against 1,187), and
+  // so are batch 1's larger ones (64 KiB: 1,425 against 1,353 on another H100).
   int persistent_tile_bytes = 0;
   // The persistent kernels' grid: 0, one block per SM; n, min(n, SMs) blocks (at most
   // cuda::kPersistentMaxBlocks). Fewer blocks make each grid barrier cheaper (fewer arrivals on its
-  // counter) and each block's share of the weight stream larger; for the grid-size experiments.
+  // counter) and each block's share of the weight stream larger: slower at every batch measured
+  // (gla-1.3B batch 1 at 100 / 66 blocks 1,397 / 1,698 us against 1,187 at 132; H100, 2026-12-07).
   int persistent_blocks = 0;
   // The persistent kernels' first state item of a block loaded before in_proj's tiles, not after
   // (PersistentDecodeParams::early_state_loads), so the barrier after in_proj does not wait for it.

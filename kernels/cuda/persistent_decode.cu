@@ -2,8 +2,9 @@
 //
 // Block layout: warps 0-7 consume, warp 8's first lane produces. The producer walks the same
 // sequence of weight tiles as the consumers (TileCursor and ForEachTile, both from BlockRows) and
-// keeps a ring of stages (6 x 32 KiB, or fewer larger ones: Ring) of tiles in flight: stage `full` barriers (mbarrier, transaction bytes)
-// say a tile has landed, `empty` barriers (one arrival per consumer warp) say it may be reused.
+// keeps a ring of stages (6 x 32 KiB, or fewer larger ones: Ring) of tiles in flight: stage `full`
+// barriers (mbarrier, transaction bytes) say a tile has landed, `empty` barriers (one arrival per
+// consumer warp) say it may be reused.
 // A tile is tile_rows consecutive output rows of one matrix (for gate|up, tile_rows gate rows and
 // the matching up rows); a block owns rows [n b / G, n (b + 1) / G) of every matrix, so every
 // block streams about the same bytes.

@@ -344,9 +344,10 @@ __device__ void ConsumeStep(Context& c) {
     BatchedStateRun(items, b, G, &i0, &i1);
     auto item_of = [&](int it, int* seq) { return BatchedStateItem(it, cols, p.batch, seq); };
     int seq = 0;
-    if (p.early_state_loads && i0 < i1) item.Load(p, L, item_of(i0, &seq), p.slots[seq]);
+    const int first = i0 < i1 ? item_of(i0, &seq) : 0;  // sets seq before p.slots[seq] is read below
+    if (p.early_state_loads && i0 < i1) item.Load(p, L, first, p.slots[seq]);
     Consume(c, 4 * l, [&](int64_t n, int sq, float v, float) { __stcg(p.proj + static_cast<int64_t>(sq) * p.P + n, v); });
-    if (!p.early_state_loads && i0 < i1) item.Load(p, L, item_of(i0, &seq), p.slots[seq]);
+    if (!p.early_state_loads && i0 < i1) item.Load(p, L, first, p.slots[seq]);
     sync();
     float4 v = i0 < i1 ? item.LoadV(p, seq) : make_float4(0.f, 0.f, 0.f, 0.f);
     int prepared_h = -1, prepared_seq = -1, buf = 0;
