@@ -132,6 +132,18 @@ struct PersistentDecodeParams {
   // H100: that barrier's waits 108 -> 64 us a step, the kernel 3% faster; persistent_decode_bench
   // --early_state 0,1).
   bool early_state_loads = false;
+  // Batch 1, optional: the residual stream after o_proj and after down, and the activations after
+  // gate|up, exchanged as tagged words instead of through a grid barrier: each value travels with
+  // its exchange's tag in one 64-bit word (the value's bits, the tag above them; relaxed 64-bit
+  // stores and loads), and a reader reloads a word until its tag is the one it waits for, so the
+  // data and the synchronisation come in one trip (three of the five grid barriers a layer go).
+  // [D + I] words, zeroed once when allocated; `step` must differ from the last step's launch (the
+  // tags are step * (5 num_layers + 8) + the exchange's number). Null: grid barriers. Needs
+  // PersistentTaggedExchangeSupported: D <= 2,048, and D >= blocks and I >= blocks (every block then
+  // writes some of each exchange, which is what keeps a writer from overwriting a word a slower
+  // block still waits on). The batched kernel ignores it. Not yet measured.
+  unsigned long long* tagged = nullptr;
+  unsigned step = 0;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
   // layer, after in_proj, the state update, o_proj, gate|up and down), the last the block's end.
@@ -141,6 +153,13 @@ struct PersistentDecodeParams {
 // Whether the kernel takes these shapes (head dims, sizes of the shared-memory rows, rank; one-byte
 // weights: D, H dv and I multiples of 16). The layers' pointers are device memory and not checked.
 bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
+
+// Whether p's shapes and grid allow PersistentDecodeParams::tagged (whatever p.tagged holds): D at
+// most 2,048 (a consumer thread's eight values), D and I at least p.blocks.
+bool PersistentTaggedExchangeSupported(const PersistentDecodeParams& p);
+
+// The tagged words PersistentDecodeParams::tagged needs: D + I.
+inline int64_t PersistentTaggedWords(const PersistentDecodeParams& p) { return int64_t{p.D} + p.I; }
 
 // The weight ring's stages a step of p's batch and shapes has (the most tiles_in_flight takes).
 int PersistentDecodeStages(const PersistentDecodeParams& p);

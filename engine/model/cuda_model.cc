@@ -456,11 +456,18 @@ absl::Status CudaModel::SetUpPersistentDecode() {
                  scales(w.in_proj), scales(w.o_proj), scales(w.gate_up), scales(w.down)};
   }
   const size_t layer_bytes = AlignUp(layers.size() * sizeof(cuda::PersistentDecodeLayer));
-  // After the tables: the grid barrier's counter, then the batched kernel's sums of o's squares.
+  // After the tables: the grid barrier's counter, the batched kernel's sums of o's squares, then the
+  // batch-1 kernel's tagged words (persistent_tagged_exchange; zeroed here, once).
   const size_t sumsq_bytes =
       AlignUp(sizeof(float) * cuda::kPersistentMaxBatch * config_.num_heads * (config_.head_v_dim / 16 + 1));
-  ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign + sumsq_bytes,
+  const size_t tagged_bytes =
+      options_.persistent_tagged_exchange
+          ? AlignUp(sizeof(unsigned long long) * (static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate)))
+          : 0;
+  ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign + sumsq_bytes + tagged_bytes,
                                                            "the persistent decode kernel's tables"));
+  if (tagged_bytes > 0)
+    GLA_CUDA_RETURN_IF_ERROR(cudaMemset(persistent_mem_.get<char>() + layer_bytes + kAlign + sumsq_bytes, 0, tagged_bytes));
   GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(persistent_mem_.get<char>(), layers.data(),
                                       layers.size() * sizeof(cuda::PersistentDecodeLayer), cudaMemcpyHostToDevice));
   cuda::PersistentDecodeParams q = p.PersistentDecodeCuda(L);
@@ -482,6 +489,9 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   q.blocks = blocks;
   q.tile_bytes = tile_bytes;
   q.early_state_loads = options_.persistent_early_state_loads;
+  // Tagged exchanges where asked for and the shapes and grid allow them; otherwise grid barriers.
+  if (tagged_bytes > 0 && cuda::PersistentTaggedExchangeSupported(q))
+    q.tagged = reinterpret_cast<unsigned long long*>(persistent_mem_.get<char>() + layer_bytes + kAlign + sumsq_bytes);
   q.state.base = x_;  // any aligned device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
     persistent_mem_ = DeviceMemory();
@@ -855,6 +865,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     q.tiles_in_flight = std::min(options_.persistent_tiles_in_flight, cuda::PersistentDecodeStages(q));
     q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
+    q.step = static_cast<unsigned>(persistent_steps_ + 1);  // a new tag for every launch (tagged exchanges)
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));
     GLA_CUDA_RETURN_IF_ERROR(cuda::PersistentDecodeStep(q, stream_));
     ++persistent_steps_;

@@ -87,11 +87,13 @@ __device__ __forceinline__ void InitStageBarriers(unsigned long long* full, unsi
 }
 
 // Every block's consumers arrive at barrier `index` (1, 2, ...); returns once all G have. With a
-// trace buffer, thread 0 records when it arrived and when it left (PersistentDecodeParams::trace).
+// trace buffer, thread 0 records when it arrived and when it left (PersistentDecodeParams::trace) at
+// entry `entry` (0: `index`; the batch-1 kernel's tagged exchanges take entries between barriers).
 // One counter: thread 0 adds with release semantics (its block's writes ordered before by the
 // bar.sync, which is cumulative) and polls with acquire loads (the cheapest construction measured,
 // docs/performance.md "What one grid barrier costs").
-__device__ __forceinline__ void GridSync(unsigned* counter, unsigned index, unsigned long long* trace) {
+__device__ __forceinline__ void GridSync(unsigned* counter, unsigned index, unsigned long long* trace,
+                                         unsigned entry = 0) {
   ConsumerSync();
   if (threadIdx.x == 0) {
     const unsigned long long arrived = trace != nullptr ? GlobalTimer() : 0;
@@ -102,7 +104,7 @@ __device__ __forceinline__ void GridSync(unsigned* counter, unsigned index, unsi
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
     } while (seen < target);
     if (trace != nullptr) {
-      unsigned long long* at = trace + (static_cast<size_t>(index) * gridDim.x + blockIdx.x) * 2;
+      unsigned long long* at = trace + (static_cast<size_t>(entry != 0 ? entry : index) * gridDim.x + blockIdx.x) * 2;
       at[0] = arrived;
       at[1] = GlobalTimer();
     }

@@ -9,6 +9,9 @@
 // the matching up rows); a block owns rows [n b / G, n (b + 1) / G) of every matrix, so every
 // block streams about the same bytes.
 //
+// With PersistentDecodeParams::tagged, x after o_proj and down and act after gate|up travel as
+// tagged words instead (TaggedStore / LoadTagged): no grid barrier there.
+//
 // Cross-block data (x, proj, o, act) is read with ld.global.cg (L2, never a stale L1 line) after a
 // grid barrier: the consumers' thread 0 adds to one device counter with release semantics and
 // waits with acquire loads until every block has arrived; the block's other consumers wait at a
@@ -36,6 +39,7 @@ constexpr int kRingBytes = kMaxStages * kStageBytes;  // cut into stages of a la
 constexpr int kMaxTileRows = 32;  // matrix rows in one tile (gate and up rows counted apart)
 constexpr int kMaxRow = 8192;     // bf16 elements of an operation's input row (D, H dv, I)
 constexpr int kMaxOwnRows = 64;   // rows of the residual stream a block owns (D / blocks)
+constexpr int kTaggedRowPer = 8;  // tagged exchanges: x's values a consumer thread takes (D <= 2,048)
 
 struct Shared {
   alignas(128) unsigned char ring[kRingBytes];  // Ring's stages
@@ -46,6 +50,7 @@ struct Shared {
   // The block's rows of x (o_proj and down both write rows [D b / G, D (b + 1) / G)): the residual
   // added from here, not read back from memory (a round trip per tile on the critical path).
   float x_own[kMaxOwnRows];
+  unsigned long long arrived;  // trace: when thread 0's block wrote its words of a tagged exchange
   unsigned long long full[kMaxStages], empty[kMaxStages];
 };
 
@@ -231,18 +236,58 @@ __device__ __forceinline__ void Consume(Shared& s, const Ring& ring, const Matri
   });
 }
 
+// ---- Tagged exchanges (PersistentDecodeParams::tagged) ----
+
+__device__ __forceinline__ void TaggedStore(unsigned long long* at, float v, unsigned tag) {
+  const unsigned long long word = (static_cast<unsigned long long>(tag) << 32) | __float_as_uint(v);
+  asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(at), "l"(word) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long LoadTaggedWord(const unsigned long long* at) {
+  unsigned long long word;
+  asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(word) : "l"(at) : "memory");
+  return word;
+}
+
+// out[j] = the value of word i0 + j * stride (those below n; others 0) once its tag is `tag`: every
+// load issued first, then each word reloaded until its tag has come (one trip when all are there).
+template <int N>
+__device__ __forceinline__ void LoadTagged(const unsigned long long* src, int i0, int stride, int n, unsigned tag,
+                                           float (&out)[N]) {
+  unsigned long long word[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int i = i0 + j * stride;
+    word[j] = i < n ? LoadTaggedWord(src + i) : static_cast<unsigned long long>(tag) << 32;
+  }
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int i = i0 + j * stride;
+    while (static_cast<unsigned>(word[j] >> 32) != tag) word[j] = LoadTaggedWord(src + i);
+    out[j] = __uint_as_float(static_cast<unsigned>(word[j]));
+  }
+}
+
+// The exchanges' tags: step s, layer l, exchange e (2: x after o_proj, 3: act, 4: x after down).
+__device__ __forceinline__ unsigned ExchangeTag(const PersistentDecodeParams& p, int l, int e) {
+  return p.step * static_cast<unsigned>(5 * p.num_layers + 8) + static_cast<unsigned>(5 * l + e + 1);
+}
+
 // ---- The consumers' input rows ----
 
-// s.row = bf16(RMSNorm(x) * w), x fp32 [n] written by other blocks.
-// One trip to memory: a thread's values (n <= kMaxRow) stay in registers between the two passes.
-__device__ __forceinline__ void NormRow(Shared& s, const float* x, const float* w, int n, float eps) {
-  constexpr int kPer = kMaxRow / kConsumers;
+// s.row = bf16(RMSNorm(x) * w), x fp32 [n <= kPer * kConsumers] written by other blocks (xw
+// non-null: as tagged words tagged `tag`, waited for here, all of a thread's in flight at once).
+// One trip to memory: a thread's values stay in registers between the two passes.
+template <int kPer = kMaxRow / kConsumers>
+__device__ __forceinline__ void NormRow(Shared& s, const float* x, const float* w, int n, float eps,
+                                        const unsigned long long* xw = nullptr, unsigned tag = 0) {
   float v[kPer], nw[kPer];
   float ss = 0.f;
+  if (xw != nullptr) LoadTagged(xw, threadIdx.x, kConsumers, n, tag, v);
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     const int i = threadIdx.x + j * kConsumers;
-    v[j] = i < n ? __ldcg(x + i) : 0.f;
+    if (xw == nullptr) v[j] = i < n ? __ldcg(x + i) : 0.f;
     nw[j] = i < n ? __ldg(w + i) : 0.f;
   }
 #pragma unroll
@@ -264,66 +309,127 @@ __device__ __forceinline__ void GateNormRow(Shared& s, const PersistentDecodePar
   ConsumerSync();
 }
 
-// s.row = act (bf16 [n], written by other blocks).
-__device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int n) {
-  const uint4* a = reinterpret_cast<const uint4*>(act);
-  for (int i = threadIdx.x; i < n / 8; i += kConsumers) s.row[i] = __ldcg(a + i);
+// s.row = act (bf16 [n], written by other blocks; aw non-null: as tagged fp32 words holding the
+// bf16 values, tagged `tag`).
+__device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int n,
+                                       const unsigned long long* aw = nullptr, unsigned tag = 0) {
+  if (aw == nullptr) {
+    const uint4* a = reinterpret_cast<const uint4*>(act);
+    for (int i = threadIdx.x; i < n / 8; i += kConsumers) s.row[i] = __ldcg(a + i);
+  } else {
+    constexpr int kChunk = 8;
+    __nv_bfloat16* row = reinterpret_cast<__nv_bfloat16*>(s.row);
+    for (int i0 = threadIdx.x; i0 < n; i0 += kChunk * kConsumers) {
+      float chunk[kChunk];
+      LoadTagged(aw, i0, kConsumers, n, tag, chunk);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j)
+        if (i0 + j * kConsumers < n) row[i0 + j * kConsumers] = __float2bfloat16(chunk[j]);
+    }
+  }
   ConsumerSync();
 }
 
-template <int R>
+// kTagged: p.tagged is set (a kernel of its own, so the barriers-only kernel's code is what it was).
+template <int R, bool kTagged>
 __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, int G) {
-  unsigned tile = 0, barriers = 0;
+  // Few values live across the layer loop (its projections hold most of the registers): the
+  // barriers' and trace entries' numbers, the exchanges' tags and where the tagged words lie are
+  // made from l and p where used.
+  unsigned tile = 0;
   const Ring ring = Ring::For(p.tile_bytes);
-  auto sync = [&] { GridSync(p.barrier, ++barriers, p.trace); };
+  // The k-th grid barrier of layer l: barrier number 5 l + k + 1 (tagged: 2 l + k + 1, k < 2), trace
+  // entry 5 l + k + 1 either way (a tagged exchange takes the entries of the barriers it replaces).
+  auto sync = [&](int l, int k) {
+    const unsigned entry = static_cast<unsigned>(5 * l + k + 1);
+    GridSync(p.barrier, kTagged ? static_cast<unsigned>(2 * l + k + 1) : entry, p.trace, entry);
+  };
+  // A tagged exchange's trace entry: arrived (the block's own words written) from s.arrived, left now.
+  auto mark = [&](int l, int k) {
+    if (p.trace != nullptr && threadIdx.x == 0) {
+      unsigned long long* at = p.trace + (static_cast<size_t>(5 * l + k + 1) * G + b) * 2;
+      at[0] = s.arrived;
+      at[1] = GlobalTimer();
+    }
+  };
+  auto arrive = [&] {
+    if (p.trace != nullptr && threadIdx.x == 0) s.arrived = GlobalTimer();
+  };
   if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
   const int items = p.H * (p.dv / kStateCols);
   const int64_t slot = p.slots[0];
-  const int64_t x0 = int64_t{p.D} * b / G, x1 = int64_t{p.D} * (b + 1) / G;
-  if (threadIdx.x < x1 - x0) s.x_own[threadIdx.x] = __ldcg(p.x + x0 + threadIdx.x);  // the embedding row
-  auto residual = [&](int64_t n, float v, float) {  // x[n] += v (n is one of the block's rows)
-    float& own = s.x_own[n - x0];
-    own = v + own;
-    __stcg(p.x + n, own);
+  const int64_t x0 = int64_t{p.D} * b / G;
+  if (threadIdx.x < int64_t{p.D} * (b + 1) / G - x0) s.x_own[threadIdx.x] = __ldcg(p.x + x0 + threadIdx.x);  // embedding
+  // x[n] += v (n is one of the block's rows), and with tagged exchanges x's word n tagged (l, e).
+  auto residual = [&](int l, int e) {
+    return [&p, &s, x0, l, e](int64_t n, float v, float) {
+      float& own = s.x_own[n - x0];
+      own = v + own;
+      __stcg(p.x + n, own);
+      if (kTagged) TaggedStore(p.tagged + n, own, ExchangeTag(p, l, e));
+    };
+  };
+  // s.row = the norm of x: from p.x after a barrier, or from the tagged words of layer l's exchange
+  // e (layer -1: the embedding, plain), with that exchange's trace entry (k).
+  auto norm_row = [&](const float* w, int l, int e, int k) {
+    if (kTagged && l >= 0) {
+      NormRow<kTaggedRowPer>(s, p.x, w, p.D, p.eps, p.tagged, ExchangeTag(p, l, e));
+      mark(l, k);
+    } else {
+      NormRow(s, p.x, w, p.D, p.eps);
+    }
   };
   for (int l = 0; l < p.num_layers; ++l) {
     const PersistentDecodeLayer& L = p.layers[l];
-    NormRow(s, p.x, L.attn_norm, p.D, p.eps);
+    norm_row(L.attn_norm, l - 1, 4, 4);
     StateItem<R> item;  // its loads before the barrier after in_proj (the state is not this step's)
     if (p.early_state_loads && b < items) item.Load(p, L, b, slot);
     Consume(s, ring, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
     if (!p.early_state_loads && b < items) item.Load(p, L, b, slot);
-    sync();
+    sync(l, 0);
     for (int it = b; it < items; it += G) {
       if (it != b) item.Load(p, L, it, slot);
       item.Update(p, L, 0, s.state);
     }
-    sync();
+    sync(l, 1);
     GateNormRow(s, p, L.g_norm);
-    Consume(s, ring, MatrixAt(p, 4 * l + 1), b, G, tile, residual);
-    sync();
-    NormRow(s, p.x, L.mlp_norm, p.D, p.eps);
+    Consume(s, ring, MatrixAt(p, 4 * l + 1), b, G, tile, residual(l, 2));
+    if (kTagged) arrive();
+    else sync(l, 2);
+    norm_row(L.mlp_norm, kTagged ? l : -1, 2, 2);
     Consume(s, ring, MatrixAt(p, 4 * l + 2), b, G, tile, [&](int64_t n, float g, float u) {  // activations.cu's SwiGLU
       const float a = __bfloat162float(__float2bfloat16(g)), up = __bfloat162float(__float2bfloat16(u));
-      p.act[n] = __float2bfloat16(a / (1.f + __expf(-a)) * up);
+      const __nv_bfloat16 act = __float2bfloat16(a / (1.f + __expf(-a)) * up);
+      p.act[n] = act;
+      if (kTagged) TaggedStore(p.tagged + p.D + n, __bfloat162float(act), ExchangeTag(p, l, 3));
     });
-    sync();
-    ActRow(s, p.act, p.I);
-    Consume(s, ring, MatrixAt(p, 4 * l + 3), b, G, tile, residual);
-    sync();
+    if (kTagged) {
+      arrive();
+      ActRow(s, p.act, p.I, p.tagged + p.D, ExchangeTag(p, l, 3));
+      mark(l, 3);
+    } else {
+      sync(l, 3);
+      ActRow(s, p.act, p.I);
+    }
+    Consume(s, ring, MatrixAt(p, 4 * l + 3), b, G, tile, residual(l, 4));
+    if (kTagged) arrive();
+    else sync(l, 4);
   }
+  const int last = p.num_layers - 1;
   if (p.logits != nullptr) {
-    NormRow(s, p.x, p.final_norm, p.D, p.eps);
+    norm_row(p.final_norm, kTagged ? last : -1, 4, 4);
     Consume(s, ring, MatrixAt(p, 4 * p.num_layers), b, G, tile,
             [&](int64_t n, float v, float) { __stcg(p.logits + n, v); });
+  } else if (kTagged) {
+    mark(last, 4);  // nothing waits on the last down's words: the entry, for the trace's count
   }
   if (p.trace != nullptr && threadIdx.x == 0) {  // the last entry: the block's end
-    unsigned long long* at = p.trace + (static_cast<size_t>(barriers + 1) * G + b) * 2;
+    unsigned long long* at = p.trace + (static_cast<size_t>(5 * p.num_layers + 1) * G + b) * 2;
     at[0] = at[1] = GlobalTimer();
   }
 }
 
-template <int R>
+template <int R, bool kTagged>
 __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const PersistentDecodeParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) unsigned char smem[];
@@ -334,13 +440,13 @@ __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const Pers
     if (threadIdx.x == kConsumers) Produce(p, s, blockIdx.x, gridDim.x);
     return;
   }
-  ConsumeStep<R>(p, s, blockIdx.x, gridDim.x);
+  ConsumeStep<R, kTagged>(p, s, blockIdx.x, gridDim.x);
 #endif
 }
 
-template <int R>
+template <int R, bool kTagged>
 cudaError_t SetSmem() {
-  return cudaFuncSetAttribute(PersistentDecodeKernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  return cudaFuncSetAttribute(PersistentDecodeKernel<R, kTagged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(sizeof(Shared)));
 }
 
@@ -368,7 +474,13 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool in_flight =
       PersistentTilesInFlightValid(p.tiles_in_flight) && (!batch || p.tiles_in_flight <= PersistentDecodeStages(p));
   const bool tiles = PersistentTileBytesValid(p.tile_bytes);
-  return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight && tiles;
+  const bool tagged = p.tagged == nullptr || (reinterpret_cast<uintptr_t>(p.tagged) % 8 == 0 &&
+                                              PersistentTaggedExchangeSupported(p));
+  return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight && tiles && tagged;
+}
+
+bool PersistentTaggedExchangeSupported(const PersistentDecodeParams& p) {
+  return p.blocks > 0 && p.D <= kTaggedRowPer * kConsumers && p.D >= p.blocks && p.I >= p.blocks;
 }
 
 int PersistentDecodeStages(const PersistentDecodeParams& p) {
@@ -379,11 +491,12 @@ int PersistentDecodeBlocks(int device) {
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return 0;
   if (prop.major < 9 || prop.cooperativeLaunch == 0 || sizeof(Shared) > prop.sharedMemPerBlockOptin) return 0;
-  if (SetSmem<1>() != cudaSuccess || SetSmem<2>() != cudaSuccess || SetSmem<4>() != cudaSuccess ||
+  if (SetSmem<1, false>() != cudaSuccess || SetSmem<2, false>() != cudaSuccess || SetSmem<4, false>() != cudaSuccess ||
+      SetSmem<1, true>() != cudaSuccess || SetSmem<2, true>() != cudaSuccess || SetSmem<4, true>() != cudaSuccess ||
       !persistent::PrepareBatchedKernels())
     return 0;
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4>, kThreads, sizeof(Shared)) !=
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4, false>, kThreads, sizeof(Shared)) !=
           cudaSuccess ||
       per_sm < 1)
     return 0;
@@ -395,9 +508,15 @@ cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t s
   if (p.batch > 1) return persistent::BatchedDecodeStep(p, stream);
   const CooperativeLaunch launch(p.blocks, sizeof(Shared), stream);
   switch (p.dk / kStateGroups) {
-    case 1: return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<1>, p);
-    case 2: return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<2>, p);
-    default: return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<4>, p);
+    case 1:
+      return p.tagged != nullptr ? cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<1, true>, p)
+                                 : cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<1, false>, p);
+    case 2:
+      return p.tagged != nullptr ? cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<2, true>, p)
+                                 : cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<2, false>, p);
+    default:
+      return p.tagged != nullptr ? cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<4, true>, p)
+                                 : cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<4, false>, p);
   }
 }
 

@@ -994,7 +994,7 @@ class PersistentDecodeBatched
 // 0 is one block per SM (CudaModelOptions::persistent_blocks); early_state -1 the engine's default,
 // 0 / 1 CudaModelOptions::persistent_early_state_loads off / on.
 void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weights, int tile_bytes,
-                       int tiles_in_flight, int blocks = 0, int early_state = -1) {
+                       int tiles_in_flight, int blocks = 0, int early_state = -1, bool tagged = false) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = PersistentShapeDir(shape);
   auto cpu = CpuModelWithStates(dir, dtype, weights);
@@ -1006,12 +1006,14 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   if (tiles_in_flight >= 0) on.persistent_tiles_in_flight = tiles_in_flight;
   on.persistent_blocks = blocks;
   if (early_state >= 0) on.persistent_early_state_loads = early_state == 1;
+  on.persistent_tagged_exchange = tagged;
   off.persistent_decode = false;
   Gpu a = MakeGpu(dir, on, 8, dtype), b = MakeGpu(dir, off, 8, dtype);
   if (!a.model || !b.model) return;
   ASSERT_EQ(a.model->persistent_decode_batch(), cuda::kPersistentMaxBatch)
       << "dk " << a.model->config().head_k_dim << " on " << a.model->device_name();
   ASSERT_EQ(b.model->persistent_decode_batch(), 0);
+  ASSERT_EQ(a.model->uses_tagged_exchange(), tagged) << "the shapes should allow tagged exchanges";
   const int V = a.model->config().vocab_size;
   std::mt19937 rng(11 + shape + 100 * batch);
   std::uniform_int_distribution<int> tok(0, V - 1);
@@ -1073,11 +1075,11 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   }
   EXPECT_EQ(a.model->persistent_steps() - steps_before, kSteps) << "the decode steps did not take the kernel";
   std::printf("[ measure ] batched persistent decode, shape %d (dk %d), batch %d, %s states, %s weights, tiles %d B "
-              "x %d in flight, blocks %d, early state loads %d: worst rel err vs the per-operation path %.2e, vs the "
-              "CPU %.2e\n",
+              "x %d in flight, blocks %d, early state loads %d, tagged %d: worst rel err vs the per-operation path %.2e, "
+              "vs the CPU %.2e\n",
               shape, a.model->config().head_k_dim, batch, StateDTypeName(dtype), WeightFormatName(weights),
               on.persistent_tile_bytes, on.persistent_tiles_in_flight, blocks, int{on.persistent_early_state_loads},
-              worst_gpu, worst_cpu);
+              int{tagged}, worst_gpu, worst_cpu);
 }
 
 TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
@@ -1148,6 +1150,22 @@ INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeLateStateLoads,
                          ::testing::Values(std::make_tuple(0, 1, 0), std::make_tuple(1, 1, 0), std::make_tuple(2, 1, 0),
                                            std::make_tuple(0, 1, 16), std::make_tuple(2, 4, 0),
                                            std::make_tuple(1, 3, 16)));
+
+// Batch 1 with the residual stream and activations exchanged as tagged words instead of through three
+// of the five grid barriers a layer (CudaModelOptions::persistent_tagged_exchange), on the three head
+// shapes and on a grid of 16 blocks (each block writing more of each exchange); eight steps, each
+// with new tags over the words the step before left, one of them without logits (no final norm: the
+// last exchange waited on by nobody). Parameters: shape, blocks.
+class PersistentDecodeTagged : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(PersistentDecodeTagged, StepsMatchTheKernelPerOperationPathAndTheCpu) {
+  const auto [shape, blocks] = GetParam();
+  BatchedStepsMatch(shape, 1, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, -1, true);
+}
+
+INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeTagged,
+                         ::testing::Values(std::make_tuple(0, 0), std::make_tuple(1, 0), std::make_tuple(2, 0),
+                                           std::make_tuple(2, 16)));
 
 INSTANTIATE_TEST_SUITE_P(Smaller, PersistentDecodeGrids,
                          ::testing::Values(std::make_tuple(0, 1, 16), std::make_tuple(2, 1, 20),

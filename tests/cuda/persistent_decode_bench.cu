@@ -10,11 +10,13 @@
 // --tile_bytes 0,16384: and with each cap on a tile's bytes (PersistentDecodeParams::tile_bytes).
 // --early_state 0,1: and with each block's first state item's loads issued after in_proj (0) or
 // before it (1, the engine's: PersistentDecodeParams::early_state_loads).
+// --tagged 0,1: and batch 1 with x and act exchanged through grid barriers (0, the engine's) or as
+// tagged words (1: PersistentDecodeParams::tagged; skipped where the shapes do not allow it).
 // --blocks 0,66: and with each grid size (0: one block per SM, the engine's; fewer blocks make a grid
 // barrier cheaper, fewer atomics on its counter, and each block's share of the stream larger).
 //
 //   persistent_decode_bench [--steps 50] [--batches 1,2,4,8] [--in_flight 1] [--tile_bytes 0] [--blocks 0]
-//                           [--early_state 1]
+//                           [--early_state 1] [--tagged 0]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -66,7 +68,7 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
 
 void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std::vector<int>& in_flight,
          const std::vector<int>& tile_bytes, const std::vector<int>& grids, const std::vector<int>& early,
-         const gla::bench::DeviceCeilings& ceil,
+         const std::vector<int>& tagged, const gla::bench::DeviceCeilings& ceil,
          gla::bench::BenchReport& report, int sms) {
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   const int P = 2 * sh.H * sh.dk + 2 * sh.H * sh.dv + sh.rank;  // q | k | v | g | gate low rank
@@ -129,12 +131,25 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
   p.act = Alloc<__nv_bfloat16>(size_t(sh.I) * max_batch);
   p.logits = Alloc<float>(size_t(sh.vocab) * max_batch);
   p.barrier = barrier;
+  unsigned long long* tagged_words = Alloc<unsigned long long>(size_t(sh.D) + sh.I);
+  CHECK(cudaMemset(tagged_words, 0, (size_t(sh.D) + sh.I) * sizeof(unsigned long long)));
+  for (const int tg : tagged)
   for (const int grid : grids)
     for (const int batch : batches)
       for (const int bytes : tile_bytes)
         for (const int n : in_flight)
           for (const int e : early) {
+            if (tg != 0 && batch > 1) continue;  // the batched kernel has no tagged exchanges
             p.blocks = grid == 0 || grid > sms ? sms : grid;  // more blocks than SMs cannot all be resident
+            p.tagged = nullptr;
+            if (tg != 0) {
+              if (!gla::cuda::PersistentTaggedExchangeSupported(p)) {
+                std::printf("%-9s batch %d blocks %d: tagged exchanges skipped, the shapes do not allow them\n", sh.name,
+                            batch, p.blocks);
+                continue;
+              }
+              p.tagged = tagged_words;
+            }
             p.batch = batch;
             p.tiles_in_flight = n;
             p.tile_bytes = bytes;
@@ -163,8 +178,11 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
   CHECK(cudaEventCreate(&t0));
   CHECK(cudaEventCreate(&t1));
   auto step = [&](const gla::cuda::PersistentDecodeParams& q) {
+    static unsigned launches = 0;  // every launch its own step number (the tagged exchanges' tags)
+    gla::cuda::PersistentDecodeParams r = q;
+    r.step = ++launches;
     CHECK(cudaMemsetAsync(barrier, 0, sizeof(unsigned)));
-    CHECK(gla::cuda::PersistentDecodeStep(q, nullptr));
+    CHECK(gla::cuda::PersistentDecodeStep(r, nullptr));
   };
   for (int i = 0; i < 3; ++i) step(p);
   CHECK(cudaEventRecord(t0));
@@ -175,9 +193,9 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
   const double us = 1e3 * ms / steps;
   std::printf(
-      "%-9s batch %d in flight %d tile %5d blocks %3d%s %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
-      sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, p.early_state_loads ? " early" : "", us, floor_us,
-      100 * floor_us / us, bytes / 1e9);
+      "%-9s batch %d in flight %d tile %5d blocks %3d%s%s %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
+      sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, p.early_state_loads ? " early" : "",
+      p.tagged != nullptr ? " tagged" : "", us, floor_us, 100 * floor_us / us, bytes / 1e9);
   report.AddRow()
       .Str("shape", sh.name)
       .Num("batch", p.batch)
@@ -185,6 +203,7 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
       .Num("tile_bytes", p.tile_bytes)
       .Num("blocks", blocks)
       .Num("early_state_loads", p.early_state_loads ? 1 : 0)
+      .Num("tagged_exchange", p.tagged != nullptr ? 1 : 0)
       .Num("us_per_step", us)
       .Num("floor_us", floor_us)
       .Num("of_floor", floor_us / us);
@@ -218,10 +237,10 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
     end = std::max(end, at(entries - 1, b, 0));
     head_ns += at(entries - 1, b, 0) - at(entries - 2, b, 1);
   }
-  std::printf("%-9s batch %d in flight %d tile %5d blocks %3d%s traced step %.1f us: per operation, summed over %d "
-              "layers, mean over blocks\n",
+  std::printf("%-9s batch %d in flight %d tile %5d blocks %3d%s%s traced step %.1f us: per operation, summed over "
+              "%d layers, mean over blocks\n",
               sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, p.early_state_loads ? " early" : "",
-              (end - start) / 1e3, sh.layers);
+              p.tagged != nullptr ? " tagged" : "", (end - start) / 1e3, sh.layers);
   std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
   for (int k = 0; k < 5; ++k)
     std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
@@ -233,12 +252,12 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
 
 int main(int argc, char** argv) {
   int steps = 50;
-  std::vector<int> batches = {1}, in_flight = {1}, tile_bytes = {0}, grids = {0}, early = {1};  // the engine's
+  std::vector<int> batches = {1}, in_flight = {1}, tile_bytes = {0}, grids = {0}, early = {1}, tagged = {0};  // the engine's
   auto usage = [] {
     std::fprintf(stderr,
                  "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)] "
                  "[--in_flight 0,2,3 (each 0-16)] [--tile_bytes 0,65536 (each 0 or 2048-98304, whole KiB)] "
-                 "[--blocks 0,66 (each 0-1024; 0: one per SM)] [--early_state 0,1]\n",
+                 "[--blocks 0,66 (each 0-1024; 0: one per SM)] [--early_state 0,1] [--tagged 0,1]\n",
                  gla::cuda::kPersistentMaxBatch);
     return 2;
   };
@@ -267,6 +286,8 @@ int main(int argc, char** argv) {
       if (!parse_list(argv[i + 1], 0, gla::cuda::kPersistentMaxTileBytes, tile_bytes)) return usage();
       for (const int b : tile_bytes)
         if (!gla::cuda::PersistentTileBytesValid(b)) return usage();
+    } else if (f == "--tagged") {
+      if (!parse_list(argv[i + 1], 0, 1, tagged)) return usage();
     } else if (f == "--early_state") {
       if (!parse_list(argv[i + 1], 0, 1, early)) return usage();
     } else if (f == "--blocks") {
@@ -284,6 +305,6 @@ int main(int argc, char** argv) {
   report.PrintHeader();
   const Shape shapes[] = {{"gla-340M", 24, 1024, 2816, 4, 128, 256, 16, 32000},
                           {"gla-1.3B", 24, 2048, 5632, 4, 256, 512, 16, 32000}};
-  for (const Shape& sh : shapes) Run(sh, steps, batches, in_flight, tile_bytes, grids, early, report.ceilings(), report, sms);
+  for (const Shape& sh : shapes) Run(sh, steps, batches, in_flight, tile_bytes, grids, early, tagged, report.ceilings(), report, sms);
   return 0;
 }

@@ -197,6 +197,27 @@ TEST(PersistentDecodeShapes, LargerTilesMeanFewerBatchOneStages) {
   EXPECT_EQ(cuda::persistent::BatchedMaxSegBytes(98304), cuda::persistent::kBatchedMaxSegBytes);
 }
 
+// Tagged exchanges (PersistentDecodeParams::tagged): D at most 2,048 (a consumer thread's eight
+// values), D and I at least the blocks (each block writes some of every exchange), 8-byte words.
+TEST(PersistentDecodeShapes, TaggedExchangesWantDUpTo2048AndEveryBlockAWriter) {
+  cuda::PersistentDecodeParams p = Gla13B(1);  // D = 2,048, I = 5,632, 132 blocks
+  EXPECT_TRUE(cuda::PersistentTaggedExchangeSupported(p));
+  EXPECT_EQ(cuda::PersistentTaggedWords(p), 2048 + 5632);
+  p.tagged = Fake<unsigned long long>(0x50000);
+  EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
+  p.tagged = Fake<unsigned long long>(0x50004);  // not 8-byte aligned
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
+  p.tagged = Fake<unsigned long long>(0x50000);
+  p.D = 2048 + 8;  // past a thread's eight values
+  EXPECT_FALSE(cuda::PersistentTaggedExchangeSupported(p));
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
+  p.tagged = nullptr;  // without tagged words the same shapes are fine
+  EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
+  p = Gla13B(1);
+  p.I = 64;  // fewer gate|up rows than blocks: a block would write none of the activations
+  EXPECT_FALSE(cuda::PersistentTaggedExchangeSupported(p));
+}
+
 // A requested grid (CudaModelOptions::persistent_blocks): 0 for one block per SM, else 1-1024 (capped at
 // the SMs by the caller); the shape check then wants each block's rows of the residual to fit.
 TEST(PersistentDecodeShapes, GridsAreZeroOrUpTo1024AndOwnAtMost64ResidualRows) {
