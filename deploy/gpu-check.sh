@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, checks and times the CUDA paths in one call on the GPU machine (the device tool):
 #   deploy/gpu-bundle.sh                       here first (engine/server binaries: needs gRPC)
-#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|batched|barriers|startup|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
+#   bash deploy/gpu-check.sh [kernels|engine|sessions|durability|yields|ab|bench|weights|medium|gemms|rows|projections|batched|barriers|exchanges|startup|served|http|n|sdk|structured|store|devices]  there, carry ["gpu-pack"]; results in $OUT
 #                                              (sessions: only the session tests and measurements)
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
@@ -21,12 +21,12 @@ parts=${1:-all}
 # call whose runs all fail (or silently take a default).
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
-  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | barriers | startup | served | \
+  all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | barriers | exchanges | startup | served | \
     http | n | sdk | structured | \
     store | devices | fla) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS GLA_EXCHANGE_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -58,6 +58,7 @@ done
 [[ ${GLA_BATCHED_GRIDS:-0} =~ ^[0-9]+(,[0-9]+)*$ ]] ||
   knob_error "GLA_BATCHED_GRIDS must be block counts separated by commas (0,66), not '${GLA_BATCHED_GRIDS}'"
 [[ ${GLA_BATCHED_ROUNDS:-1} =~ ^[1-9]$ ]] || knob_error "GLA_BATCHED_ROUNDS must be 1-9, not '${GLA_BATCHED_ROUNDS}'"
+[[ ${GLA_EXCHANGE_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_EXCHANGE_ROUNDS must be 1-9, not '${GLA_EXCHANGE_ROUNDS}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
 for w in ${GLA_MEDIUM_WEIGHTS-}; do
   case $w in native | fp8 | int8) ;; *) knob_error "GLA_MEDIUM_WEIGHTS: unknown format '$w' (native, fp8, int8)" ;; esac
@@ -537,6 +538,23 @@ fi
 if [ "$parts" = barriers ] && [ -x gpu-bundle/run ]; then
   use_bundle
   check grid_barrier_bench timeout 300 gpu-bundle/run grid_barrier_bench --exchange "${GLA_BARRIER_EXCHANGE:-2048}"
+fi
+# Issue 19: the batch-1 persistent kernel's tagged exchanges (PersistentDecodeParams::tagged): the
+# persistent kernels' tests (the tagged ones among them), the barrier and exchange costs
+# (grid_barrier_bench), the kernel alone with barriers against tagged words (two rounds), and
+# gla-engine-bench --tagged 0 against 1, alternating (GLA_EXCHANGE_ROUNDS, default 2).
+if [ "$parts" = exchanges ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  failures_before=$failures
+  check exchange_tests timeout 300 gpu-bundle/run cuda_engine_test --gtest_filter='*PersistentDecode*'
+  grep -h "\[ measure \].*tagged 1" "$out/exchange_tests.txt" 2> /dev/null | tee -a "$out/summary.txt"
+  if [ "$failures" -gt "$failures_before" ]; then
+    note "exchanges: the kernel's tests failed: not timed"
+  else
+    check grid_barrier_bench timeout 120 gpu-bundle/run grid_barrier_bench --exchange "${GLA_BARRIER_EXCHANGE:-2048}"
+    check exchange_kernel_bench timeout 200 gpu-bundle/run persistent_decode_bench --batches 1 --tagged 0,1,0,1
+    engine_ab exchanges tagged "0 1" "${GLA_EXCHANGE_PRESETS-1.3B 340M}" native "${GLA_EXCHANGE_ROUNDS:-2}" 1
+  fi
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then
   use_bundle

@@ -151,15 +151,28 @@ __device__ void Stream(const uint4* src, size_t n, const volatile int* done, uns
   if (acc == 0x9e3779b9u) *sink = acc;
 }
 
-template <int K, bool kLoaded>
-__global__ void __launch_bounds__(2 * kThreads, 1) BarrierLoop(Sync s, int barriers, const uint4* load, size_t load_n) {
-  __shared__ int done;
+// Both loops' first lines: under load the threads past kThreads stream (Stream) until the
+// synchronising ones are done (StopStreaming); returns whether this thread is a synchronising one.
+template <bool kLoaded>
+__device__ __forceinline__ bool Synchronising(int& done, const Sync& s, const uint4* load, size_t load_n) {
   if (threadIdx.x == 0) done = 0;
   __syncthreads();
   if (kLoaded && threadIdx.x >= kThreads) {
     Stream(load, load_n, &done, s.errors + 1);
-    return;
+    return false;
   }
+  return true;
+}
+
+__device__ __forceinline__ void StopStreaming(int& done) {
+  SyncThreads();
+  if (threadIdx.x == 0) *static_cast<volatile int*>(&done) = 1;
+}
+
+template <int K, bool kLoaded>
+__global__ void __launch_bounds__(2 * kThreads, 1) BarrierLoop(Sync s, int barriers, const uint4* load, size_t load_n) {
+  __shared__ int done;
+  if (!Synchronising<kLoaded>(done, s, load, load_n)) return;
   const unsigned G = gridDim.x, b = blockIdx.x;
   for (int i = 1; i <= barriers; ++i) {
     float* out = s.data + (static_cast<size_t>(i % 2) * G + b) * kPayload;
@@ -172,8 +185,7 @@ __global__ void __launch_bounds__(2 * kThreads, 1) BarrierLoop(Sync s, int barri
     // The next barrier's stores go to the other half: a block still reading this half is never
     // overwritten before everyone has passed the next barrier.
   }
-  SyncThreads();
-  if (threadIdx.x == 0) *static_cast<volatile int*>(&done) = 1;
+  StopStreaming(done);
 }
 
 // The exchanges: K a barrier kind (the share stored plainly, the barrier, the vector read), or
@@ -186,12 +198,7 @@ template <int K, bool kLoaded>
 __global__ void __launch_bounds__(2 * kThreads, 1)
     ExchangeLoop(Sync s, int exchanges, int n, const uint4* load, size_t load_n) {
   __shared__ int done;
-  if (threadIdx.x == 0) done = 0;
-  __syncthreads();
-  if (kLoaded && threadIdx.x >= kThreads) {
-    Stream(load, load_n, &done, s.errors + 1);
-    return;
-  }
+  if (!Synchronising<kLoaded>(done, s, load, load_n)) return;
   const int G = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
   const int j0 = static_cast<int>(int64_t{n} * b / G), j1 = static_cast<int>(int64_t{n} * (b + 1) / G);
   unsigned bad = 0;
@@ -250,8 +257,7 @@ __global__ void __launch_bounds__(2 * kThreads, 1)
   }
   if (bad != 0) atomicAdd(s.errors, bad);
   if (sum == -1.f) s.errors[1] = 1;
-  SyncThreads();
-  if (threadIdx.x == 0) *static_cast<volatile int*>(&done) = 1;
+  StopStreaming(done);
 }
 
 // One thread follows a random cycle of 128-byte lines in a buffer that fits L2: the L2 round trip.
