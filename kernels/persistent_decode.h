@@ -35,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/host_device.h"
 #include "kernels/state_slots.h"
 
 namespace gla::cuda {
@@ -160,6 +161,15 @@ bool PersistentTaggedExchangeSupported(const PersistentDecodeParams& p);
 
 // The tagged words PersistentDecodeParams::tagged needs: D + I.
 inline int64_t PersistentTaggedWords(const PersistentDecodeParams& p) { return int64_t{p.D} + p.I; }
+
+// The tag of step `step`'s exchange e (0-4, the five points a layer's grid barriers stand at) of
+// layer l in a model of `layers` layers: unique within a step, and never a word's tag from the step
+// before (the tags of consecutive steps are 5 layers + 8 apart, modulo 2^32, more than a step's
+// spread). The words start zeroed; the first steps' tags are all above 0 (a step's smallest is
+// step (5 layers + 8) + 1), and from then on every word holds the tag of the step before.
+GLA_HOST_DEVICE constexpr unsigned PersistentExchangeTag(unsigned step, int layers, int l, int e) {
+  return step * static_cast<unsigned>(5 * layers + 8) + static_cast<unsigned>(5 * l + e + 1);
+}
 
 // The weight ring's stages a step of p's batch and shapes has (the most tiles_in_flight takes).
 int PersistentDecodeStages(const PersistentDecodeParams& p);

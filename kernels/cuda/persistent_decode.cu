@@ -268,9 +268,10 @@ __device__ __forceinline__ void LoadTagged(const unsigned long long* src, int i0
   }
 }
 
-// The exchanges' tags: step s, layer l, exchange e (2: x after o_proj, 3: act, 4: x after down).
+// The exchanges' tags (PersistentExchangeTag): layer l, exchange e (2: x after o_proj, 3: act, 4: x
+// after down).
 __device__ __forceinline__ unsigned ExchangeTag(const PersistentDecodeParams& p, int l, int e) {
-  return p.step * static_cast<unsigned>(5 * p.num_layers + 8) + static_cast<unsigned>(5 * l + e + 1);
+  return PersistentExchangeTag(p.step, p.num_layers, l, e);
 }
 
 // ---- The consumers' input rows ----

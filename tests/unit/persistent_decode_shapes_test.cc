@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -216,6 +217,27 @@ TEST(PersistentDecodeShapes, TaggedExchangesWantDUpTo2048AndEveryBlockAWriter) {
   p = Gla13B(1);
   p.I = 64;  // fewer gate|up rows than blocks: a block would write none of the activations
   EXPECT_FALSE(cuda::PersistentTaggedExchangeSupported(p));
+}
+
+// The tagged exchanges' tags: within a step all distinct; no tag of a step equals one of the step
+// before (a word's last tag), at the first steps and across the 32-bit wrap, for 1 to 48 layers; the
+// first steps' tags are not 0 (what the zeroed words hold before any step).
+TEST(PersistentDecodeShapes, ExchangeTagsNeverRepeatAWordsLastTag) {
+  for (const int layers : {1, 2, 24, 48})
+    for (const unsigned step : {0u, 1u, 2u, 1000u, 0xffffffffu / static_cast<unsigned>(5 * layers + 8),
+                                0xffffffffu - 1, 0xffffffffu}) {
+      std::set<unsigned> now, before;
+      for (int l = 0; l < layers; ++l)
+        for (int e = 0; e < 5; ++e) {
+          now.insert(cuda::PersistentExchangeTag(step, layers, l, e));
+          before.insert(cuda::PersistentExchangeTag(step - 1, layers, l, e));
+        }
+      EXPECT_EQ(now.size(), static_cast<size_t>(5 * layers)) << layers << " layers, step " << step;
+      if (step <= 1000) {
+        EXPECT_EQ(now.count(0u), 0u) << layers << " layers, step " << step;
+      }
+      for (const unsigned t : now) EXPECT_EQ(before.count(t), 0u) << layers << " layers, step " << step << ", tag " << t;
+    }
 }
 
 // A requested grid (CudaModelOptions::persistent_blocks): 0 for one block per SM, else 1-1024 (capped at
