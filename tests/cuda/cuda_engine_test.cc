@@ -1163,6 +1163,44 @@ TEST_P(PersistentDecodeTagged, StepsMatchTheKernelPerOperationPathAndTheCpu) {
   BatchedStepsMatch(shape, 1, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, -1, true);
 }
 
+// The tagged words carry the very floats the barrier kernel reads from p.x and p.act (x as stored,
+// act as the bf16 it rounds to), and the norms add the same products in the same order: the two
+// kernels' logits and states are equal to the bit, step after step.
+TEST_P(PersistentDecodeTagged, EqualsTheBarrierKernelToTheBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const auto [shape, blocks] = GetParam();
+  const std::string dir = PersistentShapeDir(shape);
+  CudaModelOptions on = Options(), off = Options();
+  on.persistent_tagged_exchange = true;
+  on.persistent_blocks = off.persistent_blocks = blocks;
+  Gpu a = MakeGpu(dir, on, 8, StateDType::kF32), b = MakeGpu(dir, off, 8, StateDType::kF32);
+  if (!a.model || !b.model) return;
+  ASSERT_TRUE(a.model->uses_tagged_exchange()) << "on " << a.model->device_name();
+  ASSERT_TRUE(b.model->uses_persistent_decode());
+  ASSERT_FALSE(b.model->uses_tagged_exchange());
+  const int V = a.model->config().vocab_size;
+  std::mt19937 rng(29 + shape);
+  std::uniform_int_distribution<int> tok(0, V - 1);
+  std::vector<int32_t> prompt(13);
+  for (auto& t : prompt) t = tok(rng);
+  const int sa = *a.pool->Acquire(), sb = *b.pool->Acquire();
+  std::vector<int> first;
+  const CudaModel::Segment pa{prompt, sa, CudaModel::Logits::kLast}, pb{prompt, sb, CudaModel::Logits::kLast};
+  ASSERT_TRUE(a.model->Forward({&pa, 1}, a.states(), &first).ok());
+  ASSERT_TRUE(b.model->Forward({&pb, 1}, b.states(), &first).ok());
+  const int64_t before = a.model->persistent_steps();
+  constexpr int kSteps = 6;
+  for (int step = 0; step < kSteps; ++step) {
+    const std::vector<int32_t> token = {tok(rng)};
+    const CudaModel::Segment ga{token, sa, CudaModel::Logits::kLast}, gb{token, sb, CudaModel::Logits::kLast};
+    ASSERT_TRUE(a.model->Forward({&ga, 1}, a.states(), &first).ok());
+    ASSERT_TRUE(b.model->Forward({&gb, 1}, b.states(), &first).ok());
+    EXPECT_EQ(a.Logits(1), b.Logits(1)) << "step " << step;
+    EXPECT_EQ(a.State(sa), b.State(sb)) << "step " << step;
+  }
+  EXPECT_EQ(a.model->persistent_steps() - before, kSteps) << "the decode steps did not take the kernel";
+}
+
 INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeTagged,
                          ::testing::Values(std::make_tuple(0, 0), std::make_tuple(1, 0), std::make_tuple(2, 0),
                                            std::make_tuple(2, 16)));
