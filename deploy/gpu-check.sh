@@ -541,19 +541,20 @@ if [ "$parts" = barriers ] && [ -x gpu-bundle/run ]; then
 fi
 # Issue 19: the batch-1 persistent kernel's tagged exchanges (PersistentDecodeParams::tagged): the
 # persistent kernels' tests (the tagged ones among them), the barrier and exchange costs
-# (grid_barrier_bench), the kernel alone with barriers against tagged words (two rounds), and
-# gla-engine-bench --tagged 0 against 1, alternating (GLA_EXCHANGE_ROUNDS, default 2).
+# (grid_barrier_bench), the kernel alone with barriers against tagged words (1: x and act; 2: and
+# in_proj's values; two rounds), and gla-engine-bench --tagged 0 / 1 / 2, alternating
+# (GLA_EXCHANGE_ROUNDS, default 2).
 if [ "$parts" = exchanges ] && [ -x gpu-bundle/run ]; then
   use_bundle
   failures_before=$failures
   check exchange_tests timeout 300 gpu-bundle/run cuda_engine_test --gtest_filter='*PersistentDecode*'
-  grep -h "\[ measure \].*tagged 1" "$out/exchange_tests.txt" 2> /dev/null | tee -a "$out/summary.txt"
+  grep -h "\[ measure \].*tagged [12]" "$out/exchange_tests.txt" 2> /dev/null | tee -a "$out/summary.txt"
   if [ "$failures" -gt "$failures_before" ]; then
     note "exchanges: the kernel's tests failed: not timed"
   else
     check grid_barrier_bench timeout 120 gpu-bundle/run grid_barrier_bench --exchange "${GLA_BARRIER_EXCHANGE:-2048}"
-    check exchange_kernel_bench timeout 200 gpu-bundle/run persistent_decode_bench --batches 1 --tagged 0,1,0,1
-    engine_ab exchanges tagged "0 1" "${GLA_EXCHANGE_PRESETS-1.3B 340M}" native "${GLA_EXCHANGE_ROUNDS:-2}" 1
+    check exchange_kernel_bench timeout 200 gpu-bundle/run persistent_decode_bench --batches 1 --tagged 0,1,2,0,1,2
+    engine_ab exchanges tagged "0 1 2" "${GLA_EXCHANGE_PRESETS-1.3B 340M}" native "${GLA_EXCHANGE_ROUNDS:-2}" 1
   fi
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then

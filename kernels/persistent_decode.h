@@ -138,13 +138,17 @@ struct PersistentDecodeParams {
   // its exchange's tag in one 64-bit word (the value's bits, the tag above them; relaxed 64-bit
   // stores and loads), and a reader reloads a word until its tag is the one it waits for, so the
   // data and the synchronisation come in one trip (three of the five grid barriers a layer go).
-  // [D + I] words, zeroed once when allocated; `step` must differ from the last step's launch (the
-  // tags are step * (5 num_layers + 8) + the exchange's number). Null: grid barriers. Needs
+  // [D + I + P] words (PersistentTaggedWords), zeroed once when allocated; `step` must differ from
+  // the last step's launch (PersistentExchangeTag). Null: grid barriers. Needs
   // PersistentTaggedExchangeSupported: D <= 2,048, and D >= blocks and I >= blocks (every block then
   // writes some of each exchange, which is what keeps a writer from overwriting a word a slower
   // block still waits on). The batched kernel ignores it. Not yet measured.
   unsigned long long* tagged = nullptr;
   unsigned step = 0;
+  // With tagged: in_proj's values too (its last P words), so the state update waits only for the
+  // q, k, v and gate rank values of its own item, not for every block: four of the five barriers
+  // a layer go (the one after the state update stays). Not yet measured.
+  bool tagged_proj = false;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
   // layer, after in_proj, the state update, o_proj, gate|up and down), the last the block's end.
@@ -159,8 +163,8 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
 // most 2,048 (a consumer thread's eight values), D and I at least p.blocks.
 bool PersistentTaggedExchangeSupported(const PersistentDecodeParams& p);
 
-// The tagged words PersistentDecodeParams::tagged needs: D + I.
-inline int64_t PersistentTaggedWords(const PersistentDecodeParams& p) { return int64_t{p.D} + p.I; }
+// The tagged words PersistentDecodeParams::tagged needs: x's D, act's I, in_proj's P.
+inline int64_t PersistentTaggedWords(const PersistentDecodeParams& p) { return int64_t{p.D} + p.I + p.P; }
 
 // The tag of step `step`'s exchange e (0-4, the five points a layer's grid barriers stand at) of
 // layer l in a model of `layers` layers: unique within a step, and never a word's tag from the step

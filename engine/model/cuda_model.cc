@@ -460,9 +460,13 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   // batch-1 kernel's tagged words (persistent_tagged_exchange; zeroed here, once).
   const size_t sumsq_bytes =
       AlignUp(sizeof(float) * cuda::kPersistentMaxBatch * config_.num_heads * (config_.head_v_dim / 16 + 1));
+  if (options_.persistent_tagged_exchange < 0 || options_.persistent_tagged_exchange > 2)
+    return absl::InvalidArgumentError(
+        absl::StrCat("persistent decode: tagged exchange ", options_.persistent_tagged_exchange, " (0-2) out of range"));
   const size_t tagged_bytes =
-      options_.persistent_tagged_exchange
-          ? AlignUp(sizeof(unsigned long long) * (static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate)))
+      options_.persistent_tagged_exchange > 0
+          ? AlignUp(sizeof(unsigned long long) * (static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate) +
+                                                  static_cast<size_t>(p.in_proj.width)))
           : 0;
   ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign + sumsq_bytes + tagged_bytes,
                                                            "the persistent decode kernel's tables"));
@@ -490,8 +494,10 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   q.tile_bytes = tile_bytes;
   q.early_state_loads = options_.persistent_early_state_loads;
   // Tagged exchanges where asked for and the shapes and grid allow them; otherwise grid barriers.
-  if (tagged_bytes > 0 && cuda::PersistentTaggedExchangeSupported(q))
+  if (tagged_bytes > 0 && cuda::PersistentTaggedExchangeSupported(q)) {
     q.tagged = reinterpret_cast<unsigned long long*>(persistent_mem_.get<char>() + layer_bytes + kAlign + sumsq_bytes);
+    q.tagged_proj = options_.persistent_tagged_exchange == 2;
+  }
   q.state.base = x_;  // any aligned device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
     persistent_mem_ = DeviceMemory();

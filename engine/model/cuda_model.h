@@ -81,11 +81,11 @@ struct CudaModelOptions {
   // The persistent kernels' first state item of a block loaded before in_proj's tiles, not after
   // (PersistentDecodeParams::early_state_loads), so the barrier after in_proj does not wait for it.
   bool persistent_early_state_loads = true;
-  // Batch 1: the persistent kernel's residual stream and activations exchanged as tagged words, not
-  // through three of its five grid barriers a layer (PersistentDecodeParams::tagged), where the
-  // shapes allow (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). Not yet
-  // measured: off.
-  bool persistent_tagged_exchange = false;
+  // Batch 1: 1, the persistent kernel's residual stream and activations exchanged as tagged words,
+  // not through three of its five grid barriers a layer (PersistentDecodeParams::tagged); 2, in_proj's
+  // values too (four of five: tagged_proj); where the shapes allow
+  // (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). Not yet measured: 0, off.
+  int persistent_tagged_exchange = 0;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized
@@ -126,8 +126,11 @@ class CudaModel {
   int persistent_decode_batch() const { return uses_persistent_decode() ? persistent_max_batch_ : 0; }
   // Steps enqueued through the persistent kernel so far (tests: which path a step took).
   int64_t persistent_steps() const { return persistent_steps_; }
-  // Whether batch-1 persistent steps take tagged exchanges (CudaModelOptions::persistent_tagged_exchange).
-  bool uses_tagged_exchange() const { return uses_persistent_decode() && persistent_.tagged != nullptr; }
+  // The tagged exchanges batch-1 persistent steps take (CudaModelOptions::persistent_tagged_exchange):
+  // 0 none, 1 x and act, 2 in_proj's values too.
+  int tagged_exchange() const {
+    return !uses_persistent_decode() || persistent_.tagged == nullptr ? 0 : persistent_.tagged_proj ? 2 : 1;
+  }
   bool uses_fp8_weights() const { return options_.weights == WeightFormat::kFp8; }
   bool uses_int8_weights() const { return options_.weights == WeightFormat::kInt8; }
   // Why a pre-quantized checkpoint runs as bf16 of its values rather than in its own form (empty

@@ -51,6 +51,8 @@ struct Shared {
   // added from here, not read back from memory (a round trip per tile on the critical path).
   float x_own[kMaxOwnRows];
   unsigned long long arrived;  // trace: when thread 0's block wrote its words of a tagged exchange
+  float staged_r[kMaxRank];    // tagged_proj: the gate's rank values (UpdateStaged)
+  alignas(16) float staged_v[kStateCols];  // tagged_proj: the item's values of v
   unsigned long long full[kMaxStages], empty[kMaxStages];
 };
 
@@ -249,29 +251,61 @@ __device__ __forceinline__ unsigned long long LoadTaggedWord(const unsigned long
   return word;
 }
 
-// out[j] = the value of word i0 + j * stride (those below n; others 0) once its tag is `tag`: every
-// load issued first, then each word reloaded until its tag has come (one trip when all are there).
+// out[j] = the value of word at[j] (where valid[j]; others 0) once its tag is `tag`: every load
+// issued first, then each word reloaded until its tag has come (one trip when all are there).
 template <int N>
-__device__ __forceinline__ void LoadTagged(const unsigned long long* src, int i0, int stride, int n, unsigned tag,
-                                           float (&out)[N]) {
+__device__ __forceinline__ void LoadTaggedAt(const unsigned long long* src, const int64_t (&at)[N],
+                                             const bool (&valid)[N], unsigned tag, float (&out)[N]) {
   unsigned long long word[N];
 #pragma unroll
-  for (int j = 0; j < N; ++j) {
-    const int i = i0 + j * stride;
-    word[j] = i < n ? LoadTaggedWord(src + i) : static_cast<unsigned long long>(tag) << 32;
-  }
+  for (int j = 0; j < N; ++j) word[j] = valid[j] ? LoadTaggedWord(src + at[j]) : static_cast<unsigned long long>(tag) << 32;
 #pragma unroll
   for (int j = 0; j < N; ++j) {
-    const int i = i0 + j * stride;
-    while (static_cast<unsigned>(word[j] >> 32) != tag) word[j] = LoadTaggedWord(src + i);
+    while (static_cast<unsigned>(word[j] >> 32) != tag) word[j] = LoadTaggedWord(src + at[j]);
     out[j] = __uint_as_float(static_cast<unsigned>(word[j]));
   }
 }
 
-// The exchanges' tags (PersistentExchangeTag): layer l, exchange e (2: x after o_proj, 3: act, 4: x
-// after down).
+// LoadTaggedAt of words i0 + j * stride, those below n.
+template <int N>
+__device__ __forceinline__ void LoadTagged(const unsigned long long* src, int i0, int stride, int n, unsigned tag,
+                                           float (&out)[N]) {
+  int64_t at[N];
+  bool valid[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    at[j] = i0 + j * stride;
+    valid[j] = at[j] < n;
+  }
+  LoadTaggedAt(src, at, valid, tag, out);
+}
+
+// The exchanges' tags (PersistentExchangeTag): layer l, exchange e (0: in_proj's values, 2: x after
+// o_proj, 3: act, 4: x after down).
 __device__ __forceinline__ unsigned ExchangeTag(const PersistentDecodeParams& p, int l, int e) {
   return PersistentExchangeTag(p.step, p.num_layers, l, e);
+}
+
+// The state update's inputs for `item` from in_proj's tagged words (pw, tagged `tag`): its head's q
+// and k rows into s.state.q / s.state.k, the gate's rank values into s.staged_r, the item's 16
+// values of v into s.staged_v (UpdateStaged's inputs); a thread's four words in flight at once.
+template <int R>
+__device__ __forceinline__ void StageItemInputs(const PersistentDecodeParams& p, Shared& s,
+                                                const unsigned long long* pw, unsigned tag, const StateItem<R>& item) {
+  constexpr int dk = R * kStateGroups;
+  const int t = threadIdx.x;
+  const int64_t at[4] = {p.q_off + int64_t{item.h} * dk + t, p.k_off + int64_t{item.hk} * dk + t, int64_t{p.r_off} + t,
+                         p.v_off + int64_t{item.hk} * p.dv + item.c0 + t};
+  const bool valid[4] = {t < dk, t < dk, t < p.rank, t < kStateCols};
+  float in[4];
+  LoadTaggedAt(pw, at, valid, tag, in);
+  if (t < dk) {
+    s.state.q[t] = in[0];
+    s.state.k[t] = in[1];
+  }
+  if (t < p.rank) s.staged_r[t] = in[2];
+  if (t < kStateCols) s.staged_v[t] = in[3];
+  ConsumerSync();
 }
 
 // ---- The consumers' input rows ----
@@ -331,19 +365,25 @@ __device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int 
   ConsumerSync();
 }
 
-// kTagged: p.tagged is set (a kernel of its own, so the barriers-only kernel's code is what it was).
-template <int R, bool kTagged>
+// kLevel: 0 grid barriers only; 1 x and act as tagged words (p.tagged); 2 in_proj's values too
+// (p.tagged_proj). A kernel of each, so the barriers-only kernel's code is what it was.
+template <int R, int kLevel>
 __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, int G) {
+  constexpr bool kTagged = kLevel >= 1, kTaggedProj = kLevel >= 2;
   // Few values live across the layer loop (its projections hold most of the registers): the
   // barriers' and trace entries' numbers, the exchanges' tags and where the tagged words lie are
   // made from l and p where used.
   unsigned tile = 0;
   const Ring ring = Ring::For(p.tile_bytes);
-  // The k-th grid barrier of layer l: barrier number 5 l + k + 1 (tagged: 2 l + k + 1, k < 2), trace
-  // entry 5 l + k + 1 either way (a tagged exchange takes the entries of the barriers it replaces).
+  // The grid barrier at point k of layer l (k: after in_proj, the state update, o_proj, gate|up,
+  // down): the layer's barriers are the points not exchanged as tagged words (5, 2 or 1 of them);
+  // its trace entry 5 l + k + 1 either way (a tagged exchange takes the entries of the barriers it
+  // replaces).
   auto sync = [&](int l, int k) {
+    constexpr int kPerLayer = kTaggedProj ? 1 : kTagged ? 2 : 5;
+    const int at = kTaggedProj ? k - 1 : k;  // its place among the layer's barriers
     const unsigned entry = static_cast<unsigned>(5 * l + k + 1);
-    GridSync(p.barrier, kTagged ? static_cast<unsigned>(2 * l + k + 1) : entry, p.trace, entry);
+    GridSync(p.barrier, static_cast<unsigned>(kPerLayer * l + at + 1), p.trace, entry);
   };
   // A tagged exchange's trace entry: arrived (the block's own words written) from s.arrived, left now.
   auto mark = [&](int l, int k) {
@@ -385,13 +425,24 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     norm_row(L.attn_norm, l - 1, 4, 4);
     StateItem<R> item;  // its loads before the barrier after in_proj (the state is not this step's)
     if (p.early_state_loads && b < items) item.Load(p, L, b, slot);
-    Consume(s, ring, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) { __stcg(p.proj + n, v); });
+    Consume(s, ring, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) {
+      __stcg(p.proj + n, v);
+      if (kTaggedProj) TaggedStore(p.tagged + p.D + p.I + n, v, ExchangeTag(p, l, 0));
+    });
     if (!p.early_state_loads && b < items) item.Load(p, L, b, slot);
-    sync(l, 0);
+    if (kTaggedProj) arrive();
+    else sync(l, 0);
     for (int it = b; it < items; it += G) {
       if (it != b) item.Load(p, L, it, slot);
-      item.Update(p, L, 0, s.state);
+      if (kTaggedProj) {  // its inputs from the tagged words, no barrier
+        StageItemInputs(p, s, p.tagged + p.D + p.I, ExchangeTag(p, l, 0), item);
+        if (it == b) mark(l, 0);
+        item.UpdateStaged(p, L, s.state, s.staged_r, s.staged_v);
+      } else {
+        item.Update(p, L, 0, s.state);
+      }
     }
+    if (kTaggedProj && b >= items) mark(l, 0);  // no item: nothing to wait for
     sync(l, 1);
     GateNormRow(s, p, L.g_norm);
     Consume(s, ring, MatrixAt(p, 4 * l + 1), b, G, tile, residual(l, 2));
@@ -430,7 +481,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
   }
 }
 
-template <int R, bool kTagged>
+template <int R, int kLevel>
 __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const PersistentDecodeParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) unsigned char smem[];
@@ -441,14 +492,18 @@ __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const Pers
     if (threadIdx.x == kConsumers) Produce(p, s, blockIdx.x, gridDim.x);
     return;
   }
-  ConsumeStep<R, kTagged>(p, s, blockIdx.x, gridDim.x);
+  ConsumeStep<R, kLevel>(p, s, blockIdx.x, gridDim.x);
 #endif
 }
 
-template <int R, bool kTagged>
+template <int R>
 cudaError_t SetSmem() {
-  return cudaFuncSetAttribute(PersistentDecodeKernel<R, kTagged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(sizeof(Shared)));
+  for (auto* kernel : {PersistentDecodeKernel<R, 0>, PersistentDecodeKernel<R, 1>, PersistentDecodeKernel<R, 2>}) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sizeof(Shared)));
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace
@@ -475,8 +530,9 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool in_flight =
       PersistentTilesInFlightValid(p.tiles_in_flight) && (!batch || p.tiles_in_flight <= PersistentDecodeStages(p));
   const bool tiles = PersistentTileBytesValid(p.tile_bytes);
-  const bool tagged = p.tagged == nullptr || (reinterpret_cast<uintptr_t>(p.tagged) % 8 == 0 &&
-                                              PersistentTaggedExchangeSupported(p));
+  const bool tagged = p.tagged == nullptr ? !p.tagged_proj
+                                          : reinterpret_cast<uintptr_t>(p.tagged) % 8 == 0 &&
+                                                PersistentTaggedExchangeSupported(p);
   return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight && tiles && tagged;
 }
 
@@ -492,32 +548,37 @@ int PersistentDecodeBlocks(int device) {
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return 0;
   if (prop.major < 9 || prop.cooperativeLaunch == 0 || sizeof(Shared) > prop.sharedMemPerBlockOptin) return 0;
-  if (SetSmem<1, false>() != cudaSuccess || SetSmem<2, false>() != cudaSuccess || SetSmem<4, false>() != cudaSuccess ||
-      SetSmem<1, true>() != cudaSuccess || SetSmem<2, true>() != cudaSuccess || SetSmem<4, true>() != cudaSuccess ||
+  if (SetSmem<1>() != cudaSuccess || SetSmem<2>() != cudaSuccess || SetSmem<4>() != cudaSuccess ||
       !persistent::PrepareBatchedKernels())
     return 0;
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4, false>, kThreads, sizeof(Shared)) !=
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, PersistentDecodeKernel<4, 0>, kThreads, sizeof(Shared)) !=
           cudaSuccess ||
       per_sm < 1)
     return 0;
   return prop.multiProcessorCount;  // one block per SM: all resident, nothing else shares the SM
 }
 
+namespace {
+
+// The kernel of p's exchanges (ConsumeStep's kLevel).
+template <int R>
+cudaError_t Launch(const CooperativeLaunch& launch, const PersistentDecodeParams& p) {
+  if (p.tagged == nullptr) return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<R, 0>, p);
+  if (!p.tagged_proj) return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<R, 1>, p);
+  return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<R, 2>, p);
+}
+
+}  // namespace
+
 cudaError_t PersistentDecodeStep(const PersistentDecodeParams& p, cudaStream_t stream) {
   if (!PersistentDecodeShapesSupported(p)) return cudaErrorInvalidValue;
   if (p.batch > 1) return persistent::BatchedDecodeStep(p, stream);
   const CooperativeLaunch launch(p.blocks, sizeof(Shared), stream);
   switch (p.dk / kStateGroups) {
-    case 1:
-      return p.tagged != nullptr ? cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<1, true>, p)
-                                 : cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<1, false>, p);
-    case 2:
-      return p.tagged != nullptr ? cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<2, true>, p)
-                                 : cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<2, false>, p);
-    default:
-      return p.tagged != nullptr ? cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<4, true>, p)
-                                 : cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<4, false>, p);
+    case 1: return Launch<1>(launch, p);
+    case 2: return Launch<2>(launch, p);
+    default: return Launch<4>(launch, p);
   }
 }
 

@@ -105,6 +105,42 @@ struct StateItem : StateRows<R> {
     ConsumerSync();  // q, k, decay and o_partial are free for the next item
   }
 
+  // The decay of the head's row t (< dk) from the gate's rank values rank(j) and the row's factors
+  // (w1), in LowRankGateOf's order (forget_gate.cuh).
+  template <class Rank>
+  __device__ __forceinline__ float DecayOf(const PersistentDecodeParams& p, const PersistentDecodeLayer& L, int t,
+                                           Rank&& rank) const {
+    constexpr int dk = R * kStateGroups;
+    float z = L.gk1_bias != nullptr ? __ldg(L.gk1_bias + hk * dk + t) : 0.f;
+#pragma unroll
+    for (int j = 0; j < kMaxRank / 4; ++j) {
+      if (4 * j >= p.rank) break;
+      z = fmaf(rank(4 * j), w1[j].x, z);
+      z = fmaf(rank(4 * j + 1), w1[j].y, z);
+      z = fmaf(rank(4 * j + 2), w1[j].z, z);
+      z = fmaf(rank(4 * j + 3), w1[j].w, z);
+    }
+    return expf(GateOf(z, p.gate_inv_normalizer, p.gate_has_clamp, p.gate_clamp_min));
+  }
+
+  // The batch-1 kernel's update from inputs staged in shared memory (its tagged exchange of in_proj's
+  // values): s.q and s.k the head's q and k rows as in_proj wrote them, r the gate's rank values,
+  // vin the item's 16 values of v; every consumer past a ConsumerSync since they were written.
+  // The same arithmetic as Update's.
+  __device__ __forceinline__ void UpdateStaged(const PersistentDecodeParams& p, const PersistentDecodeLayer& L,
+                                               StateScratch& s, const float* r, const float* vin) {
+    constexpr int dk = R * kStateGroups;
+    const int t = threadIdx.x;
+    if (t < dk) {
+      s.decay[t] = DecayOf(p, L, t, [&](int j) { return r[j]; });
+      s.q[t] = p.scale * s.q[t];
+    }
+    const float4 v = *reinterpret_cast<const float4*>(vin + (t % kStateLanes) * 4);
+    ConsumerSync();
+    UpdateRows<false>(p, 0, v, s, 0, nullptr);
+    ConsumerSync();  // q, k, decay and o_partial are free for the next item
+  }
+
   // q (scaled), k and the decay of every row of the item's head for sequence seq, into s (thread
   // t < dk: row t). The same for every item of one (sequence, head): a caller taking several in a
   // row makes them once. Every consumer must have finished the previous UpdateRows (its barrier
@@ -130,16 +166,7 @@ struct StateItem : StateRows<R> {
     }
     if (t < dk) {
       const float* lr = proj + p.r_off;
-      float z = L.gk1_bias != nullptr ? __ldg(L.gk1_bias + hk * dk + t) : 0.f;
-#pragma unroll
-      for (int j = 0; j < kMaxRank / 4; ++j) {  // LowRankGateOf's order (forget_gate.cuh)
-        if (4 * j >= p.rank) break;
-        z = fmaf(__ldcg(lr + 4 * j), w1[j].x, z);
-        z = fmaf(__ldcg(lr + 4 * j + 1), w1[j].y, z);
-        z = fmaf(__ldcg(lr + 4 * j + 2), w1[j].z, z);
-        z = fmaf(__ldcg(lr + 4 * j + 3), w1[j].w, z);
-      }
-      s.decay[t] = expf(GateOf(z, p.gate_inv_normalizer, p.gate_has_clamp, p.gate_clamp_min));
+      s.decay[t] = DecayOf(p, L, t, [&](int j) { return __ldcg(lr + j); });
       s.q[t] = p.scale * __ldcg(proj + p.q_off + static_cast<int64_t>(h) * dk + t);
       s.k[t] = __ldcg(proj + p.k_off + static_cast<int64_t>(hk) * dk + t);
     }

@@ -994,7 +994,7 @@ class PersistentDecodeBatched
 // 0 is one block per SM (CudaModelOptions::persistent_blocks); early_state -1 the engine's default,
 // 0 / 1 CudaModelOptions::persistent_early_state_loads off / on.
 void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weights, int tile_bytes,
-                       int tiles_in_flight, int blocks = 0, int early_state = -1, bool tagged = false) {
+                       int tiles_in_flight, int blocks = 0, int early_state = -1, int tagged = 0) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = PersistentShapeDir(shape);
   auto cpu = CpuModelWithStates(dir, dtype, weights);
@@ -1013,7 +1013,7 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   ASSERT_EQ(a.model->persistent_decode_batch(), cuda::kPersistentMaxBatch)
       << "dk " << a.model->config().head_k_dim << " on " << a.model->device_name();
   ASSERT_EQ(b.model->persistent_decode_batch(), 0);
-  ASSERT_EQ(a.model->uses_tagged_exchange(), tagged) << "the shapes should allow tagged exchanges";
+  ASSERT_EQ(a.model->tagged_exchange(), tagged) << "the shapes should allow tagged exchanges";
   const int V = a.model->config().vocab_size;
   std::mt19937 rng(11 + shape + 100 * batch);
   std::uniform_int_distribution<int> tok(0, V - 1);
@@ -1079,7 +1079,7 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
               "vs the CPU %.2e\n",
               shape, a.model->config().head_k_dim, batch, StateDTypeName(dtype), WeightFormatName(weights),
               on.persistent_tile_bytes, on.persistent_tiles_in_flight, blocks, int{on.persistent_early_state_loads},
-              int{tagged}, worst_gpu, worst_cpu);
+              tagged, worst_gpu, worst_cpu);
 }
 
 TEST_P(PersistentDecodeBatched, StepsMatchTheKernelPerOperationPathAndTheCpu) {
@@ -1110,19 +1110,20 @@ TEST(PersistentDecodeTilesOptions, OutOfRangeAreRefusedAtLoad) {
   GLA_REQUIRE_CUDA_DEVICE();
   const std::string dir = PersistentShapeDir(0);
   struct Bad {
-    int tile_bytes, in_flight, blocks;
+    int tile_bytes, in_flight, blocks, tagged = 0;
   };
   for (const Bad& bad : {Bad{1000, 1, 0}, Bad{2560, 1, 0}, Bad{99328, 1, 0}, Bad{0, -1, 0}, Bad{0, 17, 0},
-                         Bad{0, 1, -1}, Bad{0, 1, cuda::kPersistentMaxBlocks + 1}}) {
+                         Bad{0, 1, -1}, Bad{0, 1, cuda::kPersistentMaxBlocks + 1}, Bad{0, 1, 0, -1}, Bad{0, 1, 0, 3}}) {
     CudaModelOptions o = Options();
     o.persistent_tile_bytes = bad.tile_bytes;
     o.persistent_tiles_in_flight = bad.in_flight;
     o.persistent_blocks = bad.blocks;
+    o.persistent_tagged_exchange = bad.tagged;
     auto ck = LoadCheckpoint(dir);
     ASSERT_TRUE(ck.ok()) << ck.status();
     const auto m = CudaModel::FromCheckpoint(std::move(*ck), o);
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
-        << bad.tile_bytes << " / " << bad.in_flight << " / " << bad.blocks;
+        << bad.tile_bytes << " / " << bad.in_flight << " / " << bad.blocks << " / " << bad.tagged;
   }
 }
 
@@ -1152,15 +1153,16 @@ INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeLateStateLoads,
                                            std::make_tuple(1, 3, 16)));
 
 // Batch 1 with the residual stream and activations exchanged as tagged words instead of through three
-// of the five grid barriers a layer (CudaModelOptions::persistent_tagged_exchange), on the three head
-// shapes and on a grid of 16 blocks (each block writing more of each exchange); eight steps, each
-// with new tags over the words the step before left, one of them without logits (no final norm: the
-// last exchange waited on by nobody). Parameters: shape, blocks.
-class PersistentDecodeTagged : public ::testing::TestWithParam<std::tuple<int, int>> {};
+// of the five grid barriers a layer (CudaModelOptions::persistent_tagged_exchange 1), and in_proj's
+// values too (2: four of five), on the three head shapes and on a grid of 16 blocks (each block
+// writing more of each exchange, and taking two state items); eight steps, each with new tags over
+// the words the step before left, one of them without logits (no final norm: the last exchange
+// waited on by nobody). Parameters: shape, blocks, level (1 or 2).
+class PersistentDecodeTagged : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
 
 TEST_P(PersistentDecodeTagged, StepsMatchTheKernelPerOperationPathAndTheCpu) {
-  const auto [shape, blocks] = GetParam();
-  BatchedStepsMatch(shape, 1, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, -1, true);
+  const auto [shape, blocks, level] = GetParam();
+  BatchedStepsMatch(shape, 1, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, -1, level);
 }
 
 // The tagged words carry the very floats the barrier kernel reads from p.x and p.act (x as stored,
@@ -1168,16 +1170,16 @@ TEST_P(PersistentDecodeTagged, StepsMatchTheKernelPerOperationPathAndTheCpu) {
 // kernels' logits and states are equal to the bit, step after step.
 TEST_P(PersistentDecodeTagged, EqualsTheBarrierKernelToTheBit) {
   GLA_REQUIRE_CUDA_DEVICE();
-  const auto [shape, blocks] = GetParam();
+  const auto [shape, blocks, level] = GetParam();
   const std::string dir = PersistentShapeDir(shape);
   CudaModelOptions on = Options(), off = Options();
-  on.persistent_tagged_exchange = true;
+  on.persistent_tagged_exchange = level;
   on.persistent_blocks = off.persistent_blocks = blocks;
   Gpu a = MakeGpu(dir, on, 8, StateDType::kF32), b = MakeGpu(dir, off, 8, StateDType::kF32);
   if (!a.model || !b.model) return;
-  ASSERT_TRUE(a.model->uses_tagged_exchange()) << "on " << a.model->device_name();
+  ASSERT_EQ(a.model->tagged_exchange(), level) << "on " << a.model->device_name();
   ASSERT_TRUE(b.model->uses_persistent_decode());
-  ASSERT_FALSE(b.model->uses_tagged_exchange());
+  ASSERT_EQ(b.model->tagged_exchange(), 0);
   const int V = a.model->config().vocab_size;
   std::mt19937 rng(29 + shape);
   std::uniform_int_distribution<int> tok(0, V - 1);
@@ -1202,8 +1204,9 @@ TEST_P(PersistentDecodeTagged, EqualsTheBarrierKernelToTheBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeTagged,
-                         ::testing::Values(std::make_tuple(0, 0), std::make_tuple(1, 0), std::make_tuple(2, 0),
-                                           std::make_tuple(2, 16)));
+                         ::testing::Values(std::make_tuple(0, 0, 1), std::make_tuple(1, 0, 1), std::make_tuple(2, 0, 1),
+                                           std::make_tuple(2, 16, 1), std::make_tuple(0, 0, 2), std::make_tuple(1, 0, 2),
+                                           std::make_tuple(2, 0, 2), std::make_tuple(2, 16, 2)));
 
 INSTANTIATE_TEST_SUITE_P(Smaller, PersistentDecodeGrids,
                          ::testing::Values(std::make_tuple(0, 1, 16), std::make_tuple(2, 1, 20),

@@ -13,7 +13,7 @@
 //                    [--tile_bytes N: a cap on those tiles' bytes, 0 the kernels' own; default: the backend's]
 //                    [--persistent_blocks N: the persistent kernels' grid, 0 one block per SM; default: the backend's]
 //                    [--early_state 0|1: a block's first state item loaded after in_proj or before; default: the backend's]
-//                    [--tagged 0|1: batch 1's residual stream and activations as tagged words, not grid barriers; default: the backend's]
+//                    [--tagged 0|1|2: batch 1's residual stream and activations (2: and in_proj's values) as tagged words, not grid barriers; default: the backend's]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
                                               {"tile_bytes", std::to_string(kDefaults.persistent_tile_bytes)},
                                               {"persistent_blocks", std::to_string(kDefaults.persistent_blocks)},
                                               {"early_state", kDefaults.persistent_early_state_loads ? "1" : "0"},
-                                              {"tagged", kDefaults.persistent_tagged_exchange ? "1" : "0"}};
+                                              {"tagged", std::to_string(kDefaults.persistent_tagged_exchange)}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i];
     if (f.rfind("--", 0) != 0 || !flags.count(f.substr(2))) Die("unknown option " + f);
@@ -123,8 +123,8 @@ int main(int argc, char** argv) {
   if (!gla::cuda::PersistentBlocksValid(o.persistent_blocks)) Die("--persistent_blocks wants 0 to 1024");
   if (num("early_state") > 1) Die("--early_state wants 0 or 1");
   o.persistent_early_state_loads = num("early_state") == 1;
-  if (num("tagged") > 1) Die("--tagged wants 0 or 1");
-  o.persistent_tagged_exchange = num("tagged") == 1;
+  if (num("tagged") > 2) Die("--tagged wants 0, 1 or 2");
+  o.persistent_tagged_exchange = num("tagged");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");
   o.state_dtype = *state_dtype;  // the floors follow: a bf16 state moves half the bytes
@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   unless_default("tile-bytes", o.persistent_tile_bytes, kDefaults.persistent_tile_bytes);
   unless_default("persistent-blocks", o.persistent_blocks, kDefaults.persistent_blocks);
   unless_default("early-state", int{o.persistent_early_state_loads}, int{kDefaults.persistent_early_state_loads});
-  unless_default("tagged", int{o.persistent_tagged_exchange}, int{kDefaults.persistent_tagged_exchange});
+  unless_default("tagged", o.persistent_tagged_exchange, kDefaults.persistent_tagged_exchange);
   // The ceilings measured after the model is loaded (its memory is taken), before anything is timed.
   gla::bench::BenchReport report(report_name, gla::bench::MeasureDeviceCeilings());
   const gla::bench::DeviceCeilings& ceil = report.ceilings();
@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
   report.SetNote("persistent_tile_bytes", std::to_string(o.persistent_tile_bytes));
   report.SetNote("persistent_blocks", std::to_string(o.persistent_blocks));
   report.SetNote("persistent_early_state_loads", o.persistent_early_state_loads ? "1" : "0");
-  report.SetNote("persistent_tagged_exchange", o.persistent_tagged_exchange ? "1" : "0");
+  report.SetNote("persistent_tagged_exchange", std::to_string(o.persistent_tagged_exchange));
   report.SetNote("persistent_decode_max_batch", std::to_string(o.persistent_decode ? o.persistent_decode_max_batch : 0));
   if (o.weights != gla::WeightFormat::kNative) {
     report.SetNote("byte_weight_kernel_rows", std::to_string(o.paths.byte_weight_kernel_rows));

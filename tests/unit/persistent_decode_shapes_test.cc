@@ -203,8 +203,12 @@ TEST(PersistentDecodeShapes, LargerTilesMeanFewerBatchOneStages) {
 TEST(PersistentDecodeShapes, TaggedExchangesWantDUpTo2048AndEveryBlockAWriter) {
   cuda::PersistentDecodeParams p = Gla13B(1);  // D = 2,048, I = 5,632, 132 blocks
   EXPECT_TRUE(cuda::PersistentTaggedExchangeSupported(p));
-  EXPECT_EQ(cuda::PersistentTaggedWords(p), 2048 + 5632);
+  EXPECT_EQ(cuda::PersistentTaggedWords(p), 2048 + 5632 + 6160);
+  p.tagged_proj = true;  // in_proj's values as tagged words need the tagged words
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
   p.tagged = Fake<unsigned long long>(0x50000);
+  EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
+  p.tagged_proj = false;
   EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
   p.tagged = Fake<unsigned long long>(0x50004);  // not 8-byte aligned
   EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
