@@ -142,7 +142,8 @@ struct PersistentDecodeParams {
   // the last step's launch (PersistentExchangeTag). Null: grid barriers. Needs
   // PersistentTaggedExchangeSupported: D <= 2,048, and D >= blocks and I >= blocks (every block then
   // writes some of each exchange, which is what keeps a writer from overwriting a word a slower
-  // block still waits on). The batched kernel ignores it. Not yet measured.
+  // block still waits on). A word that has not come after 2^24 reloads (seconds) traps the kernel
+  // (a failed launch, not a hung GPU). The batched kernel ignores it. Not yet measured.
   unsigned long long* tagged = nullptr;
   unsigned step = 0;
   // With tagged: in_proj's values too (its last P words), so the state update waits only for the

@@ -251,6 +251,10 @@ __device__ __forceinline__ unsigned long long LoadTaggedWord(const unsigned long
   return word;
 }
 
+// A tagged word that has not come after this many reloads (seconds; a step waits microseconds) will
+// not come: the kernel traps (the launch fails) rather than hang the GPU.
+constexpr unsigned kMaxTaggedReloads = 1u << 24;
+
 // out[j] = the value of word at[j] (where valid[j]; others 0) once its tag is `tag`: every load
 // issued first, then each word reloaded until its tag has come (one trip when all are there).
 template <int N>
@@ -261,7 +265,10 @@ __device__ __forceinline__ void LoadTaggedAt(const unsigned long long* src, cons
   for (int j = 0; j < N; ++j) word[j] = valid[j] ? LoadTaggedWord(src + at[j]) : static_cast<unsigned long long>(tag) << 32;
 #pragma unroll
   for (int j = 0; j < N; ++j) {
-    while (static_cast<unsigned>(word[j] >> 32) != tag) word[j] = LoadTaggedWord(src + at[j]);
+    for (unsigned reloads = 0; static_cast<unsigned>(word[j] >> 32) != tag; ++reloads) {
+      if (reloads == kMaxTaggedReloads) __trap();
+      word[j] = LoadTaggedWord(src + at[j]);
+    }
     out[j] = __uint_as_float(static_cast<unsigned>(word[j]));
   }
 }
