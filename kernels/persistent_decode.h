@@ -130,8 +130,8 @@ struct PersistentDecodeParams {
   // tiles rather than after them. A grid barrier's release by the consumers' thread 0 waits for
   // warp 0's loads still outstanding; issued after in_proj, the item's loads are still in flight
   // (behind the weight stream) when the barrier after in_proj is reached (gla-1.3B batch 1 on an
-  // H100: that barrier's waits 108 -> 64 us a step, the kernel 3% faster; persistent_decode_bench
-  // --early_state 0,1).
+  // H100 80GB HBM3, 2026-12-07: that barrier's waits 108 -> 64 us a step, the kernel 3% faster;
+  // persistent_decode_bench --early_state 0,1, four rounds alternating).
   bool early_state_loads = false;
   // Batch 1, optional: the residual stream after o_proj and after down, and the activations after
   // gate|up, exchanged as tagged words instead of through a grid barrier: each value travels with

@@ -56,6 +56,8 @@ struct Shared {
   unsigned long long full[kMaxStages], empty[kMaxStages];
 };
 
+static_assert(sizeof(Shared) <= 227 * 1024, "the block's shared memory fits sm_90's opt-in limit");
+
 // The ring's stages: kMaxStages of kStageBytes, or, for a tile cap above kStageBytes, as many of
 // the cap's bytes as the ring holds (whole KiB: 128-byte aligned).
 struct Ring {
@@ -418,18 +420,18 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     };
   };
   // s.row = the norm of x: from p.x after a barrier, or from the tagged words of layer l's exchange
-  // e (layer -1: the embedding, plain), with that exchange's trace entry (k).
-  auto norm_row = [&](const float* w, int l, int e, int k) {
+  // at point e (layer -1: the embedding, plain), with that point's trace entry.
+  auto norm_row = [&](const float* w, int l, int e) {
     if (kTagged && l >= 0) {
       NormRow<kTaggedRowPer>(s, p.x, w, p.D, p.eps, p.tagged, ExchangeTag(p, l, e));
-      mark(l, k);
+      mark(l, e);
     } else {
       NormRow(s, p.x, w, p.D, p.eps);
     }
   };
   for (int l = 0; l < p.num_layers; ++l) {
     const PersistentDecodeLayer& L = p.layers[l];
-    norm_row(L.attn_norm, l - 1, 4, 4);
+    norm_row(L.attn_norm, l - 1, 4);
     StateItem<R> item;  // its loads before the barrier after in_proj (the state is not this step's)
     if (p.early_state_loads && b < items) item.Load(p, L, b, slot);
     Consume(s, ring, MatrixAt(p, 4 * l), b, G, tile, [&](int64_t n, float v, float) {
@@ -455,12 +457,12 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
     Consume(s, ring, MatrixAt(p, 4 * l + 1), b, G, tile, residual(l, 2));
     if (kTagged) arrive();
     else sync(l, 2);
-    norm_row(L.mlp_norm, kTagged ? l : -1, 2, 2);
+    norm_row(L.mlp_norm, kTagged ? l : -1, 2);
     Consume(s, ring, MatrixAt(p, 4 * l + 2), b, G, tile, [&](int64_t n, float g, float u) {  // activations.cu's SwiGLU
       const float a = __bfloat162float(__float2bfloat16(g)), up = __bfloat162float(__float2bfloat16(u));
       const __nv_bfloat16 act = __float2bfloat16(a / (1.f + __expf(-a)) * up);
-      p.act[n] = act;
       if (kTagged) TaggedStore(p.tagged + p.D + n, __bfloat162float(act), ExchangeTag(p, l, 3));
+      else p.act[n] = act;  // tagged: the words are what ActRow reads
     });
     if (kTagged) {
       arrive();
@@ -476,7 +478,7 @@ __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, i
   }
   const int last = p.num_layers - 1;
   if (p.logits != nullptr) {
-    norm_row(p.final_norm, kTagged ? last : -1, 4, 4);
+    norm_row(p.final_norm, kTagged ? last : -1, 4);
     Consume(s, ring, MatrixAt(p, 4 * p.num_layers), b, G, tile,
             [&](int64_t n, float v, float) { __stcg(p.logits + n, v); });
   } else if (kTagged) {

@@ -38,6 +38,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -361,23 +362,25 @@ void MeasureBoth(const Sync& s, int G, int barriers, const uint4* load, size_t l
 
 int main(int argc, char** argv) {
   int barriers = 4096, exchange = 2048;
+  // A whole decimal number in [lo, hi], or false (overflow, trailing text, out of range).
+  auto parse = [](const char* s, long lo, long hi, int* out) {
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) return false;
+    *out = static_cast<int>(v);
+    return true;
+  };
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--barriers") == 0 && i + 1 < argc) {
-      barriers = std::atoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--exchange") == 0 && i + 1 < argc) {
-      exchange = std::atoi(argv[++i]);
+    const bool has_value = i + 1 < argc;
+    if (std::strcmp(argv[i], "--barriers") == 0 && has_value && parse(argv[i + 1], 128, 1000000, &barriers)) {
+      ++i;
+    } else if (std::strcmp(argv[i], "--exchange") == 0 && has_value && parse(argv[i + 1], 1, 65536, &exchange)) {
+      ++i;
     } else {
-      std::fprintf(stderr, "usage: grid_barrier_bench [--barriers N >= 128] [--exchange FLOATS 1-65536]\n");
+      std::fprintf(stderr, "usage: grid_barrier_bench [--barriers N (128-1000000)] [--exchange FLOATS (1-65536)]\n");
       return 2;
     }
-  }
-  if (barriers < 128 || barriers > 1000000) {
-    std::fprintf(stderr, "grid_barrier_bench: --barriers must be 128 to 1000000\n");
-    return 2;
-  }
-  if (exchange < 1 || exchange > 65536) {
-    std::fprintf(stderr, "grid_barrier_bench: --exchange must be 1 to 65536 floats\n");
-    return 2;
   }
   gla::bench::BenchReport report("grid_barrier_bench", gla::bench::MeasureDeviceCeilings());
   report.PrintHeader();
