@@ -133,22 +133,23 @@ struct PersistentDecodeParams {
   // H100 80GB HBM3, 2026-12-07: that barrier's waits 108 -> 64 us a step, the kernel 3% faster;
   // persistent_decode_bench --early_state 0,1, four rounds alternating).
   bool early_state_loads = false;
-  // Batch 1, optional: the residual stream after o_proj and after down, and the activations after
-  // gate|up, exchanged as tagged words instead of through a grid barrier: each value travels with
-  // its exchange's tag in one 64-bit word (the value's bits, the tag above them; relaxed 64-bit
-  // stores and loads), and a reader reloads a word until its tag is the one it waits for, so the
-  // data and the synchronisation come in one trip (three of the five grid barriers a layer go).
-  // [D + I + P] words (PersistentTaggedWords), zeroed once when allocated; `step` must differ from
-  // the last step's launch (PersistentExchangeTag). Null: grid barriers. Needs
-  // PersistentTaggedExchangeSupported: D <= 2,048, and D >= blocks and I >= blocks (every block then
-  // writes some of each exchange, which is what keeps a writer from overwriting a word a slower
-  // block still waits on). A word that has not come after 2^24 reloads (seconds) traps the kernel
-  // (a failed launch, not a hung GPU). The batched kernel ignores it. Not yet measured.
+  // Optional: the residual stream after o_proj and after down, and the activations after gate|up,
+  // exchanged as tagged words instead of through a grid barrier: each value travels with its
+  // exchange's tag in one 64-bit word (the value's bits, the tag above them; relaxed 64-bit stores
+  // and loads), and a reader reloads a word until its tag is the one it waits for, so the data and
+  // the synchronisation come in one trip (three of the five grid barriers a layer go). x's words
+  // [batch, D], then act's [batch, I], then (batch 1, tagged_proj) in_proj's P: at least
+  // PersistentTaggedWords, zeroed once when allocated; `step` must differ from the last step's
+  // launch (PersistentExchangeTag). Null: grid barriers. Needs PersistentTaggedExchangeSupported:
+  // D <= 2,048, and D >= blocks and I >= blocks (every block then writes some of each exchange, which
+  // is what keeps a writer from overwriting a word a slower block still waits on). A word that has
+  // not come after 2^24 reloads (seconds) traps the kernel (a failed launch, not a hung GPU). Both
+  // kernels; the batched one's tagged form not yet run on a GPU.
   unsigned long long* tagged = nullptr;
   unsigned step = 0;
-  // With tagged: in_proj's values too (its last P words), so the state update waits only for the
-  // q, k, v and gate rank values of its own item, not for every block: four of the five barriers
-  // a layer go (the one after the state update stays). Not yet measured.
+  // With tagged, batch 1: in_proj's values too (its last P words), so the state update waits only
+  // for the q, k, v and gate rank values of its own item, not for every block: four of the five
+  // barriers a layer go (the one after the state update stays). The batched kernel ignores it.
   bool tagged_proj = false;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
@@ -164,8 +165,11 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
 // most 2,048 (a consumer thread's eight values), D and I at least p.blocks.
 bool PersistentTaggedExchangeSupported(const PersistentDecodeParams& p);
 
-// The tagged words PersistentDecodeParams::tagged needs: x's D, act's I, in_proj's P.
-inline int64_t PersistentTaggedWords(const PersistentDecodeParams& p) { return int64_t{p.D} + p.I + p.P; }
+// The tagged words PersistentDecodeParams::tagged needs at p's batch: x's D and act's I per
+// sequence, in_proj's P (batch 1's tagged_proj).
+inline int64_t PersistentTaggedWords(const PersistentDecodeParams& p) {
+  return int64_t{p.batch} * (int64_t{p.D} + p.I) + p.P;
+}
 
 // The tag of step `step`'s exchange e (0-4, the five points a layer's grid barriers stand at) of
 // layer l in a model of `layers` layers: unique within a step, and never a word's tag from the step

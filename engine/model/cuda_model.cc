@@ -457,7 +457,7 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   }
   const size_t layer_bytes = AlignUp(layers.size() * sizeof(cuda::PersistentDecodeLayer));
   // After the tables: the grid barrier's counter, the batched kernel's sums of o's squares, then the
-  // batch-1 kernel's tagged words (persistent_tagged_exchange; zeroed here, once).
+  // tagged words (persistent_tagged_exchange; for the largest batch; zeroed here, once).
   const size_t sumsq_bytes =
       AlignUp(sizeof(float) * cuda::kPersistentMaxBatch * config_.num_heads * (config_.head_v_dim / 16 + 1));
   if (options_.persistent_tagged_exchange < 0 || options_.persistent_tagged_exchange > 2)
@@ -465,8 +465,9 @@ absl::Status CudaModel::SetUpPersistentDecode() {
         absl::StrCat("persistent decode: tagged exchange ", options_.persistent_tagged_exchange, " (0-2) out of range"));
   const size_t tagged_bytes =
       options_.persistent_tagged_exchange > 0
-          ? AlignUp(sizeof(unsigned long long) * (static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate) +
-                                                  static_cast<size_t>(p.in_proj.width)))
+          ? AlignUp(sizeof(unsigned long long) *
+                    (cuda::kPersistentMaxBatch * (static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate)) +
+                     static_cast<size_t>(p.in_proj.width)))
           : 0;
   ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign + sumsq_bytes + tagged_bytes,
                                                            "the persistent decode kernel's tables"));

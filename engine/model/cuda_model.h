@@ -81,10 +81,10 @@ struct CudaModelOptions {
   // The persistent kernels' first state item of a block loaded before in_proj's tiles, not after
   // (PersistentDecodeParams::early_state_loads), so the barrier after in_proj does not wait for it.
   bool persistent_early_state_loads = true;
-  // Batch 1: 1, the persistent kernel's residual stream and activations exchanged as tagged words,
-  // not through three of its five grid barriers a layer (PersistentDecodeParams::tagged); 2, in_proj's
-  // values too (four of five: tagged_proj); where the shapes allow
-  // (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). Not yet measured: 0, off.
+  // 1: the persistent kernels' residual stream and activations exchanged as tagged words, not through
+  // three of their five grid barriers a layer (PersistentDecodeParams::tagged; both kernels); 2, at
+  // batch 1 in_proj's values too (four of five: tagged_proj; the batched kernel takes it as 1); where
+  // the shapes allow (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). 0: off.
   int persistent_tagged_exchange = 0;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
@@ -126,8 +126,8 @@ class CudaModel {
   int persistent_decode_batch() const { return uses_persistent_decode() ? persistent_max_batch_ : 0; }
   // Steps enqueued through the persistent kernel so far (tests: which path a step took).
   int64_t persistent_steps() const { return persistent_steps_; }
-  // The tagged exchanges batch-1 persistent steps take (CudaModelOptions::persistent_tagged_exchange):
-  // 0 none, 1 x and act, 2 in_proj's values too.
+  // The tagged exchanges persistent steps take (CudaModelOptions::persistent_tagged_exchange): 0 none,
+  // 1 x and act, 2 at batch 1 in_proj's values too (batched steps: 1).
   int tagged_exchange() const {
     return !uses_persistent_decode() || persistent_.tagged == nullptr ? 0 : persistent_.tagged_proj ? 2 : 1;
   }

@@ -1,7 +1,8 @@
 // What the two persistent decode kernels share (persistent_decode.cu: batch 1 on CUDA cores;
 // persistent_decode_batched.cu: batch 2-8 on tensor cores): the sm_90 PTX they are built from
 // (mbarrier transactions, bulk asynchronous copies, release/acquire on global memory), the grid
-// barrier, the gate norm of one head, and the step's matrices in the order the weight stream walks
+// barrier, the tagged words that replace some of its uses (PersistentDecodeParams::tagged), the gate
+// norm of one head, and the step's matrices in the order the weight stream walks
 // them.
 //
 // Block layout in both: warps 0-7 consume, warp 8 produces (kernels/persistent_decode.h).
@@ -115,6 +116,61 @@ __device__ __forceinline__ void GridSync(unsigned* counter, unsigned index, unsi
 __device__ __forceinline__ float WarpSum(float v) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
+}
+
+// ---- Tagged exchanges (PersistentDecodeParams::tagged): a value and its exchange's tag in one 64-bit word ----
+
+__device__ __forceinline__ void TaggedStore(unsigned long long* at, float v, unsigned tag) {
+  const unsigned long long word = (static_cast<unsigned long long>(tag) << 32) | __float_as_uint(v);
+  asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(at), "l"(word) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long LoadTaggedWord(const unsigned long long* at) {
+  unsigned long long word;
+  asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(word) : "l"(at) : "memory");
+  return word;
+}
+
+// A tagged word that has not come after this many reloads (seconds; a step waits microseconds) will
+// not come: the kernel traps (the launch fails) rather than hang the GPU.
+constexpr unsigned kMaxTaggedReloads = 1u << 24;
+
+// out[j] = the value of word at[j] (where valid[j]; others 0) once its tag is `tag`: every load
+// issued first, then each word reloaded until its tag has come (one trip when all are there).
+template <int N>
+__device__ __forceinline__ void LoadTaggedAt(const unsigned long long* src, const int64_t (&at)[N],
+                                             const bool (&valid)[N], unsigned tag, float (&out)[N]) {
+  unsigned long long word[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) word[j] = valid[j] ? LoadTaggedWord(src + at[j]) : static_cast<unsigned long long>(tag) << 32;
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    for (unsigned reloads = 0; static_cast<unsigned>(word[j] >> 32) != tag; ++reloads) {
+      if (reloads == kMaxTaggedReloads) __trap();
+      word[j] = LoadTaggedWord(src + at[j]);
+    }
+    out[j] = __uint_as_float(static_cast<unsigned>(word[j]));
+  }
+}
+
+// LoadTaggedAt of words i0 + j * stride, those below n.
+template <int N>
+__device__ __forceinline__ void LoadTagged(const unsigned long long* src, int i0, int stride, int n, unsigned tag,
+                                           float (&out)[N]) {
+  int64_t at[N];
+  bool valid[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    at[j] = i0 + j * stride;
+    valid[j] = at[j] < n;
+  }
+  LoadTaggedAt(src, at, valid, tag, out);
+}
+
+// The exchanges' tags (PersistentExchangeTag): layer l, exchange e (0: in_proj's values, 2: x after
+// o_proj, 3: act, 4: x after down).
+__device__ __forceinline__ unsigned ExchangeTag(const PersistentDecodeParams& p, int l, int e) {
+  return PersistentExchangeTag(p.step, p.num_layers, l, e);
 }
 
 // ---- The gate norm's input row ----

@@ -240,60 +240,7 @@ __device__ __forceinline__ void Consume(Shared& s, const Ring& ring, const Matri
   });
 }
 
-// ---- Tagged exchanges (PersistentDecodeParams::tagged) ----
-
-__device__ __forceinline__ void TaggedStore(unsigned long long* at, float v, unsigned tag) {
-  const unsigned long long word = (static_cast<unsigned long long>(tag) << 32) | __float_as_uint(v);
-  asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(at), "l"(word) : "memory");
-}
-
-__device__ __forceinline__ unsigned long long LoadTaggedWord(const unsigned long long* at) {
-  unsigned long long word;
-  asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(word) : "l"(at) : "memory");
-  return word;
-}
-
-// A tagged word that has not come after this many reloads (seconds; a step waits microseconds) will
-// not come: the kernel traps (the launch fails) rather than hang the GPU.
-constexpr unsigned kMaxTaggedReloads = 1u << 24;
-
-// out[j] = the value of word at[j] (where valid[j]; others 0) once its tag is `tag`: every load
-// issued first, then each word reloaded until its tag has come (one trip when all are there).
-template <int N>
-__device__ __forceinline__ void LoadTaggedAt(const unsigned long long* src, const int64_t (&at)[N],
-                                             const bool (&valid)[N], unsigned tag, float (&out)[N]) {
-  unsigned long long word[N];
-#pragma unroll
-  for (int j = 0; j < N; ++j) word[j] = valid[j] ? LoadTaggedWord(src + at[j]) : static_cast<unsigned long long>(tag) << 32;
-#pragma unroll
-  for (int j = 0; j < N; ++j) {
-    for (unsigned reloads = 0; static_cast<unsigned>(word[j] >> 32) != tag; ++reloads) {
-      if (reloads == kMaxTaggedReloads) __trap();
-      word[j] = LoadTaggedWord(src + at[j]);
-    }
-    out[j] = __uint_as_float(static_cast<unsigned>(word[j]));
-  }
-}
-
-// LoadTaggedAt of words i0 + j * stride, those below n.
-template <int N>
-__device__ __forceinline__ void LoadTagged(const unsigned long long* src, int i0, int stride, int n, unsigned tag,
-                                           float (&out)[N]) {
-  int64_t at[N];
-  bool valid[N];
-#pragma unroll
-  for (int j = 0; j < N; ++j) {
-    at[j] = i0 + j * stride;
-    valid[j] = at[j] < n;
-  }
-  LoadTaggedAt(src, at, valid, tag, out);
-}
-
-// The exchanges' tags (PersistentExchangeTag): layer l, exchange e (0: in_proj's values, 2: x after
-// o_proj, 3: act, 4: x after down).
-__device__ __forceinline__ unsigned ExchangeTag(const PersistentDecodeParams& p, int l, int e) {
-  return PersistentExchangeTag(p.step, p.num_layers, l, e);
-}
+// ---- Tagged exchanges (PersistentDecodeParams::tagged; the words' protocol: persistent_common.cuh) ----
 
 // The state update's inputs for `item` from in_proj's tagged words (pw, tagged `tag`): its head's q
 // and k rows into s.state.q / s.state.k, the gate's rank values into s.staged_r, the item's 16

@@ -58,6 +58,7 @@ struct Fixed {
   StateScratch state;
   float gate[kMaxHeadV];  // the gate norm's factors of the (sequence, head) being updated (PrepareHead)
   float x_own[kMaxBatch][kMaxOwnRows];  // the block's rows of each sequence's residual stream
+  unsigned long long arrived;  // trace: when thread 0's block wrote its words of a tagged exchange
 };
 
 BatchedLayout MakeLayout(const PersistentDecodeParams& p) {
@@ -171,7 +172,7 @@ struct Context {
   const unsigned char* rows;  // the input rows, row_stride bytes apart
   const unsigned char* stages;
   int row_stride, nstages, b, G;
-  unsigned tile = 0, groups = 0, barriers = 0;
+  unsigned tile = 0, groups = 0;
 };
 
 // The consumers' side of matrix i: every tile of the block's rows, then per group
@@ -256,6 +257,48 @@ __device__ __forceinline__ void NormRows(const Context& c, const float* x, const
   ConsumerSync();
 }
 
+// NormRows from tagged words (xw: [batch, n], tagged `tag`): the same warp per sequence and the same
+// sums in the same order (so the same bits), its first pass waiting for the words (kGroups float4s'
+// worth of words a lane in flight at once), its second reading their values (their tags seen).
+__device__ __forceinline__ void NormRowsTagged(const Context& c, const unsigned long long* xw, unsigned tag,
+                                               const float* w, int n) {
+  constexpr int kGroups = 4;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (warp < c.p.batch) {
+    const unsigned long long* xs = xw + static_cast<int64_t>(warp) * n;
+    float ss = 0.f;
+    for (int i0 = lane; i0 < n / 4; i0 += 32 * kGroups) {
+      int64_t at[4 * kGroups];
+      bool valid[4 * kGroups];
+#pragma unroll
+      for (int j = 0; j < 4 * kGroups; ++j) {
+        at[j] = 4 * (i0 + 32 * (j / 4)) + j % 4;
+        valid[j] = i0 + 32 * (j / 4) < n / 4;
+      }
+      float v[4 * kGroups];
+      LoadTaggedAt(xs, at, valid, tag, v);
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) {
+        if (!valid[4 * g]) break;
+        const float4 q = make_float4(v[4 * g], v[4 * g + 1], v[4 * g + 2], v[4 * g + 3]);
+        ss += q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w;
+      }
+    }
+    const float inv = rsqrtf(WarpSum(ss) / n + c.p.eps);
+    __nv_bfloat162* row = reinterpret_cast<__nv_bfloat162*>(InputRow(c, warp));
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    const float* values = reinterpret_cast<const float*>(xs);  // a word's low half: its value
+    for (int i = lane; i < n / 4; i += 32) {
+      const float4 nw = __ldg(w4 + i);
+      const float4 v = make_float4(__ldcg(values + 8 * i), __ldcg(values + 8 * i + 2), __ldcg(values + 8 * i + 4),
+                                   __ldcg(values + 8 * i + 6));
+      row[2 * i] = __floats2bfloat162_rn(v.x * inv * nw.x, v.y * inv * nw.y);
+      row[2 * i + 1] = __floats2bfloat162_rn(v.z * inv * nw.z, v.w * inv * nw.w);
+    }
+  }
+  ConsumerSync();
+}
+
 // Row s = bf16(RMSNorm per head(o_s) * g_norm * swish(g_s)) from what the state update wrote: o
 // times g_norm * swish(g) (p.o) and the sums of o's squares per 16-column slab (p.o_sumsq). A warp
 // per (sequence, head), the warp's next pair loading while it finishes one (a lane: 16 values and
@@ -308,13 +351,51 @@ __device__ __forceinline__ void ActRows(const Context& c, const __nv_bfloat16* a
   ConsumerSync();
 }
 
+// ActRows from tagged words (aw: [batch, n] fp32 words holding the bf16 values, tagged `tag`), a
+// thread's kChunk words in flight at once.
+__device__ __forceinline__ void ActRowsTagged(const Context& c, const unsigned long long* aw, unsigned tag, int n) {
+  constexpr int kChunk = 24;
+  const int total = c.p.batch * n;
+  for (int i0 = threadIdx.x; i0 < total; i0 += kChunk * kConsumers) {
+    float chunk[kChunk];
+    LoadTagged(aw, i0, kConsumers, total, tag, chunk);
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      const int i = i0 + j * kConsumers;
+      if (i < total) InputRow(c, i / n)[i % n] = __float2bfloat16(chunk[j]);
+    }
+  }
+  ConsumerSync();
+}
+
 // ---- The step ----
 
-template <int R>
+// kTagged: x after o_proj and down and act after gate|up as tagged words (p.tagged: x's [batch, D],
+// then act's [batch, I]), not through grid barriers (two of the five a layer stay: after in_proj and
+// after the state update); the batch-1 kernel's level 1 (persistent_decode.cu).
+template <int R, bool kTagged>
 __device__ void ConsumeStep(Context& c) {
   const PersistentDecodeParams& p = c.p;
   const int b = c.b, G = c.G;
-  auto sync = [&] { GridSync(p.barrier, ++c.barriers, p.trace); };
+  // The grid barrier at point k of layer l (0: after in_proj, 1: after the state update, and without
+  // tagged words 2-4: after o_proj, gate|up, down), its trace entry 5 l + k + 1 either way.
+  auto sync = [&](int l, int k) {
+    const unsigned entry = static_cast<unsigned>(5 * l + k + 1);
+    GridSync(p.barrier, kTagged ? static_cast<unsigned>(2 * l + k + 1) : entry, p.trace, entry);
+  };
+  // A tagged exchange's trace entry: arrived (the block's own words written) from c.f.arrived, left now.
+  auto mark = [&](int l, int k) {
+    if (p.trace != nullptr && threadIdx.x == 0) {
+      unsigned long long* at = p.trace + (static_cast<size_t>(5 * l + k + 1) * G + b) * 2;
+      at[0] = c.f.arrived;
+      at[1] = GlobalTimer();
+    }
+  };
+  auto arrive = [&] {
+    if (p.trace != nullptr && threadIdx.x == 0) c.f.arrived = GlobalTimer();
+  };
+  unsigned long long* const xw = p.tagged;                                    // [batch, D]
+  unsigned long long* const aw = kTagged ? p.tagged + int64_t{p.batch} * p.D : nullptr;  // [batch, I]
   if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
   const int cols = p.dv / kStateCols;  // a head's items per sequence
   const int items = p.batch * p.H * cols;
@@ -324,14 +405,29 @@ __device__ void ConsumeStep(Context& c) {
     const int seq = i / kMaxOwnRows, j = i % kMaxOwnRows;
     if (j < own) c.f.x_own[seq][j] = __ldcg(p.x + static_cast<int64_t>(seq) * p.D + x0 + j);
   }
-  auto residual = [&](int64_t n, int seq, float v, float) {  // x_seq[n] += v (n: one of the block's rows)
-    float& mine = c.f.x_own[seq][n - x0];
-    mine = v + mine;
-    __stcg(p.x + static_cast<int64_t>(seq) * p.D + n, mine);
+  // x_seq[n] += v (n: one of the block's rows), and with tagged words x_seq's word n tagged (l, e).
+  auto residual = [&](int l, int e) {
+    return [&c, &p, x0, xw, l, e](int64_t n, int seq, float v, float) {
+      float& mine = c.f.x_own[seq][n - x0];
+      mine = v + mine;
+      const int64_t at = static_cast<int64_t>(seq) * p.D + n;
+      __stcg(p.x + at, mine);
+      if (kTagged) TaggedStore(xw + at, mine, ExchangeTag(p, l, e));
+    };
+  };
+  // The rows of the norm of x: from p.x after a barrier, or from the tagged words of layer l's
+  // exchange at point e (layer -1: the embedding, plain), with that point's trace entry.
+  auto norm_rows = [&](const float* w, int l, int e) {
+    if (kTagged && l >= 0) {
+      NormRowsTagged(c, xw, ExchangeTag(p, l, e), w, p.D);
+      mark(l, e);
+    } else {
+      NormRows(c, p.x, w, p.D);
+    }
   };
   for (int l = 0; l < p.num_layers; ++l) {
     const PersistentDecodeLayer& L = p.layers[l];
-    NormRows(c, p.x, L.attn_norm, p.D);
+    norm_rows(L.attn_norm, l - 1, 4);
     // Block b's items [i0, i1) of the batch's, head-major (a head's items are the batch's sequences'
     // 16-column slabs in turn), so consecutive items mostly share a (sequence, head): its q, k and
     // decays are made once for them (PrepareHead), and its gate factor rows loaded once per key head.
@@ -348,7 +444,7 @@ __device__ void ConsumeStep(Context& c) {
     if (p.early_state_loads && i0 < i1) item.Load(p, L, first, p.slots[seq]);
     Consume(c, 4 * l, [&](int64_t n, int sq, float v, float) { __stcg(p.proj + static_cast<int64_t>(sq) * p.P + n, v); });
     if (!p.early_state_loads && i0 < i1) item.Load(p, L, first, p.slots[seq]);
-    sync();
+    sync(l, 0);
     float4 v = i0 < i1 ? item.LoadV(p, seq) : make_float4(0.f, 0.f, 0.f, 0.f);
     int prepared_h = -1, prepared_seq = -1, buf = 0;
     for (int it = i0; it < i1; ++it) {
@@ -375,32 +471,46 @@ __device__ void ConsumeStep(Context& c) {
         v = next_v;
       }
     }
-    sync();
+    sync(l, 1);
     GateNormRows(c);
-    Consume(c, 4 * l + 1, residual);
-    sync();
-    NormRows(c, p.x, L.mlp_norm, p.D);
+    Consume(c, 4 * l + 1, residual(l, 2));
+    if (kTagged) arrive();
+    else sync(l, 2);
+    norm_rows(L.mlp_norm, kTagged ? l : -1, 2);
     Consume(c, 4 * l + 2, [&](int64_t n, int seq, float g, float u) {  // activations.cu's SwiGLU
       const float a = __bfloat162float(__float2bfloat16(g)), up = __bfloat162float(__float2bfloat16(u));
-      p.act[static_cast<int64_t>(seq) * p.I + n] = __float2bfloat16(a / (1.f + __expf(-a)) * up);
+      const __nv_bfloat16 act = __float2bfloat16(a / (1.f + __expf(-a)) * up);
+      const int64_t at = static_cast<int64_t>(seq) * p.I + n;
+      if (kTagged) TaggedStore(aw + at, __bfloat162float(act), ExchangeTag(p, l, 3));
+      else p.act[at] = act;  // tagged: the words are what ActRowsTagged reads
     });
-    sync();
-    ActRows(c, p.act, p.I);
-    Consume(c, 4 * l + 3, residual);
-    sync();
+    if (kTagged) {
+      arrive();
+      ActRowsTagged(c, aw, ExchangeTag(p, l, 3), p.I);
+      mark(l, 3);
+    } else {
+      sync(l, 3);
+      ActRows(c, p.act, p.I);
+    }
+    Consume(c, 4 * l + 3, residual(l, 4));
+    if (kTagged) arrive();
+    else sync(l, 4);
   }
+  const int last = p.num_layers - 1;
   if (p.logits != nullptr) {
-    NormRows(c, p.x, p.final_norm, p.D);
+    norm_rows(p.final_norm, kTagged ? last : -1, 4);
     Consume(c, 4 * p.num_layers,
             [&](int64_t n, int seq, float v, float) { __stcg(p.logits + static_cast<int64_t>(seq) * p.vocab + n, v); });
+  } else if (kTagged) {
+    mark(last, 4);  // nothing waits on the last down's words: the entry, for the trace's count
   }
   if (p.trace != nullptr && threadIdx.x == 0) {  // the last entry: the block's end
-    unsigned long long* at = p.trace + (static_cast<size_t>(c.barriers + 1) * G + b) * 2;
+    unsigned long long* at = p.trace + (static_cast<size_t>(5 * p.num_layers + 1) * G + b) * 2;
     at[0] = at[1] = GlobalTimer();
   }
 }
 
-template <int R>
+template <int R, bool kTagged>
 __global__ void __launch_bounds__(kThreads, 1)
     BatchedDecodeKernel(const PersistentDecodeParams p, const BatchedLayout layout) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -415,13 +525,24 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   Context c{p, f, smem + layout.rows_offset, stages, layout.row_stride, layout.stages,
             static_cast<int>(blockIdx.x), static_cast<int>(gridDim.x)};
-  ConsumeStep<R>(c);
+  ConsumeStep<R, kTagged>(c);
 #endif
 }
 
 template <int R>
 cudaError_t SetSmem() {
-  return cudaFuncSetAttribute(BatchedDecodeKernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBatchedSmemLimit);
+  for (auto kernel : {BatchedDecodeKernel<R, false>, BatchedDecodeKernel<R, true>}) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBatchedSmemLimit);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+// The kernel of p's exchanges: grid barriers, or x and act as tagged words (p.tagged).
+template <int R>
+cudaError_t Launch(const CooperativeLaunch& launch, const PersistentDecodeParams& p, const BatchedLayout& layout) {
+  if (p.tagged == nullptr) return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<R, false>, p, layout);
+  return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<R, true>, p, layout);
 }
 
 }  // namespace
@@ -444,9 +565,9 @@ cudaError_t BatchedDecodeStep(const PersistentDecodeParams& p, cudaStream_t stre
   const BatchedLayout layout = MakeLayout(p);
   const CooperativeLaunch launch(p.blocks, static_cast<size_t>(layout.bytes), stream);
   switch (p.dk / kStateGroups) {
-    case 1: return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<1>, p, layout);
-    case 2: return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<2>, p, layout);
-    default: return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<4>, p, layout);
+    case 1: return Launch<1>(launch, p, layout);
+    case 2: return Launch<2>(launch, p, layout);
+    default: return Launch<4>(launch, p, layout);
   }
 }
 

@@ -1152,61 +1152,78 @@ INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeLateStateLoads,
                                            std::make_tuple(0, 1, 16), std::make_tuple(2, 4, 0),
                                            std::make_tuple(1, 3, 16)));
 
-// Batch 1 with the residual stream and activations exchanged as tagged words instead of through three
-// of the five grid barriers a layer (CudaModelOptions::persistent_tagged_exchange 1), and in_proj's
-// values too (2: four of five), on the three head shapes and on a grid of 16 blocks (each block
-// writing more of each exchange, and taking two state items); eight steps, each with new tags over
-// the words the step before left, one of them without logits (no final norm: the last exchange
-// waited on by nobody). Parameters: shape, blocks, level (1 or 2).
-class PersistentDecodeTagged : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+// The residual stream and activations exchanged as tagged words instead of through three of the five
+// grid barriers a layer (CudaModelOptions::persistent_tagged_exchange 1), and at batch 1 in_proj's
+// values too (2: four of five; the batched kernel takes 2 as 1), on the three head shapes, on a grid
+// of 16 blocks (each block writing more of each exchange, and taking two state items) and through the
+// batched kernel; eight steps, each with new tags over the words the step before left, one of them
+// without logits (no final norm: the last exchange waited on by nobody). Parameters: shape, blocks,
+// level (1 or 2), batch.
+class PersistentDecodeTagged : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
 
 TEST_P(PersistentDecodeTagged, StepsMatchTheKernelPerOperationPathAndTheCpu) {
-  const auto [shape, blocks, level] = GetParam();
-  BatchedStepsMatch(shape, 1, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, -1, level);
+  const auto [shape, blocks, level, batch] = GetParam();
+  BatchedStepsMatch(shape, batch, StateDType::kF32, WeightFormat::kNative, -1, -1, blocks, -1, level);
 }
 
 // The tagged words carry the very floats the barrier kernel reads from p.x and p.act (x as stored,
 // act as the bf16 it rounds to), and the norms add the same products in the same order: the two
-// kernels' logits and states are equal to the bit, step after step.
+// kernels' logits and states are equal to the bit, step after step, for every sequence of the batch.
 TEST_P(PersistentDecodeTagged, EqualsTheBarrierKernelToTheBit) {
   GLA_REQUIRE_CUDA_DEVICE();
-  const auto [shape, blocks, level] = GetParam();
+  const auto [shape, blocks, level, batch] = GetParam();
   const std::string dir = PersistentShapeDir(shape);
   CudaModelOptions on = Options(), off = Options();
   on.persistent_tagged_exchange = level;
   on.persistent_blocks = off.persistent_blocks = blocks;
+  on.persistent_decode_max_batch = off.persistent_decode_max_batch = cuda::kPersistentMaxBatch;
   Gpu a = MakeGpu(dir, on, 8, StateDType::kF32), b = MakeGpu(dir, off, 8, StateDType::kF32);
   if (!a.model || !b.model) return;
   ASSERT_EQ(a.model->tagged_exchange(), level) << "on " << a.model->device_name();
   ASSERT_TRUE(b.model->uses_persistent_decode());
+  ASSERT_GE(b.model->persistent_decode_batch(), batch);
   ASSERT_EQ(b.model->tagged_exchange(), 0);
   const int V = a.model->config().vocab_size;
-  std::mt19937 rng(29 + shape);
+  std::mt19937 rng(29 + shape + 100 * batch);
   std::uniform_int_distribution<int> tok(0, V - 1);
-  std::vector<int32_t> prompt(13);
-  for (auto& t : prompt) t = tok(rng);
-  const int sa = *a.pool->Acquire(), sb = *b.pool->Acquire();
+  std::vector<int> sa(batch), sb(batch);
   std::vector<int> first;
-  const CudaModel::Segment pa{prompt, sa, CudaModel::Logits::kLast}, pb{prompt, sb, CudaModel::Logits::kLast};
-  ASSERT_TRUE(a.model->Forward({&pa, 1}, a.states(), &first).ok());
-  ASSERT_TRUE(b.model->Forward({&pb, 1}, b.states(), &first).ok());
+  for (int i = 0; i < batch; ++i) {
+    std::vector<int32_t> prompt(13 + 3 * i);
+    for (auto& t : prompt) t = tok(rng);
+    sa[i] = *a.pool->Acquire();
+    sb[i] = *b.pool->Acquire();
+    const CudaModel::Segment pa{prompt, sa[i], CudaModel::Logits::kLast}, pb{prompt, sb[i], CudaModel::Logits::kLast};
+    ASSERT_TRUE(a.model->Forward({&pa, 1}, a.states(), &first).ok());
+    ASSERT_TRUE(b.model->Forward({&pb, 1}, b.states(), &first).ok());
+  }
   const int64_t before = a.model->persistent_steps();
   constexpr int kSteps = 6;
   for (int step = 0; step < kSteps; ++step) {
-    const std::vector<int32_t> token = {tok(rng)};
-    const CudaModel::Segment ga{token, sa, CudaModel::Logits::kLast}, gb{token, sb, CudaModel::Logits::kLast};
-    ASSERT_TRUE(a.model->Forward({&ga, 1}, a.states(), &first).ok());
-    ASSERT_TRUE(b.model->Forward({&gb, 1}, b.states(), &first).ok());
-    EXPECT_EQ(a.Logits(1), b.Logits(1)) << "step " << step;
-    EXPECT_EQ(a.State(sa), b.State(sb)) << "step " << step;
+    std::vector<std::vector<int32_t>> tokens(batch);
+    std::vector<CudaModel::Segment> ga, gb;
+    for (int i = 0; i < batch; ++i) {
+      tokens[i] = {tok(rng)};
+      ga.push_back({tokens[i], sa[i], CudaModel::Logits::kLast});
+      gb.push_back({tokens[i], sb[i], CudaModel::Logits::kLast});
+    }
+    ASSERT_TRUE(a.model->Forward(ga, a.states(), &first).ok());
+    ASSERT_TRUE(b.model->Forward(gb, b.states(), &first).ok());
+    EXPECT_EQ(a.Logits(batch), b.Logits(batch)) << "step " << step;
+    for (int i = 0; i < batch; ++i) EXPECT_EQ(a.State(sa[i]), b.State(sb[i])) << "step " << step << " sequence " << i;
   }
   EXPECT_EQ(a.model->persistent_steps() - before, kSteps) << "the decode steps did not take the kernel";
 }
 
 INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeTagged,
-                         ::testing::Values(std::make_tuple(0, 0, 1), std::make_tuple(1, 0, 1), std::make_tuple(2, 0, 1),
-                                           std::make_tuple(2, 16, 1), std::make_tuple(0, 0, 2), std::make_tuple(1, 0, 2),
-                                           std::make_tuple(2, 0, 2), std::make_tuple(2, 16, 2)));
+                         ::testing::Values(std::make_tuple(0, 0, 1, 1), std::make_tuple(1, 0, 1, 1),
+                                           std::make_tuple(2, 0, 1, 1), std::make_tuple(2, 16, 1, 1),
+                                           std::make_tuple(0, 0, 2, 1), std::make_tuple(1, 0, 2, 1),
+                                           std::make_tuple(2, 0, 2, 1), std::make_tuple(2, 16, 2, 1)));
+INSTANTIATE_TEST_SUITE_P(Batched, PersistentDecodeTagged,
+                         ::testing::Values(std::make_tuple(0, 0, 1, 2), std::make_tuple(1, 0, 1, 4),
+                                           std::make_tuple(2, 0, 1, 8), std::make_tuple(2, 16, 1, 3),
+                                           std::make_tuple(1, 0, 2, 5)));
 
 INSTANTIATE_TEST_SUITE_P(Smaller, PersistentDecodeGrids,
                          ::testing::Values(std::make_tuple(0, 1, 16), std::make_tuple(2, 1, 20),

@@ -10,9 +10,9 @@
 // --tile_bytes 0,16384: and with each cap on a tile's bytes (PersistentDecodeParams::tile_bytes).
 // --early_state 0,1: and with each block's first state item's loads issued after in_proj (0) or
 // before it (1, the engine's: PersistentDecodeParams::early_state_loads).
-// --tagged 0,1,2: and batch 1 with x and act exchanged through grid barriers (0, the engine's) or as
-// tagged words (1: PersistentDecodeParams::tagged; 2: in_proj's values too, tagged_proj; skipped
-// where the shapes do not allow it).
+// --tagged 0,1,2: and with x and act exchanged through grid barriers (0, the engine's) or as tagged
+// words (1: PersistentDecodeParams::tagged, every batch; 2: in_proj's values too, tagged_proj, batch 1
+// only; skipped where the shapes do not allow it).
 // --blocks 0,66: and with each grid size (0: one block per SM, the engine's; fewer blocks make a grid
 // barrier cheaper, fewer atomics on its counter, and each block's share of the stream larger).
 //
@@ -132,7 +132,7 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
   p.act = Alloc<__nv_bfloat16>(size_t(sh.I) * max_batch);
   p.logits = Alloc<float>(size_t(sh.vocab) * max_batch);
   p.barrier = barrier;
-  const size_t words = size_t(sh.D) + sh.I + P;  // PersistentTaggedWords
+  const size_t words = size_t(max_batch) * (sh.D + sh.I) + P;  // PersistentTaggedWords at the largest batch
   unsigned long long* tagged_words = Alloc<unsigned long long>(words);
   CHECK(cudaMemset(tagged_words, 0, words * sizeof(unsigned long long)));
   for (const int tg : tagged)
@@ -141,7 +141,7 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
       for (const int bytes : tile_bytes)
         for (const int n : in_flight)
           for (const int e : early) {
-            if (tg != 0 && batch > 1) continue;  // the batched kernel has no tagged exchanges
+            if (tg == 2 && batch > 1) continue;  // the batched kernel's tagged form is level 1's (no tagged_proj)
             p.blocks = grid == 0 || grid > sms ? sms : grid;  // more blocks than SMs cannot all be resident
             p.tagged = nullptr;
             p.tagged_proj = tg == 2;

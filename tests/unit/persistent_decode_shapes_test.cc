@@ -204,6 +204,7 @@ TEST(PersistentDecodeShapes, TaggedExchangesWantDUpTo2048AndEveryBlockAWriter) {
   cuda::PersistentDecodeParams p = Gla13B(1);  // D = 2,048, I = 5,632, 132 blocks
   EXPECT_TRUE(cuda::PersistentTaggedExchangeSupported(p));
   EXPECT_EQ(cuda::PersistentTaggedWords(p), 2048 + 5632 + 6160);
+  EXPECT_EQ(cuda::PersistentTaggedWords(Gla13B(8)), 8 * (2048 + 5632) + 6160);  // x's and act's words per sequence
   p.tagged_proj = true;  // in_proj's values as tagged words need the tagged words
   EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
   p.tagged = Fake<unsigned long long>(0x50000);
