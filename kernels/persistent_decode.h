@@ -139,12 +139,13 @@ struct PersistentDecodeParams {
   // and loads), and a reader reloads a word until its tag is the one it waits for, so the data and
   // the synchronisation come in one trip (three of the five grid barriers a layer go). x's words
   // [batch, D], then act's [batch, I], then (batch 1, tagged_proj) in_proj's P: at least
-  // PersistentTaggedWords, zeroed once when allocated; `step` must differ from the last step's
-  // launch (PersistentExchangeTag). Null: grid barriers. Needs PersistentTaggedExchangeSupported:
-  // D <= 2,048, and D >= blocks and I >= blocks (every block then writes some of each exchange, which
-  // is what keeps a writer from overwriting a word a slower block still waits on). A word that has
-  // not come after 2^24 reloads (seconds) traps the kernel (a failed launch, not a hung GPU). Both
-  // kernels; the batched one's tagged form not yet run on a GPU.
+  // PersistentTaggedWords, zeroed when allocated and where a step reads past what the last one
+  // wrote (PersistentTaggedWords); `step` must differ from the last step's launch
+  // (PersistentExchangeTag). Null: grid barriers. Needs PersistentTaggedExchangeSupported: D <= 2,048,
+  // and D >= blocks and I >= blocks (every block then writes some of each exchange, which is what
+  // keeps a writer from overwriting a word a slower block still waits on). A word that has not come
+  // after 2^24 reloads (seconds) traps the kernel (a failed launch, not a hung GPU). Both kernels;
+  // the batched one's tagged form not yet run on a GPU.
   unsigned long long* tagged = nullptr;
   unsigned step = 0;
   // With tagged, batch 1: in_proj's values too (its last P words), so the state update waits only
@@ -165,19 +166,23 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p);
 // most 2,048 (a consumer thread's eight values), D and I at least p.blocks.
 bool PersistentTaggedExchangeSupported(const PersistentDecodeParams& p);
 
-// The tagged words PersistentDecodeParams::tagged needs at p's batch: x's D and act's I per
-// sequence, in_proj's P (batch 1's tagged_proj).
+// The tagged words a step of p writes, [0, this); every word it reads lies among them: x's D and
+// act's I per sequence, and at batch 1 with tagged_proj in_proj's P. A word a step reads that the step
+// before did not write may hold any older step's tag, which the tags' 31 bits do not keep apart
+// forever: zero the words past what the last step wrote before a step that writes more (the engine
+// does).
 inline int64_t PersistentTaggedWords(const PersistentDecodeParams& p) {
-  return int64_t{p.batch} * (int64_t{p.D} + p.I) + p.P;
+  return int64_t{p.batch} * (int64_t{p.D} + p.I) + (p.batch == 1 && p.tagged_proj ? p.P : 0);
 }
 
 // The tag of step `step`'s exchange e (0-4, the five points a layer's grid barriers stand at) of
-// layer l in a model of `layers` layers: unique within a step, and never a word's tag from the step
-// before (the tags of consecutive steps are 5 layers + 8 apart, modulo 2^32, more than a step's
-// spread). The words start zeroed; the first steps' tags are all above 0 (a step's smallest is
-// step (5 layers + 8) + 1), and from then on every word holds the tag of the step before.
+// layer l in a model of `layers` layers: unique within a step, never a tag of the step before (the
+// tags of consecutive steps are 5 layers + 8 apart modulo 2^31, more than a step's spread, across the
+// step counter's 32-bit wrap too), and never 0, which is what a zeroed word holds (the top bit is set):
+// a word a step reads holds that step's tag, the step before's, or 0.
 GLA_HOST_DEVICE constexpr unsigned PersistentExchangeTag(unsigned step, int layers, int l, int e) {
-  return step * static_cast<unsigned>(5 * layers + 8) + static_cast<unsigned>(5 * l + e + 1);
+  return 0x80000000u |
+         ((step * static_cast<unsigned>(5 * layers + 8) + static_cast<unsigned>(5 * l + e + 1)) & 0x7fffffffu);
 }
 
 // The weight ring's stages a step of p's batch and shapes has (the most tiles_in_flight takes).

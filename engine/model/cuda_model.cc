@@ -466,13 +466,15 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   const size_t tagged_bytes =
       options_.persistent_tagged_exchange > 0
           ? AlignUp(sizeof(unsigned long long) *
-                    (cuda::kPersistentMaxBatch * (static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate)) +
-                     static_cast<size_t>(p.in_proj.width)))
+                    std::max(cuda::kPersistentMaxBatch * (static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate)),
+                             static_cast<size_t>(p.hidden) + static_cast<size_t>(p.intermediate) +
+                                 static_cast<size_t>(p.in_proj.width)))
           : 0;
   ASSIGN_OR_RETURN(persistent_mem_, DeviceMemory::Allocate(layer_bytes + kAlign + sumsq_bytes + tagged_bytes,
                                                            "the persistent decode kernel's tables"));
   if (tagged_bytes > 0)
     GLA_CUDA_RETURN_IF_ERROR(cudaMemset(persistent_mem_.get<char>() + layer_bytes + kAlign + sumsq_bytes, 0, tagged_bytes));
+  tagged_words_written_ = static_cast<int64_t>(tagged_bytes / sizeof(unsigned long long));  // all zero
   GLA_CUDA_RETURN_IF_ERROR(cudaMemcpy(persistent_mem_.get<char>(), layers.data(),
                                       layers.size() * sizeof(cuda::PersistentDecodeLayer), cudaMemcpyHostToDevice));
   cuda::PersistentDecodeParams q = p.PersistentDecodeCuda(L);
@@ -873,6 +875,13 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
     q.step = static_cast<unsigned>(persistent_steps_ + 1);  // a new tag for every launch (tagged exchanges)
+    if (q.tagged != nullptr) {
+      // Words past what the last step wrote may hold any older step's tag: zeroed (no tag is 0).
+      const int64_t words = cuda::PersistentTaggedWords(q);
+      if (words > tagged_words_written_)
+        GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.tagged, 0, static_cast<size_t>(words) * sizeof(*q.tagged), stream_));
+      tagged_words_written_ = words;
+    }
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));
     GLA_CUDA_RETURN_IF_ERROR(cuda::PersistentDecodeStep(q, stream_));
     ++persistent_steps_;

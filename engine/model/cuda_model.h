@@ -309,6 +309,9 @@ class CudaModel {
   cuda::PersistentDecodeParams persistent_;
   int persistent_max_batch_ = 1;  // see persistent_decode_batch()
   int64_t persistent_steps_ = 0;
+  // The tagged words the last persistent step wrote ([0, this): cuda::PersistentTaggedWords); a step
+  // that reads more zeroes them first. All of them are zero when allocated.
+  int64_t tagged_words_written_ = 0;
   DeviceMemory persistent_mem_;
 
   // Adapters by host address (the entry holds the adapter, so the address is not reused), the

@@ -175,6 +175,8 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
     return;
   }
   unsigned* barrier = p.barrier;
+  if (p.tagged != nullptr)  // words past what earlier runs' steps wrote: zeroed (PersistentTaggedWords)
+    CHECK(cudaMemset(p.tagged, 0, size_t(gla::cuda::PersistentTaggedWords(p)) * sizeof(*p.tagged)));
   const double bytes = weight_bytes + 2.0 * state_floats * 4 * p.batch;
   const double floor_us = ceil.BytesSeconds(bytes) * 1e6;
   cudaEvent_t t0, t1;

@@ -203,9 +203,10 @@ TEST(PersistentDecodeShapes, LargerTilesMeanFewerBatchOneStages) {
 TEST(PersistentDecodeShapes, TaggedExchangesWantDUpTo2048AndEveryBlockAWriter) {
   cuda::PersistentDecodeParams p = Gla13B(1);  // D = 2,048, I = 5,632, 132 blocks
   EXPECT_TRUE(cuda::PersistentTaggedExchangeSupported(p));
-  EXPECT_EQ(cuda::PersistentTaggedWords(p), 2048 + 5632 + 6160);
-  EXPECT_EQ(cuda::PersistentTaggedWords(Gla13B(8)), 8 * (2048 + 5632) + 6160);  // x's and act's words per sequence
+  EXPECT_EQ(cuda::PersistentTaggedWords(p), 2048 + 5632);
+  EXPECT_EQ(cuda::PersistentTaggedWords(Gla13B(8)), 8 * (2048 + 5632));  // x's and act's words per sequence
   p.tagged_proj = true;  // in_proj's values as tagged words need the tagged words
+  EXPECT_EQ(cuda::PersistentTaggedWords(p), 2048 + 5632 + 6160);
   EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
   p.tagged = Fake<unsigned long long>(0x50000);
   EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
@@ -225,12 +226,13 @@ TEST(PersistentDecodeShapes, TaggedExchangesWantDUpTo2048AndEveryBlockAWriter) {
 }
 
 // The tagged exchanges' tags: within a step all distinct; no tag of a step equals one of the step
-// before (a word's last tag), at the first steps and across the 32-bit wrap, for 1 to 48 layers; the
-// first steps' tags are not 0 (what the zeroed words hold before any step).
+// before (a word's last tag), at the first steps and across the 32-bit wrap, for 1 to 48 layers; no
+// tag is 0 (what zeroed words hold).
 TEST(PersistentDecodeShapes, ExchangeTagsNeverRepeatAWordsLastTag) {
-  for (const int layers : {1, 2, 24, 48})
-    for (const unsigned step : {0u, 1u, 2u, 1000u, 0xffffffffu / static_cast<unsigned>(5 * layers + 8),
-                                0xffffffffu - 1, 0xffffffffu}) {
+  for (const int layers : {1, 2, 24, 48, 49})
+    for (const unsigned step : {0u, 1u, 2u, 1000u, 0x7fffffffu / static_cast<unsigned>(5 * layers + 8),
+                                0xffffffffu / static_cast<unsigned>(5 * layers + 8), 0x80000000u, 0xffffffffu - 1,
+                                0xffffffffu}) {
       std::set<unsigned> now, before;
       for (int l = 0; l < layers; ++l)
         for (int e = 0; e < 5; ++e) {
@@ -238,9 +240,7 @@ TEST(PersistentDecodeShapes, ExchangeTagsNeverRepeatAWordsLastTag) {
           before.insert(cuda::PersistentExchangeTag(step - 1, layers, l, e));
         }
       EXPECT_EQ(now.size(), static_cast<size_t>(5 * layers)) << layers << " layers, step " << step;
-      if (step <= 1000) {
-        EXPECT_EQ(now.count(0u), 0u) << layers << " layers, step " << step;
-      }
+      EXPECT_EQ(now.count(0u), 0u) << layers << " layers, step " << step;
       for (const unsigned t : now) EXPECT_EQ(before.count(t), 0u) << layers << " layers, step " << step << ", tag " << t;
     }
 }
