@@ -136,21 +136,27 @@ __device__ __forceinline__ unsigned long long LoadTaggedWord(const unsigned long
 constexpr unsigned kMaxTaggedReloads = 1u << 24;
 
 // out[j] = the value of word at[j] (where valid[j]; others 0) once its tag is `tag`: every load
-// issued first, then each word reloaded until its tag has come (one trip when all are there).
+// issued first, then in rounds every word whose tag has not come reloaded at once (one trip a round,
+// not one a word: the first form reloaded them one after another, a dependent L2 trip per late word,
+// and made an exchange cost three barriers; H100, 2026-12-07).
 template <int N>
 __device__ __forceinline__ void LoadTaggedAt(const unsigned long long* src, const int64_t (&at)[N],
                                              const bool (&valid)[N], unsigned tag, float (&out)[N]) {
   unsigned long long word[N];
 #pragma unroll
   for (int j = 0; j < N; ++j) word[j] = valid[j] ? LoadTaggedWord(src + at[j]) : static_cast<unsigned long long>(tag) << 32;
+  for (unsigned reloads = 0;; ++reloads) {
+    bool late = false;
 #pragma unroll
-  for (int j = 0; j < N; ++j) {
-    for (unsigned reloads = 0; static_cast<unsigned>(word[j] >> 32) != tag; ++reloads) {
-      if (reloads == kMaxTaggedReloads) __trap();
-      word[j] = LoadTaggedWord(src + at[j]);
-    }
-    out[j] = __uint_as_float(static_cast<unsigned>(word[j]));
+    for (int j = 0; j < N; ++j) late |= static_cast<unsigned>(word[j] >> 32) != tag;
+    if (!late) break;
+    if (reloads == kMaxTaggedReloads) __trap();
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      if (static_cast<unsigned>(word[j] >> 32) != tag) word[j] = LoadTaggedWord(src + at[j]);
   }
+#pragma unroll
+  for (int j = 0; j < N; ++j) out[j] = __uint_as_float(static_cast<unsigned>(word[j]));
 }
 
 // LoadTaggedAt of words i0 + j * stride, those below n.
