@@ -59,6 +59,8 @@ done
   knob_error "GLA_BATCHED_GRIDS must be block counts separated by commas (0,66), not '${GLA_BATCHED_GRIDS}'"
 [[ ${GLA_BATCHED_ROUNDS:-1} =~ ^[1-9]$ ]] || knob_error "GLA_BATCHED_ROUNDS must be 1-9, not '${GLA_BATCHED_ROUNDS}'"
 [[ ${GLA_EXCHANGE_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_EXCHANGE_ROUNDS must be 1-9, not '${GLA_EXCHANGE_ROUNDS}'"
+[[ ${GLA_EXCHANGE_LEVELS:-0} =~ ^[0-3](,[0-3])*$ ]] ||
+  knob_error "GLA_EXCHANGE_LEVELS must be levels 0-3 separated by commas (0,2,3), not '${GLA_EXCHANGE_LEVELS}'"
 [[ ${GLA_EXCHANGE_BATCHES:-1} =~ ^[1-8](,[1-8])*$ ]] ||
   knob_error "GLA_EXCHANGE_BATCHES must be batch sizes 1-8 separated by commas (1,2,4), not '${GLA_EXCHANGE_BATCHES}'"
 [[ ${GLA_MEDIUM_ROWS:-256} =~ ^[1-9][0-9]*$ ]] || knob_error "GLA_MEDIUM_ROWS must be a row count, not '${GLA_MEDIUM_ROWS}'"
@@ -543,22 +545,23 @@ if [ "$parts" = barriers ] && [ -x gpu-bundle/run ]; then
 fi
 # Issue 19: the persistent kernels' tagged exchanges (PersistentDecodeParams::tagged): the
 # persistent kernels' tests (the tagged ones among them), the barrier and exchange costs
-# (grid_barrier_bench), the kernel alone with barriers against tagged words (1: x and act; 2: and
-# at batch 1 in_proj's values; two rounds), and gla-engine-bench --tagged 0 / 1 / 2, alternating
-# (GLA_EXCHANGE_ROUNDS, default 2), each at GLA_EXCHANGE_BATCHES (default 1,2,4).
+# (grid_barrier_bench), the kernel alone at the levels GLA_EXCHANGE_LEVELS (default 0,2,3: barriers;
+# x, act and in_proj's values as tagged words, the engine's; in_proj's alone; 1 is x and act; two
+# rounds; at GLA_EXCHANGE_BATCHES, default 1,2,4), and gla-engine-bench --tagged at those levels at
+# batch 1 (the engine's tagged words are batch 1's), alternating (GLA_EXCHANGE_ROUNDS, default 2).
 if [ "$parts" = exchanges ] && [ -x gpu-bundle/run ]; then
   use_bundle
   failures_before=$failures
   check exchange_tests timeout 300 gpu-bundle/run cuda_engine_test --gtest_filter='*PersistentDecode*'
-  grep -h "\[ measure \].*tagged [12]" "$out/exchange_tests.txt" 2> /dev/null | tee -a "$out/summary.txt"
+  grep -h "\[ measure \].*tagged [123]" "$out/exchange_tests.txt" 2> /dev/null | tee -a "$out/summary.txt"
   if [ "$failures" -gt "$failures_before" ]; then
     note "exchanges: the kernel's tests failed: not timed"
   else
     check grid_barrier_bench timeout 120 gpu-bundle/run grid_barrier_bench --exchange "${GLA_BARRIER_EXCHANGE:-2048}"
     check exchange_kernel_bench timeout 240 gpu-bundle/run persistent_decode_bench --batches "${GLA_EXCHANGE_BATCHES:-1,2,4}" \
-      --tagged 0,1,2,0,1,2
-    engine_ab exchanges tagged "0 1 2" "${GLA_EXCHANGE_PRESETS-1.3B 340M}" native "${GLA_EXCHANGE_ROUNDS:-2}" \
-      "${GLA_EXCHANGE_BATCHES:-1,2,4}"
+      --tagged "${GLA_EXCHANGE_LEVELS:-0,2,3},${GLA_EXCHANGE_LEVELS:-0,2,3}"
+    levels=${GLA_EXCHANGE_LEVELS:-0,2,3}
+    engine_ab exchanges tagged "${levels//,/ }" "${GLA_EXCHANGE_PRESETS-1.3B 340M}" native "${GLA_EXCHANGE_ROUNDS:-2}" 1
   fi
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then

@@ -180,6 +180,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.persistent_blocks = options.persistent_blocks;
   mo.persistent_early_state_loads = options.persistent_early_state_loads;
   mo.persistent_tagged_exchange = options.persistent_tagged_exchange;
+  mo.persistent_tagged_batched = options.persistent_tagged_batched;
   mo.weights = options.weights;
   mo.paths = options.paths;
   mo.gemm_tuning_cache = options.gemm_tuning_cache;

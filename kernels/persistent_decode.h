@@ -144,14 +144,21 @@ struct PersistentDecodeParams {
   // (PersistentExchangeTag). Null: grid barriers. Needs PersistentTaggedExchangeSupported: D <= 2,048,
   // and D >= blocks and I >= blocks (every block then writes some of each exchange, which is what
   // keeps a writer from overwriting a word a slower block still waits on). A word that has not come
-  // after 2^24 reloads (seconds) traps the kernel (a failed launch, not a hung GPU). Both kernels;
-  // the batched one's tagged form not yet run on a GPU.
+  // after 2^24 reloads (seconds) traps the kernel (a failed launch, not a hung GPU). Both kernels
+  // (H100 80GB HBM3, 2026-12-07: batch 1 level 1 level with the barriers, level 2 3-6% faster; the
+  // batched kernel's level 1 22-32% slower at batch 2, its norm's warp per sequence waiting four
+  // rounds a pass).
   unsigned long long* tagged = nullptr;
   unsigned step = 0;
   // With tagged, batch 1: in_proj's values too (its last P words), so the state update waits only
   // for the q, k, v and gate rank values of its own item, not for every block: four of the five
   // barriers a layer go (the one after the state update stays). The batched kernel ignores it.
   bool tagged_proj = false;
+  // With tagged: x and act as tagged words (above). False, with tagged_proj: in_proj's values alone,
+  // x and act through grid barriers (on the H100 an exchange of x as tagged words waited longer than
+  // its barrier, while in_proj's made the state update faster; not yet run). The batched kernel then
+  // keeps all its barriers.
+  bool tagged_residual = true;
   // Optional (benchmarks): [5 num_layers + 2][blocks][2] times (ns, %globaltimer): entry 0 the
   // block's start, entry i the i-th grid barrier (when the block arrived, when it left; five per
   // layer, after in_proj, the state update, o_proj, gate|up and down), the last the block's end.

@@ -460,9 +460,9 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   // tagged words (persistent_tagged_exchange; for the largest batch; zeroed here, once).
   const size_t sumsq_bytes =
       AlignUp(sizeof(float) * cuda::kPersistentMaxBatch * config_.num_heads * (config_.head_v_dim / 16 + 1));
-  if (options_.persistent_tagged_exchange < 0 || options_.persistent_tagged_exchange > 2)
+  if (options_.persistent_tagged_exchange < 0 || options_.persistent_tagged_exchange > 3)
     return absl::InvalidArgumentError(
-        absl::StrCat("persistent decode: tagged exchange ", options_.persistent_tagged_exchange, " (0-2) out of range"));
+        absl::StrCat("persistent decode: tagged exchange ", options_.persistent_tagged_exchange, " (0-3) out of range"));
   const size_t tagged_bytes =
       options_.persistent_tagged_exchange > 0
           ? AlignUp(sizeof(unsigned long long) *
@@ -499,7 +499,8 @@ absl::Status CudaModel::SetUpPersistentDecode() {
   // Tagged exchanges where asked for and the shapes and grid allow them; otherwise grid barriers.
   if (tagged_bytes > 0 && cuda::PersistentTaggedExchangeSupported(q)) {
     q.tagged = reinterpret_cast<unsigned long long*>(persistent_mem_.get<char>() + layer_bytes + kAlign + sumsq_bytes);
-    q.tagged_proj = options_.persistent_tagged_exchange == 2;
+    q.tagged_proj = options_.persistent_tagged_exchange >= 2;
+    q.tagged_residual = options_.persistent_tagged_exchange != 3;
   }
   q.state.base = x_;  // any aligned device pointer for the shape check; each step sets its states
   if (!cuda::PersistentDecodeShapesSupported(q)) {
@@ -875,12 +876,16 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     q.state = states.pool;
     if (logit_rows == 0) q.logits = nullptr;
     q.step = static_cast<unsigned>(persistent_steps_ + 1);  // a new tag for every launch (tagged exchanges)
+    // The batched kernel's barriers (its tagged words are x's and act's alone: none at level 3).
+    if (rows > 1 && (!options_.persistent_tagged_batched || !q.tagged_residual)) q.tagged = nullptr;
     if (q.tagged != nullptr) {
       // Words past what the last step wrote may hold any older step's tag: zeroed (no tag is 0).
       const int64_t words = cuda::PersistentTaggedWords(q);
       if (words > tagged_words_written_)
         GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.tagged, 0, static_cast<size_t>(words) * sizeof(*q.tagged), stream_));
       tagged_words_written_ = words;
+    } else {
+      tagged_words_written_ = 0;  // steps without the words: what they hold grows older
     }
     GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.barrier, 0, sizeof(unsigned), stream_));
     GLA_CUDA_RETURN_IF_ERROR(cuda::PersistentDecodeStep(q, stream_));

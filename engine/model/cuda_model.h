@@ -81,11 +81,18 @@ struct CudaModelOptions {
   // The persistent kernels' first state item of a block loaded before in_proj's tiles, not after
   // (PersistentDecodeParams::early_state_loads), so the barrier after in_proj does not wait for it.
   bool persistent_early_state_loads = true;
-  // 1: the persistent kernels' residual stream and activations exchanged as tagged words, not through
-  // three of their five grid barriers a layer (PersistentDecodeParams::tagged; both kernels); 2, at
-  // batch 1 in_proj's values too (four of five: tagged_proj; the batched kernel takes it as 1); where
-  // the shapes allow (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). 0: off.
-  int persistent_tagged_exchange = 0;
+  // Batch-1 persistent steps: 1, the residual stream and activations exchanged as tagged words, not
+  // through three of the five grid barriers a layer (PersistentDecodeParams::tagged); 2, in_proj's
+  // values too (four of five: tagged_proj); 3, in_proj's values alone (x and act through barriers:
+  // PersistentDecodeParams::tagged_residual false; not yet run); 0, grid barriers. Where the shapes allow
+  // (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). 2 by default: the kernel
+  // 3% (gla-1.3B) and 6% (gla-340M) faster, the engine 2% and 5-7% (H100 80GB HBM3, 2026-12-07;
+  // docs/performance.md "Tagged exchanges, measured"); 1 is level with the barriers.
+  int persistent_tagged_exchange = 2;
+  // The batched kernel's steps (2-4 sequences) with tagged words too (level 1: x and act), when
+  // persistent_tagged_exchange is on. Off: measured 22-32% slower than its barriers at batch 2 (same
+  // runs); kept for the tests and for other devices.
+  bool persistent_tagged_batched = false;
   // kFp8: the layers' projections (q|k|v|g|gk0, o, gate|up, down) in FP8 E4M3 with a scale per
   // output row, rounded at load as CpuModel's kFp8 rounds them (gk_proj.1, which the gate kernel
   // reads in fp32, holds those FP8 values in fp32; embeddings and lm_head stay bf16). Decode-sized
@@ -126,10 +133,12 @@ class CudaModel {
   int persistent_decode_batch() const { return uses_persistent_decode() ? persistent_max_batch_ : 0; }
   // Steps enqueued through the persistent kernel so far (tests: which path a step took).
   int64_t persistent_steps() const { return persistent_steps_; }
-  // The tagged exchanges persistent steps take (CudaModelOptions::persistent_tagged_exchange): 0 none,
-  // 1 x and act, 2 at batch 1 in_proj's values too (batched steps: 1).
+  // The tagged exchanges batch-1 persistent steps take (CudaModelOptions::persistent_tagged_exchange):
+  // 0 none, 1 x and act, 2 in_proj's values too, 3 in_proj's alone (batched steps: 1 with
+  // persistent_tagged_batched, else 0).
   int tagged_exchange() const {
-    return !uses_persistent_decode() || persistent_.tagged == nullptr ? 0 : persistent_.tagged_proj ? 2 : 1;
+    if (!uses_persistent_decode() || persistent_.tagged == nullptr) return 0;
+    return !persistent_.tagged_proj ? 1 : persistent_.tagged_residual ? 2 : 3;
   }
   bool uses_fp8_weights() const { return options_.weights == WeightFormat::kFp8; }
   bool uses_int8_weights() const { return options_.weights == WeightFormat::kInt8; }
@@ -309,8 +318,8 @@ class CudaModel {
   cuda::PersistentDecodeParams persistent_;
   int persistent_max_batch_ = 1;  // see persistent_decode_batch()
   int64_t persistent_steps_ = 0;
-  // The tagged words the last persistent step wrote ([0, this): cuda::PersistentTaggedWords); a step
-  // that reads more zeroes them first. All of them are zero when allocated.
+  // The tagged words the last persistent step wrote ([0, this): cuda::PersistentTaggedWords; 0 after a
+  // step without them); a step that reads more zeroes them first. All of them are zero when allocated.
   int64_t tagged_words_written_ = 0;
   DeviceMemory persistent_mem_;
 

@@ -322,22 +322,23 @@ __device__ __forceinline__ void ActRow(Shared& s, const __nv_bfloat16* act, int 
 }
 
 // kLevel: 0 grid barriers only; 1 x and act as tagged words (p.tagged); 2 in_proj's values too
-// (p.tagged_proj). A kernel of each, so the barriers-only kernel's code is what it was.
+// (p.tagged_proj); 3 in_proj's values alone (!p.tagged_residual). A kernel of each, so the
+// barriers-only kernel's code is what it was.
 template <int R, int kLevel>
 __device__ void ConsumeStep(const PersistentDecodeParams& p, Shared& s, int b, int G) {
-  constexpr bool kTagged = kLevel >= 1, kTaggedProj = kLevel >= 2;
+  constexpr bool kTagged = kLevel == 1 || kLevel == 2, kTaggedProj = kLevel >= 2;
   // Few values live across the layer loop (its projections hold most of the registers): the
   // barriers' and trace entries' numbers, the exchanges' tags and where the tagged words lie are
   // made from l and p where used.
   unsigned tile = 0;
   const Ring ring = Ring::For(p.tile_bytes);
   // The grid barrier at point k of layer l (k: after in_proj, the state update, o_proj, gate|up,
-  // down): the layer's barriers are the points not exchanged as tagged words (5, 2 or 1 of them);
+  // down): the layer's barriers are the points not exchanged as tagged words (5, 2, 1 or 4 of them);
   // its trace entry 5 l + k + 1 either way (a tagged exchange takes the entries of the barriers it
   // replaces).
   auto sync = [&](int l, int k) {
-    constexpr int kPerLayer = kTaggedProj ? 1 : kTagged ? 2 : 5;
-    const int at = kTaggedProj ? k - 1 : k;  // its place among the layer's barriers
+    constexpr int kPerLayer = (kTaggedProj ? 4 : 5) - (kTagged ? 3 : 0);
+    const int at = kTaggedProj ? k - 1 : k;  // its place among the layer's barriers (x's and act's come last)
     const unsigned entry = static_cast<unsigned>(5 * l + k + 1);
     GridSync(p.barrier, static_cast<unsigned>(kPerLayer * l + at + 1), p.trace, entry);
   };
@@ -454,7 +455,8 @@ __global__ void __launch_bounds__(kThreads, 1) PersistentDecodeKernel(const Pers
 
 template <int R>
 cudaError_t SetSmem() {
-  for (auto* kernel : {PersistentDecodeKernel<R, 0>, PersistentDecodeKernel<R, 1>, PersistentDecodeKernel<R, 2>}) {
+  for (auto* kernel : {PersistentDecodeKernel<R, 0>, PersistentDecodeKernel<R, 1>, PersistentDecodeKernel<R, 2>,
+                       PersistentDecodeKernel<R, 3>}) {
     const cudaError_t e =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sizeof(Shared)));
     if (e != cudaSuccess) return e;
@@ -488,7 +490,8 @@ bool PersistentDecodeShapesSupported(const PersistentDecodeParams& p) {
   const bool tiles = PersistentTileBytesValid(p.tile_bytes);
   const bool tagged = p.tagged == nullptr ? !p.tagged_proj
                                           : reinterpret_cast<uintptr_t>(p.tagged) % 8 == 0 &&
-                                                PersistentTaggedExchangeSupported(p);
+                                                PersistentTaggedExchangeSupported(p) &&
+                                                (p.tagged_residual || p.tagged_proj);  // something tagged
   return dims && offsets && head && buffers && own_rows && byte_rows && batch && in_flight && tiles && tagged;
 }
 
@@ -522,6 +525,7 @@ template <int R>
 cudaError_t Launch(const CooperativeLaunch& launch, const PersistentDecodeParams& p) {
   if (p.tagged == nullptr) return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<R, 0>, p);
   if (!p.tagged_proj) return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<R, 1>, p);
+  if (!p.tagged_residual) return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<R, 3>, p);
   return cudaLaunchKernelEx(&launch.config, PersistentDecodeKernel<R, 2>, p);
 }
 

@@ -394,8 +394,8 @@ __device__ void ConsumeStep(Context& c) {
   auto arrive = [&] {
     if (p.trace != nullptr && threadIdx.x == 0) c.f.arrived = GlobalTimer();
   };
-  unsigned long long* const xw = p.tagged;                                    // [batch, D]
-  unsigned long long* const aw = kTagged ? p.tagged + int64_t{p.batch} * p.D : nullptr;  // [batch, I]
+  unsigned long long* const xw = p.tagged;  // x's words [batch, D], then act's [batch, I]
+  unsigned long long* const aw = kTagged ? p.tagged + int64_t{p.batch} * p.D : nullptr;
   if (p.trace != nullptr && threadIdx.x == 0) p.trace[2 * b] = p.trace[2 * b + 1] = GlobalTimer();  // entry 0: start
   const int cols = p.dv / kStateCols;  // a head's items per sequence
   const int items = p.batch * p.H * cols;
@@ -541,7 +541,8 @@ cudaError_t SetSmem() {
 // The kernel of p's exchanges: grid barriers, or x and act as tagged words (p.tagged).
 template <int R>
 cudaError_t Launch(const CooperativeLaunch& launch, const PersistentDecodeParams& p, const BatchedLayout& layout) {
-  if (p.tagged == nullptr) return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<R, false>, p, layout);
+  if (p.tagged == nullptr || !p.tagged_residual)  // x and act through barriers (tagged_proj is batch 1's)
+    return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<R, false>, p, layout);
   return cudaLaunchKernelEx(&launch.config, BatchedDecodeKernel<R, true>, p, layout);
 }
 

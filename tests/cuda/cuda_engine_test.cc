@@ -1007,6 +1007,7 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
   on.persistent_blocks = blocks;
   if (early_state >= 0) on.persistent_early_state_loads = early_state == 1;
   on.persistent_tagged_exchange = tagged;
+  on.persistent_tagged_batched = tagged > 0;
   off.persistent_decode = false;
   Gpu a = MakeGpu(dir, on, 8, dtype), b = MakeGpu(dir, off, 8, dtype);
   if (!a.model || !b.model) return;
@@ -1113,7 +1114,7 @@ TEST(PersistentDecodeTilesOptions, OutOfRangeAreRefusedAtLoad) {
     int tile_bytes, in_flight, blocks, tagged = 0;
   };
   for (const Bad& bad : {Bad{1000, 1, 0}, Bad{2560, 1, 0}, Bad{99328, 1, 0}, Bad{0, -1, 0}, Bad{0, 17, 0},
-                         Bad{0, 1, -1}, Bad{0, 1, cuda::kPersistentMaxBlocks + 1}, Bad{0, 1, 0, -1}, Bad{0, 1, 0, 3}}) {
+                         Bad{0, 1, -1}, Bad{0, 1, cuda::kPersistentMaxBlocks + 1}, Bad{0, 1, 0, -1}, Bad{0, 1, 0, 4}}) {
     CudaModelOptions o = Options();
     o.persistent_tile_bytes = bad.tile_bytes;
     o.persistent_tiles_in_flight = bad.in_flight;
@@ -1154,11 +1155,12 @@ INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeLateStateLoads,
 
 // The residual stream and activations exchanged as tagged words instead of through three of the five
 // grid barriers a layer (CudaModelOptions::persistent_tagged_exchange 1), and at batch 1 in_proj's
-// values too (2: four of five; the batched kernel takes 2 as 1), on the three head shapes, on a grid
+// values too (2: four of five) or alone (3: one of five; the batched kernel, with
+// persistent_tagged_batched, takes 2 as 1 and 3 as 0), on the three head shapes, on a grid
 // of 16 blocks (each block writing more of each exchange, and taking two state items) and through the
 // batched kernel; eight steps, each with new tags over the words the step before left, one of them
 // without logits (no final norm: the last exchange waited on by nobody). Parameters: shape, blocks,
-// level (1 or 2), batch.
+// level (1-3), batch.
 class PersistentDecodeTagged : public ::testing::TestWithParam<std::tuple<int, int, int, int>> {};
 
 TEST_P(PersistentDecodeTagged, StepsMatchTheKernelPerOperationPathAndTheCpu) {
@@ -1175,6 +1177,8 @@ TEST_P(PersistentDecodeTagged, EqualsTheBarrierKernelToTheBit) {
   const std::string dir = PersistentShapeDir(shape);
   CudaModelOptions on = Options(), off = Options();
   on.persistent_tagged_exchange = level;
+  on.persistent_tagged_batched = true;
+  off.persistent_tagged_exchange = 0;
   on.persistent_blocks = off.persistent_blocks = blocks;
   on.persistent_decode_max_batch = off.persistent_decode_max_batch = cuda::kPersistentMaxBatch;
   Gpu a = MakeGpu(dir, on, 8, StateDType::kF32), b = MakeGpu(dir, off, 8, StateDType::kF32);
@@ -1219,7 +1223,9 @@ INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeTagged,
                          ::testing::Values(std::make_tuple(0, 0, 1, 1), std::make_tuple(1, 0, 1, 1),
                                            std::make_tuple(2, 0, 1, 1), std::make_tuple(2, 16, 1, 1),
                                            std::make_tuple(0, 0, 2, 1), std::make_tuple(1, 0, 2, 1),
-                                           std::make_tuple(2, 0, 2, 1), std::make_tuple(2, 16, 2, 1)));
+                                           std::make_tuple(2, 0, 2, 1), std::make_tuple(2, 16, 2, 1),
+                                           std::make_tuple(0, 0, 3, 1), std::make_tuple(1, 0, 3, 1),
+                                           std::make_tuple(2, 0, 3, 1), std::make_tuple(2, 16, 3, 1)));
 INSTANTIATE_TEST_SUITE_P(Batched, PersistentDecodeTagged,
                          ::testing::Values(std::make_tuple(0, 0, 1, 2), std::make_tuple(1, 0, 1, 4),
                                            std::make_tuple(2, 0, 1, 8), std::make_tuple(2, 16, 1, 3),

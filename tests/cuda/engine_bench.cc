@@ -13,7 +13,7 @@
 //                    [--tile_bytes N: a cap on those tiles' bytes, 0 the kernels' own; default: the backend's]
 //                    [--persistent_blocks N: the persistent kernels' grid, 0 one block per SM; default: the backend's]
 //                    [--early_state 0|1: a block's first state item loaded after in_proj or before; default: the backend's]
-//                    [--tagged 0|1|2: the persistent kernels' residual stream and activations (2: and at batch 1 in_proj's values) as tagged words, not grid barriers; default: the backend's]
+//                    [--tagged 0|1|2|3: batch 1's residual stream and activations (2: and in_proj's values; 3: in_proj's values alone) as tagged words, not grid barriers; default: the backend's (2)]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   if (!gla::cuda::PersistentBlocksValid(o.persistent_blocks)) Die("--persistent_blocks wants 0 to 1024");
   if (num("early_state") > 1) Die("--early_state wants 0 or 1");
   o.persistent_early_state_loads = num("early_state") == 1;
-  if (num("tagged") > 2) Die("--tagged wants 0, 1 or 2");
+  if (num("tagged") > 3) Die("--tagged wants 0, 1, 2 or 3");
   o.persistent_tagged_exchange = num("tagged");
   const std::optional<gla::StateDType> state_dtype = gla::ParseStateDType(flags["state_dtype"]);
   if (!state_dtype) Die("--state_dtype wants f32 or bf16");

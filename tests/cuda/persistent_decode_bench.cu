@@ -10,9 +10,10 @@
 // --tile_bytes 0,16384: and with each cap on a tile's bytes (PersistentDecodeParams::tile_bytes).
 // --early_state 0,1: and with each block's first state item's loads issued after in_proj (0) or
 // before it (1, the engine's: PersistentDecodeParams::early_state_loads).
-// --tagged 0,1,2: and with x and act exchanged through grid barriers (0, the engine's) or as tagged
-// words (1: PersistentDecodeParams::tagged, every batch; 2: in_proj's values too, tagged_proj, batch 1
-// only; skipped where the shapes do not allow it).
+// --tagged 0,1,2,3: and with x and act exchanged through grid barriers (0) or as tagged words (1:
+// PersistentDecodeParams::tagged, every batch; 2: in_proj's values too, tagged_proj, batch 1 only, the
+// engine's; 3: in_proj's values alone, x and act through barriers, batch 1 only; skipped where the
+// shapes do not allow it).
 // --blocks 0,66: and with each grid size (0: one block per SM, the engine's; fewer blocks make a grid
 // barrier cheaper, fewer atomics on its counter, and each block's share of the stream larger).
 //
@@ -141,10 +142,11 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
       for (const int bytes : tile_bytes)
         for (const int n : in_flight)
           for (const int e : early) {
-            if (tg == 2 && batch > 1) continue;  // the batched kernel's tagged form is level 1's (no tagged_proj)
+            if (tg >= 2 && batch > 1) continue;  // the batched kernel's tagged form is level 1's (no tagged_proj)
             p.blocks = grid == 0 || grid > sms ? sms : grid;  // more blocks than SMs cannot all be resident
             p.tagged = nullptr;
-            p.tagged_proj = tg == 2;
+            p.tagged_proj = tg >= 2;
+            p.tagged_residual = tg != 3;
             if (tg != 0) {
               if (!gla::cuda::PersistentTaggedExchangeSupported(p)) {
                 std::printf("%-9s batch %d blocks %d: tagged exchanges skipped, the shapes do not allow them\n", sh.name,
@@ -164,6 +166,12 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
             }
             RunBatch(sh, p, steps, ceil, report, p.blocks, double(per_layer * sh.layers + head) * 2, state_floats);
           }
+}
+
+// How a row's exchanges went: barriers, or which values as tagged words.
+const char* TaggedLabel(const gla::cuda::PersistentDecodeParams& p) {
+  if (p.tagged == nullptr) return "";
+  return !p.tagged_proj ? " tagged" : p.tagged_residual ? " tagged+proj" : " tagged proj only";
 }
 
 // One batch size: the timed steps, then one traced step.
@@ -200,7 +208,7 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
   std::printf(
       "%-9s batch %d in flight %d tile %5d blocks %3d%s%s %9.1f us/step  floor %7.1f us  %5.1f%% of floor  (%.2f GB/step)\n",
       sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, p.early_state_loads ? " early" : "",
-      p.tagged == nullptr ? "" : p.tagged_proj ? " tagged+proj" : " tagged", us, floor_us, 100 * floor_us / us,
+      TaggedLabel(p), us, floor_us, 100 * floor_us / us,
       bytes / 1e9);
   report.AddRow()
       .Str("shape", sh.name)
@@ -209,7 +217,7 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
       .Num("tile_bytes", p.tile_bytes)
       .Num("blocks", blocks)
       .Num("early_state_loads", p.early_state_loads ? 1 : 0)
-      .Num("tagged_exchange", p.tagged == nullptr ? 0 : p.tagged_proj ? 2 : 1)
+      .Num("tagged_exchange", p.tagged == nullptr ? 0 : !p.tagged_proj ? 1 : p.tagged_residual ? 2 : 3)
       .Num("us_per_step", us)
       .Num("floor_us", floor_us)
       .Num("of_floor", floor_us / us);
@@ -246,7 +254,7 @@ void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int s
   std::printf("%-9s batch %d in flight %d tile %5d blocks %3d%s%s traced step %.1f us: per operation, summed over "
               "%d layers, mean over blocks\n",
               sh.name, p.batch, p.tiles_in_flight, p.tile_bytes, blocks, p.early_state_loads ? " early" : "",
-              p.tagged == nullptr ? "" : p.tagged_proj ? " tagged+proj" : " tagged", (end - start) / 1e3, sh.layers);
+              TaggedLabel(p), (end - start) / 1e3, sh.layers);
   std::printf("  %-22s %10s %12s %14s\n", "operation", "work us", "barrier us", "arrival spread");
   for (int k = 0; k < 5; ++k)
     std::printf("  %-22s %10.1f %12.1f %14.1f\n", kinds[k], total_work[k] / blocks / 1e3, total_wait[k] / blocks / 1e3,
@@ -263,7 +271,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: persistent_decode_bench [--steps N (1-100000)] [--batches 1,2,4,8 (each 1-%d)] "
                  "[--in_flight 0,2,3 (each 0-16)] [--tile_bytes 0,65536 (each 0 or 2048-98304, whole KiB)] "
-                 "[--blocks 0,66 (each 0-1024; 0: one per SM)] [--early_state 0,1] [--tagged 0,1,2]\n",
+                 "[--blocks 0,66 (each 0-1024; 0: one per SM)] [--early_state 0,1] [--tagged 0,1,2,3]\n",
                  gla::cuda::kPersistentMaxBatch);
     return 2;
   };
@@ -293,7 +301,7 @@ int main(int argc, char** argv) {
       for (const int b : tile_bytes)
         if (!gla::cuda::PersistentTileBytesValid(b)) return usage();
     } else if (f == "--tagged") {
-      if (!parse_list(argv[i + 1], 0, 2, tagged)) return usage();
+      if (!parse_list(argv[i + 1], 0, 3, tagged)) return usage();
     } else if (f == "--early_state") {
       if (!parse_list(argv[i + 1], 0, 1, early)) return usage();
     } else if (f == "--blocks") {

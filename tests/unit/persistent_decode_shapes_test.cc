@@ -210,7 +210,11 @@ TEST(PersistentDecodeShapes, TaggedExchangesWantDUpTo2048AndEveryBlockAWriter) {
   EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
   p.tagged = Fake<unsigned long long>(0x50000);
   EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
-  p.tagged_proj = false;
+  p.tagged_residual = false;  // in_proj's values alone (x and act through barriers)
+  EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
+  p.tagged_proj = false;  // tagged words with nothing to carry
+  EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
+  p.tagged_residual = true;
   EXPECT_TRUE(cuda::PersistentDecodeShapesSupported(p));
   p.tagged = Fake<unsigned long long>(0x50004);  // not 8-byte aligned
   EXPECT_FALSE(cuda::PersistentDecodeShapesSupported(p));
