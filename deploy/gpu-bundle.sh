@@ -13,7 +13,20 @@ command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ] || { echo "gpu-bu
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 targets=(glad gla-cli gla-eval gla-loadgen cuda_engine_test cuda_train_test gla_kernels_cuda_test session_test gla-finetune-bench server_e2e_test server_text_e2e_test fine_tune_e2e_test default_model_e2e_test session_e2e_test
          gla-engine-bench gla-n-bench gla-random-model gla_sentencepiece gla_decode_bench gla_prefill_bench gla_backward_bench linear_small_m_bench linear_medium_m_bench gemm_tuning_bench row_kernels_bench persistent_decode_bench grid_barrier_bench)
-ninja -C build "${targets[@]}"
+# A source edited while ninja compiles it can leave an object newer than the edit, which ninja then
+# takes as current (it happened: a stale shape check, 2026-12-07). Sources changed during the build are
+# touched and built again, until a build sees none change.
+for round in 1 2 3; do
+  stamp=$(mktemp)
+  ninja -C build "${targets[@]}"
+  changed=$(find CMakeLists.txt server engine kernels proto models clients tests -newer "$stamp" -type f \
+    \( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.proto' -o -name CMakeLists.txt \))
+  rm -f "$stamp"
+  [ -z "$changed" ] && break
+  echo "gpu-bundle: sources changed during the build, building them again:" $changed >&2
+  [ "$round" = 3 ] && { echo "gpu-bundle: sources still changing; stop editing during the build" >&2; exit 1; }
+  touch $changed
+done
 grep -q "GLA_HAVE_CUDA" build/CMakeCache.txt || true
 bins=(build/server/glad build/clients/gla-cli build/clients/gla-eval build/clients/gla-loadgen build/tests/cuda_engine_test
       build/tests/cuda_train_test build/tests/gla_kernels_cuda_test build/tests/session_test build/tests/gla-finetune-bench
