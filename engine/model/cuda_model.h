@@ -87,7 +87,7 @@ struct CudaModelOptions {
   // PersistentDecodeParams::tagged_residual false; not yet run); 0, grid barriers. Where the shapes allow
   // (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). 2 by default: the kernel
   // 3% (gla-1.3B) and 6% (gla-340M) faster, the engine 2% and 5-7% (H100 80GB HBM3, 2026-12-07;
-  // docs/performance.md "Tagged exchanges, measured"); 1 is level with the barriers.
+  // docs/performance.md "Tagged exchanges"); 1 is level with the barriers.
   int persistent_tagged_exchange = 2;
   // The batched kernel's steps (2-4 sequences) with tagged words too (level 1: x and act), when
   // persistent_tagged_exchange is on. Off: measured 22-32% slower than its barriers at batch 2 (same
