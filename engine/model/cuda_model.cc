@@ -884,6 +884,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
       if (words > tagged_words_written_)
         GLA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(q.tagged, 0, static_cast<size_t>(words) * sizeof(*q.tagged), stream_));
       tagged_words_written_ = words;
+      ++tagged_steps_;
     } else {
       tagged_words_written_ = 0;  // steps without the words: what they hold grows older
     }

@@ -133,6 +133,8 @@ class CudaModel {
   int persistent_decode_batch() const { return uses_persistent_decode() ? persistent_max_batch_ : 0; }
   // Steps enqueued through the persistent kernel so far (tests: which path a step took).
   int64_t persistent_steps() const { return persistent_steps_; }
+  // Of those, the steps that exchanged values as tagged words (tests: which kernel a step took).
+  int64_t tagged_steps() const { return tagged_steps_; }
   // The tagged exchanges batch-1 persistent steps take (CudaModelOptions::persistent_tagged_exchange):
   // 0 none, 1 x and act, 2 in_proj's values too, 3 in_proj's alone (batched steps: 1 with
   // persistent_tagged_batched, else 0).
@@ -321,6 +323,7 @@ class CudaModel {
   // The tagged words the last persistent step wrote ([0, this): cuda::PersistentTaggedWords; 0 after a
   // step without them); a step that reads more zeroes them first. All of them are zero when allocated.
   int64_t tagged_words_written_ = 0;
+  int64_t tagged_steps_ = 0;  // see tagged_steps()
   DeviceMemory persistent_mem_;
 
   // Adapters by host address (the entry holds the adapter, so the address is not reused), the

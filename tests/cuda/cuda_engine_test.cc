@@ -1035,7 +1035,7 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
     ASSERT_TRUE((*cpu)->Forward({&pc, 1}, &want).ok());
   }
   const double cpu_bound = kBf16StatesVsCpuBound;
-  const int64_t steps_before = a.model->persistent_steps();
+  const int64_t steps_before = a.model->persistent_steps(), tagged_before = a.model->tagged_steps();
   constexpr int kSteps = 8;
   double worst_gpu = 0, worst_cpu = 0;
   for (int step = 0; step < kSteps; ++step) {
@@ -1075,6 +1075,9 @@ void BatchedStepsMatch(int shape, int batch, StateDType dtype, WeightFormat weig
     }
   }
   EXPECT_EQ(a.model->persistent_steps() - steps_before, kSteps) << "the decode steps did not take the kernel";
+  // Tagged steps: every one at batch 1; batched ones with x and act as tagged words (not at level 3).
+  const bool tagged_steps = tagged > 0 && (batch == 1 || tagged != 3);
+  EXPECT_EQ(a.model->tagged_steps() - tagged_before, tagged_steps ? kSteps : 0) << "which kernel the steps took";
   std::printf("[ measure ] batched persistent decode, shape %d (dk %d), batch %d, %s states, %s weights, tiles %d B "
               "x %d in flight, blocks %d, early state loads %d, tagged %d: worst rel err vs the per-operation path %.2e, "
               "vs the CPU %.2e\n",
@@ -1201,7 +1204,8 @@ TEST_P(PersistentDecodeTagged, EqualsTheBarrierKernelToTheBit) {
     ASSERT_TRUE(a.model->Forward({&pa, 1}, a.states(), &first).ok());
     ASSERT_TRUE(b.model->Forward({&pb, 1}, b.states(), &first).ok());
   }
-  const int64_t before = a.model->persistent_steps();
+  const int64_t before = a.model->persistent_steps(), tagged_before = a.model->tagged_steps();
+  ASSERT_EQ(b.model->tagged_steps(), 0);
   constexpr int kSteps = 6;
   for (int step = 0; step < kSteps; ++step) {
     std::vector<std::vector<int32_t>> tokens(batch);
@@ -1217,6 +1221,9 @@ TEST_P(PersistentDecodeTagged, EqualsTheBarrierKernelToTheBit) {
     for (int i = 0; i < batch; ++i) EXPECT_EQ(a.State(sa[i]), b.State(sb[i])) << "step " << step << " sequence " << i;
   }
   EXPECT_EQ(a.model->persistent_steps() - before, kSteps) << "the decode steps did not take the kernel";
+  EXPECT_EQ(a.model->tagged_steps() - tagged_before, batch == 1 || level != 3 ? kSteps : 0)
+      << "the steps did not take the tagged kernel";
+  EXPECT_EQ(b.model->tagged_steps(), 0) << "the barrier model's steps took the tagged kernel";
 }
 
 INSTANTIATE_TEST_SUITE_P(ThreeShapes, PersistentDecodeTagged,
