@@ -6,6 +6,8 @@
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
 #   bash deploy/gpu-check.sh fla               alone, carry ["gpu-fla"]: fla's chunk_gla timed there
+#   bash deploy/gpu-check.sh fla_forward       carry ["gpu-pack", "gpu-fla"]: fla's chunk_gla forward
+#                                              against ours in the same call (issue 19's 3x target)
 #   bash deploy/gpu-profile.sh                 per-kernel Nsight Compute profile of the GLA fwd + bwd
 # Part 1 (kernels): that machine has CUDA, g++ and GoogleTest but no gRPC/Abseil/SentencePiece, so
 # the kernels, their CPU references, tests and benchmarks are built there with nvcc directly.
@@ -23,7 +25,7 @@ knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
   all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | barriers | exchanges | startup | served | \
     http | n | sdk | structured | \
-    store | devices | fla) ;;
+    store | devices | fla | fla_forward) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
 for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS GLA_EXCHANGE_PRESETS; do
@@ -170,6 +172,31 @@ if [ "$parts" = fla ]; then
     check fla_anchor env PYTHONPATH=gpu-fla python3 -u tests/cuda/fla_gla_anchor.py
   else
     note "fla_anchor: the warm-up (Triton autotuning) did not finish in 540 s"; failures=$((failures + 1))
+  fi
+fi
+
+# Issue 19's forward target (ours >= 3x fla's chunk_gla forward at the four anchor shapes and both
+# head shapes, against the fastest of several fla runs, in the same call): fla timed GLA_FLA_RUNS
+# times (default 2), each process autotuning afresh (~2 min), then our chunkwise kernel
+# (gla_prefill_bench from the bundle), then one table (tests/cuda/fla_forward_anchor.py compare).
+if [ "$parts" = fla_forward ]; then
+  [ -d gpu-fla/fla ] || { note "fla_forward: no gpu-fla/ carried"; exit 1; }
+  [ -x gpu-bundle/run ] || { note "fla_forward: no gpu-bundle/ (carry gpu-pack)"; exit 1; }
+  [[ ${GLA_FLA_RUNS:-2} =~ ^[1-4]$ ]] || knob_error "GLA_FLA_RUNS must be 1-4, not '${GLA_FLA_RUNS}'"
+  use_bundle
+  fla_files=()
+  for run in $(seq "${GLA_FLA_RUNS:-2}"); do
+    check "fla_forward_$run" env PYTHONPATH=gpu-fla timeout "${GLA_FLA_RUN_TIMEOUT:-260}" \
+      python3 -u tests/cuda/fla_forward_anchor.py time "$out/fla_forward_$run.json"
+    [ -s "$out/fla_forward_$run.json" ] && fla_files+=("$out/fla_forward_$run.json")
+  done
+  check fla_forward_ours timeout 120 gpu-bundle/run gla_prefill_bench chunk
+  if [ "${#fla_files[@]}" -gt 0 ] && [ -s "$out/gla-prefill.json" ]; then
+    check fla_forward_compare python3 tests/cuda/fla_forward_anchor.py compare "$out/gla-prefill.json" "${fla_files[@]}"
+    tee -a "$out/summary.txt" < "$out/fla_forward_compare.txt"
+  else
+    note "fla_forward: nothing to compare (fla runs: ${#fla_files[@]}; ours: $([ -s "$out/gla-prefill.json" ] && echo yes || echo no))"
+    failures=$((failures + 1))
   fi
 fi
 
