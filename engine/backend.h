@@ -124,7 +124,7 @@ struct CudaBackendOptions {
   int persistent_tile_bytes = 0;        // CudaModelOptions::persistent_tile_bytes (0: the kernels' own tiles)
   int persistent_blocks = 0;            // CudaModelOptions::persistent_blocks (0: one block per SM)
   bool persistent_early_state_loads = true;  // CudaModelOptions::persistent_early_state_loads
-  int persistent_tagged_exchange = 2;        // CudaModelOptions::persistent_tagged_exchange (0-3)
+  int persistent_tagged_exchange = 3;        // CudaModelOptions::persistent_tagged_exchange (0-3)
   bool persistent_tagged_batched = false;    // CudaModelOptions::persistent_tagged_batched
   WeightFormat weights = WeightFormat::kNative;  // kFp8 / kInt8: CudaModelOptions::weights
   ProjectionPaths paths;  // CudaModelOptions::paths (gla-engine-bench --byte_rows, --fp8_made_rows, --medium_rows)

@@ -84,11 +84,13 @@ struct CudaModelOptions {
   // Batch-1 persistent steps: 1, the residual stream and activations exchanged as tagged words, not
   // through three of the five grid barriers a layer (PersistentDecodeParams::tagged); 2, in_proj's
   // values too (four of five: tagged_proj); 3, in_proj's values alone (x and act through barriers:
-  // PersistentDecodeParams::tagged_residual false; not yet run); 0, grid barriers. Where the shapes allow
-  // (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). 2 by default: the kernel
-  // 3% (gla-1.3B) and 6% (gla-340M) faster, the engine 2% and 5-7% (H100 80GB HBM3, 2026-12-07;
-  // docs/performance.md "Tagged exchanges"); 1 is level with the barriers.
-  int persistent_tagged_exchange = 2;
+  // PersistentDecodeParams::tagged_residual false); 0, grid barriers. Where the shapes allow
+  // (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). 3 by default: against the
+  // barriers the kernel 4% (gla-1.3B) and 8% (gla-340M) faster, 1% and 2.3% faster than level 2 (x as
+  // tagged words waits longer than its barrier: every thread of every block polls); the engine 2%
+  // faster than level 2 at gla-1.3B, level at gla-340M (H100 80GB HBM3, 2026-12-07; docs/performance.md
+  // "Tagged exchanges"); 1 is level with the barriers.
+  int persistent_tagged_exchange = 3;
   // The batched kernel's steps (2-4 sequences) with tagged words too (level 1: x and act), when
   // persistent_tagged_exchange is on. Off: measured 22-32% slower than its barriers at batch 2 (same
   // runs); kept for the tests and for other devices.

@@ -13,7 +13,7 @@
 //                    [--tile_bytes N: a cap on those tiles' bytes, 0 the kernels' own; default: the backend's]
 //                    [--persistent_blocks N: the persistent kernels' grid, 0 one block per SM; default: the backend's]
 //                    [--early_state 0|1: a block's first state item loaded after in_proj or before; default: the backend's]
-//                    [--tagged 0|1|2|3: batch 1's residual stream and activations (2: and in_proj's values; 3: in_proj's values alone) as tagged words, not grid barriers; default: the backend's (2)]
+//                    [--tagged 0|1|2|3: batch 1's residual stream and activations (2: and in_proj's values; 3: in_proj's values alone) as tagged words, not grid barriers; default: the backend's (3)]
 //
 // Prints one table row per measurement: time, tokens/s, the floor and the fla anchor of issue 4
 // where one exists. Floors come from the device's own ceilings, measured at the start of the run
