@@ -86,7 +86,7 @@ struct CudaModelOptions {
   // values too (four of five: tagged_proj); 3, in_proj's values alone (x and act through barriers:
   // PersistentDecodeParams::tagged_residual false); 0, grid barriers. Where the shapes allow
   // (cuda::PersistentTaggedExchangeSupported: gla-340M and gla-1.3B do). 3 by default: against the
-  // barriers the kernel 4% (gla-1.3B) and 8% (gla-340M) faster, 1% and 2.3% faster than level 2 (x as
+  // barriers the kernel 5% (gla-1.3B) and 6% (gla-340M) faster, 1% and 2.3% faster than level 2 (x as
   // tagged words waits longer than its barrier: every thread of every block polls); the engine 2%
   // faster than level 2 at gla-1.3B, level at gla-340M (H100 80GB HBM3, 2026-12-07; docs/performance.md
   // "Tagged exchanges"); 1 is level with the barriers.
