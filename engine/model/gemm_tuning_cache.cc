@@ -1,16 +1,20 @@
 #include "engine/model/gemm_tuning_cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 #include <limits>
 #include <mutex>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -115,6 +119,47 @@ absl::Status WriteCacheFile(const std::string& path, const std::string& text) {
   return status;
 }
 
+// The folder of `path` ("." for a bare name) and its last component.
+void SplitPath(const std::string& path, std::string* dir, std::string* base) {
+  const size_t slash = path.rfind('/');
+  *dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  *base = slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// Removes the temporary files WriteCacheFile leaves when its process dies between creating one and
+// renaming it (a crash or kill -9 at that moment): `<base>.tmp.<pid>.<n>` beside `path` whose pid is
+// no live process here and whose last change is older than kStaleTempSeconds. Both: a writer in
+// another PID namespace sharing the folder (two containers, one volume) is not visible to kill(),
+// but its write takes milliseconds, so its file is never that old. Only regular files of exactly
+// that name form are touched (never a symlink's target: unlinkat removes the link itself). Best
+// effort: what cannot be read or removed stays.
+constexpr int64_t kStaleTempSeconds = 600;
+void RemoveStaleTempFiles(const std::string& path) {
+  std::string dir, base;
+  SplitPath(path, &dir, &base);
+  const std::string prefix = base + ".tmp.";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  const int dir_fd = ::dirfd(d);
+  const time_t now = ::time(nullptr);
+  while (const dirent* e = ::readdir(d)) {
+    const absl::string_view name(e->d_name);
+    if (!absl::StartsWith(name, prefix)) continue;
+    const std::vector<absl::string_view> parts = absl::StrSplit(name.substr(prefix.size()), '.');
+    int64_t pid = 0, n = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &pid) || !absl::SimpleAtoi(parts[1], &n) || pid <= 0 ||
+        pid > std::numeric_limits<pid_t>::max() || n < 0)
+      continue;
+    if (pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to ask
+    struct stat st {};
+    if (::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (now - st.st_mtime < kStaleTempSeconds) continue;
+    ::unlinkat(dir_fd, e->d_name, 0);
+  }
+  ::closedir(d);
+}
+
 std::string CleanKey(std::string key) {
   for (char& c : key)
     if (c == '\t' || c == '\n' || c == '\r') c = ' ';
@@ -184,10 +229,11 @@ absl::StatusOr<GemmTuningCache> GemmTuningCache::Open(std::string path, std::str
   std::string text;
   bool missing = false;
   if (absl::Status s = ReadCacheFile(path, &text, &missing); !s.ok()) return s;
+  RemoveStaleTempFiles(path);
   if (missing) {
     // Its folder must exist: the first Add creates the file there.
-    const size_t slash = path.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    std::string dir, base;
+    SplitPath(path, &dir, &base);
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       return absl::InvalidArgumentError(absl::StrCat("GEMM tuning cache ", path, ": its folder ", dir,

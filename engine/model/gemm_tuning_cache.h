@@ -58,7 +58,9 @@ class GemmTuningCache {
 
   // The cache at `path` for the records of `device_key` (tabs and newlines in it become spaces). A
   // missing file is an empty cache (created at the first Add); its folder must exist. INVALID_ARGUMENT
-  // for a file that is not a cache, not a regular file or too large, and for an empty path.
+  // for a file that is not a cache, not a regular file or too large, and for an empty path. Removes
+  // the temporary files of writers that died before their rename (`<name>.tmp.<pid>.<n>` beside it,
+  // of no live process and unchanged for ten minutes).
   static absl::StatusOr<GemmTuningCache> Open(std::string path, std::string device_key);
 
   const std::string& path() const { return path_; }

@@ -7,7 +7,10 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
 
 #include <filesystem>
 #include <fstream>
@@ -167,6 +170,44 @@ TEST(GemmTuningCache, HostileFilesAreRefusedAndNeverWrittenOver) {
   EXPECT_EQ(added.code(), absl::StatusCode::kFailedPrecondition) << added;
   EXPECT_EQ(Slurp(p), "someone else's file\n");
   ASSERT_NE(cache->Find({8, 8, 8, 8, false, false, 1}), nullptr) << "kept in memory for this process";
+}
+
+// A writer killed between creating its temporary file and renaming it leaves `<name>.tmp.<pid>.<n>`;
+// the next Open removes those of dead processes once they are ten minutes old, and nothing else: not
+// a live process's (this one's), not a fresh one (a writer in another PID namespace may own it), not
+// another cache's, not a name of another form, not a symlink (nor its target).
+TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
+  TempDir t;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // `child` is now the pid of no live process
+  const std::string dead = std::to_string(child), live = std::to_string(::getpid());
+  const auto old_time = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  auto make = [&](const std::string& name, bool old) {
+    std::ofstream(t.dir / name) << "half a cache";
+    if (old) fs::last_write_time(t.dir / name, old_time);
+  };
+  make("c.tmp." + dead + ".0", true);       // removed
+  make("c.tmp." + dead + ".1", false);      // fresh: kept
+  make("c.tmp." + live + ".0", true);       // a live writer's: kept
+  make("other.tmp." + dead + ".0", true);   // another cache's: kept
+  make("c.tmp." + dead + ".x", true);       // not the form: kept
+  make("c.tmp." + dead, true);              // not the form: kept
+  make("target", true);
+  fs::create_symlink(t.dir / "target", t.dir / ("c.tmp." + dead + ".2"));  // a symlink: kept, and its target
+  auto cache = GemmTuningCache::Open((t.dir / "c").string(), "gpu");
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_FALSE(fs::exists(t.dir / ("c.tmp." + dead + ".0")));
+  for (const std::string& kept : {"c.tmp." + dead + ".1", "c.tmp." + live + ".0", "other.tmp." + dead + ".0",
+                                  "c.tmp." + dead + ".x", "c.tmp." + dead, std::string("target")})
+    EXPECT_TRUE(fs::exists(t.dir / kept)) << kept;
+  EXPECT_TRUE(fs::is_symlink(t.dir / ("c.tmp." + dead + ".2")));
+  // And with the cache file itself there (the usual case: a restart after the crash).
+  make("c.tmp." + dead + ".3", true);
+  ASSERT_TRUE(cache->Add({8, 8, 8, 8, false, false, 1}, {}).ok());
+  ASSERT_TRUE(GemmTuningCache::Open((t.dir / "c").string(), "gpu").ok());
+  EXPECT_FALSE(fs::exists(t.dir / ("c.tmp." + dead + ".3")));
 }
 
 // A cache that would grow past what Open reads back is not written (its records stay in memory).
