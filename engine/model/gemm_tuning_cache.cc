@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <ctime>
 #include <cstring>
 #include <limits>
@@ -226,6 +227,16 @@ absl::StatusOr<GemmTuningCache> GemmTuningCache::Open(std::string path, std::str
   if (path.empty()) return absl::InvalidArgumentError("GEMM tuning cache: empty path");
   device_key = CleanKey(std::move(device_key));
   if (device_key.empty()) return absl::InvalidArgumentError("GEMM tuning cache: empty device key");
+  // A symlink (an operator pointing the cache at shared storage) is written through: Add's rename
+  // would otherwise replace the link with a file of its own and the shared file would stop growing.
+  struct stat link {};
+  if (::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+    char* resolved = ::realpath(path.c_str(), nullptr);
+    if (resolved == nullptr)
+      return absl::InvalidArgumentError(Errno("GEMM tuning cache: cannot resolve the symlink", path));
+    path = resolved;
+    std::free(resolved);
+  }
   std::string text;
   bool missing = false;
   if (absl::Status s = ReadCacheFile(path, &text, &missing); !s.ok()) return s;

@@ -210,6 +210,33 @@ TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
   EXPECT_FALSE(fs::exists(t.dir / ("c.tmp." + dead + ".3")));
 }
 
+// A cache path that is a symlink (to shared storage, say) is written through, not replaced by a file
+// of its own at the first Add; a dangling one is refused with the reason.
+TEST(GemmTuningCache, ASymlinkedPathIsWrittenThrough) {
+  TempDir t;
+  fs::create_directory(t.dir / "shared");
+  const fs::path target = t.dir / "shared" / "gemms.cache", link = t.dir / "link.cache";
+  {
+    auto first = GemmTuningCache::Open(target.string(), "gpu");
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_TRUE(first->Add({8, 8, 8, 8, false, false, 1}, Algo(3)).ok());
+  }
+  fs::create_symlink(target, link);
+  auto cache = GemmTuningCache::Open(link.string(), "gpu");
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ(fs::path(cache->path()), fs::canonical(target));
+  ASSERT_NE(cache->Find({8, 8, 8, 8, false, false, 1}), nullptr) << "read through the link";
+  ASSERT_TRUE(cache->Add({8, 8, 8, 8, false, false, 2}, Algo(4)).ok());
+  EXPECT_TRUE(fs::is_symlink(link)) << "the link was replaced by a file";
+  const auto on_disk = ParseGemmTuningCache(Slurp(target));
+  ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+  EXPECT_EQ(on_disk->at("gpu").size(), 2u) << "the record went to the link's target";
+  fs::create_symlink(t.dir / "nowhere" / "c", t.dir / "dangling");
+  const auto dangling = GemmTuningCache::Open((t.dir / "dangling").string(), "gpu");
+  EXPECT_EQ(dangling.status().code(), absl::StatusCode::kInvalidArgument) << dangling.status();
+  EXPECT_NE(std::string(dangling.status().message()).find("symlink"), std::string::npos) << dangling.status();
+}
+
 // A cache that would grow past what Open reads back is not written (its records stay in memory).
 TEST(GemmTuningCache, NeverWritesAFileItWouldNotReadBack) {
   TempDir t;
