@@ -21,7 +21,6 @@ gpu-check.sh runs it only when an fla copy was carried); a failed import exits 1
 """
 import json
 import re
-import statistics
 import sys
 
 ANCHORS = ((8, 2048), (4, 4096), (2, 8192), (1, 16384))
@@ -31,6 +30,8 @@ TARGET = 3.0
 
 def time_fla(out_path):
     import torch
+
+    from torch_timing import median_ms  # tests/cuda/torch_timing.py, beside this script
 
     try:
         from fla.ops.gla import chunk_gla
@@ -56,18 +57,7 @@ def time_fla(out_path):
                             chunk_gla(q, k, v, g)
                 for _ in range(5):
                     step()
-                medians = []
-                for _ in range(3):
-                    times = []
-                    for _ in range(20):
-                        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                        s.record()
-                        step()
-                        e.record()
-                        e.synchronize()
-                        times.append(s.elapsed_time(e))
-                    medians.append(statistics.median(times))
-                best.append(min(medians))
+                best.append(min(median_ms(step) for _ in range(3)))
             row = {"dk": DK, "dv": DV, "B": B, "T": T, "fla_ms": best[0], "fla_states_ms": best[1]}
             print(json.dumps(row), flush=True)
             rows.append(row)

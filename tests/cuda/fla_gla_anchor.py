@@ -10,10 +10,10 @@ machine has torch and triton; gpu-check.sh runs it only when an fla copy was car
 import exits 1). Prints one
 markdown row per shape: the median of 20 timed calls after 5 warm-up calls, CUDA events.
 """
-import statistics
 import sys
 
 import torch
+from torch_timing import median_ms  # tests/cuda/torch_timing.py, beside this script
 
 
 def main():
@@ -49,15 +49,7 @@ def main():
                     o.backward(do)
             for _ in range(5):
                 step()
-            times = []
-            for _ in range(20):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                step()
-                e.record()
-                e.synchronize()
-                times.append(s.elapsed_time(e))
-            results.append(statistics.median(times))
+            results.append(median_ms(step))
         print(f"| B{B} T{T} | {results[0]:.3f} | {results[1]:.3f} |")
         sys.stdout.flush()
     return 0
