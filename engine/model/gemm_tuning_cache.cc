@@ -98,8 +98,15 @@ absl::Status ReadCacheFile(const std::string& path, std::string* text, bool* mis
 // `text` written to a new file beside `path`, then renamed over it.
 absl::Status WriteCacheFile(const std::string& path, const std::string& text) {
   static std::atomic<int> counter{0};
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  // A name that exists (a file a crashed process of the same pid left: in a container the server is
+  // often the same pid at every start) is skipped for the next one.
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 64 && fd < 0; ++attempt) {
+    tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (fd < 0) return absl::InternalError(Errno("GEMM tuning cache: cannot create", tmp));
   size_t done = 0;
   absl::Status status;
@@ -129,11 +136,12 @@ void SplitPath(const std::string& path, std::string* dir, std::string* base) {
 
 // Removes the temporary files WriteCacheFile leaves when its process dies between creating one and
 // renaming it (a crash or kill -9 at that moment): `<base>.tmp.<pid>.<n>` beside `path` whose pid is
-// no live process here and whose last change is older than kStaleTempSeconds. Both: a writer in
-// another PID namespace sharing the folder (two containers, one volume) is not visible to kill(),
-// but its write takes milliseconds, so its file is never that old. Only regular files of exactly
-// that name form are touched (never a symlink's target: unlinkat removes the link itself). Best
-// effort: what cannot be read or removed stays.
+// no live process here, or is this process's (a crashed predecessor of the same pid: in a container
+// the server is often pid 1 at every start), and whose last change is older than kStaleTempSeconds.
+// The age too: a writer in another PID namespace sharing the folder (two containers, one volume) is
+// not visible to kill(), and this process's own writes are in flight for milliseconds, so neither's
+// file is ever that old. Only regular files of exactly that name form are touched (never a symlink's
+// target). Best effort: what cannot be read or removed stays.
 constexpr int64_t kStaleTempSeconds = 600;
 void RemoveStaleTempFiles(const std::string& path) {
   std::string dir, base;
@@ -151,8 +159,8 @@ void RemoveStaleTempFiles(const std::string& path) {
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &pid) || !absl::SimpleAtoi(parts[1], &n) || pid <= 0 ||
         pid > std::numeric_limits<pid_t>::max() || n < 0)
       continue;
-    if (pid == ::getpid()) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to ask
+    if (pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH))
+      continue;  // alive, or not ours to ask
     struct stat st {};
     if (::fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
     if (now - st.st_mtime < kStaleTempSeconds) continue;

@@ -60,7 +60,7 @@ class GemmTuningCache {
   // missing file is an empty cache (created at the first Add); its folder must exist. INVALID_ARGUMENT
   // for a file that is not a cache, not a regular file or too large, and for an empty path. Removes
   // the temporary files of writers that died before their rename (`<name>.tmp.<pid>.<n>` beside it,
-  // of no live process and unchanged for ten minutes). A symlink is resolved at Open and its target
+  // of no live process or of this process's pid, unchanged for ten minutes). A symlink is resolved at Open and its target
   // read and written (path() is the target's); a dangling one is INVALID_ARGUMENT.
   static absl::StatusOr<GemmTuningCache> Open(std::string path, std::string device_key);
 

@@ -173,16 +173,18 @@ TEST(GemmTuningCache, HostileFilesAreRefusedAndNeverWrittenOver) {
 }
 
 // A writer killed between creating its temporary file and renaming it leaves `<name>.tmp.<pid>.<n>`;
-// the next Open removes those of dead processes once they are ten minutes old, and nothing else: not
-// a live process's (this one's), not a fresh one (a writer in another PID namespace may own it), not
-// another cache's, not a name of another form, not a symlink (nor its target).
+// the next Open removes those of dead processes, and of this process's pid (a predecessor of the same
+// pid: the usual case in a container), once they are ten minutes old, and nothing else: not a live
+// process's (the parent's), not a fresh one (a writer in another PID namespace may own it), not
+// another cache's, not a name of another form, not a symlink (nor its target). A fresh file of this
+// pid holding the name Add would take first is stepped over, not an error.
 TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
   TempDir t;
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) ::_exit(0);
   ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // `child` is now the pid of no live process
-  const std::string dead = std::to_string(child), live = std::to_string(::getpid());
+  const std::string dead = std::to_string(child), live = std::to_string(::getppid()), self = std::to_string(::getpid());
   const auto old_time = fs::file_time_type::clock::now() - std::chrono::hours(1);
   auto make = [&](const std::string& name, bool old) {
     std::ofstream(t.dir / name) << "half a cache";
@@ -191,6 +193,7 @@ TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
   make("c.tmp." + dead + ".0", true);       // removed
   make("c.tmp." + dead + ".1", false);      // fresh: kept
   make("c.tmp." + live + ".0", true);       // a live writer's: kept
+  make("c.tmp." + self + ".100", true);     // a predecessor of this pid: removed
   make("other.tmp." + dead + ".0", true);   // another cache's: kept
   make("c.tmp." + dead + ".x", true);       // not the form: kept
   make("c.tmp." + dead, true);              // not the form: kept
@@ -199,10 +202,13 @@ TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
   auto cache = GemmTuningCache::Open((t.dir / "c").string(), "gpu");
   ASSERT_TRUE(cache.ok()) << cache.status();
   EXPECT_FALSE(fs::exists(t.dir / ("c.tmp." + dead + ".0")));
+  EXPECT_FALSE(fs::exists(t.dir / ("c.tmp." + self + ".100")));
   for (const std::string& kept : {"c.tmp." + dead + ".1", "c.tmp." + live + ".0", "other.tmp." + dead + ".0",
                                   "c.tmp." + dead + ".x", "c.tmp." + dead, std::string("target")})
     EXPECT_TRUE(fs::exists(t.dir / kept)) << kept;
   EXPECT_TRUE(fs::is_symlink(t.dir / ("c.tmp." + dead + ".2")));
+  // Fresh files of this pid at the names Add takes next: stepped over (they stay: fresh).
+  for (int n = 0; n < 40; ++n) make("c.tmp." + self + "." + std::to_string(n), false);
   // And with the cache file itself there (the usual case: a restart after the crash).
   make("c.tmp." + dead + ".3", true);
   ASSERT_TRUE(cache->Add({8, 8, 8, 8, false, false, 1}, {}).ok());
