@@ -231,6 +231,12 @@ int main(int argc, char** argv) {
                                                      " where the device and shapes allow")
                                                         .c_str()
                                                   : "batch 1 where the device and shapes allow");
+  static const char* const kTaggedLevels[] = {"grid barriers", "x and act as tagged words",
+                                               "x, act and in_proj's values as tagged words",
+                                               "in_proj's values as tagged words, x and act through barriers"};
+  if (o.persistent_decode)
+    std::printf("# batch-1 persistent exchanges: level %d, %s, where the shapes allow (--tagged)\n",
+                o.persistent_tagged_exchange, kTaggedLevels[o.persistent_tagged_exchange]);
   report.SetNote("persistent_tiles_in_flight", std::to_string(o.persistent_tiles_in_flight));
   report.SetNote("persistent_tile_bytes", std::to_string(o.persistent_tile_bytes));
   report.SetNote("persistent_blocks", std::to_string(o.persistent_blocks));
