@@ -10,13 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-harnesses=(safetensors config shard_index session_file adapter_config tokenizer tokenizer_model generate_request openai_request chat_template regex grammar json_schema quantized_checkpoint)
+harnesses=(safetensors config shard_index session_file adapter_config tokenizer tokenizer_model generate_request openai_request chat_template regex grammar json_schema quantized_checkpoint gemm_tuning_cache)
 # Largest input per harness: a few times the largest valid seed (headers, JSON files, requests).
 declare -A max_len=([safetensors]=4096 [config]=4096 [shard_index]=2048 [session_file]=1024
                     [adapter_config]=4096 [tokenizer]=1024 [tokenizer_model]=8192 [generate_request]=2048
                     [openai_request]=4096
                     [chat_template]=4096 [regex]=512 [grammar]=2048 [json_schema]=4096
-                    [quantized_checkpoint]=16384)
+                    [quantized_checkpoint]=16384 [gemm_tuning_cache]=2048)
 # JSON dictionary (field names, dtypes, PEFT options) for the harnesses whose input is JSON.
 declare -A dict=([safetensors]=json [config]=json [shard_index]=json [adapter_config]=json [openai_request]=json [json_schema]=json
                  [quantized_checkpoint]=json)
