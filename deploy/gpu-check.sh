@@ -6,6 +6,7 @@
 #                                              (GLA_GPU_BENCH=0: the engine part without its benchmarks;
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
 #   bash deploy/gpu-check.sh fla               alone, carry ["gpu-fla"]: fla's chunk_gla timed there
+#   bash deploy/gpu-check.sh table             issue 19's one-run table on the defaults (both models)
 #   bash deploy/gpu-check.sh fla_forward       carry ["gpu-pack", "gpu-fla"]: fla's chunk_gla forward
 #                                              against ours in the same call (issue 19's 3x target)
 #   bash deploy/gpu-profile.sh                 per-kernel Nsight Compute profile of the GLA fwd + bwd
@@ -24,11 +25,11 @@ parts=${1:-all}
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
   all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | barriers | exchanges | startup | served | \
-    http | n | sdk | structured | \
+    table | http | n | sdk | structured | \
     store | devices | fla | fla_forward) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS GLA_EXCHANGE_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_TABLE_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS GLA_EXCHANGE_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -436,6 +437,31 @@ if [ "$parts" = startup ] && [ -x gpu-bundle/run ]; then
       note "startup $preset: the cached starts' tokens DIFFER"; failures=$((failures + 1))
     fi
   done
+fi
+# Issue 19's one-run table: gla-engine-bench on the defaults (bf16 weights) on each random model of
+# GLA_TABLE_PRESETS (default both), GLA_TABLE_ROUNDS rounds (default 2, alternating the models), then
+# tests/cuda/engine_table.py: per model the floor, ours, the ratio and the target of every row from
+# the first round, the later rounds' times beside them (table.md; docs/performance.md "Where the
+# engine stands" adds what bounds each miss).
+if [ "$parts" = table ] && [ -x gpu-bundle/run ]; then
+  [[ ${GLA_TABLE_ROUNDS:-2} =~ ^[1-4]$ ]] || knob_error "GLA_TABLE_ROUNDS must be 1-4, not '${GLA_TABLE_ROUNDS}'"
+  use_bundle
+  table_files=()
+  for round in $(seq "${GLA_TABLE_ROUNDS:-2}"); do
+    for preset in ${GLA_TABLE_PRESETS-340M 1.3B}; do
+      random_model "$preset" || continue
+      check "table_${preset}_$round" timeout 180 gpu-bundle/run gla-engine-bench --model "/tmp/gla-$preset" \
+        --name "gla-$preset" --batches 1,8,32,128
+      if [ -s "$out/engine-gla-$preset.json" ]; then
+        mv "$out/engine-gla-$preset.json" "$out/table_engine-gla-${preset}_run$round.json"
+        table_files+=("$out/table_engine-gla-${preset}_run$round.json")
+      fi
+    done
+  done
+  if [ "${#table_files[@]}" -gt 0 ]; then
+    check table python3 tests/cuda/engine_table.py "${table_files[@]}"
+    tee -a "$out/summary.txt" < "$out/table.txt"
+  fi
 fi
 # Issue 21: decode throughput with a JSON Schema on every sequence against none, 32 at once, on a
 # random gla-1.3B, with two tokenizers beside it: gla-brown's 8,000 pieces (the model's other ids
