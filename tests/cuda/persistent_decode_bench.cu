@@ -57,11 +57,25 @@ __global__ void FillF32(float* p, size_t n, float scale, float offset, unsigned 
   }
 }
 
+// The device buffers of the shape being timed, freed when its runs are done (Run's end): the second
+// shape's runs would otherwise share the GPU with the first's weights, and every traced row's buffer.
+std::vector<void*>& ShapeBuffers() {
+  static std::vector<void*> buffers;
+  return buffers;
+}
+
 template <typename T>
 T* Alloc(size_t n) {
   T* p = nullptr;
   CHECK(cudaMalloc(&p, n * sizeof(T)));
+  ShapeBuffers().push_back(p);
   return p;
+}
+
+void FreeShapeBuffers() {
+  CHECK(cudaDeviceSynchronize());
+  for (void* p : ShapeBuffers()) CHECK(cudaFree(p));
+  ShapeBuffers().clear();
 }
 
 void RunBatch(const Shape& sh, const gla::cuda::PersistentDecodeParams& p, int steps,
@@ -166,6 +180,7 @@ void Run(const Shape& sh, int steps, const std::vector<int>& batches, const std:
             }
             RunBatch(sh, p, steps, ceil, report, p.blocks, double(per_layer * sh.layers + head) * 2, state_floats);
           }
+  FreeShapeBuffers();
 }
 
 // How a row's exchanges went: barriers, or which values as tagged words.
