@@ -34,6 +34,10 @@ for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_TABLE_PRESETS GLA_WEIGHTS_PRESETS
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
 done
+[[ ${GLA_FLA_RUNS:-2} =~ ^[1-4]$ ]] || knob_error "GLA_FLA_RUNS must be 1-4, not '${GLA_FLA_RUNS}'"
+[[ ${GLA_FLA_RUN_TIMEOUT:-260} =~ ^[1-9][0-9]{0,2}$ ]] ||
+  knob_error "GLA_FLA_RUN_TIMEOUT must be seconds (1-999), not '${GLA_FLA_RUN_TIMEOUT}'"
+[[ ${GLA_TABLE_ROUNDS:-2} =~ ^[1-4]$ ]] || knob_error "GLA_TABLE_ROUNDS must be 1-4, not '${GLA_TABLE_ROUNDS}'"
 [[ ${GLA_AB_TESTS:-1} =~ ^[01]$ ]] || knob_error "GLA_AB_TESTS must be 0 or 1, not '${GLA_AB_TESTS}'"
 [[ ${GLA_AB_BATCHES:-1} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
   knob_error "GLA_AB_BATCHES must be batch sizes separated by commas (1,8,32), not '${GLA_AB_BATCHES}'"
@@ -178,12 +182,12 @@ fi
 
 # Issue 19's forward target (ours >= 3x fla's chunk_gla forward at the four anchor shapes and both
 # head shapes, against the fastest of several fla runs, in the same call): fla timed GLA_FLA_RUNS
-# times (default 2), each process autotuning afresh (~2 min), then our chunkwise kernel
+# times (default 2), each process autotuning afresh (~2 min; cut at GLA_FLA_RUN_TIMEOUT s, default 260),
+# then our chunkwise kernel
 # (gla_prefill_bench from the bundle), then one table (tests/cuda/fla_forward_anchor.py compare).
 if [ "$parts" = fla_forward ]; then
   [ -d gpu-fla/fla ] || { note "fla_forward: no gpu-fla/ carried"; exit 1; }
   [ -x gpu-bundle/run ] || { note "fla_forward: no gpu-bundle/ (carry gpu-pack)"; exit 1; }
-  [[ ${GLA_FLA_RUNS:-2} =~ ^[1-4]$ ]] || knob_error "GLA_FLA_RUNS must be 1-4, not '${GLA_FLA_RUNS}'"
   use_bundle
   fla_files=()
   for run in $(seq "${GLA_FLA_RUNS:-2}"); do
@@ -444,7 +448,6 @@ fi
 # the first round, the later rounds' times beside them (table.md; docs/performance.md "Where the
 # engine stands" adds what bounds each miss).
 if [ "$parts" = table ] && [ -x gpu-bundle/run ]; then
-  [[ ${GLA_TABLE_ROUNDS:-2} =~ ^[1-4]$ ]] || knob_error "GLA_TABLE_ROUNDS must be 1-4, not '${GLA_TABLE_ROUNDS}'"
   use_bundle
   table_files=()
   for round in $(seq "${GLA_TABLE_ROUNDS:-2}"); do
