@@ -34,8 +34,11 @@ def main(argv):
         except (OSError, ValueError) as e:
             print(f"{path}: not read ({e})", file=sys.stderr)
             return 1
-        if not data.get("rows"):
-            print(f"{path}: no rows", file=sys.stderr)
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if not rows or not all(isinstance(r, dict) and {"measure", "time_ms", "of_floor"} <= r.keys() for r in rows) \
+                or not {"device", "date", "commit", "ceilings"} <= data.keys():
+            print(f"{path}: not a gla-engine-bench result (no rows, or a row without measure, time_ms, of_floor)",
+                  file=sys.stderr)
             return 1
         runs.setdefault(data.get("model", data["bench"]), []).append(data)
     for model, files in runs.items():

@@ -78,11 +78,16 @@ def compare(ours_path, fla_paths):
         except (OSError, ValueError) as e:
             print(f"{path}: not read ({e})", file=sys.stderr)
             continue
+        try:
+            times = {(r["dk"], r["dv"], r["B"], r["T"]): (float(r["fla_ms"]), float(r["fla_states_ms"]))
+                     for r in data["rows"]}
+        except (KeyError, TypeError, ValueError) as e:
+            print(f"{path}: not an fla timing file ({type(e).__name__}: {e})", file=sys.stderr)
+            continue
         runs += 1
-        for r in data["rows"]:
-            key = (r["dk"], r["dv"], r["B"], r["T"])
+        for key, (plain, with_states) in times.items():
             old = fla.get(key, (float("inf"), float("inf")))
-            fla[key] = (min(old[0], r["fla_ms"]), min(old[1], r["fla_states_ms"]))
+            fla[key] = (min(old[0], plain), min(old[1], with_states))
     if not fla:
         print("no fla times read: nothing to compare", file=sys.stderr)
         return 1
