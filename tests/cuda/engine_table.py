@@ -10,8 +10,9 @@ is not in the file: docs/performance.md "Where the engine stands" adds it by han
 model (several runs) add a column of their times, so the runs' spread is seen beside the table.
 Exits 1 when a file cannot be read or holds no rows.
 """
-import json
 import sys
+
+from result_files import read_json  # tests/cuda/result_files.py, beside this script
 
 
 def floor_ms(row):
@@ -28,11 +29,8 @@ def main(argv):
         return 2
     runs = {}  # model -> list of result files, in the order given
     for path in paths:
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            print(f"{path}: not read ({e})", file=sys.stderr)
+        data = read_json(path)
+        if data is None:
             return 1
         rows = data.get("rows") if isinstance(data, dict) else None
         if not rows or not all(isinstance(r, dict) and {"measure", "time_ms", "of_floor"} <= r.keys() for r in rows) \

@@ -23,6 +23,8 @@ import json
 import re
 import sys
 
+from result_files import read_json  # tests/cuda/result_files.py, beside this script
+
 ANCHORS = ((8, 2048), (4, 4096), (2, 8192), (1, 16384))
 HEADS = ((4, 256, 512), (4, 128, 256))  # gla-1.3B, gla-340M
 TARGET = 3.0
@@ -67,16 +69,15 @@ def time_fla(out_path):
 
 
 def compare(ours_path, fla_paths):
-    with open(ours_path) as f:
-        ours = json.load(f)
+    ours = read_json(ours_path)
+    if not isinstance(ours, dict) or not isinstance(ours.get("rows"), list):
+        print(f"{ours_path}: not gla_prefill_bench's result file", file=sys.stderr)
+        return 1
     fla = {}
     runs = 0
     for path in fla_paths:
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            print(f"{path}: not read ({e})", file=sys.stderr)
+        data = read_json(path)
+        if data is None:
             continue
         try:
             times = {(r["dk"], r["dv"], r["B"], r["T"]): (float(r["fla_ms"]), float(r["fla_states_ms"]))
@@ -98,7 +99,11 @@ def compare(ours_path, fla_paths):
     worst = float("inf")
     missing = 0
     for r in ours["rows"]:
-        m = re.search(r"dk=(\d+), dv=(\d+)", r["shape"])
+        m = re.search(r"dk=(\d+), dv=(\d+)", str(r.get("shape", "")))
+        if m is None or not {"B", "T", "chunk_ms"} <= r.keys():
+            print(f"{ours_path}: a row without its heads, B, T or chunk_ms: {r}", file=sys.stderr)
+            missing += 1
+            continue
         key = (int(m.group(1)), int(m.group(2)), r["B"], r["T"])
         if key not in fla:
             print(f"| {r['shape']} | {r['B']} x {r['T']} | {r['chunk_ms']:.3f} | (not timed) | | | | |")
