@@ -9,8 +9,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
-#include <ctime>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <mutex>
 #include <vector>
