@@ -65,7 +65,7 @@ ABSL_FLAG(bool, gemm_tuning, true,
           "(cuda backend)");
 ABSL_FLAG(std::string, gemm_tuning_cache, "",
           "with --gemm_tuning: keep the GEMM algorithm choices in this file across restarts (created if missing; "
-          "its folder must exist): a restarted server runs the algorithms the first run timed, so its results equal "
+          "its folder must exist; a symlink is followed and its target written): a restarted server runs the algorithms the first run timed, so its results equal "
           "that run's to the bit and its startup does not pause to tune; records are filed per GPU model and "
           "cuBLASLt version; a file that is not such a cache is a startup error (cuda backend)");
 ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
