@@ -445,8 +445,8 @@ fi
 # Issue 19's one-run table: gla-engine-bench on the defaults (bf16 weights) on each random model of
 # GLA_TABLE_PRESETS (default both), GLA_TABLE_ROUNDS rounds (default 2, alternating the models), then
 # tests/cuda/engine_table.py: per model the floor, ours, the ratio and the target of every row from
-# the first round, the later rounds' times beside them (table.md; docs/performance.md "Where the
-# engine stands" adds what bounds each miss).
+# the first round, the later rounds' times beside them (table.txt, and the summary; docs/performance.md
+# "Where the engine stands" adds what bounds each miss).
 if [ "$parts" = table ] && [ -x gpu-bundle/run ]; then
   use_bundle
   table_files=()

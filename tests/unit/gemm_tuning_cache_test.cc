@@ -6,6 +6,7 @@
 #include "engine/model/gemm_tuning_cache.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -174,7 +175,7 @@ TEST(GemmTuningCache, HostileFilesAreRefusedAndNeverWrittenOver) {
 // A writer killed between creating its temporary file and renaming it leaves `<name>.tmp.<pid>.<n>`;
 // the next Open removes those of dead processes, and of this process's pid (a predecessor of the same
 // pid: the usual case in a container), once they are ten minutes old, and nothing else: not a live
-// process's (the parent's), not a fresh one (a writer in another PID namespace may own it), not
+// process's (a child that waits), not a fresh one (a writer in another PID namespace may own it), not
 // another cache's, not a name of another form, not a symlink (nor its target). A fresh file of this
 // pid holding the name Add would take first is stepped over, not an error.
 TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
@@ -183,7 +184,22 @@ TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
   ASSERT_GE(child, 0);
   if (child == 0) ::_exit(0);
   ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // `child` is now the pid of no live process
-  const std::string dead = std::to_string(child), live = std::to_string(::getppid()), self = std::to_string(::getpid());
+  // A live writer of our own making (the parent's pid may be 0 in a container, a name Open skips for
+  // its form rather than its liveness): a child that waits until it is killed below.
+  const pid_t alive = ::fork();
+  ASSERT_GE(alive, 0);
+  if (alive == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{alive};
+  const std::string dead = std::to_string(child), live = std::to_string(alive), self = std::to_string(::getpid());
   const auto old_time = fs::file_time_type::clock::now() - std::chrono::hours(1);
   auto make = [&](const std::string& name, bool old) {
     std::ofstream(t.dir / name) << "half a cache";
