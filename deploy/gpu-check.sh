@@ -7,6 +7,7 @@
 #                                               GLA_GPU_SESSION_BENCH=0: without the session measurements)
 #   bash deploy/gpu-check.sh fla               alone, carry ["gpu-fla"]: fla's chunk_gla timed there
 #   bash deploy/gpu-check.sh table             issue 19's one-run table on the defaults (both models)
+#   bash deploy/gpu-check.sh prep_gate         the prefill's gates made in the chunkwise prep: tests, engine A/B
 #   bash deploy/gpu-check.sh fla_forward       carry ["gpu-pack", "gpu-fla"]: fla's chunk_gla forward
 #                                              against ours in the same call (issue 19's 3x target)
 #   bash deploy/gpu-profile.sh                 per-kernel Nsight Compute profile of the GLA fwd + bwd
@@ -25,11 +26,11 @@ parts=${1:-all}
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
   all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | barriers | exchanges | startup | served | \
-    table | http | n | sdk | structured | \
+    table | prep_gate | http | n | sdk | structured | \
     store | devices | fla | fla_forward) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
-for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_TABLE_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS GLA_EXCHANGE_PRESETS; do
+for v in GLA_AB_PRESETS GLA_SERVED_PRESETS GLA_TABLE_PRESETS GLA_PREP_GATE_PRESETS GLA_WEIGHTS_PRESETS GLA_MEDIUM_PRESETS GLA_GEMMS_PRESETS GLA_STARTUP_PRESETS GLA_ROWS_PRESETS GLA_BATCHED_PRESETS GLA_EXCHANGE_PRESETS; do
   for preset in ${!v-}; do
     case $preset in 340M | 1.3B) ;; *) knob_error "$v: unknown preset '$preset' (340M, 1.3B)" ;; esac
   done
@@ -66,6 +67,7 @@ done
   knob_error "GLA_BATCHED_GRIDS must be block counts separated by commas (0,66), not '${GLA_BATCHED_GRIDS}'"
 [[ ${GLA_BATCHED_ROUNDS:-1} =~ ^[1-9]$ ]] || knob_error "GLA_BATCHED_ROUNDS must be 1-9, not '${GLA_BATCHED_ROUNDS}'"
 [[ ${GLA_EXCHANGE_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_EXCHANGE_ROUNDS must be 1-9, not '${GLA_EXCHANGE_ROUNDS}'"
+[[ ${GLA_PREP_GATE_ROUNDS:-2} =~ ^[1-9]$ ]] || knob_error "GLA_PREP_GATE_ROUNDS must be 1-9, not '${GLA_PREP_GATE_ROUNDS}'"
 [[ ${GLA_EXCHANGE_LEVELS:-0} =~ ^[0-3](,[0-3])*$ ]] ||
   knob_error "GLA_EXCHANGE_LEVELS must be levels 0-3 separated by commas (0,2,3), not '${GLA_EXCHANGE_LEVELS}'"
 [[ ${GLA_EXCHANGE_BATCHES:-1} =~ ^[1-8](,[1-8])*$ ]] ||
@@ -618,6 +620,25 @@ if [ "$parts" = exchanges ] && [ -x gpu-bundle/run ]; then
       --tagged "${GLA_EXCHANGE_LEVELS:-0,2,3},${GLA_EXCHANGE_LEVELS:-0,2,3}"
     levels=${GLA_EXCHANGE_LEVELS:-0,2,3}
     engine_ab exchanges tagged "${levels//,/ }" "${GLA_EXCHANGE_PRESETS-1.3B 340M}" native "${GLA_EXCHANGE_ROUNDS:-2}" 1
+  fi
+fi
+# Issue 19: the prefill rows' forget gates made in the chunkwise prep kernel
+# (CudaModelOptions::prefill_gate_in_prep): the forward kernel's tests (the made gate equal to the
+# bit to LowRankGate's rows read back, the refusals) and the engine's (the option changes no bit;
+# the mixed steps against the CPU), then gla-engine-bench --gate_in_prep 0 / 1 alternating
+# (GLA_PREP_GATE_ROUNDS, default 2) on GLA_PREP_GATE_PRESETS (default both) at batch 1 (prefill
+# T=4096 and TTFT(512) are what it moves).
+if [ "$parts" = prep_gate ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  failures_before=$failures
+  check prep_gate_kernel_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test \
+    --gtest_filter='*GlaForwardCuda*:*GlaDecodeCuda*:*GlaBackwardChunk*'
+  check prep_gate_engine_tests timeout 300 gpu-bundle/run cuda_engine_test \
+    --gtest_filter='*PrefillGateInPrep*:*MixedPackedStepsMatchCpu*:*AdaptersInMixedSteps*:TinyReference*:*GreedyTextEqualsCpu*'
+  if [ "$failures" -gt "$failures_before" ]; then
+    note "prep_gate: the tests failed: not timed"
+  else
+    engine_ab prep_gate gate_in_prep "0 1" "${GLA_PREP_GATE_PRESETS-1.3B 340M}" native "${GLA_PREP_GATE_ROUNDS:-2}" 1
   fi
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then

@@ -173,6 +173,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.max_logit_rows = DecodeBucket(slots) + kScoreRows;
   mo.cuda_graphs = options.cuda_graphs;
   mo.chunked_prefill = options.chunked_prefill;
+  mo.prefill_gate_in_prep = options.prefill_gate_in_prep;
   mo.persistent_decode = options.persistent_decode;
   mo.persistent_decode_max_batch = options.persistent_decode_max_batch;
   mo.persistent_tiles_in_flight = options.persistent_tiles_in_flight;

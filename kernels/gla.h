@@ -96,6 +96,22 @@ bool GlaBackwardChunkwise(const GlaSeqParams& p, const GlaSeqGrads& grads, int c
 }  // namespace cpu
 
 #if defined(GLA_HAVE_CUDA)
+// The forget gate made inside an operator's kernel from its low-rank factors instead of read from
+// g (a launch and a round trip of g fewer): g of key j = logsigmoid(bias[j] + lowrank[t] . w1[j]) /
+// normalizer (then the clamp), as LowRankGate computes it, to the bit (kernels/cuda/forget_gate.cuh).
+// lowrank: row t at lowrank + t * lowrank_stride, [rank] floats; w1 [Hkv * dk, rank] fp32; bias
+// may be null. Null lowrank: g is read.
+struct GlaGateFactors {
+  const float* lowrank = nullptr;
+  int64_t lowrank_stride = 0;
+  const float* w1 = nullptr;
+  const float* bias = nullptr;
+  int rank = 0;
+  float inv_normalizer = 1.0f;
+  bool has_clamp = false;
+  float clamp_min = 0.0f;
+};
+
 // One token for each of N sequences on the GPU, states updated in place in a state pool:
 // sequence n's state for this layer is values [slots[n] * slot_stride, + H dk dv) of `state`
 // (head h's [dk, dv] at h dk dv), fp32 or bf16 (kernels/state_slots.h).
@@ -105,18 +121,9 @@ struct GlaDecodeCudaParams : GlaRows {
   CudaStateSlots state;            // this layer's states (the pool seen at the layer's offset)
   const int32_t* slots = nullptr;  // [N] device array
   float scale = 1.0f;
-  // Optional: the forget gate made here instead of read from g (one launch fewer per decode layer):
-  // g of key j = logsigmoid(bias[j] + lowrank[n] . w1[j]) / normalizer (then the clamp), as
-  // LowRankGate computes it, to the bit. gate_lowrank: row n at gate_lowrank + n * stride, [rank]
-  // floats (rank <= 64); w1 [Hkv * dk, rank] fp32; bias may be null. Null gate_lowrank: g is read.
-  const float* gate_lowrank = nullptr;
-  int64_t gate_lowrank_stride = 0;
-  const float* gate_w1 = nullptr;
-  const float* gate_bias = nullptr;
-  int gate_rank = 0;
-  float gate_inv_normalizer = 1.0f;
-  bool gate_has_clamp = false;
-  float gate_clamp_min = 0.0f;
+  // Optional: the forget gate made here instead of read from g (one launch fewer per decode layer;
+  // rank <= 64), row n of the factors for sequence n.
+  GlaGateFactors gate;
 };
 
 // Prefill of many sequences packed in one launch: sequence n's tokens are rows
@@ -135,6 +142,11 @@ struct GlaPrefillCudaParams : GlaRows {
   int total_tokens = 0;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // GlaPrefillChunk only (GlaPrefillRecurrent and GlaBackwardChunk refuse it): the forget gate made
+  // in the chunkwise prep kernel from its factors (rank <= kChunkPrepMaxGateRank, row t of the
+  // factors for token row t) instead of read from g: a gate launch fewer per layer, and g's rows
+  // neither written nor read.
+  GlaGateFactors gate;
 };
 
 // Backward of the chunkwise operator for many sequences packed in one launch (fine-tuning): the
@@ -186,6 +198,10 @@ cudaError_t GlaPrefillRecurrent(const GlaPrefillCudaParams& p, cudaStream_t stre
 // 16-byte aligned with strides % 4 == 0; anything else is cudaErrorInvalidValue with no launch,
 // as is a workspace smaller than GlaPrefillChunkWorkspaceBytes(p, p.total_tokens).
 cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream);
+// The largest gate rank GlaPrefillChunk makes the gate for itself (GlaPrefillCudaParams::gate): its
+// factors are staged in shared memory the prep kernel has free while it loads (fla's GLA
+// checkpoints use 16); a larger rank is cudaErrorInvalidValue.
+constexpr int kChunkPrepMaxGateRank = 32;
 // Workspace bytes GlaPrefillChunk needs for this shape and at most total_tokens packed tokens on
 // the current device (the plan depends on its multiprocessor count).
 size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens);

@@ -963,12 +963,17 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     // recomputes its head's gates, so at larger batches that costs more than the launch saves
     // (B = 32 / 128: +4-6%): there, and when an adapter merges its own second factor (below),
     // LowRankGate makes them.
+    // The chunkwise prefill's prep kernel makes its rows' gates too (prefill_gate_in_prep): the gate
+    // launch then covers the decode rows alone, if any.
     constexpr int kGateInDecodeMaxRows = 4;
     const bool gate_in_decode = decode_rows > 0 && decode_rows <= kGateInDecodeMaxRows && step_adapters_.empty();
-    const int gate_row0 = gate_in_decode ? decode_rows : 0;
+    const bool gate_in_prefill = prefill_seqs > 0 && options_.prefill_gate_in_prep && chunk_workspace_bytes_ > 0 &&
+                                 step_adapters_.empty() && p.gate_rank <= cuda::kChunkPrepMaxGateRank;
+    const int gate_row0 = gate_in_decode ? decode_rows : 0, gate_row1 = gate_in_prefill ? decode_rows : rows;
+    const GlaGateFactors gate_factors = p.GateFactors(proj_ + ip.r, P, w.gk1, w.gk1_bias);
     GLA_CUDA_RETURN_IF_ERROR(cuda::LowRankGate(proj_ + int64_t{gate_row0} * P + ip.r, P, w.gk1, p.gate_rank, w.gk1_bias,
-                                               gk_ + int64_t{gate_row0} * p.k_width, p.k_width, rows - gate_row0,
-                                               p.k_width, p.gate, stream_));
+                                               gk_ + int64_t{gate_row0} * p.k_width, p.k_width,
+                                               std::max(gate_row1 - gate_row0, 0), p.k_width, p.gate, stream_));
     for (const AdapterRows& ar : step_adapters_) {  // gk_proj.1 adapted: the gate again, merged factor
       const float* merged = ar.adapter->gk1[l];
       if (merged == nullptr) continue;
@@ -981,14 +986,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
     if (decode_rows > 0) {
       GlaDecodeCudaParams dp = p.DecodeCuda(gla_rows, decode_rows, layer_states, d_slots_);
       if (gate_in_decode) {
-        dp.gate_lowrank = proj_ + ip.r;
-        dp.gate_lowrank_stride = P;
-        dp.gate_w1 = w.gk1;
-        dp.gate_bias = w.gk1_bias;
-        dp.gate_rank = p.gate_rank;
-        dp.gate_inv_normalizer = 1.0f / p.gate.normalizer;
-        dp.gate_has_clamp = p.gate.has_clamp;
-        dp.gate_clamp_min = p.gate.clamp_min;
+        dp.gate = gate_factors;
       }
       GLA_CUDA_RETURN_IF_ERROR(cuda::GlaDecodeStep(dp, stream_));
     }
@@ -999,6 +997,11 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
         pp.total_tokens = rows - decode_rows;
         pp.workspace = chunk_workspace_;
         pp.workspace_bytes = chunk_workspace_bytes_;
+        if (gate_in_prefill) {
+          pp.gate = gate_factors;
+          pp.gate.lowrank += int64_t{decode_rows} * P;  // the prefill's rows follow the decode rows
+          ++prep_gate_layers_;
+        }
         GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillChunk(pp, stream_));
       } else {
         GLA_CUDA_RETURN_IF_ERROR(cuda::GlaPrefillRecurrent(pp, stream_));

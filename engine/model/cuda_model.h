@@ -54,6 +54,11 @@ struct CudaModelOptions {
   // Prefill through the tensor-core chunkwise kernel where the head shape allows it (dk 64, 128
   // or 256); otherwise, or when false, through the fused-recurrent kernel.
   bool chunked_prefill = true;
+  // With chunked_prefill: the prefill rows' forget gates made inside the chunkwise kernel's prep
+  // (GlaPrefillCudaParams::gate; the same bits) instead of by LowRankGate, whose fp32 rows the prep
+  // then read back: a launch and a write and read of the gate's rows fewer per layer. Steps with
+  // adapters, and gate ranks above cuda::kChunkPrepMaxGateRank, keep the gate launch.
+  bool prefill_gate_in_prep = true;
   // Batch-1 decode steps (no adapter) through one persistent kernel for the whole model
   // (kernels/persistent_decode.h) where the device (Hopper on) and the shapes allow it.
   bool persistent_decode = true;
@@ -137,6 +142,9 @@ class CudaModel {
   int64_t persistent_steps() const { return persistent_steps_; }
   // Of those, the steps that exchanged values as tagged words (tests: which kernel a step took).
   int64_t tagged_steps() const { return tagged_steps_; }
+  // Layer launches whose prefill rows' gates the chunkwise prep kernel made (prefill_gate_in_prep;
+  // tests: which path a step took).
+  int64_t prep_gate_layers() const { return prep_gate_layers_; }
   // The tagged exchanges batch-1 persistent steps take (CudaModelOptions::persistent_tagged_exchange):
   // 0 none, 1 x and act, 2 in_proj's values too, 3 in_proj's alone (batched steps: 1 with
   // persistent_tagged_batched, else 0).
@@ -326,6 +334,7 @@ class CudaModel {
   // step without them); a step that reads more zeroes them first. All of them are zero when allocated.
   int64_t tagged_words_written_ = 0;
   int64_t tagged_steps_ = 0;  // see tagged_steps()
+  int64_t prep_gate_layers_ = 0;  // see prep_gate_layers()
   DeviceMemory persistent_mem_;
 
   // Adapters by host address (the entry holds the adapter, so the address is not reused), the

@@ -113,6 +113,20 @@ GlaPrefillCudaParams GlaLayerPlan::PrefillCuda(const GlaRows& rows, int num_seqs
   return p;
 }
 
+GlaGateFactors GlaLayerPlan::GateFactors(const float* lowrank, int64_t stride, const float* w1,
+                                         const float* bias) const {
+  GlaGateFactors f;
+  f.lowrank = lowrank;
+  f.lowrank_stride = stride;
+  f.w1 = w1;
+  f.bias = bias;
+  f.rank = static_cast<int>(gate_rank);
+  f.inv_normalizer = 1.0f / gate.normalizer;
+  f.has_clamp = gate.has_clamp;
+  f.clamp_min = gate.clamp_min;
+  return f;
+}
+
 cuda::PersistentDecodeParams GlaLayerPlan::PersistentDecodeCuda(int num_layers) const {
   cuda::PersistentDecodeParams p;
   p.num_layers = num_layers;

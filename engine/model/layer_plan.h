@@ -73,6 +73,9 @@ struct GlaLayerPlan {
   GlaDecodeCudaParams DecodeCuda(const GlaRows& rows, int N, const CudaStateSlots& state, const int32_t* slots) const;
   GlaPrefillCudaParams PrefillCuda(const GlaRows& rows, int num_seqs, const int32_t* cu_seqlens,
                                    const CudaStateSlots& state, const int32_t* slots) const;
+  // The forget gate's factors for a kernel that makes the gate itself: row r of lowrank (stride
+  // floats apart) with this layer's second factor w1 and bias; the plan's rank and activation.
+  GlaGateFactors GateFactors(const float* lowrank, int64_t stride, const float* w1, const float* bias) const;
   // The persistent batch-1 decode kernel's shapes and constants (kernels/persistent_decode.h);
   // the runner adds its weights, workspace and states.
   cuda::PersistentDecodeParams PersistentDecodeCuda(int num_layers) const;

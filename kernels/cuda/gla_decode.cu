@@ -145,15 +145,15 @@ __global__ void __launch_bounds__(kThreads) GlaDecodeKernel(const GlaDecodeCudaP
 
   __shared__ float q_s[kMaxDk], k_s[kMaxDk], decay_s[kMaxDk];
   __shared__ float4 partial[V][kRowGroups][kLanes];
-  if (p.gate_lowrank != nullptr) {  // the gate from its low-rank factors, here (forget_gate.cuh)
-    const float* lr = p.gate_lowrank + n * p.gate_lowrank_stride;
+  if (p.gate.lowrank != nullptr) {  // the gate from its low-rank factors, here (forget_gate.cuh)
+    const float* lr = p.gate.lowrank + n * p.gate.lowrank_stride;
     const float* q = p.q + n * p.q_stride + h * p.dk;
     const float* k = p.k + n * p.k_stride + hk * p.dk;
     for (int i = threadIdx.x; i < p.dk; i += kThreads) {
       q_s[i] = p.scale * q[i];
       k_s[i] = k[i];
-      decay_s[i] = expf(LowRankGateOf(lr, p.gate_w1, p.gate_rank, p.gate_bias, hk * p.dk + i, p.gate_inv_normalizer,
-                                      p.gate_has_clamp, p.gate_clamp_min));
+      decay_s[i] = expf(LowRankGateOf(lr, p.gate.w1, p.gate.rank, p.gate.bias, hk * p.dk + i, p.gate.inv_normalizer,
+                                      p.gate.has_clamp, p.gate.clamp_min));
     }
   } else {
     tile::StageHead(p.q + n * p.q_stride + h * p.dk, p.k + n * p.k_stride + hk * p.dk,
@@ -198,7 +198,7 @@ cudaError_t GlaDecodeStep(const GlaDecodeCudaParams& p, cudaStream_t stream) {
   if (p.N < 0 || p.H <= 0 || p.Hkv <= 0 || p.H % p.Hkv != 0 || p.dk <= 0 || p.dk > kMaxDk || p.dv <= 0 ||
       p.dv % 4 != 0 || p.N > 65535 || p.H > 65535 || !p.state.FourValueAligned())
     return cudaErrorInvalidValue;
-  if (p.gate_lowrank != nullptr && (p.gate_w1 == nullptr || p.gate_rank <= 0 || p.gate_rank > 64))
+  if (p.gate.lowrank != nullptr && (p.gate.w1 == nullptr || p.gate.rank <= 0 || p.gate.rank > 64))
     return cudaErrorInvalidValue;
   if (!p.state.bf16) return LaunchDecode<false, 1>(p, stream);
   // bf16 states: 8 columns a thread (16-byte accesses) where the rows allow it.

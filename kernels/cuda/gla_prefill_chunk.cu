@@ -25,6 +25,9 @@
 //     (this kernel took 60% longer). Short prompts (chunk x head blocks fewer than the SMs: a
 //     512-token prompt at gla-1.3B is 32 blocks for 132 SMs) run it as clusters of dk / 64 blocks,
 //     one slice each, A's partial sums added across the cluster through distributed shared memory.
+//     With GlaPrefillCudaParams::gate, g is made here from its low-rank factors as it is loaded (the
+//     slice's 64 columns of w1 and the chunk's factor rows staged in shared memory first) instead
+//     of read: the engine's gate launch, its write of g and this read of it go (the same bits).
 //  2. Main (grid: segment x head x 64-column dv tile; 8 warps): walks the chunks of its segment with
 //     the state slice S^T [64 dv, dk] in registers. Warp w owns 16 dv rows (w % 4) and half of dk
 //     (w / 4). The state is kept transposed in the mma accumulator layout because that layout is
@@ -55,6 +58,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cuda/forget_gate.cuh"
 #include "kernels/cuda/gla_chunk_common.cuh"
 #include "kernels/cuda/state_values.cuh"
 #include "kernels/gla.h"
@@ -115,6 +119,15 @@ __device__ __forceinline__ float TransposeReduce16(float (&v)[16], int lane) {
 // ---------------------------------------------------------------------------------------------
 // 1. Prep: gated bf16 q/k, decays and the intra-chunk matrix A, per (chunk, head).
 
+// GlaPrefillCudaParams::gate: a slice's gate factors, staged before its loads (over the union below,
+// which is free until the cumsum): the chunk's rows of the low-rank factor, and w1's rows for the
+// slice's 64 columns transposed, so that a thread's four columns are one float4 for every k.
+struct GateStage {
+  float lr[kChunk][kChunkPrepMaxGateRank];
+  float w1t[kChunkPrepMaxGateRank][68];
+  float bias[64];
+};
+
 struct PrepSmem {
   float q[kChunk][68];  // scale * q (fp32), one 64-column slice of dk; 68: conflict-free float2 rows
   float k[kChunk][68];
@@ -126,8 +139,39 @@ struct PrepSmem {
       bf16 kr[96][72];  // for sub-chunk i = 1..3 (rows 0 / 16 / 48): k_s exp(b_r - b_s), s < r
     } op;
     bf16 aout[kChunk][72];  // after the last slice
+    GateStage gate;         // while a slice loads, when the gate is made here
   } u;
 };
+
+// Stages the factors of rows [0, L) of the chunk (lowrank at its first row) and of columns
+// [col0, col0 + 64) of w1 and the bias; every thread of the block takes part.
+__device__ __forceinline__ void StageGateFactors(const GlaGateFactors& f, const float* lowrank, int L, int col0,
+                                                 GateStage& s) {
+  const int rank = f.rank;
+  for (int i = threadIdx.x; i < L * rank; i += kThreads)
+    s.lr[i / rank][i % rank] = lowrank[int64_t{i / rank} * f.lowrank_stride + i % rank];
+  for (int i = threadIdx.x; i < 64 * rank; i += kThreads)
+    s.w1t[i % rank][i / rank] = __ldg(f.w1 + int64_t{col0 + i / rank} * rank + i % rank);
+  if (threadIdx.x < 64) s.bias[threadIdx.x] = f.bias != nullptr ? __ldg(f.bias + col0 + threadIdx.x) : 0.f;
+}
+
+// The gates of row r's columns c4 .. c4 + 3 of the slice: LowRankGate's sum in its order (bias,
+// then one fma per k) and forget_gate.cuh's activation, so the same bits as the g it would write.
+__device__ __forceinline__ float4 MadeGates(const GlaGateFactors& f, const GateStage& s, int r, int c4) {
+  float4 z = *reinterpret_cast<const float4*>(&s.bias[c4]);
+  for (int k = 0; k < f.rank; ++k) {
+    const float l = s.lr[r][k];
+    const float4 w = *reinterpret_cast<const float4*>(&s.w1t[k][c4]);
+    z.x = fmaf(l, w.x, z.x);
+    z.y = fmaf(l, w.y, z.y);
+    z.z = fmaf(l, w.z, z.z);
+    z.w = fmaf(l, w.w, z.w);
+  }
+  return make_float4(GateOf(z.x, f.inv_normalizer, f.has_clamp, f.clamp_min),
+                     GateOf(z.y, f.inv_normalizer, f.has_clamp, f.clamp_min),
+                     GateOf(z.z, f.inv_normalizer, f.has_clamp, f.clamp_min),
+                     GateOf(z.w, f.inv_normalizer, f.has_clamp, f.clamp_min));
+}
 __host__ __device__ constexpr int KrBase(int i) { return i == 1 ? 0 : i == 2 ? 16 : 48; }
 
 // kSplit: a cluster of DK / 64 blocks per (chunk, head), one 64-column slice each (short prompts:
@@ -157,6 +201,8 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
   const float* qb = p.q + int64_t{t0} * p.q_stride + h * DK;
   const float* kb = p.k + int64_t{t0} * p.k_stride + hk * DK;
   const float* gb = p.g + int64_t{t0} * p.g_stride + hk * DK;
+  const bool make_gate = p.gate.lowrank != nullptr;  // g made here from its factors, not read
+  const float* lrb = make_gate ? p.gate.lowrank + int64_t{t0} * p.gate.lowrank_stride : nullptr;
 
   // Off-diagonal sub-chunk pairs: warp w < 6 owns one 16 x 16 tile (i, j < i) for all slices.
   const int job_i = warp < 1 ? 1 : warp < 3 ? 2 : 3;
@@ -168,13 +214,18 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
 
   const int c_begin = kSplit ? 64 * slice : 0, c_end = kSplit ? c_begin + 64 : DK;
   for (int c0 = c_begin; c0 < c_end; c0 += 64) {
+    if (make_gate) {
+      StageGateFactors(p.gate, lrb, L, hk * DK + c0, sm.u.gate);
+      __syncthreads();
+    }
     for (int i = tid; i < kChunk * 16; i += kThreads) {
       const int r = i >> 4, c4 = (i & 15) * 4;
       float4 qv = make_float4(0.f, 0.f, 0.f, 0.f), kv = qv, gv = qv;
       if (r < L) {
         qv = __ldg(reinterpret_cast<const float4*>(qb + r * p.q_stride + c0 + c4));
         kv = __ldg(reinterpret_cast<const float4*>(kb + r * p.k_stride + c0 + c4));
-        gv = __ldg(reinterpret_cast<const float4*>(gb + r * p.g_stride + c0 + c4));
+        gv = make_gate ? MadeGates(p.gate, sm.u.gate, r, c4)
+                       : __ldg(reinterpret_cast<const float4*>(gb + r * p.g_stride + c0 + c4));
       }
       *reinterpret_cast<float4*>(&sm.q[r][c4]) = make_float4(p.scale * qv.x, p.scale * qv.y, p.scale * qv.z, p.scale * qv.w);
       *reinterpret_cast<float4*>(&sm.k[r][c4]) = kv;
@@ -739,6 +790,9 @@ cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream) 
       (p.slots && (p.state.base == nullptr)))
     return cudaErrorInvalidValue;
   if (!ChunkHeadDimSupported(p.dk)) return cudaErrorInvalidValue;
+  if (p.gate.lowrank != nullptr &&
+      (p.gate.w1 == nullptr || p.gate.rank < 1 || p.gate.rank > kChunkPrepMaxGateRank || p.gate.lowrank_stride < 0))
+    return cudaErrorInvalidValue;
   if (p.total_tokens == 0) return cudaSuccess;  // only empty sequences: states stay as they are
   const Plan plan = MakePlan(p, p.total_tokens);
   if (p.workspace == nullptr || p.workspace_bytes < plan.bytes ||

@@ -15,6 +15,7 @@
 #include <limits>
 #include <numeric>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <sstream>
 
@@ -306,7 +307,9 @@ TEST_P(OptionsModel, Fp8WeightsMixedPackedStepsMatchCpu) {
 // and states of mixed steps (prefills and decodes, with and without the output gate) equal to the
 // bit. Both with cuBLAS's default GEMM algorithms: the tuned ones are chosen by timing, so two
 // engines may choose differently (ProjectionPaths::tuned_bf16_gemms).
-void ExpectMixedStepsEqualToTheBit(const std::string& dir, CudaModelOptions a_options, CudaModelOptions b_options) {
+// `after`, when given, looks at both models once the steps have run (which paths they took).
+void ExpectMixedStepsEqualToTheBit(const std::string& dir, CudaModelOptions a_options, CudaModelOptions b_options,
+                                   const std::function<void(const CudaModel&, const CudaModel&)>& after = nullptr) {
   a_options.paths.tuned_bf16_gemms = b_options.paths.tuned_bf16_gemms = false;
   Gpu a_gpu = MakeGpu(dir, a_options, 4), b_gpu = MakeGpu(dir, b_options, 4);
   if (!a_gpu.model || !b_gpu.model) return;
@@ -334,6 +337,22 @@ void ExpectMixedStepsEqualToTheBit(const std::string& dir, CudaModelOptions a_op
                                                                               << lengths[1] << ", " << lengths[2];
     for (int slot : slots) EXPECT_EQ(a_gpu.State(slot), b_gpu.State(slot)) << "slot " << slot;
   }
+  if (after) after(*a_gpu.model, *b_gpu.model);
+}
+
+// The prefill rows' forget gates made inside the chunkwise prep kernel (prefill_gate_in_prep, the
+// default) against LowRankGate's rows read back by it: the same bits, in steps with no decode rows,
+// with a few (whose gates the decode step makes) and with prefill rows after them.
+TEST_P(OptionsModel, PrefillGateInPrepChangesNoBit) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  CudaModelOptions in_prep = Options(512, true), separate = in_prep;
+  in_prep.prefill_gate_in_prep = true;
+  separate.prefill_gate_in_prep = false;
+  ExpectMixedStepsEqualToTheBit(OptionsModelDir(GetParam()), in_prep, separate,
+                                [](const CudaModel& a, const CudaModel& b) {
+                                  EXPECT_GT(a.prep_gate_layers(), 0) << "no layer made its gates in the prep kernel";
+                                  EXPECT_EQ(b.prep_gate_layers(), 0);
+                                });
 }
 
 // FP8 steps above the one-byte kernel's rows may make each projection's input inside the quantizing

@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> flags = {{"model", ""},         {"name", ""},        {"prefill_tokens", "4096"},
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
+                                              {"gate_in_prep", kDefaults.prefill_gate_in_prep ? "1" : "0"},
                                               {"state_dtype", "f32"},  {"weights", "native"},
                                               {"byte_rows", std::to_string(kDefaults.paths.byte_weight_kernel_rows)},
                                               {"fp8_made_rows", std::to_string(kDefaults.paths.fp8_made_rows_from)},
@@ -111,6 +112,8 @@ int main(int argc, char** argv) {
   o.step_token_budget = std::max({prefill_tokens, prompt, 1});
   o.cuda_graphs = num("cuda_graphs") != 0;
   o.chunked_prefill = num("chunked_prefill") != 0;
+  if (num("gate_in_prep") > 1) Die("--gate_in_prep wants 0 or 1");
+  o.prefill_gate_in_prep = num("gate_in_prep") == 1;  // the prefill's gates made in the chunkwise prep
   o.persistent_decode = num("persistent_decode") != 0;
   o.persistent_decode_max_batch = num("persistent_batch");  // 2-8: the batched persistent kernel up to that batch
   if (o.persistent_decode_max_batch < 1 || o.persistent_decode_max_batch > gla::cuda::kPersistentMaxBatch)
@@ -163,6 +166,7 @@ int main(int argc, char** argv) {
   unless_default("fp8-made-rows-from", o.paths.fp8_made_rows_from, kDefaults.paths.fp8_made_rows_from);
   if (flags["medium_rows"] != "default") report_name += "-medium-rows-" + std::to_string(o.paths.medium_m_kernel_rows);
   unless_default("gemm-tuning", int{o.paths.tuned_bf16_gemms}, int{kDefaults.paths.tuned_bf16_gemms});
+  unless_default("gate-in-prep", int{o.prefill_gate_in_prep}, int{kDefaults.prefill_gate_in_prep});
   unless_default("warp-rows", o.paths.warp_rows_from, kDefaults.paths.warp_rows_from);
   unless_default("warp-rows-width", o.paths.warp_rows_max_width, kDefaults.paths.warp_rows_max_width);
   unless_default("persistent-batch", o.persistent_decode_max_batch, kDefaults.persistent_decode_max_batch);
@@ -237,6 +241,9 @@ int main(int argc, char** argv) {
   if (o.persistent_decode)
     std::printf("# batch-1 persistent exchanges: level %d, %s, where the shapes allow (--tagged)\n",
                 o.persistent_tagged_exchange, kTaggedLevels[o.persistent_tagged_exchange]);
+  std::printf("# prefill gates: %s (--gate_in_prep)\n",
+              o.prefill_gate_in_prep ? "made in the chunkwise prep kernel" : "LowRankGate, read back by the prep");
+  report.SetNote("prefill_gate_in_prep", o.prefill_gate_in_prep ? "1" : "0");
   report.SetNote("persistent_tiles_in_flight", std::to_string(o.persistent_tiles_in_flight));
   report.SetNote("persistent_tile_bytes", std::to_string(o.persistent_tile_bytes));
   report.SetNote("persistent_blocks", std::to_string(o.persistent_blocks));

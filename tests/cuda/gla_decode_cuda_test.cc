@@ -224,8 +224,8 @@ TEST(GlaDecodeCudaFusedGate, EqualsLowRankGateThenDecodeToTheBit) {
     // B: the step makes the gate (g is poisoned: it must not be read).
     GLA_CUDA_OK(cudaMemset(d_g, 0xFF, size_t{N} * Hkv * dk * 4));
     p.o = o_b, p.state = {pool_b, state_floats, false};
-    p.gate_lowrank = lr, p.gate_lowrank_stride = P, p.gate_w1 = d_w1, p.gate_bias = d_bias, p.gate_rank = rank;
-    p.gate_inv_normalizer = 1.0f / gate.normalizer, p.gate_has_clamp = gate.has_clamp, p.gate_clamp_min = gate.clamp_min;
+    p.gate.lowrank = lr, p.gate.lowrank_stride = P, p.gate.w1 = d_w1, p.gate.bias = d_bias, p.gate.rank = rank;
+    p.gate.inv_normalizer = 1.0f / gate.normalizer, p.gate.has_clamp = gate.has_clamp, p.gate.clamp_min = gate.clamp_min;
     GLA_CUDA_OK(cuda::GlaDecodeStep(p, nullptr));
     GLA_CUDA_OK(cudaDeviceSynchronize());
     for (float* d : {q, k, v, lr}) cudaFree(d);
@@ -242,9 +242,9 @@ TEST(GlaDecodeCudaFusedGate, EqualsLowRankGateThenDecodeToTheBit) {
   EXPECT_NE(std::memcmp(sa.data(), pool.data(), sn * 4), 0) << "the steps changed nothing";
   GlaDecodeCudaParams bad;
   bad.N = 1, bad.H = 1, bad.Hkv = 1, bad.dk = 64, bad.dv = 64;
-  bad.gate_lowrank = lr_unused();
-  bad.gate_rank = 65;  // over the rank the step stages
-  bad.gate_w1 = d_w1;
+  bad.gate.lowrank = lr_unused();
+  bad.gate.rank = 65;  // over the rank the step stages
+  bad.gate.w1 = d_w1;
   EXPECT_EQ(cuda::GlaDecodeStep(bad, nullptr), cudaErrorInvalidValue);
   for (float* d : {pool_a, pool_b, d_w1, d_bias, o_a, o_b, d_g}) cudaFree(d);
   cudaFree(d_slots);

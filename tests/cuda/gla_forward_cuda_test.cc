@@ -4,12 +4,18 @@
 // chunkwise kernel to cut them into segments run in parallel. Each kernel is held to its bound:
 // the fused-recurrent kernel is fp32 throughout (1e-5); the chunkwise kernel's matmuls take bf16
 // operands with fp32 accumulation (2e-2). Outputs are NaN-poisoned first (a row left unwritten
-// fails); slots no sequence uses must stay bit-identical.
+// fails); slots no sequence uses must stay bit-identical. The chunkwise kernel's forget gate made
+// from its low-rank factors (GlaPrefillCudaParams::gate) must equal, to the bit, the same kernel
+// reading what LowRankGate writes.
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "kernels/activations.h"
 #include "kernels/gla.h"
 #include "tests/cuda/gla_op_harness.h"
 
@@ -107,6 +113,144 @@ INSTANTIATE_TEST_SUITE_P(ChunkOnly, GlaForwardCuda,
                                                               GlaCase{"gla340M_segments", 4, 4, 128, 256, {4100}, true},
                                                               GlaCase{"gla340M_segments0", 4, 4, 128, 256, {4100}, false})),
                          Name);
+
+// The gate made in the chunkwise prep kernel: a case, the gate's rank, a bias or none, a clamp or none.
+struct GateCase {
+  GlaCase c;
+  int rank;
+  bool bias, clamp;
+};
+
+class GlaForwardCudaGate : public ::testing::TestWithParam<GateCase> {};
+
+// Two runs of the chunkwise kernel on the same rows and states: A reads g as LowRankGate wrote it
+// (what the engine does with prefill_gate_in_prep off), B makes g from the factors (g poisoned with
+// NaN, so a read of it fails). Outputs and final states must be equal to the bit, and A's finite.
+TEST_P(GlaForwardCudaGate, MadeInPrepEqualsLowRankGateRows) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  const GateCase& gc = GetParam();
+  const GlaCase& c = gc.c;
+  const GlaProblem p = testing::MakeProblem(c, 99 + c.dk + gc.rank);
+  GlaDeviceProblem d;
+  GLA_CUDA_OK(d.Upload(p));
+  // The factors as the engine holds them: row t of a wider buffer (the fused projection's), at an
+  // offset that is not 16-byte aligned; w1 [Hkv dk, rank]; scaled so some gates reach the clamp.
+  std::mt19937 rng(7 + gc.rank);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  const int64_t lr_stride = gc.rank + 3, kw = p.kw;
+  std::vector<float> lr(size_t(std::max(p.T, 1)) * lr_stride), w1(size_t(kw) * gc.rank), bias(kw);
+  for (auto& x : lr) x = 2.f * normal(rng);
+  for (auto& x : w1) x = normal(rng) / std::sqrt(float(gc.rank));
+  for (auto& x : bias) x = normal(rng);
+  float *d_lr, *d_w1, *d_bias;
+  GLA_CUDA_OK(d.buf.Upload(lr, &d_lr));
+  GLA_CUDA_OK(d.buf.Upload(w1, &d_w1));
+  GLA_CUDA_OK(d.buf.Upload(bias, &d_bias));
+  ForgetGate gate;
+  gate.has_clamp = gc.clamp;
+  gate.clamp_min = -0.05f;
+  GlaGateFactors factors;
+  factors.lowrank = d_lr + 1;
+  factors.lowrank_stride = lr_stride;
+  factors.w1 = d_w1;
+  factors.bias = gc.bias ? d_bias : nullptr;
+  factors.rank = gc.rank;
+  factors.inv_normalizer = 1.0f / gate.normalizer;
+  factors.has_clamp = gate.has_clamp;
+  factors.clamp_min = gate.clamp_min;
+
+  float *o_a, *o_b, *pool_b;
+  GLA_CUDA_OK(d.Poisoned(size_t(p.T) * p.ow, &o_a));
+  GLA_CUDA_OK(d.Poisoned(size_t(p.T) * p.ow, &o_b));
+  GLA_CUDA_OK(d.buf.Upload(p.pool, &pool_b));
+  // A: LowRankGate writes g, the kernel reads it.
+  GLA_CUDA_OK(cuda::LowRankGate(factors.lowrank, lr_stride, d_w1, gc.rank, factors.bias, d.g, kw, p.T, int(kw), gate,
+                                nullptr));
+  GlaPrefillCudaParams a = testing::ForwardParams(p, d, o_a);
+  a.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(a, a.total_tokens);
+  GLA_CUDA_OK(d.buf.Alloc(a.workspace_bytes, &a.workspace));
+  GLA_CUDA_OK(cuda::GlaPrefillChunk(a, nullptr));
+  GLA_CUDA_OK(cudaDeviceSynchronize());
+  // B: g poisoned, the kernel makes it.
+  GLA_CUDA_OK(cudaMemset(d.g, 0xFF, size_t(std::max(p.T, 1)) * kw * 4));
+  GlaPrefillCudaParams b = a;
+  b.o = o_b;
+  b.state.base = pool_b;
+  b.gate = factors;
+  GLA_CUDA_OK(cuda::GlaPrefillChunk(b, nullptr));
+  GLA_CUDA_OK(cudaDeviceSynchronize());
+
+  auto down = [](const float* dev, size_t n) {
+    std::vector<float> h(n);
+    EXPECT_EQ(cudaMemcpy(h.data(), dev, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  };
+  const size_t on = size_t(p.T) * p.ow;
+  const std::vector<float> oa = down(o_a, on), ob = down(o_b, on), sa = down(d.pool, p.pool.size()),
+                           sb = down(pool_b, p.pool.size());
+  int nonfinite = 0;
+  for (float x : oa) nonfinite += !std::isfinite(x);
+  EXPECT_EQ(nonfinite, 0) << "the run that reads g left rows unwritten or not finite";
+  EXPECT_EQ(std::memcmp(oa.data(), ob.data(), on * 4), 0) << "outputs differ";
+  EXPECT_EQ(std::memcmp(sa.data(), sb.data(), sa.size() * 4), 0) << "states differ";
+  if (c.with_h0) {
+    EXPECT_NE(std::memcmp(sa.data(), p.pool.data(), sa.size() * 4), 0) << "the runs changed no state";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Chunk, GlaForwardCudaGate,
+    ::testing::Values(
+        // Short prompts at dk 256: the prep kernel's cluster form; a long one: its one-block form.
+        GateCase{GlaCase{"gla13B_short", 4, 4, 256, 512, {1, 63, 65, 200}, true}, 16, true, true},
+        GateCase{GlaCase{"gla13B_long", 4, 4, 256, 512, {3000, 7}, true}, 16, true, false},
+        GateCase{GlaCase{"gla340M_rank32", 4, 4, 128, 256, {130, 1, 64, 0, 37}, true}, 32, false, true},
+        GateCase{GlaCase{"gqa_dk256_rank5", 8, 2, 256, 64, {100, 29}, false}, 5, true, true},
+        GateCase{GlaCase{"gqa_dk64_rank1", 4, 2, 64, 96, {9, 1, 33, 128}, true}, 1, false, false}),
+    [](const ::testing::TestParamInfo<GateCase>& info) { return std::string(info.param.c.name); });
+
+TEST(GlaForwardCudaShapes, GateFactorsRefusedWhereTheyCannotBeUsed) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  std::vector<int32_t> cu = {0, 4};
+  testing::DeviceBuffers buf;
+  int32_t* d_cu;
+  GLA_CUDA_OK(buf.Upload(cu, &d_cu));
+  void* d_rows = nullptr;
+  GLA_CUDA_OK(buf.Alloc(size_t(4) * 4 * 512 * 4, &d_rows));
+  float* rows = static_cast<float*>(d_rows);
+  GlaPrefillCudaParams p;
+  p.num_seqs = 1;
+  p.H = p.Hkv = 1;
+  p.dk = p.dv = 64;
+  p.q = p.k = p.g = p.v = rows;
+  p.o = rows;
+  p.q_stride = p.k_stride = p.g_stride = p.v_stride = p.o_stride = 512;
+  p.cu_seqlens = d_cu;
+  p.total_tokens = 4;
+  p.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(p, 4);
+  GLA_CUDA_OK(buf.Alloc(p.workspace_bytes, &p.workspace));
+  p.gate.lowrank = rows;
+  p.gate.lowrank_stride = 512;
+  p.gate.w1 = rows;
+  p.gate.rank = cuda::kChunkPrepMaxGateRank + 1;  // over what the prep stages
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.gate.rank = 0;
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.gate.rank = 16;
+  p.gate.w1 = nullptr;  // no second factor
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.gate.w1 = rows;
+  EXPECT_EQ(cuda::GlaPrefillRecurrent(p, nullptr), cudaErrorInvalidValue) << "the recurrent kernel reads g";
+  GlaBackwardCudaParams bw;  // otherwise valid: outputs where they can be written, a workspace that fits
+  static_cast<GlaPrefillCudaParams&>(bw) = p;
+  bw.d_o = bw.d_q = bw.d_k = bw.d_v = bw.d_g = rows;
+  bw.d_o_stride = bw.d_q_stride = bw.d_k_stride = bw.d_v_stride = bw.d_g_stride = 512;
+  bw.workspace_bytes = cuda::GlaBackwardChunkWorkspaceBytes(bw, 4);
+  GLA_CUDA_OK(buf.Alloc(bw.workspace_bytes, &bw.workspace));
+  EXPECT_EQ(cuda::GlaBackwardChunk(bw, nullptr), cudaErrorInvalidValue) << "the backward reads g";
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaSuccess);  // the same params are otherwise valid
+  GLA_CUDA_OK(cudaDeviceSynchronize());
+}
 
 TEST(GlaForwardCudaShapes, ChunkRefusesUnsupportedShapesWithInvalidValue) {
   GLA_REQUIRE_CUDA_DEVICE();
