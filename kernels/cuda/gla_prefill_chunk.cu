@@ -142,6 +142,8 @@ struct PrepSmem {
     GateStage gate;         // while a slice loads, when the gate is made here
   } u;
 };
+static_assert(sizeof(GateStage) <= sizeof(bf16) * (48 + 96) * 72,  // qr and kr
+              "the gate's factors take no shared memory of their own");
 
 // Stages the factors of rows [0, L) of the chunk (lowrank at its first row) and of columns
 // [col0, col0 + 64) of w1 and the bias; every thread of the block takes part.
