@@ -57,8 +57,10 @@ struct CudaModelOptions {
   // With chunked_prefill: the prefill rows' forget gates made inside the chunkwise kernel's prep
   // (GlaPrefillCudaParams::gate; the same bits) instead of by LowRankGate, whose fp32 rows the prep
   // then read back: a launch and a write and read of the gate's rows fewer per layer. Steps with
-  // adapters, and gate ranks above cuda::kChunkPrepMaxGateRank, keep the gate launch.
-  bool prefill_gate_in_prep = true;
+  // adapters, and gate ranks above cuda::kChunkPrepMaxGateRank, keep the gate launch. Off until its
+  // GPU tests and engine A/B have run (`bash deploy/gpu-check.sh prep_gate`): written 2026-12-07,
+  // when no GPU could be started.
+  bool prefill_gate_in_prep = false;
   // Batch-1 decode steps (no adapter) through one persistent kernel for the whole model
   // (kernels/persistent_decode.h) where the device (Hopper on) and the shapes allow it.
   bool persistent_decode = true;

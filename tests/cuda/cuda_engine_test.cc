@@ -340,8 +340,7 @@ void ExpectMixedStepsEqualToTheBit(const std::string& dir, CudaModelOptions a_op
   if (after) after(*a_gpu.model, *b_gpu.model);
 }
 
-// The prefill rows' forget gates made inside the chunkwise prep kernel (prefill_gate_in_prep, the
-// default) against LowRankGate's rows read back by it: the same bits, in steps with no decode rows,
+// The prefill rows' forget gates made inside the chunkwise prep kernel (prefill_gate_in_prep) against LowRankGate's rows read back by it: the same bits, in steps with no decode rows,
 // with a few (whose gates the decode step makes) and with prefill rows after them.
 TEST_P(OptionsModel, PrefillGateInPrepChangesNoBit) {
   GLA_REQUIRE_CUDA_DEVICE();
