@@ -209,26 +209,35 @@ INSTANTIATE_TEST_SUITE_P(
         GateCase{GlaCase{"gqa_dk64_rank1", 4, 2, 64, 96, {9, 1, 33, 128}, true}, 1, false, false}),
     [](const ::testing::TestParamInfo<GateCase>& info) { return std::string(info.param.c.name); });
 
-TEST(GlaForwardCudaShapes, GateFactorsRefusedWhereTheyCannotBeUsed) {
-  GLA_REQUIRE_CUDA_DEVICE();
-  std::vector<int32_t> cu = {0, 4};
-  testing::DeviceBuffers buf;
-  int32_t* d_cu;
-  GLA_CUDA_OK(buf.Upload(cu, &d_cu));
-  void* d_rows = nullptr;
-  GLA_CUDA_OK(buf.Alloc(size_t(4) * 4 * 512 * 4, &d_rows));
-  float* rows = static_cast<float*>(d_rows);
+// The refusal tests' valid starting point: one 4-token sequence from zero, every row array the same
+// device buffer of rows 512 floats apart, a chunkwise workspace `extra` bytes larger than it needs.
+GlaPrefillCudaParams SmallChunkParams(testing::DeviceBuffers& buf, int dk, size_t extra = 0) {
   GlaPrefillCudaParams p;
+  int32_t* d_cu = nullptr;
+  EXPECT_EQ(buf.Upload(std::vector<int32_t>{0, 4}, &d_cu), cudaSuccess);
+  void* d_rows = nullptr;
+  EXPECT_EQ(buf.Alloc(size_t(4) * 4 * 512 * 4, &d_rows), cudaSuccess);
+  float* rows = static_cast<float*>(d_rows);
   p.num_seqs = 1;
   p.H = p.Hkv = 1;
-  p.dk = p.dv = 64;
+  p.dk = dk;
+  p.dv = 64;
   p.q = p.k = p.g = p.v = rows;
   p.o = rows;
   p.q_stride = p.k_stride = p.g_stride = p.v_stride = p.o_stride = 512;
   p.cu_seqlens = d_cu;
   p.total_tokens = 4;
   p.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(p, 4);
-  GLA_CUDA_OK(buf.Alloc(p.workspace_bytes, &p.workspace));
+  EXPECT_EQ(buf.Alloc(p.workspace_bytes + extra, &p.workspace), cudaSuccess);
+  return p;
+}
+
+TEST(GlaForwardCudaShapes, GateFactorsRefusedWhereTheyCannotBeUsed) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  testing::DeviceBuffers buf;
+  GlaPrefillCudaParams p = SmallChunkParams(buf, 64);
+  ASSERT_NE(p.workspace, nullptr);
+  float* rows = p.o;
   p.gate.lowrank = rows;
   p.gate.lowrank_stride = 512;
   p.gate.w1 = rows;
@@ -254,25 +263,9 @@ TEST(GlaForwardCudaShapes, GateFactorsRefusedWhereTheyCannotBeUsed) {
 
 TEST(GlaForwardCudaShapes, ChunkRefusesUnsupportedShapesWithInvalidValue) {
   GLA_REQUIRE_CUDA_DEVICE();
-  std::vector<int32_t> cu = {0, 4};
   testing::DeviceBuffers buf;
-  int32_t* d_cu;
-  GLA_CUDA_OK(buf.Upload(cu, &d_cu));
-  void* d_rows = nullptr;
-  GLA_CUDA_OK(buf.Alloc(size_t(4) * 4 * 512 * 4, &d_rows));
-  float* rows = static_cast<float*>(d_rows);
-  GlaPrefillCudaParams p;
-  p.num_seqs = 1;
-  p.H = p.Hkv = 1;
-  p.dk = 96;  // not in {64, 128, 256}
-  p.dv = 64;
-  p.q = p.k = p.g = p.v = rows;
-  p.o = rows;
-  p.q_stride = p.k_stride = p.g_stride = p.v_stride = p.o_stride = 512;
-  p.cu_seqlens = d_cu;
-  p.total_tokens = 4;
-  p.workspace_bytes = cuda::GlaPrefillChunkWorkspaceBytes(p, 4);
-  GLA_CUDA_OK(buf.Alloc(p.workspace_bytes + (1 << 20), &p.workspace));
+  GlaPrefillCudaParams p = SmallChunkParams(buf, 96, 1 << 20);  // dk 96: not in {64, 128, 256}
+  ASSERT_NE(p.workspace, nullptr);
   EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
   p.dk = 64;
   p.dv = 30;  // not a multiple of 4
