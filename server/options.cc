@@ -67,7 +67,9 @@ ABSL_FLAG(std::string, gemm_tuning_cache, "",
           "with --gemm_tuning: keep the GEMM algorithm choices in this file across restarts (created if missing; "
           "its folder must exist; a symlink is followed and its target written): a restarted server runs the algorithms the first run timed, so its results equal "
           "that run's to the bit and its startup does not pause to tune; records are filed per GPU model and "
-          "cuBLASLt version; a file that is not such a cache is a startup error (cuda backend)");
+          "cuBLASLt version; a file that is not such a cache is a startup error (cuda backend, bf16 weights: refused "
+          "with --backend cpu; said in the log and left alone where --backend auto finds no GPU or --weights is "
+          "fp8 or int8)");
 ABSL_FLAG(int32_t, slots, 16, "state slots = sequences served at once (ignored when --state_memory_mb is set)");
 ABSL_FLAG(int32_t, state_memory_mb, 0,
           "size the state pool from a memory budget (MiB; GPU memory for the cuda backend) instead of --slots");
@@ -300,6 +302,23 @@ absl::Status ServingFromFlags(ServerOptions& o) {
   o.gemm_tuning_cache = absl::GetFlag(FLAGS_gemm_tuning_cache);
   if (!o.gemm_tuning && !o.gemm_tuning_cache.empty())
     return absl::InvalidArgumentError("--gemm_tuning_cache keeps --gemm_tuning's choices: it needs --gemm_tuning");
+  // The CPU backend times no GEMMs: a cache named with --backend cpu is a mistake said at once; one
+  // named in a configuration shared with GPU hosts, on a host where --backend auto found no GPU, is
+  // said in the log and left alone (not created).
+  if (o.backend == "cpu" && !o.gemm_tuning_cache.empty()) {
+    if (absl::GetFlag(FLAGS_backend) == "cpu")
+      return absl::InvalidArgumentError("--gemm_tuning_cache applies to --backend cuda: the CPU backend tunes no GEMMs");
+    LogEvent(LogLevel::kWarning, "backend",
+             absl::StrCat("glad: --gemm_tuning_cache ", o.gemm_tuning_cache, " ignored: --backend auto chose cpu"),
+             {{"gemm_tuning_cache", o.gemm_tuning_cache}});
+  }
+  // One-byte weights run no bf16 projection GEMMs: nothing to tune or keep (said, not refused: the
+  // same configuration may serve bf16 weights elsewhere).
+  if (o.backend == "cuda" && o.weights != WeightFormat::kNative && !o.gemm_tuning_cache.empty())
+    LogEvent(LogLevel::kWarning, "backend",
+             absl::StrCat("glad: --gemm_tuning_cache ", o.gemm_tuning_cache, " ignored: --weights ",
+                          WeightFormatName(o.weights), " runs no bf16 projection GEMMs"),
+             {{"gemm_tuning_cache", o.gemm_tuning_cache}});
   o.threads = absl::GetFlag(FLAGS_threads);
   o.scheduler.queue_size = absl::GetFlag(FLAGS_queue_size);
   o.scheduler.step_token_budget = absl::GetFlag(FLAGS_step_token_budget);

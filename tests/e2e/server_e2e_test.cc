@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include "health.grpc.pb.h"
 #include "models/safetensors.h"
@@ -351,10 +352,40 @@ TEST(ServerE2ESmall, StartupErrorsAreOneLineAndNonZero) {
                                             "--gemm_tuning"),
             std::string::npos)
       << cache_without_tuning.log();
+  GladProcess cache_on_cpu({"--model", testing::TinyModelDir(), "--backend", "cpu", "--gemm_tuning_cache",
+                           "/tmp/gla-unused-gemms.cache"});
+  EXPECT_FALSE(cache_on_cpu.ok());
+  EXPECT_NE(cache_on_cpu.log().find("glad: error: --gemm_tuning_cache applies to --backend cuda: the CPU backend tunes "
+                                    "no GEMMs"),
+            std::string::npos)
+      << cache_on_cpu.log();
   GladProcess batch_too_large({"--model", testing::TinyModelDir(), "--backend", "cpu", "--persistent_decode_max_batch", "9"});
   EXPECT_FALSE(batch_too_large.ok());
   EXPECT_NE(batch_too_large.log().find("glad: error: --persistent_decode_max_batch 9: expected 1 to 8"), std::string::npos)
       << batch_too_large.log();
+}
+
+// A --gemm_tuning_cache in a configuration shared with GPU hosts, on a host where --backend auto
+// finds no GPU: glad starts, says in its log that the cache is ignored, and creates no file.
+TEST(ServerE2ESmall, GemmTuningCacheIgnoredWhereAutoChoosesTheCpu) {
+  char dir_template[] = "/tmp/gla-gemm-cache-auto-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string cache = std::string(dir_template) + "/gemms.cache";
+  GladProcess server({"--model", testing::TinyModelDir(), "--backend", "auto", "--threads", "1", "--gemm_tuning_cache",
+                      cache});
+  ASSERT_TRUE(server.ok()) << server.log();
+  const bool chose_cpu = server.log().find("--backend auto: cpu") != std::string::npos;
+  EXPECT_EQ(server.Terminate(), 0) << server.log();
+  if (!chose_cpu) {
+    std::remove(cache.c_str());
+    rmdir(dir_template);
+    GTEST_SKIP() << "a GPU is usable here, so --backend auto chose cuda (the cache is that backend's)";
+  }
+  EXPECT_NE(server.log().find("glad: --gemm_tuning_cache " + cache + " ignored: --backend auto chose cpu"),
+            std::string::npos)
+      << server.log();
+  EXPECT_NE(access(cache.c_str(), F_OK), 0) << "the CPU backend created " << cache;
+  rmdir(dir_template);
 }
 
 // --state_dtype bf16 (issue 23): the pool keeps half the bytes per sequence and says so; greedy
