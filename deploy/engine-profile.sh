@@ -25,7 +25,12 @@ metrics=gpu__time_duration.sum,launch__grid_size
 for preset in ${*:-1.3B 340M}; do
   [ -d /tmp/gla-$preset ] || gpu-bundle/run gla-random-model --preset "$preset" --out /tmp/gla-$preset --dtype bf16 ||
     { echo "random $preset model: FAILED"; continue; }
-  bench=(gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset --weights "$weights")
+  # The wall-time run tunes the bf16 GEMMs and keeps its choices in a cache file; the Nsight runs read
+  # them from it, so they run the same algorithms and profile no tuning launches (tuning under Nsight,
+  # every timing launch replayed, took past 300 s a model on 2026-12-07 and the runs were cut).
+  rm -f "/tmp/gla-profile-gemms-$preset.cache"
+  bench=(gpu-bundle/run gla-engine-bench --model /tmp/gla-$preset --name gla-$preset --weights "$weights"
+         --gemm_tuning_cache "/tmp/gla-profile-gemms-$preset.cache")
   "${bench[@]}" --batches 1,8,32,128 > "$out/bench_$preset.txt" 2>&1
   grep -E '^(#|prefill|TTFT|decode)' "$out/bench_$preset.txt"
   [ -n "$ncu_bin" ] || { echo "ncu not found: no per-kernel profile"; continue; }

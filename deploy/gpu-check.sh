@@ -200,7 +200,7 @@ if [ "$parts" = fla_forward ]; then
   check fla_forward_ours timeout 120 gpu-bundle/run gla_prefill_bench chunk
   if [ "${#fla_files[@]}" -gt 0 ] && [ -s "$out/gla-prefill.json" ]; then
     check fla_forward_compare python3 tests/cuda/fla_forward_anchor.py compare "$out/gla-prefill.json" "${fla_files[@]}"
-    tee -a "$out/summary.txt" < "$out/fla_forward_compare.txt"
+    cat "$out/fla_forward_compare.txt" >> "$out/summary.txt"  # the check printed it; the summary prints it at the end
   else
     note "fla_forward: nothing to compare (fla runs: ${#fla_files[@]}; ours: $([ -s "$out/gla-prefill.json" ] && echo yes || echo no))"
     failures=$((failures + 1))

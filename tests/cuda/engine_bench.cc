@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
                                               {"fp8_made_rows", std::to_string(kDefaults.paths.fp8_made_rows_from)},
                                               {"medium_rows", "default"},
                                               {"gemm_tuning", kDefaults.paths.tuned_bf16_gemms ? "1" : "0"},
+                                              {"gemm_tuning_cache", ""},
                                               {"warp_rows", std::to_string(kDefaults.paths.warp_rows_from)},
                                               {"warp_rows_width", std::to_string(kDefaults.paths.warp_rows_max_width)},
                                               {"persistent_batch", std::to_string(kDefaults.persistent_decode_max_batch)},
@@ -142,6 +143,10 @@ int main(int argc, char** argv) {
     o.paths.medium_m_kernel_rows = o.paths.fp8_medium_m_kernel_rows = o.paths.int8_medium_m_kernel_rows =
         num("medium_rows");
   o.paths.tuned_bf16_gemms = num("gemm_tuning") != 0;
+  // A GEMM tuning cache (CudaModelOptions::gemm_tuning_cache): a later run on the same file runs the
+  // algorithms this one timed without timing them (deploy/engine-profile.sh: its Nsight runs profile
+  // the steps, not thousands of tuning launches).
+  o.gemm_tuning_cache = flags["gemm_tuning_cache"];
   o.paths.warp_rows_from = num("warp_rows");  // steps of this many rows and more: row kernels a warp a row (0: never)
   o.paths.warp_rows_max_width = num("warp_rows_width");  // ... on rows of at most this many values
   // The backend's load: the checkpoint read, weights uploaded, workspace, and (bf16 weights with
