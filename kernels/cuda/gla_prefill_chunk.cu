@@ -182,7 +182,9 @@ __host__ __device__ constexpr int KrBase(int i) { return i == 1 ? 0 : i == 2 ? 1
 // off-diagonal tiles') are added up by the cluster's first block through distributed shared
 // memory, slice by slice in order: the diagonal sums as without the split (bit for bit), the
 // off-diagonal tiles to fp32 rounding of the same products.
-template <int DK, bool kSplit>
+// kMakeGate: g made here from p.gate's factors, not read (a form of its own, so that the form that
+// reads g, the default, is the same source as before the gate could be made here).
+template <int DK, bool kSplit, bool kMakeGate>
 __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefillCudaParams p, const Workspace w) {
   static_assert(DK % 64 == 0 && DK <= 256, "dk is walked in 64-column slices");
   constexpr int kSlices = DK / 64;
@@ -203,8 +205,7 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
   const float* qb = p.q + int64_t{t0} * p.q_stride + h * DK;
   const float* kb = p.k + int64_t{t0} * p.k_stride + hk * DK;
   const float* gb = p.g + int64_t{t0} * p.g_stride + hk * DK;
-  const bool make_gate = p.gate.lowrank != nullptr;  // g made here from its factors, not read
-  const float* lrb = make_gate ? p.gate.lowrank + int64_t{t0} * p.gate.lowrank_stride : nullptr;
+  const float* lrb = kMakeGate ? p.gate.lowrank + int64_t{t0} * p.gate.lowrank_stride : nullptr;
 
   // Off-diagonal sub-chunk pairs: warp w < 6 owns one 16 x 16 tile (i, j < i) for all slices.
   const int job_i = warp < 1 ? 1 : warp < 3 ? 2 : 3;
@@ -216,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
 
   const int c_begin = kSplit ? 64 * slice : 0, c_end = kSplit ? c_begin + 64 : DK;
   for (int c0 = c_begin; c0 < c_end; c0 += 64) {
-    if (make_gate) {
+    if constexpr (kMakeGate) {
       StageGateFactors(p.gate, lrb, L, hk * DK + c0, sm.u.gate);
       __syncthreads();
     }
@@ -226,8 +227,8 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
       if (r < L) {
         qv = __ldg(reinterpret_cast<const float4*>(qb + r * p.q_stride + c0 + c4));
         kv = __ldg(reinterpret_cast<const float4*>(kb + r * p.k_stride + c0 + c4));
-        gv = make_gate ? MadeGates(p.gate, sm.u.gate, r, c4)
-                       : __ldg(reinterpret_cast<const float4*>(gb + r * p.g_stride + c0 + c4));
+        if constexpr (kMakeGate) gv = MadeGates(p.gate, sm.u.gate, r, c4);
+        else gv = __ldg(reinterpret_cast<const float4*>(gb + r * p.g_stride + c0 + c4));
       }
       *reinterpret_cast<float4*>(&sm.q[r][c4]) = make_float4(p.scale * qv.x, p.scale * qv.y, p.scale * qv.z, p.scale * qv.w);
       *reinterpret_cast<float4*>(&sm.k[r][c4]) = kv;
@@ -699,14 +700,14 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   return plan;
 }
 
-template <int DK>
-cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, bool split,
-                       cudaStream_t stream) {
+template <int DK, bool kMakeGate>
+cudaError_t LaunchPrepForm(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, bool split,
+                           cudaStream_t stream) {
   constexpr int kSlices = DK / 64;
   if constexpr (kSlices > 1) {
     if (split) {
-      cudaError_t e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           sizeof(PrepSmem));
+      cudaError_t e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK, true, kMakeGate>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
       if (e != cudaSuccess) return e;
       cudaLaunchConfig_t config{};
       config.gridDim = dim3(static_cast<unsigned>(chunk_ids * kSlices), p.H);
@@ -720,15 +721,22 @@ cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_
       cluster.val.clusterDim.z = 1;
       config.attrs = &cluster;
       config.numAttrs = 1;
-      return cudaLaunchKernelEx(&config, GlaChunkPrepKernel<DK, true>, p, w);
+      return cudaLaunchKernelEx(&config, GlaChunkPrepKernel<DK, true, kMakeGate>, p, w);
     }
   }
-  const cudaError_t e =
-      cudaFuncSetAttribute(GlaChunkPrepKernel<DK, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
+  const cudaError_t e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK, false, kMakeGate>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
   if (e != cudaSuccess) return e;
-  GlaChunkPrepKernel<DK, false>
+  GlaChunkPrepKernel<DK, false, kMakeGate>
       <<<dim3(static_cast<unsigned>(chunk_ids), p.H), kThreads, sizeof(PrepSmem), stream>>>(p, w);
   return cudaGetLastError();
+}
+
+template <int DK>
+cudaError_t LaunchPrep(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, bool split,
+                       cudaStream_t stream) {
+  return p.gate.lowrank != nullptr ? LaunchPrepForm<DK, true>(p, w, chunk_ids, split, stream)
+                                   : LaunchPrepForm<DK, false>(p, w, chunk_ids, split, stream);
 }
 
 template <int DK>
