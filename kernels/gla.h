@@ -9,6 +9,7 @@
 // g is the log forget gate (<= 0), already through logsigmoid / normalizer / clamp.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -111,6 +112,14 @@ struct GlaGateFactors {
   bool has_clamp = false;
   float clamp_min = 0.0f;
 };
+
+// Whether a kernel can make the gate from `f`: none given (g is read), or a second factor, a rank in
+// [1, max_rank], a stride that is not negative and a finite 1 / normalizer and clamp. The kernels
+// that take factors refuse anything else with cudaErrorInvalidValue.
+inline bool GateFactorsUsable(const GlaGateFactors& f, int max_rank) {
+  return f.lowrank == nullptr || (f.w1 != nullptr && f.rank >= 1 && f.rank <= max_rank && f.lowrank_stride >= 0 &&
+                                  std::isfinite(f.inv_normalizer) && std::isfinite(f.clamp_min));
+}
 
 // One token for each of N sequences on the GPU, states updated in place in a state pool:
 // sequence n's state for this layer is values [slots[n] * slot_stride, + H dk dv) of `state`

@@ -198,8 +198,7 @@ cudaError_t GlaDecodeStep(const GlaDecodeCudaParams& p, cudaStream_t stream) {
   if (p.N < 0 || p.H <= 0 || p.Hkv <= 0 || p.H % p.Hkv != 0 || p.dk <= 0 || p.dk > kMaxDk || p.dv <= 0 ||
       p.dv % 4 != 0 || p.N > 65535 || p.H > 65535 || !p.state.FourValueAligned())
     return cudaErrorInvalidValue;
-  if (p.gate.lowrank != nullptr && (p.gate.w1 == nullptr || p.gate.rank <= 0 || p.gate.rank > 64))
-    return cudaErrorInvalidValue;
+  if (!GateFactorsUsable(p.gate, 64)) return cudaErrorInvalidValue;
   if (!p.state.bf16) return LaunchDecode<false, 1>(p, stream);
   // bf16 states: 8 columns a thread (16-byte accesses) where the rows allow it.
   return p.dv % 8 == 0 && p.state.EightValueAligned() ? LaunchDecode<true, 2>(p, stream)

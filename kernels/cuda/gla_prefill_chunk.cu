@@ -800,9 +800,7 @@ cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream) 
       (p.slots && (p.state.base == nullptr)))
     return cudaErrorInvalidValue;
   if (!ChunkHeadDimSupported(p.dk)) return cudaErrorInvalidValue;
-  if (p.gate.lowrank != nullptr &&
-      (p.gate.w1 == nullptr || p.gate.rank < 1 || p.gate.rank > kChunkPrepMaxGateRank || p.gate.lowrank_stride < 0))
-    return cudaErrorInvalidValue;
+  if (!GateFactorsUsable(p.gate, kChunkPrepMaxGateRank)) return cudaErrorInvalidValue;
   if (p.total_tokens == 0) return cudaSuccess;  // only empty sequences: states stay as they are
   const Plan plan = MakePlan(p, p.total_tokens);
   if (p.workspace == nullptr || p.workspace_bytes < plan.bytes ||

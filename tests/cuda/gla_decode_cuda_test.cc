@@ -246,6 +246,9 @@ TEST(GlaDecodeCudaFusedGate, EqualsLowRankGateThenDecodeToTheBit) {
   bad.gate.rank = 65;  // over the rank the step stages
   bad.gate.w1 = d_w1;
   EXPECT_EQ(cuda::GlaDecodeStep(bad, nullptr), cudaErrorInvalidValue);
+  bad.gate.rank = rank;
+  bad.gate.inv_normalizer = std::nanf("");  // every gate would be NaN
+  EXPECT_EQ(cuda::GlaDecodeStep(bad, nullptr), cudaErrorInvalidValue);
   for (float* d : {pool_a, pool_b, d_w1, d_bias, o_a, o_b, d_g}) cudaFree(d);
   cudaFree(d_slots);
 }

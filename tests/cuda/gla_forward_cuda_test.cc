@@ -249,6 +249,12 @@ TEST(GlaForwardCudaShapes, GateFactorsRefusedWhereTheyCannotBeUsed) {
   p.gate.w1 = nullptr;  // no second factor
   EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
   p.gate.w1 = rows;
+  p.gate.inv_normalizer = std::nanf("");  // a NaN normalizer would make every gate NaN
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.gate.inv_normalizer = 1.0f / 16;
+  p.gate.lowrank_stride = -16;  // rows before the first
+  EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
+  p.gate.lowrank_stride = 512;
   EXPECT_EQ(cuda::GlaPrefillRecurrent(p, nullptr), cudaErrorInvalidValue) << "the recurrent kernel reads g";
   GlaBackwardCudaParams bw;  // otherwise valid: outputs where they can be written, a workspace that fits
   static_cast<GlaPrefillCudaParams&>(bw) = p;
