@@ -8,6 +8,8 @@
 #   bash deploy/gpu-check.sh fla               alone, carry ["gpu-fla"]: fla's chunk_gla timed there
 #   bash deploy/gpu-check.sh table             issue 19's one-run table on the defaults (both models)
 #   bash deploy/gpu-check.sh prep_gate         the prefill's gates made in the chunkwise prep: tests, engine A/B
+#                                              (GLA_AB_TESTS=0: the A/B alone)
+#   bash deploy/gpu-check.sh plans             the chunkwise kernel's plans swept (segments, prep clusters)
 #   bash deploy/gpu-check.sh fla_forward       carry ["gpu-pack", "gpu-fla"]: fla's chunk_gla forward
 #                                              against ours in the same call (issue 19's 3x target)
 #   bash deploy/gpu-profile.sh                 per-kernel Nsight Compute profile of the GLA fwd + bwd
@@ -26,7 +28,7 @@ parts=${1:-all}
 knob_error() { echo "gpu-check.sh: $1" >&2; exit 2; }
 case $parts in
   all | kernels | engine | sessions | durability | yields | ab | bench | weights | medium | gemms | rows | projections | batched | barriers | exchanges | startup | served | \
-    table | prep_gate | http | n | sdk | structured | \
+    table | prep_gate | plans | http | n | sdk | structured | \
     store | devices | fla | fla_forward) ;;
   *) knob_error "unknown part '$parts' (see the usage at the top of this script)" ;;
 esac
@@ -631,14 +633,30 @@ fi
 if [ "$parts" = prep_gate ] && [ -x gpu-bundle/run ]; then
   use_bundle
   failures_before=$failures
-  check prep_gate_kernel_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test \
-    --gtest_filter='*GlaForwardCuda*:*GlaDecodeCuda*:*GlaBackwardChunk*'
-  check prep_gate_engine_tests timeout 300 gpu-bundle/run cuda_engine_test \
-    --gtest_filter='*PrefillGateInPrep*:*MixedPackedStepsMatchCpu*:*AdaptersInMixedSteps*:TinyReference*:*GreedyTextEqualsCpu*'
+  if [ "${GLA_AB_TESTS:-1}" = 1 ]; then  # GLA_AB_TESTS=0: the A/B alone (the tests ran in an earlier call)
+    check prep_gate_kernel_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test \
+      --gtest_filter='*GlaForwardCuda*:*GlaDecodeCuda*:*GlaBackwardChunk*'
+    check prep_gate_engine_tests timeout 300 gpu-bundle/run cuda_engine_test \
+      --gtest_filter='*PrefillGateInPrep*:*MixedPackedStepsMatchCpu*:*AdaptersInMixedSteps*:TinyReference*:*GreedyTextEqualsCpu*'
+  fi
   if [ "$failures" -gt "$failures_before" ]; then
     note "prep_gate: the tests failed: not timed"
   else
     engine_ab prep_gate gate_in_prep "0 1" "${GLA_PREP_GATE_PRESETS-1.3B 340M}" native "${GLA_PREP_GATE_ROUNDS:-2}" 1
+  fi
+fi
+# The chunkwise GLA kernel's plan (segments per sequence, the prep kernel in clusters) swept at the
+# engine's prompt shapes and the anchors' (gla_prefill_bench plans), after the forward tests that
+# hold every plan to the definition.
+if [ "$parts" = plans ] && [ -x gpu-bundle/run ]; then
+  use_bundle
+  failures_before=$failures
+  check plans_kernel_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test --gtest_filter='*GlaForwardCuda*'
+  if [ "$failures" -gt "$failures_before" ]; then
+    note "plans: the forward tests failed: not timed"
+  else
+    check plans_sweep timeout 300 gpu-bundle/run gla_prefill_bench plans
+    sed -n '/^chunkwise plans/,$p' "$out/plans_sweep.txt" | tee -a "$out/summary.txt"
   fi
 fi
 if [ "$parts" = structured ] && [ -x gpu-bundle/run ]; then

@@ -156,7 +156,14 @@ struct GlaPrefillCudaParams : GlaRows {
   // factors for token row t) instead of read from g: a gate launch fewer per layer, and g's rows
   // neither written nor read.
   GlaGateFactors gate;
+  // GlaPrefillChunk only, for benchmarks that sweep its plan (0 = the plan's own choice, what the
+  // engine uses): segments a sequence is cut into (1 = none, at most kChunkMaxSegments), and the
+  // prep kernel as clusters of one block per 64-column slice of dk (1 = no, 2 = yes). The workspace
+  // size depends on them: GlaPrefillChunkWorkspaceBytes must see the same values.
+  int plan_segments = 0;
+  int plan_split_prep = 0;
 };
+inline constexpr int kChunkMaxSegments = 64;
 
 // Backward of the chunkwise operator for many sequences packed in one launch (fine-tuning): the
 // gradients of every row and of the initial states, from the upstream gradients of every output row

@@ -810,6 +810,7 @@ bool Aligned16(const void* ptr, int64_t stride) { return ptr != nullptr && RowsA
 bool Supported(const GlaBackwardCudaParams& p) {
   if (p.num_seqs < 0 || p.H < 1 || p.Hkv < 1 || p.H % p.Hkv != 0 || p.total_tokens < 0) return false;
   if (p.gate.lowrank != nullptr) return false;  // its kernels read g (GlaPrefillCudaParams::gate is the forward's)
+  if (p.plan_segments != 0 || p.plan_split_prep != 0) return false;  // the forward's plan overrides
   if (!chunk::ChunkHeadDimSupported(p.dk)) return false;  // the prep kernel's slices
   if (p.dv < kTile || p.dv % kTile != 0) return false;
   if (p.num_seqs > 0 && p.cu_seqlens == nullptr) return false;

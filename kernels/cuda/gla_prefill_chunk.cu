@@ -672,15 +672,18 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   const int64_t blocks = seqs * p.H * ((p.dv + kDvTile - 1) / kDvTile);  // main blocks without cutting
   // Cut sequences into k segments only when the uncut grid fills less than 3/4 of the GPU (one
   // main block per SM at dk = 256): k = SMs / blocks keeps the cut grid within one wave.
-  if (blocks * 4 < int64_t{sms} * 3) {
+  const int64_t avg = (total + seqs - 1) / seqs;
+  auto segment_length = [&](int64_t k) { return ((avg + k - 1) / k + kChunk - 1) / kChunk * kChunk; };
+  if (p.plan_segments > 0) {  // a benchmark's choice
+    if (p.plan_segments > 1) plan.seg_len = std::max<int64_t>(segment_length(p.plan_segments), kChunk);
+  } else if (blocks * 4 < int64_t{sms} * 3) {
     const int64_t k = sms / blocks;
-    const int64_t avg = (total + seqs - 1) / seqs;
-    const int64_t len = ((avg + k - 1) / k + kChunk - 1) / kChunk * kChunk;
+    const int64_t len = segment_length(k);
     if (k >= 2 && len >= 512) plan.seg_len = len;
   }
   const PrepLayout prep = MakePrepLayout(p.H, p.Hkv, p.dk, total, p.num_seqs);  // shared with the backward
   plan.chunk_ids = prep.chunk_ids;
-  plan.split_prep = p.dk > 64 && plan.chunk_ids * p.H <= sms;
+  plan.split_prep = p.dk > 64 && (p.plan_split_prep != 0 ? p.plan_split_prep == 2 : plan.chunk_ids * p.H <= sms);
   plan.seg_ids = total / plan.seg_len + seqs;
   size_t off = prep.end;
   auto take = [&](size_t bytes) {
@@ -801,6 +804,8 @@ cudaError_t GlaPrefillChunk(const GlaPrefillCudaParams& p, cudaStream_t stream) 
     return cudaErrorInvalidValue;
   if (!ChunkHeadDimSupported(p.dk)) return cudaErrorInvalidValue;
   if (!GateFactorsUsable(p.gate, kChunkPrepMaxGateRank)) return cudaErrorInvalidValue;
+  if (p.plan_segments < 0 || p.plan_segments > kChunkMaxSegments || p.plan_split_prep < 0 || p.plan_split_prep > 2)
+    return cudaErrorInvalidValue;
   if (p.total_tokens == 0) return cudaSuccess;  // only empty sequences: states stay as they are
   const Plan plan = MakePlan(p, p.total_tokens);
   if (p.workspace == nullptr || p.workspace_bytes < plan.bytes ||

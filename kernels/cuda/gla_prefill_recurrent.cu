@@ -80,7 +80,8 @@ cudaError_t GlaPrefillRecurrent(const GlaPrefillCudaParams& p, cudaStream_t stre
   if (p.num_seqs == 0) return cudaSuccess;
   if (p.num_seqs < 0 || p.num_seqs > 65535 || p.H <= 0 || p.H > 65535 || p.Hkv <= 0 || p.H % p.Hkv != 0 ||
       p.dk <= 0 || p.dv <= 0 || p.dv % 4 != 0 || p.cu_seqlens == nullptr ||
-      (p.slots != nullptr && !p.state.FourValueAligned()) || p.gate.lowrank != nullptr)  // g is read here
+      (p.slots != nullptr && !p.state.FourValueAligned()) || p.gate.lowrank != nullptr ||  // g is read here
+      p.plan_segments != 0 || p.plan_split_prep != 0)  // the chunkwise plan's overrides
     return cudaErrorInvalidValue;
   const dim3 grid((p.dv + kCols - 1) / kCols, p.H, p.num_seqs);
   // The one dispatch site: dk -> rows of state per thread.

@@ -6,13 +6,15 @@
 // operands with fp32 accumulation (2e-2). Outputs are NaN-poisoned first (a row left unwritten
 // fails); slots no sequence uses must stay bit-identical. The chunkwise kernel's forget gate made
 // from its low-rank factors (GlaPrefillCudaParams::gate) must equal, to the bit, the same kernel
-// reading what LowRankGate writes.
+// reading what LowRankGate writes. Any plan a benchmark forces (segments, the prep's clusters) holds
+// the same bound.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "kernels/activations.h"
@@ -42,6 +44,21 @@ const ForwardKernel kChunk{"chunk", 2e-2, [](GlaPrefillCudaParams& p, testing::D
                              if (cudaError_t e = buf.Alloc(p.workspace_bytes, &p.workspace); e != cudaSuccess) return e;
                              return cuda::GlaPrefillChunk(p, nullptr);
                            }};
+
+// The chunkwise kernel on plans of a benchmark's choosing (GlaPrefillCudaParams::plan_*): every
+// sequence cut into 5 segments with the prep kernel in clusters, and no cut with the prep kernel in
+// one block per (chunk, head). Any plan must compute the same operator to the same bound.
+cudaError_t LaunchChunkPlan(GlaPrefillCudaParams& p, testing::DeviceBuffers& buf, int segments, int split_prep) {
+  p.plan_segments = segments;
+  p.plan_split_prep = split_prep;
+  return kChunk.launch(p, buf);
+}
+const ForwardKernel kChunkCut5Split{"chunk_cut5_split", 2e-2, [](GlaPrefillCudaParams& p, testing::DeviceBuffers& buf) {
+                                      return LaunchChunkPlan(p, buf, 5, 2);
+                                    }};
+const ForwardKernel kChunkUncutWhole{"chunk_uncut_whole", 2e-2, [](GlaPrefillCudaParams& p, testing::DeviceBuffers& buf) {
+                                       return LaunchChunkPlan(p, buf, 1, 1);
+                                     }};
 
 using Param = std::tuple<ForwardKernel, GlaCase>;
 class GlaForwardCuda : public ::testing::TestWithParam<Param> {};
@@ -112,6 +129,14 @@ INSTANTIATE_TEST_SUITE_P(ChunkOnly, GlaForwardCuda,
                                                               GlaCase{"gla13B_segments", 4, 4, 256, 512, {3000}, true},
                                                               GlaCase{"gla340M_segments", 4, 4, 128, 256, {4100}, true},
                                                               GlaCase{"gla340M_segments0", 4, 4, 128, 256, {4100}, false})),
+                         Name);
+
+// The chunkwise kernel's plan overrides, on short and long sequences, from slots and from zero.
+INSTANTIATE_TEST_SUITE_P(ChunkPlans, GlaForwardCuda,
+                         ::testing::Combine(::testing::Values(kChunkCut5Split, kChunkUncutWhole),
+                                            ::testing::Values(GlaCase{"gla13B_mixed", 4, 4, 256, 512, {1, 63, 65, 200}, true},
+                                                              GlaCase{"gla13B_long", 4, 4, 256, 512, {3000}, true},
+                                                              GlaCase{"gla340M_long", 4, 4, 128, 256, {4100, 70}, false})),
                          Name);
 
 // The gate made in the chunkwise prep kernel: a case, the gate's rank, a bias or none, a clamp or none.
@@ -287,6 +312,15 @@ TEST(GlaForwardCudaShapes, ChunkRefusesUnsupportedShapesWithInvalidValue) {
   p.q_stride = 511;  // rows not 16-byte aligned
   EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue);
   p.q_stride = 512;
+  for (const auto& [segments, split] : {std::pair{-1, 0}, std::pair{kChunkMaxSegments + 1, 0}, std::pair{0, 3},
+                                         std::pair{0, -1}}) {
+    p.plan_segments = segments;  // plan overrides out of range
+    p.plan_split_prep = split;
+    EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaErrorInvalidValue) << segments << " " << split;
+  }
+  p.plan_segments = 2;
+  EXPECT_EQ(cuda::GlaPrefillRecurrent(p, nullptr), cudaErrorInvalidValue) << "a chunkwise plan given to the recurrent kernel";
+  p.plan_segments = p.plan_split_prep = 0;
   EXPECT_EQ(cuda::GlaPrefillChunk(p, nullptr), cudaSuccess);
   GLA_CUDA_OK(cudaDeviceSynchronize());
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -40,7 +41,9 @@ double TimeMs(Kernel kernel, const gla::GlaPrefillCudaParams& p, int reps, cudaE
 int main(int argc, char** argv) {
   // `gla_prefill_bench chunk` skips the (slow) fused-recurrent table.
   const bool profile = argc > 1 && std::string(argv[1]) == "profile";  // one call per shape (for ncu)
-  const bool chunk_only = profile || (argc > 1 && std::string(argv[1]) == "chunk");
+  // `gla_prefill_bench plans` adds a sweep of the chunkwise kernel's plan (segments, prep clusters).
+  const bool plan_sweep = argc > 1 && std::string(argv[1]) == "plans";
+  const bool chunk_only = profile || plan_sweep || (argc > 1 && std::string(argv[1]) == "chunk");
   const int H = 4, dk_max = 256, dv_max = 512, total = kTotal;
   float *q, *k, *v, *g, *o, *pool;
   int32_t *cu, *slots;
@@ -152,6 +155,51 @@ int main(int argc, char** argv) {
           .Num("fa2_anchor_ms", a.fa2_ms);
     }
   CHECK(cudaFree(ws));
+  if (plan_sweep) {
+    // The chunkwise kernel's plan swept (GlaPrefillCudaParams::plan_*) at the shapes the engine runs
+    // (one prompt of 512 / 1,024 / 4,096 tokens) and the anchors': segments per sequence x the prep
+    // kernel in one block per (chunk, head) or in clusters of dk / 64 blocks. "auto" is the plan's
+    // own choice, what the engine runs.
+    const Anchor plan_shapes[] = {{1, 512, 0, 0}, {1, 1024, 0, 0}, {1, 4096, 0, 0}, {4, 4096, 0, 0}, {1, 16384, 0, 0}};
+    const int segment_counts[] = {1, 2, 4, 8, 16, 32};
+    std::printf("\nchunkwise plans, ms (median of 11): cut into k segments, prep whole / in clusters\n\n| shape | B x T | auto |");
+    for (int k : segment_counts) std::printf(" k=%d whole | k=%d split |", k, k);
+    std::printf("\n| --- | --- | --- |");
+    for (size_t i = 0; i < std::size(segment_counts); ++i) std::printf(" --- | --- |");
+    std::printf("\n");
+    for (const Shape& s : shapes)
+      for (const Anchor& a : plan_shapes) {
+        auto p = params(a, s.dk, s.dv);
+        p.total_tokens = a.B * a.T;
+        size_t bytes = 0;
+        for (int k : segment_counts) {
+          p.plan_segments = k;
+          bytes = std::max(bytes, gla::cuda::GlaPrefillChunkWorkspaceBytes(p, p.total_tokens));
+        }
+        p.plan_segments = 0;
+        bytes = std::max(bytes, gla::cuda::GlaPrefillChunkWorkspaceBytes(p, p.total_tokens));
+        CHECK(cudaMalloc(&p.workspace, bytes));
+        p.workspace_bytes = bytes;
+        auto time_plan = [&](int k, int split) {
+          p.plan_segments = k;
+          p.plan_split_prep = split;
+          const double t = TimeMs(gla::cuda::GlaPrefillChunk, p, 11, e0, e1);
+          report.AddRow()
+              .Str("table", "plans")
+              .Str("shape", s.name)
+              .Num("B", a.B)
+              .Num("T", a.T)
+              .Num("segments", k)
+              .Num("split_prep", split)
+              .Num("chunk_ms", t);
+          return t;
+        };
+        std::printf("| %s | %d x %d | %.3f |", s.name, a.B, a.T, time_plan(0, 0));
+        for (int k : segment_counts) std::printf(" %.3f | %.3f |", time_plan(k, 1), time_plan(k, 2));
+        std::printf("\n");
+        CHECK(cudaFree(p.workspace));
+      }
+  }
   for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)g, (void*)o, (void*)pool, (void*)cu, (void*)slots}) CHECK(cudaFree(ptr));
   std::printf("\nThe anchors were timed on an H100 (issue 4): a ratio to them is not one of the same run "
               "(tests/cuda/fla_gla_anchor.py times fla on this device).\n");
