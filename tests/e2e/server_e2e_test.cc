@@ -345,20 +345,25 @@ TEST(ServerE2ESmall, StartupErrorsAreOneLineAndNonZero) {
   EXPECT_FALSE(bad_backend.ok());
   EXPECT_NE(bad_backend.log().find("glad: error: --backend tpu is not one of auto, cuda, cpu"), std::string::npos)
       << bad_backend.log();
+  char dir_template[] = "/tmp/gla-unused-gemms-XXXXXX";  // the refused runs must create nothing in it
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string unused_cache = std::string(dir_template) + "/gemms.cache";
   GladProcess cache_without_tuning({"--model", testing::TinyModelDir(), "--backend", "cpu", "--gemm_tuning=false",
-                                    "--gemm_tuning_cache", "/tmp/gla-unused-gemms.cache"});
+                                    "--gemm_tuning_cache", unused_cache});
   EXPECT_FALSE(cache_without_tuning.ok());
   EXPECT_NE(cache_without_tuning.log().find("glad: error: --gemm_tuning_cache keeps --gemm_tuning's choices: it needs "
                                             "--gemm_tuning"),
             std::string::npos)
       << cache_without_tuning.log();
   GladProcess cache_on_cpu({"--model", testing::TinyModelDir(), "--backend", "cpu", "--gemm_tuning_cache",
-                           "/tmp/gla-unused-gemms.cache"});
+                           unused_cache});
   EXPECT_FALSE(cache_on_cpu.ok());
   EXPECT_NE(cache_on_cpu.log().find("glad: error: --gemm_tuning_cache applies to --backend cuda: the CPU backend tunes "
                                     "no GEMMs"),
             std::string::npos)
       << cache_on_cpu.log();
+  EXPECT_NE(access(unused_cache.c_str(), F_OK), 0) << "a refused start created " << unused_cache;
+  EXPECT_EQ(rmdir(dir_template), 0) << "a refused start left something in " << dir_template;
   GladProcess batch_too_large({"--model", testing::TinyModelDir(), "--backend", "cpu", "--persistent_decode_max_batch", "9"});
   EXPECT_FALSE(batch_too_large.ok());
   EXPECT_NE(batch_too_large.log().find("glad: error: --persistent_decode_max_batch 9: expected 1 to 8"), std::string::npos)
