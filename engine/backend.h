@@ -119,6 +119,8 @@ struct CudaBackendOptions {
   bool cuda_graphs = true;
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
   bool prefill_gate_in_prep = false;  // CudaModelOptions::prefill_gate_in_prep (off until run on a GPU)
+  int prefill_chunk_segments = 0;     // CudaModelOptions::prefill_chunk_segments (0: the kernel's plan)
+  int prefill_chunk_split_prep = 0;   // CudaModelOptions::prefill_chunk_split_prep (0: the kernel's plan)
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it
   int persistent_decode_max_batch = 4;  // CudaModelOptions::persistent_decode_max_batch (2-8: the batched kernel)
   int persistent_tiles_in_flight = 1;   // CudaModelOptions::persistent_tiles_in_flight (0: the whole ring)

@@ -174,6 +174,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(const std::string& mode
   mo.cuda_graphs = options.cuda_graphs;
   mo.chunked_prefill = options.chunked_prefill;
   mo.prefill_gate_in_prep = options.prefill_gate_in_prep;
+  mo.prefill_chunk_segments = options.prefill_chunk_segments;
+  mo.prefill_chunk_split_prep = options.prefill_chunk_split_prep;
   mo.persistent_decode = options.persistent_decode;
   mo.persistent_decode_max_batch = options.persistent_decode_max_batch;
   mo.persistent_tiles_in_flight = options.persistent_tiles_in_flight;

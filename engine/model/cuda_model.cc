@@ -371,8 +371,15 @@ absl::Status CudaModel::AllocateWorkspace() {
   // The chunkwise prefill kernel's scratch: its plan depends on how many sequences share a step
   // (few long ones are cut into segments run in parallel), so size it for the largest of them.
   chunk_workspace_bytes_ = 0;
+  if (options_.prefill_chunk_segments < 0 || options_.prefill_chunk_segments > kChunkMaxSegments ||
+      options_.prefill_chunk_split_prep < 0 || options_.prefill_chunk_split_prep > 2)
+    return absl::InvalidArgumentError(absl::StrCat("chunkwise prefill plan: segments ", options_.prefill_chunk_segments,
+                                                   " (0-", kChunkMaxSegments, ") or prep split ",
+                                                   options_.prefill_chunk_split_prep, " (0-2) out of range"));
   if (options_.chunked_prefill && cuda::GlaChunkHeadDimSupported(p.head_k) && p.head_v % 4 == 0) {
     GlaPrefillCudaParams shape = p.PrefillCuda(GlaRows{}, 0, nullptr, CudaStateSlots(), nullptr);
+    shape.plan_segments = options_.prefill_chunk_segments;
+    shape.plan_split_prep = options_.prefill_chunk_split_prep;
     // Few sequences may be cut into segments (extra state buffers); beyond that the need grows
     // with the count (per-chunk decays), so the largest is at one of the small counts or at N.
     std::vector<int> counts;
@@ -997,6 +1004,8 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
         pp.total_tokens = rows - decode_rows;
         pp.workspace = chunk_workspace_;
         pp.workspace_bytes = chunk_workspace_bytes_;
+        pp.plan_segments = options_.prefill_chunk_segments;
+        pp.plan_split_prep = options_.prefill_chunk_split_prep;
         if (gate_in_prefill) {
           pp.gate = gate_factors;
           pp.gate.lowrank += int64_t{decode_rows} * P;  // the prefill's rows follow the decode rows

@@ -61,6 +61,12 @@ struct CudaModelOptions {
   // GPU tests and engine A/B have run (`bash deploy/gpu-check.sh prep_gate`): written 2026-12-07,
   // when no GPU could be started.
   bool prefill_gate_in_prep = false;
+  // With chunked_prefill: the chunkwise kernel's plan forced for every prefill step, for benchmarks
+  // (GlaPrefillCudaParams::plan_segments and plan_split_prep; 0 = the kernel's own plan): segments
+  // a sequence is cut into (1 = none, up to cuda::kChunkMaxSegments), the prep kernel in clusters
+  // (1 = no, 2 = yes).
+  int prefill_chunk_segments = 0;
+  int prefill_chunk_split_prep = 0;
   // Batch-1 decode steps (no adapter) through one persistent kernel for the whole model
   // (kernels/persistent_decode.h) where the device (Hopper on) and the shapes allow it.
   bool persistent_decode = true;

@@ -18,6 +18,7 @@
 #include <functional>
 #include <random>
 #include <sstream>
+#include <utility>
 
 #include "engine/backend.h"
 #include "engine/model/cpu_model.h"
@@ -1146,6 +1147,22 @@ TEST(PersistentDecodeTilesOptions, OutOfRangeAreRefusedAtLoad) {
     const auto m = CudaModel::FromCheckpoint(std::move(*ck), o);
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument)
         << bad.tile_bytes << " / " << bad.in_flight << " / " << bad.blocks << " / " << bad.tagged;
+  }
+}
+
+// A forced chunkwise prefill plan out of range (CudaModelOptions::prefill_chunk_segments /
+// prefill_chunk_split_prep, a benchmark's knobs) is refused when the model is made.
+TEST(ChunkPlanOptions, OutOfRangeAreRefusedAtLoad) {
+  GLA_REQUIRE_CUDA_DEVICE();
+  for (const auto& [segments, split] : {std::pair{-1, 0}, std::pair{kChunkMaxSegments + 1, 0}, std::pair{0, -1},
+                                         std::pair{0, 3}}) {
+    CudaModelOptions o = Options();
+    o.prefill_chunk_segments = segments;
+    o.prefill_chunk_split_prep = split;
+    auto ck = LoadCheckpoint(PersistentShapeDir(0));
+    ASSERT_TRUE(ck.ok()) << ck.status();
+    const auto m = CudaModel::FromCheckpoint(std::move(*ck), o);
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << segments << " / " << split;
   }
 }
 

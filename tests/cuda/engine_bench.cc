@@ -40,6 +40,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "engine/backend.h"
+#include "kernels/gla.h"
 #include "kernels/persistent_decode.h"
 #include "tests/cuda/bench_report.h"
 #include "tests/cuda/device_ceilings.h"
@@ -74,6 +75,8 @@ int main(int argc, char** argv) {
                                               {"prompt", "512"},     {"batches", "1,32"}, {"decode_steps", "64"},
                                               {"cuda_graphs", "1"},  {"chunked_prefill", "1"}, {"persistent_decode", "1"},
                                               {"gate_in_prep", kDefaults.prefill_gate_in_prep ? "1" : "0"},
+                                              {"chunk_segments", std::to_string(kDefaults.prefill_chunk_segments)},
+                                              {"chunk_split_prep", std::to_string(kDefaults.prefill_chunk_split_prep)},
                                               {"state_dtype", "f32"},  {"weights", "native"},
                                               {"byte_rows", std::to_string(kDefaults.paths.byte_weight_kernel_rows)},
                                               {"fp8_made_rows", std::to_string(kDefaults.paths.fp8_made_rows_from)},
@@ -115,6 +118,10 @@ int main(int argc, char** argv) {
   o.chunked_prefill = num("chunked_prefill") != 0;
   if (num("gate_in_prep") > 1) Die("--gate_in_prep wants 0 or 1");
   o.prefill_gate_in_prep = num("gate_in_prep") == 1;  // the prefill's gates made in the chunkwise prep
+  o.prefill_chunk_segments = num("chunk_segments");    // the chunkwise kernel's plan forced (0: its own)
+  if (o.prefill_chunk_segments > gla::kChunkMaxSegments) Die("--chunk_segments wants 0 to 64");
+  o.prefill_chunk_split_prep = num("chunk_split_prep");
+  if (o.prefill_chunk_split_prep > 2) Die("--chunk_split_prep wants 0 (auto), 1 (no) or 2 (yes)");
   o.persistent_decode = num("persistent_decode") != 0;
   o.persistent_decode_max_batch = num("persistent_batch");  // 2-8: the batched persistent kernel up to that batch
   if (o.persistent_decode_max_batch < 1 || o.persistent_decode_max_batch > gla::cuda::kPersistentMaxBatch)
@@ -172,6 +179,8 @@ int main(int argc, char** argv) {
   if (flags["medium_rows"] != "default") report_name += "-medium-rows-" + std::to_string(o.paths.medium_m_kernel_rows);
   unless_default("gemm-tuning", int{o.paths.tuned_bf16_gemms}, int{kDefaults.paths.tuned_bf16_gemms});
   unless_default("gate-in-prep", int{o.prefill_gate_in_prep}, int{kDefaults.prefill_gate_in_prep});
+  unless_default("chunk-segments", o.prefill_chunk_segments, kDefaults.prefill_chunk_segments);
+  unless_default("chunk-split-prep", o.prefill_chunk_split_prep, kDefaults.prefill_chunk_split_prep);
   unless_default("warp-rows", o.paths.warp_rows_from, kDefaults.paths.warp_rows_from);
   unless_default("warp-rows-width", o.paths.warp_rows_max_width, kDefaults.paths.warp_rows_max_width);
   unless_default("persistent-batch", o.persistent_decode_max_batch, kDefaults.persistent_decode_max_batch);
@@ -249,6 +258,10 @@ int main(int argc, char** argv) {
   std::printf("# prefill gates: %s (--gate_in_prep)\n",
               o.prefill_gate_in_prep ? "made in the chunkwise prep kernel" : "LowRankGate, read back by the prep");
   report.SetNote("prefill_gate_in_prep", o.prefill_gate_in_prep ? "1" : "0");
+  if (o.prefill_chunk_segments != 0 || o.prefill_chunk_split_prep != 0)
+    std::printf("# chunkwise plan forced: %d segments a sequence (0: its own), prep split %d (0 its own, 1 no, 2 yes)\n",
+                o.prefill_chunk_segments, o.prefill_chunk_split_prep);
+  report.SetNote("prefill_chunk_plan", std::to_string(o.prefill_chunk_segments) + "/" + std::to_string(o.prefill_chunk_split_prep));
   report.SetNote("persistent_tiles_in_flight", std::to_string(o.persistent_tiles_in_flight));
   report.SetNote("persistent_tile_bytes", std::to_string(o.persistent_tile_bytes));
   report.SetNote("persistent_blocks", std::to_string(o.persistent_blocks));
