@@ -637,7 +637,7 @@ if [ "$parts" = prep_gate ] && [ -x gpu-bundle/run ]; then
     check prep_gate_kernel_tests timeout 200 gpu-bundle/run gla_kernels_cuda_test \
       --gtest_filter='*GlaForwardCuda*:*GlaDecodeCuda*:*GlaBackwardChunk*'
     check prep_gate_engine_tests timeout 300 gpu-bundle/run cuda_engine_test \
-      --gtest_filter='*PrefillGateInPrep*:*MixedPackedStepsMatchCpu*:*AdaptersInMixedSteps*:TinyReference*:*GreedyTextEqualsCpu*'
+      --gtest_filter='*PrefillGateInPrep*:*MixedPackedStepsMatchCpu*:*AdaptersInMixedSteps*:TinyReference*:*GreedyTextEqualsCpu*:ChunkPlanOptions*'
   fi
   if [ "$failures" -gt "$failures_before" ]; then
     note "prep_gate: the tests failed: not timed"
