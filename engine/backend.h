@@ -118,7 +118,7 @@ struct CudaBackendOptions {
   int min_prefill_tokens = 16;
   bool cuda_graphs = true;
   bool chunked_prefill = true;  // the tensor-core chunkwise kernel where the head shape allows it
-  bool prefill_gate_in_prep = false;  // CudaModelOptions::prefill_gate_in_prep (off until run on a GPU)
+  bool prefill_gate_in_prep = true;   // CudaModelOptions::prefill_gate_in_prep
   int prefill_chunk_segments = 0;     // CudaModelOptions::prefill_chunk_segments (0: the kernel's plan)
   int prefill_chunk_split_prep = 0;   // CudaModelOptions::prefill_chunk_split_prep (0: the kernel's plan)
   bool persistent_decode = true;  // batch-1 decode as one persistent kernel where device and shapes allow it

@@ -57,10 +57,10 @@ struct CudaModelOptions {
   // With chunked_prefill: the prefill rows' forget gates made inside the chunkwise kernel's prep
   // (GlaPrefillCudaParams::gate; the same bits) instead of by LowRankGate, whose fp32 rows the prep
   // then read back: a launch and a write and read of the gate's rows fewer per layer. Steps with
-  // adapters, and gate ranks above cuda::kChunkPrepMaxGateRank, keep the gate launch. Off until its
-  // GPU tests and engine A/B have run (`bash deploy/gpu-check.sh prep_gate`): written 2026-12-07,
-  // when no GPU could be started.
-  bool prefill_gate_in_prep = false;
+  // adapters, and gate ranks above cuda::kChunkPrepMaxGateRank, keep the gate launch. On since its
+  // GPU tests passed and its engine A/B (`bash deploy/gpu-check.sh prep_gate`, H100 2026-12-07)
+  // gained 1.9% at gla-340M's prefill T=4096 and changed gla-1.3B's within the runs' spread.
+  bool prefill_gate_in_prep = true;
   // With chunked_prefill: the chunkwise kernel's plan forced for every prefill step, for benchmarks
   // (GlaPrefillCudaParams::plan_segments and plan_split_prep; 0 = the kernel's own plan): segments
   // a sequence is cut into (1 = none, up to cuda::kChunkMaxSegments), the prep kernel in clusters

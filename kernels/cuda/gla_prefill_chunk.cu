@@ -677,9 +677,14 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   if (p.plan_segments > 0) {  // a benchmark's choice
     if (p.plan_segments > 1) plan.seg_len = std::max<int64_t>(segment_length(p.plan_segments), kChunk);
   } else if (blocks * 4 < int64_t{sms} * 3) {
-    const int64_t k = sms / blocks;
-    const int64_t len = segment_length(k);
-    if (k >= 2 && len >= 512) plan.seg_len = len;
+    // Segments of at least kMinSegment tokens: shorter ones cost more in the state-only pass and the
+    // combining of earlier segments than their parallelism gives (the sweep of gla_prefill_bench
+    // plans, H100 2026-12-07: 128-token segments cut gla-340M heads' 512- and 1,024-token prompts by
+    // 20% and 38% and gla-1.3B heads' 1,024 by 20%; 64-token ones gained nothing more, and the
+    // 512-token floor this replaced left all three uncut).
+    constexpr int64_t kMinSegment = 128;
+    const int64_t k = std::min<int64_t>(sms / blocks, avg / kMinSegment);
+    if (k >= 2) plan.seg_len = segment_length(k);
   }
   const PrepLayout prep = MakePrepLayout(p.H, p.Hkv, p.dk, total, p.num_seqs);  // shared with the backward
   plan.chunk_ids = prep.chunk_ids;

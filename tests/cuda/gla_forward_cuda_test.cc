@@ -127,6 +127,7 @@ INSTANTIATE_TEST_SUITE_P(ChunkOnly, GlaForwardCuda,
                          ::testing::Combine(::testing::Values(kChunk),
                                             ::testing::Values(GlaCase{"gqa_dk256", 8, 2, 256, 64, {100, 29}, true},
                                                               GlaCase{"gla13B_segments", 4, 4, 256, 512, {3000}, true},
+                                                              GlaCase{"gla340M_short_cut", 4, 4, 128, 256, {600}, true},
                                                               GlaCase{"gla340M_segments", 4, 4, 128, 256, {4100}, true},
                                                               GlaCase{"gla340M_segments0", 4, 4, 128, 256, {4100}, false})),
                          Name);
