@@ -63,7 +63,7 @@ struct CudaModelOptions {
   bool prefill_gate_in_prep = true;
   // With chunked_prefill: the chunkwise kernel's plan forced for every prefill step, for benchmarks
   // (GlaPrefillCudaParams::plan_segments and plan_split_prep; 0 = the kernel's own plan): segments
-  // a sequence is cut into (1 = none, up to cuda::kChunkMaxSegments), the prep kernel in clusters
+  // a sequence is cut into (1 = none, up to kChunkMaxSegments), the prep kernel in clusters
   // (1 = no, 2 = yes).
   int prefill_chunk_segments = 0;
   int prefill_chunk_split_prep = 0;

@@ -674,8 +674,9 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   // main block per SM at dk = 256): k = SMs / blocks keeps the cut grid within one wave.
   const int64_t avg = (total + seqs - 1) / seqs;
   auto segment_length = [&](int64_t k) { return ((avg + k - 1) / k + kChunk - 1) / kChunk * kChunk; };
+  int64_t cuts = 1;  // segments a sequence of the average length is cut into
   if (p.plan_segments > 0) {  // a benchmark's choice
-    if (p.plan_segments > 1) plan.seg_len = std::max<int64_t>(segment_length(p.plan_segments), kChunk);
+    cuts = p.plan_segments;
   } else if (blocks * 4 < int64_t{sms} * 3) {
     // Segments of at least kMinSegment tokens: shorter ones cost more in the state-only pass and the
     // combining of earlier segments than their parallelism gives (the sweep of gla_prefill_bench
@@ -683,13 +684,19 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
     // 20% and 38% and gla-1.3B heads' 1,024 by 20%; 64-token ones gained nothing more, and the
     // 512-token floor this replaced left all three uncut).
     constexpr int64_t kMinSegment = 128;
-    const int64_t k = std::min<int64_t>(sms / blocks, avg / kMinSegment);
-    if (k >= 2) plan.seg_len = segment_length(k);
+    cuts = std::min<int64_t>(sms / blocks, avg / kMinSegment);
   }
+  if (cuts >= 2) plan.seg_len = std::max<int64_t>(segment_length(cuts), kChunk);
   const PrepLayout prep = MakePrepLayout(p.H, p.Hkv, p.dk, total, p.num_seqs);  // shared with the backward
   plan.chunk_ids = prep.chunk_ids;
   plan.split_prep = p.dk > 64 && (p.plan_split_prep != 0 ? p.plan_split_prep == 2 : plan.chunk_ids * p.H <= sms);
-  plan.seg_ids = total / plan.seg_len + seqs;
+  // Segment ids (FindUnit's numbering: cu[n] / seg_len + n onwards) stay below total / seg_len +
+  // seqs <= seqs * (cuts + 1), since seg_len >= avg / cuts >= total / (seqs * cuts). The latter bound
+  // sizes the workspace: it never shrinks as the tokens grow (cuts only grows with them, while
+  // total / seg_len can fall as seg_len rounds up to whole chunks: 520 tokens in 4 cuts of 192 have
+  // fewer ids than 384 in 3 of 128), so a workspace sized for a step's token budget holds every step
+  // within it (the engine sizes it once).
+  plan.seg_ids = plan.seg_len == kNoSplit ? seqs : seqs * (cuts + 1);
   size_t off = prep.end;
   auto take = [&](size_t bytes) {
     const size_t at = off;

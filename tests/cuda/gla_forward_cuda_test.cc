@@ -293,6 +293,30 @@ TEST(GlaForwardCudaShapes, GateFactorsRefusedWhereTheyCannotBeUsed) {
   GLA_CUDA_OK(cudaDeviceSynchronize());
 }
 
+// The engine sizes the chunkwise workspace once, for its step's token budget N, and then runs steps
+// of any t <= N tokens on it: the workspace a step needs must never shrink as its tokens grow (a
+// sequence cut into segments holds a state per segment id). Host arithmetic only (the plan reads
+// the device's SM count, 132 where there is no device), so this runs with or without a GPU.
+TEST(GlaForwardCudaShapes, WorkspaceForATokenBudgetCoversEveryStepWithinIt) {
+  for (const auto& [dk, dv] : {std::pair{256, 512}, std::pair{128, 256}}) {
+    GlaPrefillCudaParams p;
+    p.H = p.Hkv = 4;
+    p.dk = dk;
+    p.dv = dv;
+    for (int seqs = 1; seqs <= 4; ++seqs) {
+      p.num_seqs = seqs;
+      for (int budget : {512, 520, 1000, 2100, 4096, 4100}) {
+        const size_t at_budget = cuda::GlaPrefillChunkWorkspaceBytes(p, budget);
+        for (int t = 0; t <= budget; ++t) {
+          const size_t need = cuda::GlaPrefillChunkWorkspaceBytes(p, t);
+          ASSERT_LE(need, at_budget) << "dk " << dk << ", " << seqs << " sequences: " << t << " tokens need more than "
+                                     << budget << " (the budget's workspace)";
+        }
+      }
+    }
+  }
+}
+
 TEST(GlaForwardCudaShapes, ChunkRefusesUnsupportedShapesWithInvalidValue) {
   GLA_REQUIRE_CUDA_DEVICE();
   testing::DeviceBuffers buf;
