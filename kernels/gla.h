@@ -221,6 +221,13 @@ constexpr int kChunkPrepMaxGateRank = 32;
 // Workspace bytes GlaPrefillChunk needs for this shape and at most total_tokens packed tokens on
 // the current device (the plan depends on its multiprocessor count).
 size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens);
+// The plan GlaPrefillChunk takes for p and total_tokens (its own, or the one plan_* forces), for
+// benchmarks to print: tokens a segment (0 when sequences are not cut) and the prep kernel in clusters.
+struct GlaChunkPlanInfo {
+  int64_t segment_tokens = 0;
+  bool split_prep = false;
+};
+GlaChunkPlanInfo GlaPrefillChunkPlan(const GlaPrefillCudaParams& p, int total_tokens);
 // Whether the chunkwise kernels (forward and backward) take head dimension dk: 64, 128 or 256.
 bool GlaChunkHeadDimSupported(int dk);
 

@@ -802,6 +802,11 @@ cudaError_t chunk::LaunchChunkPrep(const GlaPrefillCudaParams& p, const PrepOut&
 
 bool GlaChunkHeadDimSupported(int dk) { return chunk::ChunkHeadDimSupported(dk); }
 
+GlaChunkPlanInfo GlaPrefillChunkPlan(const GlaPrefillCudaParams& p, int total_tokens) {
+  const Plan plan = MakePlan(p, total_tokens);
+  return {plan.seg_len == kNoSplit ? 0 : plan.seg_len, plan.split_prep};
+}
+
 size_t GlaPrefillChunkWorkspaceBytes(const GlaPrefillCudaParams& p, int total_tokens) {
   return MakePlan(p, total_tokens).bytes;
 }

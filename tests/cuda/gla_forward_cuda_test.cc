@@ -317,6 +317,32 @@ TEST(GlaForwardCudaShapes, WorkspaceForATokenBudgetCoversEveryStepWithinIt) {
   }
 }
 
+// The kernel's own plan cuts a sequence only into whole chunks of at least 128 tokens, and only
+// into two or more of them (shorter segments lost to their state-only pass in the sweep of
+// gla_prefill_bench plans). Host arithmetic only, as above.
+TEST(GlaForwardCudaShapes, OwnPlanCutsIntoSegmentsOfAtLeast128Tokens) {
+  int cut = 0;
+  for (const auto& [dk, dv] : {std::pair{256, 512}, std::pair{128, 256}, std::pair{64, 64}}) {
+    GlaPrefillCudaParams p;
+    p.H = p.Hkv = 4;
+    p.dk = dk;
+    p.dv = dv;
+    for (int seqs = 1; seqs <= 8; ++seqs) {
+      p.num_seqs = seqs;
+      for (int total = 0; total <= 20000; total += 13) {
+        const cuda::GlaChunkPlanInfo plan = cuda::GlaPrefillChunkPlan(p, total);
+        if (plan.segment_tokens == 0) continue;
+        ++cut;
+        const int avg = (total + seqs - 1) / seqs;
+        EXPECT_GE(plan.segment_tokens, 128) << dk << " / " << seqs << " / " << total;
+        EXPECT_EQ(plan.segment_tokens % 64, 0) << dk << " / " << seqs << " / " << total;
+        EXPECT_LT(plan.segment_tokens, avg) << "a cut into one segment: " << dk << " / " << seqs << " / " << total;
+      }
+    }
+  }
+  EXPECT_GT(cut, 0) << "no shape was cut at all";
+}
+
 TEST(GlaForwardCudaShapes, ChunkRefusesUnsupportedShapesWithInvalidValue) {
   GLA_REQUIRE_CUDA_DEVICE();
   testing::DeviceBuffers buf;

@@ -194,7 +194,15 @@ int main(int argc, char** argv) {
               .Num("chunk_ms", t);
           return t;
         };
-        std::printf("| %s | %d x %d | %.3f |", s.name, a.B, a.T, time_plan(0, 0));
+        p.plan_segments = p.plan_split_prep = 0;
+        const gla::cuda::GlaChunkPlanInfo own = gla::cuda::GlaPrefillChunkPlan(p, p.total_tokens);
+        char own_name[64];
+        if (own.segment_tokens > 0)
+          std::snprintf(own_name, sizeof own_name, "%lld-token segments, %s", static_cast<long long>(own.segment_tokens),
+                        own.split_prep ? "split" : "whole");
+        else
+          std::snprintf(own_name, sizeof own_name, "uncut, %s", own.split_prep ? "split" : "whole");
+        std::printf("| %s | %d x %d | %.3f (%s) |", s.name, a.B, a.T, time_plan(0, 0), own_name);
         for (int k : segment_counts) std::printf(" %.3f | %.3f |", time_plan(k, 1), time_plan(k, 2));
         std::printf("\n");
         CHECK(cudaFree(p.workspace));
