@@ -293,16 +293,22 @@ TEST(GlaForwardCudaShapes, GateFactorsRefusedWhereTheyCannotBeUsed) {
   GLA_CUDA_OK(cudaDeviceSynchronize());
 }
 
+// Params for the chunkwise plan's host arithmetic alone (no arrays): 4 heads of dk x dv.
+GlaPrefillCudaParams HostPlanParams(int dk, int dv) {
+  GlaPrefillCudaParams p;
+  p.H = p.Hkv = 4;
+  p.dk = dk;
+  p.dv = dv;
+  return p;
+}
+
 // The engine sizes the chunkwise workspace once, for its step's token budget N, and then runs steps
 // of any t <= N tokens on it: the workspace a step needs must never shrink as its tokens grow (a
 // sequence cut into segments holds a state per segment id). Host arithmetic only (the plan reads
 // the device's SM count, 132 where there is no device), so this runs with or without a GPU.
 TEST(GlaForwardCudaShapes, WorkspaceForATokenBudgetCoversEveryStepWithinIt) {
   for (const auto& [dk, dv] : {std::pair{256, 512}, std::pair{128, 256}}) {
-    GlaPrefillCudaParams p;
-    p.H = p.Hkv = 4;
-    p.dk = dk;
-    p.dv = dv;
+    GlaPrefillCudaParams p = HostPlanParams(dk, dv);
     for (int seqs = 1; seqs <= 4; ++seqs) {
       p.num_seqs = seqs;
       for (int budget : {512, 520, 1000, 2100, 4096, 4100}) {
@@ -323,10 +329,7 @@ TEST(GlaForwardCudaShapes, WorkspaceForATokenBudgetCoversEveryStepWithinIt) {
 TEST(GlaForwardCudaShapes, OwnPlanCutsIntoSegmentsOfAtLeast128Tokens) {
   int cut = 0;
   for (const auto& [dk, dv] : {std::pair{256, 512}, std::pair{128, 256}, std::pair{64, 64}}) {
-    GlaPrefillCudaParams p;
-    p.H = p.Hkv = 4;
-    p.dk = dk;
-    p.dv = dv;
+    GlaPrefillCudaParams p = HostPlanParams(dk, dv);
     for (int seqs = 1; seqs <= 8; ++seqs) {
       p.num_seqs = seqs;
       for (int total = 0; total <= 20000; total += 13) {
