@@ -51,6 +51,10 @@
 // Next steps: wgmma with the state as a register A operand and qg/kg from smem, TMA multicast of
 // qg/kg across the dv tiles of a head (a cluster), and fusing prep into main through that cluster.
 // Rows beyond a sequence's end are zero-filled in smem (cp.async zfill), never read or written.
+// Each kernel is a programmatic dependent launch (kernels/cuda/launch.cuh) that waits for the kernel
+// before it first thing and then lets the next one launch: the main kernel's grid is set up while
+// prep (or the state-only pass) drains, and the gate norm's while main does, at a prefill's three
+// to four boundaries a layer (not measured alone; the engine A/B is in docs/performance.md).
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -60,6 +64,7 @@
 
 #include "kernels/cuda/forget_gate.cuh"
 #include "kernels/cuda/gla_chunk_common.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/state_values.cuh"
 #include "kernels/gla.h"
 
@@ -190,6 +195,8 @@ __global__ void __launch_bounds__(kThreads, 2) GlaChunkPrepKernel(const GlaPrefi
   constexpr int kSlices = DK / 64;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   PrepSmem& sm = *reinterpret_cast<PrepSmem*>(smem_raw);
+  WaitForPredecessor();  // kernels/cuda/launch.cuh: nothing is read before the kernel before it is done
+  LetDependentsLaunch();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int h = blockIdx.y;
   // The blocks of one cluster share a unit, so they all return here or none does.
@@ -435,6 +442,8 @@ __global__ void __launch_bounds__(kThreads, 1) GlaChunkMainKernel(const GlaPrefi
   constexpr int kNj = kHalf / 8;    // n8 tiles of the state per warp
   static_assert(kNj % 2 == 0, "dk tiles come in pairs (one ldmatrix.x4)");
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  WaitForPredecessor();  // as in the prep kernel
+  LetDependentsLaunch();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int mg = warp & 3, kh = warp >> 2;  // 16 dv rows, one dk half
 
@@ -719,32 +728,23 @@ template <int DK, bool kMakeGate>
 cudaError_t LaunchPrepForm(const GlaPrefillCudaParams& p, const Workspace& w, int64_t chunk_ids, bool split,
                            cudaStream_t stream) {
   constexpr int kSlices = DK / 64;
+  // Every chunk kernel is a programmatic dependent launch (kernels/cuda/launch.cuh): its grid is set up
+  // while the kernel before it finishes, and it waits for that kernel before reading anything.
   if constexpr (kSlices > 1) {
     if (split) {
-      cudaError_t e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK, true, kMakeGate>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
+      const cudaError_t e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK, true, kMakeGate>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
       if (e != cudaSuccess) return e;
-      cudaLaunchConfig_t config{};
-      config.gridDim = dim3(static_cast<unsigned>(chunk_ids * kSlices), p.H);
-      config.blockDim = dim3(kThreads);
-      config.dynamicSmemBytes = sizeof(PrepSmem);
-      config.stream = stream;
-      cudaLaunchAttribute cluster{};
-      cluster.id = cudaLaunchAttributeClusterDimension;
-      cluster.val.clusterDim.x = kSlices;
-      cluster.val.clusterDim.y = 1;
-      cluster.val.clusterDim.z = 1;
-      config.attrs = &cluster;
-      config.numAttrs = 1;
-      return cudaLaunchKernelEx(&config, GlaChunkPrepKernel<DK, true, kMakeGate>, p, w);
+      return LaunchDependentClusters(GlaChunkPrepKernel<DK, true, kMakeGate>,
+                                     dim3(static_cast<unsigned>(chunk_ids * kSlices), p.H), dim3(kThreads),
+                                     sizeof(PrepSmem), kSlices, stream, p, w);
     }
   }
   const cudaError_t e = cudaFuncSetAttribute(GlaChunkPrepKernel<DK, false, kMakeGate>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, sizeof(PrepSmem));
   if (e != cudaSuccess) return e;
-  GlaChunkPrepKernel<DK, false, kMakeGate>
-      <<<dim3(static_cast<unsigned>(chunk_ids), p.H), kThreads, sizeof(PrepSmem), stream>>>(p, w);
-  return cudaGetLastError();
+  return LaunchDependentSmem(GlaChunkPrepKernel<DK, false, kMakeGate>, dim3(static_cast<unsigned>(chunk_ids), p.H),
+                             dim3(kThreads), sizeof(PrepSmem), stream, p, w);
 }
 
 template <int DK>
@@ -776,13 +776,12 @@ cudaError_t Launch(const GlaPrefillCudaParams& p, const Plan& plan, cudaStream_t
     if ((e = cudaFuncSetAttribute(GlaChunkMainKernel<DK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   MainSmem<DK>::kBytes)) != cudaSuccess)
       return e;
-    GlaChunkMainKernel<DK, true>
-        <<<static_cast<unsigned>(plan.seg_ids * p.Hkv * ndv), kThreads, MainSmem<DK>::kBytes, stream>>>(p, w);
-    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+    if ((e = LaunchDependentSmem(GlaChunkMainKernel<DK, true>, dim3(static_cast<unsigned>(plan.seg_ids * p.Hkv * ndv)),
+                                 dim3(kThreads), MainSmem<DK>::kBytes, stream, p, w)) != cudaSuccess)
+      return e;
   }
-  GlaChunkMainKernel<DK, false>
-      <<<static_cast<unsigned>(plan.seg_ids * p.H * ndv), kThreads, MainSmem<DK>::kBytes, stream>>>(p, w);
-  return cudaGetLastError();
+  return LaunchDependentSmem(GlaChunkMainKernel<DK, false>, dim3(static_cast<unsigned>(plan.seg_ids * p.H * ndv)),
+                             dim3(kThreads), MainSmem<DK>::kBytes, stream, p, w);
 }
 
 }  // namespace
