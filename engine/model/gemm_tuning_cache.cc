@@ -279,6 +279,7 @@ int GemmTuningCache::size() const {
 
 absl::Status GemmTuningCache::Add(const GemmTuningKey& key, const GemmTuningChoice& choice) {
   records_[device_key_][key] = choice;
+  added_[key] = choice;
   std::lock_guard<std::mutex> lock(FileMutex());
   std::string text;
   bool missing = false;
@@ -290,13 +291,17 @@ absl::Status GemmTuningCache::Add(const GemmTuningKey& key, const GemmTuningChoi
       return absl::FailedPreconditionError(absl::StrCat(path_, ": ", on_disk.status().message()));
     merged = *std::move(on_disk);
   }
-  for (const auto& [device, entries] : records_)
-    for (const auto& [k, c] : entries) merged[device][k] = c;
+  // Only what this cache added goes over the file: a record it merely read at Open may have been
+  // replaced since by another writer (re-timed where cuBLASLt stopped taking the old choice), and
+  // writing the copy read back would undo that.
+  for (const auto& [k, c] : added_) merged[device_key_][k] = c;
   std::string out = FormatGemmTuningCache(merged);
   // Never write what Open would refuse to read back.
   if (static_cast<int64_t>(out.size()) > kMaxBytes)
     return absl::ResourceExhaustedError(absl::StrCat(path_, ": the cache would grow past ", kMaxBytes, " bytes"));
-  return WriteCacheFile(path_, out);
+  if (absl::Status written = WriteCacheFile(path_, out); !written.ok()) return written;
+  records_ = std::move(merged);  // Find answers as the file now has it
+  return absl::OkStatus();
 }
 
 }  // namespace gla

@@ -68,11 +68,13 @@ class GemmTuningCache {
   const std::string& device_key() const { return device_key_; }
   // The choice recorded for `key` under this device key, or null.
   const GemmTuningChoice* Find(const GemmTuningKey& key) const;
-  // Records `choice` and writes the file: the file as it is now re-read and merged (another process
-  // or engine may have added records; this one's win for its own key), written to a temporary file
-  // beside it and renamed over it, so a reader never sees half a file. Within a process, Adds to one
-  // path are serialized. An error leaves the record in memory and the file as it was (also
-  // RESOURCE_EXHAUSTED where the file would pass kMaxBytes, which Open would refuse).
+  // Records `choice` and writes the file: the file as it is now re-read, this cache's own Adds put
+  // over it (another process or engine may have added or replaced records; this one's win for the
+  // keys it added, and a record it only read at Open is never written back over a newer one), written
+  // to a temporary file beside it and renamed over it, so a reader never sees half a file; Find then
+  // answers as the file has it. Within a process, Adds to one path are serialized. An error leaves
+  // the record in memory and the file as it was (also RESOURCE_EXHAUSTED where the file would pass
+  // kMaxBytes, which Open would refuse).
   absl::Status Add(const GemmTuningKey& key, const GemmTuningChoice& choice);
   int size() const;
 
@@ -81,6 +83,7 @@ class GemmTuningCache {
       : path_(std::move(path)), device_key_(std::move(device_key)), records_(std::move(records)) {}
   std::string path_, device_key_;
   GemmTuningRecords records_;
+  std::map<GemmTuningKey, GemmTuningChoice> added_;  // this cache's Adds (under device_key_)
 };
 
 }  // namespace gla

@@ -1,7 +1,7 @@
 // The GEMM tuning cache file (engine/model/gemm_tuning_cache.h): its text round-trips, anything it
 // would not write is refused with the line, hostile files (another file, a FIFO, a folder, too large,
 // a missing folder) are refused at Open and never written over, and Add merges with what another
-// writer added meanwhile. The cuBLASLt side (restoring a choice) runs on the GPU
+// writer added meanwhile, writing back only the records it added. The cuBLASLt side (restoring a choice) runs on the GPU
 // (cuda_engine_test TunedGemmsFromACacheGiveTheSameBits).
 #include "engine/model/gemm_tuning_cache.h"
 
@@ -178,6 +178,44 @@ TEST(GemmTuningCache, HostileFilesAreRefusedAndNeverWrittenOver) {
 // process's (a child that waits), not a fresh one (a writer in another PID namespace may own it), not
 // another cache's, not a name of another form, not a symlink (nor its target). A fresh file of this
 // pid holding the name Add would take first is stepped over, not an error.
+// A cache opened before another writer replaced a record must not write its stale copy back: Add
+// writes over the file only the records this cache added, and leaves every other record as the file
+// has it now (a choice re-timed by a newer process, say after cuBLASLt stopped taking the old one).
+TEST(GemmTuningCache, AddWritesBackOnlyTheRecordsItAdded) {
+  TempDir t;
+  const std::string p = (t.dir / "c").string();
+  const GemmTuningKey k1{8, 8, 8, 8, false, false, 1}, k2{16, 8, 8, 16, true, false, 2};
+  {
+    auto first = GemmTuningCache::Open(p, "gpu");
+    ASSERT_TRUE(first.ok());
+    ASSERT_TRUE(first->Add(k1, Algo(1)).ok());
+  }
+  auto late = GemmTuningCache::Open(p, "gpu");  // reads k1 = Algo(1)
+  ASSERT_TRUE(late.ok());
+  ASSERT_NE(late->Find(k1), nullptr);
+  {
+    auto retimed = GemmTuningCache::Open(p, "gpu");
+    ASSERT_TRUE(retimed.ok());
+    ASSERT_TRUE(retimed->Add(k1, Algo(5)).ok());  // k1 replaced on disk
+  }
+  ASSERT_TRUE(late->Add(k2, {}).ok());
+  const auto on_disk = ParseGemmTuningCache(Slurp(p));
+  ASSERT_TRUE(on_disk.ok()) << on_disk.status();
+  EXPECT_EQ(on_disk->at("gpu").at(k1), Algo(5));  // not late's Algo(1)
+  EXPECT_TRUE(on_disk->at("gpu").at(k2).use_default);
+  // And late's own record still wins over another writer's for the key it added.
+  {
+    auto other = GemmTuningCache::Open(p, "gpu");
+    ASSERT_TRUE(other.ok());
+    ASSERT_TRUE(other->Add(k2, Algo(7)).ok());
+  }
+  ASSERT_TRUE(late->Add(k1, Algo(3)).ok());
+  const auto after = ParseGemmTuningCache(Slurp(p));
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->at("gpu").at(k1), Algo(3));
+  EXPECT_TRUE(after->at("gpu").at(k2).use_default);
+}
+
 TEST(GemmTuningCache, OpenRemovesTheTemporaryFilesOfDeadWriters) {
   TempDir t;
   const pid_t child = ::fork();
