@@ -151,6 +151,13 @@ struct GlaPrefillCudaParams : GlaRows {
   int total_tokens = 0;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // GlaPrefillChunk only, optional: a host copy of cu_seqlens [num_seqs + 1]. With it the plan's own
+  // cut (plan_segments 0) sizes segments so that an uneven step's main blocks fit one wave of the
+  // GPU (from the average length alone, a 4,096- and a 16-token prompt at gla-1.3B heads take 160
+  // main blocks for 132 SMs). It only ever lengthens the segments the totals give, so the
+  // workspace GlaPrefillChunkWorkspaceBytes sizes from the totals still holds, and a copy that does
+  // not match the device's array costs speed, never correctness.
+  const int32_t* host_cu_seqlens = nullptr;
   // GlaPrefillChunk only (GlaPrefillRecurrent and GlaBackwardChunk refuse it): the forget gate made
   // in the chunkwise prep kernel from its factors (rank <= kChunkPrepMaxGateRank, row t of the
   // factors for token row t) instead of read from g: a gate launch fewer per layer, and g's rows

@@ -607,7 +607,7 @@ absl::Status CudaModel::Forward(std::span<const Segment> segments, const States&
   int32_t* h_tokens = host_inputs_.get<int32_t>();
   int32_t* h_slots = h_tokens + N;
   int32_t* h_cu_all = h_slots + N;
-  int32_t* h_cu_prefill = h_cu_all + N + 1;
+  int32_t* h_cu_prefill = host_cu_prefill();
   int32_t* h_row_ids = h_cu_prefill + N + 1;
 
   std::vector<int> seg_row(segments.size());
@@ -1006,6 +1006,7 @@ absl::Status CudaModel::Enqueue(int rows, int decode_rows, int num_seqs, int log
         pp.workspace_bytes = chunk_workspace_bytes_;
         pp.plan_segments = options_.prefill_chunk_segments;
         pp.plan_split_prep = options_.prefill_chunk_split_prep;
+        pp.host_cu_seqlens = host_cu_prefill();  // Forward wrote them for this step
         if (gate_in_prefill) {
           pp.gate = gate_factors;
           pp.gate.lowrank += int64_t{decode_rows} * P;  // the prefill's rows follow the decode rows

@@ -306,6 +306,11 @@ class CudaModel {
   int32_t *d_tokens_ = nullptr, *d_slots_ = nullptr, *d_cu_all_ = nullptr, *d_cu_prefill_ = nullptr,
           *d_row_ids_ = nullptr;
   size_t input_ints_ = 0;
+  // The step's prefill sequence offsets as Forward wrote them on the host (cu_prefill above).
+  int32_t* host_cu_prefill() {
+    const size_t N = static_cast<size_t>(options_.max_tokens);
+    return host_inputs_.get<int32_t>() + N + N + (N + 1);
+  }
   void* chunk_workspace_ = nullptr;  // the chunkwise prefill kernel's scratch (0 bytes: not used)
   size_t chunk_workspace_bytes_ = 0;
   float *x_ = nullptr, *proj_ = nullptr, *conv_ = nullptr, *gk_ = nullptr, *o_ = nullptr, *logits_ = nullptr;

@@ -672,6 +672,30 @@ struct Plan {
   size_t qg = 0, kg = 0, A = 0, decay = 0, seg_state = 0, seg_decay = 0, bytes = 0;
 };
 
+// The plan's segment length from the sequences' own lengths (GlaPrefillCudaParams::host_cu_seqlens):
+// the shortest multiple of a chunk from `seg_len` on at which the segments' main blocks fit the
+// SMs. The average length's cut fits them for equal lengths (unchanged then), but an uneven step
+// cuts its long sequence into more segments than the average says: past one wave at one main block
+// an SM, the second wave doubles the step. Only lengthening keeps the segment-id bound the totals
+// gave (and the workspace sized from it). Where every sequence ends up in one segment, no cut.
+int64_t SegmentsWithinAWave(const GlaPrefillCudaParams& p, int64_t seg_len, int64_t total, int sms) {
+  const int64_t blocks_per_segment = int64_t{p.H} * ((p.dv + kDvTile - 1) / kDvTile);
+  int64_t longest = 0;
+  for (int n = 0; n < p.num_seqs; ++n)
+    longest = std::max<int64_t>(longest, int64_t{p.host_cu_seqlens[n + 1]} - p.host_cu_seqlens[n]);
+  longest = std::min(longest, total);  // a copy that does not match the device's: bounded work here
+  auto segments = [&](int64_t len) {
+    int64_t count = 0;
+    for (int n = 0; n < p.num_seqs; ++n) {
+      const int64_t tokens = std::clamp<int64_t>(int64_t{p.host_cu_seqlens[n + 1]} - p.host_cu_seqlens[n], 0, total);
+      count += (tokens + len - 1) / len;
+    }
+    return count;
+  };
+  while (seg_len < longest && segments(seg_len) * blocks_per_segment > sms) seg_len += kChunk;
+  return seg_len < longest ? seg_len : kNoSplit;
+}
+
 Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
   Plan plan;
   int sms = 132, dev = 0;
@@ -696,6 +720,8 @@ Plan MakePlan(const GlaPrefillCudaParams& p, int total_tokens) {
     cuts = std::min<int64_t>(sms / blocks, avg / kMinSegment);
   }
   if (cuts >= 2) plan.seg_len = std::max<int64_t>(segment_length(cuts), kChunk);
+  if (plan.seg_len != kNoSplit && p.plan_segments == 0 && p.host_cu_seqlens != nullptr)
+    plan.seg_len = SegmentsWithinAWave(p, plan.seg_len, total, sms);
   const PrepLayout prep = MakePrepLayout(p.H, p.Hkv, p.dk, total, p.num_seqs);  // shared with the backward
   plan.chunk_ids = prep.chunk_ids;
   plan.split_prep = p.dk > 64 && (p.plan_split_prep != 0 ? p.plan_split_prep == 2 : plan.chunk_ids * p.H <= sms);

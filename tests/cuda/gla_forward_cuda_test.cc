@@ -7,7 +7,8 @@
 // fails); slots no sequence uses must stay bit-identical. The chunkwise kernel's forget gate made
 // from its low-rank factors (GlaPrefillCudaParams::gate) must equal, to the bit, the same kernel
 // reading what LowRankGate writes. Any plan a benchmark forces (segments, the prep's clusters) holds
-// the same bound.
+// the same bound, and so does the plan made from a host copy of the offsets, also one that does not
+// match the device's.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -59,6 +60,31 @@ const ForwardKernel kChunkCut5Split{"chunk_cut5_split", 2e-2, [](GlaPrefillCudaP
 const ForwardKernel kChunkUncutWhole{"chunk_uncut_whole", 2e-2, [](GlaPrefillCudaParams& p, testing::DeviceBuffers& buf) {
                                        return LaunchChunkPlan(p, buf, 1, 1);
                                      }};
+
+// The chunkwise kernel given a host copy of the sequence offsets (GlaPrefillCudaParams::
+// host_cu_seqlens, as the engine gives it): its plan may lengthen the segments of an uneven step.
+// With `wrong`, a copy that does not match the device's: the same total, all of it in the first
+// sequence but 16 tokens for each other one (an even step then looks uneven, so the plan lengthens
+// segments the real lengths did not need): the plan may differ, the operator may not.
+cudaError_t LaunchWithHostOffsets(GlaPrefillCudaParams& p, testing::DeviceBuffers& buf, bool wrong) {
+  static thread_local std::vector<int32_t> cu;
+  cu.assign(size_t(p.num_seqs) + 1, 0);
+  if (cudaError_t e = cudaMemcpy(cu.data(), p.cu_seqlens, cu.size() * 4, cudaMemcpyDeviceToHost); e != cudaSuccess)
+    return e;
+  const int32_t total = cu.back(), others = 16 * (p.num_seqs - 1);
+  if (wrong && total >= others) {
+    cu[1] = total - others;
+    for (int n = 1; n < p.num_seqs; ++n) cu[n + 1] = cu[n] + 16;
+  }
+  p.host_cu_seqlens = cu.data();
+  return kChunk.launch(p, buf);
+}
+const ForwardKernel kChunkHostOffsets{"chunk_host_offsets", 2e-2, [](GlaPrefillCudaParams& p, testing::DeviceBuffers& buf) {
+                                        return LaunchWithHostOffsets(p, buf, false);
+                                      }};
+const ForwardKernel kChunkWrongHostOffsets{
+    "chunk_wrong_host_offsets", 2e-2,
+    [](GlaPrefillCudaParams& p, testing::DeviceBuffers& buf) { return LaunchWithHostOffsets(p, buf, true); }};
 
 using Param = std::tuple<ForwardKernel, GlaCase>;
 class GlaForwardCuda : public ::testing::TestWithParam<Param> {};
@@ -138,6 +164,16 @@ INSTANTIATE_TEST_SUITE_P(ChunkPlans, GlaForwardCuda,
                                             ::testing::Values(GlaCase{"gla13B_mixed", 4, 4, 256, 512, {1, 63, 65, 200}, true},
                                                               GlaCase{"gla13B_long", 4, 4, 256, 512, {3000}, true},
                                                               GlaCase{"gla340M_long", 4, 4, 128, 256, {4100, 70}, false})),
+                         Name);
+
+// The plan from the sequences' own lengths: uneven steps whose segments it lengthens (a long and a
+// short prompt at both head shapes), an even one it leaves as it is, and a copy of the offsets that
+// does not match the device's.
+INSTANTIATE_TEST_SUITE_P(ChunkHostOffsets, GlaForwardCuda,
+                         ::testing::Combine(::testing::Values(kChunkHostOffsets, kChunkWrongHostOffsets),
+                                            ::testing::Values(GlaCase{"gla13B_uneven", 4, 4, 256, 512, {3000, 16}, true},
+                                                              GlaCase{"gla340M_uneven", 4, 4, 128, 256, {2000, 5, 300}, true},
+                                                              GlaCase{"gla13B_even", 4, 4, 256, 512, {1000, 1000}, false})),
                          Name);
 
 // The gate made in the chunkwise prep kernel: a case, the gate's rank, a bias or none, a clamp or none.
@@ -344,6 +380,72 @@ TEST(GlaForwardCudaShapes, OwnPlanCutsIntoSegmentsOfAtLeast128Tokens) {
     }
   }
   EXPECT_GT(cut, 0) << "no shape was cut at all";
+}
+
+// Main blocks of a plan's working segments (a sequence is one segment when the plan does not cut).
+int64_t MainBlocks(const GlaPrefillCudaParams& p, const std::vector<int32_t>& len, int64_t seg) {
+  int64_t segments = 0;
+  for (int32_t l : len) segments += seg == 0 ? (l > 0) : (l + seg - 1) / seg;
+  return segments * p.H * ((p.dv + 63) / 64);
+}
+
+// With the sequences' own lengths on the host, the plan keeps an uneven step's main blocks within one
+// wave of the SMs (132 where there is no device), never cuts shorter than from the totals alone (the
+// workspace is sized from those), and leaves even steps as they were. Host arithmetic only.
+TEST(GlaForwardCudaShapes, HostOffsetsKeepAnUnevenStepWithinOneWave) {
+  int sms = 132, dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    sms = 132;
+  cudaGetLastError();  // no device: the plan falls back the same way
+  int lengthened = 0;
+  for (const auto& [dk, dv] : {std::pair{256, 512}, std::pair{128, 256}}) {
+    GlaPrefillCudaParams p = HostPlanParams(dk, dv);
+    std::vector<std::vector<int32_t>> steps;
+    for (int32_t a : {300, 600, 1000, 2000, 4096, 8000})
+      for (int32_t b : {0, 1, 16, 100, 700, 4096}) {
+        steps.push_back({a, b});
+        steps.push_back({a, b, 16});
+        steps.push_back({a, a});  // even
+      }
+    for (const std::vector<int32_t>& len : steps) {
+      std::vector<int32_t> cu(len.size() + 1, 0);
+      for (size_t n = 0; n < len.size(); ++n) cu[n + 1] = cu[n] + len[n];
+      p.num_seqs = static_cast<int>(len.size());
+      p.host_cu_seqlens = nullptr;
+      const int64_t from_totals = cuda::GlaPrefillChunkPlan(p, cu.back()).segment_tokens;
+      p.host_cu_seqlens = cu.data();
+      const int64_t from_lengths = cuda::GlaPrefillChunkPlan(p, cu.back()).segment_tokens;
+      const std::string what = "dk " + std::to_string(dk) + ", lengths " + std::to_string(len[0]) + " / " +
+                               std::to_string(len[1]) + (len.size() > 2 ? " / 16" : "");
+      if (from_totals == 0) {
+        EXPECT_EQ(from_lengths, 0) << what << ": a cut the totals did not make";
+        continue;
+      }
+      if (from_lengths != 0) {
+        EXPECT_GE(from_lengths, from_totals) << what << ": shorter segments than the workspace was sized for";
+        EXPECT_LE(MainBlocks(p, len, from_lengths), sms) << what;
+      }
+      if (len.size() == 2 && len[0] == len[1]) {
+        EXPECT_EQ(from_lengths, from_totals) << what << ": an even step changed";
+      }
+      if (from_lengths != from_totals) {
+        ++lengthened;
+        EXPECT_GT(MainBlocks(p, len, from_totals), sms) << what << ": lengthened though it fitted";
+      }
+    }
+  }
+  EXPECT_GT(lengthened, 0) << "no uneven step was changed";
+  // The case that found it: 4,096 + 16 tokens at gla-1.3B heads, 1,088-token segments (4 + 1 of them,
+  // 160 main blocks) from the totals; within one wave of 132 SMs from the lengths.
+  if (sms == 132) {
+    GlaPrefillCudaParams p = HostPlanParams(256, 512);
+    p.num_seqs = 2;
+    const std::vector<int32_t> cu{0, 4096, 4112};
+    EXPECT_EQ(cuda::GlaPrefillChunkPlan(p, 4112).segment_tokens, 1088);
+    p.host_cu_seqlens = cu.data();
+    const int64_t seg = cuda::GlaPrefillChunkPlan(p, 4112).segment_tokens;
+    EXPECT_EQ(MainBlocks(p, {4096, 16}, seg), 128) << seg;
+  }
 }
 
 TEST(GlaForwardCudaShapes, ChunkRefusesUnsupportedShapesWithInvalidValue) {
