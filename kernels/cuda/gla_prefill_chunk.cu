@@ -676,8 +676,9 @@ struct Plan {
 // the shortest multiple of a chunk from `seg_len` on at which the segments' main blocks fit the
 // SMs. The average length's cut fits them for equal lengths (unchanged then), but an uneven step
 // cuts its long sequence into more segments than the average says: past one wave at one main block
-// an SM, the second wave doubles the step. Only lengthening keeps the segment-id bound the totals
-// gave (and the workspace sized from it). Where every sequence ends up in one segment, no cut.
+// an SM, the blocks past the first wave wait for it to finish. Only lengthening keeps the segment-id
+// bound the totals gave (and the workspace sized from it). Where every sequence ends up in one
+// segment, no cut.
 int64_t SegmentsWithinAWave(const GlaPrefillCudaParams& p, int64_t seg_len, int64_t total, int sms) {
   const int64_t blocks_per_segment = int64_t{p.H} * ((p.dv + kDvTile - 1) / kDvTile);
   int64_t longest = 0;
