@@ -693,7 +693,16 @@ int64_t SegmentsWithinAWave(const GlaPrefillCudaParams& p, int64_t seg_len, int6
     }
     return count;
   };
-  while (seg_len < longest && segments(seg_len) * blocks_per_segment > sms) seg_len += kChunk;
+  // The segment count only falls as the length grows: the shortest length that fits, by bisection
+  // over whole chunks (a few dozen evaluations whatever the lengths claim).
+  auto fits = [&](int64_t len) { return segments(len) * blocks_per_segment <= sms; };
+  if (seg_len >= longest || fits(seg_len)) return seg_len < longest ? seg_len : kNoSplit;
+  int64_t lo = seg_len / kChunk, hi = (longest + kChunk - 1) / kChunk;  // lo does not fit; hi is one segment each
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid * kChunk) ? hi : lo) = mid;
+  }
+  seg_len = hi * kChunk;
   return seg_len < longest ? seg_len : kNoSplit;
 }
 

@@ -390,8 +390,9 @@ int64_t MainBlocks(const GlaPrefillCudaParams& p, const std::vector<int32_t>& le
 }
 
 // With the sequences' own lengths on the host, the plan keeps an uneven step's main blocks within one
-// wave of the SMs (132 where there is no device), never cuts shorter than from the totals alone (the
-// workspace is sized from those), and leaves even steps as they were. Host arithmetic only.
+// wave of the SMs (132 where there is no device) at the shortest segments that do, never cuts shorter
+// than from the totals alone (the workspace is sized from those), and leaves even steps as they were.
+// Host arithmetic only.
 TEST(GlaForwardCudaShapes, HostOffsetsKeepAnUnevenStepWithinOneWave) {
   int sms = 132, dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
@@ -431,6 +432,9 @@ TEST(GlaForwardCudaShapes, HostOffsetsKeepAnUnevenStepWithinOneWave) {
       if (from_lengths != from_totals) {
         ++lengthened;
         EXPECT_GT(MainBlocks(p, len, from_totals), sms) << what << ": lengthened though it fitted";
+        if (from_lengths != 0) {  // the shortest that fits: a chunk less does not
+          EXPECT_GT(MainBlocks(p, len, from_lengths - 64), sms) << what << ": longer than needed";
+        }
       }
     }
   }
@@ -445,6 +449,17 @@ TEST(GlaForwardCudaShapes, HostOffsetsKeepAnUnevenStepWithinOneWave) {
     p.host_cu_seqlens = cu.data();
     const int64_t seg = cuda::GlaPrefillChunkPlan(p, 4112).segment_tokens;
     EXPECT_EQ(MainBlocks(p, {4096, 16}, seg), 128) << seg;
+  }
+  // A host copy that is not offsets at all (a length far past the total, offsets that go back): the
+  // plan stays within what the totals allow and answers at once.
+  GlaPrefillCudaParams p = HostPlanParams(256, 512);
+  p.num_seqs = 2;
+  const int64_t from_totals = cuda::GlaPrefillChunkPlan(p, 4112).segment_tokens;
+  for (const std::vector<int32_t>& cu : {std::vector<int32_t>{0, 1 << 30, (1 << 30) + 16}, {0, 5000, 16},
+                                         {0, -7, 4112}}) {
+    p.host_cu_seqlens = cu.data();
+    const int64_t seg = cuda::GlaPrefillChunkPlan(p, 4112).segment_tokens;
+    EXPECT_TRUE(seg == 0 || seg >= from_totals) << cu[1] << ": " << seg;
   }
 }
 
