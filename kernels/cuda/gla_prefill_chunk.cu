@@ -681,16 +681,16 @@ struct Plan {
 // segment, no cut.
 int64_t SegmentsWithinAWave(const GlaPrefillCudaParams& p, int64_t seg_len, int64_t total, int sms) {
   const int64_t blocks_per_segment = int64_t{p.H} * ((p.dv + kDvTile - 1) / kDvTile);
+  // Sequence n's tokens as the copy has them, within [0, total] (a copy that does not match the
+  // device's: bounded work here, and the kernel still walks the device's lengths).
+  auto tokens = [&](int n) {
+    return std::clamp<int64_t>(int64_t{p.host_cu_seqlens[n + 1]} - p.host_cu_seqlens[n], 0, total);
+  };
   int64_t longest = 0;
-  for (int n = 0; n < p.num_seqs; ++n)
-    longest = std::max<int64_t>(longest, int64_t{p.host_cu_seqlens[n + 1]} - p.host_cu_seqlens[n]);
-  longest = std::min(longest, total);  // a copy that does not match the device's: bounded work here
+  for (int n = 0; n < p.num_seqs; ++n) longest = std::max(longest, tokens(n));
   auto segments = [&](int64_t len) {
     int64_t count = 0;
-    for (int n = 0; n < p.num_seqs; ++n) {
-      const int64_t tokens = std::clamp<int64_t>(int64_t{p.host_cu_seqlens[n + 1]} - p.host_cu_seqlens[n], 0, total);
-      count += (tokens + len - 1) / len;
-    }
+    for (int n = 0; n < p.num_seqs; ++n) count += (tokens(n) + len - 1) / len;
     return count;
   };
   // The segment count only falls as the length grows: the shortest length that fits, by bisection
